@@ -1,0 +1,219 @@
+//! Booting a sandbox: run on the host by the server as
+//! `paddock-agent boot CONFIG.json`.
+//!
+//! 1. join the sandbox's cgroups (so every process of it is accounted from
+//!    the first instruction);
+//! 2. unshare mount, uts, ipc, net, pid and cgroup namespaces;
+//! 3. fork: the child is PID 1 of the new pid namespace. It builds the
+//!    root filesystem (overlays, /dev, /proc), binds the agent socket at a
+//!    host path, pivots into the root, drops capabilities, sets
+//!    no_new_privs and a seccomp filter, then reports ready on a pipe and
+//!    serves;
+//! 4. the parent waits for that report, prints the child's host pid and
+//!    exits, so the sandbox is nobody's child on the host and outlives the
+//!    server.
+//!
+//! Every mount is made inside the sandbox's own mount namespace: when its
+//! last process exits the kernel unmounts all of it, so a sandbox can
+//! never leak a mount on the host.
+
+mod mounts;
+mod security;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+
+use nix::sched::{unshare, CloneFlags};
+use serde::{Deserialize, Serialize};
+
+use crate::sys;
+
+/// One overlay mount of the sandbox's root filesystem.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OverlayLayer {
+    /// Where it goes inside the sandbox (`/`, `/usr`).
+    pub target: String,
+    /// Read-only lower directories, topmost first.
+    pub lower: Vec<PathBuf>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+}
+
+/// Everything the boot helper needs, written by the server as JSON.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BootConfig {
+    pub hostname: String,
+    /// An empty host directory the root overlay is mounted on (inside the
+    /// sandbox's mount namespace only).
+    pub root_mountpoint: PathBuf,
+    /// `/` first, then mounts below it.
+    pub layers: Vec<OverlayLayer>,
+    /// `cgroup.procs` files to join before anything else.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// Host path of the agent's listening socket.
+    pub socket_path: PathBuf,
+    /// Host path of the agent's own log.
+    pub log_path: PathBuf,
+    /// Environment every command starts with.
+    pub env: Vec<(String, String)>,
+}
+
+/// Why a sandbox could not boot; reported to the server on stderr.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error("could not read the boot config {path}")]
+    Config {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the boot config is not valid JSON")]
+    ConfigJson(#[source] serde_json::Error),
+    #[error("{step}")]
+    Step {
+        step: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Child(String),
+}
+
+pub(crate) fn step(step: impl Into<String>) -> impl FnOnce(std::io::Error) -> BootError {
+    let step = step.into();
+    move |source| BootError::Step { step, source }
+}
+
+pub(crate) fn nix_step(s: impl Into<String>) -> impl FnOnce(nix::Error) -> BootError {
+    let f = step(s);
+    move |e| f(std::io::Error::from(e))
+}
+
+/// The environment the agent gives every command when the VM sets none.
+pub fn default_env() -> Vec<(String, String)> {
+    [
+        ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+        ("HOME", "/root"),
+        ("USER", "root"),
+        ("LANG", "C.UTF-8"),
+        ("TERM", "xterm"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect()
+}
+
+/// Runs the boot helper; on success prints the sandbox's host pid and
+/// returns. The sandbox's PID 1 never returns from here: it serves until
+/// it is killed.
+pub fn boot(config_path: &Path) -> Result<i32, BootError> {
+    let raw = fs::read(config_path).map_err(|source| BootError::Config {
+        path: config_path.display().to_string(),
+        source,
+    })?;
+    let config: BootConfig = serde_json::from_slice(&raw).map_err(BootError::ConfigJson)?;
+
+    let me = std::process::id().to_string();
+    for procs in &config.cgroup_procs {
+        fs::write(procs, &me).map_err(step(format!("join cgroup {}", procs.display())))?;
+    }
+    unshare(
+        CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWNET
+            | CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWCGROUP,
+    )
+    .map_err(nix_step("unshare namespaces"))?;
+
+    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(nix_step("create the ready pipe"))?;
+    match sys::fork().map_err(step("fork the sandbox's init"))? {
+        sys::Forked::Parent { child } => {
+            drop(ready_w);
+            let mut report = String::new();
+            fs::File::from(ready_r)
+                .read_to_string(&mut report)
+                .map_err(step("read the sandbox's ready report"))?;
+            if report == "ok" {
+                Ok(child)
+            } else if report.is_empty() {
+                Err(BootError::Child(
+                    "the sandbox's init exited before it was ready".into(),
+                ))
+            } else {
+                Err(BootError::Child(report))
+            }
+        }
+        sys::Forked::Child => {
+            drop(ready_r);
+            let mut ready = fs::File::from(ready_w);
+            match init(&config) {
+                Ok(listener) => {
+                    let _ = ready.write_all(b"ok");
+                    drop(ready);
+                    let code = match crate::serve(listener, config.env.clone()) {
+                        Ok(()) => 0,
+                        Err(e) => {
+                            eprintln!("paddock-agent: serve failed: {e}");
+                            1
+                        }
+                    };
+                    std::process::exit(code);
+                }
+                Err(e) => {
+                    let _ = ready.write_all(error_chain(&e).as_bytes());
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
+}
+
+/// The setup PID 1 does before it serves.
+fn init(config: &BootConfig) -> Result<UnixListener, BootError> {
+    nix::unistd::setsid().map_err(nix_step("setsid"))?;
+    redirect_stdio(&config.log_path)?;
+    mounts::build_root(config)?;
+    let _ = fs::remove_file(&config.socket_path);
+    let listener = UnixListener::bind(&config.socket_path)
+        .map_err(step(format!("bind the agent socket {}", config.socket_path.display())))?;
+    nix::unistd::sethostname(&config.hostname).map_err(nix_step("set the hostname"))?;
+    sys::loopback_up().map_err(step("bring up loopback"))?;
+    mounts::pivot(&config.root_mountpoint)?;
+    security::lock_down()?;
+    Ok(listener)
+}
+
+/// Points stdin at /dev/null and stdout/stderr at the agent's log, so the
+/// server's pipes to the boot helper close when the helper exits.
+fn redirect_stdio(log: &Path) -> Result<(), BootError> {
+    let null = fs::File::open("/dev/null").map_err(step("open /dev/null"))?;
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(step(format!("open the agent log {}", log.display())))?;
+    let dup = |from: &fs::File, to: i32| {
+        sys::dup_onto(from.as_fd(), to).map_err(step("redirect stdio"))
+    };
+    dup(&null, 0)?;
+    dup(&log, 1)?;
+    dup(&log, 2)?;
+    Ok(())
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,276 @@
+//! The wire protocol between the server and the agent.
+//!
+//! A connection carries one request. Every frame is
+//! `[u32 big-endian length][u8 kind][payload]`, where the length counts the
+//! kind byte and the payload. Control frames carry JSON ([`Request`] from
+//! the server, [`Event`] from the agent); data frames carry raw bytes, so
+//! file and output bytes are never re-encoded. A zero-length data frame
+//! ends a data stream (stdin, an upload).
+//!
+//! Hand-written rather than a general RPC crate because it is a dozen
+//! lines, streams bytes without copies or base64, and must stay small in
+//! PID 1 of every sandbox.
+
+use std::io;
+
+use bytes::{Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+pub const KIND_CONTROL: u8 = 0;
+pub const KIND_STDOUT: u8 = 1;
+pub const KIND_STDERR: u8 = 2;
+pub const KIND_STDIN: u8 = 3;
+pub const KIND_DATA: u8 = 4;
+
+/// The largest frame either side accepts.
+pub const MAX_FRAME: usize = 1024 * 1024 + 1;
+/// The size of data chunks the agent sends.
+pub const CHUNK: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Ping,
+    Exec {
+        argv: Vec<String>,
+        env: Vec<(String, String)>,
+        cwd: Option<String>,
+        /// Stdin frames follow, ended by an empty one.
+        stdin: bool,
+        timeout_ms: Option<u64>,
+    },
+    ReadFile {
+        path: String,
+    },
+    /// Data frames follow, ended by an empty one.
+    WriteFile {
+        path: String,
+        mode: Option<u32>,
+    },
+    PtyCreate {
+        id: String,
+        cols: u16,
+        rows: u16,
+        command: PtyCommand,
+    },
+    PtyList,
+    PtyGet {
+        id: String,
+    },
+    PtyResize {
+        id: String,
+        cols: u16,
+        rows: u16,
+    },
+    PtyKill {
+        id: String,
+    },
+    /// Input frames (stdin kind) and `Resize` controls follow.
+    PtyAttach {
+        id: String,
+    },
+    /// A control frame on an attached PTY.
+    Resize {
+        cols: u16,
+        rows: u16,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum PtyCommand {
+    DefaultShell,
+    Shell(String),
+    CommandLine(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    NotFound,
+    PermissionDenied,
+    IsADirectory,
+    NotADirectory,
+    Invalid,
+    Exists,
+    Other,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DirEntry {
+    pub name: String,
+    /// `file`, `directory`, `symlink` or `other`.
+    pub kind: String,
+    pub size: u64,
+    pub mode: u32,
+    pub modified_unix: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PtyInfo {
+    pub id: String,
+    pub pid: i32,
+    pub cols: u16,
+    pub rows: u16,
+    pub alive: bool,
+    pub exit_code: Option<i32>,
+    pub command: Vec<String>,
+    pub created_at_unix: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    Pong,
+    Ok,
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
+    Started {
+        pid: i32,
+    },
+    Exit {
+        code: Option<i32>,
+        signal: Option<i32>,
+        timed_out: bool,
+        wall_ms: u64,
+        cpu_ms: u64,
+    },
+    /// A file follows as data frames, then `Done`.
+    File {
+        size: u64,
+        mode: u32,
+    },
+    Listing {
+        entries: Vec<DirEntry>,
+    },
+    Done,
+    Written {
+        bytes: u64,
+    },
+    Pty(PtyInfo),
+    PtyList {
+        sessions: Vec<PtyInfo>,
+    },
+    PtyExit {
+        code: i32,
+    },
+}
+
+impl Event {
+    pub fn error(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self::Error {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn from_io(e: &io::Error, what: &str) -> Self {
+        let kind = match e.kind() {
+            io::ErrorKind::NotFound => ErrorKind::NotFound,
+            io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+            io::ErrorKind::IsADirectory => ErrorKind::IsADirectory,
+            io::ErrorKind::NotADirectory => ErrorKind::NotADirectory,
+            io::ErrorKind::AlreadyExists => ErrorKind::Exists,
+            io::ErrorKind::InvalidInput => ErrorKind::Invalid,
+            _ => ErrorKind::Other,
+        };
+        Self::error(kind, format!("{what}: {e}"))
+    }
+}
+
+/// One frame as read: its kind and payload.
+#[derive(Debug)]
+pub struct Frame {
+    pub kind: u8,
+    pub payload: Bytes,
+}
+
+impl Frame {
+    pub fn control<T: for<'de> Deserialize<'de>>(&self) -> io::Result<T> {
+        if self.kind != KIND_CONTROL {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("expected a control frame, got kind {}", self.kind),
+            ));
+        }
+        serde_json::from_slice(&self.payload)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+}
+
+/// Reads one frame; `None` at a clean end of stream.
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<Frame>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len == 0 || len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame length {len} out of range"),
+        ));
+    }
+    let mut buf = BytesMut::zeroed(len);
+    r.read_exact(&mut buf).await?;
+    let payload = buf.split_off(1).freeze();
+    Ok(Some(Frame {
+        kind: buf[0],
+        payload,
+    }))
+}
+
+/// Writes a data frame of `kind` (an empty `data` ends a stream).
+pub async fn write_data<W: AsyncWrite + Unpin>(w: &mut W, kind: u8, data: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(data.len() + 1)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
+    let mut head = [0u8; 5];
+    head[..4].copy_from_slice(&len.to_be_bytes());
+    head[4] = kind;
+    w.write_all(&head).await?;
+    w.write_all(data).await
+}
+
+pub async fn write_control<W: AsyncWrite + Unpin, T: Serialize>(w: &mut W, msg: &T) -> io::Result<()> {
+    let json = serde_json::to_vec(msg).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    write_data(w, KIND_CONTROL, &json).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        write_control(&mut a, &Request::ReadFile { path: "/x".into() }).await.expect("write");
+        write_data(&mut a, KIND_DATA, b"hello").await.expect("write");
+        write_data(&mut a, KIND_DATA, b"").await.expect("write");
+        drop(a);
+        let f = read_frame(&mut b).await.expect("read").expect("frame");
+        match f.control::<Request>().expect("json") {
+            Request::ReadFile { path } => assert_eq!(path, "/x"),
+            other => panic!("unexpected {other:?}"),
+        }
+        let f = read_frame(&mut b).await.expect("read").expect("frame");
+        assert_eq!((f.kind, &f.payload[..]), (KIND_DATA, &b"hello"[..]));
+        let f = read_frame(&mut b).await.expect("read").expect("frame");
+        assert!(f.payload.is_empty());
+        assert!(read_frame(&mut b).await.expect("read").is_none());
+    }
+
+    #[tokio::test]
+    async fn oversized_and_empty_frames_are_refused() {
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&u32::MAX.to_be_bytes()).await.expect("write");
+        assert!(read_frame(&mut b).await.is_err());
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&0u32.to_be_bytes()).await.expect("write");
+        assert!(read_frame(&mut b).await.is_err());
+    }
+}

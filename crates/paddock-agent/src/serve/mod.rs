@@ -1,0 +1,135 @@
+//! PID 1's service loop: one task per connection, one request per
+//! connection. Runs on a current-thread runtime: the agent must stay
+//! small, and a single thread also means `Command::spawn` (which reaps its
+//! child itself when `execve` fails) can never race the reaper.
+
+mod exec;
+mod files;
+mod pty;
+mod reaper;
+
+use std::io;
+use std::os::unix::net::UnixListener;
+use std::sync::Arc;
+
+use tokio::net::UnixStream;
+
+use crate::proto::{read_frame, write_control, Event, Request};
+use reaper::Reaper;
+
+pub(crate) struct State {
+    pub env: Vec<(String, String)>,
+    pub reaper: Arc<Reaper>,
+    pub ptys: pty::PtyTable,
+}
+
+/// Serves the agent protocol on `listener` until the process is killed.
+pub fn serve(listener: UnixListener, env: Vec<(String, String)>) -> io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let reaper = Reaper::start()?;
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::UnixListener::from_std(listener)?;
+        let state = Arc::new(State {
+            env,
+            reaper,
+            ptys: pty::PtyTable::default(),
+        });
+        loop {
+            let (stream, _) = listener.accept().await?;
+            let state = Arc::clone(&state);
+            tokio::spawn(async move {
+                if let Err(e) = handle(state, stream).await {
+                    if e.kind() != io::ErrorKind::BrokenPipe {
+                        eprintln!("paddock-agent: connection failed: {e}");
+                    }
+                }
+            });
+        }
+    })
+}
+
+async fn handle(state: Arc<State>, mut stream: UnixStream) -> io::Result<()> {
+    let Some(first) = read_frame(&mut stream).await? else {
+        return Ok(());
+    };
+    let request: Request = match first.control() {
+        Ok(r) => r,
+        Err(e) => {
+            let event = Event::error(crate::proto::ErrorKind::Invalid, e.to_string());
+            return write_control(&mut stream, &event).await;
+        }
+    };
+    match request {
+        Request::Ping => write_control(&mut stream, &Event::Pong).await,
+        Request::Exec {
+            argv,
+            env,
+            cwd,
+            stdin,
+            timeout_ms,
+        } => {
+            let spec = exec::ExecSpec {
+                argv,
+                env,
+                cwd,
+                stdin,
+                timeout_ms,
+            };
+            exec::run(&state, stream, spec).await
+        }
+        Request::ReadFile { path } => files::read(&mut stream, &path).await,
+        Request::WriteFile { path, mode } => files::write(&mut stream, &path, mode).await,
+        Request::PtyCreate {
+            id,
+            cols,
+            rows,
+            command,
+        } => {
+            let event = state.ptys.create(&state, id, cols, rows, command);
+            write_control(&mut stream, &event).await
+        }
+        Request::PtyList => {
+            let sessions = state.ptys.list();
+            write_control(&mut stream, &Event::PtyList { sessions }).await
+        }
+        Request::PtyGet { id } => write_control(&mut stream, &state.ptys.get(&id)).await,
+        Request::PtyResize { id, cols, rows } => {
+            write_control(&mut stream, &state.ptys.resize(&id, cols, rows)).await
+        }
+        Request::PtyKill { id } => write_control(&mut stream, &state.ptys.kill(&id)).await,
+        Request::PtyAttach { id } => state.ptys.attach(&id, stream).await,
+        Request::Resize { .. } => {
+            let event = Event::error(
+                crate::proto::ErrorKind::Invalid,
+                "resize is only valid on an attached PTY",
+            );
+            write_control(&mut stream, &event).await
+        }
+    }
+}
+
+/// A command's environment: the sandbox's, then the request's on top.
+pub(crate) fn merged_env(base: &[(String, String)], extra: &[(String, String)]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::with_capacity(base.len() + extra.len());
+    for (k, v) in base.iter().chain(extra) {
+        if let Some(slot) = env.iter_mut().find(|(ek, _)| ek == k) {
+            slot.1 = v.clone();
+        } else {
+            env.push((k.clone(), v.clone()));
+        }
+    }
+    env
+}
+
+/// The working directory a command starts in when none is given: `$HOME`
+/// if it exists, else `/`.
+pub(crate) fn default_cwd(env: &[(String, String)]) -> String {
+    env.iter()
+        .find(|(k, _)| k == "HOME")
+        .map(|(_, v)| v.clone())
+        .filter(|h| std::path::Path::new(h).is_dir())
+        .unwrap_or_else(|| "/".to_owned())
+}

@@ -1,0 +1,181 @@
+//! The raw system calls nix does not wrap (or wraps in a shape we cannot
+//! use), each in a small safe function. Everything above this module is
+//! safe code.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::Duration;
+
+/// How a reaped child ended, with the CPU time it and its waited-for
+/// descendants used.
+#[derive(Debug, Clone, Copy)]
+pub struct Reaped {
+    pub pid: i32,
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub cpu_time: Duration,
+}
+
+/// `wait4(-1, WNOHANG)`: one exited child, or `None` when none is waiting.
+/// nix's `waitpid` does not return the rusage we report as `cpu_time`.
+pub fn reap_one() -> Option<Reaped> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are to live, writable locals of the right type.
+    let pid = unsafe { libc::wait4(-1, &mut status, libc::WNOHANG, &mut usage) };
+    if pid <= 0 {
+        return None;
+    }
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    let (code, signal) = if libc::WIFEXITED(status) {
+        (Some(libc::WEXITSTATUS(status)), None)
+    } else if libc::WIFSIGNALED(status) {
+        (None, Some(libc::WTERMSIG(status)))
+    } else {
+        (None, None)
+    };
+    Some(Reaped {
+        pid,
+        code,
+        signal,
+        cpu_time: tv(usage.ru_utime) + tv(usage.ru_stime),
+    })
+}
+
+/// Sets a terminal's window size (`TIOCSWINSZ`).
+pub fn set_window_size(fd: BorrowedFd<'_>, cols: u16, rows: u16) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: fd is a live descriptor borrowed for the call; ws is a valid winsize.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Runs in a forked child just before `execve`: only async-signal-safe
+/// calls. Starts a new session (so a kill of the process group reaches the
+/// whole command), optionally takes fd 0 as controlling terminal, restores
+/// default signal dispositions and the signal mask, and makes the child the
+/// OOM killer's first choice over the agent.
+pub fn prepare_child(controlling_tty: bool) -> io::Result<()> {
+    // SAFETY: setsid, ioctl, sigprocmask, signal, open, write and close are
+    // async-signal-safe; every pointer passed is to a live local.
+    unsafe {
+        if libc::setsid() < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if controlling_tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        for sig in [libc::SIGPIPE, libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGCHLD] {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+        let path = c"/proc/self/oom_score_adj";
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd >= 0 {
+            let v = b"500";
+            libc::write(fd, v.as_ptr().cast(), v.len());
+            libc::close(fd);
+        }
+    }
+    Ok(())
+}
+
+/// Brings the loopback interface of the current network namespace up.
+pub fn loopback_up() -> io::Result<()> {
+    // SAFETY: a plain datagram socket; the fd is checked and closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: an all-zero ifreq is valid; the name fits its 16 bytes.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: fd is our socket, req a valid ifreq naming "lo"; the union
+    // field read is the one SIOCGIFFLAGS just wrote.
+    let result = unsafe {
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            if libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        }
+    };
+    // SAFETY: fd is ours and closed once.
+    unsafe { libc::close(fd) };
+    result
+}
+
+/// `fork(2)`. Called only by the boot helper while it is single-threaded.
+pub enum Forked {
+    Parent { child: i32 },
+    Child,
+}
+
+pub fn fork() -> io::Result<Forked> {
+    // SAFETY: the boot helper is single-threaded here (no runtime, no
+    // threads started), so the child may run arbitrary code.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent { child: pid }),
+    }
+}
+
+/// `pivot_root(new_root, put_old)`; nix's wrapper exists, but this keeps
+/// the root switch beside the other mount-namespace calls it needs.
+pub fn pivot_root_here() -> io::Result<()> {
+    let dot = c".";
+    // SAFETY: both arguments are valid NUL-terminated strings.
+    let r = unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `dup2(from, to)`, for pointing a standard descriptor elsewhere.
+pub fn dup_onto(from: BorrowedFd<'_>, to: i32) -> io::Result<()> {
+    // SAFETY: `from` is live for the call; `to` is a standard descriptor
+    // the process owns for its whole life, replaced atomically by dup2.
+    if unsafe { libc::dup2(from.as_raw_fd(), to) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes `cmd` call [`prepare_child`] in the child before `execve`.
+pub fn set_pre_exec(cmd: &mut std::process::Command, controlling_tty: bool) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prepare_child makes only async-signal-safe calls and touches
+    // no memory of the parent.
+    unsafe {
+        cmd.pre_exec(move || prepare_child(controlling_tty));
+    }
+}
+
+/// Registers an owned descriptor with the tokio reactor.
+pub fn async_fd(fd: std::os::fd::OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    // SAFETY: an OwnedFd stays open and names the same file description
+    // until the AsyncFd that owns it is dropped.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
+}

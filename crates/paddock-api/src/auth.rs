@@ -1,0 +1,87 @@
+//! Who is calling: an API key from `X-API-Key`, `Authorization: Bearer`,
+//! or (for WebSocket clients that cannot set headers) the `api_key` query
+//! parameter. Surfaces render the rejection in their own format.
+
+use axum::http::request::Parts;
+use paddock_core::ids::AccountId;
+use paddock_core::CoreError;
+
+use crate::AppState;
+
+/// The key in a request's headers, if any.
+pub fn header_key(headers: &axum::http::HeaderMap) -> Option<String> {
+    if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        if !v.trim().is_empty() {
+            return Some(v.trim().to_owned());
+        }
+    }
+    let v = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())?;
+    v.strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+}
+
+/// The key a request presents, if any: headers first, then `api_key` in
+/// the query.
+pub fn presented_key(parts: &Parts) -> Option<String> {
+    if let Some(k) = header_key(&parts.headers) {
+        return Some(k);
+    }
+    parts.uri.query().and_then(|q| {
+        q.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (k == "api_key").then(|| percent_decode(v))
+        })
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    Err(_) => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The account the request's key acts for.
+pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<AccountId, CoreError> {
+    let key = presented_key(parts).ok_or(CoreError::Unauthenticated)?;
+    state.service.authenticate(&key).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_query_keys() {
+        assert_eq!(percent_decode("pdk_ab%2Bc"), "pdk_ab+c");
+        assert_eq!(percent_decode("a%2"), "a%2");
+    }
+}

@@ -1,0 +1,37 @@
+//! paddock's HTTP surfaces. Each surface is one module that parses its own
+//! wire format into calls on [`paddock_core::service::Service`] and renders
+//! the core's typed errors in its own error format; no business rule lives
+//! here. Today: the VM API ([`vms`]) and the operational endpoints
+//! ([`ops`]).
+
+mod auth;
+mod metrics;
+mod ops;
+pub mod openapi;
+pub mod vms;
+
+use std::sync::Arc;
+
+use axum::Router;
+use paddock_core::service::Service;
+
+pub use metrics::MetricsHandle;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Arc<Service>,
+    pub metrics: MetricsHandle,
+    /// Facts `/readyz` reports about the host runtime.
+    pub runtime_info: serde_json::Value,
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(ops::router())
+        .merge(vms::router())
+        .layer(axum::middleware::from_fn(metrics::track))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}

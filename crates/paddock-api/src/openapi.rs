@@ -1,0 +1,47 @@
+//! The OpenAPI document of every route, generated from the handlers'
+//! annotations. `openapi.json` at the repository root is this document,
+//! committed; a test fails when the two drift.
+
+use utoipa::OpenApi;
+
+use crate::vms;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "paddock", description = "Self-hosted isolated environments: the VM / sandbox API (InstaVM-compatible)."),
+    paths(
+        vms::lifecycle::create, vms::lifecycle::list_active, vms::lifecycle::list_all,
+        vms::lifecycle::get, vms::lifecycle::patch, vms::lifecycle::delete,
+        vms::sessions::create, vms::sessions::get, vms::sessions::status, vms::sessions::end, vms::sessions::kill,
+        vms::execute::execute, vms::execute::execute_async, vms::execute::get_execution, vms::execute::stream_exec,
+        vms::files::get_file, vms::files::put_file, vms::files::upload, vms::files::download,
+        vms::pty::create_for_vm, vms::pty::list_for_vm, vms::pty::get_for_vm, vms::pty::resize_for_vm,
+        vms::pty::kill_for_vm, vms::pty::connect_for_vm,
+        vms::pty::create_for_session, vms::pty::list_for_session, vms::pty::get_for_session,
+        vms::pty::resize_for_session, vms::pty::kill_for_session, vms::pty::connect_for_session,
+    ),
+    modifiers(&ApiKeyAuth),
+    security(("api_key" = []), ("bearer" = [])),
+)]
+pub struct ApiDoc;
+
+struct ApiKeyAuth;
+
+impl utoipa::Modify for ApiKeyAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("api_key", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The document as pretty JSON (the committed file's form).
+pub fn document_json() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}

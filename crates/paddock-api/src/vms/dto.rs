@@ -1,0 +1,383 @@
+//! The VM API's wire types, as InstaVM's clients send and read them.
+
+use std::collections::BTreeMap;
+
+use paddock_core::exec::{DirEntry, PtyInfo};
+use paddock_core::model::{Vm, VmStatus};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+/// `POST /v1/vms` (the seed's `VMCreateRequest`). Fields that later
+/// features make work are accepted only unset.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct CreateVmRequest {
+    pub session_id: Option<String>,
+    pub vm_lifetime_seconds: Option<i64>,
+    pub memory_mb: Option<i64>,
+    pub vcpu_count: Option<i64>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Map<String, Value>>,
+    pub env: Option<BTreeMap<String, String>>,
+    #[schema(value_type = Option<Object>)]
+    pub egress_policy: Option<Value>,
+    #[schema(value_type = Option<String>)]
+    pub snapshot_id: Option<Value>,
+    #[schema(value_type = Option<bool>)]
+    pub snapshot_on_terminate: Option<Value>,
+    #[schema(value_type = Option<String>)]
+    pub snapshot_name: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub share: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub custom_domain: Option<Value>,
+    pub image_variant: Option<String>,
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub volumes: Option<Value>,
+    #[schema(value_type = Option<Vec<String>>)]
+    pub vault_ids: Option<Value>,
+    #[schema(value_type = Option<bool>)]
+    pub auto_suspend: Option<Value>,
+    #[schema(value_type = Option<bool>)]
+    pub auto_resume: Option<Value>,
+}
+
+impl CreateVmRequest {
+    /// Fields this server does not implement yet, when set to anything
+    /// but null, false or empty.
+    pub fn unsupported_fields(&self) -> Vec<&'static str> {
+        let set = |v: &Option<Value>| match v {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+            Some(Value::Array(a)) => !a.is_empty(),
+            Some(Value::Object(o)) => !o.is_empty(),
+            Some(_) => true,
+        };
+        [
+            ("egress_policy", &self.egress_policy),
+            ("snapshot_id", &self.snapshot_id),
+            ("snapshot_on_terminate", &self.snapshot_on_terminate),
+            ("snapshot_name", &self.snapshot_name),
+            ("share", &self.share),
+            ("custom_domain", &self.custom_domain),
+            ("volumes", &self.volumes),
+            ("vault_ids", &self.vault_ids),
+            ("auto_suspend", &self.auto_suspend),
+            ("auto_resume", &self.auto_resume),
+        ]
+        .into_iter()
+        .filter(|(_, v)| set(v))
+        .map(|(name, _)| name)
+        .collect()
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct WaitQuery {
+    /// Wait until the VM runs (or failed). Default true.
+    pub wait: Option<bool>,
+}
+
+/// A VM as every VM endpoint returns it: the seed's `VMCreateResponse`
+/// fields, then paddock's.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VmResponse {
+    pub vm_id: String,
+    pub session_id: String,
+    /// `creating`, `active` (running), `stopping`, `stopped`, `terminated`
+    /// or `failed`.
+    pub status: String,
+    #[schema(value_type = Option<Object>)]
+    pub share: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub custom_domain: Option<Value>,
+    pub env_status: String,
+    pub env_error: Option<String>,
+    /// Why the VM failed or ended.
+    pub status_reason: Option<String>,
+    pub provider: String,
+    pub image_variant: String,
+    pub memory_mb: u32,
+    pub vcpu_count: u32,
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Map<String, Value>,
+    /// Names of the VM's env vars (values are never returned).
+    pub env_keys: Vec<String>,
+    pub vm_lifetime_seconds: Option<u64>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub expires_at: Option<String>,
+    pub terminated_at: Option<String>,
+}
+
+/// The VM API's name for a status: InstaVM calls a running VM `active`.
+pub fn wire_status(s: VmStatus) -> &'static str {
+    match s {
+        VmStatus::Running => "active",
+        other => other.as_str(),
+    }
+}
+
+pub fn parse_wire_status(s: &str) -> Option<VmStatus> {
+    match s {
+        "active" | "running" => Some(VmStatus::Running),
+        other => VmStatus::parse(other),
+    }
+}
+
+impl From<&Vm> for VmResponse {
+    fn from(vm: &Vm) -> Self {
+        Self {
+            vm_id: vm.id.to_string(),
+            session_id: vm.session_id.to_string(),
+            status: wire_status(vm.status).to_owned(),
+            share: None,
+            custom_domain: None,
+            env_status: "none".into(),
+            env_error: None,
+            status_reason: vm.status_reason.clone(),
+            provider: vm.provider.clone(),
+            image_variant: vm.image_variant.clone(),
+            memory_mb: vm.resources.memory_mb(),
+            vcpu_count: vm.resources.vcpu_count(),
+            metadata: vm.metadata.clone(),
+            env_keys: vm.env.iter().map(|(k, _)| k.clone()).collect(),
+            vm_lifetime_seconds: vm.lifetime_seconds,
+            created_at: vm.created_at.to_rfc3339(),
+            started_at: vm.started_at.map(|t| t.to_rfc3339()),
+            expires_at: vm.expires_at.map(|t| t.to_rfc3339()),
+            terminated_at: vm.terminated_at.map(|t| t.to_rfc3339()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListVmsQuery {
+    pub session_id: Option<String>,
+    /// Only VMs in this status (`active`, `creating`, `terminated`, …).
+    pub status: Option<String>,
+    /// Include ended VMs (by default only creating and active ones).
+    pub include_terminated: Option<bool>,
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+    /// The `x-next-cursor` header of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// `PATCH /v1/vms/{vm_id}`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct PatchVmRequest {
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Map<String, Value>>,
+    /// Ends the VM this many seconds from now.
+    pub vm_lifetime_seconds: Option<i64>,
+    pub memory_mb: Option<i64>,
+    pub vcpu_count: Option<i64>,
+    #[schema(value_type = Option<bool>)]
+    pub snapshot_on_terminate: Option<Value>,
+    #[schema(value_type = Option<Vec<String>>)]
+    pub vault_ids: Option<Value>,
+    #[schema(value_type = Option<bool>)]
+    pub auto_suspend: Option<Value>,
+    #[schema(value_type = Option<bool>)]
+    pub auto_resume: Option<Value>,
+}
+
+/// `POST /v1/sessions/session`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct CreateSessionRequest {
+    /// Accepted in the body as InstaVM's SDK sends it.
+    pub api_key: Option<String>,
+    pub vm_lifetime_seconds: Option<i64>,
+    pub memory_mb: Option<i64>,
+    pub vcpu_count: Option<i64>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Map<String, Value>>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub image_variant: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionResponse {
+    pub session_id: String,
+    pub vm_id: String,
+    pub status: String,
+    /// The session's VM status, as InstaVM's `is_session_active` reads it.
+    pub vm_status: String,
+    pub vm_alive: bool,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+}
+
+/// `POST /execute` and `/execute_async` (InstaVM's `CommandRequest`).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct ExecuteRequest {
+    pub command: Option<String>,
+    /// Alias of `command`.
+    pub code: Option<String>,
+    pub session_id: Option<String>,
+    /// `python` runs the code with python3; `bash` with bash; the default
+    /// (or `sh`) with `/bin/sh -c`.
+    pub language: Option<String>,
+    /// Seconds, 1 to 600 (default 60); the command is killed after it.
+    pub timeout: Option<i64>,
+    pub api_key: Option<String>,
+    #[schema(value_type = Option<Vec<String>>)]
+    pub vault_ids: Option<Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExecuteResponse {
+    pub stdout: String,
+    pub stderr: String,
+    pub exit_code: i32,
+    /// Wall-clock seconds.
+    pub execution_time: f64,
+    /// CPU seconds of the command and its waited-for children.
+    pub cpu_time: f64,
+    pub timed_out: bool,
+    /// The OOM killer ended a process of the VM during the command.
+    pub oom_killed: bool,
+    /// The output was longer than the server keeps (16 MiB per stream).
+    pub truncated: bool,
+    pub session_id: String,
+    pub vm_id: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExecuteAsyncResponse {
+    pub task_id: String,
+    pub status: String,
+    pub session_id: String,
+    pub vm_id: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExecutionResponse {
+    pub task_id: String,
+    pub status: String,
+    pub is_complete: bool,
+    pub serialized_stdout: String,
+    pub serialized_stderr: String,
+    pub exit_code: Option<i32>,
+    pub execution_time: Option<f64>,
+    pub cpu_time: Option<f64>,
+    pub error: Option<String>,
+    pub created_at: String,
+    pub completed_at: Option<String>,
+}
+
+/// `POST /v1/vms/{vm_id}/exec`: paddock's streaming exec.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct StreamExecRequest {
+    /// A shell command line (run with `/bin/sh -c`) or an argv array.
+    #[schema(value_type = Object)]
+    pub command: Value,
+    pub env: Option<BTreeMap<String, String>>,
+    pub cwd: Option<String>,
+    /// Text fed to the command's stdin.
+    pub stdin: Option<String>,
+    pub timeout_seconds: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FileEntry {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub size: u64,
+    /// Permission bits, in octal.
+    pub mode: String,
+    pub modified_at: i64,
+}
+
+impl From<DirEntry> for FileEntry {
+    fn from(e: DirEntry) -> Self {
+        Self {
+            name: e.name,
+            kind: e.kind.as_str().to_owned(),
+            size: e.size,
+            mode: format!("{:o}", e.mode),
+            modified_at: e.modified_unix,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DirectoryListing {
+    pub path: String,
+    pub entries: Vec<FileEntry>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct FileQuery {
+    /// Absolute path inside the VM.
+    pub path: String,
+    /// Permission bits for a new file, in octal (`755`).
+    pub mode: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FileWritten {
+    pub path: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct CreatePtyRequest {
+    pub cols: Option<u16>,
+    pub rows: Option<u16>,
+    /// A command line, run with `/bin/bash -lc`.
+    pub command: Option<String>,
+    /// A shell program, run directly.
+    pub shell: Option<String>,
+    /// The PTY session id (generated when absent).
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ResizePtyRequest {
+    pub cols: u16,
+    pub rows: u16,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PtyResponse {
+    /// The PTY session's id (InstaVM's SDK reads `session_id`).
+    pub session_id: String,
+    pub id: String,
+    pub vm_id: String,
+    pub pid: i32,
+    pub cols: u16,
+    pub rows: u16,
+    pub alive: bool,
+    pub exit_code: Option<i32>,
+    pub command: Vec<String>,
+    pub created_at: i64,
+}
+
+impl PtyResponse {
+    pub fn new(vm_id: &str, p: PtyInfo) -> Self {
+        Self {
+            session_id: p.id.clone(),
+            id: p.id,
+            vm_id: vm_id.to_owned(),
+            pid: p.pid,
+            cols: p.cols,
+            rows: p.rows,
+            alive: p.alive,
+            exit_code: p.exit_code,
+            command: p.command,
+            created_at: p.created_at_unix,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PtyListResponse {
+    pub sessions: Vec<PtyResponse>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct KillRequest {
+    pub session_id: String,
+}

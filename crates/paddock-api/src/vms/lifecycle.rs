@@ -1,0 +1,180 @@
+//! `/v1/vms`: create, list, get, update, delete.
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use paddock_core::model::{VmFilter, VmPatch, VmStatusSet};
+
+use super::dto::{
+    parse_wire_status, CreateVmRequest, ListVmsQuery, PatchVmRequest, VmResponse, WaitQuery,
+};
+use super::error::{ApiError, ErrorDetail, HttpValidationError};
+use super::extract::{Caller, ValidJson, ValidQuery};
+use super::{lifetime, vm_id, vm_spec, VmSettings};
+use crate::AppState;
+
+/// Create a VM.
+#[utoipa::path(post, path = "/v1/vms", tag = "vms", params(WaitQuery),
+    request_body = CreateVmRequest,
+    responses((status = 200, body = VmResponse), (status = 422, body = HttpValidationError), (status = 401, body = ErrorDetail)))]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    ValidQuery(q): ValidQuery<WaitQuery>,
+    ValidJson(body): ValidJson<CreateVmRequest>,
+) -> Result<Json<VmResponse>, ApiError> {
+    let unsupported = body.unsupported_fields();
+    if !unsupported.is_empty() {
+        return Err(ApiError::Validation(
+            unsupported
+                .into_iter()
+                .map(|f| super::error::ValidationError {
+                    loc: vec!["body".into(), f.into()],
+                    msg: format!("{f} is not supported by this server yet"),
+                    kind: "value_error.unsupported".into(),
+                })
+                .collect(),
+        ));
+    }
+    let spec = vm_spec(
+        &state.service,
+        VmSettings {
+            session_id: body.session_id,
+            vm_lifetime_seconds: body.vm_lifetime_seconds,
+            memory_mb: body.memory_mb,
+            vcpu_count: body.vcpu_count,
+            metadata: body.metadata,
+            env: body.env,
+            image_variant: body.image_variant,
+        },
+    )?;
+    let vm = state
+        .service
+        .create_vm(&account, spec, q.wait.unwrap_or(true))
+        .await?;
+    Ok(Json(VmResponse::from(&vm)))
+}
+
+async fn list(state: AppState, account: paddock_core::ids::AccountId, q: ListVmsQuery, all: bool) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::field(&["query", "limit"], "must be between 1 and 1000", "value_error"));
+    }
+    let statuses = match (&q.status, all || q.include_terminated.unwrap_or(false)) {
+        (Some(s), _) => VmStatusSet::of(&[parse_wire_status(s).ok_or_else(|| {
+            ApiError::field(&["query", "status"], format!("unknown status {s:?}"), "value_error")
+        })?]),
+        (None, true) => VmStatusSet::default(),
+        (None, false) => VmStatusSet::active(),
+    };
+    let filter = VmFilter {
+        session_id: q
+            .session_id
+            .map(|s| s.parse().map_err(|e: paddock_core::ids::InvalidId| {
+                ApiError::field(&["query", "session_id"], e.to_string(), "value_error")
+            }))
+            .transpose()?,
+        statuses,
+        after: q
+            .cursor
+            .map(|c| c.parse().map_err(|_| ApiError::field(&["query", "cursor"], "not a cursor from this API", "value_error")))
+            .transpose()?,
+        // One more than asked tells whether another page exists.
+        limit: limit + 1,
+    };
+    let mut vms = state.service.list_vms(&account, &filter).await?;
+    let mut headers = HeaderMap::new();
+    if vms.len() > limit as usize {
+        vms.truncate(limit as usize);
+        if let Some(last) = vms.last() {
+            if let Ok(v) = last.id.as_str().parse() {
+                headers.insert("x-next-cursor", v);
+            }
+        }
+    }
+    let body: Vec<VmResponse> = vms.iter().map(VmResponse::from).collect();
+    Ok((headers, Json(body)).into_response())
+}
+
+/// List VMs: creating and active ones unless `include_terminated` or a
+/// `status` is given; newest first; the `x-next-cursor` header, when
+/// present, fetches the next page.
+#[utoipa::path(get, path = "/v1/vms", tag = "vms", params(ListVmsQuery),
+    responses((status = 200, body = Vec<VmResponse>), (status = 422, body = HttpValidationError)))]
+pub(crate) async fn list_active(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    ValidQuery(q): ValidQuery<ListVmsQuery>,
+) -> Result<Response, ApiError> {
+    list(state, account, q, false).await
+}
+
+/// List every VM record, ended ones included.
+#[utoipa::path(get, path = "/v1/vms/", tag = "vms", params(ListVmsQuery),
+    responses((status = 200, body = Vec<VmResponse>)))]
+pub(crate) async fn list_all(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    ValidQuery(q): ValidQuery<ListVmsQuery>,
+) -> Result<Response, ApiError> {
+    list(state, account, q, true).await
+}
+
+/// Get a VM.
+#[utoipa::path(get, path = "/v1/vms/{vm_id}", tag = "vms",
+    params(("vm_id" = String, Path)),
+    responses((status = 200, body = VmResponse), (status = 404, body = ErrorDetail)))]
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    Path(raw): Path<String>,
+) -> Result<Json<VmResponse>, ApiError> {
+    let vm = state.service.get_vm(&account, &vm_id(&raw)?).await?;
+    Ok(Json(VmResponse::from(&vm)))
+}
+
+/// Change a running VM: metadata, lifetime (counted from now), memory and
+/// vCPUs (applied to its cgroups at once).
+#[utoipa::path(patch, path = "/v1/vms/{vm_id}", tag = "vms",
+    params(("vm_id" = String, Path)), request_body = PatchVmRequest,
+    responses((status = 200, body = VmResponse), (status = 404, body = ErrorDetail), (status = 409, body = ErrorDetail), (status = 422, body = HttpValidationError)))]
+pub(crate) async fn patch(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    Path(raw): Path<String>,
+    ValidJson(body): ValidJson<PatchVmRequest>,
+) -> Result<Json<VmResponse>, ApiError> {
+    let id = vm_id(&raw)?;
+    for (name, v) in [
+        ("snapshot_on_terminate", &body.snapshot_on_terminate),
+        ("vault_ids", &body.vault_ids),
+        ("auto_suspend", &body.auto_suspend),
+        ("auto_resume", &body.auto_resume),
+    ] {
+        if v.as_ref().is_some_and(|v| !v.is_null()) {
+            return Err(ApiError::body_field(name, format!("{name} is not supported by this server yet")));
+        }
+    }
+    let patch = VmPatch {
+        metadata: body.metadata,
+        lifetime_seconds: lifetime(body.vm_lifetime_seconds)?,
+        memory_mb: body.memory_mb,
+        vcpu_count: body.vcpu_count,
+    };
+    let vm = state.service.patch_vm(&account, &id, patch).await?;
+    Ok(Json(VmResponse::from(&vm)))
+}
+
+/// Terminate a VM and free everything it held. Idempotent.
+#[utoipa::path(delete, path = "/v1/vms/{vm_id}", tag = "vms",
+    params(("vm_id" = String, Path)),
+    responses((status = 200, body = VmResponse), (status = 404, body = ErrorDetail)))]
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    Path(raw): Path<String>,
+) -> Result<Json<VmResponse>, ApiError> {
+    let vm = state.service.delete_vm(&account, &vm_id(&raw)?).await?;
+    Ok(Json(VmResponse::from(&vm)))
+}

@@ -1,0 +1,126 @@
+//! The VM / sandbox API, wire-compatible with InstaVM's: `/v1/vms`,
+//! sessions, `/execute`, files and PTYs, plus paddock's streaming exec and
+//! streamed file transfer. A thin adapter: it parses, calls the core, and
+//! renders the core's errors through [`error::ApiError`].
+
+pub mod dto;
+pub mod error;
+pub(crate) mod execute;
+pub(crate) mod extract;
+pub(crate) mod files;
+pub(crate) mod lifecycle;
+pub(crate) mod pty;
+pub(crate) mod sessions;
+
+use std::collections::BTreeMap;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use paddock_core::ids::{SessionId, VmId};
+use paddock_core::model::{Env, VmSpec};
+use paddock_core::service::Service;
+use serde_json::Value;
+
+use crate::AppState;
+use error::ApiError;
+
+/// JSON bodies up to this size; file routes have no limit (they stream).
+const JSON_LIMIT: usize = 16 * 1024 * 1024;
+
+pub(crate) fn router() -> Router<AppState> {
+    let streamed = Router::new()
+        .route("/v1/vms/{vm_id}/files", get(files::get_file).put(files::put_file))
+        .route("/upload", post(files::upload))
+        .layer(DefaultBodyLimit::disable());
+    Router::new()
+        .route("/v1/vms", post(lifecycle::create).get(lifecycle::list_active))
+        .route("/v1/vms/", get(lifecycle::list_all))
+        .route(
+            "/v1/vms/{vm_id}",
+            get(lifecycle::get).patch(lifecycle::patch).delete(lifecycle::delete),
+        )
+        .route("/v1/vms/{vm_id}/exec", post(execute::stream_exec))
+        .route("/v1/vms/{vm_id}/pty/sessions", post(pty::create_for_vm).get(pty::list_for_vm))
+        .route(
+            "/v1/vms/{vm_id}/pty/sessions/{pty_id}",
+            get(pty::get_for_vm).delete(pty::kill_for_vm),
+        )
+        .route("/v1/vms/{vm_id}/pty/sessions/{pty_id}/resize", post(pty::resize_for_vm))
+        .route("/v1/vms/{vm_id}/pty/{pty_id}/connect", get(pty::connect_for_vm))
+        .route("/v1/sessions/session", post(sessions::create))
+        .route("/v1/sessions/session/{session_id}", get(sessions::get).delete(sessions::end))
+        .route("/v1/sessions/status/{session_id}", get(sessions::status))
+        .route("/kill", post(sessions::kill))
+        .route(
+            "/v1/sessions/{session_id}/pty/sessions",
+            post(pty::create_for_session).get(pty::list_for_session),
+        )
+        .route(
+            "/v1/sessions/{session_id}/pty/sessions/{pty_id}",
+            get(pty::get_for_session).delete(pty::kill_for_session),
+        )
+        .route(
+            "/v1/sessions/{session_id}/pty/sessions/{pty_id}/resize",
+            post(pty::resize_for_session),
+        )
+        .route("/v1/sessions/{session_id}/pty/{pty_id}/connect", get(pty::connect_for_session))
+        .route("/execute", post(execute::execute))
+        .route("/execute_async", post(execute::execute_async))
+        .route("/v1/executions/{task_id}", get(execute::get_execution))
+        .route("/download", post(files::download))
+        .layer(DefaultBodyLimit::max(JSON_LIMIT))
+        .merge(streamed)
+}
+
+/// A VM id from a path: one that cannot exist is simply not found.
+pub(crate) fn vm_id(raw: &str) -> Result<VmId, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found("VM"))
+}
+
+pub(crate) fn session_id(raw: &str) -> Result<SessionId, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found("Session"))
+}
+
+/// The settings shared by `POST /v1/vms` and `POST /v1/sessions/session`.
+pub(crate) struct VmSettings {
+    pub session_id: Option<String>,
+    pub vm_lifetime_seconds: Option<i64>,
+    pub memory_mb: Option<i64>,
+    pub vcpu_count: Option<i64>,
+    pub metadata: Option<serde_json::Map<String, Value>>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub image_variant: Option<String>,
+}
+
+pub(crate) fn lifetime(raw: Option<i64>) -> Result<Option<u64>, ApiError> {
+    raw.map(|l| {
+        u64::try_from(l)
+            .ok()
+            .filter(|l| *l >= 1)
+            .ok_or_else(|| ApiError::body_field("vm_lifetime_seconds", "must be at least 1"))
+    })
+    .transpose()
+}
+
+pub(crate) fn vm_spec(service: &Service, s: VmSettings) -> Result<VmSpec, ApiError> {
+    let session_id = s
+        .session_id
+        .map(|raw| {
+            raw.parse::<SessionId>()
+                .map_err(|e| ApiError::body_field("session_id", e.to_string()))
+        })
+        .transpose()?;
+    let env = Env::new(s.env.unwrap_or_default())
+        .map_err(|e| ApiError::field(&["body", "env", &e.name], e.reason, "value_error"))?;
+    Ok(VmSpec {
+        session_id,
+        lifetime_seconds: lifetime(s.vm_lifetime_seconds)?,
+        resources: service.resources(s.memory_mb, s.vcpu_count)?,
+        metadata: s.metadata.unwrap_or_default(),
+        env,
+        image_variant: s
+            .image_variant
+            .unwrap_or_else(|| service.config().default_variant.clone()),
+    })
+}

@@ -1,0 +1,114 @@
+//! The core's typed errors. Each surface renders [`CoreError`] in its own
+//! format, in one function; nothing here knows about HTTP.
+
+use std::io;
+
+/// A failure of the record store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database operation failed")]
+    Database(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("stored row is not valid: {0}")]
+    Corrupt(String),
+    #[error("a record with this key already exists")]
+    Duplicate,
+}
+
+/// A failure of a sandbox provider.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("the sandbox is not running")]
+    SandboxGone,
+    #[error("no such file or directory: {0}")]
+    FileNotFound(String),
+    #[error("is a directory: {0}")]
+    IsADirectory(String),
+    #[error("not a directory: {0}")]
+    NotADirectory(String),
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    #[error("no such PTY session: {0}")]
+    PtyNotFound(String),
+    #[error("a PTY session with this id exists: {0}")]
+    PtyExists(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("the sandbox could not be set up: {0}")]
+    Setup(String),
+    #[error("the in-sandbox agent failed: {0}")]
+    Agent(String),
+    #[error("host resource {what} could not be managed")]
+    Host {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl RuntimeError {
+    pub fn host(what: impl Into<String>, source: io::Error) -> Self {
+        Self::Host {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// What any core operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("{kind} not found")]
+    NotFound { kind: &'static str, id: String },
+    #[error("{field}: {message}")]
+    InvalidArgument { field: String, message: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("invalid or missing API key")]
+    Unauthenticated,
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("sandbox runtime error")]
+    Runtime(#[source] RuntimeError),
+    #[error("store error")]
+    Store(#[from] StoreError),
+}
+
+impl CoreError {
+    pub fn not_found(kind: &'static str, id: impl ToString) -> Self {
+        Self::NotFound {
+            kind,
+            id: id.to_string(),
+        }
+    }
+
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<RuntimeError> for CoreError {
+    /// Errors the caller caused become the caller's errors; the rest stay
+    /// runtime failures (a 500 on every surface, with the cause logged).
+    fn from(e: RuntimeError) -> Self {
+        match e {
+            RuntimeError::SandboxGone => Self::FailedPrecondition("the VM is not running".into()),
+            RuntimeError::FileNotFound(p) => Self::not_found("file", p),
+            RuntimeError::PtyNotFound(p) => Self::not_found("PTY session", p),
+            RuntimeError::PtyExists(p) => Self::Conflict(format!("PTY session {p} exists")),
+            RuntimeError::IsADirectory(p) => Self::invalid("path", format!("{p} is a directory")),
+            RuntimeError::NotADirectory(p) => {
+                Self::invalid("path", format!("a parent of {p} is not a directory"))
+            }
+            RuntimeError::PermissionDenied(p) => {
+                Self::FailedPrecondition(format!("permission denied: {p}"))
+            }
+            RuntimeError::Invalid(m) => Self::invalid("request", m),
+            other => Self::Runtime(other),
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Commands, files and terminals inside a sandbox, as the core sees them.
+
+use std::path::{Component, Path};
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use tokio::sync::mpsc;
+
+use crate::error::RuntimeError;
+use crate::ids::PtyId;
+
+/// A command to run in a sandbox.
+#[derive(Debug, Clone, Default)]
+pub struct ExecRequest {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<String>,
+    pub stdin: Option<Bytes>,
+    pub timeout: Option<Duration>,
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ExitStatus {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    /// The kernel's OOM killer ended a process of the sandbox while this
+    /// command ran.
+    pub oom_killed: bool,
+    pub wall_time: Duration,
+    pub cpu_time: Duration,
+}
+
+impl ExitStatus {
+    /// The shell's convention: the exit code, or 128 + the signal number.
+    pub fn exit_code(&self) -> i32 {
+        match (self.code, self.signal) {
+            (Some(c), _) => c,
+            (None, Some(s)) => 128 + s,
+            (None, None) => -1,
+        }
+    }
+}
+
+/// One event of a running command, in order; `Exit` is last.
+#[derive(Debug, Clone)]
+pub enum ExecEvent {
+    Stdout(Bytes),
+    Stderr(Bytes),
+    Exit(ExitStatus),
+}
+
+pub type ExecStream = mpsc::Receiver<Result<ExecEvent, RuntimeError>>;
+
+/// A byte stream in or out of a sandbox.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+/// A path inside a sandbox: absolute, normalized, without `..`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxPath(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidPath(pub &'static str);
+
+impl SandboxPath {
+    pub fn parse(raw: &str) -> Result<Self, InvalidPath> {
+        if raw.is_empty() {
+            return Err(InvalidPath("path is empty"));
+        }
+        if raw.len() > 4096 || raw.contains('\0') {
+            return Err(InvalidPath("path is longer than 4096 bytes or has a NUL byte"));
+        }
+        if !raw.starts_with('/') {
+            return Err(InvalidPath("path must be absolute"));
+        }
+        let mut parts = Vec::new();
+        for c in Path::new(raw).components() {
+            match c {
+                Component::RootDir | Component::CurDir => {}
+                Component::Normal(p) => parts.push(p.to_string_lossy().into_owned()),
+                Component::ParentDir => {
+                    return Err(InvalidPath("path must not contain '..' (path traversal)"))
+                }
+                Component::Prefix(_) => return Err(InvalidPath("path prefix not allowed")),
+            }
+        }
+        Ok(Self(format!("/{}", parts.join("/"))))
+    }
+
+    /// A relative path (as `/upload`'s `remote_path` may be) is taken as
+    /// relative to `base`.
+    pub fn parse_relative_to(raw: &str, base: &str) -> Result<Self, InvalidPath> {
+        if raw.starts_with('/') {
+            Self::parse(raw)
+        } else {
+            Self::parse(&format!("{}/{}", base.trim_end_matches('/'), raw))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    File,
+    Directory,
+    Symlink,
+    Other,
+}
+
+impl FileKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::File => "file",
+            Self::Directory => "directory",
+            Self::Symlink => "symlink",
+            Self::Other => "other",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    pub name: String,
+    pub kind: FileKind,
+    pub size: u64,
+    pub mode: u32,
+    pub modified_unix: i64,
+}
+
+/// What reading a path gives: a file's bytes as a stream, or a listing.
+pub enum FileContent {
+    File { size: u64, mode: u32, data: ByteStream },
+    Directory(Vec<DirEntry>),
+}
+
+/// What to run in a new PTY session.
+#[derive(Debug, Clone)]
+pub enum PtyCommand {
+    /// The sandbox's login shell (`/bin/bash -il`, or `/bin/sh -i`).
+    DefaultShell,
+    /// A shell program, run directly and interactively.
+    Shell(String),
+    /// A command line, run with `/bin/bash -lc` (or `/bin/sh -c`).
+    CommandLine(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct PtySpec {
+    pub id: Option<PtyId>,
+    pub cols: u16,
+    pub rows: u16,
+    pub command: PtyCommand,
+}
+
+#[derive(Debug, Clone)]
+pub struct PtyInfo {
+    pub id: String,
+    pub pid: i32,
+    pub cols: u16,
+    pub rows: u16,
+    pub alive: bool,
+    pub exit_code: Option<i32>,
+    pub command: Vec<String>,
+    pub created_at_unix: i64,
+}
+
+#[derive(Debug, Clone)]
+pub enum PtyInput {
+    Data(Bytes),
+    Resize { cols: u16, rows: u16 },
+}
+
+#[derive(Debug, Clone)]
+pub enum PtyOutput {
+    Data(Bytes),
+    Exit(i32),
+}
+
+/// Both directions of an attached terminal.
+pub struct PtyConnection {
+    pub input: mpsc::Sender<PtyInput>,
+    pub output: mpsc::Receiver<PtyOutput>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_normalized() {
+        assert_eq!(SandboxPath::parse("/a//b/./c").map(|p| p.0), Ok("/a/b/c".into()));
+        assert_eq!(SandboxPath::parse("/").map(|p| p.0), Ok("/".into()));
+    }
+
+    #[test]
+    fn traversal_and_relative_paths_are_refused() {
+        for bad in ["", "a/b", "/a/../../etc/passwd", "/..", "/a\0b"] {
+            assert!(SandboxPath::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            SandboxPath::parse_relative_to("x.txt", "/root").map(|p| p.0),
+            Ok("/root/x.txt".into())
+        );
+        assert!(SandboxPath::parse_relative_to("../x", "/root").is_err());
+    }
+
+    #[test]
+    fn exit_code_follows_shell_convention() {
+        let s = ExitStatus {
+            signal: Some(9),
+            ..Default::default()
+        };
+        assert_eq!(s.exit_code(), 137);
+    }
+}

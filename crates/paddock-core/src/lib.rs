@@ -1,0 +1,21 @@
+//! paddock's core: the domain model, its validation rules, the traits the
+//! store and the sandbox providers implement, and [`service::Service`], the
+//! one entry point every API surface calls.
+//!
+//! Invariants kept here:
+//! - every record belongs to an account, and every lookup is scoped by the
+//!   caller's account: another account's resource is `NotFound`;
+//! - a VM only moves along the transitions [`model::VmStatus::can_become`]
+//!   allows;
+//! - no HTTP or wire type appears in this crate.
+
+pub mod clock;
+pub mod error;
+pub mod exec;
+pub mod ids;
+pub mod model;
+pub mod provider;
+pub mod service;
+pub mod store;
+
+pub use error::{CoreError, RuntimeError, StoreError};

@@ -1,0 +1,13 @@
+//! The records paddock keeps and the rules that make them valid.
+
+mod account;
+mod execution;
+mod resources;
+mod vm;
+
+pub use account::{Account, ApiKey, ApiKeySecret, NewApiKey};
+pub use execution::{Execution, ExecutionStatus};
+pub use resources::{Limits, Resources, ResourceError};
+pub use vm::{
+    Env, EnvError, Metadata, RuntimeHandle, Vm, VmFilter, VmPatch, VmSpec, VmStatus, VmStatusSet,
+};

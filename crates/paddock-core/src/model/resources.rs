@@ -1,0 +1,146 @@
+//! Compute resources of a sandbox and the server-wide bounds they must fit.
+
+/// Server-wide bounds on what one sandbox may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub min_memory_mb: u32,
+    pub max_memory_mb: u32,
+    pub max_vcpu_count: u32,
+    pub default_memory_mb: u32,
+    pub default_vcpu_count: u32,
+    /// Processes (and threads) one sandbox may hold at once.
+    pub pids_max: u32,
+    pub max_lifetime_seconds: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            min_memory_mb: 64,
+            max_memory_mb: 65_536,
+            max_vcpu_count: 64,
+            default_memory_mb: 512,
+            default_vcpu_count: 1,
+            pids_max: 1024,
+            max_lifetime_seconds: 30 * 24 * 3600,
+        }
+    }
+}
+
+/// Which resource field is out of bounds, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResourceError {
+    #[error("memory_mb must be between {min} and {max}")]
+    Memory { min: u32, max: u32 },
+    #[error("vcpu_count must be between 1 and {max}")]
+    Vcpu { max: u32 },
+}
+
+impl ResourceError {
+    pub fn field(&self) -> &'static str {
+        match self {
+            Self::Memory { .. } => "memory_mb",
+            Self::Vcpu { .. } => "vcpu_count",
+        }
+    }
+}
+
+/// Resources that fit [`Limits`]; construct with [`Resources::new`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resources {
+    memory_mb: u32,
+    vcpu_count: u32,
+    pids_max: u32,
+}
+
+impl Resources {
+    pub fn new(
+        memory_mb: Option<i64>,
+        vcpu_count: Option<i64>,
+        limits: &Limits,
+    ) -> Result<Self, ResourceError> {
+        let memory_mb = match memory_mb {
+            None => limits.default_memory_mb,
+            Some(m) => u32::try_from(m)
+                .ok()
+                .filter(|m| (limits.min_memory_mb..=limits.max_memory_mb).contains(m))
+                .ok_or(ResourceError::Memory {
+                    min: limits.min_memory_mb,
+                    max: limits.max_memory_mb,
+                })?,
+        };
+        let vcpu_count = match vcpu_count {
+            None => limits.default_vcpu_count,
+            Some(v) => u32::try_from(v)
+                .ok()
+                .filter(|v| (1..=limits.max_vcpu_count).contains(v))
+                .ok_or(ResourceError::Vcpu {
+                    max: limits.max_vcpu_count,
+                })?,
+        };
+        Ok(Self {
+            memory_mb,
+            vcpu_count,
+            pids_max: limits.pids_max,
+        })
+    }
+
+    /// Rebuilds resources read back from the store, which were valid when
+    /// written.
+    pub fn from_stored(memory_mb: u32, vcpu_count: u32, pids_max: u32) -> Self {
+        Self {
+            memory_mb,
+            vcpu_count,
+            pids_max,
+        }
+    }
+
+    pub fn memory_mb(&self) -> u32 {
+        self.memory_mb
+    }
+
+    pub fn memory_bytes(&self) -> u64 {
+        u64::from(self.memory_mb) * 1024 * 1024
+    }
+
+    pub fn vcpu_count(&self) -> u32 {
+        self.vcpu_count
+    }
+
+    pub fn pids_max(&self) -> u32 {
+        self.pids_max
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_apply() {
+        let r = Resources::new(None, None, &Limits::default()).expect("defaults are valid");
+        assert_eq!((r.memory_mb(), r.vcpu_count()), (512, 1));
+    }
+
+    #[test]
+    fn bounds_are_checked() {
+        let l = Limits::default();
+        assert_eq!(
+            Resources::new(Some(1), None, &l).map_err(|e| e.field()),
+            Err("memory_mb")
+        );
+        assert_eq!(
+            Resources::new(Some(i64::MAX), None, &l).map_err(|e| e.field()),
+            Err("memory_mb")
+        );
+        assert_eq!(
+            Resources::new(None, Some(0), &l).map_err(|e| e.field()),
+            Err("vcpu_count")
+        );
+        assert_eq!(
+            Resources::new(None, Some(-3), &l).map_err(|e| e.field()),
+            Err("vcpu_count")
+        );
+        assert!(Resources::new(Some(64), Some(64), &l).is_ok());
+    }
+}

@@ -1,0 +1,262 @@
+//! A VM: one sandbox, its requested shape, and where it is in its life.
+
+use std::collections::BTreeMap;
+
+use crate::clock::Timestamp;
+use crate::ids::{AccountId, SessionId, VmId};
+use crate::model::Resources;
+
+/// Where a VM is in its life. The allowed moves are in [`VmStatus::can_become`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VmStatus {
+    Creating,
+    Running,
+    Stopping,
+    Stopped,
+    Terminated,
+    Failed,
+}
+
+impl VmStatus {
+    pub const ALL: [VmStatus; 6] = [
+        Self::Creating,
+        Self::Running,
+        Self::Stopping,
+        Self::Stopped,
+        Self::Terminated,
+        Self::Failed,
+    ];
+
+    /// The state machine in one place:
+    /// `creating → running → stopping → stopped → terminated`, and `failed`
+    /// from any state that still holds resources. `terminated` is final.
+    pub fn can_become(self, next: VmStatus) -> bool {
+        use VmStatus::*;
+        matches!(
+            (self, next),
+            (Creating, Running)
+                | (Creating, Stopping)
+                | (Creating, Failed)
+                | (Running, Stopping)
+                | (Running, Failed)
+                | (Stopping, Stopped)
+                | (Stopping, Terminated)
+                | (Stopping, Failed)
+                | (Stopped, Terminated)
+                | (Stopped, Stopping)
+                | (Failed, Stopping)
+                | (Failed, Terminated)
+        )
+    }
+
+    /// Whether the VM may still hold host resources that must be freed.
+    pub fn holds_resources(self) -> bool {
+        matches!(self, Self::Creating | Self::Running | Self::Stopping)
+    }
+
+    pub fn is_active(self) -> bool {
+        matches!(self, Self::Creating | Self::Running)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Creating => "creating",
+            Self::Running => "running",
+            Self::Stopping => "stopping",
+            Self::Stopped => "stopped",
+            Self::Terminated => "terminated",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// A set of statuses, for filters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VmStatusSet(Vec<VmStatus>);
+
+impl VmStatusSet {
+    pub fn of(statuses: &[VmStatus]) -> Self {
+        let mut v = statuses.to_vec();
+        v.dedup();
+        Self(v)
+    }
+
+    pub fn active() -> Self {
+        Self(vec![VmStatus::Creating, VmStatus::Running])
+    }
+
+    pub fn holding_resources() -> Self {
+        Self(vec![
+            VmStatus::Creating,
+            VmStatus::Running,
+            VmStatus::Stopping,
+        ])
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = VmStatus> + '_ {
+        self.0.iter().copied()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Environment variables: names are POSIX-ish, values have no NUL.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Env(BTreeMap<String, String>);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("env var {name:?}: {reason}")]
+pub struct EnvError {
+    pub name: String,
+    pub reason: &'static str,
+}
+
+impl Env {
+    pub fn new(vars: BTreeMap<String, String>) -> Result<Self, EnvError> {
+        for (name, value) in &vars {
+            let valid_name = !name.is_empty()
+                && name.len() <= 256
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid_name {
+                return Err(EnvError {
+                    name: name.clone(),
+                    reason: "names must match [A-Za-z_][A-Za-z0-9_]* (at most 256 chars)",
+                });
+            }
+            if value.contains('\0') || value.len() > 128 * 1024 {
+                return Err(EnvError {
+                    name: name.clone(),
+                    reason: "values must have no NUL byte and at most 128 KiB",
+                });
+            }
+        }
+        Ok(Self(vars))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter()
+    }
+
+    pub fn as_map(&self) -> &BTreeMap<String, String> {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Free-form client metadata: a JSON object, kept as given.
+pub type Metadata = serde_json::Map<String, serde_json::Value>;
+
+/// What a client asked for, validated.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    pub session_id: Option<SessionId>,
+    pub lifetime_seconds: Option<u64>,
+    pub resources: Resources,
+    pub metadata: Metadata,
+    pub env: Env,
+    /// A variant name from the server's config.
+    pub image_variant: String,
+}
+
+/// How the server finds a running sandbox again after a restart: its PID 1
+/// on the host and that process's start time, which tells a recycled pid
+/// from the original.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuntimeHandle {
+    pub pid: i32,
+    pub start_ticks: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Vm {
+    pub id: VmId,
+    pub account_id: AccountId,
+    pub session_id: SessionId,
+    pub status: VmStatus,
+    pub status_reason: Option<String>,
+    pub provider: String,
+    pub image_variant: String,
+    pub resources: Resources,
+    pub metadata: Metadata,
+    pub env: Env,
+    pub lifetime_seconds: Option<u64>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
+    pub terminated_at: Option<Timestamp>,
+    pub runtime: Option<RuntimeHandle>,
+}
+
+/// A listing filter; `None` fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct VmFilter {
+    pub session_id: Option<SessionId>,
+    pub statuses: VmStatusSet,
+    /// Return VMs created before this one (keyset pagination, newest first).
+    pub after: Option<VmId>,
+    pub limit: u32,
+}
+
+/// A change to a VM's settings; `None` fields stay as they are.
+#[derive(Debug, Clone, Default)]
+pub struct VmPatch {
+    pub metadata: Option<Metadata>,
+    /// Resets the lifetime: the VM ends this many seconds from now.
+    pub lifetime_seconds: Option<u64>,
+    pub memory_mb: Option<i64>,
+    pub vcpu_count: Option<i64>,
+}
+
+impl VmPatch {
+    pub fn is_empty(&self) -> bool {
+        self.metadata.is_none()
+            && self.lifetime_seconds.is_none()
+            && self.memory_mb.is_none()
+            && self.vcpu_count.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminated_is_final() {
+        for s in VmStatus::ALL {
+            assert!(!VmStatus::Terminated.can_become(s));
+        }
+        assert!(VmStatus::Creating.can_become(VmStatus::Running));
+        assert!(!VmStatus::Running.can_become(VmStatus::Creating));
+    }
+
+    #[test]
+    fn status_round_trips() {
+        for s in VmStatus::ALL {
+            assert_eq!(VmStatus::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(VmStatus::parse("bogus"), None);
+    }
+
+    #[test]
+    fn env_names_are_checked() {
+        let mut m = BTreeMap::new();
+        m.insert("GOOD_1".to_owned(), "x".to_owned());
+        assert!(Env::new(m.clone()).is_ok());
+        m.insert("1BAD".to_owned(), "x".to_owned());
+        assert_eq!(Env::new(m).map_err(|e| e.name), Err("1BAD".to_owned()));
+        let mut m = BTreeMap::new();
+        m.insert("A".to_owned(), "a\0b".to_owned());
+        assert!(Env::new(m).is_err());
+    }
+}

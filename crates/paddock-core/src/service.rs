@@ -1,0 +1,743 @@
+//! The service: every operation of every surface, as typed calls on the
+//! store and the provider. Lifecycle changes of one VM are serialized by a
+//! per-VM lock, so a delete that races a start waits for it and then stops
+//! what it started.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+
+use crate::clock::Timestamp;
+use crate::error::{CoreError, RuntimeError};
+use crate::exec::{
+    ByteStream, ExecEvent, ExecRequest, ExecStream, ExitStatus, FileContent, PtyConnection,
+    PtyInfo, PtySpec, SandboxPath,
+};
+use crate::ids::{AccountId, ApiKeyId, ExecutionId, SessionId, VmId};
+use crate::model::{
+    Account, ApiKey, ApiKeySecret, Execution, ExecutionStatus, Limits, NewApiKey, Resources, Vm,
+    VmFilter, VmPatch, VmSpec, VmStatus, VmStatusSet,
+};
+use crate::provider::Provider;
+use crate::store::Store;
+
+/// A minimal shutdown signal, so the core needs no extra crate for it.
+mod tokio_util_shim {
+    use tokio::sync::watch;
+
+    #[derive(Clone)]
+    pub struct CancellationSignal(pub watch::Receiver<bool>);
+
+    impl CancellationSignal {
+        pub async fn cancelled(&mut self) {
+            while !*self.0.borrow() {
+                if self.0.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+pub use tokio_util_shim::CancellationSignal as Shutdown;
+
+/// Why a VM ended, recorded in its `status_reason`.
+pub const REASON_LIFETIME_EXPIRED: &str = "lifetime expired";
+const REASON_DELETED: &str = "deleted";
+
+/// Output collected from a finished command; each stream keeps at most
+/// [`ServiceConfig::max_collected_output`] bytes.
+#[derive(Debug, Clone)]
+pub struct ExecOutput {
+    pub stdout: Bytes,
+    pub stderr: Bytes,
+    pub truncated: bool,
+    pub status: ExitStatus,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub limits: Limits,
+    pub default_variant: String,
+    pub max_collected_output: usize,
+    /// How often lifetimes and liveness are checked.
+    pub sweep_interval: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            default_variant: "default".to_owned(),
+            max_collected_output: 16 * 1024 * 1024,
+            sweep_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+pub struct Service {
+    store: Arc<dyn Store>,
+    provider: Arc<dyn Provider>,
+    config: ServiceConfig,
+    vm_locks: Mutex<HashMap<VmId, Arc<AsyncMutex<()>>>>,
+}
+
+impl Service {
+    pub fn new(store: Arc<dyn Store>, provider: Arc<dyn Provider>, config: ServiceConfig) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            provider,
+            config,
+            vm_locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn provider_name(&self) -> &'static str {
+        self.provider.name()
+    }
+
+    async fn lock_vm(&self, id: &VmId) -> OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self
+                .vm_locks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            locks.retain(|_, l| Arc::strong_count(l) > 1 || l.try_lock().is_err());
+            locks.entry(id.clone()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+
+    // ---- accounts and keys -------------------------------------------------
+
+    /// On a fresh store: creates the default account and its admin key, and
+    /// returns the key's secret (the only time it is ever shown).
+    pub async fn bootstrap(&self) -> Result<Option<(Account, ApiKeySecret)>, CoreError> {
+        if !self.store.list_accounts().await?.is_empty() {
+            return Ok(None);
+        }
+        let account = self.create_account("default").await?;
+        let (_, secret) = self.create_api_key(&account.id, "admin").await?;
+        Ok(Some((account, secret)))
+    }
+
+    pub async fn create_account(&self, name: &str) -> Result<Account, CoreError> {
+        let account = Account {
+            id: AccountId::generate(),
+            name: name.to_owned(),
+            created_at: Timestamp::now(),
+        };
+        self.store.insert_account(&account).await?;
+        Ok(account)
+    }
+
+    pub async fn list_accounts(&self) -> Result<Vec<Account>, CoreError> {
+        Ok(self.store.list_accounts().await?)
+    }
+
+    pub async fn create_api_key(
+        &self,
+        account: &AccountId,
+        name: &str,
+    ) -> Result<(ApiKey, ApiKeySecret), CoreError> {
+        if self.store.get_account(account).await?.is_none() {
+            return Err(CoreError::not_found("account", account));
+        }
+        let (new_key, secret) = NewApiKey::generate(account.clone(), name);
+        self.store.insert_api_key(&new_key).await?;
+        Ok((new_key.key, secret))
+    }
+
+    pub async fn list_api_keys(&self) -> Result<Vec<ApiKey>, CoreError> {
+        Ok(self.store.list_api_keys().await?)
+    }
+
+    pub async fn revoke_api_key(&self, id: &ApiKeyId) -> Result<(), CoreError> {
+        if self.store.revoke_api_key(id, Timestamp::now()).await? {
+            Ok(())
+        } else {
+            Err(CoreError::not_found("API key", id))
+        }
+    }
+
+    /// The account a presented key acts for.
+    pub async fn authenticate(&self, presented: &str) -> Result<AccountId, CoreError> {
+        let secret = ApiKeySecret::from_presented(presented);
+        match self.store.find_api_key(&secret.hash()).await? {
+            Some(key) => Ok(key.account_id),
+            None => Err(CoreError::Unauthenticated),
+        }
+    }
+
+    // ---- VM lifecycle -------------------------------------------------------
+
+    pub fn resources(&self, memory_mb: Option<i64>, vcpu_count: Option<i64>) -> Result<Resources, CoreError> {
+        Resources::new(memory_mb, vcpu_count, &self.config.limits)
+            .map_err(|e| CoreError::invalid(e.field(), e.to_string()))
+    }
+
+    /// Creates a VM. With `wait`, returns once it runs or failed; without,
+    /// returns at once in `creating` while the start goes on.
+    pub async fn create_vm(
+        self: &Arc<Self>,
+        account: &AccountId,
+        spec: VmSpec,
+        wait: bool,
+    ) -> Result<Vm, CoreError> {
+        if !self.provider.has_variant(&spec.image_variant) {
+            return Err(CoreError::invalid(
+                "image_variant",
+                format!("unknown image variant {:?}", spec.image_variant),
+            ));
+        }
+        if let Some(l) = spec.lifetime_seconds {
+            if l == 0 || l > self.config.limits.max_lifetime_seconds {
+                return Err(CoreError::invalid(
+                    "vm_lifetime_seconds",
+                    format!(
+                        "must be between 1 and {}",
+                        self.config.limits.max_lifetime_seconds
+                    ),
+                ));
+            }
+        }
+        let now = Timestamp::now();
+        let vm = Vm {
+            id: VmId::generate(),
+            account_id: account.clone(),
+            session_id: spec.session_id.unwrap_or_else(SessionId::generate),
+            status: VmStatus::Creating,
+            status_reason: None,
+            provider: self.provider.name().to_owned(),
+            image_variant: spec.image_variant,
+            resources: spec.resources,
+            metadata: spec.metadata,
+            env: spec.env,
+            lifetime_seconds: spec.lifetime_seconds,
+            created_at: now,
+            updated_at: now,
+            started_at: None,
+            expires_at: spec.lifetime_seconds.map(|l| now.plus_seconds(l)),
+            terminated_at: None,
+            runtime: None,
+        };
+        self.store.insert_vm(&vm).await?;
+        let this = Arc::clone(self);
+        let id = vm.id.clone();
+        let started = tokio::spawn(async move { this.finish_start(&id).await });
+        if !wait {
+            return Ok(vm);
+        }
+        match started.await {
+            Ok(result) => result,
+            Err(join) => Err(CoreError::Unavailable(format!("VM start task failed: {join}"))),
+        }
+    }
+
+    async fn finish_start(&self, id: &VmId) -> Result<Vm, CoreError> {
+        let _guard = self.lock_vm(id).await;
+        let Some(mut vm) = self.store_vm_any_account(id).await? else {
+            return Err(CoreError::not_found("VM", id));
+        };
+        if vm.status != VmStatus::Creating {
+            // Deleted or expired while waiting for the lock.
+            return Ok(vm);
+        }
+        match self.provider.start(&vm).await {
+            Ok(handle) => {
+                let now = Timestamp::now();
+                vm.status = VmStatus::Running;
+                vm.runtime = Some(handle);
+                vm.started_at = Some(now);
+                vm.updated_at = now;
+                tracing::info!(vm_id = %vm.id, pid = handle.pid, "VM running");
+            }
+            Err(e) => {
+                tracing::warn!(vm_id = %vm.id, error = %error_chain(&e), "VM failed to start");
+                vm.status = VmStatus::Failed;
+                vm.status_reason = Some(error_chain(&e));
+                vm.updated_at = Timestamp::now();
+            }
+        }
+        self.store.update_vm(&vm).await?;
+        Ok(vm)
+    }
+
+    async fn store_vm_any_account(&self, id: &VmId) -> Result<Option<Vm>, CoreError> {
+        Ok(self.store.find_vm(id).await?)
+    }
+
+    pub async fn get_vm(&self, account: &AccountId, id: &VmId) -> Result<Vm, CoreError> {
+        self.store
+            .get_vm(account, id)
+            .await?
+            .ok_or_else(|| CoreError::not_found("VM", id))
+    }
+
+    pub async fn list_vms(&self, account: &AccountId, filter: &VmFilter) -> Result<Vec<Vm>, CoreError> {
+        Ok(self.store.list_vms(account, filter).await?)
+    }
+
+    pub async fn patch_vm(&self, account: &AccountId, id: &VmId, patch: VmPatch) -> Result<Vm, CoreError> {
+        self.get_vm(account, id).await?;
+        let _guard = self.lock_vm(id).await;
+        let mut vm = self.get_vm(account, id).await?;
+        if patch.is_empty() {
+            return Ok(vm);
+        }
+        if !vm.status.is_active() {
+            return Err(CoreError::FailedPrecondition(format!(
+                "the VM is {}; only a creating or running VM can be changed",
+                vm.status.as_str()
+            )));
+        }
+        if patch.memory_mb.is_some() || patch.vcpu_count.is_some() {
+            let resources = Resources::new(
+                Some(patch.memory_mb.unwrap_or(i64::from(vm.resources.memory_mb()))),
+                Some(patch.vcpu_count.unwrap_or(i64::from(vm.resources.vcpu_count()))),
+                &self.config.limits,
+            )
+            .map_err(|e| CoreError::invalid(e.field(), e.to_string()))?;
+            if vm.status == VmStatus::Running {
+                self.provider.update_resources(&vm.id, &resources).await?;
+            }
+            vm.resources = resources;
+        }
+        if let Some(l) = patch.lifetime_seconds {
+            if l == 0 || l > self.config.limits.max_lifetime_seconds {
+                return Err(CoreError::invalid(
+                    "vm_lifetime_seconds",
+                    format!("must be between 1 and {}", self.config.limits.max_lifetime_seconds),
+                ));
+            }
+            vm.lifetime_seconds = Some(l);
+            vm.expires_at = Some(Timestamp::now().plus_seconds(l));
+        }
+        if let Some(m) = patch.metadata {
+            vm.metadata = m;
+        }
+        vm.updated_at = Timestamp::now();
+        self.store.update_vm(&vm).await?;
+        Ok(vm)
+    }
+
+    /// Terminates a VM and frees everything it held. Idempotent.
+    pub async fn delete_vm(&self, account: &AccountId, id: &VmId) -> Result<Vm, CoreError> {
+        let vm = self.get_vm(account, id).await?;
+        self.terminate(vm.id, REASON_DELETED).await
+    }
+
+    async fn terminate(&self, id: VmId, reason: &str) -> Result<Vm, CoreError> {
+        let _guard = self.lock_vm(&id).await;
+        let Some(mut vm) = self.store_vm_any_account(&id).await? else {
+            return Err(CoreError::not_found("VM", &id));
+        };
+        if vm.status == VmStatus::Terminated {
+            return Ok(vm);
+        }
+        if vm.status != VmStatus::Stopping {
+            vm.status = VmStatus::Stopping;
+            vm.updated_at = Timestamp::now();
+            self.store.update_vm(&vm).await?;
+        }
+        self.provider.stop(&vm.id, vm.runtime).await?;
+        let now = Timestamp::now();
+        vm.status = VmStatus::Terminated;
+        if vm.status_reason.is_none() {
+            vm.status_reason = Some(reason.to_owned());
+        }
+        vm.runtime = None;
+        vm.terminated_at = Some(now);
+        vm.updated_at = now;
+        self.store.update_vm(&vm).await?;
+        tracing::info!(vm_id = %vm.id, reason, "VM terminated");
+        Ok(vm)
+    }
+
+    async fn mark_failed(&self, id: &VmId, reason: &str) -> Result<(), CoreError> {
+        let _guard = self.lock_vm(id).await;
+        let Some(mut vm) = self.store_vm_any_account(id).await? else {
+            return Ok(());
+        };
+        if !vm.status.holds_resources() {
+            return Ok(());
+        }
+        // Free what is left of it (cgroup, run dir); the processes are gone.
+        if let Err(e) = self.provider.stop(&vm.id, vm.runtime).await {
+            tracing::warn!(vm_id = %vm.id, error = %error_chain(&e), "cleanup of a dead VM failed");
+        }
+        vm.status = VmStatus::Failed;
+        vm.status_reason = Some(reason.to_owned());
+        vm.runtime = None;
+        vm.updated_at = Timestamp::now();
+        self.store.update_vm(&vm).await?;
+        tracing::warn!(vm_id = %vm.id, reason, "VM failed");
+        Ok(())
+    }
+
+    async fn running_vm(&self, account: &AccountId, id: &VmId) -> Result<Vm, CoreError> {
+        let vm = self.get_vm(account, id).await?;
+        if vm.status != VmStatus::Running {
+            return Err(CoreError::FailedPrecondition(format!(
+                "the VM is {}, not running",
+                vm.status.as_str()
+            )));
+        }
+        Ok(vm)
+    }
+
+    // ---- sessions -----------------------------------------------------------
+
+    /// The VM that serves a session: its newest VM when running; when that
+    /// VM's lifetime ended, a fresh VM with the same settings.
+    pub async fn session_vm(
+        self: &Arc<Self>,
+        account: &AccountId,
+        session: &SessionId,
+    ) -> Result<Vm, CoreError> {
+        let vm = self
+            .store
+            .latest_vm_of_session(account, session)
+            .await?
+            .ok_or_else(|| CoreError::not_found("session", session))?;
+        match vm.status {
+            VmStatus::Running => Ok(vm),
+            VmStatus::Terminated
+                if vm.status_reason.as_deref() == Some(REASON_LIFETIME_EXPIRED) =>
+            {
+                let spec = VmSpec {
+                    session_id: Some(vm.session_id.clone()),
+                    lifetime_seconds: vm.lifetime_seconds,
+                    resources: vm.resources,
+                    metadata: vm.metadata.clone(),
+                    env: vm.env.clone(),
+                    image_variant: vm.image_variant.clone(),
+                };
+                let fresh = self.create_vm(account, spec, true).await?;
+                if fresh.status == VmStatus::Running {
+                    Ok(fresh)
+                } else {
+                    Err(CoreError::Unavailable(format!(
+                        "the session's VM could not be restarted: {}",
+                        fresh.status_reason.unwrap_or_default()
+                    )))
+                }
+            }
+            other => Err(CoreError::FailedPrecondition(format!(
+                "the session's VM is {}",
+                other.as_str()
+            ))),
+        }
+    }
+
+    /// The session's newest VM, whatever its status.
+    pub async fn session_latest_vm(&self, account: &AccountId, session: &SessionId) -> Result<Vm, CoreError> {
+        self.store
+            .latest_vm_of_session(account, session)
+            .await?
+            .ok_or_else(|| CoreError::not_found("session", session))
+    }
+
+    // ---- exec ---------------------------------------------------------------
+
+    pub async fn exec(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+        request: ExecRequest,
+    ) -> Result<ExecStream, CoreError> {
+        if request.argv.is_empty() || request.argv[0].is_empty() {
+            return Err(CoreError::invalid("command", "must not be empty"));
+        }
+        let vm = self.running_vm(account, id).await?;
+        match self.provider.exec(&vm.id, request).await {
+            Ok(stream) => Ok(stream),
+            Err(e) => Err(self.check_gone(&vm, e).await),
+        }
+    }
+
+    /// When the provider says a sandbox is gone, record it.
+    async fn check_gone(&self, vm: &Vm, e: RuntimeError) -> CoreError {
+        if matches!(e, RuntimeError::SandboxGone | RuntimeError::Agent(_)) {
+            if let Some(h) = vm.runtime {
+                if !self.provider.is_alive(&vm.id, h) {
+                    let _ = self.mark_failed(&vm.id, "the sandbox's processes exited").await;
+                    return CoreError::FailedPrecondition("the VM is not running".into());
+                }
+            }
+        }
+        e.into()
+    }
+
+    /// Runs a command to its end and collects its output.
+    pub async fn exec_collect(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+        request: ExecRequest,
+    ) -> Result<ExecOutput, CoreError> {
+        let stream = self.exec(account, id, request).await?;
+        collect_output(stream, self.config.max_collected_output).await
+    }
+
+    /// Starts a command in the background; its result is read with
+    /// [`Service::get_execution`].
+    pub async fn exec_async(
+        self: &Arc<Self>,
+        account: &AccountId,
+        vm: &Vm,
+        request: ExecRequest,
+    ) -> Result<Execution, CoreError> {
+        let stream = self.exec(account, &vm.id, request).await?;
+        let execution = Execution {
+            id: ExecutionId::generate(),
+            account_id: account.clone(),
+            vm_id: vm.id.clone(),
+            session_id: vm.session_id.clone(),
+            status: ExecutionStatus::Running,
+            stdout: String::new(),
+            stderr: String::new(),
+            exit_code: None,
+            execution_time: None,
+            cpu_time: None,
+            error: None,
+            created_at: Timestamp::now(),
+            completed_at: None,
+        };
+        self.store.insert_execution(&execution).await?;
+        let this = Arc::clone(self);
+        let mut record = execution.clone();
+        tokio::spawn(async move {
+            match collect_output(stream, this.config.max_collected_output).await {
+                Ok(out) => {
+                    record.status = ExecutionStatus::Completed;
+                    record.stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+                    record.stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+                    record.exit_code = Some(out.status.exit_code());
+                    record.execution_time = Some(out.status.wall_time.as_secs_f64());
+                    record.cpu_time = Some(out.status.cpu_time.as_secs_f64());
+                }
+                Err(e) => {
+                    record.status = ExecutionStatus::Failed;
+                    record.error = Some(e.to_string());
+                }
+            }
+            record.completed_at = Some(Timestamp::now());
+            if let Err(e) = this.store.update_execution(&record).await {
+                tracing::error!(task_id = %record.id, error = %error_chain(&e), "could not save execution result");
+            }
+        });
+        Ok(execution)
+    }
+
+    pub async fn get_execution(&self, account: &AccountId, id: &ExecutionId) -> Result<Execution, CoreError> {
+        self.store
+            .get_execution(account, id)
+            .await?
+            .ok_or_else(|| CoreError::not_found("execution", id))
+    }
+
+    // ---- files and terminals ------------------------------------------------
+
+    pub async fn read_file(&self, account: &AccountId, id: &VmId, path: &SandboxPath) -> Result<FileContent, CoreError> {
+        let vm = self.running_vm(account, id).await?;
+        match self.provider.read_file(&vm.id, path).await {
+            Ok(c) => Ok(c),
+            Err(e) => Err(self.check_gone(&vm, e).await),
+        }
+    }
+
+    pub async fn write_file(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+        path: &SandboxPath,
+        mode: Option<u32>,
+        body: ByteStream,
+    ) -> Result<u64, CoreError> {
+        let vm = self.running_vm(account, id).await?;
+        match self.provider.write_file(&vm.id, path, mode, body).await {
+            Ok(n) => Ok(n),
+            Err(e) => Err(self.check_gone(&vm, e).await),
+        }
+    }
+
+    pub async fn pty_create(&self, account: &AccountId, id: &VmId, spec: PtySpec) -> Result<PtyInfo, CoreError> {
+        if spec.cols == 0 || spec.rows == 0 {
+            return Err(CoreError::invalid("cols", "cols and rows must be at least 1"));
+        }
+        let vm = self.running_vm(account, id).await?;
+        Ok(self.provider.pty_create(&vm.id, spec).await?)
+    }
+
+    pub async fn pty_list(&self, account: &AccountId, id: &VmId) -> Result<Vec<PtyInfo>, CoreError> {
+        let vm = self.running_vm(account, id).await?;
+        Ok(self.provider.pty_list(&vm.id).await?)
+    }
+
+    pub async fn pty_get(&self, account: &AccountId, id: &VmId, pty: &str) -> Result<PtyInfo, CoreError> {
+        let vm = self.running_vm(account, id).await?;
+        Ok(self.provider.pty_get(&vm.id, pty).await?)
+    }
+
+    pub async fn pty_resize(&self, account: &AccountId, id: &VmId, pty: &str, cols: u16, rows: u16) -> Result<(), CoreError> {
+        if cols == 0 || rows == 0 {
+            return Err(CoreError::invalid("cols", "cols and rows must be at least 1"));
+        }
+        let vm = self.running_vm(account, id).await?;
+        Ok(self.provider.pty_resize(&vm.id, pty, cols, rows).await?)
+    }
+
+    pub async fn pty_kill(&self, account: &AccountId, id: &VmId, pty: &str) -> Result<(), CoreError> {
+        let vm = self.running_vm(account, id).await?;
+        Ok(self.provider.pty_kill(&vm.id, pty).await?)
+    }
+
+    pub async fn pty_attach(&self, account: &AccountId, id: &VmId, pty: &str) -> Result<PtyConnection, CoreError> {
+        let vm = self.running_vm(account, id).await?;
+        Ok(self.provider.pty_attach(&vm.id, pty).await?)
+    }
+
+    // ---- background work ----------------------------------------------------
+
+    /// Brings the records in line with what really runs, after a restart or
+    /// a crash: live sandboxes stay, dead ones are marked failed, and every
+    /// host resource no record owns is freed.
+    pub async fn reconcile(&self) -> Result<(), CoreError> {
+        let failed = self
+            .store
+            .fail_unfinished_executions("the server restarted while the command ran", Timestamp::now())
+            .await?;
+        if failed > 0 {
+            tracing::warn!(count = failed, "executions lost in a restart marked failed");
+        }
+        let mut live = Vec::new();
+        for vm in self.store.list_vms_in(&VmStatusSet::holding_resources()).await? {
+            match (vm.status, vm.runtime) {
+                (VmStatus::Running, Some(h)) if self.provider.is_alive(&vm.id, h) => {
+                    tracing::info!(vm_id = %vm.id, pid = h.pid, "VM survived the restart");
+                    live.push(vm.id);
+                }
+                (VmStatus::Running, _) => {
+                    self.mark_failed(&vm.id, "the sandbox's processes exited while the server was down")
+                        .await?;
+                }
+                (VmStatus::Creating, _) => {
+                    self.mark_failed(&vm.id, "the server restarted while the VM was being created")
+                        .await?;
+                }
+                _ => {
+                    self.terminate(vm.id, REASON_DELETED).await?;
+                }
+            }
+        }
+        let removed = self.provider.cleanup_orphans(&live).await?;
+        if removed > 0 {
+            tracing::info!(count = removed, "orphaned sandboxes cleaned");
+        }
+        Ok(())
+    }
+
+    /// Ends VMs whose lifetime is over and notices sandboxes that died,
+    /// until `shutdown`.
+    pub async fn run_sweeper(self: Arc<Self>, mut shutdown: Shutdown) {
+        let mut tick = tokio::time::interval(self.config.sweep_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut n: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            n += 1;
+            if let Err(e) = self.sweep_expired().await {
+                tracing::error!(error = %error_chain(&e), "lifetime sweep failed");
+            }
+            // Liveness is cheaper to check less often than lifetimes.
+            if n % 8 == 0 {
+                if let Err(e) = self.sweep_dead().await {
+                    tracing::error!(error = %error_chain(&e), "liveness sweep failed");
+                }
+            }
+        }
+    }
+
+    async fn sweep_expired(&self) -> Result<(), CoreError> {
+        for vm in self.store.list_expired_vms(Timestamp::now()).await? {
+            tracing::info!(vm_id = %vm.id, "lifetime expired");
+            if let Err(e) = self.terminate(vm.id.clone(), REASON_LIFETIME_EXPIRED).await {
+                tracing::error!(vm_id = %vm.id, error = %error_chain(&e), "could not end expired VM");
+            }
+        }
+        Ok(())
+    }
+
+    async fn sweep_dead(&self) -> Result<(), CoreError> {
+        for vm in self.store.list_vms_in(&VmStatusSet::of(&[VmStatus::Running])).await? {
+            if let Some(h) = vm.runtime {
+                if !self.provider.is_alive(&vm.id, h) {
+                    self.mark_failed(&vm.id, "the sandbox's processes exited").await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn count_vms_by_status(&self) -> Result<Vec<(VmStatus, u64)>, CoreError> {
+        Ok(self.store.count_vms_by_status().await?)
+    }
+}
+
+/// Drains an exec stream, keeping at most `cap` bytes of each output.
+pub async fn collect_output(mut stream: ExecStream, cap: usize) -> Result<ExecOutput, CoreError> {
+    let mut stdout = BytesMut::new();
+    let mut stderr = BytesMut::new();
+    let mut truncated = false;
+    let mut append = |buf: &mut BytesMut, chunk: &Bytes| {
+        let room = cap.saturating_sub(buf.len());
+        if chunk.len() > room {
+            truncated = true;
+        }
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    };
+    while let Some(event) = stream.recv().await {
+        match event? {
+            ExecEvent::Stdout(b) => append(&mut stdout, &b),
+            ExecEvent::Stderr(b) => append(&mut stderr, &b),
+            ExecEvent::Exit(status) => {
+                return Ok(ExecOutput {
+                    stdout: stdout.freeze(),
+                    stderr: stderr.freeze(),
+                    truncated,
+                    status,
+                })
+            }
+        }
+    }
+    Err(CoreError::Runtime(RuntimeError::Agent(
+        "the command's output ended without an exit status".into(),
+    )))
+}
+
+/// An error and its causes on one line, for logs and failure reasons.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

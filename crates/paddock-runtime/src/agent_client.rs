@@ -1,0 +1,334 @@
+//! The server's side of the agent protocol: one connection per request to
+//! a sandbox's agent socket, turned into the core's exec, file and PTY
+//! types.
+
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use paddock_agent::proto::{
+    read_frame, write_control, write_data, ErrorKind, Event, Frame, PtyCommand, PtyInfo as WirePty,
+    Request, CHUNK, KIND_DATA, KIND_STDERR, KIND_STDIN, KIND_STDOUT,
+};
+use paddock_core::exec::{
+    ByteStream, DirEntry, ExecEvent, ExecRequest, ExecStream, ExitStatus, FileContent, FileKind,
+    PtyConnection, PtyInfo, PtyInput, PtyOutput,
+};
+use paddock_core::RuntimeError;
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+
+fn agent_err(e: io::Error) -> RuntimeError {
+    RuntimeError::Agent(e.to_string())
+}
+
+fn event_err(kind: ErrorKind, message: String) -> RuntimeError {
+    match kind {
+        ErrorKind::NotFound => RuntimeError::FileNotFound(message),
+        ErrorKind::PermissionDenied => RuntimeError::PermissionDenied(message),
+        ErrorKind::IsADirectory => RuntimeError::IsADirectory(message),
+        ErrorKind::NotADirectory => RuntimeError::NotADirectory(message),
+        ErrorKind::Invalid => RuntimeError::Invalid(message),
+        ErrorKind::Exists => RuntimeError::PtyExists(message),
+        ErrorKind::Other => RuntimeError::Agent(message),
+    }
+}
+
+fn unexpected(e: &Event) -> RuntimeError {
+    RuntimeError::Agent(format!("unexpected agent reply {e:?}"))
+}
+
+/// Connects to the agent at `socket`; a sandbox that is gone is
+/// [`RuntimeError::SandboxGone`].
+pub async fn connect(socket: &Path) -> Result<UnixStream, RuntimeError> {
+    match UnixStream::connect(socket).await {
+        Ok(s) => Ok(s),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            Err(RuntimeError::SandboxGone)
+        }
+        Err(e) => Err(agent_err(e)),
+    }
+}
+
+async fn next_event(stream: &mut UnixStream) -> Result<Event, RuntimeError> {
+    match read_frame(stream).await.map_err(agent_err)? {
+        Some(f) => f.control().map_err(agent_err),
+        None => Err(RuntimeError::SandboxGone),
+    }
+}
+
+/// Sends one request and returns the first reply.
+pub async fn call(socket: &Path, request: &Request) -> Result<(UnixStream, Event), RuntimeError> {
+    let mut stream = connect(socket).await?;
+    write_control(&mut stream, request).await.map_err(agent_err)?;
+    let event = next_event(&mut stream).await?;
+    if let Event::Error { kind, message } = event {
+        return Err(event_err(kind, message));
+    }
+    Ok((stream, event))
+}
+
+pub async fn ping(socket: &Path) -> Result<(), RuntimeError> {
+    match call(socket, &Request::Ping).await? {
+        (_, Event::Pong) => Ok(()),
+        (_, other) => Err(unexpected(&other)),
+    }
+}
+
+/// Runs a command; `oom_kills` reads the sandbox's OOM-kill counter, so an
+/// exit by SIGKILL can be told apart as the OOM killer's.
+pub async fn exec(
+    socket: &Path,
+    request: ExecRequest,
+    oom_kills: impl Fn() -> u64 + Send + 'static,
+) -> Result<ExecStream, RuntimeError> {
+    let oom_before = oom_kills();
+    let wire = Request::Exec {
+        argv: request.argv,
+        env: request.env,
+        cwd: request.cwd,
+        stdin: request.stdin.is_some(),
+        timeout_ms: request.timeout.map(|t| t.as_millis() as u64),
+    };
+    let (stream, first) = call(socket, &wire).await?;
+    if !matches!(first, Event::Started { .. }) {
+        return Err(unexpected(&first));
+    }
+    let (mut rd, mut wr) = stream.into_split();
+    if let Some(stdin) = request.stdin {
+        tokio::spawn(async move {
+            for chunk in stdin.chunks(CHUNK) {
+                if write_data(&mut wr, KIND_STDIN, chunk).await.is_err() {
+                    return;
+                }
+            }
+            let _ = write_data(&mut wr, KIND_STDIN, b"").await;
+            // Keep the write half open: closing it reads as "caller gone".
+            std::future::pending::<()>().await;
+        });
+    } else {
+        tokio::spawn(async move {
+            let _keep_open = wr;
+            std::future::pending::<()>().await;
+        });
+    }
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let frame = match read_frame(&mut rd).await {
+                Ok(Some(f)) => f,
+                Ok(None) => {
+                    let _ = tx.send(Err(RuntimeError::SandboxGone)).await;
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(agent_err(e))).await;
+                    return;
+                }
+            };
+            let event = match frame.kind {
+                KIND_STDOUT => Ok(ExecEvent::Stdout(frame.payload)),
+                KIND_STDERR => Ok(ExecEvent::Stderr(frame.payload)),
+                _ => match frame.control::<Event>() {
+                    Ok(Event::Exit {
+                        code,
+                        signal,
+                        timed_out,
+                        wall_ms,
+                        cpu_ms,
+                    }) => {
+                        let oom_killed = signal == Some(9) && !timed_out && oom_kills() > oom_before;
+                        let status = ExitStatus {
+                            code,
+                            signal,
+                            timed_out,
+                            oom_killed,
+                            wall_time: Duration::from_millis(wall_ms),
+                            cpu_time: Duration::from_millis(cpu_ms),
+                        };
+                        let _ = tx.send(Ok(ExecEvent::Exit(status))).await;
+                        return;
+                    }
+                    Ok(Event::Error { kind, message }) => Err(event_err(kind, message)),
+                    Ok(other) => Err(unexpected(&other)),
+                    Err(e) => Err(agent_err(e)),
+                },
+            };
+            let stop = event.is_err();
+            // A receiver that went away means the caller lost interest:
+            // dropping the connection makes the agent kill the command.
+            if tx.send(event).await.is_err() || stop {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+fn file_kind(s: &str) -> FileKind {
+    match s {
+        "file" => FileKind::File,
+        "directory" => FileKind::Directory,
+        "symlink" => FileKind::Symlink,
+        _ => FileKind::Other,
+    }
+}
+
+pub async fn read_file(socket: &Path, path: &str) -> Result<FileContent, RuntimeError> {
+    let (stream, first) = call(socket, &Request::ReadFile { path: path.to_owned() }).await?;
+    match first {
+        Event::Listing { entries } => Ok(FileContent::Directory(
+            entries
+                .into_iter()
+                .map(|e| DirEntry {
+                    kind: file_kind(&e.kind),
+                    name: e.name,
+                    size: e.size,
+                    mode: e.mode,
+                    modified_unix: e.modified_unix,
+                })
+                .collect(),
+        )),
+        Event::File { size, mode } => {
+            let data = futures::stream::unfold(Some(stream), |state| async move {
+                let mut stream = state?;
+                match read_frame(&mut stream).await {
+                    Ok(Some(Frame { kind: KIND_DATA, payload })) => Some((Ok(payload), Some(stream))),
+                    Ok(Some(f)) => match f.control::<Event>() {
+                        Ok(Event::Done) => None,
+                        Ok(other) => Some((Err(io::Error::other(format!("{other:?}"))), None)),
+                        Err(e) => Some((Err(e), None)),
+                    },
+                    Ok(None) => Some((Err(io::Error::from(io::ErrorKind::UnexpectedEof)), None)),
+                    Err(e) => Some((Err(e), None)),
+                }
+            });
+            Ok(FileContent::File {
+                size,
+                mode,
+                data: Box::pin(data),
+            })
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+pub async fn write_file(
+    socket: &Path,
+    path: &str,
+    mode: Option<u32>,
+    mut body: ByteStream,
+) -> Result<u64, RuntimeError> {
+    let mut stream = connect(socket).await?;
+    let request = Request::WriteFile {
+        path: path.to_owned(),
+        mode,
+    };
+    write_control(&mut stream, &request).await.map_err(agent_err)?;
+    let mut send_failed = false;
+    while let Some(chunk) = body.next().await {
+        let chunk: Bytes = match chunk {
+            Ok(c) => c,
+            // The upload broke off: closing without the end marker makes
+            // the agent discard the partial file.
+            Err(e) => return Err(RuntimeError::Invalid(format!("upload interrupted: {e}"))),
+        };
+        for piece in chunk.chunks(CHUNK) {
+            if write_data(&mut stream, KIND_DATA, piece).await.is_err() {
+                send_failed = true;
+                break;
+            }
+        }
+        if send_failed {
+            break;
+        }
+    }
+    if !send_failed {
+        write_data(&mut stream, KIND_DATA, b"").await.map_err(agent_err)?;
+    }
+    match next_event(&mut stream).await? {
+        Event::Written { bytes } => Ok(bytes),
+        Event::Error { kind, message } => Err(event_err(kind, message)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn pty_info(p: WirePty) -> PtyInfo {
+    PtyInfo {
+        id: p.id,
+        pid: p.pid,
+        cols: p.cols,
+        rows: p.rows,
+        alive: p.alive,
+        exit_code: p.exit_code,
+        command: p.command,
+        created_at_unix: p.created_at_unix,
+    }
+}
+
+pub async fn pty_request(socket: &Path, request: Request) -> Result<Vec<PtyInfo>, RuntimeError> {
+    match call(socket, &request).await? {
+        (_, Event::Pty(p)) => Ok(vec![pty_info(p)]),
+        (_, Event::PtyList { sessions }) => Ok(sessions.into_iter().map(pty_info).collect()),
+        (_, Event::Ok) => Ok(Vec::new()),
+        (_, other) => Err(unexpected(&other)),
+    }
+}
+
+pub fn pty_command(c: paddock_core::exec::PtyCommand) -> PtyCommand {
+    match c {
+        paddock_core::exec::PtyCommand::DefaultShell => PtyCommand::DefaultShell,
+        paddock_core::exec::PtyCommand::Shell(s) => PtyCommand::Shell(s),
+        paddock_core::exec::PtyCommand::CommandLine(s) => PtyCommand::CommandLine(s),
+    }
+}
+
+pub async fn pty_attach(socket: &Path, id: &str) -> Result<PtyConnection, RuntimeError> {
+    let (stream, first) = call(socket, &Request::PtyAttach { id: id.to_owned() }).await?;
+    if !matches!(first, Event::Ok) {
+        return Err(unexpected(&first));
+    }
+    let (mut rd, mut wr) = stream.into_split();
+    let (in_tx, mut in_rx) = mpsc::channel::<PtyInput>(64);
+    let (out_tx, out_rx) = mpsc::channel::<PtyOutput>(64);
+    tokio::spawn(async move {
+        while let Some(input) = in_rx.recv().await {
+            let sent = match input {
+                PtyInput::Data(b) => write_data(&mut wr, KIND_STDIN, &b).await,
+                PtyInput::Resize { cols, rows } => {
+                    write_control(&mut wr, &Request::Resize { cols, rows }).await
+                }
+            };
+            if sent.is_err() {
+                return;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Ok(Some(frame)) = read_frame(&mut rd).await {
+            let out = if frame.kind == KIND_STDOUT {
+                PtyOutput::Data(frame.payload)
+            } else {
+                match frame.control::<Event>() {
+                    Ok(Event::PtyExit { code }) => PtyOutput::Exit(code),
+                    _ => continue,
+                }
+            };
+            let exit = matches!(out, PtyOutput::Exit(_));
+            if out_tx.send(out).await.is_err() || exit {
+                return;
+            }
+        }
+    });
+    Ok(PtyConnection {
+        input: in_tx,
+        output: out_rx,
+    })
+}

@@ -1,0 +1,305 @@
+//! Resource limits through cgroups, on cgroup v1 hosts (this build machine:
+//! memory, pids and cpu each on its own v1 hierarchy) and pure v2 hosts.
+//!
+//! Each server instance owns `paddock/<instance>/` in every hierarchy it
+//! uses, and each sandbox one directory below it, named by its VM id. The
+//! boot helper joins the sandbox's directories before it forks, so every
+//! process of the sandbox is accounted and limited from its first
+//! instruction, and killing "everything in the cgroup" is exact.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use paddock_core::model::Resources;
+use paddock_core::RuntimeError;
+
+const V1_CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "freezer"];
+const CPU_PERIOD_US: u64 = 100_000;
+
+#[derive(Debug, Clone)]
+enum Layout {
+    /// One directory per controller hierarchy, each the instance's base.
+    V1 { bases: Vec<(String, PathBuf)> },
+    /// The instance's base in the unified hierarchy.
+    V2 { base: PathBuf },
+}
+
+#[derive(Debug, Clone)]
+pub struct Cgroups {
+    layout: Layout,
+}
+
+fn host_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> RuntimeError {
+    let what = what.into();
+    move |e| RuntimeError::host(what, e)
+}
+
+/// Mount points of cgroup filesystems, from /proc/self/mountinfo:
+/// `(fstype, mount point, super options)`.
+fn cgroup_mounts() -> io::Result<Vec<(String, PathBuf, String)>> {
+    let info = fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(info
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mount_point = left.split_whitespace().nth(4)?;
+            let mut r = right.split_whitespace();
+            let fstype = r.next()?;
+            let _source = r.next()?;
+            let options = r.next().unwrap_or("");
+            (fstype == "cgroup" || fstype == "cgroup2").then(|| {
+                (
+                    fstype.to_owned(),
+                    PathBuf::from(mount_point),
+                    options.to_owned(),
+                )
+            })
+        })
+        .collect())
+}
+
+impl Cgroups {
+    /// Finds the host's cgroup layout and prepares `paddock/<instance>`.
+    pub fn detect(instance: &str) -> Result<Self, RuntimeError> {
+        let mounts = cgroup_mounts().map_err(host_err("/proc/self/mountinfo"))?;
+        let rel = Path::new("paddock").join(instance);
+        let v1_memory = mounts
+            .iter()
+            .any(|(t, _, o)| t == "cgroup" && o.split(',').any(|x| x == "memory"));
+        let layout = if v1_memory {
+            let mut bases = Vec::new();
+            for controller in V1_CONTROLLERS {
+                let Some((_, mp, _)) = mounts
+                    .iter()
+                    .find(|(t, _, o)| t == "cgroup" && o.split(',').any(|x| x == controller))
+                else {
+                    if controller == "freezer" {
+                        continue;
+                    }
+                    return Err(RuntimeError::Setup(format!(
+                        "cgroup v1 host without the {controller} controller"
+                    )));
+                };
+                let base = mp.join(&rel);
+                fs::create_dir_all(&base).map_err(host_err(base.display().to_string()))?;
+                bases.push((controller.to_owned(), base));
+            }
+            Layout::V1 { bases }
+        } else {
+            let (_, root, _) = mounts
+                .iter()
+                .find(|(t, _, _)| t == "cgroup2")
+                .ok_or_else(|| RuntimeError::Setup("no cgroup filesystem is mounted".into()))?;
+            let base = root.join(&rel);
+            fs::create_dir_all(&base).map_err(host_err(base.display().to_string()))?;
+            // Controllers must be enabled in every ancestor's subtree_control.
+            let mut dir = root.clone();
+            for part in std::iter::once(None).chain(rel.components().map(Some)) {
+                if let Some(p) = part {
+                    dir.push(p);
+                }
+                enable_v2_controllers(&dir)?;
+            }
+            Layout::V2 { base }
+        };
+        Ok(Self { layout })
+    }
+
+    /// Creates the sandbox's cgroups with `resources` applied; returns the
+    /// `cgroup.procs` files the boot helper joins.
+    pub fn create(&self, id: &str, resources: &Resources) -> Result<Vec<PathBuf>, RuntimeError> {
+        let dirs = self.dirs(id);
+        for d in &dirs {
+            match fs::create_dir(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(RuntimeError::host(d.display().to_string(), e)),
+            }
+        }
+        if let Err(e) = self.apply(id, resources) {
+            let _ = self.remove(id);
+            return Err(e);
+        }
+        Ok(dirs.iter().map(|d| d.join("cgroup.procs")).collect())
+    }
+
+    fn dirs(&self, id: &str) -> Vec<PathBuf> {
+        match &self.layout {
+            Layout::V1 { bases } => bases.iter().map(|(_, b)| b.join(id)).collect(),
+            Layout::V2 { base } => vec![base.join(id)],
+        }
+    }
+
+    fn v1_dir(&self, controller: &str, id: &str) -> Option<PathBuf> {
+        match &self.layout {
+            Layout::V1 { bases } => bases
+                .iter()
+                .find(|(c, _)| c == controller)
+                .map(|(_, b)| b.join(id)),
+            Layout::V2 { .. } => None,
+        }
+    }
+
+    /// Applies limits to an existing sandbox's cgroups.
+    pub fn apply(&self, id: &str, r: &Resources) -> Result<(), RuntimeError> {
+        let memory = r.memory_bytes();
+        let quota = u64::from(r.vcpu_count()) * CPU_PERIOD_US;
+        match &self.layout {
+            Layout::V1 { .. } => {
+                let mem = self.v1_dir("memory", id).ok_or_else(|| RuntimeError::Setup("no memory cgroup".into()))?;
+                set_v1_memory(&mem, memory)?;
+                if let Some(pids) = self.v1_dir("pids", id) {
+                    write(&pids.join("pids.max"), &r.pids_max().to_string())?;
+                }
+                if let Some(cpu) = self.v1_dir("cpu", id) {
+                    write(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+                    write(&cpu.join("cpu.cfs_quota_us"), &quota.to_string())?;
+                }
+            }
+            Layout::V2 { base } => {
+                let d = base.join(id);
+                write(&d.join("memory.max"), &memory.to_string())?;
+                if d.join("memory.swap.max").exists() {
+                    write(&d.join("memory.swap.max"), "0")?;
+                }
+                write(&d.join("pids.max"), &r.pids_max().to_string())?;
+                write(&d.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// How many processes the OOM killer has ended in the sandbox so far.
+    pub fn oom_kills(&self, id: &str) -> u64 {
+        let (file, key) = match &self.layout {
+            Layout::V1 { .. } => match self.v1_dir("memory", id) {
+                Some(d) => (d.join("memory.oom_control"), "oom_kill"),
+                None => return 0,
+            },
+            Layout::V2 { base } => (base.join(id).join("memory.events"), "oom_kill"),
+        };
+        fs::read_to_string(file)
+            .ok()
+            .and_then(|s| {
+                s.lines().find_map(|l| {
+                    let (k, v) = l.split_once(' ')?;
+                    (k == key).then(|| v.trim().parse().ok()).flatten()
+                })
+            })
+            .unwrap_or(0)
+    }
+
+    /// Current memory use of the sandbox in bytes.
+    pub fn memory_usage(&self, id: &str) -> Option<u64> {
+        let file = match &self.layout {
+            Layout::V1 { .. } => self.v1_dir("memory", id)?.join("memory.usage_in_bytes"),
+            Layout::V2 { base } => base.join(id).join("memory.current"),
+        };
+        fs::read_to_string(file).ok()?.trim().parse().ok()
+    }
+
+    /// Kills every process left in the sandbox's cgroups and removes them.
+    /// Idempotent.
+    pub fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        let dirs = self.dirs(id);
+        if let Layout::V2 { base } = &self.layout {
+            let kill = base.join(id).join("cgroup.kill");
+            if kill.exists() {
+                let _ = fs::write(&kill, "1");
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for d in dirs {
+            loop {
+                match fs::read_to_string(d.join("cgroup.procs")) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    Err(e) => return Err(RuntimeError::host(d.display().to_string(), e)),
+                    Ok(procs) => {
+                        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid),
+                                nix::sys::signal::Signal::SIGKILL,
+                            );
+                        }
+                        match fs::remove_dir(&d) {
+                            Ok(()) => break,
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                            // Busy until the killed processes are gone.
+                            Err(e) if Instant::now() >= deadline => {
+                                return Err(RuntimeError::host(d.display().to_string(), e))
+                            }
+                            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The sandbox ids that have a cgroup under this instance.
+    pub fn list(&self) -> BTreeSet<String> {
+        let bases: Vec<PathBuf> = match &self.layout {
+            Layout::V1 { bases } => bases.iter().map(|(_, b)| b.clone()).collect(),
+            Layout::V2 { base } => vec![base.clone()],
+        };
+        bases
+            .iter()
+            .filter_map(|b| fs::read_dir(b).ok())
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    pub fn version(&self) -> &'static str {
+        match self.layout {
+            Layout::V1 { .. } => "v1",
+            Layout::V2 { .. } => "v2",
+        }
+    }
+}
+
+fn write(path: &Path, value: &str) -> Result<(), RuntimeError> {
+    fs::write(path, value).map_err(host_err(format!("{} <- {value}", path.display())))
+}
+
+fn set_v1_memory(dir: &Path, bytes: u64) -> Result<(), RuntimeError> {
+    let limit = dir.join("memory.limit_in_bytes");
+    let memsw = dir.join("memory.memsw.limit_in_bytes");
+    if !memsw.exists() {
+        return write(&limit, &bytes.to_string());
+    }
+    // memsw must stay >= the limit: raise memsw first when growing, the
+    // limit first when shrinking. One order fails where the other works.
+    let v = bytes.to_string();
+    if write(&memsw, &v).is_ok() {
+        write(&limit, &v)
+    } else {
+        write(&limit, &v)?;
+        write(&memsw, &v)
+    }
+}
+
+fn enable_v2_controllers(dir: &Path) -> Result<(), RuntimeError> {
+    let available = fs::read_to_string(dir.join("cgroup.controllers"))
+        .map_err(host_err(dir.display().to_string()))?;
+    let enabled = fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
+    for c in ["memory", "pids", "cpu"] {
+        if !available.split_whitespace().any(|a| a == c) {
+            return Err(RuntimeError::Setup(format!(
+                "the cgroup v2 controller {c} is not available in {}",
+                dir.display()
+            )));
+        }
+        if !enabled.split_whitespace().any(|a| a == c) {
+            fs::write(dir.join("cgroup.subtree_control"), format!("+{c}"))
+                .map_err(host_err(format!("enable {c} in {}", dir.display())))?;
+        }
+    }
+    Ok(())
+}

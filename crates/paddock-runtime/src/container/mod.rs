@@ -1,0 +1,367 @@
+//! The container provider: each sandbox is a set of fresh namespaces on
+//! this host with an overlay root, cgroup limits, dropped capabilities and
+//! a seccomp filter, and the paddock agent as its PID 1. No external
+//! runtime binary is involved: the server runs `paddock-agent boot`, which
+//! does the namespace work (see `paddock_agent::boot`).
+//!
+//! On disk, per sandbox: `DATA/sandboxes/<vm_id>/` holds the boot config,
+//! the overlay upper and work directories, the agent's socket and log.
+//! Nothing is mounted on the host: every mount lives in the sandbox's own
+//! mount namespace and dies with it.
+
+mod cgroup;
+pub mod procfs;
+mod rootfs;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use paddock_agent::boot::{default_env, BootConfig};
+use paddock_agent::proto::Request;
+use paddock_core::exec::{
+    ByteStream, ExecRequest, ExecStream, FileContent, PtyConnection, PtyInfo, PtySpec, SandboxPath,
+};
+use paddock_core::ids::{PtyId, VmId};
+use paddock_core::model::{Resources, RuntimeHandle, Vm};
+use paddock_core::provider::Provider;
+use paddock_core::RuntimeError;
+use sha2::{Digest, Sha256};
+
+use crate::agent_client;
+pub use cgroup::Cgroups;
+pub use rootfs::VariantSource;
+
+/// The longest path a unix socket address can hold.
+const MAX_SOCKET_PATH: usize = 107;
+const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct ContainerConfig {
+    pub data_dir: PathBuf,
+    /// The `paddock-agent` binary.
+    pub agent_path: PathBuf,
+    /// Image variants by name.
+    pub variants: BTreeMap<String, VariantSource>,
+}
+
+pub struct ContainerProvider {
+    config: ContainerConfig,
+    sandboxes_dir: PathBuf,
+    host_base: PathBuf,
+    cgroups: Arc<Cgroups>,
+}
+
+/// Identifies this server's data dir among others on the same host, so two
+/// servers never touch each other's cgroups.
+pub fn instance_id(data_dir: &Path) -> String {
+    let canonical = fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let digest = Sha256::digest(canonical.as_os_str().as_encoded_bytes());
+    hex::encode(&digest[..6])
+}
+
+fn host_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let what = what.into();
+    move |e| RuntimeError::host(what, e)
+}
+
+impl ContainerProvider {
+    pub fn new(config: ContainerConfig) -> Result<Self, RuntimeError> {
+        if !config.agent_path.is_file() {
+            return Err(RuntimeError::Setup(format!(
+                "the agent binary {} does not exist",
+                config.agent_path.display()
+            )));
+        }
+        let sandboxes_dir = config.data_dir.join("sandboxes");
+        fs::create_dir_all(&sandboxes_dir).map_err(host_err(sandboxes_dir.display().to_string()))?;
+        let host_base = config.data_dir.join("images").join("host");
+        if config.variants.values().any(|v| *v == VariantSource::Host) {
+            rootfs::ensure_host_base(&host_base)?;
+        }
+        for (name, v) in &config.variants {
+            if let VariantSource::Directory(d) = v {
+                if !d.is_dir() {
+                    return Err(RuntimeError::Setup(format!(
+                        "variant {name}: {} is not a directory",
+                        d.display()
+                    )));
+                }
+            }
+        }
+        let cgroups = Arc::new(Cgroups::detect(&instance_id(&config.data_dir))?);
+        Ok(Self {
+            config,
+            sandboxes_dir,
+            host_base,
+            cgroups,
+        })
+    }
+
+    pub fn cgroup_version(&self) -> &'static str {
+        self.cgroups.version()
+    }
+
+    fn run_dir(&self, id: &VmId) -> PathBuf {
+        self.sandboxes_dir.join(id.as_str())
+    }
+
+    fn socket(&self, id: &VmId) -> PathBuf {
+        self.run_dir(id).join("agent.sock")
+    }
+
+    /// Host memory the sandbox uses now, as its cgroup counts it.
+    pub fn memory_usage(&self, id: &VmId) -> Option<u64> {
+        self.cgroups.memory_usage(id.as_str())
+    }
+
+    async fn boot(&self, vm: &Vm, run: &Path) -> Result<RuntimeHandle, RuntimeError> {
+        let source = self
+            .config
+            .variants
+            .get(&vm.image_variant)
+            .ok_or_else(|| RuntimeError::Invalid(format!("unknown image variant {}", vm.image_variant)))?;
+        let layers = rootfs::layers(source, &self.host_base, run);
+        for layer in &layers {
+            for d in [&layer.upper, &layer.work] {
+                fs::create_dir_all(d).map_err(host_err(d.display().to_string()))?;
+            }
+        }
+        let root = run.join("root");
+        fs::create_dir_all(&root).map_err(host_err(root.display().to_string()))?;
+        let socket = run.join("agent.sock");
+        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(RuntimeError::Setup(format!(
+                "the data dir path is too long for a unix socket ({})",
+                socket.display()
+            )));
+        }
+        let cgroup_procs = self.cgroups.create(vm.id.as_str(), &vm.resources)?;
+        let mut env = default_env();
+        for (k, v) in vm.env.iter() {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.clone(), v.clone()));
+        }
+        let config = BootConfig {
+            hostname: "sandbox".into(),
+            root_mountpoint: root,
+            layers,
+            cgroup_procs,
+            socket_path: socket.clone(),
+            log_path: run.join("agent.log"),
+            env,
+        };
+        let config_path = run.join("boot.json");
+        let json = serde_json::to_vec(&config)
+            .map_err(|e| RuntimeError::Setup(format!("encode the boot config: {e}")))?;
+        fs::write(&config_path, json).map_err(host_err(config_path.display().to_string()))?;
+
+        let child = tokio::process::Command::new(&self.config.agent_path)
+            .arg("boot")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(host_err(format!("run {}", self.config.agent_path.display())))?;
+        let output = tokio::time::timeout(BOOT_TIMEOUT, child.wait_with_output())
+            .await
+            .map_err(|_| RuntimeError::Setup("the sandbox did not boot within 30 s".into()))?
+            .map_err(host_err("wait for the boot helper"))?;
+        if !output.status.success() {
+            let msg = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+            return Err(RuntimeError::Setup(if msg.is_empty() {
+                format!("the boot helper failed ({})", output.status)
+            } else {
+                msg
+            }));
+        }
+        let pid: i32 = String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .map_err(|_| RuntimeError::Setup("the boot helper reported no pid".into()))?;
+        let start_ticks = procfs::start_ticks(pid)
+            .ok_or_else(|| RuntimeError::Setup("the sandbox exited right after boot".into()))?;
+        Ok(RuntimeHandle { pid, start_ticks })
+    }
+}
+
+#[async_trait]
+impl Provider for ContainerProvider {
+    fn name(&self) -> &'static str {
+        "container"
+    }
+
+    fn has_variant(&self, variant: &str) -> bool {
+        self.config.variants.contains_key(variant)
+    }
+
+    async fn start(&self, vm: &Vm) -> Result<RuntimeHandle, RuntimeError> {
+        let run = self.run_dir(&vm.id);
+        fs::create_dir_all(&run).map_err(host_err(run.display().to_string()))?;
+        match self.boot(vm, &run).await {
+            Ok(handle) => Ok(handle),
+            Err(e) => {
+                if let Err(cleanup) = teardown(&self.sandboxes_dir, &self.cgroups, vm.id.as_str(), None) {
+                    tracing::error!(vm_id = %vm.id, error = %cleanup, "cleanup after a failed boot failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn stop(&self, id: &VmId, handle: Option<RuntimeHandle>) -> Result<(), RuntimeError> {
+        let id = id.as_str().to_owned();
+        let this = ProviderRef {
+            sandboxes_dir: self.sandboxes_dir.clone(),
+            cgroups: Arc::clone(&self.cgroups),
+        };
+        tokio::task::spawn_blocking(move || this.teardown(&id, handle))
+            .await
+            .map_err(|e| RuntimeError::Agent(format!("teardown task failed: {e}")))?
+    }
+
+    fn is_alive(&self, _id: &VmId, handle: RuntimeHandle) -> bool {
+        procfs::is_running(handle.pid, handle.start_ticks)
+    }
+
+    async fn update_resources(&self, id: &VmId, resources: &Resources) -> Result<(), RuntimeError> {
+        self.cgroups.apply(id.as_str(), resources)
+    }
+
+    async fn exec(&self, id: &VmId, request: ExecRequest) -> Result<ExecStream, RuntimeError> {
+        let cgroups = Arc::clone(&self.cgroups);
+        let cg_id = id.as_str().to_owned();
+        agent_client::exec(&self.socket(id), request, move || cgroups.oom_kills(&cg_id)).await
+    }
+
+    async fn read_file(&self, id: &VmId, path: &SandboxPath) -> Result<FileContent, RuntimeError> {
+        agent_client::read_file(&self.socket(id), path.as_str()).await
+    }
+
+    async fn write_file(
+        &self,
+        id: &VmId,
+        path: &SandboxPath,
+        mode: Option<u32>,
+        body: ByteStream,
+    ) -> Result<u64, RuntimeError> {
+        agent_client::write_file(&self.socket(id), path.as_str(), mode, body).await
+    }
+
+    async fn pty_create(&self, id: &VmId, spec: PtySpec) -> Result<PtyInfo, RuntimeError> {
+        let request = Request::PtyCreate {
+            id: spec.id.unwrap_or_else(PtyId::generate).to_string(),
+            cols: spec.cols,
+            rows: spec.rows,
+            command: agent_client::pty_command(spec.command),
+        };
+        agent_client::pty_request(&self.socket(id), request)
+            .await?
+            .pop()
+            .ok_or_else(|| RuntimeError::Agent("no PTY in the reply".into()))
+    }
+
+    async fn pty_list(&self, id: &VmId) -> Result<Vec<PtyInfo>, RuntimeError> {
+        agent_client::pty_request(&self.socket(id), Request::PtyList).await
+    }
+
+    async fn pty_get(&self, id: &VmId, pty: &str) -> Result<PtyInfo, RuntimeError> {
+        agent_client::pty_request(&self.socket(id), Request::PtyGet { id: pty.to_owned() })
+            .await?
+            .pop()
+            .ok_or_else(|| RuntimeError::PtyNotFound(pty.to_owned()))
+    }
+
+    async fn pty_resize(&self, id: &VmId, pty: &str, cols: u16, rows: u16) -> Result<(), RuntimeError> {
+        let request = Request::PtyResize {
+            id: pty.to_owned(),
+            cols,
+            rows,
+        };
+        agent_client::pty_request(&self.socket(id), request).await.map(|_| ())
+    }
+
+    async fn pty_kill(&self, id: &VmId, pty: &str) -> Result<(), RuntimeError> {
+        agent_client::pty_request(&self.socket(id), Request::PtyKill { id: pty.to_owned() })
+            .await
+            .map(|_| ())
+    }
+
+    async fn pty_attach(&self, id: &VmId, pty: &str) -> Result<PtyConnection, RuntimeError> {
+        agent_client::pty_attach(&self.socket(id), pty).await
+    }
+
+    async fn cleanup_orphans(&self, live: &[VmId]) -> Result<usize, RuntimeError> {
+        let live: BTreeSet<&str> = live.iter().map(VmId::as_str).collect();
+        let mut found: BTreeSet<String> = self.cgroups.list();
+        if let Ok(entries) = fs::read_dir(&self.sandboxes_dir) {
+            found.extend(entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()));
+        }
+        let orphans: Vec<String> = found.into_iter().filter(|id| !live.contains(id.as_str())).collect();
+        let count = orphans.len();
+        let this = ProviderRef {
+            sandboxes_dir: self.sandboxes_dir.clone(),
+            cgroups: Arc::clone(&self.cgroups),
+        };
+        tokio::task::spawn_blocking(move || {
+            for id in orphans {
+                tracing::info!(vm_id = %id, "removing orphaned sandbox");
+                this.teardown(&id, None)?;
+            }
+            Ok::<_, RuntimeError>(())
+        })
+        .await
+        .map_err(|e| RuntimeError::Agent(format!("cleanup task failed: {e}")))??;
+        Ok(count)
+    }
+}
+
+/// The parts of the provider that teardown needs, movable to a blocking
+/// thread.
+struct ProviderRef {
+    sandboxes_dir: PathBuf,
+    cgroups: Arc<Cgroups>,
+}
+
+impl ProviderRef {
+    fn teardown(&self, id: &str, handle: Option<RuntimeHandle>) -> Result<(), RuntimeError> {
+        teardown(&self.sandboxes_dir, &self.cgroups, id, handle)
+    }
+}
+
+/// Frees the host resources of one sandbox: its processes, its cgroups
+/// and its run dir. Idempotent.
+fn teardown(
+    sandboxes_dir: &Path,
+    cgroups: &Cgroups,
+    id: &str,
+    handle: Option<RuntimeHandle>,
+) -> Result<(), RuntimeError> {
+    if let Some(h) = handle {
+        if procfs::is_running(h.pid, h.start_ticks) {
+            // Killing PID 1 of a pid namespace kills every process in it.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(h.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    // Every process of the sandbox is in its cgroups: removing them kills
+    // whatever survived PID 1.
+    let cgroup_result = cgroups.remove(id);
+    let run = sandboxes_dir.join(id);
+    let dir_result = match fs::remove_dir_all(&run) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(RuntimeError::host(run.display().to_string(), e))
+        }
+        _ => Ok(()),
+    };
+    // Both steps run; a failure of either is reported.
+    cgroup_result.and(dir_result)
+}

@@ -1,0 +1,8 @@
+//! Sandbox providers behind [`paddock_core::provider::Provider`].
+//!
+//! Today: [`container::ContainerProvider`], which runs each sandbox in its
+//! own namespaces on this host, with no external runtime binary. MicroVM,
+//! process and Docker providers will sit beside it.
+
+pub mod agent_client;
+pub mod container;

@@ -1,0 +1,380 @@
+//! The embedded SQLite store: one file in the data dir, WAL journal,
+//! migrations embedded in the binary and applied at open.
+
+mod rows;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use paddock_core::clock::Timestamp;
+use paddock_core::ids::{AccountId, ApiKeyId, ExecutionId, SessionId, VmId};
+use paddock_core::model::{
+    Account, ApiKey, Execution, NewApiKey, Vm, VmFilter, VmStatus, VmStatusSet,
+};
+use paddock_core::store::Store;
+use paddock_core::StoreError;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+
+use rows::{db_err, ApiKeyRow, ExecutionRow, VmRow};
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SqliteStoreError {
+    #[error("could not open the database at {path}")]
+    Open {
+        path: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("could not apply the database migrations")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+const VM_COLUMNS: &str = "id, account_id, session_id, status, status_reason, provider, \
+    image_variant, memory_mb, vcpu_count, pids_max, metadata, env, lifetime_seconds, created_at, \
+    updated_at, started_at, expires_at, terminated_at, runtime_pid, runtime_start_ticks";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and migrates it.
+    pub async fn open(path: &Path) -> Result<Self, SqliteStoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .map_err(|source| SqliteStoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(SqliteStoreError::Migrate)?;
+        Ok(Self { pool })
+    }
+
+    /// An in-memory database, for tests.
+    pub async fn in_memory() -> Result<Self, SqliteStoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")
+            .map_err(|source| SqliteStoreError::Open {
+                path: ":memory:".into(),
+                source,
+            })?
+            .foreign_keys(true);
+        // One connection: each in-memory connection is its own database.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|source| SqliteStoreError::Open {
+                path: ":memory:".into(),
+                source,
+            })?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(SqliteStoreError::Migrate)?;
+        Ok(Self { pool })
+    }
+
+    async fn fetch_vms(&self, sql: &str, binds: Vec<Bind<'_>>) -> Result<Vec<Vm>, StoreError> {
+        let mut q = sqlx::query_as::<_, VmRow>(sql);
+        for b in binds {
+            q = match b {
+                Bind::Text(s) => q.bind(s),
+                Bind::Int(i) => q.bind(i),
+            };
+        }
+        let rows = q.fetch_all(&self.pool).await.map_err(db_err)?;
+        rows.into_iter().map(VmRow::into_vm).collect()
+    }
+}
+
+enum Bind<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+fn status_list(set: &VmStatusSet) -> String {
+    set.iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_account(&self, account: &Account) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES (?, ?, ?)")
+            .bind(account.id.as_str())
+            .bind(&account.name)
+            .bind(account.created_at.unix_millis())
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn get_account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
+        let row: Option<(String, String, i64)> =
+            sqlx::query_as("SELECT id, name, created_at FROM accounts WHERE id = ?")
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
+        row.map(rows::account).transpose()
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT id, name, created_at FROM accounts ORDER BY created_at, id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?;
+        rows.into_iter().map(rows::account).collect()
+    }
+
+    async fn insert_api_key(&self, key: &NewApiKey) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, account_id, name, prefix, hash, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(key.key.id.as_str())
+        .bind(key.key.account_id.as_str())
+        .bind(&key.key.name)
+        .bind(&key.key.prefix)
+        .bind(&key.hash)
+        .bind(key.key.created_at.unix_millis())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        let row: Option<ApiKeyRow> = sqlx::query_as(
+            "SELECT id, account_id, name, prefix, created_at, revoked_at FROM api_keys \
+             WHERE hash = ? AND revoked_at IS NULL",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.map(ApiKeyRow::into_key).transpose()
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        let rows: Vec<ApiKeyRow> = sqlx::query_as(
+            "SELECT id, account_id, name, prefix, created_at, revoked_at FROM api_keys \
+             ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.into_iter().map(ApiKeyRow::into_key).collect()
+    }
+
+    async fn revoke_api_key(&self, id: &ApiKeyId, at: Timestamp) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+        )
+        .bind(at.unix_millis())
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn insert_vm(&self, vm: &Vm) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO vms ({VM_COLUMNS}, seq) VALUES \
+             (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
+              (SELECT COALESCE(MAX(seq), 0) + 1 FROM vms))"
+        );
+        rows::bind_vm(sqlx::query(&sql), vm)?
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn update_vm(&self, vm: &Vm) -> Result<(), StoreError> {
+        let sets = VM_COLUMNS
+            .split(", ")
+            .map(|c| format!("{} = ?", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("UPDATE vms SET {sets} WHERE id = ?");
+        rows::bind_vm(sqlx::query(&sql), vm)?
+            .bind(vm.id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn get_vm(&self, account: &AccountId, id: &VmId) -> Result<Option<Vm>, StoreError> {
+        let sql = format!("SELECT {VM_COLUMNS} FROM vms WHERE id = ? AND account_id = ?");
+        Ok(self
+            .fetch_vms(&sql, vec![Bind::Text(id.as_str()), Bind::Text(account.as_str())])
+            .await?
+            .pop())
+    }
+
+    async fn find_vm(&self, id: &VmId) -> Result<Option<Vm>, StoreError> {
+        let sql = format!("SELECT {VM_COLUMNS} FROM vms WHERE id = ?");
+        Ok(self.fetch_vms(&sql, vec![Bind::Text(id.as_str())]).await?.pop())
+    }
+
+    async fn list_vms(&self, account: &AccountId, filter: &VmFilter) -> Result<Vec<Vm>, StoreError> {
+        let mut sql = format!("SELECT {VM_COLUMNS} FROM vms WHERE account_id = ?");
+        let mut binds = vec![Bind::Text(account.as_str())];
+        if let Some(s) = &filter.session_id {
+            sql.push_str(" AND session_id = ?");
+            binds.push(Bind::Text(s.as_str()));
+        }
+        if !filter.statuses.is_empty() {
+            sql.push_str(&format!(" AND status IN ({})", status_list(&filter.statuses)));
+        }
+        if let Some(after) = &filter.after {
+            sql.push_str(" AND seq < (SELECT seq FROM vms WHERE id = ? AND account_id = ?)");
+            binds.push(Bind::Text(after.as_str()));
+            binds.push(Bind::Text(account.as_str()));
+        }
+        sql.push_str(" ORDER BY seq DESC LIMIT ?");
+        binds.push(Bind::Int(i64::from(filter.limit.max(1))));
+        self.fetch_vms(&sql, binds).await
+    }
+
+    async fn list_vms_in(&self, statuses: &VmStatusSet) -> Result<Vec<Vm>, StoreError> {
+        if statuses.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {VM_COLUMNS} FROM vms WHERE status IN ({}) ORDER BY seq",
+            status_list(statuses)
+        );
+        self.fetch_vms(&sql, Vec::new()).await
+    }
+
+    async fn list_expired_vms(&self, now: Timestamp) -> Result<Vec<Vm>, StoreError> {
+        let sql = format!(
+            "SELECT {VM_COLUMNS} FROM vms WHERE expires_at IS NOT NULL AND expires_at <= ? \
+             AND status IN ({}) ORDER BY expires_at",
+            status_list(&VmStatusSet::holding_resources())
+        );
+        self.fetch_vms(&sql, vec![Bind::Int(now.unix_millis())]).await
+    }
+
+    async fn latest_vm_of_session(
+        &self,
+        account: &AccountId,
+        session: &SessionId,
+    ) -> Result<Option<Vm>, StoreError> {
+        let sql = format!(
+            "SELECT {VM_COLUMNS} FROM vms WHERE account_id = ? AND session_id = ? \
+             ORDER BY seq DESC LIMIT 1"
+        );
+        Ok(self
+            .fetch_vms(&sql, vec![Bind::Text(account.as_str()), Bind::Text(session.as_str())])
+            .await?
+            .pop())
+    }
+
+    async fn count_vms_by_status(&self) -> Result<Vec<(VmStatus, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM vms GROUP BY status")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?;
+        rows.into_iter()
+            .map(|(s, n)| {
+                let status = VmStatus::parse(&s)
+                    .ok_or_else(|| StoreError::Corrupt(format!("VM status {s:?}")))?;
+                Ok((status, u64::try_from(n).unwrap_or(0)))
+            })
+            .collect()
+    }
+
+    async fn insert_execution(&self, e: &Execution) -> Result<(), StoreError> {
+        rows::bind_execution(
+            sqlx::query(
+                "INSERT INTO executions (status, stdout, stderr, exit_code, execution_time, \
+                 cpu_time, error, completed_at, id, account_id, vm_id, session_id, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ),
+            e,
+        )
+        .bind(e.account_id.as_str())
+        .bind(e.vm_id.as_str())
+        .bind(e.session_id.as_str())
+        .bind(e.created_at.unix_millis())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn update_execution(&self, e: &Execution) -> Result<(), StoreError> {
+        rows::bind_execution(
+            sqlx::query(
+                "UPDATE executions SET status = ?, stdout = ?, stderr = ?, exit_code = ?, \
+                 execution_time = ?, cpu_time = ?, error = ?, completed_at = ? WHERE id = ?",
+            ),
+            e,
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn get_execution(
+        &self,
+        account: &AccountId,
+        id: &ExecutionId,
+    ) -> Result<Option<Execution>, StoreError> {
+        let row: Option<ExecutionRow> = sqlx::query_as(
+            "SELECT id, account_id, vm_id, session_id, status, stdout, stderr, exit_code, \
+             execution_time, cpu_time, error, created_at, completed_at FROM executions \
+             WHERE id = ? AND account_id = ?",
+        )
+        .bind(id.as_str())
+        .bind(account.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.map(ExecutionRow::into_execution).transpose()
+    }
+
+    async fn fail_unfinished_executions(&self, reason: &str, at: Timestamp) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE executions SET status = 'failed', error = ?, completed_at = ? \
+             WHERE status = 'running'",
+        )
+        .bind(reason)
+        .bind(at.unix_millis())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,209 @@
+//! Row types and the conversions between rows and core records. A row that
+//! does not convert is `StoreError::Corrupt`, never a panic.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use paddock_core::clock::Timestamp;
+use paddock_core::ids::{AccountId, ApiKeyId, ExecutionId, SessionId, VmId};
+use paddock_core::model::{
+    Account, ApiKey, Env, Execution, ExecutionStatus, Metadata, Resources, RuntimeHandle, Vm,
+    VmStatus,
+};
+use paddock_core::StoreError;
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::query::Query;
+use sqlx::{FromRow, Row, Sqlite};
+
+pub(super) fn db_err(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(d) = &e {
+        if d.is_unique_violation() {
+            return StoreError::Duplicate;
+        }
+    }
+    StoreError::Database(Box::new(e))
+}
+
+fn parse<T: FromStr>(what: &str, s: &str) -> Result<T, StoreError> {
+    s.parse()
+        .map_err(|_| StoreError::Corrupt(format!("{what} {s:?}")))
+}
+
+fn ts(ms: i64) -> Timestamp {
+    Timestamp::from_unix_millis(ms)
+}
+
+pub(super) fn account((id, name, created_at): (String, String, i64)) -> Result<Account, StoreError> {
+    Ok(Account {
+        id: parse("account id", &id)?,
+        name,
+        created_at: ts(created_at),
+    })
+}
+
+#[derive(FromRow)]
+pub(super) struct ApiKeyRow {
+    id: String,
+    account_id: String,
+    name: String,
+    prefix: String,
+    created_at: i64,
+    revoked_at: Option<i64>,
+}
+
+impl ApiKeyRow {
+    pub(super) fn into_key(self) -> Result<ApiKey, StoreError> {
+        Ok(ApiKey {
+            id: parse::<ApiKeyId>("key id", &self.id)?,
+            account_id: parse::<AccountId>("account id", &self.account_id)?,
+            name: self.name,
+            prefix: self.prefix,
+            created_at: ts(self.created_at),
+            revoked_at: self.revoked_at.map(ts),
+        })
+    }
+}
+
+pub(super) struct VmRow(Vm);
+
+impl<'r> FromRow<'r, SqliteRow> for VmRow {
+    fn from_row(row: &'r SqliteRow) -> Result<Self, sqlx::Error> {
+        let corrupt = |e: StoreError| sqlx::Error::Decode(Box::new(e));
+        let text = |c: &str| row.try_get::<String, _>(c);
+        let status: String = text("status")?;
+        let metadata: Metadata = serde_json::from_str(&text("metadata")?)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        let env: BTreeMap<String, String> = serde_json::from_str(&text("env")?)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        let pid: Option<i64> = row.try_get("runtime_pid")?;
+        let ticks: Option<i64> = row.try_get("runtime_start_ticks")?;
+        let u32_col = |c: &str| -> Result<u32, sqlx::Error> {
+            let v: i64 = row.try_get(c)?;
+            u32::try_from(v).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+        };
+        let lifetime: Option<i64> = row.try_get("lifetime_seconds")?;
+        Ok(Self(Vm {
+            id: parse::<VmId>("vm id", &text("id")?).map_err(corrupt)?,
+            account_id: parse::<AccountId>("account id", &text("account_id")?).map_err(corrupt)?,
+            session_id: parse::<SessionId>("session id", &text("session_id")?).map_err(corrupt)?,
+            status: VmStatus::parse(&status)
+                .ok_or_else(|| corrupt(StoreError::Corrupt(format!("status {status:?}"))))?,
+            status_reason: row.try_get("status_reason")?,
+            provider: text("provider")?,
+            image_variant: text("image_variant")?,
+            resources: Resources::from_stored(
+                u32_col("memory_mb")?,
+                u32_col("vcpu_count")?,
+                u32_col("pids_max")?,
+            ),
+            metadata,
+            env: Env::new(env).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            lifetime_seconds: lifetime.and_then(|l| u64::try_from(l).ok()),
+            created_at: ts(row.try_get("created_at")?),
+            updated_at: ts(row.try_get("updated_at")?),
+            started_at: row.try_get::<Option<i64>, _>("started_at")?.map(ts),
+            expires_at: row.try_get::<Option<i64>, _>("expires_at")?.map(ts),
+            terminated_at: row.try_get::<Option<i64>, _>("terminated_at")?.map(ts),
+            runtime: match (pid, ticks) {
+                (Some(pid), Some(ticks)) => Some(RuntimeHandle {
+                    pid: i32::try_from(pid).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                    start_ticks: u64::try_from(ticks)
+                        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                }),
+                _ => None,
+            },
+        }))
+    }
+}
+
+impl VmRow {
+    pub(super) fn into_vm(self) -> Result<Vm, StoreError> {
+        Ok(self.0)
+    }
+}
+
+/// Binds every column of `VM_COLUMNS`, in its order.
+pub(super) fn bind_vm<'q>(
+    q: Query<'q, Sqlite, SqliteArguments<'q>>,
+    vm: &Vm,
+) -> Result<Query<'q, Sqlite, SqliteArguments<'q>>, StoreError> {
+    let metadata = serde_json::to_string(&vm.metadata)
+        .map_err(|e| StoreError::Corrupt(format!("metadata: {e}")))?;
+    let env = serde_json::to_string(vm.env.as_map())
+        .map_err(|e| StoreError::Corrupt(format!("env: {e}")))?;
+    Ok(q.bind(vm.id.as_str().to_owned())
+        .bind(vm.account_id.as_str().to_owned())
+        .bind(vm.session_id.as_str().to_owned())
+        .bind(vm.status.as_str())
+        .bind(vm.status_reason.clone())
+        .bind(vm.provider.clone())
+        .bind(vm.image_variant.clone())
+        .bind(i64::from(vm.resources.memory_mb()))
+        .bind(i64::from(vm.resources.vcpu_count()))
+        .bind(i64::from(vm.resources.pids_max()))
+        .bind(metadata)
+        .bind(env)
+        .bind(vm.lifetime_seconds.and_then(|l| i64::try_from(l).ok()))
+        .bind(vm.created_at.unix_millis())
+        .bind(vm.updated_at.unix_millis())
+        .bind(vm.started_at.map(Timestamp::unix_millis))
+        .bind(vm.expires_at.map(Timestamp::unix_millis))
+        .bind(vm.terminated_at.map(Timestamp::unix_millis))
+        .bind(vm.runtime.map(|h| i64::from(h.pid)))
+        .bind(vm.runtime.and_then(|h| i64::try_from(h.start_ticks).ok())))
+}
+
+#[derive(FromRow)]
+pub(super) struct ExecutionRow {
+    id: String,
+    account_id: String,
+    vm_id: String,
+    session_id: String,
+    status: String,
+    stdout: String,
+    stderr: String,
+    exit_code: Option<i32>,
+    execution_time: Option<f64>,
+    cpu_time: Option<f64>,
+    error: Option<String>,
+    created_at: i64,
+    completed_at: Option<i64>,
+}
+
+impl ExecutionRow {
+    pub(super) fn into_execution(self) -> Result<Execution, StoreError> {
+        Ok(Execution {
+            id: parse::<ExecutionId>("execution id", &self.id)?,
+            account_id: parse("account id", &self.account_id)?,
+            vm_id: parse("vm id", &self.vm_id)?,
+            session_id: parse("session id", &self.session_id)?,
+            status: ExecutionStatus::parse(&self.status)
+                .ok_or_else(|| StoreError::Corrupt(format!("execution status {:?}", self.status)))?,
+            stdout: self.stdout,
+            stderr: self.stderr,
+            exit_code: self.exit_code,
+            execution_time: self.execution_time,
+            cpu_time: self.cpu_time,
+            error: self.error,
+            created_at: ts(self.created_at),
+            completed_at: self.completed_at.map(ts),
+        })
+    }
+}
+
+/// Binds the mutable columns of an execution, then its id: the order
+/// `UPDATE … WHERE id = ?` and the head of the `INSERT` share.
+pub(super) fn bind_execution<'q>(
+    q: Query<'q, Sqlite, SqliteArguments<'q>>,
+    e: &Execution,
+) -> Query<'q, Sqlite, SqliteArguments<'q>> {
+    q.bind(e.status.as_str())
+        .bind(e.stdout.clone())
+        .bind(e.stderr.clone())
+        .bind(e.exit_code)
+        .bind(e.execution_time)
+        .bind(e.cpu_time)
+        .bind(e.error.clone())
+        .bind(e.completed_at.map(Timestamp::unix_millis))
+        .bind(e.id.as_str().to_owned())
+}

@@ -1,0 +1,73 @@
+//! The command line: `serve`, `keys`, and `vm` (a client of the VM API).
+
+pub mod vm;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "paddock", version, about = "Self-hosted isolated environments")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve {
+        /// Address to listen on (default 127.0.0.1:7420).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Where state lives (default ./.paddock).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// A TOML config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Manage API keys (on the local data dir).
+    Keys {
+        #[arg(long, default_value = ".paddock", env = "PADDOCK_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Work with VMs on a server.
+    Vm {
+        #[command(flatten)]
+        client: vm::ClientArgs,
+        #[command(subcommand)]
+        command: vm::VmCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it (once).
+    Create {
+        #[arg(long, default_value = "cli")]
+        name: String,
+        /// The account the key acts for (default: the first account).
+        #[arg(long, conflicts_with = "new_account")]
+        account: Option<String>,
+        /// Create a new account with this name for the key.
+        #[arg(long)]
+        new_account: Option<String>,
+    },
+    /// List keys (never their secrets).
+    List,
+    /// Revoke a key by id.
+    Revoke { id: String },
+}
+
+/// A table in the style every command prints.
+pub fn table(header: &[&str]) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING);
+    t.set_header(header.to_vec());
+    t
+}

@@ -1,0 +1,166 @@
+//! The server's configuration: built-in defaults, then an optional TOML
+//! file, then `PADDOCK_*` environment variables, then command-line flags.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use paddock_core::model::Limits;
+use paddock_runtime::container::VariantSource;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// The `paddock-agent` binary; default: beside this executable.
+    pub agent_path: Option<PathBuf>,
+    pub default_variant: String,
+    pub variants: BTreeMap<String, VariantConfig>,
+    pub limits: LimitsConfig,
+    /// `text` or `json`.
+    pub log_format: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariantConfig {
+    /// `host` (the host's /usr under paddock's /etc) or `directory` (a
+    /// root filesystem at `path`).
+    pub kind: String,
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub min_memory_mb: u32,
+    pub max_memory_mb: u32,
+    pub max_vcpu_count: u32,
+    pub default_memory_mb: u32,
+    pub default_vcpu_count: u32,
+    pub pids_max: u32,
+    pub max_lifetime_seconds: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let l = Limits::default();
+        let mut variants = BTreeMap::new();
+        variants.insert(
+            "default".to_owned(),
+            VariantConfig {
+                kind: "host".into(),
+                path: None,
+            },
+        );
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7420)),
+            data_dir: PathBuf::from(".paddock"),
+            agent_path: None,
+            default_variant: "default".into(),
+            variants,
+            limits: LimitsConfig {
+                min_memory_mb: l.min_memory_mb,
+                max_memory_mb: l.max_memory_mb,
+                max_vcpu_count: l.max_vcpu_count,
+                default_memory_mb: l.default_memory_mb,
+                default_vcpu_count: l.default_vcpu_count,
+                pids_max: l.pids_max,
+                max_lifetime_seconds: l.max_lifetime_seconds,
+            },
+            log_format: "text".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults ← `file` ← `PADDOCK_*` env (nested keys with `__`,
+    /// e.g. `PADDOCK_LIMITS__PIDS_MAX=256`).
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(f) = file {
+            if !f.is_file() {
+                bail!("config file {} does not exist", f.display());
+            }
+            figment = figment.merge(Toml::file(f));
+        }
+        figment
+            .merge(Env::prefixed("PADDOCK_").split("__").ignore(&["API_KEY", "SERVER"]))
+            .extract()
+            .context("invalid configuration")
+    }
+
+    pub fn limits(&self) -> anyhow::Result<Limits> {
+        let l = &self.limits;
+        if l.min_memory_mb == 0
+            || l.min_memory_mb > l.max_memory_mb
+            || !(l.min_memory_mb..=l.max_memory_mb).contains(&l.default_memory_mb)
+            || l.max_vcpu_count == 0
+            || !(1..=l.max_vcpu_count).contains(&l.default_vcpu_count)
+            || l.pids_max == 0
+        {
+            bail!("limits: the bounds must be ordered and the defaults inside them");
+        }
+        Ok(Limits {
+            min_memory_mb: l.min_memory_mb,
+            max_memory_mb: l.max_memory_mb,
+            max_vcpu_count: l.max_vcpu_count,
+            default_memory_mb: l.default_memory_mb,
+            default_vcpu_count: l.default_vcpu_count,
+            pids_max: l.pids_max,
+            max_lifetime_seconds: l.max_lifetime_seconds,
+        })
+    }
+
+    pub fn variants(&self) -> anyhow::Result<BTreeMap<String, VariantSource>> {
+        let mut out = BTreeMap::new();
+        for (name, v) in &self.variants {
+            let source = match (v.kind.as_str(), &v.path) {
+                ("host", None) => VariantSource::Host,
+                ("directory", Some(p)) => VariantSource::Directory(p.clone()),
+                ("directory", None) => bail!("variant {name}: kind directory needs a path"),
+                ("host", Some(_)) => bail!("variant {name}: kind host takes no path"),
+                (other, _) => bail!("variant {name}: unknown kind {other:?} (host or directory)"),
+            };
+            out.insert(name.clone(), source);
+        }
+        if !out.contains_key(&self.default_variant) {
+            bail!("default_variant {:?} is not among the variants", self.default_variant);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::default();
+        assert!(c.limits().is_ok());
+        assert_eq!(c.variants().expect("valid").len(), 1);
+    }
+
+    #[test]
+    fn file_overrides_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("paddock.toml");
+        std::fs::write(&f, "listen = \"127.0.0.1:9999\"\n[limits]\npids_max = 77\nmin_memory_mb = 64\nmax_memory_mb = 1024\nmax_vcpu_count = 4\ndefault_memory_mb = 128\ndefault_vcpu_count = 1\nmax_lifetime_seconds = 60\n").expect("write");
+        let c = Config::load(Some(&f)).expect("loads");
+        assert_eq!(c.listen.port(), 9999);
+        assert_eq!(c.limits().expect("valid").pids_max, 77);
+    }
+
+    #[test]
+    fn bad_variant_is_refused() {
+        let mut c = Config::default();
+        c.variants.insert("x".into(), VariantConfig { kind: "nope".into(), path: None });
+        assert!(c.variants().is_err());
+    }
+}

@@ -1,0 +1,77 @@
+//! `paddock keys`: API keys, managed on the data dir's database directly
+//! (safe beside a running server: SQLite in WAL mode).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use paddock_core::ids::{AccountId, ApiKeyId};
+use paddock_core::service::{Service, ServiceConfig};
+
+use crate::cli::KeysCommand;
+
+/// A service over the store alone: key management starts no sandboxes.
+async fn service(data_dir: &Path) -> anyhow::Result<Arc<Service>> {
+    let store = crate::serve::open_store(data_dir).await?;
+    Ok(Service::new(store, Arc::new(crate::nosandbox::NoSandboxes), ServiceConfig::default()))
+}
+
+pub async fn run(data_dir: &Path, command: KeysCommand, json: bool) -> anyhow::Result<()> {
+    let service = service(data_dir).await?;
+    match command {
+        KeysCommand::Create { name, account, new_account } => {
+            let account_id: AccountId = match (account, new_account) {
+                (Some(a), _) => a.parse().map_err(|e| anyhow::anyhow!("--account: {e}"))?,
+                (None, Some(n)) => service.create_account(&n).await?.id,
+                (None, None) => {
+                    if service.bootstrap().await?.is_some() {
+                        eprintln!("created the default account (its admin key was discarded: use the one printed now)");
+                    }
+                    service
+                        .list_accounts()
+                        .await?
+                        .into_iter()
+                        .next()
+                        .context("no account")?
+                        .id
+                }
+            };
+            let (key, secret) = service.create_api_key(&account_id, &name).await?;
+            if json {
+                println!("{}", serde_json::json!({"id": key.id.to_string(), "account_id": account_id.to_string(), "name": key.name, "key": secret.expose()}));
+            } else {
+                println!("{}", secret.expose());
+                eprintln!("key {} for account {} (shown once)", key.id, account_id);
+            }
+        }
+        KeysCommand::List => {
+            let keys = service.list_api_keys().await?;
+            if json {
+                let v: Vec<_> = keys
+                    .iter()
+                    .map(|k| serde_json::json!({"id": k.id.to_string(), "account_id": k.account_id.to_string(), "name": k.name, "prefix": k.prefix, "created_at": k.created_at.to_rfc3339(), "revoked": k.revoked_at.is_some()}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let mut table = crate::cli::table(&["ID", "ACCOUNT", "NAME", "PREFIX", "CREATED", "REVOKED"]);
+                for k in keys {
+                    table.add_row(vec![
+                        k.id.to_string(),
+                        k.account_id.to_string(),
+                        k.name,
+                        format!("{}…", k.prefix),
+                        k.created_at.to_rfc3339(),
+                        k.revoked_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                    ]);
+                }
+                println!("{table}");
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            let id: ApiKeyId = id.parse().map_err(|e| anyhow::anyhow!("key id: {e}"))?;
+            service.revoke_api_key(&id).await?;
+            eprintln!("revoked {id}");
+        }
+    }
+    Ok(())
+}

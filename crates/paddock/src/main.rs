@@ -1,0 +1,59 @@
+//! The paddock binary: wires the libraries together. `serve` runs the
+//! server; `keys` manages API keys; `vm` is a client of the VM API.
+
+mod cli;
+mod config;
+mod keys;
+mod nosandbox;
+mod serve;
+mod term;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use cli::{Cli, Command};
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { listen, data_dir, config } => {
+            let loaded = config::Config::load(config.as_deref()).map(|mut c| {
+                if let Some(l) = listen {
+                    c.listen = l;
+                }
+                if let Some(d) = data_dir {
+                    c.data_dir = d;
+                }
+                c
+            });
+            match loaded {
+                Ok(c) => {
+                    init_tracing(c.log_format == "json");
+                    serve::run(c).await.map(|()| 0)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Command::Keys { data_dir, json, command } => keys::run(&data_dir, command, json).await.map(|()| 0),
+        Command::Vm { client, command } => cli::vm::run(client, command).await,
+    };
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("paddock: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! `paddock serve`: wires the store, the provider, the service and the
+//! HTTP API together, and runs until SIGINT or SIGTERM. Sandboxes are not
+//! stopped on shutdown: they keep running and the next start adopts them.
+
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use paddock_api::{AppState, MetricsHandle};
+use paddock_core::service::{Service, ServiceConfig};
+use paddock_runtime::container::{ContainerConfig, ContainerProvider};
+use paddock_store::SqliteStore;
+use tokio::sync::watch;
+
+use crate::config::Config;
+
+pub fn agent_path(config: &Config) -> anyhow::Result<std::path::PathBuf> {
+    match &config.agent_path {
+        Some(p) => Ok(p.clone()),
+        None => {
+            let exe = std::env::current_exe().context("locate the paddock binary")?;
+            Ok(exe.with_file_name("paddock-agent"))
+        }
+    }
+}
+
+pub async fn open_store(data_dir: &Path) -> anyhow::Result<Arc<SqliteStore>> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("create the data dir {}", data_dir.display()))?;
+    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("restrict the data dir {}", data_dir.display()))?;
+    let store = SqliteStore::open(&data_dir.join("paddock.db"))
+        .await
+        .context("open the database")?;
+    Ok(Arc::new(store))
+}
+
+/// Writes the admin key file once, readable by its owner only.
+fn write_admin_key(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("write {}", path.display()))?;
+    writeln!(f, "{secret}")?;
+    Ok(())
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let store = open_store(&config.data_dir).await?;
+    let provider = ContainerProvider::new(ContainerConfig {
+        data_dir: config.data_dir.clone(),
+        agent_path: agent_path(&config)?,
+        variants: config.variants()?,
+    })
+    .context("start the container provider")?;
+    let runtime_info = serde_json::json!({
+        "cgroup": provider.cgroup_version(),
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+    });
+    let service = Service::new(
+        store,
+        Arc::new(provider),
+        ServiceConfig {
+            limits: config.limits()?,
+            default_variant: config.default_variant.clone(),
+            ..ServiceConfig::default()
+        },
+    );
+
+    if let Some((account, secret)) = service.bootstrap().await? {
+        let path = config.data_dir.join("admin.key");
+        write_admin_key(&path, secret.expose())?;
+        // Printed once, to the terminal that started the first run; never logged.
+        println!(
+            "created account {} and its admin API key (also in {}, mode 0600):\n{}",
+            account.id,
+            path.display(),
+            secret.expose()
+        );
+    }
+    service.reconcile().await.context("reconcile sandboxes")?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let sweeper = tokio::spawn(Arc::clone(&service).run_sweeper(paddock_core::service::Shutdown(stop_rx)));
+    let state = AppState {
+        service,
+        metrics: MetricsHandle::install().context("install the metrics recorder")?,
+        runtime_info,
+    };
+    let app = paddock_api::router(state);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listen on {}", config.listen))?;
+    tracing::info!(address = %listener.local_addr()?, data_dir = %config.data_dir.display(), "paddock is serving");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serve")?;
+    let _ = stop_tx.send(true);
+    let _ = sweeper.await;
+    tracing::info!("stopped; sandboxes keep running");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
