@@ -236,8 +236,12 @@ pub async fn write_data<W: AsyncWrite + Unpin>(w: &mut W, kind: u8, data: &[u8])
     w.write_all(data).await
 }
 
-pub async fn write_control<W: AsyncWrite + Unpin, T: Serialize>(w: &mut W, msg: &T) -> io::Result<()> {
-    let json = serde_json::to_vec(msg).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+pub async fn write_control<W: AsyncWrite + Unpin, T: Serialize>(
+    w: &mut W,
+    msg: &T,
+) -> io::Result<()> {
+    let json =
+        serde_json::to_vec(msg).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     write_data(w, KIND_CONTROL, &json).await
 }
 
@@ -248,8 +252,12 @@ mod tests {
     #[tokio::test]
     async fn frames_round_trip() {
         let (mut a, mut b) = tokio::io::duplex(1 << 16);
-        write_control(&mut a, &Request::ReadFile { path: "/x".into() }).await.expect("write");
-        write_data(&mut a, KIND_DATA, b"hello").await.expect("write");
+        write_control(&mut a, &Request::ReadFile { path: "/x".into() })
+            .await
+            .expect("write");
+        write_data(&mut a, KIND_DATA, b"hello")
+            .await
+            .expect("write");
         write_data(&mut a, KIND_DATA, b"").await.expect("write");
         drop(a);
         let f = read_frame(&mut b).await.expect("read").expect("frame");

@@ -80,7 +80,13 @@ pub fn prepare_child(controlling_tty: bool) -> io::Result<()> {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-        for sig in [libc::SIGPIPE, libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGCHLD] {
+        for sig in [
+            libc::SIGPIPE,
+            libc::SIGINT,
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGCHLD,
+        ] {
             libc::signal(sig, libc::SIG_DFL);
         }
         let path = c"/proc/self/oom_score_adj";
@@ -174,7 +180,9 @@ pub fn set_pre_exec(cmd: &mut std::process::Command, controlling_tty: bool) {
 }
 
 /// Registers an owned descriptor with the tokio reactor.
-pub fn async_fd(fd: std::os::fd::OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+pub fn async_fd(
+    fd: std::os::fd::OwnedFd,
+) -> io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
     // SAFETY: an OwnedFd stays open and names the same file description
     // until the AsyncFd that owns it is dropped.
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)

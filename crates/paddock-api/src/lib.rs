@@ -6,8 +6,8 @@
 
 mod auth;
 mod metrics;
-mod ops;
 pub mod openapi;
+mod ops;
 pub mod vms;
 
 use std::sync::Arc;

@@ -41,7 +41,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
 async fn metrics(State(state): State<AppState>) -> Response {
     if let Ok(counts) = state.service.count_vms_by_status().await {
         for status in paddock_core::model::VmStatus::ALL {
-            let n = counts.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n);
+            let n = counts
+                .iter()
+                .find(|(s, _)| *s == status)
+                .map_or(0, |(_, n)| *n);
             metrics::gauge!("paddock_sandboxes", "state" => status.as_str()).set(n as f64);
         }
     }

@@ -72,7 +72,9 @@ impl SandboxPath {
             return Err(InvalidPath("path is empty"));
         }
         if raw.len() > 4096 || raw.contains('\0') {
-            return Err(InvalidPath("path is longer than 4096 bytes or has a NUL byte"));
+            return Err(InvalidPath(
+                "path is longer than 4096 bytes or has a NUL byte",
+            ));
         }
         if !raw.starts_with('/') {
             return Err(InvalidPath("path must be absolute"));
@@ -136,7 +138,11 @@ pub struct DirEntry {
 
 /// What reading a path gives: a file's bytes as a stream, or a listing.
 pub enum FileContent {
-    File { size: u64, mode: u32, data: ByteStream },
+    File {
+        size: u64,
+        mode: u32,
+        data: ByteStream,
+    },
     Directory(Vec<DirEntry>),
 }
 
@@ -195,7 +201,10 @@ mod tests {
 
     #[test]
     fn paths_are_normalized() {
-        assert_eq!(SandboxPath::parse("/a//b/./c").map(|p| p.0), Ok("/a/b/c".into()));
+        assert_eq!(
+            SandboxPath::parse("/a//b/./c").map(|p| p.0),
+            Ok("/a/b/c".into())
+        );
         assert_eq!(SandboxPath::parse("/").map(|p| p.0), Ok("/".into()));
     }
 

@@ -5,8 +5,7 @@ use async_trait::async_trait;
 
 use crate::error::RuntimeError;
 use crate::exec::{
-    ByteStream, ExecRequest, ExecStream, FileContent, PtyConnection, PtyInfo, PtySpec,
-    SandboxPath,
+    ByteStream, ExecRequest, ExecStream, FileContent, PtyConnection, PtyInfo, PtySpec, SandboxPath,
 };
 use crate::ids::VmId;
 use crate::model::{Resources, RuntimeHandle, Vm};
@@ -31,8 +30,7 @@ pub trait Provider: Send + Sync + 'static {
     fn is_alive(&self, id: &VmId, handle: RuntimeHandle) -> bool;
 
     /// Applies new limits to a running sandbox.
-    async fn update_resources(&self, id: &VmId, resources: &Resources)
-        -> Result<(), RuntimeError>;
+    async fn update_resources(&self, id: &VmId, resources: &Resources) -> Result<(), RuntimeError>;
 
     async fn exec(&self, id: &VmId, request: ExecRequest) -> Result<ExecStream, RuntimeError>;
 
@@ -51,8 +49,13 @@ pub trait Provider: Send + Sync + 'static {
     async fn pty_create(&self, id: &VmId, spec: PtySpec) -> Result<PtyInfo, RuntimeError>;
     async fn pty_list(&self, id: &VmId) -> Result<Vec<PtyInfo>, RuntimeError>;
     async fn pty_get(&self, id: &VmId, pty: &str) -> Result<PtyInfo, RuntimeError>;
-    async fn pty_resize(&self, id: &VmId, pty: &str, cols: u16, rows: u16)
-        -> Result<(), RuntimeError>;
+    async fn pty_resize(
+        &self,
+        id: &VmId,
+        pty: &str,
+        cols: u16,
+        rows: u16,
+    ) -> Result<(), RuntimeError>;
     async fn pty_kill(&self, id: &VmId, pty: &str) -> Result<(), RuntimeError>;
     async fn pty_attach(&self, id: &VmId, pty: &str) -> Result<PtyConnection, RuntimeError>;
 

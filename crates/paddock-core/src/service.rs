@@ -86,7 +86,11 @@ pub struct Service {
 }
 
 impl Service {
-    pub fn new(store: Arc<dyn Store>, provider: Arc<dyn Provider>, config: ServiceConfig) -> Arc<Self> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        provider: Arc<dyn Provider>,
+        config: ServiceConfig,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             provider,
@@ -182,7 +186,11 @@ impl Service {
 
     // ---- VM lifecycle -------------------------------------------------------
 
-    pub fn resources(&self, memory_mb: Option<i64>, vcpu_count: Option<i64>) -> Result<Resources, CoreError> {
+    pub fn resources(
+        &self,
+        memory_mb: Option<i64>,
+        vcpu_count: Option<i64>,
+    ) -> Result<Resources, CoreError> {
         Resources::new(memory_mb, vcpu_count, &self.config.limits)
             .map_err(|e| CoreError::invalid(e.field(), e.to_string()))
     }
@@ -241,7 +249,9 @@ impl Service {
         }
         match started.await {
             Ok(result) => result,
-            Err(join) => Err(CoreError::Unavailable(format!("VM start task failed: {join}"))),
+            Err(join) => Err(CoreError::Unavailable(format!(
+                "VM start task failed: {join}"
+            ))),
         }
     }
 
@@ -285,11 +295,20 @@ impl Service {
             .ok_or_else(|| CoreError::not_found("VM", id))
     }
 
-    pub async fn list_vms(&self, account: &AccountId, filter: &VmFilter) -> Result<Vec<Vm>, CoreError> {
+    pub async fn list_vms(
+        &self,
+        account: &AccountId,
+        filter: &VmFilter,
+    ) -> Result<Vec<Vm>, CoreError> {
         Ok(self.store.list_vms(account, filter).await?)
     }
 
-    pub async fn patch_vm(&self, account: &AccountId, id: &VmId, patch: VmPatch) -> Result<Vm, CoreError> {
+    pub async fn patch_vm(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+        patch: VmPatch,
+    ) -> Result<Vm, CoreError> {
         self.get_vm(account, id).await?;
         let _guard = self.lock_vm(id).await;
         let mut vm = self.get_vm(account, id).await?;
@@ -304,8 +323,16 @@ impl Service {
         }
         if patch.memory_mb.is_some() || patch.vcpu_count.is_some() {
             let resources = Resources::new(
-                Some(patch.memory_mb.unwrap_or(i64::from(vm.resources.memory_mb()))),
-                Some(patch.vcpu_count.unwrap_or(i64::from(vm.resources.vcpu_count()))),
+                Some(
+                    patch
+                        .memory_mb
+                        .unwrap_or(i64::from(vm.resources.memory_mb())),
+                ),
+                Some(
+                    patch
+                        .vcpu_count
+                        .unwrap_or(i64::from(vm.resources.vcpu_count())),
+                ),
                 &self.config.limits,
             )
             .map_err(|e| CoreError::invalid(e.field(), e.to_string()))?;
@@ -318,7 +345,10 @@ impl Service {
             if l == 0 || l > self.config.limits.max_lifetime_seconds {
                 return Err(CoreError::invalid(
                     "vm_lifetime_seconds",
-                    format!("must be between 1 and {}", self.config.limits.max_lifetime_seconds),
+                    format!(
+                        "must be between 1 and {}",
+                        self.config.limits.max_lifetime_seconds
+                    ),
                 ));
             }
             vm.lifetime_seconds = Some(l);
@@ -442,7 +472,11 @@ impl Service {
     }
 
     /// The session's newest VM, whatever its status.
-    pub async fn session_latest_vm(&self, account: &AccountId, session: &SessionId) -> Result<Vm, CoreError> {
+    pub async fn session_latest_vm(
+        &self,
+        account: &AccountId,
+        session: &SessionId,
+    ) -> Result<Vm, CoreError> {
         self.store
             .latest_vm_of_session(account, session)
             .await?
@@ -472,7 +506,9 @@ impl Service {
         if matches!(e, RuntimeError::SandboxGone | RuntimeError::Agent(_)) {
             if let Some(h) = vm.runtime {
                 if !self.provider.is_alive(&vm.id, h) {
-                    let _ = self.mark_failed(&vm.id, "the sandbox's processes exited").await;
+                    let _ = self
+                        .mark_failed(&vm.id, "the sandbox's processes exited")
+                        .await;
                     return CoreError::FailedPrecondition("the VM is not running".into());
                 }
             }
@@ -541,7 +577,11 @@ impl Service {
         Ok(execution)
     }
 
-    pub async fn get_execution(&self, account: &AccountId, id: &ExecutionId) -> Result<Execution, CoreError> {
+    pub async fn get_execution(
+        &self,
+        account: &AccountId,
+        id: &ExecutionId,
+    ) -> Result<Execution, CoreError> {
         self.store
             .get_execution(account, id)
             .await?
@@ -550,7 +590,12 @@ impl Service {
 
     // ---- files and terminals ------------------------------------------------
 
-    pub async fn read_file(&self, account: &AccountId, id: &VmId, path: &SandboxPath) -> Result<FileContent, CoreError> {
+    pub async fn read_file(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+        path: &SandboxPath,
+    ) -> Result<FileContent, CoreError> {
         let vm = self.running_vm(account, id).await?;
         match self.provider.read_file(&vm.id, path).await {
             Ok(c) => Ok(c),
@@ -573,38 +618,75 @@ impl Service {
         }
     }
 
-    pub async fn pty_create(&self, account: &AccountId, id: &VmId, spec: PtySpec) -> Result<PtyInfo, CoreError> {
+    pub async fn pty_create(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+        spec: PtySpec,
+    ) -> Result<PtyInfo, CoreError> {
         if spec.cols == 0 || spec.rows == 0 {
-            return Err(CoreError::invalid("cols", "cols and rows must be at least 1"));
+            return Err(CoreError::invalid(
+                "cols",
+                "cols and rows must be at least 1",
+            ));
         }
         let vm = self.running_vm(account, id).await?;
         Ok(self.provider.pty_create(&vm.id, spec).await?)
     }
 
-    pub async fn pty_list(&self, account: &AccountId, id: &VmId) -> Result<Vec<PtyInfo>, CoreError> {
+    pub async fn pty_list(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+    ) -> Result<Vec<PtyInfo>, CoreError> {
         let vm = self.running_vm(account, id).await?;
         Ok(self.provider.pty_list(&vm.id).await?)
     }
 
-    pub async fn pty_get(&self, account: &AccountId, id: &VmId, pty: &str) -> Result<PtyInfo, CoreError> {
+    pub async fn pty_get(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+        pty: &str,
+    ) -> Result<PtyInfo, CoreError> {
         let vm = self.running_vm(account, id).await?;
         Ok(self.provider.pty_get(&vm.id, pty).await?)
     }
 
-    pub async fn pty_resize(&self, account: &AccountId, id: &VmId, pty: &str, cols: u16, rows: u16) -> Result<(), CoreError> {
+    pub async fn pty_resize(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+        pty: &str,
+        cols: u16,
+        rows: u16,
+    ) -> Result<(), CoreError> {
         if cols == 0 || rows == 0 {
-            return Err(CoreError::invalid("cols", "cols and rows must be at least 1"));
+            return Err(CoreError::invalid(
+                "cols",
+                "cols and rows must be at least 1",
+            ));
         }
         let vm = self.running_vm(account, id).await?;
         Ok(self.provider.pty_resize(&vm.id, pty, cols, rows).await?)
     }
 
-    pub async fn pty_kill(&self, account: &AccountId, id: &VmId, pty: &str) -> Result<(), CoreError> {
+    pub async fn pty_kill(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+        pty: &str,
+    ) -> Result<(), CoreError> {
         let vm = self.running_vm(account, id).await?;
         Ok(self.provider.pty_kill(&vm.id, pty).await?)
     }
 
-    pub async fn pty_attach(&self, account: &AccountId, id: &VmId, pty: &str) -> Result<PtyConnection, CoreError> {
+    pub async fn pty_attach(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+        pty: &str,
+    ) -> Result<PtyConnection, CoreError> {
         let vm = self.running_vm(account, id).await?;
         Ok(self.provider.pty_attach(&vm.id, pty).await?)
     }
@@ -617,25 +699,38 @@ impl Service {
     pub async fn reconcile(&self) -> Result<(), CoreError> {
         let failed = self
             .store
-            .fail_unfinished_executions("the server restarted while the command ran", Timestamp::now())
+            .fail_unfinished_executions(
+                "the server restarted while the command ran",
+                Timestamp::now(),
+            )
             .await?;
         if failed > 0 {
             tracing::warn!(count = failed, "executions lost in a restart marked failed");
         }
         let mut live = Vec::new();
-        for vm in self.store.list_vms_in(&VmStatusSet::holding_resources()).await? {
+        for vm in self
+            .store
+            .list_vms_in(&VmStatusSet::holding_resources())
+            .await?
+        {
             match (vm.status, vm.runtime) {
                 (VmStatus::Running, Some(h)) if self.provider.is_alive(&vm.id, h) => {
                     tracing::info!(vm_id = %vm.id, pid = h.pid, "VM survived the restart");
                     live.push(vm.id);
                 }
                 (VmStatus::Running, _) => {
-                    self.mark_failed(&vm.id, "the sandbox's processes exited while the server was down")
-                        .await?;
+                    self.mark_failed(
+                        &vm.id,
+                        "the sandbox's processes exited while the server was down",
+                    )
+                    .await?;
                 }
                 (VmStatus::Creating, _) => {
-                    self.mark_failed(&vm.id, "the server restarted while the VM was being created")
-                        .await?;
+                    self.mark_failed(
+                        &vm.id,
+                        "the server restarted while the VM was being created",
+                    )
+                    .await?;
                 }
                 _ => {
                     self.terminate(vm.id, REASON_DELETED).await?;
@@ -665,7 +760,7 @@ impl Service {
                 tracing::error!(error = %error_chain(&e), "lifetime sweep failed");
             }
             // Liveness is cheaper to check less often than lifetimes.
-            if n % 8 == 0 {
+            if n.is_multiple_of(8) {
                 if let Err(e) = self.sweep_dead().await {
                     tracing::error!(error = %error_chain(&e), "liveness sweep failed");
                 }
@@ -684,10 +779,15 @@ impl Service {
     }
 
     async fn sweep_dead(&self) -> Result<(), CoreError> {
-        for vm in self.store.list_vms_in(&VmStatusSet::of(&[VmStatus::Running])).await? {
+        for vm in self
+            .store
+            .list_vms_in(&VmStatusSet::of(&[VmStatus::Running]))
+            .await?
+        {
             if let Some(h) = vm.runtime {
                 if !self.provider.is_alive(&vm.id, h) {
-                    self.mark_failed(&vm.id, "the sandbox's processes exited").await?;
+                    self.mark_failed(&vm.id, "the sandbox's processes exited")
+                        .await?;
                 }
             }
         }

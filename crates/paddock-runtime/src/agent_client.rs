@@ -67,7 +67,9 @@ async fn next_event(stream: &mut UnixStream) -> Result<Event, RuntimeError> {
 /// Sends one request and returns the first reply.
 pub async fn call(socket: &Path, request: &Request) -> Result<(UnixStream, Event), RuntimeError> {
     let mut stream = connect(socket).await?;
-    write_control(&mut stream, request).await.map_err(agent_err)?;
+    write_control(&mut stream, request)
+        .await
+        .map_err(agent_err)?;
     let event = next_event(&mut stream).await?;
     if let Event::Error { kind, message } = event {
         return Err(event_err(kind, message));
@@ -97,9 +99,36 @@ pub async fn exec(
         stdin: request.stdin.is_some(),
         timeout_ms: request.timeout.map(|t| t.as_millis() as u64),
     };
-    let (stream, first) = call(socket, &wire).await?;
-    if !matches!(first, Event::Started { .. }) {
-        return Err(unexpected(&first));
+    let mut stream = connect(socket).await?;
+    write_control(&mut stream, &wire).await.map_err(agent_err)?;
+    match next_event(&mut stream).await? {
+        Event::Started { .. } => {}
+        // A command that cannot start ends as a shell would end it: 127
+        // when it does not exist, 126 when it may not run, with the reason
+        // on stderr.
+        Event::Error { kind, message }
+            if matches!(kind, ErrorKind::NotFound | ErrorKind::PermissionDenied) =>
+        {
+            let code = if kind == ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+            let (tx, rx) = mpsc::channel(2);
+            let _ = tx
+                .send(Ok(ExecEvent::Stderr(Bytes::from(format!(
+                    "paddock: {message}\n"
+                )))))
+                .await;
+            let status = ExitStatus {
+                code: Some(code),
+                ..ExitStatus::default()
+            };
+            let _ = tx.send(Ok(ExecEvent::Exit(status))).await;
+            return Ok(rx);
+        }
+        Event::Error { kind, message } => return Err(event_err(kind, message)),
+        other => return Err(unexpected(&other)),
     }
     let (mut rd, mut wr) = stream.into_split();
     if let Some(stdin) = request.stdin {
@@ -144,7 +173,7 @@ pub async fn exec(
                         wall_ms,
                         cpu_ms,
                     }) => {
-                        let oom_killed = signal == Some(9) && !timed_out && oom_kills() > oom_before;
+                        let oom_killed = oom_kills() > oom_before;
                         let status = ExitStatus {
                             code,
                             signal,
@@ -182,7 +211,13 @@ fn file_kind(s: &str) -> FileKind {
 }
 
 pub async fn read_file(socket: &Path, path: &str) -> Result<FileContent, RuntimeError> {
-    let (stream, first) = call(socket, &Request::ReadFile { path: path.to_owned() }).await?;
+    let (stream, first) = call(
+        socket,
+        &Request::ReadFile {
+            path: path.to_owned(),
+        },
+    )
+    .await?;
     match first {
         Event::Listing { entries } => Ok(FileContent::Directory(
             entries
@@ -200,7 +235,10 @@ pub async fn read_file(socket: &Path, path: &str) -> Result<FileContent, Runtime
             let data = futures::stream::unfold(Some(stream), |state| async move {
                 let mut stream = state?;
                 match read_frame(&mut stream).await {
-                    Ok(Some(Frame { kind: KIND_DATA, payload })) => Some((Ok(payload), Some(stream))),
+                    Ok(Some(Frame {
+                        kind: KIND_DATA,
+                        payload,
+                    })) => Some((Ok(payload), Some(stream))),
                     Ok(Some(f)) => match f.control::<Event>() {
                         Ok(Event::Done) => None,
                         Ok(other) => Some((Err(io::Error::other(format!("{other:?}"))), None)),
@@ -231,7 +269,9 @@ pub async fn write_file(
         path: path.to_owned(),
         mode,
     };
-    write_control(&mut stream, &request).await.map_err(agent_err)?;
+    write_control(&mut stream, &request)
+        .await
+        .map_err(agent_err)?;
     let mut send_failed = false;
     while let Some(chunk) = body.next().await {
         let chunk: Bytes = match chunk {
@@ -251,7 +291,9 @@ pub async fn write_file(
         }
     }
     if !send_failed {
-        write_data(&mut stream, KIND_DATA, b"").await.map_err(agent_err)?;
+        write_data(&mut stream, KIND_DATA, b"")
+            .await
+            .map_err(agent_err)?;
     }
     match next_event(&mut stream).await? {
         Event::Written { bytes } => Ok(bytes),

@@ -90,7 +90,11 @@ impl Config {
             figment = figment.merge(Toml::file(f));
         }
         figment
-            .merge(Env::prefixed("PADDOCK_").split("__").ignore(&["API_KEY", "SERVER"]))
+            .merge(
+                Env::prefixed("PADDOCK_")
+                    .split("__")
+                    .ignore(&["API_KEY", "SERVER"]),
+            )
             .extract()
             .context("invalid configuration")
     }
@@ -130,7 +134,10 @@ impl Config {
             out.insert(name.clone(), source);
         }
         if !out.contains_key(&self.default_variant) {
-            bail!("default_variant {:?} is not among the variants", self.default_variant);
+            bail!(
+                "default_variant {:?} is not among the variants",
+                self.default_variant
+            );
         }
         Ok(out)
     }
@@ -160,7 +167,13 @@ mod tests {
     #[test]
     fn bad_variant_is_refused() {
         let mut c = Config::default();
-        c.variants.insert("x".into(), VariantConfig { kind: "nope".into(), path: None });
+        c.variants.insert(
+            "x".into(),
+            VariantConfig {
+                kind: "nope".into(),
+                path: None,
+            },
+        );
         assert!(c.variants().is_err());
     }
 }

@@ -13,13 +13,21 @@ use crate::cli::KeysCommand;
 /// A service over the store alone: key management starts no sandboxes.
 async fn service(data_dir: &Path) -> anyhow::Result<Arc<Service>> {
     let store = crate::serve::open_store(data_dir).await?;
-    Ok(Service::new(store, Arc::new(crate::nosandbox::NoSandboxes), ServiceConfig::default()))
+    Ok(Service::new(
+        store,
+        Arc::new(crate::nosandbox::NoSandboxes),
+        ServiceConfig::default(),
+    ))
 }
 
 pub async fn run(data_dir: &Path, command: KeysCommand, json: bool) -> anyhow::Result<()> {
     let service = service(data_dir).await?;
     match command {
-        KeysCommand::Create { name, account, new_account } => {
+        KeysCommand::Create {
+            name,
+            account,
+            new_account,
+        } => {
             let account_id: AccountId = match (account, new_account) {
                 (Some(a), _) => a.parse().map_err(|e| anyhow::anyhow!("--account: {e}"))?,
                 (None, Some(n)) => service.create_account(&n).await?.id,
@@ -38,7 +46,10 @@ pub async fn run(data_dir: &Path, command: KeysCommand, json: bool) -> anyhow::R
             };
             let (key, secret) = service.create_api_key(&account_id, &name).await?;
             if json {
-                println!("{}", serde_json::json!({"id": key.id.to_string(), "account_id": account_id.to_string(), "name": key.name, "key": secret.expose()}));
+                println!(
+                    "{}",
+                    serde_json::json!({"id": key.id.to_string(), "account_id": account_id.to_string(), "name": key.name, "key": secret.expose()})
+                );
             } else {
                 println!("{}", secret.expose());
                 eprintln!("key {} for account {} (shown once)", key.id, account_id);
@@ -53,7 +64,8 @@ pub async fn run(data_dir: &Path, command: KeysCommand, json: bool) -> anyhow::R
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                let mut table = crate::cli::table(&["ID", "ACCOUNT", "NAME", "PREFIX", "CREATED", "REVOKED"]);
+                let mut table =
+                    crate::cli::table(&["ID", "ACCOUNT", "NAME", "PREFIX", "CREATED", "REVOKED"]);
                 for k in keys {
                     table.add_row(vec![
                         k.id.to_string(),

@@ -16,7 +16,9 @@ use cli::{Cli, Command};
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -28,7 +30,11 @@ fn init_tracing(json: bool) {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { listen, data_dir, config } => {
+        Command::Serve {
+            listen,
+            data_dir,
+            config,
+        } => {
             let loaded = config::Config::load(config.as_deref()).map(|mut c| {
                 if let Some(l) = listen {
                     c.listen = l;
@@ -46,7 +52,21 @@ async fn main() -> ExitCode {
                 Err(e) => Err(e),
             }
         }
-        Command::Keys { data_dir, json, command } => keys::run(&data_dir, command, json).await.map(|()| 0),
+        Command::Keys {
+            data_dir,
+            json,
+            command,
+        } => keys::run(&data_dir, command, json).await.map(|()| 0),
+        Command::Purge { data_dir } => paddock_runtime::container::purge(&data_dir)
+            .map(|n| {
+                eprintln!("removed {n} sandboxes");
+                0
+            })
+            .map_err(anyhow::Error::from),
+        Command::Openapi => {
+            println!("{}", paddock_api::openapi::document_json());
+            Ok(0)
+        }
         Command::Vm { client, command } => cli::vm::run(client, command).await,
     };
     match result {

@@ -42,7 +42,13 @@ impl Provider for NoSandboxes {
     async fn read_file(&self, _: &VmId, _: &SandboxPath) -> Result<FileContent, RuntimeError> {
         Err(refused())
     }
-    async fn write_file(&self, _: &VmId, _: &SandboxPath, _: Option<u32>, _: ByteStream) -> Result<u64, RuntimeError> {
+    async fn write_file(
+        &self,
+        _: &VmId,
+        _: &SandboxPath,
+        _: Option<u32>,
+        _: ByteStream,
+    ) -> Result<u64, RuntimeError> {
         Err(refused())
     }
     async fn pty_create(&self, _: &VmId, _: PtySpec) -> Result<PtyInfo, RuntimeError> {

@@ -85,7 +85,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     service.reconcile().await.context("reconcile sandboxes")?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let sweeper = tokio::spawn(Arc::clone(&service).run_sweeper(paddock_core::service::Shutdown(stop_rx)));
+    let sweeper =
+        tokio::spawn(Arc::clone(&service).run_sweeper(paddock_core::service::Shutdown(stop_rx)));
     let state = AppState {
         service,
         metrics: MetricsHandle::install().context("install the metrics recorder")?,
@@ -108,7 +109,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return std::future::pending().await;
     };
     tokio::select! {

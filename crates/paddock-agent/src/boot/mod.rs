@@ -95,7 +95,10 @@ pub(crate) fn nix_step(s: impl Into<String>) -> impl FnOnce(nix::Error) -> BootE
 /// The environment the agent gives every command when the VM sets none.
 pub fn default_env() -> Vec<(String, String)> {
     [
-        ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+        (
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ),
         ("HOME", "/root"),
         ("USER", "root"),
         ("LANG", "C.UTF-8"),
@@ -180,8 +183,10 @@ fn init(config: &BootConfig) -> Result<UnixListener, BootError> {
     redirect_stdio(&config.log_path)?;
     mounts::build_root(config)?;
     let _ = fs::remove_file(&config.socket_path);
-    let listener = UnixListener::bind(&config.socket_path)
-        .map_err(step(format!("bind the agent socket {}", config.socket_path.display())))?;
+    let listener = UnixListener::bind(&config.socket_path).map_err(step(format!(
+        "bind the agent socket {}",
+        config.socket_path.display()
+    )))?;
     nix::unistd::sethostname(&config.hostname).map_err(nix_step("set the hostname"))?;
     sys::loopback_up().map_err(step("bring up loopback"))?;
     mounts::pivot(&config.root_mountpoint)?;
@@ -198,9 +203,8 @@ fn redirect_stdio(log: &Path) -> Result<(), BootError> {
         .append(true)
         .open(log)
         .map_err(step(format!("open the agent log {}", log.display())))?;
-    let dup = |from: &fs::File, to: i32| {
-        sys::dup_onto(from.as_fd(), to).map_err(step("redirect stdio"))
-    };
+    let dup =
+        |from: &fs::File, to: i32| sys::dup_onto(from.as_fd(), to).map_err(step("redirect stdio"));
     dup(&null, 0)?;
     dup(&log, 1)?;
     dup(&log, 2)?;

@@ -80,8 +80,13 @@ fn build_dev(root: &Path) -> Result<(), BootError> {
         ("tty", 5, 0),
     ] {
         let p = dev.join(name);
-        mknod(&p, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(major, minor))
-            .map_err(nix_step(format!("create /dev/{name}")))?;
+        mknod(
+            &p,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            makedev(major, minor),
+        )
+        .map_err(nix_step(format!("create /dev/{name}")))?;
         // mknod is subject to the umask; devices must be usable by all.
         fs::set_permissions(&p, fs::Permissions::from_mode(0o666))
             .map_err(step(format!("chmod /dev/{name}")))?;
@@ -131,7 +136,13 @@ fn build_proc(root: &Path) -> Result<(), BootError> {
     .map_err(nix_step("mount /proc"))?;
     // As runc does: hide what tells about or changes the host kernel.
     let null = root.join("dev/null");
-    for masked in ["kcore", "keys", "timer_list", "sysrq-trigger", "latency_stats"] {
+    for masked in [
+        "kcore",
+        "keys",
+        "timer_list",
+        "sysrq-trigger",
+        "latency_stats",
+    ] {
         let p = proc_dir.join(masked);
         if p.exists() {
             mount(Some(&null), &p, NONE, MsFlags::MS_BIND, NONE)

@@ -100,8 +100,13 @@ fn deny_filter(arch: TargetArch) -> Result<BpfProgram, BootError> {
         .iter()
         .map(|&flag| {
             let flag = flag as u64;
-            SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(flag), flag)
-                .and_then(|c| SeccompRule::new(vec![c]))
+            SeccompCondition::new(
+                0,
+                SeccompCmpArgLen::Qword,
+                SeccompCmpOp::MaskedEq(flag),
+                flag,
+            )
+            .and_then(|c| SeccompRule::new(vec![c]))
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(seccomp_err("build the clone rule"))?;
@@ -133,7 +138,8 @@ pub(super) fn lock_down() -> Result<(), BootError> {
     let kept: caps::CapsHashSet = KEPT_CAPABILITIES.into_iter().collect();
     for cap in caps::all() {
         if !kept.contains(&cap) {
-            caps::drop(None, CapSet::Bounding, cap).map_err(caps_err("drop a bounding capability"))?;
+            caps::drop(None, CapSet::Bounding, cap)
+                .map_err(caps_err("drop a bounding capability"))?;
         }
     }
     caps::clear(None, CapSet::Ambient).map_err(caps_err("clear ambient capabilities"))?;
@@ -159,6 +165,8 @@ mod tests {
     fn filters_compile() {
         let arch = TargetArch::try_from(std::env::consts::ARCH).expect("supported arch");
         assert!(deny_filter(arch).expect("deny list compiles").len() > DENIED_SYSCALLS.len());
-        assert!(!clone3_filter(arch).expect("clone3 filter compiles").is_empty());
+        assert!(!clone3_filter(arch)
+            .expect("clone3 filter compiles")
+            .is_empty());
     }
 }

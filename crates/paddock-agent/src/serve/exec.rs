@@ -16,7 +16,9 @@ use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 
 use super::{default_cwd, merged_env, State};
-use crate::proto::{read_frame, write_control, write_data, Event, KIND_STDERR, KIND_STDIN, KIND_STDOUT};
+use crate::proto::{
+    read_frame, write_control, write_data, Event, KIND_STDERR, KIND_STDIN, KIND_STDOUT,
+};
 use crate::sys;
 
 /// How long output is still read after the command exited, for
@@ -48,7 +50,11 @@ pub(crate) async fn run(state: &State, stream: UnixStream, spec: ExecSpec) -> io
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(&cwd)
-        .stdin(if spec.stdin { Stdio::piped() } else { Stdio::null() })
+        .stdin(if spec.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     sys::set_pre_exec(&mut cmd, false);
@@ -57,11 +63,12 @@ pub(crate) async fn run(state: &State, stream: UnixStream, spec: ExecSpec) -> io
     let (mut child, mut exited) = match state.reaper.spawn(&mut cmd) {
         Ok(c) => c,
         Err(e) => {
-            let what = if e.kind() == io::ErrorKind::NotFound && !std::path::Path::new(&cwd).is_dir() {
-                format!("working directory {cwd}")
-            } else {
-                format!("start {program}")
-            };
+            let what =
+                if e.kind() == io::ErrorKind::NotFound && !std::path::Path::new(&cwd).is_dir() {
+                    format!("working directory {cwd}")
+                } else {
+                    format!("start {program}")
+                };
             return write_control(&mut wr, &Event::from_io(&e, &what)).await;
         }
     };
@@ -69,8 +76,10 @@ pub(crate) async fn run(state: &State, stream: UnixStream, spec: ExecSpec) -> io
     write_control(&mut wr, &Event::Started { pid }).await?;
 
     let pipe_err = || io::Error::other("child pipe missing");
-    let mut stdout = pipe::Receiver::from_owned_fd(OwnedFd::from(child.stdout.take().ok_or_else(pipe_err)?))?;
-    let mut stderr = pipe::Receiver::from_owned_fd(OwnedFd::from(child.stderr.take().ok_or_else(pipe_err)?))?;
+    let mut stdout =
+        pipe::Receiver::from_owned_fd(OwnedFd::from(child.stdout.take().ok_or_else(pipe_err)?))?;
+    let mut stderr =
+        pipe::Receiver::from_owned_fd(OwnedFd::from(child.stderr.take().ok_or_else(pipe_err)?))?;
     let mut stdin_tx = match child.stdin.take() {
         Some(s) => {
             let mut sink = pipe::Sender::from_owned_fd(OwnedFd::from(s))?;

@@ -86,7 +86,11 @@ async fn list(path: &str) -> io::Result<Vec<DirEntry>> {
 
 static UPLOADS: AtomicU64 = AtomicU64::new(0);
 
-pub(crate) async fn write(stream: &mut UnixStream, path: &str, mode: Option<u32>) -> io::Result<()> {
+pub(crate) async fn write(
+    stream: &mut UnixStream,
+    path: &str,
+    mode: Option<u32>,
+) -> io::Result<()> {
     let target = Path::new(path);
     let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else {
         let e = Event::error(ErrorKind::Invalid, format!("{path} names no file"));
@@ -149,7 +153,10 @@ async fn receive(stream: &mut UnixStream, tmp: &Path, mode: u32) -> io::Result<O
                 bytes += f.payload.len() as u64;
             }
             Ok(Some(_)) => {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "unexpected frame in upload"))
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "unexpected frame in upload",
+                ))
             }
             Ok(None) | Err(_) => return Ok(None),
         }

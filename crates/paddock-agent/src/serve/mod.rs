@@ -112,7 +112,10 @@ async fn handle(state: Arc<State>, mut stream: UnixStream) -> io::Result<()> {
 }
 
 /// A command's environment: the sandbox's, then the request's on top.
-pub(crate) fn merged_env(base: &[(String, String)], extra: &[(String, String)]) -> Vec<(String, String)> {
+pub(crate) fn merged_env(
+    base: &[(String, String)],
+    extra: &[(String, String)],
+) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = Vec::with_capacity(base.len() + extra.len());
     for (k, v) in base.iter().chain(extra) {
         if let Some(slot) = env.iter_mut().find(|(ek, _)| ek == k) {

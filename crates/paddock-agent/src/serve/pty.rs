@@ -66,7 +66,9 @@ fn argv_for(command: &PtyCommand) -> Vec<String> {
         PtyCommand::DefaultShell if has_bash() => v(&["/bin/bash", "-il"]),
         PtyCommand::DefaultShell => v(&["/bin/sh", "-i"]),
         PtyCommand::Shell(program) => vec![program.clone()],
-        PtyCommand::CommandLine(line) if has_bash() => vec!["/bin/bash".into(), "-lc".into(), line.clone()],
+        PtyCommand::CommandLine(line) if has_bash() => {
+            vec!["/bin/bash".into(), "-lc".into(), line.clone()]
+        }
         PtyCommand::CommandLine(line) => vec!["/bin/sh".into(), "-c".into(), line.clone()],
     }
 }
@@ -94,21 +96,41 @@ async fn write_master(master: &AsyncFd<OwnedFd>, mut data: &[u8]) -> io::Result<
 }
 
 impl PtyTable {
-    pub fn create(&self, state: &State, id: String, cols: u16, rows: u16, command: PtyCommand) -> Event {
+    pub fn create(
+        &self,
+        state: &State,
+        id: String,
+        cols: u16,
+        rows: u16,
+        command: PtyCommand,
+    ) -> Event {
         match self.try_create(state, id, cols, rows, command) {
             Ok(info) => Event::Pty(info),
             Err(e) => e,
         }
     }
 
-    fn try_create(&self, state: &State, id: String, cols: u16, rows: u16, command: PtyCommand) -> Result<PtyInfo, Event> {
+    fn try_create(
+        &self,
+        state: &State,
+        id: String,
+        cols: u16,
+        rows: u16,
+        command: PtyCommand,
+    ) -> Result<PtyInfo, Event> {
         {
             let sessions = lock(&self.sessions);
             if sessions.contains_key(&id) {
-                return Err(Event::error(ErrorKind::Exists, format!("PTY session {id} exists")));
+                return Err(Event::error(
+                    ErrorKind::Exists,
+                    format!("PTY session {id} exists"),
+                ));
             }
             if sessions.len() >= MAX_SESSIONS {
-                return Err(Event::error(ErrorKind::Invalid, format!("at most {MAX_SESSIONS} PTY sessions per VM")));
+                return Err(Event::error(
+                    ErrorKind::Invalid,
+                    format!("at most {MAX_SESSIONS} PTY sessions per VM"),
+                ));
             }
         }
         let size = Winsize {
@@ -122,7 +144,11 @@ impl PtyTable {
         let mut env = merged_env(&state.env, &[]);
         env.retain(|(k, _)| k != "TERM");
         env.push(("TERM".into(), "xterm-256color".into()));
-        let stdio = |fd: &OwnedFd| fd.try_clone().map(Stdio::from).map_err(|e| Event::from_io(&e, "dup the pty"));
+        let stdio = |fd: &OwnedFd| {
+            fd.try_clone()
+                .map(Stdio::from)
+                .map_err(|e| Event::from_io(&e, "dup the pty"))
+        };
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
             .env_clear()
@@ -140,10 +166,15 @@ impl PtyTable {
         drop(pty.slave);
         let pid = child.id() as i32;
         let master = pty.master;
-        let flags = fcntl(&master, FcntlArg::F_GETFL).map_err(|e| Event::from_io(&e.into(), "fcntl"))?;
-        fcntl(&master, FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK))
-            .map_err(|e| Event::from_io(&e.into(), "fcntl"))?;
-        let master = Arc::new(sys::async_fd(master).map_err(|e| Event::from_io(&e, "register the pty"))?);
+        let flags =
+            fcntl(&master, FcntlArg::F_GETFL).map_err(|e| Event::from_io(&e.into(), "fcntl"))?;
+        fcntl(
+            &master,
+            FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+        )
+        .map_err(|e| Event::from_io(&e.into(), "fcntl"))?;
+        let master =
+            Arc::new(sys::async_fd(master).map_err(|e| Event::from_io(&e, "register the pty"))?);
         let info = PtyInfo {
             id: id.clone(),
             pid,
@@ -267,7 +298,9 @@ async fn pump(session: Arc<Session>, mut exited: tokio::sync::oneshot::Receiver<
         sb.extend(data);
         let excess = sb.len().saturating_sub(SCROLLBACK);
         sb.drain(..excess);
-        let _ = session.output.send(Output::Data(Bytes::copy_from_slice(data)));
+        let _ = session
+            .output
+            .send(Output::Data(Bytes::copy_from_slice(data)));
     };
     let status = loop {
         tokio::select! {

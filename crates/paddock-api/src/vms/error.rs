@@ -70,7 +70,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, detail) = match self {
             Self::Validation(errors) => {
-                return (StatusCode::UNPROCESSABLE_ENTITY, Json(HttpValidationError { detail: errors }))
+                return (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    Json(HttpValidationError { detail: errors }),
+                )
                     .into_response()
             }
             Self::Status(status, msg) => (status, msg),
@@ -85,14 +88,20 @@ impl IntoResponse for ApiError {
                 CoreError::InvalidArgument { field, message } => {
                     return Self::field(&["body", &field], message, "value_error").into_response()
                 }
-                CoreError::Conflict(m) | CoreError::FailedPrecondition(m) => (StatusCode::CONFLICT, m),
-                CoreError::Unauthenticated => {
-                    (StatusCode::UNAUTHORIZED, "Invalid or missing API key".to_owned())
+                CoreError::Conflict(m) | CoreError::FailedPrecondition(m) => {
+                    (StatusCode::CONFLICT, m)
                 }
+                CoreError::Unauthenticated => (
+                    StatusCode::UNAUTHORIZED,
+                    "Invalid or missing API key".to_owned(),
+                ),
                 CoreError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
                 e @ (CoreError::Runtime(_) | CoreError::Store(_)) => {
                     tracing::error!(error = %error_chain(&e), "request failed");
-                    (StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the server log".to_owned())
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal error; see the server log".to_owned(),
+                    )
                 }
             },
         };

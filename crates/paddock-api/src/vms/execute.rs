@@ -26,6 +26,10 @@ use crate::AppState;
 
 const DEFAULT_TIMEOUT: i64 = 60;
 const MAX_TIMEOUT: i64 = 600;
+/// InstaVM's SDK uses the command's `timeout` as its HTTP timeout too, so
+/// the command is stopped this much earlier for the answer to arrive in
+/// time.
+const RESPONSE_MARGIN: Duration = Duration::from_millis(250);
 
 /// The argv for `/execute`'s `command` in `language`.
 fn argv_for(language: Option<&str>, code: String) -> Result<Vec<String>, ApiError> {
@@ -44,12 +48,16 @@ fn argv_for(language: Option<&str>, code: String) -> Result<Vec<String>, ApiErro
 }
 
 /// The request's VM: its session's, or a new session's when none is named.
-async fn target_vm(state: &AppState, account: &AccountId, session: Option<String>) -> Result<Vm, ApiError> {
+async fn target_vm(
+    state: &AppState,
+    account: &AccountId,
+    session: Option<String>,
+) -> Result<Vm, ApiError> {
     match session {
         Some(raw) => {
-            let sid = raw
-                .parse()
-                .map_err(|e: paddock_core::ids::InvalidId| ApiError::body_field("session_id", e.to_string()))?;
+            let sid = raw.parse().map_err(|e: paddock_core::ids::InvalidId| {
+                ApiError::body_field("session_id", e.to_string())
+            })?;
             Ok(state.service.session_vm(account, &sid).await?)
         }
         None => {
@@ -70,7 +78,11 @@ async fn target_vm(state: &AppState, account: &AccountId, session: Option<String
     }
 }
 
-async fn authenticate_exec(state: &AppState, caller: Option<Caller>, body_key: Option<&str>) -> Result<AccountId, ApiError> {
+async fn authenticate_exec(
+    state: &AppState,
+    caller: Option<Caller>,
+    body_key: Option<&str>,
+) -> Result<AccountId, ApiError> {
     match (caller, body_key) {
         (Some(Caller(a)), _) => Ok(a),
         (None, Some(k)) => Ok(state.service.authenticate(k).await?),
@@ -84,16 +96,26 @@ fn parse_execute(body: &mut ExecuteRequest) -> Result<ExecRequest, ApiError> {
         .take()
         .or(body.code.take())
         .ok_or_else(|| ApiError::field(&["body", "command"], "Field required", "missing"))?;
-    if body.vault_ids.as_ref().is_some_and(|v| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty())) {
-        return Err(ApiError::body_field("vault_ids", "vault_ids is not supported by this server yet"));
+    if body
+        .vault_ids
+        .as_ref()
+        .is_some_and(|v| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty()))
+    {
+        return Err(ApiError::body_field(
+            "vault_ids",
+            "vault_ids is not supported by this server yet",
+        ));
     }
     let timeout = body.timeout.unwrap_or(DEFAULT_TIMEOUT);
     if !(1..=MAX_TIMEOUT).contains(&timeout) {
-        return Err(ApiError::body_field("timeout", format!("must be between 1 and {MAX_TIMEOUT}")));
+        return Err(ApiError::body_field(
+            "timeout",
+            format!("must be between 1 and {MAX_TIMEOUT}"),
+        ));
     }
     Ok(ExecRequest {
         argv: argv_for(body.language.as_deref(), code)?,
-        timeout: Some(Duration::from_secs(timeout as u64)),
+        timeout: Some(Duration::from_secs(timeout as u64).saturating_sub(RESPONSE_MARGIN)),
         ..Default::default()
     })
 }
@@ -109,7 +131,10 @@ pub(crate) async fn execute(
     let account = authenticate_exec(&state, caller, body.api_key.as_deref()).await?;
     let request = parse_execute(&mut body)?;
     let vm = target_vm(&state, &account, body.session_id.take()).await?;
-    let out = state.service.exec_collect(&account, &vm.id, request).await?;
+    let out = state
+        .service
+        .exec_collect(&account, &vm.id, request)
+        .await?;
     Ok(Json(ExecuteResponse {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -177,7 +202,9 @@ pub(crate) async fn get_execution(
 fn chunk_line(stream: &str, data: &Bytes) -> Value {
     match std::str::from_utf8(data) {
         Ok(text) => json!({"type": stream, "data": text}),
-        Err(_) => json!({"type": stream, "data_b64": base64::engine::general_purpose::STANDARD.encode(data)}),
+        Err(_) => {
+            json!({"type": stream, "data_b64": base64::engine::general_purpose::STANDARD.encode(data)})
+        }
     }
 }
 
@@ -201,18 +228,32 @@ pub(crate) async fn stream_exec(
             .into_iter()
             .map(|v| match v {
                 Value::String(s) => Ok(s),
-                _ => Err(ApiError::body_field("command", "argv items must be strings")),
+                _ => Err(ApiError::body_field(
+                    "command",
+                    "argv items must be strings",
+                )),
             })
             .collect::<Result<Vec<_>, _>>()?,
-        _ => return Err(ApiError::body_field("command", "must be a non-empty string or argv array")),
+        _ => {
+            return Err(ApiError::body_field(
+                "command",
+                "must be a non-empty string or argv array",
+            ))
+        }
     };
     let timeout = match body.timeout_seconds {
         None => None,
         Some(t) if (1..=86_400).contains(&t) => Some(Duration::from_secs(t as u64)),
-        Some(_) => return Err(ApiError::body_field("timeout_seconds", "must be between 1 and 86400")),
+        Some(_) => {
+            return Err(ApiError::body_field(
+                "timeout_seconds",
+                "must be between 1 and 86400",
+            ))
+        }
     };
     if let Some(cwd) = &body.cwd {
-        paddock_core::exec::SandboxPath::parse(cwd).map_err(|e| ApiError::body_field("cwd", e.0))?;
+        paddock_core::exec::SandboxPath::parse(cwd)
+            .map_err(|e| ApiError::body_field("cwd", e.0))?;
     }
     let env = paddock_core::model::Env::new(body.env.unwrap_or_default())
         .map_err(|e| ApiError::field(&["body", "env", &e.name], e.reason, "value_error"))?;

@@ -26,7 +26,11 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 /// Turns a serde error at `path` into FastAPI's validation entry.
-pub fn serde_error(root: &str, path: &serde_path_to_error::Path, e: &serde_json::Error) -> ValidationError {
+pub fn serde_error(
+    root: &str,
+    path: &serde_path_to_error::Path,
+    e: &serde_json::Error,
+) -> ValidationError {
     let mut loc = vec![json!(root)];
     for seg in path.iter() {
         match seg {
@@ -68,9 +72,9 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ValidJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            ApiError::Status(e.status(), e.body_text())
-        })?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::Status(e.status(), e.body_text()))?;
         parse_json(&bytes).map(ValidJson)
     }
 }
@@ -88,7 +92,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ValidQuery<T> 
             .map(ValidQuery)
             .map_err(|e| {
                 let field = e.path().to_string();
-                let loc: Vec<&str> = if field == "." { vec!["query"] } else { vec!["query", &field] };
+                let loc: Vec<&str> = if field == "." {
+                    vec!["query"]
+                } else {
+                    vec!["query", &field]
+                };
                 ApiError::field(&loc, e.inner().to_string(), "value_error")
             })
     }
@@ -99,7 +107,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ValidQuery<T> 
 impl axum::extract::OptionalFromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Option<Self>, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, ApiError> {
         if crate::auth::presented_key(parts).is_none() {
             return Ok(None);
         }

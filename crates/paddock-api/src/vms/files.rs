@@ -37,7 +37,13 @@ fn parse_mode(raw: Option<&str>) -> Result<Option<u32>, ApiError> {
         u32::from_str_radix(m, 8)
             .ok()
             .filter(|m| *m <= 0o7777)
-            .ok_or_else(|| ApiError::field(&["query", "mode"], "must be octal permission bits, like 644", "value_error"))
+            .ok_or_else(|| {
+                ApiError::field(
+                    &["query", "mode"],
+                    "must be octal permission bits, like 644",
+                    "value_error",
+                )
+            })
     })
     .transpose()
 }
@@ -65,7 +71,10 @@ pub(crate) async fn get_file(
             [
                 (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
                 (header::CONTENT_LENGTH, size.to_string()),
-                (header::HeaderName::from_static("x-file-mode"), format!("{mode:o}")),
+                (
+                    header::HeaderName::from_static("x-file-mode"),
+                    format!("{mode:o}"),
+                ),
             ],
             Body::from_stream(data),
         )
@@ -110,33 +119,51 @@ pub(crate) async fn upload(
     Caller(account): Caller,
     mut form: Multipart,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let bad_form = |e: axum::extract::multipart::MultipartError| ApiError::field(&["body"], e.body_text(), "value_error");
+    let bad_form = |e: axum::extract::multipart::MultipartError| {
+        ApiError::field(&["body"], e.body_text(), "value_error")
+    };
     let (mut remote_path, mut session) = (None::<String>, None::<String>);
     while let Some(mut field) = form.next_field().await.map_err(bad_form)? {
         match field.name().unwrap_or("") {
             "remote_path" => remote_path = Some(field.text().await.map_err(bad_form)?),
             "session_id" => session = Some(field.text().await.map_err(bad_form)?),
             "file" => {
-                let remote = remote_path
-                    .clone()
-                    .ok_or_else(|| ApiError::field(&["body", "remote_path"], "Field required before the file", "missing"))?;
-                let sid = session
-                    .clone()
-                    .ok_or_else(|| ApiError::field(&["body", "session_id"], "Field required before the file", "missing"))?;
+                let remote = remote_path.clone().ok_or_else(|| {
+                    ApiError::field(
+                        &["body", "remote_path"],
+                        "Field required before the file",
+                        "missing",
+                    )
+                })?;
+                let sid = session.clone().ok_or_else(|| {
+                    ApiError::field(
+                        &["body", "session_id"],
+                        "Field required before the file",
+                        "missing",
+                    )
+                })?;
                 let mut remote = remote;
                 if remote.ends_with('/') {
-                    let name = field.file_name().and_then(|n| n.rsplit('/').next()).unwrap_or("upload");
+                    let name = field
+                        .file_name()
+                        .and_then(|n| n.rsplit('/').next())
+                        .unwrap_or("upload");
                     remote.push_str(name);
                 }
                 let path = SandboxPath::parse_relative_to(&remote, RELATIVE_BASE)
                     .map_err(|e| ApiError::body_field("remote_path", e.0))?;
-                let vm = state.service.session_latest_vm(&account, &session_id(&sid)?).await?;
+                let vm = state
+                    .service
+                    .session_latest_vm(&account, &session_id(&sid)?)
+                    .await?;
                 let (tx, rx) = mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
                 let service = state.service.clone();
                 let (acct, vm_id, p) = (account.clone(), vm.id.clone(), path.clone());
                 let writer = tokio::spawn(async move {
                     let body = tokio_stream::wrappers::ReceiverStream::new(rx);
-                    service.write_file(&acct, &vm_id, &p, None, Box::pin(body)).await
+                    service
+                        .write_file(&acct, &vm_id, &p, None, Box::pin(body))
+                        .await
                 });
                 loop {
                     match field.chunk().await {
@@ -153,9 +180,9 @@ pub(crate) async fn upload(
                     }
                 }
                 drop(tx);
-                let size = writer
-                    .await
-                    .map_err(|e| ApiError::Status(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+                let size = writer.await.map_err(|e| {
+                    ApiError::Status(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                })??;
                 return Ok(Json(json!({
                     "status": "success",
                     "remote_path": path.as_str(),
@@ -166,7 +193,11 @@ pub(crate) async fn upload(
             _ => {}
         }
     }
-    Err(ApiError::field(&["body", "file"], "Field required", "missing"))
+    Err(ApiError::field(
+        &["body", "file"],
+        "Field required",
+        "missing",
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -189,17 +220,29 @@ pub(crate) async fn download(
     let Form(form) = form.map_err(|e| ApiError::field(&["body"], e.body_text(), "value_error"))?;
     let path = SandboxPath::parse_relative_to(&form.filename, RELATIVE_BASE)
         .map_err(|e| ApiError::body_field("filename", e.0))?;
-    let vm = state.service.session_latest_vm(&account, &session_id(&form.session_id)?).await?;
+    let vm = state
+        .service
+        .session_latest_vm(&account, &session_id(&form.session_id)?)
+        .await?;
     match state.service.read_file(&account, &vm.id, &path).await? {
-        FileContent::Directory(_) => Err(ApiError::body_field("filename", format!("{} is a directory", path.as_str()))),
+        FileContent::Directory(_) => Err(ApiError::body_field(
+            "filename",
+            format!("{} is a directory", path.as_str()),
+        )),
         FileContent::File { size, .. } if size > MAX_DOWNLOAD => Err(ApiError::Status(
             axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            format!("{} is larger than 256 MiB: use GET /v1/vms/{}/files", path.as_str(), vm.id),
+            format!(
+                "{} is larger than 256 MiB: use GET /v1/vms/{}/files",
+                path.as_str(),
+                vm.id
+            ),
         )),
         FileContent::File { size, mut data, .. } => {
             let mut content = Vec::with_capacity(size as usize);
             while let Some(chunk) = data.next().await {
-                let chunk = chunk.map_err(|e| ApiError::Status(axum::http::StatusCode::BAD_GATEWAY, e.to_string()))?;
+                let chunk = chunk.map_err(|e| {
+                    ApiError::Status(axum::http::StatusCode::BAD_GATEWAY, e.to_string())
+                })?;
                 content.extend_from_slice(&chunk);
             }
             Ok(Json(json!({

@@ -56,14 +56,27 @@ pub(crate) async fn create(
     Ok(Json(VmResponse::from(&vm)))
 }
 
-async fn list(state: AppState, account: paddock_core::ids::AccountId, q: ListVmsQuery, all: bool) -> Result<Response, ApiError> {
+async fn list(
+    state: AppState,
+    account: paddock_core::ids::AccountId,
+    q: ListVmsQuery,
+    all: bool,
+) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::field(&["query", "limit"], "must be between 1 and 1000", "value_error"));
+        return Err(ApiError::field(
+            &["query", "limit"],
+            "must be between 1 and 1000",
+            "value_error",
+        ));
     }
     let statuses = match (&q.status, all || q.include_terminated.unwrap_or(false)) {
         (Some(s), _) => VmStatusSet::of(&[parse_wire_status(s).ok_or_else(|| {
-            ApiError::field(&["query", "status"], format!("unknown status {s:?}"), "value_error")
+            ApiError::field(
+                &["query", "status"],
+                format!("unknown status {s:?}"),
+                "value_error",
+            )
         })?]),
         (None, true) => VmStatusSet::default(),
         (None, false) => VmStatusSet::active(),
@@ -71,14 +84,24 @@ async fn list(state: AppState, account: paddock_core::ids::AccountId, q: ListVms
     let filter = VmFilter {
         session_id: q
             .session_id
-            .map(|s| s.parse().map_err(|e: paddock_core::ids::InvalidId| {
-                ApiError::field(&["query", "session_id"], e.to_string(), "value_error")
-            }))
+            .map(|s| {
+                s.parse().map_err(|e: paddock_core::ids::InvalidId| {
+                    ApiError::field(&["query", "session_id"], e.to_string(), "value_error")
+                })
+            })
             .transpose()?,
         statuses,
         after: q
             .cursor
-            .map(|c| c.parse().map_err(|_| ApiError::field(&["query", "cursor"], "not a cursor from this API", "value_error")))
+            .map(|c| {
+                c.parse().map_err(|_| {
+                    ApiError::field(
+                        &["query", "cursor"],
+                        "not a cursor from this API",
+                        "value_error",
+                    )
+                })
+            })
             .transpose()?,
         // One more than asked tells whether another page exists.
         limit: limit + 1,
@@ -153,7 +176,10 @@ pub(crate) async fn patch(
         ("auto_resume", &body.auto_resume),
     ] {
         if v.as_ref().is_some_and(|v| !v.is_null()) {
-            return Err(ApiError::body_field(name, format!("{name} is not supported by this server yet")));
+            return Err(ApiError::body_field(
+                name,
+                format!("{name} is not supported by this server yet"),
+            ));
         }
     }
     let patch = VmPatch {

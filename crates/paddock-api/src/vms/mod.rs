@@ -30,26 +30,46 @@ const JSON_LIMIT: usize = 16 * 1024 * 1024;
 
 pub(crate) fn router() -> Router<AppState> {
     let streamed = Router::new()
-        .route("/v1/vms/{vm_id}/files", get(files::get_file).put(files::put_file))
+        .route(
+            "/v1/vms/{vm_id}/files",
+            get(files::get_file).put(files::put_file),
+        )
         .route("/upload", post(files::upload))
         .layer(DefaultBodyLimit::disable());
     Router::new()
-        .route("/v1/vms", post(lifecycle::create).get(lifecycle::list_active))
+        .route(
+            "/v1/vms",
+            post(lifecycle::create).get(lifecycle::list_active),
+        )
         .route("/v1/vms/", get(lifecycle::list_all))
         .route(
             "/v1/vms/{vm_id}",
-            get(lifecycle::get).patch(lifecycle::patch).delete(lifecycle::delete),
+            get(lifecycle::get)
+                .patch(lifecycle::patch)
+                .delete(lifecycle::delete),
         )
         .route("/v1/vms/{vm_id}/exec", post(execute::stream_exec))
-        .route("/v1/vms/{vm_id}/pty/sessions", post(pty::create_for_vm).get(pty::list_for_vm))
+        .route(
+            "/v1/vms/{vm_id}/pty/sessions",
+            post(pty::create_for_vm).get(pty::list_for_vm),
+        )
         .route(
             "/v1/vms/{vm_id}/pty/sessions/{pty_id}",
             get(pty::get_for_vm).delete(pty::kill_for_vm),
         )
-        .route("/v1/vms/{vm_id}/pty/sessions/{pty_id}/resize", post(pty::resize_for_vm))
-        .route("/v1/vms/{vm_id}/pty/{pty_id}/connect", get(pty::connect_for_vm))
+        .route(
+            "/v1/vms/{vm_id}/pty/sessions/{pty_id}/resize",
+            post(pty::resize_for_vm),
+        )
+        .route(
+            "/v1/vms/{vm_id}/pty/{pty_id}/connect",
+            get(pty::connect_for_vm),
+        )
         .route("/v1/sessions/session", post(sessions::create))
-        .route("/v1/sessions/session/{session_id}", get(sessions::get).delete(sessions::end))
+        .route(
+            "/v1/sessions/session/{session_id}",
+            get(sessions::get).delete(sessions::end),
+        )
         .route("/v1/sessions/status/{session_id}", get(sessions::status))
         .route("/kill", post(sessions::kill))
         .route(
@@ -64,7 +84,10 @@ pub(crate) fn router() -> Router<AppState> {
             "/v1/sessions/{session_id}/pty/sessions/{pty_id}/resize",
             post(pty::resize_for_session),
         )
-        .route("/v1/sessions/{session_id}/pty/{pty_id}/connect", get(pty::connect_for_session))
+        .route(
+            "/v1/sessions/{session_id}/pty/{pty_id}/connect",
+            get(pty::connect_for_session),
+        )
         .route("/execute", post(execute::execute))
         .route("/execute_async", post(execute::execute_async))
         .route("/v1/executions/{task_id}", get(execute::get_execution))

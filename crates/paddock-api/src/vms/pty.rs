@@ -19,13 +19,25 @@ use super::{session_id, vm_id};
 use crate::AppState;
 
 async fn session_vm(state: &AppState, account: &AccountId, raw: &str) -> Result<VmId, ApiError> {
-    Ok(state.service.session_latest_vm(account, &session_id(raw)?).await?.id)
+    Ok(state
+        .service
+        .session_latest_vm(account, &session_id(raw)?)
+        .await?
+        .id)
 }
 
-async fn create(state: &AppState, account: &AccountId, vm: &VmId, body: CreatePtyRequest) -> Result<Json<PtyResponse>, ApiError> {
+async fn create(
+    state: &AppState,
+    account: &AccountId,
+    vm: &VmId,
+    body: CreatePtyRequest,
+) -> Result<Json<PtyResponse>, ApiError> {
     let id = body
         .id
-        .map(|raw| raw.parse::<PtyId>().map_err(|e| ApiError::body_field("id", e.to_string())))
+        .map(|raw| {
+            raw.parse::<PtyId>()
+                .map_err(|e| ApiError::body_field("id", e.to_string()))
+        })
         .transpose()?;
     let command = match (body.command, body.shell) {
         (Some(line), _) => PtyCommand::CommandLine(line),
@@ -42,10 +54,17 @@ async fn create(state: &AppState, account: &AccountId, vm: &VmId, body: CreatePt
     Ok(Json(PtyResponse::new(vm.as_str(), info)))
 }
 
-async fn list(state: &AppState, account: &AccountId, vm: &VmId) -> Result<Json<PtyListResponse>, ApiError> {
+async fn list(
+    state: &AppState,
+    account: &AccountId,
+    vm: &VmId,
+) -> Result<Json<PtyListResponse>, ApiError> {
     let sessions = state.service.pty_list(account, vm).await?;
     Ok(Json(PtyListResponse {
-        sessions: sessions.into_iter().map(|p| PtyResponse::new(vm.as_str(), p)).collect(),
+        sessions: sessions
+            .into_iter()
+            .map(|p| PtyResponse::new(vm.as_str(), p))
+            .collect(),
     }))
 }
 
@@ -127,8 +146,17 @@ pub(crate) async fn get_for_session(
     Ok(Json(PtyResponse::new(vm.as_str(), info)))
 }
 
-async fn resize(state: &AppState, account: &AccountId, vm: &VmId, pty: &str, body: ResizePtyRequest) -> Result<Json<PtyResponse>, ApiError> {
-    state.service.pty_resize(account, vm, pty, body.cols, body.rows).await?;
+async fn resize(
+    state: &AppState,
+    account: &AccountId,
+    vm: &VmId,
+    pty: &str,
+    body: ResizePtyRequest,
+) -> Result<Json<PtyResponse>, ApiError> {
+    state
+        .service
+        .pty_resize(account, vm, pty, body.cols, body.rows)
+        .await?;
     let info = state.service.pty_get(account, vm, pty).await?;
     Ok(Json(PtyResponse::new(vm.as_str(), info)))
 }
@@ -169,7 +197,10 @@ pub(crate) async fn kill_for_vm(
     Caller(account): Caller,
     Path((raw, pty)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    state.service.pty_kill(&account, &vm_id(&raw)?, &pty).await?;
+    state
+        .service
+        .pty_kill(&account, &vm_id(&raw)?, &pty)
+        .await?;
     Ok(Json(json!({"status": "killed", "session_id": pty})))
 }
 
@@ -187,7 +218,13 @@ pub(crate) async fn kill_for_session(
     Ok(Json(json!({"status": "killed", "session_id": pty})))
 }
 
-async fn connect(state: AppState, account: AccountId, vm: VmId, pty: String, ws: WebSocketUpgrade) -> Result<Response, ApiError> {
+async fn connect(
+    state: AppState,
+    account: AccountId,
+    vm: VmId,
+    pty: String,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
     let conn = state.service.pty_attach(&account, &vm, &pty).await?;
     Ok(ws.on_upgrade(move |socket| relay(socket, conn)))
 }

@@ -56,7 +56,10 @@ pub(crate) async fn create(
     if vm.status != VmStatus::Running {
         return Err(ApiError::Status(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            format!("the session's VM failed to start: {}", vm.status_reason.unwrap_or_default()),
+            format!(
+                "the session's VM failed to start: {}",
+                vm.status_reason.unwrap_or_default()
+            ),
         ));
     }
     Ok(Json(session_response(&vm)))
@@ -71,7 +74,10 @@ pub(crate) async fn get(
     Caller(account): Caller,
     Path(raw): Path<String>,
 ) -> Result<Json<SessionResponse>, ApiError> {
-    let vm = state.service.session_latest_vm(&account, &session_id(&raw)?).await?;
+    let vm = state
+        .service
+        .session_latest_vm(&account, &session_id(&raw)?)
+        .await?;
     Ok(Json(session_response(&vm)))
 }
 
@@ -96,7 +102,10 @@ pub(crate) async fn end(
     Caller(account): Caller,
     Path(raw): Path<String>,
 ) -> Result<Json<VmResponse>, ApiError> {
-    let vm = state.service.session_latest_vm(&account, &session_id(&raw)?).await?;
+    let vm = state
+        .service
+        .session_latest_vm(&account, &session_id(&raw)?)
+        .await?;
     let vm = state.service.delete_vm(&account, &vm.id).await?;
     Ok(Json(VmResponse::from(&vm)))
 }
@@ -109,7 +118,10 @@ pub(crate) async fn kill(
     Caller(account): Caller,
     ValidJson(body): ValidJson<KillRequest>,
 ) -> Result<Json<VmResponse>, ApiError> {
-    let vm = state.service.session_latest_vm(&account, &session_id(&body.session_id)?).await?;
+    let vm = state
+        .service
+        .session_latest_vm(&account, &session_id(&body.session_id)?)
+        .await?;
     let vm = state.service.delete_vm(&account, &vm.id).await?;
     Ok(Json(VmResponse::from(&vm)))
 }

@@ -7,7 +7,7 @@ mod vm;
 
 pub use account::{Account, ApiKey, ApiKeySecret, NewApiKey};
 pub use execution::{Execution, ExecutionStatus};
-pub use resources::{Limits, Resources, ResourceError};
+pub use resources::{Limits, ResourceError, Resources};
 pub use vm::{
     Env, EnvError, Metadata, RuntimeHandle, Vm, VmFilter, VmPatch, VmSpec, VmStatus, VmStatusSet,
 };

@@ -149,7 +149,9 @@ impl Cgroups {
         let quota = u64::from(r.vcpu_count()) * CPU_PERIOD_US;
         match &self.layout {
             Layout::V1 { .. } => {
-                let mem = self.v1_dir("memory", id).ok_or_else(|| RuntimeError::Setup("no memory cgroup".into()))?;
+                let mem = self
+                    .v1_dir("memory", id)
+                    .ok_or_else(|| RuntimeError::Setup("no memory cgroup".into()))?;
                 set_v1_memory(&mem, memory)?;
                 if let Some(pids) = self.v1_dir("pids", id) {
                     write(&pids.join("pids.max"), &r.pids_max().to_string())?;

@@ -78,7 +78,8 @@ impl ContainerProvider {
             )));
         }
         let sandboxes_dir = config.data_dir.join("sandboxes");
-        fs::create_dir_all(&sandboxes_dir).map_err(host_err(sandboxes_dir.display().to_string()))?;
+        fs::create_dir_all(&sandboxes_dir)
+            .map_err(host_err(sandboxes_dir.display().to_string()))?;
         let host_base = config.data_dir.join("images").join("host");
         if config.variants.values().any(|v| *v == VariantSource::Host) {
             rootfs::ensure_host_base(&host_base)?;
@@ -120,11 +121,9 @@ impl ContainerProvider {
     }
 
     async fn boot(&self, vm: &Vm, run: &Path) -> Result<RuntimeHandle, RuntimeError> {
-        let source = self
-            .config
-            .variants
-            .get(&vm.image_variant)
-            .ok_or_else(|| RuntimeError::Invalid(format!("unknown image variant {}", vm.image_variant)))?;
+        let source = self.config.variants.get(&vm.image_variant).ok_or_else(|| {
+            RuntimeError::Invalid(format!("unknown image variant {}", vm.image_variant))
+        })?;
         let layers = rootfs::layers(source, &self.host_base, run);
         for layer in &layers {
             for d in [&layer.upper, &layer.work] {
@@ -168,7 +167,10 @@ impl ContainerProvider {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(host_err(format!("run {}", self.config.agent_path.display())))?;
+            .map_err(host_err(format!(
+                "run {}",
+                self.config.agent_path.display()
+            )))?;
         let output = tokio::time::timeout(BOOT_TIMEOUT, child.wait_with_output())
             .await
             .map_err(|_| RuntimeError::Setup("the sandbox did not boot within 30 s".into()))?
@@ -207,7 +209,9 @@ impl Provider for ContainerProvider {
         match self.boot(vm, &run).await {
             Ok(handle) => Ok(handle),
             Err(e) => {
-                if let Err(cleanup) = teardown(&self.sandboxes_dir, &self.cgroups, vm.id.as_str(), None) {
+                if let Err(cleanup) =
+                    teardown(&self.sandboxes_dir, &self.cgroups, vm.id.as_str(), None)
+                {
                     tracing::error!(vm_id = %vm.id, error = %cleanup, "cleanup after a failed boot failed");
                 }
                 Err(e)
@@ -278,13 +282,21 @@ impl Provider for ContainerProvider {
             .ok_or_else(|| RuntimeError::PtyNotFound(pty.to_owned()))
     }
 
-    async fn pty_resize(&self, id: &VmId, pty: &str, cols: u16, rows: u16) -> Result<(), RuntimeError> {
+    async fn pty_resize(
+        &self,
+        id: &VmId,
+        pty: &str,
+        cols: u16,
+        rows: u16,
+    ) -> Result<(), RuntimeError> {
         let request = Request::PtyResize {
             id: pty.to_owned(),
             cols,
             rows,
         };
-        agent_client::pty_request(&self.socket(id), request).await.map(|_| ())
+        agent_client::pty_request(&self.socket(id), request)
+            .await
+            .map(|_| ())
     }
 
     async fn pty_kill(&self, id: &VmId, pty: &str) -> Result<(), RuntimeError> {
@@ -301,9 +313,16 @@ impl Provider for ContainerProvider {
         let live: BTreeSet<&str> = live.iter().map(VmId::as_str).collect();
         let mut found: BTreeSet<String> = self.cgroups.list();
         if let Ok(entries) = fs::read_dir(&self.sandboxes_dir) {
-            found.extend(entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()));
+            found.extend(
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned()),
+            );
         }
-        let orphans: Vec<String> = found.into_iter().filter(|id| !live.contains(id.as_str())).collect();
+        let orphans: Vec<String> = found
+            .into_iter()
+            .filter(|id| !live.contains(id.as_str()))
+            .collect();
         let count = orphans.len();
         let this = ProviderRef {
             sandboxes_dir: self.sandboxes_dir.clone(),
@@ -364,4 +383,24 @@ fn teardown(
     };
     // Both steps run; a failure of either is reported.
     cgroup_result.and(dir_result)
+}
+
+/// Kills and removes every sandbox of the server whose data dir is
+/// `data_dir`, without a server: for tests and for `paddock` operators
+/// resetting a host. Returns how many were removed.
+pub fn purge(data_dir: &Path) -> Result<usize, RuntimeError> {
+    let cgroups = Cgroups::detect(&instance_id(data_dir))?;
+    let sandboxes_dir = data_dir.join("sandboxes");
+    let mut ids: BTreeSet<String> = cgroups.list();
+    if let Ok(entries) = fs::read_dir(&sandboxes_dir) {
+        ids.extend(
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned()),
+        );
+    }
+    for id in &ids {
+        teardown(&sandboxes_dir, &cgroups, id, None)?;
+    }
+    Ok(ids.len())
 }

@@ -33,7 +33,8 @@ mod tests {
 
     #[test]
     fn parses_start_time_after_odd_names() {
-        let stat = "123 (a) b) c) S 1 123 123 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10";
+        let stat =
+            "123 (a) b) c) S 1 123 123 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10";
         assert_eq!(parse_start_ticks(stat), Some(98765));
     }
 

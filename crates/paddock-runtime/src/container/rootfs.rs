@@ -57,7 +57,8 @@ daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n\
 user:x:1000:1000:user:/home/user:/bin/bash\n\
 nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
 
-const GROUP: &str = "root:x:0:\ndaemon:x:1:\ntty:x:5:\nusers:x:100:\nuser:x:1000:\nnogroup:x:65534:\n";
+const GROUP: &str =
+    "root:x:0:\ndaemon:x:1:\ntty:x:5:\nusers:x:100:\nuser:x:1000:\nnogroup:x:65534:\n";
 
 const HOSTS: &str = "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n";
 
@@ -82,13 +83,17 @@ pub fn ensure_host_base(dir: &Path) -> Result<(), RuntimeError> {
     });
     if !usr_merged {
         return Err(RuntimeError::Setup(
-            "the host variant needs a merged-/usr host (/bin, /sbin and /lib as links into /usr)".into(),
+            "the host variant needs a merged-/usr host (/bin, /sbin and /lib as links into /usr)"
+                .into(),
         ));
     }
     let tmp = dir.with_extension("building");
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).map_err(io_err(tmp.display().to_string()))?;
-    build_host_base(&tmp).map_err(io_err(format!("build the host base layer in {}", tmp.display())))?;
+    build_host_base(&tmp).map_err(io_err(format!(
+        "build the host base layer in {}",
+        tmp.display()
+    )))?;
     let _ = fs::remove_dir_all(dir);
     fs::rename(&tmp, dir).map_err(io_err(dir.display().to_string()))?;
     Ok(())
@@ -140,7 +145,10 @@ fn build_host_base(root: &Path) -> io::Result<()> {
         ("hosts", HOSTS),
         ("hostname", "sandbox\n"),
         ("nsswitch.conf", NSSWITCH),
-        ("resolv.conf", "# no network: DNS comes with egress policies\n"),
+        (
+            "resolv.conf",
+            "# no network: DNS comes with egress policies\n",
+        ),
     ] {
         fs::write(etc.join(name), content)?;
     }
@@ -205,7 +213,10 @@ mod tests {
         let base = tmp.path().join("host");
         ensure_host_base(&base).expect("base builds");
         assert!(base.join(".paddock-complete").exists());
-        assert_eq!(fs::read_link(base.join("bin")).ok(), fs::read_link("/bin").ok());
+        assert_eq!(
+            fs::read_link(base.join("bin")).ok(),
+            fs::read_link("/bin").ok()
+        );
         let passwd = fs::read_to_string(base.join("etc/passwd")).expect("passwd");
         assert!(passwd.starts_with("root:x:0:0"));
         // The host's own account database is never copied in.

@@ -189,14 +189,13 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_api_key(&self, id: &ApiKeyId, at: Timestamp) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-        )
-        .bind(at.unix_millis())
-        .bind(id.as_str())
-        .execute(&self.pool)
-        .await
-        .map_err(db_err)?;
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(at.unix_millis())
+                .bind(id.as_str())
+                .execute(&self.pool)
+                .await
+                .map_err(db_err)?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -231,17 +230,27 @@ impl Store for SqliteStore {
     async fn get_vm(&self, account: &AccountId, id: &VmId) -> Result<Option<Vm>, StoreError> {
         let sql = format!("SELECT {VM_COLUMNS} FROM vms WHERE id = ? AND account_id = ?");
         Ok(self
-            .fetch_vms(&sql, vec![Bind::Text(id.as_str()), Bind::Text(account.as_str())])
+            .fetch_vms(
+                &sql,
+                vec![Bind::Text(id.as_str()), Bind::Text(account.as_str())],
+            )
             .await?
             .pop())
     }
 
     async fn find_vm(&self, id: &VmId) -> Result<Option<Vm>, StoreError> {
         let sql = format!("SELECT {VM_COLUMNS} FROM vms WHERE id = ?");
-        Ok(self.fetch_vms(&sql, vec![Bind::Text(id.as_str())]).await?.pop())
+        Ok(self
+            .fetch_vms(&sql, vec![Bind::Text(id.as_str())])
+            .await?
+            .pop())
     }
 
-    async fn list_vms(&self, account: &AccountId, filter: &VmFilter) -> Result<Vec<Vm>, StoreError> {
+    async fn list_vms(
+        &self,
+        account: &AccountId,
+        filter: &VmFilter,
+    ) -> Result<Vec<Vm>, StoreError> {
         let mut sql = format!("SELECT {VM_COLUMNS} FROM vms WHERE account_id = ?");
         let mut binds = vec![Bind::Text(account.as_str())];
         if let Some(s) = &filter.session_id {
@@ -249,7 +258,10 @@ impl Store for SqliteStore {
             binds.push(Bind::Text(s.as_str()));
         }
         if !filter.statuses.is_empty() {
-            sql.push_str(&format!(" AND status IN ({})", status_list(&filter.statuses)));
+            sql.push_str(&format!(
+                " AND status IN ({})",
+                status_list(&filter.statuses)
+            ));
         }
         if let Some(after) = &filter.after {
             sql.push_str(" AND seq < (SELECT seq FROM vms WHERE id = ? AND account_id = ?)");
@@ -278,7 +290,8 @@ impl Store for SqliteStore {
              AND status IN ({}) ORDER BY expires_at",
             status_list(&VmStatusSet::holding_resources())
         );
-        self.fetch_vms(&sql, vec![Bind::Int(now.unix_millis())]).await
+        self.fetch_vms(&sql, vec![Bind::Int(now.unix_millis())])
+            .await
     }
 
     async fn latest_vm_of_session(
@@ -291,7 +304,10 @@ impl Store for SqliteStore {
              ORDER BY seq DESC LIMIT 1"
         );
         Ok(self
-            .fetch_vms(&sql, vec![Bind::Text(account.as_str()), Bind::Text(session.as_str())])
+            .fetch_vms(
+                &sql,
+                vec![Bind::Text(account.as_str()), Bind::Text(session.as_str())],
+            )
             .await?
             .pop())
     }
@@ -362,7 +378,11 @@ impl Store for SqliteStore {
         row.map(ExecutionRow::into_execution).transpose()
     }
 
-    async fn fail_unfinished_executions(&self, reason: &str, at: Timestamp) -> Result<u64, StoreError> {
+    async fn fail_unfinished_executions(
+        &self,
+        reason: &str,
+        at: Timestamp,
+    ) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "UPDATE executions SET status = 'failed', error = ?, completed_at = ? \
              WHERE status = 'running'",

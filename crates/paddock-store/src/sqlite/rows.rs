@@ -11,8 +11,8 @@ use paddock_core::model::{
     VmStatus,
 };
 use paddock_core::StoreError;
-use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::query::Query;
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{FromRow, Row, Sqlite};
 
 pub(super) fn db_err(e: sqlx::Error) -> StoreError {
@@ -33,7 +33,9 @@ fn ts(ms: i64) -> Timestamp {
     Timestamp::from_unix_millis(ms)
 }
 
-pub(super) fn account((id, name, created_at): (String, String, i64)) -> Result<Account, StoreError> {
+pub(super) fn account(
+    (id, name, created_at): (String, String, i64),
+) -> Result<Account, StoreError> {
     Ok(Account {
         id: parse("account id", &id)?,
         name,
@@ -73,8 +75,8 @@ impl<'r> FromRow<'r, SqliteRow> for VmRow {
         let status: String = text("status")?;
         let metadata: Metadata = serde_json::from_str(&text("metadata")?)
             .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-        let env: BTreeMap<String, String> = serde_json::from_str(&text("env")?)
-            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        let env: BTreeMap<String, String> =
+            serde_json::from_str(&text("env")?).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
         let pid: Option<i64> = row.try_get("runtime_pid")?;
         let ticks: Option<i64> = row.try_get("runtime_start_ticks")?;
         let u32_col = |c: &str| -> Result<u32, sqlx::Error> {
@@ -177,8 +179,9 @@ impl ExecutionRow {
             account_id: parse("account id", &self.account_id)?,
             vm_id: parse("vm id", &self.vm_id)?,
             session_id: parse("session id", &self.session_id)?,
-            status: ExecutionStatus::parse(&self.status)
-                .ok_or_else(|| StoreError::Corrupt(format!("execution status {:?}", self.status)))?,
+            status: ExecutionStatus::parse(&self.status).ok_or_else(|| {
+                StoreError::Corrupt(format!("execution status {:?}", self.status))
+            })?,
             stdout: self.stdout,
             stderr: self.stderr,
             exit_code: self.exit_code,

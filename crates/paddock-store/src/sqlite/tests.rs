@@ -10,13 +10,18 @@ use paddock_core::store::Store;
 use super::SqliteStore;
 
 async fn store_with_account() -> (SqliteStore, Account) {
-    let store = SqliteStore::in_memory().await.expect("in-memory store opens");
+    let store = SqliteStore::in_memory()
+        .await
+        .expect("in-memory store opens");
     let account = Account {
         id: AccountId::generate(),
         name: "a".into(),
         created_at: Timestamp::now(),
     };
-    store.insert_account(&account).await.expect("insert account");
+    store
+        .insert_account(&account)
+        .await
+        .expect("insert account");
     (store, account)
 }
 
@@ -33,7 +38,10 @@ fn vm(account: &AccountId, session: &SessionId) -> Vm {
         provider: "container".into(),
         image_variant: "default".into(),
         resources: Resources::new(Some(256), Some(2), &Limits::default()).expect("valid"),
-        metadata: serde_json::json!({"team": "x"}).as_object().cloned().unwrap_or_default(),
+        metadata: serde_json::json!({"team": "x"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
         env: Env::new(env).expect("valid env"),
         lifetime_seconds: Some(60),
         created_at: now,
@@ -51,7 +59,11 @@ async fn vm_round_trips_and_is_scoped_by_account() {
     let session = SessionId::generate();
     let v = vm(&account.id, &session);
     store.insert_vm(&v).await.expect("insert");
-    let got = store.get_vm(&account.id, &v.id).await.expect("get").expect("found");
+    let got = store
+        .get_vm(&account.id, &v.id)
+        .await
+        .expect("get")
+        .expect("found");
     assert_eq!(got.resources, v.resources);
     assert_eq!(got.env, v.env);
     assert_eq!(got.metadata, v.metadata);
@@ -72,14 +84,27 @@ async fn list_pages_newest_first_and_filters() {
         ids.push(v.id);
     }
     let page1 = store
-        .list_vms(&account.id, &VmFilter { limit: 2, ..Default::default() })
+        .list_vms(
+            &account.id,
+            &VmFilter {
+                limit: 2,
+                ..Default::default()
+            },
+        )
         .await
         .expect("list");
-    assert_eq!(page1.iter().map(|v| v.id.clone()).collect::<Vec<_>>(), vec![ids[4].clone(), ids[3].clone()]);
+    assert_eq!(
+        page1.iter().map(|v| v.id.clone()).collect::<Vec<_>>(),
+        vec![ids[4].clone(), ids[3].clone()]
+    );
     let page2 = store
         .list_vms(
             &account.id,
-            &VmFilter { limit: 2, after: Some(ids[3].clone()), ..Default::default() },
+            &VmFilter {
+                limit: 2,
+                after: Some(ids[3].clone()),
+                ..Default::default()
+            },
         )
         .await
         .expect("list");
@@ -87,7 +112,11 @@ async fn list_pages_newest_first_and_filters() {
     let running = store
         .list_vms(
             &account.id,
-            &VmFilter { limit: 10, statuses: VmStatusSet::of(&[VmStatus::Running]), ..Default::default() },
+            &VmFilter {
+                limit: 10,
+                statuses: VmStatusSet::of(&[VmStatus::Running]),
+                ..Default::default()
+            },
         )
         .await
         .expect("list");
@@ -100,11 +129,18 @@ async fn expired_vms_are_found() {
     let mut v = vm(&account.id, &SessionId::generate());
     v.expires_at = Some(Timestamp::from_unix_millis(1));
     store.insert_vm(&v).await.expect("insert");
-    let expired = store.list_expired_vms(Timestamp::now()).await.expect("list");
+    let expired = store
+        .list_expired_vms(Timestamp::now())
+        .await
+        .expect("list");
     assert_eq!(expired.len(), 1);
     v.status = VmStatus::Terminated;
     store.update_vm(&v).await.expect("update");
-    assert!(store.list_expired_vms(Timestamp::now()).await.expect("list").is_empty());
+    assert!(store
+        .list_expired_vms(Timestamp::now())
+        .await
+        .expect("list")
+        .is_empty());
 }
 
 #[tokio::test]
@@ -112,8 +148,22 @@ async fn keys_are_found_by_hash_until_revoked() {
     let (store, account) = store_with_account().await;
     let (key, secret) = NewApiKey::generate(account.id.clone(), "k");
     store.insert_api_key(&key).await.expect("insert");
-    assert!(store.find_api_key(&secret.hash()).await.expect("find").is_some());
-    assert!(store.revoke_api_key(&key.key.id, Timestamp::now()).await.expect("revoke"));
-    assert!(store.find_api_key(&secret.hash()).await.expect("find").is_none());
-    assert!(!store.revoke_api_key(&key.key.id, Timestamp::now()).await.expect("revoke"));
+    assert!(store
+        .find_api_key(&secret.hash())
+        .await
+        .expect("find")
+        .is_some());
+    assert!(store
+        .revoke_api_key(&key.key.id, Timestamp::now())
+        .await
+        .expect("revoke"));
+    assert!(store
+        .find_api_key(&secret.hash())
+        .await
+        .expect("find")
+        .is_none());
+    assert!(!store
+        .revoke_api_key(&key.key.id, Timestamp::now())
+        .await
+        .expect("revoke"));
 }

@@ -36,6 +36,13 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Kill and remove every sandbox of a data dir (with its server stopped).
+    Purge {
+        #[arg(long, default_value = ".paddock", env = "PADDOCK_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Print the OpenAPI document of every route.
+    Openapi,
     /// Work with VMs on a server.
     Vm {
         #[command(flatten)]

@@ -1,0 +1,286 @@
+//! The one helper every integration test uses: a real `paddock serve` on a
+//! free loopback port with its own temporary data dir, and a small HTTP
+//! client for it. Dropping the server kills it and every sandbox it made.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub base: String,
+    pub key: String,
+    child: Option<Child>,
+    port: u16,
+    env: Vec<(String, String)>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_paddock"))
+}
+
+impl Server {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra environment (config overrides).
+    pub fn start_with(env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("pdk")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        let port = free_port();
+        let mut s = Self {
+            dir,
+            base: format!("http://127.0.0.1:{port}"),
+            key: String::new(),
+            child: None,
+            port,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        s.spawn();
+        s.key = std::fs::read_to_string(s.data_dir().join("admin.key"))
+            .expect("admin.key written on first start")
+            .trim()
+            .to_owned();
+        s
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .expect("server log");
+        let child = Command::new(bin())
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{}", self.port),
+                "--data-dir",
+            ])
+            .arg(self.data_dir())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start paddock serve");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the server did not start: {}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// `kill -9` the server (its sandboxes keep running).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn client(&self) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            base: self.base.clone(),
+            key: Some(self.key.clone()),
+        }
+    }
+
+    /// A key of a new, separate account.
+    pub fn other_account_key(&self) -> String {
+        let out = Command::new(bin())
+            .args(["keys", "--data-dir"])
+            .arg(self.data_dir())
+            .args(["create", "--new-account", "other"])
+            .output()
+            .expect("paddock keys create");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = paddock_runtime::container::purge(&self.data_dir());
+    }
+}
+
+pub struct Client {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub key: Option<String>,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Client {
+    pub fn with_key(&self, key: Option<&str>) -> Client {
+        Client {
+            http: self.http.clone(),
+            base: self.base.clone(),
+            key: key.map(str::to_owned),
+        }
+    }
+
+    pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let rb = self.http.request(method, format!("{}{}", self.base, path));
+        match &self.key {
+            Some(k) => rb.header("X-API-Key", k),
+            None => rb,
+        }
+    }
+
+    pub async fn send(&self, rb: reqwest::RequestBuilder) -> Reply {
+        let resp = rb.send().await.expect("request reaches the server");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("a body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Reply {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(self.req(reqwest::Method::GET, path)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.send(self.req(reqwest::Method::DELETE, path)).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.send(self.req(reqwest::Method::POST, path).json(&body))
+            .await
+    }
+
+    pub async fn post_raw(&self, path: &str, body: &'static str) -> Reply {
+        self.send(
+            self.req(reqwest::Method::POST, path)
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await
+    }
+
+    /// Creates a running VM and returns its record.
+    pub async fn create_vm(&self, body: Value) -> Value {
+        let r = self.post("/v1/vms?wait=true", body).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["status"], "active", "{}", r.body);
+        r.body
+    }
+
+    /// Runs a shell command through the streaming exec and returns
+    /// (stdout, stderr, exit event).
+    pub async fn exec(&self, vm_id: &str, command: &str) -> (String, String, Value) {
+        self.exec_body(vm_id, serde_json::json!({ "command": command }))
+            .await
+    }
+
+    pub async fn exec_body(&self, vm_id: &str, body: Value) -> (String, String, Value) {
+        let r = self.post(&format!("/v1/vms/{vm_id}/exec"), body).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let text = r
+            .body
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| r.body.to_string());
+        let (mut out, mut err, mut exit) = (String::new(), String::new(), Value::Null);
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line).expect("ndjson line");
+            match v["type"].as_str() {
+                Some("stdout") => out.push_str(v["data"].as_str().unwrap_or("")),
+                Some("stderr") => err.push_str(v["data"].as_str().unwrap_or("")),
+                Some("exit") => exit = v,
+                other => panic!("unexpected event {other:?}: {v}"),
+            }
+        }
+        (out, err, exit)
+    }
+}
+
+/// Processes on the host whose command line mentions `needle`.
+pub fn host_processes_mentioning(needle: &Path) -> usize {
+    let needle = needle.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .chars()
+                        .all(|c| c.is_ascii_digit())
+                })
+                .filter(|e| {
+                    std::fs::read(e.path().join("cmdline"))
+                        .map(|c| String::from_utf8_lossy(&c).contains(&needle))
+                        .unwrap_or(false)
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// cgroup directories of sandboxes under this server's instance.
+pub fn sandbox_cgroups(data_dir: &Path) -> usize {
+    let instance = paddock_runtime::container::instance_id(data_dir);
+    ["memory", "pids", "cpu", "freezer", ""]
+        .iter()
+        .map(|c| {
+            Path::new("/sys/fs/cgroup")
+                .join(c)
+                .join("paddock")
+                .join(&instance)
+        })
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .count()
+}

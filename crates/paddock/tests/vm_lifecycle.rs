@@ -1,0 +1,293 @@
+//! The VM API's lifecycle, limits and errors, driven over HTTP against a
+//! real server and real sandboxes.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{host_processes_mentioning, sandbox_cgroups, Server};
+use serde_json::json;
+
+#[tokio::test]
+async fn create_get_list_patch_delete() {
+    let server = Server::start();
+    let c = server.client();
+    let vm = c
+        .create_vm(json!({"memory_mb": 256, "vcpu_count": 2, "metadata": {"team": "a"}, "env": {"GREETING": "hi"}}))
+        .await;
+    let id = vm["vm_id"].as_str().expect("vm_id");
+    assert!(vm["session_id"].as_str().is_some_and(|s| s.len() == 36));
+    assert_eq!(vm["env_status"], "none");
+    assert_eq!(vm["memory_mb"], 256);
+
+    let got = c.get(&format!("/v1/vms/{id}")).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body["metadata"]["team"], "a");
+    // env values are never returned, only their names
+    assert!(!got.body.to_string().contains("\"hi\""));
+
+    let (out, _, exit) = c
+        .exec(
+            id,
+            "echo $GREETING; nproc; cat /sys/fs/cgroup/memory.max 2>/dev/null || true",
+        )
+        .await;
+    assert!(out.starts_with("hi\n"), "{out}");
+    assert_eq!(exit["exit_code"], 0);
+
+    let list = c.get("/v1/vms").await;
+    assert!(list
+        .body
+        .as_array()
+        .expect("array")
+        .iter()
+        .any(|v| v["vm_id"] == id));
+
+    let patched = c
+        .send(c.req(reqwest::Method::PATCH, &format!("/v1/vms/{id}")).json(&json!({"metadata": {"team": "b"}, "memory_mb": 300, "vm_lifetime_seconds": 600})))
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    assert_eq!(patched.body["metadata"]["team"], "b");
+    assert_eq!(patched.body["memory_mb"], 300);
+    assert!(patched.body["expires_at"].is_string());
+
+    let deleted = c.delete(&format!("/v1/vms/{id}")).await;
+    assert_eq!(deleted.status, 200);
+    assert_eq!(deleted.body["status"], "terminated");
+    let again = c.delete(&format!("/v1/vms/{id}")).await;
+    assert_eq!(again.status, 200, "delete is idempotent");
+    assert_eq!(again.body["status"], "terminated");
+
+    let active = c.get("/v1/vms").await;
+    assert!(!active
+        .body
+        .as_array()
+        .expect("array")
+        .iter()
+        .any(|v| v["vm_id"] == id));
+    let all = c.get("/v1/vms/").await;
+    assert!(all
+        .body
+        .as_array()
+        .expect("array")
+        .iter()
+        .any(|v| v["vm_id"] == id));
+    let exec_after = c
+        .post(&format!("/v1/vms/{id}/exec"), json!({"command": "true"}))
+        .await;
+    assert_eq!(exec_after.status, 409);
+}
+
+#[tokio::test]
+async fn create_without_wait_returns_creating() {
+    let server = Server::start();
+    let c = server.client();
+    let r = c.post("/v1/vms?wait=false", json!({})).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["status"], "creating");
+    let id = r.body["vm_id"].as_str().expect("vm_id").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = c.get(&format!("/v1/vms/{id}")).await.body["status"].clone();
+        if s == "active" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never became active: {s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn list_filters_and_paginates() {
+    let server = Server::start();
+    let c = server.client();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let vm = c
+            .create_vm(json!({"session_id": format!("s{}", i % 2)}))
+            .await;
+        ids.push(vm["vm_id"].as_str().expect("id").to_owned());
+    }
+    let page = c.get("/v1/vms?limit=2").await;
+    assert_eq!(page.body.as_array().expect("array").len(), 2);
+    let cursor = page
+        .headers
+        .get("x-next-cursor")
+        .expect("a next page")
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let next = c.get(&format!("/v1/vms?limit=2&cursor={cursor}")).await;
+    let rest: Vec<_> = next
+        .body
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|v| v["vm_id"].clone())
+        .collect();
+    assert_eq!(rest, vec![json!(ids[0])]);
+    assert!(next.headers.get("x-next-cursor").is_none());
+
+    let s0 = c.get("/v1/vms?session_id=s0").await;
+    assert_eq!(s0.body.as_array().expect("array").len(), 2);
+    let terminated = c.get("/v1/vms?status=terminated").await;
+    assert_eq!(terminated.body.as_array().expect("array").len(), 0);
+    let bad = c.get("/v1/vms?limit=0").await;
+    assert_eq!(bad.status, 422);
+    assert_eq!(bad.body["detail"][0]["loc"], json!(["query", "limit"]));
+}
+
+#[tokio::test]
+async fn lifetime_expiry_terminates_the_vm() {
+    let server = Server::start();
+    let c = server.client();
+    let vm = c.create_vm(json!({"vm_lifetime_seconds": 1})).await;
+    let id = vm["vm_id"].as_str().expect("id");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = c.get(&format!("/v1/vms/{id}")).await;
+        if got.body["status"] == "terminated" {
+            assert_eq!(got.body["status_reason"], "lifetime expired");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not terminated: {}", got.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(sandbox_cgroups(&server.data_dir()), 0);
+}
+
+#[tokio::test]
+async fn lifetime_expiry_survives_a_restart() {
+    let mut server = Server::start();
+    let c = server.client();
+    let vm = c.create_vm(json!({"vm_lifetime_seconds": 2})).await;
+    let id = vm["vm_id"].as_str().expect("id").to_owned();
+    server.kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = c.get(&format!("/v1/vms/{id}")).await;
+        if got.body["status"] == "terminated" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not terminated after restart: {}",
+            got.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        host_processes_mentioning(&server.data_dir().join("sandboxes").join(&id)),
+        0
+    );
+}
+
+#[tokio::test]
+async fn memory_limit_kills_the_hog_not_the_vm() {
+    let server = Server::start();
+    let c = server.client();
+    let vm = c.create_vm(json!({"memory_mb": 64})).await;
+    let id = vm["vm_id"].as_str().expect("id");
+    let (_, _, exit) = c
+        .exec(
+            id,
+            "python3 -c 'b = bytearray(256 * 1024 * 1024); print(len(b))'",
+        )
+        .await;
+    assert_eq!(exit["exit_code"], 137, "{exit}");
+    assert_eq!(exit["oom_killed"], true, "{exit}");
+    let (out, _, exit) = c.exec(id, "echo still-here").await;
+    assert_eq!(out, "still-here\n");
+    assert_eq!(exit["exit_code"], 0);
+}
+
+#[tokio::test]
+async fn fork_bomb_is_contained() {
+    let server = Server::start_with(&[("PADDOCK_LIMITS__PIDS_MAX", "64")]);
+    let c = server.client();
+    let vm = c.create_vm(json!({})).await;
+    let id = vm["vm_id"].as_str().expect("id");
+    let started = Instant::now();
+    let (_, _, exit) = c
+        .exec_body(
+            id,
+            json!({"command": "bomb() { bomb | bomb & }; bomb; sleep 5", "timeout_seconds": 3}),
+        )
+        .await;
+    assert_eq!(exit["timed_out"], true, "{exit}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let health = c.get("/healthz").await;
+    assert_eq!(health.status, 200);
+    // The VM recovers once the bomb's processes are gone.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = c
+            .post(
+                &format!("/v1/vms/{id}/exec"),
+                json!({"command": "echo alive"}),
+            )
+            .await;
+        if r.status == 200 && r.body.to_string().contains("alive") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "VM did not recover: {}", r.body);
+        c.post(
+            &format!("/v1/vms/{id}/exec"),
+            json!({"command": ["/bin/kill", "-9", "-1"]}),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn exec_streams_stdin_exit_codes_and_timeouts() {
+    let server = Server::start();
+    let c = server.client();
+    let vm = c.create_vm(json!({})).await;
+    let id = vm["vm_id"].as_str().expect("id");
+
+    let (out, err, exit) = c.exec(id, "echo out; echo err >&2; exit 7").await;
+    assert_eq!((out.as_str(), err.as_str()), ("out\n", "err\n"));
+    assert_eq!(exit["exit_code"], 7);
+
+    let (out, _, _) = c
+        .exec_body(id, json!({"command": "tr a-z A-Z", "stdin": "shout"}))
+        .await;
+    assert_eq!(out, "SHOUT");
+
+    let (out, _, _) = c
+        .exec_body(
+            id,
+            json!({"command": ["printf", "%s|", "a b", "c"], "cwd": "/tmp", "env": {"X": "1"}}),
+        )
+        .await;
+    assert_eq!(out, "a b|c|");
+
+    let started = Instant::now();
+    let (_, _, exit) = c
+        .exec_body(id, json!({"command": "sleep 30", "timeout_seconds": 1}))
+        .await;
+    assert_eq!(exit["timed_out"], true);
+    assert_eq!(exit["exit_code"], 137);
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    let (_, err, exit) = c
+        .exec_body(id, json!({"command": ["/no/such/binary"]}))
+        .await;
+    assert_eq!(exit["exit_code"], 127);
+    assert!(err.contains("No such file"), "{err}");
+
+    let r = c
+        .post(
+            "/execute",
+            json!({"command": "print(6*7)", "language": "python", "session_id": vm["session_id"]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["stdout"], "42\n");
+    assert!(r.body["execution_time"].as_f64().is_some());
+    assert!(r.body["cpu_time"].as_f64().is_some());
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what paddock's sandboxes and tests use from Debian's packages,
+# idempotently: nothing is fetched when everything is already there.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+# python3 and the usual tools are what the built-in "host" variant offers
+# inside sandboxes; procps and iproute2 are used by tests (ps, ip);
+# python3-venv holds the SDK suite's virtualenv.
+packages=(python3 python3-venv procps iproute2 util-linux coreutils bash ca-certificates)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq "${missing[@]}"
+fi

@@ -1,0 +1,131 @@
+"""paddock driven through InstaVM's own Python SDK, unchanged: every call
+the VM API issue names."""
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+
+import pytest
+import websockets
+from instavm import InstaVM
+from instavm.exceptions import AuthenticationError
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return InstaVM(api_key=server.key, base_url=server.base_url, timeout=120)
+
+
+def test_session_starts_and_is_active(client):
+    assert client.session_id
+    assert client.is_session_active()
+    info = client.get_session_info()
+    assert info["session_id"] == client.session_id
+    status = client.get_session_status()
+    assert status["vm_status"] == "active"
+
+
+def test_execute_shell_and_python(client):
+    r = client.execute("echo hello; echo oops >&2; exit 4")
+    assert r["stdout"] == "hello\n"
+    assert r["stderr"] == "oops\n"
+    assert r["exit_code"] == 4
+    assert isinstance(r["execution_time"], float)
+    r = client.execute("import platform; print(platform.node())", language="python")
+    assert r["stdout"] == "sandbox\n"
+    r = client.execute("sleep 5", timeout=1)
+    assert r["timed_out"] is True
+
+
+def test_state_persists_between_calls(client):
+    client.execute("echo kept > /root/kept.txt")
+    assert client.execute("cat /root/kept.txt")["stdout"] == "kept\n"
+
+
+def test_upload_and_download(client, tmp_path):
+    payload = os.urandom(3 * 1024 * 1024)
+    src = tmp_path / "blob.bin"
+    src.write_bytes(payload)
+    up = client.upload_file(str(src), "/root/uploaded/blob.bin")
+    assert up["size"] == len(payload)
+    digest = client.execute("sha256sum /root/uploaded/blob.bin")["stdout"].split()[0]
+    assert digest == hashlib.sha256(payload).hexdigest()
+    out = tmp_path / "back.bin"
+    down = client.download_file("/root/uploaded/blob.bin", local_path=str(out))
+    assert down["size"] == len(payload)
+    assert out.read_bytes() == payload
+
+
+def test_execute_async(client):
+    task = client.execute_async("sleep 0.5; echo done-async")
+    result = client.get_task_result(task["task_id"], poll_interval=0.2, timeout=30)
+    assert result["stdout"] == "done-async\n"
+    assert result["execution_time"] >= 0.5
+
+
+def test_vms_crud(client):
+    vm = client.vms.create(wait=True, memory_mb=256, vcpu_count=1, metadata={"k": "v"}, env={"A": "1"})
+    assert vm["status"] == "active"
+    vm_id = vm["vm_id"]
+    assert any(v["vm_id"] == vm_id for v in client.vms.list())
+    assert client.vms.get(vm_id)["metadata"] == {"k": "v"}
+    updated = client.vms.update(vm_id, metadata={"k": "w"}, memory_mb=384)
+    assert updated["metadata"] == {"k": "w"}
+    assert updated["memory_mb"] == 384
+    creating = client.vms.create(wait=False)
+    assert creating["status"] == "creating"
+    assert client.vms.delete(vm_id)["status"] == "terminated"
+    assert not any(v["vm_id"] == vm_id for v in client.vms.list())
+    assert any(v["vm_id"] == vm_id for v in client.vms.list_all_records())
+    client.vms.delete(creating["vm_id"])
+
+
+def test_pty_over_websocket(client, server):
+    vm = client.vms.create(wait=True)
+    pty = client.pty.create_for_vm(vm["vm_id"], cols=90, rows=20)
+    pty_id = pty["session_id"]
+    assert any(p["session_id"] == pty_id for p in client.pty.list_for_vm(vm["vm_id"]))
+    client.pty.resize_for_vm(vm["vm_id"], pty_id, cols=132, rows=43)
+    assert client.pty.get_for_vm(vm["vm_id"], pty_id)["cols"] == 132
+
+    async def talk():
+        async with websockets.connect(client.pty.ws_url_for_vm(vm["vm_id"], pty_id)) as ws:
+            await ws.send(b"echo sdk-$((40+2))\n")
+            seen = b""
+            deadline = time.time() + 10
+            while b"sdk-42" not in seen and time.time() < deadline:
+                msg = await asyncio.wait_for(ws.recv(), timeout=10)
+                if isinstance(msg, bytes):
+                    seen += msg
+            await ws.send(b"exit 5\n")
+            while True:
+                msg = await asyncio.wait_for(ws.recv(), timeout=10)
+                if isinstance(msg, str):
+                    ctrl = json.loads(msg)
+                    if ctrl.get("type") == "exit":
+                        return seen, ctrl["exit_code"]
+
+    seen, code = asyncio.run(talk())
+    assert b"sdk-42" in seen
+    assert code == 5
+    client.pty.kill_for_vm(vm["vm_id"], pty_id)
+
+    # The session-scoped routes reach the session's VM.
+    spty = client.pty.create(client.session_id)
+    assert client.pty.get(client.session_id, spty["session_id"])["alive"] is True
+    client.pty.kill(client.session_id, spty["session_id"])
+    client.vms.delete(vm["vm_id"])
+
+
+def test_wrong_key_is_rejected(server):
+    with pytest.raises(AuthenticationError):
+        InstaVM(api_key="pdk_not_a_key", base_url=server.base_url)
+
+
+def test_kill_ends_the_session(server):
+    c = InstaVM(api_key=server.key, base_url=server.base_url)
+    sid = c.session_id
+    c.kill()
+    assert InstaVM(api_key=server.key, base_url=server.base_url, auto_start_session=False).get_session_status(sid)["vm_status"] == "terminated"
