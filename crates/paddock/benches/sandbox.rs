@@ -1,1 +1,348 @@
-fn main() {}
+//! paddock's figures, measured against a real server, with the kernel's
+//! floor measured in the same run as the baseline.
+//!
+//! `cargo bench --bench sandbox` (needs root). Prints p50/p99 of:
+//! - create → first exec output, 100 VMs one after another and at
+//!   concurrency 8;
+//! - exec round trip on a running VM (`/execute` and the streaming exec);
+//! - host memory per idle VM with 200 running;
+//! - baseline: `/bin/echo` through `unshare` with fresh namespaces (and
+//!   `bwrap --unshare-all` when installed).
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+struct Server {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    base: String,
+    key: String,
+    child: std::process::Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = paddock_runtime::container::purge(&self.data);
+    }
+}
+
+fn start_server() -> Server {
+    let dir = tempfile::Builder::new()
+        .prefix("pdkbench")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let data = dir.path().join("data");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(&data)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start paddock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let key = std::fs::read_to_string(data.join("admin.key"))
+        .expect("admin.key")
+        .trim()
+        .to_owned();
+    Server {
+        _dir: dir,
+        data,
+        base: format!("http://127.0.0.1:{port}"),
+        key,
+        child,
+    }
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    let idx = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[idx.min(samples.len() - 1)]
+}
+
+fn row(name: &str, samples: &mut [Duration]) {
+    let p50 = percentile(samples, 0.50);
+    let p99 = percentile(samples, 0.99);
+    println!(
+        "| {name:<52} | {:>9.2} | {:>9.2} | {:>5} |",
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        samples.len()
+    );
+}
+
+fn time_command(program: &str, args: &[&str], n: usize) -> Option<Vec<Duration>> {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let ok = Command::new(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .ok()?
+            .success();
+        if !ok {
+            return None;
+        }
+        v.push(t.elapsed());
+    }
+    Some(v)
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+}
+
+impl Api {
+    async fn post(&self, path: &str, body: Value) -> Value {
+        self.http
+            .post(format!("{}{}", self.base, path))
+            .header("X-API-Key", &self.key)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    async fn stream_exec(&self, vm: &str, cmd: &str) -> String {
+        self.http
+            .post(format!("{}/v1/vms/{vm}/exec", self.base))
+            .header("X-API-Key", &self.key)
+            .json(&json!({"command": cmd}))
+            .send()
+            .await
+            .expect("request")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    async fn delete(&self, vm: &str) {
+        self.http
+            .delete(format!("{}/v1/vms/{vm}", self.base))
+            .header("X-API-Key", &self.key)
+            .send()
+            .await
+            .expect("delete");
+    }
+
+    /// Create a VM and run `echo` in it; the time until its output arrived.
+    async fn create_then_exec(&self) -> (Duration, String) {
+        let t = Instant::now();
+        let vm = self.post("/v1/vms?wait=true", json!({})).await;
+        let id = vm["vm_id"].as_str().expect("vm_id").to_owned();
+        let out = self.stream_exec(&id, "echo ready").await;
+        let elapsed = t.elapsed();
+        assert!(out.contains("ready"), "{out}");
+        (elapsed, id)
+    }
+}
+
+fn mem_available_kib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() {
+    let server = start_server();
+    let api = Arc::new(Api {
+        http: reqwest::Client::new(),
+        base: server.base.clone(),
+        key: server.key.clone(),
+    });
+    // Warm-up: the first VM builds nothing, but pages in binaries.
+    for _ in 0..5 {
+        let (_, id) = api.create_then_exec().await;
+        api.delete(&id).await;
+    }
+
+    println!(
+        "paddock sandbox benchmark ({} cores)\n",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    println!(
+        "| measurement                                          |  p50 (ms) |  p99 (ms) |     n |"
+    );
+    println!(
+        "|------------------------------------------------------|-----------|-----------|-------|"
+    );
+
+    let mut base = time_command(
+        "unshare",
+        &[
+            "--fork",
+            "--pid",
+            "--mount",
+            "--uts",
+            "--ipc",
+            "--net",
+            "--mount-proc",
+            "/bin/echo",
+            "hi",
+        ],
+        100,
+    )
+    .expect("unshare runs");
+    row(
+        "baseline: unshare (pid,mnt,uts,ipc,net) /bin/echo",
+        &mut base,
+    );
+    if let Some(mut b) = time_command(
+        "bwrap",
+        &[
+            "--unshare-all",
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "/bin/echo",
+            "hi",
+        ],
+        100,
+    ) {
+        row("baseline: bwrap --unshare-all /bin/echo", &mut b);
+    }
+
+    let mut seq = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        let (d, id) = api.create_then_exec().await;
+        seq.push(d);
+        ids.push(id);
+    }
+    row("create -> first exec output, sequential", &mut seq);
+    for id in ids.drain(..) {
+        api.delete(&id).await;
+    }
+
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let api = Arc::clone(&api);
+        handles.push(tokio::spawn(async move {
+            let mut v = Vec::new();
+            for _ in 0..13 {
+                v.push(api.create_then_exec().await);
+            }
+            v
+        }));
+    }
+    let mut conc = Vec::new();
+    for h in handles {
+        for (d, id) in h.await.expect("worker") {
+            conc.push(d);
+            ids.push(id);
+        }
+    }
+    let wall = started.elapsed();
+    row("create -> first exec output, concurrency 8", &mut conc);
+    let conc_throughput = conc.len() as f64 / wall.as_secs_f64();
+    for id in ids.drain(..) {
+        api.delete(&id).await;
+    }
+
+    let vm = api.post("/v1/vms?wait=true", json!({})).await;
+    let id = vm["vm_id"].as_str().expect("vm_id").to_owned();
+    let session = vm["session_id"].as_str().expect("session").to_owned();
+    let mut rt = Vec::new();
+    for _ in 0..500 {
+        let t = Instant::now();
+        let r = api
+            .post(
+                "/execute",
+                json!({"command": "echo hi", "session_id": session}),
+            )
+            .await;
+        rt.push(t.elapsed());
+        assert_eq!(r["stdout"], "hi\n");
+    }
+    row("exec round trip (/execute, sh -c 'echo hi')", &mut rt);
+    let mut rt2 = Vec::new();
+    for _ in 0..500 {
+        let t = Instant::now();
+        let out = api.stream_exec(&id, "echo hi").await;
+        rt2.push(t.elapsed());
+        assert!(out.contains("hi"));
+    }
+    row("exec round trip (streaming /v1/vms/{id}/exec)", &mut rt2);
+    api.delete(&id).await;
+
+    // Memory: 200 idle VMs.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = mem_available_kib();
+    for _ in 0..200 {
+        let vm = api.post("/v1/vms?wait=true", json!({})).await;
+        ids.push(vm["vm_id"].as_str().expect("vm_id").to_owned());
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = mem_available_kib();
+    let per_vm_host = (before.saturating_sub(after)) as f64 / 200.0 / 1024.0;
+    let cgroup_total: u64 = ids
+        .iter()
+        .filter_map(|id| {
+            let instance = paddock_runtime::container::instance_id(&server.data);
+            std::fs::read_to_string(format!(
+                "/sys/fs/cgroup/memory/paddock/{instance}/{id}/memory.usage_in_bytes"
+            ))
+            .or_else(|_| {
+                std::fs::read_to_string(format!(
+                    "/sys/fs/cgroup/paddock/{instance}/{id}/memory.current"
+                ))
+            })
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+        })
+        .sum();
+    for id in ids.drain(..) {
+        api.delete(&id).await;
+    }
+
+    println!();
+    println!("| measurement                                          |     value |");
+    println!("|------------------------------------------------------|-----------|");
+    println!("| create -> first exec throughput at concurrency 8     | {conc_throughput:>6.1}/s |");
+    println!("| host memory per idle VM, 200 running (MemAvailable)  | {per_vm_host:>5.2} MiB |");
+    println!(
+        "| memory charged to each idle VM's cgroup (mean)       | {:>5.2} MiB |",
+        cgroup_total as f64 / 200.0 / 1048576.0
+    );
+}
