@@ -12,6 +12,16 @@ use paddock_core::model::Limits;
 use paddock_runtime::container::VariantSource;
 use serde::{Deserialize, Serialize};
 
+const CONFIG_KEYS: [&str; 7] = [
+    "listen",
+    "data_dir",
+    "agent_path",
+    "default_variant",
+    "variants",
+    "limits",
+    "log_format",
+];
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -91,9 +101,13 @@ impl Config {
         }
         figment
             .merge(
-                Env::prefixed("PADDOCK_")
-                    .split("__")
-                    .ignore(&["API_KEY", "SERVER"]),
+                // Only the config's own keys: other PADDOCK_* variables
+                // (the CLI's PADDOCK_SERVER, a test's PADDOCK_BIN) are not
+                // configuration.
+                Env::prefixed("PADDOCK_").split("__").filter(|key| {
+                    let top = key.as_str().split('.').next().unwrap_or("");
+                    CONFIG_KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
+                }),
             )
             .extract()
             .context("invalid configuration")
@@ -156,12 +170,29 @@ mod tests {
 
     #[test]
     fn file_overrides_defaults() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let f = dir.path().join("paddock.toml");
-        std::fs::write(&f, "listen = \"127.0.0.1:9999\"\n[limits]\npids_max = 77\nmin_memory_mb = 64\nmax_memory_mb = 1024\nmax_vcpu_count = 4\ndefault_memory_mb = 128\ndefault_vcpu_count = 1\nmax_lifetime_seconds = 60\n").expect("write");
-        let c = Config::load(Some(&f)).expect("loads");
-        assert_eq!(c.listen.port(), 9999);
-        assert_eq!(c.limits().expect("valid").pids_max, 77);
+        // In a jail: jails are serialized, so another test's environment
+        // cannot leak in.
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "paddock.toml",
+                "listen = \"127.0.0.1:9999\"\n[limits]\npids_max = 77\nmin_memory_mb = 64\nmax_memory_mb = 1024\nmax_vcpu_count = 4\ndefault_memory_mb = 128\ndefault_vcpu_count = 1\nmax_lifetime_seconds = 60\n",
+            )?;
+            let c = Config::load(Some(Path::new("paddock.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.listen.port(), 9999);
+            assert_eq!(c.limits().map_err(|e| e.to_string())?.pids_max, 77);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unrelated_env_vars_are_not_config() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("PADDOCK_BIN", "/x");
+            jail.set_env("PADDOCK_LIMITS__PIDS_MAX", "99");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.limits.pids_max, 99);
+            Ok(())
+        });
     }
 
     #[test]
