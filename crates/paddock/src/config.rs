@@ -158,6 +158,8 @@ impl Config {
 }
 
 #[cfg(test)]
+// figment::Jail's closures must return figment's (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
