@@ -69,7 +69,14 @@ impl Cgroups {
         let v1_memory = mounts
             .iter()
             .any(|(t, _, o)| t == "cgroup" && o.split(',').any(|x| x == "memory"));
-        let layout = if v1_memory {
+        if !v1_memory {
+            let (_, root, _) = mounts
+                .iter()
+                .find(|(t, _, _)| t == "cgroup2")
+                .ok_or_else(|| RuntimeError::Setup("no cgroup filesystem is mounted".into()))?;
+            return Self::v2_at(root, &rel);
+        }
+        let layout = {
             let mut bases = Vec::new();
             for controller in V1_CONTROLLERS {
                 let Some((_, mp, _)) = mounts
@@ -88,24 +95,24 @@ impl Cgroups {
                 bases.push((controller.to_owned(), base));
             }
             Layout::V1 { bases }
-        } else {
-            let (_, root, _) = mounts
-                .iter()
-                .find(|(t, _, _)| t == "cgroup2")
-                .ok_or_else(|| RuntimeError::Setup("no cgroup filesystem is mounted".into()))?;
-            let base = root.join(&rel);
-            fs::create_dir_all(&base).map_err(host_err(base.display().to_string()))?;
-            // Controllers must be enabled in every ancestor's subtree_control.
-            let mut dir = root.clone();
-            for part in std::iter::once(None).chain(rel.components().map(Some)) {
-                if let Some(p) = part {
-                    dir.push(p);
-                }
-                enable_v2_controllers(&dir)?;
-            }
-            Layout::V2 { base }
         };
         Ok(Self { layout })
+    }
+
+    /// The unified (v2) hierarchy mounted at `root`, with this instance at
+    /// `root/rel`; controllers are enabled in every ancestor.
+    fn v2_at(root: &Path, rel: &Path) -> Result<Self, RuntimeError> {
+        let base = root.join(rel);
+        fs::create_dir_all(&base).map_err(host_err(base.display().to_string()))?;
+        let mut dir = root.to_path_buf();
+        enable_v2_controllers(&dir)?;
+        for part in rel.components() {
+            dir.push(part);
+            enable_v2_controllers(&dir)?;
+        }
+        Ok(Self {
+            layout: Layout::V2 { base },
+        })
     }
 
     /// Creates the sandbox's cgroups with `resources` applied; returns the
@@ -304,4 +311,96 @@ fn enable_v2_controllers(dir: &Path) -> Result<(), RuntimeError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use paddock_core::model::Limits;
+
+    /// A directory tree shaped like cgroupfs v2: what paddock writes is
+    /// checked here; the kernel's side is exercised on v2 hosts.
+    fn fake_v2() -> tempfile::TempDir {
+        let root = tempfile::tempdir().expect("tempdir");
+        fs::write(
+            root.path().join("cgroup.controllers"),
+            "cpuset cpu io memory pids",
+        )
+        .expect("write");
+        fs::write(root.path().join("cgroup.subtree_control"), "").expect("write");
+        root
+    }
+
+    /// cgroupfs creates a new cgroup's files itself; the fake must too.
+    fn populate(dir: &Path) {
+        for f in ["cgroup.controllers", "cgroup.subtree_control"] {
+            if !dir.join(f).exists() {
+                fs::write(
+                    dir.join(f),
+                    if f == "cgroup.controllers" {
+                        "cpu memory pids"
+                    } else {
+                        ""
+                    },
+                )
+                .expect("write");
+            }
+        }
+    }
+
+    #[test]
+    fn v2_limits_are_written_where_the_kernel_reads_them() {
+        let root = fake_v2();
+        let rel = Path::new("paddock").join("inst");
+        fs::create_dir_all(root.path().join(&rel)).expect("mkdir");
+        populate(&root.path().join("paddock"));
+        populate(&root.path().join(&rel));
+        let cg = Cgroups::v2_at(root.path(), &rel).expect("v2 layout");
+        assert_eq!(cg.version(), "v2");
+        // subtree_control receives "+controller" writes, one at a time.
+        assert_eq!(
+            fs::read_to_string(root.path().join("cgroup.subtree_control")).expect("read"),
+            "+cpu"
+        );
+
+        let limits = Limits {
+            pids_max: 99,
+            ..Limits::default()
+        };
+        let r = Resources::new(Some(256), Some(2), &limits).expect("valid");
+        let sandbox = root.path().join(&rel).join("vm_x");
+        fs::create_dir_all(&sandbox).expect("mkdir");
+        fs::write(sandbox.join("memory.swap.max"), "max").expect("write");
+        let procs = cg.create("vm_x", &r).expect("create");
+        assert_eq!(procs, vec![sandbox.join("cgroup.procs")]);
+        let read = |f: &str| fs::read_to_string(sandbox.join(f)).expect(f);
+        assert_eq!(read("memory.max"), (256u64 << 20).to_string());
+        assert_eq!(read("memory.swap.max"), "0");
+        assert_eq!(read("pids.max"), "99");
+        assert_eq!(read("cpu.max"), "200000 100000");
+
+        fs::write(
+            sandbox.join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\n",
+        )
+        .expect("write");
+        assert_eq!(cg.oom_kills("vm_x"), 2);
+        assert_eq!(
+            cg.list().into_iter().collect::<Vec<_>>(),
+            vec!["vm_x".to_owned()]
+        );
+    }
+
+    #[test]
+    fn a_missing_v2_controller_is_a_clear_error() {
+        let root = tempfile::tempdir().expect("tempdir");
+        fs::write(root.path().join("cgroup.controllers"), "cpu pids").expect("write");
+        fs::write(root.path().join("cgroup.subtree_control"), "").expect("write");
+        let err =
+            Cgroups::v2_at(root.path(), Path::new("paddock/x")).expect_err("no memory controller");
+        assert!(
+            err.to_string().contains("could not be managed") || err.to_string().contains("memory"),
+            "{err}"
+        );
+    }
 }

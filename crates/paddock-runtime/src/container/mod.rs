@@ -121,6 +121,7 @@ impl ContainerProvider {
     }
 
     async fn boot(&self, vm: &Vm, run: &Path) -> Result<RuntimeHandle, RuntimeError> {
+        let started = std::time::Instant::now();
         let source = self.config.variants.get(&vm.image_variant).ok_or_else(|| {
             RuntimeError::Invalid(format!("unknown image variant {}", vm.image_variant))
         })?;
@@ -140,6 +141,7 @@ impl ContainerProvider {
             )));
         }
         let cgroup_procs = self.cgroups.create(vm.id.as_str(), &vm.resources)?;
+        let cgroups_done = started.elapsed();
         let mut env = default_env();
         for (k, v) in vm.env.iter() {
             env.retain(|(ek, _)| ek != k);
@@ -158,6 +160,7 @@ impl ContainerProvider {
         let json = serde_json::to_vec(&config)
             .map_err(|e| RuntimeError::Setup(format!("encode the boot config: {e}")))?;
         fs::write(&config_path, json).map_err(host_err(config_path.display().to_string()))?;
+        let prepared = started.elapsed();
 
         let child = tokio::process::Command::new(&self.config.agent_path)
             .arg("boot")
@@ -189,6 +192,13 @@ impl ContainerProvider {
             .map_err(|_| RuntimeError::Setup("the boot helper reported no pid".into()))?;
         let start_ticks = procfs::start_ticks(pid)
             .ok_or_else(|| RuntimeError::Setup("the sandbox exited right after boot".into()))?;
+        tracing::debug!(
+            vm_id = %vm.id,
+            cgroups_us = cgroups_done.as_micros() as u64,
+            prepared_us = prepared.as_micros() as u64,
+            booted_us = started.elapsed().as_micros() as u64,
+            "sandbox booted"
+        );
         Ok(RuntimeHandle { pid, start_ticks })
     }
 }
