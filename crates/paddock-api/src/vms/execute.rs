@@ -61,18 +61,7 @@ async fn target_vm(
             Ok(state.service.session_vm(account, &sid).await?)
         }
         None => {
-            let spec = vm_spec(
-                &state.service,
-                VmSettings {
-                    session_id: None,
-                    vm_lifetime_seconds: None,
-                    memory_mb: None,
-                    vcpu_count: None,
-                    metadata: None,
-                    env: None,
-                    image_variant: None,
-                },
-            )?;
+            let spec = vm_spec(&state.service, VmSettings::default())?;
             Ok(state.service.create_vm(account, spec, true).await?)
         }
     }

@@ -106,6 +106,7 @@ pub(crate) fn session_id(raw: &str) -> Result<SessionId, ApiError> {
 }
 
 /// The settings shared by `POST /v1/vms` and `POST /v1/sessions/session`.
+#[derive(Default)]
 pub(crate) struct VmSettings {
     pub session_id: Option<String>,
     pub vm_lifetime_seconds: Option<i64>,
