@@ -1,0 +1,2 @@
+pub struct ImageStore;
+pub struct RegistryConfig;
