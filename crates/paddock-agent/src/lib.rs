@@ -13,7 +13,8 @@
 
 pub mod boot;
 pub mod proto;
-mod serve;
+pub mod serve;
 mod sys;
 
 pub use serve::serve;
+pub use serve::{Defaults, RunAs};

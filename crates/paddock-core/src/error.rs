@@ -69,6 +69,9 @@ pub enum CoreError {
     Unauthenticated,
     #[error("{0}")]
     Unavailable(String),
+    /// A system paddock depends on (a registry) failed or misbehaved.
+    #[error("{0}")]
+    Upstream(String),
     #[error("sandbox runtime error")]
     Runtime(#[source] RuntimeError),
     #[error("store error")]

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod error;
 pub mod exec;
 pub mod ids;
+pub mod images;
 pub mod model;
 pub mod provider;
 pub mod service;

@@ -8,7 +8,7 @@ use crate::exec::{
     ByteStream, ExecRequest, ExecStream, FileContent, PtyConnection, PtyInfo, PtySpec, SandboxPath,
 };
 use crate::ids::VmId;
-use crate::model::{Resources, RuntimeHandle, Vm};
+use crate::model::{Resources, RootfsSpec, RuntimeHandle, Vm};
 
 #[async_trait]
 pub trait Provider: Send + Sync + 'static {
@@ -18,9 +18,9 @@ pub trait Provider: Send + Sync + 'static {
     /// Whether the named image variant can be started by this provider.
     fn has_variant(&self, variant: &str) -> bool;
 
-    /// Starts the sandbox for `vm` and returns once its agent answers.
-    /// On failure nothing of the sandbox is left behind.
-    async fn start(&self, vm: &Vm) -> Result<RuntimeHandle, RuntimeError>;
+    /// Starts the sandbox for `vm` on `rootfs` and returns once its agent
+    /// answers. On failure nothing of the sandbox is left behind.
+    async fn start(&self, vm: &Vm, rootfs: &RootfsSpec) -> Result<RuntimeHandle, RuntimeError>;
 
     /// Stops the sandbox and frees every host resource it held. Idempotent:
     /// stopping what is already gone succeeds.

@@ -17,9 +17,11 @@ use crate::exec::{
     PtyInfo, PtySpec, SandboxPath,
 };
 use crate::ids::{AccountId, ApiKeyId, ExecutionId, SessionId, VmId};
+use crate::images::ImageBackend;
 use crate::model::{
-    Account, ApiKey, ApiKeySecret, Execution, ExecutionStatus, Limits, NewApiKey, Resources, Vm,
-    VmFilter, VmPatch, VmSpec, VmStatus, VmStatusSet,
+    Account, ApiKey, ApiKeySecret, Execution, ExecutionStatus, Image, Limits, NewApiKey,
+    PullProgress, PullState, Resources, RootfsSpec, Vm, VmFilter, VmPatch, VmSpec, VmStatus,
+    VmStatusSet,
 };
 use crate::provider::Provider;
 use crate::store::Store;
@@ -78,24 +80,35 @@ impl Default for ServiceConfig {
     }
 }
 
+/// A pull the API can report on while it runs.
+struct PullRecord {
+    account: AccountId,
+    progress: Arc<PullProgress>,
+}
+
 pub struct Service {
     store: Arc<dyn Store>,
     provider: Arc<dyn Provider>,
+    images: Arc<dyn ImageBackend>,
     config: ServiceConfig,
     vm_locks: Mutex<HashMap<VmId, Arc<AsyncMutex<()>>>>,
+    pulls: Mutex<HashMap<String, PullRecord>>,
 }
 
 impl Service {
     pub fn new(
         store: Arc<dyn Store>,
         provider: Arc<dyn Provider>,
+        images: Arc<dyn ImageBackend>,
         config: ServiceConfig,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
             provider,
+            images,
             config,
             vm_locks: Mutex::new(HashMap::new()),
+            pulls: Mutex::new(HashMap::new()),
         })
     }
 
@@ -203,10 +216,15 @@ impl Service {
         spec: VmSpec,
         wait: bool,
     ) -> Result<Vm, CoreError> {
-        if !self.provider.has_variant(&spec.image_variant) {
+        if !self.provider.has_variant(&spec.image_variant)
+            && !self.images.is_reference(&spec.image_variant)
+        {
             return Err(CoreError::invalid(
                 "image_variant",
-                format!("unknown image variant {:?}", spec.image_variant),
+                format!(
+                    "{:?} is neither a configured variant nor an image reference",
+                    spec.image_variant
+                ),
             ));
         }
         if let Some(l) = spec.lifetime_seconds {
@@ -229,6 +247,7 @@ impl Service {
             status_reason: None,
             provider: self.provider.name().to_owned(),
             image_variant: spec.image_variant,
+            image_digest: None,
             resources: spec.resources,
             metadata: spec.metadata,
             env: spec.env,
@@ -264,7 +283,11 @@ impl Service {
             // Deleted or expired while waiting for the lock.
             return Ok(vm);
         }
-        match self.provider.start(&vm).await {
+        let started = match self.rootfs_for(&mut vm).await {
+            Ok(rootfs) => self.provider.start(&vm, &rootfs).await.map_err(CoreError::from),
+            Err(e) => Err(e),
+        };
+        match started {
             Ok(handle) => {
                 let now = Timestamp::now();
                 vm.status = VmStatus::Running;
@@ -282,6 +305,20 @@ impl Service {
         }
         self.store.update_vm(&vm).await?;
         Ok(vm)
+    }
+
+    /// The root filesystem of `vm`: its configured variant, or its image's
+    /// layers (pulled first if the account does not have it yet).
+    async fn rootfs_for(&self, vm: &mut Vm) -> Result<RootfsSpec, CoreError> {
+        if self.provider.has_variant(&vm.image_variant) {
+            return Ok(RootfsSpec::Variant(vm.image_variant.clone()));
+        }
+        let image = self.ensure_image(&vm.account_id, &vm.image_variant).await?;
+        vm.image_digest = Some(image.digest.clone());
+        Ok(RootfsSpec::Layers {
+            dirs: self.images.layer_dirs(&image.layers),
+            defaults: image.config,
+        })
     }
 
     async fn store_vm_any_account(&self, id: &VmId) -> Result<Option<Vm>, CoreError> {
@@ -469,6 +506,116 @@ impl Service {
                 other.as_str()
             ))),
         }
+    }
+
+    // ---- images ---------------------------------------------------------------
+
+    /// The account's image for `reference`, pulled if it has none yet.
+    async fn ensure_image(&self, account: &AccountId, reference: &str) -> Result<Image, CoreError> {
+        if let Some(image) = self.store.find_image(account, reference).await? {
+            return Ok(image);
+        }
+        let progress = Arc::new(PullProgress::new(reference));
+        self.pull_into_account(account, reference, &progress).await
+    }
+
+    async fn pull_into_account(
+        &self,
+        account: &AccountId,
+        reference: &str,
+        progress: &PullProgress,
+    ) -> Result<Image, CoreError> {
+        let result = self.images.pull(reference, progress).await;
+        let pulled = match result {
+            Ok(p) => p,
+            Err(e) => {
+                progress.finish(Err(e.to_string()));
+                return Err(e);
+            }
+        };
+        let image = Image {
+            account_id: account.clone(),
+            size: pulled.layers.iter().map(|l| l.size).sum(),
+            digest: pulled.digest,
+            reference: pulled.reference,
+            config_digest: pulled.config_digest,
+            config: pulled.config,
+            layers: pulled.layers,
+            created_at: Timestamp::now(),
+        };
+        self.store.upsert_image(&image).await?;
+        progress.finish(Ok(&image.digest));
+        Ok(image)
+    }
+
+    /// Starts pulling `reference` for the account; returns the pull's id
+    /// and, with `wait`, the image once it is stored.
+    pub async fn pull_image(
+        self: &Arc<Self>,
+        account: &AccountId,
+        reference: &str,
+        wait: bool,
+    ) -> Result<(String, PullState, Option<Image>), CoreError> {
+        if !self.images.is_reference(reference) {
+            return Err(CoreError::invalid("reference", format!("{reference:?} is not an image reference")));
+        }
+        let id = format!("pull_{}", uuid::Uuid::new_v4().simple());
+        let progress = Arc::new(PullProgress::new(reference));
+        self.pulls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id.clone(), PullRecord { account: account.clone(), progress: Arc::clone(&progress) });
+        let this = Arc::clone(self);
+        let (acct, reference, p) = (account.clone(), reference.to_owned(), Arc::clone(&progress));
+        let task = tokio::spawn(async move { this.pull_into_account(&acct, &reference, &p).await });
+        if !wait {
+            return Ok((id, progress.snapshot(), None));
+        }
+        let image = task
+            .await
+            .map_err(|e| CoreError::Unavailable(format!("pull task failed: {e}")))??;
+        Ok((id, progress.snapshot(), Some(image)))
+    }
+
+    /// A pull's progress; another account's pull is not found.
+    pub fn pull_state(&self, account: &AccountId, id: &str) -> Result<PullState, CoreError> {
+        let pulls = self.pulls.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match pulls.get(id) {
+            Some(r) if &r.account == account => Ok(r.progress.snapshot()),
+            _ => Err(CoreError::not_found("pull", id)),
+        }
+    }
+
+    pub async fn list_images(&self, account: &AccountId) -> Result<Vec<Image>, CoreError> {
+        Ok(self.store.list_images(account).await?)
+    }
+
+    pub async fn get_image(&self, account: &AccountId, digest_or_reference: &str) -> Result<Image, CoreError> {
+        self.store
+            .find_image(account, digest_or_reference)
+            .await?
+            .ok_or_else(|| CoreError::not_found("image", digest_or_reference))
+    }
+
+    /// Removes the account's image (refused while one of its VMs runs it)
+    /// and frees every blob and layer no image references any more.
+    pub async fn delete_image(&self, account: &AccountId, digest_or_reference: &str) -> Result<u64, CoreError> {
+        let image = self.get_image(account, digest_or_reference).await?;
+        let users = self.store.count_vms_using_image(account, &image.digest).await?;
+        if users > 0 {
+            return Err(CoreError::Conflict(format!(
+                "image {} is used by {users} VM(s); delete them first",
+                image.digest
+            )));
+        }
+        self.store.delete_image(account, &image.digest).await?;
+        self.collect_garbage().await
+    }
+
+    /// Frees blobs and layers no image of any account references.
+    pub async fn collect_garbage(&self) -> Result<u64, CoreError> {
+        let keep = self.store.referenced_blobs().await?;
+        self.images.collect_garbage(&keep).await
     }
 
     /// The session's newest VM, whatever its status.

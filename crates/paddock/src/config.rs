@@ -12,7 +12,8 @@ use paddock_core::model::Limits;
 use paddock_runtime::container::VariantSource;
 use serde::{Deserialize, Serialize};
 
-const CONFIG_KEYS: [&str; 7] = [
+const CONFIG_KEYS: [&str; 8] = [
+    "registries",
     "listen",
     "data_dir",
     "agent_path",
@@ -34,6 +35,29 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `text` or `json`.
     pub log_format: String,
+    /// Per registry host (`host:port`): `insecure` (plain HTTP),
+    /// `username`, `password`. Never logged.
+    #[serde(default)]
+    pub registries: BTreeMap<String, RegistryEntry>,
+}
+
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryEntry {
+    #[serde(default)]
+    pub insecure: bool,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for RegistryEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryEntry")
+            .field("insecure", &self.insecure)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,6 +108,7 @@ impl Default for Config {
                 max_lifetime_seconds: l.max_lifetime_seconds,
             },
             log_format: "text".into(),
+            registries: BTreeMap::new(),
         }
     }
 }
@@ -133,6 +158,20 @@ impl Config {
             pids_max: l.pids_max,
             max_lifetime_seconds: l.max_lifetime_seconds,
         })
+    }
+
+    pub fn registries(&self) -> BTreeMap<String, paddock_image::RegistryConfig> {
+        self.registries
+            .iter()
+            .map(|(host, r)| {
+                let config = paddock_image::RegistryConfig {
+                    insecure: r.insecure,
+                    username: r.username.clone(),
+                    password: r.password.clone(),
+                };
+                (host.clone(), config)
+            })
+            .collect()
     }
 
     pub fn variants(&self) -> anyhow::Result<BTreeMap<String, VariantSource>> {

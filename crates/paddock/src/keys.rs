@@ -16,6 +16,7 @@ async fn service(data_dir: &Path) -> anyhow::Result<Arc<Service>> {
     Ok(Service::new(
         store,
         Arc::new(crate::nosandbox::NoSandboxes),
+        Arc::new(crate::nosandbox::NoImages),
         ServiceConfig::default(),
     ))
 }

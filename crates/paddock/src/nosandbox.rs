@@ -6,7 +6,9 @@ use paddock_core::exec::{
     ByteStream, ExecRequest, ExecStream, FileContent, PtyConnection, PtyInfo, PtySpec, SandboxPath,
 };
 use paddock_core::ids::VmId;
-use paddock_core::model::{Resources, RuntimeHandle, Vm};
+use paddock_core::images::ImageBackend;
+use paddock_core::model::{LayerInfo, PullProgress, PulledImage, Resources, RootfsSpec, RuntimeHandle, Vm};
+use paddock_core::CoreError;
 use paddock_core::provider::Provider;
 use paddock_core::RuntimeError;
 
@@ -24,7 +26,7 @@ impl Provider for NoSandboxes {
     fn has_variant(&self, _: &str) -> bool {
         false
     }
-    async fn start(&self, _: &Vm) -> Result<RuntimeHandle, RuntimeError> {
+    async fn start(&self, _: &Vm, _: &RootfsSpec) -> Result<RuntimeHandle, RuntimeError> {
         Err(refused())
     }
     async fn stop(&self, _: &VmId, _: Option<RuntimeHandle>) -> Result<(), RuntimeError> {
@@ -70,6 +72,25 @@ impl Provider for NoSandboxes {
         Err(refused())
     }
     async fn cleanup_orphans(&self, _: &[VmId]) -> Result<usize, RuntimeError> {
+        Ok(0)
+    }
+}
+
+/// An image backend that has no images, for the same commands.
+pub struct NoImages;
+
+#[async_trait]
+impl ImageBackend for NoImages {
+    async fn pull(&self, _: &str, _: &PullProgress) -> Result<PulledImage, CoreError> {
+        Err(CoreError::Unavailable("this command does not pull images".into()))
+    }
+    fn is_reference(&self, _: &str) -> bool {
+        false
+    }
+    fn layer_dirs(&self, _: &[LayerInfo]) -> Vec<std::path::PathBuf> {
+        Vec::new()
+    }
+    async fn collect_garbage(&self, _: &std::collections::BTreeSet<String>) -> Result<u64, CoreError> {
         Ok(0)
     }
 }

@@ -59,6 +59,15 @@ pub struct BootConfig {
     pub log_path: PathBuf,
     /// Environment every command starts with.
     pub env: Vec<(String, String)>,
+    /// Working directory of commands that name none (the image's
+    /// `WorkingDir`); `$HOME` or `/` when unset.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// The user commands run as (the image's `User`: `name`, `uid`,
+    /// `name:group` or `uid:gid`), resolved in the sandbox's own
+    /// `/etc/passwd` and `/etc/group`; root when unset.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 /// Why a sandbox could not boot; reported to the server on stderr.
@@ -156,10 +165,15 @@ pub fn boot(config_path: &Path) -> Result<i32, BootError> {
             drop(ready_r);
             let mut ready = fs::File::from(ready_w);
             match init(&config) {
-                Ok(listener) => {
+                Ok((listener, user)) => {
                     let _ = ready.write_all(b"ok");
                     drop(ready);
-                    let code = match crate::serve(listener, config.env.clone()) {
+                    let defaults = crate::serve::Defaults {
+                        env: config.env.clone(),
+                        cwd: config.cwd.clone(),
+                        user,
+                    };
+                    let code = match crate::serve(listener, defaults) {
                         Ok(()) => 0,
                         Err(e) => {
                             eprintln!("paddock-agent: serve failed: {e}");
@@ -178,7 +192,7 @@ pub fn boot(config_path: &Path) -> Result<i32, BootError> {
 }
 
 /// The setup PID 1 does before it serves.
-fn init(config: &BootConfig) -> Result<UnixListener, BootError> {
+fn init(config: &BootConfig) -> Result<(UnixListener, Option<crate::serve::RunAs>), BootError> {
     nix::unistd::setsid().map_err(nix_step("setsid"))?;
     redirect_stdio(&config.log_path)?;
     mounts::build_root(config)?;
@@ -190,8 +204,14 @@ fn init(config: &BootConfig) -> Result<UnixListener, BootError> {
     nix::unistd::sethostname(&config.hostname).map_err(nix_step("set the hostname"))?;
     sys::loopback_up().map_err(step("bring up loopback"))?;
     mounts::pivot(&config.root_mountpoint)?;
+    let user = config
+        .user
+        .as_deref()
+        .map(crate::serve::RunAs::resolve)
+        .transpose()
+        .map_err(BootError::Child)?;
     security::lock_down()?;
-    Ok(listener)
+    Ok((listener, user))
 }
 
 /// Points stdin at /dev/null and stdout/stderr at the agent's log, so the

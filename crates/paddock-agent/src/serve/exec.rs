@@ -15,7 +15,7 @@ use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 
-use super::{default_cwd, merged_env, State};
+use super::{merged_env, State};
 use crate::proto::{
     read_frame, write_control, write_data, Event, KIND_STDERR, KIND_STDIN, KIND_STDOUT,
 };
@@ -44,7 +44,7 @@ pub(crate) async fn run(state: &State, stream: UnixStream, spec: ExecSpec) -> io
         return write_control(&mut wr, &e).await;
     };
     let env = merged_env(&state.env, &spec.env);
-    let cwd = spec.cwd.clone().unwrap_or_else(|| default_cwd(&env));
+    let cwd = state.cwd_for(spec.cwd.clone(), &env);
     let mut cmd = Command::new(program);
     cmd.args(&spec.argv[1..])
         .env_clear()
@@ -57,6 +57,7 @@ pub(crate) async fn run(state: &State, stream: UnixStream, spec: ExecSpec) -> io
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    state.apply_user(&mut cmd);
     sys::set_pre_exec(&mut cmd, false);
 
     let started = Instant::now();

@@ -7,6 +7,7 @@ mod exec;
 mod files;
 mod pty;
 mod reaper;
+mod user;
 
 use std::io;
 use std::os::unix::net::UnixListener;
@@ -16,15 +17,42 @@ use tokio::net::UnixStream;
 
 use crate::proto::{read_frame, write_control, Event, Request};
 use reaper::Reaper;
+pub use user::RunAs;
+
+/// What every command starts with unless its request says otherwise.
+pub struct Defaults {
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<String>,
+    pub user: Option<RunAs>,
+}
 
 pub(crate) struct State {
     pub env: Vec<(String, String)>,
+    pub cwd: Option<String>,
+    pub user: Option<RunAs>,
     pub reaper: Arc<Reaper>,
     pub ptys: pty::PtyTable,
 }
 
+impl State {
+    /// A request's working directory, or the default one.
+    pub fn cwd_for(&self, requested: Option<String>, env: &[(String, String)]) -> String {
+        requested
+            .or_else(|| self.cwd.clone())
+            .unwrap_or_else(|| default_cwd(env))
+    }
+
+    /// Runs `cmd` as the sandbox's user, if it has one.
+    pub fn apply_user(&self, cmd: &mut std::process::Command) {
+        if let Some(u) = &self.user {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(u.uid).gid(u.gid);
+        }
+    }
+}
+
 /// Serves the agent protocol on `listener` until the process is killed.
-pub fn serve(listener: UnixListener, env: Vec<(String, String)>) -> io::Result<()> {
+pub fn serve(listener: UnixListener, defaults: Defaults) -> io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -33,7 +61,9 @@ pub fn serve(listener: UnixListener, env: Vec<(String, String)>) -> io::Result<(
         listener.set_nonblocking(true)?;
         let listener = tokio::net::UnixListener::from_std(listener)?;
         let state = Arc::new(State {
-            env,
+            env: defaults.env,
+            cwd: defaults.cwd,
+            user: defaults.user,
             reaper,
             ptys: pty::PtyTable::default(),
         });

@@ -18,7 +18,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::net::UnixStream;
 use tokio::sync::broadcast;
 
-use super::{default_cwd, merged_env, State};
+use super::{merged_env, State};
 use crate::proto::{
     read_frame, write_control, write_data, ErrorKind, Event, PtyCommand, PtyInfo, Request,
     KIND_CONTROL, KIND_STDIN, KIND_STDOUT,
@@ -153,10 +153,11 @@ impl PtyTable {
         cmd.args(&argv[1..])
             .env_clear()
             .envs(env.iter().map(|(k, v)| (k, v)))
-            .current_dir(default_cwd(&env))
+            .current_dir(state.cwd_for(None, &env))
             .stdin(stdio(&pty.slave)?)
             .stdout(stdio(&pty.slave)?)
             .stderr(stdio(&pty.slave)?);
+        state.apply_user(&mut cmd);
         sys::set_pre_exec(&mut cmd, true);
         let (child, exited) = state
             .reaper

@@ -96,6 +96,7 @@ impl IntoResponse for ApiError {
                     "Invalid or missing API key".to_owned(),
                 ),
                 CoreError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
+                CoreError::Upstream(m) => (StatusCode::BAD_GATEWAY, m),
                 e @ (CoreError::Runtime(_) | CoreError::Store(_)) => {
                     tracing::error!(error = %error_chain(&e), "request failed");
                     (

@@ -8,6 +8,7 @@ pub mod error;
 pub(crate) mod execute;
 pub(crate) mod extract;
 pub(crate) mod files;
+pub(crate) mod images;
 pub(crate) mod lifecycle;
 pub(crate) mod pty;
 pub(crate) mod sessions;
@@ -92,6 +93,9 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/execute_async", post(execute::execute_async))
         .route("/v1/executions/{task_id}", get(execute::get_execution))
         .route("/download", post(files::download))
+        .route("/v1/images", post(images::pull).get(images::list))
+        .route("/v1/images/pulls/{pull_id}", get(images::pull_status))
+        .route("/v1/images/{key}", get(images::inspect).delete(images::remove))
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
         .merge(streamed)
 }

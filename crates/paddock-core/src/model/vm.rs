@@ -164,7 +164,7 @@ pub struct VmSpec {
     pub resources: Resources,
     pub metadata: Metadata,
     pub env: Env,
-    /// A variant name from the server's config.
+    /// A variant name from the server's config, or an image reference.
     pub image_variant: String,
 }
 
@@ -186,6 +186,8 @@ pub struct Vm {
     pub status_reason: Option<String>,
     pub provider: String,
     pub image_variant: String,
+    /// The digest of the image the VM runs, when it runs an image.
+    pub image_digest: Option<String>,
     pub resources: Resources,
     pub metadata: Metadata,
     pub env: Env,

@@ -27,7 +27,7 @@ use paddock_core::exec::{
     ByteStream, ExecRequest, ExecStream, FileContent, PtyConnection, PtyInfo, PtySpec, SandboxPath,
 };
 use paddock_core::ids::{PtyId, VmId};
-use paddock_core::model::{Resources, RuntimeHandle, Vm};
+use paddock_core::model::{ImageConfig, Resources, RootfsSpec, RuntimeHandle, Vm};
 use paddock_core::provider::Provider;
 use paddock_core::RuntimeError;
 use sha2::{Digest, Sha256};
@@ -120,12 +120,20 @@ impl ContainerProvider {
         self.cgroups.memory_usage(id.as_str())
     }
 
-    async fn boot(&self, vm: &Vm, run: &Path) -> Result<RuntimeHandle, RuntimeError> {
+    async fn boot(&self, vm: &Vm, spec: &RootfsSpec, run: &Path) -> Result<RuntimeHandle, RuntimeError> {
         let started = std::time::Instant::now();
-        let source = self.config.variants.get(&vm.image_variant).ok_or_else(|| {
-            RuntimeError::Invalid(format!("unknown image variant {}", vm.image_variant))
-        })?;
-        let layers = rootfs::layers(source, &self.host_base, run);
+        let no_defaults = ImageConfig::default();
+        let (layers, defaults) = match spec {
+            RootfsSpec::Variant(name) => {
+                let source = self
+                    .config
+                    .variants
+                    .get(name)
+                    .ok_or_else(|| RuntimeError::Invalid(format!("unknown image variant {name}")))?;
+                (rootfs::layers(source, &self.host_base, run), &no_defaults)
+            }
+            RootfsSpec::Layers { dirs, defaults } => (rootfs::image_layers(dirs, run), defaults),
+        };
         for layer in &layers {
             for d in [&layer.upper, &layer.work] {
                 fs::create_dir_all(d).map_err(host_err(d.display().to_string()))?;
@@ -142,10 +150,13 @@ impl ContainerProvider {
         }
         let cgroup_procs = self.cgroups.create(vm.id.as_str(), &vm.resources)?;
         let cgroups_done = started.elapsed();
+        // The agent's defaults, under the image's, under the VM's own.
         let mut env = default_env();
-        for (k, v) in vm.env.iter() {
+        let image_env = defaults.env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let vm_env = vm.env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        for (k, v) in image_env.chain(vm_env) {
             env.retain(|(ek, _)| ek != k);
-            env.push((k.clone(), v.clone()));
+            env.push((k.to_owned(), v.to_owned()));
         }
         let config = BootConfig {
             hostname: "sandbox".into(),
@@ -155,6 +166,8 @@ impl ContainerProvider {
             socket_path: socket.clone(),
             log_path: run.join("agent.log"),
             env,
+            cwd: defaults.working_dir.clone(),
+            user: defaults.user.clone(),
         };
         let config_path = run.join("boot.json");
         let json = serde_json::to_vec(&config)
@@ -213,10 +226,10 @@ impl Provider for ContainerProvider {
         self.config.variants.contains_key(variant)
     }
 
-    async fn start(&self, vm: &Vm) -> Result<RuntimeHandle, RuntimeError> {
+    async fn start(&self, vm: &Vm, rootfs: &RootfsSpec) -> Result<RuntimeHandle, RuntimeError> {
         let run = self.run_dir(&vm.id);
         fs::create_dir_all(&run).map_err(host_err(run.display().to_string()))?;
-        match self.boot(vm, &run).await {
+        match self.boot(vm, rootfs, &run).await {
             Ok(handle) => Ok(handle),
             Err(e) => {
                 if let Err(cleanup) =

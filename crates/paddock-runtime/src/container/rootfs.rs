@@ -203,6 +203,17 @@ pub fn layers(source: &VariantSource, host_base: &Path, run: &Path) -> Vec<Overl
     }
 }
 
+/// The overlay of an image's unpacked layers (topmost first) with the
+/// sandbox's own writable layer on top.
+pub fn image_layers(dirs: &[PathBuf], run: &Path) -> Vec<OverlayLayer> {
+    vec![OverlayLayer {
+        target: "/".into(),
+        lower: dirs.to_vec(),
+        upper: run.join("upper"),
+        work: run.join("work"),
+    }]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,14 +11,14 @@ use async_trait::async_trait;
 use paddock_core::clock::Timestamp;
 use paddock_core::ids::{AccountId, ApiKeyId, ExecutionId, SessionId, VmId};
 use paddock_core::model::{
-    Account, ApiKey, Execution, NewApiKey, Vm, VmFilter, VmStatus, VmStatusSet,
+    Account, ApiKey, Execution, Image, NewApiKey, Vm, VmFilter, VmStatus, VmStatusSet,
 };
 use paddock_core::store::Store;
 use paddock_core::StoreError;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
-use rows::{db_err, ApiKeyRow, ExecutionRow, VmRow};
+use rows::{db_err, ApiKeyRow, ExecutionRow, ImageRow, VmRow};
 
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +40,8 @@ pub struct SqliteStore {
 
 const VM_COLUMNS: &str = "id, account_id, session_id, status, status_reason, provider, \
     image_variant, memory_mb, vcpu_count, pids_max, metadata, env, lifetime_seconds, created_at, \
-    updated_at, started_at, expires_at, terminated_at, runtime_pid, runtime_start_ticks";
+    updated_at, started_at, expires_at, terminated_at, runtime_pid, runtime_start_ticks, \
+    image_digest";
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and migrates it.
@@ -202,7 +203,7 @@ impl Store for SqliteStore {
     async fn insert_vm(&self, vm: &Vm) -> Result<(), StoreError> {
         let sql = format!(
             "INSERT INTO vms ({VM_COLUMNS}, seq) VALUES \
-             (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
+             (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
               (SELECT COALESCE(MAX(seq), 0) + 1 FROM vms))"
         );
         rows::bind_vm(sqlx::query(&sql), vm)?
@@ -376,6 +377,94 @@ impl Store for SqliteStore {
         .await
         .map_err(db_err)?;
         row.map(ExecutionRow::into_execution).transpose()
+    }
+
+    async fn upsert_image(&self, image: &Image) -> Result<(), StoreError> {
+        let (config, layers) = rows::image_json(image)?;
+        sqlx::query(
+            "INSERT INTO images (account_id, digest, reference, config_digest, config, layers, size, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (account_id, digest) DO UPDATE SET reference = excluded.reference",
+        )
+        .bind(image.account_id.as_str())
+        .bind(&image.digest)
+        .bind(&image.reference)
+        .bind(&image.config_digest)
+        .bind(config)
+        .bind(layers)
+        .bind(i64::try_from(image.size).unwrap_or(i64::MAX))
+        .bind(image.created_at.unix_millis())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn find_image(&self, account: &AccountId, key: &str) -> Result<Option<Image>, StoreError> {
+        let row: Option<ImageRow> = sqlx::query_as(
+            "SELECT account_id, digest, reference, config_digest, config, layers, size, created_at \
+             FROM images WHERE account_id = ? AND (digest = ? OR reference = ?) \
+             ORDER BY digest = ? DESC, created_at DESC LIMIT 1",
+        )
+        .bind(account.as_str())
+        .bind(key)
+        .bind(key)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.map(ImageRow::into_image).transpose()
+    }
+
+    async fn list_images(&self, account: &AccountId) -> Result<Vec<Image>, StoreError> {
+        let rows: Vec<ImageRow> = sqlx::query_as(
+            "SELECT account_id, digest, reference, config_digest, config, layers, size, created_at \
+             FROM images WHERE account_id = ? ORDER BY created_at DESC, digest",
+        )
+        .bind(account.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.into_iter().map(ImageRow::into_image).collect()
+    }
+
+    async fn delete_image(&self, account: &AccountId, digest: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM images WHERE account_id = ? AND digest = ?")
+            .bind(account.as_str())
+            .bind(digest)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn referenced_blobs(&self) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        let rows: Vec<ImageRow> = sqlx::query_as(
+            "SELECT account_id, digest, reference, config_digest, config, layers, size, created_at FROM images",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let mut keep = std::collections::BTreeSet::new();
+        for row in rows {
+            let image = row.into_image()?;
+            keep.insert(image.config_digest);
+            keep.extend(image.layers.into_iter().map(|l| l.digest));
+        }
+        Ok(keep)
+    }
+
+    async fn count_vms_using_image(&self, account: &AccountId, digest: &str) -> Result<u64, StoreError> {
+        let (n,): (i64,) = sqlx::query_as(&format!(
+            "SELECT COUNT(*) FROM vms WHERE account_id = ? AND image_digest = ? AND status IN ({})",
+            status_list(&VmStatusSet::holding_resources())
+        ))
+        .bind(account.as_str())
+        .bind(digest)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn fail_unfinished_executions(

@@ -7,8 +7,8 @@ use std::str::FromStr;
 use paddock_core::clock::Timestamp;
 use paddock_core::ids::{AccountId, ApiKeyId, ExecutionId, SessionId, VmId};
 use paddock_core::model::{
-    Account, ApiKey, Env, Execution, ExecutionStatus, Metadata, Resources, RuntimeHandle, Vm,
-    VmStatus,
+    Account, ApiKey, Env, Execution, ExecutionStatus, Image, ImageConfig, LayerInfo, Metadata,
+    Resources, RuntimeHandle, Vm, VmStatus,
 };
 use paddock_core::StoreError;
 use sqlx::query::Query;
@@ -93,6 +93,7 @@ impl<'r> FromRow<'r, SqliteRow> for VmRow {
             status_reason: row.try_get("status_reason")?,
             provider: text("provider")?,
             image_variant: text("image_variant")?,
+            image_digest: row.try_get("image_digest")?,
             resources: Resources::from_stored(
                 u32_col("memory_mb")?,
                 u32_col("vcpu_count")?,
@@ -152,7 +153,86 @@ pub(super) fn bind_vm<'q>(
         .bind(vm.expires_at.map(Timestamp::unix_millis))
         .bind(vm.terminated_at.map(Timestamp::unix_millis))
         .bind(vm.runtime.map(|h| i64::from(h.pid)))
-        .bind(vm.runtime.and_then(|h| i64::try_from(h.start_ticks).ok())))
+        .bind(vm.runtime.and_then(|h| i64::try_from(h.start_ticks).ok()))
+        .bind(vm.image_digest.clone()))
+}
+
+/// Images keep their config and layer list as JSON columns.
+pub(super) fn image_json(image: &Image) -> Result<(String, String), StoreError> {
+    let c = &image.config;
+    let config = serde_json::json!({
+        "env": c.env,
+        "working_dir": c.working_dir,
+        "user": c.user,
+        "entrypoint": c.entrypoint,
+        "cmd": c.cmd,
+        "labels": c.labels,
+    });
+    let layers: Vec<_> = image
+        .layers
+        .iter()
+        .map(|l| serde_json::json!({"digest": l.digest, "size": l.size, "media_type": l.media_type}))
+        .collect();
+    let enc = |v: &serde_json::Value| serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()));
+    Ok((enc(&config)?, enc(&serde_json::Value::Array(layers))?))
+}
+
+#[derive(FromRow)]
+pub(super) struct ImageRow {
+    account_id: String,
+    digest: String,
+    reference: String,
+    config_digest: String,
+    config: String,
+    layers: String,
+    size: i64,
+    created_at: i64,
+}
+
+impl ImageRow {
+    pub(super) fn into_image(self) -> Result<Image, StoreError> {
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("image {}: {e}", self.digest));
+        let c: serde_json::Value = serde_json::from_str(&self.config).map_err(corrupt)?;
+        let layers: Vec<serde_json::Value> = serde_json::from_str(&self.layers).map_err(corrupt)?;
+        let strings = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+        };
+        let config = ImageConfig {
+            env: c["env"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|kv| Some((kv[0].as_str()?.to_owned(), kv[1].as_str()?.to_owned())))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            working_dir: c["working_dir"].as_str().map(str::to_owned),
+            user: c["user"].as_str().map(str::to_owned),
+            entrypoint: strings(&c["entrypoint"]),
+            cmd: strings(&c["cmd"]),
+            labels: c["labels"]
+                .as_object()
+                .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect())
+                .unwrap_or_default(),
+        };
+        Ok(Image {
+            account_id: parse("account id", &self.account_id)?,
+            layers: layers
+                .iter()
+                .map(|l| LayerInfo {
+                    digest: l["digest"].as_str().unwrap_or_default().to_owned(),
+                    size: l["size"].as_u64().unwrap_or(0),
+                    media_type: l["media_type"].as_str().unwrap_or_default().to_owned(),
+                })
+                .collect(),
+            digest: self.digest,
+            reference: self.reference,
+            config_digest: self.config_digest,
+            config,
+            size: u64::try_from(self.size).unwrap_or(0),
+            created_at: ts(self.created_at),
+        })
+    }
 }
 
 #[derive(FromRow)]

@@ -37,6 +37,7 @@ fn vm(account: &AccountId, session: &SessionId) -> Vm {
         status_reason: None,
         provider: "container".into(),
         image_variant: "default".into(),
+        image_digest: None,
         resources: Resources::new(Some(256), Some(2), &Limits::default()).expect("valid"),
         metadata: serde_json::json!({"team": "x"})
             .as_object()

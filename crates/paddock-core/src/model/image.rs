@@ -1,0 +1,153 @@
+//! Images an account has pulled: what they are made of and the defaults
+//! their config gives every command.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use crate::clock::Timestamp;
+use crate::ids::AccountId;
+
+/// The parts of an OCI image config paddock honours.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageConfig {
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerInfo {
+    pub digest: String,
+    pub size: u64,
+    pub media_type: String,
+}
+
+/// An image in an account's list. Its layers are shared, by digest, with
+/// every other image (of any account) that has them.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub account_id: AccountId,
+    /// The manifest's digest (for indexes: the linux/amd64 manifest's).
+    pub digest: String,
+    /// The reference it was last pulled by.
+    pub reference: String,
+    pub config_digest: String,
+    pub config: ImageConfig,
+    /// Bottom layer first, as in the manifest.
+    pub layers: Vec<LayerInfo>,
+    pub size: u64,
+    pub created_at: Timestamp,
+}
+
+/// What a pull produced, before it belongs to an account.
+#[derive(Debug, Clone)]
+pub struct PulledImage {
+    pub digest: String,
+    pub reference: String,
+    pub config_digest: String,
+    pub config: ImageConfig,
+    pub layers: Vec<LayerInfo>,
+}
+
+/// How the root filesystem of a sandbox is made.
+#[derive(Debug, Clone)]
+pub enum RootfsSpec {
+    /// A variant from the server's config.
+    Variant(String),
+    /// Unpacked image layers, topmost first, and the image's defaults.
+    Layers { dirs: Vec<PathBuf>, defaults: ImageConfig },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPhase {
+    Resolving,
+    Downloading,
+    Done,
+    Failed,
+}
+
+impl PullPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Resolving => "resolving",
+            Self::Downloading => "downloading",
+            Self::Done => "done",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LayerProgress {
+    pub digest: String,
+    pub total: u64,
+    pub done: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct PullState {
+    pub phase: PullPhase,
+    pub reference: String,
+    pub layers: Vec<LayerProgress>,
+    pub image_digest: Option<String>,
+    pub error: Option<String>,
+}
+
+/// A pull's progress, readable while it runs.
+#[derive(Debug)]
+pub struct PullProgress(Mutex<PullState>);
+
+impl PullProgress {
+    pub fn new(reference: &str) -> Self {
+        Self(Mutex::new(PullState {
+            phase: PullPhase::Resolving,
+            reference: reference.to_owned(),
+            layers: Vec::new(),
+            image_digest: None,
+            error: None,
+        }))
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut PullState) -> R) -> R {
+        f(&mut self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    pub fn snapshot(&self) -> PullState {
+        self.with(|s| s.clone())
+    }
+
+    pub fn start_layers(&self, layers: &[LayerInfo]) {
+        self.with(|s| {
+            s.phase = PullPhase::Downloading;
+            s.layers = layers
+                .iter()
+                .map(|l| LayerProgress { digest: l.digest.clone(), total: l.size, done: 0 })
+                .collect();
+        });
+    }
+
+    pub fn layer_done_bytes(&self, index: usize, done: u64) {
+        self.with(|s| {
+            if let Some(l) = s.layers.get_mut(index) {
+                l.done = done;
+            }
+        });
+    }
+
+    pub fn finish(&self, result: Result<&str, String>) {
+        self.with(|s| match result {
+            Ok(digest) => {
+                s.phase = PullPhase::Done;
+                s.image_digest = Some(digest.to_owned());
+            }
+            Err(e) => {
+                s.phase = PullPhase::Failed;
+                s.error = Some(e);
+            }
+        });
+    }
+}
