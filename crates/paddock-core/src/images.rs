@@ -14,7 +14,11 @@ pub trait ImageBackend: Send + Sync + 'static {
     /// Pulls `reference` (blobs verified and layers unpacked), reporting
     /// progress as it goes. Blobs already stored are not downloaded again;
     /// concurrent pulls of the same blob wait for one download.
-    async fn pull(&self, reference: &str, progress: &PullProgress) -> Result<PulledImage, CoreError>;
+    async fn pull(
+        &self,
+        reference: &str,
+        progress: &PullProgress,
+    ) -> Result<PulledImage, CoreError>;
 
     /// Whether `reference` parses as an image reference.
     fn is_reference(&self, reference: &str) -> bool;

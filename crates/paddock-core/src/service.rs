@@ -284,7 +284,11 @@ impl Service {
             return Ok(vm);
         }
         let started = match self.rootfs_for(&mut vm).await {
-            Ok(rootfs) => self.provider.start(&vm, &rootfs).await.map_err(CoreError::from),
+            Ok(rootfs) => self
+                .provider
+                .start(&vm, &rootfs)
+                .await
+                .map_err(CoreError::from),
             Err(e) => Err(e),
         };
         match started {
@@ -557,14 +561,23 @@ impl Service {
         wait: bool,
     ) -> Result<(String, PullState, Option<Image>), CoreError> {
         if !self.images.is_reference(reference) {
-            return Err(CoreError::invalid("reference", format!("{reference:?} is not an image reference")));
+            return Err(CoreError::invalid(
+                "reference",
+                format!("{reference:?} is not an image reference"),
+            ));
         }
         let id = format!("pull_{}", uuid::Uuid::new_v4().simple());
         let progress = Arc::new(PullProgress::new(reference));
         self.pulls
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(id.clone(), PullRecord { account: account.clone(), progress: Arc::clone(&progress) });
+            .insert(
+                id.clone(),
+                PullRecord {
+                    account: account.clone(),
+                    progress: Arc::clone(&progress),
+                },
+            );
         let this = Arc::clone(self);
         let (acct, reference, p) = (account.clone(), reference.to_owned(), Arc::clone(&progress));
         let task = tokio::spawn(async move { this.pull_into_account(&acct, &reference, &p).await });
@@ -579,7 +592,10 @@ impl Service {
 
     /// A pull's progress; another account's pull is not found.
     pub fn pull_state(&self, account: &AccountId, id: &str) -> Result<PullState, CoreError> {
-        let pulls = self.pulls.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pulls = self
+            .pulls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match pulls.get(id) {
             Some(r) if &r.account == account => Ok(r.progress.snapshot()),
             _ => Err(CoreError::not_found("pull", id)),
@@ -590,7 +606,11 @@ impl Service {
         Ok(self.store.list_images(account).await?)
     }
 
-    pub async fn get_image(&self, account: &AccountId, digest_or_reference: &str) -> Result<Image, CoreError> {
+    pub async fn get_image(
+        &self,
+        account: &AccountId,
+        digest_or_reference: &str,
+    ) -> Result<Image, CoreError> {
         self.store
             .find_image(account, digest_or_reference)
             .await?
@@ -599,9 +619,16 @@ impl Service {
 
     /// Removes the account's image (refused while one of its VMs runs it)
     /// and frees every blob and layer no image references any more.
-    pub async fn delete_image(&self, account: &AccountId, digest_or_reference: &str) -> Result<u64, CoreError> {
+    pub async fn delete_image(
+        &self,
+        account: &AccountId,
+        digest_or_reference: &str,
+    ) -> Result<u64, CoreError> {
         let image = self.get_image(account, digest_or_reference).await?;
-        let users = self.store.count_vms_using_image(account, &image.digest).await?;
+        let users = self
+            .store
+            .count_vms_using_image(account, &image.digest)
+            .await?;
         if users > 0 {
             return Err(CoreError::Conflict(format!(
                 "image {} is used by {users} VM(s); delete them first",

@@ -64,13 +64,20 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts or replaces the account's image with this digest.
     async fn upsert_image(&self, image: &Image) -> Result<(), StoreError>;
     /// The account's image with this digest or (last pulled) reference.
-    async fn find_image(&self, account: &AccountId, digest_or_reference: &str)
-        -> Result<Option<Image>, StoreError>;
+    async fn find_image(
+        &self,
+        account: &AccountId,
+        digest_or_reference: &str,
+    ) -> Result<Option<Image>, StoreError>;
     async fn list_images(&self, account: &AccountId) -> Result<Vec<Image>, StoreError>;
     async fn delete_image(&self, account: &AccountId, digest: &str) -> Result<bool, StoreError>;
     /// Every blob digest (layers and configs) some image of any account
     /// references: what garbage collection keeps.
     async fn referenced_blobs(&self) -> Result<std::collections::BTreeSet<String>, StoreError>;
     /// How many of the account's VMs that hold resources run this image.
-    async fn count_vms_using_image(&self, account: &AccountId, digest: &str) -> Result<u64, StoreError>;
+    async fn count_vms_using_image(
+        &self,
+        account: &AccountId,
+        digest: &str,
+    ) -> Result<u64, StoreError>;
 }

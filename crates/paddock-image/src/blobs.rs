@@ -63,7 +63,7 @@ impl BlobStore {
             let mut hasher = Sha256::new();
             let mut written = 0u64;
             while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(ImageError::io(format!("download {expected}")))?;
+                let chunk = chunk.map_err(|e| download_error(expected, e))?;
                 hasher.update(&chunk);
                 // Blocking writes of at most one network chunk: short, and
                 // they keep the download's memory at one chunk.
@@ -148,6 +148,23 @@ impl BlobStore {
                 Err(ImageError::io(format!("remove blob {digest}"))(e))
             }
             _ => Ok(()),
+        }
+    }
+}
+
+/// A download that broke off: a registry that served other bytes than
+/// the digest names is corrupt; anything else is the registry's failure.
+fn download_error(expected: &Digest, e: std::io::Error) -> ImageError {
+    let message = e.to_string();
+    if message.to_ascii_lowercase().contains("digest") {
+        ImageError::DigestMismatch {
+            expected: expected.to_string(),
+            actual: message,
+        }
+    } else {
+        ImageError::Registry {
+            registry: "the registry".into(),
+            message: format!("download of {expected} failed: {message}"),
         }
     }
 }

@@ -178,6 +178,7 @@ fn mem_available_kib() -> u64 {
 
 #[tokio::main]
 async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let server = start_server();
     let api = Arc::new(Api {
         http: reqwest::Client::new(),

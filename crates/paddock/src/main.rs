@@ -28,6 +28,9 @@ fn init_tracing(json: bool) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // The process's one TLS crypto provider (ring), for every HTTP client:
+    // registries when serving, the server when a client.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve {

@@ -7,9 +7,11 @@ use paddock_core::exec::{
 };
 use paddock_core::ids::VmId;
 use paddock_core::images::ImageBackend;
-use paddock_core::model::{LayerInfo, PullProgress, PulledImage, Resources, RootfsSpec, RuntimeHandle, Vm};
-use paddock_core::CoreError;
+use paddock_core::model::{
+    LayerInfo, PullProgress, PulledImage, Resources, RootfsSpec, RuntimeHandle, Vm,
+};
 use paddock_core::provider::Provider;
+use paddock_core::CoreError;
 use paddock_core::RuntimeError;
 
 pub struct NoSandboxes;
@@ -82,7 +84,9 @@ pub struct NoImages;
 #[async_trait]
 impl ImageBackend for NoImages {
     async fn pull(&self, _: &str, _: &PullProgress) -> Result<PulledImage, CoreError> {
-        Err(CoreError::Unavailable("this command does not pull images".into()))
+        Err(CoreError::Unavailable(
+            "this command does not pull images".into(),
+        ))
     }
     fn is_reference(&self, _: &str) -> bool {
         false
@@ -90,7 +94,10 @@ impl ImageBackend for NoImages {
     fn layer_dirs(&self, _: &[LayerInfo]) -> Vec<std::path::PathBuf> {
         Vec::new()
     }
-    async fn collect_garbage(&self, _: &std::collections::BTreeSet<String>) -> Result<u64, CoreError> {
+    async fn collect_garbage(
+        &self,
+        _: &std::collections::BTreeSet<String>,
+    ) -> Result<u64, CoreError> {
         Ok(0)
     }
 }

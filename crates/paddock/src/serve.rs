@@ -61,8 +61,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "cgroup": provider.cgroup_version(),
         "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
     });
-    let images = paddock_image::ImageStore::open(&config.data_dir.join("images"), config.registries())
-        .context("open the image store")?;
+    let images =
+        paddock_image::ImageStore::open(&config.data_dir.join("images"), config.registries())
+            .context("open the image store")?;
     let service = Service::new(
         store,
         Arc::new(provider),

@@ -42,7 +42,7 @@ async fn malformed_and_mistyped_bodies_are_422s_naming_the_field() {
     let r = c.post("/v1/vms", json!({"env": {"A": 5}})).await;
     assert_eq!(r.status, 422);
     let r = c
-        .post("/v1/vms", json!({"image_variant": "no-such-variant"}))
+        .post("/v1/vms", json!({"image_variant": "Not A Variant!"}))
         .await;
     assert_eq!(r.body["detail"][0]["loc"], json!(["body", "image_variant"]));
     let r = c.post("/v1/vms", json!({"session_id": "../etc"})).await;

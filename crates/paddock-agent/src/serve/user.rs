@@ -37,7 +37,13 @@ impl RunAs {
         };
         let users = entries(passwd);
         let (uid, primary) = match user.parse::<u32>() {
-            Ok(uid) => (uid, users.iter().find(|(_, id, _)| *id == uid).map_or(0, |(_, _, g)| *g)),
+            Ok(uid) => (
+                uid,
+                users
+                    .iter()
+                    .find(|(_, id, _)| *id == uid)
+                    .map_or(0, |(_, _, g)| *g),
+            ),
             Err(_) => users
                 .iter()
                 .find(|(n, _, _)| n == user)
@@ -68,13 +74,35 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let passwd = dir.path().join("passwd");
         let group = dir.path().join("group");
-        fs::write(&passwd, "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n").expect("write");
+        fs::write(
+            &passwd,
+            "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n",
+        )
+        .expect("write");
         fs::write(&group, "root:x:0:\nstaff:x:50:\n").expect("write");
-        let (p, g) = (passwd.to_str().expect("utf8"), group.to_str().expect("utf8"));
-        assert_eq!(RunAs::resolve_in("app", p, g), Ok(RunAs { uid: 1000, gid: 1001 }));
-        assert_eq!(RunAs::resolve_in("app:staff", p, g), Ok(RunAs { uid: 1000, gid: 50 }));
-        assert_eq!(RunAs::resolve_in("4242", p, g), Ok(RunAs { uid: 4242, gid: 0 }));
-        assert_eq!(RunAs::resolve_in("4242:7", p, g), Ok(RunAs { uid: 4242, gid: 7 }));
+        let (p, g) = (
+            passwd.to_str().expect("utf8"),
+            group.to_str().expect("utf8"),
+        );
+        assert_eq!(
+            RunAs::resolve_in("app", p, g),
+            Ok(RunAs {
+                uid: 1000,
+                gid: 1001
+            })
+        );
+        assert_eq!(
+            RunAs::resolve_in("app:staff", p, g),
+            Ok(RunAs { uid: 1000, gid: 50 })
+        );
+        assert_eq!(
+            RunAs::resolve_in("4242", p, g),
+            Ok(RunAs { uid: 4242, gid: 0 })
+        );
+        assert_eq!(
+            RunAs::resolve_in("4242:7", p, g),
+            Ok(RunAs { uid: 4242, gid: 7 })
+        );
         assert!(RunAs::resolve_in("ghost", p, g).is_err());
         assert!(RunAs::resolve_in("app:nogroup", p, g).is_err());
     }

@@ -51,10 +51,19 @@ impl From<Image> for ImageResponse {
             layers: i
                 .layers
                 .into_iter()
-                .map(|l| LayerResponse { digest: l.digest, size: l.size, media_type: l.media_type })
+                .map(|l| LayerResponse {
+                    digest: l.digest,
+                    size: l.size,
+                    media_type: l.media_type,
+                })
                 .collect(),
             config_digest: i.config_digest,
-            env: i.config.env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            env: i
+                .config
+                .env
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
             working_dir: i.config.working_dir,
             user: i.config.user,
             entrypoint: i.config.entrypoint,
@@ -93,7 +102,11 @@ fn pull_response(pull_id: String, s: PullState, image: Option<Image>) -> PullRes
         layers: s
             .layers
             .into_iter()
-            .map(|l| LayerProgressResponse { digest: l.digest, total: l.total, done: l.done })
+            .map(|l| LayerProgressResponse {
+                digest: l.digest,
+                total: l.total,
+                done: l.done,
+            })
             .collect(),
         image_digest: s.image_digest,
         error: s.error,
@@ -111,7 +124,10 @@ pub(crate) async fn pull(
     ValidQuery(q): ValidQuery<WaitQuery>,
     ValidJson(body): ValidJson<PullRequest>,
 ) -> Result<Json<PullResponse>, ApiError> {
-    let (id, progress, image) = state.service.pull_image(&account, &body.reference, q.wait.unwrap_or(true)).await?;
+    let (id, progress, image) = state
+        .service
+        .pull_image(&account, &body.reference, q.wait.unwrap_or(true))
+        .await?;
     Ok(Json(pull_response(id, progress, image)))
 }
 
@@ -129,7 +145,10 @@ pub(crate) async fn pull_status(
 
 /// The account's images.
 #[utoipa::path(get, path = "/v1/images", tag = "images", responses((status = 200, body = Vec<ImageResponse>)))]
-pub(crate) async fn list(State(state): State<AppState>, Caller(account): Caller) -> Result<Json<Vec<ImageResponse>>, ApiError> {
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+) -> Result<Json<Vec<ImageResponse>>, ApiError> {
     let images = state.service.list_images(&account).await?;
     Ok(Json(images.into_iter().map(ImageResponse::from).collect()))
 }
@@ -169,5 +188,8 @@ pub(crate) async fn remove(
 ) -> Result<Json<DeletedImage>, ApiError> {
     let image = state.service.get_image(&account, &key).await?;
     let freed = state.service.delete_image(&account, &image.digest).await?;
-    Ok(Json(DeletedImage { digest: image.digest, freed_bytes: freed }))
+    Ok(Json(DeletedImage {
+        digest: image.digest,
+        freed_bytes: freed,
+    }))
 }

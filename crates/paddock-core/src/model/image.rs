@@ -59,7 +59,10 @@ pub enum RootfsSpec {
     /// A variant from the server's config.
     Variant(String),
     /// Unpacked image layers, topmost first, and the image's defaults.
-    Layers { dirs: Vec<PathBuf>, defaults: ImageConfig },
+    Layers {
+        dirs: Vec<PathBuf>,
+        defaults: ImageConfig,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +116,10 @@ impl PullProgress {
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut PullState) -> R) -> R {
-        f(&mut self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+        f(&mut self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     pub fn snapshot(&self) -> PullState {
@@ -125,7 +131,11 @@ impl PullProgress {
             s.phase = PullPhase::Downloading;
             s.layers = layers
                 .iter()
-                .map(|l| LayerProgress { digest: l.digest.clone(), total: l.size, done: 0 })
+                .map(|l| LayerProgress {
+                    digest: l.digest.clone(),
+                    total: l.size,
+                    done: 0,
+                })
                 .collect();
         });
     }

@@ -296,8 +296,9 @@ fn apply_metadata<R: Read>(
     mode: u32,
     is_symlink: bool,
 ) -> Result<(), ImageError> {
-    let uid = header.uid().map_err(io_at(path))? as u32;
-    let gid = header.gid().map_err(io_at(path))? as u32;
+    // Some writers leave ids empty; empty means root.
+    let uid = header.uid().unwrap_or(0) as u32;
+    let gid = header.gid().unwrap_or(0) as u32;
     nix::unistd::fchownat(
         nix::fcntl::AT_FDCWD,
         path,

@@ -120,16 +120,19 @@ impl ContainerProvider {
         self.cgroups.memory_usage(id.as_str())
     }
 
-    async fn boot(&self, vm: &Vm, spec: &RootfsSpec, run: &Path) -> Result<RuntimeHandle, RuntimeError> {
+    async fn boot(
+        &self,
+        vm: &Vm,
+        spec: &RootfsSpec,
+        run: &Path,
+    ) -> Result<RuntimeHandle, RuntimeError> {
         let started = std::time::Instant::now();
         let no_defaults = ImageConfig::default();
         let (layers, defaults) = match spec {
             RootfsSpec::Variant(name) => {
-                let source = self
-                    .config
-                    .variants
-                    .get(name)
-                    .ok_or_else(|| RuntimeError::Invalid(format!("unknown image variant {name}")))?;
+                let source = self.config.variants.get(name).ok_or_else(|| {
+                    RuntimeError::Invalid(format!("unknown image variant {name}"))
+                })?;
                 (rootfs::layers(source, &self.host_base, run), &no_defaults)
             }
             RootfsSpec::Layers { dirs, defaults } => (rootfs::image_layers(dirs, run), defaults),

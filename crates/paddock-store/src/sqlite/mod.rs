@@ -400,7 +400,11 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn find_image(&self, account: &AccountId, key: &str) -> Result<Option<Image>, StoreError> {
+    async fn find_image(
+        &self,
+        account: &AccountId,
+        key: &str,
+    ) -> Result<Option<Image>, StoreError> {
         let row: Option<ImageRow> = sqlx::query_as(
             "SELECT account_id, digest, reference, config_digest, config, layers, size, created_at \
              FROM images WHERE account_id = ? AND (digest = ? OR reference = ?) \
@@ -454,7 +458,11 @@ impl Store for SqliteStore {
         Ok(keep)
     }
 
-    async fn count_vms_using_image(&self, account: &AccountId, digest: &str) -> Result<u64, StoreError> {
+    async fn count_vms_using_image(
+        &self,
+        account: &AccountId,
+        digest: &str,
+    ) -> Result<u64, StoreError> {
         let (n,): (i64,) = sqlx::query_as(&format!(
             "SELECT COUNT(*) FROM vms WHERE account_id = ? AND image_digest = ? AND status IN ({})",
             status_list(&VmStatusSet::holding_resources())

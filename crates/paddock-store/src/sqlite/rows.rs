@@ -171,9 +171,13 @@ pub(super) fn image_json(image: &Image) -> Result<(String, String), StoreError> 
     let layers: Vec<_> = image
         .layers
         .iter()
-        .map(|l| serde_json::json!({"digest": l.digest, "size": l.size, "media_type": l.media_type}))
+        .map(
+            |l| serde_json::json!({"digest": l.digest, "size": l.size, "media_type": l.media_type}),
+        )
         .collect();
-    let enc = |v: &serde_json::Value| serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()));
+    let enc = |v: &serde_json::Value| {
+        serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+    };
     Ok((enc(&config)?, enc(&serde_json::Value::Array(layers))?))
 }
 
@@ -191,18 +195,27 @@ pub(super) struct ImageRow {
 
 impl ImageRow {
     pub(super) fn into_image(self) -> Result<Image, StoreError> {
-        let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("image {}: {e}", self.digest));
+        let corrupt =
+            |e: serde_json::Error| StoreError::Corrupt(format!("image {}: {e}", self.digest));
         let c: serde_json::Value = serde_json::from_str(&self.config).map_err(corrupt)?;
         let layers: Vec<serde_json::Value> = serde_json::from_str(&self.layers).map_err(corrupt)?;
         let strings = |v: &serde_json::Value| -> Vec<String> {
-            v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
         };
         let config = ImageConfig {
             env: c["env"]
                 .as_array()
                 .map(|a| {
                     a.iter()
-                        .filter_map(|kv| Some((kv[0].as_str()?.to_owned(), kv[1].as_str()?.to_owned())))
+                        .filter_map(|kv| {
+                            Some((kv[0].as_str()?.to_owned(), kv[1].as_str()?.to_owned()))
+                        })
                         .collect()
                 })
                 .unwrap_or_default(),
@@ -212,7 +225,11 @@ impl ImageRow {
             cmd: strings(&c["cmd"]),
             labels: c["labels"]
                 .as_object()
-                .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect())
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                        .collect()
+                })
                 .unwrap_or_default(),
         };
         Ok(Image {

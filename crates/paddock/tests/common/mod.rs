@@ -3,6 +3,8 @@
 //! client for it. Dropping the server kills it and every sandbox it made.
 #![allow(dead_code)]
 
+pub mod registry;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,6 +19,7 @@ pub struct Server {
     child: Option<Child>,
     port: u16,
     env: Vec<(String, String)>,
+    config: Option<PathBuf>,
 }
 
 fn free_port() -> u16 {
@@ -35,8 +38,17 @@ impl Server {
         Self::start_with(&[])
     }
 
+    /// Starts a server with a TOML config file.
+    pub fn start_with_config(toml: &str) -> Self {
+        Self::start_full(&[], Some(toml))
+    }
+
     /// Starts a server with extra environment (config overrides).
     pub fn start_with(env: &[(&str, &str)]) -> Self {
+        Self::start_full(env, None)
+    }
+
+    fn start_full(env: &[(&str, &str)], toml: Option<&str>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("pdk")
             .tempdir_in("/tmp")
@@ -52,7 +64,13 @@ impl Server {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            config: None,
         };
+        if let Some(toml) = toml {
+            let path = s.dir.path().join("paddock.toml");
+            std::fs::write(&path, toml).expect("write config");
+            s.config = Some(path);
+        }
         s.spawn();
         s.key = std::fs::read_to_string(s.data_dir().join("admin.key"))
             .expect("admin.key written on first start")
@@ -79,6 +97,11 @@ impl Server {
                 "--data-dir",
             ])
             .arg(self.data_dir())
+            .args(
+                self.config
+                    .iter()
+                    .flat_map(|c| [std::ffi::OsStr::new("--config"), c.as_os_str()]),
+            )
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
@@ -113,6 +136,7 @@ impl Server {
     }
 
     pub fn client(&self) -> Client {
+        install_crypto();
         Client {
             http: reqwest::Client::new(),
             base: self.base.clone(),
@@ -142,6 +166,11 @@ impl Drop for Server {
         self.kill();
         let _ = paddock_runtime::container::purge(&self.data_dir());
     }
+}
+
+/// reqwest needs the process's TLS crypto provider installed first.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 pub struct Client {

@@ -1,0 +1,334 @@
+//! Images from a real registry on loopback: pull, run, layer semantics,
+//! verification, errors, caching and garbage collection.
+
+mod common;
+
+use common::registry::{
+    self, busybox_base, config_json, gzip, push, push_index, zstd, Registry, Tar, GZIP, PLAIN, ZSTD,
+};
+use common::Server;
+use serde_json::json;
+
+/// Two layers over busybox: the top one (zstd) deletes a file with a
+/// whiteout, makes /data opaque, and adds a hard link and a symlink.
+async fn push_tree(reg: &Registry, tag: &str) -> (String, Vec<String>) {
+    let base = busybox_base()
+        .dir("data/")
+        .file("data/old.txt", 0o644, b"old")
+        .file("etc/removed", 0o644, b"gone soon")
+        .file("etc/kept", 0o600, b"kept")
+        .bytes();
+    let top = Tar::new()
+        .dir("data/")
+        .file("data/.wh..wh..opq", 0o644, b"")
+        .file("data/new.txt", 0o640, b"new")
+        .hardlink("data/new-link", "data/new.txt")
+        .symlink("data/sym", "new.txt")
+        .file("etc/.wh.removed", 0o644, b"")
+        .bytes();
+    let (gz, zs) = (gzip(&base), zstd(&top));
+    let layer_digests = [&gz, &zs]
+        .iter()
+        .map(|b| {
+            format!(
+                "sha256:{}",
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b))
+            )
+        })
+        .collect();
+    let config = config_json(&["PATH=/bin", "GREETING=from-image"], "/data", "");
+    let (digest, _) = push(&reg.reference(tag), vec![(gz, GZIP), (zs, ZSTD)], config).await;
+    (digest, layer_digests)
+}
+
+#[tokio::test]
+async fn a_vm_runs_a_pulled_image_with_its_layers_and_config() {
+    let reg = Registry::start();
+    let server = Server::start_with_config(&reg.paddock_config());
+    let c = server.client();
+    let (digest, layers) = push_tree(&reg, "test/tree:v1").await;
+    let reference = reg.reference("test/tree:v1");
+
+    let pulled = c
+        .post("/v1/images?wait=true", json!({"reference": reference}))
+        .await;
+    assert_eq!(pulled.status, 200, "{}", pulled.body);
+    assert_eq!(pulled.body["status"], "done");
+    assert_eq!(pulled.body["image"]["digest"], digest);
+    assert_eq!(
+        pulled.body["image"]["layers"]
+            .as_array()
+            .expect("layers")
+            .len(),
+        2
+    );
+    assert_eq!(
+        pulled.body["layers"][1]["done"],
+        pulled.body["layers"][1]["total"]
+    );
+
+    let vm = c.create_vm(json!({"image_variant": reference})).await;
+    let id = vm["vm_id"].as_str().expect("id");
+    let (out, err, exit) = c
+        .exec(id, "pwd; echo $GREETING; ls /data; cat /data/new.txt /data/new-link; echo; readlink /data/sym; ls /etc; stat -c %a /etc/kept /data/new.txt")
+        .await;
+    assert_eq!(exit["exit_code"], 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "/data", "WorkingDir is the default cwd");
+    assert_eq!(lines[1], "from-image", "Env comes from the image config");
+    assert_eq!(
+        lines[2..5],
+        ["new-link", "new.txt", "sym"],
+        "the opaque dir hides old.txt: {out}"
+    );
+    assert_eq!(lines[5], "newnew");
+    assert_eq!(lines[6], "new.txt");
+    assert!(
+        !out.contains("removed"),
+        "the whiteout hides /etc/removed: {out}"
+    );
+    assert!(out.contains("kept"));
+    assert!(out.ends_with("600\n640\n"), "{out}");
+
+    // The VM records the digest it runs; the image cannot go while it runs.
+    assert_eq!(
+        c.get(&format!("/v1/vms/{id}")).await.body["status"],
+        "active"
+    );
+    let refused = c.delete(&format!("/v1/images/{digest}")).await;
+    assert_eq!(refused.status, 409, "{}", refused.body);
+
+    // A second pull downloads nothing: the blobs on disk stay as they were.
+    let blob = server
+        .data_dir()
+        .join("images/blobs/sha256")
+        .join(layers[0].trim_start_matches("sha256:"));
+    let before = std::fs::metadata(&blob)
+        .expect("blob stored")
+        .modified()
+        .expect("mtime");
+    let again = c
+        .post("/v1/images?wait=true", json!({"reference": reference}))
+        .await;
+    assert_eq!(again.status, 200);
+    assert_eq!(
+        std::fs::metadata(&blob)
+            .expect("blob")
+            .modified()
+            .expect("mtime"),
+        before
+    );
+
+    // Delete: refused while used, then garbage-collected.
+    c.delete(&format!("/v1/vms/{id}")).await;
+    let listed = c.get("/v1/images").await;
+    assert_eq!(listed.body.as_array().expect("array").len(), 1);
+    let inspect = c
+        .get(&format!("/v1/images/{}", reference.replace('/', "%2F")))
+        .await;
+    assert_eq!(inspect.body["digest"], digest, "{}", inspect.body);
+    let deleted = c.delete(&format!("/v1/images/{digest}")).await;
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    assert!(deleted.body["freed_bytes"].as_u64().expect("bytes") > 1_000_000);
+    assert!(!blob.exists());
+    assert_eq!(
+        std::fs::read_dir(server.data_dir().join("images/layers"))
+            .expect("dir")
+            .count(),
+        0
+    );
+    assert_eq!(c.get(&format!("/v1/images/{digest}")).await.status, 404);
+}
+
+#[tokio::test]
+async fn the_image_user_runs_commands_and_an_index_picks_amd64() {
+    let reg = Registry::start();
+    let server = Server::start_with_config(&reg.paddock_config());
+    let c = server.client();
+    let base = gzip(&busybox_base().bytes());
+    let amd64 = push(
+        &reg.reference("test/multi:amd64"),
+        vec![(base.clone(), GZIP)],
+        config_json(&["PATH=/bin"], "", "app"),
+    )
+    .await;
+    let arm64_marker = Tar::new().file("ARM64", 0o644, b"wrong platform").bytes();
+    let arm64 = push(
+        &reg.reference("test/multi:arm64"),
+        vec![(base, GZIP), (arm64_marker, PLAIN)],
+        config_json(&["PATH=/bin"], "", ""),
+    )
+    .await;
+    push_index(
+        &reg.reference("test/multi:latest"),
+        (&amd64.0, amd64.1),
+        (&arm64.0, arm64.1),
+    )
+    .await;
+
+    let vm = c
+        .create_vm(json!({"image_variant": reg.reference("test/multi:latest")}))
+        .await;
+    let id = vm["vm_id"].as_str().expect("id");
+    let (out, _, _) = c.exec(id, "id -u; id -g; ls /").await;
+    assert!(out.starts_with("1000\n1000\n"), "the image's User: {out}");
+    assert!(
+        !out.contains("ARM64"),
+        "the linux/amd64 manifest was chosen: {out}"
+    );
+    let pulled = c.get("/v1/images").await;
+    assert_eq!(pulled.body[0]["digest"], amd64.0);
+}
+
+#[tokio::test]
+async fn tampered_blobs_and_unreachable_registries_are_clear_errors() {
+    let reg = Registry::start();
+    let server = Server::start_with_config(&reg.paddock_config());
+    let c = server.client();
+    let layer = gzip(&busybox_base().file("marker", 0o644, b"tamper-me").bytes());
+    let layer_digest = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&layer))
+    );
+    push(
+        &reg.reference("test/tampered:v1"),
+        vec![(layer, GZIP)],
+        config_json(&["PATH=/bin"], "", ""),
+    )
+    .await;
+    let stored = reg.blob_file(&layer_digest);
+    let mut bytes = std::fs::read(&stored).expect("registry blob");
+    let n = bytes.len();
+    bytes[n / 2] ^= 0xff;
+    std::fs::write(&stored, bytes).expect("tamper");
+
+    let r = c
+        .post(
+            "/v1/images?wait=true",
+            json!({"reference": reg.reference("test/tampered:v1")}),
+        )
+        .await;
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("corrupt"),
+        "{}",
+        r.body
+    );
+    let blobs = server.data_dir().join("images/blobs/sha256");
+    assert!(
+        !blobs
+            .join(layer_digest.trim_start_matches("sha256:"))
+            .exists(),
+        "nothing half-written remains"
+    );
+    assert_eq!(
+        std::fs::read_dir(server.data_dir().join("images/blobs/ingest"))
+            .expect("dir")
+            .count(),
+        0
+    );
+
+    let r = c
+        .post(
+            "/v1/vms",
+            json!({"image_variant": reg.reference("test/tampered:v1")}),
+        )
+        .await;
+    assert_eq!(r.body["status"], "failed", "{}", r.body);
+    assert!(r.body["status_reason"]
+        .as_str()
+        .expect("reason")
+        .contains("corrupt"));
+
+    let missing = c
+        .post(
+            "/v1/images?wait=true",
+            json!({"reference": reg.reference("test/nothing:here")}),
+        )
+        .await;
+    assert_eq!(missing.status, 404, "{}", missing.body);
+
+    let down = c
+        .post(
+            "/v1/images?wait=true",
+            json!({"reference": "127.0.0.1:9/test/x:v1"}),
+        )
+        .await;
+    assert_eq!(down.status, 502, "{}", down.body);
+    assert!(
+        down.body["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("127.0.0.1:9"),
+        "{}",
+        down.body
+    );
+
+    let bad = c
+        .post(
+            "/v1/images?wait=true",
+            json!({"reference": "UPPER/Case::bad"}),
+        )
+        .await;
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    let bad_vm = c
+        .post("/v1/vms", json!({"image_variant": "not a reference"}))
+        .await;
+    assert_eq!(bad_vm.status, 422, "{}", bad_vm.body);
+}
+
+#[tokio::test]
+async fn a_pull_reports_progress_while_it_runs() {
+    let reg = Registry::start();
+    let server = Server::start_with_config(&reg.paddock_config());
+    let c = server.client();
+    let big: Vec<u8> = (0..48 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let layer = Tar::new().file("big.bin", 0o644, &big).bytes();
+    push(
+        &reg.reference("test/big:v1"),
+        vec![(gzip(&busybox_base().bytes()), GZIP), (layer, PLAIN)],
+        config_json(&["PATH=/bin"], "", ""),
+    )
+    .await;
+    let started = c
+        .post(
+            "/v1/images?wait=false",
+            json!({"reference": reg.reference("test/big:v1")}),
+        )
+        .await;
+    assert_eq!(started.status, 200, "{}", started.body);
+    let id = started.body["pull_id"]
+        .as_str()
+        .expect("pull id")
+        .to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let last = loop {
+        let p = c.get(&format!("/v1/images/pulls/{id}")).await;
+        assert_eq!(p.status, 200);
+        if p.body["status"] == "done" || p.body["status"] == "failed" {
+            break p.body;
+        }
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(last["status"], "done", "{last}");
+    assert!(last["layers"][1]["total"].as_u64().expect("total") > 48 * 1024 * 1024);
+    let other = c.with_key(Some(&server.other_account_key()));
+    assert_eq!(
+        other.get(&format!("/v1/images/pulls/{id}")).await.status,
+        404
+    );
+    assert!(other
+        .get("/v1/images")
+        .await
+        .body
+        .as_array()
+        .expect("array")
+        .is_empty());
+    let _ = registry::PLAIN;
+}
