@@ -70,6 +70,7 @@ async fn main() -> ExitCode {
             println!("{}", paddock_api::openapi::document_json());
             Ok(0)
         }
+        Command::Image { client, command } => cli::image::run(client, command).await,
         Command::Vm { client, command } => cli::vm::run(client, command).await,
     };
     match result {

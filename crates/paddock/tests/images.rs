@@ -332,3 +332,33 @@ async fn a_pull_reports_progress_while_it_runs() {
         .is_empty());
     let _ = registry::PLAIN;
 }
+
+#[tokio::test]
+async fn image_commands_pull_list_inspect_rm() {
+    let reg = Registry::start();
+    let server = Server::start_with_config(&reg.paddock_config());
+    let (digest, _) = push_tree(&reg, "test/cli:v1").await;
+    let reference = reg.reference("test/cli:v1");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(common::bin())
+            .args(args)
+            .env("PADDOCK_SERVER", &server.base)
+            .env("PADDOCK_API_KEY", &server.key)
+            .output()
+            .expect("run paddock");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(run(&["image", "pull", &reference]).trim(), digest);
+    assert!(run(&["image", "list"]).contains(&reference));
+    let inspected: serde_json::Value =
+        serde_json::from_str(&run(&["image", "inspect", &reference])).expect("json");
+    assert_eq!(inspected["digest"], digest);
+    assert_eq!(inspected["working_dir"], "/data");
+    run(&["image", "rm", &digest]);
+    assert!(!run(&["image", "list"]).contains(&reference));
+}

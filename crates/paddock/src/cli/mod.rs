@@ -1,5 +1,6 @@
 //! The command line: `serve`, `keys`, and `vm` (a client of the VM API).
 
+pub mod image;
 pub mod vm;
 
 use std::path::PathBuf;
@@ -43,6 +44,13 @@ pub enum Command {
     },
     /// Print the OpenAPI document of every route.
     Openapi,
+    /// Work with images on a server.
+    Image {
+        #[command(flatten)]
+        client: vm::ClientArgs,
+        #[command(subcommand)]
+        command: image::ImageCommand,
+    },
     /// Work with VMs on a server.
     Vm {
         #[command(flatten)]

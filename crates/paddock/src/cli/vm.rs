@@ -35,6 +35,12 @@ pub struct ClientArgs {
     json: bool,
 }
 
+impl ClientArgs {
+    pub fn json(&self) -> bool {
+        self.json
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum VmCommand {
     /// Create a VM.
@@ -79,14 +85,14 @@ pub enum VmCommand {
     Shell { vm_id: String },
 }
 
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     key: String,
 }
 
 impl Client {
-    fn new(args: &ClientArgs) -> anyhow::Result<Self> {
+    pub(crate) fn new(args: &ClientArgs) -> anyhow::Result<Self> {
         let key = match &args.api_key {
             Some(k) => k.clone(),
             None => {
@@ -104,13 +110,13 @@ impl Client {
         })
     }
 
-    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http
             .request(method, format!("{}{}", self.base, path))
             .header("X-API-Key", &self.key)
     }
 
-    async fn json(&self, rb: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+    pub(crate) async fn json(&self, rb: reqwest::RequestBuilder) -> anyhow::Result<Value> {
         let resp = rb.send().await.context("could not reach the server")?;
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
