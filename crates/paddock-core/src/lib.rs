@@ -10,6 +10,7 @@
 //! - no HTTP or wire type appears in this crate.
 
 pub mod clock;
+pub mod dockerfile;
 pub mod error;
 pub mod exec;
 pub mod ids;

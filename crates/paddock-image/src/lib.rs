@@ -14,6 +14,7 @@
 mod blobs;
 mod digest;
 mod error;
+mod pack;
 mod pull;
 mod sys;
 mod unpack;

@@ -27,3 +27,17 @@ pub fn lsetxattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// `lgetxattr(2)`: the attribute's value, or `None` when it is not set.
+pub fn lgetxattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let p = CString::new(path.as_os_str().as_bytes()).ok()?;
+    let n = CString::new(name).ok()?;
+    let mut buf = vec![0u8; 256];
+    // SAFETY: NUL-terminated strings and a live buffer of the given length.
+    let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if r < 0 {
+        return None;
+    }
+    buf.truncate(r as usize);
+    Some(buf)
+}

@@ -1,0 +1,205 @@
+//! Packing a directory of changes (a sandbox's overlay upper layer) into
+//! an OCI layer: the reverse of [`crate::unpack`]. Overlay whiteouts (0/0
+//! character devices) become `.wh.NAME` entries and opaque directories get
+//! a `.wh..wh..opq` entry; hard links within the layer stay links.
+//! The tar is gzip-compressed while two hashes are taken: the blob's
+//! digest (compressed) and its diff id (uncompressed).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::Digest;
+use crate::error::ImageError;
+use crate::sys;
+
+/// A writer that hashes what passes through it.
+struct Hashing<W> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A packed layer: the gzip blob's digest and size, and its diff id.
+pub struct Packed {
+    pub digest: Digest,
+    pub size: u64,
+    pub diff_id: Digest,
+}
+
+fn header_for(meta: &fs::Metadata, kind: tar::EntryType) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(meta.mode() & 0o7777);
+    h.set_uid(u64::from(meta.uid()));
+    h.set_gid(u64::from(meta.gid()));
+    h.set_mtime(meta.mtime().max(0) as u64);
+    h.set_size(0);
+    h
+}
+
+fn walk<W: Write>(
+    b: &mut tar::Builder<W>,
+    dir: &Path,
+    rel: &Path,
+    links: &mut HashMap<(u64, u64), PathBuf>,
+) -> io::Result<()> {
+    let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let path = e.path();
+        let name = e.file_name();
+        let r = rel.join(&name);
+        let meta = fs::symlink_metadata(&path)?;
+        let ft = meta.file_type();
+        if ft.is_char_device() && meta.rdev() == 0 {
+            let mut h = header_for(&meta, tar::EntryType::Regular);
+            let wh = rel.join(format!(".wh.{}", name.to_string_lossy()));
+            b.append_data(&mut h, wh, io::empty())?;
+        } else if ft.is_dir() {
+            let mut h = header_for(&meta, tar::EntryType::Directory);
+            b.append_data(&mut h, &r, io::empty())?;
+            if sys::lgetxattr(&path, "trusted.overlay.opaque").as_deref() == Some(b"y") {
+                let mut o = header_for(&meta, tar::EntryType::Regular);
+                o.set_mode(0o644);
+                b.append_data(&mut o, r.join(".wh..wh..opq"), io::empty())?;
+            }
+            walk(b, &path, &r, links)?;
+        } else if ft.is_file() {
+            let key = (meta.dev(), meta.ino());
+            if meta.nlink() > 1 {
+                if let Some(first) = links.get(&key) {
+                    let mut h = header_for(&meta, tar::EntryType::Link);
+                    b.append_link(&mut h, &r, first)?;
+                    continue;
+                }
+                links.insert(key, r.clone());
+            }
+            let mut h = header_for(&meta, tar::EntryType::Regular);
+            h.set_size(meta.len());
+            b.append_data(&mut h, &r, fs::File::open(&path)?)?;
+        } else if ft.is_symlink() {
+            let mut h = header_for(&meta, tar::EntryType::Symlink);
+            b.append_link(&mut h, &r, fs::read_link(&path)?)?;
+        } else {
+            let kind = if ft.is_char_device() {
+                tar::EntryType::Char
+            } else if ft.is_block_device() {
+                tar::EntryType::Block
+            } else if ft.is_fifo() {
+                tar::EntryType::Fifo
+            } else {
+                continue; // sockets have no place in a layer
+            };
+            let mut h = header_for(&meta, kind);
+            let rdev = meta.rdev();
+            h.set_device_major(libc::major(rdev))?;
+            h.set_device_minor(libc::minor(rdev))?;
+            b.append_data(&mut h, &r, io::empty())?;
+        }
+    }
+    Ok(())
+}
+
+/// What a packer adds to the tar before finishing it.
+pub enum Contents<'a> {
+    /// Every change in a directory (an overlay upper dir).
+    Changes(&'a Path),
+    /// One file (with its parent directories), from a Dockerfile heredoc.
+    File { path: &'a str, content: &'a [u8], mode: u32 },
+}
+
+/// Writes `contents` as a gzip layer to `out`.
+pub fn pack(contents: Contents<'_>, out: &Path) -> Result<Packed, ImageError> {
+    let file = fs::File::create(out).map_err(ImageError::io(format!("create {}", out.display())))?;
+    let compressed = Hashing { inner: io::BufWriter::new(file), hasher: Sha256::new() };
+    let gz = flate2::write::GzEncoder::new(compressed, flate2::Compression::fast());
+    let uncompressed = Hashing { inner: gz, hasher: Sha256::new() };
+    let mut b = tar::Builder::new(uncompressed);
+    b.follow_symlinks(false);
+    let written = match contents {
+        Contents::Changes(dir) => walk(&mut b, dir, Path::new(""), &mut HashMap::new()),
+        Contents::File { path, content, mode } => {
+            let rel = Path::new(path.trim_start_matches('/'));
+            let mut dir = PathBuf::new();
+            let mut result = Ok(());
+            for c in rel.parent().into_iter().flat_map(Path::components) {
+                dir.push(c);
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                result = result.and_then(|()| b.append_data(&mut h, &dir, io::empty()));
+            }
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(mode);
+            h.set_size(content.len() as u64);
+            result.and_then(|()| b.append_data(&mut h, rel, content))
+        }
+    };
+    written.map_err(ImageError::io("write a layer"))?;
+    let uncompressed = b.into_inner().map_err(ImageError::io("finish a layer"))?;
+    let diff_id = Digest::from_hasher(uncompressed.hasher);
+    let mut compressed = uncompressed.inner.finish().map_err(ImageError::io("compress a layer"))?;
+    compressed.flush().map_err(ImageError::io("write a layer"))?;
+    let size = fs::metadata(out).map(|m| m.len()).map_err(ImageError::io("stat a layer"))?;
+    Ok(Packed { digest: Digest::from_hasher(compressed.hasher), size, diff_id })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::unpack::unpack_layer;
+
+    #[test]
+    fn changes_round_trip_through_pack_and_unpack() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let upper = dir.path().join("upper");
+        fs::create_dir_all(upper.join("etc")).expect("mkdir");
+        fs::create_dir_all(upper.join("data")).expect("mkdir");
+        fs::write(upper.join("etc/new"), "new").expect("write");
+        fs::hard_link(upper.join("etc/new"), upper.join("etc/new2")).expect("link");
+        std::os::unix::fs::symlink("new", upper.join("etc/sym")).expect("symlink");
+        nix::sys::stat::mknod(&upper.join("etc/gone"), nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::empty(), 0)
+            .expect("whiteout");
+        sys::lsetxattr(&upper.join("data"), "trusted.overlay.opaque", b"y").expect("opaque");
+
+        let blob = dir.path().join("blob");
+        let packed = pack(Contents::Changes(&upper), &blob).expect("pack");
+        assert_eq!(Digest::of(&fs::read(&blob).expect("blob")), packed.digest);
+        let out = dir.path().join("out");
+        unpack_layer(&blob, &packed.digest, &out).expect("unpack");
+        assert_eq!(fs::read_to_string(out.join("etc/new2")).expect("link"), "new");
+        assert_eq!(fs::metadata(out.join("etc/new")).expect("f").ino(), fs::metadata(out.join("etc/new2")).expect("f").ino());
+        assert_eq!(fs::read_link(out.join("etc/sym")).expect("sym"), Path::new("new"));
+        assert!(fs::symlink_metadata(out.join("etc/gone")).expect("wh").file_type().is_char_device());
+        assert_eq!(sys::lgetxattr(&out.join("data"), "trusted.overlay.opaque").as_deref(), Some(&b"y"[..]));
+    }
+
+    #[test]
+    fn a_file_layer_has_its_parents() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blob = dir.path().join("blob");
+        let packed = pack(Contents::File { path: "/app/bin/run.sh", content: b"#!/bin/sh\n", mode: 0o755 }, &blob).expect("pack");
+        let out = dir.path().join("out");
+        unpack_layer(&blob, &packed.digest, &out).expect("unpack");
+        let m = fs::metadata(out.join("app/bin/run.sh")).expect("file");
+        assert_eq!(m.mode() & 0o777, 0o755);
+    }
+}
