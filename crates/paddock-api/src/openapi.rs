@@ -20,6 +20,7 @@ use crate::vms;
         vms::pty::create_for_session, vms::pty::list_for_session, vms::pty::get_for_session,
         vms::pty::resize_for_session, vms::pty::kill_for_session, vms::pty::connect_for_session,
         vms::images::pull, vms::images::pull_status, vms::images::list, vms::images::inspect, vms::images::remove,
+        vms::images::build, vms::images::push,
     ),
     modifiers(&ApiKeyAuth),
     security(("api_key" = []), ("bearer" = [])),

@@ -16,7 +16,11 @@ pub enum Instruction {
     Cmd(Vec<String>),
     Entrypoint(Vec<String>),
     /// A file written from a heredoc.
-    Copy { dest: String, content: String, mode: Option<u32> },
+    Copy {
+        dest: String,
+        content: String,
+        mode: Option<u32>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +41,10 @@ pub struct ParseError {
 }
 
 fn err(line: usize, message: impl Into<String>) -> ParseError {
-    ParseError { line, message: message.into() }
+    ParseError {
+        line,
+        message: message.into(),
+    }
 }
 
 /// Splits words, honouring double and single quotes.
@@ -69,10 +76,17 @@ fn words(s: &str) -> Vec<String> {
     out
 }
 
-fn key_values(line: usize, args: &str, legacy_space_form: bool) -> Result<Vec<(String, String)>, ParseError> {
+fn key_values(
+    line: usize,
+    args: &str,
+    legacy_space_form: bool,
+) -> Result<Vec<(String, String)>, ParseError> {
     let ws = words(args);
     if legacy_space_form && ws.len() >= 2 && !ws[0].contains('=') {
-        let (k, v) = args.trim().split_once(char::is_whitespace).unwrap_or((args, ""));
+        let (k, v) = args
+            .trim()
+            .split_once(char::is_whitespace)
+            .unwrap_or((args, ""));
         return Ok(vec![(k.to_owned(), v.trim().to_owned())]);
     }
     ws.into_iter()
@@ -123,11 +137,16 @@ pub fn parse(text: &str) -> Result<Vec<Step>, ParseError> {
             }
         }
         let joined = joined.trim().to_owned();
-        let (keyword, args) = joined.split_once(char::is_whitespace).unwrap_or((&joined, ""));
+        let (keyword, args) = joined
+            .split_once(char::is_whitespace)
+            .unwrap_or((&joined, ""));
         let args = args.trim();
         let instruction = match keyword.to_ascii_uppercase().as_str() {
             "FROM" => {
-                let image = words(args).into_iter().next().ok_or_else(|| err(start, "FROM needs an image"))?;
+                let image = words(args)
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| err(start, "FROM needs an image"))?;
                 Instruction::From(image)
             }
             "RUN" if !args.is_empty() => Instruction::Run(args.to_owned()),
@@ -137,7 +156,9 @@ pub fn parse(text: &str) -> Result<Vec<Step>, ParseError> {
             "WORKDIR" => return Err(err(start, "WORKDIR must be an absolute path")),
             "USER" if !args.is_empty() => Instruction::User(args.to_owned()),
             "ARG" if !args.is_empty() => match args.split_once('=') {
-                Some((k, v)) => Instruction::Arg(k.to_owned(), Some(v.trim_matches('"').to_owned())),
+                Some((k, v)) => {
+                    Instruction::Arg(k.to_owned(), Some(v.trim_matches('"').to_owned()))
+                }
                 None => Instruction::Arg(args.to_owned(), None),
             },
             "CMD" => Instruction::Cmd(command_form(args)),
@@ -147,7 +168,12 @@ pub fn parse(text: &str) -> Result<Vec<Step>, ParseError> {
                 let mut rest = Vec::new();
                 for w in words(args) {
                     match w.strip_prefix("--chmod=") {
-                        Some(m) => mode = Some(u32::from_str_radix(m, 8).map_err(|_| err(start, format!("bad --chmod {m:?}")))?),
+                        Some(m) => {
+                            mode = Some(
+                                u32::from_str_radix(m, 8)
+                                    .map_err(|_| err(start, format!("bad --chmod {m:?}")))?,
+                            )
+                        }
                         None => rest.push(w),
                     }
                 }
@@ -170,17 +196,30 @@ pub fn parse(text: &str) -> Result<Vec<Step>, ParseError> {
                     content.push_str(l);
                     content.push('\n');
                 }
-                Instruction::Copy { dest: dest.clone(), content, mode }
+                Instruction::Copy {
+                    dest: dest.clone(),
+                    content,
+                    mode,
+                }
             }
-            "RUN" | "USER" | "ARG" => return Err(err(start, format!("{keyword} needs an argument"))),
+            "RUN" | "USER" | "ARG" => {
+                return Err(err(start, format!("{keyword} needs an argument")))
+            }
             other => return Err(err(start, format!("unsupported instruction {other}"))),
         };
         if steps.is_empty() && !matches!(instruction, Instruction::From(_) | Instruction::Arg(..)) {
             return Err(err(start, "the first instruction must be FROM"));
         }
-        steps.push(Step { line: start, text: joined, instruction });
+        steps.push(Step {
+            line: start,
+            text: joined,
+            instruction,
+        });
     }
-    if !steps.iter().any(|s| matches!(s.instruction, Instruction::From(_))) {
+    if !steps
+        .iter()
+        .any(|s| matches!(s.instruction, Instruction::From(_)))
+    {
         return Err(err(1, "no FROM instruction"));
     }
     Ok(steps)
@@ -188,7 +227,13 @@ pub fn parse(text: &str) -> Result<Vec<Step>, ParseError> {
 
 /// `$NAME` and `${NAME}` replaced from `vars`; unknown names become empty.
 pub fn substitute(s: &str, vars: &[(String, String)]) -> String {
-    let lookup = |name: &str| vars.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
+    let lookup = |name: &str| {
+        vars.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
     let mut out = String::new();
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
@@ -235,17 +280,39 @@ mod tests {
         assert_eq!(kinds[1], Instruction::From("reg:5000/base:v1".into()));
         assert_eq!(kinds[2], Instruction::Run("echo a    && echo b".into()));
         assert_eq!(steps[2].line, 4);
-        assert_eq!(kinds[3], Instruction::Env(vec![("A".into(), "1".into()), ("B".into(), "two words".into())]));
-        assert_eq!(kinds[4], Instruction::Env(vec![("C".into(), "three".into())]));
-        assert_eq!(kinds[8], Instruction::Copy { dest: "/app/run.sh".into(), content: "#!/bin/sh\necho hi\n".into(), mode: Some(0o755) });
+        assert_eq!(
+            kinds[3],
+            Instruction::Env(vec![
+                ("A".into(), "1".into()),
+                ("B".into(), "two words".into())
+            ])
+        );
+        assert_eq!(
+            kinds[4],
+            Instruction::Env(vec![("C".into(), "three".into())])
+        );
+        assert_eq!(
+            kinds[8],
+            Instruction::Copy {
+                dest: "/app/run.sh".into(),
+                content: "#!/bin/sh\necho hi\n".into(),
+                mode: Some(0o755)
+            }
+        );
         assert_eq!(kinds[9], Instruction::Cmd(vec!["/app/run.sh".into()]));
-        assert_eq!(kinds[10], Instruction::Entrypoint(vec!["/bin/sh".into(), "-c".into(), "echo x".into()]));
+        assert_eq!(
+            kinds[10],
+            Instruction::Entrypoint(vec!["/bin/sh".into(), "-c".into(), "echo x".into()])
+        );
     }
 
     #[test]
     fn errors_name_the_line() {
         assert_eq!(parse("FROM x\n\nEXPOSE 80\n").map_err(|e| e.line), Err(3));
-        assert!(parse("FROM x\nCOPY src /dst\n").expect_err("no context").message.contains("heredoc"));
+        assert!(parse("FROM x\nCOPY src /dst\n")
+            .expect_err("no context")
+            .message
+            .contains("heredoc"));
         assert_eq!(parse("RUN true\n").map_err(|e| e.line), Err(1));
         assert!(parse("FROM x\nCOPY <<EOF /f\nno end\n").is_err());
         assert!(parse("FROM x\nWORKDIR relative\n").is_err());
@@ -254,7 +321,10 @@ mod tests {
 
     #[test]
     fn substitutes_variables() {
-        let vars = vec![("A".to_owned(), "1".to_owned()), ("HOME".to_owned(), "/h".to_owned())];
+        let vars = vec![
+            ("A".to_owned(), "1".to_owned()),
+            ("HOME".to_owned(), "/h".to_owned()),
+        ];
         assert_eq!(substitute("$A-${HOME}/x $$ $NOPE.", &vars), "1-/h/x $$ .");
     }
 }

@@ -7,7 +7,22 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 
 use crate::error::CoreError;
-use crate::model::{LayerInfo, PullProgress, PulledImage};
+use crate::model::{ImageConfig, LayerInfo, PullProgress, PulledImage};
+
+/// A layer a build made: stored, unpacked, with its uncompressed digest.
+#[derive(Debug, Clone)]
+pub struct BuiltLayer {
+    pub info: LayerInfo,
+    pub diff_id: String,
+}
+
+/// What a build or a push writes: the digests of the image's manifest and
+/// config.
+#[derive(Debug, Clone)]
+pub struct WrittenImage {
+    pub manifest_digest: String,
+    pub config_digest: String,
+}
 
 #[async_trait]
 pub trait ImageBackend: Send + Sync + 'static {
@@ -30,4 +45,36 @@ pub trait ImageBackend: Send + Sync + 'static {
     /// Removes every blob and unpacked layer whose digest is not in
     /// `keep`; returns how many bytes it freed.
     async fn collect_garbage(&self, keep: &BTreeSet<String>) -> Result<u64, CoreError>;
+
+    /// Packs a directory of changes (a sandbox's writable layer) into a
+    /// stored, unpacked layer.
+    async fn pack_changes(&self, dir: &std::path::Path) -> Result<BuiltLayer, CoreError>;
+
+    /// A stored, unpacked layer holding one file.
+    async fn file_layer(
+        &self,
+        path: &str,
+        content: &[u8],
+        mode: u32,
+    ) -> Result<BuiltLayer, CoreError>;
+
+    /// The uncompressed digests of a stored image config's layers.
+    async fn diff_ids(&self, config_digest: &str) -> Result<Vec<String>, CoreError>;
+
+    /// Stores the config and manifest of an image made of `layers`.
+    async fn write_image(
+        &self,
+        layers: &[LayerInfo],
+        diff_ids: &[String],
+        config: &ImageConfig,
+    ) -> Result<WrittenImage, CoreError>;
+
+    /// Pushes a stored image (its layers and config) to `target`; returns
+    /// the pushed manifest's digest.
+    async fn push(
+        &self,
+        layers: &[LayerInfo],
+        config_digest: &str,
+        target: &str,
+    ) -> Result<String, CoreError>;
 }

@@ -26,6 +26,10 @@ pub trait Provider: Send + Sync + 'static {
     /// stopping what is already gone succeeds.
     async fn stop(&self, id: &VmId, handle: Option<RuntimeHandle>) -> Result<(), RuntimeError>;
 
+    /// The directory holding everything the sandbox changed in its root
+    /// filesystem (an overlay upper layer), when it has one.
+    fn changes_dir(&self, id: &VmId) -> Option<std::path::PathBuf>;
+
     /// Whether the sandbox behind `handle` still runs.
     fn is_alive(&self, id: &VmId, handle: RuntimeHandle) -> bool;
 

@@ -87,10 +87,10 @@ struct PullRecord {
 }
 
 pub struct Service {
-    store: Arc<dyn Store>,
-    provider: Arc<dyn Provider>,
-    images: Arc<dyn ImageBackend>,
-    config: ServiceConfig,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) provider: Arc<dyn Provider>,
+    pub(crate) images: Arc<dyn ImageBackend>,
+    pub(crate) config: ServiceConfig,
     vm_locks: Mutex<HashMap<VmId, Arc<AsyncMutex<()>>>>,
     pulls: Mutex<HashMap<String, PullRecord>>,
 }
@@ -515,7 +515,11 @@ impl Service {
     // ---- images ---------------------------------------------------------------
 
     /// The account's image for `reference`, pulled if it has none yet.
-    async fn ensure_image(&self, account: &AccountId, reference: &str) -> Result<Image, CoreError> {
+    pub(crate) async fn ensure_image(
+        &self,
+        account: &AccountId,
+        reference: &str,
+    ) -> Result<Image, CoreError> {
         if let Some(image) = self.store.find_image(account, reference).await? {
             return Ok(image);
         }

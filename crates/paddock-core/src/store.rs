@@ -80,4 +80,15 @@ pub trait Store: Send + Sync + 'static {
         account: &AccountId,
         digest: &str,
     ) -> Result<u64, StoreError>;
+
+    /// The layer a build step with this cache key made before.
+    async fn get_build_step(
+        &self,
+        key: &str,
+    ) -> Result<Option<crate::images::BuiltLayer>, StoreError>;
+    async fn put_build_step(
+        &self,
+        key: &str,
+        layer: &crate::images::BuiltLayer,
+    ) -> Result<(), StoreError>;
 }

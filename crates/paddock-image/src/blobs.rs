@@ -115,6 +115,22 @@ impl BlobStore {
         Ok(digest)
     }
 
+    /// A fresh path in the ingest area, for a blob being written.
+    pub fn ingest_path(&self) -> PathBuf {
+        self.root
+            .join("ingest")
+            .join(format!("local-{}", rand::random::<u64>()))
+    }
+
+    /// Moves a fully written and hashed file into place as `digest`.
+    pub fn adopt(&self, file: &Path, digest: &Digest) -> Result<(), ImageError> {
+        if self.contains(digest) {
+            let _ = std::fs::remove_file(file);
+            return Ok(());
+        }
+        std::fs::rename(file, self.path(digest)).map_err(ImageError::io("store a blob"))
+    }
+
     pub fn read(&self, digest: &Digest) -> Result<Vec<u8>, ImageError> {
         let bytes = std::fs::read(self.path(digest))
             .map_err(ImageError::io(format!("read blob {digest}")))?;

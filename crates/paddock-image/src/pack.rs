@@ -121,20 +121,35 @@ pub enum Contents<'a> {
     /// Every change in a directory (an overlay upper dir).
     Changes(&'a Path),
     /// One file (with its parent directories), from a Dockerfile heredoc.
-    File { path: &'a str, content: &'a [u8], mode: u32 },
+    File {
+        path: &'a str,
+        content: &'a [u8],
+        mode: u32,
+    },
 }
 
 /// Writes `contents` as a gzip layer to `out`.
 pub fn pack(contents: Contents<'_>, out: &Path) -> Result<Packed, ImageError> {
-    let file = fs::File::create(out).map_err(ImageError::io(format!("create {}", out.display())))?;
-    let compressed = Hashing { inner: io::BufWriter::new(file), hasher: Sha256::new() };
+    let file =
+        fs::File::create(out).map_err(ImageError::io(format!("create {}", out.display())))?;
+    let compressed = Hashing {
+        inner: io::BufWriter::new(file),
+        hasher: Sha256::new(),
+    };
     let gz = flate2::write::GzEncoder::new(compressed, flate2::Compression::fast());
-    let uncompressed = Hashing { inner: gz, hasher: Sha256::new() };
+    let uncompressed = Hashing {
+        inner: gz,
+        hasher: Sha256::new(),
+    };
     let mut b = tar::Builder::new(uncompressed);
     b.follow_symlinks(false);
     let written = match contents {
         Contents::Changes(dir) => walk(&mut b, dir, Path::new(""), &mut HashMap::new()),
-        Contents::File { path, content, mode } => {
+        Contents::File {
+            path,
+            content,
+            mode,
+        } => {
             let rel = Path::new(path.trim_start_matches('/'));
             let mut dir = PathBuf::new();
             let mut result = Ok(());
@@ -156,10 +171,21 @@ pub fn pack(contents: Contents<'_>, out: &Path) -> Result<Packed, ImageError> {
     written.map_err(ImageError::io("write a layer"))?;
     let uncompressed = b.into_inner().map_err(ImageError::io("finish a layer"))?;
     let diff_id = Digest::from_hasher(uncompressed.hasher);
-    let mut compressed = uncompressed.inner.finish().map_err(ImageError::io("compress a layer"))?;
-    compressed.flush().map_err(ImageError::io("write a layer"))?;
-    let size = fs::metadata(out).map(|m| m.len()).map_err(ImageError::io("stat a layer"))?;
-    Ok(Packed { digest: Digest::from_hasher(compressed.hasher), size, diff_id })
+    let mut compressed = uncompressed
+        .inner
+        .finish()
+        .map_err(ImageError::io("compress a layer"))?;
+    compressed
+        .flush()
+        .map_err(ImageError::io("write a layer"))?;
+    let size = fs::metadata(out)
+        .map(|m| m.len())
+        .map_err(ImageError::io("stat a layer"))?;
+    Ok(Packed {
+        digest: Digest::from_hasher(compressed.hasher),
+        size,
+        diff_id,
+    })
 }
 
 #[cfg(test)]
@@ -176,8 +202,13 @@ mod tests {
         fs::write(upper.join("etc/new"), "new").expect("write");
         fs::hard_link(upper.join("etc/new"), upper.join("etc/new2")).expect("link");
         std::os::unix::fs::symlink("new", upper.join("etc/sym")).expect("symlink");
-        nix::sys::stat::mknod(&upper.join("etc/gone"), nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::empty(), 0)
-            .expect("whiteout");
+        nix::sys::stat::mknod(
+            &upper.join("etc/gone"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::empty(),
+            0,
+        )
+        .expect("whiteout");
         sys::lsetxattr(&upper.join("data"), "trusted.overlay.opaque", b"y").expect("opaque");
 
         let blob = dir.path().join("blob");
@@ -185,18 +216,41 @@ mod tests {
         assert_eq!(Digest::of(&fs::read(&blob).expect("blob")), packed.digest);
         let out = dir.path().join("out");
         unpack_layer(&blob, &packed.digest, &out).expect("unpack");
-        assert_eq!(fs::read_to_string(out.join("etc/new2")).expect("link"), "new");
-        assert_eq!(fs::metadata(out.join("etc/new")).expect("f").ino(), fs::metadata(out.join("etc/new2")).expect("f").ino());
-        assert_eq!(fs::read_link(out.join("etc/sym")).expect("sym"), Path::new("new"));
-        assert!(fs::symlink_metadata(out.join("etc/gone")).expect("wh").file_type().is_char_device());
-        assert_eq!(sys::lgetxattr(&out.join("data"), "trusted.overlay.opaque").as_deref(), Some(&b"y"[..]));
+        assert_eq!(
+            fs::read_to_string(out.join("etc/new2")).expect("link"),
+            "new"
+        );
+        assert_eq!(
+            fs::metadata(out.join("etc/new")).expect("f").ino(),
+            fs::metadata(out.join("etc/new2")).expect("f").ino()
+        );
+        assert_eq!(
+            fs::read_link(out.join("etc/sym")).expect("sym"),
+            Path::new("new")
+        );
+        assert!(fs::symlink_metadata(out.join("etc/gone"))
+            .expect("wh")
+            .file_type()
+            .is_char_device());
+        assert_eq!(
+            sys::lgetxattr(&out.join("data"), "trusted.overlay.opaque").as_deref(),
+            Some(&b"y"[..])
+        );
     }
 
     #[test]
     fn a_file_layer_has_its_parents() {
         let dir = tempfile::tempdir().expect("tempdir");
         let blob = dir.path().join("blob");
-        let packed = pack(Contents::File { path: "/app/bin/run.sh", content: b"#!/bin/sh\n", mode: 0o755 }, &blob).expect("pack");
+        let packed = pack(
+            Contents::File {
+                path: "/app/bin/run.sh",
+                content: b"#!/bin/sh\n",
+                mode: 0o755,
+            },
+            &blob,
+        )
+        .expect("pack");
         let out = dir.path().join("out");
         unpack_layer(&blob, &packed.digest, &out).expect("unpack");
         let m = fs::metadata(out.join("app/bin/run.sh")).expect("file");

@@ -12,7 +12,7 @@ use oci_client::client::{linux_amd64_resolver, ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
-use paddock_core::images::ImageBackend;
+use paddock_core::images::{BuiltLayer, ImageBackend, WrittenImage};
 use paddock_core::model::{ImageConfig, LayerInfo, PullProgress, PulledImage};
 use paddock_core::CoreError;
 use tokio::sync::Mutex as AsyncMutex;
@@ -20,7 +20,12 @@ use tokio::sync::Mutex as AsyncMutex;
 use crate::blobs::BlobStore;
 use crate::digest::Digest;
 use crate::error::ImageError;
+use crate::pack::{pack, Contents};
 use crate::unpack::unpack_layer;
+
+const GZIP_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
+const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// How to reach one registry. `Debug` hides the password.
 #[derive(Clone, Default)]
@@ -313,6 +318,189 @@ fn parse_config(raw: &str) -> Result<ImageConfig, ImageError> {
     })
 }
 
+impl ImageStore {
+    /// Packs `contents` into a stored blob, unpacked once as a layer.
+    fn store_packed(&self, contents: Contents<'_>) -> Result<BuiltLayer, ImageError> {
+        let tmp = self.blobs.ingest_path();
+        let packed = match pack(contents, &tmp) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        self.blobs.adopt(&tmp, &packed.digest)?;
+        unpack_layer(
+            &self.blobs.path(&packed.digest),
+            &packed.digest,
+            &self.layer_dir(&packed.digest),
+        )?;
+        Ok(BuiltLayer {
+            info: LayerInfo {
+                digest: packed.digest.to_string(),
+                size: packed.size,
+                media_type: GZIP_LAYER.to_owned(),
+            },
+            diff_id: packed.diff_id.to_string(),
+        })
+    }
+
+    fn write(
+        &self,
+        layers: &[LayerInfo],
+        diff_ids: &[String],
+        c: &ImageConfig,
+    ) -> Result<WrittenImage, ImageError> {
+        // Unknown diff ids (an empty string) are computed from the blob.
+        let diff_ids = layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| match diff_ids.get(i).filter(|d| !d.is_empty()) {
+                Some(d) => Ok(d.clone()),
+                None => {
+                    let d: Digest = l
+                        .digest
+                        .parse()
+                        .map_err(|_| ImageError::Config(l.digest.clone()))?;
+                    crate::unpack::uncompressed_digest(&self.blobs.path(&d)).map(|d| d.to_string())
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let env: Vec<String> = c.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let config = serde_json::json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {
+                "Env": env,
+                "WorkingDir": c.working_dir.clone().unwrap_or_default(),
+                "User": c.user.clone().unwrap_or_default(),
+                "Entrypoint": if c.entrypoint.is_empty() { serde_json::Value::Null } else { serde_json::json!(c.entrypoint) },
+                "Cmd": if c.cmd.is_empty() { serde_json::Value::Null } else { serde_json::json!(c.cmd) },
+                "Labels": c.labels,
+            },
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        });
+        let config_bytes =
+            serde_json::to_vec(&config).map_err(|e| ImageError::Config(e.to_string()))?;
+        let config_digest = self.blobs.put(&config_bytes)?;
+        let manifest = manifest_for(layers, config_digest.as_str(), config_bytes.len() as i64);
+        let manifest_bytes =
+            serde_json::to_vec(&manifest).map_err(|e| ImageError::Config(e.to_string()))?;
+        let manifest_digest = self.blobs.put(&manifest_bytes)?;
+        Ok(WrittenImage {
+            manifest_digest: manifest_digest.to_string(),
+            config_digest: config_digest.to_string(),
+        })
+    }
+
+    async fn push_to(
+        &self,
+        layers: &[LayerInfo],
+        config_digest: &str,
+        target: &str,
+    ) -> Result<String, ImageError> {
+        let r: Reference =
+            target
+                .parse()
+                .map_err(|e: oci_client::ParseError| ImageError::InvalidReference {
+                    reference: target.to_owned(),
+                    reason: e.to_string(),
+                })?;
+        let registry = r.resolve_registry().to_owned();
+        let classify = |e: OciDistributionError| classify(e, &registry, target);
+        let auth = self.auth(&registry);
+        self.client.store_auth_if_needed(&registry, &auth).await;
+        if let RegistryAuth::Basic(..) = auth {
+            self.client
+                .auth(&r, &auth, oci_client::RegistryOperation::Push)
+                .await
+                .map_err(classify)?;
+        }
+        for layer in layers {
+            let digest: Digest = layer
+                .digest
+                .parse()
+                .map_err(|_| ImageError::Config(format!("layer {}", layer.digest)))?;
+            if self
+                .client
+                .blob_exists(&r, digest.as_str())
+                .await
+                .map_err(classify)?
+            {
+                continue;
+            }
+            let file = tokio::fs::File::open(self.blobs.path(&digest))
+                .await
+                .map_err(ImageError::io(format!("open blob {digest}")))?;
+            let stream = futures::stream::unfold(file, |mut f| async move {
+                let mut buf = vec![0u8; 1 << 20];
+                match tokio::io::AsyncReadExt::read(&mut f, &mut buf).await {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Some((Ok(bytes::Bytes::from(buf)), f))
+                    }
+                    Err(e) => Some((Err(OciDistributionError::IoError(e)), f)),
+                }
+            });
+            self.client
+                .push_blob_stream(&r, stream, digest.as_str(), Some(layer.size))
+                .await
+                .map_err(classify)?;
+        }
+        let config_digest: Digest = config_digest
+            .parse()
+            .map_err(|_| ImageError::Config(config_digest.to_owned()))?;
+        let config_bytes = self.blobs.read(&config_digest)?;
+        let size = config_bytes.len() as i64;
+        self.client
+            .push_blob(&r, config_bytes, config_digest.as_str())
+            .await
+            .map_err(classify)?;
+        let manifest = manifest_for(layers, config_digest.as_str(), size);
+        let bytes = serde_json::to_vec(&manifest).map_err(|e| ImageError::Config(e.to_string()))?;
+        self.client
+            .push_manifest_raw(
+                &r,
+                bytes.clone(),
+                MANIFEST_MEDIA_TYPE
+                    .parse()
+                    .map_err(|_| ImageError::MediaType(MANIFEST_MEDIA_TYPE.into()))?,
+            )
+            .await
+            .map_err(classify)?;
+        Ok(Digest::of(&bytes).to_string())
+    }
+}
+
+fn manifest_for(
+    layers: &[LayerInfo],
+    config_digest: &str,
+    config_size: i64,
+) -> oci_client::manifest::OciImageManifest {
+    use oci_client::manifest::{OciDescriptor, OciImageManifest};
+    OciImageManifest {
+        schema_version: 2,
+        media_type: Some(MANIFEST_MEDIA_TYPE.to_owned()),
+        config: OciDescriptor {
+            media_type: CONFIG_MEDIA_TYPE.to_owned(),
+            digest: config_digest.to_owned(),
+            size: config_size,
+            ..Default::default()
+        },
+        layers: layers
+            .iter()
+            .map(|l| OciDescriptor {
+                media_type: l.media_type.clone(),
+                digest: l.digest.clone(),
+                size: i64::try_from(l.size).unwrap_or(i64::MAX),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
 impl From<ImageError> for CoreError {
     fn from(e: ImageError) -> Self {
         match e {
@@ -354,6 +542,61 @@ impl ImageBackend for ImageStore {
 
     async fn collect_garbage(&self, keep: &BTreeSet<String>) -> Result<u64, CoreError> {
         Ok(self.gc(keep)?)
+    }
+
+    async fn pack_changes(&self, dir: &Path) -> Result<BuiltLayer, CoreError> {
+        Ok(tokio::task::block_in_place(|| {
+            self.store_packed(Contents::Changes(dir))
+        })?)
+    }
+
+    async fn file_layer(
+        &self,
+        path: &str,
+        content: &[u8],
+        mode: u32,
+    ) -> Result<BuiltLayer, CoreError> {
+        Ok(tokio::task::block_in_place(|| {
+            self.store_packed(Contents::File {
+                path,
+                content,
+                mode,
+            })
+        })?)
+    }
+
+    async fn diff_ids(&self, config_digest: &str) -> Result<Vec<String>, CoreError> {
+        let d: Digest = config_digest
+            .parse()
+            .map_err(|_| ImageError::Config(config_digest.to_owned()))?;
+        let config: serde_json::Value = serde_json::from_slice(&self.blobs.read(&d)?)
+            .map_err(|e| ImageError::Config(e.to_string()))?;
+        Ok(config["rootfs"]["diff_ids"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn write_image(
+        &self,
+        layers: &[LayerInfo],
+        diff_ids: &[String],
+        config: &ImageConfig,
+    ) -> Result<WrittenImage, CoreError> {
+        Ok(self.write(layers, diff_ids, config)?)
+    }
+
+    async fn push(
+        &self,
+        layers: &[LayerInfo],
+        config_digest: &str,
+        target: &str,
+    ) -> Result<String, CoreError> {
+        Ok(self.push_to(layers, config_digest, target).await?)
     }
 }
 

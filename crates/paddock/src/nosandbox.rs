@@ -6,9 +6,9 @@ use paddock_core::exec::{
     ByteStream, ExecRequest, ExecStream, FileContent, PtyConnection, PtyInfo, PtySpec, SandboxPath,
 };
 use paddock_core::ids::VmId;
-use paddock_core::images::ImageBackend;
+use paddock_core::images::{BuiltLayer, ImageBackend, WrittenImage};
 use paddock_core::model::{
-    LayerInfo, PullProgress, PulledImage, Resources, RootfsSpec, RuntimeHandle, Vm,
+    ImageConfig, LayerInfo, PullProgress, PulledImage, Resources, RootfsSpec, RuntimeHandle, Vm,
 };
 use paddock_core::provider::Provider;
 use paddock_core::CoreError;
@@ -33,6 +33,9 @@ impl Provider for NoSandboxes {
     }
     async fn stop(&self, _: &VmId, _: Option<RuntimeHandle>) -> Result<(), RuntimeError> {
         Err(refused())
+    }
+    fn changes_dir(&self, _: &VmId) -> Option<std::path::PathBuf> {
+        None
     }
     fn is_alive(&self, _: &VmId, _: RuntimeHandle) -> bool {
         false
@@ -78,6 +81,10 @@ impl Provider for NoSandboxes {
     }
 }
 
+fn no_images() -> CoreError {
+    CoreError::Unavailable("this command does not handle images".into())
+}
+
 /// An image backend that has no images, for the same commands.
 pub struct NoImages;
 
@@ -99,5 +106,25 @@ impl ImageBackend for NoImages {
         _: &std::collections::BTreeSet<String>,
     ) -> Result<u64, CoreError> {
         Ok(0)
+    }
+    async fn pack_changes(&self, _: &std::path::Path) -> Result<BuiltLayer, CoreError> {
+        Err(no_images())
+    }
+    async fn file_layer(&self, _: &str, _: &[u8], _: u32) -> Result<BuiltLayer, CoreError> {
+        Err(no_images())
+    }
+    async fn diff_ids(&self, _: &str) -> Result<Vec<String>, CoreError> {
+        Err(no_images())
+    }
+    async fn write_image(
+        &self,
+        _: &[LayerInfo],
+        _: &[String],
+        _: &ImageConfig,
+    ) -> Result<WrittenImage, CoreError> {
+        Err(no_images())
+    }
+    async fn push(&self, _: &[LayerInfo], _: &str, _: &str) -> Result<String, CoreError> {
+        Err(no_images())
     }
 }

@@ -362,3 +362,143 @@ async fn image_commands_pull_list_inspect_rm() {
     run(&["image", "rm", &digest]);
     assert!(!run(&["image", "list"]).contains(&reference));
 }
+
+/// Reads an NDJSON build log into its events.
+fn events(body: &serde_json::Value) -> Vec<serde_json::Value> {
+    body.as_str()
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("ndjson"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_dockerfile_builds_caches_and_pushes() {
+    let reg = Registry::start();
+    let server = Server::start_with_config(&reg.paddock_config());
+    let c = server.client();
+    push(
+        &reg.reference("test/base:v1"),
+        vec![(gzip(&busybox_base().bytes()), GZIP)],
+        config_json(&["PATH=/bin"], "", ""),
+    )
+    .await;
+    let dockerfile = format!(
+        "ARG GREETING=hello\nFROM {}\nENV APP=demo\nWORKDIR /app\nRUN echo \"$GREETING from $APP\" > /app/greeting && echo built-it && rm /etc/group\nCOPY --chmod=755 <<EOF /app/run.sh\n#!/bin/sh\necho running $APP\nEOF\nUSER app\nCMD [\"/app/run.sh\"]\n",
+        reg.reference("test/base:v1")
+    );
+    let body = json!({"dockerfile": dockerfile, "tag": "local/app:v1"});
+    let first = c.post("/v1/images/build", body.clone()).await;
+    assert_eq!(first.status, 200);
+    let log = events(&first.body);
+    let done = log.last().expect("events");
+    assert_eq!(done["type"], "done", "{log:?}");
+    assert_eq!(log.iter().filter(|e| e["type"] == "step").count(), 8);
+    assert!(log.iter().any(
+        |e| e["type"] == "stdout" && e["data"].as_str().is_some_and(|d| d.contains("built-it"))
+    ));
+    let digest = done["image"]["digest"].as_str().expect("digest").to_owned();
+    assert_eq!(done["image"]["user"], "app");
+    assert_eq!(done["image"]["cmd"], json!(["/app/run.sh"]));
+
+    let vm = c.create_vm(json!({"image_variant": "local/app:v1"})).await;
+    let id = vm["vm_id"].as_str().expect("id");
+    let (out, _, _) = c
+        .exec(
+            id,
+            "cat greeting; /app/run.sh; id -u; ls /etc/group 2>&1; echo $APP",
+        )
+        .await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "hello from demo", "{out}");
+    assert_eq!(lines[1], "running demo");
+    assert_eq!(lines[2], "1000");
+    assert!(
+        lines[3].contains("No such file"),
+        "RUN's deletion is a whiteout: {out}"
+    );
+    assert_eq!(lines[4], "demo");
+
+    // A rebuild with no change reuses every layer and runs nothing.
+    let again = events(&c.post("/v1/images/build", body).await.body);
+    let layer_steps: Vec<_> = again
+        .iter()
+        .filter(|e| {
+            e["type"] == "step"
+                && (e["instruction"].as_str().unwrap_or("").starts_with("RUN")
+                    || e["instruction"].as_str().unwrap_or("").starts_with("COPY"))
+        })
+        .collect();
+    assert_eq!(layer_steps.len(), 2);
+    assert!(layer_steps.iter().all(|e| e["cached"] == true), "{again:?}");
+    assert!(
+        !again.iter().any(|e| e["type"] == "stdout"),
+        "a cached RUN runs nothing"
+    );
+    assert_eq!(again.last().expect("done")["image"]["digest"], digest);
+
+    // Push it, and run it from the registry on another server.
+    let pushed = c
+        .post(
+            &format!("/v1/images/{digest}/push"),
+            json!({"target": reg.reference("test/built:v1")}),
+        )
+        .await;
+    assert_eq!(pushed.status, 200, "{}", pushed.body);
+    let other = Server::start_with_config(&reg.paddock_config());
+    let oc = other.client();
+    let vm = oc
+        .create_vm(json!({"image_variant": reg.reference("test/built:v1")}))
+        .await;
+    let (out, _, _) = oc
+        .exec(
+            vm["vm_id"].as_str().expect("id"),
+            "cat /app/greeting; id -u",
+        )
+        .await;
+    assert_eq!(out, "hello from demo\n1000\n");
+}
+
+#[tokio::test]
+async fn build_errors_name_the_line_and_store_nothing() {
+    let reg = Registry::start();
+    let server = Server::start_with_config(&reg.paddock_config());
+    let c = server.client();
+    push(
+        &reg.reference("test/base:v1"),
+        vec![(gzip(&busybox_base().bytes()), GZIP)],
+        config_json(&["PATH=/bin"], "", ""),
+    )
+    .await;
+    let bad = c.post("/v1/images/build", json!({"dockerfile": format!("FROM {}\n\nEXPOSE 80\n", reg.reference("test/base:v1")), "tag": "local/x:v1"})).await;
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    assert_eq!(bad.body["detail"][0]["loc"], json!(["body", "dockerfile"]));
+    assert!(bad.body["detail"][0]["msg"]
+        .as_str()
+        .expect("msg")
+        .contains("line 3"));
+
+    let failing = c.post("/v1/images/build", json!({"dockerfile": format!("FROM {}\nRUN echo partial > /f && exit 3\n", reg.reference("test/base:v1")), "tag": "local/x:v1"})).await;
+    let log = events(&failing.body);
+    let last = log.last().expect("events");
+    assert_eq!(last["type"], "error", "{log:?}");
+    assert!(
+        last["detail"].as_str().expect("detail").contains("line 2"),
+        "{last}"
+    );
+    assert!(
+        last["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("exit code 3"),
+        "{last}"
+    );
+    assert_eq!(c.get("/v1/images/local%2Fx:v1").await.status, 404);
+    // The build sandbox is gone.
+    assert_eq!(
+        std::fs::read_dir(server.data_dir().join("sandboxes"))
+            .expect("dir")
+            .count(),
+        0
+    );
+}

@@ -204,6 +204,10 @@ fn init(config: &BootConfig) -> Result<(UnixListener, Option<crate::serve::RunAs
     nix::unistd::sethostname(&config.hostname).map_err(nix_step("set the hostname"))?;
     sys::loopback_up().map_err(step("bring up loopback"))?;
     mounts::pivot(&config.root_mountpoint)?;
+    if let Some(cwd) = &config.cwd {
+        // As Docker does: an image's WorkingDir exists once it runs.
+        fs::create_dir_all(cwd).map_err(step(format!("create the working directory {cwd}")))?;
+    }
     let user = config
         .user
         .as_deref()

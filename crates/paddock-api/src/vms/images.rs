@@ -2,10 +2,16 @@
 //! inspect, delete. An image is addressed by its digest or by the
 //! reference it was pulled by (URL-encoded in the path).
 
+use axum::body::Body;
 use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
+use paddock_core::build::{BuildEvent, BuildRequest};
 use paddock_core::model::{Image, PullState};
+use paddock_core::service::Service;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use super::dto::WaitQuery;
@@ -192,4 +198,109 @@ pub(crate) async fn remove(
         digest: image.digest,
         freed_bytes: freed,
     }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct BuildBody {
+    /// An inline Dockerfile: FROM, RUN, ENV, WORKDIR, USER, ARG, LABEL,
+    /// CMD, ENTRYPOINT and `COPY <<EOF /path` heredocs.
+    pub dockerfile: String,
+    /// The reference the built image is stored under.
+    pub tag: String,
+    #[serde(default)]
+    pub build_args: std::collections::BTreeMap<String, String>,
+}
+
+fn line(v: serde_json::Value) -> bytes::Bytes {
+    let mut b = serde_json::to_vec(&v).unwrap_or_default();
+    b.push(b'\n');
+    bytes::Bytes::from(b)
+}
+
+/// Build an image from an inline Dockerfile. The response streams the
+/// build log as newline-delimited JSON: `{"type":"step",…,"cached":…}`,
+/// `{"type":"stdout"|"stderr","data":…}`, then `{"type":"done","image":…}`
+/// or `{"type":"error","detail":…}`. A Dockerfile that does not parse is a
+/// 422 naming its line, before anything runs.
+#[utoipa::path(post, path = "/v1/images/build", tag = "images", request_body = BuildBody,
+    responses((status = 200, description = "application/x-ndjson build log"), (status = 422, body = HttpValidationError)))]
+pub(crate) async fn build(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    ValidJson(body): ValidJson<BuildBody>,
+) -> Result<Response, ApiError> {
+    Service::parse_dockerfile(&body.dockerfile)?;
+    if !body.tag.contains(['/', ':']) && body.tag.chars().any(|c| c.is_ascii_uppercase()) {
+        return Err(ApiError::body_field("tag", "not an image reference"));
+    }
+    let request = BuildRequest {
+        dockerfile: body.dockerfile,
+        tag: body.tag,
+        build_args: body.build_args.into_iter().collect(),
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<BuildEvent>(64);
+    let (out_tx, out_rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(64);
+    let service = state.service.clone();
+    tokio::spawn(async move {
+        let forward = async {
+            while let Some(event) = rx.recv().await {
+                let v = match event {
+                    BuildEvent::Step {
+                        index,
+                        total,
+                        line,
+                        text,
+                        cached,
+                    } => json!({
+                        "type": "step", "index": index, "total": total, "line": line,
+                        "instruction": text, "cached": cached,
+                    }),
+                    BuildEvent::Stdout(b) => {
+                        json!({"type": "stdout", "data": String::from_utf8_lossy(&b)})
+                    }
+                    BuildEvent::Stderr(b) => {
+                        json!({"type": "stderr", "data": String::from_utf8_lossy(&b)})
+                    }
+                };
+                if out_tx.send(Ok(line(v))).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let (result, ()) = tokio::join!(service.build_image(&account, request, tx), forward);
+        let last = match result {
+            Ok(image) => {
+                json!({"type": "done", "image": serde_json::to_value(ImageResponse::from(image)).unwrap_or_default()})
+            }
+            Err(e) => json!({"type": "error", "detail": e.to_string()}),
+        };
+        let _ = out_tx.send(Ok(line(last))).await;
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(out_rx)),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PushBody {
+    /// Where to push: `registry/repo:tag`.
+    pub target: String,
+}
+
+/// Push a stored image (pulled or built) to a registry.
+#[utoipa::path(post, path = "/v1/images/{key}/push", tag = "images", params(ImageKey), request_body = PushBody,
+    responses((status = 200, description = "{digest, target}"), (status = 404, body = ErrorDetail), (status = 502, body = ErrorDetail)))]
+pub(crate) async fn push(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    Path(ImageKey { key }): Path<ImageKey>,
+    ValidJson(body): ValidJson<PushBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let digest = state
+        .service
+        .push_image(&account, &key, &body.target)
+        .await?;
+    Ok(Json(json!({"digest": digest, "target": body.target})))
 }

@@ -95,6 +95,8 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/download", post(files::download))
         .route("/v1/images", post(images::pull).get(images::list))
         .route("/v1/images/pulls/{pull_id}", get(images::pull_status))
+        .route("/v1/images/build", post(images::build))
+        .route("/v1/images/{key}/push", post(images::push))
         .route(
             "/v1/images/{key}",
             get(images::inspect).delete(images::remove),

@@ -142,15 +142,15 @@ pub fn unpack_layer(blob: &Path, digest: &Digest, dest: &Path) -> Result<(), Ima
     result
 }
 
-fn unpack_into(blob: &Path, digest: &Digest, root: &Path) -> Result<(), ImageError> {
-    let mut reader = BufReader::new(
-        fs::File::open(blob).map_err(ImageError::io(format!("open blob {digest}")))?,
-    );
+/// The layer's tar stream, decompressed as its first bytes say.
+fn decoded(blob: &Path) -> Result<Box<dyn Read>, ImageError> {
+    let file = fs::File::open(blob).map_err(ImageError::io(format!("open {}", blob.display())))?;
+    let mut reader = BufReader::new(file);
     let magic = reader
         .fill_buf()
         .map_err(ImageError::io("read a layer"))?
         .to_vec();
-    let decoded: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
+    Ok(if magic.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::read::GzDecoder::new(reader))
     } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         Box::new(
@@ -159,7 +159,18 @@ fn unpack_into(blob: &Path, digest: &Digest, root: &Path) -> Result<(), ImageErr
         )
     } else {
         Box::new(reader)
-    };
+    })
+}
+
+/// The digest of a layer's uncompressed tar (its diff id).
+pub fn uncompressed_digest(blob: &Path) -> Result<Digest, ImageError> {
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut decoded(blob)?, &mut hasher).map_err(ImageError::io("hash a layer"))?;
+    Ok(Digest::from_hasher(hasher))
+}
+
+fn unpack_into(blob: &Path, digest: &Digest, root: &Path) -> Result<(), ImageError> {
+    let decoded = decoded(blob)?;
     let ctx = Ctx {
         layer: digest.as_str(),
         root,

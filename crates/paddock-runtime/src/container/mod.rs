@@ -256,6 +256,10 @@ impl Provider for ContainerProvider {
             .map_err(|e| RuntimeError::Agent(format!("teardown task failed: {e}")))?
     }
 
+    fn changes_dir(&self, id: &VmId) -> Option<PathBuf> {
+        Some(self.run_dir(id).join("upper")).filter(|d| d.is_dir())
+    }
+
     fn is_alive(&self, _id: &VmId, handle: RuntimeHandle) -> bool {
         procfs::is_running(handle.pid, handle.start_ticks)
     }

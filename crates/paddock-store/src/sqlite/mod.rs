@@ -450,8 +450,14 @@ impl Store for SqliteStore {
         .await
         .map_err(db_err)?;
         let mut keep = std::collections::BTreeSet::new();
+        let cached: Vec<(String,)> = sqlx::query_as("SELECT digest FROM build_cache")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        keep.extend(cached.into_iter().map(|(d,)| d));
         for row in rows {
             let image = row.into_image()?;
+            keep.insert(image.digest.clone());
             keep.insert(image.config_digest);
             keep.extend(image.layers.into_iter().map(|l| l.digest));
         }
@@ -473,6 +479,50 @@ impl Store for SqliteStore {
         .await
         .map_err(db_err)?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn get_build_step(
+        &self,
+        key: &str,
+    ) -> Result<Option<paddock_core::images::BuiltLayer>, StoreError> {
+        let row: Option<(String, i64, String, String)> = sqlx::query_as(
+            "SELECT digest, size, media_type, diff_id FROM build_cache WHERE key = ?",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(row.map(
+            |(digest, size, media_type, diff_id)| paddock_core::images::BuiltLayer {
+                info: paddock_core::model::LayerInfo {
+                    digest,
+                    size: u64::try_from(size).unwrap_or(0),
+                    media_type,
+                },
+                diff_id,
+            },
+        ))
+    }
+
+    async fn put_build_step(
+        &self,
+        key: &str,
+        layer: &paddock_core::images::BuiltLayer,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO build_cache (key, digest, size, media_type, diff_id, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(key)
+        .bind(&layer.info.digest)
+        .bind(i64::try_from(layer.info.size).unwrap_or(i64::MAX))
+        .bind(&layer.info.media_type)
+        .bind(&layer.diff_id)
+        .bind(Timestamp::now().unix_millis())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
     }
 
     async fn fail_unfinished_executions(

@@ -1,0 +1,327 @@
+//! Building images from inline Dockerfiles. Each `RUN` runs in one of
+//! paddock's own sandboxes on the layers so far; what it changed becomes a
+//! layer. `COPY` heredocs become layers directly; the other instructions
+//! change only the config. A step's layer is cached under a key of its
+//! parent image, every instruction before it and its own text, so a
+//! rebuild with no change reuses every layer and runs nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::clock::Timestamp;
+use crate::dockerfile::{self, Instruction, Step};
+use crate::error::CoreError;
+use crate::exec::{ExecEvent, ExecRequest};
+use crate::ids::{AccountId, SessionId, VmId};
+use crate::images::BuiltLayer;
+use crate::model::{Env, Image, ImageConfig, LayerInfo, RootfsSpec, Vm, VmStatus};
+use crate::service::Service;
+
+/// What a build reports as it goes.
+#[derive(Debug, Clone)]
+pub enum BuildEvent {
+    Step {
+        index: usize,
+        total: usize,
+        line: usize,
+        text: String,
+        cached: bool,
+    },
+    Stdout(Bytes),
+    Stderr(Bytes),
+}
+
+/// A request to build an image.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    pub dockerfile: String,
+    /// The reference the image is stored under.
+    pub tag: String,
+    pub build_args: Vec<(String, String)>,
+}
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+fn set(list: &mut Vec<(String, String)>, key: &str, value: String) {
+    list.retain(|(k, _)| k != key);
+    list.push((key.to_owned(), value));
+}
+
+struct State {
+    layers: Vec<LayerInfo>,
+    diff_ids: Vec<String>,
+    config: ImageConfig,
+    args: Vec<(String, String)>,
+    /// The cache key of everything so far.
+    key: String,
+}
+
+impl State {
+    fn advance(&mut self, step: &Step) {
+        let mut h = Sha256::new();
+        h.update(self.key.as_bytes());
+        h.update(b"\n");
+        h.update(step.text.as_bytes());
+        if let Instruction::Copy { content, .. } = &step.instruction {
+            h.update(content.as_bytes());
+        }
+        for (k, v) in &self.args {
+            h.update(format!("\n{k}={v}").as_bytes());
+        }
+        self.key = hex::encode(h.finalize());
+    }
+
+    fn vars(&self) -> Vec<(String, String)> {
+        self.args
+            .iter()
+            .chain(self.config.env.iter())
+            .cloned()
+            .collect()
+    }
+}
+
+impl Service {
+    /// Parses a Dockerfile, as a build would; errors name the line.
+    pub fn parse_dockerfile(text: &str) -> Result<Vec<Step>, CoreError> {
+        dockerfile::parse(text).map_err(|e| CoreError::invalid("dockerfile", e.to_string()))
+    }
+
+    /// Builds `request` for the account, reporting progress on `events`,
+    /// and stores the image under its tag.
+    pub async fn build_image(
+        self: &Arc<Self>,
+        account: &AccountId,
+        request: BuildRequest,
+        events: mpsc::Sender<BuildEvent>,
+    ) -> Result<Image, CoreError> {
+        let steps = Self::parse_dockerfile(&request.dockerfile)?;
+        if !self.images.is_reference(&request.tag) {
+            return Err(CoreError::invalid(
+                "tag",
+                format!("{:?} is not an image reference", request.tag),
+            ));
+        }
+        let mut st = State {
+            layers: Vec::new(),
+            diff_ids: Vec::new(),
+            config: ImageConfig::default(),
+            args: Vec::new(),
+            key: String::new(),
+        };
+        let total = steps.len();
+        for (i, step) in steps.iter().enumerate() {
+            st.advance(step);
+            let produces_layer = matches!(
+                step.instruction,
+                Instruction::Run(_) | Instruction::Copy { .. }
+            );
+            let cached = if produces_layer {
+                self.store.get_build_step(&st.key).await?
+            } else {
+                None
+            };
+            let _ = events
+                .send(BuildEvent::Step {
+                    index: i + 1,
+                    total,
+                    line: step.line,
+                    text: step.text.clone(),
+                    cached: cached.is_some(),
+                })
+                .await;
+            if let Some(layer) = cached {
+                st.layers.push(layer.info);
+                st.diff_ids.push(layer.diff_id);
+                continue;
+            }
+            let vars = st.vars();
+            let sub = |s: &str| dockerfile::substitute(s, &vars);
+            match &step.instruction {
+                Instruction::Arg(name, default) => {
+                    let value = request
+                        .build_args
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| v.clone())
+                        .or_else(|| default.clone())
+                        .unwrap_or_default();
+                    set(&mut st.args, name, value);
+                }
+                Instruction::From(reference) => {
+                    let base = self.ensure_image(account, &sub(reference)).await?;
+                    let mut diff_ids = self.images.diff_ids(&base.config_digest).await?;
+                    diff_ids.resize(base.layers.len(), String::new());
+                    st.layers = base.layers;
+                    st.diff_ids = diff_ids;
+                    st.config = base.config;
+                    st.key = format!("{}:{}", base.digest, st.key);
+                }
+                Instruction::Env(kvs) => {
+                    for (k, v) in kvs {
+                        let v = sub(v);
+                        set(&mut st.config.env, k, v);
+                    }
+                }
+                Instruction::Workdir(w) => st.config.working_dir = Some(sub(w)),
+                Instruction::User(u) => st.config.user = Some(sub(u)),
+                Instruction::Label(kvs) => {
+                    for (k, v) in kvs {
+                        st.config.labels.insert(k.clone(), sub(v));
+                    }
+                }
+                Instruction::Cmd(argv) => st.config.cmd = argv.clone(),
+                Instruction::Entrypoint(argv) => st.config.entrypoint = argv.clone(),
+                Instruction::Copy {
+                    dest,
+                    content,
+                    mode,
+                } => {
+                    let layer = self
+                        .images
+                        .file_layer(&sub(dest), content.as_bytes(), mode.unwrap_or(0o644))
+                        .await?;
+                    self.store.put_build_step(&st.key, &layer).await?;
+                    st.layers.push(layer.info);
+                    st.diff_ids.push(layer.diff_id);
+                }
+                Instruction::Run(command) => {
+                    let layer = self.run_step(account, &st, step, command, &events).await?;
+                    self.store.put_build_step(&st.key, &layer).await?;
+                    st.layers.push(layer.info);
+                    st.diff_ids.push(layer.diff_id);
+                }
+            }
+        }
+        let written = self
+            .images
+            .write_image(&st.layers, &st.diff_ids, &st.config)
+            .await?;
+        let image = Image {
+            account_id: account.clone(),
+            digest: written.manifest_digest,
+            reference: request.tag,
+            config_digest: written.config_digest,
+            size: st.layers.iter().map(|l| l.size).sum(),
+            config: st.config,
+            layers: st.layers,
+            created_at: Timestamp::now(),
+        };
+        self.store.upsert_image(&image).await?;
+        Ok(image)
+    }
+
+    /// Runs one `RUN` in a fresh sandbox on the layers so far and packs
+    /// what it changed. The sandbox is stopped whatever happens.
+    async fn run_step(
+        &self,
+        account: &AccountId,
+        st: &State,
+        step: &Step,
+        command: &str,
+        events: &mpsc::Sender<BuildEvent>,
+    ) -> Result<BuiltLayer, CoreError> {
+        let now = Timestamp::now();
+        let vm = Vm {
+            id: VmId::generate(),
+            account_id: account.clone(),
+            session_id: SessionId::generate(),
+            status: VmStatus::Creating,
+            status_reason: None,
+            provider: self.provider.name().to_owned(),
+            image_variant: "build".into(),
+            image_digest: None,
+            resources: self.resources(
+                Some(2048.min(i64::from(self.config.limits.max_memory_mb))),
+                None,
+            )?,
+            metadata: Default::default(),
+            env: Env::default(),
+            lifetime_seconds: None,
+            created_at: now,
+            updated_at: now,
+            started_at: None,
+            expires_at: None,
+            terminated_at: None,
+            runtime: None,
+        };
+        let mut defaults = st.config.clone();
+        for (k, v) in &st.args {
+            if !defaults.env.iter().any(|(ek, _)| ek == k) {
+                defaults.env.push((k.clone(), v.clone()));
+            }
+        }
+        let rootfs = RootfsSpec::Layers {
+            dirs: self.images.layer_dirs(&st.layers),
+            defaults,
+        };
+        let handle = self.provider.start(&vm, &rootfs).await?;
+        let result = async {
+            let request = ExecRequest {
+                argv: vec!["/bin/sh".into(), "-c".into(), command.to_owned()],
+                timeout: Some(RUN_TIMEOUT),
+                ..ExecRequest::default()
+            };
+            let mut stream = self.provider.exec(&vm.id, request).await?;
+            let status = loop {
+                match stream.recv().await {
+                    Some(Ok(ExecEvent::Stdout(b))) => {
+                        let _ = events.send(BuildEvent::Stdout(b)).await;
+                    }
+                    Some(Ok(ExecEvent::Stderr(b))) => {
+                        let _ = events.send(BuildEvent::Stderr(b)).await;
+                    }
+                    Some(Ok(ExecEvent::Exit(s))) => break s,
+                    Some(Err(e)) => return Err(CoreError::from(e)),
+                    None => {
+                        return Err(CoreError::Unavailable(
+                            "the build step's output ended early".into(),
+                        ))
+                    }
+                }
+            };
+            if status.exit_code() != 0 {
+                return Err(CoreError::invalid(
+                    "dockerfile",
+                    format!(
+                        "line {}: `{}` failed with exit code {}",
+                        step.line,
+                        step.text,
+                        status.exit_code()
+                    ),
+                ));
+            }
+            let dir = self.provider.changes_dir(&vm.id).ok_or_else(|| {
+                CoreError::Unavailable("the build sandbox has no writable layer".into())
+            })?;
+            self.images.pack_changes(&dir).await
+        }
+        .await;
+        if let Err(e) = self.provider.stop(&vm.id, Some(handle)).await {
+            tracing::warn!(vm_id = %vm.id, error = %e, "could not stop a build sandbox");
+        }
+        result
+    }
+
+    /// Pushes the account's image to `target`; returns the pushed digest.
+    pub async fn push_image(
+        &self,
+        account: &AccountId,
+        key: &str,
+        target: &str,
+    ) -> Result<String, CoreError> {
+        if !self.images.is_reference(target) {
+            return Err(CoreError::invalid(
+                "target",
+                format!("{target:?} is not an image reference"),
+            ));
+        }
+        let image = self.get_image(account, key).await?;
+        self.images
+            .push(&image.layers, &image.config_digest, target)
+            .await
+    }
+}
