@@ -502,3 +502,65 @@ async fn build_errors_name_the_line_and_store_nothing() {
         0
     );
 }
+
+#[tokio::test]
+async fn registry_credentials_are_used_and_wrong_ones_refused() {
+    let reg = Registry::start_with_auth(Some(("puller", "s3cret-pass")));
+    let auth = oci_client::secrets::RegistryAuth::Basic("puller".into(), "s3cret-pass".into());
+    registry::push_as(
+        &reg.reference("test/private:v1"),
+        vec![(gzip(&busybox_base().bytes()), GZIP)],
+        config_json(&["PATH=/bin"], "", ""),
+        &auth,
+    )
+    .await;
+
+    let good = Server::start_with_config(&format!(
+        "[registries.\"{}\"]\ninsecure = true\nusername = \"puller\"\npassword = \"s3cret-pass\"\n",
+        reg.host
+    ));
+    let r = good
+        .client()
+        .post(
+            "/v1/images?wait=true",
+            json!({"reference": reg.reference("test/private:v1")}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        !good.log().contains("s3cret-pass"),
+        "credentials never reach the log"
+    );
+
+    let wrong = Server::start_with_config(&format!(
+        "[registries.\"{}\"]\ninsecure = true\nusername = \"puller\"\npassword = \"wrong\"\n",
+        reg.host
+    ));
+    let r = wrong
+        .client()
+        .post(
+            "/v1/images?wait=true",
+            json!({"reference": reg.reference("test/private:v1")}),
+        )
+        .await;
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("refused the credentials"),
+        "{}",
+        r.body
+    );
+    assert!(!r.body.to_string().contains("wrong\""));
+
+    let anonymous = Server::start_with_config(&reg.paddock_config());
+    let r = anonymous
+        .client()
+        .post(
+            "/v1/images?wait=true",
+            json!({"reference": reg.reference("test/private:v1")}),
+        )
+        .await;
+    assert_eq!(r.status, 502, "{}", r.body);
+}

@@ -21,7 +21,24 @@ pub struct Registry {
 
 impl Registry {
     pub fn start() -> Self {
+        Self::start_with_auth(None)
+    }
+
+    /// A registry that requires `user:password` (htpasswd, basic auth).
+    pub fn start_with_auth(credentials: Option<(&str, &str)>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        let auth = match credentials {
+            None => String::new(),
+            Some((user, password)) => {
+                let hash = bcrypt::hash(password, 4).expect("bcrypt");
+                let file = dir.path().join("htpasswd");
+                std::fs::write(&file, format!("{user}:{hash}\n")).expect("htpasswd");
+                format!(
+                    "auth:\n  htpasswd:\n    realm: paddock-test\n    path: {}\n",
+                    file.display()
+                )
+            }
+        };
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("port")
@@ -30,7 +47,7 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
                 dir.path().join("data").display()
             ),
         )
@@ -201,6 +218,15 @@ fn client() -> Client {
 
 /// Pushes an image; returns its manifest's digest and size.
 pub async fn push(reference: &str, layers: Vec<(Vec<u8>, &str)>, config: Vec<u8>) -> (String, i64) {
+    push_as(reference, layers, config, &RegistryAuth::Anonymous).await
+}
+
+pub async fn push_as(
+    reference: &str,
+    layers: Vec<(Vec<u8>, &str)>,
+    config: Vec<u8>,
+    auth: &RegistryAuth,
+) -> (String, i64) {
     let r: Reference = reference.parse().expect("reference");
     let layers: Vec<ImageLayer> = layers
         .into_iter()
@@ -213,22 +239,12 @@ pub async fn push(reference: &str, layers: Vec<(Vec<u8>, &str)>, config: Vec<u8>
     );
     let manifest = OciImageManifest::build(&layers, &config, None);
     let c = client();
-    c.push(
-        &r,
-        &layers,
-        config,
-        &RegistryAuth::Anonymous,
-        Some(manifest),
-    )
-    .await
-    .expect("push");
+    c.push(&r, &layers, config, auth, Some(manifest))
+        .await
+        .expect("push");
     // The digest of the manifest as the registry stores it.
     let (bytes, digest) = c
-        .pull_manifest_raw(
-            &r,
-            &RegistryAuth::Anonymous,
-            &["application/vnd.oci.image.manifest.v1+json"],
-        )
+        .pull_manifest_raw(&r, auth, &["application/vnd.oci.image.manifest.v1+json"])
         .await
         .expect("read back the manifest");
     assert_eq!(
