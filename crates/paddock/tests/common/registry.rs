@@ -289,3 +289,19 @@ pub async fn push_index(reference: &str, amd64: (&str, i64), arm64: (&str, i64))
         .await
         .expect("push index");
 }
+
+/// A config whose `rootfs.diff_ids` names the given uncompressed layers,
+/// as tools that check them (umoci) need.
+pub fn config_with_diff_ids(env: &[&str], uncompressed_layers: &[&[u8]]) -> Vec<u8> {
+    let diff_ids: Vec<String> = uncompressed_layers
+        .iter()
+        .map(|l| format!("sha256:{}", hex::encode(Sha256::digest(l))))
+        .collect();
+    serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Env": env},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .expect("json")
+}
