@@ -92,6 +92,12 @@ def test_pty_over_websocket(client, server):
 
     async def talk():
         async with websockets.connect(client.pty.ws_url_for_vm(vm["vm_id"], pty_id)) as ws:
+            # Type once the shell shows its prompt, as a person would.
+            shown = b""
+            while b"# " not in shown:
+                msg = await asyncio.wait_for(ws.recv(), timeout=10)
+                if isinstance(msg, bytes):
+                    shown += msg
             await ws.send(b"echo sdk-$((40+2))\n")
             seen = b""
             deadline = time.time() + 10

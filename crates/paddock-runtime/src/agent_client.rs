@@ -290,10 +290,10 @@ pub async fn write_file(
             break;
         }
     }
+    // A failed send means the agent refused the write and closed: its
+    // reason is waiting to be read, so it is read either way.
     if !send_failed {
-        write_data(&mut stream, KIND_DATA, b"")
-            .await
-            .map_err(agent_err)?;
+        let _ = write_data(&mut stream, KIND_DATA, b"").await;
     }
     match next_event(&mut stream).await? {
         Event::Written { bytes } => Ok(bytes),

@@ -108,6 +108,21 @@ async fn pty_sessions_over_websocket() {
     let (mut ws, _) = tokio_tungstenite::connect_async(url)
         .await
         .expect("websocket");
+    // Type once the shell shows its prompt, as a person would.
+    let prompt = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut shown = String::new();
+        while let Some(Ok(msg)) = ws.next().await {
+            if let Message::Binary(b) = msg {
+                shown.push_str(&String::from_utf8_lossy(&b));
+                if shown.contains("# ") {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(prompt, Ok(true));
     ws.send(Message::Text(
         json!({"type": "resize", "cols": 120, "rows": 40})
             .to_string()
