@@ -275,6 +275,50 @@ async fn main() {
         ms(p99(&mut c2)),
         create.len()
     );
+
+    let dockerfile = format!(
+        "FROM {small}\nENV A=1\nRUN echo built > /built && mkdir -p /app\nCOPY <<EOF /app/x.sh\necho hi\nEOF\nRUN cat /built /app/x.sh > /app/both\n"
+    );
+    let build = || {
+        let (http, base, key, dockerfile) = (
+            http.clone(),
+            server.base.clone(),
+            server.key.clone(),
+            dockerfile.clone(),
+        );
+        async move {
+            let t = Instant::now();
+            let log = http
+                .post(format!("{base}/v1/images/build"))
+                .header("X-API-Key", &key)
+                .json(&json!({"dockerfile": dockerfile, "tag": "bench/built:v1"}))
+                .send()
+                .await
+                .expect("build")
+                .text()
+                .await
+                .expect("log");
+            let d = t.elapsed();
+            assert!(log.contains("\"type\":\"done\""), "{log}");
+            d
+        }
+    };
+    let first = build().await;
+    let mut cached: Vec<Duration> = Vec::new();
+    for _ in 0..5 {
+        cached.push(build().await);
+    }
+    let (mut r1, mut r2) = (cached.clone(), cached.clone());
+    println!(
+        "| build: 2 RUN + 1 COPY, first build                      | {:>11.1} |             |  1 |",
+        ms(first)
+    );
+    println!(
+        "| build: same Dockerfile again (every layer cached)       | {:>11.1} | {:>11.1} | {:>2} |",
+        ms(median(&mut r1)),
+        ms(p99(&mut r2)),
+        cached.len()
+    );
     println!();
     for (i, (before, after)) in peaks.iter().enumerate() {
         println!("server peak RSS, pull {}: {before:.1} MiB before, {after:.1} MiB after (the image is ~130 MiB)", i + 1);

@@ -564,3 +564,45 @@ async fn registry_credentials_are_used_and_wrong_ones_refused() {
         .await;
     assert_eq!(r.status, 502, "{}", r.body);
 }
+
+#[tokio::test]
+async fn docker_v2_manifests_pull_and_concurrent_pulls_download_once() {
+    let reg = Registry::start();
+    let server = Server::start_with_config(&reg.paddock_config());
+    let c = server.client();
+    let layer = gzip(&busybox_base().file("docker-v2", 0o644, b"yes").bytes());
+    let layer_digest = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&layer))
+    );
+    let digest = registry::push_docker_v2(
+        &reg.reference("test/docker:v2"),
+        layer,
+        config_json(&["PATH=/bin"], "", ""),
+    )
+    .await;
+
+    // Two accounts pull the same image at once: one download.
+    let other = c.with_key(Some(&server.other_account_key()));
+    let body = json!({"reference": reg.reference("test/docker:v2")});
+    let (a, b) = tokio::join!(
+        c.post("/v1/images?wait=true", body.clone()),
+        other.post("/v1/images?wait=true", body)
+    );
+    assert_eq!((a.status, b.status), (200, 200), "{} {}", a.body, b.body);
+    assert_eq!(a.body["image"]["digest"], digest);
+    assert_eq!(b.body["image"]["digest"], digest);
+    assert_eq!(
+        reg.blob_downloads(&layer_digest),
+        1,
+        "the layer was downloaded once"
+    );
+
+    let vm = c
+        .create_vm(json!({"image_variant": reg.reference("test/docker:v2")}))
+        .await;
+    let (out, _, _) = c
+        .exec(vm["vm_id"].as_str().expect("id"), "cat /docker-v2")
+        .await;
+    assert_eq!(out, "yes");
+}

@@ -210,3 +210,38 @@ fn a_corrupted_blob_is_not_unpacked() {
     assert!(matches!(err, ImageError::DigestMismatch { .. }));
     assert!(!dir.path().join("layer").exists());
 }
+
+#[test]
+fn device_nodes_and_xattrs_are_applied() {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Char);
+    h.set_mode(0o666);
+    h.set_size(0);
+    h.set_device_major(1).expect("major");
+    h.set_device_minor(3).expect("minor");
+    b.append_data(&mut h, "dev/null", std::io::empty())
+        .expect("dev");
+    b.append_pax_extensions([
+        ("SCHILY.xattr.user.origin", &b"paddock"[..]),
+        ("SCHILY.xattr.trusted.overlay.opaque", &b"y"[..]),
+    ])
+    .expect("pax");
+    let mut f = tar::Header::new_gnu();
+    f.set_entry_type(tar::EntryType::Regular);
+    f.set_mode(0o644);
+    f.set_size(2);
+    b.append_data(&mut f, "tagged", &b"hi"[..]).expect("file");
+    let (_d, r) = unpack(&b.into_inner().expect("tar"));
+    let root = r.expect("unpacks");
+    let dev = fs::symlink_metadata(root.join("dev/null")).expect("dev");
+    assert!(dev.file_type().is_char_device());
+    assert_eq!(dev.rdev(), libc::makedev(1, 3));
+    let get = |name: &str| crate::sys::lgetxattr(&root.join("tagged"), name);
+    assert_eq!(get("user.origin").as_deref(), Some(&b"paddock"[..]));
+    assert_eq!(
+        get("trusted.overlay.opaque"),
+        None,
+        "a layer may not set overlayfs's attributes"
+    );
+}

@@ -4,7 +4,7 @@
 
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use oci_client::client::{Config, ImageLayer};
@@ -47,16 +47,18 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
                 dir.path().join("data").display()
             ),
         )
         .expect("registry config");
+        let log = std::fs::File::create(dir.path().join("registry.log")).expect("registry log");
+        // The access log (one line per request) goes to stdout.
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
             .spawn()
             .expect("docker-registry is installed (scripts/deps.sh)");
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -78,6 +80,17 @@ impl Registry {
 
     pub fn reference(&self, repo_tag: &str) -> String {
         format!("{}/{repo_tag}", self.host)
+    }
+
+    /// How many GET requests for `digest`'s blob the registry served.
+    pub fn blob_downloads(&self, digest: &str) -> usize {
+        std::fs::read_to_string(self.dir.path().join("registry.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                l.contains(&format!("\"GET /v2/")) && l.contains(&format!("/blobs/{digest} "))
+            })
+            .count()
     }
 
     /// Where the registry keeps a blob's bytes (to tamper with them).
@@ -304,4 +317,39 @@ pub fn config_with_diff_ids(env: &[&str], uncompressed_layers: &[&[u8]]) -> Vec<
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     }))
     .expect("json")
+}
+
+/// Pushes an image with a Docker v2 schema 2 manifest (Docker's media
+/// types) instead of an OCI one; returns the manifest digest.
+pub async fn push_docker_v2(reference: &str, layer_gzip: Vec<u8>, config: Vec<u8>) -> String {
+    let r: Reference = reference.parse().expect("reference");
+    let c = client();
+    let digest_of = |b: &[u8]| format!("sha256:{}", hex::encode(Sha256::digest(b)));
+    let (layer_digest, config_digest) = (digest_of(&layer_gzip), digest_of(&config));
+    let (layer_size, config_size) = (layer_gzip.len(), config.len());
+    c.store_auth_if_needed(r.resolve_registry(), &RegistryAuth::Anonymous)
+        .await;
+    c.push_blob(&r, layer_gzip, &layer_digest)
+        .await
+        .expect("push layer");
+    c.push_blob(&r, config, &config_digest)
+        .await
+        .expect("push config");
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": config_size, "digest": config_digest},
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": layer_size, "digest": layer_digest}],
+    });
+    let bytes = serde_json::to_vec(&manifest).expect("json");
+    c.push_manifest_raw(
+        &r,
+        bytes.clone(),
+        "application/vnd.docker.distribution.manifest.v2+json"
+            .parse()
+            .expect("header"),
+    )
+    .await
+    .expect("push manifest");
+    digest_of(&bytes)
 }
