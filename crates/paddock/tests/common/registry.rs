@@ -87,9 +87,7 @@ impl Registry {
         std::fs::read_to_string(self.dir.path().join("registry.log"))
             .unwrap_or_default()
             .lines()
-            .filter(|l| {
-                l.contains(&format!("\"GET /v2/")) && l.contains(&format!("/blobs/{digest} "))
-            })
+            .filter(|l| l.contains("\"GET /v2/") && l.contains(&format!("/blobs/{digest} ")))
             .count()
     }
 
