@@ -10,6 +10,9 @@
 
 #[path = "../tests/common/registry.rs"]
 mod registry;
+// registry.rs names the token service for registries that use one.
+#[path = "../tests/common/token.rs"]
+mod token;
 
 use std::net::TcpListener;
 use std::process::{Command, Stdio};

@@ -606,3 +606,45 @@ async fn docker_v2_manifests_pull_and_concurrent_pulls_download_once() {
         .await;
     assert_eq!(out, "yes");
 }
+
+#[tokio::test]
+async fn bearer_token_registries_are_pulled_with_the_configured_credentials() {
+    let tokens =
+        common::token::TokenService::start("puller", "tok3n-pass", "paddock-registry").await;
+    let reg = Registry::start_with_tokens(&tokens);
+    let auth = oci_client::secrets::RegistryAuth::Basic("puller".into(), "tok3n-pass".into());
+    registry::push_as(
+        &reg.reference("test/tokened:v1"),
+        vec![(gzip(&busybox_base().bytes()), GZIP)],
+        config_json(&["PATH=/bin"], "", ""),
+        &auth,
+    )
+    .await;
+
+    let good = Server::start_with_config(&format!(
+        "[registries.\"{}\"]\ninsecure = true\nusername = \"puller\"\npassword = \"tok3n-pass\"\n",
+        reg.host
+    ));
+    let r = good
+        .client()
+        .post(
+            "/v1/images?wait=true",
+            json!({"reference": reg.reference("test/tokened:v1")}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!good.log().contains("tok3n-pass"));
+
+    let wrong = Server::start_with_config(&format!(
+        "[registries.\"{}\"]\ninsecure = true\nusername = \"puller\"\npassword = \"nope\"\n",
+        reg.host
+    ));
+    let r = wrong
+        .client()
+        .post(
+            "/v1/images?wait=true",
+            json!({"reference": reg.reference("test/tokened:v1")}),
+        )
+        .await;
+    assert_eq!(r.status, 502, "{}", r.body);
+}

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod registry;
+pub mod token;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

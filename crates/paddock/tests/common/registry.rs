@@ -24,12 +24,33 @@ impl Registry {
         Self::start_with_auth(None)
     }
 
+    /// A registry that takes only bearer tokens from `token`'s service.
+    pub fn start_with_tokens(token: &super::token::TokenService) -> Self {
+        Self::start_inner(None, Some(token))
+    }
+
     /// A registry that requires `user:password` (htpasswd, basic auth).
     pub fn start_with_auth(credentials: Option<(&str, &str)>) -> Self {
+        Self::start_inner(credentials, None)
+    }
+
+    fn start_inner(
+        credentials: Option<(&str, &str)>,
+        token: Option<&super::token::TokenService>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let auth = match credentials {
-            None => String::new(),
-            Some((user, password)) => {
+        let auth = match (credentials, token) {
+            (_, Some(t)) => {
+                let bundle = dir.path().join("token-ca.pem");
+                std::fs::write(&bundle, &t.cert_pem).expect("cert bundle");
+                format!(
+                    "auth:\n  token:\n    realm: {}\n    service: paddock-registry\n    issuer: paddock-test\n    rootcertbundle: {}\n",
+                    t.realm,
+                    bundle.display()
+                )
+            }
+            (None, None) => String::new(),
+            (Some((user, password)), None) => {
                 let hash = bcrypt::hash(password, 4).expect("bcrypt");
                 let file = dir.path().join("htpasswd");
                 std::fs::write(&file, format!("{user}:{hash}\n")).expect("htpasswd");
