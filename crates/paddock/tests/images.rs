@@ -91,10 +91,19 @@ async fn a_vm_runs_a_pulled_image_with_its_layers_and_config() {
     assert!(out.ends_with("600\n640\n"), "{out}");
 
     // The VM records the digest it runs; the image cannot go while it runs.
-    assert_eq!(
-        c.get(&format!("/v1/vms/{id}")).await.body["status"],
-        "active"
-    );
+    let got = c.get(&format!("/v1/vms/{id}")).await;
+    assert_eq!(got.body["status"], "active");
+    assert_eq!(got.body["image_digest"], digest);
+    // A reference by digest names the same image.
+    let by_digest = c
+        .create_vm(json!({"image_variant": format!("{}@{digest}", reg.reference("test/tree"))}))
+        .await;
+    assert_eq!(by_digest["image_digest"], digest);
+    c.delete(&format!(
+        "/v1/vms/{}",
+        by_digest["vm_id"].as_str().expect("id")
+    ))
+    .await;
     let refused = c.delete(&format!("/v1/images/{digest}")).await;
     assert_eq!(refused.status, 409, "{}", refused.body);
 

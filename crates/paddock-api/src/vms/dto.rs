@@ -96,6 +96,8 @@ pub struct VmResponse {
     pub status_reason: Option<String>,
     pub provider: String,
     pub image_variant: String,
+    /// The digest of the image the VM runs, when it runs an image.
+    pub image_digest: Option<String>,
     pub memory_mb: u32,
     pub vcpu_count: u32,
     #[schema(value_type = Object)]
@@ -137,6 +139,7 @@ impl From<&Vm> for VmResponse {
             status_reason: vm.status_reason.clone(),
             provider: vm.provider.clone(),
             image_variant: vm.image_variant.clone(),
+            image_digest: vm.image_digest.clone(),
             memory_mb: vm.resources.memory_mb(),
             vcpu_count: vm.resources.vcpu_count(),
             metadata: vm.metadata.clone(),
