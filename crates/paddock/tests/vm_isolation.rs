@@ -224,6 +224,18 @@ async fn fifty_create_delete_cycles_leave_nothing_behind() {
     assert_eq!(std::fs::read_dir(&sandboxes).expect("dir").count(), 0);
     assert_eq!(sandbox_cgroups(&server.data_dir()), 0);
     assert_eq!(host_processes_mentioning(&sandboxes), 0);
+    // Purging a stopped server's data dir leaves no cgroup of it at all.
+    let instance = paddock_runtime::container::instance_id(&server.data_dir());
+    let mut server = server;
+    server.kill();
+    paddock_runtime::container::purge(&server.data_dir()).expect("purge");
+    for c in ["memory", "pids", "cpu", "freezer"] {
+        let dir = std::path::Path::new("/sys/fs/cgroup")
+            .join(c)
+            .join("paddock")
+            .join(&instance);
+        assert!(!dir.exists(), "{} remains", dir.display());
+    }
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     assert!(
         !mounts.contains(&*sandboxes.to_string_lossy()),

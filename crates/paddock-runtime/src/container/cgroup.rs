@@ -265,6 +265,18 @@ impl Cgroups {
             .collect()
     }
 
+    /// Removes this instance's own (empty) cgroup directories, once it
+    /// has no sandboxes. A directory that still holds one stays.
+    pub fn remove_instance(&self) {
+        let bases: Vec<&PathBuf> = match &self.layout {
+            Layout::V1 { bases } => bases.iter().map(|(_, b)| b).collect(),
+            Layout::V2 { base } => vec![base],
+        };
+        for base in bases {
+            let _ = fs::remove_dir(base);
+        }
+    }
+
     pub fn version(&self) -> &'static str {
         match self.layout {
             Layout::V1 { .. } => "v1",

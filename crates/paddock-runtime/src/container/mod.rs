@@ -432,5 +432,6 @@ pub fn purge(data_dir: &Path) -> Result<usize, RuntimeError> {
     for id in &ids {
         teardown(&sandboxes_dir, &cgroups, id, None)?;
     }
+    cgroups.remove_instance();
     Ok(ids.len())
 }
