@@ -228,15 +228,7 @@ impl Service {
             ));
         }
         if let Some(l) = spec.lifetime_seconds {
-            if l == 0 || l > self.config.limits.max_lifetime_seconds {
-                return Err(CoreError::invalid(
-                    "vm_lifetime_seconds",
-                    format!(
-                        "must be between 1 and {}",
-                        self.config.limits.max_lifetime_seconds
-                    ),
-                ));
-            }
+            self.check_lifetime(l)?;
         }
         let now = Timestamp::now();
         let vm = Vm {
@@ -325,6 +317,17 @@ impl Service {
         })
     }
 
+    fn check_lifetime(&self, seconds: u64) -> Result<(), CoreError> {
+        let max = self.config.limits.max_lifetime_seconds;
+        if seconds == 0 || seconds > max {
+            return Err(CoreError::invalid(
+                "vm_lifetime_seconds",
+                format!("must be between 1 and {max}"),
+            ));
+        }
+        Ok(())
+    }
+
     async fn store_vm_any_account(&self, id: &VmId) -> Result<Option<Vm>, CoreError> {
         Ok(self.store.find_vm(id).await?)
     }
@@ -362,36 +365,36 @@ impl Service {
                 vm.status.as_str()
             )));
         }
-        if patch.memory_mb.is_some() || patch.vcpu_count.is_some() {
-            let resources = Resources::new(
-                Some(
-                    patch
-                        .memory_mb
-                        .unwrap_or(i64::from(vm.resources.memory_mb())),
-                ),
-                Some(
-                    patch
-                        .vcpu_count
-                        .unwrap_or(i64::from(vm.resources.vcpu_count())),
-                ),
-                &self.config.limits,
+        // Everything is validated before anything changes: a refused
+        // patch leaves the sandbox's limits and the record as they were.
+        if let Some(l) = patch.lifetime_seconds {
+            self.check_lifetime(l)?;
+        }
+        let resources = if patch.memory_mb.is_some() || patch.vcpu_count.is_some() {
+            Some(
+                self.resources(
+                    Some(
+                        patch
+                            .memory_mb
+                            .unwrap_or(i64::from(vm.resources.memory_mb())),
+                    ),
+                    Some(
+                        patch
+                            .vcpu_count
+                            .unwrap_or(i64::from(vm.resources.vcpu_count())),
+                    ),
+                )?,
             )
-            .map_err(|e| CoreError::invalid(e.field(), e.to_string()))?;
+        } else {
+            None
+        };
+        if let Some(resources) = resources {
             if vm.status == VmStatus::Running {
                 self.provider.update_resources(&vm.id, &resources).await?;
             }
             vm.resources = resources;
         }
         if let Some(l) = patch.lifetime_seconds {
-            if l == 0 || l > self.config.limits.max_lifetime_seconds {
-                return Err(CoreError::invalid(
-                    "vm_lifetime_seconds",
-                    format!(
-                        "must be between 1 and {}",
-                        self.config.limits.max_lifetime_seconds
-                    ),
-                ));
-            }
             vm.lifetime_seconds = Some(l);
             vm.expires_at = Some(Timestamp::now().plus_seconds(l));
         }

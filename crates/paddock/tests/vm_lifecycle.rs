@@ -51,6 +51,36 @@ async fn create_get_list_patch_delete() {
     assert_eq!(patched.body["memory_mb"], 300);
     assert!(patched.body["expires_at"].is_string());
 
+    // A refused patch changes nothing: not the record, not the cgroup.
+    let refused = c
+        .send(
+            c.req(reqwest::Method::PATCH, &format!("/v1/vms/{id}"))
+                .json(&json!({"memory_mb": 400, "vm_lifetime_seconds": 999_999_999})),
+        )
+        .await;
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    assert_eq!(
+        refused.body["detail"][0]["loc"],
+        json!(["body", "vm_lifetime_seconds"])
+    );
+    assert_eq!(c.get(&format!("/v1/vms/{id}")).await.body["memory_mb"], 300);
+    let instance = paddock_runtime::container::instance_id(&server.data_dir());
+    let limit = ["memory/paddock", "paddock"]
+        .iter()
+        .map(|rel| {
+            std::path::Path::new("/sys/fs/cgroup")
+                .join(rel)
+                .join(&instance)
+                .join(id)
+        })
+        .find_map(|d| {
+            std::fs::read_to_string(d.join("memory.limit_in_bytes"))
+                .or_else(|_| std::fs::read_to_string(d.join("memory.max")))
+                .ok()
+        })
+        .expect("the VM's memory cgroup");
+    assert_eq!(limit.trim(), (300u64 << 20).to_string());
+
     let deleted = c.delete(&format!("/v1/vms/{id}")).await;
     assert_eq!(deleted.status, 200);
     assert_eq!(deleted.body["status"], "terminated");
