@@ -16,9 +16,9 @@ use crate::clock::Timestamp;
 use crate::dockerfile::{self, Instruction, Step};
 use crate::error::CoreError;
 use crate::exec::{ExecEvent, ExecRequest};
-use crate::ids::{AccountId, SessionId, VmId};
+use crate::ids::AccountId;
 use crate::images::BuiltLayer;
-use crate::model::{Env, Image, ImageConfig, LayerInfo, RootfsSpec, Vm, VmStatus};
+use crate::model::{Env, Image, ImageConfig, LayerInfo, RootfsSpec, VmSpec};
 use crate::service::Service;
 
 /// What a build reports as it goes.
@@ -224,30 +224,20 @@ impl Service {
         command: &str,
         events: &mpsc::Sender<BuildEvent>,
     ) -> Result<BuiltLayer, CoreError> {
-        let now = Timestamp::now();
-        let vm = Vm {
-            id: VmId::generate(),
-            account_id: account.clone(),
-            session_id: SessionId::generate(),
-            status: VmStatus::Creating,
-            status_reason: None,
-            provider: self.provider.name().to_owned(),
-            image_variant: "build".into(),
-            image_digest: None,
+        // Not stored: a build sandbox is no VM of the account's. An orphan
+        // left by a crash is removed at the next start like any other.
+        let spec = VmSpec {
+            session_id: None,
+            lifetime_seconds: None,
             resources: self.resources(
                 Some(2048.min(i64::from(self.config.limits.max_memory_mb))),
                 None,
             )?,
             metadata: Default::default(),
             env: Env::default(),
-            lifetime_seconds: None,
-            created_at: now,
-            updated_at: now,
-            started_at: None,
-            expires_at: None,
-            terminated_at: None,
-            runtime: None,
+            image_variant: "build".into(),
         };
+        let vm = self.new_vm(account, spec);
         let mut defaults = st.config.clone();
         for (k, v) in &st.args {
             if !defaults.env.iter().any(|(ek, _)| ek == k) {

@@ -230,27 +230,7 @@ impl Service {
         if let Some(l) = spec.lifetime_seconds {
             self.check_lifetime(l)?;
         }
-        let now = Timestamp::now();
-        let vm = Vm {
-            id: VmId::generate(),
-            account_id: account.clone(),
-            session_id: spec.session_id.unwrap_or_else(SessionId::generate),
-            status: VmStatus::Creating,
-            status_reason: None,
-            provider: self.provider.name().to_owned(),
-            image_variant: spec.image_variant,
-            image_digest: None,
-            resources: spec.resources,
-            metadata: spec.metadata,
-            env: spec.env,
-            lifetime_seconds: spec.lifetime_seconds,
-            created_at: now,
-            updated_at: now,
-            started_at: None,
-            expires_at: spec.lifetime_seconds.map(|l| now.plus_seconds(l)),
-            terminated_at: None,
-            runtime: None,
-        };
+        let vm = self.new_vm(account, spec);
         self.store.insert_vm(&vm).await?;
         let this = Arc::clone(self);
         let id = vm.id.clone();
@@ -315,6 +295,31 @@ impl Service {
             dirs: self.images.layer_dirs(&image.layers),
             defaults: image.config,
         })
+    }
+
+    /// A new VM record in `creating`, for `spec`.
+    pub(crate) fn new_vm(&self, account: &AccountId, spec: VmSpec) -> Vm {
+        let now = Timestamp::now();
+        Vm {
+            id: VmId::generate(),
+            account_id: account.clone(),
+            session_id: spec.session_id.unwrap_or_else(SessionId::generate),
+            status: VmStatus::Creating,
+            status_reason: None,
+            provider: self.provider.name().to_owned(),
+            image_variant: spec.image_variant,
+            image_digest: None,
+            resources: spec.resources,
+            metadata: spec.metadata,
+            env: spec.env,
+            lifetime_seconds: spec.lifetime_seconds,
+            created_at: now,
+            updated_at: now,
+            started_at: None,
+            expires_at: spec.lifetime_seconds.map(|l| now.plus_seconds(l)),
+            terminated_at: None,
+            runtime: None,
+        }
     }
 
     fn check_lifetime(&self, seconds: u64) -> Result<(), CoreError> {
