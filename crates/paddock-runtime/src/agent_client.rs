@@ -131,25 +131,24 @@ pub async fn exec(
         other => return Err(unexpected(&other)),
     }
     let (mut rd, mut wr) = stream.into_split();
-    if let Some(stdin) = request.stdin {
-        tokio::spawn(async move {
+    // The write half feeds stdin, then stays open while the reader runs:
+    // the agent reads its closing as "the caller went away" and kills the
+    // command. The reader owns this task, so the socket closes with it.
+    let stdin = request.stdin;
+    let writer = AbortOnDrop(tokio::spawn(async move {
+        if let Some(stdin) = stdin {
             for chunk in stdin.chunks(CHUNK) {
                 if write_data(&mut wr, KIND_STDIN, chunk).await.is_err() {
                     return;
                 }
             }
             let _ = write_data(&mut wr, KIND_STDIN, b"").await;
-            // Keep the write half open: closing it reads as "caller gone".
-            std::future::pending::<()>().await;
-        });
-    } else {
-        tokio::spawn(async move {
-            let _keep_open = wr;
-            std::future::pending::<()>().await;
-        });
-    }
+        }
+        std::future::pending::<()>().await;
+    }));
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
+        let _writer = writer;
         loop {
             let frame = match read_frame(&mut rd).await {
                 Ok(Some(f)) => f,
@@ -199,6 +198,16 @@ pub async fn exec(
         }
     });
     Ok(rx)
+}
+
+/// Aborts a task when dropped, so a task bound to another's lifetime
+/// cannot outlive it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn file_kind(s: &str) -> FileKind {

@@ -321,3 +321,57 @@ async fn exec_streams_stdin_exit_codes_and_timeouts() {
     assert!(r.body["execution_time"].as_f64().is_some());
     assert!(r.body["cpu_time"].as_f64().is_some());
 }
+
+#[tokio::test]
+async fn execs_release_their_connections_and_a_dropped_stream_kills_its_command() {
+    let server = Server::start();
+    let c = server.client();
+    let vm = c.create_vm(json!({})).await;
+    let id = vm["vm_id"].as_str().expect("id");
+    c.exec(id, "true").await;
+    let before = server.open_fds();
+    for _ in 0..40 {
+        c.exec_body(id, json!({"command": "cat", "stdin": "x"}))
+            .await;
+        let r = c
+            .post(
+                "/execute",
+                json!({"command": "true", "session_id": vm["session_id"]}),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    let after = server.open_fds();
+    assert!(
+        after <= before + 4,
+        "the server holds {before} fds before 80 execs and {after} after"
+    );
+
+    // A streaming exec whose caller goes away is killed in the sandbox
+    // (noticed at its next output: HTTP tells the server only on a write).
+    let resp = c
+        .req(reqwest::Method::POST, &format!("/v1/vms/{id}/exec"))
+        .json(&json!({"command": "echo started; while true; do echo tick-tock; sleep 0.2; done"}))
+        .send()
+        .await
+        .expect("exec");
+    let mut stream = resp.bytes_stream();
+    let first = futures::StreamExt::next(&mut stream)
+        .await
+        .expect("a chunk")
+        .expect("bytes");
+    assert!(String::from_utf8_lossy(&first).contains("started"));
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (out, _, _) = c.exec(id, "ps -eo args").await;
+        if !out.contains("tick-tock") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned command still runs: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -123,6 +123,18 @@ impl Server {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
+    /// How many file descriptors the server process holds open.
+    pub fn open_fds(&self) -> usize {
+        let pid = self
+            .child
+            .as_ref()
+            .map(|c| c.id())
+            .expect("the server runs");
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.count())
+            .expect("/proc/PID/fd")
+    }
+
     /// `kill -9` the server (its sandboxes keep running).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
