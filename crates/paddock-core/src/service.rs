@@ -130,7 +130,8 @@ impl Service {
                 .vm_locks
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            locks.retain(|_, l| Arc::strong_count(l) > 1 || l.try_lock().is_err());
+            // A held lock's guard owns a clone of it.
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
             locks.entry(id.clone()).or_default().clone()
         };
         lock.lock_owned().await
@@ -248,7 +249,7 @@ impl Service {
 
     async fn finish_start(&self, id: &VmId) -> Result<Vm, CoreError> {
         let _guard = self.lock_vm(id).await;
-        let Some(mut vm) = self.store_vm_any_account(id).await? else {
+        let Some(mut vm) = self.store.find_vm(id).await? else {
             return Err(CoreError::not_found("VM", id));
         };
         if vm.status != VmStatus::Creating {
@@ -333,10 +334,6 @@ impl Service {
         Ok(())
     }
 
-    async fn store_vm_any_account(&self, id: &VmId) -> Result<Option<Vm>, CoreError> {
-        Ok(self.store.find_vm(id).await?)
-    }
-
     pub async fn get_vm(&self, account: &AccountId, id: &VmId) -> Result<Vm, CoreError> {
         self.store
             .get_vm(account, id)
@@ -419,7 +416,7 @@ impl Service {
 
     async fn terminate(&self, id: VmId, reason: &str) -> Result<Vm, CoreError> {
         let _guard = self.lock_vm(&id).await;
-        let Some(mut vm) = self.store_vm_any_account(&id).await? else {
+        let Some(mut vm) = self.store.find_vm(&id).await? else {
             return Err(CoreError::not_found("VM", &id));
         };
         if vm.status == VmStatus::Terminated {
@@ -446,7 +443,7 @@ impl Service {
 
     async fn mark_failed(&self, id: &VmId, reason: &str) -> Result<(), CoreError> {
         let _guard = self.lock_vm(id).await;
-        let Some(mut vm) = self.store_vm_any_account(id).await? else {
+        let Some(mut vm) = self.store.find_vm(id).await? else {
             return Ok(());
         };
         if !vm.status.holds_resources() {

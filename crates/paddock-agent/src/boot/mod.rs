@@ -235,7 +235,8 @@ fn redirect_stdio(log: &Path) -> Result<(), BootError> {
     Ok(())
 }
 
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+/// An error and its causes on one line, as the boot helper reports them.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

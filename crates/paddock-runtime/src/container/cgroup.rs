@@ -201,15 +201,6 @@ impl Cgroups {
             .unwrap_or(0)
     }
 
-    /// Current memory use of the sandbox in bytes.
-    pub fn memory_usage(&self, id: &str) -> Option<u64> {
-        let file = match &self.layout {
-            Layout::V1 { .. } => self.v1_dir("memory", id)?.join("memory.usage_in_bytes"),
-            Layout::V2 { base } => base.join(id).join("memory.current"),
-        };
-        fs::read_to_string(file).ok()?.trim().parse().ok()
-    }
-
     /// Kills every process left in the sandbox's cgroups and removes them.
     /// Idempotent.
     pub fn remove(&self, id: &str) -> Result<(), RuntimeError> {

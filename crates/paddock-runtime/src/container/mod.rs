@@ -115,11 +115,6 @@ impl ContainerProvider {
         self.run_dir(id).join("agent.sock")
     }
 
-    /// Host memory the sandbox uses now, as its cgroup counts it.
-    pub fn memory_usage(&self, id: &VmId) -> Option<u64> {
-        self.cgroups.memory_usage(id.as_str())
-    }
-
     async fn boot(
         &self,
         vm: &Vm,

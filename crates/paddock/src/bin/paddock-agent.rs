@@ -13,14 +13,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                let mut msg = e.to_string();
-                let mut cur = std::error::Error::source(&e);
-                while let Some(c) = cur {
-                    msg.push_str(": ");
-                    msg.push_str(&c.to_string());
-                    cur = c.source();
-                }
-                eprintln!("{msg}");
+                eprintln!("{}", paddock_agent::boot::error_chain(&e));
                 ExitCode::FAILURE
             }
         },
