@@ -19,7 +19,7 @@ use crate::exec::{
 use crate::ids::{AccountId, ApiKeyId, ExecutionId, SessionId, VmId};
 use crate::images::ImageBackend;
 use crate::model::{
-    Account, ApiKey, ApiKeySecret, Execution, ExecutionStatus, Image, Limits, NewApiKey,
+    Account, ApiKey, ApiKeySecret, Execution, ExecutionStatus, Image, Limits, NewApiKey, PullPhase,
     PullProgress, PullState, Resources, RootfsSpec, Vm, VmFilter, VmPatch, VmSpec, VmStatus,
     VmStatusSet,
 };
@@ -84,7 +84,11 @@ impl Default for ServiceConfig {
 struct PullRecord {
     account: AccountId,
     progress: Arc<PullProgress>,
+    started: std::time::Instant,
 }
+
+/// How long a finished pull's record stays readable.
+const FINISHED_PULL_RETENTION: Duration = Duration::from_secs(15 * 60);
 
 pub struct Service {
     pub(crate) store: Arc<dyn Store>,
@@ -577,16 +581,27 @@ impl Service {
         }
         let id = format!("pull_{}", uuid::Uuid::new_v4().simple());
         let progress = Arc::new(PullProgress::new(reference));
-        self.pulls
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(
-                id.clone(),
-                PullRecord {
-                    account: account.clone(),
-                    progress: Arc::clone(&progress),
-                },
-            );
+        {
+            let mut pulls = self
+                .pulls
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Records of finished pulls go once clients had time to read
+            // them; running pulls always stay.
+            pulls.retain(|_, r| {
+                let finished = matches!(
+                    r.progress.snapshot().phase,
+                    PullPhase::Done | PullPhase::Failed
+                );
+                !finished || r.started.elapsed() < FINISHED_PULL_RETENTION
+            });
+            let record = PullRecord {
+                account: account.clone(),
+                progress: Arc::clone(&progress),
+                started: std::time::Instant::now(),
+            };
+            pulls.insert(id.clone(), record);
+        }
         let this = Arc::clone(self);
         let (acct, reference, p) = (account.clone(), reference.to_owned(), Arc::clone(&progress));
         let task = tokio::spawn(async move { this.pull_into_account(&acct, &reference, &p).await });
