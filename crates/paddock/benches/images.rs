@@ -8,82 +8,21 @@
 //! - the server's peak memory before and after that pull;
 //! - create -> first exec output from an image already pulled.
 
+mod common;
+
 #[path = "../tests/common/registry.rs"]
 mod registry;
 // registry.rs names the token service for registries that use one.
 #[path = "../tests/common/token.rs"]
 mod token;
 
-use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-struct Server {
-    dir: tempfile::TempDir,
-    base: String,
-    key: String,
-    child: std::process::Child,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = paddock_runtime::container::purge(&self.dir.path().join("data"));
-    }
-}
-
-fn start_server(registry_host: &str) -> Server {
-    let dir = tempfile::Builder::new()
-        .prefix("pdkbench")
-        .tempdir_in("/tmp")
-        .expect("tempdir");
-    let config = dir.path().join("paddock.toml");
-    std::fs::write(
-        &config,
-        format!("[registries.\"{registry_host}\"]\ninsecure = true\n"),
-    )
-    .expect("config");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_paddock"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--config",
-        ])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start paddock");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let key = std::fs::read_to_string(dir.path().join("data/admin.key"))
-        .expect("key")
-        .trim()
-        .to_owned();
-    Server {
-        dir,
-        base: format!("http://127.0.0.1:{port}"),
-        key,
-        child,
-    }
 }
 
 /// Peak and current resident memory of a process, in MiB.
@@ -159,7 +98,7 @@ async fn main() {
     let mut pulls = Vec::new();
     let mut peaks = Vec::new();
     for _ in 0..3 {
-        let server = start_server(&reg.host);
+        let server = common::start_server(Some(&reg.paddock_config()));
         let (before, _) = memory_mib(server.child.id());
         let t = Instant::now();
         let r: serde_json::Value = http
@@ -222,7 +161,7 @@ async fn main() {
         println!("| baseline: skopeo copy + umoci unpack                    |  (skopeo or umoci not installed)  |");
     }
 
-    let server = start_server(&reg.host);
+    let server = common::start_server(Some(&reg.paddock_config()));
     let small = reg.reference("bench/small:v1");
     registry::push(
         &small,

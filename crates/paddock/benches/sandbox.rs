@@ -9,70 +9,13 @@
 //! - baseline: `/bin/echo` through `unshare` with fresh namespaces (and
 //!   `bwrap --unshare-all` when installed).
 
-use std::net::TcpListener;
-use std::path::PathBuf;
+mod common;
+
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-
-struct Server {
-    _dir: tempfile::TempDir,
-    data: PathBuf,
-    base: String,
-    key: String,
-    child: std::process::Child,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = paddock_runtime::container::purge(&self.data);
-    }
-}
-
-fn start_server() -> Server {
-    let dir = tempfile::Builder::new()
-        .prefix("pdkbench")
-        .tempdir_in("/tmp")
-        .expect("tempdir");
-    let data = dir.path().join("data");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_paddock"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(&data)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start paddock");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let key = std::fs::read_to_string(data.join("admin.key"))
-        .expect("admin.key")
-        .trim()
-        .to_owned();
-    Server {
-        _dir: dir,
-        data,
-        base: format!("http://127.0.0.1:{port}"),
-        key,
-        child,
-    }
-}
 
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples.sort();
@@ -179,7 +122,7 @@ fn mem_available_kib() -> u64 {
 #[tokio::main]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let server = start_server();
+    let server = common::start_server(None);
     let api = Arc::new(Api {
         http: reqwest::Client::new(),
         base: server.base.clone(),
