@@ -13,9 +13,10 @@
 
 use std::io;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::codec::Decoder;
 
 pub const KIND_CONTROL: u8 = 0;
 pub const KIND_STDOUT: u8 = 1;
@@ -201,28 +202,68 @@ impl Frame {
     }
 }
 
-/// Reads one frame; `None` at a clean end of stream.
-pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<Frame>> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let len = u32::from_be_bytes(len) as usize;
+/// The length a frame header announces, refused when out of range.
+fn frame_len(header: [u8; 4]) -> io::Result<usize> {
+    let len = u32::from_be_bytes(header) as usize;
     if len == 0 || len > MAX_FRAME {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("frame length {len} out of range"),
         ));
     }
-    let mut buf = BytesMut::zeroed(len);
+    Ok(len)
+}
+
+/// Reads one frame; `None` at a clean end of stream.
+///
+/// Not cancel-safe: a frame partly read when the future is dropped is
+/// lost. Where a read races other work in `select!`, read through
+/// [`FrameCodec`] instead.
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<Frame>> {
+    let mut header = [0u8; 4];
+    match r.read_exact(&mut header).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut buf = BytesMut::zeroed(frame_len(header)?);
     r.read_exact(&mut buf).await?;
     let payload = buf.split_off(1).freeze();
     Ok(Some(Frame {
         kind: buf[0],
         payload,
     }))
+}
+
+/// Frames decoded from a buffered byte stream. Through
+/// `tokio_util::codec::FramedRead`, whose `next()` keeps a partly received
+/// frame in its buffer when dropped, so it is safe in `select!`.
+pub struct FrameCodec;
+
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> io::Result<Option<Frame>> {
+        let Some(header) = src.get(..4) else {
+            return Ok(None);
+        };
+        let mut len_bytes = [0u8; 4];
+        len_bytes.copy_from_slice(header);
+        let len = frame_len(len_bytes)?;
+        if src.len() < 4 + len {
+            src.reserve(4 + len - src.len());
+            return Ok(None);
+        }
+        src.advance(4);
+        let mut body = src.split_to(len);
+        let kind = body[0];
+        body.advance(1);
+        Ok(Some(Frame {
+            kind,
+            payload: body.freeze(),
+        }))
+    }
 }
 
 /// Writes a data frame of `kind` (an empty `data` ends a stream).
@@ -280,5 +321,37 @@ mod tests {
         let (mut a, mut b) = tokio::io::duplex(64);
         a.write_all(&0u32.to_be_bytes()).await.expect("write");
         assert!(read_frame(&mut b).await.is_err());
+    }
+
+    /// The regression behind a PTY that lost its exit event: a frame whose
+    /// header and payload arrive apart, with the read abandoned in between
+    /// (as `select!` does when output wins), must still decode whole.
+    #[tokio::test]
+    async fn codec_keeps_a_frame_split_by_an_abandoned_read() {
+        use futures::StreamExt;
+        use tokio_util::codec::FramedRead;
+
+        let (mut a, b) = tokio::io::duplex(64);
+        let mut frames = FramedRead::new(b, FrameCodec);
+        a.write_all(&[0, 0, 0, 6, KIND_STDIN]).await.expect("write");
+        let abandoned =
+            tokio::time::timeout(std::time::Duration::from_millis(20), frames.next()).await;
+        assert!(abandoned.is_err(), "no whole frame has arrived yet");
+        a.write_all(b"hello").await.expect("write");
+        write_data(&mut a, KIND_DATA, b"next").await.expect("write");
+        let f = frames.next().await.expect("frame").expect("decode");
+        assert_eq!((f.kind, &f.payload[..]), (KIND_STDIN, &b"hello"[..]));
+        let f = frames.next().await.expect("frame").expect("decode");
+        assert_eq!((f.kind, &f.payload[..]), (KIND_DATA, &b"next"[..]));
+        drop(a);
+        assert!(frames.next().await.is_none());
+    }
+
+    #[test]
+    fn codec_refuses_out_of_range_lengths() {
+        let mut buf = BytesMut::from(&u32::MAX.to_be_bytes()[..]);
+        assert!(FrameCodec.decode(&mut buf).is_err());
+        let mut buf = BytesMut::from(&0u32.to_be_bytes()[..]);
+        assert!(FrameCodec.decode(&mut buf).is_err());
     }
 }

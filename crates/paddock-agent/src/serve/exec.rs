@@ -7,6 +7,7 @@ use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,10 +15,11 @@ use tokio::net::unix::pipe;
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use tokio::time::sleep_until;
+use tokio_util::codec::FramedRead;
 
 use super::{merged_env, State};
 use crate::proto::{
-    read_frame, write_control, write_data, Event, KIND_STDERR, KIND_STDIN, KIND_STDOUT,
+    write_control, write_data, Event, FrameCodec, KIND_STDERR, KIND_STDIN, KIND_STDOUT,
 };
 use crate::sys;
 
@@ -38,7 +40,8 @@ fn kill_group(pid: i32) {
 }
 
 pub(crate) async fn run(state: &State, stream: UnixStream, spec: ExecSpec) -> io::Result<()> {
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = stream.into_split();
+    let mut frames = FramedRead::new(rd, FrameCodec);
     let Some(program) = spec.argv.first() else {
         let e = Event::error(crate::proto::ErrorKind::Invalid, "empty command");
         return write_control(&mut wr, &e).await;
@@ -126,7 +129,7 @@ pub(crate) async fn run(state: &State, stream: UnixStream, spec: ExecSpec) -> io
                     client_done = true;
                 },
             },
-            frame = read_frame(&mut rd), if !client_done => match frame {
+            frame = frames.next(), if !client_done => match frame.transpose() {
                 Ok(Some(f)) if f.kind == KIND_STDIN => {
                     if f.payload.is_empty() {
                         stdin_tx = None;

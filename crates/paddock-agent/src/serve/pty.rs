@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::pty::{openpty, Winsize};
 use nix::sys::signal::{killpg, Signal};
@@ -17,10 +18,11 @@ use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
 use tokio::net::UnixStream;
 use tokio::sync::broadcast;
+use tokio_util::codec::FramedRead;
 
 use super::{merged_env, State};
 use crate::proto::{
-    read_frame, write_control, write_data, ErrorKind, Event, PtyCommand, PtyInfo, Request,
+    write_control, write_data, ErrorKind, Event, FrameCodec, PtyCommand, PtyInfo, Request,
     KIND_CONTROL, KIND_STDIN, KIND_STDOUT,
 };
 use crate::sys;
@@ -256,7 +258,8 @@ impl PtyTable {
             (rx, backlog, lock(&s.info).exit_code)
         };
         write_control(&mut stream, &Event::Ok).await?;
-        let (mut rd, mut wr) = stream.into_split();
+        let (rd, mut wr) = stream.into_split();
+        let mut frames = FramedRead::new(rd, FrameCodec);
         if !backlog.is_empty() {
             write_data(&mut wr, KIND_STDOUT, &backlog).await?;
         }
@@ -271,7 +274,7 @@ impl PtyTable {
                     Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 },
-                frame = read_frame(&mut rd) => match frame? {
+                frame = frames.next() => match frame.transpose()? {
                     None => return Ok(()),
                     Some(f) if f.kind == KIND_STDIN => write_master(&s.master, &f.payload).await?,
                     Some(f) if f.kind == KIND_CONTROL => {

@@ -4,7 +4,7 @@
 //! carry JSON control: `{"type":"resize",cols,rows}` from the client,
 //! `{"type":"exit","exit_code":N}` from the server).
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::Json;
@@ -244,7 +244,12 @@ async fn relay(mut socket: WebSocket, mut conn: paddock_core::exec::PtyConnectio
                     let _ = socket.send(Message::Close(None)).await;
                     return;
                 }
-                None => return,
+                None => {
+                    // The sandbox side ended without an exit status.
+                    let close = CloseFrame { code: close_code::ERROR, reason: "terminal connection lost".into() };
+                    let _ = socket.send(Message::Close(Some(close))).await;
+                    return;
+                }
             },
             msg = socket.recv() => match msg {
                 Some(Ok(Message::Binary(b))) => {
