@@ -29,10 +29,26 @@ pub const MAX_FRAME: usize = 1024 * 1024 + 1;
 /// The size of data chunks the agent sends.
 pub const CHUNK: usize = 256 * 1024;
 
+/// Variables whose values may be secrets: `Debug` shows only the names.
+#[derive(Clone, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct SecretVars(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for SecretVars {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(k, _)| k))
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     Ping,
+    /// Adds variables to every later command's environment (kept in the
+    /// agent's memory only).
+    StageEnv { env: SecretVars },
     Exec {
         argv: Vec<String>,
         env: Vec<(String, String)>,

@@ -236,6 +236,8 @@ impl Service {
             metadata: Default::default(),
             env: Env::default(),
             image_variant: "build".into(),
+            options: Default::default(),
+            volumes: Vec::new(),
         };
         let vm = self.new_vm(account, spec);
         let mut defaults = st.config.clone();
@@ -284,10 +286,13 @@ impl Service {
                     ),
                 ));
             }
-            let dir = self.provider.changes_dir(&vm.id).ok_or_else(|| {
-                CoreError::Unavailable("the build sandbox has no writable layer".into())
-            })?;
-            self.images.pack_changes(&dir).await
+            let trees = self.provider.changes(&vm.id);
+            if trees.is_empty() {
+                return Err(CoreError::Unavailable(
+                    "the build sandbox has no writable layer".into(),
+                ));
+            }
+            self.images.pack_changes(&trees).await
         }
         .await;
         if let Err(e) = self.provider.stop(&vm.id, Some(handle)).await {

@@ -77,6 +77,26 @@ prefixed_id!(
     /// An asynchronous execution (task) id.
     ExecutionId, "task_", 20
 );
+prefixed_id!(
+    /// A snapshot: a VM's filesystem captured as an image.
+    SnapshotId, "snap_", 20
+);
+prefixed_id!(
+    /// A persistent volume.
+    VolumeId, "vol_", 20
+);
+prefixed_id!(
+    /// A volume checkpoint.
+    CheckpointId, "ckpt_", 20
+);
+prefixed_id!(
+    /// A vault of secrets.
+    VaultId, "vault_", 20
+);
+prefixed_id!(
+    /// One secret in a vault.
+    CredentialId, "cred_", 20
+);
 
 /// A session id: chosen by the client or generated (a UUID, as InstaVM's
 /// clients expect). 1 to 128 of `[A-Za-z0-9._-]`.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 
 use crate::error::CoreError;
-use crate::model::{ImageConfig, LayerInfo, PullProgress, PulledImage};
+use crate::model::{ChangedTree, ImageConfig, LayerInfo, PullProgress, PulledImage};
 
 /// A layer a build made: stored, unpacked, with its uncompressed digest.
 #[derive(Debug, Clone)]
@@ -48,7 +48,7 @@ pub trait ImageBackend: Send + Sync + 'static {
 
     /// Packs a directory of changes (a sandbox's writable layer) into a
     /// stored, unpacked layer.
-    async fn pack_changes(&self, dir: &std::path::Path) -> Result<BuiltLayer, CoreError>;
+    async fn pack_changes(&self, trees: &[ChangedTree]) -> Result<BuiltLayer, CoreError>;
 
     /// A stored, unpacked layer holding one file.
     async fn file_layer(

@@ -18,7 +18,10 @@ pub mod ids;
 pub mod images;
 pub mod model;
 pub mod provider;
+pub mod secrets;
 pub mod service;
+pub mod snapshots;
 pub mod store;
+pub mod vaults;
 
 pub use error::{CoreError, RuntimeError, StoreError};

@@ -8,7 +8,7 @@ use crate::exec::{
     ByteStream, ExecRequest, ExecStream, FileContent, PtyConnection, PtyInfo, PtySpec, SandboxPath,
 };
 use crate::ids::VmId;
-use crate::model::{Resources, RootfsSpec, RuntimeHandle, Vm};
+use crate::model::{ChangedTree, Resources, RootfsSpec, RuntimeHandle, Vm};
 
 #[async_trait]
 pub trait Provider: Send + Sync + 'static {
@@ -26,9 +26,18 @@ pub trait Provider: Send + Sync + 'static {
     /// stopping what is already gone succeeds.
     async fn stop(&self, id: &VmId, handle: Option<RuntimeHandle>) -> Result<(), RuntimeError>;
 
-    /// The directory holding everything the sandbox changed in its root
-    /// filesystem (an overlay upper layer), when it has one.
-    fn changes_dir(&self, id: &VmId) -> Option<std::path::PathBuf>;
+    /// The trees holding everything the sandbox changed in its
+    /// filesystem (overlay upper layers); empty when it has none.
+    fn changes(&self, id: &VmId) -> Vec<ChangedTree>;
+
+    /// Freezes every process of the sandbox (or thaws them), returning
+    /// once the whole sandbox is in that state.
+    async fn set_frozen(&self, id: &VmId, frozen: bool) -> Result<(), RuntimeError>;
+
+    /// Adds variables to the environment of every later exec and PTY in
+    /// the sandbox. Kept in the sandbox's memory only, never on disk.
+    async fn stage_env(&self, id: &VmId, env: Vec<(String, String)>) -> Result<(), RuntimeError>;
+
 
     /// Whether the sandbox behind `handle` still runs.
     fn is_alive(&self, id: &VmId, handle: RuntimeHandle) -> bool;

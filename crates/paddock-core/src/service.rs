@@ -19,11 +19,12 @@ use crate::exec::{
 use crate::ids::{AccountId, ApiKeyId, ExecutionId, SessionId, VmId};
 use crate::images::ImageBackend;
 use crate::model::{
-    Account, ApiKey, ApiKeySecret, Execution, ExecutionStatus, Image, Limits, NewApiKey, PullPhase,
+    Account, ApiKey, ApiKeySecret, EnvStatus, Execution, ExecutionStatus, Image, Limits, NewApiKey, PullPhase,
     PullProgress, PullState, Resources, RootfsSpec, Vm, VmFilter, VmPatch, VmSpec, VmStatus,
     VmStatusSet,
 };
 use crate::provider::Provider;
+use crate::secrets::Keyring;
 use crate::store::Store;
 
 /// A minimal shutdown signal, so the core needs no extra crate for it.
@@ -95,6 +96,7 @@ pub struct Service {
     pub(crate) provider: Arc<dyn Provider>,
     pub(crate) images: Arc<dyn ImageBackend>,
     pub(crate) config: ServiceConfig,
+    pub(crate) keyring: Arc<Keyring>,
     vm_locks: Mutex<HashMap<VmId, Arc<AsyncMutex<()>>>>,
     pulls: Mutex<HashMap<String, PullRecord>>,
 }
@@ -104,6 +106,7 @@ impl Service {
         store: Arc<dyn Store>,
         provider: Arc<dyn Provider>,
         images: Arc<dyn ImageBackend>,
+        keyring: Arc<Keyring>,
         config: ServiceConfig,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -111,6 +114,7 @@ impl Service {
             provider,
             images,
             config,
+            keyring,
             vm_locks: Mutex::new(HashMap::new()),
             pulls: Mutex::new(HashMap::new()),
         })
@@ -128,7 +132,7 @@ impl Service {
         self.provider.name()
     }
 
-    async fn lock_vm(&self, id: &VmId) -> OwnedMutexGuard<()> {
+    pub(crate) async fn lock_vm(&self, id: &VmId) -> OwnedMutexGuard<()> {
         let lock = {
             let mut locks = self
                 .vm_locks
@@ -218,10 +222,19 @@ impl Service {
     pub async fn create_vm(
         self: &Arc<Self>,
         account: &AccountId,
-        spec: VmSpec,
+        mut spec: VmSpec,
         wait: bool,
     ) -> Result<Vm, CoreError> {
-        if !self.provider.has_variant(&spec.image_variant)
+        if let Some(id) = &spec.options.snapshot_id {
+            let snapshot = self.get_snapshot(account, id).await?;
+            if snapshot.status != crate::model::SnapshotStatus::Ready {
+                return Err(CoreError::FailedPrecondition(format!(
+                    "snapshot {id} is {}",
+                    snapshot.status.as_str()
+                )));
+            }
+            spec.image_variant = snapshot.source;
+        } else if !self.provider.has_variant(&spec.image_variant)
             && !self.images.is_reference(&spec.image_variant)
         {
             return Err(CoreError::invalid(
@@ -260,6 +273,25 @@ impl Service {
             // Deleted or expired while waiting for the lock.
             return Ok(vm);
         }
+        // Secrets are resolved before anything starts: a VM never runs
+        // with part of its environment.
+        let secrets = if vm.options.vault_ids.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.vault_env(&vm.account_id, &vm.options.vault_ids).await
+        };
+        let secrets = match secrets {
+            Ok(s) => s,
+            Err(message) => {
+                vm.options.env_status = EnvStatus::Error;
+                vm.options.env_error = Some(message.clone());
+                vm.status = VmStatus::Failed;
+                vm.status_reason = Some(format!("environment: {message}"));
+                vm.updated_at = Timestamp::now();
+                self.store.update_vm(&vm).await?;
+                return Ok(vm);
+            }
+        };
         let started = match self.rootfs_for(&mut vm).await {
             Ok(rootfs) => self
                 .provider
@@ -267,6 +299,25 @@ impl Service {
                 .await
                 .map_err(CoreError::from),
             Err(e) => Err(e),
+        };
+        let started = match started {
+            Ok(handle) if !secrets.is_empty() => {
+                match self.provider.stage_env(&vm.id, secrets).await {
+                    Ok(()) => {
+                        vm.options.env_status = EnvStatus::Ready;
+                        Ok(handle)
+                    }
+                    Err(e) => {
+                        vm.options.env_status = EnvStatus::Error;
+                        vm.options.env_error = Some("the secrets could not be staged".into());
+                        if let Err(stop) = self.provider.stop(&vm.id, Some(handle)).await {
+                            tracing::error!(vm_id = %vm.id, error = %error_chain(&stop), "could not stop a VM whose secrets failed");
+                        }
+                        Err(CoreError::from(e))
+                    }
+                }
+            }
+            other => other,
         };
         match started {
             Ok(handle) => {
@@ -291,8 +342,14 @@ impl Service {
     /// The root filesystem of `vm`: its configured variant, or its image's
     /// layers (pulled first if the account does not have it yet).
     async fn rootfs_for(&self, vm: &mut Vm) -> Result<RootfsSpec, CoreError> {
+        if let Some(id) = vm.options.snapshot_id.clone() {
+            return self.snapshot_rootfs(vm, &id).await;
+        }
         if self.provider.has_variant(&vm.image_variant) {
-            return Ok(RootfsSpec::Variant(vm.image_variant.clone()));
+            return Ok(RootfsSpec::Variant {
+                name: vm.image_variant.clone(),
+                layers: Vec::new(),
+            });
         }
         let image = self.ensure_image(&vm.account_id, &vm.image_variant).await?;
         vm.image_digest = Some(image.digest.clone());
@@ -324,6 +381,7 @@ impl Service {
             expires_at: spec.lifetime_seconds.map(|l| now.plus_seconds(l)),
             terminated_at: None,
             runtime: None,
+            options: spec.options,
         }
     }
 
@@ -407,6 +465,12 @@ impl Service {
         if let Some(m) = patch.metadata {
             vm.metadata = m;
         }
+        if let Some(on) = patch.snapshot_on_terminate {
+            vm.options.snapshot_on_terminate = on;
+        }
+        if let Some(name) = patch.snapshot_name {
+            vm.options.snapshot_name = Some(name);
+        }
         vm.updated_at = Timestamp::now();
         self.store.update_vm(&vm).await?;
         Ok(vm)
@@ -426,6 +490,7 @@ impl Service {
         if vm.status == VmStatus::Terminated {
             return Ok(vm);
         }
+        self.snapshot_on_terminate(&vm).await;
         if vm.status != VmStatus::Stopping {
             vm.status = VmStatus::Stopping;
             vm.updated_at = Timestamp::now();
@@ -503,6 +568,8 @@ impl Service {
                     metadata: vm.metadata.clone(),
                     env: vm.env.clone(),
                     image_variant: vm.image_variant.clone(),
+                    options: Default::default(),
+                    volumes: Vec::new(),
                 };
                 let fresh = self.create_vm(account, spec, true).await?;
                 if fresh.status == VmStatus::Running {
@@ -905,6 +972,14 @@ impl Service {
         if failed > 0 {
             tracing::warn!(count = failed, "executions lost in a restart marked failed");
         }
+        let snapshots = self
+            .store
+            .fail_unfinished_snapshots("the server restarted while the snapshot was made")
+            .await?;
+        if snapshots > 0 {
+            tracing::warn!(count = snapshots, "snapshots lost in a restart marked failed");
+        }
+        self.reseal_secrets().await?;
         let mut live = Vec::new();
         for vm in self
             .store

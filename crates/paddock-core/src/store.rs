@@ -5,13 +5,103 @@ use async_trait::async_trait;
 
 use crate::clock::Timestamp;
 use crate::error::StoreError;
-use crate::ids::{AccountId, ApiKeyId, ExecutionId, SessionId, VmId};
+use crate::ids::{
+    AccountId, ApiKeyId, CheckpointId, CredentialId, ExecutionId, SessionId, SnapshotId, VaultId,
+    VmId, VolumeId,
+};
 use crate::model::{
-    Account, ApiKey, Execution, Image, NewApiKey, Vm, VmFilter, VmStatus, VmStatusSet,
+    Account, ApiKey, Attachment, Checkpoint, Credential, Execution, Image, NewApiKey, Sealed,
+    Snapshot, SnapshotKind, Vault, Vm, VmFilter, VmStatus, VmStatusSet, Volume,
 };
 
+/// Snapshots, scoped by account.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait SnapshotStore: Send + Sync {
+    /// `StoreError::Duplicate` when the account has a snapshot of that name.
+    async fn insert_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError>;
+    async fn update_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError>;
+    async fn get_snapshot(
+        &self,
+        account: &AccountId,
+        id: &SnapshotId,
+    ) -> Result<Option<Snapshot>, StoreError>;
+    async fn list_snapshots(
+        &self,
+        account: &AccountId,
+        kind: Option<SnapshotKind>,
+    ) -> Result<Vec<Snapshot>, StoreError>;
+    async fn delete_snapshot(&self, account: &AccountId, id: &SnapshotId)
+        -> Result<bool, StoreError>;
+    /// Snapshots left `creating` by a server that stopped: they are failed.
+    async fn fail_unfinished_snapshots(&self, reason: &str) -> Result<u64, StoreError>;
+}
+
+/// Volumes, their checkpoints and where they are mounted.
+#[async_trait]
+pub trait VolumeStore: Send + Sync {
+    async fn insert_volume(&self, volume: &Volume) -> Result<(), StoreError>;
+    async fn update_volume(&self, volume: &Volume) -> Result<(), StoreError>;
+    async fn get_volume(&self, account: &AccountId, id: &VolumeId)
+        -> Result<Option<Volume>, StoreError>;
+    async fn list_volumes(&self, account: &AccountId) -> Result<Vec<Volume>, StoreError>;
+    /// Deletes the volume and its checkpoints.
+    async fn delete_volume(&self, account: &AccountId, id: &VolumeId) -> Result<bool, StoreError>;
+
+    async fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError>;
+    async fn get_checkpoint(
+        &self,
+        volume: &VolumeId,
+        id: &CheckpointId,
+    ) -> Result<Option<Checkpoint>, StoreError>;
+    async fn list_checkpoints(&self, volume: &VolumeId) -> Result<Vec<Checkpoint>, StoreError>;
+    async fn delete_checkpoint(&self, volume: &VolumeId, id: &CheckpointId)
+        -> Result<bool, StoreError>;
+
+    /// `StoreError::Duplicate` when the VM has something at that path.
+    async fn insert_attachment(&self, attachment: &Attachment) -> Result<(), StoreError>;
+    async fn delete_attachment(&self, vm: &VmId, mount_path: &str) -> Result<bool, StoreError>;
+    async fn delete_attachments_of_vm(&self, vm: &VmId) -> Result<(), StoreError>;
+    async fn attachments_of_vm(&self, vm: &VmId) -> Result<Vec<Attachment>, StoreError>;
+    async fn attachments_of_volume(&self, volume: &VolumeId)
+        -> Result<Vec<Attachment>, StoreError>;
+}
+
+/// Vaults and their sealed credentials. No method takes or returns a
+/// plain secret: values cross this boundary only sealed.
+#[async_trait]
+pub trait VaultStore: Send + Sync {
+    async fn insert_vault(&self, vault: &Vault) -> Result<(), StoreError>;
+    async fn update_vault(&self, vault: &Vault) -> Result<(), StoreError>;
+    async fn get_vault(&self, account: &AccountId, id: &VaultId)
+        -> Result<Option<Vault>, StoreError>;
+    async fn list_vaults(&self, account: &AccountId) -> Result<Vec<Vault>, StoreError>;
+    /// Deletes the vault and its credentials.
+    async fn delete_vault(&self, account: &AccountId, id: &VaultId) -> Result<bool, StoreError>;
+
+    /// `StoreError::Duplicate` when the vault has a credential of that name.
+    async fn insert_credential(&self, c: &Credential, sealed: &Sealed) -> Result<(), StoreError>;
+    async fn list_credentials(&self, vault: &VaultId) -> Result<Vec<Credential>, StoreError>;
+    async fn sealed_credentials(
+        &self,
+        vault: &VaultId,
+    ) -> Result<Vec<(Credential, Sealed)>, StoreError>;
+    async fn reseal_credential(
+        &self,
+        id: &CredentialId,
+        sealed: &Sealed,
+        rotated_at: Option<Timestamp>,
+    ) -> Result<bool, StoreError>;
+    async fn delete_credential(&self, vault: &VaultId, id: &CredentialId)
+        -> Result<bool, StoreError>;
+    /// Every sealed value sealed under a key other than `key_id`.
+    async fn sealed_under_other_keys(
+        &self,
+        key_id: &str,
+    ) -> Result<Vec<(CredentialId, Sealed)>, StoreError>;
+}
+
+#[async_trait]
+pub trait Store: SnapshotStore + VolumeStore + VaultStore + Send + Sync + 'static {
     async fn insert_account(&self, account: &Account) -> Result<(), StoreError>;
     async fn get_account(&self, id: &AccountId) -> Result<Option<Account>, StoreError>;
     async fn list_accounts(&self) -> Result<Vec<Account>, StoreError>;

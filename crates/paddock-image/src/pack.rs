@@ -11,6 +11,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use paddock_core::model::ChangedTree;
 use sha2::{Digest as _, Sha256};
 
 use crate::digest::Digest;
@@ -118,8 +119,8 @@ fn walk<W: Write>(
 
 /// What a packer adds to the tar before finishing it.
 pub enum Contents<'a> {
-    /// Every change in a directory (an overlay upper dir).
-    Changes(&'a Path),
+    /// Every change in some overlay upper dirs, each at its place.
+    Changes(&'a [ChangedTree]),
     /// One file (with its parent directories), from a Dockerfile heredoc.
     File {
         path: &'a str,
@@ -144,7 +145,18 @@ pub fn pack(contents: Contents<'_>, out: &Path) -> Result<Packed, ImageError> {
     let mut b = tar::Builder::new(uncompressed);
     b.follow_symlinks(false);
     let written = match contents {
-        Contents::Changes(dir) => walk(&mut b, dir, Path::new(""), &mut HashMap::new()),
+        Contents::Changes(trees) => {
+            let mut links = HashMap::new();
+            trees.iter().try_for_each(|tree| {
+                let at = Path::new(&tree.at);
+                if !tree.at.is_empty() {
+                    let meta = fs::symlink_metadata(&tree.dir)?;
+                    let mut h = header_for(&meta, tar::EntryType::Directory);
+                    b.append_data(&mut h, at, io::empty())?;
+                }
+                walk(&mut b, &tree.dir, at, &mut links)
+            })
+        }
         Contents::File {
             path,
             content,
@@ -212,7 +224,11 @@ mod tests {
         sys::lsetxattr(&upper.join("data"), "trusted.overlay.opaque", b"y").expect("opaque");
 
         let blob = dir.path().join("blob");
-        let packed = pack(Contents::Changes(&upper), &blob).expect("pack");
+        let trees = [ChangedTree {
+            dir: upper.clone(),
+            at: String::new(),
+        }];
+        let packed = pack(Contents::Changes(&trees), &blob).expect("pack");
         assert_eq!(Digest::of(&fs::read(&blob).expect("blob")), packed.digest);
         let out = dir.path().join("out");
         unpack_layer(&blob, &packed.digest, &out).expect("unpack");

@@ -13,7 +13,7 @@ use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use paddock_core::images::{BuiltLayer, ImageBackend, WrittenImage};
-use paddock_core::model::{ImageConfig, LayerInfo, PullProgress, PulledImage};
+use paddock_core::model::{ChangedTree, ImageConfig, LayerInfo, PullProgress, PulledImage};
 use paddock_core::CoreError;
 use tokio::sync::Mutex as AsyncMutex;
 
@@ -544,9 +544,9 @@ impl ImageBackend for ImageStore {
         Ok(self.gc(keep)?)
     }
 
-    async fn pack_changes(&self, dir: &Path) -> Result<BuiltLayer, CoreError> {
+    async fn pack_changes(&self, trees: &[ChangedTree]) -> Result<BuiltLayer, CoreError> {
         Ok(tokio::task::block_in_place(|| {
-            self.store_packed(Contents::Changes(dir))
+            self.store_packed(Contents::Changes(trees))
         })?)
     }
 

@@ -84,6 +84,17 @@ pub async fn ping(socket: &Path) -> Result<(), RuntimeError> {
     }
 }
 
+/// Stages variables into every later command's environment.
+pub async fn stage_env(socket: &Path, env: Vec<(String, String)>) -> Result<(), RuntimeError> {
+    let request = Request::StageEnv {
+        env: paddock_agent::proto::SecretVars(env),
+    };
+    match call(socket, &request).await? {
+        (_, Event::Ok) => Ok(()),
+        (_, other) => Err(unexpected(&other)),
+    }
+}
+
 /// Runs a command; `oom_kills` reads the sandbox's OOM-kill counter, so an
 /// exit by SIGKILL can be told apart as the OOM killer's.
 pub async fn exec(

@@ -12,13 +12,33 @@ use crate::cli::KeysCommand;
 
 /// A service over the store alone: key management starts no sandboxes.
 async fn service(data_dir: &Path) -> anyhow::Result<Arc<Service>> {
+    let keyring = crate::master_key::load(data_dir)?;
+    service_with(data_dir, keyring).await
+}
+
+async fn service_with(
+    data_dir: &Path,
+    keyring: paddock_core::secrets::Keyring,
+) -> anyhow::Result<Arc<Service>> {
     let store = crate::serve::open_store(data_dir).await?;
     Ok(Service::new(
         store,
         Arc::new(crate::nosandbox::NoSandboxes),
         Arc::new(crate::nosandbox::NoImages),
+        Arc::new(keyring),
         ServiceConfig::default(),
     ))
+}
+
+/// `paddock rotate-master-key`: a new key, every secret re-sealed under
+/// it, then the old key forgotten. Interrupted, the old key stays in
+/// `master.key.previous` and the next server start finishes the job.
+pub async fn rotate_master_key(data_dir: &Path) -> anyhow::Result<usize> {
+    let keyring = crate::master_key::rotate(data_dir)?;
+    let service = service_with(data_dir, keyring).await?;
+    let n = service.reseal_secrets().await?;
+    crate::master_key::forget_previous(data_dir)?;
+    Ok(n)
 }
 
 pub async fn run(data_dir: &Path, command: KeysCommand, json: bool) -> anyhow::Result<()> {

@@ -34,8 +34,14 @@ impl Provider for NoSandboxes {
     async fn stop(&self, _: &VmId, _: Option<RuntimeHandle>) -> Result<(), RuntimeError> {
         Err(refused())
     }
-    fn changes_dir(&self, _: &VmId) -> Option<std::path::PathBuf> {
-        None
+    fn changes(&self, _: &VmId) -> Vec<paddock_core::model::ChangedTree> {
+        Vec::new()
+    }
+    async fn set_frozen(&self, _: &VmId, _: bool) -> Result<(), RuntimeError> {
+        Err(refused())
+    }
+    async fn stage_env(&self, _: &VmId, _: Vec<(String, String)>) -> Result<(), RuntimeError> {
+        Err(refused())
     }
     fn is_alive(&self, _: &VmId, _: RuntimeHandle) -> bool {
         false
@@ -107,7 +113,10 @@ impl ImageBackend for NoImages {
     ) -> Result<u64, CoreError> {
         Ok(0)
     }
-    async fn pack_changes(&self, _: &std::path::Path) -> Result<BuiltLayer, CoreError> {
+    async fn pack_changes(
+        &self,
+        _: &[paddock_core::model::ChangedTree],
+    ) -> Result<BuiltLayer, CoreError> {
         Err(no_images())
     }
     async fn file_layer(&self, _: &str, _: &[u8], _: u32) -> Result<BuiltLayer, CoreError> {

@@ -68,6 +68,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store,
         Arc::new(provider),
         Arc::new(images),
+        Arc::new(crate::master_key::load(&config.data_dir).context("load the vault master key")?),
         ServiceConfig {
             limits: config.limits()?,
             default_variant: config.default_variant.clone(),

@@ -46,7 +46,7 @@ pub(crate) async fn run(state: &State, stream: UnixStream, spec: ExecSpec) -> io
         let e = Event::error(crate::proto::ErrorKind::Invalid, "empty command");
         return write_control(&mut wr, &e).await;
     };
-    let env = merged_env(&state.env, &spec.env);
+    let env = merged_env(&state.env(), &spec.env);
     let cwd = state.cwd_for(spec.cwd.clone(), &env);
     let mut cmd = Command::new(program);
     cmd.args(&spec.argv[1..])

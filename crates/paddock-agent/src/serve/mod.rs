@@ -27,7 +27,10 @@ pub struct Defaults {
 }
 
 pub(crate) struct State {
-    pub env: Vec<(String, String)>,
+    env: Vec<(String, String)>,
+    /// Variables staged after boot (vault secrets, `stage-env`): held in
+    /// this process's memory only, so they never touch a disk.
+    staged: std::sync::Mutex<Vec<(String, String)>>,
     pub cwd: Option<String>,
     pub user: Option<RunAs>,
     pub reaper: Arc<Reaper>,
@@ -35,6 +38,24 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// Every command's base environment: the boot defaults, then what
+    /// was staged.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let staged = self
+            .staged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        merged_env(&self.env, &staged)
+    }
+
+    fn stage(&self, vars: Vec<(String, String)>) {
+        let mut staged = self
+            .staged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *staged = merged_env(&staged, &vars);
+    }
+
     /// A request's working directory, or the default one.
     pub fn cwd_for(&self, requested: Option<String>, env: &[(String, String)]) -> String {
         requested
@@ -62,6 +83,7 @@ pub fn serve(listener: UnixListener, defaults: Defaults) -> io::Result<()> {
         let listener = tokio::net::UnixListener::from_std(listener)?;
         let state = Arc::new(State {
             env: defaults.env,
+            staged: std::sync::Mutex::new(Vec::new()),
             cwd: defaults.cwd,
             user: defaults.user,
             reaper,
@@ -94,6 +116,10 @@ async fn handle(state: Arc<State>, mut stream: UnixStream) -> io::Result<()> {
     };
     match request {
         Request::Ping => write_control(&mut stream, &Event::Pong).await,
+        Request::StageEnv { env } => {
+            state.stage(env.0);
+            write_control(&mut stream, &Event::Ok).await
+        }
         Request::Exec {
             argv,
             env,

@@ -143,7 +143,7 @@ impl PtyTable {
         };
         let pty = openpty(Some(&size), None).map_err(|e| Event::from_io(&e.into(), "openpty"))?;
         let argv = argv_for(&command);
-        let mut env = merged_env(&state.env, &[]);
+        let mut env = merged_env(&state.env(), &[]);
         env.retain(|(k, _)| k != "TERM");
         env.push(("TERM".into(), "xterm-256color".into()));
         let stdio = |fd: &OwnedFd| {

@@ -21,12 +21,12 @@ pub struct CreateVmRequest {
     pub env: Option<BTreeMap<String, String>>,
     #[schema(value_type = Option<Object>)]
     pub egress_policy: Option<Value>,
-    #[schema(value_type = Option<String>)]
-    pub snapshot_id: Option<Value>,
-    #[schema(value_type = Option<bool>)]
-    pub snapshot_on_terminate: Option<Value>,
-    #[schema(value_type = Option<String>)]
-    pub snapshot_name: Option<Value>,
+    /// Start from this snapshot (its filesystem, over its base).
+    pub snapshot_id: Option<String>,
+    /// Snapshot the VM when it ends (delete, lifetime expiry).
+    pub snapshot_on_terminate: Option<bool>,
+    /// The name of that snapshot.
+    pub snapshot_name: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub share: Option<Value>,
     #[schema(value_type = Option<Object>)]
@@ -34,8 +34,8 @@ pub struct CreateVmRequest {
     pub image_variant: Option<String>,
     #[schema(value_type = Option<Vec<Object>>)]
     pub volumes: Option<Value>,
-    #[schema(value_type = Option<Vec<String>>)]
-    pub vault_ids: Option<Value>,
+    /// Vaults whose secrets become env vars in every command.
+    pub vault_ids: Option<Vec<String>>,
     #[schema(value_type = Option<bool>)]
     pub auto_suspend: Option<Value>,
     #[schema(value_type = Option<bool>)]
@@ -54,13 +54,9 @@ impl CreateVmRequest {
         };
         [
             ("egress_policy", &self.egress_policy),
-            ("snapshot_id", &self.snapshot_id),
-            ("snapshot_on_terminate", &self.snapshot_on_terminate),
-            ("snapshot_name", &self.snapshot_name),
             ("share", &self.share),
             ("custom_domain", &self.custom_domain),
             ("volumes", &self.volumes),
-            ("vault_ids", &self.vault_ids),
             ("auto_suspend", &self.auto_suspend),
             ("auto_resume", &self.auto_resume),
         ]
@@ -90,8 +86,15 @@ pub struct VmResponse {
     pub share: Option<Value>,
     #[schema(value_type = Option<Object>)]
     pub custom_domain: Option<Value>,
+    /// `none` (no vault), `ready` (secrets staged) or `error`.
     pub env_status: String,
+    /// Which vault failed, when `env_status` is `error`.
     pub env_error: Option<String>,
+    /// The snapshot the VM started from.
+    pub snapshot_id: Option<String>,
+    pub snapshot_on_terminate: bool,
+    pub snapshot_name: Option<String>,
+    pub vault_ids: Vec<String>,
     /// Why the VM failed or ended.
     pub status_reason: Option<String>,
     pub provider: String,
@@ -134,8 +137,12 @@ impl From<&Vm> for VmResponse {
             status: wire_status(vm.status).to_owned(),
             share: None,
             custom_domain: None,
-            env_status: "none".into(),
-            env_error: None,
+            env_status: vm.options.env_status.as_str().into(),
+            env_error: vm.options.env_error.clone(),
+            snapshot_id: vm.options.snapshot_id.as_ref().map(ToString::to_string),
+            snapshot_on_terminate: vm.options.snapshot_on_terminate,
+            snapshot_name: vm.options.snapshot_name.clone(),
+            vault_ids: vm.options.vault_ids.iter().map(ToString::to_string).collect(),
             status_reason: vm.status_reason.clone(),
             provider: vm.provider.clone(),
             image_variant: vm.image_variant.clone(),
@@ -175,8 +182,8 @@ pub struct PatchVmRequest {
     pub vm_lifetime_seconds: Option<i64>,
     pub memory_mb: Option<i64>,
     pub vcpu_count: Option<i64>,
-    #[schema(value_type = Option<bool>)]
-    pub snapshot_on_terminate: Option<Value>,
+    pub snapshot_on_terminate: Option<bool>,
+    pub snapshot_name: Option<String>,
     #[schema(value_type = Option<Vec<String>>)]
     pub vault_ids: Option<Value>,
     #[schema(value_type = Option<bool>)]

@@ -47,6 +47,10 @@ pub(crate) async fn create(
             metadata: body.metadata,
             env: body.env,
             image_variant: body.image_variant,
+            snapshot_id: body.snapshot_id,
+            snapshot_on_terminate: body.snapshot_on_terminate,
+            snapshot_name: body.snapshot_name,
+            vault_ids: body.vault_ids,
         },
     )?;
     let vm = state
@@ -170,7 +174,6 @@ pub(crate) async fn patch(
 ) -> Result<Json<VmResponse>, ApiError> {
     let id = vm_id(&raw)?;
     for (name, v) in [
-        ("snapshot_on_terminate", &body.snapshot_on_terminate),
         ("vault_ids", &body.vault_ids),
         ("auto_suspend", &body.auto_suspend),
         ("auto_resume", &body.auto_resume),
@@ -182,11 +185,17 @@ pub(crate) async fn patch(
             ));
         }
     }
+    if let Some(name) = &body.snapshot_name {
+        paddock_core::model::validate_snapshot_name(name)
+            .map_err(|m| ApiError::body_field("snapshot_name", m))?;
+    }
     let patch = VmPatch {
         metadata: body.metadata,
         lifetime_seconds: lifetime(body.vm_lifetime_seconds)?,
         memory_mb: body.memory_mb,
         vcpu_count: body.vcpu_count,
+        snapshot_on_terminate: body.snapshot_on_terminate,
+        snapshot_name: body.snapshot_name,
     };
     let vm = state.service.patch_vm(&account, &id, patch).await?;
     Ok(Json(VmResponse::from(&vm)))

@@ -19,7 +19,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use paddock_core::ids::{SessionId, VmId};
-use paddock_core::model::{Env, VmSpec};
+use paddock_core::model::{validate_snapshot_name, Env, VmOptions, VmSpec};
 use paddock_core::service::Service;
 use serde_json::Value;
 
@@ -124,6 +124,10 @@ pub(crate) struct VmSettings {
     pub metadata: Option<serde_json::Map<String, Value>>,
     pub env: Option<BTreeMap<String, String>>,
     pub image_variant: Option<String>,
+    pub snapshot_id: Option<String>,
+    pub snapshot_on_terminate: Option<bool>,
+    pub snapshot_name: Option<String>,
+    pub vault_ids: Option<Vec<String>>,
 }
 
 pub(crate) fn lifetime(raw: Option<i64>) -> Result<Option<u64>, ApiError> {
@@ -146,7 +150,34 @@ pub(crate) fn vm_spec(service: &Service, s: VmSettings) -> Result<VmSpec, ApiErr
         .transpose()?;
     let env = Env::new(s.env.unwrap_or_default())
         .map_err(|e| ApiError::field(&["body", "env", &e.name], e.reason, "value_error"))?;
+    let snapshot_id = s
+        .snapshot_id
+        .map(|raw| raw.parse().map_err(|_| ApiError::not_found("Snapshot")))
+        .transpose()?;
+    if let Some(name) = &s.snapshot_name {
+        validate_snapshot_name(name).map_err(|m| ApiError::body_field("snapshot_name", m))?;
+    }
+    let vault_ids = s
+        .vault_ids
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            raw.parse().map_err(|e: paddock_core::ids::InvalidId| {
+                ApiError::field(&["body", "vault_ids", &i.to_string()], e.0, "value_error")
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = VmOptions {
+        snapshot_id,
+        snapshot_on_terminate: s.snapshot_on_terminate.unwrap_or(false),
+        snapshot_name: s.snapshot_name,
+        vault_ids,
+        ..VmOptions::default()
+    };
     Ok(VmSpec {
+        options,
+        volumes: Vec::new(),
         session_id,
         lifetime_seconds: lifetime(s.vm_lifetime_seconds)?,
         resources: service.resources(s.memory_mb, s.vcpu_count)?,

@@ -50,6 +50,7 @@ pub(crate) async fn create(
             metadata: body.metadata,
             env: body.env,
             image_variant: body.image_variant,
+            ..VmSettings::default()
         },
     )?;
     let vm = state.service.create_vm(&account, spec, true).await?;

@@ -56,8 +56,9 @@ pub struct PulledImage {
 /// How the root filesystem of a sandbox is made.
 #[derive(Debug, Clone)]
 pub enum RootfsSpec {
-    /// A variant from the server's config.
-    Variant(String),
+    /// A variant from the server's config, with a snapshot's layers
+    /// (topmost first, empty for a fresh VM) over it.
+    Variant { name: String, layers: Vec<PathBuf> },
     /// Unpacked image layers, topmost first, and the image's defaults.
     Layers {
         dirs: Vec<PathBuf>,
@@ -160,4 +161,12 @@ impl PullProgress {
             }
         });
     }
+}
+
+/// A tree of changes a sandbox made (an overlay upper dir) and where it
+/// sits in the sandbox's filesystem (`""` for `/`, `"usr"` for `/usr`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangedTree {
+    pub dir: PathBuf,
+    pub at: String,
 }

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use crate::clock::Timestamp;
-use crate::ids::{AccountId, SessionId, VmId};
-use crate::model::Resources;
+use crate::ids::{AccountId, SessionId, SnapshotId, VaultId, VmId};
+use crate::model::{MountRequest, Resources};
 
 /// Where a VM is in its life. The allowed moves are in [`VmStatus::can_become`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -166,6 +166,49 @@ pub struct VmSpec {
     pub env: Env,
     /// A variant name from the server's config, or an image reference.
     pub image_variant: String,
+    pub options: VmOptions,
+    /// Volumes to mount before the VM runs its first command.
+    pub volumes: Vec<MountRequest>,
+}
+
+/// Whether a VM's vault secrets reached it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EnvStatus {
+    /// The VM asked for no vault.
+    #[default]
+    None,
+    Ready,
+    Error,
+}
+
+impl EnvStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Ready => "ready",
+            Self::Error => "error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::None, Self::Ready, Self::Error]
+            .into_iter()
+            .find(|e| e.as_str() == s)
+    }
+}
+
+/// A VM's state-related settings: where it started from, what happens to
+/// its filesystem when it ends, and which vaults feed its environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VmOptions {
+    /// The snapshot it was restored from.
+    pub snapshot_id: Option<SnapshotId>,
+    pub snapshot_on_terminate: bool,
+    /// The name of the snapshot taken when it ends.
+    pub snapshot_name: Option<String>,
+    pub vault_ids: Vec<VaultId>,
+    pub env_status: EnvStatus,
+    pub env_error: Option<String>,
 }
 
 /// How the server finds a running sandbox again after a restart: its PID 1
@@ -198,6 +241,7 @@ pub struct Vm {
     pub expires_at: Option<Timestamp>,
     pub terminated_at: Option<Timestamp>,
     pub runtime: Option<RuntimeHandle>,
+    pub options: VmOptions,
 }
 
 /// A listing filter; `None` fields match everything.
@@ -218,6 +262,8 @@ pub struct VmPatch {
     pub lifetime_seconds: Option<u64>,
     pub memory_mb: Option<i64>,
     pub vcpu_count: Option<i64>,
+    pub snapshot_on_terminate: Option<bool>,
+    pub snapshot_name: Option<String>,
 }
 
 impl VmPatch {
@@ -226,6 +272,8 @@ impl VmPatch {
             && self.lifetime_seconds.is_none()
             && self.memory_mb.is_none()
             && self.vcpu_count.is_none()
+            && self.snapshot_on_terminate.is_none()
+            && self.snapshot_name.is_none()
     }
 }
 

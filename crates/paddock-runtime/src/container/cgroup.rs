@@ -240,6 +240,49 @@ impl Cgroups {
         Ok(())
     }
 
+    /// Freezes (or thaws) every process of the sandbox, and waits until
+    /// the kernel reports the whole group in that state, so a snapshot
+    /// taken in between sees no half-written change.
+    pub fn set_frozen(&self, id: &str, frozen: bool) -> Result<(), RuntimeError> {
+        let (file, value, done): (PathBuf, &str, &str) = match &self.layout {
+            Layout::V1 { .. } => {
+                let dir = self.v1_dir("freezer", id).ok_or_else(|| {
+                    RuntimeError::Setup("the freezer cgroup controller is not mounted".into())
+                })?;
+                let v = if frozen { "FROZEN" } else { "THAWED" };
+                (dir.join("freezer.state"), v, v)
+            }
+            Layout::V2 { base } => {
+                let v = if frozen { "1" } else { "0" };
+                (base.join(id).join("cgroup.freeze"), v, v)
+            }
+        };
+        write(&file, value)?;
+        // v1 reports FREEZING, v2 keeps `frozen 0` in cgroup.events, until
+        // every task has stopped.
+        let (state_file, want) = match &self.layout {
+            Layout::V1 { .. } => (file.clone(), done.to_owned()),
+            Layout::V2 { base } => (
+                base.join(id).join("cgroup.events"),
+                format!("frozen {}", if frozen { 1 } else { 0 }),
+            ),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = fs::read_to_string(&state_file)
+                .map_err(host_err(state_file.display().to_string()))?;
+            if now.lines().any(|l| l.trim() == want) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(RuntimeError::Setup(format!(
+                    "the sandbox did not reach {want:?} within 10 s"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// The sandbox ids that have a cgroup under this instance.
     pub fn list(&self) -> BTreeSet<String> {
         let bases: Vec<PathBuf> = match &self.layout {

@@ -27,7 +27,7 @@ use paddock_core::exec::{
     ByteStream, ExecRequest, ExecStream, FileContent, PtyConnection, PtyInfo, PtySpec, SandboxPath,
 };
 use paddock_core::ids::{PtyId, VmId};
-use paddock_core::model::{ImageConfig, Resources, RootfsSpec, RuntimeHandle, Vm};
+use paddock_core::model::{ChangedTree, ImageConfig, Resources, RootfsSpec, RuntimeHandle, Vm};
 use paddock_core::provider::Provider;
 use paddock_core::RuntimeError;
 use sha2::{Digest, Sha256};
@@ -124,11 +124,14 @@ impl ContainerProvider {
         let started = std::time::Instant::now();
         let no_defaults = ImageConfig::default();
         let (layers, defaults) = match spec {
-            RootfsSpec::Variant(name) => {
+            RootfsSpec::Variant { name, layers } => {
                 let source = self.config.variants.get(name).ok_or_else(|| {
                     RuntimeError::Invalid(format!("unknown image variant {name}"))
                 })?;
-                (rootfs::layers(source, &self.host_base, run), &no_defaults)
+                (
+                    rootfs::layers(source, &self.host_base, layers, run),
+                    &no_defaults,
+                )
             }
             RootfsSpec::Layers { dirs, defaults } => (rootfs::image_layers(dirs, run), defaults),
         };
@@ -251,8 +254,28 @@ impl Provider for ContainerProvider {
             .map_err(|e| RuntimeError::Agent(format!("teardown task failed: {e}")))?
     }
 
-    fn changes_dir(&self, id: &VmId) -> Option<PathBuf> {
-        Some(self.run_dir(id).join("upper")).filter(|d| d.is_dir())
+    fn changes(&self, id: &VmId) -> Vec<ChangedTree> {
+        let run = self.run_dir(id);
+        rootfs::UPPER_DIRS
+            .iter()
+            .map(|(dir, at)| ChangedTree {
+                dir: run.join(dir),
+                at: (*at).to_owned(),
+            })
+            .filter(|t| t.dir.is_dir())
+            .collect()
+    }
+
+    async fn set_frozen(&self, id: &VmId, frozen: bool) -> Result<(), RuntimeError> {
+        let cgroups = Arc::clone(&self.cgroups);
+        let id = id.as_str().to_owned();
+        tokio::task::spawn_blocking(move || cgroups.set_frozen(&id, frozen))
+            .await
+            .map_err(|e| RuntimeError::Agent(format!("freeze task failed: {e}")))?
+    }
+
+    async fn stage_env(&self, id: &VmId, env: Vec<(String, String)>) -> Result<(), RuntimeError> {
+        agent_client::stage_env(&self.socket(id), env).await
     }
 
     fn is_alive(&self, _id: &VmId, handle: RuntimeHandle) -> bool {

@@ -177,26 +177,43 @@ fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
     }
 }
 
-/// The overlay layers of a sandbox whose writable state lives in `run`.
-pub fn layers(source: &VariantSource, host_base: &Path, run: &Path) -> Vec<OverlayLayer> {
+/// A sandbox's writable layers (dirs in its run dir) and where each sits
+/// in its filesystem: what a snapshot captures.
+pub const UPPER_DIRS: [(&str, &str); 2] = [("upper", ""), ("usr-upper", "usr")];
+
+/// The overlay layers of a sandbox whose writable state lives in `run`,
+/// with a snapshot's `extra` layers (topmost first) over the variant's.
+pub fn layers(
+    source: &VariantSource,
+    host_base: &Path,
+    extra: &[PathBuf],
+    run: &Path,
+) -> Vec<OverlayLayer> {
+    let over = |base: PathBuf| extra.iter().cloned().chain([base]).collect::<Vec<_>>();
     match source {
         VariantSource::Host => vec![
             OverlayLayer {
                 target: "/".into(),
-                lower: vec![host_base.to_path_buf()],
+                lower: over(host_base.to_path_buf()),
                 upper: run.join("upper"),
                 work: run.join("work"),
             },
             OverlayLayer {
                 target: "/usr".into(),
-                lower: vec![PathBuf::from("/usr")],
+                // What a snapshot changed under /usr is its layer's usr/.
+                lower: extra
+                    .iter()
+                    .map(|l| l.join("usr"))
+                    .filter(|d| d.is_dir())
+                    .chain([PathBuf::from("/usr")])
+                    .collect(),
                 upper: run.join("usr-upper"),
                 work: run.join("usr-work"),
             },
         ],
         VariantSource::Directory(dir) => vec![OverlayLayer {
             target: "/".into(),
-            lower: vec![dir.clone()],
+            lower: over(dir.clone()),
             upper: run.join("upper"),
             work: run.join("work"),
         }],

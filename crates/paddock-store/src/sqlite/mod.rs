@@ -2,6 +2,7 @@
 //! migrations embedded in the binary and applied at open.
 
 mod rows;
+mod state;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -41,7 +42,7 @@ pub struct SqliteStore {
 const VM_COLUMNS: &str = "id, account_id, session_id, status, status_reason, provider, \
     image_variant, memory_mb, vcpu_count, pids_max, metadata, env, lifetime_seconds, created_at, \
     updated_at, started_at, expires_at, terminated_at, runtime_pid, runtime_start_ticks, \
-    image_digest";
+    image_digest, options";
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and migrates it.
@@ -455,7 +456,15 @@ impl Store for SqliteStore {
             .await
             .map_err(db_err)?;
         keep.extend(cached.into_iter().map(|(d,)| d));
-        for row in rows {
+        // Snapshots keep their whole stack (base layers included) alive.
+        let snapshot_images: Vec<ImageRow> = sqlx::query_as(
+            "SELECT account_id, digest, id AS reference, config_digest, config, layers, size, created_at \
+             FROM snapshots WHERE digest IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        for row in rows.into_iter().chain(snapshot_images) {
             let image = row.into_image()?;
             keep.insert(image.digest.clone());
             keep.insert(image.config_digest);

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use paddock_core::clock::Timestamp;
-use paddock_core::ids::{AccountId, ApiKeyId, ExecutionId, SessionId, VmId};
+use paddock_core::ids::{AccountId, ApiKeyId, ExecutionId, SessionId, SnapshotId, VaultId, VmId};
 use paddock_core::model::{
-    Account, ApiKey, Env, Execution, ExecutionStatus, Image, ImageConfig, LayerInfo, Metadata,
-    Resources, RuntimeHandle, Vm, VmStatus,
+    Account, ApiKey, Env, EnvStatus, Execution, ExecutionStatus, Image, ImageConfig, LayerInfo,
+    Metadata, Resources, RuntimeHandle, Vm, VmOptions, VmStatus,
 };
 use paddock_core::StoreError;
 use sqlx::query::Query;
@@ -24,12 +24,12 @@ pub(super) fn db_err(e: sqlx::Error) -> StoreError {
     StoreError::Database(Box::new(e))
 }
 
-fn parse<T: FromStr>(what: &str, s: &str) -> Result<T, StoreError> {
+pub(super) fn parse<T: FromStr>(what: &str, s: &str) -> Result<T, StoreError> {
     s.parse()
         .map_err(|_| StoreError::Corrupt(format!("{what} {s:?}")))
 }
 
-fn ts(ms: i64) -> Timestamp {
+pub(super) fn ts(ms: i64) -> Timestamp {
     Timestamp::from_unix_millis(ms)
 }
 
@@ -115,8 +115,53 @@ impl<'r> FromRow<'r, SqliteRow> for VmRow {
                 }),
                 _ => None,
             },
+            options: options_from_json(&text("options")?).map_err(corrupt)?,
         }))
     }
+}
+
+fn options_to_json(o: &VmOptions) -> String {
+    serde_json::json!({
+        "snapshot_id": o.snapshot_id.as_ref().map(SnapshotId::as_str),
+        "snapshot_on_terminate": o.snapshot_on_terminate,
+        "snapshot_name": o.snapshot_name,
+        "vault_ids": o.vault_ids.iter().map(VaultId::as_str).collect::<Vec<_>>(),
+        "env_status": o.env_status.as_str(),
+        "env_error": o.env_error,
+    })
+    .to_string()
+}
+
+fn options_from_json(text: &str) -> Result<VmOptions, StoreError> {
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("vm options: {e}")))?;
+    let string = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
+    let vault_ids = v
+        .get("vault_ids")
+        .and_then(|x| x.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str())
+                .map(|s| parse::<VaultId>("vault id", s))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?
+        .unwrap_or_default();
+    Ok(VmOptions {
+        snapshot_id: string("snapshot_id")
+            .map(|s| parse::<SnapshotId>("snapshot id", &s))
+            .transpose()?,
+        snapshot_on_terminate: v
+            .get("snapshot_on_terminate")
+            .and_then(|x| x.as_bool())
+            .unwrap_or(false),
+        snapshot_name: string("snapshot_name"),
+        vault_ids,
+        env_status: string("env_status")
+            .and_then(|s| EnvStatus::parse(&s))
+            .unwrap_or_default(),
+        env_error: string("env_error"),
+    })
 }
 
 impl VmRow {
@@ -154,7 +199,8 @@ pub(super) fn bind_vm<'q>(
         .bind(vm.terminated_at.map(Timestamp::unix_millis))
         .bind(vm.runtime.map(|h| i64::from(h.pid)))
         .bind(vm.runtime.and_then(|h| i64::try_from(h.start_ticks).ok()))
-        .bind(vm.image_digest.clone()))
+        .bind(vm.image_digest.clone())
+        .bind(options_to_json(&vm.options)))
 }
 
 /// Images keep their config and layer list as JSON columns.
@@ -183,14 +229,14 @@ pub(super) fn image_json(image: &Image) -> Result<(String, String), StoreError> 
 
 #[derive(FromRow)]
 pub(super) struct ImageRow {
-    account_id: String,
-    digest: String,
-    reference: String,
-    config_digest: String,
-    config: String,
-    layers: String,
-    size: i64,
-    created_at: i64,
+    pub(super) account_id: String,
+    pub(super) digest: String,
+    pub(super) reference: String,
+    pub(super) config_digest: String,
+    pub(super) config: String,
+    pub(super) layers: String,
+    pub(super) size: i64,
+    pub(super) created_at: i64,
 }
 
 impl ImageRow {

@@ -37,6 +37,12 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Replace the data dir's vault master key and re-seal every secret
+    /// under the new one (with the server stopped).
+    RotateMasterKey {
+        #[arg(long, default_value = ".paddock", env = "PADDOCK_DATA_DIR")]
+        data_dir: PathBuf,
+    },
     /// Kill and remove every sandbox of a data dir (with its server stopped).
     Purge {
         #[arg(long, default_value = ".paddock", env = "PADDOCK_DATA_DIR")]

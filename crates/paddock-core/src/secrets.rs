@@ -1,0 +1,172 @@
+//! Sealing secret values at rest: AES-256-GCM (the RustCrypto `aes-gcm`
+//! crate) under a master key, with a fresh random 96-bit nonce per value
+//! and the credential's id as associated data, so a sealed value moved
+//! to another row no longer opens.
+//!
+//! A keyring has one current key, which seals, and older keys, which only
+//! open: rotating the master key re-seals every value under the new one
+//! ([`crate::service::Service::reseal_secrets`]), after which the old key
+//! can be dropped.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::model::{Sealed, SecretValue};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error("a master key must be 32 bytes (64 hex digits)")]
+    KeyLength,
+    #[error("the secret was sealed under key {0}, which this server does not have")]
+    UnknownKey(String),
+    #[error("the sealed secret failed authentication (tampered, or the wrong key)")]
+    Tampered,
+    #[error("sealing failed")]
+    Seal,
+}
+
+/// One AES-256 master key and its public id (a hash prefix, never the key).
+pub struct MasterKey {
+    id: String,
+    cipher: Aes256Gcm,
+}
+
+impl MasterKey {
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, SealError> {
+        if bytes.len() != 32 {
+            return Err(SealError::KeyLength);
+        }
+        let id = hex::encode(&Sha256::digest(bytes)[..8]);
+        let cipher = Aes256Gcm::new_from_slice(bytes).map_err(|_| SealError::KeyLength)?;
+        Ok(Self { id, cipher })
+    }
+
+    /// A key written as 64 hex digits (surrounding whitespace ignored).
+    pub fn from_hex(text: &str) -> Result<Self, SealError> {
+        let bytes = hex::decode(text.trim()).map_err(|_| SealError::KeyLength)?;
+        Self::from_bytes(&bytes)
+    }
+
+    /// 32 random bytes from the OS's generator, as hex.
+    pub fn generate_hex() -> String {
+        let mut key = [0u8; 32];
+        rand::rng().fill_bytes(&mut key);
+        hex::encode(key)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterKey").field("id", &self.id).finish()
+    }
+}
+
+#[derive(Debug)]
+pub struct Keyring {
+    current: MasterKey,
+    older: Vec<MasterKey>,
+}
+
+impl Keyring {
+    pub fn new(current: MasterKey, older: Vec<MasterKey>) -> Self {
+        Self { current, older }
+    }
+
+    pub fn current_id(&self) -> &str {
+        self.current.id()
+    }
+
+    pub fn seal(&self, aad: &str, value: &SecretValue) -> Result<Sealed, SealError> {
+        let mut nonce = [0u8; 12];
+        rand::rng().fill_bytes(&mut nonce);
+        let ciphertext = self
+            .current
+            .cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: value.0.as_bytes(),
+                    aad: aad.as_bytes(),
+                },
+            )
+            .map_err(|_| SealError::Seal)?;
+        Ok(Sealed {
+            key_id: self.current.id.clone(),
+            nonce: nonce.to_vec(),
+            ciphertext,
+        })
+    }
+
+    pub fn open(&self, aad: &str, sealed: &Sealed) -> Result<SecretValue, SealError> {
+        let key = std::iter::once(&self.current)
+            .chain(&self.older)
+            .find(|k| k.id == sealed.key_id)
+            .ok_or_else(|| SealError::UnknownKey(sealed.key_id.clone()))?;
+        if sealed.nonce.len() != 12 {
+            return Err(SealError::Tampered);
+        }
+        let plain = key
+            .cipher
+            .decrypt(
+                Nonce::from_slice(&sealed.nonce),
+                Payload {
+                    msg: &sealed.ciphertext,
+                    aad: aad.as_bytes(),
+                },
+            )
+            .map_err(|_| SealError::Tampered)?;
+        String::from_utf8(plain)
+            .map(SecretValue)
+            .map_err(|_| SealError::Tampered)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> MasterKey {
+        MasterKey::from_hex(&MasterKey::generate_hex()).expect("key")
+    }
+
+    #[test]
+    fn sealed_values_open_only_with_their_key_and_row() {
+        let ring = Keyring::new(key(), vec![]);
+        let secret = SecretValue("hunter2-value".into());
+        let sealed = ring.seal("cred_a", &secret).expect("seal");
+        assert!(!sealed
+            .ciphertext
+            .windows(6)
+            .any(|w| w == b"hunter"));
+        assert_eq!(ring.open("cred_a", &sealed).expect("open"), secret);
+        // Moved to another row, it no longer opens.
+        assert!(matches!(ring.open("cred_b", &sealed), Err(SealError::Tampered)));
+        let mut flipped = sealed.clone();
+        flipped.ciphertext[0] ^= 1;
+        assert!(matches!(ring.open("cred_a", &flipped), Err(SealError::Tampered)));
+        let other = Keyring::new(key(), vec![]);
+        assert!(matches!(other.open("cred_a", &sealed), Err(SealError::UnknownKey(_))));
+    }
+
+    #[test]
+    fn an_older_key_still_opens_after_rotation() {
+        let old_hex = MasterKey::generate_hex();
+        let old = Keyring::new(MasterKey::from_hex(&old_hex).expect("key"), vec![]);
+        let sealed = old.seal("c", &SecretValue("v".into())).expect("seal");
+        let rotated = Keyring::new(key(), vec![MasterKey::from_hex(&old_hex).expect("key")]);
+        assert_eq!(rotated.open("c", &sealed).expect("open").0, "v");
+        assert_ne!(rotated.seal("c", &SecretValue("v".into())).expect("seal").key_id, sealed.key_id);
+    }
+
+    #[test]
+    fn bad_keys_are_refused() {
+        assert!(MasterKey::from_hex("abcd").is_err());
+        assert!(MasterKey::from_hex(&"zz".repeat(32)).is_err());
+    }
+}

@@ -1,0 +1,274 @@
+//! Vaults: an account's named secrets, sealed at rest, injected into VM
+//! environments. A value enters through `add_credential` or
+//! `rotate_credential` and leaves only toward a sandbox's agent
+//! ([`Service::vault_env`]); no record, error or log line carries it.
+
+use crate::clock::Timestamp;
+use crate::error::{CoreError, StoreError};
+use crate::ids::{AccountId, CredentialId, VaultId, VmId};
+use crate::model::{Credential, Env, SecretValue, Vault};
+use crate::service::Service;
+
+/// The longest secret value accepted (an env var's limit).
+const MAX_SECRET: usize = 128 * 1024;
+
+fn check_vault_name(name: &str) -> Result<(), CoreError> {
+    if name.trim().is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
+        return Err(CoreError::invalid(
+            "name",
+            "must be 1 to 128 characters without control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn check_description(d: &Option<String>) -> Result<(), CoreError> {
+    if d.as_ref().is_some_and(|d| d.chars().count() > 1024) {
+        return Err(CoreError::invalid("description", "must be at most 1024 characters"));
+    }
+    Ok(())
+}
+
+/// A credential's name is the env var it becomes.
+fn check_credential_name(name: &str) -> Result<(), CoreError> {
+    let mut probe = std::collections::BTreeMap::new();
+    probe.insert(name.to_owned(), String::new());
+    Env::new(probe).map_err(|e| CoreError::invalid("name", e.reason))?;
+    Ok(())
+}
+
+fn check_value(value: &SecretValue) -> Result<(), CoreError> {
+    if value.0.is_empty() || value.0.len() > MAX_SECRET || value.0.contains('\0') {
+        return Err(CoreError::invalid(
+            "value",
+            "must be 1 byte to 128 KiB with no NUL byte",
+        ));
+    }
+    Ok(())
+}
+
+fn sealing_failed(e: crate::secrets::SealError) -> CoreError {
+    CoreError::Unavailable(format!("vault: {e}"))
+}
+
+impl Service {
+    pub async fn create_vault(
+        &self,
+        account: &AccountId,
+        name: String,
+        description: Option<String>,
+    ) -> Result<Vault, CoreError> {
+        check_vault_name(&name)?;
+        check_description(&description)?;
+        let now = Timestamp::now();
+        let vault = Vault {
+            id: VaultId::generate(),
+            account_id: account.clone(),
+            name,
+            description,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.insert_vault(&vault).await?;
+        Ok(vault)
+    }
+
+    pub async fn list_vaults(&self, account: &AccountId) -> Result<Vec<Vault>, CoreError> {
+        Ok(self.store.list_vaults(account).await?)
+    }
+
+    pub async fn get_vault(&self, account: &AccountId, id: &VaultId) -> Result<Vault, CoreError> {
+        self.store
+            .get_vault(account, id)
+            .await?
+            .ok_or_else(|| CoreError::not_found("vault", id))
+    }
+
+    pub async fn update_vault(
+        &self,
+        account: &AccountId,
+        id: &VaultId,
+        name: Option<String>,
+        description: Option<String>,
+    ) -> Result<Vault, CoreError> {
+        let mut vault = self.get_vault(account, id).await?;
+        if let Some(name) = name {
+            check_vault_name(&name)?;
+            vault.name = name;
+        }
+        if description.is_some() {
+            check_description(&description)?;
+            vault.description = description;
+        }
+        vault.updated_at = Timestamp::now();
+        self.store.update_vault(&vault).await?;
+        Ok(vault)
+    }
+
+    pub async fn delete_vault(&self, account: &AccountId, id: &VaultId) -> Result<(), CoreError> {
+        if !self.store.delete_vault(account, id).await? {
+            return Err(CoreError::not_found("vault", id));
+        }
+        Ok(())
+    }
+
+    pub async fn add_credential(
+        &self,
+        account: &AccountId,
+        vault: &VaultId,
+        name: String,
+        value: SecretValue,
+        credential_type: String,
+        description: Option<String>,
+    ) -> Result<Credential, CoreError> {
+        self.get_vault(account, vault).await?;
+        check_credential_name(&name)?;
+        check_value(&value)?;
+        check_description(&description)?;
+        if credential_type.is_empty() || credential_type.len() > 64 {
+            return Err(CoreError::invalid("credential_type", "must be 1 to 64 characters"));
+        }
+        let credential = Credential {
+            id: CredentialId::generate(),
+            vault_id: vault.clone(),
+            name,
+            credential_type,
+            description,
+            created_at: Timestamp::now(),
+            rotated_at: None,
+        };
+        let sealed = self
+            .keyring
+            .seal(credential.id.as_str(), &value)
+            .map_err(sealing_failed)?;
+        match self.store.insert_credential(&credential, &sealed).await {
+            Err(StoreError::Duplicate) => Err(CoreError::Conflict(format!(
+                "vault {vault} already has a credential named {}",
+                credential.name
+            ))),
+            other => other.map(|()| credential).map_err(CoreError::from),
+        }
+    }
+
+    pub async fn list_credentials(
+        &self,
+        account: &AccountId,
+        vault: &VaultId,
+    ) -> Result<Vec<Credential>, CoreError> {
+        self.get_vault(account, vault).await?;
+        Ok(self.store.list_credentials(vault).await?)
+    }
+
+    pub async fn rotate_credential(
+        &self,
+        account: &AccountId,
+        vault: &VaultId,
+        id: &CredentialId,
+        value: SecretValue,
+    ) -> Result<Credential, CoreError> {
+        check_value(&value)?;
+        let mut credential = self
+            .list_credentials(account, vault)
+            .await?
+            .into_iter()
+            .find(|c| &c.id == id)
+            .ok_or_else(|| CoreError::not_found("credential", id))?;
+        let sealed = self
+            .keyring
+            .seal(id.as_str(), &value)
+            .map_err(sealing_failed)?;
+        let now = Timestamp::now();
+        self.store.reseal_credential(id, &sealed, Some(now)).await?;
+        credential.rotated_at = Some(now);
+        Ok(credential)
+    }
+
+    pub async fn delete_credential(
+        &self,
+        account: &AccountId,
+        vault: &VaultId,
+        id: &CredentialId,
+    ) -> Result<(), CoreError> {
+        self.get_vault(account, vault).await?;
+        if !self.store.delete_credential(vault, id).await? {
+            return Err(CoreError::not_found("credential", id));
+        }
+        Ok(())
+    }
+
+    /// The variables the vaults give a VM, all or nothing: a vault that is
+    /// missing (or another account's) or a value that does not open fails
+    /// the whole set, with an error naming which.
+    pub(crate) async fn vault_env(
+        &self,
+        account: &AccountId,
+        vaults: &[VaultId],
+    ) -> Result<Vec<(String, String)>, String> {
+        let mut env: Vec<(String, String)> = Vec::new();
+        for id in vaults {
+            match self.store.get_vault(account, id).await {
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(format!("vault {id} not found")),
+                Err(e) => return Err(format!("vault {id} could not be read: {e}")),
+            }
+            let sealed = self
+                .store
+                .sealed_credentials(id)
+                .await
+                .map_err(|e| format!("vault {id} could not be read: {e}"))?;
+            for (credential, sealed) in sealed {
+                let value = self
+                    .keyring
+                    .open(credential.id.as_str(), &sealed)
+                    .map_err(|e| format!("vault {id}, credential {}: {e}", credential.name))?;
+                env.retain(|(k, _)| *k != credential.name);
+                env.push((credential.name, value.0));
+            }
+        }
+        Ok(env)
+    }
+
+    /// Stages variables into a running VM's environment for every later
+    /// command. The values stay in the sandbox agent's memory only.
+    pub async fn stage_env(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+        env: Env,
+    ) -> Result<usize, CoreError> {
+        let vm = self.get_vm(account, id).await?;
+        if vm.status != crate::model::VmStatus::Running {
+            return Err(CoreError::FailedPrecondition("the VM is not running".into()));
+        }
+        let vars: Vec<(String, String)> =
+            env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let n = vars.len();
+        self.provider.stage_env(&vm.id, vars).await?;
+        Ok(n)
+    }
+
+    /// Re-seals every value sealed under an older master key with the
+    /// current one (run at start, so a rotated key can then be dropped).
+    pub async fn reseal_secrets(&self) -> Result<usize, CoreError> {
+        let stale = self
+            .store
+            .sealed_under_other_keys(self.keyring.current_id())
+            .await?;
+        let n = stale.len();
+        for (id, sealed) in stale {
+            let value = self
+                .keyring
+                .open(id.as_str(), &sealed)
+                .map_err(sealing_failed)?;
+            let fresh = self
+                .keyring
+                .seal(id.as_str(), &value)
+                .map_err(sealing_failed)?;
+            self.store.reseal_credential(&id, &fresh, None).await?;
+        }
+        if n > 0 {
+            tracing::info!(count = n, "re-sealed vault secrets under the current master key");
+        }
+        Ok(n)
+    }
+}
