@@ -48,7 +48,9 @@ pub enum Request {
     Ping,
     /// Adds variables to every later command's environment (kept in the
     /// agent's memory only).
-    StageEnv { env: SecretVars },
+    StageEnv {
+        env: SecretVars,
+    },
     Exec {
         argv: Vec<String>,
         env: Vec<(String, String)>,

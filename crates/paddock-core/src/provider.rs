@@ -38,7 +38,6 @@ pub trait Provider: Send + Sync + 'static {
     /// the sandbox. Kept in the sandbox's memory only, never on disk.
     async fn stage_env(&self, id: &VmId, env: Vec<(String, String)>) -> Result<(), RuntimeError>;
 
-
     /// Whether the sandbox behind `handle` still runs.
     fn is_alive(&self, id: &VmId, handle: RuntimeHandle) -> bool;
 

@@ -140,18 +140,24 @@ mod tests {
         let ring = Keyring::new(key(), vec![]);
         let secret = SecretValue("hunter2-value".into());
         let sealed = ring.seal("cred_a", &secret).expect("seal");
-        assert!(!sealed
-            .ciphertext
-            .windows(6)
-            .any(|w| w == b"hunter"));
+        assert!(!sealed.ciphertext.windows(6).any(|w| w == b"hunter"));
         assert_eq!(ring.open("cred_a", &sealed).expect("open"), secret);
         // Moved to another row, it no longer opens.
-        assert!(matches!(ring.open("cred_b", &sealed), Err(SealError::Tampered)));
+        assert!(matches!(
+            ring.open("cred_b", &sealed),
+            Err(SealError::Tampered)
+        ));
         let mut flipped = sealed.clone();
         flipped.ciphertext[0] ^= 1;
-        assert!(matches!(ring.open("cred_a", &flipped), Err(SealError::Tampered)));
+        assert!(matches!(
+            ring.open("cred_a", &flipped),
+            Err(SealError::Tampered)
+        ));
         let other = Keyring::new(key(), vec![]);
-        assert!(matches!(other.open("cred_a", &sealed), Err(SealError::UnknownKey(_))));
+        assert!(matches!(
+            other.open("cred_a", &sealed),
+            Err(SealError::UnknownKey(_))
+        ));
     }
 
     #[test]
@@ -161,7 +167,13 @@ mod tests {
         let sealed = old.seal("c", &SecretValue("v".into())).expect("seal");
         let rotated = Keyring::new(key(), vec![MasterKey::from_hex(&old_hex).expect("key")]);
         assert_eq!(rotated.open("c", &sealed).expect("open").0, "v");
-        assert_ne!(rotated.seal("c", &SecretValue("v".into())).expect("seal").key_id, sealed.key_id);
+        assert_ne!(
+            rotated
+                .seal("c", &SecretValue("v".into()))
+                .expect("seal")
+                .key_id,
+            sealed.key_id
+        );
     }
 
     #[test]

@@ -19,9 +19,9 @@ use crate::exec::{
 use crate::ids::{AccountId, ApiKeyId, ExecutionId, SessionId, VmId};
 use crate::images::ImageBackend;
 use crate::model::{
-    Account, ApiKey, ApiKeySecret, EnvStatus, Execution, ExecutionStatus, Image, Limits, NewApiKey, PullPhase,
-    PullProgress, PullState, Resources, RootfsSpec, Vm, VmFilter, VmPatch, VmSpec, VmStatus,
-    VmStatusSet,
+    Account, ApiKey, ApiKeySecret, EnvStatus, Execution, ExecutionStatus, Image, Limits, NewApiKey,
+    PullPhase, PullProgress, PullState, Resources, RootfsSpec, Vm, VmFilter, VmPatch, VmSpec,
+    VmStatus, VmStatusSet,
 };
 use crate::provider::Provider;
 use crate::secrets::Keyring;
@@ -977,7 +977,10 @@ impl Service {
             .fail_unfinished_snapshots("the server restarted while the snapshot was made")
             .await?;
         if snapshots > 0 {
-            tracing::warn!(count = snapshots, "snapshots lost in a restart marked failed");
+            tracing::warn!(
+                count = snapshots,
+                "snapshots lost in a restart marked failed"
+            );
         }
         self.reseal_secrets().await?;
         let mut live = Vec::new();

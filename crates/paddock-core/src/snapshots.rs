@@ -31,7 +31,9 @@ impl Service {
         id: &SnapshotId,
     ) -> Result<RootfsSpec, CoreError> {
         let snapshot = self.get_snapshot(&vm.account_id, id).await?;
-        let image = snapshot.image.filter(|_| snapshot.status == SnapshotStatus::Ready);
+        let image = snapshot
+            .image
+            .filter(|_| snapshot.status == SnapshotStatus::Ready);
         let Some(image) = image else {
             return Err(CoreError::FailedPrecondition(format!(
                 "snapshot {id} is {}",

@@ -30,8 +30,11 @@ pub trait SnapshotStore: Send + Sync {
         account: &AccountId,
         kind: Option<SnapshotKind>,
     ) -> Result<Vec<Snapshot>, StoreError>;
-    async fn delete_snapshot(&self, account: &AccountId, id: &SnapshotId)
-        -> Result<bool, StoreError>;
+    async fn delete_snapshot(
+        &self,
+        account: &AccountId,
+        id: &SnapshotId,
+    ) -> Result<bool, StoreError>;
     /// Snapshots left `creating` by a server that stopped: they are failed.
     async fn fail_unfinished_snapshots(&self, reason: &str) -> Result<u64, StoreError>;
 }
@@ -41,8 +44,11 @@ pub trait SnapshotStore: Send + Sync {
 pub trait VolumeStore: Send + Sync {
     async fn insert_volume(&self, volume: &Volume) -> Result<(), StoreError>;
     async fn update_volume(&self, volume: &Volume) -> Result<(), StoreError>;
-    async fn get_volume(&self, account: &AccountId, id: &VolumeId)
-        -> Result<Option<Volume>, StoreError>;
+    async fn get_volume(
+        &self,
+        account: &AccountId,
+        id: &VolumeId,
+    ) -> Result<Option<Volume>, StoreError>;
     async fn list_volumes(&self, account: &AccountId) -> Result<Vec<Volume>, StoreError>;
     /// Deletes the volume and its checkpoints.
     async fn delete_volume(&self, account: &AccountId, id: &VolumeId) -> Result<bool, StoreError>;
@@ -54,8 +60,11 @@ pub trait VolumeStore: Send + Sync {
         id: &CheckpointId,
     ) -> Result<Option<Checkpoint>, StoreError>;
     async fn list_checkpoints(&self, volume: &VolumeId) -> Result<Vec<Checkpoint>, StoreError>;
-    async fn delete_checkpoint(&self, volume: &VolumeId, id: &CheckpointId)
-        -> Result<bool, StoreError>;
+    async fn delete_checkpoint(
+        &self,
+        volume: &VolumeId,
+        id: &CheckpointId,
+    ) -> Result<bool, StoreError>;
 
     /// `StoreError::Duplicate` when the VM has something at that path.
     async fn insert_attachment(&self, attachment: &Attachment) -> Result<(), StoreError>;
@@ -72,8 +81,11 @@ pub trait VolumeStore: Send + Sync {
 pub trait VaultStore: Send + Sync {
     async fn insert_vault(&self, vault: &Vault) -> Result<(), StoreError>;
     async fn update_vault(&self, vault: &Vault) -> Result<(), StoreError>;
-    async fn get_vault(&self, account: &AccountId, id: &VaultId)
-        -> Result<Option<Vault>, StoreError>;
+    async fn get_vault(
+        &self,
+        account: &AccountId,
+        id: &VaultId,
+    ) -> Result<Option<Vault>, StoreError>;
     async fn list_vaults(&self, account: &AccountId) -> Result<Vec<Vault>, StoreError>;
     /// Deletes the vault and its credentials.
     async fn delete_vault(&self, account: &AccountId, id: &VaultId) -> Result<bool, StoreError>;
@@ -91,8 +103,11 @@ pub trait VaultStore: Send + Sync {
         sealed: &Sealed,
         rotated_at: Option<Timestamp>,
     ) -> Result<bool, StoreError>;
-    async fn delete_credential(&self, vault: &VaultId, id: &CredentialId)
-        -> Result<bool, StoreError>;
+    async fn delete_credential(
+        &self,
+        vault: &VaultId,
+        id: &CredentialId,
+    ) -> Result<bool, StoreError>;
     /// Every sealed value sealed under a key other than `key_id`.
     async fn sealed_under_other_keys(
         &self,

@@ -24,7 +24,10 @@ fn check_vault_name(name: &str) -> Result<(), CoreError> {
 
 fn check_description(d: &Option<String>) -> Result<(), CoreError> {
     if d.as_ref().is_some_and(|d| d.chars().count() > 1024) {
-        return Err(CoreError::invalid("description", "must be at most 1024 characters"));
+        return Err(CoreError::invalid(
+            "description",
+            "must be at most 1024 characters",
+        ));
     }
     Ok(())
 }
@@ -126,7 +129,10 @@ impl Service {
         check_value(&value)?;
         check_description(&description)?;
         if credential_type.is_empty() || credential_type.len() > 64 {
-            return Err(CoreError::invalid("credential_type", "must be 1 to 64 characters"));
+            return Err(CoreError::invalid(
+                "credential_type",
+                "must be 1 to 64 characters",
+            ));
         }
         let credential = Credential {
             id: CredentialId::generate(),
@@ -238,10 +244,11 @@ impl Service {
     ) -> Result<usize, CoreError> {
         let vm = self.get_vm(account, id).await?;
         if vm.status != crate::model::VmStatus::Running {
-            return Err(CoreError::FailedPrecondition("the VM is not running".into()));
+            return Err(CoreError::FailedPrecondition(
+                "the VM is not running".into(),
+            ));
         }
-        let vars: Vec<(String, String)> =
-            env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let vars: Vec<(String, String)> = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let n = vars.len();
         self.provider.stage_env(&vm.id, vars).await?;
         Ok(n)
@@ -267,7 +274,10 @@ impl Service {
             self.store.reseal_credential(&id, &fresh, None).await?;
         }
         if n > 0 {
-            tracing::info!(count = n, "re-sealed vault secrets under the current master key");
+            tracing::info!(
+                count = n,
+                "re-sealed vault secrets under the current master key"
+            );
         }
         Ok(n)
     }

@@ -61,12 +61,12 @@ async fn main() -> ExitCode {
             json,
             command,
         } => keys::run(&data_dir, command, json).await.map(|()| 0),
-        Command::RotateMasterKey { data_dir } => keys::rotate_master_key(&data_dir)
-            .await
-            .map(|n| {
+        Command::RotateMasterKey { data_dir } => {
+            keys::rotate_master_key(&data_dir).await.map(|n| {
                 eprintln!("re-sealed {n} secrets under the new master key");
                 0
-            }),
+            })
+        }
         Command::Purge { data_dir } => paddock_runtime::container::purge(&data_dir)
             .map(|n| {
                 eprintln!("removed {n} sandboxes");

@@ -112,9 +112,17 @@ mod tests {
     fn a_key_is_made_once_private_and_rotation_keeps_old_secrets_open() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ring = load(dir.path()).expect("load");
-        let mode = fs::metadata(key_file(dir.path())).expect("stat").permissions();
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
-        assert_eq!(load(dir.path()).expect("again").current_id(), ring.current_id());
+        let mode = fs::metadata(key_file(dir.path()))
+            .expect("stat")
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
+        assert_eq!(
+            load(dir.path()).expect("again").current_id(),
+            ring.current_id()
+        );
         let sealed = ring.seal("c", &SecretValue("v".into())).expect("seal");
         let rotated = rotate(dir.path()).expect("rotate");
         assert_ne!(rotated.current_id(), ring.current_id());

@@ -142,7 +142,12 @@ impl From<&Vm> for VmResponse {
             snapshot_id: vm.options.snapshot_id.as_ref().map(ToString::to_string),
             snapshot_on_terminate: vm.options.snapshot_on_terminate,
             snapshot_name: vm.options.snapshot_name.clone(),
-            vault_ids: vm.options.vault_ids.iter().map(ToString::to_string).collect(),
+            vault_ids: vm
+                .options
+                .vault_ids
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
             status_reason: vm.status_reason.clone(),
             provider: vm.provider.clone(),
             image_variant: vm.image_variant.clone(),

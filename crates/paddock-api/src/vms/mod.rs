@@ -12,6 +12,8 @@ pub(crate) mod images;
 pub(crate) mod lifecycle;
 pub(crate) mod pty;
 pub(crate) mod sessions;
+pub(crate) mod snapshots;
+pub(crate) mod vaults;
 
 use std::collections::BTreeMap;
 
@@ -93,6 +95,38 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/execute_async", post(execute::execute_async))
         .route("/v1/executions/{task_id}", get(execute::get_execution))
         .route("/download", post(files::download))
+        .route("/v1/vms/{vm_id}/snapshot", post(snapshots::snapshot_vm))
+        .route("/v1/vms/{vm_id}/clone", post(snapshots::clone_vm))
+        .route("/v1/vms/{vm_id}/stage-env", post(vaults::stage_env))
+        .route(
+            "/v1/snapshots",
+            post(snapshots::create).get(snapshots::list),
+        )
+        .route(
+            "/v1/snapshots/{snapshot_id}",
+            get(snapshots::get).delete(snapshots::delete),
+        )
+        .route("/v1/snapshots/{snapshot_id}/push", post(snapshots::push))
+        .route("/v1/vaults", post(vaults::create).get(vaults::list))
+        .route(
+            "/v1/vaults/{vault_id}",
+            get(vaults::get)
+                .patch(vaults::update)
+                .delete(vaults::delete),
+        )
+        .route("/v1/vaults/{vault_id}/discover", get(vaults::discover))
+        .route(
+            "/v1/vaults/{vault_id}/credentials",
+            post(vaults::add_credential).get(vaults::list_credentials),
+        )
+        .route(
+            "/v1/vaults/{vault_id}/credentials/{credential_id}",
+            axum::routing::delete(vaults::delete_credential),
+        )
+        .route(
+            "/v1/vaults/{vault_id}/credentials/{credential_id}/rotate",
+            post(vaults::rotate_credential),
+        )
         .route("/v1/images", post(images::pull).get(images::list))
         .route("/v1/images/pulls/{pull_id}", get(images::pull_status))
         .route("/v1/images/build", post(images::build))

@@ -12,8 +12,8 @@ mod volume;
 pub use account::{Account, ApiKey, ApiKeySecret, NewApiKey};
 pub use execution::{Execution, ExecutionStatus};
 pub use image::{
-    ChangedTree, Image, ImageConfig, LayerInfo, LayerProgress, PullPhase, PullProgress, PullState, PulledImage,
-    RootfsSpec,
+    ChangedTree, Image, ImageConfig, LayerInfo, LayerProgress, PullPhase, PullProgress, PullState,
+    PulledImage, RootfsSpec,
 };
 pub use resources::{Limits, ResourceError, Resources};
 pub use snapshot::{validate_snapshot_name, Snapshot, SnapshotKind, SnapshotStatus};

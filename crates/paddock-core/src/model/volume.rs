@@ -70,8 +70,11 @@ pub fn validate_mount_path(path: &str) -> Result<String, &'static str> {
     if !path.starts_with('/') || path.len() > 1024 || path.contains('\0') {
         return Err("must be an absolute path of at most 1024 bytes");
     }
-    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
-    if parts.iter().any(|p| *p == "..") {
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    if parts.contains(&"..") {
         return Err("must not contain '..'");
     }
     if parts.is_empty() {

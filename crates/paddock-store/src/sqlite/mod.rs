@@ -202,10 +202,10 @@ impl Store for SqliteStore {
     }
 
     async fn insert_vm(&self, vm: &Vm) -> Result<(), StoreError> {
+        let placeholders = vec!["?"; VM_COLUMNS.split(", ").count()].join(", ");
         let sql = format!(
             "INSERT INTO vms ({VM_COLUMNS}, seq) VALUES \
-             (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
-              (SELECT COALESCE(MAX(seq), 0) + 1 FROM vms))"
+             ({placeholders}, (SELECT COALESCE(MAX(seq), 0) + 1 FROM vms))"
         );
         rows::bind_vm(sqlx::query(&sql), vm)?
             .execute(&self.pool)

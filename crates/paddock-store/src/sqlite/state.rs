@@ -43,9 +43,15 @@ impl<'r> FromRow<'r, SqliteRow> for SnapshotRow {
                     account_id: account.clone(),
                     digest,
                     reference: text("id")?,
-                    config_digest: row.try_get::<Option<String>, _>("config_digest")?.unwrap_or_default(),
-                    config: row.try_get::<Option<String>, _>("config")?.unwrap_or_else(|| "{}".into()),
-                    layers: row.try_get::<Option<String>, _>("layers")?.unwrap_or_else(|| "[]".into()),
+                    config_digest: row
+                        .try_get::<Option<String>, _>("config_digest")?
+                        .unwrap_or_default(),
+                    config: row
+                        .try_get::<Option<String>, _>("config")?
+                        .unwrap_or_else(|| "{}".into()),
+                    layers: row
+                        .try_get::<Option<String>, _>("layers")?
+                        .unwrap_or_else(|| "[]".into()),
                     size: row.try_get("size")?,
                     created_at: row.try_get("created_at")?,
                 }
@@ -181,11 +187,13 @@ impl SnapshotStore for SqliteStore {
     }
 
     async fn fail_unfinished_snapshots(&self, reason: &str) -> Result<u64, StoreError> {
-        let done = sqlx::query("UPDATE snapshots SET status = 'failed', error = ? WHERE status = 'creating'")
-            .bind(reason)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+        let done = sqlx::query(
+            "UPDATE snapshots SET status = 'failed', error = ? WHERE status = 'creating'",
+        )
+        .bind(reason)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
         Ok(done.rows_affected())
     }
 }
@@ -325,14 +333,16 @@ impl VolumeStore for SqliteStore {
     }
 
     async fn insert_checkpoint(&self, c: &Checkpoint) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO checkpoints (id, volume_id, name, created_at) VALUES (?, ?, ?, ?)")
-            .bind(c.id.as_str())
-            .bind(c.volume_id.as_str())
-            .bind(&c.name)
-            .bind(c.created_at.unix_millis())
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+        sqlx::query(
+            "INSERT INTO checkpoints (id, volume_id, name, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(c.id.as_str())
+        .bind(c.volume_id.as_str())
+        .bind(&c.name)
+        .bind(c.created_at.unix_millis())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
         Ok(())
     }
 
@@ -361,7 +371,9 @@ impl VolumeStore for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        rows.into_iter().map(CheckpointRow::into_checkpoint).collect()
+        rows.into_iter()
+            .map(CheckpointRow::into_checkpoint)
+            .collect()
     }
 
     async fn delete_checkpoint(
@@ -420,7 +432,9 @@ impl VolumeStore for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        rows.into_iter().map(AttachmentRow::into_attachment).collect()
+        rows.into_iter()
+            .map(AttachmentRow::into_attachment)
+            .collect()
     }
 
     async fn attachments_of_volume(
@@ -434,7 +448,9 @@ impl VolumeStore for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        rows.into_iter().map(AttachmentRow::into_attachment).collect()
+        rows.into_iter()
+            .map(AttachmentRow::into_attachment)
+            .collect()
     }
 }
 

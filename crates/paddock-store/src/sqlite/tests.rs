@@ -1,11 +1,13 @@
 use std::collections::BTreeMap;
 
 use paddock_core::clock::Timestamp;
-use paddock_core::ids::{AccountId, SessionId, VmId};
+use paddock_core::ids::{AccountId, CredentialId, SessionId, SnapshotId, VaultId, VmId};
 use paddock_core::model::{
-    Account, Env, Limits, NewApiKey, Resources, Vm, VmFilter, VmStatus, VmStatusSet,
+    Account, Credential, Env, EnvStatus, Limits, NewApiKey, Resources, Sealed, Snapshot,
+    SnapshotKind, SnapshotStatus, Vault, Vm, VmFilter, VmOptions, VmStatus, VmStatusSet,
 };
-use paddock_core::store::Store;
+use paddock_core::store::{SnapshotStore, Store, VaultStore};
+use paddock_core::StoreError;
 
 use super::SqliteStore;
 
@@ -51,6 +53,14 @@ fn vm(account: &AccountId, session: &SessionId) -> Vm {
         expires_at: Some(now.plus_seconds(60)),
         terminated_at: None,
         runtime: None,
+        options: VmOptions {
+            snapshot_id: Some(SnapshotId::generate()),
+            snapshot_on_terminate: true,
+            snapshot_name: Some("final".into()),
+            vault_ids: vec![VaultId::generate()],
+            env_status: EnvStatus::Error,
+            env_error: Some("vault x not found".into()),
+        },
     }
 }
 
@@ -69,6 +79,7 @@ async fn vm_round_trips_and_is_scoped_by_account() {
     assert_eq!(got.env, v.env);
     assert_eq!(got.metadata, v.metadata);
     assert_eq!(got.expires_at, v.expires_at);
+    assert_eq!(got.options, v.options);
 
     let other = AccountId::generate();
     assert!(store.get_vm(&other, &v.id).await.expect("get").is_none());
@@ -167,4 +178,117 @@ async fn keys_are_found_by_hash_until_revoked() {
         .revoke_api_key(&key.key.id, Timestamp::now())
         .await
         .expect("revoke"));
+}
+
+#[tokio::test]
+async fn snapshot_names_are_unique_per_account_and_unfinished_ones_fail() {
+    let (store, account) = store_with_account().await;
+    let snapshot = Snapshot {
+        id: SnapshotId::generate(),
+        account_id: account.id.clone(),
+        name: "s".into(),
+        kind: SnapshotKind::User,
+        status: SnapshotStatus::Creating,
+        error: None,
+        vm_id: None,
+        source: "default".into(),
+        base_variant: None,
+        image: None,
+        size: 0,
+        created_at: Timestamp::now(),
+    };
+    store.insert_snapshot(&snapshot).await.expect("insert");
+    let twin = Snapshot {
+        id: SnapshotId::generate(),
+        ..snapshot.clone()
+    };
+    assert!(matches!(
+        store.insert_snapshot(&twin).await,
+        Err(StoreError::Duplicate)
+    ));
+    assert_eq!(
+        store
+            .fail_unfinished_snapshots("restart")
+            .await
+            .expect("fail"),
+        1
+    );
+    let got = store
+        .get_snapshot(&account.id, &snapshot.id)
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!(got.status, SnapshotStatus::Failed);
+    assert!(store
+        .get_snapshot(&AccountId::generate(), &snapshot.id)
+        .await
+        .expect("get")
+        .is_none());
+    assert_eq!(
+        store
+            .list_snapshots(&account.id, Some(SnapshotKind::System))
+            .await
+            .expect("list")
+            .len(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn credentials_keep_only_sealed_values_and_go_with_their_vault() {
+    let (store, account) = store_with_account().await;
+    let now = Timestamp::now();
+    let vault = Vault {
+        id: VaultId::generate(),
+        account_id: account.id.clone(),
+        name: "v".into(),
+        description: None,
+        created_at: now,
+        updated_at: now,
+    };
+    store.insert_vault(&vault).await.expect("vault");
+    let credential = Credential {
+        id: CredentialId::generate(),
+        vault_id: vault.id.clone(),
+        name: "TOKEN".into(),
+        credential_type: "api_key".into(),
+        description: None,
+        created_at: now,
+        rotated_at: None,
+    };
+    let sealed = Sealed {
+        key_id: "k1".into(),
+        nonce: vec![1; 12],
+        ciphertext: vec![2; 20],
+    };
+    store
+        .insert_credential(&credential, &sealed)
+        .await
+        .expect("credential");
+    assert!(matches!(
+        store.insert_credential(&credential, &sealed).await,
+        Err(StoreError::Duplicate)
+    ));
+    assert_eq!(
+        store
+            .sealed_under_other_keys("k2")
+            .await
+            .expect("stale")
+            .len(),
+        1
+    );
+    assert!(store
+        .sealed_under_other_keys("k1")
+        .await
+        .expect("stale")
+        .is_empty());
+    assert!(store
+        .delete_vault(&account.id, &vault.id)
+        .await
+        .expect("delete"));
+    assert!(store
+        .sealed_credentials(&vault.id)
+        .await
+        .expect("list")
+        .is_empty());
 }

@@ -1,0 +1,276 @@
+//! Snapshots and clones: `POST /v1/vms/{vm_id}/snapshot`,
+//! `POST /v1/vms/{vm_id}/clone`, and `/v1/snapshots` (make one from an
+//! image, list, get, delete, push).
+
+use axum::extract::{Path, State};
+use axum::Json;
+use paddock_core::ids::SnapshotId;
+use paddock_core::model::{Snapshot, SnapshotKind};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use super::dto::WaitQuery;
+use super::error::{ApiError, ErrorDetail, HttpValidationError};
+use super::extract::{Caller, ValidJson, ValidQuery};
+use super::vm_id;
+use crate::AppState;
+
+/// A snapshot as InstaVM's clients read it (`snapshot_id` and `id` both).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SnapshotResponse {
+    pub snapshot_id: String,
+    pub id: String,
+    pub name: String,
+    /// `creating`, `ready` or `failed`.
+    pub status: String,
+    /// `user` or `system`.
+    pub snapshot_type: String,
+    /// What the snapshot sits on: the image reference or variant the VM ran.
+    pub oci_image: String,
+    pub vm_id: Option<String>,
+    /// Bytes of the snapshot's own layer (what the VM changed).
+    pub size_bytes: u64,
+    /// The snapshot image's manifest digest, once ready.
+    pub digest: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: String,
+}
+
+impl From<Snapshot> for SnapshotResponse {
+    fn from(s: Snapshot) -> Self {
+        Self {
+            snapshot_id: s.id.to_string(),
+            id: s.id.to_string(),
+            name: s.name,
+            status: s.status.as_str().to_owned(),
+            snapshot_type: s.kind.as_str().to_owned(),
+            oci_image: s.source,
+            vm_id: s.vm_id.map(|v| v.to_string()),
+            size_bytes: s.size,
+            digest: s.image.map(|i| i.digest),
+            last_error: s.error,
+            created_at: s.created_at.to_rfc3339(),
+        }
+    }
+}
+
+fn snapshot_id(raw: &str) -> Result<SnapshotId, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found("Snapshot"))
+}
+
+/// `POST /v1/vms/{vm_id}/snapshot`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct SnapshotVmRequest {
+    /// Unique per account; default: the snapshot's id.
+    pub name: Option<String>,
+}
+
+/// Snapshot a running VM: its processes are frozen while what it changed
+/// is packed into a layer, then thawed.
+#[utoipa::path(post, path = "/v1/vms/{vm_id}/snapshot", tag = "snapshots",
+    params(("vm_id" = String, Path), WaitQuery), request_body = SnapshotVmRequest,
+    responses((status = 200, body = SnapshotResponse), (status = 404, body = ErrorDetail),
+        (status = 409, body = ErrorDetail), (status = 422, body = HttpValidationError)))]
+pub(crate) async fn snapshot_vm(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    Path(raw): Path<String>,
+    ValidQuery(_wait): ValidQuery<WaitQuery>,
+    ValidJson(body): ValidJson<SnapshotVmRequest>,
+) -> Result<Json<SnapshotResponse>, ApiError> {
+    let id = vm_id(&raw)?;
+    let name = body.name;
+    let snapshot = state.service.snapshot_vm(&account, &id, name).await?;
+    Ok(Json(snapshot.into()))
+}
+
+/// `POST /v1/vms/{vm_id}/clone`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct CloneRequest {
+    /// The name of the snapshot the clone goes through.
+    pub snapshot_name: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CloneResponse {
+    pub vm_id: String,
+    pub session_id: String,
+    pub status: String,
+    pub snapshot_id: String,
+    /// Always false: the snapshot is kept (the clone runs on its layers).
+    pub snapshot_deleted: bool,
+}
+
+/// A new VM from a fresh snapshot of a running one, with its settings.
+#[utoipa::path(post, path = "/v1/vms/{vm_id}/clone", tag = "snapshots",
+    params(("vm_id" = String, Path), WaitQuery), request_body = CloneRequest,
+    responses((status = 200, body = CloneResponse), (status = 404, body = ErrorDetail),
+        (status = 409, body = ErrorDetail), (status = 422, body = HttpValidationError)))]
+pub(crate) async fn clone_vm(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    Path(raw): Path<String>,
+    ValidQuery(q): ValidQuery<WaitQuery>,
+    ValidJson(body): ValidJson<CloneRequest>,
+) -> Result<Json<CloneResponse>, ApiError> {
+    let id = vm_id(&raw)?;
+    let name = body.snapshot_name;
+    let (vm, snapshot) = state
+        .service
+        .clone_vm(&account, &id, name, q.wait.unwrap_or(true))
+        .await?;
+    Ok(Json(CloneResponse {
+        vm_id: vm.id.to_string(),
+        session_id: vm.session_id.to_string(),
+        status: super::dto::wire_status(vm.status).to_owned(),
+        snapshot_id: snapshot.id.to_string(),
+        snapshot_deleted: false,
+    }))
+}
+
+/// `POST /v1/snapshots`: a snapshot of an image, made asynchronously.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateSnapshotRequest {
+    pub oci_image: String,
+    pub name: Option<String>,
+    /// `user` (default) or `system`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Accepted for the SDK's sake; a snapshot's VM sets its own shape.
+    pub vcpu_count: Option<i64>,
+    pub memory_mb: Option<i64>,
+    /// Package installs and git clones need egress; not supported yet.
+    #[schema(value_type = Option<Object>)]
+    pub build_args: Option<Value>,
+}
+
+fn kind(raw: Option<&str>, field: &str) -> Result<Option<SnapshotKind>, ApiError> {
+    raw.map(|k| {
+        SnapshotKind::parse(k).ok_or_else(|| {
+            ApiError::field(&[field, "type"], "must be user or system", "value_error")
+        })
+    })
+    .transpose()
+}
+
+/// Make a snapshot from an OCI image (pulled if needed). Poll
+/// `GET /v1/snapshots/{id}` until `ready` or `failed`.
+#[utoipa::path(post, path = "/v1/snapshots", tag = "snapshots",
+    params(WaitQuery), request_body = CreateSnapshotRequest,
+    responses((status = 200, body = SnapshotResponse), (status = 409, body = ErrorDetail),
+        (status = 422, body = HttpValidationError)))]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    ValidQuery(q): ValidQuery<WaitQuery>,
+    ValidJson(body): ValidJson<CreateSnapshotRequest>,
+) -> Result<Json<SnapshotResponse>, ApiError> {
+    if body.build_args.as_ref().is_some_and(|b| !b.is_null()) {
+        return Err(ApiError::body_field(
+            "build_args",
+            "build_args is not supported by this server yet; build an image with POST /v1/images/build",
+        ));
+    }
+    // Checked like a VM's shape, though an image snapshot runs nothing.
+    state.service.resources(body.memory_mb, body.vcpu_count)?;
+    let kind = kind(body.kind.as_deref(), "body")?.unwrap_or(SnapshotKind::User);
+    let snapshot = state
+        .service
+        .snapshot_image(
+            &account,
+            body.oci_image,
+            body.name,
+            kind,
+            q.wait.unwrap_or(false),
+        )
+        .await?;
+    Ok(Json(snapshot.into()))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListSnapshotsQuery {
+    /// `user` or `system`.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub kind: Option<String>,
+}
+
+/// The account's snapshots, newest first.
+#[utoipa::path(get, path = "/v1/snapshots", tag = "snapshots", params(ListSnapshotsQuery),
+    responses((status = 200, body = [SnapshotResponse]), (status = 422, body = HttpValidationError)))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    ValidQuery(q): ValidQuery<ListSnapshotsQuery>,
+) -> Result<Json<Vec<SnapshotResponse>>, ApiError> {
+    let kind = kind(q.kind.as_deref(), "query")?;
+    let snapshots = state.service.list_snapshots(&account, kind).await?;
+    Ok(Json(snapshots.into_iter().map(Into::into).collect()))
+}
+
+#[utoipa::path(get, path = "/v1/snapshots/{snapshot_id}", tag = "snapshots",
+    params(("snapshot_id" = String, Path)),
+    responses((status = 200, body = SnapshotResponse), (status = 404, body = ErrorDetail)))]
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    Path(raw): Path<String>,
+) -> Result<Json<SnapshotResponse>, ApiError> {
+    let snapshot = state
+        .service
+        .get_snapshot(&account, &snapshot_id(&raw)?)
+        .await?;
+    Ok(Json(snapshot.into()))
+}
+
+/// Delete a snapshot (refused while a VM runs on it); layers nothing else
+/// uses are freed.
+#[utoipa::path(delete, path = "/v1/snapshots/{snapshot_id}", tag = "snapshots",
+    params(("snapshot_id" = String, Path)),
+    responses((status = 200, body = SnapshotResponse), (status = 404, body = ErrorDetail),
+        (status = 409, body = ErrorDetail)))]
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    Path(raw): Path<String>,
+) -> Result<Json<SnapshotResponse>, ApiError> {
+    let snapshot = state
+        .service
+        .delete_snapshot(&account, &snapshot_id(&raw)?)
+        .await?;
+    Ok(Json(snapshot.into()))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PushSnapshotRequest {
+    /// `registry/repo:tag` to push to.
+    pub target: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PushSnapshotResponse {
+    pub target: String,
+    pub digest: String,
+}
+
+/// Push a snapshot to a registry as an ordinary OCI image.
+#[utoipa::path(post, path = "/v1/snapshots/{snapshot_id}/push", tag = "snapshots",
+    params(("snapshot_id" = String, Path)), request_body = PushSnapshotRequest,
+    responses((status = 200, body = PushSnapshotResponse), (status = 404, body = ErrorDetail),
+        (status = 422, body = HttpValidationError), (status = 502, body = ErrorDetail)))]
+pub(crate) async fn push(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    Path(raw): Path<String>,
+    ValidJson(body): ValidJson<PushSnapshotRequest>,
+) -> Result<Json<PushSnapshotResponse>, ApiError> {
+    let digest = state
+        .service
+        .push_snapshot(&account, &snapshot_id(&raw)?, &body.target)
+        .await?;
+    Ok(Json(PushSnapshotResponse {
+        target: body.target,
+        digest,
+    }))
+}
