@@ -54,6 +54,26 @@ fn header_for(meta: &fs::Metadata, kind: tar::EntryType) -> tar::Header {
     h
 }
 
+/// Queues the entry's portable xattrs (`user.*`, file capabilities) as
+/// PAX `SCHILY.xattr.*` records for the next header. Overlay's own
+/// `trusted.*` attributes describe the upper dir, not the file, and stay.
+fn append_xattrs<W: Write>(b: &mut tar::Builder<W>, path: &Path) -> io::Result<()> {
+    let mut records: Vec<(String, Vec<u8>)> = Vec::new();
+    for name in xattr::list(path)? {
+        let name = name.to_string_lossy().into_owned();
+        if !(name.starts_with("user.") || name == "security.capability") {
+            continue;
+        }
+        if let Some(value) = xattr::get(path, &name)? {
+            records.push((format!("SCHILY.xattr.{name}"), value));
+        }
+    }
+    if records.is_empty() {
+        return Ok(());
+    }
+    b.append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+}
+
 fn walk<W: Write>(
     b: &mut tar::Builder<W>,
     dir: &Path,
@@ -73,6 +93,7 @@ fn walk<W: Write>(
             let wh = rel.join(format!(".wh.{}", name.to_string_lossy()));
             b.append_data(&mut h, wh, io::empty())?;
         } else if ft.is_dir() {
+            append_xattrs(b, &path)?;
             let mut h = header_for(&meta, tar::EntryType::Directory);
             b.append_data(&mut h, &r, io::empty())?;
             if sys::lgetxattr(&path, "trusted.overlay.opaque").as_deref() == Some(b"y") {
@@ -91,6 +112,7 @@ fn walk<W: Write>(
                 }
                 links.insert(key, r.clone());
             }
+            append_xattrs(b, &path)?;
             let mut h = header_for(&meta, tar::EntryType::Regular);
             h.set_size(meta.len());
             b.append_data(&mut h, &r, fs::File::open(&path)?)?;

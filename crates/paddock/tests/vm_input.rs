@@ -51,20 +51,31 @@ async fn malformed_and_mistyped_bodies_are_422s_naming_the_field() {
     assert_eq!(r.status, 422);
     assert_eq!(r.body["detail"][0]["loc"][0], "query");
 
-    for field in [
-        "egress_policy",
-        "share",
-        "custom_domain",
-        "snapshot_id",
-        "volumes",
-        "vault_ids",
-        "snapshot_name",
-    ] {
+    // Snapshot and vault fields are checked like any other input.
+    let r = c.post("/v1/vms", json!({"snapshot_id": "x"})).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = c.post("/v1/vms", json!({"snapshot_id": 7})).await;
+    assert_eq!(r.body["detail"][0]["loc"], json!(["body", "snapshot_id"]));
+    let r = c.post("/v1/vms", json!({"vault_ids": ["v1"]})).await;
+    assert_eq!(
+        r.body["detail"][0]["loc"],
+        json!(["body", "vault_ids", "0"])
+    );
+    let r = c.post("/v1/vms", json!({"snapshot_name": ""})).await;
+    assert_eq!(r.body["detail"][0]["loc"], json!(["body", "snapshot_name"]));
+    let r = c
+        .post("/v1/vms", json!({"snapshot_on_terminate": "yes"}))
+        .await;
+    assert_eq!(
+        r.body["detail"][0]["loc"],
+        json!(["body", "snapshot_on_terminate"])
+    );
+
+    for field in ["egress_policy", "share", "custom_domain", "volumes"] {
         let value = match field {
             "share" => json!({"port": 8080}),
             "custom_domain" => json!({"domain": "x.example"}),
             "volumes" => json!([{"volume_id": "v", "mount_path": "/data"}]),
-            "vault_ids" => json!(["v1"]),
             "egress_policy" => json!({"allow_http": false}),
             _ => json!("x"),
         };
