@@ -135,3 +135,61 @@ def test_kill_ends_the_session(server):
     sid = c.session_id
     c.kill()
     assert InstaVM(api_key=server.key, base_url=server.base_url, auto_start_session=False).get_session_status(sid)["vm_status"] == "terminated"
+
+
+def _in_vm(server, vm):
+    """An SDK client whose session is the given VM's."""
+    c = InstaVM(api_key=server.key, base_url=server.base_url, auto_start_session=False, timeout=120)
+    c.session_id = vm["session_id"]
+    return c
+
+
+def test_snapshot_restore_and_clone(client, server):
+    vm = client.vms.create(wait=True)
+    src = _in_vm(server, vm)
+    src.execute("mkdir -p /srv/app && echo v1 > /srv/app/state && ln -s state /srv/app/link")
+    snap = client.vms.snapshot(vm["vm_id"], name="sdk-snap")
+    assert snap["status"] == "ready"
+    sid = snap["snapshot_id"]
+    assert client.snapshots.get(sid)["name"] == "sdk-snap"
+    assert any(s["id"] == sid for s in client.snapshots.list())
+
+    restored = client.vms.create(wait=True, snapshot_id=sid)
+    assert restored["status"] == "active"
+    out = _in_vm(server, restored).execute("cat /srv/app/link")["stdout"]
+    assert out == "v1\n"
+
+    clone = client.vms.clone(vm["vm_id"], snapshot_name="sdk-clone")
+    assert clone["snapshot_id"] and clone["vm_id"] != vm["vm_id"]
+    _in_vm(server, clone).execute("echo clone > /srv/app/state")
+    assert src.execute("cat /srv/app/state")["stdout"] == "v1\n"
+
+    for v in (restored, clone):
+        client.vms.delete(v["vm_id"])
+    assert client.snapshots.delete(sid)["id"] == sid
+    client.vms.delete(vm["vm_id"])
+
+
+def test_vault_secrets_reach_the_vm(client, server):
+    vault = client.create_vault("sdk-vault", description="for tests")
+    vid = vault["id"]
+    assert any(v["id"] == vid for v in client.list_vaults())
+    cred = client.add_vault_credential(vid, name="SDK_TOKEN", value="sdk-secret-value-93")
+    assert "sdk-secret-value-93" not in json.dumps(cred)
+    assert [c["name"] for c in client.list_vault_credentials(vid)] == ["SDK_TOKEN"]
+    assert client.discover_vault(vid)["credentials"] == ["SDK_TOKEN"]
+
+    vm = client.vms.create(wait=True, vault_ids=[vid])
+    assert vm["env_status"] == "ready"
+    assert _in_vm(server, vm).execute("echo $SDK_TOKEN")["stdout"] == "sdk-secret-value-93\n"
+    client.vms.stage_env(vm["vm_id"], {"STAGED": "staged-93"})
+    assert _in_vm(server, vm).execute("echo $STAGED")["stdout"] == "staged-93\n"
+
+    failed = client.vms.create(wait=True, vault_ids=["vault_missing"])
+    assert failed["env_status"] == "error" and "vault_missing" in failed["env_error"]
+
+    client.rotate_vault_credential(vid, cred["id"], value="sdk-rotated-94")
+    assert client.update_vault(vid, name="renamed")["name"] == "renamed"
+    client.delete_vault_credential(vid, cred["id"])
+    assert client.delete_vault(vid) is True
+    client.vms.delete(vm["vm_id"])
