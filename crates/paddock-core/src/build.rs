@@ -99,12 +99,7 @@ impl Service {
         events: mpsc::Sender<BuildEvent>,
     ) -> Result<Image, CoreError> {
         let steps = Self::parse_dockerfile(&request.dockerfile)?;
-        if !self.images.is_reference(&request.tag) {
-            return Err(CoreError::invalid(
-                "tag",
-                format!("{:?} is not an image reference", request.tag),
-            ));
-        }
+        self.require_reference("tag", &request.tag)?;
         let mut st = State {
             layers: Vec::new(),
             diff_ids: Vec::new(),
@@ -308,12 +303,7 @@ impl Service {
         key: &str,
         target: &str,
     ) -> Result<String, CoreError> {
-        if !self.images.is_reference(target) {
-            return Err(CoreError::invalid(
-                "target",
-                format!("{target:?} is not an image reference"),
-            ));
-        }
+        self.require_reference("target", target)?;
         let image = self.get_image(account, key).await?;
         self.images
             .push(&image.layers, &image.config_digest, target)

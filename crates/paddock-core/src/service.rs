@@ -640,12 +640,7 @@ impl Service {
         reference: &str,
         wait: bool,
     ) -> Result<(String, PullState, Option<Image>), CoreError> {
-        if !self.images.is_reference(reference) {
-            return Err(CoreError::invalid(
-                "reference",
-                format!("{reference:?} is not an image reference"),
-            ));
-        }
+        self.require_reference("reference", reference)?;
         let id = format!("pull_{}", uuid::Uuid::new_v4().simple());
         let progress = Arc::new(PullProgress::new(reference));
         {
@@ -695,6 +690,17 @@ impl Service {
 
     pub async fn list_images(&self, account: &AccountId) -> Result<Vec<Image>, CoreError> {
         Ok(self.store.list_images(account).await?)
+    }
+
+    /// A 422 on `field` unless `value` is an image reference.
+    pub(crate) fn require_reference(&self, field: &str, value: &str) -> Result<(), CoreError> {
+        if !self.images.is_reference(value) {
+            return Err(CoreError::invalid(
+                field,
+                format!("{value:?} is not an image reference"),
+            ));
+        }
+        Ok(())
     }
 
     pub async fn get_image(

@@ -253,12 +253,7 @@ impl Service {
         kind: SnapshotKind,
         wait: bool,
     ) -> Result<Snapshot, CoreError> {
-        if !self.images.is_reference(&reference) {
-            return Err(CoreError::invalid(
-                "oci_image",
-                format!("{reference:?} is not an image reference"),
-            ));
-        }
+        self.require_reference("oci_image", &reference)?;
         let snapshot = self
             .begin_snapshot(account, name, kind, None, reference.clone())
             .await?;
@@ -335,12 +330,7 @@ impl Service {
         id: &SnapshotId,
         target: &str,
     ) -> Result<String, CoreError> {
-        if !self.images.is_reference(target) {
-            return Err(CoreError::invalid(
-                "target",
-                format!("{target:?} is not an image reference"),
-            ));
-        }
+        self.require_reference("target", target)?;
         let snapshot = self.get_snapshot(account, id).await?;
         let image = snapshot.image.ok_or_else(|| {
             CoreError::FailedPrecondition(format!("snapshot {id} is {}", snapshot.status.as_str()))
