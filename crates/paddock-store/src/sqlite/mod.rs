@@ -93,6 +93,22 @@ impl SqliteStore {
         Ok(Self { pool })
     }
 
+    /// Runs a `DELETE … WHERE k1 = ? AND k2 = ?`; whether a row went.
+    pub(super) async fn delete_by_key(
+        &self,
+        sql: &str,
+        first: &str,
+        second: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(sql)
+            .bind(first)
+            .bind(second)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn fetch_vms(&self, sql: &str, binds: Vec<Bind<'_>>) -> Result<Vec<Vm>, StoreError> {
         let mut q = sqlx::query_as::<_, VmRow>(sql);
         for b in binds {
@@ -434,13 +450,12 @@ impl Store for SqliteStore {
     }
 
     async fn delete_image(&self, account: &AccountId, digest: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM images WHERE account_id = ? AND digest = ?")
-            .bind(account.as_str())
-            .bind(digest)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(done.rows_affected() > 0)
+        self.delete_by_key(
+            "DELETE FROM images WHERE account_id = ? AND digest = ?",
+            account.as_str(),
+            digest,
+        )
+        .await
     }
 
     async fn referenced_blobs(&self) -> Result<std::collections::BTreeSet<String>, StoreError> {

@@ -177,13 +177,12 @@ impl SnapshotStore for SqliteStore {
         account: &AccountId,
         id: &SnapshotId,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM snapshots WHERE account_id = ? AND id = ?")
-            .bind(account.as_str())
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(done.rows_affected() > 0)
+        self.delete_by_key(
+            "DELETE FROM snapshots WHERE account_id = ? AND id = ?",
+            account.as_str(),
+            id.as_str(),
+        )
+        .await
     }
 
     async fn fail_unfinished_snapshots(&self, reason: &str) -> Result<u64, StoreError> {
@@ -323,13 +322,12 @@ impl VolumeStore for SqliteStore {
     }
 
     async fn delete_volume(&self, account: &AccountId, id: &VolumeId) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM volumes WHERE account_id = ? AND id = ?")
-            .bind(account.as_str())
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(done.rows_affected() > 0)
+        self.delete_by_key(
+            "DELETE FROM volumes WHERE account_id = ? AND id = ?",
+            account.as_str(),
+            id.as_str(),
+        )
+        .await
     }
 
     async fn insert_checkpoint(&self, c: &Checkpoint) -> Result<(), StoreError> {
@@ -381,13 +379,12 @@ impl VolumeStore for SqliteStore {
         volume: &VolumeId,
         id: &CheckpointId,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM checkpoints WHERE volume_id = ? AND id = ?")
-            .bind(volume.as_str())
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(done.rows_affected() > 0)
+        self.delete_by_key(
+            "DELETE FROM checkpoints WHERE volume_id = ? AND id = ?",
+            volume.as_str(),
+            id.as_str(),
+        )
+        .await
     }
 
     async fn insert_attachment(&self, a: &Attachment) -> Result<(), StoreError> {
@@ -406,13 +403,12 @@ impl VolumeStore for SqliteStore {
     }
 
     async fn delete_attachment(&self, vm: &VmId, mount_path: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM attachments WHERE vm_id = ? AND mount_path = ?")
-            .bind(vm.as_str())
-            .bind(mount_path)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(done.rows_affected() > 0)
+        self.delete_by_key(
+            "DELETE FROM attachments WHERE vm_id = ? AND mount_path = ?",
+            vm.as_str(),
+            mount_path,
+        )
+        .await
     }
 
     async fn delete_attachments_of_vm(&self, vm: &VmId) -> Result<(), StoreError> {
@@ -586,13 +582,12 @@ impl VaultStore for SqliteStore {
     }
 
     async fn delete_vault(&self, account: &AccountId, id: &VaultId) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM vaults WHERE account_id = ? AND id = ?")
-            .bind(account.as_str())
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(done.rows_affected() > 0)
+        self.delete_by_key(
+            "DELETE FROM vaults WHERE account_id = ? AND id = ?",
+            account.as_str(),
+            id.as_str(),
+        )
+        .await
     }
 
     async fn insert_credential(&self, c: &Credential, sealed: &Sealed) -> Result<(), StoreError> {
@@ -660,13 +655,12 @@ impl VaultStore for SqliteStore {
         vault: &VaultId,
         id: &CredentialId,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM credentials WHERE vault_id = ? AND id = ?")
-            .bind(vault.as_str())
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(done.rows_affected() > 0)
+        self.delete_by_key(
+            "DELETE FROM credentials WHERE vault_id = ? AND id = ?",
+            vault.as_str(),
+            id.as_str(),
+        )
+        .await
     }
 
     async fn sealed_under_other_keys(
