@@ -531,7 +531,7 @@ impl Service {
         Ok(())
     }
 
-    async fn running_vm(&self, account: &AccountId, id: &VmId) -> Result<Vm, CoreError> {
+    pub(crate) async fn running_vm(&self, account: &AccountId, id: &VmId) -> Result<Vm, CoreError> {
         let vm = self.get_vm(account, id).await?;
         if vm.status != VmStatus::Running {
             return Err(CoreError::FailedPrecondition(format!(

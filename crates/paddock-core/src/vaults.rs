@@ -242,12 +242,7 @@ impl Service {
         id: &VmId,
         env: Env,
     ) -> Result<usize, CoreError> {
-        let vm = self.get_vm(account, id).await?;
-        if vm.status != crate::model::VmStatus::Running {
-            return Err(CoreError::FailedPrecondition(
-                "the VM is not running".into(),
-            ));
-        }
+        let vm = self.running_vm(account, id).await?;
         let vars: Vec<(String, String)> = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let n = vars.len();
         self.provider.stage_env(&vm.id, vars).await?;
