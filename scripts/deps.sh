@@ -6,8 +6,10 @@ export DEBIAN_FRONTEND=noninteractive
 # python3 and the usual tools are what the built-in "host" variant offers
 # inside sandboxes; procps and iproute2 are used by tests (ps, ip);
 # python3-venv holds the SDK suite's virtualenv; docker-registry is the
-# image tests' local registry and busybox-static their images' userland.
-packages=(python3 python3-venv procps iproute2 util-linux coreutils bash ca-certificates docker-registry busybox-static)
+# image tests' local registry and busybox-static their images' userland;
+# e2fsprogs makes, checks and resizes volumes' ext4 filesystems (util-linux
+# loop-mounts them).
+packages=(python3 python3-venv procps iproute2 util-linux coreutils bash ca-certificates docker-registry busybox-static e2fsprogs)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

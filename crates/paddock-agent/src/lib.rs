@@ -5,6 +5,8 @@
 //!   sandbox's cgroups, creates its namespaces, forks the sandbox's PID 1,
 //!   reports that pid and exits. PID 1 mounts the root filesystem, binds the
 //!   agent socket, pivots into the root, drops privileges and then serves;
+//! - `paddock-agent attach|detach` (run by the server on the host) binds a
+//!   volume into a running sandbox or takes it out ([`inject`]);
 //! - as PID 1 it serves exec, files and PTYs over a unix socket whose path
 //!   lives on the host, speaking [`proto`].
 //!
@@ -12,6 +14,7 @@
 //! and libraries come from the host and it runs in any root filesystem.
 
 pub mod boot;
+pub mod inject;
 pub mod proto;
 pub mod serve;
 mod sys;

@@ -23,5 +23,7 @@ pub mod service;
 pub mod snapshots;
 pub mod store;
 pub mod vaults;
+pub mod volume_backend;
+pub mod volumes;
 
 pub use error::{CoreError, RuntimeError, StoreError};

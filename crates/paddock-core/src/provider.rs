@@ -1,6 +1,8 @@
 //! The provider trait: what a sandbox backend (containers today; microVMs,
 //! plain processes and Docker later) must do. The service calls only this.
 
+use std::path::Path;
+
 use async_trait::async_trait;
 
 use crate::error::RuntimeError;
@@ -37,6 +39,25 @@ pub trait Provider: Send + Sync + 'static {
     /// Adds variables to the environment of every later exec and PTY in
     /// the sandbox. Kept in the sandbox's memory only, never on disk.
     async fn stage_env(&self, id: &VmId, env: Vec<(String, String)>) -> Result<(), RuntimeError>;
+
+    /// Binds the host directory `source` at `target` inside the running
+    /// sandbox, read-only (enforced by the kernel) when asked.
+    async fn attach(
+        &self,
+        id: &VmId,
+        handle: RuntimeHandle,
+        source: &Path,
+        target: &str,
+        read_only: bool,
+    ) -> Result<(), RuntimeError>;
+
+    /// Unmounts what [`Provider::attach`] put at `target`.
+    async fn detach(
+        &self,
+        id: &VmId,
+        handle: RuntimeHandle,
+        target: &str,
+    ) -> Result<(), RuntimeError>;
 
     /// Whether the sandbox behind `handle` still runs.
     fn is_alive(&self, id: &VmId, handle: RuntimeHandle) -> bool;

@@ -20,12 +20,13 @@ use crate::ids::{AccountId, ApiKeyId, ExecutionId, SessionId, VmId};
 use crate::images::ImageBackend;
 use crate::model::{
     Account, ApiKey, ApiKeySecret, EnvStatus, Execution, ExecutionStatus, Image, Limits, NewApiKey,
-    PullPhase, PullProgress, PullState, Resources, RootfsSpec, Vm, VmFilter, VmPatch, VmSpec,
-    VmStatus, VmStatusSet,
+    PullPhase, PullProgress, PullState, Resources, RootfsSpec, RuntimeHandle, Vm, VmFilter,
+    VmPatch, VmSpec, VmStatus, VmStatusSet,
 };
 use crate::provider::Provider;
 use crate::secrets::Keyring;
 use crate::store::Store;
+use crate::volume_backend::VolumeBackend;
 
 /// A minimal shutdown signal, so the core needs no extra crate for it.
 mod tokio_util_shim {
@@ -97,6 +98,9 @@ pub struct Service {
     pub(crate) images: Arc<dyn ImageBackend>,
     pub(crate) config: ServiceConfig,
     pub(crate) keyring: Arc<Keyring>,
+    pub(crate) volumes: Arc<dyn VolumeBackend>,
+    /// Serializes changes to attachments and volume host mounts.
+    pub(crate) volume_lock: AsyncMutex<()>,
     vm_locks: Mutex<HashMap<VmId, Arc<AsyncMutex<()>>>>,
     pulls: Mutex<HashMap<String, PullRecord>>,
 }
@@ -106,6 +110,7 @@ impl Service {
         store: Arc<dyn Store>,
         provider: Arc<dyn Provider>,
         images: Arc<dyn ImageBackend>,
+        volumes: Arc<dyn VolumeBackend>,
         keyring: Arc<Keyring>,
         config: ServiceConfig,
     ) -> Arc<Self> {
@@ -115,6 +120,8 @@ impl Service {
             images,
             config,
             keyring,
+            volumes,
+            volume_lock: AsyncMutex::new(()),
             vm_locks: Mutex::new(HashMap::new()),
             pulls: Mutex::new(HashMap::new()),
         })
@@ -248,8 +255,13 @@ impl Service {
         if let Some(l) = spec.lifetime_seconds {
             self.check_lifetime(l)?;
         }
+        let volumes = std::mem::take(&mut spec.volumes);
         let vm = self.new_vm(account, spec);
-        self.store.insert_vm(&vm).await?;
+        self.reserve_volumes(account, &vm.id, &volumes).await?;
+        if let Err(e) = self.store.insert_vm(&vm).await {
+            self.release_volumes(&vm.id).await;
+            return Err(e.into());
+        }
         let this = Arc::clone(self);
         let id = vm.id.clone();
         let started = tokio::spawn(async move { this.finish_start(&id).await });
@@ -288,6 +300,7 @@ impl Service {
                 vm.status = VmStatus::Failed;
                 vm.status_reason = Some(format!("environment: {message}"));
                 vm.updated_at = Timestamp::now();
+                self.release_volumes(&vm.id).await;
                 self.store.update_vm(&vm).await?;
                 return Ok(vm);
             }
@@ -298,6 +311,10 @@ impl Service {
                 .start(&vm, &rootfs)
                 .await
                 .map_err(CoreError::from),
+            Err(e) => Err(e),
+        };
+        let started = match started {
+            Ok(handle) => self.mount_volumes(&mut vm, handle).await,
             Err(e) => Err(e),
         };
         let started = match started {
@@ -333,10 +350,28 @@ impl Service {
                 vm.status = VmStatus::Failed;
                 vm.status_reason = Some(error_chain(&e));
                 vm.updated_at = Timestamp::now();
+                self.release_volumes(&vm.id).await;
             }
         }
         self.store.update_vm(&vm).await?;
         Ok(vm)
+    }
+
+    /// Mounts the volumes a starting VM asked for; on failure stops it.
+    async fn mount_volumes(
+        &self,
+        vm: &mut Vm,
+        handle: RuntimeHandle,
+    ) -> Result<RuntimeHandle, CoreError> {
+        match self.mount_attachments(&vm.id, handle).await {
+            Ok(()) => Ok(handle),
+            Err(e) => {
+                if let Err(stop) = self.provider.stop(&vm.id, Some(handle)).await {
+                    tracing::error!(vm_id = %vm.id, error = %error_chain(&stop), "could not stop a VM whose volumes failed");
+                }
+                Err(e)
+            }
+        }
     }
 
     /// The root filesystem of `vm`: its configured variant, or its image's
@@ -497,6 +532,7 @@ impl Service {
             self.store.update_vm(&vm).await?;
         }
         self.provider.stop(&vm.id, vm.runtime).await?;
+        self.release_volumes(&vm.id).await;
         let now = Timestamp::now();
         vm.status = VmStatus::Terminated;
         if vm.status_reason.is_none() {
@@ -522,6 +558,7 @@ impl Service {
         if let Err(e) = self.provider.stop(&vm.id, vm.runtime).await {
             tracing::warn!(vm_id = %vm.id, error = %error_chain(&e), "cleanup of a dead VM failed");
         }
+        self.release_volumes(&vm.id).await;
         vm.status = VmStatus::Failed;
         vm.status_reason = Some(reason.to_owned());
         vm.runtime = None;
@@ -998,7 +1035,7 @@ impl Service {
             match (vm.status, vm.runtime) {
                 (VmStatus::Running, Some(h)) if self.provider.is_alive(&vm.id, h) => {
                     tracing::info!(vm_id = %vm.id, pid = h.pid, "VM survived the restart");
-                    live.push(vm.id);
+                    live.push(vm);
                 }
                 (VmStatus::Running, _) => {
                     self.mark_failed(
@@ -1019,6 +1056,8 @@ impl Service {
                 }
             }
         }
+        self.reconcile_volumes(&live).await?;
+        let live: Vec<VmId> = live.into_iter().map(|vm| vm.id).collect();
         let removed = self.provider.cleanup_orphans(&live).await?;
         if removed > 0 {
             tracing::info!(count = removed, "orphaned sandboxes cleaned");

@@ -10,7 +10,7 @@ use crate::clock::Timestamp;
 use crate::error::{CoreError, StoreError};
 use crate::ids::{AccountId, SnapshotId, VmId};
 use crate::model::{
-    validate_snapshot_name, Image, ImageConfig, LayerInfo, RootfsSpec, Snapshot, SnapshotKind,
+    validate_name, Image, ImageConfig, LayerInfo, RootfsSpec, Snapshot, SnapshotKind,
     SnapshotStatus, Vm, VmSpec, VmStatus,
 };
 use crate::service::{error_chain, Service};
@@ -97,7 +97,7 @@ impl Service {
     ) -> Result<Snapshot, CoreError> {
         let id = SnapshotId::generate();
         let name = name.unwrap_or_else(|| id.to_string());
-        validate_snapshot_name(&name).map_err(|m| CoreError::invalid("name", m))?;
+        validate_name(&name).map_err(|m| CoreError::invalid("name", m))?;
         let snapshot = Snapshot {
             id,
             account_id: account.clone(),

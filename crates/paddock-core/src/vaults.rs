@@ -13,13 +13,7 @@ use crate::service::Service;
 const MAX_SECRET: usize = 128 * 1024;
 
 fn check_vault_name(name: &str) -> Result<(), CoreError> {
-    if name.trim().is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
-        return Err(CoreError::invalid(
-            "name",
-            "must be 1 to 128 characters without control characters",
-        ));
-    }
-    Ok(())
+    crate::model::validate_name(name).map_err(|m| CoreError::invalid("name", m))
 }
 
 fn check_description(d: &Option<String>) -> Result<(), CoreError> {

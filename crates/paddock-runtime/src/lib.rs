@@ -2,7 +2,9 @@
 //!
 //! Today: [`container::ContainerProvider`], which runs each sandbox in its
 //! own namespaces on this host, with no external runtime binary. MicroVM,
-//! process and Docker providers will sit beside it.
+//! process and Docker providers will sit beside it. [`volumes`] keeps
+//! volumes and their checkpoints on the host, for any provider to bind in.
 
 pub mod agent_client;
 pub mod container;
+pub mod volumes;

@@ -25,6 +25,7 @@ async fn service_with(
         store,
         Arc::new(crate::nosandbox::NoSandboxes),
         Arc::new(crate::nosandbox::NoImages),
+        Arc::new(crate::nosandbox::NoVolumes),
         Arc::new(keyring),
         ServiceConfig::default(),
     ))

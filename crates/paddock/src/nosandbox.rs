@@ -5,12 +5,13 @@ use async_trait::async_trait;
 use paddock_core::exec::{
     ByteStream, ExecRequest, ExecStream, FileContent, PtyConnection, PtyInfo, PtySpec, SandboxPath,
 };
-use paddock_core::ids::VmId;
+use paddock_core::ids::{CheckpointId, VmId, VolumeId};
 use paddock_core::images::{BuiltLayer, ImageBackend, WrittenImage};
 use paddock_core::model::{
     ImageConfig, LayerInfo, PullProgress, PulledImage, Resources, RootfsSpec, RuntimeHandle, Vm,
 };
 use paddock_core::provider::Provider;
+use paddock_core::volume_backend::{MountSource, VolumeBackend};
 use paddock_core::CoreError;
 use paddock_core::RuntimeError;
 
@@ -36,6 +37,19 @@ impl Provider for NoSandboxes {
     }
     fn changes(&self, _: &VmId) -> Vec<paddock_core::model::ChangedTree> {
         Vec::new()
+    }
+    async fn attach(
+        &self,
+        _: &VmId,
+        _: RuntimeHandle,
+        _: &std::path::Path,
+        _: &str,
+        _: bool,
+    ) -> Result<(), RuntimeError> {
+        Err(refused())
+    }
+    async fn detach(&self, _: &VmId, _: RuntimeHandle, _: &str) -> Result<(), RuntimeError> {
+        Err(refused())
     }
     async fn set_frozen(&self, _: &VmId, _: bool) -> Result<(), RuntimeError> {
         Err(refused())
@@ -135,5 +149,46 @@ impl ImageBackend for NoImages {
     }
     async fn push(&self, _: &[LayerInfo], _: &str, _: &str) -> Result<String, CoreError> {
         Err(no_images())
+    }
+}
+
+/// Volume storage for commands that only touch records.
+pub struct NoVolumes;
+
+fn no_volumes() -> CoreError {
+    CoreError::Unavailable("this command does not manage volumes".into())
+}
+
+#[async_trait]
+impl VolumeBackend for NoVolumes {
+    async fn create(&self, _: &VolumeId, _: u64) -> Result<(), CoreError> {
+        Err(no_volumes())
+    }
+    async fn resize(&self, _: &VolumeId, _: u64) -> Result<(), CoreError> {
+        Err(no_volumes())
+    }
+    async fn remove(&self, _: &VolumeId) -> Result<(), CoreError> {
+        Err(no_volumes())
+    }
+    async fn used_bytes(&self, _: &VolumeId) -> Result<u64, CoreError> {
+        Err(no_volumes())
+    }
+    async fn checkpoint(&self, _: &VolumeId, _: &CheckpointId) -> Result<(), CoreError> {
+        Err(no_volumes())
+    }
+    async fn remove_checkpoint(&self, _: &VolumeId, _: &CheckpointId) -> Result<(), CoreError> {
+        Err(no_volumes())
+    }
+    async fn restore(&self, _: &VolumeId, _: &CheckpointId) -> Result<(), CoreError> {
+        Err(no_volumes())
+    }
+    async fn mount(&self, _: &MountSource) -> Result<std::path::PathBuf, CoreError> {
+        Err(no_volumes())
+    }
+    async fn unmount(&self, _: &MountSource) -> Result<(), CoreError> {
+        Err(no_volumes())
+    }
+    async fn unmount_all_except(&self, _: &[MountSource]) -> Result<usize, CoreError> {
+        Ok(0)
     }
 }

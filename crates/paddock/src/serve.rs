@@ -64,10 +64,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let images =
         paddock_image::ImageStore::open(&config.data_dir.join("images"), config.registries())
             .context("open the image store")?;
+    let volumes = paddock_runtime::volumes::Ext4Volumes::open(&config.data_dir.join("volumes"))
+        .context("open the volume store")?;
     let service = Service::new(
         store,
         Arc::new(provider),
         Arc::new(images),
+        Arc::new(volumes),
         Arc::new(crate::master_key::load(&config.data_dir).context("load the vault master key")?),
         ServiceConfig {
             limits: config.limits()?,

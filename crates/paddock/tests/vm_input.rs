@@ -71,11 +71,10 @@ async fn malformed_and_mistyped_bodies_are_422s_naming_the_field() {
         json!(["body", "snapshot_on_terminate"])
     );
 
-    for field in ["egress_policy", "share", "custom_domain", "volumes"] {
+    for field in ["egress_policy", "share", "custom_domain"] {
         let value = match field {
             "share" => json!({"port": 8080}),
             "custom_domain" => json!({"domain": "x.example"}),
-            "volumes" => json!([{"volume_id": "v", "mount_path": "/data"}]),
             "egress_policy" => json!({"allow_http": false}),
             _ => json!("x"),
         };

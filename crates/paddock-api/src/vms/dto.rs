@@ -32,8 +32,8 @@ pub struct CreateVmRequest {
     #[schema(value_type = Option<Object>)]
     pub custom_domain: Option<Value>,
     pub image_variant: Option<String>,
-    #[schema(value_type = Option<Vec<Object>>)]
-    pub volumes: Option<Value>,
+    /// Volumes to mount before the VM runs its first command.
+    pub volumes: Option<Vec<super::volumes::MountVolumeRequest>>,
     /// Vaults whose secrets become env vars in every command.
     pub vault_ids: Option<Vec<String>>,
     #[schema(value_type = Option<bool>)]
@@ -56,7 +56,6 @@ impl CreateVmRequest {
             ("egress_policy", &self.egress_policy),
             ("share", &self.share),
             ("custom_domain", &self.custom_domain),
-            ("volumes", &self.volumes),
             ("auto_suspend", &self.auto_suspend),
             ("auto_resume", &self.auto_resume),
         ]

@@ -51,6 +51,7 @@ pub(crate) async fn create(
             snapshot_on_terminate: body.snapshot_on_terminate,
             snapshot_name: body.snapshot_name,
             vault_ids: body.vault_ids,
+            volumes: body.volumes,
         },
     )?;
     let vm = state
@@ -186,7 +187,7 @@ pub(crate) async fn patch(
         }
     }
     if let Some(name) = &body.snapshot_name {
-        paddock_core::model::validate_snapshot_name(name)
+        paddock_core::model::validate_name(name)
             .map_err(|m| ApiError::body_field("snapshot_name", m))?;
     }
     let patch = VmPatch {

@@ -14,6 +14,7 @@ pub(crate) mod pty;
 pub(crate) mod sessions;
 pub(crate) mod snapshots;
 pub(crate) mod vaults;
+pub(crate) mod volumes;
 
 use std::collections::BTreeMap;
 
@@ -21,7 +22,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use paddock_core::ids::{SessionId, VmId};
-use paddock_core::model::{validate_snapshot_name, Env, VmOptions, VmSpec};
+use paddock_core::model::{validate_name, Env, VmOptions, VmSpec};
 use paddock_core::service::Service;
 use serde_json::Value;
 
@@ -127,6 +128,29 @@ pub(crate) fn router() -> Router<AppState> {
             "/v1/vaults/{vault_id}/credentials/{credential_id}/rotate",
             post(vaults::rotate_credential),
         )
+        .route("/v1/volumes", post(volumes::create).get(volumes::list))
+        .route(
+            "/v1/volumes/{volume_id}",
+            get(volumes::get)
+                .patch(volumes::update)
+                .delete(volumes::delete),
+        )
+        .route(
+            "/v1/volumes/{volume_id}/checkpoints",
+            post(volumes::create_checkpoint).get(volumes::list_checkpoints),
+        )
+        .route(
+            "/v1/volumes/{volume_id}/checkpoints/{checkpoint_id}",
+            axum::routing::delete(volumes::delete_checkpoint),
+        )
+        .route(
+            "/v1/vms/{vm_id}/volumes",
+            post(volumes::mount).get(volumes::list_mounts),
+        )
+        .route(
+            "/v1/vms/{vm_id}/volumes/{volume_id}",
+            axum::routing::delete(volumes::unmount),
+        )
         .route("/v1/images", post(images::pull).get(images::list))
         .route("/v1/images/pulls/{pull_id}", get(images::pull_status))
         .route("/v1/images/build", post(images::build))
@@ -162,6 +186,7 @@ pub(crate) struct VmSettings {
     pub snapshot_on_terminate: Option<bool>,
     pub snapshot_name: Option<String>,
     pub vault_ids: Option<Vec<String>>,
+    pub volumes: Option<Vec<volumes::MountVolumeRequest>>,
 }
 
 pub(crate) fn lifetime(raw: Option<i64>) -> Result<Option<u64>, ApiError> {
@@ -189,7 +214,7 @@ pub(crate) fn vm_spec(service: &Service, s: VmSettings) -> Result<VmSpec, ApiErr
         .map(|raw| raw.parse().map_err(|_| ApiError::not_found("Snapshot")))
         .transpose()?;
     if let Some(name) = &s.snapshot_name {
-        validate_snapshot_name(name).map_err(|m| ApiError::body_field("snapshot_name", m))?;
+        validate_name(name).map_err(|m| ApiError::body_field("snapshot_name", m))?;
     }
     let vault_ids = s
         .vault_ids
@@ -209,9 +234,16 @@ pub(crate) fn vm_spec(service: &Service, s: VmSettings) -> Result<VmSpec, ApiErr
         vault_ids,
         ..VmOptions::default()
     };
+    let volumes = s
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, raw)| volumes::mount_request(raw, &["body", "volumes", &i.to_string()]))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(VmSpec {
         options,
-        volumes: Vec::new(),
+        volumes,
         session_id,
         lifetime_seconds: lifetime(s.vm_lifetime_seconds)?,
         resources: service.resources(s.memory_mb, s.vcpu_count)?,

@@ -16,10 +16,19 @@ pub use image::{
     PulledImage, RootfsSpec,
 };
 pub use resources::{Limits, ResourceError, Resources};
-pub use snapshot::{validate_snapshot_name, Snapshot, SnapshotKind, SnapshotStatus};
+pub use snapshot::{Snapshot, SnapshotKind, SnapshotStatus};
 pub use vault::{Credential, Sealed, SecretValue, Vault};
 pub use vm::{
     Env, EnvError, EnvStatus, Metadata, RuntimeHandle, Vm, VmFilter, VmOptions, VmPatch, VmSpec,
     VmStatus, VmStatusSet,
 };
 pub use volume::{validate_mount_path, Attachment, Checkpoint, MountMode, MountRequest, Volume};
+
+/// The name of a snapshot, vault, volume or checkpoint: 1 to 128
+/// characters, not blank, no control characters.
+pub fn validate_name(name: &str) -> Result<(), &'static str> {
+    if name.trim().is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
+        return Err("must be 1 to 128 characters, not blank, without control characters");
+    }
+    Ok(())
+}

@@ -73,11 +73,3 @@ pub struct Snapshot {
     pub size: u64,
     pub created_at: Timestamp,
 }
-
-/// A snapshot name: 1 to 128 characters, no control characters.
-pub fn validate_snapshot_name(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
-        return Err("must be 1 to 128 characters without control characters");
-    }
-    Ok(())
-}

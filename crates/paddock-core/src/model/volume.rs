@@ -61,6 +61,9 @@ pub struct Attachment {
     pub volume_id: VolumeId,
     pub mount_path: String,
     pub mode: MountMode,
+    /// Set when the mount shows this checkpoint (read-only) rather than
+    /// the volume's live content.
+    pub checkpoint_id: Option<CheckpointId>,
     pub created_at: Timestamp,
 }
 

@@ -39,6 +39,8 @@ pub use rootfs::VariantSource;
 /// The longest path a unix socket address can hold.
 const MAX_SOCKET_PATH: usize = 107;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a mount injection may take (it is a few system calls).
+const INJECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct ContainerConfig {
@@ -217,6 +219,42 @@ impl ContainerProvider {
     }
 }
 
+impl ContainerProvider {
+    /// Runs `paddock-agent attach|detach` against the sandbox behind
+    /// `handle` (see `paddock_agent::inject`).
+    async fn inject(
+        &self,
+        handle: RuntimeHandle,
+        args: &[&std::ffi::OsStr],
+    ) -> Result<(), RuntimeError> {
+        if !procfs::is_running(handle.pid, handle.start_ticks) {
+            return Err(RuntimeError::SandboxGone);
+        }
+        let child = tokio::process::Command::new(&self.config.agent_path)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(host_err(format!(
+                "run {}",
+                self.config.agent_path.display()
+            )))?;
+        let output = tokio::time::timeout(INJECT_TIMEOUT, child.wait_with_output())
+            .await
+            .map_err(|_| RuntimeError::Setup("the mount helper did not finish within 10 s".into()))?
+            .map_err(host_err("wait for the mount helper"))?;
+        if !output.status.success() {
+            return Err(RuntimeError::Setup(format!(
+                "volume mount: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Provider for ContainerProvider {
     fn name(&self) -> &'static str {
@@ -276,6 +314,45 @@ impl Provider for ContainerProvider {
 
     async fn stage_env(&self, id: &VmId, env: Vec<(String, String)>) -> Result<(), RuntimeError> {
         agent_client::stage_env(&self.socket(id), env).await
+    }
+
+    async fn attach(
+        &self,
+        _id: &VmId,
+        handle: RuntimeHandle,
+        source: &Path,
+        target: &str,
+        read_only: bool,
+    ) -> Result<(), RuntimeError> {
+        let mode = if read_only { "ro" } else { "rw" };
+        self.inject(
+            handle,
+            &[
+                "attach".as_ref(),
+                handle.pid.to_string().as_ref(),
+                source.as_os_str(),
+                target.as_ref(),
+                mode.as_ref(),
+            ],
+        )
+        .await
+    }
+
+    async fn detach(
+        &self,
+        _id: &VmId,
+        handle: RuntimeHandle,
+        target: &str,
+    ) -> Result<(), RuntimeError> {
+        self.inject(
+            handle,
+            &[
+                "detach".as_ref(),
+                handle.pid.to_string().as_ref(),
+                target.as_ref(),
+            ],
+        )
+        .await
     }
 
     fn is_alive(&self, _id: &VmId, handle: RuntimeHandle) -> bool {
@@ -451,5 +528,6 @@ pub fn purge(data_dir: &Path) -> Result<usize, RuntimeError> {
         teardown(&sandboxes_dir, &cgroups, id, None)?;
     }
     cgroups.remove_instance();
-    Ok(ids.len())
+    let mounts = crate::volumes::purge(data_dir)?;
+    Ok(ids.len() + mounts)
 }

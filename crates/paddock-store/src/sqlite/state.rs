@@ -245,6 +245,7 @@ struct AttachmentRow {
     volume_id: String,
     mount_path: String,
     mode: String,
+    checkpoint_id: Option<String>,
     created_at: i64,
 }
 
@@ -256,13 +257,17 @@ impl AttachmentRow {
             mode: MountMode::parse(&self.mode)
                 .ok_or_else(|| StoreError::Corrupt(format!("mount mode {:?}", self.mode)))?,
             mount_path: self.mount_path,
+            checkpoint_id: self
+                .checkpoint_id
+                .map(|c| parse("checkpoint id", &c))
+                .transpose()?,
             created_at: ts(self.created_at),
         })
     }
 }
 
 const VOLUME_COLUMNS: &str = "id, account_id, name, size_bytes, created_at, updated_at";
-const ATTACHMENT_COLUMNS: &str = "vm_id, volume_id, mount_path, mode, created_at";
+const ATTACHMENT_COLUMNS: &str = "vm_id, volume_id, mount_path, mode, checkpoint_id, created_at";
 
 #[async_trait]
 impl VolumeStore for SqliteStore {
@@ -389,12 +394,13 @@ impl VolumeStore for SqliteStore {
 
     async fn insert_attachment(&self, a: &Attachment) -> Result<(), StoreError> {
         sqlx::query(&format!(
-            "INSERT INTO attachments ({ATTACHMENT_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
+            "INSERT INTO attachments ({ATTACHMENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
         ))
         .bind(a.vm_id.as_str())
         .bind(a.volume_id.as_str())
         .bind(&a.mount_path)
         .bind(a.mode.as_str())
+        .bind(a.checkpoint_id.as_ref().map(|c| c.as_str()))
         .bind(a.created_at.unix_millis())
         .execute(&self.pool)
         .await

@@ -1,0 +1,373 @@
+//! `/v1/volumes` (volumes and their checkpoints) and `/v1/vms/{vm_id}/volumes`
+//! (mounting them in running VMs). Lists are bare JSON arrays, as the
+//! `instavm` SDK reads them.
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use paddock_core::ids::{CheckpointId, VolumeId};
+use paddock_core::model::{validate_mount_path, Attachment, Checkpoint, MountMode, MountRequest};
+use paddock_core::volumes::VolumeDetail;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::{ApiError, ErrorDetail, HttpValidationError};
+use super::extract::{Caller, ValidJson};
+use super::vm_id;
+use crate::AppState;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VolumeResponse {
+    pub id: String,
+    pub volume_id: String,
+    pub name: String,
+    /// The size: writes past it fail with ENOSPC inside the VM.
+    pub quota_bytes: u64,
+    /// Bytes used by files and filesystem metadata; null if unreadable.
+    pub used_bytes: Option<u64>,
+    /// `available`, or `attached` while some VM mounts it.
+    pub status: String,
+    pub mounts: Vec<AttachmentResponse>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<VolumeDetail> for VolumeResponse {
+    fn from(d: VolumeDetail) -> Self {
+        let v = d.volume;
+        Self {
+            id: v.id.to_string(),
+            volume_id: v.id.to_string(),
+            name: v.name,
+            quota_bytes: v.size_bytes,
+            used_bytes: d.used_bytes,
+            status: if d.attachments.is_empty() {
+                "available"
+            } else {
+                "attached"
+            }
+            .into(),
+            mounts: d.attachments.into_iter().map(Into::into).collect(),
+            created_at: v.created_at.to_rfc3339(),
+            updated_at: v.updated_at.to_rfc3339(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckpointResponse {
+    pub id: String,
+    pub checkpoint_id: String,
+    pub volume_id: String,
+    pub name: String,
+    pub status: String,
+    pub created_at: String,
+}
+
+impl From<Checkpoint> for CheckpointResponse {
+    fn from(c: Checkpoint) -> Self {
+        Self {
+            id: c.id.to_string(),
+            checkpoint_id: c.id.to_string(),
+            volume_id: c.volume_id.to_string(),
+            name: c.name,
+            status: "ready".into(),
+            created_at: c.created_at.to_rfc3339(),
+        }
+    }
+}
+
+/// A volume mounted in a VM.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttachmentResponse {
+    pub vm_id: String,
+    pub volume_id: String,
+    pub mount_path: String,
+    pub mode: String,
+    /// The checkpoint a read-only mount shows, if not the live volume.
+    pub checkpoint_id: Option<String>,
+    pub status: String,
+    pub created_at: String,
+}
+
+impl From<Attachment> for AttachmentResponse {
+    fn from(a: Attachment) -> Self {
+        Self {
+            vm_id: a.vm_id.to_string(),
+            volume_id: a.volume_id.to_string(),
+            mount_path: a.mount_path,
+            mode: a.mode.as_str().into(),
+            checkpoint_id: a.checkpoint_id.map(|c| c.to_string()),
+            status: "mounted".into(),
+            created_at: a.created_at.to_rfc3339(),
+        }
+    }
+}
+
+fn volume_id(raw: &str) -> Result<VolumeId, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found("Volume"))
+}
+
+fn checkpoint_id(raw: &str) -> Result<CheckpointId, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found("Checkpoint"))
+}
+
+/// `VMVolumeMountRequest`: a volume to mount, at create or later.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct MountVolumeRequest {
+    pub volume_id: String,
+    pub mount_path: String,
+    /// `rw` (default) or `ro`.
+    pub mode: Option<String>,
+    /// Read-only: mount this checkpoint instead of the live volume.
+    /// Read-write: first restore the volume to it (the volume must be
+    /// mounted nowhere).
+    pub checkpoint_id: Option<String>,
+}
+
+/// Validates a mount request; `loc` is where it sits in the body.
+pub(crate) fn mount_request(
+    raw: MountVolumeRequest,
+    loc: &[&str],
+) -> Result<MountRequest, ApiError> {
+    let at = |field: &'static str| [loc, &[field]].concat();
+    let mode = match raw.mode.as_deref() {
+        None => MountMode::ReadWrite,
+        Some(m) => MountMode::parse(m)
+            .ok_or_else(|| ApiError::field(&at("mode"), "must be rw or ro", "value_error"))?,
+    };
+    let mount_path = validate_mount_path(&raw.mount_path)
+        .map_err(|m| ApiError::field(&at("mount_path"), m, "value_error"))?;
+    Ok(MountRequest {
+        volume_id: volume_id(&raw.volume_id)?,
+        mount_path,
+        mode,
+        checkpoint_id: raw
+            .checkpoint_id
+            .as_deref()
+            .map(checkpoint_id)
+            .transpose()?,
+    })
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateVolumeRequest {
+    pub name: String,
+    /// The size in bytes (16 MiB to 16 TiB).
+    pub quota_bytes: u64,
+}
+
+#[utoipa::path(post, path = "/v1/volumes", tag = "volumes", request_body = CreateVolumeRequest,
+    responses((status = 200, body = VolumeResponse), (status = 422, body = HttpValidationError)))]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    ValidJson(body): ValidJson<CreateVolumeRequest>,
+) -> Result<Json<VolumeResponse>, ApiError> {
+    let service = &state.service;
+    let volume = service
+        .create_volume(&account, body.name, body.quota_bytes)
+        .await?;
+    Ok(Json(service.volume_detail(volume).await?.into()))
+}
+
+/// Accepted for the SDK's sake; usage is always read fresh.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct UsageQuery {
+    #[allow(dead_code)] // Validated as a bool, nothing more to do.
+    pub refresh_usage: Option<bool>,
+}
+
+#[utoipa::path(get, path = "/v1/volumes", tag = "volumes", params(UsageQuery),
+    responses((status = 200, body = Vec<VolumeResponse>)))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    Query(_usage): Query<UsageQuery>,
+) -> Result<Json<Vec<VolumeResponse>>, ApiError> {
+    let volumes = state.service.list_volumes(&account).await?;
+    Ok(Json(volumes.into_iter().map(Into::into).collect()))
+}
+
+#[utoipa::path(get, path = "/v1/volumes/{volume_id}", tag = "volumes",
+    params(("volume_id" = String, Path), UsageQuery),
+    responses((status = 200, body = VolumeResponse), (status = 404, body = ErrorDetail)))]
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    Path(raw): Path<String>,
+    Query(_usage): Query<UsageQuery>,
+) -> Result<Json<VolumeResponse>, ApiError> {
+    let service = &state.service;
+    let volume = service.get_volume(&account, &volume_id(&raw)?).await?;
+    Ok(Json(service.volume_detail(volume).await?.into()))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct UpdateVolumeRequest {
+    pub name: Option<String>,
+    /// A new size; the volume must be mounted nowhere.
+    pub quota_bytes: Option<u64>,
+}
+
+#[utoipa::path(patch, path = "/v1/volumes/{volume_id}", tag = "volumes",
+    params(("volume_id" = String, Path)), request_body = UpdateVolumeRequest,
+    responses((status = 200, body = VolumeResponse), (status = 404, body = ErrorDetail),
+        (status = 409, body = ErrorDetail), (status = 422, body = HttpValidationError)))]
+pub(crate) async fn update(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    Path(raw): Path<String>,
+    ValidJson(body): ValidJson<UpdateVolumeRequest>,
+) -> Result<Json<VolumeResponse>, ApiError> {
+    if body.name.is_none() && body.quota_bytes.is_none() {
+        return Err(ApiError::body_field(
+            "name",
+            "give name or quota_bytes (or both)",
+        ));
+    }
+    let service = &state.service;
+    let volume = service
+        .update_volume(&account, &volume_id(&raw)?, body.name, body.quota_bytes)
+        .await?;
+    Ok(Json(service.volume_detail(volume).await?.into()))
+}
+
+/// Delete a volume and its checkpoints; refused (409) while mounted.
+#[utoipa::path(delete, path = "/v1/volumes/{volume_id}", tag = "volumes",
+    params(("volume_id" = String, Path)),
+    responses((status = 200, description = "deleted"), (status = 404, body = ErrorDetail),
+        (status = 409, body = ErrorDetail)))]
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    Path(raw): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = volume_id(&raw)?;
+    state.service.delete_volume(&account, &id).await?;
+    Ok(Json(json!({"deleted": true, "volume_id": id.to_string()})))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct CreateCheckpointRequest {
+    pub name: Option<String>,
+}
+
+/// Checkpoint a volume's content; a mounted volume's writers wait for the
+/// copy (a reflink where the host filesystem can).
+#[utoipa::path(post, path = "/v1/volumes/{volume_id}/checkpoints", tag = "volumes",
+    params(("volume_id" = String, Path)), request_body = CreateCheckpointRequest,
+    responses((status = 200, body = CheckpointResponse), (status = 404, body = ErrorDetail)))]
+pub(crate) async fn create_checkpoint(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    Path(raw): Path<String>,
+    ValidJson(body): ValidJson<CreateCheckpointRequest>,
+) -> Result<Json<CheckpointResponse>, ApiError> {
+    let checkpoint = state
+        .service
+        .create_checkpoint(&account, &volume_id(&raw)?, body.name)
+        .await?;
+    Ok(Json(checkpoint.into()))
+}
+
+#[utoipa::path(get, path = "/v1/volumes/{volume_id}/checkpoints", tag = "volumes",
+    params(("volume_id" = String, Path)),
+    responses((status = 200, body = Vec<CheckpointResponse>), (status = 404, body = ErrorDetail)))]
+pub(crate) async fn list_checkpoints(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    Path(raw): Path<String>,
+) -> Result<Json<Vec<CheckpointResponse>>, ApiError> {
+    let checkpoints = state
+        .service
+        .list_checkpoints(&account, &volume_id(&raw)?)
+        .await?;
+    Ok(Json(checkpoints.into_iter().map(Into::into).collect()))
+}
+
+#[utoipa::path(delete, path = "/v1/volumes/{volume_id}/checkpoints/{checkpoint_id}",
+    tag = "volumes",
+    params(("volume_id" = String, Path), ("checkpoint_id" = String, Path)),
+    responses((status = 200, description = "deleted"), (status = 404, body = ErrorDetail),
+        (status = 409, body = ErrorDetail)))]
+pub(crate) async fn delete_checkpoint(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    Path((raw_volume, raw_checkpoint)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = checkpoint_id(&raw_checkpoint)?;
+    state
+        .service
+        .delete_checkpoint(&account, &volume_id(&raw_volume)?, &id)
+        .await?;
+    Ok(Json(
+        json!({"deleted": true, "checkpoint_id": id.to_string()}),
+    ))
+}
+
+/// Mounting is done when the call returns; `wait` is accepted for the SDK.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct MountQuery {
+    #[allow(dead_code)] // Validated as a bool, nothing more to do.
+    pub wait: Option<bool>,
+}
+
+#[utoipa::path(post, path = "/v1/vms/{vm_id}/volumes", tag = "volumes",
+    params(("vm_id" = String, Path), MountQuery), request_body = MountVolumeRequest,
+    responses((status = 200, body = AttachmentResponse), (status = 404, body = ErrorDetail),
+        (status = 409, body = ErrorDetail), (status = 422, body = HttpValidationError)))]
+pub(crate) async fn mount(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    Path(raw): Path<String>,
+    Query(_wait): Query<MountQuery>,
+    ValidJson(body): ValidJson<MountVolumeRequest>,
+) -> Result<Json<AttachmentResponse>, ApiError> {
+    let id = vm_id(&raw)?;
+    let request = mount_request(body, &["body"])?;
+    let attachment = state.service.attach_volume(&account, &id, request).await?;
+    Ok(Json(attachment.into()))
+}
+
+#[utoipa::path(get, path = "/v1/vms/{vm_id}/volumes", tag = "volumes",
+    params(("vm_id" = String, Path)),
+    responses((status = 200, body = Vec<AttachmentResponse>), (status = 404, body = ErrorDetail)))]
+pub(crate) async fn list_mounts(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    Path(raw): Path<String>,
+) -> Result<Json<Vec<AttachmentResponse>>, ApiError> {
+    let mounts = state.service.vm_volumes(&account, &vm_id(&raw)?).await?;
+    Ok(Json(mounts.into_iter().map(Into::into).collect()))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct UnmountQuery {
+    /// Where to unmount it; every mount of the volume in the VM if absent.
+    pub mount_path: Option<String>,
+    #[allow(dead_code)] // Validated as a bool, nothing more to do.
+    pub wait: Option<bool>,
+}
+
+#[utoipa::path(delete, path = "/v1/vms/{vm_id}/volumes/{volume_id}", tag = "volumes",
+    params(("vm_id" = String, Path), ("volume_id" = String, Path), UnmountQuery),
+    responses((status = 200, description = "unmounted"), (status = 404, body = ErrorDetail)))]
+pub(crate) async fn unmount(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    Path((raw_vm, raw_volume)): Path<(String, String)>,
+    Query(q): Query<UnmountQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let removed = state
+        .service
+        .detach_volume(
+            &account,
+            &vm_id(&raw_vm)?,
+            &volume_id(&raw_volume)?,
+            q.mount_path.as_deref(),
+        )
+        .await?;
+    let removed: Vec<AttachmentResponse> = removed.into_iter().map(Into::into).collect();
+    Ok(Json(json!({"success": true, "unmounted": removed})))
+}

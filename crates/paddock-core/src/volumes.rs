@@ -1,0 +1,530 @@
+//! Volumes: persistent, size-limited filesystems that VMs mount, and their
+//! checkpoints.
+//!
+//! Invariants kept here:
+//! - a volume is mounted read-write by at most one VM at a time (the store
+//!   enforces it too), read-only by any number;
+//! - a volume's host mount exists exactly while some attachment uses it;
+//! - every change to attachments and host mounts happens under
+//!   `volume_lock`, taken after a VM's own lock when both are needed.
+
+use std::collections::BTreeSet;
+
+use crate::clock::Timestamp;
+use crate::error::{CoreError, StoreError};
+use crate::ids::{AccountId, CheckpointId, VmId, VolumeId};
+use crate::model::{
+    validate_mount_path, validate_name, Attachment, Checkpoint, MountMode, MountRequest,
+    RuntimeHandle, Vm, Volume,
+};
+use crate::service::{error_chain, Service};
+use crate::volume_backend::MountSource;
+
+/// The smallest volume: room for ext4's metadata and some data.
+pub const MIN_VOLUME_BYTES: u64 = 16 << 20;
+/// The largest volume: 16 TiB.
+pub const MAX_VOLUME_BYTES: u64 = 16 << 40;
+
+/// A volume with what the API reports beside its record.
+#[derive(Debug, Clone)]
+pub struct VolumeDetail {
+    pub volume: Volume,
+    /// `None` when the usage could not be read (logged).
+    pub used_bytes: Option<u64>,
+    pub attachments: Vec<Attachment>,
+}
+
+fn check_size(size_bytes: u64) -> Result<(), CoreError> {
+    if !(MIN_VOLUME_BYTES..=MAX_VOLUME_BYTES).contains(&size_bytes) {
+        return Err(CoreError::invalid(
+            "quota_bytes",
+            format!("must be between {MIN_VOLUME_BYTES} (16 MiB) and {MAX_VOLUME_BYTES} (16 TiB)"),
+        ));
+    }
+    Ok(())
+}
+
+fn source_of(a: &Attachment) -> MountSource {
+    MountSource {
+        volume: a.volume_id.clone(),
+        checkpoint: a.checkpoint_id.clone(),
+    }
+}
+
+fn attached_conflict(what: &str, attachments: &[Attachment]) -> CoreError {
+    let vms: BTreeSet<String> = attachments.iter().map(|a| a.vm_id.to_string()).collect();
+    CoreError::Conflict(format!(
+        "{what}: the volume is mounted by {}",
+        vms.into_iter().collect::<Vec<_>>().join(", ")
+    ))
+}
+
+impl Service {
+    pub async fn create_volume(
+        &self,
+        account: &AccountId,
+        name: String,
+        size_bytes: u64,
+    ) -> Result<Volume, CoreError> {
+        validate_name(&name).map_err(|m| CoreError::invalid("name", m))?;
+        check_size(size_bytes)?;
+        let now = Timestamp::now();
+        let volume = Volume {
+            id: VolumeId::generate(),
+            account_id: account.clone(),
+            name,
+            size_bytes,
+            created_at: now,
+            updated_at: now,
+        };
+        self.volumes.create(&volume.id, size_bytes).await?;
+        if let Err(e) = self.store.insert_volume(&volume).await {
+            self.remove_volume_storage(&volume.id).await;
+            return Err(e.into());
+        }
+        tracing::info!(volume_id = %volume.id, size_bytes, "volume created");
+        Ok(volume)
+    }
+
+    async fn remove_volume_storage(&self, id: &VolumeId) {
+        if let Err(e) = self.volumes.remove(id).await {
+            tracing::error!(volume_id = %id, error = %error_chain(&e), "could not remove a volume's storage");
+        }
+    }
+
+    pub async fn get_volume(
+        &self,
+        account: &AccountId,
+        id: &VolumeId,
+    ) -> Result<Volume, CoreError> {
+        self.store
+            .get_volume(account, id)
+            .await?
+            .ok_or_else(|| CoreError::not_found("volume", id))
+    }
+
+    /// The volume's usage and mounts.
+    pub async fn volume_detail(&self, volume: Volume) -> Result<VolumeDetail, CoreError> {
+        let used_bytes = match self.volumes.used_bytes(&volume.id).await {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::warn!(volume_id = %volume.id, error = %error_chain(&e), "could not read a volume's usage");
+                None
+            }
+        };
+        let attachments = self.store.attachments_of_volume(&volume.id).await?;
+        Ok(VolumeDetail {
+            volume,
+            used_bytes,
+            attachments,
+        })
+    }
+
+    pub async fn list_volumes(&self, account: &AccountId) -> Result<Vec<VolumeDetail>, CoreError> {
+        let mut out = Vec::new();
+        for volume in self.store.list_volumes(account).await? {
+            out.push(self.volume_detail(volume).await?);
+        }
+        Ok(out)
+    }
+
+    /// Renames a volume or changes its size; a new size needs the volume
+    /// mounted nowhere, and a smaller one must still hold its content.
+    pub async fn update_volume(
+        &self,
+        account: &AccountId,
+        id: &VolumeId,
+        name: Option<String>,
+        size_bytes: Option<u64>,
+    ) -> Result<Volume, CoreError> {
+        if let Some(name) = &name {
+            validate_name(name).map_err(|m| CoreError::invalid("name", m))?;
+        }
+        if let Some(size) = size_bytes {
+            check_size(size)?;
+        }
+        let _lock = self.volume_lock.lock().await;
+        let mut volume = self.get_volume(account, id).await?;
+        if let Some(size) = size_bytes.filter(|s| *s != volume.size_bytes) {
+            let attachments = self.store.attachments_of_volume(id).await?;
+            if !attachments.is_empty() {
+                return Err(attached_conflict("cannot resize", &attachments));
+            }
+            self.volumes.resize(id, size).await?;
+            volume.size_bytes = size;
+        }
+        if let Some(name) = name {
+            volume.name = name;
+        }
+        volume.updated_at = Timestamp::now();
+        self.store.update_volume(&volume).await?;
+        Ok(volume)
+    }
+
+    /// Deletes a volume mounted nowhere, with its checkpoints.
+    pub async fn delete_volume(&self, account: &AccountId, id: &VolumeId) -> Result<(), CoreError> {
+        let _lock = self.volume_lock.lock().await;
+        self.get_volume(account, id).await?;
+        let attachments = self.store.attachments_of_volume(id).await?;
+        if !attachments.is_empty() {
+            return Err(attached_conflict("cannot delete", &attachments));
+        }
+        if !self.store.delete_volume(account, id).await? {
+            return Err(CoreError::not_found("volume", id));
+        }
+        self.remove_volume_storage(id).await;
+        tracing::info!(volume_id = %id, "volume deleted");
+        Ok(())
+    }
+
+    // ---- checkpoints -------------------------------------------------------
+
+    pub async fn create_checkpoint(
+        &self,
+        account: &AccountId,
+        volume_id: &VolumeId,
+        name: Option<String>,
+    ) -> Result<Checkpoint, CoreError> {
+        if let Some(name) = &name {
+            validate_name(name).map_err(|m| CoreError::invalid("name", m))?;
+        }
+        let _lock = self.volume_lock.lock().await;
+        self.get_volume(account, volume_id).await?;
+        let now = Timestamp::now();
+        let id = CheckpointId::generate();
+        let checkpoint = Checkpoint {
+            name: name.unwrap_or_else(|| format!("checkpoint-{}", now.to_rfc3339())),
+            id,
+            volume_id: volume_id.clone(),
+            created_at: now,
+        };
+        self.volumes.checkpoint(volume_id, &checkpoint.id).await?;
+        if let Err(e) = self.store.insert_checkpoint(&checkpoint).await {
+            self.remove_checkpoint_storage(volume_id, &checkpoint.id)
+                .await;
+            return Err(e.into());
+        }
+        tracing::info!(volume_id = %volume_id, checkpoint_id = %checkpoint.id, "checkpoint created");
+        Ok(checkpoint)
+    }
+
+    async fn remove_checkpoint_storage(&self, volume: &VolumeId, id: &CheckpointId) {
+        if let Err(e) = self.volumes.remove_checkpoint(volume, id).await {
+            tracing::error!(checkpoint_id = %id, error = %error_chain(&e), "could not remove a checkpoint's storage");
+        }
+    }
+
+    pub async fn list_checkpoints(
+        &self,
+        account: &AccountId,
+        volume_id: &VolumeId,
+    ) -> Result<Vec<Checkpoint>, CoreError> {
+        self.get_volume(account, volume_id).await?;
+        Ok(self.store.list_checkpoints(volume_id).await?)
+    }
+
+    async fn get_checkpoint(
+        &self,
+        volume_id: &VolumeId,
+        id: &CheckpointId,
+    ) -> Result<Checkpoint, CoreError> {
+        self.store
+            .get_checkpoint(volume_id, id)
+            .await?
+            .ok_or_else(|| CoreError::not_found("checkpoint", id))
+    }
+
+    /// Deletes a checkpoint no VM has mounted.
+    pub async fn delete_checkpoint(
+        &self,
+        account: &AccountId,
+        volume_id: &VolumeId,
+        id: &CheckpointId,
+    ) -> Result<(), CoreError> {
+        let _lock = self.volume_lock.lock().await;
+        self.get_volume(account, volume_id).await?;
+        self.get_checkpoint(volume_id, id).await?;
+        let users: Vec<Attachment> = self
+            .store
+            .attachments_of_volume(volume_id)
+            .await?
+            .into_iter()
+            .filter(|a| a.checkpoint_id.as_ref() == Some(id))
+            .collect();
+        if !users.is_empty() {
+            return Err(attached_conflict("cannot delete the checkpoint", &users));
+        }
+        self.store.delete_checkpoint(volume_id, id).await?;
+        self.remove_checkpoint_storage(volume_id, id).await;
+        Ok(())
+    }
+
+    // ---- attachments -------------------------------------------------------
+
+    /// Checks `requests` for a VM of `account` that already has `existing`
+    /// mounts, restores the checkpoints read-write mounts start from, and
+    /// records the attachments. Call with `volume_lock` held.
+    async fn reserve(
+        &self,
+        account: &AccountId,
+        vm: &VmId,
+        existing: &[Attachment],
+        requests: &[MountRequest],
+    ) -> Result<Vec<Attachment>, CoreError> {
+        let mut paths: BTreeSet<&str> = existing.iter().map(|a| a.mount_path.as_str()).collect();
+        let mut writers: BTreeSet<&VolumeId> = BTreeSet::new();
+        let mut planned = Vec::with_capacity(requests.len());
+        for request in requests {
+            let mount_path = validate_mount_path(&request.mount_path)
+                .map_err(|m| CoreError::invalid("mount_path", m))?;
+            self.get_volume(account, &request.volume_id).await?;
+            if let Some(c) = &request.checkpoint_id {
+                self.get_checkpoint(&request.volume_id, c).await?;
+            }
+            if !paths.insert(request.mount_path.as_str()) {
+                return Err(CoreError::Conflict(format!(
+                    "something is already mounted at {mount_path}"
+                )));
+            }
+            let others = self.store.attachments_of_volume(&request.volume_id).await?;
+            if request.mode == MountMode::ReadWrite {
+                if let Some(w) = others.iter().find(|a| a.mode == MountMode::ReadWrite) {
+                    return Err(CoreError::Conflict(format!(
+                        "volume {} is already mounted read-write by VM {}",
+                        request.volume_id, w.vm_id
+                    )));
+                }
+                if !writers.insert(&request.volume_id) {
+                    return Err(CoreError::Conflict(format!(
+                        "volume {} is asked for read-write twice",
+                        request.volume_id
+                    )));
+                }
+                if request.checkpoint_id.is_some() && !others.is_empty() {
+                    return Err(attached_conflict(
+                        "a read-write mount from a checkpoint restores the volume",
+                        &others,
+                    ));
+                }
+            }
+            planned.push(Attachment {
+                vm_id: vm.clone(),
+                volume_id: request.volume_id.clone(),
+                mount_path,
+                mode: request.mode,
+                // A read-write mount shows the live volume; its checkpoint
+                // only says what that starts from.
+                checkpoint_id: match request.mode {
+                    MountMode::ReadOnly => request.checkpoint_id.clone(),
+                    MountMode::ReadWrite => None,
+                },
+                created_at: Timestamp::now(),
+            });
+        }
+        for request in requests {
+            if let (MountMode::ReadWrite, Some(c)) = (request.mode, &request.checkpoint_id) {
+                self.volumes.restore(&request.volume_id, c).await?;
+                tracing::info!(volume_id = %request.volume_id, checkpoint_id = %c, "volume restored from a checkpoint");
+            }
+        }
+        for (i, a) in planned.iter().enumerate() {
+            if let Err(e) = self.store.insert_attachment(a).await {
+                for done in &planned[..i] {
+                    self.store.delete_attachment(vm, &done.mount_path).await?;
+                }
+                return Err(match e {
+                    StoreError::Duplicate => CoreError::Conflict(format!(
+                        "volume {} is already mounted read-write",
+                        a.volume_id
+                    )),
+                    other => other.into(),
+                });
+            }
+        }
+        Ok(planned)
+    }
+
+    /// Records the volumes a VM being created asks for; they are mounted
+    /// once it runs ([`Service::mount_attachments`]).
+    pub(crate) async fn reserve_volumes(
+        &self,
+        account: &AccountId,
+        vm: &VmId,
+        requests: &[MountRequest],
+    ) -> Result<(), CoreError> {
+        if requests.is_empty() {
+            return Ok(());
+        }
+        let _lock = self.volume_lock.lock().await;
+        self.reserve(account, vm, &[], requests).await?;
+        Ok(())
+    }
+
+    /// Mounts every recorded attachment of a VM that just started. On
+    /// failure the caller stops the VM and releases them.
+    pub(crate) async fn mount_attachments(
+        &self,
+        vm: &VmId,
+        handle: RuntimeHandle,
+    ) -> Result<(), CoreError> {
+        let _lock = self.volume_lock.lock().await;
+        for a in self.store.attachments_of_vm(vm).await? {
+            self.mount_one(&a, handle).await?;
+        }
+        Ok(())
+    }
+
+    async fn mount_one(&self, a: &Attachment, handle: RuntimeHandle) -> Result<(), CoreError> {
+        let source = self.volumes.mount(&source_of(a)).await?;
+        self.provider
+            .attach(
+                &a.vm_id,
+                handle,
+                &source,
+                &a.mount_path,
+                a.mode == MountMode::ReadOnly,
+            )
+            .await?;
+        tracing::info!(vm_id = %a.vm_id, volume_id = %a.volume_id, mount_path = %a.mount_path, mode = a.mode.as_str(), "volume mounted");
+        Ok(())
+    }
+
+    /// Mounts a volume in a running VM.
+    pub async fn attach_volume(
+        &self,
+        account: &AccountId,
+        vm_id: &VmId,
+        request: MountRequest,
+    ) -> Result<Attachment, CoreError> {
+        let _vm_guard = self.lock_vm(vm_id).await;
+        let vm = self.running_vm(account, vm_id).await?;
+        let handle = vm
+            .runtime
+            .ok_or_else(|| CoreError::FailedPrecondition("the VM has no running sandbox".into()))?;
+        let _lock = self.volume_lock.lock().await;
+        let existing = self.store.attachments_of_vm(vm_id).await?;
+        let mut reserved = self
+            .reserve(account, vm_id, &existing, std::slice::from_ref(&request))
+            .await?;
+        let attachment = reserved
+            .pop()
+            .ok_or_else(|| CoreError::Unavailable("the attachment was not recorded".into()))?;
+        if let Err(e) = self.mount_one(&attachment, handle).await {
+            self.store
+                .delete_attachment(vm_id, &attachment.mount_path)
+                .await?;
+            self.unmount_if_unused(&source_of(&attachment)).await;
+            return Err(e);
+        }
+        Ok(attachment)
+    }
+
+    pub async fn vm_volumes(
+        &self,
+        account: &AccountId,
+        vm_id: &VmId,
+    ) -> Result<Vec<Attachment>, CoreError> {
+        self.get_vm(account, vm_id).await?;
+        Ok(self.store.attachments_of_vm(vm_id).await?)
+    }
+
+    /// Unmounts a volume from a running VM: at `mount_path`, or wherever it
+    /// is mounted when no path is given. Returns what was unmounted.
+    pub async fn detach_volume(
+        &self,
+        account: &AccountId,
+        vm_id: &VmId,
+        volume_id: &VolumeId,
+        mount_path: Option<&str>,
+    ) -> Result<Vec<Attachment>, CoreError> {
+        let _vm_guard = self.lock_vm(vm_id).await;
+        let vm = self.get_vm(account, vm_id).await?;
+        let mount_path = mount_path
+            .map(|p| validate_mount_path(p).map_err(|m| CoreError::invalid("mount_path", m)))
+            .transpose()?;
+        let _lock = self.volume_lock.lock().await;
+        let matching: Vec<Attachment> = self
+            .store
+            .attachments_of_vm(vm_id)
+            .await?
+            .into_iter()
+            .filter(|a| &a.volume_id == volume_id)
+            .filter(|a| mount_path.as_ref().is_none_or(|p| &a.mount_path == p))
+            .collect();
+        if matching.is_empty() {
+            return Err(CoreError::not_found("volume mount", volume_id));
+        }
+        for a in &matching {
+            if let Some(handle) = vm.runtime {
+                self.provider.detach(vm_id, handle, &a.mount_path).await?;
+            }
+            self.store.delete_attachment(vm_id, &a.mount_path).await?;
+            self.unmount_if_unused(&source_of(a)).await;
+            tracing::info!(vm_id = %vm_id, volume_id = %a.volume_id, mount_path = %a.mount_path, "volume unmounted");
+        }
+        Ok(matching)
+    }
+
+    /// Forgets the attachments of a VM whose sandbox is gone and unmounts
+    /// from the host what no other VM uses. Failures are logged: the VM
+    /// ends either way, and the next start cleans what is left.
+    pub(crate) async fn release_volumes(&self, vm: &VmId) {
+        let _lock = self.volume_lock.lock().await;
+        let attachments = match self.store.attachments_of_vm(vm).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(vm_id = %vm, error = %error_chain(&e), "could not read a VM's volume mounts");
+                return;
+            }
+        };
+        if attachments.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.delete_attachments_of_vm(vm).await {
+            tracing::error!(vm_id = %vm, error = %error_chain(&e), "could not forget a VM's volume mounts");
+            return;
+        }
+        let sources: BTreeSet<MountSource> = attachments.iter().map(source_of).collect();
+        for source in &sources {
+            self.unmount_if_unused(source).await;
+        }
+    }
+
+    /// Unmounts `source` from the host unless an attachment still uses it.
+    /// Call with `volume_lock` held.
+    async fn unmount_if_unused(&self, source: &MountSource) {
+        let in_use = match self.store.attachments_of_volume(&source.volume).await {
+            Ok(a) => a.iter().any(|a| &source_of(a) == source),
+            Err(e) => {
+                tracing::error!(volume_id = %source.volume, error = %error_chain(&e), "could not read a volume's mounts");
+                return;
+            }
+        };
+        if !in_use {
+            if let Err(e) = self.volumes.unmount(source).await {
+                tracing::error!(volume_id = %source.volume, error = %error_chain(&e), "could not unmount a volume from the host");
+            }
+        }
+    }
+
+    /// After a restart: unmounts from the host every volume no surviving
+    /// VM uses. Call once the VMs themselves are reconciled.
+    pub(crate) async fn reconcile_volumes(&self, live: &[Vm]) -> Result<(), CoreError> {
+        let _lock = self.volume_lock.lock().await;
+        let mut keep = Vec::new();
+        for vm in live {
+            keep.extend(
+                self.store
+                    .attachments_of_vm(&vm.id)
+                    .await?
+                    .iter()
+                    .map(source_of),
+            );
+        }
+        let removed = self.volumes.unmount_all_except(&keep).await?;
+        if removed > 0 {
+            tracing::info!(count = removed, "orphaned volume mounts removed");
+        }
+        Ok(())
+    }
+}
