@@ -193,3 +193,35 @@ def test_vault_secrets_reach_the_vm(client, server):
     client.delete_vault_credential(vid, cred["id"])
     assert client.delete_vault(vid) is True
     client.vms.delete(vm["vm_id"])
+
+
+def test_volumes_and_checkpoints(client, server):
+    vol = client.volumes.create("sdk-vol", 32 * 1024 * 1024)
+    vid = vol["id"]
+    assert vol["quota_bytes"] == 32 * 1024 * 1024
+    assert any(v["id"] == vid for v in client.volumes.list())
+
+    vm = client.vms.create(wait=True, volumes=[{"volume_id": vid, "mount_path": "/data"}])
+    assert vm["status"] == "active"
+    inside = _in_vm(server, vm)
+    inside.execute("echo one > /data/f")
+    ck = client.volumes.create_checkpoint(vid, name="sdk-ck")
+    assert [c["id"] for c in client.volumes.list_checkpoints(vid)] == [ck["id"]]
+    inside.execute("echo two > /data/f")
+
+    reader = client.vms.create(wait=True)
+    mounted = client.vms.mount_volume(reader["vm_id"], vid, "/then", mode="ro", checkpoint_id=ck["id"])
+    assert mounted["mode"] == "ro"
+    assert [m["mount_path"] for m in client.vms.list_volumes(reader["vm_id"])] == ["/then"]
+    r = _in_vm(server, reader).execute("cat /then/f; echo x > /then/f")
+    assert r["stdout"] == "one\n" and "Read-only" in r["stderr"]
+    client.vms.unmount_volume(reader["vm_id"], vid, "/then")
+    assert client.vms.list_volumes(reader["vm_id"]) == []
+
+    assert client.volumes.get(vid)["status"] == "attached"
+    client.vms.delete(vm["vm_id"])
+    client.vms.delete(reader["vm_id"])
+    assert client.volumes.update(vid, name="renamed")["name"] == "renamed"
+    client.volumes.delete_checkpoint(vid, ck["id"])
+    client.volumes.delete(vid)
+    assert all(v["id"] != vid for v in client.volumes.list())
