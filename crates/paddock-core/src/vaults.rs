@@ -199,6 +199,21 @@ impl Service {
     /// The variables the vaults give a VM, all or nothing: a vault that is
     /// missing (or another account's) or a value that does not open fails
     /// the whole set, with an error naming which.
+    /// The secrets of `vaults` as env vars for one command. Every vault
+    /// must be the caller's (another account's is not found).
+    pub async fn command_secrets(
+        &self,
+        account: &AccountId,
+        vaults: &[VaultId],
+    ) -> Result<Vec<(String, String)>, CoreError> {
+        for id in vaults {
+            self.get_vault(account, id).await?;
+        }
+        self.vault_env(account, vaults)
+            .await
+            .map_err(CoreError::Unavailable)
+    }
+
     pub(crate) async fn vault_env(
         &self,
         account: &AccountId,

@@ -15,24 +15,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-
-fn percentile(samples: &mut [Duration], p: f64) -> Duration {
-    samples.sort();
-    let idx = ((samples.len() as f64 - 1.0) * p).round() as usize;
-    samples[idx.min(samples.len() - 1)]
-}
-
-fn row(name: &str, samples: &mut [Duration]) {
-    let p50 = percentile(samples, 0.50);
-    let p99 = percentile(samples, 0.99);
-    println!(
-        "| {name:<52} | {:>9.2} | {:>9.2} | {:>5} |",
-        p50.as_secs_f64() * 1e3,
-        p99.as_secs_f64() * 1e3,
-        samples.len()
-    );
-}
+use common::{row, Api};
+use serde_json::json;
 
 fn time_command(program: &str, args: &[&str], n: usize) -> Option<Vec<Duration>> {
     let mut v = Vec::with_capacity(n);
@@ -51,60 +35,6 @@ fn time_command(program: &str, args: &[&str], n: usize) -> Option<Vec<Duration>>
         v.push(t.elapsed());
     }
     Some(v)
-}
-
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    key: String,
-}
-
-impl Api {
-    async fn post(&self, path: &str, body: Value) -> Value {
-        self.http
-            .post(format!("{}{}", self.base, path))
-            .header("X-API-Key", &self.key)
-            .json(&body)
-            .send()
-            .await
-            .expect("request")
-            .json()
-            .await
-            .expect("json")
-    }
-
-    async fn stream_exec(&self, vm: &str, cmd: &str) -> String {
-        self.http
-            .post(format!("{}/v1/vms/{vm}/exec", self.base))
-            .header("X-API-Key", &self.key)
-            .json(&json!({"command": cmd}))
-            .send()
-            .await
-            .expect("request")
-            .text()
-            .await
-            .expect("text")
-    }
-
-    async fn delete(&self, vm: &str) {
-        self.http
-            .delete(format!("{}/v1/vms/{vm}", self.base))
-            .header("X-API-Key", &self.key)
-            .send()
-            .await
-            .expect("delete");
-    }
-
-    /// Create a VM and run `echo` in it; the time until its output arrived.
-    async fn create_then_exec(&self) -> (Duration, String) {
-        let t = Instant::now();
-        let vm = self.post("/v1/vms?wait=true", json!({})).await;
-        let id = vm["vm_id"].as_str().expect("vm_id").to_owned();
-        let out = self.stream_exec(&id, "echo ready").await;
-        let elapsed = t.elapsed();
-        assert!(out.contains("ready"), "{out}");
-        (elapsed, id)
-    }
 }
 
 fn mem_available_kib() -> u64 {

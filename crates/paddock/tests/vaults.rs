@@ -236,3 +236,49 @@ async fn staged_env_reaches_later_commands_and_is_never_stored() {
         .await;
     assert_eq!(foreign.status, 404);
 }
+
+#[tokio::test]
+async fn execute_vault_ids_reach_that_command_only() {
+    let server = Server::start();
+    let c = server.client();
+    let vault = c.post("/v1/vaults", json!({"name": "per-command"})).await;
+    let vid = vault.body["id"].as_str().expect("id").to_owned();
+    let cred = c
+        .post(
+            &format!("/v1/vaults/{vid}/credentials"),
+            json!({"name": "ONE_SHOT", "value": SECRET}),
+        )
+        .await;
+    assert_eq!(cred.status, 200, "{}", cred.body);
+    let vm = c.create_vm(json!({})).await;
+    let session = vm["session_id"].as_str().expect("session").to_owned();
+
+    let run = |vault_ids: serde_json::Value| {
+        c.post(
+            "/execute",
+            json!({"command": "echo \"[$ONE_SHOT]\"", "session_id": session, "vault_ids": vault_ids}),
+        )
+    };
+    let r = run(json!([vid])).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["stdout"], format!("[{SECRET}]\n"));
+    // The next command without it does not see it.
+    let r = run(json!(null)).await;
+    assert_eq!(r.body["stdout"], "[]\n");
+
+    // Another account's vault, an unknown one and a malformed id.
+    let theirs = c.with_key(Some(&server.other_account_key()));
+    let their_vault = theirs.post("/v1/vaults", json!({"name": "theirs"})).await;
+    let their_id = their_vault.body["id"].as_str().expect("id").to_owned();
+    let r = run(json!([their_id])).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = run(json!(["vault_doesnotexist000000"])).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = run(json!([vid, "nope"])).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(
+        r.body["detail"][0]["loc"],
+        json!(["body", "vault_ids", "1"])
+    );
+    assert!(!server.log().contains(SECRET));
+}

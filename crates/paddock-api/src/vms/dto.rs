@@ -235,8 +235,8 @@ pub struct ExecuteRequest {
     /// Seconds, 1 to 600 (default 60); the command is killed after it.
     pub timeout: Option<i64>,
     pub api_key: Option<String>,
-    #[schema(value_type = Option<Vec<String>>)]
-    pub vault_ids: Option<Value>,
+    /// Vaults whose secrets become env vars of this command only.
+    pub vault_ids: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -85,16 +85,6 @@ fn parse_execute(body: &mut ExecuteRequest) -> Result<ExecRequest, ApiError> {
         .take()
         .or(body.code.take())
         .ok_or_else(|| ApiError::field(&["body", "command"], "Field required", "missing"))?;
-    if body
-        .vault_ids
-        .as_ref()
-        .is_some_and(|v| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty()))
-    {
-        return Err(ApiError::body_field(
-            "vault_ids",
-            "vault_ids is not supported by this server yet",
-        ));
-    }
     let timeout = body.timeout.unwrap_or(DEFAULT_TIMEOUT);
     if !(1..=MAX_TIMEOUT).contains(&timeout) {
         return Err(ApiError::body_field(
@@ -118,8 +108,12 @@ pub(crate) async fn execute(
     ValidJson(mut body): ValidJson<ExecuteRequest>,
 ) -> Result<Json<ExecuteResponse>, ApiError> {
     let account = authenticate_exec(&state, caller, body.api_key.as_deref()).await?;
-    let request = parse_execute(&mut body)?;
+    let mut request = parse_execute(&mut body)?;
+    let vaults = super::vault_ids(body.vault_ids.take())?;
     let vm = target_vm(&state, &account, body.session_id.take()).await?;
+    request
+        .env
+        .extend(state.service.command_secrets(&account, &vaults).await?);
     let out = state
         .service
         .exec_collect(&account, &vm.id, request)
@@ -147,8 +141,12 @@ pub(crate) async fn execute_async(
     ValidJson(mut body): ValidJson<ExecuteRequest>,
 ) -> Result<Json<ExecuteAsyncResponse>, ApiError> {
     let account = authenticate_exec(&state, caller, body.api_key.as_deref()).await?;
-    let request = parse_execute(&mut body)?;
+    let mut request = parse_execute(&mut body)?;
+    let vaults = super::vault_ids(body.vault_ids.take())?;
     let vm = target_vm(&state, &account, body.session_id.take()).await?;
+    request
+        .env
+        .extend(state.service.command_secrets(&account, &vaults).await?);
     let execution = state.service.exec_async(&account, &vm, request).await?;
     Ok(Json(ExecuteAsyncResponse {
         task_id: execution.id.to_string(),

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
-use paddock_core::ids::{SessionId, VmId};
+use paddock_core::ids::{SessionId, VaultId, VmId};
 use paddock_core::model::{validate_name, Env, VmOptions, VmSpec};
 use paddock_core::service::Service;
 use serde_json::Value;
@@ -189,6 +189,19 @@ pub(crate) struct VmSettings {
     pub volumes: Option<Vec<volumes::MountVolumeRequest>>,
 }
 
+/// Parses a body's `vault_ids`, naming the entry that is not a vault id.
+pub(crate) fn vault_ids(raw: Option<Vec<String>>) -> Result<Vec<VaultId>, ApiError> {
+    raw.unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            raw.parse().map_err(|e: paddock_core::ids::InvalidId| {
+                ApiError::field(&["body", "vault_ids", &i.to_string()], e.0, "value_error")
+            })
+        })
+        .collect()
+}
+
 pub(crate) fn lifetime(raw: Option<i64>) -> Result<Option<u64>, ApiError> {
     raw.map(|l| {
         u64::try_from(l)
@@ -216,17 +229,7 @@ pub(crate) fn vm_spec(service: &Service, s: VmSettings) -> Result<VmSpec, ApiErr
     if let Some(name) = &s.snapshot_name {
         validate_name(name).map_err(|m| ApiError::body_field("snapshot_name", m))?;
     }
-    let vault_ids = s
-        .vault_ids
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-        .map(|(i, raw)| {
-            raw.parse().map_err(|e: paddock_core::ids::InvalidId| {
-                ApiError::field(&["body", "vault_ids", &i.to_string()], e.0, "value_error")
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let vault_ids = vault_ids(s.vault_ids)?;
     let options = VmOptions {
         snapshot_id,
         snapshot_on_terminate: s.snapshot_on_terminate.unwrap_or(false),

@@ -1,11 +1,15 @@
 //! The real server every benchmark measures: release `paddock serve` on a
 //! free loopback port with a temporary data dir (and an optional config),
-//! killed and purged of its sandboxes when dropped.
+//! killed and purged of its sandboxes when dropped, and the HTTP calls and
+//! figures the benches share (each uses part of them).
+#![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
 
 pub struct Server {
     _dir: tempfile::TempDir,
@@ -67,5 +71,77 @@ pub fn start_server(config_toml: Option<&str>) -> Server {
         base: format!("http://127.0.0.1:{port}"),
         key,
         child,
+    }
+}
+
+pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    let idx = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[idx.min(samples.len() - 1)]
+}
+
+pub fn row(name: &str, samples: &mut [Duration]) {
+    let p50 = percentile(samples, 0.50);
+    let p99 = percentile(samples, 0.99);
+    println!(
+        "| {name:<52} | {:>9.2} | {:>9.2} | {:>5} |",
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        samples.len()
+    );
+}
+
+/// The VM API, as the benches call it.
+pub struct Api {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub key: String,
+}
+
+impl Api {
+    pub async fn post(&self, path: &str, body: Value) -> Value {
+        self.http
+            .post(format!("{}{}", self.base, path))
+            .header("X-API-Key", &self.key)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    pub async fn stream_exec(&self, vm: &str, cmd: &str) -> String {
+        self.http
+            .post(format!("{}/v1/vms/{vm}/exec", self.base))
+            .header("X-API-Key", &self.key)
+            .json(&json!({"command": cmd}))
+            .send()
+            .await
+            .expect("request")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    pub async fn delete(&self, vm: &str) {
+        self.http
+            .delete(format!("{}/v1/vms/{vm}", self.base))
+            .header("X-API-Key", &self.key)
+            .send()
+            .await
+            .expect("delete");
+    }
+
+    /// Create a VM and run `echo` in it; the time until its output arrived.
+    pub async fn create_then_exec(&self) -> (Duration, String) {
+        let t = Instant::now();
+        let vm = self.post("/v1/vms?wait=true", json!({})).await;
+        let id = vm["vm_id"].as_str().expect("vm_id").to_owned();
+        let out = self.stream_exec(&id, "echo ready").await;
+        let elapsed = t.elapsed();
+        assert!(out.contains("ready"), "{out}");
+        (elapsed, id)
     }
 }

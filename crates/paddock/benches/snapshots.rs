@@ -1,0 +1,115 @@
+//! Snapshot and restore cost against a real server, with a plain create
+//! measured in the same run as the baseline.
+//!
+//! `cargo bench --bench snapshots` (needs root). For VMs that changed
+//! 1 MiB, 100 MiB and 1 GiB (random bytes, so compression cannot hide the
+//! size), prints:
+//! - snapshot time (`POST /v1/vms/{id}/snapshot`: freeze, pack the
+//!   changes into a layer, store the image);
+//! - restore time: create from the snapshot → first exec output, p50/p99,
+//!   beside plain create → first exec output. Restoring stacks the stored
+//!   layer under a fresh overlay and copies nothing, so the target is a
+//!   p50 within 10 ms of the plain create whatever the size.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{percentile, row, Api};
+use serde_json::json;
+
+const RESTORES: usize = 30;
+
+impl Api {
+    async fn delete_snapshot(&self, id: &str) {
+        self.http
+            .delete(format!("{}/v1/snapshots/{id}", self.base))
+            .header("X-API-Key", &self.key)
+            .send()
+            .await
+            .expect("delete snapshot");
+    }
+
+    /// Create a VM from `body` and run `echo` in it; the time until its
+    /// output arrived.
+    async fn create_from(&self, body: serde_json::Value) -> (Duration, String) {
+        let t = Instant::now();
+        let vm = self.post("/v1/vms?wait=true", body).await;
+        let id = vm["vm_id"].as_str().expect("vm_id").to_owned();
+        let out = self.stream_exec(&id, "echo ready").await;
+        let elapsed = t.elapsed();
+        assert!(out.contains("ready"), "{vm} {out}");
+        (elapsed, id)
+    }
+
+    async fn restore_samples(&self, body: serde_json::Value) -> Vec<Duration> {
+        let mut samples = Vec::with_capacity(RESTORES);
+        for _ in 0..RESTORES {
+            let (t, id) = self.create_from(body.clone()).await;
+            samples.push(t);
+            self.delete(&id).await;
+        }
+        samples
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let server = common::start_server(None);
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: server.base.clone(),
+        key: server.key.clone(),
+    };
+    // Warm the server and the page cache.
+    api.restore_samples(json!({})).await;
+
+    println!("| measurement | p50 ms | p99 ms | n |");
+    println!("|---|---|---|---|");
+    let mut plain = api.restore_samples(json!({})).await;
+    row("baseline: plain create → first exec", &mut plain);
+    let plain_p50 = percentile(&mut plain, 0.5);
+
+    let mut deltas = Vec::new();
+    for (label, mib) in [("1 MiB", 1u64), ("100 MiB", 100), ("1 GiB", 1024)] {
+        let (_, vm) = api.create_from(json!({})).await;
+        let out = api
+            .stream_exec(
+                &vm,
+                &format!(
+                    "head -c {}M /dev/urandom > /var/tmp/blob && sync && echo wrote",
+                    mib
+                ),
+            )
+            .await;
+        assert!(out.contains("wrote"), "{out}");
+        let t = Instant::now();
+        let snap = api
+            .post(&format!("/v1/vms/{vm}/snapshot?wait=true"), json!({}))
+            .await;
+        let mut snapshot_time = vec![t.elapsed()];
+        assert_eq!(snap["status"], "ready", "{snap}");
+        let sid = snap["snapshot_id"]
+            .as_str()
+            .expect("snapshot_id")
+            .to_owned();
+        api.delete(&vm).await;
+        row(
+            &format!("snapshot of a VM that changed {label}"),
+            &mut snapshot_time,
+        );
+        let mut restore = api.restore_samples(json!({"snapshot_id": sid})).await;
+        row(&format!("restore ({label}) → first exec"), &mut restore);
+        let p50 = percentile(&mut restore, 0.5);
+        deltas.push((
+            label,
+            p50.as_secs_f64() * 1e3 - plain_p50.as_secs_f64() * 1e3,
+        ));
+        api.delete_snapshot(&sid).await;
+    }
+    println!();
+    for (label, delta) in deltas {
+        let verdict = if delta <= 10.0 { "within" } else { "OVER" };
+        println!("restore p50 − plain p50 ({label}): {delta:+.2} ms ({verdict} the 10 ms target)");
+    }
+}
