@@ -21,10 +21,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-pub fn install_crypto() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 /// Peak and current resident memory of a process, in MiB.
 fn memory_mib(pid: u32) -> (f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -56,7 +52,7 @@ fn ms(d: Duration) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    install_crypto();
+    common::install_crypto();
     let reg = registry::Registry::start();
     // 128 MiB of poorly compressible bytes in a gzip layer, over busybox.
     let mut data = vec![0u8; 128 * 1024 * 1024];

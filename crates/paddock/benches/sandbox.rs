@@ -51,7 +51,7 @@ fn mem_available_kib() -> u64 {
 
 #[tokio::main]
 async fn main() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    common::install_crypto();
     let server = common::start_server(None);
     let api = Arc::new(Api {
         http: reqwest::Client::new(),

@@ -55,6 +55,7 @@ impl Api {
 
 #[tokio::main]
 async fn main() {
+    common::install_crypto();
     let server = common::start_server(None);
     let api = Api {
         http: reqwest::Client::new(),

@@ -27,6 +27,11 @@ impl Drop for Server {
     }
 }
 
+/// reqwest needs the process's TLS crypto provider installed first.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 pub fn start_server(config_toml: Option<&str>) -> Server {
     let dir = tempfile::Builder::new()
         .prefix("pdkbench")
