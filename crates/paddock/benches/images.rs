@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+/// `registry` (shared with the tests) finds it here.
+pub use common::install_crypto;
+
 /// Peak and current resident memory of a process, in MiB.
 fn memory_mib(pid: u32) -> (f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
