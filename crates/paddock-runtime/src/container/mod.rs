@@ -178,31 +178,14 @@ impl ContainerProvider {
         fs::write(&config_path, json).map_err(host_err(config_path.display().to_string()))?;
         let prepared = started.elapsed();
 
-        let child = tokio::process::Command::new(&self.config.agent_path)
-            .arg("boot")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(host_err(format!(
-                "run {}",
-                self.config.agent_path.display()
-            )))?;
-        let output = tokio::time::timeout(BOOT_TIMEOUT, child.wait_with_output())
-            .await
-            .map_err(|_| RuntimeError::Setup("the sandbox did not boot within 30 s".into()))?
-            .map_err(host_err("wait for the boot helper"))?;
-        if !output.status.success() {
-            let msg = String::from_utf8_lossy(&output.stderr).trim().to_owned();
-            return Err(RuntimeError::Setup(if msg.is_empty() {
-                format!("the boot helper failed ({})", output.status)
-            } else {
-                msg
-            }));
-        }
-        let pid: i32 = String::from_utf8_lossy(&output.stdout)
+        let stdout = self
+            .run_agent_helper(
+                &["boot".as_ref(), config_path.as_os_str()],
+                BOOT_TIMEOUT,
+                "the boot helper",
+            )
+            .await?;
+        let pid: i32 = String::from_utf8_lossy(&stdout)
             .trim()
             .parse()
             .map_err(|_| RuntimeError::Setup("the boot helper reported no pid".into()))?;
@@ -220,6 +203,45 @@ impl ContainerProvider {
 }
 
 impl ContainerProvider {
+    /// Runs a `paddock-agent` subcommand on the host within `limit`; its
+    /// stdout when it succeeds, its stderr (or exit status) as the error.
+    async fn run_agent_helper(
+        &self,
+        args: &[&std::ffi::OsStr],
+        limit: Duration,
+        what: &str,
+    ) -> Result<Vec<u8>, RuntimeError> {
+        let child = tokio::process::Command::new(&self.config.agent_path)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(host_err(format!(
+                "run {}",
+                self.config.agent_path.display()
+            )))?;
+        let output = tokio::time::timeout(limit, child.wait_with_output())
+            .await
+            .map_err(|_| {
+                RuntimeError::Setup(format!(
+                    "{what} did not finish within {} s",
+                    limit.as_secs()
+                ))
+            })?
+            .map_err(host_err(format!("wait for {what}")))?;
+        if !output.status.success() {
+            let msg = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+            return Err(RuntimeError::Setup(if msg.is_empty() {
+                format!("{what} failed ({})", output.status)
+            } else {
+                msg
+            }));
+        }
+        Ok(output.stdout)
+    }
+
     /// Runs `paddock-agent attach|detach` against the sandbox behind
     /// `handle` (see `paddock_agent::inject`).
     async fn inject(
@@ -230,28 +252,14 @@ impl ContainerProvider {
         if !procfs::is_running(handle.pid, handle.start_ticks) {
             return Err(RuntimeError::SandboxGone);
         }
-        let child = tokio::process::Command::new(&self.config.agent_path)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(host_err(format!(
-                "run {}",
-                self.config.agent_path.display()
-            )))?;
-        let output = tokio::time::timeout(INJECT_TIMEOUT, child.wait_with_output())
+        match self
+            .run_agent_helper(args, INJECT_TIMEOUT, "the mount helper")
             .await
-            .map_err(|_| RuntimeError::Setup("the mount helper did not finish within 10 s".into()))?
-            .map_err(host_err("wait for the mount helper"))?;
-        if !output.status.success() {
-            return Err(RuntimeError::Setup(format!(
-                "volume mount: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            )));
+        {
+            Ok(_) => Ok(()),
+            Err(RuntimeError::Setup(m)) => Err(RuntimeError::Setup(format!("volume mount: {m}"))),
+            Err(e) => Err(e),
         }
-        Ok(())
     }
 }
 

@@ -16,34 +16,28 @@ fn fail(message: String) -> ExitCode {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // A sandbox's PID 1 as the host sees it: never 0 or 1.
     let pid = |s: &str| s.parse::<i32>().ok().filter(|p| *p > 1);
-    match args.get(1..).unwrap_or_default() {
-        ["boot", config] => match paddock_agent::boot::boot(Path::new(config)) {
-            Ok(pid) => {
-                println!("{pid}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => fail(paddock_agent::boot::error_chain(&e)),
-        },
-        ["attach", p, source, target, mode @ ("rw" | "ro")] if pid(p).is_some() => {
-            let read_only = *mode == "ro";
-            match paddock_agent::inject::attach(
-                pid(p).unwrap_or_default(),
-                Path::new(source),
-                target,
-                read_only,
-            ) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(e.to_string()),
+    let injected = match args.get(1..).unwrap_or_default() {
+        ["boot", config] => {
+            return match paddock_agent::boot::boot(Path::new(config)) {
+                Ok(pid) => {
+                    println!("{pid}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(paddock_agent::boot::error_chain(&e)),
             }
         }
-        ["detach", p, target] if pid(p).is_some() => {
-            match paddock_agent::inject::detach(pid(p).unwrap_or_default(), target) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(e.to_string()),
-            }
-        }
-        _ => {
+        ["attach", p, source, target, mode @ ("rw" | "ro")] => pid(p).map(|pid| {
+            paddock_agent::inject::attach(pid, Path::new(source), target, *mode == "ro")
+        }),
+        ["detach", p, target] => pid(p).map(|pid| paddock_agent::inject::detach(pid, target)),
+        _ => None,
+    };
+    match injected {
+        Some(Ok(())) => ExitCode::SUCCESS,
+        Some(Err(e)) => fail(e.to_string()),
+        None => {
             eprintln!("{USAGE}");
             ExitCode::from(2)
         }
