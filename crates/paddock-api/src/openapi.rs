@@ -31,6 +31,7 @@ use crate::vms;
         vms::volumes::delete, vms::volumes::create_checkpoint, vms::volumes::list_checkpoints,
         vms::volumes::delete_checkpoint, vms::volumes::mount, vms::volumes::list_mounts,
         vms::volumes::unmount,
+        vms::egress::get_vm, vms::egress::set_vm, vms::egress::get_session, vms::egress::set_session,
     ),
     modifiers(&ApiKeyAuth),
     security(("api_key" = []), ("bearer" = [])),

@@ -17,6 +17,8 @@ pub mod exec;
 pub mod ids;
 pub mod images;
 pub mod model;
+pub mod network;
+pub mod network_backend;
 pub mod provider;
 pub mod secrets;
 pub mod service;

@@ -19,10 +19,11 @@ use crate::exec::{
 use crate::ids::{AccountId, ApiKeyId, ExecutionId, SessionId, VmId};
 use crate::images::ImageBackend;
 use crate::model::{
-    Account, ApiKey, ApiKeySecret, EnvStatus, Execution, ExecutionStatus, Image, Limits, NewApiKey,
-    PullPhase, PullProgress, PullState, Resources, RootfsSpec, RuntimeHandle, Vm, VmFilter,
-    VmPatch, VmSpec, VmStatus, VmStatusSet,
+    Account, ApiKey, ApiKeySecret, EgressPolicy, EnvStatus, Execution, ExecutionStatus, Image,
+    Limits, NewApiKey, PullPhase, PullProgress, PullState, Resources, RootfsSpec, RuntimeHandle,
+    Vm, VmFilter, VmOptions, VmPatch, VmSpec, VmStatus, VmStatusSet,
 };
+use crate::network_backend::NetworkBackend;
 use crate::provider::Provider;
 use crate::secrets::Keyring;
 use crate::store::Store;
@@ -69,6 +70,8 @@ pub struct ServiceConfig {
     pub max_collected_output: usize,
     /// How often lifetimes and liveness are checked.
     pub sweep_interval: Duration,
+    /// The egress policy of VMs that set none.
+    pub default_egress: EgressPolicy,
 }
 
 impl Default for ServiceConfig {
@@ -78,6 +81,7 @@ impl Default for ServiceConfig {
             default_variant: "default".to_owned(),
             max_collected_output: 16 * 1024 * 1024,
             sweep_interval: Duration::from_millis(250),
+            default_egress: EgressPolicy::allow_all(),
         }
     }
 }
@@ -99,6 +103,7 @@ pub struct Service {
     pub(crate) config: ServiceConfig,
     pub(crate) keyring: Arc<Keyring>,
     pub(crate) volumes: Arc<dyn VolumeBackend>,
+    pub(crate) network: Arc<dyn NetworkBackend>,
     /// Serializes changes to attachments and volume host mounts.
     pub(crate) volume_lock: AsyncMutex<()>,
     vm_locks: Mutex<HashMap<VmId, Arc<AsyncMutex<()>>>>,
@@ -111,6 +116,7 @@ impl Service {
         provider: Arc<dyn Provider>,
         images: Arc<dyn ImageBackend>,
         volumes: Arc<dyn VolumeBackend>,
+        network: Arc<dyn NetworkBackend>,
         keyring: Arc<Keyring>,
         config: ServiceConfig,
     ) -> Arc<Self> {
@@ -121,6 +127,7 @@ impl Service {
             config,
             keyring,
             volumes,
+            network,
             volume_lock: AsyncMutex::new(()),
             vm_locks: Mutex::new(HashMap::new()),
             pulls: Mutex::new(HashMap::new()),
@@ -255,6 +262,7 @@ impl Service {
         if let Some(l) = spec.lifetime_seconds {
             self.check_lifetime(l)?;
         }
+        self.check_policy_supported(spec.options.egress_policy.as_ref())?;
         let volumes = std::mem::take(&mut spec.volumes);
         let vm = self.new_vm(account, spec);
         self.reserve_volumes(account, &vm.id, &volumes).await?;
@@ -306,11 +314,14 @@ impl Service {
             }
         };
         let started = match self.rootfs_for(&mut vm).await {
-            Ok(rootfs) => self
-                .provider
-                .start(&vm, &rootfs)
-                .await
-                .map_err(CoreError::from),
+            Ok(rootfs) => match self.attach_network(&mut vm).await {
+                Ok(()) => self
+                    .provider
+                    .start(&vm, &rootfs)
+                    .await
+                    .map_err(CoreError::from),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         let started = match started {
@@ -351,6 +362,7 @@ impl Service {
                 vm.status_reason = Some(error_chain(&e));
                 vm.updated_at = Timestamp::now();
                 self.release_volumes(&vm.id).await;
+                self.release_network(&mut vm).await;
             }
         }
         self.store.update_vm(&vm).await?;
@@ -417,6 +429,7 @@ impl Service {
             terminated_at: None,
             runtime: None,
             options: spec.options,
+            network: None,
         }
     }
 
@@ -469,6 +482,7 @@ impl Service {
         if let Some(l) = patch.lifetime_seconds {
             self.check_lifetime(l)?;
         }
+        self.check_policy_supported(patch.egress_policy.as_ref())?;
         let resources = if patch.memory_mb.is_some() || patch.vcpu_count.is_some() {
             Some(
                 self.resources(
@@ -487,6 +501,9 @@ impl Service {
         } else {
             None
         };
+        if let Some(policy) = patch.egress_policy {
+            self.apply_egress(&mut vm, policy).await?;
+        }
         if let Some(resources) = resources {
             if vm.status == VmStatus::Running {
                 self.provider.update_resources(&vm.id, &resources).await?;
@@ -533,6 +550,7 @@ impl Service {
         }
         self.provider.stop(&vm.id, vm.runtime).await?;
         self.release_volumes(&vm.id).await;
+        self.release_network(&mut vm).await;
         let now = Timestamp::now();
         vm.status = VmStatus::Terminated;
         if vm.status_reason.is_none() {
@@ -559,6 +577,7 @@ impl Service {
             tracing::warn!(vm_id = %vm.id, error = %error_chain(&e), "cleanup of a dead VM failed");
         }
         self.release_volumes(&vm.id).await;
+        self.release_network(&mut vm).await;
         vm.status = VmStatus::Failed;
         vm.status_reason = Some(reason.to_owned());
         vm.runtime = None;
@@ -605,7 +624,11 @@ impl Service {
                     metadata: vm.metadata.clone(),
                     env: vm.env.clone(),
                     image_variant: vm.image_variant.clone(),
-                    options: Default::default(),
+                    // The session's egress policy carries over.
+                    options: VmOptions {
+                        egress_policy: vm.options.egress_policy.clone(),
+                        ..Default::default()
+                    },
                     volumes: Vec::new(),
                 };
                 let fresh = self.create_vm(account, spec, true).await?;
@@ -1057,6 +1080,7 @@ impl Service {
             }
         }
         self.reconcile_volumes(&live).await?;
+        self.reconcile_network(&live).await?;
         let live: Vec<VmId> = live.into_iter().map(|vm| vm.id).collect();
         let removed = self.provider.cleanup_orphans(&live).await?;
         if removed > 0 {

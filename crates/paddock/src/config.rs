@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
-use paddock_core::model::Limits;
+use paddock_core::model::{EgressPolicy, Ipv4Cidr, Limits};
 use paddock_runtime::container::VariantSource;
 use serde::{Deserialize, Serialize};
 
-const CONFIG_KEYS: [&str; 8] = [
+const CONFIG_KEYS: [&str; 9] = [
     "registries",
+    "network",
     "listen",
     "data_dir",
     "agent_path",
@@ -39,6 +40,54 @@ pub struct Config {
     /// `username`, `password`. Never logged.
     #[serde(default)]
     pub registries: BTreeMap<String, RegistryEntry>,
+    #[serde(default)]
+    pub network: NetworkSection,
+}
+
+/// `[network]`: the host bridge VMs attach to and the egress defaults.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkSection {
+    /// Without networking, VMs get loopback only and policies are refused.
+    pub enabled: bool,
+    /// The bridge, also the name of the server's nftables tables. Two
+    /// servers on one host need different bridges and subnets.
+    pub bridge: String,
+    pub subnet: String,
+    /// Ranges no VM reaches whatever its policy.
+    pub blocked: Vec<String>,
+    /// Resolvers the VM resolver forwards to (`ip` or `ip:port`); empty
+    /// means the host's `/etc/resolv.conf`.
+    pub dns_upstream: Vec<String>,
+    /// Namespaces kept prepared ahead of demand.
+    pub warm: usize,
+    /// The egress policy of VMs that set none (the `egress_policy` schema).
+    pub default_egress: serde_json::Value,
+}
+
+impl Default for NetworkSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bridge: "paddock0".into(),
+            subnet: "10.88.0.0/16".into(),
+            blocked: [
+                "0.0.0.0/8",
+                "10.0.0.0/8",
+                "100.64.0.0/10",
+                "127.0.0.0/8",
+                "169.254.0.0/16",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "224.0.0.0/3",
+            ]
+            .map(String::from)
+            .to_vec(),
+            dns_upstream: Vec::new(),
+            warm: 4,
+            default_egress: serde_json::json!({"default": "allow"}),
+        }
+    }
 }
 
 #[derive(Clone, Default, Serialize, Deserialize)]
@@ -109,6 +158,7 @@ impl Default for Config {
             },
             log_format: "text".into(),
             registries: BTreeMap::new(),
+            network: NetworkSection::default(),
         }
     }
 }
@@ -160,6 +210,56 @@ impl Config {
         })
     }
 
+    /// The network settings, checked; `None` when networking is off.
+    pub fn network(&self) -> anyhow::Result<Option<paddock_net::NetworkConfig>> {
+        let n = &self.network;
+        if !n.enabled {
+            return Ok(None);
+        }
+        let cidr = |field: &str, s: &str| {
+            Ipv4Cidr::parse(s).map_err(|e| anyhow::anyhow!("network.{field}: {s:?} {e}"))
+        };
+        let valid_bridge = !n.bridge.is_empty()
+            && n.bridge.len() <= 15
+            && n.bridge
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid_bridge {
+            bail!("network.bridge: 1 to 15 letters, digits or underscores");
+        }
+        let upstream = if n.dns_upstream.is_empty() {
+            host_resolvers()
+        } else {
+            n.dns_upstream
+                .iter()
+                .map(|s| {
+                    s.parse::<std::net::SocketAddr>()
+                        .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+                        .map_err(|_| {
+                            anyhow::anyhow!("network.dns_upstream: {s:?} is not ip or ip:port")
+                        })
+                })
+                .collect::<anyhow::Result<_>>()?
+        };
+        Ok(Some(paddock_net::NetworkConfig {
+            bridge: n.bridge.clone(),
+            subnet: cidr("subnet", &n.subnet)?,
+            blocked: n
+                .blocked
+                .iter()
+                .map(|b| cidr("blocked", b))
+                .collect::<anyhow::Result<_>>()?,
+            dns_upstream: upstream,
+            warm: n.warm,
+            state_dir: self.data_dir.join("net"),
+        }))
+    }
+
+    pub fn default_egress(&self) -> anyhow::Result<EgressPolicy> {
+        EgressPolicy::from_json(&self.network.default_egress, "network.default_egress")
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
     pub fn registries(&self) -> BTreeMap<String, paddock_image::RegistryConfig> {
         self.registries
             .iter()
@@ -194,6 +294,17 @@ impl Config {
         }
         Ok(out)
     }
+}
+
+/// The nameservers of the host's `/etc/resolv.conf`.
+fn host_resolvers() -> Vec<std::net::SocketAddr> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|ip| ip.trim().parse::<std::net::IpAddr>().ok())
+        .map(|ip| (ip, 53).into())
+        .collect()
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ async fn service_with(
         Arc::new(crate::nosandbox::NoSandboxes),
         Arc::new(crate::nosandbox::NoImages),
         Arc::new(crate::nosandbox::NoVolumes),
+        Arc::new(paddock_core::network_backend::NoNetwork),
         Arc::new(keyring),
         ServiceConfig::default(),
     ))

@@ -67,12 +67,7 @@ async fn main() -> ExitCode {
                 0
             })
         }
-        Command::Purge { data_dir } => paddock_runtime::container::purge(&data_dir)
-            .map(|n| {
-                eprintln!("removed {n} sandboxes");
-                0
-            })
-            .map_err(anyhow::Error::from),
+        Command::Purge { data_dir } => purge(data_dir).await,
         Command::Openapi => {
             println!("{}", paddock_api::openapi::document_json());
             Ok(0)
@@ -87,4 +82,21 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `paddock purge`: every sandbox, mount and network part of the server
+/// whose data dir (and `[network]` config, from the environment) is given.
+async fn purge(data_dir: std::path::PathBuf) -> anyhow::Result<i32> {
+    let n = paddock_runtime::container::purge(&data_dir)?;
+    eprintln!("removed {n} sandboxes");
+    let mut config = config::Config::load(None)?;
+    config.data_dir = data_dir;
+    if let Some(network) = config.network()? {
+        let ports = paddock_net::HostNetwork::purge(&network).await?;
+        eprintln!(
+            "removed {ports} VM network ports and bridge {}",
+            network.bridge
+        );
+    }
+    Ok(0)
 }

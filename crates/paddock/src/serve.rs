@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use paddock_api::{AppState, MetricsHandle};
+use paddock_core::network_backend::{NetworkBackend, NoNetwork};
 use paddock_core::service::{Service, ServiceConfig};
 use paddock_runtime::container::{ContainerConfig, ContainerProvider};
 use paddock_store::SqliteStore;
@@ -66,15 +67,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .context("open the image store")?;
     let volumes = paddock_runtime::volumes::Ext4Volumes::open(&config.data_dir.join("volumes"))
         .context("open the volume store")?;
+    let network: Arc<dyn NetworkBackend> = match config.network()? {
+        Some(n) => Arc::new(
+            paddock_net::HostNetwork::start(n)
+                .await
+                .context("start VM networking")?,
+        ),
+        None => Arc::new(NoNetwork),
+    };
     let service = Service::new(
         store,
         Arc::new(provider),
         Arc::new(images),
         Arc::new(volumes),
+        network,
         Arc::new(crate::master_key::load(&config.data_dir).context("load the vault master key")?),
         ServiceConfig {
             limits: config.limits()?,
             default_variant: config.default_variant.clone(),
+            default_egress: config.default_egress()?,
             ..ServiceConfig::default()
         },
     );

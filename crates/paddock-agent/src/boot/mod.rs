@@ -68,6 +68,20 @@ pub struct BootConfig {
     /// `/etc/passwd` and `/etc/group`; root when unset.
     #[serde(default)]
     pub user: Option<String>,
+    /// A prepared network namespace to join; without one the sandbox gets
+    /// a fresh namespace with loopback only.
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
+    /// Host files bound over files of the root (`/etc/resolv.conf`).
+    #[serde(default)]
+    pub bind_files: Vec<BindFile>,
+}
+
+/// A host file the sandbox sees at `target` (created if missing).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BindFile {
+    pub source: PathBuf,
+    pub target: String,
 }
 
 /// Why a sandbox could not boot; reported to the server on stderr.
@@ -132,15 +146,23 @@ pub fn boot(config_path: &Path) -> Result<i32, BootError> {
     for procs in &config.cgroup_procs {
         fs::write(procs, &me).map_err(step(format!("join cgroup {}", procs.display())))?;
     }
-    unshare(
-        CloneFlags::CLONE_NEWNS
-            | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWNET
-            | CloneFlags::CLONE_NEWPID
-            | CloneFlags::CLONE_NEWCGROUP,
-    )
-    .map_err(nix_step("unshare namespaces"))?;
+    let mut namespaces = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWCGROUP;
+    match &config.netns {
+        Some(path) => {
+            let ns = fs::File::open(path).map_err(step(format!(
+                "open the network namespace {}",
+                path.display()
+            )))?;
+            nix::sched::setns(ns, CloneFlags::CLONE_NEWNET)
+                .map_err(nix_step("join the network namespace"))?;
+        }
+        None => namespaces |= CloneFlags::CLONE_NEWNET,
+    }
+    unshare(namespaces).map_err(nix_step("unshare namespaces"))?;
 
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(nix_step("create the ready pipe"))?;

@@ -53,6 +53,47 @@ pub(super) fn build_root(config: &BootConfig) -> Result<(), BootError> {
         NONE,
     )
     .map_err(nix_step("mount /sys"))?;
+    for file in &config.bind_files {
+        let target = root.join(file.target.trim_start_matches('/'));
+        if let Some(dir) = target.parent() {
+            // Still on the host's root here: a symlinked directory in the
+            // image (`/etc -> /`) must not lead this outside the sandbox,
+            // so each directory is checked (or made) without following.
+            let mut walked = root.to_path_buf();
+            for part in dir.strip_prefix(root).unwrap_or(dir).components() {
+                walked.push(part);
+                match fs::symlink_metadata(&walked) {
+                    Ok(m) if m.is_dir() => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        fs::create_dir(&walked)
+                            .map_err(step(format!("create {}", walked.display())))?;
+                    }
+                    _ => {
+                        return Err(BootError::Child(format!(
+                            "{} is not a plain directory in the image",
+                            walked.display()
+                        )))
+                    }
+                }
+            }
+        }
+        // A symlink here (Debian images point resolv.conf elsewhere) is
+        // replaced: following it could land outside the root.
+        if fs::symlink_metadata(&target).is_ok_and(|m| !m.is_file()) {
+            fs::remove_file(&target).map_err(step(format!("replace {}", file.target)))?;
+        }
+        if !target.exists() {
+            fs::File::create(&target).map_err(step(format!("create {}", file.target)))?;
+        }
+        mount(
+            Some(file.source.as_path()),
+            &target,
+            NONE,
+            MsFlags::MS_BIND | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            NONE,
+        )
+        .map_err(nix_step(format!("bind {}", file.target)))?;
+    }
     Ok(())
 }
 

@@ -19,7 +19,8 @@ pub struct CreateVmRequest {
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Map<String, Value>>,
     pub env: Option<BTreeMap<String, String>>,
-    #[schema(value_type = Option<Object>)]
+    /// Where the VM's traffic may go; the server's default when unset.
+    #[schema(value_type = Option<EgressPolicyBody>)]
     pub egress_policy: Option<Value>,
     /// Start from this snapshot (its filesystem, over its base).
     pub snapshot_id: Option<String>,
@@ -53,7 +54,6 @@ impl CreateVmRequest {
             Some(_) => true,
         };
         [
-            ("egress_policy", &self.egress_policy),
             ("share", &self.share),
             ("custom_domain", &self.custom_domain),
             ("auto_suspend", &self.auto_suspend),
@@ -94,6 +94,12 @@ pub struct VmResponse {
     pub snapshot_on_terminate: bool,
     pub snapshot_name: Option<String>,
     pub vault_ids: Vec<String>,
+    /// The VM's own egress policy; null when it follows the server's
+    /// default (`GET /v1/egress/vm/{vm_id}` gives the policy in force).
+    #[schema(value_type = Option<EgressPolicyBody>)]
+    pub egress_policy: Option<Value>,
+    /// The VM's address on the host bridge, while it has one.
+    pub ip_address: Option<String>,
     /// Why the VM failed or ended.
     pub status_reason: Option<String>,
     pub provider: String,
@@ -138,6 +144,8 @@ impl From<&Vm> for VmResponse {
             custom_domain: None,
             env_status: vm.options.env_status.as_str().into(),
             env_error: vm.options.env_error.clone(),
+            egress_policy: vm.options.egress_policy.as_ref().map(|p| p.to_json()),
+            ip_address: vm.network.as_ref().map(|n| n.address.to_string()),
             snapshot_id: vm.options.snapshot_id.as_ref().map(ToString::to_string),
             snapshot_on_terminate: vm.options.snapshot_on_terminate,
             snapshot_name: vm.options.snapshot_name.clone(),
@@ -188,6 +196,9 @@ pub struct PatchVmRequest {
     pub vcpu_count: Option<i64>,
     pub snapshot_on_terminate: Option<bool>,
     pub snapshot_name: Option<String>,
+    /// Replaces the egress policy; a running VM gets it at once.
+    #[schema(value_type = Option<EgressPolicyBody>)]
+    pub egress_policy: Option<Value>,
     #[schema(value_type = Option<Vec<String>>)]
     pub vault_ids: Option<Value>,
     #[schema(value_type = Option<bool>)]
@@ -394,4 +405,32 @@ pub struct PtyListResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct KillRequest {
     pub session_id: String,
+}
+
+/// An egress policy. First match wins: the operator's blocked ranges
+/// (host, metadata, private ranges, other VMs) are always refused; then
+/// `denied_cidrs` refuse; `allowed_cidrs` allow; addresses looked up
+/// through paddock's resolver for an allowed domain are allowed for the
+/// answer's TTL; `allow_http` / `allow_https` allow TCP 80 / 443
+/// anywhere; then `default`. Omitted fields are false or empty and
+/// `default` is `deny`, so `{}` allows nothing and `{"default": "allow"}`
+/// everything. Unknown fields are refused.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct EgressPolicyBody {
+    /// `allow` or `deny`: what happens to traffic no rule matched.
+    pub default: Option<String>,
+    /// TCP port 80 to any address.
+    pub allow_http: Option<bool>,
+    /// TCP and UDP port 443 to any address.
+    pub allow_https: Option<bool>,
+    /// The package registries of pip, npm, apt, apk, cargo, go and gem
+    /// (`allow_package_managers` is accepted as another name).
+    pub allow_public_repos: Option<bool>,
+    /// `example.com` or `*.example.com` (names below it). Only these
+    /// names resolve when nothing else allows traffic.
+    pub allowed_domains: Option<Vec<String>>,
+    /// IPv4 addresses or CIDRs reachable on any port.
+    pub allowed_cidrs: Option<Vec<String>>,
+    /// IPv4 addresses or CIDRs refused before any allow rule.
+    pub denied_cidrs: Option<Vec<String>>,
 }

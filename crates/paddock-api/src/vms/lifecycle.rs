@@ -52,6 +52,7 @@ pub(crate) async fn create(
             snapshot_name: body.snapshot_name,
             vault_ids: body.vault_ids,
             volumes: body.volumes,
+            egress_policy: body.egress_policy,
         },
     )?;
     let vm = state
@@ -197,6 +198,11 @@ pub(crate) async fn patch(
         vcpu_count: body.vcpu_count,
         snapshot_on_terminate: body.snapshot_on_terminate,
         snapshot_name: body.snapshot_name,
+        egress_policy: body
+            .egress_policy
+            .filter(|v| !v.is_null())
+            .map(|v| super::egress_policy(&v, "egress_policy"))
+            .transpose()?,
     };
     let vm = state.service.patch_vm(&account, &id, patch).await?;
     Ok(Json(VmResponse::from(&vm)))

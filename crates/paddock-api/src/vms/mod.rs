@@ -4,6 +4,7 @@
 //! renders the core's errors through [`error::ApiError`].
 
 pub mod dto;
+pub(crate) mod egress;
 pub mod error;
 pub(crate) mod execute;
 pub(crate) mod extract;
@@ -130,6 +131,14 @@ pub(crate) fn router() -> Router<AppState> {
         )
         .route("/v1/volumes", post(volumes::create).get(volumes::list))
         .route(
+            "/v1/egress/vm/{vm_id}",
+            get(egress::get_vm).post(egress::set_vm),
+        )
+        .route(
+            "/v1/egress/session/{session_id}",
+            get(egress::get_session).post(egress::set_session),
+        )
+        .route(
             "/v1/volumes/{volume_id}",
             get(volumes::get)
                 .patch(volumes::update)
@@ -187,6 +196,29 @@ pub(crate) struct VmSettings {
     pub snapshot_name: Option<String>,
     pub vault_ids: Option<Vec<String>>,
     pub volumes: Option<Vec<volumes::MountVolumeRequest>>,
+    pub egress_policy: Option<Value>,
+}
+
+/// Parses an egress policy in a request body; an error names the field
+/// (`["body", "egress_policy", "allowed_cidrs", 1]`).
+pub(crate) fn egress_policy(
+    raw: &Value,
+    field: &str,
+) -> Result<paddock_core::model::EgressPolicy, ApiError> {
+    paddock_core::model::EgressPolicy::from_json(raw, field).map_err(|e| {
+        let mut loc = vec!["body".to_owned()];
+        for part in e.field.split('.').filter(|p| !p.is_empty()) {
+            match part.split_once('[') {
+                Some((name, index)) => {
+                    loc.push(name.to_owned());
+                    loc.push(index.trim_end_matches(']').to_owned());
+                }
+                None => loc.push(part.to_owned()),
+            }
+        }
+        let loc: Vec<&str> = loc.iter().map(String::as_str).collect();
+        ApiError::field(&loc, e.message, "value_error")
+    })
 }
 
 /// Parses a body's `vault_ids`, naming the entry that is not a vault id.
@@ -235,6 +267,11 @@ pub(crate) fn vm_spec(service: &Service, s: VmSettings) -> Result<VmSpec, ApiErr
         snapshot_on_terminate: s.snapshot_on_terminate.unwrap_or(false),
         snapshot_name: s.snapshot_name,
         vault_ids,
+        egress_policy: s
+            .egress_policy
+            .filter(|v| !v.is_null())
+            .map(|v| egress_policy(&v, "egress_policy"))
+            .transpose()?,
         ..VmOptions::default()
     };
     let volumes = s

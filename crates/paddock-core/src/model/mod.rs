@@ -1,6 +1,7 @@
 //! The records paddock keeps and the rules that make them valid.
 
 mod account;
+mod egress;
 mod execution;
 mod image;
 mod resources;
@@ -10,6 +11,9 @@ mod vm;
 mod volume;
 
 pub use account::{Account, ApiKey, ApiKeySecret, NewApiKey};
+pub use egress::{
+    DomainPattern, EgressDefault, EgressPolicy, Ipv4Cidr, PolicyError, PACKAGE_REGISTRY_DOMAINS,
+};
 pub use execution::{Execution, ExecutionStatus};
 pub use image::{
     ChangedTree, Image, ImageConfig, LayerInfo, LayerProgress, PullPhase, PullProgress, PullState,

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use crate::clock::Timestamp;
 use crate::ids::{AccountId, SessionId, SnapshotId, VaultId, VmId};
-use crate::model::{MountRequest, Resources};
+use crate::model::{EgressPolicy, MountRequest, Resources};
+use crate::network_backend::VmNetwork;
 
 /// Where a VM is in its life. The allowed moves are in [`VmStatus::can_become`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -209,6 +210,8 @@ pub struct VmOptions {
     pub vault_ids: Vec<VaultId>,
     pub env_status: EnvStatus,
     pub env_error: Option<String>,
+    /// The VM's own egress policy; `None` follows the server's default.
+    pub egress_policy: Option<EgressPolicy>,
 }
 
 /// How the server finds a running sandbox again after a restart: its PID 1
@@ -242,6 +245,8 @@ pub struct Vm {
     pub terminated_at: Option<Timestamp>,
     pub runtime: Option<RuntimeHandle>,
     pub options: VmOptions,
+    /// Its place on the host network while it holds one.
+    pub network: Option<VmNetwork>,
 }
 
 /// A listing filter; `None` fields match everything.
@@ -264,6 +269,8 @@ pub struct VmPatch {
     pub vcpu_count: Option<i64>,
     pub snapshot_on_terminate: Option<bool>,
     pub snapshot_name: Option<String>,
+    /// Replaces the egress policy; applies to a running VM at once.
+    pub egress_policy: Option<EgressPolicy>,
 }
 
 impl VmPatch {
@@ -274,6 +281,7 @@ impl VmPatch {
             && self.vcpu_count.is_none()
             && self.snapshot_on_terminate.is_none()
             && self.snapshot_name.is_none()
+            && self.egress_policy.is_none()
     }
 }
 

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use paddock_agent::boot::{default_env, BootConfig};
+use paddock_agent::boot::{default_env, BindFile, BootConfig};
 use paddock_agent::proto::Request;
 use paddock_core::exec::{
     ByteStream, ExecRequest, ExecStream, FileContent, PtyConnection, PtyInfo, PtySpec, SandboxPath,
@@ -161,7 +161,21 @@ impl ContainerProvider {
             env.retain(|(ek, _)| ek != k);
             env.push((k.to_owned(), v.to_owned()));
         }
+        // With a network, names resolve through paddock's resolver on the
+        // gateway, which enforces the VM's egress policy.
+        let mut bind_files = Vec::new();
+        if let Some(net) = &vm.network {
+            let resolv = run.join("resolv.conf");
+            fs::write(&resolv, format!("nameserver {}\n", net.gateway))
+                .map_err(host_err(resolv.display().to_string()))?;
+            bind_files.push(BindFile {
+                source: resolv,
+                target: "/etc/resolv.conf".into(),
+            });
+        }
         let config = BootConfig {
+            netns: vm.network.as_ref().map(|n| n.netns.clone()),
+            bind_files,
             hostname: "sandbox".into(),
             root_mountpoint: root,
             layers,

@@ -7,9 +7,10 @@ use std::str::FromStr;
 use paddock_core::clock::Timestamp;
 use paddock_core::ids::{AccountId, ApiKeyId, ExecutionId, SessionId, SnapshotId, VaultId, VmId};
 use paddock_core::model::{
-    Account, ApiKey, Env, EnvStatus, Execution, ExecutionStatus, Image, ImageConfig, LayerInfo,
-    Metadata, Resources, RuntimeHandle, Vm, VmOptions, VmStatus,
+    Account, ApiKey, EgressPolicy, Env, EnvStatus, Execution, ExecutionStatus, Image, ImageConfig,
+    LayerInfo, Metadata, Resources, RuntimeHandle, Vm, VmOptions, VmStatus,
 };
+use paddock_core::network_backend::VmNetwork;
 use paddock_core::StoreError;
 use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
@@ -116,12 +117,21 @@ impl<'r> FromRow<'r, SqliteRow> for VmRow {
                 _ => None,
             },
             options: options_from_json(&text("options")?).map_err(corrupt)?,
+            network: network_from_json(&text("options")?).map_err(corrupt)?,
         }))
     }
 }
 
-fn options_to_json(o: &VmOptions) -> String {
+/// A VM's options, and its network while it holds one, in one JSON
+/// column.
+fn options_to_json(o: &VmOptions, network: Option<&VmNetwork>) -> String {
     serde_json::json!({
+        "egress_policy": o.egress_policy.as_ref().map(EgressPolicy::to_json),
+        "network": network.map(|n| serde_json::json!({
+            "address": n.address.to_string(),
+            "gateway": n.gateway.to_string(),
+            "netns": n.netns.to_string_lossy(),
+        })),
         "snapshot_id": o.snapshot_id.as_ref().map(SnapshotId::as_str),
         "snapshot_on_terminate": o.snapshot_on_terminate,
         "snapshot_name": o.snapshot_name,
@@ -130,6 +140,29 @@ fn options_to_json(o: &VmOptions) -> String {
         "env_error": o.env_error,
     })
     .to_string()
+}
+
+fn network_from_json(text: &str) -> Result<Option<VmNetwork>, StoreError> {
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("vm options: {e}")))?;
+    let Some(n) = v.get("network").filter(|n| !n.is_null()) else {
+        return Ok(None);
+    };
+    let field = |k: &str| {
+        n.get(k)
+            .and_then(|x| x.as_str())
+            .ok_or_else(|| StoreError::Corrupt(format!("vm network: no {k}")))
+    };
+    let ip = |k: &str| {
+        field(k)?
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("vm network: bad {k}")))
+    };
+    Ok(Some(VmNetwork {
+        address: ip("address")?,
+        gateway: ip("gateway")?,
+        netns: field("netns")?.into(),
+    }))
 }
 
 fn options_from_json(text: &str) -> Result<VmOptions, StoreError> {
@@ -161,6 +194,12 @@ fn options_from_json(text: &str) -> Result<VmOptions, StoreError> {
             .and_then(|s| EnvStatus::parse(&s))
             .unwrap_or_default(),
         env_error: string("env_error"),
+        egress_policy: v
+            .get("egress_policy")
+            .filter(|p| !p.is_null())
+            .map(|p| EgressPolicy::from_json(p, "egress_policy"))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("vm egress policy: {e}")))?,
     })
 }
 
@@ -200,7 +239,7 @@ pub(super) fn bind_vm<'q>(
         .bind(vm.runtime.map(|h| i64::from(h.pid)))
         .bind(vm.runtime.and_then(|h| i64::try_from(h.start_ticks).ok()))
         .bind(vm.image_digest.clone())
-        .bind(options_to_json(&vm.options)))
+        .bind(options_to_json(&vm.options, vm.network.as_ref())))
 }
 
 /// Images keep their config and layer list as JSON columns.

@@ -60,7 +60,19 @@ fn vm(account: &AccountId, session: &SessionId) -> Vm {
             vault_ids: vec![VaultId::generate()],
             env_status: EnvStatus::Error,
             env_error: Some("vault x not found".into()),
+            egress_policy: Some(
+                paddock_core::model::EgressPolicy::from_json(
+                    &serde_json::json!({"allow_https": true, "allowed_domains": ["*.example.com"]}),
+                    "",
+                )
+                .expect("valid policy"),
+            ),
         },
+        network: Some(paddock_core::network_backend::VmNetwork {
+            address: "10.88.0.7".parse().expect("ip"),
+            gateway: "10.88.0.1".parse().expect("ip"),
+            netns: "/data/net/netns/10.88.0.7".into(),
+        }),
     }
 }
 
@@ -80,6 +92,7 @@ async fn vm_round_trips_and_is_scoped_by_account() {
     assert_eq!(got.metadata, v.metadata);
     assert_eq!(got.expires_at, v.expires_at);
     assert_eq!(got.options, v.options);
+    assert_eq!(got.network, v.network);
 
     let other = AccountId::generate();
     assert!(store.get_vm(&other, &v.id).await.expect("get").is_none());

@@ -1,0 +1,156 @@
+//! The service's networking operations: attaching a starting VM to the
+//! host network under its egress policy, changing the policy of a live
+//! VM, and freeing the attachment when the VM ends.
+
+use crate::error::CoreError;
+use crate::ids::{AccountId, SessionId, VmId};
+use crate::model::{EgressPolicy, Vm, VmStatus};
+use crate::network_backend::LiveNetwork;
+use crate::service::{error_chain, Service};
+
+impl Service {
+    /// The policy in force on `vm`: its own, or the server's default.
+    pub fn effective_egress(&self, vm: &Vm) -> EgressPolicy {
+        vm.options
+            .egress_policy
+            .clone()
+            .unwrap_or_else(|| self.config.default_egress.clone())
+    }
+
+    /// Refuses a policy on a server that cannot enforce one.
+    pub(crate) fn check_policy_supported(
+        &self,
+        policy: Option<&EgressPolicy>,
+    ) -> Result<(), CoreError> {
+        if policy.is_some() && !self.network.enabled() {
+            return Err(CoreError::FailedPrecondition(
+                "networking is disabled on this server, so egress policies cannot be enforced"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Gives a starting VM its network (when the server has networking),
+    /// recorded before the sandbox boots so a crash never leaks it.
+    pub(crate) async fn attach_network(&self, vm: &mut Vm) -> Result<(), CoreError> {
+        if !self.network.enabled() {
+            return Ok(());
+        }
+        let policy = self.effective_egress(vm);
+        let network = self.network.attach(&vm.id, &policy).await?;
+        vm.network = Some(network);
+        if let Err(e) = self.store.update_vm(vm).await {
+            self.release_network(vm).await;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Frees a VM's network; failures are logged, never returned, since
+    /// they must not keep a VM from ending (reconcile retries them).
+    pub(crate) async fn release_network(&self, vm: &mut Vm) {
+        if let Some(network) = vm.network.take() {
+            if let Err(e) = self.network.release(&vm.id, &network).await {
+                tracing::error!(vm_id = %vm.id, error = %error_chain(&e), "could not free a VM's network");
+                vm.network = Some(network);
+            }
+        }
+    }
+
+    pub async fn get_vm_egress(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+    ) -> Result<EgressPolicy, CoreError> {
+        let vm = self.get_vm(account, id).await?;
+        Ok(self.effective_egress(&vm))
+    }
+
+    /// Sets a VM's egress policy; on a running VM it applies at once.
+    pub async fn set_vm_egress(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+        policy: EgressPolicy,
+    ) -> Result<EgressPolicy, CoreError> {
+        self.check_policy_supported(Some(&policy))?;
+        self.get_vm(account, id).await?;
+        let _guard = self.lock_vm(id).await;
+        let mut vm = self.get_vm(account, id).await?;
+        self.apply_egress(&mut vm, policy).await
+    }
+
+    /// Applies `policy` to a VM whose lock the caller holds.
+    pub(crate) async fn apply_egress(
+        &self,
+        vm: &mut Vm,
+        policy: EgressPolicy,
+    ) -> Result<EgressPolicy, CoreError> {
+        if !vm.status.is_active() {
+            return Err(CoreError::FailedPrecondition(format!(
+                "the VM is {}; only a creating or running VM can be changed",
+                vm.status.as_str()
+            )));
+        }
+        if let Some(network) = &vm.network {
+            self.network.set_policy(&vm.id, network, &policy).await?;
+        }
+        vm.options.egress_policy = Some(policy.clone());
+        vm.updated_at = crate::clock::Timestamp::now();
+        self.store.update_vm(vm).await?;
+        Ok(policy)
+    }
+
+    /// The policy of a session's newest VM.
+    pub async fn get_session_egress(
+        &self,
+        account: &AccountId,
+        session: &SessionId,
+    ) -> Result<EgressPolicy, CoreError> {
+        let vm = self.session_latest_vm(account, session).await?;
+        Ok(self.effective_egress(&vm))
+    }
+
+    /// Sets the policy of a session: on its current VM at once, and on the
+    /// VMs the session gets later (they inherit it).
+    pub async fn set_session_egress(
+        &self,
+        account: &AccountId,
+        session: &SessionId,
+        policy: EgressPolicy,
+    ) -> Result<EgressPolicy, CoreError> {
+        self.check_policy_supported(Some(&policy))?;
+        let vm = self.session_latest_vm(account, session).await?;
+        let _guard = self.lock_vm(&vm.id).await;
+        let mut vm = self.get_vm(account, &vm.id).await?;
+        if !vm.status.is_active() {
+            // An ended session VM keeps the policy for its successor.
+            vm.options.egress_policy = Some(policy.clone());
+            self.store.update_vm(&vm).await?;
+            return Ok(policy);
+        }
+        self.apply_egress(&mut vm, policy).await
+    }
+
+    /// Rebuilds the rules of the VMs that survived a restart and frees
+    /// every other network resource.
+    pub(crate) async fn reconcile_network(&self, live: &[Vm]) -> Result<(), CoreError> {
+        if !self.network.enabled() {
+            return Ok(());
+        }
+        let live: Vec<LiveNetwork> = live
+            .iter()
+            .filter(|vm| vm.status == VmStatus::Running)
+            .filter_map(|vm| {
+                vm.network.clone().map(|network| LiveNetwork {
+                    vm: vm.id.clone(),
+                    network,
+                    policy: self.effective_egress(vm),
+                })
+            })
+            .collect();
+        self.network.reconcile(&live).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,92 @@
+//! The network port: gives a VM a network namespace wired to the host
+//! with its egress policy enforced, and takes it back. Implemented by
+//! `paddock-net` (a bridge, veths, nftables and a policy-aware DNS
+//! resolver). The service calls it under the VM's lock.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+
+use crate::error::RuntimeError;
+use crate::ids::VmId;
+use crate::model::EgressPolicy;
+
+/// A VM's place on the host network, recorded with the VM so that a
+/// restarted server finds it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmNetwork {
+    pub address: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+    /// The prepared network namespace the sandbox joins at boot.
+    pub netns: PathBuf,
+}
+
+/// A live VM's network and the policy in force on it, for reconciling.
+#[derive(Debug, Clone)]
+pub struct LiveNetwork {
+    pub vm: VmId,
+    pub network: VmNetwork,
+    pub policy: EgressPolicy,
+}
+
+#[async_trait]
+pub trait NetworkBackend: Send + Sync + 'static {
+    /// False where the server runs without networking: VMs then get a
+    /// loopback-only namespace and policies cannot be set.
+    fn enabled(&self) -> bool;
+
+    /// Takes a prepared namespace for `vm` and puts `policy` in force on
+    /// it before the VM can send a packet.
+    async fn attach(&self, vm: &VmId, policy: &EgressPolicy) -> Result<VmNetwork, RuntimeError>;
+
+    /// Replaces the policy of an attached VM, at once and atomically.
+    async fn set_policy(
+        &self,
+        vm: &VmId,
+        network: &VmNetwork,
+        policy: &EgressPolicy,
+    ) -> Result<(), RuntimeError>;
+
+    /// Frees the namespace, its links and its rules. Idempotent.
+    async fn release(&self, vm: &VmId, network: &VmNetwork) -> Result<(), RuntimeError>;
+
+    /// After a restart: rebuilds the rules of `live` VMs and frees every
+    /// namespace, link and rule that belongs to none of them.
+    async fn reconcile(&self, live: &[LiveNetwork]) -> Result<(), RuntimeError>;
+}
+
+/// The backend of a server without networking.
+pub struct NoNetwork;
+
+#[async_trait]
+impl NetworkBackend for NoNetwork {
+    fn enabled(&self) -> bool {
+        false
+    }
+
+    async fn attach(&self, _vm: &VmId, _policy: &EgressPolicy) -> Result<VmNetwork, RuntimeError> {
+        Err(RuntimeError::Setup(
+            "networking is disabled on this server".into(),
+        ))
+    }
+
+    async fn set_policy(
+        &self,
+        _vm: &VmId,
+        _network: &VmNetwork,
+        _policy: &EgressPolicy,
+    ) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Setup(
+            "networking is disabled on this server".into(),
+        ))
+    }
+
+    async fn release(&self, _vm: &VmId, _network: &VmNetwork) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    async fn reconcile(&self, _live: &[LiveNetwork]) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+}

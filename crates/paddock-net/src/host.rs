@@ -1,0 +1,368 @@
+//! [`HostNetwork`]: the network port on this host.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use async_trait::async_trait;
+use paddock_core::ids::VmId;
+use paddock_core::model::{EgressPolicy, Ipv4Cidr};
+use paddock_core::network_backend::{LiveNetwork, NetworkBackend, VmNetwork};
+use paddock_core::RuntimeError;
+use tokio::sync::Notify;
+
+use crate::dns::{self, Policies};
+use crate::nft::{self, Layout, VmRules};
+use crate::{link, netns, NetError};
+
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// The host bridge; also the name of this server's nftables tables.
+    pub bridge: String,
+    /// VM addresses; `.1` is the gateway and resolver.
+    pub subnet: Ipv4Cidr,
+    /// Ranges no VM reaches whatever its policy (private ranges, the
+    /// metadata range); the subnet itself is always added.
+    pub blocked: Vec<Ipv4Cidr>,
+    /// Where the resolver forwards the queries it answers.
+    pub dns_upstream: Vec<SocketAddr>,
+    /// How many namespaces to keep prepared.
+    pub warm: usize,
+    /// Where the namespace files are pinned.
+    pub state_dir: PathBuf,
+}
+
+impl NetworkConfig {
+    fn gateway(&self) -> Option<Ipv4Addr> {
+        self.subnet.nth(1)
+    }
+
+    fn layout(&self) -> Result<Layout, NetError> {
+        let gateway = self
+            .gateway()
+            .ok_or_else(|| NetError::Exhausted(self.subnet.to_string()))?;
+        Ok(Layout {
+            table: self.bridge.clone(),
+            bridge: self.bridge.clone(),
+            subnet: self.subnet,
+            gateway,
+            blocked: self.blocked.clone(),
+        })
+    }
+
+    fn ns_dir(&self) -> PathBuf {
+        self.state_dir.join("netns")
+    }
+}
+
+pub struct HostNetwork {
+    config: NetworkConfig,
+    layout: Layout,
+    state: Arc<PoolState>,
+}
+
+/// Addresses in use and namespaces prepared, shared with the refill task.
+struct PoolState {
+    config: NetworkConfig,
+    layout: Layout,
+    /// Every address held: by a VM or by a prepared namespace.
+    used: Mutex<BTreeSet<Ipv4Addr>>,
+    warm: Mutex<Vec<Ipv4Addr>>,
+    refill: Notify,
+    started: std::sync::Once,
+    policies: Policies,
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NetError {
+    let what = what.into();
+    move |source| NetError::Host { what, source }
+}
+
+impl HostNetwork {
+    /// Sets up the bridge, forwarding, an empty ruleset and the resolver.
+    /// VMs get namespaces once [`NetworkBackend::reconcile`] has run.
+    pub async fn start(config: NetworkConfig) -> Result<Self, NetError> {
+        if config.subnet.prefix() > 29 {
+            return Err(NetError::Exhausted(config.subnet.to_string()));
+        }
+        let layout = config.layout()?;
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+            .map_err(io_err("enable IPv4 forwarding"))?;
+        link::ensure_bridge(&config.bridge, layout.gateway, config.subnet).await?;
+        nft::apply(&nft::full_ruleset(&layout, &[])).await?;
+        std::fs::create_dir_all(config.ns_dir())
+            .map_err(io_err(config.ns_dir().display().to_string()))?;
+        let policies: Policies = Arc::new(RwLock::new(HashMap::new()));
+        dns::serve(
+            SocketAddr::from((layout.gateway, 53)),
+            layout.clone(),
+            config.dns_upstream.clone(),
+            Arc::clone(&policies),
+        )
+        .await
+        .map_err(io_err(format!("serve DNS on {}:53", layout.gateway)))?;
+        tracing::info!(bridge = %config.bridge, subnet = %config.subnet, warm = config.warm, "VM networking ready");
+        let state = Arc::new(PoolState {
+            config: config.clone(),
+            layout: layout.clone(),
+            used: Mutex::new(BTreeSet::new()),
+            warm: Mutex::new(Vec::new()),
+            refill: Notify::new(),
+            started: std::sync::Once::new(),
+            policies,
+        });
+        Ok(Self {
+            config,
+            layout,
+            state,
+        })
+    }
+
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.layout.gateway
+    }
+
+    /// Removes everything a server with `config` made, without a server:
+    /// for `paddock purge`.
+    pub async fn purge(config: &NetworkConfig) -> Result<usize, NetError> {
+        let layout = config.layout()?;
+        let mut removed = 0;
+        for port in link::ports_of(&config.bridge) {
+            if let Some(a) = link::port_address(&port) {
+                link::remove_port(a).await?;
+                removed += 1;
+            }
+        }
+        for ns in netns::list(&config.ns_dir()) {
+            netns::remove(&ns).map_err(io_err(ns.display().to_string()))?;
+        }
+        nft::apply_each(&[
+            format!("delete table inet {}", layout.table),
+            format!("delete table bridge {}", layout.table),
+        ])
+        .await;
+        link::remove_bridge(&config.bridge).await?;
+        Ok(removed)
+    }
+}
+
+impl PoolState {
+    fn netns_path(&self, address: Ipv4Addr) -> PathBuf {
+        self.config.ns_dir().join(address.to_string())
+    }
+
+    fn network(&self, address: Ipv4Addr) -> VmNetwork {
+        VmNetwork {
+            address,
+            gateway: self.layout.gateway,
+            netns: self.netns_path(address),
+        }
+    }
+
+    /// The lowest free address after the gateway, now held.
+    fn allocate(&self) -> Result<Ipv4Addr, NetError> {
+        let mut used = self
+            .used
+            .lock()
+            .map_err(|_| NetError::Exhausted("poisoned".into()))?;
+        // .0 is the network, .1 the gateway, the last the broadcast.
+        let last = u32::try_from(self.config.subnet.size() - 1).unwrap_or(u32::MAX);
+        let free = (2..last)
+            .filter_map(|n| self.config.subnet.nth(n))
+            .find(|a| !used.contains(a))
+            .ok_or_else(|| NetError::Exhausted(self.config.subnet.to_string()))?;
+        used.insert(free);
+        Ok(free)
+    }
+
+    fn free(&self, address: Ipv4Addr) {
+        if let Ok(mut used) = self.used.lock() {
+            used.remove(&address);
+        }
+    }
+
+    /// Prepares one namespace: pinned, wired and addressed.
+    async fn prepare(&self) -> Result<Ipv4Addr, NetError> {
+        let address = self.allocate()?;
+        let path = self.netns_path(address);
+        let result = async {
+            let p = path.clone();
+            tokio::task::spawn_blocking(move || netns::create(&p))
+                .await
+                .map_err(|e| NetError::Tool {
+                    tool: "netns",
+                    message: e.to_string(),
+                })?
+                .map_err(io_err(format!("create the namespace {}", path.display())))?;
+            link::wire(
+                &path,
+                &self.config.bridge,
+                address,
+                self.layout.gateway,
+                self.config.subnet.prefix(),
+            )
+            .await
+        }
+        .await;
+        match result {
+            Ok(()) => Ok(address),
+            Err(e) => {
+                self.discard(address).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Frees a namespace, its port and its address.
+    async fn discard(&self, address: Ipv4Addr) {
+        if let Err(e) = link::remove_port(address).await {
+            tracing::warn!(%address, error = %e, "could not remove a VM port");
+        }
+        let path = self.netns_path(address);
+        if let Err(e) = netns::remove(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove a namespace");
+        }
+        self.free(address);
+    }
+
+    fn take_warm(&self) -> Option<Ipv4Addr> {
+        self.warm.lock().ok()?.pop()
+    }
+
+    /// Keeps `warm` namespaces prepared, refilling whenever one is taken.
+    async fn refill_forever(self: Arc<Self>) {
+        loop {
+            while self.warm.lock().map(|w| w.len()).unwrap_or(usize::MAX) < self.config.warm {
+                match self.prepare().await {
+                    Ok(a) => {
+                        if let Ok(mut w) = self.warm.lock() {
+                            w.push(a);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not prepare a network namespace");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        break;
+                    }
+                }
+            }
+            self.refill.notified().await;
+        }
+    }
+}
+
+#[async_trait]
+impl NetworkBackend for HostNetwork {
+    fn enabled(&self) -> bool {
+        true
+    }
+
+    async fn attach(&self, vm: &VmId, policy: &EgressPolicy) -> Result<VmNetwork, RuntimeError> {
+        let address = match self.state.take_warm() {
+            Some(a) => a,
+            None => self.state.prepare().await?,
+        };
+        self.state.refill.notify_one();
+        let port = link::port_name(address);
+        let rules = VmRules {
+            address,
+            port: &port,
+            policy,
+        };
+        if let Err(e) = nft::apply(&nft::add_vm(&self.layout, &rules)).await {
+            self.state.discard(address).await;
+            return Err(e.into());
+        }
+        if let Ok(mut p) = self.state.policies.write() {
+            p.insert(address, policy.clone());
+        }
+        tracing::debug!(vm_id = %vm, %address, "VM network attached");
+        Ok(self.state.network(address))
+    }
+
+    async fn set_policy(
+        &self,
+        _vm: &VmId,
+        network: &VmNetwork,
+        policy: &EgressPolicy,
+    ) -> Result<(), RuntimeError> {
+        nft::apply(&nft::replace_policy(&self.layout, network.address, policy)).await?;
+        if let Ok(mut p) = self.state.policies.write() {
+            p.insert(network.address, policy.clone());
+        }
+        Ok(())
+    }
+
+    async fn release(&self, vm: &VmId, network: &VmNetwork) -> Result<(), RuntimeError> {
+        let address = network.address;
+        if let Ok(mut p) = self.state.policies.write() {
+            p.remove(&address);
+        }
+        nft::apply_each(&nft::remove_vm(
+            &self.layout,
+            address,
+            &link::port_name(address),
+        ))
+        .await;
+        self.state.discard(address).await;
+        tracing::debug!(vm_id = %vm, %address, "VM network released");
+        Ok(())
+    }
+
+    async fn reconcile(&self, live: &[LiveNetwork]) -> Result<(), RuntimeError> {
+        let ports: Vec<String> = live
+            .iter()
+            .map(|l| link::port_name(l.network.address))
+            .collect();
+        let rules: Vec<VmRules<'_>> = live
+            .iter()
+            .zip(&ports)
+            .map(|(l, port)| VmRules {
+                address: l.network.address,
+                port,
+                policy: &l.policy,
+            })
+            .collect();
+        nft::apply(&nft::full_ruleset(&self.layout, &rules)).await?;
+        let keep: BTreeSet<Ipv4Addr> = live.iter().map(|l| l.network.address).collect();
+        if let Ok(mut p) = self.state.policies.write() {
+            *p = live
+                .iter()
+                .map(|l| (l.network.address, l.policy.clone()))
+                .collect();
+        }
+        if let Ok(mut used) = self.state.used.lock() {
+            *used = keep.clone();
+        }
+        // Namespaces prepared before the restart are not trusted: they go
+        // with every other leftover, and the pool is filled afresh.
+        let mut orphans = 0;
+        for path in netns::list(&self.config.ns_dir()) {
+            let address = file_address(&path);
+            if address.is_some_and(|a| keep.contains(&a)) {
+                continue;
+            }
+            netns::remove(&path).map_err(|e| RuntimeError::host(path.display().to_string(), e))?;
+            orphans += 1;
+        }
+        for port in link::ports_of(&self.config.bridge) {
+            if let Some(a) = link::port_address(&port).filter(|a| !keep.contains(a)) {
+                link::remove_port(a).await?;
+                orphans += 1;
+            }
+        }
+        if orphans > 0 {
+            tracing::info!(count = orphans, "orphaned VM network parts removed");
+        }
+        let state = Arc::clone(&self.state);
+        self.state.started.call_once(|| {
+            tokio::spawn(state.refill_forever());
+        });
+        Ok(())
+    }
+}
+
+fn file_address(path: &Path) -> Option<Ipv4Addr> {
+    path.file_name()?.to_str()?.parse().ok()
+}

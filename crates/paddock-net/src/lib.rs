@@ -1,0 +1,36 @@
+//! VM networking on the host. Each VM gets a network namespace prepared
+//! ahead of demand (a warm pool), wired by a veth to a host bridge, with
+//! an address from the server's subnet, NAT to the host's uplink, and a
+//! resolver on the gateway. Egress policy is enforced by nftables on the
+//! host side, where the VM cannot touch it.
+
+pub mod dns;
+mod host;
+pub mod link;
+pub mod netns;
+pub mod nft;
+
+pub use host::{HostNetwork, NetworkConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("{tool}: {message}")]
+    Tool { tool: &'static str, message: String },
+    #[error("{what}")]
+    Host {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the subnet {0} has no free address left")]
+    Exhausted(String),
+}
+
+impl From<NetError> for paddock_core::RuntimeError {
+    fn from(e: NetError) -> Self {
+        match e {
+            NetError::Host { what, source } => paddock_core::RuntimeError::host(what, source),
+            other => paddock_core::RuntimeError::Setup(format!("network: {other}")),
+        }
+    }
+}

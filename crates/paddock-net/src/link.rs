@@ -1,0 +1,169 @@
+//! Links on the host: the bridge and each VM's veth pair, through
+//! iproute2's batch mode (`ip -b -`), the interface every distribution
+//! ships and documents. Each batch is one process, and pool preparation
+//! runs ahead of demand, so the process costs stay off the create path.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Stdio;
+
+use paddock_core::model::Ipv4Cidr;
+use tokio::io::AsyncWriteExt;
+
+use crate::NetError;
+
+/// The host-side name of a VM's veth: `vp` and its address in hex, unique
+/// on the host and within the 15 characters a link name may have.
+pub fn port_name(address: Ipv4Addr) -> String {
+    format!("vp{:08x}", u32::from(address))
+}
+
+/// The address a port name was made from.
+pub fn port_address(name: &str) -> Option<Ipv4Addr> {
+    let hex = name.strip_prefix("vp")?;
+    (hex.len() == 8)
+        .then(|| u32::from_str_radix(hex, 16).ok())
+        .flatten()
+        .map(Ipv4Addr::from)
+}
+
+/// Runs `prefix… ip -b -` with `batch` on stdin.
+async fn ip_batch(prefix: &[&str], batch: &str, force: bool) -> Result<(), NetError> {
+    let (program, mut args): (&str, Vec<&str>) = match prefix.split_first() {
+        Some((p, rest)) => (p, rest.to_vec()),
+        None => ("ip", Vec::new()),
+    };
+    if !prefix.is_empty() {
+        args.push("ip");
+    }
+    if force {
+        args.push("-force");
+    }
+    args.extend(["-b", "-"]);
+    let tool_err = |e: std::io::Error| NetError::Tool {
+        tool: "ip",
+        message: e.to_string(),
+    };
+    let mut child = tokio::process::Command::new(program)
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(tool_err)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(batch.as_bytes()).await.map_err(tool_err)?;
+    }
+    let out = child.wait_with_output().await.map_err(tool_err)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NetError::Tool {
+            tool: "ip",
+            message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+    }
+}
+
+/// Creates the bridge with the gateway address unless it exists.
+pub async fn ensure_bridge(
+    bridge: &str,
+    gateway: Ipv4Addr,
+    subnet: Ipv4Cidr,
+) -> Result<(), NetError> {
+    if !Path::new("/sys/class/net").join(bridge).exists() {
+        ip_batch(&[], &format!("link add {bridge} type bridge\n"), false).await?;
+    }
+    // `replace` makes the address idempotent.
+    ip_batch(
+        &[],
+        &format!(
+            "addr replace {gateway}/{prefix} dev {bridge}\nlink set {bridge} up\n",
+            prefix = subnet.prefix()
+        ),
+        false,
+    )
+    .await
+}
+
+/// Wires a prepared namespace: a veth whose host end joins the bridge as
+/// an isolated port (ports cannot reach each other) and whose other end
+/// is the VM's `eth0` with its address and default route.
+pub async fn wire(
+    netns: &Path,
+    bridge: &str,
+    address: Ipv4Addr,
+    gateway: Ipv4Addr,
+    prefix: u8,
+) -> Result<(), NetError> {
+    let port = port_name(address);
+    let ns = netns.display();
+    ip_batch(
+        &[],
+        &format!(
+            "link add {port} type veth peer name eth0 netns {ns}\n\
+             link set {port} master {bridge}\n\
+             link set dev {port} type bridge_slave isolated on\n\
+             link set {port} up\n"
+        ),
+        false,
+    )
+    .await?;
+    let ns_arg = format!("--net={ns}");
+    ip_batch(
+        &["nsenter", &ns_arg],
+        &format!(
+            "link set lo up\naddr add {address}/{prefix} dev eth0\nlink set eth0 up\n\
+             route add default via {gateway}\n"
+        ),
+        false,
+    )
+    .await
+}
+
+/// Deletes a VM's veth (both ends go); a missing one is not an error.
+pub async fn remove_port(address: Ipv4Addr) -> Result<(), NetError> {
+    let port = port_name(address);
+    if !Path::new("/sys/class/net").join(&port).exists() {
+        return Ok(());
+    }
+    ip_batch(&[], &format!("link del {port}\n"), true).await
+}
+
+/// The VM ports attached to `bridge`.
+pub fn ports_of(bridge: &str) -> Vec<String> {
+    let dir = Path::new("/sys/class/net").join(bridge).join("brif");
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| port_address(n).is_some())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Removes the bridge (for `paddock purge`).
+pub async fn remove_bridge(bridge: &str) -> Result<(), NetError> {
+    if !Path::new("/sys/class/net").join(bridge).exists() {
+        return Ok(());
+    }
+    ip_batch(&[], &format!("link del {bridge}\n"), true).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_names_round_trip() {
+        let a: Ipv4Addr = "10.88.1.2".parse().expect("ip");
+        let n = port_name(a);
+        assert!(n.len() <= 15);
+        assert_eq!(port_address(&n), Some(a));
+        assert_eq!(port_address("eth0"), None);
+        assert_eq!(port_address("vpzz"), None);
+    }
+}

@@ -1,0 +1,59 @@
+//! Persistent network namespaces: a namespace kept alive by a bind mount
+//! of its nsfs file, as `ip netns add` does, but under paddock's own data
+//! dir so that each server owns its own.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+
+/// Creates a fresh network namespace pinned at `path`. A short-lived
+/// thread enters the new namespace and binds it: namespaces are per
+/// thread, so the server's own threads never leave the host's.
+pub fn create(path: &Path) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    fs::File::create(path)?;
+    let target = path.to_path_buf();
+    let pinned = std::thread::spawn(move || -> io::Result<()> {
+        unshare(CloneFlags::CLONE_NEWNET)?;
+        mount(
+            Some("/proc/thread-self/ns/net"),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )?;
+        Ok(())
+    })
+    .join()
+    .map_err(|_| io::Error::other("the namespace thread panicked"))?;
+    if let Err(e) = pinned {
+        let _ = fs::remove_file(path);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Unpins and removes a namespace file; the namespace itself ends when its
+/// last process does. Removing what is not there succeeds.
+pub fn remove(path: &Path) -> io::Result<()> {
+    match umount2(path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => return Err(e.into()),
+    }
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The namespace files under `dir`.
+pub fn list(dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
