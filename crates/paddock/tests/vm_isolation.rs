@@ -43,7 +43,7 @@ async fn sandboxes_cannot_see_the_host_or_each_other() {
     assert!(!out.contains("mine"), "{out}");
     assert!(!out.contains("sleep 600"), "{out}");
 
-    // Only loopback in the network namespace; no host interfaces.
+    // Loopback and the VM's own veth; no host interfaces.
     let (out, _, _) = c.exec(a, "cat /proc/net/dev").await;
     let ifaces: Vec<_> = out
         .lines()
@@ -51,7 +51,7 @@ async fn sandboxes_cannot_see_the_host_or_each_other() {
         .filter_map(|l| l.split(':').next())
         .map(str::trim)
         .collect();
-    assert_eq!(ifaces, vec!["lo"], "{out}");
+    assert_eq!(ifaces, vec!["lo", "eth0"], "{out}");
 
     // Privileged operations are refused.
     let (_, _, exit) = c.exec(a, "mount -t tmpfs none /mnt").await;

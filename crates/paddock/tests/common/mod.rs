@@ -3,6 +3,7 @@
 //! client for it. Dropping the server kills it and every sandbox it made.
 #![allow(dead_code)]
 
+pub mod internet;
 pub mod registry;
 pub mod token;
 
@@ -21,6 +22,25 @@ pub struct Server {
     port: u16,
     env: Vec<(String, String)>,
     config: Option<PathBuf>,
+}
+
+/// A bridge and subnet of its own for each server, so servers running at
+/// once (tests of one binary run in parallel) never share rules.
+fn network_env() -> Vec<(String, String)> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 256;
+    let p = std::process::id() % 128;
+    vec![
+        (
+            "PADDOCK_NETWORK__BRIDGE".into(),
+            format!("pt{p:02x}{n:02x}"),
+        ),
+        (
+            "PADDOCK_NETWORK__SUBNET".into(),
+            format!("10.{}.{n}.0/24", 64 + p),
+        ),
+        ("PADDOCK_NETWORK__WARM".into(), "2".into()),
+    ]
 }
 
 fn free_port() -> u16 {
@@ -61,9 +81,9 @@ impl Server {
             key: String::new(),
             child: None,
             port,
-            env: env
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            env: network_env()
+                .into_iter()
+                .chain(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
                 .collect(),
             config: None,
         };
@@ -177,7 +197,14 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
-        let _ = paddock_runtime::container::purge(&self.data_dir());
+        // The CLI purges sandboxes, mounts and this server's network.
+        let _ = Command::new(bin())
+            .args(["purge", "--data-dir"])
+            .arg(self.data_dir())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

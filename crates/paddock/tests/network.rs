@@ -1,0 +1,291 @@
+//! VM networking against a small internet built from network namespaces
+//! (see `common::internet`): egress policies by default, CIDR and domain,
+//! live changes, what no VM may ever reach, and the rules across a
+//! restart. No packet leaves the machine.
+
+mod common;
+
+use std::time::Duration;
+
+use common::internet::{Internet, GREETING};
+use common::{Client, Server};
+use serde_json::{json, Value};
+
+fn server_for(net: &Internet) -> Server {
+    Server::start_with(&[(
+        "PADDOCK_NETWORK__DNS_UPSTREAM",
+        &format!("[\"{}\"]", net.dns()),
+    )])
+}
+
+/// Connects from inside the VM: `open`, `refused` (a reset or an ICMP
+/// refusal) or `timeout`, with the seconds it took.
+async fn connect(c: &Client, vm: &str, host: &str, port: u16) -> (String, f64) {
+    let script = format!(
+        r#"python3 -c '
+import socket, time
+t = time.time()
+try:
+    socket.create_connection(("{host}", {port}), timeout=8).close(); r = "open"
+except socket.timeout: r = "timeout"
+except OSError as e: r = "refused" if e.errno in (111, 113, 101, 13) else "error%d" % e.errno
+print(r, time.time() - t)'"#
+    );
+    let (out, err, _) = c.exec(vm, &script).await;
+    let mut parts = out.split_whitespace();
+    let verdict = parts
+        .next()
+        .unwrap_or_else(|| panic!("no output: {err}"))
+        .to_owned();
+    let secs = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(f64::MAX);
+    (verdict, secs)
+}
+
+async fn fetch(c: &Client, vm: &str, url: &str) -> String {
+    let (out, err, _) = c
+        .exec(
+            vm,
+            &format!(
+                "python3 -c 'import urllib.request; print(urllib.request.urlopen(\"{url}\", timeout=8).read().decode())' 2>&1 || true"
+            ),
+        )
+        .await;
+    format!("{out}{err}")
+}
+
+async fn resolve(c: &Client, vm: &str, name: &str) -> String {
+    let (out, _, _) = c
+        .exec(vm, &format!("getent hosts {name} || echo unresolved"))
+        .await;
+    out.trim().to_owned()
+}
+
+async fn new_vm(c: &Client, policy: Option<Value>) -> String {
+    let body = match policy {
+        Some(p) => json!({ "egress_policy": p }),
+        None => json!({}),
+    };
+    let vm = c.create_vm(body).await;
+    assert_eq!(vm["status"], "active", "{vm}");
+    vm["vm_id"].as_str().expect("vm id").to_owned()
+}
+
+#[tokio::test]
+async fn allow_all_reaches_outside_and_deny_refuses_fast_and_live() {
+    let net = Internet::start();
+    let server = server_for(&net);
+    let c = server.client();
+    let vm = new_vm(&c, None).await;
+    let ip = net.web.to_string();
+
+    // The server's default policy allows everything not always blocked.
+    assert!(fetch(&c, &vm, &format!("http://{ip}/"))
+        .await
+        .contains(GREETING));
+    assert!(fetch(&c, &vm, "http://web.allowed.test/")
+        .await
+        .contains(GREETING));
+
+    // Deny everything, on the running VM: refused at once, not hanging.
+    let r = c
+        .req(reqwest::Method::PATCH, &format!("/v1/vms/{vm}"))
+        .json(&json!({"egress_policy": {"default": "deny"}}));
+    let r = c.send(r).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["egress_policy"]["default"], "deny");
+    let (verdict, secs) = connect(&c, &vm, &ip, 80).await;
+    assert_eq!(verdict, "refused");
+    assert!(secs < 2.0, "a refusal took {secs} s");
+    assert_eq!(resolve(&c, &vm, "web.allowed.test").await, "unresolved");
+
+    // And back, through the SDK's route.
+    let r = c
+        .post(&format!("/v1/egress/vm/{vm}"), json!({"default": "allow"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(connect(&c, &vm, &ip, 80).await.0, "open");
+    let r = c.get(&format!("/v1/egress/vm/{vm}")).await;
+    assert_eq!(r.body["default"], "allow");
+}
+
+#[tokio::test]
+async fn cidr_and_domain_allow_lists() {
+    let net = Internet::start();
+    let server = server_for(&net);
+    let c = server.client();
+    let (web, other) = (net.web.to_string(), net.other.to_string());
+
+    let by_cidr = new_vm(&c, Some(json!({"allowed_cidrs": [format!("{web}/32")]}))).await;
+    assert_eq!(connect(&c, &by_cidr, &web, 80).await.0, "open");
+    let (verdict, secs) = connect(&c, &by_cidr, &other, 80).await;
+    assert_eq!(verdict, "refused");
+    assert!(secs < 2.0, "a refusal took {secs} s");
+    // Denied ranges win over allowed ones.
+    let r = c
+        .post(
+            &format!("/v1/egress/vm/{by_cidr}"),
+            json!({"allowed_cidrs": ["198.18.0.0/15"], "denied_cidrs": [web]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(connect(&c, &by_cidr, &web, 80).await.0, "refused");
+    assert_eq!(connect(&c, &by_cidr, &other, 80).await.0, "open");
+
+    let by_name = new_vm(&c, Some(json!({"allowed_domains": ["*.allowed.test"]}))).await;
+    // Before any lookup, the address is as closed as any other.
+    assert_eq!(connect(&c, &by_name, &web, 80).await.0, "refused");
+    // Other names do not resolve at all.
+    assert_eq!(resolve(&c, &by_name, "other.test").await, "unresolved");
+    assert!(resolve(&c, &by_name, "web.allowed.test")
+        .await
+        .starts_with(&web));
+    assert!(fetch(&c, &by_name, "http://web.allowed.test/")
+        .await
+        .contains(GREETING));
+    // A raw address nobody looked up stays refused.
+    assert_eq!(connect(&c, &by_name, &other, 80).await.0, "refused");
+}
+
+#[tokio::test]
+async fn no_policy_reaches_the_host_metadata_or_other_vms() {
+    let net = Internet::start();
+    let server = server_for(&net);
+    let c = server.client();
+    let a = new_vm(&c, Some(json!({"default": "allow"}))).await;
+    let b = new_vm(
+        &c,
+        Some(json!({"default": "allow", "allowed_cidrs": ["10.0.0.0/8"]})),
+    )
+    .await;
+    let b_ip = c.get(&format!("/v1/vms/{b}")).await.body["ip_address"]
+        .as_str()
+        .expect("ip")
+        .to_owned();
+    c.exec(&b, "nohup python3 -m http.server 8000 >/dev/null 2>&1 &")
+        .await;
+    let gateway = {
+        let (out, _, _) = c.exec(&a, "ip route show default").await;
+        out.split_whitespace().nth(2).expect("gateway").to_owned()
+    };
+    let api_port: u16 = server
+        .base
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The host's services, through its bridge address or its others.
+    assert_eq!(connect(&c, &a, &gateway, api_port).await.0, "refused");
+    assert_eq!(
+        connect(&c, &a, &net.host.to_string(), api_port).await.0,
+        "refused"
+    );
+    // The metadata range, even when a policy names it.
+    assert_eq!(connect(&c, &a, "169.254.169.254", 80).await.0, "refused");
+    let (verdict, _) = connect(&c, &b, "169.254.169.254", 80).await;
+    assert_eq!(verdict, "refused");
+    // Another VM, even when its range is allowed.
+    let (verdict, _) = connect(&c, &a, &b_ip, 8000).await;
+    assert_ne!(verdict, "open");
+    // The server in B is up: B reaches itself.
+    assert_eq!(connect(&c, &b, "127.0.0.1", 8000).await.0, "open");
+    // DNS is the one host service a VM may use.
+    assert!(resolve(&c, &a, "web.allowed.test")
+        .await
+        .starts_with(&net.web.to_string()));
+}
+
+#[tokio::test]
+async fn rules_survive_a_restart_and_leave_nothing_behind() {
+    let net = Internet::start();
+    let mut server = server_for(&net);
+    let c = server.client();
+    let web = net.web.to_string();
+    let open = new_vm(&c, Some(json!({"allowed_cidrs": [web.clone()]}))).await;
+    let closed = new_vm(&c, Some(json!({"default": "deny"}))).await;
+    let ip = c.get(&format!("/v1/vms/{closed}")).await.body["ip_address"]
+        .as_str()
+        .expect("ip")
+        .to_owned();
+    let port = format!(
+        "vp{:08x}",
+        u32::from(ip.parse::<std::net::Ipv4Addr>().expect("ip"))
+    );
+
+    server.restart();
+    let c = server.client();
+    assert_eq!(connect(&c, &open, &web, 80).await.0, "open");
+    assert_eq!(connect(&c, &closed, &web, 80).await.0, "refused");
+
+    assert!(std::path::Path::new("/sys/class/net").join(&port).exists());
+    let r = c.delete(&format!("/v1/vms/{closed}")).await;
+    assert_eq!(r.status, 200);
+    assert!(!std::path::Path::new("/sys/class/net").join(&port).exists());
+    let netns = server.data_dir().join("net/netns").join(&ip);
+    assert!(!netns.exists(), "{} left behind", netns.display());
+}
+
+#[tokio::test]
+async fn bad_policies_are_refused_with_the_field() {
+    let server = Server::start();
+    let c = server.client();
+    for (policy, loc) in [
+        (
+            json!({"allowed_cidrs": ["10.0.0.0/8", "nope"]}),
+            json!(["body", "egress_policy", "allowed_cidrs", "1"]),
+        ),
+        (
+            json!({"allowed_domains": ["*"]}),
+            json!(["body", "egress_policy", "allowed_domains", "0"]),
+        ),
+        (
+            json!({"default": "maybe"}),
+            json!(["body", "egress_policy", "default"]),
+        ),
+        (
+            json!({"alow_http": true}),
+            json!(["body", "egress_policy", "alow_http"]),
+        ),
+        (
+            json!({"allowed_cidrs": ["::/0"]}),
+            json!(["body", "egress_policy", "allowed_cidrs", "0"]),
+        ),
+        (json!("deny"), json!(["body", "egress_policy"])),
+    ] {
+        let r = c.post("/v1/vms", json!({"egress_policy": policy})).await;
+        assert_eq!(r.status, 422, "{policy}: {}", r.body);
+        assert_eq!(r.body["detail"][0]["loc"], loc, "{}", r.body);
+    }
+    let listed = c.get("/v1/vms").await;
+    assert_eq!(
+        listed.body.as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        listed.body
+    );
+
+    let vm = new_vm(&c, None).await;
+    let r = c
+        .post(&format!("/v1/egress/vm/{vm}"), json!({"allow_http": "yes"}))
+        .await;
+    assert_eq!(r.status, 422);
+    assert_eq!(r.body["detail"][0]["loc"], json!(["body", "allow_http"]));
+    // Another account's VM does not exist for this one.
+    let other = c.with_key(Some(&server.other_account_key()));
+    assert_eq!(other.get(&format!("/v1/egress/vm/{vm}")).await.status, 404);
+    assert_eq!(
+        other
+            .post(&format!("/v1/egress/vm/{vm}"), json!({}))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        c.get("/v1/egress/vm/vm_doesnotexist000000").await.status,
+        404
+    );
+}
