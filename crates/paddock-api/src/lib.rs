@@ -24,6 +24,8 @@ pub struct AppState {
     pub metrics: MetricsHandle,
     /// Facts `/readyz` reports about the host runtime.
     pub runtime_info: serde_json::Value,
+    /// How share URLs are written in responses.
+    pub share_urls: vms::shares::ShareUrls,
 }
 
 /// The whole HTTP API.

@@ -97,6 +97,11 @@ prefixed_id!(
     /// One secret in a vault.
     CredentialId, "cred_", 20
 );
+prefixed_id!(
+    /// A share: one port of a VM published through the share proxy. The
+    /// part after `shr_` is the share's host label.
+    ShareId, "shr_", 20
+);
 
 /// A session id: chosen by the client or generated (a UUID, as InstaVM's
 /// clients expect). 1 to 128 of `[A-Za-z0-9._-]`.

@@ -22,6 +22,7 @@ pub mod network_backend;
 pub mod provider;
 pub mod secrets;
 pub mod service;
+pub mod shares;
 pub mod snapshots;
 pub mod store;
 pub mod vaults;

@@ -17,6 +17,10 @@ impl Service {
             .unwrap_or_else(|| self.config.default_egress.clone())
     }
 
+    pub fn network_enabled(&self) -> bool {
+        self.network.enabled()
+    }
+
     /// Refuses a policy on a server that cannot enforce one.
     pub(crate) fn check_policy_supported(
         &self,

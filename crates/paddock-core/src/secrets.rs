@@ -31,6 +31,9 @@ pub enum SealError {
 pub struct MasterKey {
     id: String,
     cipher: Aes256Gcm,
+    /// A second key derived from the master key, for MACs: one key is
+    /// never used for two algorithms.
+    mac_key: [u8; 32],
 }
 
 impl MasterKey {
@@ -40,7 +43,15 @@ impl MasterKey {
         }
         let id = hex::encode(&Sha256::digest(bytes)[..8]);
         let cipher = Aes256Gcm::new_from_slice(bytes).map_err(|_| SealError::KeyLength)?;
-        Ok(Self { id, cipher })
+        let mut mac_key = [0u8; 32];
+        mac_key.copy_from_slice(&Sha256::digest(
+            [b"paddock-mac-v1:".as_slice(), bytes].concat(),
+        ));
+        Ok(Self {
+            id,
+            cipher,
+            mac_key,
+        })
     }
 
     /// A key written as 64 hex digits (surrounding whitespace ignored).
@@ -80,6 +91,16 @@ impl Keyring {
 
     pub fn current_id(&self) -> &str {
         self.current.id()
+    }
+
+    /// HMAC-SHA256 of `data` under the current key, as hex: for values the
+    /// server hands out and later checks (share cookies).
+    pub fn mac(&self, data: &str) -> String {
+        use hmac::Mac;
+        let mut m = <hmac::Hmac<Sha256> as Mac>::new_from_slice(&self.current.mac_key)
+            .expect("HMAC accepts any key length");
+        m.update(data.as_bytes());
+        hex::encode(m.finalize().into_bytes())
     }
 
     pub fn seal(&self, aad: &str, value: &SecretValue) -> Result<Sealed, SealError> {

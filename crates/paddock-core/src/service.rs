@@ -107,6 +107,8 @@ pub struct Service {
     /// Serializes changes to attachments and volume host mounts.
     pub(crate) volume_lock: AsyncMutex<()>,
     vm_locks: Mutex<HashMap<VmId, Arc<AsyncMutex<()>>>>,
+    /// Bumped on every share change (see `share_generation`).
+    pub(crate) share_generation: std::sync::atomic::AtomicU64,
     pulls: Mutex<HashMap<String, PullRecord>>,
 }
 
@@ -130,6 +132,7 @@ impl Service {
             network,
             volume_lock: AsyncMutex::new(()),
             vm_locks: Mutex::new(HashMap::new()),
+            share_generation: std::sync::atomic::AtomicU64::new(0),
             pulls: Mutex::new(HashMap::new()),
         })
     }
@@ -550,6 +553,7 @@ impl Service {
         }
         self.provider.stop(&vm.id, vm.runtime).await?;
         self.release_volumes(&vm.id).await;
+        self.end_shares(&vm.id).await;
         self.release_network(&mut vm).await;
         let now = Timestamp::now();
         vm.status = VmStatus::Terminated;
@@ -577,6 +581,7 @@ impl Service {
             tracing::warn!(vm_id = %vm.id, error = %error_chain(&e), "cleanup of a dead VM failed");
         }
         self.release_volumes(&vm.id).await;
+        self.end_shares(&vm.id).await;
         self.release_network(&mut vm).await;
         vm.status = VmStatus::Failed;
         vm.status_reason = Some(reason.to_owned());

@@ -6,12 +6,12 @@ use async_trait::async_trait;
 use crate::clock::Timestamp;
 use crate::error::StoreError;
 use crate::ids::{
-    AccountId, ApiKeyId, CheckpointId, CredentialId, ExecutionId, SessionId, SnapshotId, VaultId,
-    VmId, VolumeId,
+    AccountId, ApiKeyId, CheckpointId, CredentialId, ExecutionId, SessionId, ShareId, SnapshotId,
+    VaultId, VmId, VolumeId,
 };
 use crate::model::{
     Account, ApiKey, Attachment, Checkpoint, Credential, Execution, Image, NewApiKey, Sealed,
-    Snapshot, SnapshotKind, Vault, Vm, VmFilter, VmStatus, VmStatusSet, Volume,
+    Share, Snapshot, SnapshotKind, Vault, Vm, VmFilter, VmStatus, VmStatusSet, Volume,
 };
 
 /// Snapshots, scoped by account.
@@ -115,8 +115,45 @@ pub trait VaultStore: Send + Sync {
     ) -> Result<Vec<(CredentialId, Sealed)>, StoreError>;
 }
 
+/// Shares and their one-time login tokens.
 #[async_trait]
-pub trait Store: SnapshotStore + VolumeStore + VaultStore + Send + Sync + 'static {
+pub trait ShareStore: Send + Sync {
+    async fn insert_share(&self, share: &Share) -> Result<(), StoreError>;
+    async fn update_share(&self, share: &Share) -> Result<(), StoreError>;
+    async fn get_share(
+        &self,
+        account: &AccountId,
+        id: &ShareId,
+    ) -> Result<Option<Share>, StoreError>;
+    /// Any account's share: for the proxy, which routes by host.
+    async fn find_share(&self, id: &ShareId) -> Result<Option<Share>, StoreError>;
+    /// Newest first; only `vm`'s when given.
+    async fn list_shares(
+        &self,
+        account: &AccountId,
+        vm: Option<&VmId>,
+    ) -> Result<Vec<Share>, StoreError>;
+    async fn delete_share(&self, account: &AccountId, id: &ShareId) -> Result<bool, StoreError>;
+    async fn delete_shares_of_vm(&self, vm: &VmId) -> Result<u64, StoreError>;
+    async fn insert_share_login(
+        &self,
+        token_hash: &str,
+        share: &ShareId,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// Consumes a login token: the share it was for, if it existed and had
+    /// not expired by `now`. A token works once.
+    async fn take_share_login(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<ShareId>, StoreError>;
+}
+
+#[async_trait]
+pub trait Store:
+    SnapshotStore + VolumeStore + VaultStore + ShareStore + Send + Sync + 'static
+{
     async fn insert_account(&self, account: &Account) -> Result<(), StoreError>;
     async fn get_account(&self, id: &AccountId) -> Result<Option<Account>, StoreError>;
     async fn list_accounts(&self) -> Result<Vec<Account>, StoreError>;

@@ -12,9 +12,10 @@ use paddock_core::model::{EgressPolicy, Ipv4Cidr, Limits};
 use paddock_runtime::container::VariantSource;
 use serde::{Deserialize, Serialize};
 
-const CONFIG_KEYS: [&str; 9] = [
+const CONFIG_KEYS: [&str; 10] = [
     "registries",
     "network",
+    "shares",
     "listen",
     "data_dir",
     "agent_path",
@@ -42,6 +43,34 @@ pub struct Config {
     pub registries: BTreeMap<String, RegistryEntry>,
     #[serde(default)]
     pub network: NetworkSection,
+    #[serde(default)]
+    pub shares: SharesSection,
+}
+
+/// `[shares]`: the share proxy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SharesSection {
+    /// Where the proxy listens (plain HTTP).
+    pub listen: SocketAddr,
+    /// Share hosts are `{label}.{domain}`; wildcard DNS for it must point
+    /// at the proxy (`*.localhost` is loopback without any DNS).
+    pub domain: String,
+    /// The scheme and port written in share URLs, when a front proxy
+    /// serves them on others (`https`, 443); by default the listener's.
+    pub url_scheme: String,
+    pub url_port: Option<u16>,
+}
+
+impl Default for SharesSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7421)),
+            domain: "localhost".into(),
+            url_scheme: "http".into(),
+            url_port: None,
+        }
+    }
 }
 
 /// `[network]`: the host bridge VMs attach to and the egress defaults.
@@ -159,6 +188,7 @@ impl Default for Config {
             log_format: "text".into(),
             registries: BTreeMap::new(),
             network: NetworkSection::default(),
+            shares: SharesSection::default(),
         }
     }
 }

@@ -106,7 +106,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let sweeper =
         tokio::spawn(Arc::clone(&service).run_sweeper(paddock_core::service::Shutdown(stop_rx)));
+    let share_listener = tokio::net::TcpListener::bind(config.shares.listen)
+        .await
+        .with_context(|| format!("share proxy: listen on {}", config.shares.listen))?;
+    let share_port = share_listener.local_addr()?.port();
+    tokio::spawn(paddock_proxy::serve(
+        share_listener,
+        Arc::clone(&service),
+        paddock_proxy::ProxyConfig {
+            domain: config.shares.domain.clone(),
+        },
+    ));
+    tracing::info!(address = %config.shares.listen, domain = %config.shares.domain, "share proxy is serving");
     let state = AppState {
+        share_urls: paddock_api::vms::shares::ShareUrls {
+            scheme: config.shares.url_scheme.clone(),
+            domain: config.shares.domain.clone(),
+            port: config.shares.url_port.or(Some(share_port)).filter(|p| {
+                !matches!(
+                    (config.shares.url_scheme.as_str(), p),
+                    ("http", 80) | ("https", 443)
+                )
+            }),
+        },
         service,
         metrics: MetricsHandle::install().context("install the metrics recorder")?,
         runtime_info,

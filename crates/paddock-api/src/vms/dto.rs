@@ -28,7 +28,8 @@ pub struct CreateVmRequest {
     pub snapshot_on_terminate: Option<bool>,
     /// The name of that snapshot.
     pub snapshot_name: Option<String>,
-    #[schema(value_type = Option<Object>)]
+    /// Publish this port of the VM once it runs (see `POST /v1/shares`).
+    #[schema(value_type = Option<super::shares::ShareRequest>)]
     pub share: Option<Value>,
     #[schema(value_type = Option<Object>)]
     pub custom_domain: Option<Value>,
@@ -54,7 +55,6 @@ impl CreateVmRequest {
             Some(_) => true,
         };
         [
-            ("share", &self.share),
             ("custom_domain", &self.custom_domain),
             ("auto_suspend", &self.auto_suspend),
             ("auto_resume", &self.auto_resume),
@@ -81,7 +81,8 @@ pub struct VmResponse {
     /// `creating`, `active` (running), `stopping`, `stopped`, `terminated`
     /// or `failed`.
     pub status: String,
-    #[schema(value_type = Option<Object>)]
+    /// The share made with the VM (its token only in the create response).
+    #[schema(value_type = Option<super::shares::ShareResponse>)]
     pub share: Option<Value>,
     #[schema(value_type = Option<Object>)]
     pub custom_domain: Option<Value>,

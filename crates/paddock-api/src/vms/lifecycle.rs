@@ -37,6 +37,12 @@ pub(crate) async fn create(
                 .collect(),
         ));
     }
+    let share = body
+        .share
+        .as_ref()
+        .filter(|v| !v.is_null())
+        .map(super::shares::parse_create_share)
+        .transpose()?;
     let spec = vm_spec(
         &state.service,
         VmSettings {
@@ -55,11 +61,30 @@ pub(crate) async fn create(
             egress_policy: body.egress_policy,
         },
     )?;
+    if share.is_some() && !state.service.network_enabled() {
+        return Err(paddock_core::CoreError::FailedPrecondition(
+            "networking is disabled on this server, so VM ports cannot be shared".into(),
+        )
+        .into());
+    }
     let vm = state
         .service
         .create_vm(&account, spec, q.wait.unwrap_or(true))
         .await?;
-    Ok(Json(VmResponse::from(&vm)))
+    let mut response = VmResponse::from(&vm);
+    if let Some((port, is_public)) = share {
+        if vm.status.is_active() {
+            let made = state
+                .service
+                .create_share(&account, &vm.id, port, is_public)
+                .await?;
+            response.share = Some(serde_json::json!(super::shares::share_response(
+                &state.share_urls,
+                &made
+            )));
+        }
+    }
+    Ok(Json(response))
 }
 
 async fn list(

@@ -13,6 +13,7 @@ pub(crate) mod images;
 pub(crate) mod lifecycle;
 pub(crate) mod pty;
 pub(crate) mod sessions;
+pub mod shares;
 pub(crate) mod snapshots;
 pub(crate) mod vaults;
 pub(crate) mod volumes;
@@ -130,6 +131,21 @@ pub(crate) fn router() -> Router<AppState> {
             post(vaults::rotate_credential),
         )
         .route("/v1/volumes", post(volumes::create).get(volumes::list))
+        .route("/v1/shares", post(shares::create).get(shares::list))
+        .route(
+            "/v1/shares/{share_id}",
+            get(shares::get)
+                .patch(shares::update)
+                .delete(shares::delete),
+        )
+        .route(
+            "/v1/vms/{vm_id}/shares",
+            post(shares::create_for_vm).get(shares::list_for_vm),
+        )
+        .route(
+            "/v1/vms/{vm_id}/shares/{share_id}",
+            axum::routing::delete(shares::delete_for_vm),
+        )
         .route(
             "/v1/egress/vm/{vm_id}",
             get(egress::get_vm).post(egress::set_vm),

@@ -5,6 +5,7 @@ mod egress;
 mod execution;
 mod image;
 mod resources;
+mod share;
 mod snapshot;
 mod vault;
 mod vm;
@@ -20,6 +21,7 @@ pub use image::{
     PulledImage, RootfsSpec,
 };
 pub use resources::{Limits, ResourceError, Resources};
+pub use share::{hash_token, NewShare, Share, ShareSecret};
 pub use snapshot::{Snapshot, SnapshotKind, SnapshotStatus};
 pub use vault::{Credential, Sealed, SecretValue, Vault};
 pub use vm::{

@@ -2,6 +2,7 @@
 //! migrations embedded in the binary and applied at open.
 
 mod rows;
+mod shares;
 mod state;
 
 use std::path::Path;

@@ -20,6 +20,8 @@ pub struct Server {
     pub key: String,
     child: Option<Child>,
     port: u16,
+    /// The share proxy's port.
+    pub share_port: u16,
     env: Vec<(String, String)>,
     config: Option<PathBuf>,
 }
@@ -75,7 +77,9 @@ impl Server {
             .tempdir_in("/tmp")
             .expect("temp dir");
         let port = free_port();
+        let share_port = free_port();
         let mut s = Self {
+            share_port,
             dir,
             base: format!("http://127.0.0.1:{port}"),
             key: String::new(),
@@ -83,6 +87,10 @@ impl Server {
             port,
             env: network_env()
                 .into_iter()
+                .chain([(
+                    "PADDOCK_SHARES__LISTEN".to_owned(),
+                    format!("127.0.0.1:{share_port}"),
+                )])
                 .chain(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
                 .collect(),
             config: None,

@@ -1,0 +1,224 @@
+//! Shares: publishing a VM's port through the share proxy. The service
+//! keeps the records and answers the proxy's one question: where does
+//! this share go, and may this caller in.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering;
+
+use crate::clock::Timestamp;
+use crate::error::CoreError;
+use crate::ids::{AccountId, ShareId, VmId};
+use crate::model::{hash_token, NewShare, Share, ShareSecret, VmStatus};
+use crate::service::{error_chain, Service};
+
+/// How long a one-time login URL stays usable.
+const LOGIN_TTL_SECONDS: u64 = 24 * 3600;
+
+/// Where the proxy sends a share's traffic.
+#[derive(Debug, Clone)]
+pub struct ShareRoute {
+    pub share: Share,
+    pub address: Ipv4Addr,
+}
+
+impl Service {
+    /// Publishes `port` of a VM. A private share gets an access token and
+    /// a one-time login token, returned only here.
+    pub async fn create_share(
+        &self,
+        account: &AccountId,
+        vm_id: &VmId,
+        port: u16,
+        is_public: bool,
+    ) -> Result<NewShare, CoreError> {
+        let vm = self.get_vm(account, vm_id).await?;
+        if !vm.status.is_active() {
+            return Err(CoreError::FailedPrecondition(format!(
+                "the VM is {}; only a creating or running VM can be shared",
+                vm.status.as_str()
+            )));
+        }
+        if !self.network.enabled() {
+            return Err(CoreError::FailedPrecondition(
+                "networking is disabled on this server, so VM ports cannot be shared".into(),
+            ));
+        }
+        if port == 0 {
+            return Err(CoreError::invalid("port", "must be from 1 to 65535"));
+        }
+        let token = (!is_public).then(ShareSecret::generate);
+        let share = Share {
+            id: ShareId::generate(),
+            account_id: account.clone(),
+            vm_id: vm.id.clone(),
+            port,
+            is_public,
+            token_hash: token.as_ref().map(ShareSecret::hash).unwrap_or_default(),
+            created_at: Timestamp::now(),
+        };
+        self.store.insert_share(&share).await?;
+        let login = match token {
+            Some(_) => Some(self.new_share_login(&share.id).await?),
+            None => None,
+        };
+        Ok(NewShare {
+            share,
+            token,
+            login,
+        })
+    }
+
+    async fn new_share_login(&self, share: &ShareId) -> Result<ShareSecret, CoreError> {
+        let login = ShareSecret::generate();
+        self.store
+            .insert_share_login(
+                &login.hash(),
+                share,
+                Timestamp::now().plus_seconds(LOGIN_TTL_SECONDS),
+            )
+            .await?;
+        Ok(login)
+    }
+
+    pub async fn get_share(&self, account: &AccountId, id: &ShareId) -> Result<Share, CoreError> {
+        self.store
+            .get_share(account, id)
+            .await?
+            .ok_or_else(|| CoreError::not_found("share", id))
+    }
+
+    /// The account's shares, or one VM's (404 when the VM is not the
+    /// account's).
+    pub async fn list_shares(
+        &self,
+        account: &AccountId,
+        vm: Option<&VmId>,
+    ) -> Result<Vec<Share>, CoreError> {
+        if let Some(vm) = vm {
+            self.get_vm(account, vm).await?;
+        }
+        Ok(self.store.list_shares(account, vm).await?)
+    }
+
+    /// Makes a share public or private. Turning it private issues a new
+    /// token (and login token), returned only here.
+    pub async fn set_share_visibility(
+        &self,
+        account: &AccountId,
+        id: &ShareId,
+        is_public: bool,
+    ) -> Result<NewShare, CoreError> {
+        let mut share = self.get_share(account, id).await?;
+        let mut fresh = NewShare {
+            share: share.clone(),
+            token: None,
+            login: None,
+        };
+        if share.is_public == is_public {
+            return Ok(fresh);
+        }
+        share.is_public = is_public;
+        if is_public {
+            share.token_hash = String::new();
+        } else {
+            let token = ShareSecret::generate();
+            share.token_hash = token.hash();
+            fresh.token = Some(token);
+        }
+        self.store.update_share(&share).await?;
+        self.share_changed();
+        if !is_public {
+            fresh.login = Some(self.new_share_login(&share.id).await?);
+        }
+        fresh.share = share;
+        Ok(fresh)
+    }
+
+    pub async fn delete_share(&self, account: &AccountId, id: &ShareId) -> Result<(), CoreError> {
+        if !self.store.delete_share(account, id).await? {
+            return Err(CoreError::not_found("share", id));
+        }
+        self.share_changed();
+        Ok(())
+    }
+
+    /// Where a share's traffic goes: its running VM's address and port.
+    pub async fn share_route(&self, id: &ShareId) -> Result<ShareRoute, CoreError> {
+        let share = self
+            .store
+            .find_share(id)
+            .await?
+            .ok_or_else(|| CoreError::not_found("share", id))?;
+        let vm = self
+            .store
+            .find_vm(&share.vm_id)
+            .await?
+            .ok_or_else(|| CoreError::not_found("share", id))?;
+        match (&vm.network, vm.status) {
+            (Some(net), VmStatus::Running) => Ok(ShareRoute {
+                address: net.address,
+                share,
+            }),
+            _ => Err(CoreError::Unavailable(format!(
+                "the shared VM is {}",
+                vm.status.as_str()
+            ))),
+        }
+    }
+
+    /// Whether `token` opens the private share `share`: its access token,
+    /// or the cookie value a login set.
+    pub fn share_token_matches(&self, share: &Share, token: &str) -> bool {
+        !share.token_hash.is_empty()
+            && (constant_time_eq(&hash_token(token), &share.token_hash)
+                || constant_time_eq(token, &self.share_cookie_token(share)))
+    }
+
+    /// The cookie value that opens a private share: a MAC of the share and
+    /// its current token, so it dies when the token is rotated and no
+    /// token is ever stored in clear.
+    pub fn share_cookie_token(&self, share: &Share) -> String {
+        self.keyring
+            .mac(&format!("share-cookie:{}:{}", share.id, share.token_hash))
+    }
+
+    /// Consumes a one-time login token: true when it was issued for
+    /// `share` and had not been used or expired.
+    pub async fn take_share_login(&self, share: &ShareId, login: &str) -> Result<bool, CoreError> {
+        let found = self
+            .store
+            .take_share_login(&hash_token(login), Timestamp::now())
+            .await?;
+        Ok(found.as_ref() == Some(share))
+    }
+
+    /// Changes whenever a share changes or goes, so the proxy's cache
+    /// never serves a revoked route.
+    pub fn share_generation(&self) -> u64 {
+        self.share_generation.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn share_changed(&self) {
+        self.share_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Ends the shares of a VM that ended.
+    pub(crate) async fn end_shares(&self, vm: &VmId) {
+        match self.store.delete_shares_of_vm(vm).await {
+            Ok(0) => {}
+            Ok(_) => self.share_changed(),
+            Err(e) => {
+                tracing::error!(vm_id = %vm, error = %error_chain(&e), "could not end a VM's shares")
+            }
+        }
+    }
+}
+
+/// Compares two hex digests without an early exit.
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}

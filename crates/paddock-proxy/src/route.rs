@@ -1,0 +1,156 @@
+//! Which share a request is for, and whether it may go through.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use paddock_core::ids::ShareId;
+use paddock_core::model::Share;
+use paddock_core::service::Service;
+use paddock_core::shares::ShareRoute;
+use paddock_core::CoreError;
+
+use crate::auth::{self, Access};
+use crate::forward::{self, Backend, ProxyBody};
+use crate::ProxyConfig;
+
+/// The path prefix of the path form.
+const PATH_PREFIX: &str = "/_share/";
+
+pub struct Router {
+    service: Arc<Service>,
+    config: ProxyConfig,
+    backend: Backend,
+    /// Routes by share, valid while the service's share generation is the
+    /// one they were read at.
+    cache: Mutex<HashMap<ShareId, (ShareRoute, u64)>>,
+}
+
+/// The share a request names and how much of its path names it.
+struct Target {
+    share: ShareId,
+    /// `/_share/{label}` in the path form, stripped before forwarding.
+    strip: Option<String>,
+}
+
+pub fn text(status: StatusCode, body: &str) -> Response<ProxyBody> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(body.to_owned()))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+impl Router {
+    pub fn new(service: Arc<Service>, config: ProxyConfig) -> Self {
+        Self {
+            service,
+            config,
+            backend: Backend::new(),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        tls: bool,
+    ) -> Response<ProxyBody> {
+        let Some(target) = self.target(&req) else {
+            return text(StatusCode::NOT_FOUND, "no share at this address\n");
+        };
+        let route = match self.route(&target.share).await {
+            Ok(r) => r,
+            Err(CoreError::NotFound { .. }) => {
+                return text(StatusCode::NOT_FOUND, "no such share\n")
+            }
+            Err(CoreError::Unavailable(m)) => {
+                return text(StatusCode::BAD_GATEWAY, &format!("{m}\n"))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "share lookup failed");
+                return text(StatusCode::SERVICE_UNAVAILABLE, "share lookup failed\n");
+            }
+        };
+        let req = if route.share.is_public {
+            req
+        } else {
+            match auth::check(
+                &self.service,
+                &route.share,
+                req,
+                target.strip.as_deref(),
+                tls,
+            )
+            .await
+            {
+                Access::Granted(req) => req,
+                Access::Respond(resp) => return resp,
+            }
+        };
+        forward::forward(
+            &self.backend,
+            req,
+            SocketAddr::from((route.address, route.share.port)),
+            target.strip.as_deref(),
+            peer,
+            tls,
+        )
+        .await
+    }
+
+    fn target(&self, req: &Request<Incoming>) -> Option<Target> {
+        let host = req
+            .uri()
+            .host()
+            .map(str::to_owned)
+            .or_else(|| {
+                req.headers()
+                    .get(hyper::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name).to_owned())
+            })
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let suffix = format!(".{}", self.config.domain);
+        if let Some(label) = host.strip_suffix(&suffix).filter(|l| !l.contains('.')) {
+            return Share::id_for_label(label).map(|share| Target { share, strip: None });
+        }
+        let rest = req.uri().path().strip_prefix(PATH_PREFIX)?;
+        let label = rest.split('/').next()?;
+        Share::id_for_label(label).map(|share| Target {
+            share,
+            strip: Some(format!("{PATH_PREFIX}{label}")),
+        })
+    }
+
+    async fn route(&self, id: &ShareId) -> Result<ShareRoute, CoreError> {
+        let generation = self.service.share_generation();
+        if let Ok(cache) = self.cache.lock() {
+            if let Some((route, g)) = cache.get(id) {
+                if *g == generation {
+                    return Ok(route.clone());
+                }
+            }
+        }
+        let route = self.service.share_route(id).await?;
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() > 10_000 {
+                cache.clear();
+            }
+            cache.insert(id.clone(), (route.clone(), generation));
+        }
+        Ok(route)
+    }
+}
