@@ -34,6 +34,8 @@ use crate::vms;
         vms::shares::create, vms::shares::list, vms::shares::get, vms::shares::update,
         vms::shares::delete, vms::shares::create_for_vm, vms::shares::list_for_vm,
         vms::shares::delete_for_vm,
+        vms::domains::create, vms::domains::list, vms::domains::get, vms::domains::verify,
+        vms::domains::health, vms::domains::delete,
         vms::egress::get_vm, vms::egress::set_vm, vms::egress::get_session, vms::egress::set_session,
     ),
     modifiers(&ApiKeyAuth),

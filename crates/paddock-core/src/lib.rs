@@ -12,6 +12,8 @@
 pub mod build;
 pub mod clock;
 pub mod dockerfile;
+pub mod domain_backend;
+pub mod domains;
 pub mod error;
 pub mod exec;
 pub mod ids;

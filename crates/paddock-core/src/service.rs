@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use crate::clock::Timestamp;
+use crate::domain_backend::DomainBackend;
 use crate::error::{CoreError, RuntimeError};
 use crate::exec::{
     ByteStream, ExecEvent, ExecRequest, ExecStream, ExitStatus, FileContent, PtyConnection,
@@ -104,6 +105,7 @@ pub struct Service {
     pub(crate) keyring: Arc<Keyring>,
     pub(crate) volumes: Arc<dyn VolumeBackend>,
     pub(crate) network: Arc<dyn NetworkBackend>,
+    pub(crate) domain_dns: Arc<dyn DomainBackend>,
     /// Serializes changes to attachments and volume host mounts.
     pub(crate) volume_lock: AsyncMutex<()>,
     vm_locks: Mutex<HashMap<VmId, Arc<AsyncMutex<()>>>>,
@@ -119,6 +121,7 @@ impl Service {
         images: Arc<dyn ImageBackend>,
         volumes: Arc<dyn VolumeBackend>,
         network: Arc<dyn NetworkBackend>,
+        domain_dns: Arc<dyn DomainBackend>,
         keyring: Arc<Keyring>,
         config: ServiceConfig,
     ) -> Arc<Self> {
@@ -130,6 +133,7 @@ impl Service {
             keyring,
             volumes,
             network,
+            domain_dns,
             volume_lock: AsyncMutex::new(()),
             vm_locks: Mutex::new(HashMap::new()),
             share_generation: std::sync::atomic::AtomicU64::new(0),

@@ -10,8 +10,8 @@ use crate::ids::{
     VaultId, VmId, VolumeId,
 };
 use crate::model::{
-    Account, ApiKey, Attachment, Checkpoint, Credential, Execution, Image, NewApiKey, Sealed,
-    Share, Snapshot, SnapshotKind, Vault, Vm, VmFilter, VmStatus, VmStatusSet, Volume,
+    Account, ApiKey, Attachment, Checkpoint, Credential, CustomDomain, Execution, Image, NewApiKey,
+    Sealed, Share, Snapshot, SnapshotKind, Vault, Vm, VmFilter, VmStatus, VmStatusSet, Volume,
 };
 
 /// Snapshots, scoped by account.
@@ -115,6 +115,28 @@ pub trait VaultStore: Send + Sync {
     ) -> Result<Vec<(CredentialId, Sealed)>, StoreError>;
 }
 
+/// Custom domains and their sealed DNS credentials.
+#[async_trait]
+pub trait DomainStore: Send + Sync {
+    /// Assigns the id; `StoreError::Duplicate` when the domain is taken.
+    async fn insert_domain(
+        &self,
+        domain: &CustomDomain,
+        credentials: Option<&Sealed>,
+    ) -> Result<i64, StoreError>;
+    async fn update_domain_status(&self, domain: &CustomDomain) -> Result<(), StoreError>;
+    async fn get_domain(
+        &self,
+        account: &AccountId,
+        id: i64,
+    ) -> Result<Option<CustomDomain>, StoreError>;
+    async fn list_domains(&self, account: &AccountId) -> Result<Vec<CustomDomain>, StoreError>;
+    /// Any account's domain by name: for the proxy.
+    async fn find_domain(&self, domain: &str) -> Result<Option<CustomDomain>, StoreError>;
+    async fn domain_credentials(&self, id: i64) -> Result<Option<Sealed>, StoreError>;
+    async fn delete_domain(&self, account: &AccountId, id: i64) -> Result<bool, StoreError>;
+}
+
 /// Shares and their one-time login tokens.
 #[async_trait]
 pub trait ShareStore: Send + Sync {
@@ -152,7 +174,7 @@ pub trait ShareStore: Send + Sync {
 
 #[async_trait]
 pub trait Store:
-    SnapshotStore + VolumeStore + VaultStore + ShareStore + Send + Sync + 'static
+    SnapshotStore + VolumeStore + VaultStore + ShareStore + DomainStore + Send + Sync + 'static
 {
     async fn insert_account(&self, account: &Account) -> Result<(), StoreError>;
     async fn get_account(&self, id: &AccountId) -> Result<Option<Account>, StoreError>;

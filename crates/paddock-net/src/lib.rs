@@ -9,6 +9,7 @@ mod host;
 pub mod link;
 pub mod netns;
 pub mod nft;
+pub mod rfc2136;
 
 pub use host::{HostNetwork, NetworkConfig};
 

@@ -14,6 +14,7 @@
 mod auth;
 mod forward;
 mod route;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,10 +23,10 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use paddock_core::service::Service;
 use tokio::net::TcpListener;
 
 pub use route::Router;
+pub use tls::{serve_tls, Certificates};
 
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
@@ -35,8 +36,7 @@ pub struct ProxyConfig {
 }
 
 /// Serves shares on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, service: Arc<Service>, config: ProxyConfig) {
-    let router = Arc::new(Router::new(service, config));
+pub async fn serve(listener: TcpListener, router: Arc<Router>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,

@@ -28,6 +28,8 @@ pub struct Router {
     /// Routes by share, valid while the service's share generation is the
     /// one they were read at.
     cache: Mutex<HashMap<ShareId, (ShareRoute, u64)>>,
+    /// Custom domains' shares (or their absence), cached the same way.
+    domains: Mutex<HashMap<String, (Option<ShareId>, u64)>>,
 }
 
 /// The share a request names and how much of its path names it.
@@ -35,6 +37,21 @@ struct Target {
     share: ShareId,
     /// `/_share/{label}` in the path form, stripped before forwarding.
     strip: Option<String>,
+}
+
+/// The host a request is for, without its port, lowercase.
+fn request_host(req: &Request<Incoming>) -> String {
+    req.uri()
+        .host()
+        .map(str::to_owned)
+        .or_else(|| {
+            req.headers()
+                .get(hyper::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name).to_owned())
+        })
+        .unwrap_or_default()
+        .to_ascii_lowercase()
 }
 
 pub fn text(status: StatusCode, body: &str) -> Response<ProxyBody> {
@@ -58,6 +75,7 @@ impl Router {
             config,
             backend: Backend::new(),
             cache: Mutex::new(HashMap::new()),
+            domains: Mutex::new(HashMap::new()),
         }
     }
 
@@ -67,8 +85,12 @@ impl Router {
         peer: SocketAddr,
         tls: bool,
     ) -> Response<ProxyBody> {
-        let Some(target) = self.target(&req) else {
-            return text(StatusCode::NOT_FOUND, "no share at this address\n");
+        let target = match self.target(&req) {
+            Some(t) => t,
+            None => match self.domain_share(&request_host(&req)).await {
+                Some(share) => Target { share, strip: None },
+                None => return text(StatusCode::NOT_FOUND, "no share at this address\n"),
+            },
         };
         let route = match self.route(&target.share).await {
             Ok(r) => r,
@@ -110,19 +132,49 @@ impl Router {
         .await
     }
 
+    /// Whether TLS for `host` is worth a certificate: a share host or a
+    /// custom domain.
+    pub async fn routes_host(&self, host: &str) -> bool {
+        self.share_label(host).is_some() || self.domain_share(host).await.is_some()
+    }
+
+    fn share_label(&self, host: &str) -> Option<ShareId> {
+        let suffix = format!(".{}", self.config.domain);
+        let label = host.strip_suffix(&suffix).filter(|l| !l.contains('.'))?;
+        Share::id_for_label(label)
+    }
+
+    /// The share a custom domain routes to, cached like routes.
+    async fn domain_share(&self, host: &str) -> Option<ShareId> {
+        if host.is_empty() {
+            return None;
+        }
+        let generation = self.service.share_generation();
+        if let Ok(cache) = self.domains.lock() {
+            if let Some((share, g)) = cache.get(host) {
+                if *g == generation {
+                    return share.clone();
+                }
+            }
+        }
+        let share = match self.service.custom_domain_share(host).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "custom domain lookup failed");
+                return None;
+            }
+        };
+        if let Ok(mut cache) = self.domains.lock() {
+            if cache.len() > 10_000 {
+                cache.clear();
+            }
+            cache.insert(host.to_owned(), (share.clone(), generation));
+        }
+        share
+    }
+
     fn target(&self, req: &Request<Incoming>) -> Option<Target> {
-        let host = req
-            .uri()
-            .host()
-            .map(str::to_owned)
-            .or_else(|| {
-                req.headers()
-                    .get(hyper::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name).to_owned())
-            })
-            .unwrap_or_default()
-            .to_ascii_lowercase();
+        let host = request_host(req);
         let suffix = format!(".{}", self.config.domain);
         if let Some(label) = host.strip_suffix(&suffix).filter(|l| !l.contains('.')) {
             return Share::id_for_label(label).map(|share| Target { share, strip: None });

@@ -60,6 +60,13 @@ pub struct SharesSection {
     /// serves them on others (`https`, 443); by default the listener's.
     pub url_scheme: String,
     pub url_port: Option<u16>,
+    /// Where the proxy serves TLS (custom domains, and shares over https).
+    pub tls_listen: SocketAddr,
+    /// Operators' certificates: `{name}.crt` and `{name}.key` (PEM), by
+    /// domain or `*.{domain}` for shares; others get self-signed ones.
+    pub certs_dir: Option<PathBuf>,
+    /// The address custom domains' DNS records point at.
+    pub public_address: std::net::Ipv4Addr,
 }
 
 impl Default for SharesSection {
@@ -69,6 +76,9 @@ impl Default for SharesSection {
             domain: "localhost".into(),
             url_scheme: "http".into(),
             url_port: None,
+            tls_listen: SocketAddr::from(([127, 0, 0, 1], 7422)),
+            certs_dir: None,
+            public_address: std::net::Ipv4Addr::LOCALHOST,
         }
     }
 }

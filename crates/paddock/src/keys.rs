@@ -27,6 +27,7 @@ async fn service_with(
         Arc::new(crate::nosandbox::NoImages),
         Arc::new(crate::nosandbox::NoVolumes),
         Arc::new(paddock_core::network_backend::NoNetwork),
+        Arc::new(paddock_core::domain_backend::NoDomains),
         Arc::new(keyring),
         ServiceConfig::default(),
     ))

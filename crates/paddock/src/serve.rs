@@ -81,6 +81,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Arc::new(images),
         Arc::new(volumes),
         network,
+        Arc::new(paddock_net::rfc2136::Rfc2136 {
+            address: config.shares.public_address,
+        }),
         Arc::new(crate::master_key::load(&config.data_dir).context("load the vault master key")?),
         ServiceConfig {
             limits: config.limits()?,
@@ -110,14 +113,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("share proxy: listen on {}", config.shares.listen))?;
     let share_port = share_listener.local_addr()?.port();
-    tokio::spawn(paddock_proxy::serve(
-        share_listener,
+    let tls_listener = tokio::net::TcpListener::bind(config.shares.tls_listen)
+        .await
+        .with_context(|| format!("share proxy: listen on {}", config.shares.tls_listen))?;
+    let tls_port = tls_listener.local_addr()?.port();
+    let router = Arc::new(paddock_proxy::Router::new(
         Arc::clone(&service),
         paddock_proxy::ProxyConfig {
             domain: config.shares.domain.clone(),
         },
     ));
-    tracing::info!(address = %config.shares.listen, domain = %config.shares.domain, "share proxy is serving");
+    tokio::spawn(paddock_proxy::serve(share_listener, Arc::clone(&router)));
+    tokio::spawn(paddock_proxy::serve_tls(
+        tls_listener,
+        router,
+        Arc::new(paddock_proxy::Certificates::new(
+            config.shares.certs_dir.clone(),
+            &config.shares.domain,
+        )),
+    ));
+    tracing::info!(http = %config.shares.listen, https = %config.shares.tls_listen, domain = %config.shares.domain, "share proxy is serving");
     let state = AppState {
         share_urls: paddock_api::vms::shares::ShareUrls {
             scheme: config.shares.url_scheme.clone(),
@@ -128,6 +143,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     ("http", 80) | ("https", 443)
                 )
             }),
+            tls_port: Some(tls_port),
+            certs_dir: config.shares.certs_dir.clone(),
         },
         service,
         metrics: MetricsHandle::install().context("install the metrics recorder")?,

@@ -342,3 +342,124 @@ async fn shares_are_managed_revoked_and_end_with_their_vm() {
     assert_eq!(http.get(&url).send().await.expect("request").status(), 404);
     assert_eq!(c.get("/v1/shares").await.body, json!([]));
 }
+
+#[tokio::test]
+async fn custom_domain_gets_its_dns_record_tls_and_routes_by_host() {
+    use common::internet::{Internet, TSIG_NAME, TSIG_SECRET};
+    let net = Internet::start();
+    let server = Server::start();
+    let c = server.client();
+    let creds = json!({"server": net.dns(), "zone": "test", "key_name": TSIG_NAME, "key_secret": TSIG_SECRET});
+
+    // Bad input names the field and makes nothing.
+    for (domain, loc) in [
+        (
+            json!({"domain": "app.test", "dns_provider": "cloudflare"}),
+            json!(["body", "dns_provider"]),
+        ),
+        (
+            json!({"domain": "app.test", "dns_provider": "rfc2136", "dns_credentials": {"server": net.dns(), "zone": "test", "key_name": "k", "key_secret": "%%"}}),
+            json!(["body", "dns_credentials", "key_secret"]),
+        ),
+        (
+            json!({"domain": "*.test", "dns_provider": null}),
+            json!(["body", "domain"]),
+        ),
+    ] {
+        let r = c
+            .post(
+                "/v1/vms",
+                json!({"share": {"port": 8000, "is_public": true}, "custom_domain": domain}),
+            )
+            .await;
+        assert_eq!(r.status, 422, "{}", r.body);
+        assert_eq!(r.body["detail"][0]["loc"], loc, "{}", r.body);
+    }
+    assert_eq!(c.get("/v1/vms").await.body, json!([]));
+
+    let vm = c
+        .create_vm(json!({
+            "share": {"port": 8000, "is_public": true},
+            "custom_domain": {"domain": "App.Test", "dns_provider": "rfc2136", "dns_credentials": creds},
+        }))
+        .await;
+    let vm_id = vm["vm_id"].as_str().expect("id").to_owned();
+    let domain = &vm["custom_domain"];
+    assert_eq!(domain["status"], "issued", "{vm}");
+    assert_eq!(domain["domain"], "app.test");
+    assert!(
+        !vm.to_string().contains(TSIG_SECRET),
+        "credentials returned: {vm}"
+    );
+    // The record is in the DNS server, made by dynamic update.
+    assert_eq!(net.lookup("app.test", "A"), "127.0.0.1");
+    start_http(&c, &vm_id).await;
+
+    // TLS (self-signed here) on the proxy's TLS port, routed by SNI/Host.
+    common::install_crypto();
+    let https = reqwest::Client::builder()
+        .resolve("app.test", ([127, 0, 0, 1], server.share_tls_port).into())
+        .danger_accept_invalid_certs(true)
+        .build()
+        .expect("client");
+    let r = https
+        .get(format!("https://app.test:{}/", server.share_tls_port))
+        .send()
+        .await
+        .expect("https through the custom domain");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.expect("body"), "hello from the vm\n");
+    // Plain HTTP by Host too.
+    let http = proxy_client(&server, "app.test");
+    let r = http
+        .get(format!("http://app.test:{}/", server.share_port))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+
+    let id = domain["id"].as_i64().expect("integer id");
+    let listed = c.get("/v1/custom-domains").await;
+    assert_eq!(listed.body["domains"][0]["id"], id);
+    let health = c.get(&format!("/v1/custom-domains/{id}/health")).await;
+    assert_eq!(health.body["cert_present"], true);
+    assert_eq!(health.body["proxy_active"], true);
+    let other = c.with_key(Some(&server.other_account_key()));
+    assert_eq!(
+        other.get(&format!("/v1/custom-domains/{id}")).await.status,
+        404
+    );
+    assert_eq!(
+        other
+            .delete(&format!("/v1/custom-domains/{id}"))
+            .await
+            .status,
+        404
+    );
+    // One hostname routes to one share.
+    let share_id = vm["share"]["share_id"].as_str().expect("share");
+    let r = c
+        .post(
+            "/v1/custom-domains",
+            json!({"domain": "app.test", "share_id": share_id, "dns_provider": null}),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+
+    // Deleting it removes the record and the route.
+    assert_eq!(
+        c.delete(&format!("/v1/custom-domains/{id}")).await.status,
+        200
+    );
+    assert_eq!(net.lookup("app.test", "A"), "");
+    let r = http
+        .get(format!("http://app.test:{}/", server.share_port))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 404);
+    assert!(
+        !server.log().contains(TSIG_SECRET),
+        "the TSIG secret reached the log"
+    );
+}

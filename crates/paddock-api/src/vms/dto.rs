@@ -31,7 +31,8 @@ pub struct CreateVmRequest {
     /// Publish this port of the VM once it runs (see `POST /v1/shares`).
     #[schema(value_type = Option<super::shares::ShareRequest>)]
     pub share: Option<Value>,
-    #[schema(value_type = Option<Object>)]
+    /// Route this hostname to the VM's `share` (which it needs).
+    #[schema(value_type = Option<super::domains::VmDomainRequest>)]
     pub custom_domain: Option<Value>,
     pub image_variant: Option<String>,
     /// Volumes to mount before the VM runs its first command.
@@ -55,7 +56,6 @@ impl CreateVmRequest {
             Some(_) => true,
         };
         [
-            ("custom_domain", &self.custom_domain),
             ("auto_suspend", &self.auto_suspend),
             ("auto_resume", &self.auto_resume),
         ]
@@ -84,7 +84,8 @@ pub struct VmResponse {
     /// The share made with the VM (its token only in the create response).
     #[schema(value_type = Option<super::shares::ShareResponse>)]
     pub share: Option<Value>,
-    #[schema(value_type = Option<Object>)]
+    /// The custom domain made with the VM.
+    #[schema(value_type = Option<super::domains::DomainResponse>)]
     pub custom_domain: Option<Value>,
     /// `none` (no vault), `ready` (secrets staged) or `error`.
     pub env_status: String,

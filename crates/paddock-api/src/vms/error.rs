@@ -86,7 +86,10 @@ impl IntoResponse for ApiError {
                     (StatusCode::NOT_FOUND, format!("{k} not found"))
                 }
                 CoreError::InvalidArgument { field, message } => {
-                    return Self::field(&["body", &field], message, "value_error").into_response()
+                    // `dns_credentials.server` is a nested field: one loc
+                    // entry per level.
+                    let loc: Vec<&str> = std::iter::once("body").chain(field.split('.')).collect();
+                    return Self::field(&loc, message, "value_error").into_response();
                 }
                 CoreError::Conflict(m) | CoreError::FailedPrecondition(m) => {
                     (StatusCode::CONFLICT, m)

@@ -43,6 +43,25 @@ pub(crate) async fn create(
         .filter(|v| !v.is_null())
         .map(super::shares::parse_create_share)
         .transpose()?;
+    let domain = body
+        .custom_domain
+        .as_ref()
+        .filter(|v| !v.is_null())
+        .map(super::domains::parse_vm_domain)
+        .transpose()?;
+    if domain.is_some() && share.is_none() {
+        return Err(ApiError::body_field(
+            "custom_domain",
+            "a custom domain routes to the VM's share: set share too",
+        ));
+    }
+    if let Some(d) = &domain {
+        state.service.check_custom_domain(
+            &d.domain,
+            d.dns_provider.as_deref(),
+            d.dns_credentials.as_ref(),
+        )?;
+    }
     let spec = vm_spec(
         &state.service,
         VmSettings {
@@ -82,6 +101,22 @@ pub(crate) async fn create(
                 &state.share_urls,
                 &made
             )));
+            if let Some(d) = domain {
+                let record = state
+                    .service
+                    .create_custom_domain(
+                        &account,
+                        &made.share.id,
+                        &d.domain,
+                        d.dns_provider.as_deref(),
+                        d.dns_credentials,
+                    )
+                    .await?;
+                response.custom_domain = Some(serde_json::json!(super::domains::domain_response(
+                    &state.share_urls,
+                    &record
+                )));
+            }
         }
     }
     Ok(Json(response))

@@ -3,6 +3,7 @@
 //! streamed file transfer. A thin adapter: it parses, calls the core, and
 //! renders the core's errors through [`error::ApiError`].
 
+pub mod domains;
 pub mod dto;
 pub(crate) mod egress;
 pub mod error;
@@ -132,6 +133,22 @@ pub(crate) fn router() -> Router<AppState> {
         )
         .route("/v1/volumes", post(volumes::create).get(volumes::list))
         .route("/v1/shares", post(shares::create).get(shares::list))
+        .route(
+            "/v1/custom-domains",
+            post(domains::create).get(domains::list),
+        )
+        .route(
+            "/v1/custom-domains/{domain_id}",
+            get(domains::get).delete(domains::delete),
+        )
+        .route(
+            "/v1/custom-domains/{domain_id}/verify",
+            post(domains::verify),
+        )
+        .route(
+            "/v1/custom-domains/{domain_id}/health",
+            get(domains::health),
+        )
         .route(
             "/v1/shares/{share_id}",
             get(shares::get)

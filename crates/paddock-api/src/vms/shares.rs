@@ -23,6 +23,10 @@ pub struct ShareUrls {
     pub domain: String,
     /// Omitted from URLs when `None` (80/443 behind another proxy).
     pub port: Option<u16>,
+    /// The TLS port of custom domains' URLs (omitted when 443 or `None`).
+    pub tls_port: Option<u16>,
+    /// Where operators' certificates are (`{domain}.crt`, `.key`).
+    pub certs_dir: Option<std::path::PathBuf>,
 }
 
 impl ShareUrls {
@@ -37,6 +41,21 @@ impl ShareUrls {
             self.domain,
             self.port_suffix()
         )
+    }
+
+    pub fn domain_url(&self, domain: &str) -> String {
+        let port = self
+            .tls_port
+            .filter(|p| *p != 443)
+            .map(|p| format!(":{p}"))
+            .unwrap_or_default();
+        format!("https://{domain}{port}/")
+    }
+
+    pub fn has_configured_cert(&self, domain: &str) -> bool {
+        self.certs_dir.as_ref().is_some_and(|d| {
+            d.join(format!("{domain}.crt")).is_file() && d.join(format!("{domain}.key")).is_file()
+        })
     }
 
     pub fn path_url(&self, label: &str) -> String {

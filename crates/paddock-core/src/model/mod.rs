@@ -1,6 +1,7 @@
 //! The records paddock keeps and the rules that make them valid.
 
 mod account;
+mod domain;
 mod egress;
 mod execution;
 mod image;
@@ -12,6 +13,7 @@ mod vm;
 mod volume;
 
 pub use account::{Account, ApiKey, ApiKeySecret, NewApiKey};
+pub use domain::{validate_domain, CustomDomain, DnsCredentials, DomainStatus, DNS_PROVIDERS};
 pub use egress::{
     DomainPattern, EgressDefault, EgressPolicy, Ipv4Cidr, PolicyError, PACKAGE_REGISTRY_DOMAINS,
 };

@@ -22,6 +22,8 @@ pub struct Server {
     port: u16,
     /// The share proxy's port.
     pub share_port: u16,
+    /// The share proxy's TLS port.
+    pub share_tls_port: u16,
     env: Vec<(String, String)>,
     config: Option<PathBuf>,
 }
@@ -78,8 +80,10 @@ impl Server {
             .expect("temp dir");
         let port = free_port();
         let share_port = free_port();
+        let share_tls_port = free_port();
         let mut s = Self {
             share_port,
+            share_tls_port,
             dir,
             base: format!("http://127.0.0.1:{port}"),
             key: String::new(),
@@ -87,10 +91,16 @@ impl Server {
             port,
             env: network_env()
                 .into_iter()
-                .chain([(
-                    "PADDOCK_SHARES__LISTEN".to_owned(),
-                    format!("127.0.0.1:{share_port}"),
-                )])
+                .chain([
+                    (
+                        "PADDOCK_SHARES__LISTEN".to_owned(),
+                        format!("127.0.0.1:{share_port}"),
+                    ),
+                    (
+                        "PADDOCK_SHARES__TLS_LISTEN".to_owned(),
+                        format!("127.0.0.1:{share_tls_port}"),
+                    ),
+                ])
                 .chain(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
                 .collect(),
             config: None,
