@@ -114,26 +114,32 @@ pub struct Service {
     pulls: Mutex<HashMap<String, PullRecord>>,
 }
 
+/// The host-side ports the service drives: sandboxes, images, volumes,
+/// VM networking and custom domains' DNS.
+pub struct Backends {
+    pub provider: Arc<dyn Provider>,
+    pub images: Arc<dyn ImageBackend>,
+    pub volumes: Arc<dyn VolumeBackend>,
+    pub network: Arc<dyn NetworkBackend>,
+    pub domain_dns: Arc<dyn DomainBackend>,
+}
+
 impl Service {
     pub fn new(
         store: Arc<dyn Store>,
-        provider: Arc<dyn Provider>,
-        images: Arc<dyn ImageBackend>,
-        volumes: Arc<dyn VolumeBackend>,
-        network: Arc<dyn NetworkBackend>,
-        domain_dns: Arc<dyn DomainBackend>,
+        backends: Backends,
         keyring: Arc<Keyring>,
         config: ServiceConfig,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
-            provider,
-            images,
+            provider: backends.provider,
+            images: backends.images,
             config,
             keyring,
-            volumes,
-            network,
-            domain_dns,
+            volumes: backends.volumes,
+            network: backends.network,
+            domain_dns: backends.domain_dns,
             volume_lock: AsyncMutex::new(()),
             vm_locks: Mutex::new(HashMap::new()),
             share_generation: std::sync::atomic::AtomicU64::new(0),

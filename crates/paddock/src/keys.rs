@@ -23,11 +23,13 @@ async fn service_with(
     let store = crate::serve::open_store(data_dir).await?;
     Ok(Service::new(
         store,
-        Arc::new(crate::nosandbox::NoSandboxes),
-        Arc::new(crate::nosandbox::NoImages),
-        Arc::new(crate::nosandbox::NoVolumes),
-        Arc::new(paddock_core::network_backend::NoNetwork),
-        Arc::new(paddock_core::domain_backend::NoDomains),
+        paddock_core::service::Backends {
+            provider: Arc::new(crate::nosandbox::NoSandboxes),
+            images: Arc::new(crate::nosandbox::NoImages),
+            volumes: Arc::new(crate::nosandbox::NoVolumes),
+            network: Arc::new(paddock_core::network_backend::NoNetwork),
+            domain_dns: Arc::new(paddock_core::domain_backend::NoDomains),
+        },
         Arc::new(keyring),
         ServiceConfig::default(),
     ))

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use paddock_api::{AppState, MetricsHandle};
 use paddock_core::network_backend::{NetworkBackend, NoNetwork};
-use paddock_core::service::{Service, ServiceConfig};
+use paddock_core::service::{Backends, Service, ServiceConfig};
 use paddock_runtime::container::{ContainerConfig, ContainerProvider};
 use paddock_store::SqliteStore;
 use tokio::sync::watch;
@@ -77,13 +77,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let service = Service::new(
         store,
-        Arc::new(provider),
-        Arc::new(images),
-        Arc::new(volumes),
-        network,
-        Arc::new(paddock_net::rfc2136::Rfc2136 {
-            address: config.shares.public_address,
-        }),
+        Backends {
+            provider: Arc::new(provider),
+            images: Arc::new(images),
+            volumes: Arc::new(volumes),
+            network,
+            domain_dns: Arc::new(paddock_net::rfc2136::Rfc2136 {
+                address: config.shares.public_address,
+            }),
+        },
         Arc::new(crate::master_key::load(&config.data_dir).context("load the vault master key")?),
         ServiceConfig {
             limits: config.limits()?,
