@@ -29,10 +29,21 @@ class Server:
         self.port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log = open(self.dir / "server.log", "ab")
+        self.share_port = _free_port()
+        # A bridge, subnet and proxy ports of its own, apart from any other
+        # server on the host.
+        self.env = dict(
+            os.environ,
+            PADDOCK_NETWORK__BRIDGE="psdk0",
+            PADDOCK_NETWORK__SUBNET="10.63.0.0/24",
+            PADDOCK_SHARES__LISTEN=f"127.0.0.1:{self.share_port}",
+            PADDOCK_SHARES__TLS_LISTEN=f"127.0.0.1:{_free_port()}",
+        )
         self.proc = subprocess.Popen(
             [str(BIN), "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.data)],
             stdout=subprocess.DEVNULL,
             stderr=self.log,
+            env=self.env,
         )
         deadline = time.time() + 20
         while time.time() < deadline:
@@ -50,7 +61,7 @@ class Server:
         self.proc.wait()
         self.log.close()
         subprocess.run([str(BIN), "purge", "--data-dir", str(self.data)], check=True,
-                       stdout=subprocess.DEVNULL)
+                       stdout=subprocess.DEVNULL, env=self.env)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -225,3 +225,46 @@ def test_volumes_and_checkpoints(client, server):
     client.volumes.delete_checkpoint(vid, ck["id"])
     client.volumes.delete(vid)
     assert all(v["id"] != vid for v in client.volumes.list())
+
+
+def test_egress_policies(client, server):
+    vm = client.vms.create(wait=True)
+    vid = vm["vm_id"]
+    set_ = client.set_vm_egress(vid, allow_http=False, allow_https=True,
+                                allowed_domains=["*.example.test"], allowed_cidrs=["198.18.0.0/15"])
+    assert set_["allow_https"] is True and set_["allow_http"] is False
+    got = client.get_vm_egress(vid)
+    assert got["allowed_domains"] == ["*.example.test"]
+    assert got["allowed_cidrs"] == ["198.18.0.0/15"]
+    # HTTPS anywhere means names resolve; the rules are in force at once.
+    r = _in_vm(server, vm).execute("ip -4 -o addr show eth0 | grep -c inet")
+    assert r["stdout"].strip() == "1"
+
+    client.set_session_egress(allow_package_managers=False, allow_http=False, allow_https=False,
+                              allowed_domains=[], allowed_cidrs=[])
+    got = client.get_session_egress()
+    assert got["allow_http"] is False and got["allow_public_repos"] is False
+    client.vms.delete(vid)
+
+
+def test_shares_custom_domains_and_ssh_keys(client, server):
+    vm = client.vms.create(wait=True)
+    vid = vm["vm_id"]
+    share = client.shares.create(port=8000, vm_id=vid, is_public=True)
+    assert share["share_id"].startswith("shr_")
+    assert share["url"].startswith("http://") and share["port"] == 8000
+    private = client.shares.update(share["share_id"], is_public=False)
+    assert private["is_public"] is False and private["token"]
+    with pytest.raises(Exception):
+        client.custom_domains.create("app.example.test", share["share_id"], "cloudflare")
+    assert client.custom_domains.list() == []
+    revoked = client.shares.update(share["share_id"], revoke=True)
+    assert revoked["revoked"] is True
+
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKnPFMvMQRRYKkwUqjHZ/XmLjTrWZSCvCNBHh3ZcVxsU sdk@test"
+    added = client.add_ssh_key(key)
+    assert added["fingerprint"].startswith("SHA256:")
+    assert [k["id"] for k in client.list_ssh_keys()] == [added["id"]]
+    client.delete_ssh_key(added["id"])
+    assert client.list_ssh_keys() == []
+    client.vms.delete(vid)

@@ -36,6 +36,7 @@ use crate::vms;
         vms::shares::delete_for_vm,
         vms::domains::create, vms::domains::list, vms::domains::get, vms::domains::verify,
         vms::domains::health, vms::domains::delete,
+        vms::ssh_keys::add, vms::ssh_keys::list, vms::ssh_keys::delete,
         vms::egress::get_vm, vms::egress::set_vm, vms::egress::get_session, vms::egress::set_session,
     ),
     modifiers(&ApiKeyAuth),

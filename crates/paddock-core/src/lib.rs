@@ -26,6 +26,7 @@ pub mod secrets;
 pub mod service;
 pub mod shares;
 pub mod snapshots;
+pub mod ssh_keys;
 pub mod store;
 pub mod vaults;
 pub mod volume_backend;

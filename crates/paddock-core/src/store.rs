@@ -11,7 +11,8 @@ use crate::ids::{
 };
 use crate::model::{
     Account, ApiKey, Attachment, Checkpoint, Credential, CustomDomain, Execution, Image, NewApiKey,
-    Sealed, Share, Snapshot, SnapshotKind, Vault, Vm, VmFilter, VmStatus, VmStatusSet, Volume,
+    Sealed, Share, Snapshot, SnapshotKind, SshKey, Vault, Vm, VmFilter, VmStatus, VmStatusSet,
+    Volume,
 };
 
 /// Snapshots, scoped by account.
@@ -137,6 +138,15 @@ pub trait DomainStore: Send + Sync {
     async fn delete_domain(&self, account: &AccountId, id: i64) -> Result<bool, StoreError>;
 }
 
+/// SSH public keys, scoped by account.
+#[async_trait]
+pub trait SshKeyStore: Send + Sync {
+    /// Assigns the id; `StoreError::Duplicate` when the account has it.
+    async fn insert_ssh_key(&self, key: &SshKey) -> Result<i64, StoreError>;
+    async fn list_ssh_keys(&self, account: &AccountId) -> Result<Vec<SshKey>, StoreError>;
+    async fn delete_ssh_key(&self, account: &AccountId, id: i64) -> Result<bool, StoreError>;
+}
+
 /// Shares and their one-time login tokens.
 #[async_trait]
 pub trait ShareStore: Send + Sync {
@@ -174,7 +184,15 @@ pub trait ShareStore: Send + Sync {
 
 #[async_trait]
 pub trait Store:
-    SnapshotStore + VolumeStore + VaultStore + ShareStore + DomainStore + Send + Sync + 'static
+    SnapshotStore
+    + VolumeStore
+    + VaultStore
+    + ShareStore
+    + DomainStore
+    + SshKeyStore
+    + Send
+    + Sync
+    + 'static
 {
     async fn insert_account(&self, account: &Account) -> Result<(), StoreError>;
     async fn get_account(&self, id: &AccountId) -> Result<Option<Account>, StoreError>;

@@ -16,6 +16,7 @@ pub(crate) mod pty;
 pub(crate) mod sessions;
 pub mod shares;
 pub(crate) mod snapshots;
+pub(crate) mod ssh_keys;
 pub(crate) mod vaults;
 pub(crate) mod volumes;
 
@@ -133,6 +134,11 @@ pub(crate) fn router() -> Router<AppState> {
         )
         .route("/v1/volumes", post(volumes::create).get(volumes::list))
         .route("/v1/shares", post(shares::create).get(shares::list))
+        .route("/v1/ssh-keys", post(ssh_keys::add).get(ssh_keys::list))
+        .route(
+            "/v1/ssh-keys/{key_id}",
+            axum::routing::delete(ssh_keys::delete),
+        )
         .route(
             "/v1/custom-domains",
             post(domains::create).get(domains::list),

@@ -8,6 +8,7 @@ mod image;
 mod resources;
 mod share;
 mod snapshot;
+mod ssh_key;
 mod vault;
 mod vm;
 mod volume;
@@ -25,6 +26,7 @@ pub use image::{
 pub use resources::{Limits, ResourceError, Resources};
 pub use share::{hash_token, NewShare, Share, ShareSecret};
 pub use snapshot::{Snapshot, SnapshotKind, SnapshotStatus};
+pub use ssh_key::{parse_ssh_key, ParsedSshKey, SshKey};
 pub use vault::{Credential, Sealed, SecretValue, Vault};
 pub use vm::{
     Env, EnvError, EnvStatus, Metadata, RuntimeHandle, Vm, VmFilter, VmOptions, VmPatch, VmSpec,

@@ -4,6 +4,7 @@
 mod domains;
 mod rows;
 mod shares;
+mod ssh_keys;
 mod state;
 
 use std::path::Path;

@@ -1,0 +1,41 @@
+//! SSH public keys an account registers (the SSH gateway of dev
+//! environments authenticates with them).
+
+use crate::clock::Timestamp;
+use crate::error::CoreError;
+use crate::ids::AccountId;
+use crate::model::{parse_ssh_key, SshKey};
+use crate::service::Service;
+
+impl Service {
+    pub async fn add_ssh_key(&self, account: &AccountId, line: &str) -> Result<SshKey, CoreError> {
+        let parsed = parse_ssh_key(line).map_err(|m| CoreError::invalid("public_key", m))?;
+        let mut key = SshKey {
+            id: 0,
+            account_id: account.clone(),
+            public_key: parsed.public_key,
+            fingerprint: parsed.fingerprint,
+            key_type: parsed.key_type,
+            comment: parsed.comment,
+            created_at: Timestamp::now(),
+        };
+        key.id = self.store.insert_ssh_key(&key).await.map_err(|e| match e {
+            crate::StoreError::Duplicate => {
+                CoreError::Conflict(format!("the key {} is already registered", key.fingerprint))
+            }
+            other => other.into(),
+        })?;
+        Ok(key)
+    }
+
+    pub async fn list_ssh_keys(&self, account: &AccountId) -> Result<Vec<SshKey>, CoreError> {
+        Ok(self.store.list_ssh_keys(account).await?)
+    }
+
+    pub async fn delete_ssh_key(&self, account: &AccountId, id: i64) -> Result<(), CoreError> {
+        if !self.store.delete_ssh_key(account, id).await? {
+            return Err(CoreError::not_found("SSH key", id));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,66 @@
+//! SSH public keys in SQLite.
+
+use async_trait::async_trait;
+use paddock_core::ids::AccountId;
+use paddock_core::model::SshKey;
+use paddock_core::store::SshKeyStore;
+use paddock_core::StoreError;
+use sqlx::Row;
+
+use super::rows::{db_err, parse, ts};
+use super::SqliteStore;
+
+#[async_trait]
+impl SshKeyStore for SqliteStore {
+    async fn insert_ssh_key(&self, k: &SshKey) -> Result<i64, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO ssh_keys (account_id, public_key, fingerprint, key_type, comment, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(k.account_id.as_str())
+        .bind(&k.public_key)
+        .bind(&k.fingerprint)
+        .bind(&k.key_type)
+        .bind(&k.comment)
+        .bind(k.created_at.unix_millis())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.last_insert_rowid())
+    }
+
+    async fn list_ssh_keys(&self, account: &AccountId) -> Result<Vec<SshKey>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, account_id, public_key, fingerprint, key_type, comment, created_at \
+             FROM ssh_keys WHERE account_id = ? ORDER BY id",
+        )
+        .bind(account.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                let get = |c: &str| r.try_get::<String, _>(c).map_err(db_err);
+                Ok(SshKey {
+                    id: r.try_get("id").map_err(db_err)?,
+                    account_id: parse::<AccountId>("account id", &get("account_id")?)?,
+                    public_key: get("public_key")?,
+                    fingerprint: get("fingerprint")?,
+                    key_type: get("key_type")?,
+                    comment: get("comment")?,
+                    created_at: ts(r.try_get("created_at").map_err(db_err)?),
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_ssh_key(&self, account: &AccountId, id: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM ssh_keys WHERE account_id = ? AND id = ?")
+            .bind(account.as_str())
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+}
