@@ -31,6 +31,9 @@ pub struct NetworkConfig {
     pub warm: usize,
     /// Where the namespace files are pinned.
     pub state_dir: PathBuf,
+    /// The policy prepared namespaces get their rules for ahead of demand
+    /// (the server's default): a VM with it costs no nftables change.
+    pub prepared_policy: EgressPolicy,
 }
 
 impl NetworkConfig {
@@ -73,6 +76,9 @@ struct PoolState {
     started: std::sync::Once,
     policies: Policies,
 }
+
+/// How long the pool waits after a namespace is taken before refilling.
+const REFILL_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NetError {
     let what = what.into();
@@ -182,7 +188,8 @@ impl PoolState {
         }
     }
 
-    /// Prepares one namespace: pinned, wired and addressed.
+    /// Prepares one namespace: pinned, wired, addressed, and with the
+    /// rules of the prepared policy in place.
     async fn prepare(&self) -> Result<Ipv4Addr, NetError> {
         let address = self.allocate()?;
         let path = self.netns_path(address);
@@ -202,7 +209,14 @@ impl PoolState {
                 self.layout.gateway,
                 self.config.subnet.prefix(),
             )
-            .await
+            .await?;
+            let port = link::port_name(address);
+            let rules = VmRules {
+                address,
+                port: &port,
+                policy: &self.config.prepared_policy,
+            };
+            nft::apply(&nft::add_vm(&self.layout, &rules)).await
         }
         .await;
         match result {
@@ -214,8 +228,14 @@ impl PoolState {
         }
     }
 
-    /// Frees a namespace, its port and its address.
+    /// Frees a namespace, its rules, its port and its address.
     async fn discard(&self, address: Ipv4Addr) {
+        nft::apply_each(&nft::remove_vm(
+            &self.layout,
+            address,
+            &link::port_name(address),
+        ))
+        .await;
         if let Err(e) = link::remove_port(address).await {
             tracing::warn!(%address, error = %e, "could not remove a VM port");
         }
@@ -248,6 +268,9 @@ impl PoolState {
                 }
             }
             self.refill.notified().await;
+            // Let the start that took a namespace finish first: refilling
+            // forks `ip` and `nft`, which would compete with it for CPU.
+            tokio::time::sleep(REFILL_DELAY).await;
         }
     }
 }
@@ -264,15 +287,12 @@ impl NetworkBackend for HostNetwork {
             None => self.state.prepare().await?,
         };
         self.state.refill.notify_one();
-        let port = link::port_name(address);
-        let rules = VmRules {
-            address,
-            port: &port,
-            policy,
-        };
-        if let Err(e) = nft::apply(&nft::add_vm(&self.layout, &rules)).await {
-            self.state.discard(address).await;
-            return Err(e.into());
+        if *policy != self.config.prepared_policy {
+            let script = nft::replace_policy(&self.layout, address, policy);
+            if let Err(e) = nft::apply(&script).await {
+                self.state.discard(address).await;
+                return Err(e.into());
+            }
         }
         if let Ok(mut p) = self.state.policies.write() {
             p.insert(address, policy.clone());
@@ -299,12 +319,6 @@ impl NetworkBackend for HostNetwork {
         if let Ok(mut p) = self.state.policies.write() {
             p.remove(&address);
         }
-        nft::apply_each(&nft::remove_vm(
-            &self.layout,
-            address,
-            &link::port_name(address),
-        ))
-        .await;
         self.state.discard(address).await;
         tracing::debug!(vm_id = %vm, %address, "VM network released");
         Ok(())

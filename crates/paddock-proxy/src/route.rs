@@ -27,7 +27,7 @@ pub struct Router {
     backend: Backend,
     /// Routes by share, valid while the service's share generation is the
     /// one they were read at.
-    cache: Mutex<HashMap<ShareId, (ShareRoute, u64)>>,
+    cache: Mutex<HashMap<ShareId, (Arc<ShareRoute>, u64)>>,
     /// Custom domains' shares (or their absence), cached the same way.
     domains: Mutex<HashMap<String, (Option<ShareId>, u64)>>,
 }
@@ -187,21 +187,21 @@ impl Router {
         })
     }
 
-    async fn route(&self, id: &ShareId) -> Result<ShareRoute, CoreError> {
+    async fn route(&self, id: &ShareId) -> Result<Arc<ShareRoute>, CoreError> {
         let generation = self.service.share_generation();
         if let Ok(cache) = self.cache.lock() {
             if let Some((route, g)) = cache.get(id) {
                 if *g == generation {
-                    return Ok(route.clone());
+                    return Ok(Arc::clone(route));
                 }
             }
         }
-        let route = self.service.share_route(id).await?;
+        let route = Arc::new(self.service.share_route(id).await?);
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() > 10_000 {
                 cache.clear();
             }
-            cache.insert(id.clone(), (route.clone(), generation));
+            cache.insert(id.clone(), (Arc::clone(&route), generation));
         }
         Ok(route)
     }

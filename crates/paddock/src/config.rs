@@ -292,6 +292,7 @@ impl Config {
             dns_upstream: upstream,
             warm: n.warm,
             state_dir: self.data_dir.join("net"),
+            prepared_policy: self.default_egress()?,
         }))
     }
 

@@ -17,14 +17,31 @@ pub struct Server {
     pub base: String,
     pub key: String,
     pub child: Child,
+    /// The share proxy's port.
+    pub share_port: u16,
+    env: Vec<(String, String)>,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = paddock_runtime::container::purge(&self.data);
+        // The CLI purges sandboxes, mounts and this server's network.
+        let _ = Command::new(env!("CARGO_BIN_EXE_paddock"))
+            .args(["purge", "--data-dir"])
+            .arg(&self.data)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port()
 }
 
 /// reqwest needs the process's TLS crypto provider installed first.
@@ -33,6 +50,32 @@ pub fn install_crypto() {
 }
 
 pub fn start_server(config_toml: Option<&str>) -> Server {
+    start_server_with(config_toml, &[])
+}
+
+/// A server with extra environment (config overrides). Each gets its own
+/// bridge, subnet and proxy ports, so two can run in one bench.
+pub fn start_server_with(config_toml: Option<&str>, extra_env: &[(&str, &str)]) -> Server {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 64;
+    let share_port = free_port();
+    let mut env: Vec<(String, String)> = vec![
+        ("PADDOCK_NETWORK__BRIDGE".into(), format!("pbench{n}")),
+        ("PADDOCK_NETWORK__SUBNET".into(), format!("10.62.{n}.0/24")),
+        (
+            "PADDOCK_SHARES__LISTEN".into(),
+            format!("127.0.0.1:{share_port}"),
+        ),
+        (
+            "PADDOCK_SHARES__TLS_LISTEN".into(),
+            format!("127.0.0.1:{}", free_port()),
+        ),
+    ];
+    env.extend(
+        extra_env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
     let dir = tempfile::Builder::new()
         .prefix("pdkbench")
         .tempdir_in("/tmp")
@@ -56,6 +99,7 @@ pub fn start_server(config_toml: Option<&str>) -> Server {
         cmd.arg("--config").arg(config);
     }
     let child = cmd
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -76,6 +120,8 @@ pub fn start_server(config_toml: Option<&str>) -> Server {
         base: format!("http://127.0.0.1:{port}"),
         key,
         child,
+        share_port,
+        env,
     }
 }
 
