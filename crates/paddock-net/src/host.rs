@@ -357,13 +357,23 @@ impl NetworkBackend for HostNetwork {
             if address.is_some_and(|a| keep.contains(&a)) {
                 continue;
             }
-            netns::remove(&path).map_err(|e| RuntimeError::host(path.display().to_string(), e))?;
-            orphans += 1;
+            // Cleanup is best effort: one stuck leftover must not keep
+            // the server from starting (the next start tries again).
+            match netns::remove(&path) {
+                Ok(()) => orphans += 1,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove a leftover namespace")
+                }
+            }
         }
         for port in link::ports_of(&self.config.bridge) {
             if let Some(a) = link::port_address(&port).filter(|a| !keep.contains(a)) {
-                link::remove_port(a).await?;
-                orphans += 1;
+                match link::remove_port(a).await {
+                    Ok(()) => orphans += 1,
+                    Err(e) => {
+                        tracing::warn!(port = %port, error = %e, "could not remove a leftover port")
+                    }
+                }
             }
         }
         if orphans > 0 {

@@ -123,12 +123,17 @@ pub async fn wire(
 }
 
 /// Deletes a VM's veth (both ends go); a missing one is not an error.
+/// The kernel also deletes a veth by itself when the namespace holding
+/// its other end dies, so the port may vanish while this runs.
 pub async fn remove_port(address: Ipv4Addr) -> Result<(), NetError> {
     let port = port_name(address);
     if !Path::new("/sys/class/net").join(&port).exists() {
         return Ok(());
     }
-    ip_batch(&[], &format!("link del {port}\n"), true).await
+    match ip_batch(&[], &format!("link del {port}\n"), true).await {
+        Err(NetError::Tool { message, .. }) if message.contains("Cannot find device") => Ok(()),
+        other => other,
+    }
 }
 
 /// The VM ports attached to `bridge`.

@@ -91,6 +91,22 @@ fn record_name(domain: &str, zone: &Name) -> Result<Name, String> {
     Ok(name)
 }
 
+/// The server to update, the record's name, and an update that deletes
+/// the name's A records.
+fn delete_a_records(
+    credentials: &DnsCredentials,
+    domain: &str,
+) -> Result<(Target, Name, Message), String> {
+    let target = parse(credentials).map_err(|(k, m)| format!("{k}: {m}"))?;
+    let name = record_name(domain, &target.zone)?;
+    let msg = update_message::delete_rrset(
+        Record::update0(name.clone(), 0, RecordType::A).into_record_of_rdata(),
+        target.zone.clone(),
+        false,
+    );
+    Ok((target, name, msg))
+}
+
 async fn send(target: &Target, mut msg: Message) -> Result<(), String> {
     let now = u32::try_from(
         std::time::SystemTime::now()
@@ -150,14 +166,8 @@ impl DomainBackend for Rfc2136 {
         credentials: &DnsCredentials,
         domain: &str,
     ) -> Result<(), String> {
-        let target = parse(credentials).map_err(|(k, m)| format!("{k}: {m}"))?;
-        let name = record_name(domain, &target.zone)?;
         // Delete the name's A records, then add ours: one atomic update.
-        let mut msg = update_message::delete_rrset(
-            Record::update0(name.clone(), 0, RecordType::A).into_record_of_rdata(),
-            target.zone.clone(),
-            false,
-        );
+        let (target, name, mut msg) = delete_a_records(credentials, domain)?;
         let mut add = Record::from_rdata(name, RECORD_TTL, RData::A(A(self.address)));
         add.set_dns_class(DNSClass::IN);
         msg.add_update(add);
@@ -170,13 +180,7 @@ impl DomainBackend for Rfc2136 {
         credentials: &DnsCredentials,
         domain: &str,
     ) -> Result<(), String> {
-        let target = parse(credentials).map_err(|(k, m)| format!("{k}: {m}"))?;
-        let name = record_name(domain, &target.zone)?;
-        let msg = update_message::delete_rrset(
-            Record::update0(name, 0, RecordType::A).into_record_of_rdata(),
-            target.zone.clone(),
-            false,
-        );
+        let (target, _, msg) = delete_a_records(credentials, domain)?;
         send(&target, msg).await
     }
 }

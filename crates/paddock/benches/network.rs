@@ -132,6 +132,27 @@ fn wrk(url: &str, host: Option<&str>) -> Option<(f64, f64, f64)> {
     Some((rps, ms(&field("50%")?)?, ms(&field("99%")?)?))
 }
 
+/// One wrk comparison: the direct baseline, the proxied figures, and the
+/// share of throughput the proxy keeps.
+fn print_wrk_pair(title: &str, direct: Option<(f64, f64, f64)>, shared: Option<(f64, f64, f64)>) {
+    let (Some(d), Some(p)) = (direct, shared) else {
+        println!("\n({title}: wrk is not installed)");
+        return;
+    };
+    println!("\n| path ({title}) | requests/s | p50 ms | p99 ms |");
+    println!("|---|---|---|---|");
+    for (name, (rps, p50, p99)) in [
+        ("baseline: straight to the VM's address", d),
+        ("through the share proxy", p),
+    ] {
+        println!("| {name} | {rps:.0} | {p50:.2} | {p99:.2} |");
+    }
+    println!(
+        "\nthe proxy keeps {:.0}% of direct throughput (target ≥ 80%)",
+        p.0 / d.0 * 100.0
+    );
+}
+
 #[tokio::main]
 async fn main() {
     common::install_crypto();
@@ -231,22 +252,11 @@ async fn main() {
         &format!("http://127.0.0.1:{}/", with_net.share_port),
         Some(&share_host_again),
     );
-    if let (Some(d), Some(p)) = (direct_wrk, share_wrk) {
-        println!("\n| path (wrk, {CONCURRENCY} connections, {LOAD_SECONDS} s) | requests/s | p50 ms | p99 ms |");
-        println!("|---|---|---|---|");
-        println!(
-            "| baseline: straight to the VM's address | {:.0} | {:.2} | {:.2} |",
-            d.0, d.1, d.2
-        );
-        println!(
-            "| through the share proxy | {:.0} | {:.2} | {:.2} |",
-            p.0, p.1, p.2
-        );
-        println!(
-            "\nwith wrk the proxy keeps {:.0}% of direct throughput (target ≥ 80%)",
-            p.0 / d.0 * 100.0
-        );
-    }
+    print_wrk_pair(
+        &format!("wrk, {CONCURRENCY} connections, {LOAD_SECONDS} s, no-op responder"),
+        direct_wrk,
+        share_wrk,
+    );
     // A typical app server: Python's threading http.server, 16 KiB file.
     net_api
         .stream_exec(
@@ -271,23 +281,6 @@ async fn main() {
         &format!("http://127.0.0.1:{}/f", with_net.share_port),
         Some(&typical_host),
     );
-    if let (Some(d), Some(p)) = (d, p) {
-        println!(
-            "\n| path (wrk, Python http.server, 16 KiB file) | requests/s | p50 ms | p99 ms |"
-        );
-        println!("|---|---|---|---|");
-        println!(
-            "| baseline: straight to the VM's address | {:.0} | {:.2} | {:.2} |",
-            d.0, d.1, d.2
-        );
-        println!(
-            "| through the share proxy | {:.0} | {:.2} | {:.2} |",
-            p.0, p.1, p.2
-        );
-        println!(
-            "\nwith a typical app server the proxy keeps {:.0}% of direct throughput",
-            p.0 / d.0 * 100.0
-        );
-    }
+    print_wrk_pair("wrk, Python http.server, 16 KiB file", d, p);
     net_api.delete(&id).await;
 }

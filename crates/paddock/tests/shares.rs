@@ -100,6 +100,16 @@ async fn public_share_serves_http_websocket_and_a_streamed_download() {
     let r = http.get(url).send().await.expect("request");
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.expect("body"), "hello from the vm\n");
+    // HTTP/2 (prior knowledge on the plain port) to the same share.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .resolve(&host, ([127, 0, 0, 1], server.share_port).into())
+        .build()
+        .expect("h2 client");
+    let r = h2.get(url).send().await.expect("h2 request");
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.expect("body"), "hello from the vm\n");
     // The path form, for setups without wildcard DNS.
     let path_url = share["path_url"].as_str().expect("path url");
     let r = http
