@@ -268,9 +268,13 @@ pub async fn apply(script: &str) -> Result<(), NetError> {
     }
 }
 
-/// Runs each batch on its own, ignoring failures: for teardown, where a
-/// part may already be gone.
+/// Runs the batches, ignoring failures: for teardown, where a part may
+/// already be gone. All of them in one transaction first (one process,
+/// the usual case); when that fails, each on its own.
 pub async fn apply_each(scripts: &[String]) {
+    if apply(&scripts.join("\n")).await.is_ok() {
+        return;
+    }
     for s in scripts {
         if let Err(e) = apply(s).await {
             tracing::debug!(error = %e, "nft teardown step skipped");

@@ -193,10 +193,16 @@ async fn a_vm_snapshots_itself_when_its_lifetime_ends() {
     };
     assert_eq!(snap["status"], "ready", "{snap}");
     assert_eq!(snap["vm_id"], id);
-    assert_eq!(
-        c.get(&format!("/v1/vms/{id}")).await.body["status"],
-        "terminated"
-    );
+    // The snapshot is made first; the VM then stops and frees its network.
+    loop {
+        let status = c.get(&format!("/v1/vms/{id}")).await.body["status"].clone();
+        if status == "terminated" {
+            break;
+        }
+        assert_eq!(status, "stopping");
+        assert!(Instant::now() < deadline, "the VM never ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let restored = c.create_vm(json!({"snapshot_id": snap["id"]})).await;
     let (out, _, _) = c
         .exec(restored["vm_id"].as_str().expect("id"), "cat /root/note")

@@ -13,6 +13,8 @@ use serde_json::{json, Value};
 const MIB: u64 = 1 << 20;
 
 /// Host mounts whose mount point lies under `dir`.
+/// Host mounts under `dir` (volumes live under `DATA/volumes`; the
+/// network namespaces pinned under `DATA/net` are not volume mounts).
 fn host_mounts_under(dir: &Path) -> usize {
     let dir = dir.to_string_lossy().into_owned();
     std::fs::read_to_string("/proc/self/mounts")
@@ -130,7 +132,7 @@ async fn data_outlives_vms_with_ro_size_and_one_writer_enforced() {
     assert_eq!(r.status, 200, "{}", r.body);
     let (out, _, _) = c.exec(&other, "ls /ro | wc -l").await;
     assert_eq!(out.trim(), "0", "the unmounted path is empty again");
-    assert_eq!(host_mounts_under(&server.data_dir()), 0);
+    assert_eq!(host_mounts_under(&server.data_dir().join("volumes")), 0);
 
     let next = vm_id(
         &c.create_vm(json!({"volumes": [{"volume_id": vol, "mount_path": "/again"}]}))
@@ -171,7 +173,7 @@ async fn data_outlives_vms_with_ro_size_and_one_writer_enforced() {
     assert_eq!(c.delete(&format!("/v1/volumes/{vol}")).await.status, 200);
     assert!(!server.data_dir().join("volumes").join(&vol).exists());
     assert_eq!(c.get(&format!("/v1/volumes/{vol}")).await.status, 404);
-    assert_eq!(host_mounts_under(&server.data_dir()), 0);
+    assert_eq!(host_mounts_under(&server.data_dir().join("volumes")), 0);
 }
 
 #[tokio::test]
@@ -251,7 +253,7 @@ async fn checkpoints_bring_back_old_content() {
         c.get(&format!("/v1/volumes/{vol}/checkpoints")).await.body,
         json!([])
     );
-    assert_eq!(host_mounts_under(&server.data_dir()), 0);
+    assert_eq!(host_mounts_under(&server.data_dir().join("volumes")), 0);
 }
 
 #[tokio::test]
@@ -274,7 +276,7 @@ async fn mounts_survive_a_restart_and_volumes_stay_private() {
         (out.as_str(), exit["exit_code"].as_i64()),
         ("before\n", Some(0))
     );
-    assert_eq!(host_mounts_under(&server.data_dir()), 1);
+    assert_eq!(host_mounts_under(&server.data_dir().join("volumes")), 1);
 
     // Another account sees none of it and cannot mount it.
     let theirs = c.with_key(Some(&server.other_account_key()));
@@ -373,7 +375,7 @@ async fn mounts_survive_a_restart_and_volumes_stay_private() {
 
     // The VM's end releases the host mount.
     assert_eq!(c.delete(&format!("/v1/vms/{vm}")).await.status, 200);
-    assert_eq!(host_mounts_under(&server.data_dir()), 0);
+    assert_eq!(host_mounts_under(&server.data_dir().join("volumes")), 0);
     let got = c.get(&format!("/v1/volumes/{vol}")).await;
     assert_eq!(got.body["status"], "available");
 }
