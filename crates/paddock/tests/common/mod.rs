@@ -122,7 +122,41 @@ impl Server {
         self.dir.path().join("data")
     }
 
+    /// Starts the server. A port picked free can be taken by another test
+    /// before the server binds it: then fresh ports are picked and the
+    /// start is tried again.
     fn spawn(&mut self) {
+        for _ in 0..5 {
+            let logged = self.log().len();
+            if self.try_spawn() {
+                return;
+            }
+            let tail = self.log().get(logged..).unwrap_or_default().to_owned();
+            if !tail.contains("Address already in use") {
+                panic!("the server did not start: {}", self.log());
+            }
+            self.kill();
+            self.pick_ports();
+        }
+        panic!("the server found no free ports: {}", self.log());
+    }
+
+    fn pick_ports(&mut self) {
+        self.port = free_port();
+        self.base = format!("http://127.0.0.1:{}", self.port);
+        self.share_port = free_port();
+        self.share_tls_port = free_port();
+        for (k, v) in &mut self.env {
+            match k.as_str() {
+                "PADDOCK_SHARES__LISTEN" => *v = format!("127.0.0.1:{}", self.share_port),
+                "PADDOCK_SHARES__TLS_LISTEN" => *v = format!("127.0.0.1:{}", self.share_tls_port),
+                _ => {}
+            }
+        }
+    }
+
+    /// True once the server answers; false when it exited first.
+    fn try_spawn(&mut self) -> bool {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -150,7 +184,14 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+                return true;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited {
+                return false;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
