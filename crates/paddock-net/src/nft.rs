@@ -232,8 +232,24 @@ pub fn learn(layout: &Layout, vm: Ipv4Addr, addresses: &[Ipv4Addr], ttl: u32) ->
     )
 }
 
-/// Runs one nft batch; all of it applies or none.
+/// Runs one nft batch; all of it applies or none. A batch that failed
+/// changed nothing, so it is retried: the kernel refuses one that raced
+/// another writer's transaction (other servers, the operator's rules).
 pub async fn apply(script: &str) -> Result<(), NetError> {
+    let mut attempt = 0;
+    loop {
+        match apply_once(script).await {
+            Err(e) if attempt < 2 => {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, "nft batch failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn apply_once(script: &str) -> Result<(), NetError> {
     let mut child = tokio::process::Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())
@@ -272,11 +288,11 @@ pub async fn apply(script: &str) -> Result<(), NetError> {
 /// already be gone. All of them in one transaction first (one process,
 /// the usual case); when that fails, each on its own.
 pub async fn apply_each(scripts: &[String]) {
-    if apply(&scripts.join("\n")).await.is_ok() {
+    if apply_once(&scripts.join("\n")).await.is_ok() {
         return;
     }
     for s in scripts {
-        if let Err(e) = apply(s).await {
+        if let Err(e) = apply_once(s).await {
             tracing::debug!(error = %e, "nft teardown step skipped");
         }
     }

@@ -142,9 +142,8 @@ async fn cidr_and_domain_allow_lists() {
     assert!(resolve(&c, &by_name, "web.allowed.test")
         .await
         .starts_with(&web));
-    assert!(fetch(&c, &by_name, "http://web.allowed.test/")
-        .await
-        .contains(GREETING));
+    let page = fetch(&c, &by_name, "http://web.allowed.test/").await;
+    assert!(page.contains(GREETING), "{page}\n{}", server.log());
     // A raw address nobody looked up stays refused.
     assert_eq!(connect(&c, &by_name, &other, 80).await.0, "refused");
 }
