@@ -10,6 +10,10 @@
 //!   address; the bridge table stops spoofing) to the VM's own chain,
 //!   after refusing the always-blocked ranges; `input` lets VMs reach
 //!   only paddock's resolver on the host; `postrouting` masquerades.
+//! - DNS to the gateway is not connection-tracked: glibc sends its A and
+//!   AAAA queries at once from one socket, and the second can lose the
+//!   conntrack insertion race and vanish (a 5 s stall, or "temporary
+//!   failure in name resolution"); the input rule admits it explicitly.
 //! - `bridge <table>`: a VM port may only send from its own address
 //!   (`meta ibrname` would name the bridge, but not every kernel has it,
 //!   so the table lists this server's VM ports).
@@ -84,6 +88,14 @@ pub fn full_ruleset(layout: &Layout, vms: &[VmRules<'_>]) -> String {
     iifname "{br}" ip daddr @blocked goto refuse
     iifname "{br}" ip saddr vmap @vms
     iifname "{br}" goto refuse
+  }}
+  chain dns_untracked_in {{
+    type filter hook prerouting priority raw; policy accept;
+    iifname "{br}" ip daddr {gw} meta l4proto {{ tcp, udp }} th dport 53 notrack
+  }}
+  chain dns_untracked_out {{
+    type filter hook output priority raw; policy accept;
+    oifname "{br}" ip saddr {gw} meta l4proto {{ tcp, udp }} th sport 53 notrack
   }}
   chain input {{
     type filter hook input priority filter; policy accept;
@@ -334,6 +346,7 @@ mod tests {
         assert!(s.contains("elements = { 169.254.0.0/16, 10.200.0.0/24 }"));
         assert!(s.contains("ip saddr 10.200.0.0/24 oifname != \"pt0\" masquerade"));
         assert!(s.contains("ip daddr 10.200.0.1 meta l4proto { tcp, udp } th dport 53 accept"));
+        assert!(s.contains("ip daddr 10.200.0.1 meta l4proto { tcp, udp } th dport 53 notrack"));
     }
 
     #[test]
