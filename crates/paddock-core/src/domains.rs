@@ -13,7 +13,7 @@ use crate::service::{error_chain, Service};
 
 /// What the sealed credentials are bound to, so a sealed value cannot be
 /// moved to another domain's row.
-fn credentials_aad(domain: &str) -> String {
+pub(crate) fn credentials_aad(domain: &str) -> String {
     format!("custom-domain:{domain}")
 }
 

@@ -135,6 +135,13 @@ pub trait DomainStore: Send + Sync {
     /// Any account's domain by name: for the proxy.
     async fn find_domain(&self, domain: &str) -> Result<Option<CustomDomain>, StoreError>;
     async fn domain_credentials(&self, id: i64) -> Result<Option<Sealed>, StoreError>;
+    /// Domains whose credentials are sealed under another key than
+    /// `key_id`: id, domain name (the associated data) and sealed value.
+    async fn domain_credentials_under_other_keys(
+        &self,
+        key_id: &str,
+    ) -> Result<Vec<(i64, String, Sealed)>, StoreError>;
+    async fn reseal_domain_credentials(&self, id: i64, sealed: &Sealed) -> Result<(), StoreError>;
     async fn delete_domain(&self, account: &AccountId, id: i64) -> Result<bool, StoreError>;
 }
 

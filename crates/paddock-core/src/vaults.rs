@@ -277,6 +277,18 @@ impl Service {
                 .map_err(sealing_failed)?;
             self.store.reseal_credential(&id, &fresh, None).await?;
         }
+        // Custom domains' DNS credentials are sealed the same way.
+        let domains = self
+            .store
+            .domain_credentials_under_other_keys(self.keyring.current_id())
+            .await?;
+        let n = n + domains.len();
+        for (id, domain, sealed) in domains {
+            let aad = crate::domains::credentials_aad(&domain);
+            let value = self.keyring.open(&aad, &sealed).map_err(sealing_failed)?;
+            let fresh = self.keyring.seal(&aad, &value).map_err(sealing_failed)?;
+            self.store.reseal_domain_credentials(id, &fresh).await?;
+        }
         if n > 0 {
             tracing::info!(
                 count = n,

@@ -357,7 +357,7 @@ async fn shares_are_managed_revoked_and_end_with_their_vm() {
 async fn custom_domain_gets_its_dns_record_tls_and_routes_by_host() {
     use common::internet::{Internet, TSIG_NAME, TSIG_SECRET};
     let net = Internet::start();
-    let server = Server::start();
+    let mut server = Server::start();
     let c = server.client();
     let creds = json!({"server": net.dns(), "zone": "test", "key_name": TSIG_NAME, "key_secret": TSIG_SECRET});
 
@@ -455,6 +455,23 @@ async fn custom_domain_gets_its_dns_record_tls_and_routes_by_host() {
         )
         .await;
     assert_eq!(r.status, 409, "{}", r.body);
+
+    // After a master key rotation the DNS credentials still open: verify
+    // (which updates the record again) and delete use them.
+    server.kill();
+    let rotate = std::process::Command::new(common::bin())
+        .args(["rotate-master-key", "--data-dir"])
+        .arg(server.data_dir())
+        .output()
+        .expect("run rotate-master-key");
+    assert!(rotate.status.success(), "{rotate:?}");
+    server.restart();
+    let c = server.client();
+    let http = proxy_client(&server, "app.test");
+    let r = c
+        .post(&format!("/v1/custom-domains/{id}/verify"), json!({}))
+        .await;
+    assert_eq!(r.body["status"], "issued", "{}", r.body);
 
     // Deleting it removes the record and the route.
     assert_eq!(

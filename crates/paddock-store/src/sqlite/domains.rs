@@ -135,6 +135,49 @@ impl DomainStore for SqliteStore {
         })
     }
 
+    async fn domain_credentials_under_other_keys(
+        &self,
+        key_id: &str,
+    ) -> Result<Vec<(i64, String, Sealed)>, StoreError> {
+        let rows: Vec<(i64, String, String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+            "SELECT id, domain, creds_key_id, creds_nonce, creds_ciphertext FROM custom_domains \
+             WHERE creds_key_id IS NOT NULL AND creds_key_id != ?",
+        )
+        .bind(key_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, domain, key_id, nonce, ciphertext)| {
+                (
+                    id,
+                    domain,
+                    Sealed {
+                        key_id,
+                        nonce,
+                        ciphertext,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    async fn reseal_domain_credentials(&self, id: i64, s: &Sealed) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE custom_domains SET creds_key_id = ?, creds_nonce = ?, creds_ciphertext = ? \
+             WHERE id = ?",
+        )
+        .bind(&s.key_id)
+        .bind(&s.nonce)
+        .bind(&s.ciphertext)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
     async fn delete_domain(&self, account: &AccountId, id: i64) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM custom_domains WHERE account_id = ? AND id = ?")
             .bind(account.as_str())
