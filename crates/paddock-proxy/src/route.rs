@@ -27,9 +27,9 @@ pub struct Router {
     backend: Backend,
     /// Routes by share, valid while the service's share generation is the
     /// one they were read at.
-    cache: Mutex<HashMap<ShareId, (Arc<ShareRoute>, u64)>>,
+    cache: GenerationCache<ShareId, Arc<ShareRoute>>,
     /// Custom domains' shares (or their absence), cached the same way.
-    domains: Mutex<HashMap<String, (Option<ShareId>, u64)>>,
+    domains: GenerationCache<String, Option<ShareId>>,
 }
 
 /// The share a request names and how much of its path names it.
@@ -74,8 +74,8 @@ impl Router {
             service,
             config,
             backend: Backend::new(),
-            cache: Mutex::new(HashMap::new()),
-            domains: Mutex::new(HashMap::new()),
+            cache: GenerationCache::default(),
+            domains: GenerationCache::default(),
         }
     }
 
@@ -139,9 +139,14 @@ impl Router {
     }
 
     fn share_label(&self, host: &str) -> Option<ShareId> {
-        let suffix = format!(".{}", self.config.domain);
-        let label = host.strip_suffix(&suffix).filter(|l| !l.contains('.'))?;
-        Share::id_for_label(label)
+        Share::id_for_label(self.host_label(host)?)
+    }
+
+    /// `label` of a `{label}.{domain}` host.
+    fn host_label<'h>(&self, host: &'h str) -> Option<&'h str> {
+        host.strip_suffix(self.config.domain.as_str())?
+            .strip_suffix('.')
+            .filter(|l| !l.is_empty() && !l.contains('.'))
     }
 
     /// The share a custom domain routes to, cached like routes.
@@ -150,12 +155,8 @@ impl Router {
             return None;
         }
         let generation = self.service.share_generation();
-        if let Ok(cache) = self.domains.lock() {
-            if let Some((share, g)) = cache.get(host) {
-                if *g == generation {
-                    return share.clone();
-                }
-            }
+        if let Some(share) = self.domains.get(host, generation) {
+            return share;
         }
         let share = match self.service.custom_domain_share(host).await {
             Ok(s) => s,
@@ -164,19 +165,14 @@ impl Router {
                 return None;
             }
         };
-        if let Ok(mut cache) = self.domains.lock() {
-            if cache.len() > 10_000 {
-                cache.clear();
-            }
-            cache.insert(host.to_owned(), (share.clone(), generation));
-        }
+        self.domains
+            .insert(host.to_owned(), share.clone(), generation);
         share
     }
 
     fn target(&self, req: &Request<Incoming>) -> Option<Target> {
         let host = request_host(req);
-        let suffix = format!(".{}", self.config.domain);
-        if let Some(label) = host.strip_suffix(&suffix).filter(|l| !l.contains('.')) {
+        if let Some(label) = self.host_label(&host) {
             return Share::id_for_label(label).map(|share| Target { share, strip: None });
         }
         let rest = req.uri().path().strip_prefix(PATH_PREFIX)?;
@@ -189,20 +185,52 @@ impl Router {
 
     async fn route(&self, id: &ShareId) -> Result<Arc<ShareRoute>, CoreError> {
         let generation = self.service.share_generation();
-        if let Ok(cache) = self.cache.lock() {
-            if let Some((route, g)) = cache.get(id) {
-                if *g == generation {
-                    return Ok(Arc::clone(route));
-                }
-            }
+        if let Some(route) = self.cache.get(id, generation) {
+            return Ok(route);
         }
         let route = Arc::new(self.service.share_route(id).await?);
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() > 10_000 {
-                cache.clear();
-            }
-            cache.insert(id.clone(), (Arc::clone(&route), generation));
-        }
+        self.cache
+            .insert(id.clone(), Arc::clone(&route), generation);
         Ok(route)
+    }
+}
+
+/// Values read from the service, valid while its share generation (bumped
+/// by every share or custom domain change) is the one they were read at.
+struct GenerationCache<K, V> {
+    entries: Mutex<HashMap<K, (V, u64)>>,
+}
+
+impl<K, V> Default for GenerationCache<K, V> {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// Entries kept at most; past it the cache starts over.
+const CACHE_ENTRIES: usize = 10_000;
+
+impl<K: std::hash::Hash + Eq, V: Clone> GenerationCache<K, V> {
+    fn get<Q>(&self, key: &Q, generation: u64) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        let entries = self.entries.lock().ok()?;
+        entries
+            .get(key)
+            .filter(|(_, g)| *g == generation)
+            .map(|(v, _)| v.clone())
+    }
+
+    fn insert(&self, key: K, value: V, generation: u64) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() > CACHE_ENTRIES {
+                entries.clear();
+            }
+            entries.insert(key, (value, generation));
+        }
     }
 }

@@ -85,6 +85,9 @@ impl<'r> FromRow<'r, SqliteRow> for VmRow {
             u32::try_from(v).map_err(|e| sqlx::Error::Decode(Box::new(e)))
         };
         let lifetime: Option<i64> = row.try_get("lifetime_seconds")?;
+        // One parse of the options column serves the options and the network.
+        let options: serde_json::Value = serde_json::from_str(&text("options")?)
+            .map_err(|e| corrupt(StoreError::Corrupt(format!("vm options: {e}"))))?;
         Ok(Self(Vm {
             id: parse::<VmId>("vm id", &text("id")?).map_err(corrupt)?,
             account_id: parse::<AccountId>("account id", &text("account_id")?).map_err(corrupt)?,
@@ -116,8 +119,8 @@ impl<'r> FromRow<'r, SqliteRow> for VmRow {
                 }),
                 _ => None,
             },
-            options: options_from_json(&text("options")?).map_err(corrupt)?,
-            network: network_from_json(&text("options")?).map_err(corrupt)?,
+            options: options_from_json(&options).map_err(corrupt)?,
+            network: network_from_json(&options).map_err(corrupt)?,
         }))
     }
 }
@@ -142,9 +145,7 @@ fn options_to_json(o: &VmOptions, network: Option<&VmNetwork>) -> String {
     .to_string()
 }
 
-fn network_from_json(text: &str) -> Result<Option<VmNetwork>, StoreError> {
-    let v: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("vm options: {e}")))?;
+fn network_from_json(v: &serde_json::Value) -> Result<Option<VmNetwork>, StoreError> {
     let Some(n) = v.get("network").filter(|n| !n.is_null()) else {
         return Ok(None);
     };
@@ -165,9 +166,7 @@ fn network_from_json(text: &str) -> Result<Option<VmNetwork>, StoreError> {
     }))
 }
 
-fn options_from_json(text: &str) -> Result<VmOptions, StoreError> {
-    let v: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("vm options: {e}")))?;
+fn options_from_json(v: &serde_json::Value) -> Result<VmOptions, StoreError> {
     let string = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
     let vault_ids = v
         .get("vault_ids")
