@@ -5,6 +5,7 @@
 //! ([`ops`]).
 
 mod auth;
+pub mod gateway;
 mod metrics;
 pub mod openapi;
 mod ops;
@@ -33,6 +34,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(ops::router())
         .merge(vms::router())
+        .merge(gateway::router())
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

@@ -65,6 +65,12 @@ pub enum CoreError {
     Conflict(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The caller is known but may not do this (another user's setting).
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A quota or capacity is used up (a node pool's ranks).
+    #[error("{0}")]
+    ResourceExhausted(String),
     #[error("invalid or missing API key")]
     Unauthenticated,
     #[error("{0}")]

@@ -16,6 +16,7 @@ pub mod domain_backend;
 pub mod domains;
 pub mod error;
 pub mod exec;
+pub mod gateway;
 pub mod ids;
 pub mod images;
 pub mod model;

@@ -21,8 +21,8 @@ use crate::ids::{AccountId, ApiKeyId, ExecutionId, SessionId, VmId};
 use crate::images::ImageBackend;
 use crate::model::{
     Account, ApiKey, ApiKeySecret, EgressPolicy, EnvStatus, Execution, ExecutionStatus, Image,
-    Limits, NewApiKey, PullPhase, PullProgress, PullState, Resources, RootfsSpec, RuntimeHandle,
-    Vm, VmFilter, VmOptions, VmPatch, VmSpec, VmStatus, VmStatusSet,
+    Limits, NewApiKey, Principal, PullPhase, PullProgress, PullState, Resources, RootfsSpec,
+    RuntimeHandle, Vm, VmFilter, VmOptions, VmPatch, VmSpec, VmStatus, VmStatusSet,
 };
 use crate::network_backend::NetworkBackend;
 use crate::provider::Provider;
@@ -73,6 +73,8 @@ pub struct ServiceConfig {
     pub sweep_interval: Duration,
     /// The egress policy of VMs that set none.
     pub default_egress: EgressPolicy,
+    /// What the host offers the account gateway.
+    pub gateway: crate::gateway::GatewayConfig,
 }
 
 impl Default for ServiceConfig {
@@ -83,6 +85,7 @@ impl Default for ServiceConfig {
             max_collected_output: 16 * 1024 * 1024,
             sweep_interval: Duration::from_millis(250),
             default_egress: EgressPolicy::allow_all(),
+            gateway: crate::gateway::GatewayConfig::default(),
         }
     }
 }
@@ -112,6 +115,7 @@ pub struct Service {
     /// Bumped on every share change (see `share_generation`).
     pub(crate) share_generation: std::sync::atomic::AtomicU64,
     pulls: Mutex<HashMap<String, PullRecord>>,
+    pub(crate) gateway: crate::gateway::GatewayRuntime,
 }
 
 /// The host-side ports the service drives: sandboxes, images, volumes,
@@ -144,6 +148,7 @@ impl Service {
             vm_locks: Mutex::new(HashMap::new()),
             share_generation: std::sync::atomic::AtomicU64::new(0),
             pulls: Mutex::new(HashMap::new()),
+            gateway: crate::gateway::GatewayRuntime::default(),
         })
     }
 
@@ -181,7 +186,7 @@ impl Service {
             return Ok(None);
         }
         let account = self.create_account("default").await?;
-        let (_, secret) = self.create_api_key(&account.id, "admin").await?;
+        let (_, secret) = self.create_api_key(&account.id, "admin", None).await?;
         Ok(Some((account, secret)))
     }
 
@@ -203,11 +208,14 @@ impl Service {
         &self,
         account: &AccountId,
         name: &str,
+        user_email: Option<&str>,
     ) -> Result<(ApiKey, ApiKeySecret), CoreError> {
+        let user_email = user_email.unwrap_or(crate::model::DEFAULT_USER_EMAIL);
+        crate::model::validate_email(user_email).map_err(|m| CoreError::invalid("user", m))?;
         if self.store.get_account(account).await?.is_none() {
             return Err(CoreError::not_found("account", account));
         }
-        let (new_key, secret) = NewApiKey::generate(account.clone(), name);
+        let (new_key, secret) = NewApiKey::generate(account.clone(), name, user_email);
         self.store.insert_api_key(&new_key).await?;
         Ok((new_key.key, secret))
     }
@@ -226,9 +234,17 @@ impl Service {
 
     /// The account a presented key acts for.
     pub async fn authenticate(&self, presented: &str) -> Result<AccountId, CoreError> {
+        Ok(self.authenticate_user(presented).await?.account_id)
+    }
+
+    /// The account and user a presented key acts for.
+    pub async fn authenticate_user(&self, presented: &str) -> Result<Principal, CoreError> {
         let secret = ApiKeySecret::from_presented(presented);
         match self.store.find_api_key(&secret.hash()).await? {
-            Some(key) => Ok(key.account_id),
+            Some(key) => Ok(Principal {
+                account_id: key.account_id,
+                user_email: key.user_email,
+            }),
             None => Err(CoreError::Unauthenticated),
         }
     }

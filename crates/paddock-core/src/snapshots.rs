@@ -200,19 +200,20 @@ impl Service {
                 vm.status.as_str()
             )));
         }
-        self.snapshot_locked(&vm, name).await
+        self.snapshot_locked(&vm, name, SnapshotKind::User).await
     }
 
     pub(crate) async fn snapshot_locked(
         &self,
         vm: &Vm,
         name: Option<String>,
+        kind: SnapshotKind,
     ) -> Result<Snapshot, CoreError> {
         let snapshot = self
             .begin_snapshot(
                 &vm.account_id,
                 name,
-                SnapshotKind::User,
+                kind,
                 Some(vm),
                 vm.image_variant.clone(),
             )
@@ -230,11 +231,15 @@ impl Service {
             return;
         }
         let name = vm.options.snapshot_name.clone();
-        let taken = match self.snapshot_locked(vm, name.clone()).await {
+        let taken = match self
+            .snapshot_locked(vm, name.clone(), SnapshotKind::User)
+            .await
+        {
             // The name was taken since: keep the snapshot under a unique one.
             Err(CoreError::Conflict(_)) => {
                 let unique = format!("{}-{}", name.unwrap_or_default(), vm.id);
-                self.snapshot_locked(vm, Some(unique)).await
+                self.snapshot_locked(vm, Some(unique), SnapshotKind::User)
+                    .await
             }
             other => other,
         };

@@ -189,9 +189,76 @@ pub trait ShareStore: Send + Sync {
     ) -> Result<Option<ShareId>, StoreError>;
 }
 
+/// One gateway resource as the store keeps it: a JSON document with the
+/// columns the server looks it up by.
+#[derive(Debug, Clone)]
+pub struct ResourceDoc {
+    pub kind: &'static str,
+    pub account_id: AccountId,
+    pub id: String,
+    pub state: &'static str,
+    pub doc: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// A line of a batch job's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobLogChunk {
+    pub seq: i64,
+    /// `stdout`, `stderr` or `system`.
+    pub stream: String,
+    pub data: String,
+    pub created_at: Timestamp,
+}
+
+/// The account gateway's resources (documents) and batch job logs.
+#[async_trait]
+pub trait ResourceStore: Send + Sync {
+    /// Fails with `Duplicate` when the kind, account and id exist.
+    async fn insert_resource(&self, doc: &ResourceDoc) -> Result<(), StoreError>;
+    /// Replaces the document; false when there is none.
+    async fn update_resource(&self, doc: &ResourceDoc) -> Result<bool, StoreError>;
+    async fn get_resource(
+        &self,
+        kind: &str,
+        account: &AccountId,
+        id: &str,
+    ) -> Result<Option<String>, StoreError>;
+    /// An account's resources of a kind, or every account's with `None`.
+    async fn list_resources(
+        &self,
+        kind: &str,
+        account: Option<&AccountId>,
+    ) -> Result<Vec<String>, StoreError>;
+    async fn delete_resource(
+        &self,
+        kind: &str,
+        account: &AccountId,
+        id: &str,
+    ) -> Result<bool, StoreError>;
+
+    async fn append_job_log(
+        &self,
+        account: &AccountId,
+        job_id: &str,
+        chunks: &[JobLogChunk],
+    ) -> Result<(), StoreError>;
+    /// Chunks after `after_seq`, oldest first, at most `limit`.
+    async fn job_log(
+        &self,
+        account: &AccountId,
+        job_id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<JobLogChunk>, StoreError>;
+    async fn delete_job_log(&self, account: &AccountId, job_id: &str) -> Result<(), StoreError>;
+}
+
 #[async_trait]
 pub trait Store:
     SnapshotStore
+    + ResourceStore
     + VolumeStore
     + VaultStore
     + ShareStore

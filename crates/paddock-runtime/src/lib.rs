@@ -7,4 +7,5 @@
 
 pub mod agent_client;
 pub mod container;
+pub mod gpu;
 pub mod volumes;

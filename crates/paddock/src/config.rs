@@ -45,6 +45,57 @@ pub struct Config {
     pub network: NetworkSection,
     #[serde(default)]
     pub shares: SharesSection,
+    #[serde(default)]
+    pub gateway: GatewaySection,
+}
+
+/// `[gateway]`: what the account gateway's built-in cluster offers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySection {
+    /// Nodes of the built-in CPU pool (slices of this host, one rank
+    /// each); default: the host's CPU count.
+    pub cpu_nodes: Option<u32>,
+    /// The host's GPUs for GPU pools: `N` of `/dev/nvidiaN`; default: every
+    /// one found.
+    pub gpus: Option<Vec<u32>>,
+    /// The zone connections report.
+    pub zone: String,
+    /// Size of each environment's home volume, in GiB.
+    pub home_size_gib: u64,
+    /// Size of a connection's scratch (`useLocalStorage`), in GiB.
+    pub scratch_size_gib: u64,
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        Self {
+            cpu_nodes: None,
+            gpus: None,
+            zone: "local".into(),
+            home_size_gib: 4,
+            scratch_size_gib: 4,
+        }
+    }
+}
+
+impl GatewaySection {
+    pub fn to_core(&self) -> paddock_core::gateway::GatewayConfig {
+        let cpus = std::thread::available_parallelism()
+            .map(|n| u32::try_from(n.get()).unwrap_or(1))
+            .unwrap_or(1);
+        paddock_core::gateway::GatewayConfig {
+            cpu_nodes: self.cpu_nodes.unwrap_or(cpus),
+            gpus: self
+                .gpus
+                .clone()
+                .unwrap_or_else(paddock_runtime::gpu::host_gpus),
+            zone: self.zone.clone(),
+            home_size_bytes: self.home_size_gib << 30,
+            scratch_size_bytes: self.scratch_size_gib << 30,
+            ..paddock_core::gateway::GatewayConfig::default()
+        }
+    }
 }
 
 /// `[shares]`: the share proxy.
@@ -198,6 +249,7 @@ impl Default for Config {
             log_format: "text".into(),
             registries: BTreeMap::new(),
             network: NetworkSection::default(),
+            gateway: GatewaySection::default(),
             shares: SharesSection::default(),
         }
     }

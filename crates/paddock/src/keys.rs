@@ -53,6 +53,7 @@ pub async fn run(data_dir: &Path, command: KeysCommand, json: bool) -> anyhow::R
             name,
             account,
             new_account,
+            user,
         } => {
             let account_id: AccountId = match (account, new_account) {
                 (Some(a), _) => a.parse().map_err(|e| anyhow::anyhow!("--account: {e}"))?,
@@ -70,11 +71,13 @@ pub async fn run(data_dir: &Path, command: KeysCommand, json: bool) -> anyhow::R
                         .id
                 }
             };
-            let (key, secret) = service.create_api_key(&account_id, &name).await?;
+            let (key, secret) = service
+                .create_api_key(&account_id, &name, user.as_deref())
+                .await?;
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"id": key.id.to_string(), "account_id": account_id.to_string(), "name": key.name, "key": secret.expose()})
+                    serde_json::json!({"id": key.id.to_string(), "account_id": account_id.to_string(), "name": key.name, "user": key.user_email, "key": secret.expose()})
                 );
             } else {
                 println!("{}", secret.expose());
@@ -86,7 +89,7 @@ pub async fn run(data_dir: &Path, command: KeysCommand, json: bool) -> anyhow::R
             if json {
                 let v: Vec<_> = keys
                     .iter()
-                    .map(|k| serde_json::json!({"id": k.id.to_string(), "account_id": k.account_id.to_string(), "name": k.name, "prefix": k.prefix, "created_at": k.created_at.to_rfc3339(), "revoked": k.revoked_at.is_some()}))
+                    .map(|k| serde_json::json!({"id": k.id.to_string(), "account_id": k.account_id.to_string(), "name": k.name, "user": k.user_email, "prefix": k.prefix, "created_at": k.created_at.to_rfc3339(), "revoked": k.revoked_at.is_some()}))
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {

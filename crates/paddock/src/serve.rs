@@ -91,6 +91,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             limits: config.limits()?,
             default_variant: config.default_variant.clone(),
             default_egress: config.default_egress()?,
+            gateway: config.gateway.to_core(),
             ..ServiceConfig::default()
         },
     );
@@ -107,10 +108,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     service.reconcile().await.context("reconcile sandboxes")?;
+    service
+        .recover_gateway()
+        .await
+        .context("recover the gateway's environments and jobs")?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let sweeper =
-        tokio::spawn(Arc::clone(&service).run_sweeper(paddock_core::service::Shutdown(stop_rx)));
+    let sweeper = tokio::spawn(
+        Arc::clone(&service).run_sweeper(paddock_core::service::Shutdown(stop_rx.clone())),
+    );
+    tokio::spawn(Arc::clone(&service).run_job_scheduler(paddock_core::service::Shutdown(stop_rx)));
     let share_listener = tokio::net::TcpListener::bind(config.shares.listen)
         .await
         .with_context(|| format!("share proxy: listen on {}", config.shares.listen))?;

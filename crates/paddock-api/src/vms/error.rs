@@ -99,6 +99,8 @@ impl IntoResponse for ApiError {
                     "Invalid or missing API key".to_owned(),
                 ),
                 CoreError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
+                CoreError::PermissionDenied(m) => (StatusCode::FORBIDDEN, m),
+                CoreError::ResourceExhausted(m) => (StatusCode::TOO_MANY_REQUESTS, m),
                 CoreError::Upstream(m) => (StatusCode::BAD_GATEWAY, m),
                 e @ (CoreError::Runtime(_) | CoreError::Store(_)) => {
                     tracing::error!(error = %error_chain(&e), "request failed");

@@ -147,9 +147,13 @@ pub struct CreateSnapshotRequest {
 
 fn kind(raw: Option<&str>, field: &str) -> Result<Option<SnapshotKind>, ApiError> {
     raw.map(|k| {
-        SnapshotKind::parse(k).ok_or_else(|| {
-            ApiError::field(&[field, "type"], "must be user or system", "value_error")
-        })
+        // Environment snapshots are the gateway's own: not made or
+        // filtered by kind here.
+        SnapshotKind::parse(k)
+            .filter(|k| *k != SnapshotKind::Environment)
+            .ok_or_else(|| {
+                ApiError::field(&[field, "type"], "must be user or system", "value_error")
+            })
     })
     .transpose()
 }

@@ -21,8 +21,35 @@ pub struct ApiKey {
     pub name: String,
     /// The first characters of the secret, to tell keys apart in listings.
     pub prefix: String,
+    /// The user of the account the key acts for.
+    pub user_email: String,
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
+}
+
+/// Who a request acts as: an account, and one of its users.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub account_id: AccountId,
+    pub user_email: String,
+}
+
+/// The user a key acts for when it was made without one: the account's
+/// administrator.
+pub const DEFAULT_USER_EMAIL: &str = "admin@localhost";
+
+/// Checks a user's email address: one `@` between a local part and a
+/// domain, printable ASCII, no spaces.
+pub fn validate_email(email: &str) -> Result<(), String> {
+    let ok = email.len() <= 254
+        && email.chars().all(|c| c.is_ascii_graphic())
+        && matches!(email.split_once('@'), Some((local, domain))
+            if !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{email:?} is not an email address"))
+    }
 }
 
 /// The secret of a key, shown once at creation. Its `Debug` hides it so it
@@ -75,13 +102,14 @@ pub struct NewApiKey {
 }
 
 impl NewApiKey {
-    pub fn generate(account_id: AccountId, name: &str) -> (Self, ApiKeySecret) {
+    pub fn generate(account_id: AccountId, name: &str, user_email: &str) -> (Self, ApiKeySecret) {
         let secret = ApiKeySecret::generate();
         let key = ApiKey {
             id: ApiKeyId::generate(),
             account_id,
             name: name.to_owned(),
             prefix: secret.display_prefix(),
+            user_email: user_email.to_owned(),
             created_at: Timestamp::now(),
             revoked_at: None,
         };
@@ -105,5 +133,13 @@ mod tests {
         assert!(!format!("{s:?}").contains(s.expose()));
         assert_eq!(s.hash().len(), 64);
         assert_eq!(ApiKeySecret::from_presented(s.expose()).hash(), s.hash());
+    }
+
+    #[test]
+    fn emails_are_checked() {
+        assert!(validate_email("a@b.c").is_ok());
+        for bad in ["", "a", "@b", "a@", "a b@c", "a@b@c"] {
+            assert!(validate_email(bad).is_err(), "{bad}");
+        }
     }
 }

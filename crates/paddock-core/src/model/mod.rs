@@ -4,6 +4,7 @@ mod account;
 mod domain;
 mod egress;
 mod execution;
+pub mod gateway;
 mod image;
 mod resources;
 mod share;
@@ -13,7 +14,9 @@ mod vault;
 mod vm;
 mod volume;
 
-pub use account::{Account, ApiKey, ApiKeySecret, NewApiKey};
+pub use account::{
+    validate_email, Account, ApiKey, ApiKeySecret, NewApiKey, Principal, DEFAULT_USER_EMAIL,
+};
 pub use domain::{validate_domain, CustomDomain, DnsCredentials, DomainStatus, DNS_PROVIDERS};
 pub use egress::{
     DomainPattern, EgressDefault, EgressPolicy, Ipv4Cidr, PolicyError, PACKAGE_REGISTRY_DOMAINS,

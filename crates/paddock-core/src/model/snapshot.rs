@@ -34,6 +34,8 @@ impl SnapshotStatus {
 pub enum SnapshotKind {
     User,
     System,
+    /// A dev environment's disconnect snapshot (the gateway's).
+    Environment,
 }
 
 impl SnapshotKind {
@@ -41,11 +43,12 @@ impl SnapshotKind {
         match self {
             Self::User => "user",
             Self::System => "system",
+            Self::Environment => "environment",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::User, Self::System]
+        [Self::User, Self::System, Self::Environment]
             .into_iter()
             .find(|k| k.as_str() == s)
     }

@@ -212,6 +212,8 @@ pub struct VmOptions {
     pub env_error: Option<String>,
     /// The VM's own egress policy; `None` follows the server's default.
     pub egress_policy: Option<EgressPolicy>,
+    /// Host GPUs (the N of `/dev/nvidiaN`) passed into the sandbox.
+    pub gpus: Vec<u32>,
 }
 
 /// How the server finds a running sandbox again after a restart: its PID 1

@@ -2,6 +2,7 @@
 //! migrations embedded in the binary and applied at open.
 
 mod domains;
+mod resources;
 mod rows;
 mod shares;
 mod ssh_keys;
@@ -171,8 +172,8 @@ impl Store for SqliteStore {
 
     async fn insert_api_key(&self, key: &NewApiKey) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO api_keys (id, account_id, name, prefix, hash, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO api_keys (id, account_id, name, prefix, hash, created_at, user_email) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(key.key.id.as_str())
         .bind(key.key.account_id.as_str())
@@ -180,6 +181,7 @@ impl Store for SqliteStore {
         .bind(&key.key.prefix)
         .bind(&key.hash)
         .bind(key.key.created_at.unix_millis())
+        .bind(&key.key.user_email)
         .execute(&self.pool)
         .await
         .map_err(db_err)?;
@@ -188,7 +190,7 @@ impl Store for SqliteStore {
 
     async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
         let row: Option<ApiKeyRow> = sqlx::query_as(
-            "SELECT id, account_id, name, prefix, created_at, revoked_at FROM api_keys \
+            "SELECT id, account_id, name, prefix, user_email, created_at, revoked_at FROM api_keys \
              WHERE hash = ? AND revoked_at IS NULL",
         )
         .bind(hash)
@@ -200,7 +202,7 @@ impl Store for SqliteStore {
 
     async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
         let rows: Vec<ApiKeyRow> = sqlx::query_as(
-            "SELECT id, account_id, name, prefix, created_at, revoked_at FROM api_keys \
+            "SELECT id, account_id, name, prefix, user_email, created_at, revoked_at FROM api_keys \
              ORDER BY created_at, id",
         )
         .fetch_all(&self.pool)

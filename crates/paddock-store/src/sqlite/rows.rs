@@ -50,6 +50,7 @@ pub(super) struct ApiKeyRow {
     account_id: String,
     name: String,
     prefix: String,
+    user_email: String,
     created_at: i64,
     revoked_at: Option<i64>,
 }
@@ -61,6 +62,7 @@ impl ApiKeyRow {
             account_id: parse::<AccountId>("account id", &self.account_id)?,
             name: self.name,
             prefix: self.prefix,
+            user_email: self.user_email,
             created_at: ts(self.created_at),
             revoked_at: self.revoked_at.map(ts),
         })
@@ -141,6 +143,7 @@ fn options_to_json(o: &VmOptions, network: Option<&VmNetwork>) -> String {
         "vault_ids": o.vault_ids.iter().map(VaultId::as_str).collect::<Vec<_>>(),
         "env_status": o.env_status.as_str(),
         "env_error": o.env_error,
+        "gpus": o.gpus,
     })
     .to_string()
 }
@@ -199,6 +202,13 @@ fn options_from_json(v: &serde_json::Value) -> Result<VmOptions, StoreError> {
             .map(|p| EgressPolicy::from_json(p, "egress_policy"))
             .transpose()
             .map_err(|e| StoreError::Corrupt(format!("vm egress policy: {e}")))?,
+        gpus: v
+            .get("gpus")
+            .filter(|g| !g.is_null())
+            .map(|g| serde_json::from_value(g.clone()))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("vm gpus: {e}")))?
+            .unwrap_or_default(),
     })
 }
 

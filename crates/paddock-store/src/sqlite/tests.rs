@@ -67,6 +67,7 @@ fn vm(account: &AccountId, session: &SessionId) -> Vm {
                 )
                 .expect("valid policy"),
             ),
+            gpus: vec![0, 2],
         },
         network: Some(paddock_core::network_backend::VmNetwork {
             address: "10.88.0.7".parse().expect("ip"),
@@ -171,7 +172,7 @@ async fn expired_vms_are_found() {
 #[tokio::test]
 async fn keys_are_found_by_hash_until_revoked() {
     let (store, account) = store_with_account().await;
-    let (key, secret) = NewApiKey::generate(account.id.clone(), "k");
+    let (key, secret) = NewApiKey::generate(account.id.clone(), "k", "u@x");
     store.insert_api_key(&key).await.expect("insert");
     assert!(store
         .find_api_key(&secret.hash())

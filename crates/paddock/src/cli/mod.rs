@@ -78,6 +78,10 @@ pub enum KeysCommand {
         /// Create a new account with this name for the key.
         #[arg(long)]
         new_account: Option<String>,
+        /// The user (an email address) the key acts for; default
+        /// `admin@localhost`, the account's administrator.
+        #[arg(long)]
+        user: Option<String>,
     },
     /// List keys (never their secrets).
     List,

@@ -1,0 +1,215 @@
+//! The account gateway surface (`/v1/accounts/{account_id}/…`): clusters,
+//! node pools, dev environments, batch jobs and environment snapshots, in
+//! its own conventions: camelCase JSON, AIP-style lists and custom methods
+//! after a colon, google.rpc.Status errors.
+//!
+//! A custom method is part of the last path segment (`my-env:connect`), so
+//! each item route takes the whole segment and splits it here.
+
+mod batch_jobs;
+mod clusters;
+mod environments;
+pub mod error;
+pub mod list;
+mod node_pools;
+mod snapshots;
+mod wire;
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use paddock_core::model::Principal;
+use paddock_core::CoreError;
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use error::GatewayError;
+
+pub fn router() -> Router<AppState> {
+    let a = "/v1/accounts/{account_id}";
+    Router::new()
+        .route(
+            &format!("{a}/clusters"),
+            get(clusters::list).post(clusters::create),
+        )
+        .route(
+            &format!("{a}/clusters/{{segment}}"),
+            get(clusters::get_or_method)
+                .patch(clusters::update)
+                .delete(clusters::delete),
+        )
+        .route(
+            &format!("{a}/nodePools"),
+            get(node_pools::list).post(node_pools::create),
+        )
+        .route(
+            &format!("{a}/nodePools:batchDelete"),
+            post(node_pools::batch_delete),
+        )
+        .route(
+            &format!("{a}/nodePools/{{segment}}"),
+            get(node_pools::get_or_method)
+                .patch(node_pools::update)
+                .delete(node_pools::delete),
+        )
+        .route(
+            &format!("{a}/environments"),
+            get(environments::list).post(environments::create),
+        )
+        .route(
+            &format!("{a}/environments:batchDelete"),
+            post(environments::batch_delete),
+        )
+        .route(
+            &format!("{a}/environments/{{segment}}"),
+            get(environments::get)
+                .patch(environments::update)
+                .delete(environments::delete)
+                .post(environments::method),
+        )
+        .route(
+            &format!("{a}/batchJobs"),
+            get(batch_jobs::list).post(batch_jobs::create),
+        )
+        .route(
+            &format!("{a}/batchJobs:batchDelete"),
+            post(batch_jobs::batch_delete),
+        )
+        .route(
+            &format!("{a}/batchJobs/{{segment}}"),
+            get(batch_jobs::get_or_method)
+                .patch(batch_jobs::update)
+                .delete(batch_jobs::delete)
+                .post(batch_jobs::method),
+        )
+        .route(
+            &format!("{a}/snapshots"),
+            get(snapshots::list).post(snapshots::create),
+        )
+        .route(
+            &format!("{a}/snapshots/{{segment}}"),
+            get(snapshots::get).delete(snapshots::delete),
+        )
+}
+
+/// The authenticated caller, checked against the path's account: a key
+/// asking for another account gets NOT_FOUND, as for any resource it
+/// cannot see.
+pub struct Who(pub Principal);
+
+impl FromRequestParts<AppState> for Who {
+    type Rejection = GatewayError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, GatewayError> {
+        let key = crate::auth::presented_key(parts).ok_or(CoreError::Unauthenticated)?;
+        let who = state.service.authenticate_user(&key).await?;
+        let account = parts
+            .uri
+            .path()
+            .strip_prefix("/v1/accounts/")
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_default();
+        if account != who.account_id.as_str() {
+            return Err(GatewayError::not_found(format!("account {account:?}")));
+        }
+        Ok(Who(who))
+    }
+}
+
+/// A JSON body; a malformed one is INVALID_ARGUMENT naming the field.
+/// An empty body reads as `{}` (custom methods whose fields are optional).
+pub struct GJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for GJson<T> {
+    type Rejection = GatewayError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, GatewayError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            GatewayError::Status(
+                paddock_core::model::gateway::StatusCode::InvalidArgument,
+                e.body_text(),
+            )
+        })?;
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        serde_path_to_error::deserialize(de)
+            .map(GJson)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let field = if path == "." { "body".to_owned() } else { path };
+                GatewayError::invalid(field, e.inner().to_string())
+            })
+    }
+}
+
+/// Query parameters; an unknown or malformed one is INVALID_ARGUMENT.
+pub struct GQuery<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequestParts<AppState> for GQuery<T> {
+    type Rejection = GatewayError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, GatewayError> {
+        let q = parts.uri.query().unwrap_or_default();
+        serde_urlencoded::from_str(q)
+            .map(GQuery)
+            .map_err(|e| GatewayError::invalid("query", e.to_string()))
+    }
+}
+
+/// `id` or `id:method` from an item route's last segment.
+pub fn split_segment(segment: &str) -> (&str, Option<&str>) {
+    match segment.split_once(':') {
+        Some((id, method)) => (id, Some(method)),
+        None => (segment, None),
+    }
+}
+
+/// The answer to an unknown custom method.
+pub fn unknown_method(method: &str, known: &[&str]) -> GatewayError {
+    GatewayError::Status(
+        paddock_core::model::gateway::StatusCode::NotFound,
+        format!("no method {method:?} here; methods: {}", known.join(", ")),
+    )
+}
+
+/// `{"names": [...]}` or `{"ids": [...]}`: full resource names or ids.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BatchDeleteBody {
+    #[serde(default)]
+    pub names: Vec<String>,
+    #[serde(default)]
+    pub ids: Vec<String>,
+}
+
+impl BatchDeleteBody {
+    /// The ids named, from names of `collection` in `account` or bare ids.
+    pub fn ids(self, account: &str, collection: &str) -> Result<Vec<String>, GatewayError> {
+        let prefix = format!("accounts/{account}/{collection}/");
+        let mut out = self.ids;
+        for n in self.names {
+            match n.strip_prefix(&prefix) {
+                Some(id) if !id.is_empty() && !id.contains('/') => out.push(id.to_owned()),
+                _ => {
+                    return Err(GatewayError::invalid(
+                        "names",
+                        format!("{n:?} is not a name like {prefix}ID"),
+                    ))
+                }
+            }
+        }
+        if out.is_empty() {
+            return Err(GatewayError::invalid("names", "name at least one resource"));
+        }
+        if out.len() > 1000 {
+            return Err(GatewayError::invalid("names", "at most 1000 per call"));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,164 @@
+//! Node pools: create, get, list, update, delete, `:getStats`,
+//! `:batchDelete`.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use paddock_core::gateway::{NodePoolInput, NodePoolPatch};
+use paddock_core::model::gateway::NodePool;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::GatewayError;
+use super::list::{self, GetQuery, ListQuery, Listing};
+use super::wire::{self, NodePoolBody, NODE_POOLS};
+use super::{split_segment, unknown_method, BatchDeleteBody, GJson, GQuery, Who};
+use crate::AppState;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateBody {
+    node_pool: Option<NodePoolBody>,
+    node_pool_id: Option<String>,
+}
+
+async fn render(state: &AppState, pool: &NodePool) -> Result<Value, GatewayError> {
+    let stats = state
+        .service
+        .node_pool_stats(&pool.account_id, &pool.id)
+        .await?;
+    Ok(wire::node_pool(pool, &stats))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Who(who): Who,
+    GJson(body): GJson<CreateBody>,
+) -> Result<Json<Value>, GatewayError> {
+    let id = body
+        .node_pool_id
+        .ok_or_else(|| GatewayError::invalid("nodePoolId", "is required"))?;
+    let p = body
+        .node_pool
+        .ok_or_else(|| GatewayError::invalid("nodePool", "is required"))?;
+    let input = NodePoolInput {
+        display_name: p.display_name.unwrap_or_default(),
+        min_node_count: p.min_node_count,
+        max_node_count: p.max_node_count,
+        overprovision_node_count: p.overprovision_node_count,
+        fake_node_pool: p.fake_node_pool.map(Into::into),
+        eks_node_pool: p.eks_node_pool.map(Into::into),
+        annotations: p.annotations.unwrap_or_default(),
+    };
+    let pool = state
+        .service
+        .create_node_pool(&who.account_id, &id, input)
+        .await?;
+    Ok(Json(render(&state, &pool).await?))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Who(who): Who,
+    GQuery(q): GQuery<ListQuery>,
+) -> Result<Json<Value>, GatewayError> {
+    let mut items = Vec::new();
+    for pool in state.service.list_node_pools(&who.account_id).await? {
+        items.push(render(&state, &pool).await?);
+    }
+    Ok(Json(list::page(&NODE_POOLS, items, &q)?))
+}
+
+const STATS: Listing = Listing {
+    plural: "",
+    fields: &[
+        "nodeCount",
+        "ranksPerNode",
+        "environmentCount",
+        "environmentRanks",
+        "batchJobCount",
+        "batchJobRanks",
+    ],
+    default_order: "nodeCount",
+};
+
+pub async fn get_or_method(
+    State(state): State<AppState>,
+    Who(who): Who,
+    Path((_, segment)): Path<(String, String)>,
+    GQuery(q): GQuery<GetQuery>,
+) -> Result<Json<Value>, GatewayError> {
+    let (id, method) = split_segment(&segment);
+    let pool = state.service.get_node_pool(&who.account_id, id).await?;
+    match method {
+        None => Ok(Json(list::apply_read_mask(
+            &NODE_POOLS,
+            render(&state, &pool).await?,
+            q.read_mask.as_deref(),
+        )?)),
+        Some("getStats") => {
+            let stats = state.service.node_pool_stats(&who.account_id, id).await?;
+            Ok(Json(list::apply_read_mask(
+                &STATS,
+                wire::node_pool_stats(&stats),
+                q.read_mask.as_deref(),
+            )?))
+        }
+        Some(m) => Err(unknown_method(m, &["getStats"])),
+    }
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    Who(who): Who,
+    Path((_, segment)): Path<(String, String)>,
+    GJson(body): GJson<NodePoolBody>,
+) -> Result<Json<Value>, GatewayError> {
+    let (id, method) = split_segment(&segment);
+    if let Some(m) = method {
+        return Err(unknown_method(m, &[]));
+    }
+    if body.eks_node_pool.is_some() || body.fake_node_pool.is_some() {
+        return Err(GatewayError::invalid(
+            "fakeNodePool",
+            "a node pool's backend is set at creation",
+        ));
+    }
+    let patch = NodePoolPatch {
+        display_name: body.display_name,
+        min_node_count: body.min_node_count,
+        max_node_count: body.max_node_count,
+        overprovision_node_count: body.overprovision_node_count,
+        annotations: body.annotations,
+    };
+    let pool = state
+        .service
+        .update_node_pool(&who.account_id, id, patch)
+        .await?;
+    Ok(Json(render(&state, &pool).await?))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Who(who): Who,
+    Path((_, segment)): Path<(String, String)>,
+) -> Result<Json<Value>, GatewayError> {
+    let (id, method) = split_segment(&segment);
+    if let Some(m) = method {
+        return Err(unknown_method(m, &[]));
+    }
+    state.service.delete_node_pool(&who.account_id, id).await?;
+    Ok(Json(json!({})))
+}
+
+pub async fn batch_delete(
+    State(state): State<AppState>,
+    Who(who): Who,
+    GJson(body): GJson<BatchDeleteBody>,
+) -> Result<Json<Value>, GatewayError> {
+    let ids = body.ids(who.account_id.as_str(), "nodePools")?;
+    state
+        .service
+        .batch_delete_node_pools(&who.account_id, &ids)
+        .await?;
+    Ok(Json(json!({})))
+}

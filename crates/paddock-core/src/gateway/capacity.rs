@@ -1,0 +1,197 @@
+//! Ranks: what a pool offers and who holds them. Holdings are not kept
+//! apart from the resources: an environment holds its connection's ranks
+//! while connected (or on its way in or out), a batch job while it is
+//! pending or running, so the records are the ledger and a restart loses
+//! nothing. Placement runs under one lock so two placements never see the
+//! same free ranks.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::error::CoreError;
+use crate::ids::AccountId;
+use crate::model::gateway::{Environment, NodePool, NodePoolBackend, NodePoolStats, RankKind};
+use crate::service::Service;
+
+use super::node_pools::{HOST_CPU_POOL_ID, HOST_GPU_POOL_ID};
+
+/// Who holds ranks on a pool.
+#[derive(Debug, Clone)]
+pub(crate) struct Holding {
+    pub account_id: AccountId,
+    pub pool_id: String,
+    pub ranks: u32,
+    pub gpus: Vec<u32>,
+    /// The holder: `environment/<id>` or `batch_job/<id>`.
+    pub holder: String,
+    /// A batch job's state, for the pool's statistics.
+    pub job_state: Option<&'static str>,
+}
+
+/// A pool's use, for `:getStats`.
+#[derive(Debug, Clone, Default)]
+pub struct PoolUsage {
+    pub environment_count: i32,
+    pub environment_ranks: i32,
+    pub batch_job_count: BTreeMap<String, i32>,
+    pub batch_job_ranks: BTreeMap<String, i32>,
+}
+
+fn clamp_i32(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+impl Service {
+    /// Nodes and ranks per node of a pool on this host.
+    pub(crate) fn pool_shape(&self, pool: &NodePool) -> (u32, u32) {
+        let gpus = u32::try_from(self.config.gateway.gpus.len()).unwrap_or(u32::MAX);
+        match (&pool.backend, pool.rank_kind()) {
+            (NodePoolBackend::Eks(_), _) => (0, 0),
+            (_, RankKind::Gpu) => (u32::from(gpus > 0), gpus),
+            (NodePoolBackend::Fake(f), RankKind::Cpu) => {
+                if pool.id == HOST_CPU_POOL_ID {
+                    return (self.config.gateway.cpu_nodes, 1);
+                }
+                let max = u32::try_from(pool.max_node_count.max(0)).unwrap_or(0);
+                let asked = u32::try_from(f.num_nodes.max(0)).unwrap_or(0);
+                (if asked == 0 { max } else { asked.min(max) }, 1)
+            }
+        }
+    }
+
+    pub(crate) fn pool_capacity(&self, pool: &NodePool) -> u32 {
+        let (nodes, per_node) = self.pool_shape(pool);
+        nodes.saturating_mul(per_node)
+    }
+
+    /// Every holding on this host, in every account.
+    pub(crate) async fn holdings(&self) -> Result<Vec<Holding>, CoreError> {
+        let mut out = Vec::new();
+        for env in self.load_all::<Environment>(None).await? {
+            if !env.state.holds_ranks() {
+                continue;
+            }
+            if let Some(c) = &env.connection {
+                out.push(Holding {
+                    account_id: env.account_id.clone(),
+                    pool_id: c.node_pool_id.clone(),
+                    ranks: c.num_ranks,
+                    gpus: c.gpus.clone(),
+                    holder: format!("environment/{}", env.id),
+                    job_state: None,
+                });
+            }
+        }
+        out.extend(self.batch_job_holdings().await?);
+        Ok(out)
+    }
+
+    pub async fn pool_usage(
+        &self,
+        account: &AccountId,
+        pool_id: &str,
+    ) -> Result<PoolUsage, CoreError> {
+        let mut usage = PoolUsage::default();
+        for h in self.holdings().await? {
+            if &h.account_id != account || h.pool_id != pool_id {
+                continue;
+            }
+            let ranks = clamp_i32(h.ranks);
+            match h.job_state {
+                None => {
+                    usage.environment_count += 1;
+                    usage.environment_ranks += ranks;
+                }
+                Some(state) => {
+                    *usage.batch_job_count.entry(state.to_owned()).or_default() += 1;
+                    *usage.batch_job_ranks.entry(state.to_owned()).or_default() += ranks;
+                }
+            }
+        }
+        Ok(usage)
+    }
+
+    pub async fn node_pool_stats(
+        &self,
+        account: &AccountId,
+        pool_id: &str,
+    ) -> Result<NodePoolStats, CoreError> {
+        let pool = self.get_node_pool(account, pool_id).await?;
+        let (nodes, per_node) = self.pool_shape(&pool);
+        let usage = self.pool_usage(account, pool_id).await?;
+        Ok(NodePoolStats {
+            node_count: clamp_i32(nodes),
+            ranks_per_node: clamp_i32(per_node),
+            environment_count: usage.environment_count,
+            environment_ranks: usage.environment_ranks,
+            batch_job_count: usage.batch_job_count,
+            batch_job_ranks: usage.batch_job_ranks,
+        })
+    }
+
+    /// Takes the placement lock: hold it from [`Service::place`] until the
+    /// holder's record is saved.
+    pub(crate) async fn placement_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.gateway.placement.lock().await
+    }
+
+    /// Finds `ranks` free ranks on `pool` for a holder (whose own current
+    /// holding, if any, counts as free), and the GPUs they are on a GPU
+    /// pool. `Ok(None)`: they are not free now. Call under
+    /// [`Service::placement_lock`].
+    pub(crate) async fn place(
+        &self,
+        pool: &NodePool,
+        ranks: u32,
+        holder: &str,
+    ) -> Result<Option<Vec<u32>>, CoreError> {
+        let holdings: Vec<Holding> = self
+            .holdings()
+            .await?
+            .into_iter()
+            .filter(|h| h.holder != holder || h.account_id != pool.account_id)
+            .collect();
+        let used: u32 = holdings
+            .iter()
+            .filter(|h| h.account_id == pool.account_id && h.pool_id == pool.id)
+            .map(|h| h.ranks)
+            .sum();
+        if used.saturating_add(ranks) > self.pool_capacity(pool) {
+            return Ok(None);
+        }
+        if pool.rank_kind() == RankKind::Cpu {
+            return Ok(Some(Vec::new()));
+        }
+        // GPUs are physical: any pool, of any account, may hold one.
+        let taken: BTreeSet<u32> = holdings
+            .iter()
+            .flat_map(|h| h.gpus.iter().copied())
+            .collect();
+        let free: Vec<u32> = self
+            .config
+            .gateway
+            .gpus
+            .iter()
+            .copied()
+            .filter(|g| !taken.contains(g))
+            .take(ranks as usize)
+            .collect();
+        Ok((free.len() == ranks as usize).then_some(free))
+    }
+
+    /// Whether a pool could ever hold `ranks`.
+    pub(crate) fn check_fits(&self, pool: &NodePool, ranks: u32) -> Result<(), CoreError> {
+        let capacity = self.pool_capacity(pool);
+        if ranks > capacity {
+            return Err(CoreError::ResourceExhausted(format!(
+                "node pool {:?} has {capacity} ranks in all; {ranks} asked",
+                pool.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// The id of the built-in GPU pool, when this host has GPUs.
+    pub(crate) fn host_gpu_pool(&self) -> Option<&'static str> {
+        (!self.config.gateway.gpus.is_empty()).then_some(HOST_GPU_POOL_ID)
+    }
+}

@@ -1,0 +1,186 @@
+//! The account gateway: clusters, node pools, dev environments and batch
+//! jobs over the same sandboxes, images, snapshots and volumes as the VM
+//! API. Each resource is a document in the store ([`ResourceStore`]); this
+//! module keeps their rules and runs their long work (connecting,
+//! snapshotting, scheduling) in tasks whose progress shows in `state`.
+
+mod batch_jobs;
+mod capacity;
+mod clusters;
+mod environments;
+mod node_pools;
+mod validate;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+
+pub use batch_jobs::{BatchJobInput, BatchJobPatch};
+pub use capacity::PoolUsage;
+pub use clusters::{ClusterInput, ClusterPatch};
+pub use environments::{
+    snapshot_image_ref, status_code, ConnectRequest, DisconnectRequest, EnvironmentInput,
+    EnvironmentPatch, ENVIRONMENT_METADATA_KEY,
+};
+pub use node_pools::{NodePoolInput, NodePoolPatch};
+pub use validate::{validate_annotations, validate_display_name, validate_resource_id};
+
+use crate::error::CoreError;
+use crate::ids::AccountId;
+use crate::model::gateway::Resource;
+use crate::service::Service;
+use crate::store::ResourceDoc;
+
+/// What the host offers the gateway's built-in cluster and fake pools.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Nodes of the built-in CPU pool: slices of this host, one rank each.
+    pub cpu_nodes: u32,
+    /// The host's NVIDIA GPUs (the N of `/dev/nvidiaN`), one rank each.
+    pub gpus: Vec<u32>,
+    /// The zone connections report.
+    pub zone: String,
+    /// Size of each environment's home volume.
+    pub home_size_bytes: u64,
+    /// Size of the node-local scratch a connection with
+    /// `useLocalStorage` gets at `/tmp`.
+    pub scratch_size_bytes: u64,
+    /// Where the home volume is mounted.
+    pub home_path: String,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            cpu_nodes: 1,
+            gpus: Vec::new(),
+            zone: "local".to_owned(),
+            home_size_bytes: 4 << 30,
+            scratch_size_bytes: 4 << 30,
+            home_path: "/root".to_owned(),
+        }
+    }
+}
+
+/// The gateway's in-memory coordination.
+#[derive(Default)]
+pub struct GatewayRuntime {
+    /// Serializes rank accounting: a placement reads every holder and
+    /// records its own before the next one reads.
+    placement: AsyncMutex<()>,
+    /// Serializes changes to one resource (`kind/account/id`).
+    locks: Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
+}
+
+impl GatewayRuntime {
+    async fn lock(&self, key: String) -> OwnedMutexGuard<()> {
+        let lock = {
+            let mut map = self
+                .locks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(map.entry(key).or_default())
+        };
+        lock.lock_owned().await
+    }
+}
+
+impl Service {
+    /// Picks up the gateway's work a restart interrupted: environments
+    /// caught between states and jobs whose runner was lost.
+    pub async fn recover_gateway(self: &Arc<Self>) -> Result<(), CoreError> {
+        self.recover_environments().await?;
+        self.recover_batch_jobs().await
+    }
+
+    /// Locks one gateway resource against concurrent changes.
+    async fn lock_resource<T: Resource>(
+        &self,
+        account: &AccountId,
+        id: &str,
+    ) -> OwnedMutexGuard<()> {
+        self.gateway
+            .lock(format!("{}/{}/{}", T::KIND, account, id))
+            .await
+    }
+
+    async fn load<T: Resource>(
+        &self,
+        account: &AccountId,
+        id: &str,
+    ) -> Result<Option<T>, CoreError> {
+        match self.store.get_resource(T::KIND, account, id).await? {
+            Some(doc) => Ok(Some(parse_doc(&doc)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn load_all<T: Resource>(
+        &self,
+        account: Option<&AccountId>,
+    ) -> Result<Vec<T>, CoreError> {
+        self.store
+            .list_resources(T::KIND, account)
+            .await?
+            .iter()
+            .map(|d| parse_doc(d))
+            .collect()
+    }
+
+    async fn insert_doc<T: Resource>(&self, r: &T) -> Result<(), CoreError> {
+        match self.store.insert_resource(&to_doc(r)?).await {
+            Ok(()) => Ok(()),
+            Err(crate::StoreError::Duplicate) => Err(CoreError::Conflict(format!(
+                "{} {:?} already exists",
+                T::KIND.replace('_', " "),
+                r.id()
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn save_doc<T: Resource>(&self, r: &T) -> Result<(), CoreError> {
+        if self.store.update_resource(&to_doc(r)?).await? {
+            Ok(())
+        } else {
+            Err(CoreError::not_found(kind_name(T::KIND), r.id()))
+        }
+    }
+
+    async fn delete_doc<T: Resource>(
+        &self,
+        account: &AccountId,
+        id: &str,
+    ) -> Result<(), CoreError> {
+        self.store.delete_resource(T::KIND, account, id).await?;
+        Ok(())
+    }
+}
+
+fn kind_name(kind: &'static str) -> &'static str {
+    match kind {
+        "node_pool" => "node pool",
+        "batch_job" => "batch job",
+        k => k,
+    }
+}
+
+fn to_doc<T: Resource>(r: &T) -> Result<ResourceDoc, CoreError> {
+    let doc = serde_json::to_string(r)
+        .map_err(|e| crate::StoreError::Corrupt(format!("{} document: {e}", T::KIND)))?;
+    Ok(ResourceDoc {
+        kind: T::KIND,
+        account_id: r.account_id().clone(),
+        id: r.id().to_owned(),
+        state: r.state_name(),
+        doc,
+        created_at: r.created_at(),
+        updated_at: r.updated_at(),
+    })
+}
+
+fn parse_doc<T: Resource>(doc: &str) -> Result<T, CoreError> {
+    serde_json::from_str(doc)
+        .map_err(|e| crate::StoreError::Corrupt(format!("{} document: {e}", T::KIND)).into())
+}

@@ -1,0 +1,283 @@
+//! Node pools. A `fakeNodePool` runs on this host: its ranks are slices of
+//! the host (CPU pools) or the host's GPUs (GPU pools, told by a
+//! `machineType` that names a GPU). Every account also sees the built-in
+//! pools: `host-cpu`, and `host-gpu` when the host has NVIDIA GPUs. An
+//! `eksNodePool` is kept but cannot be provisioned here: it is FAILED.
+
+use std::collections::BTreeMap;
+
+use crate::clock::Timestamp;
+use crate::error::CoreError;
+use crate::ids::AccountId;
+use crate::model::gateway::{
+    EksNodePool, FakeNodePool, NodePool, NodePoolBackend, NodePoolState, Status, StatusCode,
+};
+use crate::service::Service;
+
+use super::validate::{validate_annotations, validate_display_name, validate_resource_id};
+
+pub const HOST_CPU_POOL_ID: &str = "host-cpu";
+pub const HOST_GPU_POOL_ID: &str = "host-gpu";
+
+#[derive(Debug, Clone, Default)]
+pub struct NodePoolInput {
+    pub display_name: String,
+    pub min_node_count: Option<i32>,
+    pub max_node_count: Option<i32>,
+    pub overprovision_node_count: Option<i32>,
+    pub fake_node_pool: Option<FakeNodePool>,
+    pub eks_node_pool: Option<EksNodePool>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// What an update changes (`None`: unchanged).
+#[derive(Debug, Clone, Default)]
+pub struct NodePoolPatch {
+    pub display_name: Option<String>,
+    pub min_node_count: Option<i32>,
+    pub max_node_count: Option<i32>,
+    pub overprovision_node_count: Option<i32>,
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// The node counts' rules, from the API notes.
+fn validate_counts(min: i32, max: i32, over: i32, prefix: &str) -> Result<(), CoreError> {
+    if min < 0 {
+        return Err(CoreError::invalid(
+            format!("{prefix}minNodeCount"),
+            "must be at least 0",
+        ));
+    }
+    if max < 1 || max < min {
+        return Err(CoreError::invalid(
+            format!("{prefix}maxNodeCount"),
+            "must be positive and at least minNodeCount",
+        ));
+    }
+    if over < 0 || over > min || over > max - min {
+        return Err(CoreError::invalid(
+            format!("{prefix}overprovisionNodeCount"),
+            "must be at least 0 and at most both minNodeCount and maxNodeCount - minNodeCount",
+        ));
+    }
+    Ok(())
+}
+
+const EKS_POOL_UNREACHABLE: &str = "EKS node pools cannot be provisioned from this paddock \
+     server: it has no route to AWS. Use a fakeNodePool to run on this host.";
+
+impl Service {
+    fn host_pools(&self, account: &AccountId) -> Vec<NodePool> {
+        let epoch = Timestamp::from_unix_millis(0);
+        let pool = |id: &str, name: &str, machine: &str| NodePool {
+            id: id.to_owned(),
+            account_id: account.clone(),
+            display_name: name.to_owned(),
+            min_node_count: 0,
+            max_node_count: 1,
+            overprovision_node_count: 0,
+            backend: NodePoolBackend::Fake(FakeNodePool {
+                machine_type: machine.to_owned(),
+                num_nodes: 1,
+                service_account: String::new(),
+            }),
+            annotations: BTreeMap::new(),
+            state: NodePoolState::Ready,
+            status: Status::ok(),
+            create_time: epoch,
+            update_time: epoch,
+        };
+        let mut cpu = pool(HOST_CPU_POOL_ID, "This host's CPUs", "host-cpu");
+        let nodes = i32::try_from(self.config.gateway.cpu_nodes).unwrap_or(i32::MAX);
+        cpu.max_node_count = nodes.max(1);
+        if let NodePoolBackend::Fake(f) = &mut cpu.backend {
+            f.num_nodes = nodes;
+        }
+        let mut pools = vec![cpu];
+        if self.host_gpu_pool().is_some() {
+            pools.push(pool(HOST_GPU_POOL_ID, "This host's GPUs", "host-gpu"));
+        }
+        pools
+    }
+
+    fn is_host_pool(id: &str) -> bool {
+        id == HOST_CPU_POOL_ID || id == HOST_GPU_POOL_ID
+    }
+
+    pub async fn create_node_pool(
+        &self,
+        account: &AccountId,
+        id: &str,
+        input: NodePoolInput,
+    ) -> Result<NodePool, CoreError> {
+        validate_resource_id("nodePoolId", id)?;
+        validate_display_name("nodePool.displayName", &input.display_name)?;
+        validate_annotations("nodePool.annotations", &input.annotations)?;
+        let min = input.min_node_count.unwrap_or(0);
+        let max = input.max_node_count.unwrap_or(1);
+        let over = input.overprovision_node_count.unwrap_or(0);
+        validate_counts(min, max, over, "nodePool.")?;
+        let backend = match (input.fake_node_pool, input.eks_node_pool) {
+            (Some(_), Some(_)) => {
+                return Err(CoreError::invalid(
+                    "nodePool",
+                    "set one of fakeNodePool and eksNodePool, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(CoreError::invalid(
+                    "nodePool",
+                    "one of fakeNodePool and eksNodePool is required",
+                ))
+            }
+            (Some(f), None) => {
+                if f.num_nodes < 0 {
+                    return Err(CoreError::invalid(
+                        "nodePool.fakeNodePool.numNodes",
+                        "must be at least 0",
+                    ));
+                }
+                NodePoolBackend::Fake(f)
+            }
+            (None, Some(e)) => {
+                if e.instance_type.is_empty() {
+                    return Err(CoreError::invalid(
+                        "nodePool.eksNodePool.instanceType",
+                        "is required",
+                    ));
+                }
+                NodePoolBackend::Eks(e)
+            }
+        };
+        if Self::is_host_pool(id) {
+            return Err(CoreError::Conflict(format!(
+                "node pool {id:?} already exists"
+            )));
+        }
+        let now = Timestamp::now();
+        let (state, status) = match &backend {
+            NodePoolBackend::Eks(_) => (
+                NodePoolState::Failed,
+                Status::error(StatusCode::Unavailable, EKS_POOL_UNREACHABLE),
+            ),
+            NodePoolBackend::Fake(_) => (NodePoolState::Ready, Status::ok()),
+        };
+        let mut pool = NodePool {
+            id: id.to_owned(),
+            account_id: account.clone(),
+            display_name: input.display_name,
+            min_node_count: min,
+            max_node_count: max,
+            overprovision_node_count: over,
+            backend,
+            annotations: input.annotations,
+            state,
+            status,
+            create_time: now,
+            update_time: now,
+        };
+        if pool.state == NodePoolState::Ready && self.pool_capacity(&pool) == 0 {
+            pool.status = Status::error(
+                StatusCode::Ok,
+                "this host has no NVIDIA GPUs: the pool has no ranks",
+            );
+        }
+        self.insert_doc(&pool).await?;
+        tracing::info!(account = %account, node_pool = id, "node pool created");
+        Ok(pool)
+    }
+
+    pub async fn get_node_pool(
+        &self,
+        account: &AccountId,
+        id: &str,
+    ) -> Result<NodePool, CoreError> {
+        if let Some(p) = self.host_pools(account).into_iter().find(|p| p.id == id) {
+            return Ok(p);
+        }
+        self.load(account, id)
+            .await?
+            .ok_or_else(|| CoreError::not_found("node pool", id))
+    }
+
+    pub async fn list_node_pools(&self, account: &AccountId) -> Result<Vec<NodePool>, CoreError> {
+        let mut all = self.host_pools(account);
+        all.extend(self.load_all::<NodePool>(Some(account)).await?);
+        Ok(all)
+    }
+
+    pub async fn update_node_pool(
+        &self,
+        account: &AccountId,
+        id: &str,
+        patch: NodePoolPatch,
+    ) -> Result<NodePool, CoreError> {
+        if Self::is_host_pool(id) {
+            self.get_node_pool(account, id).await?;
+            return Err(CoreError::FailedPrecondition(
+                "the built-in node pools cannot be changed".into(),
+            ));
+        }
+        let _guard = self.lock_resource::<NodePool>(account, id).await;
+        let mut pool = self.get_node_pool(account, id).await?;
+        if let Some(n) = patch.display_name {
+            validate_display_name("displayName", &n)?;
+            pool.display_name = n;
+        }
+        if let Some(a) = patch.annotations {
+            validate_annotations("annotations", &a)?;
+            pool.annotations = a;
+        }
+        let min = patch.min_node_count.unwrap_or(pool.min_node_count);
+        let max = patch.max_node_count.unwrap_or(pool.max_node_count);
+        let over = patch
+            .overprovision_node_count
+            .unwrap_or(pool.overprovision_node_count);
+        validate_counts(min, max, over, "")?;
+        pool.min_node_count = min;
+        pool.max_node_count = max;
+        pool.overprovision_node_count = over;
+        pool.update_time = Timestamp::now();
+        self.save_doc(&pool).await?;
+        Ok(pool)
+    }
+
+    /// Deletes a pool nothing holds ranks on.
+    pub async fn delete_node_pool(&self, account: &AccountId, id: &str) -> Result<(), CoreError> {
+        if Self::is_host_pool(id) {
+            self.get_node_pool(account, id).await?;
+            return Err(CoreError::FailedPrecondition(
+                "the built-in node pools cannot be deleted".into(),
+            ));
+        }
+        let _guard = self.lock_resource::<NodePool>(account, id).await;
+        self.get_node_pool(account, id).await?;
+        let _placement = self.placement_lock().await;
+        let usage = self.pool_usage(account, id).await?;
+        let jobs: i32 = usage.batch_job_count.values().sum();
+        if usage.environment_count > 0 || jobs > 0 {
+            return Err(CoreError::FailedPrecondition(format!(
+                "node pool {id:?} is in use by {} environments and {jobs} batch jobs",
+                usage.environment_count
+            )));
+        }
+        self.delete_doc::<NodePool>(account, id).await?;
+        tracing::info!(account = %account, node_pool = id, "node pool deleted");
+        Ok(())
+    }
+
+    /// Deletes several pools; all or none (every id is checked first).
+    pub async fn batch_delete_node_pools(
+        &self,
+        account: &AccountId,
+        ids: &[String],
+    ) -> Result<(), CoreError> {
+        for id in ids {
+            self.get_node_pool(account, id).await?;
+        }
+        for id in ids {
+            self.delete_node_pool(account, id).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,759 @@
+//! The account gateway over HTTP: clusters, node pools, environments
+//! (connect, disconnect, snapshots, home volume), batch jobs and their
+//! queue, listing, errors, and users' sharing.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::registry::{busybox_base, config_json, gzip, push, Registry, GZIP};
+use common::{bin, Client, Reply, Server};
+use serde_json::{json, Value};
+
+struct Gw {
+    c: Client,
+    account: String,
+}
+
+impl Gw {
+    fn url(&self, rest: &str) -> String {
+        format!("/v1/accounts/{}/{rest}", self.account)
+    }
+
+    async fn get(&self, rest: &str) -> Reply {
+        self.c.get(&self.url(rest)).await
+    }
+
+    async fn post(&self, rest: &str, body: Value) -> Reply {
+        self.c.post(&self.url(rest), body).await
+    }
+
+    async fn patch(&self, rest: &str, body: Value) -> Reply {
+        self.c
+            .send(
+                self.c
+                    .req(reqwest::Method::PATCH, &self.url(rest))
+                    .json(&body),
+            )
+            .await
+    }
+
+    async fn delete(&self, rest: &str) -> Reply {
+        self.c.delete(&self.url(rest)).await
+    }
+
+    /// Polls `rest` until `field` is `want` (panics with the last body).
+    async fn wait_for(&self, rest: &str, field: &str, want: &str, secs: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let r = self.get(rest).await;
+            if r.body[field] == want {
+                return r.body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{rest}: {field} never became {want}: {}",
+                r.body
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn exec(&self, vm: &str, command: &str) -> String {
+        let (out, err, status) = self.c.exec(vm, command).await;
+        assert_eq!(status["exit_code"], 0, "{command}: {err}");
+        out
+    }
+}
+
+/// A key for another user of the server's first account.
+fn user_key(server: &Server, user: &str) -> String {
+    let out = Command::new(bin())
+        .args(["keys", "--data-dir"])
+        .arg(server.data_dir())
+        .args(["create", "--user", user])
+        .output()
+        .expect("paddock keys create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+async fn setup() -> (Registry, Server, Gw, String) {
+    let reg = Registry::start();
+    let image = reg.reference("test/dev:v1");
+    push(
+        &image,
+        vec![(gzip(&busybox_base().bytes()), GZIP)],
+        config_json(&["PATH=/bin"], "/", ""),
+    )
+    .await;
+    let server = Server::start_with_config(&format!(
+        "{}\n[gateway]\ncpu_nodes = 2\nhome_size_gib = 1\nscratch_size_gib = 1\n",
+        reg.paddock_config()
+    ));
+    let gw = Gw {
+        c: server.client(),
+        account: account_id(&server).expect("the account id"),
+    };
+    (reg, server, gw, image)
+}
+
+fn account_id(server: &Server) -> Option<String> {
+    let out = Command::new(bin())
+        .args(["keys", "--data-dir"])
+        .arg(server.data_dir())
+        .args(["--json", "list"])
+        .output()
+        .ok()?;
+    let keys: Value = serde_json::from_slice(&out.stdout).ok()?;
+    keys[0]["account_id"].as_str().map(str::to_owned)
+}
+
+fn code(r: &Reply) -> i64 {
+    r.body["code"].as_i64().unwrap_or(-1)
+}
+
+#[tokio::test]
+async fn an_environment_keeps_what_was_installed_across_disconnects() {
+    let (_reg, _server, gw, image) = setup().await;
+
+    let created = gw
+        .post(
+            "environments",
+            json!({"environmentId": "dev", "environment": {
+                "displayName": "Dev", "baseImageRef": image, "annotations": {"team": "ml"}}}),
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    assert_eq!(
+        created.body["name"],
+        format!("accounts/{}/environments/dev", gw.account)
+    );
+    assert_eq!(created.body["createdBy"], "admin@localhost");
+    let env = gw
+        .wait_for("environments/dev", "state", "DISCONNECTED", 60)
+        .await;
+    let pinned = env["imageRef"].as_str().expect("imageRef");
+    assert!(pinned.contains("@sha256:"), "{env}");
+    assert!(pinned.starts_with(image.trim_end_matches(":v1")), "{env}");
+
+    let r = gw
+        .post(
+            "environments/dev:connect",
+            json!({"connection": {"nodePoolId": "host-cpu", "numRanks": 1}, "vscodeVersion": "1.95.0"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, json!({}));
+    // A second connect while the first is pending is refused.
+    let again = gw
+        .post(
+            "environments/dev:connect",
+            json!({"connection": {"nodePoolId": "host-cpu", "numRanks": 2}}),
+        )
+        .await;
+    if again.status != 200 {
+        assert_eq!((again.status, code(&again)), (400, 9), "{}", again.body);
+    }
+    let env = gw
+        .wait_for("environments/dev", "state", "CONNECTED", 60)
+        .await;
+    assert_eq!(env["connection"]["zone"], "local", "{env}");
+    assert_eq!(env["vscodeVersion"], "1.95.0");
+    let vm = env["vmId"].as_str().expect("vmId").to_owned();
+
+    gw.exec(
+        &vm,
+        "echo tool > /bin/installed-tool && echo notes > /root/notes",
+    )
+    .await;
+    let r = gw.post("environments/dev:disconnect", json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let env = gw
+        .wait_for("environments/dev", "state", "DISCONNECTED", 60)
+        .await;
+    assert!(
+        env["snapshotImageRef"]
+            .as_str()
+            .is_some_and(|s| s.contains("@sha256:")),
+        "{env}"
+    );
+    assert!(env.get("connection").is_none(), "{env}");
+    let vm_after = gw.c.get(&format!("/v1/vms/{vm}")).await;
+    assert_ne!(vm_after.body["status"], "running", "{}", vm_after.body);
+
+    // Disconnecting again: not connected.
+    let r = gw.post("environments/dev:disconnect", json!({})).await;
+    assert_eq!((r.status, code(&r)), (400, 9), "{}", r.body);
+
+    let r = gw
+        .post(
+            "environments/dev:connect",
+            json!({"connection": {"nodePoolId": "host-cpu", "useLocalStorage": true}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let env = gw
+        .wait_for("environments/dev", "state", "CONNECTED", 60)
+        .await;
+    let vm = env["vmId"].as_str().expect("vmId").to_owned();
+    assert_eq!(
+        gw.exec(&vm, "cat /bin/installed-tool /root/notes").await,
+        "tool\nnotes\n"
+    );
+    // Scratch at /tmp is its own mount.
+    let mounts = gw.exec(&vm, "cat /proc/mounts").await;
+    assert!(
+        mounts.lines().any(|l| l.split(' ').nth(1) == Some("/tmp")),
+        "{mounts}"
+    );
+
+    // Reconnecting with other parameters goes through RECONNECTING.
+    gw.exec(&vm, "echo second > /bin/second").await;
+    let r = gw
+        .post(
+            "environments/dev:connect",
+            json!({"connection": {"nodePoolId": "host-cpu", "numRanks": 2}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let env = gw
+        .wait_for("environments/dev", "state", "CONNECTED", 60)
+        .await;
+    assert_eq!(env["connection"]["numRanks"], 2, "{env}");
+    let vm2 = env["vmId"].as_str().expect("vmId").to_owned();
+    assert_ne!(vm2, vm);
+    assert_eq!(gw.exec(&vm2, "cat /bin/second").await, "second\n");
+
+    // The pool counts what the environment holds.
+    let stats = gw.get("nodePools/host-cpu:getStats").await;
+    assert_eq!(stats.body["environmentCount"], 1, "{}", stats.body);
+    assert_eq!(stats.body["environmentRanks"], 2, "{}", stats.body);
+    assert_eq!(stats.body["nodeCount"], 2, "{}", stats.body);
+    // No room for one more rank.
+    let r = gw
+        .post(
+            "environments",
+            json!({"environmentId": "other", "environment": {"baseImageRef": image}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    gw.wait_for("environments/other", "state", "DISCONNECTED", 60)
+        .await;
+    let full = gw
+        .post(
+            "environments/other:connect",
+            json!({"connection": {"nodePoolId": "host-cpu"}}),
+        )
+        .await;
+    assert_eq!((full.status, code(&full)), (429, 8), "{}", full.body);
+
+    // Snapshots are listed, the latest cannot go, an older one can.
+    let snaps = gw.get("snapshots").await;
+    assert_eq!(snaps.status, 200, "{}", snaps.body);
+    let items = snaps.body["snapshots"]
+        .as_array()
+        .expect("snapshots")
+        .clone();
+    assert_eq!(items.len(), 2, "{}", snaps.body);
+    let first = items[0]["name"]
+        .as_str()
+        .expect("name")
+        .rsplit('/')
+        .next()
+        .expect("id")
+        .to_owned();
+    let latest = items[1]["name"]
+        .as_str()
+        .expect("name")
+        .rsplit('/')
+        .next()
+        .expect("id")
+        .to_owned();
+    let r = gw.delete(&format!("snapshots/{latest}")).await;
+    assert_eq!((r.status, code(&r)), (400, 9), "{}", r.body);
+    let r = gw.delete(&format!("snapshots/{first}")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // Delete disconnects and frees everything.
+    let r = gw.delete("environments/dev").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while gw.get("environments/dev").await.status != 404 {
+        assert!(Instant::now() < deadline, "never deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let vm_gone = gw.c.get(&format!("/v1/vms/{vm2}")).await;
+    assert_ne!(vm_gone.body["status"], "running", "{}", vm_gone.body);
+    let vols = gw.c.get("/v1/volumes").await;
+    assert!(!vols.body.to_string().contains("env-dev-"), "{}", vols.body);
+    assert_eq!(gw.get("snapshots").await.body["snapshots"], json!([]));
+}
+
+#[tokio::test]
+async fn batch_jobs_run_from_an_environment_queue_and_cancel() {
+    let (_reg, _server, gw, image) = setup().await;
+    gw.post(
+        "environments",
+        json!({"environmentId": "src", "environment": {"baseImageRef": image}}),
+    )
+    .await;
+    gw.wait_for("environments/src", "state", "DISCONNECTED", 60)
+        .await;
+    gw.post(
+        "environments/src:connect",
+        json!({"connection": {"nodePoolId": "host-cpu"}}),
+    )
+    .await;
+    let env = gw
+        .wait_for("environments/src", "state", "CONNECTED", 60)
+        .await;
+    let vm = env["vmId"].as_str().expect("vmId").to_owned();
+    gw.exec(&vm, "echo from-env > /bin/marker").await;
+    gw.post("environments/src:disconnect", json!({})).await;
+    gw.wait_for("environments/src", "state", "DISCONNECTED", 60)
+        .await;
+
+    let r = gw
+        .post(
+            "batchJobs?batchJobId=reads-marker",
+            json!({"displayName": "reads", "nodePoolId": "host-cpu", "environmentId": "src",
+                   "envVars": {"GREETING": "hello"},
+                   "shellExecutor": {"command": "cat /bin/marker; echo $GREETING; echo oops >&2"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let job = gw
+        .wait_for("batchJobs/reads-marker", "state", "COMPLETED", 60)
+        .await;
+    assert!(job["endTime"].is_string(), "{job}");
+    let logs = gw.get("batchJobs/reads-marker:getLogs").await;
+    assert_eq!(logs.status, 200, "{}", logs.body);
+    let text = logs.body["logs"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("from-env") && text.contains("hello") && text.contains("oops"),
+        "{}",
+        logs.body
+    );
+
+    // A failing command ends FAILED with its code.
+    let r = gw
+        .post(
+            "batchJobs?batchJobId=fails",
+            json!({"nodePoolId": "host-cpu", "imageRef": image, "shellExecutor": {"command": "exit 3"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let job = gw.wait_for("batchJobs/fails", "state", "FAILED", 60).await;
+    assert!(
+        job["status"].as_str().is_some_and(|s| s.contains('3')),
+        "{job}"
+    );
+
+    // Two ranks in all: a two-rank job holds them, the next one queues,
+    // and starts when the first is cancelled.
+    let r = gw
+        .post(
+            "batchJobs?batchJobId=big",
+            json!({"nodePoolId": "host-cpu", "imageRef": image, "numRanks": 2, "shellExecutor": {"command": "sleep 300"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    gw.wait_for("batchJobs/big", "state", "RUNNING", 60).await;
+    let r = gw
+        .post(
+            "batchJobs?batchJobId=waits",
+            json!({"nodePoolId": "host-cpu", "imageRef": image, "shellExecutor": {"command": "echo ran"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["state"], "QUEUED", "{}", r.body);
+    let stats = gw.get("nodePools/host-cpu:getStats").await;
+    assert_eq!(stats.body["batchJobCount"]["RUNNING"], 1, "{}", stats.body);
+    assert_eq!(stats.body["batchJobRanks"]["RUNNING"], 2, "{}", stats.body);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(gw.get("batchJobs/waits").await.body["state"], "QUEUED");
+
+    let r = gw.post("batchJobs/big:cancel", json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    gw.wait_for("batchJobs/big", "state", "CANCELLED", 60).await;
+    gw.wait_for("batchJobs/waits", "state", "COMPLETED", 60)
+        .await;
+    let r = gw.post("batchJobs/waits:cancel", json!({})).await;
+    assert_eq!((r.status, code(&r)), (400, 9), "{}", r.body);
+
+    // Too big for the pool ever: refused at once.
+    let r = gw
+        .post(
+            "batchJobs",
+            json!({"nodePoolId": "host-cpu", "imageRef": image, "numRanks": 3, "shellExecutor": {"command": "true"}}),
+        )
+        .await;
+    assert_eq!((r.status, code(&r)), (429, 8), "{}", r.body);
+
+    // Logs outlive the sandbox; delete removes the job.
+    let list = gw.get("batchJobs?orderBy=createTime").await;
+    assert_eq!(list.body["totalSize"], 4, "{}", list.body);
+    let r = gw
+        .post(
+            "batchJobs:batchDelete",
+            json!({"names": [format!("accounts/{}/batchJobs/fails", gw.account)]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(gw.get("batchJobs/fails").await.status, 404);
+}
+
+#[tokio::test]
+async fn listing_pages_filters_orders_and_masks() {
+    let (_reg, _server, gw, image) = setup().await;
+    for i in 0..250 {
+        let r = gw
+            .post(
+                "environments",
+                json!({"environmentId": format!("e{i:03}"), "environment": {
+                    "baseImageRef": image, "displayName": format!("n{:03}", 249 - i),
+                    "annotations": {"parity": if i % 2 == 0 { "even" } else { "odd" }}}}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let r = gw
+            .get(&format!("environments?pageSize=37&pageToken={token}"))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["totalSize"], 250);
+        for e in r.body["environments"].as_array().expect("page") {
+            seen.push(e["name"].as_str().expect("name").to_owned());
+        }
+        token = r.body["nextPageToken"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if token.is_empty() {
+            break;
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(seen.len(), 250);
+    assert_eq!(sorted, seen, "default order is by name, without repeats");
+
+    let r = gw.get("environments?pageSize=500").await;
+    assert_eq!(r.body["environments"].as_array().map(Vec::len), Some(200));
+
+    let r = gw
+        .get("environments?filter=annotations.parity%3D%22odd%22%20AND%20displayName%3E%22n240%22&orderBy=displayName%20desc&readMask=name,displayName")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let names: Vec<&str> = r.body["environments"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|e| e["displayName"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(names, ["n248", "n246", "n244", "n242"], "{}", r.body);
+    assert!(
+        r.body["environments"][0].get("state").is_none(),
+        "masked: {}",
+        r.body
+    );
+
+    for bad in [
+        "filter=nope%3D1",
+        "orderBy=bogus",
+        "pageToken=garbage",
+        "readMask=bogus",
+        "pageSize=-1",
+    ] {
+        let r = gw.get(&format!("environments?{bad}")).await;
+        assert_eq!((r.status, code(&r)), (400, 3), "{bad}: {}", r.body);
+    }
+
+    let r = gw
+        .patch(
+            "environments/e001",
+            json!({"displayName": "renamed", "annotations": {"a": "b"}, "state": "CONNECTED"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["displayName"], "renamed");
+    assert_eq!(r.body["annotations"], json!({"a": "b"}));
+    let r = gw.get("environments/e001?readMask=displayName").await;
+    assert_eq!(r.body, json!({"displayName": "renamed"}));
+}
+
+#[tokio::test]
+async fn errors_have_their_codes_and_users_see_only_what_is_theirs() {
+    let (_reg, server, gw, image) = setup().await;
+    let cases: Vec<(&str, Value, u16, i64, &str)> = vec![
+        (
+            "environments",
+            json!({"environment": {"baseImageRef": image}}),
+            400,
+            3,
+            "environmentId",
+        ),
+        (
+            "environments",
+            json!({"environmentId": "Bad_Id", "environment": {"baseImageRef": image}}),
+            400,
+            3,
+            "environmentId",
+        ),
+        (
+            "environments",
+            json!({"environmentId": "x", "environment": {}}),
+            400,
+            3,
+            "baseImageRef",
+        ),
+        (
+            "environments",
+            json!({"environmentId": "x", "environment": {"baseImageRef": image, "annotations": {"fireworks.ai/x": "1"}}}),
+            400,
+            3,
+            "reserved",
+        ),
+        (
+            "environments",
+            json!({"environmentId": "x", "environment": {"baseImageRef": image, "annotations": {"-bad": "1"}}}),
+            400,
+            3,
+            "annotations",
+        ),
+        (
+            "environments",
+            json!({"environmentId": "x", "environment": {"baseImageRef": image, "bogus": 1}}),
+            400,
+            3,
+            "bogus",
+        ),
+        (
+            "environments",
+            json!({"environmentId": "x", "environment": {"baseImageRef": image, "displayName": "x".repeat(64)}}),
+            400,
+            3,
+            "displayName",
+        ),
+        (
+            "clusters",
+            json!({"clusterId": "c", "cluster": {}}),
+            400,
+            3,
+            "cluster",
+        ),
+        (
+            "clusters",
+            json!({"clusterId": "c", "cluster": {"eksCluster": {"awsAccountId": "12"}}}),
+            400,
+            3,
+            "awsAccountId",
+        ),
+        (
+            "nodePools",
+            json!({"nodePoolId": "p", "nodePool": {"fakeNodePool": {}, "minNodeCount": 3, "maxNodeCount": 2}}),
+            400,
+            3,
+            "maxNodeCount",
+        ),
+        (
+            "batchJobs",
+            json!({"nodePoolId": "host-cpu", "imageRef": image}),
+            400,
+            3,
+            "Executor",
+        ),
+        (
+            "batchJobs",
+            json!({"nodePoolId": "host-cpu", "imageRef": image, "environmentId": "e", "shellExecutor": {"command": "x"}}),
+            400,
+            3,
+            "imageRef",
+        ),
+        (
+            "batchJobs",
+            json!({"nodePoolId": "host-cpu", "snapshotId": "s", "imageRef": image, "shellExecutor": {"command": "x"}}),
+            400,
+            3,
+            "snapshotId",
+        ),
+    ];
+    for (path, body, status, c, needle) in cases {
+        let r = gw.post(path, body.clone()).await;
+        assert_eq!(
+            (r.status, code(&r)),
+            (status, c),
+            "{path} {body}: {}",
+            r.body
+        );
+        assert!(
+            r.body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(needle)),
+            "{path} {body}: {}",
+            r.body
+        );
+        assert!(r.body["details"].is_array(), "{}", r.body);
+    }
+    assert_eq!(
+        gw.get("environments").await.body["totalSize"],
+        0,
+        "bad input changed nothing"
+    );
+
+    let r = gw
+        .post(
+            "environments",
+            json!({"environmentId": "mine", "environment": {"baseImageRef": image}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let dup = gw
+        .post(
+            "environments",
+            json!({"environmentId": "mine", "environment": {"baseImageRef": image}}),
+        )
+        .await;
+    assert_eq!((dup.status, code(&dup)), (409, 6), "{}", dup.body);
+    let r = gw.get("environments/nope").await;
+    assert_eq!((r.status, code(&r)), (404, 5), "{}", r.body);
+    let r = gw.c.with_key(None).get(&gw.url("environments")).await;
+    assert_eq!((r.status, code(&r)), (401, 16), "{}", r.body);
+    gw.wait_for("environments/mine", "state", "DISCONNECTED", 60)
+        .await;
+    let r = gw
+        .post("environments/mine:connect", json!({"connection": {}}))
+        .await;
+    assert_eq!((r.status, code(&r)), (400, 3), "{}", r.body);
+    let r = gw
+        .post(
+            "environments/mine:connect",
+            json!({"connection": {"nodePoolId": "nope"}}),
+        )
+        .await;
+    assert_eq!((r.status, code(&r)), (400, 3), "{}", r.body);
+    let r = gw.post("environments/mine:explode", json!({})).await;
+    assert_eq!((r.status, code(&r)), (404, 5), "{}", r.body);
+
+    // Another account: its key cannot name this account, nor see in.
+    let other = gw.c.with_key(Some(&server.other_account_key()));
+    let r = other.get(&gw.url("environments/mine")).await;
+    assert_eq!((r.status, code(&r)), (404, 5), "{}", r.body);
+
+    // Another user of the account: a private environment is not there; a
+    // shared one is, but only its creator may unshare it.
+    let bob = Gw {
+        c: gw.c.with_key(Some(&user_key(&server, "bob@example.com"))),
+        account: gw.account.clone(),
+    };
+    assert_eq!(bob.get("environments/mine").await.status, 404);
+    assert_eq!(bob.get("environments").await.body["totalSize"], 0);
+    assert_eq!(
+        bob.post(
+            "environments/mine:connect",
+            json!({"connection": {"nodePoolId": "host-cpu"}})
+        )
+        .await
+        .status,
+        404
+    );
+    let r = gw.patch("environments/mine", json!({"shared": true})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = bob.get("environments/mine").await;
+    assert_eq!(seen.status, 200, "{}", seen.body);
+    assert_eq!(seen.body["createdBy"], "admin@localhost");
+    let r = bob
+        .patch("environments/mine", json!({"shared": false}))
+        .await;
+    assert_eq!((r.status, code(&r)), (403, 7), "{}", r.body);
+    let r = bob
+        .post(
+            "environments",
+            json!({"environmentId": "bobs", "environment": {"baseImageRef": image}}),
+        )
+        .await;
+    assert_eq!(r.body["createdBy"], "bob@example.com", "{}", r.body);
+    assert_eq!(gw.get("environments/bobs").await.status, 404);
+}
+
+#[tokio::test]
+async fn clusters_and_node_pools() {
+    let (_reg, _server, gw, _image) = setup().await;
+    let r = gw.get("clusters").await;
+    assert_eq!(r.body["totalSize"], 1, "{}", r.body);
+    assert_eq!(r.body["clusters"][0]["state"], "READY");
+
+    let r = gw
+        .post("clusters", json!({"clusterId": "fake", "cluster": {"displayName": "F", "fakeCluster": {"projectId": "p", "location": "l", "clusterName": "n"}}}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["state"], "READY");
+    let r = gw
+        .post("clusters", json!({"clusterId": "eks", "cluster": {"eksCluster": {"awsAccountId": "123456789012", "region": "us-east-1", "clusterName": "prod"}}}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["state"], "FAILED", "{}", r.body);
+    assert!(
+        r.body["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("AWS")),
+        "{}",
+        r.body
+    );
+    let r = gw.patch("clusters/fake", json!({"displayName": "G"})).await;
+    assert_eq!(r.body["displayName"], "G", "{}", r.body);
+    let r = gw.get("clusters/fake:getConnectionInfo").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = gw.get("clusters?filter=state%3DFAILED").await;
+    assert_eq!(r.body["totalSize"], 1, "{}", r.body);
+    assert_eq!(gw.delete("clusters/eks").await.status, 200);
+    assert_eq!(gw.get("clusters/eks").await.status, 404);
+    let r = gw.delete("clusters/host").await;
+    assert_eq!((r.status, code(&r)), (400, 9), "{}", r.body);
+
+    let r = gw
+        .post("nodePools", json!({"nodePoolId": "cpu3", "nodePool": {"fakeNodePool": {"machineType": "n2-standard-4", "numNodes": 3}, "maxNodeCount": 4, "annotations": {"tier": "dev"}}}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["state"], "READY");
+    assert_eq!(r.body["nodePoolStats"]["nodeCount"], 3, "{}", r.body);
+    assert_eq!(r.body["nodePoolStats"]["ranksPerNode"], 1, "{}", r.body);
+    let r = gw
+        .post("nodePools", json!({"nodePoolId": "gpus", "nodePool": {"fakeNodePool": {"machineType": "a2-highgpu-1g"}}}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = gw
+        .post("nodePools", json!({"nodePoolId": "eks", "nodePool": {"eksNodePool": {"instanceType": "p4d.24xlarge"}}}))
+        .await;
+    assert_eq!(r.body["state"], "FAILED", "{}", r.body);
+    let r = gw
+        .patch(
+            "nodePools/cpu3",
+            json!({"maxNodeCount": 5, "displayName": "three"}),
+        )
+        .await;
+    assert_eq!(r.body["maxNodeCount"], 5, "{}", r.body);
+    let r = gw.patch("nodePools/cpu3", json!({"minNodeCount": 9})).await;
+    assert_eq!((r.status, code(&r)), (400, 3), "{}", r.body);
+    let r = gw.get("nodePools").await;
+    assert_eq!(
+        r.body["totalSize"].as_i64().map(|n| n >= 4),
+        Some(true),
+        "{}",
+        r.body
+    );
+    let r = gw.post("nodePools:batchDelete", json!({"names": [format!("accounts/{}/nodePools/eks", gw.account), format!("accounts/{}/nodePools/gpus", gw.account)]})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(gw.get("nodePools/gpus").await.status, 404);
+    assert_eq!(gw.delete("nodePools/cpu3").await.status, 200);
+}
