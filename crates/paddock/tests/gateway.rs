@@ -757,3 +757,30 @@ async fn clusters_and_node_pools() {
     assert_eq!(gw.get("nodePools/gpus").await.status, 404);
     assert_eq!(gw.delete("nodePools/cpu3").await.status, 200);
 }
+
+#[tokio::test]
+async fn a_connected_environment_survives_a_server_restart() {
+    let (_reg, mut server, gw, image) = setup().await;
+    gw.post(
+        "environments",
+        json!({"environmentId": "keep", "environment": {"baseImageRef": image}}),
+    )
+    .await;
+    gw.wait_for("environments/keep", "state", "DISCONNECTED", 60).await;
+    gw.post("environments/keep:connect", json!({"connection": {"nodePoolId": "host-cpu"}}))
+        .await;
+    let env = gw.wait_for("environments/keep", "state", "CONNECTED", 60).await;
+    let vm = env["vmId"].as_str().expect("vmId").to_owned();
+    gw.exec(&vm, "echo kept > /root/kept").await;
+
+    server.restart();
+    let gw = Gw {
+        c: server.client(),
+        account: gw.account.clone(),
+    };
+    let env = gw.wait_for("environments/keep", "state", "CONNECTED", 30).await;
+    assert_eq!(env["vmId"], vm.as_str(), "{env}");
+    assert_eq!(gw.exec(&vm, "cat /root/kept").await, "kept\n");
+    gw.post("environments/keep:disconnect", json!({})).await;
+    gw.wait_for("environments/keep", "state", "DISCONNECTED", 60).await;
+}
