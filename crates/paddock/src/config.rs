@@ -59,6 +59,8 @@ pub struct GatewaySection {
     /// The host's GPUs for GPU pools: `N` of `/dev/nvidiaN`; default: every
     /// one found.
     pub gpus: Option<Vec<u32>>,
+    /// Where the GPU device nodes are (default `/dev`).
+    pub gpu_dev_dir: Option<PathBuf>,
     /// The zone connections report.
     pub zone: String,
     /// Size of each environment's home volume, in GiB.
@@ -72,6 +74,7 @@ impl Default for GatewaySection {
         Self {
             cpu_nodes: None,
             gpus: None,
+            gpu_dev_dir: None,
             zone: "local".into(),
             home_size_gib: 4,
             scratch_size_gib: 4,
@@ -80,16 +83,21 @@ impl Default for GatewaySection {
 }
 
 impl GatewaySection {
+    pub fn gpu_host(&self) -> paddock_runtime::gpu::GpuHost {
+        let mut host = paddock_runtime::gpu::GpuHost::default();
+        if let Some(dir) = &self.gpu_dev_dir {
+            host.dev_dir = dir.clone();
+        }
+        host
+    }
+
     pub fn to_core(&self) -> paddock_core::gateway::GatewayConfig {
         let cpus = std::thread::available_parallelism()
             .map(|n| u32::try_from(n.get()).unwrap_or(1))
             .unwrap_or(1);
         paddock_core::gateway::GatewayConfig {
             cpu_nodes: self.cpu_nodes.unwrap_or(cpus),
-            gpus: self
-                .gpus
-                .clone()
-                .unwrap_or_else(paddock_runtime::gpu::host_gpus),
+            gpus: self.gpus.clone().unwrap_or_else(|| self.gpu_host().gpus()),
             zone: self.zone.clone(),
             home_size_bytes: self.home_size_gib << 30,
             scratch_size_bytes: self.scratch_size_gib << 30,

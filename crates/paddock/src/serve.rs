@@ -56,6 +56,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         data_dir: config.data_dir.clone(),
         agent_path: agent_path(&config)?,
         variants: config.variants()?,
+        gpu: config.gateway.gpu_host(),
     })
     .context("start the container provider")?;
     let runtime_info = serde_json::json!({

@@ -766,10 +766,16 @@ async fn a_connected_environment_survives_a_server_restart() {
         json!({"environmentId": "keep", "environment": {"baseImageRef": image}}),
     )
     .await;
-    gw.wait_for("environments/keep", "state", "DISCONNECTED", 60).await;
-    gw.post("environments/keep:connect", json!({"connection": {"nodePoolId": "host-cpu"}}))
+    gw.wait_for("environments/keep", "state", "DISCONNECTED", 60)
         .await;
-    let env = gw.wait_for("environments/keep", "state", "CONNECTED", 60).await;
+    gw.post(
+        "environments/keep:connect",
+        json!({"connection": {"nodePoolId": "host-cpu"}}),
+    )
+    .await;
+    let env = gw
+        .wait_for("environments/keep", "state", "CONNECTED", 60)
+        .await;
     let vm = env["vmId"].as_str().expect("vmId").to_owned();
     gw.exec(&vm, "echo kept > /root/kept").await;
 
@@ -778,9 +784,119 @@ async fn a_connected_environment_survives_a_server_restart() {
         c: server.client(),
         account: gw.account.clone(),
     };
-    let env = gw.wait_for("environments/keep", "state", "CONNECTED", 30).await;
+    let env = gw
+        .wait_for("environments/keep", "state", "CONNECTED", 30)
+        .await;
     assert_eq!(env["vmId"], vm.as_str(), "{env}");
     assert_eq!(gw.exec(&vm, "cat /root/kept").await, "kept\n");
     gw.post("environments/keep:disconnect", json!({})).await;
-    gw.wait_for("environments/keep", "state", "DISCONNECTED", 60).await;
+    gw.wait_for("environments/keep", "state", "DISCONNECTED", 60)
+        .await;
+}
+
+/// GPU passthrough's mechanics on a host without a GPU: the server is
+/// pointed at a directory of stand-in device nodes (`/dev/null`'s numbers
+/// under GPU names), so a connection with one rank must see exactly one of
+/// them, working, and one with no ranks none. A real GPU's `nvidia-smi -L`
+/// is checked on a GPU machine (see the closing notes).
+#[tokio::test]
+async fn a_gpu_pool_passes_exactly_its_ranks_devices() {
+    let devs = tempfile::Builder::new()
+        .prefix("pdkgpu")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    for name in ["nvidia0", "nvidia1", "nvidiactl"] {
+        let ok = Command::new("mknod")
+            .arg(devs.path().join(name))
+            .args(["c", "1", "3"])
+            .status()
+            .expect("mknod");
+        assert!(ok.success());
+    }
+    let reg = Registry::start();
+    let image = reg.reference("test/gpu:v1");
+    push(
+        &image,
+        vec![(gzip(&busybox_base().bytes()), GZIP)],
+        config_json(&["PATH=/bin"], "/", ""),
+    )
+    .await;
+    let server = Server::start_with_config(&format!(
+        "{}\n[gateway]\ngpu_dev_dir = \"{}\"\nhome_size_gib = 1\n",
+        reg.paddock_config(),
+        devs.path().display()
+    ));
+    let gw = Gw {
+        c: server.client(),
+        account: account_id(&server).expect("account"),
+    };
+    let pool = gw.get("nodePools/host-gpu:getStats").await;
+    assert_eq!(pool.status, 200, "{}", pool.body);
+    assert_eq!(pool.body["ranksPerNode"], 2, "{}", pool.body);
+
+    for (env, ranks) in [("one", 1), ("none", 0)] {
+        gw.post(
+            "environments",
+            json!({"environmentId": env, "environment": {"baseImageRef": image}}),
+        )
+        .await;
+        gw.wait_for(&format!("environments/{env}"), "state", "DISCONNECTED", 60)
+            .await;
+        let r = gw
+            .post(
+                &format!("environments/{env}:connect"),
+                json!({"connection": {"nodePoolId": "host-gpu", "numRanks": ranks}}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let one = gw
+        .wait_for("environments/one", "state", "CONNECTED", 60)
+        .await;
+    let none = gw
+        .wait_for("environments/none", "state", "CONNECTED", 60)
+        .await;
+    let vm = one["vmId"].as_str().expect("vm");
+    let listed = gw.exec(vm, "ls /dev | grep nvidia | sort").await;
+    assert_eq!(listed, "nvidia0\nnvidiactl\n");
+    assert_eq!(
+        gw.exec(vm, "echo hi > /dev/nvidia0 && echo $NVIDIA_VISIBLE_DEVICES")
+            .await,
+        "0\n"
+    );
+    let vm = none["vmId"].as_str().expect("vm");
+    assert_eq!(gw.exec(vm, "ls /dev | grep -c nvidia || true").await, "0\n");
+
+    // Both GPUs: one is held, so two more ranks do not fit now.
+    gw.post(
+        "environments",
+        json!({"environmentId": "two", "environment": {"baseImageRef": image}}),
+    )
+    .await;
+    gw.wait_for("environments/two", "state", "DISCONNECTED", 60)
+        .await;
+    let r = gw
+        .post(
+            "environments/two:connect",
+            json!({"connection": {"nodePoolId": "host-gpu", "numRanks": 2}}),
+        )
+        .await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    let r = gw
+        .post(
+            "environments/two:connect",
+            json!({"connection": {"nodePoolId": "host-gpu", "numRanks": 1}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let two = gw
+        .wait_for("environments/two", "state", "CONNECTED", 60)
+        .await;
+    let listed = gw
+        .exec(
+            two["vmId"].as_str().expect("vm"),
+            "ls /dev | grep nvidia | sort",
+        )
+        .await;
+    assert_eq!(listed, "nvidia1\nnvidiactl\n", "the other GPU");
 }

@@ -72,9 +72,13 @@ pub struct BootConfig {
     /// a fresh namespace with loopback only.
     #[serde(default)]
     pub netns: Option<PathBuf>,
-    /// Host files bound over files of the root (`/etc/resolv.conf`).
+    /// Host files bound over files of the root (`/etc/resolv.conf`, GPU
+    /// driver libraries).
     #[serde(default)]
     pub bind_files: Vec<BindFile>,
+    /// Host device nodes the sandbox may use (GPUs), bound under `/dev`.
+    #[serde(default)]
+    pub devices: Vec<BindFile>,
 }
 
 /// A host file the sandbox sees at `target` (created if missing).
@@ -82,6 +86,9 @@ pub struct BootConfig {
 pub struct BindFile {
     pub source: PathBuf,
     pub target: String,
+    /// Bound read-only (host files the sandbox must not change).
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 /// Why a sandbox could not boot; reported to the server on stderr.

@@ -9,7 +9,7 @@ use std::path::Path;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 
-use super::{nix_step, step, BootConfig, BootError};
+use super::{nix_step, step, BindFile, BootConfig, BootError};
 use crate::sys;
 
 const NONE: Option<&str> = None;
@@ -85,14 +85,58 @@ pub(super) fn build_root(config: &BootConfig) -> Result<(), BootError> {
         if !target.exists() {
             fs::File::create(&target).map_err(step(format!("create {}", file.target)))?;
         }
-        mount(
-            Some(file.source.as_path()),
-            &target,
-            NONE,
-            MsFlags::MS_BIND | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            NONE,
-        )
-        .map_err(nix_step(format!("bind {}", file.target)))?;
+        bind(file, &target, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
+    }
+    bind_devices(root, &config.devices)?;
+    Ok(())
+}
+
+/// Binds a host file at `target`, then applies `flags` (and read-only
+/// when asked) with a remount: a bind ignores them on its first mount.
+fn bind(file: &BindFile, target: &Path, flags: MsFlags) -> Result<(), BootError> {
+    mount(
+        Some(file.source.as_path()),
+        target,
+        NONE,
+        MsFlags::MS_BIND,
+        NONE,
+    )
+    .map_err(nix_step(format!("bind {}", file.target)))?;
+    let ro = if file.read_only {
+        MsFlags::MS_RDONLY
+    } else {
+        MsFlags::empty()
+    };
+    mount(
+        NONE,
+        target,
+        NONE,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags | ro,
+        NONE,
+    )
+    .map_err(nix_step(format!("restrict {}", file.target)))
+}
+
+/// Device nodes (GPUs) into the sandbox's own `/dev` tmpfs, which paddock
+/// built and no image controls; only targets under `/dev` are taken.
+fn bind_devices(root: &Path, devices: &[BindFile]) -> Result<(), BootError> {
+    for device in devices {
+        let Some(rel) = device
+            .target
+            .strip_prefix("/dev/")
+            .filter(|r| !r.split('/').any(|p| p.is_empty() || p == "." || p == ".."))
+        else {
+            return Err(BootError::Child(format!(
+                "device {} is not under /dev",
+                device.target
+            )));
+        };
+        let target = root.join("dev").join(rel);
+        if let Some(dir) = target.parent() {
+            ensure_dir(dir)?;
+        }
+        fs::File::create(&target).map_err(step(format!("create {}", device.target)))?;
+        bind(device, &target, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC)?;
     }
     Ok(())
 }

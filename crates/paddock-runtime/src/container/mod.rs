@@ -49,6 +49,8 @@ pub struct ContainerConfig {
     pub agent_path: PathBuf,
     /// Image variants by name.
     pub variants: BTreeMap<String, VariantSource>,
+    /// Where the host's GPUs and their driver are.
+    pub gpu: crate::gpu::GpuHost,
 }
 
 pub struct ContainerProvider {
@@ -171,11 +173,34 @@ impl ContainerProvider {
             bind_files.push(BindFile {
                 source: resolv,
                 target: "/etc/resolv.conf".into(),
+                read_only: false,
             });
+        }
+        let mut devices = Vec::new();
+        if !vm.options.gpus.is_empty() {
+            let gpu = self.config.gpu.binds(&vm.options.gpus);
+            for g in &vm.options.gpus {
+                let node = format!("/dev/nvidia{g}");
+                if !gpu.devices.iter().any(|d| d.target == node) {
+                    return Err(RuntimeError::Setup(format!("GPU {g} is not on this host")));
+                }
+            }
+            devices = gpu.devices;
+            bind_files.extend(gpu.files);
+            for (k, v) in gpu.env {
+                env.retain(|(ek, _)| *ek != k);
+                env.push((k, v));
+            }
+            for (k, v) in env.iter_mut() {
+                if k == "PATH" {
+                    *v = crate::gpu::with_path(v, crate::gpu::BIN_DIR);
+                }
+            }
         }
         let config = BootConfig {
             netns: vm.network.as_ref().map(|n| n.netns.clone()),
             bind_files,
+            devices,
             hostname: "sandbox".into(),
             root_mountpoint: root,
             layers,
