@@ -38,6 +38,7 @@ class Server:
             PADDOCK_NETWORK__SUBNET="10.63.0.0/24",
             PADDOCK_SHARES__LISTEN=f"127.0.0.1:{self.share_port}",
             PADDOCK_SHARES__TLS_LISTEN=f"127.0.0.1:{_free_port()}",
+            PADDOCK_SSH__LISTEN=f"127.0.0.1:{_free_port()}",
         )
         self.proc = subprocess.Popen(
             [str(BIN), "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.data)],

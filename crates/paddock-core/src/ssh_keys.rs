@@ -3,16 +3,19 @@
 
 use crate::clock::Timestamp;
 use crate::error::CoreError;
-use crate::ids::AccountId;
-use crate::model::{parse_ssh_key, SshKey};
+use crate::ids::{AccountId, VmId};
+use crate::model::gateway::EnvironmentState;
+use crate::model::{parse_ssh_key, Principal, SshKey};
 use crate::service::Service;
 
 impl Service {
-    pub async fn add_ssh_key(&self, account: &AccountId, line: &str) -> Result<SshKey, CoreError> {
+    /// Registers a key for the principal's user.
+    pub async fn add_ssh_key(&self, who: &Principal, line: &str) -> Result<SshKey, CoreError> {
         let parsed = parse_ssh_key(line).map_err(|m| CoreError::invalid("public_key", m))?;
         let mut key = SshKey {
             id: 0,
-            account_id: account.clone(),
+            account_id: who.account_id.clone(),
+            user_email: who.user_email.clone(),
             public_key: parsed.public_key,
             fingerprint: parsed.fingerprint,
             key_type: parsed.key_type,
@@ -37,5 +40,37 @@ impl Service {
             return Err(CoreError::not_found("SSH key", id));
         }
         Ok(())
+    }
+
+    /// Whom an SSH login with the key `fingerprint` as `environment` acts
+    /// for, and the sandbox it reaches: the first user (of any account)
+    /// who registered the key and may see the environment, which must be
+    /// connected.
+    pub async fn ssh_login(
+        &self,
+        fingerprint: &str,
+        environment: &str,
+    ) -> Result<(Principal, VmId), CoreError> {
+        let mut not_connected = None;
+        for key in self.store.find_ssh_keys(fingerprint).await? {
+            let who = Principal {
+                account_id: key.account_id,
+                user_email: key.user_email,
+            };
+            let Ok(env) = self.get_environment(&who, environment).await else {
+                continue;
+            };
+            match (&env.vm_id, env.state) {
+                (Some(vm), EnvironmentState::Connected) => return Ok((who, vm.clone())),
+                _ => not_connected = Some(env.state),
+            }
+        }
+        Err(match not_connected {
+            Some(state) => CoreError::FailedPrecondition(format!(
+                "environment {environment:?} is {}; connect it first",
+                state.as_str()
+            )),
+            None => CoreError::not_found("environment", environment),
+        })
     }
 }

@@ -151,6 +151,8 @@ pub trait SshKeyStore: Send + Sync {
     /// Assigns the id; `StoreError::Duplicate` when the account has it.
     async fn insert_ssh_key(&self, key: &SshKey) -> Result<i64, StoreError>;
     async fn list_ssh_keys(&self, account: &AccountId) -> Result<Vec<SshKey>, StoreError>;
+    /// Every registration of a key, in any account.
+    async fn find_ssh_keys(&self, fingerprint: &str) -> Result<Vec<SshKey>, StoreError>;
     async fn delete_ssh_key(&self, account: &AccountId, id: i64) -> Result<bool, StoreError>;
 }
 

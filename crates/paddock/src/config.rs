@@ -12,8 +12,10 @@ use paddock_core::model::{EgressPolicy, Ipv4Cidr, Limits};
 use paddock_runtime::container::VariantSource;
 use serde::{Deserialize, Serialize};
 
-const CONFIG_KEYS: [&str; 10] = [
+const CONFIG_KEYS: [&str; 12] = [
     "registries",
+    "gateway",
+    "ssh",
     "network",
     "shares",
     "listen",
@@ -47,6 +49,25 @@ pub struct Config {
     pub shares: SharesSection,
     #[serde(default)]
     pub gateway: GatewaySection,
+    #[serde(default)]
+    pub ssh: SshSection,
+}
+
+/// `[ssh]`: the SSH gateway to connected dev environments.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SshSection {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+}
+
+impl Default for SshSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7423)),
+        }
+    }
 }
 
 /// `[gateway]`: what the account gateway's built-in cluster offers.
@@ -258,6 +279,7 @@ impl Default for Config {
             registries: BTreeMap::new(),
             network: NetworkSection::default(),
             gateway: GatewaySection::default(),
+            ssh: SshSection::default(),
             shares: SharesSection::default(),
         }
     }

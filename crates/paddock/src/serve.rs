@@ -143,6 +143,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )),
     ));
     tracing::info!(http = %config.shares.listen, https = %config.shares.tls_listen, domain = %config.shares.domain, "share proxy is serving");
+    if config.ssh.enabled {
+        let ssh_listener = tokio::net::TcpListener::bind(config.ssh.listen)
+            .await
+            .with_context(|| format!("SSH gateway: listen on {}", config.ssh.listen))?;
+        let host_key =
+            paddock_ssh::load_or_create_host_key(&config.data_dir.join("ssh_host_ed25519_key"))
+                .context("the SSH gateway's host key")?;
+        tokio::spawn(paddock_ssh::serve(
+            ssh_listener,
+            Arc::clone(&service),
+            host_key,
+        ));
+        tracing::info!(listen = %config.ssh.listen, "SSH gateway is serving");
+    }
     let state = AppState {
         share_urls: paddock_api::vms::shares::ShareUrls {
             scheme: config.shares.url_scheme.clone(),

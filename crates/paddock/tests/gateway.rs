@@ -900,3 +900,177 @@ async fn a_gpu_pool_passes_exactly_its_ranks_devices() {
         .await;
     assert_eq!(listed, "nvidia1\nnvidiactl\n", "the other GPU");
 }
+
+/// Runs the OpenSSH client against the gateway.
+fn ssh(server: &Server, key: &std::path::Path, user: &str, args: &[&str]) -> std::process::Output {
+    // Options first, then the destination, then the command.
+    let split = args
+        .iter()
+        .position(|a| !a.starts_with('-'))
+        .unwrap_or(args.len());
+    let (options, command) = args.split_at(split);
+    Command::new("ssh")
+        .arg("-i")
+        .arg(key)
+        .args(["-p", &server.ssh_port.to_string()])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .args(options)
+        .arg(format!("{user}@127.0.0.1"))
+        .args(command)
+        .output()
+        .expect("ssh runs")
+}
+
+fn keypair(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
+    let path = dir.join(name);
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&path)
+        .status()
+        .expect("ssh-keygen");
+    assert!(ok.success());
+    let public = std::fs::read_to_string(path.with_extension("pub")).expect("public key");
+    (path, public)
+}
+
+#[tokio::test]
+async fn openssh_logs_in_through_the_gateway() {
+    let (_reg, server, gw, image) = setup().await;
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (mine, public) = keypair(keys.path(), "mine");
+    let r =
+        gw.c.post("/v1/ssh-keys", json!({"public_key": public}))
+            .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    gw.post(
+        "environments",
+        json!({"environmentId": "dev", "environment": {"baseImageRef": image}}),
+    )
+    .await;
+    gw.wait_for("environments/dev", "state", "DISCONNECTED", 60)
+        .await;
+    // Not connected: no login.
+    let out = ssh(&server, &mine, "dev", &["true"]);
+    assert_eq!(
+        out.status.code(),
+        Some(255),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    gw.post(
+        "environments/dev:connect",
+        json!({"connection": {"nodePoolId": "host-cpu"}}),
+    )
+    .await;
+    gw.wait_for("environments/dev", "state", "CONNECTED", 60)
+        .await;
+    // A command: stdout and stderr apart, its exit status returned.
+    let out = ssh(
+        &server,
+        &mine,
+        "dev",
+        &["echo out; echo err >&2; hostname; exit 3"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\nsandbox\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    // With a terminal (-tt), through a PTY.
+    let out = ssh(&server, &mine, "dev", &["-tt", "tty && echo pty-ok"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("/dev/pts/") && text.contains("pty-ok"),
+        "{text}"
+    );
+    // An interactive shell reads what is typed.
+    let mut child = Command::new("ssh")
+        .arg("-i")
+        .arg(&mine)
+        .args(["-p", &server.ssh_port.to_string(), "-tt"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args([
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .arg("dev@127.0.0.1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("ssh");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"echo typed-$((6*7))\nexit\n")
+            .expect("type");
+    }
+    let out = child.wait_with_output().expect("ssh ends");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("typed-42"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // Another user's key does not reach a private environment; nor does
+    // an unregistered key, nor a wrong environment name.
+    let bob = Gw {
+        c: gw.c.with_key(Some(&user_key(&server, "bob@example.com"))),
+        account: gw.account.clone(),
+    };
+    let (bobs, bob_public) = keypair(keys.path(), "bob");
+    let r = bob
+        .c
+        .post("/v1/ssh-keys", json!({"public_key": bob_public}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        ssh(&server, &bobs, "dev", &["true"]).status.code(),
+        Some(255)
+    );
+    let (stranger, _) = keypair(keys.path(), "stranger");
+    assert_eq!(
+        ssh(&server, &stranger, "dev", &["true"]).status.code(),
+        Some(255)
+    );
+    assert_eq!(
+        ssh(&server, &mine, "nope", &["true"]).status.code(),
+        Some(255)
+    );
+    // Shared, bob gets in.
+    gw.patch("environments/dev", json!({"shared": true})).await;
+    let out = ssh(&server, &bobs, "dev", &["echo bob-in"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "bob-in\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -25,6 +25,25 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// The authenticated caller's account and user (whose SSH keys log in
+/// as them); 401 otherwise.
+pub struct CallerUser(pub paddock_core::model::Principal);
+
+impl FromRequestParts<AppState> for CallerUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let key =
+            crate::auth::presented_key(parts).ok_or(paddock_core::CoreError::Unauthenticated)?;
+        state
+            .service
+            .authenticate_user(&key)
+            .await
+            .map(CallerUser)
+            .map_err(ApiError::from)
+    }
+}
+
 /// Turns a serde error at `path` into FastAPI's validation entry.
 pub fn serde_error(
     root: &str,

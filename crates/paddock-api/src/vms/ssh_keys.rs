@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorDetail, HttpValidationError};
-use super::extract::{Caller, ValidJson};
+use super::extract::{Caller, CallerUser, ValidJson};
 use crate::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -51,13 +51,10 @@ fn response(k: &SshKey) -> SshKeyResponse {
         (status = 422, body = HttpValidationError)))]
 pub(crate) async fn add(
     State(state): State<AppState>,
-    Caller(account): Caller,
+    CallerUser(who): CallerUser,
     ValidJson(body): ValidJson<AddSshKeyRequest>,
 ) -> Result<Json<SshKeyResponse>, ApiError> {
-    let key = state
-        .service
-        .add_ssh_key(&account, &body.public_key)
-        .await?;
+    let key = state.service.add_ssh_key(&who, &body.public_key).await?;
     Ok(Json(response(&key)))
 }
 

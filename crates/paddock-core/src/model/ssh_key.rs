@@ -8,6 +8,8 @@ use crate::ids::AccountId;
 pub struct SshKey {
     pub id: i64,
     pub account_id: AccountId,
+    /// The user of the account it logs in as.
+    pub user_email: String,
     /// The key in OpenSSH form, `type base64 [comment]`, normalized.
     pub public_key: String,
     /// `SHA256:…`, as `ssh-keygen -l` prints it.

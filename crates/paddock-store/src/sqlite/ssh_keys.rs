@@ -14,8 +14,8 @@ use super::SqliteStore;
 impl SshKeyStore for SqliteStore {
     async fn insert_ssh_key(&self, k: &SshKey) -> Result<i64, StoreError> {
         let done = sqlx::query(
-            "INSERT INTO ssh_keys (account_id, public_key, fingerprint, key_type, comment, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO ssh_keys (account_id, public_key, fingerprint, key_type, comment, created_at, user_email) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(k.account_id.as_str())
         .bind(&k.public_key)
@@ -23,6 +23,7 @@ impl SshKeyStore for SqliteStore {
         .bind(&k.key_type)
         .bind(&k.comment)
         .bind(k.created_at.unix_millis())
+        .bind(&k.user_email)
         .execute(&self.pool)
         .await
         .map_err(db_err)?;
@@ -30,28 +31,25 @@ impl SshKeyStore for SqliteStore {
     }
 
     async fn list_ssh_keys(&self, account: &AccountId) -> Result<Vec<SshKey>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, account_id, public_key, fingerprint, key_type, comment, created_at \
-             FROM ssh_keys WHERE account_id = ? ORDER BY id",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM ssh_keys WHERE account_id = ? ORDER BY id"
+        ))
         .bind(account.as_str())
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        rows.iter()
-            .map(|r| {
-                let get = |c: &str| r.try_get::<String, _>(c).map_err(db_err);
-                Ok(SshKey {
-                    id: r.try_get("id").map_err(db_err)?,
-                    account_id: parse::<AccountId>("account id", &get("account_id")?)?,
-                    public_key: get("public_key")?,
-                    fingerprint: get("fingerprint")?,
-                    key_type: get("key_type")?,
-                    comment: get("comment")?,
-                    created_at: ts(r.try_get("created_at").map_err(db_err)?),
-                })
-            })
-            .collect()
+        rows.iter().map(key_row).collect()
+    }
+
+    async fn find_ssh_keys(&self, fingerprint: &str) -> Result<Vec<SshKey>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM ssh_keys WHERE fingerprint = ? ORDER BY id"
+        ))
+        .bind(fingerprint)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(key_row).collect()
     }
 
     async fn delete_ssh_key(&self, account: &AccountId, id: i64) -> Result<bool, StoreError> {
@@ -63,4 +61,21 @@ impl SshKeyStore for SqliteStore {
             .map_err(db_err)?;
         Ok(done.rows_affected() > 0)
     }
+}
+
+const COLUMNS: &str =
+    "id, account_id, user_email, public_key, fingerprint, key_type, comment, created_at";
+
+fn key_row(r: &sqlx::sqlite::SqliteRow) -> Result<SshKey, StoreError> {
+    let get = |c: &str| r.try_get::<String, _>(c).map_err(db_err);
+    Ok(SshKey {
+        id: r.try_get("id").map_err(db_err)?,
+        account_id: parse::<AccountId>("account id", &get("account_id")?)?,
+        user_email: get("user_email")?,
+        public_key: get("public_key")?,
+        fingerprint: get("fingerprint")?,
+        key_type: get("key_type")?,
+        comment: get("comment")?,
+        created_at: ts(r.try_get("created_at").map_err(db_err)?),
+    })
 }

@@ -70,6 +70,10 @@ pub fn start_server_with(config_toml: Option<&str>, extra_env: &[(&str, &str)]) 
             "PADDOCK_SHARES__TLS_LISTEN".into(),
             format!("127.0.0.1:{}", free_port()),
         ),
+        (
+            "PADDOCK_SSH__LISTEN".into(),
+            format!("127.0.0.1:{}", free_port()),
+        ),
     ];
     env.extend(
         extra_env

@@ -24,6 +24,8 @@ pub struct Server {
     pub share_port: u16,
     /// The share proxy's TLS port.
     pub share_tls_port: u16,
+    /// The SSH gateway's port.
+    pub ssh_port: u16,
     env: Vec<(String, String)>,
     config: Option<PathBuf>,
 }
@@ -81,9 +83,11 @@ impl Server {
         let port = free_port();
         let share_port = free_port();
         let share_tls_port = free_port();
+        let ssh_port = free_port();
         let mut s = Self {
             share_port,
             share_tls_port,
+            ssh_port,
             dir,
             base: format!("http://127.0.0.1:{port}"),
             key: String::new(),
@@ -99,6 +103,10 @@ impl Server {
                     (
                         "PADDOCK_SHARES__TLS_LISTEN".to_owned(),
                         format!("127.0.0.1:{share_tls_port}"),
+                    ),
+                    (
+                        "PADDOCK_SSH__LISTEN".to_owned(),
+                        format!("127.0.0.1:{ssh_port}"),
                     ),
                 ])
                 .chain(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
@@ -146,8 +154,10 @@ impl Server {
         self.base = format!("http://127.0.0.1:{}", self.port);
         self.share_port = free_port();
         self.share_tls_port = free_port();
+        self.ssh_port = free_port();
         for (k, v) in &mut self.env {
             match k.as_str() {
+                "PADDOCK_SSH__LISTEN" => *v = format!("127.0.0.1:{}", self.ssh_port),
                 "PADDOCK_SHARES__LISTEN" => *v = format!("127.0.0.1:{}", self.share_port),
                 "PADDOCK_SHARES__TLS_LISTEN" => *v = format!("127.0.0.1:{}", self.share_tls_port),
                 _ => {}
