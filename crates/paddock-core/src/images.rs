@@ -50,6 +50,11 @@ pub trait ImageBackend: Send + Sync + 'static {
     /// stored, unpacked layer.
     async fn pack_changes(&self, trees: &[ChangedTree]) -> Result<BuiltLayer, CoreError>;
 
+    /// One layer that is the sum of `trees` applied bottom first (stacked
+    /// snapshot layers and a sandbox's changes), as overlayfs would see
+    /// them: whiteouts and opaque directories kept.
+    async fn pack_squashed(&self, trees: &[ChangedTree]) -> Result<BuiltLayer, CoreError>;
+
     /// A stored, unpacked layer holding one file.
     async fn file_layer(
         &self,

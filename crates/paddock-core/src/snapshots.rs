@@ -10,7 +10,7 @@ use crate::clock::Timestamp;
 use crate::error::{CoreError, StoreError};
 use crate::ids::{AccountId, SnapshotId, VmId};
 use crate::model::{
-    validate_name, Image, ImageConfig, LayerInfo, RootfsSpec, Snapshot, SnapshotKind,
+    validate_name, ChangedTree, Image, ImageConfig, LayerInfo, RootfsSpec, Snapshot, SnapshotKind,
     SnapshotStatus, Vm, VmSpec, VmStatus,
 };
 use crate::service::{error_chain, Service};
@@ -147,16 +147,42 @@ impl Service {
 
     /// Packs the VM's changes while its processes are frozen, and writes
     /// the snapshot image. The caller holds the VM's lock.
-    async fn capture(&self, vm: &Vm) -> Result<(Image, Option<String>, u64), CoreError> {
-        let base = self.base_of(vm).await?;
-        let trees = self.provider.changes(&vm.id);
-        if trees.is_empty() {
+    ///
+    /// With `squash_above`, the base's layers above that many (stacked
+    /// snapshot layers) are squashed with the VM's changes into the one new
+    /// layer, so the image is the bottom layers plus one.
+    async fn capture(
+        &self,
+        vm: &Vm,
+        squash_above: Option<usize>,
+    ) -> Result<(Image, Option<String>, u64), CoreError> {
+        let mut base = self.base_of(vm).await?;
+        let changes = self.provider.changes(&vm.id);
+        if changes.is_empty() {
             return Err(CoreError::FailedPrecondition(
                 "the VM has no writable layer to capture".into(),
             ));
         }
+        let mut trees = Vec::new();
+        if let Some(keep) = squash_above.filter(|k| *k < base.layers.len()) {
+            let stacked = base.layers.split_off(keep);
+            base.diff_ids.truncate(keep);
+            // `layer_dirs` is topmost first; squashing goes bottom first.
+            let mut dirs = self.images.layer_dirs(&stacked);
+            dirs.reverse();
+            trees.extend(dirs.into_iter().map(|dir| ChangedTree {
+                dir,
+                at: String::new(),
+            }));
+        }
+        let squash = !trees.is_empty();
+        trees.extend(changes);
         self.provider.set_frozen(&vm.id, true).await?;
-        let packed = self.images.pack_changes(&trees).await;
+        let packed = if squash {
+            self.images.pack_squashed(&trees).await
+        } else {
+            self.images.pack_changes(&trees).await
+        };
         if let Err(e) = self.provider.set_frozen(&vm.id, false).await {
             tracing::error!(vm_id = %vm.id, error = %error_chain(&e), "could not thaw a VM after a snapshot");
         }
@@ -209,6 +235,18 @@ impl Service {
         name: Option<String>,
         kind: SnapshotKind,
     ) -> Result<Snapshot, CoreError> {
+        self.snapshot_locked_with(vm, name, kind, None).await
+    }
+
+    /// A snapshot whose layers above `squash_above` are squashed into its
+    /// new one (see `capture`).
+    pub(crate) async fn snapshot_locked_with(
+        &self,
+        vm: &Vm,
+        name: Option<String>,
+        kind: SnapshotKind,
+        squash_above: Option<usize>,
+    ) -> Result<Snapshot, CoreError> {
         let snapshot = self
             .begin_snapshot(
                 &vm.account_id,
@@ -218,7 +256,7 @@ impl Service {
                 vm.image_variant.clone(),
             )
             .await?;
-        let result = self.capture(vm).await;
+        let result = self.capture(vm, squash_above).await;
         let done = self.finish_snapshot(snapshot, result).await?;
         tracing::info!(vm_id = %vm.id, snapshot_id = %done.id, size = done.size, "snapshot taken");
         Ok(done)

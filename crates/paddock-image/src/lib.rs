@@ -16,6 +16,7 @@ mod digest;
 mod error;
 mod pack;
 mod pull;
+mod squash;
 mod sys;
 mod unpack;
 

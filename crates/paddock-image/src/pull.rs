@@ -550,6 +550,26 @@ impl ImageBackend for ImageStore {
         })?)
     }
 
+    async fn pack_squashed(&self, trees: &[ChangedTree]) -> Result<BuiltLayer, CoreError> {
+        Ok(tokio::task::block_in_place(|| {
+            let staging = self
+                .layers_dir
+                .with_file_name(format!("squash-{:016x}", rand::random::<u64>()));
+            std::fs::create_dir_all(&staging)
+                .map_err(ImageError::io(format!("create {}", staging.display())))?;
+            let built = crate::squash::squash(trees, &staging).and_then(|()| {
+                self.store_packed(Contents::Changes(&[ChangedTree {
+                    dir: staging.clone(),
+                    at: String::new(),
+                }]))
+            });
+            if let Err(e) = std::fs::remove_dir_all(&staging) {
+                tracing::warn!(dir = %staging.display(), error = %e, "could not remove a squash staging dir");
+            }
+            built
+        })?)
+    }
+
     async fn file_layer(
         &self,
         path: &str,

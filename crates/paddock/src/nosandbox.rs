@@ -133,6 +133,13 @@ impl ImageBackend for NoImages {
     ) -> Result<BuiltLayer, CoreError> {
         Err(no_images())
     }
+
+    async fn pack_squashed(
+        &self,
+        _: &[paddock_core::model::ChangedTree],
+    ) -> Result<BuiltLayer, CoreError> {
+        Err(no_images())
+    }
     async fn file_layer(&self, _: &str, _: &[u8], _: u32) -> Result<BuiltLayer, CoreError> {
         Err(no_images())
     }

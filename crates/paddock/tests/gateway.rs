@@ -1074,3 +1074,77 @@ async fn openssh_logs_in_through_the_gateway() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn reset_snapshots_squashes_the_stack_into_one_layer() {
+    let (_reg, _server, gw, image) = setup().await;
+    gw.post(
+        "environments",
+        json!({"environmentId": "stack", "environment": {"baseImageRef": image}}),
+    )
+    .await;
+    gw.wait_for("environments/stack", "state", "DISCONNECTED", 60)
+        .await;
+    let steps = [
+        (
+            "echo one > /bin/one && echo gone > /bin/gone && rm /bin/ls",
+            false,
+        ),
+        (
+            "echo two > /bin/two && rm /bin/gone && echo changed > /bin/one",
+            false,
+        ),
+        ("echo three > /bin/three", true),
+    ];
+    for (command, reset) in steps {
+        gw.post(
+            "environments/stack:connect",
+            json!({"connection": {"nodePoolId": "host-cpu"}}),
+        )
+        .await;
+        let env = gw
+            .wait_for("environments/stack", "state", "CONNECTED", 60)
+            .await;
+        gw.exec(env["vmId"].as_str().expect("vm"), command).await;
+        let r = gw
+            .post(
+                "environments/stack:disconnect",
+                json!({"resetSnapshots": reset}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        gw.wait_for("environments/stack", "state", "DISCONNECTED", 60)
+            .await;
+    }
+    let snaps = gw.get("snapshots?orderBy=createTime").await;
+    let layers: Vec<i64> = snaps.body["snapshots"]
+        .as_array()
+        .expect("snapshots")
+        .iter()
+        .map(|s| s["layerCount"].as_i64().unwrap_or_default())
+        .collect();
+    // The image has one layer: stacked 2, 3, then squashed back to 2.
+    assert_eq!(layers, [2, 3, 2], "{}", snaps.body);
+
+    gw.post(
+        "environments/stack:connect",
+        json!({"connection": {"nodePoolId": "host-cpu"}}),
+    )
+    .await;
+    let env = gw
+        .wait_for("environments/stack", "state", "CONNECTED", 60)
+        .await;
+    let vm = env["vmId"].as_str().expect("vm");
+    assert_eq!(
+        gw.exec(vm, "cat /bin/one /bin/two /bin/three").await,
+        "changed\ntwo\nthree\n"
+    );
+    assert_eq!(
+        gw.exec(
+            vm,
+            "test -e /bin/gone || echo no-gone; test -e /bin/ls || echo no-ls"
+        )
+        .await,
+        "no-gone\nno-ls\n"
+    );
+}

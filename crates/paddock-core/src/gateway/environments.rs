@@ -406,7 +406,7 @@ impl Service {
     ) {
         if let Some(vm) = previous_vm {
             // A reconnect keeps what the old sandbox changed.
-            if let Err(e) = self.retire_sandbox(account, id, &vm, false).await {
+            if let Err(e) = self.retire_sandbox(account, id, &vm, false, false).await {
                 tracing::warn!(environment = id, error = %error_chain(&e), "reconnect: the old sandbox's snapshot failed");
             }
             // The old connection's scratch goes with its sandbox.
@@ -566,7 +566,10 @@ impl Service {
             _ => return,
         };
         let retired = match &vm {
-            Some(vm) => self.retire_sandbox(account, id, vm, !req.force).await,
+            Some(vm) => {
+                self.retire_sandbox(account, id, vm, !req.force, req.reset_snapshots)
+                    .await
+            }
             None => Ok(()),
         };
         let _guard = self.lock_resource::<Environment>(account, id).await;
@@ -606,14 +609,19 @@ impl Service {
     /// Snapshots a connection's sandbox into the environment's latest
     /// snapshot, then ends the sandbox. With `keep_on_failure` a failed
     /// snapshot leaves the sandbox running (the caller stays connected).
+    /// With `reset`, the snapshot is one layer over the pinned image, the
+    /// earlier snapshots' stacked layers squashed into it.
     async fn retire_sandbox(
         &self,
         account: &AccountId,
         id: &str,
         vm_id: &VmId,
         keep_on_failure: bool,
+        reset: bool,
     ) -> Result<(), CoreError> {
-        let snapshot = self.snapshot_environment_vm(account, id, vm_id).await;
+        let snapshot = self
+            .snapshot_environment_vm(account, id, vm_id, reset)
+            .await;
         match &snapshot {
             Ok(s) => {
                 let _guard = self.lock_resource::<Environment>(account, id).await;
@@ -639,7 +647,22 @@ impl Service {
         account: &AccountId,
         id: &str,
         vm_id: &VmId,
+        reset: bool,
     ) -> Result<Snapshot, CoreError> {
+        let squash_above = if reset {
+            let env = self
+                .load::<Environment>(account, id)
+                .await?
+                .ok_or_else(|| CoreError::not_found("environment", id))?;
+            let image = self
+                .store
+                .find_image(account, &env.image_ref)
+                .await?
+                .ok_or_else(|| CoreError::not_found("image", &env.image_ref))?;
+            Some(image.layers.len())
+        } else {
+            None
+        };
         let _vm_guard = self.lock_vm(vm_id).await;
         let vm = self.get_vm(account, vm_id).await?;
         if vm.status != VmStatus::Running {
@@ -653,7 +676,7 @@ impl Service {
             environment_snapshot_prefix(id),
             Timestamp::now().unix_millis()
         );
-        self.snapshot_locked(&vm, Some(name), SnapshotKind::Environment)
+        self.snapshot_locked_with(&vm, Some(name), SnapshotKind::Environment, squash_above)
             .await
     }
 
