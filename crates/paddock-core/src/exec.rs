@@ -12,12 +12,16 @@ use crate::error::RuntimeError;
 use crate::ids::PtyId;
 
 /// A command to run in a sandbox.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct ExecRequest {
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub cwd: Option<String>,
+    /// Its whole stdin, known up front.
     pub stdin: Option<Bytes>,
+    /// Or its stdin as it comes (an SSH channel's input); the sender's
+    /// drop is end of input.
+    pub stdin_stream: Option<mpsc::Receiver<Bytes>>,
     pub timeout: Option<Duration>,
 }
 

@@ -9,6 +9,22 @@ use crate::network_backend::LiveNetwork;
 use crate::service::{error_chain, Service};
 
 impl Service {
+    /// A TCP connection to `ip:port` as seen from inside a running VM (its
+    /// loopback included): an SSH client's forwarded port.
+    pub async fn connect_in_vm(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+        ip: std::net::IpAddr,
+        port: u16,
+    ) -> Result<tokio::net::TcpStream, CoreError> {
+        let vm = self.running_vm(account, id).await?;
+        let network = vm.network.ok_or_else(|| {
+            CoreError::FailedPrecondition("the VM has no network namespace to reach into".into())
+        })?;
+        Ok(self.network.connect_inside(&network, ip, port).await?)
+    }
+
     /// The policy in force on `vm`: its own, or the server's default.
     pub fn effective_egress(&self, vm: &Vm) -> EgressPolicy {
         vm.options

@@ -54,6 +54,16 @@ pub trait NetworkBackend: Send + Sync + 'static {
     /// After a restart: rebuilds the rules of `live` VMs and frees every
     /// namespace, link and rule that belongs to none of them.
     async fn reconcile(&self, live: &[LiveNetwork]) -> Result<(), RuntimeError>;
+
+    /// A TCP connection made from inside the VM's namespace to `ip:port`
+    /// (its loopback, for a port forwarded over SSH): it is the VM's own
+    /// connection, under the VM's egress rules.
+    async fn connect_inside(
+        &self,
+        network: &VmNetwork,
+        ip: std::net::IpAddr,
+        port: u16,
+    ) -> Result<tokio::net::TcpStream, RuntimeError>;
 }
 
 /// The backend of a server without networking.
@@ -84,6 +94,17 @@ impl NetworkBackend for NoNetwork {
 
     async fn release(&self, _vm: &VmId, _network: &VmNetwork) -> Result<(), RuntimeError> {
         Ok(())
+    }
+
+    async fn connect_inside(
+        &self,
+        _network: &VmNetwork,
+        _ip: std::net::IpAddr,
+        _port: u16,
+    ) -> Result<tokio::net::TcpStream, RuntimeError> {
+        Err(RuntimeError::Invalid(
+            "this server runs without networking: VM ports cannot be reached".into(),
+        ))
     }
 
     async fn reconcile(&self, _live: &[LiveNetwork]) -> Result<(), RuntimeError> {

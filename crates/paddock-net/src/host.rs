@@ -324,6 +324,26 @@ impl NetworkBackend for HostNetwork {
         Ok(())
     }
 
+    async fn connect_inside(
+        &self,
+        network: &VmNetwork,
+        ip: std::net::IpAddr,
+        port: u16,
+    ) -> Result<tokio::net::TcpStream, RuntimeError> {
+        let path = network.netns.clone();
+        let addr = std::net::SocketAddr::new(ip, port);
+        let stream = tokio::task::spawn_blocking(move || {
+            crate::netns::connect_inside(&path, addr, std::time::Duration::from_secs(10))
+        })
+        .await
+        .map_err(|e| RuntimeError::host("connect inside a VM", std::io::Error::other(e)))?
+        .map_err(|e| RuntimeError::host(format!("connect to {addr} inside the VM"), e))?;
+        stream
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpStream::from_std(stream))
+            .map_err(|e| RuntimeError::host("adopt a VM connection", e))
+    }
+
     async fn reconcile(&self, live: &[LiveNetwork]) -> Result<(), RuntimeError> {
         let ports: Vec<String> = live
             .iter()

@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sched::{unshare, CloneFlags};
+use nix::sched::{setns, unshare, CloneFlags};
 
 /// Creates a fresh network namespace pinned at `path`. A short-lived
 /// thread enters the new namespace and binds it: namespaces are per
@@ -36,6 +36,23 @@ pub fn create(path: &Path) -> io::Result<()> {
         return Err(e);
     }
     Ok(())
+}
+
+/// Opens a TCP connection from inside the namespace pinned at `path` (to
+/// its own loopback, say). A short-lived thread enters the namespace and
+/// connects; the socket stays in that namespace after the thread ends.
+pub fn connect_inside(
+    path: &Path,
+    addr: std::net::SocketAddr,
+    timeout: std::time::Duration,
+) -> io::Result<std::net::TcpStream> {
+    let ns = fs::File::open(path)?;
+    std::thread::spawn(move || -> io::Result<std::net::TcpStream> {
+        setns(&ns, CloneFlags::CLONE_NEWNET)?;
+        std::net::TcpStream::connect_timeout(&addr, timeout)
+    })
+    .join()
+    .map_err(|_| io::Error::other("the namespace thread panicked"))?
 }
 
 /// Unpins and removes a namespace file; the namespace itself ends when its

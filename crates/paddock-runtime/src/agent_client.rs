@@ -107,7 +107,7 @@ pub async fn exec(
         argv: request.argv,
         env: request.env,
         cwd: request.cwd,
-        stdin: request.stdin.is_some(),
+        stdin: request.stdin.is_some() || request.stdin_stream.is_some(),
         timeout_ms: request.timeout.map(|t| t.as_millis() as u64),
     };
     let mut stream = connect(socket).await?;
@@ -146,11 +146,22 @@ pub async fn exec(
     // the agent reads its closing as "the caller went away" and kills the
     // command. The reader owns this task, so the socket closes with it.
     let stdin = request.stdin;
+    let mut stdin_stream = request.stdin_stream;
     let writer = AbortOnDrop(tokio::spawn(async move {
         if let Some(stdin) = stdin {
             for chunk in stdin.chunks(CHUNK) {
                 if write_data(&mut wr, KIND_STDIN, chunk).await.is_err() {
                     return;
+                }
+            }
+            let _ = write_data(&mut wr, KIND_STDIN, b"").await;
+        } else if let Some(rx) = stdin_stream.as_mut() {
+            while let Some(data) = rx.recv().await {
+                // An empty frame would end stdin: skip empty input.
+                for chunk in data.chunks(CHUNK).filter(|c| !c.is_empty()) {
+                    if write_data(&mut wr, KIND_STDIN, chunk).await.is_err() {
+                        return;
+                    }
                 }
             }
             let _ = write_data(&mut wr, KIND_STDIN, b"").await;

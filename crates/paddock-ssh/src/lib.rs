@@ -3,8 +3,9 @@
 //! (`POST /v1/ssh-keys`); the key's user must be able to see the
 //! environment, which must be connected. A shell or a command with a
 //! terminal runs in a PTY of the environment's sandbox; a command without
-//! one runs through exec, its stdout and stderr apart and its exit status
-//! returned, as OpenSSH clients and editors' remote modes expect.
+//! one runs through exec, its stdin streamed, its stdout and stderr apart
+//! and its exit status returned, as OpenSSH clients and editors' remote
+//! modes (which pipe a script into a shell) expect.
 
 mod host_key;
 mod session;

@@ -43,6 +43,8 @@ struct ChannelState {
     input: Option<mpsc::Sender<PtyInput>>,
     /// The PTY session's id, to end it with the channel.
     pty_id: Option<String>,
+    /// Stdin of the channel's command (no terminal); dropped at EOF.
+    stdin: Option<mpsc::Sender<bytes::Bytes>>,
 }
 
 pub struct Connection {
@@ -133,11 +135,13 @@ impl Connection {
         session: &mut Session,
     ) -> Result<(), russh::Error> {
         let (who, vm) = self.login()?.clone();
+        let (stdin, stdin_stream) = mpsc::channel(64);
         let request = ExecRequest {
             argv: vec!["/bin/sh".into(), "-c".into(), command],
             env: Vec::new(),
             cwd: None,
             stdin: None,
+            stdin_stream: Some(stdin_stream),
             timeout: None,
         };
         let mut stream = match self.service.exec(&who.account_id, &vm, request).await {
@@ -148,6 +152,7 @@ impl Connection {
                 return Ok(());
             }
         };
+        self.channels.entry(channel).or_default().stdin = Some(stdin);
         session.channel_success(channel)?;
         let handle = session.handle();
         tokio::spawn(async move {
@@ -217,6 +222,50 @@ impl russh::server::Handler for Connection {
         Ok(true)
     }
 
+    /// `ssh -L`: a connection to a port as the sandbox sees it (its own
+    /// loopback for `localhost`), made from inside its network namespace,
+    /// so the VM's egress rules apply to anything else.
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host: &str,
+        port: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let (who, vm) = self.login()?.clone();
+        let ip: std::net::IpAddr = match host {
+            "localhost" => std::net::Ipv4Addr::LOCALHOST.into(),
+            other => match other.trim_matches(['[', ']']).parse() {
+                Ok(ip) => ip,
+                Err(_) => {
+                    tracing::info!(host, "SSH forward refused: only addresses and localhost");
+                    return Ok(false);
+                }
+            },
+        };
+        let Ok(port) = u16::try_from(port) else {
+            return Ok(false);
+        };
+        let mut upstream = match self
+            .service
+            .connect_in_vm(&who.account_id, &vm, ip, port)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::info!(%ip, port, error = %error_chain(&e), "SSH forward failed");
+                return Ok(false);
+            }
+        };
+        tokio::spawn(async move {
+            let mut stream = channel.into_stream();
+            let _ = tokio::io::copy_bidirectional(&mut stream, &mut upstream).await;
+        });
+        Ok(true)
+    }
+
     async fn pty_request(
         &mut self,
         channel: ChannelId,
@@ -264,12 +313,26 @@ impl russh::server::Handler for Connection {
         data: &[u8],
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // A command without a terminal reads no input: exec takes its
-        // stdin whole, before it starts.
-        if let Some(input) = self.channels.get(&channel).and_then(|c| c.input.clone()) {
-            let _ = input
-                .send(PtyInput::Data(bytes::Bytes::copy_from_slice(data)))
-                .await;
+        let Some(state) = self.channels.get(&channel) else {
+            return Ok(());
+        };
+        let data = bytes::Bytes::copy_from_slice(data);
+        if let Some(input) = state.input.clone() {
+            let _ = input.send(PtyInput::Data(data)).await;
+        } else if let Some(stdin) = state.stdin.clone() {
+            let _ = stdin.send(data).await;
+        }
+        Ok(())
+    }
+
+    async fn channel_eof(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // End of the client's input is end of the command's stdin.
+        if let Some(state) = self.channels.get_mut(&channel) {
+            state.stdin = None;
         }
         Ok(())
     }

@@ -994,6 +994,58 @@ async fn openssh_logs_in_through_the_gateway() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "out\nsandbox\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    // Stdin streams into a command, to its end (how editors' remote
+    // modes start their server: a script piped into a shell).
+    let mut child = Command::new("ssh")
+        .arg("-i")
+        .arg(&mine)
+        .args(["-p", &server.ssh_port.to_string()])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args([
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .args(["dev@127.0.0.1", "sh"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("ssh");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"echo script-ran\nhead -c 100000 /dev/zero | wc -c\nexit 5\n")
+            .expect("script");
+    }
+    let out = child.wait_with_output().expect("ssh ends");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "script-ran\n100000\n");
+    assert_eq!(out.status.code(), Some(5));
+    // The end of the client's input is the end of the command's.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "printf 'four' | ssh -i {} -p {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+             -o IdentitiesOnly=yes -o BatchMode=yes -o LogLevel=ERROR dev@127.0.0.1 'wc -c'",
+            mine.display(),
+            server.ssh_port
+        ))
+        .output()
+        .expect("ssh");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "4",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // With a terminal (-tt), through a PTY.
     let out = ssh(&server, &mine, "dev", &["-tt", "tty && echo pty-ok"]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -1038,6 +1090,51 @@ async fn openssh_logs_in_through_the_gateway() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+
+    // `ssh -L` reaches a port on the sandbox's own loopback.
+    let env = gw.get("environments/dev").await.body;
+    gw.exec(
+        env["vmId"].as_str().expect("vm"),
+        "mkdir -p /www && echo forwarded-page > /www/index.html && busybox httpd -p 127.0.0.1:8000 -h /www",
+    )
+    .await;
+    let local = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let mut tunnel = Command::new("ssh")
+        .arg("-i")
+        .arg(&mine)
+        .args(["-p", &server.ssh_port.to_string(), "-N"])
+        .args(["-L", &format!("127.0.0.1:{local}:localhost:8000")])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args([
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .arg("dev@127.0.0.1")
+        .spawn()
+        .expect("ssh -L");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let page = loop {
+        match reqwest::get(format!("http://127.0.0.1:{local}/")).await {
+            Ok(r) if r.status().is_success() => break r.text().await.unwrap_or_default(),
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+            other => panic!("the forward never answered: {other:?}"),
+        }
+    };
+    let _ = tunnel.kill();
+    let _ = tunnel.wait();
+    assert_eq!(page, "forwarded-page\n");
 
     // Another user's key does not reach a private environment; nor does
     // an unregistered key, nor a wrong environment name.

@@ -249,6 +249,7 @@ pub(crate) async fn stream_exec(
         env: env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         cwd: body.cwd,
         stdin: body.stdin.map(Bytes::from),
+        stdin_stream: None,
         timeout,
     };
     let events = state.service.exec(&account, &id, request).await?;

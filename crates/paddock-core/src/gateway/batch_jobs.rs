@@ -608,6 +608,7 @@ impl Service {
             env: Vec::new(),
             cwd: None,
             stdin: None,
+            stdin_stream: None,
             timeout: None,
         };
         let mut stream = self.exec(&job.account_id, &vm.id, request).await?;
