@@ -8,7 +8,7 @@ use crate::vms;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "paddock", description = "Self-hosted isolated environments: the VM / sandbox API (InstaVM-compatible)."),
+    info(title = "paddock", description = "Self-hosted isolated environments: the VM / sandbox API (InstaVM-compatible) and the account gateway (/v1/accounts/{account_id}/…: clusters, node pools, dev environments, batch jobs)."),
     paths(
         vms::lifecycle::create, vms::lifecycle::list_active, vms::lifecycle::list_all,
         vms::lifecycle::get, vms::lifecycle::patch, vms::lifecycle::delete,
@@ -63,9 +63,10 @@ impl utoipa::Modify for ApiKeyAuth {
     }
 }
 
-/// The document as pretty JSON (the committed file's form).
+/// The document as pretty JSON (the committed file's form): the VM API's
+/// generated paths, then the account gateway's.
 pub fn document_json() -> String {
-    ApiDoc::openapi()
-        .to_pretty_json()
-        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    crate::gateway::openapi::extend(&mut doc);
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }

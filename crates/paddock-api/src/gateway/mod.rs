@@ -12,6 +12,7 @@ mod environments;
 pub mod error;
 pub mod list;
 mod node_pools;
+pub mod openapi;
 mod snapshots;
 mod wire;
 
