@@ -157,9 +157,7 @@ async fn an_environment_keeps_what_was_installed_across_disconnects() {
             json!({"connection": {"nodePoolId": "host-cpu", "numRanks": 2}}),
         )
         .await;
-    if again.status != 200 {
-        assert_eq!((again.status, code(&again)), (400, 9), "{}", again.body);
-    }
+    assert_eq!((again.status, code(&again)), (400, 9), "{}", again.body);
     let env = gw
         .wait_for("environments/dev", "state", "CONNECTED", 60)
         .await;
@@ -275,6 +273,10 @@ async fn an_environment_keeps_what_was_installed_across_disconnects() {
         .next()
         .expect("id")
         .to_owned();
+    let got = gw.get(&format!("snapshots/{first}")).await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(got.body["environmentId"], "dev");
+    assert_eq!(got.body["state"], "READY");
     let r = gw.delete(&format!("snapshots/{latest}")).await;
     assert_eq!((r.status, code(&r)), (400, 9), "{}", r.body);
     let r = gw.delete(&format!("snapshots/{first}")).await;
@@ -341,6 +343,65 @@ async fn batch_jobs_run_from_an_environment_queue_and_cancel() {
         logs.body
     );
 
+    // PATCH changes what may change, and refuses what a job runs.
+    let r = gw
+        .patch(
+            "batchJobs/reads-marker",
+            json!({"displayName": "renamed", "annotations": {"k": "v"}}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["displayName"].as_str()),
+        (200, Some("renamed")),
+        "{}",
+        r.body
+    );
+    let r = gw
+        .patch("batchJobs/reads-marker", json!({"imageRef": image}))
+        .await;
+    assert_eq!((r.status, code(&r)), (400, 3), "{}", r.body);
+
+    // From one of the environment's snapshots (the one taken above).
+    let snaps = gw.get("snapshots").await;
+    let snap = snaps.body["snapshots"][0]["name"]
+        .as_str()
+        .expect("snapshot")
+        .rsplit('/')
+        .next()
+        .expect("id")
+        .to_owned();
+    let r = gw
+        .post(
+            "batchJobs?batchJobId=from-snapshot",
+            json!({"nodePoolId": "host-cpu", "environmentId": "src", "snapshotId": snap,
+                   "shellExecutor": {"command": "cat /bin/marker"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    gw.wait_for("batchJobs/from-snapshot", "state", "COMPLETED", 60)
+        .await;
+    let logs = gw.get("batchJobs/from-snapshot:getLogs").await;
+    assert_eq!(logs.body["logs"], "from-env\n", "{}", logs.body);
+
+    // A notebook needs a runner the image does not have: FAILED, saying so.
+    let r = gw
+        .post(
+            "batchJobs?batchJobId=notebook",
+            json!({"nodePoolId": "host-cpu", "imageRef": image, "notebookExecutor": {"notebookFilename": "/nb.ipynb"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    gw.wait_for("batchJobs/notebook", "state", "FAILED", 60)
+        .await;
+    let logs = gw.get("batchJobs/notebook:getLogs").await;
+    assert!(
+        logs.body["logs"]
+            .as_str()
+            .is_some_and(|l| l.contains("no notebook runner")),
+        "{}",
+        logs.body
+    );
+
     // A failing command ends FAILED with its code.
     let r = gw
         .post(
@@ -398,7 +459,7 @@ async fn batch_jobs_run_from_an_environment_queue_and_cancel() {
 
     // Logs outlive the sandbox; delete removes the job.
     let list = gw.get("batchJobs?orderBy=createTime").await;
-    assert_eq!(list.body["totalSize"], 4, "{}", list.body);
+    assert_eq!(list.body["totalSize"], 6, "{}", list.body);
     let r = gw
         .post(
             "batchJobs:batchDelete",
@@ -1243,5 +1304,103 @@ async fn reset_snapshots_squashes_the_stack_into_one_layer() {
         )
         .await,
         "no-gone\nno-ls\n"
+    );
+}
+
+/// On a host with an NVIDIA GPU (and only there: elsewhere it returns at
+/// once), `nvidia-smi -L` in an environment connected with one rank lists
+/// exactly one GPU, and with no ranks none. The image carries the host's
+/// glibc, which `nvidia-smi` needs; the driver comes from the host.
+#[tokio::test]
+async fn on_a_gpu_host_nvidia_smi_sees_exactly_the_ranks() {
+    let smi = ["/usr/local/nvidia/bin/nvidia-smi", "/usr/bin/nvidia-smi"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    if !std::path::Path::new("/dev/nvidiactl").exists() || smi.is_none() {
+        eprintln!("no NVIDIA GPU here: skipped");
+        return;
+    }
+    let mut base = busybox_base()
+        .dir("lib/")
+        .dir("lib/x86_64-linux-gnu/")
+        .dir("lib64/");
+    for lib in [
+        "libc.so.6",
+        "libm.so.6",
+        "libdl.so.2",
+        "libpthread.so.0",
+        "librt.so.1",
+        "libgcc_s.so.1",
+    ] {
+        let host = format!("/lib/x86_64-linux-gnu/{lib}");
+        if let Ok(bytes) = std::fs::read(&host) {
+            base = base.file(&format!("lib/x86_64-linux-gnu/{lib}"), 0o755, &bytes);
+        }
+    }
+    let loader = std::fs::read("/lib64/ld-linux-x86-64.so.2").expect("the host's loader");
+    base = base.file("lib64/ld-linux-x86-64.so.2", 0o755, &loader);
+    let reg = Registry::start();
+    let image = reg.reference("test/glibc:v1");
+    push(
+        &image,
+        vec![(gzip(&base.bytes()), GZIP)],
+        config_json(&["PATH=/bin"], "/", ""),
+    )
+    .await;
+    let server = Server::start_with_config(&format!(
+        "{}\n[gateway]\nhome_size_gib = 1\n",
+        reg.paddock_config()
+    ));
+    let gw = Gw {
+        c: server.client(),
+        account: account_id(&server).expect("account"),
+    };
+    for (env, ranks) in [("one", 1), ("none", 0)] {
+        gw.post(
+            "environments",
+            json!({"environmentId": env, "environment": {"baseImageRef": image}}),
+        )
+        .await;
+        gw.wait_for(&format!("environments/{env}"), "state", "DISCONNECTED", 60)
+            .await;
+        let r = gw
+            .post(
+                &format!("environments/{env}:connect"),
+                json!({"connection": {"nodePoolId": "host-gpu", "numRanks": ranks}}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let one = gw
+        .wait_for("environments/one", "state", "CONNECTED", 60)
+        .await;
+    let (out, err, status) =
+        gw.c.exec(
+            one["vmId"].as_str().expect("vm"),
+            "/usr/local/nvidia/bin/nvidia-smi -L",
+        )
+        .await;
+    eprintln!("nvidia-smi -L with 1 rank:\n{out}{err}");
+    assert_eq!(status["exit_code"], 0, "{out}{err}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("GPU ")).count(),
+        1,
+        "{out}"
+    );
+    let none = gw
+        .wait_for("environments/none", "state", "CONNECTED", 60)
+        .await;
+    let (out, err, _) =
+        gw.c.exec(
+            none["vmId"].as_str().expect("vm"),
+            "ls /dev | grep -c nvidia; /usr/local/nvidia/bin/nvidia-smi -L",
+        )
+        .await;
+    eprintln!("with 0 ranks:\n{out}{err}");
+    assert!(out.starts_with("0\n"), "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("GPU ")).count(),
+        0,
+        "{out}"
     );
 }
