@@ -706,6 +706,50 @@ async fn errors_have_their_codes_and_users_see_only_what_is_theirs() {
     let r = gw.post("environments/mine:explode", json!({})).await;
     assert_eq!((r.status, code(&r)), (404, 5), "{}", r.body);
 
+    // An image that cannot be had: the environment says so and cannot
+    // connect until its base image is fixed.
+    let missing = image.replace("test/dev:v1", "test/missing:v1");
+    let r = gw
+        .post(
+            "environments",
+            json!({"environmentId": "broken", "environment": {"baseImageRef": missing}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let broken = gw
+        .wait_for("environments/broken", "state", "DISCONNECTED", 60)
+        .await;
+    assert_eq!(broken["status"]["code"], "FAILED_PRECONDITION", "{broken}");
+    assert_eq!(broken["imageRef"], "", "{broken}");
+    let r = gw
+        .post(
+            "environments/broken:connect",
+            json!({"connection": {"nodePoolId": "host-cpu"}}),
+        )
+        .await;
+    assert_eq!((r.status, code(&r)), (400, 9), "{}", r.body);
+    let r = gw
+        .patch("environments/broken", json!({"baseImageRef": image}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let fixed = gw
+        .wait_for("environments/broken", "state", "DISCONNECTED", 60)
+        .await;
+    assert!(
+        fixed["imageRef"]
+            .as_str()
+            .is_some_and(|r| r.contains("@sha256:")),
+        "{fixed}"
+    );
+    assert_eq!(fixed["status"]["code"], "OK", "{fixed}");
+    // Once pinned, the base image is fixed.
+    let r = gw
+        .patch("environments/broken", json!({"baseImageRef": missing}))
+        .await;
+    assert_eq!((r.status, code(&r)), (400, 3), "{}", r.body);
+    let r = gw.post("snapshots", json!({})).await;
+    assert_eq!((r.status, code(&r)), (501, 12), "{}", r.body);
+
     // Another account: its key cannot name this account, nor see in.
     let other = gw.c.with_key(Some(&server.other_account_key()));
     let r = other.get(&gw.url("environments/mine")).await;
