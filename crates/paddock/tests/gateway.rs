@@ -60,6 +60,35 @@ impl Gw {
         }
     }
 
+    /// Creates an environment on `image` and waits until it is ready.
+    async fn create_env(&self, id: &str, image: &str) -> Value {
+        let r = self
+            .post(
+                "environments",
+                json!({"environmentId": id, "environment": {"baseImageRef": image}}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        self.wait_for(&format!("environments/{id}"), "state", "DISCONNECTED", 60)
+            .await
+    }
+
+    /// Connects an environment with `connection` and waits until it is;
+    /// the sandbox's VM id.
+    async fn connect_env(&self, id: &str, connection: Value) -> String {
+        let r = self
+            .post(
+                &format!("environments/{id}:connect"),
+                json!({ "connection": connection }),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let env = self
+            .wait_for(&format!("environments/{id}"), "state", "CONNECTED", 60)
+            .await;
+        env["vmId"].as_str().expect("vmId").to_owned()
+    }
+
     async fn exec(&self, vm: &str, command: &str) -> String {
         let (out, err, status) = self.c.exec(vm, command).await;
         assert_eq!(status["exit_code"], 0, "{command}: {err}");
@@ -300,22 +329,10 @@ async fn an_environment_keeps_what_was_installed_across_disconnects() {
 #[tokio::test]
 async fn batch_jobs_run_from_an_environment_queue_and_cancel() {
     let (_reg, _server, gw, image) = setup().await;
-    gw.post(
-        "environments",
-        json!({"environmentId": "src", "environment": {"baseImageRef": image}}),
-    )
-    .await;
-    gw.wait_for("environments/src", "state", "DISCONNECTED", 60)
+    gw.create_env("src", &image).await;
+    let vm = gw
+        .connect_env("src", json!({"nodePoolId": "host-cpu"}))
         .await;
-    gw.post(
-        "environments/src:connect",
-        json!({"connection": {"nodePoolId": "host-cpu"}}),
-    )
-    .await;
-    let env = gw
-        .wait_for("environments/src", "state", "CONNECTED", 60)
-        .await;
-    let vm = env["vmId"].as_str().expect("vmId").to_owned();
     gw.exec(&vm, "echo from-env > /bin/marker").await;
     gw.post("environments/src:disconnect", json!({})).await;
     gw.wait_for("environments/src", "state", "DISCONNECTED", 60)
@@ -866,22 +883,10 @@ async fn clusters_and_node_pools() {
 #[tokio::test]
 async fn a_connected_environment_survives_a_server_restart() {
     let (_reg, mut server, gw, image) = setup().await;
-    gw.post(
-        "environments",
-        json!({"environmentId": "keep", "environment": {"baseImageRef": image}}),
-    )
-    .await;
-    gw.wait_for("environments/keep", "state", "DISCONNECTED", 60)
+    gw.create_env("keep", &image).await;
+    let vm = gw
+        .connect_env("keep", json!({"nodePoolId": "host-cpu"}))
         .await;
-    gw.post(
-        "environments/keep:connect",
-        json!({"connection": {"nodePoolId": "host-cpu"}}),
-    )
-    .await;
-    let env = gw
-        .wait_for("environments/keep", "state", "CONNECTED", 60)
-        .await;
-    let vm = env["vmId"].as_str().expect("vmId").to_owned();
     gw.exec(&vm, "echo kept > /root/kept").await;
 
     server.restart();
@@ -940,13 +945,7 @@ async fn a_gpu_pool_passes_exactly_its_ranks_devices() {
     assert_eq!(pool.body["ranksPerNode"], 2, "{}", pool.body);
 
     for (env, ranks) in [("one", 1), ("none", 0)] {
-        gw.post(
-            "environments",
-            json!({"environmentId": env, "environment": {"baseImageRef": image}}),
-        )
-        .await;
-        gw.wait_for(&format!("environments/{env}"), "state", "DISCONNECTED", 60)
-            .await;
+        gw.create_env(env, &image).await;
         let r = gw
             .post(
                 &format!("environments/{env}:connect"),
@@ -973,13 +972,7 @@ async fn a_gpu_pool_passes_exactly_its_ranks_devices() {
     assert_eq!(gw.exec(vm, "ls /dev | grep -c nvidia || true").await, "0\n");
 
     // Both GPUs: one is held, so two more ranks do not fit now.
-    gw.post(
-        "environments",
-        json!({"environmentId": "two", "environment": {"baseImageRef": image}}),
-    )
-    .await;
-    gw.wait_for("environments/two", "state", "DISCONNECTED", 60)
-        .await;
+    gw.create_env("two", &image).await;
     let r = gw
         .post(
             "environments/two:connect",
@@ -1006,16 +999,11 @@ async fn a_gpu_pool_passes_exactly_its_ranks_devices() {
     assert_eq!(listed, "nvidia1\nnvidiactl\n", "the other GPU");
 }
 
-/// Runs the OpenSSH client against the gateway.
-fn ssh(server: &Server, key: &std::path::Path, user: &str, args: &[&str]) -> std::process::Output {
-    // Options first, then the destination, then the command.
-    let split = args
-        .iter()
-        .position(|a| !a.starts_with('-'))
-        .unwrap_or(args.len());
-    let (options, command) = args.split_at(split);
-    Command::new("ssh")
-        .arg("-i")
+/// The OpenSSH client, set to reach the gateway with `key` and nothing
+/// else (no agent, no known_hosts, no prompts).
+fn ssh_command(server: &Server, key: &std::path::Path) -> Command {
+    let mut c = Command::new("ssh");
+    c.arg("-i")
         .arg(key)
         .args(["-p", &server.ssh_port.to_string()])
         .args([
@@ -1031,7 +1019,18 @@ fn ssh(server: &Server, key: &std::path::Path, user: &str, args: &[&str]) -> std
             "ConnectTimeout=10",
             "-o",
             "LogLevel=ERROR",
-        ])
+        ]);
+    c
+}
+
+/// Runs the OpenSSH client: `args` are options, then the command.
+fn ssh(server: &Server, key: &std::path::Path, user: &str, args: &[&str]) -> std::process::Output {
+    let split = args
+        .iter()
+        .position(|a| !a.starts_with('-'))
+        .unwrap_or(args.len());
+    let (options, command) = args.split_at(split);
+    ssh_command(server, key)
         .args(options)
         .arg(format!("{user}@127.0.0.1"))
         .args(command)
@@ -1061,13 +1060,7 @@ async fn openssh_logs_in_through_the_gateway() {
             .await;
     assert_eq!(r.status, 200, "{}", r.body);
 
-    gw.post(
-        "environments",
-        json!({"environmentId": "dev", "environment": {"baseImageRef": image}}),
-    )
-    .await;
-    gw.wait_for("environments/dev", "state", "DISCONNECTED", 60)
-        .await;
+    gw.create_env("dev", &image).await;
     // Not connected: no login.
     let out = ssh(&server, &mine, "dev", &["true"]);
     assert_eq!(
@@ -1101,24 +1094,7 @@ async fn openssh_logs_in_through_the_gateway() {
     assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
     // Stdin streams into a command, to its end (how editors' remote
     // modes start their server: a script piped into a shell).
-    let mut child = Command::new("ssh")
-        .arg("-i")
-        .arg(&mine)
-        .args(["-p", &server.ssh_port.to_string()])
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-        ])
-        .args([
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "LogLevel=ERROR",
-        ])
+    let mut child = ssh_command(&server, &mine)
         .args(["dev@127.0.0.1", "sh"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -1159,24 +1135,8 @@ async fn openssh_logs_in_through_the_gateway() {
         "{text}"
     );
     // An interactive shell reads what is typed.
-    let mut child = Command::new("ssh")
-        .arg("-i")
-        .arg(&mine)
-        .args(["-p", &server.ssh_port.to_string(), "-tt"])
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-        ])
-        .args([
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "LogLevel=ERROR",
-        ])
+    let mut child = ssh_command(&server, &mine)
+        .arg("-tt")
         .arg("dev@127.0.0.1")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -1207,25 +1167,9 @@ async fn openssh_logs_in_through_the_gateway() {
         .and_then(|l| l.local_addr())
         .expect("port")
         .port();
-    let mut tunnel = Command::new("ssh")
-        .arg("-i")
-        .arg(&mine)
-        .args(["-p", &server.ssh_port.to_string(), "-N"])
+    let mut tunnel = ssh_command(&server, &mine)
+        .arg("-N")
         .args(["-L", &format!("127.0.0.1:{local}:localhost:8000")])
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-        ])
-        .args([
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "LogLevel=ERROR",
-        ])
         .arg("dev@127.0.0.1")
         .spawn()
         .expect("ssh -L");
@@ -1280,13 +1224,7 @@ async fn openssh_logs_in_through_the_gateway() {
 #[tokio::test]
 async fn reset_snapshots_squashes_the_stack_into_one_layer() {
     let (_reg, _server, gw, image) = setup().await;
-    gw.post(
-        "environments",
-        json!({"environmentId": "stack", "environment": {"baseImageRef": image}}),
-    )
-    .await;
-    gw.wait_for("environments/stack", "state", "DISCONNECTED", 60)
-        .await;
+    gw.create_env("stack", &image).await;
     let steps = [
         (
             "echo one > /bin/one && echo gone > /bin/gone && rm /bin/ls",
@@ -1299,15 +1237,10 @@ async fn reset_snapshots_squashes_the_stack_into_one_layer() {
         ("echo three > /bin/three", true),
     ];
     for (command, reset) in steps {
-        gw.post(
-            "environments/stack:connect",
-            json!({"connection": {"nodePoolId": "host-cpu"}}),
-        )
-        .await;
-        let env = gw
-            .wait_for("environments/stack", "state", "CONNECTED", 60)
+        let vm = gw
+            .connect_env("stack", json!({"nodePoolId": "host-cpu"}))
             .await;
-        gw.exec(env["vmId"].as_str().expect("vm"), command).await;
+        gw.exec(&vm, command).await;
         let r = gw
             .post(
                 "environments/stack:disconnect",
@@ -1328,15 +1261,9 @@ async fn reset_snapshots_squashes_the_stack_into_one_layer() {
     // The image has one layer: stacked 2, 3, then squashed back to 2.
     assert_eq!(layers, [2, 3, 2], "{}", snaps.body);
 
-    gw.post(
-        "environments/stack:connect",
-        json!({"connection": {"nodePoolId": "host-cpu"}}),
-    )
-    .await;
-    let env = gw
-        .wait_for("environments/stack", "state", "CONNECTED", 60)
+    let vm = &gw
+        .connect_env("stack", json!({"nodePoolId": "host-cpu"}))
         .await;
-    let vm = env["vmId"].as_str().expect("vm");
     assert_eq!(
         gw.exec(vm, "cat /bin/one /bin/two /bin/three").await,
         "changed\ntwo\nthree\n"
@@ -1400,13 +1327,7 @@ async fn on_a_gpu_host_nvidia_smi_sees_exactly_the_ranks() {
         account: account_id(&server).expect("account"),
     };
     for (env, ranks) in [("one", 1), ("none", 0)] {
-        gw.post(
-            "environments",
-            json!({"environmentId": env, "environment": {"baseImageRef": image}}),
-        )
-        .await;
-        gw.wait_for(&format!("environments/{env}"), "state", "DISCONNECTED", 60)
-            .await;
+        gw.create_env(env, &image).await;
         let r = gw
             .post(
                 &format!("environments/{env}:connect"),

@@ -3,14 +3,14 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use paddock_core::gateway::{BatchJobInput, BatchJobPatch};
+use paddock_core::gateway::{BatchJobInput, MetadataPatch};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::GatewayError;
 use super::list::{self, GetQuery, ListQuery};
 use super::wire::{self, BatchJobBody, BATCH_JOBS};
-use super::{split_segment, unknown_method, BatchDeleteBody, GJson, GQuery, Who};
+use super::{plain_id, split_segment, unknown_method, BatchDeleteBody, GJson, GQuery, Who};
 use crate::AppState;
 
 #[derive(Deserialize, Default)]
@@ -122,10 +122,7 @@ pub async fn update(
     Path((_, segment)): Path<(String, String)>,
     GJson(body): GJson<BatchJobBody>,
 ) -> Result<Json<Value>, GatewayError> {
-    let (id, method) = split_segment(&segment);
-    if let Some(m) = method {
-        return Err(unknown_method(m, &[]));
-    }
+    let id = plain_id(&segment)?;
     let current = state.service.get_batch_job(&who, id).await?;
     // What a job runs is fixed at creation; sending it back unchanged is
     // fine (clients PATCH the whole resource they read).
@@ -167,7 +164,7 @@ pub async fn update(
             "is fixed at creation; create another job",
         ));
     }
-    let patch = BatchJobPatch {
+    let patch = MetadataPatch {
         display_name: body.display_name,
         annotations: body.annotations,
         shared: body.shared,
@@ -181,10 +178,7 @@ pub async fn delete(
     Who(who): Who,
     Path((_, segment)): Path<(String, String)>,
 ) -> Result<Json<Value>, GatewayError> {
-    let (id, method) = split_segment(&segment);
-    if let Some(m) = method {
-        return Err(unknown_method(m, &[]));
-    }
+    let id = plain_id(&segment)?;
     state.service.delete_batch_job(&who, id).await?;
     Ok(Json(json!({})))
 }

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::error::GatewayError;
 use super::list::{self, GetQuery, ListQuery};
 use super::wire::{self, ClusterBody, CLUSTERS};
-use super::{split_segment, unknown_method, GJson, GQuery, Who};
+use super::{plain_id, split_segment, unknown_method, GJson, GQuery, Who};
 use crate::AppState;
 
 #[derive(Deserialize)]
@@ -99,10 +99,7 @@ pub async fn update(
     Path((_, segment)): Path<(String, String)>,
     GJson(body): GJson<ClusterBody>,
 ) -> Result<Json<Value>, GatewayError> {
-    let (id, method) = split_segment(&segment);
-    if let Some(m) = method {
-        return Err(unknown_method(m, &[]));
-    }
+    let id = plain_id(&segment)?;
     if body.eks_cluster.is_some() || body.fake_cluster.is_some() {
         return Err(GatewayError::invalid(
             "eksCluster",
@@ -127,10 +124,7 @@ pub async fn delete(
     Who(who): Who,
     Path((_, segment)): Path<(String, String)>,
 ) -> Result<Json<Value>, GatewayError> {
-    let (id, method) = split_segment(&segment);
-    if let Some(m) = method {
-        return Err(unknown_method(m, &[]));
-    }
+    let id = plain_id(&segment)?;
     state.service.delete_cluster(&who.account_id, id).await?;
     Ok(Json(json!({})))
 }

@@ -4,7 +4,7 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use paddock_core::gateway::{
-    ConnectRequest, DisconnectRequest, EnvironmentInput, EnvironmentPatch,
+    ConnectRequest, DisconnectRequest, EnvironmentInput, EnvironmentPatch, MetadataPatch,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -12,7 +12,9 @@ use serde_json::{json, Value};
 use super::error::GatewayError;
 use super::list::{self, GetQuery, ListQuery};
 use super::wire::{self, ConnectionBody, EnvironmentBody, ENVIRONMENTS};
-use super::{split_segment, unknown_method, BatchDeleteBody, GJson, GQuery, Who};
+use super::{
+    from_value, plain_id, split_segment, unknown_method, BatchDeleteBody, GJson, GQuery, Who,
+};
 use crate::AppState;
 
 #[derive(Deserialize)]
@@ -67,10 +69,7 @@ pub async fn get(
     Path((_, segment)): Path<(String, String)>,
     GQuery(q): GQuery<GetQuery>,
 ) -> Result<Json<Value>, GatewayError> {
-    let (id, method) = split_segment(&segment);
-    if let Some(m) = method {
-        return Err(unknown_method(m, &[]));
-    }
+    let id = plain_id(&segment)?;
     let env = state.service.get_environment(&who, id).await?;
     Ok(Json(list::apply_read_mask(
         &ENVIRONMENTS,
@@ -85,15 +84,14 @@ pub async fn update(
     Path((_, segment)): Path<(String, String)>,
     GJson(body): GJson<EnvironmentBody>,
 ) -> Result<Json<Value>, GatewayError> {
-    let (id, method) = split_segment(&segment);
-    if let Some(m) = method {
-        return Err(unknown_method(m, &[]));
-    }
+    let id = plain_id(&segment)?;
     let patch = EnvironmentPatch {
-        display_name: body.display_name,
+        metadata: MetadataPatch {
+            display_name: body.display_name,
+            annotations: body.annotations,
+            shared: body.shared,
+        },
         base_image_ref: body.base_image_ref,
-        shared: body.shared,
-        annotations: body.annotations,
     };
     let env = state.service.update_environment(&who, id, patch).await?;
     Ok(Json(wire::environment(&env)))
@@ -104,10 +102,7 @@ pub async fn delete(
     Who(who): Who,
     Path((_, segment)): Path<(String, String)>,
 ) -> Result<Json<Value>, GatewayError> {
-    let (id, method) = split_segment(&segment);
-    if let Some(m) = method {
-        return Err(unknown_method(m, &[]));
-    }
+    let id = plain_id(&segment)?;
     state.service.delete_environment(&who, id).await?;
     Ok(Json(json!({})))
 }
@@ -129,14 +124,6 @@ pub struct DisconnectBody {
     reset_snapshots: bool,
 }
 
-fn parse<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, GatewayError> {
-    serde_path_to_error::deserialize(v).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." { "body".to_owned() } else { path };
-        GatewayError::invalid(field, e.inner().to_string())
-    })
-}
-
 /// `:connect` and `:disconnect`.
 pub async fn method(
     State(state): State<AppState>,
@@ -147,7 +134,7 @@ pub async fn method(
     let (id, method) = split_segment(&segment);
     match method {
         Some("connect") => {
-            let body: ConnectBody = parse(body)?;
+            let body: ConnectBody = from_value(body)?;
             let c = body
                 .connection
                 .ok_or_else(|| GatewayError::invalid("connection", "is required"))?;
@@ -164,7 +151,7 @@ pub async fn method(
             state.service.connect_environment(&who, id, req).await?;
         }
         Some("disconnect") => {
-            let body: DisconnectBody = parse(body)?;
+            let body: DisconnectBody = from_value(body)?;
             let req = DisconnectRequest {
                 force: body.force,
                 reset_snapshots: body.reset_snapshots,

@@ -171,6 +171,26 @@ pub fn split_segment(segment: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// The id of an item route that takes no custom method here.
+pub fn plain_id(segment: &str) -> Result<&str, GatewayError> {
+    match split_segment(segment) {
+        (id, None) => Ok(id),
+        (_, Some(m)) => Err(unknown_method(m, &[])),
+    }
+}
+
+/// A body already read as JSON, as `T`; a wrong field is INVALID_ARGUMENT
+/// naming it.
+pub fn from_value<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, GatewayError> {
+    serde_path_to_error::deserialize(v).map_err(field_error)
+}
+
+fn field_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> GatewayError {
+    let path = e.path().to_string();
+    let field = if path == "." { "body".to_owned() } else { path };
+    GatewayError::invalid(field, e.inner().to_string())
+}
+
 /// The answer to an unknown custom method.
 pub fn unknown_method(method: &str, known: &[&str]) -> GatewayError {
     GatewayError::Status(

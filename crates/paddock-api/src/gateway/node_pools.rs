@@ -3,7 +3,7 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use paddock_core::gateway::{NodePoolInput, NodePoolPatch};
+use paddock_core::gateway::{MetadataPatch, NodePoolInput, NodePoolPatch};
 use paddock_core::model::gateway::NodePool;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::error::GatewayError;
 use super::list::{self, GetQuery, ListQuery, Listing};
 use super::wire::{self, NodePoolBody, NODE_POOLS};
-use super::{split_segment, unknown_method, BatchDeleteBody, GJson, GQuery, Who};
+use super::{plain_id, split_segment, unknown_method, BatchDeleteBody, GJson, GQuery, Who};
 use crate::AppState;
 
 #[derive(Deserialize)]
@@ -113,10 +113,7 @@ pub async fn update(
     Path((_, segment)): Path<(String, String)>,
     GJson(body): GJson<NodePoolBody>,
 ) -> Result<Json<Value>, GatewayError> {
-    let (id, method) = split_segment(&segment);
-    if let Some(m) = method {
-        return Err(unknown_method(m, &[]));
-    }
+    let id = plain_id(&segment)?;
     if body.eks_node_pool.is_some() || body.fake_node_pool.is_some() {
         return Err(GatewayError::invalid(
             "fakeNodePool",
@@ -124,11 +121,14 @@ pub async fn update(
         ));
     }
     let patch = NodePoolPatch {
-        display_name: body.display_name,
+        metadata: MetadataPatch {
+            display_name: body.display_name,
+            annotations: body.annotations,
+            shared: None,
+        },
         min_node_count: body.min_node_count,
         max_node_count: body.max_node_count,
         overprovision_node_count: body.overprovision_node_count,
-        annotations: body.annotations,
     };
     let pool = state
         .service
@@ -142,10 +142,7 @@ pub async fn delete(
     Who(who): Who,
     Path((_, segment)): Path<(String, String)>,
 ) -> Result<Json<Value>, GatewayError> {
-    let (id, method) = split_segment(&segment);
-    if let Some(m) = method {
-        return Err(unknown_method(m, &[]));
-    }
+    let id = plain_id(&segment)?;
     state.service.delete_node_pool(&who.account_id, id).await?;
     Ok(Json(json!({})))
 }

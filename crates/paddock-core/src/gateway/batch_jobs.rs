@@ -21,7 +21,9 @@ use crate::service::{error_chain, Service, Shutdown};
 use crate::store::JobLogChunk;
 
 use super::capacity::Holding;
-use super::validate::{validate_annotations, validate_display_name, validate_resource_id};
+use super::validate::{
+    validate_annotations, validate_display_name, validate_resource_id, MetadataPatch, PatchTarget,
+};
 
 #[derive(Debug, Clone, Default)]
 pub struct BatchJobInput {
@@ -36,14 +38,6 @@ pub struct BatchJobInput {
     pub executor: Option<Executor>,
     pub annotations: BTreeMap<String, String>,
     pub shared: bool,
-}
-
-/// What an update changes (`None`: unchanged).
-#[derive(Debug, Clone, Default)]
-pub struct BatchJobPatch {
-    pub display_name: Option<String>,
-    pub annotations: Option<BTreeMap<String, String>>,
-    pub shared: Option<bool>,
 }
 
 /// Where a job's sandbox starts from.
@@ -280,26 +274,18 @@ impl Service {
         &self,
         who: &Principal,
         id: &str,
-        patch: BatchJobPatch,
+        patch: MetadataPatch,
     ) -> Result<BatchJob, CoreError> {
         let _guard = self.lock_resource::<BatchJob>(&who.account_id, id).await;
         let mut job = self.visible_job(who, id).await?;
-        if let Some(n) = patch.display_name {
-            validate_display_name("displayName", &n)?;
-            job.display_name = n;
-        }
-        if let Some(a) = patch.annotations {
-            validate_annotations("annotations", &a)?;
-            job.annotations = a;
-        }
-        if let Some(shared) = patch.shared {
-            if shared != job.shared && job.created_by != who.user_email {
-                return Err(CoreError::PermissionDenied(
-                    "only the job's creator may change whether it is shared".into(),
-                ));
-            }
-            job.shared = shared;
-        }
+        patch.apply(
+            who,
+            PatchTarget {
+                display_name: &mut job.display_name,
+                annotations: &mut job.annotations,
+                sharing: Some((&mut job.shared, &job.created_by)),
+            },
+        )?;
         job.update_time = Timestamp::now();
         self.save_doc(&job).await?;
         Ok(job)

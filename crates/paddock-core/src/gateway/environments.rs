@@ -24,7 +24,9 @@ use crate::model::{
 };
 use crate::service::{error_chain, Service};
 
-use super::validate::{validate_annotations, validate_display_name, validate_resource_id};
+use super::validate::{
+    validate_annotations, validate_display_name, validate_resource_id, MetadataPatch, PatchTarget,
+};
 
 #[derive(Debug, Clone, Default)]
 pub struct EnvironmentInput {
@@ -37,10 +39,8 @@ pub struct EnvironmentInput {
 /// What an update changes (`None`: unchanged).
 #[derive(Debug, Clone, Default)]
 pub struct EnvironmentPatch {
-    pub display_name: Option<String>,
+    pub metadata: MetadataPatch,
     pub base_image_ref: Option<String>,
-    pub shared: Option<bool>,
-    pub annotations: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -251,22 +251,14 @@ impl Service {
     ) -> Result<Environment, CoreError> {
         let _guard = self.lock_resource::<Environment>(&who.account_id, id).await;
         let mut env = self.visible_environment(who, id).await?;
-        if let Some(n) = patch.display_name {
-            validate_display_name("displayName", &n)?;
-            env.display_name = n;
-        }
-        if let Some(a) = patch.annotations {
-            validate_annotations("annotations", &a)?;
-            env.annotations = a;
-        }
-        if let Some(shared) = patch.shared {
-            if shared != env.shared && env.created_by != who.user_email {
-                return Err(CoreError::PermissionDenied(
-                    "only the environment's creator may change whether it is shared".into(),
-                ));
-            }
-            env.shared = shared;
-        }
+        patch.metadata.apply(
+            who,
+            PatchTarget {
+                display_name: &mut env.display_name,
+                annotations: &mut env.annotations,
+                sharing: Some((&mut env.shared, &env.created_by)),
+            },
+        )?;
         let mut repin = false;
         if let Some(base) = patch.base_image_ref {
             if base != env.base_image_ref {

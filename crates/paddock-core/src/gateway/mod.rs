@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
-pub use batch_jobs::{BatchJobInput, BatchJobPatch};
+pub use batch_jobs::BatchJobInput;
 pub use capacity::PoolUsage;
 pub use clusters::{ClusterInput, ClusterPatch};
 pub use environments::{
@@ -24,7 +24,9 @@ pub use environments::{
     EnvironmentPatch, ENVIRONMENT_METADATA_KEY,
 };
 pub use node_pools::{NodePoolInput, NodePoolPatch};
-pub use validate::{validate_annotations, validate_display_name, validate_resource_id};
+pub use validate::{
+    validate_annotations, validate_display_name, validate_resource_id, MetadataPatch,
+};
 
 use crate::error::CoreError;
 use crate::ids::AccountId;

@@ -12,9 +12,12 @@ use crate::ids::AccountId;
 use crate::model::gateway::{
     EksNodePool, FakeNodePool, NodePool, NodePoolBackend, NodePoolState, Status, StatusCode,
 };
+use crate::model::Principal;
 use crate::service::Service;
 
-use super::validate::{validate_annotations, validate_display_name, validate_resource_id};
+use super::validate::{
+    validate_annotations, validate_display_name, validate_resource_id, MetadataPatch, PatchTarget,
+};
 
 pub const HOST_CPU_POOL_ID: &str = "host-cpu";
 pub const HOST_GPU_POOL_ID: &str = "host-gpu";
@@ -33,11 +36,10 @@ pub struct NodePoolInput {
 /// What an update changes (`None`: unchanged).
 #[derive(Debug, Clone, Default)]
 pub struct NodePoolPatch {
-    pub display_name: Option<String>,
+    pub metadata: MetadataPatch,
     pub min_node_count: Option<i32>,
     pub max_node_count: Option<i32>,
     pub overprovision_node_count: Option<i32>,
-    pub annotations: Option<BTreeMap<String, String>>,
 }
 
 /// The node counts' rules, from the API notes.
@@ -220,20 +222,24 @@ impl Service {
         }
         let _guard = self.lock_resource::<NodePool>(account, id).await;
         let mut pool = self.get_node_pool(account, id).await?;
-        if let Some(n) = patch.display_name {
-            validate_display_name("displayName", &n)?;
-            pool.display_name = n;
-        }
-        if let Some(a) = patch.annotations {
-            validate_annotations("annotations", &a)?;
-            pool.annotations = a;
-        }
+        let who = Principal {
+            account_id: account.clone(),
+            user_email: String::new(),
+        };
         let min = patch.min_node_count.unwrap_or(pool.min_node_count);
         let max = patch.max_node_count.unwrap_or(pool.max_node_count);
         let over = patch
             .overprovision_node_count
             .unwrap_or(pool.overprovision_node_count);
         validate_counts(min, max, over, "")?;
+        patch.metadata.apply(
+            &who,
+            PatchTarget {
+                display_name: &mut pool.display_name,
+                annotations: &mut pool.annotations,
+                sharing: None,
+            },
+        )?;
         pool.min_node_count = min;
         pool.max_node_count = max;
         pool.overprovision_node_count = over;

@@ -4,6 +4,59 @@
 use std::collections::BTreeMap;
 
 use crate::error::CoreError;
+use crate::model::Principal;
+
+/// What a PATCH may change on any gateway resource: its display name, its
+/// annotations and (on environments and jobs) whether it is shared.
+#[derive(Debug, Clone, Default)]
+pub struct MetadataPatch {
+    pub display_name: Option<String>,
+    pub annotations: Option<BTreeMap<String, String>>,
+    pub shared: Option<bool>,
+}
+
+/// A resource's fields a [`MetadataPatch`] changes.
+pub(crate) struct PatchTarget<'a> {
+    pub display_name: &'a mut String,
+    pub annotations: &'a mut BTreeMap<String, String>,
+    /// `(shared, created_by)` where the resource can be shared.
+    pub sharing: Option<(&'a mut bool, &'a str)>,
+}
+
+impl MetadataPatch {
+    /// Checks and applies the patch; only a resource's creator may change
+    /// whether it is shared. Nothing changes unless all of it is valid.
+    pub(crate) fn apply(self, who: &Principal, target: PatchTarget<'_>) -> Result<(), CoreError> {
+        if let Some(n) = &self.display_name {
+            validate_display_name("displayName", n)?;
+        }
+        if let Some(a) = &self.annotations {
+            validate_annotations("annotations", a)?;
+        }
+        let sharing = match (self.shared, target.sharing) {
+            (Some(shared), Some((current, created_by))) => {
+                if shared != *current && created_by != who.user_email {
+                    return Err(CoreError::PermissionDenied(
+                        "only its creator may change whether it is shared".into(),
+                    ));
+                }
+                Some((shared, current))
+            }
+            (Some(_), None) => return Err(CoreError::invalid("shared", "cannot be set here")),
+            (None, _) => None,
+        };
+        if let Some(n) = self.display_name {
+            *target.display_name = n;
+        }
+        if let Some(a) = self.annotations {
+            *target.annotations = a;
+        }
+        if let Some((shared, current)) = sharing {
+            *current = shared;
+        }
+        Ok(())
+    }
+}
 
 /// `^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$`: a DNS label starting with a letter.
 pub fn validate_resource_id(field: &str, id: &str) -> Result<(), CoreError> {
