@@ -704,3 +704,59 @@ impl<'a> JobLog<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn executors_become_command_lines() {
+        let shell = argv(&Executor::Shell {
+            command: "echo hi".into(),
+        });
+        assert_eq!(shell, ["/bin/sh", "-c", "echo hi"]);
+        let file = argv(&Executor::Python {
+            target_type: "FILE".into(),
+            target: "/w/train.py".into(),
+            args: vec!["--epochs".into(), "3".into()],
+        });
+        assert_eq!(file, ["python3", "/w/train.py", "--epochs", "3"]);
+        let module = argv(&Executor::Python {
+            target_type: "MODULE".into(),
+            target: "pkg.main".into(),
+            args: vec![],
+        });
+        assert_eq!(module, ["python3", "-m", "pkg.main"]);
+        let nb = argv(&Executor::Notebook {
+            notebook_filename: "/w/a b.ipynb".into(),
+        });
+        // The file name is an argument, never part of the script.
+        assert_eq!(nb.last().map(String::as_str), Some("/w/a b.ipynb"));
+        assert!(nb[2].contains("jupyter nbconvert"));
+    }
+
+    #[test]
+    fn executors_are_checked() {
+        let bad = [
+            Executor::Shell {
+                command: " ".into(),
+            },
+            Executor::Python {
+                target_type: "".into(),
+                target: "".into(),
+                args: vec![],
+            },
+            Executor::Python {
+                target_type: "BOGUS".into(),
+                target: "x".into(),
+                args: vec![],
+            },
+            Executor::Notebook {
+                notebook_filename: "".into(),
+            },
+        ];
+        for e in bad {
+            assert!(validate_executor(&e).is_err(), "{e:?}");
+        }
+    }
+}
