@@ -99,6 +99,13 @@ impl Internet {
         me.children.push(knot);
         wait_tcp(SocketAddr::from((web, 80)));
         wait_tcp(SocketAddr::from((web, 53)));
+        // knotd listens before it has loaded its zone (it loads in the
+        // background), and answers SERVFAIL until then: wait for an answer.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while me.lookup("web.allowed.test", "A") != web.to_string() {
+            assert!(Instant::now() < deadline, "knotd never served its zone");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         me
     }
 
