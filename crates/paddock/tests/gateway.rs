@@ -113,6 +113,15 @@ fn user_key(server: &Server, user: &str) -> String {
 }
 
 async fn setup() -> (Registry, Server, Gw, String) {
+    setup_with(false).await
+}
+
+/// A registry with a busybox image and a server pulling from it. VM
+/// networking is off unless a test needs it (SSH's `-L` reaches into a
+/// VM's namespace): each networked server prepares a pool of namespaces
+/// and veths, and the kernel tears those down slowly after the server
+/// goes, long enough to slow the next test binary's networking.
+async fn setup_with(network: bool) -> (Registry, Server, Gw, String) {
     let reg = Registry::start();
     let image = reg.reference("test/dev:v1");
     push(
@@ -122,7 +131,7 @@ async fn setup() -> (Registry, Server, Gw, String) {
     )
     .await;
     let server = Server::start_with_config(&format!(
-        "{}\n[gateway]\ncpu_nodes = 2\nhome_size_gib = 1\nscratch_size_gib = 1\n",
+        "{}\n[gateway]\ncpu_nodes = 2\nhome_size_gib = 1\nscratch_size_gib = 1\n[network]\nenabled = {network}\n",
         reg.paddock_config()
     ));
     let gw = Gw {
@@ -932,7 +941,7 @@ async fn a_gpu_pool_passes_exactly_its_ranks_devices() {
     )
     .await;
     let server = Server::start_with_config(&format!(
-        "{}\n[gateway]\ngpu_dev_dir = \"{}\"\nhome_size_gib = 1\n",
+        "{}\n[gateway]\ngpu_dev_dir = \"{}\"\nhome_size_gib = 1\n[network]\nenabled = false\n",
         reg.paddock_config(),
         devs.path().display()
     ));
@@ -1052,7 +1061,7 @@ fn keypair(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
 
 #[tokio::test]
 async fn openssh_logs_in_through_the_gateway() {
-    let (_reg, server, gw, image) = setup().await;
+    let (_reg, server, gw, image) = setup_with(true).await;
     let keys = tempfile::tempdir().expect("tempdir");
     let (mine, public) = keypair(keys.path(), "mine");
     let r =
@@ -1319,7 +1328,7 @@ async fn on_a_gpu_host_nvidia_smi_sees_exactly_the_ranks() {
     )
     .await;
     let server = Server::start_with_config(&format!(
-        "{}\n[gateway]\nhome_size_gib = 1\n",
+        "{}\n[gateway]\nhome_size_gib = 1\n[network]\nenabled = false\n",
         reg.paddock_config()
     ));
     let gw = Gw {
