@@ -19,6 +19,7 @@ pub mod exec;
 pub mod gateway;
 pub mod ids;
 pub mod images;
+pub mod keyed_locks;
 pub mod model;
 pub mod network;
 pub mod network_backend;

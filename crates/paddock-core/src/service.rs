@@ -111,7 +111,7 @@ pub struct Service {
     pub(crate) domain_dns: Arc<dyn DomainBackend>,
     /// Serializes changes to attachments and volume host mounts.
     pub(crate) volume_lock: AsyncMutex<()>,
-    vm_locks: Mutex<HashMap<VmId, Arc<AsyncMutex<()>>>>,
+    vm_locks: crate::keyed_locks::KeyedLocks<VmId>,
     /// Bumped on every share change (see `share_generation`).
     pub(crate) share_generation: std::sync::atomic::AtomicU64,
     pulls: Mutex<HashMap<String, PullRecord>>,
@@ -145,7 +145,7 @@ impl Service {
             network: backends.network,
             domain_dns: backends.domain_dns,
             volume_lock: AsyncMutex::new(()),
-            vm_locks: Mutex::new(HashMap::new()),
+            vm_locks: crate::keyed_locks::KeyedLocks::default(),
             share_generation: std::sync::atomic::AtomicU64::new(0),
             pulls: Mutex::new(HashMap::new()),
             gateway: crate::gateway::GatewayRuntime::default(),
@@ -165,16 +165,7 @@ impl Service {
     }
 
     pub(crate) async fn lock_vm(&self, id: &VmId) -> OwnedMutexGuard<()> {
-        let lock = {
-            let mut locks = self
-                .vm_locks
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            // A held lock's guard owns a clone of it.
-            locks.retain(|_, l| Arc::strong_count(l) > 1);
-            locks.entry(id.clone()).or_default().clone()
-        };
-        lock.lock_owned().await
+        self.vm_locks.lock(id).await
     }
 
     // ---- accounts and keys -------------------------------------------------

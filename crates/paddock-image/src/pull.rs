@@ -3,9 +3,8 @@
 //! blob store, then unpacking each layer once. Implements the core's
 //! image port.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use oci_client::client::{linux_amd64_resolver, ClientConfig, ClientProtocol};
@@ -13,9 +12,9 @@ use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use paddock_core::images::{BuiltLayer, ImageBackend, WrittenImage};
+use paddock_core::keyed_locks::KeyedLocks;
 use paddock_core::model::{ChangedTree, ImageConfig, LayerInfo, PullProgress, PulledImage};
 use paddock_core::CoreError;
-use tokio::sync::Mutex as AsyncMutex;
 
 use crate::blobs::BlobStore;
 use crate::digest::Digest;
@@ -64,7 +63,7 @@ pub struct ImageStore {
     client: Client,
     /// One download or unpack per digest at a time; the others wait and
     /// then find it done.
-    locks: Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
+    locks: KeyedLocks<String>,
 }
 
 impl ImageStore {
@@ -96,18 +95,12 @@ impl ImageStore {
             layers_dir,
             registries,
             client,
-            locks: Mutex::new(HashMap::new()),
+            locks: KeyedLocks::default(),
         })
     }
 
     pub fn blobs(&self) -> &BlobStore {
         &self.blobs
-    }
-
-    fn lock(&self, key: &str) -> Arc<AsyncMutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
-        locks.retain(|_, l| Arc::strong_count(l) > 1);
-        locks.entry(key.to_owned()).or_default().clone()
     }
 
     fn auth(&self, registry: &str) -> RegistryAuth {
@@ -172,8 +165,7 @@ impl ImageStore {
                 .digest
                 .parse()
                 .map_err(|_| ImageError::Config(format!("layer digest {:?}", info.digest)))?;
-            let lock = self.lock(digest.as_str());
-            let _guard = lock.lock().await;
+            let _guard = self.locks.lock(&digest.as_str().to_owned()).await;
             if !self.blobs.contains(&digest) {
                 let stream = self
                     .client

@@ -11,8 +11,7 @@ mod environments;
 mod node_pools;
 mod validate;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
@@ -30,6 +29,7 @@ pub use validate::{
 
 use crate::error::CoreError;
 use crate::ids::AccountId;
+use crate::keyed_locks::KeyedLocks;
 use crate::model::gateway::Resource;
 use crate::service::Service;
 use crate::store::ResourceDoc;
@@ -72,20 +72,7 @@ pub struct GatewayRuntime {
     /// records its own before the next one reads.
     placement: AsyncMutex<()>,
     /// Serializes changes to one resource (`kind/account/id`).
-    locks: Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
-}
-
-impl GatewayRuntime {
-    async fn lock(&self, key: String) -> OwnedMutexGuard<()> {
-        let lock = {
-            let mut map = self
-                .locks
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            Arc::clone(map.entry(key).or_default())
-        };
-        lock.lock_owned().await
-    }
+    locks: KeyedLocks<String>,
 }
 
 impl Service {
@@ -103,7 +90,8 @@ impl Service {
         id: &str,
     ) -> OwnedMutexGuard<()> {
         self.gateway
-            .lock(format!("{}/{}/{}", T::KIND, account, id))
+            .locks
+            .lock(&format!("{}/{}/{}", T::KIND, account, id))
             .await
     }
 
