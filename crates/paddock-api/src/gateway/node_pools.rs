@@ -22,10 +22,7 @@ pub struct CreateBody {
 }
 
 async fn render(state: &AppState, pool: &NodePool) -> Result<Value, GatewayError> {
-    let stats = state
-        .service
-        .node_pool_stats(&pool.account_id, &pool.id)
-        .await?;
+    let stats = state.service.node_pool_stats(pool).await?;
     Ok(wire::node_pool(pool, &stats))
 }
 
@@ -61,10 +58,13 @@ pub async fn list(
     Who(who): Who,
     GQuery(q): GQuery<ListQuery>,
 ) -> Result<Json<Value>, GatewayError> {
-    let mut items = Vec::new();
-    for pool in state.service.list_node_pools(&who.account_id).await? {
-        items.push(render(&state, &pool).await?);
-    }
+    let items = state
+        .service
+        .list_node_pools_with_stats(&who.account_id)
+        .await?
+        .iter()
+        .map(|(pool, stats)| wire::node_pool(pool, stats))
+        .collect();
     Ok(Json(list::page(&NODE_POOLS, items, &q)?))
 }
 
@@ -96,7 +96,7 @@ pub async fn get_or_method(
             q.read_mask.as_deref(),
         )?)),
         Some("getStats") => {
-            let stats = state.service.node_pool_stats(&who.account_id, id).await?;
+            let stats = state.service.node_pool_stats(&pool).await?;
             Ok(Json(list::apply_read_mask(
                 &STATS,
                 wire::node_pool_stats(&stats),

@@ -13,7 +13,7 @@ use crate::clock::Timestamp;
 use crate::error::CoreError;
 use crate::exec::{ExecEvent, ExecRequest};
 use crate::ids::{AccountId, SnapshotId};
-use crate::model::gateway::{BatchJob, BatchJobState, Executor, NodePool, NodePoolState};
+use crate::model::gateway::{BatchJob, BatchJobState, Executor, NodePoolState};
 use crate::model::{
     Env, Metadata, MountMode, MountRequest, Principal, VmOptions, VmSpec, VmStatus,
 };
@@ -83,6 +83,13 @@ fn argv(executor: &Executor) -> Vec<String> {
     }
 }
 
+/// A job's `envVars` as a sandbox's environment; a bad name is
+/// INVALID_ARGUMENT naming it.
+fn job_env(vars: &BTreeMap<String, String>) -> Result<Env, CoreError> {
+    Env::new(vars.clone())
+        .map_err(|e| CoreError::invalid(format!("envVars.{}", e.name), e.reason.to_string()))
+}
+
 fn validate_executor(e: &Executor) -> Result<(), CoreError> {
     match e {
         Executor::Shell { command } if command.trim().is_empty() => Err(CoreError::invalid(
@@ -116,24 +123,6 @@ fn validate_executor(e: &Executor) -> Result<(), CoreError> {
 }
 
 impl Service {
-    /// Jobs' holdings, for rank accounting.
-    pub(crate) async fn batch_job_holdings(&self) -> Result<Vec<Holding>, CoreError> {
-        Ok(self
-            .load_all::<BatchJob>(None)
-            .await?
-            .into_iter()
-            .filter(|j| j.state.holds_ranks())
-            .map(|j| Holding {
-                account_id: j.account_id.clone(),
-                pool_id: j.node_pool_id.clone(),
-                ranks: j.num_ranks,
-                gpus: j.gpus.clone(),
-                holder: format!("batch_job/{}", j.id),
-                job_state: Some(j.state.as_str()),
-            })
-            .collect())
-    }
-
     async fn visible_job(&self, who: &Principal, id: &str) -> Result<BatchJob, CoreError> {
         self.load::<BatchJob>(&who.account_id, id)
             .await?
@@ -166,9 +155,7 @@ impl Service {
             )
         })?;
         validate_executor(&executor)?;
-        let env = Env::new(input.env_vars.clone())
-            .map_err(|e| CoreError::invalid(format!("envVars.{}", e.name), e.reason.to_string()))?;
-        drop(env);
+        job_env(&input.env_vars)?;
         if !input.image_ref.is_empty() && !input.environment_id.is_empty() {
             return Err(CoreError::invalid(
                 "imageRef",
@@ -204,7 +191,9 @@ impl Service {
                     .await?;
             }
         }
-        let pool = self.job_pool(&who.account_id, &input.node_pool_id).await?;
+        let pool = self
+            .ready_pool(&who.account_id, &input.node_pool_id, "nodePoolId")
+            .await?;
         self.check_fits(&pool, num_ranks)?;
         let now = Timestamp::now();
         let job = BatchJob {
@@ -238,23 +227,6 @@ impl Service {
         self.load::<BatchJob>(&who.account_id, &job.id)
             .await?
             .ok_or_else(|| CoreError::not_found("batch job", &job.id))
-    }
-
-    async fn job_pool(&self, account: &AccountId, id: &str) -> Result<NodePool, CoreError> {
-        let pool = self.get_node_pool(account, id).await.map_err(|e| match e {
-            CoreError::NotFound { .. } => {
-                CoreError::invalid("nodePoolId", format!("no node pool {id:?} in this account"))
-            }
-            e => e,
-        })?;
-        if pool.state != NodePoolState::Ready {
-            return Err(CoreError::FailedPrecondition(format!(
-                "node pool {id:?} is {}: {}",
-                pool.state.as_str(),
-                pool.status.message
-            )));
-        }
-        Ok(pool)
     }
 
     pub async fn get_batch_job(&self, who: &Principal, id: &str) -> Result<BatchJob, CoreError> {
@@ -394,9 +366,12 @@ impl Service {
 
     async fn try_schedule_jobs(self: &Arc<Self>) -> Result<(), CoreError> {
         let _placement = self.placement_lock().await;
-        let mut queued: Vec<BatchJob> = self
-            .load_all::<BatchJob>(None)
-            .await?
+        // One reading of who holds what serves the whole pass; each job
+        // placed is added to it.
+        let jobs = self.load_all::<BatchJob>(None).await?;
+        let mut holdings = self.environment_holdings().await?;
+        holdings.extend(jobs.iter().filter_map(Holding::of_job));
+        let mut queued: Vec<BatchJob> = jobs
             .into_iter()
             .filter(|j| j.state == BatchJobState::Queued)
             .collect();
@@ -407,7 +382,7 @@ impl Service {
                 _ => continue,
             };
             let holder = format!("batch_job/{}", job.id);
-            let Some(gpus) = self.place(&pool, job.num_ranks, &holder).await? else {
+            let Some(gpus) = self.place_among(&pool, job.num_ranks, &holder, &holdings) else {
                 continue;
             };
             let _guard = self
@@ -424,6 +399,7 @@ impl Service {
             job.gpus = gpus;
             job.update_time = Timestamp::now();
             self.save_doc(&job).await?;
+            holdings.extend(Holding::of_job(&job));
             Arc::clone(self).spawn_job(job);
         }
         Ok(())
@@ -551,9 +527,7 @@ impl Service {
             lifetime_seconds: None,
             resources,
             metadata,
-            env: Env::new(job.env_vars.clone()).map_err(|e| {
-                CoreError::invalid(format!("envVars.{}", e.name), e.reason.to_string())
-            })?,
+            env: job_env(&job.env_vars)?,
             image_variant,
             options: VmOptions {
                 snapshot_id,

@@ -5,11 +5,13 @@
 //! nothing. Placement runs under one lock so two placements never see the
 //! same free ranks.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use crate::error::CoreError;
 use crate::ids::AccountId;
-use crate::model::gateway::{Environment, NodePool, NodePoolBackend, NodePoolStats, RankKind};
+use crate::model::gateway::{
+    BatchJob, Environment, NodePool, NodePoolBackend, NodePoolStats, RankKind,
+};
 use crate::service::Service;
 
 use super::node_pools::{HOST_CPU_POOL_ID, HOST_GPU_POOL_ID};
@@ -27,13 +29,35 @@ pub(crate) struct Holding {
     pub job_state: Option<&'static str>,
 }
 
-/// A pool's use, for `:getStats`.
-#[derive(Debug, Clone, Default)]
-pub struct PoolUsage {
-    pub environment_count: i32,
-    pub environment_ranks: i32,
-    pub batch_job_count: BTreeMap<String, i32>,
-    pub batch_job_ranks: BTreeMap<String, i32>,
+impl Holding {
+    /// What an environment holds: its connection's ranks while it is
+    /// connected or on its way in or out.
+    pub fn of_environment(env: &Environment) -> Option<Self> {
+        let c = env
+            .connection
+            .as_ref()
+            .filter(|_| env.state.holds_ranks())?;
+        Some(Self {
+            account_id: env.account_id.clone(),
+            pool_id: c.node_pool_id.clone(),
+            ranks: c.num_ranks,
+            gpus: c.gpus.clone(),
+            holder: format!("environment/{}", env.id),
+            job_state: None,
+        })
+    }
+
+    /// What a batch job holds: its ranks while pending or running.
+    pub fn of_job(job: &BatchJob) -> Option<Self> {
+        job.state.holds_ranks().then(|| Self {
+            account_id: job.account_id.clone(),
+            pool_id: job.node_pool_id.clone(),
+            ranks: job.num_ranks,
+            gpus: job.gpus.clone(),
+            holder: format!("batch_job/{}", job.id),
+            job_state: Some(job.state.as_str()),
+        })
+    }
 }
 
 fn clamp_i32(n: u32) -> i32 {
@@ -63,69 +87,71 @@ impl Service {
         nodes.saturating_mul(per_node)
     }
 
+    /// Every environment's holding on this host, in every account.
+    pub(crate) async fn environment_holdings(&self) -> Result<Vec<Holding>, CoreError> {
+        Ok(self
+            .load_all::<Environment>(None)
+            .await?
+            .iter()
+            .filter_map(Holding::of_environment)
+            .collect())
+    }
+
     /// Every holding on this host, in every account.
     pub(crate) async fn holdings(&self) -> Result<Vec<Holding>, CoreError> {
-        let mut out = Vec::new();
-        for env in self.load_all::<Environment>(None).await? {
-            if !env.state.holds_ranks() {
-                continue;
-            }
-            if let Some(c) = &env.connection {
-                out.push(Holding {
-                    account_id: env.account_id.clone(),
-                    pool_id: c.node_pool_id.clone(),
-                    ranks: c.num_ranks,
-                    gpus: c.gpus.clone(),
-                    holder: format!("environment/{}", env.id),
-                    job_state: None,
-                });
-            }
-        }
-        out.extend(self.batch_job_holdings().await?);
+        let mut out = self.environment_holdings().await?;
+        let jobs = self.load_all::<BatchJob>(None).await?;
+        out.extend(jobs.iter().filter_map(Holding::of_job));
         Ok(out)
     }
 
-    pub async fn pool_usage(
-        &self,
-        account: &AccountId,
-        pool_id: &str,
-    ) -> Result<PoolUsage, CoreError> {
-        let mut usage = PoolUsage::default();
-        for h in self.holdings().await? {
-            if &h.account_id != account || h.pool_id != pool_id {
+    /// A pool's shape and what `holdings` hold on it.
+    fn stats_of(&self, pool: &NodePool, holdings: &[Holding]) -> NodePoolStats {
+        let (nodes, per_node) = self.pool_shape(pool);
+        let mut stats = NodePoolStats {
+            node_count: clamp_i32(nodes),
+            ranks_per_node: clamp_i32(per_node),
+            ..NodePoolStats::default()
+        };
+        for h in holdings {
+            if h.account_id != pool.account_id || h.pool_id != pool.id {
                 continue;
             }
             let ranks = clamp_i32(h.ranks);
             match h.job_state {
                 None => {
-                    usage.environment_count += 1;
-                    usage.environment_ranks += ranks;
+                    stats.environment_count += 1;
+                    stats.environment_ranks += ranks;
                 }
                 Some(state) => {
-                    *usage.batch_job_count.entry(state.to_owned()).or_default() += 1;
-                    *usage.batch_job_ranks.entry(state.to_owned()).or_default() += ranks;
+                    *stats.batch_job_count.entry(state.to_owned()).or_default() += 1;
+                    *stats.batch_job_ranks.entry(state.to_owned()).or_default() += ranks;
                 }
             }
         }
-        Ok(usage)
+        stats
     }
 
-    pub async fn node_pool_stats(
+    pub async fn node_pool_stats(&self, pool: &NodePool) -> Result<NodePoolStats, CoreError> {
+        Ok(self.stats_of(pool, &self.holdings().await?))
+    }
+
+    /// The account's pools with their statistics, from one reading of the
+    /// holdings.
+    pub async fn list_node_pools_with_stats(
         &self,
         account: &AccountId,
-        pool_id: &str,
-    ) -> Result<NodePoolStats, CoreError> {
-        let pool = self.get_node_pool(account, pool_id).await?;
-        let (nodes, per_node) = self.pool_shape(&pool);
-        let usage = self.pool_usage(account, pool_id).await?;
-        Ok(NodePoolStats {
-            node_count: clamp_i32(nodes),
-            ranks_per_node: clamp_i32(per_node),
-            environment_count: usage.environment_count,
-            environment_ranks: usage.environment_ranks,
-            batch_job_count: usage.batch_job_count,
-            batch_job_ranks: usage.batch_job_ranks,
-        })
+    ) -> Result<Vec<(NodePool, NodePoolStats)>, CoreError> {
+        let holdings = self.holdings().await?;
+        Ok(self
+            .list_node_pools(account)
+            .await?
+            .into_iter()
+            .map(|p| {
+                let stats = self.stats_of(&p, &holdings);
+                (p, stats)
+            })
+            .collect())
     }
 
     /// Takes the placement lock: hold it from [`Service::place`] until the
@@ -144,28 +170,35 @@ impl Service {
         ranks: u32,
         holder: &str,
     ) -> Result<Option<Vec<u32>>, CoreError> {
-        let holdings: Vec<Holding> = self
-            .holdings()
-            .await?
-            .into_iter()
-            .filter(|h| h.holder != holder || h.account_id != pool.account_id)
-            .collect();
-        let used: u32 = holdings
-            .iter()
+        Ok(self.place_among(pool, ranks, holder, &self.holdings().await?))
+    }
+
+    /// [`Service::place`] over holdings already read (the scheduler reads
+    /// them once per pass and adds each job it places).
+    pub(crate) fn place_among(
+        &self,
+        pool: &NodePool,
+        ranks: u32,
+        holder: &str,
+        holdings: &[Holding],
+    ) -> Option<Vec<u32>> {
+        let others = || {
+            holdings
+                .iter()
+                .filter(move |h| h.holder != holder || h.account_id != pool.account_id)
+        };
+        let used: u32 = others()
             .filter(|h| h.account_id == pool.account_id && h.pool_id == pool.id)
             .map(|h| h.ranks)
             .sum();
         if used.saturating_add(ranks) > self.pool_capacity(pool) {
-            return Ok(None);
+            return None;
         }
         if pool.rank_kind() == RankKind::Cpu {
-            return Ok(Some(Vec::new()));
+            return Some(Vec::new());
         }
         // GPUs are physical: any pool, of any account, may hold one.
-        let taken: BTreeSet<u32> = holdings
-            .iter()
-            .flat_map(|h| h.gpus.iter().copied())
-            .collect();
+        let taken: BTreeSet<u32> = others().flat_map(|h| h.gpus.iter().copied()).collect();
         let free: Vec<u32> = self
             .config
             .gateway
@@ -175,7 +208,7 @@ impl Service {
             .filter(|g| !taken.contains(g))
             .take(ranks as usize)
             .collect();
-        Ok((free.len() == ranks as usize).then_some(free))
+        (free.len() == ranks as usize).then_some(free)
     }
 
     /// Whether a pool could ever hold `ranks`.

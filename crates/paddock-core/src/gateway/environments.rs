@@ -15,8 +15,7 @@ use crate::clock::Timestamp;
 use crate::error::CoreError;
 use crate::ids::{AccountId, SnapshotId, VmId, VolumeId};
 use crate::model::gateway::{
-    environment_snapshot_prefix, Connection, Environment, EnvironmentState, NodePoolState, Status,
-    StatusCode,
+    environment_snapshot_prefix, Connection, Environment, EnvironmentState, Status, StatusCode,
 };
 use crate::model::{
     Env, Metadata, MountMode, MountRequest, Principal, Snapshot, SnapshotKind, SnapshotStatus,
@@ -341,23 +340,8 @@ impl Service {
             }
         }
         let pool = self
-            .get_node_pool(&account, &req.node_pool_id)
-            .await
-            .map_err(|e| match e {
-                CoreError::NotFound { .. } => CoreError::invalid(
-                    "connection.nodePoolId",
-                    format!("no node pool {:?} in this account", req.node_pool_id),
-                ),
-                e => e,
-            })?;
-        if pool.state != NodePoolState::Ready {
-            return Err(CoreError::FailedPrecondition(format!(
-                "node pool {:?} is {}: {}",
-                pool.id,
-                pool.state.as_str(),
-                pool.status.message
-            )));
-        }
+            .ready_pool(&account, &req.node_pool_id, "connection.nodePoolId")
+            .await?;
         self.check_fits(&pool, req.num_ranks)?;
         let mut env = env;
         {

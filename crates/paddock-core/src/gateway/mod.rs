@@ -16,7 +16,6 @@ use std::sync::Arc;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 pub use batch_jobs::BatchJobInput;
-pub use capacity::PoolUsage;
 pub use clusters::{ClusterInput, ClusterPatch};
 pub use environments::{
     snapshot_image_ref, status_code, ConnectRequest, DisconnectRequest, EnvironmentInput,

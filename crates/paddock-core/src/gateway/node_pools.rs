@@ -202,6 +202,31 @@ impl Service {
             .ok_or_else(|| CoreError::not_found("node pool", id))
     }
 
+    /// The pool a connection or job named in `field`, ready to take ranks:
+    /// an unknown one is INVALID_ARGUMENT on that field, one not READY a
+    /// failed precondition.
+    pub(crate) async fn ready_pool(
+        &self,
+        account: &AccountId,
+        id: &str,
+        field: &str,
+    ) -> Result<NodePool, CoreError> {
+        let pool = self.get_node_pool(account, id).await.map_err(|e| match e {
+            CoreError::NotFound { .. } => {
+                CoreError::invalid(field, format!("no node pool {id:?} in this account"))
+            }
+            e => e,
+        })?;
+        if pool.state != NodePoolState::Ready {
+            return Err(CoreError::FailedPrecondition(format!(
+                "node pool {id:?} is {}: {}",
+                pool.state.as_str(),
+                pool.status.message
+            )));
+        }
+        Ok(pool)
+    }
+
     pub async fn list_node_pools(&self, account: &AccountId) -> Result<Vec<NodePool>, CoreError> {
         let mut all = self.host_pools(account);
         all.extend(self.load_all::<NodePool>(Some(account)).await?);
@@ -257,14 +282,14 @@ impl Service {
             ));
         }
         let _guard = self.lock_resource::<NodePool>(account, id).await;
-        self.get_node_pool(account, id).await?;
+        let pool = self.get_node_pool(account, id).await?;
         let _placement = self.placement_lock().await;
-        let usage = self.pool_usage(account, id).await?;
-        let jobs: i32 = usage.batch_job_count.values().sum();
-        if usage.environment_count > 0 || jobs > 0 {
+        let stats = self.node_pool_stats(&pool).await?;
+        let jobs: i32 = stats.batch_job_count.values().sum();
+        if stats.environment_count > 0 || jobs > 0 {
             return Err(CoreError::FailedPrecondition(format!(
                 "node pool {id:?} is in use by {} environments and {jobs} batch jobs",
-                usage.environment_count
+                stats.environment_count
             )));
         }
         self.delete_doc::<NodePool>(account, id).await?;
