@@ -14,9 +14,7 @@ use crate::error::CoreError;
 use crate::exec::{ExecEvent, ExecRequest};
 use crate::ids::{AccountId, SnapshotId};
 use crate::model::gateway::{BatchJob, BatchJobState, Executor, NodePoolState};
-use crate::model::{
-    Env, Metadata, MountMode, MountRequest, Principal, VmOptions, VmSpec, VmStatus,
-};
+use crate::model::{Env, MountMode, MountRequest, Principal, VmStatus};
 use crate::service::{error_chain, Service, Shutdown};
 use crate::store::JobLogChunk;
 
@@ -24,6 +22,7 @@ use super::capacity::Holding;
 use super::validate::{
     validate_annotations, validate_display_name, validate_resource_id, MetadataPatch, PatchTarget,
 };
+use super::GatewaySandbox;
 
 #[derive(Debug, Clone, Default)]
 pub struct BatchJobInput {
@@ -513,29 +512,18 @@ impl Service {
             JobRoot::Image(r) => (r, None),
             JobRoot::Snapshot(s) => (String::new(), Some(s)),
         };
-        let mut metadata = Metadata::new();
-        metadata.insert(
-            "paddock.batch_job".to_owned(),
-            format!("accounts/{}/batchJobs/{}", job.account_id, job.id).into(),
-        );
-        let resources = match self.resources(None, Some(i64::from(job.num_ranks.max(1)))) {
-            Ok(r) => r,
-            Err(_) => self.resources(None, None)?,
-        };
-        let spec = VmSpec {
-            session_id: None,
-            lifetime_seconds: None,
-            resources,
-            metadata,
+        let spec = self.gateway_vm_spec(GatewaySandbox {
+            label: (
+                "paddock.batch_job",
+                format!("accounts/{}/batchJobs/{}", job.account_id, job.id),
+            ),
+            ranks: job.num_ranks,
+            image: image_variant,
+            snapshot: snapshot_id,
+            gpus: job.gpus.clone(),
             env: job_env(&job.env_vars)?,
-            image_variant,
-            options: VmOptions {
-                snapshot_id,
-                gpus: job.gpus.clone(),
-                ..VmOptions::default()
-            },
             volumes,
-        };
+        })?;
         let vm = self.create_vm(&job.account_id, spec, true).await?;
         {
             let _guard = self

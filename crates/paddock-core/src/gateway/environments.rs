@@ -18,14 +18,14 @@ use crate::model::gateway::{
     environment_snapshot_prefix, Connection, Environment, EnvironmentState, Status, StatusCode,
 };
 use crate::model::{
-    Env, Metadata, MountMode, MountRequest, Principal, Snapshot, SnapshotKind, SnapshotStatus,
-    VmOptions, VmSpec, VmStatus,
+    Env, MountMode, MountRequest, Principal, Snapshot, SnapshotKind, SnapshotStatus, VmStatus,
 };
 use crate::service::{error_chain, Service};
 
 use super::validate::{
     validate_annotations, validate_display_name, validate_resource_id, MetadataPatch, PatchTarget,
 };
+use super::GatewaySandbox;
 
 #[derive(Debug, Clone, Default)]
 pub struct EnvironmentInput {
@@ -463,30 +463,18 @@ impl Service {
         } else {
             None
         };
-        let mut metadata = Metadata::new();
-        metadata.insert(
-            ENVIRONMENT_METADATA_KEY.to_owned(),
-            format!("accounts/{}/environments/{}", env.account_id, env.id).into(),
-        );
-        let vcpus = i64::from(connection.num_ranks.max(1));
-        let resources = match self.resources(None, Some(vcpus)) {
-            Ok(r) => r,
-            Err(_) => self.resources(None, None)?,
-        };
-        let spec = VmSpec {
-            session_id: None,
-            lifetime_seconds: None,
-            resources,
-            metadata,
+        let spec = self.gateway_vm_spec(GatewaySandbox {
+            label: (
+                ENVIRONMENT_METADATA_KEY,
+                format!("accounts/{}/environments/{}", env.account_id, env.id),
+            ),
+            ranks: connection.num_ranks,
+            image: env.image_ref.clone(),
+            snapshot: env.snapshot_id.clone(),
+            gpus: connection.gpus.clone(),
             env: Env::default(),
-            image_variant: env.image_ref.clone(),
-            options: VmOptions {
-                snapshot_id: env.snapshot_id.clone(),
-                gpus: connection.gpus.clone(),
-                ..VmOptions::default()
-            },
             volumes,
-        };
+        })?;
         let result = self.create_vm(&env.account_id, spec, true).await;
         let failure = match result {
             Ok(vm) if vm.status == VmStatus::Running => return Ok((vm.id, scratch)),

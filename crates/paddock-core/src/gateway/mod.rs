@@ -27,9 +27,10 @@ pub use validate::{
 };
 
 use crate::error::CoreError;
-use crate::ids::AccountId;
+use crate::ids::{AccountId, SnapshotId};
 use crate::keyed_locks::KeyedLocks;
 use crate::model::gateway::Resource;
+use crate::model::{Env, Metadata, MountRequest, VmOptions, VmSpec};
 use crate::service::Service;
 use crate::store::ResourceDoc;
 
@@ -74,7 +75,47 @@ pub struct GatewayRuntime {
     locks: KeyedLocks<String>,
 }
 
+/// A sandbox the gateway starts: an environment's connection or a job's
+/// run.
+pub(crate) struct GatewaySandbox {
+    /// The metadata key naming its owner, and the owner's resource name.
+    pub label: (&'static str, String),
+    pub ranks: u32,
+    /// The image it starts from, unless `snapshot` is set.
+    pub image: String,
+    pub snapshot: Option<SnapshotId>,
+    pub gpus: Vec<u32>,
+    pub env: Env,
+    pub volumes: Vec<MountRequest>,
+}
+
 impl Service {
+    /// The VM a gateway sandbox runs as: one vCPU per rank (at least one;
+    /// the default shape when more are asked than a VM may have), no
+    /// lifetime (it runs until disconnected or done).
+    pub(crate) fn gateway_vm_spec(&self, s: GatewaySandbox) -> Result<VmSpec, CoreError> {
+        let resources = match self.resources(None, Some(i64::from(s.ranks.max(1)))) {
+            Ok(r) => r,
+            Err(_) => self.resources(None, None)?,
+        };
+        let mut metadata = Metadata::new();
+        metadata.insert(s.label.0.to_owned(), s.label.1.into());
+        Ok(VmSpec {
+            session_id: None,
+            lifetime_seconds: None,
+            resources,
+            metadata,
+            env: s.env,
+            image_variant: s.image,
+            options: VmOptions {
+                snapshot_id: s.snapshot,
+                gpus: s.gpus,
+                ..VmOptions::default()
+            },
+            volumes: s.volumes,
+        })
+    }
+
     /// Picks up the gateway's work a restart interrupted: environments
     /// caught between states and jobs whose runner was lost.
     pub async fn recover_gateway(self: &Arc<Self>) -> Result<(), CoreError> {
