@@ -122,16 +122,31 @@ async fn setup() -> (Registry, Server, Gw, String) {
 /// and veths, and the kernel tears those down slowly after the server
 /// goes, long enough to slow the next test binary's networking.
 async fn setup_with(network: bool) -> (Registry, Server, Gw, String) {
+    serve_image(
+        busybox_base().bytes(),
+        "cpu_nodes = 2\nhome_size_gib = 1\nscratch_size_gib = 1",
+        network,
+    )
+    .await
+}
+
+/// A registry holding `layer` as an image, and a server pulling from it
+/// with `gateway` as its `[gateway]` config.
+async fn serve_image(
+    layer: Vec<u8>,
+    gateway: &str,
+    network: bool,
+) -> (Registry, Server, Gw, String) {
     let reg = Registry::start();
     let image = reg.reference("test/dev:v1");
     push(
         &image,
-        vec![(gzip(&busybox_base().bytes()), GZIP)],
+        vec![(gzip(&layer), GZIP)],
         config_json(&["PATH=/bin"], "/", ""),
     )
     .await;
     let server = Server::start_with_config(&format!(
-        "{}\n[gateway]\ncpu_nodes = 2\nhome_size_gib = 1\nscratch_size_gib = 1\n[network]\nenabled = {network}\n",
+        "{}\n[gateway]\n{gateway}\n[network]\nenabled = {network}\n",
         reg.paddock_config()
     ));
     let gw = Gw {
@@ -139,6 +154,20 @@ async fn setup_with(network: bool) -> (Registry, Server, Gw, String) {
         account: account_id(&server).expect("the account id"),
     };
     (reg, server, gw, image)
+}
+
+/// Environments `one` and `none` connected to the GPU pool with one rank
+/// and with none; their VMs.
+async fn connect_one_and_no_gpu(gw: &Gw, image: &str) -> (String, String) {
+    let mut vms = Vec::new();
+    for (env, ranks) in [("one", 1), ("none", 0)] {
+        gw.create_env(env, image).await;
+        vms.push(
+            gw.connect_env(env, json!({"nodePoolId": "host-gpu", "numRanks": ranks}))
+                .await,
+        );
+    }
+    (vms.remove(0), vms.remove(0))
 }
 
 fn account_id(server: &Server) -> Option<String> {
@@ -932,44 +961,21 @@ async fn a_gpu_pool_passes_exactly_its_ranks_devices() {
             .expect("mknod");
         assert!(ok.success());
     }
-    let reg = Registry::start();
-    let image = reg.reference("test/gpu:v1");
-    push(
-        &image,
-        vec![(gzip(&busybox_base().bytes()), GZIP)],
-        config_json(&["PATH=/bin"], "/", ""),
+    let (_reg, _server, gw, image) = serve_image(
+        busybox_base().bytes(),
+        &format!(
+            "gpu_dev_dir = \"{}\"\nhome_size_gib = 1",
+            devs.path().display()
+        ),
+        false,
     )
     .await;
-    let server = Server::start_with_config(&format!(
-        "{}\n[gateway]\ngpu_dev_dir = \"{}\"\nhome_size_gib = 1\n[network]\nenabled = false\n",
-        reg.paddock_config(),
-        devs.path().display()
-    ));
-    let gw = Gw {
-        c: server.client(),
-        account: account_id(&server).expect("account"),
-    };
     let pool = gw.get("nodePools/host-gpu:getStats").await;
     assert_eq!(pool.status, 200, "{}", pool.body);
     assert_eq!(pool.body["ranksPerNode"], 2, "{}", pool.body);
 
-    for (env, ranks) in [("one", 1), ("none", 0)] {
-        gw.create_env(env, &image).await;
-        let r = gw
-            .post(
-                &format!("environments/{env}:connect"),
-                json!({"connection": {"nodePoolId": "host-gpu", "numRanks": ranks}}),
-            )
-            .await;
-        assert_eq!(r.status, 200, "{}", r.body);
-    }
-    let one = gw
-        .wait_for("environments/one", "state", "CONNECTED", 60)
-        .await;
-    let none = gw
-        .wait_for("environments/none", "state", "CONNECTED", 60)
-        .await;
-    let vm = one["vmId"].as_str().expect("vm");
+    let (one, none) = connect_one_and_no_gpu(&gw, &image).await;
+    let vm = &one;
     let listed = gw.exec(vm, "ls /dev | grep nvidia | sort").await;
     assert_eq!(listed, "nvidia0\nnvidiactl\n");
     assert_eq!(
@@ -977,7 +983,7 @@ async fn a_gpu_pool_passes_exactly_its_ranks_devices() {
             .await,
         "0\n"
     );
-    let vm = none["vmId"].as_str().expect("vm");
+    let vm = &none;
     assert_eq!(gw.exec(vm, "ls /dev | grep -c nvidia || true").await, "0\n");
 
     // Both GPUs: one is held, so two more ranks do not fit now.
@@ -1319,41 +1325,9 @@ async fn on_a_gpu_host_nvidia_smi_sees_exactly_the_ranks() {
     }
     let loader = std::fs::read("/lib64/ld-linux-x86-64.so.2").expect("the host's loader");
     base = base.file("lib64/ld-linux-x86-64.so.2", 0o755, &loader);
-    let reg = Registry::start();
-    let image = reg.reference("test/glibc:v1");
-    push(
-        &image,
-        vec![(gzip(&base.bytes()), GZIP)],
-        config_json(&["PATH=/bin"], "/", ""),
-    )
-    .await;
-    let server = Server::start_with_config(&format!(
-        "{}\n[gateway]\nhome_size_gib = 1\n[network]\nenabled = false\n",
-        reg.paddock_config()
-    ));
-    let gw = Gw {
-        c: server.client(),
-        account: account_id(&server).expect("account"),
-    };
-    for (env, ranks) in [("one", 1), ("none", 0)] {
-        gw.create_env(env, &image).await;
-        let r = gw
-            .post(
-                &format!("environments/{env}:connect"),
-                json!({"connection": {"nodePoolId": "host-gpu", "numRanks": ranks}}),
-            )
-            .await;
-        assert_eq!(r.status, 200, "{}", r.body);
-    }
-    let one = gw
-        .wait_for("environments/one", "state", "CONNECTED", 60)
-        .await;
-    let (out, err, status) =
-        gw.c.exec(
-            one["vmId"].as_str().expect("vm"),
-            "/usr/local/nvidia/bin/nvidia-smi -L",
-        )
-        .await;
+    let (_reg, _server, gw, image) = serve_image(base.bytes(), "home_size_gib = 1", false).await;
+    let (one, none) = connect_one_and_no_gpu(&gw, &image).await;
+    let (out, err, status) = gw.c.exec(&one, "/usr/local/nvidia/bin/nvidia-smi -L").await;
     eprintln!("nvidia-smi -L with 1 rank:\n{out}{err}");
     assert_eq!(status["exit_code"], 0, "{out}{err}");
     assert_eq!(
@@ -1361,12 +1335,9 @@ async fn on_a_gpu_host_nvidia_smi_sees_exactly_the_ranks() {
         1,
         "{out}"
     );
-    let none = gw
-        .wait_for("environments/none", "state", "CONNECTED", 60)
-        .await;
     let (out, err, _) =
         gw.c.exec(
-            none["vmId"].as_str().expect("vm"),
+            &none,
             "ls /dev | grep -c nvidia; /usr/local/nvidia/bin/nvidia-smi -L",
         )
         .await;
