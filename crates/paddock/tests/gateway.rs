@@ -1053,6 +1053,28 @@ fn ssh(server: &Server, key: &std::path::Path, user: &str, args: &[&str]) -> std
         .expect("ssh runs")
 }
 
+/// Runs the OpenSSH client with `args` (destination included), feeding it
+/// `input` and then end of input.
+fn ssh_with_input(
+    server: &Server,
+    key: &std::path::Path,
+    args: &[&str],
+    input: &[u8],
+) -> std::process::Output {
+    use std::io::Write;
+    let mut child = ssh_command(server, key)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ssh");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input).expect("write to ssh");
+    drop(stdin);
+    child.wait_with_output().expect("ssh ends")
+}
+
 fn keypair(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
     let path = dir.join(name);
     let ok = Command::new("ssh-keygen")
@@ -1109,33 +1131,16 @@ async fn openssh_logs_in_through_the_gateway() {
     assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
     // Stdin streams into a command, to its end (how editors' remote
     // modes start their server: a script piped into a shell).
-    let mut child = ssh_command(&server, &mine)
-        .args(["dev@127.0.0.1", "sh"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("ssh");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin
-            .write_all(b"echo script-ran\nhead -c 100000 /dev/zero | wc -c\nexit 5\n")
-            .expect("script");
-    }
-    let out = child.wait_with_output().expect("ssh ends");
+    let out = ssh_with_input(
+        &server,
+        &mine,
+        &["dev@127.0.0.1", "sh"],
+        b"echo script-ran\nhead -c 100000 /dev/zero | wc -c\nexit 5\n",
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "script-ran\n100000\n");
     assert_eq!(out.status.code(), Some(5));
     // The end of the client's input is the end of the command's.
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "printf 'four' | ssh -i {} -p {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
-             -o IdentitiesOnly=yes -o BatchMode=yes -o LogLevel=ERROR dev@127.0.0.1 'wc -c'",
-            mine.display(),
-            server.ssh_port
-        ))
-        .output()
-        .expect("ssh");
+    let out = ssh_with_input(&server, &mine, &["dev@127.0.0.1", "wc -c"], b"four");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "4",
@@ -1150,21 +1155,12 @@ async fn openssh_logs_in_through_the_gateway() {
         "{text}"
     );
     // An interactive shell reads what is typed.
-    let mut child = ssh_command(&server, &mine)
-        .arg("-tt")
-        .arg("dev@127.0.0.1")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("ssh");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin
-            .write_all(b"echo typed-$((6*7))\nexit\n")
-            .expect("type");
-    }
-    let out = child.wait_with_output().expect("ssh ends");
+    let out = ssh_with_input(
+        &server,
+        &mine,
+        &["-tt", "dev@127.0.0.1"],
+        b"echo typed-$((6*7))\nexit\n",
+    );
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("typed-42"),
         "{}",
