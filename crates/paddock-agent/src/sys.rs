@@ -273,3 +273,8 @@ pub fn move_mount_to(tree: BorrowedFd<'_>, target: &std::ffi::CStr) -> io::Resul
     }
     Ok(())
 }
+
+/// Makes this process the reaper of its orphaned descendants.
+pub fn set_child_subreaper() -> io::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)
+}

@@ -233,6 +233,7 @@ impl Service {
             image_variant: "build".into(),
             options: Default::default(),
             volumes: Vec::new(),
+            provider: None,
         };
         let vm = self.new_vm(account, spec);
         let mut defaults = st.config.clone();

@@ -35,6 +35,9 @@ pub enum RuntimeError {
     Invalid(String),
     #[error("the sandbox could not be set up: {0}")]
     Setup(String),
+    /// The provider cannot do this (a PTY in a Docker sandbox).
+    #[error("{0}")]
+    Unsupported(String),
     #[error("the in-sandbox agent failed: {0}")]
     Agent(String),
     #[error("host resource {what} could not be managed")]

@@ -11,7 +11,9 @@
 
 pub mod build;
 pub mod clock;
+pub mod definitions;
 pub mod dockerfile;
+mod documents;
 pub mod domain_backend;
 pub mod domains;
 pub mod error;
@@ -20,6 +22,7 @@ pub mod gateway;
 pub mod ids;
 pub mod images;
 pub mod keyed_locks;
+pub mod lifecycle;
 pub mod model;
 pub mod network;
 pub mod network_backend;

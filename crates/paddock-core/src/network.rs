@@ -54,7 +54,7 @@ impl Service {
     /// Gives a starting VM its network (when the server has networking),
     /// recorded before the sandbox boots so a crash never leaks it.
     pub(crate) async fn attach_network(&self, vm: &mut Vm) -> Result<(), CoreError> {
-        if !self.network.enabled() {
+        if !self.network.enabled() || !self.provider_of(vm).uses_paddock_network() {
             return Ok(());
         }
         let policy = self.effective_egress(vm);

@@ -1,5 +1,5 @@
-//! The provider trait: what a sandbox backend (containers today; microVMs,
-//! plain processes and Docker later) must do. The service calls only this.
+//! The provider trait: what a sandbox backend (containers, host processes,
+//! a Docker engine; microVMs later) must do. The service calls only this.
 
 use std::path::Path;
 
@@ -20,6 +20,21 @@ pub trait Provider: Send + Sync + 'static {
     /// Whether the named image variant can be started by this provider.
     fn has_variant(&self, variant: &str) -> bool;
 
+    /// Whether the provider resolves a VM's image reference itself (a
+    /// Docker engine pulls its own images; host processes need none), so
+    /// paddock's image store is not consulted: `start` then gets
+    /// [`RootfsSpec::Reference`].
+    fn resolves_images(&self) -> bool {
+        false
+    }
+
+    /// Whether the sandbox joins paddock's sandbox network (a namespace
+    /// on its bridge, under its egress rules). Host processes and a
+    /// Docker engine's containers have networks of their own.
+    fn uses_paddock_network(&self) -> bool {
+        true
+    }
+
     /// Starts the sandbox for `vm` on `rootfs` and returns once its agent
     /// answers. On failure nothing of the sandbox is left behind.
     async fn start(&self, vm: &Vm, rootfs: &RootfsSpec) -> Result<RuntimeHandle, RuntimeError>;
@@ -27,6 +42,13 @@ pub trait Provider: Send + Sync + 'static {
     /// Stops the sandbox and frees every host resource it held. Idempotent:
     /// stopping what is already gone succeeds.
     async fn stop(&self, id: &VmId, handle: Option<RuntimeHandle>) -> Result<(), RuntimeError>;
+
+    /// Stops every process of the sandbox but keeps its filesystem, so a
+    /// later `start` of the same VM resumes it. Providers that cannot keep
+    /// one stop the sandbox outright.
+    async fn halt(&self, id: &VmId, handle: Option<RuntimeHandle>) -> Result<(), RuntimeError> {
+        self.stop(id, handle).await
+    }
 
     /// The trees holding everything the sandbox changed in its
     /// filesystem (overlay upper layers); empty when it has none.
@@ -95,4 +117,101 @@ pub trait Provider: Send + Sync + 'static {
     /// Frees everything this provider holds on the host for sandboxes not
     /// in `live` (after a crash or restart). Returns how many it removed.
     async fn cleanup_orphans(&self, live: &[VmId]) -> Result<usize, RuntimeError>;
+}
+
+/// Stands in for a provider a VM was recorded with but this server does
+/// not run (its configuration dropped it): every call fails with a clear
+/// error and its sandboxes count as gone, so reconciliation marks them
+/// failed instead of handing them to another provider.
+pub struct UnconfiguredProvider {
+    pub name: String,
+}
+
+impl UnconfiguredProvider {
+    fn error(&self) -> RuntimeError {
+        RuntimeError::Unsupported(format!(
+            "the {} provider is not configured on this server",
+            self.name
+        ))
+    }
+}
+
+#[async_trait]
+impl Provider for UnconfiguredProvider {
+    fn name(&self) -> &'static str {
+        "unconfigured"
+    }
+    fn has_variant(&self, _: &str) -> bool {
+        false
+    }
+    async fn start(&self, _: &Vm, _: &RootfsSpec) -> Result<RuntimeHandle, RuntimeError> {
+        Err(self.error())
+    }
+    async fn stop(&self, _: &VmId, _: Option<RuntimeHandle>) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+    fn changes(&self, _: &VmId) -> Vec<ChangedTree> {
+        Vec::new()
+    }
+    async fn set_frozen(&self, _: &VmId, _: bool) -> Result<(), RuntimeError> {
+        Err(self.error())
+    }
+    async fn stage_env(&self, _: &VmId, _: Vec<(String, String)>) -> Result<(), RuntimeError> {
+        Err(self.error())
+    }
+    async fn attach(
+        &self,
+        _: &VmId,
+        _: RuntimeHandle,
+        _: &Path,
+        _: &str,
+        _: bool,
+    ) -> Result<(), RuntimeError> {
+        Err(self.error())
+    }
+    async fn detach(&self, _: &VmId, _: RuntimeHandle, _: &str) -> Result<(), RuntimeError> {
+        Err(self.error())
+    }
+    fn is_alive(&self, _: &VmId, _: RuntimeHandle) -> bool {
+        false
+    }
+    async fn update_resources(&self, _: &VmId, _: &Resources) -> Result<(), RuntimeError> {
+        Err(self.error())
+    }
+    async fn exec(&self, _: &VmId, _: ExecRequest) -> Result<ExecStream, RuntimeError> {
+        Err(self.error())
+    }
+    async fn read_file(&self, _: &VmId, _: &SandboxPath) -> Result<FileContent, RuntimeError> {
+        Err(self.error())
+    }
+    async fn write_file(
+        &self,
+        _: &VmId,
+        _: &SandboxPath,
+        _: Option<u32>,
+        _: ByteStream,
+    ) -> Result<u64, RuntimeError> {
+        Err(self.error())
+    }
+    async fn pty_create(&self, _: &VmId, _: PtySpec) -> Result<PtyInfo, RuntimeError> {
+        Err(self.error())
+    }
+    async fn pty_list(&self, _: &VmId) -> Result<Vec<PtyInfo>, RuntimeError> {
+        Err(self.error())
+    }
+    async fn pty_get(&self, _: &VmId, _: &str) -> Result<PtyInfo, RuntimeError> {
+        Err(self.error())
+    }
+    async fn pty_resize(&self, _: &VmId, _: &str, _: u16, _: u16) -> Result<(), RuntimeError> {
+        Err(self.error())
+    }
+    async fn pty_kill(&self, _: &VmId, _: &str) -> Result<(), RuntimeError> {
+        Err(self.error())
+    }
+    async fn pty_attach(&self, _: &VmId, _: &str) -> Result<PtyConnection, RuntimeError> {
+        Err(self.error())
+    }
+    async fn cleanup_orphans(&self, _: &[VmId]) -> Result<usize, RuntimeError> {
+        Ok(0)
+    }
 }

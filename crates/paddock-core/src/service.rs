@@ -3,7 +3,7 @@
 //! per-VM lock, so a delete that races a start waits for it and then stops
 //! what it started.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -102,7 +102,10 @@ const FINISHED_PULL_RETENTION: Duration = Duration::from_secs(15 * 60);
 
 pub struct Service {
     pub(crate) store: Arc<dyn Store>,
+    /// The default provider: what VMs of the VM API and the gateway run on.
     pub(crate) provider: Arc<dyn Provider>,
+    /// Every provider by name, the default one included.
+    providers: BTreeMap<&'static str, Arc<dyn Provider>>,
     pub(crate) images: Arc<dyn ImageBackend>,
     pub(crate) config: ServiceConfig,
     pub(crate) keyring: Arc<Keyring>,
@@ -112,16 +115,24 @@ pub struct Service {
     /// Serializes changes to attachments and volume host mounts.
     pub(crate) volume_lock: AsyncMutex<()>,
     vm_locks: crate::keyed_locks::KeyedLocks<VmId>,
+    /// Serializes changes to one stored document (`kind/account/id`).
+    pub(crate) resource_locks: crate::keyed_locks::KeyedLocks<String>,
     /// Bumped on every share change (see `share_generation`).
     pub(crate) share_generation: std::sync::atomic::AtomicU64,
     pulls: Mutex<HashMap<String, PullRecord>>,
     pub(crate) gateway: crate::gateway::GatewayRuntime,
+    /// When each VM was last used, for `auto_stop`.
+    pub(crate) activity: Arc<crate::lifecycle::Activity>,
+    /// When this process started: activity before it is unknown.
+    pub(crate) started_at: std::time::Instant,
 }
 
 /// The host-side ports the service drives: sandboxes, images, volumes,
 /// VM networking and custom domains' DNS.
 pub struct Backends {
     pub provider: Arc<dyn Provider>,
+    /// Further providers a VM may name (`local`, `docker`).
+    pub more_providers: Vec<Arc<dyn Provider>>,
     pub images: Arc<dyn ImageBackend>,
     pub volumes: Arc<dyn VolumeBackend>,
     pub network: Arc<dyn NetworkBackend>,
@@ -135,8 +146,13 @@ impl Service {
         keyring: Arc<Keyring>,
         config: ServiceConfig,
     ) -> Arc<Self> {
+        let providers = std::iter::once(&backends.provider)
+            .chain(&backends.more_providers)
+            .map(|p| (p.name(), Arc::clone(p)))
+            .collect();
         Arc::new(Self {
             store,
+            providers,
             provider: backends.provider,
             images: backends.images,
             config,
@@ -146,9 +162,12 @@ impl Service {
             domain_dns: backends.domain_dns,
             volume_lock: AsyncMutex::new(()),
             vm_locks: crate::keyed_locks::KeyedLocks::default(),
+            resource_locks: crate::keyed_locks::KeyedLocks::default(),
             share_generation: std::sync::atomic::AtomicU64::new(0),
             pulls: Mutex::new(HashMap::new()),
             gateway: crate::gateway::GatewayRuntime::default(),
+            activity: Arc::default(),
+            started_at: std::time::Instant::now(),
         })
     }
 
@@ -162,6 +181,21 @@ impl Service {
 
     pub fn provider_name(&self) -> &'static str {
         self.provider.name()
+    }
+
+    /// The provider named `name`, if this server runs it.
+    pub fn provider_named(&self, name: &str) -> Option<Arc<dyn Provider>> {
+        self.providers.get(name).cloned()
+    }
+
+    /// The provider `vm` runs on; one that answers every call with an
+    /// error when the server no longer runs it.
+    pub(crate) fn provider_of(&self, vm: &Vm) -> Arc<dyn Provider> {
+        self.provider_named(&vm.provider).unwrap_or_else(|| {
+            Arc::new(crate::provider::UnconfiguredProvider {
+                name: vm.provider.clone(),
+            })
+        })
     }
 
     pub(crate) async fn lock_vm(&self, id: &VmId) -> OwnedMutexGuard<()> {
@@ -268,7 +302,19 @@ impl Service {
                 )));
             }
             spec.image_variant = snapshot.source;
-        } else if !self.provider.has_variant(&spec.image_variant)
+        }
+        let provider = match &spec.provider {
+            Some(name) => self.provider_named(name).ok_or_else(|| {
+                CoreError::invalid(
+                    "provider",
+                    format!("the {name} provider is not enabled on this server"),
+                )
+            })?,
+            None => Arc::clone(&self.provider),
+        };
+        if spec.options.snapshot_id.is_none()
+            && !provider.resolves_images()
+            && !provider.has_variant(&spec.image_variant)
             && !self.images.is_reference(&spec.image_variant)
         {
             return Err(CoreError::invalid(
@@ -304,7 +350,7 @@ impl Service {
         }
     }
 
-    async fn finish_start(&self, id: &VmId) -> Result<Vm, CoreError> {
+    pub(crate) async fn finish_start(&self, id: &VmId) -> Result<Vm, CoreError> {
         let _guard = self.lock_vm(id).await;
         let Some(mut vm) = self.store.find_vm(id).await? else {
             return Err(CoreError::not_found("VM", id));
@@ -336,7 +382,7 @@ impl Service {
         let started = match self.rootfs_for(&mut vm).await {
             Ok(rootfs) => match self.attach_network(&mut vm).await {
                 Ok(()) => self
-                    .provider
+                    .provider_of(&vm)
                     .start(&vm, &rootfs)
                     .await
                     .map_err(CoreError::from),
@@ -350,7 +396,7 @@ impl Service {
         };
         let started = match started {
             Ok(handle) if !secrets.is_empty() => {
-                match self.provider.stage_env(&vm.id, secrets).await {
+                match self.provider_of(&vm).stage_env(&vm.id, secrets).await {
                     Ok(()) => {
                         vm.options.env_status = EnvStatus::Ready;
                         Ok(handle)
@@ -358,7 +404,7 @@ impl Service {
                     Err(e) => {
                         vm.options.env_status = EnvStatus::Error;
                         vm.options.env_error = Some("the secrets could not be staged".into());
-                        if let Err(stop) = self.provider.stop(&vm.id, Some(handle)).await {
+                        if let Err(stop) = self.provider_of(&vm).stop(&vm.id, Some(handle)).await {
                             tracing::error!(vm_id = %vm.id, error = %error_chain(&stop), "could not stop a VM whose secrets failed");
                         }
                         Err(CoreError::from(e))
@@ -395,10 +441,10 @@ impl Service {
         vm: &mut Vm,
         handle: RuntimeHandle,
     ) -> Result<RuntimeHandle, CoreError> {
-        match self.mount_attachments(&vm.id, handle).await {
+        match self.mount_attachments(vm, handle).await {
             Ok(()) => Ok(handle),
             Err(e) => {
-                if let Err(stop) = self.provider.stop(&vm.id, Some(handle)).await {
+                if let Err(stop) = self.provider_of(&vm).stop(&vm.id, Some(handle)).await {
                     tracing::error!(vm_id = %vm.id, error = %error_chain(&stop), "could not stop a VM whose volumes failed");
                 }
                 Err(e)
@@ -412,7 +458,11 @@ impl Service {
         if let Some(id) = vm.options.snapshot_id.clone() {
             return self.snapshot_rootfs(vm, &id).await;
         }
-        if self.provider.has_variant(&vm.image_variant) {
+        let provider = self.provider_of(vm);
+        if provider.resolves_images() {
+            return Ok(RootfsSpec::Reference(vm.image_variant.clone()));
+        }
+        if provider.has_variant(&vm.image_variant) {
             return Ok(RootfsSpec::Variant {
                 name: vm.image_variant.clone(),
                 layers: Vec::new(),
@@ -435,7 +485,9 @@ impl Service {
             session_id: spec.session_id.unwrap_or_else(SessionId::generate),
             status: VmStatus::Creating,
             status_reason: None,
-            provider: self.provider.name().to_owned(),
+            provider: spec
+                .provider
+                .unwrap_or_else(|| self.provider.name().to_owned()),
             image_variant: spec.image_variant,
             image_digest: None,
             resources: spec.resources,
@@ -526,7 +578,7 @@ impl Service {
         }
         if let Some(resources) = resources {
             if vm.status == VmStatus::Running {
-                self.provider.update_resources(&vm.id, &resources).await?;
+                self.provider_of(&vm).update_resources(&vm.id, &resources).await?;
             }
             vm.resources = resources;
         }
@@ -568,7 +620,7 @@ impl Service {
             vm.updated_at = Timestamp::now();
             self.store.update_vm(&vm).await?;
         }
-        self.provider.stop(&vm.id, vm.runtime).await?;
+        self.provider_of(&vm).stop(&vm.id, vm.runtime).await?;
         self.release_volumes(&vm.id).await;
         self.end_shares(&vm.id).await;
         self.release_network(&mut vm).await;
@@ -594,7 +646,7 @@ impl Service {
             return Ok(());
         }
         // Free what is left of it (cgroup, run dir); the processes are gone.
-        if let Err(e) = self.provider.stop(&vm.id, vm.runtime).await {
+        if let Err(e) = self.provider_of(&vm).stop(&vm.id, vm.runtime).await {
             tracing::warn!(vm_id = %vm.id, error = %error_chain(&e), "cleanup of a dead VM failed");
         }
         self.release_volumes(&vm.id).await;
@@ -652,6 +704,7 @@ impl Service {
                         ..Default::default()
                     },
                     volumes: Vec::new(),
+                    provider: Some(vm.provider.clone()),
                 };
                 let fresh = self.create_vm(account, spec, true).await?;
                 if fresh.status == VmStatus::Running {
@@ -848,7 +901,8 @@ impl Service {
             return Err(CoreError::invalid("command", "must not be empty"));
         }
         let vm = self.running_vm(account, id).await?;
-        match self.provider.exec(&vm.id, request).await {
+        self.activity.touch(&vm.id);
+        match self.provider_of(&vm).exec(&vm.id, request).await {
             Ok(stream) => Ok(stream),
             Err(e) => Err(self.check_gone(&vm, e).await),
         }
@@ -858,7 +912,7 @@ impl Service {
     async fn check_gone(&self, vm: &Vm, e: RuntimeError) -> CoreError {
         if matches!(e, RuntimeError::SandboxGone | RuntimeError::Agent(_)) {
             if let Some(h) = vm.runtime {
-                if !self.provider.is_alive(&vm.id, h) {
+                if !self.provider_of(&vm).is_alive(&vm.id, h) {
                     let _ = self
                         .mark_failed(&vm.id, "the sandbox's processes exited")
                         .await;
@@ -876,6 +930,7 @@ impl Service {
         id: &VmId,
         request: ExecRequest,
     ) -> Result<ExecOutput, CoreError> {
+        let _busy = self.activity.busy(id);
         let stream = self.exec(account, id, request).await?;
         collect_output(stream, self.config.max_collected_output).await
     }
@@ -888,6 +943,18 @@ impl Service {
         vm: &Vm,
         request: ExecRequest,
     ) -> Result<Execution, CoreError> {
+        Ok(self.exec_recorded(account, vm, request).await?.0)
+    }
+
+    /// Starts a command whose output and end are recorded as an
+    /// [`Execution`]; the task yields the final record.
+    pub(crate) async fn exec_recorded(
+        self: &Arc<Self>,
+        account: &AccountId,
+        vm: &Vm,
+        request: ExecRequest,
+    ) -> Result<(Execution, tokio::task::JoinHandle<Execution>), CoreError> {
+        let busy = self.activity.busy(&vm.id);
         let stream = self.exec(account, &vm.id, request).await?;
         let execution = Execution {
             id: ExecutionId::generate(),
@@ -907,7 +974,8 @@ impl Service {
         self.store.insert_execution(&execution).await?;
         let this = Arc::clone(self);
         let mut record = execution.clone();
-        tokio::spawn(async move {
+        let done = tokio::spawn(async move {
+            let _busy = busy;
             match collect_output(stream, this.config.max_collected_output).await {
                 Ok(out) => {
                     record.status = ExecutionStatus::Completed;
@@ -926,8 +994,9 @@ impl Service {
             if let Err(e) = this.store.update_execution(&record).await {
                 tracing::error!(task_id = %record.id, error = %error_chain(&e), "could not save execution result");
             }
+            record
         });
-        Ok(execution)
+        Ok((execution, done))
     }
 
     pub async fn get_execution(
@@ -950,7 +1019,8 @@ impl Service {
         path: &SandboxPath,
     ) -> Result<FileContent, CoreError> {
         let vm = self.running_vm(account, id).await?;
-        match self.provider.read_file(&vm.id, path).await {
+        self.activity.touch(&vm.id);
+        match self.provider_of(&vm).read_file(&vm.id, path).await {
             Ok(c) => Ok(c),
             Err(e) => Err(self.check_gone(&vm, e).await),
         }
@@ -965,7 +1035,8 @@ impl Service {
         body: ByteStream,
     ) -> Result<u64, CoreError> {
         let vm = self.running_vm(account, id).await?;
-        match self.provider.write_file(&vm.id, path, mode, body).await {
+        self.activity.touch(&vm.id);
+        match self.provider_of(&vm).write_file(&vm.id, path, mode, body).await {
             Ok(n) => Ok(n),
             Err(e) => Err(self.check_gone(&vm, e).await),
         }
@@ -984,7 +1055,8 @@ impl Service {
             ));
         }
         let vm = self.running_vm(account, id).await?;
-        Ok(self.provider.pty_create(&vm.id, spec).await?)
+        self.activity.touch(&vm.id);
+        Ok(self.provider_of(&vm).pty_create(&vm.id, spec).await?)
     }
 
     pub async fn pty_list(
@@ -993,7 +1065,7 @@ impl Service {
         id: &VmId,
     ) -> Result<Vec<PtyInfo>, CoreError> {
         let vm = self.running_vm(account, id).await?;
-        Ok(self.provider.pty_list(&vm.id).await?)
+        Ok(self.provider_of(&vm).pty_list(&vm.id).await?)
     }
 
     pub async fn pty_get(
@@ -1003,7 +1075,7 @@ impl Service {
         pty: &str,
     ) -> Result<PtyInfo, CoreError> {
         let vm = self.running_vm(account, id).await?;
-        Ok(self.provider.pty_get(&vm.id, pty).await?)
+        Ok(self.provider_of(&vm).pty_get(&vm.id, pty).await?)
     }
 
     pub async fn pty_resize(
@@ -1021,7 +1093,8 @@ impl Service {
             ));
         }
         let vm = self.running_vm(account, id).await?;
-        Ok(self.provider.pty_resize(&vm.id, pty, cols, rows).await?)
+        self.activity.touch(&vm.id);
+        Ok(self.provider_of(&vm).pty_resize(&vm.id, pty, cols, rows).await?)
     }
 
     pub async fn pty_kill(
@@ -1031,7 +1104,7 @@ impl Service {
         pty: &str,
     ) -> Result<(), CoreError> {
         let vm = self.running_vm(account, id).await?;
-        Ok(self.provider.pty_kill(&vm.id, pty).await?)
+        Ok(self.provider_of(&vm).pty_kill(&vm.id, pty).await?)
     }
 
     pub async fn pty_attach(
@@ -1041,7 +1114,8 @@ impl Service {
         pty: &str,
     ) -> Result<PtyConnection, CoreError> {
         let vm = self.running_vm(account, id).await?;
-        Ok(self.provider.pty_attach(&vm.id, pty).await?)
+        self.activity.touch(&vm.id);
+        Ok(self.provider_of(&vm).pty_attach(&vm.id, pty).await?)
     }
 
     // ---- background work ----------------------------------------------------
@@ -1078,7 +1152,7 @@ impl Service {
             .await?
         {
             match (vm.status, vm.runtime) {
-                (VmStatus::Running, Some(h)) if self.provider.is_alive(&vm.id, h) => {
+                (VmStatus::Running, Some(h)) if self.provider_of(&vm).is_alive(&vm.id, h) => {
                     tracing::info!(vm_id = %vm.id, pid = h.pid, "VM survived the restart");
                     live.push(vm);
                 }
@@ -1103,8 +1177,21 @@ impl Service {
         }
         self.reconcile_volumes(&live).await?;
         self.reconcile_network(&live).await?;
-        let live: Vec<VmId> = live.into_iter().map(|vm| vm.id).collect();
-        let removed = self.provider.cleanup_orphans(&live).await?;
+        let mut live: Vec<VmId> = live.into_iter().map(|vm| vm.id).collect();
+        // A stopped sandbox keeps its files (and any volume attachments)
+        // for its next start.
+        live.extend(
+            self.store
+                .list_vms_in(&VmStatusSet::of(&[VmStatus::Stopped]))
+                .await?
+                .into_iter()
+                .filter(|vm| vm.options.launch.is_some())
+                .map(|vm| vm.id),
+        );
+        let mut removed = 0;
+        for provider in self.providers.values() {
+            removed += provider.cleanup_orphans(&live).await?;
+        }
         if removed > 0 {
             tracing::info!(count = removed, "orphaned sandboxes cleaned");
         }
@@ -1131,6 +1218,9 @@ impl Service {
                 if let Err(e) = self.sweep_dead().await {
                     tracing::error!(error = %error_chain(&e), "liveness sweep failed");
                 }
+                if let Err(e) = self.sweep_idle().await {
+                    tracing::error!(error = %error_chain(&e), "idle sweep failed");
+                }
             }
         }
     }
@@ -1152,7 +1242,7 @@ impl Service {
             .await?
         {
             if let Some(h) = vm.runtime {
-                if !self.provider.is_alive(&vm.id, h) {
+                if !self.provider_of(&vm).is_alive(&vm.id, h) {
                     self.mark_failed(&vm.id, "the sandbox's processes exited")
                         .await?;
                 }

@@ -143,6 +143,11 @@ impl Service {
     }
 
     /// Where a share's traffic goes: its running VM's address and port.
+    /// Records a request through one of the VM's shares: it is in use.
+    pub fn note_share_traffic(&self, vm: &VmId) {
+        self.activity.touch(vm);
+    }
+
     pub async fn share_route(&self, id: &ShareId) -> Result<ShareRoute, CoreError> {
         let share = self
             .store
@@ -154,6 +159,7 @@ impl Service {
             .find_vm(&share.vm_id)
             .await?
             .ok_or_else(|| CoreError::not_found("share", id))?;
+        self.activity.touch(&vm.id);
         match (&vm.network, vm.status) {
             (Some(net), VmStatus::Running) => Ok(ShareRoute {
                 address: net.address,

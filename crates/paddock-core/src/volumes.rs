@@ -319,6 +319,7 @@ impl Service {
                     MountMode::ReadWrite => None,
                 },
                 created_at: Timestamp::now(),
+                subpath: request.subpath.clone(),
             });
         }
         for request in requests {
@@ -364,19 +365,27 @@ impl Service {
     /// failure the caller stops the VM and releases them.
     pub(crate) async fn mount_attachments(
         &self,
-        vm: &VmId,
+        vm: &Vm,
         handle: RuntimeHandle,
     ) -> Result<(), CoreError> {
         let _lock = self.volume_lock.lock().await;
-        for a in self.store.attachments_of_vm(vm).await? {
-            self.mount_one(&a, handle).await?;
+        for a in self.store.attachments_of_vm(&vm.id).await? {
+            self.mount_one(vm, &a, handle).await?;
         }
         Ok(())
     }
 
-    async fn mount_one(&self, a: &Attachment, handle: RuntimeHandle) -> Result<(), CoreError> {
-        let source = self.volumes.mount(&source_of(a)).await?;
-        self.provider
+    async fn mount_one(
+        &self,
+        vm: &Vm,
+        a: &Attachment,
+        handle: RuntimeHandle,
+    ) -> Result<(), CoreError> {
+        let mut source = self.volumes.mount(&source_of(a)).await?;
+        if let Some(sub) = &a.subpath {
+            source = subdirectory(&source, sub)?;
+        }
+        self.provider_of(vm)
             .attach(
                 &a.vm_id,
                 handle,
@@ -409,7 +418,7 @@ impl Service {
         let attachment = reserved
             .pop()
             .ok_or_else(|| CoreError::Unavailable("the attachment was not recorded".into()))?;
-        if let Err(e) = self.mount_one(&attachment, handle).await {
+        if let Err(e) = self.mount_one(&vm, &attachment, handle).await {
             self.store
                 .delete_attachment(vm_id, &attachment.mount_path)
                 .await?;
@@ -456,7 +465,7 @@ impl Service {
         }
         for a in &matching {
             if let Some(handle) = vm.runtime {
-                self.provider.detach(vm_id, handle, &a.mount_path).await?;
+                self.provider_of(&vm).detach(vm_id, handle, &a.mount_path).await?;
             }
             self.store.delete_attachment(vm_id, &a.mount_path).await?;
             self.unmount_if_unused(&source_of(a)).await;
@@ -527,4 +536,45 @@ impl Service {
         }
         Ok(())
     }
+}
+
+/// `sub` inside the mounted volume at `root`, created when missing. The
+/// path is relative without `..` (validated on the way in), and every
+/// component is checked on disk not to be a symlink, so a link planted in
+/// the volume cannot point the mount at the host.
+fn subdirectory(root: &std::path::Path, sub: &str) -> Result<std::path::PathBuf, CoreError> {
+    let mut path = root.to_path_buf();
+    for part in sub.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        if part == ".." {
+            return Err(CoreError::invalid("subpath", "must not contain '..'"));
+        }
+        path.push(part);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(CoreError::invalid(
+                    "subpath",
+                    format!("{sub} goes through a symbolic link in the volume"),
+                ))
+            }
+            Ok(m) if !m.is_dir() => {
+                return Err(CoreError::invalid(
+                    "subpath",
+                    format!("{sub} is not a directory in the volume"),
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&path).map_err(|e| {
+                    CoreError::Runtime(crate::RuntimeError::host(path.display().to_string(), e))
+                })?;
+            }
+            Err(e) => {
+                return Err(CoreError::Runtime(crate::RuntimeError::host(
+                    path.display().to_string(),
+                    e,
+                )))
+            }
+        }
+    }
+    Ok(path)
 }

@@ -186,6 +186,7 @@ impl Router {
     async fn route(&self, id: &ShareId) -> Result<Arc<ShareRoute>, CoreError> {
         let generation = self.service.share_generation();
         if let Some(route) = self.cache.get(id, generation) {
+            self.service.note_share_traffic(&route.share.vm_id);
             return Ok(route);
         }
         let route = Arc::new(self.service.share_route(id).await?);

@@ -8,4 +8,5 @@
 pub mod agent_client;
 pub mod container;
 pub mod gpu;
+pub mod local;
 pub mod volumes;

@@ -12,7 +12,8 @@ use paddock_core::model::{EgressPolicy, Ipv4Cidr, Limits};
 use paddock_runtime::container::VariantSource;
 use serde::{Deserialize, Serialize};
 
-const CONFIG_KEYS: [&str; 12] = [
+const CONFIG_KEYS: [&str; 13] = [
+    "providers",
     "registries",
     "gateway",
     "ssh",
@@ -51,6 +52,18 @@ pub struct Config {
     pub gateway: GatewaySection,
     #[serde(default)]
     pub ssh: SshSection,
+    #[serde(default)]
+    pub providers: ProvidersSection,
+}
+
+/// `[providers]`: the providers sandboxes of environment definitions may
+/// run on besides paddock's own containers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProvidersSection {
+    /// The `local` provider: commands as host processes, with no
+    /// isolation. Off unless an operator opts in.
+    pub local: bool,
 }
 
 /// `[ssh]`: the SSH gateway to connected dev environments.
@@ -281,6 +294,7 @@ impl Default for Config {
             gateway: GatewaySection::default(),
             ssh: SshSection::default(),
             shares: SharesSection::default(),
+            providers: ProvidersSection::default(),
         }
     }
 }

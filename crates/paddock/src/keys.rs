@@ -25,6 +25,7 @@ async fn service_with(
         store,
         paddock_core::service::Backends {
             provider: Arc::new(crate::nosandbox::NoSandboxes),
+            more_providers: Vec::new(),
             images: Arc::new(crate::nosandbox::NoImages),
             volumes: Arc::new(crate::nosandbox::NoVolumes),
             network: Arc::new(paddock_core::network_backend::NoNetwork),

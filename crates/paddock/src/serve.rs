@@ -76,10 +76,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ),
         None => Arc::new(NoNetwork),
     };
+    let provider = Arc::new(provider);
+    let mut more_providers: Vec<Arc<dyn paddock_core::provider::Provider>> = Vec::new();
+    if config.providers.local {
+        more_providers.push(Arc::new(paddock_runtime::local::LocalProvider::new(
+            Arc::clone(&provider),
+        )));
+    }
     let service = Service::new(
         store,
         Backends {
-            provider: Arc::new(provider),
+            provider,
+            more_providers,
             images: Arc::new(images),
             volumes: Arc::new(volumes),
             network,

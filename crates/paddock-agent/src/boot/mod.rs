@@ -45,6 +45,11 @@ pub struct OverlayLayer {
 /// Everything the boot helper needs, written by the server as JSON.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BootConfig {
+    /// Run as an ordinary host process: no namespaces, no root of its
+    /// own, only the cgroups (the `local` provider). Every field about
+    /// the root filesystem, network and devices is ignored.
+    #[serde(default)]
+    pub on_host: bool,
     pub hostname: String,
     /// An empty host directory the root overlay is mounted on (inside the
     /// sandbox's mount namespace only).
@@ -153,24 +158,9 @@ pub fn boot(config_path: &Path) -> Result<i32, BootError> {
     for procs in &config.cgroup_procs {
         fs::write(procs, &me).map_err(step(format!("join cgroup {}", procs.display())))?;
     }
-    let mut namespaces = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWCGROUP;
-    match &config.netns {
-        Some(path) => {
-            let ns = fs::File::open(path).map_err(step(format!(
-                "open the network namespace {}",
-                path.display()
-            )))?;
-            nix::sched::setns(ns, CloneFlags::CLONE_NEWNET)
-                .map_err(nix_step("join the network namespace"))?;
-        }
-        None => namespaces |= CloneFlags::CLONE_NEWNET,
+    if !config.on_host {
+        unshare_namespaces(&config)?;
     }
-    unshare(namespaces).map_err(nix_step("unshare namespaces"))?;
-
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(nix_step("create the ready pipe"))?;
     match sys::fork().map_err(step("fork the sandbox's init"))? {
@@ -193,7 +183,12 @@ pub fn boot(config_path: &Path) -> Result<i32, BootError> {
         sys::Forked::Child => {
             drop(ready_r);
             let mut ready = fs::File::from(ready_w);
-            match init(&config) {
+            let prepared = if config.on_host {
+                init_on_host(&config)
+            } else {
+                init(&config)
+            };
+            match prepared {
                 Ok((listener, user)) => {
                     let _ = ready.write_all(b"ok");
                     drop(ready);
@@ -218,6 +213,49 @@ pub fn boot(config_path: &Path) -> Result<i32, BootError> {
             }
         }
     }
+}
+
+/// Gives the sandbox its own namespaces (joining a prepared network
+/// namespace when it has one); the next fork is its PID 1.
+fn unshare_namespaces(config: &BootConfig) -> Result<(), BootError> {
+    let mut namespaces = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWCGROUP;
+    match &config.netns {
+        Some(path) => {
+            let ns = fs::File::open(path).map_err(step(format!(
+                "open the network namespace {}",
+                path.display()
+            )))?;
+            nix::sched::setns(ns, CloneFlags::CLONE_NEWNET)
+                .map_err(nix_step("join the network namespace"))?;
+        }
+        None => namespaces |= CloneFlags::CLONE_NEWNET,
+    }
+    unshare(namespaces).map_err(nix_step("unshare namespaces"))
+}
+
+/// The setup of a host-process agent: its own session, its log, the
+/// socket, and its working directory. It becomes the subreaper of what it
+/// runs, so daemonized commands are still reaped by it (and die with its
+/// cgroup).
+fn init_on_host(
+    config: &BootConfig,
+) -> Result<(UnixListener, Option<crate::serve::RunAs>), BootError> {
+    nix::unistd::setsid().map_err(nix_step("setsid"))?;
+    redirect_stdio(&config.log_path)?;
+    sys::set_child_subreaper().map_err(step("become a subreaper"))?;
+    let _ = fs::remove_file(&config.socket_path);
+    let listener = UnixListener::bind(&config.socket_path).map_err(step(format!(
+        "bind the agent socket {}",
+        config.socket_path.display()
+    )))?;
+    if let Some(cwd) = &config.cwd {
+        fs::create_dir_all(cwd).map_err(step(format!("create the working directory {cwd}")))?;
+    }
+    Ok((listener, None))
 }
 
 /// The setup PID 1 does before it serves.

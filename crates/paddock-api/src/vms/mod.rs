@@ -331,5 +331,6 @@ pub(crate) fn vm_spec(service: &Service, s: VmSettings) -> Result<VmSpec, ApiErr
         image_variant: s
             .image_variant
             .unwrap_or_else(|| service.config().default_variant.clone()),
+        provider: None,
     })
 }

@@ -147,6 +147,7 @@ pub(crate) fn mount_request(
             .as_deref()
             .map(checkpoint_id)
             .transpose()?,
+        subpath: None,
     })
 }
 

@@ -451,6 +451,7 @@ impl Service {
                 mount_path: self.config.gateway.home_path.clone(),
                 mode: MountMode::ReadOnly,
                 checkpoint_id: None,
+                subpath: None,
             })
             .into_iter()
             .collect();

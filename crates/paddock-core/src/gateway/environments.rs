@@ -442,6 +442,7 @@ impl Service {
                 mount_path: self.config.gateway.home_path.clone(),
                 mode: MountMode::ReadWrite,
                 checkpoint_id: None,
+                subpath: None,
             });
         }
         let scratch = if connection.use_local_storage {
@@ -458,6 +459,7 @@ impl Service {
                 mount_path: "/tmp".to_owned(),
                 mode: MountMode::ReadWrite,
                 checkpoint_id: None,
+                subpath: None,
             });
             Some(v.id)
         } else {

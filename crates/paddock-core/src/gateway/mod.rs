@@ -13,7 +13,7 @@ mod validate;
 
 use std::sync::Arc;
 
-use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+use tokio::sync::Mutex as AsyncMutex;
 
 pub use batch_jobs::BatchJobInput;
 pub use clusters::{ClusterInput, ClusterPatch};
@@ -27,12 +27,9 @@ pub use validate::{
 };
 
 use crate::error::CoreError;
-use crate::ids::{AccountId, SnapshotId};
-use crate::keyed_locks::KeyedLocks;
-use crate::model::gateway::Resource;
+use crate::ids::SnapshotId;
 use crate::model::{Env, Metadata, MountRequest, VmOptions, VmSpec};
 use crate::service::Service;
-use crate::store::ResourceDoc;
 
 /// What the host offers the gateway's built-in cluster and fake pools.
 #[derive(Debug, Clone)]
@@ -71,8 +68,6 @@ pub struct GatewayRuntime {
     /// Serializes rank accounting: a placement reads every holder and
     /// records its own before the next one reads.
     placement: AsyncMutex<()>,
-    /// Serializes changes to one resource (`kind/account/id`).
-    locks: KeyedLocks<String>,
 }
 
 /// A sandbox the gateway starts: an environment's connection or a job's
@@ -113,6 +108,7 @@ impl Service {
                 ..VmOptions::default()
             },
             volumes: s.volumes,
+            provider: None,
         })
     }
 
@@ -122,95 +118,5 @@ impl Service {
         self.recover_environments().await?;
         self.recover_batch_jobs().await
     }
-
-    /// Locks one gateway resource against concurrent changes.
-    async fn lock_resource<T: Resource>(
-        &self,
-        account: &AccountId,
-        id: &str,
-    ) -> OwnedMutexGuard<()> {
-        self.gateway
-            .locks
-            .lock(&format!("{}/{}/{}", T::KIND, account, id))
-            .await
-    }
-
-    async fn load<T: Resource>(
-        &self,
-        account: &AccountId,
-        id: &str,
-    ) -> Result<Option<T>, CoreError> {
-        match self.store.get_resource(T::KIND, account, id).await? {
-            Some(doc) => Ok(Some(parse_doc(&doc)?)),
-            None => Ok(None),
-        }
-    }
-
-    async fn load_all<T: Resource>(
-        &self,
-        account: Option<&AccountId>,
-    ) -> Result<Vec<T>, CoreError> {
-        self.store
-            .list_resources(T::KIND, account)
-            .await?
-            .iter()
-            .map(|d| parse_doc(d))
-            .collect()
-    }
-
-    async fn insert_doc<T: Resource>(&self, r: &T) -> Result<(), CoreError> {
-        match self.store.insert_resource(&to_doc(r)?).await {
-            Ok(()) => Ok(()),
-            Err(crate::StoreError::Duplicate) => Err(CoreError::Conflict(format!(
-                "{} {:?} already exists",
-                T::KIND.replace('_', " "),
-                r.id()
-            ))),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    async fn save_doc<T: Resource>(&self, r: &T) -> Result<(), CoreError> {
-        if self.store.update_resource(&to_doc(r)?).await? {
-            Ok(())
-        } else {
-            Err(CoreError::not_found(kind_name(T::KIND), r.id()))
-        }
-    }
-
-    async fn delete_doc<T: Resource>(
-        &self,
-        account: &AccountId,
-        id: &str,
-    ) -> Result<(), CoreError> {
-        self.store.delete_resource(T::KIND, account, id).await?;
-        Ok(())
-    }
 }
 
-fn kind_name(kind: &'static str) -> &'static str {
-    match kind {
-        "node_pool" => "node pool",
-        "batch_job" => "batch job",
-        k => k,
-    }
-}
-
-fn to_doc<T: Resource>(r: &T) -> Result<ResourceDoc, CoreError> {
-    let doc = serde_json::to_string(r)
-        .map_err(|e| crate::StoreError::Corrupt(format!("{} document: {e}", T::KIND)))?;
-    Ok(ResourceDoc {
-        kind: T::KIND,
-        account_id: r.account_id().clone(),
-        id: r.id().to_owned(),
-        state: r.state_name(),
-        doc,
-        created_at: r.created_at(),
-        updated_at: r.updated_at(),
-    })
-}
-
-fn parse_doc<T: Resource>(doc: &str) -> Result<T, CoreError> {
-    serde_json::from_str(doc)
-        .map_err(|e| crate::StoreError::Corrupt(format!("{} document: {e}", T::KIND)).into())
-}

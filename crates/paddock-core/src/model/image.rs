@@ -64,6 +64,9 @@ pub enum RootfsSpec {
         dirs: Vec<PathBuf>,
         defaults: ImageConfig,
     },
+    /// An image reference the provider resolves itself
+    /// ([`crate::provider::Provider::resolves_images`]).
+    Reference(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -32,7 +32,7 @@ pub use snapshot::{Snapshot, SnapshotKind, SnapshotStatus};
 pub use ssh_key::{parse_ssh_key, ParsedSshKey, SshKey};
 pub use vault::{Credential, Sealed, SecretValue, Vault};
 pub use vm::{
-    Env, EnvError, EnvStatus, Metadata, RuntimeHandle, Vm, VmFilter, VmOptions, VmPatch, VmSpec,
+    Env, EnvError, EnvStatus, Launch, Metadata, RuntimeHandle, Vm, VmFilter, VmOptions, VmPatch, VmSpec,
     VmStatus, VmStatusSet,
 };
 pub use volume::{validate_mount_path, Attachment, Checkpoint, MountMode, MountRequest, Volume};

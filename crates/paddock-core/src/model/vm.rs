@@ -30,7 +30,8 @@ impl VmStatus {
 
     /// The state machine in one place:
     /// `creating → running → stopping → stopped → terminated`, and `failed`
-    /// from any state that still holds resources. `terminated` is final.
+    /// from any state that still holds resources. `terminated` is final; a
+    /// launched sandbox restarts from `stopped` (`stopped → creating`).
     pub fn can_become(self, next: VmStatus) -> bool {
         use VmStatus::*;
         matches!(
@@ -45,6 +46,7 @@ impl VmStatus {
                 | (Stopping, Failed)
                 | (Stopped, Terminated)
                 | (Stopped, Stopping)
+                | (Stopped, Creating)
                 | (Failed, Stopping)
                 | (Failed, Terminated)
         )
@@ -170,6 +172,8 @@ pub struct VmSpec {
     pub options: VmOptions,
     /// Volumes to mount before the VM runs its first command.
     pub volumes: Vec<MountRequest>,
+    /// The provider to run on; the server's default when `None`.
+    pub provider: Option<String>,
 }
 
 /// Whether a VM's vault secrets reached it.
@@ -214,6 +218,39 @@ pub struct VmOptions {
     pub egress_policy: Option<EgressPolicy>,
     /// Host GPUs (the N of `/dev/nvidiaN`) passed into the sandbox.
     pub gpus: Vec<u32>,
+    /// Set on sandboxes launched from an environment definition.
+    pub launch: Option<Launch>,
+}
+
+/// Where a sandbox launched from an environment definition came from and
+/// how its lifecycle runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Launch {
+    pub definition_id: String,
+    /// The definition's revision when the sandbox was launched.
+    pub revision: String,
+    /// A stop keeps the sandbox's filesystem for the next start.
+    pub preserve: bool,
+    /// The sandbox stops when its main command ends.
+    pub stop_on_terminal: bool,
+    /// The sandbox stops after this long without exec, PTY or share
+    /// traffic.
+    pub idle_stop_seconds: Option<u64>,
+    /// The main command the sandbox was launched with.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Its execution record, while and after it runs.
+    #[serde(default)]
+    pub main_execution_id: Option<String>,
+    /// The labels of the definition, plus the launch's own.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// When the sandbox last stopped.
+    #[serde(default)]
+    pub stopped_at: Option<String>,
+    /// The working directory of commands (the `local` provider's).
+    #[serde(default)]
+    pub cwd: Option<String>,
 }
 
 /// How the server finds a running sandbox again after a restart: its PID 1

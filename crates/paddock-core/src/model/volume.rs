@@ -52,6 +52,8 @@ pub struct MountRequest {
     pub mount_path: String,
     pub mode: MountMode,
     pub checkpoint_id: Option<CheckpointId>,
+    /// A directory inside the volume to show instead of its root.
+    pub subpath: Option<String>,
 }
 
 /// A volume mounted in a VM.
@@ -65,6 +67,9 @@ pub struct Attachment {
     /// the volume's live content.
     pub checkpoint_id: Option<CheckpointId>,
     pub created_at: Timestamp,
+    /// A directory inside the volume shown instead of its root (relative,
+    /// without `..`; created on first mount).
+    pub subpath: Option<String>,
 }
 
 /// A mount path inside a VM: absolute, normalised, not `/` and not under

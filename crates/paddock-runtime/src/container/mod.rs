@@ -57,7 +57,7 @@ pub struct ContainerProvider {
     config: ContainerConfig,
     sandboxes_dir: PathBuf,
     host_base: PathBuf,
-    cgroups: Arc<Cgroups>,
+    pub(crate) cgroups: Arc<Cgroups>,
 }
 
 /// Identifies this server's data dir among others on the same host, so two
@@ -111,7 +111,7 @@ impl ContainerProvider {
         self.cgroups.version()
     }
 
-    fn run_dir(&self, id: &VmId) -> PathBuf {
+    pub(crate) fn run_dir(&self, id: &VmId) -> PathBuf {
         self.sandboxes_dir.join(id.as_str())
     }
 
@@ -138,6 +138,11 @@ impl ContainerProvider {
                 )
             }
             RootfsSpec::Layers { dirs, defaults } => (rootfs::image_layers(dirs, run), defaults),
+            RootfsSpec::Reference(r) => {
+                return Err(RuntimeError::Invalid(format!(
+                    "the container provider runs images from paddock's store, not {r:?}"
+                )))
+            }
         };
         for layer in &layers {
             for d in [&layer.upper, &layer.work] {
@@ -198,6 +203,7 @@ impl ContainerProvider {
             }
         }
         let config = BootConfig {
+            on_host: false,
             netns: vm.network.as_ref().map(|n| n.netns.clone()),
             bind_files,
             devices,
@@ -242,9 +248,91 @@ impl ContainerProvider {
 }
 
 impl ContainerProvider {
+    /// Starts the agent as an ordinary host process (no namespaces, no
+    /// root of its own) in the sandbox's cgroups, serving commands in the
+    /// private working directory `DATA/sandboxes/<vm>/work` with `env`:
+    /// the `local` provider. A working directory left by a halt is kept.
+    pub async fn start_on_host(
+        &self,
+        vm: &Vm,
+        env: Vec<(String, String)>,
+        cwd: Option<String>,
+    ) -> Result<RuntimeHandle, RuntimeError> {
+        let run = self.run_dir(&vm.id);
+        let work = run.join("work");
+        fs::create_dir_all(&work).map_err(host_err(work.display().to_string()))?;
+        match self.boot_on_host(vm, &run, env, cwd.unwrap_or_else(|| work.display().to_string())).await {
+            Ok(handle) => Ok(handle),
+            Err(e) => {
+                if let Err(cleanup) = teardown(
+                    &self.sandboxes_dir,
+                    &self.cgroups,
+                    vm.id.as_str(),
+                    None,
+                    Keep::Files,
+                ) {
+                    tracing::error!(vm_id = %vm.id, error = %cleanup, "cleanup after a failed start failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn boot_on_host(
+        &self,
+        vm: &Vm,
+        run: &Path,
+        env: Vec<(String, String)>,
+        cwd: String,
+    ) -> Result<RuntimeHandle, RuntimeError> {
+        let socket = run.join("agent.sock");
+        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(RuntimeError::Setup(format!(
+                "the data dir path is too long for a unix socket ({})",
+                socket.display()
+            )));
+        }
+        let cgroup_procs = self.cgroups.create(vm.id.as_str(), &vm.resources)?;
+        let config = BootConfig {
+            on_host: true,
+            netns: None,
+            bind_files: Vec::new(),
+            devices: Vec::new(),
+            hostname: String::new(),
+            root_mountpoint: run.to_path_buf(),
+            layers: Vec::new(),
+            cgroup_procs,
+            socket_path: socket,
+            log_path: run.join("agent.log"),
+            env,
+            cwd: Some(cwd),
+            user: None,
+        };
+        let config_path = run.join("boot.json");
+        let json = serde_json::to_vec(&config)
+            .map_err(|e| RuntimeError::Setup(format!("encode the boot config: {e}")))?;
+        fs::write(&config_path, json).map_err(host_err(config_path.display().to_string()))?;
+        let stdout = self
+            .run_agent_helper(
+                &["boot".as_ref(), config_path.as_os_str()],
+                BOOT_TIMEOUT,
+                "the boot helper",
+            )
+            .await?;
+        let pid: i32 = String::from_utf8_lossy(&stdout)
+            .trim()
+            .parse()
+            .map_err(|_| RuntimeError::Setup("the boot helper reported no pid".into()))?;
+        let start_ticks = procfs::start_ticks(pid)
+            .ok_or_else(|| RuntimeError::Setup("the agent exited right after boot".into()))?;
+        Ok(RuntimeHandle { pid, start_ticks })
+    }
+}
+
+impl ContainerProvider {
     /// Runs a `paddock-agent` subcommand on the host within `limit`; its
     /// stdout when it succeeds, its stderr (or exit status) as the error.
-    async fn run_agent_helper(
+    pub(crate) async fn run_agent_helper(
         &self,
         args: &[&std::ffi::OsStr],
         limit: Duration,
@@ -318,8 +406,13 @@ impl Provider for ContainerProvider {
         match self.boot(vm, rootfs, &run).await {
             Ok(handle) => Ok(handle),
             Err(e) => {
-                if let Err(cleanup) =
-                    teardown(&self.sandboxes_dir, &self.cgroups, vm.id.as_str(), None)
+                if let Err(cleanup) = teardown(
+                    &self.sandboxes_dir,
+                    &self.cgroups,
+                    vm.id.as_str(),
+                    None,
+                    Keep::Nothing,
+                )
                 {
                     tracing::error!(vm_id = %vm.id, error = %cleanup, "cleanup after a failed boot failed");
                 }
@@ -334,7 +427,18 @@ impl Provider for ContainerProvider {
             sandboxes_dir: self.sandboxes_dir.clone(),
             cgroups: Arc::clone(&self.cgroups),
         };
-        tokio::task::spawn_blocking(move || this.teardown(&id, handle))
+        tokio::task::spawn_blocking(move || this.teardown(&id, handle, Keep::Nothing))
+            .await
+            .map_err(|e| RuntimeError::Agent(format!("teardown task failed: {e}")))?
+    }
+
+    async fn halt(&self, id: &VmId, handle: Option<RuntimeHandle>) -> Result<(), RuntimeError> {
+        let id = id.as_str().to_owned();
+        let this = ProviderRef {
+            sandboxes_dir: self.sandboxes_dir.clone(),
+            cgroups: Arc::clone(&self.cgroups),
+        };
+        tokio::task::spawn_blocking(move || this.teardown(&id, handle, Keep::Files))
             .await
             .map_err(|e| RuntimeError::Agent(format!("teardown task failed: {e}")))?
     }
@@ -503,7 +607,7 @@ impl Provider for ContainerProvider {
         tokio::task::spawn_blocking(move || {
             for id in orphans {
                 tracing::info!(vm_id = %id, "removing orphaned sandbox");
-                this.teardown(&id, None)?;
+                this.teardown(&id, None, Keep::Nothing)?;
             }
             Ok::<_, RuntimeError>(())
         })
@@ -521,18 +625,33 @@ struct ProviderRef {
 }
 
 impl ProviderRef {
-    fn teardown(&self, id: &str, handle: Option<RuntimeHandle>) -> Result<(), RuntimeError> {
-        teardown(&self.sandboxes_dir, &self.cgroups, id, handle)
+    fn teardown(
+        &self,
+        id: &str,
+        handle: Option<RuntimeHandle>,
+        keep: Keep,
+    ) -> Result<(), RuntimeError> {
+        teardown(&self.sandboxes_dir, &self.cgroups, id, handle, keep)
     }
 }
 
+/// What a teardown leaves of a sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    Nothing,
+    /// The run dir: its overlay upper dirs (or working directory) for the
+    /// next start.
+    Files,
+}
+
 /// Frees the host resources of one sandbox: its processes, its cgroups
-/// and its run dir. Idempotent.
+/// and, unless kept, its run dir. Idempotent.
 fn teardown(
     sandboxes_dir: &Path,
     cgroups: &Cgroups,
     id: &str,
     handle: Option<RuntimeHandle>,
+    keep: Keep,
 ) -> Result<(), RuntimeError> {
     if let Some(h) = handle {
         if procfs::is_running(h.pid, h.start_ticks) {
@@ -546,6 +665,9 @@ fn teardown(
     // Every process of the sandbox is in its cgroups: removing them kills
     // whatever survived PID 1.
     let cgroup_result = cgroups.remove(id);
+    if keep == Keep::Files {
+        return cgroup_result;
+    }
     let run = sandboxes_dir.join(id);
     let dir_result = match fs::remove_dir_all(&run) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -572,7 +694,7 @@ pub fn purge(data_dir: &Path) -> Result<usize, RuntimeError> {
         );
     }
     for id in &ids {
-        teardown(&sandboxes_dir, &cgroups, id, None)?;
+        teardown(&sandboxes_dir, &cgroups, id, None, Keep::Nothing)?;
     }
     cgroups.remove_instance();
     let mounts = crate::volumes::purge(data_dir)?;

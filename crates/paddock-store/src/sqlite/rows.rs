@@ -144,6 +144,7 @@ fn options_to_json(o: &VmOptions, network: Option<&VmNetwork>) -> String {
         "env_status": o.env_status.as_str(),
         "env_error": o.env_error,
         "gpus": o.gpus,
+        "launch": o.launch,
     })
     .to_string()
 }
@@ -209,6 +210,12 @@ fn options_from_json(v: &serde_json::Value) -> Result<VmOptions, StoreError> {
             .transpose()
             .map_err(|e| StoreError::Corrupt(format!("vm gpus: {e}")))?
             .unwrap_or_default(),
+        launch: v
+            .get("launch")
+            .filter(|l| !l.is_null())
+            .map(|l| serde_json::from_value(l.clone()))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("vm launch: {e}")))?,
     })
 }
 

@@ -247,6 +247,7 @@ struct AttachmentRow {
     mode: String,
     checkpoint_id: Option<String>,
     created_at: i64,
+    subpath: Option<String>,
 }
 
 impl AttachmentRow {
@@ -262,12 +263,14 @@ impl AttachmentRow {
                 .map(|c| parse("checkpoint id", &c))
                 .transpose()?,
             created_at: ts(self.created_at),
+            subpath: self.subpath,
         })
     }
 }
 
 const VOLUME_COLUMNS: &str = "id, account_id, name, size_bytes, created_at, updated_at";
-const ATTACHMENT_COLUMNS: &str = "vm_id, volume_id, mount_path, mode, checkpoint_id, created_at";
+const ATTACHMENT_COLUMNS: &str =
+    "vm_id, volume_id, mount_path, mode, checkpoint_id, created_at, subpath";
 
 #[async_trait]
 impl VolumeStore for SqliteStore {
@@ -394,7 +397,7 @@ impl VolumeStore for SqliteStore {
 
     async fn insert_attachment(&self, a: &Attachment) -> Result<(), StoreError> {
         sqlx::query(&format!(
-            "INSERT INTO attachments ({ATTACHMENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+            "INSERT INTO attachments ({ATTACHMENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(a.vm_id.as_str())
         .bind(a.volume_id.as_str())
@@ -402,6 +405,7 @@ impl VolumeStore for SqliteStore {
         .bind(a.mode.as_str())
         .bind(a.checkpoint_id.as_ref().map(|c| c.as_str()))
         .bind(a.created_at.unix_millis())
+        .bind(a.subpath.as_deref())
         .execute(&self.pool)
         .await
         .map_err(db_err)?;

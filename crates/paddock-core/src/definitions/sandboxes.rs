@@ -1,0 +1,369 @@
+//! Sandboxes launched from environment definitions. Each is a VM on the
+//! definition's provider (`container`, `local` or `docker`), carrying in
+//! `VmOptions::launch` the definition id and revision it was launched
+//! from and its lifecycle settings; exec, files and PTYs are the VM
+//! machinery's. An optional main command runs once the sandbox is up; with
+//! `stop_on_terminal` its end stops the sandbox.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::quantity::{parse_bytes, parse_duration, parse_quantity};
+use super::spec::{Definition, NetworkMode, ProviderKind};
+use super::{DefinitionError, Violation};
+use crate::error::CoreError;
+use crate::exec::ExecRequest;
+use crate::ids::{AccountId, ExecutionId, VmId, VolumeId};
+use crate::lifecycle::REASON_MAIN_ENDED;
+use crate::model::{
+    DomainPattern, EgressDefault, EgressPolicy, Env, Execution, Ipv4Cidr, Launch, MountMode,
+    MountRequest, Resources, Vm, VmOptions, VmSpec, VmStatus, VmStatusSet,
+};
+use crate::service::{error_chain, Service};
+
+/// What a launch may add to its definition.
+#[derive(Debug, Clone, Default)]
+pub struct LaunchRequest {
+    /// The main command, run once the sandbox is up (argv).
+    pub command: Vec<String>,
+    /// Labels over the definition's.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A launched sandbox and its main command's record, if it has one.
+#[derive(Debug, Clone)]
+pub struct SandboxView {
+    pub vm: Vm,
+    pub main: Option<Execution>,
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// The provider a definition's sandboxes run on, by its registry name.
+fn provider_name(kind: ProviderKind) -> &'static str {
+    match kind {
+        ProviderKind::Local => "local",
+        ProviderKind::Docker => "docker",
+        ProviderKind::Daytona => "daytona",
+        ProviderKind::Container => "container",
+    }
+}
+
+/// The egress policy a definition's `network` means for a sandbox on
+/// paddock's network.
+fn egress_policy(def: &Definition) -> EgressPolicy {
+    match super::network_mode(&def.spec) {
+        NetworkMode::AllowAll => EgressPolicy::allow_all(),
+        NetworkMode::Block => EgressPolicy {
+            default: EgressDefault::Deny,
+            ..EgressPolicy::default()
+        },
+        NetworkMode::CidrAllowList => EgressPolicy {
+            default: EgressDefault::Deny,
+            allowed_cidrs: def
+                .spec
+                .network
+                .allow
+                .iter()
+                .filter_map(|a| Ipv4Cidr::parse(a).ok())
+                .collect(),
+            allowed_domains: def
+                .spec
+                .network
+                .allow
+                .iter()
+                .filter(|a| Ipv4Cidr::parse(a).is_err())
+                .filter_map(|a| DomainPattern::parse(a).ok())
+                .collect(),
+            ..EgressPolicy::default()
+        },
+    }
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> DefinitionError {
+    DefinitionError::Invalid(vec![Violation::new(field, message)])
+}
+
+impl Service {
+    /// Launches a sandbox from the account's definition `definition_id`
+    /// and waits until it runs (or failed to start).
+    pub async fn launch_sandbox(
+        self: &Arc<Self>,
+        account: &AccountId,
+        definition_id: &str,
+        request: LaunchRequest,
+    ) -> Result<SandboxView, DefinitionError> {
+        let def = self.get_definition(account, definition_id).await?;
+        let name = provider_name(def.spec.provider);
+        if self.provider_named(name).is_none() {
+            return Err(DefinitionError::ProviderUnavailable(match def.spec.provider {
+                ProviderKind::Daytona => "launching a daytona sandbox needs a Daytona endpoint, \
+                                          and this server has none configured"
+                    .into(),
+                _ => format!("the {name} provider is not enabled on this server"),
+            }));
+        }
+        if let Some(bad) = request.command.first().filter(|c| c.is_empty()) {
+            return Err(invalid("command", format!("{bad:?}: the program must not be empty")));
+        }
+        let spec = self.launch_spec(account, &def, name, &request).await?;
+        let vm = self.create_vm(account, spec, true).await?;
+        if vm.status != VmStatus::Running || request.command.is_empty() {
+            return Ok(SandboxView { vm, main: None });
+        }
+        let main = self.start_main_command(account, &vm, request.command).await?;
+        let vm = self.get_vm(account, &vm.id).await?;
+        Ok(SandboxView {
+            vm,
+            main: Some(main),
+        })
+    }
+
+    async fn launch_spec(
+        self: &Arc<Self>,
+        account: &AccountId,
+        def: &Definition,
+        provider: &'static str,
+        request: &LaunchRequest,
+    ) -> Result<VmSpec, DefinitionError> {
+        let s = &def.spec;
+        let image_variant = match (&s.image.docker, &s.image.dockerfile, s.provider) {
+            (_, _, ProviderKind::Local) => String::new(),
+            (Some(reference), _, _) => reference.clone(),
+            (None, Some(d), ProviderKind::Container) => {
+                self.definition_image(account, def, &d.value).await?
+            }
+            (None, Some(_), _) => {
+                return Err(DefinitionError::ProviderUnavailable(format!(
+                    "the {provider} provider does not build inline Dockerfiles yet; use \
+                     image.docker or the container provider"
+                )))
+            }
+            (None, None, _) => self.config.default_variant.clone(),
+        };
+        let vcpu = match &s.resources.cpu {
+            None => None,
+            Some(serde_json::Value::Number(n)) => n.as_f64(),
+            Some(serde_json::Value::String(q)) => parse_quantity(q).ok(),
+            Some(_) => None,
+        }
+        .map(|cores| cores.ceil() as i64);
+        let memory_mb = s
+            .resources
+            .memory
+            .as_deref()
+            .and_then(|m| parse_bytes(m).ok())
+            .map(|b| b.div_ceil(MIB) as i64);
+        let resources = Resources::new(memory_mb, vcpu, &self.config.limits)
+            .map_err(|e| invalid("resources", e.to_string()))?;
+        let env = Env::new(s.env.clone())
+            .map_err(|e| invalid(&format!("env.{}", e.name), e.reason))?;
+        let mut labels = s.labels.clone();
+        labels.extend(request.labels.clone());
+        let metadata = labels
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        let mut volumes = Vec::new();
+        for (i, v) in s.volumes.iter().enumerate() {
+            let volume_id = v
+                .id
+                .parse::<VolumeId>()
+                .map_err(|_| invalid(&format!("volumes[{i}].id"), "no such volume"))?;
+            volumes.push(MountRequest {
+                volume_id,
+                mount_path: v.mount_path.clone(),
+                mode: MountMode::ReadWrite,
+                checkpoint_id: None,
+                subpath: v.subpath.clone(),
+            });
+        }
+        let idle_stop_seconds = s
+            .lifecycle
+            .auto_stop
+            .as_deref()
+            .and_then(|d| parse_duration(d).ok())
+            .map(|d| d.as_secs().max(1));
+        Ok(VmSpec {
+            session_id: None,
+            lifetime_seconds: None,
+            resources,
+            metadata,
+            env,
+            image_variant,
+            options: VmOptions {
+                egress_policy: Some(egress_policy(def)),
+                launch: Some(Launch {
+                    definition_id: def.id.clone(),
+                    revision: def.revision.clone(),
+                    preserve: s.lifecycle.preserve,
+                    stop_on_terminal: s.lifecycle.stop_on_terminal,
+                    idle_stop_seconds,
+                    command: request.command.clone(),
+                    main_execution_id: None,
+                    labels,
+                    stopped_at: None,
+                    cwd: s.cwd.clone(),
+                }),
+                ..VmOptions::default()
+            },
+            volumes,
+            provider: Some(provider.to_owned()),
+        })
+    }
+
+    /// The image of a definition's inline Dockerfile, built once per
+    /// revision (and per account) and kept under a tag naming both.
+    async fn definition_image(
+        self: &Arc<Self>,
+        account: &AccountId,
+        def: &Definition,
+        dockerfile: &str,
+    ) -> Result<String, DefinitionError> {
+        let tag = format!(
+            "paddock.local/definitions/{}:{}",
+            def.id,
+            &def.revision[..16]
+        );
+        if self.store.find_image(account, &tag).await?.is_some() {
+            return Ok(tag);
+        }
+        let (events, mut drain) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move { while drain.recv().await.is_some() {} });
+        let request = crate::build::BuildRequest {
+            dockerfile: dockerfile.to_owned(),
+            tag: tag.clone(),
+            build_args: Vec::new(),
+        };
+        self.build_image(account, request, events)
+            .await
+            .map_err(|e| match e {
+                CoreError::InvalidArgument { message, .. } => {
+                    invalid("image.dockerfile.value", message)
+                }
+                other => other.into(),
+            })?;
+        Ok(tag)
+    }
+
+    /// Runs the launch's main command in the background; with
+    /// `stop_on_terminal`, its end stops the sandbox.
+    async fn start_main_command(
+        self: &Arc<Self>,
+        account: &AccountId,
+        vm: &Vm,
+        argv: Vec<String>,
+    ) -> Result<Execution, DefinitionError> {
+        let request = ExecRequest {
+            argv,
+            env: Vec::new(),
+            cwd: None,
+            stdin: None,
+            stdin_stream: None,
+            timeout: None,
+        };
+        let (execution, done) = self.exec_recorded(account, vm, request).await?;
+        {
+            let _guard = self.lock_vm(&vm.id).await;
+            if let Some(mut current) = self.store.find_vm(&vm.id).await? {
+                if let Some(l) = current.options.launch.as_mut() {
+                    l.main_execution_id = Some(execution.id.to_string());
+                }
+                self.store.update_vm(&current).await?;
+            }
+        }
+        let stop_on_end = vm
+            .options
+            .launch
+            .as_ref()
+            .is_some_and(|l| l.stop_on_terminal);
+        let this = Arc::clone(self);
+        let vm_id = vm.id.clone();
+        tokio::spawn(async move {
+            let ended = done.await;
+            if !stop_on_end || ended.is_err() {
+                return;
+            }
+            if let Err(e) = this.halt_vm(&vm_id, REASON_MAIN_ENDED).await {
+                // Already stopped or deleted: nothing to do.
+                tracing::debug!(vm_id = %vm_id, error = %error_chain(&e), "stop on terminal skipped");
+            }
+        });
+        Ok(execution)
+    }
+
+    /// A launched sandbox of the account, with its main command's record.
+    pub async fn launched_sandbox(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+    ) -> Result<SandboxView, DefinitionError> {
+        let vm = self.get_vm(account, id).await?;
+        if vm.options.launch.is_none() {
+            return Err(CoreError::not_found("sandbox", id).into());
+        }
+        self.sandbox_view(account, vm).await
+    }
+
+    async fn sandbox_view(
+        &self,
+        account: &AccountId,
+        vm: Vm,
+    ) -> Result<SandboxView, DefinitionError> {
+        let main = match vm
+            .options
+            .launch
+            .as_ref()
+            .and_then(|l| l.main_execution_id.as_deref())
+            .and_then(|id| id.parse::<ExecutionId>().ok())
+        {
+            Some(id) => self.store.get_execution(account, &id).await?,
+            None => None,
+        };
+        Ok(SandboxView { vm, main })
+    }
+
+    /// The account's launched sandboxes that are not deleted, newest
+    /// first; only those of `definition` when given.
+    pub async fn launched_sandboxes(
+        &self,
+        account: &AccountId,
+        definition: Option<&str>,
+    ) -> Result<Vec<SandboxView>, DefinitionError> {
+        let statuses = VmStatusSet::of(&[
+            VmStatus::Creating,
+            VmStatus::Running,
+            VmStatus::Stopping,
+            VmStatus::Stopped,
+            VmStatus::Failed,
+        ]);
+        let mut out = Vec::new();
+        let filter = crate::model::VmFilter {
+            statuses,
+            limit: 10_000,
+            ..Default::default()
+        };
+        for vm in self.store.list_vms(account, &filter).await? {
+            let Some(launch) = &vm.options.launch else {
+                continue;
+            };
+            if definition.is_some_and(|d| d != launch.definition_id) {
+                continue;
+            }
+            out.push(self.sandbox_view(account, vm).await?);
+        }
+        out.sort_by(|a, b| b.vm.created_at.cmp(&a.vm.created_at));
+        Ok(out)
+    }
+
+    /// Deletes a launched sandbox and everything it kept.
+    pub async fn delete_launched_sandbox(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+    ) -> Result<SandboxView, DefinitionError> {
+        self.launched_sandbox(account, id).await?;
+        let vm = self.delete_vm(account, id).await?;
+        Ok(SandboxView { vm, main: None })
+    }
+}

@@ -1,0 +1,105 @@
+//! Resources kept as JSON documents in the store ([`ResourceStore`]):
+//! the gateway's clusters, pools, environments and jobs, and the
+//! definitions surface's environment definitions. One lock per document
+//! serializes its read-modify-write cycles.
+
+use tokio::sync::OwnedMutexGuard;
+
+use crate::error::CoreError;
+use crate::ids::AccountId;
+use crate::model::gateway::Resource;
+use crate::service::Service;
+use crate::store::ResourceDoc;
+
+impl Service {
+    /// Locks one resource against concurrent changes.
+    pub(crate) async fn lock_resource<T: Resource>(
+        &self,
+        account: &AccountId,
+        id: &str,
+    ) -> OwnedMutexGuard<()> {
+        self.resource_locks
+            .lock(&format!("{}/{}/{}", T::KIND, account, id))
+            .await
+    }
+
+    pub(crate) async fn load<T: Resource>(
+        &self,
+        account: &AccountId,
+        id: &str,
+    ) -> Result<Option<T>, CoreError> {
+        match self.store.get_resource(T::KIND, account, id).await? {
+            Some(doc) => Ok(Some(parse_doc(&doc)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) async fn load_all<T: Resource>(
+        &self,
+        account: Option<&AccountId>,
+    ) -> Result<Vec<T>, CoreError> {
+        self.store
+            .list_resources(T::KIND, account)
+            .await?
+            .iter()
+            .map(|d| parse_doc(d))
+            .collect()
+    }
+
+    pub(crate) async fn insert_doc<T: Resource>(&self, r: &T) -> Result<(), CoreError> {
+        match self.store.insert_resource(&to_doc(r)?).await {
+            Ok(()) => Ok(()),
+            Err(crate::StoreError::Duplicate) => Err(CoreError::Conflict(format!(
+                "{} {:?} already exists",
+                T::KIND.replace('_', " "),
+                r.id()
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub(crate) async fn save_doc<T: Resource>(&self, r: &T) -> Result<(), CoreError> {
+        if self.store.update_resource(&to_doc(r)?).await? {
+            Ok(())
+        } else {
+            Err(CoreError::not_found(kind_name(T::KIND), r.id()))
+        }
+    }
+
+    pub(crate) async fn delete_doc<T: Resource>(
+        &self,
+        account: &AccountId,
+        id: &str,
+    ) -> Result<(), CoreError> {
+        self.store.delete_resource(T::KIND, account, id).await?;
+        Ok(())
+    }
+}
+
+fn kind_name(kind: &'static str) -> &'static str {
+    match kind {
+        "node_pool" => "node pool",
+        "batch_job" => "batch job",
+        "environment_definition" => "environment",
+        k => k,
+    }
+}
+
+fn to_doc<T: Resource>(r: &T) -> Result<ResourceDoc, CoreError> {
+    let doc = serde_json::to_string(r)
+        .map_err(|e| crate::StoreError::Corrupt(format!("{} document: {e}", T::KIND)))?;
+    Ok(ResourceDoc {
+        kind: T::KIND,
+        account_id: r.account_id().clone(),
+        id: r.id().to_owned(),
+        state: r.state_name(),
+        doc,
+        created_at: r.created_at(),
+        updated_at: r.updated_at(),
+    })
+}
+
+fn parse_doc<T: Resource>(doc: &str) -> Result<T, CoreError> {
+    serde_json::from_str(doc)
+        .map_err(|e| crate::StoreError::Corrupt(format!("{} document: {e}", T::KIND)).into())
+}

@@ -1,0 +1,237 @@
+//! Stopping and restarting a sandbox in place, and stopping idle ones:
+//! the lifecycle of sandboxes launched from environment definitions
+//! (`VmOptions::launch`). A stop with `preserve` keeps the sandbox's
+//! filesystem (its overlay upper dirs, or a local sandbox's working
+//! directory) so the next start resumes it; without, the next start
+//! begins from the image again. Either way the VM keeps its id, volumes
+//! and settings, and rests in `stopped` until started or deleted.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::clock::Timestamp;
+use crate::error::CoreError;
+use crate::ids::{AccountId, VmId};
+use crate::model::{Vm, VmStatus, VmStatusSet};
+use crate::service::{error_chain, Service};
+
+pub const REASON_STOPPED: &str = "stopped on request";
+pub const REASON_IDLE: &str = "stopped after its auto_stop idle time";
+pub const REASON_MAIN_ENDED: &str = "stopped when its main command ended";
+
+/// When each VM was last used (exec, PTY, files, share traffic) and how
+/// many commands run in it now. In memory: after a restart every VM
+/// counts from the restart.
+#[derive(Default)]
+pub struct Activity {
+    by_vm: Mutex<HashMap<VmId, Use>>,
+}
+
+#[derive(Clone, Copy)]
+struct Use {
+    last: Instant,
+    running: u32,
+}
+
+impl Activity {
+    fn with<R>(&self, id: &VmId, f: impl FnOnce(&mut Use) -> R) -> R {
+        let mut map = self
+            .by_vm
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = map.entry(id.clone()).or_insert(Use {
+            last: Instant::now(),
+            running: 0,
+        });
+        f(entry)
+    }
+
+    /// Records a use of the VM now.
+    pub fn touch(&self, id: &VmId) {
+        self.with(id, |u| u.last = Instant::now());
+    }
+
+    /// Records a command that runs until the guard drops: the VM is not
+    /// idle meanwhile.
+    pub fn busy(self: &Arc<Self>, id: &VmId) -> BusyGuard {
+        self.with(id, |u| {
+            u.last = Instant::now();
+            u.running += 1;
+        });
+        BusyGuard {
+            activity: Arc::clone(self),
+            id: id.clone(),
+        }
+    }
+
+    /// How long the VM has been idle, or `None` while a command runs.
+    fn idle_for(&self, id: &VmId, since: Instant) -> Option<std::time::Duration> {
+        self.with(id, |u| {
+            if u.last < since {
+                u.last = since;
+            }
+            (u.running == 0).then(|| u.last.elapsed())
+        })
+    }
+
+    fn forget(&self, id: &VmId) {
+        self.by_vm
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
+    }
+}
+
+/// Ends a [`Activity::busy`] period when dropped.
+pub struct BusyGuard {
+    activity: Arc<Activity>,
+    id: VmId,
+}
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.activity.with(&self.id, |u| {
+            u.running = u.running.saturating_sub(1);
+            u.last = Instant::now();
+        });
+    }
+}
+
+impl Service {
+    /// Stops a launched sandbox, keeping its filesystem when its
+    /// definition said `preserve`.
+    pub async fn stop_vm(&self, account: &AccountId, id: &VmId) -> Result<Vm, CoreError> {
+        let vm = self.get_vm(account, id).await?;
+        self.halt_vm(&vm.id, REASON_STOPPED).await
+    }
+
+    /// The stop itself, for the caller's request and the server's own
+    /// lifecycle rules. Stopping a stopped VM is a no-op.
+    pub(crate) async fn halt_vm(&self, id: &VmId, reason: &str) -> Result<Vm, CoreError> {
+        let _guard = self.lock_vm(id).await;
+        let mut vm = self
+            .store
+            .find_vm(id)
+            .await?
+            .ok_or_else(|| CoreError::not_found("VM", id))?;
+        let Some(launch) = vm.options.launch.clone() else {
+            return Err(CoreError::FailedPrecondition(
+                "only sandboxes launched from an environment definition stop and start; \
+                 delete this VM instead"
+                    .into(),
+            ));
+        };
+        match vm.status {
+            VmStatus::Stopped => return Ok(vm),
+            VmStatus::Running => {}
+            other => {
+                return Err(CoreError::FailedPrecondition(format!(
+                    "the sandbox is {}",
+                    other.as_str()
+                )))
+            }
+        }
+        vm.status = VmStatus::Stopping;
+        vm.updated_at = Timestamp::now();
+        self.store.update_vm(&vm).await?;
+        let provider = self.provider_of(&vm);
+        let stopped = if launch.preserve {
+            provider.halt(&vm.id, vm.runtime).await
+        } else {
+            provider.stop(&vm.id, vm.runtime).await
+        };
+        if let Err(e) = stopped {
+            tracing::error!(vm_id = %vm.id, error = %error_chain(&e), "could not stop a sandbox");
+            return Err(e.into());
+        }
+        self.end_shares(&vm.id).await;
+        self.release_network(&mut vm).await;
+        self.activity.forget(&vm.id);
+        let now = Timestamp::now();
+        vm.status = VmStatus::Stopped;
+        vm.status_reason = Some(reason.to_owned());
+        vm.runtime = None;
+        if let Some(l) = vm.options.launch.as_mut() {
+            l.stopped_at = Some(now.to_rfc3339());
+        }
+        vm.updated_at = now;
+        self.store.update_vm(&vm).await?;
+        tracing::info!(vm_id = %vm.id, reason, preserved = launch.preserve, "sandbox stopped");
+        Ok(vm)
+    }
+
+    /// Starts a stopped sandbox again, on what its stop kept.
+    pub async fn start_vm(
+        self: &Arc<Self>,
+        account: &AccountId,
+        id: &VmId,
+        wait: bool,
+    ) -> Result<Vm, CoreError> {
+        {
+            let _guard = self.lock_vm(id).await;
+            let mut vm = self.get_vm(account, id).await?;
+            match vm.status {
+                VmStatus::Running | VmStatus::Creating => return Ok(vm),
+                VmStatus::Stopped if vm.options.launch.is_some() => {}
+                other => {
+                    return Err(CoreError::FailedPrecondition(format!(
+                        "the sandbox is {}, not stopped",
+                        other.as_str()
+                    )))
+                }
+            }
+            vm.status = VmStatus::Creating;
+            vm.status_reason = None;
+            vm.updated_at = Timestamp::now();
+            self.store.update_vm(&vm).await?;
+        }
+        let this = Arc::clone(self);
+        let vm_id = id.clone();
+        let started = tokio::spawn(async move { this.finish_start(&vm_id).await });
+        if !wait {
+            return self.get_vm(account, id).await;
+        }
+        match started.await {
+            Ok(result) => result,
+            Err(join) => Err(CoreError::Unavailable(format!(
+                "sandbox start task failed: {join}"
+            ))),
+        }
+    }
+
+    /// Stops running launched sandboxes idle longer than their
+    /// `auto_stop`.
+    pub(crate) async fn sweep_idle(&self) -> Result<(), CoreError> {
+        for vm in self
+            .store
+            .list_vms_in(&VmStatusSet::of(&[VmStatus::Running]))
+            .await?
+        {
+            let Some(limit) = vm
+                .options
+                .launch
+                .as_ref()
+                .and_then(|l| l.idle_stop_seconds)
+            else {
+                continue;
+            };
+            let Some(idle) = self.activity.idle_for(&vm.id, self.started_at) else {
+                continue;
+            };
+            let running_for = vm
+                .started_at
+                .map(|s| {
+                    let ms = Timestamp::now().unix_millis() - s.unix_millis();
+                    u64::try_from(ms / 1000).unwrap_or(0)
+                })
+                .unwrap_or(u64::MAX);
+            if idle.as_secs() >= limit && running_for >= limit {
+                if let Err(e) = self.halt_vm(&vm.id, REASON_IDLE).await {
+                    tracing::error!(vm_id = %vm.id, error = %error_chain(&e), "could not stop an idle sandbox");
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,214 @@
+//! The `local` provider: a sandbox's commands run as ordinary host
+//! processes, with no isolation, in a private working directory. The
+//! paddock agent serves them from the host (see
+//! `ContainerProvider::start_on_host`), so exec, files and PTYs are the
+//! container provider's own code paths, and the sandbox's cgroups still
+//! account for every process and kill them all on stop.
+//!
+//! The host's environment reaches commands without anything that looks
+//! like a secret (`*_API_KEY`, `*_TOKEN`, `*_SECRET`, `*_PASSWORD`) and
+//! without paddock's own configuration (`PADDOCK_*`).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use paddock_core::exec::{
+    ByteStream, ExecRequest, ExecStream, FileContent, PtyConnection, PtyInfo, PtySpec, SandboxPath,
+};
+use paddock_core::ids::VmId;
+use paddock_core::model::{ChangedTree, Resources, RootfsSpec, RuntimeHandle, Vm};
+use paddock_core::provider::Provider;
+use paddock_core::RuntimeError;
+
+use crate::container::ContainerProvider;
+
+pub struct LocalProvider {
+    container: Arc<ContainerProvider>,
+    /// The host environment commands start from, already scrubbed.
+    base_env: Vec<(String, String)>,
+}
+
+/// Whether a variable's name says it holds a secret (or paddock's own
+/// settings), so it must not reach a local sandbox.
+pub fn is_secret_name(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    upper.starts_with("PADDOCK_")
+        || ["API_KEY", "TOKEN", "SECRET", "PASSWORD"]
+            .iter()
+            .any(|s| upper == *s || upper.ends_with(&format!("_{s}")))
+}
+
+/// `vars` without the ones [`is_secret_name`] refuses.
+pub fn scrubbed_env(vars: impl IntoIterator<Item = (String, String)>) -> Vec<(String, String)> {
+    vars.into_iter().filter(|(k, _)| !is_secret_name(k)).collect()
+}
+
+impl LocalProvider {
+    /// A provider over `container`'s run dirs and cgroups, starting
+    /// commands from this process's environment, scrubbed.
+    pub fn new(container: Arc<ContainerProvider>) -> Self {
+        Self {
+            container,
+            base_env: scrubbed_env(std::env::vars()),
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for LocalProvider {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn has_variant(&self, _variant: &str) -> bool {
+        false
+    }
+
+    fn resolves_images(&self) -> bool {
+        // Commands run on the host's own filesystem: there is no image.
+        true
+    }
+
+    fn uses_paddock_network(&self) -> bool {
+        false
+    }
+
+    async fn start(&self, vm: &Vm, _rootfs: &RootfsSpec) -> Result<RuntimeHandle, RuntimeError> {
+        let mut env = self.base_env.clone();
+        // The VM's own variables are the definition's: set on purpose,
+        // so they are not scrubbed.
+        for (k, v) in vm.env.iter() {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.clone(), v.clone()));
+        }
+        let cwd = vm.options.launch.as_ref().and_then(|l| l.cwd.clone());
+        self.container.start_on_host(vm, env, cwd).await
+    }
+
+    async fn stop(&self, id: &VmId, handle: Option<RuntimeHandle>) -> Result<(), RuntimeError> {
+        self.container.stop(id, handle).await
+    }
+
+    async fn halt(&self, id: &VmId, handle: Option<RuntimeHandle>) -> Result<(), RuntimeError> {
+        self.container.halt(id, handle).await
+    }
+
+    fn changes(&self, _id: &VmId) -> Vec<ChangedTree> {
+        // Host processes change the host: there is no layer to snapshot.
+        Vec::new()
+    }
+
+    async fn set_frozen(&self, id: &VmId, frozen: bool) -> Result<(), RuntimeError> {
+        self.container.set_frozen(id, frozen).await
+    }
+
+    async fn stage_env(&self, id: &VmId, env: Vec<(String, String)>) -> Result<(), RuntimeError> {
+        self.container.stage_env(id, env).await
+    }
+
+    async fn attach(
+        &self,
+        _id: &VmId,
+        _handle: RuntimeHandle,
+        _source: &Path,
+        _target: &str,
+        _read_only: bool,
+    ) -> Result<(), RuntimeError> {
+        // Without a mount namespace a mount would land on the host itself.
+        Err(RuntimeError::Unsupported(
+            "local sandboxes cannot mount volumes: they share the host's filesystem".into(),
+        ))
+    }
+
+    async fn detach(&self, _: &VmId, _: RuntimeHandle, _: &str) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    fn is_alive(&self, id: &VmId, handle: RuntimeHandle) -> bool {
+        self.container.is_alive(id, handle)
+    }
+
+    async fn update_resources(&self, id: &VmId, resources: &Resources) -> Result<(), RuntimeError> {
+        self.container.update_resources(id, resources).await
+    }
+
+    async fn exec(&self, id: &VmId, request: ExecRequest) -> Result<ExecStream, RuntimeError> {
+        self.container.exec(id, request).await
+    }
+
+    async fn read_file(&self, id: &VmId, path: &SandboxPath) -> Result<FileContent, RuntimeError> {
+        self.container.read_file(id, path).await
+    }
+
+    async fn write_file(
+        &self,
+        id: &VmId,
+        path: &SandboxPath,
+        mode: Option<u32>,
+        body: ByteStream,
+    ) -> Result<u64, RuntimeError> {
+        self.container.write_file(id, path, mode, body).await
+    }
+
+    async fn pty_create(&self, id: &VmId, spec: PtySpec) -> Result<PtyInfo, RuntimeError> {
+        self.container.pty_create(id, spec).await
+    }
+
+    async fn pty_list(&self, id: &VmId) -> Result<Vec<PtyInfo>, RuntimeError> {
+        self.container.pty_list(id).await
+    }
+
+    async fn pty_get(&self, id: &VmId, pty: &str) -> Result<PtyInfo, RuntimeError> {
+        self.container.pty_get(id, pty).await
+    }
+
+    async fn pty_resize(
+        &self,
+        id: &VmId,
+        pty: &str,
+        cols: u16,
+        rows: u16,
+    ) -> Result<(), RuntimeError> {
+        self.container.pty_resize(id, pty, cols, rows).await
+    }
+
+    async fn pty_kill(&self, id: &VmId, pty: &str) -> Result<(), RuntimeError> {
+        self.container.pty_kill(id, pty).await
+    }
+
+    async fn pty_attach(&self, id: &VmId, pty: &str) -> Result<PtyConnection, RuntimeError> {
+        self.container.pty_attach(id, pty).await
+    }
+
+    async fn cleanup_orphans(&self, _live: &[VmId]) -> Result<usize, RuntimeError> {
+        // Local sandboxes live in the container provider's run dirs and
+        // cgroups; its cleanup, given every live VM, covers them.
+        Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_looking_names_are_scrubbed() {
+        let env = scrubbed_env(
+            [
+                "OPENAI_API_KEY",
+                "GITHUB_TOKEN",
+                "AWS_SECRET",
+                "DB_PASSWORD",
+                "PADDOCK_DATA_DIR",
+                "token",
+                "PATH",
+                "HOME",
+                "TOKENIZER",
+            ]
+            .map(|k| (k.to_owned(), "v".to_owned())),
+        );
+        let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["PATH", "HOME", "TOKENIZER"]);
+    }
+}
