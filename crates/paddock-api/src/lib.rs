@@ -5,6 +5,7 @@
 //! ([`ops`]).
 
 mod auth;
+pub mod definitions;
 pub mod gateway;
 mod metrics;
 pub mod openapi;
@@ -35,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::router())
         .merge(vms::router())
         .merge(gateway::router())
+        .merge(definitions::router())
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

@@ -235,12 +235,25 @@ impl Service {
         name: &str,
         user_email: Option<&str>,
     ) -> Result<(ApiKey, ApiKeySecret), CoreError> {
+        self.create_key(account, name, user_email, crate::model::KeyKind::Api)
+            .await
+    }
+
+    /// Creates a key of `kind` (an API key or a dev token) for a user of
+    /// the account.
+    pub async fn create_key(
+        &self,
+        account: &AccountId,
+        name: &str,
+        user_email: Option<&str>,
+        kind: crate::model::KeyKind,
+    ) -> Result<(ApiKey, ApiKeySecret), CoreError> {
         let user_email = user_email.unwrap_or(crate::model::DEFAULT_USER_EMAIL);
         crate::model::validate_email(user_email).map_err(|m| CoreError::invalid("user", m))?;
         if self.store.get_account(account).await?.is_none() {
             return Err(CoreError::not_found("account", account));
         }
-        let (new_key, secret) = NewApiKey::generate(account.clone(), name, user_email);
+        let (new_key, secret) = NewApiKey::generate_kind(account.clone(), name, user_email, kind);
         self.store.insert_api_key(&new_key).await?;
         Ok((new_key.key, secret))
     }

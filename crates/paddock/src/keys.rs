@@ -55,6 +55,7 @@ pub async fn run(data_dir: &Path, command: KeysCommand, json: bool) -> anyhow::R
             account,
             new_account,
             user,
+            dev_token,
         } => {
             let account_id: AccountId = match (account, new_account) {
                 (Some(a), _) => a.parse().map_err(|e| anyhow::anyhow!("--account: {e}"))?,
@@ -73,7 +74,16 @@ pub async fn run(data_dir: &Path, command: KeysCommand, json: bool) -> anyhow::R
                 }
             };
             let (key, secret) = service
-                .create_api_key(&account_id, &name, user.as_deref())
+                .create_key(
+                    &account_id,
+                    &name,
+                    user.as_deref(),
+                    if dev_token {
+                        paddock_core::model::KeyKind::DevToken
+                    } else {
+                        paddock_core::model::KeyKind::Api
+                    },
+                )
                 .await?;
             if json {
                 println!(

@@ -63,13 +63,34 @@ impl std::fmt::Debug for ApiKeySecret {
     }
 }
 
-impl ApiKeySecret {
-    const PREFIX: &'static str = "pdk_";
+/// What a key's secret starts with, which says what it is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// `pdk_…`: an API key.
+    Api,
+    /// `fabro_dev_…`: a dev token, as the definitions surface's clients
+    /// send them. It authenticates like an API key everywhere.
+    DevToken,
+}
 
+impl KeyKind {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Self::Api => "pdk_",
+            Self::DevToken => "fabro_dev_",
+        }
+    }
+}
+
+impl ApiKeySecret {
     pub fn generate() -> Self {
+        Self::generate_kind(KeyKind::Api)
+    }
+
+    pub fn generate_kind(kind: KeyKind) -> Self {
         Self(format!(
             "{}{}",
-            Self::PREFIX,
+            kind.prefix(),
             Alphanumeric.sample_string(&mut rand::rng(), 40)
         ))
     }
@@ -103,7 +124,16 @@ pub struct NewApiKey {
 
 impl NewApiKey {
     pub fn generate(account_id: AccountId, name: &str, user_email: &str) -> (Self, ApiKeySecret) {
-        let secret = ApiKeySecret::generate();
+        Self::generate_kind(account_id, name, user_email, KeyKind::Api)
+    }
+
+    pub fn generate_kind(
+        account_id: AccountId,
+        name: &str,
+        user_email: &str,
+        kind: KeyKind,
+    ) -> (Self, ApiKeySecret) {
+        let secret = ApiKeySecret::generate_kind(kind);
         let key = ApiKey {
             id: ApiKeyId::generate(),
             account_id,

@@ -15,7 +15,7 @@ mod vm;
 mod volume;
 
 pub use account::{
-    validate_email, Account, ApiKey, ApiKeySecret, NewApiKey, Principal, DEFAULT_USER_EMAIL,
+    validate_email, Account, ApiKey, ApiKeySecret, KeyKind, NewApiKey, Principal, DEFAULT_USER_EMAIL,
 };
 pub use domain::{validate_domain, CustomDomain, DnsCredentials, DomainStatus, DNS_PROVIDERS};
 pub use egress::{

@@ -82,6 +82,11 @@ pub enum KeysCommand {
         /// `admin@localhost`, the account's administrator.
         #[arg(long)]
         user: Option<String>,
+        /// Make a dev token (`fabro_dev_…`, as environment-definition
+        /// clients send) instead of a `pdk_…` API key; both authenticate
+        /// the same way.
+        #[arg(long)]
+        dev_token: bool,
     },
     /// List keys (never their secrets).
     List,

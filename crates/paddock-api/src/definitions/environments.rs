@@ -1,0 +1,148 @@
+//! `/api/v1/environments`: create, list, retrieve, replace and delete
+//! definitions. Writes return the revision as `ETag`; replace and delete
+//! need it back in `If-Match`.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use paddock_core::definitions::{Definition, DefinitionSpec};
+use serde::Deserialize;
+
+use super::{json_value, parse_body, Caller, DefError};
+use crate::AppState;
+
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 500;
+
+/// A definition with its revision as `ETag`.
+fn with_etag(status: StatusCode, def: Definition) -> Response {
+    let etag = format!("\"{}\"", def.revision);
+    let mut response = (status, Json(def)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+    response
+}
+
+fn if_match(headers: &HeaderMap) -> Result<Option<String>, DefError> {
+    match headers.get(header::IF_MATCH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(|s| Some(s.to_owned()))
+            .map_err(|_| DefError::bad_request("invalid_revision", "If-Match is not text")),
+    }
+}
+
+pub(super) async fn create(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    body: Bytes,
+) -> Result<Response, DefError> {
+    let mut value = json_value(&body)?;
+    let Some(obj) = value.as_object_mut() else {
+        return Err(DefError::unprocessable("the body must be a JSON object"));
+    };
+    let id = match obj.remove("id") {
+        Some(serde_json::Value::String(id)) => id,
+        Some(_) => return Err(DefError::bad_request("invalid_id", "id: must be a string")),
+        None => return Err(DefError::bad_request("invalid_id", "id: is required")),
+    };
+    let spec: DefinitionSpec = parse_body(value)?;
+    let def = state.service.create_definition(&account, &id, spec).await?;
+    Ok(with_etag(StatusCode::CREATED, def))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ListQuery {
+    #[serde(alias = "page[limit]")]
+    limit: Option<usize>,
+    #[serde(alias = "page[offset]")]
+    offset: Option<usize>,
+}
+
+/// `{"data": [...], "meta": {"total", "has_more"}}`, by id.
+pub(super) async fn list(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, DefError> {
+    let Query(q) = query.map_err(|e| {
+        DefError::bad_request("invalid_query", format!("limit and offset must be numbers: {e}"))
+    })?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let offset = q.offset.unwrap_or(0);
+    let all = state.service.list_definitions(&account).await?;
+    let total = all.len();
+    let page: Vec<Definition> = all.into_iter().skip(offset).take(limit).collect();
+    let has_more = offset.saturating_add(page.len()) < total;
+    Ok(Json(serde_json::json!({
+        "data": page,
+        "meta": {"total": total, "has_more": has_more, "limit": limit, "offset": offset},
+    })))
+}
+
+pub(super) async fn retrieve(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, DefError> {
+    paddock_core::definitions::validate_definition_id(&id)
+        .map_err(|v| DefError::bad_request("invalid_id", v.to_string()))?;
+    let def = state.service.get_definition(&account, &id).await?;
+    Ok(with_etag(StatusCode::OK, def))
+}
+
+pub(super) async fn replace(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, DefError> {
+    let expected = if_match(&headers)?;
+    let mut value = json_value(&body)?;
+    if let Some(obj) = value.as_object_mut() {
+        // A client that read, changed and sent back a definition sends
+        // its output-only fields too: the id must agree with the path,
+        // the revision is If-Match's job.
+        if let Some(body_id) = obj.remove("id") {
+            if body_id.as_str() != Some(id.as_str()) {
+                return Err(DefError::unprocessable(
+                    "id: does not match the environment id in the path",
+                ));
+            }
+        }
+        obj.remove("revision");
+    }
+    // The path and precondition errors come before the body's.
+    paddock_core::definitions::validate_definition_id(&id)
+        .map_err(|v| DefError::bad_request("invalid_id", v.to_string()))?;
+    if id != paddock_core::definitions::LOCAL_DEFINITION_ID {
+        let raw = expected.as_deref().ok_or(paddock_core::definitions::DefinitionError::RevisionRequired)?;
+        paddock_core::definitions::parse_if_match(raw)
+            .ok_or(paddock_core::definitions::DefinitionError::RevisionMalformed)?;
+    }
+    let spec: DefinitionSpec = parse_body(value)?;
+    let def = state
+        .service
+        .replace_definition(&account, &id, expected.as_deref(), spec)
+        .await?;
+    Ok(with_etag(StatusCode::OK, def))
+}
+
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, DefError> {
+    let expected = if_match(&headers)?;
+    state
+        .service
+        .delete_definition(&account, &id, expected.as_deref())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

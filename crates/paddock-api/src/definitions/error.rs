@@ -1,0 +1,162 @@
+//! The definitions surface's errors: `ErrorResponse`,
+//! `{"errors":[{"status","title","detail","code"}],"request_id"}`, with
+//! the same id in the `x-request-id` header.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use paddock_core::definitions::DefinitionError;
+use paddock_core::service::error_chain;
+use paddock_core::{CoreError, RuntimeError};
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// One error answer: a status and one entry per problem.
+#[derive(Debug)]
+pub struct DefError {
+    status: StatusCode,
+    entries: Vec<(String, &'static str)>,
+}
+
+impl DefError {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            entries: vec![(detail.into(), code)],
+        }
+    }
+
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, detail)
+    }
+
+    pub fn unprocessable(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", detail)
+    }
+}
+
+pub fn new_request_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+impl IntoResponse for DefError {
+    fn into_response(self) -> Response {
+        let request_id = new_request_id();
+        let title = self.status.canonical_reason().unwrap_or("Error");
+        let errors: Vec<serde_json::Value> = self
+            .entries
+            .iter()
+            .map(|(detail, code)| {
+                serde_json::json!({
+                    "status": self.status.as_u16().to_string(),
+                    "title": title,
+                    "detail": detail,
+                    "code": code,
+                    "request_id": request_id,
+                })
+            })
+            .collect();
+        let body = serde_json::json!({ "errors": errors, "request_id": request_id });
+        let mut response = (self.status, Json(body)).into_response();
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(REQUEST_ID, v);
+        }
+        response
+    }
+}
+
+impl From<DefinitionError> for DefError {
+    fn from(e: DefinitionError) -> Self {
+        match e {
+            DefinitionError::Invalid(violations) => {
+                let bad_id = violations.iter().any(|v| v.field == "id");
+                let (status, code) = if bad_id {
+                    (StatusCode::BAD_REQUEST, "invalid_id")
+                } else {
+                    (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
+                };
+                Self {
+                    status,
+                    entries: violations
+                        .into_iter()
+                        .filter(|v| !bad_id || v.field == "id")
+                        .map(|v| (v.to_string(), code))
+                        .collect(),
+                }
+            }
+            DefinitionError::RevisionRequired => Self::new(
+                StatusCode::PRECONDITION_REQUIRED,
+                "precondition_required",
+                e.to_string(),
+            ),
+            DefinitionError::RevisionMalformed => Self::bad_request("invalid_revision", e.to_string()),
+            DefinitionError::RevisionMismatch { .. } => {
+                Self::new(StatusCode::CONFLICT, "revision_mismatch", e.to_string())
+            }
+            DefinitionError::Reserved => {
+                Self::new(StatusCode::CONFLICT, "reserved_environment", e.to_string())
+            }
+            DefinitionError::ProviderUnavailable(m) => {
+                Self::new(StatusCode::CONFLICT, "provider_unavailable", m)
+            }
+            DefinitionError::Core(c) => c.into(),
+        }
+    }
+}
+
+impl From<CoreError> for DefError {
+    fn from(e: CoreError) -> Self {
+        use StatusCode as S;
+        match &e {
+            CoreError::NotFound { .. } => Self::new(S::NOT_FOUND, "not_found", e.to_string()),
+            CoreError::InvalidArgument { .. } => Self::unprocessable(e.to_string()),
+            CoreError::Conflict(m) => Self::new(S::CONFLICT, "already_exists", m.clone()),
+            CoreError::FailedPrecondition(m) => {
+                Self::new(S::CONFLICT, "failed_precondition", m.clone())
+            }
+            CoreError::PermissionDenied(m) => Self::new(S::FORBIDDEN, "forbidden", m.clone()),
+            CoreError::ResourceExhausted(m) => {
+                Self::new(S::TOO_MANY_REQUESTS, "resource_exhausted", m.clone())
+            }
+            CoreError::Unauthenticated => Self::new(
+                S::UNAUTHORIZED,
+                "unauthorized",
+                "send Authorization: Bearer with a dev token or an API key",
+            ),
+            CoreError::Unavailable(m) => Self::new(S::SERVICE_UNAVAILABLE, "unavailable", m.clone()),
+            CoreError::Upstream(m) => Self::new(S::BAD_GATEWAY, "upstream_failed", m.clone()),
+            CoreError::Runtime(r) => runtime(r, &e),
+            CoreError::Store(_) => internal(&e),
+        }
+    }
+}
+
+fn runtime(r: &RuntimeError, whole: &CoreError) -> DefError {
+    use StatusCode as S;
+    match r {
+        RuntimeError::FileNotFound(_) | RuntimeError::PtyNotFound(_) => {
+            DefError::new(S::NOT_FOUND, "not_found", r.to_string())
+        }
+        RuntimeError::IsADirectory(_)
+        | RuntimeError::NotADirectory(_)
+        | RuntimeError::Invalid(_) => DefError::bad_request("invalid_request", r.to_string()),
+        RuntimeError::PermissionDenied(_) => DefError::new(S::FORBIDDEN, "forbidden", r.to_string()),
+        RuntimeError::SandboxGone => {
+            DefError::new(S::CONFLICT, "sandbox_not_running", r.to_string())
+        }
+        RuntimeError::Unsupported(m) => DefError::new(S::CONFLICT, "unsupported", m.clone()),
+        RuntimeError::PtyExists(_) => DefError::new(S::CONFLICT, "already_exists", r.to_string()),
+        RuntimeError::Setup(_) | RuntimeError::Agent(_) | RuntimeError::Host { .. } => {
+            internal(whole)
+        }
+    }
+}
+
+fn internal(e: &CoreError) -> DefError {
+    tracing::error!(error = %error_chain(e), "definitions request failed");
+    DefError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error; see the server log",
+    )
+}
