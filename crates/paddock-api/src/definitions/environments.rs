@@ -50,6 +50,8 @@ pub(super) async fn create(
         Some(_) => return Err(DefError::bad_request("invalid_id", "id: must be a string")),
         None => return Err(DefError::bad_request("invalid_id", "id: is required")),
     };
+    paddock_core::definitions::validate_definition_id(&id)
+        .map_err(|v| DefError::bad_request("invalid_id", v.to_string()))?;
     let spec: DefinitionSpec = parse_body(value)?;
     let def = state.service.create_definition(&account, &id, spec).await?;
     Ok(with_etag(StatusCode::CREATED, def))

@@ -178,6 +178,18 @@ impl Service {
                 subpath: v.subpath.clone(),
             });
         }
+        // Host processes and engine containers have their own networks;
+        // a blocked network needs no rules where the server gives
+        // sandboxes no network at all.
+        let uses_network = self
+            .provider_named(provider)
+            .is_some_and(|p| p.uses_paddock_network());
+        let egress = match super::network_mode(s) {
+            _ if !uses_network => None,
+            // Without a sandbox network every sandbox is cut off anyway.
+            NetworkMode::Block | NetworkMode::AllowAll if !self.network.enabled() => None,
+            _ => Some(egress_policy(def)),
+        };
         let idle_stop_seconds = s
             .lifecycle
             .auto_stop
@@ -192,7 +204,7 @@ impl Service {
             env,
             image_variant,
             options: VmOptions {
-                egress_policy: Some(egress_policy(def)),
+                egress_policy: egress,
                 launch: Some(Launch {
                     definition_id: def.id.clone(),
                     revision: def.revision.clone(),

@@ -70,6 +70,11 @@ impl Server {
         Self::start_full(&[], Some(toml))
     }
 
+    /// Starts a server with a TOML config file and extra environment.
+    pub fn start_full_env(env: &[(&str, &str)], toml: &str) -> Self {
+        Self::start_full(env, Some(toml))
+    }
+
     /// Starts a server with extra environment (config overrides).
     pub fn start_with(env: &[(&str, &str)]) -> Self {
         Self::start_full(env, None)
