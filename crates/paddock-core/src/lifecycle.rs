@@ -208,12 +208,7 @@ impl Service {
             .list_vms_in(&VmStatusSet::of(&[VmStatus::Running]))
             .await?
         {
-            let Some(limit) = vm
-                .options
-                .launch
-                .as_ref()
-                .and_then(|l| l.idle_stop_seconds)
-            else {
+            let Some(limit) = vm.options.launch.as_ref().and_then(|l| l.idle_stop_seconds) else {
                 continue;
             };
             let Some(idle) = self.activity.idle_for(&vm.id, self.started_at) else {

@@ -457,7 +457,7 @@ impl Service {
         match self.mount_attachments(vm, handle).await {
             Ok(()) => Ok(handle),
             Err(e) => {
-                if let Err(stop) = self.provider_of(&vm).stop(&vm.id, Some(handle)).await {
+                if let Err(stop) = self.provider_of(vm).stop(&vm.id, Some(handle)).await {
                     tracing::error!(vm_id = %vm.id, error = %error_chain(&stop), "could not stop a VM whose volumes failed");
                 }
                 Err(e)
@@ -591,7 +591,9 @@ impl Service {
         }
         if let Some(resources) = resources {
             if vm.status == VmStatus::Running {
-                self.provider_of(&vm).update_resources(&vm.id, &resources).await?;
+                self.provider_of(&vm)
+                    .update_resources(&vm.id, &resources)
+                    .await?;
             }
             vm.resources = resources;
         }
@@ -925,7 +927,7 @@ impl Service {
     async fn check_gone(&self, vm: &Vm, e: RuntimeError) -> CoreError {
         if matches!(e, RuntimeError::SandboxGone | RuntimeError::Agent(_)) {
             if let Some(h) = vm.runtime {
-                if !self.provider_of(&vm).is_alive(&vm.id, h) {
+                if !self.provider_of(vm).is_alive(&vm.id, h) {
                     let _ = self
                         .mark_failed(&vm.id, "the sandbox's processes exited")
                         .await;
@@ -1049,7 +1051,11 @@ impl Service {
     ) -> Result<u64, CoreError> {
         let vm = self.running_vm(account, id).await?;
         self.activity.touch(&vm.id);
-        match self.provider_of(&vm).write_file(&vm.id, path, mode, body).await {
+        match self
+            .provider_of(&vm)
+            .write_file(&vm.id, path, mode, body)
+            .await
+        {
             Ok(n) => Ok(n),
             Err(e) => Err(self.check_gone(&vm, e).await),
         }
@@ -1107,7 +1113,10 @@ impl Service {
         }
         let vm = self.running_vm(account, id).await?;
         self.activity.touch(&vm.id);
-        Ok(self.provider_of(&vm).pty_resize(&vm.id, pty, cols, rows).await?)
+        Ok(self
+            .provider_of(&vm)
+            .pty_resize(&vm.id, pty, cols, rows)
+            .await?)
     }
 
     pub async fn pty_kill(

@@ -157,7 +157,7 @@ impl Service {
         squash_above: Option<usize>,
     ) -> Result<(Image, Option<String>, u64), CoreError> {
         let mut base = self.base_of(vm).await?;
-        let changes = self.provider_of(&vm).changes(&vm.id);
+        let changes = self.provider_of(vm).changes(&vm.id);
         if changes.is_empty() {
             return Err(CoreError::FailedPrecondition(
                 "the VM has no writable layer to capture".into(),
@@ -177,13 +177,13 @@ impl Service {
         }
         let squash = !trees.is_empty();
         trees.extend(changes);
-        self.provider_of(&vm).set_frozen(&vm.id, true).await?;
+        self.provider_of(vm).set_frozen(&vm.id, true).await?;
         let packed = if squash {
             self.images.pack_squashed(&trees).await
         } else {
             self.images.pack_changes(&trees).await
         };
-        if let Err(e) = self.provider_of(&vm).set_frozen(&vm.id, false).await {
+        if let Err(e) = self.provider_of(vm).set_frozen(&vm.id, false).await {
             tracing::error!(vm_id = %vm.id, error = %error_chain(&e), "could not thaw a VM after a snapshot");
         }
         let layer = packed?;

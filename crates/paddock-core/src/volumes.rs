@@ -465,7 +465,9 @@ impl Service {
         }
         for a in &matching {
             if let Some(handle) = vm.runtime {
-                self.provider_of(&vm).detach(vm_id, handle, &a.mount_path).await?;
+                self.provider_of(&vm)
+                    .detach(vm_id, handle, &a.mount_path)
+                    .await?;
             }
             self.store.delete_attachment(vm_id, &a.mount_path).await?;
             self.unmount_if_unused(&source_of(a)).await;

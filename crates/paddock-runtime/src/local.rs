@@ -41,7 +41,9 @@ pub fn is_secret_name(name: &str) -> bool {
 
 /// `vars` without the ones [`is_secret_name`] refuses.
 pub fn scrubbed_env(vars: impl IntoIterator<Item = (String, String)>) -> Vec<(String, String)> {
-    vars.into_iter().filter(|(k, _)| !is_secret_name(k)).collect()
+    vars.into_iter()
+        .filter(|(k, _)| !is_secret_name(k))
+        .collect()
 }
 
 impl LocalProvider {

@@ -14,7 +14,8 @@ use serde_json::{json, Value};
 /// The servers here need no sandbox network: definitions that block the
 /// network need no rules where sandboxes get none, and local sandboxes
 /// use the host's.
-const CONFIG: &str = "[network]\nenabled = false\n[ssh]\nenabled = false\n[providers]\nlocal = true\n";
+const CONFIG: &str =
+    "[network]\nenabled = false\n[ssh]\nenabled = false\n[providers]\nlocal = true\n";
 
 fn dev_token(server: &Server) -> String {
     let out = Command::new(bin())
@@ -23,7 +24,11 @@ fn dev_token(server: &Server) -> String {
         .args(["create", "--dev-token"])
         .output()
         .expect("paddock keys create");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert!(token.starts_with("fabro_dev_"), "{token}");
     token
@@ -64,7 +69,11 @@ impl Defs {
             assert_eq!(r.body["request_id"], id.as_str(), "{}", r.body);
             let first = &r.body["errors"][0];
             assert_eq!(first["status"], r.status.to_string(), "{}", r.body);
-            assert!(first["title"].is_string() && first["detail"].is_string(), "{}", r.body);
+            assert!(
+                first["title"].is_string() && first["detail"].is_string(),
+                "{}",
+                r.body
+            );
         }
         r
     }
@@ -74,7 +83,8 @@ impl Defs {
     }
 
     async fn post(&self, path: &str, body: Value) -> Reply {
-        self.send(self.req(reqwest::Method::POST, path).json(&body)).await
+        self.send(self.req(reqwest::Method::POST, path).json(&body))
+            .await
     }
 
     async fn put(&self, path: &str, if_match: Option<&str>, body: Value) -> Reply {
@@ -95,7 +105,10 @@ impl Defs {
 
     async fn exec(&self, sandbox: &str, command: &str) -> Value {
         let r = self
-            .post(&format!("/sandboxes/{sandbox}/exec"), json!({"command": command}))
+            .post(
+                &format!("/sandboxes/{sandbox}/exec"),
+                json!({"command": command}),
+            )
             .await;
         assert_eq!(r.status, 200, "{}", r.body);
         r.body
@@ -159,7 +172,9 @@ async fn definitions_validate_and_keep_stable_revisions() {
     let d = Defs::new(&server);
 
     // Create: 201, the revision in the body and as a quoted ETag.
-    let r = d.post("/environments", with_id("web", body("container"))).await;
+    let r = d
+        .post("/environments", with_id("web", body("container")))
+        .await;
     assert_eq!(r.status, 201, "{}", r.body);
     let rev = r.body["revision"].as_str().expect("revision").to_owned();
     assert_eq!(rev.len(), 64);
@@ -180,7 +195,9 @@ async fn definitions_validate_and_keep_stable_revisions() {
     assert_eq!(r2.status, 201, "{}", r2.body);
     let r = d.delete("/environments/web2", Some(&etag(&r2))).await;
     assert_eq!(r.status, 204, "{}", r.body);
-    let r3 = d.post("/environments", with_id("web2", body("container"))).await;
+    let r3 = d
+        .post("/environments", with_id("web2", body("container")))
+        .await;
     assert_eq!(r3.body["revision"], r2.body["revision"]);
 
     // Every rule, each with its status and the field it names.
@@ -188,34 +205,258 @@ async fn definitions_validate_and_keep_stable_revisions() {
         (with_id("Bad_Id", body("container")), 400, "id"),
         (with_id(&"a".repeat(64), body("container")), 400, "id"),
         (body("container"), 400, "id"),
-        (with_id("x", set(body("container"), "/provider", json!("kubernetes"))), 422, "provider"),
-        (with_id("x", set(body("docker"), "/image/docker", json!("::not a ref"))), 422, "image.docker"),
-        (with_id("x", set(body("docker"), "/image", json!({"docker": null, "dockerfile": null}))), 422, "image"),
-        (with_id("x", set(body("docker"), "/image", json!({"docker": "busybox", "dockerfile": {"type": "inline", "value": "FROM busybox"}}))), 422, "image"),
-        (with_id("x", set(body("container"), "/image/dockerfile", json!({"type": "path", "value": "./Dockerfile"}))), 422, "image.dockerfile.type"),
-        (with_id("x", set(body("container"), "/image/dockerfile", json!({"type": "inline", "value": "./Dockerfile"}))), 422, "image.dockerfile.value"),
-        (with_id("x", set(body("container"), "/image/dockerfile", json!({"type": "inline", "value": "FROM busybox\nFROBNICATE x\n"}))), 422, "image.dockerfile.value"),
-        (with_id("x", set(body("container"), "/resources/cpu", json!(0))), 422, "resources.cpu"),
-        (with_id("x", set(body("container"), "/resources/cpu", json!("lots"))), 422, "resources.cpu"),
-        (with_id("x", set(body("container"), "/resources/memory", json!("12Q"))), 422, "resources.memory"),
-        (with_id("x", set(body("container"), "/resources/disk", json!("-1Gi"))), 422, "resources.disk"),
-        (with_id("x", set(body("container"), "/network", json!({"allow": ["not a host!"]}))), 422, "network.allow[0]"),
-        (with_id("x", set(body("container"), "/network", json!({"mode": "allow_all", "allow": ["10.0.0.0/8"]}))), 422, "network.allow"),
-        (with_id("x", set(body("container"), "/network", json!({"mode": "cidr_allow_list", "allow": []}))), 422, "network.allow"),
-        (with_id("x", set(body("local"), "/network", json!({"allow": []}))), 422, "network"),
-        (with_id("x", set(body("docker"), "/network", json!({"allow": ["10.0.0.0/8"]}))), 422, "network"),
-        (with_id("x", set(body("container"), "/lifecycle/auto_stop", json!("soon"))), 422, "lifecycle.auto_stop"),
-        (with_id("x", set(body("container"), "/lifecycle/auto_stop", json!("0s"))), 422, "lifecycle.auto_stop"),
-        (with_id("x", set(body("container"), "/volumes", json!([{"id": "vol_nothere", "mount_path": "/data"}]))), 422, "volumes[0].id"),
-        (with_id("x", set(body("container"), "/volumes", json!([{"id": "v", "mount_path": "data"}]))), 422, "volumes[0].mount_path"),
-        (with_id("x", set(body("container"), "/volumes", json!([{"id": "v", "mount_path": "/d", "subpath": "../up"}]))), 422, "volumes[0].subpath"),
-        (with_id("x", set(body("container"), "/volumes", json!([{"id": "v", "mount_path": "/d", "subpath": "/abs"}]))), 422, "volumes[0].subpath"),
-        (with_id("x", set(body("container"), "/labels", json!({"": "x"}))), 422, "labels."),
-        (with_id("x", set(body("container"), "/labels", json!({"a": 1}))), 422, "labels.a"),
-        (with_id("x", set(body("container"), "/env", json!({"1BAD": "x"}))), 422, "env.1BAD"),
-        (with_id("x", set(body("container"), "/env", json!({"HOME_COPY": "{{ env.HOME }}"}))), 422, "env.HOME_COPY"),
-        (with_id("x", set(body("container"), "/cwd", json!("relative"))), 422, "cwd"),
-        (with_id("x", set(body("container"), "/extra", json!(1))), 422, "extra"),
+        (
+            with_id(
+                "x",
+                set(body("container"), "/provider", json!("kubernetes")),
+            ),
+            422,
+            "provider",
+        ),
+        (
+            with_id(
+                "x",
+                set(body("docker"), "/image/docker", json!("::not a ref")),
+            ),
+            422,
+            "image.docker",
+        ),
+        (
+            with_id(
+                "x",
+                set(
+                    body("docker"),
+                    "/image",
+                    json!({"docker": null, "dockerfile": null}),
+                ),
+            ),
+            422,
+            "image",
+        ),
+        (
+            with_id(
+                "x",
+                set(
+                    body("docker"),
+                    "/image",
+                    json!({"docker": "busybox", "dockerfile": {"type": "inline", "value": "FROM busybox"}}),
+                ),
+            ),
+            422,
+            "image",
+        ),
+        (
+            with_id(
+                "x",
+                set(
+                    body("container"),
+                    "/image/dockerfile",
+                    json!({"type": "path", "value": "./Dockerfile"}),
+                ),
+            ),
+            422,
+            "image.dockerfile.type",
+        ),
+        (
+            with_id(
+                "x",
+                set(
+                    body("container"),
+                    "/image/dockerfile",
+                    json!({"type": "inline", "value": "./Dockerfile"}),
+                ),
+            ),
+            422,
+            "image.dockerfile.value",
+        ),
+        (
+            with_id(
+                "x",
+                set(
+                    body("container"),
+                    "/image/dockerfile",
+                    json!({"type": "inline", "value": "FROM busybox\nFROBNICATE x\n"}),
+                ),
+            ),
+            422,
+            "image.dockerfile.value",
+        ),
+        (
+            with_id("x", set(body("container"), "/resources/cpu", json!(0))),
+            422,
+            "resources.cpu",
+        ),
+        (
+            with_id("x", set(body("container"), "/resources/cpu", json!("lots"))),
+            422,
+            "resources.cpu",
+        ),
+        (
+            with_id(
+                "x",
+                set(body("container"), "/resources/memory", json!("12Q")),
+            ),
+            422,
+            "resources.memory",
+        ),
+        (
+            with_id(
+                "x",
+                set(body("container"), "/resources/disk", json!("-1Gi")),
+            ),
+            422,
+            "resources.disk",
+        ),
+        (
+            with_id(
+                "x",
+                set(
+                    body("container"),
+                    "/network",
+                    json!({"allow": ["not a host!"]}),
+                ),
+            ),
+            422,
+            "network.allow[0]",
+        ),
+        (
+            with_id(
+                "x",
+                set(
+                    body("container"),
+                    "/network",
+                    json!({"mode": "allow_all", "allow": ["10.0.0.0/8"]}),
+                ),
+            ),
+            422,
+            "network.allow",
+        ),
+        (
+            with_id(
+                "x",
+                set(
+                    body("container"),
+                    "/network",
+                    json!({"mode": "cidr_allow_list", "allow": []}),
+                ),
+            ),
+            422,
+            "network.allow",
+        ),
+        (
+            with_id("x", set(body("local"), "/network", json!({"allow": []}))),
+            422,
+            "network",
+        ),
+        (
+            with_id(
+                "x",
+                set(body("docker"), "/network", json!({"allow": ["10.0.0.0/8"]})),
+            ),
+            422,
+            "network",
+        ),
+        (
+            with_id(
+                "x",
+                set(body("container"), "/lifecycle/auto_stop", json!("soon")),
+            ),
+            422,
+            "lifecycle.auto_stop",
+        ),
+        (
+            with_id(
+                "x",
+                set(body("container"), "/lifecycle/auto_stop", json!("0s")),
+            ),
+            422,
+            "lifecycle.auto_stop",
+        ),
+        (
+            with_id(
+                "x",
+                set(
+                    body("container"),
+                    "/volumes",
+                    json!([{"id": "vol_nothere", "mount_path": "/data"}]),
+                ),
+            ),
+            422,
+            "volumes[0].id",
+        ),
+        (
+            with_id(
+                "x",
+                set(
+                    body("container"),
+                    "/volumes",
+                    json!([{"id": "v", "mount_path": "data"}]),
+                ),
+            ),
+            422,
+            "volumes[0].mount_path",
+        ),
+        (
+            with_id(
+                "x",
+                set(
+                    body("container"),
+                    "/volumes",
+                    json!([{"id": "v", "mount_path": "/d", "subpath": "../up"}]),
+                ),
+            ),
+            422,
+            "volumes[0].subpath",
+        ),
+        (
+            with_id(
+                "x",
+                set(
+                    body("container"),
+                    "/volumes",
+                    json!([{"id": "v", "mount_path": "/d", "subpath": "/abs"}]),
+                ),
+            ),
+            422,
+            "volumes[0].subpath",
+        ),
+        (
+            with_id("x", set(body("container"), "/labels", json!({"": "x"}))),
+            422,
+            "labels.",
+        ),
+        (
+            with_id("x", set(body("container"), "/labels", json!({"a": 1}))),
+            422,
+            "labels.a",
+        ),
+        (
+            with_id("x", set(body("container"), "/env", json!({"1BAD": "x"}))),
+            422,
+            "env.1BAD",
+        ),
+        (
+            with_id(
+                "x",
+                set(
+                    body("container"),
+                    "/env",
+                    json!({"HOME_COPY": "{{ env.HOME }}"}),
+                ),
+            ),
+            422,
+            "env.HOME_COPY",
+        ),
+        (
+            with_id("x", set(body("container"), "/cwd", json!("relative"))),
+            422,
+            "cwd",
+        ),
+        (
+            with_id("x", set(body("container"), "/extra", json!(1))),
+            422,
+            "extra",
+        ),
     ];
     for (b, status, field) in cases {
         let r = d.post("/environments", b.clone()).await;
@@ -226,7 +467,10 @@ async fn definitions_validate_and_keep_stable_revisions() {
             .iter()
             .filter_map(|e| e["detail"].as_str())
             .collect();
-        assert!(details.iter().any(|m| m.contains(field)), "{field} in {details:?}");
+        assert!(
+            details.iter().any(|m| m.contains(field)),
+            "{field} in {details:?}"
+        );
     }
     // A body missing a required setting names it.
     let mut missing = with_id("x", body("container"));
@@ -241,11 +485,18 @@ async fn definitions_validate_and_keep_stable_revisions() {
                 .body("{not json"),
         )
         .await;
-    assert_eq!((r.status, r.body["errors"][0]["code"].as_str()), (400, Some("invalid_json")));
+    assert_eq!(
+        (r.status, r.body["errors"][0]["code"].as_str()),
+        (400, Some("invalid_json"))
+    );
     // Nothing invalid was stored; the duplicate and the reserved id conflict.
-    let r = d.post("/environments", with_id("web", body("container"))).await;
+    let r = d
+        .post("/environments", with_id("web", body("container")))
+        .await;
     assert_eq!(r.status, 409, "{}", r.body);
-    let r = d.post("/environments", with_id("local", body("local"))).await;
+    let r = d
+        .post("/environments", with_id("local", body("local")))
+        .await;
     assert_eq!(r.status, 409, "{}", r.body);
     let list = d.get("/environments").await;
     let ids: Vec<&str> = list.body["data"]
@@ -263,19 +514,31 @@ async fn definitions_validate_and_keep_stable_revisions() {
     let changed = set(body("container"), "/labels", json!({"team": "data"}));
     let r = d.put("/environments/web", None, changed.clone()).await;
     assert_eq!(r.status, 428, "{}", r.body);
-    let r = d.put("/environments/web", Some("\"nonsense\""), changed.clone()).await;
+    let r = d
+        .put("/environments/web", Some("\"nonsense\""), changed.clone())
+        .await;
     assert_eq!(r.status, 400, "{}", r.body);
     let stale = format!("\"{}\"", "0".repeat(64));
-    let r = d.put("/environments/web", Some(&stale), changed.clone()).await;
+    let r = d
+        .put("/environments/web", Some(&stale), changed.clone())
+        .await;
     assert_eq!(r.status, 409, "{}", r.body);
     let r = d.delete("/environments/web", None).await;
     assert_eq!(r.status, 428, "{}", r.body);
     let r = d.delete("/environments/web", Some(&stale)).await;
     assert_eq!(r.status, 409, "{}", r.body);
     let r = d.get("/environments/web").await;
-    assert_eq!((r.body["revision"].as_str(), &r.body["labels"]["team"]), (Some(rev.as_str()), &json!("infra")), "nothing changed");
+    assert_eq!(
+        (r.body["revision"].as_str(), &r.body["labels"]["team"]),
+        (Some(rev.as_str()), &json!("infra")),
+        "nothing changed"
+    );
     let r = d
-        .put("/environments/web", Some(&format!("\"{rev}\"")), set(changed.clone(), "/resources/memory", json!("1Gi")))
+        .put(
+            "/environments/web",
+            Some(&format!("\"{rev}\"")),
+            set(changed.clone(), "/resources/memory", json!("1Gi")),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let new_rev = r.body["revision"].as_str().expect("revision").to_owned();
@@ -283,19 +546,30 @@ async fn definitions_validate_and_keep_stable_revisions() {
     assert_eq!(etag(&r), format!("\"{new_rev}\""));
     // A bare revision works too; an invalid replacement changes nothing.
     let r = d
-        .put("/environments/web", Some(&new_rev), set(changed.clone(), "/resources/memory", json!("lots")))
+        .put(
+            "/environments/web",
+            Some(&new_rev),
+            set(changed.clone(), "/resources/memory", json!("lots")),
+        )
         .await;
     assert_eq!(r.status, 422, "{}", r.body);
-    let r = d.put("/environments/local", Some(&new_rev), body("local")).await;
+    let r = d
+        .put("/environments/local", Some(&new_rev), body("local"))
+        .await;
     assert_eq!(r.status, 409, "{}", r.body);
-    let r = d.put("/environments/nothere", Some(&new_rev), body("local")).await;
+    let r = d
+        .put("/environments/nothere", Some(&new_rev), body("local"))
+        .await;
     assert_eq!(r.status, 404, "{}", r.body);
 
     // Another account sees none of it; no token is 401.
     let other = server.other_account_key();
     let o = server.client().with_key(None);
     let r = o
-        .send(o.req(reqwest::Method::GET, "/api/v1/environments/web").bearer_auth(&other))
+        .send(
+            o.req(reqwest::Method::GET, "/api/v1/environments/web")
+                .bearer_auth(&other),
+        )
         .await;
     assert_eq!(r.status, 404, "{}", r.body);
     let r = d.c.get("/api/v1/environments").await;
@@ -308,8 +582,13 @@ async fn definitions_validate_and_keep_stable_revisions() {
         token: d.token,
     };
     let r = d.get("/environments/web").await;
-    assert_eq!((r.status, r.body["revision"].as_str()), (200, Some(new_rev.as_str())));
-    let r = d.delete("/environments/web", Some(&format!("\"{new_rev}\""))).await;
+    assert_eq!(
+        (r.status, r.body["revision"].as_str()),
+        (200, Some(new_rev.as_str()))
+    );
+    let r = d
+        .delete("/environments/web", Some(&format!("\"{new_rev}\"")))
+        .await;
     assert_eq!(r.status, 204, "{}", r.body);
     assert_eq!(d.get("/environments/web").await.status, 404);
 }
@@ -318,15 +597,26 @@ async fn definitions_validate_and_keep_stable_revisions() {
 async fn of_racing_writers_exactly_one_wins() {
     let server = Server::start_with_config(CONFIG);
     let d = Defs::new(&server);
-    let r = d.post("/environments", with_id("race", body("container"))).await;
+    let r = d
+        .post("/environments", with_id("race", body("container")))
+        .await;
     let rev = etag(&r);
     let writers = (0..8).map(|i| {
-        let b = set(body("container"), "/labels", json!({"writer": i.to_string()}));
+        let b = set(
+            body("container"),
+            "/labels",
+            json!({"writer": i.to_string()}),
+        );
         d.put("/environments/race", Some(&rev), b)
     });
     let replies = futures::future::join_all(writers).await;
     let winners: Vec<&Reply> = replies.iter().filter(|r| r.status == 200).collect();
-    assert_eq!(winners.len(), 1, "{:?}", replies.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert_eq!(
+        winners.len(),
+        1,
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
     assert!(replies.iter().all(|r| r.status == 200 || r.status == 409));
     let now = d.get("/environments/race").await;
     assert_eq!(now.body, winners[0].body);
@@ -347,10 +637,21 @@ async fn local_sandboxes_run_scrubbed_host_processes_and_resume_preserved_files(
     let b = set(body("local"), "/lifecycle/preserve", json!(true));
     assert_eq!(d.post("/environments", with_id("dev", b)).await.status, 201);
 
-    let r = d.post("/environments/dev/sandboxes", json!({"labels": {"run": "1"}})).await;
+    let r = d
+        .post(
+            "/environments/dev/sandboxes",
+            json!({"labels": {"run": "1"}}),
+        )
+        .await;
     assert_eq!(r.status, 201, "{}", r.body);
-    assert_eq!((r.body["state"].as_str(), r.body["provider"].as_str()), (Some("running"), Some("local")));
-    assert_eq!(r.body["environment_revision"], d.get("/environments/dev").await.body["revision"]);
+    assert_eq!(
+        (r.body["state"].as_str(), r.body["provider"].as_str()),
+        (Some("running"), Some("local"))
+    );
+    assert_eq!(
+        r.body["environment_revision"],
+        d.get("/environments/dev").await.body["revision"]
+    );
     assert_eq!(r.body["labels"], json!({"team": "infra", "run": "1"}));
     let sb = r.body["id"].as_str().expect("id").to_owned();
 
@@ -365,19 +666,29 @@ async fn local_sandboxes_run_scrubbed_host_processes_and_resume_preserved_files(
         .find_map(|l| l.strip_prefix("cwd="))
         .expect("cwd")
         .to_owned();
-    assert!(cwd.starts_with(&server.data_dir().display().to_string()), "{cwd}");
+    assert!(
+        cwd.starts_with(&server.data_dir().display().to_string()),
+        "{cwd}"
+    );
     // It really is the host: its files are the host's.
-    let out = d.exec(&sb, "echo kept > state.txt && cat /proc/1/comm").await;
+    let out = d
+        .exec(&sb, "echo kept > state.txt && cat /proc/1/comm")
+        .await;
     assert_eq!(out["exit_code"], 0, "{out}");
     let r = d
-        .send(d.req(reqwest::Method::GET, &format!("/sandboxes/{sb}/files?path={cwd}/state.txt")))
+        .send(d.req(
+            reqwest::Method::GET,
+            &format!("/sandboxes/{sb}/files?path={cwd}/state.txt"),
+        ))
         .await;
     assert_eq!((r.status, r.body.as_str()), (200, Some("kept\n")));
 
     // Stop keeps the working directory; start resumes on it.
     let r = d.post(&format!("/sandboxes/{sb}/stop"), json!({})).await;
     assert_eq!(r.body["state"], "stopped", "{}", r.body);
-    let r = d.post(&format!("/sandboxes/{sb}/exec"), json!({"command": "true"})).await;
+    let r = d
+        .post(&format!("/sandboxes/{sb}/exec"), json!({"command": "true"}))
+        .await;
     assert_eq!(r.status, 409, "{}", r.body);
     let r = d.post(&format!("/sandboxes/{sb}/start"), json!({})).await;
     assert_eq!(r.body["state"], "running", "{}", r.body);
@@ -387,17 +698,42 @@ async fn local_sandboxes_run_scrubbed_host_processes_and_resume_preserved_files(
     let r = d.get("/environments/dev/sandboxes").await;
     assert_eq!(r.body["data"][0]["id"], sb.as_str());
     assert_eq!(d.get("/sandboxes").await.body["meta"]["total"], 1);
-    assert_eq!(d.get("/environments/local/sandboxes").await.body["meta"]["total"], 0);
-    let r = d.send(d.req(reqwest::Method::DELETE, &format!("/sandboxes/{sb}"))).await;
+    assert_eq!(
+        d.get("/environments/local/sandboxes").await.body["meta"]["total"],
+        0
+    );
+    let r = d
+        .send(d.req(reqwest::Method::DELETE, &format!("/sandboxes/{sb}")))
+        .await;
     assert_eq!(r.status, 204, "{}", r.body);
-    assert_eq!(d.get(&format!("/sandboxes/{sb}")).await.body["state"], "deleted");
-    assert!(!std::path::Path::new(&cwd).exists(), "the working directory is gone");
+    assert_eq!(
+        d.get(&format!("/sandboxes/{sb}")).await.body["state"],
+        "deleted"
+    );
+    assert!(
+        !std::path::Path::new(&cwd).exists(),
+        "the working directory is gone"
+    );
 
     // Providers that cannot launch here say so.
-    let daytona = set(body("daytona"), "/image/docker", json!("buildpack-deps:noble"));
-    assert_eq!(d.post("/environments", with_id("remote", daytona)).await.status, 201);
+    let daytona = set(
+        body("daytona"),
+        "/image/docker",
+        json!("buildpack-deps:noble"),
+    );
+    assert_eq!(
+        d.post("/environments", with_id("remote", daytona))
+            .await
+            .status,
+        201
+    );
     let r = d.post("/environments/remote/sandboxes", json!({})).await;
-    assert_eq!((r.status, r.body["errors"][0]["code"].as_str()), (409, Some("provider_unavailable")), "{}", r.body);
+    assert_eq!(
+        (r.status, r.body["errors"][0]["code"].as_str()),
+        (409, Some("provider_unavailable")),
+        "{}",
+        r.body
+    );
     let r = d.post("/environments/nothere/sandboxes", json!({})).await;
     assert_eq!(r.status, 404, "{}", r.body);
 }
@@ -408,17 +744,27 @@ async fn container_sandboxes_stop_on_terminal_and_idle_and_discard_unless_preser
     let d = Defs::new(&server);
     let c = server.client();
     let vol = c
-        .post("/v1/volumes", json!({"name": "shared", "quota_bytes": 64u64 << 20}))
+        .post(
+            "/v1/volumes",
+            json!({"name": "shared", "quota_bytes": 64u64 << 20}),
+        )
         .await;
     assert_eq!(vol.status, 200, "{}", vol.body);
     let vol = vol.body["id"].as_str().expect("id").to_owned();
 
     // stop_on_terminal: the main command's end stops the sandbox.
-    let b = set(body("container"), "/lifecycle/stop_on_terminal", json!(true));
+    let b = set(
+        body("container"),
+        "/lifecycle/stop_on_terminal",
+        json!(true),
+    );
     let b = set(b, "/network", json!({"allow": []}));
     assert_eq!(d.post("/environments", with_id("job", b)).await.status, 201);
     let r = d
-        .post("/environments/job/sandboxes", json!({"command": "echo $GREETING from main; sleep 0.5"}))
+        .post(
+            "/environments/job/sandboxes",
+            json!({"command": "echo $GREETING from main; sleep 0.5"}),
+        )
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(r.body["provider"], "container");
@@ -430,7 +776,10 @@ async fn container_sandboxes_stop_on_terminal_and_idle_and_discard_unless_preser
 
     // auto_stop: idle that long, it stops; use keeps it running.
     let b = set(body("container"), "/lifecycle/auto_stop", json!("2s"));
-    assert_eq!(d.post("/environments", with_id("idle", b)).await.status, 201);
+    assert_eq!(
+        d.post("/environments", with_id("idle", b)).await.status,
+        201
+    );
     let r = d.post("/environments/idle/sandboxes", json!({})).await;
     assert_eq!(r.status, 201, "{}", r.body);
     let sb = r.body["id"].as_str().expect("id").to_owned();
@@ -439,30 +788,65 @@ async fn container_sandboxes_stop_on_terminal_and_idle_and_discard_unless_preser
         d.exec(&sb, "true").await;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert_eq!(d.get(&format!("/sandboxes/{sb}")).await.body["state"], "running");
+    assert_eq!(
+        d.get(&format!("/sandboxes/{sb}")).await.body["state"],
+        "running"
+    );
     let idle = d.wait_state(&sb, "stopped", Duration::from_secs(15)).await;
-    assert_eq!(idle["state_reason"], "stopped after its auto_stop idle time");
+    assert_eq!(
+        idle["state_reason"],
+        "stopped after its auto_stop idle time"
+    );
 
     // Without preserve a restart begins from the image again; with it the
     // files stay. The volume's subpath is the same directory either way.
     for preserve in [false, true] {
         let id = format!("keep-{preserve}");
         let b = set(body("container"), "/lifecycle/preserve", json!(preserve));
-        let b = set(b, "/volumes", json!([{"id": vol, "mount_path": "/work", "subpath": "projects/a"}]));
-        assert_eq!(d.post("/environments", with_id(&id, b)).await.status, 201, "{id}");
-        let r = d.post(&format!("/environments/{id}/sandboxes"), json!({})).await;
+        let b = set(
+            b,
+            "/volumes",
+            json!([{"id": vol, "mount_path": "/work", "subpath": "projects/a"}]),
+        );
+        assert_eq!(
+            d.post("/environments", with_id(&id, b)).await.status,
+            201,
+            "{id}"
+        );
+        let r = d
+            .post(&format!("/environments/{id}/sandboxes"), json!({}))
+            .await;
         assert_eq!(r.status, 201, "{}", r.body);
         let sb = r.body["id"].as_str().expect("id").to_owned();
         let out = d
             .exec(&sb, &format!("echo {preserve} > /root/state && echo {preserve} >> /work/log && cat /work/log"))
             .await;
         assert_eq!(out["exit_code"], 0, "{out}");
-        assert_eq!(d.post(&format!("/sandboxes/{sb}/stop"), json!({})).await.body["state"], "stopped");
-        assert_eq!(d.post(&format!("/sandboxes/{sb}/start"), json!({})).await.body["state"], "running");
+        assert_eq!(
+            d.post(&format!("/sandboxes/{sb}/stop"), json!({}))
+                .await
+                .body["state"],
+            "stopped"
+        );
+        assert_eq!(
+            d.post(&format!("/sandboxes/{sb}/start"), json!({}))
+                .await
+                .body["state"],
+            "running"
+        );
         let out = d.exec(&sb, "cat /root/state; cat /work/log").await;
-        let expected = if preserve { "true\nfalse\ntrue\n" } else { "false\n" };
+        let expected = if preserve {
+            "true\nfalse\ntrue\n"
+        } else {
+            "false\n"
+        };
         assert_eq!(out["stdout"], expected, "preserve={preserve}: {out}");
-        let r = d.send(d.req(reqwest::Method::DELETE, &format!("/environments/{id}/sandboxes/{sb}"))).await;
+        let r = d
+            .send(d.req(
+                reqwest::Method::DELETE,
+                &format!("/environments/{id}/sandboxes/{sb}"),
+            ))
+            .await;
         assert_eq!(r.status, 204, "{}", r.body);
     }
     // The subpath is a directory of the volume, seen from a plain VM too.
@@ -470,7 +854,10 @@ async fn container_sandboxes_stop_on_terminal_and_idle_and_discard_unless_preser
         .create_vm(json!({"volumes": [{"volume_id": vol, "mount_path": "/v"}]}))
         .await;
     let (out, _, _) = c
-        .exec(vm["vm_id"].as_str().expect("vm_id"), "cat /v/projects/a/log")
+        .exec(
+            vm["vm_id"].as_str().expect("vm_id"),
+            "cat /v/projects/a/log",
+        )
         .await;
     assert_eq!(out, "false\ntrue\n");
 }

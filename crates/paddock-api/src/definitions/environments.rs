@@ -72,7 +72,10 @@ pub(super) async fn list(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, DefError> {
     let Query(q) = query.map_err(|e| {
-        DefError::bad_request("invalid_query", format!("limit and offset must be numbers: {e}"))
+        DefError::bad_request(
+            "invalid_query",
+            format!("limit and offset must be numbers: {e}"),
+        )
     })?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let offset = q.offset.unwrap_or(0);
@@ -123,7 +126,9 @@ pub(super) async fn replace(
     paddock_core::definitions::validate_definition_id(&id)
         .map_err(|v| DefError::bad_request("invalid_id", v.to_string()))?;
     if id != paddock_core::definitions::LOCAL_DEFINITION_ID {
-        let raw = expected.as_deref().ok_or(paddock_core::definitions::DefinitionError::RevisionRequired)?;
+        let raw = expected
+            .as_deref()
+            .ok_or(paddock_core::definitions::DefinitionError::RevisionRequired)?;
         paddock_core::definitions::parse_if_match(raw)
             .ok_or(paddock_core::definitions::DefinitionError::RevisionMalformed)?;
     }

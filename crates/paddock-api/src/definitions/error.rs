@@ -31,7 +31,11 @@ impl DefError {
     }
 
     pub fn unprocessable(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", detail)
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            detail,
+        )
     }
 }
 
@@ -89,7 +93,9 @@ impl From<DefinitionError> for DefError {
                 "precondition_required",
                 e.to_string(),
             ),
-            DefinitionError::RevisionMalformed => Self::bad_request("invalid_revision", e.to_string()),
+            DefinitionError::RevisionMalformed => {
+                Self::bad_request("invalid_revision", e.to_string())
+            }
             DefinitionError::RevisionMismatch { .. } => {
                 Self::new(StatusCode::CONFLICT, "revision_mismatch", e.to_string())
             }
@@ -123,7 +129,9 @@ impl From<CoreError> for DefError {
                 "unauthorized",
                 "send Authorization: Bearer with a dev token or an API key",
             ),
-            CoreError::Unavailable(m) => Self::new(S::SERVICE_UNAVAILABLE, "unavailable", m.clone()),
+            CoreError::Unavailable(m) => {
+                Self::new(S::SERVICE_UNAVAILABLE, "unavailable", m.clone())
+            }
             CoreError::Upstream(m) => Self::new(S::BAD_GATEWAY, "upstream_failed", m.clone()),
             CoreError::Runtime(r) => runtime(r, &e),
             CoreError::Store(_) => internal(&e),
@@ -140,7 +148,9 @@ fn runtime(r: &RuntimeError, whole: &CoreError) -> DefError {
         RuntimeError::IsADirectory(_)
         | RuntimeError::NotADirectory(_)
         | RuntimeError::Invalid(_) => DefError::bad_request("invalid_request", r.to_string()),
-        RuntimeError::PermissionDenied(_) => DefError::new(S::FORBIDDEN, "forbidden", r.to_string()),
+        RuntimeError::PermissionDenied(_) => {
+            DefError::new(S::FORBIDDEN, "forbidden", r.to_string())
+        }
         RuntimeError::SandboxGone => {
             DefError::new(S::CONFLICT, "sandbox_not_running", r.to_string())
         }

@@ -49,7 +49,10 @@ pub fn router() -> Router<AppState> {
             get(sandboxes::retrieve).delete(sandboxes::delete),
         )
         .route("/api/v1/sandboxes/{sandbox_id}/stop", post(sandboxes::stop))
-        .route("/api/v1/sandboxes/{sandbox_id}/start", post(sandboxes::start))
+        .route(
+            "/api/v1/sandboxes/{sandbox_id}/start",
+            post(sandboxes::start),
+        )
         .route("/api/v1/sandboxes/{sandbox_id}/exec", post(sandboxes::exec))
         .route(
             "/api/v1/sandboxes/{sandbox_id}/files",
@@ -106,6 +109,7 @@ pub(crate) fn json_value(bytes: &[u8]) -> Result<serde_json::Value, DefError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(serde_json::Value::Object(Default::default()));
     }
-    serde_json::from_slice(bytes)
-        .map_err(|e| DefError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| {
+        DefError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+    })
 }

@@ -136,7 +136,9 @@ pub(super) async fn list(
     State(state): State<AppState>,
     Caller(account): Caller,
 ) -> Result<Json<serde_json::Value>, DefError> {
-    Ok(page(state.service.launched_sandboxes(&account, None).await?))
+    Ok(page(
+        state.service.launched_sandboxes(&account, None).await?,
+    ))
 }
 
 pub(super) async fn list_of_environment(
@@ -145,7 +147,12 @@ pub(super) async fn list_of_environment(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, DefError> {
     state.service.get_definition(&account, &id).await?;
-    Ok(page(state.service.launched_sandboxes(&account, Some(&id)).await?))
+    Ok(page(
+        state
+            .service
+            .launched_sandboxes(&account, Some(&id))
+            .await?,
+    ))
 }
 
 /// The sandbox, when it belongs to definition `env` (if given).
@@ -157,9 +164,18 @@ async fn find(
 ) -> Result<SandboxView, DefError> {
     let id = sandbox_id(raw)?;
     let view = state.service.launched_sandbox(account, &id).await?;
-    let of_env = view.vm.options.launch.as_ref().map(|l| l.definition_id.as_str());
+    let of_env = view
+        .vm
+        .options
+        .launch
+        .as_ref()
+        .map(|l| l.definition_id.as_str());
     if env.is_some() && of_env != env {
-        return Err(DefError::new(StatusCode::NOT_FOUND, "not_found", "sandbox not found"));
+        return Err(DefError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "sandbox not found",
+        ));
     }
     Ok(view)
 }
@@ -177,7 +193,9 @@ pub(super) async fn retrieve_of_environment(
     Caller(account): Caller,
     Path((env, raw)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, DefError> {
-    Ok(Json(render(&find(&state, &account, &raw, Some(&env)).await?)))
+    Ok(Json(render(
+        &find(&state, &account, &raw, Some(&env)).await?,
+    )))
 }
 
 pub(super) async fn delete(
@@ -214,7 +232,10 @@ pub(super) async fn stop(
     let view = find(&state, &account, &raw, None).await?;
     state.service.stop_vm(&account, &view.vm.id).await?;
     Ok(Json(render(
-        &state.service.launched_sandbox(&account, &view.vm.id).await?,
+        &state
+            .service
+            .launched_sandbox(&account, &view.vm.id)
+            .await?,
     )))
 }
 
@@ -226,7 +247,10 @@ pub(super) async fn start(
     let view = find(&state, &account, &raw, None).await?;
     state.service.start_vm(&account, &view.vm.id, true).await?;
     Ok(Json(render(
-        &state.service.launched_sandbox(&account, &view.vm.id).await?,
+        &state
+            .service
+            .launched_sandbox(&account, &view.vm.id)
+            .await?,
     )))
 }
 
@@ -345,5 +369,7 @@ pub(super) async fn write_file(
         .service
         .write_file(&account, &view.vm.id, &path, None, Box::pin(stream))
         .await?;
-    Ok(Json(serde_json::json!({"path": path.as_str(), "bytes": size})))
+    Ok(Json(
+        serde_json::json!({"path": path.as_str(), "bytes": size}),
+    ))
 }

@@ -17,8 +17,8 @@ use sha2::{Digest, Sha256};
 pub use quantity::{parse_bytes, parse_duration, parse_quantity};
 pub use sandboxes::{LaunchRequest, SandboxView};
 pub use spec::{
-    Definition, DefinitionSpec, DockerfileSource, ImageSettings, LifecycleSettings,
-    NetworkMode, NetworkSettings, ProviderKind, ResourceSettings, VolumeSettings,
+    Definition, DefinitionSpec, DockerfileSource, ImageSettings, LifecycleSettings, NetworkMode,
+    NetworkSettings, ProviderKind, ResourceSettings, VolumeSettings,
 };
 pub use validate::{network_mode, validate_definition_id, Violation};
 
@@ -312,10 +312,7 @@ impl Service {
 
     /// Checks the preconditions shared by replace and delete: the id is
     /// writable and `If-Match` is present and well formed.
-    fn write_preconditions(
-        id: &str,
-        if_match: Option<&str>,
-    ) -> Result<IfMatch, DefinitionError> {
+    fn write_preconditions(id: &str, if_match: Option<&str>) -> Result<IfMatch, DefinitionError> {
         validate_definition_id(id).map_err(|v| DefinitionError::Invalid(vec![v]))?;
         if id == LOCAL_DEFINITION_ID {
             return Err(DefinitionError::Reserved);
@@ -324,11 +321,16 @@ impl Service {
         parse_if_match(raw).ok_or(DefinitionError::RevisionMalformed)
     }
 
-    fn check_revision(expected: &IfMatch, stored: &StoredDefinition) -> Result<(), DefinitionError> {
+    fn check_revision(
+        expected: &IfMatch,
+        stored: &StoredDefinition,
+    ) -> Result<(), DefinitionError> {
         match expected {
-            IfMatch::Revision(r) if *r != stored.revision => Err(DefinitionError::RevisionMismatch {
-                current: stored.revision.clone(),
-            }),
+            IfMatch::Revision(r) if *r != stored.revision => {
+                Err(DefinitionError::RevisionMismatch {
+                    current: stored.revision.clone(),
+                })
+            }
             _ => Ok(()),
         }
     }

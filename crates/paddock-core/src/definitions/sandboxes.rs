@@ -96,22 +96,31 @@ impl Service {
         let def = self.get_definition(account, definition_id).await?;
         let name = provider_name(def.spec.provider);
         if self.provider_named(name).is_none() {
-            return Err(DefinitionError::ProviderUnavailable(match def.spec.provider {
-                ProviderKind::Daytona => "launching a daytona sandbox needs a Daytona endpoint, \
+            return Err(DefinitionError::ProviderUnavailable(
+                match def.spec.provider {
+                    ProviderKind::Daytona => {
+                        "launching a daytona sandbox needs a Daytona endpoint, \
                                           and this server has none configured"
-                    .into(),
-                _ => format!("the {name} provider is not enabled on this server"),
-            }));
+                            .into()
+                    }
+                    _ => format!("the {name} provider is not enabled on this server"),
+                },
+            ));
         }
         if let Some(bad) = request.command.first().filter(|c| c.is_empty()) {
-            return Err(invalid("command", format!("{bad:?}: the program must not be empty")));
+            return Err(invalid(
+                "command",
+                format!("{bad:?}: the program must not be empty"),
+            ));
         }
         let spec = self.launch_spec(account, &def, name, &request).await?;
         let vm = self.create_vm(account, spec, true).await?;
         if vm.status != VmStatus::Running || request.command.is_empty() {
             return Ok(SandboxView { vm, main: None });
         }
-        let main = self.start_main_command(account, &vm, request.command).await?;
+        let main = self
+            .start_main_command(account, &vm, request.command)
+            .await?;
         let vm = self.get_vm(account, &vm.id).await?;
         Ok(SandboxView {
             vm,
@@ -156,8 +165,8 @@ impl Service {
             .map(|b| b.div_ceil(MIB) as i64);
         let resources = Resources::new(memory_mb, vcpu, &self.config.limits)
             .map_err(|e| invalid("resources", e.to_string()))?;
-        let env = Env::new(s.env.clone())
-            .map_err(|e| invalid(&format!("env.{}", e.name), e.reason))?;
+        let env =
+            Env::new(s.env.clone()).map_err(|e| invalid(&format!("env.{}", e.name), e.reason))?;
         let mut labels = s.labels.clone();
         labels.extend(request.labels.clone());
         let metadata = labels
@@ -166,10 +175,9 @@ impl Service {
             .collect();
         let mut volumes = Vec::new();
         for (i, v) in s.volumes.iter().enumerate() {
-            let volume_id = v
-                .id
-                .parse::<VolumeId>()
-                .map_err(|_| invalid(&format!("volumes[{i}].id"), "no such volume"))?;
+            let volume_id =
+                v.id.parse::<VolumeId>()
+                    .map_err(|_| invalid(&format!("volumes[{i}].id"), "no such volume"))?;
             volumes.push(MountRequest {
                 volume_id,
                 mount_path: v.mount_path.clone(),
@@ -364,7 +372,7 @@ impl Service {
             }
             out.push(self.sandbox_view(account, vm).await?);
         }
-        out.sort_by(|a, b| b.vm.created_at.cmp(&a.vm.created_at));
+        out.sort_by_key(|v| std::cmp::Reverse(v.vm.created_at));
         Ok(out)
     }
 

@@ -50,11 +50,13 @@ pub fn validate_definition_id(id: &str) -> Result<(), Violation> {
 
 /// The network mode a definition's `network` means.
 pub fn network_mode(spec: &DefinitionSpec) -> NetworkMode {
-    spec.network.mode.unwrap_or(if spec.network.allow.is_empty() {
-        NetworkMode::Block
-    } else {
-        NetworkMode::CidrAllowList
-    })
+    spec.network
+        .mode
+        .unwrap_or(if spec.network.allow.is_empty() {
+            NetworkMode::Block
+        } else {
+            NetworkMode::CidrAllowList
+        })
 }
 
 /// Checks everything that needs no store: `is_reference` says whether a
@@ -146,7 +148,13 @@ fn image(spec: &DefinitionSpec, is_reference: &dyn Fn(&str) -> bool, out: &mut V
                 "image.dockerfile.value",
                 "must hold the Dockerfile's text",
             ));
-        } else if !d.value.contains('\n') && !d.value.trim_start().to_ascii_uppercase().starts_with("FROM") {
+        } else if !d.value.contains('\n')
+            && !d
+                .value
+                .trim_start()
+                .to_ascii_uppercase()
+                .starts_with("FROM")
+        {
             out.push(Violation::new(
                 "image.dockerfile.value",
                 "must be the Dockerfile's text, not a path to one",
@@ -197,9 +205,12 @@ fn network(spec: &DefinitionSpec, out: &mut Vec<Violation>) {
     }
     let mode = network_mode(spec);
     match mode {
-        NetworkMode::AllowAll | NetworkMode::Block if !n.allow.is_empty() => out.push(
-            Violation::new("network.allow", "must be empty unless mode is cidr_allow_list"),
-        ),
+        NetworkMode::AllowAll | NetworkMode::Block if !n.allow.is_empty() => {
+            out.push(Violation::new(
+                "network.allow",
+                "must be empty unless mode is cidr_allow_list",
+            ))
+        }
         NetworkMode::CidrAllowList if n.allow.is_empty() => out.push(Violation::new(
             "network.allow",
             "cidr_allow_list needs at least one entry",
@@ -239,7 +250,10 @@ fn volumes(spec: &DefinitionSpec, out: &mut Vec<Violation>) {
             }
         }
         if v.id.is_empty() {
-            out.push(Violation::new(format!("volumes[{i}].id"), "must not be empty"));
+            out.push(Violation::new(
+                format!("volumes[{i}].id"),
+                "must not be empty",
+            ));
         }
     }
 }

@@ -119,4 +119,3 @@ impl Service {
         self.recover_batch_jobs().await
     }
 }
-

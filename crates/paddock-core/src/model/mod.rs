@@ -15,7 +15,8 @@ mod vm;
 mod volume;
 
 pub use account::{
-    validate_email, Account, ApiKey, ApiKeySecret, KeyKind, NewApiKey, Principal, DEFAULT_USER_EMAIL,
+    validate_email, Account, ApiKey, ApiKeySecret, KeyKind, NewApiKey, Principal,
+    DEFAULT_USER_EMAIL,
 };
 pub use domain::{validate_domain, CustomDomain, DnsCredentials, DomainStatus, DNS_PROVIDERS};
 pub use egress::{
@@ -32,8 +33,8 @@ pub use snapshot::{Snapshot, SnapshotKind, SnapshotStatus};
 pub use ssh_key::{parse_ssh_key, ParsedSshKey, SshKey};
 pub use vault::{Credential, Sealed, SecretValue, Vault};
 pub use vm::{
-    Env, EnvError, EnvStatus, Launch, Metadata, RuntimeHandle, Vm, VmFilter, VmOptions, VmPatch, VmSpec,
-    VmStatus, VmStatusSet,
+    Env, EnvError, EnvStatus, Launch, Metadata, RuntimeHandle, Vm, VmFilter, VmOptions, VmPatch,
+    VmSpec, VmStatus, VmStatusSet,
 };
 pub use volume::{validate_mount_path, Attachment, Checkpoint, MountMode, MountRequest, Volume};
 

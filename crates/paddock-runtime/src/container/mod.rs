@@ -261,7 +261,15 @@ impl ContainerProvider {
         let run = self.run_dir(&vm.id);
         let work = run.join("work");
         fs::create_dir_all(&work).map_err(host_err(work.display().to_string()))?;
-        match self.boot_on_host(vm, &run, env, cwd.unwrap_or_else(|| work.display().to_string())).await {
+        match self
+            .boot_on_host(
+                vm,
+                &run,
+                env,
+                cwd.unwrap_or_else(|| work.display().to_string()),
+            )
+            .await
+        {
             Ok(handle) => Ok(handle),
             Err(e) => {
                 if let Err(cleanup) = teardown(
@@ -412,8 +420,7 @@ impl Provider for ContainerProvider {
                     vm.id.as_str(),
                     None,
                     Keep::Nothing,
-                )
-                {
+                ) {
                     tracing::error!(vm_id = %vm.id, error = %cleanup, "cleanup after a failed boot failed");
                 }
                 Err(e)

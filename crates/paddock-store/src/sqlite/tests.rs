@@ -68,6 +68,15 @@ fn vm(account: &AccountId, session: &SessionId) -> Vm {
                 .expect("valid policy"),
             ),
             gpus: vec![0, 2],
+            launch: Some(paddock_core::model::Launch {
+                definition_id: "web".into(),
+                revision: "ab".repeat(32),
+                preserve: true,
+                idle_stop_seconds: Some(1800),
+                command: vec!["make".into()],
+                labels: [("team".to_owned(), "infra".to_owned())].into(),
+                ..Default::default()
+            }),
         },
         network: Some(paddock_core::network_backend::VmNetwork {
             address: "10.88.0.7".parse().expect("ip"),
