@@ -11,8 +11,9 @@ export DEBIAN_FRONTEND=noninteractive
 # loop-mounts them); nftables enforces VMs' egress policies; knot and
 # knot-dnsutils (kdig) are the network tests' DNS server for the outside
 # zone and for custom domains' dynamic updates; openssh-client logs in
-# through the SSH gateway in the gateway tests.
-packages=(python3 python3-venv procps iproute2 util-linux coreutils bash ca-certificates docker-registry busybox-static e2fsprogs nftables knot knot-dnsutils openssh-client)
+# through the SSH gateway in the gateway tests; docker.io is the real
+# engine (dockerd, the docker CLI) the docker provider's tests start.
+packages=(python3 python3-venv procps iproute2 util-linux coreutils bash ca-certificates docker-registry busybox-static e2fsprogs nftables knot knot-dnsutils openssh-client docker.io)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -7,6 +7,7 @@
 
 pub mod agent_client;
 pub mod container;
+pub mod docker;
 pub mod gpu;
 pub mod local;
 pub mod volumes;

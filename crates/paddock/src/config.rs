@@ -64,6 +64,9 @@ pub struct ProvidersSection {
     /// The `local` provider: commands as host processes, with no
     /// isolation. Off unless an operator opts in.
     pub local: bool,
+    /// The `docker` provider's engine (`unix:///run/docker.sock`); off
+    /// when unset.
+    pub docker: Option<String>,
 }
 
 /// `[ssh]`: the SSH gateway to connected dev environments.

@@ -861,3 +861,81 @@ async fn container_sandboxes_stop_on_terminal_and_idle_and_discard_unless_preser
         .await;
     assert_eq!(out, "false\ntrue\n");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn docker_sandboxes_run_in_a_real_engine() {
+    let engine = common::docker::DockerEngine::start();
+    let root = common::registry::busybox_base()
+        .symlink("bin/mkdir", "busybox")
+        .symlink("bin/env", "busybox")
+        .bytes();
+    engine.import(&root, "paddock-test/busybox:1");
+    let server = Server::start_with_config(&format!("{CONFIG}docker = {:?}\n", engine.host()));
+    let d = Defs::new(&server);
+
+    let b = set(body("docker"), "/image/docker", json!("paddock-test/busybox:1"));
+    let b = set(b, "/network", json!({"allow": []}));
+    let b = set(b, "/lifecycle/preserve", json!(true));
+    assert_eq!(d.post("/environments", with_id("engine", b.clone())).await.status, 201);
+    let r = d.post("/environments/engine/sandboxes", json!({})).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!((r.body["state"].as_str(), r.body["provider"].as_str()), (Some("running"), Some("docker")), "{}", r.body);
+    let sb = r.body["id"].as_str().expect("id").to_owned();
+    assert!(engine.containers().iter().any(|c| c.ends_with(&sb)), "{:?}", engine.containers());
+
+    // Commands run in the engine's container, with the definition's
+    // environment and no network but loopback.
+    let out = d.exec(&sb, "echo $GREETING; cat /proc/net/dev; echo oops >&2; exit 3").await;
+    assert_eq!(out["exit_code"], 3, "{out}");
+    assert_eq!(out["stderr"], "oops\n");
+    let stdout = out["stdout"].as_str().expect("stdout");
+    assert!(stdout.starts_with("hello\n"), "{stdout}");
+    assert!(stdout.contains("lo:") && !stdout.contains("eth0"), "{stdout}");
+    let r = d
+        .post(&format!("/sandboxes/{sb}/exec"), json!({"command": ["sleep", "30"], "timeout_seconds": 1}))
+        .await;
+    assert_eq!(r.body["timed_out"], true, "{}", r.body);
+
+    // Files go in and out through the engine's archives.
+    let r = d
+        .send(d.req(reqwest::Method::PUT, &format!("/sandboxes/{sb}/files?path=/work/sub/notes.txt")).body("from the api"))
+        .await;
+    assert_eq!((r.status, &r.body["bytes"]), (200, &json!(12)), "{}", r.body);
+    let r = d.get(&format!("/sandboxes/{sb}/files?path=/work/sub/notes.txt")).await;
+    assert_eq!(r.body, "from the api");
+    let r = d.get(&format!("/sandboxes/{sb}/files?path=/work")).await;
+    assert_eq!(r.body["entries"], json!(["sub"]));
+    let r = d.get(&format!("/sandboxes/{sb}/files?path=/nothere")).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(d.exec(&sb, "cat /work/sub/notes.txt").await["stdout"], "from the api");
+
+    // A preserving stop keeps the container; start resumes it.
+    assert_eq!(d.post(&format!("/sandboxes/{sb}/stop"), json!({})).await.body["state"], "stopped");
+    assert!(engine.containers().iter().any(|c| c.ends_with(&sb)));
+    assert_eq!(d.post(&format!("/sandboxes/{sb}/start"), json!({})).await.body["state"], "running");
+    assert_eq!(d.exec(&sb, "cat /work/sub/notes.txt").await["stdout"], "from the api");
+    let r = d.send(d.req(reqwest::Method::DELETE, &format!("/sandboxes/{sb}"))).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert!(!engine.containers().iter().any(|c| c.ends_with(&sb)), "removed");
+
+    // Without preserve, a stop removes the container: the next start is
+    // a fresh one from the image.
+    let fresh = set(b.clone(), "/lifecycle/preserve", json!(false));
+    assert_eq!(d.post("/environments", with_id("fresh", fresh)).await.status, 201);
+    let sb = d.post("/environments/fresh/sandboxes", json!({})).await.body["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    d.exec(&sb, "echo x > /root/mark").await;
+    d.post(&format!("/sandboxes/{sb}/stop"), json!({})).await;
+    assert!(!engine.containers().iter().any(|c| c.ends_with(&sb)));
+    d.post(&format!("/sandboxes/{sb}/start"), json!({})).await;
+    assert_eq!(d.exec(&sb, "cat /root/mark").await["exit_code"], 1);
+
+    // An image the engine lacks fails the launch with a reason.
+    let missing = set(b, "/image/docker", json!("paddock-test/absent:1"));
+    assert_eq!(d.post("/environments", with_id("absent", missing)).await.status, 201);
+    let r = d.post("/environments/absent/sandboxes", json!({})).await;
+    assert_eq!(r.body["state"], "failed", "{}", r.body);
+    assert!(r.body["state_reason"].as_str().unwrap_or_default().contains("no image"), "{}", r.body);
+}

@@ -224,6 +224,7 @@ impl Service {
                     labels,
                     stopped_at: None,
                     cwd: s.cwd.clone(),
+                    network_allowed: super::network_mode(s) != NetworkMode::Block,
                 }),
                 ..VmOptions::default()
             },

@@ -234,6 +234,19 @@ fn network(spec: &DefinitionSpec, out: &mut Vec<Violation>) {
 }
 
 fn volumes(spec: &DefinitionSpec, out: &mut Vec<Violation>) {
+    if !spec.volumes.is_empty() {
+        match spec.provider {
+            ProviderKind::Local => out.push(Violation::new(
+                "volumes",
+                "local sandboxes share the host's filesystem and cannot mount volumes",
+            )),
+            ProviderKind::Docker => out.push(Violation::new(
+                "volumes",
+                "the docker provider cannot mount paddock volumes",
+            )),
+            ProviderKind::Container | ProviderKind::Daytona => {}
+        }
+    }
     let mut seen = std::collections::BTreeSet::new();
     for (i, v) in spec.volumes.iter().enumerate() {
         match validate_mount_path(&v.mount_path) {

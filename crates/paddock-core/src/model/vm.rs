@@ -251,6 +251,10 @@ pub struct Launch {
     /// The working directory of commands (the `local` provider's).
     #[serde(default)]
     pub cwd: Option<String>,
+    /// Whether the sandbox may reach any network, for providers with
+    /// networks of their own (a Docker engine's `none` network when not).
+    #[serde(default)]
+    pub network_allowed: bool,
 }
 
 /// How the server finds a running sandbox again after a restart: its PID 1

@@ -3,6 +3,7 @@
 //! client for it. Dropping the server kills it and every sandbox it made.
 #![allow(dead_code)]
 
+pub mod docker;
 pub mod internet;
 pub mod registry;
 pub mod token;

@@ -1,0 +1,140 @@
+//! A command in a Docker sandbox: `docker exec` with its output streamed
+//! back as exec events, stdin written up front or as it comes, and the
+//! deadline enforced by killing the exec's process (the engine has no
+//! call for that; it runs on this host, so its pid is a host pid).
+
+use std::time::{Duration, Instant};
+
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::Docker;
+use futures::StreamExt;
+use paddock_core::exec::{ExecEvent, ExecRequest, ExecStream, ExitStatus};
+use paddock_core::RuntimeError;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use super::{engine_err, is_not_found};
+
+pub(super) async fn run(
+    docker: &Docker,
+    container: &str,
+    staged: Vec<(String, String)>,
+    request: ExecRequest,
+) -> Result<ExecStream, RuntimeError> {
+    let mut env = staged;
+    for (k, v) in request.env {
+        env.retain(|(ek, _)| *ek != k);
+        env.push((k, v));
+    }
+    let wants_stdin = request.stdin.is_some() || request.stdin_stream.is_some();
+    let options = CreateExecOptions {
+        attach_stdin: Some(wants_stdin),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        cmd: Some(request.argv),
+        env: Some(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        working_dir: request.cwd,
+        ..Default::default()
+    };
+    let created = docker
+        .create_exec(container, options)
+        .await
+        .map_err(|e| {
+            if is_not_found(&e) {
+                RuntimeError::SandboxGone
+            } else {
+                engine_err("create the exec", e)
+            }
+        })?;
+    let started_at = Instant::now();
+    let StartExecResults::Attached { mut output, mut input } = docker
+        .start_exec(&created.id, None)
+        .await
+        .map_err(|e| engine_err("start the exec", e))?
+    else {
+        return Err(RuntimeError::Agent("the engine detached the exec".into()));
+    };
+    let mut stdin_stream = request.stdin_stream;
+    let stdin_once = request.stdin;
+    tokio::spawn(async move {
+        if let Some(data) = stdin_once {
+            let _ = input.write_all(&data).await;
+        }
+        if let Some(rx) = stdin_stream.as_mut() {
+            while let Some(chunk) = rx.recv().await {
+                if input.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+        }
+        let _ = input.shutdown().await;
+    });
+    let (tx, rx) = mpsc::channel(64);
+    let docker = docker.clone();
+    let exec_id = created.id;
+    let deadline = request.timeout;
+    tokio::spawn(async move {
+        let mut timed_out = false;
+        let sleep = tokio::time::sleep(deadline.unwrap_or(Duration::from_secs(u64::MAX / 4)));
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                item = output.next() => match item {
+                    Some(Ok(out)) => {
+                        let event = match out {
+                            bollard::container::LogOutput::StdErr { message } => ExecEvent::Stderr(message),
+                            bollard::container::LogOutput::StdOut { message }
+                            | bollard::container::LogOutput::Console { message } => ExecEvent::Stdout(message),
+                            bollard::container::LogOutput::StdIn { .. } => continue,
+                        };
+                        if tx.send(Ok(event)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        let _ = tx.send(Err(engine_err("read the exec's output", e))).await;
+                        return;
+                    }
+                    None => break,
+                },
+                () = &mut sleep, if !timed_out => {
+                    timed_out = true;
+                    kill_exec(&docker, &exec_id).await;
+                }
+            }
+        }
+        let code = docker
+            .inspect_exec(&exec_id)
+            .await
+            .ok()
+            .and_then(|i| i.exit_code)
+            .and_then(|c| i32::try_from(c).ok());
+        let status = ExitStatus {
+            code: if timed_out { None } else { code },
+            signal: timed_out.then_some(9),
+            timed_out,
+            wall_time: started_at.elapsed(),
+            ..Default::default()
+        };
+        let _ = tx.send(Ok(ExecEvent::Exit(status))).await;
+    });
+    Ok(rx)
+}
+
+/// Kills the exec's process (and so its children's stdio): its pid is a
+/// host pid, since the engine runs here.
+async fn kill_exec(docker: &Docker, exec_id: &str) {
+    if let Some(pid) = docker
+        .inspect_exec(exec_id)
+        .await
+        .ok()
+        .and_then(|i| i.pid)
+        .and_then(|p| i32::try_from(p).ok())
+        .filter(|p| *p > 0)
+    {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}

@@ -1,0 +1,387 @@
+//! The `docker` provider: each sandbox is a container of a Docker Engine
+//! reached through its API ([`bollard`]). The engine resolves the image
+//! reference itself; the container runs a sleeping shell as its main
+//! process and every command is a `docker exec`. Files go in and out as
+//! tar archives through the engine's archive endpoints.
+//!
+//! Containers are named `paddock-<instance>-<vm>` and labelled with the
+//! instance, so two servers on one engine never touch each other's, and a
+//! restarted server finds and cleans its own.
+
+mod archive;
+mod exec;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use bollard::errors::Error as DockerError;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptions, InspectContainerOptions, ListContainersOptions,
+    RemoveContainerOptions, StopContainerOptions,
+};
+use bollard::Docker;
+use paddock_core::exec::{
+    ByteStream, ExecRequest, ExecStream, FileContent, PtyConnection, PtyInfo, PtySpec, SandboxPath,
+};
+use paddock_core::ids::VmId;
+use paddock_core::model::{ChangedTree, Resources, RootfsSpec, RuntimeHandle, Vm};
+use paddock_core::provider::Provider;
+use paddock_core::RuntimeError;
+
+use crate::container::procfs;
+
+/// The label every container of this server carries.
+const INSTANCE_LABEL: &str = "dev.paddock.instance";
+const VM_LABEL: &str = "dev.paddock.vm";
+/// The container's own process: a shell that sleeps until stopped, so
+/// commands can be exec'd into it.
+const KEEPALIVE: &str = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done";
+/// How long a stop waits for the keepalive before killing it.
+const STOP_GRACE_SECONDS: i32 = 2;
+
+pub struct DockerProvider {
+    docker: Docker,
+    instance: String,
+    /// Variables staged per sandbox (vault secrets): Docker has no place
+    /// to keep them but each exec's environment, so they stay here, in
+    /// memory only.
+    staged: Mutex<HashMap<VmId, Vec<(String, String)>>>,
+}
+
+fn engine_err(what: &str, e: DockerError) -> RuntimeError {
+    RuntimeError::Setup(format!("docker engine: {what}: {e}"))
+}
+
+/// Whether the engine answered 404 (no such container, exec or path).
+fn is_not_found(e: &DockerError) -> bool {
+    matches!(
+        e,
+        DockerError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+impl DockerProvider {
+    /// Connects to the engine at `host` (`unix:///run/docker.sock`) and
+    /// checks it answers. `instance` tells this server's containers from
+    /// others'.
+    pub async fn connect(host: &str, instance: &str) -> Result<Self, RuntimeError> {
+        let path = host.strip_prefix("unix://").unwrap_or(host);
+        let docker = Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION)
+            .map_err(|e| RuntimeError::Setup(format!("docker engine at {host}: {e}")))?
+            .negotiate_version()
+            .await
+            .map_err(|e| RuntimeError::Setup(format!("docker engine at {host}: {e}")))?;
+        docker
+            .ping()
+            .await
+            .map_err(|e| RuntimeError::Setup(format!("docker engine at {host}: {e}")))?;
+        Ok(Self {
+            docker,
+            instance: instance.to_owned(),
+            staged: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn name_of(&self, id: &VmId) -> String {
+        format!("paddock-{}-{}", self.instance, id.as_str())
+    }
+
+    fn staged_env(&self, id: &VmId) -> Vec<(String, String)> {
+        self.staged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    async fn create(&self, vm: &Vm, image: &str) -> Result<(), RuntimeError> {
+        let launch = vm.options.launch.clone().unwrap_or_default();
+        let mut labels: HashMap<String, String> = launch.labels.clone().into_iter().collect();
+        labels.insert(INSTANCE_LABEL.into(), self.instance.clone());
+        labels.insert(VM_LABEL.into(), vm.id.to_string());
+        let body = ContainerCreateBody {
+            image: Some(image.to_owned()),
+            entrypoint: Some(vec!["/bin/sh".into(), "-c".into(), KEEPALIVE.into()]),
+            cmd: Some(Vec::new()),
+            env: Some(vm.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(labels),
+            hostname: Some("sandbox".into()),
+            host_config: Some(HostConfig {
+                nano_cpus: Some(i64::from(vm.resources.vcpu_count()) * 1_000_000_000),
+                memory: i64::try_from(vm.resources.memory_bytes()).ok(),
+                pids_limit: Some(i64::from(vm.resources.pids_max())),
+                // `allow_all` is the engine's default network; anything
+                // else gets none at all.
+                network_mode: Some(if launch.network_allowed {
+                    "default".into()
+                } else {
+                    "none".into()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions {
+            name: Some(self.name_of(&vm.id)),
+            ..Default::default()
+        };
+        match self.docker.create_container(Some(options), body).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Err(RuntimeError::Setup(format!(
+                "the docker engine has no image {image:?} (it is not pulled or imported there)"
+            ))),
+            Err(e) => Err(engine_err("create the container", e)),
+        }
+    }
+
+    /// The running container's main process, as a handle.
+    async fn handle(&self, id: &VmId) -> Result<RuntimeHandle, RuntimeError> {
+        let info = self
+            .docker
+            .inspect_container(&self.name_of(id), None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| engine_err("inspect the container", e))?;
+        let pid = info
+            .state
+            .and_then(|s| s.pid)
+            .and_then(|p| i32::try_from(p).ok())
+            .filter(|p| *p > 0)
+            .ok_or_else(|| RuntimeError::Setup("the container is not running".into()))?;
+        let start_ticks = procfs::start_ticks(pid)
+            .ok_or_else(|| RuntimeError::Setup("the container exited right after start".into()))?;
+        Ok(RuntimeHandle { pid, start_ticks })
+    }
+
+    async fn remove(&self, name: &str) -> Result<(), RuntimeError> {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        match self.docker.remove_container(name, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(engine_err("remove the container", e)),
+        }
+    }
+
+    fn unsupported(what: &str) -> RuntimeError {
+        RuntimeError::Unsupported(format!("docker sandboxes do not support {what}"))
+    }
+}
+
+#[async_trait]
+impl Provider for DockerProvider {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn has_variant(&self, _variant: &str) -> bool {
+        false
+    }
+
+    fn resolves_images(&self) -> bool {
+        true
+    }
+
+    fn uses_paddock_network(&self) -> bool {
+        false
+    }
+
+    async fn start(&self, vm: &Vm, rootfs: &RootfsSpec) -> Result<RuntimeHandle, RuntimeError> {
+        let RootfsSpec::Reference(image) = rootfs else {
+            return Err(RuntimeError::Invalid(
+                "docker sandboxes run engine image references".into(),
+            ));
+        };
+        let name = self.name_of(&vm.id);
+        // A container a preserving stop kept is started again as it is.
+        let exists = match self
+            .docker
+            .inspect_container(&name, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(_) => true,
+            Err(e) if is_not_found(&e) => false,
+            Err(e) => return Err(engine_err("inspect the container", e)),
+        };
+        if !exists {
+            self.create(vm, image).await?;
+        }
+        let started = async {
+            self.docker
+                .start_container(&name, None::<bollard::query_parameters::StartContainerOptions>)
+                .await
+                .map_err(|e| engine_err("start the container", e))?;
+            self.handle(&vm.id).await
+        };
+        match started.await {
+            Ok(h) => Ok(h),
+            Err(e) => {
+                if !exists {
+                    let _ = self.remove(&name).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn stop(&self, id: &VmId, _handle: Option<RuntimeHandle>) -> Result<(), RuntimeError> {
+        self.staged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
+        self.remove(&self.name_of(id)).await
+    }
+
+    async fn halt(&self, id: &VmId, _handle: Option<RuntimeHandle>) -> Result<(), RuntimeError> {
+        let options = StopContainerOptions {
+            t: Some(STOP_GRACE_SECONDS),
+            ..Default::default()
+        };
+        match self
+            .docker
+            .stop_container(&self.name_of(id), Some(options))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            // 304: already stopped.
+            Err(DockerError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(engine_err("stop the container", e)),
+        }
+    }
+
+    fn changes(&self, _id: &VmId) -> Vec<ChangedTree> {
+        Vec::new()
+    }
+
+    async fn set_frozen(&self, id: &VmId, frozen: bool) -> Result<(), RuntimeError> {
+        let name = self.name_of(id);
+        let result = if frozen {
+            self.docker.pause_container(&name).await
+        } else {
+            self.docker.unpause_container(&name).await
+        };
+        result.map_err(|e| engine_err("pause the container", e))
+    }
+
+    async fn stage_env(&self, id: &VmId, env: Vec<(String, String)>) -> Result<(), RuntimeError> {
+        let mut staged = self
+            .staged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let vars = staged.entry(id.clone()).or_default();
+        for (k, v) in env {
+            vars.retain(|(ek, _)| *ek != k);
+            vars.push((k, v));
+        }
+        Ok(())
+    }
+
+    async fn attach(
+        &self,
+        _id: &VmId,
+        _handle: RuntimeHandle,
+        _source: &Path,
+        _target: &str,
+        _read_only: bool,
+    ) -> Result<(), RuntimeError> {
+        Err(Self::unsupported("paddock volumes"))
+    }
+
+    async fn detach(&self, _: &VmId, _: RuntimeHandle, _: &str) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    fn is_alive(&self, _id: &VmId, handle: RuntimeHandle) -> bool {
+        // The engine runs on this host: its container's main process is
+        // a host process.
+        procfs::is_running(handle.pid, handle.start_ticks)
+    }
+
+    async fn update_resources(&self, _id: &VmId, _r: &Resources) -> Result<(), RuntimeError> {
+        Err(Self::unsupported("changing resources of a running sandbox"))
+    }
+
+    async fn exec(&self, id: &VmId, request: ExecRequest) -> Result<ExecStream, RuntimeError> {
+        let staged = self.staged_env(id);
+        exec::run(&self.docker, &self.name_of(id), staged, request).await
+    }
+
+    async fn read_file(&self, id: &VmId, path: &SandboxPath) -> Result<FileContent, RuntimeError> {
+        archive::read(&self.docker, &self.name_of(id), path).await
+    }
+
+    async fn write_file(
+        &self,
+        id: &VmId,
+        path: &SandboxPath,
+        mode: Option<u32>,
+        body: ByteStream,
+    ) -> Result<u64, RuntimeError> {
+        archive::write(&self.docker, &self.name_of(id), path, mode, body).await
+    }
+
+    async fn pty_create(&self, _: &VmId, _: PtySpec) -> Result<PtyInfo, RuntimeError> {
+        Err(Self::unsupported("PTY sessions"))
+    }
+    async fn pty_list(&self, _: &VmId) -> Result<Vec<PtyInfo>, RuntimeError> {
+        Ok(Vec::new())
+    }
+    async fn pty_get(&self, _: &VmId, pty: &str) -> Result<PtyInfo, RuntimeError> {
+        Err(RuntimeError::PtyNotFound(pty.to_owned()))
+    }
+    async fn pty_resize(&self, _: &VmId, pty: &str, _: u16, _: u16) -> Result<(), RuntimeError> {
+        Err(RuntimeError::PtyNotFound(pty.to_owned()))
+    }
+    async fn pty_kill(&self, _: &VmId, pty: &str) -> Result<(), RuntimeError> {
+        Err(RuntimeError::PtyNotFound(pty.to_owned()))
+    }
+    async fn pty_attach(&self, _: &VmId, pty: &str) -> Result<PtyConnection, RuntimeError> {
+        Err(RuntimeError::PtyNotFound(pty.to_owned()))
+    }
+
+    async fn cleanup_orphans(&self, live: &[VmId]) -> Result<usize, RuntimeError> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "label".to_owned(),
+                vec![format!("{INSTANCE_LABEL}={}", self.instance)],
+            )])),
+            ..Default::default()
+        };
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| engine_err("list containers", e))?;
+        let mut removed = 0;
+        for c in containers {
+            let vm = c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(VM_LABEL))
+                .cloned()
+                .unwrap_or_default();
+            if live.iter().any(|l| l.as_str() == vm) {
+                continue;
+            }
+            if let Some(id) = c.id {
+                tracing::info!(vm_id = %vm, container = %id, "removing orphaned docker sandbox");
+                self.remove(&id).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
