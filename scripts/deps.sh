@@ -20,6 +20,13 @@ for p in "${packages[@]}"; do
 done
 if [ "${#missing[@]}" -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  # Nothing installed here may start as a service (a system dockerd
+  # would rewrite the host's firewall): the tests start what they use.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d > /dev/null
+    $sudo chmod +x /usr/sbin/policy-rc.d
+    trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq "${missing[@]}"
 fi

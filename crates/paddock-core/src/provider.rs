@@ -28,6 +28,22 @@ pub trait Provider: Send + Sync + 'static {
         false
     }
 
+    /// Builds an inline Dockerfile into the provider's own image store
+    /// under `tag` (for providers that [resolve images
+    /// themselves](Provider::resolves_images)); `network` says whether its
+    /// steps may reach the network.
+    async fn build_image(
+        &self,
+        _tag: &str,
+        _dockerfile: &str,
+        _network: bool,
+    ) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Unsupported(format!(
+            "the {} provider does not build Dockerfiles",
+            self.name()
+        )))
+    }
+
     /// Whether the sandbox joins paddock's sandbox network (a namespace
     /// on its bridge, under its egress rules). Host processes and a
     /// Docker engine's containers have networks of their own.

@@ -87,7 +87,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let instance = paddock_runtime::container::instance_id(&config.data_dir);
         let docker = paddock_runtime::docker::DockerProvider::connect(host, &instance)
             .await
-            .with_context(|| format!("connect to the docker engine ([providers] docker = {host:?})"))?;
+            .with_context(|| {
+                format!("connect to the docker engine ([providers] docker = {host:?})")
+            })?;
         more_providers.push(Arc::new(docker));
     }
     let service = Service::new(

@@ -624,7 +624,7 @@ async fn of_racing_writers_exactly_one_wins() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn local_sandboxes_run_scrubbed_host_processes_and_resume_preserved_files() {
-    let server = Server::start_full_env(
+    let mut server = Server::start_full_env(
         &[
             ("OPENAI_API_KEY", "sk-must-not-leak"),
             ("GITHUB_TOKEN", "ghp-must-not-leak"),
@@ -682,6 +682,14 @@ async fn local_sandboxes_run_scrubbed_host_processes_and_resume_preserved_files(
         ))
         .await;
     assert_eq!((r.status, r.body.as_str()), (200, Some("kept\n")));
+
+    // The sandbox outlives a server restart.
+    server.restart();
+    let d = Defs {
+        c: server.client().with_key(None),
+        token: d.token,
+    };
+    assert_eq!(d.exec(&sb, "cat state.txt").await["stdout"], "kept\n");
 
     // Stop keeps the working directory; start resumes on it.
     let r = d.post(&format!("/sandboxes/{sb}/stop"), json!({})).await;
@@ -870,59 +878,145 @@ async fn docker_sandboxes_run_in_a_real_engine() {
         .symlink("bin/env", "busybox")
         .bytes();
     engine.import(&root, "paddock-test/busybox:1");
-    let server = Server::start_with_config(&format!("{CONFIG}docker = {:?}\n", engine.host()));
+    let mut server = Server::start_with_config(&format!("{CONFIG}docker = {:?}\n", engine.host()));
     let d = Defs::new(&server);
 
-    let b = set(body("docker"), "/image/docker", json!("paddock-test/busybox:1"));
+    let b = set(
+        body("docker"),
+        "/image/docker",
+        json!("paddock-test/busybox:1"),
+    );
     let b = set(b, "/network", json!({"allow": []}));
     let b = set(b, "/lifecycle/preserve", json!(true));
-    assert_eq!(d.post("/environments", with_id("engine", b.clone())).await.status, 201);
+    assert_eq!(
+        d.post("/environments", with_id("engine", b.clone()))
+            .await
+            .status,
+        201
+    );
     let r = d.post("/environments/engine/sandboxes", json!({})).await;
     assert_eq!(r.status, 201, "{}", r.body);
-    assert_eq!((r.body["state"].as_str(), r.body["provider"].as_str()), (Some("running"), Some("docker")), "{}", r.body);
+    assert_eq!(
+        (r.body["state"].as_str(), r.body["provider"].as_str()),
+        (Some("running"), Some("docker")),
+        "{}",
+        r.body
+    );
     let sb = r.body["id"].as_str().expect("id").to_owned();
-    assert!(engine.containers().iter().any(|c| c.ends_with(&sb)), "{:?}", engine.containers());
+    assert!(
+        engine.containers().iter().any(|c| c.ends_with(&sb)),
+        "{:?}",
+        engine.containers()
+    );
 
     // Commands run in the engine's container, with the definition's
     // environment and no network but loopback.
-    let out = d.exec(&sb, "echo $GREETING; cat /proc/net/dev; echo oops >&2; exit 3").await;
+    let out = d
+        .exec(
+            &sb,
+            "echo $GREETING; cat /proc/net/dev; echo oops >&2; exit 3",
+        )
+        .await;
     assert_eq!(out["exit_code"], 3, "{out}");
     assert_eq!(out["stderr"], "oops\n");
     let stdout = out["stdout"].as_str().expect("stdout");
     assert!(stdout.starts_with("hello\n"), "{stdout}");
-    assert!(stdout.contains("lo:") && !stdout.contains("eth0"), "{stdout}");
+    assert!(
+        stdout.contains("lo:") && !stdout.contains("eth0"),
+        "{stdout}"
+    );
     let r = d
-        .post(&format!("/sandboxes/{sb}/exec"), json!({"command": ["sleep", "30"], "timeout_seconds": 1}))
+        .post(
+            &format!("/sandboxes/{sb}/exec"),
+            json!({"command": ["sleep", "30"], "timeout_seconds": 1}),
+        )
         .await;
     assert_eq!(r.body["timed_out"], true, "{}", r.body);
 
     // Files go in and out through the engine's archives.
     let r = d
-        .send(d.req(reqwest::Method::PUT, &format!("/sandboxes/{sb}/files?path=/work/sub/notes.txt")).body("from the api"))
+        .send(
+            d.req(
+                reqwest::Method::PUT,
+                &format!("/sandboxes/{sb}/files?path=/work/sub/notes.txt"),
+            )
+            .body("from the api"),
+        )
         .await;
-    assert_eq!((r.status, &r.body["bytes"]), (200, &json!(12)), "{}", r.body);
-    let r = d.get(&format!("/sandboxes/{sb}/files?path=/work/sub/notes.txt")).await;
+    assert_eq!(
+        (r.status, &r.body["bytes"]),
+        (200, &json!(12)),
+        "{}",
+        r.body
+    );
+    let r = d
+        .get(&format!("/sandboxes/{sb}/files?path=/work/sub/notes.txt"))
+        .await;
     assert_eq!(r.body, "from the api");
     let r = d.get(&format!("/sandboxes/{sb}/files?path=/work")).await;
     assert_eq!(r.body["entries"], json!(["sub"]));
     let r = d.get(&format!("/sandboxes/{sb}/files?path=/nothere")).await;
     assert_eq!(r.status, 404, "{}", r.body);
-    assert_eq!(d.exec(&sb, "cat /work/sub/notes.txt").await["stdout"], "from the api");
+    assert_eq!(
+        d.exec(&sb, "cat /work/sub/notes.txt").await["stdout"],
+        "from the api"
+    );
+
+    // The sandbox outlives a server restart.
+    server.restart();
+    let d = Defs {
+        c: server.client().with_key(None),
+        token: d.token,
+    };
+    assert_eq!(
+        d.get(&format!("/sandboxes/{sb}")).await.body["state"],
+        "running"
+    );
+    assert_eq!(
+        d.exec(&sb, "cat /work/sub/notes.txt").await["stdout"],
+        "from the api"
+    );
 
     // A preserving stop keeps the container; start resumes it.
-    assert_eq!(d.post(&format!("/sandboxes/{sb}/stop"), json!({})).await.body["state"], "stopped");
+    assert_eq!(
+        d.post(&format!("/sandboxes/{sb}/stop"), json!({}))
+            .await
+            .body["state"],
+        "stopped"
+    );
     assert!(engine.containers().iter().any(|c| c.ends_with(&sb)));
-    assert_eq!(d.post(&format!("/sandboxes/{sb}/start"), json!({})).await.body["state"], "running");
-    assert_eq!(d.exec(&sb, "cat /work/sub/notes.txt").await["stdout"], "from the api");
-    let r = d.send(d.req(reqwest::Method::DELETE, &format!("/sandboxes/{sb}"))).await;
+    assert_eq!(
+        d.post(&format!("/sandboxes/{sb}/start"), json!({}))
+            .await
+            .body["state"],
+        "running"
+    );
+    assert_eq!(
+        d.exec(&sb, "cat /work/sub/notes.txt").await["stdout"],
+        "from the api"
+    );
+    let r = d
+        .send(d.req(reqwest::Method::DELETE, &format!("/sandboxes/{sb}")))
+        .await;
     assert_eq!(r.status, 204, "{}", r.body);
-    assert!(!engine.containers().iter().any(|c| c.ends_with(&sb)), "removed");
+    assert!(
+        !engine.containers().iter().any(|c| c.ends_with(&sb)),
+        "removed"
+    );
 
     // Without preserve, a stop removes the container: the next start is
     // a fresh one from the image.
     let fresh = set(b.clone(), "/lifecycle/preserve", json!(false));
-    assert_eq!(d.post("/environments", with_id("fresh", fresh)).await.status, 201);
-    let sb = d.post("/environments/fresh/sandboxes", json!({})).await.body["id"]
+    assert_eq!(
+        d.post("/environments", with_id("fresh", fresh))
+            .await
+            .status,
+        201
+    );
+    let sb = d
+        .post("/environments/fresh/sandboxes", json!({}))
+        .await
+        .body["id"]
         .as_str()
         .expect("id")
         .to_owned();
@@ -932,10 +1026,114 @@ async fn docker_sandboxes_run_in_a_real_engine() {
     d.post(&format!("/sandboxes/{sb}/start"), json!({})).await;
     assert_eq!(d.exec(&sb, "cat /root/mark").await["exit_code"], 1);
 
+    // An inline Dockerfile is built in the engine; a failing one is a 422.
+    let built = set(
+        b.clone(),
+        "/image",
+        json!({"docker": null, "dockerfile": {"type": "inline", "value": "FROM paddock-test/busybox:1\nRUN echo built > /built.txt\n"}}),
+    );
+    assert_eq!(
+        d.post("/environments", with_id("built", built))
+            .await
+            .status,
+        201
+    );
+    let r = d.post("/environments/built/sandboxes", json!({})).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let sb = r.body["id"].as_str().expect("id").to_owned();
+    assert_eq!(d.exec(&sb, "cat /built.txt").await["stdout"], "built\n");
+    let broken = set(
+        b.clone(),
+        "/image",
+        json!({"docker": null, "dockerfile": {"type": "inline", "value": "FROM paddock-test/busybox:1\nRUN exit 7\n"}}),
+    );
+    assert_eq!(
+        d.post("/environments", with_id("broken", broken))
+            .await
+            .status,
+        201
+    );
+    let r = d.post("/environments/broken/sandboxes", json!({})).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.to_string().contains("did not build"), "{}", r.body);
+
     // An image the engine lacks fails the launch with a reason.
     let missing = set(b, "/image/docker", json!("paddock-test/absent:1"));
-    assert_eq!(d.post("/environments", with_id("absent", missing)).await.status, 201);
+    assert_eq!(
+        d.post("/environments", with_id("absent", missing))
+            .await
+            .status,
+        201
+    );
     let r = d.post("/environments/absent/sandboxes", json!({})).await;
     assert_eq!(r.body["state"], "failed", "{}", r.body);
-    assert!(r.body["state_reason"].as_str().unwrap_or_default().contains("no image"), "{}", r.body);
+    assert!(
+        r.body["state_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no image"),
+        "{}",
+        r.body
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn container_definitions_pull_and_build_their_images() {
+    use common::registry::{busybox_base, config_json, gzip, push, Registry, GZIP};
+    let reg = Registry::start();
+    let image = reg.reference("test/base:v1");
+    push(
+        &image,
+        vec![(gzip(&busybox_base().bytes()), GZIP)],
+        config_json(&["PATH=/bin"], "/", ""),
+    )
+    .await;
+    let server = Server::start_with_config(&format!("{}\n{CONFIG}", reg.paddock_config()));
+    let d = Defs::new(&server);
+
+    let pulled = set(body("container"), "/image/docker", json!(image));
+    assert_eq!(
+        d.post("/environments", with_id("pulled", pulled))
+            .await
+            .status,
+        201
+    );
+    let r = d.post("/environments/pulled/sandboxes", json!({})).await;
+    assert_eq!(
+        (r.status, r.body["image"].as_str()),
+        (201, Some(image.as_str())),
+        "{}",
+        r.body
+    );
+    let sb = r.body["id"].as_str().expect("id").to_owned();
+    assert!(d.exec(&sb, "cat /etc/passwd").await["stdout"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("root:"));
+
+    let dockerfile = format!("FROM {image}\nRUN echo built > /built.txt\n");
+    let built = set(
+        body("container"),
+        "/image",
+        json!({"docker": null, "dockerfile": {"type": "inline", "value": dockerfile}}),
+    );
+    assert_eq!(
+        d.post("/environments", with_id("built", built))
+            .await
+            .status,
+        201
+    );
+    let r = d.post("/environments/built/sandboxes", json!({})).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let sb = r.body["id"].as_str().expect("id").to_owned();
+    assert_eq!(d.exec(&sb, "cat /built.txt").await["stdout"], "built\n");
+    // A second launch of the same revision reuses the built image.
+    let r = d.post("/environments/built/sandboxes", json!({})).await;
+    assert_eq!(
+        r.body["image"],
+        json!(format!(
+            "paddock.local/definitions/built:{}",
+            &r.body["environment_revision"].as_str().unwrap_or_default()[..16]
+        ))
+    );
 }

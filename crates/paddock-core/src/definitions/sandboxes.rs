@@ -80,6 +80,16 @@ fn egress_policy(def: &Definition) -> EgressPolicy {
     }
 }
 
+/// The tag a definition's inline Dockerfile is built under: one image per
+/// definition revision.
+fn definition_tag(def: &Definition) -> String {
+    format!(
+        "paddock.local/definitions/{}:{}",
+        def.id,
+        &def.revision[..16]
+    )
+}
+
 fn invalid(field: &str, message: impl Into<String>) -> DefinitionError {
     DefinitionError::Invalid(vec![Violation::new(field, message)])
 }
@@ -142,11 +152,23 @@ impl Service {
             (None, Some(d), ProviderKind::Container) => {
                 self.definition_image(account, def, &d.value).await?
             }
-            (None, Some(_), _) => {
-                return Err(DefinitionError::ProviderUnavailable(format!(
-                    "the {provider} provider does not build inline Dockerfiles yet; use \
-                     image.docker or the container provider"
-                )))
+            (None, Some(d), _) => {
+                let tag = definition_tag(def);
+                let network = super::network_mode(s) != NetworkMode::Block;
+                let builder = self.provider_named(provider).ok_or_else(|| {
+                    DefinitionError::ProviderUnavailable(format!("no {provider} provider"))
+                })?;
+                builder
+                    .build_image(&tag, &d.value, network)
+                    .await
+                    .map_err(|e| match e {
+                        crate::RuntimeError::Invalid(m) => invalid("image.dockerfile.value", m),
+                        crate::RuntimeError::Unsupported(m) => {
+                            DefinitionError::ProviderUnavailable(m)
+                        }
+                        other => CoreError::from(other).into(),
+                    })?;
+                tag
             }
             (None, None, _) => self.config.default_variant.clone(),
         };
@@ -241,11 +263,7 @@ impl Service {
         def: &Definition,
         dockerfile: &str,
     ) -> Result<String, DefinitionError> {
-        let tag = format!(
-            "paddock.local/definitions/{}:{}",
-            def.id,
-            &def.revision[..16]
-        );
+        let tag = definition_tag(def);
         if self.store.find_image(account, &tag).await?.is_some() {
             return Ok(tag);
         }

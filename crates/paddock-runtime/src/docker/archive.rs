@@ -59,7 +59,9 @@ fn unpack(archive: &[u8]) -> Result<FileContent, RuntimeError> {
     let mut tar = tar::Archive::new(archive);
     let mut entries = tar.entries().map_err(bad)?;
     let Some(first) = entries.next() else {
-        return Err(RuntimeError::Agent("the engine sent an empty archive".into()));
+        return Err(RuntimeError::Agent(
+            "the engine sent an empty archive".into(),
+        ));
     };
     let mut first = first.map_err(bad)?;
     let header = first.header().clone();
@@ -100,7 +102,11 @@ fn unpack(archive: &[u8]) -> Result<FileContent, RuntimeError> {
             kind,
             size: h.size().unwrap_or(0),
             mode: h.mode().unwrap_or(0),
-            modified_unix: h.mtime().ok().and_then(|m| i64::try_from(m).ok()).unwrap_or(0),
+            modified_unix: h
+                .mtime()
+                .ok()
+                .and_then(|m| i64::try_from(m).ok())
+                .unwrap_or(0),
         });
     }
     Ok(FileContent::Directory(listing))

@@ -36,18 +36,18 @@ pub(super) async fn run(
         working_dir: request.cwd,
         ..Default::default()
     };
-    let created = docker
-        .create_exec(container, options)
-        .await
-        .map_err(|e| {
-            if is_not_found(&e) {
-                RuntimeError::SandboxGone
-            } else {
-                engine_err("create the exec", e)
-            }
-        })?;
+    let created = docker.create_exec(container, options).await.map_err(|e| {
+        if is_not_found(&e) {
+            RuntimeError::SandboxGone
+        } else {
+            engine_err("create the exec", e)
+        }
+    })?;
     let started_at = Instant::now();
-    let StartExecResults::Attached { mut output, mut input } = docker
+    let StartExecResults::Attached {
+        mut output,
+        mut input,
+    } = docker
         .start_exec(&created.id, None)
         .await
         .map_err(|e| engine_err("start the exec", e))?

@@ -9,6 +9,7 @@
 //! restarted server finds and cleans its own.
 
 mod archive;
+mod build;
 mod exec;
 
 use std::collections::HashMap;
@@ -19,8 +20,8 @@ use async_trait::async_trait;
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptions, InspectContainerOptions, ListContainersOptions,
-    RemoveContainerOptions, StopContainerOptions,
+    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, RemoveContainerOptions,
+    StopContainerOptions,
 };
 use bollard::Docker;
 use paddock_core::exec::{
@@ -195,6 +196,15 @@ impl Provider for DockerProvider {
         false
     }
 
+    async fn build_image(
+        &self,
+        tag: &str,
+        dockerfile: &str,
+        network: bool,
+    ) -> Result<(), RuntimeError> {
+        build::build(&self.docker, tag, dockerfile, network).await
+    }
+
     async fn start(&self, vm: &Vm, rootfs: &RootfsSpec) -> Result<RuntimeHandle, RuntimeError> {
         let RootfsSpec::Reference(image) = rootfs else {
             return Err(RuntimeError::Invalid(
@@ -217,7 +227,10 @@ impl Provider for DockerProvider {
         }
         let started = async {
             self.docker
-                .start_container(&name, None::<bollard::query_parameters::StartContainerOptions>)
+                .start_container(
+                    &name,
+                    None::<bollard::query_parameters::StartContainerOptions>,
+                )
                 .await
                 .map_err(|e| engine_err("start the container", e))?;
             self.handle(&vm.id).await

@@ -68,7 +68,11 @@ impl DockerEngine {
         let file = self.dir.path().join("import.tar");
         std::fs::write(&file, root).expect("write the root tar");
         let out = self.cli(&["import", &file.display().to_string(), tag]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// The names of the engine's containers, stopped ones included.
