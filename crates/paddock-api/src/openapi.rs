@@ -64,9 +64,11 @@ impl utoipa::Modify for ApiKeyAuth {
 }
 
 /// The document as pretty JSON (the committed file's form): the VM API's
-/// generated paths, then the account gateway's.
+/// generated paths, then the account gateway's, then the environment
+/// definitions'.
 pub fn document_json() -> String {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
     crate::gateway::openapi::extend(&mut doc);
+    crate::definitions::openapi::extend(&mut doc);
     serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }

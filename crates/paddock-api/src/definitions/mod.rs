@@ -6,6 +6,7 @@
 
 mod environments;
 mod error;
+pub mod openapi;
 mod sandboxes;
 
 use axum::extract::{FromRequestParts, Request};
