@@ -57,6 +57,16 @@ impl Service {
         if !self.network.enabled() || !self.provider_of(vm).uses_paddock_network() {
             return Ok(());
         }
+        // A definition that blocks the network gets none at all: a fresh
+        // namespace with loopback only, and no rules to write.
+        if vm
+            .options
+            .launch
+            .as_ref()
+            .is_some_and(|l| !l.network_allowed)
+        {
+            return Ok(());
+        }
         let policy = self.effective_egress(vm);
         let network = self.network.attach(&vm.id, &policy).await?;
         vm.network = Some(network);

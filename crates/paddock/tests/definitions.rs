@@ -1137,3 +1137,61 @@ async fn container_definitions_pull_and_build_their_images() {
         ))
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn container_sandboxes_get_the_network_their_definition_allows() {
+    let server = Server::start_with_config("[ssh]\nenabled = false\n");
+    let d = Defs::new(&server);
+    for (id, network, has_interface) in [
+        ("blocked", json!({"allow": []}), false),
+        ("open", json!({"mode": "allow_all", "allow": []}), true),
+        (
+            "listed",
+            json!({"allow": ["10.200.0.0/16", "*.example.com"]}),
+            true,
+        ),
+    ] {
+        let b = set(body("container"), "/network", network);
+        assert_eq!(
+            d.post("/environments", with_id(id, b)).await.status,
+            201,
+            "{id}"
+        );
+        let r = d
+            .post(&format!("/environments/{id}/sandboxes"), json!({}))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        let sb = r.body["id"].as_str().expect("id").to_owned();
+        let out = d.exec(&sb, "cat /proc/net/dev").await;
+        let interfaces: Vec<String> = out["stdout"]
+            .as_str()
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(':').map(|(name, _)| name.trim().to_owned()))
+            .filter(|n| n != "lo" && !n.contains('|'))
+            .collect();
+        assert_eq!(
+            !interfaces.is_empty(),
+            has_interface,
+            "{id}: {interfaces:?}"
+        );
+        if id == "listed" {
+            // The allow list is the sandbox's egress policy.
+            let egress = server.client().get(&format!("/v1/egress/vm/{sb}")).await;
+            assert_eq!(egress.status, 200, "{}", egress.body);
+            assert_eq!(egress.body["default"], "deny", "{}", egress.body);
+            assert_eq!(
+                egress.body["allowed_cidrs"],
+                json!(["10.200.0.0/16"]),
+                "{}",
+                egress.body
+            );
+            assert_eq!(
+                egress.body["allowed_domains"],
+                json!(["*.example.com"]),
+                "{}",
+                egress.body
+            );
+        }
+    }
+}

@@ -216,8 +216,10 @@ impl Service {
             .is_some_and(|p| p.uses_paddock_network());
         let egress = match super::network_mode(s) {
             _ if !uses_network => None,
+            // A blocked sandbox joins no network (see `attach_network`).
+            NetworkMode::Block => None,
             // Without a sandbox network every sandbox is cut off anyway.
-            NetworkMode::Block | NetworkMode::AllowAll if !self.network.enabled() => None,
+            NetworkMode::AllowAll if !self.network.enabled() => None,
             _ => Some(egress_policy(def)),
         };
         let idle_stop_seconds = s
