@@ -24,7 +24,7 @@ mod token;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{percentile, row, Api};
+use common::{peak_rss_mib, percentile, row, Api};
 use serde_json::{json, Value};
 
 /// `registry` (shared with the tests) finds it here.
@@ -103,17 +103,6 @@ impl Gw {
             .await;
         t.elapsed()
     }
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
 }
 
 #[tokio::main]

@@ -24,7 +24,9 @@ async fn service_with(
     Ok(Service::new(
         store,
         paddock_core::service::Backends {
-            provider: Arc::new(crate::nosandbox::NoSandboxes),
+            provider: Arc::new(paddock_core::provider::UnconfiguredProvider {
+                name: "sandbox".into(),
+            }),
             more_providers: Vec::new(),
             images: Arc::new(crate::nosandbox::NoImages),
             volumes: Arc::new(crate::nosandbox::NoVolumes),

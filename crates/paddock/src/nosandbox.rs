@@ -1,105 +1,14 @@
-//! A provider that runs nothing, for commands that only touch records
-//! (key management). Every sandbox operation fails with a clear error.
+//! An image and a volume backend that hold nothing, for commands that
+//! only touch records (key management); their sandbox provider is
+//! [`paddock_core::provider::UnconfiguredProvider`]. Every operation
+//! fails with a clear error.
 
 use async_trait::async_trait;
-use paddock_core::exec::{
-    ByteStream, ExecRequest, ExecStream, FileContent, PtyConnection, PtyInfo, PtySpec, SandboxPath,
-};
-use paddock_core::ids::{CheckpointId, VmId, VolumeId};
+use paddock_core::ids::{CheckpointId, VolumeId};
 use paddock_core::images::{BuiltLayer, ImageBackend, WrittenImage};
-use paddock_core::model::{
-    ImageConfig, LayerInfo, PullProgress, PulledImage, Resources, RootfsSpec, RuntimeHandle, Vm,
-};
-use paddock_core::provider::Provider;
+use paddock_core::model::{ImageConfig, LayerInfo, PullProgress, PulledImage};
 use paddock_core::volume_backend::{MountSource, VolumeBackend};
 use paddock_core::CoreError;
-use paddock_core::RuntimeError;
-
-pub struct NoSandboxes;
-
-fn refused() -> RuntimeError {
-    RuntimeError::Setup("this command does not run sandboxes".into())
-}
-
-#[async_trait]
-impl Provider for NoSandboxes {
-    fn name(&self) -> &'static str {
-        "none"
-    }
-    fn has_variant(&self, _: &str) -> bool {
-        false
-    }
-    async fn start(&self, _: &Vm, _: &RootfsSpec) -> Result<RuntimeHandle, RuntimeError> {
-        Err(refused())
-    }
-    async fn stop(&self, _: &VmId, _: Option<RuntimeHandle>) -> Result<(), RuntimeError> {
-        Err(refused())
-    }
-    fn changes(&self, _: &VmId) -> Vec<paddock_core::model::ChangedTree> {
-        Vec::new()
-    }
-    async fn attach(
-        &self,
-        _: &VmId,
-        _: RuntimeHandle,
-        _: &std::path::Path,
-        _: &str,
-        _: bool,
-    ) -> Result<(), RuntimeError> {
-        Err(refused())
-    }
-    async fn detach(&self, _: &VmId, _: RuntimeHandle, _: &str) -> Result<(), RuntimeError> {
-        Err(refused())
-    }
-    async fn set_frozen(&self, _: &VmId, _: bool) -> Result<(), RuntimeError> {
-        Err(refused())
-    }
-    async fn stage_env(&self, _: &VmId, _: Vec<(String, String)>) -> Result<(), RuntimeError> {
-        Err(refused())
-    }
-    fn is_alive(&self, _: &VmId, _: RuntimeHandle) -> bool {
-        false
-    }
-    async fn update_resources(&self, _: &VmId, _: &Resources) -> Result<(), RuntimeError> {
-        Err(refused())
-    }
-    async fn exec(&self, _: &VmId, _: ExecRequest) -> Result<ExecStream, RuntimeError> {
-        Err(refused())
-    }
-    async fn read_file(&self, _: &VmId, _: &SandboxPath) -> Result<FileContent, RuntimeError> {
-        Err(refused())
-    }
-    async fn write_file(
-        &self,
-        _: &VmId,
-        _: &SandboxPath,
-        _: Option<u32>,
-        _: ByteStream,
-    ) -> Result<u64, RuntimeError> {
-        Err(refused())
-    }
-    async fn pty_create(&self, _: &VmId, _: PtySpec) -> Result<PtyInfo, RuntimeError> {
-        Err(refused())
-    }
-    async fn pty_list(&self, _: &VmId) -> Result<Vec<PtyInfo>, RuntimeError> {
-        Err(refused())
-    }
-    async fn pty_get(&self, _: &VmId, _: &str) -> Result<PtyInfo, RuntimeError> {
-        Err(refused())
-    }
-    async fn pty_resize(&self, _: &VmId, _: &str, _: u16, _: u16) -> Result<(), RuntimeError> {
-        Err(refused())
-    }
-    async fn pty_kill(&self, _: &VmId, _: &str) -> Result<(), RuntimeError> {
-        Err(refused())
-    }
-    async fn pty_attach(&self, _: &VmId, _: &str) -> Result<PtyConnection, RuntimeError> {
-        Err(refused())
-    }
-    async fn cleanup_orphans(&self, _: &[VmId]) -> Result<usize, RuntimeError> {
-        Ok(0)
-    }
-}
 
 fn no_images() -> CoreError {
     CoreError::Unavailable("this command does not handle images".into())

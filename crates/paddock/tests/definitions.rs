@@ -5,10 +5,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{bin, Client, Reply, Server};
+use common::{Client, Reply, Server};
 use serde_json::{json, Value};
 
 /// The servers here need no sandbox network: definitions that block the
@@ -18,18 +17,7 @@ const CONFIG: &str =
     "[network]\nenabled = false\n[ssh]\nenabled = false\n[providers]\nlocal = true\n";
 
 fn dev_token(server: &Server) -> String {
-    let out = Command::new(bin())
-        .args(["keys", "--data-dir"])
-        .arg(server.data_dir())
-        .args(["create", "--dev-token"])
-        .output()
-        .expect("paddock keys create");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let token = server.create_key(&["--dev-token"]);
     assert!(token.starts_with("fabro_dev_"), "{token}");
     token
 }
@@ -156,6 +144,16 @@ fn with_id(id: &str, mut b: Value) -> Value {
     b
 }
 
+/// A case of the validation table: a valid `provider` body with one field
+/// made wrong, the status it gets and the field its error names.
+fn bad<'a>(provider: &str, pointer: &str, value: Value, field: &'a str) -> (Value, u16, &'a str) {
+    (
+        with_id("x", set(body(provider), pointer, value)),
+        422,
+        field,
+    )
+}
+
 /// `b` with the field at `pointer` set (added when missing).
 fn set(mut b: Value, pointer: &str, value: Value) -> Value {
     let (parent, key) = pointer.rsplit_once('/').expect("a pointer");
@@ -201,263 +199,157 @@ async fn definitions_validate_and_keep_stable_revisions() {
     assert_eq!(r3.body["revision"], r2.body["revision"]);
 
     // Every rule, each with its status and the field it names.
+    let inline =
+        |text: &str| json!({"docker": null, "dockerfile": {"type": "inline", "value": text}});
+    let volume = |v: Value| json!([v]);
     let cases: Vec<(Value, u16, &str)> = vec![
         (with_id("Bad_Id", body("container")), 400, "id"),
         (with_id(&"a".repeat(64), body("container")), 400, "id"),
         (body("container"), 400, "id"),
-        (
-            with_id(
-                "x",
-                set(body("container"), "/provider", json!("kubernetes")),
-            ),
-            422,
-            "provider",
-        ),
-        (
-            with_id(
-                "x",
-                set(body("docker"), "/image/docker", json!("::not a ref")),
-            ),
-            422,
+        bad("container", "/provider", json!("kubernetes"), "provider"),
+        bad(
+            "docker",
+            "/image/docker",
+            json!("::not a ref"),
             "image.docker",
         ),
-        (
-            with_id(
-                "x",
-                set(
-                    body("docker"),
-                    "/image",
-                    json!({"docker": null, "dockerfile": null}),
-                ),
-            ),
-            422,
+        bad(
+            "docker",
+            "/image",
+            json!({"docker": null, "dockerfile": null}),
             "image",
         ),
-        (
-            with_id(
-                "x",
-                set(
-                    body("docker"),
-                    "/image",
-                    json!({"docker": "busybox", "dockerfile": {"type": "inline", "value": "FROM busybox"}}),
-                ),
-            ),
-            422,
+        bad(
+            "docker",
+            "/image",
+            json!({"docker": "busybox", "dockerfile": inline("FROM busybox")["dockerfile"]}),
             "image",
         ),
-        (
-            with_id(
-                "x",
-                set(
-                    body("container"),
-                    "/image/dockerfile",
-                    json!({"type": "path", "value": "./Dockerfile"}),
-                ),
-            ),
-            422,
+        bad(
+            "container",
+            "/image/dockerfile",
+            json!({"type": "path", "value": "./Dockerfile"}),
             "image.dockerfile.type",
         ),
-        (
-            with_id(
-                "x",
-                set(
-                    body("container"),
-                    "/image/dockerfile",
-                    json!({"type": "inline", "value": "./Dockerfile"}),
-                ),
-            ),
-            422,
+        bad(
+            "container",
+            "/image",
+            inline("./Dockerfile"),
             "image.dockerfile.value",
         ),
-        (
-            with_id(
-                "x",
-                set(
-                    body("container"),
-                    "/image/dockerfile",
-                    json!({"type": "inline", "value": "FROM busybox\nFROBNICATE x\n"}),
-                ),
-            ),
-            422,
+        bad(
+            "container",
+            "/image",
+            inline("FROM busybox\nFROBNICATE x\n"),
             "image.dockerfile.value",
         ),
-        (
-            with_id("x", set(body("container"), "/resources/cpu", json!(0))),
-            422,
+        bad("container", "/resources/cpu", json!(0), "resources.cpu"),
+        bad(
+            "container",
+            "/resources/cpu",
+            json!("lots"),
             "resources.cpu",
         ),
-        (
-            with_id("x", set(body("container"), "/resources/cpu", json!("lots"))),
-            422,
-            "resources.cpu",
-        ),
-        (
-            with_id(
-                "x",
-                set(body("container"), "/resources/memory", json!("12Q")),
-            ),
-            422,
+        bad(
+            "container",
+            "/resources/memory",
+            json!("12Q"),
             "resources.memory",
         ),
-        (
-            with_id(
-                "x",
-                set(body("container"), "/resources/disk", json!("-1Gi")),
-            ),
-            422,
+        bad(
+            "container",
+            "/resources/disk",
+            json!("-1Gi"),
             "resources.disk",
         ),
-        (
-            with_id(
-                "x",
-                set(
-                    body("container"),
-                    "/network",
-                    json!({"allow": ["not a host!"]}),
-                ),
-            ),
-            422,
+        bad(
+            "container",
+            "/network",
+            json!({"allow": ["not a host!"]}),
             "network.allow[0]",
         ),
-        (
-            with_id(
-                "x",
-                set(
-                    body("container"),
-                    "/network",
-                    json!({"mode": "allow_all", "allow": ["10.0.0.0/8"]}),
-                ),
-            ),
-            422,
+        bad(
+            "container",
+            "/network",
+            json!({"mode": "allow_all", "allow": ["10.0.0.0/8"]}),
             "network.allow",
         ),
-        (
-            with_id(
-                "x",
-                set(
-                    body("container"),
-                    "/network",
-                    json!({"mode": "cidr_allow_list", "allow": []}),
-                ),
-            ),
-            422,
+        bad(
+            "container",
+            "/network",
+            json!({"mode": "cidr_allow_list", "allow": []}),
             "network.allow",
         ),
-        (
-            with_id("x", set(body("local"), "/network", json!({"allow": []}))),
-            422,
+        bad("local", "/network", json!({"allow": []}), "network"),
+        bad(
+            "docker",
+            "/network",
+            json!({"allow": ["10.0.0.0/8"]}),
             "network",
         ),
-        (
-            with_id(
-                "x",
-                set(body("docker"), "/network", json!({"allow": ["10.0.0.0/8"]})),
-            ),
-            422,
-            "network",
-        ),
-        (
-            with_id(
-                "x",
-                set(body("container"), "/lifecycle/auto_stop", json!("soon")),
-            ),
-            422,
+        bad(
+            "container",
+            "/lifecycle/auto_stop",
+            json!("soon"),
             "lifecycle.auto_stop",
         ),
-        (
-            with_id(
-                "x",
-                set(body("container"), "/lifecycle/auto_stop", json!("0s")),
-            ),
-            422,
+        bad(
+            "container",
+            "/lifecycle/auto_stop",
+            json!("0s"),
             "lifecycle.auto_stop",
         ),
-        (
-            with_id(
-                "x",
-                set(
-                    body("container"),
-                    "/volumes",
-                    json!([{"id": "vol_nothere", "mount_path": "/data"}]),
-                ),
-            ),
-            422,
+        bad(
+            "container",
+            "/volumes",
+            volume(json!({"id": "vol_nothere", "mount_path": "/data"})),
             "volumes[0].id",
         ),
-        (
-            with_id(
-                "x",
-                set(
-                    body("container"),
-                    "/volumes",
-                    json!([{"id": "v", "mount_path": "data"}]),
-                ),
-            ),
-            422,
+        bad(
+            "container",
+            "/volumes",
+            volume(json!({"id": "v", "mount_path": "data"})),
             "volumes[0].mount_path",
         ),
-        (
-            with_id(
-                "x",
-                set(
-                    body("container"),
-                    "/volumes",
-                    json!([{"id": "v", "mount_path": "/d", "subpath": "../up"}]),
-                ),
-            ),
-            422,
+        bad(
+            "container",
+            "/volumes",
+            volume(json!({"id": "v", "mount_path": "/d", "subpath": "../up"})),
             "volumes[0].subpath",
         ),
-        (
-            with_id(
-                "x",
-                set(
-                    body("container"),
-                    "/volumes",
-                    json!([{"id": "v", "mount_path": "/d", "subpath": "/abs"}]),
-                ),
-            ),
-            422,
+        bad(
+            "container",
+            "/volumes",
+            volume(json!({"id": "v", "mount_path": "/d", "subpath": "/abs"})),
             "volumes[0].subpath",
         ),
-        (
-            with_id("x", set(body("container"), "/labels", json!({"": "x"}))),
-            422,
-            "labels.",
+        bad(
+            "local",
+            "/volumes",
+            volume(json!({"id": "v", "mount_path": "/d"})),
+            "volumes",
         ),
-        (
-            with_id("x", set(body("container"), "/labels", json!({"a": 1}))),
-            422,
-            "labels.a",
-        ),
-        (
-            with_id("x", set(body("container"), "/env", json!({"1BAD": "x"}))),
-            422,
-            "env.1BAD",
-        ),
-        (
-            with_id(
-                "x",
-                set(
-                    body("container"),
-                    "/env",
-                    json!({"HOME_COPY": "{{ env.HOME }}"}),
-                ),
-            ),
-            422,
+        bad("container", "/labels", json!({"": "x"}), "labels."),
+        bad("container", "/labels", json!({"a": 1}), "labels.a"),
+        bad("container", "/env", json!({"1BAD": "x"}), "env.1BAD"),
+        bad(
+            "container",
+            "/env",
+            json!({"HOME_COPY": "{{ env.HOME }}"}),
             "env.HOME_COPY",
         ),
-        (
-            with_id("x", set(body("container"), "/cwd", json!("relative"))),
-            422,
-            "cwd",
-        ),
-        (
-            with_id("x", set(body("container"), "/extra", json!(1))),
-            422,
-            "extra",
-        ),
+        bad("container", "/cwd", json!("relative"), "cwd"),
+        bad("container", "/extra", json!(1), "extra"),
     ];
+    // The docker provider mounts no paddock volumes.
+    let docker = set(body("docker"), "/image/docker", json!("busybox"));
+    let docker = set(
+        docker,
+        "/volumes",
+        volume(json!({"id": "v", "mount_path": "/d"})),
+    );
+    let mut cases = cases;
+    cases.push((with_id("x", docker), 422, "volumes"));
     for (b, status, field) in cases {
         let r = d.post("/environments", b.clone()).await;
         assert_eq!(r.status, status, "{b}: {}", r.body);

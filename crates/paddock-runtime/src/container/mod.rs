@@ -217,25 +217,8 @@ impl ContainerProvider {
             cwd: defaults.working_dir.clone(),
             user: defaults.user.clone(),
         };
-        let config_path = run.join("boot.json");
-        let json = serde_json::to_vec(&config)
-            .map_err(|e| RuntimeError::Setup(format!("encode the boot config: {e}")))?;
-        fs::write(&config_path, json).map_err(host_err(config_path.display().to_string()))?;
         let prepared = started.elapsed();
-
-        let stdout = self
-            .run_agent_helper(
-                &["boot".as_ref(), config_path.as_os_str()],
-                BOOT_TIMEOUT,
-                "the boot helper",
-            )
-            .await?;
-        let pid: i32 = String::from_utf8_lossy(&stdout)
-            .trim()
-            .parse()
-            .map_err(|_| RuntimeError::Setup("the boot helper reported no pid".into()))?;
-        let start_ticks = procfs::start_ticks(pid)
-            .ok_or_else(|| RuntimeError::Setup("the sandbox exited right after boot".into()))?;
+        let handle = self.launch_agent(run, &config).await?;
         tracing::debug!(
             vm_id = %vm.id,
             cgroups_us = cgroups_done.as_micros() as u64,
@@ -243,7 +226,7 @@ impl ContainerProvider {
             booted_us = started.elapsed().as_micros() as u64,
             "sandbox booted"
         );
-        Ok(RuntimeHandle { pid, start_ticks })
+        Ok(handle)
     }
 }
 
@@ -272,15 +255,7 @@ impl ContainerProvider {
         {
             Ok(handle) => Ok(handle),
             Err(e) => {
-                if let Err(cleanup) = teardown(
-                    &self.sandboxes_dir,
-                    &self.cgroups,
-                    vm.id.as_str(),
-                    None,
-                    Keep::Files,
-                ) {
-                    tracing::error!(vm_id = %vm.id, error = %cleanup, "cleanup after a failed start failed");
-                }
+                self.clean_failed_start(&vm.id, Keep::Files);
                 Err(e)
             }
         }
@@ -316,8 +291,18 @@ impl ContainerProvider {
             cwd: Some(cwd),
             user: None,
         };
+        self.launch_agent(run, &config).await
+    }
+
+    /// Writes `config` as the run dir's `boot.json` and runs
+    /// `paddock-agent boot` on it: the agent's host pid once it serves.
+    async fn launch_agent(
+        &self,
+        run: &Path,
+        config: &BootConfig,
+    ) -> Result<RuntimeHandle, RuntimeError> {
         let config_path = run.join("boot.json");
-        let json = serde_json::to_vec(&config)
+        let json = serde_json::to_vec(config)
             .map_err(|e| RuntimeError::Setup(format!("encode the boot config: {e}")))?;
         fs::write(&config_path, json).map_err(host_err(config_path.display().to_string()))?;
         let stdout = self
@@ -332,8 +317,34 @@ impl ContainerProvider {
             .parse()
             .map_err(|_| RuntimeError::Setup("the boot helper reported no pid".into()))?;
         let start_ticks = procfs::start_ticks(pid)
-            .ok_or_else(|| RuntimeError::Setup("the agent exited right after boot".into()))?;
+            .ok_or_else(|| RuntimeError::Setup("the sandbox exited right after boot".into()))?;
         Ok(RuntimeHandle { pid, start_ticks })
+    }
+
+    /// Tears a sandbox down off the async runtime (it waits on the
+    /// kernel to empty cgroups).
+    async fn teardown_blocking(
+        &self,
+        id: &VmId,
+        handle: Option<RuntimeHandle>,
+        keep: Keep,
+    ) -> Result<(), RuntimeError> {
+        let id = id.as_str().to_owned();
+        let this = ProviderRef {
+            sandboxes_dir: self.sandboxes_dir.clone(),
+            cgroups: Arc::clone(&self.cgroups),
+        };
+        tokio::task::spawn_blocking(move || this.teardown(&id, handle, keep))
+            .await
+            .map_err(|e| RuntimeError::Agent(format!("teardown task failed: {e}")))?
+    }
+
+    /// Frees what a start that failed left behind (keeping `keep`).
+    fn clean_failed_start(&self, id: &VmId, keep: Keep) {
+        if let Err(cleanup) = teardown(&self.sandboxes_dir, &self.cgroups, id.as_str(), None, keep)
+        {
+            tracing::error!(vm_id = %id, error = %cleanup, "cleanup after a failed start failed");
+        }
     }
 }
 
@@ -414,40 +425,25 @@ impl Provider for ContainerProvider {
         match self.boot(vm, rootfs, &run).await {
             Ok(handle) => Ok(handle),
             Err(e) => {
-                if let Err(cleanup) = teardown(
-                    &self.sandboxes_dir,
-                    &self.cgroups,
-                    vm.id.as_str(),
-                    None,
-                    Keep::Nothing,
-                ) {
-                    tracing::error!(vm_id = %vm.id, error = %cleanup, "cleanup after a failed boot failed");
-                }
+                // A preserved sandbox that fails to restart keeps its files
+                // for the next try.
+                let keep = if vm.options.launch.as_ref().is_some_and(|l| l.preserve) {
+                    Keep::Files
+                } else {
+                    Keep::Nothing
+                };
+                self.clean_failed_start(&vm.id, keep);
                 Err(e)
             }
         }
     }
 
     async fn stop(&self, id: &VmId, handle: Option<RuntimeHandle>) -> Result<(), RuntimeError> {
-        let id = id.as_str().to_owned();
-        let this = ProviderRef {
-            sandboxes_dir: self.sandboxes_dir.clone(),
-            cgroups: Arc::clone(&self.cgroups),
-        };
-        tokio::task::spawn_blocking(move || this.teardown(&id, handle, Keep::Nothing))
-            .await
-            .map_err(|e| RuntimeError::Agent(format!("teardown task failed: {e}")))?
+        self.teardown_blocking(id, handle, Keep::Nothing).await
     }
 
     async fn halt(&self, id: &VmId, handle: Option<RuntimeHandle>) -> Result<(), RuntimeError> {
-        let id = id.as_str().to_owned();
-        let this = ProviderRef {
-            sandboxes_dir: self.sandboxes_dir.clone(),
-            cgroups: Arc::clone(&self.cgroups),
-        };
-        tokio::task::spawn_blocking(move || this.teardown(&id, handle, Keep::Files))
-            .await
-            .map_err(|e| RuntimeError::Agent(format!("teardown task failed: {e}")))?
+        self.teardown_blocking(id, handle, Keep::Files).await
     }
 
     fn changes(&self, id: &VmId) -> Vec<ChangedTree> {

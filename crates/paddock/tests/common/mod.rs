@@ -254,10 +254,16 @@ impl Server {
 
     /// A key of a new, separate account.
     pub fn other_account_key(&self) -> String {
+        self.create_key(&["--new-account", "other"])
+    }
+
+    /// `paddock keys create ARGS` on this server's data dir: the secret.
+    pub fn create_key(&self, args: &[&str]) -> String {
         let out = Command::new(bin())
             .args(["keys", "--data-dir"])
             .arg(self.data_dir())
-            .args(["create", "--new-account", "other"])
+            .arg("create")
+            .args(args)
             .output()
             .expect("paddock keys create");
         assert!(
