@@ -91,6 +91,12 @@ impl Defs {
         self.send(rb).await
     }
 
+    /// Creates definition `id` from `body`, which must succeed.
+    async fn define(&self, id: &str, body: Value) {
+        let r = self.post("/environments", with_id(id, body)).await;
+        assert_eq!(r.status, 201, "{id}: {}", r.body);
+    }
+
     async fn exec(&self, sandbox: &str, command: &str) -> Value {
         let r = self
             .post(
@@ -527,7 +533,7 @@ async fn local_sandboxes_run_scrubbed_host_processes_and_resume_preserved_files(
     );
     let d = Defs::new(&server);
     let b = set(body("local"), "/lifecycle/preserve", json!(true));
-    assert_eq!(d.post("/environments", with_id("dev", b)).await.status, 201);
+    d.define("dev", b).await;
 
     let r = d
         .post(
@@ -621,12 +627,7 @@ async fn local_sandboxes_run_scrubbed_host_processes_and_resume_preserved_files(
         "/image/docker",
         json!("buildpack-deps:noble"),
     );
-    assert_eq!(
-        d.post("/environments", with_id("remote", daytona))
-            .await
-            .status,
-        201
-    );
+    d.define("remote", daytona).await;
     let r = d.post("/environments/remote/sandboxes", json!({})).await;
     assert_eq!(
         (r.status, r.body["errors"][0]["code"].as_str()),
@@ -659,7 +660,7 @@ async fn container_sandboxes_stop_on_terminal_and_idle_and_discard_unless_preser
         json!(true),
     );
     let b = set(b, "/network", json!({"allow": []}));
-    assert_eq!(d.post("/environments", with_id("job", b)).await.status, 201);
+    d.define("job", b).await;
     let r = d
         .post(
             "/environments/job/sandboxes",
@@ -676,10 +677,7 @@ async fn container_sandboxes_stop_on_terminal_and_idle_and_discard_unless_preser
 
     // auto_stop: idle that long, it stops; use keeps it running.
     let b = set(body("container"), "/lifecycle/auto_stop", json!("2s"));
-    assert_eq!(
-        d.post("/environments", with_id("idle", b)).await.status,
-        201
-    );
+    d.define("idle", b).await;
     let r = d.post("/environments/idle/sandboxes", json!({})).await;
     assert_eq!(r.status, 201, "{}", r.body);
     let sb = r.body["id"].as_str().expect("id").to_owned();
@@ -708,11 +706,7 @@ async fn container_sandboxes_stop_on_terminal_and_idle_and_discard_unless_preser
             "/volumes",
             json!([{"id": vol, "mount_path": "/work", "subpath": "projects/a"}]),
         );
-        assert_eq!(
-            d.post("/environments", with_id(&id, b)).await.status,
-            201,
-            "{id}"
-        );
+        d.define(&id, b).await;
         let r = d
             .post(&format!("/environments/{id}/sandboxes"), json!({}))
             .await;
@@ -780,12 +774,7 @@ async fn docker_sandboxes_run_in_a_real_engine() {
     );
     let b = set(b, "/network", json!({"allow": []}));
     let b = set(b, "/lifecycle/preserve", json!(true));
-    assert_eq!(
-        d.post("/environments", with_id("engine", b.clone()))
-            .await
-            .status,
-        201
-    );
+    d.define("engine", b.clone()).await;
     let r = d.post("/environments/engine/sandboxes", json!({})).await;
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(
@@ -899,12 +888,7 @@ async fn docker_sandboxes_run_in_a_real_engine() {
     // Without preserve, a stop removes the container: the next start is
     // a fresh one from the image.
     let fresh = set(b.clone(), "/lifecycle/preserve", json!(false));
-    assert_eq!(
-        d.post("/environments", with_id("fresh", fresh))
-            .await
-            .status,
-        201
-    );
+    d.define("fresh", fresh).await;
     let sb = d
         .post("/environments/fresh/sandboxes", json!({}))
         .await
@@ -924,12 +908,7 @@ async fn docker_sandboxes_run_in_a_real_engine() {
         "/image",
         json!({"docker": null, "dockerfile": {"type": "inline", "value": "FROM paddock-test/busybox:1\nRUN echo built > /built.txt\n"}}),
     );
-    assert_eq!(
-        d.post("/environments", with_id("built", built))
-            .await
-            .status,
-        201
-    );
+    d.define("built", built).await;
     let r = d.post("/environments/built/sandboxes", json!({})).await;
     assert_eq!(r.status, 201, "{}", r.body);
     let sb = r.body["id"].as_str().expect("id").to_owned();
@@ -939,24 +918,14 @@ async fn docker_sandboxes_run_in_a_real_engine() {
         "/image",
         json!({"docker": null, "dockerfile": {"type": "inline", "value": "FROM paddock-test/busybox:1\nRUN exit 7\n"}}),
     );
-    assert_eq!(
-        d.post("/environments", with_id("broken", broken))
-            .await
-            .status,
-        201
-    );
+    d.define("broken", broken).await;
     let r = d.post("/environments/broken/sandboxes", json!({})).await;
     assert_eq!(r.status, 422, "{}", r.body);
     assert!(r.body.to_string().contains("did not build"), "{}", r.body);
 
     // An image the engine lacks fails the launch with a reason.
     let missing = set(b, "/image/docker", json!("paddock-test/absent:1"));
-    assert_eq!(
-        d.post("/environments", with_id("absent", missing))
-            .await
-            .status,
-        201
-    );
+    d.define("absent", missing).await;
     let r = d.post("/environments/absent/sandboxes", json!({})).await;
     assert_eq!(r.body["state"], "failed", "{}", r.body);
     assert!(
@@ -984,12 +953,7 @@ async fn container_definitions_pull_and_build_their_images() {
     let d = Defs::new(&server);
 
     let pulled = set(body("container"), "/image/docker", json!(image));
-    assert_eq!(
-        d.post("/environments", with_id("pulled", pulled))
-            .await
-            .status,
-        201
-    );
+    d.define("pulled", pulled).await;
     let r = d.post("/environments/pulled/sandboxes", json!({})).await;
     assert_eq!(
         (r.status, r.body["image"].as_str()),
@@ -1009,12 +973,7 @@ async fn container_definitions_pull_and_build_their_images() {
         "/image",
         json!({"docker": null, "dockerfile": {"type": "inline", "value": dockerfile}}),
     );
-    assert_eq!(
-        d.post("/environments", with_id("built", built))
-            .await
-            .status,
-        201
-    );
+    d.define("built", built).await;
     let r = d.post("/environments/built/sandboxes", json!({})).await;
     assert_eq!(r.status, 201, "{}", r.body);
     let sb = r.body["id"].as_str().expect("id").to_owned();
@@ -1044,11 +1003,7 @@ async fn container_sandboxes_get_the_network_their_definition_allows() {
         ),
     ] {
         let b = set(body("container"), "/network", network);
-        assert_eq!(
-            d.post("/environments", with_id(id, b)).await.status,
-            201,
-            "{id}"
-        );
+        d.define(id, b).await;
         let r = d
             .post(&format!("/environments/{id}/sandboxes"), json!({}))
             .await;

@@ -151,13 +151,7 @@ impl ContainerProvider {
         }
         let root = run.join("root");
         fs::create_dir_all(&root).map_err(host_err(root.display().to_string()))?;
-        let socket = run.join("agent.sock");
-        if socket.as_os_str().len() > MAX_SOCKET_PATH {
-            return Err(RuntimeError::Setup(format!(
-                "the data dir path is too long for a unix socket ({})",
-                socket.display()
-            )));
-        }
+        let socket = agent_socket(run)?;
         let cgroup_procs = self.cgroups.create(vm.id.as_str(), &vm.resources)?;
         let cgroups_done = started.elapsed();
         // The agent's defaults, under the image's, under the VM's own.
@@ -268,13 +262,7 @@ impl ContainerProvider {
         env: Vec<(String, String)>,
         cwd: String,
     ) -> Result<RuntimeHandle, RuntimeError> {
-        let socket = run.join("agent.sock");
-        if socket.as_os_str().len() > MAX_SOCKET_PATH {
-            return Err(RuntimeError::Setup(format!(
-                "the data dir path is too long for a unix socket ({})",
-                socket.display()
-            )));
-        }
+        let socket = agent_socket(run)?;
         let cgroup_procs = self.cgroups.create(vm.id.as_str(), &vm.resources)?;
         let config = BootConfig {
             on_host: true,
@@ -636,6 +624,19 @@ impl ProviderRef {
     ) -> Result<(), RuntimeError> {
         teardown(&self.sandboxes_dir, &self.cgroups, id, handle, keep)
     }
+}
+
+/// The agent's socket in the run dir `run`, if its path fits a unix
+/// socket address.
+fn agent_socket(run: &Path) -> Result<PathBuf, RuntimeError> {
+    let socket = run.join("agent.sock");
+    if socket.as_os_str().len() > MAX_SOCKET_PATH {
+        return Err(RuntimeError::Setup(format!(
+            "the data dir path is too long for a unix socket ({})",
+            socket.display()
+        )));
+    }
+    Ok(socket)
 }
 
 /// What a teardown leaves of a sandbox.
