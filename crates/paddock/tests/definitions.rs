@@ -581,6 +581,19 @@ async fn local_sandboxes_run_scrubbed_host_processes_and_resume_preserved_files(
         .await;
     assert_eq!((r.status, r.body.as_str()), (200, Some("kept\n")));
 
+    // Another account sees neither the sandbox nor its definition.
+    let other = Defs {
+        c: server.client().with_key(None),
+        token: server.other_account_key(),
+    };
+    assert_eq!(other.get(&format!("/sandboxes/{sb}")).await.status, 404);
+    let r = other
+        .post(&format!("/sandboxes/{sb}/exec"), json!({"command": "true"}))
+        .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(other.get("/environments/dev/sandboxes").await.status, 404);
+    assert_eq!(other.get("/sandboxes").await.body["meta"]["total"], 0);
+
     // The sandbox outlives a server restart.
     server.restart();
     let d = Defs {
