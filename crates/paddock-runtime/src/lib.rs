@@ -6,6 +6,7 @@
 //! volumes and their checkpoints on the host, for any provider to bind in.
 
 pub mod agent_client;
+mod agent_helper;
 pub mod container;
 pub mod docker;
 pub mod gpu;

@@ -85,11 +85,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     if let Some(host) = &config.providers.docker {
         let instance = paddock_runtime::container::instance_id(&config.data_dir);
-        let docker = paddock_runtime::docker::DockerProvider::connect(host, &instance)
-            .await
-            .with_context(|| {
-                format!("connect to the docker engine ([providers] docker = {host:?})")
-            })?;
+        let docker =
+            paddock_runtime::docker::DockerProvider::connect(host, &instance, agent_path(&config)?)
+                .await
+                .with_context(|| {
+                    format!("connect to the docker engine ([providers] docker = {host:?})")
+                })?;
         more_providers.push(Arc::new(docker));
     }
     let service = Service::new(

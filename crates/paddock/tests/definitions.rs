@@ -347,15 +347,6 @@ async fn definitions_validate_and_keep_stable_revisions() {
         bad("container", "/cwd", json!("relative"), "cwd"),
         bad("container", "/extra", json!(1), "extra"),
     ];
-    // The docker provider mounts no paddock volumes.
-    let docker = set(body("docker"), "/image/docker", json!("busybox"));
-    let docker = set(
-        docker,
-        "/volumes",
-        volume(json!({"id": "v", "mount_path": "/d"})),
-    );
-    let mut cases = cases;
-    cases.push((with_id("x", docker), 422, "volumes"));
     for (b, status, field) in cases {
         let r = d.post("/environments", b.clone()).await;
         assert_eq!(r.status, status, "{b}: {}", r.body);
@@ -779,6 +770,15 @@ async fn docker_sandboxes_run_in_a_real_engine() {
     engine.import(&root, "paddock-test/busybox:1");
     let mut server = Server::start_with_config(&format!("{CONFIG}docker = {:?}\n", engine.host()));
     let d = Defs::new(&server);
+    let vol = server
+        .client()
+        .post(
+            "/v1/volumes",
+            json!({"name": "cache", "quota_bytes": 64u64 << 20}),
+        )
+        .await;
+    assert_eq!(vol.status, 200, "{}", vol.body);
+    let vol = vol.body["id"].as_str().expect("id").to_owned();
 
     let b = set(
         body("docker"),
@@ -787,7 +787,12 @@ async fn docker_sandboxes_run_in_a_real_engine() {
     );
     let b = set(b, "/network", json!({"allow": []}));
     let b = set(b, "/lifecycle/preserve", json!(true));
-    d.define("engine", b.clone()).await;
+    let with_volume = set(
+        b.clone(),
+        "/volumes",
+        json!([{"id": vol, "mount_path": "/cache", "subpath": "engine"}]),
+    );
+    d.define("engine", with_volume).await;
     let r = d.post("/environments/engine/sandboxes", json!({})).await;
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(
@@ -871,7 +876,14 @@ async fn docker_sandboxes_run_in_a_real_engine() {
         "from the api"
     );
 
-    // A preserving stop keeps the container; start resumes it.
+    // The volume's subpath is mounted in the engine's container.
+    let out = d
+        .exec(&sb, "echo cached >> /cache/log && cat /cache/log")
+        .await;
+    assert_eq!(out["stdout"], "cached\n", "{out}");
+
+    // A preserving stop keeps the container; start resumes it, with the
+    // volume mounted again.
     assert_eq!(
         d.post(&format!("/sandboxes/{sb}/stop"), json!({}))
             .await
@@ -889,6 +901,7 @@ async fn docker_sandboxes_run_in_a_real_engine() {
         d.exec(&sb, "cat /work/sub/notes.txt").await["stdout"],
         "from the api"
     );
+    assert_eq!(d.exec(&sb, "cat /cache/log").await["stdout"], "cached\n");
     let r = d
         .send(d.req(reqwest::Method::DELETE, &format!("/sandboxes/{sb}")))
         .await;

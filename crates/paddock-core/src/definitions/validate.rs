@@ -240,11 +240,7 @@ fn volumes(spec: &DefinitionSpec, out: &mut Vec<Violation>) {
                 "volumes",
                 "local sandboxes share the host's filesystem and cannot mount volumes",
             )),
-            ProviderKind::Docker => out.push(Violation::new(
-                "volumes",
-                "the docker provider cannot mount paddock volumes",
-            )),
-            ProviderKind::Container | ProviderKind::Daytona => {}
+            ProviderKind::Docker | ProviderKind::Container | ProviderKind::Daytona => {}
         }
     }
     let mut seen = std::collections::BTreeSet::new();

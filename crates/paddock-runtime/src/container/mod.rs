@@ -16,7 +16,6 @@ mod rootfs;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,8 +38,6 @@ pub use rootfs::VariantSource;
 /// The longest path a unix socket address can hold.
 const MAX_SOCKET_PATH: usize = 107;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a mount injection may take (it is a few system calls).
-const INJECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct ContainerConfig {
@@ -337,63 +334,13 @@ impl ContainerProvider {
 }
 
 impl ContainerProvider {
-    /// Runs a `paddock-agent` subcommand on the host within `limit`; its
-    /// stdout when it succeeds, its stderr (or exit status) as the error.
     pub(crate) async fn run_agent_helper(
         &self,
         args: &[&std::ffi::OsStr],
         limit: Duration,
         what: &str,
     ) -> Result<Vec<u8>, RuntimeError> {
-        let child = tokio::process::Command::new(&self.config.agent_path)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(host_err(format!(
-                "run {}",
-                self.config.agent_path.display()
-            )))?;
-        let output = tokio::time::timeout(limit, child.wait_with_output())
-            .await
-            .map_err(|_| {
-                RuntimeError::Setup(format!(
-                    "{what} did not finish within {} s",
-                    limit.as_secs()
-                ))
-            })?
-            .map_err(host_err(format!("wait for {what}")))?;
-        if !output.status.success() {
-            let msg = String::from_utf8_lossy(&output.stderr).trim().to_owned();
-            return Err(RuntimeError::Setup(if msg.is_empty() {
-                format!("{what} failed ({})", output.status)
-            } else {
-                msg
-            }));
-        }
-        Ok(output.stdout)
-    }
-
-    /// Runs `paddock-agent attach|detach` against the sandbox behind
-    /// `handle` (see `paddock_agent::inject`).
-    async fn inject(
-        &self,
-        handle: RuntimeHandle,
-        args: &[&std::ffi::OsStr],
-    ) -> Result<(), RuntimeError> {
-        if !procfs::is_running(handle.pid, handle.start_ticks) {
-            return Err(RuntimeError::SandboxGone);
-        }
-        match self
-            .run_agent_helper(args, INJECT_TIMEOUT, "the mount helper")
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(RuntimeError::Setup(m)) => Err(RuntimeError::Setup(format!("volume mount: {m}"))),
-            Err(e) => Err(e),
-        }
+        crate::agent_helper::run(&self.config.agent_path, args, limit, what).await
     }
 }
 
@@ -466,18 +413,8 @@ impl Provider for ContainerProvider {
         target: &str,
         read_only: bool,
     ) -> Result<(), RuntimeError> {
-        let mode = if read_only { "ro" } else { "rw" };
-        self.inject(
-            handle,
-            &[
-                "attach".as_ref(),
-                handle.pid.to_string().as_ref(),
-                source.as_os_str(),
-                target.as_ref(),
-                mode.as_ref(),
-            ],
-        )
-        .await
+        crate::agent_helper::attach(&self.config.agent_path, handle, source, target, read_only)
+            .await
     }
 
     async fn detach(
@@ -486,15 +423,7 @@ impl Provider for ContainerProvider {
         handle: RuntimeHandle,
         target: &str,
     ) -> Result<(), RuntimeError> {
-        self.inject(
-            handle,
-            &[
-                "detach".as_ref(),
-                handle.pid.to_string().as_ref(),
-                target.as_ref(),
-            ],
-        )
-        .await
+        crate::agent_helper::detach(&self.config.agent_path, handle, target).await
     }
 
     fn is_alive(&self, _id: &VmId, handle: RuntimeHandle) -> bool {

@@ -2,7 +2,8 @@
 //! reached through its API ([`bollard`]). The engine resolves the image
 //! reference itself; the container runs a sleeping shell as its main
 //! process and every command is a `docker exec`. Files go in and out as
-//! tar archives through the engine's archive endpoints.
+//! tar archives through the engine's archive endpoints; volumes are moved
+//! into the container's mount namespace by paddock's mount helper.
 //!
 //! Containers are named `paddock-<instance>-<vm>` and labelled with the
 //! instance, so two servers on one engine never touch each other's, and a
@@ -13,7 +14,7 @@ mod build;
 mod exec;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -46,6 +47,9 @@ const STOP_GRACE_SECONDS: i32 = 2;
 pub struct DockerProvider {
     docker: Docker,
     instance: String,
+    /// The `paddock-agent` binary, whose `attach` moves volume mounts
+    /// into a running container's mount namespace.
+    agent_path: PathBuf,
     /// Variables staged per sandbox (vault secrets): Docker has no place
     /// to keep them but each exec's environment, so they stay here, in
     /// memory only.
@@ -71,7 +75,11 @@ impl DockerProvider {
     /// Connects to the engine at `host` (`unix:///run/docker.sock`) and
     /// checks it answers. `instance` tells this server's containers from
     /// others'.
-    pub async fn connect(host: &str, instance: &str) -> Result<Self, RuntimeError> {
+    pub async fn connect(
+        host: &str,
+        instance: &str,
+        agent_path: PathBuf,
+    ) -> Result<Self, RuntimeError> {
         let path = host.strip_prefix("unix://").unwrap_or(host);
         let docker = Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION)
             .map_err(|e| RuntimeError::Setup(format!("docker engine at {host}: {e}")))?
@@ -84,6 +92,7 @@ impl DockerProvider {
             .map_err(|e| RuntimeError::Setup(format!("docker engine at {host}: {e}")))?;
         Ok(Self {
             docker,
+            agent_path,
             instance: instance.to_owned(),
             staged: Mutex::new(HashMap::new()),
         })
@@ -301,19 +310,28 @@ impl Provider for DockerProvider {
         Ok(())
     }
 
+    /// Volumes go in as the container provider's do: the engine runs
+    /// here, so its container's main process is a host process, and the
+    /// mount helper clones the volume's host mount into that process's
+    /// mount namespace (an engine bind could only be set at creation).
     async fn attach(
         &self,
         _id: &VmId,
-        _handle: RuntimeHandle,
-        _source: &Path,
-        _target: &str,
-        _read_only: bool,
+        handle: RuntimeHandle,
+        source: &Path,
+        target: &str,
+        read_only: bool,
     ) -> Result<(), RuntimeError> {
-        Err(Self::unsupported("paddock volumes"))
+        crate::agent_helper::attach(&self.agent_path, handle, source, target, read_only).await
     }
 
-    async fn detach(&self, _: &VmId, _: RuntimeHandle, _: &str) -> Result<(), RuntimeError> {
-        Ok(())
+    async fn detach(
+        &self,
+        _id: &VmId,
+        handle: RuntimeHandle,
+        target: &str,
+    ) -> Result<(), RuntimeError> {
+        crate::agent_helper::detach(&self.agent_path, handle, target).await
     }
 
     fn is_alive(&self, _id: &VmId, handle: RuntimeHandle) -> bool {
