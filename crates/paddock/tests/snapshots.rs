@@ -182,13 +182,15 @@ async fn a_vm_snapshots_itself_when_its_lifetime_ends() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let snap = loop {
         let list = c.get("/v1/snapshots").await.body;
+        // Listed from the moment it starts (`creating`); wait for its end.
         if let Some(s) = list
             .as_array()
             .and_then(|a| a.iter().find(|s| s["name"] == "at-expiry"))
+            .filter(|s| s["status"] != "creating")
         {
             break s.clone();
         }
-        assert!(Instant::now() < deadline, "no snapshot at expiry");
+        assert!(Instant::now() < deadline, "no finished snapshot at expiry");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(snap["status"], "ready", "{snap}");
