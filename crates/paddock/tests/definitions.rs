@@ -802,10 +802,21 @@ async fn docker_sandboxes_run_in_a_real_engine() {
         r.body
     );
     let sb = r.body["id"].as_str().expect("id").to_owned();
-    assert!(
-        engine.containers().iter().any(|c| c.ends_with(&sb)),
-        "{:?}",
-        engine.containers()
+    let name = engine
+        .containers()
+        .into_iter()
+        .find(|c| c.ends_with(&sb))
+        .expect("the sandbox's container");
+    // The engine holds the definition's limits and labels.
+    let inspect = engine.cli(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.NetworkMode}} {{index .Config.Labels \"team\"}}",
+        &name,
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&inspect.stdout).trim(),
+        format!("{} 1000000000 none infra", 256u64 << 20)
     );
 
     // Commands run in the engine's container, with the definition's
