@@ -63,6 +63,26 @@ impl utoipa::Modify for ApiKeyAuth {
     }
 }
 
+/// Adds a hand-built surface's paths and component schemas to `doc`.
+pub(crate) fn merge(
+    doc: &mut serde_json::Value,
+    paths: serde_json::Map<String, serde_json::Value>,
+    schemas: serde_json::Map<String, serde_json::Value>,
+) {
+    use serde_json::{json, Value};
+    if let Some(Value::Object(existing)) = doc.get_mut("paths") {
+        existing.extend(paths);
+    }
+    let components = doc
+        .as_object_mut()
+        .map(|d| d.entry("components").or_insert_with(|| json!({})));
+    if let Some(Value::Object(c)) = components {
+        if let Value::Object(s) = c.entry("schemas").or_insert_with(|| json!({})) {
+            s.extend(schemas);
+        }
+    }
+}
+
 /// The document as pretty JSON (the committed file's form): the VM API's
 /// generated paths, then the account gateway's, then the environment
 /// definitions'.

@@ -13,7 +13,7 @@ use std::time::Instant;
 use crate::clock::Timestamp;
 use crate::error::CoreError;
 use crate::ids::{AccountId, VmId};
-use crate::model::{Vm, VmStatus, VmStatusSet};
+use crate::model::{Vm, VmStatus};
 use crate::service::{error_chain, Service};
 
 pub const REASON_STOPPED: &str = "stopped on request";
@@ -153,7 +153,7 @@ impl Service {
         vm.status_reason = Some(reason.to_owned());
         vm.runtime = None;
         if let Some(l) = vm.options.launch.as_mut() {
-            l.stopped_at = Some(now.to_rfc3339());
+            l.stopped_at = Some(now);
         }
         vm.updated_at = now;
         self.store.update_vm(&vm).await?;
@@ -200,14 +200,10 @@ impl Service {
         }
     }
 
-    /// Stops running launched sandboxes idle longer than their
-    /// `auto_stop`.
-    pub(crate) async fn sweep_idle(&self) -> Result<(), CoreError> {
-        for vm in self
-            .store
-            .list_vms_in(&VmStatusSet::of(&[VmStatus::Running]))
-            .await?
-        {
+    /// Stops the launched sandboxes among `running` (the VMs the liveness
+    /// sweep found alive) that were idle longer than their `auto_stop`.
+    pub(crate) async fn sweep_idle(&self, running: &[Vm]) {
+        for vm in running {
             let Some(limit) = vm.options.launch.as_ref().and_then(|l| l.idle_stop_seconds) else {
                 continue;
             };
@@ -227,6 +223,5 @@ impl Service {
                 }
             }
         }
-        Ok(())
     }
 }

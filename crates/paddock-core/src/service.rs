@@ -1235,13 +1235,12 @@ impl Service {
             if let Err(e) = self.sweep_expired().await {
                 tracing::error!(error = %error_chain(&e), "lifetime sweep failed");
             }
-            // Liveness is cheaper to check less often than lifetimes.
+            // Liveness and idleness are cheaper to check less often than
+            // lifetimes; both read the running VMs, once.
             if n.is_multiple_of(8) {
-                if let Err(e) = self.sweep_dead().await {
-                    tracing::error!(error = %error_chain(&e), "liveness sweep failed");
-                }
-                if let Err(e) = self.sweep_idle().await {
-                    tracing::error!(error = %error_chain(&e), "idle sweep failed");
+                match self.sweep_dead().await {
+                    Ok(alive) => self.sweep_idle(&alive).await,
+                    Err(e) => tracing::error!(error = %error_chain(&e), "liveness sweep failed"),
                 }
             }
         }
@@ -1257,20 +1256,23 @@ impl Service {
         Ok(())
     }
 
-    async fn sweep_dead(&self) -> Result<(), CoreError> {
+    /// Marks running VMs whose sandbox died as failed; returns the others.
+    async fn sweep_dead(&self) -> Result<Vec<Vm>, CoreError> {
+        let mut alive = Vec::new();
         for vm in self
             .store
             .list_vms_in(&VmStatusSet::of(&[VmStatus::Running]))
             .await?
         {
-            if let Some(h) = vm.runtime {
-                if !self.provider_of(&vm).is_alive(&vm.id, h) {
+            match vm.runtime {
+                Some(h) if !self.provider_of(&vm).is_alive(&vm.id, h) => {
                     self.mark_failed(&vm.id, "the sandbox's processes exited")
                         .await?;
                 }
+                _ => alive.push(vm),
             }
         }
-        Ok(())
+        Ok(alive)
     }
 
     pub async fn count_vms_by_status(&self) -> Result<Vec<(VmStatus, u64)>, CoreError> {

@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use paddock_core::definitions::{Definition, DefinitionSpec};
+use paddock_core::definitions::{self, Definition, DefinitionSpec};
 use serde::Deserialize;
 
 use super::{json_value, parse_body, Caller, DefError};
@@ -50,8 +50,7 @@ pub(super) async fn create(
         Some(_) => return Err(DefError::bad_request("invalid_id", "id: must be a string")),
         None => return Err(DefError::bad_request("invalid_id", "id: is required")),
     };
-    paddock_core::definitions::validate_definition_id(&id)
-        .map_err(|v| DefError::bad_request("invalid_id", v.to_string()))?;
+    definitions::check_id(&id)?;
     let spec: DefinitionSpec = parse_body(value)?;
     let def = state.service.create_definition(&account, &id, spec).await?;
     Ok(with_etag(StatusCode::CREATED, def))
@@ -94,8 +93,7 @@ pub(super) async fn retrieve(
     Caller(account): Caller,
     Path(id): Path<String>,
 ) -> Result<Response, DefError> {
-    paddock_core::definitions::validate_definition_id(&id)
-        .map_err(|v| DefError::bad_request("invalid_id", v.to_string()))?;
+    definitions::check_id(&id)?;
     let def = state.service.get_definition(&account, &id).await?;
     Ok(with_etag(StatusCode::OK, def))
 }
@@ -122,15 +120,11 @@ pub(super) async fn replace(
         }
         obj.remove("revision");
     }
-    // The path and precondition errors come before the body's.
-    paddock_core::definitions::validate_definition_id(&id)
-        .map_err(|v| DefError::bad_request("invalid_id", v.to_string()))?;
-    if id != paddock_core::definitions::LOCAL_DEFINITION_ID {
-        let raw = expected
-            .as_deref()
-            .ok_or(paddock_core::definitions::DefinitionError::RevisionRequired)?;
-        paddock_core::definitions::parse_if_match(raw)
-            .ok_or(paddock_core::definitions::DefinitionError::RevisionMalformed)?;
+    // The path and precondition errors come before the body's (the
+    // reserved `local` is refused by the replace itself).
+    definitions::check_id(&id)?;
+    if id != definitions::LOCAL_DEFINITION_ID {
+        definitions::check_write(&id, expected.as_deref())?;
     }
     let spec: DefinitionSpec = parse_body(value)?;
     let def = state

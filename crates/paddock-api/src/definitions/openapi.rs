@@ -396,17 +396,7 @@ pub fn extend(doc: &mut Value) {
                 "responses": write, "security": [{"bearer": []}]},
         }),
     );
-    if let Some(Value::Object(existing)) = doc.get_mut("paths") {
-        existing.extend(paths);
-    }
-    let components = doc
-        .as_object_mut()
-        .map(|d| d.entry("components").or_insert_with(|| json!({})));
-    if let Some(Value::Object(c)) = components {
-        if let Value::Object(s) = c.entry("schemas").or_insert_with(|| json!({})) {
-            s.extend(schemas());
-        }
-    }
+    crate::openapi::merge(doc, paths, schemas());
 }
 
 #[cfg(test)]

@@ -74,7 +74,7 @@ fn render(view: &SandboxView) -> serde_json::Value {
         "command": command,
         "created_at": vm.created_at.to_rfc3339(),
         "started_at": vm.started_at.map(|t| t.to_rfc3339()),
-        "stopped_at": launch.stopped_at,
+        "stopped_at": launch.stopped_at.map(|t| t.to_rfc3339()),
     })
 }
 

@@ -163,6 +163,24 @@ pub fn parse_if_match(raw: &str) -> Option<IfMatch> {
         .then(|| IfMatch::Revision(tag.to_owned()))
 }
 
+/// A definition id (from a path or a body) that breaks the pattern is an
+/// `Invalid` naming `id`, which the surface answers with 400.
+pub fn check_id(id: &str) -> Result<(), DefinitionError> {
+    validate_definition_id(id).map_err(|v| DefinitionError::Invalid(vec![v]))
+}
+
+/// The preconditions of a replace or delete, checked before any body is
+/// read: the id is valid and writable, and `If-Match` is present and well
+/// formed. Returns the revision the write expects.
+pub fn check_write(id: &str, if_match: Option<&str>) -> Result<IfMatch, DefinitionError> {
+    check_id(id)?;
+    if id == LOCAL_DEFINITION_ID {
+        return Err(DefinitionError::Reserved);
+    }
+    let raw = if_match.ok_or(DefinitionError::RevisionRequired)?;
+    parse_if_match(raw).ok_or(DefinitionError::RevisionMalformed)
+}
+
 /// What a write expects the stored revision to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IfMatch {
@@ -250,7 +268,7 @@ impl Service {
         id: &str,
         spec: DefinitionSpec,
     ) -> Result<Definition, DefinitionError> {
-        validate_definition_id(id).map_err(|v| DefinitionError::Invalid(vec![v]))?;
+        check_id(id)?;
         if id == LOCAL_DEFINITION_ID {
             return Err(DefinitionError::Reserved);
         }
@@ -310,17 +328,6 @@ impl Service {
         Ok(all)
     }
 
-    /// Checks the preconditions shared by replace and delete: the id is
-    /// writable and `If-Match` is present and well formed.
-    fn write_preconditions(id: &str, if_match: Option<&str>) -> Result<IfMatch, DefinitionError> {
-        validate_definition_id(id).map_err(|v| DefinitionError::Invalid(vec![v]))?;
-        if id == LOCAL_DEFINITION_ID {
-            return Err(DefinitionError::Reserved);
-        }
-        let raw = if_match.ok_or(DefinitionError::RevisionRequired)?;
-        parse_if_match(raw).ok_or(DefinitionError::RevisionMalformed)
-    }
-
     fn check_revision(
         expected: &IfMatch,
         stored: &StoredDefinition,
@@ -342,7 +349,7 @@ impl Service {
         if_match: Option<&str>,
         spec: DefinitionSpec,
     ) -> Result<Definition, DefinitionError> {
-        let expected = Self::write_preconditions(id, if_match)?;
+        let expected = check_write(id, if_match)?;
         let spec = self.checked_spec(account, spec).await?;
         let _lock = self.lock_resource::<StoredDefinition>(account, id).await;
         let mut stored = self.stored_definition(account, id).await?;
@@ -363,7 +370,7 @@ impl Service {
         id: &str,
         if_match: Option<&str>,
     ) -> Result<(), DefinitionError> {
-        let expected = Self::write_preconditions(id, if_match)?;
+        let expected = check_write(id, if_match)?;
         let _lock = self.lock_resource::<StoredDefinition>(account, id).await;
         let stored = self.stored_definition(account, id).await?;
         Self::check_revision(&expected, &stored)?;

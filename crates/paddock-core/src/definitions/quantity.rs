@@ -46,6 +46,15 @@ pub fn parse_quantity(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
+/// `resources.cpu`: a JSON number of cores or a quantity string.
+pub fn parse_cpu(v: &serde_json::Value) -> Result<f64, String> {
+    match v {
+        serde_json::Value::Number(n) => n.as_f64().ok_or_else(|| "must be a number".into()),
+        serde_json::Value::String(s) => parse_quantity(s),
+        _ => Err("must be a number of cores or a quantity string".into()),
+    }
+}
+
 /// A byte quantity, which must be a positive whole number of bytes.
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let v = parse_quantity(s)?;

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::quantity::{parse_bytes, parse_duration, parse_quantity};
+use super::quantity::{parse_bytes, parse_cpu, parse_duration};
 use super::spec::{Definition, NetworkMode, ProviderKind};
 use super::{DefinitionError, Violation};
 use crate::error::CoreError;
@@ -49,45 +49,28 @@ fn provider_name(kind: ProviderKind) -> &'static str {
     }
 }
 
-/// The egress policy a definition's `network` means for a sandbox on
-/// paddock's network.
-fn egress_policy(def: &Definition) -> EgressPolicy {
-    match super::network_mode(&def.spec) {
-        NetworkMode::AllowAll => EgressPolicy::allow_all(),
-        NetworkMode::Block => EgressPolicy {
-            default: EgressDefault::Deny,
-            ..EgressPolicy::default()
-        },
-        NetworkMode::CidrAllowList => EgressPolicy {
-            default: EgressDefault::Deny,
-            allowed_cidrs: def
-                .spec
-                .network
-                .allow
-                .iter()
-                .filter_map(|a| Ipv4Cidr::parse(a).ok())
-                .collect(),
-            allowed_domains: def
-                .spec
-                .network
-                .allow
-                .iter()
-                .filter(|a| Ipv4Cidr::parse(a).is_err())
-                .filter_map(|a| DomainPattern::parse(a).ok())
-                .collect(),
-            ..EgressPolicy::default()
-        },
+/// The egress policy of a `cidr_allow_list`: nothing but the listed IPv4
+/// CIDRs and domains (validated when the definition was written).
+fn allow_list_policy(allow: &[String]) -> EgressPolicy {
+    let mut policy = EgressPolicy {
+        default: EgressDefault::Deny,
+        ..EgressPolicy::default()
+    };
+    for entry in allow {
+        if let Ok(cidr) = Ipv4Cidr::parse(entry) {
+            policy.allowed_cidrs.push(cidr);
+        } else if let Ok(domain) = DomainPattern::parse(entry) {
+            policy.allowed_domains.push(domain);
+        }
     }
+    policy
 }
 
 /// The tag a definition's inline Dockerfile is built under: one image per
 /// definition revision.
 fn definition_tag(def: &Definition) -> String {
-    format!(
-        "paddock.local/definitions/{}:{}",
-        def.id,
-        &def.revision[..16]
-    )
+    let short = def.revision.get(..16).unwrap_or(&def.revision);
+    format!("paddock.local/definitions/{}:{short}", def.id)
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> DefinitionError {
@@ -172,13 +155,12 @@ impl Service {
             }
             (None, None, _) => self.config.default_variant.clone(),
         };
-        let vcpu = match &s.resources.cpu {
-            None => None,
-            Some(serde_json::Value::Number(n)) => n.as_f64(),
-            Some(serde_json::Value::String(q)) => parse_quantity(q).ok(),
-            Some(_) => None,
-        }
-        .map(|cores| cores.ceil() as i64);
+        let vcpu = s
+            .resources
+            .cpu
+            .as_ref()
+            .and_then(|c| parse_cpu(c).ok())
+            .map(|cores| cores.ceil() as i64);
         let memory_mb = s
             .resources
             .memory
@@ -220,7 +202,8 @@ impl Service {
             NetworkMode::Block => None,
             // Without a sandbox network every sandbox is cut off anyway.
             NetworkMode::AllowAll if !self.network.enabled() => None,
-            _ => Some(egress_policy(def)),
+            NetworkMode::AllowAll => Some(EgressPolicy::allow_all()),
+            NetworkMode::CidrAllowList => Some(allow_list_policy(&s.network.allow)),
         };
         let idle_stop_seconds = s
             .lifecycle

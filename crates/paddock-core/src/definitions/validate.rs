@@ -1,7 +1,7 @@
 //! The rules a definition must satisfy, each naming the field it checks.
 //! All of them run, so a client learns every problem in one answer.
 
-use super::quantity::{parse_bytes, parse_duration, parse_quantity};
+use super::quantity::{parse_bytes, parse_cpu, parse_duration};
 use super::spec::{DefinitionSpec, NetworkMode, ProviderKind};
 use crate::model::{validate_mount_path, DomainPattern, Env, Ipv4Cidr};
 
@@ -170,12 +170,7 @@ fn image(spec: &DefinitionSpec, is_reference: &dyn Fn(&str) -> bool, out: &mut V
 fn resources(spec: &DefinitionSpec, out: &mut Vec<Violation>) {
     let r = &spec.resources;
     if let Some(cpu) = &r.cpu {
-        let cores = match cpu {
-            serde_json::Value::Number(n) => n.as_f64().ok_or_else(|| "must be a number".into()),
-            serde_json::Value::String(s) => parse_quantity(s),
-            _ => Err("must be a number of cores or a quantity string".into()),
-        };
-        match cores {
+        match parse_cpu(cpu) {
             Ok(c) if c > 0.0 && c <= 1024.0 => {}
             Ok(_) => out.push(Violation::new(
                 "resources.cpu",

@@ -247,7 +247,7 @@ pub struct Launch {
     pub labels: BTreeMap<String, String>,
     /// When the sandbox last stopped.
     #[serde(default)]
-    pub stopped_at: Option<String>,
+    pub stopped_at: Option<Timestamp>,
     /// The working directory of commands (the `local` provider's).
     #[serde(default)]
     pub cwd: Option<String>,

@@ -290,13 +290,13 @@ impl ContainerProvider {
         let json = serde_json::to_vec(config)
             .map_err(|e| RuntimeError::Setup(format!("encode the boot config: {e}")))?;
         fs::write(&config_path, json).map_err(host_err(config_path.display().to_string()))?;
-        let stdout = self
-            .run_agent_helper(
-                &["boot".as_ref(), config_path.as_os_str()],
-                BOOT_TIMEOUT,
-                "the boot helper",
-            )
-            .await?;
+        let stdout = crate::agent_helper::run(
+            &self.config.agent_path,
+            &["boot".as_ref(), config_path.as_os_str()],
+            BOOT_TIMEOUT,
+            "the boot helper",
+        )
+        .await?;
         let pid: i32 = String::from_utf8_lossy(&stdout)
             .trim()
             .parse()
@@ -330,17 +330,6 @@ impl ContainerProvider {
         {
             tracing::error!(vm_id = %id, error = %cleanup, "cleanup after a failed start failed");
         }
-    }
-}
-
-impl ContainerProvider {
-    pub(crate) async fn run_agent_helper(
-        &self,
-        args: &[&std::ffi::OsStr],
-        limit: Duration,
-        what: &str,
-    ) -> Result<Vec<u8>, RuntimeError> {
-        crate::agent_helper::run(&self.config.agent_path, args, limit, what).await
     }
 }
 
