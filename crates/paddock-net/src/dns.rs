@@ -20,7 +20,10 @@ use crate::nft::{self, Layout};
 /// Policies by VM address, shared with the backend that changes them.
 pub type Policies = Arc<RwLock<HashMap<Ipv4Addr, EgressPolicy>>>;
 
-const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
+/// Under the 5 s a glibc stub waits, so the VM hears SERVFAIL rather
+/// than retrying into a query that is still in flight.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(4);
+const UDP_RESEND: Duration = Duration::from_millis(700);
 /// Learned addresses stay at least this long, so a TTL of 0 or 1 does not
 /// expire before the VM connects.
 const MIN_LEARNED_TTL: u32 = 60;
@@ -179,6 +182,9 @@ impl Resolver {
     }
 }
 
+/// Sends the query and waits for its reply, sending it again every
+/// [`UDP_RESEND`] as a stub resolver would: one datagram lost between here
+/// and upstream must not become a SERVFAIL for the VM.
 async fn forward_udp(upstream: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {
     let local: SocketAddr = if upstream.is_ipv4() {
         (Ipv4Addr::UNSPECIFIED, 0).into()
@@ -187,15 +193,23 @@ async fn forward_udp(upstream: SocketAddr, query: &[u8]) -> std::io::Result<Vec<
     };
     let socket = UdpSocket::bind(local).await?;
     socket.connect(upstream).await?;
-    socket.send(query).await?;
     let mut buf = vec![0u8; 65535];
     loop {
-        let n = socket.recv(&mut buf).await?;
-        // Only the reply to this query (same id) counts.
-        if n >= 2 && query.len() >= 2 && buf[..2] == query[..2] {
-            buf.truncate(n);
-            return Ok(buf);
+        socket.send(query).await?;
+        let reply = tokio::time::timeout(UDP_RESEND, async {
+            loop {
+                let n = socket.recv(&mut buf).await?;
+                // Only the reply to this query (same id) counts.
+                if n >= 2 && query.len() >= 2 && buf[..2] == query[..2] {
+                    return Ok::<_, std::io::Error>(buf[..n].to_vec());
+                }
+            }
+        })
+        .await;
+        if let Ok(reply) = reply {
+            return reply;
         }
+        tracing::debug!(upstream = %upstream, "no DNS reply yet; sending again");
     }
 }
 

@@ -67,6 +67,13 @@ async fn ip_batch(prefix: &[&str], batch: &str, force: bool) -> Result<(), NetEr
 }
 
 /// Creates the bridge with the gateway address unless it exists.
+///
+/// The bridge gets a fixed MAC address. Left to itself, Linux gives a
+/// bridge the lowest MAC among its ports and changes it whenever a port
+/// with a lower one joins or the lowest leaves: every VM's ARP entry for
+/// the gateway then points at a MAC nobody answers to, and its DNS and
+/// connections time out until the entry expires. A MAC that was set is
+/// never changed by the kernel.
 pub async fn ensure_bridge(
     bridge: &str,
     gateway: Ipv4Addr,
@@ -79,12 +86,21 @@ pub async fn ensure_bridge(
     ip_batch(
         &[],
         &format!(
-            "addr replace {gateway}/{prefix} dev {bridge}\nlink set {bridge} up\n",
+            "link set {bridge} address {mac}\naddr replace {gateway}/{prefix} dev {bridge}\n\
+             link set {bridge} up\n",
+            mac = gateway_mac(gateway),
             prefix = subnet.prefix()
         ),
         false,
     )
     .await
+}
+
+/// The bridge's MAC: locally administered (`02:`), unicast, and derived
+/// from the gateway address so that it is the same after a restart.
+fn gateway_mac(gateway: Ipv4Addr) -> String {
+    let [a, b, c, d] = gateway.octets();
+    format!("02:70:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
 }
 
 /// Wires a prepared namespace: a veth whose host end joins the bridge as
@@ -161,6 +177,14 @@ pub async fn remove_bridge(bridge: &str) -> Result<(), NetError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gateway_mac_is_local_unicast_and_stable() {
+        let mac = gateway_mac(Ipv4Addr::new(10, 106, 0, 1));
+        assert_eq!(mac, "02:70:0a:6a:00:01");
+        let first = u8::from_str_radix(&mac[..2], 16).expect("hex");
+        assert_eq!(first & 0b11, 0b10, "locally administered, unicast");
+    }
 
     #[test]
     fn port_names_round_trip() {

@@ -191,6 +191,12 @@ impl Server {
                     .iter()
                     .flat_map(|c| [std::ffi::OsStr::new("--config"), c.as_os_str()]),
             )
+            // The resolver at debug: when a lookup fails in a test, its
+            // log says whether upstream was slow or the policy refused it.
+            .env(
+                "RUST_LOG",
+                "info,sqlx=warn,tower_http=warn,paddock_net::dns=debug",
+            )
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
@@ -278,6 +284,13 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
+        // A failed assertion says what the server saw.
+        if std::thread::panicking() {
+            eprintln!(
+                "--- server log ---\n{}--- end of server log ---",
+                self.log()
+            );
+        }
         // The CLI purges sandboxes, mounts and this server's network.
         let _ = Command::new(bin())
             .args(["purge", "--data-dir"])
