@@ -14,10 +14,13 @@
 //! and libraries come from the host and it runs in any root filesystem.
 
 pub mod boot;
+pub mod guest;
 pub mod inject;
+pub mod mux;
 pub mod proto;
 pub mod serve;
-mod sys;
+pub(crate) mod sys;
+pub mod vmm;
 
 pub use serve::serve;
 pub use serve::{Defaults, RunAs};

@@ -278,3 +278,12 @@ pub fn move_mount_to(tree: BorrowedFd<'_>, target: &std::ffi::CStr) -> io::Resul
 pub fn set_child_subreaper() -> io::Result<()> {
     nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)
 }
+
+/// Registers an owned file with the tokio reactor.
+pub fn async_file(file: std::fs::File) -> std::io::Result<tokio::io::unix::AsyncFd<std::fs::File>> {
+    // SAFETY: `file` is moved into the `AsyncFd` and owns its descriptor:
+    // it stays open, and `as_raw_fd` returns the same number, until the
+    // `AsyncFd` is dropped.
+    unsafe { tokio::io::unix::AsyncFd::register(file) }
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}

@@ -44,6 +44,12 @@ pub trait Provider: Send + Sync + 'static {
         )))
     }
 
+    /// How the provider's guests run, for providers that run VMs (`kvm`
+    /// or `tcg`); recorded on each VM.
+    fn accelerator(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Whether the sandbox joins paddock's sandbox network (a namespace
     /// on its bridge, under its egress rules). Host processes and a
     /// Docker engine's containers have networks of their own.

@@ -492,15 +492,21 @@ impl Service {
     /// A new VM record in `creating`, for `spec`.
     pub(crate) fn new_vm(&self, account: &AccountId, spec: VmSpec) -> Vm {
         let now = Timestamp::now();
+        let provider = spec
+            .provider
+            .unwrap_or_else(|| self.provider.name().to_owned());
+        let mut options = spec.options;
+        options.accelerator = self
+            .provider_named(&provider)
+            .and_then(|p| p.accelerator())
+            .map(str::to_owned);
         Vm {
             id: VmId::generate(),
             account_id: account.clone(),
             session_id: spec.session_id.unwrap_or_else(SessionId::generate),
             status: VmStatus::Creating,
             status_reason: None,
-            provider: spec
-                .provider
-                .unwrap_or_else(|| self.provider.name().to_owned()),
+            provider,
             image_variant: spec.image_variant,
             image_digest: None,
             resources: spec.resources,
@@ -513,7 +519,7 @@ impl Service {
             expires_at: spec.lifetime_seconds.map(|l| now.plus_seconds(l)),
             terminated_at: None,
             runtime: None,
-            options: spec.options,
+            options,
             network: None,
         }
     }

@@ -11,4 +11,5 @@ pub mod container;
 pub mod docker;
 pub mod gpu;
 pub mod local;
+pub mod microvm;
 pub mod volumes;

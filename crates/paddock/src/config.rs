@@ -54,6 +54,7 @@ pub struct Config {
     pub ssh: SshSection,
     #[serde(default)]
     pub providers: ProvidersSection,
+    pub microvm: MicroVmSection,
 }
 
 /// `[providers]`: the providers sandboxes of environment definitions may
@@ -67,6 +68,35 @@ pub struct ProvidersSection {
     /// The `docker` provider's engine (`unix:///run/docker.sock`); off
     /// when unset.
     pub docker: Option<String>,
+    /// The `microvm` provider (`"provider": "microvm"` on `POST /v1/vms`):
+    /// on unless set to false; when qemu, virtiofsd or a guest kernel is
+    /// missing the server says so and runs without it.
+    pub microvm: Option<bool>,
+}
+
+/// `[microvm]`: how the microVM provider runs its guests.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MicroVmSection {
+    /// The guest kernel (`/boot/vmlinuz-RELEASE`, with its
+    /// `/lib/modules/RELEASE`); the newest in /boot when unset.
+    pub kernel: Option<PathBuf>,
+    /// `kvm` or `tcg`; detected when unset (KVM needs /dev/kvm and a CPU
+    /// with vmx or svm).
+    pub accelerator: Option<paddock_runtime::microvm::Accelerator>,
+    /// Where the uncompressed kernel and the base initramfs are cached
+    /// (`DATA/microvm` when unset); servers may share one.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl MicroVmSection {
+    pub fn to_runtime(&self) -> paddock_runtime::microvm::MicroVmConfig {
+        paddock_runtime::microvm::MicroVmConfig {
+            kernel: self.kernel.clone(),
+            accelerator: self.accelerator,
+            cache_dir: self.cache_dir.clone(),
+        }
+    }
 }
 
 /// `[ssh]`: the SSH gateway to connected dev environments.
@@ -298,6 +328,7 @@ impl Default for Config {
             ssh: SshSection::default(),
             shares: SharesSection::default(),
             providers: ProvidersSection::default(),
+            microvm: MicroVmSection::default(),
         }
     }
 }

@@ -59,7 +59,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         gpu: config.gateway.gpu_host(),
     })
     .context("start the container provider")?;
-    let runtime_info = serde_json::json!({
+    let mut runtime_info = serde_json::json!({
         "cgroup": provider.cgroup_version(),
         "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
     });
@@ -82,6 +82,32 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         more_providers.push(Arc::new(paddock_runtime::local::LocalProvider::new(
             Arc::clone(&provider),
         )));
+    }
+    if config.providers.microvm != Some(false) {
+        match paddock_runtime::microvm::MicroVmProvider::new(
+            Arc::clone(&provider),
+            &config.microvm.to_runtime(),
+        ) {
+            Ok(microvm) => {
+                tracing::info!(
+                    accelerator = microvm.accelerator_kind().as_str(),
+                    guest_kernel = microvm.kernel_release(),
+                    "microVM provider ready"
+                );
+                runtime_info["microvm"] = serde_json::json!({
+                    "accelerator": microvm.accelerator_kind().as_str(),
+                    "guest_kernel": microvm.kernel_release(),
+                });
+                more_providers.push(Arc::new(microvm));
+            }
+            // Asked for outright, a missing part is fatal; by default the
+            // server runs without microVMs and says why.
+            Err(e) if config.providers.microvm.is_none() => {
+                tracing::warn!(error = %e, "microVM provider unavailable");
+                runtime_info["microvm"] = serde_json::json!({ "unavailable": e.to_string() });
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("start the microVM provider")),
+        }
     }
     if let Some(host) = &config.providers.docker {
         let instance = paddock_runtime::container::instance_id(&config.data_dir);

@@ -17,7 +17,7 @@
 //! last process exits the kernel unmounts all of it, so a sandbox can
 //! never leak a mount on the host.
 
-mod mounts;
+pub(crate) mod mounts;
 mod security;
 
 use std::fs;
@@ -287,7 +287,7 @@ fn init(config: &BootConfig) -> Result<(UnixListener, Option<crate::serve::RunAs
 
 /// Points stdin at /dev/null and stdout/stderr at the agent's log, so the
 /// server's pipes to the boot helper close when the helper exits.
-fn redirect_stdio(log: &Path) -> Result<(), BootError> {
+pub(crate) fn redirect_stdio(log: &Path) -> Result<(), BootError> {
     let null = fs::File::open("/dev/null").map_err(step("open /dev/null"))?;
     let log = fs::OpenOptions::new()
         .create(true)

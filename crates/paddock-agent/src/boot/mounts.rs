@@ -15,7 +15,28 @@ use crate::sys;
 const NONE: Option<&str> = None;
 
 pub(super) fn build_root(config: &BootConfig) -> Result<(), BootError> {
-    // Nothing mounted here may propagate back to the host.
+    mount_layers(config)?;
+    let root = &config.root_mountpoint;
+    build_dev(root)?;
+    build_proc(root)?;
+    let sys_dir = root.join("sys");
+    ensure_dir(&sys_dir)?;
+    mount(
+        Some("sysfs"),
+        &sys_dir,
+        Some("sysfs"),
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        NONE,
+    )
+    .map_err(nix_step("mount /sys"))?;
+    bind_files(root, &config.bind_files)?;
+    bind_devices(root, &config.devices)?;
+    Ok(())
+}
+
+/// Makes the mount tree private (nothing mounted after may propagate back
+/// to the host) and mounts the sandbox's overlays on its root mountpoint.
+pub(crate) fn mount_layers(config: &BootConfig) -> Result<(), BootError> {
     mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
         .map_err(nix_step("make the mount tree private"))?;
     let root = &config.root_mountpoint;
@@ -41,19 +62,12 @@ pub(super) fn build_root(config: &BootConfig) -> Result<(), BootError> {
         )
         .map_err(nix_step(format!("mount the overlay for {}", layer.target)))?;
     }
-    build_dev(root)?;
-    build_proc(root)?;
-    let sys_dir = root.join("sys");
-    ensure_dir(&sys_dir)?;
-    mount(
-        Some("sysfs"),
-        &sys_dir,
-        Some("sysfs"),
-        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        NONE,
-    )
-    .map_err(nix_step("mount /sys"))?;
-    for file in &config.bind_files {
+    Ok(())
+}
+
+/// Binds host files over files of the root at `root`.
+pub(crate) fn bind_files(root: &Path, files: &[BindFile]) -> Result<(), BootError> {
+    for file in files {
         let target = root.join(file.target.trim_start_matches('/'));
         if let Some(dir) = target.parent() {
             // Still on the host's root here: a symlinked directory in the
@@ -87,7 +101,6 @@ pub(super) fn build_root(config: &BootConfig) -> Result<(), BootError> {
         }
         bind(file, &target, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
     }
-    bind_devices(root, &config.devices)?;
     Ok(())
 }
 

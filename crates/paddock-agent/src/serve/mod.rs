@@ -74,13 +74,40 @@ impl State {
 
 /// Serves the agent protocol on `listener` until the process is killed.
 pub fn serve(listener: UnixListener, defaults: Defaults) -> io::Result<()> {
+    run(defaults, |state| async move {
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::UnixListener::from_std(listener)?;
+        loop {
+            let (stream, _) = listener.accept().await?;
+            tokio::spawn(handle_logged(Arc::clone(&state), stream));
+        }
+    })
+}
+
+/// Serves the agent protocol over a microVM's virtio-serial port, one
+/// multiplexed stream per connection (see [`crate::mux`]), until the host
+/// end goes away.
+pub fn serve_port(port: &std::path::Path, defaults: Defaults) -> io::Result<()> {
+    run(defaults, |state| async move {
+        let device = crate::mux::CharDevice::open(port)?;
+        crate::mux::serve_guest(device, move |stream| {
+            handle_logged(Arc::clone(&state), stream)
+        })
+        .await
+    })
+}
+
+/// Runs `serve` with the agent's state on a current-thread runtime.
+fn run<S, F>(defaults: Defaults, serve: S) -> io::Result<()>
+where
+    S: FnOnce(Arc<State>) -> F,
+    F: std::future::Future<Output = io::Result<()>>,
+{
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
         let reaper = Reaper::start()?;
-        listener.set_nonblocking(true)?;
-        let listener = tokio::net::UnixListener::from_std(listener)?;
         let state = Arc::new(State {
             env: defaults.env,
             staged: std::sync::Mutex::new(Vec::new()),
@@ -89,18 +116,16 @@ pub fn serve(listener: UnixListener, defaults: Defaults) -> io::Result<()> {
             reaper,
             ptys: pty::PtyTable::default(),
         });
-        loop {
-            let (stream, _) = listener.accept().await?;
-            let state = Arc::clone(&state);
-            tokio::spawn(async move {
-                if let Err(e) = handle(state, stream).await {
-                    if e.kind() != io::ErrorKind::BrokenPipe {
-                        eprintln!("paddock-agent: connection failed: {e}");
-                    }
-                }
-            });
-        }
+        serve(state).await
     })
+}
+
+async fn handle_logged(state: Arc<State>, stream: UnixStream) {
+    if let Err(e) = handle(state, stream).await {
+        if e.kind() != io::ErrorKind::BrokenPipe {
+            eprintln!("paddock-agent: connection failed: {e}");
+        }
+    }
 }
 
 async fn handle(state: Arc<State>, mut stream: UnixStream) -> io::Result<()> {

@@ -35,6 +35,10 @@ pub struct CreateVmRequest {
     #[schema(value_type = Option<super::domains::VmDomainRequest>)]
     pub custom_domain: Option<Value>,
     pub image_variant: Option<String>,
+    /// What runs the sandbox: `container` (the default: namespaces on
+    /// this host's kernel) or `microvm` (a qemu microVM with its own
+    /// kernel; see `accelerator` on the VM).
+    pub provider: Option<String>,
     /// Volumes to mount before the VM runs its first command.
     pub volumes: Option<Vec<super::volumes::MountVolumeRequest>>,
     /// Vaults whose secrets become env vars in every command.
@@ -105,6 +109,9 @@ pub struct VmResponse {
     /// Why the VM failed or ended.
     pub status_reason: Option<String>,
     pub provider: String,
+    /// How a microVM's guest runs: `kvm` (hardware virtualization) or
+    /// `tcg` (qemu's emulation); null for containers.
+    pub accelerator: Option<String>,
     pub image_variant: String,
     /// The digest of the image the VM runs, when it runs an image.
     pub image_digest: Option<String>,
@@ -159,6 +166,7 @@ impl From<&Vm> for VmResponse {
                 .collect(),
             status_reason: vm.status_reason.clone(),
             provider: vm.provider.clone(),
+            accelerator: vm.options.accelerator.clone(),
             image_variant: vm.image_variant.clone(),
             image_digest: vm.image_digest.clone(),
             memory_mb: vm.resources.memory_mb(),

@@ -78,6 +78,7 @@ pub(crate) async fn create(
             vault_ids: body.vault_ids,
             volumes: body.volumes,
             egress_policy: body.egress_policy,
+            provider: body.provider,
         },
     )?;
     if share.is_some() && !state.service.network_enabled() {

@@ -236,6 +236,22 @@ pub(crate) struct VmSettings {
     pub vault_ids: Option<Vec<String>>,
     pub volumes: Option<Vec<volumes::MountVolumeRequest>>,
     pub egress_policy: Option<Value>,
+    pub provider: Option<String>,
+}
+
+/// The providers a VM of this API may ask for: the others (`local`,
+/// `docker`) run environment definitions' sandboxes.
+const VM_PROVIDERS: &[&str] = &["container", "microvm"];
+
+fn vm_provider(raw: &str) -> Result<String, ApiError> {
+    if VM_PROVIDERS.contains(&raw) {
+        Ok(raw.to_owned())
+    } else {
+        Err(ApiError::body_field(
+            "provider",
+            format!("must be one of {}", VM_PROVIDERS.join(", ")),
+        ))
+    }
 }
 
 /// Parses an egress policy in a request body; an error names the field
@@ -331,6 +347,6 @@ pub(crate) fn vm_spec(service: &Service, s: VmSettings) -> Result<VmSpec, ApiErr
         image_variant: s
             .image_variant
             .unwrap_or_else(|| service.config().default_variant.clone()),
-        provider: None,
+        provider: s.provider.map(|p| vm_provider(&p)).transpose()?,
     })
 }

@@ -218,6 +218,9 @@ pub struct VmOptions {
     pub egress_policy: Option<EgressPolicy>,
     /// Host GPUs (the N of `/dev/nvidiaN`) passed into the sandbox.
     pub gpus: Vec<u32>,
+    /// How a microVM's guest runs (`kvm` or `tcg`); unset for sandboxes
+    /// that are not VMs.
+    pub accelerator: Option<String>,
     /// Set on sandboxes launched from an environment definition.
     pub launch: Option<Launch>,
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use paddock_agent::boot::{default_env, BindFile, BootConfig};
+use paddock_agent::boot::{default_env, BindFile, BootConfig, OverlayLayer};
 use paddock_agent::proto::Request;
 use paddock_core::exec::{
     ByteStream, ExecRequest, ExecStream, FileContent, PtyConnection, PtyInfo, PtySpec, SandboxPath,
@@ -51,7 +51,7 @@ pub struct ContainerConfig {
 }
 
 pub struct ContainerProvider {
-    config: ContainerConfig,
+    pub(crate) config: ContainerConfig,
     sandboxes_dir: PathBuf,
     host_base: PathBuf,
     pub(crate) cgroups: Arc<Cgroups>,
@@ -112,7 +112,7 @@ impl ContainerProvider {
         self.sandboxes_dir.join(id.as_str())
     }
 
-    fn socket(&self, id: &VmId) -> PathBuf {
+    pub(crate) fn socket(&self, id: &VmId) -> PathBuf {
         self.run_dir(id).join("agent.sock")
     }
 
@@ -123,55 +123,13 @@ impl ContainerProvider {
         run: &Path,
     ) -> Result<RuntimeHandle, RuntimeError> {
         let started = std::time::Instant::now();
-        let no_defaults = ImageConfig::default();
-        let (layers, defaults) = match spec {
-            RootfsSpec::Variant { name, layers } => {
-                let source = self.config.variants.get(name).ok_or_else(|| {
-                    RuntimeError::Invalid(format!("unknown image variant {name}"))
-                })?;
-                (
-                    rootfs::layers(source, &self.host_base, layers, run),
-                    &no_defaults,
-                )
-            }
-            RootfsSpec::Layers { dirs, defaults } => (rootfs::image_layers(dirs, run), defaults),
-            RootfsSpec::Reference(r) => {
-                return Err(RuntimeError::Invalid(format!(
-                    "the container provider runs images from paddock's store, not {r:?}"
-                )))
-            }
-        };
-        for layer in &layers {
-            for d in [&layer.upper, &layer.work] {
-                fs::create_dir_all(d).map_err(host_err(d.display().to_string()))?;
-            }
-        }
-        let root = run.join("root");
-        fs::create_dir_all(&root).map_err(host_err(root.display().to_string()))?;
+        let (layers, defaults, root) = self.rootfs(spec, run)?;
+        let defaults = &defaults;
         let socket = agent_socket(run)?;
         let cgroup_procs = self.cgroups.create(vm.id.as_str(), &vm.resources)?;
         let cgroups_done = started.elapsed();
-        // The agent's defaults, under the image's, under the VM's own.
-        let mut env = default_env();
-        let image_env = defaults.env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-        let vm_env = vm.env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-        for (k, v) in image_env.chain(vm_env) {
-            env.retain(|(ek, _)| ek != k);
-            env.push((k.to_owned(), v.to_owned()));
-        }
-        // With a network, names resolve through paddock's resolver on the
-        // gateway, which enforces the VM's egress policy.
-        let mut bind_files = Vec::new();
-        if let Some(net) = &vm.network {
-            let resolv = run.join("resolv.conf");
-            fs::write(&resolv, format!("nameserver {}\n", net.gateway))
-                .map_err(host_err(resolv.display().to_string()))?;
-            bind_files.push(BindFile {
-                source: resolv,
-                target: "/etc/resolv.conf".into(),
-                read_only: false,
-            });
-        }
+        let mut env = sandbox_env(defaults, vm);
+        let mut bind_files = resolv_conf(vm, run)?;
         let mut devices = Vec::new();
         if !vm.options.gpus.is_empty() {
             let gpu = self.config.gpu.binds(&vm.options.gpus);
@@ -222,6 +180,43 @@ impl ContainerProvider {
 }
 
 impl ContainerProvider {
+    /// The overlay layers of a sandbox on `spec` whose writable state is in
+    /// `run` (made here), the image's defaults, and the empty directory
+    /// the root is mounted on.
+    pub(crate) fn rootfs(
+        &self,
+        spec: &RootfsSpec,
+        run: &Path,
+    ) -> Result<(Vec<OverlayLayer>, ImageConfig, PathBuf), RuntimeError> {
+        let (layers, defaults) = match spec {
+            RootfsSpec::Variant { name, layers } => {
+                let source = self.config.variants.get(name).ok_or_else(|| {
+                    RuntimeError::Invalid(format!("unknown image variant {name}"))
+                })?;
+                (
+                    rootfs::layers(source, &self.host_base, layers, run),
+                    ImageConfig::default(),
+                )
+            }
+            RootfsSpec::Layers { dirs, defaults } => {
+                (rootfs::image_layers(dirs, run), defaults.clone())
+            }
+            RootfsSpec::Reference(r) => {
+                return Err(RuntimeError::Invalid(format!(
+                    "paddock's sandboxes run images from its store, not {r:?}"
+                )))
+            }
+        };
+        for layer in &layers {
+            for d in [&layer.upper, &layer.work] {
+                fs::create_dir_all(d).map_err(host_err(d.display().to_string()))?;
+            }
+        }
+        let root = run.join("root");
+        fs::create_dir_all(&root).map_err(host_err(root.display().to_string()))?;
+        Ok((layers, defaults, root))
+    }
+
     /// Starts the agent as an ordinary host process (no namespaces, no
     /// root of its own) in the sandbox's cgroups, serving commands in the
     /// private working directory `DATA/sandboxes/<vm>/work` with `env`:
@@ -286,15 +281,29 @@ impl ContainerProvider {
         run: &Path,
         config: &BootConfig,
     ) -> Result<RuntimeHandle, RuntimeError> {
-        let config_path = run.join("boot.json");
+        self.launch_helper(run, "boot", config, "the boot helper")
+            .await
+    }
+
+    /// Writes `config` as the run dir's `<command>.json` and runs
+    /// `paddock-agent <command>` on it; the helper prints the pid of what
+    /// it left running (a sandbox's init, a microVM's monitor).
+    pub(crate) async fn launch_helper(
+        &self,
+        run: &Path,
+        command: &str,
+        config: &impl serde::Serialize,
+        what: &str,
+    ) -> Result<RuntimeHandle, RuntimeError> {
+        let config_path = run.join(format!("{command}.json"));
         let json = serde_json::to_vec(config)
-            .map_err(|e| RuntimeError::Setup(format!("encode the boot config: {e}")))?;
+            .map_err(|e| RuntimeError::Setup(format!("encode the {command} config: {e}")))?;
         fs::write(&config_path, json).map_err(host_err(config_path.display().to_string()))?;
         let stdout = crate::agent_helper::run(
             &self.config.agent_path,
-            &["boot".as_ref(), config_path.as_os_str()],
+            &[command.as_ref(), config_path.as_os_str()],
             BOOT_TIMEOUT,
-            "the boot helper",
+            what,
         )
         .await?;
         let pid: i32 = String::from_utf8_lossy(&stdout)
@@ -308,7 +317,7 @@ impl ContainerProvider {
 
     /// Tears a sandbox down off the async runtime (it waits on the
     /// kernel to empty cgroups).
-    async fn teardown_blocking(
+    pub(crate) async fn teardown_blocking(
         &self,
         id: &VmId,
         handle: Option<RuntimeHandle>,
@@ -325,7 +334,7 @@ impl ContainerProvider {
     }
 
     /// Frees what a start that failed left behind (keeping `keep`).
-    fn clean_failed_start(&self, id: &VmId, keep: Keep) {
+    pub(crate) fn clean_failed_start(&self, id: &VmId, keep: Keep) {
         if let Err(cleanup) = teardown(&self.sandboxes_dir, &self.cgroups, id.as_str(), None, keep)
         {
             tracing::error!(vm_id = %id, error = %cleanup, "cleanup after a failed start failed");
@@ -544,10 +553,46 @@ impl ProviderRef {
     }
 }
 
+/// A sandbox's environment: the agent's defaults, under the image's,
+/// under the VM's own.
+pub(crate) fn sandbox_env(image: &ImageConfig, vm: &Vm) -> Vec<(String, String)> {
+    let mut env = default_env();
+    let image_env = image.env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let vm_env = vm.env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    for (k, v) in image_env.chain(vm_env) {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.to_owned(), v.to_owned()));
+    }
+    env
+}
+
+/// With a network, names resolve through paddock's resolver on the
+/// gateway, which enforces the VM's egress policy: the `resolv.conf` bound
+/// into the sandbox (written in `run`).
+pub(crate) fn resolv_conf(vm: &Vm, run: &Path) -> Result<Vec<BindFile>, RuntimeError> {
+    let Some(net) = &vm.network else {
+        return Ok(Vec::new());
+    };
+    let resolv = run.join("resolv.conf");
+    fs::write(&resolv, format!("nameserver {}\n", net.gateway))
+        .map_err(host_err(resolv.display().to_string()))?;
+    Ok(vec![BindFile {
+        source: resolv,
+        target: "/etc/resolv.conf".into(),
+        read_only: false,
+    }])
+}
+
 /// The agent's socket in the run dir `run`, if its path fits a unix
 /// socket address.
-fn agent_socket(run: &Path) -> Result<PathBuf, RuntimeError> {
-    let socket = run.join("agent.sock");
+pub(crate) fn agent_socket(run: &Path) -> Result<PathBuf, RuntimeError> {
+    socket_in(run, "agent.sock")
+}
+
+/// The socket `name` in the run dir `run`, if its path fits a unix
+/// socket address.
+pub(crate) fn socket_in(run: &Path, name: &str) -> Result<PathBuf, RuntimeError> {
+    let socket = run.join(name);
     if socket.as_os_str().len() > MAX_SOCKET_PATH {
         return Err(RuntimeError::Setup(format!(
             "the data dir path is too long for a unix socket ({})",
@@ -559,7 +604,7 @@ fn agent_socket(run: &Path) -> Result<PathBuf, RuntimeError> {
 
 /// What a teardown leaves of a sandbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Keep {
+pub(crate) enum Keep {
     Nothing,
     /// The run dir: its overlay upper dirs (or working directory) for the
     /// next start.

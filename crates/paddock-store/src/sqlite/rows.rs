@@ -144,6 +144,7 @@ fn options_to_json(o: &VmOptions, network: Option<&VmNetwork>) -> String {
         "env_status": o.env_status.as_str(),
         "env_error": o.env_error,
         "gpus": o.gpus,
+        "accelerator": o.accelerator,
         "launch": o.launch,
     })
     .to_string()
@@ -210,6 +211,7 @@ fn options_from_json(v: &serde_json::Value) -> Result<VmOptions, StoreError> {
             .transpose()
             .map_err(|e| StoreError::Corrupt(format!("vm gpus: {e}")))?
             .unwrap_or_default(),
+        accelerator: string("accelerator"),
         launch: v
             .get("launch")
             .filter(|l| !l.is_null())

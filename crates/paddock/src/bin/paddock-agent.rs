@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: paddock-agent boot CONFIG.json\n       \
+                     paddock-agent vmm CONFIG.json\n       \
                      paddock-agent attach PID SOURCE TARGET rw|ro\n       \
                      paddock-agent detach PID TARGET";
 
@@ -14,6 +15,10 @@ fn fail(message: String) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // A microVM's kernel starts this binary as /init.
+    if paddock_agent::guest::is_guest_init() {
+        return paddock_agent::guest::run();
+    }
     let args: Vec<String> = std::env::args().collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     // A sandbox's PID 1 as the host sees it: never 0 or 1.
@@ -21,6 +26,15 @@ fn main() -> ExitCode {
     let injected = match args.get(1..).unwrap_or_default() {
         ["boot", config] => {
             return match paddock_agent::boot::boot(Path::new(config)) {
+                Ok(pid) => {
+                    println!("{pid}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(paddock_agent::boot::error_chain(&e)),
+            }
+        }
+        ["vmm", config] => {
+            return match paddock_agent::vmm::launch(Path::new(config)) {
                 Ok(pid) => {
                     println!("{pid}");
                     ExitCode::SUCCESS

@@ -1,0 +1,274 @@
+//! PID 1 of a microVM: the same agent binary, started by the guest kernel
+//! as `/init` from the initramfs paddock builds (see the runtime's
+//! `microvm` module).
+//!
+//! 1. mount /dev, /proc and /sys, and send its output to the console;
+//! 2. load the kernel modules the VM's devices need (Debian's kernel
+//!    builds virtio, virtio-serial, virtio-net and virtiofs as modules);
+//! 3. mount the root filesystem, which the host serves over virtiofs from
+//!    the sandbox's overlay (so writes land in its upper layer on the host,
+//!    exactly as a container's do);
+//! 4. give `eth0` the VM's address with the initramfs' `ip`;
+//! 5. move into the root and serve the agent protocol over the
+//!    virtio-serial port named [`PORT_NAME`].
+//!
+//! The guest's memory and CPUs are its own, and the VM boundary is its
+//! isolation: PID 1 keeps its capabilities and sets no seccomp filter.
+
+use std::fs;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::mount::{mount, MsFlags};
+use serde::{Deserialize, Serialize};
+
+use crate::boot::{nix_step, step, BootError};
+use crate::sys;
+
+/// Where the guest's config sits in the initramfs.
+pub const CONFIG_PATH: &str = "/paddock/guest.json";
+/// The virtio-serial port the host's monitor talks to.
+pub const PORT_NAME: &str = "paddock.agent";
+/// The virtiofs tag of the root filesystem.
+pub const ROOT_TAG: &str = "root";
+const NONE: Option<&str> = None;
+const DEVICE_WAIT: Duration = Duration::from_secs(20);
+
+/// What the guest's PID 1 needs, written by the host into the initramfs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GuestConfig {
+    /// Kernel modules (paths in the initramfs), in load order.
+    pub modules: Vec<PathBuf>,
+    /// The `ip` tool in the initramfs.
+    pub ip_tool: PathBuf,
+    pub network: Option<GuestNetwork>,
+    pub hostname: String,
+    pub env: Vec<(String, String)>,
+    #[serde(default)]
+    pub cwd: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GuestNetwork {
+    /// `eth0`'s address: a /32 with an on-link route to the gateway, so the
+    /// guest needs no subnet (and talks to nothing on it but the gateway).
+    pub address: String,
+    pub gateway: String,
+}
+
+/// Whether this process is a microVM's init.
+pub fn is_guest_init() -> bool {
+    std::process::id() == 1 && Path::new(CONFIG_PATH).exists()
+}
+
+/// Runs the guest's init; never returns while the VM lives.
+pub fn run() -> std::process::ExitCode {
+    let failure = match init() {
+        Ok((port, defaults)) => match crate::serve::serve_port(&port, defaults) {
+            Ok(()) => "the host closed the agent port".to_owned(),
+            Err(e) => format!("serve failed: {e}"),
+        },
+        Err(e) => crate::boot::error_chain(&e),
+    };
+    eprintln!("paddock-agent (guest init): {failure}");
+    // PID 1 exiting panics the kernel, which (with `panic=-1` and qemu's
+    // `-no-reboot`) ends the VM: what a dead agent should do.
+    std::process::ExitCode::FAILURE
+}
+
+fn init() -> Result<(PathBuf, crate::serve::Defaults), BootError> {
+    mount_kernel_filesystems(Path::new("/"))?;
+    console_stdio()?;
+    let raw = fs::read(CONFIG_PATH).map_err(step(format!("read {CONFIG_PATH}")))?;
+    let config: GuestConfig = serde_json::from_slice(&raw).map_err(BootError::ConfigJson)?;
+    for module in &config.modules {
+        load_module(module)?;
+    }
+    let port = wait_for_port()?;
+    let root = Path::new("/newroot");
+    fs::create_dir_all(root).map_err(step("create /newroot"))?;
+    wait_for(|| {
+        mount(
+            Some(ROOT_TAG),
+            root,
+            Some("virtiofs"),
+            MsFlags::empty(),
+            NONE,
+        )
+        .is_ok()
+    })
+    .ok_or_else(|| BootError::Child("the virtiofs root never mounted".into()))?;
+    if let Some(net) = &config.network {
+        configure_network(&config.ip_tool, net)?;
+    } else {
+        sys::loopback_up().map_err(step("bring up loopback"))?;
+    }
+    nix::unistd::sethostname(&config.hostname).map_err(nix_step("set the hostname"))?;
+    switch_root(root)?;
+    if let Some(cwd) = &config.cwd {
+        fs::create_dir_all(cwd).map_err(step(format!("create the working directory {cwd}")))?;
+    }
+    let user = config
+        .user
+        .as_deref()
+        .map(crate::serve::RunAs::resolve)
+        .transpose()
+        .map_err(BootError::Child)?;
+    Ok((
+        port,
+        crate::serve::Defaults {
+            env: config.env,
+            cwd: config.cwd,
+            user,
+        },
+    ))
+}
+
+fn mount_kernel_filesystems(root: &Path) -> Result<(), BootError> {
+    for (source, dir, fstype) in [
+        ("devtmpfs", "dev", "devtmpfs"),
+        ("proc", "proc", "proc"),
+        ("sysfs", "sys", "sysfs"),
+    ] {
+        let target = root.join(dir);
+        fs::create_dir_all(&target).map_err(step(format!("create /{dir}")))?;
+        mount(
+            Some(source),
+            &target,
+            Some(fstype),
+            MsFlags::MS_NOSUID,
+            NONE,
+        )
+        .map_err(nix_step(format!("mount /{dir}")))?;
+    }
+    Ok(())
+}
+
+/// Points stdio at the kernel console (its log is the VM's console file
+/// on the host).
+fn console_stdio() -> Result<(), BootError> {
+    let console = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/console")
+        .map_err(step("open /dev/console"))?;
+    for fd in 0..3 {
+        sys::dup_onto(console.as_fd(), fd).map_err(step("redirect stdio to the console"))?;
+    }
+    Ok(())
+}
+
+fn load_module(path: &Path) -> Result<(), BootError> {
+    let file = fs::File::open(path).map_err(step(format!("open {}", path.display())))?;
+    match nix::kmod::finit_module(&file, c"", nix::kmod::ModuleInitFlags::empty()) {
+        Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
+        Err(e) => Err(nix_step(format!("load {}", path.display()))(e)),
+    }
+}
+
+/// Polls `ready` until it holds or [`DEVICE_WAIT`] passes: devices probe
+/// asynchronously after their module loads.
+fn wait_for(mut ready: impl FnMut() -> bool) -> Option<()> {
+    let deadline = Instant::now() + DEVICE_WAIT;
+    loop {
+        if ready() {
+            return Some(());
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The device node of the agent's virtio-serial port.
+fn wait_for_port() -> Result<PathBuf, BootError> {
+    let mut found = None;
+    wait_for(|| {
+        found = fs::read_dir("/sys/class/virtio-ports")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find(|e| {
+                fs::read_to_string(e.path().join("name")).is_ok_and(|n| n.trim() == PORT_NAME)
+            })
+            .map(|e| Path::new("/dev").join(e.file_name()))
+            .filter(|dev| dev.exists());
+        found.is_some()
+    });
+    found.ok_or_else(|| BootError::Child(format!("no virtio-serial port named {PORT_NAME}")))
+}
+
+fn configure_network(ip: &Path, net: &GuestNetwork) -> Result<(), BootError> {
+    wait_for(|| Path::new("/sys/class/net/eth0").exists())
+        .ok_or_else(|| BootError::Child("the VM has no eth0".into()))?;
+    for args in [
+        vec!["link", "set", "lo", "up"],
+        vec!["addr", "add", &format!("{}/32", net.address), "dev", "eth0"],
+        vec!["link", "set", "eth0", "up"],
+        vec!["route", "add", &net.gateway, "dev", "eth0", "scope", "link"],
+        vec!["route", "add", "default", "via", &net.gateway],
+    ] {
+        let out = Command::new(ip)
+            .args(&args)
+            .output()
+            .map_err(step(format!("run {}", ip.display())))?;
+        if !out.status.success() {
+            return Err(BootError::Child(format!(
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Makes `root` the root: moves the kernel filesystems into it, then the
+/// root itself over `/` (the initramfs cannot be pivoted away from).
+fn switch_root(root: &Path) -> Result<(), BootError> {
+    for dir in ["dev", "proc", "sys"] {
+        let target = root.join(dir);
+        fs::create_dir_all(&target).map_err(step(format!("create /{dir} in the root")))?;
+        mount(
+            Some(Path::new("/").join(dir).as_path()),
+            &target,
+            NONE,
+            MsFlags::MS_MOVE,
+            NONE,
+        )
+        .map_err(nix_step(format!("move /{dir} into the root")))?;
+    }
+    std::env::set_current_dir(root).map_err(step("enter the root"))?;
+    mount(Some("."), "/", NONE, MsFlags::MS_MOVE, NONE)
+        .map_err(nix_step("move the root over /"))?;
+    nix::unistd::chroot(".").map_err(nix_step("chroot into the root"))?;
+    std::env::set_current_dir("/").map_err(step("enter /"))?;
+    for (source, dir, fstype, options) in [
+        (
+            "devpts",
+            "/dev/pts",
+            "devpts",
+            Some("newinstance,ptmxmode=0666"),
+        ),
+        ("shm", "/dev/shm", "tmpfs", Some("mode=1777")),
+    ] {
+        fs::create_dir_all(dir).map_err(step(format!("create {dir}")))?;
+        mount(
+            Some(source),
+            dir,
+            Some(fstype),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            options,
+        )
+        .map_err(nix_step(format!("mount {dir}")))?;
+    }
+    // With a private devpts instance, /dev/ptmx must point into it.
+    let _ = fs::remove_file("/dev/ptmx");
+    std::os::unix::fs::symlink("pts/ptmx", "/dev/ptmx").map_err(step("link /dev/ptmx"))?;
+    Ok(())
+}

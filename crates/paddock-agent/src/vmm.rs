@@ -1,0 +1,290 @@
+//! A microVM's monitor on the host: run by the server as
+//! `paddock-agent vmm CONFIG.json`.
+//!
+//! 1. join the sandbox's cgroups, so the monitor, `virtiofsd` and qemu
+//!    are all accounted and all die with them;
+//! 2. in a mount namespace of its own, mount the sandbox's overlays (the
+//!    same layers a container gets) and bind its files over them;
+//! 3. join the VM's network namespace and bridge a tap device to its
+//!    `eth0`, so the guest has the VM's address on paddock's bridge under
+//!    the same host-side egress rules as a container;
+//! 4. start `virtiofsd` serving that root, then qemu;
+//! 5. report its pid to the parent (which prints it and exits, so the
+//!    monitor is nobody's child and outlives the server), then serve the
+//!    sandbox's `agent.sock` over the guest's virtio-serial port until qemu
+//!    exits.
+//!
+//! Every mount lives in the monitor's namespace, so none can leak onto the
+//! host, and the tap lives in the VM's network namespace.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sched::{unshare, CloneFlags};
+use serde::{Deserialize, Serialize};
+
+use crate::boot::{mounts, nix_step, step, BootConfig, BootError};
+use crate::sys;
+
+/// Everything the monitor needs, written by the server as JSON.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmmConfig {
+    /// The root filesystem, cgroups, network namespace, the `agent.sock`
+    /// to serve and the monitor's log. Its env, user and hostname are the
+    /// guest's business and unused here.
+    pub sandbox: BootConfig,
+    /// `virtiofsd` and its arguments (without the socket and source,
+    /// which the monitor adds).
+    pub virtiofsd: Vec<String>,
+    pub virtiofs_socket: PathBuf,
+    /// qemu and its arguments.
+    pub qemu: Vec<String>,
+    /// The unix socket qemu serves the agent's virtio-serial port on.
+    pub port_socket: PathBuf,
+    /// The tap device qemu's NIC uses, made in the network namespace.
+    pub tap: Option<String>,
+}
+
+const SOCKET_WAIT: Duration = Duration::from_secs(10);
+
+/// Starts the monitor; returns its pid once it serves `agent.sock`.
+pub fn launch(config_path: &Path) -> Result<i32, BootError> {
+    let raw = fs::read(config_path).map_err(|source| BootError::Config {
+        path: config_path.display().to_string(),
+        source,
+    })?;
+    let config: VmmConfig = serde_json::from_slice(&raw).map_err(BootError::ConfigJson)?;
+    let me = std::process::id().to_string();
+    for procs in &config.sandbox.cgroup_procs {
+        fs::write(procs, &me).map_err(step(format!("join cgroup {}", procs.display())))?;
+    }
+    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(nix_step("create the ready pipe"))?;
+    match sys::fork().map_err(step("fork the monitor"))? {
+        sys::Forked::Parent { child } => {
+            drop(ready_w);
+            let mut report = String::new();
+            fs::File::from(ready_r)
+                .read_to_string(&mut report)
+                .map_err(step("read the monitor's ready report"))?;
+            match report.as_str() {
+                "ok" => Ok(child),
+                "" => Err(BootError::Child(
+                    "the monitor exited before it was ready".into(),
+                )),
+                _ => Err(BootError::Child(report)),
+            }
+        }
+        sys::Forked::Child => {
+            drop(ready_r);
+            let ready = fs::File::from(ready_w);
+            let code = monitor(&config, ready);
+            std::process::exit(code);
+        }
+    }
+}
+
+/// The monitor's whole life; its exit code.
+fn monitor(config: &VmmConfig, mut ready: fs::File) -> i32 {
+    let prepared = nix::unistd::setsid()
+        .map_err(nix_step("setsid"))
+        .and_then(|_| crate::boot::redirect_stdio(&config.sandbox.log_path))
+        .and_then(|()| prepare_host_side(config));
+    if let Err(e) = prepared {
+        let _ = ready.write_all(crate::boot::error_chain(&e).as_bytes());
+        return 1;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ready.write_all(format!("start the monitor's runtime: {e}").as_bytes());
+            return 1;
+        }
+    };
+    match runtime.block_on(run_vm(config, ready)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("paddock-agent (vmm): {}", crate::boot::error_chain(&e));
+            1
+        }
+    }
+}
+
+/// What must happen while the monitor is still single-threaded: its own
+/// mount namespace with the root in it, and the move into the VM's
+/// network namespace with the tap made there.
+fn prepare_host_side(config: &VmmConfig) -> Result<(), BootError> {
+    unshare(CloneFlags::CLONE_NEWNS).map_err(nix_step("unshare the mount namespace"))?;
+    let sandbox = &config.sandbox;
+    mounts::mount_layers(sandbox)?;
+    mounts::bind_files(&sandbox.root_mountpoint, &sandbox.bind_files)?;
+    if let Some(path) = &sandbox.netns {
+        let ns = fs::File::open(path).map_err(step(format!(
+            "open the network namespace {}",
+            path.display()
+        )))?;
+        nix::sched::setns(ns, CloneFlags::CLONE_NEWNET)
+            .map_err(nix_step("join the network namespace"))?;
+        if let Some(tap) = &config.tap {
+            bridge_tap(tap)?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes `tap` and bridges it with `eth0`, whose address becomes the
+/// guest's: the namespace itself keeps none.
+fn bridge_tap(tap: &str) -> Result<(), BootError> {
+    let batch = format!(
+        "tuntap add dev {tap} mode tap\n\
+         addr flush dev eth0\n\
+         link add vmbr0 type bridge\n\
+         link set eth0 master vmbr0\n\
+         link set {tap} master vmbr0\n\
+         link set {tap} up\n\
+         link set vmbr0 up\n"
+    );
+    let mut child = std::process::Command::new("ip")
+        .args(["-batch", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(step("run ip"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(batch.as_bytes())
+            .map_err(step("write to ip"))?;
+    }
+    let out = child.wait_with_output().map_err(step("run ip"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(BootError::Child(format!(
+            "bridge the tap device: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+async fn run_vm(config: &VmmConfig, mut ready: fs::File) -> Result<(), BootError> {
+    let started = start_processes(config).await;
+    let (mut virtiofsd, mut qemu, listener) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ready.write_all(crate::boot::error_chain(&e).as_bytes());
+            return Err(e);
+        }
+    };
+    let _ = ready.write_all(b"ok");
+    drop(ready);
+    let port = wait_for_socket(&config.port_socket).await;
+    let serving = async {
+        match port {
+            Some(port) => crate::mux::serve_host(port, listener).await,
+            None => {
+                eprintln!("paddock-agent (vmm): qemu never opened the agent port");
+                std::future::pending().await
+            }
+        }
+    };
+    let result = tokio::select! {
+        status = qemu.wait() => {
+            eprintln!("paddock-agent (vmm): qemu exited: {status:?}");
+            Ok(())
+        }
+        status = virtiofsd.wait() => {
+            Err(BootError::Child(format!("virtiofsd exited: {status:?}")))
+        }
+        r = serving => r.map_err(step("serve the agent socket")),
+    };
+    let _ = qemu.start_kill();
+    let _ = virtiofsd.start_kill();
+    let _ = qemu.wait().await;
+    let _ = virtiofsd.wait().await;
+    result
+}
+
+type Started = (
+    tokio::process::Child,
+    tokio::process::Child,
+    tokio::net::UnixListener,
+);
+
+async fn start_processes(config: &VmmConfig) -> Result<Started, BootError> {
+    let sandbox = &config.sandbox;
+    let _ = fs::remove_file(&config.virtiofs_socket);
+    let (program, args) = config
+        .virtiofsd
+        .split_first()
+        .ok_or_else(|| BootError::Child("no virtiofsd command".into()))?;
+    let mut virtiofsd = tokio::process::Command::new(program)
+        .args(args)
+        .arg(format!(
+            "--socket-path={}",
+            config.virtiofs_socket.display()
+        ))
+        .arg("-o")
+        .arg(format!("source={}", sandbox.root_mountpoint.display()))
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(step(format!("start {program}")))?;
+    // Only its file: virtiofsd serves the first connection and exits
+    // when that one closes, so a probe would end it.
+    if !wait_for_file(&config.virtiofs_socket).await {
+        let status = virtiofsd.try_wait().ok().flatten();
+        return Err(BootError::Child(format!(
+            "virtiofsd did not listen on {} ({status:?})",
+            config.virtiofs_socket.display()
+        )));
+    }
+    let (program, args) = config
+        .qemu
+        .split_first()
+        .ok_or_else(|| BootError::Child("no qemu command".into()))?;
+    let _ = fs::remove_file(&config.port_socket);
+    let qemu = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(step(format!("start {program}")))?;
+    let _ = fs::remove_file(&sandbox.socket_path);
+    let listener = tokio::net::UnixListener::bind(&sandbox.socket_path).map_err(step(format!(
+        "bind the agent socket {}",
+        sandbox.socket_path.display()
+    )))?;
+    Ok((virtiofsd, qemu, listener))
+}
+
+/// Whether `path` appears within [`SOCKET_WAIT`].
+async fn wait_for_file(path: &Path) -> bool {
+    let deadline = Instant::now() + SOCKET_WAIT;
+    while !path.exists() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    true
+}
+
+/// Connects to the unix socket at `path` once something listens there.
+async fn wait_for_socket(path: &Path) -> Option<tokio::net::UnixStream> {
+    let deadline = Instant::now() + SOCKET_WAIT;
+    loop {
+        if let Ok(s) = tokio::net::UnixStream::connect(path).await {
+            return Some(s);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -1,0 +1,221 @@
+//! The guest's initramfs: the paddock agent as `/init`, the `ip` tool, the
+//! shared libraries both link (the host's, at the same paths, so their
+//! interpreter paths hold), and the kernel modules the guest loads. Built
+//! once per agent binary and kernel and cached; each VM's boot config is a
+//! second archive appended to it (the kernel unpacks concatenated
+//! archives in order).
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use paddock_agent::guest::{GuestConfig, CONFIG_PATH};
+use paddock_core::RuntimeError;
+use sha2::{Digest, Sha256};
+
+use super::kernel::GuestKernel;
+
+/// Where the modules and the `ip` tool go in the initramfs.
+const MODULE_DIR: &str = "/paddock/modules";
+pub const IP_TOOL: &str = "/paddock/ip";
+/// Where `ip` may be on the host.
+const IP_CANDIDATES: &[&str] = &["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"];
+
+fn setup(what: impl Into<String>) -> impl FnOnce(io::Error) -> RuntimeError {
+    let what = what.into();
+    move |e| RuntimeError::Setup(format!("{what}: {e}"))
+}
+
+/// The cached base archive and the module paths it holds, in load order.
+#[derive(Debug, Clone)]
+pub struct BaseInitrd {
+    pub path: PathBuf,
+    pub modules: Vec<PathBuf>,
+}
+
+/// Builds (or finds) the base archive for `agent` and `kernel` in `cache`.
+pub fn base(agent: &Path, kernel: &GuestKernel, cache: &Path) -> Result<BaseInitrd, RuntimeError> {
+    let ip = IP_CANDIDATES
+        .iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+        .ok_or_else(|| RuntimeError::Setup("no `ip` tool on the host (install iproute2)".into()))?;
+    let mut files: Vec<(String, PathBuf)> = vec![
+        ("/init".into(), agent.to_path_buf()),
+        (IP_TOOL.into(), ip.to_path_buf()),
+    ];
+    let mut modules = Vec::new();
+    for m in &kernel.modules {
+        let name = m
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let at = format!("{MODULE_DIR}/{name}");
+        modules.push(PathBuf::from(&at));
+        files.push((at, m.clone()));
+    }
+    for lib in shared_libraries(&[agent, ip])? {
+        files.push((lib.display().to_string(), lib));
+    }
+    let key = cache_key(&files)?;
+    let path = cache.join(format!("initrd-{key}.cpio"));
+    if !path.is_file() {
+        fs::create_dir_all(cache).map_err(setup(cache.display().to_string()))?;
+        let tmp = path.with_extension(format!("{}.partial", std::process::id()));
+        write_archive(&tmp, &files).map_err(setup(format!("write {}", tmp.display())))?;
+        fs::rename(&tmp, &path).map_err(setup(path.display().to_string()))?;
+    }
+    Ok(BaseInitrd { path, modules })
+}
+
+/// Writes a VM's initramfs at `out`: the base archive, then one holding
+/// `config`.
+pub fn for_vm(base: &BaseInitrd, config: &GuestConfig, out: &Path) -> Result<(), RuntimeError> {
+    let json = serde_json::to_vec(config)
+        .map_err(|e| RuntimeError::Setup(format!("encode the guest config: {e}")))?;
+    let write = || -> io::Result<()> {
+        fs::copy(&base.path, out)?;
+        let mut file = fs::OpenOptions::new().append(true).open(out)?;
+        let mut archive = Vec::new();
+        let mut ino = 1;
+        write_dirs(&mut archive, &mut ino, CONFIG_PATH)?;
+        write_entry(&mut archive, &mut ino, CONFIG_PATH, 0o100600, &json)?;
+        cpio::newc::trailer(&mut archive)?;
+        file.write_all(&archive)?;
+        file.sync_data()
+    };
+    write().map_err(setup(format!("write {}", out.display())))
+}
+
+/// The libraries `binaries` load (by `ldd`), with the dynamic linker.
+fn shared_libraries(binaries: &[&Path]) -> Result<BTreeSet<PathBuf>, RuntimeError> {
+    let mut libs = BTreeSet::new();
+    for b in binaries {
+        let out = Command::new("ldd")
+            .arg(b)
+            .output()
+            .map_err(setup("run ldd"))?;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            // `libc.so.6 => /lib/…/libc.so.6 (0x…)` or `/lib64/ld-linux… (0x…)`
+            let path = match line.split_once("=>") {
+                Some((_, right)) => right.split_whitespace().next(),
+                None => line.split_whitespace().next(),
+            };
+            if let Some(p) = path.filter(|p| p.starts_with('/')) {
+                libs.insert(PathBuf::from(p));
+            }
+        }
+    }
+    Ok(libs)
+}
+
+/// Names what goes into the archive: paths and their sizes and times.
+fn cache_key(files: &[(String, PathBuf)]) -> Result<String, RuntimeError> {
+    let mut h = Sha256::new();
+    for (at, source) in files {
+        let meta = fs::metadata(source).map_err(setup(source.display().to_string()))?;
+        h.update(
+            format!(
+                "{at}\0{}\0{}\0{}\n",
+                source.display(),
+                meta.len(),
+                meta.mtime()
+            )
+            .as_bytes(),
+        );
+    }
+    Ok(hex::encode(&h.finalize()[..8]))
+}
+
+fn write_archive(out: &Path, files: &[(String, PathBuf)]) -> io::Result<()> {
+    let mut w = io::BufWriter::new(fs::File::create(out)?);
+    let mut ino = 1;
+    let mut made = BTreeSet::new();
+    for dir in ["/dev", "/proc", "/sys", "/newroot"] {
+        write_dir(&mut w, &mut ino, dir)?;
+    }
+    for (at, source) in files {
+        for parent in Path::new(at)
+            .ancestors()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            let p = parent.display().to_string();
+            if p != "/" && made.insert(p.clone()) {
+                write_dir(&mut w, &mut ino, &p)?;
+            }
+        }
+        // Through symlinks: the archive holds plain files.
+        let data = fs::read(source)?;
+        write_entry(&mut w, &mut ino, at, 0o100755, &data)?;
+    }
+    cpio::newc::trailer(&mut w)?;
+    w.into_inner().map_err(|e| e.into_error())?.sync_all()
+}
+
+/// Writes each directory above `path` (for an appended archive, whose
+/// directories may already exist: the kernel keeps them).
+fn write_dirs(w: &mut impl Write, ino: &mut u32, path: &str) -> io::Result<()> {
+    let parents: Vec<&Path> = Path::new(path).ancestors().skip(1).collect();
+    for p in parents.into_iter().rev() {
+        if p != Path::new("/") {
+            write_dir(w, ino, &p.display().to_string())?;
+        }
+    }
+    Ok(())
+}
+
+fn write_dir(w: &mut impl Write, ino: &mut u32, path: &str) -> io::Result<()> {
+    write_entry(w, ino, path, 0o040755, &[])
+}
+
+fn write_entry(
+    w: &mut impl Write,
+    ino: &mut u32,
+    path: &str,
+    mode: u32,
+    data: &[u8],
+) -> io::Result<()> {
+    let size = u32::try_from(data.len()).map_err(io::Error::other)?;
+    *ino += 1;
+    let mut entry = cpio::NewcBuilder::new(path.trim_start_matches('/'))
+        .ino(*ino)
+        .mode(mode)
+        .nlink(if mode & 0o040000 != 0 { 2 } else { 1 })
+        .write(w, size);
+    entry.write_all(data)?;
+    entry.finish()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_archive_holds_its_files_under_their_directories() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("tool");
+        fs::write(&src, b"#!/bin/true\n").expect("write");
+        let out = dir.path().join("a.cpio");
+        write_archive(&out, &[("/paddock/bin/tool".into(), src)]).expect("archive");
+        let mut reader = io::BufReader::new(fs::File::open(&out).expect("open"));
+        let mut names = Vec::new();
+        loop {
+            let entry = cpio::NewcReader::new(reader).expect("entry");
+            if entry.entry().is_trailer() {
+                break;
+            }
+            names.push((entry.entry().name().to_owned(), entry.entry().file_size()));
+            reader = entry.finish().expect("next");
+        }
+        assert!(names.contains(&("paddock".into(), 0)));
+        assert!(names.contains(&("paddock/bin".into(), 0)));
+        assert!(names.contains(&("paddock/bin/tool".into(), 12)));
+    }
+}

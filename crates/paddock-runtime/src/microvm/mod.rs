@@ -1,0 +1,391 @@
+//! The microVM provider: each sandbox is a qemu `microvm` with its own
+//! kernel (the host distribution's), KVM where the host has hardware
+//! virtualization and TCG where it does not.
+//!
+//! A microVM is a container's sandbox with a VM in the middle, and reuses
+//! its parts: the same run dir, overlay layers and cgroups
+//! ([`ContainerProvider`]), the same network namespace on paddock's bridge
+//! (the tap is bridged to its `eth0`), and the same agent, which is PID 1
+//! in the guest and reached over virtio-serial through the VM's monitor
+//! (`paddock-agent vmm`), which serves the usual `agent.sock`. So exec,
+//! files, PTYs, freezing, snapshots of the upper layer, teardown and
+//! orphan cleanup are the container provider's code paths.
+
+mod initrd;
+mod kernel;
+pub mod qemu;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use paddock_agent::boot::BootConfig;
+use paddock_agent::guest::{GuestConfig, GuestNetwork};
+use paddock_agent::vmm::VmmConfig;
+use paddock_core::exec::{
+    ByteStream, ExecRequest, ExecStream, FileContent, PtyConnection, PtyInfo, PtySpec, SandboxPath,
+};
+use paddock_core::ids::VmId;
+use paddock_core::model::{ChangedTree, Resources, RootfsSpec, RuntimeHandle, Vm};
+use paddock_core::provider::Provider;
+use paddock_core::RuntimeError;
+
+use crate::container::{self, ContainerProvider, Keep};
+pub use qemu::Accelerator;
+
+/// Host memory a VM's cgroup allows beyond the guest's own: qemu,
+/// virtiofsd and the monitor.
+const HOST_OVERHEAD_MB: u32 = 256;
+/// How long a guest may take from qemu's start to its agent answering.
+/// Under TCG on a loaded 2-core host a boot takes several seconds.
+const GUEST_BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+
+#[derive(Debug, Clone, Default)]
+pub struct MicroVmConfig {
+    /// A `vmlinuz-RELEASE` (with `/lib/modules/RELEASE`); the newest in
+    /// `/boot` when unset.
+    pub kernel: Option<PathBuf>,
+    /// Forces an accelerator; detected when unset.
+    pub accelerator: Option<Accelerator>,
+    /// Where the uncompressed kernel and base initramfs are cached;
+    /// `DATA/microvm` when unset. Servers may share one.
+    pub cache_dir: Option<PathBuf>,
+}
+
+pub struct MicroVmProvider {
+    container: Arc<ContainerProvider>,
+    accelerator: Accelerator,
+    qemu: PathBuf,
+    virtiofsd: PathBuf,
+    kernel: kernel::GuestKernel,
+    cache: PathBuf,
+    /// The uncompressed kernel and the base initramfs, made on the first
+    /// boot (seconds of work a server that runs no microVM never does).
+    prepared: tokio::sync::OnceCell<(PathBuf, initrd::BaseInitrd)>,
+}
+
+impl MicroVmProvider {
+    /// Finds qemu, virtiofsd and the guest kernel and picks the
+    /// accelerator.
+    pub fn new(
+        container: Arc<ContainerProvider>,
+        config: &MicroVmConfig,
+    ) -> Result<Self, RuntimeError> {
+        let missing = |what: &str| {
+            RuntimeError::Setup(format!(
+                "{what} is not installed (Debian: apt-get install qemu-system-x86)"
+            ))
+        };
+        let qemu = qemu::find_qemu().ok_or_else(|| missing("qemu-system-x86_64"))?;
+        let virtiofsd = qemu::find_virtiofsd().ok_or_else(|| missing("virtiofsd"))?;
+        let cache = config
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| container.config.data_dir.join("microvm"));
+        let kernel = kernel::GuestKernel::find(config.kernel.as_deref())?;
+        let accelerator = config.accelerator.unwrap_or_else(Accelerator::detect);
+        Ok(Self {
+            container,
+            accelerator,
+            qemu,
+            virtiofsd,
+            kernel,
+            cache,
+            prepared: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// The uncompressed kernel and base initramfs, made once.
+    async fn prepared(&self) -> Result<&(PathBuf, initrd::BaseInitrd), RuntimeError> {
+        self.prepared
+            .get_or_try_init(|| async {
+                let kernel = self.kernel.clone();
+                let cache = self.cache.clone();
+                let agent = self.container.config.agent_path.clone();
+                tokio::task::spawn_blocking(move || {
+                    let vmlinux = kernel.vmlinux(&cache)?;
+                    let base = initrd::base(&agent, &kernel, &cache)?;
+                    Ok::<_, RuntimeError>((vmlinux, base))
+                })
+                .await
+                .map_err(|e| RuntimeError::Setup(format!("prepare the guest kernel: {e}")))?
+            })
+            .await
+    }
+
+    pub fn accelerator_kind(&self) -> Accelerator {
+        self.accelerator
+    }
+
+    /// The guest kernel's release.
+    pub fn kernel_release(&self) -> &str {
+        &self.kernel.release
+    }
+
+    async fn boot(
+        &self,
+        vm: &Vm,
+        spec: &RootfsSpec,
+        run: &Path,
+    ) -> Result<RuntimeHandle, RuntimeError> {
+        if !vm.options.gpus.is_empty() {
+            return Err(RuntimeError::Unsupported(
+                "microVMs cannot use GPUs yet: use the container provider".into(),
+            ));
+        }
+        let (vmlinux, base_initrd) = self.prepared().await?;
+        let (layers, defaults, root) = self.container.rootfs(spec, run)?;
+        let socket = container::agent_socket(run)?;
+        let port_socket = container::socket_in(run, "port.sock")?;
+        let virtiofs_socket = container::socket_in(run, "virtiofs.sock")?;
+        let host_limits = Resources::from_stored(
+            vm.resources.memory_mb().saturating_add(HOST_OVERHEAD_MB),
+            vm.resources.vcpu_count(),
+            vm.resources.pids_max(),
+        );
+        let cgroup_procs = self
+            .container
+            .cgroups
+            .create(vm.id.as_str(), &host_limits)?;
+        let guest = GuestConfig {
+            modules: base_initrd.modules.clone(),
+            ip_tool: initrd::IP_TOOL.into(),
+            network: vm.network.as_ref().map(|n| GuestNetwork {
+                address: n.address.to_string(),
+                gateway: n.gateway.to_string(),
+            }),
+            hostname: "sandbox".into(),
+            env: container::sandbox_env(&defaults, vm),
+            cwd: defaults.working_dir.clone(),
+            user: defaults.user.clone(),
+        };
+        let initrd = run.join("initrd.cpio");
+        initrd::for_vm(base_initrd, &guest, &initrd)?;
+        let console_log = run.join("console.log");
+        let tap = vm.network.as_ref().map(|_| "tap0");
+        let machine = qemu::Machine {
+            qemu: &self.qemu,
+            accelerator: self.accelerator,
+            name: vm.id.as_str(),
+            memory_mb: vm.resources.memory_mb(),
+            vcpus: vm.resources.vcpu_count(),
+            kernel: vmlinux,
+            initrd: &initrd,
+            console_log: &console_log,
+            port_socket: &port_socket,
+            virtiofs_socket: &virtiofs_socket,
+            nic: vm
+                .network
+                .as_ref()
+                .zip(tap)
+                .map(|(n, tap)| (tap, qemu::mac_for(n.address))),
+        };
+        let config = VmmConfig {
+            sandbox: BootConfig {
+                on_host: false,
+                hostname: "sandbox".into(),
+                root_mountpoint: root,
+                layers,
+                cgroup_procs,
+                socket_path: socket.clone(),
+                log_path: run.join("vmm.log"),
+                env: Vec::new(),
+                cwd: None,
+                user: None,
+                netns: vm.network.as_ref().map(|n| n.netns.clone()),
+                bind_files: container::resolv_conf(vm, run)?,
+                devices: Vec::new(),
+            },
+            virtiofsd: vec![
+                self.virtiofsd.display().to_string(),
+                "-o".into(),
+                "cache=auto".into(),
+                "-o".into(),
+                "sandbox=chroot".into(),
+            ],
+            virtiofs_socket: virtiofs_socket.clone(),
+            qemu: machine.argv(),
+            port_socket: port_socket.clone(),
+            tap: tap.map(str::to_owned),
+        };
+        let started = std::time::Instant::now();
+        let handle = self
+            .container
+            .launch_helper(run, "vmm", &config, "the microVM monitor")
+            .await?;
+        let monitor_up = started.elapsed();
+        match tokio::time::timeout(GUEST_BOOT_TIMEOUT, crate::agent_client::ping(&socket)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(self.boot_failure(run, &format!("{e}"))),
+            Err(_) => return Err(self.boot_failure(run, "the guest's agent never answered")),
+        }
+        tracing::info!(
+            vm_id = %vm.id,
+            accelerator = self.accelerator.as_str(),
+            monitor_ms = monitor_up.as_millis() as u64,
+            booted_ms = started.elapsed().as_millis() as u64,
+            "microVM booted"
+        );
+        Ok(handle)
+    }
+
+    /// A boot failure, with the end of the guest's console for why.
+    fn boot_failure(&self, run: &Path, what: &str) -> RuntimeError {
+        let console = std::fs::read_to_string(run.join("console.log")).unwrap_or_default();
+        let vmm = std::fs::read_to_string(run.join("vmm.log")).unwrap_or_default();
+        let tail = |s: &str| {
+            let lines: Vec<&str> = s.lines().collect();
+            lines[lines.len().saturating_sub(8)..].join("\n")
+        };
+        RuntimeError::Setup(format!(
+            "the microVM did not boot: {what}\nconsole:\n{}\nmonitor:\n{}",
+            tail(&console),
+            tail(&vmm)
+        ))
+    }
+}
+
+#[async_trait]
+impl Provider for MicroVmProvider {
+    fn name(&self) -> &'static str {
+        "microvm"
+    }
+
+    fn has_variant(&self, variant: &str) -> bool {
+        self.container.has_variant(variant)
+    }
+
+    fn accelerator(&self) -> Option<&'static str> {
+        Some(self.accelerator.as_str())
+    }
+
+    async fn start(&self, vm: &Vm, rootfs: &RootfsSpec) -> Result<RuntimeHandle, RuntimeError> {
+        let run = self.container.run_dir(&vm.id);
+        std::fs::create_dir_all(&run)
+            .map_err(|e| RuntimeError::host(run.display().to_string(), e))?;
+        match self.boot(vm, rootfs, &run).await {
+            Ok(handle) => Ok(handle),
+            Err(e) => {
+                let keep = if vm.options.launch.as_ref().is_some_and(|l| l.preserve) {
+                    Keep::Files
+                } else {
+                    Keep::Nothing
+                };
+                self.container.clean_failed_start(&vm.id, keep);
+                Err(e)
+            }
+        }
+    }
+
+    async fn stop(&self, id: &VmId, handle: Option<RuntimeHandle>) -> Result<(), RuntimeError> {
+        self.container.stop(id, handle).await
+    }
+
+    async fn halt(&self, id: &VmId, handle: Option<RuntimeHandle>) -> Result<(), RuntimeError> {
+        self.container.halt(id, handle).await
+    }
+
+    fn changes(&self, id: &VmId) -> Vec<ChangedTree> {
+        // The guest's root is the sandbox's overlay, served by virtiofsd
+        // without a write-back cache: its writes are in the upper layer.
+        self.container.changes(id)
+    }
+
+    async fn set_frozen(&self, id: &VmId, frozen: bool) -> Result<(), RuntimeError> {
+        // Freezing the cgroup stops qemu's vCPU threads: the guest pauses.
+        self.container.set_frozen(id, frozen).await
+    }
+
+    async fn stage_env(&self, id: &VmId, env: Vec<(String, String)>) -> Result<(), RuntimeError> {
+        self.container.stage_env(id, env).await
+    }
+
+    async fn attach(
+        &self,
+        _id: &VmId,
+        _handle: RuntimeHandle,
+        _source: &Path,
+        _target: &str,
+        _read_only: bool,
+    ) -> Result<(), RuntimeError> {
+        // A running microvm has no hotplug: a volume would need a virtiofs
+        // device fixed at boot.
+        Err(RuntimeError::Unsupported(
+            "microVMs cannot mount volumes yet: use the container provider".into(),
+        ))
+    }
+
+    async fn detach(&self, _: &VmId, _: RuntimeHandle, _: &str) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    fn is_alive(&self, id: &VmId, handle: RuntimeHandle) -> bool {
+        self.container.is_alive(id, handle)
+    }
+
+    async fn update_resources(
+        &self,
+        _id: &VmId,
+        _resources: &Resources,
+    ) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Unsupported(
+            "a microVM's memory and vCPUs are fixed when it boots".into(),
+        ))
+    }
+
+    async fn exec(&self, id: &VmId, request: ExecRequest) -> Result<ExecStream, RuntimeError> {
+        self.container.exec(id, request).await
+    }
+
+    async fn read_file(&self, id: &VmId, path: &SandboxPath) -> Result<FileContent, RuntimeError> {
+        self.container.read_file(id, path).await
+    }
+
+    async fn write_file(
+        &self,
+        id: &VmId,
+        path: &SandboxPath,
+        mode: Option<u32>,
+        body: ByteStream,
+    ) -> Result<u64, RuntimeError> {
+        self.container.write_file(id, path, mode, body).await
+    }
+
+    async fn pty_create(&self, id: &VmId, spec: PtySpec) -> Result<PtyInfo, RuntimeError> {
+        self.container.pty_create(id, spec).await
+    }
+
+    async fn pty_list(&self, id: &VmId) -> Result<Vec<PtyInfo>, RuntimeError> {
+        self.container.pty_list(id).await
+    }
+
+    async fn pty_get(&self, id: &VmId, pty: &str) -> Result<PtyInfo, RuntimeError> {
+        self.container.pty_get(id, pty).await
+    }
+
+    async fn pty_resize(
+        &self,
+        id: &VmId,
+        pty: &str,
+        cols: u16,
+        rows: u16,
+    ) -> Result<(), RuntimeError> {
+        self.container.pty_resize(id, pty, cols, rows).await
+    }
+
+    async fn pty_kill(&self, id: &VmId, pty: &str) -> Result<(), RuntimeError> {
+        self.container.pty_kill(id, pty).await
+    }
+
+    async fn pty_attach(&self, id: &VmId, pty: &str) -> Result<PtyConnection, RuntimeError> {
+        self.container.pty_attach(id, pty).await
+    }
+
+    async fn cleanup_orphans(&self, _live: &[VmId]) -> Result<usize, RuntimeError> {
+        // MicroVMs live in the container provider's run dirs and cgroups
+        // (monitor, qemu and virtiofsd all in them); its cleanup, given
+        // every live VM, covers them.
+        Ok(0)
+    }
+}
