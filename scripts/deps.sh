@@ -14,11 +14,20 @@ export DEBIAN_FRONTEND=noninteractive
 # through the SSH gateway in the gateway tests; docker.io is the real
 # engine (dockerd, the docker CLI) the docker provider's tests start.
 packages=(python3 python3-venv procps iproute2 util-linux coreutils bash ca-certificates docker-registry busybox-static e2fsprogs nftables knot knot-dnsutils openssh-client docker.io)
+# The microvm provider: qemu (its microvm machine, and virtiofsd from
+# qemu-system-common) and Debian's kernel with its modules as the guest's.
+# Without their recommends: firmware, GUIs and an initramfs generator the
+# guest does not use.
+bare_packages=(qemu-system-x86 linux-image-amd64)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ "${#missing[@]}" -gt 0 ]; then
+bare_missing=()
+for p in "${bare_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || bare_missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ] || [ "${#bare_missing[@]}" -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
   # Nothing installed here may start as a service (a system dockerd
   # would rewrite the host's firewall): the tests start what they use.
@@ -28,5 +37,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
   fi
   $sudo apt-get update -qq
-  $sudo apt-get install -y -qq "${missing[@]}"
+  if [ "${#missing[@]}" -gt 0 ]; then
+    $sudo apt-get install -y -qq "${missing[@]}"
+  fi
+  if [ "${#bare_missing[@]}" -gt 0 ]; then
+    $sudo apt-get install -y -qq --no-install-recommends "${bare_missing[@]}"
+  fi
 fi

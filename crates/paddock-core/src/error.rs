@@ -120,6 +120,9 @@ impl From<RuntimeError> for CoreError {
                 Self::FailedPrecondition(format!("permission denied: {p}"))
             }
             RuntimeError::Invalid(m) => Self::invalid("request", m),
+            // What this sandbox's provider cannot do is the caller's to
+            // change (another provider), not a server fault.
+            RuntimeError::Unsupported(m) => Self::FailedPrecondition(m),
             other => Self::Runtime(other),
         }
     }

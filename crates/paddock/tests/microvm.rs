@@ -1,0 +1,187 @@
+//! The microvm provider, end to end over HTTP: real qemu guests running
+//! Debian's kernel (under TCG on hosts without hardware virtualization,
+//! so each boot takes seconds: the tests are few and do much each).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Client, Server};
+use serde_json::{json, Value};
+
+/// Every test server shares one cache of the uncompressed kernel and base
+/// initramfs, so it is made once per run.
+fn server() -> Server {
+    let cache = std::env::temp_dir().join("paddock-test-microvm-cache");
+    Server::start_with(&[(
+        "PADDOCK_MICROVM__CACHE_DIR",
+        cache.to_str().expect("utf-8 temp dir"),
+    )])
+}
+
+async fn new_microvm(c: &Client, body: Value) -> String {
+    let mut body = body;
+    body["provider"] = json!("microvm");
+    let vm = c.create_vm(body).await;
+    assert_eq!(vm["status"], "active", "{vm}");
+    assert_eq!(vm["provider"], "microvm");
+    let accelerator = vm["accelerator"].as_str().expect("accelerator");
+    assert!(["kvm", "tcg"].contains(&accelerator), "{vm}");
+    vm["vm_id"].as_str().expect("vm id").to_owned()
+}
+
+/// qemu processes of the VM `vm` on the host (qemu runs as `-name VM`).
+fn qemu_processes(vm: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+                args.first().is_some_and(|a| a.ends_with(b"qemu-system-x86_64"))
+                    && args.windows(2).any(|w| w[0] == b"-name" && w[1] == vm.as_bytes())
+            })
+        })
+        .collect()
+}
+
+async fn wait_gone(vm: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !qemu_processes(vm).is_empty() {
+        assert!(Instant::now() < deadline, "qemu of {vm} outlived it");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_microvm_has_its_own_kernel_limits_files_network_and_snapshots() {
+    let server = server();
+    let c = server.client();
+    let r = c
+        .post("/v1/vms", json!({"provider": "firecracker"}))
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.to_string().contains("provider"), "{}", r.body);
+    let ready = c.get("/readyz").await;
+    assert!(ready.body["runtime"]["microvm"]["accelerator"].is_string(), "{}", ready.body);
+
+    let vm = new_microvm(&c, json!({"memory_mb": 384, "vcpu_count": 2})).await;
+    assert_eq!(qemu_processes(&vm).len(), 1);
+
+    // The guest's kernel is not the host's; its CPUs and memory are its own.
+    let host_kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let (out, err, exit) = c
+        .exec(&vm, "uname -r; nproc; grep MemTotal /proc/meminfo")
+        .await;
+    assert_eq!(exit["exit_code"], 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_ne!(lines[0], host_kernel.trim(), "{out}");
+    assert_eq!(lines[1], "2", "{out}");
+    let mem_kb: u64 = lines[2]
+        .split_whitespace()
+        .nth(1)
+        .and_then(|k| k.parse().ok())
+        .expect("MemTotal");
+    assert!((250_000..=384 * 1024).contains(&mem_kb), "{out}");
+
+    // Files through the API land in the guest and back.
+    let put = c
+        .send(
+            c.req(
+                reqwest::Method::PUT,
+                &format!("/v1/vms/{vm}/files?path=/root/in.txt"),
+            )
+            .body("from the API\n"),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    let (out, _, _) = c
+        .exec(&vm, "cat /root/in.txt; echo written in the guest > /root/out.txt")
+        .await;
+    assert_eq!(out, "from the API\n");
+    let got = c
+        .req(
+            reqwest::Method::GET,
+            &format!("/v1/vms/{vm}/files?path=/root/out.txt"),
+        )
+        .send()
+        .await
+        .expect("download")
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(got, "written in the guest\n");
+
+    // The guest is on paddock's bridge under the host-side rules: it has
+    // its address, and the host's own services stay closed to it.
+    let ip = c.get(&format!("/v1/vms/{vm}")).await.body["ip_address"]
+        .as_str()
+        .expect("ip")
+        .to_owned();
+    let (out, _, _) = c.exec(&vm, "ip -4 -o addr show eth0").await;
+    assert!(out.contains(&format!("{ip}/32")), "{out}");
+    let port = server.base.rsplit(':').next().expect("port");
+    let (out, _, _) = c
+        .exec(
+            &vm,
+            &format!(
+                "python3 -c 'import socket; s=socket.socket(); s.settimeout(5)\ntry:\n s.connect((\"$(ip route show default | cut -d\" \" -f3)\", {port})); print(\"open\")\nexcept OSError as e: print(\"closed\", e)'"
+            ),
+        )
+        .await;
+    assert!(out.starts_with("closed"), "{out}");
+
+    // A snapshot holds what the guest wrote; a container restores it.
+    let snap = c
+        .post(&format!("/v1/vms/{vm}/snapshot"), json!({"name": "from-a-microvm"}))
+        .await;
+    assert_eq!(snap.status, 200, "{}", snap.body);
+    let snap_id = snap.body["id"]
+        .as_str()
+        .or_else(|| snap.body["snapshot_id"].as_str())
+        .expect("snapshot id")
+        .to_owned();
+    let restored = c.create_vm(json!({"snapshot_id": snap_id})).await;
+    assert_eq!(restored["status"], "active", "{restored}");
+    let restored = restored["vm_id"].as_str().expect("id");
+    let (out, _, _) = c.exec(restored, "cat /root/out.txt").await;
+    assert_eq!(out, "written in the guest\n");
+
+    // A microVM cannot change its memory after boot: a clear refusal.
+    let r = c
+        .send(
+            c.req(reqwest::Method::PATCH, &format!("/v1/vms/{vm}"))
+                .json(&json!({"memory_mb": 512})),
+        )
+        .await;
+    assert!(r.status >= 400 && r.status < 500, "{} {}", r.status, r.body);
+
+    assert_eq!(c.delete(&format!("/v1/vms/{vm}")).await.status, 200);
+    wait_gone(&vm).await;
+    let run_dir = server.data_dir().join("sandboxes").join(&vm);
+    assert!(!run_dir.exists(), "{} is left", run_dir.display());
+}
+
+#[tokio::test]
+async fn a_microvm_outlives_a_server_restart() {
+    let mut server = server();
+    let c = server.client();
+    let vm = new_microvm(&c, json!({})).await;
+    let (_, err, exit) = c.exec(&vm, "echo kept > /root/marker").await;
+    assert_eq!(exit["exit_code"], 0, "{err}");
+    let before = qemu_processes(&vm);
+    assert_eq!(before.len(), 1);
+
+    server.restart();
+    let c = server.client();
+    assert_eq!(qemu_processes(&vm), before, "the same qemu runs the guest");
+    let got = c.get(&format!("/v1/vms/{vm}")).await;
+    assert_eq!(got.body["status"], "active", "{}", got.body);
+    let (out, _, _) = c.exec(&vm, "cat /root/marker").await;
+    assert_eq!(out, "kept\n");
+
+    assert_eq!(c.delete(&format!("/v1/vms/{vm}")).await.status, 200);
+    wait_gone(&vm).await;
+}
