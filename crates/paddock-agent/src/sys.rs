@@ -102,33 +102,124 @@ pub fn prepare_child(controlling_tty: bool) -> io::Result<()> {
 
 /// Brings the loopback interface of the current network namespace up.
 pub fn loopback_up() -> io::Result<()> {
-    // SAFETY: a plain datagram socket; the fd is checked and closed below.
+    interface_up("lo")
+}
+
+/// An `AF_INET` datagram socket: the handle network ioctls go through.
+fn inet_socket() -> io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: a plain datagram socket; the fd is checked, then owned.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: an all-zero ifreq is valid; the name fits its 16 bytes.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = *src as libc::c_char;
+    // SAFETY: fd was just opened and nothing else owns it.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// An `ifreq` naming `name` (at most 15 bytes), otherwise zeroed.
+fn ifreq_for(name: &str) -> io::Result<libc::ifreq> {
+    if name.len() >= libc::IFNAMSIZ || name.contains('\0') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bad interface name",
+        ));
     }
-    // SAFETY: fd is our socket, req a valid ifreq naming "lo"; the union
-    // field read is the one SIOCGIFFLAGS just wrote.
-    let result = unsafe {
-        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-            if libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
-        }
+    // SAFETY: an all-zero ifreq is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    Ok(req)
+}
+
+fn sockaddr_of(address: std::net::Ipv4Addr) -> libc::sockaddr {
+    let inet = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(address.octets()),
+        },
+        sin_zero: [0; 8],
     };
-    // SAFETY: fd is ours and closed once.
-    unsafe { libc::close(fd) };
-    result
+    // SAFETY: sockaddr_in and sockaddr are both 16 bytes, and a sockaddr
+    // is read by the kernel by its family, which is AF_INET here.
+    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(inet) }
+}
+
+/// `ioctl(fd, request, arg)`, with errno as the error.
+///
+/// # Safety
+/// `arg` must be the structure `request` reads.
+unsafe fn ioctl_on<T>(
+    fd: &std::os::fd::OwnedFd,
+    request: libc::Ioctl,
+    arg: *const T,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: upheld by the caller; fd is an open socket.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), request, arg) } < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Sets `IFF_UP` on the interface `name`.
+pub fn interface_up(name: &str) -> io::Result<()> {
+    let fd = inet_socket()?;
+    let mut req = ifreq_for(name)?;
+    // SAFETY: SIOCGIFFLAGS reads and writes an ifreq.
+    unsafe { ioctl_on(&fd, libc::SIOCGIFFLAGS as libc::Ioctl, &mut req)? };
+    // SAFETY: the union field read is the one SIOCGIFFLAGS just wrote.
+    unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
+    // SAFETY: SIOCSIFFLAGS reads an ifreq.
+    unsafe { ioctl_on(&fd, libc::SIOCSIFFLAGS as libc::Ioctl, &req) }
+}
+
+/// Gives the interface `name` the IPv4 `address` with `netmask`.
+pub fn set_ipv4(
+    name: &str,
+    address: std::net::Ipv4Addr,
+    netmask: std::net::Ipv4Addr,
+) -> io::Result<()> {
+    let fd = inet_socket()?;
+    let mut req = ifreq_for(name)?;
+    req.ifr_ifru.ifru_addr = sockaddr_of(address);
+    // SAFETY: SIOCSIFADDR reads an ifreq holding an AF_INET address.
+    unsafe { ioctl_on(&fd, libc::SIOCSIFADDR as libc::Ioctl, &req)? };
+    req.ifr_ifru.ifru_netmask = sockaddr_of(netmask);
+    // SAFETY: SIOCSIFNETMASK reads an ifreq holding an AF_INET mask.
+    unsafe { ioctl_on(&fd, libc::SIOCSIFNETMASK as libc::Ioctl, &req) }
+}
+
+/// Adds an IPv4 route to `destination`/`netmask` on `device`, through
+/// `gateway` when given (else on-link).
+pub fn add_route(
+    destination: std::net::Ipv4Addr,
+    netmask: std::net::Ipv4Addr,
+    gateway: Option<std::net::Ipv4Addr>,
+    device: &str,
+) -> io::Result<()> {
+    let fd = inet_socket()?;
+    let mut device = std::ffi::CString::new(device)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad interface name"))?
+        .into_bytes_with_nul();
+    // SAFETY: an all-zero rtentry is valid.
+    let mut route: libc::rtentry = unsafe { std::mem::zeroed() };
+    route.rt_dst = sockaddr_of(destination);
+    route.rt_genmask = sockaddr_of(netmask);
+    route.rt_flags = libc::RTF_UP;
+    if netmask == std::net::Ipv4Addr::BROADCAST {
+        route.rt_flags |= libc::RTF_HOST;
+    }
+    if let Some(g) = gateway {
+        route.rt_gateway = sockaddr_of(g);
+        route.rt_flags |= libc::RTF_GATEWAY;
+    }
+    route.rt_dev = device.as_mut_ptr().cast();
+    // SAFETY: SIOCADDRT reads an rtentry; rt_dev points at `device`, a
+    // NUL-terminated name alive until the call returns.
+    unsafe { ioctl_on(&fd, libc::SIOCADDRT as libc::Ioctl, &route) }
 }
 
 /// `fork(2)`. Called only by the boot helper while it is single-threaded.

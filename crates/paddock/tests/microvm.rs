@@ -40,8 +40,11 @@ fn qemu_processes(vm: &str) -> Vec<u32> {
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
                 let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
-                args.first().is_some_and(|a| a.ends_with(b"qemu-system-x86_64"))
-                    && args.windows(2).any(|w| w[0] == b"-name" && w[1] == vm.as_bytes())
+                args.first()
+                    .is_some_and(|a| a.ends_with(b"qemu-system-x86_64"))
+                    && args
+                        .windows(2)
+                        .any(|w| w[0] == b"-name" && w[1] == vm.as_bytes())
             })
         })
         .collect()
@@ -59,13 +62,15 @@ async fn wait_gone(vm: &str) {
 async fn a_microvm_has_its_own_kernel_limits_files_network_and_snapshots() {
     let server = server();
     let c = server.client();
-    let r = c
-        .post("/v1/vms", json!({"provider": "firecracker"}))
-        .await;
+    let r = c.post("/v1/vms", json!({"provider": "firecracker"})).await;
     assert_eq!(r.status, 422, "{}", r.body);
     assert!(r.body.to_string().contains("provider"), "{}", r.body);
     let ready = c.get("/readyz").await;
-    assert!(ready.body["runtime"]["microvm"]["accelerator"].is_string(), "{}", ready.body);
+    assert!(
+        ready.body["runtime"]["microvm"]["accelerator"].is_string(),
+        "{}",
+        ready.body
+    );
 
     let vm = new_microvm(&c, json!({"memory_mb": 384, "vcpu_count": 2})).await;
     assert_eq!(qemu_processes(&vm).len(), 1);
@@ -98,7 +103,10 @@ async fn a_microvm_has_its_own_kernel_limits_files_network_and_snapshots() {
         .await;
     assert_eq!(put.status, 200, "{}", put.body);
     let (out, _, _) = c
-        .exec(&vm, "cat /root/in.txt; echo written in the guest > /root/out.txt")
+        .exec(
+            &vm,
+            "cat /root/in.txt; echo written in the guest > /root/out.txt",
+        )
         .await;
     assert_eq!(out, "from the API\n");
     let got = c
@@ -135,7 +143,10 @@ async fn a_microvm_has_its_own_kernel_limits_files_network_and_snapshots() {
 
     // A snapshot holds what the guest wrote; a container restores it.
     let snap = c
-        .post(&format!("/v1/vms/{vm}/snapshot"), json!({"name": "from-a-microvm"}))
+        .post(
+            &format!("/v1/vms/{vm}/snapshot"),
+            json!({"name": "from-a-microvm"}),
+        )
         .await;
     assert_eq!(snap.status, 200, "{}", snap.body);
     let snap_id = snap.body["id"]

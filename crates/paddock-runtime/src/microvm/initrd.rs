@@ -1,6 +1,6 @@
-//! The guest's initramfs: the paddock agent as `/init`, the `ip` tool, the
-//! shared libraries both link (the host's, at the same paths, so their
-//! interpreter paths hold), and the kernel modules the guest loads. Built
+//! The guest's initramfs: the paddock agent as `/init`, the shared
+//! libraries it links (the host's, at the same paths, so its interpreter
+//! path holds), and the kernel modules the guest loads. Built
 //! once per agent binary and kernel and cached; each VM's boot config is a
 //! second archive appended to it (the kernel unpacks concatenated
 //! archives in order).
@@ -18,11 +18,8 @@ use sha2::{Digest, Sha256};
 
 use super::kernel::GuestKernel;
 
-/// Where the modules and the `ip` tool go in the initramfs.
+/// Where the modules go in the initramfs.
 const MODULE_DIR: &str = "/paddock/modules";
-pub const IP_TOOL: &str = "/paddock/ip";
-/// Where `ip` may be on the host.
-const IP_CANDIDATES: &[&str] = &["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"];
 
 fn setup(what: impl Into<String>) -> impl FnOnce(io::Error) -> RuntimeError {
     let what = what.into();
@@ -38,15 +35,7 @@ pub struct BaseInitrd {
 
 /// Builds (or finds) the base archive for `agent` and `kernel` in `cache`.
 pub fn base(agent: &Path, kernel: &GuestKernel, cache: &Path) -> Result<BaseInitrd, RuntimeError> {
-    let ip = IP_CANDIDATES
-        .iter()
-        .map(Path::new)
-        .find(|p| p.is_file())
-        .ok_or_else(|| RuntimeError::Setup("no `ip` tool on the host (install iproute2)".into()))?;
-    let mut files: Vec<(String, PathBuf)> = vec![
-        ("/init".into(), agent.to_path_buf()),
-        (IP_TOOL.into(), ip.to_path_buf()),
-    ];
+    let mut files: Vec<(String, PathBuf)> = vec![("/init".into(), agent.to_path_buf())];
     let mut modules = Vec::new();
     for m in &kernel.modules {
         let name = m
@@ -57,7 +46,7 @@ pub fn base(agent: &Path, kernel: &GuestKernel, cache: &Path) -> Result<BaseInit
         modules.push(PathBuf::from(&at));
         files.push((at, m.clone()));
     }
-    for lib in shared_libraries(&[agent, ip])? {
+    for lib in shared_libraries(&[agent])? {
         files.push((lib.display().to_string(), lib));
     }
     let key = cache_key(&files)?;

@@ -150,7 +150,6 @@ impl MicroVmProvider {
             .create(vm.id.as_str(), &host_limits)?;
         let guest = GuestConfig {
             modules: base_initrd.modules.clone(),
-            ip_tool: initrd::IP_TOOL.into(),
             network: vm.network.as_ref().map(|n| GuestNetwork {
                 address: n.address.to_string(),
                 gateway: n.gateway.to_string(),
@@ -200,7 +199,10 @@ impl MicroVmProvider {
             virtiofsd: vec![
                 self.virtiofsd.display().to_string(),
                 "-o".into(),
-                "cache=auto".into(),
+                // Only the guest changes its root while it runs, so its
+                // kernel may keep names and attributes; data is still
+                // written through (no writeback), so snapshots read it.
+                "cache=always".into(),
                 "-o".into(),
                 "sandbox=chroot".into(),
             ],

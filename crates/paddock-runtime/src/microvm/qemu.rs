@@ -87,7 +87,7 @@ impl Machine<'_> {
         }
         let (accel, cpu) = match self.accelerator {
             Accelerator::Kvm => ("kvm", "host"),
-            Accelerator::Tcg => ("tcg", "max"),
+            Accelerator::Tcg => ("tcg,tb-size=64", "max"),
         };
         let path = |p: &Path| p.display().to_string();
         let mut argv: Vec<String> = vec![
