@@ -149,11 +149,11 @@ fn sockaddr_of(address: std::net::Ipv4Addr) -> libc::sockaddr {
 /// `ioctl(fd, request, arg)`, with errno as the error.
 ///
 /// # Safety
-/// `arg` must be the structure `request` reads.
+/// `arg` must point at the structure `request` reads (and writes).
 unsafe fn ioctl_on<T>(
     fd: &std::os::fd::OwnedFd,
     request: libc::Ioctl,
-    arg: *const T,
+    arg: *mut T,
 ) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: upheld by the caller; fd is an open socket.
@@ -173,7 +173,7 @@ pub fn interface_up(name: &str) -> io::Result<()> {
     // SAFETY: the union field read is the one SIOCGIFFLAGS just wrote.
     unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
     // SAFETY: SIOCSIFFLAGS reads an ifreq.
-    unsafe { ioctl_on(&fd, libc::SIOCSIFFLAGS as libc::Ioctl, &req) }
+    unsafe { ioctl_on(&fd, libc::SIOCSIFFLAGS as libc::Ioctl, &mut req) }
 }
 
 /// Gives the interface `name` the IPv4 `address` with `netmask`.
@@ -186,10 +186,10 @@ pub fn set_ipv4(
     let mut req = ifreq_for(name)?;
     req.ifr_ifru.ifru_addr = sockaddr_of(address);
     // SAFETY: SIOCSIFADDR reads an ifreq holding an AF_INET address.
-    unsafe { ioctl_on(&fd, libc::SIOCSIFADDR as libc::Ioctl, &req)? };
+    unsafe { ioctl_on(&fd, libc::SIOCSIFADDR as libc::Ioctl, &mut req)? };
     req.ifr_ifru.ifru_netmask = sockaddr_of(netmask);
     // SAFETY: SIOCSIFNETMASK reads an ifreq holding an AF_INET mask.
-    unsafe { ioctl_on(&fd, libc::SIOCSIFNETMASK as libc::Ioctl, &req) }
+    unsafe { ioctl_on(&fd, libc::SIOCSIFNETMASK as libc::Ioctl, &mut req) }
 }
 
 /// Adds an IPv4 route to `destination`/`netmask` on `device`, through
@@ -219,7 +219,7 @@ pub fn add_route(
     route.rt_dev = device.as_mut_ptr().cast();
     // SAFETY: SIOCADDRT reads an rtentry; rt_dev points at `device`, a
     // NUL-terminated name alive until the call returns.
-    unsafe { ioctl_on(&fd, libc::SIOCADDRT as libc::Ioctl, &route) }
+    unsafe { ioctl_on(&fd, libc::SIOCADDRT as libc::Ioctl, &mut route) }
 }
 
 /// `fork(2)`. Called only by the boot helper while it is single-threaded.

@@ -68,6 +68,7 @@ fn vm(account: &AccountId, session: &SessionId) -> Vm {
                 .expect("valid policy"),
             ),
             gpus: vec![0, 2],
+            accelerator: Some("tcg".into()),
             launch: Some(paddock_core::model::Launch {
                 definition_id: "web".into(),
                 revision: "ab".repeat(32),
