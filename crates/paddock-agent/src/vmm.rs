@@ -18,7 +18,7 @@
 //! host, and the tap lives in the VM's network namespace.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -27,7 +27,6 @@ use nix::sched::{unshare, CloneFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::boot::{mounts, nix_step, step, BootConfig, BootError};
-use crate::sys;
 
 /// Everything the monitor needs, written by the server as JSON.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,34 +56,8 @@ pub fn launch(config_path: &Path) -> Result<i32, BootError> {
         source,
     })?;
     let config: VmmConfig = serde_json::from_slice(&raw).map_err(BootError::ConfigJson)?;
-    let me = std::process::id().to_string();
-    for procs in &config.sandbox.cgroup_procs {
-        fs::write(procs, &me).map_err(step(format!("join cgroup {}", procs.display())))?;
-    }
-    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(nix_step("create the ready pipe"))?;
-    match sys::fork().map_err(step("fork the monitor"))? {
-        sys::Forked::Parent { child } => {
-            drop(ready_w);
-            let mut report = String::new();
-            fs::File::from(ready_r)
-                .read_to_string(&mut report)
-                .map_err(step("read the monitor's ready report"))?;
-            match report.as_str() {
-                "ok" => Ok(child),
-                "" => Err(BootError::Child(
-                    "the monitor exited before it was ready".into(),
-                )),
-                _ => Err(BootError::Child(report)),
-            }
-        }
-        sys::Forked::Child => {
-            drop(ready_r);
-            let ready = fs::File::from(ready_w);
-            let code = monitor(&config, ready);
-            std::process::exit(code);
-        }
-    }
+    crate::boot::join_cgroups(&config.sandbox.cgroup_procs)?;
+    crate::boot::fork_reporting("the monitor", |ready| monitor(&config, ready))
 }
 
 /// The monitor's whole life; its exit code.

@@ -1,9 +1,10 @@
 //! Sandbox providers behind [`paddock_core::provider::Provider`].
 //!
-//! Today: [`container::ContainerProvider`], which runs each sandbox in its
-//! own namespaces on this host, with no external runtime binary. MicroVM,
-//! process and Docker providers will sit beside it. [`volumes`] keeps
-//! volumes and their checkpoints on the host, for any provider to bind in.
+//! [`container::ContainerProvider`] runs each sandbox in its own namespaces
+//! on this host, with no external runtime binary; [`local`] and
+//! [`microvm`] are built on its parts (host processes; qemu guests), and
+//! [`docker`] drives a Docker Engine. [`volumes`] keeps volumes and their
+//! checkpoints on the host, for any provider to bind in.
 
 pub mod agent_client;
 mod agent_helper;
@@ -12,4 +13,5 @@ pub mod docker;
 pub mod gpu;
 pub mod local;
 pub mod microvm;
+mod over_container;
 pub mod volumes;

@@ -12,13 +12,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use paddock_core::exec::{
-    ByteStream, ExecRequest, ExecStream, FileContent, PtyConnection, PtyInfo, PtySpec, SandboxPath,
-};
 use paddock_core::ids::VmId;
 use paddock_core::model::{ChangedTree, Resources, RootfsSpec, RuntimeHandle, Vm};
-use paddock_core::provider::Provider;
 use paddock_core::RuntimeError;
 
 use crate::container::ContainerProvider;
@@ -57,8 +52,7 @@ impl LocalProvider {
     }
 }
 
-#[async_trait]
-impl Provider for LocalProvider {
+crate::over_container::provider_over_container!(LocalProvider {
     fn name(&self) -> &'static str {
         "local"
     }
@@ -105,10 +99,6 @@ impl Provider for LocalProvider {
         self.container.set_frozen(id, frozen).await
     }
 
-    async fn stage_env(&self, id: &VmId, env: Vec<(String, String)>) -> Result<(), RuntimeError> {
-        self.container.stage_env(id, env).await
-    }
-
     async fn attach(
         &self,
         _id: &VmId,
@@ -135,60 +125,12 @@ impl Provider for LocalProvider {
         self.container.update_resources(id, resources).await
     }
 
-    async fn exec(&self, id: &VmId, request: ExecRequest) -> Result<ExecStream, RuntimeError> {
-        self.container.exec(id, request).await
-    }
-
-    async fn read_file(&self, id: &VmId, path: &SandboxPath) -> Result<FileContent, RuntimeError> {
-        self.container.read_file(id, path).await
-    }
-
-    async fn write_file(
-        &self,
-        id: &VmId,
-        path: &SandboxPath,
-        mode: Option<u32>,
-        body: ByteStream,
-    ) -> Result<u64, RuntimeError> {
-        self.container.write_file(id, path, mode, body).await
-    }
-
-    async fn pty_create(&self, id: &VmId, spec: PtySpec) -> Result<PtyInfo, RuntimeError> {
-        self.container.pty_create(id, spec).await
-    }
-
-    async fn pty_list(&self, id: &VmId) -> Result<Vec<PtyInfo>, RuntimeError> {
-        self.container.pty_list(id).await
-    }
-
-    async fn pty_get(&self, id: &VmId, pty: &str) -> Result<PtyInfo, RuntimeError> {
-        self.container.pty_get(id, pty).await
-    }
-
-    async fn pty_resize(
-        &self,
-        id: &VmId,
-        pty: &str,
-        cols: u16,
-        rows: u16,
-    ) -> Result<(), RuntimeError> {
-        self.container.pty_resize(id, pty, cols, rows).await
-    }
-
-    async fn pty_kill(&self, id: &VmId, pty: &str) -> Result<(), RuntimeError> {
-        self.container.pty_kill(id, pty).await
-    }
-
-    async fn pty_attach(&self, id: &VmId, pty: &str) -> Result<PtyConnection, RuntimeError> {
-        self.container.pty_attach(id, pty).await
-    }
-
     async fn cleanup_orphans(&self, _live: &[VmId]) -> Result<usize, RuntimeError> {
         // Local sandboxes live in the container provider's run dirs and
         // cgroups; its cleanup, given every live VM, covers them.
         Ok(0)
     }
-}
+});
 
 #[cfg(test)]
 mod tests {

@@ -154,63 +154,78 @@ pub fn boot(config_path: &Path) -> Result<i32, BootError> {
     })?;
     let config: BootConfig = serde_json::from_slice(&raw).map_err(BootError::ConfigJson)?;
 
-    let me = std::process::id().to_string();
-    for procs in &config.cgroup_procs {
-        fs::write(procs, &me).map_err(step(format!("join cgroup {}", procs.display())))?;
-    }
+    join_cgroups(&config.cgroup_procs)?;
     if !config.on_host {
         unshare_namespaces(&config)?;
     }
+    fork_reporting("the sandbox's init", |mut ready| {
+        let prepared = if config.on_host {
+            init_on_host(&config)
+        } else {
+            init(&config)
+        };
+        match prepared {
+            Ok((listener, user)) => {
+                let _ = ready.write_all(b"ok");
+                drop(ready);
+                let defaults = crate::serve::Defaults {
+                    env: config.env.clone(),
+                    cwd: config.cwd.clone(),
+                    user,
+                };
+                match crate::serve(listener, defaults) {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("paddock-agent: serve failed: {e}");
+                        1
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = ready.write_all(error_chain(&e).as_bytes());
+                1
+            }
+        }
+    })
+}
+
+/// Moves this process into each of the `cgroup.procs` files given.
+pub(crate) fn join_cgroups(procs: &[PathBuf]) -> Result<(), BootError> {
+    let me = std::process::id().to_string();
+    for p in procs {
+        fs::write(p, &me).map_err(step(format!("join cgroup {}", p.display())))?;
+    }
+    Ok(())
+}
+
+/// Forks `child` (named `what` in errors) and waits for its ready report
+/// on a pipe: `ok` returns the child's pid; anything else (or the pipe
+/// closing unwritten) is the error. The child's return value is its exit
+/// code; it never returns here.
+pub(crate) fn fork_reporting(
+    what: &str,
+    child: impl FnOnce(fs::File) -> i32,
+) -> Result<i32, BootError> {
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(nix_step("create the ready pipe"))?;
-    match sys::fork().map_err(step("fork the sandbox's init"))? {
+    match sys::fork().map_err(step(format!("fork {what}")))? {
         sys::Forked::Parent { child } => {
             drop(ready_w);
             let mut report = String::new();
             fs::File::from(ready_r)
                 .read_to_string(&mut report)
-                .map_err(step("read the sandbox's ready report"))?;
-            if report == "ok" {
-                Ok(child)
-            } else if report.is_empty() {
-                Err(BootError::Child(
-                    "the sandbox's init exited before it was ready".into(),
-                ))
-            } else {
-                Err(BootError::Child(report))
+                .map_err(step(format!("read the ready report of {what}")))?;
+            match report.as_str() {
+                "ok" => Ok(child),
+                "" => Err(BootError::Child(format!(
+                    "{what} exited before it was ready"
+                ))),
+                _ => Err(BootError::Child(report)),
             }
         }
         sys::Forked::Child => {
             drop(ready_r);
-            let mut ready = fs::File::from(ready_w);
-            let prepared = if config.on_host {
-                init_on_host(&config)
-            } else {
-                init(&config)
-            };
-            match prepared {
-                Ok((listener, user)) => {
-                    let _ = ready.write_all(b"ok");
-                    drop(ready);
-                    let defaults = crate::serve::Defaults {
-                        env: config.env.clone(),
-                        cwd: config.cwd.clone(),
-                        user,
-                    };
-                    let code = match crate::serve(listener, defaults) {
-                        Ok(()) => 0,
-                        Err(e) => {
-                            eprintln!("paddock-agent: serve failed: {e}");
-                            1
-                        }
-                    };
-                    std::process::exit(code);
-                }
-                Err(e) => {
-                    let _ = ready.write_all(error_chain(&e).as_bytes());
-                    std::process::exit(1);
-                }
-            }
+            std::process::exit(child(fs::File::from(ready_w)));
         }
     }
 }

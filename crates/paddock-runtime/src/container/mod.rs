@@ -358,14 +358,7 @@ impl Provider for ContainerProvider {
         match self.boot(vm, rootfs, &run).await {
             Ok(handle) => Ok(handle),
             Err(e) => {
-                // A preserved sandbox that fails to restart keeps its files
-                // for the next try.
-                let keep = if vm.options.launch.as_ref().is_some_and(|l| l.preserve) {
-                    Keep::Files
-                } else {
-                    Keep::Nothing
-                };
-                self.clean_failed_start(&vm.id, keep);
+                self.clean_failed_start(&vm.id, Keep::after_failed_start(vm));
                 Err(e)
             }
         }
@@ -600,6 +593,18 @@ pub(crate) fn socket_in(run: &Path, name: &str) -> Result<PathBuf, RuntimeError>
         )));
     }
     Ok(socket)
+}
+
+impl Keep {
+    /// What a start that failed leaves: a preserved sandbox keeps its
+    /// files for the next try.
+    pub(crate) fn after_failed_start(vm: &Vm) -> Self {
+        if vm.options.launch.as_ref().is_some_and(|l| l.preserve) {
+            Keep::Files
+        } else {
+            Keep::Nothing
+        }
+    }
 }
 
 /// What a teardown leaves of a sandbox.

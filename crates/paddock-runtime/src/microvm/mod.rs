@@ -19,16 +19,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use paddock_agent::boot::BootConfig;
 use paddock_agent::guest::{GuestConfig, GuestNetwork};
 use paddock_agent::vmm::VmmConfig;
-use paddock_core::exec::{
-    ByteStream, ExecRequest, ExecStream, FileContent, PtyConnection, PtyInfo, PtySpec, SandboxPath,
-};
 use paddock_core::ids::VmId;
 use paddock_core::model::{ChangedTree, Resources, RootfsSpec, RuntimeHandle, Vm};
-use paddock_core::provider::Provider;
 use paddock_core::RuntimeError;
 
 use crate::container::{self, ContainerProvider, Keep};
@@ -248,8 +243,7 @@ impl MicroVmProvider {
     }
 }
 
-#[async_trait]
-impl Provider for MicroVmProvider {
+crate::over_container::provider_over_container!(MicroVmProvider {
     fn name(&self) -> &'static str {
         "microvm"
     }
@@ -269,12 +263,8 @@ impl Provider for MicroVmProvider {
         match self.boot(vm, rootfs, &run).await {
             Ok(handle) => Ok(handle),
             Err(e) => {
-                let keep = if vm.options.launch.as_ref().is_some_and(|l| l.preserve) {
-                    Keep::Files
-                } else {
-                    Keep::Nothing
-                };
-                self.container.clean_failed_start(&vm.id, keep);
+                self.container
+                    .clean_failed_start(&vm.id, Keep::after_failed_start(vm));
                 Err(e)
             }
         }
@@ -297,10 +287,6 @@ impl Provider for MicroVmProvider {
     async fn set_frozen(&self, id: &VmId, frozen: bool) -> Result<(), RuntimeError> {
         // Freezing the cgroup stops qemu's vCPU threads: the guest pauses.
         self.container.set_frozen(id, frozen).await
-    }
-
-    async fn stage_env(&self, id: &VmId, env: Vec<(String, String)>) -> Result<(), RuntimeError> {
-        self.container.stage_env(id, env).await
     }
 
     async fn attach(
@@ -336,58 +322,10 @@ impl Provider for MicroVmProvider {
         ))
     }
 
-    async fn exec(&self, id: &VmId, request: ExecRequest) -> Result<ExecStream, RuntimeError> {
-        self.container.exec(id, request).await
-    }
-
-    async fn read_file(&self, id: &VmId, path: &SandboxPath) -> Result<FileContent, RuntimeError> {
-        self.container.read_file(id, path).await
-    }
-
-    async fn write_file(
-        &self,
-        id: &VmId,
-        path: &SandboxPath,
-        mode: Option<u32>,
-        body: ByteStream,
-    ) -> Result<u64, RuntimeError> {
-        self.container.write_file(id, path, mode, body).await
-    }
-
-    async fn pty_create(&self, id: &VmId, spec: PtySpec) -> Result<PtyInfo, RuntimeError> {
-        self.container.pty_create(id, spec).await
-    }
-
-    async fn pty_list(&self, id: &VmId) -> Result<Vec<PtyInfo>, RuntimeError> {
-        self.container.pty_list(id).await
-    }
-
-    async fn pty_get(&self, id: &VmId, pty: &str) -> Result<PtyInfo, RuntimeError> {
-        self.container.pty_get(id, pty).await
-    }
-
-    async fn pty_resize(
-        &self,
-        id: &VmId,
-        pty: &str,
-        cols: u16,
-        rows: u16,
-    ) -> Result<(), RuntimeError> {
-        self.container.pty_resize(id, pty, cols, rows).await
-    }
-
-    async fn pty_kill(&self, id: &VmId, pty: &str) -> Result<(), RuntimeError> {
-        self.container.pty_kill(id, pty).await
-    }
-
-    async fn pty_attach(&self, id: &VmId, pty: &str) -> Result<PtyConnection, RuntimeError> {
-        self.container.pty_attach(id, pty).await
-    }
-
     async fn cleanup_orphans(&self, _live: &[VmId]) -> Result<usize, RuntimeError> {
         // MicroVMs live in the container provider's run dirs and cgroups
         // (monitor, qemu and virtiofsd all in them); its cleanup, given
         // every live VM, covers them.
         Ok(0)
     }
-}
+});
