@@ -43,11 +43,19 @@ pub struct VmmConfig {
     pub qemu: Vec<String>,
     /// The unix socket qemu serves the agent's virtio-serial port on.
     pub port_socket: PathBuf,
+    /// The unix socket qemu serves the guest's serial console on, and
+    /// the file the monitor keeps its first [`CONSOLE_LOG_MAX`] bytes in.
+    pub console_socket: PathBuf,
+    pub console_log: PathBuf,
     /// The tap device qemu's NIC uses, made in the network namespace.
     pub tap: Option<String>,
 }
 
 const SOCKET_WAIT: Duration = Duration::from_secs(10);
+/// The most of a guest's console kept on the host: whatever the guest
+/// writes to its console (it may write without end) must not fill the
+/// host's disk. Boot messages and failures come first and are kept.
+const CONSOLE_LOG_MAX: u64 = 1 << 20;
 
 /// Starts the monitor; returns its pid once it serves `agent.sock`.
 pub fn launch(config_path: &Path) -> Result<i32, BootError> {
@@ -156,6 +164,9 @@ async fn run_vm(config: &VmmConfig, mut ready: fs::File) -> Result<(), BootError
     };
     let _ = ready.write_all(b"ok");
     drop(ready);
+    if let Some(console) = wait_for_socket(&config.console_socket).await {
+        tokio::spawn(keep_console(console, config.console_log.clone()));
+    }
     let port = wait_for_socket(&config.port_socket).await;
     let serving = async {
         match port {
@@ -222,6 +233,7 @@ async fn start_processes(config: &VmmConfig) -> Result<Started, BootError> {
         .split_first()
         .ok_or_else(|| BootError::Child("no qemu command".into()))?;
     let _ = fs::remove_file(&config.port_socket);
+    let _ = fs::remove_file(&config.console_socket);
     let qemu = tokio::process::Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -234,6 +246,39 @@ async fn start_processes(config: &VmmConfig) -> Result<Started, BootError> {
         sandbox.socket_path.display()
     )))?;
     Ok((virtiofsd, qemu, listener))
+}
+
+/// Copies the guest's console into `log` up to [`CONSOLE_LOG_MAX`], then
+/// reads and drops the rest (so the guest never blocks on it).
+async fn keep_console(mut console: tokio::net::UnixStream, log: PathBuf) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut file) = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .await
+    else {
+        return;
+    };
+    let mut kept = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut told = false;
+    while let Ok(n) = console.read(&mut buf).await {
+        if n == 0 {
+            return;
+        }
+        let room = usize::try_from(CONSOLE_LOG_MAX.saturating_sub(kept)).unwrap_or(usize::MAX);
+        let take = n.min(room);
+        if take > 0 && file.write_all(&buf[..take]).await.is_ok() {
+            kept += take as u64;
+        }
+        if take < n && !told {
+            told = true;
+            let _ = file
+                .write_all(b"\n[paddock: console output beyond 1 MiB is dropped]\n")
+                .await;
+        }
+    }
 }
 
 /// Whether `path` appears within [`SOCKET_WAIT`].

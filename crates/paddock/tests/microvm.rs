@@ -193,6 +193,28 @@ async fn a_microvm_outlives_a_server_restart() {
     let (out, _, _) = c.exec(&vm, "cat /root/marker").await;
     assert_eq!(out, "kept\n");
 
+    // Whatever the guest writes to its console, the host keeps at most
+    // 1 MiB of it (the monitor copies it; it outlived the restart too).
+    let (out, err, _) = c
+        .exec(
+            &vm,
+            "head -c 1100000 /dev/zero | tr '\\0' x > /dev/console; echo written",
+        )
+        .await;
+    assert_eq!(out, "written\n", "{err}");
+    let log = server
+        .data_dir()
+        .join("sandboxes")
+        .join(&vm)
+        .join("console.log");
+    let console = std::fs::read_to_string(&log).expect("console log");
+    assert!(
+        console.contains("paddock-guest: serving"),
+        "boot marks kept"
+    );
+    assert!(console.contains("console output beyond 1 MiB is dropped"));
+    assert!(console.len() < (1 << 20) + 200, "{} bytes", console.len());
+
     assert_eq!(c.delete(&format!("/v1/vms/{vm}")).await.status, 200);
     wait_gone(&vm).await;
 }

@@ -156,7 +156,7 @@ impl MicroVmProvider {
         };
         let initrd = run.join("initrd.cpio");
         initrd::for_vm(base_initrd, &guest, &initrd)?;
-        let console_log = run.join("console.log");
+        let console_socket = container::socket_in(run, "console.sock")?;
         let tap = vm.network.as_ref().map(|_| "tap0");
         let machine = qemu::Machine {
             qemu: &self.qemu,
@@ -166,7 +166,7 @@ impl MicroVmProvider {
             vcpus: vm.resources.vcpu_count(),
             kernel: vmlinux,
             initrd: &initrd,
-            console_log: &console_log,
+            console_socket: &console_socket,
             port_socket: &port_socket,
             virtiofs_socket: &virtiofs_socket,
             nic: vm
@@ -204,6 +204,8 @@ impl MicroVmProvider {
             virtiofs_socket: virtiofs_socket.clone(),
             qemu: machine.argv(),
             port_socket: port_socket.clone(),
+            console_socket: console_socket.clone(),
+            console_log: run.join("console.log"),
             tap: tap.map(str::to_owned),
         };
         let started = std::time::Instant::now();

@@ -71,7 +71,8 @@ pub struct Machine<'a> {
     pub vcpus: u32,
     pub kernel: &'a Path,
     pub initrd: &'a Path,
-    pub console_log: &'a Path,
+    /// The unix socket qemu serves the guest's serial console on.
+    pub console_socket: &'a Path,
     pub port_socket: &'a Path,
     pub virtiofs_socket: &'a Path,
     /// The tap device and the NIC's MAC address.
@@ -118,7 +119,10 @@ impl Machine<'_> {
             "-no-user-config".into(),
             "-no-reboot".into(),
             "-chardev".into(),
-            format!("file,id=console,path={}", path(self.console_log)),
+            format!(
+                "socket,id=console,path={},server=on,wait=off",
+                path(self.console_socket)
+            ),
             "-serial".into(),
             "chardev:console".into(),
             "-kernel".into(),
@@ -204,7 +208,7 @@ mod tests {
             vcpus: 2,
             kernel: Path::new("/k"),
             initrd: Path::new("/i"),
-            console_log: Path::new("/c"),
+            console_socket: Path::new("/c"),
             port_socket: Path::new("/p"),
             virtiofs_socket: Path::new("/f"),
             nic: Some(("tap0", mac_for(std::net::Ipv4Addr::new(10, 0, 0, 2)))),
