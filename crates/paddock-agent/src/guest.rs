@@ -81,8 +81,7 @@ fn init() -> Result<(PathBuf, crate::serve::Defaults), BootError> {
     mount_kernel_filesystems(Path::new("/"))?;
     console_stdio()?;
     mark("init");
-    let raw = fs::read(CONFIG_PATH).map_err(step(format!("read {CONFIG_PATH}")))?;
-    let config: GuestConfig = serde_json::from_slice(&raw).map_err(BootError::ConfigJson)?;
+    let config: GuestConfig = crate::boot::read_config(Path::new(CONFIG_PATH))?;
     for module in &config.modules {
         load_module(module)?;
     }

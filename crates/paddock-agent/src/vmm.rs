@@ -59,11 +59,7 @@ const CONSOLE_LOG_MAX: u64 = 1 << 20;
 
 /// Starts the monitor; returns its pid once it serves `agent.sock`.
 pub fn launch(config_path: &Path) -> Result<i32, BootError> {
-    let raw = fs::read(config_path).map_err(|source| BootError::Config {
-        path: config_path.display().to_string(),
-        source,
-    })?;
-    let config: VmmConfig = serde_json::from_slice(&raw).map_err(BootError::ConfigJson)?;
+    let config: VmmConfig = crate::boot::read_config(config_path)?;
     crate::boot::join_cgroups(&config.sandbox.cgroup_procs)?;
     crate::boot::fork_reporting("the monitor", |ready| monitor(&config, ready))
 }

@@ -82,21 +82,9 @@ crate::over_container::provider_over_container!(LocalProvider {
         self.container.start_on_host(vm, env, cwd).await
     }
 
-    async fn stop(&self, id: &VmId, handle: Option<RuntimeHandle>) -> Result<(), RuntimeError> {
-        self.container.stop(id, handle).await
-    }
-
-    async fn halt(&self, id: &VmId, handle: Option<RuntimeHandle>) -> Result<(), RuntimeError> {
-        self.container.halt(id, handle).await
-    }
-
     fn changes(&self, _id: &VmId) -> Vec<ChangedTree> {
         // Host processes change the host: there is no layer to snapshot.
         Vec::new()
-    }
-
-    async fn set_frozen(&self, id: &VmId, frozen: bool) -> Result<(), RuntimeError> {
-        self.container.set_frozen(id, frozen).await
     }
 
     async fn attach(
@@ -117,18 +105,8 @@ crate::over_container::provider_over_container!(LocalProvider {
         Ok(())
     }
 
-    fn is_alive(&self, id: &VmId, handle: RuntimeHandle) -> bool {
-        self.container.is_alive(id, handle)
-    }
-
     async fn update_resources(&self, id: &VmId, resources: &Resources) -> Result<(), RuntimeError> {
         self.container.update_resources(id, resources).await
-    }
-
-    async fn cleanup_orphans(&self, _live: &[VmId]) -> Result<usize, RuntimeError> {
-        // Local sandboxes live in the container provider's run dirs and
-        // cgroups; its cleanup, given every live VM, covers them.
-        Ok(0)
     }
 });
 

@@ -1,15 +1,59 @@
 //! Providers built on the container provider's parts (`local`,
-//! `microvm`) reach their sandbox's agent through the same `agent.sock`
-//! and so pass every agent call straight to it.
+//! `microvm`) keep their sandboxes in its run dirs and cgroups and reach
+//! their agent through the same `agent.sock`, so they pass those calls
+//! straight to it.
 
-/// `#[async_trait] impl Provider for $ty`, with the type's own methods
+/// `#[async_trait] impl Provider for $ty`, with the type's own methods,
+/// and delegated to its `container` field: the lifecycle calls that act on
+/// the sandbox's processes and cgroups (stop, halt, freeze — for a
+/// microVM, freezing the cgroup stops qemu's vCPU threads — and liveness),
 /// and every call that only talks to the sandbox's agent (env staging,
-/// exec, files, PTYs) delegated to its `container` field.
+/// exec, files, PTYs). Orphan cleanup is the container provider's: given
+/// every live VM, it covers these sandboxes too.
 macro_rules! provider_over_container {
     ($ty:ty { $($own:tt)* }) => {
         #[async_trait::async_trait]
         impl paddock_core::provider::Provider for $ty {
             $($own)*
+
+            async fn stop(
+                &self,
+                id: &paddock_core::ids::VmId,
+                handle: Option<paddock_core::model::RuntimeHandle>,
+            ) -> Result<(), paddock_core::RuntimeError> {
+                self.container.stop(id, handle).await
+            }
+
+            async fn halt(
+                &self,
+                id: &paddock_core::ids::VmId,
+                handle: Option<paddock_core::model::RuntimeHandle>,
+            ) -> Result<(), paddock_core::RuntimeError> {
+                self.container.halt(id, handle).await
+            }
+
+            async fn set_frozen(
+                &self,
+                id: &paddock_core::ids::VmId,
+                frozen: bool,
+            ) -> Result<(), paddock_core::RuntimeError> {
+                self.container.set_frozen(id, frozen).await
+            }
+
+            fn is_alive(
+                &self,
+                id: &paddock_core::ids::VmId,
+                handle: paddock_core::model::RuntimeHandle,
+            ) -> bool {
+                self.container.is_alive(id, handle)
+            }
+
+            async fn cleanup_orphans(
+                &self,
+                _live: &[paddock_core::ids::VmId],
+            ) -> Result<usize, paddock_core::RuntimeError> {
+                Ok(0)
+            }
 
             async fn stage_env(
                 &self,

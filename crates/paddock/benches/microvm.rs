@@ -23,21 +23,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{percentile, row, Api};
+use paddock_runtime::microvm::qemu::cpu_khz;
+use paddock_runtime::microvm::Accelerator;
 use serde_json::{json, Value};
 
 const ROUNDS: usize = 10;
 const IDLE_VMS: usize = 3;
 const MARKER: &str = "BARE-INIT-REACHED";
-
-fn khz() -> Option<u64> {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()?
-        .lines()
-        .find(|l| l.starts_with("cpu MHz"))
-        .and_then(|l| l.split(':').nth(1))
-        .and_then(|m| m.trim().parse::<f64>().ok())
-        .map(|m| (m * 1000.0) as u64)
-}
 
 /// A busybox initramfs whose init prints [`MARKER`] and powers off.
 fn bare_initrd(dir: &Path) -> PathBuf {
@@ -75,17 +67,13 @@ fn bare_initrd(dir: &Path) -> PathBuf {
 }
 
 /// One bare boot: qemu spawned → the marker on its console.
-fn bare_boot(kernel: &Path, initrd: &Path, accel: &str) -> Duration {
+fn bare_boot(kernel: &Path, initrd: &Path, accel: Accelerator) -> Duration {
     let mut append = "console=ttyS0 quiet reboot=t panic=-1 rdinit=/init".to_owned();
-    if let Some(k) = khz() {
+    if let Some(k) = cpu_khz() {
         append.push_str(&format!(" tsc_early_khz={k}"));
     }
-    let accel = if accel == "tcg" {
-        "tcg,tb-size=64"
-    } else {
-        "kvm"
-    };
-    let cpu = if accel == "kvm" { "host" } else { "max" };
+    // Exactly the options paddock gives its guests.
+    let (accel, cpu) = accel.qemu_options();
     let t = Instant::now();
     let mut qemu = Command::new("qemu-system-x86_64")
         .args(["-M", "microvm,rtc=on", "-accel", accel, "-cpu", cpu])
@@ -210,13 +198,15 @@ async fn main() {
     let kernel = server.data.join("microvm").join(&release).join("vmlinux");
     let tmp = tempfile::tempdir().expect("tempdir");
     let initrd = bare_initrd(tmp.path());
-    bare_boot(&kernel, &initrd, &accel);
+    let accelerator: Accelerator =
+        serde_json::from_value(json!(accel)).expect("a known accelerator");
+    bare_boot(&kernel, &initrd, accelerator);
 
     // Interleaved, so both see the same host load.
     let (mut bare, mut paddock, mut round_trip) = (Vec::new(), Vec::new(), Vec::new());
     let mut marks: Vec<Vec<(String, f64)>> = Vec::new();
     for _ in 0..ROUNDS {
-        bare.push(bare_boot(&kernel, &initrd, &accel));
+        bare.push(bare_boot(&kernel, &initrd, accelerator));
         let (t, id) = create(&api).await;
         paddock.push(t);
         for _ in 0..3 {

@@ -148,11 +148,7 @@ pub fn default_env() -> Vec<(String, String)> {
 /// returns. The sandbox's PID 1 never returns from here: it serves until
 /// it is killed.
 pub fn boot(config_path: &Path) -> Result<i32, BootError> {
-    let raw = fs::read(config_path).map_err(|source| BootError::Config {
-        path: config_path.display().to_string(),
-        source,
-    })?;
-    let config: BootConfig = serde_json::from_slice(&raw).map_err(BootError::ConfigJson)?;
+    let config: BootConfig = read_config(config_path)?;
 
     join_cgroups(&config.cgroup_procs)?;
     if !config.on_host {
@@ -187,6 +183,16 @@ pub fn boot(config_path: &Path) -> Result<i32, BootError> {
             }
         }
     })
+}
+
+/// Reads and parses a JSON config the server wrote (the boot helper's,
+/// the VM monitor's, a microVM guest's).
+pub(crate) fn read_config<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, BootError> {
+    let raw = fs::read(path).map_err(|source| BootError::Config {
+        path: path.display().to_string(),
+        source,
+    })?;
+    serde_json::from_slice(&raw).map_err(BootError::ConfigJson)
 }
 
 /// Moves this process into each of the `cgroup.procs` files given.

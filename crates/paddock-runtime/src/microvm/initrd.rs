@@ -78,7 +78,7 @@ pub fn for_vm(base: &BaseInitrd, config: &GuestConfig, out: &Path) -> Result<(),
         let mut file = fs::OpenOptions::new().append(true).open(out)?;
         let mut archive = Vec::new();
         let mut ino = 1;
-        write_dirs(&mut archive, &mut ino, CONFIG_PATH)?;
+        write_parents(&mut archive, &mut ino, CONFIG_PATH, &mut BTreeSet::new())?;
         write_entry(&mut archive, &mut ino, CONFIG_PATH, 0o100600, &json)?;
         cpio::newc::trailer(&mut archive)?;
         file.write_all(&archive)?;
@@ -176,18 +176,7 @@ fn write_archive(out: &Path, files: &[(String, PathBuf)]) -> io::Result<()> {
         write_dir(&mut w, &mut ino, dir)?;
     }
     for (at, source) in files {
-        for parent in Path::new(at)
-            .ancestors()
-            .skip(1)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-        {
-            let p = parent.display().to_string();
-            if p != "/" && made.insert(p.clone()) {
-                write_dir(&mut w, &mut ino, &p)?;
-            }
-        }
+        write_parents(&mut w, &mut ino, at, &mut made)?;
         // Through symlinks: the archive holds plain files.
         let mut data = fs::read(source)?;
         if at.ends_with(".ko") {
@@ -199,13 +188,19 @@ fn write_archive(out: &Path, files: &[(String, PathBuf)]) -> io::Result<()> {
     w.into_inner().map_err(|e| e.into_error())?.sync_all()
 }
 
-/// Writes each directory above `path` (for an appended archive, whose
-/// directories may already exist: the kernel keeps them).
-fn write_dirs(w: &mut impl Write, ino: &mut u32, path: &str) -> io::Result<()> {
+/// Writes each directory above `path` not yet in `made` (an appended
+/// archive may repeat directories the base has: the kernel keeps them).
+fn write_parents(
+    w: &mut impl Write,
+    ino: &mut u32,
+    path: &str,
+    made: &mut BTreeSet<String>,
+) -> io::Result<()> {
     let parents: Vec<&Path> = Path::new(path).ancestors().skip(1).collect();
     for p in parents.into_iter().rev() {
-        if p != Path::new("/") {
-            write_dir(w, ino, &p.display().to_string())?;
+        let p = p.display().to_string();
+        if p != "/" && made.insert(p.clone()) {
+            write_dir(w, ino, &p)?;
         }
     }
     Ok(())

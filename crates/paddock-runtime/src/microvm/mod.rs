@@ -51,6 +51,8 @@ pub struct MicroVmConfig {
 pub struct MicroVmProvider {
     container: Arc<ContainerProvider>,
     accelerator: Accelerator,
+    /// Read once: every guest's `tsc_early_khz`.
+    tsc_khz: Option<u64>,
     qemu: PathBuf,
     virtiofsd: PathBuf,
     kernel: kernel::GuestKernel,
@@ -83,6 +85,7 @@ impl MicroVmProvider {
         Ok(Self {
             container,
             accelerator,
+            tsc_khz: qemu::cpu_khz(),
             qemu,
             virtiofsd,
             kernel,
@@ -164,6 +167,7 @@ impl MicroVmProvider {
             name: vm.id.as_str(),
             memory_mb: vm.resources.memory_mb(),
             vcpus: vm.resources.vcpu_count(),
+            tsc_khz: self.tsc_khz,
             kernel: vmlinux,
             initrd: &initrd,
             console_socket: &console_socket,
@@ -272,23 +276,10 @@ crate::over_container::provider_over_container!(MicroVmProvider {
         }
     }
 
-    async fn stop(&self, id: &VmId, handle: Option<RuntimeHandle>) -> Result<(), RuntimeError> {
-        self.container.stop(id, handle).await
-    }
-
-    async fn halt(&self, id: &VmId, handle: Option<RuntimeHandle>) -> Result<(), RuntimeError> {
-        self.container.halt(id, handle).await
-    }
-
     fn changes(&self, id: &VmId) -> Vec<ChangedTree> {
         // The guest's root is the sandbox's overlay, served by virtiofsd
         // without a write-back cache: its writes are in the upper layer.
         self.container.changes(id)
-    }
-
-    async fn set_frozen(&self, id: &VmId, frozen: bool) -> Result<(), RuntimeError> {
-        // Freezing the cgroup stops qemu's vCPU threads: the guest pauses.
-        self.container.set_frozen(id, frozen).await
     }
 
     async fn attach(
@@ -310,10 +301,6 @@ crate::over_container::provider_over_container!(MicroVmProvider {
         Ok(())
     }
 
-    fn is_alive(&self, id: &VmId, handle: RuntimeHandle) -> bool {
-        self.container.is_alive(id, handle)
-    }
-
     async fn update_resources(
         &self,
         _id: &VmId,
@@ -322,12 +309,5 @@ crate::over_container::provider_over_container!(MicroVmProvider {
         Err(RuntimeError::Unsupported(
             "a microVM's memory and vCPUs are fixed when it boots".into(),
         ))
-    }
-
-    async fn cleanup_orphans(&self, _live: &[VmId]) -> Result<usize, RuntimeError> {
-        // MicroVMs live in the container provider's run dirs and cgroups
-        // (monitor, qemu and virtiofsd all in them); its cleanup, given
-        // every live VM, covers them.
-        Ok(0)
     }
 });

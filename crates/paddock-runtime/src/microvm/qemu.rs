@@ -23,6 +23,15 @@ impl Accelerator {
         }
     }
 
+    /// qemu's `-accel` and `-cpu` values for it. TCG's code cache is
+    /// capped at 64 MiB: by default it grows to hundreds per VM.
+    pub fn qemu_options(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Kvm => ("kvm", "host"),
+            Self::Tcg => ("tcg,tb-size=64", "max"),
+        }
+    }
+
     /// KVM when `/dev/kvm` can be opened and the CPU has hardware
     /// virtualization (`vmx` or `svm`); TCG otherwise. A `/dev/kvm` without
     /// either flag is a paravirtual one (such as PVM) that boots only
@@ -69,6 +78,8 @@ pub struct Machine<'a> {
     pub name: &'a str,
     pub memory_mb: u32,
     pub vcpus: u32,
+    /// The host's TSC frequency for the guest ([`cpu_khz`]).
+    pub tsc_khz: Option<u64>,
     pub kernel: &'a Path,
     pub initrd: &'a Path,
     /// The unix socket qemu serves the guest's serial console on.
@@ -83,13 +94,10 @@ impl Machine<'_> {
     /// qemu's argv, qemu first.
     pub fn argv(&self) -> Vec<String> {
         let mut append = String::from("console=ttyS0 quiet reboot=t panic=-1 rdinit=/init");
-        if let Some(khz) = cpu_khz() {
+        if let Some(khz) = self.tsc_khz {
             append.push_str(&format!(" tsc_early_khz={khz}"));
         }
-        let (accel, cpu) = match self.accelerator {
-            Accelerator::Kvm => ("kvm", "host"),
-            Accelerator::Tcg => ("tcg,tb-size=64", "max"),
-        };
+        let (accel, cpu) = self.accelerator.qemu_options();
         let path = |p: &Path| p.display().to_string();
         let mut argv: Vec<String> = vec![
             path(self.qemu),
@@ -206,6 +214,7 @@ mod tests {
             name: "vm_x",
             memory_mb: 384,
             vcpus: 2,
+            tsc_khz: Some(2_000_000),
             kernel: Path::new("/k"),
             initrd: Path::new("/i"),
             console_socket: Path::new("/c"),
@@ -218,6 +227,7 @@ mod tests {
         assert!(joined.contains("-m 384M -smp 2"), "{joined}");
         assert!(joined.contains("size=384M,share=on"), "{joined}");
         assert!(joined.contains("-accel tcg"), "{joined}");
+        assert!(joined.contains("tsc_early_khz=2000000"), "{joined}");
         assert!(joined.contains("mac=02:71:0a:00:00:02"), "{joined}");
         assert!(joined.contains("name=paddock.agent"), "{joined}");
     }
