@@ -55,6 +55,19 @@ fn enter_mount_namespace(pid: i32) -> Result<(), InjectError> {
     setns(ns.as_fd(), CloneFlags::CLONE_NEWNS).map_err(errno("enter the sandbox's mount namespace"))
 }
 
+/// The user namespace of the sandbox whose PID 1 is `pid`, when it has
+/// one of its own: a volume is then idmapped through it, so its files
+/// are stored with the sandbox's own view of their owners (and move
+/// between sandboxes unchanged).
+fn sandbox_user_namespace(pid: i32) -> Result<Option<File>, InjectError> {
+    use std::os::unix::fs::MetadataExt;
+    let path = format!("/proc/{pid}/ns/user");
+    let ns = File::open(&path).map_err(io(format!("open {path}")))?;
+    let theirs = ns.metadata().map_err(io(format!("stat {path}")))?;
+    let ours = std::fs::metadata("/proc/self/ns/user").map_err(io("stat our user namespace"))?;
+    Ok((theirs.ino() != ours.ino() || theirs.dev() != ours.dev()).then_some(ns))
+}
+
 /// Binds the host directory `source` at `target` inside the sandbox whose
 /// PID 1 is `pid`, creating `target` if it is missing.
 pub fn attach(pid: i32, source: &Path, target: &str, read_only: bool) -> Result<(), InjectError> {
@@ -68,7 +81,9 @@ pub fn attach(pid: i32, source: &Path, target: &str, read_only: bool) -> Result<
     if read_only {
         attrs |= sys::MOUNT_ATTR_RDONLY;
     }
-    sys::set_mount_attrs(tree.as_fd(), attrs).map_err(io("set the mount's attributes"))?;
+    let userns = sandbox_user_namespace(pid)?;
+    sys::set_mount_attrs(tree.as_fd(), attrs, userns.as_ref().map(|ns| ns.as_fd()))
+        .map_err(io("set the mount's attributes"))?;
     enter_mount_namespace(pid)?;
     // Paths now resolve inside the sandbox: its symlinks cannot lead out.
     std::fs::create_dir_all(target).map_err(io(format!("create {target} in the sandbox")))?;

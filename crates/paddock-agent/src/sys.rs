@@ -260,6 +260,17 @@ pub fn dup_onto(from: BorrowedFd<'_>, to: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// `dup3(from, to, O_CLOEXEC)`: a descriptor at a fixed number that no
+/// command inherits.
+pub fn dup_to_cloexec(from: BorrowedFd<'_>, to: i32) -> io::Result<()> {
+    // SAFETY: `from` is live for the call; `to` is a number this process
+    // reserves for the descriptor (dup3 replaces whatever was there).
+    if unsafe { libc::dup3(from.as_raw_fd(), to, libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Makes `cmd` call [`prepare_child`] in the child before `execve`.
 pub fn set_pre_exec(cmd: &mut std::process::Command, controlling_tty: bool) {
     use std::os::unix::process::CommandExt;
@@ -287,6 +298,8 @@ const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
 pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
 pub const MOUNT_ATTR_NODEV: u64 = 0x4;
+pub const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+pub const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 
 /// `struct mount_attr` of <linux/mount.h>.
 #[repr(C)]
@@ -317,13 +330,20 @@ pub fn open_tree_clone(path: &std::ffi::CStr) -> io::Result<std::os::fd::OwnedFd
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// `mount_setattr(tree, "", AT_EMPTY_PATH, {attr_set})` on a detached tree.
-pub fn set_mount_attrs(tree: BorrowedFd<'_>, attr_set: u64) -> io::Result<()> {
+/// `mount_setattr(tree, "", AT_EMPTY_PATH, {attr_set})` on a detached
+/// tree; with `idmap`, the tree also becomes idmapped through that user
+/// namespace (`MOUNT_ATTR_IDMAP`): its files' owners are seen as that
+/// namespace maps them.
+pub fn set_mount_attrs(
+    tree: BorrowedFd<'_>,
+    attr_set: u64,
+    idmap: Option<BorrowedFd<'_>>,
+) -> io::Result<()> {
     let attr = MountAttr {
-        attr_set,
+        attr_set: attr_set | idmap.map_or(0, |_| MOUNT_ATTR_IDMAP),
         attr_clr: 0,
         propagation: 0,
-        userns_fd: 0,
+        userns_fd: idmap.map_or(0, |fd| fd.as_raw_fd() as u64),
     };
     let empty = c"";
     // SAFETY: tree is live; empty is a valid string; attr is a valid
@@ -377,4 +397,87 @@ pub fn async_file(file: std::fs::File) -> std::io::Result<tokio::io::unix::Async
     // `AsyncFd` is dropped.
     unsafe { tokio::io::unix::AsyncFd::register(file) }
         .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+/// `_exit(code)`: ends a forked child at once, without running the
+/// parent's exit handlers or flushing its buffers a second time.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is async-signal-safe and never returns.
+    unsafe { libc::_exit(code) }
+}
+
+// Loop devices. Hand-written: the loop-device crates on crates.io generate
+// their bindings with bindgen at build time, which needs libclang on every
+// build machine, for two ioctls and one struct of <linux/loop.h>.
+const LOOP_CTL_GET_FREE: libc::Ioctl = 0x4C82;
+const LOOP_CONFIGURE: libc::Ioctl = 0x4C0A;
+/// The device detaches itself when its last user (the mount) goes.
+const LO_FLAGS_AUTOCLEAR: u32 = 4;
+
+/// `struct loop_info64` of <linux/loop.h>.
+#[repr(C)]
+struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; 64],
+    lo_crypt_name: [u8; 64],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
+
+/// `struct loop_config` of <linux/loop.h> (Linux 5.8+).
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+/// Attaches the image `file` to a free loop device that detaches itself
+/// once nothing uses it: its path, and the device held open (it detaches
+/// when that closes unless something, a mount, uses it by then). Retries
+/// when another process takes the free device first.
+pub fn loop_attach(file: BorrowedFd<'_>) -> io::Result<(std::path::PathBuf, std::fs::File)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let control = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/loop-control")?;
+    for _ in 0..16 {
+        // SAFETY: LOOP_CTL_GET_FREE takes no argument; control is open.
+        let n = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let path = std::path::PathBuf::from(format!("/dev/loop{n}"));
+        let device = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)?;
+        // SAFETY: an all-zero loop_config is valid; the fields set below
+        // are plain integers.
+        let mut config: LoopConfig = unsafe { std::mem::zeroed() };
+        config.fd = file.as_raw_fd() as u32;
+        config.info.lo_flags = LO_FLAGS_AUTOCLEAR;
+        // SAFETY: LOOP_CONFIGURE reads a loop_config, which config is.
+        let r = unsafe { libc::ioctl(device.as_raw_fd(), LOOP_CONFIGURE, &config) };
+        if r == 0 {
+            return Ok((path, device));
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EBUSY) {
+            return Err(e);
+        }
+    }
+    Err(io::Error::other("no loop device stayed free"))
 }

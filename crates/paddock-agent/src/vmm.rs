@@ -99,7 +99,7 @@ fn monitor(config: &VmmConfig, mut ready: fs::File) -> i32 {
 fn prepare_host_side(config: &VmmConfig) -> Result<(), BootError> {
     unshare(CloneFlags::CLONE_NEWNS).map_err(nix_step("unshare the mount namespace"))?;
     let sandbox = &config.sandbox;
-    mounts::mount_layers(sandbox)?;
+    mounts::mount_layers(sandbox, None)?;
     mounts::bind_files(&sandbox.root_mountpoint, &sandbox.bind_files)?;
     if let Some(path) = &sandbox.netns {
         let ns = fs::File::open(path).map_err(step(format!(

@@ -173,6 +173,7 @@ impl Service {
             trees.extend(dirs.into_iter().map(|dir| ChangedTree {
                 dir,
                 at: String::new(),
+                ids: None,
             }));
         }
         let squash = !trees.is_empty();

@@ -11,7 +11,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use paddock_core::model::ChangedTree;
+use paddock_core::model::{ChangedTree, IdShift};
 use sha2::{Digest as _, Sha256};
 
 use crate::digest::Digest;
@@ -43,12 +43,13 @@ pub struct Packed {
     pub diff_id: Digest,
 }
 
-fn header_for(meta: &fs::Metadata, kind: tar::EntryType) -> tar::Header {
+fn header_for(meta: &fs::Metadata, kind: tar::EntryType, ids: Option<IdShift>) -> tar::Header {
+    let owner = |id: u32| u64::from(ids.map_or(id, |s| s.to_sandbox(id)));
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(kind);
     h.set_mode(meta.mode() & 0o7777);
-    h.set_uid(u64::from(meta.uid()));
-    h.set_gid(u64::from(meta.gid()));
+    h.set_uid(owner(meta.uid()));
+    h.set_gid(owner(meta.gid()));
     h.set_mtime(meta.mtime().max(0) as u64);
     h.set_size(0);
     h
@@ -78,6 +79,7 @@ fn walk<W: Write>(
     b: &mut tar::Builder<W>,
     dir: &Path,
     rel: &Path,
+    ids: Option<IdShift>,
     links: &mut HashMap<(u64, u64), PathBuf>,
 ) -> io::Result<()> {
     let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
@@ -89,35 +91,35 @@ fn walk<W: Write>(
         let meta = fs::symlink_metadata(&path)?;
         let ft = meta.file_type();
         if ft.is_char_device() && meta.rdev() == 0 {
-            let mut h = header_for(&meta, tar::EntryType::Regular);
+            let mut h = header_for(&meta, tar::EntryType::Regular, ids);
             let wh = rel.join(format!(".wh.{}", name.to_string_lossy()));
             b.append_data(&mut h, wh, io::empty())?;
         } else if ft.is_dir() {
             append_xattrs(b, &path)?;
-            let mut h = header_for(&meta, tar::EntryType::Directory);
+            let mut h = header_for(&meta, tar::EntryType::Directory, ids);
             b.append_data(&mut h, &r, io::empty())?;
             if sys::lgetxattr(&path, "trusted.overlay.opaque").as_deref() == Some(b"y") {
-                let mut o = header_for(&meta, tar::EntryType::Regular);
+                let mut o = header_for(&meta, tar::EntryType::Regular, ids);
                 o.set_mode(0o644);
                 b.append_data(&mut o, r.join(".wh..wh..opq"), io::empty())?;
             }
-            walk(b, &path, &r, links)?;
+            walk(b, &path, &r, ids, links)?;
         } else if ft.is_file() {
             let key = (meta.dev(), meta.ino());
             if meta.nlink() > 1 {
                 if let Some(first) = links.get(&key) {
-                    let mut h = header_for(&meta, tar::EntryType::Link);
+                    let mut h = header_for(&meta, tar::EntryType::Link, ids);
                     b.append_link(&mut h, &r, first)?;
                     continue;
                 }
                 links.insert(key, r.clone());
             }
             append_xattrs(b, &path)?;
-            let mut h = header_for(&meta, tar::EntryType::Regular);
+            let mut h = header_for(&meta, tar::EntryType::Regular, ids);
             h.set_size(meta.len());
             b.append_data(&mut h, &r, fs::File::open(&path)?)?;
         } else if ft.is_symlink() {
-            let mut h = header_for(&meta, tar::EntryType::Symlink);
+            let mut h = header_for(&meta, tar::EntryType::Symlink, ids);
             b.append_link(&mut h, &r, fs::read_link(&path)?)?;
         } else {
             let kind = if ft.is_char_device() {
@@ -129,7 +131,7 @@ fn walk<W: Write>(
             } else {
                 continue; // sockets have no place in a layer
             };
-            let mut h = header_for(&meta, kind);
+            let mut h = header_for(&meta, kind, ids);
             let rdev = meta.rdev();
             h.set_device_major(libc::major(rdev))?;
             h.set_device_minor(libc::minor(rdev))?;
@@ -173,10 +175,10 @@ pub fn pack(contents: Contents<'_>, out: &Path) -> Result<Packed, ImageError> {
                 let at = Path::new(&tree.at);
                 if !tree.at.is_empty() {
                     let meta = fs::symlink_metadata(&tree.dir)?;
-                    let mut h = header_for(&meta, tar::EntryType::Directory);
+                    let mut h = header_for(&meta, tar::EntryType::Directory, tree.ids);
                     b.append_data(&mut h, at, io::empty())?;
                 }
-                walk(&mut b, &tree.dir, at, &mut links)
+                walk(&mut b, &tree.dir, at, tree.ids, &mut links)
             })
         }
         Contents::File {
@@ -247,6 +249,7 @@ mod tests {
 
         let blob = dir.path().join("blob");
         let trees = [ChangedTree {
+            ids: None,
             dir: upper.clone(),
             at: String::new(),
         }];

@@ -550,9 +550,13 @@ impl ImageBackend for ImageStore {
             std::fs::create_dir_all(&staging)
                 .map_err(ImageError::io(format!("create {}", staging.display())))?;
             let built = crate::squash::squash(trees, &staging).and_then(|()| {
+                // The staging tree holds layer files (their owners as
+                // stored) and the sandbox's (shifted): the shift tells
+                // them apart by range.
                 self.store_packed(Contents::Changes(&[ChangedTree {
                     dir: staging.clone(),
                     at: String::new(),
+                    ids: trees.iter().find_map(|t| t.ids),
                 }]))
             });
             if let Err(e) = std::fs::remove_dir_all(&staging) {

@@ -123,6 +123,7 @@ mod tests {
 
     fn tree(dir: &Path) -> ChangedTree {
         ChangedTree {
+            ids: None,
             dir: PathBuf::from(dir),
             at: String::new(),
         }

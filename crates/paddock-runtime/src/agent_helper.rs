@@ -16,23 +16,42 @@ use crate::container::procfs;
 /// How long a mount injection may take (it is a few system calls).
 const INJECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs `agent ARGS` within `limit`; its stdout when it succeeds, its
-/// stderr (or exit status) as the error.
+/// Runs `agent ARGS` within `limit`, with `input` on its stdin; its
+/// stdout when it succeeds, its stderr (or exit status) as the error.
+///
+/// The helper starts with an empty environment and the bare name
+/// `paddock-agent` as its `argv[0]`: a sandbox's PID 1 is this process
+/// forked, and nothing of the server's environment or of the host's
+/// paths may reach it.
 pub(crate) async fn run(
     agent: &Path,
     args: &[&OsStr],
+    input: Option<Vec<u8>>,
     limit: Duration,
     what: &str,
 ) -> Result<Vec<u8>, RuntimeError> {
+    use tokio::io::AsyncWriteExt;
     let host_err = |what: String| move |e| RuntimeError::host(what, e);
-    let child = tokio::process::Command::new(agent)
+    let mut child = tokio::process::Command::new(agent)
+        .arg0("paddock-agent")
         .args(args)
-        .stdin(Stdio::null())
+        .env_clear()
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .map_err(host_err(format!("run {}", agent.display())))?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin
+            .write_all(&input)
+            .await
+            .map_err(host_err(format!("send {what} its config")))?;
+    }
     let output = tokio::time::timeout(limit, child.wait_with_output())
         .await
         .map_err(|_| {
@@ -63,7 +82,7 @@ pub(crate) async fn inject(
     if !procfs::is_running(handle.pid, handle.start_ticks) {
         return Err(RuntimeError::SandboxGone);
     }
-    match run(agent, args, INJECT_TIMEOUT, "the mount helper").await {
+    match run(agent, args, None, INJECT_TIMEOUT, "the mount helper").await {
         Ok(_) => Ok(()),
         Err(RuntimeError::Setup(m)) => Err(RuntimeError::Setup(format!("volume mount: {m}"))),
         Err(e) => Err(e),

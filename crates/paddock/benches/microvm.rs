@@ -238,8 +238,7 @@ async fn main() {
         for pid in pids_of("virtiofsd", &socket) {
             fsd += status_kib(pid, "VmRSS:");
         }
-        let config = run.join("vmm.json").display().to_string();
-        for pid in pids_of("paddock-agent", &config) {
+        for pid in pids_of("paddock-agent", id) {
             monitor += status_kib(pid, "VmRSS:");
         }
     }

@@ -12,8 +12,9 @@ use paddock_core::model::{EgressPolicy, Ipv4Cidr, Limits};
 use paddock_runtime::container::VariantSource;
 use serde::{Deserialize, Serialize};
 
-const CONFIG_KEYS: [&str; 13] = [
+const CONFIG_KEYS: [&str; 14] = [
     "providers",
+    "userns",
     "registries",
     "gateway",
     "ssh",
@@ -55,6 +56,37 @@ pub struct Config {
     #[serde(default)]
     pub providers: ProvidersSection,
     pub microvm: MicroVmSection,
+    #[serde(default)]
+    pub userns: UsernsSection,
+}
+
+/// `[userns]`: the host ids container sandboxes' user namespaces are cut
+/// from: sandbox ids `0..count` of the Nth sandbox are host ids
+/// `base + N*count ..`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsernsSection {
+    pub base: u32,
+    pub count: u32,
+}
+
+impl Default for UsernsSection {
+    fn default() -> Self {
+        let d = paddock_runtime::container::IdRangeConfig::default();
+        Self {
+            base: d.base,
+            count: d.count,
+        }
+    }
+}
+
+impl UsernsSection {
+    pub fn to_runtime(&self) -> paddock_runtime::container::IdRangeConfig {
+        paddock_runtime::container::IdRangeConfig {
+            base: self.base,
+            count: self.count,
+        }
+    }
 }
 
 /// `[providers]`: the providers sandboxes of environment definitions may
@@ -329,6 +361,7 @@ impl Default for Config {
             shares: SharesSection::default(),
             providers: ProvidersSection::default(),
             microvm: MicroVmSection::default(),
+            userns: UsernsSection::default(),
         }
     }
 }

@@ -57,6 +57,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         agent_path: agent_path(&config)?,
         variants: config.variants()?,
         gpu: config.gateway.gpu_host(),
+        ids: config.userns.to_runtime(),
     })
     .context("start the container provider")?;
     let mut runtime_info = serde_json::json!({

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{host_processes_mentioning, sandbox_cgroups, Server};
+use common::{host_processes_mentioning, sandbox_cgroups, sandbox_processes, Server};
 use serde_json::json;
 
 #[tokio::test]
@@ -193,10 +193,10 @@ async fn vms_survive_a_server_crash_and_dead_ones_are_marked() {
     assert!(!server.data_dir().join("sandboxes").join(dies_id).exists());
 }
 
-fn paddock_pid(server: &Server, vm_id: &str) -> i32 {
-    // The VM record's PID 1 is what the server stored; read it via /proc.
-    let needle = server.data_dir().join("sandboxes").join(vm_id);
-    let needle = needle.to_string_lossy().into_owned();
+fn paddock_pid(_server: &Server, vm_id: &str) -> i32 {
+    // The VM record's PID 1 is what the server stored; read it via /proc:
+    // its command line is `paddock-agent boot - <vm id>`.
+    let needle = format!("boot\0-\0{vm_id}");
     std::fs::read_dir("/proc")
         .expect("/proc")
         .flatten()
@@ -224,6 +224,7 @@ async fn fifty_create_delete_cycles_leave_nothing_behind() {
     assert_eq!(std::fs::read_dir(&sandboxes).expect("dir").count(), 0);
     assert_eq!(sandbox_cgroups(&server.data_dir()), 0);
     assert_eq!(host_processes_mentioning(&sandboxes), 0);
+    assert_eq!(sandbox_processes(&server.data_dir()), 0);
     // Purging a stopped server's data dir leaves no cgroup of it at all.
     let instance = paddock_runtime::container::instance_id(&server.data_dir());
     let mut server = server;

@@ -19,6 +19,9 @@
 
 pub(crate) mod mounts;
 mod security;
+mod userns;
+
+pub use userns::IdMap;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -84,7 +87,32 @@ pub struct BootConfig {
     /// Host device nodes the sandbox may use (GPUs), bound under `/dev`.
     #[serde(default)]
     pub devices: Vec<BindFile>,
+    /// The sandbox's own user namespace and its range of host ids;
+    /// without one, sandbox root is host root (with capabilities cut).
+    #[serde(default)]
+    pub id_map: Option<IdMap>,
+    /// The filesystem the overlays' upper and work dirs live on, whose
+    /// size is the sandbox's disk limit; without one they are host
+    /// directories with no limit.
+    #[serde(default)]
+    pub disk: Option<Disk>,
 }
+
+/// An ext4 image mounted (inside the sandbox's mount namespace only) at
+/// `mountpoint`, under which the layers' upper and work dirs are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Disk {
+    pub image: PathBuf,
+    pub mountpoint: PathBuf,
+}
+
+/// The descriptor, in the process that mounted a sandbox's disk (its
+/// PID 1, a microVM's monitor), that holds the disk's root open: the
+/// mount itself is gone with the host's root after the pivot, so the
+/// server reads the sandbox's changes through `/proc/PID/fd/DISK_FD`.
+/// Close-on-exec, so no command inherits it; PID 1 is not dumpable, so
+/// nothing in the sandbox can follow it.
+pub const DISK_FD: i32 = 200;
 
 /// A host file the sandbox sees at `target` (created if missing).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -144,24 +172,36 @@ pub fn default_env() -> Vec<(String, String)> {
     .collect()
 }
 
-/// Runs the boot helper; on success prints the sandbox's host pid and
-/// returns. The sandbox's PID 1 never returns from here: it serves until
-/// it is killed.
+/// Runs the boot helper on the config at `config_path` (`-`: standard
+/// input, so the sandbox's command line names no host path); on success
+/// prints the sandbox's host pid and returns. The sandbox's PID 1 never
+/// returns from here: it serves until it is killed.
 pub fn boot(config_path: &Path) -> Result<i32, BootError> {
     let config: BootConfig = read_config(config_path)?;
 
     join_cgroups(&config.cgroup_procs)?;
+    // Bound before the sandbox's namespaces exist: the socket belongs to
+    // the host's network namespace, so the sandbox's `/proc/net/unix`
+    // never lists it (nor its host path).
+    let listener = bind_agent_socket(&config.socket_path)?;
+    let user_namespace = match config.id_map {
+        Some(map) if !config.on_host => Some(userns::create(map)?),
+        _ => None,
+    };
     if !config.on_host {
         unshare_namespaces(&config)?;
+        if user_namespace.is_some() {
+            allow_low_ports()?;
+        }
     }
     fork_reporting("the sandbox's init", |mut ready| {
         let prepared = if config.on_host {
             init_on_host(&config)
         } else {
-            init(&config)
+            init(&config, user_namespace.as_ref())
         };
         match prepared {
-            Ok((listener, user)) => {
+            Ok(user) => {
                 let _ = ready.write_all(b"ok");
                 drop(ready);
                 let defaults = crate::serve::Defaults {
@@ -185,10 +225,30 @@ pub fn boot(config_path: &Path) -> Result<i32, BootError> {
     })
 }
 
+fn bind_agent_socket(path: &Path) -> Result<UnixListener, BootError> {
+    let _ = fs::remove_file(path);
+    UnixListener::bind(path).map_err(step(format!("bind the agent socket {}", path.display())))
+}
+
+/// Binding a port below 1024 needs `CAP_NET_BIND_SERVICE` in the user
+/// namespace that owns the network namespace, which is the host's: in
+/// the sandbox's own namespace any process may bind any port, as a root
+/// of a machine of its own could.
+fn allow_low_ports() -> Result<(), BootError> {
+    fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0")
+        .map_err(step("allow low ports in the sandbox's network namespace"))
+}
+
 /// Reads and parses a JSON config the server wrote (the boot helper's,
 /// the VM monitor's, a microVM guest's).
 pub(crate) fn read_config<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, BootError> {
-    let raw = fs::read(path).map_err(|source| BootError::Config {
+    let read = if path == Path::new("-") {
+        let mut raw = Vec::new();
+        std::io::stdin().read_to_end(&mut raw).map(|_| raw)
+    } else {
+        fs::read(path)
+    };
+    let raw = read.map_err(|source| BootError::Config {
         path: path.display().to_string(),
         source,
     })?;
@@ -258,40 +318,36 @@ fn unshare_namespaces(config: &BootConfig) -> Result<(), BootError> {
     unshare(namespaces).map_err(nix_step("unshare namespaces"))
 }
 
-/// The setup of a host-process agent: its own session, its log, the
-/// socket, and its working directory. It becomes the subreaper of what it
-/// runs, so daemonized commands are still reaped by it (and die with its
-/// cgroup).
-fn init_on_host(
-    config: &BootConfig,
-) -> Result<(UnixListener, Option<crate::serve::RunAs>), BootError> {
+/// The setup of a host-process agent: its own session, its log and its
+/// working directory. It becomes the subreaper of what it runs, so
+/// daemonized commands are still reaped by it (and die with its cgroup).
+fn init_on_host(config: &BootConfig) -> Result<Option<crate::serve::RunAs>, BootError> {
     nix::unistd::setsid().map_err(nix_step("setsid"))?;
     redirect_stdio(&config.log_path)?;
     sys::set_child_subreaper().map_err(step("become a subreaper"))?;
-    let _ = fs::remove_file(&config.socket_path);
-    let listener = UnixListener::bind(&config.socket_path).map_err(step(format!(
-        "bind the agent socket {}",
-        config.socket_path.display()
-    )))?;
     if let Some(cwd) = &config.cwd {
         fs::create_dir_all(cwd).map_err(step(format!("create the working directory {cwd}")))?;
     }
-    Ok((listener, None))
+    Ok(None)
 }
 
-/// The setup PID 1 does before it serves.
-fn init(config: &BootConfig) -> Result<(UnixListener, Option<crate::serve::RunAs>), BootError> {
+/// The setup PID 1 does before it serves. Everything that needs host
+/// root (mounts, hostname, loopback) comes first; then PID 1 enters the
+/// sandbox's user namespace, if it has one, and locks itself down.
+fn init(
+    config: &BootConfig,
+    user_namespace: Option<&std::os::fd::OwnedFd>,
+) -> Result<Option<crate::serve::RunAs>, BootError> {
     nix::unistd::setsid().map_err(nix_step("setsid"))?;
     redirect_stdio(&config.log_path)?;
-    mounts::build_root(config)?;
-    let _ = fs::remove_file(&config.socket_path);
-    let listener = UnixListener::bind(&config.socket_path).map_err(step(format!(
-        "bind the agent socket {}",
-        config.socket_path.display()
-    )))?;
+    let owner = config.id_map.filter(|_| user_namespace.is_some());
+    mounts::build_root(config, user_namespace.map(|ns| ns.as_fd()), owner)?;
     nix::unistd::sethostname(&config.hostname).map_err(nix_step("set the hostname"))?;
     sys::loopback_up().map_err(step("bring up loopback"))?;
     mounts::pivot(&config.root_mountpoint)?;
+    if let Some(ns) = user_namespace {
+        userns::enter(ns)?;
+    }
     if let Some(cwd) = &config.cwd {
         // As Docker does: an image's WorkingDir exists once it runs.
         fs::create_dir_all(cwd).map_err(step(format!("create the working directory {cwd}")))?;
@@ -303,7 +359,7 @@ fn init(config: &BootConfig) -> Result<(UnixListener, Option<crate::serve::RunAs
         .transpose()
         .map_err(BootError::Child)?;
     security::lock_down()?;
-    Ok((listener, user))
+    Ok(user)
 }
 
 /// Points stdin at /dev/null and stdout/stderr at the agent's log, so the

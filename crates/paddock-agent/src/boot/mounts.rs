@@ -1,23 +1,35 @@
 //! The sandbox's root filesystem, built inside its own mount namespace:
 //! overlays of the image layers, a minimal /dev, a fresh /proc with the
 //! kernel's sensitive files masked, a read-only /sys, then a pivot into it.
+//!
+//! With a user namespace, each lower layer is first bound idmapped
+//! through it under the run dir (`lower/N`), so host-root-owned layers
+//! look root-owned inside; the overlay is mounted from the run dir with
+//! relative paths, so the sandbox's `/proc/self/mountinfo` names no host
+//! path.
 
+use std::ffi::CString;
 use std::fs;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{symlink, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 
-use super::{nix_step, step, BindFile, BootConfig, BootError};
+use super::{nix_step, step, BindFile, BootConfig, BootError, IdMap};
 use crate::sys;
 
 const NONE: Option<&str> = None;
 
-pub(super) fn build_root(config: &BootConfig) -> Result<(), BootError> {
-    mount_layers(config)?;
+pub(super) fn build_root(
+    config: &BootConfig,
+    idmap: Option<BorrowedFd<'_>>,
+    owner: Option<IdMap>,
+) -> Result<(), BootError> {
+    mount_layers(config, idmap)?;
     let root = &config.root_mountpoint;
-    build_dev(root)?;
+    build_dev(root, owner)?;
     build_proc(root)?;
     let sys_dir = root.join("sys");
     ensure_dir(&sys_dir)?;
@@ -30,29 +42,56 @@ pub(super) fn build_root(config: &BootConfig) -> Result<(), BootError> {
     )
     .map_err(nix_step("mount /sys"))?;
     bind_files(root, &config.bind_files)?;
-    bind_devices(root, &config.devices)?;
+    bind_devices(root, &config.devices, idmap)?;
     Ok(())
 }
 
 /// Makes the mount tree private (nothing mounted after may propagate back
-/// to the host) and mounts the sandbox's overlays on its root mountpoint.
-pub(crate) fn mount_layers(config: &BootConfig) -> Result<(), BootError> {
+/// to the host), mounts the sandbox's disk if it has one, and mounts its
+/// overlays on its root mountpoint; with `idmap`, over idmapped binds of
+/// the lower layers, and with upper dirs owned by the sandbox's root.
+pub(crate) fn mount_layers(
+    config: &BootConfig,
+    idmap: Option<BorrowedFd<'_>>,
+) -> Result<(), BootError> {
     mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
         .map_err(nix_step("make the mount tree private"))?;
     let root = &config.root_mountpoint;
+    // Paths in the overlays' options are relative to the run dir.
+    let run = root.parent().unwrap_or(Path::new("/")).to_path_buf();
+    nix::unistd::chdir(&run).map_err(nix_step("enter the run dir"))?;
+    if let Some(disk) = &config.disk {
+        mount_disk(disk)?;
+    }
+    let owner = config.id_map.filter(|_| idmap.is_some());
+    let mut bound = 0usize;
     for layer in &config.layers {
-        let target = root.join(layer.target.trim_start_matches('/'));
-        let lower = layer
-            .lower
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(":");
+        ensure_dir(&layer.upper)?;
+        ensure_dir(&layer.work)?;
+        if let Some(o) = owner {
+            // The overlay's top directory is its upper dir's.
+            std::os::unix::fs::lchown(&layer.upper, Some(o.host_base), Some(o.host_base))
+                .map_err(step(format!("give {} to the sandbox", layer.target)))?;
+        }
+        let mut lower = Vec::with_capacity(layer.lower.len());
+        for dir in &layer.lower {
+            match idmap {
+                Some(ns) => {
+                    let at = PathBuf::from(format!("lower/{bound}"));
+                    bound += 1;
+                    bind_idmapped(dir, &run.join(&at), ns)?;
+                    lower.push(at.display().to_string());
+                }
+                None => lower.push(dir.display().to_string()),
+            }
+        }
         let options = format!(
-            "lowerdir={lower},upperdir={},workdir={}",
-            layer.upper.display(),
-            layer.work.display()
+            "lowerdir={},upperdir={},workdir={}",
+            lower.join(":"),
+            relative_to(&run, &layer.upper).display(),
+            relative_to(&run, &layer.work).display()
         );
+        let target = root.join(layer.target.trim_start_matches('/'));
         mount(
             Some("overlay"),
             &target,
@@ -63,6 +102,66 @@ pub(crate) fn mount_layers(config: &BootConfig) -> Result<(), BootError> {
         .map_err(nix_step(format!("mount the overlay for {}", layer.target)))?;
     }
     Ok(())
+}
+
+/// Mounts the sandbox's disk image on a loop device that goes when the
+/// mount does (with the last process of this mount namespace), and pins
+/// the disk's root at [`super::DISK_FD`].
+fn mount_disk(disk: &super::Disk) -> Result<(), BootError> {
+    let image = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&disk.image)
+        .map_err(step(format!("open the disk {}", disk.image.display())))?;
+    let (device, _held) =
+        sys::loop_attach(image.as_fd()).map_err(step("attach the disk to a loop device"))?;
+    ensure_dir(&disk.mountpoint)?;
+    mount(
+        Some(device.as_path()),
+        &disk.mountpoint,
+        Some("ext4"),
+        MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
+        // No background zeroing of inode tables: it would write the
+        // whole sparse image's tables out on the host.
+        Some("noinit_itable"),
+    )
+    .map_err(nix_step("mount the disk"))?;
+    let dir = fs::File::open(&disk.mountpoint).map_err(step("open the disk's root"))?;
+    sys::dup_to_cloexec(dir.as_fd(), super::DISK_FD).map_err(step("pin the disk's root"))
+}
+
+fn relative_to<'a>(base: &Path, path: &'a Path) -> &'a Path {
+    path.strip_prefix(base).unwrap_or(path)
+}
+
+/// Binds the directory `source` read-only at `target` (made if missing),
+/// idmapped through the user namespace `ns`.
+fn bind_idmapped(source: &Path, target: &Path, ns: BorrowedFd<'_>) -> Result<(), BootError> {
+    ensure_dir(target)?;
+    bind_tree(
+        source,
+        target,
+        sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
+        Some(ns),
+    )
+}
+
+/// Binds `source` at the existing `target` with the new mount API: a
+/// detached clone gets `attrs` (and its idmap) before anyone can see it.
+fn bind_tree(
+    source: &Path,
+    target: &Path,
+    attrs: u64,
+    idmap: Option<BorrowedFd<'_>>,
+) -> Result<(), BootError> {
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_encoded_bytes())
+            .map_err(|_| BootError::Child(format!("{} has a NUL byte", p.display())))
+    };
+    let what = source.display();
+    let tree = sys::open_tree_clone(&c(source)?).map_err(step(format!("clone {what}")))?;
+    sys::set_mount_attrs(tree.as_fd(), attrs, idmap).map_err(step(format!("idmap {what}")))?;
+    sys::move_mount_to(tree.as_fd(), &c(target)?).map_err(step(format!("bind {what}")))
 }
 
 /// Binds host files over files of the root at `root`.
@@ -132,7 +231,16 @@ fn bind(file: &BindFile, target: &Path, flags: MsFlags) -> Result<(), BootError>
 
 /// Device nodes (GPUs) into the sandbox's own `/dev` tmpfs, which paddock
 /// built and no image controls; only targets under `/dev` are taken.
-fn bind_devices(root: &Path, devices: &[BindFile]) -> Result<(), BootError> {
+///
+/// With a user namespace each node is bound idmapped, so the sandbox's
+/// root has the access to it that host root has (a node's host owner is
+/// unmapped inside otherwise, leaving only its "other" bits); where the
+/// node's filesystem cannot be idmapped, it is a plain bind.
+fn bind_devices(
+    root: &Path,
+    devices: &[BindFile],
+    idmap: Option<BorrowedFd<'_>>,
+) -> Result<(), BootError> {
     for device in devices {
         let Some(rel) = device
             .target
@@ -149,6 +257,20 @@ fn bind_devices(root: &Path, devices: &[BindFile]) -> Result<(), BootError> {
             ensure_dir(dir)?;
         }
         fs::File::create(&target).map_err(step(format!("create {}", device.target)))?;
+        if let Some(ns) = idmap {
+            match bind_tree(
+                &device.source,
+                &target,
+                sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NOEXEC,
+                Some(ns),
+            ) {
+                Ok(()) => continue,
+                // Not idmappable there (EINVAL) or not allowed (EPERM).
+                Err(BootError::Step { source, .. })
+                    if matches!(source.raw_os_error(), Some(libc::EINVAL | libc::EPERM)) => {}
+                Err(e) => return Err(e),
+            }
+        }
         bind(device, &target, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC)?;
     }
     Ok(())
@@ -158,15 +280,22 @@ fn ensure_dir(p: &Path) -> Result<(), BootError> {
     fs::create_dir_all(p).map_err(step(format!("create {}", p.display())))
 }
 
-fn build_dev(root: &Path) -> Result<(), BootError> {
+/// The `uid=…,gid=…` options that make a tmpfs root-owned inside a
+/// sandbox whose ids are `owner` (empty without one).
+fn owner_options(owner: Option<IdMap>) -> String {
+    owner.map_or_else(String::new, |o| format!(",uid={0},gid={0}", o.host_base))
+}
+
+fn build_dev(root: &Path, owner: Option<IdMap>) -> Result<(), BootError> {
     let dev = root.join("dev");
     ensure_dir(&dev)?;
+    let owned = owner_options(owner);
     mount(
         Some("tmpfs"),
         &dev,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-        Some("mode=755,size=65536k"),
+        Some(format!("mode=755,size=65536k{owned}").as_str()),
     )
     .map_err(nix_step("mount /dev"))?;
     for (name, major, minor) in [
@@ -188,6 +317,10 @@ fn build_dev(root: &Path) -> Result<(), BootError> {
         // mknod is subject to the umask; devices must be usable by all.
         fs::set_permissions(&p, fs::Permissions::from_mode(0o666))
             .map_err(step(format!("chmod /dev/{name}")))?;
+        if let Some(o) = owner {
+            std::os::unix::fs::lchown(&p, Some(o.host_base), Some(o.host_base))
+                .map_err(step(format!("chown /dev/{name}")))?;
+        }
     }
     let pts = dev.join("pts");
     ensure_dir(&pts)?;
@@ -206,7 +339,7 @@ fn build_dev(root: &Path) -> Result<(), BootError> {
         &shm,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=1777,size=65536k"),
+        Some(format!("mode=1777,size=65536k{owned}").as_str()),
     )
     .map_err(nix_step("mount /dev/shm"))?;
     for (link, to) in [
@@ -216,7 +349,12 @@ fn build_dev(root: &Path) -> Result<(), BootError> {
         ("stdout", "/proc/self/fd/1"),
         ("stderr", "/proc/self/fd/2"),
     ] {
-        symlink(to, dev.join(link)).map_err(step(format!("link /dev/{link}")))?;
+        let p = dev.join(link);
+        symlink(to, &p).map_err(step(format!("link /dev/{link}")))?;
+        if let Some(o) = owner {
+            std::os::unix::fs::lchown(&p, Some(o.host_base), Some(o.host_base))
+                .map_err(step(format!("chown /dev/{link}")))?;
+        }
     }
     Ok(())
 }

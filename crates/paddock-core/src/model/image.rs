@@ -172,4 +172,27 @@ impl PullProgress {
 pub struct ChangedTree {
     pub dir: PathBuf,
     pub at: String,
+    /// The host ids the sandbox's own ids were stored as, when it ran in
+    /// a user namespace of its own; a layer records the sandbox's view.
+    pub ids: Option<IdShift>,
+}
+
+/// A sandbox's ids on the host: its id `n` (`n < count`) is stored as
+/// host id `host_base + n`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdShift {
+    pub host_base: u32,
+    pub count: u32,
+}
+
+impl IdShift {
+    /// The sandbox's view of host id `host`; an id outside the range
+    /// (a tree that holds both layer files and the sandbox's) is already
+    /// the sandbox's view and stays.
+    pub fn to_sandbox(&self, host: u32) -> u32 {
+        match host.checked_sub(self.host_base) {
+            Some(n) if n < self.count => n,
+            _ => host,
+        }
+    }
 }

@@ -10,6 +10,7 @@
 //! mount namespace and dies with it.
 
 mod cgroup;
+pub mod ids;
 pub mod procfs;
 mod rootfs;
 
@@ -26,13 +27,17 @@ use paddock_core::exec::{
     ByteStream, ExecRequest, ExecStream, FileContent, PtyConnection, PtyInfo, PtySpec, SandboxPath,
 };
 use paddock_core::ids::{PtyId, VmId};
-use paddock_core::model::{ChangedTree, ImageConfig, Resources, RootfsSpec, RuntimeHandle, Vm};
+use paddock_core::model::{
+    ChangedTree, IdShift, ImageConfig, Resources, RootfsSpec, RuntimeHandle, Vm,
+};
 use paddock_core::provider::Provider;
 use paddock_core::RuntimeError;
 use sha2::{Digest, Sha256};
 
 use crate::agent_client;
 pub use cgroup::Cgroups;
+pub use ids::IdRangeConfig;
+use ids::IdRanges;
 pub use rootfs::VariantSource;
 
 /// The longest path a unix socket address can hold.
@@ -48,6 +53,8 @@ pub struct ContainerConfig {
     pub variants: BTreeMap<String, VariantSource>,
     /// Where the host's GPUs and their driver are.
     pub gpu: crate::gpu::GpuHost,
+    /// The host ids sandboxes' user namespaces are cut from.
+    pub ids: IdRangeConfig,
 }
 
 pub struct ContainerProvider {
@@ -55,6 +62,7 @@ pub struct ContainerProvider {
     sandboxes_dir: PathBuf,
     host_base: PathBuf,
     pub(crate) cgroups: Arc<Cgroups>,
+    ids: Arc<IdRanges>,
 }
 
 /// Identifies this server's data dir among others on the same host, so two
@@ -96,11 +104,14 @@ impl ContainerProvider {
             }
         }
         let cgroups = Arc::new(Cgroups::detect(&instance_id(&config.data_dir))?);
+        config.ids.validate().map_err(RuntimeError::Setup)?;
+        let ids = Arc::new(IdRanges::load(config.ids, &sandboxes_dir));
         Ok(Self {
             config,
             sandboxes_dir,
             host_base,
             cgroups,
+            ids,
         })
     }
 
@@ -126,10 +137,19 @@ impl ContainerProvider {
         let (layers, defaults, root) = self.rootfs(spec, run)?;
         let defaults = &defaults;
         let socket = agent_socket(run)?;
+        let id_map = self.ids.for_run_dir(run)?;
+        // What the sandbox sees as its own root directories (the overlays'
+        // tops) must be its root's.
+        for layer in &layers {
+            chown_to(&layer.upper, id_map)?;
+        }
         let cgroup_procs = self.cgroups.create(vm.id.as_str(), &vm.resources)?;
         let cgroups_done = started.elapsed();
         let mut env = sandbox_env(defaults, vm);
         let mut bind_files = resolv_conf(vm, run)?;
+        for file in &bind_files {
+            chown_to(&file.source, id_map)?;
+        }
         let mut devices = Vec::new();
         if !vm.options.gpus.is_empty() {
             let gpu = self.config.gpu.binds(&vm.options.gpus);
@@ -165,6 +185,8 @@ impl ContainerProvider {
             env,
             cwd: defaults.working_dir.clone(),
             user: defaults.user.clone(),
+            id_map: Some(id_map),
+            disk: None,
         };
         let prepared = started.elapsed();
         let handle = self.launch_agent(run, &config).await?;
@@ -270,6 +292,8 @@ impl ContainerProvider {
             env,
             cwd: Some(cwd),
             user: None,
+            id_map: None,
+            disk: None,
         };
         self.launch_agent(run, &config).await
     }
@@ -285,9 +309,10 @@ impl ContainerProvider {
             .await
     }
 
-    /// Writes `config` as the run dir's `<command>.json` and runs
-    /// `paddock-agent <command>` on it; the helper prints the pid of what
-    /// it left running (a sandbox's init, a microVM's monitor).
+    /// Writes `config` as the run dir's `<command>.json` (for operators to
+    /// read) and runs `paddock-agent <command> - <vm id>` with it on
+    /// stdin; the helper prints the pid of what it left running (a
+    /// sandbox's init, a microVM's monitor).
     pub(crate) async fn launch_helper(
         &self,
         run: &Path,
@@ -298,10 +323,12 @@ impl ContainerProvider {
         let config_path = run.join(format!("{command}.json"));
         let json = serde_json::to_vec(config)
             .map_err(|e| RuntimeError::Setup(format!("encode the {command} config: {e}")))?;
-        fs::write(&config_path, json).map_err(host_err(config_path.display().to_string()))?;
+        fs::write(&config_path, &json).map_err(host_err(config_path.display().to_string()))?;
+        let label = run.file_name().unwrap_or_default();
         let stdout = crate::agent_helper::run(
             &self.config.agent_path,
-            &[command.as_ref(), config_path.as_os_str()],
+            &[command.as_ref(), "-".as_ref(), label],
+            Some(json),
             BOOT_TIMEOUT,
             what,
         )
@@ -324,19 +351,23 @@ impl ContainerProvider {
         keep: Keep,
     ) -> Result<(), RuntimeError> {
         let id = id.as_str().to_owned();
-        let this = ProviderRef {
-            sandboxes_dir: self.sandboxes_dir.clone(),
-            cgroups: Arc::clone(&self.cgroups),
-        };
+        let this = self.provider_ref();
         tokio::task::spawn_blocking(move || this.teardown(&id, handle, keep))
             .await
             .map_err(|e| RuntimeError::Agent(format!("teardown task failed: {e}")))?
     }
 
+    fn provider_ref(&self) -> ProviderRef {
+        ProviderRef {
+            sandboxes_dir: self.sandboxes_dir.clone(),
+            cgroups: Arc::clone(&self.cgroups),
+            ids: Some(Arc::clone(&self.ids)),
+        }
+    }
+
     /// Frees what a start that failed left behind (keeping `keep`).
     pub(crate) fn clean_failed_start(&self, id: &VmId, keep: Keep) {
-        if let Err(cleanup) = teardown(&self.sandboxes_dir, &self.cgroups, id.as_str(), None, keep)
-        {
+        if let Err(cleanup) = self.provider_ref().teardown(id.as_str(), None, keep) {
             tracing::error!(vm_id = %id, error = %cleanup, "cleanup after a failed start failed");
         }
     }
@@ -374,11 +405,16 @@ impl Provider for ContainerProvider {
 
     fn changes(&self, id: &VmId) -> Vec<ChangedTree> {
         let run = self.run_dir(id);
+        let shift = ids::read(&run).map(|m| IdShift {
+            host_base: m.host_base,
+            count: m.count,
+        });
         rootfs::UPPER_DIRS
             .iter()
             .map(|(dir, at)| ChangedTree {
                 dir: run.join(dir),
                 at: (*at).to_owned(),
+                ids: shift,
             })
             .filter(|t| t.dir.is_dir())
             .collect()
@@ -511,10 +547,7 @@ impl Provider for ContainerProvider {
             .filter(|id| !live.contains(id.as_str()))
             .collect();
         let count = orphans.len();
-        let this = ProviderRef {
-            sandboxes_dir: self.sandboxes_dir.clone(),
-            cgroups: Arc::clone(&self.cgroups),
-        };
+        let this = self.provider_ref();
         tokio::task::spawn_blocking(move || {
             for id in orphans {
                 tracing::info!(vm_id = %id, "removing orphaned sandbox");
@@ -533,6 +566,8 @@ impl Provider for ContainerProvider {
 struct ProviderRef {
     sandboxes_dir: PathBuf,
     cgroups: Arc<Cgroups>,
+    /// Freed as run dirs go (`None` in `purge`, which has no server).
+    ids: Option<Arc<IdRanges>>,
 }
 
 impl ProviderRef {
@@ -542,7 +577,7 @@ impl ProviderRef {
         handle: Option<RuntimeHandle>,
         keep: Keep,
     ) -> Result<(), RuntimeError> {
-        teardown(&self.sandboxes_dir, &self.cgroups, id, handle, keep)
+        teardown(self, id, handle, keep)
     }
 }
 
@@ -574,6 +609,12 @@ pub(crate) fn resolv_conf(vm: &Vm, run: &Path) -> Result<Vec<BindFile>, RuntimeE
         target: "/etc/resolv.conf".into(),
         read_only: false,
     }])
+}
+
+/// Gives `path` (itself, not what it holds) to the sandbox's root.
+fn chown_to(path: &Path, ids: paddock_agent::boot::IdMap) -> Result<(), RuntimeError> {
+    std::os::unix::fs::lchown(path, Some(ids.host_base), Some(ids.host_base))
+        .map_err(host_err(format!("give {} to the sandbox", path.display())))
 }
 
 /// The agent's socket in the run dir `run`, if its path fits a unix
@@ -619,8 +660,7 @@ pub(crate) enum Keep {
 /// Frees the host resources of one sandbox: its processes, its cgroups
 /// and, unless kept, its run dir. Idempotent.
 fn teardown(
-    sandboxes_dir: &Path,
-    cgroups: &Cgroups,
+    this: &ProviderRef,
     id: &str,
     handle: Option<RuntimeHandle>,
     keep: Keep,
@@ -636,11 +676,14 @@ fn teardown(
     }
     // Every process of the sandbox is in its cgroups: removing them kills
     // whatever survived PID 1.
-    let cgroup_result = cgroups.remove(id);
+    let cgroup_result = this.cgroups.remove(id);
     if keep == Keep::Files {
         return cgroup_result;
     }
-    let run = sandboxes_dir.join(id);
+    let run = this.sandboxes_dir.join(id);
+    if let Some(ids) = &this.ids {
+        ids.release(&run);
+    }
     let dir_result = match fs::remove_dir_all(&run) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(RuntimeError::host(run.display().to_string(), e))
@@ -655,10 +698,13 @@ fn teardown(
 /// `data_dir`, without a server: for tests and for `paddock` operators
 /// resetting a host. Returns how many were removed.
 pub fn purge(data_dir: &Path) -> Result<usize, RuntimeError> {
-    let cgroups = Cgroups::detect(&instance_id(data_dir))?;
-    let sandboxes_dir = data_dir.join("sandboxes");
-    let mut ids: BTreeSet<String> = cgroups.list();
-    if let Ok(entries) = fs::read_dir(&sandboxes_dir) {
+    let this = ProviderRef {
+        cgroups: Arc::new(Cgroups::detect(&instance_id(data_dir))?),
+        sandboxes_dir: data_dir.join("sandboxes"),
+        ids: None,
+    };
+    let mut ids: BTreeSet<String> = this.cgroups.list();
+    if let Ok(entries) = fs::read_dir(&this.sandboxes_dir) {
         ids.extend(
             entries
                 .flatten()
@@ -666,9 +712,9 @@ pub fn purge(data_dir: &Path) -> Result<usize, RuntimeError> {
         );
     }
     for id in &ids {
-        teardown(&sandboxes_dir, &cgroups, id, None, Keep::Nothing)?;
+        teardown(&this, id, None, Keep::Nothing)?;
     }
-    cgroups.remove_instance();
+    this.cgroups.remove_instance();
     let mounts = crate::volumes::purge(data_dir)?;
     Ok(ids.len() + mounts)
 }

@@ -194,6 +194,10 @@ impl MicroVmProvider {
                 netns: vm.network.as_ref().map(|n| n.netns.clone()),
                 bind_files: container::resolv_conf(vm, run)?,
                 devices: Vec::new(),
+                // The guest's kernel is the boundary; virtiofsd stores
+                // the guest's own ids.
+                id_map: None,
+                disk: None,
             },
             virtiofsd: vec![
                 self.virtiofsd.display().to_string(),

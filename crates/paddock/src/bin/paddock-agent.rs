@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: paddock-agent boot CONFIG.json\n       \
-                     paddock-agent vmm CONFIG.json\n       \
+const USAGE: &str = "usage: paddock-agent boot CONFIG.json|- [LABEL]\n       \
+                     paddock-agent vmm CONFIG.json|- [LABEL]\n       \
                      paddock-agent attach PID SOURCE TARGET rw|ro\n       \
                      paddock-agent detach PID TARGET";
 
@@ -24,7 +24,9 @@ fn main() -> ExitCode {
     // A sandbox's PID 1 as the host sees it: never 0 or 1.
     let pid = |s: &str| s.parse::<i32>().ok().filter(|p| *p > 1);
     let injected = match args.get(1..).unwrap_or_default() {
-        ["boot", config] => {
+        // `-` reads the config from stdin; the label (the VM's id) only
+        // tells processes apart in `ps` on the host.
+        ["boot", config] | ["boot", config, _] => {
             return match paddock_agent::boot::boot(Path::new(config)) {
                 Ok(pid) => {
                     println!("{pid}");
@@ -33,7 +35,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(paddock_agent::boot::error_chain(&e)),
             }
         }
-        ["vmm", config] => {
+        ["vmm", config] | ["vmm", config, _] => {
             return match paddock_agent::vmm::launch(Path::new(config)) {
                 Ok(pid) => {
                     println!("{pid}");

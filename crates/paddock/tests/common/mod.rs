@@ -410,6 +410,11 @@ impl Client {
 
 /// Processes on the host whose command line mentions `needle`.
 pub fn host_processes_mentioning(needle: &Path) -> usize {
+    // A sandbox's helpers name its run dir by its last part only
+    // (`paddock-agent boot - <vm id>`).
+    let label = needle
+        .file_name()
+        .map(|n| format!("\0-\0{}", n.to_string_lossy()));
     let needle = needle.to_string_lossy().into_owned();
     std::fs::read_dir("/proc")
         .map(|rd| {
@@ -422,8 +427,29 @@ pub fn host_processes_mentioning(needle: &Path) -> usize {
                 })
                 .filter(|e| {
                     std::fs::read(e.path().join("cmdline"))
-                        .map(|c| String::from_utf8_lossy(&c).contains(&needle))
+                        .map(|c| {
+                            let c = String::from_utf8_lossy(&c);
+                            c.contains(&needle) || label.as_ref().is_some_and(|l| c.contains(l))
+                        })
                         .unwrap_or(false)
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Host processes in the cgroups of this server's sandboxes.
+pub fn sandbox_processes(data_dir: &Path) -> usize {
+    let needle = format!(
+        "/paddock/{}/",
+        paddock_runtime::container::instance_id(data_dir)
+    );
+    std::fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| {
+                    std::fs::read_to_string(e.path().join("cgroup"))
+                        .is_ok_and(|c| c.contains(&needle))
                 })
                 .count()
         })
