@@ -13,7 +13,9 @@ export DEBIAN_FRONTEND=noninteractive
 # zone and for custom domains' dynamic updates; openssh-client logs in
 # through the SSH gateway in the gateway tests; docker.io is the real
 # engine (dockerd, the docker CLI) the docker provider's tests start.
-packages=(python3 python3-venv procps iproute2 util-linux coreutils bash ca-certificates docker-registry busybox-static e2fsprogs nftables knot knot-dnsutils openssh-client docker.io)
+# lxcfs serves each container sandbox its own /proc/meminfo, cpuinfo,
+# stat, uptime and loadavg; e2fsprogs also formats sandboxes' disks.
+packages=(python3 python3-venv procps iproute2 util-linux coreutils bash ca-certificates docker-registry busybox-static e2fsprogs nftables knot knot-dnsutils openssh-client docker.io lxcfs)
 # The microvm provider: qemu (its microvm machine, and virtiofsd from
 # qemu-system-common) and Debian's kernel with its modules as the guest's.
 # Without their recommends: firmware, GUIs and an initramfs generator the

@@ -227,6 +227,7 @@ impl Service {
             resources: self.resources(
                 Some(2048.min(i64::from(self.config.limits.max_memory_mb))),
                 None,
+                None,
             )?,
             metadata: Default::default(),
             env: Env::default(),
@@ -235,7 +236,7 @@ impl Service {
             volumes: Vec::new(),
             provider: None,
         };
-        let vm = self.new_vm(account, spec);
+        let mut vm = self.new_vm(account, spec);
         let mut defaults = st.config.clone();
         for (k, v) in &st.args {
             if !defaults.env.iter().any(|(ek, _)| ek == k) {
@@ -247,6 +248,7 @@ impl Service {
             defaults,
         };
         let handle = self.provider.start(&vm, &rootfs).await?;
+        vm.runtime = Some(handle);
         let result = async {
             let request = ExecRequest {
                 argv: vec!["/bin/sh".into(), "-c".into(), command.to_owned()],
@@ -282,7 +284,7 @@ impl Service {
                     ),
                 ));
             }
-            let trees = self.provider.changes(&vm.id);
+            let trees = self.provider.changes(&vm);
             if trees.is_empty() {
                 return Err(CoreError::Unavailable(
                     "the build sandbox has no writable layer".into(),

@@ -40,6 +40,10 @@ pub enum RuntimeError {
     Unsupported(String),
     #[error("the in-sandbox agent failed: {0}")]
     Agent(String),
+    /// The agent did not answer within its deadline (stuck, stopped, or
+    /// starved): never a hung request.
+    #[error("the in-sandbox agent did not answer in time: {0}")]
+    AgentTimeout(String),
     #[error("host resource {what} could not be managed")]
     Host {
         what: String,
@@ -81,6 +85,9 @@ pub enum CoreError {
     /// A system paddock depends on (a registry) failed or misbehaved.
     #[error("{0}")]
     Upstream(String),
+    /// A sandbox did not answer in time.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     #[error("sandbox runtime error")]
     Runtime(#[source] RuntimeError),
     #[error("store error")]
@@ -123,6 +130,7 @@ impl From<RuntimeError> for CoreError {
             // What this sandbox's provider cannot do is the caller's to
             // change (another provider), not a server fault.
             RuntimeError::Unsupported(m) => Self::FailedPrecondition(m),
+            e @ RuntimeError::AgentTimeout(_) => Self::DeadlineExceeded(e.to_string()),
             other => Self::Runtime(other),
         }
     }

@@ -33,6 +33,7 @@ pub mod shares;
 pub mod snapshots;
 pub mod ssh_keys;
 pub mod store;
+mod stuck_agents;
 pub mod vaults;
 pub mod volume_backend;
 pub mod volumes;

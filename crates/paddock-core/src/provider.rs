@@ -72,9 +72,9 @@ pub trait Provider: Send + Sync + 'static {
         self.stop(id, handle).await
     }
 
-    /// The trees holding everything the sandbox changed in its
-    /// filesystem (overlay upper layers); empty when it has none.
-    fn changes(&self, id: &VmId) -> Vec<ChangedTree>;
+    /// The trees holding everything the running sandbox `vm` changed in
+    /// its filesystem (overlay upper layers); empty when it has none.
+    fn changes(&self, vm: &Vm) -> Vec<ChangedTree>;
 
     /// Freezes every process of the sandbox (or thaws them), returning
     /// once the whole sandbox is in that state.
@@ -172,7 +172,7 @@ impl Provider for UnconfiguredProvider {
     async fn stop(&self, _: &VmId, _: Option<RuntimeHandle>) -> Result<(), RuntimeError> {
         Ok(())
     }
-    fn changes(&self, _: &VmId) -> Vec<ChangedTree> {
+    fn changes(&self, _: &Vm) -> Vec<ChangedTree> {
         Vec::new()
     }
     async fn set_frozen(&self, _: &VmId, _: bool) -> Result<(), RuntimeError> {

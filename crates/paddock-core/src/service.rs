@@ -125,6 +125,8 @@ pub struct Service {
     pub(crate) activity: Arc<crate::lifecycle::Activity>,
     /// When this process started: activity before it is unknown.
     pub(crate) started_at: std::time::Instant,
+    /// VMs whose agent missed a deadline.
+    stuck_agents: crate::stuck_agents::StuckAgents,
 }
 
 /// The host-side ports the service drives: sandboxes, images, volumes,
@@ -168,6 +170,7 @@ impl Service {
             gateway: crate::gateway::GatewayRuntime::default(),
             activity: Arc::default(),
             started_at: std::time::Instant::now(),
+            stuck_agents: Default::default(),
         })
     }
 
@@ -293,8 +296,9 @@ impl Service {
         &self,
         memory_mb: Option<i64>,
         vcpu_count: Option<i64>,
+        disk_mb: Option<i64>,
     ) -> Result<Resources, CoreError> {
-        Resources::new(memory_mb, vcpu_count, &self.config.limits)
+        Resources::with_disk(memory_mb, vcpu_count, disk_mb, &self.config.limits)
             .map_err(|e| CoreError::invalid(e.field(), e.to_string()))
     }
 
@@ -587,7 +591,10 @@ impl Service {
                             .vcpu_count
                             .unwrap_or(i64::from(vm.resources.vcpu_count())),
                     ),
-                )?,
+                    None,
+                )?
+                // A sandbox's disk keeps its size.
+                .with_stored_disk(vm.resources.disk_mb()),
             )
         } else {
             None
@@ -691,6 +698,67 @@ impl Service {
             )));
         }
         Ok(vm)
+    }
+
+    /// A running VM whose agent a call is about to use: refused at once
+    /// while that agent was stuck moments ago.
+    async fn agent_vm(&self, account: &AccountId, id: &VmId) -> Result<Vm, CoreError> {
+        let vm = self.running_vm(account, id).await?;
+        self.stuck_agents.check(&vm.id)?;
+        Ok(vm)
+    }
+
+    /// What an agent call's result means for the VM: a missed deadline
+    /// marks it (and its record's `status_reason`), an answer clears the
+    /// mark, a vanished sandbox is recorded as failed.
+    async fn agent_result<T>(
+        &self,
+        vm: &Vm,
+        result: Result<T, RuntimeError>,
+    ) -> Result<T, CoreError> {
+        match result {
+            Ok(v) => {
+                if self.stuck_agents.clear(&vm.id) {
+                    self.set_stuck_reason(&vm.id, false).await;
+                }
+                Ok(v)
+            }
+            Err(e @ RuntimeError::AgentTimeout(_)) => {
+                tracing::warn!(vm_id = %vm.id, error = %e, "a VM's agent missed its deadline");
+                self.stuck_agents.mark(&vm.id);
+                self.set_stuck_reason(&vm.id, true).await;
+                Err(e.into())
+            }
+            Err(e) => Err(self.check_gone(vm, e).await),
+        }
+    }
+
+    async fn set_stuck_reason(&self, id: &VmId, stuck: bool) {
+        let reason = crate::stuck_agents::STUCK_REASON;
+        let _guard = self.lock_vm(id).await;
+        let Ok(Some(mut vm)) = self.store.find_vm(id).await else {
+            return;
+        };
+        if vm.status != VmStatus::Running {
+            return;
+        }
+        let changed = match (stuck, vm.status_reason.as_deref()) {
+            (true, None) => {
+                vm.status_reason = Some(reason.to_owned());
+                true
+            }
+            (false, Some(r)) if r == reason => {
+                vm.status_reason = None;
+                true
+            }
+            _ => false,
+        };
+        if changed {
+            vm.updated_at = Timestamp::now();
+            if let Err(e) = self.store.update_vm(&vm).await {
+                tracing::error!(vm_id = %id, error = %error_chain(&e), "could not record a stuck agent");
+            }
+        }
     }
 
     // ---- sessions -----------------------------------------------------------
@@ -921,12 +989,10 @@ impl Service {
         if request.argv.is_empty() || request.argv[0].is_empty() {
             return Err(CoreError::invalid("command", "must not be empty"));
         }
-        let vm = self.running_vm(account, id).await?;
+        let vm = self.agent_vm(account, id).await?;
         self.activity.touch(&vm.id);
-        match self.provider_of(&vm).exec(&vm.id, request).await {
-            Ok(stream) => Ok(stream),
-            Err(e) => Err(self.check_gone(&vm, e).await),
-        }
+        let started = self.provider_of(&vm).exec(&vm.id, request).await;
+        self.agent_result(&vm, started).await
     }
 
     /// When the provider says a sandbox is gone, record it.
@@ -1039,12 +1105,10 @@ impl Service {
         id: &VmId,
         path: &SandboxPath,
     ) -> Result<FileContent, CoreError> {
-        let vm = self.running_vm(account, id).await?;
+        let vm = self.agent_vm(account, id).await?;
         self.activity.touch(&vm.id);
-        match self.provider_of(&vm).read_file(&vm.id, path).await {
-            Ok(c) => Ok(c),
-            Err(e) => Err(self.check_gone(&vm, e).await),
-        }
+        let read = self.provider_of(&vm).read_file(&vm.id, path).await;
+        self.agent_result(&vm, read).await
     }
 
     pub async fn write_file(
@@ -1055,16 +1119,13 @@ impl Service {
         mode: Option<u32>,
         body: ByteStream,
     ) -> Result<u64, CoreError> {
-        let vm = self.running_vm(account, id).await?;
+        let vm = self.agent_vm(account, id).await?;
         self.activity.touch(&vm.id);
-        match self
+        let written = self
             .provider_of(&vm)
             .write_file(&vm.id, path, mode, body)
-            .await
-        {
-            Ok(n) => Ok(n),
-            Err(e) => Err(self.check_gone(&vm, e).await),
-        }
+            .await;
+        self.agent_result(&vm, written).await
     }
 
     pub async fn pty_create(
@@ -1079,9 +1140,10 @@ impl Service {
                 "cols and rows must be at least 1",
             ));
         }
-        let vm = self.running_vm(account, id).await?;
+        let vm = self.agent_vm(account, id).await?;
         self.activity.touch(&vm.id);
-        Ok(self.provider_of(&vm).pty_create(&vm.id, spec).await?)
+        let created = self.provider_of(&vm).pty_create(&vm.id, spec).await;
+        self.agent_result(&vm, created).await
     }
 
     pub async fn pty_list(
@@ -1089,8 +1151,9 @@ impl Service {
         account: &AccountId,
         id: &VmId,
     ) -> Result<Vec<PtyInfo>, CoreError> {
-        let vm = self.running_vm(account, id).await?;
-        Ok(self.provider_of(&vm).pty_list(&vm.id).await?)
+        let vm = self.agent_vm(account, id).await?;
+        let listed = self.provider_of(&vm).pty_list(&vm.id).await;
+        self.agent_result(&vm, listed).await
     }
 
     pub async fn pty_get(
@@ -1099,8 +1162,9 @@ impl Service {
         id: &VmId,
         pty: &str,
     ) -> Result<PtyInfo, CoreError> {
-        let vm = self.running_vm(account, id).await?;
-        Ok(self.provider_of(&vm).pty_get(&vm.id, pty).await?)
+        let vm = self.agent_vm(account, id).await?;
+        let got = self.provider_of(&vm).pty_get(&vm.id, pty).await;
+        self.agent_result(&vm, got).await
     }
 
     pub async fn pty_resize(
@@ -1117,12 +1181,13 @@ impl Service {
                 "cols and rows must be at least 1",
             ));
         }
-        let vm = self.running_vm(account, id).await?;
+        let vm = self.agent_vm(account, id).await?;
         self.activity.touch(&vm.id);
-        Ok(self
+        let resized = self
             .provider_of(&vm)
             .pty_resize(&vm.id, pty, cols, rows)
-            .await?)
+            .await;
+        self.agent_result(&vm, resized).await
     }
 
     pub async fn pty_kill(
@@ -1131,8 +1196,9 @@ impl Service {
         id: &VmId,
         pty: &str,
     ) -> Result<(), CoreError> {
-        let vm = self.running_vm(account, id).await?;
-        Ok(self.provider_of(&vm).pty_kill(&vm.id, pty).await?)
+        let vm = self.agent_vm(account, id).await?;
+        let killed = self.provider_of(&vm).pty_kill(&vm.id, pty).await;
+        self.agent_result(&vm, killed).await
     }
 
     pub async fn pty_attach(
@@ -1141,9 +1207,10 @@ impl Service {
         id: &VmId,
         pty: &str,
     ) -> Result<PtyConnection, CoreError> {
-        let vm = self.running_vm(account, id).await?;
+        let vm = self.agent_vm(account, id).await?;
         self.activity.touch(&vm.id);
-        Ok(self.provider_of(&vm).pty_attach(&vm.id, pty).await?)
+        let attached = self.provider_of(&vm).pty_attach(&vm.id, pty).await;
+        self.agent_result(&vm, attached).await
     }
 
     // ---- background work ----------------------------------------------------

@@ -157,7 +157,7 @@ impl Service {
         squash_above: Option<usize>,
     ) -> Result<(Image, Option<String>, u64), CoreError> {
         let mut base = self.base_of(vm).await?;
-        let changes = self.provider_of(vm).changes(&vm.id);
+        let changes = self.provider_of(vm).changes(vm);
         if changes.is_empty() {
             return Err(CoreError::FailedPrecondition(
                 "the VM has no writable layer to capture".into(),

@@ -20,8 +20,36 @@ use paddock_core::RuntimeError;
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
+/// How long an agent has to accept a request and give its first reply:
+/// it answers at once unless it is stuck (stopped, starved, wedged), and
+/// a stuck agent must never hang the caller.
+pub const REPLY_DEADLINE: Duration = Duration::from_secs(5);
+/// How long past an exec's own timeout its exit may take to arrive (the
+/// agent kills the command at the timeout and reports at once).
+pub const EXEC_GRACE: Duration = Duration::from_secs(5);
+/// The longest silence between frames of a file transfer.
+const TRANSFER_IDLE: Duration = Duration::from_secs(30);
+
 fn agent_err(e: io::Error) -> RuntimeError {
     RuntimeError::Agent(e.to_string())
+}
+
+fn too_slow(what: &str) -> RuntimeError {
+    RuntimeError::AgentTimeout(what.to_owned())
+}
+
+/// `fut` within `limit`, or [`RuntimeError::AgentTimeout`] naming `what`.
+async fn within<T>(
+    limit: Duration,
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, RuntimeError>>,
+) -> Result<T, RuntimeError> {
+    tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+        Err(too_slow(&format!(
+            "{what} (no answer in {} s)",
+            limit.as_secs()
+        )))
+    })
 }
 
 fn event_err(kind: ErrorKind, message: String) -> RuntimeError {
@@ -64,13 +92,18 @@ async fn next_event(stream: &mut UnixStream) -> Result<Event, RuntimeError> {
     }
 }
 
-/// Sends one request and returns the first reply.
+/// Connects, sends one request and returns the first reply, within
+/// [`REPLY_DEADLINE`].
 pub async fn call(socket: &Path, request: &Request) -> Result<(UnixStream, Event), RuntimeError> {
-    let mut stream = connect(socket).await?;
-    write_control(&mut stream, request)
-        .await
-        .map_err(agent_err)?;
-    let event = next_event(&mut stream).await?;
+    let (stream, event) = within(REPLY_DEADLINE, "a request", async {
+        let mut stream = connect(socket).await?;
+        write_control(&mut stream, request)
+            .await
+            .map_err(agent_err)?;
+        let event = next_event(&mut stream).await?;
+        Ok((stream, event))
+    })
+    .await?;
     if let Event::Error { kind, message } = event {
         return Err(event_err(kind, message));
     }
@@ -103,6 +136,10 @@ pub async fn exec(
     oom_kills: impl Fn() -> u64 + Send + 'static,
 ) -> Result<ExecStream, RuntimeError> {
     let oom_before = oom_kills();
+    // The exit must arrive by the command's own deadline, plus grace.
+    let deadline = request
+        .timeout
+        .map(|t| tokio::time::Instant::now() + REPLY_DEADLINE + t + EXEC_GRACE);
     let wire = Request::Exec {
         argv: request.argv,
         env: request.env,
@@ -110,9 +147,14 @@ pub async fn exec(
         stdin: request.stdin.is_some() || request.stdin_stream.is_some(),
         timeout_ms: request.timeout.map(|t| t.as_millis() as u64),
     };
-    let mut stream = connect(socket).await?;
-    write_control(&mut stream, &wire).await.map_err(agent_err)?;
-    match next_event(&mut stream).await? {
+    let (stream, started) = within(REPLY_DEADLINE, "starting a command", async {
+        let mut stream = connect(socket).await?;
+        write_control(&mut stream, &wire).await.map_err(agent_err)?;
+        let event = next_event(&mut stream).await?;
+        Ok((stream, event))
+    })
+    .await?;
+    match started {
         Event::Started { .. } => {}
         // A command that cannot start ends as a shell would end it: 127
         // when it does not exist, 126 when it may not run, with the reason
@@ -172,7 +214,17 @@ pub async fn exec(
     tokio::spawn(async move {
         let _writer = writer;
         loop {
-            let frame = match read_frame(&mut rd).await {
+            let next = match deadline {
+                Some(d) => tokio::time::timeout_at(d, read_frame(&mut rd)).await,
+                None => Ok(read_frame(&mut rd).await),
+            };
+            let Ok(next) = next else {
+                let _ = tx
+                    .send(Err(too_slow("a command's exit past its timeout")))
+                    .await;
+                return;
+            };
+            let frame = match next {
                 Ok(Some(f)) => f,
                 Ok(None) => {
                     let _ = tx.send(Err(RuntimeError::SandboxGone)).await;
@@ -265,7 +317,11 @@ pub async fn read_file(socket: &Path, path: &str) -> Result<FileContent, Runtime
         Event::File { size, mode } => {
             let data = futures::stream::unfold(Some(stream), |state| async move {
                 let mut stream = state?;
-                match read_frame(&mut stream).await {
+                let Ok(next) = tokio::time::timeout(TRANSFER_IDLE, read_frame(&mut stream)).await
+                else {
+                    return Some((Err(io::Error::from(io::ErrorKind::TimedOut)), None));
+                };
+                match next {
                     Ok(Some(Frame {
                         kind: KIND_DATA,
                         payload,
@@ -295,14 +351,18 @@ pub async fn write_file(
     mode: Option<u32>,
     mut body: ByteStream,
 ) -> Result<u64, RuntimeError> {
-    let mut stream = connect(socket).await?;
     let request = Request::WriteFile {
         path: path.to_owned(),
         mode,
     };
-    write_control(&mut stream, &request)
-        .await
-        .map_err(agent_err)?;
+    let mut stream = within(REPLY_DEADLINE, "a file upload", async {
+        let mut stream = connect(socket).await?;
+        write_control(&mut stream, &request)
+            .await
+            .map_err(agent_err)?;
+        Ok(stream)
+    })
+    .await?;
     let mut send_failed = false;
     while let Some(chunk) = body.next().await {
         let chunk: Bytes = match chunk {
@@ -312,9 +372,15 @@ pub async fn write_file(
             Err(e) => return Err(RuntimeError::Invalid(format!("upload interrupted: {e}"))),
         };
         for piece in chunk.chunks(CHUNK) {
-            if write_data(&mut stream, KIND_DATA, piece).await.is_err() {
-                send_failed = true;
-                break;
+            match tokio::time::timeout(TRANSFER_IDLE, write_data(&mut stream, KIND_DATA, piece))
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    send_failed = true;
+                    break;
+                }
+                Err(_) => return Err(too_slow("a file upload (the agent stopped reading)")),
             }
         }
         if send_failed {
@@ -326,7 +392,13 @@ pub async fn write_file(
     if !send_failed {
         let _ = write_data(&mut stream, KIND_DATA, b"").await;
     }
-    match next_event(&mut stream).await? {
+    match within(
+        REPLY_DEADLINE,
+        "a file upload's end",
+        next_event(&mut stream),
+    )
+    .await?
+    {
         Event::Written { bytes } => Ok(bytes),
         Event::Error { kind, message } => Err(event_err(kind, message)),
         other => Err(unexpected(&other)),

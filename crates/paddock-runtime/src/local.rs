@@ -82,7 +82,7 @@ crate::over_container::provider_over_container!(LocalProvider {
         self.container.start_on_host(vm, env, cwd).await
     }
 
-    fn changes(&self, _id: &VmId) -> Vec<ChangedTree> {
+    fn changes(&self, _vm: &Vm) -> Vec<ChangedTree> {
         // Host processes change the host: there is no layer to snapshot.
         Vec::new()
     }

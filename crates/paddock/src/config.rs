@@ -12,8 +12,9 @@ use paddock_core::model::{EgressPolicy, Ipv4Cidr, Limits};
 use paddock_runtime::container::VariantSource;
 use serde::{Deserialize, Serialize};
 
-const CONFIG_KEYS: [&str; 14] = [
+const CONFIG_KEYS: [&str; 15] = [
     "providers",
+    "sandbox",
     "userns",
     "registries",
     "gateway",
@@ -58,6 +59,24 @@ pub struct Config {
     pub microvm: MicroVmSection,
     #[serde(default)]
     pub userns: UsernsSection,
+    #[serde(default)]
+    pub sandbox: SandboxSection,
+}
+
+/// `[sandbox]`: what container sandboxes see of themselves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxSection {
+    /// `/proc/meminfo`, `cpuinfo`, `stat`, `uptime`, `loadavg`, `swaps`
+    /// and the online CPUs describe the sandbox (through lxcfs, which
+    /// `scripts/deps.sh` installs), not the host.
+    pub proc_views: bool,
+}
+
+impl Default for SandboxSection {
+    fn default() -> Self {
+        Self { proc_views: true }
+    }
 }
 
 /// `[userns]`: the host ids container sandboxes' user namespaces are cut
@@ -166,6 +185,8 @@ pub struct GatewaySection {
     pub home_size_gib: u64,
     /// Size of a connection's scratch (`useLocalStorage`), in GiB.
     pub scratch_size_gib: u64,
+    /// The disk of each node's sandbox (its writable layer), in GiB.
+    pub node_disk_gib: u32,
 }
 
 impl Default for GatewaySection {
@@ -177,6 +198,7 @@ impl Default for GatewaySection {
             zone: "local".into(),
             home_size_gib: 4,
             scratch_size_gib: 4,
+            node_disk_gib: 16,
         }
     }
 }
@@ -200,6 +222,7 @@ impl GatewaySection {
             zone: self.zone.clone(),
             home_size_bytes: self.home_size_gib << 30,
             scratch_size_bytes: self.scratch_size_gib << 30,
+            node_disk_mb: self.node_disk_gib.saturating_mul(1024),
             ..paddock_core::gateway::GatewayConfig::default()
         }
     }
@@ -325,6 +348,11 @@ pub struct LimitsConfig {
     pub default_vcpu_count: u32,
     pub pids_max: u32,
     pub max_lifetime_seconds: u64,
+    /// A sandbox's writable layer: its size when the request names none
+    /// (`disk_mb`), and the bounds of what a request may name.
+    pub min_disk_mb: u32,
+    pub max_disk_mb: u32,
+    pub default_disk_mb: u32,
 }
 
 impl Default for Config {
@@ -352,6 +380,9 @@ impl Default for Config {
                 default_vcpu_count: l.default_vcpu_count,
                 pids_max: l.pids_max,
                 max_lifetime_seconds: l.max_lifetime_seconds,
+                min_disk_mb: l.min_disk_mb,
+                max_disk_mb: l.max_disk_mb,
+                default_disk_mb: l.default_disk_mb,
             },
             log_format: "text".into(),
             registries: BTreeMap::new(),
@@ -362,6 +393,7 @@ impl Default for Config {
             providers: ProvidersSection::default(),
             microvm: MicroVmSection::default(),
             userns: UsernsSection::default(),
+            sandbox: SandboxSection::default(),
         }
     }
 }
@@ -399,6 +431,8 @@ impl Config {
             || l.max_vcpu_count == 0
             || !(1..=l.max_vcpu_count).contains(&l.default_vcpu_count)
             || l.pids_max == 0
+            || l.min_disk_mb < 16
+            || !(l.min_disk_mb..=l.max_disk_mb).contains(&l.default_disk_mb)
         {
             bail!("limits: the bounds must be ordered and the defaults inside them");
         }
@@ -410,6 +444,9 @@ impl Config {
             default_vcpu_count: l.default_vcpu_count,
             pids_max: l.pids_max,
             max_lifetime_seconds: l.max_lifetime_seconds,
+            min_disk_mb: l.min_disk_mb,
+            max_disk_mb: l.max_disk_mb,
+            default_disk_mb: l.default_disk_mb,
         })
     }
 

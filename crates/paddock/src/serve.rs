@@ -58,6 +58,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         variants: config.variants()?,
         gpu: config.gateway.gpu_host(),
         ids: config.userns.to_runtime(),
+        default_disk_mb: config.limits.default_disk_mb,
+        proc_views: config.sandbox.proc_views,
     })
     .context("start the container provider")?;
     let mut runtime_info = serde_json::json!({

@@ -25,16 +25,49 @@ fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
             let Ok(ft) = e.file_type() else { continue };
             if ft.is_dir() {
                 stack.push(p);
-            } else if ft.is_file() {
-                if let Ok(bytes) = std::fs::read(&p) {
-                    if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
-                        hits.push(p.display().to_string());
-                    }
-                }
+            } else if ft.is_file() && file_contains(&p, needle.as_bytes()) {
+                hits.push(p.display().to_string());
             }
         }
     }
     hits
+}
+
+/// Whether the file at `p` holds `needle` anywhere in its data. Sparse
+/// files (sandboxes' disk images, 10 GiB each with a few MiB written)
+/// are read extent by extent, holes skipped: every written byte is read.
+fn file_contains(p: &Path, needle: &[u8]) -> bool {
+    use nix::unistd::{lseek, Whence};
+    use std::os::unix::fs::FileExt;
+    let Ok(file) = std::fs::File::open(p) else {
+        return false;
+    };
+    let len = file.metadata().map(|m| m.len() as i64).unwrap_or(0);
+    let mut offset = 0i64;
+    let mut buf = vec![0u8; 1 << 20];
+    while offset < len {
+        let Ok(data) = lseek(&file, offset, Whence::SeekData) else {
+            return false; // no data past offset
+        };
+        let hole = lseek(&file, data, Whence::SeekHole).unwrap_or(len);
+        // Read the extent in chunks that overlap by the needle's length.
+        let mut at = data;
+        while at < hole {
+            let want = buf.len().min((hole - at) as usize + needle.len());
+            let Ok(n) = file.read_at(&mut buf[..want], at as u64) else {
+                return false;
+            };
+            if n == 0 {
+                break;
+            }
+            if buf[..n].windows(needle.len()).any(|w| w == needle) {
+                return true;
+            }
+            at += (n.saturating_sub(needle.len()).max(1)) as i64;
+        }
+        offset = hole.max(offset + 1);
+    }
+    false
 }
 
 #[tokio::test]

@@ -96,6 +96,15 @@ pub struct BootConfig {
     /// directories with no limit.
     #[serde(default)]
     pub disk: Option<Disk>,
+    /// Where lxcfs serves per-sandbox `/proc` and `/sys` files (the
+    /// server's `DATA/lxcfs`): bound over the sandbox's, so it sees its
+    /// own memory, CPUs, uptime and load.
+    #[serde(default)]
+    pub proc_views: Option<PathBuf>,
+    /// The host CPUs the sandbox's processes start on (as many as its
+    /// vCPUs), so `nproc` counts its own; empty: every CPU.
+    #[serde(default)]
+    pub cpus: Vec<usize>,
 }
 
 /// An ext4 image mounted (inside the sandbox's mount namespace only) at
@@ -180,6 +189,7 @@ pub fn boot(config_path: &Path) -> Result<i32, BootError> {
     let config: BootConfig = read_config(config_path)?;
 
     join_cgroups(&config.cgroup_procs)?;
+    set_affinity(&config.cpus)?;
     // Bound before the sandbox's namespaces exist: the socket belongs to
     // the host's network namespace, so the sandbox's `/proc/net/unix`
     // never lists it (nor its host path).
@@ -223,6 +233,22 @@ pub fn boot(config_path: &Path) -> Result<i32, BootError> {
             }
         }
     })
+}
+
+/// Starts the sandbox on `cpus` (inherited by every process of it). Its
+/// CPU limit is the cgroup's quota; this is what `nproc` and
+/// `sched_getaffinity` report.
+fn set_affinity(cpus: &[usize]) -> Result<(), BootError> {
+    if cpus.is_empty() {
+        return Ok(());
+    }
+    let mut set = nix::sched::CpuSet::new();
+    for &cpu in cpus {
+        set.set(cpu)
+            .map_err(nix_step(format!("select CPU {cpu}")))?;
+    }
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+        .map_err(nix_step("set the sandbox's CPUs"))
 }
 
 fn bind_agent_socket(path: &Path) -> Result<UnixListener, BootError> {

@@ -41,6 +41,9 @@ pub(super) fn build_root(
         NONE,
     )
     .map_err(nix_step("mount /sys"))?;
+    if let Some(views) = &config.proc_views {
+        bind_views(root, views)?;
+    }
     bind_files(root, &config.bind_files)?;
     bind_devices(root, &config.devices, idmap)?;
     Ok(())
@@ -272,6 +275,39 @@ fn bind_devices(
             }
         }
         bind(device, &target, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC)?;
+    }
+    Ok(())
+}
+
+/// lxcfs's per-reader files, read-only, over the sandbox's own `/proc`
+/// and `/sys` ones (the lists are the runtime's `proc_views`). A file
+/// lxcfs does not serve (an older version) stays the kernel's.
+fn bind_views(root: &Path, views: &Path) -> Result<(), BootError> {
+    const FILES: [&str; 8] = [
+        "proc/cpuinfo",
+        "proc/diskstats",
+        "proc/loadavg",
+        "proc/meminfo",
+        "proc/stat",
+        "proc/swaps",
+        "proc/uptime",
+        "sys/devices/system/cpu/online",
+    ];
+    for file in FILES {
+        let (source, target) = (views.join(file), root.join(file));
+        if !source.exists() || !target.exists() {
+            continue;
+        }
+        let view = BindFile {
+            source,
+            target: format!("/{file}"),
+            read_only: true,
+        };
+        bind(
+            &view,
+            &target,
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        )?;
     }
     Ok(())
 }

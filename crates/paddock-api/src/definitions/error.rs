@@ -133,6 +133,9 @@ impl From<CoreError> for DefError {
                 Self::new(S::SERVICE_UNAVAILABLE, "unavailable", m.clone())
             }
             CoreError::Upstream(m) => Self::new(S::BAD_GATEWAY, "upstream_failed", m.clone()),
+            CoreError::DeadlineExceeded(m) => {
+                Self::new(S::GATEWAY_TIMEOUT, "deadline_exceeded", m.clone())
+            }
             CoreError::Runtime(r) => runtime(r, &e),
             CoreError::Store(_) => internal(&e),
         }
@@ -156,6 +159,9 @@ fn runtime(r: &RuntimeError, whole: &CoreError) -> DefError {
         }
         RuntimeError::Unsupported(m) => DefError::new(S::CONFLICT, "unsupported", m.clone()),
         RuntimeError::PtyExists(_) => DefError::new(S::CONFLICT, "already_exists", r.to_string()),
+        RuntimeError::AgentTimeout(_) => {
+            DefError::new(S::GATEWAY_TIMEOUT, "deadline_exceeded", r.to_string())
+        }
         RuntimeError::Setup(_) | RuntimeError::Agent(_) | RuntimeError::Host { .. } => {
             internal(whole)
         }

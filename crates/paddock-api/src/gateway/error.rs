@@ -117,6 +117,7 @@ impl IntoResponse for GatewayError {
                 CoreError::Unavailable(m) | CoreError::Upstream(m) => {
                     (StatusCode::Unavailable, m, Vec::new())
                 }
+                CoreError::DeadlineExceeded(m) => (StatusCode::DeadlineExceeded, m, Vec::new()),
                 e @ (CoreError::Runtime(_) | CoreError::Store(_)) => {
                     tracing::error!(error = %error_chain(&e), "gateway request failed");
                     (

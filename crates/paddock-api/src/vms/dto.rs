@@ -16,6 +16,11 @@ pub struct CreateVmRequest {
     pub vm_lifetime_seconds: Option<i64>,
     pub memory_mb: Option<i64>,
     pub vcpu_count: Option<i64>,
+    /// paddock's own: the size of the VM's writable layer (its root
+    /// filesystem's changes, `/tmp` included) in MiB; writing past it
+    /// fails with ENOSPC inside. The server's `[limits] default_disk_mb`
+    /// when unset.
+    pub disk_mb: Option<i64>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Map<String, Value>>,
     pub env: Option<BTreeMap<String, String>>,
@@ -117,6 +122,9 @@ pub struct VmResponse {
     pub image_digest: Option<String>,
     pub memory_mb: u32,
     pub vcpu_count: u32,
+    /// The writable layer's size in MiB; 0 for a VM made before disks
+    /// had sizes (unlimited).
+    pub disk_mb: u32,
     #[schema(value_type = Object)]
     pub metadata: serde_json::Map<String, Value>,
     /// Names of the VM's env vars (values are never returned).
@@ -171,6 +179,7 @@ impl From<&Vm> for VmResponse {
             image_digest: vm.image_digest.clone(),
             memory_mb: vm.resources.memory_mb(),
             vcpu_count: vm.resources.vcpu_count(),
+            disk_mb: vm.resources.disk_mb(),
             metadata: vm.metadata.clone(),
             env_keys: vm.env.iter().map(|(k, _)| k.clone()).collect(),
             vm_lifetime_seconds: vm.lifetime_seconds,

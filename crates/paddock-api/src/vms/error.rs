@@ -102,6 +102,7 @@ impl IntoResponse for ApiError {
                 CoreError::PermissionDenied(m) => (StatusCode::FORBIDDEN, m),
                 CoreError::ResourceExhausted(m) => (StatusCode::TOO_MANY_REQUESTS, m),
                 CoreError::Upstream(m) => (StatusCode::BAD_GATEWAY, m),
+                CoreError::DeadlineExceeded(m) => (StatusCode::GATEWAY_TIMEOUT, m),
                 e @ (CoreError::Runtime(_) | CoreError::Store(_)) => {
                     tracing::error!(error = %error_chain(&e), "request failed");
                     (

@@ -69,6 +69,7 @@ pub(crate) async fn create(
             vm_lifetime_seconds: body.vm_lifetime_seconds,
             memory_mb: body.memory_mb,
             vcpu_count: body.vcpu_count,
+            disk_mb: body.disk_mb,
             metadata: body.metadata,
             env: body.env,
             image_variant: body.image_variant,

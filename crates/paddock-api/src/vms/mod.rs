@@ -227,6 +227,7 @@ pub(crate) struct VmSettings {
     pub vm_lifetime_seconds: Option<i64>,
     pub memory_mb: Option<i64>,
     pub vcpu_count: Option<i64>,
+    pub disk_mb: Option<i64>,
     pub metadata: Option<serde_json::Map<String, Value>>,
     pub env: Option<BTreeMap<String, String>>,
     pub image_variant: Option<String>,
@@ -341,7 +342,7 @@ pub(crate) fn vm_spec(service: &Service, s: VmSettings) -> Result<VmSpec, ApiErr
         volumes,
         session_id,
         lifetime_seconds: lifetime(s.vm_lifetime_seconds)?,
-        resources: service.resources(s.memory_mb, s.vcpu_count)?,
+        resources: service.resources(s.memory_mb, s.vcpu_count, s.disk_mb)?,
         metadata: s.metadata.unwrap_or_default(),
         env,
         image_variant: s

@@ -177,7 +177,9 @@ pub(crate) async fn create(
         ));
     }
     // Checked like a VM's shape, though an image snapshot runs nothing.
-    state.service.resources(body.memory_mb, body.vcpu_count)?;
+    state
+        .service
+        .resources(body.memory_mb, body.vcpu_count, None)?;
     let kind = kind(body.kind.as_deref(), "body")?.unwrap_or(SnapshotKind::User);
     let snapshot = state
         .service

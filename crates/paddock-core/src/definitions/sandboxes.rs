@@ -167,7 +167,13 @@ impl Service {
             .as_deref()
             .and_then(|m| parse_bytes(m).ok())
             .map(|b| b.div_ceil(MIB) as i64);
-        let resources = Resources::new(memory_mb, vcpu, &self.config.limits)
+        let disk_mb = s
+            .resources
+            .disk
+            .as_deref()
+            .and_then(|d| parse_bytes(d).ok())
+            .map(|b| b.div_ceil(MIB) as i64);
+        let resources = Resources::with_disk(memory_mb, vcpu, disk_mb, &self.config.limits)
             .map_err(|e| invalid("resources", e.to_string()))?;
         let env =
             Env::new(s.env.clone()).map_err(|e| invalid(&format!("env.{}", e.name), e.reason))?;

@@ -913,6 +913,7 @@ pub fn status_code(e: &CoreError) -> StatusCode {
         CoreError::ResourceExhausted(_) => StatusCode::ResourceExhausted,
         CoreError::Unauthenticated => StatusCode::Unauthenticated,
         CoreError::Unavailable(_) | CoreError::Upstream(_) => StatusCode::Unavailable,
+        CoreError::DeadlineExceeded(_) => StatusCode::DeadlineExceeded,
         CoreError::Runtime(_) | CoreError::Store(_) => StatusCode::Internal,
     }
 }

@@ -47,6 +47,9 @@ pub struct GatewayConfig {
     pub scratch_size_bytes: u64,
     /// Where the home volume is mounted.
     pub home_path: String,
+    /// The writable layer of each node's sandbox (an environment's
+    /// connection, a job's run), in MiB: the node's disk.
+    pub node_disk_mb: u32,
 }
 
 impl Default for GatewayConfig {
@@ -58,6 +61,7 @@ impl Default for GatewayConfig {
             home_size_bytes: 4 << 30,
             scratch_size_bytes: 4 << 30,
             home_path: "/root".to_owned(),
+            node_disk_mb: 16 * 1024,
         }
     }
 }
@@ -89,9 +93,10 @@ impl Service {
     /// the default shape when more are asked than a VM may have), no
     /// lifetime (it runs until disconnected or done).
     pub(crate) fn gateway_vm_spec(&self, s: GatewaySandbox) -> Result<VmSpec, CoreError> {
-        let resources = match self.resources(None, Some(i64::from(s.ranks.max(1)))) {
+        let disk = Some(i64::from(self.config.gateway.node_disk_mb));
+        let resources = match self.resources(None, Some(i64::from(s.ranks.max(1))), disk) {
             Ok(r) => r,
-            Err(_) => self.resources(None, None)?,
+            Err(_) => self.resources(None, None, disk)?,
         };
         let mut metadata = Metadata::new();
         metadata.insert(s.label.0.to_owned(), s.label.1.into());

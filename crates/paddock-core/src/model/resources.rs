@@ -11,6 +11,11 @@ pub struct Limits {
     /// Processes (and threads) one sandbox may hold at once.
     pub pids_max: u32,
     pub max_lifetime_seconds: u64,
+    /// The size of a sandbox's writable layer (its root filesystem's
+    /// changes, `/tmp` included).
+    pub min_disk_mb: u32,
+    pub max_disk_mb: u32,
+    pub default_disk_mb: u32,
 }
 
 impl Default for Limits {
@@ -23,6 +28,9 @@ impl Default for Limits {
             default_vcpu_count: 1,
             pids_max: 1024,
             max_lifetime_seconds: 30 * 24 * 3600,
+            min_disk_mb: 64,
+            max_disk_mb: 1024 * 1024,
+            default_disk_mb: 10 * 1024,
         }
     }
 }
@@ -34,6 +42,8 @@ pub enum ResourceError {
     Memory { min: u32, max: u32 },
     #[error("vcpu_count must be between 1 and {max}")]
     Vcpu { max: u32 },
+    #[error("disk_mb must be between {min} and {max}")]
+    Disk { min: u32, max: u32 },
 }
 
 impl ResourceError {
@@ -41,6 +51,7 @@ impl ResourceError {
         match self {
             Self::Memory { .. } => "memory_mb",
             Self::Vcpu { .. } => "vcpu_count",
+            Self::Disk { .. } => "disk_mb",
         }
     }
 }
@@ -51,12 +62,24 @@ pub struct Resources {
     memory_mb: u32,
     vcpu_count: u32,
     pids_max: u32,
+    /// 0 for sandboxes made before disks had a size: no limit.
+    disk_mb: u32,
 }
 
 impl Resources {
     pub fn new(
         memory_mb: Option<i64>,
         vcpu_count: Option<i64>,
+        limits: &Limits,
+    ) -> Result<Self, ResourceError> {
+        Self::with_disk(memory_mb, vcpu_count, None, limits)
+    }
+
+    /// [`Resources::new`] with a disk size (`None`: the default).
+    pub fn with_disk(
+        memory_mb: Option<i64>,
+        vcpu_count: Option<i64>,
+        disk_mb: Option<i64>,
         limits: &Limits,
     ) -> Result<Self, ResourceError> {
         let memory_mb = match memory_mb {
@@ -78,10 +101,21 @@ impl Resources {
                     max: limits.max_vcpu_count,
                 })?,
         };
+        let disk_mb = match disk_mb {
+            None => limits.default_disk_mb,
+            Some(d) => u32::try_from(d)
+                .ok()
+                .filter(|d| (limits.min_disk_mb..=limits.max_disk_mb).contains(d))
+                .ok_or(ResourceError::Disk {
+                    min: limits.min_disk_mb,
+                    max: limits.max_disk_mb,
+                })?,
+        };
         Ok(Self {
             memory_mb,
             vcpu_count,
             pids_max: limits.pids_max,
+            disk_mb,
         })
     }
 
@@ -92,7 +126,19 @@ impl Resources {
             memory_mb,
             vcpu_count,
             pids_max,
+            disk_mb: 0,
         }
+    }
+
+    /// The same resources with the disk size read back from the store.
+    pub fn with_stored_disk(self, disk_mb: u32) -> Self {
+        Self { disk_mb, ..self }
+    }
+
+    /// The writable layer's size in MiB; 0: unlimited (a sandbox made
+    /// before disks had sizes).
+    pub fn disk_mb(&self) -> u32 {
+        self.disk_mb
     }
 
     pub fn memory_mb(&self) -> u32 {

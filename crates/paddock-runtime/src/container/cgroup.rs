@@ -16,7 +16,11 @@ use std::time::{Duration, Instant};
 use paddock_core::model::Resources;
 use paddock_core::RuntimeError;
 
-const V1_CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "freezer"];
+const V1_CONTROLLERS: [&str; 6] = ["memory", "pids", "cpu", "freezer", "cpuacct", "cpuset"];
+/// Hierarchies a v1 host may lack: the freezer (snapshots pause without
+/// it), and cpuacct and cpuset, which lxcfs reads a sandbox's CPU
+/// figures through (it finds the quota under the sandbox's cpuset path).
+const V1_OPTIONAL: [&str; 3] = ["freezer", "cpuacct", "cpuset"];
 const CPU_PERIOD_US: u64 = 100_000;
 
 #[derive(Debug, Clone)]
@@ -30,6 +34,28 @@ enum Layout {
 #[derive(Debug, Clone)]
 pub struct Cgroups {
     layout: Layout,
+}
+
+/// A v1 cpuset starts with no CPUs and no memory nodes, and no process
+/// may join it so: each directory from the root down to the instance's
+/// takes its parent's, and the instance's new children copy it
+/// (`cgroup.clone_children`). Sandboxes are not pinned by their cpuset:
+/// it holds every CPU.
+fn inherit_cpusets(root: &Path, rel: &Path) -> Result<(), RuntimeError> {
+    let mut parent = root.to_path_buf();
+    for part in rel.components() {
+        let dir = parent.join(part);
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            let current = fs::read_to_string(dir.join(file)).unwrap_or_default();
+            if current.trim().is_empty() {
+                let inherited = fs::read_to_string(parent.join(file))
+                    .map_err(host_err(parent.join(file).display().to_string()))?;
+                write(&dir.join(file), inherited.trim())?;
+            }
+        }
+        parent = dir;
+    }
+    write(&parent.join("cgroup.clone_children"), "1")
 }
 
 fn host_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> RuntimeError {
@@ -83,7 +109,7 @@ impl Cgroups {
                     .iter()
                     .find(|(t, _, o)| t == "cgroup" && o.split(',').any(|x| x == controller))
                 else {
-                    if controller == "freezer" {
+                    if V1_OPTIONAL.contains(&controller) {
                         continue;
                     }
                     return Err(RuntimeError::Setup(format!(
@@ -91,7 +117,14 @@ impl Cgroups {
                     )));
                 };
                 let base = mp.join(&rel);
+                // Co-mounted controllers (`cpu,cpuacct`) share a directory.
+                if bases.iter().any(|(_, b)| *b == base) {
+                    continue;
+                }
                 fs::create_dir_all(&base).map_err(host_err(base.display().to_string()))?;
+                if controller == "cpuset" {
+                    inherit_cpusets(mp, &rel)?;
+                }
                 bases.push((controller.to_owned(), base));
             }
             Layout::V1 { bases }

@@ -10,7 +10,9 @@
 //! mount namespace and dies with it.
 
 mod cgroup;
+pub mod disks;
 pub mod ids;
+pub mod proc_views;
 pub mod procfs;
 mod rootfs;
 
@@ -21,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use paddock_agent::boot::{default_env, BindFile, BootConfig, OverlayLayer};
+use paddock_agent::boot::{default_env, BindFile, BootConfig, Disk, OverlayLayer, DISK_FD};
 use paddock_agent::proto::Request;
 use paddock_core::exec::{
     ByteStream, ExecRequest, ExecStream, FileContent, PtyConnection, PtyInfo, PtySpec, SandboxPath,
@@ -55,6 +57,12 @@ pub struct ContainerConfig {
     pub gpu: crate::gpu::GpuHost,
     /// The host ids sandboxes' user namespaces are cut from.
     pub ids: IdRangeConfig,
+    /// The disk size most sandboxes get (`[limits] default_disk_mb`):
+    /// disks of this size are made ahead of demand.
+    pub default_disk_mb: u32,
+    /// Whether sandboxes see their own size in `/proc` (through lxcfs,
+    /// when it is installed).
+    pub proc_views: bool,
 }
 
 pub struct ContainerProvider {
@@ -63,6 +71,13 @@ pub struct ContainerProvider {
     host_base: PathBuf,
     pub(crate) cgroups: Arc<Cgroups>,
     ids: Arc<IdRanges>,
+    disks: Arc<disks::Disks>,
+    /// lxcfs's mount, when sandboxes get their own `/proc` figures.
+    proc_views: Option<PathBuf>,
+    /// The host CPUs sandboxes are spread over, and where the next one
+    /// starts.
+    host_cpus: Vec<usize>,
+    next_cpu: std::sync::atomic::AtomicUsize,
 }
 
 /// Identifies this server's data dir among others on the same host, so two
@@ -106,7 +121,27 @@ impl ContainerProvider {
         let cgroups = Arc::new(Cgroups::detect(&instance_id(&config.data_dir))?);
         config.ids.validate().map_err(RuntimeError::Setup)?;
         let ids = Arc::new(IdRanges::load(config.ids, &sandboxes_dir));
+        let disks = Arc::new(disks::Disks::open(
+            &config.data_dir,
+            config.default_disk_mb,
+        )?);
+        let proc_views = if config.proc_views {
+            proc_views::ensure(&config.data_dir)?
+        } else {
+            None
+        };
+        let host_cpus = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+            .map(|set| {
+                (0..nix::sched::CpuSet::count())
+                    .filter(|&c| set.is_set(c).unwrap_or(false))
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(Self {
+            disks,
+            proc_views,
+            host_cpus,
+            next_cpu: std::sync::atomic::AtomicUsize::new(0),
             config,
             sandboxes_dir,
             host_base,
@@ -134,15 +169,11 @@ impl ContainerProvider {
         run: &Path,
     ) -> Result<RuntimeHandle, RuntimeError> {
         let started = std::time::Instant::now();
-        let (layers, defaults, root) = self.rootfs(spec, run)?;
+        let disk = self.disk_for(vm, run).await?;
+        let (layers, defaults, root) = self.rootfs(spec, run, disk.as_ref())?;
         let defaults = &defaults;
         let socket = agent_socket(run)?;
         let id_map = self.ids.for_run_dir(run)?;
-        // What the sandbox sees as its own root directories (the overlays'
-        // tops) must be its root's.
-        for layer in &layers {
-            chown_to(&layer.upper, id_map)?;
-        }
         let cgroup_procs = self.cgroups.create(vm.id.as_str(), &vm.resources)?;
         let cgroups_done = started.elapsed();
         let mut env = sandbox_env(defaults, vm);
@@ -186,7 +217,9 @@ impl ContainerProvider {
             cwd: defaults.working_dir.clone(),
             user: defaults.user.clone(),
             id_map: Some(id_map),
-            disk: None,
+            disk,
+            proc_views: self.proc_views.clone(),
+            cpus: self.cpus_for(vm.resources.vcpu_count()),
         };
         let prepared = started.elapsed();
         let handle = self.launch_agent(run, &config).await?;
@@ -202,26 +235,29 @@ impl ContainerProvider {
 }
 
 impl ContainerProvider {
-    /// The overlay layers of a sandbox on `spec` whose writable state is in
-    /// `run` (made here), the image's defaults, and the empty directory
-    /// the root is mounted on.
+    /// The overlay layers of a sandbox on `spec` whose run dir is `run`
+    /// and whose writable state is on `disk` (or in `run`, for a sandbox
+    /// without one), the image's defaults, and the empty directory the
+    /// root is mounted on. The agent makes the upper and work dirs.
     pub(crate) fn rootfs(
         &self,
         spec: &RootfsSpec,
         run: &Path,
+        disk: Option<&Disk>,
     ) -> Result<(Vec<OverlayLayer>, ImageConfig, PathBuf), RuntimeError> {
+        let state = disk.map_or(run, |d| d.mountpoint.as_path());
         let (layers, defaults) = match spec {
             RootfsSpec::Variant { name, layers } => {
                 let source = self.config.variants.get(name).ok_or_else(|| {
                     RuntimeError::Invalid(format!("unknown image variant {name}"))
                 })?;
                 (
-                    rootfs::layers(source, &self.host_base, layers, run),
+                    rootfs::layers(source, &self.host_base, layers, state),
                     ImageConfig::default(),
                 )
             }
             RootfsSpec::Layers { dirs, defaults } => {
-                (rootfs::image_layers(dirs, run), defaults.clone())
+                (rootfs::image_layers(dirs, state), defaults.clone())
             }
             RootfsSpec::Reference(r) => {
                 return Err(RuntimeError::Invalid(format!(
@@ -229,11 +265,6 @@ impl ContainerProvider {
                 )))
             }
         };
-        for layer in &layers {
-            for d in [&layer.upper, &layer.work] {
-                fs::create_dir_all(d).map_err(host_err(d.display().to_string()))?;
-            }
-        }
         let root = run.join("root");
         fs::create_dir_all(&root).map_err(host_err(root.display().to_string()))?;
         Ok((layers, defaults, root))
@@ -294,6 +325,8 @@ impl ContainerProvider {
             user: None,
             id_map: None,
             disk: None,
+            proc_views: None,
+            cpus: Vec::new(),
         };
         self.launch_agent(run, &config).await
     }
@@ -403,8 +436,20 @@ impl Provider for ContainerProvider {
         self.teardown_blocking(id, handle, Keep::Files).await
     }
 
-    fn changes(&self, id: &VmId) -> Vec<ChangedTree> {
-        let run = self.run_dir(id);
+    fn changes(&self, vm: &Vm) -> Vec<ChangedTree> {
+        let run = self.run_dir(&vm.id);
+        let state = if run.join(disks::IMAGE).exists() {
+            // The disk is mounted only in the sandbox's own namespace;
+            // the process that mounted it holds its root open.
+            match vm.runtime {
+                Some(h) if procfs::is_running(h.pid, h.start_ticks) => {
+                    PathBuf::from(format!("/proc/{}/fd/{DISK_FD}", h.pid))
+                }
+                _ => return Vec::new(),
+            }
+        } else {
+            run.clone()
+        };
         let shift = ids::read(&run).map(|m| IdShift {
             host_base: m.host_base,
             count: m.count,
@@ -412,7 +457,7 @@ impl Provider for ContainerProvider {
         rootfs::UPPER_DIRS
             .iter()
             .map(|(dir, at)| ChangedTree {
-                dir: run.join(dir),
+                dir: state.join(dir),
                 at: (*at).to_owned(),
                 ids: shift,
             })
@@ -611,6 +656,38 @@ pub(crate) fn resolv_conf(vm: &Vm, run: &Path) -> Result<Vec<BindFile>, RuntimeE
     }])
 }
 
+impl ContainerProvider {
+    /// The host CPUs a sandbox of `vcpus` starts on: the next ones round
+    /// the host's, so sandboxes spread; every CPU when it asks for as
+    /// many as the host has.
+    fn cpus_for(&self, vcpus: u32) -> Vec<usize> {
+        let n = self.host_cpus.len();
+        let want = vcpus as usize;
+        if want == 0 || want >= n {
+            return Vec::new();
+        }
+        let start = self
+            .next_cpu
+            .fetch_add(want, std::sync::atomic::Ordering::Relaxed);
+        (0..want).map(|i| self.host_cpus[(start + i) % n]).collect()
+    }
+
+    /// The disk the sandbox `vm` (run dir `run`) keeps its writable layer
+    /// on, made now if it has none yet; `None` for a sandbox made before
+    /// disks had sizes, whose layer stays a host directory.
+    pub(crate) async fn disk_for(&self, vm: &Vm, run: &Path) -> Result<Option<Disk>, RuntimeError> {
+        let legacy = run.join(rootfs::UPPER_DIRS[0].0).exists() && !run.join(disks::IMAGE).exists();
+        if vm.resources.disk_mb() == 0 || legacy {
+            return Ok(None);
+        }
+        self.disks.provide(run, vm.resources.disk_mb()).await?;
+        Ok(Some(Disk {
+            image: run.join(disks::IMAGE),
+            mountpoint: run.join(disks::MOUNTPOINT),
+        }))
+    }
+}
+
 /// Gives `path` (itself, not what it holds) to the sandbox's root.
 fn chown_to(path: &Path, ids: paddock_agent::boot::IdMap) -> Result<(), RuntimeError> {
     std::os::unix::fs::lchown(path, Some(ids.host_base), Some(ids.host_base))
@@ -715,6 +792,7 @@ pub fn purge(data_dir: &Path) -> Result<usize, RuntimeError> {
         teardown(&this, id, None, Keep::Nothing)?;
     }
     this.cgroups.remove_instance();
+    proc_views::stop(data_dir);
     let mounts = crate::volumes::purge(data_dir)?;
     Ok(ids.len() + mounts)
 }

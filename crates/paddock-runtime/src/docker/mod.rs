@@ -283,7 +283,7 @@ impl Provider for DockerProvider {
         }
     }
 
-    fn changes(&self, _id: &VmId) -> Vec<ChangedTree> {
+    fn changes(&self, _vm: &Vm) -> Vec<ChangedTree> {
         Vec::new()
     }
 

@@ -133,7 +133,8 @@ impl MicroVmProvider {
             ));
         }
         let (vmlinux, base_initrd) = self.prepared().await?;
-        let (layers, defaults, root) = self.container.rootfs(spec, run)?;
+        let disk = self.container.disk_for(vm, run).await?;
+        let (layers, defaults, root) = self.container.rootfs(spec, run, disk.as_ref())?;
         let socket = container::agent_socket(run)?;
         let port_socket = container::socket_in(run, "port.sock")?;
         let virtiofs_socket = container::socket_in(run, "virtiofs.sock")?;
@@ -197,7 +198,10 @@ impl MicroVmProvider {
                 // The guest's kernel is the boundary; virtiofsd stores
                 // the guest's own ids.
                 id_map: None,
-                disk: None,
+                disk,
+                // The guest's own kernel describes its size.
+                proc_views: None,
+                cpus: Vec::new(),
             },
             virtiofsd: vec![
                 self.virtiofsd.display().to_string(),
@@ -280,10 +284,10 @@ crate::over_container::provider_over_container!(MicroVmProvider {
         }
     }
 
-    fn changes(&self, id: &VmId) -> Vec<ChangedTree> {
+    fn changes(&self, vm: &Vm) -> Vec<ChangedTree> {
         // The guest's root is the sandbox's overlay, served by virtiofsd
         // without a write-back cache: its writes are in the upper layer.
-        self.container.changes(id)
+        self.container.changes(vm)
     }
 
     async fn attach(

@@ -104,7 +104,8 @@ impl<'r> FromRow<'r, SqliteRow> for VmRow {
                 u32_col("memory_mb")?,
                 u32_col("vcpu_count")?,
                 u32_col("pids_max")?,
-            ),
+            )
+            .with_stored_disk(u32_col("disk_mb")?),
             metadata,
             env: Env::new(env).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
             lifetime_seconds: lifetime.and_then(|l| u64::try_from(l).ok()),
@@ -257,7 +258,8 @@ pub(super) fn bind_vm<'q>(
         .bind(vm.runtime.map(|h| i64::from(h.pid)))
         .bind(vm.runtime.and_then(|h| i64::try_from(h.start_ticks).ok()))
         .bind(vm.image_digest.clone())
-        .bind(options_to_json(&vm.options, vm.network.as_ref())))
+        .bind(options_to_json(&vm.options, vm.network.as_ref()))
+        .bind(i64::from(vm.resources.disk_mb())))
 }
 
 /// Images keep their config and layer list as JSON columns.

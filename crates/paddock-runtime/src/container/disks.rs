@@ -1,0 +1,215 @@
+//! Sandboxes' disks: each sandbox's writable layer (the overlays' upper
+//! and work dirs) lives on an ext4 filesystem of its own, a sparse image
+//! in its run dir (`disk.img`) whose size is the sandbox's disk limit.
+//! Writing past it fails with ENOSPC inside the sandbox; the host's free
+//! space and other sandboxes are untouched. The image is mounted only
+//! inside the sandbox's mount namespace (by `paddock-agent`), on a loop
+//! device that goes with the mount, so nothing of it is on the host's
+//! mount table.
+//!
+//! Formatting costs ~20 ms, so images of the default size are made ahead
+//! of demand in `DATA/disks/pool/` and renamed into a run dir when a
+//! sandbox starts (a rename on the same filesystem is O(1)); other sizes
+//! are formatted on demand. A fresh image holds about 4 MiB on the host
+//! until the sandbox writes.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use paddock_core::RuntimeError;
+
+/// The image file in a sandbox's run dir.
+pub const IMAGE: &str = "disk.img";
+/// Where the image is mounted, inside the sandbox's mount namespace.
+pub const MOUNTPOINT: &str = "disk";
+/// Images of the default size kept ready.
+const POOL_TARGET: usize = 4;
+
+#[derive(Debug)]
+pub struct Disks {
+    pool: PathBuf,
+    default_mb: u32,
+    refilling: AtomicBool,
+}
+
+fn host_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let what = what.into();
+    move |e| RuntimeError::host(what, e)
+}
+
+impl Disks {
+    /// The pool under `data_dir`, emptied of images a crash left half
+    /// made.
+    pub fn open(data_dir: &Path, default_mb: u32) -> Result<Self, RuntimeError> {
+        let pool = data_dir.join("disks").join("pool");
+        fs::create_dir_all(&pool).map_err(host_err(pool.display().to_string()))?;
+        for entry in fs::read_dir(&pool).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(Self {
+            pool,
+            default_mb,
+            refilling: AtomicBool::new(false),
+        })
+    }
+
+    /// Gives the run dir `run` a disk of `size_mb` unless it has one
+    /// (a sandbox stopped with its files keeps its disk): from the pool
+    /// when it is of the default size, else formatted now.
+    pub async fn provide(self: &Arc<Self>, run: &Path, size_mb: u32) -> Result<(), RuntimeError> {
+        let image = run.join(IMAGE);
+        if image.exists() {
+            return Ok(());
+        }
+        let taken = size_mb == self.default_mb && self.take(&image);
+        if size_mb == self.default_mb {
+            self.refill();
+        }
+        if !taken {
+            let tmp = run.join(format!(".{IMAGE}.tmp"));
+            make(&tmp, size_mb).await?;
+            fs::rename(&tmp, &image).map_err(host_err(image.display().to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Moves a pooled image to `image`; false when the pool is empty.
+    fn take(&self, image: &Path) -> bool {
+        let Ok(entries) = fs::read_dir(&self.pool) else {
+            return false;
+        };
+        let prefix = format!("{}-", self.default_mb);
+        entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            // Another start may take the same one first: then the next.
+            .any(|e| fs::rename(e.path(), image).is_ok())
+    }
+
+    /// Tops the pool up in the background, one refill at a time.
+    fn refill(self: &Arc<Self>) {
+        if self.refilling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let prefix = format!("{}-", this.default_mb);
+            loop {
+                let ready = fs::read_dir(&this.pool)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                    .count();
+                if ready >= POOL_TARGET {
+                    break;
+                }
+                let name = format!("{}{:016x}.img", prefix, rand::random::<u64>());
+                let tmp = this.pool.join(format!(".tmp-{name}"));
+                let made = make(&tmp, this.default_mb).await.and_then(|()| {
+                    fs::rename(&tmp, this.pool.join(&name))
+                        .map_err(host_err(tmp.display().to_string()))
+                });
+                if let Err(e) = made {
+                    let _ = fs::remove_file(&tmp);
+                    tracing::warn!(error = %e, "could not make a sandbox disk ahead of demand");
+                    break;
+                }
+            }
+            this.refilling.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// Makes a sparse ext4 image of `size_mb` at `path`, root-owned (the
+/// sandbox's own directories on it are made by the agent).
+async fn make(path: &Path, size_mb: u32) -> Result<(), RuntimeError> {
+    let file = fs::File::create(path).map_err(host_err(path.display().to_string()))?;
+    file.set_len(u64::from(size_mb) << 20)
+        .map_err(host_err(path.display().to_string()))?;
+    drop(file);
+    let out = tokio::process::Command::new("mkfs.ext4")
+        .env("LC_ALL", "C")
+        .args(["-q", "-F", "-b", "4096", "-m", "0", "-L", "paddock-disk"])
+        // Lazy: nothing is zeroed now (the image stays sparse), and the
+        // agent mounts with `noinit_itable`, so nothing is zeroed later.
+        .args(["-E", "nodiscard,lazy_itable_init=1,lazy_journal_init=1"])
+        .arg(path)
+        .output()
+        .await
+        .map_err(host_err("run mkfs.ext4 (install e2fsprogs)"))?;
+    if !out.status.success() {
+        let _ = fs::remove_file(path);
+        return Err(RuntimeError::Setup(format!(
+            "mkfs.ext4 failed for a sandbox disk: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn have_mkfs() -> bool {
+        std::process::Command::new("mkfs.ext4")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    #[tokio::test]
+    async fn disks_come_from_the_pool_or_are_made_to_size() {
+        if !have_mkfs() {
+            eprintln!("skipped: no mkfs.ext4 (scripts/deps.sh installs e2fsprogs)");
+            return;
+        }
+        let data = tempfile::tempdir().expect("tempdir");
+        let disks = Arc::new(Disks::open(data.path(), 64).expect("open"));
+        let run = data.path().join("a");
+        fs::create_dir_all(&run).expect("run dir");
+        disks.provide(&run, 64).await.expect("default size");
+        let image = run.join(IMAGE);
+        assert_eq!(fs::metadata(&image).expect("image").len(), 64 << 20);
+        // Kept, not replaced, on the next start.
+        fs::write(run.join("marker"), "x").expect("marker");
+        let before = fs::metadata(&image)
+            .expect("image")
+            .modified()
+            .expect("mtime");
+        disks.provide(&run, 64).await.expect("again");
+        assert_eq!(
+            fs::metadata(&image)
+                .expect("image")
+                .modified()
+                .expect("mtime"),
+            before
+        );
+        // Another size is made to measure.
+        let other = data.path().join("b");
+        fs::create_dir_all(&other).expect("run dir");
+        disks.provide(&other, 80).await.expect("other size");
+        assert_eq!(
+            fs::metadata(other.join(IMAGE)).expect("image").len(),
+            80 << 20
+        );
+        // The pool fills in the background.
+        for _ in 0..100 {
+            let n = fs::read_dir(data.path().join("disks/pool"))
+                .expect("pool")
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("64-"))
+                .count();
+            if n >= POOL_TARGET {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the pool never filled");
+    }
+}
