@@ -28,6 +28,13 @@ pub trait Provider: Send + Sync + 'static {
         false
     }
 
+    /// The accounts (by id or name) whose sandboxes may run on this
+    /// provider; `None`: every account. The operator limits a provider
+    /// that isolates nothing (`local`) to the accounts it names.
+    fn admitted_accounts(&self) -> Option<&std::collections::BTreeSet<String>> {
+        None
+    }
+
     /// Builds an inline Dockerfile into the provider's own image store
     /// under `tag` (for providers that [resolve images
     /// themselves](Provider::resolves_images)); `network` says whether its

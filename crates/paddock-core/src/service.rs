@@ -302,6 +302,22 @@ impl Service {
             .map_err(|e| CoreError::invalid(e.field(), e.to_string()))
     }
 
+    /// Whether `account` may run sandboxes on `provider`.
+    pub(crate) async fn may_use(
+        &self,
+        provider: &dyn Provider,
+        account: &AccountId,
+    ) -> Result<bool, CoreError> {
+        let Some(admitted) = provider.admitted_accounts() else {
+            return Ok(true);
+        };
+        if admitted.contains(account.as_str()) {
+            return Ok(true);
+        }
+        let name = self.store.get_account(account).await?.map(|a| a.name);
+        Ok(name.is_some_and(|n| admitted.contains(&n)))
+    }
+
     /// Creates a VM. With `wait`, returns once it runs or failed; without,
     /// returns at once in `creating` while the start goes on.
     pub async fn create_vm(
@@ -329,6 +345,12 @@ impl Service {
             })?,
             None => Arc::clone(&self.provider),
         };
+        if !self.may_use(provider.as_ref(), account).await? {
+            return Err(CoreError::PermissionDenied(format!(
+                "this account may not run sandboxes on the {} provider (the operator allows it per account)",
+                provider.name()
+            )));
+        }
         if spec.options.snapshot_id.is_none()
             && !provider.resolves_images()
             && !provider.has_variant(&spec.image_variant)

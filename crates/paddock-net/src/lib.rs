@@ -5,6 +5,7 @@
 //! host side, where the VM cannot touch it.
 
 pub mod dns;
+pub mod guard;
 mod host;
 pub mod link;
 pub mod netns;

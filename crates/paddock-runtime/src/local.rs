@@ -8,6 +8,14 @@
 //! The host's environment reaches commands without anything that looks
 //! like a secret (`*_API_KEY`, `*_TOKEN`, `*_SECRET`, `*_PASSWORD`) and
 //! without paddock's own configuration (`PADDOCK_*`).
+//!
+//! Because nothing is isolated, an operator who enables it also says
+//! which accounts may use it (none by default), and its agent and
+//! commands run as an unprivileged host user: the operator's choice, or
+//! by default a host uid of each sandbox's own (cut from the user
+//! namespace ranges, so no two sandboxes share one). That user can read
+//! nothing of the data dir (0700, root's); its working directory lies
+//! outside it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,6 +30,17 @@ pub struct LocalProvider {
     container: Arc<ContainerProvider>,
     /// The host environment commands start from, already scrubbed.
     base_env: Vec<(String, String)>,
+    config: LocalConfig,
+}
+
+/// Who may use the `local` provider, and as whom it runs.
+#[derive(Debug, Clone, Default)]
+pub struct LocalConfig {
+    /// The accounts (ids or names) whose sandboxes may run here.
+    pub accounts: std::collections::BTreeSet<String>,
+    /// The host user sandboxes run as; `None`: a uid of each sandbox's
+    /// own. Never root.
+    pub user: Option<paddock_agent::boot::HostUser>,
 }
 
 /// Whether a variable's name says it holds a secret (or paddock's own
@@ -44,10 +63,11 @@ pub fn scrubbed_env(vars: impl IntoIterator<Item = (String, String)>) -> Vec<(St
 impl LocalProvider {
     /// A provider over `container`'s run dirs and cgroups, starting
     /// commands from this process's environment, scrubbed.
-    pub fn new(container: Arc<ContainerProvider>) -> Self {
+    pub fn new(container: Arc<ContainerProvider>, config: LocalConfig) -> Self {
         Self {
             container,
             base_env: scrubbed_env(std::env::vars()),
+            config,
         }
     }
 }
@@ -70,6 +90,10 @@ crate::over_container::provider_over_container!(LocalProvider {
         false
     }
 
+    fn admitted_accounts(&self) -> Option<&std::collections::BTreeSet<String>> {
+        Some(&self.config.accounts)
+    }
+
     async fn start(&self, vm: &Vm, _rootfs: &RootfsSpec) -> Result<RuntimeHandle, RuntimeError> {
         let mut env = self.base_env.clone();
         // The VM's own variables are the definition's: set on purpose,
@@ -79,7 +103,9 @@ crate::over_container::provider_over_container!(LocalProvider {
             env.push((k.clone(), v.clone()));
         }
         let cwd = vm.options.launch.as_ref().and_then(|l| l.cwd.clone());
-        self.container.start_on_host(vm, env, cwd).await
+        self.container
+            .start_on_host(vm, env, cwd, self.config.user)
+            .await
     }
 
     fn changes(&self, _vm: &Vm) -> Vec<ChangedTree> {

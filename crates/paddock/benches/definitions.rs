@@ -84,7 +84,7 @@ async fn main() {
     let engine = docker::DockerEngine::start();
     engine.import(&registry::busybox_base().bytes(), "bench/busybox:1");
     let server = common::start_server(Some(&format!(
-        "[providers]\nlocal = true\ndocker = {:?}\n",
+        "[providers]\nlocal = true\nlocal_accounts = [\"default\"]\ndocker = {:?}\n",
         engine.host()
     )));
     let out = Command::new(env!("CARGO_BIN_EXE_paddock"))

@@ -116,6 +116,15 @@ pub struct ProvidersSection {
     /// The `local` provider: commands as host processes, with no
     /// isolation. Off unless an operator opts in.
     pub local: bool,
+    /// The accounts that may use it, by id or name (`"default"` is the
+    /// account made at first start); none unless listed.
+    pub local_accounts: Vec<String>,
+    /// The unprivileged host user (name or uid) its sandboxes run as;
+    /// unset: a host uid of each sandbox's own. Never root.
+    pub local_user: Option<String>,
+    /// Where its sandboxes' working directories are (outside the data
+    /// dir, which they cannot read).
+    pub local_root: Option<PathBuf>,
     /// The `docker` provider's engine (`unix:///run/docker.sock`); off
     /// when unset.
     pub docker: Option<String>,
@@ -200,6 +209,44 @@ impl Default for GatewaySection {
             scratch_size_gib: 4,
             node_disk_gib: 16,
         }
+    }
+}
+
+impl ProvidersSection {
+    pub fn local_root(&self) -> PathBuf {
+        self.local_root
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(paddock_runtime::container::DEFAULT_LOCAL_ROOT))
+    }
+
+    /// The `local` provider's accounts and user, checked: the user exists
+    /// and is not root.
+    pub fn local_config(&self) -> anyhow::Result<paddock_runtime::local::LocalConfig> {
+        let user = match self.local_user.as_deref() {
+            None => None,
+            Some(name) => {
+                let found = match name.parse::<u32>() {
+                    Ok(uid) => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))?
+                        .map(|u| (u.uid.as_raw(), u.gid.as_raw()))
+                        .or(Some((uid, uid))),
+                    Err(_) => nix::unistd::User::from_name(name)?
+                        .map(|u| (u.uid.as_raw(), u.gid.as_raw())),
+                };
+                let Some((uid, gid)) = found else {
+                    bail!("providers.local_user: no host user {name:?}");
+                };
+                if uid == 0 || gid == 0 {
+                    bail!(
+                        "providers.local_user: {name:?} is root; local sandboxes never run as root"
+                    );
+                }
+                Some(paddock_agent::boot::HostUser { uid, gid })
+            }
+        };
+        Ok(paddock_runtime::local::LocalConfig {
+            accounts: self.local_accounts.iter().cloned().collect(),
+            user,
+        })
     }
 }
 
@@ -484,16 +531,22 @@ impl Config {
         Ok(Some(paddock_net::NetworkConfig {
             bridge: n.bridge.clone(),
             subnet: cidr("subnet", &n.subnet)?,
-            blocked: n
-                .blocked
-                .iter()
-                .map(|b| cidr("blocked", b))
-                .collect::<anyhow::Result<_>>()?,
+            blocked: self.blocked_ranges()?,
             dns_upstream: upstream,
             warm: n.warm,
             state_dir: self.data_dir.join("net"),
             prepared_policy: self.default_egress()?,
         }))
+    }
+
+    /// The ranges no sandbox reaches (`network.blocked`): paddock's own
+    /// bridge and the docker provider's engine network alike.
+    pub fn blocked_ranges(&self) -> anyhow::Result<Vec<Ipv4Cidr>> {
+        self.network
+            .blocked
+            .iter()
+            .map(|s| Ipv4Cidr::parse(s).map_err(|e| anyhow::anyhow!("network.blocked: {s:?} {e}")))
+            .collect()
     }
 
     pub fn default_egress(&self) -> anyhow::Result<EgressPolicy> {

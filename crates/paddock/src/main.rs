@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod data_lock;
 mod keys;
 mod master_key;
 mod nosandbox;
@@ -62,12 +63,15 @@ async fn main() -> ExitCode {
             command,
         } => keys::run(&data_dir, command, json).await.map(|()| 0),
         Command::RotateMasterKey { data_dir } => {
-            keys::rotate_master_key(&data_dir).await.map(|n| {
-                eprintln!("re-sealed {n} secrets under the new master key");
-                0
-            })
+            match data_lock::lock(&data_dir, "rotating its master key") {
+                Ok(_held) => keys::rotate_master_key(&data_dir).await.map(|n| {
+                    eprintln!("re-sealed {n} secrets under the new master key");
+                    0
+                }),
+                Err(e) => Err(e),
+            }
         }
-        Command::Purge { data_dir } => purge(data_dir).await,
+        Command::Purge { data_dir, config } => purge(data_dir, config).await,
         Command::Openapi => {
             println!("{}", paddock_api::openapi::document_json());
             Ok(0)
@@ -86,10 +90,20 @@ async fn main() -> ExitCode {
 
 /// `paddock purge`: every sandbox, mount and network part of the server
 /// whose data dir (and `[network]` config, from the environment) is given.
-async fn purge(data_dir: std::path::PathBuf) -> anyhow::Result<i32> {
-    let n = paddock_runtime::container::purge(&data_dir)?;
+async fn purge(
+    data_dir: std::path::PathBuf,
+    config_file: Option<std::path::PathBuf>,
+) -> anyhow::Result<i32> {
+    let _held = data_lock::lock(&data_dir, "purging it")?;
+    let mut config = config::Config::load(config_file.as_deref())?;
+    let n = paddock_runtime::container::purge(&data_dir, &config.providers.local_root())?;
     eprintln!("removed {n} sandboxes");
-    let mut config = config::Config::load(None)?;
+    if let Some(host) = &config.providers.docker {
+        let instance = paddock_runtime::container::instance_id(&data_dir);
+        let n = paddock_runtime::docker::DockerProvider::purge(host, &instance).await?;
+        paddock_net::guard::remove(&paddock_runtime::docker::network_of(&instance).1).await;
+        eprintln!("removed {n} docker containers and their network");
+    }
     config.data_dir = data_dir;
     if let Some(network) = config.network()? {
         let ports = paddock_net::HostNetwork::purge(&network).await?;

@@ -51,6 +51,13 @@ fn write_admin_key(path: &Path, secret: &str) -> anyhow::Result<()> {
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let _held = crate::data_lock::lock(&config.data_dir, "serving it")?;
+    // Only root reads the data dir: keys, the database, sandboxes' disks.
+    std::fs::set_permissions(
+        &config.data_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .with_context(|| format!("restrict {}", config.data_dir.display()))?;
     let store = open_store(&config.data_dir).await?;
     let provider = ContainerProvider::new(ContainerConfig {
         data_dir: config.data_dir.clone(),
@@ -60,6 +67,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ids: config.userns.to_runtime(),
         default_disk_mb: config.limits.default_disk_mb,
         proc_views: config.sandbox.proc_views,
+        local_root: config.providers.local_root(),
     })
     .context("start the container provider")?;
     let mut runtime_info = serde_json::json!({
@@ -84,6 +92,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if config.providers.local {
         more_providers.push(Arc::new(paddock_runtime::local::LocalProvider::new(
             Arc::clone(&provider),
+            config.providers.local_config()?,
         )));
     }
     if config.providers.microvm != Some(false) {
@@ -120,6 +129,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .with_context(|| {
                     format!("connect to the docker engine ([providers] docker = {host:?})")
                 })?;
+        // Its sandboxes reach neither the host nor the blocked ranges.
+        paddock_net::guard::install(&docker.bridge(), &config.blocked_ranges()?)
+            .await
+            .context("guard the docker provider's network")?;
         more_providers.push(Arc::new(docker));
     }
     let service = Service::new(

@@ -173,6 +173,7 @@ fn set(mut b: Value, pointer: &str, value: Value) -> Value {
 #[tokio::test(flavor = "current_thread")]
 async fn definitions_validate_and_keep_stable_revisions() {
     let mut server = Server::start_with_config(CONFIG);
+    server.allow_local();
     let d = Defs::new(&server);
 
     // Create: 201, the revision in the body and as a quoted ETag.
@@ -484,7 +485,8 @@ async fn definitions_validate_and_keep_stable_revisions() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn of_racing_writers_exactly_one_wins() {
-    let server = Server::start_with_config(CONFIG);
+    let mut server = Server::start_with_config(CONFIG);
+    server.allow_local();
     let d = Defs::new(&server);
     let r = d
         .post("/environments", with_id("race", body("container")))
@@ -522,6 +524,7 @@ async fn local_sandboxes_run_scrubbed_host_processes_and_resume_preserved_files(
         ],
         CONFIG,
     );
+    server.allow_local();
     let d = Defs::new(&server);
     let b = set(body("local"), "/lifecycle/preserve", json!(true));
     d.define("dev", b).await;
@@ -555,10 +558,35 @@ async fn local_sandboxes_run_scrubbed_host_processes_and_resume_preserved_files(
         .find_map(|l| l.strip_prefix("cwd="))
         .expect("cwd")
         .to_owned();
+    // Its working directory is outside the data dir, which it cannot
+    // read, and it runs as an unprivileged user of its own.
     assert!(
-        cwd.starts_with(&server.data_dir().display().to_string()),
+        cwd.starts_with(paddock_runtime::container::DEFAULT_LOCAL_ROOT),
         "{cwd}"
     );
+    let key = server.data_dir().join("admin.key");
+    let out = d
+        .exec(
+            &sb,
+            &format!(
+                "id -u; cat {} 2>&1; ls {} 2>&1",
+                key.display(),
+                server.data_dir().display()
+            ),
+        )
+        .await;
+    let stdout = out["stdout"].as_str().expect("stdout");
+    assert!(!stdout.starts_with("0\n"), "{stdout}");
+    assert!(!stdout.contains(&server.key), "{stdout}");
+    assert!(stdout.contains("Permission denied"), "{stdout}");
+    let r = d
+        .send(d.req(
+            reqwest::Method::GET,
+            &format!("/sandboxes/{sb}/files?path={}", key.display()),
+        ))
+        .await;
+    assert!(r.status >= 400, "{} {}", r.status, r.body);
+    assert!(!r.body.to_string().contains(&server.key), "{}", r.body);
     // It really is the host: its files are the host's.
     let out = d
         .exec(&sb, "echo kept > state.txt && cat /proc/1/comm")
@@ -572,11 +600,20 @@ async fn local_sandboxes_run_scrubbed_host_processes_and_resume_preserved_files(
         .await;
     assert_eq!((r.status, r.body.as_str()), (200, Some("kept\n")));
 
-    // Another account sees neither the sandbox nor its definition.
+    // Another account sees neither the sandbox nor its definition, and
+    // may not launch on the local provider, which admits listed accounts
+    // only.
     let other = Defs {
         c: server.client().with_key(None),
         token: server.other_account_key(),
     };
+    assert_eq!(other.get("/environments/local").await.status, 404);
+    let r = other
+        .post("/environments", with_id("mine", body("local")))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = other.post("/environments/mine/sandboxes", json!({})).await;
+    assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(other.get(&format!("/sandboxes/{sb}")).await.status, 404);
     let r = other
         .post(&format!("/sandboxes/{sb}/exec"), json!({"command": "true"}))
@@ -645,7 +682,8 @@ async fn local_sandboxes_run_scrubbed_host_processes_and_resume_preserved_files(
 
 #[tokio::test(flavor = "current_thread")]
 async fn container_sandboxes_stop_on_terminal_and_idle_and_discard_unless_preserved() {
-    let server = Server::start_with_config(CONFIG);
+    let mut server = Server::start_with_config(CONFIG);
+    server.allow_local();
     let d = Defs::new(&server);
     let c = server.client();
     let vol = c
@@ -769,6 +807,7 @@ async fn docker_sandboxes_run_in_a_real_engine() {
         .bytes();
     engine.import(&root, "paddock-test/busybox:1");
     let mut server = Server::start_with_config(&format!("{CONFIG}docker = {:?}\n", engine.host()));
+    server.allow_local();
     let d = Defs::new(&server);
     let vol = server
         .client()
@@ -986,7 +1025,8 @@ async fn container_definitions_pull_and_build_their_images() {
         config_json(&["PATH=/bin"], "/", ""),
     )
     .await;
-    let server = Server::start_with_config(&format!("{}\n{CONFIG}", reg.paddock_config()));
+    let mut server = Server::start_with_config(&format!("{}\n{CONFIG}", reg.paddock_config()));
+    server.allow_local();
     let d = Defs::new(&server);
 
     let pulled = set(body("container"), "/image/docker", json!(image));

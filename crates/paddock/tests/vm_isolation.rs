@@ -166,7 +166,7 @@ async fn vms_survive_a_server_crash_and_dead_ones_are_marked() {
     )
     .expect("boot config");
     assert!(boot.contains("agent.sock"));
-    let pid = paddock_pid(&server, dies_id);
+    let pid = common::sandbox_init_pid(dies_id);
     let _ = std::process::Command::new("kill")
         .args(["-9", &pid.to_string()])
         .status();
@@ -193,22 +193,6 @@ async fn vms_survive_a_server_crash_and_dead_ones_are_marked() {
     assert!(!server.data_dir().join("sandboxes").join(dies_id).exists());
 }
 
-fn paddock_pid(_server: &Server, vm_id: &str) -> i32 {
-    // The VM record's PID 1 is what the server stored; read it via /proc:
-    // its command line is `paddock-agent boot - <vm id>`.
-    let needle = format!("boot\0-\0{vm_id}");
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(&needle))
-                .unwrap_or(false)
-        })
-        .expect("the sandbox's PID 1")
-}
-
 #[tokio::test]
 async fn fifty_create_delete_cycles_leave_nothing_behind() {
     let server = Server::start();
@@ -229,7 +213,11 @@ async fn fifty_create_delete_cycles_leave_nothing_behind() {
     let instance = paddock_runtime::container::instance_id(&server.data_dir());
     let mut server = server;
     server.kill();
-    paddock_runtime::container::purge(&server.data_dir()).expect("purge");
+    paddock_runtime::container::purge(
+        &server.data_dir(),
+        std::path::Path::new(paddock_runtime::container::DEFAULT_LOCAL_ROOT),
+    )
+    .expect("purge");
     for c in ["memory", "pids", "cpu", "freezer"] {
         let dir = std::path::Path::new("/sys/fs/cgroup")
             .join(c)

@@ -105,6 +105,17 @@ pub struct BootConfig {
     /// vCPUs), so `nproc` counts its own; empty: every CPU.
     #[serde(default)]
     pub cpus: Vec<usize>,
+    /// With `on_host`: the unprivileged host user the agent and all it
+    /// runs become once it is set up (never the server's own user).
+    #[serde(default)]
+    pub host_user: Option<HostUser>,
+}
+
+/// A host user and group, by number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostUser {
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// An ext4 image mounted (inside the sandbox's mount namespace only) at
@@ -346,11 +357,23 @@ fn unshare_namespaces(config: &BootConfig) -> Result<(), BootError> {
 
 /// The setup of a host-process agent: its own session, its log and its
 /// working directory. It becomes the subreaper of what it runs, so
-/// daemonized commands are still reaped by it (and die with its cgroup).
+/// daemonized commands are still reaped by it (and die with its cgroup),
+/// then drops to its host user for good: no capability, no setuid
+/// escalation (`no_new_privs`), not dumpable.
 fn init_on_host(config: &BootConfig) -> Result<Option<crate::serve::RunAs>, BootError> {
     nix::unistd::setsid().map_err(nix_step("setsid"))?;
     redirect_stdio(&config.log_path)?;
     sys::set_child_subreaper().map_err(step("become a subreaper"))?;
+    if let Some(user) = config.host_user {
+        use nix::unistd::{Gid, Uid};
+        let gid = Gid::from_raw(user.gid);
+        nix::unistd::setgroups(&[gid]).map_err(nix_step("set the host user's groups"))?;
+        nix::unistd::setresgid(gid, gid, gid).map_err(nix_step("become the host group"))?;
+        let uid = Uid::from_raw(user.uid);
+        nix::unistd::setresuid(uid, uid, uid).map_err(nix_step("become the host user"))?;
+        nix::sys::prctl::set_no_new_privs().map_err(nix_step("set no_new_privs"))?;
+        nix::sys::prctl::set_dumpable(false).map_err(nix_step("make the agent non-dumpable"))?;
+    }
     if let Some(cwd) = &config.cwd {
         fs::create_dir_all(cwd).map_err(step(format!("create the working directory {cwd}")))?;
     }

@@ -189,10 +189,13 @@ pub enum IfMatch {
 }
 
 impl Service {
-    /// Whether this server runs the `local` provider (and so lists its
-    /// synthetic definition).
-    pub fn local_provider_enabled(&self) -> bool {
-        self.provider_named("local").is_some()
+    /// Whether this server runs the `local` provider for `account` (and
+    /// so lists its synthetic definition to it).
+    pub async fn local_provider_enabled(&self, account: &AccountId) -> Result<bool, CoreError> {
+        match self.provider_named("local") {
+            Some(p) => self.may_use(p.as_ref(), account).await,
+            None => Ok(false),
+        }
     }
 
     /// The built-in definition of the `local` provider.
@@ -303,7 +306,7 @@ impl Service {
         account: &AccountId,
         id: &str,
     ) -> Result<Definition, DefinitionError> {
-        if id == LOCAL_DEFINITION_ID && self.local_provider_enabled() {
+        if id == LOCAL_DEFINITION_ID && self.local_provider_enabled(account).await? {
             return Ok(self.local_definition());
         }
         Ok(self.stored_definition(account, id).await?.view())
@@ -321,7 +324,7 @@ impl Service {
             .iter()
             .map(StoredDefinition::view)
             .collect();
-        if self.local_provider_enabled() {
+        if self.local_provider_enabled(account).await? {
             all.push(self.local_definition());
         }
         all.sort_by(|a, b| a.id.cmp(&b.id));

@@ -23,7 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use paddock_agent::boot::{default_env, BindFile, BootConfig, Disk, OverlayLayer, DISK_FD};
+use paddock_agent::boot::{
+    default_env, BindFile, BootConfig, Disk, HostUser, OverlayLayer, DISK_FD,
+};
 use paddock_agent::proto::Request;
 use paddock_core::exec::{
     ByteStream, ExecRequest, ExecStream, FileContent, PtyConnection, PtyInfo, PtySpec, SandboxPath,
@@ -41,6 +43,9 @@ pub use cgroup::Cgroups;
 pub use ids::IdRangeConfig;
 use ids::IdRanges;
 pub use rootfs::VariantSource;
+
+/// Where host-process sandboxes work unless configured otherwise.
+pub const DEFAULT_LOCAL_ROOT: &str = "/var/lib/paddock-local";
 
 /// The longest path a unix socket address can hold.
 const MAX_SOCKET_PATH: usize = 107;
@@ -63,6 +68,9 @@ pub struct ContainerConfig {
     /// Whether sandboxes see their own size in `/proc` (through lxcfs,
     /// when it is installed).
     pub proc_views: bool,
+    /// Where host-process (`local`) sandboxes get their working
+    /// directories: outside the data dir, which their users cannot read.
+    pub local_root: PathBuf,
 }
 
 pub struct ContainerProvider {
@@ -158,6 +166,13 @@ impl ContainerProvider {
         self.sandboxes_dir.join(id.as_str())
     }
 
+    /// This server's host-process working directories.
+    fn local_dirs(&self) -> PathBuf {
+        self.config
+            .local_root
+            .join(instance_id(&self.config.data_dir))
+    }
+
     pub(crate) fn socket(&self, id: &VmId) -> PathBuf {
         self.run_dir(id).join("agent.sock")
     }
@@ -220,6 +235,7 @@ impl ContainerProvider {
             disk,
             proc_views: self.proc_views.clone(),
             cpus: self.cpus_for(vm.resources.vcpu_count()),
+            host_user: None,
         };
         let prepared = started.elapsed();
         let handle = self.launch_agent(run, &config).await?;
@@ -271,27 +287,40 @@ impl ContainerProvider {
     }
 
     /// Starts the agent as an ordinary host process (no namespaces, no
-    /// root of its own) in the sandbox's cgroups, serving commands in the
-    /// private working directory `DATA/sandboxes/<vm>/work` with `env`:
-    /// the `local` provider. A working directory left by a halt is kept.
+    /// root of its own) in the sandbox's cgroups, as `user` (`None`: a
+    /// host uid of the sandbox's own, from the id ranges), serving
+    /// commands in its private working directory `LOCAL_ROOT/<instance>/
+    /// <vm>` (0700, the user's) with `env`: the `local` provider. A
+    /// working directory left by a halt is kept.
     pub async fn start_on_host(
         &self,
         vm: &Vm,
-        env: Vec<(String, String)>,
+        mut env: Vec<(String, String)>,
         cwd: Option<String>,
+        user: Option<HostUser>,
     ) -> Result<RuntimeHandle, RuntimeError> {
         let run = self.run_dir(&vm.id);
-        let work = run.join("work");
-        fs::create_dir_all(&work).map_err(host_err(work.display().to_string()))?;
-        match self
-            .boot_on_host(
-                vm,
-                &run,
-                env,
-                cwd.unwrap_or_else(|| work.display().to_string()),
-            )
-            .await
-        {
+        fs::create_dir_all(&run).map_err(host_err(run.display().to_string()))?;
+        let user = match user {
+            Some(u) => u,
+            None => {
+                let own = self.ids.for_run_dir(&run)?;
+                HostUser {
+                    uid: own.host_base,
+                    gid: own.host_base,
+                }
+            }
+        };
+        let work = self.local_work_dir(&vm.id, user)?;
+        for (k, v) in [
+            ("HOME", work.display().to_string()),
+            ("USER", "sandbox".into()),
+        ] {
+            env.retain(|(ek, _)| *ek != k);
+            env.push((k.to_owned(), v));
+        }
+        let cwd = cwd.unwrap_or_else(|| work.display().to_string());
+        match self.boot_on_host(vm, &run, env, cwd, user).await {
             Ok(handle) => Ok(handle),
             Err(e) => {
                 self.clean_failed_start(&vm.id, Keep::Files);
@@ -300,12 +329,37 @@ impl ContainerProvider {
         }
     }
 
+    /// The working directory of the host-process sandbox `id`, made (or
+    /// kept) private to `user`; the directories above it are only
+    /// traversable.
+    fn local_work_dir(&self, id: &VmId, user: HostUser) -> Result<PathBuf, RuntimeError> {
+        use std::os::unix::fs::PermissionsExt;
+        let base = self.local_dirs();
+        fs::create_dir_all(&base).map_err(host_err(base.display().to_string()))?;
+        for dir in [self.config.local_root.as_path(), base.as_path()] {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o711))
+                .map_err(host_err(dir.display().to_string()))?;
+        }
+        let work = base.join(id.as_str());
+        match fs::create_dir(&work) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(RuntimeError::host(work.display().to_string(), e)),
+        }
+        std::os::unix::fs::chown(&work, Some(user.uid), Some(user.gid))
+            .map_err(host_err(work.display().to_string()))?;
+        fs::set_permissions(&work, fs::Permissions::from_mode(0o700))
+            .map_err(host_err(work.display().to_string()))?;
+        Ok(work)
+    }
+
     async fn boot_on_host(
         &self,
         vm: &Vm,
         run: &Path,
         env: Vec<(String, String)>,
         cwd: String,
+        user: HostUser,
     ) -> Result<RuntimeHandle, RuntimeError> {
         let socket = agent_socket(run)?;
         let cgroup_procs = self.cgroups.create(vm.id.as_str(), &vm.resources)?;
@@ -327,6 +381,7 @@ impl ContainerProvider {
             disk: None,
             proc_views: None,
             cpus: Vec::new(),
+            host_user: Some(user),
         };
         self.launch_agent(run, &config).await
     }
@@ -393,6 +448,7 @@ impl ContainerProvider {
     fn provider_ref(&self) -> ProviderRef {
         ProviderRef {
             sandboxes_dir: self.sandboxes_dir.clone(),
+            local_dirs: self.local_dirs(),
             cgroups: Arc::clone(&self.cgroups),
             ids: Some(Arc::clone(&self.ids)),
         }
@@ -580,12 +636,14 @@ impl Provider for ContainerProvider {
     async fn cleanup_orphans(&self, live: &[VmId]) -> Result<usize, RuntimeError> {
         let live: BTreeSet<&str> = live.iter().map(VmId::as_str).collect();
         let mut found: BTreeSet<String> = self.cgroups.list();
-        if let Ok(entries) = fs::read_dir(&self.sandboxes_dir) {
-            found.extend(
-                entries
-                    .flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned()),
-            );
+        for dir in [&self.sandboxes_dir, &self.local_dirs()] {
+            if let Ok(entries) = fs::read_dir(dir) {
+                found.extend(
+                    entries
+                        .flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned()),
+                );
+            }
         }
         let orphans: Vec<String> = found
             .into_iter()
@@ -610,6 +668,8 @@ impl Provider for ContainerProvider {
 /// thread.
 struct ProviderRef {
     sandboxes_dir: PathBuf,
+    /// Host-process sandboxes' working directories.
+    local_dirs: PathBuf,
     cgroups: Arc<Cgroups>,
     /// Freed as run dirs go (`None` in `purge`, which has no server).
     ids: Option<Arc<IdRanges>>,
@@ -761,37 +821,49 @@ fn teardown(
     if let Some(ids) = &this.ids {
         ids.release(&run);
     }
+    let work = this.local_dirs.join(id);
+    let work_result = match fs::remove_dir_all(&work) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(RuntimeError::host(work.display().to_string(), e))
+        }
+        _ => Ok(()),
+    };
     let dir_result = match fs::remove_dir_all(&run) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(RuntimeError::host(run.display().to_string(), e))
         }
         _ => Ok(()),
     };
-    // Both steps run; a failure of either is reported.
-    cgroup_result.and(dir_result)
+    // Every step runs; a failure of any is reported.
+    cgroup_result.and(dir_result).and(work_result)
 }
 
 /// Kills and removes every sandbox of the server whose data dir is
-/// `data_dir`, without a server: for tests and for `paddock` operators
-/// resetting a host. Returns how many were removed.
-pub fn purge(data_dir: &Path) -> Result<usize, RuntimeError> {
+/// `data_dir` (and whose host-process sandboxes work under
+/// `local_root`), without a server: for tests and for `paddock`
+/// operators resetting a host. Returns how many were removed.
+pub fn purge(data_dir: &Path, local_root: &Path) -> Result<usize, RuntimeError> {
     let this = ProviderRef {
         cgroups: Arc::new(Cgroups::detect(&instance_id(data_dir))?),
         sandboxes_dir: data_dir.join("sandboxes"),
+        local_dirs: local_root.join(instance_id(data_dir)),
         ids: None,
     };
     let mut ids: BTreeSet<String> = this.cgroups.list();
-    if let Ok(entries) = fs::read_dir(&this.sandboxes_dir) {
-        ids.extend(
-            entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned()),
-        );
+    for dir in [&this.sandboxes_dir, &this.local_dirs] {
+        if let Ok(entries) = fs::read_dir(dir) {
+            ids.extend(
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned()),
+            );
+        }
     }
     for id in &ids {
         teardown(&this, id, None, Keep::Nothing)?;
     }
     this.cgroups.remove_instance();
+    let _ = fs::remove_dir(&this.local_dirs);
     proc_views::stop(data_dir);
     let mounts = crate::volumes::purge(data_dir)?;
     Ok(ids.len() + mounts)

@@ -8,6 +8,12 @@
 //! Containers are named `paddock-<instance>-<vm>` and labelled with the
 //! instance, so two servers on one engine never touch each other's, and a
 //! restarted server finds and cleans its own.
+//!
+//! A sandbox allowed the network joins the server's own engine network,
+//! `paddock-<instance>`, not the engine's default one: a bridge of a
+//! known name (`pdk<instance>`, [`DockerProvider::bridge`]) with no
+//! traffic between its containers, which the server guards as it guards
+//! its own bridge (`paddock_net::guard`: no host port, no blocked range).
 
 mod archive;
 mod build;
@@ -43,6 +49,15 @@ const VM_LABEL: &str = "dev.paddock.vm";
 const KEEPALIVE: &str = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done";
 /// How long a stop waits for the keepalive before killing it.
 const STOP_GRACE_SECONDS: i32 = 2;
+
+/// The engine network of `instance`'s sandboxes, and its bridge.
+pub fn network_of(instance: &str) -> (String, String) {
+    (
+        format!("paddock-{instance}"),
+        // Interface names hold 15 bytes; the instance id is 12 hex digits.
+        format!("pdk{}", &instance[..instance.len().min(12)]),
+    )
+}
 
 pub struct DockerProvider {
     docker: Docker,
@@ -80,6 +95,15 @@ impl DockerProvider {
         instance: &str,
         agent_path: PathBuf,
     ) -> Result<Self, RuntimeError> {
+        let mut this = Self::connect_only(host, instance).await?;
+        this.agent_path = agent_path;
+        this.ensure_network().await?;
+        Ok(this)
+    }
+
+    /// A client of the engine at `host`, checked to answer, that has made
+    /// nothing yet.
+    async fn connect_only(host: &str, instance: &str) -> Result<Self, RuntimeError> {
         let path = host.strip_prefix("unix://").unwrap_or(host);
         let docker = Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION)
             .map_err(|e| RuntimeError::Setup(format!("docker engine at {host}: {e}")))?
@@ -92,10 +116,70 @@ impl DockerProvider {
             .map_err(|e| RuntimeError::Setup(format!("docker engine at {host}: {e}")))?;
         Ok(Self {
             docker,
-            agent_path,
+            agent_path: PathBuf::new(),
             instance: instance.to_owned(),
             staged: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The host interface of the engine network this server's sandboxes
+    /// use, which the server guards.
+    pub fn bridge(&self) -> String {
+        network_of(&self.instance).1
+    }
+
+    /// Makes the server's engine network unless the engine has it.
+    async fn ensure_network(&self) -> Result<(), RuntimeError> {
+        let (name, bridge) = network_of(&self.instance);
+        if self
+            .docker
+            .inspect_network(
+                &name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        let options = HashMap::from([
+            ("com.docker.network.bridge.name".to_owned(), bridge),
+            (
+                "com.docker.network.bridge.enable_icc".to_owned(),
+                "false".to_owned(),
+            ),
+        ]);
+        let request = bollard::models::NetworkCreateRequest {
+            name,
+            driver: Some("bridge".into()),
+            options: Some(options),
+            labels: Some(HashMap::from([(
+                INSTANCE_LABEL.to_owned(),
+                self.instance.clone(),
+            )])),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(_) => Ok(()),
+            // Made meanwhile by another start of this server.
+            Err(DockerError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(engine_err("create the sandbox network", e)),
+        }
+    }
+
+    /// Removes every container and the network of `instance` from the
+    /// engine at `host`: `paddock purge`.
+    pub async fn purge(host: &str, instance: &str) -> Result<usize, RuntimeError> {
+        let this = Self::connect_only(host, instance).await?;
+        let removed = this.cleanup_orphans(&[]).await?;
+        let (name, _) = network_of(instance);
+        match this.docker.remove_network(&name).await {
+            Ok(()) => Ok(removed),
+            Err(e) if is_not_found(&e) => Ok(removed),
+            Err(e) => Err(engine_err("remove the sandbox network", e)),
+        }
     }
 
     fn name_of(&self, id: &VmId) -> String {
@@ -127,10 +211,10 @@ impl DockerProvider {
                 nano_cpus: Some(i64::from(vm.resources.vcpu_count()) * 1_000_000_000),
                 memory: i64::try_from(vm.resources.memory_bytes()).ok(),
                 pids_limit: Some(i64::from(vm.resources.pids_max())),
-                // `allow_all` is the engine's default network; anything
-                // else gets none at all.
+                // `allow_all` is the server's guarded engine network;
+                // anything else gets none at all.
                 network_mode: Some(if launch.network_allowed {
-                    "default".into()
+                    network_of(&self.instance).0
                 } else {
                     "none".into()
                 }),

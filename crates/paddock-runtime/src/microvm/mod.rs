@@ -202,6 +202,7 @@ impl MicroVmProvider {
                 // The guest's own kernel describes its size.
                 proc_views: None,
                 cpus: Vec::new(),
+                host_user: None,
             },
             virtiofsd: vec![
                 self.virtiofsd.display().to_string(),

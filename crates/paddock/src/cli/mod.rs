@@ -43,10 +43,14 @@ pub enum Command {
         #[arg(long, default_value = ".paddock", env = "PADDOCK_DATA_DIR")]
         data_dir: PathBuf,
     },
-    /// Kill and remove every sandbox of a data dir (with its server stopped).
+    /// Kill and remove every sandbox of a data dir (with its server stopped):
+    /// its containers, network, docker containers and lxcfs views.
     Purge {
         #[arg(long, default_value = ".paddock", env = "PADDOCK_DATA_DIR")]
         data_dir: PathBuf,
+        /// The server's config file, for its network and docker engine.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Print the OpenAPI document of every route.
     Openapi,

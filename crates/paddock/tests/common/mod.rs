@@ -27,7 +27,8 @@ pub struct Server {
     pub share_tls_port: u16,
     /// The SSH gateway's port.
     pub ssh_port: u16,
-    env: Vec<(String, String)>,
+    /// The environment the server runs with (its config overrides).
+    pub env: Vec<(String, String)>,
     config: Option<PathBuf>,
 }
 
@@ -258,6 +259,36 @@ impl Server {
         }
     }
 
+    /// The id of the account made at first start.
+    pub fn default_account_id(&self) -> String {
+        let out = Command::new(bin())
+            .args(["keys", "--data-dir"])
+            .arg(self.data_dir())
+            .args(["--json", "list"])
+            .output()
+            .expect("paddock keys list");
+        assert!(out.status.success(), "{out:?}");
+        let keys: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        keys[0]["account_id"]
+            .as_str()
+            .expect("the admin key's account")
+            .to_owned()
+    }
+
+    /// Lets the default account use the `local` provider (which admits no
+    /// account unless listed): the config's last section must be
+    /// `[providers]`. Restarts the server.
+    pub fn allow_local(&mut self) {
+        let path = self.config.clone().expect("a config file");
+        let mut toml = std::fs::read_to_string(&path).expect("read config");
+        toml.push_str(&format!(
+            "local_accounts = [{:?}]\n",
+            self.default_account_id()
+        ));
+        std::fs::write(&path, toml).expect("write config");
+        self.restart();
+    }
+
     /// A key of a new, separate account.
     pub fn other_account_key(&self) -> String {
         self.create_key(&["--new-account", "other"])
@@ -292,9 +323,12 @@ impl Drop for Server {
             );
         }
         // The CLI purges sandboxes, mounts and this server's network.
-        let _ = Command::new(bin())
-            .args(["purge", "--data-dir"])
-            .arg(self.data_dir())
+        let mut purge = Command::new(bin());
+        purge.args(["purge", "--data-dir"]).arg(self.data_dir());
+        if let Some(config) = &self.config {
+            purge.arg("--config").arg(config);
+        }
+        let _ = purge
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -436,6 +470,22 @@ pub fn host_processes_mentioning(needle: &Path) -> usize {
                 .count()
         })
         .unwrap_or(0)
+}
+
+/// The host pid of the sandbox `vm_id`'s PID 1, whose command line is
+/// `paddock-agent boot - <vm id>`.
+pub fn sandbox_init_pid(vm_id: &str) -> i32 {
+    let needle = format!("boot\0-\0{vm_id}");
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&needle))
+                .unwrap_or(false)
+        })
+        .expect("the sandbox's PID 1")
 }
 
 /// Host processes in the cgroups of this server's sandboxes.
