@@ -978,6 +978,52 @@ async fn docker_sandboxes_run_in_a_real_engine() {
     d.post(&format!("/sandboxes/{sb}/start"), json!({})).await;
     assert_eq!(d.exec(&sb, "cat /root/mark").await["exit_code"], 1);
 
+    // With `allow_all` a docker sandbox has a network, but no port of the
+    // host, listening on every address, answers it (as with paddock's
+    // own sandboxes): the engine network is guarded.
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").expect("a listener on the host");
+    let port = listener.local_addr().expect("port").port();
+    listener.set_nonblocking(true).expect("nonblocking");
+    let open = set(
+        b.clone(),
+        "/network",
+        json!({"mode": "allow_all", "allow": []}),
+    );
+    d.define("open", open).await;
+    let r = d.post("/environments/open/sandboxes", json!({})).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let sb = r.body["id"].as_str().expect("id").to_owned();
+    let out = d
+        .exec(
+            &sb,
+            &format!(
+                "gw=$(busybox ip route | busybox awk '/default/ {{print $3}}'); echo gw=$gw; \
+                 busybox nc -w 2 $gw {port} </dev/null && echo REACHED; true"
+            ),
+        )
+        .await;
+    let stdout = out["stdout"].as_str().expect("stdout");
+    let gateway = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("gw="))
+        .filter(|g| !g.is_empty())
+        .unwrap_or_else(|| panic!("the sandbox has a network: {out}"))
+        .to_owned();
+    assert!(!stdout.contains("REACHED"), "{out}");
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a connection reached the host"
+    );
+    // The same port answers on that address from the host itself.
+    assert!(
+        std::net::TcpStream::connect_timeout(
+            &format!("{gateway}:{port}").parse().expect("address"),
+            Duration::from_secs(2)
+        )
+        .is_ok(),
+        "the host listens on {gateway}:{port}"
+    );
+
     // An inline Dockerfile is built in the engine; a failing one is a 422.
     let built = set(
         b.clone(),

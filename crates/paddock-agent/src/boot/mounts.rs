@@ -167,9 +167,13 @@ fn bind_tree(
     sys::move_mount_to(tree.as_fd(), &c(target)?).map_err(step(format!("bind {what}")))
 }
 
-/// Binds host files over files of the root at `root`.
+/// Binds host files over files of the root at `root`. Writable ones
+/// (`/etc/resolv.conf`) are copies staged on a small tmpfs of the
+/// sandbox's own: a bind shows its source's path in the sandbox's
+/// mountinfo, and no host path may show there.
 pub(crate) fn bind_files(root: &Path, files: &[BindFile]) -> Result<(), BootError> {
-    for file in files {
+    let files = stage_writable(root, files)?;
+    for file in &files {
         let target = root.join(file.target.trim_start_matches('/'));
         if let Some(dir) = target.parent() {
             // Still on the host's root here: a symlinked directory in the
@@ -204,6 +208,43 @@ pub(crate) fn bind_files(root: &Path, files: &[BindFile]) -> Result<(), BootErro
         bind(file, &target, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
     }
     Ok(())
+}
+
+/// `files` with each writable one replaced by a copy (same owner and
+/// mode) on a tmpfs mounted beside `root`, in this mount namespace only.
+fn stage_writable(root: &Path, files: &[BindFile]) -> Result<Vec<BindFile>, BootError> {
+    use std::os::unix::fs::MetadataExt;
+    if files.iter().all(|f| f.read_only) {
+        return Ok(files.to_vec());
+    }
+    let staging = root.with_file_name("staged");
+    ensure_dir(&staging)?;
+    mount(
+        Some("tmpfs"),
+        &staging,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=755,size=1m"),
+    )
+    .map_err(nix_step("mount the staging tmpfs"))?;
+    files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            if f.read_only {
+                return Ok(f.clone());
+            }
+            let copy = staging.join(i.to_string());
+            fs::copy(&f.source, &copy).map_err(step(format!("stage {}", f.target)))?;
+            let meta = fs::metadata(&f.source).map_err(step(format!("stat {}", f.target)))?;
+            std::os::unix::fs::lchown(&copy, Some(meta.uid()), Some(meta.gid()))
+                .map_err(step(format!("stage {}", f.target)))?;
+            Ok(BindFile {
+                source: copy,
+                ..f.clone()
+            })
+        })
+        .collect()
 }
 
 /// Binds a host file at `target`, then applies `flags` (and read-only
