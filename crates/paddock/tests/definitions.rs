@@ -743,6 +743,7 @@ async fn container_sandboxes_stop_on_terminal_and_idle_and_discard_unless_preser
     for preserve in [false, true] {
         let id = format!("keep-{preserve}");
         let b = set(body("container"), "/lifecycle/preserve", json!(preserve));
+        let b = set(b, "/resources/disk", json!("96Mi"));
         let b = set(
             b,
             "/volumes",
@@ -770,6 +771,20 @@ async fn container_sandboxes_stop_on_terminal_and_idle_and_discard_unless_preser
                 .body["state"],
             "running"
         );
+        // `resources.disk` is the size of its writable layer, kept across
+        // the restart.
+        let out = d
+            .exec(&sb, "df -m / | awk 'NR==2 {print $2}'; dd if=/dev/zero of=/big bs=1M count=150 2>&1 | grep -o 'No space left'")
+            .await;
+        let stdout = out["stdout"].as_str().expect("stdout");
+        let size: u32 = stdout
+            .lines()
+            .next()
+            .and_then(|l| l.parse().ok())
+            .expect("df");
+        assert!((60..=96).contains(&size), "{out}");
+        assert!(stdout.contains("No space left"), "{out}");
+        d.exec(&sb, "rm -f /big").await;
         let out = d.exec(&sb, "cat /root/state; cat /work/log").await;
         let expected = if preserve {
             "true\nfalse\ntrue\n"
@@ -1057,6 +1072,27 @@ async fn docker_sandboxes_run_in_a_real_engine() {
             .contains("no image"),
         "{}",
         r.body
+    );
+
+    // `paddock purge` of the stopped server removes its containers and
+    // its engine network from the engine.
+    assert!(!engine.containers().is_empty());
+    server.kill();
+    let config = server.data_dir().with_file_name("paddock.toml");
+    let purged = std::process::Command::new(common::bin())
+        .args(["purge", "--data-dir"])
+        .arg(server.data_dir())
+        .arg("--config")
+        .arg(&config)
+        .envs(server.env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("paddock purge");
+    assert!(purged.status.success(), "{purged:?}");
+    assert_eq!(engine.containers(), Vec::<String>::new());
+    let networks = engine.cli(&["network", "ls", "--format", "{{.Name}}"]);
+    assert!(
+        !String::from_utf8_lossy(&networks.stdout).contains("paddock-"),
+        "{networks:?}"
     );
 }
 
