@@ -76,6 +76,18 @@ async fn exec_ok(c: &common::Client, vm: &str, command: &str) -> String {
 async fn a_tenant_owns_nothing_but_its_sandbox() {
     let server = canary_server();
     let c = server.client();
+    // `disk_mb` is validated like `memory_mb`, and a refusal makes nothing.
+    for bad in [json!(1), json!(-1), json!(1u64 << 40), json!("big")] {
+        let r = c.post("/v1/vms", json!({ "disk_mb": bad })).await;
+        assert_eq!(r.status, 422, "{bad}: {}", r.body);
+        assert_eq!(
+            r.body["detail"][0]["loc"],
+            json!(["body", "disk_mb"]),
+            "{}",
+            r.body
+        );
+    }
+    assert_eq!(c.get("/v1/vms").await.body, json!([]));
     let vm = c
         .create_vm(json!({"memory_mb": 256, "vcpu_count": 1, "disk_mb": 64}))
         .await;

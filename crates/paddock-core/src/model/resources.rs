@@ -56,6 +56,22 @@ impl ResourceError {
     }
 }
 
+/// `value` when it lies in `range`, `default` when unset, else `error`.
+fn bounded(
+    value: Option<i64>,
+    default: u32,
+    range: std::ops::RangeInclusive<u32>,
+    error: ResourceError,
+) -> Result<u32, ResourceError> {
+    match value {
+        None => Ok(default),
+        Some(v) => u32::try_from(v)
+            .ok()
+            .filter(|v| range.contains(v))
+            .ok_or(error),
+    }
+}
+
 /// Resources that fit [`Limits`]; construct with [`Resources::new`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Resources {
@@ -82,35 +98,33 @@ impl Resources {
         disk_mb: Option<i64>,
         limits: &Limits,
     ) -> Result<Self, ResourceError> {
-        let memory_mb = match memory_mb {
-            None => limits.default_memory_mb,
-            Some(m) => u32::try_from(m)
-                .ok()
-                .filter(|m| (limits.min_memory_mb..=limits.max_memory_mb).contains(m))
-                .ok_or(ResourceError::Memory {
-                    min: limits.min_memory_mb,
-                    max: limits.max_memory_mb,
-                })?,
-        };
-        let vcpu_count = match vcpu_count {
-            None => limits.default_vcpu_count,
-            Some(v) => u32::try_from(v)
-                .ok()
-                .filter(|v| (1..=limits.max_vcpu_count).contains(v))
-                .ok_or(ResourceError::Vcpu {
-                    max: limits.max_vcpu_count,
-                })?,
-        };
-        let disk_mb = match disk_mb {
-            None => limits.default_disk_mb,
-            Some(d) => u32::try_from(d)
-                .ok()
-                .filter(|d| (limits.min_disk_mb..=limits.max_disk_mb).contains(d))
-                .ok_or(ResourceError::Disk {
-                    min: limits.min_disk_mb,
-                    max: limits.max_disk_mb,
-                })?,
-        };
+        let l = limits;
+        let memory_mb = bounded(
+            memory_mb,
+            l.default_memory_mb,
+            l.min_memory_mb..=l.max_memory_mb,
+            ResourceError::Memory {
+                min: l.min_memory_mb,
+                max: l.max_memory_mb,
+            },
+        )?;
+        let vcpu_count = bounded(
+            vcpu_count,
+            l.default_vcpu_count,
+            1..=l.max_vcpu_count,
+            ResourceError::Vcpu {
+                max: l.max_vcpu_count,
+            },
+        )?;
+        let disk_mb = bounded(
+            disk_mb,
+            l.default_disk_mb,
+            l.min_disk_mb..=l.max_disk_mb,
+            ResourceError::Disk {
+                min: l.min_disk_mb,
+                max: l.max_disk_mb,
+            },
+        )?;
         Ok(Self {
             memory_mb,
             vcpu_count,
@@ -166,6 +180,19 @@ mod tests {
     fn defaults_apply() {
         let r = Resources::new(None, None, &Limits::default()).expect("defaults are valid");
         assert_eq!((r.memory_mb(), r.vcpu_count()), (512, 1));
+    }
+
+    #[test]
+    fn disks_default_and_are_bounded() {
+        let l = Limits::default();
+        let d = |v| Resources::with_disk(None, None, v, &l).map(|r| r.disk_mb());
+        assert_eq!(d(None), Ok(l.default_disk_mb));
+        assert_eq!(d(Some(100)), Ok(100));
+        for bad in [0, 1, i64::from(l.max_disk_mb) + 1, -5, i64::MAX] {
+            assert_eq!(d(Some(bad)).map_err(|e| e.field()), Err("disk_mb"));
+        }
+        // Stored VMs made before disks had sizes have none.
+        assert_eq!(Resources::from_stored(512, 1, 1024).disk_mb(), 0);
     }
 
     #[test]
