@@ -269,9 +269,13 @@ mod tests {
         );
         // Each size was formatted once, as a template, and copied sparse.
         assert!(data.path().join("disks/template-80.img").is_file());
-        let blocks = |p: &Path| std::os::unix::fs::MetadataExt::blocks(&fs::metadata(p).expect("stat"));
+        let blocks =
+            |p: &Path| std::os::unix::fs::MetadataExt::blocks(&fs::metadata(p).expect("stat"));
         assert!(blocks(&other.join(IMAGE)) <= blocks(&data.path().join("disks/template-80.img")));
-        assert!(blocks(&other.join(IMAGE)) * 512 < 16 << 20, "the copy stayed sparse");
+        assert!(
+            blocks(&other.join(IMAGE)) * 512 < 16 << 20,
+            "the copy stayed sparse"
+        );
         // The pool fills in the background.
         for _ in 0..100 {
             let n = fs::read_dir(data.path().join("disks/pool"))
