@@ -161,18 +161,13 @@ impl Service {
             .as_ref()
             .and_then(|c| parse_cpu(c).ok())
             .map(|cores| cores.ceil() as i64);
-        let memory_mb = s
-            .resources
-            .memory
-            .as_deref()
-            .and_then(|m| parse_bytes(m).ok())
-            .map(|b| b.div_ceil(MIB) as i64);
-        let disk_mb = s
-            .resources
-            .disk
-            .as_deref()
-            .and_then(|d| parse_bytes(d).ok())
-            .map(|b| b.div_ceil(MIB) as i64);
+        // A quantity (validated with the definition) in whole MiB.
+        let mib = |q: Option<&str>| {
+            q.and_then(|q| parse_bytes(q).ok())
+                .map(|b| b.div_ceil(MIB) as i64)
+        };
+        let memory_mb = mib(s.resources.memory.as_deref());
+        let disk_mb = mib(s.resources.disk.as_deref());
         let resources = Resources::with_disk(memory_mb, vcpu, disk_mb, &self.config.limits)
             .map_err(|e| invalid("resources", e.to_string()))?;
         let env =
