@@ -95,6 +95,7 @@ async fn purge(
     config_file: Option<std::path::PathBuf>,
 ) -> anyhow::Result<i32> {
     let _held = data_lock::lock(&data_dir, "purging it")?;
+    let data_dir = std::fs::canonicalize(&data_dir)?;
     let mut config = config::Config::load(config_file.as_deref())?;
     let n = paddock_runtime::container::purge(&data_dir, &config.providers.local_root())?;
     eprintln!("removed {n} sandboxes");

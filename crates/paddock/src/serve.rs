@@ -50,8 +50,12 @@ fn write_admin_key(path: &Path, secret: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let _held = crate::data_lock::lock(&config.data_dir, "serving it")?;
+    // Absolute from here on: helpers resolve the paths they are given
+    // from directories of their own (a sandbox's run dir, lxcfs's).
+    config.data_dir = std::fs::canonicalize(&config.data_dir)
+        .with_context(|| format!("resolve {}", config.data_dir.display()))?;
     // Only root reads the data dir: keys, the database, sandboxes' disks.
     std::fs::set_permissions(
         &config.data_dir,

@@ -179,14 +179,17 @@ impl Server {
             .append(true)
             .open(self.dir.path().join("server.log"))
             .expect("server log");
+        // A relative data dir, as the README's default `.paddock` is: the
+        // server must resolve it before any helper works from elsewhere.
         let child = Command::new(bin())
+            .current_dir(self.dir.path())
             .args([
                 "serve",
                 "--listen",
                 &format!("127.0.0.1:{}", self.port),
                 "--data-dir",
+                "data",
             ])
-            .arg(self.data_dir())
             .args(
                 self.config
                     .iter()
