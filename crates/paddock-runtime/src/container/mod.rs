@@ -635,22 +635,13 @@ impl Provider for ContainerProvider {
 
     async fn cleanup_orphans(&self, live: &[VmId]) -> Result<usize, RuntimeError> {
         let live: BTreeSet<&str> = live.iter().map(VmId::as_str).collect();
-        let mut found: BTreeSet<String> = self.cgroups.list();
-        for dir in [&self.sandboxes_dir, &self.local_dirs()] {
-            if let Ok(entries) = fs::read_dir(dir) {
-                found.extend(
-                    entries
-                        .flatten()
-                        .map(|e| e.file_name().to_string_lossy().into_owned()),
-                );
-            }
-        }
-        let orphans: Vec<String> = found
+        let this = self.provider_ref();
+        let orphans: Vec<String> = this
+            .sandbox_ids()
             .into_iter()
             .filter(|id| !live.contains(id.as_str()))
             .collect();
         let count = orphans.len();
-        let this = self.provider_ref();
         tokio::task::spawn_blocking(move || {
             for id in orphans {
                 tracing::info!(vm_id = %id, "removing orphaned sandbox");
@@ -683,6 +674,22 @@ impl ProviderRef {
         keep: Keep,
     ) -> Result<(), RuntimeError> {
         teardown(self, id, handle, keep)
+    }
+
+    /// Every sandbox this server has anything of on the host: a cgroup,
+    /// a run dir or a host-process working directory.
+    fn sandbox_ids(&self) -> BTreeSet<String> {
+        let mut ids = self.cgroups.list();
+        for dir in [&self.sandboxes_dir, &self.local_dirs] {
+            if let Ok(entries) = fs::read_dir(dir) {
+                ids.extend(
+                    entries
+                        .flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned()),
+                );
+            }
+        }
+        ids
     }
 }
 
@@ -821,21 +828,20 @@ fn teardown(
     if let Some(ids) = &this.ids {
         ids.release(&run);
     }
-    let work = this.local_dirs.join(id);
-    let work_result = match fs::remove_dir_all(&work) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(RuntimeError::host(work.display().to_string(), e))
-        }
-        _ => Ok(()),
-    };
-    let dir_result = match fs::remove_dir_all(&run) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(RuntimeError::host(run.display().to_string(), e))
-        }
-        _ => Ok(()),
-    };
+    let dir_result = remove_tree(&run);
+    let work_result = remove_tree(&this.local_dirs.join(id));
     // Every step runs; a failure of any is reported.
     cgroup_result.and(dir_result).and(work_result)
+}
+
+/// Removes the directory tree at `path`; one that is not there is gone.
+fn remove_tree(path: &Path) -> Result<(), RuntimeError> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(RuntimeError::host(path.display().to_string(), e))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Kills and removes every sandbox of the server whose data dir is
@@ -849,16 +855,7 @@ pub fn purge(data_dir: &Path, local_root: &Path) -> Result<usize, RuntimeError> 
         local_dirs: local_root.join(instance_id(data_dir)),
         ids: None,
     };
-    let mut ids: BTreeSet<String> = this.cgroups.list();
-    for dir in [&this.sandboxes_dir, &this.local_dirs] {
-        if let Ok(entries) = fs::read_dir(dir) {
-            ids.extend(
-                entries
-                    .flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned()),
-            );
-        }
-    }
+    let ids = this.sandbox_ids();
     for id in &ids {
         teardown(&this, id, None, Keep::Nothing)?;
     }
