@@ -71,11 +71,8 @@ pub(crate) fn mount_layers(
     for layer in &config.layers {
         ensure_dir(&layer.upper)?;
         ensure_dir(&layer.work)?;
-        if let Some(o) = owner {
-            // The overlay's top directory is its upper dir's.
-            std::os::unix::fs::lchown(&layer.upper, Some(o.host_base), Some(o.host_base))
-                .map_err(step(format!("give {} to the sandbox", layer.target)))?;
-        }
+        // The overlay's top directory is its upper dir's.
+        give_to_root(&layer.upper, owner, &layer.target)?;
         let mut lower = Vec::with_capacity(layer.lower.len());
         for dir in &layer.lower {
             match idmap {
@@ -131,6 +128,17 @@ fn mount_disk(disk: &super::Disk) -> Result<(), BootError> {
     .map_err(nix_step("mount the disk"))?;
     let dir = fs::File::open(&disk.mountpoint).map_err(step("open the disk's root"))?;
     sys::dup_to_cloexec(dir.as_fd(), super::DISK_FD).map_err(step("pin the disk's root"))
+}
+
+/// Makes `path` itself (not what it holds or points to) the sandbox
+/// root's, when the sandbox has ids of its own (`owner`); `what` names
+/// it in errors.
+fn give_to_root(path: &Path, owner: Option<IdMap>, what: &str) -> Result<(), BootError> {
+    match owner {
+        Some(o) => std::os::unix::fs::lchown(path, Some(o.host_base), Some(o.host_base))
+            .map_err(step(format!("give {what} to the sandbox's root"))),
+        None => Ok(()),
+    }
 }
 
 fn relative_to<'a>(base: &Path, path: &'a Path) -> &'a Path {
@@ -394,10 +402,7 @@ fn build_dev(root: &Path, owner: Option<IdMap>) -> Result<(), BootError> {
         // mknod is subject to the umask; devices must be usable by all.
         fs::set_permissions(&p, fs::Permissions::from_mode(0o666))
             .map_err(step(format!("chmod /dev/{name}")))?;
-        if let Some(o) = owner {
-            std::os::unix::fs::lchown(&p, Some(o.host_base), Some(o.host_base))
-                .map_err(step(format!("chown /dev/{name}")))?;
-        }
+        give_to_root(&p, owner, &format!("/dev/{name}"))?;
     }
     let pts = dev.join("pts");
     ensure_dir(&pts)?;
@@ -428,10 +433,7 @@ fn build_dev(root: &Path, owner: Option<IdMap>) -> Result<(), BootError> {
     ] {
         let p = dev.join(link);
         symlink(to, &p).map_err(step(format!("link /dev/{link}")))?;
-        if let Some(o) = owner {
-            std::os::unix::fs::lchown(&p, Some(o.host_base), Some(o.host_base))
-                .map_err(step(format!("chown /dev/{link}")))?;
-        }
+        give_to_root(&p, owner, &format!("/dev/{link}"))?;
     }
     Ok(())
 }
