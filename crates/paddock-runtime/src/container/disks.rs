@@ -107,15 +107,19 @@ impl Disks {
             .map_err(host_err(path.display().to_string()))
     }
 
+    /// The images of the default size waiting in the pool.
+    fn pooled(&self) -> impl Iterator<Item = fs::DirEntry> {
+        let prefix = format!("{}-", self.default_mb);
+        fs::read_dir(&self.pool)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(move |e| e.file_name().to_string_lossy().starts_with(&prefix))
+    }
+
     /// Moves a pooled image to `image`; false when the pool is empty.
     fn take(&self, image: &Path) -> bool {
-        let Ok(entries) = fs::read_dir(&self.pool) else {
-            return false;
-        };
-        let prefix = format!("{}-", self.default_mb);
-        entries
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        self.pooled()
             // Another start may take the same one first: then the next.
             .any(|e| fs::rename(e.path(), image).is_ok())
     }
@@ -129,12 +133,7 @@ impl Disks {
         tokio::spawn(async move {
             let prefix = format!("{}-", this.default_mb);
             loop {
-                let ready = fs::read_dir(&this.pool)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-                    .count();
+                let ready = this.pooled().count();
                 if ready >= POOL_TARGET {
                     break;
                 }
