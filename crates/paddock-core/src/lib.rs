@@ -37,5 +37,6 @@ mod stuck_agents;
 pub mod vaults;
 pub mod volume_backend;
 pub mod volumes;
+mod warm_pool;
 
 pub use error::{CoreError, RuntimeError, StoreError};

@@ -188,7 +188,7 @@ impl Service {
         }
         let this = Arc::clone(self);
         let vm_id = id.clone();
-        let started = tokio::spawn(async move { this.finish_start(&vm_id).await });
+        let started = tokio::spawn(async move { this.finish_start(&vm_id, None).await });
         if !wait {
             return self.get_vm(account, id).await;
         }

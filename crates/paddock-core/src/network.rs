@@ -54,8 +54,24 @@ impl Service {
     /// Gives a starting VM its network (when the server has networking),
     /// recorded before the sandbox boots so a crash never leaks it.
     pub(crate) async fn attach_network(&self, vm: &mut Vm) -> Result<(), CoreError> {
-        if !self.network.enabled() || !self.provider_of(vm).uses_paddock_network() {
+        let Some(network) = self.network_for(vm).await? else {
             return Ok(());
+        };
+        vm.network = Some(network);
+        if let Err(e) = self.store.update_vm(vm).await {
+            self.release_network(vm).await;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// A network for `vm` under its policy, when it gets one at all.
+    pub(crate) async fn network_for(
+        &self,
+        vm: &Vm,
+    ) -> Result<Option<crate::network_backend::VmNetwork>, CoreError> {
+        if !self.network.enabled() || !self.provider_of(vm).uses_paddock_network() {
+            return Ok(None);
         }
         // A definition that blocks the network gets none at all: a fresh
         // namespace with loopback only, and no rules to write.
@@ -65,16 +81,10 @@ impl Service {
             .as_ref()
             .is_some_and(|l| !l.network_allowed)
         {
-            return Ok(());
+            return Ok(None);
         }
         let policy = self.effective_egress(vm);
-        let network = self.network.attach(&vm.id, &policy).await?;
-        vm.network = Some(network);
-        if let Err(e) = self.store.update_vm(vm).await {
-            self.release_network(vm).await;
-            return Err(e.into());
-        }
-        Ok(())
+        Ok(Some(self.network.attach(&vm.id, &policy).await?))
     }
 
     /// Frees a VM's network; failures are logged, never returned, since

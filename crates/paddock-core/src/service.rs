@@ -75,6 +75,9 @@ pub struct ServiceConfig {
     pub default_egress: EgressPolicy,
     /// What the host offers the account gateway.
     pub gateway: crate::gateway::GatewayConfig,
+    /// How many sandboxes of the default shape are kept booted ahead of
+    /// demand (`[sandbox] warm_pool`); 0: none.
+    pub warm_pool: usize,
 }
 
 impl Default for ServiceConfig {
@@ -86,6 +89,7 @@ impl Default for ServiceConfig {
             sweep_interval: Duration::from_millis(250),
             default_egress: EgressPolicy::allow_all(),
             gateway: crate::gateway::GatewayConfig::default(),
+            warm_pool: 0,
         }
     }
 }
@@ -127,6 +131,8 @@ pub struct Service {
     pub(crate) started_at: std::time::Instant,
     /// VMs whose agent missed a deadline.
     stuck_agents: crate::stuck_agents::StuckAgents,
+    /// Sandboxes booted ahead of demand.
+    pub(crate) warm_pool: crate::warm_pool::WarmPool,
 }
 
 /// The host-side ports the service drives: sandboxes, images, volumes,
@@ -171,6 +177,7 @@ impl Service {
             activity: Arc::default(),
             started_at: std::time::Instant::now(),
             stuck_agents: Default::default(),
+            warm_pool: Default::default(),
         })
     }
 
@@ -369,15 +376,20 @@ impl Service {
         }
         self.check_policy_supported(spec.options.egress_policy.as_ref())?;
         let volumes = std::mem::take(&mut spec.volumes);
-        let vm = self.new_vm(account, spec);
-        self.reserve_volumes(account, &vm.id, &volumes).await?;
+        let mut vm = self.new_vm(account, spec);
+        let prepared = self.claim_prepared(&mut vm, !volumes.is_empty());
+        if let Err(e) = self.reserve_volumes(account, &vm.id, &volumes).await {
+            self.give_back_prepared(&vm, prepared);
+            return Err(e);
+        }
         if let Err(e) = self.store.insert_vm(&vm).await {
             self.release_volumes(&vm.id).await;
+            self.give_back_prepared(&vm, prepared);
             return Err(e.into());
         }
         let this = Arc::clone(self);
         let id = vm.id.clone();
-        let started = tokio::spawn(async move { this.finish_start(&id).await });
+        let started = tokio::spawn(async move { this.finish_start(&id, prepared).await });
         if !wait {
             return Ok(vm);
         }
@@ -389,13 +401,28 @@ impl Service {
         }
     }
 
-    pub(crate) async fn finish_start(&self, id: &VmId) -> Result<Vm, CoreError> {
+    /// Boots `vm`'s sandbox: its root filesystem, its network (recorded
+    /// before the sandbox boots), then the provider's start.
+    pub(crate) async fn boot_vm(&self, vm: &mut Vm) -> Result<RuntimeHandle, CoreError> {
+        let rootfs = self.rootfs_for(vm).await?;
+        self.attach_network(vm).await?;
+        Ok(self.provider_of(vm).start(vm, &rootfs).await?)
+    }
+
+    /// Boots the stored `creating` VM `id` (or takes `prepared`, the
+    /// sandbox from the warm pool it claimed) and records how that went.
+    pub(crate) async fn finish_start(
+        &self,
+        id: &VmId,
+        prepared: Option<RuntimeHandle>,
+    ) -> Result<Vm, CoreError> {
         let _guard = self.lock_vm(id).await;
         let Some(mut vm) = self.store.find_vm(id).await? else {
             return Err(CoreError::not_found("VM", id));
         };
         if vm.status != VmStatus::Creating {
-            // Deleted or expired while waiting for the lock.
+            // Deleted or expired while waiting for the lock (which
+            // stopped the prepared sandbox with the VM).
             return Ok(vm);
         }
         // Secrets are resolved before anything starts: a VM never runs
@@ -418,16 +445,9 @@ impl Service {
                 return Ok(vm);
             }
         };
-        let started = match self.rootfs_for(&mut vm).await {
-            Ok(rootfs) => match self.attach_network(&mut vm).await {
-                Ok(()) => self
-                    .provider_of(&vm)
-                    .start(&vm, &rootfs)
-                    .await
-                    .map_err(CoreError::from),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
+        let started = match prepared {
+            Some(handle) => self.adopt_prepared(&vm, handle).await,
+            None => self.boot_vm(&mut vm).await,
         };
         let started = match started {
             Ok(handle) => self.mount_volumes(&mut vm, handle).await,
@@ -493,7 +513,7 @@ impl Service {
 
     /// The root filesystem of `vm`: its configured variant, or its image's
     /// layers (pulled first if the account does not have it yet).
-    async fn rootfs_for(&self, vm: &mut Vm) -> Result<RootfsSpec, CoreError> {
+    pub(crate) async fn rootfs_for(&self, vm: &mut Vm) -> Result<RootfsSpec, CoreError> {
         if let Some(id) = vm.options.snapshot_id.clone() {
             return self.snapshot_rootfs(vm, &id).await;
         }

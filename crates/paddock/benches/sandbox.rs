@@ -2,8 +2,9 @@
 //! floor measured in the same run as the baseline.
 //!
 //! `cargo bench --bench sandbox` (needs root). Prints p50/p99 of:
-//! - create → first exec output, 100 VMs one after another and at
-//!   concurrency 8;
+//! - create → first exec output, 100 VMs one after another (arriving
+//!   one every 100 ms, so the warm pool keeps up; back to back, so it
+//!   empties; on a server without a pool) and at concurrency 8;
 //! - exec round trip on a running VM (`/execute` and the streaming exec);
 //! - host memory per idle VM with 200 running;
 //! - baseline: `/bin/echo` through `unshare` with fresh namespaces (and
@@ -116,6 +117,19 @@ async fn main() {
         row("baseline: bwrap --unshare-all /bin/echo", &mut b);
     }
 
+    // Creates that arrive one every 100 ms: the warm pool refills
+    // between them, so each takes a sandbox that already runs.
+    let mut warm = Vec::new();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (d, id) = api.create_then_exec().await;
+        warm.push(d);
+        api.delete(&id).await;
+    }
+    row("create -> first exec, warm pool (1 per 100 ms)", &mut warm);
+
+    // Back to back: the pool empties after its first few and most
+    // creates boot their sandbox.
     let mut seq = Vec::new();
     let mut ids = Vec::new();
     for _ in 0..100 {
@@ -123,7 +137,7 @@ async fn main() {
         seq.push(d);
         ids.push(id);
     }
-    row("create -> first exec output, sequential", &mut seq);
+    row("create -> first exec, back to back", &mut seq);
     for id in ids.drain(..) {
         api.delete(&id).await;
     }
@@ -148,7 +162,7 @@ async fn main() {
         }
     }
     let wall = started.elapsed();
-    row("create -> first exec output, concurrency 8", &mut conc);
+    row("create -> first exec, concurrency 8", &mut conc);
     let conc_throughput = conc.len() as f64 / wall.as_secs_f64();
     for id in ids.drain(..) {
         api.delete(&id).await;
@@ -209,6 +223,24 @@ async fn main() {
     for id in ids.drain(..) {
         api.delete(&id).await;
     }
+
+    // The same server without a pool: every create boots.
+    let cold_server = common::start_server_with(None, &[("PADDOCK_SANDBOX__WARM_POOL", "0")]);
+    let cold_api = Api {
+        http: reqwest::Client::new(),
+        base: cold_server.base.clone(),
+        key: cold_server.key.clone(),
+    };
+    let mut cold = Vec::new();
+    for i in 0..105 {
+        let (d, id) = cold_api.create_then_exec().await;
+        if i >= 5 {
+            cold.push(d);
+        }
+        cold_api.delete(&id).await;
+    }
+    row("create -> first exec, no pool (each one boots)", &mut cold);
+    drop(cold_server);
 
     println!();
     println!("| measurement                                          |     value |");

@@ -9,7 +9,11 @@
 //! - restore time: create from the snapshot → first exec output, p50/p99,
 //!   beside plain create → first exec output. Restoring stacks the stored
 //!   layer under a fresh overlay and copies nothing, so the target is a
-//!   p50 within 10 ms of the plain create whatever the size.
+//!   p50 within 5 ms of the plain create whatever the size.
+//!
+//! The server runs without a warm pool: a restore boots its sandbox (its
+//! root is the snapshot's), so the baseline is a create that boots too.
+//! A create that takes a pooled sandbox is `--bench sandbox`'s figure.
 
 mod common;
 
@@ -56,7 +60,7 @@ impl Api {
 #[tokio::main]
 async fn main() {
     common::install_crypto();
-    let server = common::start_server(None);
+    let server = common::start_server_with(None, &[("PADDOCK_SANDBOX__WARM_POOL", "0")]);
     let api = Api {
         http: reqwest::Client::new(),
         base: server.base.clone(),
@@ -68,7 +72,7 @@ async fn main() {
     println!("| measurement | p50 ms | p99 ms | n |");
     println!("|---|---|---|---|");
     let mut plain = api.restore_samples(json!({})).await;
-    row("baseline: plain create → first exec", &mut plain);
+    row("baseline: plain create (booted) → first exec", &mut plain);
     let plain_p50 = percentile(&mut plain, 0.5);
 
     let mut deltas = Vec::new();
@@ -110,7 +114,7 @@ async fn main() {
     }
     println!();
     for (label, delta) in deltas {
-        let verdict = if delta <= 10.0 { "within" } else { "OVER" };
-        println!("restore p50 − plain p50 ({label}): {delta:+.2} ms ({verdict} the 10 ms target)");
+        let verdict = if delta <= 5.0 { "within" } else { "OVER" };
+        println!("restore p50 − plain p50 ({label}): {delta:+.2} ms ({verdict} the 5 ms target)");
     }
 }

@@ -71,11 +71,18 @@ pub struct SandboxSection {
     /// and the online CPUs describe the sandbox (through lxcfs, which
     /// `scripts/deps.sh` installs), not the host.
     pub proc_views: bool,
+    /// How many sandboxes of the default shape (the default variant,
+    /// size, disk and egress policy) are kept booted ahead of demand, so
+    /// that creating one is only claiming it; 0: none.
+    pub warm_pool: usize,
 }
 
 impl Default for SandboxSection {
     fn default() -> Self {
-        Self { proc_views: true }
+        Self {
+            proc_views: true,
+            warm_pool: 4,
+        }
     }
 }
 

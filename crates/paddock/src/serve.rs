@@ -157,6 +157,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             default_variant: config.default_variant.clone(),
             default_egress: config.default_egress()?,
             gateway: config.gateway.to_core(),
+            warm_pool: config.sandbox.warm_pool,
             ..ServiceConfig::default()
         },
     );
@@ -182,7 +183,11 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let sweeper = tokio::spawn(
         Arc::clone(&service).run_sweeper(paddock_core::service::Shutdown(stop_rx.clone())),
     );
-    tokio::spawn(Arc::clone(&service).run_job_scheduler(paddock_core::service::Shutdown(stop_rx)));
+    tokio::spawn(
+        Arc::clone(&service).run_job_scheduler(paddock_core::service::Shutdown(stop_rx.clone())),
+    );
+    let warm_pool =
+        tokio::spawn(Arc::clone(&service).run_warm_pool(paddock_core::service::Shutdown(stop_rx)));
     let share_listener = tokio::net::TcpListener::bind(config.shares.listen)
         .await
         .with_context(|| format!("share proxy: listen on {}", config.shares.listen))?;
@@ -256,6 +261,8 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         .context("serve")?;
     let _ = stop_tx.send(true);
     let _ = sweeper.await;
+    // The pool's sandboxes belong to no VM: they stop with the server.
+    let _ = warm_pool.await;
     tracing::info!("stopped; sandboxes keep running");
     Ok(())
 }

@@ -13,9 +13,15 @@ use serde_json::{json, Value};
 const CANARY: &str = "canary-7f3e9a1c-must-never-reach-a-sandbox";
 
 /// A server whose environment holds the canary (as an operator's server
-/// would hold cloud credentials or a database URL).
+/// would hold cloud credentials or a database URL). It keeps a warm pool,
+/// as a default server does, so the probes run in sandboxes booted ahead
+/// of their create.
 fn canary_server() -> Server {
-    Server::start_with(&[("CANARY_SECRET", CANARY), ("AWS_SECRET_ACCESS_KEY", CANARY)])
+    Server::start_with(&[
+        ("CANARY_SECRET", CANARY),
+        ("AWS_SECRET_ACCESS_KEY", CANARY),
+        ("PADDOCK_SANDBOX__WARM_POOL", "2"),
+    ])
 }
 
 /// Every way a process reads the environment or identity of another:

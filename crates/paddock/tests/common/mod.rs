@@ -48,6 +48,10 @@ fn network_env() -> Vec<(String, String)> {
             format!("10.{}.{n}.0/24", 64 + p),
         ),
         ("PADDOCK_NETWORK__WARM".into(), "2".into()),
+        // Tests count the sandboxes they leave, which a warm pool's would
+        // join; the pool has its own tests (`warm_pool.rs`), and the
+        // hardening probes run in pooled sandboxes.
+        ("PADDOCK_SANDBOX__WARM_POOL".into(), "0".into()),
     ]
 }
 
@@ -244,6 +248,16 @@ impl Server {
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the server as an operator would (SIGTERM) and waits for it
+    /// to exit.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
             let _ = c.wait();
         }
     }
