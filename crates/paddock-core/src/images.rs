@@ -39,7 +39,8 @@ pub trait ImageBackend: Send + Sync + 'static {
     fn is_reference(&self, reference: &str) -> bool;
 
     /// The unpacked directories of `layers` (bottom first), topmost first:
-    /// the order of overlayfs's `lowerdir`.
+    /// the order of overlayfs's `lowerdir`; a repeated layer once, at its
+    /// topmost place.
     fn layer_dirs(&self, layers: &[LayerInfo]) -> Vec<PathBuf>;
 
     /// Removes every blob and unpacked layer whose digest is not in

@@ -190,10 +190,8 @@ impl Service {
         let layer = packed?;
         let mut layers = base.layers;
         let mut diff_ids = base.diff_ids;
-        diff_ids.resize(layers.len(), String::new());
         let size = layer.info.size;
-        layers.push(layer.info);
-        diff_ids.push(layer.diff_id);
+        crate::model::push_layer(&mut layers, &mut diff_ids, layer.info, layer.diff_id);
         let written = self
             .images
             .write_image(&layers, &diff_ids, &base.config)

@@ -524,8 +524,11 @@ impl ImageBackend for ImageStore {
     }
 
     fn layer_dirs(&self, layers: &[LayerInfo]) -> Vec<PathBuf> {
-        layers
-            .iter()
+        // A repeated layer (images with two empty layers, snapshot stacks
+        // from before repeats were dropped) is stacked once, where its
+        // topmost copy is: overlayfs refuses a lower dir twice.
+        paddock_core::model::without_repeats(layers)
+            .into_iter()
             .rev()
             .filter_map(|l| l.digest.parse::<Digest>().ok())
             .map(|d| self.layer_dir(&d))

@@ -1345,3 +1345,59 @@ async fn on_a_gpu_host_nvidia_smi_sees_exactly_the_ranks() {
         "{out}"
     );
 }
+
+/// Sessions that change nothing pack identical (empty) layers, and
+/// sessions that set a file back and forth may too: a stack must never
+/// hold one layer twice (overlayfs refuses it with ELOOP), so every
+/// connect of either kind works and the stack stops growing on repeats.
+#[tokio::test]
+async fn quiet_and_back_and_forth_sessions_keep_connecting() {
+    let (_reg, _server, gw, image) = setup().await;
+    gw.create_env("quiet", &image).await;
+    let cycle = |command: Option<&'static str>| {
+        let gw = &gw;
+        async move {
+            let vm = gw
+                .connect_env("quiet", json!({"nodePoolId": "host-cpu"}))
+                .await;
+            let seen = gw.exec(&vm, "cat /bin/flip 2>/dev/null; true").await;
+            if let Some(command) = command {
+                gw.exec(&vm, command).await;
+            }
+            let r = gw.post("environments/quiet:disconnect", json!({})).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            let env = gw
+                .wait_for("environments/quiet", "state", "DISCONNECTED", 60)
+                .await;
+            assert_eq!(env["status"]["code"], "OK", "{env}");
+            seen
+        }
+    };
+    for _ in 0..10 {
+        cycle(None).await;
+    }
+    let snaps = gw.get("snapshots?orderBy=createTime").await;
+    let counts: Vec<i64> = snaps.body["snapshots"]
+        .as_array()
+        .expect("snapshots")
+        .iter()
+        .map(|s| s["layerCount"].as_i64().unwrap_or_default())
+        .collect();
+    // The first session's layer holds what its exec left; every later
+    // one is the same empty layer, stacked once.
+    assert!(
+        counts.len() == 10 && counts[2..].iter().all(|&n| n == counts[1]) && counts[1] <= 3,
+        "the stack grew with quiet sessions: {counts:?} {}",
+        snaps.body
+    );
+    let mut want = String::new();
+    for i in 0..6 {
+        let value = if i % 2 == 0 { "a" } else { "b" };
+        assert_eq!(
+            cycle(Some(["echo a > /bin/flip", "echo b > /bin/flip"][i % 2])).await,
+            want
+        );
+        want = format!("{value}\n");
+    }
+    assert_eq!(cycle(None).await, want);
+}

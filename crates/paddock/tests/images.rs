@@ -578,3 +578,35 @@ async fn bearer_token_registries_take_the_configured_credentials() {
     let reg = Registry::start_with_tokens(&tokens);
     check_credentials(&reg, "tok3n-pass").await;
 }
+
+/// An image may list one layer more than once (Docker's builders repeat
+/// the empty layer; snapshot stacks of quiet sessions once did): it is
+/// stacked once, at its topmost place, and the VM starts with the same
+/// files as if every copy were there.
+#[tokio::test]
+async fn an_image_that_repeats_a_layer_runs() {
+    let reg = Registry::start();
+    let server = Server::start_with_config(&reg.paddock_config());
+    let c = server.client();
+    let base = gzip(&busybox_base().bytes());
+    let empty = gzip(&Tar::new().bytes());
+    let marker = gzip(&Tar::new().file("etc/marker", 0o644, b"top").bytes());
+    let reference = reg.reference("test/repeats:v1");
+    push(
+        &reference,
+        vec![
+            (base, GZIP),
+            (empty.clone(), GZIP),
+            (marker.clone(), GZIP),
+            (empty, GZIP),
+            (marker, GZIP),
+        ],
+        config_json(&["PATH=/bin"], "/", ""),
+    )
+    .await;
+    let vm = c.create_vm(json!({"image_variant": reference})).await;
+    let id = vm["vm_id"].as_str().expect("vm_id");
+    assert_eq!(vm["status"], "active", "{vm}");
+    let (out, err, _) = c.exec(id, "cat /etc/marker; echo; ls /bin/busybox").await;
+    assert_eq!(out, "top\n/bin/busybox\n", "{err}");
+}

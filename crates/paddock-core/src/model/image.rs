@@ -26,6 +26,87 @@ pub struct LayerInfo {
     pub media_type: String,
 }
 
+/// Puts `layer` (whose uncompressed digest is `diff_id`) on top of a
+/// stack, first dropping an earlier copy of it. The same layer twice in
+/// one overlay is refused by the kernel (ELOOP), and the earlier copy
+/// changes nothing: every path it names is named again by the copy above,
+/// which wins, and whatever it hides (whiteouts, opaque dirs) the copy
+/// above hides too. Quiet sessions (each an empty layer) and changes made
+/// and undone (the same layer again) keep a stack from growing.
+pub fn push_layer(
+    layers: &mut Vec<LayerInfo>,
+    diff_ids: &mut Vec<String>,
+    layer: LayerInfo,
+    diff_id: String,
+) {
+    diff_ids.resize(layers.len(), String::new());
+    while let Some(i) = layers.iter().position(|l| l.digest == layer.digest) {
+        layers.remove(i);
+        diff_ids.remove(i);
+    }
+    layers.push(layer);
+    diff_ids.push(diff_id);
+}
+
+/// The layers of a stack (bottom first) without repeats: each layer
+/// where its topmost copy is (see [`push_layer`] for why that is the same
+/// filesystem).
+pub fn without_repeats<'a>(layers: &'a [LayerInfo]) -> Vec<&'a LayerInfo> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut kept: Vec<&LayerInfo> = layers
+        .iter()
+        .rev()
+        .filter(|l| seen.insert(l.digest.as_str()))
+        .collect();
+    kept.reverse();
+    kept
+}
+
+#[cfg(test)]
+mod stack_tests {
+    use super::*;
+
+    fn layer(d: &str) -> LayerInfo {
+        LayerInfo {
+            digest: d.to_owned(),
+            size: 1,
+            media_type: String::new(),
+        }
+    }
+
+    fn digests(layers: &[LayerInfo]) -> Vec<&str> {
+        layers.iter().map(|l| l.digest.as_str()).collect()
+    }
+
+    #[test]
+    fn a_layer_pushed_again_moves_to_the_top() {
+        let mut layers = vec![layer("base"), layer("a"), layer("b")];
+        let mut diff_ids = vec!["base'".into(), "a'".into(), "b'".into()];
+        push_layer(&mut layers, &mut diff_ids, layer("a"), "a'".into());
+        assert_eq!(digests(&layers), ["base", "b", "a"]);
+        assert_eq!(diff_ids, ["base'", "b'", "a'"]);
+        push_layer(&mut layers, &mut diff_ids, layer("c"), "c'".into());
+        assert_eq!(digests(&layers), ["base", "b", "a", "c"]);
+        assert_eq!(diff_ids.len(), 4);
+    }
+
+    #[test]
+    fn repeats_keep_their_topmost_place() {
+        let stack = [
+            layer("base"),
+            layer("e"),
+            layer("x"),
+            layer("e"),
+            layer("e"),
+        ];
+        let kept: Vec<&str> = without_repeats(&stack)
+            .iter()
+            .map(|l| l.digest.as_str())
+            .collect();
+        assert_eq!(kept, ["base", "x", "e"]);
+    }
+}
+
 /// An image in an account's list. Its layers are shared, by digest, with
 /// every other image (of any account) that has them.
 #[derive(Debug, Clone)]

@@ -24,8 +24,8 @@ pub use egress::{
 };
 pub use execution::{Execution, ExecutionStatus};
 pub use image::{
-    ChangedTree, IdShift, Image, ImageConfig, LayerInfo, LayerProgress, PullPhase, PullProgress,
-    PullState, PulledImage, RootfsSpec,
+    push_layer, without_repeats, ChangedTree, IdShift, Image, ImageConfig, LayerInfo,
+    LayerProgress, PullPhase, PullProgress, PullState, PulledImage, RootfsSpec,
 };
 pub use resources::{Limits, ResourceError, Resources};
 pub use share::{hash_token, NewShare, Share, ShareSecret};
