@@ -111,7 +111,23 @@ async fn keys_create_list_revoke() {
     let c = server.client().with_key(Some(&secret));
     assert_eq!(c.get("/v1/vms").await.status, 200);
 
-    let listed = ok(&paddock(&server, &["keys", "--data-dir", dir, "list"]));
+    // Global options may follow the subcommand too.
+    let other: serde_json::Value = serde_json::from_str(&ok(&paddock(
+        &server,
+        &[
+            "keys",
+            "create",
+            "--new-account",
+            "other",
+            "--data-dir",
+            dir,
+            "--json",
+        ],
+    )))
+    .expect("json");
+    assert!(other["key"].as_str().is_some(), "{other}");
+
+    let listed = ok(&paddock(&server, &["keys", "list", "--data-dir", dir]));
     assert!(
         listed.contains("ci") && !listed.contains(&secret),
         "{listed}"

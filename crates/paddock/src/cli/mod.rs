@@ -30,9 +30,11 @@ pub enum Command {
     },
     /// Manage API keys (on the local data dir).
     Keys {
-        #[arg(long, default_value = ".paddock", env = "PADDOCK_DATA_DIR")]
+        // Global: accepted before or after the subcommand
+        // (`keys create --data-dir DIR`).
+        #[arg(long, default_value = ".paddock", env = "PADDOCK_DATA_DIR", global = true)]
         data_dir: PathBuf,
-        #[arg(long)]
+        #[arg(long, global = true)]
         json: bool,
         #[command(subcommand)]
         command: KeysCommand,
