@@ -649,6 +649,35 @@ async fn local_sandboxes_run_scrubbed_host_processes_and_resume_preserved_files(
         d.get("/environments/local/sandboxes").await.body["meta"]["total"],
         0
     );
+    // Lists page with limit and offset.
+    let r = d.post("/environments/dev/sandboxes", json!({})).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let second = r.body["id"].as_str().expect("id").to_owned();
+    let page = d.get("/sandboxes?limit=1").await;
+    assert_eq!(
+        page.body["data"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        page.body
+    );
+    assert_eq!(page.body["meta"]["total"], 2);
+    assert_eq!(page.body["meta"]["has_more"], true);
+    let rest = d
+        .get("/environments/dev/sandboxes?page[limit]=1&page[offset]=1")
+        .await;
+    assert_eq!(
+        rest.body["data"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        rest.body
+    );
+    assert_eq!(rest.body["meta"]["has_more"], false);
+    assert_ne!(rest.body["data"][0]["id"], page.body["data"][0]["id"]);
+    assert_eq!(d.get("/sandboxes?limit=many").await.status, 400);
+    let r = d
+        .send(d.req(reqwest::Method::DELETE, &format!("/sandboxes/{second}")))
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
     let r = d
         .send(d.req(reqwest::Method::DELETE, &format!("/sandboxes/{sb}")))
         .await;

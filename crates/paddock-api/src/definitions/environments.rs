@@ -3,18 +3,14 @@
 //! need it back in `If-Match`.
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use paddock_core::definitions::{self, Definition, DefinitionSpec};
-use serde::Deserialize;
 
 use super::{json_value, parse_body, Caller, DefError};
 use crate::AppState;
-
-const DEFAULT_LIMIT: usize = 50;
-const MAX_LIMIT: usize = 500;
 
 /// A definition with its revision as `ETag`.
 fn with_etag(status: StatusCode, def: Definition) -> Response {
@@ -56,36 +52,16 @@ pub(super) async fn create(
     Ok(with_etag(StatusCode::CREATED, def))
 }
 
-#[derive(Debug, Deserialize)]
-pub(super) struct ListQuery {
-    #[serde(alias = "page[limit]")]
-    limit: Option<usize>,
-    #[serde(alias = "page[offset]")]
-    offset: Option<usize>,
-}
-
-/// `{"data": [...], "meta": {"total", "has_more"}}`, by id.
+/// `{"data": [...], "meta": {...}}`, by id (see `list.rs`).
 pub(super) async fn list(
     State(state): State<AppState>,
     Caller(account): Caller,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    query: super::list::PageQueryResult,
 ) -> Result<Json<serde_json::Value>, DefError> {
-    let Query(q) = query.map_err(|e| {
-        DefError::bad_request(
-            "invalid_query",
-            format!("limit and offset must be numbers: {e}"),
-        )
-    })?;
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    let offset = q.offset.unwrap_or(0);
     let all = state.service.list_definitions(&account).await?;
-    let total = all.len();
-    let page: Vec<Definition> = all.into_iter().skip(offset).take(limit).collect();
-    let has_more = offset.saturating_add(page.len()) < total;
-    Ok(Json(serde_json::json!({
-        "data": page,
-        "meta": {"total": total, "has_more": has_more, "limit": limit, "offset": offset},
-    })))
+    Ok(Json(super::list::page(query, all, |d: &Definition| {
+        serde_json::to_value(d).unwrap_or_default()
+    })?))
 }
 
 pub(super) async fn retrieve(

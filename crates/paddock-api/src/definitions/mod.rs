@@ -6,6 +6,7 @@
 
 mod environments;
 mod error;
+mod list;
 pub mod openapi;
 mod sandboxes;
 

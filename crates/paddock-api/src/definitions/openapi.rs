@@ -162,6 +162,14 @@ fn operation(op: &Op, path_params: &[&str]) -> Value {
         .iter()
         .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
         .collect();
+    if op.ok.1.is_some_and(|schema| schema.ends_with("List")) {
+        params.push(json!({"name": "limit", "in": "query", "required": false,
+            "description": "at most this many (default 50, at most 500); also `page[limit]`",
+            "schema": {"type": "integer", "minimum": 1, "default": 50}}));
+        params.push(json!({"name": "offset", "in": "query", "required": false,
+            "description": "skip this many; also `page[offset]`",
+            "schema": {"type": "integer", "minimum": 0, "default": 0}}));
+    }
     if op.if_match {
         params.push(json!({"name": "If-Match", "in": "header", "required": true,
             "description": "the current revision (quoted or bare); missing is 428, stale is 409",
@@ -303,7 +311,7 @@ pub fn extend(doc: &mut Value) {
                 ok: ("200", Some("DefinitionSandboxList")),
                 body: None,
                 if_match: false,
-                errors: &["401"],
+                errors: &["400", "401"],
             }],
         ),
         (

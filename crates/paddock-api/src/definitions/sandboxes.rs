@@ -124,35 +124,27 @@ pub(super) async fn launch(
     Ok((StatusCode::CREATED, Json(render(&view))).into_response())
 }
 
-fn page(views: Vec<SandboxView>) -> Json<serde_json::Value> {
-    let total = views.len();
-    Json(serde_json::json!({
-        "data": views.iter().map(render).collect::<Vec<_>>(),
-        "meta": {"total": total, "has_more": false},
-    }))
-}
-
 pub(super) async fn list(
     State(state): State<AppState>,
     Caller(account): Caller,
+    query: super::list::PageQueryResult,
 ) -> Result<Json<serde_json::Value>, DefError> {
-    Ok(page(
-        state.service.launched_sandboxes(&account, None).await?,
-    ))
+    let all = state.service.launched_sandboxes(&account, None).await?;
+    Ok(Json(super::list::page(query, all, render)?))
 }
 
 pub(super) async fn list_of_environment(
     State(state): State<AppState>,
     Caller(account): Caller,
     Path(id): Path<String>,
+    query: super::list::PageQueryResult,
 ) -> Result<Json<serde_json::Value>, DefError> {
     state.service.get_definition(&account, &id).await?;
-    Ok(page(
-        state
-            .service
-            .launched_sandboxes(&account, Some(&id))
-            .await?,
-    ))
+    let all = state
+        .service
+        .launched_sandboxes(&account, Some(&id))
+        .await?;
+    Ok(Json(super::list::page(query, all, render)?))
 }
 
 /// The sandbox, when it belongs to definition `env` (if given).

@@ -191,7 +191,18 @@ fn resources(spec: &DefinitionSpec, out: &mut Vec<Violation>) {
 fn network(spec: &DefinitionSpec, out: &mut Vec<Violation>) {
     let n = &spec.network;
     for (i, entry) in n.allow.iter().enumerate() {
-        if Ipv4Cidr::parse(entry).is_err() && DomainPattern::parse(entry).is_err() {
+        if let Ok(cidr) = Ipv4Cidr::parse(entry) {
+            // `10.0.0.1/8` names a host but means a network: refused, as
+            // a strict parser (Python's `ip_network`) refuses it, so the
+            // stored definition says what is enforced.
+            let canonical = cidr.to_string();
+            if entry.contains('/') && canonical != *entry {
+                out.push(Violation::new(
+                    format!("network.allow[{i}]"),
+                    format!("{entry:?} has host bits set (or is not written canonically); the network is {canonical:?}"),
+                ));
+            }
+        } else if DomainPattern::parse(entry).is_err() {
             out.push(Violation::new(
                 format!("network.allow[{i}]"),
                 format!("{entry:?} is neither an IPv4 CIDR (10.0.0.0/8) nor a domain pattern (*.example.com)"),
@@ -288,6 +299,27 @@ mod tests {
         for bad in ["", "-a", "A", "a_b", "a.b", &"a".repeat(64), "é"] {
             assert!(validate_definition_id(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_allowed_cidr_with_host_bits_is_refused_with_its_network() {
+        let spec: DefinitionSpec = serde_json::from_value(serde_json::json!({
+            "provider": "container",
+            "image": {"docker": "busybox:1.36"},
+            "resources": {"cpu": 1, "memory": "1Gi"},
+            "network": {"mode": "cidr_allow_list",
+                        "allow": ["10.0.0.0/8", "192.168.1.7", "10.0.0.1/8", "*.example.com"]},
+            "lifecycle": {"preserve": false, "stop_on_terminal": false},
+            "labels": {}, "volumes": [], "env": {}
+        }))
+        .expect("spec");
+        let violations = validate_spec(&spec, &|_| true);
+        assert_eq!(violations.len(), 1, "{violations:?}");
+        assert_eq!(violations[0].field, "network.allow[2]");
+        assert!(
+            violations[0].message.contains("\"10.0.0.0/8\""),
+            "{violations:?}"
+        );
     }
 
     #[test]

@@ -32,7 +32,12 @@ pub enum Command {
     Keys {
         // Global: accepted before or after the subcommand
         // (`keys create --data-dir DIR`).
-        #[arg(long, default_value = ".paddock", env = "PADDOCK_DATA_DIR", global = true)]
+        #[arg(
+            long,
+            default_value = ".paddock",
+            env = "PADDOCK_DATA_DIR",
+            global = true
+        )]
         data_dir: PathBuf,
         #[arg(long, global = true)]
         json: bool,
