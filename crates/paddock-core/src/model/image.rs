@@ -51,7 +51,7 @@ pub fn push_layer(
 /// The layers of a stack (bottom first) without repeats: each layer
 /// where its topmost copy is (see [`push_layer`] for why that is the same
 /// filesystem).
-pub fn without_repeats<'a>(layers: &'a [LayerInfo]) -> Vec<&'a LayerInfo> {
+pub fn without_repeats(layers: &[LayerInfo]) -> Vec<&LayerInfo> {
     let mut seen = std::collections::BTreeSet::new();
     let mut kept: Vec<&LayerInfo> = layers
         .iter()
