@@ -709,6 +709,64 @@ async fn local_sandboxes_run_scrubbed_host_processes_and_resume_preserved_files(
     assert_eq!(r.status, 404, "{}", r.body);
 }
 
+/// The CPU quota of the sandbox `id` on the host: (quota, period) in µs.
+fn host_cpu_quota(server: &Server, id: &str) -> (u64, u64) {
+    let instance = paddock_runtime::container::instance_id(&server.data_dir());
+    let v1 = format!("/sys/fs/cgroup/cpu/paddock/{instance}/{id}");
+    let v2 = format!("/sys/fs/cgroup/paddock/{instance}/{id}/cpu.max");
+    let read = |f: &str| std::fs::read_to_string(f).map(|s| s.trim().to_owned());
+    if let Ok(quota) = read(&format!("{v1}/cpu.cfs_quota_us")) {
+        let period = read(&format!("{v1}/cpu.cfs_period_us")).expect("period");
+        return (
+            quota.parse().expect("quota"),
+            period.parse().expect("period"),
+        );
+    }
+    let max = read(&v2).expect("cpu.max");
+    let (quota, period) = max.split_once(' ').expect("quota period");
+    (
+        quota.parse().expect("quota"),
+        period.parse().expect("period"),
+    )
+}
+
+/// `resources.cpu: "500m"` is half of one CPU's time, not a whole CPU, on
+/// every provider with a CPU quota (container and local here; docker's
+/// NanoCpus in its own test).
+#[tokio::test]
+async fn fractional_cpus_are_a_quota() {
+    let mut server = Server::start_with_config(CONFIG);
+    server.allow_local();
+    let d = Defs::new(&server);
+    for provider in ["container", "local"] {
+        let b = set(body(provider), "/resources/cpu", json!("500m"));
+        d.define(&format!("half-{provider}"), b).await;
+        let r = d
+            .post(
+                &format!("/environments/half-{provider}/sandboxes"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        assert_eq!(r.body["resources"]["cpu"], 0.5, "{}", r.body);
+        let sb = r.body["id"].as_str().expect("id").to_owned();
+        let (quota, period) = host_cpu_quota(&server, &sb);
+        assert_eq!(quota * 2, period, "{provider}: {quota}/{period}");
+        let b = set(body(provider), "/resources/cpu", json!(1.5));
+        d.define(&format!("more-{provider}"), b).await;
+        let r = d
+            .post(
+                &format!("/environments/more-{provider}/sandboxes"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        let sb = r.body["id"].as_str().expect("id").to_owned();
+        let (quota, period) = host_cpu_quota(&server, &sb);
+        assert_eq!(quota * 2, period * 3, "{provider}: {quota}/{period}");
+    }
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn container_sandboxes_stop_on_terminal_and_idle_and_discard_unless_preserved() {
     let mut server = Server::start_with_config(CONFIG);
@@ -870,6 +928,7 @@ async fn docker_sandboxes_run_in_a_real_engine() {
     );
     let b = set(b, "/network", json!({"allow": []}));
     let b = set(b, "/lifecycle/preserve", json!(true));
+    let b = set(b, "/resources/cpu", json!("500m"));
     let with_volume = set(
         b.clone(),
         "/volumes",
@@ -899,7 +958,7 @@ async fn docker_sandboxes_run_in_a_real_engine() {
     ]);
     assert_eq!(
         String::from_utf8_lossy(&inspect.stdout).trim(),
-        format!("{} 1000000000 none infra", 256u64 << 20)
+        format!("{} 500000000 none infra", 256u64 << 20)
     );
 
     // Commands run in the engine's container, with the definition's

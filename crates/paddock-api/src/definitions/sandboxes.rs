@@ -35,6 +35,15 @@ fn state_name(s: VmStatus) -> &'static str {
     }
 }
 
+/// CPUs as the definition wrote them: an integer when whole.
+fn cpu_figure(millis: u32) -> serde_json::Value {
+    if millis % 1000 == 0 {
+        serde_json::json!(millis / 1000)
+    } else {
+        serde_json::json!(f64::from(millis) / 1000.0)
+    }
+}
+
 fn render(view: &SandboxView) -> serde_json::Value {
     let vm = &view.vm;
     let launch = vm.options.launch.clone().unwrap_or_default();
@@ -62,7 +71,8 @@ fn render(view: &SandboxView) -> serde_json::Value {
         "state_reason": vm.status_reason,
         "image": (!vm.image_variant.is_empty()).then(|| vm.image_variant.clone()),
         "resources": {
-            "cpu": vm.resources.vcpu_count(),
+            // Whole CPUs as an integer, a quota as a fraction (0.5).
+            "cpu": cpu_figure(vm.resources.cpu_millis()),
             "memory_mb": vm.resources.memory_mb(),
         },
         "labels": launch.labels,

@@ -155,12 +155,10 @@ impl Service {
             }
             (None, None, _) => self.config.default_variant.clone(),
         };
-        let vcpu = s
-            .resources
-            .cpu
-            .as_ref()
-            .and_then(|c| parse_cpu(c).ok())
-            .map(|cores| cores.ceil() as i64);
+        let cores = s.resources.cpu.as_ref().and_then(|c| parse_cpu(c).ok());
+        // A fraction of a CPU is a quota on the CPUs it rounds up to.
+        let vcpu = cores.map(|c| c.ceil() as i64);
+        let cpu_millis = cores.map(|c| (c * 1000.0).round() as u32);
         // A quantity (validated with the definition) in whole MiB.
         let mib = |q: Option<&str>| {
             q.and_then(|q| parse_bytes(q).ok())
@@ -169,6 +167,7 @@ impl Service {
         let memory_mb = mib(s.resources.memory.as_deref());
         let disk_mb = mib(s.resources.disk.as_deref());
         let resources = Resources::with_disk(memory_mb, vcpu, disk_mb, &self.config.limits)
+            .and_then(|r| r.with_cpu_millis(cpu_millis))
             .map_err(|e| invalid("resources", e.to_string()))?;
         let env =
             Env::new(s.env.clone()).map_err(|e| invalid(&format!("env.{}", e.name), e.reason))?;

@@ -44,6 +44,8 @@ pub enum ResourceError {
     Vcpu { max: u32 },
     #[error("disk_mb must be between {min} and {max}")]
     Disk { min: u32, max: u32 },
+    #[error("the CPU quota must be at least 1m (a thousandth of a CPU)")]
+    CpuQuota,
 }
 
 impl ResourceError {
@@ -52,6 +54,7 @@ impl ResourceError {
             Self::Memory { .. } => "memory_mb",
             Self::Vcpu { .. } => "vcpu_count",
             Self::Disk { .. } => "disk_mb",
+            Self::CpuQuota => "cpu",
         }
     }
 }
@@ -80,6 +83,10 @@ pub struct Resources {
     pids_max: u32,
     /// 0 for sandboxes made before disks had a size: no limit.
     disk_mb: u32,
+    /// The CPU quota in thousandths of a CPU, when it is less than
+    /// `vcpu_count` whole CPUs (`resources.cpu: "500m"`); 0: the whole
+    /// CPUs.
+    cpu_millis: u32,
 }
 
 impl Resources {
@@ -130,6 +137,7 @@ impl Resources {
             vcpu_count,
             pids_max: limits.pids_max,
             disk_mb,
+            cpu_millis: 0,
         })
     }
 
@@ -141,12 +149,46 @@ impl Resources {
             vcpu_count,
             pids_max,
             disk_mb: 0,
+            cpu_millis: 0,
         }
     }
 
     /// The same resources with the disk size read back from the store.
     pub fn with_stored_disk(self, disk_mb: u32) -> Self {
         Self { disk_mb, ..self }
+    }
+
+    /// A CPU quota of `millis` thousandths of a CPU: the sandbox sees
+    /// `ceil(millis / 1000)` CPUs and may use `millis / 1000` of their
+    /// time. `None` (or a quota of at least `vcpu_count` whole CPUs):
+    /// unchanged. A quota of 0 is refused (below the 1 m minimum).
+    pub fn with_cpu_millis(self, millis: Option<u32>) -> Result<Self, ResourceError> {
+        match millis {
+            None => Ok(self),
+            Some(0) => Err(ResourceError::CpuQuota),
+            Some(m) if m >= self.vcpu_count.saturating_mul(1000) => Ok(Self {
+                cpu_millis: 0,
+                ..self
+            }),
+            Some(m) => Ok(Self {
+                cpu_millis: m,
+                ..self
+            }),
+        }
+    }
+
+    /// The CPU time the sandbox may use, in thousandths of a CPU.
+    pub fn cpu_millis(&self) -> u32 {
+        if self.cpu_millis == 0 {
+            self.vcpu_count.saturating_mul(1000)
+        } else {
+            self.cpu_millis
+        }
+    }
+
+    /// The stored form of [`Resources::cpu_millis`]: 0 for whole CPUs.
+    pub fn cpu_quota_millis(&self) -> u32 {
+        self.cpu_millis
     }
 
     /// The writable layer's size in MiB; 0: unlimited (a sandbox made

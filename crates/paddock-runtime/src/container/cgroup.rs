@@ -186,7 +186,7 @@ impl Cgroups {
     /// Applies limits to an existing sandbox's cgroups.
     pub fn apply(&self, id: &str, r: &Resources) -> Result<(), RuntimeError> {
         let memory = r.memory_bytes();
-        let quota = u64::from(r.vcpu_count()) * CPU_PERIOD_US;
+        let quota = u64::from(r.cpu_millis()) * CPU_PERIOD_US / 1000;
         match &self.layout {
             Layout::V1 { .. } => {
                 let mem = self

@@ -208,7 +208,7 @@ impl DockerProvider {
             labels: Some(labels),
             hostname: Some("sandbox".into()),
             host_config: Some(HostConfig {
-                nano_cpus: Some(i64::from(vm.resources.vcpu_count()) * 1_000_000_000),
+                nano_cpus: Some(i64::from(vm.resources.cpu_millis()) * 1_000_000),
                 memory: i64::try_from(vm.resources.memory_bytes()).ok(),
                 pids_limit: Some(i64::from(vm.resources.pids_max())),
                 // `allow_all` is the server's guarded engine network;

@@ -46,7 +46,7 @@ pub struct SqliteStore {
 const VM_COLUMNS: &str = "id, account_id, session_id, status, status_reason, provider, \
     image_variant, memory_mb, vcpu_count, pids_max, metadata, env, lifetime_seconds, created_at, \
     updated_at, started_at, expires_at, terminated_at, runtime_pid, runtime_start_ticks, \
-    image_digest, options, disk_mb";
+    image_digest, options, disk_mb, cpu_millis";
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and migrates it.

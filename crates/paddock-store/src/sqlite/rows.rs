@@ -105,7 +105,9 @@ impl<'r> FromRow<'r, SqliteRow> for VmRow {
                 u32_col("vcpu_count")?,
                 u32_col("pids_max")?,
             )
-            .with_stored_disk(u32_col("disk_mb")?),
+            .with_stored_disk(u32_col("disk_mb")?)
+            .with_cpu_millis(Some(u32_col("cpu_millis")?).filter(|m| *m > 0))
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
             metadata,
             env: Env::new(env).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
             lifetime_seconds: lifetime.and_then(|l| u64::try_from(l).ok()),
@@ -259,7 +261,8 @@ pub(super) fn bind_vm<'q>(
         .bind(vm.runtime.and_then(|h| i64::try_from(h.start_ticks).ok()))
         .bind(vm.image_digest.clone())
         .bind(options_to_json(&vm.options, vm.network.as_ref()))
-        .bind(i64::from(vm.resources.disk_mb())))
+        .bind(i64::from(vm.resources.disk_mb()))
+        .bind(i64::from(vm.resources.cpu_quota_millis())))
 }
 
 /// Images keep their config and layer list as JSON columns.
