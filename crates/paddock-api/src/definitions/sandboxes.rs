@@ -37,7 +37,7 @@ fn state_name(s: VmStatus) -> &'static str {
 
 /// CPUs as the definition wrote them: an integer when whole.
 fn cpu_figure(millis: u32) -> serde_json::Value {
-    if millis % 1000 == 0 {
+    if millis.is_multiple_of(1000) {
         serde_json::json!(millis / 1000)
     } else {
         serde_json::json!(f64::from(millis) / 1000.0)
