@@ -397,6 +397,13 @@ async fn batch_jobs_run_from_an_environment_queue_and_cancel() {
         "{}",
         logs.body
     );
+    // Getters answer POST too, with their parameters in the body.
+    let posted = gw
+        .post("batchJobs/reads-marker:getLogs", json!({"pageSize": 1}))
+        .await;
+    assert_eq!(posted.status, 200, "{}", posted.body);
+    assert_eq!(posted.body["entries"].as_array().map(Vec::len), Some(1));
+    assert_ne!(posted.body["nextPageToken"], "", "{}", posted.body);
 
     // PATCH changes what may change, and refuses what a job runs.
     let r = gw
@@ -874,6 +881,24 @@ async fn clusters_and_node_pools() {
     assert_eq!(r.body["displayName"], "G", "{}", r.body);
     let r = gw.get("clusters/fake:getConnectionInfo").await;
     assert_eq!(r.status, 200, "{}", r.body);
+    // Getters answer POST as well as GET; every refusal is a Status.
+    let r = gw.post("clusters/fake:getConnectionInfo", json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = gw.post("nodePools/host-cpu:getStats", json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = gw.post("nodePools/host-cpu", json!({})).await;
+    assert_eq!((r.status, code(&r)), (404, 5), "{}", r.body);
+    let r =
+        gw.c.send(gw.c.req(reqwest::Method::PUT, &gw.url("clusters/fake")))
+            .await;
+    assert_eq!((r.status, code(&r)), (405, 12), "{}", r.body);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("PUT")),
+        "{}",
+        r.body
+    );
     let r = gw.get("clusters?filter=state%3DFAILED").await;
     assert_eq!(r.body["totalSize"], 1, "{}", r.body);
     assert_eq!(gw.delete("clusters/eks").await.status, 200);

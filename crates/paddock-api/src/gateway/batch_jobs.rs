@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 use super::error::GatewayError;
 use super::list::{self, GetQuery, ListQuery};
 use super::wire::{self, BatchJobBody, BATCH_JOBS};
-use super::{plain_id, split_segment, unknown_method, BatchDeleteBody, GJson, GQuery, Who};
+use super::{
+    from_value, plain_id, split_segment, unknown_method, BatchDeleteBody, GJson, GQuery, Who,
+};
 use crate::AppState;
 
 #[derive(Deserialize, Default)]
@@ -89,31 +91,40 @@ pub async fn get_or_method(
                 q.read_mask.as_deref(),
             )?))
         }
-        Some("getLogs") => {
-            let after = match q.page_token.as_deref().filter(|t| !t.is_empty()) {
-                Some(t) => t.parse::<i64>().map_err(|_| {
-                    GatewayError::invalid("pageToken", "is not a token getLogs returned")
-                })?,
-                None => 0,
-            };
-            let limit = q.page_size.filter(|n| *n > 0).unwrap_or(1000).min(10_000);
-            let chunks = state.service.batch_job_logs(&who, id, after, limit).await?;
-            let next = if chunks.len() == limit as usize {
-                chunks.last().map(|c| c.seq.to_string()).unwrap_or_default()
-            } else {
-                String::new()
-            };
-            let text: String = chunks.iter().map(|c| c.data.as_str()).collect();
-            let entries: Vec<Value> = chunks
-                .iter()
-                .map(|c| json!({"stream": c.stream, "text": c.data, "time": c.created_at.to_rfc3339()}))
-                .collect();
-            Ok(Json(
-                json!({"logs": text, "entries": entries, "nextPageToken": next}),
-            ))
-        }
+        Some("getLogs") => logs(&state, &who, id, &q).await,
         Some(m) => Err(unknown_method(m, &["getLogs"])),
     }
+}
+
+/// `:getLogs`: the job's output after `pageToken`, at most `pageSize`
+/// chunks (GET with query parameters, or POST with them in the body).
+async fn logs(
+    state: &AppState,
+    who: &paddock_core::model::Principal,
+    id: &str,
+    q: &LogsQuery,
+) -> Result<Json<Value>, GatewayError> {
+    let after = match q.page_token.as_deref().filter(|t| !t.is_empty()) {
+        Some(t) => t
+            .parse::<i64>()
+            .map_err(|_| GatewayError::invalid("pageToken", "is not a token getLogs returned"))?,
+        None => 0,
+    };
+    let limit = q.page_size.filter(|n| *n > 0).unwrap_or(1000).min(10_000);
+    let chunks = state.service.batch_job_logs(who, id, after, limit).await?;
+    let next = if chunks.len() == limit as usize {
+        chunks.last().map(|c| c.seq.to_string()).unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let text: String = chunks.iter().map(|c| c.data.as_str()).collect();
+    let entries: Vec<Value> = chunks
+        .iter()
+        .map(|c| json!({"stream": c.stream, "text": c.data, "time": c.created_at.to_rfc3339()}))
+        .collect();
+    Ok(Json(
+        json!({"logs": text, "entries": entries, "nextPageToken": next}),
+    ))
 }
 
 pub async fn update(
@@ -188,13 +199,16 @@ pub async fn method(
     State(state): State<AppState>,
     Who(who): Who,
     Path((_, segment)): Path<(String, String)>,
-    GJson(_body): GJson<Value>,
+    GJson(body): GJson<Value>,
 ) -> Result<Json<Value>, GatewayError> {
     let (id, method) = split_segment(&segment);
     match method {
         Some("cancel") => state.service.cancel_batch_job(&who, id).await?,
-        Some(m) => return Err(unknown_method(m, &["cancel"])),
-        None => return Err(unknown_method("", &["cancel"])),
+        // A getter sent as POST (AIP-136's convention for custom methods)
+        // takes its parameters from the body.
+        Some("getLogs") => return logs(&state, &who, id, &from_value(body)?).await,
+        Some(m) => return Err(unknown_method(m, &["cancel", "getLogs"])),
+        None => return Err(unknown_method("", &["cancel", "getLogs"])),
     }
     Ok(Json(json!({})))
 }

@@ -58,6 +58,20 @@ pub async fn list(
     Ok(Json(list::page(&CLUSTERS, items, &q)?))
 }
 
+/// POST on an item: its getter custom method only (`:getConnectionInfo`), as
+/// AIP-136 clients send it.
+pub async fn post_method(
+    state: State<AppState>,
+    who: Who,
+    path: Path<(String, String)>,
+    query: GQuery<GetQuery>,
+) -> Result<Json<Value>, GatewayError> {
+    if split_segment(&path.1).1.is_none() {
+        return Err(unknown_method("", &["getConnectionInfo"]));
+    }
+    get_or_method(state, who, path, query).await
+}
+
 pub async fn get_or_method(
     State(state): State<AppState>,
     Who(who): Who,

@@ -37,7 +37,10 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             &format!("{a}/clusters/{{segment}}"),
+            // `:getConnectionInfo` answers GET (the published convention)
+            // and POST (AIP-136's for custom methods).
             get(clusters::get_or_method)
+                .post(clusters::post_method)
                 .patch(clusters::update)
                 .delete(clusters::delete),
         )
@@ -51,7 +54,9 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             &format!("{a}/nodePools/{{segment}}"),
+            // `:getStats`: GET or POST, as `:getConnectionInfo`.
             get(node_pools::get_or_method)
+                .post(node_pools::post_method)
                 .patch(node_pools::update)
                 .delete(node_pools::delete),
         )
@@ -93,6 +98,20 @@ pub fn router() -> Router<AppState> {
             &format!("{a}/snapshots/{{segment}}"),
             get(snapshots::get).delete(snapshots::delete),
         )
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// A method a route does not take: 405, with a google.rpc.Status body
+/// (UNIMPLEMENTED) as every other refusal of this surface.
+async fn method_not_allowed(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> axum::response::Response {
+    let code = paddock_core::model::gateway::StatusCode::Unimplemented;
+    let message = format!("{method} is not a method of {}", uri.path());
+    let mut response = error::status_response(code, message, Vec::new());
+    *response.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+    response
 }
 
 /// The authenticated caller, checked against the path's account: a key
