@@ -440,8 +440,18 @@ async fn batch_jobs_run_from_an_environment_queue_and_cancel() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    gw.wait_for("batchJobs/from-snapshot", "state", "COMPLETED", 60)
+    let job = gw
+        .wait_for("batchJobs/from-snapshot", "state", "COMPLETED", 60)
         .await;
+    // The job says what it ran: the snapshot and the image below it.
+    assert_eq!(job["snapshotId"], snap.as_str(), "{job}");
+    assert!(
+        job["imageRef"]
+            .as_str()
+            .is_some_and(|r| r.contains("test/dev")),
+        "{job}"
+    );
+    assert_eq!(job["status"]["code"], "OK", "{job}");
     let logs = gw.get("batchJobs/from-snapshot:getLogs").await;
     assert_eq!(logs.body["logs"], "from-env\n", "{}", logs.body);
 
@@ -474,9 +484,12 @@ async fn batch_jobs_run_from_an_environment_queue_and_cancel() {
     assert_eq!(r.status, 200, "{}", r.body);
     let job = gw.wait_for("batchJobs/fails", "state", "FAILED", 60).await;
     assert!(
-        job["status"].as_str().is_some_and(|s| s.contains('3')),
+        job["status"]["message"]
+            .as_str()
+            .is_some_and(|s| s.contains('3')),
         "{job}"
     );
+    assert_eq!(job["status"]["code"], "UNKNOWN", "{job}");
 
     // Two ranks in all: a two-rank job holds them, the next one queues,
     // and starts when the first is cancelled.
@@ -903,6 +916,15 @@ async fn clusters_and_node_pools() {
     assert_eq!(r.body["totalSize"], 1, "{}", r.body);
     assert_eq!(gw.delete("clusters/eks").await.status, 200);
     assert_eq!(gw.get("clusters/eks").await.status, 404);
+    // The built-in cluster exists since the account does.
+    let host = gw.get("clusters/host").await;
+    assert!(
+        host.body["createTime"]
+            .as_str()
+            .is_some_and(|t| !t.starts_with("1970")),
+        "{}",
+        host.body
+    );
     let r = gw.delete("clusters/host").await;
     assert_eq!((r.status, code(&r)), (400, 9), "{}", r.body);
 

@@ -315,7 +315,7 @@ fn schemas() -> Map<String, Value> {
         ("notebookExecutor", json!({"type": "object", "properties": {"notebookFilename": string()}})),
         ("state", json!({"type": "string", "enum": ["STATE_UNSPECIFIED", "CREATING", "QUEUED", "PENDING",
             "RUNNING", "COMPLETED", "FAILED", "CANCELLING", "CANCELLED", "DELETING"]})),
-        ("status", json!({"type": "string", "readOnly": true})),
+        ("status", status.clone()),
         ("createTime", time()), ("startTime", time()), ("endTime", time()), ("updateTime", time()),
     ]));
     s.insert(

@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use paddock_core::clock::Timestamp;
 use paddock_core::ids::AccountId;
 use paddock_core::model::gateway::{
-    BatchJob, Cluster, ClusterBackend, Connection, EksCluster, EksNodePool, Environment, Executor,
-    FakeCluster, FakeNodePool, NodePool, NodePoolBackend, NodePoolStats, Status,
+    BatchJob, BatchJobState, Cluster, ClusterBackend, Connection, EksCluster, EksNodePool,
+    Environment, Executor, FakeCluster, FakeNodePool, NodePool, NodePoolBackend, NodePoolStats,
+    Status,
 };
 use paddock_core::model::{Snapshot, SnapshotStatus};
 use serde::Deserialize;
@@ -565,6 +566,17 @@ impl BatchJobBody {
     }
 }
 
+/// A job's status as every other resource's: a google.rpc.Status whose
+/// code says how it ended and whose message is what happened.
+fn batch_job_status(j: &BatchJob) -> Value {
+    let code = match j.state {
+        BatchJobState::Failed => "UNKNOWN",
+        BatchJobState::Cancelled | BatchJobState::Cancelling => "CANCELLED",
+        _ => "OK",
+    };
+    json!({"code": code, "message": j.status})
+}
+
 pub fn batch_job(j: &BatchJob) -> Value {
     let mut v = json!({
         "name": format!("accounts/{}/batchJobs/{}", j.account_id, j.id),
@@ -574,14 +586,15 @@ pub fn batch_job(j: &BatchJob) -> Value {
         "createdBy": j.created_by,
         "nodePoolId": j.node_pool_id,
         "environmentId": j.environment_id,
-        "snapshotId": j.snapshot_id,
-        "imageRef": j.image_ref,
+        // What it asked for, or once it started, what it ran.
+        "snapshotId": if j.snapshot_id.is_empty() { &j.ran_snapshot_id } else { &j.snapshot_id },
+        "imageRef": if j.image_ref.is_empty() { &j.ran_image_ref } else { &j.image_ref },
         "numRanks": j.num_ranks,
         "envVars": j.env_vars,
         "role": j.role,
         "annotations": j.annotations,
         "state": j.state.as_str(),
-        "status": j.status,
+        "status": batch_job_status(j),
         "shared": j.shared,
     });
     if let Some(t) = j.start_time {

@@ -39,10 +39,11 @@ pub struct BatchJobInput {
     pub shared: bool,
 }
 
-/// Where a job's sandbox starts from.
+/// Where a job's sandbox starts from: an image, or an environment's
+/// snapshot (over that environment's pinned image).
 enum JobRoot {
     Image(String),
-    Snapshot(SnapshotId),
+    Snapshot(SnapshotId, String),
 }
 
 /// Output is flushed to the store at least this often.
@@ -212,6 +213,8 @@ impl Service {
             shared: input.shared,
             state: BatchJobState::Queued,
             status: "waiting for free ranks".to_owned(),
+            ran_image_ref: String::new(),
+            ran_snapshot_id: String::new(),
             gpus: Vec::new(),
             vm_id: None,
             exit_code: None,
@@ -436,9 +439,10 @@ impl Service {
             JobRoot::Snapshot(
                 self.environment_snapshot_for_job(&who, &env.id, &job.snapshot_id)
                     .await?,
+                env.image_ref.clone(),
             )
         } else if let Some(s) = env.snapshot_id.clone() {
-            JobRoot::Snapshot(s)
+            JobRoot::Snapshot(s, env.image_ref.clone())
         } else {
             JobRoot::Image(env.image_ref.clone())
         };
@@ -509,9 +513,13 @@ impl Service {
         log: &mut JobLog<'_>,
     ) -> Result<i32, CoreError> {
         let (root, volumes) = self.job_root(job).await?;
+        let (ran_image_ref, ran_snapshot_id) = match &root {
+            JobRoot::Image(r) => (r.clone(), String::new()),
+            JobRoot::Snapshot(s, image) => (image.clone(), s.to_string()),
+        };
         let (image_variant, snapshot_id) = match root {
             JobRoot::Image(r) => (r, None),
-            JobRoot::Snapshot(s) => (String::new(), Some(s)),
+            JobRoot::Snapshot(s, _) => (String::new(), Some(s)),
         };
         let spec = self.gateway_vm_spec(GatewaySandbox {
             label: (
@@ -548,6 +556,8 @@ impl Service {
             }
             current.state = BatchJobState::Running;
             current.status = "running".to_owned();
+            current.ran_image_ref = ran_image_ref;
+            current.ran_snapshot_id = ran_snapshot_id;
             current.start_time = Some(Timestamp::now());
             current.update_time = Timestamp::now();
             self.save_doc(&current).await?;

@@ -57,18 +57,25 @@ fn validate_eks(eks: &EksCluster) -> Result<(), CoreError> {
 }
 
 impl Service {
-    fn host_cluster(&self, account: &AccountId) -> Cluster {
-        let epoch = Timestamp::from_unix_millis(0);
-        Cluster {
+    /// The cluster every account has: this host, since the account was
+    /// made.
+    async fn host_cluster(&self, account: &AccountId) -> Result<Cluster, CoreError> {
+        let made = self
+            .store
+            .get_account(account)
+            .await?
+            .map(|a| a.created_at)
+            .unwrap_or_else(|| Timestamp::from_unix_millis(0));
+        Ok(Cluster {
             id: HOST_CLUSTER_ID.to_owned(),
             account_id: account.clone(),
             display_name: "This host".to_owned(),
             backend: ClusterBackend::Host,
             state: ClusterState::Ready,
             status: Status::ok(),
-            create_time: epoch,
-            update_time: epoch,
-        }
+            create_time: made,
+            update_time: made,
+        })
     }
 
     pub async fn create_cluster(
@@ -130,7 +137,7 @@ impl Service {
 
     pub async fn get_cluster(&self, account: &AccountId, id: &str) -> Result<Cluster, CoreError> {
         if id == HOST_CLUSTER_ID {
-            return Ok(self.host_cluster(account));
+            return self.host_cluster(account).await;
         }
         self.load(account, id)
             .await?
@@ -139,7 +146,7 @@ impl Service {
 
     /// The account's clusters, the built-in one first.
     pub async fn list_clusters(&self, account: &AccountId) -> Result<Vec<Cluster>, CoreError> {
-        let mut all = vec![self.host_cluster(account)];
+        let mut all = vec![self.host_cluster(account).await?];
         all.extend(self.load_all::<Cluster>(Some(account)).await?);
         Ok(all)
     }

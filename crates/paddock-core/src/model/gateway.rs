@@ -402,6 +402,14 @@ pub struct BatchJob {
     pub shared: bool,
     pub state: BatchJobState,
     pub status: String,
+    /// The image the job's sandbox started from, once it started: its
+    /// own `imageRef`, or its environment's pinned image.
+    #[serde(default)]
+    pub ran_image_ref: String,
+    /// The environment snapshot it started from, once it started (its
+    /// own `snapshotId`, or the environment's latest), if any.
+    #[serde(default)]
+    pub ran_snapshot_id: String,
     /// The GPUs its ranks hold while it runs.
     pub gpus: Vec<u32>,
     /// Its sandbox while it runs.
