@@ -1448,3 +1448,93 @@ async fn quiet_and_back_and_forth_sessions_keep_connecting() {
     }
     assert_eq!(cycle(None).await, want);
 }
+
+/// AIP-134: `updateMask` names what a PATCH changes; an unknown or
+/// immutable path is INVALID_ARGUMENT naming it; without a mask the
+/// body's fields change. What a job runs cannot be patched.
+#[tokio::test]
+async fn patch_follows_the_update_mask() {
+    let (_reg, _server, gw, image) = setup().await;
+    gw.create_env("masked", &image).await;
+    let r = gw
+        .patch(
+            "environments/masked",
+            json!({"displayName": "first", "annotations": {"team": "a"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["annotations"]["team"], "a", "{}", r.body);
+
+    let r = gw
+        .patch(
+            "environments/masked?updateMask=displayName",
+            json!({"displayName": "second", "annotations": {"team": "b"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        (
+            r.body["displayName"].as_str(),
+            r.body["annotations"]["team"].as_str()
+        ),
+        (Some("second"), Some("a")),
+        "{}",
+        r.body
+    );
+    // A masked field the body leaves out is cleared.
+    let r = gw
+        .patch("environments/masked?updateMask=annotations", json!({}))
+        .await;
+    assert_eq!(r.body["annotations"], json!({}), "{}", r.body);
+
+    for (mask, says) in [("displayName,bogus", "bogus"), ("state", "state")] {
+        let r = gw
+            .patch(
+                &format!("environments/masked?updateMask={mask}"),
+                json!({"displayName": "third"}),
+            )
+            .await;
+        assert_eq!((r.status, code(&r)), (400, 3), "{mask}: {}", r.body);
+        assert!(
+            r.body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("updateMask") && m.contains(says)),
+            "{}",
+            r.body
+        );
+    }
+    assert_eq!(
+        gw.get("environments/masked").await.body["displayName"],
+        "second"
+    );
+
+    let r = gw
+        .post(
+            "batchJobs?batchJobId=fixed",
+            json!({"nodePoolId": "host-cpu", "imageRef": image, "shellExecutor": {"command": "true"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = gw
+        .patch(
+            "batchJobs/fixed",
+            json!({"shellExecutor": {"command": "echo changed"}}),
+        )
+        .await;
+    assert_eq!((r.status, code(&r)), (400, 3), "{}", r.body);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("shellExecutor")),
+        "{}",
+        r.body
+    );
+    let r = gw
+        .patch(
+            "batchJobs/fixed?updateMask=displayName",
+            json!({"displayName": "renamed", "shellExecutor": {"command": "echo changed"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["shellExecutor"]["command"], "true", "{}", r.body);
+}

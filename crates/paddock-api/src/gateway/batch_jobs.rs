@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::error::GatewayError;
 use super::list::{self, GetQuery, ListQuery};
+use super::update_mask::{self, Cleared, Mutable, UpdateQuery};
 use super::wire::{self, BatchJobBody, BATCH_JOBS};
 use super::{
     from_value, plain_id, split_segment, unknown_method, BatchDeleteBody, GJson, GQuery, Who,
@@ -127,13 +128,26 @@ async fn logs(
     ))
 }
 
+/// What a PATCH may change (see `update_mask.rs`).
+const MUTABLE: Mutable = Mutable {
+    listing: &BATCH_JOBS,
+    fields: &[
+        ("displayName", Cleared::Text),
+        ("annotations", Cleared::Map),
+        ("shared", Cleared::Flag),
+    ],
+};
+
 pub async fn update(
     State(state): State<AppState>,
     Who(who): Who,
     Path((_, segment)): Path<(String, String)>,
-    GJson(body): GJson<BatchJobBody>,
+    GQuery(q): GQuery<UpdateQuery>,
+    GJson(raw): GJson<Value>,
 ) -> Result<Json<Value>, GatewayError> {
     let id = plain_id(&segment)?;
+    let raw = update_mask::apply(raw, &q, &MUTABLE)?;
+    let body: BatchJobBody = from_value(raw.clone())?;
     let current = state.service.get_batch_job(&who, id).await?;
     // What a job runs is fixed at creation; sending it back unchanged is
     // fine (clients PATCH the whole resource they read).
@@ -169,6 +183,23 @@ pub async fn update(
                 .is_some_and(|v| *v != current.env_vars),
         ),
     ];
+    // What it runs, as read back: sending it unchanged is fine.
+    let rendered = wire::batch_job(&current);
+    let runs_changed = [
+        "numRanks",
+        "role",
+        "shellExecutor",
+        "pythonExecutor",
+        "notebookExecutor",
+    ]
+    .into_iter()
+    .find(|f| raw.get(*f).is_some_and(|v| rendered.get(*f) != Some(v)));
+    if let Some(field) = runs_changed {
+        return Err(GatewayError::invalid(
+            field,
+            "is fixed at creation; create another job",
+        ));
+    }
     if let Some((field, _)) = fixed.iter().find(|(_, changed)| *changed) {
         return Err(GatewayError::invalid(
             *field,

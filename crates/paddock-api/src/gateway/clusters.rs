@@ -8,7 +8,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::GatewayError;
+use super::from_value;
 use super::list::{self, GetQuery, ListQuery};
+use super::update_mask::{self, Cleared, Mutable, UpdateQuery};
 use super::wire::{self, ClusterBody, CLUSTERS};
 use super::{plain_id, split_segment, unknown_method, GJson, GQuery, Who};
 use crate::AppState;
@@ -107,13 +109,22 @@ pub async fn get_or_method(
     }
 }
 
+/// What a PATCH may change (see `update_mask.rs`).
+const MUTABLE: Mutable = Mutable {
+    listing: &CLUSTERS,
+    fields: &[("displayName", Cleared::Text)],
+};
+
 pub async fn update(
     State(state): State<AppState>,
     Who(who): Who,
     Path((_, segment)): Path<(String, String)>,
-    GJson(body): GJson<ClusterBody>,
+    GQuery(q): GQuery<UpdateQuery>,
+    GJson(raw): GJson<Value>,
 ) -> Result<Json<Value>, GatewayError> {
     let id = plain_id(&segment)?;
+    let raw = update_mask::apply(raw, &q, &MUTABLE)?;
+    let body: ClusterBody = from_value(raw)?;
     if body.eks_cluster.is_some() || body.fake_cluster.is_some() {
         return Err(GatewayError::invalid(
             "eksCluster",

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use super::error::GatewayError;
 use super::list::{self, GetQuery, ListQuery};
+use super::update_mask::{self, Cleared, Mutable, UpdateQuery};
 use super::wire::{self, ConnectionBody, EnvironmentBody, ENVIRONMENTS};
 use super::{
     from_value, plain_id, split_segment, unknown_method, BatchDeleteBody, GJson, GQuery, Who,
@@ -78,13 +79,27 @@ pub async fn get(
     )?))
 }
 
+/// What a PATCH may change (see `update_mask.rs`).
+const MUTABLE: Mutable = Mutable {
+    listing: &ENVIRONMENTS,
+    fields: &[
+        ("displayName", Cleared::Text),
+        ("baseImageRef", Cleared::Text),
+        ("shared", Cleared::Flag),
+        ("annotations", Cleared::Map),
+    ],
+};
+
 pub async fn update(
     State(state): State<AppState>,
     Who(who): Who,
     Path((_, segment)): Path<(String, String)>,
-    GJson(body): GJson<EnvironmentBody>,
+    GQuery(q): GQuery<UpdateQuery>,
+    GJson(raw): GJson<Value>,
 ) -> Result<Json<Value>, GatewayError> {
     let id = plain_id(&segment)?;
+    let raw = update_mask::apply(raw, &q, &MUTABLE)?;
+    let body: EnvironmentBody = from_value(raw)?;
     let patch = EnvironmentPatch {
         metadata: MetadataPatch {
             display_name: body.display_name,

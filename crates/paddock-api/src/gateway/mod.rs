@@ -14,6 +14,7 @@ pub mod list;
 mod node_pools;
 pub mod openapi;
 mod snapshots;
+mod update_mask;
 mod wire;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};

@@ -9,7 +9,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::GatewayError;
+use super::from_value;
 use super::list::{self, GetQuery, ListQuery, Listing};
+use super::update_mask::{self, Cleared, Mutable, UpdateQuery};
 use super::wire::{self, NodePoolBody, NODE_POOLS};
 use super::{plain_id, split_segment, unknown_method, BatchDeleteBody, GJson, GQuery, Who};
 use crate::AppState;
@@ -121,13 +123,28 @@ pub async fn get_or_method(
     }
 }
 
+/// What a PATCH may change (see `update_mask.rs`).
+const MUTABLE: Mutable = Mutable {
+    listing: &NODE_POOLS,
+    fields: &[
+        ("displayName", Cleared::Text),
+        ("annotations", Cleared::Map),
+        ("minNodeCount", Cleared::Count),
+        ("maxNodeCount", Cleared::Count),
+        ("overprovisionNodeCount", Cleared::Count),
+    ],
+};
+
 pub async fn update(
     State(state): State<AppState>,
     Who(who): Who,
     Path((_, segment)): Path<(String, String)>,
-    GJson(body): GJson<NodePoolBody>,
+    GQuery(q): GQuery<UpdateQuery>,
+    GJson(raw): GJson<Value>,
 ) -> Result<Json<Value>, GatewayError> {
     let id = plain_id(&segment)?;
+    let raw = update_mask::apply(raw, &q, &MUTABLE)?;
+    let body: NodePoolBody = from_value(raw)?;
     if body.eks_node_pool.is_some() || body.fake_node_pool.is_some() {
         return Err(GatewayError::invalid(
             "fakeNodePool",

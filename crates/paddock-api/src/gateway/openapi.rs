@@ -145,7 +145,16 @@ fn collection_paths(c: &Collection, paths: &mut Map<String, Value>) {
             operation(
                 tag,
                 &format!("Update a {}", c.schema),
-                item_params.clone(),
+                [
+                    item_params.clone(),
+                    vec![param(
+                        "updateMask",
+                        "query",
+                        "string",
+                        "comma-separated fields to change (AIP-134); without it, the fields in the body",
+                    )],
+                ]
+                .concat(),
                 Some(reference(c.schema)),
                 reference(c.schema),
             ),
