@@ -45,14 +45,20 @@ impl Service {
     /// Whom an SSH login with the key `fingerprint` as `environment` acts
     /// for, and the sandbox it reaches: the first user (of any account)
     /// who registered the key and may see the environment, which must be
-    /// connected.
+    /// connected. A key nobody registered is `Unauthenticated`; a known
+    /// key that reaches no connected environment gets the reason, which
+    /// the gateway shows its holder.
     pub async fn ssh_login(
         &self,
         fingerprint: &str,
         environment: &str,
     ) -> Result<(Principal, VmId), CoreError> {
         let mut not_connected = None;
-        for key in self.store.find_ssh_keys(fingerprint).await? {
+        let keys = self.store.find_ssh_keys(fingerprint).await?;
+        if keys.is_empty() {
+            return Err(CoreError::Unauthenticated);
+        }
+        for key in keys {
             let who = Principal {
                 account_id: key.account_id,
                 user_email: key.user_email,

@@ -26,6 +26,7 @@ impl russh::server::Server for Gateway {
             service: Arc::clone(&self.service),
             peer,
             login: None,
+            refusal: None,
             channels: HashMap::new(),
         }
     }
@@ -51,6 +52,10 @@ pub struct Connection {
     service: Arc<Service>,
     peer: Option<std::net::SocketAddr>,
     login: Option<(Principal, VmId)>,
+    /// Why a holder of a registered key reaches no environment (unknown,
+    /// not theirs, not connected): said on the session's channel, since
+    /// SSH has no way to say it with a refused login.
+    refusal: Option<String>,
     channels: HashMap<ChannelId, ChannelState>,
 }
 
@@ -61,6 +66,22 @@ fn clamp(n: u32) -> u16 {
 impl Connection {
     fn login(&self) -> Result<&(Principal, VmId), russh::Error> {
         self.login.as_ref().ok_or(russh::Error::NotAuthenticated)
+    }
+
+    /// Tells a refused user why on `channel` (stderr, exit status 1) and
+    /// closes it; false when the login was not refused.
+    async fn say_refusal(&self, channel: ChannelId, session: &mut Session) -> bool {
+        let Some(reason) = &self.refusal else {
+            return false;
+        };
+        let _ = session.channel_success(channel);
+        let handle = session.handle();
+        let message = format!("paddock: {reason}\r\n");
+        let _ = handle
+            .extended_data(channel, 1, message.into_bytes().into())
+            .await;
+        finish(&handle, channel, 1).await;
+        true
     }
 
     /// Runs `command` (or the login shell) in a PTY and pumps it to the
@@ -205,9 +226,21 @@ impl russh::server::Handler for Connection {
                 self.login = Some(login);
                 Ok(Auth::Accept)
             }
-            Err(e) => {
+            Err(e @ paddock_core::CoreError::Unauthenticated) => {
                 tracing::info!(environment = user, peer = ?self.peer, reason = %e, "SSH login refused");
                 Ok(Auth::reject())
+            }
+            Err(e) => {
+                // The key is registered: its holder may learn why it
+                // reaches nothing, on the session it opens.
+                tracing::info!(environment = user, peer = ?self.peer, reason = %e, "SSH login refused; reason sent");
+                self.refusal = Some(match e {
+                    paddock_core::CoreError::NotFound { kind, id } => {
+                        format!("{kind} {id:?} not found (or not shared with this key's user)")
+                    }
+                    other => other.to_string(),
+                });
+                Ok(Auth::Accept)
             }
         }
     }
@@ -217,7 +250,9 @@ impl russh::server::Handler for Connection {
         channel: Channel<Msg>,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        self.login()?;
+        if self.refusal.is_none() {
+            self.login()?;
+        }
         self.channels.insert(channel.id(), ChannelState::default());
         Ok(true)
     }
@@ -234,7 +269,9 @@ impl russh::server::Handler for Connection {
         _originator_port: u32,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        let (who, vm) = self.login()?.clone();
+        let Some((who, vm)) = self.login.clone() else {
+            return Ok(false);
+        };
         let ip: std::net::IpAddr = match host {
             "localhost" => std::net::Ipv4Addr::LOCALHOST.into(),
             other => match other.trim_matches(['[', ']']).parse() {
@@ -287,6 +324,9 @@ impl russh::server::Handler for Connection {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if self.say_refusal(channel, session).await {
+            return Ok(());
+        }
         self.start_pty(channel, PtyCommand::DefaultShell, session)
             .await
     }
@@ -297,6 +337,9 @@ impl russh::server::Handler for Connection {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if self.say_refusal(channel, session).await {
+            return Ok(());
+        }
         let command = String::from_utf8_lossy(data).into_owned();
         let with_pty = self.channels.get(&channel).is_some_and(|c| c.pty.is_some());
         if with_pty {

@@ -1144,12 +1144,32 @@ async fn openssh_logs_in_through_the_gateway() {
             .await;
     assert_eq!(r.status, 200, "{}", r.body);
 
+    // An RSA key is refused when registered, not at every login.
+    let rsa = keys.path().join("rsa");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "rsa", "-b", "2048", "-N", "", "-f"])
+        .arg(&rsa)
+        .status()
+        .expect("ssh-keygen");
+    assert!(made.success());
+    let rsa_public = std::fs::read_to_string(rsa.with_extension("pub")).expect("rsa.pub");
+    let r =
+        gw.c.post("/v1/ssh-keys", json!({"public_key": rsa_public}))
+            .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.to_string().contains("ed25519"), "{}", r.body);
+
     gw.create_env("dev", &image).await;
-    // Not connected: no login.
+    // Not connected: no login, and the user is told why.
     let out = ssh(&server, &mine, "dev", &["true"]);
     assert_eq!(
         out.status.code(),
-        Some(255),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("DISCONNECTED; connect it first"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -1255,18 +1275,25 @@ async fn openssh_logs_in_through_the_gateway() {
         .post("/v1/ssh-keys", json!({"public_key": bob_public}))
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(
-        ssh(&server, &bobs, "dev", &["true"]).status.code(),
-        Some(255)
+    let out = ssh(&server, &bobs, "dev", &["true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not found"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    // An unregistered key learns nothing.
     let (stranger, _) = keypair(keys.path(), "stranger");
     assert_eq!(
         ssh(&server, &stranger, "dev", &["true"]).status.code(),
         Some(255)
     );
-    assert_eq!(
-        ssh(&server, &mine, "nope", &["true"]).status.code(),
-        Some(255)
+    let out = ssh(&server, &mine, "nope", &["true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("\"nope"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     // Shared, bob gets in.
     gw.patch("environments/dev", json!({"shared": true})).await;

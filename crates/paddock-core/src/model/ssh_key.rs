@@ -36,6 +36,19 @@ pub fn parse_ssh_key(line: &str) -> Result<ParsedSshKey, String> {
     }
     let key = ssh_key::PublicKey::from_openssh(line)
         .map_err(|e| format!("not an OpenSSH public key: {e}"))?;
+    // The SSH gateway verifies ed25519 and ECDSA signatures only: an RSA
+    // (or DSA, or security-key) key would register and then fail every
+    // login.
+    match key.algorithm() {
+        ssh_key::Algorithm::Ed25519 | ssh_key::Algorithm::Ecdsa { .. } => {}
+        other => {
+            return Err(format!(
+                "{} keys are not accepted by the SSH gateway; register an ed25519 key \
+                 (ssh-keygen -t ed25519) or an ECDSA one",
+                other.as_str()
+            ))
+        }
+    }
     let public_key = key
         .to_openssh()
         .map_err(|e| format!("not an OpenSSH public key: {e}"))?;
