@@ -1565,3 +1565,31 @@ async fn patch_follows_the_update_mask() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["shellExecutor"]["command"], "true", "{}", r.body);
 }
+
+/// `environments:batchDelete` answers once the environments are gone: a
+/// list right after shows none of them.
+#[tokio::test]
+async fn batch_delete_answers_once_they_are_gone() {
+    let (_reg, _server, gw, image) = setup().await;
+    for id in ["gone-a", "gone-b", "kept"] {
+        gw.create_env(id, &image).await;
+    }
+    gw.connect_env("gone-a", json!({"nodePoolId": "host-cpu"}))
+        .await;
+    let r = gw
+        .post(
+            "environments:batchDelete",
+            json!({"names": [format!("accounts/{}/environments/gone-a", gw.account)], "ids": ["gone-b"]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let listed = gw.get("environments").await;
+    let ids: Vec<&str> = listed.body["environments"]
+        .as_array()
+        .expect("environments")
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .filter_map(|n| n.rsplit('/').next())
+        .collect();
+    assert_eq!(ids, ["kept"], "{}", listed.body);
+}

@@ -661,6 +661,16 @@ impl Service {
         who: &Principal,
         id: &str,
     ) -> Result<(), CoreError> {
+        self.start_delete_environment(who, id).await.map(drop)
+    }
+
+    /// Marks the environment DELETING and starts removing it; the task
+    /// ends once it is gone.
+    async fn start_delete_environment(
+        self: &Arc<Self>,
+        who: &Principal,
+        id: &str,
+    ) -> Result<tokio::task::JoinHandle<()>, CoreError> {
         let account = who.account_id.clone();
         let _guard = self.lock_resource::<Environment>(&account, id).await;
         let env = self.visible_environment(who, id).await?;
@@ -675,9 +685,9 @@ impl Service {
         env.update_time = Timestamp::now();
         self.save_doc(&env).await?;
         let this = Arc::clone(self);
-        tokio::spawn(async move { this.run_delete(env).await });
+        let task = tokio::spawn(async move { this.run_delete(env).await });
         tracing::info!(environment = id, "environment deleting");
-        Ok(())
+        Ok(task)
     }
 
     async fn run_delete(&self, mut env: Environment) {
@@ -715,7 +725,8 @@ impl Service {
     }
 
     /// Deletes several environments; every one is checked first, so an
-    /// unknown id deletes none.
+    /// unknown id deletes none. Returns once they are all gone, so a list
+    /// right after no longer shows them.
     pub async fn batch_delete_environments(
         self: &Arc<Self>,
         who: &Principal,
@@ -724,8 +735,14 @@ impl Service {
         for id in ids {
             self.visible_environment(who, id).await?;
         }
+        let mut removals = Vec::new();
         for id in ids {
-            self.delete_environment(who, id).await?;
+            removals.push(self.start_delete_environment(who, id).await?);
+        }
+        for removal in removals {
+            if let Err(e) = removal.await {
+                tracing::error!(error = %e, "an environment's removal task failed");
+            }
         }
         Ok(())
     }
