@@ -1593,3 +1593,34 @@ async fn batch_delete_answers_once_they_are_gone() {
         .collect();
     assert_eq!(ids, ["kept"], "{}", listed.body);
 }
+
+/// A connect whose sandbox fails to start says so in its own answer (it
+/// waits a few seconds for the outcome), and the environment's status
+/// holds the same reason.
+#[tokio::test]
+async fn a_connect_that_fails_says_so_at_once() {
+    let (_reg, server, gw, image) = setup().await;
+    gw.create_env("frail", &image).await;
+    // Its image's unpacked layers vanish from under the server.
+    let layers = server.data_dir().join("images").join("layers");
+    for layer in std::fs::read_dir(&layers).expect("layers").flatten() {
+        std::fs::remove_dir_all(layer.path()).expect("remove a layer");
+    }
+    let r = gw
+        .post(
+            "environments/frail:connect",
+            json!({"connection": {"nodePoolId": "host-cpu"}}),
+        )
+        .await;
+    assert_eq!((r.status, code(&r)), (503, 14), "{}", r.body);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("connect failed")),
+        "{}",
+        r.body
+    );
+    let env = gw.get("environments/frail").await.body;
+    assert_eq!(env["state"], "DISCONNECTED", "{env}");
+    assert_ne!(env["status"]["code"], "OK", "{env}");
+}

@@ -27,6 +27,11 @@ use super::validate::{
 };
 use super::GatewaySandbox;
 
+/// How long `:connect` waits for its sandbox before answering: a connect
+/// that ends sooner (most do, in well under a second) answers with its
+/// outcome, a failure included.
+const CONNECT_ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Debug, Clone, Default)]
 pub struct EnvironmentInput {
     pub display_name: String,
@@ -308,7 +313,7 @@ impl Service {
             ));
         }
         let account = who.account_id.clone();
-        let _guard = self.lock_resource::<Environment>(&account, id).await;
+        let guard = self.lock_resource::<Environment>(&account, id).await;
         let env = self.visible_environment(who, id).await?;
         let env = self.observe(env).await?;
         if env.state.is_transition() {
@@ -344,7 +349,7 @@ impl Service {
             .await?;
         self.check_fits(&pool, req.num_ranks)?;
         let mut env = env;
-        {
+        let mut task = {
             let _placement = self.placement_lock().await;
             let holder = format!("environment/{id}");
             let Some(gpus) = self.place(&pool, req.num_ranks, &holder).await? else {
@@ -367,10 +372,32 @@ impl Service {
             self.save_doc(&env).await?;
             let this = Arc::clone(self);
             let env_id = env.id.clone();
-            tokio::spawn(async move { this.run_connect(&account, &env_id, previous_vm).await });
-        }
+            let account = account.clone();
+            tokio::spawn(async move { this.run_connect(&account, &env_id, previous_vm).await })
+        };
+        drop(guard);
         tracing::info!(environment = id, pool = %req.node_pool_id, ranks = req.num_ranks, reconnect, "environment connecting");
-        Ok(())
+        // Most connects end within moments: their outcome is the answer.
+        // One still under way answers now; its end shows in `state` and
+        // `status` (the asynchronous contract).
+        if tokio::time::timeout(CONNECT_ANSWER_WITHIN, &mut task)
+            .await
+            .is_err()
+        {
+            return Ok(());
+        }
+        match self.load::<Environment>(&account, id).await? {
+            Some(env)
+                if env.state == EnvironmentState::Disconnected
+                    && env.status.code != StatusCode::Ok =>
+            {
+                Err(CoreError::Unavailable(format!(
+                    "the connect failed (the environment is DISCONNECTED): {}",
+                    env.status.message
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// CONNECTING/RECONNECTING → CONNECTED, or DISCONNECTED with the error.
