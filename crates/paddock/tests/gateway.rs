@@ -933,16 +933,50 @@ async fn clusters_and_node_pools() {
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["state"], "READY");
+    assert_eq!(r.body["clusterId"], "host", "{}", r.body);
     assert_eq!(r.body["nodePoolStats"]["nodeCount"], 3, "{}", r.body);
     assert_eq!(r.body["nodePoolStats"]["ranksPerNode"], 1, "{}", r.body);
     let r = gw
         .post("nodePools", json!({"nodePoolId": "gpus", "nodePool": {"fakeNodePool": {"machineType": "a2-highgpu-1g"}}}))
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
+    // A pool names its cluster: an EKS pool needs an EKS cluster, a fake
+    // pool runs on the host or a fake cluster.
     let r = gw
         .post("nodePools", json!({"nodePoolId": "eks", "nodePool": {"eksNodePool": {"instanceType": "p4d.24xlarge"}}}))
         .await;
+    assert_eq!((r.status, code(&r)), (400, 3), "{}", r.body);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nodePool.clusterId")),
+        "{}",
+        r.body
+    );
+    let r = gw
+        .post("clusters", json!({"clusterId": "aws", "cluster": {"eksCluster": {"awsAccountId": "123456789012", "region": "us-east-1", "clusterName": "prod"}}}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = gw
+        .post("nodePools", json!({"nodePoolId": "eks", "nodePool": {"clusterId": "aws", "eksNodePool": {"instanceType": "p4d.24xlarge"}}}))
+        .await;
     assert_eq!(r.body["state"], "FAILED", "{}", r.body);
+    assert_eq!(r.body["clusterId"], "aws", "{}", r.body);
+    let r = gw
+        .post("nodePools", json!({"nodePoolId": "onfake", "nodePool": {"clusterId": "fake", "fakeNodePool": {"machineType": "n2-standard-4"}}}))
+        .await;
+    assert_eq!(r.body["clusterId"], "fake", "{}", r.body);
+    let r = gw
+        .post("nodePools", json!({"nodePoolId": "nowhere", "nodePool": {"clusterId": "nope", "fakeNodePool": {"machineType": "n2-standard-4"}}}))
+        .await;
+    assert_eq!((r.status, code(&r)), (400, 3), "{}", r.body);
+    let r = gw
+        .patch("nodePools/onfake", json!({"clusterId": "host"}))
+        .await;
+    assert_eq!((r.status, code(&r)), (400, 3), "{}", r.body);
+    // A cluster with pools stays until they go.
+    let r = gw.delete("clusters/aws").await;
+    assert_eq!((r.status, code(&r)), (400, 9), "{}", r.body);
     let r = gw
         .patch(
             "nodePools/cpu3",
@@ -963,6 +997,7 @@ async fn clusters_and_node_pools() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(gw.get("nodePools/gpus").await.status, 404);
     assert_eq!(gw.delete("nodePools/cpu3").await.status, 200);
+    assert_eq!(gw.delete("clusters/aws").await.status, 200);
 }
 
 #[tokio::test]

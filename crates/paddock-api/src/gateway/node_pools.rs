@@ -47,6 +47,7 @@ pub async fn create(
         fake_node_pool: p.fake_node_pool.map(Into::into),
         eks_node_pool: p.eks_node_pool.map(Into::into),
         annotations: p.annotations.unwrap_or_default(),
+        cluster_id: p.cluster_id,
     };
     let pool = state
         .service
@@ -150,6 +151,15 @@ pub async fn update(
             "fakeNodePool",
             "a node pool's backend is set at creation",
         ));
+    }
+    if let Some(cluster) = &body.cluster_id {
+        let current = state.service.get_node_pool(&who.account_id, id).await?;
+        if *cluster != current.cluster_id {
+            return Err(GatewayError::invalid(
+                "clusterId",
+                "a node pool's cluster is set at creation",
+            ));
+        }
     }
     let patch = NodePoolPatch {
         metadata: MetadataPatch {

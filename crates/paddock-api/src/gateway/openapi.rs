@@ -297,6 +297,8 @@ fn schemas() -> Map<String, Value> {
             wire::NODE_POOLS.fields,
             &[
                 ("displayName", string()),
+                ("clusterId", json!({"type": "string", "description":
+                    "paddock's: the cluster the pool belongs to (default `host`); set at creation"})),
                 ("createTime", time()),
                 ("updateTime", time()),
                 ("minNodeCount", json!({"type": "integer"})),

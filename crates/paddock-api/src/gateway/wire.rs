@@ -162,6 +162,7 @@ pub const NODE_POOLS: Listing = Listing {
     fields: &[
         "name",
         "displayName",
+        "clusterId",
         "createTime",
         "updateTime",
         "minNodeCount",
@@ -238,6 +239,8 @@ impl From<FakeNodePoolBody> for FakeNodePool {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodePoolBody {
     pub display_name: Option<String>,
+    /// paddock's: the cluster the pool belongs to (`host` by default).
+    pub cluster_id: Option<String>,
     pub min_node_count: Option<i32>,
     pub max_node_count: Option<i32>,
     pub overprovision_node_count: Option<i32>,
@@ -273,6 +276,7 @@ pub fn node_pool(p: &NodePool, stats: &NodePoolStats) -> Value {
     let mut v = json!({
         "name": format!("accounts/{}/nodePools/{}", p.account_id, p.id),
         "displayName": p.display_name,
+        "clusterId": p.cluster_id,
         "createTime": time(p.create_time),
         "updateTime": time(p.update_time),
         "minNodeCount": p.min_node_count,

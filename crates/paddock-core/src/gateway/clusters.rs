@@ -59,7 +59,7 @@ fn validate_eks(eks: &EksCluster) -> Result<(), CoreError> {
 impl Service {
     /// The cluster every account has: this host, since the account was
     /// made.
-    async fn host_cluster(&self, account: &AccountId) -> Result<Cluster, CoreError> {
+    pub(crate) async fn host_cluster(&self, account: &AccountId) -> Result<Cluster, CoreError> {
         let made = self
             .store
             .get_account(account)
@@ -182,6 +182,19 @@ impl Service {
         }
         let _guard = self.lock_resource::<Cluster>(account, id).await;
         self.get_cluster(account, id).await?;
+        let pools: Vec<String> = self
+            .load_all::<crate::model::gateway::NodePool>(Some(account))
+            .await?
+            .into_iter()
+            .filter(|p| p.cluster_id == id)
+            .map(|p| p.id)
+            .collect();
+        if !pools.is_empty() {
+            return Err(CoreError::FailedPrecondition(format!(
+                "cluster {id:?} still has node pools ({}); delete them first",
+                pools.join(", ")
+            )));
+        }
         self.delete_doc::<Cluster>(account, id).await?;
         tracing::info!(account = %account, cluster = id, "cluster deleted");
         Ok(())

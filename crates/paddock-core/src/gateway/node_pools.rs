@@ -10,10 +10,13 @@ use crate::clock::Timestamp;
 use crate::error::CoreError;
 use crate::ids::AccountId;
 use crate::model::gateway::{
-    EksNodePool, FakeNodePool, NodePool, NodePoolBackend, NodePoolState, Status, StatusCode,
+    ClusterBackend, EksNodePool, FakeNodePool, NodePool, NodePoolBackend, NodePoolState, Status,
+    StatusCode,
 };
 use crate::model::Principal;
 use crate::service::Service;
+
+use super::clusters::HOST_CLUSTER_ID;
 
 use super::validate::{
     validate_annotations, validate_display_name, validate_resource_id, MetadataPatch, PatchTarget,
@@ -31,6 +34,8 @@ pub struct NodePoolInput {
     pub fake_node_pool: Option<FakeNodePool>,
     pub eks_node_pool: Option<EksNodePool>,
     pub annotations: BTreeMap<String, String>,
+    /// The cluster it belongs to; `None`: the host's.
+    pub cluster_id: Option<String>,
 }
 
 /// What an update changes (`None`: unchanged).
@@ -69,11 +74,13 @@ const EKS_POOL_UNREACHABLE: &str = "EKS node pools cannot be provisioned from th
      server: it has no route to AWS. Use a fakeNodePool to run on this host.";
 
 impl Service {
-    fn host_pools(&self, account: &AccountId) -> Vec<NodePool> {
-        let epoch = Timestamp::from_unix_millis(0);
+    /// The built-in pools, which exist since their account does.
+    async fn host_pools(&self, account: &AccountId) -> Result<Vec<NodePool>, CoreError> {
+        let epoch = self.host_cluster(account).await?.create_time;
         let pool = |id: &str, name: &str, machine: &str| NodePool {
             id: id.to_owned(),
             account_id: account.clone(),
+            cluster_id: HOST_CLUSTER_ID.to_owned(),
             display_name: name.to_owned(),
             min_node_count: 0,
             max_node_count: 1,
@@ -99,7 +106,7 @@ impl Service {
         if self.host_gpu_pool().is_some() {
             pools.push(pool(HOST_GPU_POOL_ID, "This host's GPUs", "host-gpu"));
         }
-        pools
+        Ok(pools)
     }
 
     fn is_host_pool(id: &str) -> bool {
@@ -156,6 +163,37 @@ impl Service {
                 "node pool {id:?} already exists"
             )));
         }
+        // A pool's nodes are of its cluster's kind: this host's or a fake
+        // cluster's for a fake pool, an EKS cluster's for an EKS pool.
+        let cluster_id = input
+            .cluster_id
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| HOST_CLUSTER_ID.to_owned());
+        let cluster = match self.get_cluster(account, &cluster_id).await {
+            Err(CoreError::NotFound { .. }) => {
+                return Err(CoreError::invalid(
+                    "nodePool.clusterId",
+                    format!("no cluster {cluster_id:?} in this account"),
+                ))
+            }
+            other => other?,
+        };
+        let fits = matches!(
+            (&cluster.backend, &backend),
+            (
+                ClusterBackend::Host | ClusterBackend::Fake(_),
+                NodePoolBackend::Fake(_)
+            ) | (ClusterBackend::Eks(_), NodePoolBackend::Eks(_))
+        );
+        if !fits {
+            return Err(CoreError::invalid(
+                "nodePool.clusterId",
+                format!(
+                    "cluster {cluster_id:?} cannot hold this pool: fakeNodePool belongs to the host or a \
+                     fakeCluster, eksNodePool to an eksCluster"
+                ),
+            ));
+        }
         let now = Timestamp::now();
         let (state, status) = match &backend {
             NodePoolBackend::Eks(_) => (
@@ -167,6 +205,7 @@ impl Service {
         let mut pool = NodePool {
             id: id.to_owned(),
             account_id: account.clone(),
+            cluster_id,
             display_name: input.display_name,
             min_node_count: min,
             max_node_count: max,
@@ -194,7 +233,12 @@ impl Service {
         account: &AccountId,
         id: &str,
     ) -> Result<NodePool, CoreError> {
-        if let Some(p) = self.host_pools(account).into_iter().find(|p| p.id == id) {
+        if let Some(p) = self
+            .host_pools(account)
+            .await?
+            .into_iter()
+            .find(|p| p.id == id)
+        {
             return Ok(p);
         }
         self.load(account, id)
@@ -228,7 +272,7 @@ impl Service {
     }
 
     pub async fn list_node_pools(&self, account: &AccountId) -> Result<Vec<NodePool>, CoreError> {
-        let mut all = self.host_pools(account);
+        let mut all = self.host_pools(account).await?;
         all.extend(self.load_all::<NodePool>(Some(account)).await?);
         Ok(all)
     }

@@ -201,6 +201,10 @@ pub enum RankKind {
 pub struct NodePool {
     pub id: String,
     pub account_id: AccountId,
+    /// The cluster the pool's nodes belong to (paddock's `clusterId`):
+    /// `host` for pools on this machine.
+    #[serde(default = "host_cluster_id")]
+    pub cluster_id: String,
     pub display_name: String,
     pub min_node_count: i32,
     pub max_node_count: i32,
@@ -213,6 +217,11 @@ pub struct NodePool {
     pub update_time: Timestamp,
 }
 resource!(NodePool, "node_pool");
+
+/// Pools recorded before pools named their cluster ran on this host.
+fn host_cluster_id() -> String {
+    "host".to_owned()
+}
 
 impl NodePool {
     pub fn rank_kind(&self) -> RankKind {
