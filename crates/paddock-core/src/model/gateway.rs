@@ -450,6 +450,7 @@ mod tests {
     #[test]
     fn gpu_pools_are_told_by_machine_or_instance_type() {
         let pool = |backend| NodePool {
+            cluster_id: host_cluster_id(),
             id: "p".into(),
             account_id: AccountId::generate(),
             display_name: String::new(),
