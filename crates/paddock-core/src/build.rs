@@ -46,6 +46,16 @@ pub struct BuildRequest {
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
+/// The label an image built `FROM` one of this server's variants carries:
+/// its layers go over that variant (which is no OCI layer, so the image
+/// runs on this server only).
+pub const BASE_VARIANT_LABEL: &str = "dev.paddock.base-variant";
+
+/// The variant an image's layers go over, if it was built from one.
+pub fn base_variant(config: &ImageConfig) -> Option<&str> {
+    config.labels.get(BASE_VARIANT_LABEL).map(String::as_str)
+}
+
 fn set(list: &mut Vec<(String, String)>, key: &str, value: String) {
     list.retain(|(k, _)| k != key);
     list.push((key.to_owned(), value));
@@ -147,13 +157,32 @@ impl Service {
                     set(&mut st.args, name, value);
                 }
                 Instruction::From(reference) => {
-                    let base = self.ensure_image(account, &sub(reference)).await?;
-                    let mut diff_ids = self.images.diff_ids(&base.config_digest).await?;
-                    diff_ids.resize(base.layers.len(), String::new());
-                    st.layers = base.layers;
-                    st.diff_ids = diff_ids;
-                    st.config = base.config;
-                    st.key = format!("{}:{}", base.digest, st.key);
+                    let name = sub(reference);
+                    if name == "scratch" {
+                        // The empty base, as in every Dockerfile builder.
+                        st.layers.clear();
+                        st.diff_ids.clear();
+                        st.config = ImageConfig::default();
+                        st.key = format!("scratch:{}", st.key);
+                    } else if self.provider.has_variant(&name) {
+                        st.layers.clear();
+                        st.diff_ids.clear();
+                        st.config = ImageConfig::default();
+                        st.config
+                            .labels
+                            .insert(BASE_VARIANT_LABEL.to_owned(), name.clone());
+                        st.key = format!("variant:{name}:{}", st.key);
+                    } else {
+                        // An image the account holds (built or pulled)
+                        // resolves before any pull.
+                        let base = self.ensure_image(account, &name).await?;
+                        let mut diff_ids = self.images.diff_ids(&base.config_digest).await?;
+                        diff_ids.resize(base.layers.len(), String::new());
+                        st.layers = base.layers;
+                        st.diff_ids = diff_ids;
+                        st.config = base.config;
+                        st.key = format!("{}:{}", base.digest, st.key);
+                    }
                 }
                 Instruction::Env(kvs) => {
                     for (k, v) in kvs {
@@ -243,9 +272,14 @@ impl Service {
                 defaults.env.push((k.clone(), v.clone()));
             }
         }
-        let rootfs = RootfsSpec::Layers {
-            dirs: self.images.layer_dirs(&st.layers),
-            defaults,
+        let dirs = self.images.layer_dirs(&st.layers);
+        let rootfs = match base_variant(&st.config) {
+            Some(name) => RootfsSpec::Variant {
+                name: name.to_owned(),
+                layers: dirs,
+                defaults,
+            },
+            None => RootfsSpec::Layers { dirs, defaults },
         };
         let handle = self.provider.start(&vm, &rootfs).await?;
         vm.runtime = Some(handle);

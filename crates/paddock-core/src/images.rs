@@ -38,6 +38,13 @@ pub trait ImageBackend: Send + Sync + 'static {
     /// Whether `reference` parses as an image reference.
     fn is_reference(&self, reference: &str) -> bool;
 
+    /// `reference` in full (`busybox` → `docker.io/library/busybox:latest`),
+    /// so two spellings of one image compare equal; `None` when it does
+    /// not parse.
+    fn canonical(&self, _reference: &str) -> Option<String> {
+        None
+    }
+
     /// The unpacked directories of `layers` (bottom first), topmost first:
     /// the order of overlayfs's `lowerdir`; a repeated layer once, at its
     /// topmost place.

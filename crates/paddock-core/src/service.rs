@@ -21,8 +21,8 @@ use crate::ids::{AccountId, ApiKeyId, ExecutionId, SessionId, VmId};
 use crate::images::ImageBackend;
 use crate::model::{
     Account, ApiKey, ApiKeySecret, EgressPolicy, EnvStatus, Execution, ExecutionStatus, Image,
-    Limits, NewApiKey, Principal, PullPhase, PullProgress, PullState, Resources, RootfsSpec,
-    RuntimeHandle, Vm, VmFilter, VmOptions, VmPatch, VmSpec, VmStatus, VmStatusSet,
+    ImageConfig, Limits, NewApiKey, Principal, PullPhase, PullProgress, PullState, Resources,
+    RootfsSpec, RuntimeHandle, Vm, VmFilter, VmOptions, VmPatch, VmSpec, VmStatus, VmStatusSet,
 };
 use crate::network_backend::NetworkBackend;
 use crate::provider::Provider;
@@ -525,14 +525,28 @@ impl Service {
             return Ok(RootfsSpec::Variant {
                 name: vm.image_variant.clone(),
                 layers: Vec::new(),
+                defaults: ImageConfig::default(),
             });
         }
         let image = self.ensure_image(&vm.account_id, &vm.image_variant).await?;
         vm.image_digest = Some(image.digest.clone());
-        Ok(RootfsSpec::Layers {
-            dirs: self.images.layer_dirs(&image.layers),
-            defaults: image.config,
-        })
+        let dirs = self.images.layer_dirs(&image.layers);
+        // An image built `FROM` a variant is its layers over that variant.
+        match crate::build::base_variant(&image.config) {
+            Some(name) if provider.has_variant(name) => Ok(RootfsSpec::Variant {
+                name: name.to_owned(),
+                layers: dirs,
+                defaults: image.config.clone(),
+            }),
+            Some(name) => Err(CoreError::FailedPrecondition(format!(
+                "image {} was built from this server's variant {name:?}, which it no longer has",
+                vm.image_variant
+            ))),
+            None => Ok(RootfsSpec::Layers {
+                dirs,
+                defaults: image.config,
+            }),
+        }
     }
 
     /// A new VM record in `creating`, for `spec`.
@@ -864,6 +878,19 @@ impl Service {
     ) -> Result<Image, CoreError> {
         if let Some(image) = self.store.find_image(account, reference).await? {
             return Ok(image);
+        }
+        // The same image under another spelling (`busybox` for a pulled
+        // `docker.io/library/busybox:latest`) resolves before any pull.
+        if let Some(wanted) = self.images.canonical(reference) {
+            let held = self
+                .store
+                .list_images(account)
+                .await?
+                .into_iter()
+                .find(|i| self.images.canonical(&i.reference).as_deref() == Some(wanted.as_str()));
+            if let Some(image) = held {
+                return Ok(image);
+            }
         }
         let progress = Arc::new(PullProgress::new(reference));
         self.pull_into_account(account, reference, &progress).await

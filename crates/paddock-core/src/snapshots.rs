@@ -42,8 +42,17 @@ impl Service {
         };
         vm.image_digest = Some(image.digest.clone());
         let dirs = self.images.layer_dirs(&image.layers);
-        Ok(match snapshot.base_variant {
-            Some(name) => RootfsSpec::Variant { name, layers: dirs },
+        // A snapshot of a VM on an image built from a variant keeps that
+        // variant below its layers, through the image's label.
+        let variant = snapshot
+            .base_variant
+            .or_else(|| crate::build::base_variant(&image.config).map(str::to_owned));
+        Ok(match variant {
+            Some(name) => RootfsSpec::Variant {
+                name,
+                layers: dirs,
+                defaults: image.config,
+            },
             None => RootfsSpec::Layers {
                 dirs,
                 defaults: image.config,

@@ -523,6 +523,10 @@ impl ImageBackend for ImageStore {
         reference.parse::<Reference>().is_ok()
     }
 
+    fn canonical(&self, reference: &str) -> Option<String> {
+        reference.parse::<Reference>().ok().map(|r| r.whole())
+    }
+
     fn layer_dirs(&self, layers: &[LayerInfo]) -> Vec<PathBuf> {
         // A repeated layer (images with two empty layers, snapshot stacks
         // from before repeats were dropped) is stacked once, where its

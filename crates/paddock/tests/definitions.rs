@@ -1195,6 +1195,13 @@ async fn container_definitions_pull_and_build_their_images() {
         config_json(&["PATH=/bin"], "/", ""),
     )
     .await;
+    let latest = reg.reference("test/base:latest");
+    push(
+        &latest,
+        vec![(gzip(&busybox_base().bytes()), GZIP)],
+        config_json(&["PATH=/bin"], "/", ""),
+    )
+    .await;
     let mut server = Server::start_with_config(&format!("{}\n{CONFIG}", reg.paddock_config()));
     server.allow_local();
     let d = Defs::new(&server);
@@ -1234,6 +1241,61 @@ async fn container_definitions_pull_and_build_their_images() {
             &r.body["environment_revision"].as_str().unwrap_or_default()[..16]
         ))
     );
+
+    // Local bases need no registry: pull `:latest` once, stop the
+    // registry, and build from it by another spelling, from scratch, and
+    // from a configured variant.
+    let held = set(body("container"), "/image/docker", json!(latest));
+    d.define("held", held).await;
+    assert_eq!(
+        d.post("/environments/held/sandboxes", json!({}))
+            .await
+            .status,
+        201
+    );
+    drop(reg);
+    let untagged = latest.trim_end_matches(":latest");
+    for (id, dockerfile, command, want) in [
+        (
+            "held-base",
+            format!("FROM {untagged}\nRUN echo local > /local.txt\n"),
+            "cat /local.txt",
+            "local\n",
+        ),
+        (
+            "on-variant",
+            "FROM default\nENV WHERE=variant\nRUN echo $WHERE > /tmp/v.txt\n".to_owned(),
+            "cat /tmp/v.txt; echo $WHERE; test -x /usr/bin/env && echo host-usr",
+            "variant\nvariant\nhost-usr\n",
+        ),
+    ] {
+        let b = set(
+            body("container"),
+            "/image",
+            json!({"docker": null, "dockerfile": {"type": "inline", "value": dockerfile}}),
+        );
+        d.define(id, b).await;
+        let r = d
+            .post(&format!("/environments/{id}/sandboxes"), json!({}))
+            .await;
+        assert_eq!(r.status, 201, "{id}: {}", r.body);
+        let sb = r.body["id"].as_str().expect("id").to_owned();
+        assert_eq!(d.exec(&sb, command).await["stdout"], want, "{id}");
+    }
+    let scratch = set(
+        body("container"),
+        "/image",
+        json!({"docker": null, "dockerfile": {"type": "inline",
+               "value": "FROM scratch\nCOPY <<EOF /hello.txt\nfrom scratch\nEOF\n"}}),
+    );
+    d.define("scratch", scratch).await;
+    let r = d.post("/environments/scratch/sandboxes", json!({})).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let sb = r.body["id"].as_str().expect("id").to_owned();
+    let r = d
+        .get(&format!("/sandboxes/{sb}/files?path=/hello.txt"))
+        .await;
+    assert_eq!(r.body, "from scratch\n", "{}", r.body);
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -137,9 +137,14 @@ pub struct PulledImage {
 /// How the root filesystem of a sandbox is made.
 #[derive(Debug, Clone)]
 pub enum RootfsSpec {
-    /// A variant from the server's config, with a snapshot's layers
-    /// (topmost first, empty for a fresh VM) over it.
-    Variant { name: String, layers: Vec<PathBuf> },
+    /// A variant from the server's config, with a snapshot's or an
+    /// image's layers (topmost first, empty for a fresh VM) over it, and
+    /// their defaults (the empty config for a bare variant).
+    Variant {
+        name: String,
+        layers: Vec<PathBuf>,
+        defaults: ImageConfig,
+    },
     /// Unpacked image layers, topmost first, and the image's defaults.
     Layers {
         dirs: Vec<PathBuf>,

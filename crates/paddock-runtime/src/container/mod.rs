@@ -263,13 +263,17 @@ impl ContainerProvider {
     ) -> Result<(Vec<OverlayLayer>, ImageConfig, PathBuf), RuntimeError> {
         let state = disk.map_or(run, |d| d.mountpoint.as_path());
         let (layers, defaults) = match spec {
-            RootfsSpec::Variant { name, layers } => {
+            RootfsSpec::Variant {
+                name,
+                layers,
+                defaults,
+            } => {
                 let source = self.config.variants.get(name).ok_or_else(|| {
                     RuntimeError::Invalid(format!("unknown image variant {name}"))
                 })?;
                 (
                     rootfs::layers(source, &self.host_base, layers, state),
-                    ImageConfig::default(),
+                    defaults.clone(),
                 )
             }
             RootfsSpec::Layers { dirs, defaults } => {
