@@ -1099,18 +1099,22 @@ impl Service {
         vm: &Vm,
         request: ExecRequest,
     ) -> Result<Execution, CoreError> {
-        Ok(self.exec_recorded(account, vm, request).await?.0)
+        Ok(self.exec_recorded(account, vm, request, true).await?.0)
     }
 
     /// Starts a command whose output and end are recorded as an
-    /// [`Execution`]; the task yields the final record.
+    /// [`Execution`]; the task yields the final record. `in_use`: the VM
+    /// is not idle while it runs (a client's command; a definition's main
+    /// command is not use, so `auto_stop` can end a sandbox it keeps
+    /// busy).
     pub(crate) async fn exec_recorded(
         self: &Arc<Self>,
         account: &AccountId,
         vm: &Vm,
         request: ExecRequest,
+        in_use: bool,
     ) -> Result<(Execution, tokio::task::JoinHandle<Execution>), CoreError> {
-        let busy = self.activity.busy(&vm.id);
+        let busy = in_use.then(|| self.activity.busy(&vm.id));
         let stream = self.exec(account, &vm.id, request).await?;
         let execution = Execution {
             id: ExecutionId::generate(),

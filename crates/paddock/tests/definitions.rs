@@ -205,6 +205,57 @@ async fn definitions_validate_and_keep_stable_revisions() {
         .await;
     assert_eq!(r3.body["revision"], r2.body["revision"]);
 
+    // A body missing settings names every one of them at once.
+    let r = d
+        .post(
+            "/environments",
+            json!({"id": "bare", "network": {}, "lifecycle": {"preserve": false}}),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    let details: Vec<&str> = r.body["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["detail"].as_str())
+        .collect();
+    for field in [
+        "provider",
+        "image",
+        "resources",
+        "labels",
+        "volumes",
+        "env",
+        "network.allow",
+        "lifecycle.stop_on_terminal",
+    ] {
+        assert!(
+            details.contains(&format!("{field}: is required").as_str()),
+            "{field}: {details:?}"
+        );
+    }
+    assert_eq!(details.len(), 8, "{details:?}");
+    // The README's minimal body is a definition.
+    let r = d
+        .post(
+            "/environments",
+            json!({"id": "minimal", "provider": "container",
+                   "image": {"docker": null, "dockerfile": null},
+                   "resources": {"cpu": 1, "memory": "512Mi"},
+                   "network": {"allow": []},
+                   "lifecycle": {"preserve": false, "stop_on_terminal": false},
+                   "labels": {}, "volumes": [], "env": {}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = d
+        .send(
+            d.req(reqwest::Method::DELETE, "/environments/minimal")
+                .header("If-Match", r.body["revision"].as_str().unwrap_or_default()),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+
     // Every rule, each with its status and the field it names.
     let inline =
         |text: &str| json!({"docker": null, "dockerfile": {"type": "inline", "value": text}});
@@ -823,6 +874,21 @@ async fn container_sandboxes_stop_on_terminal_and_idle_and_discard_unless_preser
     assert_eq!(
         idle["state_reason"],
         "stopped after its auto_stop idle time"
+    );
+    // A long main command is no use: nobody touching the sandbox, it
+    // stops all the same.
+    let r = d
+        .post(
+            "/environments/idle/sandboxes",
+            json!({"command": "sleep 600"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let sb = r.body["id"].as_str().expect("id").to_owned();
+    let idle = d.wait_state(&sb, "stopped", Duration::from_secs(15)).await;
+    assert_eq!(
+        idle["state_reason"], "stopped after its auto_stop idle time",
+        "{idle}"
     );
 
     // Without preserve a restart begins from the image again; with it the

@@ -47,9 +47,42 @@ pub(super) async fn create(
         None => return Err(DefError::bad_request("invalid_id", "id: is required")),
     };
     definitions::check_id(&id)?;
+    missing_settings(&value)?;
     let spec: DefinitionSpec = parse_body(value)?;
     let def = state.service.create_definition(&account, &id, spec).await?;
     Ok(with_etag(StatusCode::CREATED, def))
+}
+
+/// Every required setting the body leaves out, in one 422 (one entry
+/// each), so a client learns them all at once instead of one per try.
+fn missing_settings(body: &serde_json::Value) -> Result<(), DefError> {
+    let Some(obj) = body.as_object() else {
+        return Ok(());
+    };
+    let mut missing: Vec<String> = super::openapi::REQUIRED
+        .iter()
+        .filter(|f| !obj.contains_key(**f))
+        .map(|f| (*f).to_owned())
+        .collect();
+    for (parent, fields) in super::openapi::REQUIRED_INSIDE {
+        if let Some(inner) = obj.get(*parent).and_then(|v| v.as_object()) {
+            missing.extend(
+                fields
+                    .iter()
+                    .filter(|f| !inner.contains_key(**f))
+                    .map(|f| format!("{parent}.{f}")),
+            );
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(DefError::unprocessable_each(
+        missing
+            .into_iter()
+            .map(|f| format!("{f}: is required"))
+            .collect(),
+    ))
 }
 
 /// `{"data": [...], "meta": {...}}`, by id (see `list.rs`).
@@ -102,6 +135,7 @@ pub(super) async fn replace(
     if id != definitions::LOCAL_DEFINITION_ID {
         definitions::check_write(&id, expected.as_deref())?;
     }
+    missing_settings(&value)?;
     let spec: DefinitionSpec = parse_body(value)?;
     let def = state
         .service

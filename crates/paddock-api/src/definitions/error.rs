@@ -30,6 +30,17 @@ impl DefError {
         Self::new(StatusCode::BAD_REQUEST, code, detail)
     }
 
+    /// A 422 with one entry per problem.
+    pub fn unprocessable_each(details: Vec<String>) -> Self {
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            entries: details
+                .into_iter()
+                .map(|d| (d, "validation_failed"))
+                .collect(),
+        }
+    }
+
     pub fn unprocessable(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,

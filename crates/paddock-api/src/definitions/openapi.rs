@@ -54,7 +54,9 @@ fn settings() -> Map<String, Value> {
     m
 }
 
-const REQUIRED: [&str; 8] = [
+/// The settings every definition body must hold (the seed's contract;
+/// the server refuses a body without them, naming each).
+pub(super) const REQUIRED: [&str; 8] = [
     "provider",
     "image",
     "resources",
@@ -63,6 +65,14 @@ const REQUIRED: [&str; 8] = [
     "labels",
     "volumes",
     "env",
+];
+
+/// Settings inside those that the server needs too; the others (the
+/// image's two keys, every resource, `auto_stop`, `mode`) may be left out
+/// or null: the server's defaults apply.
+pub(super) const REQUIRED_INSIDE: &[(&str, &[&str])] = &[
+    ("network", &["allow"]),
+    ("lifecycle", &["preserve", "stop_on_terminal"]),
 ];
 
 fn id_schema() -> Value {

@@ -286,7 +286,9 @@ impl Service {
             stdin_stream: None,
             timeout: None,
         };
-        let (execution, done) = self.exec_recorded(account, vm, request).await?;
+        // The main command is no use of the sandbox: idleness is the
+        // absence of exec, PTY, file and share traffic (`auto_stop`).
+        let (execution, done) = self.exec_recorded(account, vm, request, false).await?;
         {
             let _guard = self.lock_vm(&vm.id).await;
             if let Some(mut current) = self.store.find_vm(&vm.id).await? {
