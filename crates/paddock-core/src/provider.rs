@@ -64,6 +64,13 @@ pub trait Provider: Send + Sync + 'static {
         true
     }
 
+    /// The sandbox's own working directory where the provider chooses one
+    /// (a host-process sandbox's private directory), for relative paths of
+    /// the files API; `None`: `/`.
+    fn working_dir(&self, _vm: &Vm) -> Option<String> {
+        None
+    }
+
     /// Starts the sandbox for `vm` on `rootfs` and returns once its agent
     /// answers. On failure nothing of the sandbox is left behind.
     async fn start(&self, vm: &Vm, rootfs: &RootfsSpec) -> Result<RuntimeHandle, RuntimeError>;

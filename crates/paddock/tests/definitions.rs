@@ -650,6 +650,28 @@ async fn local_sandboxes_run_scrubbed_host_processes_and_resume_preserved_files(
         ))
         .await;
     assert_eq!((r.status, r.body.as_str()), (200, Some("kept\n")));
+    // The record says where it works, and relative paths start there.
+    let record = d.get(&format!("/sandboxes/{sb}")).await;
+    assert_eq!(record.body["work_dir"], cwd.as_str(), "{}", record.body);
+    let r = d
+        .get(&format!("/sandboxes/{sb}/files?path=state.txt"))
+        .await;
+    assert_eq!((r.status, r.body.as_str()), (200, Some("kept\n")));
+    let r = d
+        .send(
+            d.req(
+                reqwest::Method::PUT,
+                &format!("/sandboxes/{sb}/files?path=sub/new.txt"),
+            )
+            .body("relative"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(d.exec(&sb, "cat sub/new.txt").await["stdout"], "relative");
+    let r = d
+        .get(&format!("/sandboxes/{sb}/files?path=../escape"))
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
 
     // Another account sees neither the sandbox nor its definition, and
     // may not launch on the local provider, which admits listed accounts

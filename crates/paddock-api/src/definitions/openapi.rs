@@ -118,7 +118,8 @@ fn schemas() -> Map<String, Value> {
             "provider": {"type": "string"},
             "state": {"type": "string", "enum": ["starting", "running", "stopping", "stopped", "deleted", "failed"]},
             "state_reason": nullable("string"), "image": nullable("string"),
-            "resources": {"type": "object", "properties": {"cpu": {"type": "integer"}, "memory_mb": {"type": "integer"}}},
+            "work_dir": {"type": "string", "description": "where commands start and relative file paths resolve"},
+            "resources": {"type": "object", "properties": {"cpu": {"type": "number", "description": "CPUs; a fraction is a quota"}, "memory_mb": {"type": "integer"}}},
             "labels": {"type": "object", "additionalProperties": {"type": "string"}},
             "lifecycle": {"type": "object", "properties": {"preserve": {"type": "boolean"},
                 "stop_on_terminal": {"type": "boolean"}, "auto_stop_seconds": nullable("integer")}},
@@ -396,7 +397,7 @@ pub fn extend(doc: &mut Value) {
             .collect();
         paths.insert((*path).to_owned(), Value::Object(item));
     }
-    let file_param = json!({"name": "path", "in": "query", "required": true, "description": "an absolute path in the sandbox", "schema": {"type": "string"}});
+    let file_param = json!({"name": "path", "in": "query", "required": true, "description": "a path in the sandbox: absolute, or relative to its work_dir", "schema": {"type": "string"}});
     let id_param =
         json!({"name": "sandbox_id", "in": "path", "required": true, "schema": {"type": "string"}});
     let mut read = error_responses(COMMON);

@@ -70,6 +70,8 @@ fn render(view: &SandboxView) -> serde_json::Value {
         "state": state_name(vm.status),
         "state_reason": vm.status_reason,
         "image": (!vm.image_variant.is_empty()).then(|| vm.image_variant.clone()),
+        // Where commands start and relative file paths resolve.
+        "work_dir": view.work_dir,
         "resources": {
             // Whole CPUs as an integer, a quota as a fraction (0.5).
             "cpu": cpu_figure(vm.resources.cpu_millis()),
@@ -317,8 +319,15 @@ pub(super) struct FileQuery {
     path: String,
 }
 
-fn file_path(q: &FileQuery) -> Result<SandboxPath, DefError> {
-    SandboxPath::parse(&q.path).map_err(|e| DefError::unprocessable(format!("path: {e}")))
+/// The query's path in the sandbox: absolute, or relative to its
+/// working directory (`work_dir` in its record).
+fn file_path(q: &FileQuery, view: &SandboxView) -> Result<SandboxPath, DefError> {
+    let full = if q.path.starts_with('/') {
+        q.path.clone()
+    } else {
+        format!("{}/{}", view.work_dir.trim_end_matches('/'), q.path)
+    };
+    SandboxPath::parse(&full).map_err(|e| DefError::unprocessable(format!("path: {e}")))
 }
 
 type FileQueryResult = Result<Query<FileQuery>, axum::extract::rejection::QueryRejection>;
@@ -334,8 +343,9 @@ pub(super) async fn read_file(
     Path(raw): Path<String>,
     q: FileQueryResult,
 ) -> Result<Response, DefError> {
-    let path = file_path(&file_query(q)?)?;
+    let q = file_query(q)?;
     let view = find(&state, &account, &raw, None).await?;
+    let path = file_path(&q, &view)?;
     match state
         .service
         .read_file(&account, &view.vm.id, &path)
@@ -364,8 +374,9 @@ pub(super) async fn write_file(
     q: FileQueryResult,
     body: Body,
 ) -> Result<Json<serde_json::Value>, DefError> {
-    let path = file_path(&file_query(q)?)?;
+    let q = file_query(q)?;
     let view = find(&state, &account, &raw, None).await?;
+    let path = file_path(&q, &view)?;
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let size = state
         .service

@@ -35,6 +35,31 @@ pub struct LaunchRequest {
 pub struct SandboxView {
     pub vm: Vm,
     pub main: Option<Execution>,
+    /// Where relative paths of its files API start
+    /// ([`Service::sandbox_work_dir`]).
+    pub work_dir: String,
+}
+
+impl Service {
+    /// Where relative paths of a launched sandbox's files API start: the
+    /// definition's `cwd`, else the provider's own working directory (a
+    /// local sandbox's private directory), else `/`.
+    pub fn sandbox_work_dir(&self, vm: &Vm) -> String {
+        vm.options
+            .launch
+            .as_ref()
+            .and_then(|l| l.cwd.clone())
+            .or_else(|| self.provider_of(vm).working_dir(vm))
+            .unwrap_or_else(|| "/".to_owned())
+    }
+
+    fn view_of(&self, vm: Vm, main: Option<Execution>) -> SandboxView {
+        SandboxView {
+            work_dir: self.sandbox_work_dir(&vm),
+            vm,
+            main,
+        }
+    }
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -109,16 +134,13 @@ impl Service {
         let spec = self.launch_spec(account, &def, name, &request).await?;
         let vm = self.create_vm(account, spec, true).await?;
         if vm.status != VmStatus::Running || request.command.is_empty() {
-            return Ok(SandboxView { vm, main: None });
+            return Ok(self.view_of(vm, None));
         }
         let main = self
             .start_main_command(account, &vm, request.command)
             .await?;
         let vm = self.get_vm(account, &vm.id).await?;
-        Ok(SandboxView {
-            vm,
-            main: Some(main),
-        })
+        Ok(self.view_of(vm, Some(main)))
     }
 
     async fn launch_spec(
@@ -346,7 +368,7 @@ impl Service {
             Some(id) => self.store.get_execution(account, &id).await?,
             None => None,
         };
-        Ok(SandboxView { vm, main })
+        Ok(self.view_of(vm, main))
     }
 
     /// The account's launched sandboxes that are not deleted, newest
@@ -390,6 +412,6 @@ impl Service {
     ) -> Result<SandboxView, DefinitionError> {
         self.launched_sandbox(account, id).await?;
         let vm = self.delete_vm(account, id).await?;
-        Ok(SandboxView { vm, main: None })
+        Ok(self.view_of(vm, None))
     }
 }

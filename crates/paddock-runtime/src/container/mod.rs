@@ -333,6 +333,11 @@ impl ContainerProvider {
         }
     }
 
+    /// Where the host-process sandbox `id` works (see `local_work_dir`).
+    pub(crate) fn local_work_path(&self, id: &VmId) -> PathBuf {
+        self.local_dirs().join(id.as_str())
+    }
+
     /// The working directory of the host-process sandbox `id`, made (or
     /// kept) private to `user`; the directories above it are only
     /// traversable.
@@ -344,7 +349,7 @@ impl ContainerProvider {
             fs::set_permissions(dir, fs::Permissions::from_mode(0o711))
                 .map_err(host_err(dir.display().to_string()))?;
         }
-        let work = base.join(id.as_str());
+        let work = self.local_work_path(id);
         match fs::create_dir(&work) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
