@@ -18,6 +18,7 @@ pub mod domain_backend;
 pub mod domains;
 pub mod error;
 pub mod exec;
+mod executions;
 pub mod gateway;
 pub mod ids;
 pub mod images;

@@ -1133,28 +1133,10 @@ impl Service {
         };
         self.store.insert_execution(&execution).await?;
         let this = Arc::clone(self);
-        let mut record = execution.clone();
+        let record = execution.clone();
         let done = tokio::spawn(async move {
             let _busy = busy;
-            match collect_output(stream, this.config.max_collected_output).await {
-                Ok(out) => {
-                    record.status = ExecutionStatus::Completed;
-                    record.stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-                    record.stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-                    record.exit_code = Some(out.status.exit_code());
-                    record.execution_time = Some(out.status.wall_time.as_secs_f64());
-                    record.cpu_time = Some(out.status.cpu_time.as_secs_f64());
-                }
-                Err(e) => {
-                    record.status = ExecutionStatus::Failed;
-                    record.error = Some(e.to_string());
-                }
-            }
-            record.completed_at = Some(Timestamp::now());
-            if let Err(e) = this.store.update_execution(&record).await {
-                tracing::error!(task_id = %record.id, error = %error_chain(&e), "could not save execution result");
-            }
-            record
+            this.record_execution(stream, record).await
         });
         Ok((execution, done))
     }
@@ -1325,8 +1307,8 @@ impl Service {
                     live.push(vm);
                 }
                 (VmStatus::Running, _) => {
-                    self.mark_failed(
-                        &vm.id,
+                    self.end_dead_sandbox(
+                        &vm,
                         "the sandbox's processes exited while the server was down",
                     )
                     .await?;
@@ -1402,6 +1384,22 @@ impl Service {
         Ok(())
     }
 
+    /// Records that `vm`'s sandbox died outside paddock (its processes
+    /// killed, its Docker engine restarted): a launched sandbox that keeps
+    /// its filesystem stops, so `start` resumes it; any other VM fails.
+    async fn end_dead_sandbox(&self, vm: &Vm, reason: &str) -> Result<(), CoreError> {
+        if vm.options.launch.as_ref().is_some_and(|l| l.preserve) {
+            let reason = format!("{reason}; its filesystem is kept, start resumes it");
+            match self.halt_vm(&vm.id, &reason).await {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(vm_id = %vm.id, error = %error_chain(&e), "could not stop a dead sandbox; marking it failed");
+                }
+            }
+        }
+        self.mark_failed(&vm.id, reason).await
+    }
+
     /// Marks running VMs whose sandbox died as failed; returns the others.
     async fn sweep_dead(&self) -> Result<Vec<Vm>, CoreError> {
         let mut alive = Vec::new();
@@ -1412,7 +1410,7 @@ impl Service {
         {
             match vm.runtime {
                 Some(h) if !self.provider_of(&vm).is_alive(&vm.id, h) => {
-                    self.mark_failed(&vm.id, "the sandbox's processes exited")
+                    self.end_dead_sandbox(&vm, "the sandbox's processes exited")
                         .await?;
                 }
                 _ => alive.push(vm),

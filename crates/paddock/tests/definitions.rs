@@ -912,6 +912,15 @@ async fn container_sandboxes_stop_on_terminal_and_idle_and_discard_unless_preser
         idle["state_reason"], "stopped after its auto_stop idle time",
         "{idle}"
     );
+    // The stop killed it: exited 137, as a Docker engine reports it.
+    assert_eq!(
+        (
+            idle["command"]["state"].as_str(),
+            idle["command"]["exit_code"].as_i64()
+        ),
+        (Some("exited"), Some(137)),
+        "{idle}"
+    );
 
     // Without preserve a restart begins from the image again; with it the
     // files stay. The volume's subpath is the same directory either way.
@@ -986,11 +995,32 @@ async fn container_sandboxes_stop_on_terminal_and_idle_and_discard_unless_preser
         )
         .await;
     assert_eq!(out, "false\ntrue\n");
+
+    // What a main command printed is saved as it comes: a crash of the
+    // server keeps it.
+    let r = d
+        .post(
+            "/environments/job/sandboxes",
+            json!({"command": "echo before the crash; sleep 600"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let sb = r.body["id"].as_str().expect("id").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.get(&format!("/sandboxes/{sb}")).await.body["command"]["stdout"] != "before the crash\n"
+    {
+        assert!(Instant::now() < deadline, "the output was never saved");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.restart();
+    let d = Defs::new(&server);
+    let after = d.get(&format!("/sandboxes/{sb}")).await.body;
+    assert_eq!(after["command"]["stdout"], "before the crash\n", "{after}");
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn docker_sandboxes_run_in_a_real_engine() {
-    let engine = common::docker::DockerEngine::start();
+    let mut engine = common::docker::DockerEngine::start();
     let root = common::registry::busybox_base()
         .symlink("bin/mkdir", "busybox")
         .symlink("bin/env", "busybox")
@@ -1143,6 +1173,23 @@ async fn docker_sandboxes_run_in_a_real_engine() {
         "from the api"
     );
     assert_eq!(d.exec(&sb, "cat /cache/log").await["stdout"], "cached\n");
+
+    // The engine restarts under it: the sandbox stops (it is not
+    // failed), keeps its container, and starts again.
+    engine.restart();
+    let stopped = d.wait_state(&sb, "stopped", Duration::from_secs(30)).await;
+    assert!(
+        stopped["state_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("start resumes it")),
+        "{stopped}"
+    );
+    let r = d.post(&format!("/sandboxes/{sb}/start"), json!({})).await;
+    assert_eq!(r.body["state"], "running", "{}", r.body);
+    assert_eq!(
+        d.exec(&sb, "cat /work/sub/notes.txt").await["stdout"],
+        "from the api"
+    );
     let r = d
         .send(d.req(reqwest::Method::DELETE, &format!("/sandboxes/{sb}")))
         .await;
@@ -1157,14 +1204,28 @@ async fn docker_sandboxes_run_in_a_real_engine() {
     let fresh = set(b.clone(), "/lifecycle/preserve", json!(false));
     d.define("fresh", fresh).await;
     let sb = d
-        .post("/environments/fresh/sandboxes", json!({}))
+        .post(
+            "/environments/fresh/sandboxes",
+            json!({"command": "echo printed; sleep 600"}),
+        )
         .await
         .body["id"]
         .as_str()
         .expect("id")
         .to_owned();
     d.exec(&sb, "echo x > /root/mark").await;
-    d.post(&format!("/sandboxes/{sb}/stop"), json!({})).await;
+    let stopped = d.post(&format!("/sandboxes/{sb}/stop"), json!({})).await;
+    // A stop kills the main command: exited 137, as on every provider.
+    assert_eq!(
+        (
+            stopped.body["command"]["state"].as_str(),
+            stopped.body["command"]["exit_code"].as_i64(),
+            stopped.body["command"]["stdout"].as_str()
+        ),
+        (Some("exited"), Some(137), Some("printed\n")),
+        "{}",
+        stopped.body
+    );
     assert!(!engine.containers().iter().any(|c| c.ends_with(&sb)));
     d.post(&format!("/sandboxes/{sb}/start"), json!({})).await;
     assert_eq!(d.exec(&sb, "cat /root/mark").await["exit_code"], 1);

@@ -217,17 +217,9 @@ async fn an_environment_keeps_what_was_installed_across_disconnects() {
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body, json!({}));
-    // A second connect while the first is pending is refused.
-    let again = gw
-        .post(
-            "environments/dev:connect",
-            json!({"connection": {"nodePoolId": "host-cpu", "numRanks": 2}}),
-        )
-        .await;
-    assert_eq!((again.status, code(&again)), (400, 9), "{}", again.body);
-    let env = gw
-        .wait_for("environments/dev", "state", "CONNECTED", 60)
-        .await;
+    // A connect that ends within moments answers with its outcome.
+    let env = gw.get("environments/dev").await.body;
+    assert_eq!(env["state"], "CONNECTED", "{env}");
     assert_eq!(env["connection"]["zone"], "local", "{env}");
     assert_eq!(env["vscodeVersion"], "1.95.0");
     let vm = env["vmId"].as_str().expect("vmId").to_owned();

@@ -20,9 +20,29 @@ impl DockerEngine {
             .prefix("pdkdocker")
             .tempdir_in("/tmp")
             .expect("tempdir");
-        let root = dir.path();
-        let log = std::fs::File::create(root.join("dockerd.log")).expect("log");
-        let child = Command::new("dockerd")
+        let child = Self::spawn(dir.path());
+        let engine = Self { dir, child };
+        engine.wait_ready();
+        engine
+    }
+
+    /// Stops the engine (its containers stop with it) and starts it
+    /// again on the same data, as a host's engine restart does.
+    pub fn restart(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+        self.child = Self::spawn(self.dir.path());
+        self.wait_ready();
+    }
+
+    fn spawn(root: &std::path::Path) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(root.join("dockerd.log"))
+            .expect("log");
+        Command::new("dockerd")
             .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
             .arg("--data-root")
             .arg(root.join("data"))
@@ -35,18 +55,19 @@ impl DockerEngine {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("dockerd from docker.io (scripts/deps.sh installs it)");
-        let engine = Self { dir, child };
+            .expect("dockerd from docker.io (scripts/deps.sh installs it)")
+    }
+
+    fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !engine.cli(&["version"]).status.success() {
+        while !self.cli(&["version"]).status.success() {
             assert!(
                 Instant::now() < deadline,
                 "dockerd did not start: {}",
-                std::fs::read_to_string(engine.dir.path().join("dockerd.log")).unwrap_or_default()
+                std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(200));
         }
-        engine
     }
 
     /// The engine's address, as `[providers] docker` takes it.
