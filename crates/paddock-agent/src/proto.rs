@@ -59,6 +59,21 @@ pub enum Request {
         stdin: bool,
         timeout_ms: Option<u64>,
     },
+    /// Starts a job: a command that outlives this connection, its output
+    /// kept in the agent (see `serve/jobs.rs`). Answers `Started`.
+    JobStart {
+        id: String,
+        argv: Vec<String>,
+        env: Vec<(String, String)>,
+        cwd: Option<String>,
+    },
+    /// Streams a job's output from these byte offsets, live, then its
+    /// `Exit`, as an exec does; answers `Ok` first.
+    JobAttach {
+        id: String,
+        stdout_from: u64,
+        stderr_from: u64,
+    },
     ReadFile {
         path: String,
     },

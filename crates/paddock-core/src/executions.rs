@@ -9,10 +9,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use std::sync::Arc;
+
 use crate::clock::Timestamp;
-use crate::exec::{ExecEvent, ExecStream};
-use crate::model::{Execution, ExecutionStatus, VmStatus};
+use crate::error::CoreError;
+use crate::exec::{ExecEvent, ExecRequest, ExecStream};
+use crate::ids::{AccountId, ExecutionId};
+use crate::model::{Execution, ExecutionStatus, Vm, VmStatus};
 use crate::service::{error_chain, Service};
+use crate::RuntimeError;
 
 /// Output is saved at least this often while it comes.
 const SAVE_EVERY: Duration = Duration::from_millis(500);
@@ -27,7 +32,161 @@ fn append(text: &mut Vec<u8>, chunk: &Bytes, cap: usize) -> bool {
     chunk.len() > room
 }
 
+/// A main command's record a restarted server attaches to again, and
+/// whether its sandbox stops when it ends.
+pub(crate) struct Adoptable {
+    pub record: Execution,
+    pub stop_on_end: bool,
+}
+
+/// A recorded command that runs as a job of its sandbox, or as an exec
+/// where the provider has no jobs.
+pub(crate) struct Started {
+    pub execution: Execution,
+    pub done: tokio::task::JoinHandle<Execution>,
+    pub is_job: bool,
+}
+
 impl Service {
+    /// Starts `request` in `vm` as a job (it outlives this server, which
+    /// attaches to it again after a restart) recorded as an execution;
+    /// as a plain recorded exec where the provider has no jobs. Its run
+    /// is no use of the sandbox (see `auto_stop`).
+    pub(crate) async fn start_job_recorded(
+        self: &Arc<Self>,
+        account: &AccountId,
+        vm: &Vm,
+        request: ExecRequest,
+    ) -> Result<Started, CoreError> {
+        let id = ExecutionId::generate();
+        let provider = self.provider_of(vm);
+        // A job takes no stdin; the request is kept for the fallback.
+        let job = ExecRequest {
+            argv: request.argv.clone(),
+            env: request.env.clone(),
+            cwd: request.cwd.clone(),
+            stdin: None,
+            stdin_stream: None,
+            timeout: request.timeout,
+        };
+        match provider.job_start(&vm.id, id.as_str(), job).await {
+            Ok(()) => {}
+            Err(RuntimeError::Unsupported(_)) => {
+                let (execution, done) = self.exec_recorded(account, vm, request, false).await?;
+                return Ok(Started {
+                    execution,
+                    done,
+                    is_job: false,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let execution = Execution {
+            id,
+            account_id: account.clone(),
+            vm_id: vm.id.clone(),
+            session_id: vm.session_id.clone(),
+            status: ExecutionStatus::Running,
+            stdout: String::new(),
+            stderr: String::new(),
+            exit_code: None,
+            execution_time: None,
+            cpu_time: None,
+            error: None,
+            created_at: Timestamp::now(),
+            completed_at: None,
+        };
+        self.store.insert_execution(&execution).await?;
+        let done = self.follow_job(execution.clone(), 0, 0);
+        Ok(Started {
+            execution,
+            done,
+            is_job: true,
+        })
+    }
+
+    /// Records the job behind `record` from these offsets of its output
+    /// (what the record already holds) to its end.
+    fn follow_job(
+        self: &Arc<Self>,
+        record: Execution,
+        stdout_from: u64,
+        stderr_from: u64,
+    ) -> tokio::task::JoinHandle<Execution> {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let vm = match this.store.find_vm(&record.vm_id).await {
+                Ok(Some(vm)) => vm,
+                _ => return this.record_execution(closed_stream(), record).await,
+            };
+            let attached = this
+                .provider_of(&vm)
+                .job_attach(&vm.id, record.id.as_str(), stdout_from, stderr_from)
+                .await;
+            let stream = match attached {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::warn!(task_id = %record.id, error = %error_chain(&e), "could not attach to a job");
+                    closed_stream()
+                }
+            };
+            this.record_execution(stream, record).await
+        })
+    }
+
+    /// The running records of `live` VMs' main commands that run as jobs:
+    /// what a restarted server can take back.
+    pub(crate) async fn adoptable_jobs(&self, live: &[Vm]) -> Vec<Adoptable> {
+        let mut adoptable = Vec::new();
+        for vm in live {
+            let Some(launch) = vm.options.launch.as_ref().filter(|l| l.main_is_job) else {
+                continue;
+            };
+            let Some(id) = launch
+                .main_execution_id
+                .as_deref()
+                .and_then(|id| id.parse::<ExecutionId>().ok())
+            else {
+                continue;
+            };
+            if let Ok(Some(record)) = self.store.get_execution(&vm.account_id, &id).await {
+                if record.status == ExecutionStatus::Running {
+                    adoptable.push(Adoptable {
+                        record,
+                        stop_on_end: launch.stop_on_terminal,
+                    });
+                }
+            }
+        }
+        adoptable
+    }
+
+    /// After a restart: attaches again to these jobs, from the output
+    /// their records hold (bytes as saved: output that was not UTF-8 was
+    /// saved with replacement characters, so its offsets can be off).
+    pub(crate) fn adopt_jobs(self: &Arc<Self>, adopted: Vec<Adoptable>) {
+        for Adoptable {
+            record,
+            stop_on_end,
+        } in adopted
+        {
+            let (out, err) = (record.stdout.len() as u64, record.stderr.len() as u64);
+            let vm_id = record.vm_id.clone();
+            tracing::info!(task_id = %record.id, vm_id = %vm_id, "main command adopted after the restart");
+            let done = self.follow_job(record, out, err);
+            if stop_on_end {
+                let this = Arc::clone(self);
+                tokio::spawn(async move {
+                    if done.await.is_ok() {
+                        let _ = this
+                            .halt_vm(&vm_id, crate::lifecycle::REASON_MAIN_ENDED)
+                            .await;
+                    }
+                });
+            }
+        }
+    }
+
     /// Drains `stream` into `record` (stored, `Running`), saving the
     /// output so far every [`SAVE_EVERY`], and records how it ended.
     pub(crate) async fn record_execution(
@@ -36,7 +195,9 @@ impl Service {
         mut record: Execution,
     ) -> Execution {
         let cap = self.config.max_collected_output;
-        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        // A record taken back after a restart goes on from what it holds.
+        let mut stdout = std::mem::take(&mut record.stdout).into_bytes();
+        let mut stderr = std::mem::take(&mut record.stderr).into_bytes();
         let mut unsaved = false;
         let mut tick = tokio::time::interval(SAVE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -101,6 +262,11 @@ impl Service {
             Err(_) => false,
         }
     }
+}
+
+/// A stream that ends at once, for a job that cannot be followed.
+fn closed_stream() -> ExecStream {
+    tokio::sync::mpsc::channel(1).1
 }
 
 #[cfg(test)]

@@ -125,6 +125,38 @@ pub trait Provider: Send + Sync + 'static {
 
     async fn exec(&self, id: &VmId, request: ExecRequest) -> Result<ExecStream, RuntimeError>;
 
+    /// Starts a job, `job` naming it in the sandbox: a command that
+    /// outlives the server's connection to the sandbox (and the server),
+    /// its output kept in the sandbox until read with
+    /// [`Provider::job_attach`]. Providers without jobs refuse.
+    async fn job_start(
+        &self,
+        _id: &VmId,
+        _job: &str,
+        _request: ExecRequest,
+    ) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Unsupported(format!(
+            "the {} provider has no jobs",
+            self.name()
+        )))
+    }
+
+    /// Job `job`'s output from these byte offsets (what the caller has
+    /// already), live, then its exit; dropping the stream leaves the job
+    /// running.
+    async fn job_attach(
+        &self,
+        _id: &VmId,
+        _job: &str,
+        _stdout_from: u64,
+        _stderr_from: u64,
+    ) -> Result<ExecStream, RuntimeError> {
+        Err(RuntimeError::Unsupported(format!(
+            "the {} provider has no jobs",
+            self.name()
+        )))
+    }
+
     async fn read_file(&self, id: &VmId, path: &SandboxPath) -> Result<FileContent, RuntimeError>;
 
     /// Writes `body` to `path`, creating parent directories; returns the

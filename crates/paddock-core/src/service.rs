@@ -1273,17 +1273,7 @@ impl Service {
     /// Brings the records in line with what really runs, after a restart or
     /// a crash: live sandboxes stay, dead ones are marked failed, and every
     /// host resource no record owns is freed.
-    pub async fn reconcile(&self) -> Result<(), CoreError> {
-        let failed = self
-            .store
-            .fail_unfinished_executions(
-                "the server restarted while the command ran",
-                Timestamp::now(),
-            )
-            .await?;
-        if failed > 0 {
-            tracing::warn!(count = failed, "executions lost in a restart marked failed");
-        }
+    pub async fn reconcile(self: &Arc<Self>) -> Result<(), CoreError> {
         let snapshots = self
             .store
             .fail_unfinished_snapshots("the server restarted while the snapshot was made")
@@ -1325,6 +1315,22 @@ impl Service {
                 }
             }
         }
+        // Main commands that run as jobs of surviving sandboxes are taken
+        // back; every other command that was running is lost.
+        let adopted = self.adoptable_jobs(&live).await;
+        let kept: Vec<ExecutionId> = adopted.iter().map(|a| a.record.id.clone()).collect();
+        let failed = self
+            .store
+            .fail_unfinished_executions(
+                "the server restarted while the command ran",
+                Timestamp::now(),
+                &kept,
+            )
+            .await?;
+        if failed > 0 {
+            tracing::warn!(count = failed, "executions lost in a restart marked failed");
+        }
+        self.adopt_jobs(adopted);
         self.reconcile_volumes(&live).await?;
         self.reconcile_network(&live).await?;
         let mut live: Vec<VmId> = live.into_iter().map(|vm| vm.id).collect();

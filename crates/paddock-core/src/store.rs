@@ -313,10 +313,12 @@ pub trait Store:
     ) -> Result<Option<Execution>, StoreError>;
     /// Marks every still-running execution failed (their tasks died with a
     /// previous server process); returns how many.
+    /// Marks every running execution but those in `except` failed.
     async fn fail_unfinished_executions(
         &self,
         reason: &str,
         at: Timestamp,
+        except: &[crate::ids::ExecutionId],
     ) -> Result<u64, StoreError>;
 
     /// Inserts or replaces the account's image with this digest.

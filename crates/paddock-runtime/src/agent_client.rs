@@ -183,7 +183,7 @@ pub async fn exec(
         Event::Error { kind, message } => return Err(event_err(kind, message)),
         other => return Err(unexpected(&other)),
     }
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = stream.into_split();
     // The write half feeds stdin, then stays open while the reader runs:
     // the agent reads its closing as "the caller went away" and kills the
     // command. The reader owns this task, so the socket closes with it.
@@ -210,9 +210,24 @@ pub async fn exec(
         }
         std::future::pending::<()>().await;
     }));
+    Ok(events(rd, deadline, Some(writer), move || {
+        oom_kills() > oom_before
+    }))
+}
+
+/// The events of a command's run read from `rd` (output frames, then the
+/// exit) as an [`ExecStream`]. `keep` lives as long as the reader (an
+/// exec's stdin writer, whose socket half must stay open); `oom_killed`
+/// says at the exit whether the OOM killer struck meanwhile.
+fn events(
+    mut rd: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    deadline: Option<tokio::time::Instant>,
+    keep: Option<AbortOnDrop>,
+    oom_killed: impl Fn() -> bool + Send + 'static,
+) -> ExecStream {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
-        let _writer = writer;
+        let _keep = keep;
         loop {
             let next = match deadline {
                 Some(d) => tokio::time::timeout_at(d, read_frame(&mut rd)).await,
@@ -246,7 +261,7 @@ pub async fn exec(
                         wall_ms,
                         cpu_ms,
                     }) => {
-                        let oom_killed = oom_kills() > oom_before;
+                        let oom_killed = oom_killed();
                         let status = ExitStatus {
                             code,
                             signal,
@@ -271,7 +286,43 @@ pub async fn exec(
             }
         }
     });
-    Ok(rx)
+    rx
+}
+
+/// Starts job `id` (a command that outlives this connection, its output
+/// kept by the agent); see [`job_attach`].
+pub async fn job_start(socket: &Path, id: &str, request: ExecRequest) -> Result<(), RuntimeError> {
+    let wire = Request::JobStart {
+        id: id.to_owned(),
+        argv: request.argv,
+        env: request.env,
+        cwd: request.cwd,
+    };
+    match call(socket, &wire).await? {
+        (_, Event::Started { .. }) => Ok(()),
+        (_, other) => Err(unexpected(&other)),
+    }
+}
+
+/// Job `id`'s output from these byte offsets (what the caller already
+/// has), live, then its exit. The job goes on if the stream is dropped.
+pub async fn job_attach(
+    socket: &Path,
+    id: &str,
+    stdout_from: u64,
+    stderr_from: u64,
+    oom_kills: impl Fn() -> u64 + Send + 'static,
+) -> Result<ExecStream, RuntimeError> {
+    let oom_before = oom_kills();
+    let wire = Request::JobAttach {
+        id: id.to_owned(),
+        stdout_from,
+        stderr_from,
+    };
+    match call(socket, &wire).await? {
+        (stream, Event::Ok) => Ok(events(stream, None, None, move || oom_kills() > oom_before)),
+        (_, other) => Err(unexpected(&other)),
+    }
 }
 
 /// Aborts a task when dropped, so a task bound to another's lifetime

@@ -71,6 +71,27 @@ macro_rules! provider_over_container {
                 self.container.exec(id, request).await
             }
 
+            async fn job_start(
+                &self,
+                id: &paddock_core::ids::VmId,
+                job: &str,
+                request: paddock_core::exec::ExecRequest,
+            ) -> Result<(), paddock_core::RuntimeError> {
+                self.container.job_start(id, job, request).await
+            }
+
+            async fn job_attach(
+                &self,
+                id: &paddock_core::ids::VmId,
+                job: &str,
+                stdout_from: u64,
+                stderr_from: u64,
+            ) -> Result<paddock_core::exec::ExecStream, paddock_core::RuntimeError> {
+                self.container
+                    .job_attach(id, job, stdout_from, stderr_from)
+                    .await
+            }
+
             async fn read_file(
                 &self,
                 id: &paddock_core::ids::VmId,

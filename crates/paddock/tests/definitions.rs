@@ -996,12 +996,13 @@ async fn container_sandboxes_stop_on_terminal_and_idle_and_discard_unless_preser
         .await;
     assert_eq!(out, "false\ntrue\n");
 
-    // What a main command printed is saved as it comes: a crash of the
-    // server keeps it.
+    // The main command runs as a job of the sandbox: what it printed is
+    // saved as it comes, and a server that crashes and starts again
+    // attaches to it, missing nothing, and stops the sandbox at its end.
     let r = d
         .post(
             "/environments/job/sandboxes",
-            json!({"command": "echo before the crash; sleep 600"}),
+            json!({"command": "echo before the crash; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo after the crash; exit 3"}),
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
@@ -1015,7 +1016,30 @@ async fn container_sandboxes_stop_on_terminal_and_idle_and_discard_unless_preser
     server.restart();
     let d = Defs::new(&server);
     let after = d.get(&format!("/sandboxes/{sb}")).await.body;
-    assert_eq!(after["command"]["stdout"], "before the crash\n", "{after}");
+    assert_eq!(
+        (
+            after["command"]["state"].as_str(),
+            after["command"]["stdout"].as_str()
+        ),
+        (Some("running"), Some("before the crash\n")),
+        "{after}"
+    );
+    d.exec(&sb, "touch /tmp/go").await;
+    let done = d.wait_state(&sb, "stopped", Duration::from_secs(20)).await;
+    assert_eq!(
+        (
+            done["command"]["state"].as_str(),
+            done["command"]["exit_code"].as_i64(),
+            done["command"]["stdout"].as_str()
+        ),
+        (
+            Some("exited"),
+            Some(3),
+            Some("before the crash\nafter the crash\n")
+        ),
+        "{done}"
+    );
+    assert_eq!(done["state_reason"], "stopped when its main command ended");
 }
 
 #[tokio::test(flavor = "current_thread")]

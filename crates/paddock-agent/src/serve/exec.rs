@@ -25,7 +25,7 @@ use crate::sys;
 
 /// How long output is still read after the command exited, for
 /// background processes that keep its pipes open.
-const DRAIN_GRACE: Duration = Duration::from_millis(200);
+pub(crate) const DRAIN_GRACE: Duration = Duration::from_millis(200);
 
 pub(crate) struct ExecSpec {
     pub argv: Vec<String>,

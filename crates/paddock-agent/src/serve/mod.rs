@@ -5,6 +5,7 @@
 
 mod exec;
 mod files;
+mod jobs;
 mod pty;
 mod reaper;
 mod user;
@@ -35,6 +36,7 @@ pub(crate) struct State {
     pub user: Option<RunAs>,
     pub reaper: Arc<Reaper>,
     pub ptys: pty::PtyTable,
+    pub jobs: jobs::JobTable,
 }
 
 impl State {
@@ -115,6 +117,7 @@ where
             user: defaults.user,
             reaper,
             ptys: pty::PtyTable::default(),
+            jobs: jobs::JobTable::default(),
         });
         serve(state).await
     })
@@ -160,6 +163,20 @@ async fn handle(state: Arc<State>, mut stream: UnixStream) -> io::Result<()> {
                 timeout_ms,
             };
             exec::run(&state, stream, spec).await
+        }
+        Request::JobStart { id, argv, env, cwd } => {
+            let spec = jobs::JobSpec { id, argv, env, cwd };
+            state.jobs.start(&state, &mut stream, spec).await
+        }
+        Request::JobAttach {
+            id,
+            stdout_from,
+            stderr_from,
+        } => {
+            state
+                .jobs
+                .attach(&mut stream, &id, stdout_from, stderr_from)
+                .await
         }
         Request::ReadFile { path } => files::read(&mut stream, &path).await,
         Request::WriteFile { path, mode } => files::write(&mut stream, &path, mode).await,

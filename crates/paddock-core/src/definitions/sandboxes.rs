@@ -250,6 +250,7 @@ impl Service {
                     idle_stop_seconds,
                     command: request.command.clone(),
                     main_execution_id: None,
+                    main_is_job: false,
                     labels,
                     stopped_at: None,
                     cwd: s.cwd.clone(),
@@ -308,14 +309,17 @@ impl Service {
             stdin_stream: None,
             timeout: None,
         };
-        // The main command is no use of the sandbox: idleness is the
-        // absence of exec, PTY, file and share traffic (`auto_stop`).
-        let (execution, done) = self.exec_recorded(account, vm, request, false).await?;
+        // A job of the sandbox, so a restart of the server finds it again;
+        // no use of the sandbox (idleness is the absence of exec, PTY,
+        // file and share traffic: `auto_stop`).
+        let started = self.start_job_recorded(account, vm, request).await?;
+        let (execution, done) = (started.execution, started.done);
         {
             let _guard = self.lock_vm(&vm.id).await;
             if let Some(mut current) = self.store.find_vm(&vm.id).await? {
                 if let Some(l) = current.options.launch.as_mut() {
                     l.main_execution_id = Some(execution.id.to_string());
+                    l.main_is_job = started.is_job;
                 }
                 self.store.update_vm(&current).await?;
             }

@@ -245,6 +245,10 @@ pub struct Launch {
     /// Its execution record, while and after it runs.
     #[serde(default)]
     pub main_execution_id: Option<String>,
+    /// Whether it runs as a job of the sandbox (named by its execution
+    /// id): a restarted server attaches to it again.
+    #[serde(default)]
+    pub main_is_job: bool,
     /// The labels of the definition, plus the launch's own.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,

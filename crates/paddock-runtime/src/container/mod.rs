@@ -577,6 +577,30 @@ impl Provider for ContainerProvider {
         agent_client::exec(&self.socket(id), request, move || cgroups.oom_kills(&cg_id)).await
     }
 
+    async fn job_start(
+        &self,
+        id: &VmId,
+        job: &str,
+        request: ExecRequest,
+    ) -> Result<(), RuntimeError> {
+        agent_client::job_start(&self.socket(id), job, request).await
+    }
+
+    async fn job_attach(
+        &self,
+        id: &VmId,
+        job: &str,
+        stdout_from: u64,
+        stderr_from: u64,
+    ) -> Result<ExecStream, RuntimeError> {
+        let cgroups = Arc::clone(&self.cgroups);
+        let cg_id = id.as_str().to_owned();
+        agent_client::job_attach(&self.socket(id), job, stdout_from, stderr_from, move || {
+            cgroups.oom_kills(&cg_id)
+        })
+        .await
+    }
+
     async fn read_file(&self, id: &VmId, path: &SandboxPath) -> Result<FileContent, RuntimeError> {
         agent_client::read_file(&self.socket(id), path.as_str()).await
     }

@@ -558,16 +558,24 @@ impl Store for SqliteStore {
         &self,
         reason: &str,
         at: Timestamp,
+        except: &[paddock_core::ids::ExecutionId],
     ) -> Result<u64, StoreError> {
-        let done = sqlx::query(
+        let kept = vec!["?"; except.len()].join(", ");
+        let sql = if except.is_empty() {
             "UPDATE executions SET status = 'failed', error = ?, completed_at = ? \
-             WHERE status = 'running'",
-        )
-        .bind(reason)
-        .bind(at.unix_millis())
-        .execute(&self.pool)
-        .await
-        .map_err(db_err)?;
+             WHERE status = 'running'"
+                .to_owned()
+        } else {
+            format!(
+                "UPDATE executions SET status = 'failed', error = ?, completed_at = ? \
+                 WHERE status = 'running' AND id NOT IN ({kept})"
+            )
+        };
+        let mut query = sqlx::query(&sql).bind(reason).bind(at.unix_millis());
+        for id in except {
+            query = query.bind(id.as_str().to_owned());
+        }
+        let done = query.execute(&self.pool).await.map_err(db_err)?;
         Ok(done.rows_affected())
     }
 }
