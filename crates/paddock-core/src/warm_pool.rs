@@ -206,12 +206,11 @@ impl Service {
             return;
         }
         loop {
-            while self.warm_pool.len() < target {
-                let prepared = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    prepared = self.prepare_sandbox() => prepared,
-                };
-                match prepared {
+            // A boot under way is never cancelled (that would leave half a
+            // sandbox): shutdown waits for it, and then stops it with the
+            // rest.
+            while self.warm_pool.len() < target && !*shutdown.0.borrow() {
+                match self.prepare_sandbox().await {
                     Ok(p) => self.warm_pool.push(p),
                     Err(e) => {
                         tracing::warn!(error = %error_chain(&e), "could not prepare a sandbox for the warm pool");
