@@ -158,7 +158,32 @@ impl Service {
         vm.updated_at = now;
         self.store.update_vm(&vm).await?;
         tracing::info!(vm_id = %vm.id, reason, preserved = launch.preserve, "sandbox stopped");
+        self.settle_main_command(&vm).await;
         Ok(vm)
+    }
+
+    /// Waits a moment for the record of a stopped sandbox's main command
+    /// to say how it ended (its follower learns of the kill at once from
+    /// an agent, within a poll from a Docker engine), so the stop's
+    /// answer shows it.
+    async fn settle_main_command(&self, vm: &Vm) {
+        let Some(id) = vm
+            .options
+            .launch
+            .as_ref()
+            .and_then(|l| l.main_execution_id.as_deref())
+            .and_then(|id| id.parse::<crate::ids::ExecutionId>().ok())
+        else {
+            return;
+        };
+        let until = Instant::now() + std::time::Duration::from_secs(2);
+        while Instant::now() < until {
+            match self.store.get_execution(&vm.account_id, &id).await {
+                Ok(Some(e)) if e.status == crate::model::ExecutionStatus::Running => {}
+                _ => return,
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
     }
 
     /// Starts a stopped sandbox again, on what its stop kept.

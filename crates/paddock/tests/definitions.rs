@@ -1238,6 +1238,19 @@ async fn docker_sandboxes_run_in_a_real_engine() {
         .expect("id")
         .to_owned();
     d.exec(&sb, "echo x > /root/mark").await;
+    // Its output is read from the engine every moment: wait for it (what
+    // a command prints in the last moment before a stop can be lost).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.get(&format!("/sandboxes/{sb}")).await.body["command"]["stdout"] != "printed\n" {
+        assert!(Instant::now() < deadline, "the output was never read");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The main command runs as a job of the engine's container: a server
+    // that restarts attaches to it again.
+    server.restart();
+    let d = Defs::new(&server);
+    let after = d.get(&format!("/sandboxes/{sb}")).await.body;
+    assert_eq!(after["command"]["state"], "running", "{after}");
     let stopped = d.post(&format!("/sandboxes/{sb}/stop"), json!({})).await;
     // A stop kills the main command: exited 137, as on every provider.
     assert_eq!(

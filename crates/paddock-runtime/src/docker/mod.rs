@@ -18,6 +18,7 @@
 mod archive;
 mod build;
 mod exec;
+mod jobs;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -431,6 +432,32 @@ impl Provider for DockerProvider {
     async fn exec(&self, id: &VmId, request: ExecRequest) -> Result<ExecStream, RuntimeError> {
         let staged = self.staged_env(id);
         exec::run(&self.docker, &self.name_of(id), staged, request).await
+    }
+
+    async fn job_start(
+        &self,
+        id: &VmId,
+        job: &str,
+        request: ExecRequest,
+    ) -> Result<(), RuntimeError> {
+        let staged = self.staged_env(id);
+        jobs::start(&self.docker, &self.name_of(id), staged, job, request).await
+    }
+
+    async fn job_attach(
+        &self,
+        id: &VmId,
+        job: &str,
+        stdout_from: u64,
+        stderr_from: u64,
+    ) -> Result<ExecStream, RuntimeError> {
+        Ok(jobs::attach(
+            self.docker.clone(),
+            self.name_of(id),
+            job,
+            stdout_from,
+            stderr_from,
+        ))
     }
 
     async fn read_file(&self, id: &VmId, path: &SandboxPath) -> Result<FileContent, RuntimeError> {
