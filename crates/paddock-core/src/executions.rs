@@ -81,21 +81,7 @@ impl Service {
             }
             Err(e) => return Err(e.into()),
         }
-        let execution = Execution {
-            id,
-            account_id: account.clone(),
-            vm_id: vm.id.clone(),
-            session_id: vm.session_id.clone(),
-            status: ExecutionStatus::Running,
-            stdout: String::new(),
-            stderr: String::new(),
-            exit_code: None,
-            execution_time: None,
-            cpu_time: None,
-            error: None,
-            created_at: Timestamp::now(),
-            completed_at: None,
-        };
+        let execution = Execution::started(id, vm);
         self.store.insert_execution(&execution).await?;
         let done = self.follow_job(execution.clone(), 0, 0);
         Ok(Started {

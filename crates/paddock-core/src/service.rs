@@ -20,9 +20,9 @@ use crate::exec::{
 use crate::ids::{AccountId, ApiKeyId, ExecutionId, SessionId, VmId};
 use crate::images::ImageBackend;
 use crate::model::{
-    Account, ApiKey, ApiKeySecret, EgressPolicy, EnvStatus, Execution, ExecutionStatus, Image,
-    ImageConfig, Limits, NewApiKey, Principal, PullPhase, PullProgress, PullState, Resources,
-    RootfsSpec, RuntimeHandle, Vm, VmFilter, VmOptions, VmPatch, VmSpec, VmStatus, VmStatusSet,
+    Account, ApiKey, ApiKeySecret, EgressPolicy, EnvStatus, Execution, Image, ImageConfig, Limits,
+    NewApiKey, Principal, PullPhase, PullProgress, PullState, Resources, RootfsSpec, RuntimeHandle,
+    Vm, VmFilter, VmOptions, VmPatch, VmSpec, VmStatus, VmStatusSet,
 };
 use crate::network_backend::NetworkBackend;
 use crate::provider::Provider;
@@ -1116,21 +1116,7 @@ impl Service {
     ) -> Result<(Execution, tokio::task::JoinHandle<Execution>), CoreError> {
         let busy = in_use.then(|| self.activity.busy(&vm.id));
         let stream = self.exec(account, &vm.id, request).await?;
-        let execution = Execution {
-            id: ExecutionId::generate(),
-            account_id: account.clone(),
-            vm_id: vm.id.clone(),
-            session_id: vm.session_id.clone(),
-            status: ExecutionStatus::Running,
-            stdout: String::new(),
-            stderr: String::new(),
-            exit_code: None,
-            execution_time: None,
-            cpu_time: None,
-            error: None,
-            created_at: Timestamp::now(),
-            completed_at: None,
-        };
+        let execution = Execution::started(ExecutionId::generate(), vm);
         self.store.insert_execution(&execution).await?;
         let this = Arc::clone(self);
         let record = execution.clone();

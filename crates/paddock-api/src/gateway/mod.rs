@@ -191,6 +191,15 @@ pub fn split_segment(segment: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// A POST on an item route names one of its getters (AIP-136 clients
+/// send custom methods as POST); a bare item is no method.
+pub fn require_method(segment: &str, getters: &[&str]) -> Result<(), GatewayError> {
+    match split_segment(segment).1 {
+        Some(_) => Ok(()),
+        None => Err(unknown_method("", getters)),
+    }
+}
+
 /// The id of an item route that takes no custom method here.
 pub fn plain_id(segment: &str) -> Result<&str, GatewayError> {
     match split_segment(segment) {

@@ -92,9 +92,7 @@ pub async fn post_method(
     path: Path<(String, String)>,
     query: GQuery<GetQuery>,
 ) -> Result<Json<Value>, GatewayError> {
-    if split_segment(&path.1).1.is_none() {
-        return Err(unknown_method("", &["getStats"]));
-    }
+    super::require_method(&path.1, &["getStats"])?;
     get_or_method(state, who, path, query).await
 }
 

@@ -45,3 +45,24 @@ pub struct Execution {
     pub created_at: Timestamp,
     pub completed_at: Option<Timestamp>,
 }
+
+impl Execution {
+    /// The record of a command `id` that starts now in `vm`.
+    pub fn started(id: ExecutionId, vm: &crate::model::Vm) -> Self {
+        Self {
+            id,
+            account_id: vm.account_id.clone(),
+            vm_id: vm.id.clone(),
+            session_id: vm.session_id.clone(),
+            status: ExecutionStatus::Running,
+            stdout: String::new(),
+            stderr: String::new(),
+            exit_code: None,
+            execution_time: None,
+            cpu_time: None,
+            error: None,
+            created_at: Timestamp::now(),
+            completed_at: None,
+        }
+    }
+}
