@@ -20,6 +20,10 @@ use crate::nft::{self, Layout};
 /// Policies by VM address, shared with the backend that changes them.
 pub type Policies = Arc<RwLock<HashMap<Ipv4Addr, EgressPolicy>>>;
 
+/// The addresses each VM looked up (its elements of the shared learned
+/// set), so that its release or a policy without domains drops them.
+pub type Learned = Arc<std::sync::Mutex<HashMap<Ipv4Addr, std::collections::BTreeSet<Ipv4Addr>>>>;
+
 /// Under the 5 s a glibc stub waits, so the VM hears SERVFAIL rather
 /// than retrying into a query that is still in flight.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(4);
@@ -33,6 +37,7 @@ struct Resolver {
     layout: Layout,
     upstream: Vec<SocketAddr>,
     policies: Policies,
+    learned: Learned,
 }
 
 /// Serves DNS on `bind` (UDP and TCP) until the runtime shuts down.
@@ -41,6 +46,7 @@ pub async fn serve(
     layout: Layout,
     upstream: Vec<SocketAddr>,
     policies: Policies,
+    learned: Learned,
 ) -> std::io::Result<()> {
     let udp = Arc::new(UdpSocket::bind(bind).await?);
     let tcp = TcpListener::bind(bind).await?;
@@ -48,6 +54,7 @@ pub async fn serve(
         layout,
         upstream,
         policies,
+        learned,
     });
     let r = Arc::clone(&resolver);
     tokio::spawn(async move {
@@ -157,6 +164,10 @@ impl Resolver {
         let ttl = ttl.clamp(MIN_LEARNED_TTL, MAX_LEARNED_TTL);
         if let Err(e) = nft::apply(&nft::learn(&self.layout, vm, &addresses, ttl)).await {
             tracing::warn!(vm = %vm, error = %e, "could not allow looked-up addresses");
+            return;
+        }
+        if let Ok(mut learned) = self.learned.lock() {
+            learned.entry(vm).or_default().extend(addresses);
         }
     }
 

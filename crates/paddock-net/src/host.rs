@@ -75,6 +75,10 @@ struct PoolState {
     refill: Notify,
     started: std::sync::Once,
     policies: Policies,
+    /// The policy whose elements are in the ruleset, by address: a VM's,
+    /// or the prepared policy of a namespace no VM took yet.
+    in_force: Mutex<HashMap<Ipv4Addr, EgressPolicy>>,
+    learned: dns::Learned,
 }
 
 /// How long the pool waits after a namespace is taken before refilling.
@@ -100,11 +104,13 @@ impl HostNetwork {
         std::fs::create_dir_all(config.ns_dir())
             .map_err(io_err(config.ns_dir().display().to_string()))?;
         let policies: Policies = Arc::new(RwLock::new(HashMap::new()));
+        let learned: dns::Learned = Arc::default();
         dns::serve(
             SocketAddr::from((layout.gateway, 53)),
             layout.clone(),
             config.dns_upstream.clone(),
             Arc::clone(&policies),
+            Arc::clone(&learned),
         )
         .await
         .map_err(io_err(format!("serve DNS on {}:53", layout.gateway)))?;
@@ -117,6 +123,8 @@ impl HostNetwork {
             refill: Notify::new(),
             started: std::sync::Once::new(),
             policies,
+            in_force: Mutex::new(HashMap::new()),
+            learned,
         });
         Ok(Self {
             config,
@@ -216,7 +224,9 @@ impl PoolState {
                 port: &port,
                 policy: &self.config.prepared_policy,
             };
-            nft::apply(&nft::add_vm(&self.layout, &rules)).await
+            nft::apply(&nft::add_vm(&self.layout, &rules)).await?;
+            self.set_in_force(address, self.config.prepared_policy.clone());
+            Ok(())
         }
         .await;
         match result {
@@ -228,12 +238,58 @@ impl PoolState {
         }
     }
 
+    fn set_in_force(&self, address: Ipv4Addr, policy: EgressPolicy) {
+        if let Ok(mut in_force) = self.in_force.lock() {
+            in_force.insert(address, policy);
+        }
+    }
+
+    fn in_force(&self, address: Ipv4Addr) -> Option<EgressPolicy> {
+        self.in_force.lock().ok()?.get(&address).cloned()
+    }
+
+    /// What `address` looked up, forgotten.
+    fn take_learned(&self, address: Ipv4Addr) -> Vec<Ipv4Addr> {
+        self.learned
+            .lock()
+            .ok()
+            .and_then(|mut l| l.remove(&address))
+            .map(|set| set.into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// Replaces the policy in force on `address` with `policy`.
+    async fn apply_policy(&self, address: Ipv4Addr, policy: &EgressPolicy) -> Result<(), NetError> {
+        let old = self
+            .in_force(address)
+            .unwrap_or_else(|| self.config.prepared_policy.clone());
+        if old != *policy {
+            nft::apply(&nft::replace_policy(&self.layout, address, &old, policy)).await?;
+            self.set_in_force(address, policy.clone());
+        }
+        if policy.domain_patterns().is_empty() {
+            let learned = self.take_learned(address);
+            if !learned.is_empty() {
+                nft::apply_each(&nft::forget_learned(&self.layout, address, &learned)).await;
+            }
+        }
+        Ok(())
+    }
+
     /// Frees a namespace, its rules, its port and its address.
     async fn discard(&self, address: Ipv4Addr) {
+        let policy = self
+            .in_force
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(&address));
+        let learned = self.take_learned(address);
         nft::apply_each(&nft::remove_vm(
             &self.layout,
             address,
             &link::port_name(address),
+            policy.as_ref(),
+            &learned,
         ))
         .await;
         if let Err(e) = link::remove_port(address).await {
@@ -287,12 +343,9 @@ impl NetworkBackend for HostNetwork {
             None => self.state.prepare().await?,
         };
         self.state.refill.notify_one();
-        if *policy != self.config.prepared_policy {
-            let script = nft::replace_policy(&self.layout, address, policy);
-            if let Err(e) = nft::apply(&script).await {
-                self.state.discard(address).await;
-                return Err(e.into());
-            }
+        if let Err(e) = self.state.apply_policy(address, policy).await {
+            self.state.discard(address).await;
+            return Err(e.into());
         }
         if let Ok(mut p) = self.state.policies.write() {
             p.insert(address, policy.clone());
@@ -307,7 +360,7 @@ impl NetworkBackend for HostNetwork {
         network: &VmNetwork,
         policy: &EgressPolicy,
     ) -> Result<(), RuntimeError> {
-        nft::apply(&nft::replace_policy(&self.layout, network.address, policy)).await?;
+        self.state.apply_policy(network.address, policy).await?;
         if let Ok(mut p) = self.state.policies.write() {
             p.insert(network.address, policy.clone());
         }
@@ -365,6 +418,17 @@ impl NetworkBackend for HostNetwork {
                 .iter()
                 .map(|l| (l.network.address, l.policy.clone()))
                 .collect();
+        }
+        // The ruleset was made anew: these are its policies, and nothing
+        // is learned yet.
+        if let Ok(mut in_force) = self.state.in_force.lock() {
+            *in_force = live
+                .iter()
+                .map(|l| (l.network.address, l.policy.clone()))
+                .collect();
+        }
+        if let Ok(mut learned) = self.state.learned.lock() {
+            learned.clear();
         }
         if let Ok(mut used) = self.state.used.lock() {
             *used = keep.clone();

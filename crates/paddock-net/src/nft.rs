@@ -6,10 +6,19 @@
 //! in two tables named after the bridge, so two servers on one host (and
 //! the operator's own rules) never touch each other's rules.
 //!
-//! - `inet <table>`: `forward` sends each VM's packets (keyed by source
-//!   address; the bridge table stops spoofing) to the VM's own chain,
-//!   after refusing the always-blocked ranges; `input` lets VMs reach
-//!   only paddock's resolver on the host; `postrouting` masquerades.
+//! - `inet <table>`: `forward` sends the packets of attached VMs (keyed by
+//!   source address; the bridge table stops spoofing) through one `vm`
+//!   chain, after refusing the always-blocked ranges; `input` lets VMs
+//!   reach only paddock's resolver on the host; `postrouting` masquerades.
+//! - Every VM's policy lives in a few sets shared by all VMs, keyed by the
+//!   VM's address (`vm_deny`/`vm_allow`/`vm_learned` by `address .
+//!   destination`; `vm_open`, `vm_http`, `vm_https` by address), never
+//!   in objects of its own: nft reads every object of a table before each
+//!   batch, so per-VM chains and sets made each attach cost grow with the
+//!   number of VMs (0.1 s at 1,000, 0.9 s at 3,000). Elements cost
+//!   nothing alike. The `vm` chain checks, first match wins: denied
+//!   ranges, allowed ranges, learned addresses, HTTP, HTTPS, then the
+//!   VM's default.
 //! - DNS to the gateway is not connection-tracked: glibc sends its A and
 //!   AAAA queries at once from one socket, and the second can lose the
 //!   conntrack insertion race and vanish (a 5 s stall, or "temporary
@@ -46,17 +55,30 @@ pub struct VmRules<'a> {
     pub policy: &'a EgressPolicy,
 }
 
-/// The per-VM names: a chain and its three sets.
-pub fn chain_name(address: Ipv4Addr) -> String {
-    format!("vm_{:08x}", u32::from(address))
-}
-
 fn set_list(cidrs: &[Ipv4Cidr]) -> String {
     cidrs
         .iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `cidrs` without the ranges inside another of them: interval sets of
+/// concatenated keys refuse overlapping elements, and a contained range
+/// adds nothing.
+fn disjoint(cidrs: &[Ipv4Cidr]) -> Vec<Ipv4Cidr> {
+    let mut sorted = cidrs.to_vec();
+    sorted.sort_by_key(|c| (c.prefix(), u32::from(c.addr())));
+    let mut kept: Vec<Ipv4Cidr> = Vec::new();
+    for c in sorted {
+        if !kept
+            .iter()
+            .any(|k| k.prefix() <= c.prefix() && k.contains(c.addr()))
+        {
+            kept.push(c);
+        }
+    }
+    kept
 }
 
 /// The whole ruleset for `vms`: deletes and recreates both tables in one
@@ -74,7 +96,13 @@ pub fn full_ruleset(layout: &Layout, vms: &[VmRules<'_>]) -> String {
         s,
         r#"table inet {t} {{
   set blocked {{ type ipv4_addr; flags interval; auto-merge; elements = {{ {blocked} }} }}
-  map vms {{ type ipv4_addr : verdict; }}
+  set vms {{ type ipv4_addr; }}
+  set vm_deny {{ type ipv4_addr . ipv4_addr; flags interval; }}
+  set vm_allow {{ type ipv4_addr . ipv4_addr; flags interval; }}
+  set vm_learned {{ type ipv4_addr . ipv4_addr; flags timeout; }}
+  set vm_http {{ type ipv4_addr; }}
+  set vm_https {{ type ipv4_addr; }}
+  set vm_open {{ type ipv4_addr; }}
   chain refuse {{
     meta l4proto tcp reject with tcp reset
     reject with icmpx admin-prohibited
@@ -86,8 +114,17 @@ pub fn full_ruleset(layout: &Layout, vms: &[VmRules<'_>]) -> String {
     iifname "{br}" ct state established,related accept
     iifname "{br}" meta nfproto ipv6 goto refuse
     iifname "{br}" ip daddr @blocked goto refuse
-    iifname "{br}" ip saddr vmap @vms
+    iifname "{br}" ip saddr @vms goto vm
     iifname "{br}" goto refuse
+  }}
+  chain vm {{
+    ip saddr . ip daddr @vm_deny goto refuse
+    ip saddr . ip daddr @vm_allow accept
+    ip saddr . ip daddr @vm_learned accept
+    ip saddr @vm_http tcp dport 80 accept
+    ip saddr @vm_https meta l4proto {{ tcp, udp }} th dport 443 accept
+    ip saddr @vm_open accept
+    goto refuse
   }}
   chain dns_untracked_in {{
     type filter hook prerouting priority raw; policy accept;
@@ -128,23 +165,14 @@ table bridge {t} {{
     s
 }
 
-/// Adds one VM: its sets, its chain, its place in the verdict map and its
-/// port's address.
+/// Adds one VM: its policy's elements, its place among the attached VMs
+/// and its port's address.
 pub fn add_vm(layout: &Layout, vm: &VmRules<'_>) -> String {
     let t = &layout.table;
-    let c = chain_name(vm.address);
-    let mut s = String::new();
+    let mut s = policy_elements(layout, vm.address, vm.policy, "add");
     let _ = writeln!(
         s,
-        "add set inet {t} {c}_allow {{ type ipv4_addr; flags interval; auto-merge; }}\n\
-         add set inet {t} {c}_deny {{ type ipv4_addr; flags interval; auto-merge; }}\n\
-         add set inet {t} {c}_learned {{ type ipv4_addr; flags timeout; }}\n\
-         add chain inet {t} {c}"
-    );
-    s.push_str(&policy_body(layout, vm.address, vm.policy));
-    let _ = writeln!(
-        s,
-        "add element inet {t} vms {{ {a} : jump {c} }}\n\
+        "add element inet {t} vms {{ {a} }}\n\
          add element bridge {t} ifaces {{ \"{p}\" }}\n\
          add element bridge {t} ports {{ \"{p}\" . {a} }}",
         a = vm.address,
@@ -153,94 +181,109 @@ pub fn add_vm(layout: &Layout, vm: &VmRules<'_>) -> String {
     s
 }
 
-/// Replaces a VM's rules and lists (its learned addresses stay, still
-/// bound by their TTL) in one transaction.
-pub fn replace_policy(layout: &Layout, address: Ipv4Addr, policy: &EgressPolicy) -> String {
-    let t = &layout.table;
-    let c = chain_name(address);
-    let mut s = format!(
-        "flush chain inet {t} {c}\nflush set inet {t} {c}_allow\nflush set inet {t} {c}_deny\n"
-    );
-    if policy.domain_patterns().is_empty() {
-        let _ = writeln!(s, "flush set inet {t} {c}_learned");
-    }
-    s.push_str(&policy_body(layout, address, policy));
+/// Replaces a VM's policy `old` (the one in force) with `new` in one
+/// transaction. Its learned addresses stay, still bound by their TTL;
+/// [`forget_learned`] drops them when `new` allows no domain.
+pub fn replace_policy(
+    layout: &Layout,
+    address: Ipv4Addr,
+    old: &EgressPolicy,
+    new: &EgressPolicy,
+) -> String {
+    let mut s = policy_elements(layout, address, old, "delete");
+    s.push_str(&policy_elements(layout, address, new, "add"));
     s
 }
 
-/// The rules of a VM's chain and the content of its lists.
-fn policy_body(layout: &Layout, address: Ipv4Addr, policy: &EgressPolicy) -> String {
+/// The elements a VM's policy puts in the shared sets, each line `verb`
+/// (`add` or `delete`) one of them.
+fn policy_elements(
+    layout: &Layout,
+    address: Ipv4Addr,
+    policy: &EgressPolicy,
+    verb: &str,
+) -> String {
     let t = &layout.table;
-    let c = chain_name(address);
     let mut s = String::new();
-    if !policy.allowed_cidrs.is_empty() {
-        let _ = writeln!(
-            s,
-            "add element inet {t} {c}_allow {{ {} }}",
-            set_list(&policy.allowed_cidrs)
-        );
+    for (set, cidrs) in [
+        ("vm_allow", &policy.allowed_cidrs),
+        ("vm_deny", &policy.denied_cidrs),
+    ] {
+        let keys: Vec<String> = disjoint(cidrs)
+            .iter()
+            .map(|c| format!("{address} . {c}"))
+            .collect();
+        if !keys.is_empty() {
+            let _ = writeln!(s, "{verb} element inet {t} {set} {{ {} }}", keys.join(", "));
+        }
     }
-    if !policy.denied_cidrs.is_empty() {
-        let _ = writeln!(
-            s,
-            "add element inet {t} {c}_deny {{ {} }}",
-            set_list(&policy.denied_cidrs)
-        );
+    let flags = [
+        ("vm_http", policy.allow_http),
+        ("vm_https", policy.allow_https),
+        ("vm_open", policy.default == EgressDefault::Allow),
+    ];
+    for (set, on) in flags {
+        if on {
+            let _ = writeln!(s, "{verb} element inet {t} {set} {{ {address} }}");
+        }
     }
-    let mut rule = |r: &str| {
-        let _ = writeln!(s, "add rule inet {t} {c} {r}");
-    };
-    rule(&format!("ip daddr @{c}_deny goto refuse"));
-    rule(&format!("ip daddr @{c}_allow accept"));
-    rule(&format!("ip daddr @{c}_learned accept"));
-    if policy.allow_http {
-        rule("tcp dport 80 accept");
-    }
-    if policy.allow_https {
-        rule("meta l4proto { tcp, udp } th dport 443 accept");
-    }
-    rule(match policy.default {
-        EgressDefault::Allow => "accept",
-        EgressDefault::Deny => "goto refuse",
-    });
     s
 }
 
-/// Removes one VM's rules; the lines that may fail when a part is already
-/// gone come as separate batches (see [`apply_each`]).
-pub fn remove_vm(layout: &Layout, address: Ipv4Addr, port: &str) -> Vec<String> {
+/// Removes one VM's rules (`policy`: the one in force; `learned`: the
+/// addresses it looked up): the lines that may fail when a part is
+/// already gone come as separate batches (see [`apply_each`]).
+pub fn remove_vm(
+    layout: &Layout,
+    address: Ipv4Addr,
+    port: &str,
+    policy: Option<&EgressPolicy>,
+    learned: &[Ipv4Addr],
+) -> Vec<String> {
     let t = &layout.table;
-    let c = chain_name(address);
-    vec![
+    let mut batches = vec![
         format!("delete element inet {t} vms {{ {address} }}"),
         format!("delete element bridge {t} ports {{ \"{port}\" . {address} }}"),
         format!("delete element bridge {t} ifaces {{ \"{port}\" }}"),
-        format!(
-            "delete chain inet {t} {c}\ndelete set inet {t} {c}_allow\n\
-             delete set inet {t} {c}_deny\ndelete set inet {t} {c}_learned"
-        ),
-    ]
+    ];
+    if let Some(p) = policy {
+        batches.extend(
+            policy_elements(layout, address, p, "delete")
+                .lines()
+                .map(str::to_owned),
+        );
+    }
+    batches.extend(forget_learned(layout, address, learned));
+    batches
+}
+
+/// Deletes what a VM learned, one batch each (an expired one is gone).
+pub fn forget_learned(layout: &Layout, vm: Ipv4Addr, learned: &[Ipv4Addr]) -> Vec<String> {
+    let t = &layout.table;
+    learned
+        .iter()
+        .map(|a| format!("delete element inet {t} vm_learned {{ {vm} . {a} }}"))
+        .collect()
 }
 
 /// Lets a VM reach addresses it looked up, for `ttl` seconds. The add,
 /// delete, add sequence refreshes the timeout of an address already there.
 pub fn learn(layout: &Layout, vm: Ipv4Addr, addresses: &[Ipv4Addr], ttl: u32) -> String {
     let t = &layout.table;
-    let c = chain_name(vm);
     let list = addresses
         .iter()
-        .map(|a| format!("{a} timeout {ttl}s"))
+        .map(|a| format!("{vm} . {a} timeout {ttl}s"))
         .collect::<Vec<_>>()
         .join(", ");
     let plain = addresses
         .iter()
-        .map(ToString::to_string)
+        .map(|a| format!("{vm} . {a}"))
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "add element inet {t} {c}_learned {{ {list} }}\n\
-         delete element inet {t} {c}_learned {{ {plain} }}\n\
-         add element inet {t} {c}_learned {{ {list} }}\n"
+        "add element inet {t} vm_learned {{ {list} }}\n\
+         delete element inet {t} vm_learned {{ {plain} }}\n\
+         add element inet {t} vm_learned {{ {list} }}\n"
     )
 }
 
@@ -325,19 +368,48 @@ mod tests {
     }
 
     #[test]
-    fn a_policy_becomes_ordered_rules() {
+    fn a_policy_becomes_elements_of_the_shared_sets() {
         let policy = EgressPolicy::from_json(
-            &serde_json::json!({"allow_https": true, "allowed_cidrs": ["203.0.113.0/24"], "denied_cidrs": ["203.0.113.9"]}),
+            &serde_json::json!({"allow_https": true, "allowed_cidrs": ["203.0.113.0/24", "203.0.113.0/28"], "denied_cidrs": ["203.0.113.9"]}),
             "",
         )
         .expect("policy");
-        let s = policy_body(&layout(), "10.200.0.5".parse().expect("ip"), &policy);
-        let rules: Vec<&str> = s.lines().filter(|l| l.starts_with("add rule")).collect();
-        assert_eq!(rules.len(), 5, "{s}");
-        assert!(rules[0].ends_with("ip daddr @vm_0ac80005_deny goto refuse"));
-        assert!(rules[3].contains("th dport 443 accept"));
-        assert!(rules[4].ends_with("goto refuse"));
-        assert!(s.contains("add element inet pt0 vm_0ac80005_allow { 203.0.113.0/24 }"));
+        let a: Ipv4Addr = "10.200.0.5".parse().expect("ip");
+        let s = policy_elements(&layout(), a, &policy, "add");
+        assert_eq!(
+            s.lines().collect::<Vec<_>>(),
+            [
+                "add element inet pt0 vm_allow { 10.200.0.5 . 203.0.113.0/24 }",
+                "add element inet pt0 vm_deny { 10.200.0.5 . 203.0.113.9/32 }",
+                "add element inet pt0 vm_https { 10.200.0.5 }",
+            ]
+        );
+        let replaced = replace_policy(&layout(), a, &policy, &EgressPolicy::allow_all());
+        assert!(
+            replaced.starts_with("delete element inet pt0 vm_allow"),
+            "{replaced}"
+        );
+        assert!(
+            replaced.ends_with("add element inet pt0 vm_open { 10.200.0.5 }\n"),
+            "{replaced}"
+        );
+    }
+
+    #[test]
+    fn the_vm_chain_checks_in_the_policy_order() {
+        let s = full_ruleset(&layout(), &[]);
+        let chain = &s[s.find("chain vm {").expect("vm chain")..];
+        let order = [
+            "@vm_deny goto refuse",
+            "@vm_allow accept",
+            "@vm_learned accept",
+            "@vm_http tcp dport 80 accept",
+            "@vm_https",
+            "@vm_open accept",
+            "\n    goto refuse",
+        ];
+        let at: Vec<usize> = order.iter().map(|o| chain.find(o).expect(o)).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{chain}");
     }
 
     #[test]
@@ -358,8 +430,8 @@ mod tests {
             60,
         );
         assert_eq!(s.lines().count(), 3);
-        assert!(
-            s.starts_with("add element inet pt0 vm_0ac80005_learned { 203.0.113.2 timeout 60s }")
-        );
+        assert!(s.starts_with(
+            "add element inet pt0 vm_learned { 10.200.0.5 . 203.0.113.2 timeout 60s }"
+        ));
     }
 }

@@ -1,0 +1,193 @@
+//! Density: how create, memory and the server hold up as live sandboxes
+//! pile up, then churn and bulk delete. Not a test; `cargo bench --bench
+//! scale -- --count 5000` (root). Creates `--count` 128 MiB VMs (not the
+//! warm pool's shape, so each one boots) one after another with
+//! networking on, printing every `--step` (500) the create→first exec
+//! p50/p99 of that step, host memory per VM, the server's RSS and open
+//! files; then create→exec→delete cycles per second with 4 clients, and
+//! the time to delete every VM 8 at a time. The `bwrap --unshare-all`
+//! floor is measured first, in the same run.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{percentile, Api};
+use serde_json::json;
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn meminfo_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+impl Api {
+    /// Creates a 128 MiB VM and runs `echo` in it: the time, and its id.
+    async fn boot_then_exec(&self) -> (Duration, String) {
+        let t = Instant::now();
+        let vm = self
+            .post("/v1/vms?wait=true", json!({"memory_mb": 128}))
+            .await;
+        let id = vm["vm_id"].as_str().expect("vm_id").to_owned();
+        let out = self.stream_exec(&id, "echo ready").await;
+        assert!(out.contains("ready"), "{vm} {out}");
+        (t.elapsed(), id)
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    common::install_crypto();
+    let count = arg("--count", 5000);
+    let step = arg("--step", 500).max(1);
+    let bwrap = (0..50)
+        .filter_map(|_| {
+            let t = Instant::now();
+            std::process::Command::new("bwrap")
+                .args(["--unshare-all", "--ro-bind", "/", "/", "--dev", "/dev"])
+                .args(["--proc", "/proc", "/bin/echo", "hi"])
+                .stdout(std::process::Stdio::null())
+                .status()
+                .ok()
+                .filter(|s| s.success())
+                .map(|_| t.elapsed())
+        })
+        .collect::<Vec<_>>();
+    let server = common::start_server_with(None, &[("PADDOCK_NETWORK__SUBNET", "10.60.0.0/16")]);
+    let pid = server.child.id();
+    let api = Arc::new(Api {
+        http: reqwest::Client::new(),
+        base: server.base.clone(),
+        key: server.key.clone(),
+    });
+    println!("paddock scale benchmark: {count} VMs of 128 MiB, networking on");
+    if !bwrap.is_empty() {
+        let mut b = bwrap;
+        println!(
+            "baseline: bwrap --unshare-all /bin/echo p50 {:.2} ms\n",
+            ms(percentile(&mut b, 0.5))
+        );
+    }
+    println!("| live VMs | create p50 (ms) | create p99 (ms) | host MiB/VM | server RSS (MiB) | server fds |");
+    println!("|---|---|---|---|---|---|");
+    let available_before = meminfo_kib("MemAvailable:");
+    let mut ids = Vec::with_capacity(count);
+    let mut first_step_p50 = None;
+    let mut last_step_p50 = Duration::ZERO;
+    while ids.len() < count {
+        let mut samples = Vec::with_capacity(step);
+        for _ in 0..step.min(count - ids.len()) {
+            let (d, id) = api.boot_then_exec().await;
+            samples.push(d);
+            ids.push(id);
+        }
+        let p50 = percentile(&mut samples, 0.5);
+        first_step_p50.get_or_insert(p50);
+        last_step_p50 = p50;
+        let used = available_before.saturating_sub(meminfo_kib("MemAvailable:"));
+        println!(
+            "| {} | {:.1} | {:.1} | {:.2} | {:.1} | {} |",
+            ids.len(),
+            ms(p50),
+            ms(percentile(&mut samples, 0.99)),
+            used as f64 / 1024.0 / ids.len() as f64,
+            rss_mib(pid),
+            open_fds(pid),
+        );
+    }
+    if let Some(first) = first_step_p50 {
+        println!(
+            "\ncreate p50, last step over first: {:.2}x",
+            last_step_p50.as_secs_f64() / first.as_secs_f64()
+        );
+    }
+
+    // Churn: create → exec → delete, 4 clients, for 10 s.
+    let until = Instant::now() + Duration::from_secs(10);
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let api = Arc::clone(&api);
+        clients.push(tokio::spawn(async move {
+            let mut cycles = 0u64;
+            while Instant::now() < until {
+                let (_, id) = api.boot_then_exec().await;
+                api.delete(&id).await;
+                cycles += 1;
+            }
+            cycles
+        }));
+    }
+    let mut cycles = 0;
+    for c in clients {
+        cycles += c.await.expect("client");
+    }
+    println!(
+        "churn: {:.1} create→exec→delete cycles/s (4 clients, {count} live)",
+        cycles as f64 / started.elapsed().as_secs_f64()
+    );
+
+    // Bulk delete, 8 at a time; each delete's latency too.
+    let started = Instant::now();
+    let deletes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let queue = Arc::new(std::sync::Mutex::new(ids));
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let (api, queue, deletes) = (Arc::clone(&api), Arc::clone(&queue), Arc::clone(&deletes));
+        workers.push(tokio::spawn(async move {
+            loop {
+                let Some(id) = queue.lock().expect("queue").pop() else {
+                    return;
+                };
+                let t = Instant::now();
+                api.delete(&id).await;
+                deletes.lock().expect("deletes").push(t.elapsed());
+            }
+        }));
+    }
+    for w in workers {
+        w.await.expect("worker");
+    }
+    let mut d = deletes.lock().expect("deletes").clone();
+    println!(
+        "bulk delete of {count}: {:.1} s (8 at a time; one delete p50 {:.1} ms, p99 {:.1} ms)",
+        started.elapsed().as_secs_f64(),
+        ms(percentile(&mut d, 0.5)),
+        ms(percentile(&mut d, 0.99)),
+    );
+}
