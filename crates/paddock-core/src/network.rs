@@ -65,22 +65,21 @@ impl Service {
         Ok(())
     }
 
+    /// Whether `vm` gets a network of paddock's when it starts.
+    pub(crate) fn wants_network(&self, vm: &Vm) -> bool {
+        // A definition that blocks the network gets none at all: a fresh
+        // namespace with loopback only, and no rules to write.
+        self.network.enabled()
+            && self.provider_of(vm).uses_paddock_network()
+            && vm.options.launch.as_ref().is_none_or(|l| l.network_allowed)
+    }
+
     /// A network for `vm` under its policy, when it gets one at all.
     pub(crate) async fn network_for(
         &self,
         vm: &Vm,
     ) -> Result<Option<crate::network_backend::VmNetwork>, CoreError> {
-        if !self.network.enabled() || !self.provider_of(vm).uses_paddock_network() {
-            return Ok(None);
-        }
-        // A definition that blocks the network gets none at all: a fresh
-        // namespace with loopback only, and no rules to write.
-        if vm
-            .options
-            .launch
-            .as_ref()
-            .is_some_and(|l| !l.network_allowed)
-        {
+        if !self.wants_network(vm) {
             return Ok(None);
         }
         let policy = self.effective_egress(vm);

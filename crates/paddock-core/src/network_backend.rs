@@ -36,6 +36,13 @@ pub trait NetworkBackend: Send + Sync + 'static {
     /// loopback-only namespace and policies cannot be set.
     fn enabled(&self) -> bool;
 
+    /// Whether one more VM can get a network now; the reason when it
+    /// cannot (a full subnet, a bridge at its port limit), so a create
+    /// is refused up front instead of making a failed VM.
+    fn room(&self) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Takes a prepared namespace for `vm` and puts `policy` in force on
     /// it before the VM can send a packet.
     async fn attach(&self, vm: &VmId, policy: &EgressPolicy) -> Result<VmNetwork, RuntimeError>;

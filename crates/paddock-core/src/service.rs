@@ -378,6 +378,11 @@ impl Service {
         let volumes = std::mem::take(&mut spec.volumes);
         let mut vm = self.new_vm(account, spec);
         let prepared = self.claim_prepared(&mut vm, !volumes.is_empty());
+        // A host at its limit refuses the create (503) rather than making
+        // a VM that fails.
+        if prepared.is_none() && self.wants_network(&vm) {
+            self.network.room().map_err(CoreError::Unavailable)?;
+        }
         if let Err(e) = self.reserve_volumes(account, &vm.id, &volumes).await {
             self.give_back_prepared(&vm, prepared);
             return Err(e);

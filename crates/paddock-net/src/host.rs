@@ -180,6 +180,12 @@ impl PoolState {
             .used
             .lock()
             .map_err(|_| NetError::Exhausted("poisoned".into()))?;
+        if used.len() >= self.config.capacity() {
+            return Err(NetError::Exhausted(format!(
+                "{} (its bridge takes at most {BRIDGE_PORTS} ports)",
+                self.config.subnet
+            )));
+        }
         // .0 is the network, .1 the gateway, the last the broadcast.
         let last = u32::try_from(self.config.subnet.size() - 1).unwrap_or(u32::MAX);
         let free = (2..last)
@@ -331,10 +337,40 @@ impl PoolState {
     }
 }
 
+/// A Linux bridge holds at most this many ports (`BR_MAX_PORTS`); one
+/// number is the bridge's own.
+pub const BRIDGE_PORTS: usize = 1023;
+
+impl NetworkConfig {
+    /// How many VMs (and prepared namespaces) this network holds at most:
+    /// its subnet's addresses (less network, gateway and broadcast), and
+    /// the ports of its one bridge.
+    pub fn capacity(&self) -> usize {
+        let addresses = usize::try_from(self.subnet.size().saturating_sub(3)).unwrap_or(usize::MAX);
+        addresses.min(BRIDGE_PORTS)
+    }
+}
+
 #[async_trait]
 impl NetworkBackend for HostNetwork {
     fn enabled(&self) -> bool {
         true
+    }
+
+    fn room(&self) -> Result<(), String> {
+        let warm = self.state.warm.lock().map(|w| w.len()).unwrap_or(0);
+        let held = self.state.used.lock().map(|u| u.len()).unwrap_or(0);
+        if warm > 0 || held < self.config.capacity() {
+            return Ok(());
+        }
+        Err(format!(
+            "no VM network left on this host: {held} of {} held (the subnet {} and its bridge {}, \
+             which takes at most {BRIDGE_PORTS} ports); delete VMs or give the server a larger \
+             [network] subnet",
+            self.config.capacity(),
+            self.config.subnet,
+            self.config.bridge
+        ))
     }
 
     async fn attach(&self, vm: &VmId, policy: &EgressPolicy) -> Result<VmNetwork, RuntimeError> {

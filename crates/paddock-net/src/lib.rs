@@ -12,7 +12,7 @@ pub mod netns;
 pub mod nft;
 pub mod rfc2136;
 
-pub use host::{HostNetwork, NetworkConfig};
+pub use host::{HostNetwork, NetworkConfig, BRIDGE_PORTS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {

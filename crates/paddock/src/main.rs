@@ -4,6 +4,7 @@
 mod cli;
 mod config;
 mod data_lock;
+mod host_limits;
 mod keys;
 mod master_key;
 mod nosandbox;

@@ -84,12 +84,19 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let volumes = paddock_runtime::volumes::Ext4Volumes::open(&config.data_dir.join("volumes"))
         .context("open the volume store")?;
     let network: Arc<dyn NetworkBackend> = match config.network()? {
-        Some(n) => Arc::new(
-            paddock_net::HostNetwork::start(n)
-                .await
-                .context("start VM networking")?,
-        ),
-        None => Arc::new(NoNetwork),
+        Some(n) => {
+            let sandboxes = n.subnet.size().saturating_sub(3);
+            crate::host_limits::check(sandboxes, paddock_net::BRIDGE_PORTS as u64);
+            Arc::new(
+                paddock_net::HostNetwork::start(n)
+                    .await
+                    .context("start VM networking")?,
+            )
+        }
+        None => {
+            crate::host_limits::check(0, paddock_net::BRIDGE_PORTS as u64);
+            Arc::new(NoNetwork)
+        }
     };
     let provider = Arc::new(provider);
     let mut more_providers: Vec<Arc<dyn paddock_core::provider::Provider>> = Vec::new();

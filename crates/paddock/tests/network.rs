@@ -287,3 +287,51 @@ async fn bad_policies_are_refused_with_the_field() {
         404
     );
 }
+
+/// A host whose VM network is full refuses the next create with 503 and
+/// the reason, instead of answering 200 with a failed VM.
+#[tokio::test]
+async fn a_full_network_refuses_creates_with_503() {
+    // A /29: five addresses for VMs and prepared namespaces.
+    let subnet = format!("10.250.{}.0/29", std::process::id() % 256);
+    let server = Server::start_with(&[("PADDOCK_NETWORK__SUBNET", subnet.as_str())]);
+    let c = server.client();
+    let mut made = Vec::new();
+    let refused = loop {
+        let r = c
+            .post("/v1/vms?wait=true", serde_json::json!({"memory_mb": 128}))
+            .await;
+        if r.status != 200 {
+            break r;
+        }
+        assert_eq!(r.body["status"], "active", "{}", r.body);
+        made.push(r.body["vm_id"].as_str().expect("vm_id").to_owned());
+        assert!(made.len() <= 5, "more VMs than addresses: {made:?}");
+    };
+    assert_eq!(made.len(), 5, "{}", refused.body);
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(
+        refused.body.to_string().contains("no VM network left"),
+        "{}",
+        refused.body
+    );
+    // Nothing was made for the refused create; a delete makes room.
+    let listed = c.get("/v1/vms").await;
+    assert_eq!(
+        listed.body.as_array().map(Vec::len),
+        Some(5),
+        "{}",
+        listed.body
+    );
+    let r = c.delete(&format!("/v1/vms/{}", made[0])).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = c
+        .post("/v1/vms?wait=true", serde_json::json!({"memory_mb": 128}))
+        .await;
+    assert_eq!(
+        (r.status, r.body["status"].as_str()),
+        (200, Some("active")),
+        "{}",
+        r.body
+    );
+}

@@ -1,0 +1,148 @@
+//! What the host must allow for as many sandboxes as the server may run,
+//! checked once at start. A limit too low for that number is logged
+//! with the setting that raises it, so an operator learns of it before
+//! sandboxes fail one by one (and a create the network cannot hold is
+//! refused with 503: see `NetworkBackend::room`).
+
+/// The host's settings that bound the number of sandboxes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Readings {
+    /// The server's open-file limit (soft, once raised to the hard one).
+    pub open_files: u64,
+    /// `kernel.pid_max`.
+    pub pid_max: u64,
+    /// `net.netfilter.nf_conntrack_max`, when conntrack is loaded.
+    pub conntrack_max: Option<u64>,
+    /// `net.ipv4.neigh.default.gc_thresh3`: the host's ARP entries.
+    pub neighbours: Option<u64>,
+}
+
+/// The open files the server itself needs, whatever the number of
+/// sandboxes (it holds none per idle sandbox).
+const SERVER_FILES: u64 = 4096;
+/// Processes and threads a sandbox is expected to hold on average.
+const PIDS_PER_SANDBOX: u64 = 8;
+/// Connections a sandbox is expected to track at once.
+const FLOWS_PER_SANDBOX: u64 = 16;
+
+/// The warnings for a subnet of `sandboxes` networked sandboxes
+/// (`bridge_ports`: the most one bridge takes, and so the most the
+/// server runs at once).
+pub fn warnings(r: Readings, subnet: u64, bridge_ports: u64) -> Vec<String> {
+    let mut out = Vec::new();
+    let sandboxes = subnet.min(bridge_ports);
+    if r.open_files < SERVER_FILES {
+        out.push(format!(
+            "the server may open {} files (RLIMIT_NOFILE); raise its hard limit to at least \
+             {SERVER_FILES} (LimitNOFILE= in a systemd unit, `ulimit -Hn`)",
+            r.open_files
+        ));
+    }
+    let pids = sandboxes.saturating_mul(PIDS_PER_SANDBOX);
+    if r.pid_max < pids {
+        out.push(format!(
+            "kernel.pid_max is {} but {sandboxes} sandboxes of {PIDS_PER_SANDBOX} processes need \
+             {pids}: sysctl -w kernel.pid_max={pids}",
+            r.pid_max
+        ));
+    }
+    if let Some(max) = r.conntrack_max {
+        let flows = sandboxes.saturating_mul(FLOWS_PER_SANDBOX);
+        if max < flows {
+            out.push(format!(
+                "net.netfilter.nf_conntrack_max is {max}; {sandboxes} sandboxes with \
+                 {FLOWS_PER_SANDBOX} connections each need {flows}: sysctl -w \
+                 net.netfilter.nf_conntrack_max={flows}"
+            ));
+        }
+    }
+    if let Some(n) = r.neighbours {
+        let want = sandboxes + 256;
+        if n < want {
+            out.push(format!(
+                "net.ipv4.neigh.default.gc_thresh3 is {n}: the host's ARP table holds fewer \
+                 entries than {sandboxes} sandboxes need; sysctl -w \
+                 net.ipv4.neigh.default.gc_thresh3={want} (and gc_thresh2 near it)"
+            ));
+        }
+    }
+    if subnet > bridge_ports {
+        out.push(format!(
+            "the subnet holds {subnet} sandboxes but one bridge takes {bridge_ports} ports: \
+             past {bridge_ports} networked sandboxes, creates are refused with 503"
+        ));
+    }
+    out
+}
+
+fn read_u64(path: &str) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Raises the open-file limit to its hard one and reads the others.
+pub fn read() -> Readings {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let open_files = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
+        }
+        Err(_) => 0,
+    };
+    Readings {
+        open_files,
+        pid_max: read_u64("/proc/sys/kernel/pid_max").unwrap_or(u64::MAX),
+        conntrack_max: read_u64("/proc/sys/net/netfilter/nf_conntrack_max"),
+        neighbours: read_u64("/proc/sys/net/ipv4/neigh/default/gc_thresh3"),
+    }
+}
+
+/// Logs what the host lacks for `sandboxes` networked sandboxes.
+pub fn check(sandboxes: u64, bridge_ports: u64) {
+    let readings = read();
+    for w in warnings(readings, sandboxes, bridge_ports) {
+        tracing::warn!(sandboxes, "host limit: {w}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROOMY: Readings = Readings {
+        open_files: 1 << 20,
+        pid_max: 4 << 20,
+        conntrack_max: Some(1 << 20),
+        neighbours: Some(1 << 16),
+    };
+
+    #[test]
+    fn a_roomy_host_gets_no_warning() {
+        assert!(warnings(ROOMY, 1000, 1023).is_empty());
+        let w = warnings(ROOMY, 65533, 1023);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("creates are refused with 503"), "{w:?}");
+    }
+
+    #[test]
+    fn each_short_limit_is_named_with_its_setting() {
+        let tight = Readings {
+            open_files: 1024,
+            pid_max: 32768,
+            conntrack_max: Some(65536),
+            neighbours: Some(1024),
+        };
+        let w = warnings(tight, 5000, 10_000).join("\n");
+        for setting in [
+            "RLIMIT_NOFILE",
+            "kernel.pid_max=40000",
+            "nf_conntrack_max=80000",
+            "gc_thresh3=5256",
+        ] {
+            assert!(w.contains(setting), "{setting}: {w}");
+        }
+    }
+}
