@@ -709,10 +709,13 @@ impl Service {
             vm.updated_at = Timestamp::now();
             self.store.update_vm(&vm).await?;
         }
+        let began = std::time::Instant::now();
         self.provider_of(&vm).stop(&vm.id, vm.runtime).await?;
+        let sandbox_gone = began.elapsed();
         self.release_volumes(&vm.id).await;
         self.end_shares(&vm.id).await;
         self.release_network(&mut vm).await;
+        let network_gone = began.elapsed();
         let now = Timestamp::now();
         vm.status = VmStatus::Terminated;
         if vm.status_reason.is_none() {
@@ -722,7 +725,13 @@ impl Service {
         vm.terminated_at = Some(now);
         vm.updated_at = now;
         self.store.update_vm(&vm).await?;
-        tracing::info!(vm_id = %vm.id, reason, "VM terminated");
+        tracing::info!(
+            vm_id = %vm.id,
+            reason,
+            sandbox_us = sandbox_gone.as_micros() as u64,
+            network_us = (network_gone - sandbox_gone).as_micros() as u64,
+            "VM terminated"
+        );
         Ok(vm)
     }
 

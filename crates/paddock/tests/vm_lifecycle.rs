@@ -243,9 +243,11 @@ async fn fork_bomb_is_contained() {
     let (_, _, exit) = c
         .exec_body(
             id,
-            // The busy loop needs no fork, so the command runs into its
-            // timeout however fast the bomb exhausts the pids limit.
-            json!({"command": "bomb() { bomb | bomb & }; bomb; while :; do :; done", "timeout_seconds": 3}),
+            // The bomb goes off in a child shell (one fork, while there
+            // are pids to spare); the busy loop needs no fork, so the
+            // command runs into its timeout however fast the bomb
+            // exhausts the pids limit, and whatever the bomb's shell does.
+            json!({"command": "sh -c 'bomb() { bomb | bomb & }; bomb'; while :; do :; done", "timeout_seconds": 3}),
         )
         .await;
     assert_eq!(exit["timed_out"], true, "{exit}");

@@ -264,7 +264,8 @@ impl Cgroups {
                             Err(e) if Instant::now() >= deadline => {
                                 return Err(RuntimeError::host(d.display().to_string(), e))
                             }
-                            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                            // Killed processes leave within a millisecond or two.
+                            Err(_) => std::thread::sleep(Duration::from_micros(500)),
                         }
                     }
                 }
