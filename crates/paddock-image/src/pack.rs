@@ -2,8 +2,10 @@
 //! an OCI layer: the reverse of [`crate::unpack`]. Overlay whiteouts (0/0
 //! character devices) become `.wh.NAME` entries and opaque directories get
 //! a `.wh..wh..opq` entry; hard links within the layer stay links.
-//! The tar is gzip-compressed while two hashes are taken: the blob's
-//! digest (compressed) and its diff id (uncompressed).
+//! The tar is zstd-compressed (level 1: a snapshot's cost is the
+//! compressor's; gzip made a GiB of changes take 15 s) while two hashes
+//! are taken: the blob's digest (compressed) and its diff id
+//! (uncompressed). OCI registries take zstd layers as they are.
 
 use std::collections::HashMap;
 use std::fs;
@@ -36,7 +38,7 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-/// A packed layer: the gzip blob's digest and size, and its diff id.
+/// A packed layer: the zstd blob's digest and size, and its diff id.
 pub struct Packed {
     pub digest: Digest,
     pub size: u64,
@@ -153,7 +155,7 @@ pub enum Contents<'a> {
     },
 }
 
-/// Writes `contents` as a gzip layer to `out`.
+/// Writes `contents` as a zstd layer to `out`.
 pub fn pack(contents: Contents<'_>, out: &Path) -> Result<Packed, ImageError> {
     let file =
         fs::File::create(out).map_err(ImageError::io(format!("create {}", out.display())))?;
@@ -161,9 +163,10 @@ pub fn pack(contents: Contents<'_>, out: &Path) -> Result<Packed, ImageError> {
         inner: io::BufWriter::new(file),
         hasher: Sha256::new(),
     };
-    let gz = flate2::write::GzEncoder::new(compressed, flate2::Compression::fast());
+    let zst = zstd::stream::write::Encoder::new(compressed, 1)
+        .map_err(ImageError::io("start compressing a layer"))?;
     let uncompressed = Hashing {
-        inner: gz,
+        inner: zst,
         hasher: Sha256::new(),
     };
     let mut b = tar::Builder::new(uncompressed);

@@ -22,7 +22,8 @@ use crate::error::ImageError;
 use crate::pack::{pack, Contents};
 use crate::unpack::unpack_layer;
 
-const GZIP_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// The media type of the layers paddock packs (snapshots, builds).
+const PACKED_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 
@@ -331,7 +332,7 @@ impl ImageStore {
             info: LayerInfo {
                 digest: packed.digest.to_string(),
                 size: packed.size,
-                media_type: GZIP_LAYER.to_owned(),
+                media_type: PACKED_LAYER.to_owned(),
             },
             diff_id: packed.diff_id.to_string(),
         })
