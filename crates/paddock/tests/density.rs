@@ -1,0 +1,53 @@
+//! A small version of the scale bench (`benches/scale.rs`): creating the
+//! 300th sandbox costs about what creating the first few did. A step that
+//! does work for every live sandbox (a rule set rebuilt whole, a scan of
+//! every VM) makes the last creates slower and fails this.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Server;
+use serde_json::json;
+
+const COUNT: usize = 300;
+const WINDOW: usize = 40;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[tokio::test]
+async fn create_cost_does_not_grow_with_live_sandboxes() {
+    let subnet = format!("10.251.{}.0/22", (std::process::id() % 64) * 4);
+    let server = Server::start_with(&[("PADDOCK_NETWORK__SUBNET", subnet.as_str())]);
+    let c = server.client();
+    let mut times = Vec::with_capacity(COUNT);
+    let mut ids = Vec::with_capacity(COUNT);
+    for _ in 0..COUNT {
+        let t = Instant::now();
+        let r = c.post("/v1/vms?wait=true", json!({"memory_mb": 128})).await;
+        times.push(t.elapsed());
+        assert_eq!(
+            (r.status, r.body["status"].as_str()),
+            (200, Some("active")),
+            "{}",
+            r.body
+        );
+        ids.push(r.body["vm_id"].as_str().expect("vm_id").to_owned());
+    }
+    // The first few pay for warming caches; the window after them is the
+    // baseline.
+    let early = median(times[10..10 + WINDOW].to_vec());
+    let late = median(times[COUNT - WINDOW..].to_vec());
+    let (_, _, exit) = c.exec(&ids[COUNT - 1], "true").await;
+    assert_eq!(exit["exit_code"], 0);
+    for id in &ids {
+        c.delete(&format!("/v1/vms/{id}")).await;
+    }
+    assert!(
+        late.as_secs_f64() <= early.as_secs_f64() * 1.5,
+        "create p50 at {COUNT} live: {late:?}, early: {early:?}"
+    );
+}
