@@ -15,25 +15,35 @@ use tokio::sync::mpsc;
 
 use super::{engine_err, is_not_found};
 
-pub(super) async fn run(
+/// An exec to create: the sandbox's staged variables under the
+/// request's, and what of it is attached.
+pub(super) struct Exec {
+    pub staged: Vec<(String, String)>,
+    pub env: Vec<(String, String)>,
+    pub argv: Vec<String>,
+    pub cwd: Option<String>,
+    pub stdin: bool,
+    pub output: bool,
+}
+
+/// Creates `exec` in `container`; its id.
+pub(super) async fn create(
     docker: &Docker,
     container: &str,
-    staged: Vec<(String, String)>,
-    request: ExecRequest,
-) -> Result<ExecStream, RuntimeError> {
-    let mut env = staged;
-    for (k, v) in request.env {
+    exec: Exec,
+) -> Result<String, RuntimeError> {
+    let mut env = exec.staged;
+    for (k, v) in exec.env {
         env.retain(|(ek, _)| *ek != k);
         env.push((k, v));
     }
-    let wants_stdin = request.stdin.is_some() || request.stdin_stream.is_some();
     let options = CreateExecOptions {
-        attach_stdin: Some(wants_stdin),
-        attach_stdout: Some(true),
-        attach_stderr: Some(true),
-        cmd: Some(request.argv),
+        attach_stdin: Some(exec.stdin),
+        attach_stdout: Some(exec.output),
+        attach_stderr: Some(exec.output),
+        cmd: Some(exec.argv),
         env: Some(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()),
-        working_dir: request.cwd,
+        working_dir: exec.cwd,
         ..Default::default()
     };
     let created = docker.create_exec(container, options).await.map_err(|e| {
@@ -43,12 +53,31 @@ pub(super) async fn run(
             engine_err("create the exec", e)
         }
     })?;
+    Ok(created.id)
+}
+
+pub(super) async fn run(
+    docker: &Docker,
+    container: &str,
+    staged: Vec<(String, String)>,
+    request: ExecRequest,
+) -> Result<ExecStream, RuntimeError> {
+    let wants_stdin = request.stdin.is_some() || request.stdin_stream.is_some();
+    let exec = Exec {
+        staged,
+        env: request.env,
+        argv: request.argv,
+        cwd: request.cwd,
+        stdin: wants_stdin,
+        output: true,
+    };
+    let exec_id = create(docker, container, exec).await?;
     let started_at = Instant::now();
     let StartExecResults::Attached {
         mut output,
         mut input,
     } = docker
-        .start_exec(&created.id, None)
+        .start_exec(&exec_id, None)
         .await
         .map_err(|e| engine_err("start the exec", e))?
     else {
@@ -71,7 +100,6 @@ pub(super) async fn run(
     });
     let (tx, rx) = mpsc::channel(64);
     let docker = docker.clone();
-    let exec_id = created.id;
     let deadline = request.timeout;
     tokio::spawn(async move {
         let mut timed_out = false;

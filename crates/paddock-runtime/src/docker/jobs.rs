@@ -8,14 +8,14 @@
 
 use std::time::Duration;
 
-use bollard::exec::{CreateExecOptions, StartExecOptions};
+use bollard::exec::StartExecOptions;
 use bollard::Docker;
 use bytes::Bytes;
 use paddock_core::exec::{ExecEvent, ExecRequest, ExecStream, ExitStatus};
 use paddock_core::RuntimeError;
 use tokio::sync::mpsc;
 
-use super::{engine_err, exec, is_not_found};
+use super::{engine_err, exec};
 
 /// Where jobs keep their output in the container.
 const JOBS_DIR: &str = "/run/paddock-jobs";
@@ -103,32 +103,20 @@ pub(super) async fn start(
             "the image has no sh and tail for jobs".into(),
         ));
     }
-    let mut env = staged;
-    for (k, v) in request.env {
-        env.retain(|(ek, _)| *ek != k);
-        env.push((k, v));
-    }
-    let mut cmd = sh(WRAPPER, &[&job_dir(job)]);
-    cmd.extend(request.argv);
-    let options = CreateExecOptions {
-        attach_stdin: Some(false),
-        attach_stdout: Some(false),
-        attach_stderr: Some(false),
-        cmd: Some(cmd),
-        env: Some(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()),
-        working_dir: request.cwd,
-        ..Default::default()
+    let mut argv = sh(WRAPPER, &[&job_dir(job)]);
+    argv.extend(request.argv);
+    let exec = exec::Exec {
+        staged,
+        env: request.env,
+        argv,
+        cwd: request.cwd,
+        stdin: false,
+        output: false,
     };
-    let created = docker.create_exec(container, options).await.map_err(|e| {
-        if is_not_found(&e) {
-            RuntimeError::SandboxGone
-        } else {
-            engine_err("create the job's exec", e)
-        }
-    })?;
+    let exec_id = exec::create(docker, container, exec).await?;
     docker
         .start_exec(
-            &created.id,
+            &exec_id,
             Some(StartExecOptions {
                 detach: true,
                 ..Default::default()
