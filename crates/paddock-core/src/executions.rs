@@ -25,8 +25,11 @@ const SAVE_EVERY: Duration = Duration::from_millis(500);
 /// The exit code of a command killed with SIGKILL.
 const KILLED: i32 = 128 + 9;
 
+/// Why a command's record ends without its exit.
+pub(crate) const NO_EXIT: &str = "the command's output ended without an exit status";
+
 /// Appends `chunk` to `text` within `cap` bytes; whether it was cut.
-fn append(text: &mut Vec<u8>, chunk: &Bytes, cap: usize) -> bool {
+pub(crate) fn append(text: &mut Vec<u8>, chunk: &Bytes, cap: usize) -> bool {
     let room = cap.saturating_sub(text.len());
     text.extend_from_slice(&chunk[..chunk.len().min(room)]);
     chunk.len() > room
@@ -200,7 +203,7 @@ impl Service {
                     }
                     Some(Ok(ExecEvent::Exit(status))) => break Ok(status),
                     Some(Err(e)) => break Err(error_chain(&e)),
-                    None => break Err("the command's output ended without an exit status".to_owned()),
+                    None => break Err(NO_EXIT.to_owned()),
                 },
                 _ = tick.tick(), if unsaved => {
                     record.stdout = String::from_utf8_lossy(&stdout).into_owned();

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use crate::clock::Timestamp;
@@ -1432,24 +1432,17 @@ impl Service {
 
 /// Drains an exec stream, keeping at most `cap` bytes of each output.
 pub async fn collect_output(mut stream: ExecStream, cap: usize) -> Result<ExecOutput, CoreError> {
-    let mut stdout = BytesMut::new();
-    let mut stderr = BytesMut::new();
+    use crate::executions::append;
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     let mut truncated = false;
-    let mut append = |buf: &mut BytesMut, chunk: &Bytes| {
-        let room = cap.saturating_sub(buf.len());
-        if chunk.len() > room {
-            truncated = true;
-        }
-        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
-    };
     while let Some(event) = stream.recv().await {
         match event? {
-            ExecEvent::Stdout(b) => append(&mut stdout, &b),
-            ExecEvent::Stderr(b) => append(&mut stderr, &b),
+            ExecEvent::Stdout(b) => truncated |= append(&mut stdout, &b, cap),
+            ExecEvent::Stderr(b) => truncated |= append(&mut stderr, &b, cap),
             ExecEvent::Exit(status) => {
                 return Ok(ExecOutput {
-                    stdout: stdout.freeze(),
-                    stderr: stderr.freeze(),
+                    stdout: Bytes::from(stdout),
+                    stderr: Bytes::from(stderr),
                     truncated,
                     status,
                 })
@@ -1457,7 +1450,7 @@ pub async fn collect_output(mut stream: ExecStream, cap: usize) -> Result<ExecOu
         }
     }
     Err(CoreError::Runtime(RuntimeError::Agent(
-        "the command's output ended without an exit status".into(),
+        crate::executions::NO_EXIT.into(),
     )))
 }
 

@@ -95,13 +95,7 @@ crate::over_container::provider_over_container!(LocalProvider {
     }
 
     fn working_dir(&self, vm: &Vm) -> Option<String> {
-        Some(
-            vm.options
-                .launch
-                .as_ref()
-                .and_then(|l| l.cwd.clone())
-                .unwrap_or_else(|| self.container.local_work_path(&vm.id).display().to_string()),
-        )
+        Some(self.container.local_work_path(&vm.id).display().to_string())
     }
 
     async fn start(&self, vm: &Vm, _rootfs: &RootfsSpec) -> Result<RuntimeHandle, RuntimeError> {
