@@ -1267,6 +1267,35 @@ async fn docker_sandboxes_run_in_a_real_engine() {
     d.post(&format!("/sandboxes/{sb}/start"), json!({})).await;
     assert_eq!(d.exec(&sb, "cat /root/mark").await["exit_code"], 1);
 
+    // A job's files are read a bounded piece at a time: output larger
+    // than one read still arrives whole.
+    let r = d
+        .post(
+            "/environments/fresh/sandboxes",
+            json!({"command": "head -c 2500000 /dev/zero | tr '\\0' x"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let big = r.body["id"].as_str().expect("id").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let done = loop {
+        let v = d.get(&format!("/sandboxes/{big}")).await.body;
+        if v["command"]["state"] == "exited" {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "{}", v["command"]["state"]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let out = done["command"]["stdout"].as_str().unwrap_or_default();
+    assert_eq!(
+        (
+            out.len(),
+            out.bytes().all(|b| b == b'x'),
+            done["command"]["exit_code"].as_i64()
+        ),
+        (2_500_000, true, Some(0))
+    );
+
     // With `allow_all` a docker sandbox has a network, but no port of the
     // host, listening on every address, answers it (as with paddock's
     // own sandboxes): the engine network is guarded.

@@ -3,7 +3,8 @@
 //! to it again, so the job writes its output and exit status to files in
 //! the container (`/run/paddock-jobs/<job>/`), and attaching reads them
 //! from the caller's byte offsets with a small exec every poll until the
-//! exit file appears. Images without `sh` and `tail` have no jobs (the
+//! exit file appears, at most 1 MiB of each stream a read (the files are
+//! the tenant's). Images without `sh`, `tail` and `head` have no jobs (the
 //! caller falls back to a plain exec).
 
 use std::time::Duration;
@@ -25,6 +26,9 @@ const POLL: Duration = Duration::from_millis(300);
 /// shell's own codes: 126, 127).
 const RUNNING: i32 = 10;
 const ENDED: i32 = 11;
+/// The most one poll reads of each stream: the files are the tenant's,
+/// and however large it makes them, the server holds this much at once.
+const READ_MAX: usize = 1024 * 1024;
 
 /// Runs the job's command, its output appended to its files, then
 /// records its exit status atomically. `$1` is the job's directory.
@@ -33,12 +37,13 @@ mkdir -p "$d" && : >"$d/out" && : >"$d/err" || exit 125
 "$@" >>"$d/out" 2>>"$d/err"
 echo $? >"$d/exit.new" && mv "$d/exit.new" "$d/exit""#;
 
-/// Reads a job's output from offsets `$2` (stdout) and `$3` (stderr),
-/// the exit file checked first so that an ended job's output is complete.
+/// Reads at most `$4` bytes of a job's output from offsets `$2`
+/// (stdout) and `$3` (stderr), the exit file checked first so that an
+/// ended job's output is complete once read to its end.
 const READER: &str = r#"d="$1"
 if [ -e "$d/exit" ]; then s=11; else s=10; fi
-tail -c +"$2" "$d/out" 2>/dev/null
-{ tail -c +"$3" "$d/err" 2>/dev/null; } 1>&2
+tail -c +"$2" "$d/out" 2>/dev/null | head -c "$4"
+{ tail -c +"$3" "$d/err" 2>/dev/null | head -c "$4"; } 1>&2
 exit $s"#;
 
 fn job_dir(job: &str) -> String {
@@ -95,12 +100,12 @@ pub(super) async fn start(
     let probe = run(
         docker,
         container,
-        sh("command -v tail mkdir mv >/dev/null", &[]),
+        sh("command -v tail head mkdir mv >/dev/null", &[]),
     )
     .await?;
     if probe.code != Some(0) {
         return Err(RuntimeError::Unsupported(
-            "the image has no sh and tail for jobs".into(),
+            "the image has no sh, tail and head for jobs".into(),
         ));
     }
     let mut argv = sh(WRAPPER, &[&job_dir(job)]);
@@ -145,7 +150,7 @@ pub(super) fn attach(
             let read = run(
                 &docker,
                 &container,
-                sh(READER, &[&dir, &from_out, &from_err]),
+                sh(READER, &[&dir, &from_out, &from_err, &READ_MAX.to_string()]),
             )
             .await;
             let ran = match read {
@@ -157,6 +162,8 @@ pub(super) fn attach(
             };
             stdout_from += ran.stdout.len() as u64;
             stderr_from += ran.stderr.len() as u64;
+            // A full read may have left more: read on at once.
+            let more = ran.stdout.len() >= READ_MAX || ran.stderr.len() >= READ_MAX;
             for (chunk, out) in [(ran.stdout, true), (ran.stderr, false)] {
                 if chunk.is_empty() {
                     continue;
@@ -172,6 +179,7 @@ pub(super) fn attach(
                 }
             }
             match ran.code {
+                Some(ENDED | RUNNING) if more => {}
                 Some(ENDED) => break,
                 Some(RUNNING) => tokio::time::sleep(POLL).await,
                 other => {
@@ -184,7 +192,7 @@ pub(super) fn attach(
                 }
             }
         }
-        let exit = run(&docker, &container, sh(r#"cat "$1/exit""#, &[&dir])).await;
+        let exit = run(&docker, &container, sh(r#"head -c 16 "$1/exit""#, &[&dir])).await;
         let code = exit.ok().and_then(|r| {
             String::from_utf8_lossy(&r.stdout)
                 .trim()
