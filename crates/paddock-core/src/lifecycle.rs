@@ -98,6 +98,13 @@ impl Drop for BusyGuard {
     }
 }
 
+/// What the caller of a halt knows about the sandbox's processes.
+#[derive(Debug, Clone, Copy)]
+enum Liveness {
+    Unknown,
+    Dead,
+}
+
 impl Service {
     /// Stops a launched sandbox, keeping its filesystem when its
     /// definition said `preserve`.
@@ -109,6 +116,23 @@ impl Service {
     /// The stop itself, for the caller's request and the server's own
     /// lifecycle rules. Stopping a stopped VM is a no-op.
     pub(crate) async fn halt_vm(&self, id: &VmId, reason: &str) -> Result<Vm, CoreError> {
+        self.halt_vm_as(id, reason, Liveness::Unknown).await
+    }
+
+    /// [`Service::halt_vm`] for a sandbox whose processes are known to be
+    /// gone: when the provider cannot be reached to tidy it up (a Docker
+    /// engine restarting under it), the VM still stops; what it keeps
+    /// (a container, a disk) is found again by the next start.
+    pub(crate) async fn halt_dead_vm(&self, id: &VmId, reason: &str) -> Result<Vm, CoreError> {
+        self.halt_vm_as(id, reason, Liveness::Dead).await
+    }
+
+    async fn halt_vm_as(
+        &self,
+        id: &VmId,
+        reason: &str,
+        liveness: Liveness,
+    ) -> Result<Vm, CoreError> {
         let _guard = self.lock_vm(id).await;
         let mut vm = self
             .store
@@ -141,9 +165,20 @@ impl Service {
         } else {
             provider.stop(&vm.id, vm.runtime).await
         };
-        if let Err(e) = stopped {
-            tracing::error!(vm_id = %vm.id, error = %error_chain(&e), "could not stop a sandbox");
-            return Err(e.into());
+        match (stopped, liveness) {
+            (Ok(()), _) => {}
+            (Err(e), Liveness::Dead) => {
+                tracing::warn!(vm_id = %vm.id, error = %error_chain(&e), "could not tidy up a dead sandbox; stopping it anyway");
+            }
+            (Err(e), Liveness::Unknown) => {
+                tracing::error!(vm_id = %vm.id, error = %error_chain(&e), "could not stop a sandbox");
+                vm.status = VmStatus::Running;
+                vm.updated_at = Timestamp::now();
+                if let Err(restore) = self.store.update_vm(&vm).await {
+                    tracing::warn!(vm_id = %vm.id, error = %restore, "could not restore a VM's status after a failed stop");
+                }
+                return Err(e.into());
+            }
         }
         self.end_shares(&vm.id).await;
         self.release_network(&mut vm).await;

@@ -1396,7 +1396,7 @@ impl Service {
     async fn end_dead_sandbox(&self, vm: &Vm, reason: &str) -> Result<(), CoreError> {
         if vm.options.launch.as_ref().is_some_and(|l| l.preserve) {
             let reason = format!("{reason}; its filesystem is kept, start resumes it");
-            match self.halt_vm(&vm.id, &reason).await {
+            match self.halt_dead_vm(&vm.id, &reason).await {
                 Ok(_) => return Ok(()),
                 Err(e) => {
                     tracing::warn!(vm_id = %vm.id, error = %error_chain(&e), "could not stop a dead sandbox; marking it failed");

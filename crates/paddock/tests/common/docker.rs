@@ -29,9 +29,19 @@ impl DockerEngine {
     /// Stops the engine (its containers stop with it) and starts it
     /// again on the same data, as a host's engine restart does.
     pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// Stops the engine (its containers stop with it); `start_again` brings it
+    /// back.
+    pub fn stop(&mut self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let _ = self.child.wait();
+    }
+
+    pub fn start_again(&mut self) {
         self.child = Self::spawn(self.dir.path());
         self.wait_ready();
     }
