@@ -14,14 +14,19 @@ use tokio::sync::Notify;
 
 use crate::dns::{self, Policies};
 use crate::nft::{self, Layout, VmRules};
+use crate::segment::{Segment, Segments, BRIDGE_PORTS};
 use crate::{link, netns, NetError};
 
 #[derive(Debug, Clone)]
 pub struct NetworkConfig {
-    /// The host bridge; also the name of this server's nftables tables.
+    /// The first segment's bridge; also the name of this server's
+    /// nftables tables.
     pub bridge: String,
-    /// VM addresses; `.1` is the gateway and resolver.
+    /// VM addresses, cut into segments (see [`crate::segment`]); `.1` of
+    /// each is its gateway and resolver.
     pub subnet: Ipv4Cidr,
+    /// Addresses per segment, each segment a bridge of its own.
+    pub addresses_per_bridge: u32,
     /// Ranges no VM reaches whatever its policy (private ranges, the
     /// metadata range); the subnet itself is always added.
     pub blocked: Vec<Ipv4Cidr>,
@@ -37,21 +42,16 @@ pub struct NetworkConfig {
 }
 
 impl NetworkConfig {
-    fn gateway(&self) -> Option<Ipv4Addr> {
-        self.subnet.nth(1)
+    fn layout(&self) -> Layout {
+        Layout {
+            table: self.bridge.clone(),
+            subnet: self.subnet,
+            blocked: self.blocked.clone(),
+        }
     }
 
-    fn layout(&self) -> Result<Layout, NetError> {
-        let gateway = self
-            .gateway()
-            .ok_or_else(|| NetError::Exhausted(self.subnet.to_string()))?;
-        Ok(Layout {
-            table: self.bridge.clone(),
-            bridge: self.bridge.clone(),
-            subnet: self.subnet,
-            gateway,
-            blocked: self.blocked.clone(),
-        })
+    pub fn segments(&self) -> Result<Segments, NetError> {
+        Segments::new(self.subnet, self.addresses_per_bridge, &self.bridge)
     }
 
     fn ns_dir(&self) -> PathBuf {
@@ -69,6 +69,11 @@ pub struct HostNetwork {
 struct PoolState {
     config: NetworkConfig,
     layout: Layout,
+    segments: Segments,
+    /// The segments whose bridge, rule elements and resolver are in
+    /// place, by index; held while one is brought up.
+    up: tokio::sync::Mutex<BTreeSet<usize>>,
+    dns_upstream: Vec<SocketAddr>,
     /// Every address held: by a VM or by a prepared namespace.
     used: Mutex<BTreeSet<Ipv4Addr>>,
     warm: Mutex<Vec<Ipv4Addr>>,
@@ -93,31 +98,21 @@ impl HostNetwork {
     /// Sets up the bridge, forwarding, an empty ruleset and the resolver.
     /// VMs get namespaces once [`NetworkBackend::reconcile`] has run.
     pub async fn start(config: NetworkConfig) -> Result<Self, NetError> {
-        if config.subnet.prefix() > 29 {
-            return Err(NetError::Exhausted(config.subnet.to_string()));
-        }
-        let layout = config.layout()?;
+        let segments = config.segments()?;
+        let layout = config.layout();
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
             .map_err(io_err("enable IPv4 forwarding"))?;
-        link::ensure_bridge(&config.bridge, layout.gateway, config.subnet).await?;
-        nft::apply(&nft::full_ruleset(&layout, &[])).await?;
+        nft::apply(&nft::full_ruleset(&layout, &[], &[])).await?;
         std::fs::create_dir_all(config.ns_dir())
             .map_err(io_err(config.ns_dir().display().to_string()))?;
         let policies: Policies = Arc::new(RwLock::new(HashMap::new()));
         let learned: dns::Learned = Arc::default();
-        dns::serve(
-            SocketAddr::from((layout.gateway, 53)),
-            layout.clone(),
-            config.dns_upstream.clone(),
-            Arc::clone(&policies),
-            Arc::clone(&learned),
-        )
-        .await
-        .map_err(io_err(format!("serve DNS on {}:53", layout.gateway)))?;
-        tracing::info!(bridge = %config.bridge, subnet = %config.subnet, warm = config.warm, "VM networking ready");
         let state = Arc::new(PoolState {
             config: config.clone(),
             layout: layout.clone(),
+            segments: segments.clone(),
+            up: tokio::sync::Mutex::new(BTreeSet::new()),
+            dns_upstream: config.dns_upstream.clone(),
             used: Mutex::new(BTreeSet::new()),
             warm: Mutex::new(Vec::new()),
             refill: Notify::new(),
@@ -126,6 +121,18 @@ impl HostNetwork {
             in_force: Mutex::new(HashMap::new()),
             learned,
         });
+        let first = segments
+            .get(0)
+            .ok_or_else(|| NetError::Exhausted(config.subnet.to_string()))?;
+        state.bring_up(&first).await?;
+        tracing::info!(
+            bridge = %config.bridge,
+            subnet = %config.subnet,
+            segments = segments.count(),
+            capacity = segments.capacity(),
+            warm = config.warm,
+            "VM networking ready"
+        );
         Ok(Self {
             config,
             layout,
@@ -133,19 +140,18 @@ impl HostNetwork {
         })
     }
 
-    pub fn gateway(&self) -> Ipv4Addr {
-        self.layout.gateway
-    }
-
     /// Removes everything a server with `config` made, without a server:
     /// for `paddock purge`.
     pub async fn purge(config: &NetworkConfig) -> Result<usize, NetError> {
-        let layout = config.layout()?;
+        let layout = config.layout();
+        let segments = config.segments()?;
         let mut removed = 0;
-        for port in link::ports_of(&config.bridge) {
-            if let Some(a) = link::port_address(&port) {
-                link::remove_port(a).await?;
-                removed += 1;
+        for segment in segments.iter() {
+            for port in link::ports_of(&segment.bridge) {
+                if let Some(a) = link::port_address(&port) {
+                    link::remove_port(a).await?;
+                    removed += 1;
+                }
             }
         }
         for ns in netns::list(&config.ns_dir()) {
@@ -156,7 +162,9 @@ impl HostNetwork {
             format!("delete table bridge {}", layout.table),
         ])
         .await;
-        link::remove_bridge(&config.bridge).await?;
+        for segment in segments.iter() {
+            link::remove_bridge(&segment.bridge).await?;
+        }
         Ok(removed)
     }
 }
@@ -166,31 +174,64 @@ impl PoolState {
         self.config.ns_dir().join(address.to_string())
     }
 
-    fn network(&self, address: Ipv4Addr) -> VmNetwork {
+    fn segment_of(&self, address: Ipv4Addr) -> Result<Segment, NetError> {
+        self.segments.of(address).ok_or_else(|| {
+            NetError::Exhausted(format!("{address} is outside {}", self.config.subnet))
+        })
+    }
+
+    fn network(&self, address: Ipv4Addr, segment: &Segment) -> VmNetwork {
         VmNetwork {
             address,
-            gateway: self.layout.gateway,
+            gateway: segment.gateway(),
             netns: self.netns_path(address),
         }
     }
 
-    /// The lowest free address after the gateway, now held.
+    /// Brings a segment up unless it is: its bridge, its elements in the
+    /// rule sets, and a resolver on its gateway. Idempotent across server
+    /// restarts (the bridge outlives the server).
+    async fn bring_up(&self, segment: &Segment) -> Result<(), NetError> {
+        let mut up = self.up.lock().await;
+        if up.contains(&segment.index) {
+            return Ok(());
+        }
+        let gateway = segment.gateway();
+        link::ensure_bridge(&segment.bridge, gateway, segment.cidr).await?;
+        nft::apply(&nft::add_segment(&self.layout, segment)).await?;
+        dns::serve(
+            SocketAddr::from((gateway, 53)),
+            self.layout.clone(),
+            self.dns_upstream.clone(),
+            Arc::clone(&self.policies),
+            Arc::clone(&self.learned),
+        )
+        .await
+        .map_err(io_err(format!("serve DNS on {gateway}:53")))?;
+        up.insert(segment.index);
+        if segment.index > 0 {
+            tracing::info!(bridge = %segment.bridge, segment = %segment.cidr, "VM network segment up");
+        }
+        Ok(())
+    }
+
+    /// The lowest free VM address, segment by segment, now held.
     fn allocate(&self) -> Result<Ipv4Addr, NetError> {
         let mut used = self
             .used
             .lock()
             .map_err(|_| NetError::Exhausted("poisoned".into()))?;
-        if used.len() >= self.config.capacity() {
+        if used.len() >= self.segments.capacity() {
             return Err(NetError::Exhausted(format!(
-                "{} (its bridge takes at most {BRIDGE_PORTS} ports)",
-                self.config.subnet
+                "{} ({} segments, each a bridge of at most {BRIDGE_PORTS} ports)",
+                self.config.subnet,
+                self.segments.count()
             )));
         }
-        // .0 is the network, .1 the gateway, the last the broadcast.
-        let last = u32::try_from(self.config.subnet.size() - 1).unwrap_or(u32::MAX);
-        let free = (2..last)
-            .filter_map(|n| self.config.subnet.nth(n))
-            .find(|a| !used.contains(a))
+        let free = self
+            .segments
+            .iter()
+            .find_map(|segment| segment.vm_addresses().find(|a| !used.contains(a)))
             .ok_or_else(|| NetError::Exhausted(self.config.subnet.to_string()))?;
         used.insert(free);
         Ok(free)
@@ -208,6 +249,8 @@ impl PoolState {
         let address = self.allocate()?;
         let path = self.netns_path(address);
         let result = async {
+            let segment = self.segment_of(address)?;
+            self.bring_up(&segment).await?;
             let p = path.clone();
             tokio::task::spawn_blocking(move || netns::create(&p))
                 .await
@@ -218,10 +261,10 @@ impl PoolState {
                 .map_err(io_err(format!("create the namespace {}", path.display())))?;
             link::wire(
                 &path,
-                &self.config.bridge,
+                &segment.bridge,
                 address,
-                self.layout.gateway,
-                self.config.subnet.prefix(),
+                segment.gateway(),
+                segment.cidr.prefix(),
             )
             .await?;
             let port = link::port_name(address);
@@ -337,20 +380,6 @@ impl PoolState {
     }
 }
 
-/// A Linux bridge holds at most this many ports (`BR_MAX_PORTS`); one
-/// number is the bridge's own.
-pub const BRIDGE_PORTS: usize = 1023;
-
-impl NetworkConfig {
-    /// How many VMs (and prepared namespaces) this network holds at most:
-    /// its subnet's addresses (less network, gateway and broadcast), and
-    /// the ports of its one bridge.
-    pub fn capacity(&self) -> usize {
-        let addresses = usize::try_from(self.subnet.size().saturating_sub(3)).unwrap_or(usize::MAX);
-        addresses.min(BRIDGE_PORTS)
-    }
-}
-
 #[async_trait]
 impl NetworkBackend for HostNetwork {
     fn enabled(&self) -> bool {
@@ -360,16 +389,16 @@ impl NetworkBackend for HostNetwork {
     fn room(&self) -> Result<(), String> {
         let warm = self.state.warm.lock().map(|w| w.len()).unwrap_or(0);
         let held = self.state.used.lock().map(|u| u.len()).unwrap_or(0);
-        if warm > 0 || held < self.config.capacity() {
+        let capacity = self.state.segments.capacity();
+        if warm > 0 || held < capacity {
             return Ok(());
         }
         Err(format!(
-            "no VM network left on this host: {held} of {} held (the subnet {} and its bridge {}, \
-             which takes at most {BRIDGE_PORTS} ports); delete VMs or give the server a larger \
-             [network] subnet",
-            self.config.capacity(),
+            "no VM network left on this host: {held} of {capacity} held (the subnet {} in {} \
+             segments, each a bridge of at most {BRIDGE_PORTS} ports); delete VMs or give the \
+             server a larger [network] subnet",
             self.config.subnet,
-            self.config.bridge
+            self.state.segments.count(),
         ))
     }
 
@@ -387,7 +416,8 @@ impl NetworkBackend for HostNetwork {
             p.insert(address, policy.clone());
         }
         tracing::debug!(vm_id = %vm, %address, "VM network attached");
-        Ok(self.state.network(address))
+        let segment = self.state.segment_of(address)?;
+        Ok(self.state.network(address, &segment))
     }
 
     async fn set_policy(
@@ -434,6 +464,19 @@ impl NetworkBackend for HostNetwork {
     }
 
     async fn reconcile(&self, live: &[LiveNetwork]) -> Result<(), RuntimeError> {
+        // The segments of the VMs that survived come up first (their
+        // bridges are there; their resolvers are not), and the ruleset
+        // is made anew over all the segments that are up, with the `up`
+        // lock held so no segment comes up half-way through.
+        for l in live {
+            let segment = self.state.segment_of(l.network.address)?;
+            self.state.bring_up(&segment).await?;
+        }
+        let up = self.state.up.lock().await;
+        let segments: Vec<Segment> = up
+            .iter()
+            .filter_map(|i| self.state.segments.get(*i))
+            .collect();
         let ports: Vec<String> = live
             .iter()
             .map(|l| link::port_name(l.network.address))
@@ -447,7 +490,8 @@ impl NetworkBackend for HostNetwork {
                 policy: &l.policy,
             })
             .collect();
-        nft::apply(&nft::full_ruleset(&self.layout, &rules)).await?;
+        nft::apply(&nft::full_ruleset(&self.layout, &segments, &rules)).await?;
+        drop(up);
         let keep: BTreeSet<Ipv4Addr> = live.iter().map(|l| l.network.address).collect();
         if let Ok(mut p) = self.state.policies.write() {
             *p = live
@@ -486,7 +530,12 @@ impl NetworkBackend for HostNetwork {
                 }
             }
         }
-        for port in link::ports_of(&self.config.bridge) {
+        let ports = self
+            .state
+            .segments
+            .iter()
+            .flat_map(|segment| link::ports_of(&segment.bridge));
+        for port in ports {
             if let Some(a) = link::port_address(&port).filter(|a| !keep.contains(a)) {
                 match link::remove_port(a).await {
                     Ok(()) => orphans += 1,

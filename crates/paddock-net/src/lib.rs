@@ -1,5 +1,6 @@
 //! VM networking on the host. Each VM gets a network namespace prepared
-//! ahead of demand (a warm pool), wired by a veth to a host bridge, with
+//! ahead of demand (a warm pool), wired by a veth to a host bridge (one
+//! per segment of the subnet: see [`segment`]), with
 //! an address from the server's subnet, NAT to the host's uplink, and a
 //! resolver on the gateway. Egress policy is enforced by nftables on the
 //! host side, where the VM cannot touch it.
@@ -11,8 +12,10 @@ pub mod link;
 pub mod netns;
 pub mod nft;
 pub mod rfc2136;
+pub mod segment;
 
-pub use host::{HostNetwork, NetworkConfig, BRIDGE_PORTS};
+pub use host::{HostNetwork, NetworkConfig};
+pub use segment::BRIDGE_PORTS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -26,6 +29,8 @@ pub enum NetError {
     },
     #[error("the subnet {0} has no free address left")]
     Exhausted(String),
+    #[error("{0}")]
+    Config(String),
 }
 
 impl From<NetError> for paddock_core::RuntimeError {

@@ -9,7 +9,10 @@
 //! - `inet <table>`: `forward` sends the packets of attached VMs (keyed by
 //!   source address; the bridge table stops spoofing) through one `vm`
 //!   chain, after refusing the always-blocked ranges; `input` lets VMs
-//!   reach only paddock's resolver on the host; `postrouting` masquerades.
+//!   reach only paddock's resolvers on the host; `postrouting`
+//!   masquerades. The VM side is the set `bridges` (one per segment of
+//!   the subnet) and the resolvers the set `gateways`, so a segment
+//!   brought up later costs two elements and no rule.
 //! - Every VM's policy lives in a few sets shared by all VMs, keyed by the
 //!   VM's address (`vm_deny`/`vm_allow`/`vm_learned` by `address .
 //!   destination`; `vm_open`, `vm_http`, `vm_https` by address), never
@@ -34,15 +37,14 @@ use std::process::Stdio;
 use paddock_core::model::{EgressDefault, EgressPolicy, Ipv4Cidr};
 use tokio::io::AsyncWriteExt;
 
+use crate::segment::Segment;
 use crate::NetError;
 
 /// What the ruleset is built from, besides the VMs.
 #[derive(Debug, Clone)]
 pub struct Layout {
     pub table: String,
-    pub bridge: String,
     pub subnet: Ipv4Cidr,
-    pub gateway: Ipv4Addr,
     /// Ranges no VM reaches, whatever its policy.
     pub blocked: Vec<Ipv4Cidr>,
 }
@@ -81,11 +83,10 @@ fn disjoint(cidrs: &[Ipv4Cidr]) -> Vec<Ipv4Cidr> {
     kept
 }
 
-/// The whole ruleset for `vms`: deletes and recreates both tables in one
-/// transaction.
-pub fn full_ruleset(layout: &Layout, vms: &[VmRules<'_>]) -> String {
+/// The whole ruleset for the segments that are up and their `vms`:
+/// deletes and recreates both tables in one transaction.
+pub fn full_ruleset(layout: &Layout, segments: &[Segment], vms: &[VmRules<'_>]) -> String {
     let t = &layout.table;
-    let br = &layout.bridge;
     let mut blocked = layout.blocked.clone();
     blocked.push(layout.subnet);
     let mut s = String::new();
@@ -96,6 +97,8 @@ pub fn full_ruleset(layout: &Layout, vms: &[VmRules<'_>]) -> String {
         s,
         r#"table inet {t} {{
   set blocked {{ type ipv4_addr; flags interval; auto-merge; elements = {{ {blocked} }} }}
+  set bridges {{ type ifname; }}
+  set gateways {{ type ipv4_addr; }}
   set vms {{ type ipv4_addr; }}
   set vm_deny {{ type ipv4_addr . ipv4_addr; flags interval; }}
   set vm_allow {{ type ipv4_addr . ipv4_addr; flags interval; }}
@@ -109,13 +112,13 @@ pub fn full_ruleset(layout: &Layout, vms: &[VmRules<'_>]) -> String {
   }}
   chain forward {{
     type filter hook forward priority filter; policy accept;
-    oifname "{br}" ct state established,related accept
-    oifname "{br}" goto refuse
-    iifname "{br}" ct state established,related accept
-    iifname "{br}" meta nfproto ipv6 goto refuse
-    iifname "{br}" ip daddr @blocked goto refuse
-    iifname "{br}" ip saddr @vms goto vm
-    iifname "{br}" goto refuse
+    oifname @bridges ct state established,related accept
+    oifname @bridges goto refuse
+    iifname @bridges ct state established,related accept
+    iifname @bridges meta nfproto ipv6 goto refuse
+    iifname @bridges ip daddr @blocked goto refuse
+    iifname @bridges ip saddr @vms goto vm
+    iifname @bridges goto refuse
   }}
   chain vm {{
     ip saddr . ip daddr @vm_deny goto refuse
@@ -128,21 +131,21 @@ pub fn full_ruleset(layout: &Layout, vms: &[VmRules<'_>]) -> String {
   }}
   chain dns_untracked_in {{
     type filter hook prerouting priority raw; policy accept;
-    iifname "{br}" ip daddr {gw} meta l4proto {{ tcp, udp }} th dport 53 notrack
+    iifname @bridges ip daddr @gateways meta l4proto {{ tcp, udp }} th dport 53 notrack
   }}
   chain dns_untracked_out {{
     type filter hook output priority raw; policy accept;
-    oifname "{br}" ip saddr {gw} meta l4proto {{ tcp, udp }} th sport 53 notrack
+    oifname @bridges ip saddr @gateways meta l4proto {{ tcp, udp }} th sport 53 notrack
   }}
   chain input {{
     type filter hook input priority filter; policy accept;
-    iifname "{br}" ct state established,related accept
-    iifname "{br}" ip daddr {gw} meta l4proto {{ tcp, udp }} th dport 53 accept
-    iifname "{br}" goto refuse
+    iifname @bridges ct state established,related accept
+    iifname @bridges ip daddr @gateways meta l4proto {{ tcp, udp }} th dport 53 accept
+    iifname @bridges goto refuse
   }}
   chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;
-    ip saddr {subnet} oifname != "{br}" masquerade
+    ip saddr {subnet} oifname != @bridges masquerade
   }}
 }}
 table bridge {t} {{
@@ -156,13 +159,25 @@ table bridge {t} {{
   }}
 }}"#,
         blocked = set_list(&blocked),
-        gw = layout.gateway,
         subnet = layout.subnet,
     );
+    for segment in segments {
+        s.push_str(&add_segment(layout, segment));
+    }
     for vm in vms {
         s.push_str(&add_vm(layout, vm));
     }
     s
+}
+
+/// Adds a segment: its bridge carries VMs, its gateway is a resolver.
+pub fn add_segment(layout: &Layout, segment: &Segment) -> String {
+    format!(
+        "add element inet {t} bridges {{ \"{b}\" }}\nadd element inet {t} gateways {{ {g} }}\n",
+        t = layout.table,
+        b = segment.bridge,
+        g = segment.gateway(),
+    )
 }
 
 /// Adds one VM: its policy's elements, its place among the attached VMs
@@ -360,9 +375,7 @@ mod tests {
     fn layout() -> Layout {
         Layout {
             table: "pt0".into(),
-            bridge: "pt0".into(),
             subnet: Ipv4Cidr::parse("10.200.0.0/24").expect("cidr"),
-            gateway: "10.200.0.1".parse().expect("ip"),
             blocked: vec![Ipv4Cidr::parse("169.254.0.0/16").expect("cidr")],
         }
     }
@@ -397,7 +410,7 @@ mod tests {
 
     #[test]
     fn the_vm_chain_checks_in_the_policy_order() {
-        let s = full_ruleset(&layout(), &[]);
+        let s = full_ruleset(&layout(), &[], &[]);
         let chain = &s[s.find("chain vm {").expect("vm chain")..];
         let order = [
             "@vm_deny goto refuse",
@@ -413,12 +426,19 @@ mod tests {
     }
 
     #[test]
-    fn the_ruleset_blocks_the_subnet_and_names_the_bridge() {
-        let s = full_ruleset(&layout(), &[]);
+    fn the_ruleset_blocks_the_subnet_and_names_each_segment() {
+        let segments =
+            crate::segment::Segments::new(layout().subnet, 128, "pt0").expect("segments");
+        let up: Vec<Segment> = segments.iter().collect();
+        let s = full_ruleset(&layout(), &up, &[]);
         assert!(s.contains("elements = { 169.254.0.0/16, 10.200.0.0/24 }"));
-        assert!(s.contains("ip saddr 10.200.0.0/24 oifname != \"pt0\" masquerade"));
-        assert!(s.contains("ip daddr 10.200.0.1 meta l4proto { tcp, udp } th dport 53 accept"));
-        assert!(s.contains("ip daddr 10.200.0.1 meta l4proto { tcp, udp } th dport 53 notrack"));
+        assert!(s.contains("ip saddr 10.200.0.0/24 oifname != @bridges masquerade"));
+        assert!(s.contains("ip daddr @gateways meta l4proto { tcp, udp } th dport 53 accept"));
+        assert!(s.contains("ip daddr @gateways meta l4proto { tcp, udp } th dport 53 notrack"));
+        assert!(s.contains("add element inet pt0 bridges { \"pt0\" }"));
+        assert!(s.contains("add element inet pt0 gateways { 10.200.0.1 }"));
+        assert!(s.contains("add element inet pt0 bridges { \"pb0ac80081\" }"));
+        assert!(s.contains("add element inet pt0 gateways { 10.200.0.129 }"));
     }
 
     #[test]

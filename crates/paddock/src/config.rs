@@ -328,6 +328,10 @@ pub struct NetworkSection {
     /// servers on one host need different bridges and subnets.
     pub bridge: String,
     pub subnet: String,
+    /// The subnet is cut into segments of this many addresses, each
+    /// behind a bridge of its own (a bridge takes at most 1,023 ports): a
+    /// power of two from 8 to 1024.
+    pub addresses_per_bridge: u32,
     /// Ranges no VM reaches whatever its policy.
     pub blocked: Vec<String>,
     /// Resolvers the VM resolver forwards to (`ip` or `ip:port`); empty
@@ -345,6 +349,7 @@ impl Default for NetworkSection {
             enabled: true,
             bridge: "paddock0".into(),
             subnet: "10.88.0.0/16".into(),
+            addresses_per_bridge: paddock_net::segment::MAX_SEGMENT_ADDRESSES,
             blocked: [
                 "0.0.0.0/8",
                 "10.0.0.0/8",
@@ -535,9 +540,19 @@ impl Config {
                 })
                 .collect::<anyhow::Result<_>>()?
         };
+        let subnet = cidr("subnet", &n.subnet)?;
+        paddock_net::segment::Segments::new(subnet, n.addresses_per_bridge, &n.bridge).map_err(
+            |e| match e {
+                paddock_net::NetError::Config(why) => {
+                    anyhow::anyhow!("network.addresses_per_bridge: {why}")
+                }
+                other => anyhow::anyhow!("network.subnet: {other}"),
+            },
+        )?;
         Ok(Some(paddock_net::NetworkConfig {
             bridge: n.bridge.clone(),
-            subnet: cidr("subnet", &n.subnet)?,
+            subnet,
+            addresses_per_bridge: n.addresses_per_bridge,
             blocked: self.blocked_ranges()?,
             dns_upstream: upstream,
             warm: n.warm,

@@ -85,8 +85,8 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         .context("open the volume store")?;
     let network: Arc<dyn NetworkBackend> = match config.network()? {
         Some(n) => {
-            let sandboxes = n.subnet.size().saturating_sub(3);
-            crate::host_limits::check(sandboxes, paddock_net::BRIDGE_PORTS as u64);
+            let sandboxes = n.segments().map(|s| s.capacity()).unwrap_or(0);
+            crate::host_limits::check(u64::try_from(sandboxes).unwrap_or(u64::MAX));
             Arc::new(
                 paddock_net::HostNetwork::start(n)
                     .await
@@ -94,7 +94,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             )
         }
         None => {
-            crate::host_limits::check(0, paddock_net::BRIDGE_PORTS as u64);
+            crate::host_limits::check(0);
             Arc::new(NoNetwork)
         }
     };

@@ -335,3 +335,128 @@ async fn a_full_network_refuses_creates_with_503() {
         r.body
     );
 }
+
+/// Past one bridge's ports the subnet goes on in segments, each a bridge
+/// of its own with its own gateway and resolver; policy, DNS and the
+/// walls between VMs hold across them, a restart brings every segment
+/// back, and `paddock purge` removes every bridge. Segments of 8
+/// addresses (5 VMs) stand in for the default 1,024.
+#[tokio::test]
+async fn vms_past_one_bridge_go_on_in_segments_with_the_same_rules() {
+    let net = Internet::start();
+    let mut server = Server::start_with(&[
+        (
+            "PADDOCK_NETWORK__DNS_UPSTREAM",
+            &format!("[\"{}\"]", net.dns()),
+        ),
+        ("PADDOCK_NETWORK__ADDRESSES_PER_BRIDGE", "8"),
+    ]);
+    let c = server.client();
+    let web = net.web.to_string();
+    let mut vms = Vec::new();
+    for _ in 0..12 {
+        vms.push(new_vm(&c, None).await);
+    }
+    let ip_of = |body: &Value| -> std::net::Ipv4Addr {
+        body["ip_address"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("ip")
+    };
+    let mut by_segment = std::collections::BTreeMap::<u32, Vec<String>>::new();
+    for vm in &vms {
+        let ip = ip_of(&c.get(&format!("/v1/vms/{vm}")).await.body);
+        by_segment
+            .entry(u32::from(ip) & !7)
+            .or_default()
+            .push(vm.clone());
+    }
+    assert!(by_segment.len() >= 3, "{by_segment:?}");
+    let last = by_segment
+        .values()
+        .last()
+        .and_then(|v| v.first())
+        .expect("a VM in the last segment")
+        .clone();
+    let first = vms[0].clone();
+    let last_ip = ip_of(&c.get(&format!("/v1/vms/{last}")).await.body);
+
+    // Its gateway is its segment's, and it resolves and reaches out.
+    let (route, _, _) = c.exec(&last, "ip route show default").await;
+    let gateway: std::net::Ipv4Addr = route
+        .split_whitespace()
+        .nth(2)
+        .and_then(|g| g.parse().ok())
+        .expect("gateway");
+    assert_eq!(u32::from(gateway), (u32::from(last_ip) & !7) + 1);
+    assert!(resolve(&c, &last, "web.allowed.test")
+        .await
+        .starts_with(&web));
+    assert!(fetch(&c, &last, "http://web.allowed.test/")
+        .await
+        .contains(GREETING));
+
+    // No VM reaches another, in its segment or across; nor the host
+    // through another segment's gateway.
+    c.exec(&last, "nohup python3 -m http.server 8000 >/dev/null 2>&1 &")
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(connect(&c, &last, "127.0.0.1", 8000).await.0, "open");
+    assert_ne!(
+        connect(&c, &first, &last_ip.to_string(), 8000).await.0,
+        "open"
+    );
+    let api_port: u16 = server
+        .base
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    assert_eq!(
+        connect(&c, &first, &gateway.to_string(), api_port).await.0,
+        "refused"
+    );
+
+    // A policy on a later segment is enforced like on the first.
+    let r = c
+        .post(&format!("/v1/egress/vm/{last}"), json!({"default": "deny"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(connect(&c, &last, &web, 80).await.0, "refused");
+
+    // A restart brings the later segments' resolvers and rules back.
+    server.restart();
+    let c = server.client();
+    assert_eq!(connect(&c, &last, &web, 80).await.0, "refused");
+    let other = by_segment.values().nth(1).and_then(|v| v.first()).expect("vm");
+    assert!(resolve(&c, other, "web.allowed.test")
+        .await
+        .starts_with(&web));
+    assert_eq!(connect(&c, other, &web, 80).await.0, "open");
+
+    // Purging the stopped server removes every segment's bridge.
+    let bridges: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .expect("links")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            u32::from_str_radix(n.strip_prefix("pb").unwrap_or("x"), 16)
+                .is_ok_and(|g| by_segment.contains_key(&(g & !7)))
+        })
+        .collect();
+    assert_eq!(bridges.len(), by_segment.len() - 1, "{bridges:?}");
+    server.kill();
+    let purged = std::process::Command::new(common::bin())
+        .args(["purge", "--data-dir"])
+        .arg(server.data_dir())
+        .envs(server.env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("paddock purge");
+    assert!(purged.status.success(), "{purged:?}");
+    for b in bridges {
+        assert!(
+            !std::path::Path::new("/sys/class/net").join(&b).exists(),
+            "{b} left behind"
+        );
+    }
+}
