@@ -19,6 +19,7 @@ pub mod domains;
 pub mod error;
 pub mod exec;
 mod executions;
+pub mod exposed;
 pub mod gateway;
 pub mod ids;
 pub mod images;

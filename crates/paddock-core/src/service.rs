@@ -695,7 +695,7 @@ impl Service {
         self.terminate(vm.id, REASON_DELETED).await
     }
 
-    async fn terminate(&self, id: VmId, reason: &str) -> Result<Vm, CoreError> {
+    pub(crate) async fn terminate(&self, id: VmId, reason: &str) -> Result<Vm, CoreError> {
         let _guard = self.lock_vm(&id).await;
         let Some(mut vm) = self.store.find_vm(&id).await? else {
             return Err(CoreError::not_found("VM", &id));

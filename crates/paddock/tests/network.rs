@@ -428,7 +428,11 @@ async fn vms_past_one_bridge_go_on_in_segments_with_the_same_rules() {
     server.restart();
     let c = server.client();
     assert_eq!(connect(&c, &last, &web, 80).await.0, "refused");
-    let other = by_segment.values().nth(1).and_then(|v| v.first()).expect("vm");
+    let other = by_segment
+        .values()
+        .nth(1)
+        .and_then(|v| v.first())
+        .expect("vm");
     assert!(resolve(&c, other, "web.allowed.test")
         .await
         .starts_with(&web));

@@ -455,6 +455,18 @@ async fn custom_domain_gets_its_dns_record_tls_and_routes_by_host() {
         )
         .await;
     assert_eq!(r.status, 409, "{}", r.body);
+    // A new VM asking for a routed name is refused before it is made.
+    let r = c
+        .post(
+            "/v1/vms",
+            json!({"share": {"port": 8000, "is_public": true}, "custom_domain": {"domain": "app.test"}}),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(
+        c.get("/v1/vms").await.body.as_array().map(Vec::len),
+        Some(1)
+    );
 
     // After a master key rotation the DNS credentials still open: verify
     // (which updates the record again) and delete use them.

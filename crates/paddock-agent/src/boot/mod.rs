@@ -80,6 +80,11 @@ pub struct BootConfig {
     /// a fresh namespace with loopback only.
     #[serde(default)]
     pub netns: Option<PathBuf>,
+    /// A mount namespace to join before the sandbox unshares its own
+    /// (the server's lean template: see the runtime's `mount_template`);
+    /// without one the sandbox copies the host's.
+    #[serde(default)]
+    pub mount_namespace: Option<PathBuf>,
     /// Host files bound over files of the root (`/etc/resolv.conf`, GPU
     /// driver libraries).
     #[serde(default)]
@@ -351,6 +356,12 @@ fn unshare_namespaces(config: &BootConfig) -> Result<(), BootError> {
                 .map_err(nix_step("join the network namespace"))?;
         }
         None => namespaces |= CloneFlags::CLONE_NEWNET,
+    }
+    if let Some(path) = &config.mount_namespace {
+        let ns = fs::File::open(path)
+            .map_err(step(format!("open the mount namespace {}", path.display())))?;
+        nix::sched::setns(ns, CloneFlags::CLONE_NEWNS)
+            .map_err(nix_step("join the sandboxes' mount namespace"))?;
     }
     unshare(namespaces).map_err(nix_step("unshare namespaces"))
 }

@@ -4,6 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use paddock_core::exposed::{DomainRequest, Exposure};
 use paddock_core::model::{VmFilter, VmPatch, VmStatusSet};
 
 use super::dto::{
@@ -55,13 +56,6 @@ pub(crate) async fn create(
             "a custom domain routes to the VM's share: set share too",
         ));
     }
-    if let Some(d) = &domain {
-        state.service.check_custom_domain(
-            &d.domain,
-            d.dns_provider.as_deref(),
-            d.dns_credentials.as_ref(),
-        )?;
-    }
     let spec = vm_spec(
         &state.service,
         VmSettings {
@@ -82,45 +76,26 @@ pub(crate) async fn create(
             provider: body.provider,
         },
     )?;
-    if share.is_some() && !state.service.network_enabled() {
-        return Err(paddock_core::CoreError::FailedPrecondition(
-            "networking is disabled on this server, so VM ports cannot be shared".into(),
-        )
-        .into());
-    }
-    let vm = state
+    let exposure = share.map(|(port, is_public)| Exposure {
+        port,
+        is_public,
+        domain: domain.map(|d| DomainRequest {
+            domain: d.domain,
+            dns_provider: d.dns_provider,
+            dns_credentials: d.dns_credentials,
+        }),
+    });
+    let created = state
         .service
-        .create_vm(&account, spec, q.wait.unwrap_or(true))
+        .create_exposed_vm(&account, spec, q.wait.unwrap_or(true), exposure)
         .await?;
-    let mut response = VmResponse::from(&vm);
-    if let Some((port, is_public)) = share {
-        if vm.status.is_active() {
-            let made = state
-                .service
-                .create_share(&account, &vm.id, port, is_public)
-                .await?;
-            response.share = Some(serde_json::json!(super::shares::share_response(
-                &state.share_urls,
-                &made
-            )));
-            if let Some(d) = domain {
-                let record = state
-                    .service
-                    .create_custom_domain(
-                        &account,
-                        &made.share.id,
-                        &d.domain,
-                        d.dns_provider.as_deref(),
-                        d.dns_credentials,
-                    )
-                    .await?;
-                response.custom_domain = Some(serde_json::json!(super::domains::domain_response(
-                    &state.share_urls,
-                    &record
-                )));
-            }
-        }
-    }
+    let mut response = VmResponse::from(&created.vm);
+    response.share = created
+        .share
+        .map(|s| serde_json::json!(super::shares::share_response(&state.share_urls, &s)));
+    response.custom_domain = created
+        .domain
+        .map(|d| serde_json::json!(super::domains::domain_response(&state.share_urls, &d)));
     Ok(Json(response))
 }
 

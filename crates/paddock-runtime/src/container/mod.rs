@@ -12,6 +12,7 @@
 mod cgroup;
 pub mod disks;
 pub mod ids;
+pub mod mount_template;
 pub mod proc_views;
 pub mod procfs;
 mod rootfs;
@@ -82,6 +83,8 @@ pub struct ContainerProvider {
     disks: Arc<disks::Disks>,
     /// lxcfs's mount, when sandboxes get their own `/proc` figures.
     proc_views: Option<PathBuf>,
+    /// The lean mount namespace sandboxes are unshared from.
+    mount_template: mount_template::MountTemplate,
     /// The host CPUs sandboxes are spread over, and where the next one
     /// starts.
     host_cpus: Vec<usize>,
@@ -138,6 +141,9 @@ impl ContainerProvider {
         } else {
             None
         };
+        // After lxcfs: the template is a copy of the host's mounts now.
+        let mount_template = mount_template::MountTemplate::create()
+            .map_err(host_err("make the sandboxes' mount namespace"))?;
         let host_cpus = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
             .map(|set| {
                 (0..nix::sched::CpuSet::count())
@@ -148,6 +154,7 @@ impl ContainerProvider {
         Ok(Self {
             disks,
             proc_views,
+            mount_template,
             host_cpus,
             next_cpu: std::sync::atomic::AtomicUsize::new(0),
             config,
@@ -220,6 +227,7 @@ impl ContainerProvider {
         let config = BootConfig {
             on_host: false,
             netns: vm.network.as_ref().map(|n| n.netns.clone()),
+            mount_namespace: Some(self.mount_template.path().to_path_buf()),
             bind_files,
             devices,
             hostname: "sandbox".into(),
@@ -375,6 +383,7 @@ impl ContainerProvider {
         let config = BootConfig {
             on_host: true,
             netns: None,
+            mount_namespace: None,
             bind_files: Vec::new(),
             devices: Vec::new(),
             hostname: String::new(),

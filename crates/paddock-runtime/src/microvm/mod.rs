@@ -193,6 +193,10 @@ impl MicroVmProvider {
                 cwd: None,
                 user: None,
                 netns: vm.network.as_ref().map(|n| n.netns.clone()),
+                // The monitor keeps the host's root (qemu, the kernel,
+                // virtiofsd) and opens the network namespace after its
+                // unshare, so it stays in the host's mount namespace.
+                mount_namespace: None,
                 bind_files: container::resolv_conf(vm, run)?,
                 devices: Vec::new(),
                 // The guest's kernel is the boundary; virtiofsd stores
