@@ -413,6 +413,13 @@ const LOOP_CTL_GET_FREE: libc::Ioctl = 0x4C82;
 const LOOP_CONFIGURE: libc::Ioctl = 0x4C0A;
 /// The device detaches itself when its last user (the mount) goes.
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
+/// Reads and writes go to the image file without the host's page cache:
+/// the sandbox's ext4 caches its own, and a second copy of every page in
+/// the host's cache only crowds memory (thousands of sandboxes' images
+/// fragment it, and kswapd then walks every sandbox's memory cgroup to
+/// make room). The kernel falls back to buffered I/O by itself where the
+/// file system cannot do direct I/O.
+const LO_FLAGS_DIRECT_IO: u32 = 16;
 
 /// `struct loop_info64` of <linux/loop.h>.
 #[repr(C)]
@@ -468,9 +475,16 @@ pub fn loop_attach(file: BorrowedFd<'_>) -> io::Result<(std::path::PathBuf, std:
         // are plain integers.
         let mut config: LoopConfig = unsafe { std::mem::zeroed() };
         config.fd = file.as_raw_fd() as u32;
-        config.info.lo_flags = LO_FLAGS_AUTOCLEAR;
+        config.info.lo_flags = LO_FLAGS_AUTOCLEAR | LO_FLAGS_DIRECT_IO;
         // SAFETY: LOOP_CONFIGURE reads a loop_config, which config is.
-        let r = unsafe { libc::ioctl(device.as_raw_fd(), LOOP_CONFIGURE, &config) };
+        let mut r = unsafe { libc::ioctl(device.as_raw_fd(), LOOP_CONFIGURE, &config) };
+        if r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+            // A kernel that refuses direct I/O on this file system rather
+            // than falling back: buffered, then.
+            config.info.lo_flags = LO_FLAGS_AUTOCLEAR;
+            // SAFETY: as above.
+            r = unsafe { libc::ioctl(device.as_raw_fd(), LOOP_CONFIGURE, &config) };
+        }
         if r == 0 {
             return Ok((path, device));
         }

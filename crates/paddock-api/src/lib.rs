@@ -23,6 +23,8 @@ pub use metrics::MetricsHandle;
 #[derive(Clone)]
 pub struct AppState {
     pub service: Arc<Service>,
+    /// The environment definitions product (`/api/v1/environments`).
+    pub definitions: Arc<paddock_definitions::Definitions>,
     pub metrics: MetricsHandle,
     /// Facts `/readyz` reports about the host runtime.
     pub runtime_info: serde_json::Value,

@@ -1,7 +1,8 @@
 //! Resources kept as JSON documents in the store ([`ResourceStore`]):
 //! the gateway's clusters, pools, environments and jobs, and the
-//! definitions surface's environment definitions. One lock per document
-//! serializes its read-modify-write cycles.
+//! definitions product's environment definitions. One lock per document
+//! serializes its read-modify-write cycles. Public: the products built
+//! over the core keep their records here.
 
 use tokio::sync::OwnedMutexGuard;
 
@@ -13,7 +14,7 @@ use crate::store::ResourceDoc;
 
 impl Service {
     /// Locks one resource against concurrent changes.
-    pub(crate) async fn lock_resource<T: Resource>(
+    pub async fn lock_resource<T: Resource>(
         &self,
         account: &AccountId,
         id: &str,
@@ -23,7 +24,7 @@ impl Service {
             .await
     }
 
-    pub(crate) async fn load<T: Resource>(
+    pub async fn load<T: Resource>(
         &self,
         account: &AccountId,
         id: &str,
@@ -34,7 +35,7 @@ impl Service {
         }
     }
 
-    pub(crate) async fn load_all<T: Resource>(
+    pub async fn load_all<T: Resource>(
         &self,
         account: Option<&AccountId>,
     ) -> Result<Vec<T>, CoreError> {
@@ -46,7 +47,7 @@ impl Service {
             .collect()
     }
 
-    pub(crate) async fn insert_doc<T: Resource>(&self, r: &T) -> Result<(), CoreError> {
+    pub async fn insert_doc<T: Resource>(&self, r: &T) -> Result<(), CoreError> {
         match self.store.insert_resource(&to_doc(r)?).await {
             Ok(()) => Ok(()),
             Err(crate::StoreError::Duplicate) => Err(CoreError::Conflict(format!(
@@ -58,7 +59,7 @@ impl Service {
         }
     }
 
-    pub(crate) async fn save_doc<T: Resource>(&self, r: &T) -> Result<(), CoreError> {
+    pub async fn save_doc<T: Resource>(&self, r: &T) -> Result<(), CoreError> {
         if self.store.update_resource(&to_doc(r)?).await? {
             Ok(())
         } else {
@@ -66,7 +67,7 @@ impl Service {
         }
     }
 
-    pub(crate) async fn delete_doc<T: Resource>(
+    pub async fn delete_doc<T: Resource>(
         &self,
         account: &AccountId,
         id: &str,

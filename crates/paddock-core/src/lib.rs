@@ -11,9 +11,8 @@
 
 pub mod build;
 pub mod clock;
-pub mod definitions;
 pub mod dockerfile;
-mod documents;
+pub mod documents;
 pub mod domain_backend;
 pub mod domains;
 pub mod error;
@@ -24,6 +23,7 @@ pub mod gateway;
 pub mod ids;
 pub mod images;
 pub mod keyed_locks;
+pub mod launched;
 pub mod lifecycle;
 pub mod model;
 pub mod network;

@@ -194,6 +194,16 @@ impl Service {
     }
 
     /// The provider named `name`, if this server runs it.
+    /// Whether `reference` is a well-formed image reference.
+    pub fn is_image_reference(&self, reference: &str) -> bool {
+        self.images.is_reference(reference)
+    }
+
+    /// Whether the account has an image stored under `tag`.
+    pub async fn has_image(&self, account: &AccountId, tag: &str) -> Result<bool, CoreError> {
+        Ok(self.store.find_image(account, tag).await?.is_some())
+    }
+
     pub fn provider_named(&self, name: &str) -> Option<Arc<dyn Provider>> {
         self.providers.get(name).cloned()
     }
@@ -310,7 +320,7 @@ impl Service {
     }
 
     /// Whether `account` may run sandboxes on `provider`.
-    pub(crate) async fn may_use(
+    pub async fn may_use(
         &self,
         provider: &dyn Provider,
         account: &AccountId,

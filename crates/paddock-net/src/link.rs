@@ -82,6 +82,7 @@ pub async fn ensure_bridge(
     if !Path::new("/sys/class/net").join(bridge).exists() {
         ip_batch(&[], &format!("link add {bridge} type bridge\n"), false).await?;
     }
+    without_ipv6(bridge)?;
     // `replace` makes the address idempotent.
     ip_batch(
         &[],
@@ -117,9 +118,15 @@ pub async fn wire(
     let ns = netns.display();
     ip_batch(
         &[],
+        &format!("link add {port} type veth peer name eth0 netns {ns}\n"),
+        false,
+    )
+    .await?;
+    without_ipv6(&port)?;
+    ip_batch(
+        &[],
         &format!(
-            "link add {port} type veth peer name eth0 netns {ns}\n\
-             link set {port} master {bridge}\n\
+            "link set {port} master {bridge}\n\
              link set dev {port} type bridge_slave isolated on\n\
              link set {port} up\n"
         ),
@@ -136,6 +143,26 @@ pub async fn wire(
         false,
     )
     .await
+}
+
+/// Turns IPv6 off on a host-side link before it comes up. VMs have IPv4
+/// only (the rules refuse their IPv6), and each link with IPv6 puts
+/// routes of its own in the host's one IPv6 table, which the kernel walks
+/// whole whenever any link goes down: with thousands of VMs that walk
+/// made every delete cost more than the last (0.2 s at 5,000).
+fn without_ipv6(link: &str) -> Result<(), NetError> {
+    let knob = Path::new("/proc/sys/net/ipv6/conf")
+        .join(link)
+        .join("disable_ipv6");
+    match std::fs::write(&knob, "1") {
+        Ok(()) => Ok(()),
+        // A kernel without IPv6 has nothing to turn off.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(NetError::Host {
+            what: knob.display().to_string(),
+            source,
+        }),
+    }
 }
 
 /// Deletes a VM's veth (both ends go); a missing one is not an error.

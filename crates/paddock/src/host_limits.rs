@@ -15,6 +15,8 @@ pub struct Readings {
     pub conntrack_max: Option<u64>,
     /// `net.ipv4.neigh.default.gc_thresh3`: the host's ARP entries.
     pub neighbours: Option<u64>,
+    /// `vm.watermark_boost_factor`.
+    pub watermark_boost: Option<u64>,
 }
 
 /// The open files the server itself needs, whatever the number of
@@ -24,6 +26,9 @@ const SERVER_FILES: u64 = 4096;
 const PIDS_PER_SANDBOX: u64 = 8;
 /// Connections a sandbox is expected to track at once.
 const FLOWS_PER_SANDBOX: u64 = 16;
+/// From this many sandboxes on, kswapd's reclaim passes cost enough to
+/// matter (each walks every sandbox's memory cgroup and file systems).
+const RECLAIM_MATTERS_AT: u64 = 1_000;
 
 /// The sandboxes one host is planned for when its network holds more:
 /// the density paddock is built and benchmarked for (`benches/scale.rs`).
@@ -69,6 +74,14 @@ pub fn warnings(r: Readings, sandboxes: u64) -> Vec<String> {
             ));
         }
     }
+    if r.watermark_boost.is_some_and(|b| b > 0) && sandboxes >= RECLAIM_MATTERS_AT {
+        out.push(
+            "vm.watermark_boost_factor is on: after each fragmentation event kswapd reclaims \
+             across every sandbox's memory cgroup and file system, which took half a CPU at \
+             2,000 sandboxes and slowed every create; sysctl -w vm.watermark_boost_factor=0"
+                .to_owned(),
+        );
+    }
     out
 }
 
@@ -94,6 +107,7 @@ pub fn read() -> Readings {
         pid_max: read_u64("/proc/sys/kernel/pid_max").unwrap_or(u64::MAX),
         conntrack_max: read_u64("/proc/sys/net/netfilter/nf_conntrack_max"),
         neighbours: read_u64("/proc/sys/net/ipv4/neigh/default/gc_thresh3"),
+        watermark_boost: read_u64("/proc/sys/vm/watermark_boost_factor"),
     }
 }
 
@@ -114,6 +128,7 @@ mod tests {
         pid_max: 4 << 20,
         conntrack_max: Some(1 << 20),
         neighbours: Some(1 << 16),
+        watermark_boost: Some(0),
     };
 
     #[test]
@@ -129,6 +144,7 @@ mod tests {
             pid_max: 32768,
             conntrack_max: Some(65536),
             neighbours: Some(1024),
+            watermark_boost: Some(15000),
         };
         let w = warnings(tight, 65344).join("\n");
         for setting in [
@@ -136,6 +152,7 @@ mod tests {
             "kernel.pid_max=40000",
             "nf_conntrack_max=80000",
             "gc_thresh3=5256",
+            "vm.watermark_boost_factor=0",
         ] {
             assert!(w.contains(setting), "{setting}: {w}");
         }

@@ -246,6 +246,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             tls_port: Some(tls_port),
             certs_dir: config.shares.certs_dir.clone(),
         },
+        definitions: Arc::new(paddock_definitions::Definitions::new(Arc::clone(&service))),
         service,
         metrics: MetricsHandle::install().context("install the metrics recorder")?,
         runtime_info,

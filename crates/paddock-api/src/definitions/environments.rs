@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use paddock_core::definitions::{self, Definition, DefinitionSpec};
+use paddock_definitions::{self as definitions, Definition, DefinitionSpec};
 
 use super::{json_value, parse_body, Caller, DefError};
 use crate::AppState;
@@ -49,7 +49,10 @@ pub(super) async fn create(
     definitions::check_id(&id)?;
     missing_settings(&value)?;
     let spec: DefinitionSpec = parse_body(value)?;
-    let def = state.service.create_definition(&account, &id, spec).await?;
+    let def = state
+        .definitions
+        .create_definition(&account, &id, spec)
+        .await?;
     Ok(with_etag(StatusCode::CREATED, def))
 }
 
@@ -91,7 +94,7 @@ pub(super) async fn list(
     Caller(account): Caller,
     query: super::list::PageQueryResult,
 ) -> Result<Json<serde_json::Value>, DefError> {
-    let all = state.service.list_definitions(&account).await?;
+    let all = state.definitions.list_definitions(&account).await?;
     Ok(Json(super::list::page(query, all, |d: &Definition| {
         serde_json::to_value(d).unwrap_or_default()
     })?))
@@ -103,7 +106,7 @@ pub(super) async fn retrieve(
     Path(id): Path<String>,
 ) -> Result<Response, DefError> {
     definitions::check_id(&id)?;
-    let def = state.service.get_definition(&account, &id).await?;
+    let def = state.definitions.get_definition(&account, &id).await?;
     Ok(with_etag(StatusCode::OK, def))
 }
 
@@ -138,7 +141,7 @@ pub(super) async fn replace(
     missing_settings(&value)?;
     let spec: DefinitionSpec = parse_body(value)?;
     let def = state
-        .service
+        .definitions
         .replace_definition(&account, &id, expected.as_deref(), spec)
         .await?;
     Ok(with_etag(StatusCode::OK, def))
@@ -152,7 +155,7 @@ pub(super) async fn delete(
 ) -> Result<StatusCode, DefError> {
     let expected = if_match(&headers)?;
     state
-        .service
+        .definitions
         .delete_definition(&account, &id, expected.as_deref())
         .await?;
     Ok(StatusCode::NO_CONTENT)

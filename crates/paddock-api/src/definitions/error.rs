@@ -5,9 +5,9 @@
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use paddock_core::definitions::DefinitionError;
 use paddock_core::service::error_chain;
 use paddock_core::{CoreError, RuntimeError};
+use paddock_definitions::DefinitionError;
 
 pub const REQUEST_ID: &str = "x-request-id";
 

@@ -424,7 +424,7 @@ mod tests {
 
     #[test]
     fn the_schema_names_every_field_of_a_definition() {
-        let spec: paddock_core::definitions::DefinitionSpec = serde_json::from_value(json!({
+        let spec: paddock_definitions::DefinitionSpec = serde_json::from_value(json!({
             "provider": "docker", "cwd": "/w",
             "image": {"docker": "busybox", "dockerfile": null},
             "resources": {"cpu": 1, "memory": "1Gi", "disk": "2Gi"},
@@ -433,7 +433,7 @@ mod tests {
             "labels": {}, "volumes": [{"id": "v", "mount_path": "/m", "subpath": "s"}], "env": {}
         }))
         .expect("spec");
-        let def = paddock_core::definitions::Definition {
+        let def = paddock_definitions::Definition {
             id: "x".into(),
             revision: "0".repeat(64),
             spec,

@@ -11,10 +11,10 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::TryStreamExt;
-use paddock_core::definitions::{LaunchRequest, SandboxView};
 use paddock_core::exec::{ExecRequest, FileContent, SandboxPath};
 use paddock_core::ids::{AccountId, VmId};
 use paddock_core::model::{ExecutionStatus, VmStatus};
+use paddock_definitions::{LaunchRequest, SandboxView};
 use serde::Deserialize;
 
 use super::{json_value, parse_body, Caller, DefError};
@@ -132,7 +132,10 @@ pub(super) async fn launch(
         command: b.command.map(Command::argv).unwrap_or_default(),
         labels: b.labels,
     };
-    let view = state.service.launch_sandbox(&account, &id, request).await?;
+    let view = state
+        .definitions
+        .launch_sandbox(&account, &id, request)
+        .await?;
     Ok((StatusCode::CREATED, Json(render(&view))).into_response())
 }
 
@@ -151,7 +154,7 @@ pub(super) async fn list_of_environment(
     Path(id): Path<String>,
     query: super::list::PageQueryResult,
 ) -> Result<Json<serde_json::Value>, DefError> {
-    state.service.get_definition(&account, &id).await?;
+    state.definitions.get_definition(&account, &id).await?;
     let all = state
         .service
         .launched_sandboxes(&account, Some(&id))

@@ -82,7 +82,7 @@ impl Disks {
         }
         if !taken {
             let tmp = run.join(format!(".{IMAGE}.tmp"));
-            self.make(&tmp, size_mb).await?;
+            self.make(&tmp, size_mb, Cache::Keep).await?;
             fs::rename(&tmp, &image).map_err(host_err(image.display().to_string()))?;
         }
         Ok(())
@@ -90,7 +90,7 @@ impl Disks {
 
     /// A fresh disk of `size_mb` at `path`: a sparse copy of the size's
     /// template, formatted first if this is the size's first disk.
-    async fn make(&self, path: &Path, size_mb: u32) -> Result<(), RuntimeError> {
+    async fn make(&self, path: &Path, size_mb: u32, cache: Cache) -> Result<(), RuntimeError> {
         let template = self.dir.join(format!("template-{size_mb}.img"));
         if !template.exists() {
             let _made = self.templates.lock().await;
@@ -101,7 +101,7 @@ impl Disks {
             }
         }
         let (from, to) = (template, path.to_path_buf());
-        tokio::task::spawn_blocking(move || sparse_copy(&from, &to))
+        tokio::task::spawn_blocking(move || sparse_copy(&from, &to, cache))
             .await
             .map_err(|e| RuntimeError::Setup(format!("copy a disk: {e}")))?
             .map_err(host_err(path.display().to_string()))
@@ -139,10 +139,13 @@ impl Disks {
                 }
                 let name = format!("{}{:016x}.img", prefix, rand::random::<u64>());
                 let tmp = this.pool.join(format!(".tmp-{name}"));
-                let made = this.make(&tmp, this.default_mb).await.and_then(|()| {
-                    fs::rename(&tmp, this.pool.join(&name))
-                        .map_err(host_err(tmp.display().to_string()))
-                });
+                let made = this
+                    .make(&tmp, this.default_mb, Cache::Drop)
+                    .await
+                    .and_then(|()| {
+                        fs::rename(&tmp, this.pool.join(&name))
+                            .map_err(host_err(tmp.display().to_string()))
+                    });
                 if let Err(e) = made {
                     let _ = fs::remove_file(&tmp);
                     tracing::warn!(error = %e, "could not make a sandbox disk ahead of demand");
@@ -154,9 +157,22 @@ impl Disks {
     }
 }
 
+/// What a disk copy leaves in the host's page cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cache {
+    /// Nothing: the copy is written out and its pages dropped. For disks
+    /// made ahead of demand: the sandbox's loop device does direct I/O,
+    /// around the host's page cache, so cached pages of the copy would
+    /// only crowd it (4 MiB a disk, and thousands of disks).
+    Drop,
+    /// Whatever the kernel keeps: for a disk a create waits for, which
+    /// must not wait for the writeback too.
+    Keep,
+}
+
 /// Copies the sparse file `from` to a new file `to` of the same length,
 /// holes kept: only the extents that hold data are read and written.
-fn sparse_copy(from: &Path, to: &Path) -> std::io::Result<()> {
+fn sparse_copy(from: &Path, to: &Path, cache: Cache) -> std::io::Result<()> {
     use nix::unistd::{lseek, Whence};
     let src = fs::File::open(from)?;
     let len = i64::try_from(src.metadata()?.len()).map_err(std::io::Error::other)?;
@@ -187,9 +203,18 @@ fn sparse_copy(from: &Path, to: &Path) -> std::io::Result<()> {
         }
         offset = hole;
     }
-    // No fsync: the loop device reads the image through the same page
-    // cache; a host crash before writeback costs the disk as it would
-    // the sandbox's own unflushed writes.
+    // A direct read of a range still dirty in the page cache writes it
+    // out first, so the sandbox reads the copy either way.
+    if cache == Cache::Keep {
+        return Ok(());
+    }
+    dst.sync_data()?;
+    nix::fcntl::posix_fadvise(
+        &dst,
+        0,
+        len,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    )?;
     Ok(())
 }
 

@@ -1,9 +1,9 @@
 //! The rules a definition must satisfy, each naming the field it checks.
 //! All of them run, so a client learns every problem in one answer.
 
-use super::quantity::{parse_bytes, parse_cpu, parse_duration};
-use super::spec::{DefinitionSpec, NetworkMode, ProviderKind};
-use crate::model::{validate_mount_path, DomainPattern, Env, Ipv4Cidr};
+use crate::quantity::{parse_bytes, parse_cpu, parse_duration};
+use crate::spec::{DefinitionSpec, NetworkMode, ProviderKind};
+use paddock_core::model::{validate_mount_path, DomainPattern, Env, Ipv4Cidr};
 
 /// One broken rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,7 +160,7 @@ fn image(spec: &DefinitionSpec, is_reference: &dyn Fn(&str) -> bool, out: &mut V
                 "must be the Dockerfile's text, not a path to one",
             ));
         } else if spec.provider == ProviderKind::Container {
-            if let Err(e) = crate::dockerfile::parse(&d.value) {
+            if let Err(e) = paddock_core::dockerfile::parse(&d.value) {
                 out.push(Violation::new("image.dockerfile.value", e.to_string()));
             }
         }

@@ -6,20 +6,18 @@
 //! `stop_on_terminal` its end stops the sandbox.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use super::quantity::{parse_bytes, parse_cpu, parse_duration};
-use super::spec::{Definition, NetworkMode, ProviderKind};
-use super::{DefinitionError, Violation};
-use crate::error::CoreError;
-use crate::exec::ExecRequest;
-use crate::ids::{AccountId, ExecutionId, VmId, VolumeId};
-use crate::lifecycle::REASON_MAIN_ENDED;
-use crate::model::{
-    DomainPattern, EgressDefault, EgressPolicy, Env, Execution, Ipv4Cidr, Launch, MountMode,
-    MountRequest, Resources, Vm, VmOptions, VmSpec, VmStatus, VmStatusSet,
+use paddock_core::error::CoreError;
+use paddock_core::ids::{AccountId, VolumeId};
+use paddock_core::launched::SandboxView;
+use paddock_core::model::{
+    DomainPattern, EgressDefault, EgressPolicy, Env, Ipv4Cidr, Launch, MountMode, MountRequest,
+    Resources, VmOptions, VmSpec, VmStatus,
 };
-use crate::service::{error_chain, Service};
+
+use crate::quantity::{parse_bytes, parse_cpu, parse_duration};
+use crate::spec::{Definition, NetworkMode, ProviderKind};
+use crate::{DefinitionError, Definitions, Violation};
 
 /// What a launch may add to its definition.
 #[derive(Debug, Clone, Default)]
@@ -28,38 +26,6 @@ pub struct LaunchRequest {
     pub command: Vec<String>,
     /// Labels over the definition's.
     pub labels: BTreeMap<String, String>,
-}
-
-/// A launched sandbox and its main command's record, if it has one.
-#[derive(Debug, Clone)]
-pub struct SandboxView {
-    pub vm: Vm,
-    pub main: Option<Execution>,
-    /// Where relative paths of its files API start
-    /// ([`Service::sandbox_work_dir`]).
-    pub work_dir: String,
-}
-
-impl Service {
-    /// Where relative paths of a launched sandbox's files API start: the
-    /// definition's `cwd`, else the provider's own working directory (a
-    /// local sandbox's private directory), else `/`.
-    pub fn sandbox_work_dir(&self, vm: &Vm) -> String {
-        vm.options
-            .launch
-            .as_ref()
-            .and_then(|l| l.cwd.clone())
-            .or_else(|| self.provider_of(vm).working_dir(vm))
-            .unwrap_or_else(|| "/".to_owned())
-    }
-
-    fn view_of(&self, vm: Vm, main: Option<Execution>) -> SandboxView {
-        SandboxView {
-            work_dir: self.sandbox_work_dir(&vm),
-            vm,
-            main,
-        }
-    }
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -102,18 +68,18 @@ fn invalid(field: &str, message: impl Into<String>) -> DefinitionError {
     DefinitionError::Invalid(vec![Violation::new(field, message)])
 }
 
-impl Service {
+impl Definitions {
     /// Launches a sandbox from the account's definition `definition_id`
     /// and waits until it runs (or failed to start).
     pub async fn launch_sandbox(
-        self: &Arc<Self>,
+        &self,
         account: &AccountId,
         definition_id: &str,
         request: LaunchRequest,
     ) -> Result<SandboxView, DefinitionError> {
         let def = self.get_definition(account, definition_id).await?;
         let name = provider_name(def.spec.provider);
-        if self.provider_named(name).is_none() {
+        if self.core.provider_named(name).is_none() {
             return Err(DefinitionError::ProviderUnavailable(
                 match def.spec.provider {
                     ProviderKind::Daytona => {
@@ -132,19 +98,20 @@ impl Service {
             ));
         }
         let spec = self.launch_spec(account, &def, name, &request).await?;
-        let vm = self.create_vm(account, spec, true).await?;
+        let vm = self.core.create_vm(account, spec, true).await?;
         if vm.status != VmStatus::Running || request.command.is_empty() {
-            return Ok(self.view_of(vm, None));
+            return Ok(self.core.view_of(vm, None));
         }
         let main = self
+            .core
             .start_main_command(account, &vm, request.command)
             .await?;
-        let vm = self.get_vm(account, &vm.id).await?;
-        Ok(self.view_of(vm, Some(main)))
+        let vm = self.core.get_vm(account, &vm.id).await?;
+        Ok(self.core.view_of(vm, Some(main)))
     }
 
     async fn launch_spec(
-        self: &Arc<Self>,
+        &self,
         account: &AccountId,
         def: &Definition,
         provider: &'static str,
@@ -159,23 +126,25 @@ impl Service {
             }
             (None, Some(d), _) => {
                 let tag = definition_tag(def);
-                let network = super::network_mode(s) != NetworkMode::Block;
-                let builder = self.provider_named(provider).ok_or_else(|| {
+                let network = crate::network_mode(s) != NetworkMode::Block;
+                let builder = self.core.provider_named(provider).ok_or_else(|| {
                     DefinitionError::ProviderUnavailable(format!("no {provider} provider"))
                 })?;
                 builder
                     .build_image(&tag, &d.value, network)
                     .await
                     .map_err(|e| match e {
-                        crate::RuntimeError::Invalid(m) => invalid("image.dockerfile.value", m),
-                        crate::RuntimeError::Unsupported(m) => {
+                        paddock_core::RuntimeError::Invalid(m) => {
+                            invalid("image.dockerfile.value", m)
+                        }
+                        paddock_core::RuntimeError::Unsupported(m) => {
                             DefinitionError::ProviderUnavailable(m)
                         }
                         other => CoreError::from(other).into(),
                     })?;
                 tag
             }
-            (None, None, _) => self.config.default_variant.clone(),
+            (None, None, _) => self.core.config().default_variant.clone(),
         };
         let cores = s.resources.cpu.as_ref().and_then(|c| parse_cpu(c).ok());
         // A fraction of a CPU is a quota on the CPUs it rounds up to.
@@ -188,7 +157,7 @@ impl Service {
         };
         let memory_mb = mib(s.resources.memory.as_deref());
         let disk_mb = mib(s.resources.disk.as_deref());
-        let resources = Resources::with_disk(memory_mb, vcpu, disk_mb, &self.config.limits)
+        let resources = Resources::with_disk(memory_mb, vcpu, disk_mb, &self.core.config().limits)
             .and_then(|r| r.with_cpu_millis(cpu_millis))
             .map_err(|e| invalid("resources", e.to_string()))?;
         let env =
@@ -216,14 +185,15 @@ impl Service {
         // a blocked network needs no rules where the server gives
         // sandboxes no network at all.
         let uses_network = self
+            .core
             .provider_named(provider)
             .is_some_and(|p| p.uses_paddock_network());
-        let egress = match super::network_mode(s) {
+        let egress = match crate::network_mode(s) {
             _ if !uses_network => None,
             // A blocked sandbox joins no network (see `attach_network`).
             NetworkMode::Block => None,
             // Without a sandbox network every sandbox is cut off anyway.
-            NetworkMode::AllowAll if !self.network.enabled() => None,
+            NetworkMode::AllowAll if !self.core.network_enabled() => None,
             NetworkMode::AllowAll => Some(EgressPolicy::allow_all()),
             NetworkMode::CidrAllowList => Some(allow_list_policy(&s.network.allow)),
         };
@@ -254,7 +224,7 @@ impl Service {
                     labels,
                     stopped_at: None,
                     cwd: s.cwd.clone(),
-                    network_allowed: super::network_mode(s) != NetworkMode::Block,
+                    network_allowed: crate::network_mode(s) != NetworkMode::Block,
                 }),
                 ..VmOptions::default()
             },
@@ -266,23 +236,24 @@ impl Service {
     /// The image of a definition's inline Dockerfile, built once per
     /// revision (and per account) and kept under a tag naming both.
     async fn definition_image(
-        self: &Arc<Self>,
+        &self,
         account: &AccountId,
         def: &Definition,
         dockerfile: &str,
     ) -> Result<String, DefinitionError> {
         let tag = definition_tag(def);
-        if self.store.find_image(account, &tag).await?.is_some() {
+        if self.core.has_image(account, &tag).await? {
             return Ok(tag);
         }
         let (events, mut drain) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move { while drain.recv().await.is_some() {} });
-        let request = crate::build::BuildRequest {
+        let request = paddock_core::build::BuildRequest {
             dockerfile: dockerfile.to_owned(),
             tag: tag.clone(),
             build_args: Vec::new(),
         };
-        self.build_image(account, request, events)
+        self.core
+            .build_image(account, request, events)
             .await
             .map_err(|e| match e {
                 CoreError::InvalidArgument { message, .. } => {
@@ -291,131 +262,5 @@ impl Service {
                 other => other.into(),
             })?;
         Ok(tag)
-    }
-
-    /// Runs the launch's main command in the background; with
-    /// `stop_on_terminal`, its end stops the sandbox.
-    async fn start_main_command(
-        self: &Arc<Self>,
-        account: &AccountId,
-        vm: &Vm,
-        argv: Vec<String>,
-    ) -> Result<Execution, DefinitionError> {
-        let request = ExecRequest {
-            argv,
-            env: Vec::new(),
-            cwd: None,
-            stdin: None,
-            stdin_stream: None,
-            timeout: None,
-        };
-        // A job of the sandbox, so a restart of the server finds it again;
-        // no use of the sandbox (idleness is the absence of exec, PTY,
-        // file and share traffic: `auto_stop`).
-        let started = self.start_job_recorded(account, vm, request).await?;
-        let (execution, done) = (started.execution, started.done);
-        {
-            let _guard = self.lock_vm(&vm.id).await;
-            if let Some(mut current) = self.store.find_vm(&vm.id).await? {
-                if let Some(l) = current.options.launch.as_mut() {
-                    l.main_execution_id = Some(execution.id.to_string());
-                    l.main_is_job = started.is_job;
-                }
-                self.store.update_vm(&current).await?;
-            }
-        }
-        let stop_on_end = vm
-            .options
-            .launch
-            .as_ref()
-            .is_some_and(|l| l.stop_on_terminal);
-        let this = Arc::clone(self);
-        let vm_id = vm.id.clone();
-        tokio::spawn(async move {
-            let ended = done.await;
-            if !stop_on_end || ended.is_err() {
-                return;
-            }
-            if let Err(e) = this.halt_vm(&vm_id, REASON_MAIN_ENDED).await {
-                // Already stopped or deleted: nothing to do.
-                tracing::debug!(vm_id = %vm_id, error = %error_chain(&e), "stop on terminal skipped");
-            }
-        });
-        Ok(execution)
-    }
-
-    /// A launched sandbox of the account, with its main command's record.
-    pub async fn launched_sandbox(
-        &self,
-        account: &AccountId,
-        id: &VmId,
-    ) -> Result<SandboxView, DefinitionError> {
-        let vm = self.get_vm(account, id).await?;
-        if vm.options.launch.is_none() {
-            return Err(CoreError::not_found("sandbox", id).into());
-        }
-        self.sandbox_view(account, vm).await
-    }
-
-    async fn sandbox_view(
-        &self,
-        account: &AccountId,
-        vm: Vm,
-    ) -> Result<SandboxView, DefinitionError> {
-        let main = match vm
-            .options
-            .launch
-            .as_ref()
-            .and_then(|l| l.main_execution_id.as_deref())
-            .and_then(|id| id.parse::<ExecutionId>().ok())
-        {
-            Some(id) => self.store.get_execution(account, &id).await?,
-            None => None,
-        };
-        Ok(self.view_of(vm, main))
-    }
-
-    /// The account's launched sandboxes that are not deleted, newest
-    /// first; only those of `definition` when given.
-    pub async fn launched_sandboxes(
-        &self,
-        account: &AccountId,
-        definition: Option<&str>,
-    ) -> Result<Vec<SandboxView>, DefinitionError> {
-        let statuses = VmStatusSet::of(&[
-            VmStatus::Creating,
-            VmStatus::Running,
-            VmStatus::Stopping,
-            VmStatus::Stopped,
-            VmStatus::Failed,
-        ]);
-        let mut out = Vec::new();
-        let filter = crate::model::VmFilter {
-            statuses,
-            limit: 10_000,
-            ..Default::default()
-        };
-        for vm in self.store.list_vms(account, &filter).await? {
-            let Some(launch) = &vm.options.launch else {
-                continue;
-            };
-            if definition.is_some_and(|d| d != launch.definition_id) {
-                continue;
-            }
-            out.push(self.sandbox_view(account, vm).await?);
-        }
-        out.sort_by_key(|v| std::cmp::Reverse(v.vm.created_at));
-        Ok(out)
-    }
-
-    /// Deletes a launched sandbox and everything it kept.
-    pub async fn delete_launched_sandbox(
-        &self,
-        account: &AccountId,
-        id: &VmId,
-    ) -> Result<SandboxView, DefinitionError> {
-        self.launched_sandbox(account, id).await?;
-        let vm = self.delete_vm(account, id).await?;
-        Ok(self.view_of(vm, None))
     }
 }

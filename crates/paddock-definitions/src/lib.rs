@@ -5,28 +5,36 @@
 //! the same content whatever the key order or the process that wrote it,
 //! and replace/delete take the revision they expect (optimistic
 //! concurrency under the document's lock: exactly one racing writer wins).
+//!
+//! A product over the VM core: it keeps its definitions in the core's
+//! document store and launches sandboxes through the core's public API
+//! ([`Service::create_vm`], the launched-sandbox machinery of
+//! `paddock_core::launched`); the core knows nothing of it.
 
+mod launch;
 mod quantity;
-mod sandboxes;
 mod spec;
 mod validate;
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use launch::LaunchRequest;
+pub use paddock_core::launched::SandboxView;
 pub use quantity::{parse_bytes, parse_duration, parse_quantity};
-pub use sandboxes::{LaunchRequest, SandboxView};
 pub use spec::{
     Definition, DefinitionSpec, DockerfileSource, ImageSettings, LifecycleSettings, NetworkMode,
     NetworkSettings, ProviderKind, ResourceSettings, VolumeSettings,
 };
 pub use validate::{network_mode, validate_definition_id, Violation};
 
-use crate::clock::Timestamp;
-use crate::error::CoreError;
-use crate::ids::{AccountId, VolumeId};
-use crate::model::gateway::Resource;
-use crate::service::Service;
+use paddock_core::clock::Timestamp;
+use paddock_core::error::CoreError;
+use paddock_core::ids::{AccountId, VolumeId};
+use paddock_core::model::gateway::Resource;
+use paddock_core::service::Service;
 
 /// The id of the synthetic definition of the `local` provider: listed
 /// while that provider is enabled, never stored, never written.
@@ -58,10 +66,15 @@ pub enum DefinitionError {
     Core(#[from] CoreError),
 }
 
-impl From<crate::StoreError> for DefinitionError {
-    fn from(e: crate::StoreError) -> Self {
+impl From<paddock_core::StoreError> for DefinitionError {
+    fn from(e: paddock_core::StoreError) -> Self {
         Self::Core(e.into())
     }
+}
+
+/// The definitions product: its records and launches, over the VM core.
+pub struct Definitions {
+    core: Arc<Service>,
 }
 
 /// A definition as stored: the spec, normalized, and its bookkeeping.
@@ -188,12 +201,16 @@ pub enum IfMatch {
     Revision(String),
 }
 
-impl Service {
+impl Definitions {
+    pub fn new(core: Arc<Service>) -> Self {
+        Self { core }
+    }
+
     /// Whether this server runs the `local` provider for `account` (and
     /// so lists its synthetic definition to it).
     pub async fn local_provider_enabled(&self, account: &AccountId) -> Result<bool, CoreError> {
-        match self.provider_named("local") {
-            Some(p) => self.may_use(p.as_ref(), account).await,
+        match self.core.provider_named("local") {
+            Some(p) => self.core.may_use(p.as_ref(), account).await,
             None => Ok(false),
         }
     }
@@ -240,11 +257,11 @@ impl Service {
         account: &AccountId,
         mut spec: DefinitionSpec,
     ) -> Result<DefinitionSpec, DefinitionError> {
-        let images = &self.images;
-        let mut violations = validate::validate_spec(&spec, &|r| images.is_reference(r));
+        let core = &self.core;
+        let mut violations = validate::validate_spec(&spec, &|r| core.is_image_reference(r));
         for (i, v) in spec.volumes.iter().enumerate() {
             let exists = match v.id.parse::<VolumeId>() {
-                Ok(id) => match self.get_volume(account, &id).await {
+                Ok(id) => match self.core.get_volume(account, &id).await {
                     Ok(_) => true,
                     Err(CoreError::NotFound { .. }) => false,
                     Err(e) => return Err(e.into()),
@@ -285,18 +302,22 @@ impl Service {
             created_at: now,
             updated_at: now,
         };
-        let _lock = self.lock_resource::<StoredDefinition>(account, id).await;
-        self.insert_doc(&stored).await?;
+        let _lock = self
+            .core
+            .lock_resource::<StoredDefinition>(account, id)
+            .await;
+        self.core.insert_doc(&stored).await?;
         tracing::info!(account_id = %account, definition = id, revision = %stored.revision, "environment definition created");
         Ok(stored.view())
     }
 
-    pub(crate) async fn stored_definition(
+    async fn stored_definition(
         &self,
         account: &AccountId,
         id: &str,
     ) -> Result<StoredDefinition, DefinitionError> {
-        self.load::<StoredDefinition>(account, id)
+        self.core
+            .load::<StoredDefinition>(account, id)
             .await?
             .ok_or_else(|| CoreError::not_found("environment", id).into())
     }
@@ -319,6 +340,7 @@ impl Service {
         account: &AccountId,
     ) -> Result<Vec<Definition>, DefinitionError> {
         let mut all: Vec<Definition> = self
+            .core
             .load_all::<StoredDefinition>(Some(account))
             .await?
             .iter()
@@ -354,13 +376,16 @@ impl Service {
     ) -> Result<Definition, DefinitionError> {
         let expected = check_write(id, if_match)?;
         let spec = self.checked_spec(account, spec).await?;
-        let _lock = self.lock_resource::<StoredDefinition>(account, id).await;
+        let _lock = self
+            .core
+            .lock_resource::<StoredDefinition>(account, id)
+            .await;
         let mut stored = self.stored_definition(account, id).await?;
         Self::check_revision(&expected, &stored)?;
         stored.revision = revision_of(id, &spec);
         stored.spec = spec;
         stored.updated_at = Timestamp::now();
-        self.save_doc(&stored).await?;
+        self.core.save_doc(&stored).await?;
         tracing::info!(account_id = %account, definition = id, revision = %stored.revision, "environment definition replaced");
         Ok(stored.view())
     }
@@ -374,10 +399,15 @@ impl Service {
         if_match: Option<&str>,
     ) -> Result<(), DefinitionError> {
         let expected = check_write(id, if_match)?;
-        let _lock = self.lock_resource::<StoredDefinition>(account, id).await;
+        let _lock = self
+            .core
+            .lock_resource::<StoredDefinition>(account, id)
+            .await;
         let stored = self.stored_definition(account, id).await?;
         Self::check_revision(&expected, &stored)?;
-        self.delete_doc::<StoredDefinition>(account, id).await?;
+        self.core
+            .delete_doc::<StoredDefinition>(account, id)
+            .await?;
         tracing::info!(account_id = %account, definition = id, "environment definition deleted");
         Ok(())
     }
