@@ -25,6 +25,8 @@ pub struct AppState {
     pub service: Arc<Service>,
     /// The environment definitions product (`/api/v1/environments`).
     pub definitions: Arc<paddock_definitions::Definitions>,
+    /// The account gateway product (`/v1/accounts/{account}/…`).
+    pub gateway: Arc<paddock_gateway::Gateway>,
     pub metrics: MetricsHandle,
     /// Facts `/readyz` reports about the host runtime.
     pub runtime_info: serde_json::Value,

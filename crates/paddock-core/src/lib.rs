@@ -19,7 +19,6 @@ pub mod error;
 pub mod exec;
 mod executions;
 pub mod exposed;
-pub mod gateway;
 pub mod ids;
 pub mod images;
 pub mod keyed_locks;

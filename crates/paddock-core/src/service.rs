@@ -73,8 +73,6 @@ pub struct ServiceConfig {
     pub sweep_interval: Duration,
     /// The egress policy of VMs that set none.
     pub default_egress: EgressPolicy,
-    /// What the host offers the account gateway.
-    pub gateway: crate::gateway::GatewayConfig,
     /// How many sandboxes of the default shape are kept booted ahead of
     /// demand (`[sandbox] warm_pool`); 0: none.
     pub warm_pool: usize,
@@ -88,7 +86,6 @@ impl Default for ServiceConfig {
             max_collected_output: 16 * 1024 * 1024,
             sweep_interval: Duration::from_millis(250),
             default_egress: EgressPolicy::allow_all(),
-            gateway: crate::gateway::GatewayConfig::default(),
             warm_pool: 0,
         }
     }
@@ -124,7 +121,6 @@ pub struct Service {
     /// Bumped on every share change (see `share_generation`).
     pub(crate) share_generation: std::sync::atomic::AtomicU64,
     pulls: Mutex<HashMap<String, PullRecord>>,
-    pub(crate) gateway: crate::gateway::GatewayRuntime,
     /// When each VM was last used, for `auto_stop`.
     pub(crate) activity: Arc<crate::lifecycle::Activity>,
     /// When this process started: activity before it is unknown.
@@ -173,7 +169,6 @@ impl Service {
             resource_locks: crate::keyed_locks::KeyedLocks::default(),
             share_generation: std::sync::atomic::AtomicU64::new(0),
             pulls: Mutex::new(HashMap::new()),
-            gateway: crate::gateway::GatewayRuntime::default(),
             activity: Arc::default(),
             started_at: std::time::Instant::now(),
             stuck_agents: Default::default(),
@@ -193,7 +188,6 @@ impl Service {
         self.provider.name()
     }
 
-    /// The provider named `name`, if this server runs it.
     /// Whether `reference` is a well-formed image reference.
     pub fn is_image_reference(&self, reference: &str) -> bool {
         self.images.is_reference(reference)
@@ -204,6 +198,7 @@ impl Service {
         Ok(self.store.find_image(account, tag).await?.is_some())
     }
 
+    /// The provider named `name`, if this server runs it.
     pub fn provider_named(&self, name: &str) -> Option<Arc<dyn Provider>> {
         self.providers.get(name).cloned()
     }
@@ -218,7 +213,7 @@ impl Service {
         })
     }
 
-    pub(crate) async fn lock_vm(&self, id: &VmId) -> OwnedMutexGuard<()> {
+    pub async fn lock_vm(&self, id: &VmId) -> OwnedMutexGuard<()> {
         self.vm_locks.lock(id).await
     }
 
@@ -895,7 +890,7 @@ impl Service {
     // ---- images ---------------------------------------------------------------
 
     /// The account's image for `reference`, pulled if it has none yet.
-    pub(crate) async fn ensure_image(
+    pub async fn ensure_image(
         &self,
         account: &AccountId,
         reference: &str,
@@ -1010,7 +1005,7 @@ impl Service {
     }
 
     /// A 422 on `field` unless `value` is an image reference.
-    pub(crate) fn require_reference(&self, field: &str, value: &str) -> Result<(), CoreError> {
+    pub fn require_reference(&self, field: &str, value: &str) -> Result<(), CoreError> {
         if !self.images.is_reference(value) {
             return Err(CoreError::invalid(
                 field,

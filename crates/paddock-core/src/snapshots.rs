@@ -247,8 +247,9 @@ impl Service {
     }
 
     /// A snapshot whose layers above `squash_above` are squashed into its
-    /// new one (see `capture`).
-    pub(crate) async fn snapshot_locked_with(
+    /// new one (see `capture`). The caller holds the VM's lock
+    /// ([`Service::lock_vm`]).
+    pub async fn snapshot_locked_with(
         &self,
         vm: &Vm,
         name: Option<String>,

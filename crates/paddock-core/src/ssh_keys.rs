@@ -3,8 +3,7 @@
 
 use crate::clock::Timestamp;
 use crate::error::CoreError;
-use crate::ids::{AccountId, VmId};
-use crate::model::gateway::EnvironmentState;
+use crate::ids::AccountId;
 use crate::model::{parse_ssh_key, Principal, SshKey};
 use crate::service::Service;
 
@@ -42,41 +41,12 @@ impl Service {
         Ok(())
     }
 
-    /// Whom an SSH login with the key `fingerprint` as `environment` acts
-    /// for, and the sandbox it reaches: the first user (of any account)
-    /// who registered the key and may see the environment, which must be
-    /// connected. A key nobody registered is `Unauthenticated`; a known
-    /// key that reaches no connected environment gets the reason, which
-    /// the gateway shows its holder.
-    pub async fn ssh_login(
+    /// Every registered key with `fingerprint`, of any account: for the
+    /// SSH gateway's login, which the account gateway resolves.
+    pub async fn ssh_keys_by_fingerprint(
         &self,
         fingerprint: &str,
-        environment: &str,
-    ) -> Result<(Principal, VmId), CoreError> {
-        let mut not_connected = None;
-        let keys = self.store.find_ssh_keys(fingerprint).await?;
-        if keys.is_empty() {
-            return Err(CoreError::Unauthenticated);
-        }
-        for key in keys {
-            let who = Principal {
-                account_id: key.account_id,
-                user_email: key.user_email,
-            };
-            let Ok(env) = self.get_environment(&who, environment).await else {
-                continue;
-            };
-            match (&env.vm_id, env.state) {
-                (Some(vm), EnvironmentState::Connected) => return Ok((who, vm.clone())),
-                _ => not_connected = Some(env.state),
-            }
-        }
-        Err(match not_connected {
-            Some(state) => CoreError::FailedPrecondition(format!(
-                "environment {environment:?} is {}; connect it first",
-                state.as_str()
-            )),
-            None => CoreError::not_found("environment", environment),
-        })
+    ) -> Result<Vec<SshKey>, CoreError> {
+        Ok(self.store.find_ssh_keys(fingerprint).await?)
     }
 }

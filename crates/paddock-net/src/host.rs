@@ -86,6 +86,10 @@ struct PoolState {
     learned: dns::Learned,
 }
 
+/// How long a released VM's port may take to go with its namespace
+/// before it is deleted by hand.
+const PORT_GONE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// How long the pool waits after a namespace is taken before refilling.
 const REFILL_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -333,21 +337,27 @@ impl PoolState {
             .ok()
             .and_then(|mut m| m.remove(&address));
         let learned = self.take_learned(address);
-        nft::apply_each(&nft::remove_vm(
-            &self.layout,
-            address,
-            &link::port_name(address),
-            policy.as_ref(),
-            &learned,
-        ))
-        .await;
-        if let Err(e) = link::remove_port(address).await {
-            tracing::warn!(%address, error = %e, "could not remove a VM port");
-        }
-        let path = self.netns_path(address);
-        if let Err(e) = netns::remove(&path) {
-            tracing::warn!(path = %path.display(), error = %e, "could not remove a namespace");
-        }
+        let port = link::port_name(address);
+        let rules = nft::remove_vm(&self.layout, address, &port, policy.as_ref(), &learned);
+        // Unpinned at once: with its processes gone the namespace ends,
+        // and the kernel deletes its veth with it, batched with every
+        // other namespace ending then (one set of RCU grace periods for
+        // all, where each `ip link del` waits out its own under the one
+        // rtnl lock). The rules go meanwhile. The port is waited for, so
+        // it is gone when this returns; one still held (a connection
+        // from inside the namespace) is deleted by hand.
+        let unwire = async {
+            let path = self.netns_path(address);
+            if let Err(e) = netns::remove(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove a namespace");
+            }
+            if !link::port_gone_within(address, PORT_GONE_WAIT).await {
+                if let Err(e) = link::remove_port(address).await {
+                    tracing::warn!(%address, error = %e, "could not remove a VM port");
+                }
+            }
+        };
+        tokio::join!(nft::apply_each(&rules), unwire);
         self.free(address);
     }
 

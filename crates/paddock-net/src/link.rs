@@ -179,6 +179,22 @@ pub async fn remove_port(address: Ipv4Addr) -> Result<(), NetError> {
     }
 }
 
+/// Waits until a VM's port is gone (its namespace ended); whether it went
+/// within `wait`.
+pub async fn port_gone_within(address: Ipv4Addr, wait: std::time::Duration) -> bool {
+    let link = Path::new("/sys/class/net").join(port_name(address));
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if !link.exists() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
 /// The VM ports attached to `bridge`.
 pub fn ports_of(bridge: &str) -> Vec<String> {
     let dir = Path::new("/sys/class/net").join(bridge).join("brif");

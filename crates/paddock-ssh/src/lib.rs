@@ -23,6 +23,7 @@ pub use host_key::{load_or_create_host_key, HostKeyError};
 pub async fn serve(
     listener: TcpListener,
     service: Arc<Service>,
+    environments: Arc<paddock_gateway::Gateway>,
     host_key: russh::keys::PrivateKey,
 ) {
     let key = host_key;
@@ -37,7 +38,10 @@ pub async fn serve(
         methods: russh::MethodSet::from(&[russh::MethodKind::PublicKey][..]),
         ..Default::default()
     });
-    let mut server = session::Gateway { service };
+    let mut server = session::Gateway {
+        service,
+        environments,
+    };
     if let Err(e) = server.run_on_socket(config, &listener).await {
         tracing::error!(error = %e, "the SSH gateway stopped");
     }

@@ -16,6 +16,8 @@ use tokio::sync::mpsc;
 /// Accepts connections; one [`Connection`] each.
 pub struct Gateway {
     pub service: Arc<Service>,
+    /// The account gateway, which says whom a key logs in as.
+    pub environments: Arc<paddock_gateway::Gateway>,
 }
 
 impl russh::server::Server for Gateway {
@@ -24,6 +26,7 @@ impl russh::server::Server for Gateway {
     fn new_client(&mut self, peer: Option<std::net::SocketAddr>) -> Connection {
         Connection {
             service: Arc::clone(&self.service),
+            environments: Arc::clone(&self.environments),
             peer,
             login: None,
             refusal: None,
@@ -50,6 +53,7 @@ struct ChannelState {
 
 pub struct Connection {
     service: Arc<Service>,
+    environments: Arc<paddock_gateway::Gateway>,
     peer: Option<std::net::SocketAddr>,
     login: Option<(Principal, VmId)>,
     /// Why a holder of a registered key reaches no environment (unknown,
@@ -220,7 +224,7 @@ impl russh::server::Handler for Connection {
 
     async fn auth_publickey(&mut self, user: &str, key: &PublicKey) -> Result<Auth, Self::Error> {
         let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
-        match self.service.ssh_login(&fingerprint, user).await {
+        match self.environments.ssh_login(&fingerprint, user).await {
             Ok(login) => {
                 tracing::info!(environment = user, user = %login.0.user_email, peer = ?self.peer, "SSH login");
                 self.login = Some(login);

@@ -266,18 +266,18 @@ impl GatewaySection {
         host
     }
 
-    pub fn to_core(&self) -> paddock_core::gateway::GatewayConfig {
+    pub fn to_core(&self) -> paddock_gateway::GatewayConfig {
         let cpus = std::thread::available_parallelism()
             .map(|n| u32::try_from(n.get()).unwrap_or(1))
             .unwrap_or(1);
-        paddock_core::gateway::GatewayConfig {
+        paddock_gateway::GatewayConfig {
             cpu_nodes: self.cpu_nodes.unwrap_or(cpus),
             gpus: self.gpus.clone().unwrap_or_else(|| self.gpu_host().gpus()),
             zone: self.zone.clone(),
             home_size_bytes: self.home_size_gib << 30,
             scratch_size_bytes: self.scratch_size_gib << 30,
             node_disk_mb: self.node_disk_gib.saturating_mul(1024),
-            ..paddock_core::gateway::GatewayConfig::default()
+            ..paddock_gateway::GatewayConfig::default()
         }
     }
 }

@@ -163,7 +163,6 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             limits: config.limits()?,
             default_variant: config.default_variant.clone(),
             default_egress: config.default_egress()?,
-            gateway: config.gateway.to_core(),
             warm_pool: config.sandbox.warm_pool,
             ..ServiceConfig::default()
         },
@@ -181,7 +180,12 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         );
     }
     service.reconcile().await.context("reconcile sandboxes")?;
-    service
+    let gateway = Arc::new(paddock_gateway::Gateway::new(
+        Arc::clone(&service),
+        config.gateway.to_core(),
+    ));
+    let definitions = Arc::new(paddock_definitions::Definitions::new(Arc::clone(&service)));
+    gateway
         .recover_gateway()
         .await
         .context("recover the gateway's environments and jobs")?;
@@ -191,7 +195,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         Arc::clone(&service).run_sweeper(paddock_core::service::Shutdown(stop_rx.clone())),
     );
     tokio::spawn(
-        Arc::clone(&service).run_job_scheduler(paddock_core::service::Shutdown(stop_rx.clone())),
+        Arc::clone(&gateway).run_job_scheduler(paddock_core::service::Shutdown(stop_rx.clone())),
     );
     let warm_pool =
         tokio::spawn(Arc::clone(&service).run_warm_pool(paddock_core::service::Shutdown(stop_rx)));
@@ -229,6 +233,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         tokio::spawn(paddock_ssh::serve(
             ssh_listener,
             Arc::clone(&service),
+            Arc::clone(&gateway),
             host_key,
         ));
         tracing::info!(listen = %config.ssh.listen, "SSH gateway is serving");
@@ -246,7 +251,8 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             tls_port: Some(tls_port),
             certs_dir: config.shares.certs_dir.clone(),
         },
-        definitions: Arc::new(paddock_definitions::Definitions::new(Arc::clone(&service))),
+        definitions,
+        gateway,
         service,
         metrics: MetricsHandle::install().context("install the metrics recorder")?,
         runtime_info,

@@ -63,6 +63,16 @@ async fn resolve(c: &Client, vm: &str, name: &str) -> String {
     out.trim().to_owned()
 }
 
+/// The port the server's API listens on.
+fn api_port(server: &Server) -> u16 {
+    server
+        .base
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port")
+}
+
 async fn new_vm(c: &Client, policy: Option<Value>) -> String {
     let body = match policy {
         Some(p) => json!({ "egress_policy": p }),
@@ -168,12 +178,7 @@ async fn no_policy_reaches_the_host_metadata_or_other_vms() {
         let (out, _, _) = c.exec(&a, "ip route show default").await;
         out.split_whitespace().nth(2).expect("gateway").to_owned()
     };
-    let api_port: u16 = server
-        .base
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
+    let api_port = api_port(&server);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // The host's services, through its bridge address or its others.
@@ -406,12 +411,7 @@ async fn vms_past_one_bridge_go_on_in_segments_with_the_same_rules() {
         connect(&c, &first, &last_ip.to_string(), 8000).await.0,
         "open"
     );
-    let api_port: u16 = server
-        .base
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
+    let api_port = api_port(&server);
     assert_eq!(
         connect(&c, &first, &gateway.to_string(), api_port).await.0,
         "refused"

@@ -3,7 +3,7 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use paddock_core::gateway::{BatchJobInput, MetadataPatch};
+use paddock_gateway::{BatchJobInput, MetadataPatch};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -43,7 +43,7 @@ pub async fn create(
         shared: body.shared.unwrap_or(false),
     };
     let job = state
-        .service
+        .gateway
         .create_batch_job(&who, q.batch_job_id.filter(|i| !i.is_empty()), input)
         .await?;
     Ok(Json(wire::batch_job(&job)))
@@ -55,7 +55,7 @@ pub async fn list(
     GQuery(q): GQuery<ListQuery>,
 ) -> Result<Json<Value>, GatewayError> {
     let items = state
-        .service
+        .gateway
         .list_batch_jobs(&who)
         .await?
         .iter()
@@ -85,7 +85,7 @@ pub async fn get_or_method(
             let q = GetQuery {
                 read_mask: q.read_mask,
             };
-            let job = state.service.get_batch_job(&who, id).await?;
+            let job = state.gateway.get_batch_job(&who, id).await?;
             Ok(Json(list::apply_read_mask(
                 &BATCH_JOBS,
                 wire::batch_job(&job),
@@ -112,7 +112,7 @@ async fn logs(
         None => 0,
     };
     let limit = q.page_size.filter(|n| *n > 0).unwrap_or(1000).min(10_000);
-    let chunks = state.service.batch_job_logs(who, id, after, limit).await?;
+    let chunks = state.gateway.batch_job_logs(who, id, after, limit).await?;
     let next = if chunks.len() == limit as usize {
         chunks.last().map(|c| c.seq.to_string()).unwrap_or_default()
     } else {
@@ -148,7 +148,7 @@ pub async fn update(
     let id = plain_id(&segment)?;
     let raw = update_mask::apply(raw, &q, &MUTABLE)?;
     let body: BatchJobBody = from_value(raw.clone())?;
-    let current = state.service.get_batch_job(&who, id).await?;
+    let current = state.gateway.get_batch_job(&who, id).await?;
     // What a job runs is fixed at creation; sending it back unchanged is
     // fine (clients PATCH the whole resource they read).
     let fixed = [
@@ -211,7 +211,7 @@ pub async fn update(
         annotations: body.annotations,
         shared: body.shared,
     };
-    let job = state.service.update_batch_job(&who, id, patch).await?;
+    let job = state.gateway.update_batch_job(&who, id, patch).await?;
     Ok(Json(wire::batch_job(&job)))
 }
 
@@ -221,7 +221,7 @@ pub async fn delete(
     Path((_, segment)): Path<(String, String)>,
 ) -> Result<Json<Value>, GatewayError> {
     let id = plain_id(&segment)?;
-    state.service.delete_batch_job(&who, id).await?;
+    state.gateway.delete_batch_job(&who, id).await?;
     Ok(Json(json!({})))
 }
 
@@ -234,7 +234,7 @@ pub async fn method(
 ) -> Result<Json<Value>, GatewayError> {
     let (id, method) = split_segment(&segment);
     match method {
-        Some("cancel") => state.service.cancel_batch_job(&who, id).await?,
+        Some("cancel") => state.gateway.cancel_batch_job(&who, id).await?,
         // A getter sent as POST (AIP-136's convention for custom methods)
         // takes its parameters from the body.
         Some("getLogs") => return logs(&state, &who, id, &from_value(body)?).await,
@@ -250,6 +250,6 @@ pub async fn batch_delete(
     GJson(body): GJson<BatchDeleteBody>,
 ) -> Result<Json<Value>, GatewayError> {
     let ids = body.ids(who.account_id.as_str(), "batchJobs")?;
-    state.service.batch_delete_batch_jobs(&who, &ids).await?;
+    state.gateway.batch_delete_batch_jobs(&who, &ids).await?;
     Ok(Json(json!({})))
 }

@@ -2,8 +2,8 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use paddock_core::gateway::{ClusterInput, ClusterPatch};
 use paddock_core::model::gateway::ClusterBackend;
+use paddock_gateway::{ClusterInput, ClusterPatch};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -39,7 +39,7 @@ pub async fn create(
         eks_cluster: c.eks_cluster.map(Into::into),
     };
     let cluster = state
-        .service
+        .gateway
         .create_cluster(&who.account_id, &id, input)
         .await?;
     Ok(Json(wire::cluster(&cluster)))
@@ -51,7 +51,7 @@ pub async fn list(
     GQuery(q): GQuery<ListQuery>,
 ) -> Result<Json<Value>, GatewayError> {
     let items = state
-        .service
+        .gateway
         .list_clusters(&who.account_id)
         .await?
         .iter()
@@ -79,7 +79,7 @@ pub async fn get_or_method(
     GQuery(q): GQuery<GetQuery>,
 ) -> Result<Json<Value>, GatewayError> {
     let (id, method) = split_segment(&segment);
-    let cluster = state.service.get_cluster(&who.account_id, id).await?;
+    let cluster = state.gateway.get_cluster(&who.account_id, id).await?;
     match method {
         None => Ok(Json(list::apply_read_mask(
             &CLUSTERS,
@@ -130,7 +130,7 @@ pub async fn update(
         ));
     }
     let cluster = state
-        .service
+        .gateway
         .update_cluster(
             &who.account_id,
             id,
@@ -148,6 +148,6 @@ pub async fn delete(
     Path((_, segment)): Path<(String, String)>,
 ) -> Result<Json<Value>, GatewayError> {
     let id = plain_id(&segment)?;
-    state.service.delete_cluster(&who.account_id, id).await?;
+    state.gateway.delete_cluster(&who.account_id, id).await?;
     Ok(Json(json!({})))
 }

@@ -3,7 +3,7 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use paddock_core::gateway::{
+use paddock_gateway::{
     ConnectRequest, DisconnectRequest, EnvironmentInput, EnvironmentPatch, MetadataPatch,
 };
 use serde::Deserialize;
@@ -45,7 +45,7 @@ pub async fn create(
         shared: e.shared.unwrap_or(false),
         annotations: e.annotations.unwrap_or_default(),
     };
-    let env = state.service.create_environment(&who, &id, input).await?;
+    let env = state.gateway.create_environment(&who, &id, input).await?;
     Ok(Json(wire::environment(&env)))
 }
 
@@ -55,7 +55,7 @@ pub async fn list(
     GQuery(q): GQuery<ListQuery>,
 ) -> Result<Json<Value>, GatewayError> {
     let items = state
-        .service
+        .gateway
         .list_environments(&who)
         .await?
         .iter()
@@ -71,7 +71,7 @@ pub async fn get(
     GQuery(q): GQuery<GetQuery>,
 ) -> Result<Json<Value>, GatewayError> {
     let id = plain_id(&segment)?;
-    let env = state.service.get_environment(&who, id).await?;
+    let env = state.gateway.get_environment(&who, id).await?;
     Ok(Json(list::apply_read_mask(
         &ENVIRONMENTS,
         wire::environment(&env),
@@ -108,7 +108,7 @@ pub async fn update(
         },
         base_image_ref: body.base_image_ref,
     };
-    let env = state.service.update_environment(&who, id, patch).await?;
+    let env = state.gateway.update_environment(&who, id, patch).await?;
     Ok(Json(wire::environment(&env)))
 }
 
@@ -118,7 +118,7 @@ pub async fn delete(
     Path((_, segment)): Path<(String, String)>,
 ) -> Result<Json<Value>, GatewayError> {
     let id = plain_id(&segment)?;
-    state.service.delete_environment(&who, id).await?;
+    state.gateway.delete_environment(&who, id).await?;
     Ok(Json(json!({})))
 }
 
@@ -163,7 +163,7 @@ pub async fn method(
                 use_local_storage: c.use_local_storage,
                 vscode_version: body.vscode_version,
             };
-            state.service.connect_environment(&who, id, req).await?;
+            state.gateway.connect_environment(&who, id, req).await?;
         }
         Some("disconnect") => {
             let body: DisconnectBody = from_value(body)?;
@@ -171,7 +171,7 @@ pub async fn method(
                 force: body.force,
                 reset_snapshots: body.reset_snapshots,
             };
-            state.service.disconnect_environment(&who, id, req).await?;
+            state.gateway.disconnect_environment(&who, id, req).await?;
         }
         Some(m) => return Err(unknown_method(m, &["connect", "disconnect"])),
         None => return Err(unknown_method("", &["connect", "disconnect"])),
@@ -185,6 +185,6 @@ pub async fn batch_delete(
     GJson(body): GJson<BatchDeleteBody>,
 ) -> Result<Json<Value>, GatewayError> {
     let ids = body.ids(who.account_id.as_str(), "environments")?;
-    state.service.batch_delete_environments(&who, &ids).await?;
+    state.gateway.batch_delete_environments(&who, &ids).await?;
     Ok(Json(json!({})))
 }

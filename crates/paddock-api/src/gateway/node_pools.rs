@@ -3,8 +3,8 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use paddock_core::gateway::{MetadataPatch, NodePoolInput, NodePoolPatch};
 use paddock_core::model::gateway::NodePool;
+use paddock_gateway::{MetadataPatch, NodePoolInput, NodePoolPatch};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -24,7 +24,7 @@ pub struct CreateBody {
 }
 
 async fn render(state: &AppState, pool: &NodePool) -> Result<Value, GatewayError> {
-    let stats = state.service.node_pool_stats(pool).await?;
+    let stats = state.gateway.node_pool_stats(pool).await?;
     Ok(wire::node_pool(pool, &stats))
 }
 
@@ -50,7 +50,7 @@ pub async fn create(
         cluster_id: p.cluster_id,
     };
     let pool = state
-        .service
+        .gateway
         .create_node_pool(&who.account_id, &id, input)
         .await?;
     Ok(Json(render(&state, &pool).await?))
@@ -62,7 +62,7 @@ pub async fn list(
     GQuery(q): GQuery<ListQuery>,
 ) -> Result<Json<Value>, GatewayError> {
     let items = state
-        .service
+        .gateway
         .list_node_pools_with_stats(&who.account_id)
         .await?
         .iter()
@@ -103,7 +103,7 @@ pub async fn get_or_method(
     GQuery(q): GQuery<GetQuery>,
 ) -> Result<Json<Value>, GatewayError> {
     let (id, method) = split_segment(&segment);
-    let pool = state.service.get_node_pool(&who.account_id, id).await?;
+    let pool = state.gateway.get_node_pool(&who.account_id, id).await?;
     match method {
         None => Ok(Json(list::apply_read_mask(
             &NODE_POOLS,
@@ -111,7 +111,7 @@ pub async fn get_or_method(
             q.read_mask.as_deref(),
         )?)),
         Some("getStats") => {
-            let stats = state.service.node_pool_stats(&pool).await?;
+            let stats = state.gateway.node_pool_stats(&pool).await?;
             Ok(Json(list::apply_read_mask(
                 &STATS,
                 wire::node_pool_stats(&stats),
@@ -151,7 +151,7 @@ pub async fn update(
         ));
     }
     if let Some(cluster) = &body.cluster_id {
-        let current = state.service.get_node_pool(&who.account_id, id).await?;
+        let current = state.gateway.get_node_pool(&who.account_id, id).await?;
         if *cluster != current.cluster_id {
             return Err(GatewayError::invalid(
                 "clusterId",
@@ -170,7 +170,7 @@ pub async fn update(
         overprovision_node_count: body.overprovision_node_count,
     };
     let pool = state
-        .service
+        .gateway
         .update_node_pool(&who.account_id, id, patch)
         .await?;
     Ok(Json(render(&state, &pool).await?))
@@ -182,7 +182,7 @@ pub async fn delete(
     Path((_, segment)): Path<(String, String)>,
 ) -> Result<Json<Value>, GatewayError> {
     let id = plain_id(&segment)?;
-    state.service.delete_node_pool(&who.account_id, id).await?;
+    state.gateway.delete_node_pool(&who.account_id, id).await?;
     Ok(Json(json!({})))
 }
 
@@ -193,7 +193,7 @@ pub async fn batch_delete(
 ) -> Result<Json<Value>, GatewayError> {
     let ids = body.ids(who.account_id.as_str(), "nodePools")?;
     state
-        .service
+        .gateway
         .batch_delete_node_pools(&who.account_id, &ids)
         .await?;
     Ok(Json(json!({})))

@@ -18,7 +18,7 @@ pub async fn list(
     GQuery(q): GQuery<ListQuery>,
 ) -> Result<Json<Value>, GatewayError> {
     let items = state
-        .service
+        .gateway
         .list_environment_snapshots(&who)
         .await?
         .iter()
@@ -40,7 +40,7 @@ pub async fn get(
     Path((_, id)): Path<(String, String)>,
     GQuery(q): GQuery<GetQuery>,
 ) -> Result<Json<Value>, GatewayError> {
-    let (env, s) = state.service.get_environment_snapshot(&who, &id).await?;
+    let (env, s) = state.gateway.get_environment_snapshot(&who, &id).await?;
     Ok(Json(list::apply_read_mask(
         &SNAPSHOTS,
         wire::snapshot(&who.account_id, &env, &s),
@@ -53,6 +53,6 @@ pub async fn delete(
     Who(who): Who,
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, GatewayError> {
-    state.service.delete_environment_snapshot(&who, &id).await?;
+    state.gateway.delete_environment_snapshot(&who, &id).await?;
     Ok(Json(json!({})))
 }

@@ -441,7 +441,7 @@ pub fn snapshot(account: &AccountId, environment_id: &str, s: &Snapshot) -> Valu
         "updateTime": time(s.created_at),
         "state": state,
         "status": status(&st),
-        "imageRef": paddock_core::gateway::snapshot_image_ref(s),
+        "imageRef": paddock_gateway::snapshot_image_ref(s),
         "environmentId": environment_id,
         "sizeBytes": s.size,
         "layerCount": s.image.as_ref().map_or(0, |i| i.layers.len()),

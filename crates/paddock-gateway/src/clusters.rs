@@ -2,15 +2,15 @@
 //! and EKS clusters, which are validated and kept but cannot be reached
 //! from here, so they end FAILED and say why.
 
-use crate::clock::Timestamp;
-use crate::error::CoreError;
-use crate::ids::AccountId;
-use crate::model::gateway::{
+use crate::Gateway;
+use paddock_core::clock::Timestamp;
+use paddock_core::error::CoreError;
+use paddock_core::ids::AccountId;
+use paddock_core::model::gateway::{
     Cluster, ClusterBackend, ClusterState, EksCluster, FakeCluster, Status, StatusCode,
 };
-use crate::service::Service;
 
-use super::validate::{validate_display_name, validate_resource_id};
+use crate::validate::{validate_display_name, validate_resource_id};
 
 /// The id every account sees for the host's own cluster.
 pub const HOST_CLUSTER_ID: &str = "host";
@@ -56,12 +56,13 @@ fn validate_eks(eks: &EksCluster) -> Result<(), CoreError> {
     Ok(())
 }
 
-impl Service {
+impl Gateway {
     /// The cluster every account has: this host, since the account was
     /// made.
     pub(crate) async fn host_cluster(&self, account: &AccountId) -> Result<Cluster, CoreError> {
         let made = self
-            .store
+            .core
+            .store()
             .get_account(account)
             .await?
             .map(|a| a.created_at)
@@ -130,7 +131,7 @@ impl Service {
             create_time: now,
             update_time: now,
         };
-        self.insert_doc(&cluster).await?;
+        self.core.insert_doc(&cluster).await?;
         tracing::info!(account = %account, cluster = id, state = cluster.state.as_str(), "cluster created");
         Ok(cluster)
     }
@@ -139,7 +140,8 @@ impl Service {
         if id == HOST_CLUSTER_ID {
             return self.host_cluster(account).await;
         }
-        self.load(account, id)
+        self.core
+            .load(account, id)
             .await?
             .ok_or_else(|| CoreError::not_found("cluster", id))
     }
@@ -147,7 +149,7 @@ impl Service {
     /// The account's clusters, the built-in one first.
     pub async fn list_clusters(&self, account: &AccountId) -> Result<Vec<Cluster>, CoreError> {
         let mut all = vec![self.host_cluster(account).await?];
-        all.extend(self.load_all::<Cluster>(Some(account)).await?);
+        all.extend(self.core.load_all::<Cluster>(Some(account)).await?);
         Ok(all)
     }
 
@@ -163,14 +165,14 @@ impl Service {
                 "the built-in cluster cannot be changed".into(),
             ));
         }
-        let _guard = self.lock_resource::<Cluster>(account, id).await;
+        let _guard = self.core.lock_resource::<Cluster>(account, id).await;
         let mut cluster = self.get_cluster(account, id).await?;
         if let Some(name) = patch.display_name {
             validate_display_name("displayName", &name)?;
             cluster.display_name = name;
         }
         cluster.update_time = Timestamp::now();
-        self.save_doc(&cluster).await?;
+        self.core.save_doc(&cluster).await?;
         Ok(cluster)
     }
 
@@ -180,10 +182,11 @@ impl Service {
                 "the built-in cluster cannot be deleted".into(),
             ));
         }
-        let _guard = self.lock_resource::<Cluster>(account, id).await;
+        let _guard = self.core.lock_resource::<Cluster>(account, id).await;
         self.get_cluster(account, id).await?;
         let pools: Vec<String> = self
-            .load_all::<crate::model::gateway::NodePool>(Some(account))
+            .core
+            .load_all::<paddock_core::model::gateway::NodePool>(Some(account))
             .await?
             .into_iter()
             .filter(|p| p.cluster_id == id)
@@ -195,7 +198,7 @@ impl Service {
                 pools.join(", ")
             )));
         }
-        self.delete_doc::<Cluster>(account, id).await?;
+        self.core.delete_doc::<Cluster>(account, id).await?;
         tracing::info!(account = %account, cluster = id, "cluster deleted");
         Ok(())
     }

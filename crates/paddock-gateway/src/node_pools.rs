@@ -6,19 +6,19 @@
 
 use std::collections::BTreeMap;
 
-use crate::clock::Timestamp;
-use crate::error::CoreError;
-use crate::ids::AccountId;
-use crate::model::gateway::{
+use crate::Gateway;
+use paddock_core::clock::Timestamp;
+use paddock_core::error::CoreError;
+use paddock_core::ids::AccountId;
+use paddock_core::model::gateway::{
     ClusterBackend, EksNodePool, FakeNodePool, NodePool, NodePoolBackend, NodePoolState, Status,
     StatusCode,
 };
-use crate::model::Principal;
-use crate::service::Service;
+use paddock_core::model::Principal;
 
-use super::clusters::HOST_CLUSTER_ID;
+use crate::clusters::HOST_CLUSTER_ID;
 
-use super::validate::{
+use crate::validate::{
     validate_annotations, validate_display_name, validate_resource_id, MetadataPatch, PatchTarget,
 };
 
@@ -73,7 +73,7 @@ fn validate_counts(min: i32, max: i32, over: i32, prefix: &str) -> Result<(), Co
 const EKS_POOL_UNREACHABLE: &str = "EKS node pools cannot be provisioned from this paddock \
      server: it has no route to AWS. Use a fakeNodePool to run on this host.";
 
-impl Service {
+impl Gateway {
     /// The built-in pools, which exist since their account does.
     async fn host_pools(&self, account: &AccountId) -> Result<Vec<NodePool>, CoreError> {
         let epoch = self.host_cluster(account).await?.create_time;
@@ -97,7 +97,7 @@ impl Service {
             update_time: epoch,
         };
         let mut cpu = pool(HOST_CPU_POOL_ID, "This host's CPUs", "host-cpu");
-        let nodes = i32::try_from(self.config.gateway.cpu_nodes).unwrap_or(i32::MAX);
+        let nodes = i32::try_from(self.config.cpu_nodes).unwrap_or(i32::MAX);
         cpu.max_node_count = nodes.max(1);
         if let NodePoolBackend::Fake(f) = &mut cpu.backend {
             f.num_nodes = nodes;
@@ -223,7 +223,7 @@ impl Service {
                 "this host has no NVIDIA GPUs: the pool has no ranks",
             );
         }
-        self.insert_doc(&pool).await?;
+        self.core.insert_doc(&pool).await?;
         tracing::info!(account = %account, node_pool = id, "node pool created");
         Ok(pool)
     }
@@ -241,7 +241,8 @@ impl Service {
         {
             return Ok(p);
         }
-        self.load(account, id)
+        self.core
+            .load(account, id)
             .await?
             .ok_or_else(|| CoreError::not_found("node pool", id))
     }
@@ -273,7 +274,7 @@ impl Service {
 
     pub async fn list_node_pools(&self, account: &AccountId) -> Result<Vec<NodePool>, CoreError> {
         let mut all = self.host_pools(account).await?;
-        all.extend(self.load_all::<NodePool>(Some(account)).await?);
+        all.extend(self.core.load_all::<NodePool>(Some(account)).await?);
         Ok(all)
     }
 
@@ -289,7 +290,7 @@ impl Service {
                 "the built-in node pools cannot be changed".into(),
             ));
         }
-        let _guard = self.lock_resource::<NodePool>(account, id).await;
+        let _guard = self.core.lock_resource::<NodePool>(account, id).await;
         let mut pool = self.get_node_pool(account, id).await?;
         let who = Principal {
             account_id: account.clone(),
@@ -313,7 +314,7 @@ impl Service {
         pool.max_node_count = max;
         pool.overprovision_node_count = over;
         pool.update_time = Timestamp::now();
-        self.save_doc(&pool).await?;
+        self.core.save_doc(&pool).await?;
         Ok(pool)
     }
 
@@ -325,7 +326,7 @@ impl Service {
                 "the built-in node pools cannot be deleted".into(),
             ));
         }
-        let _guard = self.lock_resource::<NodePool>(account, id).await;
+        let _guard = self.core.lock_resource::<NodePool>(account, id).await;
         let pool = self.get_node_pool(account, id).await?;
         let _placement = self.placement_lock().await;
         let stats = self.node_pool_stats(&pool).await?;
@@ -336,7 +337,7 @@ impl Service {
                 stats.environment_count
             )));
         }
-        self.delete_doc::<NodePool>(account, id).await?;
+        self.core.delete_doc::<NodePool>(account, id).await?;
         tracing::info!(account = %account, node_pool = id, "node pool deleted");
         Ok(())
     }

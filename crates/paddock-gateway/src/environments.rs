@@ -11,21 +11,23 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::clock::Timestamp;
-use crate::error::CoreError;
-use crate::ids::{AccountId, SnapshotId, VmId, VolumeId};
-use crate::model::gateway::{
+use paddock_core::clock::Timestamp;
+use paddock_core::error::CoreError;
+use paddock_core::ids::{AccountId, SnapshotId, VmId, VolumeId};
+use paddock_core::model::gateway::{
     environment_snapshot_prefix, Connection, Environment, EnvironmentState, Status, StatusCode,
 };
-use crate::model::{
+use paddock_core::model::{
     Env, MountMode, MountRequest, Principal, Snapshot, SnapshotKind, SnapshotStatus, VmStatus,
 };
-use crate::service::{error_chain, Service};
+use paddock_core::service::error_chain;
 
-use super::validate::{
+use crate::Gateway;
+
+use crate::validate::{
     validate_annotations, validate_display_name, validate_resource_id, MetadataPatch, PatchTarget,
 };
-use super::GatewaySandbox;
+use crate::GatewaySandbox;
 
 /// How long `:connect` waits for its sandbox before answering: a connect
 /// that ends sooner (most do, in well under a second) answers with its
@@ -76,7 +78,7 @@ fn pinned_reference(reference: &str, digest: &str) -> String {
     format!("{repo}@{digest}")
 }
 
-impl Service {
+impl Gateway {
     /// Loads an environment the principal may see; another user's private
     /// one is as absent as another account's.
     async fn visible_environment(
@@ -84,7 +86,8 @@ impl Service {
         who: &Principal,
         id: &str,
     ) -> Result<Environment, CoreError> {
-        self.load::<Environment>(&who.account_id, id)
+        self.core
+            .load::<Environment>(&who.account_id, id)
             .await?
             .filter(|e| e.visible_to(&who.user_email))
             .ok_or_else(|| CoreError::not_found("environment", id))
@@ -99,7 +102,8 @@ impl Service {
         validate_resource_id("environmentId", id)?;
         validate_display_name("environment.displayName", &input.display_name)?;
         validate_annotations("environment.annotations", &input.annotations)?;
-        self.require_reference("environment.baseImageRef", &input.base_image_ref)?;
+        self.core
+            .require_reference("environment.baseImageRef", &input.base_image_ref)?;
         let now = Timestamp::now();
         let env = Environment {
             id: id.to_owned(),
@@ -122,7 +126,7 @@ impl Service {
             create_time: now,
             update_time: now,
         };
-        self.insert_doc(&env).await?;
+        self.core.insert_doc(&env).await?;
         tracing::info!(account = %env.account_id, environment = id, "environment created");
         let this = Arc::clone(self);
         let account = env.account_id.clone();
@@ -134,23 +138,24 @@ impl Service {
     /// Pins the base image and makes the home volume: CREATING →
     /// DISCONNECTED (with an error status when the image cannot be had).
     async fn finish_create(&self, account: &AccountId, id: &str) {
-        let Ok(Some(env)) = self.load::<Environment>(account, id).await else {
+        let Ok(Some(env)) = self.core.load::<Environment>(account, id).await else {
             return;
         };
         let pinned = self.pin_image(account, &env.base_image_ref).await;
         let home = match &pinned {
             Ok(_) => self
+                .core
                 .create_volume(
                     account,
                     format!("env-{id}-home"),
-                    self.config.gateway.home_size_bytes,
+                    self.config.home_size_bytes,
                 )
                 .await
                 .map(|v| Some(v.id)),
             Err(_) => Ok(None),
         };
-        let _guard = self.lock_resource::<Environment>(account, id).await;
-        let Ok(Some(mut env)) = self.load::<Environment>(account, id).await else {
+        let _guard = self.core.lock_resource::<Environment>(account, id).await;
+        let Ok(Some(mut env)) = self.core.load::<Environment>(account, id).await else {
             return;
         };
         match (pinned, home) {
@@ -169,7 +174,7 @@ impl Service {
         }
         env.state = EnvironmentState::Disconnected;
         env.update_time = Timestamp::now();
-        if let Err(e) = self.save_doc(&env).await {
+        if let Err(e) = self.core.save_doc(&env).await {
             tracing::error!(environment = id, error = %error_chain(&e), "could not record a created environment");
         }
     }
@@ -178,12 +183,12 @@ impl Service {
     /// and records the image under its pinned reference too, so a connect
     /// starts from exactly these layers without asking the registry again.
     async fn pin_image(&self, account: &AccountId, reference: &str) -> Result<String, CoreError> {
-        let image = self.ensure_image(account, reference).await?;
+        let image = self.core.ensure_image(account, reference).await?;
         let pinned = pinned_reference(reference, &image.digest);
         if pinned != image.reference {
             let mut copy = image.clone();
             copy.reference = pinned.clone();
-            self.store.upsert_image(&copy).await?;
+            self.core.store().upsert_image(&copy).await?;
         }
         Ok(pinned)
     }
@@ -200,7 +205,11 @@ impl Service {
     /// The environments the principal may see.
     pub async fn list_environments(&self, who: &Principal) -> Result<Vec<Environment>, CoreError> {
         let mut out = Vec::new();
-        for env in self.load_all::<Environment>(Some(&who.account_id)).await? {
+        for env in self
+            .core
+            .load_all::<Environment>(Some(&who.account_id))
+            .await?
+        {
             if env.visible_to(&who.user_email) {
                 out.push(self.observe(env).await?);
             }
@@ -219,16 +228,21 @@ impl Service {
             return Ok(env);
         };
         let running = matches!(
-            self.store.get_vm(&env.account_id, &vm_id).await?,
+            self.core.store().get_vm(&env.account_id, &vm_id).await?,
             Some(vm) if vm.status == VmStatus::Running
         );
         if running {
             return Ok(env);
         }
         let _guard = self
+            .core
             .lock_resource::<Environment>(&env.account_id, &env.id)
             .await;
-        let Some(mut env) = self.load::<Environment>(&env.account_id, &env.id).await? else {
+        let Some(mut env) = self
+            .core
+            .load::<Environment>(&env.account_id, &env.id)
+            .await?
+        else {
             return Err(CoreError::not_found("environment", &env.id));
         };
         if env.state == EnvironmentState::Connected && env.vm_id.as_ref() == Some(&vm_id) {
@@ -242,7 +256,7 @@ impl Service {
                 format!("the environment's sandbox {vm_id} ended; connect again to resume from the last snapshot"),
             );
             env.update_time = Timestamp::now();
-            self.save_doc(&env).await?;
+            self.core.save_doc(&env).await?;
         }
         Ok(env)
     }
@@ -253,7 +267,10 @@ impl Service {
         id: &str,
         patch: EnvironmentPatch,
     ) -> Result<Environment, CoreError> {
-        let _guard = self.lock_resource::<Environment>(&who.account_id, id).await;
+        let _guard = self
+            .core
+            .lock_resource::<Environment>(&who.account_id, id)
+            .await;
         let mut env = self.visible_environment(who, id).await?;
         patch.metadata.apply(
             who,
@@ -281,14 +298,14 @@ impl Service {
                         env.state.as_str()
                     )));
                 }
-                self.require_reference("baseImageRef", &base)?;
+                self.core.require_reference("baseImageRef", &base)?;
                 env.base_image_ref = base;
                 env.state = EnvironmentState::Creating;
                 repin = true;
             }
         }
         env.update_time = Timestamp::now();
-        self.save_doc(&env).await?;
+        self.core.save_doc(&env).await?;
         if repin {
             let this = Arc::clone(self);
             let (account, env_id) = (env.account_id.clone(), env.id.clone());
@@ -313,7 +330,7 @@ impl Service {
             ));
         }
         let account = who.account_id.clone();
-        let guard = self.lock_resource::<Environment>(&account, id).await;
+        let guard = self.core.lock_resource::<Environment>(&account, id).await;
         let env = self.visible_environment(who, id).await?;
         let env = self.observe(env).await?;
         if env.state.is_transition() {
@@ -332,7 +349,7 @@ impl Service {
             node_pool_id: req.node_pool_id.clone(),
             num_ranks: req.num_ranks,
             role: req.role.clone(),
-            zone: self.config.gateway.zone.clone(),
+            zone: self.config.zone.clone(),
             use_local_storage: req.use_local_storage,
             gpus: Vec::new(),
         };
@@ -369,7 +386,7 @@ impl Service {
             env.vscode_version = req.vscode_version;
             env.status = Status::ok();
             env.update_time = Timestamp::now();
-            self.save_doc(&env).await?;
+            self.core.save_doc(&env).await?;
             let this = Arc::clone(self);
             let env_id = env.id.clone();
             let account = account.clone();
@@ -386,7 +403,7 @@ impl Service {
         {
             return Ok(());
         }
-        match self.load::<Environment>(&account, id).await? {
+        match self.core.load::<Environment>(&account, id).await? {
             Some(env)
                 if env.state == EnvironmentState::Disconnected
                     && env.status.code != StatusCode::Ok =>
@@ -413,23 +430,23 @@ impl Service {
                 tracing::warn!(environment = id, error = %error_chain(&e), "reconnect: the old sandbox's snapshot failed");
             }
             // The old connection's scratch goes with its sandbox.
-            let _guard = self.lock_resource::<Environment>(account, id).await;
-            if let Ok(Some(mut env)) = self.load::<Environment>(account, id).await {
+            let _guard = self.core.lock_resource::<Environment>(account, id).await;
+            if let Ok(Some(mut env)) = self.core.load::<Environment>(account, id).await {
                 if env.scratch_volume_id.is_some() {
                     self.release_scratch(&mut env).await;
-                    if let Err(e) = self.save_doc(&env).await {
+                    if let Err(e) = self.core.save_doc(&env).await {
                         tracing::error!(environment = id, error = %error_chain(&e), "could not record a reconnect");
                     }
                 }
             }
         }
-        let started = match self.load::<Environment>(account, id).await {
+        let started = match self.core.load::<Environment>(account, id).await {
             Ok(Some(env)) => self.start_environment_sandbox(&env).await,
             Ok(None) => return,
             Err(e) => Err(e),
         };
-        let _guard = self.lock_resource::<Environment>(account, id).await;
-        let Ok(Some(mut env)) = self.load::<Environment>(account, id).await else {
+        let _guard = self.core.lock_resource::<Environment>(account, id).await;
+        let Ok(Some(mut env)) = self.core.load::<Environment>(account, id).await else {
             return;
         };
         match started {
@@ -449,7 +466,7 @@ impl Service {
             }
         }
         env.update_time = Timestamp::now();
-        if let Err(e) = self.save_doc(&env).await {
+        if let Err(e) = self.core.save_doc(&env).await {
             tracing::error!(environment = id, error = %error_chain(&e), "could not record a connect");
         }
     }
@@ -466,7 +483,7 @@ impl Service {
         if let Some(home) = &env.home_volume_id {
             volumes.push(MountRequest {
                 volume_id: home.clone(),
-                mount_path: self.config.gateway.home_path.clone(),
+                mount_path: self.config.home_path.clone(),
                 mode: MountMode::ReadWrite,
                 checkpoint_id: None,
                 subpath: None,
@@ -475,11 +492,8 @@ impl Service {
         let scratch = if connection.use_local_storage {
             let name = format!("env-{}-scratch-{}", env.id, Timestamp::now().unix_millis());
             let v = self
-                .create_volume(
-                    &env.account_id,
-                    name,
-                    self.config.gateway.scratch_size_bytes,
-                )
+                .core
+                .create_volume(&env.account_id, name, self.config.scratch_size_bytes)
                 .await?;
             volumes.push(MountRequest {
                 volume_id: v.id.clone(),
@@ -504,18 +518,18 @@ impl Service {
             env: Env::default(),
             volumes,
         })?;
-        let result = self.create_vm(&env.account_id, spec, true).await;
+        let result = self.core.create_vm(&env.account_id, spec, true).await;
         let failure = match result {
             Ok(vm) if vm.status == VmStatus::Running => return Ok((vm.id, scratch)),
             Ok(vm) => {
                 let reason = vm.status_reason.clone().unwrap_or_default();
-                let _ = self.delete_vm(&env.account_id, &vm.id).await;
+                let _ = self.core.delete_vm(&env.account_id, &vm.id).await;
                 CoreError::Unavailable(format!("the sandbox did not start: {reason}"))
             }
             Err(e) => e,
         };
         if let Some(v) = &scratch {
-            let _ = self.delete_volume(&env.account_id, v).await;
+            let _ = self.core.delete_volume(&env.account_id, v).await;
         }
         Err(failure)
     }
@@ -527,7 +541,7 @@ impl Service {
         req: DisconnectRequest,
     ) -> Result<(), CoreError> {
         let account = who.account_id.clone();
-        let _guard = self.lock_resource::<Environment>(&account, id).await;
+        let _guard = self.core.lock_resource::<Environment>(&account, id).await;
         let env = self.visible_environment(who, id).await?;
         let mut env = self.observe(env).await?;
         if env.state != EnvironmentState::Connected {
@@ -538,7 +552,7 @@ impl Service {
         }
         env.state = EnvironmentState::Disconnecting;
         env.update_time = Timestamp::now();
-        self.save_doc(&env).await?;
+        self.core.save_doc(&env).await?;
         let this = Arc::clone(self);
         let env_id = env.id.clone();
         tokio::spawn(async move { this.run_disconnect(&account, &env_id, req).await });
@@ -554,7 +568,7 @@ impl Service {
     /// DISCONNECTING → DISCONNECTED with a new snapshot; when the snapshot
     /// fails, back to CONNECTED (or on to DISCONNECTED with `force`).
     async fn run_disconnect(&self, account: &AccountId, id: &str, req: DisconnectRequest) {
-        let vm = match self.load::<Environment>(account, id).await {
+        let vm = match self.core.load::<Environment>(account, id).await {
             Ok(Some(env)) => env.vm_id,
             _ => return,
         };
@@ -565,8 +579,8 @@ impl Service {
             }
             None => Ok(()),
         };
-        let _guard = self.lock_resource::<Environment>(account, id).await;
-        let Ok(Some(mut env)) = self.load::<Environment>(account, id).await else {
+        let _guard = self.core.lock_resource::<Environment>(account, id).await;
+        let Ok(Some(mut env)) = self.core.load::<Environment>(account, id).await else {
             return;
         };
         match retired {
@@ -594,7 +608,7 @@ impl Service {
             }
         }
         env.update_time = Timestamp::now();
-        if let Err(e) = self.save_doc(&env).await {
+        if let Err(e) = self.core.save_doc(&env).await {
             tracing::error!(environment = id, error = %error_chain(&e), "could not record a disconnect");
         }
     }
@@ -617,18 +631,18 @@ impl Service {
             .await;
         match &snapshot {
             Ok(s) => {
-                let _guard = self.lock_resource::<Environment>(account, id).await;
-                if let Some(mut env) = self.load::<Environment>(account, id).await? {
+                let _guard = self.core.lock_resource::<Environment>(account, id).await;
+                if let Some(mut env) = self.core.load::<Environment>(account, id).await? {
                     env.snapshot_id = Some(s.id.clone());
                     env.snapshot_image_ref = snapshot_image_ref(s);
                     env.update_time = Timestamp::now();
-                    self.save_doc(&env).await?;
+                    self.core.save_doc(&env).await?;
                 }
             }
             Err(_) if keep_on_failure => return snapshot.map(|_| ()),
             Err(_) => {}
         }
-        match self.delete_vm(account, vm_id).await {
+        match self.core.delete_vm(account, vm_id).await {
             Ok(_) | Err(CoreError::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
@@ -644,11 +658,13 @@ impl Service {
     ) -> Result<Snapshot, CoreError> {
         let squash_above = if reset {
             let env = self
+                .core
                 .load::<Environment>(account, id)
                 .await?
                 .ok_or_else(|| CoreError::not_found("environment", id))?;
             let image = self
-                .store
+                .core
+                .store()
                 .find_image(account, &env.image_ref)
                 .await?
                 .ok_or_else(|| CoreError::not_found("image", &env.image_ref))?;
@@ -656,8 +672,8 @@ impl Service {
         } else {
             None
         };
-        let _vm_guard = self.lock_vm(vm_id).await;
-        let vm = self.get_vm(account, vm_id).await?;
+        let _vm_guard = self.core.lock_vm(vm_id).await;
+        let vm = self.core.get_vm(account, vm_id).await?;
         if vm.status != VmStatus::Running {
             return Err(CoreError::FailedPrecondition(format!(
                 "the sandbox is {}",
@@ -669,13 +685,14 @@ impl Service {
             environment_snapshot_prefix(id),
             Timestamp::now().unix_millis()
         );
-        self.snapshot_locked_with(&vm, Some(name), SnapshotKind::Environment, squash_above)
+        self.core
+            .snapshot_locked_with(&vm, Some(name), SnapshotKind::Environment, squash_above)
             .await
     }
 
     async fn release_scratch(&self, env: &mut Environment) {
         if let Some(v) = env.scratch_volume_id.take() {
-            if let Err(e) = self.delete_volume(&env.account_id, &v).await {
+            if let Err(e) = self.core.delete_volume(&env.account_id, &v).await {
                 tracing::warn!(environment = %env.id, volume = %v, error = %error_chain(&e), "could not delete an environment's scratch volume");
             }
         }
@@ -699,7 +716,7 @@ impl Service {
         id: &str,
     ) -> Result<tokio::task::JoinHandle<()>, CoreError> {
         let account = who.account_id.clone();
-        let _guard = self.lock_resource::<Environment>(&account, id).await;
+        let _guard = self.core.lock_resource::<Environment>(&account, id).await;
         let env = self.visible_environment(who, id).await?;
         let mut env = self.observe(env).await?;
         if env.state.is_transition() {
@@ -710,7 +727,7 @@ impl Service {
         }
         env.state = EnvironmentState::Deleting;
         env.update_time = Timestamp::now();
-        self.save_doc(&env).await?;
+        self.core.save_doc(&env).await?;
         let this = Arc::clone(self);
         let task = tokio::spawn(async move { this.run_delete(env).await });
         tracing::info!(environment = id, "environment deleting");
@@ -720,13 +737,13 @@ impl Service {
     async fn run_delete(&self, mut env: Environment) {
         let account = env.account_id.clone();
         if let Some(vm) = env.vm_id.take() {
-            if let Err(e) = self.delete_vm(&account, &vm).await {
+            if let Err(e) = self.core.delete_vm(&account, &vm).await {
                 tracing::warn!(environment = %env.id, error = %error_chain(&e), "delete: could not end the sandbox");
             }
         }
         self.release_scratch(&mut env).await;
         if let Some(home) = env.home_volume_id.take() {
-            if let Err(e) = self.delete_volume(&account, &home).await {
+            if let Err(e) = self.core.delete_volume(&account, &home).await {
                 tracing::warn!(environment = %env.id, error = %error_chain(&e), "delete: could not remove the home volume");
             }
         }
@@ -735,7 +752,7 @@ impl Service {
                 // Newest first: an older snapshot's layers are shared with
                 // the newer ones stacked on it.
                 for s in snaps.iter().rev() {
-                    if let Err(e) = self.delete_snapshot(&account, &s.id).await {
+                    if let Err(e) = self.core.delete_snapshot(&account, &s.id).await {
                         tracing::warn!(environment = %env.id, snapshot = %s.id, error = %error_chain(&e), "delete: could not remove a snapshot");
                     }
                 }
@@ -744,8 +761,11 @@ impl Service {
                 tracing::warn!(environment = %env.id, error = %error_chain(&e), "delete: could not list snapshots")
             }
         }
-        let _guard = self.lock_resource::<Environment>(&account, &env.id).await;
-        if let Err(e) = self.delete_doc::<Environment>(&account, &env.id).await {
+        let _guard = self
+            .core
+            .lock_resource::<Environment>(&account, &env.id)
+            .await;
+        if let Err(e) = self.core.delete_doc::<Environment>(&account, &env.id).await {
             tracing::error!(environment = %env.id, error = %error_chain(&e), "delete: could not remove the record");
         }
         tracing::info!(environment = %env.id, "environment deleted");
@@ -782,6 +802,7 @@ impl Service {
     ) -> Result<Vec<Snapshot>, CoreError> {
         let prefix = environment_snapshot_prefix(id);
         let mut snaps: Vec<Snapshot> = self
+            .core
             .list_snapshots(account, Some(SnapshotKind::Environment))
             .await?
             .into_iter()
@@ -798,6 +819,7 @@ impl Service {
         who: &Principal,
     ) -> Result<Vec<(String, Snapshot)>, CoreError> {
         let visible: BTreeMap<String, Environment> = self
+            .core
             .load_all::<Environment>(Some(&who.account_id))
             .await?
             .into_iter()
@@ -805,6 +827,7 @@ impl Service {
             .map(|e| (e.id.clone(), e))
             .collect();
         Ok(self
+            .core
             .list_snapshots(&who.account_id, Some(SnapshotKind::Environment))
             .await?
             .into_iter()
@@ -837,6 +860,7 @@ impl Service {
     ) -> Result<(), CoreError> {
         let (env_id, snapshot) = self.get_environment_snapshot(who, id).await?;
         let _guard = self
+            .core
             .lock_resource::<Environment>(&who.account_id, &env_id)
             .await;
         let env = self.visible_environment(who, &env_id).await?;
@@ -845,7 +869,9 @@ impl Service {
                 "snapshot {id} is environment {env_id:?}'s latest, which its next connect starts from"
             )));
         }
-        self.delete_snapshot(&who.account_id, &snapshot.id).await?;
+        self.core
+            .delete_snapshot(&who.account_id, &snapshot.id)
+            .await?;
         Ok(())
     }
 
@@ -885,13 +911,13 @@ impl Service {
     }
 }
 
-impl Service {
+impl Gateway {
     /// After a restart, every environment caught between states finishes
     /// its move: creations and deletions run again, a connection whose
     /// sandbox runs is CONNECTED (else DISCONNECTED), a disconnect runs
     /// again.
     pub(crate) async fn recover_environments(self: &Arc<Self>) -> Result<(), CoreError> {
-        for mut env in self.load_all::<Environment>(None).await? {
+        for mut env in self.core.load_all::<Environment>(None).await? {
             let (account, id) = (env.account_id.clone(), env.id.clone());
             match env.state {
                 EnvironmentState::Creating => {
@@ -912,7 +938,7 @@ impl Service {
                 }
                 EnvironmentState::Connecting | EnvironmentState::Reconnecting => {
                     let running = match &env.vm_id {
-                        Some(vm) => matches!(self.store.get_vm(&account, vm).await?,
+                        Some(vm) => matches!(self.core.store().get_vm(&account, vm).await?,
                             Some(v) if v.status == VmStatus::Running),
                         None => false,
                     };
@@ -929,7 +955,7 @@ impl Service {
                         );
                     }
                     env.update_time = Timestamp::now();
-                    self.save_doc(&env).await?;
+                    self.core.save_doc(&env).await?;
                 }
                 _ => {}
             }

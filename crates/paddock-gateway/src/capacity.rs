@@ -7,14 +7,14 @@
 
 use std::collections::BTreeSet;
 
-use crate::error::CoreError;
-use crate::ids::AccountId;
-use crate::model::gateway::{
+use crate::Gateway;
+use paddock_core::error::CoreError;
+use paddock_core::ids::AccountId;
+use paddock_core::model::gateway::{
     BatchJob, Environment, NodePool, NodePoolBackend, NodePoolStats, RankKind,
 };
-use crate::service::Service;
 
-use super::node_pools::{HOST_CPU_POOL_ID, HOST_GPU_POOL_ID};
+use crate::node_pools::{HOST_CPU_POOL_ID, HOST_GPU_POOL_ID};
 
 /// Who holds ranks on a pool.
 #[derive(Debug, Clone)]
@@ -64,16 +64,16 @@ fn clamp_i32(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-impl Service {
+impl Gateway {
     /// Nodes and ranks per node of a pool on this host.
     pub(crate) fn pool_shape(&self, pool: &NodePool) -> (u32, u32) {
-        let gpus = u32::try_from(self.config.gateway.gpus.len()).unwrap_or(u32::MAX);
+        let gpus = u32::try_from(self.config.gpus.len()).unwrap_or(u32::MAX);
         match (&pool.backend, pool.rank_kind()) {
             (NodePoolBackend::Eks(_), _) => (0, 0),
             (_, RankKind::Gpu) => (u32::from(gpus > 0), gpus),
             (NodePoolBackend::Fake(f), RankKind::Cpu) => {
                 if pool.id == HOST_CPU_POOL_ID {
-                    return (self.config.gateway.cpu_nodes, 1);
+                    return (self.config.cpu_nodes, 1);
                 }
                 let max = u32::try_from(pool.max_node_count.max(0)).unwrap_or(0);
                 let asked = u32::try_from(f.num_nodes.max(0)).unwrap_or(0);
@@ -90,6 +90,7 @@ impl Service {
     /// Every environment's holding on this host, in every account.
     pub(crate) async fn environment_holdings(&self) -> Result<Vec<Holding>, CoreError> {
         Ok(self
+            .core
             .load_all::<Environment>(None)
             .await?
             .iter()
@@ -100,7 +101,7 @@ impl Service {
     /// Every holding on this host, in every account.
     pub(crate) async fn holdings(&self) -> Result<Vec<Holding>, CoreError> {
         let mut out = self.environment_holdings().await?;
-        let jobs = self.load_all::<BatchJob>(None).await?;
+        let jobs = self.core.load_all::<BatchJob>(None).await?;
         out.extend(jobs.iter().filter_map(Holding::of_job));
         Ok(out)
     }
@@ -157,7 +158,7 @@ impl Service {
     /// Takes the placement lock: hold it from [`Service::place`] until the
     /// holder's record is saved.
     pub(crate) async fn placement_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.gateway.placement.lock().await
+        self.placement.lock().await
     }
 
     /// Finds `ranks` free ranks on `pool` for a holder (whose own current
@@ -201,7 +202,6 @@ impl Service {
         let taken: BTreeSet<u32> = others().flat_map(|h| h.gpus.iter().copied()).collect();
         let free: Vec<u32> = self
             .config
-            .gateway
             .gpus
             .iter()
             .copied()
@@ -225,6 +225,6 @@ impl Service {
 
     /// The id of the built-in GPU pool, when this host has GPUs.
     pub(crate) fn host_gpu_pool(&self) -> Option<&'static str> {
-        (!self.config.gateway.gpus.is_empty()).then_some(HOST_GPU_POOL_ID)
+        (!self.config.gpus.is_empty()).then_some(HOST_GPU_POOL_ID)
     }
 }

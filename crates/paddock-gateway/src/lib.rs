@@ -3,12 +3,17 @@
 //! API. Each resource is a document in the store ([`ResourceStore`]); this
 //! module keeps their rules and runs their long work (connecting,
 //! snapshotting, scheduling) in tasks whose progress shows in `state`.
+//!
+//! A product over the VM core: it keeps its records in the core's
+//! document store and runs its sandboxes, images, snapshots and volumes
+//! through the core's public API; the core knows nothing of it.
 
 mod batch_jobs;
 mod capacity;
 mod clusters;
 mod environments;
 mod node_pools;
+mod ssh_login;
 mod validate;
 
 use std::sync::Arc;
@@ -26,10 +31,10 @@ pub use validate::{
     validate_annotations, validate_display_name, validate_resource_id, MetadataPatch,
 };
 
-use crate::error::CoreError;
-use crate::ids::SnapshotId;
-use crate::model::{Env, Metadata, MountRequest, VmOptions, VmSpec};
-use crate::service::Service;
+use paddock_core::error::CoreError;
+use paddock_core::ids::SnapshotId;
+use paddock_core::model::{Env, Metadata, MountRequest, VmOptions, VmSpec};
+use paddock_core::service::Service;
 
 /// What the host offers the gateway's built-in cluster and fake pools.
 #[derive(Debug, Clone)]
@@ -66,9 +71,10 @@ impl Default for GatewayConfig {
     }
 }
 
-/// The gateway's in-memory coordination.
-#[derive(Default)]
-pub struct GatewayRuntime {
+/// The account gateway, over the VM core.
+pub struct Gateway {
+    core: Arc<Service>,
+    config: GatewayConfig,
     /// Serializes rank accounting: a placement reads every holder and
     /// records its own before the next one reads.
     placement: AsyncMutex<()>,
@@ -88,15 +94,26 @@ pub(crate) struct GatewaySandbox {
     pub volumes: Vec<MountRequest>,
 }
 
-impl Service {
+impl Gateway {
+    pub fn new(core: Arc<Service>, config: GatewayConfig) -> Self {
+        Self {
+            core,
+            config,
+            placement: AsyncMutex::new(()),
+        }
+    }
+
     /// The VM a gateway sandbox runs as: one vCPU per rank (at least one;
     /// the default shape when more are asked than a VM may have), no
     /// lifetime (it runs until disconnected or done).
     pub(crate) fn gateway_vm_spec(&self, s: GatewaySandbox) -> Result<VmSpec, CoreError> {
-        let disk = Some(i64::from(self.config.gateway.node_disk_mb));
-        let resources = match self.resources(None, Some(i64::from(s.ranks.max(1))), disk) {
+        let disk = Some(i64::from(self.config.node_disk_mb));
+        let resources = match self
+            .core
+            .resources(None, Some(i64::from(s.ranks.max(1))), disk)
+        {
             Ok(r) => r,
-            Err(_) => self.resources(None, None, disk)?,
+            Err(_) => self.core.resources(None, None, disk)?,
         };
         let mut metadata = Metadata::new();
         metadata.insert(s.label.0.to_owned(), s.label.1.into());

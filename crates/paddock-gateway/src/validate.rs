@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::error::CoreError;
-use crate::model::Principal;
+use paddock_core::error::CoreError;
+use paddock_core::model::Principal;
 
 /// What a PATCH may change on any gateway resource: its display name, its
 /// annotations and (on environments and jobs) whether it is shared.

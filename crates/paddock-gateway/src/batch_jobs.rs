@@ -9,20 +9,22 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock::Timestamp;
-use crate::error::CoreError;
-use crate::exec::{ExecEvent, ExecRequest};
-use crate::ids::{AccountId, SnapshotId};
-use crate::model::gateway::{BatchJob, BatchJobState, Executor, NodePoolState};
-use crate::model::{Env, MountMode, MountRequest, Principal, VmStatus};
-use crate::service::{error_chain, Service, Shutdown};
-use crate::store::JobLogChunk;
+use paddock_core::clock::Timestamp;
+use paddock_core::error::CoreError;
+use paddock_core::exec::{ExecEvent, ExecRequest};
+use paddock_core::ids::{AccountId, SnapshotId};
+use paddock_core::model::gateway::{BatchJob, BatchJobState, Executor, NodePoolState};
+use paddock_core::model::{Env, MountMode, MountRequest, Principal, VmStatus};
+use paddock_core::service::{error_chain, Service, Shutdown};
 
-use super::capacity::Holding;
-use super::validate::{
+use crate::Gateway;
+use paddock_core::store::JobLogChunk;
+
+use crate::capacity::Holding;
+use crate::validate::{
     validate_annotations, validate_display_name, validate_resource_id, MetadataPatch, PatchTarget,
 };
-use super::GatewaySandbox;
+use crate::GatewaySandbox;
 
 #[derive(Debug, Clone, Default)]
 pub struct BatchJobInput {
@@ -122,9 +124,10 @@ fn validate_executor(e: &Executor) -> Result<(), CoreError> {
     }
 }
 
-impl Service {
+impl Gateway {
     async fn visible_job(&self, who: &Principal, id: &str) -> Result<BatchJob, CoreError> {
-        self.load::<BatchJob>(&who.account_id, id)
+        self.core
+            .load::<BatchJob>(&who.account_id, id)
             .await?
             .filter(|j| j.visible_to(&who.user_email))
             .ok_or_else(|| CoreError::not_found("batch job", id))
@@ -172,7 +175,7 @@ impl Service {
             ));
         }
         if !input.image_ref.is_empty() {
-            self.require_reference("imageRef", &input.image_ref)?;
+            self.core.require_reference("imageRef", &input.image_ref)?;
         }
         let num_ranks = input.num_ranks.unwrap_or(1);
         if num_ranks > 1024 {
@@ -223,10 +226,11 @@ impl Service {
             end_time: None,
             update_time: now,
         };
-        self.insert_doc(&job).await?;
+        self.core.insert_doc(&job).await?;
         tracing::info!(account = %job.account_id, job = %job.id, pool = %job.node_pool_id, ranks = num_ranks, "batch job created");
         self.schedule_jobs().await;
-        self.load::<BatchJob>(&who.account_id, &job.id)
+        self.core
+            .load::<BatchJob>(&who.account_id, &job.id)
             .await?
             .ok_or_else(|| CoreError::not_found("batch job", &job.id))
     }
@@ -237,6 +241,7 @@ impl Service {
 
     pub async fn list_batch_jobs(&self, who: &Principal) -> Result<Vec<BatchJob>, CoreError> {
         Ok(self
+            .core
             .load_all::<BatchJob>(Some(&who.account_id))
             .await?
             .into_iter()
@@ -250,7 +255,10 @@ impl Service {
         id: &str,
         patch: MetadataPatch,
     ) -> Result<BatchJob, CoreError> {
-        let _guard = self.lock_resource::<BatchJob>(&who.account_id, id).await;
+        let _guard = self
+            .core
+            .lock_resource::<BatchJob>(&who.account_id, id)
+            .await;
         let mut job = self.visible_job(who, id).await?;
         patch.apply(
             who,
@@ -261,7 +269,7 @@ impl Service {
             },
         )?;
         job.update_time = Timestamp::now();
-        self.save_doc(&job).await?;
+        self.core.save_doc(&job).await?;
         Ok(job)
     }
 
@@ -272,7 +280,10 @@ impl Service {
         who: &Principal,
         id: &str,
     ) -> Result<(), CoreError> {
-        let _guard = self.lock_resource::<BatchJob>(&who.account_id, id).await;
+        let _guard = self
+            .core
+            .lock_resource::<BatchJob>(&who.account_id, id)
+            .await;
         let mut job = self.visible_job(who, id).await?;
         match job.state {
             BatchJobState::Queued | BatchJobState::Creating => {
@@ -289,7 +300,7 @@ impl Service {
                     let this = Arc::clone(self);
                     let account = job.account_id.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = this.delete_vm(&account, &vm).await {
+                        if let Err(e) = this.core.delete_vm(&account, &vm).await {
                             tracing::warn!(vm_id = %vm, error = %error_chain(&e), "cancel: could not end a job's sandbox");
                         }
                     });
@@ -303,7 +314,7 @@ impl Service {
             }
         }
         job.update_time = Timestamp::now();
-        self.save_doc(&job).await?;
+        self.core.save_doc(&job).await?;
         tracing::info!(job = id, state = job.state.as_str(), "batch job cancel");
         Ok(())
     }
@@ -314,16 +325,24 @@ impl Service {
         who: &Principal,
         id: &str,
     ) -> Result<(), CoreError> {
-        let _guard = self.lock_resource::<BatchJob>(&who.account_id, id).await;
+        let _guard = self
+            .core
+            .lock_resource::<BatchJob>(&who.account_id, id)
+            .await;
         let job = self.visible_job(who, id).await?;
         if let Some(vm) = &job.vm_id {
-            match self.delete_vm(&job.account_id, vm).await {
+            match self.core.delete_vm(&job.account_id, vm).await {
                 Ok(_) | Err(CoreError::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
-        self.delete_doc::<BatchJob>(&job.account_id, id).await?;
-        self.store.delete_job_log(&job.account_id, id).await?;
+        self.core
+            .delete_doc::<BatchJob>(&job.account_id, id)
+            .await?;
+        self.core
+            .store()
+            .delete_job_log(&job.account_id, id)
+            .await?;
         tracing::info!(job = id, "batch job deleted");
         let this = Arc::clone(self);
         tokio::spawn(async move { this.schedule_jobs().await });
@@ -354,7 +373,8 @@ impl Service {
     ) -> Result<Vec<JobLogChunk>, CoreError> {
         self.visible_job(who, id).await?;
         Ok(self
-            .store
+            .core
+            .store()
             .job_log(&who.account_id, id, after_seq, limit)
             .await?)
     }
@@ -370,7 +390,7 @@ impl Service {
         let _placement = self.placement_lock().await;
         // One reading of who holds what serves the whole pass; each job
         // placed is added to it.
-        let jobs = self.load_all::<BatchJob>(None).await?;
+        let jobs = self.core.load_all::<BatchJob>(None).await?;
         let mut holdings = self.environment_holdings().await?;
         holdings.extend(jobs.iter().filter_map(Holding::of_job));
         let mut queued: Vec<BatchJob> = jobs
@@ -388,9 +408,10 @@ impl Service {
                 continue;
             };
             let _guard = self
+                .core
                 .lock_resource::<BatchJob>(&job.account_id, &job.id)
                 .await;
-            let Some(mut job) = self.load::<BatchJob>(&job.account_id, &job.id).await? else {
+            let Some(mut job) = self.core.load::<BatchJob>(&job.account_id, &job.id).await? else {
                 continue;
             };
             if job.state != BatchJobState::Queued {
@@ -400,7 +421,7 @@ impl Service {
             job.status = "starting its sandbox".to_owned();
             job.gpus = gpus;
             job.update_time = Timestamp::now();
-            self.save_doc(&job).await?;
+            self.core.save_doc(&job).await?;
             holdings.extend(Holding::of_job(&job));
             Arc::clone(self).spawn_job(job);
         }
@@ -452,7 +473,7 @@ impl Service {
             .home_volume_id
             .map(|v| MountRequest {
                 volume_id: v,
-                mount_path: self.config.gateway.home_path.clone(),
+                mount_path: self.config.home_path.clone(),
                 mode: MountMode::ReadOnly,
                 checkpoint_id: None,
                 subpath: None,
@@ -465,14 +486,14 @@ impl Service {
     /// PENDING → RUNNING → COMPLETED/FAILED (or CANCELLED).
     async fn run_job(self: Arc<Self>, job: BatchJob) {
         let (account, id) = (job.account_id.clone(), job.id.clone());
-        let mut log = JobLog::new(&self, &account, &id);
+        let mut log = JobLog::new(&self.core, &account, &id);
         let outcome = self.run_job_inner(&job, &mut log).await;
         log.flush().await;
         {
-            let _guard = self.lock_resource::<BatchJob>(&account, &id).await;
-            if let Ok(Some(mut job)) = self.load::<BatchJob>(&account, &id).await {
+            let _guard = self.core.lock_resource::<BatchJob>(&account, &id).await;
+            if let Ok(Some(mut job)) = self.core.load::<BatchJob>(&account, &id).await {
                 if let Some(vm) = job.vm_id.take() {
-                    let _ = self.delete_vm(&account, &vm).await;
+                    let _ = self.core.delete_vm(&account, &vm).await;
                 }
                 if job.state == BatchJobState::Cancelling {
                     job.state = BatchJobState::Cancelled;
@@ -498,7 +519,7 @@ impl Service {
                 job.gpus.clear();
                 job.end_time = Some(Timestamp::now());
                 job.update_time = Timestamp::now();
-                if let Err(e) = self.save_doc(&job).await {
+                if let Err(e) = self.core.save_doc(&job).await {
                     tracing::error!(job = %id, error = %error_chain(&e), "could not record a job's end");
                 }
                 tracing::info!(job = %id, state = job.state.as_str(), "batch job ended");
@@ -533,22 +554,24 @@ impl Service {
             env: job_env(&job.env_vars)?,
             volumes,
         })?;
-        let vm = self.create_vm(&job.account_id, spec, true).await?;
+        let vm = self.core.create_vm(&job.account_id, spec, true).await?;
         {
             let _guard = self
+                .core
                 .lock_resource::<BatchJob>(&job.account_id, &job.id)
                 .await;
-            let Some(mut current) = self.load::<BatchJob>(&job.account_id, &job.id).await? else {
-                let _ = self.delete_vm(&job.account_id, &vm.id).await;
+            let Some(mut current) = self.core.load::<BatchJob>(&job.account_id, &job.id).await?
+            else {
+                let _ = self.core.delete_vm(&job.account_id, &vm.id).await;
                 return Err(CoreError::not_found("batch job", &job.id));
             };
             current.vm_id = Some(vm.id.clone());
             if current.state == BatchJobState::Cancelling {
-                self.save_doc(&current).await?;
+                self.core.save_doc(&current).await?;
                 return Err(CoreError::FailedPrecondition("cancelled".into()));
             }
             if vm.status != VmStatus::Running {
-                self.save_doc(&current).await?;
+                self.core.save_doc(&current).await?;
                 return Err(CoreError::Unavailable(format!(
                     "the job's sandbox did not start: {}",
                     vm.status_reason.clone().unwrap_or_default()
@@ -560,7 +583,7 @@ impl Service {
             current.ran_snapshot_id = ran_snapshot_id;
             current.start_time = Some(Timestamp::now());
             current.update_time = Timestamp::now();
-            self.save_doc(&current).await?;
+            self.core.save_doc(&current).await?;
         }
         let request = ExecRequest {
             argv: argv(&job.executor),
@@ -570,7 +593,7 @@ impl Service {
             stdin_stream: None,
             timeout: None,
         };
-        let mut stream = self.exec(&job.account_id, &vm.id, request).await?;
+        let mut stream = self.core.exec(&job.account_id, &vm.id, request).await?;
         let mut tick = tokio::time::interval(LOG_FLUSH);
         loop {
             tokio::select! {
@@ -591,12 +614,12 @@ impl Service {
     /// After a restart: jobs whose runner was lost are failed (their
     /// sandboxes ended), and the queue starts again.
     pub(crate) async fn recover_batch_jobs(self: &Arc<Self>) -> Result<(), CoreError> {
-        for mut job in self.load_all::<BatchJob>(None).await? {
+        for mut job in self.core.load_all::<BatchJob>(None).await? {
             if !job.state.holds_ranks() {
                 continue;
             }
             if let Some(vm) = job.vm_id.take() {
-                let _ = self.delete_vm(&job.account_id, &vm).await;
+                let _ = self.core.delete_vm(&job.account_id, &vm).await;
             }
             job.state = if job.state == BatchJobState::Cancelling {
                 BatchJobState::Cancelled
@@ -607,7 +630,7 @@ impl Service {
             job.gpus.clear();
             job.end_time = Some(Timestamp::now());
             job.update_time = Timestamp::now();
-            self.save_doc(&job).await?;
+            self.core.save_doc(&job).await?;
         }
         self.schedule_jobs().await;
         Ok(())
@@ -669,7 +692,7 @@ impl<'a> JobLog<'a> {
         self.pending_bytes = 0;
         if let Err(e) = self
             .service
-            .store
+            .store()
             .append_job_log(self.account, self.job, &chunks)
             .await
         {
