@@ -70,7 +70,7 @@ fn percent_decode(s: &str) -> String {
 /// The account the request's key acts for.
 pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<AccountId, CoreError> {
     let key = presented_key(parts).ok_or(CoreError::Unauthenticated)?;
-    state.service.authenticate(&key).await
+    state.service.accounts().authenticate(&key).await
 }
 
 #[cfg(test)]

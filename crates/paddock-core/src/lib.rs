@@ -9,6 +9,7 @@
 //!   allows;
 //! - no HTTP or wire type appears in this crate.
 
+pub mod accounts;
 pub mod build;
 pub mod clock;
 pub mod dockerfile;

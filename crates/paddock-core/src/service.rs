@@ -17,12 +17,12 @@ use crate::exec::{
     ByteStream, ExecEvent, ExecRequest, ExecStream, ExitStatus, FileContent, PtyConnection,
     PtyInfo, PtySpec, SandboxPath,
 };
-use crate::ids::{AccountId, ApiKeyId, ExecutionId, SessionId, VmId};
+use crate::ids::{AccountId, ExecutionId, SessionId, VmId};
 use crate::images::ImageBackend;
 use crate::model::{
-    Account, ApiKey, ApiKeySecret, EgressPolicy, EnvStatus, Execution, Image, ImageConfig, Limits,
-    NewApiKey, Principal, PullPhase, PullProgress, PullState, Resources, RootfsSpec, RuntimeHandle,
-    Vm, VmFilter, VmOptions, VmPatch, VmSpec, VmStatus, VmStatusSet,
+    EgressPolicy, EnvStatus, Execution, Image, ImageConfig, Limits, PullPhase, PullProgress,
+    PullState, Resources, RootfsSpec, RuntimeHandle, Vm, VmFilter, VmOptions, VmPatch, VmSpec,
+    VmStatus, VmStatusSet,
 };
 use crate::network_backend::NetworkBackend;
 use crate::provider::Provider;
@@ -129,6 +129,7 @@ pub struct Service {
     stuck_agents: crate::stuck_agents::StuckAgents,
     /// Sandboxes booted ahead of demand.
     pub(crate) warm_pool: crate::warm_pool::WarmPool,
+    accounts: crate::accounts::Accounts,
 }
 
 /// The host-side ports the service drives: sandboxes, images, volumes,
@@ -155,6 +156,7 @@ impl Service {
             .map(|p| (p.name(), Arc::clone(p)))
             .collect();
         Arc::new(Self {
+            accounts: crate::accounts::Accounts::new(Arc::clone(&store)),
             store,
             providers,
             provider: backends.provider,
@@ -217,89 +219,9 @@ impl Service {
         self.vm_locks.lock(id).await
     }
 
-    // ---- accounts and keys -------------------------------------------------
-
-    /// On a fresh store: creates the default account and its admin key, and
-    /// returns the key's secret (the only time it is ever shown).
-    pub async fn bootstrap(&self) -> Result<Option<(Account, ApiKeySecret)>, CoreError> {
-        if !self.store.list_accounts().await?.is_empty() {
-            return Ok(None);
-        }
-        let account = self.create_account("default").await?;
-        let (_, secret) = self.create_api_key(&account.id, "admin", None).await?;
-        Ok(Some((account, secret)))
-    }
-
-    pub async fn create_account(&self, name: &str) -> Result<Account, CoreError> {
-        let account = Account {
-            id: AccountId::generate(),
-            name: name.to_owned(),
-            created_at: Timestamp::now(),
-        };
-        self.store.insert_account(&account).await?;
-        Ok(account)
-    }
-
-    pub async fn list_accounts(&self) -> Result<Vec<Account>, CoreError> {
-        Ok(self.store.list_accounts().await?)
-    }
-
-    pub async fn create_api_key(
-        &self,
-        account: &AccountId,
-        name: &str,
-        user_email: Option<&str>,
-    ) -> Result<(ApiKey, ApiKeySecret), CoreError> {
-        self.create_key(account, name, user_email, crate::model::KeyKind::Api)
-            .await
-    }
-
-    /// Creates a key of `kind` (an API key or a dev token) for a user of
-    /// the account.
-    pub async fn create_key(
-        &self,
-        account: &AccountId,
-        name: &str,
-        user_email: Option<&str>,
-        kind: crate::model::KeyKind,
-    ) -> Result<(ApiKey, ApiKeySecret), CoreError> {
-        let user_email = user_email.unwrap_or(crate::model::DEFAULT_USER_EMAIL);
-        crate::model::validate_email(user_email).map_err(|m| CoreError::invalid("user", m))?;
-        if self.store.get_account(account).await?.is_none() {
-            return Err(CoreError::not_found("account", account));
-        }
-        let (new_key, secret) = NewApiKey::generate_kind(account.clone(), name, user_email, kind);
-        self.store.insert_api_key(&new_key).await?;
-        Ok((new_key.key, secret))
-    }
-
-    pub async fn list_api_keys(&self) -> Result<Vec<ApiKey>, CoreError> {
-        Ok(self.store.list_api_keys().await?)
-    }
-
-    pub async fn revoke_api_key(&self, id: &ApiKeyId) -> Result<(), CoreError> {
-        if self.store.revoke_api_key(id, Timestamp::now()).await? {
-            Ok(())
-        } else {
-            Err(CoreError::not_found("API key", id))
-        }
-    }
-
-    /// The account a presented key acts for.
-    pub async fn authenticate(&self, presented: &str) -> Result<AccountId, CoreError> {
-        Ok(self.authenticate_user(presented).await?.account_id)
-    }
-
-    /// The account and user a presented key acts for.
-    pub async fn authenticate_user(&self, presented: &str) -> Result<Principal, CoreError> {
-        let secret = ApiKeySecret::from_presented(presented);
-        match self.store.find_api_key(&secret.hash()).await? {
-            Some(key) => Ok(Principal {
-                account_id: key.account_id,
-                user_email: key.user_email,
-            }),
-            None => Err(CoreError::Unauthenticated),
-        }
+    /// Accounts, their API keys and dev tokens.
+    pub fn accounts(&self) -> &crate::accounts::Accounts {
+        &self.accounts
     }
 
     // ---- VM lifecycle -------------------------------------------------------

@@ -7,7 +7,9 @@ use crate::clock::Timestamp;
 use crate::error::{CoreError, StoreError};
 use crate::ids::{AccountId, CredentialId, VaultId, VmId};
 use crate::model::{Credential, Env, SecretValue, Vault};
+use crate::secrets::Keyring;
 use crate::service::Service;
+use crate::store::Store;
 
 /// The longest secret value accepted (an env var's limit).
 const MAX_SECRET: usize = 128 * 1024;
@@ -261,40 +263,37 @@ impl Service {
     /// Re-seals every value sealed under an older master key with the
     /// current one (run at start, so a rotated key can then be dropped).
     pub async fn reseal_secrets(&self) -> Result<usize, CoreError> {
-        let stale = self
-            .store
-            .sealed_under_other_keys(self.keyring.current_id())
-            .await?;
-        let n = stale.len();
-        for (id, sealed) in stale {
-            let value = self
-                .keyring
-                .open(id.as_str(), &sealed)
-                .map_err(sealing_failed)?;
-            let fresh = self
-                .keyring
-                .seal(id.as_str(), &value)
-                .map_err(sealing_failed)?;
-            self.store.reseal_credential(&id, &fresh, None).await?;
-        }
-        // Custom domains' DNS credentials are sealed the same way.
-        let domains = self
-            .store
-            .domain_credentials_under_other_keys(self.keyring.current_id())
-            .await?;
-        let n = n + domains.len();
-        for (id, domain, sealed) in domains {
-            let aad = crate::domains::credentials_aad(&domain);
-            let value = self.keyring.open(&aad, &sealed).map_err(sealing_failed)?;
-            let fresh = self.keyring.seal(&aad, &value).map_err(sealing_failed)?;
-            self.store.reseal_domain_credentials(id, &fresh).await?;
-        }
-        if n > 0 {
-            tracing::info!(
-                count = n,
-                "re-sealed vault secrets under the current master key"
-            );
-        }
-        Ok(n)
+        reseal_secrets(self.store.as_ref(), &self.keyring).await
     }
+}
+
+/// Re-seals every value sealed under an older master key with the
+/// current one: at start, so a rotated key can then be dropped, and by
+/// `paddock rotate-master-key` over the store alone.
+pub async fn reseal_secrets(store: &dyn Store, keyring: &Keyring) -> Result<usize, CoreError> {
+    let stale = store.sealed_under_other_keys(keyring.current_id()).await?;
+    let n = stale.len();
+    for (id, sealed) in stale {
+        let value = keyring.open(id.as_str(), &sealed).map_err(sealing_failed)?;
+        let fresh = keyring.seal(id.as_str(), &value).map_err(sealing_failed)?;
+        store.reseal_credential(&id, &fresh, None).await?;
+    }
+    // Custom domains' DNS credentials are sealed the same way.
+    let domains = store
+        .domain_credentials_under_other_keys(keyring.current_id())
+        .await?;
+    let n = n + domains.len();
+    for (id, domain, sealed) in domains {
+        let aad = crate::domains::credentials_aad(&domain);
+        let value = keyring.open(&aad, &sealed).map_err(sealing_failed)?;
+        let fresh = keyring.seal(&aad, &value).map_err(sealing_failed)?;
+        store.reseal_domain_credentials(id, &fresh).await?;
+    }
+    if n > 0 {
+        tracing::info!(
+            count = n,
+            "re-sealed vault secrets under the current master key"
+        );
+    }
+    Ok(n)
 }

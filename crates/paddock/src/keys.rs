@@ -2,40 +2,17 @@
 //! (safe beside a running server: SQLite in WAL mode).
 
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::Context;
+use paddock_core::accounts::Accounts;
 use paddock_core::ids::{AccountId, ApiKeyId};
-use paddock_core::service::{Service, ServiceConfig};
 
 use crate::cli::KeysCommand;
 
-/// A service over the store alone: key management starts no sandboxes.
-async fn service(data_dir: &Path) -> anyhow::Result<Arc<Service>> {
-    let keyring = crate::master_key::load(data_dir)?;
-    service_with(data_dir, keyring).await
-}
-
-async fn service_with(
-    data_dir: &Path,
-    keyring: paddock_core::secrets::Keyring,
-) -> anyhow::Result<Arc<Service>> {
-    let store = crate::serve::open_store(data_dir).await?;
-    Ok(Service::new(
-        store,
-        paddock_core::service::Backends {
-            provider: Arc::new(paddock_core::provider::UnconfiguredProvider {
-                name: "sandbox".into(),
-            }),
-            more_providers: Vec::new(),
-            images: Arc::new(crate::nosandbox::NoImages),
-            volumes: Arc::new(crate::nosandbox::NoVolumes),
-            network: Arc::new(paddock_core::network_backend::NoNetwork),
-            domain_dns: Arc::new(paddock_core::domain_backend::NoDomains),
-        },
-        Arc::new(keyring),
-        ServiceConfig::default(),
-    ))
+/// Accounts and keys over the data dir's store: key management starts
+/// no sandbox machinery.
+async fn accounts(data_dir: &Path) -> anyhow::Result<Accounts> {
+    Ok(Accounts::new(crate::serve::open_store(data_dir).await?))
 }
 
 /// `paddock rotate-master-key`: a new key, every secret re-sealed under
@@ -43,14 +20,14 @@ async fn service_with(
 /// `master.key.previous` and the next server start finishes the job.
 pub async fn rotate_master_key(data_dir: &Path) -> anyhow::Result<usize> {
     let keyring = crate::master_key::rotate(data_dir)?;
-    let service = service_with(data_dir, keyring).await?;
-    let n = service.reseal_secrets().await?;
+    let store = crate::serve::open_store(data_dir).await?;
+    let n = paddock_core::vaults::reseal_secrets(store.as_ref(), &keyring).await?;
     crate::master_key::forget_previous(data_dir)?;
     Ok(n)
 }
 
 pub async fn run(data_dir: &Path, command: KeysCommand, json: bool) -> anyhow::Result<()> {
-    let service = service(data_dir).await?;
+    let accounts = accounts(data_dir).await?;
     match command {
         KeysCommand::Create {
             name,
@@ -61,12 +38,12 @@ pub async fn run(data_dir: &Path, command: KeysCommand, json: bool) -> anyhow::R
         } => {
             let account_id: AccountId = match (account, new_account) {
                 (Some(a), _) => a.parse().map_err(|e| anyhow::anyhow!("--account: {e}"))?,
-                (None, Some(n)) => service.create_account(&n).await?.id,
+                (None, Some(n)) => accounts.create_account(&n).await?.id,
                 (None, None) => {
-                    if service.bootstrap().await?.is_some() {
+                    if accounts.bootstrap().await?.is_some() {
                         eprintln!("created the default account (its admin key was discarded: use the one printed now)");
                     }
-                    service
+                    accounts
                         .list_accounts()
                         .await?
                         .into_iter()
@@ -75,7 +52,7 @@ pub async fn run(data_dir: &Path, command: KeysCommand, json: bool) -> anyhow::R
                         .id
                 }
             };
-            let (key, secret) = service
+            let (key, secret) = accounts
                 .create_key(
                     &account_id,
                     &name,
@@ -98,7 +75,7 @@ pub async fn run(data_dir: &Path, command: KeysCommand, json: bool) -> anyhow::R
             }
         }
         KeysCommand::List => {
-            let keys = service.list_api_keys().await?;
+            let keys = accounts.list_api_keys().await?;
             if json {
                 let v: Vec<_> = keys
                     .iter()
@@ -123,7 +100,7 @@ pub async fn run(data_dir: &Path, command: KeysCommand, json: bool) -> anyhow::R
         }
         KeysCommand::Revoke { id } => {
             let id: ApiKeyId = id.parse().map_err(|e| anyhow::anyhow!("key id: {e}"))?;
-            service.revoke_api_key(&id).await?;
+            accounts.revoke_api_key(&id).await?;
             eprintln!("revoked {id}");
         }
     }

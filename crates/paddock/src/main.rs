@@ -7,7 +7,6 @@ mod data_lock;
 mod host_limits;
 mod keys;
 mod master_key;
-mod nosandbox;
 mod serve;
 mod term;
 

@@ -168,7 +168,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         },
     );
 
-    if let Some((account, secret)) = service.bootstrap().await? {
+    if let Some((account, secret)) = service.accounts().bootstrap().await? {
         let path = config.data_dir.join("admin.key");
         write_admin_key(&path, secret.expose())?;
         // Printed once, to the terminal that started the first run; never logged.

@@ -83,7 +83,7 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, DefError> {
         let key = crate::auth::header_key(&parts.headers).ok_or(CoreError::Unauthenticated)?;
-        Ok(Caller(state.service.authenticate(&key).await?))
+        Ok(Caller(state.service.accounts().authenticate(&key).await?))
     }
 }
 

@@ -125,7 +125,7 @@ impl FromRequestParts<AppState> for Who {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, GatewayError> {
         let key = crate::auth::presented_key(parts).ok_or(CoreError::Unauthenticated)?;
-        let who = state.service.authenticate_user(&key).await?;
+        let who = state.service.accounts().authenticate_user(&key).await?;
         let account = parts
             .uri
             .path()

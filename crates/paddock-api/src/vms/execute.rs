@@ -74,7 +74,7 @@ async fn authenticate_exec(
 ) -> Result<AccountId, ApiError> {
     match (caller, body_key) {
         (Some(Caller(a)), _) => Ok(a),
-        (None, Some(k)) => Ok(state.service.authenticate(k).await?),
+        (None, Some(k)) => Ok(state.service.accounts().authenticate(k).await?),
         (None, None) => Err(paddock_core::CoreError::Unauthenticated.into()),
     }
 }

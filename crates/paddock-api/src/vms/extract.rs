@@ -37,6 +37,7 @@ impl FromRequestParts<AppState> for CallerUser {
             crate::auth::presented_key(parts).ok_or(paddock_core::CoreError::Unauthenticated)?;
         state
             .service
+            .accounts()
             .authenticate_user(&key)
             .await
             .map(CallerUser)

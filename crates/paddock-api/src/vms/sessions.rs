@@ -39,7 +39,7 @@ pub(crate) async fn create(
     let key = crate::auth::header_key(&headers)
         .or(body.api_key.clone())
         .ok_or(CoreError::Unauthenticated)?;
-    let account = state.service.authenticate(&key).await?;
+    let account = state.service.accounts().authenticate(&key).await?;
     let spec = vm_spec(
         &state.service,
         VmSettings {
