@@ -1,4 +1,5 @@
-//! Resources kept as JSON documents in the store ([`ResourceStore`]):
+//! Resources kept as JSON documents in the store
+//! ([`ResourceStore`](crate::store::ResourceStore)):
 //! the gateway's clusters, pools, environments and jobs, and the
 //! definitions product's environment definitions. One lock per document
 //! serializes its read-modify-write cycles. Public: the products built

@@ -9,36 +9,32 @@
 //!   allows;
 //! - no HTTP or wire type appears in this crate.
 
-pub mod accounts;
-pub mod build;
-pub mod clock;
-pub mod dockerfile;
-pub mod documents;
-pub mod domain_backend;
-pub mod domains;
-pub mod error;
-pub mod exec;
-mod executions;
-pub mod exposed;
-pub mod ids;
-pub mod images;
-pub mod keyed_locks;
-pub mod launched;
-pub mod lifecycle;
+// Folders by what they hold: the ports the core drives, the model, and
+// one folder per concern. The modules keep their flat paths
+// (`paddock_core::provider`, `paddock_core::service`, …) through the
+// re-exports below.
+pub mod artifacts;
+pub mod identity;
 pub mod model;
-pub mod network;
-pub mod network_backend;
-pub mod provider;
+pub mod networking;
+pub mod ports;
+pub mod storage;
+pub mod vms;
+
+// Foundations every concern uses.
+pub mod clock;
+pub mod documents;
+pub mod error;
+pub mod ids;
+pub mod keyed_locks;
 pub mod secrets;
-pub mod service;
-pub mod shares;
-pub mod snapshots;
-pub mod ssh_keys;
-pub mod store;
-mod stuck_agents;
-pub mod vaults;
-pub mod volume_backend;
-pub mod volumes;
-mod warm_pool;
+
+pub use artifacts::{build, dockerfile, snapshots};
+pub use identity::{accounts, ssh_keys};
+pub use networking::{domains, network, shares};
+pub use ports::{domain_backend, images, network_backend, provider, store, volume_backend};
+pub use storage::{vaults, volumes};
+pub use vms::{exec, exposed, launched, lifecycle, service};
+pub(crate) use vms::{executions, stuck_agents, warm_pool};
 
 pub use error::{CoreError, RuntimeError, StoreError};

@@ -1,0 +1,5 @@
+//! Who acts: accounts, their API keys and dev tokens, and the SSH keys
+//! of their users.
+
+pub mod accounts;
+pub mod ssh_keys;
