@@ -289,7 +289,7 @@ impl Service {
                 timeout: Some(RUN_TIMEOUT),
                 ..ExecRequest::default()
             };
-            let mut stream = self.provider.exec(&vm.id, request).await?;
+            let mut stream = self.provider.channel().exec(&vm.id, request).await?;
             let status = loop {
                 match stream.recv().await {
                     Some(Ok(ExecEvent::Stdout(b))) => {

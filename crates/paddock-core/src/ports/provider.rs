@@ -94,10 +94,6 @@ pub trait Provider: Send + Sync + 'static {
     /// once the whole sandbox is in that state.
     async fn set_frozen(&self, id: &VmId, frozen: bool) -> Result<(), RuntimeError>;
 
-    /// Adds variables to the environment of every later exec and PTY in
-    /// the sandbox. Kept in the sandbox's memory only, never on disk.
-    async fn stage_env(&self, id: &VmId, env: Vec<(String, String)>) -> Result<(), RuntimeError>;
-
     /// Binds the host directory `source` at `target` inside the running
     /// sandbox, read-only (enforced by the kernel) when asked.
     async fn attach(
@@ -123,24 +119,38 @@ pub trait Provider: Send + Sync + 'static {
     /// Applies new limits to a running sandbox.
     async fn update_resources(&self, id: &VmId, resources: &Resources) -> Result<(), RuntimeError>;
 
-    async fn exec(&self, id: &VmId, request: ExecRequest) -> Result<ExecStream, RuntimeError>;
+    /// Frees everything this provider holds on the host for sandboxes not
+    /// in `live` (after a crash or restart). Returns how many it removed.
+    async fn cleanup_orphans(&self, live: &[VmId]) -> Result<usize, RuntimeError>;
 
+    /// The sandbox's channel: exec, jobs, files, PTYs and staged env.
+    fn channel(&self) -> &dyn SandboxChannel;
+}
+
+/// How the server reaches a sandbox's insides: exec, jobs, files, PTYs
+/// and staged environment. The container, local and microVM providers
+/// share one (the agent behind the sandbox's `agent.sock`); a Docker
+/// engine's is its exec API.
+#[async_trait]
+pub trait SandboxChannel: Send + Sync {
+    /// Adds variables to the environment of every later exec and PTY in
+    /// the sandbox. Kept in the sandbox's memory only, never on disk.
+    async fn stage_env(&self, id: &VmId, env: Vec<(String, String)>) -> Result<(), RuntimeError>;
+    async fn exec(&self, id: &VmId, request: ExecRequest) -> Result<ExecStream, RuntimeError>;
     /// Starts a job, `job` naming it in the sandbox: a command that
     /// outlives the server's connection to the sandbox (and the server),
     /// its output kept in the sandbox until read with
-    /// [`Provider::job_attach`]. Providers without jobs refuse.
+    /// [`SandboxChannel::job_attach`]. Providers without jobs refuse.
     async fn job_start(
         &self,
         _id: &VmId,
         _job: &str,
         _request: ExecRequest,
     ) -> Result<(), RuntimeError> {
-        Err(RuntimeError::Unsupported(format!(
-            "the {} provider has no jobs",
-            self.name()
-        )))
+        Err(RuntimeError::Unsupported(
+            "this provider has no jobs".into(),
+        ))
     }
-
     /// Job `job`'s output from these byte offsets (what the caller has
     /// already), live, then its exit; dropping the stream leaves the job
     /// running.
@@ -151,14 +161,11 @@ pub trait Provider: Send + Sync + 'static {
         _stdout_from: u64,
         _stderr_from: u64,
     ) -> Result<ExecStream, RuntimeError> {
-        Err(RuntimeError::Unsupported(format!(
-            "the {} provider has no jobs",
-            self.name()
-        )))
+        Err(RuntimeError::Unsupported(
+            "this provider has no jobs".into(),
+        ))
     }
-
     async fn read_file(&self, id: &VmId, path: &SandboxPath) -> Result<FileContent, RuntimeError>;
-
     /// Writes `body` to `path`, creating parent directories; returns the
     /// number of bytes written. A failed write leaves no partial file.
     async fn write_file(
@@ -168,7 +175,6 @@ pub trait Provider: Send + Sync + 'static {
         mode: Option<u32>,
         body: ByteStream,
     ) -> Result<u64, RuntimeError>;
-
     async fn pty_create(&self, id: &VmId, spec: PtySpec) -> Result<PtyInfo, RuntimeError>;
     async fn pty_list(&self, id: &VmId) -> Result<Vec<PtyInfo>, RuntimeError>;
     async fn pty_get(&self, id: &VmId, pty: &str) -> Result<PtyInfo, RuntimeError>;
@@ -181,10 +187,6 @@ pub trait Provider: Send + Sync + 'static {
     ) -> Result<(), RuntimeError>;
     async fn pty_kill(&self, id: &VmId, pty: &str) -> Result<(), RuntimeError>;
     async fn pty_attach(&self, id: &VmId, pty: &str) -> Result<PtyConnection, RuntimeError>;
-
-    /// Frees everything this provider holds on the host for sandboxes not
-    /// in `live` (after a crash or restart). Returns how many it removed.
-    async fn cleanup_orphans(&self, live: &[VmId]) -> Result<usize, RuntimeError>;
 }
 
 /// Stands in for a provider a VM was recorded with but this server does
@@ -224,9 +226,6 @@ impl Provider for UnconfiguredProvider {
     async fn set_frozen(&self, _: &VmId, _: bool) -> Result<(), RuntimeError> {
         Err(self.error())
     }
-    async fn stage_env(&self, _: &VmId, _: Vec<(String, String)>) -> Result<(), RuntimeError> {
-        Err(self.error())
-    }
     async fn attach(
         &self,
         _: &VmId,
@@ -244,6 +243,19 @@ impl Provider for UnconfiguredProvider {
         false
     }
     async fn update_resources(&self, _: &VmId, _: &Resources) -> Result<(), RuntimeError> {
+        Err(self.error())
+    }
+    async fn cleanup_orphans(&self, _: &[VmId]) -> Result<usize, RuntimeError> {
+        Ok(0)
+    }
+    fn channel(&self) -> &dyn SandboxChannel {
+        self
+    }
+}
+
+#[async_trait]
+impl SandboxChannel for UnconfiguredProvider {
+    async fn stage_env(&self, _: &VmId, _: Vec<(String, String)>) -> Result<(), RuntimeError> {
         Err(self.error())
     }
     async fn exec(&self, _: &VmId, _: ExecRequest) -> Result<ExecStream, RuntimeError> {
@@ -278,8 +290,5 @@ impl Provider for UnconfiguredProvider {
     }
     async fn pty_attach(&self, _: &VmId, _: &str) -> Result<PtyConnection, RuntimeError> {
         Err(self.error())
-    }
-    async fn cleanup_orphans(&self, _: &[VmId]) -> Result<usize, RuntimeError> {
-        Ok(0)
     }
 }

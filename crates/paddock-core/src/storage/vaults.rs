@@ -256,7 +256,10 @@ impl Service {
         let vm = self.running_vm(account, id).await?;
         let vars: Vec<(String, String)> = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let n = vars.len();
-        self.provider_of(&vm).stage_env(&vm.id, vars).await?;
+        self.provider_of(&vm)
+            .channel()
+            .stage_env(&vm.id, vars)
+            .await?;
         Ok(n)
     }
 

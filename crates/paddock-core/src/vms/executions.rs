@@ -72,7 +72,7 @@ impl Service {
             stdin_stream: None,
             timeout: request.timeout,
         };
-        match provider.job_start(&vm.id, id.as_str(), job).await {
+        match provider.channel().job_start(&vm.id, id.as_str(), job).await {
             Ok(()) => {}
             Err(RuntimeError::Unsupported(_)) => {
                 let (execution, done) = self.exec_recorded(account, vm, request, false).await?;
@@ -110,6 +110,7 @@ impl Service {
             };
             let attached = this
                 .provider_of(&vm)
+                .channel()
                 .job_attach(&vm.id, record.id.as_str(), stdout_from, stderr_from)
                 .await;
             let stream = match attached {

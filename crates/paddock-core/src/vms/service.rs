@@ -387,7 +387,12 @@ impl Service {
         };
         let started = match started {
             Ok(handle) if !secrets.is_empty() => {
-                match self.provider_of(&vm).stage_env(&vm.id, secrets).await {
+                match self
+                    .provider_of(&vm)
+                    .channel()
+                    .stage_env(&vm.id, secrets)
+                    .await
+                {
                     Ok(()) => {
                         vm.options.env_status = EnvStatus::Ready;
                         Ok(handle)
@@ -1001,7 +1006,7 @@ impl Service {
         }
         let vm = self.agent_vm(account, id).await?;
         self.activity.touch(&vm.id);
-        let started = self.provider_of(&vm).exec(&vm.id, request).await;
+        let started = self.provider_of(&vm).channel().exec(&vm.id, request).await;
         self.agent_result(&vm, started).await
     }
 
@@ -1089,7 +1094,11 @@ impl Service {
     ) -> Result<FileContent, CoreError> {
         let vm = self.agent_vm(account, id).await?;
         self.activity.touch(&vm.id);
-        let read = self.provider_of(&vm).read_file(&vm.id, path).await;
+        let read = self
+            .provider_of(&vm)
+            .channel()
+            .read_file(&vm.id, path)
+            .await;
         self.agent_result(&vm, read).await
     }
 
@@ -1105,6 +1114,7 @@ impl Service {
         self.activity.touch(&vm.id);
         let written = self
             .provider_of(&vm)
+            .channel()
             .write_file(&vm.id, path, mode, body)
             .await;
         self.agent_result(&vm, written).await
@@ -1124,7 +1134,11 @@ impl Service {
         }
         let vm = self.agent_vm(account, id).await?;
         self.activity.touch(&vm.id);
-        let created = self.provider_of(&vm).pty_create(&vm.id, spec).await;
+        let created = self
+            .provider_of(&vm)
+            .channel()
+            .pty_create(&vm.id, spec)
+            .await;
         self.agent_result(&vm, created).await
     }
 
@@ -1134,7 +1148,7 @@ impl Service {
         id: &VmId,
     ) -> Result<Vec<PtyInfo>, CoreError> {
         let vm = self.agent_vm(account, id).await?;
-        let listed = self.provider_of(&vm).pty_list(&vm.id).await;
+        let listed = self.provider_of(&vm).channel().pty_list(&vm.id).await;
         self.agent_result(&vm, listed).await
     }
 
@@ -1145,7 +1159,7 @@ impl Service {
         pty: &str,
     ) -> Result<PtyInfo, CoreError> {
         let vm = self.agent_vm(account, id).await?;
-        let got = self.provider_of(&vm).pty_get(&vm.id, pty).await;
+        let got = self.provider_of(&vm).channel().pty_get(&vm.id, pty).await;
         self.agent_result(&vm, got).await
     }
 
@@ -1167,6 +1181,7 @@ impl Service {
         self.activity.touch(&vm.id);
         let resized = self
             .provider_of(&vm)
+            .channel()
             .pty_resize(&vm.id, pty, cols, rows)
             .await;
         self.agent_result(&vm, resized).await
@@ -1179,7 +1194,7 @@ impl Service {
         pty: &str,
     ) -> Result<(), CoreError> {
         let vm = self.agent_vm(account, id).await?;
-        let killed = self.provider_of(&vm).pty_kill(&vm.id, pty).await;
+        let killed = self.provider_of(&vm).channel().pty_kill(&vm.id, pty).await;
         self.agent_result(&vm, killed).await
     }
 
@@ -1191,7 +1206,11 @@ impl Service {
     ) -> Result<PtyConnection, CoreError> {
         let vm = self.agent_vm(account, id).await?;
         self.activity.touch(&vm.id);
-        let attached = self.provider_of(&vm).pty_attach(&vm.id, pty).await;
+        let attached = self
+            .provider_of(&vm)
+            .channel()
+            .pty_attach(&vm.id, pty)
+            .await;
         self.agent_result(&vm, attached).await
     }
 

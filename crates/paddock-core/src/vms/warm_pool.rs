@@ -125,7 +125,7 @@ impl Service {
     ) -> Result<RuntimeHandle, CoreError> {
         if !vm.env.is_empty() {
             let env = vm.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            if let Err(e) = self.provider.stage_env(&vm.id, env).await {
+            if let Err(e) = self.provider.channel().stage_env(&vm.id, env).await {
                 self.discard_prepared(Prepared {
                     id: vm.id.clone(),
                     handle,

@@ -35,7 +35,7 @@ use paddock_core::ids::{PtyId, VmId};
 use paddock_core::model::{
     ChangedTree, IdShift, ImageConfig, Resources, RootfsSpec, RuntimeHandle, Vm,
 };
-use paddock_core::provider::Provider;
+use paddock_core::provider::{Provider, SandboxChannel};
 use paddock_core::RuntimeError;
 use sha2::{Digest, Sha256};
 
@@ -547,10 +547,6 @@ impl Provider for ContainerProvider {
             .map_err(|e| RuntimeError::Agent(format!("freeze task failed: {e}")))?
     }
 
-    async fn stage_env(&self, id: &VmId, env: Vec<(String, String)>) -> Result<(), RuntimeError> {
-        agent_client::stage_env(&self.socket(id), env).await
-    }
-
     async fn attach(
         &self,
         _id: &VmId,
@@ -580,101 +576,6 @@ impl Provider for ContainerProvider {
         self.cgroups.apply(id.as_str(), resources)
     }
 
-    async fn exec(&self, id: &VmId, request: ExecRequest) -> Result<ExecStream, RuntimeError> {
-        let cgroups = Arc::clone(&self.cgroups);
-        let cg_id = id.as_str().to_owned();
-        agent_client::exec(&self.socket(id), request, move || cgroups.oom_kills(&cg_id)).await
-    }
-
-    async fn job_start(
-        &self,
-        id: &VmId,
-        job: &str,
-        request: ExecRequest,
-    ) -> Result<(), RuntimeError> {
-        agent_client::job_start(&self.socket(id), job, request).await
-    }
-
-    async fn job_attach(
-        &self,
-        id: &VmId,
-        job: &str,
-        stdout_from: u64,
-        stderr_from: u64,
-    ) -> Result<ExecStream, RuntimeError> {
-        let cgroups = Arc::clone(&self.cgroups);
-        let cg_id = id.as_str().to_owned();
-        agent_client::job_attach(&self.socket(id), job, stdout_from, stderr_from, move || {
-            cgroups.oom_kills(&cg_id)
-        })
-        .await
-    }
-
-    async fn read_file(&self, id: &VmId, path: &SandboxPath) -> Result<FileContent, RuntimeError> {
-        agent_client::read_file(&self.socket(id), path.as_str()).await
-    }
-
-    async fn write_file(
-        &self,
-        id: &VmId,
-        path: &SandboxPath,
-        mode: Option<u32>,
-        body: ByteStream,
-    ) -> Result<u64, RuntimeError> {
-        agent_client::write_file(&self.socket(id), path.as_str(), mode, body).await
-    }
-
-    async fn pty_create(&self, id: &VmId, spec: PtySpec) -> Result<PtyInfo, RuntimeError> {
-        let request = Request::PtyCreate {
-            id: spec.id.unwrap_or_else(PtyId::generate).to_string(),
-            cols: spec.cols,
-            rows: spec.rows,
-            command: agent_client::pty_command(spec.command),
-        };
-        agent_client::pty_request(&self.socket(id), request)
-            .await?
-            .pop()
-            .ok_or_else(|| RuntimeError::Agent("no PTY in the reply".into()))
-    }
-
-    async fn pty_list(&self, id: &VmId) -> Result<Vec<PtyInfo>, RuntimeError> {
-        agent_client::pty_request(&self.socket(id), Request::PtyList).await
-    }
-
-    async fn pty_get(&self, id: &VmId, pty: &str) -> Result<PtyInfo, RuntimeError> {
-        agent_client::pty_request(&self.socket(id), Request::PtyGet { id: pty.to_owned() })
-            .await?
-            .pop()
-            .ok_or_else(|| RuntimeError::PtyNotFound(pty.to_owned()))
-    }
-
-    async fn pty_resize(
-        &self,
-        id: &VmId,
-        pty: &str,
-        cols: u16,
-        rows: u16,
-    ) -> Result<(), RuntimeError> {
-        let request = Request::PtyResize {
-            id: pty.to_owned(),
-            cols,
-            rows,
-        };
-        agent_client::pty_request(&self.socket(id), request)
-            .await
-            .map(|_| ())
-    }
-
-    async fn pty_kill(&self, id: &VmId, pty: &str) -> Result<(), RuntimeError> {
-        agent_client::pty_request(&self.socket(id), Request::PtyKill { id: pty.to_owned() })
-            .await
-            .map(|_| ())
-    }
-
-    async fn pty_attach(&self, id: &VmId, pty: &str) -> Result<PtyConnection, RuntimeError> {
-        agent_client::pty_attach(&self.socket(id), pty).await
-    }
-
     async fn cleanup_orphans(&self, live: &[VmId]) -> Result<usize, RuntimeError> {
         let live: BTreeSet<&str> = live.iter().map(VmId::as_str).collect();
         let this = self.provider_ref();
@@ -694,6 +595,101 @@ impl Provider for ContainerProvider {
         .await
         .map_err(|e| RuntimeError::Agent(format!("cleanup task failed: {e}")))??;
         Ok(count)
+    }
+
+    fn channel(&self) -> &dyn SandboxChannel {
+        self
+    }
+}
+
+#[async_trait]
+impl SandboxChannel for ContainerProvider {
+    async fn stage_env(&self, id: &VmId, env: Vec<(String, String)>) -> Result<(), RuntimeError> {
+        agent_client::stage_env(&self.socket(id), env).await
+    }
+    async fn exec(&self, id: &VmId, request: ExecRequest) -> Result<ExecStream, RuntimeError> {
+        let cgroups = Arc::clone(&self.cgroups);
+        let cg_id = id.as_str().to_owned();
+        agent_client::exec(&self.socket(id), request, move || cgroups.oom_kills(&cg_id)).await
+    }
+    async fn job_start(
+        &self,
+        id: &VmId,
+        job: &str,
+        request: ExecRequest,
+    ) -> Result<(), RuntimeError> {
+        agent_client::job_start(&self.socket(id), job, request).await
+    }
+    async fn job_attach(
+        &self,
+        id: &VmId,
+        job: &str,
+        stdout_from: u64,
+        stderr_from: u64,
+    ) -> Result<ExecStream, RuntimeError> {
+        let cgroups = Arc::clone(&self.cgroups);
+        let cg_id = id.as_str().to_owned();
+        agent_client::job_attach(&self.socket(id), job, stdout_from, stderr_from, move || {
+            cgroups.oom_kills(&cg_id)
+        })
+        .await
+    }
+    async fn read_file(&self, id: &VmId, path: &SandboxPath) -> Result<FileContent, RuntimeError> {
+        agent_client::read_file(&self.socket(id), path.as_str()).await
+    }
+    async fn write_file(
+        &self,
+        id: &VmId,
+        path: &SandboxPath,
+        mode: Option<u32>,
+        body: ByteStream,
+    ) -> Result<u64, RuntimeError> {
+        agent_client::write_file(&self.socket(id), path.as_str(), mode, body).await
+    }
+    async fn pty_create(&self, id: &VmId, spec: PtySpec) -> Result<PtyInfo, RuntimeError> {
+        let request = Request::PtyCreate {
+            id: spec.id.unwrap_or_else(PtyId::generate).to_string(),
+            cols: spec.cols,
+            rows: spec.rows,
+            command: agent_client::pty_command(spec.command),
+        };
+        agent_client::pty_request(&self.socket(id), request)
+            .await?
+            .pop()
+            .ok_or_else(|| RuntimeError::Agent("no PTY in the reply".into()))
+    }
+    async fn pty_list(&self, id: &VmId) -> Result<Vec<PtyInfo>, RuntimeError> {
+        agent_client::pty_request(&self.socket(id), Request::PtyList).await
+    }
+    async fn pty_get(&self, id: &VmId, pty: &str) -> Result<PtyInfo, RuntimeError> {
+        agent_client::pty_request(&self.socket(id), Request::PtyGet { id: pty.to_owned() })
+            .await?
+            .pop()
+            .ok_or_else(|| RuntimeError::PtyNotFound(pty.to_owned()))
+    }
+    async fn pty_resize(
+        &self,
+        id: &VmId,
+        pty: &str,
+        cols: u16,
+        rows: u16,
+    ) -> Result<(), RuntimeError> {
+        let request = Request::PtyResize {
+            id: pty.to_owned(),
+            cols,
+            rows,
+        };
+        agent_client::pty_request(&self.socket(id), request)
+            .await
+            .map(|_| ())
+    }
+    async fn pty_kill(&self, id: &VmId, pty: &str) -> Result<(), RuntimeError> {
+        agent_client::pty_request(&self.socket(id), Request::PtyKill { id: pty.to_owned() })
+            .await
+            .map(|_| ())
+    }
+    async fn pty_attach(&self, id: &VmId, pty: &str) -> Result<PtyConnection, RuntimeError> {
+        agent_client::pty_attach(&self.socket(id), pty).await
     }
 }
 

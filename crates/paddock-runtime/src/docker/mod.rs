@@ -37,7 +37,7 @@ use paddock_core::exec::{
 };
 use paddock_core::ids::VmId;
 use paddock_core::model::{ChangedTree, Resources, RootfsSpec, RuntimeHandle, Vm};
-use paddock_core::provider::Provider;
+use paddock_core::provider::{Provider, SandboxChannel};
 use paddock_core::RuntimeError;
 
 use crate::container::procfs;
@@ -382,19 +382,6 @@ impl Provider for DockerProvider {
         result.map_err(|e| engine_err("pause the container", e))
     }
 
-    async fn stage_env(&self, id: &VmId, env: Vec<(String, String)>) -> Result<(), RuntimeError> {
-        let mut staged = self
-            .staged
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let vars = staged.entry(id.clone()).or_default();
-        for (k, v) in env {
-            vars.retain(|(ek, _)| *ek != k);
-            vars.push((k, v));
-        }
-        Ok(())
-    }
-
     /// Volumes go in as the container provider's do: the engine runs
     /// here, so its container's main process is a host process, and the
     /// mount helper clones the volume's host mount into that process's
@@ -429,70 +416,6 @@ impl Provider for DockerProvider {
         Err(Self::unsupported("changing resources of a running sandbox"))
     }
 
-    async fn exec(&self, id: &VmId, request: ExecRequest) -> Result<ExecStream, RuntimeError> {
-        let staged = self.staged_env(id);
-        exec::run(&self.docker, &self.name_of(id), staged, request).await
-    }
-
-    async fn job_start(
-        &self,
-        id: &VmId,
-        job: &str,
-        request: ExecRequest,
-    ) -> Result<(), RuntimeError> {
-        let staged = self.staged_env(id);
-        jobs::start(&self.docker, &self.name_of(id), staged, job, request).await
-    }
-
-    async fn job_attach(
-        &self,
-        id: &VmId,
-        job: &str,
-        stdout_from: u64,
-        stderr_from: u64,
-    ) -> Result<ExecStream, RuntimeError> {
-        Ok(jobs::attach(
-            self.docker.clone(),
-            self.name_of(id),
-            job,
-            stdout_from,
-            stderr_from,
-        ))
-    }
-
-    async fn read_file(&self, id: &VmId, path: &SandboxPath) -> Result<FileContent, RuntimeError> {
-        archive::read(&self.docker, &self.name_of(id), path).await
-    }
-
-    async fn write_file(
-        &self,
-        id: &VmId,
-        path: &SandboxPath,
-        mode: Option<u32>,
-        body: ByteStream,
-    ) -> Result<u64, RuntimeError> {
-        archive::write(&self.docker, &self.name_of(id), path, mode, body).await
-    }
-
-    async fn pty_create(&self, _: &VmId, _: PtySpec) -> Result<PtyInfo, RuntimeError> {
-        Err(Self::unsupported("PTY sessions"))
-    }
-    async fn pty_list(&self, _: &VmId) -> Result<Vec<PtyInfo>, RuntimeError> {
-        Ok(Vec::new())
-    }
-    async fn pty_get(&self, _: &VmId, pty: &str) -> Result<PtyInfo, RuntimeError> {
-        Err(RuntimeError::PtyNotFound(pty.to_owned()))
-    }
-    async fn pty_resize(&self, _: &VmId, pty: &str, _: u16, _: u16) -> Result<(), RuntimeError> {
-        Err(RuntimeError::PtyNotFound(pty.to_owned()))
-    }
-    async fn pty_kill(&self, _: &VmId, pty: &str) -> Result<(), RuntimeError> {
-        Err(RuntimeError::PtyNotFound(pty.to_owned()))
-    }
-    async fn pty_attach(&self, _: &VmId, pty: &str) -> Result<PtyConnection, RuntimeError> {
-        Err(RuntimeError::PtyNotFound(pty.to_owned()))
-    }
-
     async fn cleanup_orphans(&self, live: &[VmId]) -> Result<usize, RuntimeError> {
         let options = ListContainersOptions {
             all: true,
@@ -525,5 +448,83 @@ impl Provider for DockerProvider {
             }
         }
         Ok(removed)
+    }
+
+    fn channel(&self) -> &dyn SandboxChannel {
+        self
+    }
+}
+
+#[async_trait]
+impl SandboxChannel for DockerProvider {
+    async fn stage_env(&self, id: &VmId, env: Vec<(String, String)>) -> Result<(), RuntimeError> {
+        let mut staged = self
+            .staged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let vars = staged.entry(id.clone()).or_default();
+        for (k, v) in env {
+            vars.retain(|(ek, _)| *ek != k);
+            vars.push((k, v));
+        }
+        Ok(())
+    }
+    async fn exec(&self, id: &VmId, request: ExecRequest) -> Result<ExecStream, RuntimeError> {
+        let staged = self.staged_env(id);
+        exec::run(&self.docker, &self.name_of(id), staged, request).await
+    }
+    async fn job_start(
+        &self,
+        id: &VmId,
+        job: &str,
+        request: ExecRequest,
+    ) -> Result<(), RuntimeError> {
+        let staged = self.staged_env(id);
+        jobs::start(&self.docker, &self.name_of(id), staged, job, request).await
+    }
+    async fn job_attach(
+        &self,
+        id: &VmId,
+        job: &str,
+        stdout_from: u64,
+        stderr_from: u64,
+    ) -> Result<ExecStream, RuntimeError> {
+        Ok(jobs::attach(
+            self.docker.clone(),
+            self.name_of(id),
+            job,
+            stdout_from,
+            stderr_from,
+        ))
+    }
+    async fn read_file(&self, id: &VmId, path: &SandboxPath) -> Result<FileContent, RuntimeError> {
+        archive::read(&self.docker, &self.name_of(id), path).await
+    }
+    async fn write_file(
+        &self,
+        id: &VmId,
+        path: &SandboxPath,
+        mode: Option<u32>,
+        body: ByteStream,
+    ) -> Result<u64, RuntimeError> {
+        archive::write(&self.docker, &self.name_of(id), path, mode, body).await
+    }
+    async fn pty_create(&self, _: &VmId, _: PtySpec) -> Result<PtyInfo, RuntimeError> {
+        Err(Self::unsupported("PTY sessions"))
+    }
+    async fn pty_list(&self, _: &VmId) -> Result<Vec<PtyInfo>, RuntimeError> {
+        Ok(Vec::new())
+    }
+    async fn pty_get(&self, _: &VmId, pty: &str) -> Result<PtyInfo, RuntimeError> {
+        Err(RuntimeError::PtyNotFound(pty.to_owned()))
+    }
+    async fn pty_resize(&self, _: &VmId, pty: &str, _: u16, _: u16) -> Result<(), RuntimeError> {
+        Err(RuntimeError::PtyNotFound(pty.to_owned()))
+    }
+    async fn pty_kill(&self, _: &VmId, pty: &str) -> Result<(), RuntimeError> {
+        Err(RuntimeError::PtyNotFound(pty.to_owned()))
+    }
+    async fn pty_attach(&self, _: &VmId, pty: &str) -> Result<PtyConnection, RuntimeError> {
+        Err(RuntimeError::PtyNotFound(pty.to_owned()))
     }
 }
