@@ -21,41 +21,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::mount::{mount, MsFlags};
-use serde::{Deserialize, Serialize};
 
 use crate::boot::{nix_step, step, BootError};
 use crate::sys;
+pub use paddock_agent_protocol::config::{
+    GuestConfig, GuestNetwork, CONFIG_PATH, PORT_NAME, ROOT_TAG,
+};
 
-/// Where the guest's config sits in the initramfs.
-pub const CONFIG_PATH: &str = "/paddock/guest.json";
-/// The virtio-serial port the host's monitor talks to.
-pub const PORT_NAME: &str = "paddock.agent";
-/// The virtiofs tag of the root filesystem.
-pub const ROOT_TAG: &str = "root";
 const NONE: Option<&str> = None;
 const DEVICE_WAIT: Duration = Duration::from_secs(20);
-
-/// What the guest's PID 1 needs, written by the host into the initramfs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GuestConfig {
-    /// Kernel modules (paths in the initramfs), in load order.
-    pub modules: Vec<PathBuf>,
-    pub network: Option<GuestNetwork>,
-    pub hostname: String,
-    pub env: Vec<(String, String)>,
-    #[serde(default)]
-    pub cwd: Option<String>,
-    #[serde(default)]
-    pub user: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GuestNetwork {
-    /// `eth0`'s address: a /32 with an on-link route to the gateway, so the
-    /// guest needs no subnet (and talks to nothing on it but the gateway).
-    pub address: String,
-    pub gateway: String,
-}
 
 /// Whether this process is a microVM's init.
 pub fn is_guest_init() -> bool {

@@ -17,7 +17,7 @@ pub mod boot;
 pub mod guest;
 pub mod inject;
 pub mod mux;
-pub mod proto;
+pub use paddock_agent_protocol::proto;
 pub mod serve;
 pub(crate) mod sys;
 pub mod vmm;

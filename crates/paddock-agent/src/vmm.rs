@@ -24,32 +24,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::sched::{unshare, CloneFlags};
-use serde::{Deserialize, Serialize};
 
-use crate::boot::{mounts, nix_step, step, BootConfig, BootError};
-
-/// Everything the monitor needs, written by the server as JSON.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct VmmConfig {
-    /// The root filesystem, cgroups, network namespace, the `agent.sock`
-    /// to serve and the monitor's log. Its env, user and hostname are the
-    /// guest's business and unused here.
-    pub sandbox: BootConfig,
-    /// `virtiofsd` and its arguments (without the socket and source,
-    /// which the monitor adds).
-    pub virtiofsd: Vec<String>,
-    pub virtiofs_socket: PathBuf,
-    /// qemu and its arguments.
-    pub qemu: Vec<String>,
-    /// The unix socket qemu serves the agent's virtio-serial port on.
-    pub port_socket: PathBuf,
-    /// The unix socket qemu serves the guest's serial console on, and
-    /// the file the monitor keeps its first [`CONSOLE_LOG_MAX`] bytes in.
-    pub console_socket: PathBuf,
-    pub console_log: PathBuf,
-    /// The tap device qemu's NIC uses, made in the network namespace.
-    pub tap: Option<String>,
-}
+use crate::boot::{mounts, nix_step, step, BootError};
+pub use paddock_agent_protocol::config::VmmConfig;
 
 const SOCKET_WAIT: Duration = Duration::from_secs(10);
 /// The most of a guest's console kept on the host: whatever the guest

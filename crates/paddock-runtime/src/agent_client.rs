@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use paddock_agent::proto::{
+use paddock_agent_protocol::proto::{
     read_frame, write_control, write_data, ErrorKind, Event, Frame, PtyCommand, PtyInfo as WirePty,
     Request, CHUNK, KIND_DATA, KIND_STDERR, KIND_STDIN, KIND_STDOUT,
 };
@@ -120,7 +120,7 @@ pub async fn ping(socket: &Path) -> Result<(), RuntimeError> {
 /// Stages variables into every later command's environment.
 pub async fn stage_env(socket: &Path, env: Vec<(String, String)>) -> Result<(), RuntimeError> {
     let request = Request::StageEnv {
-        env: paddock_agent::proto::SecretVars(env),
+        env: paddock_agent_protocol::proto::SecretVars(env),
     };
     match call(socket, &request).await? {
         (_, Event::Ok) => Ok(()),

@@ -73,7 +73,7 @@ pub(crate) async fn run(
 }
 
 /// Runs `paddock-agent attach|detach` against the sandbox behind
-/// `handle` (see `paddock_agent::inject`).
+/// `handle` (see `paddock-agent`'s `inject`).
 pub(crate) async fn inject(
     agent: &Path,
     handle: RuntimeHandle,

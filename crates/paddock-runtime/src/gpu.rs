@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use paddock_agent::boot::BindFile;
+use paddock_agent_protocol::config::BindFile;
 
 /// Where to find the driver on the host.
 #[derive(Debug, Clone)]

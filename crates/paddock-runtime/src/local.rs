@@ -40,7 +40,7 @@ pub struct LocalConfig {
     pub accounts: std::collections::BTreeSet<String>,
     /// The host user sandboxes run as; `None`: a uid of each sandbox's
     /// own. Never root.
-    pub user: Option<paddock_agent::boot::HostUser>,
+    pub user: Option<paddock_agent_protocol::config::HostUser>,
 }
 
 /// Whether a variable's name says it holds a secret (or paddock's own

@@ -21,6 +21,9 @@ pub(crate) mod mounts;
 mod security;
 mod userns;
 
+pub use paddock_agent_protocol::config::{
+    default_env, BindFile, BootConfig, Disk, HostUser, OverlayLayer, DISK_FD,
+};
 pub use userns::IdMap;
 
 use std::fs;
@@ -30,124 +33,8 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 use nix::sched::{unshare, CloneFlags};
-use serde::{Deserialize, Serialize};
 
 use crate::sys;
-
-/// One overlay mount of the sandbox's root filesystem.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OverlayLayer {
-    /// Where it goes inside the sandbox (`/`, `/usr`).
-    pub target: String,
-    /// Read-only lower directories, topmost first.
-    pub lower: Vec<PathBuf>,
-    pub upper: PathBuf,
-    pub work: PathBuf,
-}
-
-/// Everything the boot helper needs, written by the server as JSON.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BootConfig {
-    /// Run as an ordinary host process: no namespaces, no root of its
-    /// own, only the cgroups (the `local` provider). Every field about
-    /// the root filesystem, network and devices is ignored.
-    #[serde(default)]
-    pub on_host: bool,
-    pub hostname: String,
-    /// An empty host directory the root overlay is mounted on (inside the
-    /// sandbox's mount namespace only).
-    pub root_mountpoint: PathBuf,
-    /// `/` first, then mounts below it.
-    pub layers: Vec<OverlayLayer>,
-    /// `cgroup.procs` files to join before anything else.
-    pub cgroup_procs: Vec<PathBuf>,
-    /// Host path of the agent's listening socket.
-    pub socket_path: PathBuf,
-    /// Host path of the agent's own log.
-    pub log_path: PathBuf,
-    /// Environment every command starts with.
-    pub env: Vec<(String, String)>,
-    /// Working directory of commands that name none (the image's
-    /// `WorkingDir`); `$HOME` or `/` when unset.
-    #[serde(default)]
-    pub cwd: Option<String>,
-    /// The user commands run as (the image's `User`: `name`, `uid`,
-    /// `name:group` or `uid:gid`), resolved in the sandbox's own
-    /// `/etc/passwd` and `/etc/group`; root when unset.
-    #[serde(default)]
-    pub user: Option<String>,
-    /// A prepared network namespace to join; without one the sandbox gets
-    /// a fresh namespace with loopback only.
-    #[serde(default)]
-    pub netns: Option<PathBuf>,
-    /// A mount namespace to join before the sandbox unshares its own
-    /// (the server's lean template: see the runtime's `mount_template`);
-    /// without one the sandbox copies the host's.
-    #[serde(default)]
-    pub mount_namespace: Option<PathBuf>,
-    /// Host files bound over files of the root (`/etc/resolv.conf`, GPU
-    /// driver libraries).
-    #[serde(default)]
-    pub bind_files: Vec<BindFile>,
-    /// Host device nodes the sandbox may use (GPUs), bound under `/dev`.
-    #[serde(default)]
-    pub devices: Vec<BindFile>,
-    /// The sandbox's own user namespace and its range of host ids;
-    /// without one, sandbox root is host root (with capabilities cut).
-    #[serde(default)]
-    pub id_map: Option<IdMap>,
-    /// The filesystem the overlays' upper and work dirs live on, whose
-    /// size is the sandbox's disk limit; without one they are host
-    /// directories with no limit.
-    #[serde(default)]
-    pub disk: Option<Disk>,
-    /// Where lxcfs serves per-sandbox `/proc` and `/sys` files (the
-    /// server's `DATA/lxcfs`): bound over the sandbox's, so it sees its
-    /// own memory, CPUs, uptime and load.
-    #[serde(default)]
-    pub proc_views: Option<PathBuf>,
-    /// The host CPUs the sandbox's processes start on (as many as its
-    /// vCPUs), so `nproc` counts its own; empty: every CPU.
-    #[serde(default)]
-    pub cpus: Vec<usize>,
-    /// With `on_host`: the unprivileged host user the agent and all it
-    /// runs become once it is set up (never the server's own user).
-    #[serde(default)]
-    pub host_user: Option<HostUser>,
-}
-
-/// A host user and group, by number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HostUser {
-    pub uid: u32,
-    pub gid: u32,
-}
-
-/// An ext4 image mounted (inside the sandbox's mount namespace only) at
-/// `mountpoint`, under which the layers' upper and work dirs are.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Disk {
-    pub image: PathBuf,
-    pub mountpoint: PathBuf,
-}
-
-/// The descriptor, in the process that mounted a sandbox's disk (its
-/// PID 1, a microVM's monitor), that holds the disk's root open: the
-/// mount itself is gone with the host's root after the pivot, so the
-/// server reads the sandbox's changes through `/proc/PID/fd/DISK_FD`.
-/// Close-on-exec, so no command inherits it; PID 1 is not dumpable, so
-/// nothing in the sandbox can follow it.
-pub const DISK_FD: i32 = 200;
-
-/// A host file the sandbox sees at `target` (created if missing).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BindFile {
-    pub source: PathBuf,
-    pub target: String,
-    /// Bound read-only (host files the sandbox must not change).
-    #[serde(default)]
-    pub read_only: bool,
-}
 
 /// Why a sandbox could not boot; reported to the server on stderr.
 #[derive(Debug, thiserror::Error)]
@@ -178,23 +65,6 @@ pub(crate) fn step(step: impl Into<String>) -> impl FnOnce(std::io::Error) -> Bo
 pub(crate) fn nix_step(s: impl Into<String>) -> impl FnOnce(nix::Error) -> BootError {
     let f = step(s);
     move |e| f(std::io::Error::from(e))
-}
-
-/// The environment the agent gives every command when the VM sets none.
-pub fn default_env() -> Vec<(String, String)> {
-    [
-        (
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        ),
-        ("HOME", "/root"),
-        ("USER", "root"),
-        ("LANG", "C.UTF-8"),
-        ("TERM", "xterm"),
-    ]
-    .iter()
-    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-    .collect()
 }
 
 /// Runs the boot helper on the config at `config_path` (`-`: standard

@@ -14,30 +14,16 @@
 //! in its overlay upper dir owned by its mapped host ids.
 
 use std::fs;
+
+pub use paddock_agent_protocol::config::IdMap;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
-use serde::{Deserialize, Serialize};
 
 use super::{nix_step, step, BootError};
 use crate::sys;
-
-/// A sandbox's ids on the host: sandbox id `n` (`n < count`) is host id
-/// `host_base + n`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IdMap {
-    pub host_base: u32,
-    pub count: u32,
-}
-
-impl IdMap {
-    /// The line `uid_map` and `gid_map` take.
-    fn map_line(&self) -> String {
-        format!("0 {} {}\n", self.host_base, self.count)
-    }
-}
 
 /// Makes a user namespace with `map` and returns a descriptor of it.
 ///

@@ -13,7 +13,7 @@ use std::fs;
 use std::path::Path;
 use std::sync::Mutex;
 
-use paddock_agent::boot::IdMap;
+use paddock_agent_protocol::config::IdMap;
 use paddock_core::RuntimeError;
 
 /// The file in a run dir that records the sandbox's range.

@@ -2,7 +2,7 @@
 //! this host with an overlay root, cgroup limits, dropped capabilities and
 //! a seccomp filter, and the paddock agent as its PID 1. No external
 //! runtime binary is involved: the server runs `paddock-agent boot`, which
-//! does the namespace work (see `paddock_agent::boot`).
+//! does the namespace work (see `paddock-agent`'s `boot`).
 //!
 //! On disk, per sandbox: `DATA/sandboxes/<vm_id>/` holds the boot config,
 //! the overlay upper and work directories, the agent's socket and log.
@@ -24,10 +24,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use paddock_agent::boot::{
+use paddock_agent_protocol::config::{
     default_env, BindFile, BootConfig, Disk, HostUser, OverlayLayer, DISK_FD,
 };
-use paddock_agent::proto::Request;
+use paddock_agent_protocol::proto::Request;
 use paddock_core::exec::{
     ByteStream, ExecRequest, ExecStream, FileContent, PtyConnection, PtyInfo, PtySpec, SandboxPath,
 };
@@ -794,7 +794,7 @@ impl ContainerProvider {
 }
 
 /// Gives `path` (itself, not what it holds) to the sandbox's root.
-fn chown_to(path: &Path, ids: paddock_agent::boot::IdMap) -> Result<(), RuntimeError> {
+fn chown_to(path: &Path, ids: paddock_agent_protocol::config::IdMap) -> Result<(), RuntimeError> {
     std::os::unix::fs::lchown(path, Some(ids.host_base), Some(ids.host_base))
         .map_err(host_err(format!("give {} to the sandbox", path.display())))
 }

@@ -12,7 +12,7 @@ use std::io;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use paddock_agent::boot::OverlayLayer;
+use paddock_agent_protocol::config::OverlayLayer;
 use paddock_core::RuntimeError;
 
 /// How a variant's root filesystem is made.

@@ -12,7 +12,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use paddock_agent::guest::{GuestConfig, CONFIG_PATH};
+use paddock_agent_protocol::config::{GuestConfig, CONFIG_PATH};
 use paddock_core::RuntimeError;
 use sha2::{Digest, Sha256};
 

@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use paddock_agent::boot::BootConfig;
-use paddock_agent::guest::{GuestConfig, GuestNetwork};
-use paddock_agent::vmm::VmmConfig;
+use paddock_agent_protocol::config::BootConfig;
+use paddock_agent_protocol::config::VmmConfig;
+use paddock_agent_protocol::config::{GuestConfig, GuestNetwork};
 use paddock_core::ids::VmId;
 use paddock_core::model::{ChangedTree, Resources, RootfsSpec, RuntimeHandle, Vm};
 use paddock_core::RuntimeError;

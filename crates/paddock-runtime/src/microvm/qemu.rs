@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use paddock_agent::guest::{PORT_NAME, ROOT_TAG};
+use paddock_agent_protocol::config::{PORT_NAME, ROOT_TAG};
 
 /// How the guest's instructions run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
