@@ -340,7 +340,7 @@ impl Gateway {
             .delete_doc::<BatchJob>(&job.account_id, id)
             .await?;
         self.core
-            .store()
+            .resource_store()
             .delete_job_log(&job.account_id, id)
             .await?;
         tracing::info!(job = id, "batch job deleted");
@@ -374,7 +374,7 @@ impl Gateway {
         self.visible_job(who, id).await?;
         Ok(self
             .core
-            .store()
+            .resource_store()
             .job_log(&who.account_id, id, after_seq, limit)
             .await?)
     }
@@ -692,7 +692,7 @@ impl<'a> JobLog<'a> {
         self.pending_bytes = 0;
         if let Err(e) = self
             .service
-            .store()
+            .resource_store()
             .append_job_log(self.account, self.job, &chunks)
             .await
         {

@@ -62,7 +62,7 @@ impl Gateway {
     pub(crate) async fn host_cluster(&self, account: &AccountId) -> Result<Cluster, CoreError> {
         let made = self
             .core
-            .store()
+            .accounts()
             .get_account(account)
             .await?
             .map(|a| a.created_at)

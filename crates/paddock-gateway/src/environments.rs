@@ -188,7 +188,7 @@ impl Gateway {
         if pinned != image.reference {
             let mut copy = image.clone();
             copy.reference = pinned.clone();
-            self.core.store().upsert_image(&copy).await?;
+            self.core.save_image(&copy).await?;
         }
         Ok(pinned)
     }
@@ -228,7 +228,7 @@ impl Gateway {
             return Ok(env);
         };
         let running = matches!(
-            self.core.store().get_vm(&env.account_id, &vm_id).await?,
+            self.core.find_vm_of(&env.account_id, &vm_id).await?,
             Some(vm) if vm.status == VmStatus::Running
         );
         if running {
@@ -664,7 +664,6 @@ impl Gateway {
                 .ok_or_else(|| CoreError::not_found("environment", id))?;
             let image = self
                 .core
-                .store()
                 .find_image(account, &env.image_ref)
                 .await?
                 .ok_or_else(|| CoreError::not_found("image", &env.image_ref))?;
@@ -938,7 +937,7 @@ impl Gateway {
                 }
                 EnvironmentState::Connecting | EnvironmentState::Reconnecting => {
                     let running = match &env.vm_id {
-                        Some(vm) => matches!(self.core.store().get_vm(&account, vm).await?,
+                        Some(vm) => matches!(self.core.find_vm_of(&account, vm).await?,
                             Some(v) if v.status == VmStatus::Running),
                         None => false,
                     };

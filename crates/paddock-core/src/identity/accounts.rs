@@ -8,14 +8,14 @@ use crate::clock::Timestamp;
 use crate::error::CoreError;
 use crate::ids::{AccountId, ApiKeyId};
 use crate::model::{Account, ApiKey, ApiKeySecret, NewApiKey, Principal};
-use crate::store::Store;
+use crate::store::AccountStore;
 
 pub struct Accounts {
-    store: Arc<dyn Store>,
+    store: Arc<dyn AccountStore>,
 }
 
 impl Accounts {
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<dyn AccountStore>) -> Self {
         Self { store }
     }
 
@@ -83,6 +83,10 @@ impl Accounts {
         } else {
             Err(CoreError::not_found("API key", id))
         }
+    }
+
+    pub async fn get_account(&self, id: &AccountId) -> Result<Option<Account>, CoreError> {
+        Ok(self.store.get_account(id).await?)
     }
 
     /// The account a presented key acts for.

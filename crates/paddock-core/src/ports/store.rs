@@ -257,19 +257,9 @@ pub trait ResourceStore: Send + Sync {
     async fn delete_job_log(&self, account: &AccountId, job_id: &str) -> Result<(), StoreError>;
 }
 
+/// Accounts and their API keys: all a key check needs.
 #[async_trait]
-pub trait Store:
-    SnapshotStore
-    + ResourceStore
-    + VolumeStore
-    + VaultStore
-    + ShareStore
-    + DomainStore
-    + SshKeyStore
-    + Send
-    + Sync
-    + 'static
-{
+pub trait AccountStore: Send + Sync {
     async fn insert_account(&self, account: &Account) -> Result<(), StoreError>;
     async fn get_account(&self, id: &AccountId) -> Result<Option<Account>, StoreError>;
     async fn list_accounts(&self) -> Result<Vec<Account>, StoreError>;
@@ -280,7 +270,22 @@ pub trait Store:
     async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError>;
     /// Returns false when no unrevoked key has this id.
     async fn revoke_api_key(&self, id: &ApiKeyId, at: Timestamp) -> Result<bool, StoreError>;
+}
 
+#[async_trait]
+pub trait Store:
+    AccountStore
+    + SnapshotStore
+    + ResourceStore
+    + VolumeStore
+    + VaultStore
+    + ShareStore
+    + DomainStore
+    + SshKeyStore
+    + Send
+    + Sync
+    + 'static
+{
     async fn insert_vm(&self, vm: &Vm) -> Result<(), StoreError>;
     /// Writes every field of `vm` over its stored row.
     async fn update_vm(&self, vm: &Vm) -> Result<(), StoreError>;

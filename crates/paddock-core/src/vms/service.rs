@@ -156,7 +156,9 @@ impl Service {
             .map(|p| (p.name(), Arc::clone(p)))
             .collect();
         Arc::new(Self {
-            accounts: crate::accounts::Accounts::new(Arc::clone(&store)),
+            accounts: crate::accounts::Accounts::new(
+                Arc::clone(&store) as Arc<dyn crate::store::AccountStore>
+            ),
             store,
             providers,
             provider: backends.provider,
@@ -182,8 +184,34 @@ impl Service {
         &self.config
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
+    /// The documents and job logs of the products built over the core.
+    pub fn resource_store(&self) -> &dyn crate::store::ResourceStore {
+        self.store.as_ref()
+    }
+
+    /// The account's image stored under `reference`, if any.
+    pub async fn find_image(
+        &self,
+        account: &AccountId,
+        reference: &str,
+    ) -> Result<Option<Image>, CoreError> {
+        Ok(self.store.find_image(account, reference).await?)
+    }
+
+    /// Stores `image` under its reference (an image the account has,
+    /// under another name: a pinned reference, say).
+    pub async fn save_image(&self, image: &Image) -> Result<(), CoreError> {
+        Ok(self.store.upsert_image(image).await?)
+    }
+
+    /// The account's VM `id`, if it has one (where [`Service::get_vm`]
+    /// would answer `NotFound`).
+    pub async fn find_vm_of(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+    ) -> Result<Option<Vm>, CoreError> {
+        Ok(self.store.get_vm(account, id).await?)
     }
 
     pub fn provider_name(&self) -> &'static str {

@@ -18,7 +18,7 @@ use paddock_core::ids::{AccountId, ApiKeyId, ExecutionId, SessionId, VmId};
 use paddock_core::model::{
     Account, ApiKey, Execution, Image, NewApiKey, Vm, VmFilter, VmStatus, VmStatusSet,
 };
-use paddock_core::store::Store;
+use paddock_core::store::{AccountStore, Store};
 use paddock_core::StoreError;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
@@ -140,88 +140,6 @@ fn status_list(set: &VmStatusSet) -> String {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn insert_account(&self, account: &Account) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES (?, ?, ?)")
-            .bind(account.id.as_str())
-            .bind(&account.name)
-            .bind(account.created_at.unix_millis())
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(())
-    }
-
-    async fn get_account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
-        let row: Option<(String, String, i64)> =
-            sqlx::query_as("SELECT id, name, created_at FROM accounts WHERE id = ?")
-                .bind(id.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db_err)?;
-        row.map(rows::account).transpose()
-    }
-
-    async fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
-        let rows: Vec<(String, String, i64)> =
-            sqlx::query_as("SELECT id, name, created_at FROM accounts ORDER BY created_at, id")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db_err)?;
-        rows.into_iter().map(rows::account).collect()
-    }
-
-    async fn insert_api_key(&self, key: &NewApiKey) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO api_keys (id, account_id, name, prefix, hash, created_at, user_email) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(key.key.id.as_str())
-        .bind(key.key.account_id.as_str())
-        .bind(&key.key.name)
-        .bind(&key.key.prefix)
-        .bind(&key.hash)
-        .bind(key.key.created_at.unix_millis())
-        .bind(&key.key.user_email)
-        .execute(&self.pool)
-        .await
-        .map_err(db_err)?;
-        Ok(())
-    }
-
-    async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
-        let row: Option<ApiKeyRow> = sqlx::query_as(
-            "SELECT id, account_id, name, prefix, user_email, created_at, revoked_at FROM api_keys \
-             WHERE hash = ? AND revoked_at IS NULL",
-        )
-        .bind(hash)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
-        row.map(ApiKeyRow::into_key).transpose()
-    }
-
-    async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
-        let rows: Vec<ApiKeyRow> = sqlx::query_as(
-            "SELECT id, account_id, name, prefix, user_email, created_at, revoked_at FROM api_keys \
-             ORDER BY created_at, id",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
-        rows.into_iter().map(ApiKeyRow::into_key).collect()
-    }
-
-    async fn revoke_api_key(&self, id: &ApiKeyId, at: Timestamp) -> Result<bool, StoreError> {
-        let done =
-            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-                .bind(at.unix_millis())
-                .bind(id.as_str())
-                .execute(&self.pool)
-                .await
-                .map_err(db_err)?;
-        Ok(done.rows_affected() == 1)
-    }
-
     async fn insert_vm(&self, vm: &Vm) -> Result<(), StoreError> {
         let placeholders = vec!["?"; VM_COLUMNS.split(", ").count()].join(", ");
         let sql = format!(
@@ -577,6 +495,85 @@ impl Store for SqliteStore {
         }
         let done = query.execute(&self.pool).await.map_err(db_err)?;
         Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl AccountStore for SqliteStore {
+    async fn insert_account(&self, account: &Account) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES (?, ?, ?)")
+            .bind(account.id.as_str())
+            .bind(&account.name)
+            .bind(account.created_at.unix_millis())
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+    async fn get_account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
+        let row: Option<(String, String, i64)> =
+            sqlx::query_as("SELECT id, name, created_at FROM accounts WHERE id = ?")
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
+        row.map(rows::account).transpose()
+    }
+    async fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT id, name, created_at FROM accounts ORDER BY created_at, id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?;
+        rows.into_iter().map(rows::account).collect()
+    }
+    async fn insert_api_key(&self, key: &NewApiKey) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, account_id, name, prefix, hash, created_at, user_email) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(key.key.id.as_str())
+        .bind(key.key.account_id.as_str())
+        .bind(&key.key.name)
+        .bind(&key.key.prefix)
+        .bind(&key.hash)
+        .bind(key.key.created_at.unix_millis())
+        .bind(&key.key.user_email)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+    async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        let row: Option<ApiKeyRow> = sqlx::query_as(
+            "SELECT id, account_id, name, prefix, user_email, created_at, revoked_at FROM api_keys \
+             WHERE hash = ? AND revoked_at IS NULL",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.map(ApiKeyRow::into_key).transpose()
+    }
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        let rows: Vec<ApiKeyRow> = sqlx::query_as(
+            "SELECT id, account_id, name, prefix, user_email, created_at, revoked_at FROM api_keys \
+             ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.into_iter().map(ApiKeyRow::into_key).collect()
+    }
+    async fn revoke_api_key(&self, id: &ApiKeyId, at: Timestamp) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(at.unix_millis())
+                .bind(id.as_str())
+                .execute(&self.pool)
+                .await
+                .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
     }
 }
 
