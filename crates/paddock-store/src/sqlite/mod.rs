@@ -113,6 +113,47 @@ impl SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
+    /// One account's row of `table` by id: `SELECT columns … WHERE
+    /// account_id = ? AND id = ?`, as the row type `R`.
+    pub(super) async fn owned_row<R>(
+        &self,
+        table: &str,
+        columns: &str,
+        account: &AccountId,
+        id: &str,
+    ) -> Result<Option<R>, StoreError>
+    where
+        R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+    {
+        sqlx::query_as(&format!(
+            "SELECT {columns} FROM {table} WHERE account_id = ? AND id = ?"
+        ))
+        .bind(account.as_str())
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)
+    }
+
+    /// Every row of `table` the account owns, newest first.
+    pub(super) async fn owned_rows<R>(
+        &self,
+        table: &str,
+        columns: &str,
+        account: &AccountId,
+    ) -> Result<Vec<R>, StoreError>
+    where
+        R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+    {
+        sqlx::query_as(&format!(
+            "SELECT {columns} FROM {table} WHERE account_id = ? ORDER BY created_at DESC, id"
+        ))
+        .bind(account.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)
+    }
+
     async fn fetch_vms(&self, sql: &str, binds: Vec<Bind<'_>>) -> Result<Vec<Vm>, StoreError> {
         let mut q = sqlx::query_as::<_, VmRow>(sql);
         for b in binds {

@@ -68,14 +68,9 @@ impl ShareStore for SqliteStore {
         account: &AccountId,
         id: &ShareId,
     ) -> Result<Option<Share>, StoreError> {
-        let row: Option<ShareRow> = sqlx::query_as(&format!(
-            "SELECT {SHARE_COLUMNS} FROM shares WHERE account_id = ? AND id = ?"
-        ))
-        .bind(account.as_str())
-        .bind(id.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
+        let row: Option<ShareRow> = self
+            .owned_row("shares", SHARE_COLUMNS, account, id.as_str())
+            .await?;
         Ok(row.map(|r| r.0))
     }
 

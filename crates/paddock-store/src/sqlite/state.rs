@@ -143,14 +143,9 @@ impl SnapshotStore for SqliteStore {
         account: &AccountId,
         id: &SnapshotId,
     ) -> Result<Option<Snapshot>, StoreError> {
-        let row: Option<SnapshotRow> = sqlx::query_as(&format!(
-            "SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE account_id = ? AND id = ?"
-        ))
-        .bind(account.as_str())
-        .bind(id.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
+        let row: Option<SnapshotRow> = self
+            .owned_row("snapshots", SNAPSHOT_COLUMNS, account, id.as_str())
+            .await?;
         Ok(row.map(|r| r.0))
     }
 
@@ -307,25 +302,14 @@ impl VolumeStore for SqliteStore {
         account: &AccountId,
         id: &VolumeId,
     ) -> Result<Option<Volume>, StoreError> {
-        let row: Option<VolumeRow> = sqlx::query_as(&format!(
-            "SELECT {VOLUME_COLUMNS} FROM volumes WHERE account_id = ? AND id = ?"
-        ))
-        .bind(account.as_str())
-        .bind(id.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
+        let row: Option<VolumeRow> = self
+            .owned_row("volumes", VOLUME_COLUMNS, account, id.as_str())
+            .await?;
         row.map(VolumeRow::into_volume).transpose()
     }
 
     async fn list_volumes(&self, account: &AccountId) -> Result<Vec<Volume>, StoreError> {
-        let rows: Vec<VolumeRow> = sqlx::query_as(&format!(
-            "SELECT {VOLUME_COLUMNS} FROM volumes WHERE account_id = ? ORDER BY created_at DESC, id"
-        ))
-        .bind(account.as_str())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
+        let rows: Vec<VolumeRow> = self.owned_rows("volumes", VOLUME_COLUMNS, account).await?;
         rows.into_iter().map(VolumeRow::into_volume).collect()
     }
 
@@ -569,25 +553,14 @@ impl VaultStore for SqliteStore {
         account: &AccountId,
         id: &VaultId,
     ) -> Result<Option<Vault>, StoreError> {
-        let row: Option<VaultRow> = sqlx::query_as(&format!(
-            "SELECT {VAULT_COLUMNS} FROM vaults WHERE account_id = ? AND id = ?"
-        ))
-        .bind(account.as_str())
-        .bind(id.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
+        let row: Option<VaultRow> = self
+            .owned_row("vaults", VAULT_COLUMNS, account, id.as_str())
+            .await?;
         row.map(VaultRow::into_vault).transpose()
     }
 
     async fn list_vaults(&self, account: &AccountId) -> Result<Vec<Vault>, StoreError> {
-        let rows: Vec<VaultRow> = sqlx::query_as(&format!(
-            "SELECT {VAULT_COLUMNS} FROM vaults WHERE account_id = ? ORDER BY created_at DESC, id"
-        ))
-        .bind(account.as_str())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
+        let rows: Vec<VaultRow> = self.owned_rows("vaults", VAULT_COLUMNS, account).await?;
         rows.into_iter().map(VaultRow::into_vault).collect()
     }
 
