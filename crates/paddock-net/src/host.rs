@@ -77,6 +77,9 @@ struct PoolState {
     /// Every address held: by a VM or by a prepared namespace.
     used: Mutex<BTreeSet<Ipv4Addr>>,
     warm: Mutex<Vec<Ipv4Addr>>,
+    /// Namespaces the refill task is preparing now: held addresses that
+    /// will be warm in a moment.
+    preparing: std::sync::atomic::AtomicUsize,
     refill: Notify,
     started: std::sync::Once,
     policies: Policies,
@@ -85,6 +88,10 @@ struct PoolState {
     in_force: Mutex<HashMap<Ipv4Addr, EgressPolicy>>,
     learned: dns::Learned,
 }
+
+/// How long an attach waits for a namespace being prepared when every
+/// address is held.
+const PREPARED_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long a released VM's port may take to go with its namespace
 /// before it is deleted by hand.
@@ -119,6 +126,7 @@ impl HostNetwork {
             dns_upstream: config.dns_upstream.clone(),
             used: Mutex::new(BTreeSet::new()),
             warm: Mutex::new(Vec::new()),
+            preparing: std::sync::atomic::AtomicUsize::new(0),
             refill: Notify::new(),
             started: std::sync::Once::new(),
             policies,
@@ -251,6 +259,28 @@ impl PoolState {
     /// rules of the prepared policy in place.
     async fn prepare(&self) -> Result<Ipv4Addr, NetError> {
         let address = self.allocate()?;
+        self.wire_up(address).await
+    }
+
+    /// [`PoolState::prepare`] for the warm pool: counted in `preparing`
+    /// from the moment it holds an address until it is warm (or gone), so
+    /// a create meanwhile knows a namespace is coming.
+    async fn prepare_warm(&self) -> Result<(), NetError> {
+        use std::sync::atomic::Ordering;
+        let address = self.allocate()?;
+        self.preparing.fetch_add(1, Ordering::SeqCst);
+        let prepared = self.wire_up(address).await;
+        if prepared.is_ok() {
+            if let Ok(mut w) = self.warm.lock() {
+                w.push(address);
+            }
+        }
+        self.preparing.fetch_sub(1, Ordering::SeqCst);
+        prepared.map(|_| ())
+    }
+
+    /// Makes the namespace of a held `address`; on failure frees it.
+    async fn wire_up(&self, address: Ipv4Addr) -> Result<Ipv4Addr, NetError> {
         let path = self.netns_path(address);
         let result = async {
             let segment = self.segment_of(address)?;
@@ -365,16 +395,38 @@ impl PoolState {
         self.warm.lock().ok()?.pop()
     }
 
+    fn preparing(&self) -> usize {
+        self.preparing.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A namespace for an attach: a warm one, else one made now, else
+    /// (every address held, some by namespaces being prepared) the next
+    /// one the refill task finishes.
+    async fn take_or_prepare(&self) -> Result<Ipv4Addr, NetError> {
+        if let Some(a) = self.take_warm() {
+            return Ok(a);
+        }
+        match self.prepare().await {
+            Err(NetError::Exhausted(why)) => {
+                let deadline = tokio::time::Instant::now() + PREPARED_WAIT;
+                while self.preparing() > 0 && tokio::time::Instant::now() < deadline {
+                    if let Some(a) = self.take_warm() {
+                        return Ok(a);
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                self.take_warm().ok_or(NetError::Exhausted(why))
+            }
+            other => other,
+        }
+    }
+
     /// Keeps `warm` namespaces prepared, refilling whenever one is taken.
     async fn refill_forever(self: Arc<Self>) {
         loop {
             while self.warm.lock().map(|w| w.len()).unwrap_or(usize::MAX) < self.config.warm {
-                match self.prepare().await {
-                    Ok(a) => {
-                        if let Ok(mut w) = self.warm.lock() {
-                            w.push(a);
-                        }
-                    }
+                match self.prepare_warm().await {
+                    Ok(()) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "could not prepare a network namespace");
                         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -400,7 +452,7 @@ impl NetworkBackend for HostNetwork {
         let warm = self.state.warm.lock().map(|w| w.len()).unwrap_or(0);
         let held = self.state.used.lock().map(|u| u.len()).unwrap_or(0);
         let capacity = self.state.segments.capacity();
-        if warm > 0 || held < capacity {
+        if warm > 0 || self.state.preparing() > 0 || held < capacity {
             return Ok(());
         }
         Err(format!(
@@ -413,10 +465,7 @@ impl NetworkBackend for HostNetwork {
     }
 
     async fn attach(&self, vm: &VmId, policy: &EgressPolicy) -> Result<VmNetwork, RuntimeError> {
-        let address = match self.state.take_warm() {
-            Some(a) => a,
-            None => self.state.prepare().await?,
-        };
+        let address = self.state.take_or_prepare().await?;
         self.state.refill.notify_one();
         if let Err(e) = self.state.apply_policy(address, policy).await {
             self.state.discard(address).await;
