@@ -111,9 +111,13 @@ pub(crate) async fn execute(
     let mut request = parse_execute(&mut body)?;
     let vaults = super::vault_ids(body.vault_ids.take())?;
     let vm = target_vm(&state, &account, body.session_id.take()).await?;
-    request
-        .env
-        .extend(state.service.command_secrets(&account, &vaults).await?);
+    request.env.extend(
+        state
+            .service
+            .vaults()
+            .command_secrets(&account, &vaults)
+            .await?,
+    );
     let out = state
         .service
         .exec_collect(&account, &vm.id, request)
@@ -144,9 +148,13 @@ pub(crate) async fn execute_async(
     let mut request = parse_execute(&mut body)?;
     let vaults = super::vault_ids(body.vault_ids.take())?;
     let vm = target_vm(&state, &account, body.session_id.take()).await?;
-    request
-        .env
-        .extend(state.service.command_secrets(&account, &vaults).await?);
+    request.env.extend(
+        state
+            .service
+            .vaults()
+            .command_secrets(&account, &vaults)
+            .await?,
+    );
     let execution = state.service.exec_async(&account, &vm, request).await?;
     Ok(Json(ExecuteAsyncResponse {
         task_id: execution.id.to_string(),

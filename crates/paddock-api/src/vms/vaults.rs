@@ -99,6 +99,7 @@ pub(crate) async fn create(
 ) -> Result<Json<VaultResponse>, ApiError> {
     let vault = state
         .service
+        .vaults()
         .create_vault(&account, body.name, body.description)
         .await?;
     Ok(Json(vault.into()))
@@ -110,7 +111,7 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     Caller(account): Caller,
 ) -> Result<Json<VaultListResponse>, ApiError> {
-    let vaults = state.service.list_vaults(&account).await?;
+    let vaults = state.service.vaults().list_vaults(&account).await?;
     Ok(Json(VaultListResponse {
         vaults: vaults.into_iter().map(Into::into).collect(),
     }))
@@ -124,7 +125,11 @@ pub(crate) async fn get(
     Caller(account): Caller,
     Path(raw): Path<String>,
 ) -> Result<Json<VaultResponse>, ApiError> {
-    let vault = state.service.get_vault(&account, &vault_id(&raw)?).await?;
+    let vault = state
+        .service
+        .vaults()
+        .get_vault(&account, &vault_id(&raw)?)
+        .await?;
     Ok(Json(vault.into()))
 }
 
@@ -146,6 +151,7 @@ pub(crate) async fn update(
 ) -> Result<Json<VaultResponse>, ApiError> {
     let vault = state
         .service
+        .vaults()
         .update_vault(&account, &vault_id(&raw)?, body.name, body.description)
         .await?;
     Ok(Json(vault.into()))
@@ -161,7 +167,7 @@ pub(crate) async fn delete(
     Path(raw): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = vault_id(&raw)?;
-    state.service.delete_vault(&account, &id).await?;
+    state.service.vaults().delete_vault(&account, &id).await?;
     Ok(Json(json!({"deleted": true, "vault_id": id.to_string()})))
 }
 
@@ -184,8 +190,12 @@ pub(crate) async fn discover(
     Path(raw): Path<String>,
 ) -> Result<Json<DiscoverResponse>, ApiError> {
     let id = vault_id(&raw)?;
-    let vault = state.service.get_vault(&account, &id).await?;
-    let credentials = state.service.list_credentials(&account, &id).await?;
+    let vault = state.service.vaults().get_vault(&account, &id).await?;
+    let credentials = state
+        .service
+        .vaults()
+        .list_credentials(&account, &id)
+        .await?;
     Ok(Json(DiscoverResponse {
         vault_id: id.to_string(),
         name: vault.name,
@@ -204,6 +214,7 @@ pub(crate) async fn list_credentials(
 ) -> Result<Json<CredentialListResponse>, ApiError> {
     let credentials = state
         .service
+        .vaults()
         .list_credentials(&account, &vault_id(&raw)?)
         .await?;
     Ok(Json(CredentialListResponse {
@@ -242,6 +253,7 @@ pub(crate) async fn add_credential(
 ) -> Result<Json<CredentialResponse>, ApiError> {
     let credential = state
         .service
+        .vaults()
         .add_credential(
             &account,
             &vault_id(&raw)?,
@@ -280,6 +292,7 @@ pub(crate) async fn rotate_credential(
 ) -> Result<Json<CredentialResponse>, ApiError> {
     let credential = state
         .service
+        .vaults()
         .rotate_credential(
             &account,
             &vault_id(&vault)?,
@@ -301,6 +314,7 @@ pub(crate) async fn delete_credential(
     let id = credential_id(&credential)?;
     state
         .service
+        .vaults()
         .delete_credential(&account, &vault_id(&vault)?, &id)
         .await?;
     Ok(Json(

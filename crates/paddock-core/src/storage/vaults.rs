@@ -1,7 +1,9 @@
 //! Vaults: an account's named secrets, sealed at rest, injected into VM
 //! environments. A value enters through `add_credential` or
 //! `rotate_credential` and leaves only toward a sandbox's agent
-//! ([`Service::vault_env`]); no record, error or log line carries it.
+//! ([`Vaults::vault_env`]); no record, error or log line carries it.
+
+use std::sync::Arc;
 
 use crate::clock::Timestamp;
 use crate::error::{CoreError, StoreError};
@@ -9,7 +11,7 @@ use crate::ids::{AccountId, CredentialId, VaultId, VmId};
 use crate::model::{Credential, Env, SecretValue, Vault};
 use crate::secrets::Keyring;
 use crate::service::Service;
-use crate::store::Store;
+use crate::store::{Store, VaultStore};
 
 /// The longest secret value accepted (an env var's limit).
 const MAX_SECRET: usize = 128 * 1024;
@@ -50,7 +52,18 @@ fn sealing_failed(e: crate::secrets::SealError) -> CoreError {
     CoreError::Unavailable(format!("vault: {e}"))
 }
 
-impl Service {
+/// Vaults and their credentials, over the vault store and the keyring
+/// alone.
+pub struct Vaults {
+    store: Arc<dyn VaultStore>,
+    keyring: Arc<Keyring>,
+}
+
+impl Vaults {
+    pub fn new(store: Arc<dyn VaultStore>, keyring: Arc<Keyring>) -> Self {
+        Self { store, keyring }
+    }
+
     pub async fn create_vault(
         &self,
         account: &AccountId,
@@ -71,18 +84,15 @@ impl Service {
         self.store.insert_vault(&vault).await?;
         Ok(vault)
     }
-
     pub async fn list_vaults(&self, account: &AccountId) -> Result<Vec<Vault>, CoreError> {
         Ok(self.store.list_vaults(account).await?)
     }
-
     pub async fn get_vault(&self, account: &AccountId, id: &VaultId) -> Result<Vault, CoreError> {
         self.store
             .get_vault(account, id)
             .await?
             .ok_or_else(|| CoreError::not_found("vault", id))
     }
-
     pub async fn update_vault(
         &self,
         account: &AccountId,
@@ -103,14 +113,12 @@ impl Service {
         self.store.update_vault(&vault).await?;
         Ok(vault)
     }
-
     pub async fn delete_vault(&self, account: &AccountId, id: &VaultId) -> Result<(), CoreError> {
         if !self.store.delete_vault(account, id).await? {
             return Err(CoreError::not_found("vault", id));
         }
         Ok(())
     }
-
     pub async fn add_credential(
         &self,
         account: &AccountId,
@@ -151,7 +159,6 @@ impl Service {
             other => other.map(|()| credential).map_err(CoreError::from),
         }
     }
-
     pub async fn list_credentials(
         &self,
         account: &AccountId,
@@ -160,7 +167,6 @@ impl Service {
         self.get_vault(account, vault).await?;
         Ok(self.store.list_credentials(vault).await?)
     }
-
     pub async fn rotate_credential(
         &self,
         account: &AccountId,
@@ -184,7 +190,6 @@ impl Service {
         credential.rotated_at = Some(now);
         Ok(credential)
     }
-
     pub async fn delete_credential(
         &self,
         account: &AccountId,
@@ -197,7 +202,6 @@ impl Service {
         }
         Ok(())
     }
-
     /// The variables the vaults give a VM, all or nothing: a vault that is
     /// missing (or another account's) or a value that does not open fails
     /// the whole set, with an error naming which.
@@ -215,8 +219,7 @@ impl Service {
             .await
             .map_err(CoreError::Unavailable)
     }
-
-    pub(crate) async fn vault_env(
+    pub async fn vault_env(
         &self,
         account: &AccountId,
         vaults: &[VaultId],
@@ -244,7 +247,9 @@ impl Service {
         }
         Ok(env)
     }
+}
 
+impl Service {
     /// Stages variables into a running VM's environment for every later
     /// command. The values stay in the sandbox agent's memory only.
     pub async fn stage_env(

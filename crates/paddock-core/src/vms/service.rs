@@ -130,6 +130,7 @@ pub struct Service {
     /// Sandboxes booted ahead of demand.
     pub(crate) warm_pool: crate::warm_pool::WarmPool,
     accounts: crate::accounts::Accounts,
+    vaults: crate::vaults::Vaults,
 }
 
 /// The host-side ports the service drives: sandboxes, images, volumes,
@@ -156,6 +157,10 @@ impl Service {
             .map(|p| (p.name(), Arc::clone(p)))
             .collect();
         Arc::new(Self {
+            vaults: crate::vaults::Vaults::new(
+                Arc::clone(&store) as Arc<dyn crate::store::VaultStore>,
+                Arc::clone(&keyring),
+            ),
             accounts: crate::accounts::Accounts::new(
                 Arc::clone(&store) as Arc<dyn crate::store::AccountStore>
             ),
@@ -245,6 +250,11 @@ impl Service {
 
     pub async fn lock_vm(&self, id: &VmId) -> OwnedMutexGuard<()> {
         self.vm_locks.lock(id).await
+    }
+
+    /// Vaults of secrets and their credentials.
+    pub fn vaults(&self) -> &crate::vaults::Vaults {
+        &self.vaults
     }
 
     /// Accounts, their API keys and dev tokens.
@@ -390,7 +400,9 @@ impl Service {
         let secrets = if vm.options.vault_ids.is_empty() {
             Ok(Vec::new())
         } else {
-            self.vault_env(&vm.account_id, &vm.options.vault_ids).await
+            self.vaults
+                .vault_env(&vm.account_id, &vm.options.vault_ids)
+                .await
         };
         let secrets = match secrets {
             Ok(s) => s,
