@@ -21,7 +21,7 @@ impl Gateway {
         environment: &str,
     ) -> Result<(Principal, VmId), CoreError> {
         let mut not_connected = None;
-        let keys = self.core.ssh_keys_by_fingerprint(fingerprint).await?;
+        let keys = self.core.ssh_keys().by_fingerprint(fingerprint).await?;
         if keys.is_empty() {
             return Err(CoreError::Unauthenticated);
         }

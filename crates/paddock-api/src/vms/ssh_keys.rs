@@ -54,7 +54,11 @@ pub(crate) async fn add(
     CallerUser(who): CallerUser,
     ValidJson(body): ValidJson<AddSshKeyRequest>,
 ) -> Result<Json<SshKeyResponse>, ApiError> {
-    let key = state.service.add_ssh_key(&who, &body.public_key).await?;
+    let key = state
+        .service
+        .ssh_keys()
+        .add_ssh_key(&who, &body.public_key)
+        .await?;
     Ok(Json(response(&key)))
 }
 
@@ -64,7 +68,7 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     Caller(account): Caller,
 ) -> Result<Json<SshKeyList>, ApiError> {
-    let keys = state.service.list_ssh_keys(&account).await?;
+    let keys = state.service.ssh_keys().list_ssh_keys(&account).await?;
     Ok(Json(SshKeyList {
         keys: keys.iter().map(response).collect(),
     }))
@@ -81,6 +85,10 @@ pub(crate) async fn delete(
     let id = raw
         .parse::<i64>()
         .map_err(|_| ApiError::not_found("SSH key"))?;
-    state.service.delete_ssh_key(&account, id).await?;
+    state
+        .service
+        .ssh_keys()
+        .delete_ssh_key(&account, id)
+        .await?;
     Ok(Json(json!({"id": id, "deleted": true})))
 }

@@ -1,13 +1,24 @@
 //! SSH public keys an account registers (the SSH gateway of dev
 //! environments authenticates with them).
 
+use std::sync::Arc;
+
 use crate::clock::Timestamp;
 use crate::error::CoreError;
 use crate::ids::AccountId;
 use crate::model::{parse_ssh_key, Principal, SshKey};
-use crate::service::Service;
+use crate::store::SshKeyStore;
 
-impl Service {
+/// The SSH keys of an account's users, over the SSH key store alone.
+pub struct SshKeys {
+    store: Arc<dyn SshKeyStore>,
+}
+
+impl SshKeys {
+    pub fn new(store: Arc<dyn SshKeyStore>) -> Self {
+        Self { store }
+    }
+
     /// Registers a key for the principal's user.
     pub async fn add_ssh_key(&self, who: &Principal, line: &str) -> Result<SshKey, CoreError> {
         let parsed = parse_ssh_key(line).map_err(|m| CoreError::invalid("public_key", m))?;
@@ -43,10 +54,7 @@ impl Service {
 
     /// Every registered key with `fingerprint`, of any account: for the
     /// SSH gateway's login, which the account gateway resolves.
-    pub async fn ssh_keys_by_fingerprint(
-        &self,
-        fingerprint: &str,
-    ) -> Result<Vec<SshKey>, CoreError> {
+    pub async fn by_fingerprint(&self, fingerprint: &str) -> Result<Vec<SshKey>, CoreError> {
         Ok(self.store.find_ssh_keys(fingerprint).await?)
     }
 }

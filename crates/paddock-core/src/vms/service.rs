@@ -131,6 +131,7 @@ pub struct Service {
     pub(crate) warm_pool: crate::warm_pool::WarmPool,
     accounts: crate::accounts::Accounts,
     vaults: crate::vaults::Vaults,
+    ssh_keys: crate::ssh_keys::SshKeys,
 }
 
 /// The host-side ports the service drives: sandboxes, images, volumes,
@@ -157,6 +158,9 @@ impl Service {
             .map(|p| (p.name(), Arc::clone(p)))
             .collect();
         Arc::new(Self {
+            ssh_keys: crate::ssh_keys::SshKeys::new(
+                Arc::clone(&store) as Arc<dyn crate::store::SshKeyStore>
+            ),
             vaults: crate::vaults::Vaults::new(
                 Arc::clone(&store) as Arc<dyn crate::store::VaultStore>,
                 Arc::clone(&keyring),
@@ -250,6 +254,11 @@ impl Service {
 
     pub async fn lock_vm(&self, id: &VmId) -> OwnedMutexGuard<()> {
         self.vm_locks.lock(id).await
+    }
+
+    /// The SSH keys of an account's users.
+    pub fn ssh_keys(&self) -> &crate::ssh_keys::SshKeys {
+        &self.ssh_keys
     }
 
     /// Vaults of secrets and their credentials.
