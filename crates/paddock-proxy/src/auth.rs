@@ -41,7 +41,7 @@ pub async fn check(
     let presented = presented_tokens(&req, share);
     if presented
         .iter()
-        .any(|t| service.share_token_matches(share, t))
+        .any(|t| service.shares().share_token_matches(share, t))
     {
         strip_credentials(&mut req, share);
         return Access::Granted(req);
@@ -132,7 +132,7 @@ async fn login_redirect(
     path_prefix: Option<&str>,
     tls: bool,
 ) -> Response<ProxyBody> {
-    match service.take_share_login(&share.id, login).await {
+    match service.shares().take_share_login(&share.id, login).await {
         Ok(true) => {}
         Ok(false) => {
             return text(
@@ -145,7 +145,7 @@ async fn login_redirect(
             return text(StatusCode::SERVICE_UNAVAILABLE, "share login failed\n");
         }
     }
-    let token = service.share_cookie_token(share);
+    let token = service.shares().share_cookie_token(share);
     let rest: Vec<&str> = req
         .uri()
         .query()

@@ -154,11 +154,11 @@ impl Router {
         if host.is_empty() {
             return None;
         }
-        let generation = self.service.share_generation();
+        let generation = self.service.shares().share_generation();
         if let Some(share) = self.domains.get(host, generation) {
             return share;
         }
-        let share = match self.service.custom_domain_share(host).await {
+        let share = match self.service.shares().custom_domain_share(host).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "custom domain lookup failed");
@@ -184,7 +184,7 @@ impl Router {
     }
 
     async fn route(&self, id: &ShareId) -> Result<Arc<ShareRoute>, CoreError> {
-        let generation = self.service.share_generation();
+        let generation = self.service.shares().share_generation();
         if let Some(route) = self.cache.get(id, generation) {
             self.service.note_share_traffic(&route.share.vm_id);
             return Ok(route);

@@ -108,6 +108,7 @@ pub(crate) async fn create(
     let creds: Option<DnsCredentials> = body.dns_credentials;
     let d = state
         .service
+        .shares()
         .create_custom_domain(
             &account,
             &share,
@@ -125,7 +126,7 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     Caller(account): Caller,
 ) -> Result<Json<DomainListResponse>, ApiError> {
-    let domains = state.service.list_custom_domains(&account).await?;
+    let domains = state.service.shares().list_custom_domains(&account).await?;
     Ok(Json(DomainListResponse {
         domains: domains
             .iter()
@@ -144,6 +145,7 @@ pub(crate) async fn get(
 ) -> Result<Json<DomainResponse>, ApiError> {
     let d = state
         .service
+        .shares()
         .get_custom_domain(&account, domain_id(&raw)?)
         .await?;
     Ok(Json(domain_response(&state.share_urls, &d)))
@@ -160,6 +162,7 @@ pub(crate) async fn verify(
 ) -> Result<Json<DomainResponse>, ApiError> {
     let d = state
         .service
+        .shares()
         .verify_custom_domain(&account, domain_id(&raw)?)
         .await?;
     Ok(Json(domain_response(&state.share_urls, &d)))
@@ -176,6 +179,7 @@ pub(crate) async fn health(
 ) -> Result<Json<Value>, ApiError> {
     let d = state
         .service
+        .shares()
         .get_custom_domain(&account, domain_id(&raw)?)
         .await?;
     let proxy_active = state.service.share_route(&d.share_id).await.is_ok();
@@ -203,6 +207,10 @@ pub(crate) async fn delete(
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = domain_id(&raw)?;
-    state.service.delete_custom_domain(&account, id).await?;
+    state
+        .service
+        .shares()
+        .delete_custom_domain(&account, id)
+        .await?;
     Ok(Json(json!({"id": id, "deleted": true})))
 }

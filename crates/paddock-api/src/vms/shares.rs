@@ -236,7 +236,11 @@ pub(crate) async fn get(
     Caller(account): Caller,
     Path(raw): Path<String>,
 ) -> Result<Json<ShareResponse>, ApiError> {
-    let share = state.service.get_share(&account, &share_id(&raw)?).await?;
+    let share = state
+        .service
+        .shares()
+        .get_share(&account, &share_id(&raw)?)
+        .await?;
     Ok(Json(share_response(&state.share_urls, &plain(share))))
 }
 
@@ -254,7 +258,7 @@ pub(crate) async fn update(
 ) -> Result<Json<Value>, ApiError> {
     let id = share_id(&raw)?;
     if body.revoke == Some(true) {
-        state.service.delete_share(&account, &id).await?;
+        state.service.shares().delete_share(&account, &id).await?;
         return Ok(Json(json!({"share_id": id.to_string(), "revoked": true})));
     }
     let Some(is_public) = body.is_public else {
@@ -262,6 +266,7 @@ pub(crate) async fn update(
     };
     let made = state
         .service
+        .shares()
         .set_share_visibility(&account, &id, is_public)
         .await?;
     Ok(Json(json!(share_response(&state.share_urls, &made))))
@@ -276,7 +281,7 @@ pub(crate) async fn delete(
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = share_id(&raw)?;
-    state.service.delete_share(&account, &id).await?;
+    state.service.shares().delete_share(&account, &id).await?;
     Ok(Json(json!({"share_id": id.to_string(), "deleted": true})))
 }
 
@@ -328,10 +333,10 @@ pub(crate) async fn delete_for_vm(
 ) -> Result<Json<Value>, ApiError> {
     let vm = vm_id(&vm_raw)?;
     let id = share_id(&raw)?;
-    let share = state.service.get_share(&account, &id).await?;
+    let share = state.service.shares().get_share(&account, &id).await?;
     if share.vm_id != vm {
         return Err(ApiError::not_found("Share"));
     }
-    state.service.delete_share(&account, &id).await?;
+    state.service.shares().delete_share(&account, &id).await?;
     Ok(Json(json!({"share_id": id.to_string(), "deleted": true})))
 }

@@ -9,7 +9,7 @@ use crate::ids::{AccountId, ShareId};
 use crate::model::{
     validate_domain, CustomDomain, DnsCredentials, DomainStatus, SecretValue, DNS_PROVIDERS,
 };
-use crate::service::{error_chain, Service};
+use crate::service::error_chain;
 
 /// What the sealed credentials are bound to, so a sealed value cannot be
 /// moved to another domain's row.
@@ -17,7 +17,7 @@ pub(crate) fn credentials_aad(domain: &str) -> String {
     format!("custom-domain:{domain}")
 }
 
-impl Service {
+impl super::shares::Shares {
     /// Records `domain` for one of the account's shares and, with a DNS
     /// provider, makes its record. Bad input changes nothing; a DNS
     /// failure leaves the domain `failed` with the reason (retry with

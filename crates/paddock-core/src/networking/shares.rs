@@ -1,15 +1,21 @@
-//! Shares: publishing a VM's port through the share proxy. The service
-//! keeps the records and answers the proxy's one question: where does
-//! this share go, and may this caller in.
+//! Shares: publishing a VM's port through the share proxy. The [`Shares`]
+//! component keeps the records, tokens and custom domains; the VMs side
+//! (`Service`) checks the VM a share is made for and answers the proxy's
+//! one question: where does this share go (and [`Shares`]: may this
+//! caller in).
 
 use std::net::Ipv4Addr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::clock::Timestamp;
+use crate::domain_backend::DomainBackend;
 use crate::error::CoreError;
 use crate::ids::{AccountId, ShareId, VmId};
 use crate::model::{hash_token, NewShare, Share, ShareSecret, VmStatus};
+use crate::secrets::Keyring;
 use crate::service::{error_chain, Service};
+use crate::store::Store;
 
 /// How long a one-time login URL stays usable.
 const LOGIN_TTL_SECONDS: u64 = 24 * 3600;
@@ -21,42 +27,53 @@ pub struct ShareRoute {
     pub address: Ipv4Addr,
 }
 
-impl Service {
-    /// Publishes `port` of a VM. A private share gets an access token and
-    /// a one-time login token, returned only here.
-    pub async fn create_share(
+/// Shares and the custom domains routed to them: their records, tokens
+/// and DNS, over the store, the keyring and the DNS port. What needs a
+/// VM (creating a share, routing traffic) stays with the VMs.
+pub struct Shares {
+    pub(super) store: Arc<dyn Store>,
+    pub(super) keyring: Arc<Keyring>,
+    pub(super) domain_dns: Arc<dyn DomainBackend>,
+    /// Bumped on every share change (see `share_generation`).
+    generation: AtomicU64,
+}
+
+impl Shares {
+    pub fn new(
+        store: Arc<dyn Store>,
+        keyring: Arc<Keyring>,
+        domain_dns: Arc<dyn DomainBackend>,
+    ) -> Self {
+        Self {
+            store,
+            keyring,
+            domain_dns,
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// Records a share of `port` of the VM `vm` (checked by the caller).
+    /// A private share gets an access token and a one-time login token,
+    /// returned only here.
+    pub async fn record(
         &self,
         account: &AccountId,
-        vm_id: &VmId,
+        vm: &VmId,
         port: u16,
         is_public: bool,
     ) -> Result<NewShare, CoreError> {
-        let vm = self.get_vm(account, vm_id).await?;
-        if !vm.status.is_active() {
-            return Err(CoreError::FailedPrecondition(format!(
-                "the VM is {}; only a creating or running VM can be shared",
-                vm.status.as_str()
-            )));
-        }
-        if !self.network.enabled() {
-            return Err(CoreError::FailedPrecondition(
-                "networking is disabled on this server, so VM ports cannot be shared".into(),
-            ));
-        }
-        if port == 0 {
-            return Err(CoreError::invalid("port", "must be from 1 to 65535"));
-        }
         let token = (!is_public).then(ShareSecret::generate);
         let share = Share {
             id: ShareId::generate(),
             account_id: account.clone(),
-            vm_id: vm.id.clone(),
+            vm_id: vm.clone(),
             port,
             is_public,
             token_hash: token.as_ref().map(ShareSecret::hash).unwrap_or_default(),
             created_at: Timestamp::now(),
         };
         self.store.insert_share(&share).await?;
+        self.share_changed();
         let login = match token {
             Some(_) => Some(self.new_share_login(&share.id).await?),
             None => None,
@@ -79,27 +96,12 @@ impl Service {
             .await?;
         Ok(login)
     }
-
     pub async fn get_share(&self, account: &AccountId, id: &ShareId) -> Result<Share, CoreError> {
         self.store
             .get_share(account, id)
             .await?
             .ok_or_else(|| CoreError::not_found("share", id))
     }
-
-    /// The account's shares, or one VM's (404 when the VM is not the
-    /// account's).
-    pub async fn list_shares(
-        &self,
-        account: &AccountId,
-        vm: Option<&VmId>,
-    ) -> Result<Vec<Share>, CoreError> {
-        if let Some(vm) = vm {
-            self.get_vm(account, vm).await?;
-        }
-        Ok(self.store.list_shares(account, vm).await?)
-    }
-
     /// Makes a share public or private. Turning it private issues a new
     /// token (and login token), returned only here.
     pub async fn set_share_visibility(
@@ -133,13 +135,95 @@ impl Service {
         fresh.share = share;
         Ok(fresh)
     }
-
     pub async fn delete_share(&self, account: &AccountId, id: &ShareId) -> Result<(), CoreError> {
         if !self.store.delete_share(account, id).await? {
             return Err(CoreError::not_found("share", id));
         }
         self.share_changed();
         Ok(())
+    }
+    /// Whether `token` opens the private share `share`: its access token,
+    /// or the cookie value a login set.
+    pub fn share_token_matches(&self, share: &Share, token: &str) -> bool {
+        !share.token_hash.is_empty()
+            && (constant_time_eq(&hash_token(token), &share.token_hash)
+                || constant_time_eq(token, &self.share_cookie_token(share)))
+    }
+    /// The cookie value that opens a private share: a MAC of the share and
+    /// its current token, so it dies when the token is rotated and no
+    /// token is ever stored in clear.
+    pub fn share_cookie_token(&self, share: &Share) -> String {
+        self.keyring
+            .mac(&format!("share-cookie:{}:{}", share.id, share.token_hash))
+    }
+    /// Consumes a one-time login token: true when it was issued for
+    /// `share` and had not been used or expired.
+    pub async fn take_share_login(&self, share: &ShareId, login: &str) -> Result<bool, CoreError> {
+        let found = self
+            .store
+            .take_share_login(&hash_token(login), Timestamp::now())
+            .await?;
+        Ok(found.as_ref() == Some(share))
+    }
+    /// Changes whenever a share changes or goes, so the proxy's cache
+    /// never serves a revoked route.
+    pub fn share_generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+    pub fn share_changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+    /// Ends the shares of a VM that ended.
+    pub async fn end_shares(&self, vm: &VmId) {
+        match self.store.delete_shares_of_vm(vm).await {
+            Ok(0) => {}
+            Ok(_) => self.share_changed(),
+            Err(e) => {
+                tracing::error!(vm_id = %vm, error = %error_chain(&e), "could not end a VM's shares")
+            }
+        }
+    }
+}
+
+impl Service {
+    /// Publishes `port` of a VM. A private share gets an access token and
+    /// a one-time login token, returned only here.
+    pub async fn create_share(
+        &self,
+        account: &AccountId,
+        vm_id: &VmId,
+        port: u16,
+        is_public: bool,
+    ) -> Result<NewShare, CoreError> {
+        let vm = self.get_vm(account, vm_id).await?;
+        if !vm.status.is_active() {
+            return Err(CoreError::FailedPrecondition(format!(
+                "the VM is {}; only a creating or running VM can be shared",
+                vm.status.as_str()
+            )));
+        }
+        if !self.network.enabled() {
+            return Err(CoreError::FailedPrecondition(
+                "networking is disabled on this server, so VM ports cannot be shared".into(),
+            ));
+        }
+        if port == 0 {
+            return Err(CoreError::invalid("port", "must be from 1 to 65535"));
+        }
+        self.shares.record(account, &vm.id, port, is_public).await
+    }
+
+    /// The account's shares, or one VM's (404 when the VM is not the
+    /// account's).
+    pub async fn list_shares(
+        &self,
+        account: &AccountId,
+        vm: Option<&VmId>,
+    ) -> Result<Vec<Share>, CoreError> {
+        if let Some(vm) = vm {
+            self.get_vm(account, vm).await?;
+        }
+        Ok(self.store.list_shares(account, vm).await?)
     }
 
     /// Where a share's traffic goes: its running VM's address and port.
@@ -169,53 +253,6 @@ impl Service {
                 "the shared VM is {}",
                 vm.status.as_str()
             ))),
-        }
-    }
-
-    /// Whether `token` opens the private share `share`: its access token,
-    /// or the cookie value a login set.
-    pub fn share_token_matches(&self, share: &Share, token: &str) -> bool {
-        !share.token_hash.is_empty()
-            && (constant_time_eq(&hash_token(token), &share.token_hash)
-                || constant_time_eq(token, &self.share_cookie_token(share)))
-    }
-
-    /// The cookie value that opens a private share: a MAC of the share and
-    /// its current token, so it dies when the token is rotated and no
-    /// token is ever stored in clear.
-    pub fn share_cookie_token(&self, share: &Share) -> String {
-        self.keyring
-            .mac(&format!("share-cookie:{}:{}", share.id, share.token_hash))
-    }
-
-    /// Consumes a one-time login token: true when it was issued for
-    /// `share` and had not been used or expired.
-    pub async fn take_share_login(&self, share: &ShareId, login: &str) -> Result<bool, CoreError> {
-        let found = self
-            .store
-            .take_share_login(&hash_token(login), Timestamp::now())
-            .await?;
-        Ok(found.as_ref() == Some(share))
-    }
-
-    /// Changes whenever a share changes or goes, so the proxy's cache
-    /// never serves a revoked route.
-    pub fn share_generation(&self) -> u64 {
-        self.share_generation.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn share_changed(&self) {
-        self.share_generation.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// Ends the shares of a VM that ended.
-    pub(crate) async fn end_shares(&self, vm: &VmId) {
-        match self.store.delete_shares_of_vm(vm).await {
-            Ok(0) => {}
-            Ok(_) => self.share_changed(),
-            Err(e) => {
-                tracing::error!(vm_id = %vm, error = %error_chain(&e), "could not end a VM's shares")
-            }
         }
     }
 }

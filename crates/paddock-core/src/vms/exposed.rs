@@ -83,7 +83,7 @@ impl Service {
             return Err(CoreError::invalid("port", "must be from 1 to 65535"));
         }
         if let Some(d) = &e.domain {
-            let name = self.check_custom_domain(
+            let name = self.shares.check_custom_domain(
                 &d.domain,
                 d.dns_provider.as_deref(),
                 d.dns_credentials.as_ref(),
@@ -108,14 +108,15 @@ impl Service {
             .await?;
         let domain = match e.domain {
             Some(d) => Some(
-                self.create_custom_domain(
-                    account,
-                    &share.share.id,
-                    &d.domain,
-                    d.dns_provider.as_deref(),
-                    d.dns_credentials,
-                )
-                .await?,
+                self.shares
+                    .create_custom_domain(
+                        account,
+                        &share.share.id,
+                        &d.domain,
+                        d.dns_provider.as_deref(),
+                        d.dns_credentials,
+                    )
+                    .await?,
             ),
             None => None,
         };

@@ -180,7 +180,7 @@ impl Service {
                 return Err(e.into());
             }
         }
-        self.end_shares(&vm.id).await;
+        self.shares.end_shares(&vm.id).await;
         self.release_network(&mut vm).await;
         self.activity.forget(&vm.id);
         let now = Timestamp::now();

@@ -112,14 +112,11 @@ pub struct Service {
     pub(crate) keyring: Arc<Keyring>,
     pub(crate) volumes: Arc<dyn VolumeBackend>,
     pub(crate) network: Arc<dyn NetworkBackend>,
-    pub(crate) domain_dns: Arc<dyn DomainBackend>,
     /// Serializes changes to attachments and volume host mounts.
     pub(crate) volume_lock: AsyncMutex<()>,
     vm_locks: crate::keyed_locks::KeyedLocks<VmId>,
     /// Serializes changes to one stored document (`kind/account/id`).
     pub(crate) resource_locks: crate::keyed_locks::KeyedLocks<String>,
-    /// Bumped on every share change (see `share_generation`).
-    pub(crate) share_generation: std::sync::atomic::AtomicU64,
     pulls: Mutex<HashMap<String, PullRecord>>,
     /// When each VM was last used, for `auto_stop`.
     pub(crate) activity: Arc<crate::lifecycle::Activity>,
@@ -132,6 +129,7 @@ pub struct Service {
     accounts: crate::accounts::Accounts,
     vaults: crate::vaults::Vaults,
     ssh_keys: crate::ssh_keys::SshKeys,
+    pub(crate) shares: crate::shares::Shares,
 }
 
 /// The host-side ports the service drives: sandboxes, images, volumes,
@@ -158,6 +156,11 @@ impl Service {
             .map(|p| (p.name(), Arc::clone(p)))
             .collect();
         Arc::new(Self {
+            shares: crate::shares::Shares::new(
+                Arc::clone(&store),
+                Arc::clone(&keyring),
+                backends.domain_dns,
+            ),
             ssh_keys: crate::ssh_keys::SshKeys::new(
                 Arc::clone(&store) as Arc<dyn crate::store::SshKeyStore>
             ),
@@ -176,11 +179,9 @@ impl Service {
             keyring,
             volumes: backends.volumes,
             network: backends.network,
-            domain_dns: backends.domain_dns,
             volume_lock: AsyncMutex::new(()),
             vm_locks: crate::keyed_locks::KeyedLocks::default(),
             resource_locks: crate::keyed_locks::KeyedLocks::default(),
-            share_generation: std::sync::atomic::AtomicU64::new(0),
             pulls: Mutex::new(HashMap::new()),
             activity: Arc::default(),
             started_at: std::time::Instant::now(),
@@ -254,6 +255,11 @@ impl Service {
 
     pub async fn lock_vm(&self, id: &VmId) -> OwnedMutexGuard<()> {
         self.vm_locks.lock(id).await
+    }
+
+    /// Shares and custom domains.
+    pub fn shares(&self) -> &crate::shares::Shares {
+        &self.shares
     }
 
     /// The SSH keys of an account's users.
@@ -694,7 +700,7 @@ impl Service {
         self.provider_of(&vm).stop(&vm.id, vm.runtime).await?;
         let sandbox_gone = began.elapsed();
         self.release_volumes(&vm.id).await;
-        self.end_shares(&vm.id).await;
+        self.shares.end_shares(&vm.id).await;
         self.release_network(&mut vm).await;
         let network_gone = began.elapsed();
         let now = Timestamp::now();
@@ -729,7 +735,7 @@ impl Service {
             tracing::warn!(vm_id = %vm.id, error = %error_chain(&e), "cleanup of a dead VM failed");
         }
         self.release_volumes(&vm.id).await;
-        self.end_shares(&vm.id).await;
+        self.shares.end_shares(&vm.id).await;
         self.release_network(&mut vm).await;
         vm.status = VmStatus::Failed;
         vm.status_reason = Some(reason.to_owned());
