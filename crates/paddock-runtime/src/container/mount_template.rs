@@ -146,9 +146,41 @@ mod tests {
         if !nix::unistd::geteuid().is_root() {
             return;
         }
+        // A namespace pinned on the host, as the network pool pins them.
+        let dir = tempfile::tempdir().expect("dir");
+        let pin = dir.path().join("10.99.0.2");
+        std::fs::File::create(&pin).expect("pin file");
+        let target = pin.clone();
+        std::thread::spawn(move || {
+            unshare(CloneFlags::CLONE_NEWNET).expect("netns");
+            mount(
+                Some("/proc/thread-self/ns/net"),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .expect("pin");
+        })
+        .join()
+        .expect("pin thread");
+        let pinned = pin.display().to_string();
+        let host = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        assert!(nsfs_mounts(&host).contains(&pinned));
+
         let template = MountTemplate::create().expect("template");
         let ns = std::fs::read_link(template.path()).expect("ns link");
         let own = std::fs::read_link("/proc/thread-self/ns/mnt").expect("own ns");
         assert_ne!(ns, own, "a namespace of its own");
+        // The parked thread's own mountinfo: /proc/PID/task/TID/mountinfo.
+        let thread_dir = template
+            .path()
+            .parent()
+            .and_then(std::path::Path::parent)
+            .expect("the thread's /proc dir");
+        let lean = std::fs::read_to_string(thread_dir.join("mountinfo")).expect("mountinfo");
+        assert!(nsfs_mounts(&lean).is_empty(), "{lean}");
+        assert!(lean.lines().count() < host.lines().count());
+        umount2(&pin, MntFlags::MNT_DETACH).expect("unpin");
     }
 }
