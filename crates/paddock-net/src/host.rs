@@ -73,7 +73,6 @@ struct PoolState {
     /// The segments whose bridge, rule elements and resolver are in
     /// place, by index; held while one is brought up.
     up: tokio::sync::Mutex<BTreeSet<usize>>,
-    dns_upstream: Vec<SocketAddr>,
     /// Every address held: by a VM or by a prepared namespace.
     used: Mutex<BTreeSet<Ipv4Addr>>,
     warm: Mutex<Vec<Ipv4Addr>>,
@@ -82,20 +81,16 @@ struct PoolState {
     preparing: std::sync::atomic::AtomicUsize,
     refill: Notify,
     started: std::sync::Once,
+    /// The policy in force by address, shared with the resolver: its
+    /// elements are in the ruleset, and DNS answers by it. A VM's, or the
+    /// prepared policy of a namespace no VM took yet.
     policies: Policies,
-    /// The policy whose elements are in the ruleset, by address: a VM's,
-    /// or the prepared policy of a namespace no VM took yet.
-    in_force: Mutex<HashMap<Ipv4Addr, EgressPolicy>>,
     learned: dns::Learned,
 }
 
 /// How long an attach waits for a namespace being prepared when every
 /// address is held.
 const PREPARED_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// How long a released VM's port may take to go with its namespace
-/// before it is deleted by hand.
-const PORT_GONE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// How long the pool waits after a namespace is taken before refilling.
 const REFILL_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
@@ -123,14 +118,12 @@ impl HostNetwork {
             layout: layout.clone(),
             segments: segments.clone(),
             up: tokio::sync::Mutex::new(BTreeSet::new()),
-            dns_upstream: config.dns_upstream.clone(),
             used: Mutex::new(BTreeSet::new()),
             warm: Mutex::new(Vec::new()),
             preparing: std::sync::atomic::AtomicUsize::new(0),
             refill: Notify::new(),
             started: std::sync::Once::new(),
             policies,
-            in_force: Mutex::new(HashMap::new()),
             learned,
         });
         let first = segments
@@ -214,7 +207,7 @@ impl PoolState {
         dns::serve(
             SocketAddr::from((gateway, 53)),
             self.layout.clone(),
-            self.dns_upstream.clone(),
+            self.config.dns_upstream.clone(),
             Arc::clone(&self.policies),
             Arc::clone(&self.learned),
         )
@@ -322,13 +315,13 @@ impl PoolState {
     }
 
     fn set_in_force(&self, address: Ipv4Addr, policy: EgressPolicy) {
-        if let Ok(mut in_force) = self.in_force.lock() {
-            in_force.insert(address, policy);
+        if let Ok(mut policies) = self.policies.write() {
+            policies.insert(address, policy);
         }
     }
 
     fn in_force(&self, address: Ipv4Addr) -> Option<EgressPolicy> {
-        self.in_force.lock().ok()?.get(&address).cloned()
+        self.policies.read().ok()?.get(&address).cloned()
     }
 
     /// What `address` looked up, forgotten.
@@ -348,8 +341,8 @@ impl PoolState {
             .unwrap_or_else(|| self.config.prepared_policy.clone());
         if old != *policy {
             nft::apply(&nft::replace_policy(&self.layout, address, &old, policy)).await?;
-            self.set_in_force(address, policy.clone());
         }
+        self.set_in_force(address, policy.clone());
         if policy.domain_patterns().is_empty() {
             let learned = self.take_learned(address);
             if !learned.is_empty() {
@@ -362,29 +355,21 @@ impl PoolState {
     /// Frees a namespace, its rules, its port and its address.
     async fn discard(&self, address: Ipv4Addr) {
         let policy = self
-            .in_force
-            .lock()
+            .policies
+            .write()
             .ok()
             .and_then(|mut m| m.remove(&address));
         let learned = self.take_learned(address);
         let port = link::port_name(address);
         let rules = nft::remove_vm(&self.layout, address, &port, policy.as_ref(), &learned);
-        // Unpinned at once: with its processes gone the namespace ends,
-        // and the kernel deletes its veth with it, batched with every
-        // other namespace ending then (one set of RCU grace periods for
-        // all, where each `ip link del` waits out its own under the one
-        // rtnl lock). The rules go meanwhile. The port is waited for, so
-        // it is gone when this returns; one still held (a connection
-        // from inside the namespace) is deleted by hand.
+        // The rules go while the port and the namespace do.
         let unwire = async {
+            if let Err(e) = link::remove_port(address).await {
+                tracing::warn!(%address, error = %e, "could not remove a VM port");
+            }
             let path = self.netns_path(address);
             if let Err(e) = netns::remove(&path) {
                 tracing::warn!(path = %path.display(), error = %e, "could not remove a namespace");
-            }
-            if !link::port_gone_within(address, PORT_GONE_WAIT).await {
-                if let Err(e) = link::remove_port(address).await {
-                    tracing::warn!(%address, error = %e, "could not remove a VM port");
-                }
             }
         };
         tokio::join!(nft::apply_each(&rules), unwire);
@@ -471,9 +456,6 @@ impl NetworkBackend for HostNetwork {
             self.state.discard(address).await;
             return Err(e.into());
         }
-        if let Ok(mut p) = self.state.policies.write() {
-            p.insert(address, policy.clone());
-        }
         tracing::debug!(vm_id = %vm, %address, "VM network attached");
         let segment = self.state.segment_of(address)?;
         Ok(self.state.network(address, &segment))
@@ -486,17 +468,11 @@ impl NetworkBackend for HostNetwork {
         policy: &EgressPolicy,
     ) -> Result<(), RuntimeError> {
         self.state.apply_policy(network.address, policy).await?;
-        if let Ok(mut p) = self.state.policies.write() {
-            p.insert(network.address, policy.clone());
-        }
         Ok(())
     }
 
     async fn release(&self, vm: &VmId, network: &VmNetwork) -> Result<(), RuntimeError> {
         let address = network.address;
-        if let Ok(mut p) = self.state.policies.write() {
-            p.remove(&address);
-        }
         self.state.discard(address).await;
         tracing::debug!(vm_id = %vm, %address, "VM network released");
         Ok(())
@@ -552,16 +528,10 @@ impl NetworkBackend for HostNetwork {
         nft::apply(&nft::full_ruleset(&self.layout, &segments, &rules)).await?;
         drop(up);
         let keep: BTreeSet<Ipv4Addr> = live.iter().map(|l| l.network.address).collect();
-        if let Ok(mut p) = self.state.policies.write() {
-            *p = live
-                .iter()
-                .map(|l| (l.network.address, l.policy.clone()))
-                .collect();
-        }
         // The ruleset was made anew: these are its policies, and nothing
         // is learned yet.
-        if let Ok(mut in_force) = self.state.in_force.lock() {
-            *in_force = live
+        if let Ok(mut p) = self.state.policies.write() {
+            *p = live
                 .iter()
                 .map(|l| (l.network.address, l.policy.clone()))
                 .collect();
