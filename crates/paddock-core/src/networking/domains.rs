@@ -17,6 +17,10 @@ pub(crate) fn credentials_aad(domain: &str) -> String {
     format!("custom-domain:{domain}")
 }
 
+fn already_routed(domain: &str) -> CoreError {
+    CoreError::Conflict(format!("the domain {domain} is already routed"))
+}
+
 impl super::shares::Shares {
     /// Records `domain` for one of the account's shares and, with a DNS
     /// provider, makes its record. Bad input changes nothing; a DNS
@@ -62,14 +66,28 @@ impl super::shares::Shares {
             .insert_domain(&record, sealed.as_ref())
             .await
             .map_err(|e| match e {
-                crate::StoreError::Duplicate => {
-                    CoreError::Conflict(format!("the domain {} is already routed", record.domain))
-                }
+                crate::StoreError::Duplicate => already_routed(&record.domain),
                 other => other.into(),
             })?;
         self.share_changed();
         self.publish_domain(&mut record).await?;
         Ok(record)
+    }
+
+    /// [`Self::check_custom_domain`], and that no share routes the name
+    /// yet: all a create can know before it makes anything. Returns the
+    /// hostname, normalized.
+    pub async fn check_new_custom_domain(
+        &self,
+        domain: &str,
+        provider: Option<&str>,
+        credentials: Option<&DnsCredentials>,
+    ) -> Result<String, CoreError> {
+        let name = self.check_custom_domain(domain, provider, credentials)?;
+        if self.store.find_domain(&name).await?.is_some() {
+            return Err(already_routed(&name));
+        }
+        Ok(name)
     }
 
     /// Checks a custom domain request without touching anything: the

@@ -186,6 +186,19 @@ impl Shares {
 }
 
 impl Service {
+    /// Whether a port of a VM can be shared on this server at all.
+    pub(crate) fn check_share_port(&self, port: u16) -> Result<(), CoreError> {
+        if !self.network.enabled() {
+            return Err(CoreError::FailedPrecondition(
+                "networking is disabled on this server, so VM ports cannot be shared".into(),
+            ));
+        }
+        if port == 0 {
+            return Err(CoreError::invalid("port", "must be from 1 to 65535"));
+        }
+        Ok(())
+    }
+
     /// Publishes `port` of a VM. A private share gets an access token and
     /// a one-time login token, returned only here.
     pub async fn create_share(
@@ -202,14 +215,7 @@ impl Service {
                 vm.status.as_str()
             )));
         }
-        if !self.network.enabled() {
-            return Err(CoreError::FailedPrecondition(
-                "networking is disabled on this server, so VM ports cannot be shared".into(),
-            ));
-        }
-        if port == 0 {
-            return Err(CoreError::invalid("port", "must be from 1 to 65535"));
-        }
+        self.check_share_port(port)?;
         self.shares.record(account, &vm.id, port, is_public).await
     }
 

@@ -59,7 +59,11 @@ impl Service {
             });
         };
         match self.expose(account, &vm, exposure).await {
-            Ok((share, domain)) => Ok(CreatedVm { vm, share, domain }),
+            Ok((share, domain)) => Ok(CreatedVm {
+                vm,
+                share: Some(share),
+                domain,
+            }),
             Err(e) => {
                 // The share and the domain go with the VM.
                 if let Err(undo) = self.terminate(vm.id.clone(), REASON_UNDONE).await {
@@ -74,25 +78,15 @@ impl Service {
     /// exists: networking, the port, the domain's name, provider and
     /// credentials, and that no share routes the name yet.
     async fn check_exposure(&self, e: &Exposure) -> Result<(), CoreError> {
-        if !self.network.enabled() {
-            return Err(CoreError::FailedPrecondition(
-                "networking is disabled on this server, so VM ports cannot be shared".into(),
-            ));
-        }
-        if e.port == 0 {
-            return Err(CoreError::invalid("port", "must be from 1 to 65535"));
-        }
+        self.check_share_port(e.port)?;
         if let Some(d) = &e.domain {
-            let name = self.shares.check_custom_domain(
-                &d.domain,
-                d.dns_provider.as_deref(),
-                d.dns_credentials.as_ref(),
-            )?;
-            if self.store.find_domain(&name).await?.is_some() {
-                return Err(CoreError::Conflict(format!(
-                    "the domain {name} is already routed"
-                )));
-            }
+            self.shares
+                .check_new_custom_domain(
+                    &d.domain,
+                    d.dns_provider.as_deref(),
+                    d.dns_credentials.as_ref(),
+                )
+                .await?;
         }
         Ok(())
     }
@@ -102,7 +96,7 @@ impl Service {
         account: &AccountId,
         vm: &Vm,
         e: Exposure,
-    ) -> Result<(Option<NewShare>, Option<CustomDomain>), CoreError> {
+    ) -> Result<(NewShare, Option<CustomDomain>), CoreError> {
         let share = self
             .create_share(account, &vm.id, e.port, e.is_public)
             .await?;
@@ -120,6 +114,6 @@ impl Service {
             ),
             None => None,
         };
-        Ok((Some(share), domain))
+        Ok((share, domain))
     }
 }

@@ -301,7 +301,7 @@ impl Service {
         if admitted.contains(account.as_str()) {
             return Ok(true);
         }
-        let name = self.store.get_account(account).await?.map(|a| a.name);
+        let name = self.accounts.get_account(account).await?.map(|a| a.name);
         Ok(name.is_some_and(|n| admitted.contains(&n)))
     }
 
