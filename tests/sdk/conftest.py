@@ -23,7 +23,7 @@ def _free_port():
 
 
 class Server:
-    def __init__(self):
+    def __init__(self, extra_env=None):
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="pdk", dir="/tmp"))
         self.data = self.dir / "data"
         self.port = _free_port()
@@ -40,6 +40,7 @@ class Server:
             PADDOCK_SHARES__TLS_LISTEN=f"127.0.0.1:{_free_port()}",
             PADDOCK_SSH__LISTEN=f"127.0.0.1:{_free_port()}",
         )
+        self.env.update(extra_env or {})
         self.proc = subprocess.Popen(
             [str(BIN), "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.data)],
             stdout=subprocess.DEVNULL,

@@ -10,6 +10,8 @@ pub mod gateway;
 mod metrics;
 pub mod openapi;
 mod ops;
+mod rejections;
+pub mod server;
 pub mod vms;
 
 use std::sync::Arc;
@@ -32,16 +34,37 @@ pub struct AppState {
     pub runtime_info: serde_json::Value,
     /// How share URLs are written in responses.
     pub share_urls: vms::shares::ShareUrls,
+    /// The HTTP limits; the routers take their body limit from it.
+    pub http: server::HttpLimits,
 }
 
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
+    let json_limit = state.http.json_body_bytes;
     Router::new()
         .merge(ops::router())
-        .merge(vms::router())
-        .merge(gateway::router())
-        .merge(definitions::router())
+        .merge(vms::router(json_limit))
+        .merge(gateway::router().layer(body_limit(json_limit)))
+        .merge(definitions::router().layer(body_limit(json_limit)))
+        .layer(axum::middleware::from_fn(rejections::uniform))
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// A body limit checked against `Content-Length` before the body is read
+/// (axum's own limit only counts bytes as they arrive, so a client that
+/// announces 1 GiB and sends slowly would hold its request open), and
+/// against the bytes read for a chunked body. axum's 2 MiB default is
+/// lifted so that this one decides.
+fn body_limit(
+    bytes: usize,
+) -> tower::layer::util::Stack<
+    tower_http::limit::RequestBodyLimitLayer,
+    axum::extract::DefaultBodyLimit,
+> {
+    tower::layer::util::Stack::new(
+        tower_http::limit::RequestBodyLimitLayer::new(bytes),
+        axum::extract::DefaultBodyLimit::disable(),
+    )
 }

@@ -90,5 +90,140 @@ pub fn document_json() -> String {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
     crate::gateway::openapi::extend(&mut doc);
     crate::definitions::openapi::extend(&mut doc);
+    complete(&mut doc);
     serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+/// What every operation of a surface can answer whatever its handler does,
+/// added where an operation does not list it: the key check (401), a
+/// parameter or body that does not parse (the surface's validation
+/// status), an unknown id in the path (404), a body over its limit (413).
+/// On the VM API also: a WebSocket route called without an upgrade (400),
+/// and a VM that is not in a state for the call (409) on every route that
+/// addresses one. VM API operation ids are `{tag}_{handler}`, unique and
+/// stable as long as handler names are.
+fn complete(doc: &mut serde_json::Value) {
+    use serde_json::Value;
+    let Some(Value::Object(paths)) = doc.get_mut("paths") else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let Value::Object(operations) = item else {
+            continue;
+        };
+        let surface = crate::rejections::Surface::of(path);
+        for op in operations.values_mut() {
+            let Value::Object(op) = op else { continue };
+            let common = common_statuses(surface, path, op);
+            if surface == crate::rejections::Surface::Vms {
+                qualify_operation_id(op);
+            }
+            let responses = op
+                .entry("responses")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if let Value::Object(responses) = responses {
+                for (status, response) in common {
+                    responses.entry(status).or_insert(response);
+                }
+            }
+        }
+    }
+}
+
+/// The common statuses of one operation with their bodies.
+fn common_statuses(
+    surface: crate::rejections::Surface,
+    path: &str,
+    op: &serde_json::Map<String, serde_json::Value>,
+) -> Vec<(String, serde_json::Value)> {
+    use crate::rejections::Surface;
+    let has_body = op.contains_key("requestBody");
+    let params = op.get("parameters").and_then(|p| p.as_array());
+    let has_params = has_body || params.is_some_and(|p| !p.is_empty());
+    let has_path_params = path.contains('{');
+    let error = |schema: &str, what: &str| {
+        serde_json::json!({"description": what,
+            "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+    };
+    let (plain, invalid, invalid_status) = match surface {
+        Surface::Vms => ("ErrorDetail", "HttpValidationError", "422"),
+        Surface::Gateway => ("GatewayStatusError", "GatewayStatusError", "400"),
+        Surface::Definitions => ("ErrorResponse", "ErrorResponse", "422"),
+    };
+    let mut out = vec![(
+        "401".to_owned(),
+        error(
+            plain,
+            "No key, or a key that is unknown, revoked or expired",
+        ),
+    )];
+    if has_params {
+        out.push((
+            invalid_status.to_owned(),
+            error(
+                invalid,
+                "A parameter or the body is invalid; the error names it",
+            ),
+        ));
+    }
+    if has_body {
+        out.push((
+            "413".to_owned(),
+            error(plain, "The body is over this route's limit"),
+        ));
+        if surface == Surface::Definitions {
+            out.push(("400".to_owned(), error(plain, "The body is not JSON")));
+        }
+    }
+    if has_path_params {
+        out.push((
+            "404".to_owned(),
+            error(plain, "No such resource in the caller's account"),
+        ));
+    }
+    if surface == Surface::Vms {
+        let responses = op.get("responses").and_then(|r| r.as_object());
+        if responses.is_some_and(|r| r.contains_key("101")) {
+            out.push((
+                "400".to_owned(),
+                error(plain, "Not a WebSocket upgrade request"),
+            ));
+        }
+        const ROOT_SESSION_ROUTES: &[&str] = &[
+            "/execute",
+            "/execute_async",
+            "/upload",
+            "/download",
+            "/kill",
+        ];
+        if path.contains("{vm_id}")
+            || path.contains("{session_id}")
+            || ROOT_SESSION_ROUTES.contains(&path)
+        {
+            out.push((
+                "409".to_owned(),
+                error(
+                    plain,
+                    "The VM is not in a state for this call (stopped, terminated, busy)",
+                ),
+            ));
+        }
+    }
+    out
+}
+
+/// `create` in the `vms` tag becomes `vms_create`.
+fn qualify_operation_id(op: &mut serde_json::Map<String, serde_json::Value>) {
+    let tag = op
+        .get("tags")
+        .and_then(|t| t.get(0))
+        .and_then(|t| t.as_str())
+        .map(|t| t.replace('-', "_"));
+    let id = op.get("operationId").and_then(|i| i.as_str());
+    if let (Some(tag), Some(id)) = (tag, id) {
+        if !id.starts_with(&format!("{tag}_")) {
+            let qualified = format!("{tag}_{id}");
+            op.insert("operationId".into(), serde_json::Value::String(qualified));
+        }
+    }
 }

@@ -21,16 +21,19 @@ pub enum RuntimeError {
     SandboxGone,
     #[error("no such file or directory: {0}")]
     FileNotFound(String),
-    #[error("is a directory: {0}")]
+    // The next four carry the agent's message, which names the path or the
+    // session and the cause; they are shown as they are.
+    #[error("{0}")]
     IsADirectory(String),
-    #[error("not a directory: {0}")]
+    #[error("{0}")]
     NotADirectory(String),
-    #[error("permission denied: {0}")]
+    #[error("{0}")]
     PermissionDenied(String),
     #[error("no such PTY session: {0}")]
     PtyNotFound(String),
-    #[error("a PTY session with this id exists: {0}")]
-    PtyExists(String),
+    /// A PTY session or job with the id exists, or a file is in the way.
+    #[error("{0}")]
+    Exists(String),
     #[error("invalid request: {0}")]
     Invalid(String),
     #[error("the sandbox could not be set up: {0}")]
@@ -118,14 +121,11 @@ impl From<RuntimeError> for CoreError {
             RuntimeError::SandboxGone => Self::FailedPrecondition("the VM is not running".into()),
             RuntimeError::FileNotFound(p) => Self::not_found("file", p),
             RuntimeError::PtyNotFound(p) => Self::not_found("PTY session", p),
-            RuntimeError::PtyExists(p) => Self::Conflict(format!("PTY session {p} exists")),
-            RuntimeError::IsADirectory(p) => Self::invalid("path", format!("{p} is a directory")),
-            RuntimeError::NotADirectory(p) => {
-                Self::invalid("path", format!("a parent of {p} is not a directory"))
+            RuntimeError::Exists(m) => Self::Conflict(m),
+            RuntimeError::IsADirectory(m) | RuntimeError::NotADirectory(m) => {
+                Self::invalid("path", m)
             }
-            RuntimeError::PermissionDenied(p) => {
-                Self::FailedPrecondition(format!("permission denied: {p}"))
-            }
+            RuntimeError::PermissionDenied(m) => Self::FailedPrecondition(m),
             RuntimeError::Invalid(m) => Self::invalid("request", m),
             // What this sandbox's provider cannot do is the caller's to
             // change (another provider), not a server fault.

@@ -8,6 +8,8 @@ pub enum ImageError {
     InvalidReference { reference: String, reason: String },
     #[error("the registry {registry} could not be reached or refused the request: {message}")]
     Registry { registry: String, message: String },
+    #[error("the registry {0} is not one this server may use: it takes only the registries its config lists")]
+    RegistryNotAllowed(String),
     #[error("the registry {registry} refused the credentials")]
     Unauthorized { registry: String },
     #[error("image {0} not found in its registry")]

@@ -61,6 +61,9 @@ pub struct ImageStore {
     blobs: BlobStore,
     layers_dir: PathBuf,
     registries: BTreeMap<String, RegistryConfig>,
+    /// Only the registries in `registries` may be contacted; any other
+    /// reference is refused before a connection is made.
+    only_listed: bool,
     client: Client,
     /// One download or unpack per digest at a time; the others wait and
     /// then find it done.
@@ -72,6 +75,7 @@ impl ImageStore {
     pub fn open(
         dir: &Path,
         registries: BTreeMap<String, RegistryConfig>,
+        only_listed: bool,
     ) -> Result<Self, ImageError> {
         // One process-wide TLS crypto provider; installing it twice is a no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -95,6 +99,7 @@ impl ImageStore {
             blobs,
             layers_dir,
             registries,
+            only_listed,
             client,
             locks: KeyedLocks::default(),
         })
@@ -102,6 +107,15 @@ impl ImageStore {
 
     pub fn blobs(&self) -> &BlobStore {
         &self.blobs
+    }
+
+    /// Refuses a registry the operator has not listed, when only listed
+    /// ones may be used.
+    fn check_allowed(&self, registry: &str) -> Result<(), ImageError> {
+        if self.only_listed && !self.registries.contains_key(registry) {
+            return Err(ImageError::RegistryNotAllowed(registry.to_owned()));
+        }
+        Ok(())
     }
 
     fn auth(&self, registry: &str) -> RegistryAuth {
@@ -131,6 +145,7 @@ impl ImageStore {
             }
         })?;
         let registry = parsed.resolve_registry().to_owned();
+        self.check_allowed(&registry)?;
         let classify = |e: OciDistributionError| classify(e, &registry, reference);
         let (manifest, manifest_digest, config) = self
             .client
@@ -400,6 +415,7 @@ impl ImageStore {
                     reason: e.to_string(),
                 })?;
         let registry = r.resolve_registry().to_owned();
+        self.check_allowed(&registry)?;
         let classify = |e: OciDistributionError| classify(e, &registry, target);
         let auth = self.auth(&registry);
         self.client.store_auth_if_needed(&registry, &auth).await;
@@ -501,6 +517,7 @@ impl From<ImageError> for CoreError {
                 CoreError::invalid("image_variant", e.to_string())
             }
             ImageError::NotFound(r) => CoreError::not_found("image", r),
+            ImageError::RegistryNotAllowed(_) => CoreError::PermissionDenied(e.to_string()),
             ImageError::Io { .. } => CoreError::Unavailable(format!(
                 "image store: {}",
                 paddock_core::service::error_chain(&e)

@@ -59,7 +59,7 @@ fn event_err(kind: ErrorKind, message: String) -> RuntimeError {
         ErrorKind::IsADirectory => RuntimeError::IsADirectory(message),
         ErrorKind::NotADirectory => RuntimeError::NotADirectory(message),
         ErrorKind::Invalid => RuntimeError::Invalid(message),
-        ErrorKind::Exists => RuntimeError::PtyExists(message),
+        ErrorKind::Exists => RuntimeError::Exists(message),
         ErrorKind::Other => RuntimeError::Agent(message),
     }
 }

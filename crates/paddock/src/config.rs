@@ -12,8 +12,10 @@ use paddock_core::model::{EgressPolicy, Ipv4Cidr, Limits};
 use paddock_runtime::container::VariantSource;
 use serde::{Deserialize, Serialize};
 
-const CONFIG_KEYS: [&str; 15] = [
+const CONFIG_KEYS: [&str; 17] = [
+    "http",
     "providers",
+    "only_listed_registries",
     "sandbox",
     "userns",
     "registries",
@@ -46,6 +48,11 @@ pub struct Config {
     /// `username`, `password`. Never logged.
     #[serde(default)]
     pub registries: BTreeMap<String, RegistryEntry>,
+    /// Pull and push only to the registries listed under `registries`;
+    /// a reference to any other is refused (403) before a connection is
+    /// made. Off: any registry a reference names.
+    #[serde(default)]
+    pub only_listed_registries: bool,
     #[serde(default)]
     pub network: NetworkSection,
     #[serde(default)]
@@ -61,6 +68,63 @@ pub struct Config {
     pub userns: UsernsSection,
     #[serde(default)]
     pub sandbox: SandboxSection,
+    #[serde(default)]
+    pub http: HttpSection,
+}
+
+/// `[http]`: what the API listener allows a client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// A request head must arrive within this many seconds of the
+    /// connection waiting for one (new, or idle after a response): the
+    /// slow-header and the keep-alive idle timeout.
+    pub header_read_timeout_secs: u64,
+    /// A request body must send data at least this often.
+    pub body_read_timeout_secs: u64,
+    /// Open connections, in all and from one client address; over
+    /// either, a connection gets 503 and is closed.
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
+    /// JSON request bodies, on every surface (file uploads stream and
+    /// have no limit).
+    pub json_body_mb: usize,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        let d = paddock_api::server::HttpLimits::default();
+        Self {
+            header_read_timeout_secs: d.header_read_timeout.as_secs(),
+            body_read_timeout_secs: d.body_read_timeout.as_secs(),
+            max_connections: d.max_connections,
+            max_connections_per_client: d.max_connections_per_client,
+            json_body_mb: d.json_body_bytes / (1024 * 1024),
+        }
+    }
+}
+
+impl HttpSection {
+    pub fn to_limits(&self) -> anyhow::Result<paddock_api::server::HttpLimits> {
+        use std::time::Duration;
+        if self.header_read_timeout_secs == 0 || self.body_read_timeout_secs == 0 {
+            anyhow::bail!("http: the timeouts must be at least 1 second");
+        }
+        if self.max_connections == 0 || self.max_connections_per_client == 0 {
+            anyhow::bail!("http: the connection caps must be at least 1");
+        }
+        if !(1..=1024).contains(&self.json_body_mb) {
+            anyhow::bail!("http.json_body_mb: 1 to 1024");
+        }
+        Ok(paddock_api::server::HttpLimits {
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+            body_read_timeout: Duration::from_secs(self.body_read_timeout_secs),
+            max_connections: self.max_connections,
+            max_connections_per_client: self.max_connections_per_client,
+            json_body_bytes: self.json_body_mb * 1024 * 1024,
+            ..Default::default()
+        })
+    }
 }
 
 /// `[sandbox]`: what container sandboxes see of themselves.
@@ -445,6 +509,7 @@ impl Default for Config {
             },
             log_format: "text".into(),
             registries: BTreeMap::new(),
+            only_listed_registries: false,
             network: NetworkSection::default(),
             gateway: GatewaySection::default(),
             ssh: SshSection::default(),
@@ -453,6 +518,7 @@ impl Default for Config {
             microvm: MicroVmSection::default(),
             userns: UsernsSection::default(),
             sandbox: SandboxSection::default(),
+            http: HttpSection::default(),
         }
     }
 }

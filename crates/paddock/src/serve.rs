@@ -78,9 +78,12 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         "cgroup": provider.cgroup_version(),
         "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
     });
-    let images =
-        paddock_image::ImageStore::open(&config.data_dir.join("images"), config.registries())
-            .context("open the image store")?;
+    let images = paddock_image::ImageStore::open(
+        &config.data_dir.join("images"),
+        config.registries(),
+        config.only_listed_registries,
+    )
+    .context("open the image store")?;
     let volumes = paddock_runtime::volumes::Ext4Volumes::open(&config.data_dir.join("volumes"))
         .context("open the volume store")?;
     let network: Arc<dyn NetworkBackend> = match config.network()? {
@@ -238,6 +241,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         ));
         tracing::info!(listen = %config.ssh.listen, "SSH gateway is serving");
     }
+    let http_limits = config.http.to_limits()?;
     let state = AppState {
         share_urls: paddock_api::vms::shares::ShareUrls {
             scheme: config.shares.url_scheme.clone(),
@@ -256,23 +260,14 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         service,
         metrics: MetricsHandle::install().context("install the metrics recorder")?,
         runtime_info,
+        http: http_limits.clone(),
     };
     let app = paddock_api::router(state);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listen on {}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, data_dir = %config.data_dir.display(), "paddock is serving");
-    // Streamed responses are many small writes: without TCP_NODELAY, Nagle
-    // and the client's delayed ACK add ~40 ms to each exec.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serve")?;
+    paddock_api::server::serve(listener, app, http_limits, shutdown_signal()).await;
     let _ = stop_tx.send(true);
     let _ = sweeper.await;
     // The pool's sandboxes belong to no VM: they stop with the server.

@@ -290,6 +290,64 @@ async fn tampered_blobs_and_unreachable_registries_are_clear_errors() {
 }
 
 #[tokio::test]
+async fn only_listed_registries_are_contacted_when_the_config_says_so() {
+    let reg = Registry::start();
+    let config = format!("only_listed_registries = true\n{}", reg.paddock_config());
+    let server = Server::start_with_config(&config);
+    let c = server.client();
+    push(
+        &reg.reference("test/listed:v1"),
+        vec![(gzip(&busybox_base().bytes()), GZIP)],
+        config_json(&["PATH=/bin"], "", ""),
+    )
+    .await;
+    let listed = c
+        .post(
+            "/v1/images?wait=true",
+            json!({"reference": reg.reference("test/listed:v1")}),
+        )
+        .await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+
+    // A listener on the unlisted port would see a connection if one were
+    // made; the refusal comes first.
+    let unlisted = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    unlisted.set_nonblocking(true).expect("nonblocking");
+    let host = unlisted.local_addr().expect("addr");
+    let refused = c
+        .post(
+            "/v1/images?wait=true",
+            json!({"reference": format!("{host}/test/x:v1")}),
+        )
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let detail = refused.body["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains(&host.to_string()) && detail.contains("lists"),
+        "{detail}"
+    );
+    let docker_hub = c
+        .post("/v1/images?wait=true", json!({"reference": "alpine:3"}))
+        .await;
+    assert_eq!(docker_hub.status, 403, "{}", docker_hub.body);
+    let image = listed.body["image_digest"]
+        .as_str()
+        .expect("the pulled digest")
+        .to_owned();
+    let pushed = c
+        .post(
+            &format!("/v1/images/{image}/push"),
+            json!({"target": format!("{host}/test/copy:v1")}),
+        )
+        .await;
+    assert_eq!(pushed.status, 403, "{}", pushed.body);
+    assert!(
+        unlisted.accept().is_err(),
+        "no connection reached the unlisted registry"
+    );
+}
+
+#[tokio::test]
 async fn a_pull_reports_progress_while_it_runs() {
     let reg = Registry::start();
     let server = Server::start_with_config(&reg.paddock_config());

@@ -102,7 +102,18 @@ pub(crate) async fn write(
         return write_control(stream, &e).await;
     }
     if let Err(e) = fs::create_dir_all(parent).await {
-        return write_control(stream, &Event::from_io(&e, &parent.display().to_string())).await;
+        // EEXIST from mkdir means a parent is there as something other
+        // than a directory: a file, or a symlink to nothing.
+        let event = match e.kind() {
+            io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => Event::error(
+                ErrorKind::NotADirectory,
+                format!(
+                    "{path}: a parent directory is in the way as a file or a symlink to nothing"
+                ),
+            ),
+            _ => Event::from_io(&e, &parent.display().to_string()),
+        };
+        return write_control(stream, &event).await;
     }
     let tmp = parent.join(format!(
         ".{}.paddock-upload-{}",

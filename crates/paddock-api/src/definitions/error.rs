@@ -169,7 +169,7 @@ fn runtime(r: &RuntimeError, whole: &CoreError) -> DefError {
             DefError::new(S::CONFLICT, "sandbox_not_running", r.to_string())
         }
         RuntimeError::Unsupported(m) => DefError::new(S::CONFLICT, "unsupported", m.clone()),
-        RuntimeError::PtyExists(_) => DefError::new(S::CONFLICT, "already_exists", r.to_string()),
+        RuntimeError::Exists(_) => DefError::new(S::CONFLICT, "already_exists", r.to_string()),
         RuntimeError::AgentTimeout(_) => {
             DefError::new(S::GATEWAY_TIMEOUT, "deadline_exceeded", r.to_string())
         }

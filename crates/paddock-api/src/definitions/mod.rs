@@ -5,7 +5,7 @@
 //! `Authorization: Bearer` and a dev token (`fabro_dev_…`) or an API key.
 
 mod environments;
-mod error;
+pub(crate) mod error;
 mod list;
 pub mod openapi;
 mod sandboxes;

@@ -41,6 +41,7 @@ fn list_params() -> Vec<Value> {
 
 fn operation(
     tag: &str,
+    id: &str,
     summary: &str,
     params: Vec<Value>,
     body: Option<Value>,
@@ -48,6 +49,7 @@ fn operation(
 ) -> Value {
     let mut op = json!({
         "tags": [tag],
+        "operationId": id,
         "summary": summary,
         "parameters": params,
         "responses": {
@@ -103,6 +105,7 @@ fn collection_paths(c: &Collection, paths: &mut Map<String, Value>) {
         "get".into(),
         operation(
             tag,
+            &format!("list{}", upper_first(c.plural)),
             &format!("List {}", c.plural),
             [vec![account.clone()], list_params()].concat(),
             None,
@@ -114,6 +117,7 @@ fn collection_paths(c: &Collection, paths: &mut Map<String, Value>) {
             "post".into(),
             operation(
                 tag,
+                &format!("create{}", c.schema),
                 &format!("Create a {}", c.schema),
                 create_params,
                 Some(create_body),
@@ -129,6 +133,7 @@ fn collection_paths(c: &Collection, paths: &mut Map<String, Value>) {
         "get".into(),
         operation(
             tag,
+            &format!("get{}", c.schema),
             &format!("Get a {}", c.schema),
             [
                 item_params.clone(),
@@ -144,6 +149,7 @@ fn collection_paths(c: &Collection, paths: &mut Map<String, Value>) {
             "patch".into(),
             operation(
                 tag,
+                &format!("update{}", c.schema),
                 &format!("Update a {}", c.schema),
                 [
                     item_params.clone(),
@@ -164,6 +170,7 @@ fn collection_paths(c: &Collection, paths: &mut Map<String, Value>) {
         "delete".into(),
         operation(
             tag,
+            &format!("delete{}", c.schema),
             &format!("Delete a {}", c.schema),
             item_params.clone(),
             None,
@@ -191,7 +198,11 @@ fn collection_paths(c: &Collection, paths: &mut Map<String, Value>) {
         } else {
             item_params.clone()
         };
-        let op = operation(tag, name, params, body.map(reference), response);
+        let id = match name.strip_prefix("get") {
+            Some(rest) => format!("get{}{rest}", c.schema),
+            None => format!("{name}{}", c.schema),
+        };
+        let op = operation(tag, &id, name, params, body.map(reference), response);
         paths.insert(
             format!("{base}/{{{}}}:{name}", c.id_param),
             json!({ *method: op }),
@@ -203,9 +214,18 @@ fn collection_paths(c: &Collection, paths: &mut Map<String, Value>) {
             "ids": {"type": "array", "items": {"type": "string"}}}});
         paths.insert(
             format!("{base}:batchDelete"),
-            json!({"post": operation(tag, "Delete several", vec![account], Some(body), json!({"type": "object"}))}),
+            json!({"post": operation(tag, &format!("batchDelete{}", upper_first(c.plural)), "Delete several", vec![account], Some(body), json!({"type": "object"}))}),
         );
     }
+}
+
+/// `nodePools` → `NodePools`, for operation ids.
+fn upper_first(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
+        .unwrap_or_default()
 }
 
 /// Every wire field as a loose property; the documented types of the

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use paddock_core::ids::ShareId;
 use paddock_core::model::{CustomDomain, DnsCredentials};
@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorDetail, HttpValidationError};
-use super::extract::{Caller, ValidJson};
+use super::extract::{Caller, ValidJson, ValidPath};
 use super::shares::ShareUrls;
 use crate::AppState;
 
@@ -141,7 +141,7 @@ pub(crate) async fn list(
 pub(crate) async fn get(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<DomainResponse>, ApiError> {
     let d = state
         .service
@@ -158,7 +158,7 @@ pub(crate) async fn get(
 pub(crate) async fn verify(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<DomainResponse>, ApiError> {
     let d = state
         .service
@@ -175,7 +175,7 @@ pub(crate) async fn verify(
 pub(crate) async fn health(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let d = state
         .service
@@ -204,7 +204,7 @@ pub(crate) async fn health(
 pub(crate) async fn delete(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = domain_id(&raw)?;
     state

@@ -76,6 +76,7 @@ impl CreateVmRequest {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WaitQuery {
     /// Wait until the VM runs (or failed). Default true.
     pub wait: Option<bool>,
@@ -192,6 +193,7 @@ impl From<&Vm> for VmResponse {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListVmsQuery {
     pub session_id: Option<String>,
     /// Only VMs in this status (`active`, `creating`, `terminated`, …).
@@ -353,6 +355,7 @@ pub struct DirectoryListing {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FileQuery {
     /// Absolute path inside the VM.
     pub path: String,

@@ -3,13 +3,13 @@
 //! the session's VM now and the VMs it gets later). Setting replaces the
 //! whole policy and applies to a running VM at once.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use serde_json::Value;
 
 use super::dto::EgressPolicyBody;
 use super::error::{ApiError, ErrorDetail, HttpValidationError};
-use super::extract::{Caller, ValidJson};
+use super::extract::{Caller, ValidJson, ValidPath};
 use super::{egress_policy, session_id, vm_id};
 use crate::AppState;
 
@@ -20,7 +20,7 @@ use crate::AppState;
 pub(crate) async fn get_vm(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let policy = state.service.get_vm_egress(&account, &vm_id(&raw)?).await?;
     Ok(Json(policy.to_json()))
@@ -34,7 +34,7 @@ pub(crate) async fn get_vm(
 pub(crate) async fn set_vm(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
     ValidJson(body): ValidJson<Value>,
 ) -> Result<Json<Value>, ApiError> {
     let id = vm_id(&raw)?;
@@ -50,7 +50,7 @@ pub(crate) async fn set_vm(
 pub(crate) async fn get_session(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let policy = state
         .service
@@ -68,7 +68,7 @@ pub(crate) async fn get_session(
 pub(crate) async fn set_session(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
     ValidJson(body): ValidJson<Value>,
 ) -> Result<Json<Value>, ApiError> {
     let id = session_id(&raw)?;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -20,7 +20,7 @@ use super::dto::{
     ExecuteAsyncResponse, ExecuteRequest, ExecuteResponse, ExecutionResponse, StreamExecRequest,
 };
 use super::error::{ApiError, ErrorDetail, HttpValidationError};
-use super::extract::{Caller, ValidJson};
+use super::extract::{Caller, ValidJson, ValidPath};
 use super::{vm_id, vm_spec, VmSettings};
 use crate::AppState;
 
@@ -187,7 +187,7 @@ fn execution_response(e: Execution) -> ExecutionResponse {
 pub(crate) async fn get_execution(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<ExecutionResponse>, ApiError> {
     let id: ExecutionId = raw.parse().map_err(|_| ApiError::not_found("Execution"))?;
     let execution = state.service.get_execution(&account, &id).await?;
@@ -213,7 +213,7 @@ fn chunk_line(stream: &str, data: &Bytes) -> Value {
 pub(crate) async fn stream_exec(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
     ValidJson(body): ValidJson<StreamExecRequest>,
 ) -> Result<Response, ApiError> {
     let id = vm_id(&raw)?;

@@ -122,6 +122,34 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ValidQuery<T> 
     }
 }
 
+/// Path parameters; one that does not parse (`/v1/custom-domains/x` for a
+/// number) is a 422 at `["path", name]`, as FastAPI answers.
+pub struct ValidPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ValidPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        use axum::extract::path::ErrorKind;
+        use axum::extract::rejection::PathRejection;
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(ValidPath(value)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => {
+                let message = e.body_text();
+                Err(match e.into_kind() {
+                    ErrorKind::ParseErrorAtKey { key, .. }
+                    | ErrorKind::DeserializeError { key, .. }
+                    | ErrorKind::InvalidUtf8InPathParam { key } => {
+                        ApiError::field(&["path", &key], message, "value_error")
+                    }
+                    _ => ApiError::field(&["path"], message, "value_error"),
+                })
+            }
+            Err(other) => Err(ApiError::Status(other.status(), other.body_text())),
+        }
+    }
+}
+
 /// `Option<Caller>`: `None` when no key is presented at all (the handler
 /// may find one in the body); a wrong key is still a 401.
 impl axum::extract::OptionalFromRequestParts<AppState> for Caller {

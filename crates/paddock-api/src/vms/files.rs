@@ -4,7 +4,7 @@
 //! memory.
 
 use axum::body::Body;
-use axum::extract::{Multipart, Path, State};
+use axum::extract::{Multipart, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::{Form, Json};
@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 
 use super::dto::{DirectoryListing, FileEntry, FileQuery, FileWritten};
 use super::error::{ApiError, ErrorDetail, HttpValidationError};
-use super::extract::{Caller, ValidQuery};
+use super::extract::{Caller, ValidPath, ValidQuery};
 use super::{session_id, vm_id};
 use crate::AppState;
 
@@ -56,7 +56,7 @@ fn parse_mode(raw: Option<&str>) -> Result<Option<u32>, ApiError> {
 pub(crate) async fn get_file(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
     ValidQuery(q): ValidQuery<FileQuery>,
 ) -> Result<Response, ApiError> {
     let id = vm_id(&raw)?;
@@ -91,7 +91,7 @@ pub(crate) async fn get_file(
 pub(crate) async fn put_file(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
     ValidQuery(q): ValidQuery<FileQuery>,
     body: Body,
 ) -> Result<Json<FileWritten>, ApiError> {
@@ -109,16 +109,26 @@ pub(crate) async fn put_file(
     }))
 }
 
+/// What InstaVM's `upload_file` reads back.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Uploaded {
+    /// Always `success`.
+    pub status: String,
+    pub remote_path: String,
+    pub size: u64,
+    pub session_id: String,
+}
+
 /// Upload a file into a session's VM (InstaVM's multipart form: `file`,
 /// `remote_path`, `session_id`).
 #[utoipa::path(post, path = "/upload", tag = "files",
     request_body(content_type = "multipart/form-data", description = "fields remote_path, session_id, file"),
-    responses((status = 200, body = FileWritten), (status = 404, body = ErrorDetail), (status = 422, body = HttpValidationError)))]
+    responses((status = 200, body = Uploaded), (status = 404, body = ErrorDetail), (status = 422, body = HttpValidationError)))]
 pub(crate) async fn upload(
     State(state): State<AppState>,
     Caller(account): Caller,
     mut form: Multipart,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Uploaded>, ApiError> {
     let bad_form = |e: axum::extract::multipart::MultipartError| {
         ApiError::field(&["body"], e.body_text(), "value_error")
     };
@@ -183,12 +193,12 @@ pub(crate) async fn upload(
                 let size = writer.await.map_err(|e| {
                     ApiError::Status(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
                 })??;
-                return Ok(Json(json!({
-                    "status": "success",
-                    "remote_path": path.as_str(),
-                    "size": size,
-                    "session_id": vm.session_id.to_string(),
-                })));
+                return Ok(Json(Uploaded {
+                    status: "success".to_owned(),
+                    remote_path: path.as_str().to_owned(),
+                    size,
+                    session_id: vm.session_id.to_string(),
+                }));
             }
             _ => {}
         }

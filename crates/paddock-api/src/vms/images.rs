@@ -3,7 +3,7 @@
 //! reference it was pulled by (URL-encoded in the path).
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::dto::WaitQuery;
 use super::error::{ApiError, ErrorDetail, HttpValidationError};
-use super::extract::{Caller, ValidJson, ValidQuery};
+use super::extract::{Caller, ValidJson, ValidPath, ValidQuery};
 use crate::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -123,7 +123,7 @@ fn pull_response(pull_id: String, s: PullState, image: Option<Image>) -> PullRes
 /// Pull an image. With `wait=false` it returns at once; poll
 /// `GET /v1/images/pulls/{pull_id}` for progress.
 #[utoipa::path(post, path = "/v1/images", tag = "images", params(WaitQuery), request_body = PullRequest,
-    responses((status = 200, body = PullResponse), (status = 404, body = ErrorDetail), (status = 422, body = HttpValidationError), (status = 502, body = ErrorDetail)))]
+    responses((status = 200, body = PullResponse), (status = 404, body = ErrorDetail), (status = 422, body = HttpValidationError), (status = 403, body = ErrorDetail, description = "The registry is not one the server may use (`only_listed_registries`)"), (status = 502, body = ErrorDetail, description = "The registry could not be reached or refused the request")))]
 pub(crate) async fn pull(
     State(state): State<AppState>,
     Caller(account): Caller,
@@ -143,7 +143,7 @@ pub(crate) async fn pull(
 pub(crate) async fn pull_status(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(id): Path<String>,
+    ValidPath(id): ValidPath<String>,
 ) -> Result<Json<PullResponse>, ApiError> {
     let progress = state.service.pull_state(&account, &id)?;
     Ok(Json(pull_response(id, progress, None)))
@@ -171,7 +171,7 @@ pub struct ImageKey {
 pub(crate) async fn inspect(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(ImageKey { key }): Path<ImageKey>,
+    ValidPath(ImageKey { key }): ValidPath<ImageKey>,
 ) -> Result<Json<ImageResponse>, ApiError> {
     Ok(Json(state.service.get_image(&account, &key).await?.into()))
 }
@@ -190,7 +190,7 @@ pub struct DeletedImage {
 pub(crate) async fn remove(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(ImageKey { key }): Path<ImageKey>,
+    ValidPath(ImageKey { key }): ValidPath<ImageKey>,
 ) -> Result<Json<DeletedImage>, ApiError> {
     let image = state.service.get_image(&account, &key).await?;
     let freed = state.service.delete_image(&account, &image.digest).await?;
@@ -223,7 +223,7 @@ fn line(v: serde_json::Value) -> bytes::Bytes {
 /// or `{"type":"error","detail":…}`. A Dockerfile that does not parse is a
 /// 422 naming its line, before anything runs.
 #[utoipa::path(post, path = "/v1/images/build", tag = "images", request_body = BuildBody,
-    responses((status = 200, description = "application/x-ndjson build log"), (status = 422, body = HttpValidationError)))]
+    responses((status = 200, description = "application/x-ndjson build log"), (status = 422, body = HttpValidationError), (status = 403, body = ErrorDetail, description = "The registry is not one the server may use (`only_listed_registries`)"), (status = 502, body = ErrorDetail, description = "The registry could not be reached or refused the request")))]
 pub(crate) async fn build(
     State(state): State<AppState>,
     Caller(account): Caller,
@@ -291,11 +291,11 @@ pub struct PushBody {
 
 /// Push a stored image (pulled or built) to a registry.
 #[utoipa::path(post, path = "/v1/images/{key}/push", tag = "images", params(ImageKey), request_body = PushBody,
-    responses((status = 200, description = "{digest, target}"), (status = 404, body = ErrorDetail), (status = 502, body = ErrorDetail)))]
+    responses((status = 200, description = "{digest, target}"), (status = 404, body = ErrorDetail), (status = 403, body = ErrorDetail, description = "The registry is not one the server may use (`only_listed_registries`)"), (status = 502, body = ErrorDetail, description = "The registry could not be reached or refused the request")))]
 pub(crate) async fn push(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(ImageKey { key }): Path<ImageKey>,
+    ValidPath(ImageKey { key }): ValidPath<ImageKey>,
     ValidJson(body): ValidJson<PushBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let digest = state

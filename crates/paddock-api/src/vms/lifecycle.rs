@@ -1,6 +1,6 @@
 //! `/v1/vms`: create, list, get, update, delete.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -11,14 +11,18 @@ use super::dto::{
     parse_wire_status, CreateVmRequest, ListVmsQuery, PatchVmRequest, VmResponse, WaitQuery,
 };
 use super::error::{ApiError, ErrorDetail, HttpValidationError};
-use super::extract::{Caller, ValidJson, ValidQuery};
+use super::extract::{Caller, ValidJson, ValidPath, ValidQuery};
 use super::{lifetime, vm_id, vm_spec, VmSettings};
 use crate::AppState;
 
 /// Create a VM.
 #[utoipa::path(post, path = "/v1/vms", tag = "vms", params(WaitQuery),
     request_body = CreateVmRequest,
-    responses((status = 200, body = VmResponse), (status = 422, body = HttpValidationError), (status = 401, body = ErrorDetail)))]
+    responses((status = 200, body = VmResponse), (status = 422, body = HttpValidationError), (status = 401, body = ErrorDetail),
+        (status = 404, body = ErrorDetail, description = "A snapshot, image, volume or vault the body names does not exist"),
+        (status = 409, body = ErrorDetail, description = "A custom domain the body asks for is routed already"),
+        (status = 403, body = ErrorDetail, description = "The registry is not one the server may use (`only_listed_registries`)"), (status = 502, body = ErrorDetail, description = "The registry could not be reached or refused the request"),
+        (status = 503, body = ErrorDetail, description = "The host has no room for another sandbox (addresses, ids)")))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     Caller(account): Caller,
@@ -194,7 +198,7 @@ pub(crate) async fn list_all(
 pub(crate) async fn get(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<VmResponse>, ApiError> {
     let vm = state.service.get_vm(&account, &vm_id(&raw)?).await?;
     Ok(Json(VmResponse::from(&vm)))
@@ -208,7 +212,7 @@ pub(crate) async fn get(
 pub(crate) async fn patch(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
     ValidJson(body): ValidJson<PatchVmRequest>,
 ) -> Result<Json<VmResponse>, ApiError> {
     let id = vm_id(&raw)?;
@@ -252,7 +256,7 @@ pub(crate) async fn patch(
 pub(crate) async fn delete(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<VmResponse>, ApiError> {
     let vm = state.service.delete_vm(&account, &vm_id(&raw)?).await?;
     Ok(Json(VmResponse::from(&vm)))

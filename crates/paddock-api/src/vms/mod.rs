@@ -33,10 +33,9 @@ use serde_json::Value;
 use crate::AppState;
 use error::ApiError;
 
-/// JSON bodies up to this size; file routes have no limit (they stream).
-const JSON_LIMIT: usize = 16 * 1024 * 1024;
-
-pub(crate) fn router() -> Router<AppState> {
+/// The VM API's routes: JSON bodies up to `json_limit`; the file routes
+/// have no limit (they stream).
+pub(crate) fn router(json_limit: usize) -> Router<AppState> {
     let streamed = Router::new()
         .route(
             "/v1/vms/{vm_id}/files",
@@ -207,7 +206,7 @@ pub(crate) fn router() -> Router<AppState> {
             "/v1/images/{key}",
             get(images::inspect).delete(images::remove),
         )
-        .layer(DefaultBodyLimit::max(JSON_LIMIT))
+        .layer(crate::body_limit(json_limit))
         .merge(streamed)
 }
 

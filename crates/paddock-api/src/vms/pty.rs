@@ -5,7 +5,7 @@
 //! `{"type":"exit","exit_code":N}` from the server).
 
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::Json;
 use paddock_core::exec::{PtyCommand, PtyInput, PtyOutput, PtySpec};
@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::dto::{CreatePtyRequest, PtyListResponse, PtyResponse, ResizePtyRequest};
 use super::error::{ApiError, ErrorDetail, HttpValidationError};
-use super::extract::{Caller, ValidJson};
+use super::extract::{Caller, ValidJson, ValidPath};
 use super::{session_id, vm_id};
 use crate::AppState;
 
@@ -75,7 +75,7 @@ async fn list(
 pub(crate) async fn create_for_vm(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
     ValidJson(body): ValidJson<CreatePtyRequest>,
 ) -> Result<Json<PtyResponse>, ApiError> {
     create(&state, &account, &vm_id(&raw)?, body).await
@@ -88,7 +88,7 @@ pub(crate) async fn create_for_vm(
 pub(crate) async fn create_for_session(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
     ValidJson(body): ValidJson<CreatePtyRequest>,
 ) -> Result<Json<PtyResponse>, ApiError> {
     let vm = session_vm(&state, &account, &raw).await?;
@@ -101,7 +101,7 @@ pub(crate) async fn create_for_session(
 pub(crate) async fn list_for_vm(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<PtyListResponse>, ApiError> {
     list(&state, &account, &vm_id(&raw)?).await
 }
@@ -112,7 +112,7 @@ pub(crate) async fn list_for_vm(
 pub(crate) async fn list_for_session(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<PtyListResponse>, ApiError> {
     let vm = session_vm(&state, &account, &raw).await?;
     list(&state, &account, &vm).await
@@ -125,7 +125,7 @@ pub(crate) async fn list_for_session(
 pub(crate) async fn get_for_vm(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path((raw, pty)): Path<(String, String)>,
+    ValidPath((raw, pty)): ValidPath<(String, String)>,
 ) -> Result<Json<PtyResponse>, ApiError> {
     let vm = vm_id(&raw)?;
     let info = state.service.pty_get(&account, &vm, &pty).await?;
@@ -139,7 +139,7 @@ pub(crate) async fn get_for_vm(
 pub(crate) async fn get_for_session(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path((raw, pty)): Path<(String, String)>,
+    ValidPath((raw, pty)): ValidPath<(String, String)>,
 ) -> Result<Json<PtyResponse>, ApiError> {
     let vm = session_vm(&state, &account, &raw).await?;
     let info = state.service.pty_get(&account, &vm, &pty).await?;
@@ -168,7 +168,7 @@ async fn resize(
 pub(crate) async fn resize_for_vm(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path((raw, pty)): Path<(String, String)>,
+    ValidPath((raw, pty)): ValidPath<(String, String)>,
     ValidJson(body): ValidJson<ResizePtyRequest>,
 ) -> Result<Json<PtyResponse>, ApiError> {
     resize(&state, &account, &vm_id(&raw)?, &pty, body).await
@@ -181,7 +181,7 @@ pub(crate) async fn resize_for_vm(
 pub(crate) async fn resize_for_session(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path((raw, pty)): Path<(String, String)>,
+    ValidPath((raw, pty)): ValidPath<(String, String)>,
     ValidJson(body): ValidJson<ResizePtyRequest>,
 ) -> Result<Json<PtyResponse>, ApiError> {
     let vm = session_vm(&state, &account, &raw).await?;
@@ -195,7 +195,7 @@ pub(crate) async fn resize_for_session(
 pub(crate) async fn kill_for_vm(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path((raw, pty)): Path<(String, String)>,
+    ValidPath((raw, pty)): ValidPath<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state
         .service
@@ -211,7 +211,7 @@ pub(crate) async fn kill_for_vm(
 pub(crate) async fn kill_for_session(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path((raw, pty)): Path<(String, String)>,
+    ValidPath((raw, pty)): ValidPath<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let vm = session_vm(&state, &account, &raw).await?;
     state.service.pty_kill(&account, &vm, &pty).await?;
@@ -289,7 +289,7 @@ async fn relay(mut socket: WebSocket, mut conn: paddock_core::exec::PtyConnectio
 pub(crate) async fn connect_for_vm(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path((raw, pty)): Path<(String, String)>,
+    ValidPath((raw, pty)): ValidPath<(String, String)>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let vm = vm_id(&raw)?;
@@ -303,7 +303,7 @@ pub(crate) async fn connect_for_vm(
 pub(crate) async fn connect_for_session(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path((raw, pty)): Path<(String, String)>,
+    ValidPath((raw, pty)): ValidPath<(String, String)>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let vm = session_vm(&state, &account, &raw).await?;

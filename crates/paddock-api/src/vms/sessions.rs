@@ -2,7 +2,7 @@
 //! a client's `execute` calls; when that VM's lifetime ends, the next call
 //! gets a fresh VM with the same settings.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
 use paddock_core::model::{Vm, VmStatus};
@@ -10,7 +10,7 @@ use paddock_core::CoreError;
 
 use super::dto::{wire_status, CreateSessionRequest, KillRequest, SessionResponse, VmResponse};
 use super::error::{ApiError, ErrorDetail, HttpValidationError};
-use super::extract::{Caller, ValidJson};
+use super::extract::{Caller, ValidJson, ValidPath};
 use super::{session_id, vm_spec, VmSettings};
 use crate::AppState;
 
@@ -73,7 +73,7 @@ pub(crate) async fn create(
 pub(crate) async fn get(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<SessionResponse>, ApiError> {
     let vm = state
         .service
@@ -89,7 +89,7 @@ pub(crate) async fn get(
 pub(crate) async fn status(
     state: State<AppState>,
     caller: Caller,
-    path: Path<String>,
+    path: ValidPath<String>,
 ) -> Result<Json<SessionResponse>, ApiError> {
     get(state, caller, path).await
 }
@@ -101,7 +101,7 @@ pub(crate) async fn status(
 pub(crate) async fn end(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<VmResponse>, ApiError> {
     let vm = state
         .service

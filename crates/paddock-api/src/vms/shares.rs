@@ -3,7 +3,7 @@
 //! (`/v1/vms/{vm_id}/shares`). A private share's token and one-time login
 //! URL are returned once, when they are made.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::Json;
 use paddock_core::ids::{AccountId, ShareId, VmId};
 use paddock_core::model::NewShare;
@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorDetail, HttpValidationError};
-use super::extract::{Caller, ValidJson};
+use super::extract::{Caller, ValidJson, ValidPath, ValidQuery};
 use super::{session_id, vm_id};
 use crate::AppState;
 
@@ -163,6 +163,7 @@ pub struct UpdateShareRequest {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ShareListQuery {
     /// Only this VM's shares.
     pub vm_id: Option<String>,
@@ -212,11 +213,11 @@ pub(crate) async fn create(
 
 /// The account's shares, newest first.
 #[utoipa::path(get, path = "/v1/shares", tag = "shares", params(ShareListQuery),
-    responses((status = 200, body = Vec<ShareResponse>)))]
+    responses((status = 200, body = Vec<ShareResponse>), (status = 404, body = ErrorDetail, description = "The `vm_id` filter names no VM of the account")))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Query(q): Query<ShareListQuery>,
+    ValidQuery(q): ValidQuery<ShareListQuery>,
 ) -> Result<Json<Vec<ShareResponse>>, ApiError> {
     let vm = q.vm_id.as_deref().map(vm_id).transpose()?;
     let shares = state.service.list_shares(&account, vm.as_ref()).await?;
@@ -234,7 +235,7 @@ pub(crate) async fn list(
 pub(crate) async fn get(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<ShareResponse>, ApiError> {
     let share = state
         .service
@@ -253,7 +254,7 @@ pub(crate) async fn get(
 pub(crate) async fn update(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
     ValidJson(body): ValidJson<UpdateShareRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let id = share_id(&raw)?;
@@ -278,7 +279,7 @@ pub(crate) async fn update(
 pub(crate) async fn delete(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = share_id(&raw)?;
     state.service.shares().delete_share(&account, &id).await?;
@@ -293,7 +294,7 @@ pub(crate) async fn delete(
 pub(crate) async fn create_for_vm(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
     ValidJson(body): ValidJson<ShareRequest>,
 ) -> Result<Json<ShareResponse>, ApiError> {
     let vm = vm_id(&raw)?;
@@ -311,7 +312,7 @@ pub(crate) async fn create_for_vm(
 pub(crate) async fn list_for_vm(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<Vec<ShareResponse>>, ApiError> {
     let vm = vm_id(&raw)?;
     let shares = state.service.list_shares(&account, Some(&vm)).await?;
@@ -329,7 +330,7 @@ pub(crate) async fn list_for_vm(
 pub(crate) async fn delete_for_vm(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path((vm_raw, raw)): Path<(String, String)>,
+    ValidPath((vm_raw, raw)): ValidPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let vm = vm_id(&vm_raw)?;
     let id = share_id(&raw)?;

@@ -2,7 +2,7 @@
 //! `POST /v1/vms/{vm_id}/clone`, and `/v1/snapshots` (make one from an
 //! image, list, get, delete, push).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use paddock_core::ids::SnapshotId;
 use paddock_core::model::{Snapshot, SnapshotKind};
@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::dto::WaitQuery;
 use super::error::{ApiError, ErrorDetail, HttpValidationError};
-use super::extract::{Caller, ValidJson, ValidQuery};
+use super::extract::{Caller, ValidJson, ValidPath, ValidQuery};
 use super::vm_id;
 use crate::AppState;
 
@@ -75,7 +75,7 @@ pub struct SnapshotVmRequest {
 pub(crate) async fn snapshot_vm(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
     ValidQuery(_wait): ValidQuery<WaitQuery>,
     ValidJson(body): ValidJson<SnapshotVmRequest>,
 ) -> Result<Json<SnapshotResponse>, ApiError> {
@@ -110,7 +110,7 @@ pub struct CloneResponse {
 pub(crate) async fn clone_vm(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
     ValidQuery(q): ValidQuery<WaitQuery>,
     ValidJson(body): ValidJson<CloneRequest>,
 ) -> Result<Json<CloneResponse>, ApiError> {
@@ -195,6 +195,7 @@ pub(crate) async fn create(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListSnapshotsQuery {
     /// `user` or `system`.
     #[serde(rename = "type")]
@@ -221,7 +222,7 @@ pub(crate) async fn list(
 pub(crate) async fn get(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<SnapshotResponse>, ApiError> {
     let snapshot = state
         .service
@@ -239,7 +240,7 @@ pub(crate) async fn get(
 pub(crate) async fn delete(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<SnapshotResponse>, ApiError> {
     let snapshot = state
         .service
@@ -264,11 +265,13 @@ pub struct PushSnapshotResponse {
 #[utoipa::path(post, path = "/v1/snapshots/{snapshot_id}/push", tag = "snapshots",
     params(("snapshot_id" = String, Path)), request_body = PushSnapshotRequest,
     responses((status = 200, body = PushSnapshotResponse), (status = 404, body = ErrorDetail),
-        (status = 422, body = HttpValidationError), (status = 502, body = ErrorDetail)))]
+        (status = 422, body = HttpValidationError),
+        (status = 403, body = ErrorDetail, description = "The registry is not one the server may use (`only_listed_registries`)"),
+        (status = 502, body = ErrorDetail, description = "The registry could not be reached or refused the request")))]
 pub(crate) async fn push(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
     ValidJson(body): ValidJson<PushSnapshotRequest>,
 ) -> Result<Json<PushSnapshotResponse>, ApiError> {
     let digest = state

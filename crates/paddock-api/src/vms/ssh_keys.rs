@@ -2,7 +2,7 @@
 //! add returns the record with its fingerprint, list is `{"keys": […]}`,
 //! ids are integers.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use paddock_core::model::SshKey;
 use serde::{Deserialize, Serialize};
@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorDetail, HttpValidationError};
-use super::extract::{Caller, CallerUser, ValidJson};
+use super::extract::{Caller, CallerUser, ValidJson, ValidPath};
 use crate::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -80,7 +80,7 @@ pub(crate) async fn list(
 pub(crate) async fn delete(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = raw
         .parse::<i64>()

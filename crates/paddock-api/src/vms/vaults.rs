@@ -1,7 +1,7 @@
 //! `/v1/vaults`: vaults of named secrets, and `POST /v1/vms/{vm_id}/stage-env`.
 //! No response carries a secret value: credentials are listed by name.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use paddock_core::ids::{CredentialId, VaultId};
 use paddock_core::model::{Credential, Env, SecretValue, Vault};
@@ -10,7 +10,7 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorDetail, HttpValidationError};
-use super::extract::{Caller, ValidJson};
+use super::extract::{Caller, ValidJson, ValidPath};
 use super::vm_id;
 use crate::AppState;
 
@@ -123,7 +123,7 @@ pub(crate) async fn list(
 pub(crate) async fn get(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<VaultResponse>, ApiError> {
     let vault = state
         .service
@@ -146,7 +146,7 @@ pub struct UpdateVaultRequest {
 pub(crate) async fn update(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
     ValidJson(body): ValidJson<UpdateVaultRequest>,
 ) -> Result<Json<VaultResponse>, ApiError> {
     let vault = state
@@ -164,7 +164,7 @@ pub(crate) async fn update(
 pub(crate) async fn delete(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = vault_id(&raw)?;
     state.service.vaults().delete_vault(&account, &id).await?;
@@ -187,7 +187,7 @@ pub struct DiscoverResponse {
 pub(crate) async fn discover(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<DiscoverResponse>, ApiError> {
     let id = vault_id(&raw)?;
     let vault = state.service.vaults().get_vault(&account, &id).await?;
@@ -210,7 +210,7 @@ pub(crate) async fn discover(
 pub(crate) async fn list_credentials(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<CredentialListResponse>, ApiError> {
     let credentials = state
         .service
@@ -248,7 +248,7 @@ impl std::fmt::Debug for AddCredentialRequest {
 pub(crate) async fn add_credential(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
     ValidJson(body): ValidJson<AddCredentialRequest>,
 ) -> Result<Json<CredentialResponse>, ApiError> {
     let credential = state
@@ -287,7 +287,7 @@ impl std::fmt::Debug for RotateCredentialRequest {
 pub(crate) async fn rotate_credential(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path((vault, credential)): Path<(String, String)>,
+    ValidPath((vault, credential)): ValidPath<(String, String)>,
     ValidJson(body): ValidJson<RotateCredentialRequest>,
 ) -> Result<Json<CredentialResponse>, ApiError> {
     let credential = state
@@ -309,7 +309,7 @@ pub(crate) async fn rotate_credential(
 pub(crate) async fn delete_credential(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path((vault, credential)): Path<(String, String)>,
+    ValidPath((vault, credential)): ValidPath<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = credential_id(&credential)?;
     state
@@ -357,7 +357,7 @@ pub struct StageEnvResponse {
 pub(crate) async fn stage_env(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
     ValidJson(body): ValidJson<StageEnvRequest>,
 ) -> Result<Json<StageEnvResponse>, ApiError> {
     let id = vm_id(&raw)?;

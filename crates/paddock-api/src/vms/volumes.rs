@@ -2,7 +2,7 @@
 //! (mounting them in running VMs). Lists are bare JSON arrays, as the
 //! `instavm` SDK reads them.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::Json;
 use paddock_core::ids::{CheckpointId, VolumeId};
 use paddock_core::model::{validate_mount_path, Attachment, Checkpoint, MountMode, MountRequest};
@@ -12,7 +12,7 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorDetail, HttpValidationError};
-use super::extract::{Caller, ValidJson};
+use super::extract::{Caller, ValidJson, ValidPath, ValidQuery};
 use super::vm_id;
 use crate::AppState;
 
@@ -174,6 +174,7 @@ pub(crate) async fn create(
 
 /// Accepted for the SDK's sake; usage is always read fresh.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     #[allow(dead_code)] // Validated as a bool, nothing more to do.
     pub refresh_usage: Option<bool>,
@@ -184,7 +185,7 @@ pub struct UsageQuery {
 pub(crate) async fn list(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Query(_usage): Query<UsageQuery>,
+    ValidQuery(_usage): ValidQuery<UsageQuery>,
 ) -> Result<Json<Vec<VolumeResponse>>, ApiError> {
     let volumes = state.service.list_volumes(&account).await?;
     Ok(Json(volumes.into_iter().map(Into::into).collect()))
@@ -196,8 +197,8 @@ pub(crate) async fn list(
 pub(crate) async fn get(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
-    Query(_usage): Query<UsageQuery>,
+    ValidPath(raw): ValidPath<String>,
+    ValidQuery(_usage): ValidQuery<UsageQuery>,
 ) -> Result<Json<VolumeResponse>, ApiError> {
     let service = &state.service;
     let volume = service.get_volume(&account, &volume_id(&raw)?).await?;
@@ -218,7 +219,7 @@ pub struct UpdateVolumeRequest {
 pub(crate) async fn update(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
     ValidJson(body): ValidJson<UpdateVolumeRequest>,
 ) -> Result<Json<VolumeResponse>, ApiError> {
     if body.name.is_none() && body.quota_bytes.is_none() {
@@ -242,7 +243,7 @@ pub(crate) async fn update(
 pub(crate) async fn delete(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = volume_id(&raw)?;
     state.service.delete_volume(&account, &id).await?;
@@ -262,7 +263,7 @@ pub struct CreateCheckpointRequest {
 pub(crate) async fn create_checkpoint(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
     ValidJson(body): ValidJson<CreateCheckpointRequest>,
 ) -> Result<Json<CheckpointResponse>, ApiError> {
     let checkpoint = state
@@ -278,7 +279,7 @@ pub(crate) async fn create_checkpoint(
 pub(crate) async fn list_checkpoints(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<Vec<CheckpointResponse>>, ApiError> {
     let checkpoints = state
         .service
@@ -295,7 +296,7 @@ pub(crate) async fn list_checkpoints(
 pub(crate) async fn delete_checkpoint(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path((raw_volume, raw_checkpoint)): Path<(String, String)>,
+    ValidPath((raw_volume, raw_checkpoint)): ValidPath<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = checkpoint_id(&raw_checkpoint)?;
     state
@@ -309,6 +310,7 @@ pub(crate) async fn delete_checkpoint(
 
 /// Mounting is done when the call returns; `wait` is accepted for the SDK.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct MountQuery {
     #[allow(dead_code)] // Validated as a bool, nothing more to do.
     pub wait: Option<bool>,
@@ -321,8 +323,8 @@ pub struct MountQuery {
 pub(crate) async fn mount(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
-    Query(_wait): Query<MountQuery>,
+    ValidPath(raw): ValidPath<String>,
+    ValidQuery(_wait): ValidQuery<MountQuery>,
     ValidJson(body): ValidJson<MountVolumeRequest>,
 ) -> Result<Json<AttachmentResponse>, ApiError> {
     let id = vm_id(&raw)?;
@@ -337,13 +339,14 @@ pub(crate) async fn mount(
 pub(crate) async fn list_mounts(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<Vec<AttachmentResponse>>, ApiError> {
     let mounts = state.service.vm_volumes(&account, &vm_id(&raw)?).await?;
     Ok(Json(mounts.into_iter().map(Into::into).collect()))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UnmountQuery {
     /// Where to unmount it; every mount of the volume in the VM if absent.
     pub mount_path: Option<String>,
@@ -357,8 +360,8 @@ pub struct UnmountQuery {
 pub(crate) async fn unmount(
     State(state): State<AppState>,
     Caller(account): Caller,
-    Path((raw_vm, raw_volume)): Path<(String, String)>,
-    Query(q): Query<UnmountQuery>,
+    ValidPath((raw_vm, raw_volume)): ValidPath<(String, String)>,
+    ValidQuery(q): ValidQuery<UnmountQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let removed = state
         .service

@@ -1,0 +1,312 @@
+//! The API contract at its edges: every rejection is in the format of the
+//! surface it came through (never plain text), and error messages name
+//! the real cause once.
+
+mod common;
+
+use common::Server;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+/// The VM API's `{"detail": "..."}`.
+fn vm_detail(body: &Value) -> &str {
+    body["detail"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not a VM API error: {body}"))
+}
+
+/// The gateway's google.rpc.Status.
+fn gateway_status(body: &Value) -> (i64, &str) {
+    (
+        body["code"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("not a Status: {body}")),
+        body["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not a Status: {body}")),
+    )
+}
+
+/// The definitions' first `errors[]` entry: (code, detail).
+fn definitions_error(body: &Value) -> (&str, &str) {
+    let e = &body["errors"][0];
+    (
+        e["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not an ErrorResponse: {body}")),
+        e["detail"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not an ErrorResponse: {body}")),
+    )
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_in_each_surfaces_format() {
+    let server = Server::start();
+    let c = server.client();
+    let account = server.default_account_id();
+
+    let r = c.get("/v1/no-such-thing").await;
+    assert_eq!(r.status, 404);
+    assert!(vm_detail(&r.body).contains("no such route"), "{}", r.body);
+    let r = c.send(c.req(Method::PUT, "/v1/vms")).await;
+    assert_eq!(r.status, 405);
+    assert!(vm_detail(&r.body).contains("PUT"), "{}", r.body);
+    assert!(
+        r.headers.contains_key("allow"),
+        "405 keeps its Allow header"
+    );
+
+    let r = c
+        .get(&format!("/v1/accounts/{account}/noSuchCollection"))
+        .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(gateway_status(&r.body).0, 5, "{}", r.body);
+
+    let r = c.get("/api/v1/no-such-thing").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(definitions_error(&r.body).0, "not_found", "{}", r.body);
+    assert!(r.headers.contains_key("x-request-id"));
+}
+
+#[tokio::test]
+async fn query_and_path_rejections_are_validation_errors_naming_the_parameter() {
+    let server = Server::start();
+    let c = server.client();
+
+    let r = c.get("/v1/volumes?refresh_usage=x").await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(
+        r.body["detail"][0]["loc"],
+        json!(["query", "refresh_usage"])
+    );
+
+    let r = c
+        .send(c.req(
+            Method::DELETE,
+            "/v1/vms/00000000-0000-0000-0000-000000000000/volumes/v?wait=x",
+        ))
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.body["detail"][0]["loc"], json!(["query", "wait"]));
+
+    // A path segment that is not UTF-8 once decoded.
+    let r = c.get("/v1/vms/%FF").await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.body["detail"][0]["loc"], json!(["path", "vm_id"]));
+
+    let r = c.get("/v1/shares?vm_id=1&limit=x").await;
+    assert!(
+        r.body.is_object() || r.body.is_array(),
+        "JSON, not text: {}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn a_websocket_route_called_without_an_upgrade_says_so_in_json() {
+    let server = Server::start();
+    let c = server.client();
+    let vm = c.create_vm(json!({})).await;
+    let id = vm["vm_id"].as_str().expect("id");
+    let r = c.get(&format!("/v1/vms/{id}/pty/p1/connect")).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        vm_detail(&r.body).to_lowercase().contains("upgrade"),
+        "{}",
+        r.body
+    );
+}
+
+/// Announces a body of `length` bytes and sends none of it: the server
+/// answers from the length alone. (A client that streamed the whole body
+/// would see the connection closed under it, as it should be.)
+async fn announce_body(server: &Server, path: &str, length: usize) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let key = &server.key;
+    let addr = server.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: paddock\r\nx-api-key: {key}\r\n\
+         content-type: application/json\r\ncontent-length: {length}\r\n\
+         connection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await.expect("read");
+    let text = String::from_utf8_lossy(&reply);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text}"));
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(Value::String(body.to_owned())),
+    )
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_413_in_each_surfaces_format() {
+    let server = Server::start();
+    let account = server.default_account_id();
+    let big = 64 * 1024 * 1024;
+
+    let (status, body) = announce_body(&server, "/v1/volumes", big).await;
+    assert_eq!(status, 413, "{body}");
+    vm_detail(&body);
+
+    let (status, body) =
+        announce_body(&server, &format!("/v1/accounts/{account}/clusters"), big).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(gateway_status(&body).0, 8, "{body}");
+
+    let (status, body) = announce_body(&server, "/api/v1/environments", big).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(definitions_error(&body).0, "payload_too_large", "{body}");
+}
+
+#[tokio::test]
+async fn error_messages_name_the_real_cause_once() {
+    let server = Server::start();
+    let c = server.client();
+    let vm = c.create_vm(json!({})).await;
+    let id = vm["vm_id"].as_str().expect("id");
+
+    // A PTY id that is taken.
+    let r = c
+        .post(&format!("/v1/vms/{id}/pty/sessions"), json!({"id": "p1"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = c
+        .post(&format!("/v1/vms/{id}/pty/sessions"), json!({"id": "p1"}))
+        .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(vm_detail(&r.body), "PTY session p1 exists");
+
+    // A file under a dangling symlink.
+    c.exec(id, "ln -s /nowhere /tmp/link").await;
+    let r = c
+        .send(
+            c.req(Method::PUT, &format!("/v1/vms/{id}/files?path=/tmp/link/f"))
+                .body("x"),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    let msg = r.body["detail"][0]["msg"].as_str().expect("msg");
+    assert_eq!(
+        msg,
+        "/tmp/link/f: a parent directory is in the way as a file or a symlink to nothing"
+    );
+
+    // A directory where a file is to be written.
+    let r = c
+        .send(
+            c.req(Method::PUT, &format!("/v1/vms/{id}/files?path=/tmp"))
+                .body("x"),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    let msg = r.body["detail"][0]["msg"].as_str().expect("msg");
+    assert_eq!(msg.matches("directory").count(), 1, "{msg}");
+    assert!(msg.starts_with("/tmp"), "{msg}");
+
+    // A file that is not there.
+    let r = c.get(&format!("/v1/vms/{id}/files?path=/tmp/none")).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(vm_detail(&r.body), "File not found");
+
+    // Another account's VM is not found, not forbidden.
+    let other = c.with_key(Some(&server.other_account_key()));
+    let r = other.get(&format!("/v1/vms/{id}")).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(vm_detail(&r.body), "VM not found");
+}
+
+/// Reads what the server sends until it closes the connection, or gives up
+/// after `limit` (then the connection was still open: `None`).
+async fn read_until_closed(
+    stream: &mut tokio::net::TcpStream,
+    limit: std::time::Duration,
+) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    match tokio::time::timeout(limit, stream.read_to_end(&mut out)).await {
+        Ok(_) => Some(String::from_utf8_lossy(&out).into_owned()),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn slow_idle_and_surplus_clients_are_dropped_and_the_server_keeps_answering() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let server = Server::start_with_config(
+        "[http]\nheader_read_timeout_secs = 1\nbody_read_timeout_secs = 1\nmax_connections_per_client = 12\n",
+    );
+    let addr = server.base.trim_start_matches("http://").to_owned();
+
+    // Silent, and one byte of a head at a time: both closed after the
+    // head timeout, with nothing served.
+    let mut silent = TcpStream::connect(&addr).await.expect("connect");
+    let mut dribbling = TcpStream::connect(&addr).await.expect("connect");
+    let dribble = tokio::spawn(async move {
+        for b in b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-slow: "
+            .iter()
+            .cycle()
+            .take(40)
+        {
+            if dribbling.write_all(&[*b]).await.is_err() {
+                return dribbling;
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        dribbling
+    });
+    let closed = read_until_closed(&mut silent, Duration::from_secs(10)).await;
+    assert_eq!(closed.as_deref(), Some(""), "a silent connection is closed");
+    let mut dribbling = dribble.await.expect("dribbler");
+    let closed = read_until_closed(&mut dribbling, Duration::from_secs(10)).await;
+    assert!(
+        closed.is_some_and(|t| !t.contains("200 OK")),
+        "a slow head is cut before it completes"
+    );
+
+    // A body that stalls is cut too, and answered in the surface's format.
+    let mut stalled = TcpStream::connect(&addr).await.expect("connect");
+    let head = format!(
+        "POST /v1/volumes HTTP/1.1\r\nhost: x\r\nx-api-key: {}\r\n\
+         content-type: application/json\r\ncontent-length: 100\r\n\r\n{{",
+        server.key
+    );
+    stalled.write_all(head.as_bytes()).await.expect("write");
+    let reply = read_until_closed(&mut stalled, Duration::from_secs(10))
+        .await
+        .expect("a stalled body is answered and closed");
+    assert!(reply.starts_with("HTTP/1.1 4"), "{reply}");
+    assert!(reply.contains("{\"detail\":"), "{reply}");
+
+    // Connections over the per-client cap get a 503 at once.
+    let mut held = Vec::new();
+    for _ in 0..12 {
+        held.push(TcpStream::connect(&addr).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut surplus = TcpStream::connect(&addr).await.expect("connect");
+    let reply = read_until_closed(&mut surplus, Duration::from_secs(5))
+        .await
+        .expect("the surplus connection is answered and closed");
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    assert!(reply.to_lowercase().contains("retry-after: 1"), "{reply}");
+
+    // Once the idle ones are dropped, the server answers again.
+    for mut s in held {
+        assert!(read_until_closed(&mut s, Duration::from_secs(10))
+            .await
+            .is_some());
+    }
+    let r = server.client().get("/healthz").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
