@@ -24,8 +24,16 @@ pub const KIND_STDERR: u8 = 2;
 pub const KIND_STDIN: u8 = 3;
 pub const KIND_DATA: u8 = 4;
 
-/// The largest frame either side accepts.
+/// The largest frame either side accepts, but for the one below.
 pub const MAX_FRAME: usize = 1024 * 1024 + 1;
+/// The largest first frame of a connection (its request) the agent
+/// accepts: a command's script travels in it, up to
+/// [`MAX_COMMAND_BYTES`] before JSON's escapes (at most 6 bytes for one).
+pub const MAX_REQUEST_FRAME: usize = 6 * MAX_COMMAND_BYTES + MAX_FRAME;
+/// The most bytes of a command line (all its arguments) a caller may send;
+/// the kernel's own limits (128 KiB per argument) are worked around for a
+/// `-c` script, which the agent hands over as a file instead.
+pub const MAX_COMMAND_BYTES: usize = 16 * 1024 * 1024;
 /// The size of data chunks the agent sends.
 pub const CHUNK: usize = 256 * 1024;
 
@@ -236,9 +244,9 @@ impl Frame {
 }
 
 /// The length a frame header announces, refused when out of range.
-fn frame_len(header: [u8; 4]) -> io::Result<usize> {
+fn frame_len(header: [u8; 4], max: usize) -> io::Result<usize> {
     let len = u32::from_be_bytes(header) as usize;
-    if len == 0 || len > MAX_FRAME {
+    if len == 0 || len > max {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("frame length {len} out of range"),
@@ -253,13 +261,22 @@ fn frame_len(header: [u8; 4]) -> io::Result<usize> {
 /// lost. Where a read races other work in `select!`, read through
 /// [`FrameCodec`] instead.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<Frame>> {
+    read_frame_max(r, MAX_FRAME).await
+}
+
+/// [`read_frame`] with another limit: the agent reads a request with
+/// [`MAX_REQUEST_FRAME`].
+pub async fn read_frame_max<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> io::Result<Option<Frame>> {
     let mut header = [0u8; 4];
     match r.read_exact(&mut header).await {
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
-    let mut buf = BytesMut::zeroed(frame_len(header)?);
+    let mut buf = BytesMut::zeroed(frame_len(header, max)?);
     r.read_exact(&mut buf).await?;
     let payload = buf.split_off(1).freeze();
     Ok(Some(Frame {
@@ -283,7 +300,7 @@ impl Decoder for FrameCodec {
         };
         let mut len_bytes = [0u8; 4];
         len_bytes.copy_from_slice(header);
-        let len = frame_len(len_bytes)?;
+        let len = frame_len(len_bytes, MAX_FRAME)?;
         if src.len() < 4 + len {
             src.reserve(4 + len - src.len());
             return Ok(None);

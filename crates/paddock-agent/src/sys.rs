@@ -67,12 +67,19 @@ pub fn set_window_size(fd: BorrowedFd<'_>, cols: u16, rows: u16) -> io::Result<(
 /// whole command), optionally takes fd 0 as controlling terminal, restores
 /// default signal dispositions and the signal mask, and makes the child the
 /// OOM killer's first choice over the agent.
-pub fn prepare_child(controlling_tty: bool) -> io::Result<()> {
-    // SAFETY: setsid, ioctl, sigprocmask, signal, open, write and close are
-    // async-signal-safe; every pointer passed is to a live local.
+pub fn prepare_child(controlling_tty: bool, inherit: Option<i32>) -> io::Result<()> {
+    // SAFETY: setsid, ioctl, fcntl, sigprocmask, signal, open, write and
+    // close are async-signal-safe; every pointer passed is to a live local.
     unsafe {
         if libc::setsid() < 0 {
             return Err(io::Error::last_os_error());
+        }
+        // The one descriptor this child keeps across execve (a script
+        // file); every other of the agent's is close-on-exec.
+        if let Some(fd) = inherit {
+            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
         }
         if controlling_tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
             return Err(io::Error::last_os_error());
@@ -272,12 +279,12 @@ pub fn dup_to_cloexec(from: BorrowedFd<'_>, to: i32) -> io::Result<()> {
 }
 
 /// Makes `cmd` call [`prepare_child`] in the child before `execve`.
-pub fn set_pre_exec(cmd: &mut std::process::Command, controlling_tty: bool) {
+pub fn set_pre_exec(cmd: &mut std::process::Command, controlling_tty: bool, inherit: Option<i32>) {
     use std::os::unix::process::CommandExt;
     // SAFETY: prepare_child makes only async-signal-safe calls and touches
     // no memory of the parent.
     unsafe {
-        cmd.pre_exec(move || prepare_child(controlling_tty));
+        cmd.pre_exec(move || prepare_child(controlling_tty, inherit));
     }
 }
 

@@ -40,12 +40,12 @@ pub struct AppState {
 
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
-    let json_limit = state.http.json_body_bytes;
+    let limits = state.http.clone();
     Router::new()
         .merge(ops::router())
-        .merge(vms::router(json_limit))
-        .merge(gateway::router().layer(body_limit(json_limit)))
-        .merge(definitions::router().layer(body_limit(json_limit)))
+        .merge(vms::router(&limits))
+        .merge(gateway::router().layer(body_limit(limits.json_body_bytes)))
+        .merge(definitions::router(&limits))
         .layer(axum::middleware::from_fn(rejections::uniform))
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(tower_http::trace::TraceLayer::new_for_http())

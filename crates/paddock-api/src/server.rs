@@ -37,6 +37,10 @@ pub struct HttpLimits {
     pub max_connections_per_client: usize,
     /// JSON bodies on every surface; file uploads stream and have none.
     pub json_body_bytes: usize,
+    /// The bodies of the routes that take a command (exec, execute,
+    /// execute_async, a definition sandbox's exec): a 16 MiB script with
+    /// JSON's escapes.
+    pub command_body_bytes: usize,
     /// How long a stopping server waits for requests under way.
     pub shutdown_grace: Duration,
 }
@@ -49,6 +53,7 @@ impl Default for HttpLimits {
             max_connections: 16_384,
             max_connections_per_client: 4_096,
             json_body_bytes: 16 * 1024 * 1024,
+            command_body_bytes: 64 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
         }
     }

@@ -528,3 +528,14 @@ pub async fn pty_attach(socket: &Path, id: &str) -> Result<PtyConnection, Runtim
         output: out_rx,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_core_and_the_agent_agree_on_the_longest_command() {
+        assert_eq!(
+            paddock_core::exec::MAX_COMMAND_BYTES,
+            paddock_agent_protocol::proto::MAX_COMMAND_BYTES
+        );
+    }
+}

@@ -89,6 +89,9 @@ pub struct HttpSection {
     /// JSON request bodies, on every surface (file uploads stream and
     /// have no limit).
     pub json_body_mb: usize,
+    /// The bodies of the routes that take a command (commands themselves
+    /// are at most 16 MiB).
+    pub command_body_mb: usize,
 }
 
 impl Default for HttpSection {
@@ -100,6 +103,7 @@ impl Default for HttpSection {
             max_connections: d.max_connections,
             max_connections_per_client: d.max_connections_per_client,
             json_body_mb: d.json_body_bytes / (1024 * 1024),
+            command_body_mb: d.command_body_bytes / (1024 * 1024),
         }
     }
 }
@@ -116,12 +120,16 @@ impl HttpSection {
         if !(1..=1024).contains(&self.json_body_mb) {
             anyhow::bail!("http.json_body_mb: 1 to 1024");
         }
+        if !(1..=1024).contains(&self.command_body_mb) {
+            anyhow::bail!("http.command_body_mb: 1 to 1024");
+        }
         Ok(paddock_api::server::HttpLimits {
             header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
             body_read_timeout: Duration::from_secs(self.body_read_timeout_secs),
             max_connections: self.max_connections,
             max_connections_per_client: self.max_connections_per_client,
             json_body_bytes: self.json_body_mb * 1024 * 1024,
+            command_body_bytes: self.command_body_mb * 1024 * 1024,
             ..Default::default()
         })
     }

@@ -310,3 +310,72 @@ async fn slow_idle_and_surplus_clients_are_dropped_and_the_server_keeps_answerin
     let r = server.client().get("/healthz").await;
     assert_eq!(r.status, 200, "{}", r.body);
 }
+
+#[tokio::test]
+async fn commands_of_megabytes_run_on_every_exec_route_and_longer_ones_are_refused() {
+    let server = Server::start();
+    let c = server.client();
+    let vm = c.create_vm(json!({})).await;
+    let id = vm["vm_id"].as_str().expect("id");
+    let session = vm["session_id"].as_str().expect("session");
+
+    // A 1 MiB Python program through /execute: a long comment, then code.
+    let program = format!("#{}\nprint(sum(range(10)))\n", "x".repeat(1024 * 1024));
+    let r = c
+        .post(
+            "/execute",
+            json!({"command": program, "language": "python", "session_id": session}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["stdout"], "45\n", "{}", r.body);
+
+    // A 3 MiB shell script through the streaming exec, its args kept.
+    let script = format!(
+        ": {}\necho \"$1\" $(( 6 * 7 ))\n",
+        "y".repeat(3 * 1024 * 1024)
+    );
+    let (stdout, stderr, exit) = c
+        .exec_body(
+            id,
+            json!({"command": ["/bin/sh", "-c", script, "name", "first"]}),
+        )
+        .await;
+    assert_eq!(stdout, "first 42\n", "{stderr}");
+    assert_eq!(exit["exit_code"], 0, "{exit}");
+
+    // The same through execute_async, read back when it ends.
+    let script = format!(": {}\necho done\n", "z".repeat(512 * 1024));
+    let r = c
+        .post(
+            "/execute_async",
+            json!({"command": script, "session_id": session}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let task = r.body["task_id"].as_str().expect("task id").to_owned();
+    let mut result = Value::Null;
+    for _ in 0..100 {
+        result = c.get(&format!("/v1/executions/{task}")).await.body;
+        if result["is_complete"] == true {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(result["serialized_stdout"], "done\n", "{result}");
+
+    // Over 16 MiB: refused, saying how long it was and what the limit is.
+    let too_long = "#".repeat(16 * 1024 * 1024 + 1);
+    let r = c
+        .post(
+            "/execute",
+            json!({"command": too_long, "session_id": session}),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    let msg = r.body["detail"][0]["msg"].as_str().expect("msg");
+    assert!(
+        msg.contains("16777221 bytes") || msg.contains("bytes; at most 16777216"),
+        "{msg}"
+    );
+}

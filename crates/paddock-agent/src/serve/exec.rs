@@ -42,14 +42,18 @@ fn kill_group(pid: i32) {
 pub(crate) async fn run(state: &State, stream: UnixStream, spec: ExecSpec) -> io::Result<()> {
     let (rd, mut wr) = stream.into_split();
     let mut frames = FramedRead::new(rd, FrameCodec);
-    let Some(program) = spec.argv.first() else {
+    let prepared = match super::script::prepare(spec.argv) {
+        Ok(p) => p,
+        Err(e) => return write_control(&mut wr, &Event::from_io(&e, "stage the script")).await,
+    };
+    let Some(program) = prepared.argv.first() else {
         let e = Event::error(crate::proto::ErrorKind::Invalid, "empty command");
         return write_control(&mut wr, &e).await;
     };
     let env = merged_env(&state.env(), &spec.env);
     let cwd = state.cwd_for(spec.cwd.clone(), &env);
     let mut cmd = Command::new(program);
-    cmd.args(&spec.argv[1..])
+    cmd.args(&prepared.argv[1..])
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(&cwd)
@@ -61,7 +65,7 @@ pub(crate) async fn run(state: &State, stream: UnixStream, spec: ExecSpec) -> io
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     state.apply_user(&mut cmd);
-    sys::set_pre_exec(&mut cmd, false);
+    sys::set_pre_exec(&mut cmd, false, prepared.inherited_fd());
 
     let started = Instant::now();
     let (mut child, mut exited) = match state.reaper.spawn(&mut cmd) {

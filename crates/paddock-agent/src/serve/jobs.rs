@@ -76,9 +76,9 @@ impl JobTable {
     }
 
     fn try_start(&self, state: &State, spec: JobSpec) -> Result<i32, Event> {
-        let Some(program) = spec.argv.first().cloned() else {
+        if spec.argv.is_empty() {
             return Err(Event::error(ErrorKind::Invalid, "empty command"));
-        };
+        }
         {
             let jobs = lock(&self.jobs);
             if jobs.contains_key(&spec.id) {
@@ -94,10 +94,13 @@ impl JobTable {
                 ));
             }
         }
+        let prepared = super::script::prepare(spec.argv)
+            .map_err(|e| Event::from_io(&e, "stage the script"))?;
+        let program = prepared.argv[0].clone();
         let env = merged_env(&state.env(), &spec.env);
         let cwd = state.cwd_for(spec.cwd, &env);
         let mut cmd = Command::new(&program);
-        cmd.args(&spec.argv[1..])
+        cmd.args(&prepared.argv[1..])
             .env_clear()
             .envs(env.iter().map(|(k, v)| (k, v)))
             .current_dir(&cwd)
@@ -105,7 +108,7 @@ impl JobTable {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         state.apply_user(&mut cmd);
-        sys::set_pre_exec(&mut cmd, false);
+        sys::set_pre_exec(&mut cmd, false, prepared.inherited_fd());
         let started = Instant::now();
         let (mut child, exited) = state
             .reaper

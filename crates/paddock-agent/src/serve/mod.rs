@@ -8,6 +8,7 @@ mod files;
 mod jobs;
 mod pty;
 mod reaper;
+mod script;
 mod user;
 
 use std::io;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 
 use tokio::net::UnixStream;
 
-use crate::proto::{read_frame, write_control, Event, Request};
+use crate::proto::{read_frame_max, write_control, Event, Request, MAX_REQUEST_FRAME};
 use reaper::Reaper;
 pub use user::RunAs;
 
@@ -132,7 +133,7 @@ async fn handle_logged(state: Arc<State>, stream: UnixStream) {
 }
 
 async fn handle(state: Arc<State>, mut stream: UnixStream) -> io::Result<()> {
-    let Some(first) = read_frame(&mut stream).await? else {
+    let Some(first) = read_frame_max(&mut stream, MAX_REQUEST_FRAME).await? else {
         return Ok(());
     };
     let request: Request = match first.control() {

@@ -160,7 +160,7 @@ impl PtyTable {
             .stdout(stdio(&pty.slave)?)
             .stderr(stdio(&pty.slave)?);
         state.apply_user(&mut cmd);
-        sys::set_pre_exec(&mut cmd, true);
+        sys::set_pre_exec(&mut cmd, true, None);
         let (child, exited) = state
             .reaper
             .spawn(&mut cmd)

@@ -25,7 +25,12 @@ use error::REQUEST_ID;
 
 use crate::AppState;
 
-pub fn router() -> Router<AppState> {
+/// The definitions' routes: JSON bodies up to the JSON limit, an exec's
+/// up to the command limit.
+pub fn router(limits: &crate::server::HttpLimits) -> Router<AppState> {
+    let commands = Router::new()
+        .route("/api/v1/sandboxes/{sandbox_id}/exec", post(sandboxes::exec))
+        .layer(crate::body_limit(limits.command_body_bytes));
     Router::new()
         .route(
             "/api/v1/environments",
@@ -55,11 +60,12 @@ pub fn router() -> Router<AppState> {
             "/api/v1/sandboxes/{sandbox_id}/start",
             post(sandboxes::start),
         )
-        .route("/api/v1/sandboxes/{sandbox_id}/exec", post(sandboxes::exec))
         .route(
             "/api/v1/sandboxes/{sandbox_id}/files",
             get(sandboxes::read_file).put(sandboxes::write_file),
         )
+        .layer(crate::body_limit(limits.json_body_bytes))
+        .merge(commands)
         .layer(axum::middleware::from_fn(request_id))
 }
 

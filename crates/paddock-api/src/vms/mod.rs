@@ -33,9 +33,14 @@ use serde_json::Value;
 use crate::AppState;
 use error::ApiError;
 
-/// The VM API's routes: JSON bodies up to `json_limit`; the file routes
-/// have no limit (they stream).
-pub(crate) fn router(json_limit: usize) -> Router<AppState> {
+/// The VM API's routes: JSON bodies up to the JSON limit, commands up to
+/// the command limit; the file routes have no limit (they stream).
+pub(crate) fn router(limits: &crate::server::HttpLimits) -> Router<AppState> {
+    let commands = Router::new()
+        .route("/v1/vms/{vm_id}/exec", post(execute::stream_exec))
+        .route("/execute", post(execute::execute))
+        .route("/execute_async", post(execute::execute_async))
+        .layer(crate::body_limit(limits.command_body_bytes));
     let streamed = Router::new()
         .route(
             "/v1/vms/{vm_id}/files",
@@ -55,7 +60,6 @@ pub(crate) fn router(json_limit: usize) -> Router<AppState> {
                 .patch(lifecycle::patch)
                 .delete(lifecycle::delete),
         )
-        .route("/v1/vms/{vm_id}/exec", post(execute::stream_exec))
         .route(
             "/v1/vms/{vm_id}/pty/sessions",
             post(pty::create_for_vm).get(pty::list_for_vm),
@@ -95,8 +99,6 @@ pub(crate) fn router(json_limit: usize) -> Router<AppState> {
             "/v1/sessions/{session_id}/pty/{pty_id}/connect",
             get(pty::connect_for_session),
         )
-        .route("/execute", post(execute::execute))
-        .route("/execute_async", post(execute::execute_async))
         .route("/v1/executions/{task_id}", get(execute::get_execution))
         .route("/download", post(files::download))
         .route("/v1/vms/{vm_id}/snapshot", post(snapshots::snapshot_vm))
@@ -206,7 +208,8 @@ pub(crate) fn router(json_limit: usize) -> Router<AppState> {
             "/v1/images/{key}",
             get(images::inspect).delete(images::remove),
         )
-        .layer(crate::body_limit(json_limit))
+        .layer(crate::body_limit(limits.json_body_bytes))
+        .merge(commands)
         .merge(streamed)
 }
 

@@ -25,6 +25,32 @@ pub struct ExecRequest {
     pub timeout: Option<Duration>,
 }
 
+/// The most bytes a command line (all its arguments together) may have.
+/// A long `-c` script is handed to its interpreter as a file by the agent,
+/// so this, not the kernel's 128 KiB per argument, is the limit callers
+/// see. The agent protocol's `MAX_COMMAND_BYTES` is the same number.
+pub const MAX_COMMAND_BYTES: usize = 16 * 1024 * 1024;
+
+impl ExecRequest {
+    /// Refuses an empty command or one over [`MAX_COMMAND_BYTES`], naming
+    /// the size.
+    pub fn check(&self) -> Result<(), crate::CoreError> {
+        if self.argv.first().is_none_or(String::is_empty) {
+            return Err(crate::CoreError::invalid("command", "must not be empty"));
+        }
+        let bytes: usize = self.argv.iter().map(String::len).sum();
+        if bytes > MAX_COMMAND_BYTES {
+            return Err(crate::CoreError::invalid(
+                "command",
+                format!(
+                    "the command is {bytes} bytes; at most {MAX_COMMAND_BYTES} (16 MiB) are accepted"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// How a command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct ExitStatus {

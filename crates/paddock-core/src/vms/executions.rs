@@ -61,6 +61,7 @@ impl Service {
         vm: &Vm,
         request: ExecRequest,
     ) -> Result<Started, CoreError> {
+        request.check()?;
         let id = ExecutionId::generate();
         let provider = self.provider_of(vm);
         // A job takes no stdin; the request is kept for the fallback.

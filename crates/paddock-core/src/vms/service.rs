@@ -1056,9 +1056,7 @@ impl Service {
         id: &VmId,
         request: ExecRequest,
     ) -> Result<ExecStream, CoreError> {
-        if request.argv.is_empty() || request.argv[0].is_empty() {
-            return Err(CoreError::invalid("command", "must not be empty"));
-        }
+        request.check()?;
         let vm = self.agent_vm(account, id).await?;
         self.activity.touch(&vm.id);
         let started = self.provider_of(&vm).channel().exec(&vm.id, request).await;
