@@ -68,3 +68,11 @@ fn body_limit(
         axum::extract::DefaultBodyLimit::disable(),
     )
 }
+
+/// Sets `Retry-After` to `wait` in whole seconds, at least 1.
+pub(crate) fn set_retry_after(response: &mut axum::response::Response, wait: std::time::Duration) {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    response
+        .headers_mut()
+        .insert(axum::http::header::RETRY_AFTER, secs.max(1).into());
+}

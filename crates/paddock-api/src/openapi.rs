@@ -38,6 +38,7 @@ use crate::vms;
         vms::domains::health, vms::domains::delete,
         vms::ssh_keys::add, vms::ssh_keys::list, vms::ssh_keys::delete,
         vms::egress::get_vm, vms::egress::set_vm, vms::egress::get_session, vms::egress::set_session,
+        vms::quotas::get,
     ),
     modifiers(&ApiKeyAuth),
     security(("api_key" = []), ("bearer" = [])),
@@ -95,7 +96,8 @@ pub fn document_json() -> String {
 }
 
 /// What every operation of a surface can answer whatever its handler does,
-/// added where an operation does not list it: the key check (401), a
+/// added where an operation does not list it: the key check (401), the
+/// account's request rate (429), a
 /// parameter or body that does not parse (the surface's validation
 /// status), an unknown id in the path (404), a body over its limit (413).
 /// On the VM API also: a WebSocket route called without an upgrade (400),
@@ -150,13 +152,19 @@ fn common_statuses(
         Surface::Gateway => ("GatewayStatusError", "GatewayStatusError", "400"),
         Surface::Definitions => ("ErrorResponse", "ErrorResponse", "422"),
     };
-    let mut out = vec![(
-        "401".to_owned(),
-        error(
-            plain,
-            "No key, or a key that is unknown, revoked or expired",
+    let mut out = vec![
+        (
+            "401".to_owned(),
+            error(plain, "No key, or a key that is unknown, revoked or expired"),
         ),
-    )];
+        (
+            "429".to_owned(),
+            error(
+                plain,
+                "The account's request rate is spent ([quotas] requests_per_second, burst); Retry-After says when to call again",
+            ),
+        ),
+    ];
     if has_params {
         out.push((
             invalid_status.to_owned(),

@@ -83,6 +83,9 @@ pub enum CoreError {
     ResourceExhausted(String),
     #[error("invalid or missing API key")]
     Unauthenticated,
+    /// The account's request rate is spent; it may call again after this.
+    #[error("too many requests: the account's rate limit is reached; retry in {} ms", retry_after.as_millis().max(1))]
+    RateLimited { retry_after: std::time::Duration },
     #[error("{0}")]
     Unavailable(String),
     /// A system paddock depends on (a registry) failed or misbehaved.

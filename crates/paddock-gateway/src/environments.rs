@@ -979,7 +979,9 @@ pub fn status_code(e: &CoreError) -> StatusCode {
         CoreError::Conflict(_) => StatusCode::AlreadyExists,
         CoreError::FailedPrecondition(_) => StatusCode::FailedPrecondition,
         CoreError::PermissionDenied(_) => StatusCode::PermissionDenied,
-        CoreError::ResourceExhausted(_) => StatusCode::ResourceExhausted,
+        CoreError::ResourceExhausted(_) | CoreError::RateLimited { .. } => {
+            StatusCode::ResourceExhausted
+        }
         CoreError::Unauthenticated => StatusCode::Unauthenticated,
         CoreError::Unavailable(_) | CoreError::Upstream(_) => StatusCode::Unavailable,
         CoreError::DeadlineExceeded(_) => StatusCode::DeadlineExceeded,

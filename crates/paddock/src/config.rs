@@ -12,7 +12,8 @@ use paddock_core::model::{EgressPolicy, Ipv4Cidr, Limits};
 use paddock_runtime::container::VariantSource;
 use serde::{Deserialize, Serialize};
 
-const CONFIG_KEYS: [&str; 17] = [
+const CONFIG_KEYS: [&str; 18] = [
+    "quotas",
     "http",
     "providers",
     "only_listed_registries",
@@ -70,6 +71,77 @@ pub struct Config {
     pub sandbox: SandboxSection,
     #[serde(default)]
     pub http: HttpSection,
+    #[serde(default)]
+    pub quotas: QuotasSection,
+}
+
+/// `[quotas]`: what each account may hold and how fast it may call, by
+/// default; `[quotas.accounts."NAME or ID"]` sets an account's own (a
+/// field left out there is the default's). 0: no limit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotasSection {
+    pub max_vms: u64,
+    pub max_memory_mb: u64,
+    pub max_vcpus: u64,
+    pub requests_per_second: u32,
+    pub burst: u32,
+    pub accounts: BTreeMap<String, AccountQuota>,
+}
+
+impl Default for QuotasSection {
+    fn default() -> Self {
+        Self {
+            max_vms: 0,
+            max_memory_mb: 0,
+            max_vcpus: 0,
+            requests_per_second: 500,
+            burst: 1000,
+            accounts: BTreeMap::new(),
+        }
+    }
+}
+
+/// One account's quota; unset fields are the default's.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountQuota {
+    pub max_vms: Option<u64>,
+    pub max_memory_mb: Option<u64>,
+    pub max_vcpus: Option<u64>,
+    pub requests_per_second: Option<u32>,
+    pub burst: Option<u32>,
+}
+
+impl QuotasSection {
+    pub fn to_quotas(&self) -> paddock_core::quotas::Quotas {
+        use paddock_core::quotas::Quota;
+        let limit = |n: u64| (n > 0).then_some(n);
+        let default = Quota {
+            max_vms: limit(self.max_vms),
+            max_memory_mb: limit(self.max_memory_mb),
+            max_vcpus: limit(self.max_vcpus),
+            requests_per_second: (self.requests_per_second > 0).then_some(self.requests_per_second),
+            burst: Some(self.burst),
+        };
+        let per_account = self
+            .accounts
+            .iter()
+            .map(|(who, q)| {
+                let own = Quota {
+                    max_vms: q.max_vms.map_or(default.max_vms, limit),
+                    max_memory_mb: q.max_memory_mb.map_or(default.max_memory_mb, limit),
+                    max_vcpus: q.max_vcpus.map_or(default.max_vcpus, limit),
+                    requests_per_second: q
+                        .requests_per_second
+                        .map_or(default.requests_per_second, |r| (r > 0).then_some(r)),
+                    burst: q.burst.or(default.burst),
+                };
+                (who.clone(), own)
+            })
+            .collect();
+        paddock_core::quotas::Quotas::new(default, per_account)
+    }
 }
 
 /// `[http]`: what the API listener allows a client.
@@ -527,6 +599,7 @@ impl Default for Config {
             userns: UsernsSection::default(),
             sandbox: SandboxSection::default(),
             http: HttpSection::default(),
+            quotas: QuotasSection::default(),
         }
     }
 }

@@ -167,6 +167,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             default_variant: config.default_variant.clone(),
             default_egress: config.default_egress()?,
             warm_pool: config.sandbox.warm_pool,
+            quotas: Arc::new(config.quotas.to_quotas()),
             ..ServiceConfig::default()
         },
     );

@@ -16,6 +16,8 @@ pub const REQUEST_ID: &str = "x-request-id";
 pub struct DefError {
     status: StatusCode,
     entries: Vec<(String, &'static str)>,
+    /// A rate limit's wait, sent as `Retry-After`.
+    retry_after: Option<std::time::Duration>,
 }
 
 impl DefError {
@@ -23,6 +25,7 @@ impl DefError {
         Self {
             status,
             entries: vec![(detail.into(), code)],
+            retry_after: None,
         }
     }
 
@@ -38,6 +41,7 @@ impl DefError {
                 .into_iter()
                 .map(|d| (d, "validation_failed"))
                 .collect(),
+            retry_after: None,
         }
     }
 
@@ -76,6 +80,9 @@ impl IntoResponse for DefError {
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(REQUEST_ID, v);
         }
+        if let Some(wait) = self.retry_after {
+            crate::set_retry_after(&mut response, wait);
+        }
         response
     }
 }
@@ -97,6 +104,7 @@ impl From<DefinitionError> for DefError {
                         .filter(|v| !bad_id || v.field == "id")
                         .map(|v| (v.to_string(), code))
                         .collect(),
+                    retry_after: None,
                 }
             }
             DefinitionError::RevisionRequired => Self::new(
@@ -135,6 +143,10 @@ impl From<CoreError> for DefError {
             CoreError::ResourceExhausted(m) => {
                 Self::new(S::TOO_MANY_REQUESTS, "resource_exhausted", m.clone())
             }
+            CoreError::RateLimited { retry_after } => Self {
+                retry_after: Some(*retry_after),
+                ..Self::new(S::TOO_MANY_REQUESTS, "rate_limited", e.to_string())
+            },
             CoreError::Unauthenticated => Self::new(
                 S::UNAUTHORIZED,
                 "unauthorized",

@@ -89,6 +89,10 @@ pub fn status_response(code: StatusCode, message: String, details: Vec<Value>) -
 
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
+        let retry_after = match &self {
+            Self::Core(CoreError::RateLimited { retry_after }) => Some(*retry_after),
+            _ => None,
+        };
         let (code, message, details) = match self {
             Self::Status(code, message) => (code, message, Vec::new()),
             Self::Core(e) => match e {
@@ -109,6 +113,9 @@ impl IntoResponse for GatewayError {
                 CoreError::FailedPrecondition(m) => (StatusCode::FailedPrecondition, m, Vec::new()),
                 CoreError::PermissionDenied(m) => (StatusCode::PermissionDenied, m, Vec::new()),
                 CoreError::ResourceExhausted(m) => (StatusCode::ResourceExhausted, m, Vec::new()),
+                e @ CoreError::RateLimited { .. } => {
+                    (StatusCode::ResourceExhausted, e.to_string(), Vec::new())
+                }
                 CoreError::Unauthenticated => (
                     StatusCode::Unauthenticated,
                     "invalid or missing API key (Authorization: Bearer KEY)".to_owned(),
@@ -128,6 +135,10 @@ impl IntoResponse for GatewayError {
                 }
             },
         };
-        status_response(code, message, details)
+        let mut response = status_response(code, message, details);
+        if let Some(wait) = retry_after {
+            crate::set_retry_after(&mut response, wait);
+        }
+        response
     }
 }

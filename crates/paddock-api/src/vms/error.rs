@@ -101,6 +101,15 @@ impl IntoResponse for ApiError {
                 CoreError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
                 CoreError::PermissionDenied(m) => (StatusCode::FORBIDDEN, m),
                 CoreError::ResourceExhausted(m) => (StatusCode::TOO_MANY_REQUESTS, m),
+                e @ CoreError::RateLimited { retry_after } => {
+                    let detail = ErrorDetail {
+                        detail: e.to_string(),
+                    };
+                    let mut response =
+                        (StatusCode::TOO_MANY_REQUESTS, Json(detail)).into_response();
+                    crate::set_retry_after(&mut response, retry_after);
+                    return response;
+                }
                 CoreError::Upstream(m) => (StatusCode::BAD_GATEWAY, m),
                 CoreError::DeadlineExceeded(m) => (StatusCode::GATEWAY_TIMEOUT, m),
                 e @ (CoreError::Runtime(_) | CoreError::Store(_)) => {

@@ -21,7 +21,7 @@ use crate::AppState;
     responses((status = 200, body = VmResponse), (status = 422, body = HttpValidationError), (status = 401, body = ErrorDetail),
         (status = 404, body = ErrorDetail, description = "A snapshot, image, volume or vault the body names does not exist"),
         (status = 409, body = ErrorDetail, description = "A custom domain the body asks for is routed already"),
-        (status = 403, body = ErrorDetail, description = "The registry is not one the server may use (`only_listed_registries`)"), (status = 502, body = ErrorDetail, description = "The registry could not be reached or refused the request"),
+        (status = 403, body = ErrorDetail, description = "A quota of the account would be exceeded (max_vms, max_memory_mb, max_vcpus: the message names it), or the image's registry is not one the server may use (`only_listed_registries`)"), (status = 502, body = ErrorDetail, description = "The registry could not be reached or refused the request"),
         (status = 503, body = ErrorDetail, description = "The host has no room for another sandbox (addresses, ids)")))]
 pub(crate) async fn create(
     State(state): State<AppState>,

@@ -13,6 +13,7 @@ pub(crate) mod files;
 pub(crate) mod images;
 pub(crate) mod lifecycle;
 pub(crate) mod pty;
+pub(crate) mod quotas;
 pub(crate) mod sessions;
 pub mod shares;
 pub(crate) mod snapshots;
@@ -54,6 +55,7 @@ pub(crate) fn router(limits: &crate::server::HttpLimits) -> Router<AppState> {
             post(lifecycle::create).get(lifecycle::list_active),
         )
         .route("/v1/vms/", get(lifecycle::list_all))
+        .route("/v1/quotas", get(quotas::get))
         .route(
             "/v1/vms/{vm_id}",
             get(lifecycle::get)

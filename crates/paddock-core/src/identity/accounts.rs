@@ -8,15 +8,38 @@ use crate::clock::Timestamp;
 use crate::error::CoreError;
 use crate::ids::{AccountId, ApiKeyId};
 use crate::model::{Account, ApiKey, ApiKeySecret, NewApiKey, Principal};
+use crate::quotas::{Quota, Quotas};
 use crate::store::AccountStore;
 
 pub struct Accounts {
     store: Arc<dyn AccountStore>,
+    quotas: Arc<Quotas>,
 }
 
 impl Accounts {
+    /// Over `store`, with no quotas (key management).
     pub fn new(store: Arc<dyn AccountStore>) -> Self {
-        Self { store }
+        Self::with_quotas(store, Arc::new(Quotas::unlimited()))
+    }
+
+    /// Over `store`; every authenticated request spends from the account's
+    /// rate in `quotas`.
+    pub fn with_quotas(store: Arc<dyn AccountStore>, quotas: Arc<Quotas>) -> Self {
+        Self { store, quotas }
+    }
+
+    pub fn quotas(&self) -> &Quotas {
+        &self.quotas
+    }
+
+    /// The account's quota (by id or by name, else the default).
+    pub async fn quota(&self, account: &AccountId) -> Result<Quota, CoreError> {
+        let name = if self.quotas.names_matter() {
+            self.store.get_account(account).await?.map(|a| a.name)
+        } else {
+            None
+        };
+        Ok(self.quotas.quota_of(account, name.as_deref()))
     }
 
     /// On a fresh store: creates the default account and its admin key, and
@@ -97,12 +120,14 @@ impl Accounts {
     /// The account and user a presented key acts for.
     pub async fn authenticate_user(&self, presented: &str) -> Result<Principal, CoreError> {
         let secret = ApiKeySecret::from_presented(presented);
-        match self.store.find_api_key(&secret.hash()).await? {
-            Some(key) => Ok(Principal {
-                account_id: key.account_id,
-                user_email: key.user_email,
-            }),
-            None => Err(CoreError::Unauthenticated),
-        }
+        let Some(key) = self.store.find_api_key(&secret.hash()).await? else {
+            return Err(CoreError::Unauthenticated);
+        };
+        let quota = self.quota(&key.account_id).await?;
+        self.quotas.admit_request(&key.account_id, &quota)?;
+        Ok(Principal {
+            account_id: key.account_id,
+            user_email: key.user_email,
+        })
     }
 }

@@ -2,4 +2,5 @@
 //! of their users.
 
 pub mod accounts;
+pub mod quotas;
 pub mod ssh_keys;

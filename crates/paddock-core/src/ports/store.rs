@@ -307,6 +307,9 @@ pub trait Store:
         account: &AccountId,
         session: &SessionId,
     ) -> Result<Option<Vm>, StoreError>;
+    /// What the account's VMs that hold host resources (creating, running,
+    /// stopping) take together.
+    async fn account_usage(&self, account: &AccountId) -> Result<crate::quotas::Usage, StoreError>;
     async fn count_vms_by_status(&self) -> Result<Vec<(VmStatus, u64)>, StoreError>;
 
     async fn insert_execution(&self, execution: &Execution) -> Result<(), StoreError>;

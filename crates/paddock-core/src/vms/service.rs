@@ -76,6 +76,8 @@ pub struct ServiceConfig {
     /// How many sandboxes of the default shape are kept booted ahead of
     /// demand (`[sandbox] warm_pool`); 0: none.
     pub warm_pool: usize,
+    /// Per-account limits (`[quotas]`).
+    pub quotas: Arc<crate::quotas::Quotas>,
 }
 
 impl Default for ServiceConfig {
@@ -87,6 +89,7 @@ impl Default for ServiceConfig {
             sweep_interval: Duration::from_millis(250),
             default_egress: EgressPolicy::allow_all(),
             warm_pool: 0,
+            quotas: Arc::new(crate::quotas::Quotas::unlimited()),
         }
     }
 }
@@ -168,8 +171,9 @@ impl Service {
                 Arc::clone(&store) as Arc<dyn crate::store::VaultStore>,
                 Arc::clone(&keyring),
             ),
-            accounts: crate::accounts::Accounts::new(
-                Arc::clone(&store) as Arc<dyn crate::store::AccountStore>
+            accounts: crate::accounts::Accounts::with_quotas(
+                Arc::clone(&store) as Arc<dyn crate::store::AccountStore>,
+                Arc::clone(&config.quotas),
             ),
             store,
             providers,
@@ -273,6 +277,15 @@ impl Service {
     }
 
     /// Accounts, their API keys and dev tokens.
+    /// The account's quota and what it holds of it now.
+    pub async fn quota_and_usage(
+        &self,
+        account: &AccountId,
+    ) -> Result<(crate::quotas::Quota, crate::quotas::Usage), CoreError> {
+        let quota = self.accounts.quota(account).await?;
+        Ok((quota, self.store.account_usage(account).await?))
+    }
+
     pub fn accounts(&self) -> &crate::accounts::Accounts {
         &self.accounts
     }
@@ -355,6 +368,17 @@ impl Service {
             self.check_lifetime(l)?;
         }
         self.check_policy_supported(spec.options.egress_policy.as_ref())?;
+        // From the capacity check until the row exists, no other create of
+        // the account runs: two racing creates cannot both fit.
+        let creates = self.accounts.quotas().lock_creates(account).await;
+        let quota = self.accounts.quota(account).await?;
+        let usage = self.store.account_usage(account).await?;
+        crate::quotas::check_room(
+            &quota,
+            &usage,
+            u64::from(spec.resources.memory_mb()),
+            u64::from(spec.resources.vcpu_count()),
+        )?;
         let volumes = std::mem::take(&mut spec.volumes);
         let mut vm = self.new_vm(account, spec);
         let prepared = self.claim_prepared(&mut vm, !volumes.is_empty());
@@ -372,6 +396,7 @@ impl Service {
             self.give_back_prepared(&vm, prepared);
             return Err(e.into());
         }
+        drop(creates);
         let this = Arc::clone(self);
         let id = vm.id.clone();
         let started = tokio::spawn(async move { this.finish_start(&id, prepared).await });

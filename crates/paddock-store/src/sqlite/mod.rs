@@ -294,6 +294,26 @@ impl Store for SqliteStore {
             .pop())
     }
 
+    async fn account_usage(
+        &self,
+        account: &AccountId,
+    ) -> Result<paddock_core::quotas::Usage, StoreError> {
+        let (vms, memory_mb, vcpus): (i64, i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(memory_mb), 0), COALESCE(SUM(vcpu_count), 0) \
+             FROM vms WHERE account_id = ? AND status IN ('creating', 'running', 'stopping')",
+        )
+        .bind(account.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok(paddock_core::quotas::Usage {
+            vms: count(vms),
+            memory_mb: count(memory_mb),
+            vcpus: count(vcpus),
+        })
+    }
+
     async fn count_vms_by_status(&self) -> Result<Vec<(VmStatus, u64)>, StoreError> {
         let rows: Vec<(String, i64)> =
             sqlx::query_as("SELECT status, COUNT(*) FROM vms GROUP BY status")

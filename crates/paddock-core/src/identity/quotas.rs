@@ -1,0 +1,234 @@
+//! Per-account quotas, set by the operator by default and per account:
+//! what one account may hold at once (VMs, memory, vCPUs) and how fast it
+//! may call. Capacity is checked when a VM is created, under a lock per
+//! account held until the VM's row exists, so two racing creates cannot
+//! both slip under a cap. Rates are a token bucket per account, spent when
+//! a key is authenticated, so every surface and the SSH gateway share it.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::OwnedMutexGuard;
+
+use crate::error::CoreError;
+use crate::ids::AccountId;
+use crate::keyed_locks::KeyedLocks;
+
+/// One account's limits; `None`: no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct Quota {
+    /// VMs that hold host resources at once (creating, running, stopping).
+    pub max_vms: Option<u64>,
+    /// Their memory together.
+    pub max_memory_mb: Option<u64>,
+    /// Their vCPUs together.
+    pub max_vcpus: Option<u64>,
+    /// Authenticated requests per second, sustained.
+    pub requests_per_second: Option<u32>,
+    /// Requests above the rate a client may make in a burst.
+    pub burst: Option<u32>,
+}
+
+/// What an account holds now, against its capacity limits.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct Usage {
+    pub vms: u64,
+    pub memory_mb: u64,
+    pub vcpus: u64,
+}
+
+/// A token bucket: `tokens` as of `at`.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+pub struct Quotas {
+    default: Quota,
+    /// By account id or name, as the operator wrote them.
+    per_account: HashMap<String, Quota>,
+    buckets: Mutex<HashMap<AccountId, Bucket>>,
+    creates: KeyedLocks<AccountId>,
+}
+
+impl std::fmt::Debug for Quotas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Quotas")
+            .field("default", &self.default)
+            .field("per_account", &self.per_account)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Quotas {
+    pub fn new(default: Quota, per_account: HashMap<String, Quota>) -> Self {
+        Self {
+            default,
+            per_account,
+            buckets: Mutex::new(HashMap::new()),
+            creates: KeyedLocks::default(),
+        }
+    }
+
+    /// No limits at all (key management, tests).
+    pub fn unlimited() -> Self {
+        Self::new(Quota::default(), HashMap::new())
+    }
+
+    /// The account's quota: its own (by id, then by name), else the default.
+    pub fn quota_of(&self, account: &AccountId, name: Option<&str>) -> Quota {
+        self.per_account
+            .get(account.as_str())
+            .or_else(|| name.and_then(|n| self.per_account.get(n)))
+            .copied()
+            .unwrap_or(self.default)
+    }
+
+    /// Whether some account's quota is set by name, so that resolving one
+    /// needs the account's name.
+    pub fn names_matter(&self) -> bool {
+        self.per_account.keys().any(|k| !k.starts_with("acct_"))
+    }
+
+    /// Spends one request of the account's rate; a 429 with the wait when
+    /// none is left.
+    pub fn admit_request(&self, account: &AccountId, quota: &Quota) -> Result<(), CoreError> {
+        let Some(rate) = quota.requests_per_second.filter(|r| *r > 0) else {
+            return Ok(());
+        };
+        let capacity = f64::from(rate) + f64::from(quota.burst.unwrap_or(0));
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let bucket = buckets.entry(account.clone()).or_insert(Bucket {
+            tokens: capacity,
+            at: now,
+        });
+        let refill = now.duration_since(bucket.at).as_secs_f64() * f64::from(rate);
+        bucket.tokens = (bucket.tokens + refill).min(capacity);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            return Ok(());
+        }
+        let wait = (1.0 - bucket.tokens) / f64::from(rate);
+        Err(CoreError::RateLimited {
+            retry_after: Duration::from_secs_f64(wait),
+        })
+    }
+
+    /// Held from the capacity check until the new VM is recorded.
+    pub async fn lock_creates(&self, account: &AccountId) -> OwnedMutexGuard<()> {
+        self.creates.lock(account).await
+    }
+}
+
+/// Refuses a VM of `memory_mb` and `vcpus` that would take the account
+/// past a limit, naming the quota, what is used and what was asked.
+pub fn check_room(
+    quota: &Quota,
+    usage: &Usage,
+    memory_mb: u64,
+    vcpus: u64,
+) -> Result<(), CoreError> {
+    let over = |name: &str, limit: Option<u64>, used: u64, asked: u64, unit: &str| {
+        limit
+            .filter(|l| used.saturating_add(asked) > *l)
+            .map(|l| {
+                CoreError::PermissionDenied(format!(
+                    "quota {name} exceeded: the account holds {used}{unit} of {l}{unit} and this asks for {asked}{unit} more"
+                ))
+            })
+    };
+    let refusal = over("max_vms", quota.max_vms, usage.vms, 1, "")
+        .or_else(|| {
+            over(
+                "max_memory_mb",
+                quota.max_memory_mb,
+                usage.memory_mb,
+                memory_mb,
+                " MiB",
+            )
+        })
+        .or_else(|| over("max_vcpus", quota.max_vcpus, usage.vcpus, vcpus, " vCPUs"));
+    match refusal {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> AccountId {
+        AccountId::generate()
+    }
+
+    #[test]
+    fn the_accounts_own_quota_wins_by_id_then_name() {
+        let by_name = Quota {
+            max_vms: Some(2),
+            ..Quota::default()
+        };
+        let by_id = Quota {
+            max_vms: Some(3),
+            ..Quota::default()
+        };
+        let a = id();
+        let q = Quotas::new(
+            Quota {
+                max_vms: Some(1),
+                ..Quota::default()
+            },
+            HashMap::from([("team".to_owned(), by_name), (a.to_string(), by_id)]),
+        );
+        assert_eq!(q.quota_of(&a, Some("team")), by_id);
+        assert_eq!(q.quota_of(&id(), Some("team")), by_name);
+        assert_eq!(q.quota_of(&id(), None).max_vms, Some(1));
+        assert!(q.names_matter());
+    }
+
+    #[test]
+    fn capacity_names_the_quota_it_would_pass() {
+        let quota = Quota {
+            max_vms: Some(3),
+            max_memory_mb: Some(1024),
+            ..Quota::default()
+        };
+        let usage = Usage {
+            vms: 2,
+            memory_mb: 768,
+            vcpus: 2,
+        };
+        assert!(check_room(&quota, &usage, 256, 1).is_ok());
+        let e = check_room(&quota, &usage, 512, 1).expect_err("over memory");
+        assert!(e.to_string().contains("max_memory_mb"), "{e}");
+        assert!(e.to_string().contains("768 MiB of 1024 MiB"), "{e}");
+        let full = Usage { vms: 3, ..usage };
+        let e = check_room(&quota, &full, 1, 1).expect_err("over count");
+        assert!(e.to_string().contains("max_vms"), "{e}");
+    }
+
+    #[test]
+    fn the_rate_allows_a_burst_then_refuses_with_the_wait() {
+        let q = Quotas::unlimited();
+        let quota = Quota {
+            requests_per_second: Some(10),
+            burst: Some(5),
+            ..Quota::default()
+        };
+        let a = id();
+        for _ in 0..15 {
+            q.admit_request(&a, &quota).expect("within rate and burst");
+        }
+        match q.admit_request(&a, &quota) {
+            Err(CoreError::RateLimited { retry_after }) => {
+                assert!(retry_after <= Duration::from_millis(100), "{retry_after:?}")
+            }
+            other => panic!("expected a rate limit, got {other:?}"),
+        }
+        assert!(q.admit_request(&id(), &quota).is_ok(), "per account");
+    }
+}
