@@ -47,6 +47,12 @@ pub struct ApiDoc;
 
 struct ApiKeyAuth;
 
+/// Which key a request is judged by, when it sends more than one.
+const AUTH_RULE: &str = "One key decides: `X-API-Key` when present and not empty, \
+else `Authorization: Bearer`, else (for WebSocket clients) the `api_key` query parameter. \
+A request that sends both headers is judged by `X-API-Key` alone: a wrong one is 401 \
+even beside a valid Bearer token.";
+
 impl utoipa::Modify for ApiKeyAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{
@@ -55,11 +61,19 @@ impl utoipa::Modify for ApiKeyAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "api_key",
-            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-API-Key",
+                AUTH_RULE,
+            ))),
         );
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(AUTH_RULE))
+                    .build(),
+            ),
         );
     }
 }

@@ -379,3 +379,21 @@ async fn commands_of_megabytes_run_on_every_exec_route_and_longer_ones_are_refus
         "{msg}"
     );
 }
+
+#[tokio::test]
+async fn when_both_key_headers_are_sent_x_api_key_decides() {
+    let server = Server::start();
+    let c = server.client().with_key(None);
+    let key = &server.key;
+    let call = |api_key: &str, bearer: &str| {
+        c.req(Method::GET, "/v1/vms")
+            .header("X-API-Key", api_key.to_owned())
+            .header("Authorization", format!("Bearer {bearer}"))
+    };
+    assert_eq!(c.send(call(key, "wrong")).await.status, 200);
+    let r = c.send(call("wrong", key)).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(vm_detail(&r.body), "Invalid or missing API key");
+    let bearer_only = c.req(Method::GET, "/v1/vms").bearer_auth(key);
+    assert_eq!(c.send(bearer_only).await.status, 200);
+}

@@ -286,7 +286,7 @@ pub fn extend(doc: &mut Value) {
                     ok: ("201", Some("DefinitionSandbox")),
                     body: Some("LaunchSandboxRequest"),
                     if_match: false,
-                    errors: &["401", "404", "409", "422"],
+                    errors: &["401", "403", "404", "409", "422", "502", "503"],
                 },
             ],
         ),

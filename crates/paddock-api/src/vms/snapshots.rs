@@ -163,7 +163,10 @@ fn kind(raw: Option<&str>, field: &str) -> Result<Option<SnapshotKind>, ApiError
 #[utoipa::path(post, path = "/v1/snapshots", tag = "snapshots",
     params(WaitQuery), request_body = CreateSnapshotRequest,
     responses((status = 200, body = SnapshotResponse), (status = 409, body = ErrorDetail),
-        (status = 422, body = HttpValidationError)))]
+        (status = 422, body = HttpValidationError),
+        (status = 403, body = ErrorDetail, description = "The image's registry is not one the server may use (`only_listed_registries`)"),
+        (status = 404, body = ErrorDetail, description = "The image is not in its registry"),
+        (status = 502, body = ErrorDetail, description = "The registry could not be reached or refused the request")))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     Caller(account): Caller,
