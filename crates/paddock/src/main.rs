@@ -8,6 +8,7 @@ mod host_limits;
 mod keys;
 mod master_key;
 mod serve;
+mod sys;
 mod term;
 
 use std::process::ExitCode;

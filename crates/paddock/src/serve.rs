@@ -263,6 +263,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         runtime_info,
         http: http_limits.clone(),
     };
+    tokio::spawn(crate::sys::trim_freed_memory_forever());
     let app = paddock_api::router(state);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
