@@ -179,6 +179,12 @@ fn status_list(set: &VmStatusSet) -> String {
         .join(",")
 }
 
+/// An account's quota usage: its VMs that hold host resources, read
+/// through the partial index `vms_live_by_account` (migration 0013).
+pub(super) const ACCOUNT_USAGE: &str =
+    "SELECT COUNT(*), COALESCE(SUM(memory_mb), 0), COALESCE(SUM(vcpu_count), 0) \
+     FROM vms WHERE account_id = ? AND status IN ('creating', 'running', 'stopping')";
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn insert_vm(&self, vm: &Vm) -> Result<(), StoreError> {
@@ -298,14 +304,11 @@ impl Store for SqliteStore {
         &self,
         account: &AccountId,
     ) -> Result<paddock_core::quotas::Usage, StoreError> {
-        let (vms, memory_mb, vcpus): (i64, i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*), COALESCE(SUM(memory_mb), 0), COALESCE(SUM(vcpu_count), 0) \
-             FROM vms WHERE account_id = ? AND status IN ('creating', 'running', 'stopping')",
-        )
-        .bind(account.as_str())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db_err)?;
+        let (vms, memory_mb, vcpus): (i64, i64, i64) = sqlx::query_as(ACCOUNT_USAGE)
+            .bind(account.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
         let count = |n: i64| u64::try_from(n).unwrap_or(0);
         Ok(paddock_core::quotas::Usage {
             vms: count(vms),

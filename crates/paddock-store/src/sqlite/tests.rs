@@ -316,3 +316,49 @@ async fn credentials_keep_only_sealed_values_and_go_with_their_vault() {
         .expect("list")
         .is_empty());
 }
+
+#[tokio::test]
+async fn account_usage_counts_live_vms_of_the_account_through_its_index() {
+    let (store, account) = store_with_account().await;
+    let session = SessionId::generate();
+    let mut running = vm(&account.id, &session);
+    running.status = VmStatus::Running;
+    store.insert_vm(&running).await.expect("insert");
+    store
+        .insert_vm(&vm(&account.id, &session))
+        .await
+        .expect("insert a creating one");
+    let mut gone = vm(&account.id, &session);
+    gone.status = VmStatus::Terminated;
+    store
+        .insert_vm(&gone)
+        .await
+        .expect("insert a terminated one");
+
+    let usage = store.account_usage(&account.id).await.expect("usage");
+    assert_eq!(
+        usage,
+        paddock_core::quotas::Usage {
+            vms: 2,
+            memory_mb: 512,
+            vcpus: 4
+        }
+    );
+    let none = store
+        .account_usage(&AccountId::generate())
+        .await
+        .expect("usage");
+    assert_eq!(none, paddock_core::quotas::Usage::default());
+
+    let plan: Vec<(i64, i64, i64, String)> =
+        sqlx::query_as(&format!("EXPLAIN QUERY PLAN {}", super::ACCOUNT_USAGE))
+            .bind(account.id.as_str())
+            .fetch_all(&store.pool)
+            .await
+            .expect("plan");
+    assert!(
+        plan.iter()
+            .any(|(_, _, _, d)| d.contains("vms_live_by_account")),
+        "{plan:?}"
+    );
+}
