@@ -252,8 +252,9 @@ impl Definitions {
             tag: tag.clone(),
             build_args: Vec::new(),
         };
+        let slot = self.core.start_image_build(account).await?;
         self.core
-            .build_image(account, request, events)
+            .build_image(account, slot, request, events)
             .await
             .map_err(|e| match e {
                 CoreError::InvalidArgument { message, .. } => {

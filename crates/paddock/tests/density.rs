@@ -13,9 +13,12 @@ use serde_json::json;
 const COUNT: usize = 300;
 const WINDOW: usize = 40;
 
-fn median(mut v: Vec<Duration>) -> Duration {
+/// The first quartile: work proportional to the live sandboxes raises
+/// every sample, while the host's other load (the suite's servers winding
+/// down before this one) lands on some; the median moved with the latter.
+fn lower_quartile(mut v: Vec<Duration>) -> Duration {
     v.sort();
-    v[v.len() / 2]
+    v[v.len() / 4]
 }
 
 #[tokio::test]
@@ -39,8 +42,8 @@ async fn create_cost_does_not_grow_with_live_sandboxes() {
     }
     // The first few pay for warming caches; the window after them is the
     // baseline.
-    let early = median(times[10..10 + WINDOW].to_vec());
-    let late = median(times[COUNT - WINDOW..].to_vec());
+    let early = lower_quartile(times[10..10 + WINDOW].to_vec());
+    let late = lower_quartile(times[COUNT - WINDOW..].to_vec());
     let (_, _, exit) = c.exec(&ids[COUNT - 1], "true").await;
     assert_eq!(exit["exit_code"], 0);
     for id in &ids {
@@ -48,6 +51,6 @@ async fn create_cost_does_not_grow_with_live_sandboxes() {
     }
     assert!(
         late.as_secs_f64() <= early.as_secs_f64() * 1.5,
-        "create p50 at {COUNT} live: {late:?}, early: {early:?}"
+        "create p25 at {COUNT} live: {late:?}, early: {early:?}"
     );
 }

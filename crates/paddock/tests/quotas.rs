@@ -104,3 +104,97 @@ async fn a_spent_request_rate_is_429_with_retry_after_on_every_surface() {
     let other = c.with_key(Some(&server.other_account_key()));
     assert_eq!(other.get("/v1/vms").await.status, 200);
 }
+
+#[tokio::test]
+async fn volume_snapshot_and_build_quotas_are_enforced_and_shown() {
+    let server = Server::start_with_config(
+        "[quotas]\nmax_volume_mb = 150\nmax_snapshot_mb = 1\nmax_image_builds = 1\n",
+    );
+    let c = server.client();
+
+    // Volumes: their sizes together, on create and on growth.
+    let mib = 1024 * 1024;
+    let first = c
+        .post(
+            "/v1/volumes",
+            json!({"name": "a", "quota_bytes": 100 * mib}),
+        )
+        .await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let second = c
+        .post(
+            "/v1/volumes",
+            json!({"name": "b", "quota_bytes": 100 * mib}),
+        )
+        .await;
+    assert_eq!(second.status, 403, "{}", second.body);
+    let detail = second.body["detail"].as_str().expect("detail");
+    assert!(detail.contains("quota max_volume_mb"), "{detail}");
+    assert!(detail.contains("100 MiB of 150 MiB"), "{detail}");
+    let id = first.body["volume_id"].as_str().expect("id");
+    let grown = c
+        .send(
+            c.req(reqwest::Method::PATCH, &format!("/v1/volumes/{id}"))
+                .json(&json!({"quota_bytes": 140 * mib})),
+        )
+        .await;
+    assert_eq!(grown.status, 200, "{}", grown.body);
+    let too_big = c
+        .send(
+            c.req(reqwest::Method::PATCH, &format!("/v1/volumes/{id}"))
+                .json(&json!({"quota_bytes": 200 * mib})),
+        )
+        .await;
+    assert_eq!(too_big.status, 403, "{}", too_big.body);
+
+    // Snapshots: once they hold the limit, no more user snapshots.
+    let vm = c.create_vm(json!({})).await;
+    let vm_id = vm["vm_id"].as_str().expect("id");
+    c.exec(vm_id, "head -c 3000000 /dev/urandom > /root/blob")
+        .await;
+    let snap = c
+        .post(&format!("/v1/vms/{vm_id}/snapshot?wait=true"), json!({}))
+        .await;
+    assert_eq!(snap.status, 200, "{}", snap.body);
+    let again = c
+        .post(&format!("/v1/vms/{vm_id}/snapshot?wait=true"), json!({}))
+        .await;
+    assert_eq!(again.status, 403, "{}", again.body);
+    let detail = again.body["detail"].as_str().expect("detail");
+    assert!(detail.contains("quota max_snapshot_mb"), "{detail}");
+
+    // Image builds: one at a time.
+    let slow = json!({"dockerfile": "FROM default\nRUN sleep 3\n", "tag": "local/slow:v1"});
+    let first_build = {
+        let c = server.client();
+        let body = slow.clone();
+        tokio::spawn(async move { c.post("/v1/images/build", body).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let q = c.get("/v1/quotas").await;
+    assert_eq!(q.body["usage"]["image_builds"], 1, "{}", q.body);
+    assert_eq!(q.body["usage"]["volume_mb"], 140, "{}", q.body);
+    assert!(
+        q.body["usage"]["snapshot_mb"].as_u64() >= Some(1),
+        "{}",
+        q.body
+    );
+    let second_build = c
+        .post(
+            "/v1/images/build",
+            json!({"dockerfile": "FROM default\n", "tag": "local/other:v1"}),
+        )
+        .await;
+    assert_eq!(second_build.status, 403, "{}", second_build.body);
+    let detail = second_build.body["detail"].as_str().expect("detail");
+    assert!(detail.contains("quota max_image_builds"), "{detail}");
+    let done = first_build.await.expect("first build");
+    assert_eq!(done.status, 200, "{}", done.body);
+    let after = c
+        .post(
+            "/v1/images/build",
+            json!({"dockerfile": "FROM default\n", "tag": "local/other:v1"}),
+        )
+        .await;
+    assert_eq!(after.status, 200, "{}", after.body);
+}

@@ -238,6 +238,7 @@ pub(crate) async fn build(
         tag: body.tag,
         build_args: body.build_args.into_iter().collect(),
     };
+    let slot = state.service.start_image_build(&account).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<BuildEvent>(64);
     let (out_tx, out_rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(64);
     let service = state.service.clone();
@@ -267,7 +268,7 @@ pub(crate) async fn build(
                 }
             }
         };
-        let (result, ()) = tokio::join!(service.build_image(&account, request, tx), forward);
+        let (result, ()) = tokio::join!(service.build_image(&account, slot, request, tx), forward);
         let last = match result {
             Ok(image) => {
                 json!({"type": "done", "image": serde_json::to_value(ImageResponse::from(image)).unwrap_or_default()})

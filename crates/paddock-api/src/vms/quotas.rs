@@ -16,6 +16,12 @@ pub struct QuotaLimits {
     pub max_vms: Option<u64>,
     pub max_memory_mb: Option<u64>,
     pub max_vcpus: Option<u64>,
+    /// The sizes of the account's volumes together.
+    pub max_volume_mb: Option<u64>,
+    /// Its snapshots' sizes together: at or past it, no more user snapshots.
+    pub max_snapshot_mb: Option<u64>,
+    /// Image builds running at once.
+    pub max_image_builds: Option<u64>,
     /// Authenticated requests per second, sustained, on every surface.
     pub requests_per_second: Option<u32>,
     /// Requests above the rate allowed in a burst.
@@ -27,6 +33,9 @@ pub struct QuotaUsage {
     pub vms: u64,
     pub memory_mb: u64,
     pub vcpus: u64,
+    pub volume_mb: u64,
+    pub snapshot_mb: u64,
+    pub image_builds: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -50,6 +59,9 @@ pub(crate) async fn get(
             max_vms: limits.max_vms,
             max_memory_mb: limits.max_memory_mb,
             max_vcpus: limits.max_vcpus,
+            max_volume_mb: limits.max_volume_mb,
+            max_snapshot_mb: limits.max_snapshot_mb,
+            max_image_builds: limits.max_image_builds,
             requests_per_second: limits.requests_per_second,
             burst: limits.burst,
         },
@@ -57,6 +69,9 @@ pub(crate) async fn get(
             vms: usage.vms,
             memory_mb: usage.memory_mb,
             vcpus: usage.vcpus,
+            volume_mb: usage.volume_mb,
+            snapshot_mb: usage.snapshot_mb,
+            image_builds: usage.image_builds,
         },
     }))
 }

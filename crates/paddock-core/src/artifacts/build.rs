@@ -100,11 +100,22 @@ impl Service {
         dockerfile::parse(text).map_err(|e| CoreError::invalid("dockerfile", e.to_string()))
     }
 
-    /// Builds `request` for the account, reporting progress on `events`,
-    /// and stores the image under its tag.
+    /// A place for one more image build of the account (`max_image_builds`),
+    /// taken before a build's answer starts streaming.
+    pub async fn start_image_build(
+        &self,
+        account: &AccountId,
+    ) -> Result<crate::quotas::BuildSlot, CoreError> {
+        let quota = self.accounts().quota(account).await?;
+        self.accounts().quotas().start_build(account, &quota)
+    }
+
+    /// Builds `request` for the account in the place `_slot` holds,
+    /// reporting progress on `events`, and stores the image under its tag.
     pub async fn build_image(
         self: &Arc<Self>,
         account: &AccountId,
+        _slot: crate::quotas::BuildSlot,
         request: BuildRequest,
         events: mpsc::Sender<BuildEvent>,
     ) -> Result<Image, CoreError> {

@@ -107,6 +107,16 @@ impl Service {
         let id = SnapshotId::generate();
         let name = name.unwrap_or_else(|| id.to_string());
         validate_name(&name).map_err(|m| CoreError::invalid("name", m))?;
+        // A user's snapshot counts against `max_snapshot_mb`; the ones
+        // paddock takes to keep a VM's or an environment's data are never
+        // refused.
+        let _creates = if kind == SnapshotKind::User {
+            let creates = self.accounts().quotas().lock_creates(account).await;
+            self.check_snapshot_quota(account).await?;
+            Some(creates)
+        } else {
+            None
+        };
         let snapshot = Snapshot {
             id,
             account_id: account.clone(),
@@ -128,6 +138,29 @@ impl Service {
             ))),
             other => other.map(|()| snapshot).map_err(CoreError::from),
         }
+    }
+
+    /// Refuses another snapshot once the account's snapshots hold
+    /// `max_snapshot_mb` or more (a snapshot's size is known once taken).
+    async fn check_snapshot_quota(&self, account: &AccountId) -> Result<(), CoreError> {
+        let quota = self.accounts().quota(account).await?;
+        let Some(limit) = quota.max_snapshot_mb else {
+            return Ok(());
+        };
+        let held: u64 = self
+            .store
+            .list_snapshots(account, None)
+            .await?
+            .iter()
+            .map(|s| s.size)
+            .sum();
+        let held_mb = held.div_ceil(1024 * 1024);
+        if held_mb >= limit {
+            return Err(CoreError::PermissionDenied(format!(
+                "quota max_snapshot_mb exceeded: the account's snapshots hold {held_mb} MiB of {limit} MiB"
+            )));
+        }
+        Ok(())
     }
 
     /// Ends a snapshot in `ready` or `failed`, whichever `result` says.

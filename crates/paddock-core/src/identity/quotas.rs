@@ -6,7 +6,7 @@
 //! a key is authenticated, so every surface and the SSH gateway share it.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -25,6 +25,13 @@ pub struct Quota {
     pub max_memory_mb: Option<u64>,
     /// Their vCPUs together.
     pub max_vcpus: Option<u64>,
+    /// The sizes of the account's volumes together.
+    pub max_volume_mb: Option<u64>,
+    /// The sizes of its snapshots together; one at or past it cannot take
+    /// another (a snapshot's size is known once taken).
+    pub max_snapshot_mb: Option<u64>,
+    /// Image builds running at once.
+    pub max_image_builds: Option<u64>,
     /// Authenticated requests per second, sustained.
     pub requests_per_second: Option<u32>,
     /// Requests above the rate a client may make in a burst.
@@ -37,6 +44,11 @@ pub struct Usage {
     pub vms: u64,
     pub memory_mb: u64,
     pub vcpus: u64,
+    /// Filled by [`crate::service::Service::quota_and_usage`]; the store's
+    /// VM usage leaves them 0.
+    pub volume_mb: u64,
+    pub snapshot_mb: u64,
+    pub image_builds: u64,
 }
 
 /// A token bucket: `tokens` as of `at`.
@@ -51,6 +63,26 @@ pub struct Quotas {
     per_account: HashMap<String, Quota>,
     buckets: Mutex<HashMap<AccountId, Bucket>>,
     creates: KeyedLocks<AccountId>,
+    /// Image builds running, per account.
+    builds: Arc<Mutex<HashMap<AccountId, u64>>>,
+}
+
+/// One running image build of an account; its place is freed on drop.
+pub struct BuildSlot {
+    builds: Arc<Mutex<HashMap<AccountId, u64>>>,
+    account: AccountId,
+}
+
+impl Drop for BuildSlot {
+    fn drop(&mut self) {
+        let mut builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = builds.get_mut(&self.account) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                builds.remove(&self.account);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Quotas {
@@ -69,6 +101,7 @@ impl Quotas {
             per_account,
             buckets: Mutex::new(HashMap::new()),
             creates: KeyedLocks::default(),
+            builds: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -118,9 +151,49 @@ impl Quotas {
         })
     }
 
-    /// Held from the capacity check until the new VM is recorded.
+    /// Held from a capacity check until what it admitted is recorded (a
+    /// VM, a volume, a snapshot).
     pub async fn lock_creates(&self, account: &AccountId) -> OwnedMutexGuard<()> {
         self.creates.lock(account).await
+    }
+
+    /// A place for one more image build of the account, or a 403 naming
+    /// `max_image_builds`.
+    pub fn start_build(&self, account: &AccountId, quota: &Quota) -> Result<BuildSlot, CoreError> {
+        let mut builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
+        let running = builds.get(account).copied().unwrap_or(0);
+        if let Some(limit) = quota.max_image_builds.filter(|l| running >= *l) {
+            return Err(CoreError::PermissionDenied(format!(
+                "quota max_image_builds exceeded: the account runs {running} of {limit} image builds"
+            )));
+        }
+        builds.insert(account.clone(), running + 1);
+        Ok(BuildSlot {
+            builds: Arc::clone(&self.builds),
+            account: account.clone(),
+        })
+    }
+
+    /// Image builds the account runs now.
+    pub fn builds_running(&self, account: &AccountId) -> u64 {
+        let builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
+        builds.get(account).copied().unwrap_or(0)
+    }
+}
+
+/// Refuses `asked` more of a stored size (volumes, snapshots: MiB) that
+/// would take the account past `limit`, naming the quota.
+pub fn check_stored(
+    name: &str,
+    limit: Option<u64>,
+    used_mb: u64,
+    asked_mb: u64,
+) -> Result<(), CoreError> {
+    match limit.filter(|l| used_mb.saturating_add(asked_mb) > *l) {
+        Some(l) => Err(CoreError::PermissionDenied(format!(
+            "quota {name} exceeded: the account holds {used_mb} MiB of {l} MiB and this asks for {asked_mb} MiB more"
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -201,6 +274,7 @@ mod tests {
             vms: 2,
             memory_mb: 768,
             vcpus: 2,
+            ..Usage::default()
         };
         assert!(check_room(&quota, &usage, 256, 1).is_ok());
         let e = check_room(&quota, &usage, 512, 1).expect_err("over memory");

@@ -6,7 +6,8 @@
 //!   enforces it too), read-only by any number;
 //! - a volume's host mount exists exactly while some attachment uses it;
 //! - every change to attachments and host mounts happens under
-//!   `volume_lock`, taken after a VM's own lock when both are needed.
+//!   `volume_lock`. Locks are taken in one order: a VM's own lock, then
+//!   the account's create lock (quotas), then `volume_lock`.
 
 use std::collections::BTreeSet;
 
@@ -33,6 +34,8 @@ pub struct VolumeDetail {
     pub used_bytes: Option<u64>,
     pub attachments: Vec<Attachment>,
 }
+
+const MIB: u64 = 1024 * 1024;
 
 fn check_size(size_bytes: u64) -> Result<(), CoreError> {
     if !(MIN_VOLUME_BYTES..=MAX_VOLUME_BYTES).contains(&size_bytes) {
@@ -68,6 +71,8 @@ impl Service {
     ) -> Result<Volume, CoreError> {
         validate_name(&name).map_err(|m| CoreError::invalid("name", m))?;
         check_size(size_bytes)?;
+        let _creates = self.accounts().quotas().lock_creates(account).await;
+        self.check_volume_quota(account, None, size_bytes).await?;
         let now = Timestamp::now();
         let volume = Volume {
             id: VolumeId::generate(),
@@ -84,6 +89,35 @@ impl Service {
         }
         tracing::info!(volume_id = %volume.id, size_bytes, "volume created");
         Ok(volume)
+    }
+
+    /// Refuses a volume of `size_bytes` (replacing `resized`, when it is a
+    /// resize) that would take the account past `max_volume_mb`. The
+    /// caller holds the account's create lock.
+    async fn check_volume_quota(
+        &self,
+        account: &AccountId,
+        resized: Option<&Volume>,
+        size_bytes: u64,
+    ) -> Result<(), CoreError> {
+        let quota = self.accounts().quota(account).await?;
+        if quota.max_volume_mb.is_none() {
+            return Ok(());
+        }
+        let held: u64 = self
+            .store
+            .list_volumes(account)
+            .await?
+            .iter()
+            .filter(|v| resized.is_none_or(|r| r.id != v.id))
+            .map(|v| v.size_bytes)
+            .sum();
+        crate::quotas::check_stored(
+            "max_volume_mb",
+            quota.max_volume_mb,
+            held.div_ceil(MIB),
+            size_bytes.div_ceil(MIB),
+        )
     }
 
     async fn remove_volume_storage(&self, id: &VolumeId) {
@@ -143,8 +177,13 @@ impl Service {
         if let Some(size) = size_bytes {
             check_size(size)?;
         }
+        let _creates = self.accounts().quotas().lock_creates(account).await;
         let _lock = self.volume_lock.lock().await;
         let mut volume = self.get_volume(account, id).await?;
+        if let Some(size) = size_bytes.filter(|s| *s > volume.size_bytes) {
+            self.check_volume_quota(account, Some(&volume), size)
+                .await?;
+        }
         if let Some(size) = size_bytes.filter(|s| *s != volume.size_bytes) {
             let attachments = self.store.attachments_of_volume(id).await?;
             if !attachments.is_empty() {

@@ -283,7 +283,16 @@ impl Service {
         account: &AccountId,
     ) -> Result<(crate::quotas::Quota, crate::quotas::Usage), CoreError> {
         let quota = self.accounts.quota(account).await?;
-        Ok((quota, self.store.account_usage(account).await?))
+        let mib = |bytes: u64| bytes.div_ceil(1024 * 1024);
+        let volumes = self.store.list_volumes(account).await?;
+        let snapshots = self.store.list_snapshots(account, None).await?;
+        let usage = crate::quotas::Usage {
+            volume_mb: mib(volumes.iter().map(|v| v.size_bytes).sum()),
+            snapshot_mb: mib(snapshots.iter().map(|s| s.size).sum()),
+            image_builds: self.accounts.quotas().builds_running(account),
+            ..self.store.account_usage(account).await?
+        };
+        Ok((quota, usage))
     }
 
     pub fn accounts(&self) -> &crate::accounts::Accounts {

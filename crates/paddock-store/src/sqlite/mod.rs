@@ -314,6 +314,7 @@ impl Store for SqliteStore {
             vms: count(vms),
             memory_mb: count(memory_mb),
             vcpus: count(vcpus),
+            ..Default::default()
         })
     }
 

@@ -341,7 +341,8 @@ async fn account_usage_counts_live_vms_of_the_account_through_its_index() {
         paddock_core::quotas::Usage {
             vms: 2,
             memory_mb: 512,
-            vcpus: 4
+            vcpus: 4,
+            ..Default::default()
         }
     );
     let none = store
