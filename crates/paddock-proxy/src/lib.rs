@@ -22,8 +22,12 @@ use std::sync::Arc;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::Request;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
+use paddock_listener::{first_bytes_within, http_builder, Admissions};
+use std::time::Duration;
 use tokio::net::TcpListener;
+
+pub use paddock_listener::ConnectionLimits;
 
 pub use route::Router;
 pub use tls::{serve_tls, Certificates};
@@ -35,8 +39,10 @@ pub struct ProxyConfig {
     pub domain: String,
 }
 
-/// Serves shares on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, router: Arc<Router>) {
+/// Serves shares on `listener` until the process ends, within `limits`
+/// (connection caps, the head timeout: `paddock-listener`).
+pub async fn serve(listener: TcpListener, router: Arc<Router>, limits: ConnectionLimits) {
+    let admissions = Admissions::new(limits);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -46,22 +52,37 @@ pub async fn serve(listener: TcpListener, router: Arc<Router>) {
                 continue;
             }
         };
+        let Some(admitted) = admissions.admit_or_refuse(&stream, peer) else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let router = Arc::clone(&router);
-        tokio::spawn(serve_connection(TokioIo::new(stream), peer, router, false));
+        tokio::spawn(async move {
+            if first_bytes_within(&stream, limits.head_timeout).await {
+                let io = TokioIo::new(stream);
+                serve_connection(io, peer, router, false, limits.head_timeout).await;
+            }
+            drop(admitted);
+        });
     }
 }
 
-/// Serves one client connection (plain or TLS) with HTTP/1.1 or HTTP/2.
-pub async fn serve_connection<I>(io: I, peer: SocketAddr, router: Arc<Router>, tls: bool)
-where
+/// Serves one client connection (plain or TLS) with HTTP/1.1 or HTTP/2,
+/// a request head due within `head_timeout` of the connection waiting.
+pub async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
+    router: Arc<Router>,
+    tls: bool,
+    head_timeout: Duration,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let svc = service_fn(move |req: Request<Incoming>| {
         let router = Arc::clone(&router);
         async move { Ok::<_, std::convert::Infallible>(router.handle(req, peer, tls).await) }
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let builder = http_builder(head_timeout);
     if let Err(e) = builder.serve_connection_with_upgrades(io, svc).await {
         tracing::debug!(error = %e, %peer, "share connection ended with an error");
     }

@@ -121,8 +121,16 @@ fn self_signed(
     Ok((vec![cert.cert.der().clone()], key))
 }
 
-/// Serves shares and custom domains over TLS on `listener`.
-pub async fn serve_tls(listener: TcpListener, router: Arc<Router>, certs: Arc<Certificates>) {
+/// Serves shares and custom domains over TLS on `listener`, within
+/// `limits`: the TLS handshake, like a plain connection's first request
+/// head, must be done within the head timeout.
+pub async fn serve_tls(
+    listener: TcpListener,
+    router: Arc<Router>,
+    certs: Arc<Certificates>,
+    limits: paddock_listener::ConnectionLimits,
+) {
+    let admissions = paddock_listener::Admissions::new(limits);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -132,23 +140,39 @@ pub async fn serve_tls(listener: TcpListener, router: Arc<Router>, certs: Arc<Ce
                 continue;
             }
         };
+        let Some(admitted) = admissions.admit_or_refuse(&stream, peer) else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let (router, certs) = (Arc::clone(&router), Arc::clone(&certs));
-        tokio::spawn(async move { handshake(stream, peer, router, certs).await });
+        tokio::spawn(async move {
+            let head_timeout = limits.head_timeout;
+            let tls = tokio::time::timeout(head_timeout, handshake(stream, peer, &router, certs));
+            match tls.await {
+                Ok(Some(tls)) => {
+                    let io = TokioIo::new(tls);
+                    crate::serve_connection(io, peer, router, true, head_timeout).await;
+                }
+                Ok(None) => {}
+                Err(_) => tracing::debug!(%peer, "TLS handshake not done in time"),
+            }
+            drop(admitted);
+        });
     }
 }
 
+/// The TLS stream for a name that routes somewhere, or `None` (logged).
 async fn handshake(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
-    router: Arc<Router>,
+    router: &Router,
     certs: Arc<Certificates>,
-) {
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
     let start = match LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(error = %e, %peer, "TLS hello failed");
-            return;
+            return None;
         }
     };
     let sni = start
@@ -159,17 +183,20 @@ async fn handshake(
     // Only names that route somewhere get a certificate.
     if !router.routes_host(&sni).await {
         tracing::debug!(sni = %sni, %peer, "TLS for a name that routes nowhere");
-        return;
+        return None;
     }
     let config = match certs.config_for(&sni) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(sni = %sni, error = %e, "no certificate");
-            return;
+            return None;
         }
     };
     match start.into_stream(config).await {
-        Ok(tls) => crate::serve_connection(TokioIo::new(tls), peer, router, true).await,
-        Err(e) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+        Ok(tls) => Some(tls),
+        Err(e) => {
+            tracing::debug!(error = %e, %peer, "TLS handshake failed");
+            None
+        }
     }
 }

@@ -217,7 +217,15 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             domain: config.shares.domain.clone(),
         },
     ));
-    tokio::spawn(paddock_proxy::serve(share_listener, Arc::clone(&router)));
+    // The share listeners face the same clients as the API: the same
+    // caps (counted per listener) and head timeout.
+    let http_limits = config.http.to_limits()?;
+    let connections = http_limits.connections();
+    tokio::spawn(paddock_proxy::serve(
+        share_listener,
+        Arc::clone(&router),
+        connections,
+    ));
     tokio::spawn(paddock_proxy::serve_tls(
         tls_listener,
         router,
@@ -225,6 +233,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             config.shares.certs_dir.clone(),
             &config.shares.domain,
         )),
+        connections,
     ));
     tracing::info!(http = %config.shares.listen, https = %config.shares.tls_listen, domain = %config.shares.domain, "share proxy is serving");
     if config.ssh.enabled {
@@ -242,7 +251,6 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         ));
         tracing::info!(listen = %config.ssh.listen, "SSH gateway is serving");
     }
-    let http_limits = config.http.to_limits()?;
     let state = AppState {
         share_urls: paddock_api::vms::shares::ShareUrls {
             scheme: config.shares.url_scheme.clone(),

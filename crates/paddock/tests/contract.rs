@@ -397,3 +397,30 @@ async fn when_both_key_headers_are_sent_x_api_key_decides() {
     let bearer_only = c.req(Method::GET, "/v1/vms").bearer_auth(key);
     assert_eq!(c.send(bearer_only).await.status, 200);
 }
+
+#[tokio::test]
+async fn the_share_listeners_drop_silent_clients_too() {
+    use std::time::Duration;
+    let server = Server::start_with_config("[http]\nheader_read_timeout_secs = 1\n");
+    for port in [server.share_port, server.share_tls_port] {
+        let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let closed = read_until_closed(&mut silent, Duration::from_secs(10)).await;
+        assert_eq!(
+            closed.as_deref(),
+            Some(""),
+            "port {port}: a silent client is closed"
+        );
+    }
+    // And they still serve: an unknown share is a 404 from the proxy.
+    let r = reqwest::Client::new()
+        .get(format!(
+            "http://127.0.0.1:{}/_share/nothing/",
+            server.share_port
+        ))
+        .send()
+        .await
+        .expect("the proxy answers");
+    assert_eq!(r.status(), 404);
+}
