@@ -86,3 +86,21 @@ def test_schemathesis_finds_nothing(contract_server, header, with_objects):
         timeout=900,
     )
     assert result.returncode == 0, result.stdout[-30000:] + result.stderr[-5000:]
+
+
+def test_the_served_document_is_valid_openapi_3_1(contract_server):
+    from openapi_spec_validator import OpenAPIV31SpecValidator
+
+    with urllib.request.urlopen(f"{contract_server.base_url}/openapi.json", timeout=30) as reply:
+        spec = json.load(reply)
+    assert spec["openapi"].startswith("3.1")
+    # Raises on the first error: a schema that is not valid, a parameter
+    # in the wrong place, an operation id used twice.
+    OpenAPIV31SpecValidator(spec).validate()
+    ids = [
+        op["operationId"]
+        for item in spec["paths"].values()
+        for method, op in item.items()
+        if method in ("get", "put", "post", "patch", "delete")
+    ]
+    assert len(ids) == len(set(ids)) == 138

@@ -70,6 +70,9 @@ struct Collection<'a> {
     plural: &'a str,
     id_param: &'a str,
     schema: &'a str,
+    /// The resource's name in operation ids: the schema's, but for dev
+    /// environments, whose ids must not be the definitions API's.
+    noun: &'a str,
     /// The create body's wrapper key (`environment`); `None`: a bare body.
     wrapper: Option<&'a str>,
     /// Item-level custom methods: (name, HTTP method, body schema).
@@ -105,7 +108,7 @@ fn collection_paths(c: &Collection, paths: &mut Map<String, Value>) {
         "get".into(),
         operation(
             tag,
-            &format!("list{}", upper_first(c.plural)),
+            &format!("list{}s", c.noun),
             &format!("List {}", c.plural),
             [vec![account.clone()], list_params()].concat(),
             None,
@@ -117,7 +120,7 @@ fn collection_paths(c: &Collection, paths: &mut Map<String, Value>) {
             "post".into(),
             operation(
                 tag,
-                &format!("create{}", c.schema),
+                &format!("create{}", c.noun),
                 &format!("Create a {}", c.schema),
                 create_params,
                 Some(create_body),
@@ -133,7 +136,7 @@ fn collection_paths(c: &Collection, paths: &mut Map<String, Value>) {
         "get".into(),
         operation(
             tag,
-            &format!("get{}", c.schema),
+            &format!("get{}", c.noun),
             &format!("Get a {}", c.schema),
             [
                 item_params.clone(),
@@ -149,7 +152,7 @@ fn collection_paths(c: &Collection, paths: &mut Map<String, Value>) {
             "patch".into(),
             operation(
                 tag,
-                &format!("update{}", c.schema),
+                &format!("update{}", c.noun),
                 &format!("Update a {}", c.schema),
                 [
                     item_params.clone(),
@@ -170,7 +173,7 @@ fn collection_paths(c: &Collection, paths: &mut Map<String, Value>) {
         "delete".into(),
         operation(
             tag,
-            &format!("delete{}", c.schema),
+            &format!("delete{}", c.noun),
             &format!("Delete a {}", c.schema),
             item_params.clone(),
             None,
@@ -199,8 +202,8 @@ fn collection_paths(c: &Collection, paths: &mut Map<String, Value>) {
             item_params.clone()
         };
         let id = match name.strip_prefix("get") {
-            Some(rest) => format!("get{}{rest}", c.schema),
-            None => format!("{name}{}", c.schema),
+            Some(rest) => format!("get{}{rest}", c.noun),
+            None => format!("{name}{}", c.noun),
         };
         let op = operation(tag, &id, name, params, body.map(reference), response);
         paths.insert(
@@ -214,18 +217,9 @@ fn collection_paths(c: &Collection, paths: &mut Map<String, Value>) {
             "ids": {"type": "array", "items": {"type": "string"}}}});
         paths.insert(
             format!("{base}:batchDelete"),
-            json!({"post": operation(tag, &format!("batchDelete{}", upper_first(c.plural)), "Delete several", vec![account], Some(body), json!({"type": "object"}))}),
+            json!({"post": operation(tag, &format!("batchDelete{}s", c.noun), "Delete several", vec![account], Some(body), json!({"type": "object"}))}),
         );
     }
-}
-
-/// `nodePools` → `NodePools`, for operation ids.
-fn upper_first(word: &str) -> String {
-    let mut chars = word.chars();
-    chars
-        .next()
-        .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
-        .unwrap_or_default()
 }
 
 /// Every wire field as a loose property; the documented types of the
@@ -385,6 +379,7 @@ pub fn extend(doc: &mut Value) {
             plural: "clusters",
             id_param: "cluster_id",
             schema: "Cluster",
+            noun: "Cluster",
             wrapper: Some("cluster"),
             methods: &[("getConnectionInfo", "get", None)],
             batch_delete: false,
@@ -394,6 +389,7 @@ pub fn extend(doc: &mut Value) {
             plural: "nodePools",
             id_param: "node_pool_id",
             schema: "NodePool",
+            noun: "NodePool",
             wrapper: Some("nodePool"),
             methods: &[("getStats", "get", None)],
             batch_delete: true,
@@ -403,6 +399,7 @@ pub fn extend(doc: &mut Value) {
             plural: "environments",
             id_param: "environment_id",
             schema: "Environment",
+            noun: "DevEnvironment",
             wrapper: Some("environment"),
             methods: &[
                 ("connect", "post", Some("ConnectEnvironmentBody")),
@@ -415,6 +412,7 @@ pub fn extend(doc: &mut Value) {
             plural: "batchJobs",
             id_param: "batch_job_id",
             schema: "BatchJob",
+            noun: "BatchJob",
             wrapper: None,
             methods: &[("cancel", "post", None), ("getLogs", "get", None)],
             batch_delete: true,
@@ -424,6 +422,7 @@ pub fn extend(doc: &mut Value) {
             plural: "snapshots",
             id_param: "snapshot_id",
             schema: "Snapshot",
+            noun: "Snapshot",
             wrapper: None,
             methods: &[],
             batch_delete: false,
