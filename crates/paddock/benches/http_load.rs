@@ -14,29 +14,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{percentile, start_server, Api};
+use common::{arg, percentile, start_server, status_mib, Api};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn status_mib(pid: u32, field: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
-}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3

@@ -89,7 +89,9 @@ pub struct QuotasSection {
     pub max_image_builds: u64,
     pub requests_per_second: u32,
     pub burst: u32,
-    pub accounts: BTreeMap<String, AccountQuota>,
+    /// An account's own quota: a field left out is the default's, 0 is
+    /// no limit.
+    pub accounts: BTreeMap<String, paddock_core::quotas::Quota>,
 }
 
 impl Default for QuotasSection {
@@ -106,20 +108,6 @@ impl Default for QuotasSection {
             accounts: BTreeMap::new(),
         }
     }
-}
-
-/// One account's quota; unset fields are the default's.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AccountQuota {
-    pub max_vms: Option<u64>,
-    pub max_memory_mb: Option<u64>,
-    pub max_vcpus: Option<u64>,
-    pub max_volume_mb: Option<u64>,
-    pub max_snapshot_mb: Option<u64>,
-    pub max_image_builds: Option<u64>,
-    pub requests_per_second: Option<u32>,
-    pub burst: Option<u32>,
 }
 
 impl QuotasSection {

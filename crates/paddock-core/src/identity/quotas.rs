@@ -9,15 +9,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedMutexGuard;
 
 use crate::error::CoreError;
 use crate::ids::AccountId;
 use crate::keyed_locks::KeyedLocks;
 
-/// One account's limits; `None`: no limit.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+/// One account's limits; `None`: no limit. (Read from config, where an
+/// account's own quota leaves out what it takes from the default.)
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Quota {
     /// VMs that hold host resources at once (creating, running, stopping).
     pub max_vms: Option<u64>,
