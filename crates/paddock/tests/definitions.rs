@@ -1568,3 +1568,44 @@ async fn container_sandboxes_get_the_network_their_definition_allows() {
         }
     }
 }
+
+/// A command past the kernel's 128 KiB per argument runs through the
+/// definitions' exec on paddock's containers and in a Docker engine, with
+/// nothing of it left on the sandbox's disk.
+#[tokio::test]
+async fn long_commands_run_on_the_container_and_docker_providers() {
+    let engine = common::docker::DockerEngine::start();
+    let root = common::registry::busybox_base()
+        .symlink("bin/mkdir", "busybox")
+        .symlink("bin/rm", "busybox")
+        .bytes();
+    engine.import(&root, "paddock-test/busybox:1");
+    let server = Server::start_with_config(&format!("{CONFIG}docker = {:?}\n", engine.host()));
+    let d = Defs::new(&server);
+    d.define("own", body("container")).await;
+    d.define(
+        "engine",
+        set(
+            body("docker"),
+            "/image/docker",
+            json!("paddock-test/busybox:1"),
+        ),
+    )
+    .await;
+    let script = format!(": {}\necho long $((6 * 7))\n", "x".repeat(300 * 1024));
+    for definition in ["own", "engine"] {
+        let r = d
+            .post(&format!("/environments/{definition}/sandboxes"), json!({}))
+            .await;
+        assert_eq!(r.status, 201, "{definition}: {}", r.body);
+        let sb = r.body["id"].as_str().expect("id").to_owned();
+        let out = d.exec(&sb, &script).await;
+        assert_eq!(out["stdout"], "long 42\n", "{definition}: {out}");
+        let left = d.exec(&sb, "ls -a /tmp").await;
+        let listing = left["stdout"].as_str().expect("stdout");
+        assert!(
+            !listing.contains("paddock-script"),
+            "{definition}: {listing}"
+        );
+    }
+}

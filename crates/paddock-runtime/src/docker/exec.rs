@@ -26,6 +26,48 @@ pub(super) struct Exec {
     pub output: bool,
 }
 
+/// Scripts up to this size stay in argv, as sent.
+const INLINE_SCRIPT: usize = 64 * 1024;
+
+/// The engine passes argv to `execve`, which refuses an argument over
+/// 128 KiB, and a `docker exec` cannot hand a descriptor over as the agent
+/// does (`paddock-agent/src/serve/script.rs`). So a long `-c` script is
+/// written into the container, and a small shell opens it on descriptor 3,
+/// removes it, and runs the interpreter on `/dev/fd/3`: nothing is left on
+/// the container's disk once the command starts. `$1…` stay as sent; the
+/// argument `-c` would make `$0` is dropped.
+pub(super) async fn stage_long_script(
+    docker: &Docker,
+    container: &str,
+    mut argv: Vec<String>,
+) -> Result<Vec<String>, RuntimeError> {
+    if !(argv.len() >= 3 && argv[1] == "-c" && argv[2].len() > INLINE_SCRIPT) {
+        return Ok(argv);
+    }
+    let script = argv.remove(2);
+    if argv.len() > 2 {
+        argv.remove(2);
+    }
+    let interpreter = argv.remove(0);
+    let path = format!("/tmp/.paddock-script-{:016x}", rand::random::<u64>());
+    let target = paddock_core::exec::SandboxPath::parse(&path)
+        .map_err(|e| RuntimeError::Invalid(e.0.to_owned()))?;
+    let body = futures::stream::once(async move { Ok(bytes::Bytes::from(script)) });
+    // Boxed: writing a file runs a (short) exec, which comes back here.
+    let write = super::archive::write(docker, container, &target, Some(0o600), Box::pin(body));
+    Box::pin(write).await?;
+    let mut staged = vec![
+        "/bin/sh".to_owned(),
+        "-c".to_owned(),
+        r#"exec 3<"$1" && rm -f "$1" && shift && exec "$0" /dev/fd/3 "$@""#.to_owned(),
+        interpreter,
+        path,
+    ];
+    // What followed `-c script name`.
+    staged.extend(argv.into_iter().skip(1));
+    Ok(staged)
+}
+
 /// Creates `exec` in `container`; its id.
 pub(super) async fn create(
     docker: &Docker,
@@ -63,10 +105,11 @@ pub(super) async fn run(
     request: ExecRequest,
 ) -> Result<ExecStream, RuntimeError> {
     let wants_stdin = request.stdin.is_some() || request.stdin_stream.is_some();
+    let argv = stage_long_script(docker, container, request.argv).await?;
     let exec = Exec {
         staged,
         env: request.env,
-        argv: request.argv,
+        argv,
         cwd: request.cwd,
         stdin: wants_stdin,
         output: true,

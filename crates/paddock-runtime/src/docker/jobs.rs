@@ -109,7 +109,7 @@ pub(super) async fn start(
         ));
     }
     let mut argv = sh(WRAPPER, &[&job_dir(job)]);
-    argv.extend(request.argv);
+    argv.extend(exec::stage_long_script(docker, container, request.argv).await?);
     let exec = exec::Exec {
         staged,
         env: request.env,
