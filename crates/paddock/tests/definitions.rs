@@ -1609,3 +1609,33 @@ async fn long_commands_run_on_the_container_and_docker_providers() {
         );
     }
 }
+
+/// Starting a stopped sandbox again is checked against the account's
+/// capacity quota, as a create is, and refused in this surface's format.
+#[tokio::test]
+async fn starting_a_stopped_sandbox_past_a_quota_is_refused() {
+    let server = Server::start_with_config(&format!("{CONFIG}[quotas]\nmax_vms = 1\n"));
+    let d = Defs::new(&server);
+    d.define(
+        "q",
+        set(body("container"), "/lifecycle/preserve", json!(true)),
+    )
+    .await;
+    let first = d.post("/environments/q/sandboxes", json!({})).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let first = first.body["id"].as_str().expect("id").to_owned();
+    let r = d.post(&format!("/sandboxes/{first}/stop"), json!({})).await;
+    assert_eq!(r.body["state"], "stopped", "{}", r.body);
+    let second = d.post("/environments/q/sandboxes", json!({})).await;
+    assert_eq!(second.status, 201, "{}", second.body);
+
+    let r = d
+        .post(&format!("/sandboxes/{first}/start"), json!({}))
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.body["errors"][0]["code"], "forbidden", "{}", r.body);
+    let detail = r.body["errors"][0]["detail"].as_str().expect("detail");
+    assert!(detail.contains("quota max_vms"), "{detail}");
+    let still = d.get(&format!("/sandboxes/{first}")).await;
+    assert_eq!(still.body["state"], "stopped", "{}", still.body);
+}

@@ -241,6 +241,17 @@ impl Service {
                     )))
                 }
             }
+            // A stopped sandbox holds no memory or CPU: starting it again
+            // is checked against the account's capacity as a create is.
+            let _creates = self.accounts().quotas().lock_creates(account).await;
+            let quota = self.accounts().quota(account).await?;
+            let usage = self.store.account_usage(account).await?;
+            crate::quotas::check_room(
+                &quota,
+                &usage,
+                u64::from(vm.resources.memory_mb()),
+                u64::from(vm.resources.vcpu_count()),
+            )?;
             vm.status = VmStatus::Creating;
             vm.status_reason = None;
             vm.updated_at = Timestamp::now();
