@@ -54,7 +54,13 @@ pub async fn uniform(request: Request, next: Next) -> Response {
         Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_owned(),
         Err(_) => String::new(),
     };
-    let message = if text.is_empty() {
+    let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        // tower-http's text ("length limit exceeded") names neither the
+        // limit nor where it is set.
+        "the request body is over this route's limit: [http] json_body_mb, or command_body_mb \
+         on the exec routes (a command itself may be 16 MiB)"
+            .to_owned()
+    } else if text.is_empty() {
         default_message(status, &method)
     } else {
         text

@@ -155,7 +155,7 @@ async fn bodies_over_the_limit_are_413_in_each_surfaces_format() {
 
     let (status, body) = announce_body(&server, "/v1/volumes", big).await;
     assert_eq!(status, 413, "{body}");
-    vm_detail(&body);
+    assert!(vm_detail(&body).contains("json_body_mb"), "{body}");
 
     let (status, body) =
         announce_body(&server, &format!("/v1/accounts/{account}/clusters"), big).await;
