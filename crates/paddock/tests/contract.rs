@@ -222,6 +222,14 @@ async fn error_messages_name_the_real_cause_once() {
     let r = other.get(&format!("/v1/vms/{id}")).await;
     assert_eq!(r.status, 404, "{}", r.body);
     assert_eq!(vm_detail(&r.body), "VM not found");
+
+    // A VM that ended takes no more commands, and says what it is.
+    assert_eq!(c.delete(&format!("/v1/vms/{id}")).await.status, 200);
+    let r = c
+        .post(&format!("/v1/vms/{id}/exec"), json!({"command": "true"}))
+        .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(vm_detail(&r.body), "the VM is terminated, not running");
 }
 
 /// Reads what the server sends until it closes the connection, or gives up

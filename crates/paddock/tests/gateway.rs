@@ -1223,6 +1223,16 @@ async fn openssh_logs_in_through_the_gateway() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "out\nsandbox\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    // A command past the kernel's 128 KiB per argument: the client joins
+    // its arguments (each under the limit on this side) into one.
+    let (a, b) = ("x".repeat(100 * 1024), "y".repeat(100 * 1024));
+    let out = ssh(&server, &mine, "dev", &[":", &a, &b, "; echo long-ran"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "long-ran\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Stdin streams into a command, to its end (how editors' remote
     // modes start their server: a script piped into a shell).
     let out = ssh_with_input(
