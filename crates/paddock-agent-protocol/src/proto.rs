@@ -216,7 +216,9 @@ impl Event {
             io::ErrorKind::IsADirectory => ErrorKind::IsADirectory,
             io::ErrorKind::NotADirectory => ErrorKind::NotADirectory,
             io::ErrorKind::AlreadyExists => ErrorKind::Exists,
-            io::ErrorKind::InvalidInput => ErrorKind::Invalid,
+            // E2BIG: an argument past the kernel's 128 KiB that is not a
+            // `-c` script the agent hands over as a file; the caller's to fix.
+            io::ErrorKind::InvalidInput | io::ErrorKind::ArgumentListTooLong => ErrorKind::Invalid,
             _ => ErrorKind::Other,
         };
         Self::error(kind, format!("{what}: {e}"))

@@ -372,6 +372,21 @@ async fn commands_of_megabytes_run_on_every_exec_route_and_longer_ones_are_refus
     }
     assert_eq!(result["serialized_stdout"], "done\n", "{result}");
 
+    // A long argument that is not a script the kernel refuses: the
+    // caller's error, with the kernel's reason.
+    let r = c
+        .post(
+            &format!("/v1/vms/{id}/exec"),
+            json!({"command": ["echo", "w".repeat(200 * 1024)]}),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    let msg = r.body["detail"][0]["msg"].as_str().expect("msg");
+    assert!(
+        msg.contains("start echo") && msg.contains("Argument list too long"),
+        "{msg}"
+    );
+
     // Over 16 MiB: refused, saying how long it was and what the limit is.
     let too_long = "#".repeat(16 * 1024 * 1024 + 1);
     let r = c
