@@ -5,6 +5,7 @@
 //! ([`ops`]).
 
 mod auth;
+mod body_budget;
 pub mod definitions;
 pub mod gateway;
 mod metrics;
@@ -41,11 +42,15 @@ pub struct AppState {
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
     let limits = state.http.clone();
+    let budget = body_budget::BodyBudget::new(limits.body_budget_bytes);
+    let gateway = gateway::router()
+        .layer(body_limit(limits.json_body_bytes))
+        .layer(budget.on(limits.json_body_bytes));
     Router::new()
         .merge(ops::router())
-        .merge(vms::router(&limits))
-        .merge(gateway::router().layer(body_limit(limits.json_body_bytes)))
-        .merge(definitions::router(&limits))
+        .merge(vms::router(&limits, &budget))
+        .merge(gateway)
+        .merge(definitions::router(&limits, &budget))
         .layer(axum::middleware::from_fn(rejections::uniform))
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(tower_http::trace::TraceLayer::new_for_http())

@@ -35,6 +35,9 @@ pub struct HttpLimits {
     /// execute_async, a definition sandbox's exec): a 16 MiB script with
     /// JSON's escapes.
     pub command_body_bytes: usize,
+    /// The bodies read whole before their handler runs, server-wide
+    /// (`body_budget.rs`); past it, a request is a 503 before it is read.
+    pub body_budget_bytes: usize,
     /// How long a stopping server waits for requests under way.
     pub shutdown_grace: Duration,
 }
@@ -59,6 +62,7 @@ impl Default for HttpLimits {
             max_connections_per_client: 4_096,
             json_body_bytes: 16 * 1024 * 1024,
             command_body_bytes: 64 * 1024 * 1024,
+            body_budget_bytes: 1024 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
         }
     }

@@ -167,6 +167,9 @@ pub struct HttpSection {
     /// The bodies of the routes that take a command (commands themselves
     /// are at most 16 MiB).
     pub command_body_mb: usize,
+    /// Request bodies read whole at once, server-wide; a request that
+    /// does not fit gets 503 with `Retry-After` before it is read.
+    pub body_budget_mb: usize,
 }
 
 impl Default for HttpSection {
@@ -179,6 +182,7 @@ impl Default for HttpSection {
             max_connections_per_client: d.max_connections_per_client,
             json_body_mb: d.json_body_bytes / (1024 * 1024),
             command_body_mb: d.command_body_bytes / (1024 * 1024),
+            body_budget_mb: d.body_budget_bytes / (1024 * 1024),
         }
     }
 }
@@ -198,6 +202,9 @@ impl HttpSection {
         if !(1..=1024).contains(&self.command_body_mb) {
             anyhow::bail!("http.command_body_mb: 1 to 1024");
         }
+        if self.body_budget_mb < self.json_body_mb.max(self.command_body_mb) {
+            anyhow::bail!("http.body_budget_mb: at least the largest body limit");
+        }
         Ok(paddock_api::server::HttpLimits {
             header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
             body_read_timeout: Duration::from_secs(self.body_read_timeout_secs),
@@ -205,6 +212,7 @@ impl HttpSection {
             max_connections_per_client: self.max_connections_per_client,
             json_body_bytes: self.json_body_mb * 1024 * 1024,
             command_body_bytes: self.command_body_mb * 1024 * 1024,
+            body_budget_bytes: self.body_budget_mb * 1024 * 1024,
             ..Default::default()
         })
     }

@@ -447,3 +447,45 @@ async fn the_share_listeners_drop_silent_clients_too() {
         .expect("the proxy answers");
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn bodies_past_the_servers_budget_wait_outside_with_a_503() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start_with_config(
+        "[http]\njson_body_mb = 16\ncommand_body_mb = 50\nbody_budget_mb = 64\nbody_read_timeout_secs = 2\n",
+    );
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    // A client announces a 50 MiB command and sends it slowly: its
+    // reservation holds until it is answered.
+    let mut slow = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /execute HTTP/1.1\r\nhost: x\r\nx-api-key: {}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{{",
+        server.key,
+        50 * 1024 * 1024
+    );
+    slow.write_all(head.as_bytes()).await.expect("write");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // 16 MiB more does not fit in 64: refused before it is read.
+    let (status, body) = announce_body(&server, "/v1/volumes", 16 * 1024 * 1024).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(vm_detail(&body).contains("request bodies"), "{body}");
+    // Small bodies still fit.
+    let r = server
+        .client()
+        .post(
+            "/v1/volumes",
+            json!({"name": "fits", "quota_bytes": 1 << 26}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // The slow client goes: its reservation is given back.
+    drop(slow);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (status, body) = announce_body(&server, "/v1/volumes", 16 * 1024 * 1024).await;
+    assert_ne!(status, 503, "{body}");
+}

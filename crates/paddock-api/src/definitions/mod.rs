@@ -27,10 +27,14 @@ use crate::AppState;
 
 /// The definitions' routes: JSON bodies up to the JSON limit, an exec's
 /// up to the command limit.
-pub fn router(limits: &crate::server::HttpLimits) -> Router<AppState> {
+pub fn router(
+    limits: &crate::server::HttpLimits,
+    budget: &crate::body_budget::BodyBudget,
+) -> Router<AppState> {
     let commands = Router::new()
         .route("/api/v1/sandboxes/{sandbox_id}/exec", post(sandboxes::exec))
-        .layer(crate::body_limit(limits.command_body_bytes));
+        .layer(crate::body_limit(limits.command_body_bytes))
+        .layer(budget.on(limits.command_body_bytes));
     Router::new()
         .route(
             "/api/v1/environments",
@@ -65,6 +69,7 @@ pub fn router(limits: &crate::server::HttpLimits) -> Router<AppState> {
             get(sandboxes::read_file).put(sandboxes::write_file),
         )
         .layer(crate::body_limit(limits.json_body_bytes))
+        .layer(budget.on(limits.json_body_bytes))
         .merge(commands)
         .layer(axum::middleware::from_fn(request_id))
 }

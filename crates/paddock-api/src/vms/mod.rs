@@ -36,12 +36,16 @@ use error::ApiError;
 
 /// The VM API's routes: JSON bodies up to the JSON limit, commands up to
 /// the command limit; the file routes have no limit (they stream).
-pub(crate) fn router(limits: &crate::server::HttpLimits) -> Router<AppState> {
+pub(crate) fn router(
+    limits: &crate::server::HttpLimits,
+    budget: &crate::body_budget::BodyBudget,
+) -> Router<AppState> {
     let commands = Router::new()
         .route("/v1/vms/{vm_id}/exec", post(execute::stream_exec))
         .route("/execute", post(execute::execute))
         .route("/execute_async", post(execute::execute_async))
-        .layer(crate::body_limit(limits.command_body_bytes));
+        .layer(crate::body_limit(limits.command_body_bytes))
+        .layer(budget.on(limits.command_body_bytes));
     let streamed = Router::new()
         .route(
             "/v1/vms/{vm_id}/files",
@@ -211,6 +215,7 @@ pub(crate) fn router(limits: &crate::server::HttpLimits) -> Router<AppState> {
             get(images::inspect).delete(images::remove),
         )
         .layer(crate::body_limit(limits.json_body_bytes))
+        .layer(budget.on(limits.json_body_bytes))
         .merge(commands)
         .merge(streamed)
 }

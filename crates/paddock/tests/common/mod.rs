@@ -211,9 +211,16 @@ impl Server {
             .spawn()
             .expect("start paddock serve");
         self.child = Some(child);
+        let logged = self.log().len();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            // Its own log, not the port: a port picked free may be another
+            // test's server by now, which would answer in its place.
+            let serving = self
+                .log()
+                .get(logged..)
+                .is_some_and(|new| new.contains("paddock is serving"));
+            if serving && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return true;
             }
             let exited = self
