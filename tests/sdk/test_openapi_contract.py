@@ -84,6 +84,9 @@ def test_schemathesis_finds_nothing(contract_server, header, with_objects):
         capture_output=True,
         text=True,
         timeout=900,
+        # Its cache (which replays past failures first) lives and dies with
+        # the server's temp dir: every run starts from the seed alone.
+        cwd=contract_server.dir,
     )
     assert result.returncode == 0, result.stdout[-30000:] + result.stderr[-5000:]
 
