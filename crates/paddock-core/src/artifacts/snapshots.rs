@@ -147,14 +147,7 @@ impl Service {
         let Some(limit) = quota.max_snapshot_mb else {
             return Ok(());
         };
-        let held: u64 = self
-            .store
-            .list_snapshots(account, None)
-            .await?
-            .iter()
-            .map(|s| s.size)
-            .sum();
-        let held_mb = held.div_ceil(1024 * 1024);
+        let held_mb = self.snapshot_mb_held(account).await?;
         if held_mb >= limit {
             return Err(CoreError::PermissionDenied(format!(
                 "quota max_snapshot_mb exceeded: the account's snapshots hold {held_mb} MiB of {limit} MiB"

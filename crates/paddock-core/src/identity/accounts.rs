@@ -33,13 +33,21 @@ impl Accounts {
     }
 
     /// The account's quota (by id or by name, else the default).
+    /// Read on every authenticated request: the account's name is looked
+    /// up once, and only when some quota is set by name.
     pub async fn quota(&self, account: &AccountId) -> Result<Quota, CoreError> {
-        let name = if self.quotas.names_matter() {
-            self.store.get_account(account).await?.map(|a| a.name)
-        } else {
-            None
+        if !self.quotas.names_matter() {
+            return Ok(self.quotas.quota_of(account, None));
+        }
+        if let Some(quota) = self.quotas.remembered(account) {
+            return Ok(quota);
+        }
+        let Some(name) = self.store.get_account(account).await?.map(|a| a.name) else {
+            return Ok(self.quotas.quota_of(account, None));
         };
-        Ok(self.quotas.quota_of(account, name.as_deref()))
+        let quota = self.quotas.quota_of(account, Some(&name));
+        self.quotas.remember(account, quota);
+        Ok(quota)
     }
 
     /// On a fresh store: creates the default account and its admin key, and

@@ -67,6 +67,9 @@ pub struct Quotas {
     creates: KeyedLocks<AccountId>,
     /// Image builds running, per account.
     builds: Arc<Mutex<HashMap<AccountId, u64>>>,
+    /// Quotas resolved through an account's name, kept: every request
+    /// needs its account's quota, and names do not change.
+    by_name: Mutex<HashMap<AccountId, Quota>>,
 }
 
 /// One running image build of an account; its place is freed on drop.
@@ -104,6 +107,7 @@ impl Quotas {
             buckets: Mutex::new(HashMap::new()),
             creates: KeyedLocks::default(),
             builds: Arc::new(Mutex::new(HashMap::new())),
+            by_name: Mutex::new(HashMap::new()),
         }
     }
 
@@ -125,6 +129,18 @@ impl Quotas {
     /// needs the account's name.
     pub fn names_matter(&self) -> bool {
         self.per_account.keys().any(|k| !k.starts_with("acct_"))
+    }
+
+    /// The quota an earlier [`Quotas::remember`] kept for the account.
+    pub fn remembered(&self, account: &AccountId) -> Option<Quota> {
+        let by_name = self.by_name.lock().unwrap_or_else(PoisonError::into_inner);
+        by_name.get(account).copied()
+    }
+
+    /// Keeps the account's quota as resolved through its name.
+    pub fn remember(&self, account: &AccountId, quota: Quota) {
+        let mut by_name = self.by_name.lock().unwrap_or_else(PoisonError::into_inner);
+        by_name.insert(account.clone(), quota);
     }
 
     /// Spends one request of the account's rate; a 429 with the wait when
@@ -181,6 +197,11 @@ impl Quotas {
         let builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
         builds.get(account).copied().unwrap_or(0)
     }
+}
+
+/// `bytes` in MiB, rounded up: what stored-size quotas count in.
+pub fn mib(bytes: u64) -> u64 {
+    bytes.div_ceil(1024 * 1024)
 }
 
 /// Refuses `asked` more of a stored size (volumes, snapshots: MiB) that

@@ -35,8 +35,6 @@ pub struct VolumeDetail {
     pub attachments: Vec<Attachment>,
 }
 
-const MIB: u64 = 1024 * 1024;
-
 fn check_size(size_bytes: u64) -> Result<(), CoreError> {
     if !(MIN_VOLUME_BYTES..=MAX_VOLUME_BYTES).contains(&size_bytes) {
         return Err(CoreError::invalid(
@@ -104,19 +102,12 @@ impl Service {
         if quota.max_volume_mb.is_none() {
             return Ok(());
         }
-        let held: u64 = self
-            .store
-            .list_volumes(account)
-            .await?
-            .iter()
-            .filter(|v| resized.is_none_or(|r| r.id != v.id))
-            .map(|v| v.size_bytes)
-            .sum();
+        let held_mb = self.volume_mb_held(account, resized.map(|r| &r.id)).await?;
         crate::quotas::check_stored(
             "max_volume_mb",
             quota.max_volume_mb,
-            held.div_ceil(MIB),
-            size_bytes.div_ceil(MIB),
+            held_mb,
+            crate::quotas::mib(size_bytes),
         )
     }
 

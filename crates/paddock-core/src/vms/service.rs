@@ -283,16 +283,37 @@ impl Service {
         account: &AccountId,
     ) -> Result<(crate::quotas::Quota, crate::quotas::Usage), CoreError> {
         let quota = self.accounts.quota(account).await?;
-        let mib = |bytes: u64| bytes.div_ceil(1024 * 1024);
-        let volumes = self.store.list_volumes(account).await?;
-        let snapshots = self.store.list_snapshots(account, None).await?;
         let usage = crate::quotas::Usage {
-            volume_mb: mib(volumes.iter().map(|v| v.size_bytes).sum()),
-            snapshot_mb: mib(snapshots.iter().map(|s| s.size).sum()),
+            volume_mb: self.volume_mb_held(account, None).await?,
+            snapshot_mb: self.snapshot_mb_held(account).await?,
             image_builds: self.accounts.quotas().builds_running(account),
             ..self.store.account_usage(account).await?
         };
         Ok((quota, usage))
+    }
+
+    /// The sizes of the account's volumes together, in MiB (rounded up),
+    /// but for `except` (a volume being resized).
+    pub(crate) async fn volume_mb_held(
+        &self,
+        account: &AccountId,
+        except: Option<&crate::ids::VolumeId>,
+    ) -> Result<u64, CoreError> {
+        let bytes: u64 = self
+            .store
+            .list_volumes(account)
+            .await?
+            .iter()
+            .filter(|v| except != Some(&v.id))
+            .map(|v| v.size_bytes)
+            .sum();
+        Ok(crate::quotas::mib(bytes))
+    }
+
+    /// The sizes of the account's snapshots together, in MiB (rounded up).
+    pub(crate) async fn snapshot_mb_held(&self, account: &AccountId) -> Result<u64, CoreError> {
+        let snapshots = self.store.list_snapshots(account, None).await?;
+        Ok(crate::quotas::mib(snapshots.iter().map(|s| s.size).sum()))
     }
 
     pub fn accounts(&self) -> &crate::accounts::Accounts {
