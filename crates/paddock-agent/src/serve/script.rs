@@ -13,8 +13,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use nix::sys::memfd::{memfd_create, MFdFlags};
 
-/// Scripts up to this size stay in argv, as sent.
-const INLINE_LIMIT: usize = 64 * 1024;
+use paddock_agent_protocol::script::take_long_script;
 
 /// A command ready to spawn: its argv, and the script file its child must
 /// inherit (kept open until the child has been spawned).
@@ -33,21 +32,20 @@ impl Prepared {
 /// Moves a long `-c` script out of `argv`; any other argv is returned as
 /// it is (an argument the kernel refuses then fails the spawn with E2BIG,
 /// which the caller reports).
-pub(crate) fn prepare(mut argv: Vec<String>) -> io::Result<Prepared> {
-    let long_script = argv.len() >= 3 && argv[1] == "-c" && argv[2].len() > INLINE_LIMIT;
-    if !long_script {
-        return Ok(Prepared { argv, script: None });
-    }
-    let script = argv.remove(2);
-    // `-c script name args…`: `name` was $0; the file's path takes its place.
-    if argv.len() > 2 {
-        argv.remove(2);
-    }
+pub(crate) fn prepare(argv: Vec<String>) -> io::Result<Prepared> {
+    let long = match take_long_script(argv) {
+        Ok(long) => long,
+        Err(argv) => return Ok(Prepared { argv, script: None }),
+    };
     let fd = memfd_create(c"paddock-script", MFdFlags::MFD_CLOEXEC).map_err(io::Error::from)?;
     let mut file = std::fs::File::from(fd);
-    file.write_all(script.as_bytes())?;
+    file.write_all(long.script.as_bytes())?;
     let fd = OwnedFd::from(file);
-    argv[1] = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let mut argv = vec![
+        long.interpreter,
+        format!("/proc/self/fd/{}", fd.as_raw_fd()),
+    ];
+    argv.extend(long.args);
     Ok(Prepared {
         argv,
         script: Some(fd),

@@ -26,9 +26,6 @@ pub(super) struct Exec {
     pub output: bool,
 }
 
-/// Scripts up to this size stay in argv, as sent.
-const INLINE_SCRIPT: usize = 64 * 1024;
-
 /// The engine passes argv to `execve`, which refuses an argument over
 /// 128 KiB, and a `docker exec` cannot hand a descriptor over as the agent
 /// does (`paddock-agent/src/serve/script.rs`). So a long `-c` script is
@@ -39,19 +36,16 @@ const INLINE_SCRIPT: usize = 64 * 1024;
 pub(super) async fn stage_long_script(
     docker: &Docker,
     container: &str,
-    mut argv: Vec<String>,
+    argv: Vec<String>,
 ) -> Result<Vec<String>, RuntimeError> {
-    if !(argv.len() >= 3 && argv[1] == "-c" && argv[2].len() > INLINE_SCRIPT) {
-        return Ok(argv);
-    }
-    let script = argv.remove(2);
-    if argv.len() > 2 {
-        argv.remove(2);
-    }
-    let interpreter = argv.remove(0);
+    let long = match paddock_agent_protocol::script::take_long_script(argv) {
+        Ok(long) => long,
+        Err(argv) => return Ok(argv),
+    };
     let path = format!("/tmp/.paddock-script-{:016x}", rand::random::<u64>());
     let target = paddock_core::exec::SandboxPath::parse(&path)
         .map_err(|e| RuntimeError::Invalid(e.0.to_owned()))?;
+    let script = long.script;
     let body = futures::stream::once(async move { Ok(bytes::Bytes::from(script)) });
     // Boxed: writing a file runs a (short) exec, which comes back here.
     let write = super::archive::write(docker, container, &target, Some(0o600), Box::pin(body));
@@ -60,11 +54,10 @@ pub(super) async fn stage_long_script(
         "/bin/sh".to_owned(),
         "-c".to_owned(),
         r#"exec 3<"$1" && rm -f "$1" && shift && exec "$0" /dev/fd/3 "$@""#.to_owned(),
-        interpreter,
+        long.interpreter,
         path,
     ];
-    // What followed `-c script name`.
-    staged.extend(argv.into_iter().skip(1));
+    staged.extend(long.args);
     Ok(staged)
 }
 
