@@ -73,9 +73,11 @@ pub struct BootConfig {
     /// directories with no limit.
     #[serde(default)]
     pub disk: Option<Disk>,
-    /// Where lxcfs serves per-sandbox `/proc` and `/sys` files (the
-    /// server's `DATA/lxcfs`): bound over the sandbox's, so it sees its
-    /// own memory, CPUs, uptime and load.
+    /// Where the server staged lxcfs's per-sandbox `/proc` and `/sys`
+    /// files ([`PROC_VIEW_FILES`] that lxcfs serves, by the same relative
+    /// paths, in the mount namespace the sandbox is copied from): bound
+    /// over the sandbox's, so it sees its own memory, CPUs, uptime and
+    /// load.
     #[serde(default)]
     pub proc_views: Option<PathBuf>,
     /// The host CPUs the sandbox's processes start on (as many as its
@@ -206,3 +208,21 @@ pub struct GuestNetwork {
     pub address: String,
     pub gateway: String,
 }
+
+/// The files lxcfs computes per reader that a sandbox sees instead of the
+/// kernel's, relative to `/` (and to [`BootConfig::proc_views`]).
+pub const PROC_VIEW_FILES: [&str; 8] = [
+    "proc/cpuinfo",
+    "proc/diskstats",
+    "proc/loadavg",
+    "proc/meminfo",
+    "proc/stat",
+    "proc/swaps",
+    "proc/uptime",
+    "sys/devices/system/cpu/online",
+];
+
+/// The file in a sandbox's run dir where the boot helper records the
+/// number of the loop device its disk is on (`N` of `/dev/loopN`), so
+/// the server can remove the device once the sandbox is gone.
+pub const LOOP_RECORD: &str = "disk.loop";

@@ -458,7 +458,8 @@ struct LoopConfig {
 /// Attaches the image `file` to a free loop device that detaches itself
 /// once nothing uses it: its path, and the device held open (it detaches
 /// when that closes unless something, a mount, uses it by then). Retries
-/// when another process takes the free device first.
+/// when another process takes the free device first, or removes it (the
+/// server removes a sandbox's freed device) before it is opened.
 pub fn loop_attach(file: BorrowedFd<'_>) -> io::Result<(std::path::PathBuf, std::fs::File)> {
     use std::os::unix::fs::OpenOptionsExt;
     let control = std::fs::OpenOptions::new()
@@ -473,11 +474,16 @@ pub fn loop_attach(file: BorrowedFd<'_>) -> io::Result<(std::path::PathBuf, std:
             return Err(io::Error::last_os_error());
         }
         let path = std::path::PathBuf::from(format!("/dev/loop{n}"));
-        let device = std::fs::OpenOptions::new()
+        let opened = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .custom_flags(libc::O_CLOEXEC)
-            .open(&path)?;
+            .open(&path);
+        let device = match opened {
+            Ok(d) => d,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENXIO)) => continue,
+            Err(e) => return Err(e),
+        };
         // SAFETY: an all-zero loop_config is valid; the fields set below
         // are plain integers.
         let mut config: LoopConfig = unsafe { std::mem::zeroed() };
@@ -496,7 +502,7 @@ pub fn loop_attach(file: BorrowedFd<'_>) -> io::Result<(std::path::PathBuf, std:
             return Ok((path, device));
         }
         let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EBUSY) {
+        if !matches!(e.raw_os_error(), Some(libc::EBUSY | libc::ENXIO)) {
             return Err(e);
         }
     }

@@ -35,7 +35,7 @@ const SOCKET_WAIT: Duration = Duration::from_secs(10);
 const CONSOLE_LOG_MAX: u64 = 1 << 20;
 
 /// Starts the monitor; returns its pid once it serves `agent.sock`.
-pub fn launch(config_path: &Path) -> Result<i32, BootError> {
+pub fn launch(config_path: &Path) -> Result<crate::boot::Launched, BootError> {
     let config: VmmConfig = crate::boot::read_config(config_path)?;
     crate::boot::join_cgroups(&config.sandbox.cgroup_procs)?;
     crate::boot::fork_reporting("the monitor", |ready| monitor(&config, ready))
@@ -76,7 +76,7 @@ fn monitor(config: &VmmConfig, mut ready: fs::File) -> i32 {
 fn prepare_host_side(config: &VmmConfig) -> Result<(), BootError> {
     unshare(CloneFlags::CLONE_NEWNS).map_err(nix_step("unshare the mount namespace"))?;
     let sandbox = &config.sandbox;
-    mounts::mount_layers(sandbox, None)?;
+    mounts::mount_layers(sandbox, None, &mut crate::boot::Phases::start())?;
     mounts::bind_files(&sandbox.root_mountpoint, &sandbox.bind_files)?;
     if let Some(path) = &sandbox.netns {
         let ns = fs::File::open(path).map_err(step(format!(

@@ -14,4 +14,5 @@ pub mod gpu;
 pub mod local;
 pub mod microvm;
 mod over_container;
+mod sys;
 pub mod volumes;

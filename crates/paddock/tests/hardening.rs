@@ -201,6 +201,33 @@ async fn a_tenant_owns_nothing_but_its_sandbox() {
     // After all of it, the sandbox still answers.
     assert_eq!(exec_ok(&c, &id, "echo still").await, "still\n");
     assert!(!server.log().contains(CANARY));
+
+    // 7. Its disk's loop device goes with it: the kernel only unbinds a
+    //    freed one, and every one left lengthens /proc/diskstats, which
+    //    lxcfs reads for each sandbox's view of it.
+    let run = server.data_dir().join("sandboxes").join(&id);
+    let image = run.join("disk.img").display().to_string();
+    let n: u32 = std::fs::read_to_string(run.join("disk.loop"))
+        .expect("the boot helper records its loop device")
+        .trim()
+        .parse()
+        .expect("a device number");
+    let backing = format!("/sys/block/loop{n}/loop/backing_file");
+    assert!(
+        std::fs::read_to_string(&backing).is_ok_and(|b| b.trim() == image),
+        "loop{n} holds the disk"
+    );
+    assert_eq!(c.delete(&format!("/v1/vms/{id}")).await.status, 200);
+    // Gone, or (another test's sandbox took the freed number) not ours.
+    let exists = std::path::Path::new(&format!("/sys/block/loop{n}")).exists();
+    let ours = std::fs::read_to_string(&backing).is_ok_and(|b| b.trim() == image);
+    assert!(!ours, "loop{n} still holds the deleted VM's disk");
+    if exists {
+        assert!(
+            std::fs::read_to_string(&backing).is_ok(),
+            "loop{n} was left unbound instead of removed"
+        );
+    }
 }
 
 #[tokio::test]

@@ -18,12 +18,14 @@
 //! never leak a mount on the host.
 
 pub(crate) mod mounts;
+mod phases;
 mod security;
 mod userns;
 
 pub use paddock_agent_protocol::config::{
     default_env, BindFile, BootConfig, Disk, HostUser, OverlayLayer, DISK_FD,
 };
+pub use phases::Phases;
 pub use userns::IdMap;
 
 use std::fs;
@@ -57,6 +59,26 @@ pub enum BootError {
     Child(String),
 }
 
+/// What a helper left running: its host pid, and how long each step of
+/// getting it there took ([`Phases`], rendered).
+#[derive(Debug)]
+pub struct Launched {
+    pub pid: i32,
+    pub phases: String,
+}
+
+/// The helper's one line on stdout, which the server parses: the pid,
+/// then the phases.
+impl std::fmt::Display for Launched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.phases.is_empty() {
+            write!(f, "{}", self.pid)
+        } else {
+            write!(f, "{} {}", self.pid, self.phases)
+        }
+    }
+}
+
 pub(crate) fn step(step: impl Into<String>) -> impl FnOnce(std::io::Error) -> BootError {
     let step = step.into();
     move |source| BootError::Step { step, source }
@@ -71,10 +93,12 @@ pub(crate) fn nix_step(s: impl Into<String>) -> impl FnOnce(nix::Error) -> BootE
 /// input, so the sandbox's command line names no host path); on success
 /// prints the sandbox's host pid and returns. The sandbox's PID 1 never
 /// returns from here: it serves until it is killed.
-pub fn boot(config_path: &Path) -> Result<i32, BootError> {
+pub fn boot(config_path: &Path) -> Result<Launched, BootError> {
+    let mut phases = Phases::start();
     let config: BootConfig = read_config(config_path)?;
-
+    phases.mark("config");
     join_cgroups(&config.cgroup_procs)?;
+    phases.mark("cgroups");
     set_affinity(&config.cpus)?;
     // Bound before the sandbox's namespaces exist: the socket belongs to
     // the host's network namespace, so the sandbox's `/proc/net/unix`
@@ -84,21 +108,24 @@ pub fn boot(config_path: &Path) -> Result<i32, BootError> {
         Some(map) if !config.on_host => Some(userns::create(map)?),
         _ => None,
     };
+    phases.mark("userns");
     if !config.on_host {
         unshare_namespaces(&config)?;
         if user_namespace.is_some() {
             allow_low_ports()?;
         }
     }
-    fork_reporting("the sandbox's init", |mut ready| {
+    phases.mark("unshare");
+    let launched = fork_reporting("the sandbox's init", |mut ready| {
+        let mut phases = Phases::start();
         let prepared = if config.on_host {
             init_on_host(&config)
         } else {
-            init(&config, user_namespace.as_ref())
+            init(&config, user_namespace.as_ref(), &mut phases)
         };
         match prepared {
             Ok(user) => {
-                let _ = ready.write_all(b"ok");
+                let _ = ready.write_all(format!("ok {phases}").as_bytes());
                 drop(ready);
                 let defaults = crate::serve::Defaults {
                     env: config.env.clone(),
@@ -118,6 +145,11 @@ pub fn boot(config_path: &Path) -> Result<i32, BootError> {
                 1
             }
         }
+    })?;
+    phases.mark("init");
+    Ok(Launched {
+        pid: launched.pid,
+        phases: format!("{phases} {}", launched.phases),
     })
 }
 
@@ -177,13 +209,14 @@ pub(crate) fn join_cgroups(procs: &[PathBuf]) -> Result<(), BootError> {
 }
 
 /// Forks `child` (named `what` in errors) and waits for its ready report
-/// on a pipe: `ok` returns the child's pid; anything else (or the pipe
-/// closing unwritten) is the error. The child's return value is its exit
-/// code; it never returns here.
+/// on a pipe: `ok`, optionally followed by its phases, returns the
+/// child's pid; anything else (or the pipe closing unwritten) is the
+/// error. The child's return value is its exit code; it never returns
+/// here.
 pub(crate) fn fork_reporting(
     what: &str,
     child: impl FnOnce(fs::File) -> i32,
-) -> Result<i32, BootError> {
+) -> Result<Launched, BootError> {
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(nix_step("create the ready pipe"))?;
     match sys::fork().map_err(step(format!("fork {what}")))? {
@@ -193,13 +226,18 @@ pub(crate) fn fork_reporting(
             fs::File::from(ready_r)
                 .read_to_string(&mut report)
                 .map_err(step(format!("read the ready report of {what}")))?;
-            match report.as_str() {
-                "ok" => Ok(child),
-                "" => Err(BootError::Child(format!(
-                    "{what} exited before it was ready"
-                ))),
-                _ => Err(BootError::Child(report)),
+            if report == "ok" || report.starts_with("ok ") {
+                return Ok(Launched {
+                    pid: child,
+                    phases: report[2..].trim().to_owned(),
+                });
             }
+            if report.is_empty() {
+                return Err(BootError::Child(format!(
+                    "{what} exited before it was ready"
+                )));
+            }
+            Err(BootError::Child(report))
         }
         sys::Forked::Child => {
             drop(ready_r);
@@ -267,14 +305,18 @@ fn init_on_host(config: &BootConfig) -> Result<Option<crate::serve::RunAs>, Boot
 fn init(
     config: &BootConfig,
     user_namespace: Option<&std::os::fd::OwnedFd>,
+    phases: &mut Phases,
 ) -> Result<Option<crate::serve::RunAs>, BootError> {
     nix::unistd::setsid().map_err(nix_step("setsid"))?;
     redirect_stdio(&config.log_path)?;
+    phases.mark("stdio");
     let owner = config.id_map.filter(|_| user_namespace.is_some());
-    mounts::build_root(config, user_namespace.map(|ns| ns.as_fd()), owner)?;
+    mounts::build_root(config, user_namespace.map(|ns| ns.as_fd()), owner, phases)?;
     nix::unistd::sethostname(&config.hostname).map_err(nix_step("set the hostname"))?;
     sys::loopback_up().map_err(step("bring up loopback"))?;
+    phases.mark("loopback");
     mounts::pivot(&config.root_mountpoint)?;
+    phases.mark("pivot");
     if let Some(ns) = user_namespace {
         userns::enter(ns)?;
     }
@@ -289,6 +331,7 @@ fn init(
         .transpose()
         .map_err(BootError::Child)?;
     security::lock_down()?;
+    phases.mark("lock_down");
     Ok(user)
 }
 

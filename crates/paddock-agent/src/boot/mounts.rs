@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use paddock_agent_protocol::config::LOOP_RECORD;
 
-use super::{nix_step, step, BindFile, BootConfig, BootError, IdMap};
+use super::{nix_step, step, BindFile, BootConfig, BootError, IdMap, Phases};
 use crate::sys;
 
 const NONE: Option<&str> = None;
@@ -26,11 +27,14 @@ pub(super) fn build_root(
     config: &BootConfig,
     idmap: Option<BorrowedFd<'_>>,
     owner: Option<IdMap>,
+    phases: &mut Phases,
 ) -> Result<(), BootError> {
-    mount_layers(config, idmap)?;
+    mount_layers(config, idmap, phases)?;
     let root = &config.root_mountpoint;
     build_dev(root, owner)?;
+    phases.mark("dev");
     build_proc(root)?;
+    phases.mark("proc");
     let sys_dir = root.join("sys");
     ensure_dir(&sys_dir)?;
     mount(
@@ -41,11 +45,14 @@ pub(super) fn build_root(
         NONE,
     )
     .map_err(nix_step("mount /sys"))?;
+    phases.mark("sys");
     if let Some(views) = &config.proc_views {
         bind_views(root, views)?;
+        phases.mark("proc_views");
     }
     bind_files(root, &config.bind_files)?;
     bind_devices(root, &config.devices, idmap)?;
+    phases.mark("bind_files");
     Ok(())
 }
 
@@ -56,15 +63,17 @@ pub(super) fn build_root(
 pub(crate) fn mount_layers(
     config: &BootConfig,
     idmap: Option<BorrowedFd<'_>>,
+    phases: &mut Phases,
 ) -> Result<(), BootError> {
     mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
         .map_err(nix_step("make the mount tree private"))?;
+    phases.mark("private");
     let root = &config.root_mountpoint;
     // Paths in the overlays' options are relative to the run dir.
     let run = root.parent().unwrap_or(Path::new("/")).to_path_buf();
     nix::unistd::chdir(&run).map_err(nix_step("enter the run dir"))?;
     if let Some(disk) = &config.disk {
-        mount_disk(disk)?;
+        mount_disk(disk, phases)?;
     }
     let owner = config.id_map.filter(|_| idmap.is_some());
     let mut bound = 0usize;
@@ -101,13 +110,14 @@ pub(crate) fn mount_layers(
         )
         .map_err(nix_step(format!("mount the overlay for {}", layer.target)))?;
     }
+    phases.mark("layers");
     Ok(())
 }
 
 /// Mounts the sandbox's disk image on a loop device that goes when the
 /// mount does (with the last process of this mount namespace), and pins
 /// the disk's root at [`super::DISK_FD`].
-fn mount_disk(disk: &super::Disk) -> Result<(), BootError> {
+fn mount_disk(disk: &super::Disk, phases: &mut Phases) -> Result<(), BootError> {
     let image = fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -115,6 +125,16 @@ fn mount_disk(disk: &super::Disk) -> Result<(), BootError> {
         .map_err(step(format!("open the disk {}", disk.image.display())))?;
     let (device, _held) =
         sys::loop_attach(image.as_fd()).map_err(step("attach the disk to a loop device"))?;
+    // For the server, which removes the device once the sandbox is gone
+    // (the kernel only unbinds it); the run dir is this directory.
+    if let Some(n) = device
+        .file_name()
+        .and_then(|f| f.to_str())
+        .and_then(|f| f.strip_prefix("loop"))
+    {
+        fs::write(LOOP_RECORD, n).map_err(step("record the disk's loop device"))?;
+    }
+    phases.mark("loop");
     ensure_dir(&disk.mountpoint)?;
     mount(
         Some(device.as_path()),
@@ -127,7 +147,9 @@ fn mount_disk(disk: &super::Disk) -> Result<(), BootError> {
     )
     .map_err(nix_step("mount the disk"))?;
     let dir = fs::File::open(&disk.mountpoint).map_err(step("open the disk's root"))?;
-    sys::dup_to_cloexec(dir.as_fd(), super::DISK_FD).map_err(step("pin the disk's root"))
+    sys::dup_to_cloexec(dir.as_fd(), super::DISK_FD).map_err(step("pin the disk's root"))?;
+    phases.mark("disk_mount");
+    Ok(())
 }
 
 /// Makes `path` itself (not what it holds or points to) the sandbox
@@ -271,14 +293,19 @@ fn bind(file: &BindFile, target: &Path, flags: MsFlags) -> Result<(), BootError>
     } else {
         MsFlags::empty()
     };
+    restrict(target, &file.target, flags | ro)
+}
+
+/// Applies `flags` to the bind at `target` (named `what` in errors).
+fn restrict(target: &Path, what: &str, flags: MsFlags) -> Result<(), BootError> {
     mount(
         NONE,
         target,
         NONE,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags | ro,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags,
         NONE,
     )
-    .map_err(nix_step(format!("restrict {}", file.target)))
+    .map_err(nix_step(format!("restrict {what}")))
 }
 
 /// Device nodes (GPUs) into the sandbox's own `/dev` tmpfs, which paddock
@@ -329,33 +356,28 @@ fn bind_devices(
 }
 
 /// lxcfs's per-reader files, read-only, over the sandbox's own `/proc`
-/// and `/sys` ones (the lists are the runtime's `proc_views`). A file
-/// lxcfs does not serve (an older version) stays the kernel's.
+/// and `/sys` ones. `views` is the server's staging of them (its mount
+/// template binds each file lxcfs serves under it, and only those): a
+/// bind from there reaches lxcfs's files by crossing a mount, which asks
+/// lxcfs nothing, where a lookup in lxcfs's own tree would ask it to
+/// revalidate and stat each file (and lxcfs reads the host's whole
+/// `/proc/diskstats` to stat that one; with thousands of loop devices
+/// that kept concurrent boots waiting for a second).
 fn bind_views(root: &Path, views: &Path) -> Result<(), BootError> {
-    const FILES: [&str; 8] = [
-        "proc/cpuinfo",
-        "proc/diskstats",
-        "proc/loadavg",
-        "proc/meminfo",
-        "proc/stat",
-        "proc/swaps",
-        "proc/uptime",
-        "sys/devices/system/cpu/online",
-    ];
-    for file in FILES {
+    for file in paddock_agent_protocol::config::PROC_VIEW_FILES {
         let (source, target) = (views.join(file), root.join(file));
-        if !source.exists() || !target.exists() {
+        if !target.exists() {
             continue;
         }
-        let view = BindFile {
-            source,
-            target: format!("/{file}"),
-            read_only: true,
-        };
-        bind(
-            &view,
+        match mount(Some(&source), &target, NONE, MsFlags::MS_BIND, NONE) {
+            // Not staged: lxcfs does not serve it, the kernel's stays.
+            Err(nix::errno::Errno::ENOENT) => continue,
+            bound => bound.map_err(nix_step(format!("bind /{file}")))?,
+        }
+        restrict(
             &target,
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            &format!("/{file}"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
         )?;
     }
     Ok(())

@@ -81,8 +81,6 @@ pub struct ContainerProvider {
     pub(crate) cgroups: Arc<Cgroups>,
     ids: Arc<IdRanges>,
     disks: Arc<disks::Disks>,
-    /// lxcfs's mount, when sandboxes get their own `/proc` figures.
-    proc_views: Option<PathBuf>,
     /// The lean mount namespace sandboxes are unshared from.
     mount_template: mount_template::MountTemplate,
     /// The host CPUs sandboxes are spread over, and where the next one
@@ -142,7 +140,13 @@ impl ContainerProvider {
             None
         };
         // After lxcfs: the template is a copy of the host's mounts now.
-        let mount_template = mount_template::MountTemplate::create()
+        let mount_template =
+            mount_template::MountTemplate::create(proc_views.as_ref().map(|lxcfs| {
+                mount_template::ViewsToStage {
+                    lxcfs: lxcfs.clone(),
+                    staging: config.data_dir.join("views"),
+                }
+            }))
             .map_err(host_err("make the sandboxes' mount namespace"))?;
         let host_cpus = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
             .map(|set| {
@@ -153,7 +157,6 @@ impl ContainerProvider {
             .unwrap_or_default();
         Ok(Self {
             disks,
-            proc_views,
             mount_template,
             host_cpus,
             next_cpu: std::sync::atomic::AtomicUsize::new(0),
@@ -241,7 +244,7 @@ impl ContainerProvider {
             user: defaults.user.clone(),
             id_map: Some(id_map),
             disk,
-            proc_views: self.proc_views.clone(),
+            proc_views: self.mount_template.views().map(Path::to_path_buf),
             cpus: self.cpus_for(vm.resources.vcpu_count()),
             host_user: None,
         };
@@ -439,10 +442,13 @@ impl ContainerProvider {
             what,
         )
         .await?;
-        let pid: i32 = String::from_utf8_lossy(&stdout)
-            .trim()
+        // One line: the pid, then how long each step took.
+        let line = String::from_utf8_lossy(&stdout);
+        let (pid, phases) = line.trim().split_once(' ').unwrap_or((line.trim(), ""));
+        let pid: i32 = pid
             .parse()
-            .map_err(|_| RuntimeError::Setup("the boot helper reported no pid".into()))?;
+            .map_err(|_| RuntimeError::Setup(format!("{what} reported no pid")))?;
+        tracing::debug!(sandbox = ?label, %phases, "{what} finished (µs per step)");
         let start_ticks = procfs::start_ticks(pid)
             .ok_or_else(|| RuntimeError::Setup("the sandbox exited right after boot".into()))?;
         Ok(RuntimeHandle { pid, start_ticks })
@@ -859,10 +865,13 @@ fn teardown(
     // Every process of the sandbox is in its cgroups: removing them kills
     // whatever survived PID 1.
     let cgroup_result = this.cgroups.remove(id);
+    let run = this.sandboxes_dir.join(id);
+    if cgroup_result.is_ok() {
+        remove_loop_device(&run);
+    }
     if keep == Keep::Files {
         return cgroup_result;
     }
-    let run = this.sandboxes_dir.join(id);
     if let Some(ids) = &this.ids {
         ids.release(&run);
     }
@@ -870,6 +879,28 @@ fn teardown(
     let work_result = remove_tree(&this.local_dirs.join(id));
     // Every step runs; a failure of any is reported.
     cgroup_result.and(dir_result).and(work_result)
+}
+
+/// Removes the loop device the sandbox's disk was on, recorded in its run
+/// dir by the boot helper. Its processes are gone, and with the last of
+/// them its mount namespace, its disk's mount and the device's binding;
+/// the device itself stays until someone removes it.
+fn remove_loop_device(run: &Path) {
+    let record = run.join(paddock_agent_protocol::config::LOOP_RECORD);
+    let Some(n) = fs::read_to_string(&record)
+        .ok()
+        .and_then(|n| n.trim().parse::<u32>().ok())
+    else {
+        return;
+    };
+    match crate::sys::remove_free_loop(n) {
+        Ok(_) => {
+            let _ = fs::remove_file(&record);
+        }
+        Err(e) => {
+            tracing::warn!(device = n, error = %e, "could not remove a sandbox's loop device")
+        }
+    }
 }
 
 /// Removes the directory tree at `path`; one that is not there is gone.

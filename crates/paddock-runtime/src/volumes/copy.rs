@@ -12,7 +12,7 @@ use std::path::Path;
 use nix::errno::Errno;
 use nix::unistd::{lseek, Whence};
 
-use super::sys;
+use crate::sys;
 
 /// How a copy was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,12 +17,12 @@
 
 mod copy;
 mod ext4;
-mod sys;
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::sys;
 use async_trait::async_trait;
 use paddock_core::error::{CoreError, RuntimeError};
 use paddock_core::ids::{CheckpointId, VolumeId};

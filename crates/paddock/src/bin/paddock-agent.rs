@@ -28,8 +28,8 @@ fn main() -> ExitCode {
         // tells processes apart in `ps` on the host.
         ["boot", config] | ["boot", config, _] => {
             return match paddock_agent::boot::boot(Path::new(config)) {
-                Ok(pid) => {
-                    println!("{pid}");
+                Ok(launched) => {
+                    println!("{launched}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(paddock_agent::boot::error_chain(&e)),
@@ -37,8 +37,8 @@ fn main() -> ExitCode {
         }
         ["vmm", config] | ["vmm", config, _] => {
             return match paddock_agent::vmm::launch(Path::new(config)) {
-                Ok(pid) => {
-                    println!("{pid}");
+                Ok(launched) => {
+                    println!("{launched}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(paddock_agent::boot::error_chain(&e)),
