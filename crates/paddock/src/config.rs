@@ -230,6 +230,11 @@ pub struct SandboxSection {
     /// size, disk and egress policy) are kept booted ahead of demand, so
     /// that creating one is only claiming it; 0: none.
     pub warm_pool: usize,
+    /// How many loop devices freed by deleted sandboxes are kept for the
+    /// next boots (making one costs a boot about a millisecond); the rest
+    /// are removed, since every one that exists lengthens the
+    /// `/proc/diskstats` lxcfs reads for each sandbox.
+    pub spare_loop_devices: usize,
 }
 
 impl Default for SandboxSection {
@@ -237,6 +242,7 @@ impl Default for SandboxSection {
         Self {
             proc_views: true,
             warm_pool: 4,
+            spare_loop_devices: 32,
         }
     }
 }

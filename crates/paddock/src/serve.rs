@@ -71,6 +71,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         ids: config.userns.to_runtime(),
         default_disk_mb: config.limits.default_disk_mb,
         proc_views: config.sandbox.proc_views,
+        spare_loop_devices: config.sandbox.spare_loop_devices,
         local_root: config.providers.local_root(),
     })
     .context("start the container provider")?;

@@ -21,6 +21,8 @@ fn canary_server() -> Server {
         ("CANARY_SECRET", CANARY),
         ("AWS_SECRET_ACCESS_KEY", CANARY),
         ("PADDOCK_SANDBOX__WARM_POOL", "2"),
+        // Every freed loop device is removed, none kept for later boots.
+        ("PADDOCK_SANDBOX__SPARE_LOOP_DEVICES", "0"),
     ])
 }
 

@@ -12,6 +12,7 @@
 mod cgroup;
 pub mod disks;
 pub mod ids;
+mod loops;
 pub mod mount_template;
 pub mod proc_views;
 pub mod procfs;
@@ -69,6 +70,9 @@ pub struct ContainerConfig {
     /// Whether sandboxes see their own size in `/proc` (through lxcfs,
     /// when it is installed).
     pub proc_views: bool,
+    /// How many loop devices freed by deleted sandboxes are kept for the
+    /// next boots.
+    pub spare_loop_devices: usize,
     /// Where host-process (`local`) sandboxes get their working
     /// directories: outside the data dir, which their users cannot read.
     pub local_root: PathBuf,
@@ -81,6 +85,7 @@ pub struct ContainerProvider {
     pub(crate) cgroups: Arc<Cgroups>,
     ids: Arc<IdRanges>,
     disks: Arc<disks::Disks>,
+    loops: Arc<loops::FreeLoops>,
     /// The lean mount namespace sandboxes are unshared from.
     mount_template: mount_template::MountTemplate,
     /// The host CPUs sandboxes are spread over, and where the next one
@@ -157,6 +162,7 @@ impl ContainerProvider {
             .unwrap_or_default();
         Ok(Self {
             disks,
+            loops: Arc::new(loops::FreeLoops::keeping(config.spare_loop_devices)),
             mount_template,
             host_cpus,
             next_cpu: std::sync::atomic::AtomicUsize::new(0),
@@ -250,6 +256,9 @@ impl ContainerProvider {
         };
         let prepared = started.elapsed();
         let handle = self.launch_agent(run, &config).await?;
+        if config.disk.is_some() {
+            self.loops.taken();
+        }
         tracing::debug!(
             vm_id = %vm.id,
             cgroups_us = cgroups_done.as_micros() as u64,
@@ -475,6 +484,7 @@ impl ContainerProvider {
             local_dirs: self.local_dirs(),
             cgroups: Arc::clone(&self.cgroups),
             ids: Some(Arc::clone(&self.ids)),
+            loops: Some(Arc::clone(&self.loops)),
         }
     }
 
@@ -708,6 +718,8 @@ struct ProviderRef {
     cgroups: Arc<Cgroups>,
     /// Freed as run dirs go (`None` in `purge`, which has no server).
     ids: Option<Arc<IdRanges>>,
+    /// Freed loop devices kept for boots (`None` in `purge`: all go).
+    loops: Option<Arc<loops::FreeLoops>>,
 }
 
 impl ProviderRef {
@@ -867,7 +879,10 @@ fn teardown(
     let cgroup_result = this.cgroups.remove(id);
     let run = this.sandboxes_dir.join(id);
     if cgroup_result.is_ok() {
-        remove_loop_device(&run);
+        match &this.loops {
+            Some(loops) => loops.release(&run),
+            None => loops::remove_recorded(&run),
+        }
     }
     if keep == Keep::Files {
         return cgroup_result;
@@ -879,28 +894,6 @@ fn teardown(
     let work_result = remove_tree(&this.local_dirs.join(id));
     // Every step runs; a failure of any is reported.
     cgroup_result.and(dir_result).and(work_result)
-}
-
-/// Removes the loop device the sandbox's disk was on, recorded in its run
-/// dir by the boot helper. Its processes are gone, and with the last of
-/// them its mount namespace, its disk's mount and the device's binding;
-/// the device itself stays until someone removes it.
-fn remove_loop_device(run: &Path) {
-    let record = run.join(paddock_agent_protocol::config::LOOP_RECORD);
-    let Some(n) = fs::read_to_string(&record)
-        .ok()
-        .and_then(|n| n.trim().parse::<u32>().ok())
-    else {
-        return;
-    };
-    match crate::sys::remove_free_loop(n) {
-        Ok(_) => {
-            let _ = fs::remove_file(&record);
-        }
-        Err(e) => {
-            tracing::warn!(device = n, error = %e, "could not remove a sandbox's loop device")
-        }
-    }
 }
 
 /// Removes the directory tree at `path`; one that is not there is gone.
@@ -923,6 +916,7 @@ pub fn purge(data_dir: &Path, local_root: &Path) -> Result<usize, RuntimeError> 
         sandboxes_dir: data_dir.join("sandboxes"),
         local_dirs: local_root.join(instance_id(data_dir)),
         ids: None,
+        loops: None,
     };
     let ids = this.sandbox_ids();
     for id in &ids {
