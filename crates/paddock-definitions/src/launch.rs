@@ -242,7 +242,7 @@ impl Definitions {
         dockerfile: &str,
     ) -> Result<String, DefinitionError> {
         let tag = definition_tag(def);
-        if self.core.has_image(account, &tag).await? {
+        if self.core.images().find(account, &tag).await?.is_some() {
             return Ok(tag);
         }
         let (events, mut drain) = tokio::sync::mpsc::channel(64);

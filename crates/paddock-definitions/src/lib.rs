@@ -258,7 +258,7 @@ impl Definitions {
         mut spec: DefinitionSpec,
     ) -> Result<DefinitionSpec, DefinitionError> {
         let core = &self.core;
-        let mut violations = validate::validate_spec(&spec, &|r| core.is_image_reference(r));
+        let mut violations = validate::validate_spec(&spec, &|r| core.images().is_reference(r));
         for (i, v) in spec.volumes.iter().enumerate() {
             let exists = match v.id.parse::<VolumeId>() {
                 Ok(id) => match self.core.get_volume(account, &id).await {

@@ -175,7 +175,9 @@ impl Gateway {
             ));
         }
         if !input.image_ref.is_empty() {
-            self.core.require_reference("imageRef", &input.image_ref)?;
+            self.core
+                .images()
+                .require_reference("imageRef", &input.image_ref)?;
         }
         let num_ranks = input.num_ranks.unwrap_or(1);
         if num_ranks > 1024 {

@@ -103,6 +103,7 @@ impl Gateway {
         validate_display_name("environment.displayName", &input.display_name)?;
         validate_annotations("environment.annotations", &input.annotations)?;
         self.core
+            .images()
             .require_reference("environment.baseImageRef", &input.base_image_ref)?;
         let now = Timestamp::now();
         let env = Environment {
@@ -183,12 +184,12 @@ impl Gateway {
     /// and records the image under its pinned reference too, so a connect
     /// starts from exactly these layers without asking the registry again.
     async fn pin_image(&self, account: &AccountId, reference: &str) -> Result<String, CoreError> {
-        let image = self.core.ensure_image(account, reference).await?;
+        let image = self.core.images().ensure(account, reference).await?;
         let pinned = pinned_reference(reference, &image.digest);
         if pinned != image.reference {
             let mut copy = image.clone();
             copy.reference = pinned.clone();
-            self.core.save_image(&copy).await?;
+            self.core.images().save(&copy).await?;
         }
         Ok(pinned)
     }
@@ -298,7 +299,9 @@ impl Gateway {
                         env.state.as_str()
                     )));
                 }
-                self.core.require_reference("baseImageRef", &base)?;
+                self.core
+                    .images()
+                    .require_reference("baseImageRef", &base)?;
                 env.base_image_ref = base;
                 env.state = EnvironmentState::Creating;
                 repin = true;
@@ -664,7 +667,8 @@ impl Gateway {
                 .ok_or_else(|| CoreError::not_found("environment", id))?;
             let image = self
                 .core
-                .find_image(account, &env.image_ref)
+                .images()
+                .find(account, &env.image_ref)
                 .await?
                 .ok_or_else(|| CoreError::not_found("image", &env.image_ref))?;
             Some(image.layers.len())

@@ -1639,3 +1639,69 @@ async fn starting_a_stopped_sandbox_past_a_quota_is_refused() {
     let still = d.get(&format!("/sandboxes/{first}")).await;
     assert_eq!(still.body["state"], "stopped", "{}", still.body);
 }
+
+/// Sandboxes recorded on a provider the server no longer runs (its
+/// configuration dropped `local`): after the restart a running one is
+/// failed, not handed to another provider; a stopped one fails to start
+/// with the reason; both can still be deleted.
+#[tokio::test(flavor = "current_thread")]
+async fn sandboxes_whose_provider_is_gone_fail_with_why_and_can_be_deleted() {
+    let mut server = Server::start_with_config(CONFIG);
+    server.allow_local();
+    let d = Defs::new(&server);
+    d.define("gone", body("local")).await;
+    d.define(
+        "kept",
+        set(body("local"), "/lifecycle/preserve", json!(true)),
+    )
+    .await;
+    let launch = |env: &'static str| {
+        let d = &d;
+        async move {
+            let r = d
+                .post(&format!("/environments/{env}/sandboxes"), json!({}))
+                .await;
+            assert_eq!(r.status, 201, "{}", r.body);
+            r.body["id"].as_str().expect("id").to_owned()
+        }
+    };
+    let running = launch("gone").await;
+    let stopped = launch("kept").await;
+    assert_eq!(d.exec(&running, "echo hi").await["stdout"], "hi\n");
+    let r = d
+        .post(&format!("/sandboxes/{stopped}/stop"), json!({}))
+        .await;
+    assert_eq!(r.body["state"], "stopped", "{}", r.body);
+
+    server.edit_config(|toml| toml.replace("local = true", "local = false"));
+    let d = Defs::new(&server);
+
+    let failed = d
+        .wait_state(&running, "failed", Duration::from_secs(10))
+        .await;
+    assert_eq!(failed["provider"], "local", "{failed}");
+    let r = d
+        .post(
+            &format!("/sandboxes/{running}/exec"),
+            json!({"command": "echo hi"}),
+        )
+        .await;
+    assert!((400..500).contains(&r.status), "{} {}", r.status, r.body);
+    // Starting it fails, with the reason on the record.
+    let r = d
+        .post(&format!("/sandboxes/{stopped}/start"), json!({}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let record = d.get(&format!("/sandboxes/{stopped}")).await.body;
+    assert_eq!(record["state"], "failed", "{record}");
+    assert_eq!(
+        record["state_reason"], "the local provider is not configured on this server",
+        "{record}"
+    );
+    for sb in [&running, &stopped] {
+        let r = d
+            .send(d.req(reqwest::Method::DELETE, &format!("/sandboxes/{sb}")))
+            .await;
+        assert!(r.status < 300, "{} {}", r.status, r.body);
+    }
+}

@@ -132,7 +132,8 @@ pub(crate) async fn pull(
 ) -> Result<Json<PullResponse>, ApiError> {
     let (id, progress, image) = state
         .service
-        .pull_image(&account, &body.reference, q.wait.unwrap_or(true))
+        .images()
+        .pull(&account, &body.reference, q.wait.unwrap_or(true))
         .await?;
     Ok(Json(pull_response(id, progress, image)))
 }
@@ -145,7 +146,7 @@ pub(crate) async fn pull_status(
     Caller(account): Caller,
     ValidPath(id): ValidPath<String>,
 ) -> Result<Json<PullResponse>, ApiError> {
-    let progress = state.service.pull_state(&account, &id)?;
+    let progress = state.service.images().pull_state(&account, &id)?;
     Ok(Json(pull_response(id, progress, None)))
 }
 
@@ -155,7 +156,7 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     Caller(account): Caller,
 ) -> Result<Json<Vec<ImageResponse>>, ApiError> {
-    let images = state.service.list_images(&account).await?;
+    let images = state.service.images().list(&account).await?;
     Ok(Json(images.into_iter().map(ImageResponse::from).collect()))
 }
 
@@ -173,7 +174,9 @@ pub(crate) async fn inspect(
     Caller(account): Caller,
     ValidPath(ImageKey { key }): ValidPath<ImageKey>,
 ) -> Result<Json<ImageResponse>, ApiError> {
-    Ok(Json(state.service.get_image(&account, &key).await?.into()))
+    Ok(Json(
+        state.service.images().get(&account, &key).await?.into(),
+    ))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -192,8 +195,12 @@ pub(crate) async fn remove(
     Caller(account): Caller,
     ValidPath(ImageKey { key }): ValidPath<ImageKey>,
 ) -> Result<Json<DeletedImage>, ApiError> {
-    let image = state.service.get_image(&account, &key).await?;
-    let freed = state.service.delete_image(&account, &image.digest).await?;
+    let image = state.service.images().get(&account, &key).await?;
+    let freed = state
+        .service
+        .images()
+        .delete(&account, &image.digest)
+        .await?;
     Ok(Json(DeletedImage {
         digest: image.digest,
         freed_bytes: freed,

@@ -120,7 +120,7 @@ impl Service {
         events: mpsc::Sender<BuildEvent>,
     ) -> Result<Image, CoreError> {
         let steps = Self::parse_dockerfile(&request.dockerfile)?;
-        self.require_reference("tag", &request.tag)?;
+        self.images().require_reference("tag", &request.tag)?;
         let mut st = State {
             layers: Vec::new(),
             diff_ids: Vec::new(),
@@ -186,8 +186,8 @@ impl Service {
                     } else {
                         // An image the account holds (built or pulled)
                         // resolves before any pull.
-                        let base = self.ensure_image(account, &name).await?;
-                        let mut diff_ids = self.images.diff_ids(&base.config_digest).await?;
+                        let base = self.images().ensure(account, &name).await?;
+                        let mut diff_ids = self.image_backend.diff_ids(&base.config_digest).await?;
                         diff_ids.resize(base.layers.len(), String::new());
                         st.layers = base.layers;
                         st.diff_ids = diff_ids;
@@ -216,7 +216,7 @@ impl Service {
                     mode,
                 } => {
                     let layer = self
-                        .images
+                        .image_backend
                         .file_layer(&sub(dest), content.as_bytes(), mode.unwrap_or(0o644))
                         .await?;
                     self.store.put_build_step(&st.key, &layer).await?;
@@ -232,7 +232,7 @@ impl Service {
             }
         }
         let written = self
-            .images
+            .image_backend
             .write_image(&st.layers, &st.diff_ids, &st.config)
             .await?;
         let image = Image {
@@ -283,7 +283,7 @@ impl Service {
                 defaults.env.push((k.clone(), v.clone()));
             }
         }
-        let dirs = self.images.layer_dirs(&st.layers);
+        let dirs = self.image_backend.layer_dirs(&st.layers);
         let rootfs = match base_variant(&st.config) {
             Some(name) => RootfsSpec::Variant {
                 name: name.to_owned(),
@@ -335,7 +335,7 @@ impl Service {
                     "the build sandbox has no writable layer".into(),
                 ));
             }
-            self.images.pack_changes(&trees).await
+            self.image_backend.pack_changes(&trees).await
         }
         .await;
         if let Err(e) = self.provider.stop(&vm.id, Some(handle)).await {
@@ -351,9 +351,9 @@ impl Service {
         key: &str,
         target: &str,
     ) -> Result<String, CoreError> {
-        self.require_reference("target", target)?;
-        let image = self.get_image(account, key).await?;
-        self.images
+        self.images().require_reference("target", target)?;
+        let image = self.images().get(account, key).await?;
+        self.image_backend
             .push(&image.layers, &image.config_digest, target)
             .await
     }

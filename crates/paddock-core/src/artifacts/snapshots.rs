@@ -41,7 +41,7 @@ impl Service {
             )));
         };
         vm.image_digest = Some(image.digest.clone());
-        let dirs = self.images.layer_dirs(&image.layers);
+        let dirs = self.image_backend.layer_dirs(&image.layers);
         // A snapshot of a VM on an image built from a variant keeps that
         // variant below its layers, through the image's label.
         let variant = snapshot
@@ -68,7 +68,7 @@ impl Service {
             })?;
             return Ok(Base {
                 variant: snapshot.base_variant,
-                diff_ids: self.images.diff_ids(&image.config_digest).await?,
+                diff_ids: self.image_backend.diff_ids(&image.config_digest).await?,
                 layers: image.layers,
                 config: image.config,
             });
@@ -89,7 +89,7 @@ impl Service {
             .ok_or_else(|| CoreError::not_found("image", digest))?;
         Ok(Base {
             variant: None,
-            diff_ids: self.images.diff_ids(&image.config_digest).await?,
+            diff_ids: self.image_backend.diff_ids(&image.config_digest).await?,
             layers: image.layers,
             config: image.config,
         })
@@ -192,7 +192,10 @@ impl Service {
         squash_above: Option<usize>,
     ) -> Result<(Image, Option<String>, u64), CoreError> {
         let mut base = self.base_of(vm).await?;
-        let changes = self.provider_of(vm).changes(vm);
+        let changes = self
+            .provider_named(&vm.provider)
+            .map(|p| p.changes(vm))
+            .unwrap_or_default();
         if changes.is_empty() {
             return Err(CoreError::FailedPrecondition(
                 "the VM has no writable layer to capture".into(),
@@ -203,7 +206,7 @@ impl Service {
             let stacked = base.layers.split_off(keep);
             base.diff_ids.truncate(keep);
             // `layer_dirs` is topmost first; squashing goes bottom first.
-            let mut dirs = self.images.layer_dirs(&stacked);
+            let mut dirs = self.image_backend.layer_dirs(&stacked);
             dirs.reverse();
             trees.extend(dirs.into_iter().map(|dir| ChangedTree {
                 dir,
@@ -213,13 +216,14 @@ impl Service {
         }
         let squash = !trees.is_empty();
         trees.extend(changes);
-        self.provider_of(vm).set_frozen(&vm.id, true).await?;
+        let provider = self.provider_of(vm)?;
+        provider.set_frozen(&vm.id, true).await?;
         let packed = if squash {
-            self.images.pack_squashed(&trees).await
+            self.image_backend.pack_squashed(&trees).await
         } else {
-            self.images.pack_changes(&trees).await
+            self.image_backend.pack_changes(&trees).await
         };
-        if let Err(e) = self.provider_of(vm).set_frozen(&vm.id, false).await {
+        if let Err(e) = provider.set_frozen(&vm.id, false).await {
             tracing::error!(vm_id = %vm.id, error = %error_chain(&e), "could not thaw a VM after a snapshot");
         }
         let layer = packed?;
@@ -228,7 +232,7 @@ impl Service {
         let size = layer.info.size;
         crate::model::push_layer(&mut layers, &mut diff_ids, layer.info, layer.diff_id);
         let written = self
-            .images
+            .image_backend
             .write_image(&layers, &diff_ids, &base.config)
             .await?;
         let image = Image {
@@ -331,7 +335,7 @@ impl Service {
         kind: SnapshotKind,
         wait: bool,
     ) -> Result<Snapshot, CoreError> {
-        self.require_reference("oci_image", &reference)?;
+        self.images().require_reference("oci_image", &reference)?;
         let snapshot = self
             .begin_snapshot(account, name, kind, None, reference.clone())
             .await?;
@@ -340,7 +344,8 @@ impl Service {
         let pending = snapshot.clone();
         let task = tokio::spawn(async move {
             let result = this
-                .ensure_image(&account, &reference)
+                .images()
+                .ensure(&account, &reference)
                 .await
                 .map(|image| (image, None, 0));
             this.finish_snapshot(pending, result).await
@@ -396,7 +401,7 @@ impl Service {
             }
         }
         self.store.delete_snapshot(account, id).await?;
-        self.collect_garbage().await?;
+        self.images().collect_garbage().await?;
         Ok(snapshot)
     }
 
@@ -408,12 +413,12 @@ impl Service {
         id: &SnapshotId,
         target: &str,
     ) -> Result<String, CoreError> {
-        self.require_reference("target", target)?;
+        self.images().require_reference("target", target)?;
         let snapshot = self.get_snapshot(account, id).await?;
         let image = snapshot.image.ok_or_else(|| {
             CoreError::FailedPrecondition(format!("snapshot {id} is {}", snapshot.status.as_str()))
         })?;
-        self.images
+        self.image_backend
             .push(&image.layers, &image.config_digest, target)
             .await
     }

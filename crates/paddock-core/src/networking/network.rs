@@ -70,7 +70,9 @@ impl Service {
         // A definition that blocks the network gets none at all: a fresh
         // namespace with loopback only, and no rules to write.
         self.network.enabled()
-            && self.provider_of(vm).uses_paddock_network()
+            && self
+                .provider_named(&vm.provider)
+                .is_none_or(|p| p.uses_paddock_network())
             && vm.options.launch.as_ref().is_none_or(|l| l.network_allowed)
     }
 

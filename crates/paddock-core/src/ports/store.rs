@@ -272,9 +272,45 @@ pub trait AccountStore: Send + Sync {
     async fn revoke_api_key(&self, id: &ApiKeyId, at: Timestamp) -> Result<bool, StoreError>;
 }
 
+/// The accounts' images and the build cache's layers.
+#[async_trait]
+pub trait ImageStore: Send + Sync {
+    /// Inserts or replaces the account's image with this digest.
+    async fn upsert_image(&self, image: &Image) -> Result<(), StoreError>;
+    /// The account's image with this digest or (last pulled) reference.
+    async fn find_image(
+        &self,
+        account: &AccountId,
+        digest_or_reference: &str,
+    ) -> Result<Option<Image>, StoreError>;
+    async fn list_images(&self, account: &AccountId) -> Result<Vec<Image>, StoreError>;
+    async fn delete_image(&self, account: &AccountId, digest: &str) -> Result<bool, StoreError>;
+    /// Every blob digest (layers and configs) some image of any account
+    /// references: what garbage collection keeps.
+    async fn referenced_blobs(&self) -> Result<std::collections::BTreeSet<String>, StoreError>;
+    /// How many of the account's VMs that hold resources run this image.
+    async fn count_vms_using_image(
+        &self,
+        account: &AccountId,
+        digest: &str,
+    ) -> Result<u64, StoreError>;
+
+    /// The layer a build step with this cache key made before.
+    async fn get_build_step(
+        &self,
+        key: &str,
+    ) -> Result<Option<crate::images::BuiltLayer>, StoreError>;
+    async fn put_build_step(
+        &self,
+        key: &str,
+        layer: &crate::images::BuiltLayer,
+    ) -> Result<(), StoreError>;
+}
+
 #[async_trait]
 pub trait Store:
     AccountStore
+    + ImageStore
     + SnapshotStore
     + ResourceStore
     + VolumeStore
@@ -328,35 +364,4 @@ pub trait Store:
         at: Timestamp,
         except: &[crate::ids::ExecutionId],
     ) -> Result<u64, StoreError>;
-
-    /// Inserts or replaces the account's image with this digest.
-    async fn upsert_image(&self, image: &Image) -> Result<(), StoreError>;
-    /// The account's image with this digest or (last pulled) reference.
-    async fn find_image(
-        &self,
-        account: &AccountId,
-        digest_or_reference: &str,
-    ) -> Result<Option<Image>, StoreError>;
-    async fn list_images(&self, account: &AccountId) -> Result<Vec<Image>, StoreError>;
-    async fn delete_image(&self, account: &AccountId, digest: &str) -> Result<bool, StoreError>;
-    /// Every blob digest (layers and configs) some image of any account
-    /// references: what garbage collection keeps.
-    async fn referenced_blobs(&self) -> Result<std::collections::BTreeSet<String>, StoreError>;
-    /// How many of the account's VMs that hold resources run this image.
-    async fn count_vms_using_image(
-        &self,
-        account: &AccountId,
-        digest: &str,
-    ) -> Result<u64, StoreError>;
-
-    /// The layer a build step with this cache key made before.
-    async fn get_build_step(
-        &self,
-        key: &str,
-    ) -> Result<Option<crate::images::BuiltLayer>, StoreError>;
-    async fn put_build_step(
-        &self,
-        key: &str,
-        layer: &crate::images::BuiltLayer,
-    ) -> Result<(), StoreError>;
 }

@@ -261,7 +261,7 @@ impl Service {
         let vm = self.running_vm(account, id).await?;
         let vars: Vec<(String, String)> = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let n = vars.len();
-        self.provider_of(&vm)
+        self.provider_of(&vm)?
             .channel()
             .stage_env(&vm.id, vars)
             .await?;

@@ -415,7 +415,7 @@ impl Service {
         if let Some(sub) = &a.subpath {
             source = subdirectory(&source, sub)?;
         }
-        self.provider_of(vm)
+        self.provider_of(vm)?
             .attach(
                 &a.vm_id,
                 handle,
@@ -495,7 +495,7 @@ impl Service {
         }
         for a in &matching {
             if let Some(handle) = vm.runtime {
-                self.provider_of(&vm)
+                self.provider_of(&vm)?
                     .detach(vm_id, handle, &a.mount_path)
                     .await?;
             }

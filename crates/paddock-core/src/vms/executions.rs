@@ -63,7 +63,7 @@ impl Service {
     ) -> Result<Started, CoreError> {
         request.check()?;
         let id = ExecutionId::generate();
-        let provider = self.provider_of(vm);
+        let provider = self.provider_of(vm)?;
         // A job takes no stdin; the request is kept for the fallback.
         let job = ExecRequest {
             argv: request.argv.clone(),
@@ -109,11 +109,15 @@ impl Service {
                 Ok(Some(vm)) => vm,
                 _ => return this.record_execution(closed_stream(), record).await,
             };
-            let attached = this
-                .provider_of(&vm)
-                .channel()
-                .job_attach(&vm.id, record.id.as_str(), stdout_from, stderr_from)
-                .await;
+            let attached = async {
+                let provider = this.provider_of(&vm)?;
+                let job = record.id.as_str();
+                provider
+                    .channel()
+                    .job_attach(&vm.id, job, stdout_from, stderr_from)
+                    .await
+            };
+            let attached = attached.await;
             let stream = match attached {
                 Ok(stream) => stream,
                 Err(e) => {

@@ -32,7 +32,7 @@ impl Service {
             .launch
             .as_ref()
             .and_then(|l| l.cwd.clone())
-            .or_else(|| self.provider_of(vm).working_dir(vm))
+            .or_else(|| self.provider_of(vm).ok()?.working_dir(vm))
             .unwrap_or_else(|| "/".to_owned())
     }
 

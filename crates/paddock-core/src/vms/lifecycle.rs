@@ -159,11 +159,11 @@ impl Service {
         vm.status = VmStatus::Stopping;
         vm.updated_at = Timestamp::now();
         self.store.update_vm(&vm).await?;
-        let provider = self.provider_of(&vm);
-        let stopped = if launch.preserve {
-            provider.halt(&vm.id, vm.runtime).await
-        } else {
-            provider.stop(&vm.id, vm.runtime).await
+        let stopped = match self.provider_named(&vm.provider) {
+            Some(p) if launch.preserve => p.halt(&vm.id, vm.runtime).await,
+            Some(p) => p.stop(&vm.id, vm.runtime).await,
+            // Nothing of it runs here to stop.
+            None => Ok(()),
         };
         match (stopped, liveness) {
             (Ok(()), _) => {}

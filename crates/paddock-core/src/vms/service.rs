@@ -3,8 +3,8 @@
 //! per-VM lock, so a delete that races a start waits for it and then stops
 //! what it started.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,9 +20,8 @@ use crate::exec::{
 use crate::ids::{AccountId, ExecutionId, SessionId, VmId};
 use crate::images::ImageBackend;
 use crate::model::{
-    EgressPolicy, EnvStatus, Execution, Image, ImageConfig, Limits, PullPhase, PullProgress,
-    PullState, Resources, RootfsSpec, RuntimeHandle, Vm, VmFilter, VmOptions, VmPatch, VmSpec,
-    VmStatus, VmStatusSet,
+    EgressPolicy, EnvStatus, Execution, ImageConfig, Limits, Resources, RootfsSpec, RuntimeHandle,
+    Vm, VmFilter, VmOptions, VmPatch, VmSpec, VmStatus, VmStatusSet,
 };
 use crate::network_backend::NetworkBackend;
 use crate::provider::Provider;
@@ -94,23 +93,13 @@ impl Default for ServiceConfig {
     }
 }
 
-/// A pull the API can report on while it runs.
-struct PullRecord {
-    account: AccountId,
-    progress: Arc<PullProgress>,
-    started: std::time::Instant,
-}
-
-/// How long a finished pull's record stays readable.
-const FINISHED_PULL_RETENTION: Duration = Duration::from_secs(15 * 60);
-
 pub struct Service {
     pub(crate) store: Arc<dyn Store>,
     /// The default provider: what VMs of the VM API and the gateway run on.
     pub(crate) provider: Arc<dyn Provider>,
     /// Every provider by name, the default one included.
     providers: BTreeMap<&'static str, Arc<dyn Provider>>,
-    pub(crate) images: Arc<dyn ImageBackend>,
+    pub(crate) image_backend: Arc<dyn ImageBackend>,
     pub(crate) config: ServiceConfig,
     pub(crate) keyring: Arc<Keyring>,
     pub(crate) volumes: Arc<dyn VolumeBackend>,
@@ -120,7 +109,7 @@ pub struct Service {
     vm_locks: crate::keyed_locks::KeyedLocks<VmId>,
     /// Serializes changes to one stored document (`kind/account/id`).
     pub(crate) resource_locks: crate::keyed_locks::KeyedLocks<String>,
-    pulls: Mutex<HashMap<String, PullRecord>>,
+    image_library: Arc<crate::artifacts::library::ImageLibrary>,
     /// When each VM was last used, for `auto_stop`.
     pub(crate) activity: Arc<crate::lifecycle::Activity>,
     /// When this process started: activity before it is unknown.
@@ -175,10 +164,14 @@ impl Service {
                 Arc::clone(&store) as Arc<dyn crate::store::AccountStore>,
                 Arc::clone(&config.quotas),
             ),
+            image_library: crate::artifacts::library::ImageLibrary::new(
+                Arc::clone(&store) as Arc<dyn crate::store::ImageStore>,
+                Arc::clone(&backends.images),
+            ),
             store,
             providers,
             provider: backends.provider,
-            images: backends.images,
+            image_backend: backends.images,
             config,
             keyring,
             volumes: backends.volumes,
@@ -186,7 +179,6 @@ impl Service {
             volume_lock: AsyncMutex::new(()),
             vm_locks: crate::keyed_locks::KeyedLocks::default(),
             resource_locks: crate::keyed_locks::KeyedLocks::default(),
-            pulls: Mutex::new(HashMap::new()),
             activity: Arc::default(),
             started_at: std::time::Instant::now(),
             stuck_agents: Default::default(),
@@ -203,21 +195,6 @@ impl Service {
         self.store.as_ref()
     }
 
-    /// The account's image stored under `reference`, if any.
-    pub async fn find_image(
-        &self,
-        account: &AccountId,
-        reference: &str,
-    ) -> Result<Option<Image>, CoreError> {
-        Ok(self.store.find_image(account, reference).await?)
-    }
-
-    /// Stores `image` under its reference (an image the account has,
-    /// under another name: a pinned reference, say).
-    pub async fn save_image(&self, image: &Image) -> Result<(), CoreError> {
-        Ok(self.store.upsert_image(image).await?)
-    }
-
     /// The account's VM `id`, if it has one (where [`Service::get_vm`]
     /// would answer `NotFound`).
     pub async fn find_vm_of(
@@ -232,29 +209,41 @@ impl Service {
         self.provider.name()
     }
 
-    /// Whether `reference` is a well-formed image reference.
-    pub fn is_image_reference(&self, reference: &str) -> bool {
-        self.images.is_reference(reference)
-    }
-
-    /// Whether the account has an image stored under `tag`.
-    pub async fn has_image(&self, account: &AccountId, tag: &str) -> Result<bool, CoreError> {
-        Ok(self.store.find_image(account, tag).await?.is_some())
-    }
-
     /// The provider named `name`, if this server runs it.
     pub fn provider_named(&self, name: &str) -> Option<Arc<dyn Provider>> {
         self.providers.get(name).cloned()
     }
 
-    /// The provider `vm` runs on; one that answers every call with an
-    /// error when the server no longer runs it.
-    pub(crate) fn provider_of(&self, vm: &Vm) -> Arc<dyn Provider> {
-        self.provider_named(&vm.provider).unwrap_or_else(|| {
-            Arc::new(crate::provider::UnconfiguredProvider {
-                name: vm.provider.clone(),
-            })
+    /// The provider `vm` runs on, or why there is none: this server no
+    /// longer runs it (its configuration dropped it).
+    pub(crate) fn provider_of(&self, vm: &Vm) -> Result<Arc<dyn Provider>, RuntimeError> {
+        self.provider_named(&vm.provider).ok_or_else(|| {
+            RuntimeError::Unsupported(format!(
+                "the {} provider is not configured on this server",
+                vm.provider
+            ))
         })
+    }
+
+    /// Whether `vm`'s sandbox runs: never on a provider this server does
+    /// not run, so reconciliation marks such VMs failed instead of
+    /// handing them to another provider.
+    pub(crate) fn is_alive(&self, vm: &Vm, handle: RuntimeHandle) -> bool {
+        self.provider_named(&vm.provider)
+            .is_some_and(|p| p.is_alive(&vm.id, handle))
+    }
+
+    /// Stops `vm`'s sandbox and frees what it held on the host; on a
+    /// provider this server does not run there is nothing of it to stop.
+    pub(crate) async fn stop_sandbox(
+        &self,
+        vm: &Vm,
+        handle: Option<RuntimeHandle>,
+    ) -> Result<(), RuntimeError> {
+        match self.provider_named(&vm.provider) {
+            Some(p) => p.stop(&vm.id, handle).await,
+            None => Ok(()),
+        }
     }
 
     pub async fn lock_vm(&self, id: &VmId) -> OwnedMutexGuard<()> {
@@ -272,6 +261,11 @@ impl Service {
     }
 
     /// Vaults of secrets and their credentials.
+    /// The accounts' images: records, pulls, removal.
+    pub fn images(&self) -> &Arc<crate::artifacts::library::ImageLibrary> {
+        &self.image_library
+    }
+
     pub fn vaults(&self) -> &crate::vaults::Vaults {
         &self.vaults
     }
@@ -384,7 +378,7 @@ impl Service {
         if spec.options.snapshot_id.is_none()
             && !provider.resolves_images()
             && !provider.has_variant(&spec.image_variant)
-            && !self.images.is_reference(&spec.image_variant)
+            && !self.image_backend.is_reference(&spec.image_variant)
         {
             return Err(CoreError::invalid(
                 "image_variant",
@@ -446,7 +440,7 @@ impl Service {
     pub(crate) async fn boot_vm(&self, vm: &mut Vm) -> Result<RuntimeHandle, CoreError> {
         let rootfs = self.rootfs_for(vm).await?;
         self.attach_network(vm).await?;
-        Ok(self.provider_of(vm).start(vm, &rootfs).await?)
+        Ok(self.provider_of(vm)?.start(vm, &rootfs).await?)
     }
 
     /// Boots the stored `creating` VM `id` (or takes `prepared`, the
@@ -497,12 +491,13 @@ impl Service {
         };
         let started = match started {
             Ok(handle) if !secrets.is_empty() => {
-                match self
-                    .provider_of(&vm)
-                    .channel()
-                    .stage_env(&vm.id, secrets)
-                    .await
-                {
+                let staged = async {
+                    self.provider_of(&vm)?
+                        .channel()
+                        .stage_env(&vm.id, secrets)
+                        .await
+                };
+                match staged.await {
                     Ok(()) => {
                         vm.options.env_status = EnvStatus::Ready;
                         Ok(handle)
@@ -510,7 +505,7 @@ impl Service {
                     Err(e) => {
                         vm.options.env_status = EnvStatus::Error;
                         vm.options.env_error = Some("the secrets could not be staged".into());
-                        if let Err(stop) = self.provider_of(&vm).stop(&vm.id, Some(handle)).await {
+                        if let Err(stop) = self.stop_sandbox(&vm, Some(handle)).await {
                             tracing::error!(vm_id = %vm.id, error = %error_chain(&stop), "could not stop a VM whose secrets failed");
                         }
                         Err(CoreError::from(e))
@@ -550,7 +545,7 @@ impl Service {
         match self.mount_attachments(vm, handle).await {
             Ok(()) => Ok(handle),
             Err(e) => {
-                if let Err(stop) = self.provider_of(vm).stop(&vm.id, Some(handle)).await {
+                if let Err(stop) = self.stop_sandbox(vm, Some(handle)).await {
                     tracing::error!(vm_id = %vm.id, error = %error_chain(&stop), "could not stop a VM whose volumes failed");
                 }
                 Err(e)
@@ -564,7 +559,7 @@ impl Service {
         if let Some(id) = vm.options.snapshot_id.clone() {
             return self.snapshot_rootfs(vm, &id).await;
         }
-        let provider = self.provider_of(vm);
+        let provider = self.provider_of(vm)?;
         if provider.resolves_images() {
             return Ok(RootfsSpec::Reference(vm.image_variant.clone()));
         }
@@ -575,9 +570,12 @@ impl Service {
                 defaults: ImageConfig::default(),
             });
         }
-        let image = self.ensure_image(&vm.account_id, &vm.image_variant).await?;
+        let image = self
+            .image_library
+            .ensure(&vm.account_id, &vm.image_variant)
+            .await?;
         vm.image_digest = Some(image.digest.clone());
-        let dirs = self.images.layer_dirs(&image.layers);
+        let dirs = self.image_backend.layer_dirs(&image.layers);
         // An image built `FROM` a variant is its layers over that variant.
         match crate::build::base_variant(&image.config) {
             Some(name) if provider.has_variant(name) => Ok(RootfsSpec::Variant {
@@ -707,7 +705,7 @@ impl Service {
         }
         if let Some(resources) = resources {
             if vm.status == VmStatus::Running {
-                self.provider_of(&vm)
+                self.provider_of(&vm)?
                     .update_resources(&vm.id, &resources)
                     .await?;
             }
@@ -752,7 +750,7 @@ impl Service {
             self.store.update_vm(&vm).await?;
         }
         let began = std::time::Instant::now();
-        self.provider_of(&vm).stop(&vm.id, vm.runtime).await?;
+        self.stop_sandbox(&vm, vm.runtime).await?;
         let sandbox_gone = began.elapsed();
         self.release_volumes(&vm.id).await;
         self.shares.end_shares(&vm.id).await;
@@ -786,7 +784,7 @@ impl Service {
             return Ok(());
         }
         // Free what is left of it (cgroup, run dir); the processes are gone.
-        if let Err(e) = self.provider_of(&vm).stop(&vm.id, vm.runtime).await {
+        if let Err(e) = self.stop_sandbox(&vm, vm.runtime).await {
             tracing::warn!(vm_id = %vm.id, error = %error_chain(&e), "cleanup of a dead VM failed");
         }
         self.release_volumes(&vm.id).await;
@@ -924,173 +922,6 @@ impl Service {
         }
     }
 
-    // ---- images ---------------------------------------------------------------
-
-    /// The account's image for `reference`, pulled if it has none yet.
-    pub async fn ensure_image(
-        &self,
-        account: &AccountId,
-        reference: &str,
-    ) -> Result<Image, CoreError> {
-        if let Some(image) = self.store.find_image(account, reference).await? {
-            return Ok(image);
-        }
-        // The same image under another spelling (`busybox` for a pulled
-        // `docker.io/library/busybox:latest`) resolves before any pull.
-        if let Some(wanted) = self.images.canonical(reference) {
-            let held = self
-                .store
-                .list_images(account)
-                .await?
-                .into_iter()
-                .find(|i| self.images.canonical(&i.reference).as_deref() == Some(wanted.as_str()));
-            if let Some(image) = held {
-                return Ok(image);
-            }
-        }
-        let progress = Arc::new(PullProgress::new(reference));
-        self.pull_into_account(account, reference, &progress).await
-    }
-
-    async fn pull_into_account(
-        &self,
-        account: &AccountId,
-        reference: &str,
-        progress: &PullProgress,
-    ) -> Result<Image, CoreError> {
-        let result = self.images.pull(reference, progress).await;
-        let pulled = match result {
-            Ok(p) => p,
-            Err(e) => {
-                progress.finish(Err(e.to_string()));
-                return Err(e);
-            }
-        };
-        let image = Image {
-            account_id: account.clone(),
-            size: pulled.layers.iter().map(|l| l.size).sum(),
-            digest: pulled.digest,
-            reference: pulled.reference,
-            config_digest: pulled.config_digest,
-            config: pulled.config,
-            layers: pulled.layers,
-            created_at: Timestamp::now(),
-        };
-        self.store.upsert_image(&image).await?;
-        progress.finish(Ok(&image.digest));
-        Ok(image)
-    }
-
-    /// Starts pulling `reference` for the account; returns the pull's id
-    /// and, with `wait`, the image once it is stored.
-    pub async fn pull_image(
-        self: &Arc<Self>,
-        account: &AccountId,
-        reference: &str,
-        wait: bool,
-    ) -> Result<(String, PullState, Option<Image>), CoreError> {
-        self.require_reference("reference", reference)?;
-        let id = format!("pull_{}", uuid::Uuid::new_v4().simple());
-        let progress = Arc::new(PullProgress::new(reference));
-        {
-            let mut pulls = self
-                .pulls
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            // Records of finished pulls go once clients had time to read
-            // them; running pulls always stay.
-            pulls.retain(|_, r| {
-                let finished = matches!(
-                    r.progress.snapshot().phase,
-                    PullPhase::Done | PullPhase::Failed
-                );
-                !finished || r.started.elapsed() < FINISHED_PULL_RETENTION
-            });
-            let record = PullRecord {
-                account: account.clone(),
-                progress: Arc::clone(&progress),
-                started: std::time::Instant::now(),
-            };
-            pulls.insert(id.clone(), record);
-        }
-        let this = Arc::clone(self);
-        let (acct, reference, p) = (account.clone(), reference.to_owned(), Arc::clone(&progress));
-        let task = tokio::spawn(async move { this.pull_into_account(&acct, &reference, &p).await });
-        if !wait {
-            return Ok((id, progress.snapshot(), None));
-        }
-        let image = task
-            .await
-            .map_err(|e| CoreError::Unavailable(format!("pull task failed: {e}")))??;
-        Ok((id, progress.snapshot(), Some(image)))
-    }
-
-    /// A pull's progress; another account's pull is not found.
-    pub fn pull_state(&self, account: &AccountId, id: &str) -> Result<PullState, CoreError> {
-        let pulls = self
-            .pulls
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match pulls.get(id) {
-            Some(r) if &r.account == account => Ok(r.progress.snapshot()),
-            _ => Err(CoreError::not_found("pull", id)),
-        }
-    }
-
-    pub async fn list_images(&self, account: &AccountId) -> Result<Vec<Image>, CoreError> {
-        Ok(self.store.list_images(account).await?)
-    }
-
-    /// A 422 on `field` unless `value` is an image reference.
-    pub fn require_reference(&self, field: &str, value: &str) -> Result<(), CoreError> {
-        if !self.images.is_reference(value) {
-            return Err(CoreError::invalid(
-                field,
-                format!("{value:?} is not an image reference"),
-            ));
-        }
-        Ok(())
-    }
-
-    pub async fn get_image(
-        &self,
-        account: &AccountId,
-        digest_or_reference: &str,
-    ) -> Result<Image, CoreError> {
-        self.store
-            .find_image(account, digest_or_reference)
-            .await?
-            .ok_or_else(|| CoreError::not_found("image", digest_or_reference))
-    }
-
-    /// Removes the account's image (refused while one of its VMs runs it)
-    /// and frees every blob and layer no image references any more.
-    pub async fn delete_image(
-        &self,
-        account: &AccountId,
-        digest_or_reference: &str,
-    ) -> Result<u64, CoreError> {
-        let image = self.get_image(account, digest_or_reference).await?;
-        let users = self
-            .store
-            .count_vms_using_image(account, &image.digest)
-            .await?;
-        if users > 0 {
-            return Err(CoreError::Conflict(format!(
-                "image {} is used by {users} VM(s); delete them first",
-                image.digest
-            )));
-        }
-        self.store.delete_image(account, &image.digest).await?;
-        self.collect_garbage().await
-    }
-
-    /// Frees blobs and layers no image of any account references.
-    pub async fn collect_garbage(&self) -> Result<u64, CoreError> {
-        let keep = self.store.referenced_blobs().await?;
-        self.images.collect_garbage(&keep).await
-    }
-
     /// The session's newest VM, whatever its status.
     pub async fn session_latest_vm(
         &self,
@@ -1114,7 +945,8 @@ impl Service {
         request.check()?;
         let vm = self.agent_vm(account, id).await?;
         self.activity.touch(&vm.id);
-        let started = self.provider_of(&vm).channel().exec(&vm.id, request).await;
+        let started = async { self.provider_of(&vm)?.channel().exec(&vm.id, request).await };
+        let started = started.await;
         self.agent_result(&vm, started).await
     }
 
@@ -1122,7 +954,7 @@ impl Service {
     async fn check_gone(&self, vm: &Vm, e: RuntimeError) -> CoreError {
         if matches!(e, RuntimeError::SandboxGone | RuntimeError::Agent(_)) {
             if let Some(h) = vm.runtime {
-                if !self.provider_of(vm).is_alive(&vm.id, h) {
+                if !self.is_alive(vm, h) {
                     let _ = self
                         .mark_failed(&vm.id, "the sandbox's processes exited")
                         .await;
@@ -1202,11 +1034,13 @@ impl Service {
     ) -> Result<FileContent, CoreError> {
         let vm = self.agent_vm(account, id).await?;
         self.activity.touch(&vm.id);
-        let read = self
-            .provider_of(&vm)
-            .channel()
-            .read_file(&vm.id, path)
-            .await;
+        let read = async {
+            self.provider_of(&vm)?
+                .channel()
+                .read_file(&vm.id, path)
+                .await
+        };
+        let read = read.await;
         self.agent_result(&vm, read).await
     }
 
@@ -1220,11 +1054,14 @@ impl Service {
     ) -> Result<u64, CoreError> {
         let vm = self.agent_vm(account, id).await?;
         self.activity.touch(&vm.id);
-        let written = self
-            .provider_of(&vm)
-            .channel()
-            .write_file(&vm.id, path, mode, body)
-            .await;
+        let written = async {
+            let provider = self.provider_of(&vm)?;
+            provider
+                .channel()
+                .write_file(&vm.id, path, mode, body)
+                .await
+        };
+        let written = written.await;
         self.agent_result(&vm, written).await
     }
 
@@ -1242,11 +1079,13 @@ impl Service {
         }
         let vm = self.agent_vm(account, id).await?;
         self.activity.touch(&vm.id);
-        let created = self
-            .provider_of(&vm)
-            .channel()
-            .pty_create(&vm.id, spec)
-            .await;
+        let created = async {
+            self.provider_of(&vm)?
+                .channel()
+                .pty_create(&vm.id, spec)
+                .await
+        };
+        let created = created.await;
         self.agent_result(&vm, created).await
     }
 
@@ -1256,7 +1095,8 @@ impl Service {
         id: &VmId,
     ) -> Result<Vec<PtyInfo>, CoreError> {
         let vm = self.agent_vm(account, id).await?;
-        let listed = self.provider_of(&vm).channel().pty_list(&vm.id).await;
+        let listed = async { self.provider_of(&vm)?.channel().pty_list(&vm.id).await };
+        let listed = listed.await;
         self.agent_result(&vm, listed).await
     }
 
@@ -1267,7 +1107,8 @@ impl Service {
         pty: &str,
     ) -> Result<PtyInfo, CoreError> {
         let vm = self.agent_vm(account, id).await?;
-        let got = self.provider_of(&vm).channel().pty_get(&vm.id, pty).await;
+        let got = async { self.provider_of(&vm)?.channel().pty_get(&vm.id, pty).await };
+        let got = got.await;
         self.agent_result(&vm, got).await
     }
 
@@ -1287,11 +1128,11 @@ impl Service {
         }
         let vm = self.agent_vm(account, id).await?;
         self.activity.touch(&vm.id);
-        let resized = self
-            .provider_of(&vm)
-            .channel()
-            .pty_resize(&vm.id, pty, cols, rows)
-            .await;
+        let resized = async {
+            let provider = self.provider_of(&vm)?;
+            provider.channel().pty_resize(&vm.id, pty, cols, rows).await
+        };
+        let resized = resized.await;
         self.agent_result(&vm, resized).await
     }
 
@@ -1302,7 +1143,8 @@ impl Service {
         pty: &str,
     ) -> Result<(), CoreError> {
         let vm = self.agent_vm(account, id).await?;
-        let killed = self.provider_of(&vm).channel().pty_kill(&vm.id, pty).await;
+        let killed = async { self.provider_of(&vm)?.channel().pty_kill(&vm.id, pty).await };
+        let killed = killed.await;
         self.agent_result(&vm, killed).await
     }
 
@@ -1314,11 +1156,13 @@ impl Service {
     ) -> Result<PtyConnection, CoreError> {
         let vm = self.agent_vm(account, id).await?;
         self.activity.touch(&vm.id);
-        let attached = self
-            .provider_of(&vm)
-            .channel()
-            .pty_attach(&vm.id, pty)
-            .await;
+        let attached = async {
+            self.provider_of(&vm)?
+                .channel()
+                .pty_attach(&vm.id, pty)
+                .await
+        };
+        let attached = attached.await;
         self.agent_result(&vm, attached).await
     }
 
@@ -1346,7 +1190,7 @@ impl Service {
             .await?
         {
             match (vm.status, vm.runtime) {
-                (VmStatus::Running, Some(h)) if self.provider_of(&vm).is_alive(&vm.id, h) => {
+                (VmStatus::Running, Some(h)) if self.is_alive(&vm, h) => {
                     tracing::info!(vm_id = %vm.id, pid = h.pid, "VM survived the restart");
                     live.push(vm);
                 }
@@ -1469,7 +1313,7 @@ impl Service {
             .await?
         {
             match vm.runtime {
-                Some(h) if !self.provider_of(&vm).is_alive(&vm.id, h) => {
+                Some(h) if !self.is_alive(&vm, h) => {
                     self.end_dead_sandbox(&vm, "the sandbox's processes exited")
                         .await?;
                 }

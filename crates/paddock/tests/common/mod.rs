@@ -303,13 +303,15 @@ impl Server {
     /// account unless listed): the config's last section must be
     /// `[providers]`. Restarts the server.
     pub fn allow_local(&mut self) {
+        let line = format!("local_accounts = [{:?}]\n", self.default_account_id());
+        self.edit_config(|toml| toml + &line);
+    }
+
+    /// Rewrites the server's config file with `edit` and restarts it.
+    pub fn edit_config(&mut self, edit: impl FnOnce(String) -> String) {
         let path = self.config.clone().expect("a config file");
-        let mut toml = std::fs::read_to_string(&path).expect("read config");
-        toml.push_str(&format!(
-            "local_accounts = [{:?}]\n",
-            self.default_account_id()
-        ));
-        std::fs::write(&path, toml).expect("write config");
+        let toml = std::fs::read_to_string(&path).expect("read config");
+        std::fs::write(&path, edit(toml)).expect("write config");
         self.restart();
     }
 
