@@ -1,5 +1,6 @@
-//! What the host must allow for as many sandboxes as the server may run,
-//! checked once at start. A limit too low for that number is logged
+//! What the host must allow for as many sandboxes as the server may run
+//! (and what it holds that slows them: free loop devices), checked once
+//! at start. A limit too low for that number is logged
 //! with the setting that raises it, so an operator learns of it before
 //! sandboxes fail one by one (and a create the network cannot hold is
 //! refused with 503: see `NetworkBackend::room`).
@@ -17,6 +18,9 @@ pub struct Readings {
     pub neighbours: Option<u64>,
     /// `vm.watermark_boost_factor`.
     pub watermark_boost: Option<u64>,
+    /// Loop devices bound to no file: the kernel keeps a device after it
+    /// is detached until someone removes it.
+    pub free_loop_devices: u64,
 }
 
 /// The open files the server itself needs, whatever the number of
@@ -29,6 +33,11 @@ const FLOWS_PER_SANDBOX: u64 = 16;
 /// From this many sandboxes on, kswapd's reclaim passes cost enough to
 /// matter (each walks every sandbox's memory cgroup and file systems).
 const RECLAIM_MATTERS_AT: u64 = 1_000;
+
+/// From this many free loop devices on, lxcfs's reads of
+/// `/proc/diskstats` (a line per device, read back quadratically in the
+/// kernel) cost sandboxes milliseconds each.
+const FREE_LOOPS_MATTER_AT: u64 = 256;
 
 /// The sandboxes one host is planned for when its network holds more:
 /// the density paddock is built and benchmarked for (`benches/scale.rs`).
@@ -82,7 +91,28 @@ pub fn warnings(r: Readings, sandboxes: u64) -> Vec<String> {
                 .to_owned(),
         );
     }
+    if r.free_loop_devices >= FREE_LOOPS_MATTER_AT {
+        out.push(format!(
+            "{} loop devices are bound to nothing (the kernel keeps a detached device until it \
+             is removed): each is a line of /proc/diskstats, which lxcfs reads whole for every \
+             read of a sandbox's view of it; remove them (LOOP_CTL_REMOVE, or `rmmod loop` while \
+             none is in use). paddock removes those it frees beyond [sandbox] spare_loop_devices",
+            r.free_loop_devices
+        ));
+    }
     out
+}
+
+/// The loop devices (`/sys/block/loopN`) bound to no file.
+fn count_free_loop_devices() -> u64 {
+    let Ok(entries) = std::fs::read_dir("/sys/block") else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("loop"))
+        .filter(|e| !e.path().join("loop/backing_file").exists())
+        .count() as u64
 }
 
 fn read_u64(path: &str) -> Option<u64> {
@@ -108,6 +138,7 @@ pub fn read() -> Readings {
         conntrack_max: read_u64("/proc/sys/net/netfilter/nf_conntrack_max"),
         neighbours: read_u64("/proc/sys/net/ipv4/neigh/default/gc_thresh3"),
         watermark_boost: read_u64("/proc/sys/vm/watermark_boost_factor"),
+        free_loop_devices: count_free_loop_devices(),
     }
 }
 
@@ -129,6 +160,7 @@ mod tests {
         conntrack_max: Some(1 << 20),
         neighbours: Some(1 << 16),
         watermark_boost: Some(0),
+        free_loop_devices: 8,
     };
 
     #[test]
@@ -145,6 +177,7 @@ mod tests {
             conntrack_max: Some(65536),
             neighbours: Some(1024),
             watermark_boost: Some(15000),
+            free_loop_devices: 5008,
         };
         let w = warnings(tight, 65344).join("\n");
         for setting in [
@@ -153,6 +186,7 @@ mod tests {
             "nf_conntrack_max=80000",
             "gc_thresh3=5256",
             "vm.watermark_boost_factor=0",
+            "5008 loop devices",
         ] {
             assert!(w.contains(setting), "{setting}: {w}");
         }
