@@ -125,14 +125,6 @@ fn validate_executor(e: &Executor) -> Result<(), CoreError> {
 }
 
 impl Gateway {
-    async fn visible_job(&self, who: &Principal, id: &str) -> Result<BatchJob, CoreError> {
-        self.core
-            .load::<BatchJob>(&who.account_id, id)
-            .await?
-            .filter(|j| j.visible_to(&who.user_email))
-            .ok_or_else(|| CoreError::not_found("batch job", id))
-    }
-
     pub async fn create_batch_job(
         self: &Arc<Self>,
         who: &Principal,
@@ -238,7 +230,7 @@ impl Gateway {
     }
 
     pub async fn get_batch_job(&self, who: &Principal, id: &str) -> Result<BatchJob, CoreError> {
-        self.visible_job(who, id).await
+        self.visible::<BatchJob>(who, id).await
     }
 
     pub async fn list_batch_jobs(&self, who: &Principal) -> Result<Vec<BatchJob>, CoreError> {
@@ -257,11 +249,7 @@ impl Gateway {
         id: &str,
         patch: MetadataPatch,
     ) -> Result<BatchJob, CoreError> {
-        let _guard = self
-            .core
-            .lock_resource::<BatchJob>(&who.account_id, id)
-            .await;
-        let mut job = self.visible_job(who, id).await?;
+        let (_guard, mut job) = self.locked::<BatchJob>(who, id).await?;
         patch.apply(
             who,
             PatchTarget {
@@ -282,11 +270,7 @@ impl Gateway {
         who: &Principal,
         id: &str,
     ) -> Result<(), CoreError> {
-        let _guard = self
-            .core
-            .lock_resource::<BatchJob>(&who.account_id, id)
-            .await;
-        let mut job = self.visible_job(who, id).await?;
+        let (_guard, mut job) = self.locked::<BatchJob>(who, id).await?;
         match job.state {
             BatchJobState::Queued | BatchJobState::Creating => {
                 job.state = BatchJobState::Cancelled;
@@ -327,11 +311,7 @@ impl Gateway {
         who: &Principal,
         id: &str,
     ) -> Result<(), CoreError> {
-        let _guard = self
-            .core
-            .lock_resource::<BatchJob>(&who.account_id, id)
-            .await;
-        let job = self.visible_job(who, id).await?;
+        let (_guard, job) = self.locked::<BatchJob>(who, id).await?;
         if let Some(vm) = &job.vm_id {
             match self.core.delete_vm(&job.account_id, vm).await {
                 Ok(_) | Err(CoreError::NotFound { .. }) => {}
@@ -357,7 +337,7 @@ impl Gateway {
         ids: &[String],
     ) -> Result<(), CoreError> {
         for id in ids {
-            self.visible_job(who, id).await?;
+            self.visible::<BatchJob>(who, id).await?;
         }
         for id in ids {
             self.delete_batch_job(who, id).await?;
@@ -373,7 +353,7 @@ impl Gateway {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<JobLogChunk>, CoreError> {
-        self.visible_job(who, id).await?;
+        self.visible::<BatchJob>(who, id).await?;
         Ok(self
             .core
             .resource_store()

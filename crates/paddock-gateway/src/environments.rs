@@ -81,18 +81,6 @@ fn pinned_reference(reference: &str, digest: &str) -> String {
 impl Gateway {
     /// Loads an environment the principal may see; another user's private
     /// one is as absent as another account's.
-    async fn visible_environment(
-        &self,
-        who: &Principal,
-        id: &str,
-    ) -> Result<Environment, CoreError> {
-        self.core
-            .load::<Environment>(&who.account_id, id)
-            .await?
-            .filter(|e| e.visible_to(&who.user_email))
-            .ok_or_else(|| CoreError::not_found("environment", id))
-    }
-
     pub async fn create_environment(
         self: &Arc<Self>,
         who: &Principal,
@@ -199,7 +187,7 @@ impl Gateway {
         who: &Principal,
         id: &str,
     ) -> Result<Environment, CoreError> {
-        let env = self.visible_environment(who, id).await?;
+        let env = self.visible::<Environment>(who, id).await?;
         self.observe(env).await
     }
 
@@ -268,11 +256,7 @@ impl Gateway {
         id: &str,
         patch: EnvironmentPatch,
     ) -> Result<Environment, CoreError> {
-        let _guard = self
-            .core
-            .lock_resource::<Environment>(&who.account_id, id)
-            .await;
-        let mut env = self.visible_environment(who, id).await?;
+        let (_guard, mut env) = self.locked::<Environment>(who, id).await?;
         patch.metadata.apply(
             who,
             PatchTarget {
@@ -333,8 +317,7 @@ impl Gateway {
             ));
         }
         let account = who.account_id.clone();
-        let guard = self.core.lock_resource::<Environment>(&account, id).await;
-        let env = self.visible_environment(who, id).await?;
+        let (guard, env) = self.locked::<Environment>(who, id).await?;
         let env = self.observe(env).await?;
         if env.state.is_transition() {
             return Err(CoreError::FailedPrecondition(format!(
@@ -544,8 +527,7 @@ impl Gateway {
         req: DisconnectRequest,
     ) -> Result<(), CoreError> {
         let account = who.account_id.clone();
-        let _guard = self.core.lock_resource::<Environment>(&account, id).await;
-        let env = self.visible_environment(who, id).await?;
+        let (_guard, env) = self.locked::<Environment>(who, id).await?;
         let mut env = self.observe(env).await?;
         if env.state != EnvironmentState::Connected {
             return Err(CoreError::FailedPrecondition(format!(
@@ -718,9 +700,7 @@ impl Gateway {
         who: &Principal,
         id: &str,
     ) -> Result<tokio::task::JoinHandle<()>, CoreError> {
-        let account = who.account_id.clone();
-        let _guard = self.core.lock_resource::<Environment>(&account, id).await;
-        let env = self.visible_environment(who, id).await?;
+        let (_guard, env) = self.locked::<Environment>(who, id).await?;
         let mut env = self.observe(env).await?;
         if env.state.is_transition() {
             return Err(CoreError::FailedPrecondition(format!(
@@ -783,7 +763,7 @@ impl Gateway {
         ids: &[String],
     ) -> Result<(), CoreError> {
         for id in ids {
-            self.visible_environment(who, id).await?;
+            self.visible::<Environment>(who, id).await?;
         }
         let mut removals = Vec::new();
         for id in ids {
@@ -862,11 +842,7 @@ impl Gateway {
         id: &str,
     ) -> Result<(), CoreError> {
         let (env_id, snapshot) = self.get_environment_snapshot(who, id).await?;
-        let _guard = self
-            .core
-            .lock_resource::<Environment>(&who.account_id, &env_id)
-            .await;
-        let env = self.visible_environment(who, &env_id).await?;
+        let (_guard, env) = self.locked::<Environment>(who, &env_id).await?;
         if env.snapshot_id.as_ref() == Some(&snapshot.id) {
             return Err(CoreError::FailedPrecondition(format!(
                 "snapshot {id} is environment {env_id:?}'s latest, which its next connect starts from"
@@ -902,7 +878,7 @@ impl Gateway {
         who: &Principal,
         env_id: &str,
     ) -> Result<Environment, CoreError> {
-        self.visible_environment(who, env_id)
+        self.visible::<Environment>(who, env_id)
             .await
             .map_err(|e| match e {
                 CoreError::NotFound { .. } => CoreError::invalid(

@@ -13,6 +13,7 @@ mod capacity;
 mod clusters;
 mod environments;
 mod node_pools;
+mod owned;
 mod ssh_login;
 mod validate;
 
