@@ -261,7 +261,7 @@ impl Definitions {
         let mut violations = validate::validate_spec(&spec, &|r| core.images().is_reference(r));
         for (i, v) in spec.volumes.iter().enumerate() {
             let exists = match v.id.parse::<VolumeId>() {
-                Ok(id) => match self.core.get_volume(account, &id).await {
+                Ok(id) => match self.core.volumes().get(account, &id).await {
                     Ok(_) => true,
                     Err(CoreError::NotFound { .. }) => false,
                     Err(e) => return Err(e.into()),

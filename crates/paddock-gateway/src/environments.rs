@@ -134,7 +134,8 @@ impl Gateway {
         let home = match &pinned {
             Ok(_) => self
                 .core
-                .create_volume(
+                .volumes()
+                .create(
                     account,
                     format!("env-{id}-home"),
                     self.config.home_size_bytes,
@@ -479,7 +480,8 @@ impl Gateway {
             let name = format!("env-{}-scratch-{}", env.id, Timestamp::now().unix_millis());
             let v = self
                 .core
-                .create_volume(&env.account_id, name, self.config.scratch_size_bytes)
+                .volumes()
+                .create(&env.account_id, name, self.config.scratch_size_bytes)
                 .await?;
             volumes.push(MountRequest {
                 volume_id: v.id.clone(),
@@ -515,7 +517,7 @@ impl Gateway {
             Err(e) => e,
         };
         if let Some(v) = &scratch {
-            let _ = self.core.delete_volume(&env.account_id, v).await;
+            let _ = self.core.volumes().delete(&env.account_id, v).await;
         }
         Err(failure)
     }
@@ -677,7 +679,7 @@ impl Gateway {
 
     async fn release_scratch(&self, env: &mut Environment) {
         if let Some(v) = env.scratch_volume_id.take() {
-            if let Err(e) = self.core.delete_volume(&env.account_id, &v).await {
+            if let Err(e) = self.core.volumes().delete(&env.account_id, &v).await {
                 tracing::warn!(environment = %env.id, volume = %v, error = %error_chain(&e), "could not delete an environment's scratch volume");
             }
         }
@@ -726,7 +728,7 @@ impl Gateway {
         }
         self.release_scratch(&mut env).await;
         if let Some(home) = env.home_volume_id.take() {
-            if let Err(e) = self.core.delete_volume(&account, &home).await {
+            if let Err(e) = self.core.volumes().delete(&account, &home).await {
                 tracing::warn!(environment = %env.id, error = %error_chain(&e), "delete: could not remove the home volume");
             }
         }

@@ -167,9 +167,10 @@ pub(crate) async fn create(
 ) -> Result<Json<VolumeResponse>, ApiError> {
     let service = &state.service;
     let volume = service
-        .create_volume(&account, body.name, body.quota_bytes)
+        .volumes()
+        .create(&account, body.name, body.quota_bytes)
         .await?;
-    Ok(Json(service.volume_detail(volume).await?.into()))
+    Ok(Json(service.volumes().detail(volume).await?.into()))
 }
 
 /// Accepted for the SDK's sake; usage is always read fresh.
@@ -187,7 +188,7 @@ pub(crate) async fn list(
     Caller(account): Caller,
     ValidQuery(_usage): ValidQuery<UsageQuery>,
 ) -> Result<Json<Vec<VolumeResponse>>, ApiError> {
-    let volumes = state.service.list_volumes(&account).await?;
+    let volumes = state.service.volumes().list(&account).await?;
     Ok(Json(volumes.into_iter().map(Into::into).collect()))
 }
 
@@ -201,8 +202,8 @@ pub(crate) async fn get(
     ValidQuery(_usage): ValidQuery<UsageQuery>,
 ) -> Result<Json<VolumeResponse>, ApiError> {
     let service = &state.service;
-    let volume = service.get_volume(&account, &volume_id(&raw)?).await?;
-    Ok(Json(service.volume_detail(volume).await?.into()))
+    let volume = service.volumes().get(&account, &volume_id(&raw)?).await?;
+    Ok(Json(service.volumes().detail(volume).await?.into()))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -230,9 +231,10 @@ pub(crate) async fn update(
     }
     let service = &state.service;
     let volume = service
-        .update_volume(&account, &volume_id(&raw)?, body.name, body.quota_bytes)
+        .volumes()
+        .update(&account, &volume_id(&raw)?, body.name, body.quota_bytes)
         .await?;
-    Ok(Json(service.volume_detail(volume).await?.into()))
+    Ok(Json(service.volumes().detail(volume).await?.into()))
 }
 
 /// Delete a volume and its checkpoints; refused (409) while mounted.
@@ -246,7 +248,7 @@ pub(crate) async fn delete(
     ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = volume_id(&raw)?;
-    state.service.delete_volume(&account, &id).await?;
+    state.service.volumes().delete(&account, &id).await?;
     Ok(Json(json!({"deleted": true, "volume_id": id.to_string()})))
 }
 
@@ -268,6 +270,7 @@ pub(crate) async fn create_checkpoint(
 ) -> Result<Json<CheckpointResponse>, ApiError> {
     let checkpoint = state
         .service
+        .volumes()
         .create_checkpoint(&account, &volume_id(&raw)?, body.name)
         .await?;
     Ok(Json(checkpoint.into()))
@@ -283,6 +286,7 @@ pub(crate) async fn list_checkpoints(
 ) -> Result<Json<Vec<CheckpointResponse>>, ApiError> {
     let checkpoints = state
         .service
+        .volumes()
         .list_checkpoints(&account, &volume_id(&raw)?)
         .await?;
     Ok(Json(checkpoints.into_iter().map(Into::into).collect()))
@@ -301,6 +305,7 @@ pub(crate) async fn delete_checkpoint(
     let id = checkpoint_id(&raw_checkpoint)?;
     state
         .service
+        .volumes()
         .delete_checkpoint(&account, &volume_id(&raw_volume)?, &id)
         .await?;
     Ok(Json(

@@ -1,25 +1,33 @@
 //! Volumes: persistent, size-limited filesystems that VMs mount, and their
-//! checkpoints.
+//! checkpoints. A component of its own over the volume store, the volume
+//! backend and the accounts' quotas; mounting into a VM is the VMs' side
+//! (`vms/volume_mounts.rs`), which reserves, mounts and releases through
+//! this.
 //!
 //! Invariants kept here:
 //! - a volume is mounted read-write by at most one VM at a time (the store
 //!   enforces it too), read-only by any number;
 //! - a volume's host mount exists exactly while some attachment uses it;
-//! - every change to attachments and host mounts happens under
-//!   `volume_lock`. Locks are taken in one order: a VM's own lock, then
-//!   the account's create lock (quotas), then `volume_lock`.
+//! - every change to attachments and host mounts happens under the
+//!   component's lock ([`Volumes::lock`]). Locks are taken in one order: a
+//!   VM's own lock, then the account's create lock (quotas), then this.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
 
+use tokio::sync::{Mutex as AsyncMutex, MutexGuard};
+
+use crate::accounts::Accounts;
 use crate::clock::Timestamp;
 use crate::error::{CoreError, StoreError};
 use crate::ids::{AccountId, CheckpointId, VmId, VolumeId};
 use crate::model::{
-    validate_mount_path, validate_name, Attachment, Checkpoint, MountMode, MountRequest,
-    RuntimeHandle, Vm, Volume,
+    validate_mount_path, validate_name, Attachment, Checkpoint, MountMode, MountRequest, Vm, Volume,
 };
-use crate::service::{error_chain, Service};
-use crate::volume_backend::MountSource;
+use crate::service::error_chain;
+use crate::store::VolumeStore;
+use crate::volume_backend::{MountSource, VolumeBackend};
 
 /// The smallest volume: room for ext4's metadata and some data.
 pub const MIN_VOLUME_BYTES: u64 = 16 << 20;
@@ -45,14 +53,14 @@ fn check_size(size_bytes: u64) -> Result<(), CoreError> {
     Ok(())
 }
 
-fn source_of(a: &Attachment) -> MountSource {
+pub(crate) fn source_of(a: &Attachment) -> MountSource {
     MountSource {
         volume: a.volume_id.clone(),
         checkpoint: a.checkpoint_id.clone(),
     }
 }
 
-fn attached_conflict(what: &str, attachments: &[Attachment]) -> CoreError {
+pub(crate) fn attached_conflict(what: &str, attachments: &[Attachment]) -> CoreError {
     let vms: BTreeSet<String> = attachments.iter().map(|a| a.vm_id.to_string()).collect();
     CoreError::Conflict(format!(
         "{what}: the volume is mounted by {}",
@@ -60,8 +68,76 @@ fn attached_conflict(what: &str, attachments: &[Attachment]) -> CoreError {
     ))
 }
 
-impl Service {
-    pub async fn create_volume(
+/// Volumes and their checkpoints, and the host mounts VMs' attachments
+/// use.
+pub struct Volumes {
+    store: Arc<dyn VolumeStore>,
+    backend: Arc<dyn VolumeBackend>,
+    /// Quotas and the account's create lock.
+    accounts: Arc<Accounts>,
+    /// Serializes changes to attachments and host mounts.
+    lock: AsyncMutex<()>,
+}
+
+impl Volumes {
+    pub(crate) fn new(
+        store: Arc<dyn VolumeStore>,
+        backend: Arc<dyn VolumeBackend>,
+        accounts: Arc<Accounts>,
+    ) -> Self {
+        Self {
+            store,
+            backend,
+            accounts,
+            lock: AsyncMutex::new(()),
+        }
+    }
+
+    /// Held while attachments or host mounts change.
+    pub(crate) async fn lock(&self) -> MutexGuard<'_, ()> {
+        self.lock.lock().await
+    }
+
+    /// The sizes of the account's volumes together, in MiB (rounded up),
+    /// but for `except` (a volume being resized).
+    pub(crate) async fn mb_held(
+        &self,
+        account: &AccountId,
+        except: Option<&VolumeId>,
+    ) -> Result<u64, CoreError> {
+        let bytes: u64 = self
+            .store
+            .list_volumes(account)
+            .await?
+            .iter()
+            .filter(|v| except != Some(&v.id))
+            .map(|v| v.size_bytes)
+            .sum();
+        Ok(crate::quotas::mib(bytes))
+    }
+
+    /// The VM's recorded attachments.
+    pub(crate) async fn of_vm(&self, vm: &VmId) -> Result<Vec<Attachment>, CoreError> {
+        Ok(self.store.attachments_of_vm(vm).await?)
+    }
+
+    /// Forgets one attachment. Call with [`Volumes::lock`] held.
+    pub(crate) async fn forget(&self, vm: &VmId, mount_path: &str) -> Result<(), CoreError> {
+        self.store.delete_attachment(vm, mount_path).await?;
+        Ok(())
+    }
+
+    /// Mounts what `a` shows on the host (its subpath made if missing)
+    /// and returns where. Call with [`Volumes::lock`] held.
+    pub(crate) async fn mount_on_host(&self, a: &Attachment) -> Result<PathBuf, CoreError> {
+        let mut source = self.backend.mount(&source_of(a)).await?;
+        if let Some(sub) = &a.subpath {
+            source = subdirectory(&source, sub)?;
+        }
+        Ok(source)
+    }
+
+    pub async fn create(
         &self,
         account: &AccountId,
         name: String,
@@ -69,8 +145,8 @@ impl Service {
     ) -> Result<Volume, CoreError> {
         validate_name(&name).map_err(|m| CoreError::invalid("name", m))?;
         check_size(size_bytes)?;
-        let _creates = self.accounts().quotas().lock_creates(account).await;
-        self.check_volume_quota(account, None, size_bytes).await?;
+        let _creates = self.accounts.quotas().lock_creates(account).await;
+        self.check_quota(account, None, size_bytes).await?;
         let now = Timestamp::now();
         let volume = Volume {
             id: VolumeId::generate(),
@@ -80,9 +156,9 @@ impl Service {
             created_at: now,
             updated_at: now,
         };
-        self.volumes.create(&volume.id, size_bytes).await?;
+        self.backend.create(&volume.id, size_bytes).await?;
         if let Err(e) = self.store.insert_volume(&volume).await {
-            self.remove_volume_storage(&volume.id).await;
+            self.remove_storage(&volume.id).await;
             return Err(e.into());
         }
         tracing::info!(volume_id = %volume.id, size_bytes, "volume created");
@@ -92,17 +168,17 @@ impl Service {
     /// Refuses a volume of `size_bytes` (replacing `resized`, when it is a
     /// resize) that would take the account past `max_volume_mb`. The
     /// caller holds the account's create lock.
-    async fn check_volume_quota(
+    async fn check_quota(
         &self,
         account: &AccountId,
         resized: Option<&Volume>,
         size_bytes: u64,
     ) -> Result<(), CoreError> {
-        let quota = self.accounts().quota(account).await?;
+        let quota = self.accounts.quota(account).await?;
         if quota.max_volume_mb.is_none() {
             return Ok(());
         }
-        let held_mb = self.volume_mb_held(account, resized.map(|r| &r.id)).await?;
+        let held_mb = self.mb_held(account, resized.map(|r| &r.id)).await?;
         crate::quotas::check_stored(
             "max_volume_mb",
             quota.max_volume_mb,
@@ -111,17 +187,13 @@ impl Service {
         )
     }
 
-    async fn remove_volume_storage(&self, id: &VolumeId) {
-        if let Err(e) = self.volumes.remove(id).await {
+    async fn remove_storage(&self, id: &VolumeId) {
+        if let Err(e) = self.backend.remove(id).await {
             tracing::error!(volume_id = %id, error = %error_chain(&e), "could not remove a volume's storage");
         }
     }
 
-    pub async fn get_volume(
-        &self,
-        account: &AccountId,
-        id: &VolumeId,
-    ) -> Result<Volume, CoreError> {
+    pub async fn get(&self, account: &AccountId, id: &VolumeId) -> Result<Volume, CoreError> {
         self.store
             .get_volume(account, id)
             .await?
@@ -129,8 +201,8 @@ impl Service {
     }
 
     /// The volume's usage and mounts.
-    pub async fn volume_detail(&self, volume: Volume) -> Result<VolumeDetail, CoreError> {
-        let used_bytes = match self.volumes.used_bytes(&volume.id).await {
+    pub async fn detail(&self, volume: Volume) -> Result<VolumeDetail, CoreError> {
+        let used_bytes = match self.backend.used_bytes(&volume.id).await {
             Ok(n) => Some(n),
             Err(e) => {
                 tracing::warn!(volume_id = %volume.id, error = %error_chain(&e), "could not read a volume's usage");
@@ -145,17 +217,17 @@ impl Service {
         })
     }
 
-    pub async fn list_volumes(&self, account: &AccountId) -> Result<Vec<VolumeDetail>, CoreError> {
+    pub async fn list(&self, account: &AccountId) -> Result<Vec<VolumeDetail>, CoreError> {
         let mut out = Vec::new();
         for volume in self.store.list_volumes(account).await? {
-            out.push(self.volume_detail(volume).await?);
+            out.push(self.detail(volume).await?);
         }
         Ok(out)
     }
 
     /// Renames a volume or changes its size; a new size needs the volume
     /// mounted nowhere, and a smaller one must still hold its content.
-    pub async fn update_volume(
+    pub async fn update(
         &self,
         account: &AccountId,
         id: &VolumeId,
@@ -168,19 +240,18 @@ impl Service {
         if let Some(size) = size_bytes {
             check_size(size)?;
         }
-        let _creates = self.accounts().quotas().lock_creates(account).await;
-        let _lock = self.volume_lock.lock().await;
-        let mut volume = self.get_volume(account, id).await?;
+        let _creates = self.accounts.quotas().lock_creates(account).await;
+        let _lock = self.lock.lock().await;
+        let mut volume = self.get(account, id).await?;
         if let Some(size) = size_bytes.filter(|s| *s > volume.size_bytes) {
-            self.check_volume_quota(account, Some(&volume), size)
-                .await?;
+            self.check_quota(account, Some(&volume), size).await?;
         }
         if let Some(size) = size_bytes.filter(|s| *s != volume.size_bytes) {
             let attachments = self.store.attachments_of_volume(id).await?;
             if !attachments.is_empty() {
                 return Err(attached_conflict("cannot resize", &attachments));
             }
-            self.volumes.resize(id, size).await?;
+            self.backend.resize(id, size).await?;
             volume.size_bytes = size;
         }
         if let Some(name) = name {
@@ -192,9 +263,9 @@ impl Service {
     }
 
     /// Deletes a volume mounted nowhere, with its checkpoints.
-    pub async fn delete_volume(&self, account: &AccountId, id: &VolumeId) -> Result<(), CoreError> {
-        let _lock = self.volume_lock.lock().await;
-        self.get_volume(account, id).await?;
+    pub async fn delete(&self, account: &AccountId, id: &VolumeId) -> Result<(), CoreError> {
+        let _lock = self.lock.lock().await;
+        self.get(account, id).await?;
         let attachments = self.store.attachments_of_volume(id).await?;
         if !attachments.is_empty() {
             return Err(attached_conflict("cannot delete", &attachments));
@@ -202,7 +273,7 @@ impl Service {
         if !self.store.delete_volume(account, id).await? {
             return Err(CoreError::not_found("volume", id));
         }
-        self.remove_volume_storage(id).await;
+        self.remove_storage(id).await;
         tracing::info!(volume_id = %id, "volume deleted");
         Ok(())
     }
@@ -218,8 +289,8 @@ impl Service {
         if let Some(name) = &name {
             validate_name(name).map_err(|m| CoreError::invalid("name", m))?;
         }
-        let _lock = self.volume_lock.lock().await;
-        self.get_volume(account, volume_id).await?;
+        let _lock = self.lock.lock().await;
+        self.get(account, volume_id).await?;
         let now = Timestamp::now();
         let id = CheckpointId::generate();
         let checkpoint = Checkpoint {
@@ -228,7 +299,7 @@ impl Service {
             volume_id: volume_id.clone(),
             created_at: now,
         };
-        self.volumes.checkpoint(volume_id, &checkpoint.id).await?;
+        self.backend.checkpoint(volume_id, &checkpoint.id).await?;
         if let Err(e) = self.store.insert_checkpoint(&checkpoint).await {
             self.remove_checkpoint_storage(volume_id, &checkpoint.id)
                 .await;
@@ -239,7 +310,7 @@ impl Service {
     }
 
     async fn remove_checkpoint_storage(&self, volume: &VolumeId, id: &CheckpointId) {
-        if let Err(e) = self.volumes.remove_checkpoint(volume, id).await {
+        if let Err(e) = self.backend.remove_checkpoint(volume, id).await {
             tracing::error!(checkpoint_id = %id, error = %error_chain(&e), "could not remove a checkpoint's storage");
         }
     }
@@ -249,11 +320,11 @@ impl Service {
         account: &AccountId,
         volume_id: &VolumeId,
     ) -> Result<Vec<Checkpoint>, CoreError> {
-        self.get_volume(account, volume_id).await?;
+        self.get(account, volume_id).await?;
         Ok(self.store.list_checkpoints(volume_id).await?)
     }
 
-    async fn get_checkpoint(
+    pub(crate) async fn get_checkpoint(
         &self,
         volume_id: &VolumeId,
         id: &CheckpointId,
@@ -271,8 +342,8 @@ impl Service {
         volume_id: &VolumeId,
         id: &CheckpointId,
     ) -> Result<(), CoreError> {
-        let _lock = self.volume_lock.lock().await;
-        self.get_volume(account, volume_id).await?;
+        let _lock = self.lock.lock().await;
+        self.get(account, volume_id).await?;
         self.get_checkpoint(volume_id, id).await?;
         let users: Vec<Attachment> = self
             .store
@@ -289,12 +360,10 @@ impl Service {
         Ok(())
     }
 
-    // ---- attachments -------------------------------------------------------
-
     /// Checks `requests` for a VM of `account` that already has `existing`
     /// mounts, restores the checkpoints read-write mounts start from, and
-    /// records the attachments. Call with `volume_lock` held.
-    async fn reserve(
+    /// records the attachments. Call with [`Volumes::lock`] held.
+    pub(crate) async fn reserve(
         &self,
         account: &AccountId,
         vm: &VmId,
@@ -307,7 +376,7 @@ impl Service {
         for request in requests {
             let mount_path = validate_mount_path(&request.mount_path)
                 .map_err(|m| CoreError::invalid("mount_path", m))?;
-            self.get_volume(account, &request.volume_id).await?;
+            self.get(account, &request.volume_id).await?;
             if let Some(c) = &request.checkpoint_id {
                 self.get_checkpoint(&request.volume_id, c).await?;
             }
@@ -354,7 +423,7 @@ impl Service {
         }
         for request in requests {
             if let (MountMode::ReadWrite, Some(c)) = (request.mode, &request.checkpoint_id) {
-                self.volumes.restore(&request.volume_id, c).await?;
+                self.backend.restore(&request.volume_id, c).await?;
                 tracing::info!(volume_id = %request.volume_id, checkpoint_id = %c, "volume restored from a checkpoint");
             }
         }
@@ -376,8 +445,8 @@ impl Service {
     }
 
     /// Records the volumes a VM being created asks for; they are mounted
-    /// once it runs ([`Service::mount_attachments`]).
-    pub(crate) async fn reserve_volumes(
+    /// once it runs (`Service::mount_attachments`).
+    pub(crate) async fn reserve_for_new_vm(
         &self,
         account: &AccountId,
         vm: &VmId,
@@ -386,131 +455,16 @@ impl Service {
         if requests.is_empty() {
             return Ok(());
         }
-        let _lock = self.volume_lock.lock().await;
+        let _lock = self.lock.lock().await;
         self.reserve(account, vm, &[], requests).await?;
         Ok(())
-    }
-
-    /// Mounts every recorded attachment of a VM that just started. On
-    /// failure the caller stops the VM and releases them.
-    pub(crate) async fn mount_attachments(
-        &self,
-        vm: &Vm,
-        handle: RuntimeHandle,
-    ) -> Result<(), CoreError> {
-        let _lock = self.volume_lock.lock().await;
-        for a in self.store.attachments_of_vm(&vm.id).await? {
-            self.mount_one(vm, &a, handle).await?;
-        }
-        Ok(())
-    }
-
-    async fn mount_one(
-        &self,
-        vm: &Vm,
-        a: &Attachment,
-        handle: RuntimeHandle,
-    ) -> Result<(), CoreError> {
-        let mut source = self.volumes.mount(&source_of(a)).await?;
-        if let Some(sub) = &a.subpath {
-            source = subdirectory(&source, sub)?;
-        }
-        self.provider_of(vm)?
-            .attach(
-                &a.vm_id,
-                handle,
-                &source,
-                &a.mount_path,
-                a.mode == MountMode::ReadOnly,
-            )
-            .await?;
-        tracing::info!(vm_id = %a.vm_id, volume_id = %a.volume_id, mount_path = %a.mount_path, mode = a.mode.as_str(), "volume mounted");
-        Ok(())
-    }
-
-    /// Mounts a volume in a running VM.
-    pub async fn attach_volume(
-        &self,
-        account: &AccountId,
-        vm_id: &VmId,
-        request: MountRequest,
-    ) -> Result<Attachment, CoreError> {
-        let _vm_guard = self.lock_vm(vm_id).await;
-        let vm = self.running_vm(account, vm_id).await?;
-        let handle = vm
-            .runtime
-            .ok_or_else(|| CoreError::FailedPrecondition("the VM has no running sandbox".into()))?;
-        let _lock = self.volume_lock.lock().await;
-        let existing = self.store.attachments_of_vm(vm_id).await?;
-        let mut reserved = self
-            .reserve(account, vm_id, &existing, std::slice::from_ref(&request))
-            .await?;
-        let attachment = reserved
-            .pop()
-            .ok_or_else(|| CoreError::Unavailable("the attachment was not recorded".into()))?;
-        if let Err(e) = self.mount_one(&vm, &attachment, handle).await {
-            self.store
-                .delete_attachment(vm_id, &attachment.mount_path)
-                .await?;
-            self.unmount_if_unused(&source_of(&attachment)).await;
-            return Err(e);
-        }
-        Ok(attachment)
-    }
-
-    pub async fn vm_volumes(
-        &self,
-        account: &AccountId,
-        vm_id: &VmId,
-    ) -> Result<Vec<Attachment>, CoreError> {
-        self.get_vm(account, vm_id).await?;
-        Ok(self.store.attachments_of_vm(vm_id).await?)
-    }
-
-    /// Unmounts a volume from a running VM: at `mount_path`, or wherever it
-    /// is mounted when no path is given. Returns what was unmounted.
-    pub async fn detach_volume(
-        &self,
-        account: &AccountId,
-        vm_id: &VmId,
-        volume_id: &VolumeId,
-        mount_path: Option<&str>,
-    ) -> Result<Vec<Attachment>, CoreError> {
-        let _vm_guard = self.lock_vm(vm_id).await;
-        let vm = self.get_vm(account, vm_id).await?;
-        let mount_path = mount_path
-            .map(|p| validate_mount_path(p).map_err(|m| CoreError::invalid("mount_path", m)))
-            .transpose()?;
-        let _lock = self.volume_lock.lock().await;
-        let matching: Vec<Attachment> = self
-            .store
-            .attachments_of_vm(vm_id)
-            .await?
-            .into_iter()
-            .filter(|a| &a.volume_id == volume_id)
-            .filter(|a| mount_path.as_ref().is_none_or(|p| &a.mount_path == p))
-            .collect();
-        if matching.is_empty() {
-            return Err(CoreError::not_found("volume mount", volume_id));
-        }
-        for a in &matching {
-            if let Some(handle) = vm.runtime {
-                self.provider_of(&vm)?
-                    .detach(vm_id, handle, &a.mount_path)
-                    .await?;
-            }
-            self.store.delete_attachment(vm_id, &a.mount_path).await?;
-            self.unmount_if_unused(&source_of(a)).await;
-            tracing::info!(vm_id = %vm_id, volume_id = %a.volume_id, mount_path = %a.mount_path, "volume unmounted");
-        }
-        Ok(matching)
     }
 
     /// Forgets the attachments of a VM whose sandbox is gone and unmounts
     /// from the host what no other VM uses. Failures are logged: the VM
     /// ends either way, and the next start cleans what is left.
-    pub(crate) async fn release_volumes(&self, vm: &VmId) {
-        let _lock = self.volume_lock.lock().await;
+    pub(crate) async fn release(&self, vm: &VmId) {
+        let _lock = self.lock.lock().await;
         let attachments = match self.store.attachments_of_vm(vm).await {
             Ok(a) => a,
             Err(e) => {
@@ -532,8 +486,8 @@ impl Service {
     }
 
     /// Unmounts `source` from the host unless an attachment still uses it.
-    /// Call with `volume_lock` held.
-    async fn unmount_if_unused(&self, source: &MountSource) {
+    /// Call with [`Volumes::lock`] held.
+    pub(crate) async fn unmount_if_unused(&self, source: &MountSource) {
         let in_use = match self.store.attachments_of_volume(&source.volume).await {
             Ok(a) => a.iter().any(|a| &source_of(a) == source),
             Err(e) => {
@@ -542,7 +496,7 @@ impl Service {
             }
         };
         if !in_use {
-            if let Err(e) = self.volumes.unmount(source).await {
+            if let Err(e) = self.backend.unmount(source).await {
                 tracing::error!(volume_id = %source.volume, error = %error_chain(&e), "could not unmount a volume from the host");
             }
         }
@@ -550,8 +504,8 @@ impl Service {
 
     /// After a restart: unmounts from the host every volume no surviving
     /// VM uses. Call once the VMs themselves are reconciled.
-    pub(crate) async fn reconcile_volumes(&self, live: &[Vm]) -> Result<(), CoreError> {
-        let _lock = self.volume_lock.lock().await;
+    pub(crate) async fn reconcile(&self, live: &[Vm]) -> Result<(), CoreError> {
+        let _lock = self.lock.lock().await;
         let mut keep = Vec::new();
         for vm in live {
             keep.extend(
@@ -562,7 +516,7 @@ impl Service {
                     .map(source_of),
             );
         }
-        let removed = self.volumes.unmount_all_except(&keep).await?;
+        let removed = self.backend.unmount_all_except(&keep).await?;
         if removed > 0 {
             tracing::info!(count = removed, "orphaned volume mounts removed");
         }

@@ -1,8 +1,8 @@
 //! VMs: [`service::Service`] and its lifecycle (create, boot, stop,
 //! restart, terminate, reconcile, the sweeper), exec and its recorded
 //! executions, sandboxes launched from a definition, create with a share
-//! and custom domain, and the warm pool of sandboxes booted ahead of
-//! demand.
+//! and custom domain, the warm pool of sandboxes booted ahead of demand,
+//! and mounting volumes into VMs (volume_mounts.rs).
 
 pub mod exec;
 pub(crate) mod executions;
@@ -11,4 +11,5 @@ pub mod launched;
 pub mod lifecycle;
 pub mod service;
 pub(crate) mod stuck_agents;
+mod volume_mounts;
 pub(crate) mod warm_pool;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+use tokio::sync::OwnedMutexGuard;
 
 use crate::clock::Timestamp;
 use crate::domain_backend::DomainBackend;
@@ -102,10 +102,8 @@ pub struct Service {
     pub(crate) image_backend: Arc<dyn ImageBackend>,
     pub(crate) config: ServiceConfig,
     pub(crate) keyring: Arc<Keyring>,
-    pub(crate) volumes: Arc<dyn VolumeBackend>,
+    pub(crate) volumes: crate::volumes::Volumes,
     pub(crate) network: Arc<dyn NetworkBackend>,
-    /// Serializes changes to attachments and volume host mounts.
-    pub(crate) volume_lock: AsyncMutex<()>,
     vm_locks: crate::keyed_locks::KeyedLocks<VmId>,
     /// Serializes changes to one stored document (`kind/account/id`).
     pub(crate) resource_locks: crate::keyed_locks::KeyedLocks<String>,
@@ -118,7 +116,7 @@ pub struct Service {
     stuck_agents: crate::stuck_agents::StuckAgents,
     /// Sandboxes booted ahead of demand.
     pub(crate) warm_pool: crate::warm_pool::WarmPool,
-    accounts: crate::accounts::Accounts,
+    accounts: Arc<crate::accounts::Accounts>,
     vaults: crate::vaults::Vaults,
     ssh_keys: crate::ssh_keys::SshKeys,
     pub(crate) shares: crate::shares::Shares,
@@ -147,7 +145,16 @@ impl Service {
             .chain(&backends.more_providers)
             .map(|p| (p.name(), Arc::clone(p)))
             .collect();
+        let accounts = Arc::new(crate::accounts::Accounts::with_quotas(
+            Arc::clone(&store) as Arc<dyn crate::store::AccountStore>,
+            Arc::clone(&config.quotas),
+        ));
         Arc::new(Self {
+            volumes: crate::volumes::Volumes::new(
+                Arc::clone(&store) as Arc<dyn crate::store::VolumeStore>,
+                backends.volumes,
+                Arc::clone(&accounts),
+            ),
             shares: crate::shares::Shares::new(
                 Arc::clone(&store),
                 Arc::clone(&keyring),
@@ -160,10 +167,7 @@ impl Service {
                 Arc::clone(&store) as Arc<dyn crate::store::VaultStore>,
                 Arc::clone(&keyring),
             ),
-            accounts: crate::accounts::Accounts::with_quotas(
-                Arc::clone(&store) as Arc<dyn crate::store::AccountStore>,
-                Arc::clone(&config.quotas),
-            ),
+            accounts,
             image_library: crate::artifacts::library::ImageLibrary::new(
                 Arc::clone(&store) as Arc<dyn crate::store::ImageStore>,
                 Arc::clone(&backends.images),
@@ -174,9 +178,7 @@ impl Service {
             image_backend: backends.images,
             config,
             keyring,
-            volumes: backends.volumes,
             network: backends.network,
-            volume_lock: AsyncMutex::new(()),
             vm_locks: crate::keyed_locks::KeyedLocks::default(),
             resource_locks: crate::keyed_locks::KeyedLocks::default(),
             activity: Arc::default(),
@@ -261,6 +263,11 @@ impl Service {
     }
 
     /// Vaults of secrets and their credentials.
+    /// Volumes and their checkpoints.
+    pub fn volumes(&self) -> &crate::volumes::Volumes {
+        &self.volumes
+    }
+
     /// The accounts' images: records, pulls, removal.
     pub fn images(&self) -> &Arc<crate::artifacts::library::ImageLibrary> {
         &self.image_library
@@ -278,30 +285,12 @@ impl Service {
     ) -> Result<(crate::quotas::Quota, crate::quotas::Usage), CoreError> {
         let quota = self.accounts.quota(account).await?;
         let usage = crate::quotas::Usage {
-            volume_mb: self.volume_mb_held(account, None).await?,
+            volume_mb: self.volumes.mb_held(account, None).await?,
             snapshot_mb: self.snapshot_mb_held(account).await?,
             image_builds: self.accounts.quotas().builds_running(account),
             ..self.store.account_usage(account).await?
         };
         Ok((quota, usage))
-    }
-
-    /// The sizes of the account's volumes together, in MiB (rounded up),
-    /// but for `except` (a volume being resized).
-    pub(crate) async fn volume_mb_held(
-        &self,
-        account: &AccountId,
-        except: Option<&crate::ids::VolumeId>,
-    ) -> Result<u64, CoreError> {
-        let bytes: u64 = self
-            .store
-            .list_volumes(account)
-            .await?
-            .iter()
-            .filter(|v| except != Some(&v.id))
-            .map(|v| v.size_bytes)
-            .sum();
-        Ok(crate::quotas::mib(bytes))
     }
 
     /// The sizes of the account's snapshots together, in MiB (rounded up).
@@ -411,12 +400,16 @@ impl Service {
         if prepared.is_none() && self.wants_network(&vm) {
             self.network.room().map_err(CoreError::Unavailable)?;
         }
-        if let Err(e) = self.reserve_volumes(account, &vm.id, &volumes).await {
+        if let Err(e) = self
+            .volumes
+            .reserve_for_new_vm(account, &vm.id, &volumes)
+            .await
+        {
             self.give_back_prepared(&vm, prepared);
             return Err(e);
         }
         if let Err(e) = self.store.insert_vm(&vm).await {
-            self.release_volumes(&vm.id).await;
+            self.volumes.release(&vm.id).await;
             self.give_back_prepared(&vm, prepared);
             return Err(e.into());
         }
@@ -476,7 +469,7 @@ impl Service {
                 vm.status = VmStatus::Failed;
                 vm.status_reason = Some(format!("environment: {message}"));
                 vm.updated_at = Timestamp::now();
-                self.release_volumes(&vm.id).await;
+                self.volumes.release(&vm.id).await;
                 self.store.update_vm(&vm).await?;
                 return Ok(vm);
             }
@@ -528,7 +521,7 @@ impl Service {
                 vm.status = VmStatus::Failed;
                 vm.status_reason = Some(error_chain(&e));
                 vm.updated_at = Timestamp::now();
-                self.release_volumes(&vm.id).await;
+                self.volumes.release(&vm.id).await;
                 self.release_network(&mut vm).await;
             }
         }
@@ -752,7 +745,7 @@ impl Service {
         let began = std::time::Instant::now();
         self.stop_sandbox(&vm, vm.runtime).await?;
         let sandbox_gone = began.elapsed();
-        self.release_volumes(&vm.id).await;
+        self.volumes.release(&vm.id).await;
         self.shares.end_shares(&vm.id).await;
         self.release_network(&mut vm).await;
         let network_gone = began.elapsed();
@@ -787,7 +780,7 @@ impl Service {
         if let Err(e) = self.stop_sandbox(&vm, vm.runtime).await {
             tracing::warn!(vm_id = %vm.id, error = %error_chain(&e), "cleanup of a dead VM failed");
         }
-        self.release_volumes(&vm.id).await;
+        self.volumes.release(&vm.id).await;
         self.shares.end_shares(&vm.id).await;
         self.release_network(&mut vm).await;
         vm.status = VmStatus::Failed;
@@ -1229,7 +1222,7 @@ impl Service {
             tracing::warn!(count = failed, "executions lost in a restart marked failed");
         }
         self.adopt_jobs(adopted);
-        self.reconcile_volumes(&live).await?;
+        self.volumes.reconcile(&live).await?;
         self.reconcile_network(&live).await?;
         let mut live: Vec<VmId> = live.into_iter().map(|vm| vm.id).collect();
         // A stopped sandbox keeps its files (and any volume attachments)
