@@ -737,7 +737,7 @@ impl Gateway {
                 // Newest first: an older snapshot's layers are shared with
                 // the newer ones stacked on it.
                 for s in snaps.iter().rev() {
-                    if let Err(e) = self.core.delete_snapshot(&account, &s.id).await {
+                    if let Err(e) = self.core.snapshots().delete(&account, &s.id).await {
                         tracing::warn!(environment = %env.id, snapshot = %s.id, error = %error_chain(&e), "delete: could not remove a snapshot");
                     }
                 }
@@ -788,7 +788,8 @@ impl Gateway {
         let prefix = environment_snapshot_prefix(id);
         let mut snaps: Vec<Snapshot> = self
             .core
-            .list_snapshots(account, Some(SnapshotKind::Environment))
+            .snapshots()
+            .list(account, Some(SnapshotKind::Environment))
             .await?
             .into_iter()
             .filter(|s| s.name.starts_with(&prefix))
@@ -813,7 +814,8 @@ impl Gateway {
             .collect();
         Ok(self
             .core
-            .list_snapshots(&who.account_id, Some(SnapshotKind::Environment))
+            .snapshots()
+            .list(&who.account_id, Some(SnapshotKind::Environment))
             .await?
             .into_iter()
             .filter_map(|s| {
@@ -851,7 +853,8 @@ impl Gateway {
             )));
         }
         self.core
-            .delete_snapshot(&who.account_id, &snapshot.id)
+            .snapshots()
+            .delete(&who.account_id, &snapshot.id)
             .await?;
         Ok(())
     }

@@ -186,7 +186,8 @@ pub(crate) async fn create(
     let kind = kind(body.kind.as_deref(), "body")?.unwrap_or(SnapshotKind::User);
     let snapshot = state
         .service
-        .snapshot_image(
+        .snapshots()
+        .from_image(
             &account,
             body.oci_image,
             body.name,
@@ -215,7 +216,7 @@ pub(crate) async fn list(
     ValidQuery(q): ValidQuery<ListSnapshotsQuery>,
 ) -> Result<Json<Vec<SnapshotResponse>>, ApiError> {
     let kind = kind(q.kind.as_deref(), "query")?;
-    let snapshots = state.service.list_snapshots(&account, kind).await?;
+    let snapshots = state.service.snapshots().list(&account, kind).await?;
     Ok(Json(snapshots.into_iter().map(Into::into).collect()))
 }
 
@@ -229,7 +230,8 @@ pub(crate) async fn get(
 ) -> Result<Json<SnapshotResponse>, ApiError> {
     let snapshot = state
         .service
-        .get_snapshot(&account, &snapshot_id(&raw)?)
+        .snapshots()
+        .get(&account, &snapshot_id(&raw)?)
         .await?;
     Ok(Json(snapshot.into()))
 }
@@ -247,7 +249,8 @@ pub(crate) async fn delete(
 ) -> Result<Json<SnapshotResponse>, ApiError> {
     let snapshot = state
         .service
-        .delete_snapshot(&account, &snapshot_id(&raw)?)
+        .snapshots()
+        .delete(&account, &snapshot_id(&raw)?)
         .await?;
     Ok(Json(snapshot.into()))
 }
@@ -279,7 +282,8 @@ pub(crate) async fn push(
 ) -> Result<Json<PushSnapshotResponse>, ApiError> {
     let digest = state
         .service
-        .push_snapshot(&account, &snapshot_id(&raw)?, &body.target)
+        .snapshots()
+        .push(&account, &snapshot_id(&raw)?, &body.target)
         .await?;
     Ok(Json(PushSnapshotResponse {
         target: body.target,

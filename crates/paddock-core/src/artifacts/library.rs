@@ -205,6 +205,12 @@ impl ImageLibrary {
         self.collect_garbage().await
     }
 
+    /// How many of the account's VMs that hold resources run the image
+    /// `digest` (a snapshot's, say).
+    pub(crate) async fn users(&self, account: &AccountId, digest: &str) -> Result<u64, CoreError> {
+        Ok(self.store.count_vms_using_image(account, digest).await?)
+    }
+
     /// Frees blobs and layers no image of any account references.
     pub async fn collect_garbage(&self) -> Result<u64, CoreError> {
         let keep = self.store.referenced_blobs().await?;

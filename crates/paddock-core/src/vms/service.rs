@@ -108,6 +108,7 @@ pub struct Service {
     /// Serializes changes to one stored document (`kind/account/id`).
     pub(crate) resource_locks: crate::keyed_locks::KeyedLocks<String>,
     image_library: Arc<crate::artifacts::library::ImageLibrary>,
+    pub(crate) snapshots: Arc<crate::snapshots::Snapshots>,
     /// When each VM was last used, for `auto_stop`.
     pub(crate) activity: Arc<crate::lifecycle::Activity>,
     /// When this process started: activity before it is unknown.
@@ -149,7 +150,17 @@ impl Service {
             Arc::clone(&store) as Arc<dyn crate::store::AccountStore>,
             Arc::clone(&config.quotas),
         ));
+        let image_library = crate::artifacts::library::ImageLibrary::new(
+            Arc::clone(&store) as Arc<dyn crate::store::ImageStore>,
+            Arc::clone(&backends.images),
+        );
         Arc::new(Self {
+            snapshots: crate::snapshots::Snapshots::new(
+                Arc::clone(&store) as Arc<dyn crate::store::SnapshotStore>,
+                Arc::clone(&image_library),
+                Arc::clone(&backends.images),
+                Arc::clone(&accounts),
+            ),
             volumes: crate::volumes::Volumes::new(
                 Arc::clone(&store) as Arc<dyn crate::store::VolumeStore>,
                 backends.volumes,
@@ -168,10 +179,7 @@ impl Service {
                 Arc::clone(&keyring),
             ),
             accounts,
-            image_library: crate::artifacts::library::ImageLibrary::new(
-                Arc::clone(&store) as Arc<dyn crate::store::ImageStore>,
-                Arc::clone(&backends.images),
-            ),
+            image_library,
             store,
             providers,
             provider: backends.provider,
@@ -263,6 +271,11 @@ impl Service {
     }
 
     /// Vaults of secrets and their credentials.
+    /// Snapshots' records, and snapshots made from images.
+    pub fn snapshots(&self) -> &Arc<crate::snapshots::Snapshots> {
+        &self.snapshots
+    }
+
     /// Volumes and their checkpoints.
     pub fn volumes(&self) -> &crate::volumes::Volumes {
         &self.volumes
@@ -286,17 +299,11 @@ impl Service {
         let quota = self.accounts.quota(account).await?;
         let usage = crate::quotas::Usage {
             volume_mb: self.volumes.mb_held(account, None).await?,
-            snapshot_mb: self.snapshot_mb_held(account).await?,
+            snapshot_mb: self.snapshots.mb_held(account).await?,
             image_builds: self.accounts.quotas().builds_running(account),
             ..self.store.account_usage(account).await?
         };
         Ok((quota, usage))
-    }
-
-    /// The sizes of the account's snapshots together, in MiB (rounded up).
-    pub(crate) async fn snapshot_mb_held(&self, account: &AccountId) -> Result<u64, CoreError> {
-        let snapshots = self.store.list_snapshots(account, None).await?;
-        Ok(crate::quotas::mib(snapshots.iter().map(|s| s.size).sum()))
     }
 
     pub fn accounts(&self) -> &crate::accounts::Accounts {
@@ -340,7 +347,7 @@ impl Service {
         wait: bool,
     ) -> Result<Vm, CoreError> {
         if let Some(id) = &spec.options.snapshot_id {
-            let snapshot = self.get_snapshot(account, id).await?;
+            let snapshot = self.snapshots.get(account, id).await?;
             if snapshot.status != crate::model::SnapshotStatus::Ready {
                 return Err(CoreError::FailedPrecondition(format!(
                     "snapshot {id} is {}",
@@ -550,7 +557,9 @@ impl Service {
     /// layers (pulled first if the account does not have it yet).
     pub(crate) async fn rootfs_for(&self, vm: &mut Vm) -> Result<RootfsSpec, CoreError> {
         if let Some(id) = vm.options.snapshot_id.clone() {
-            return self.snapshot_rootfs(vm, &id).await;
+            let (rootfs, digest) = self.snapshots.rootfs(&vm.account_id, &id).await?;
+            vm.image_digest = Some(digest);
+            return Ok(rootfs);
         }
         let provider = self.provider_of(vm)?;
         if provider.resolves_images() {
