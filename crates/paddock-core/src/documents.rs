@@ -3,24 +3,42 @@
 //! the gateway's clusters, pools, environments and jobs, and the
 //! definitions product's environment definitions. One lock per document
 //! serializes its read-modify-write cycles. Public: the products built
-//! over the core keep their records here.
+//! over the core keep their records here, each holding the component
+//! ([`crate::service::Service::documents`]) beside the core.
+
+use std::sync::Arc;
 
 use tokio::sync::OwnedMutexGuard;
 
 use crate::error::CoreError;
 use crate::ids::AccountId;
+use crate::keyed_locks::KeyedLocks;
 use crate::model::gateway::Resource;
-use crate::service::Service;
-use crate::store::ResourceDoc;
+use crate::store::{ResourceDoc, ResourceStore};
 
-impl Service {
-    /// Locks one resource against concurrent changes.
-    pub async fn lock_resource<T: Resource>(
-        &self,
-        account: &AccountId,
-        id: &str,
-    ) -> OwnedMutexGuard<()> {
-        self.resource_locks
+/// The products' documents over the resource store.
+pub struct Documents {
+    store: Arc<dyn ResourceStore>,
+    locks: KeyedLocks<String>,
+}
+
+impl Documents {
+    pub(crate) fn new(store: Arc<dyn ResourceStore>) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            locks: KeyedLocks::default(),
+        })
+    }
+
+    /// The store under the documents, for the products' own records kept
+    /// beside them (a batch job's log).
+    pub fn store(&self) -> &dyn ResourceStore {
+        self.store.as_ref()
+    }
+
+    /// Locks one document against concurrent changes.
+    pub async fn lock<T: Resource>(&self, account: &AccountId, id: &str) -> OwnedMutexGuard<()> {
+        self.locks
             .lock(&format!("{}/{}/{}", T::KIND, account, id))
             .await
     }
@@ -48,7 +66,7 @@ impl Service {
             .collect()
     }
 
-    pub async fn insert_doc<T: Resource>(&self, r: &T) -> Result<(), CoreError> {
+    pub async fn insert<T: Resource>(&self, r: &T) -> Result<(), CoreError> {
         match self.store.insert_resource(&to_doc(r)?).await {
             Ok(()) => Ok(()),
             Err(crate::StoreError::Duplicate) => Err(CoreError::Conflict(format!(
@@ -60,7 +78,7 @@ impl Service {
         }
     }
 
-    pub async fn save_doc<T: Resource>(&self, r: &T) -> Result<(), CoreError> {
+    pub async fn save<T: Resource>(&self, r: &T) -> Result<(), CoreError> {
         if self.store.update_resource(&to_doc(r)?).await? {
             Ok(())
         } else {
@@ -68,7 +86,7 @@ impl Service {
         }
     }
 
-    pub async fn delete_doc<T: Resource>(
+    pub async fn delete<T: Resource>(
         &self,
         account: &AccountId,
         id: &str,

@@ -75,6 +75,8 @@ impl From<paddock_core::StoreError> for DefinitionError {
 /// The definitions product: its records and launches, over the VM core.
 pub struct Definitions {
     core: Arc<Service>,
+    /// Where its definitions are kept.
+    docs: Arc<paddock_core::documents::Documents>,
 }
 
 /// A definition as stored: the spec, normalized, and its bookkeeping.
@@ -203,7 +205,10 @@ pub enum IfMatch {
 
 impl Definitions {
     pub fn new(core: Arc<Service>) -> Self {
-        Self { core }
+        Self {
+            docs: Arc::clone(core.documents()),
+            core,
+        }
     }
 
     /// Whether this server runs the `local` provider for `account` (and
@@ -302,11 +307,8 @@ impl Definitions {
             created_at: now,
             updated_at: now,
         };
-        let _lock = self
-            .core
-            .lock_resource::<StoredDefinition>(account, id)
-            .await;
-        self.core.insert_doc(&stored).await?;
+        let _lock = self.docs.lock::<StoredDefinition>(account, id).await;
+        self.docs.insert(&stored).await?;
         tracing::info!(account_id = %account, definition = id, revision = %stored.revision, "environment definition created");
         Ok(stored.view())
     }
@@ -316,7 +318,7 @@ impl Definitions {
         account: &AccountId,
         id: &str,
     ) -> Result<StoredDefinition, DefinitionError> {
-        self.core
+        self.docs
             .load::<StoredDefinition>(account, id)
             .await?
             .ok_or_else(|| CoreError::not_found("environment", id).into())
@@ -340,7 +342,7 @@ impl Definitions {
         account: &AccountId,
     ) -> Result<Vec<Definition>, DefinitionError> {
         let mut all: Vec<Definition> = self
-            .core
+            .docs
             .load_all::<StoredDefinition>(Some(account))
             .await?
             .iter()
@@ -376,16 +378,13 @@ impl Definitions {
     ) -> Result<Definition, DefinitionError> {
         let expected = check_write(id, if_match)?;
         let spec = self.checked_spec(account, spec).await?;
-        let _lock = self
-            .core
-            .lock_resource::<StoredDefinition>(account, id)
-            .await;
+        let _lock = self.docs.lock::<StoredDefinition>(account, id).await;
         let mut stored = self.stored_definition(account, id).await?;
         Self::check_revision(&expected, &stored)?;
         stored.revision = revision_of(id, &spec);
         stored.spec = spec;
         stored.updated_at = Timestamp::now();
-        self.core.save_doc(&stored).await?;
+        self.docs.save(&stored).await?;
         tracing::info!(account_id = %account, definition = id, revision = %stored.revision, "environment definition replaced");
         Ok(stored.view())
     }
@@ -399,15 +398,10 @@ impl Definitions {
         if_match: Option<&str>,
     ) -> Result<(), DefinitionError> {
         let expected = check_write(id, if_match)?;
-        let _lock = self
-            .core
-            .lock_resource::<StoredDefinition>(account, id)
-            .await;
+        let _lock = self.docs.lock::<StoredDefinition>(account, id).await;
         let stored = self.stored_definition(account, id).await?;
         Self::check_revision(&expected, &stored)?;
-        self.core
-            .delete_doc::<StoredDefinition>(account, id)
-            .await?;
+        self.docs.delete::<StoredDefinition>(account, id).await?;
         tracing::info!(account_id = %account, definition = id, "environment definition deleted");
         Ok(())
     }

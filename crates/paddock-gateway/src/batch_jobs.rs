@@ -220,10 +220,10 @@ impl Gateway {
             end_time: None,
             update_time: now,
         };
-        self.core.insert_doc(&job).await?;
+        self.docs.insert(&job).await?;
         tracing::info!(account = %job.account_id, job = %job.id, pool = %job.node_pool_id, ranks = num_ranks, "batch job created");
         self.schedule_jobs().await;
-        self.core
+        self.docs
             .load::<BatchJob>(&who.account_id, &job.id)
             .await?
             .ok_or_else(|| CoreError::not_found("batch job", &job.id))
@@ -235,7 +235,7 @@ impl Gateway {
 
     pub async fn list_batch_jobs(&self, who: &Principal) -> Result<Vec<BatchJob>, CoreError> {
         Ok(self
-            .core
+            .docs
             .load_all::<BatchJob>(Some(&who.account_id))
             .await?
             .into_iter()
@@ -259,7 +259,7 @@ impl Gateway {
             },
         )?;
         job.update_time = Timestamp::now();
-        self.core.save_doc(&job).await?;
+        self.docs.save(&job).await?;
         Ok(job)
     }
 
@@ -300,7 +300,7 @@ impl Gateway {
             }
         }
         job.update_time = Timestamp::now();
-        self.core.save_doc(&job).await?;
+        self.docs.save(&job).await?;
         tracing::info!(job = id, state = job.state.as_str(), "batch job cancel");
         Ok(())
     }
@@ -318,11 +318,9 @@ impl Gateway {
                 Err(e) => return Err(e),
             }
         }
-        self.core
-            .delete_doc::<BatchJob>(&job.account_id, id)
-            .await?;
-        self.core
-            .resource_store()
+        self.docs.delete::<BatchJob>(&job.account_id, id).await?;
+        self.docs
+            .store()
             .delete_job_log(&job.account_id, id)
             .await?;
         tracing::info!(job = id, "batch job deleted");
@@ -355,8 +353,8 @@ impl Gateway {
     ) -> Result<Vec<JobLogChunk>, CoreError> {
         self.visible::<BatchJob>(who, id).await?;
         Ok(self
-            .core
-            .resource_store()
+            .docs
+            .store()
             .job_log(&who.account_id, id, after_seq, limit)
             .await?)
     }
@@ -372,7 +370,7 @@ impl Gateway {
         let _placement = self.placement_lock().await;
         // One reading of who holds what serves the whole pass; each job
         // placed is added to it.
-        let jobs = self.core.load_all::<BatchJob>(None).await?;
+        let jobs = self.docs.load_all::<BatchJob>(None).await?;
         let mut holdings = self.environment_holdings().await?;
         holdings.extend(jobs.iter().filter_map(Holding::of_job));
         let mut queued: Vec<BatchJob> = jobs
@@ -389,11 +387,8 @@ impl Gateway {
             let Some(gpus) = self.place_among(&pool, job.num_ranks, &holder, &holdings) else {
                 continue;
             };
-            let _guard = self
-                .core
-                .lock_resource::<BatchJob>(&job.account_id, &job.id)
-                .await;
-            let Some(mut job) = self.core.load::<BatchJob>(&job.account_id, &job.id).await? else {
+            let _guard = self.docs.lock::<BatchJob>(&job.account_id, &job.id).await;
+            let Some(mut job) = self.docs.load::<BatchJob>(&job.account_id, &job.id).await? else {
                 continue;
             };
             if job.state != BatchJobState::Queued {
@@ -403,7 +398,7 @@ impl Gateway {
             job.status = "starting its sandbox".to_owned();
             job.gpus = gpus;
             job.update_time = Timestamp::now();
-            self.core.save_doc(&job).await?;
+            self.docs.save(&job).await?;
             holdings.extend(Holding::of_job(&job));
             Arc::clone(self).spawn_job(job);
         }
@@ -472,8 +467,8 @@ impl Gateway {
         let outcome = self.run_job_inner(&job, &mut log).await;
         log.flush().await;
         {
-            let _guard = self.core.lock_resource::<BatchJob>(&account, &id).await;
-            if let Ok(Some(mut job)) = self.core.load::<BatchJob>(&account, &id).await {
+            let _guard = self.docs.lock::<BatchJob>(&account, &id).await;
+            if let Ok(Some(mut job)) = self.docs.load::<BatchJob>(&account, &id).await {
                 if let Some(vm) = job.vm_id.take() {
                     let _ = self.core.delete_vm(&account, &vm).await;
                 }
@@ -501,7 +496,7 @@ impl Gateway {
                 job.gpus.clear();
                 job.end_time = Some(Timestamp::now());
                 job.update_time = Timestamp::now();
-                if let Err(e) = self.core.save_doc(&job).await {
+                if let Err(e) = self.docs.save(&job).await {
                     tracing::error!(job = %id, error = %error_chain(&e), "could not record a job's end");
                 }
                 tracing::info!(job = %id, state = job.state.as_str(), "batch job ended");
@@ -538,22 +533,19 @@ impl Gateway {
         })?;
         let vm = self.core.create_vm(&job.account_id, spec, true).await?;
         {
-            let _guard = self
-                .core
-                .lock_resource::<BatchJob>(&job.account_id, &job.id)
-                .await;
-            let Some(mut current) = self.core.load::<BatchJob>(&job.account_id, &job.id).await?
+            let _guard = self.docs.lock::<BatchJob>(&job.account_id, &job.id).await;
+            let Some(mut current) = self.docs.load::<BatchJob>(&job.account_id, &job.id).await?
             else {
                 let _ = self.core.delete_vm(&job.account_id, &vm.id).await;
                 return Err(CoreError::not_found("batch job", &job.id));
             };
             current.vm_id = Some(vm.id.clone());
             if current.state == BatchJobState::Cancelling {
-                self.core.save_doc(&current).await?;
+                self.docs.save(&current).await?;
                 return Err(CoreError::FailedPrecondition("cancelled".into()));
             }
             if vm.status != VmStatus::Running {
-                self.core.save_doc(&current).await?;
+                self.docs.save(&current).await?;
                 return Err(CoreError::Unavailable(format!(
                     "the job's sandbox did not start: {}",
                     vm.status_reason.clone().unwrap_or_default()
@@ -565,7 +557,7 @@ impl Gateway {
             current.ran_snapshot_id = ran_snapshot_id;
             current.start_time = Some(Timestamp::now());
             current.update_time = Timestamp::now();
-            self.core.save_doc(&current).await?;
+            self.docs.save(&current).await?;
         }
         let request = ExecRequest {
             argv: argv(&job.executor),
@@ -596,7 +588,7 @@ impl Gateway {
     /// After a restart: jobs whose runner was lost are failed (their
     /// sandboxes ended), and the queue starts again.
     pub(crate) async fn recover_batch_jobs(self: &Arc<Self>) -> Result<(), CoreError> {
-        for mut job in self.core.load_all::<BatchJob>(None).await? {
+        for mut job in self.docs.load_all::<BatchJob>(None).await? {
             if !job.state.holds_ranks() {
                 continue;
             }
@@ -612,7 +604,7 @@ impl Gateway {
             job.gpus.clear();
             job.end_time = Some(Timestamp::now());
             job.update_time = Timestamp::now();
-            self.core.save_doc(&job).await?;
+            self.docs.save(&job).await?;
         }
         self.schedule_jobs().await;
         Ok(())
@@ -674,7 +666,8 @@ impl<'a> JobLog<'a> {
         self.pending_bytes = 0;
         if let Err(e) = self
             .service
-            .resource_store()
+            .documents()
+            .store()
             .append_job_log(self.account, self.job, &chunks)
             .await
         {

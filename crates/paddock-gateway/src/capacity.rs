@@ -90,7 +90,7 @@ impl Gateway {
     /// Every environment's holding on this host, in every account.
     pub(crate) async fn environment_holdings(&self) -> Result<Vec<Holding>, CoreError> {
         Ok(self
-            .core
+            .docs
             .load_all::<Environment>(None)
             .await?
             .iter()
@@ -101,7 +101,7 @@ impl Gateway {
     /// Every holding on this host, in every account.
     pub(crate) async fn holdings(&self) -> Result<Vec<Holding>, CoreError> {
         let mut out = self.environment_holdings().await?;
-        let jobs = self.core.load_all::<BatchJob>(None).await?;
+        let jobs = self.docs.load_all::<BatchJob>(None).await?;
         out.extend(jobs.iter().filter_map(Holding::of_job));
         Ok(out)
     }

@@ -131,7 +131,7 @@ impl Gateway {
             create_time: now,
             update_time: now,
         };
-        self.core.insert_doc(&cluster).await?;
+        self.docs.insert(&cluster).await?;
         tracing::info!(account = %account, cluster = id, state = cluster.state.as_str(), "cluster created");
         Ok(cluster)
     }
@@ -140,7 +140,7 @@ impl Gateway {
         if id == HOST_CLUSTER_ID {
             return self.host_cluster(account).await;
         }
-        self.core
+        self.docs
             .load(account, id)
             .await?
             .ok_or_else(|| CoreError::not_found("cluster", id))
@@ -149,7 +149,7 @@ impl Gateway {
     /// The account's clusters, the built-in one first.
     pub async fn list_clusters(&self, account: &AccountId) -> Result<Vec<Cluster>, CoreError> {
         let mut all = vec![self.host_cluster(account).await?];
-        all.extend(self.core.load_all::<Cluster>(Some(account)).await?);
+        all.extend(self.docs.load_all::<Cluster>(Some(account)).await?);
         Ok(all)
     }
 
@@ -165,14 +165,14 @@ impl Gateway {
                 "the built-in cluster cannot be changed".into(),
             ));
         }
-        let _guard = self.core.lock_resource::<Cluster>(account, id).await;
+        let _guard = self.docs.lock::<Cluster>(account, id).await;
         let mut cluster = self.get_cluster(account, id).await?;
         if let Some(name) = patch.display_name {
             validate_display_name("displayName", &name)?;
             cluster.display_name = name;
         }
         cluster.update_time = Timestamp::now();
-        self.core.save_doc(&cluster).await?;
+        self.docs.save(&cluster).await?;
         Ok(cluster)
     }
 
@@ -182,10 +182,10 @@ impl Gateway {
                 "the built-in cluster cannot be deleted".into(),
             ));
         }
-        let _guard = self.core.lock_resource::<Cluster>(account, id).await;
+        let _guard = self.docs.lock::<Cluster>(account, id).await;
         self.get_cluster(account, id).await?;
         let pools: Vec<String> = self
-            .core
+            .docs
             .load_all::<paddock_core::model::gateway::NodePool>(Some(account))
             .await?
             .into_iter()
@@ -198,7 +198,7 @@ impl Gateway {
                 pools.join(", ")
             )));
         }
-        self.core.delete_doc::<Cluster>(account, id).await?;
+        self.docs.delete::<Cluster>(account, id).await?;
         tracing::info!(account = %account, cluster = id, "cluster deleted");
         Ok(())
     }

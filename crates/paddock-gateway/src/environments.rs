@@ -115,7 +115,7 @@ impl Gateway {
             create_time: now,
             update_time: now,
         };
-        self.core.insert_doc(&env).await?;
+        self.docs.insert(&env).await?;
         tracing::info!(account = %env.account_id, environment = id, "environment created");
         let this = Arc::clone(self);
         let account = env.account_id.clone();
@@ -127,7 +127,7 @@ impl Gateway {
     /// Pins the base image and makes the home volume: CREATING →
     /// DISCONNECTED (with an error status when the image cannot be had).
     async fn finish_create(&self, account: &AccountId, id: &str) {
-        let Ok(Some(env)) = self.core.load::<Environment>(account, id).await else {
+        let Ok(Some(env)) = self.docs.load::<Environment>(account, id).await else {
             return;
         };
         let pinned = self.pin_image(account, &env.base_image_ref).await;
@@ -144,8 +144,8 @@ impl Gateway {
                 .map(|v| Some(v.id)),
             Err(_) => Ok(None),
         };
-        let _guard = self.core.lock_resource::<Environment>(account, id).await;
-        let Ok(Some(mut env)) = self.core.load::<Environment>(account, id).await else {
+        let _guard = self.docs.lock::<Environment>(account, id).await;
+        let Ok(Some(mut env)) = self.docs.load::<Environment>(account, id).await else {
             return;
         };
         match (pinned, home) {
@@ -164,7 +164,7 @@ impl Gateway {
         }
         env.state = EnvironmentState::Disconnected;
         env.update_time = Timestamp::now();
-        if let Err(e) = self.core.save_doc(&env).await {
+        if let Err(e) = self.docs.save(&env).await {
             tracing::error!(environment = id, error = %error_chain(&e), "could not record a created environment");
         }
     }
@@ -196,7 +196,7 @@ impl Gateway {
     pub async fn list_environments(&self, who: &Principal) -> Result<Vec<Environment>, CoreError> {
         let mut out = Vec::new();
         for env in self
-            .core
+            .docs
             .load_all::<Environment>(Some(&who.account_id))
             .await?
         {
@@ -225,11 +225,11 @@ impl Gateway {
             return Ok(env);
         }
         let _guard = self
-            .core
-            .lock_resource::<Environment>(&env.account_id, &env.id)
+            .docs
+            .lock::<Environment>(&env.account_id, &env.id)
             .await;
         let Some(mut env) = self
-            .core
+            .docs
             .load::<Environment>(&env.account_id, &env.id)
             .await?
         else {
@@ -246,7 +246,7 @@ impl Gateway {
                 format!("the environment's sandbox {vm_id} ended; connect again to resume from the last snapshot"),
             );
             env.update_time = Timestamp::now();
-            self.core.save_doc(&env).await?;
+            self.docs.save(&env).await?;
         }
         Ok(env)
     }
@@ -293,7 +293,7 @@ impl Gateway {
             }
         }
         env.update_time = Timestamp::now();
-        self.core.save_doc(&env).await?;
+        self.docs.save(&env).await?;
         if repin {
             let this = Arc::clone(self);
             let (account, env_id) = (env.account_id.clone(), env.id.clone());
@@ -373,7 +373,7 @@ impl Gateway {
             env.vscode_version = req.vscode_version;
             env.status = Status::ok();
             env.update_time = Timestamp::now();
-            self.core.save_doc(&env).await?;
+            self.docs.save(&env).await?;
             let this = Arc::clone(self);
             let env_id = env.id.clone();
             let account = account.clone();
@@ -390,7 +390,7 @@ impl Gateway {
         {
             return Ok(());
         }
-        match self.core.load::<Environment>(&account, id).await? {
+        match self.docs.load::<Environment>(&account, id).await? {
             Some(env)
                 if env.state == EnvironmentState::Disconnected
                     && env.status.code != StatusCode::Ok =>
@@ -417,23 +417,23 @@ impl Gateway {
                 tracing::warn!(environment = id, error = %error_chain(&e), "reconnect: the old sandbox's snapshot failed");
             }
             // The old connection's scratch goes with its sandbox.
-            let _guard = self.core.lock_resource::<Environment>(account, id).await;
-            if let Ok(Some(mut env)) = self.core.load::<Environment>(account, id).await {
+            let _guard = self.docs.lock::<Environment>(account, id).await;
+            if let Ok(Some(mut env)) = self.docs.load::<Environment>(account, id).await {
                 if env.scratch_volume_id.is_some() {
                     self.release_scratch(&mut env).await;
-                    if let Err(e) = self.core.save_doc(&env).await {
+                    if let Err(e) = self.docs.save(&env).await {
                         tracing::error!(environment = id, error = %error_chain(&e), "could not record a reconnect");
                     }
                 }
             }
         }
-        let started = match self.core.load::<Environment>(account, id).await {
+        let started = match self.docs.load::<Environment>(account, id).await {
             Ok(Some(env)) => self.start_environment_sandbox(&env).await,
             Ok(None) => return,
             Err(e) => Err(e),
         };
-        let _guard = self.core.lock_resource::<Environment>(account, id).await;
-        let Ok(Some(mut env)) = self.core.load::<Environment>(account, id).await else {
+        let _guard = self.docs.lock::<Environment>(account, id).await;
+        let Ok(Some(mut env)) = self.docs.load::<Environment>(account, id).await else {
             return;
         };
         match started {
@@ -453,7 +453,7 @@ impl Gateway {
             }
         }
         env.update_time = Timestamp::now();
-        if let Err(e) = self.core.save_doc(&env).await {
+        if let Err(e) = self.docs.save(&env).await {
             tracing::error!(environment = id, error = %error_chain(&e), "could not record a connect");
         }
     }
@@ -539,7 +539,7 @@ impl Gateway {
         }
         env.state = EnvironmentState::Disconnecting;
         env.update_time = Timestamp::now();
-        self.core.save_doc(&env).await?;
+        self.docs.save(&env).await?;
         let this = Arc::clone(self);
         let env_id = env.id.clone();
         tokio::spawn(async move { this.run_disconnect(&account, &env_id, req).await });
@@ -555,7 +555,7 @@ impl Gateway {
     /// DISCONNECTING → DISCONNECTED with a new snapshot; when the snapshot
     /// fails, back to CONNECTED (or on to DISCONNECTED with `force`).
     async fn run_disconnect(&self, account: &AccountId, id: &str, req: DisconnectRequest) {
-        let vm = match self.core.load::<Environment>(account, id).await {
+        let vm = match self.docs.load::<Environment>(account, id).await {
             Ok(Some(env)) => env.vm_id,
             _ => return,
         };
@@ -566,8 +566,8 @@ impl Gateway {
             }
             None => Ok(()),
         };
-        let _guard = self.core.lock_resource::<Environment>(account, id).await;
-        let Ok(Some(mut env)) = self.core.load::<Environment>(account, id).await else {
+        let _guard = self.docs.lock::<Environment>(account, id).await;
+        let Ok(Some(mut env)) = self.docs.load::<Environment>(account, id).await else {
             return;
         };
         match retired {
@@ -595,7 +595,7 @@ impl Gateway {
             }
         }
         env.update_time = Timestamp::now();
-        if let Err(e) = self.core.save_doc(&env).await {
+        if let Err(e) = self.docs.save(&env).await {
             tracing::error!(environment = id, error = %error_chain(&e), "could not record a disconnect");
         }
     }
@@ -618,12 +618,12 @@ impl Gateway {
             .await;
         match &snapshot {
             Ok(s) => {
-                let _guard = self.core.lock_resource::<Environment>(account, id).await;
-                if let Some(mut env) = self.core.load::<Environment>(account, id).await? {
+                let _guard = self.docs.lock::<Environment>(account, id).await;
+                if let Some(mut env) = self.docs.load::<Environment>(account, id).await? {
                     env.snapshot_id = Some(s.id.clone());
                     env.snapshot_image_ref = snapshot_image_ref(s);
                     env.update_time = Timestamp::now();
-                    self.core.save_doc(&env).await?;
+                    self.docs.save(&env).await?;
                 }
             }
             Err(_) if keep_on_failure => return snapshot.map(|_| ()),
@@ -645,7 +645,7 @@ impl Gateway {
     ) -> Result<Snapshot, CoreError> {
         let squash_above = if reset {
             let env = self
-                .core
+                .docs
                 .load::<Environment>(account, id)
                 .await?
                 .ok_or_else(|| CoreError::not_found("environment", id))?;
@@ -712,7 +712,7 @@ impl Gateway {
         }
         env.state = EnvironmentState::Deleting;
         env.update_time = Timestamp::now();
-        self.core.save_doc(&env).await?;
+        self.docs.save(&env).await?;
         let this = Arc::clone(self);
         let task = tokio::spawn(async move { this.run_delete(env).await });
         tracing::info!(environment = id, "environment deleting");
@@ -746,11 +746,8 @@ impl Gateway {
                 tracing::warn!(environment = %env.id, error = %error_chain(&e), "delete: could not list snapshots")
             }
         }
-        let _guard = self
-            .core
-            .lock_resource::<Environment>(&account, &env.id)
-            .await;
-        if let Err(e) = self.core.delete_doc::<Environment>(&account, &env.id).await {
+        let _guard = self.docs.lock::<Environment>(&account, &env.id).await;
+        if let Err(e) = self.docs.delete::<Environment>(&account, &env.id).await {
             tracing::error!(environment = %env.id, error = %error_chain(&e), "delete: could not remove the record");
         }
         tracing::info!(environment = %env.id, "environment deleted");
@@ -805,7 +802,7 @@ impl Gateway {
         who: &Principal,
     ) -> Result<Vec<(String, Snapshot)>, CoreError> {
         let visible: BTreeMap<String, Environment> = self
-            .core
+            .docs
             .load_all::<Environment>(Some(&who.account_id))
             .await?
             .into_iter()
@@ -901,7 +898,7 @@ impl Gateway {
     /// sandbox runs is CONNECTED (else DISCONNECTED), a disconnect runs
     /// again.
     pub(crate) async fn recover_environments(self: &Arc<Self>) -> Result<(), CoreError> {
-        for mut env in self.core.load_all::<Environment>(None).await? {
+        for mut env in self.docs.load_all::<Environment>(None).await? {
             let (account, id) = (env.account_id.clone(), env.id.clone());
             match env.state {
                 EnvironmentState::Creating => {
@@ -939,7 +936,7 @@ impl Gateway {
                         );
                     }
                     env.update_time = Timestamp::now();
-                    self.core.save_doc(&env).await?;
+                    self.docs.save(&env).await?;
                 }
                 _ => {}
             }

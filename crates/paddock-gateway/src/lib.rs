@@ -75,6 +75,8 @@ impl Default for GatewayConfig {
 /// The account gateway, over the VM core.
 pub struct Gateway {
     core: Arc<Service>,
+    /// Where its clusters, pools, environments and jobs are kept.
+    docs: Arc<paddock_core::documents::Documents>,
     config: GatewayConfig,
     /// Serializes rank accounting: a placement reads every holder and
     /// records its own before the next one reads.
@@ -98,6 +100,7 @@ pub(crate) struct GatewaySandbox {
 impl Gateway {
     pub fn new(core: Arc<Service>, config: GatewayConfig) -> Self {
         Self {
+            docs: Arc::clone(core.documents()),
             core,
             config,
             placement: AsyncMutex::new(()),

@@ -223,7 +223,7 @@ impl Gateway {
                 "this host has no NVIDIA GPUs: the pool has no ranks",
             );
         }
-        self.core.insert_doc(&pool).await?;
+        self.docs.insert(&pool).await?;
         tracing::info!(account = %account, node_pool = id, "node pool created");
         Ok(pool)
     }
@@ -241,7 +241,7 @@ impl Gateway {
         {
             return Ok(p);
         }
-        self.core
+        self.docs
             .load(account, id)
             .await?
             .ok_or_else(|| CoreError::not_found("node pool", id))
@@ -274,7 +274,7 @@ impl Gateway {
 
     pub async fn list_node_pools(&self, account: &AccountId) -> Result<Vec<NodePool>, CoreError> {
         let mut all = self.host_pools(account).await?;
-        all.extend(self.core.load_all::<NodePool>(Some(account)).await?);
+        all.extend(self.docs.load_all::<NodePool>(Some(account)).await?);
         Ok(all)
     }
 
@@ -290,7 +290,7 @@ impl Gateway {
                 "the built-in node pools cannot be changed".into(),
             ));
         }
-        let _guard = self.core.lock_resource::<NodePool>(account, id).await;
+        let _guard = self.docs.lock::<NodePool>(account, id).await;
         let mut pool = self.get_node_pool(account, id).await?;
         let who = Principal {
             account_id: account.clone(),
@@ -314,7 +314,7 @@ impl Gateway {
         pool.max_node_count = max;
         pool.overprovision_node_count = over;
         pool.update_time = Timestamp::now();
-        self.core.save_doc(&pool).await?;
+        self.docs.save(&pool).await?;
         Ok(pool)
     }
 
@@ -326,7 +326,7 @@ impl Gateway {
                 "the built-in node pools cannot be deleted".into(),
             ));
         }
-        let _guard = self.core.lock_resource::<NodePool>(account, id).await;
+        let _guard = self.docs.lock::<NodePool>(account, id).await;
         let pool = self.get_node_pool(account, id).await?;
         let _placement = self.placement_lock().await;
         let stats = self.node_pool_stats(&pool).await?;
@@ -337,7 +337,7 @@ impl Gateway {
                 stats.environment_count
             )));
         }
-        self.core.delete_doc::<NodePool>(account, id).await?;
+        self.docs.delete::<NodePool>(account, id).await?;
         tracing::info!(account = %account, node_pool = id, "node pool deleted");
         Ok(())
     }

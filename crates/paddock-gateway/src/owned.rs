@@ -39,7 +39,7 @@ impl Gateway {
         who: &Principal,
         id: &str,
     ) -> Result<T, CoreError> {
-        self.core
+        self.docs
             .load::<T>(&who.account_id, id)
             .await?
             .filter(|r| r.visible_to(&who.user_email))
@@ -53,7 +53,7 @@ impl Gateway {
         who: &Principal,
         id: &str,
     ) -> Result<(OwnedMutexGuard<()>, T), CoreError> {
-        let guard = self.core.lock_resource::<T>(&who.account_id, id).await;
+        let guard = self.docs.lock::<T>(&who.account_id, id).await;
         let resource = self.visible::<T>(who, id).await?;
         Ok((guard, resource))
     }

@@ -105,8 +105,8 @@ pub struct Service {
     pub(crate) volumes: crate::volumes::Volumes,
     pub(crate) network: Arc<dyn NetworkBackend>,
     vm_locks: crate::keyed_locks::KeyedLocks<VmId>,
-    /// Serializes changes to one stored document (`kind/account/id`).
-    pub(crate) resource_locks: crate::keyed_locks::KeyedLocks<String>,
+    /// The products' documents.
+    documents: Arc<crate::documents::Documents>,
     image_library: Arc<crate::artifacts::library::ImageLibrary>,
     pub(crate) snapshots: Arc<crate::snapshots::Snapshots>,
     /// When each VM was last used, for `auto_stop`.
@@ -180,6 +180,9 @@ impl Service {
             ),
             accounts,
             image_library,
+            documents: crate::documents::Documents::new(
+                Arc::clone(&store) as Arc<dyn crate::store::ResourceStore>
+            ),
             store,
             providers,
             provider: backends.provider,
@@ -188,7 +191,6 @@ impl Service {
             keyring,
             network: backends.network,
             vm_locks: crate::keyed_locks::KeyedLocks::default(),
-            resource_locks: crate::keyed_locks::KeyedLocks::default(),
             activity: Arc::default(),
             started_at: std::time::Instant::now(),
             stuck_agents: Default::default(),
@@ -200,9 +202,9 @@ impl Service {
         &self.config
     }
 
-    /// The documents and job logs of the products built over the core.
-    pub fn resource_store(&self) -> &dyn crate::store::ResourceStore {
-        self.store.as_ref()
+    /// The documents of the products built over the core.
+    pub fn documents(&self) -> &Arc<crate::documents::Documents> {
+        &self.documents
     }
 
     /// The account's VM `id`, if it has one (where [`Service::get_vm`]
