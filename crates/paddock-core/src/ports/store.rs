@@ -307,28 +307,16 @@ pub trait ImageStore: Send + Sync {
     ) -> Result<(), StoreError>;
 }
 
+/// VMs and what is counted over them.
 #[async_trait]
-pub trait Store:
-    AccountStore
-    + ImageStore
-    + SnapshotStore
-    + ResourceStore
-    + VolumeStore
-    + VaultStore
-    + ShareStore
-    + DomainStore
-    + SshKeyStore
-    + Send
-    + Sync
-    + 'static
-{
+pub trait VmStore: Send + Sync {
     async fn insert_vm(&self, vm: &Vm) -> Result<(), StoreError>;
     /// Writes every field of `vm` over its stored row.
     async fn update_vm(&self, vm: &Vm) -> Result<(), StoreError>;
     async fn get_vm(&self, account: &AccountId, id: &VmId) -> Result<Option<Vm>, StoreError>;
     /// A VM by id alone, for the server's own background work (start
     /// tasks, sweeps); never for a caller's request, which is scoped by
-    /// account through [`Store::get_vm`].
+    /// account through [`VmStore::get_vm`].
     async fn find_vm(&self, id: &VmId) -> Result<Option<Vm>, StoreError>;
     /// The account's VMs, newest first, per `filter`.
     async fn list_vms(&self, account: &AccountId, filter: &VmFilter)
@@ -347,7 +335,11 @@ pub trait Store:
     /// stopping) take together.
     async fn account_usage(&self, account: &AccountId) -> Result<crate::quotas::Usage, StoreError>;
     async fn count_vms_by_status(&self) -> Result<Vec<(VmStatus, u64)>, StoreError>;
+}
 
+/// The recorded executions of commands.
+#[async_trait]
+pub trait ExecutionStore: Send + Sync {
     async fn insert_execution(&self, execution: &Execution) -> Result<(), StoreError>;
     async fn update_execution(&self, execution: &Execution) -> Result<(), StoreError>;
     async fn get_execution(
@@ -355,13 +347,51 @@ pub trait Store:
         account: &AccountId,
         id: &ExecutionId,
     ) -> Result<Option<Execution>, StoreError>;
-    /// Marks every still-running execution failed (their tasks died with a
-    /// previous server process); returns how many.
-    /// Marks every running execution but those in `except` failed.
+    /// Marks every running execution but those in `except` failed (their
+    /// tasks died with a previous server process); returns how many.
     async fn fail_unfinished_executions(
         &self,
         reason: &str,
         at: Timestamp,
         except: &[crate::ids::ExecutionId],
     ) -> Result<u64, StoreError>;
+}
+
+/// Every part of the store together: what the VM core composes its
+/// components from. It has no methods of its own; each consumer that
+/// needs only a part takes that part.
+pub trait Store:
+    AccountStore
+    + VmStore
+    + ExecutionStore
+    + ImageStore
+    + SnapshotStore
+    + ResourceStore
+    + VolumeStore
+    + VaultStore
+    + ShareStore
+    + DomainStore
+    + SshKeyStore
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> Store for T where
+    T: AccountStore
+        + VmStore
+        + ExecutionStore
+        + ImageStore
+        + SnapshotStore
+        + ResourceStore
+        + VolumeStore
+        + VaultStore
+        + ShareStore
+        + DomainStore
+        + SshKeyStore
+        + Send
+        + Sync
+        + 'static
+{
 }

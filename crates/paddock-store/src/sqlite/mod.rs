@@ -19,7 +19,7 @@ use paddock_core::ids::{AccountId, ApiKeyId, ExecutionId, SessionId, VmId};
 use paddock_core::model::{
     Account, ApiKey, Execution, NewApiKey, Vm, VmFilter, VmStatus, VmStatusSet,
 };
-use paddock_core::store::{AccountStore, Store};
+use paddock_core::store::{AccountStore, ExecutionStore, VmStore};
 use paddock_core::StoreError;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
@@ -187,7 +187,7 @@ pub(super) const ACCOUNT_USAGE: &str =
      FROM vms WHERE account_id = ? AND status IN ('creating', 'running', 'stopping')";
 
 #[async_trait]
-impl Store for SqliteStore {
+impl VmStore for SqliteStore {
     async fn insert_vm(&self, vm: &Vm) -> Result<(), StoreError> {
         let placeholders = vec!["?"; VM_COLUMNS.split(", ").count()].join(", ");
         let sql = format!(
@@ -333,7 +333,10 @@ impl Store for SqliteStore {
             })
             .collect()
     }
+}
 
+#[async_trait]
+impl ExecutionStore for SqliteStore {
     async fn insert_execution(&self, e: &Execution) -> Result<(), StoreError> {
         rows::bind_execution(
             sqlx::query(

@@ -6,7 +6,7 @@ use paddock_core::model::{
     Account, Credential, Env, EnvStatus, Limits, NewApiKey, Resources, Sealed, Snapshot,
     SnapshotKind, SnapshotStatus, Vault, Vm, VmFilter, VmOptions, VmStatus, VmStatusSet,
 };
-use paddock_core::store::{AccountStore, SnapshotStore, Store, VaultStore};
+use paddock_core::store::{AccountStore, SnapshotStore, VaultStore, VmStore};
 use paddock_core::StoreError;
 
 use super::SqliteStore;
