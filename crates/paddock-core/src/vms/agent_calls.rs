@@ -1,0 +1,319 @@
+//! What reaches inside a running VM through its agent: exec (streamed,
+//! collected, or as a recorded job), files and terminals; and what an
+//! agent's answer or silence means for the VM (a stuck agent is marked,
+//! a vanished sandbox is recorded as failed).
+
+use std::sync::Arc;
+
+use crate::clock::Timestamp;
+use crate::error::{CoreError, RuntimeError};
+use crate::exec::{
+    ByteStream, ExecRequest, ExecStream, FileContent, PtyConnection, PtyInfo, PtySpec, SandboxPath,
+};
+use crate::ids::{AccountId, ExecutionId, VmId};
+use crate::model::{Execution, Vm, VmStatus};
+use crate::service::{collect_output, error_chain, ExecOutput, Service};
+
+impl Service {
+    pub(crate) async fn running_vm(&self, account: &AccountId, id: &VmId) -> Result<Vm, CoreError> {
+        let vm = self.get_vm(account, id).await?;
+        if vm.status != VmStatus::Running {
+            return Err(CoreError::FailedPrecondition(format!(
+                "the VM is {}, not running",
+                vm.status.as_str()
+            )));
+        }
+        Ok(vm)
+    }
+
+    /// A running VM whose agent a call is about to use: refused at once
+    /// while that agent was stuck moments ago.
+    async fn agent_vm(&self, account: &AccountId, id: &VmId) -> Result<Vm, CoreError> {
+        let vm = self.running_vm(account, id).await?;
+        self.stuck_agents.check(&vm.id)?;
+        Ok(vm)
+    }
+
+    /// What an agent call's result means for the VM: a missed deadline
+    /// marks it (and its record's `status_reason`), an answer clears the
+    /// mark, a vanished sandbox is recorded as failed.
+    async fn agent_result<T>(
+        &self,
+        vm: &Vm,
+        result: Result<T, RuntimeError>,
+    ) -> Result<T, CoreError> {
+        match result {
+            Ok(v) => {
+                if self.stuck_agents.clear(&vm.id) {
+                    self.set_stuck_reason(&vm.id, false).await;
+                }
+                Ok(v)
+            }
+            Err(e @ RuntimeError::AgentTimeout(_)) => {
+                tracing::warn!(vm_id = %vm.id, error = %e, "a VM's agent missed its deadline");
+                self.stuck_agents.mark(&vm.id);
+                self.set_stuck_reason(&vm.id, true).await;
+                Err(e.into())
+            }
+            Err(e) => Err(self.check_gone(vm, e).await),
+        }
+    }
+
+    async fn set_stuck_reason(&self, id: &VmId, stuck: bool) {
+        let reason = crate::stuck_agents::STUCK_REASON;
+        let _guard = self.lock_vm(id).await;
+        let Ok(Some(mut vm)) = self.store.find_vm(id).await else {
+            return;
+        };
+        if vm.status != VmStatus::Running {
+            return;
+        }
+        let changed = match (stuck, vm.status_reason.as_deref()) {
+            (true, None) => {
+                vm.status_reason = Some(reason.to_owned());
+                true
+            }
+            (false, Some(r)) if r == reason => {
+                vm.status_reason = None;
+                true
+            }
+            _ => false,
+        };
+        if changed {
+            vm.updated_at = Timestamp::now();
+            if let Err(e) = self.store.update_vm(&vm).await {
+                tracing::error!(vm_id = %id, error = %error_chain(&e), "could not record a stuck agent");
+            }
+        }
+    }
+
+    pub async fn exec(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+        request: ExecRequest,
+    ) -> Result<ExecStream, CoreError> {
+        request.check()?;
+        let vm = self.agent_vm(account, id).await?;
+        self.activity.touch(&vm.id);
+        let started = async { self.provider_of(&vm)?.channel().exec(&vm.id, request).await };
+        let started = started.await;
+        self.agent_result(&vm, started).await
+    }
+
+    /// When the provider says a sandbox is gone, record it.
+    async fn check_gone(&self, vm: &Vm, e: RuntimeError) -> CoreError {
+        if matches!(e, RuntimeError::SandboxGone | RuntimeError::Agent(_)) {
+            if let Some(h) = vm.runtime {
+                if !self.is_alive(vm, h) {
+                    let _ = self
+                        .mark_failed(&vm.id, "the sandbox's processes exited")
+                        .await;
+                    return CoreError::FailedPrecondition("the VM is not running".into());
+                }
+            }
+        }
+        e.into()
+    }
+
+    /// Runs a command to its end and collects its output.
+    pub async fn exec_collect(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+        request: ExecRequest,
+    ) -> Result<ExecOutput, CoreError> {
+        let _busy = self.activity.busy(id);
+        let stream = self.exec(account, id, request).await?;
+        collect_output(stream, self.config.max_collected_output).await
+    }
+
+    /// Starts a command in the background; its result is read with
+    /// [`Service::get_execution`].
+    pub async fn exec_async(
+        self: &Arc<Self>,
+        account: &AccountId,
+        vm: &Vm,
+        request: ExecRequest,
+    ) -> Result<Execution, CoreError> {
+        Ok(self.exec_recorded(account, vm, request, true).await?.0)
+    }
+
+    /// Starts a command whose output and end are recorded as an
+    /// [`Execution`]; the task yields the final record. `in_use`: the VM
+    /// is not idle while it runs (a client's command; a definition's main
+    /// command is not use, so `auto_stop` can end a sandbox it keeps
+    /// busy).
+    pub(crate) async fn exec_recorded(
+        self: &Arc<Self>,
+        account: &AccountId,
+        vm: &Vm,
+        request: ExecRequest,
+        in_use: bool,
+    ) -> Result<(Execution, tokio::task::JoinHandle<Execution>), CoreError> {
+        let busy = in_use.then(|| self.activity.busy(&vm.id));
+        let stream = self.exec(account, &vm.id, request).await?;
+        let execution = Execution::started(ExecutionId::generate(), vm);
+        self.store.insert_execution(&execution).await?;
+        let this = Arc::clone(self);
+        let record = execution.clone();
+        let done = tokio::spawn(async move {
+            let _busy = busy;
+            this.record_execution(stream, record).await
+        });
+        Ok((execution, done))
+    }
+
+    pub async fn get_execution(
+        &self,
+        account: &AccountId,
+        id: &ExecutionId,
+    ) -> Result<Execution, CoreError> {
+        self.store
+            .get_execution(account, id)
+            .await?
+            .ok_or_else(|| CoreError::not_found("execution", id))
+    }
+
+    // ---- files and terminals ------------------------------------------------
+
+    pub async fn read_file(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+        path: &SandboxPath,
+    ) -> Result<FileContent, CoreError> {
+        let vm = self.agent_vm(account, id).await?;
+        self.activity.touch(&vm.id);
+        let read = async {
+            self.provider_of(&vm)?
+                .channel()
+                .read_file(&vm.id, path)
+                .await
+        };
+        let read = read.await;
+        self.agent_result(&vm, read).await
+    }
+
+    pub async fn write_file(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+        path: &SandboxPath,
+        mode: Option<u32>,
+        body: ByteStream,
+    ) -> Result<u64, CoreError> {
+        let vm = self.agent_vm(account, id).await?;
+        self.activity.touch(&vm.id);
+        let written = async {
+            let provider = self.provider_of(&vm)?;
+            provider
+                .channel()
+                .write_file(&vm.id, path, mode, body)
+                .await
+        };
+        let written = written.await;
+        self.agent_result(&vm, written).await
+    }
+
+    pub async fn pty_create(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+        spec: PtySpec,
+    ) -> Result<PtyInfo, CoreError> {
+        if spec.cols == 0 || spec.rows == 0 {
+            return Err(CoreError::invalid(
+                "cols",
+                "cols and rows must be at least 1",
+            ));
+        }
+        let vm = self.agent_vm(account, id).await?;
+        self.activity.touch(&vm.id);
+        let created = async {
+            self.provider_of(&vm)?
+                .channel()
+                .pty_create(&vm.id, spec)
+                .await
+        };
+        let created = created.await;
+        self.agent_result(&vm, created).await
+    }
+
+    pub async fn pty_list(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+    ) -> Result<Vec<PtyInfo>, CoreError> {
+        let vm = self.agent_vm(account, id).await?;
+        let listed = async { self.provider_of(&vm)?.channel().pty_list(&vm.id).await };
+        let listed = listed.await;
+        self.agent_result(&vm, listed).await
+    }
+
+    pub async fn pty_get(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+        pty: &str,
+    ) -> Result<PtyInfo, CoreError> {
+        let vm = self.agent_vm(account, id).await?;
+        let got = async { self.provider_of(&vm)?.channel().pty_get(&vm.id, pty).await };
+        let got = got.await;
+        self.agent_result(&vm, got).await
+    }
+
+    pub async fn pty_resize(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+        pty: &str,
+        cols: u16,
+        rows: u16,
+    ) -> Result<(), CoreError> {
+        if cols == 0 || rows == 0 {
+            return Err(CoreError::invalid(
+                "cols",
+                "cols and rows must be at least 1",
+            ));
+        }
+        let vm = self.agent_vm(account, id).await?;
+        self.activity.touch(&vm.id);
+        let resized = async {
+            let provider = self.provider_of(&vm)?;
+            provider.channel().pty_resize(&vm.id, pty, cols, rows).await
+        };
+        let resized = resized.await;
+        self.agent_result(&vm, resized).await
+    }
+
+    pub async fn pty_kill(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+        pty: &str,
+    ) -> Result<(), CoreError> {
+        let vm = self.agent_vm(account, id).await?;
+        let killed = async { self.provider_of(&vm)?.channel().pty_kill(&vm.id, pty).await };
+        let killed = killed.await;
+        self.agent_result(&vm, killed).await
+    }
+
+    pub async fn pty_attach(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+        pty: &str,
+    ) -> Result<PtyConnection, CoreError> {
+        let vm = self.agent_vm(account, id).await?;
+        self.activity.touch(&vm.id);
+        let attached = async {
+            self.provider_of(&vm)?
+                .channel()
+                .pty_attach(&vm.id, pty)
+                .await
+        };
+        let attached = attached.await;
+        self.agent_result(&vm, attached).await
+    }
+}
