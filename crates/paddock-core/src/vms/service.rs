@@ -1,7 +1,9 @@
-//! The service: every operation of every surface, as typed calls on the
-//! store and the provider. Lifecycle changes of one VM are serialized by a
-//! per-VM lock, so a delete that races a start waits for it and then stops
-//! what it started.
+//! The service: where the core's components are composed (accounts,
+//! vaults, SSH keys, shares, images, snapshots, volumes, documents), and a
+//! VM's create, start, patch and end. The VMs' other operations are
+//! `impl Service` blocks in the sibling files, by concern. Lifecycle
+//! changes of one VM are serialized by a per-VM lock, so a delete that
+//! races a start waits for it and then stops what it started.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
