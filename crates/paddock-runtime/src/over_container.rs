@@ -56,18 +56,6 @@ macro_rules! provider_over_container {
                 Ok(0)
             }
 
-
-
-
-
-
-
-
-
-
-
-
-
             fn channel(&self) -> &dyn paddock_core::provider::SandboxChannel {
                 self.container.as_ref()
             }
