@@ -99,6 +99,27 @@ fn parse_execute(body: &mut ExecuteRequest) -> Result<ExecRequest, ApiError> {
     })
 }
 
+/// What `/execute` and `/execute_async` share: the caller's account, the
+/// session's VM, and the command with the env of the vaults it names.
+async fn prepare_execute(
+    state: &AppState,
+    caller: Option<Caller>,
+    body: &mut ExecuteRequest,
+) -> Result<(AccountId, Vm, ExecRequest), ApiError> {
+    let account = authenticate_exec(state, caller, body.api_key.as_deref()).await?;
+    let mut request = parse_execute(body)?;
+    let vaults = super::vault_ids(body.vault_ids.take())?;
+    let vm = target_vm(state, &account, body.session_id.take()).await?;
+    request.env.extend(
+        state
+            .service
+            .vaults()
+            .command_secrets(&account, &vaults)
+            .await?,
+    );
+    Ok((account, vm, request))
+}
+
 /// Run a command in the session's VM and return its output.
 #[utoipa::path(post, path = "/execute", tag = "exec", request_body = ExecuteRequest,
     responses((status = 200, body = ExecuteResponse), (status = 404, body = ErrorDetail), (status = 422, body = HttpValidationError)))]
@@ -107,17 +128,7 @@ pub(crate) async fn execute(
     caller: Option<Caller>,
     ValidJson(mut body): ValidJson<ExecuteRequest>,
 ) -> Result<Json<ExecuteResponse>, ApiError> {
-    let account = authenticate_exec(&state, caller, body.api_key.as_deref()).await?;
-    let mut request = parse_execute(&mut body)?;
-    let vaults = super::vault_ids(body.vault_ids.take())?;
-    let vm = target_vm(&state, &account, body.session_id.take()).await?;
-    request.env.extend(
-        state
-            .service
-            .vaults()
-            .command_secrets(&account, &vaults)
-            .await?,
-    );
+    let (account, vm, request) = prepare_execute(&state, caller, &mut body).await?;
     let out = state
         .service
         .exec_collect(&account, &vm.id, request)
@@ -144,17 +155,7 @@ pub(crate) async fn execute_async(
     caller: Option<Caller>,
     ValidJson(mut body): ValidJson<ExecuteRequest>,
 ) -> Result<Json<ExecuteAsyncResponse>, ApiError> {
-    let account = authenticate_exec(&state, caller, body.api_key.as_deref()).await?;
-    let mut request = parse_execute(&mut body)?;
-    let vaults = super::vault_ids(body.vault_ids.take())?;
-    let vm = target_vm(&state, &account, body.session_id.take()).await?;
-    request.env.extend(
-        state
-            .service
-            .vaults()
-            .command_secrets(&account, &vaults)
-            .await?,
-    );
+    let (account, vm, request) = prepare_execute(&state, caller, &mut body).await?;
     let execution = state.service.exec_async(&account, &vm, request).await?;
     Ok(Json(ExecuteAsyncResponse {
         task_id: execution.id.to_string(),
