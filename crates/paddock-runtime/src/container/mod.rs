@@ -451,12 +451,9 @@ impl ContainerProvider {
             what,
         )
         .await?;
-        // One line: the pid, then how long each step took.
         let line = String::from_utf8_lossy(&stdout);
-        let (pid, phases) = line.trim().split_once(' ').unwrap_or((line.trim(), ""));
-        let pid: i32 = pid
-            .parse()
-            .map_err(|_| RuntimeError::Setup(format!("{what} reported no pid")))?;
+        let (pid, phases) = parse_launched(&line)
+            .ok_or_else(|| RuntimeError::Setup(format!("{what} reported no pid")))?;
         tracing::debug!(sandbox = ?label, %phases, "{what} finished (µs per step)");
         let start_ticks = procfs::start_ticks(pid)
             .ok_or_else(|| RuntimeError::Setup("the sandbox exited right after boot".into()))?;
@@ -896,6 +893,15 @@ fn teardown(
     cgroup_result.and(dir_result).and(work_result)
 }
 
+/// A helper's one line on stdout: the pid of what it left running (never
+/// 0 or 1), then how long each of its steps took, if it says.
+fn parse_launched(line: &str) -> Option<(i32, &str)> {
+    let line = line.trim();
+    let (pid, phases) = line.split_once(' ').unwrap_or((line, ""));
+    let pid = pid.parse::<i32>().ok().filter(|p| *p > 1)?;
+    Some((pid, phases.trim()))
+}
+
 /// Removes the directory tree at `path`; one that is not there is gone.
 fn remove_tree(path: &Path) -> Result<(), RuntimeError> {
     match fs::remove_dir_all(path) {
@@ -927,4 +933,21 @@ pub fn purge(data_dir: &Path, local_root: &Path) -> Result<usize, RuntimeError> 
     proc_views::stop(data_dir);
     let mounts = crate::volumes::purge(data_dir)?;
     Ok(ids.len() + mounts)
+}
+
+#[cfg(test)]
+mod launched_tests {
+    use super::parse_launched;
+
+    #[test]
+    fn the_helpers_line_is_a_pid_then_its_steps() {
+        assert_eq!(parse_launched("4242\n"), Some((4242, "")));
+        assert_eq!(
+            parse_launched("4242 config=5 cgroups=310 init=7200\n"),
+            Some((4242, "config=5 cgroups=310 init=7200"))
+        );
+        for bad in ["", "\n", "x 1=2", "1", "0 a=1", "-5"] {
+            assert_eq!(parse_launched(bad), None, "{bad:?}");
+        }
+    }
 }
