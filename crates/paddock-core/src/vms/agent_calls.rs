@@ -12,6 +12,7 @@ use crate::exec::{
 };
 use crate::ids::{AccountId, ExecutionId, VmId};
 use crate::model::{Execution, Vm, VmStatus};
+use crate::provider::Provider;
 use crate::service::{collect_output, error_chain, ExecOutput, Service};
 
 impl Service {
@@ -26,12 +27,18 @@ impl Service {
         Ok(vm)
     }
 
-    /// A running VM whose agent a call is about to use: refused at once
-    /// while that agent was stuck moments ago.
-    async fn agent_vm(&self, account: &AccountId, id: &VmId) -> Result<Vm, CoreError> {
+    /// A running VM whose agent a call is about to use, with its
+    /// provider: refused at once while that agent was stuck moments ago,
+    /// or when this server no longer runs its provider.
+    async fn agent_vm(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+    ) -> Result<(Vm, Arc<dyn Provider>), CoreError> {
         let vm = self.running_vm(account, id).await?;
         self.stuck_agents.check(&vm.id)?;
-        Ok(vm)
+        let provider = self.provider_of(&vm)?;
+        Ok((vm, provider))
     }
 
     /// What an agent call's result means for the VM: a missed deadline
@@ -94,10 +101,9 @@ impl Service {
         request: ExecRequest,
     ) -> Result<ExecStream, CoreError> {
         request.check()?;
-        let vm = self.agent_vm(account, id).await?;
+        let (vm, provider) = self.agent_vm(account, id).await?;
         self.activity.touch(&vm.id);
-        let started = async { self.provider_of(&vm)?.channel().exec(&vm.id, request).await };
-        let started = started.await;
+        let started = provider.channel().exec(&vm.id, request).await;
         self.agent_result(&vm, started).await
     }
 
@@ -183,15 +189,9 @@ impl Service {
         id: &VmId,
         path: &SandboxPath,
     ) -> Result<FileContent, CoreError> {
-        let vm = self.agent_vm(account, id).await?;
+        let (vm, provider) = self.agent_vm(account, id).await?;
         self.activity.touch(&vm.id);
-        let read = async {
-            self.provider_of(&vm)?
-                .channel()
-                .read_file(&vm.id, path)
-                .await
-        };
-        let read = read.await;
+        let read = provider.channel().read_file(&vm.id, path).await;
         self.agent_result(&vm, read).await
     }
 
@@ -203,16 +203,12 @@ impl Service {
         mode: Option<u32>,
         body: ByteStream,
     ) -> Result<u64, CoreError> {
-        let vm = self.agent_vm(account, id).await?;
+        let (vm, provider) = self.agent_vm(account, id).await?;
         self.activity.touch(&vm.id);
-        let written = async {
-            let provider = self.provider_of(&vm)?;
-            provider
-                .channel()
-                .write_file(&vm.id, path, mode, body)
-                .await
-        };
-        let written = written.await;
+        let written = provider
+            .channel()
+            .write_file(&vm.id, path, mode, body)
+            .await;
         self.agent_result(&vm, written).await
     }
 
@@ -228,15 +224,9 @@ impl Service {
                 "cols and rows must be at least 1",
             ));
         }
-        let vm = self.agent_vm(account, id).await?;
+        let (vm, provider) = self.agent_vm(account, id).await?;
         self.activity.touch(&vm.id);
-        let created = async {
-            self.provider_of(&vm)?
-                .channel()
-                .pty_create(&vm.id, spec)
-                .await
-        };
-        let created = created.await;
+        let created = provider.channel().pty_create(&vm.id, spec).await;
         self.agent_result(&vm, created).await
     }
 
@@ -245,9 +235,8 @@ impl Service {
         account: &AccountId,
         id: &VmId,
     ) -> Result<Vec<PtyInfo>, CoreError> {
-        let vm = self.agent_vm(account, id).await?;
-        let listed = async { self.provider_of(&vm)?.channel().pty_list(&vm.id).await };
-        let listed = listed.await;
+        let (vm, provider) = self.agent_vm(account, id).await?;
+        let listed = provider.channel().pty_list(&vm.id).await;
         self.agent_result(&vm, listed).await
     }
 
@@ -257,9 +246,8 @@ impl Service {
         id: &VmId,
         pty: &str,
     ) -> Result<PtyInfo, CoreError> {
-        let vm = self.agent_vm(account, id).await?;
-        let got = async { self.provider_of(&vm)?.channel().pty_get(&vm.id, pty).await };
-        let got = got.await;
+        let (vm, provider) = self.agent_vm(account, id).await?;
+        let got = provider.channel().pty_get(&vm.id, pty).await;
         self.agent_result(&vm, got).await
     }
 
@@ -277,13 +265,9 @@ impl Service {
                 "cols and rows must be at least 1",
             ));
         }
-        let vm = self.agent_vm(account, id).await?;
+        let (vm, provider) = self.agent_vm(account, id).await?;
         self.activity.touch(&vm.id);
-        let resized = async {
-            let provider = self.provider_of(&vm)?;
-            provider.channel().pty_resize(&vm.id, pty, cols, rows).await
-        };
-        let resized = resized.await;
+        let resized = provider.channel().pty_resize(&vm.id, pty, cols, rows).await;
         self.agent_result(&vm, resized).await
     }
 
@@ -293,9 +277,8 @@ impl Service {
         id: &VmId,
         pty: &str,
     ) -> Result<(), CoreError> {
-        let vm = self.agent_vm(account, id).await?;
-        let killed = async { self.provider_of(&vm)?.channel().pty_kill(&vm.id, pty).await };
-        let killed = killed.await;
+        let (vm, provider) = self.agent_vm(account, id).await?;
+        let killed = provider.channel().pty_kill(&vm.id, pty).await;
         self.agent_result(&vm, killed).await
     }
 
@@ -305,15 +288,9 @@ impl Service {
         id: &VmId,
         pty: &str,
     ) -> Result<PtyConnection, CoreError> {
-        let vm = self.agent_vm(account, id).await?;
+        let (vm, provider) = self.agent_vm(account, id).await?;
         self.activity.touch(&vm.id);
-        let attached = async {
-            self.provider_of(&vm)?
-                .channel()
-                .pty_attach(&vm.id, pty)
-                .await
-        };
-        let attached = attached.await;
+        let attached = provider.channel().pty_attach(&vm.id, pty).await;
         self.agent_result(&vm, attached).await
     }
 }
