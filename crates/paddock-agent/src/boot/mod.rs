@@ -100,10 +100,12 @@ pub fn boot(config_path: &Path) -> Result<Launched, BootError> {
     join_cgroups(&config.cgroup_procs)?;
     phases.mark("cgroups");
     set_affinity(&config.cpus)?;
+    phases.mark("affinity");
     // Bound before the sandbox's namespaces exist: the socket belongs to
     // the host's network namespace, so the sandbox's `/proc/net/unix`
     // never lists it (nor its host path).
     let listener = bind_agent_socket(&config.socket_path)?;
+    phases.mark("socket");
     let user_namespace = match config.id_map {
         Some(map) if !config.on_host => Some(userns::create(map)?),
         _ => None,
