@@ -99,11 +99,13 @@ pub(crate) fn merge(
 }
 
 /// The document as pretty JSON (the committed file's form): the VM API's
-/// generated paths, then the account gateway's, then the environment
+/// and the account gateway's generated paths, then the environment
 /// definitions'.
 pub fn document_json() -> String {
-    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
-    crate::gateway::openapi::extend(&mut doc);
+    let mut api = ApiDoc::openapi();
+    api.merge(crate::gateway::openapi::GatewayDoc::openapi());
+    let mut doc = serde_json::to_value(api).unwrap_or_default();
+    crate::gateway::openapi::complete(&mut doc);
     crate::definitions::openapi::extend(&mut doc);
     complete(&mut doc);
     serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))

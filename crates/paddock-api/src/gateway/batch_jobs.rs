@@ -3,25 +3,34 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
+use paddock_core::model::Principal;
 use paddock_gateway::{BatchJobInput, MetadataPatch};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::GatewayError;
 use super::list::{self, GetQuery, ListQuery};
 use super::update_mask::{self, Cleared, Mutable, UpdateQuery};
+use super::views::{to_json, BatchJobList, BatchJobLogs, BatchJobView, Empty, LogEntry};
 use super::wire::{self, BatchJobBody, BATCH_JOBS};
 use super::{
-    from_value, plain_id, split_segment, unknown_method, BatchDeleteBody, GJson, GQuery, Who,
+    from_value, plain_id, split_segment, unknown_method, AccountPath, BatchDeleteBody,
+    BatchJobPath, GJson, GQuery, Who,
 };
 use crate::AppState;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct CreateQuery {
+    /// The job's id; generated when absent.
     batch_job_id: Option<String>,
 }
 
+#[utoipa::path(post, path = "/v1/accounts/{account_id}/batchJobs", tag = "batchJobs",
+    operation_id = "createBatchJob", params(AccountPath, CreateQuery), request_body = BatchJobBody,
+    responses((status = 200, body = BatchJobView)))]
 pub async fn create(
     State(state): State<AppState>,
     Who(who): Who,
@@ -46,65 +55,88 @@ pub async fn create(
         .gateway
         .create_batch_job(&who, q.batch_job_id.filter(|i| !i.is_empty()), input)
         .await?;
-    Ok(Json(wire::batch_job(&job)))
+    Ok(Json(to_json(BatchJobView::from(&job))))
 }
 
+#[utoipa::path(get, path = "/v1/accounts/{account_id}/batchJobs", tag = "batchJobs",
+    operation_id = "listBatchJobs", params(AccountPath, ListQuery),
+    responses((status = 200, body = BatchJobList)))]
 pub async fn list(
     State(state): State<AppState>,
     Who(who): Who,
     GQuery(q): GQuery<ListQuery>,
-) -> Result<Json<Value>, GatewayError> {
+) -> Result<Json<BatchJobList>, GatewayError> {
     let items = state
         .gateway
         .list_batch_jobs(&who)
         .await?
         .iter()
-        .map(wire::batch_job)
+        .map(|j| to_json(BatchJobView::from(j)))
         .collect();
-    Ok(Json(list::page(&BATCH_JOBS, items, &q)?))
+    Ok(Json(list::page(&BATCH_JOBS, items, &q)?.into()))
 }
 
-#[derive(Deserialize, Default)]
+/// A GET on an item takes the getter's `readMask` or `:getLogs`'s page.
+#[derive(Deserialize, Default, IntoParams, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
+    #[param(ignore)]
+    #[schema(ignore)]
     read_mask: Option<String>,
     /// At most this many chunks (default 1000, at most 10000).
     page_size: Option<u32>,
+    /// A previous `nextPageToken`.
     page_token: Option<String>,
 }
 
+/// GET on an item: the job, or its `:getLogs`.
 pub async fn get_or_method(
     State(state): State<AppState>,
     Who(who): Who,
-    Path((_, segment)): Path<(String, String)>,
+    Path(path): Path<BatchJobPath>,
     GQuery(q): GQuery<LogsQuery>,
 ) -> Result<Json<Value>, GatewayError> {
-    let (id, method) = split_segment(&segment);
-    match method {
-        None => {
+    match split_segment(&path.batch_job_id) {
+        (id, None) => {
             let q = GetQuery {
                 read_mask: q.read_mask,
             };
-            let job = state.gateway.get_batch_job(&who, id).await?;
-            Ok(Json(list::apply_read_mask(
-                &BATCH_JOBS,
-                wire::batch_job(&job),
-                q.read_mask.as_deref(),
-            )?))
+            get(&state, &who, id, q).await
         }
-        Some("getLogs") => logs(&state, &who, id, &q).await,
-        Some(m) => Err(unknown_method(m, &["getLogs"])),
+        (id, Some("getLogs")) => logs(&state, &who, id, &q).await.map(|j| Json(to_json(j.0))),
+        (_, Some(m)) => Err(unknown_method(m, &["getLogs"])),
     }
 }
 
-/// `:getLogs`: the job's output after `pageToken`, at most `pageSize`
-/// chunks (GET with query parameters, or POST with them in the body).
+#[utoipa::path(get, path = "/v1/accounts/{account_id}/batchJobs/{batch_job_id}", tag = "batchJobs",
+    operation_id = "getBatchJob", params(BatchJobPath, GetQuery),
+    responses((status = 200, body = BatchJobView)))]
+async fn get(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    q: GetQuery,
+) -> Result<Json<Value>, GatewayError> {
+    let job = state.gateway.get_batch_job(who, id).await?;
+    Ok(Json(list::apply_read_mask(
+        &BATCH_JOBS,
+        to_json(BatchJobView::from(&job)),
+        q.read_mask.as_deref(),
+    )?))
+}
+
+/// The job's output after `pageToken`, at most `pageSize` chunks. Also
+/// answers POST, with the parameters in the body.
+#[utoipa::path(get, path = "/v1/accounts/{account_id}/batchJobs/{batch_job_id}:getLogs",
+    tag = "batchJobs", operation_id = "getBatchJobLogs", params(BatchJobPath, LogsQuery),
+    responses((status = 200, body = BatchJobLogs)))]
 async fn logs(
     state: &AppState,
-    who: &paddock_core::model::Principal,
+    who: &Principal,
     id: &str,
     q: &LogsQuery,
-) -> Result<Json<Value>, GatewayError> {
+) -> Result<Json<BatchJobLogs>, GatewayError> {
     let after = match q.page_token.as_deref().filter(|t| !t.is_empty()) {
         Some(t) => t
             .parse::<i64>()
@@ -119,13 +151,19 @@ async fn logs(
         String::new()
     };
     let text: String = chunks.iter().map(|c| c.data.as_str()).collect();
-    let entries: Vec<Value> = chunks
+    let entries = chunks
         .iter()
-        .map(|c| json!({"stream": c.stream, "text": c.data, "time": c.created_at.to_rfc3339()}))
+        .map(|c| LogEntry {
+            stream: c.stream.clone(),
+            text: c.data.clone(),
+            time: c.created_at.to_rfc3339(),
+        })
         .collect();
-    Ok(Json(
-        json!({"logs": text, "entries": entries, "nextPageToken": next}),
-    ))
+    Ok(Json(BatchJobLogs {
+        logs: text,
+        entries,
+        next_page_token: next,
+    }))
 }
 
 /// What a PATCH may change (see `update_mask.rs`).
@@ -138,14 +176,17 @@ const MUTABLE: Mutable = Mutable {
     ],
 };
 
+#[utoipa::path(patch, path = "/v1/accounts/{account_id}/batchJobs/{batch_job_id}", tag = "batchJobs",
+    operation_id = "updateBatchJob", params(BatchJobPath, UpdateQuery), request_body = BatchJobBody,
+    responses((status = 200, body = BatchJobView)))]
 pub async fn update(
     State(state): State<AppState>,
     Who(who): Who,
-    Path((_, segment)): Path<(String, String)>,
+    Path(path): Path<BatchJobPath>,
     GQuery(q): GQuery<UpdateQuery>,
     GJson(raw): GJson<Value>,
 ) -> Result<Json<Value>, GatewayError> {
-    let id = plain_id(&segment)?;
+    let id = plain_id(&path.batch_job_id)?;
     let raw = update_mask::apply(raw, &q, &MUTABLE)?;
     let body: BatchJobBody = from_value(raw.clone())?;
     let current = state.gateway.get_batch_job(&who, id).await?;
@@ -184,7 +225,7 @@ pub async fn update(
         ),
     ];
     // What it runs, as read back: sending it unchanged is fine.
-    let rendered = wire::batch_job(&current);
+    let rendered = to_json(BatchJobView::from(&current));
     let runs_changed = [
         "numRanks",
         "role",
@@ -212,44 +253,59 @@ pub async fn update(
         shared: body.shared,
     };
     let job = state.gateway.update_batch_job(&who, id, patch).await?;
-    Ok(Json(wire::batch_job(&job)))
+    Ok(Json(to_json(BatchJobView::from(&job))))
 }
 
+#[utoipa::path(delete, path = "/v1/accounts/{account_id}/batchJobs/{batch_job_id}", tag = "batchJobs",
+    operation_id = "deleteBatchJob", params(BatchJobPath),
+    responses((status = 200, body = Empty)))]
 pub async fn delete(
     State(state): State<AppState>,
     Who(who): Who,
-    Path((_, segment)): Path<(String, String)>,
-) -> Result<Json<Value>, GatewayError> {
-    let id = plain_id(&segment)?;
+    Path(path): Path<BatchJobPath>,
+) -> Result<Json<Empty>, GatewayError> {
+    let id = plain_id(&path.batch_job_id)?;
     state.gateway.delete_batch_job(&who, id).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }
 
-/// `:cancel`.
+/// POST on an item: `:cancel`, or `:getLogs` with its parameters in the
+/// body (AIP-136's convention for a getter sent as POST).
 pub async fn method(
     State(state): State<AppState>,
     Who(who): Who,
-    Path((_, segment)): Path<(String, String)>,
+    Path(path): Path<BatchJobPath>,
     GJson(body): GJson<Value>,
 ) -> Result<Json<Value>, GatewayError> {
-    let (id, method) = split_segment(&segment);
-    match method {
-        Some("cancel") => state.gateway.cancel_batch_job(&who, id).await?,
-        // A getter sent as POST (AIP-136's convention for custom methods)
-        // takes its parameters from the body.
-        Some("getLogs") => return logs(&state, &who, id, &from_value(body)?).await,
-        Some(m) => return Err(unknown_method(m, &["cancel", "getLogs"])),
-        None => return Err(unknown_method("", &["cancel", "getLogs"])),
+    match split_segment(&path.batch_job_id) {
+        (id, Some("cancel")) => cancel(&state, &who, id).await.map(|j| Json(to_json(j.0))),
+        (id, Some("getLogs")) => logs(&state, &who, id, &from_value(body)?)
+            .await
+            .map(|j| Json(to_json(j.0))),
+        (_, m) => Err(unknown_method(
+            m.unwrap_or_default(),
+            &["cancel", "getLogs"],
+        )),
     }
-    Ok(Json(json!({})))
 }
 
+#[utoipa::path(post, path = "/v1/accounts/{account_id}/batchJobs/{batch_job_id}:cancel",
+    tag = "batchJobs", operation_id = "cancelBatchJob", params(BatchJobPath),
+    responses((status = 200, body = Empty)))]
+async fn cancel(state: &AppState, who: &Principal, id: &str) -> Result<Json<Empty>, GatewayError> {
+    state.gateway.cancel_batch_job(who, id).await?;
+    Ok(Json(Empty {}))
+}
+
+#[utoipa::path(post, path = "/v1/accounts/{account_id}/batchJobs:batchDelete", tag = "batchJobs",
+    operation_id = "batchDeleteBatchJobs", params(AccountPath), request_body = BatchDeleteBody,
+    responses((status = 200, body = Empty)))]
 pub async fn batch_delete(
     State(state): State<AppState>,
     Who(who): Who,
     GJson(body): GJson<BatchDeleteBody>,
-) -> Result<Json<Value>, GatewayError> {
+) -> Result<Json<Empty>, GatewayError> {
     let ids = body.ids(who.account_id.as_str(), "batchJobs")?;
     state.gateway.batch_delete_batch_jobs(&who, &ids).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }

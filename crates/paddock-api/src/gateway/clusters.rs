@@ -3,25 +3,37 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use paddock_core::model::gateway::ClusterBackend;
+use paddock_core::model::Principal;
 use paddock_gateway::{ClusterInput, ClusterPatch};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::error::GatewayError;
 use super::from_value;
 use super::list::{self, GetQuery, ListQuery};
 use super::update_mask::{self, Cleared, Mutable, UpdateQuery};
-use super::wire::{self, ClusterBody, CLUSTERS};
-use super::{plain_id, split_segment, unknown_method, GJson, GQuery, Who};
+use super::views::{to_json, ClusterList, ClusterView, ConnectionInfo, Empty};
+use super::wire::{ClusterBody, CLUSTERS};
+use super::{
+    plain_id, split_segment, unknown_method, AccountPath, ClusterPath, GJson, GQuery, Who,
+};
 use crate::AppState;
 
-#[derive(Deserialize)]
+/// A cluster and its id.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = CreateClusterBody)]
 pub struct CreateBody {
+    /// Required.
     cluster: Option<ClusterBody>,
+    /// Required.
     cluster_id: Option<String>,
 }
 
+#[utoipa::path(post, path = "/v1/accounts/{account_id}/clusters", tag = "clusters",
+    operation_id = "createCluster", params(AccountPath), request_body = CreateBody,
+    responses((status = 200, body = ClusterView)))]
 pub async fn create(
     State(state): State<AppState>,
     Who(who): Who,
@@ -42,22 +54,25 @@ pub async fn create(
         .gateway
         .create_cluster(&who.account_id, &id, input)
         .await?;
-    Ok(Json(wire::cluster(&cluster)))
+    Ok(Json(to_json(ClusterView::from(&cluster))))
 }
 
+#[utoipa::path(get, path = "/v1/accounts/{account_id}/clusters", tag = "clusters",
+    operation_id = "listClusters", params(AccountPath, ListQuery),
+    responses((status = 200, body = ClusterList)))]
 pub async fn list(
     State(state): State<AppState>,
     Who(who): Who,
     GQuery(q): GQuery<ListQuery>,
-) -> Result<Json<Value>, GatewayError> {
+) -> Result<Json<ClusterList>, GatewayError> {
     let items = state
         .gateway
         .list_clusters(&who.account_id)
         .await?
         .iter()
-        .map(wire::cluster)
+        .map(|c| to_json(ClusterView::from(c)))
         .collect();
-    Ok(Json(list::page(&CLUSTERS, items, &q)?))
+    Ok(Json(list::page(&CLUSTERS, items, &q)?.into()))
 }
 
 /// POST on an item: its getter custom method only (`:getConnectionInfo`), as
@@ -65,45 +80,72 @@ pub async fn list(
 pub async fn post_method(
     state: State<AppState>,
     who: Who,
-    path: Path<(String, String)>,
+    path: Path<ClusterPath>,
     query: GQuery<GetQuery>,
 ) -> Result<Json<Value>, GatewayError> {
-    super::require_method(&path.1, &["getConnectionInfo"])?;
+    super::require_method(&path.cluster_id, &["getConnectionInfo"])?;
     get_or_method(state, who, path, query).await
 }
 
+/// GET on an item: the cluster, or its `:getConnectionInfo`.
 pub async fn get_or_method(
     State(state): State<AppState>,
     Who(who): Who,
-    Path((_, segment)): Path<(String, String)>,
+    Path(path): Path<ClusterPath>,
     GQuery(q): GQuery<GetQuery>,
 ) -> Result<Json<Value>, GatewayError> {
-    let (id, method) = split_segment(&segment);
+    match split_segment(&path.cluster_id) {
+        (id, None) => get(&state, &who, id, q).await,
+        (id, Some("getConnectionInfo")) => get_connection_info(&state, &who, id)
+            .await
+            .map(|j| Json(to_json(j.0))),
+        (_, Some(m)) => Err(unknown_method(m, &["getConnectionInfo"])),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/accounts/{account_id}/clusters/{cluster_id}", tag = "clusters",
+    operation_id = "getCluster", params(ClusterPath, GetQuery),
+    responses((status = 200, body = ClusterView)))]
+async fn get(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    q: GetQuery,
+) -> Result<Json<Value>, GatewayError> {
     let cluster = state.gateway.get_cluster(&who.account_id, id).await?;
-    match method {
-        None => Ok(Json(list::apply_read_mask(
-            &CLUSTERS,
-            wire::cluster(&cluster),
-            q.read_mask.as_deref(),
-        )?)),
-        Some("getConnectionInfo") => match cluster.backend {
-            // This host's clusters are reached through paddock's own API;
-            // there is no Kubernetes endpoint to put in a kubeconfig.
-            ClusterBackend::Host | ClusterBackend::Fake(_) => Ok(Json(json!({
-                "endpoint": "",
-                "caData": "",
-                "provider": "paddock",
-                "message": "this cluster is the paddock host itself: use this API (environments, batch jobs) or the VM API; it has no Kubernetes endpoint",
-            }))),
-            ClusterBackend::Eks(_) => Err(GatewayError::Core(
-                paddock_core::CoreError::FailedPrecondition(format!(
-                    "cluster {id:?} is {}: {}",
-                    cluster.state.as_str(),
-                    cluster.status.message
-                )),
+    Ok(Json(list::apply_read_mask(
+        &CLUSTERS,
+        to_json(ClusterView::from(&cluster)),
+        q.read_mask.as_deref(),
+    )?))
+}
+
+/// Also answers POST (AIP-136's convention for custom methods).
+#[utoipa::path(get, path = "/v1/accounts/{account_id}/clusters/{cluster_id}:getConnectionInfo",
+    tag = "clusters", operation_id = "getClusterConnectionInfo", params(ClusterPath),
+    responses((status = 200, body = ConnectionInfo)))]
+async fn get_connection_info(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+) -> Result<Json<ConnectionInfo>, GatewayError> {
+    let cluster = state.gateway.get_cluster(&who.account_id, id).await?;
+    match cluster.backend {
+        // This host's clusters are reached through paddock's own API;
+        // there is no Kubernetes endpoint to put in a kubeconfig.
+        ClusterBackend::Host | ClusterBackend::Fake(_) => Ok(Json(ConnectionInfo {
+            endpoint: String::new(),
+            ca_data: String::new(),
+            provider: "paddock".into(),
+            message: "this cluster is the paddock host itself: use this API (environments, batch jobs) or the VM API; it has no Kubernetes endpoint".into(),
+        })),
+        ClusterBackend::Eks(_) => Err(GatewayError::Core(
+            paddock_core::CoreError::FailedPrecondition(format!(
+                "cluster {id:?} is {}: {}",
+                cluster.state.as_str(),
+                cluster.status.message
             )),
-        },
-        Some(m) => Err(unknown_method(m, &["getConnectionInfo"])),
+        )),
     }
 }
 
@@ -113,14 +155,17 @@ const MUTABLE: Mutable = Mutable {
     fields: &[("displayName", Cleared::Text)],
 };
 
+#[utoipa::path(patch, path = "/v1/accounts/{account_id}/clusters/{cluster_id}", tag = "clusters",
+    operation_id = "updateCluster", params(ClusterPath, UpdateQuery), request_body = ClusterBody,
+    responses((status = 200, body = ClusterView)))]
 pub async fn update(
     State(state): State<AppState>,
     Who(who): Who,
-    Path((_, segment)): Path<(String, String)>,
+    Path(path): Path<ClusterPath>,
     GQuery(q): GQuery<UpdateQuery>,
     GJson(raw): GJson<Value>,
 ) -> Result<Json<Value>, GatewayError> {
-    let id = plain_id(&segment)?;
+    let id = plain_id(&path.cluster_id)?;
     let raw = update_mask::apply(raw, &q, &MUTABLE)?;
     let body: ClusterBody = from_value(raw)?;
     if body.eks_cluster.is_some() || body.fake_cluster.is_some() {
@@ -139,15 +184,18 @@ pub async fn update(
             },
         )
         .await?;
-    Ok(Json(wire::cluster(&cluster)))
+    Ok(Json(to_json(ClusterView::from(&cluster))))
 }
 
+#[utoipa::path(delete, path = "/v1/accounts/{account_id}/clusters/{cluster_id}", tag = "clusters",
+    operation_id = "deleteCluster", params(ClusterPath),
+    responses((status = 200, body = Empty)))]
 pub async fn delete(
     State(state): State<AppState>,
     Who(who): Who,
-    Path((_, segment)): Path<(String, String)>,
-) -> Result<Json<Value>, GatewayError> {
-    let id = plain_id(&segment)?;
+    Path(path): Path<ClusterPath>,
+) -> Result<Json<Empty>, GatewayError> {
+    let id = plain_id(&path.cluster_id)?;
     state.gateway.delete_cluster(&who.account_id, id).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }

@@ -80,11 +80,12 @@ pub fn http_status(c: StatusCode) -> Http {
 
 /// Renders a status body.
 pub fn status_response(code: StatusCode, message: String, details: Vec<Value>) -> Response {
-    (
-        http_status(code),
-        Json(json!({"code": code_number(code), "message": message, "details": details})),
-    )
-        .into_response()
+    let body = super::views::StatusError {
+        code: code_number(code),
+        message,
+        details,
+    };
+    (http_status(code), Json(body)).into_response()
 }
 
 impl IntoResponse for GatewayError {

@@ -622,9 +622,20 @@ fn decode_token(token: &str, q: &ListQuery) -> Result<Vec<Value>, GatewayError> 
     }
 }
 
+/// One page of a list, its items masked; each kind's list view
+/// (`views.rs`) puts them under its plural.
+#[derive(Debug)]
+pub struct Page {
+    pub items: Vec<Value>,
+    /// Empty on the last page.
+    pub next_page_token: String,
+    /// How many items match the filter, on all pages.
+    pub total_size: usize,
+}
+
 /// One page of `items` (wire forms): filtered, ordered, after the token,
-/// masked; as `{<plural>, nextPageToken, totalSize}`.
-pub fn page(listing: &Listing, items: Vec<Value>, q: &ListQuery) -> Result<Value, GatewayError> {
+/// masked.
+pub fn page(listing: &Listing, items: Vec<Value>, q: &ListQuery) -> Result<Page, GatewayError> {
     let size = match q.page_size {
         None | Some(0) => DEFAULT_PAGE_SIZE,
         Some(n) if n < 0 => return Err(GatewayError::invalid("pageSize", "must not be negative")),
@@ -662,11 +673,11 @@ pub fn page(listing: &Listing, items: Vec<Value>, q: &ListQuery) -> Result<Value
     for (_, item) in rows.drain(start..end) {
         out.push(apply_read_mask(listing, item, q.read_mask.as_deref())?);
     }
-    Ok(json!({
-        listing.plural: out,
-        "nextPageToken": next,
-        "totalSize": total,
-    }))
+    Ok(Page {
+        items: out,
+        next_page_token: next,
+        total_size: total,
+    })
 }
 
 #[cfg(test)]
@@ -756,14 +767,14 @@ mod tests {
             ..Default::default()
         };
         let p1 = page(&L, items(), &q).expect("page 1");
-        assert_eq!(p1["totalSize"], 3);
-        assert_eq!(p1["things"][0]["count"], 10);
-        assert_eq!(p1["things"][1]["count"], 7);
-        q.page_token = p1["nextPageToken"].as_str().map(str::to_owned);
+        assert_eq!(p1.total_size, 3);
+        assert_eq!(p1.items[0]["count"], 10);
+        assert_eq!(p1.items[1]["count"], 7);
+        q.page_token = Some(p1.next_page_token);
         let p2 = page(&L, items(), &q).expect("page 2");
-        assert_eq!(p2["things"].as_array().map(Vec::len), Some(1));
-        assert_eq!(p2["things"][0]["count"], 3);
-        assert_eq!(p2["nextPageToken"], "");
+        assert_eq!(p2.items.len(), 1);
+        assert_eq!(p2.items[0]["count"], 3);
+        assert_eq!(p2.next_page_token, "");
         // A token belongs to its query.
         q.order_by = Some("name".into());
         assert!(page(&L, items(), &q).is_err());

@@ -15,9 +15,10 @@ mod node_pools;
 pub mod openapi;
 mod snapshots;
 mod update_mask;
+mod views;
 mod wire;
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::routing::{get, post};
 use axum::Router;
@@ -37,7 +38,7 @@ pub fn router() -> Router<AppState> {
             get(clusters::list).post(clusters::create),
         )
         .route(
-            &format!("{a}/clusters/{{segment}}"),
+            &format!("{a}/clusters/{{cluster_id}}"),
             // `:getConnectionInfo` answers GET (the published convention)
             // and POST (AIP-136's for custom methods).
             get(clusters::get_or_method)
@@ -54,7 +55,7 @@ pub fn router() -> Router<AppState> {
             post(node_pools::batch_delete),
         )
         .route(
-            &format!("{a}/nodePools/{{segment}}"),
+            &format!("{a}/nodePools/{{node_pool_id}}"),
             // `:getStats`: GET or POST, as `:getConnectionInfo`.
             get(node_pools::get_or_method)
                 .post(node_pools::post_method)
@@ -70,7 +71,7 @@ pub fn router() -> Router<AppState> {
             post(environments::batch_delete),
         )
         .route(
-            &format!("{a}/environments/{{segment}}"),
+            &format!("{a}/environments/{{environment_id}}"),
             get(environments::get)
                 .patch(environments::update)
                 .delete(environments::delete)
@@ -85,7 +86,7 @@ pub fn router() -> Router<AppState> {
             post(batch_jobs::batch_delete),
         )
         .route(
-            &format!("{a}/batchJobs/{{segment}}"),
+            &format!("{a}/batchJobs/{{batch_job_id}}"),
             get(batch_jobs::get_or_method)
                 .patch(batch_jobs::update)
                 .delete(batch_jobs::delete)
@@ -96,7 +97,7 @@ pub fn router() -> Router<AppState> {
             get(snapshots::list).post(snapshots::create),
         )
         .route(
-            &format!("{a}/snapshots/{{segment}}"),
+            &format!("{a}/snapshots/{{snapshot_id}}"),
             get(snapshots::get).delete(snapshots::delete),
         )
         .method_not_allowed_fallback(method_not_allowed)
@@ -126,18 +127,47 @@ impl FromRequestParts<AppState> for Who {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, GatewayError> {
         let key = crate::auth::presented_key(parts).ok_or(CoreError::Unauthenticated)?;
         let who = state.service.accounts().authenticate_user(&key).await?;
-        let account = parts
-            .uri
-            .path()
-            .strip_prefix("/v1/accounts/")
-            .and_then(|rest| rest.split('/').next())
-            .unwrap_or_default();
-        if account != who.account_id.as_str() {
-            return Err(GatewayError::not_found(format!("account {account:?}")));
+        let Path(path) = Path::<AccountPath>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| GatewayError::invalid("account_id", e.body_text()))?;
+        if path.account_id != who.account_id.as_str() {
+            return Err(GatewayError::not_found(format!(
+                "account {:?}",
+                path.account_id
+            )));
         }
         Ok(Who(who))
     }
 }
+
+/// Every route's first path parameter.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct AccountPath {
+    /// The key's account.
+    pub account_id: String,
+}
+
+/// An item route's path parameters; a collection's own name for the id.
+macro_rules! item_path {
+    ($name:ident, $id:ident) => {
+        #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+        #[into_params(parameter_in = Path)]
+        pub struct $name {
+            /// The key's account.
+            pub account_id: String,
+            /// The resource's id; on the item route, with `:method` for a
+            /// custom method.
+            pub $id: String,
+        }
+    };
+}
+
+item_path!(ClusterPath, cluster_id);
+item_path!(NodePoolPath, node_pool_id);
+item_path!(EnvironmentPath, environment_id);
+item_path!(BatchJobPath, batch_job_id);
+item_path!(SnapshotPath, snapshot_id);
 
 /// A JSON body; a malformed one is INVALID_ARGUMENT naming the field.
 /// An empty body reads as `{}` (custom methods whose fields are optional).
@@ -228,10 +258,12 @@ pub fn unknown_method(method: &str, known: &[&str]) -> GatewayError {
     )
 }
 
-/// `{"names": [...]}` or `{"ids": [...]}`: full resource names or ids.
-#[derive(Debug, serde::Deserialize)]
+/// `{"names": [...]}` or `{"ids": [...]}`: full resource names or ids,
+/// at most 1000 in all.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BatchDeleteBody {
+    /// `accounts/{account_id}/{collection}/{id}`.
     #[serde(default)]
     pub names: Vec<String>,
     #[serde(default)]

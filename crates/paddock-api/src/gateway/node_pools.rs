@@ -4,30 +4,43 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use paddock_core::model::gateway::NodePool;
+use paddock_core::model::Principal;
 use paddock_gateway::{MetadataPatch, NodePoolInput, NodePoolPatch};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::error::GatewayError;
 use super::from_value;
 use super::list::{self, GetQuery, ListQuery, Listing};
 use super::update_mask::{self, Cleared, Mutable, UpdateQuery};
-use super::wire::{self, NodePoolBody, NODE_POOLS};
-use super::{plain_id, split_segment, unknown_method, BatchDeleteBody, GJson, GQuery, Who};
+use super::views::{to_json, Empty, NodePoolList, NodePoolStatsView, NodePoolView};
+use super::wire::{NodePoolBody, NODE_POOLS};
+use super::{
+    plain_id, split_segment, unknown_method, AccountPath, BatchDeleteBody, GJson, GQuery,
+    NodePoolPath, Who,
+};
 use crate::AppState;
 
-#[derive(Deserialize)]
+/// A node pool and its id.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = CreateNodePoolBody)]
 pub struct CreateBody {
+    /// Required.
     node_pool: Option<NodePoolBody>,
+    /// Required.
     node_pool_id: Option<String>,
 }
 
 async fn render(state: &AppState, pool: &NodePool) -> Result<Value, GatewayError> {
     let stats = state.gateway.node_pool_stats(pool).await?;
-    Ok(wire::node_pool(pool, &stats))
+    Ok(to_json(NodePoolView::new(pool, &stats)))
 }
 
+#[utoipa::path(post, path = "/v1/accounts/{account_id}/nodePools", tag = "nodePools",
+    operation_id = "createNodePool", params(AccountPath), request_body = CreateBody,
+    responses((status = 200, body = NodePoolView)))]
 pub async fn create(
     State(state): State<AppState>,
     Who(who): Who,
@@ -56,19 +69,22 @@ pub async fn create(
     Ok(Json(render(&state, &pool).await?))
 }
 
+#[utoipa::path(get, path = "/v1/accounts/{account_id}/nodePools", tag = "nodePools",
+    operation_id = "listNodePools", params(AccountPath, ListQuery),
+    responses((status = 200, body = NodePoolList)))]
 pub async fn list(
     State(state): State<AppState>,
     Who(who): Who,
     GQuery(q): GQuery<ListQuery>,
-) -> Result<Json<Value>, GatewayError> {
+) -> Result<Json<NodePoolList>, GatewayError> {
     let items = state
         .gateway
         .list_node_pools_with_stats(&who.account_id)
         .await?
         .iter()
-        .map(|(pool, stats)| wire::node_pool(pool, stats))
+        .map(|(pool, stats)| to_json(NodePoolView::new(pool, stats)))
         .collect();
-    Ok(Json(list::page(&NODE_POOLS, items, &q)?))
+    Ok(Json(list::page(&NODE_POOLS, items, &q)?.into()))
 }
 
 const STATS: Listing = Listing {
@@ -89,37 +105,61 @@ const STATS: Listing = Listing {
 pub async fn post_method(
     state: State<AppState>,
     who: Who,
-    path: Path<(String, String)>,
+    path: Path<NodePoolPath>,
     query: GQuery<GetQuery>,
 ) -> Result<Json<Value>, GatewayError> {
-    super::require_method(&path.1, &["getStats"])?;
+    super::require_method(&path.node_pool_id, &["getStats"])?;
     get_or_method(state, who, path, query).await
 }
 
+/// GET on an item: the pool, or its `:getStats`.
 pub async fn get_or_method(
     State(state): State<AppState>,
     Who(who): Who,
-    Path((_, segment)): Path<(String, String)>,
+    Path(path): Path<NodePoolPath>,
     GQuery(q): GQuery<GetQuery>,
 ) -> Result<Json<Value>, GatewayError> {
-    let (id, method) = split_segment(&segment);
-    let pool = state.gateway.get_node_pool(&who.account_id, id).await?;
-    match method {
-        None => Ok(Json(list::apply_read_mask(
-            &NODE_POOLS,
-            render(&state, &pool).await?,
-            q.read_mask.as_deref(),
-        )?)),
-        Some("getStats") => {
-            let stats = state.gateway.node_pool_stats(&pool).await?;
-            Ok(Json(list::apply_read_mask(
-                &STATS,
-                wire::node_pool_stats(&stats),
-                q.read_mask.as_deref(),
-            )?))
-        }
-        Some(m) => Err(unknown_method(m, &["getStats"])),
+    match split_segment(&path.node_pool_id) {
+        (id, None) => get(&state, &who, id, q).await,
+        (id, Some("getStats")) => get_stats(&state, &who, id, q).await,
+        (_, Some(m)) => Err(unknown_method(m, &["getStats"])),
     }
+}
+
+#[utoipa::path(get, path = "/v1/accounts/{account_id}/nodePools/{node_pool_id}", tag = "nodePools",
+    operation_id = "getNodePool", params(NodePoolPath, GetQuery),
+    responses((status = 200, body = NodePoolView)))]
+async fn get(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    q: GetQuery,
+) -> Result<Json<Value>, GatewayError> {
+    let pool = state.gateway.get_node_pool(&who.account_id, id).await?;
+    Ok(Json(list::apply_read_mask(
+        &NODE_POOLS,
+        render(state, &pool).await?,
+        q.read_mask.as_deref(),
+    )?))
+}
+
+/// Also answers POST (AIP-136's convention for custom methods).
+#[utoipa::path(get, path = "/v1/accounts/{account_id}/nodePools/{node_pool_id}:getStats",
+    tag = "nodePools", operation_id = "getNodePoolStats", params(NodePoolPath, GetQuery),
+    responses((status = 200, body = NodePoolStatsView)))]
+async fn get_stats(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    q: GetQuery,
+) -> Result<Json<Value>, GatewayError> {
+    let pool = state.gateway.get_node_pool(&who.account_id, id).await?;
+    let stats = state.gateway.node_pool_stats(&pool).await?;
+    Ok(Json(list::apply_read_mask(
+        &STATS,
+        to_json(NodePoolStatsView::from(&stats)),
+        q.read_mask.as_deref(),
+    )?))
 }
 
 /// What a PATCH may change (see `update_mask.rs`).
@@ -134,14 +174,17 @@ const MUTABLE: Mutable = Mutable {
     ],
 };
 
+#[utoipa::path(patch, path = "/v1/accounts/{account_id}/nodePools/{node_pool_id}", tag = "nodePools",
+    operation_id = "updateNodePool", params(NodePoolPath, UpdateQuery), request_body = NodePoolBody,
+    responses((status = 200, body = NodePoolView)))]
 pub async fn update(
     State(state): State<AppState>,
     Who(who): Who,
-    Path((_, segment)): Path<(String, String)>,
+    Path(path): Path<NodePoolPath>,
     GQuery(q): GQuery<UpdateQuery>,
     GJson(raw): GJson<Value>,
 ) -> Result<Json<Value>, GatewayError> {
-    let id = plain_id(&segment)?;
+    let id = plain_id(&path.node_pool_id)?;
     let raw = update_mask::apply(raw, &q, &MUTABLE)?;
     let body: NodePoolBody = from_value(raw)?;
     if body.eks_node_pool.is_some() || body.fake_node_pool.is_some() {
@@ -176,25 +219,31 @@ pub async fn update(
     Ok(Json(render(&state, &pool).await?))
 }
 
+#[utoipa::path(delete, path = "/v1/accounts/{account_id}/nodePools/{node_pool_id}", tag = "nodePools",
+    operation_id = "deleteNodePool", params(NodePoolPath),
+    responses((status = 200, body = Empty)))]
 pub async fn delete(
     State(state): State<AppState>,
     Who(who): Who,
-    Path((_, segment)): Path<(String, String)>,
-) -> Result<Json<Value>, GatewayError> {
-    let id = plain_id(&segment)?;
+    Path(path): Path<NodePoolPath>,
+) -> Result<Json<Empty>, GatewayError> {
+    let id = plain_id(&path.node_pool_id)?;
     state.gateway.delete_node_pool(&who.account_id, id).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }
 
+#[utoipa::path(post, path = "/v1/accounts/{account_id}/nodePools:batchDelete", tag = "nodePools",
+    operation_id = "batchDeleteNodePools", params(AccountPath), request_body = BatchDeleteBody,
+    responses((status = 200, body = Empty)))]
 pub async fn batch_delete(
     State(state): State<AppState>,
     Who(who): Who,
     GJson(body): GJson<BatchDeleteBody>,
-) -> Result<Json<Value>, GatewayError> {
+) -> Result<Json<Empty>, GatewayError> {
     let ids = body.ids(who.account_id.as_str(), "nodePools")?;
     state
         .gateway
         .batch_delete_node_pools(&who.account_id, &ids)
         .await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }

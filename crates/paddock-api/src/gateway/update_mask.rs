@@ -12,9 +12,12 @@ use super::error::GatewayError;
 use super::list::Listing;
 
 /// The query of a PATCH.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UpdateQuery {
+    /// Comma-separated fields to change (AIP-134); without it, the fields
+    /// in the body.
     pub update_mask: Option<String>,
 }
 

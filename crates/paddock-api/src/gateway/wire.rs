@@ -1,30 +1,19 @@
-//! The gateway's wire forms: each resource rendered as the JSON its
-//! clients read, and the inputs they send. Inputs accept the resource's
-//! output-only fields (clients send back what they read) and ignore them;
-//! any other unknown field is INVALID_ARGUMENT.
+//! The gateway's inputs: the bodies its clients send, each a type whose
+//! `ToSchema` is its schema in `/openapi.json`. Bodies accept the
+//! resource's output-only fields (clients send back what they read) and
+//! ignore them; any other unknown field is INVALID_ARGUMENT. A backend's
+//! settings and a job's executor read back as they were sent, so their
+//! types serve both ways (`views.rs`). Also each kind's listing: its
+//! fields, which a test holds equal to its view's.
 
 use std::collections::BTreeMap;
 
-use paddock_core::clock::Timestamp;
-use paddock_core::ids::AccountId;
-use paddock_core::model::gateway::{
-    BatchJob, BatchJobState, Cluster, ClusterBackend, Connection, EksCluster, EksNodePool,
-    Environment, Executor, FakeCluster, FakeNodePool, NodePool, NodePoolBackend, NodePoolStats,
-    Status,
-};
-use paddock_core::model::{Snapshot, SnapshotStatus};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use paddock_core::model::gateway::{EksCluster, EksNodePool, Executor, FakeCluster, FakeNodePool};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::list::Listing;
-
-fn time(t: Timestamp) -> String {
-    t.to_rfc3339()
-}
-
-pub fn status(s: &Status) -> Value {
-    json!({"code": s.code, "message": s.message})
-}
 
 // ---- clusters ---------------------------------------------------------------
 
@@ -43,8 +32,9 @@ pub const CLUSTERS: Listing = Listing {
     default_order: "name",
 };
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = EksCluster)]
 pub struct EksClusterBody {
     #[serde(default)]
     pub aws_account_id: String,
@@ -82,8 +72,9 @@ impl From<EksClusterBody> for EksCluster {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = FakeCluster)]
 pub struct FakeClusterBody {
     #[serde(default)]
     pub project_id: String,
@@ -94,55 +85,53 @@ pub struct FakeClusterBody {
 }
 
 /// A cluster as sent: settable fields, output-only ones ignored.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClusterBody {
     pub display_name: Option<String>,
     pub eks_cluster: Option<EksClusterBody>,
     pub fake_cluster: Option<FakeClusterBody>,
+    #[schema(ignore)]
     #[serde(default, rename = "name")]
     _name: Option<Value>,
+    #[schema(ignore)]
     #[serde(default, rename = "createTime")]
     _create_time: Option<Value>,
+    #[schema(ignore)]
     #[serde(default, rename = "updateTime")]
     _update_time: Option<Value>,
+    #[schema(ignore)]
     #[serde(default, rename = "state")]
     _state: Option<Value>,
+    #[schema(ignore)]
     #[serde(default, rename = "status")]
     _status: Option<Value>,
 }
 
-pub fn cluster(c: &Cluster) -> Value {
-    let mut v = json!({
-        "name": format!("accounts/{}/clusters/{}", c.account_id, c.id),
-        "displayName": c.display_name,
-        "createTime": time(c.create_time),
-        "updateTime": time(c.update_time),
-        "state": c.state.as_str(),
-        "status": status(&c.status),
-    });
-    match &c.backend {
-        ClusterBackend::Host => {
-            v["fakeCluster"] = json!({"projectId": "", "location": "local", "clusterName": "host"});
-        }
-        ClusterBackend::Fake(f) => {
-            v["fakeCluster"] = json!({"projectId": f.project_id, "location": f.location, "clusterName": f.cluster_name});
-        }
-        ClusterBackend::Eks(e) => {
-            v["eksCluster"] = json!({
-                "awsAccountId": e.aws_account_id,
-                "fireworksManagerRole": e.fireworks_manager_role,
-                "region": e.region,
-                "clusterName": e.cluster_name,
-                "storageBucketName": e.storage_bucket_name,
-                "metricWriterRole": e.metric_writer_role,
-                "loadBalancerControllerRole": e.load_balancer_controller_role,
-                "workloadIdentityPoolProviderId": e.workload_identity_pool_provider_id,
-                "inferenceRole": e.inference_role,
-            });
+impl From<&EksCluster> for EksClusterBody {
+    fn from(e: &EksCluster) -> Self {
+        Self {
+            aws_account_id: e.aws_account_id.clone(),
+            fireworks_manager_role: e.fireworks_manager_role.clone(),
+            region: e.region.clone(),
+            cluster_name: e.cluster_name.clone(),
+            storage_bucket_name: e.storage_bucket_name.clone(),
+            metric_writer_role: e.metric_writer_role.clone(),
+            load_balancer_controller_role: e.load_balancer_controller_role.clone(),
+            workload_identity_pool_provider_id: e.workload_identity_pool_provider_id.clone(),
+            inference_role: e.inference_role.clone(),
         }
     }
-    v
+}
+
+impl From<&FakeCluster> for FakeClusterBody {
+    fn from(f: &FakeCluster) -> Self {
+        Self {
+            project_id: f.project_id.clone(),
+            location: f.location.clone(),
+            cluster_name: f.cluster_name.clone(),
+        }
+    }
 }
 
 impl From<FakeClusterBody> for FakeCluster {
@@ -178,8 +167,9 @@ pub const NODE_POOLS: Listing = Listing {
     default_order: "name",
 };
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = EksNodePool)]
 pub struct EksNodePoolBody {
     #[serde(default)]
     pub node_role: String,
@@ -214,8 +204,9 @@ impl From<EksNodePoolBody> for EksNodePool {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = FakeNodePool)]
 pub struct FakeNodePoolBody {
     #[serde(default)]
     pub machine_type: String,
@@ -223,6 +214,31 @@ pub struct FakeNodePoolBody {
     pub num_nodes: i32,
     #[serde(default)]
     pub service_account: String,
+}
+
+impl From<&EksNodePool> for EksNodePoolBody {
+    fn from(e: &EksNodePool) -> Self {
+        Self {
+            node_role: e.node_role.clone(),
+            instance_type: e.instance_type.clone(),
+            spot: e.spot,
+            node_group_name: e.node_group_name.clone(),
+            subnet_ids: e.subnet_ids.clone(),
+            zone: e.zone.clone(),
+            placement_group: e.placement_group.clone(),
+            launch_template: e.launch_template.clone(),
+        }
+    }
+}
+
+impl From<&FakeNodePool> for FakeNodePoolBody {
+    fn from(f: &FakeNodePool) -> Self {
+        Self {
+            machine_type: f.machine_type.clone(),
+            num_nodes: f.num_nodes,
+            service_account: f.service_account.clone(),
+        }
+    }
 }
 
 impl From<FakeNodePoolBody> for FakeNodePool {
@@ -235,7 +251,7 @@ impl From<FakeNodePoolBody> for FakeNodePool {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodePoolBody {
     pub display_name: Option<String>,
@@ -247,59 +263,24 @@ pub struct NodePoolBody {
     pub eks_node_pool: Option<EksNodePoolBody>,
     pub fake_node_pool: Option<FakeNodePoolBody>,
     pub annotations: Option<BTreeMap<String, String>>,
+    #[schema(ignore)]
     #[serde(default, rename = "name")]
     _name: Option<Value>,
+    #[schema(ignore)]
     #[serde(default, rename = "createTime")]
     _create_time: Option<Value>,
+    #[schema(ignore)]
     #[serde(default, rename = "updateTime")]
     _update_time: Option<Value>,
+    #[schema(ignore)]
     #[serde(default, rename = "state")]
     _state: Option<Value>,
+    #[schema(ignore)]
     #[serde(default, rename = "status")]
     _status: Option<Value>,
+    #[schema(ignore)]
     #[serde(default, rename = "nodePoolStats")]
     _stats: Option<Value>,
-}
-
-pub fn node_pool_stats(s: &NodePoolStats) -> Value {
-    json!({
-        "nodeCount": s.node_count,
-        "ranksPerNode": s.ranks_per_node,
-        "environmentCount": s.environment_count,
-        "environmentRanks": s.environment_ranks,
-        "batchJobCount": s.batch_job_count,
-        "batchJobRanks": s.batch_job_ranks,
-    })
-}
-
-pub fn node_pool(p: &NodePool, stats: &NodePoolStats) -> Value {
-    let mut v = json!({
-        "name": format!("accounts/{}/nodePools/{}", p.account_id, p.id),
-        "displayName": p.display_name,
-        "clusterId": p.cluster_id,
-        "createTime": time(p.create_time),
-        "updateTime": time(p.update_time),
-        "minNodeCount": p.min_node_count,
-        "maxNodeCount": p.max_node_count,
-        "overprovisionNodeCount": p.overprovision_node_count,
-        "annotations": p.annotations,
-        "state": p.state.as_str(),
-        "status": status(&p.status),
-        "nodePoolStats": node_pool_stats(stats),
-    });
-    match &p.backend {
-        NodePoolBackend::Fake(f) => {
-            v["fakeNodePool"] = json!({"machineType": f.machine_type, "numNodes": f.num_nodes, "serviceAccount": f.service_account});
-        }
-        NodePoolBackend::Eks(e) => {
-            v["eksNodePool"] = json!({
-                "nodeRole": e.node_role, "instanceType": e.instance_type, "spot": e.spot,
-                "nodeGroupName": e.node_group_name, "subnetIds": e.subnet_ids, "zone": e.zone,
-                "placementGroup": e.placement_group, "launchTemplate": e.launch_template,
-            });
-        }
-    }
-    v
 }
 
 // ---- environments -----------------------------------------------------------
@@ -326,38 +307,49 @@ pub const ENVIRONMENTS: Listing = Listing {
     default_order: "name",
 };
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EnvironmentBody {
     pub display_name: Option<String>,
     pub base_image_ref: Option<String>,
     pub shared: Option<bool>,
     pub annotations: Option<BTreeMap<String, String>>,
+    #[schema(ignore)]
     #[serde(default, rename = "name")]
     _name: Option<Value>,
+    #[schema(ignore)]
     #[serde(default, rename = "createTime")]
     _create_time: Option<Value>,
+    #[schema(ignore)]
     #[serde(default, rename = "createdBy")]
     _created_by: Option<Value>,
+    #[schema(ignore)]
     #[serde(default, rename = "state")]
     _state: Option<Value>,
+    #[schema(ignore)]
     #[serde(default, rename = "status")]
     _status: Option<Value>,
+    #[schema(ignore)]
     #[serde(default, rename = "connection")]
     _connection: Option<Value>,
+    #[schema(ignore)]
     #[serde(default, rename = "imageRef")]
     _image_ref: Option<Value>,
+    #[schema(ignore)]
     #[serde(default, rename = "snapshotImageRef")]
     _snapshot_image_ref: Option<Value>,
+    #[schema(ignore)]
     #[serde(default, rename = "updateTime")]
     _update_time: Option<Value>,
+    #[schema(ignore)]
     #[serde(default, rename = "vscodeVersion")]
     _vscode_version: Option<Value>,
+    #[schema(ignore)]
     #[serde(default, rename = "vmId")]
     _vm_id: Option<Value>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConnectionBody {
     pub node_pool_id: Option<String>,
@@ -367,43 +359,9 @@ pub struct ConnectionBody {
     #[serde(default)]
     pub use_local_storage: bool,
     /// Read-only: accepted and ignored.
+    #[schema(ignore)]
     #[serde(default, rename = "zone")]
     _zone: Option<Value>,
-}
-
-fn connection(c: &Connection) -> Value {
-    json!({
-        "nodePoolId": c.node_pool_id,
-        "numRanks": c.num_ranks,
-        "role": c.role,
-        "zone": c.zone,
-        "useLocalStorage": c.use_local_storage,
-    })
-}
-
-pub fn environment(e: &Environment) -> Value {
-    let mut v = json!({
-        "name": format!("accounts/{}/environments/{}", e.account_id, e.id),
-        "displayName": e.display_name,
-        "createTime": time(e.create_time),
-        "createdBy": e.created_by,
-        "state": e.state.as_str(),
-        "status": status(&e.status),
-        "baseImageRef": e.base_image_ref,
-        "imageRef": e.image_ref,
-        "snapshotImageRef": e.snapshot_image_ref,
-        "shared": e.shared,
-        "annotations": e.annotations,
-        "updateTime": time(e.update_time),
-        "vscodeVersion": e.vscode_version,
-    });
-    if let Some(c) = &e.connection {
-        v["connection"] = connection(c);
-    }
-    if let Some(vm) = &e.vm_id {
-        v["vmId"] = json!(vm.as_str());
-    }
-    v
 }
 
 // ---- snapshots --------------------------------------------------------------
@@ -419,34 +377,10 @@ pub const SNAPSHOTS: Listing = Listing {
         "updateTime",
         "environmentId",
         "sizeBytes",
+        "layerCount",
     ],
     default_order: "createTime",
 };
-
-pub fn snapshot(account: &AccountId, environment_id: &str, s: &Snapshot) -> Value {
-    let (state, st) = match s.status {
-        SnapshotStatus::Creating => ("CREATING", Status::ok()),
-        SnapshotStatus::Ready => ("READY", Status::ok()),
-        SnapshotStatus::Failed => (
-            "FAILED",
-            Status::error(
-                paddock_core::model::gateway::StatusCode::Internal,
-                s.error.clone().unwrap_or_default(),
-            ),
-        ),
-    };
-    json!({
-        "name": format!("accounts/{account}/snapshots/{}", s.id),
-        "createTime": time(s.created_at),
-        "updateTime": time(s.created_at),
-        "state": state,
-        "status": status(&st),
-        "imageRef": paddock_gateway::snapshot_image_ref(s),
-        "environmentId": environment_id,
-        "sizeBytes": s.size,
-        "layerCount": s.image.as_ref().map_or(0, |i| i.layers.len()),
-    })
-}
 
 // ---- batch jobs -------------------------------------------------------------
 
@@ -478,15 +412,17 @@ pub const BATCH_JOBS: Listing = Listing {
     default_order: "createTime",
 };
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = ShellExecutor)]
 pub struct ShellExecutorBody {
     #[serde(default)]
     pub command: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = PythonExecutor)]
 pub struct PythonExecutorBody {
     #[serde(default)]
     pub target_type: String,
@@ -496,14 +432,15 @@ pub struct PythonExecutorBody {
     pub args: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = NotebookExecutor)]
 pub struct NotebookExecutorBody {
     #[serde(default)]
     pub notebook_filename: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BatchJobBody {
     pub display_name: Option<String>,
@@ -519,20 +456,28 @@ pub struct BatchJobBody {
     pub shell_executor: Option<ShellExecutorBody>,
     pub annotations: Option<BTreeMap<String, String>>,
     pub shared: Option<bool>,
+    #[schema(ignore)]
     #[serde(default, rename = "name")]
     _name: Option<Value>,
+    #[schema(ignore)]
     #[serde(default, rename = "createTime")]
     _create_time: Option<Value>,
+    #[schema(ignore)]
     #[serde(default, rename = "startTime")]
     _start_time: Option<Value>,
+    #[schema(ignore)]
     #[serde(default, rename = "endTime")]
     _end_time: Option<Value>,
+    #[schema(ignore)]
     #[serde(default, rename = "updateTime")]
     _update_time: Option<Value>,
+    #[schema(ignore)]
     #[serde(default, rename = "createdBy")]
     _created_by: Option<Value>,
+    #[schema(ignore)]
     #[serde(default, rename = "state")]
     _state: Option<Value>,
+    #[schema(ignore)]
     #[serde(default, rename = "status")]
     _status: Option<Value>,
 }
@@ -568,64 +513,6 @@ impl BatchJobBody {
             })
         })
     }
-}
-
-/// A job's status as every other resource's: a google.rpc.Status whose
-/// code says how it ended and whose message is what happened.
-fn batch_job_status(j: &BatchJob) -> Value {
-    let code = match j.state {
-        BatchJobState::Failed => "UNKNOWN",
-        BatchJobState::Cancelled | BatchJobState::Cancelling => "CANCELLED",
-        _ => "OK",
-    };
-    json!({"code": code, "message": j.status})
-}
-
-pub fn batch_job(j: &BatchJob) -> Value {
-    let mut v = json!({
-        "name": format!("accounts/{}/batchJobs/{}", j.account_id, j.id),
-        "displayName": j.display_name,
-        "createTime": time(j.create_time),
-        "updateTime": time(j.update_time),
-        "createdBy": j.created_by,
-        "nodePoolId": j.node_pool_id,
-        "environmentId": j.environment_id,
-        // What it asked for, or once it started, what it ran.
-        "snapshotId": if j.snapshot_id.is_empty() { &j.ran_snapshot_id } else { &j.snapshot_id },
-        "imageRef": if j.image_ref.is_empty() { &j.ran_image_ref } else { &j.image_ref },
-        "numRanks": j.num_ranks,
-        "envVars": j.env_vars,
-        "role": j.role,
-        "annotations": j.annotations,
-        "state": j.state.as_str(),
-        "status": batch_job_status(j),
-        "shared": j.shared,
-    });
-    if let Some(t) = j.start_time {
-        v["startTime"] = json!(time(t));
-    }
-    if let Some(t) = j.end_time {
-        v["endTime"] = json!(time(t));
-    }
-    match &j.executor {
-        Executor::Shell { command } => v["shellExecutor"] = json!({"command": command}),
-        Executor::Python {
-            target_type,
-            target,
-            args,
-        } => {
-            let tt = if target_type.is_empty() {
-                "TARGET_TYPE_UNSPECIFIED"
-            } else {
-                target_type
-            };
-            v["pythonExecutor"] = json!({"targetType": tt, "target": target, "args": args});
-        }
-        Executor::Notebook { notebook_filename } => {
-            v["notebookExecutor"] = json!({"notebookFilename": notebook_filename});
-        }
-    }
-    v
 }
 
 /// An optional non-negative int32 as u32.
