@@ -78,35 +78,16 @@ impl utoipa::Modify for ApiKeyAuth {
     }
 }
 
-/// Adds a hand-built surface's paths and component schemas to `doc`.
-pub(crate) fn merge(
-    doc: &mut serde_json::Value,
-    paths: serde_json::Map<String, serde_json::Value>,
-    schemas: serde_json::Map<String, serde_json::Value>,
-) {
-    use serde_json::{json, Value};
-    if let Some(Value::Object(existing)) = doc.get_mut("paths") {
-        existing.extend(paths);
-    }
-    let components = doc
-        .as_object_mut()
-        .map(|d| d.entry("components").or_insert_with(|| json!({})));
-    if let Some(Value::Object(c)) = components {
-        if let Value::Object(s) = c.entry("schemas").or_insert_with(|| json!({})) {
-            s.extend(schemas);
-        }
-    }
-}
-
 /// The document as pretty JSON (the committed file's form): the VM API's
-/// and the account gateway's generated paths, then the environment
-/// definitions'.
+/// paths, the account gateway's and the environment definitions', each
+/// generated from its handlers and types.
 pub fn document_json() -> String {
     let mut api = ApiDoc::openapi();
     api.merge(crate::gateway::openapi::GatewayDoc::openapi());
+    api.merge(crate::definitions::openapi::DefinitionsDoc::openapi());
     let mut doc = serde_json::to_value(api).unwrap_or_default();
     crate::gateway::openapi::complete(&mut doc);
-    crate::definitions::openapi::extend(&mut doc);
+    crate::definitions::openapi::complete(&mut doc);
     complete(&mut doc);
     serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
@@ -143,8 +124,28 @@ fn complete(doc: &mut serde_json::Value) {
                 for (status, response) in common {
                     responses.entry(status).or_insert(response);
                 }
+                for (status, response) in responses.iter_mut() {
+                    describe_by_status(status, response);
+                }
             }
         }
+    }
+}
+
+/// A response its annotation left undescribed gets its status's reason
+/// phrase (OpenAPI requires a description).
+fn describe_by_status(status: &str, response: &mut serde_json::Value) {
+    let undescribed = response
+        .get("description")
+        .and_then(|d| d.as_str())
+        .is_none_or(str::is_empty);
+    let reason = status
+        .parse::<u16>()
+        .ok()
+        .and_then(|s| axum::http::StatusCode::from_u16(s).ok())
+        .and_then(|s| s.canonical_reason());
+    if let (true, Some(reason)) = (undescribed, reason) {
+        response["description"] = serde_json::Value::String(reason.to_owned());
     }
 }
 

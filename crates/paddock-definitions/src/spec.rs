@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Which provider a definition's sandboxes run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderKind {
     /// Host processes in a private working directory, no isolation.
@@ -33,15 +34,20 @@ impl ProviderKind {
 
 /// Where a sandbox's root filesystem comes from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ImageSettings {
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub docker: Option<String>,
+    /// Inline sources only; a local path is refused.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub dockerfile: Option<DockerfileSource>,
 }
 
 /// A Dockerfile source. Only `inline` is accepted over REST; the type is
 /// kept open so any other source gets a clear 422 instead of a parse error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DockerfileSource {
     #[serde(rename = "type")]
@@ -50,16 +56,25 @@ pub struct DockerfileSource {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ResourceSettings {
     /// Cores: a number (`2`, `1.5`) or a quantity string (`500m`).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(required = true, schema_with = openapi::number_or_string)
+    )]
     pub cpu: Option<serde_json::Value>,
     /// Bytes as a quantity string: `512Mi`, `4Gi`, `16GB`.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub memory: Option<String>,
+    /// A quantity, as `memory`.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub disk: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum NetworkMode {
     /// Everything the host can reach, except what paddock always blocks.
@@ -71,6 +86,7 @@ pub enum NetworkMode {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSettings {
     /// Derived from `allow` when omitted: empty is `block`, anything else
@@ -81,15 +97,18 @@ pub struct NetworkSettings {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LifecycleSettings {
     pub preserve: bool,
     pub stop_on_terminal: bool,
     /// How long a sandbox may sit idle before it stops (`30m`).
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub auto_stop: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct VolumeSettings {
     pub id: String,
@@ -100,6 +119,7 @@ pub struct VolumeSettings {
 
 /// Everything a definition holds but its id: the body of a replace.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DefinitionSpec {
     pub provider: ProviderKind,
@@ -117,9 +137,27 @@ pub struct DefinitionSpec {
 
 /// A stored definition, as the surface returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Definition {
     pub id: String,
     pub revision: String,
     #[serde(flatten)]
     pub spec: DefinitionSpec,
+}
+
+#[cfg(feature = "openapi")]
+mod openapi {
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+
+    /// `cpu`: a number, a quantity string, or null.
+    pub fn number_or_string() -> Schema {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::from_iter([
+                Type::Number,
+                Type::String,
+                Type::Null,
+            ]))
+            .description(Some("cores: 2, 1.5 or 500m"))
+            .into()
+    }
 }

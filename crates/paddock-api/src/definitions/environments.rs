@@ -8,9 +8,24 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use paddock_definitions::{self as definitions, Definition, DefinitionSpec};
+use serde::Serialize;
+use utoipa::ToSchema;
 
+use super::error::ErrorResponse;
+use super::views::EnvironmentList;
 use super::{json_value, parse_body, Caller, DefError};
 use crate::AppState;
+
+/// A definition to create: its id and its settings.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CreateEnvironmentRequest)]
+pub(super) struct CreateRequest {
+    /// `^[a-z0-9][a-z0-9-]{0,62}$`.
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}$", example = "docker")]
+    id: String,
+    #[serde(flatten)]
+    spec: DefinitionSpec,
+}
 
 /// A definition with its revision as `ETag`.
 fn with_etag(status: StatusCode, def: Definition) -> Response {
@@ -32,6 +47,12 @@ fn if_match(headers: &HeaderMap) -> Result<Option<String>, DefError> {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/environments", tag = "environment definitions",
+    operation_id = "createEnvironment", summary = "Create an environment definition",
+    request_body = CreateRequest, security(("bearer" = [])),
+    responses((status = 201, description = "Created; its revision is the ETag", body = Definition),
+        (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
+        (status = 409, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
 pub(super) async fn create(
     State(state): State<AppState>,
     Caller(account): Caller,
@@ -48,10 +69,13 @@ pub(super) async fn create(
     };
     definitions::check_id(&id)?;
     missing_settings(&value)?;
-    let spec: DefinitionSpec = parse_body(value)?;
+    let request = CreateRequest {
+        id,
+        spec: parse_body(value)?,
+    };
     let def = state
         .definitions
-        .create_definition(&account, &id, spec)
+        .create_definition(&account, &request.id, request.spec)
         .await?;
     Ok(with_etag(StatusCode::CREATED, def))
 }
@@ -88,18 +112,28 @@ fn missing_settings(body: &serde_json::Value) -> Result<(), DefError> {
     ))
 }
 
-/// `{"data": [...], "meta": {...}}`, by id (see `list.rs`).
+/// By id (see `list.rs`).
+#[utoipa::path(get, path = "/api/v1/environments", tag = "environment definitions",
+    operation_id = "listEnvironments", summary = "List environment definitions",
+    params(super::list::PageQuery), security(("bearer" = [])),
+    responses((status = 200, body = EnvironmentList),
+        (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse)))]
 pub(super) async fn list(
     State(state): State<AppState>,
     Caller(account): Caller,
     query: super::list::PageQueryResult,
-) -> Result<Json<serde_json::Value>, DefError> {
+) -> Result<Json<EnvironmentList>, DefError> {
     let all = state.definitions.list_definitions(&account).await?;
-    Ok(Json(super::list::page(query, all, |d: &Definition| {
-        serde_json::to_value(d).unwrap_or_default()
-    })?))
+    let (data, meta) = super::list::page(query, all)?;
+    Ok(Json(EnvironmentList { data, meta }))
 }
 
+#[utoipa::path(get, path = "/api/v1/environments/{id}", tag = "environment definitions",
+    operation_id = "retrieveEnvironment", summary = "Retrieve an environment definition",
+    params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, description = "Its revision is the ETag", body = Definition),
+        (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
+        (status = 404, body = ErrorResponse)))]
 pub(super) async fn retrieve(
     State(state): State<AppState>,
     Caller(account): Caller,
@@ -110,6 +144,15 @@ pub(super) async fn retrieve(
     Ok(with_etag(StatusCode::OK, def))
 }
 
+#[utoipa::path(put, path = "/api/v1/environments/{id}", tag = "environment definitions",
+    operation_id = "replaceEnvironment", summary = "Replace an environment definition",
+    params(("id" = String, Path), ("If-Match" = String, Header,
+        description = "the current revision (quoted or bare); missing is 428, stale is 409")), request_body = DefinitionSpec,
+    security(("bearer" = [])),
+    responses((status = 200, description = "Its new revision is the ETag", body = Definition),
+        (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
+        (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse),
+        (status = 422, body = ErrorResponse), (status = 428, body = ErrorResponse)))]
 pub(super) async fn replace(
     State(state): State<AppState>,
     Caller(account): Caller,
@@ -147,6 +190,14 @@ pub(super) async fn replace(
     Ok(with_etag(StatusCode::OK, def))
 }
 
+#[utoipa::path(delete, path = "/api/v1/environments/{id}", tag = "environment definitions",
+    operation_id = "deleteEnvironment", summary = "Delete an environment definition",
+    params(("id" = String, Path), ("If-Match" = String, Header,
+        description = "the current revision (quoted or bare); missing is 428, stale is 409")), security(("bearer" = [])),
+    responses((status = 204, description = "Deleted"),
+        (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
+        (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse),
+        (status = 428, body = ErrorResponse)))]
 pub(super) async fn delete(
     State(state): State<AppState>,
     Caller(account): Caller,

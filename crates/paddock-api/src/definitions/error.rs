@@ -8,6 +8,8 @@ use axum::Json;
 use paddock_core::service::error_chain;
 use paddock_core::{CoreError, RuntimeError};
 use paddock_definitions::DefinitionError;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 pub const REQUEST_ID: &str = "x-request-id";
 
@@ -58,24 +60,47 @@ pub fn new_request_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// One problem of an error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorEntry {
+    /// The HTTP status, as text.
+    pub status: String,
+    /// The status's reason phrase.
+    pub title: String,
+    /// What was wrong, naming the field.
+    pub detail: String,
+    /// A stable code: `validation_failed`, `not_found`, `revision_mismatch`…
+    pub code: String,
+    pub request_id: String,
+}
+
+/// An error answer: one entry per problem, and the request's id (also in
+/// `x-request-id`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorResponse {
+    pub errors: Vec<ErrorEntry>,
+    pub request_id: String,
+}
+
 impl IntoResponse for DefError {
     fn into_response(self) -> Response {
         let request_id = new_request_id();
         let title = self.status.canonical_reason().unwrap_or("Error");
-        let errors: Vec<serde_json::Value> = self
+        let errors = self
             .entries
             .iter()
-            .map(|(detail, code)| {
-                serde_json::json!({
-                    "status": self.status.as_u16().to_string(),
-                    "title": title,
-                    "detail": detail,
-                    "code": code,
-                    "request_id": request_id,
-                })
+            .map(|(detail, code)| ErrorEntry {
+                status: self.status.as_u16().to_string(),
+                title: title.to_owned(),
+                detail: detail.clone(),
+                code: (*code).to_owned(),
+                request_id: request_id.clone(),
             })
             .collect();
-        let body = serde_json::json!({ "errors": errors, "request_id": request_id });
+        let body = ErrorResponse {
+            errors,
+            request_id: request_id.clone(),
+        };
         let mut response = (self.status, Json(body)).into_response();
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(REQUEST_ID, v);

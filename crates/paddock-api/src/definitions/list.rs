@@ -6,28 +6,31 @@
 use axum::extract::Query;
 use serde::Deserialize;
 
+use super::views::PageMeta;
 use super::DefError;
 
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 500;
 
-#[derive(Debug, Deserialize)]
+/// A list's paging parameters.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct PageQuery {
+    /// At most this many (default 50, at most 500); also `page[limit]`.
     #[serde(alias = "page[limit]")]
+    #[param(minimum = 1, default = 50)]
     limit: Option<usize>,
+    /// Skip this many; also `page[offset]`.
     #[serde(alias = "page[offset]")]
+    #[param(minimum = 0, default = 0)]
     offset: Option<usize>,
 }
 
 pub(super) type PageQueryResult =
     Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>;
 
-/// The page of `all` the query asks for, rendered by `render`.
-pub(super) fn page<T>(
-    query: PageQueryResult,
-    all: Vec<T>,
-    render: impl Fn(&T) -> serde_json::Value,
-) -> Result<serde_json::Value, DefError> {
+/// The page of `all` the query asks for, and where it sits.
+pub(super) fn page<T>(query: PageQueryResult, all: Vec<T>) -> Result<(Vec<T>, PageMeta), DefError> {
     let Query(q) = query.map_err(|e| {
         DefError::bad_request(
             "invalid_query",
@@ -37,10 +40,13 @@ pub(super) fn page<T>(
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let offset = q.offset.unwrap_or(0);
     let total = all.len();
-    let data: Vec<serde_json::Value> = all.iter().skip(offset).take(limit).map(render).collect();
+    let data: Vec<T> = all.into_iter().skip(offset).take(limit).collect();
     let has_more = offset.saturating_add(data.len()) < total;
-    Ok(serde_json::json!({
-        "data": data,
-        "meta": {"total": total, "has_more": has_more, "limit": limit, "offset": offset},
-    }))
+    let meta = PageMeta {
+        total,
+        has_more,
+        limit,
+        offset,
+    };
+    Ok((data, meta))
 }

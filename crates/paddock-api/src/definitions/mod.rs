@@ -9,6 +9,7 @@ pub(crate) mod error;
 mod list;
 pub mod openapi;
 mod sandboxes;
+mod views;
 
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;

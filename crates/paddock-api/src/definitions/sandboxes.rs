@@ -13,81 +13,20 @@ use axum::Json;
 use futures::TryStreamExt;
 use paddock_core::exec::{ExecRequest, FileContent, SandboxPath};
 use paddock_core::ids::{AccountId, VmId};
-use paddock_core::model::{ExecutionStatus, VmStatus};
 use paddock_definitions::{LaunchRequest, SandboxView};
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 
+use super::error::ErrorResponse;
+use super::views::{DirectoryEntries, ExecResult, SandboxList, SandboxResource, WrittenFile};
 use super::{json_value, parse_body, Caller, DefError};
 use crate::AppState;
 
 /// The longest a command run through `exec` may take.
 const MAX_EXEC_TIMEOUT: u64 = 3600;
 
-/// A sandbox's state in this surface's words.
-fn state_name(s: VmStatus) -> &'static str {
-    match s {
-        VmStatus::Creating => "starting",
-        VmStatus::Running => "running",
-        VmStatus::Stopping => "stopping",
-        VmStatus::Stopped => "stopped",
-        VmStatus::Terminated => "deleted",
-        VmStatus::Failed => "failed",
-    }
-}
-
-/// CPUs as the definition wrote them: an integer when whole.
-fn cpu_figure(millis: u32) -> serde_json::Value {
-    if millis.is_multiple_of(1000) {
-        serde_json::json!(millis / 1000)
-    } else {
-        serde_json::json!(f64::from(millis) / 1000.0)
-    }
-}
-
-fn render(view: &SandboxView) -> serde_json::Value {
-    let vm = &view.vm;
-    let launch = vm.options.launch.clone().unwrap_or_default();
-    let command = (!launch.command.is_empty()).then(|| {
-        let main = view.main.as_ref();
-        serde_json::json!({
-            "argv": launch.command,
-            "execution_id": main.map(|m| m.id.to_string()),
-            "state": main.map(|m| match m.status {
-                ExecutionStatus::Running => "running",
-                ExecutionStatus::Completed => "exited",
-                _ => "failed",
-            }),
-            "exit_code": main.and_then(|m| m.exit_code),
-            "stdout": main.map(|m| m.stdout.clone()),
-            "stderr": main.map(|m| m.stderr.clone()),
-        })
-    });
-    serde_json::json!({
-        "id": vm.id.to_string(),
-        "environment_id": launch.definition_id,
-        "environment_revision": launch.revision,
-        "provider": vm.provider,
-        "state": state_name(vm.status),
-        "state_reason": vm.status_reason,
-        "image": (!vm.image_variant.is_empty()).then(|| vm.image_variant.clone()),
-        // Where commands start and relative file paths resolve.
-        "work_dir": view.work_dir,
-        "resources": {
-            // Whole CPUs as an integer, a quota as a fraction (0.5).
-            "cpu": cpu_figure(vm.resources.cpu_millis()),
-            "memory_mb": vm.resources.memory_mb(),
-        },
-        "labels": launch.labels,
-        "lifecycle": {
-            "preserve": launch.preserve,
-            "stop_on_terminal": launch.stop_on_terminal,
-            "auto_stop_seconds": launch.idle_stop_seconds,
-        },
-        "command": command,
-        "created_at": vm.created_at.to_rfc3339(),
-        "started_at": vm.started_at.map(|t| t.to_rfc3339()),
-        "stopped_at": launch.stopped_at.map(|t| t.to_rfc3339()),
-    })
+fn render(view: &SandboxView) -> SandboxResource {
+    SandboxResource::from(view)
 }
 
 fn sandbox_id(raw: &str) -> Result<VmId, DefError> {
@@ -96,7 +35,7 @@ fn sandbox_id(raw: &str) -> Result<VmId, DefError> {
 }
 
 /// A command as an argv list, or a string run by `/bin/sh -c`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 enum Command {
     Argv(Vec<String>),
@@ -112,8 +51,11 @@ impl Command {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// What to launch: the main command (none: the sandbox just runs) and
+/// labels beside the definition's.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = LaunchSandboxRequest)]
 struct LaunchBody {
     #[serde(default)]
     command: Option<Command>,
@@ -121,6 +63,14 @@ struct LaunchBody {
     labels: BTreeMap<String, String>,
 }
 
+#[utoipa::path(post, path = "/api/v1/environments/{id}/sandboxes", tag = "environment definitions",
+    operation_id = "launchEnvironmentSandbox", summary = "Launch a sandbox from the definition",
+    params(("id" = String, Path)), request_body = LaunchBody, security(("bearer" = [])),
+    responses((status = 201, body = SandboxResource),
+        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+        (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse),
+        (status = 422, body = ErrorResponse), (status = 502, body = ErrorResponse),
+        (status = 503, body = ErrorResponse)))]
 pub(super) async fn launch(
     State(state): State<AppState>,
     Caller(account): Caller,
@@ -139,27 +89,46 @@ pub(super) async fn launch(
     Ok((StatusCode::CREATED, Json(render(&view))).into_response())
 }
 
+fn sandbox_page(
+    query: super::list::PageQueryResult,
+    all: Vec<SandboxView>,
+) -> Result<Json<SandboxList>, DefError> {
+    let (page, meta) = super::list::page(query, all)?;
+    let data = page.iter().map(render).collect();
+    Ok(Json(SandboxList { data, meta }))
+}
+
+#[utoipa::path(get, path = "/api/v1/sandboxes", tag = "environment definitions",
+    operation_id = "listSandboxes", summary = "List sandboxes launched from definitions",
+    params(super::list::PageQuery), security(("bearer" = [])),
+    responses((status = 200, body = SandboxList),
+        (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse)))]
 pub(super) async fn list(
     State(state): State<AppState>,
     Caller(account): Caller,
     query: super::list::PageQueryResult,
-) -> Result<Json<serde_json::Value>, DefError> {
+) -> Result<Json<SandboxList>, DefError> {
     let all = state.service.launched_sandboxes(&account, None).await?;
-    Ok(Json(super::list::page(query, all, render)?))
+    sandbox_page(query, all)
 }
 
+#[utoipa::path(get, path = "/api/v1/environments/{id}/sandboxes", tag = "environment definitions",
+    operation_id = "listEnvironmentSandboxes", summary = "List the definition's sandboxes",
+    params(("id" = String, Path), super::list::PageQuery), security(("bearer" = [])),
+    responses((status = 200, body = SandboxList), (status = 400, body = ErrorResponse),
+        (status = 401, body = ErrorResponse), (status = 404, body = ErrorResponse)))]
 pub(super) async fn list_of_environment(
     State(state): State<AppState>,
     Caller(account): Caller,
     Path(id): Path<String>,
     query: super::list::PageQueryResult,
-) -> Result<Json<serde_json::Value>, DefError> {
+) -> Result<Json<SandboxList>, DefError> {
     state.definitions.get_definition(&account, &id).await?;
     let all = state
         .service
         .launched_sandboxes(&account, Some(&id))
         .await?;
-    Ok(Json(super::list::page(query, all, render)?))
+    sandbox_page(query, all)
 }
 
 /// The sandbox, when it belongs to definition `env` (if given).
@@ -187,24 +156,40 @@ async fn find(
     Ok(view)
 }
 
+#[utoipa::path(get, path = "/api/v1/sandboxes/{sandbox_id}", tag = "environment definitions",
+    operation_id = "retrieveSandbox", summary = "Retrieve a sandbox",
+    params(("sandbox_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = SandboxResource),
+        (status = 401, body = ErrorResponse), (status = 404, body = ErrorResponse)))]
 pub(super) async fn retrieve(
     State(state): State<AppState>,
     Caller(account): Caller,
     Path(raw): Path<String>,
-) -> Result<Json<serde_json::Value>, DefError> {
+) -> Result<Json<SandboxResource>, DefError> {
     Ok(Json(render(&find(&state, &account, &raw, None).await?)))
 }
 
+#[utoipa::path(get, path = "/api/v1/environments/{id}/sandboxes/{sandbox_id}",
+    tag = "environment definitions", operation_id = "retrieveEnvironmentSandbox",
+    summary = "Retrieve one of the definition's sandboxes",
+    params(("id" = String, Path), ("sandbox_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = SandboxResource),
+        (status = 401, body = ErrorResponse), (status = 404, body = ErrorResponse)))]
 pub(super) async fn retrieve_of_environment(
     State(state): State<AppState>,
     Caller(account): Caller,
     Path((env, raw)): Path<(String, String)>,
-) -> Result<Json<serde_json::Value>, DefError> {
+) -> Result<Json<SandboxResource>, DefError> {
     Ok(Json(render(
         &find(&state, &account, &raw, Some(&env)).await?,
     )))
 }
 
+#[utoipa::path(delete, path = "/api/v1/sandboxes/{sandbox_id}", tag = "environment definitions",
+    operation_id = "deleteSandbox", summary = "Delete a sandbox and what it kept",
+    params(("sandbox_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 204, description = "Deleted"),
+        (status = 401, body = ErrorResponse), (status = 404, body = ErrorResponse)))]
 pub(super) async fn delete(
     State(state): State<AppState>,
     Caller(account): Caller,
@@ -218,6 +203,12 @@ pub(super) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(delete, path = "/api/v1/environments/{id}/sandboxes/{sandbox_id}",
+    tag = "environment definitions", operation_id = "deleteEnvironmentSandbox",
+    summary = "Delete one of the definition's sandboxes",
+    params(("id" = String, Path), ("sandbox_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 204, description = "Deleted"),
+        (status = 401, body = ErrorResponse), (status = 404, body = ErrorResponse)))]
 pub(super) async fn delete_of_environment(
     State(state): State<AppState>,
     Caller(account): Caller,
@@ -231,11 +222,17 @@ pub(super) async fn delete_of_environment(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/api/v1/sandboxes/{sandbox_id}/stop", tag = "environment definitions",
+    operation_id = "stopSandbox", summary = "Stop a sandbox (its files stay when the definition preserves them)",
+    params(("sandbox_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = SandboxResource),
+        (status = 401, body = ErrorResponse), (status = 404, body = ErrorResponse),
+        (status = 409, body = ErrorResponse)))]
 pub(super) async fn stop(
     State(state): State<AppState>,
     Caller(account): Caller,
     Path(raw): Path<String>,
-) -> Result<Json<serde_json::Value>, DefError> {
+) -> Result<Json<SandboxResource>, DefError> {
     let view = find(&state, &account, &raw, None).await?;
     state.service.stop_vm(&account, &view.vm.id).await?;
     Ok(Json(render(
@@ -246,11 +243,17 @@ pub(super) async fn stop(
     )))
 }
 
+#[utoipa::path(post, path = "/api/v1/sandboxes/{sandbox_id}/start", tag = "environment definitions",
+    operation_id = "startSandbox", summary = "Start a stopped sandbox",
+    params(("sandbox_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = SandboxResource),
+        (status = 401, body = ErrorResponse), (status = 404, body = ErrorResponse),
+        (status = 409, body = ErrorResponse)))]
 pub(super) async fn start(
     State(state): State<AppState>,
     Caller(account): Caller,
     Path(raw): Path<String>,
-) -> Result<Json<serde_json::Value>, DefError> {
+) -> Result<Json<SandboxResource>, DefError> {
     let view = find(&state, &account, &raw, None).await?;
     state.service.start_vm(&account, &view.vm.id, true).await?;
     Ok(Json(render(
@@ -261,8 +264,10 @@ pub(super) async fn start(
     )))
 }
 
-#[derive(Debug, Deserialize)]
+/// A command to run to its end.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = SandboxExecRequest)]
 struct ExecBody {
     command: Command,
     #[serde(default)]
@@ -275,14 +280,18 @@ struct ExecBody {
     timeout_seconds: Option<u64>,
 }
 
-/// Runs a command to its end: `{exit_code, stdout, stderr, timed_out,
-/// duration_ms}`.
+#[utoipa::path(post, path = "/api/v1/sandboxes/{sandbox_id}/exec", tag = "environment definitions",
+    operation_id = "execSandbox", summary = "Run a command to its end",
+    params(("sandbox_id" = String, Path)), request_body = ExecBody, security(("bearer" = [])),
+    responses((status = 200, body = ExecResult),
+        (status = 401, body = ErrorResponse), (status = 404, body = ErrorResponse),
+        (status = 409, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
 pub(super) async fn exec(
     State(state): State<AppState>,
     Caller(account): Caller,
     Path(raw): Path<String>,
     body: Bytes,
-) -> Result<Json<serde_json::Value>, DefError> {
+) -> Result<Json<ExecResult>, DefError> {
     let b: ExecBody = parse_body(json_value(&body)?)?;
     let view = find(&state, &account, &raw, None).await?;
     if let Some(t) = b.timeout_seconds {
@@ -307,18 +316,18 @@ pub(super) async fn exec(
         .service
         .exec_collect(&account, &view.vm.id, request)
         .await?;
-    Ok(Json(serde_json::json!({
-        "exit_code": out.status.exit_code(),
-        "stdout": String::from_utf8_lossy(&out.stdout),
-        "stderr": String::from_utf8_lossy(&out.stderr),
-        "timed_out": out.status.timed_out,
-        "truncated": out.truncated,
-        "duration_ms": out.status.wall_time.as_millis() as u64,
-    })))
+    Ok(Json(ExecResult::new(
+        &out.status,
+        &out.stdout,
+        &out.stderr,
+        out.truncated,
+    )))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct FileQuery {
+    /// A path in the sandbox: absolute, or relative to its `work_dir`.
     path: String,
 }
 
@@ -340,6 +349,14 @@ fn file_query(q: FileQueryResult) -> Result<FileQuery, DefError> {
         .map_err(|_| DefError::unprocessable("path: the path query parameter is required"))
 }
 
+#[utoipa::path(get, path = "/api/v1/sandboxes/{sandbox_id}/files", tag = "environment definitions",
+    operation_id = "readSandboxFile", summary = "Read a file",
+    params(("sandbox_id" = String, Path), FileQuery), security(("bearer" = [])),
+    responses((status = 200, description = "The file's bytes, or a directory's entries",
+            content((String = "application/octet-stream"), (DirectoryEntries = "application/json"))),
+        (status = 401, body = ErrorResponse), (status = 404, body = ErrorResponse),
+        (status = 409, description = "The sandbox is not running", body = ErrorResponse),
+        (status = 422, body = ErrorResponse)))]
 pub(super) async fn read_file(
     State(state): State<AppState>,
     Caller(account): Caller,
@@ -362,21 +379,29 @@ pub(super) async fn read_file(
             Body::from_stream(data),
         )
             .into_response()),
-        FileContent::Directory(entries) => Ok(Json(serde_json::json!({
-            "path": path.as_str(),
-            "entries": entries.iter().map(|e| e.name.clone()).collect::<Vec<_>>(),
-        }))
+        FileContent::Directory(entries) => Ok(Json(DirectoryEntries {
+            path: path.as_str().to_owned(),
+            entries: entries.iter().map(|e| e.name.clone()).collect(),
+        })
         .into_response()),
     }
 }
 
+#[utoipa::path(put, path = "/api/v1/sandboxes/{sandbox_id}/files", tag = "environment definitions",
+    operation_id = "writeSandboxFile", summary = "Write a file (parents created)",
+    params(("sandbox_id" = String, Path), FileQuery), security(("bearer" = [])),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 200, description = "Written", body = WrittenFile),
+        (status = 401, body = ErrorResponse), (status = 404, body = ErrorResponse),
+        (status = 409, description = "The sandbox is not running", body = ErrorResponse),
+        (status = 422, body = ErrorResponse)))]
 pub(super) async fn write_file(
     State(state): State<AppState>,
     Caller(account): Caller,
     Path(raw): Path<String>,
     q: FileQueryResult,
     body: Body,
-) -> Result<Json<serde_json::Value>, DefError> {
+) -> Result<Json<WrittenFile>, DefError> {
     let q = file_query(q)?;
     let view = find(&state, &account, &raw, None).await?;
     let path = file_path(&q, &view)?;
@@ -385,7 +410,8 @@ pub(super) async fn write_file(
         .service
         .write_file(&account, &view.vm.id, &path, None, Box::pin(stream))
         .await?;
-    Ok(Json(
-        serde_json::json!({"path": path.as_str(), "bytes": size}),
-    ))
+    Ok(Json(WrittenFile {
+        path: path.as_str().to_owned(),
+        bytes: size,
+    }))
 }
