@@ -9,12 +9,21 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{FromRow, Row};
 
 use super::rows::{db_err, parse, ts};
-use super::SqliteStore;
+use super::{Owned, SqliteStore};
 
 const DOMAIN_COLUMNS: &str =
     "id, account_id, share_id, domain, dns_provider, status, last_error, created_at, updated_at";
 
-struct DomainRow(CustomDomain);
+pub(super) struct DomainRow(CustomDomain);
+
+impl Owned for CustomDomain {
+    const TABLE: &'static str = "custom_domains";
+    const COLUMNS: &'static str = DOMAIN_COLUMNS;
+    type Row = DomainRow;
+    fn from_row(row: DomainRow) -> Result<Self, StoreError> {
+        Ok(row.0)
+    }
+}
 
 impl<'r> FromRow<'r, SqliteRow> for DomainRow {
     fn from_row(row: &'r SqliteRow) -> Result<Self, sqlx::Error> {
@@ -84,15 +93,7 @@ impl DomainStore for SqliteStore {
         account: &AccountId,
         id: i64,
     ) -> Result<Option<CustomDomain>, StoreError> {
-        let row: Option<DomainRow> = sqlx::query_as(&format!(
-            "SELECT {DOMAIN_COLUMNS} FROM custom_domains WHERE account_id = ? AND id = ?"
-        ))
-        .bind(account.as_str())
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
-        Ok(row.map(|r| r.0))
+        self.get_owned(account, id).await
     }
 
     async fn list_domains(&self, account: &AccountId) -> Result<Vec<CustomDomain>, StoreError> {
@@ -179,12 +180,6 @@ impl DomainStore for SqliteStore {
     }
 
     async fn delete_domain(&self, account: &AccountId, id: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM custom_domains WHERE account_id = ? AND id = ?")
-            .bind(account.as_str())
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(done.rows_affected() > 0)
+        self.delete_owned::<CustomDomain>(account, id).await
     }
 }

@@ -49,6 +49,16 @@ const VM_COLUMNS: &str = "id, account_id, session_id, status, status_reason, pro
     updated_at, started_at, expires_at, terminated_at, runtime_pid, runtime_start_ticks, \
     image_digest, options, disk_mb, cpu_millis";
 
+/// A kind of record an account owns, kept in a table of its own with
+/// `id`, `account_id` and `created_at` columns: what the generic get,
+/// list and delete below need to know of it.
+trait Owned: Sized {
+    const TABLE: &'static str;
+    const COLUMNS: &'static str;
+    type Row: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin;
+    fn from_row(row: Self::Row) -> Result<Self, StoreError>;
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database file and migrates it.
     pub async fn open(path: &Path) -> Result<Self, SqliteStoreError> {
@@ -114,45 +124,57 @@ impl SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
-    /// One account's row of `table` by id: `SELECT columns … WHERE
-    /// account_id = ? AND id = ?`, as the row type `R`.
-    pub(super) async fn owned_row<R>(
+    /// One account's record of kind `T` by id.
+    async fn get_owned<T: Owned>(
         &self,
-        table: &str,
-        columns: &str,
         account: &AccountId,
-        id: &str,
-    ) -> Result<Option<R>, StoreError>
-    where
-        R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
-    {
-        sqlx::query_as(&format!(
-            "SELECT {columns} FROM {table} WHERE account_id = ? AND id = ?"
-        ))
-        .bind(account.as_str())
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)
+        id: impl Into<Bind<'_>>,
+    ) -> Result<Option<T>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM {} WHERE account_id = ? AND id = ?",
+            T::COLUMNS,
+            T::TABLE
+        );
+        let row = sqlx::query_as(&sql).bind(account.as_str());
+        let row: Option<T::Row> = match id.into() {
+            Bind::Text(id) => row.bind(id).fetch_optional(&self.pool).await,
+            Bind::Int(id) => row.bind(id).fetch_optional(&self.pool).await,
+        }
+        .map_err(db_err)?;
+        row.map(T::from_row).transpose()
     }
 
-    /// Every row of `table` the account owns, newest first.
-    pub(super) async fn owned_rows<R>(
+    /// Every record of kind `T` the account owns, newest first.
+    async fn list_owned<T: Owned>(
         &self,
-        table: &str,
-        columns: &str,
         account: &AccountId,
-    ) -> Result<Vec<R>, StoreError>
-    where
-        R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
-    {
-        sqlx::query_as(&format!(
-            "SELECT {columns} FROM {table} WHERE account_id = ? ORDER BY created_at DESC, id"
+    ) -> Result<Vec<T>, StoreError> {
+        let rows: Vec<T::Row> = sqlx::query_as(&format!(
+            "SELECT {} FROM {} WHERE account_id = ? ORDER BY created_at DESC, id",
+            T::COLUMNS,
+            T::TABLE
         ))
         .bind(account.as_str())
         .fetch_all(&self.pool)
         .await
-        .map_err(db_err)
+        .map_err(db_err)?;
+        rows.into_iter().map(T::from_row).collect()
+    }
+
+    /// Deletes one account's record of kind `T`; whether it existed.
+    async fn delete_owned<T: Owned>(
+        &self,
+        account: &AccountId,
+        id: impl Into<Bind<'_>>,
+    ) -> Result<bool, StoreError> {
+        let sql = format!("DELETE FROM {} WHERE account_id = ? AND id = ?", T::TABLE);
+        let delete = sqlx::query(&sql).bind(account.as_str());
+        let done = match id.into() {
+            Bind::Text(id) => delete.bind(id).execute(&self.pool).await,
+            Bind::Int(id) => delete.bind(id).execute(&self.pool).await,
+        }
+        .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn fetch_vms(&self, sql: &str, binds: Vec<Bind<'_>>) -> Result<Vec<Vm>, StoreError> {
@@ -168,9 +190,22 @@ impl SqliteStore {
     }
 }
 
+/// A value bound to a query: text, or an integer (a row id).
 enum Bind<'a> {
     Text(&'a str),
     Int(i64),
+}
+
+impl<'a> From<&'a str> for Bind<'a> {
+    fn from(s: &'a str) -> Self {
+        Self::Text(s)
+    }
+}
+
+impl From<i64> for Bind<'_> {
+    fn from(i: i64) -> Self {
+        Self::Int(i)
+    }
 }
 
 fn status_list(set: &VmStatusSet) -> String {

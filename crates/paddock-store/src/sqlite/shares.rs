@@ -10,11 +10,20 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{FromRow, Row};
 
 use super::rows::{db_err, parse, ts};
-use super::SqliteStore;
+use super::{Owned, SqliteStore};
 
 const SHARE_COLUMNS: &str = "id, account_id, vm_id, port, is_public, token_hash, created_at";
 
-struct ShareRow(Share);
+pub(super) struct ShareRow(Share);
+
+impl Owned for Share {
+    const TABLE: &'static str = "shares";
+    const COLUMNS: &'static str = SHARE_COLUMNS;
+    type Row = ShareRow;
+    fn from_row(row: ShareRow) -> Result<Self, StoreError> {
+        Ok(row.0)
+    }
+}
 
 impl<'r> FromRow<'r, SqliteRow> for ShareRow {
     fn from_row(row: &'r SqliteRow) -> Result<Self, sqlx::Error> {
@@ -68,10 +77,7 @@ impl ShareStore for SqliteStore {
         account: &AccountId,
         id: &ShareId,
     ) -> Result<Option<Share>, StoreError> {
-        let row: Option<ShareRow> = self
-            .owned_row("shares", SHARE_COLUMNS, account, id.as_str())
-            .await?;
-        Ok(row.map(|r| r.0))
+        self.get_owned(account, id.as_str()).await
     }
 
     async fn find_share(&self, id: &ShareId) -> Result<Option<Share>, StoreError> {
@@ -103,12 +109,7 @@ impl ShareStore for SqliteStore {
     }
 
     async fn delete_share(&self, account: &AccountId, id: &ShareId) -> Result<bool, StoreError> {
-        self.delete_by_key(
-            "DELETE FROM shares WHERE account_id = ? AND id = ?",
-            account.as_str(),
-            id.as_str(),
-        )
-        .await
+        self.delete_owned::<Share>(account, id.as_str()).await
     }
 
     async fn delete_shares_of_vm(&self, vm: &VmId) -> Result<u64, StoreError> {

@@ -8,7 +8,7 @@ use paddock_core::StoreError;
 use sqlx::Row;
 
 use super::rows::{db_err, parse, ts};
-use super::SqliteStore;
+use super::{Owned, SqliteStore};
 
 #[async_trait]
 impl SshKeyStore for SqliteStore {
@@ -53,13 +53,28 @@ impl SshKeyStore for SqliteStore {
     }
 
     async fn delete_ssh_key(&self, account: &AccountId, id: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM ssh_keys WHERE account_id = ? AND id = ?")
-            .bind(account.as_str())
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(done.rows_affected() > 0)
+        self.delete_owned::<SshKey>(account, id).await
+    }
+}
+
+/// SSH keys take the generic delete; they are read by fingerprint or
+/// listed in key order.
+impl Owned for SshKey {
+    const TABLE: &'static str = "ssh_keys";
+    const COLUMNS: &'static str = COLUMNS;
+    type Row = KeyRow;
+    fn from_row(row: KeyRow) -> Result<Self, StoreError> {
+        Ok(row.0)
+    }
+}
+
+pub(super) struct KeyRow(SshKey);
+
+impl<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> for KeyRow {
+    fn from_row(row: &'r sqlx::sqlite::SqliteRow) -> Result<Self, sqlx::Error> {
+        key_row(row)
+            .map(Self)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))
     }
 }
 

@@ -15,7 +15,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{FromRow, Row};
 
 use super::rows::{db_err, image_json, parse, ts, ImageRow};
-use super::SqliteStore;
+use super::{Owned, SqliteStore};
 
 fn size_col(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -28,7 +28,16 @@ fn decode(e: StoreError) -> sqlx::Error {
 const SNAPSHOT_COLUMNS: &str = "id, account_id, name, kind, status, error, vm_id, source, \
     base_variant, digest, config_digest, config, layers, size, created_at";
 
-struct SnapshotRow(Snapshot);
+pub(super) struct SnapshotRow(Snapshot);
+
+impl Owned for Snapshot {
+    const TABLE: &'static str = "snapshots";
+    const COLUMNS: &'static str = SNAPSHOT_COLUMNS;
+    type Row = SnapshotRow;
+    fn from_row(row: SnapshotRow) -> Result<Self, StoreError> {
+        Ok(row.0)
+    }
+}
 
 impl<'r> FromRow<'r, SqliteRow> for SnapshotRow {
     fn from_row(row: &'r SqliteRow) -> Result<Self, sqlx::Error> {
@@ -143,10 +152,7 @@ impl SnapshotStore for SqliteStore {
         account: &AccountId,
         id: &SnapshotId,
     ) -> Result<Option<Snapshot>, StoreError> {
-        let row: Option<SnapshotRow> = self
-            .owned_row("snapshots", SNAPSHOT_COLUMNS, account, id.as_str())
-            .await?;
-        Ok(row.map(|r| r.0))
+        self.get_owned(account, id.as_str()).await
     }
 
     async fn list_snapshots(
@@ -172,12 +178,7 @@ impl SnapshotStore for SqliteStore {
         account: &AccountId,
         id: &SnapshotId,
     ) -> Result<bool, StoreError> {
-        self.delete_by_key(
-            "DELETE FROM snapshots WHERE account_id = ? AND id = ?",
-            account.as_str(),
-            id.as_str(),
-        )
-        .await
+        self.delete_owned::<Snapshot>(account, id.as_str()).await
     }
 
     async fn fail_unfinished_snapshots(&self, reason: &str) -> Result<u64, StoreError> {
@@ -193,7 +194,7 @@ impl SnapshotStore for SqliteStore {
 }
 
 #[derive(FromRow)]
-struct VolumeRow {
+pub(super) struct VolumeRow {
     id: String,
     account_id: String,
     name: String,
@@ -202,15 +203,18 @@ struct VolumeRow {
     updated_at: i64,
 }
 
-impl VolumeRow {
-    fn into_volume(self) -> Result<Volume, StoreError> {
+impl Owned for Volume {
+    const TABLE: &'static str = "volumes";
+    const COLUMNS: &'static str = VOLUME_COLUMNS;
+    type Row = VolumeRow;
+    fn from_row(row: VolumeRow) -> Result<Self, StoreError> {
         Ok(Volume {
-            id: parse("volume id", &self.id)?,
-            account_id: parse("account id", &self.account_id)?,
-            name: self.name,
-            size_bytes: u64::try_from(self.size_bytes).unwrap_or(0),
-            created_at: ts(self.created_at),
-            updated_at: ts(self.updated_at),
+            id: parse("volume id", &row.id)?,
+            account_id: parse("account id", &row.account_id)?,
+            name: row.name,
+            size_bytes: u64::try_from(row.size_bytes).unwrap_or(0),
+            created_at: ts(row.created_at),
+            updated_at: ts(row.updated_at),
         })
     }
 }
@@ -302,24 +306,15 @@ impl VolumeStore for SqliteStore {
         account: &AccountId,
         id: &VolumeId,
     ) -> Result<Option<Volume>, StoreError> {
-        let row: Option<VolumeRow> = self
-            .owned_row("volumes", VOLUME_COLUMNS, account, id.as_str())
-            .await?;
-        row.map(VolumeRow::into_volume).transpose()
+        self.get_owned(account, id.as_str()).await
     }
 
     async fn list_volumes(&self, account: &AccountId) -> Result<Vec<Volume>, StoreError> {
-        let rows: Vec<VolumeRow> = self.owned_rows("volumes", VOLUME_COLUMNS, account).await?;
-        rows.into_iter().map(VolumeRow::into_volume).collect()
+        self.list_owned(account).await
     }
 
     async fn delete_volume(&self, account: &AccountId, id: &VolumeId) -> Result<bool, StoreError> {
-        self.delete_by_key(
-            "DELETE FROM volumes WHERE account_id = ? AND id = ?",
-            account.as_str(),
-            id.as_str(),
-        )
-        .await
+        self.delete_owned::<Volume>(account, id.as_str()).await
     }
 
     async fn insert_checkpoint(&self, c: &Checkpoint) -> Result<(), StoreError> {
@@ -445,7 +440,7 @@ impl VolumeStore for SqliteStore {
 }
 
 #[derive(FromRow)]
-struct VaultRow {
+pub(super) struct VaultRow {
     id: String,
     account_id: String,
     name: String,
@@ -454,15 +449,18 @@ struct VaultRow {
     updated_at: i64,
 }
 
-impl VaultRow {
-    fn into_vault(self) -> Result<Vault, StoreError> {
+impl Owned for Vault {
+    const TABLE: &'static str = "vaults";
+    const COLUMNS: &'static str = VAULT_COLUMNS;
+    type Row = VaultRow;
+    fn from_row(row: VaultRow) -> Result<Self, StoreError> {
         Ok(Vault {
-            id: parse("vault id", &self.id)?,
-            account_id: parse("account id", &self.account_id)?,
-            name: self.name,
-            description: self.description,
-            created_at: ts(self.created_at),
-            updated_at: ts(self.updated_at),
+            id: parse("vault id", &row.id)?,
+            account_id: parse("account id", &row.account_id)?,
+            name: row.name,
+            description: row.description,
+            created_at: ts(row.created_at),
+            updated_at: ts(row.updated_at),
         })
     }
 }
@@ -553,24 +551,15 @@ impl VaultStore for SqliteStore {
         account: &AccountId,
         id: &VaultId,
     ) -> Result<Option<Vault>, StoreError> {
-        let row: Option<VaultRow> = self
-            .owned_row("vaults", VAULT_COLUMNS, account, id.as_str())
-            .await?;
-        row.map(VaultRow::into_vault).transpose()
+        self.get_owned(account, id.as_str()).await
     }
 
     async fn list_vaults(&self, account: &AccountId) -> Result<Vec<Vault>, StoreError> {
-        let rows: Vec<VaultRow> = self.owned_rows("vaults", VAULT_COLUMNS, account).await?;
-        rows.into_iter().map(VaultRow::into_vault).collect()
+        self.list_owned(account).await
     }
 
     async fn delete_vault(&self, account: &AccountId, id: &VaultId) -> Result<bool, StoreError> {
-        self.delete_by_key(
-            "DELETE FROM vaults WHERE account_id = ? AND id = ?",
-            account.as_str(),
-            id.as_str(),
-        )
-        .await
+        self.delete_owned::<Vault>(account, id.as_str()).await
     }
 
     async fn insert_credential(&self, c: &Credential, sealed: &Sealed) -> Result<(), StoreError> {
