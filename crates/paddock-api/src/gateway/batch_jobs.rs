@@ -187,6 +187,7 @@ pub async fn update(
     GJson(raw): GJson<Value>,
 ) -> Result<Json<Value>, GatewayError> {
     let id = plain_id(&path.batch_job_id)?;
+    // The masked body is compared below with what the job runs.
     let raw = update_mask::apply(raw, &q, &MUTABLE)?;
     let body: BatchJobBody = from_value(raw.clone())?;
     let current = state.gateway.get_batch_job(&who, id).await?;

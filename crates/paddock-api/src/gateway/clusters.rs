@@ -5,31 +5,20 @@ use axum::Json;
 use paddock_core::model::gateway::ClusterBackend;
 use paddock_core::model::Principal;
 use paddock_gateway::{ClusterInput, ClusterPatch};
-use serde::Deserialize;
 use serde_json::Value;
-use utoipa::ToSchema;
 
 use super::error::GatewayError;
-use super::from_value;
 use super::list::{self, GetQuery, ListQuery};
-use super::update_mask::{self, Cleared, Mutable, UpdateQuery};
+use super::update_mask::{Cleared, Mutable, UpdateQuery};
 use super::views::{to_json, ClusterList, ClusterView, ConnectionInfo, Empty};
 use super::wire::{ClusterBody, CLUSTERS};
 use super::{
-    plain_id, split_segment, unknown_method, AccountPath, ClusterPath, GJson, GQuery, Who,
+    patch_body, plain_id, split_segment, unknown_method, AccountPath, ClusterPath, GJson, GQuery,
+    Who,
 };
 use crate::AppState;
 
-/// A cluster and its id.
-#[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schema(as = CreateClusterBody)]
-pub struct CreateBody {
-    /// Required.
-    cluster: Option<ClusterBody>,
-    /// Required.
-    cluster_id: Option<String>,
-}
+super::create_body!(CreateBody, CreateClusterBody, cluster: ClusterBody, cluster_id, "cluster");
 
 #[utoipa::path(post, path = "/v1/accounts/{account_id}/clusters", tag = "clusters",
     operation_id = "createCluster", params(AccountPath), request_body = CreateBody,
@@ -39,12 +28,7 @@ pub async fn create(
     Who(who): Who,
     GJson(body): GJson<CreateBody>,
 ) -> Result<Json<Value>, GatewayError> {
-    let id = body
-        .cluster_id
-        .ok_or_else(|| GatewayError::invalid("clusterId", "is required"))?;
-    let c = body
-        .cluster
-        .ok_or_else(|| GatewayError::invalid("cluster", "is required"))?;
+    let (id, c) = body.into_parts()?;
     let input = ClusterInput {
         display_name: c.display_name.unwrap_or_default(),
         fake_cluster: c.fake_cluster.map(Into::into),
@@ -165,9 +149,7 @@ pub async fn update(
     GQuery(q): GQuery<UpdateQuery>,
     GJson(raw): GJson<Value>,
 ) -> Result<Json<Value>, GatewayError> {
-    let id = plain_id(&path.cluster_id)?;
-    let raw = update_mask::apply(raw, &q, &MUTABLE)?;
-    let body: ClusterBody = from_value(raw)?;
+    let (id, body): (_, ClusterBody) = patch_body(&path.cluster_id, raw, &q, &MUTABLE)?;
     if body.eks_cluster.is_some() || body.fake_cluster.is_some() {
         return Err(GatewayError::invalid(
             "eksCluster",

@@ -13,25 +13,16 @@ use utoipa::ToSchema;
 
 use super::error::GatewayError;
 use super::list::{self, GetQuery, ListQuery};
-use super::update_mask::{self, Cleared, Mutable, UpdateQuery};
+use super::update_mask::{Cleared, Mutable, UpdateQuery};
 use super::views::{to_json, DevEnvironmentList, Empty, EnvironmentView};
 use super::wire::{self, ConnectionBody, EnvironmentBody, ENVIRONMENTS};
 use super::{
-    from_value, plain_id, split_segment, unknown_method, AccountPath, BatchDeleteBody,
-    EnvironmentPath, GJson, GQuery, Who,
+    from_value, patch_body, plain_id, required, split_segment, unknown_method, AccountPath,
+    BatchDeleteBody, EnvironmentPath, GJson, GQuery, Who,
 };
 use crate::AppState;
 
-/// An environment and its id.
-#[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schema(as = CreateEnvironmentBody)]
-pub struct CreateBody {
-    /// Required, with its `baseImageRef`.
-    environment: Option<EnvironmentBody>,
-    /// Required.
-    environment_id: Option<String>,
-}
+super::create_body!(CreateBody, CreateEnvironmentBody, environment: EnvironmentBody, environment_id, "environment");
 
 #[utoipa::path(post, path = "/v1/accounts/{account_id}/environments", tag = "environments",
     operation_id = "createDevEnvironment", params(AccountPath), request_body = CreateBody,
@@ -41,18 +32,13 @@ pub async fn create(
     Who(who): Who,
     GJson(body): GJson<CreateBody>,
 ) -> Result<Json<Value>, GatewayError> {
-    let id = body
-        .environment_id
-        .ok_or_else(|| GatewayError::invalid("environmentId", "is required"))?;
-    let e = body
-        .environment
-        .ok_or_else(|| GatewayError::invalid("environment", "is required"))?;
+    let (id, e) = body.into_parts()?;
     let input = EnvironmentInput {
         display_name: e.display_name.unwrap_or_default(),
-        base_image_ref: e
-            .base_image_ref
-            .filter(|r| !r.is_empty())
-            .ok_or_else(|| GatewayError::invalid("environment.baseImageRef", "is required"))?,
+        base_image_ref: required(
+            e.base_image_ref.filter(|r| !r.is_empty()),
+            "environment.baseImageRef",
+        )?,
         shared: e.shared.unwrap_or(false),
         annotations: e.annotations.unwrap_or_default(),
     };
@@ -118,9 +104,7 @@ pub async fn update(
     GQuery(q): GQuery<UpdateQuery>,
     GJson(raw): GJson<Value>,
 ) -> Result<Json<Value>, GatewayError> {
-    let id = plain_id(&path.environment_id)?;
-    let raw = update_mask::apply(raw, &q, &MUTABLE)?;
-    let body: EnvironmentBody = from_value(raw)?;
+    let (id, body): (_, EnvironmentBody) = patch_body(&path.environment_id, raw, &q, &MUTABLE)?;
     let patch = EnvironmentPatch {
         metadata: MetadataPatch {
             display_name: body.display_name,

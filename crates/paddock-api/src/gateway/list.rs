@@ -56,7 +56,7 @@ pub struct Listing<'a> {
 }
 
 /// `snake_case` → `camelCase`; camelCase is left as is.
-fn camel(segment: &str) -> String {
+pub fn camel(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
     let mut upper = false;
     for c in segment.chars() {

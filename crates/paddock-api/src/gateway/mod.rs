@@ -238,6 +238,53 @@ pub fn plain_id(segment: &str) -> Result<&str, GatewayError> {
     }
 }
 
+/// A field the request must set: INVALID_ARGUMENT naming it when absent.
+pub fn required<T>(value: Option<T>, field: &str) -> Result<T, GatewayError> {
+    value.ok_or_else(|| GatewayError::invalid(field, "is required"))
+}
+
+/// A PATCH's item id and body: the update mask applied to the raw body
+/// (see `update_mask.rs`), then read as `T`.
+pub fn patch_body<'s, T: DeserializeOwned>(
+    segment: &'s str,
+    raw: serde_json::Value,
+    q: &update_mask::UpdateQuery,
+    mutable: &update_mask::Mutable,
+) -> Result<(&'s str, T), GatewayError> {
+    let id = plain_id(segment)?;
+    let raw = update_mask::apply(raw, q, mutable)?;
+    Ok((id, from_value(raw)?))
+}
+
+/// The body of a create that names its resource and the resource's id
+/// (`{"cluster": {...}, "clusterId": "..."}`), both required.
+macro_rules! create_body {
+    ($name:ident, $schema:ident, $resource:ident: $body:ty, $id:ident, $what:literal) => {
+        #[doc = concat!("A ", $what, " and its id.")]
+        #[derive(serde::Deserialize, utoipa::ToSchema)]
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        #[schema(as = $schema)]
+        pub struct $name {
+            /// Required.
+            $resource: Option<$body>,
+            /// Required.
+            $id: Option<String>,
+        }
+
+        impl $name {
+            /// The id and the resource; INVALID_ARGUMENT naming either
+            /// when it is absent.
+            fn into_parts(self) -> Result<(String, $body), GatewayError> {
+                let id = super::required(self.$id, &super::list::camel(stringify!($id)))?;
+                let resource =
+                    super::required(self.$resource, &super::list::camel(stringify!($resource)))?;
+                Ok((id, resource))
+            }
+        }
+    };
+}
+pub(crate) use create_body;
+
 /// A body already read as JSON, as `T`; a wrong field is INVALID_ARGUMENT
 /// naming it.
 pub fn from_value<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, GatewayError> {

@@ -6,32 +6,20 @@ use axum::Json;
 use paddock_core::model::gateway::NodePool;
 use paddock_core::model::Principal;
 use paddock_gateway::{MetadataPatch, NodePoolInput, NodePoolPatch};
-use serde::Deserialize;
 use serde_json::Value;
-use utoipa::ToSchema;
 
 use super::error::GatewayError;
-use super::from_value;
 use super::list::{self, GetQuery, ListQuery, Listing};
-use super::update_mask::{self, Cleared, Mutable, UpdateQuery};
+use super::update_mask::{Cleared, Mutable, UpdateQuery};
 use super::views::{to_json, Empty, NodePoolList, NodePoolStatsView, NodePoolView};
 use super::wire::{NodePoolBody, NODE_POOLS};
 use super::{
-    plain_id, split_segment, unknown_method, AccountPath, BatchDeleteBody, GJson, GQuery,
-    NodePoolPath, Who,
+    patch_body, plain_id, split_segment, unknown_method, AccountPath, BatchDeleteBody, GJson,
+    GQuery, NodePoolPath, Who,
 };
 use crate::AppState;
 
-/// A node pool and its id.
-#[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schema(as = CreateNodePoolBody)]
-pub struct CreateBody {
-    /// Required.
-    node_pool: Option<NodePoolBody>,
-    /// Required.
-    node_pool_id: Option<String>,
-}
+super::create_body!(CreateBody, CreateNodePoolBody, node_pool: NodePoolBody, node_pool_id, "node pool");
 
 async fn render(state: &AppState, pool: &NodePool) -> Result<Value, GatewayError> {
     let stats = state.gateway.node_pool_stats(pool).await?;
@@ -46,12 +34,7 @@ pub async fn create(
     Who(who): Who,
     GJson(body): GJson<CreateBody>,
 ) -> Result<Json<Value>, GatewayError> {
-    let id = body
-        .node_pool_id
-        .ok_or_else(|| GatewayError::invalid("nodePoolId", "is required"))?;
-    let p = body
-        .node_pool
-        .ok_or_else(|| GatewayError::invalid("nodePool", "is required"))?;
+    let (id, p) = body.into_parts()?;
     let input = NodePoolInput {
         display_name: p.display_name.unwrap_or_default(),
         min_node_count: p.min_node_count,
@@ -184,9 +167,7 @@ pub async fn update(
     GQuery(q): GQuery<UpdateQuery>,
     GJson(raw): GJson<Value>,
 ) -> Result<Json<Value>, GatewayError> {
-    let id = plain_id(&path.node_pool_id)?;
-    let raw = update_mask::apply(raw, &q, &MUTABLE)?;
-    let body: NodePoolBody = from_value(raw)?;
+    let (id, body): (_, NodePoolBody) = patch_body(&path.node_pool_id, raw, &q, &MUTABLE)?;
     if body.eks_node_pool.is_some() || body.fake_node_pool.is_some() {
         return Err(GatewayError::invalid(
             "fakeNodePool",

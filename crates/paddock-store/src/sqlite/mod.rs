@@ -145,10 +145,7 @@ impl SqliteStore {
     }
 
     /// Every record of kind `T` the account owns, newest first.
-    async fn list_owned<T: Owned>(
-        &self,
-        account: &AccountId,
-    ) -> Result<Vec<T>, StoreError> {
+    async fn list_owned<T: Owned>(&self, account: &AccountId) -> Result<Vec<T>, StoreError> {
         let rows: Vec<T::Row> = sqlx::query_as(&format!(
             "SELECT {} FROM {} WHERE account_id = ? ORDER BY created_at DESC, id",
             T::COLUMNS,
