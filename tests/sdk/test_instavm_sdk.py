@@ -5,6 +5,7 @@ import asyncio
 import hashlib
 import json
 import os
+import subprocess
 import time
 
 import pytest
@@ -268,3 +269,34 @@ def test_shares_custom_domains_and_ssh_keys(client, server):
     client.delete_ssh_key(added["id"])
     assert client.list_ssh_keys() == []
     client.vms.delete(vid)
+
+
+def test_api_keys_and_the_current_user(client, server, tmp_path):
+    me = client.get_current_user()
+    assert me["email"] == "admin@localhost" and me["role"] == "admin"
+    assert me["id"].startswith("user_") and me["is_verified"] is True
+
+    made = client.api_keys.create(name="sdk", description="made by the SDK", expires_in_days=7)
+    assert made["key"].startswith(made["key_prefix"]) and made["fingerprint"].startswith("SHA256:")
+    listed = client.api_keys.list()
+    assert made["id"] in [k["id"] for k in listed]
+    assert all("key" not in k for k in listed)
+    assert client.api_keys.get(made["id"])["name"] == "sdk"
+    renamed = client.api_keys.update(made["id"], name="sdk-2", expires_at=None)
+    assert renamed["name"] == "sdk-2" and renamed["expires_at"] is None
+
+    # The new key works, through the CLI too, until it is deleted.
+    second = InstaVM(api_key=made["key"], base_url=server.base_url, timeout=60)
+    assert second.get_current_user()["account_id"] == me["account_id"]
+    env = dict(os.environ, INSTAVM_API_KEY=made["key"], INSTAVM_BASE_URL=server.base_url,
+               HOME=str(tmp_path))
+    cli = os.path.join(os.path.dirname(os.sys.executable), "instavm")
+    out = subprocess.run([cli, "whoami", "--json"], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["email"] == "admin@localhost"
+
+    client.api_keys.delete(made["id"])
+    with pytest.raises(AuthenticationError):
+        second.get_current_user()
+    assert made["id"] not in [k["id"] for k in client.api_keys.list()]

@@ -39,6 +39,8 @@ use crate::vms;
         vms::ssh_keys::add, vms::ssh_keys::list, vms::ssh_keys::delete,
         vms::egress::get_vm, vms::egress::set_vm, vms::egress::get_session, vms::egress::set_session,
         vms::quotas::get,
+        vms::api_keys::create, vms::api_keys::list, vms::api_keys::get, vms::api_keys::update,
+        vms::api_keys::delete, vms::users::me,
     ),
     modifiers(&ApiKeyAuth),
     security(("api_key" = []), ("bearer" = [])),

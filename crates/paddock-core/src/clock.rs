@@ -39,6 +39,15 @@ impl Timestamp {
             })
             .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
     }
+
+    /// An RFC 3339 instant (`2026-12-31T23:59:59Z`, any offset), to the
+    /// millisecond; `None` when it is not one.
+    pub fn parse_rfc3339(s: &str) -> Option<Self> {
+        let t = OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+        i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
+            .ok()
+            .map(Self)
+    }
 }
 
 #[cfg(test)]
@@ -51,6 +60,19 @@ mod tests {
             Timestamp::from_unix_millis(1_700_000_000_123).to_rfc3339(),
             "2023-11-14T22:13:20.123Z"
         );
+    }
+
+    #[test]
+    fn parses_what_it_renders_and_refuses_the_rest() {
+        let t = Timestamp::from_unix_millis(1_700_000_000_123);
+        assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()), Some(t));
+        assert_eq!(
+            Timestamp::parse_rfc3339("2023-11-14T23:13:20.123+01:00"),
+            Some(t)
+        );
+        for bad in ["", "tomorrow", "2023-11-14", "2023-13-01T00:00:00Z"] {
+            assert_eq!(Timestamp::parse_rfc3339(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! streamed file transfer. A thin adapter: it parses, calls the core, and
 //! renders the core's errors through [`error::ApiError`].
 
+pub(crate) mod api_keys;
 pub mod domains;
 pub mod dto;
 pub(crate) mod egress;
@@ -18,6 +19,7 @@ pub(crate) mod sessions;
 pub mod shares;
 pub(crate) mod snapshots;
 pub(crate) mod ssh_keys;
+pub(crate) mod users;
 pub(crate) mod vaults;
 pub(crate) mod volumes;
 
@@ -142,6 +144,15 @@ pub(crate) fn router(
         .route("/v1/volumes", post(volumes::create).get(volumes::list))
         .route("/v1/shares", post(shares::create).get(shares::list))
         .route("/v1/ssh-keys", post(ssh_keys::add).get(ssh_keys::list))
+        .route("/v1/api-keys/", post(api_keys::create).get(api_keys::list))
+        .route("/v1/api-keys", post(api_keys::create).get(api_keys::list))
+        .route(
+            "/v1/api-keys/{key_id}",
+            get(api_keys::get)
+                .patch(api_keys::update)
+                .delete(api_keys::delete),
+        )
+        .route("/v1/users/me", get(users::me))
         .route(
             "/v1/ssh-keys/{key_id}",
             axum::routing::delete(ssh_keys::delete),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::clock::Timestamp;
 use crate::error::CoreError;
 use crate::ids::{AccountId, ApiKeyId};
-use crate::model::{Account, ApiKey, ApiKeySecret, NewApiKey, Principal};
+use crate::model::{Account, ApiKey, ApiKeySecret, KeyPatch, KeySettings, NewApiKey, Principal};
 use crate::quotas::{Quota, Quotas};
 use crate::store::AccountStore;
 
@@ -104,6 +104,119 @@ impl Accounts {
         Ok((new_key.key, secret))
     }
 
+    /// A key the account's own callers make (`POST /v1/api-keys`): named,
+    /// described, expiring, for a user of the account.
+    pub async fn create_key_with(
+        &self,
+        account: &AccountId,
+        settings: KeySettings,
+    ) -> Result<(ApiKey, ApiKeySecret), CoreError> {
+        check_key_name(&settings.name)?;
+        check_description(settings.description.as_deref())?;
+        check_expiry(settings.expires_at)?;
+        let user_email = settings
+            .user_email
+            .as_deref()
+            .unwrap_or(crate::model::DEFAULT_USER_EMAIL);
+        crate::model::validate_email(user_email)
+            .map_err(|m| CoreError::invalid("user_email", m))?;
+        if self.store.get_account(account).await?.is_none() {
+            return Err(CoreError::not_found("account", account));
+        }
+        let (mut new_key, secret) = NewApiKey::generate_kind(
+            account.clone(),
+            &settings.name,
+            user_email,
+            crate::model::KeyKind::Api,
+        );
+        new_key.key.description = settings.description;
+        new_key.key.expires_at = settings.expires_at;
+        self.store.insert_api_key(&new_key).await?;
+        Ok((new_key.key, secret))
+    }
+
+    /// The account's keys that have not been deleted, expired ones
+    /// included (they say when they expired).
+    pub async fn account_keys(&self, account: &AccountId) -> Result<Vec<ApiKey>, CoreError> {
+        Ok(self.store.list_account_api_keys(account).await?)
+    }
+
+    /// One of the account's keys; another account's, or a deleted one, is
+    /// not found.
+    pub async fn account_key(&self, account: &AccountId, id: &str) -> Result<ApiKey, CoreError> {
+        let not_found = || CoreError::not_found("API key", id);
+        let id: ApiKeyId = id.parse().map_err(|_| not_found())?;
+        self.store
+            .get_api_key(account, &id)
+            .await?
+            .ok_or_else(not_found)
+    }
+
+    pub async fn update_account_key(
+        &self,
+        account: &AccountId,
+        id: &str,
+        patch: KeyPatch,
+    ) -> Result<ApiKey, CoreError> {
+        if let Some(name) = &patch.name {
+            check_key_name(name)?;
+        }
+        if let Some(description) = &patch.description {
+            check_description(description.as_deref())?;
+        }
+        if let Some(expiry) = patch.expires_at {
+            check_expiry(expiry)?;
+        }
+        let mut key = self.account_key(account, id).await?;
+        if let Some(name) = patch.name {
+            key.name = name;
+        }
+        if let Some(description) = patch.description {
+            key.description = description;
+        }
+        if let Some(expiry) = patch.expires_at {
+            key.expires_at = expiry;
+        }
+        self.store.update_api_key(&key).await?;
+        Ok(key)
+    }
+
+    /// Deletes (revokes) one of the account's keys: its next call is 401.
+    pub async fn delete_account_key(&self, account: &AccountId, id: &str) -> Result<(), CoreError> {
+        let key = self.account_key(account, id).await?;
+        self.revoke_api_key(&key.id).await
+    }
+
+    /// The caller's user: its account, email, role and since when it has
+    /// held a key. Users are the emails keys act for; the account's
+    /// administrator is the one its first key was made for.
+    pub async fn user(&self, who: &Principal) -> Result<UserProfile, CoreError> {
+        let account = self
+            .store
+            .get_account(&who.account_id)
+            .await?
+            .ok_or_else(|| CoreError::not_found("account", &who.account_id))?;
+        let keys = self.store.list_account_api_keys(&who.account_id).await?;
+        let since = keys
+            .iter()
+            .filter(|k| k.user_email == who.user_email)
+            .map(|k| k.created_at)
+            .min()
+            .unwrap_or(account.created_at);
+        let role = if who.user_email == crate::model::DEFAULT_USER_EMAIL {
+            UserRole::Admin
+        } else {
+            UserRole::Member
+        };
+        Ok(UserProfile {
+            id: user_id(&who.account_id, &who.user_email),
+            email: who.user_email.clone(),
+            role,
+            created_at: since,
+            account,
+        })
+    }
+
     pub async fn list_api_keys(&self) -> Result<Vec<ApiKey>, CoreError> {
         Ok(self.store.list_api_keys().await?)
     }
@@ -131,6 +244,9 @@ impl Accounts {
         let Some(key) = self.store.find_api_key(&secret.hash()).await? else {
             return Err(CoreError::Unauthenticated);
         };
+        if !key.is_live(Timestamp::now()) {
+            return Err(CoreError::Unauthenticated);
+        }
         let quota = self.quota(&key.account_id).await?;
         self.quotas.admit_request(&key.account_id, &quota)?;
         Ok(Principal {
@@ -138,4 +254,70 @@ impl Accounts {
             user_email: key.user_email,
         })
     }
+}
+
+/// A user of an account, as `/v1/users/me` shows it.
+#[derive(Debug, Clone)]
+pub struct UserProfile {
+    /// Stable for an (account, email) pair.
+    pub id: String,
+    pub email: String,
+    pub role: UserRole,
+    /// When the user's first key still held was made.
+    pub created_at: Timestamp,
+    pub account: Account,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserRole {
+    /// The account's administrator (`admin@localhost` unless keys name
+    /// another).
+    Admin,
+    Member,
+}
+
+impl UserRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Member => "member",
+        }
+    }
+}
+
+/// `user_` and 16 hex digits of a hash of the account and email.
+fn user_id(account: &AccountId, email: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{account}/{email}").as_bytes());
+    format!("user_{}", hex::encode(&digest[..8]))
+}
+
+/// A key's name: what listings show; 1 to 100 characters, no control
+/// characters.
+fn check_key_name(name: &str) -> Result<(), CoreError> {
+    if name.trim().is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(CoreError::invalid(
+            "name",
+            "must be 1 to 100 characters without control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn check_description(description: Option<&str>) -> Result<(), CoreError> {
+    if description.is_some_and(|d| d.chars().count() > 1000) {
+        return Err(CoreError::invalid(
+            "description",
+            "must be at most 1000 characters",
+        ));
+    }
+    Ok(())
+}
+
+/// An expiry must lie ahead: a key made already expired is a mistake.
+fn check_expiry(expires_at: Option<Timestamp>) -> Result<(), CoreError> {
+    if expires_at.is_some_and(|e| e <= Timestamp::now()) {
+        return Err(CoreError::invalid("expires_at", "must be in the future"));
+    }
+    Ok(())
 }

@@ -23,8 +23,45 @@ pub struct ApiKey {
     pub prefix: String,
     /// The user of the account the key acts for.
     pub user_email: String,
+    pub description: Option<String>,
     pub created_at: Timestamp,
+    /// After this the key answers 401, as a revoked one.
+    pub expires_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
+    /// `SHA256:` and the first 16 hex digits of the secret's hash: tells
+    /// keys apart without saying anything of the secret.
+    pub fingerprint: String,
+}
+
+impl ApiKey {
+    /// Whether the key acts at `now`: not revoked, not expired.
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| e > now)
+    }
+}
+
+/// The fingerprint of a key with this secret hash.
+pub fn key_fingerprint(hash: &str) -> String {
+    format!("SHA256:{}", hash.get(..16).unwrap_or(hash))
+}
+
+/// What a new key is made with, besides its account.
+#[derive(Debug, Clone, Default)]
+pub struct KeySettings {
+    pub name: String,
+    pub description: Option<String>,
+    pub expires_at: Option<Timestamp>,
+    /// The user the key acts for; the account's administrator when absent.
+    pub user_email: Option<String>,
+}
+
+/// A change to a key: each field set is replaced; `expires_at` set to
+/// `None` clears the expiry.
+#[derive(Debug, Clone, Default)]
+pub struct KeyPatch {
+    pub name: Option<String>,
+    pub description: Option<Option<String>>,
+    pub expires_at: Option<Option<Timestamp>>,
 }
 
 /// Who a request acts as: an account, and one of its users.
@@ -134,22 +171,20 @@ impl NewApiKey {
         kind: KeyKind,
     ) -> (Self, ApiKeySecret) {
         let secret = ApiKeySecret::generate_kind(kind);
+        let hash = secret.hash();
         let key = ApiKey {
             id: ApiKeyId::generate(),
             account_id,
             name: name.to_owned(),
             prefix: secret.display_prefix(),
             user_email: user_email.to_owned(),
+            description: None,
             created_at: Timestamp::now(),
+            expires_at: None,
             revoked_at: None,
+            fingerprint: key_fingerprint(&hash),
         };
-        (
-            Self {
-                key,
-                hash: secret.hash(),
-            },
-            secret,
-        )
+        (Self { key, hash }, secret)
     }
 }
 

@@ -15,8 +15,8 @@ mod vm;
 mod volume;
 
 pub use account::{
-    validate_email, Account, ApiKey, ApiKeySecret, KeyKind, NewApiKey, Principal,
-    DEFAULT_USER_EMAIL,
+    key_fingerprint, validate_email, Account, ApiKey, ApiKeySecret, KeyKind, KeyPatch, KeySettings,
+    NewApiKey, Principal, DEFAULT_USER_EMAIL,
 };
 pub use domain::{validate_domain, CustomDomain, DnsCredentials, DomainStatus, DNS_PROVIDERS};
 pub use egress::{

@@ -268,6 +268,16 @@ pub trait AccountStore: Send + Sync {
     /// The unrevoked key with this hash.
     async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKey>, StoreError>;
     async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError>;
+    /// The account's unrevoked key with this id.
+    async fn get_api_key(
+        &self,
+        account: &AccountId,
+        id: &ApiKeyId,
+    ) -> Result<Option<ApiKey>, StoreError>;
+    /// The account's unrevoked keys, oldest first.
+    async fn list_account_api_keys(&self, account: &AccountId) -> Result<Vec<ApiKey>, StoreError>;
+    /// Writes a key's name, description and expiry.
+    async fn update_api_key(&self, key: &ApiKey) -> Result<(), StoreError>;
     /// Returns false when no unrevoked key has this id.
     async fn revoke_api_key(&self, id: &ApiKeyId, at: Timestamp) -> Result<bool, StoreError>;
 }

@@ -24,7 +24,7 @@ use paddock_core::StoreError;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
-use rows::{db_err, ApiKeyRow, ExecutionRow, VmRow};
+use rows::{db_err, ApiKeyRow, ExecutionRow, VmRow, API_KEY_COLUMNS};
 
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -477,8 +477,8 @@ impl AccountStore for SqliteStore {
     }
     async fn insert_api_key(&self, key: &NewApiKey) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO api_keys (id, account_id, name, prefix, hash, created_at, user_email) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO api_keys (id, account_id, name, prefix, hash, created_at, user_email, \
+             description, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(key.key.id.as_str())
         .bind(key.key.account_id.as_str())
@@ -487,16 +487,17 @@ impl AccountStore for SqliteStore {
         .bind(&key.hash)
         .bind(key.key.created_at.unix_millis())
         .bind(&key.key.user_email)
+        .bind(&key.key.description)
+        .bind(key.key.expires_at.map(Timestamp::unix_millis))
         .execute(&self.pool)
         .await
         .map_err(db_err)?;
         Ok(())
     }
     async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
-        let row: Option<ApiKeyRow> = sqlx::query_as(
-            "SELECT id, account_id, name, prefix, user_email, created_at, revoked_at FROM api_keys \
-             WHERE hash = ? AND revoked_at IS NULL",
-        )
+        let row: Option<ApiKeyRow> = sqlx::query_as(&format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE hash = ? AND revoked_at IS NULL"
+        ))
         .bind(hash)
         .fetch_optional(&self.pool)
         .await
@@ -504,14 +505,54 @@ impl AccountStore for SqliteStore {
         row.map(ApiKeyRow::into_key).transpose()
     }
     async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
-        let rows: Vec<ApiKeyRow> = sqlx::query_as(
-            "SELECT id, account_id, name, prefix, user_email, created_at, revoked_at FROM api_keys \
-             ORDER BY created_at, id",
-        )
+        let rows: Vec<ApiKeyRow> = sqlx::query_as(&format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys ORDER BY created_at, id"
+        ))
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
         rows.into_iter().map(ApiKeyRow::into_key).collect()
+    }
+    async fn get_api_key(
+        &self,
+        account: &AccountId,
+        id: &ApiKeyId,
+    ) -> Result<Option<ApiKey>, StoreError> {
+        let row: Option<ApiKeyRow> = sqlx::query_as(&format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys \
+             WHERE account_id = ? AND id = ? AND revoked_at IS NULL"
+        ))
+        .bind(account.as_str())
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.map(ApiKeyRow::into_key).transpose()
+    }
+    async fn list_account_api_keys(&self, account: &AccountId) -> Result<Vec<ApiKey>, StoreError> {
+        let rows: Vec<ApiKeyRow> = sqlx::query_as(&format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys \
+             WHERE account_id = ? AND revoked_at IS NULL ORDER BY created_at, id"
+        ))
+        .bind(account.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.into_iter().map(ApiKeyRow::into_key).collect()
+    }
+    async fn update_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE api_keys SET name = ?, description = ?, expires_at = ? \
+             WHERE id = ? AND revoked_at IS NULL",
+        )
+        .bind(&key.name)
+        .bind(&key.description)
+        .bind(key.expires_at.map(Timestamp::unix_millis))
+        .bind(key.id.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
     }
     async fn revoke_api_key(&self, id: &ApiKeyId, at: Timestamp) -> Result<bool, StoreError> {
         let done =

@@ -44,14 +44,20 @@ pub(super) fn account(
     })
 }
 
+pub(super) const API_KEY_COLUMNS: &str = "id, account_id, name, prefix, hash, user_email, \
+    description, created_at, expires_at, revoked_at";
+
 #[derive(FromRow)]
 pub(super) struct ApiKeyRow {
     id: String,
     account_id: String,
     name: String,
     prefix: String,
+    hash: String,
     user_email: String,
+    description: Option<String>,
     created_at: i64,
+    expires_at: Option<i64>,
     revoked_at: Option<i64>,
 }
 
@@ -63,8 +69,11 @@ impl ApiKeyRow {
             name: self.name,
             prefix: self.prefix,
             user_email: self.user_email,
+            description: self.description,
             created_at: ts(self.created_at),
+            expires_at: self.expires_at.map(ts),
             revoked_at: self.revoked_at.map(ts),
+            fingerprint: paddock_core::model::key_fingerprint(&self.hash),
         })
     }
 }
