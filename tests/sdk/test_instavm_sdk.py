@@ -300,3 +300,23 @@ def test_api_keys_and_the_current_user(client, server, tmp_path):
     with pytest.raises(AuthenticationError):
         second.get_current_user()
     assert made["id"] not in [k["id"] for k in client.api_keys.list()]
+
+
+def test_usage_sandbox_listing_and_app_url(client):
+    client.execute("python3 -c 'import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass'")
+    usage = client.get_usage()
+    assert usage["session_id"] == client.session_id and usage["vm_ids"]
+    breakdown = client.get_usage_breakdown(days=7)
+    assert breakdown["total_days"] == 7 and len(breakdown["daily_breakdown"]) == 7
+    assert {"cost_dollars", "cpu_hours", "ram_gib_hours"} <= set(breakdown["totals"])
+
+    vm = client.vms.create(wait=True, metadata={"suite": "sdk-listing"})
+    listed = client.list_sandboxes(metadata={"suite": "sdk-listing"})
+    assert [s["vm_id"] for s in listed] == [vm["vm_id"]]
+    assert len(client.list_sandboxes(limit=1)) == 1
+
+    app = client.get_session_app_url(port=8080)
+    assert app["session_id"] == client.session_id and app["port"] == 8080
+    assert app["app_url"].startswith("http://")
+    assert client.get_session_app_url(port=8080)["share_id"] == app["share_id"]
+    client.vms.delete(vm["vm_id"])

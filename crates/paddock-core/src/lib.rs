@@ -30,11 +30,11 @@ pub mod keyed_locks;
 pub mod secrets;
 
 pub use artifacts::{build, dockerfile, snapshots};
-pub use identity::{accounts, quotas, ssh_keys};
+pub use identity::{accounts, quotas, ssh_keys, usage};
 pub use networking::{domains, network, shares};
 pub use ports::{domain_backend, images, network_backend, provider, store, volume_backend};
 pub use storage::{vaults, volumes};
-pub use vms::{exec, exposed, launched, lifecycle, service};
+pub use vms::{exec, exposed, launched, lifecycle, metering, service};
 pub(crate) use vms::{executions, stuck_agents, warm_pool};
 
 pub use error::{CoreError, RuntimeError, StoreError};

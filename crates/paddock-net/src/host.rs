@@ -429,6 +429,17 @@ impl PoolState {
 
 #[async_trait]
 impl NetworkBackend for HostNetwork {
+    /// What the host end of the VM's veth received: every byte the VM
+    /// sent, wherever it went.
+    fn egress_bytes(&self, network: &VmNetwork) -> Option<u64> {
+        let port = crate::link::port_name(network.address);
+        std::fs::read_to_string(format!("/sys/class/net/{port}/statistics/rx_bytes"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     fn enabled(&self) -> bool {
         true
     }

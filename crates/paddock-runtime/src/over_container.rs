@@ -6,7 +6,8 @@
 /// `#[async_trait] impl Provider for $ty`, with the type's own methods,
 /// and delegated to its `container` field: the lifecycle calls that act on
 /// the sandbox's processes and cgroups (stop, halt, freeze — for a
-/// microVM, freezing the cgroup stops qemu's vCPU threads — and liveness).
+/// microVM, freezing the cgroup stops qemu's vCPU threads — liveness and
+/// usage, which for a microVM is its monitor's: what the host gives it).
 /// Its channel (env staging, exec, files, PTYs) is the container
 /// provider's own, on the same `agent.sock`. Orphan cleanup is the
 /// container provider's: given every live VM, it covers these sandboxes
@@ -47,6 +48,13 @@ macro_rules! provider_over_container {
                 handle: paddock_core::model::RuntimeHandle,
             ) -> bool {
                 self.container.is_alive(id, handle)
+            }
+
+            fn usage(
+                &self,
+                id: &paddock_core::ids::VmId,
+            ) -> Option<paddock_core::model::UsageCounters> {
+                self.container.cgroups.usage(id.as_str())
             }
 
             async fn cleanup_orphans(

@@ -73,6 +73,64 @@ pub struct Config {
     pub http: HttpSection,
     #[serde(default)]
     pub quotas: QuotasSection,
+    #[serde(default)]
+    pub usage: UsageSection,
+}
+
+/// `[usage]`: how often each sandbox's consumption is sampled, and the
+/// rates usage reports price it at (dollars; 0: not priced).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageSection {
+    pub sample_seconds: u64,
+    pub cpu_hour_dollars: f64,
+    pub ram_gib_hour_dollars: f64,
+    pub storage_gib_hour_dollars: f64,
+    pub egress_gib_dollars: f64,
+}
+
+impl Default for UsageSection {
+    fn default() -> Self {
+        Self {
+            sample_seconds: 15,
+            cpu_hour_dollars: 0.0,
+            ram_gib_hour_dollars: 0.0,
+            storage_gib_hour_dollars: 0.0,
+            egress_gib_dollars: 0.0,
+        }
+    }
+}
+
+impl UsageSection {
+    /// The sampling interval; refused when 0 or over an hour, or a rate
+    /// is negative or not a number.
+    pub fn interval(&self) -> anyhow::Result<std::time::Duration> {
+        anyhow::ensure!(
+            (1..=3600).contains(&self.sample_seconds),
+            "[usage] sample_seconds must be between 1 and 3600"
+        );
+        for (name, rate) in [
+            ("cpu_hour_dollars", self.cpu_hour_dollars),
+            ("ram_gib_hour_dollars", self.ram_gib_hour_dollars),
+            ("storage_gib_hour_dollars", self.storage_gib_hour_dollars),
+            ("egress_gib_dollars", self.egress_gib_dollars),
+        ] {
+            anyhow::ensure!(
+                rate.is_finite() && rate >= 0.0,
+                "[usage] {name} must be a non-negative number"
+            );
+        }
+        Ok(std::time::Duration::from_secs(self.sample_seconds))
+    }
+
+    pub fn prices(&self) -> paddock_core::usage::UsagePrices {
+        paddock_core::usage::UsagePrices {
+            cpu_hour: self.cpu_hour_dollars,
+            ram_gib_hour: self.ram_gib_hour_dollars,
+            storage_gib_hour: self.storage_gib_hour_dollars,
+            egress_gib: self.egress_gib_dollars,
+        }
+    }
 }
 
 /// `[quotas]`: what each account may hold and how fast it may call, by
@@ -617,6 +675,7 @@ impl Default for Config {
             sandbox: SandboxSection::default(),
             http: HttpSection::default(),
             quotas: QuotasSection::default(),
+            usage: UsageSection::default(),
         }
     }
 }

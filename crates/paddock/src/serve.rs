@@ -169,6 +169,8 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             default_egress: config.default_egress()?,
             warm_pool: config.sandbox.warm_pool,
             quotas: Arc::new(config.quotas.to_quotas()),
+            usage_interval: config.usage.interval()?,
+            usage_prices: config.usage.prices(),
             ..ServiceConfig::default()
         },
     );
@@ -201,6 +203,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     );
     tokio::spawn(
         Arc::clone(&gateway).run_job_scheduler(paddock_core::service::Shutdown(stop_rx.clone())),
+    );
+    tokio::spawn(
+        Arc::clone(&service).run_metering(paddock_core::service::Shutdown(stop_rx.clone())),
     );
     let warm_pool =
         tokio::spawn(Arc::clone(&service).run_warm_pool(paddock_core::service::Shutdown(stop_rx)));

@@ -160,3 +160,167 @@ async fn bad_key_requests_name_the_field_and_change_nothing() {
     assert_eq!(c.with_key(None).get("/v1/api-keys/").await.status, 401);
     assert_eq!(c.with_key(None).get("/v1/users/me").await.status, 401);
 }
+
+/// CPU time, memory and bytes sent, measured from the sandbox's cgroup
+/// and veth, reach the day's breakdown and the session's usage; another
+/// account sees none of it.
+#[tokio::test]
+async fn usage_is_measured_per_vm_and_day() {
+    let server = Server::start_with_config("[usage]\nsample_seconds = 1\n");
+    let c = server.client();
+    let vm = c.create_vm(json!({"memory_mb": 256})).await;
+    let vm_id = vm["vm_id"].as_str().expect("vm id").to_owned();
+    let session = vm["session_id"].as_str().expect("session").to_owned();
+    // About a second of CPU, and 200 datagrams of 1,000 bytes to the
+    // gateway (sent out of eth0 whether or not anything listens).
+    let (_, _, status) = c
+        .exec(
+            &vm_id,
+            "python3 -c '
+import socket, subprocess, time
+end = time.process_time() + 1.0
+while time.process_time() < end: pass
+gw = subprocess.run([\"sh\", \"-c\", \"ip route show default | cut -d\\\" \\\" -f3\"], capture_output=True, text=True).stdout.strip()
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(200): s.sendto(b\"x\" * 1000, (gw, 9))
+'",
+        )
+        .await;
+    assert_eq!(status["exit_code"], 0, "{status}");
+
+    // Samples come every second: wait for one after the burst.
+    let mut breakdown = json!(null);
+    for _ in 0..20 {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        breakdown = c.get("/v1/users/me/usage-breakdown?days=1").await.body;
+        let vms = breakdown["vms"].as_array().cloned().unwrap_or_default();
+        let ours = vms.iter().find(|v| v["vm_id"] == vm_id.as_str());
+        if ours.is_some_and(|v| {
+            v["cpu_hours"].as_f64().unwrap_or(0.0) * 3600.0 >= 0.9
+                && v["egress_bytes"].as_u64().unwrap_or(0) >= 200_000
+        }) {
+            break;
+        }
+    }
+    let ours = breakdown["vms"]
+        .as_array()
+        .and_then(|vms| vms.iter().find(|v| v["vm_id"] == vm_id.as_str()))
+        .unwrap_or_else(|| panic!("the VM is in the breakdown: {breakdown}"));
+    let cpu_seconds = ours["cpu_hours"].as_f64().expect("cpu") * 3600.0;
+    assert!((0.9..30.0).contains(&cpu_seconds), "{breakdown}");
+    let egress = ours["egress_bytes"].as_u64().expect("egress");
+    assert!(egress >= 200_000, "{breakdown}");
+    assert!(
+        ours["ram_gib_hours"].as_f64().expect("ram") > 0.0,
+        "{breakdown}"
+    );
+    assert_eq!(breakdown["total_days"], 1);
+    let day = &breakdown["daily_breakdown"][0];
+    assert!(
+        day["cpu_hours"].as_f64().expect("day cpu") * 3600.0 >= 0.9,
+        "{breakdown}"
+    );
+    assert_eq!(breakdown["totals"]["cost_dollars"], 0.0);
+
+    let by_session = c.get(&format!("/v1/sessions/usage/{session}")).await;
+    assert_eq!(by_session.status, 200, "{:?}", by_session.body);
+    assert_eq!(by_session.body["vm_ids"], json!([vm_id]));
+    assert!(by_session.body["cpu_seconds"].as_f64().expect("cpu") >= 0.9);
+
+    let other = c.with_key(Some(&server.other_account_key()));
+    let theirs = other.get("/v1/users/me/usage-breakdown").await;
+    assert_eq!(theirs.status, 200);
+    assert_eq!(theirs.body["vms"], json!([]), "{:?}", theirs.body);
+    assert_eq!(
+        other
+            .get(&format!("/v1/sessions/usage/{session}"))
+            .await
+            .status,
+        404
+    );
+
+    for (query, field) in [
+        ("days=0", "days"),
+        ("start_date=2026-13-01", "start_date"),
+        ("end_date=soon", "end_date"),
+        ("start_date=2026-03-02&end_date=2026-03-01", "start_date"),
+    ] {
+        let r = c
+            .get(&format!("/v1/users/me/usage-breakdown?{query}"))
+            .await;
+        assert_eq!(r.status, 422, "{query}: {:?}", r.body);
+        assert!(r.body.to_string().contains(field), "{query}: {:?}", r.body);
+    }
+}
+
+#[tokio::test]
+async fn sandboxes_are_listed_by_metadata_and_sessions_get_an_app_url() {
+    let server = Server::start();
+    let c = server.client();
+    let a = c
+        .create_vm(json!({"metadata": {"team": "ml", "run": 1}}))
+        .await;
+    let b = c.create_vm(json!({"metadata": {"team": "web"}})).await;
+    let listed = c
+        .get("/v1/sessions/sandboxes?metadata=%7B%22team%22%3A%22ml%22%7D")
+        .await;
+    assert_eq!(listed.status, 200, "{:?}", listed.body);
+    let ids: Vec<&str> = listed
+        .body
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|v| v["vm_id"].as_str())
+        .collect();
+    assert_eq!(ids, [a["vm_id"].as_str().expect("a")]);
+    let all = c.get("/v1/sessions/sandboxes?limit=1").await;
+    assert_eq!(all.body.as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        all.body[0]["vm_id"], b["vm_id"],
+        "newest first: {:?}",
+        all.body
+    );
+    for (query, field) in [("limit=0", "limit"), ("metadata=%5B1%5D", "metadata")] {
+        let r = c.get(&format!("/v1/sessions/sandboxes?{query}")).await;
+        assert_eq!(r.status, 422, "{query}: {:?}", r.body);
+        assert!(r.body.to_string().contains(field));
+    }
+    let other = c.with_key(Some(&server.other_account_key()));
+    assert_eq!(
+        other.get("/v1/sessions/sandboxes").await.body,
+        json!([]),
+        "another account's VMs are not listed"
+    );
+
+    // The app URL: a private share made once, then the same share.
+    let session = a["session_id"].as_str().expect("session");
+    let first = c
+        .get(&format!("/v1/sessions/app-url/{session}?port=8080"))
+        .await;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    assert_eq!(first.body["created"], true);
+    assert_eq!(first.body["is_public"], false);
+    assert!(first.body["token"].is_string());
+    assert!(first.body["app_url"]
+        .as_str()
+        .is_some_and(|u| u.starts_with("http://")));
+    let again = c
+        .get(&format!("/v1/sessions/app-url/{session}?port=8080"))
+        .await;
+    assert_eq!(again.body["created"], false);
+    assert_eq!(again.body["share_id"], first.body["share_id"]);
+    assert!(again.body.get("token").is_none());
+    assert_eq!(
+        c.get(&format!("/v1/sessions/app-url/{session}?port=0"))
+            .await
+            .status,
+        422
+    );
+    assert_eq!(
+        other
+            .get(&format!("/v1/sessions/app-url/{session}"))
+            .await
+            .status,
+        404
+    );
+}

@@ -19,6 +19,7 @@ pub(crate) mod sessions;
 pub mod shares;
 pub(crate) mod snapshots;
 pub(crate) mod ssh_keys;
+pub(crate) mod usage;
 pub(crate) mod users;
 pub(crate) mod vaults;
 pub(crate) mod volumes;
@@ -153,6 +154,10 @@ pub(crate) fn router(
                 .delete(api_keys::delete),
         )
         .route("/v1/users/me", get(users::me))
+        .route("/v1/users/me/usage-breakdown", get(usage::breakdown))
+        .route("/v1/sessions/usage/{session_id}", get(usage::session))
+        .route("/v1/sessions/sandboxes", get(sessions::sandboxes))
+        .route("/v1/sessions/app-url/{session_id}", get(sessions::app_url))
         .route(
             "/v1/ssh-keys/{key_id}",
             axum::routing::delete(ssh_keys::delete),

@@ -10,7 +10,7 @@ use paddock_core::CoreError;
 
 use super::dto::{wire_status, CreateSessionRequest, KillRequest, SessionResponse, VmResponse};
 use super::error::{ApiError, ErrorDetail, HttpValidationError};
-use super::extract::{Caller, ValidJson, ValidPath};
+use super::extract::{Caller, ValidJson, ValidPath, ValidQuery};
 use super::{session_id, vm_spec, VmSettings};
 use crate::AppState;
 
@@ -125,4 +125,109 @@ pub(crate) async fn kill(
         .await?;
     let vm = state.service.delete_vm(&account, &vm.id).await?;
     Ok(Json(VmResponse::from(&vm)))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SandboxesQuery {
+    /// A JSON object: only VMs whose metadata holds each of its keys with
+    /// the same value.
+    pub metadata: Option<String>,
+    /// 1 to 1000, default 100.
+    pub limit: Option<u32>,
+}
+
+/// The account's sandbox records (its VMs, ended ones included), newest
+/// first, filtered by metadata.
+#[utoipa::path(get, path = "/v1/sessions/sandboxes", tag = "sessions", params(SandboxesQuery),
+    responses((status = 200, body = Vec<VmResponse>), (status = 422, body = HttpValidationError)))]
+pub(crate) async fn sandboxes(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    ValidQuery(q): ValidQuery<SandboxesQuery>,
+) -> Result<Json<Vec<VmResponse>>, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::field(
+            &["query", "limit"],
+            "must be from 1 to 1000",
+            "value_error",
+        ));
+    }
+    let filter = match q.metadata.as_deref() {
+        None => paddock_core::model::Metadata::new(),
+        Some(raw) => match serde_json::from_str(raw) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => {
+                return Err(ApiError::field(
+                    &["query", "metadata"],
+                    "must be a JSON object",
+                    "value_error",
+                ))
+            }
+        },
+    };
+    let vms = state
+        .service
+        .find_vms_by_metadata(&account, &filter, limit as usize)
+        .await?;
+    Ok(Json(vms.iter().map(VmResponse::from).collect()))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AppUrlQuery {
+    /// The VM port the app listens on, 1 to 65535 (default 80).
+    pub port: Option<i64>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AppUrlResponse {
+    pub session_id: String,
+    pub vm_id: String,
+    pub port: u16,
+    /// Where the app answers: the share's URL.
+    pub app_url: String,
+    /// `/_share/…` on the proxy's own host, for clients without DNS for
+    /// the share domain.
+    pub path_url: String,
+    pub share_id: String,
+    pub is_public: bool,
+    /// Whether this call made the share (a private one).
+    pub created: bool,
+    /// The new private share's token: in the answer that made it only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// The URL of the session's app on a port: its share on that port, made
+/// (private, with its token in this answer) when it has none.
+#[utoipa::path(get, path = "/v1/sessions/app-url/{session_id}", tag = "sessions",
+    params(("session_id" = String, Path), AppUrlQuery),
+    responses((status = 200, body = AppUrlResponse), (status = 404, body = ErrorDetail),
+        (status = 409, body = ErrorDetail), (status = 422, body = HttpValidationError)))]
+pub(crate) async fn app_url(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    ValidPath(raw): ValidPath<String>,
+    ValidQuery(q): ValidQuery<AppUrlQuery>,
+) -> Result<Json<AppUrlResponse>, ApiError> {
+    let port = super::shares::share_port(q.port.unwrap_or(80), &["query", "port"])?;
+    let session = session_id(&raw)?;
+    let (vm, made, created) = state
+        .service
+        .session_app_share(&account, &session, port)
+        .await?;
+    let share = super::shares::share_response(&state.share_urls, &made);
+    Ok(Json(AppUrlResponse {
+        session_id: session.to_string(),
+        vm_id: vm.id.to_string(),
+        port: share.port,
+        app_url: share.url,
+        path_url: share.path_url,
+        share_id: share.share_id,
+        is_public: share.is_public,
+        created,
+        token: share.token,
+    }))
 }

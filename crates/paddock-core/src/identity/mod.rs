@@ -1,6 +1,7 @@
 //! Who acts: accounts, their API keys and dev tokens, and the SSH keys
-//! of their users.
+//! of their users; and what each account consumed.
 
 pub mod accounts;
 pub mod quotas;
 pub mod ssh_keys;
+pub mod usage;

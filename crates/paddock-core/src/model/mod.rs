@@ -10,6 +10,7 @@ mod resources;
 mod share;
 mod snapshot;
 mod ssh_key;
+mod usage;
 mod vault;
 mod vm;
 mod volume;
@@ -31,6 +32,7 @@ pub use resources::{Limits, ResourceError, Resources};
 pub use share::{hash_token, NewShare, Share, ShareSecret};
 pub use snapshot::{Snapshot, SnapshotKind, SnapshotStatus};
 pub use ssh_key::{parse_ssh_key, ParsedSshKey, SshKey};
+pub use usage::{usage_day, UsageCounters, UsageCursor, UsageRecord};
 pub use vault::{Credential, Sealed, SecretValue, Vault};
 pub use vm::{
     Env, EnvError, EnvStatus, Launch, Metadata, RuntimeHandle, Vm, VmFilter, VmOptions, VmPatch,

@@ -43,6 +43,12 @@ pub trait NetworkBackend: Send + Sync + 'static {
         Ok(())
     }
 
+    /// How many bytes the VM has sent out of its interface since it was
+    /// attached; `None` where the backend cannot say.
+    fn egress_bytes(&self, _network: &VmNetwork) -> Option<u64> {
+        None
+    }
+
     /// Takes a prepared namespace for `vm` and puts `policy` in force on
     /// it before the VM can send a packet.
     async fn attach(&self, vm: &VmId, policy: &EgressPolicy) -> Result<VmNetwork, RuntimeError>;

@@ -116,6 +116,12 @@ pub trait Provider: Send + Sync + 'static {
     /// Whether the sandbox behind `handle` still runs.
     fn is_alive(&self, id: &VmId, handle: RuntimeHandle) -> bool;
 
+    /// The sandbox's CPU time and memory so far, from the host's own
+    /// accounting (its cgroup); `None` where the provider keeps none.
+    fn usage(&self, _id: &VmId) -> Option<crate::model::UsageCounters> {
+        None
+    }
+
     /// Applies new limits to a running sandbox.
     async fn update_resources(&self, id: &VmId, resources: &Resources) -> Result<(), RuntimeError>;
 

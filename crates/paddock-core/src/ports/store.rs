@@ -367,6 +367,34 @@ pub trait ExecutionStore: Send + Sync {
     ) -> Result<u64, StoreError>;
 }
 
+/// Measured consumption (`model/usage.rs`).
+#[async_trait]
+pub trait UsageStore: Send + Sync {
+    /// Every VM's counters at its last sample.
+    async fn usage_cursors(&self) -> Result<Vec<crate::model::UsageCursor>, StoreError>;
+    /// Adds `records` to their (VM or account, day) rows and moves the
+    /// cursors, in one transaction; drops the cursors of `ended` VMs.
+    async fn record_usage(
+        &self,
+        records: &[crate::model::UsageRecord],
+        cursors: &[crate::model::UsageCursor],
+        ended: &[VmId],
+    ) -> Result<(), StoreError>;
+    /// The account's rows from day `from` to day `to` (inclusive,
+    /// `YYYY-MM-DD`).
+    async fn usage_between(
+        &self,
+        account: &AccountId,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<crate::model::UsageRecord>, StoreError>;
+    /// The rows of these VMs, all days.
+    async fn usage_of_vms(
+        &self,
+        vms: &[VmId],
+    ) -> Result<Vec<crate::model::UsageRecord>, StoreError>;
+}
+
 /// Every part of the store together: what the VM core composes its
 /// components from. It has no methods of its own; each consumer that
 /// needs only a part takes that part.
@@ -382,6 +410,7 @@ pub trait Store:
     + ShareStore
     + DomainStore
     + SshKeyStore
+    + UsageStore
     + Send
     + Sync
     + 'static
@@ -400,6 +429,7 @@ impl<T> Store for T where
         + ShareStore
         + DomainStore
         + SshKeyStore
+        + UsageStore
         + Send
         + Sync
         + 'static

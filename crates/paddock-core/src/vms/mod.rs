@@ -14,6 +14,7 @@ pub(crate) mod executions;
 pub mod exposed;
 pub mod launched;
 pub mod lifecycle;
+pub mod metering;
 pub mod service;
 mod sessions;
 mod snapshotting;

@@ -76,6 +76,10 @@ pub struct ServiceConfig {
     pub warm_pool: usize,
     /// Per-account limits (`[quotas]`).
     pub quotas: Arc<crate::quotas::Quotas>,
+    /// How often usage is sampled (`[usage] sample_seconds`).
+    pub usage_interval: Duration,
+    /// The rates usage reports price consumption at (`[usage]`).
+    pub usage_prices: crate::usage::UsagePrices,
 }
 
 impl Default for ServiceConfig {
@@ -88,6 +92,8 @@ impl Default for ServiceConfig {
             default_egress: EgressPolicy::allow_all(),
             warm_pool: 0,
             quotas: Arc::new(crate::quotas::Quotas::unlimited()),
+            usage_interval: Duration::from_secs(15),
+            usage_prices: crate::usage::UsagePrices::default(),
         }
     }
 }
@@ -119,6 +125,7 @@ pub struct Service {
     accounts: Arc<crate::accounts::Accounts>,
     vaults: crate::vaults::Vaults,
     ssh_keys: crate::ssh_keys::SshKeys,
+    usage: crate::usage::Usage,
     pub(crate) shares: crate::shares::Shares,
 }
 
@@ -172,6 +179,10 @@ impl Service {
             ),
             ssh_keys: crate::ssh_keys::SshKeys::new(
                 Arc::clone(&store) as Arc<dyn crate::store::SshKeyStore>
+            ),
+            usage: crate::usage::Usage::new(
+                Arc::clone(&store) as Arc<dyn crate::store::UsageStore>,
+                config.usage_prices,
             ),
             vaults: crate::vaults::Vaults::new(
                 Arc::clone(&store) as Arc<dyn crate::store::VaultStore>,
@@ -309,6 +320,11 @@ impl Service {
 
     pub fn accounts(&self) -> &crate::accounts::Accounts {
         &self.accounts
+    }
+
+    /// What accounts consumed, as reports.
+    pub fn usage(&self) -> &crate::usage::Usage {
+        &self.usage
     }
 
     // ---- VM lifecycle -------------------------------------------------------

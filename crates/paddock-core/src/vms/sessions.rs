@@ -69,4 +69,96 @@ impl Service {
             .await?
             .ok_or_else(|| CoreError::not_found("session", session))
     }
+
+    /// The account's VMs, newest first, ended ones included, whose
+    /// metadata holds every key of `filter` with the same value; at most
+    /// `limit`.
+    pub async fn find_vms_by_metadata(
+        &self,
+        account: &AccountId,
+        filter: &crate::model::Metadata,
+        limit: usize,
+    ) -> Result<Vec<Vm>, CoreError> {
+        const PAGE: u32 = 500;
+        let mut found = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .list_vms(
+                    account,
+                    &crate::model::VmFilter {
+                        session_id: None,
+                        statuses: crate::model::VmStatusSet::default(),
+                        after: after.clone(),
+                        limit: PAGE,
+                    },
+                )
+                .await?;
+            let last = page.last().map(|vm| vm.id.clone());
+            let full = page.len() == PAGE as usize;
+            found.extend(
+                page.into_iter()
+                    .filter(|vm| filter.iter().all(|(k, v)| vm.metadata.get(k) == Some(v))),
+            );
+            if found.len() >= limit || !full {
+                found.truncate(limit);
+                return Ok(found);
+            }
+            after = last;
+        }
+    }
+
+    /// A URL for the session's app on `port`: the share of its newest VM
+    /// on that port, or a new private one (its token in this answer only)
+    /// when it has none. Whether it was made here comes with it.
+    pub async fn session_app_share(
+        &self,
+        account: &AccountId,
+        session: &SessionId,
+        port: u16,
+    ) -> Result<(Vm, crate::model::NewShare, bool), CoreError> {
+        let vm = self.session_latest_vm(account, session).await?;
+        let existing = self
+            .list_shares(account, Some(&vm.id))
+            .await?
+            .into_iter()
+            .find(|s| s.port == port);
+        if let Some(share) = existing {
+            let share = crate::model::NewShare {
+                share,
+                token: None,
+                login: None,
+            };
+            return Ok((vm, share, false));
+        }
+        let made = self.create_share(account, &vm.id, port, false).await?;
+        Ok((vm, made, true))
+    }
+
+    /// What the session's VMs consumed, all of them and all days together.
+    pub async fn session_usage(
+        &self,
+        account: &AccountId,
+        session: &SessionId,
+    ) -> Result<(Vec<Vm>, crate::model::UsageRecord), CoreError> {
+        let vms = self
+            .store
+            .list_vms(
+                account,
+                &crate::model::VmFilter {
+                    session_id: Some(session.clone()),
+                    statuses: crate::model::VmStatusSet::default(),
+                    after: None,
+                    limit: 1000,
+                },
+            )
+            .await?;
+        if vms.is_empty() {
+            return Err(CoreError::not_found("session", session));
+        }
+        let ids: Vec<_> = vms.iter().map(|vm| vm.id.clone()).collect();
+        let total = self.usage().of_vms(&ids).await?;
+        Ok((vms, total))
+    }
 }

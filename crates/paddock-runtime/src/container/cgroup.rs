@@ -13,7 +13,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use paddock_core::model::Resources;
+use paddock_core::model::{Resources, UsageCounters};
 use paddock_core::RuntimeError;
 
 const V1_CONTROLLERS: [&str; 6] = ["memory", "pids", "cpu", "freezer", "cpuacct", "cpuset"];
@@ -232,6 +232,39 @@ impl Cgroups {
                 })
             })
             .unwrap_or(0)
+    }
+
+    /// The sandbox's CPU time so far and the memory charged to it now
+    /// (page cache included: it is host memory the sandbox holds); `None`
+    /// when its cgroup is gone.
+    pub fn usage(&self, id: &str) -> Option<UsageCounters> {
+        let number =
+            |path: PathBuf| -> Option<u64> { fs::read_to_string(path).ok()?.trim().parse().ok() };
+        match &self.layout {
+            Layout::V1 { .. } => {
+                // cpuacct is often co-mounted with cpu, under cpu's name.
+                let cpu = self
+                    .v1_dir("cpuacct", id)
+                    .or_else(|| self.v1_dir("cpu", id))?;
+                let memory = self.v1_dir("memory", id)?;
+                Some(UsageCounters {
+                    cpu_ns: number(cpu.join("cpuacct.usage"))?,
+                    memory_bytes: number(memory.join("memory.usage_in_bytes"))?,
+                })
+            }
+            Layout::V2 { base } => {
+                let dir = base.join(id);
+                let stat = fs::read_to_string(dir.join("cpu.stat")).ok()?;
+                let usec: u64 = stat.lines().find_map(|l| {
+                    let (k, v) = l.split_once(' ')?;
+                    (k == "usage_usec").then(|| v.trim().parse().ok()).flatten()
+                })?;
+                Some(UsageCounters {
+                    cpu_ns: usec.saturating_mul(1000),
+                    memory_bytes: number(dir.join("memory.current"))?,
+                })
+            }
+        }
     }
 
     /// Kills every process left in the sandbox's cgroups and removes them.
@@ -465,6 +498,20 @@ mod tests {
         )
         .expect("write");
         assert_eq!(cg.oom_kills("vm_x"), 2);
+        fs::write(
+            sandbox.join("cpu.stat"),
+            "usage_usec 1500\nuser_usec 1000\n",
+        )
+        .expect("write");
+        fs::write(sandbox.join("memory.current"), "4096\n").expect("write");
+        assert_eq!(
+            cg.usage("vm_x"),
+            Some(UsageCounters {
+                cpu_ns: 1_500_000,
+                memory_bytes: 4096
+            })
+        );
+        assert_eq!(cg.usage("vm_gone"), None);
         assert_eq!(
             cg.list().into_iter().collect::<Vec<_>>(),
             vec!["vm_x".to_owned()]

@@ -581,6 +581,10 @@ impl Provider for ContainerProvider {
         crate::agent_helper::detach(&self.config.agent_path, handle, target).await
     }
 
+    fn usage(&self, id: &VmId) -> Option<paddock_core::model::UsageCounters> {
+        self.cgroups.usage(id.as_str())
+    }
+
     fn is_alive(&self, _id: &VmId, handle: RuntimeHandle) -> bool {
         procfs::is_running(handle.pid, handle.start_ticks)
     }

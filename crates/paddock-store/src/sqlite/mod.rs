@@ -8,6 +8,7 @@ mod rows;
 mod shares;
 mod ssh_keys;
 mod state;
+mod usage;
 
 use std::path::Path;
 use std::str::FromStr;
