@@ -320,3 +320,23 @@ def test_usage_sandbox_listing_and_app_url(client):
     assert app["app_url"].startswith("http://")
     assert client.get_session_app_url(port=8080)["share_id"] == app["share_id"]
     client.vms.delete(vm["vm_id"])
+
+
+def test_audit_log_through_sdk_and_cli(client, server, tmp_path):
+    vm = client.vms.create(wait=True)
+    client.vms.delete(vm["vm_id"])
+    catalog = client.audit.catalog()
+    assert "vms.create" in catalog["catalog"]["vms"]
+    page = client.audit.events(vm_id=vm["vm_id"], limit=10)
+    assert sorted(e["event_type"] for e in page["items"]) == ["vms.create", "vms.delete"]
+    event = client.audit.get_event(page["items"][0]["id"])
+    assert event["vm_id"] == vm["vm_id"] and event["status"] == "success"
+
+    env = dict(os.environ, INSTAVM_API_KEY=server.key, INSTAVM_BASE_URL=server.base_url,
+               HOME=str(tmp_path))
+    cli = os.path.join(os.path.dirname(os.sys.executable), "instavm")
+    out = subprocess.run([cli, "events", "tail", "--once", "--json", "--vm", vm["vm_id"]],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines() if line.strip().startswith("{")]
+    assert {e["event_type"] for e in lines} == {"vms.create", "vms.delete"}, out.stdout

@@ -27,10 +27,15 @@ pub fn header_key(headers: &axum::http::HeaderMap) -> Option<String> {
 /// The key a request presents, if any: headers first, then `api_key` in
 /// the query.
 pub fn presented_key(parts: &Parts) -> Option<String> {
-    if let Some(k) = header_key(&parts.headers) {
+    presented_in(&parts.headers, &parts.uri)
+}
+
+/// [`presented_key`] of a request's headers and URI.
+pub fn presented_in(headers: &axum::http::HeaderMap, uri: &axum::http::Uri) -> Option<String> {
+    if let Some(k) = header_key(headers) {
         return Some(k);
     }
-    parts.uri.query().and_then(|q| {
+    uri.query().and_then(|q| {
         q.split('&').find_map(|pair| {
             let (k, v) = pair.split_once('=')?;
             (k == "api_key").then(|| percent_decode(v))
@@ -69,8 +74,36 @@ fn percent_decode(s: &str) -> String {
 
 /// The account the request's key acts for.
 pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<AccountId, CoreError> {
+    authenticate_principal(parts, state)
+        .await
+        .map(|who| who.account_id)
+}
+
+/// The account and user the request's key (headers, then the query)
+/// acts for.
+pub async fn authenticate_principal(
+    parts: &Parts,
+    state: &AppState,
+) -> Result<paddock_core::model::Principal, CoreError> {
     let key = presented_key(parts).ok_or(CoreError::Unauthenticated)?;
-    state.service.accounts().authenticate(&key).await
+    authenticate_presented(parts.extensions.get(), state, &key).await
+}
+
+/// The account and user `key` acts for; the audit layer learns who acted
+/// through `slot`.
+pub async fn authenticate_presented(
+    slot: Option<&crate::audit::AuditSlot>,
+    state: &AppState,
+    key: &str,
+) -> Result<paddock_core::model::Principal, CoreError> {
+    let (who, key_id) = state.service.accounts().authenticate_key(key).await?;
+    if let Some(slot) = slot {
+        slot.set(crate::audit::Actor {
+            who: who.clone(),
+            key_id: key_id.to_string(),
+        });
+    }
+    Ok(who)
 }
 
 #[cfg(test)]

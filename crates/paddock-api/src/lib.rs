@@ -4,6 +4,7 @@
 //! here. Today: the VM API ([`vms`]) and the operational endpoints
 //! ([`ops`]).
 
+mod audit;
 mod auth;
 mod body_budget;
 pub mod definitions;
@@ -52,6 +53,10 @@ pub fn router(state: AppState) -> Router {
         .merge(gateway)
         .merge(definitions::router(&limits, &budget))
         .layer(axum::middleware::from_fn(rejections::uniform))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit::layer,
+        ))
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

@@ -42,6 +42,7 @@ use crate::vms;
         vms::api_keys::create, vms::api_keys::list, vms::api_keys::get, vms::api_keys::update,
         vms::api_keys::delete, vms::users::me, vms::usage::breakdown, vms::usage::session,
         vms::sessions::sandboxes, vms::sessions::app_url,
+        vms::audit::catalog, vms::audit::events, vms::audit::event,
     ),
     modifiers(&ApiKeyAuth),
     security(("api_key" = []), ("bearer" = [])),

@@ -104,7 +104,11 @@ pub async fn serve(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::warn!(error = %e, "could not set TCP_NODELAY");
         }
-        let service = TowerToHyperService::new(app.clone());
+        // The audit layer names the address a request came from.
+        let service = TowerToHyperService::new(tower::Layer::layer(
+            &axum::Extension(axum::extract::ConnectInfo(peer)),
+            app.clone(),
+        ));
         let (builder, watcher) = (builder.clone(), graceful.watcher());
         let first_bytes = limits.header_read_timeout;
         tokio::spawn(async move {

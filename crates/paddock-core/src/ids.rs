@@ -113,6 +113,10 @@ prefixed_id!(
     CredentialId, "cred_", 20
 );
 prefixed_id!(
+    /// An audit event.
+    AuditEventId, "evt_", 20
+);
+prefixed_id!(
     /// A share: one port of a VM published through the share proxy. The
     /// part after `shr_` is the share's host label.
     ShareId, "shr_", 20

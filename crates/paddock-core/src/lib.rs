@@ -30,7 +30,7 @@ pub mod keyed_locks;
 pub mod secrets;
 
 pub use artifacts::{build, dockerfile, snapshots};
-pub use identity::{accounts, quotas, ssh_keys, usage};
+pub use identity::{accounts, audit, quotas, ssh_keys, usage};
 pub use networking::{domains, network, shares};
 pub use ports::{domain_backend, images, network_backend, provider, store, volume_backend};
 pub use storage::{vaults, volumes};

@@ -75,6 +75,31 @@ pub struct Config {
     pub quotas: QuotasSection,
     #[serde(default)]
     pub usage: UsageSection,
+    #[serde(default)]
+    pub audit: AuditSection,
+}
+
+/// `[audit]`: how long audit events are kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    pub retention_days: u64,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        Self { retention_days: 90 }
+    }
+}
+
+impl AuditSection {
+    pub fn retention(&self) -> anyhow::Result<std::time::Duration> {
+        anyhow::ensure!(
+            (1..=36_500).contains(&self.retention_days),
+            "[audit] retention_days must be between 1 and 36500"
+        );
+        Ok(std::time::Duration::from_secs(self.retention_days * 86_400))
+    }
 }
 
 /// `[usage]`: how often each sandbox's consumption is sampled, and the
@@ -676,6 +701,7 @@ impl Default for Config {
             http: HttpSection::default(),
             quotas: QuotasSection::default(),
             usage: UsageSection::default(),
+            audit: AuditSection::default(),
         }
     }
 }

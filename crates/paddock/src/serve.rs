@@ -171,6 +171,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             quotas: Arc::new(config.quotas.to_quotas()),
             usage_interval: config.usage.interval()?,
             usage_prices: config.usage.prices(),
+            audit_retention: config.audit.retention()?,
             ..ServiceConfig::default()
         },
     );
@@ -206,6 +207,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     );
     tokio::spawn(
         Arc::clone(&service).run_metering(paddock_core::service::Shutdown(stop_rx.clone())),
+    );
+    tokio::spawn(
+        Arc::clone(service.audit()).run_retention(paddock_core::service::Shutdown(stop_rx.clone())),
     );
     let warm_pool =
         tokio::spawn(Arc::clone(&service).run_warm_pool(paddock_core::service::Shutdown(stop_rx)));

@@ -324,3 +324,198 @@ async fn sandboxes_are_listed_by_metadata_and_sessions_get_an_app_url() {
         404
     );
 }
+
+/// Every mutating call on each surface, each refused key and a key's
+/// first use from an address are in the log, with actor, resource,
+/// result, request id and address, and no secret; another account's
+/// events are not visible; the log has no write route.
+#[tokio::test]
+async fn the_audit_log_records_calls_refusals_and_new_addresses() {
+    let server = Server::start();
+    let c = server.client();
+
+    let vm = c.create_vm(json!({})).await;
+    let vm_id = vm["vm_id"].as_str().expect("vm").to_owned();
+    let vault = c.post("/v1/vaults", json!({"name": "audited"})).await;
+    assert_eq!(vault.status, 200, "{:?}", vault.body);
+    let vault_id = vault.body["vault_id"].as_str().expect("vault").to_owned();
+    let secret_value = "s3cr3t-value-never-logged";
+    let cred = c
+        .post(
+            &format!("/v1/vaults/{vault_id}/credentials"),
+            json!({"name": "TOKEN", "value": secret_value}),
+        )
+        .await;
+    assert!(cred.status < 300, "{:?}", cred.body);
+    // A gateway call and a definitions call.
+    let gw = c
+        .post(
+            &format!("/v1/accounts/{}/clusters", server.default_account_id()),
+            json!({"clusterId": "audited", "cluster": {"displayName": "a", "fakeCluster": {}}}),
+        )
+        .await;
+    assert_eq!(gw.status, 200, "{:?}", gw.body);
+    assert_eq!(c.delete(&format!("/v1/vms/{vm_id}")).await.status, 200);
+    // A refused key.
+    assert_eq!(
+        c.with_key(Some("pdk_not_a_key"))
+            .post("/v1/vms", json!({}))
+            .await
+            .status,
+        401
+    );
+
+    let page = c.get("/v1/audit/events?limit=200").await;
+    assert_eq!(page.status, 200, "{:?}", page.body);
+    let items = page.body["items"].as_array().expect("items").clone();
+    let types: Vec<&str> = items
+        .iter()
+        .filter_map(|e| e["event_type"].as_str())
+        .collect();
+    for wanted in [
+        "vms.create",
+        "vms.delete",
+        "vaults.create",
+        "vaults.credentials.create",
+        "gateway.clusters.create",
+        "auth.new_address",
+    ] {
+        assert!(types.contains(&wanted), "{wanted} in {types:?}");
+    }
+    let created = items
+        .iter()
+        .find(|e| e["event_type"] == "vms.create")
+        .expect("the create");
+    assert_eq!(created["status"], "success");
+    assert_eq!(created["vm_id"], vm_id.as_str());
+    assert_eq!(created["actor_type"], "api_key");
+    assert!(created["actor_id"]
+        .as_str()
+        .is_some_and(|k| k.starts_with("key_")));
+    assert_eq!(created["user_email"], "admin@localhost");
+    assert_eq!(created["source_address"], "127.0.0.1");
+    assert!(created["request_id"]
+        .as_str()
+        .is_some_and(|r| !r.is_empty()));
+    assert_eq!(created["event_payload"]["method"], "POST");
+    assert!(
+        !page.body.to_string().contains(secret_value),
+        "no secret in the log"
+    );
+    assert!(
+        !page.body.to_string().contains(&server.key),
+        "no key in the log"
+    );
+    // The refused key belongs to no account: it is not in this log.
+    assert!(!types.contains(&"auth.failure"));
+
+    // Filters, the cursor and one event.
+    let deletes = c.get("/v1/audit/events?event_type=vms.delete").await;
+    assert_eq!(deletes.body["items"].as_array().map(Vec::len), Some(1));
+    let by_vm = c.get(&format!("/v1/audit/events?vm_id={vm_id}")).await;
+    assert_eq!(by_vm.body["items"].as_array().map(Vec::len), Some(2));
+    let first = c.get("/v1/audit/events?limit=2").await;
+    let cursor = first.body["next_cursor"]
+        .as_str()
+        .expect("a cursor")
+        .to_owned();
+    let second = c
+        .get(&format!("/v1/audit/events?limit=2&cursor={cursor}"))
+        .await;
+    let ids = |p: &serde_json::Value| -> Vec<String> {
+        p["items"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e["id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(ids(&first.body)
+        .iter()
+        .all(|id| !ids(&second.body).contains(id)));
+    let id = created["id"].as_str().expect("id");
+    let one = c.get(&format!("/v1/audit/events/{id}")).await;
+    assert_eq!(one.status, 200);
+    assert_eq!(one.body["event_type"], "vms.create");
+
+    // Another account sees none of it; the log cannot be written.
+    let other = c.with_key(Some(&server.other_account_key()));
+    assert_eq!(
+        other.get(&format!("/v1/audit/events/{id}")).await.status,
+        404
+    );
+    assert_eq!(
+        other
+            .get("/v1/audit/events?event_type=vms.create")
+            .await
+            .body["items"],
+        json!([])
+    );
+    assert_eq!(
+        c.delete(&format!("/v1/audit/events/{id}")).await.status,
+        405
+    );
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("status=meh", "status"),
+        ("cursor=x", "cursor"),
+        ("since=yesterday", "since"),
+    ] {
+        let r = c.get(&format!("/v1/audit/events?{query}")).await;
+        assert_eq!(r.status, 422, "{query}: {:?}", r.body);
+        assert!(r.body.to_string().contains(field), "{query}: {:?}", r.body);
+    }
+
+    let catalog = c.get("/v1/audit/catalog").await;
+    assert_eq!(catalog.status, 200);
+    let groups = catalog.body["catalog"].as_object().expect("catalog");
+    for (group, event_type) in [
+        ("vms", "vms.create"),
+        ("auth", "auth.failure"),
+        ("gateway", "gateway.environments.connect"),
+        ("definitions", "definitions.environments.create"),
+    ] {
+        assert!(
+            groups[group]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|x| x == event_type)),
+            "{event_type} in {catalog:?}",
+            catalog = catalog.body
+        );
+    }
+}
+
+/// A key that is known but no longer acts (expired) is refused, and the
+/// refusal is in its account's log.
+#[tokio::test]
+async fn a_refused_key_of_the_account_is_in_its_log() {
+    let server = Server::start();
+    let c = server.client();
+    use paddock_core::clock::Timestamp;
+    let soon = Timestamp::from_unix_millis(Timestamp::now().unix_millis() + 1000).to_rfc3339();
+    let made = c
+        .post(
+            "/v1/api-keys/",
+            json!({"name": "brief", "expires_at": soon}),
+        )
+        .await;
+    let key = made.body["key"].as_str().expect("key").to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(
+        c.with_key(Some(&key))
+            .post("/v1/vms", json!({}))
+            .await
+            .status,
+        401
+    );
+    let page = c.get("/v1/audit/events?event_type=auth.failure").await;
+    assert_eq!(page.status, 200);
+    let items = page.body["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{:?}", page.body);
+    assert_eq!(items[0]["status"], "denied");
+    assert_eq!(items[0]["actor_id"], made.body["id"]);
+    assert_eq!(items[0]["event_payload"]["http_status"], 401);
+    assert!(!page.body.to_string().contains(&key));
+}

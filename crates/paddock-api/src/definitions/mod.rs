@@ -95,7 +95,8 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, DefError> {
         let key = crate::auth::header_key(&parts.headers).ok_or(CoreError::Unauthenticated)?;
-        Ok(Caller(state.service.accounts().authenticate(&key).await?))
+        let who = crate::auth::authenticate_presented(parts.extensions.get(), state, &key).await?;
+        Ok(Caller(who.account_id))
     }
 }
 

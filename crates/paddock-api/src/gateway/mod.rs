@@ -24,7 +24,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
 use paddock_core::model::Principal;
-use paddock_core::CoreError;
+
 use serde::de::DeserializeOwned;
 
 use crate::AppState;
@@ -125,8 +125,7 @@ impl FromRequestParts<AppState> for Who {
     type Rejection = GatewayError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, GatewayError> {
-        let key = crate::auth::presented_key(parts).ok_or(CoreError::Unauthenticated)?;
-        let who = state.service.accounts().authenticate_user(&key).await?;
+        let who = crate::auth::authenticate_principal(parts, state).await?;
         let Path(path) = Path::<AccountPath>::from_request_parts(parts, state)
             .await
             .map_err(|e| GatewayError::invalid("account_id", e.body_text()))?;

@@ -33,12 +33,7 @@ impl FromRequestParts<AppState> for CallerUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let key =
-            crate::auth::presented_key(parts).ok_or(paddock_core::CoreError::Unauthenticated)?;
-        state
-            .service
-            .accounts()
-            .authenticate_user(&key)
+        crate::auth::authenticate_principal(parts, state)
             .await
             .map(CallerUser)
             .map_err(ApiError::from)

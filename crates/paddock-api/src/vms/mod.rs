@@ -4,6 +4,7 @@
 //! renders the core's errors through [`error::ApiError`].
 
 pub(crate) mod api_keys;
+pub(crate) mod audit;
 pub mod domains;
 pub mod dto;
 pub(crate) mod egress;
@@ -154,6 +155,9 @@ pub(crate) fn router(
                 .delete(api_keys::delete),
         )
         .route("/v1/users/me", get(users::me))
+        .route("/v1/audit/catalog", get(audit::catalog))
+        .route("/v1/audit/events", get(audit::events))
+        .route("/v1/audit/events/{event_id}", get(audit::event))
         .route("/v1/users/me/usage-breakdown", get(usage::breakdown))
         .route("/v1/sessions/usage/{session_id}", get(usage::session))
         .route("/v1/sessions/sandboxes", get(sessions::sandboxes))

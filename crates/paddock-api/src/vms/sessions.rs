@@ -34,12 +34,16 @@ fn session_response(vm: &Vm) -> SessionResponse {
 pub(crate) async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
+    slot: Option<axum::Extension<crate::audit::AuditSlot>>,
     ValidJson(body): ValidJson<CreateSessionRequest>,
 ) -> Result<Json<SessionResponse>, ApiError> {
     let key = crate::auth::header_key(&headers)
         .or(body.api_key.clone())
         .ok_or(CoreError::Unauthenticated)?;
-    let account = state.service.accounts().authenticate(&key).await?;
+    let slot = slot.map(|axum::Extension(s)| s);
+    let account = crate::auth::authenticate_presented(slot.as_ref(), &state, &key)
+        .await?
+        .account_id;
     let spec = vm_spec(
         &state.service,
         VmSettings {

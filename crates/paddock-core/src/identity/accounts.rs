@@ -238,8 +238,25 @@ impl Accounts {
         Ok(self.authenticate_user(presented).await?.account_id)
     }
 
+    /// The key a presented secret is, whether or not it may act (an
+    /// expired one): what the audit log attributes a refusal to. A
+    /// revoked or unknown key is no one's.
+    pub async fn identify(&self, presented: &str) -> Result<Option<ApiKey>, CoreError> {
+        let secret = ApiKeySecret::from_presented(presented);
+        Ok(self.store.find_api_key(&secret.hash()).await?)
+    }
+
     /// The account and user a presented key acts for.
     pub async fn authenticate_user(&self, presented: &str) -> Result<Principal, CoreError> {
+        self.authenticate_key(presented).await.map(|(who, _)| who)
+    }
+
+    /// The account and user a presented key acts for, and the key's id
+    /// (which the audit log names as the actor).
+    pub async fn authenticate_key(
+        &self,
+        presented: &str,
+    ) -> Result<(Principal, ApiKeyId), CoreError> {
         let secret = ApiKeySecret::from_presented(presented);
         let Some(key) = self.store.find_api_key(&secret.hash()).await? else {
             return Err(CoreError::Unauthenticated);
@@ -249,10 +266,13 @@ impl Accounts {
         }
         let quota = self.quota(&key.account_id).await?;
         self.quotas.admit_request(&key.account_id, &quota)?;
-        Ok(Principal {
-            account_id: key.account_id,
-            user_email: key.user_email,
-        })
+        Ok((
+            Principal {
+                account_id: key.account_id,
+                user_email: key.user_email,
+            },
+            key.id,
+        ))
     }
 }
 
@@ -286,7 +306,7 @@ impl UserRole {
 }
 
 /// `user_` and 16 hex digits of a hash of the account and email.
-fn user_id(account: &AccountId, email: &str) -> String {
+pub fn user_id(account: &AccountId, email: &str) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(format!("{account}/{email}").as_bytes());
     format!("user_{}", hex::encode(&digest[..8]))

@@ -2,6 +2,7 @@
 //! of their users; and what each account consumed.
 
 pub mod accounts;
+pub mod audit;
 pub mod quotas;
 pub mod ssh_keys;
 pub mod usage;

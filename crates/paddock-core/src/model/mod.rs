@@ -1,6 +1,7 @@
 //! The records paddock keeps and the rules that make them valid.
 
 mod account;
+mod audit;
 mod domain;
 mod egress;
 mod execution;
@@ -19,6 +20,7 @@ pub use account::{
     key_fingerprint, validate_email, Account, ApiKey, ApiKeySecret, KeyKind, KeyPatch, KeySettings,
     NewApiKey, Principal, DEFAULT_USER_EMAIL,
 };
+pub use audit::{AuditEvent, AuditFilter, AuditStatus};
 pub use domain::{validate_domain, CustomDomain, DnsCredentials, DomainStatus, DNS_PROVIDERS};
 pub use egress::{
     DomainPattern, EgressDefault, EgressPolicy, Ipv4Cidr, PolicyError, PACKAGE_REGISTRY_DOMAINS,

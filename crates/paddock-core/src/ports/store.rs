@@ -395,6 +395,31 @@ pub trait UsageStore: Send + Sync {
     ) -> Result<Vec<crate::model::UsageRecord>, StoreError>;
 }
 
+/// The audit log: appended to, read, and pruned by age only.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Appends an event; returns its position (for cursors).
+    async fn insert_audit_event(&self, event: &crate::model::AuditEvent)
+        -> Result<i64, StoreError>;
+    /// The account's events matching `filter`, newest first, with their
+    /// positions.
+    async fn list_audit_events(
+        &self,
+        account: &AccountId,
+        filter: &crate::model::AuditFilter,
+    ) -> Result<Vec<(i64, crate::model::AuditEvent)>, StoreError>;
+    async fn get_audit_event(
+        &self,
+        account: &AccountId,
+        id: &crate::ids::AuditEventId,
+    ) -> Result<Option<crate::model::AuditEvent>, StoreError>;
+    /// Removes events older than `before`; how many went.
+    async fn prune_audit_events(&self, before: Timestamp) -> Result<u64, StoreError>;
+    /// Records that `key` was used from `address`; true when it is the
+    /// first time.
+    async fn note_key_address(&self, key: &str, address: &str) -> Result<bool, StoreError>;
+}
+
 /// Every part of the store together: what the VM core composes its
 /// components from. It has no methods of its own; each consumer that
 /// needs only a part takes that part.
@@ -411,6 +436,7 @@ pub trait Store:
     + DomainStore
     + SshKeyStore
     + UsageStore
+    + AuditStore
     + Send
     + Sync
     + 'static
@@ -430,6 +456,7 @@ impl<T> Store for T where
         + DomainStore
         + SshKeyStore
         + UsageStore
+        + AuditStore
         + Send
         + Sync
         + 'static

@@ -80,6 +80,8 @@ pub struct ServiceConfig {
     pub usage_interval: Duration,
     /// The rates usage reports price consumption at (`[usage]`).
     pub usage_prices: crate::usage::UsagePrices,
+    /// How long audit events are kept (`[audit] retention_days`).
+    pub audit_retention: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -94,6 +96,7 @@ impl Default for ServiceConfig {
             quotas: Arc::new(crate::quotas::Quotas::unlimited()),
             usage_interval: Duration::from_secs(15),
             usage_prices: crate::usage::UsagePrices::default(),
+            audit_retention: Duration::from_secs(90 * 86_400),
         }
     }
 }
@@ -126,6 +129,7 @@ pub struct Service {
     vaults: crate::vaults::Vaults,
     ssh_keys: crate::ssh_keys::SshKeys,
     usage: crate::usage::Usage,
+    audit: Arc<crate::audit::Audit>,
     pub(crate) shares: crate::shares::Shares,
 }
 
@@ -180,6 +184,10 @@ impl Service {
             ssh_keys: crate::ssh_keys::SshKeys::new(
                 Arc::clone(&store) as Arc<dyn crate::store::SshKeyStore>
             ),
+            audit: Arc::new(crate::audit::Audit::new(
+                Arc::clone(&store) as Arc<dyn crate::store::AuditStore>,
+                config.audit_retention,
+            )),
             usage: crate::usage::Usage::new(
                 Arc::clone(&store) as Arc<dyn crate::store::UsageStore>,
                 config.usage_prices,
@@ -320,6 +328,11 @@ impl Service {
 
     pub fn accounts(&self) -> &crate::accounts::Accounts {
         &self.accounts
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &Arc<crate::audit::Audit> {
+        &self.audit
     }
 
     /// What accounts consumed, as reports.

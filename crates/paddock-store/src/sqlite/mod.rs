@@ -1,6 +1,7 @@
 //! The embedded SQLite store: one file in the data dir, WAL journal,
 //! migrations embedded in the binary and applied at open.
 
+mod audit;
 mod domains;
 mod images;
 mod resources;

@@ -1,0 +1,122 @@
+//! The audit log as the core keeps it: events appended by the API (one
+//! per mutating call, refused key, and a key's first use from an
+//! address), read back by their account, pruned after the retention.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::clock::Timestamp;
+use crate::error::CoreError;
+use crate::ids::{AccountId, AuditEventId};
+use crate::model::{AuditEvent, AuditFilter};
+use crate::service::{error_chain, Shutdown};
+use crate::store::AuditStore;
+
+/// How many (key, address) pairs the log remembers in memory before it
+/// asks the store again.
+const KNOWN_ADDRESSES: usize = 65_536;
+
+pub struct Audit {
+    store: Arc<dyn AuditStore>,
+    retention: Duration,
+    /// (key, address) pairs already recorded, so a key's every call does
+    /// not ask the store.
+    known: Mutex<HashSet<(String, String)>>,
+}
+
+/// A page of events and the cursor of the next (older) one.
+#[derive(Debug, Clone)]
+pub struct AuditPage {
+    pub events: Vec<AuditEvent>,
+    pub next_cursor: Option<String>,
+}
+
+impl Audit {
+    pub fn new(store: Arc<dyn AuditStore>, retention: Duration) -> Self {
+        Self {
+            store,
+            retention,
+            known: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Appends an event. The log is append-only: nothing else writes it.
+    pub async fn record(&self, event: &AuditEvent) -> Result<(), CoreError> {
+        self.store.insert_audit_event(event).await?;
+        Ok(())
+    }
+
+    /// Whether this is `key`'s first use from `address` (recorded now).
+    pub async fn first_use_from(&self, key: &str, address: &str) -> Result<bool, CoreError> {
+        let pair = (key.to_owned(), address.to_owned());
+        if self.known.lock().is_ok_and(|k| k.contains(&pair)) {
+            return Ok(false);
+        }
+        let first = self.store.note_key_address(key, address).await?;
+        if let Ok(mut known) = self.known.lock() {
+            if known.len() >= KNOWN_ADDRESSES {
+                known.clear();
+            }
+            known.insert(pair);
+        }
+        Ok(first)
+    }
+
+    /// The account's events matching `filter`, newest first; `cursor` is
+    /// a previous page's `next_cursor`.
+    pub async fn events(
+        &self,
+        account: &AccountId,
+        mut filter: AuditFilter,
+        cursor: Option<&str>,
+    ) -> Result<AuditPage, CoreError> {
+        if !(1..=200).contains(&filter.limit) {
+            return Err(CoreError::invalid("limit", "must be from 1 to 200"));
+        }
+        filter.before_seq = cursor
+            .map(|c| {
+                c.parse::<i64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| CoreError::invalid("cursor", "is not a cursor of this log"))
+            })
+            .transpose()?;
+        let rows = self.store.list_audit_events(account, &filter).await?;
+        let next_cursor = (rows.len() == filter.limit as usize)
+            .then(|| rows.last().map(|(seq, _)| seq.to_string()))
+            .flatten();
+        Ok(AuditPage {
+            events: rows.into_iter().map(|(_, e)| e).collect(),
+            next_cursor,
+        })
+    }
+
+    pub async fn event(&self, account: &AccountId, id: &str) -> Result<AuditEvent, CoreError> {
+        let not_found = || CoreError::not_found("audit event", id);
+        let id: AuditEventId = id.parse().map_err(|_| not_found())?;
+        self.store
+            .get_audit_event(account, &id)
+            .await?
+            .ok_or_else(not_found)
+    }
+
+    /// Removes events past the retention, hourly, until shutdown.
+    pub async fn run_retention(self: Arc<Self>, mut shutdown: Shutdown) {
+        loop {
+            let cutoff = Timestamp::from_unix_millis(
+                Timestamp::now().unix_millis()
+                    - i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX),
+            );
+            match self.store.prune_audit_events(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(count = n, "audit events past their retention removed"),
+                Err(e) => tracing::warn!(error = %error_chain(&e), "audit: prune failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+}
