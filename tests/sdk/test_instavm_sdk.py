@@ -340,3 +340,64 @@ def test_audit_log_through_sdk_and_cli(client, server, tmp_path):
     assert out.returncode == 0, out.stderr
     lines = [json.loads(line) for line in out.stdout.splitlines() if line.strip().startswith("{")]
     assert {e["event_type"] for e in lines} == {"vms.create", "vms.delete"}, out.stdout
+
+
+def test_webhooks_verify_with_the_sdks_own_check():
+    """Endpoints, a test event and the deliveries through the SDK; each
+    delivery passes `instavm.webhooks.verify` with the endpoint's secret."""
+    import http.server
+    import threading
+
+    from instavm.webhooks import WebhookVerificationError, verify
+    from conftest import Server
+
+    received = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            received.append((dict(self.headers), body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    server = Server(extra_env={"PADDOCK_WEBHOOKS__ALLOW_PRIVATE": "true"})
+    try:
+        client = InstaVM(api_key=server.key, base_url=server.base_url, timeout=60)
+        url = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
+        endpoint = client.webhooks.create_endpoint(url, description="sdk", event_patterns=["vm.*", "webhook.*"])
+        secret = endpoint["secret"]
+        assert endpoint["status"] == "active"
+        assert "secret" not in client.webhooks.get_endpoint(endpoint["id"])
+        assert [e["id"] for e in client.webhooks.list_endpoints()] == [endpoint["id"]]
+        client.webhooks.send_test_event(endpoint["id"])
+        assert client.webhooks.verify_endpoint(endpoint["id"])["ok"] is True
+        vm = client.vms.create(wait=True)
+        deadline = time.time() + 30
+        while time.time() < deadline and not any(b'"vm.running"' in b for _, b in received):
+            time.sleep(0.2)
+        types = set()
+        for headers, body in received:
+            event = verify(headers, body, secret)
+            types.add(event["event_type"])
+            with pytest.raises(WebhookVerificationError):
+                verify(headers, body, "whsec_wrong")
+        assert {"webhook.test", "webhook.verify", "vm.created", "vm.running"} <= types, types
+        page = client.webhooks.list_deliveries(endpoint_id=endpoint["id"], status="succeeded")
+        assert len(page["items"]) >= 4
+        replayed = client.webhooks.replay_delivery(page["items"][0]["id"])
+        assert replayed["status"] == "pending"
+        updated = client.webhooks.update_endpoint(endpoint["id"], enabled=False, description=None)
+        assert updated["status"] == "disabled" and updated["description"] is None
+        rotated = client.webhooks.rotate_secret(endpoint["id"])
+        assert rotated["secret"] != secret
+        client.vms.delete(vm["vm_id"])
+        client.webhooks.delete_endpoint(endpoint["id"])
+        assert client.webhooks.list_endpoints() == []
+    finally:
+        server.stop()
+        receiver.shutdown()

@@ -113,6 +113,14 @@ prefixed_id!(
     CredentialId, "cred_", 20
 );
 prefixed_id!(
+    /// A webhook endpoint.
+    WebhookEndpointId, "whe_", 20
+);
+prefixed_id!(
+    /// One delivery of an event to a webhook endpoint.
+    WebhookDeliveryId, "whd_", 20
+);
+prefixed_id!(
     /// An audit event.
     AuditEventId, "evt_", 20
 );

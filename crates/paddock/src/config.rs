@@ -12,8 +12,12 @@ use paddock_core::model::{EgressPolicy, Ipv4Cidr, Limits};
 use paddock_runtime::container::VariantSource;
 use serde::{Deserialize, Serialize};
 
-const CONFIG_KEYS: [&str; 18] = [
+const CONFIG_KEYS: [&str; 22] = [
+    "microvm",
     "quotas",
+    "usage",
+    "audit",
+    "webhooks",
     "http",
     "providers",
     "only_listed_registries",
@@ -77,6 +81,57 @@ pub struct Config {
     pub usage: UsageSection,
     #[serde(default)]
     pub audit: AuditSection,
+    #[serde(default)]
+    pub webhooks: WebhooksSection,
+}
+
+/// `[webhooks]`: where deliveries may go. By default only to public
+/// addresses: loopback, private, link-local and shared ones are refused.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksSection {
+    /// Off: every endpoint URL is refused, and nothing is resolved or
+    /// sent (a server that must make no outbound connection).
+    pub enabled: bool,
+    /// Let endpoints resolve to loopback and private addresses (an
+    /// operator's own receivers; the tests' listeners).
+    pub allow_private: bool,
+    /// IPv4 CIDRs no endpoint may resolve to, even with `allow_private`.
+    pub blocked: Vec<String>,
+}
+
+impl Default for WebhooksSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            allow_private: false,
+            blocked: Vec::new(),
+        }
+    }
+}
+
+impl WebhooksSection {
+    pub fn sender(
+        &self,
+    ) -> anyhow::Result<std::sync::Arc<dyn paddock_core::ports::webhook_sender::WebhookSender>>
+    {
+        if !self.enabled {
+            return Ok(std::sync::Arc::new(
+                paddock_core::ports::webhook_sender::NoWebhooks,
+            ));
+        }
+        let blocked = self
+            .blocked
+            .iter()
+            .map(|c| {
+                paddock_core::model::Ipv4Cidr::parse(c)
+                    .map_err(|e| anyhow::anyhow!("[webhooks] blocked: {c:?}: {e}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(std::sync::Arc::new(
+            crate::webhook_sender::HttpWebhookSender::new(self.allow_private, blocked),
+        ))
+    }
 }
 
 /// `[audit]`: how long audit events are kept.
@@ -702,6 +757,7 @@ impl Default for Config {
             quotas: QuotasSection::default(),
             usage: UsageSection::default(),
             audit: AuditSection::default(),
+            webhooks: WebhooksSection::default(),
         }
     }
 }
@@ -877,6 +933,19 @@ fn host_resolvers() -> Vec<std::net::SocketAddr> {
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
+
+    /// Every section of the config can be set from the environment: the
+    /// filter on `PADDOCK_*` names them all.
+    #[test]
+    fn every_config_key_is_settable_from_the_environment() {
+        let keys = serde_json::to_value(Config::default()).expect("serializes");
+        for key in keys.as_object().expect("an object").keys() {
+            assert!(
+                CONFIG_KEYS.contains(&key.as_str()),
+                "{key} is missing from CONFIG_KEYS"
+            );
+        }
+    }
 
     #[test]
     fn defaults_are_valid() {

@@ -10,6 +10,7 @@ mod master_key;
 mod serve;
 mod sys;
 mod term;
+mod webhook_sender;
 
 use std::process::ExitCode;
 

@@ -161,6 +161,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             domain_dns: Arc::new(paddock_net::rfc2136::Rfc2136 {
                 address: config.shares.public_address,
             }),
+            webhooks: config.webhooks.sender()?,
         },
         Arc::new(crate::master_key::load(&config.data_dir).context("load the vault master key")?),
         ServiceConfig {
@@ -210,6 +211,10 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     );
     tokio::spawn(
         Arc::clone(service.audit()).run_retention(paddock_core::service::Shutdown(stop_rx.clone())),
+    );
+    tokio::spawn(
+        Arc::clone(service.webhooks())
+            .run_deliverer(paddock_core::service::Shutdown(stop_rx.clone())),
     );
     let warm_pool =
         tokio::spawn(Arc::clone(&service).run_warm_pool(paddock_core::service::Shutdown(stop_rx)));

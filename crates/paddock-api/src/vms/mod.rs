@@ -24,6 +24,7 @@ pub(crate) mod usage;
 pub(crate) mod users;
 pub(crate) mod vaults;
 pub(crate) mod volumes;
+pub(crate) mod webhooks;
 
 use std::collections::BTreeMap;
 
@@ -155,6 +156,33 @@ pub(crate) fn router(
                 .delete(api_keys::delete),
         )
         .route("/v1/users/me", get(users::me))
+        .route(
+            "/v1/webhooks/endpoints",
+            post(webhooks::create).get(webhooks::list),
+        )
+        .route(
+            "/v1/webhooks/endpoints/{endpoint_id}",
+            get(webhooks::get)
+                .patch(webhooks::update)
+                .delete(webhooks::delete),
+        )
+        .route(
+            "/v1/webhooks/endpoints/{endpoint_id}/rotate-secret",
+            post(webhooks::rotate_secret),
+        )
+        .route(
+            "/v1/webhooks/endpoints/{endpoint_id}/test",
+            post(webhooks::test),
+        )
+        .route(
+            "/v1/webhooks/endpoints/{endpoint_id}/verify",
+            post(webhooks::verify),
+        )
+        .route("/v1/webhooks/deliveries", get(webhooks::deliveries))
+        .route(
+            "/v1/webhooks/deliveries/{delivery_id}/replay",
+            post(webhooks::replay),
+        )
         .route("/v1/audit/catalog", get(audit::catalog))
         .route("/v1/audit/events", get(audit::events))
         .route("/v1/audit/events/{event_id}", get(audit::event))

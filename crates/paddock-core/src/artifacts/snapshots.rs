@@ -27,6 +27,8 @@ pub struct Snapshots {
     backend: Arc<dyn ImageBackend>,
     /// Quotas and the account's create lock.
     accounts: Arc<Accounts>,
+    /// `snapshot.ready` and `snapshot.failed` go out through it.
+    webhooks: Arc<crate::networking::webhooks::Webhooks>,
 }
 
 impl Snapshots {
@@ -35,12 +37,14 @@ impl Snapshots {
         images: Arc<ImageLibrary>,
         backend: Arc<dyn ImageBackend>,
         accounts: Arc<Accounts>,
+        webhooks: Arc<crate::networking::webhooks::Webhooks>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
             images,
             backend,
             accounts,
+            webhooks,
         })
     }
 
@@ -170,6 +174,19 @@ impl Snapshots {
             }
         };
         self.store.update_snapshot(&snapshot).await?;
+        let event = if outcome.is_ok() {
+            "snapshot.ready"
+        } else {
+            "snapshot.failed"
+        };
+        let data = serde_json::json!({
+            "snapshot_id": snapshot.id.as_str(),
+            "name": snapshot.name,
+            "status": snapshot.status.as_str(),
+            "error": snapshot.error,
+            "vm_id": snapshot.vm_id.as_ref().map(|v| v.as_str()),
+        });
+        self.webhooks.emit(&snapshot.account_id, event, data).await;
         outcome.map(|()| snapshot)
     }
 

@@ -15,6 +15,7 @@ mod usage;
 mod vault;
 mod vm;
 mod volume;
+mod webhook;
 
 pub use account::{
     key_fingerprint, validate_email, Account, ApiKey, ApiKeySecret, KeyKind, KeyPatch, KeySettings,
@@ -41,6 +42,10 @@ pub use vm::{
     VmSpec, VmStatus, VmStatusSet,
 };
 pub use volume::{validate_mount_path, Attachment, Checkpoint, MountMode, MountRequest, Volume};
+pub use webhook::{
+    pattern_matches, retry_delay_ms, webhook_signature, DeliveryFilter, DeliveryStatus,
+    WebhookDelivery, WebhookEndpoint,
+};
 
 /// The name of a snapshot, vault, volume or checkpoint: 1 to 128
 /// characters, not blank, no control characters.

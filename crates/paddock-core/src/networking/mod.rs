@@ -4,3 +4,4 @@
 pub mod domains;
 pub mod network;
 pub mod shares;
+pub mod webhooks;

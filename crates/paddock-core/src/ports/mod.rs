@@ -8,3 +8,4 @@ pub mod network_backend;
 pub mod provider;
 pub mod store;
 pub mod volume_backend;
+pub mod webhook_sender;

@@ -420,6 +420,75 @@ pub trait AuditStore: Send + Sync {
     async fn note_key_address(&self, key: &str, address: &str) -> Result<bool, StoreError>;
 }
 
+/// Webhook endpoints (secrets sealed) and their deliveries.
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    async fn insert_webhook_endpoint(
+        &self,
+        endpoint: &crate::model::WebhookEndpoint,
+        secret: &crate::model::Sealed,
+    ) -> Result<(), StoreError>;
+    async fn update_webhook_endpoint(
+        &self,
+        endpoint: &crate::model::WebhookEndpoint,
+    ) -> Result<(), StoreError>;
+    async fn set_webhook_secret(
+        &self,
+        id: &crate::ids::WebhookEndpointId,
+        secret: &crate::model::Sealed,
+    ) -> Result<(), StoreError>;
+    async fn webhook_secret(
+        &self,
+        id: &crate::ids::WebhookEndpointId,
+    ) -> Result<Option<crate::model::Sealed>, StoreError>;
+    /// Secrets sealed under another master key than `key_id` (to reseal).
+    async fn webhook_secrets_under_other_keys(
+        &self,
+        key_id: &str,
+    ) -> Result<Vec<(crate::ids::WebhookEndpointId, crate::model::Sealed)>, StoreError>;
+    async fn get_webhook_endpoint(
+        &self,
+        account: &AccountId,
+        id: &crate::ids::WebhookEndpointId,
+    ) -> Result<Option<crate::model::WebhookEndpoint>, StoreError>;
+    async fn list_webhook_endpoints(
+        &self,
+        account: &AccountId,
+    ) -> Result<Vec<crate::model::WebhookEndpoint>, StoreError>;
+    /// Deletes the endpoint and fails its pending deliveries, together.
+    async fn delete_webhook_endpoint(
+        &self,
+        account: &AccountId,
+        id: &crate::ids::WebhookEndpointId,
+    ) -> Result<bool, StoreError>;
+    async fn insert_webhook_deliveries(
+        &self,
+        deliveries: &[crate::model::WebhookDelivery],
+    ) -> Result<(), StoreError>;
+    async fn update_webhook_delivery(
+        &self,
+        delivery: &crate::model::WebhookDelivery,
+    ) -> Result<(), StoreError>;
+    /// Pending deliveries whose next try is due at `now`, oldest first.
+    async fn due_webhook_deliveries(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<crate::model::WebhookDelivery>, StoreError>;
+    async fn get_webhook_delivery(
+        &self,
+        account: &AccountId,
+        id: &crate::ids::WebhookDeliveryId,
+    ) -> Result<Option<crate::model::WebhookDelivery>, StoreError>;
+    /// The account's deliveries matching `filter`, newest first, with
+    /// their positions.
+    async fn list_webhook_deliveries(
+        &self,
+        account: &AccountId,
+        filter: &crate::model::DeliveryFilter,
+    ) -> Result<Vec<(i64, crate::model::WebhookDelivery)>, StoreError>;
+}
+
 /// Every part of the store together: what the VM core composes its
 /// components from. It has no methods of its own; each consumer that
 /// needs only a part takes that part.
@@ -437,6 +506,7 @@ pub trait Store:
     + SshKeyStore
     + UsageStore
     + AuditStore
+    + WebhookStore
     + Send
     + Sync
     + 'static
@@ -457,6 +527,7 @@ impl<T> Store for T where
         + SshKeyStore
         + UsageStore
         + AuditStore
+        + WebhookStore
         + Send
         + Sync
         + 'static

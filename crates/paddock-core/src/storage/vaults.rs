@@ -297,6 +297,17 @@ pub async fn reseal_secrets(store: &dyn Store, keyring: &Keyring) -> Result<usiz
         let fresh = keyring.seal(&aad, &value).map_err(sealing_failed)?;
         store.reseal_domain_credentials(id, &fresh).await?;
     }
+    // And webhook endpoints' signing secrets.
+    let hooks = store
+        .webhook_secrets_under_other_keys(keyring.current_id())
+        .await?;
+    let n = n + hooks.len();
+    for (id, sealed) in hooks {
+        let aad = crate::networking::webhooks::secret_aad(&id);
+        let value = keyring.open(&aad, &sealed).map_err(sealing_failed)?;
+        let fresh = keyring.seal(&aad, &value).map_err(sealing_failed)?;
+        store.set_webhook_secret(&id, &fresh).await?;
+    }
     if n > 0 {
         tracing::info!(
             count = n,

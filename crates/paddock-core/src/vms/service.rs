@@ -130,6 +130,7 @@ pub struct Service {
     ssh_keys: crate::ssh_keys::SshKeys,
     usage: crate::usage::Usage,
     audit: Arc<crate::audit::Audit>,
+    webhooks: Arc<crate::networking::webhooks::Webhooks>,
     pub(crate) shares: crate::shares::Shares,
 }
 
@@ -143,6 +144,8 @@ pub struct Backends {
     pub volumes: Arc<dyn VolumeBackend>,
     pub network: Arc<dyn NetworkBackend>,
     pub domain_dns: Arc<dyn DomainBackend>,
+    /// Where webhook deliveries go out.
+    pub webhooks: Arc<dyn crate::ports::webhook_sender::WebhookSender>,
 }
 
 impl Service {
@@ -164,12 +167,18 @@ impl Service {
             Arc::clone(&store) as Arc<dyn crate::store::ImageStore>,
             Arc::clone(&backends.images),
         );
+        let webhooks = Arc::new(crate::networking::webhooks::Webhooks::new(
+            Arc::clone(&store) as Arc<dyn crate::store::WebhookStore>,
+            Arc::clone(&keyring),
+            backends.webhooks,
+        ));
         Arc::new(Self {
             snapshots: crate::snapshots::Snapshots::new(
                 Arc::clone(&store) as Arc<dyn crate::store::SnapshotStore>,
                 Arc::clone(&image_library),
                 Arc::clone(&backends.images),
                 Arc::clone(&accounts),
+                Arc::clone(&webhooks),
             ),
             volumes: crate::volumes::Volumes::new(
                 Arc::clone(&store) as Arc<dyn crate::store::VolumeStore>,
@@ -184,6 +193,7 @@ impl Service {
             ssh_keys: crate::ssh_keys::SshKeys::new(
                 Arc::clone(&store) as Arc<dyn crate::store::SshKeyStore>
             ),
+            webhooks,
             audit: Arc::new(crate::audit::Audit::new(
                 Arc::clone(&store) as Arc<dyn crate::store::AuditStore>,
                 config.audit_retention,
@@ -335,6 +345,24 @@ impl Service {
         &self.audit
     }
 
+    /// Webhook endpoints, events and their deliveries.
+    pub fn webhooks(&self) -> &Arc<crate::networking::webhooks::Webhooks> {
+        &self.webhooks
+    }
+
+    /// Queues a VM lifecycle event (`vm.created`, `vm.running`, …) for the
+    /// account's webhooks.
+    async fn vm_event(&self, vm: &Vm, event_type: &str) {
+        let data = serde_json::json!({
+            "vm_id": vm.id.as_str(),
+            "session_id": vm.session_id.as_str(),
+            "status": vm.status.as_str(),
+            "status_reason": vm.status_reason,
+            "provider": vm.provider,
+        });
+        self.webhooks.emit(&vm.account_id, event_type, data).await;
+    }
+
     /// What accounts consumed, as reports.
     pub fn usage(&self) -> &crate::usage::Usage {
         &self.usage
@@ -451,6 +479,7 @@ impl Service {
             return Err(e.into());
         }
         drop(creates);
+        self.vm_event(&vm, "vm.created").await;
         let this = Arc::clone(self);
         let id = vm.id.clone();
         let started = tokio::spawn(async move { this.finish_start(&id, prepared).await });
@@ -508,6 +537,7 @@ impl Service {
                 vm.updated_at = Timestamp::now();
                 self.volumes.release(&vm.id).await;
                 self.store.update_vm(&vm).await?;
+                self.vm_event(&vm, "vm.failed").await;
                 return Ok(vm);
             }
         };
@@ -563,6 +593,12 @@ impl Service {
             }
         }
         self.store.update_vm(&vm).await?;
+        let event = if vm.status == VmStatus::Running {
+            "vm.running"
+        } else {
+            "vm.failed"
+        };
+        self.vm_event(&vm, event).await;
         Ok(vm)
     }
 
@@ -797,6 +833,12 @@ impl Service {
         vm.terminated_at = Some(now);
         vm.updated_at = now;
         self.store.update_vm(&vm).await?;
+        let event = if reason == REASON_LIFETIME_EXPIRED {
+            "vm.expired"
+        } else {
+            "vm.terminated"
+        };
+        self.vm_event(&vm, event).await;
         tracing::info!(
             vm_id = %vm.id,
             reason,
@@ -827,6 +869,7 @@ impl Service {
         vm.runtime = None;
         vm.updated_at = Timestamp::now();
         self.store.update_vm(&vm).await?;
+        self.vm_event(&vm, "vm.failed").await;
         tracing::warn!(vm_id = %vm.id, reason, "VM failed");
         Ok(())
     }
