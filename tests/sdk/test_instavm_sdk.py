@@ -365,7 +365,10 @@ def test_webhooks_verify_with_the_sdks_own_check():
 
     receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    server = Server(extra_env={"PADDOCK_WEBHOOKS__ALLOW_PRIVATE": "true"})
+    # A second server beside the module's: a bridge and subnet of its own.
+    server = Server(extra_env={"PADDOCK_WEBHOOKS__ALLOW_PRIVATE": "true",
+                               "PADDOCK_NETWORK__BRIDGE": "psdk1",
+                               "PADDOCK_NETWORK__SUBNET": "10.63.1.0/24"})
     try:
         client = InstaVM(api_key=server.key, base_url=server.base_url, timeout=60)
         url = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
