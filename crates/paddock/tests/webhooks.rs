@@ -367,3 +367,58 @@ async fn inward_and_malformed_endpoints_are_refused_by_field() {
         assert!(r.body.to_string().contains(field));
     }
 }
+
+#[tokio::test]
+async fn volume_and_share_events_reach_the_endpoints_that_want_them() {
+    let server = Server::start_with_config(ALLOW_LOOPBACK);
+    let c = server.client();
+    let receiver = Receiver::start(Vec::new()).await;
+    let made = c
+        .post(
+            "/v1/webhooks/endpoints",
+            json!({"url": receiver.url(), "event_patterns": ["volume.*", "share.*"]}),
+        )
+        .await;
+    assert_eq!(made.status, 200, "{:?}", made.body);
+    let volume = c
+        .post(
+            "/v1/volumes",
+            json!({"name": "hooked", "quota_bytes": 64 << 20}),
+        )
+        .await;
+    assert_eq!(volume.status, 200, "{:?}", volume.body);
+    let volume_id = volume.body["volume_id"].as_str().expect("volume");
+    assert_eq!(
+        c.delete(&format!("/v1/volumes/{volume_id}")).await.status,
+        200
+    );
+    let vm = c.create_vm(json!({})).await;
+    let share = c
+        .post(
+            "/v1/shares",
+            json!({"vm_id": vm["vm_id"], "port": 8000, "is_public": true}),
+        )
+        .await;
+    assert_eq!(share.status, 200, "{:?}", share.body);
+    let share_id = share.body["share_id"].as_str().expect("share");
+    assert_eq!(
+        c.delete(&format!("/v1/shares/{share_id}")).await.status,
+        200
+    );
+    let got = receiver
+        .wait_for("volume and share events", |g| types(g).len() >= 4)
+        .await;
+    let mut seen = types(&got);
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "share.created",
+            "share.deleted",
+            "volume.created",
+            "volume.deleted"
+        ],
+        "and no VM event: the endpoint did not ask for them"
+    );
+    assert_eq!(got[0].json()["data"]["volume_id"], volume_id);
+}

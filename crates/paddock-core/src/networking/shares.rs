@@ -36,6 +36,8 @@ pub struct Shares {
     pub(super) domain_dns: Arc<dyn DomainBackend>,
     /// Bumped on every share change (see `share_generation`).
     generation: AtomicU64,
+    /// `share.created` and `share.deleted` go out through it.
+    webhooks: Arc<crate::networking::webhooks::Webhooks>,
 }
 
 impl Shares {
@@ -43,11 +45,13 @@ impl Shares {
         store: Arc<dyn Store>,
         keyring: Arc<Keyring>,
         domain_dns: Arc<dyn DomainBackend>,
+        webhooks: Arc<crate::networking::webhooks::Webhooks>,
     ) -> Self {
         Self {
             store,
             keyring,
             domain_dns,
+            webhooks,
             generation: AtomicU64::new(0),
         }
     }
@@ -74,6 +78,10 @@ impl Shares {
         };
         self.store.insert_share(&share).await?;
         self.share_changed();
+        let data = serde_json::json!({
+            "share_id": share.id.as_str(), "vm_id": vm.as_str(), "port": port, "is_public": is_public,
+        });
+        self.webhooks.emit(account, "share.created", data).await;
         let login = match token {
             Some(_) => Some(self.new_share_login(&share.id).await?),
             None => None,
@@ -140,6 +148,8 @@ impl Shares {
             return Err(CoreError::not_found("share", id));
         }
         self.share_changed();
+        let data = serde_json::json!({"share_id": id.as_str()});
+        self.webhooks.emit(account, "share.deleted", data).await;
         Ok(())
     }
     /// Whether `token` opens the private share `share`: its access token,

@@ -35,6 +35,10 @@ pub const EVENT_TYPES: &[&str] = &[
     "vm.expired",
     "snapshot.ready",
     "snapshot.failed",
+    "volume.created",
+    "volume.deleted",
+    "share.created",
+    "share.deleted",
     "webhook.test",
     "webhook.verify",
 ];

@@ -77,6 +77,8 @@ pub struct Volumes {
     accounts: Arc<Accounts>,
     /// Serializes changes to attachments and host mounts.
     lock: AsyncMutex<()>,
+    /// `volume.created` and `volume.deleted` go out through it.
+    webhooks: Arc<crate::networking::webhooks::Webhooks>,
 }
 
 impl Volumes {
@@ -84,11 +86,13 @@ impl Volumes {
         store: Arc<dyn VolumeStore>,
         backend: Arc<dyn VolumeBackend>,
         accounts: Arc<Accounts>,
+        webhooks: Arc<crate::networking::webhooks::Webhooks>,
     ) -> Self {
         Self {
             store,
             backend,
             accounts,
+            webhooks,
             lock: AsyncMutex::new(()),
         }
     }
@@ -162,6 +166,8 @@ impl Volumes {
             return Err(e.into());
         }
         tracing::info!(volume_id = %volume.id, size_bytes, "volume created");
+        let data = serde_json::json!({"volume_id": volume.id.as_str(), "name": volume.name, "size_bytes": size_bytes});
+        self.webhooks.emit(account, "volume.created", data).await;
         Ok(volume)
     }
 
@@ -275,6 +281,8 @@ impl Volumes {
         }
         self.remove_storage(id).await;
         tracing::info!(volume_id = %id, "volume deleted");
+        let data = serde_json::json!({"volume_id": id.as_str()});
+        self.webhooks.emit(account, "volume.deleted", data).await;
         Ok(())
     }
 

@@ -184,11 +184,13 @@ impl Service {
                 Arc::clone(&store) as Arc<dyn crate::store::VolumeStore>,
                 backends.volumes,
                 Arc::clone(&accounts),
+                Arc::clone(&webhooks),
             ),
             shares: crate::shares::Shares::new(
                 Arc::clone(&store),
                 Arc::clone(&keyring),
                 backends.domain_dns,
+                Arc::clone(&webhooks),
             ),
             ssh_keys: crate::ssh_keys::SshKeys::new(
                 Arc::clone(&store) as Arc<dyn crate::store::SshKeyStore>
