@@ -404,3 +404,20 @@ def test_webhooks_verify_with_the_sdks_own_check():
     finally:
         server.stop()
         receiver.shutdown()
+
+
+def test_volume_files_through_the_sdk(client, tmp_path):
+    volume = client.volumes.create(name="sdk-files", quota_bytes=32 << 20)
+    vid = volume["volume_id"]
+    local = tmp_path / "in.txt"
+    local.write_bytes(b"volume file via sdk")
+    up = client.volumes.upload_file(vid, str(local), "notes/in.txt")
+    assert up["size"] == len(b"volume file via sdk")
+    files = client.volumes.list_files(vid, prefix="notes")
+    assert [f["path"] for f in files] == ["notes/in.txt"]
+    out = tmp_path / "out.txt"
+    got = client.volumes.download_file(vid, "notes/in.txt", local_path=str(out))
+    assert out.read_bytes() == b"volume file via sdk" and got["saved_bytes"] == got["size"]
+    client.volumes.delete_file(vid, "notes/in.txt")
+    assert [f["path"] for f in client.volumes.list_files(vid)] == ["notes"]
+    client.volumes.delete(vid)

@@ -46,6 +46,8 @@ use crate::vms;
         vms::webhooks::create, vms::webhooks::list, vms::webhooks::get, vms::webhooks::update,
         vms::webhooks::delete, vms::webhooks::rotate_secret, vms::webhooks::test,
         vms::webhooks::verify, vms::webhooks::deliveries, vms::webhooks::replay,
+        vms::volumes::list_files, vms::volumes::download_file, vms::volumes::upload_file,
+        vms::volumes::delete_file,
     ),
     modifiers(&ApiKeyAuth),
     security(("api_key" = []), ("bearer" = [])),

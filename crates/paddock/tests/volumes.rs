@@ -379,3 +379,167 @@ async fn mounts_survive_a_restart_and_volumes_stay_private() {
     let got = c.get(&format!("/v1/volumes/{vol}")).await;
     assert_eq!(got.body["status"], "available");
 }
+
+/// A multipart form: text fields, then `file`.
+fn form(fields: &[(&str, &str)], file: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "paddock-test-boundary-7d1f";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\nContent-Type: application/octet-stream\r\n\r\n")
+            .as_bytes(),
+    );
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+async fn upload(c: &Client, vol: &str, path: &str, overwrite: bool, bytes: &[u8]) -> common::Reply {
+    let (ct, body) = form(
+        &[
+            ("path", path),
+            ("overwrite", if overwrite { "true" } else { "false" }),
+        ],
+        bytes,
+    );
+    c.send(
+        c.req(
+            reqwest::Method::POST,
+            &format!("/v1/volumes/{vol}/files/upload"),
+        )
+        .header("content-type", ct)
+        .body(body),
+    )
+    .await
+}
+
+/// A volume's files through the API, whether or not a VM has it mounted:
+/// what one side writes the other reads, uploads stop at the volume's
+/// size, and a tenant's symlinks resolve inside the volume.
+#[tokio::test]
+async fn volume_files_are_reachable_mounted_or_not_and_never_leave_the_volume() {
+    use base64::Engine;
+    let server = Server::start();
+    let c = server.client();
+    let made = c
+        .post(
+            "/v1/volumes",
+            json!({"name": "files", "quota_bytes": 64 << 20}),
+        )
+        .await;
+    assert_eq!(made.status, 200, "{:?}", made.body);
+    let vol = made.body["volume_id"].as_str().expect("id").to_owned();
+
+    // Not mounted anywhere.
+    let r = upload(&c, &vol, "/docs/a.txt", false, b"hello volume").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["size"], 12);
+    assert_eq!(
+        upload(&c, &vol, "docs/a.txt", false, b"again").await.status,
+        409
+    );
+    assert_eq!(
+        upload(&c, &vol, "docs/a.txt", true, b"hello again")
+            .await
+            .status,
+        200
+    );
+    let listed = c.get(&format!("/v1/volumes/{vol}/files?prefix=docs")).await;
+    assert_eq!(listed.status, 200, "{:?}", listed.body);
+    let paths: Vec<&str> = listed
+        .body
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|f| f["path"].as_str())
+        .collect();
+    assert_eq!(paths, ["docs/a.txt"]);
+
+    // Mounted in a VM: each side sees the other's writes; the VM's
+    // symlink out of the volume leads nowhere on the host.
+    let vm = c
+        .create_vm(json!({"volumes": [{"volume_id": vol, "mount_path": "/data"}]}))
+        .await;
+    let vm_id = vm["vm_id"].as_str().expect("vm");
+    let (out, _, _) = c
+        .exec(vm_id, "cat /data/docs/a.txt; echo from-vm > /data/vm.txt; ln -s /etc/hostname /data/escape; ln -s ../../../../../../etc /data/up")
+        .await;
+    assert_eq!(out.trim(), "hello again");
+    let got = c
+        .post(
+            &format!("/v1/volumes/{vol}/files/download"),
+            json!({"path": "vm.txt"}),
+        )
+        .await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(got.body["content"].as_str().expect("content"))
+        .expect("base64");
+    assert_eq!(bytes, b"from-vm\n");
+    for escape in ["escape", "up/hostname", "up/passwd"] {
+        let r = c
+            .post(
+                &format!("/v1/volumes/{vol}/files/download"),
+                json!({"path": escape}),
+            )
+            .await;
+        assert_eq!(r.status, 404, "{escape}: {:?}", r.body);
+    }
+    assert_eq!(
+        upload(&c, &vol, "up/planted", false, b"x").await.status / 100,
+        4
+    );
+    assert!(!std::path::Path::new("/etc/planted").exists());
+    let r = upload(&c, &vol, "from-api.txt", false, b"from-api").await;
+    assert_eq!(r.status, 200);
+    let (out, _, _) = c.exec(vm_id, "cat /data/from-api.txt").await;
+    assert_eq!(out, "from-api");
+    // The VM still has its volume after the API's calls.
+    let (out, _, _) = c.exec(vm_id, "ls /data | sort | tr '\\n' ' '").await;
+    assert_eq!(out.trim(), "docs escape from-api.txt lost+found up vm.txt");
+
+    // Quota: an upload past the volume's size is refused, whole.
+    let big = vec![7u8; (65 << 20) as usize];
+    let r = upload(&c, &vol, "big.bin", false, &big).await;
+    assert_eq!(r.status, 409, "{:?}", r.body);
+    assert!(r.body.to_string().contains("larger than the volume"));
+    let del = c
+        .delete(&format!("/v1/volumes/{vol}/files?path=docs/a.txt"))
+        .await;
+    assert_eq!(del.status, 200, "{:?}", del.body);
+    let listed = c.get(&format!("/v1/volumes/{vol}/files")).await;
+    let names: Vec<&str> = listed
+        .body
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|f| f["path"].as_str())
+        .collect();
+    assert!(
+        !names.contains(&"docs/a.txt") && !names.contains(&"big.bin"),
+        "{names:?}"
+    );
+
+    // Bad paths name the field; another account sees nothing.
+    for bad in ["../etc/passwd", "a/./b", ""] {
+        let r = c
+            .post(
+                &format!("/v1/volumes/{vol}/files/download"),
+                json!({"path": bad}),
+            )
+            .await;
+        assert_eq!(r.status, 422, "{bad}: {:?}", r.body);
+        assert!(r.body.to_string().contains("path"));
+    }
+    let other = c.with_key(Some(&server.other_account_key()));
+    assert_eq!(
+        other.get(&format!("/v1/volumes/{vol}/files")).await.status,
+        404
+    );
+    assert_eq!(upload(&other, &vol, "x", false, b"x").await.status, 404);
+}

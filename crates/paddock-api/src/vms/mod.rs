@@ -57,6 +57,10 @@ pub(crate) fn router(
             get(files::get_file).put(files::put_file),
         )
         .route("/upload", post(files::upload))
+        .route(
+            "/v1/volumes/{volume_id}/files/upload",
+            post(volumes::upload_file),
+        )
         .layer(DefaultBodyLimit::disable());
     Router::new()
         .route(
@@ -177,6 +181,14 @@ pub(crate) fn router(
         .route(
             "/v1/webhooks/endpoints/{endpoint_id}/verify",
             post(webhooks::verify),
+        )
+        .route(
+            "/v1/volumes/{volume_id}/files",
+            get(volumes::list_files).delete(volumes::delete_file),
+        )
+        .route(
+            "/v1/volumes/{volume_id}/files/download",
+            post(volumes::download_file),
         )
         .route("/v1/webhooks/deliveries", get(webhooks::deliveries))
         .route(

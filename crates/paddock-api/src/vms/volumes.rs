@@ -380,3 +380,244 @@ pub(crate) async fn unmount(
     let removed: Vec<AttachmentResponse> = removed.into_iter().map(Into::into).collect();
     Ok(Json(json!({"success": true, "unmounted": removed})))
 }
+
+// ---- files -------------------------------------------------------------------
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VolumeFilesQuery {
+    /// A directory, or a path prefix of names in one; empty: the root.
+    pub prefix: Option<String>,
+    /// Into subdirectories (default true).
+    pub recursive: Option<bool>,
+    /// 1 to 10000, default 1000.
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VolumeFileResponse {
+    /// From the volume's root.
+    pub path: String,
+    pub size: u64,
+    pub is_dir: bool,
+    pub modified_at: String,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VolumeFileQuery {
+    /// The file, from the volume's root.
+    pub path: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DownloadVolumeFileRequest {
+    /// The file, from the volume's root.
+    pub path: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VolumeFileContent {
+    pub path: String,
+    pub size: u64,
+    /// The file's bytes, base64.
+    pub content: String,
+    pub encoding: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VolumeFileWritten {
+    pub success: bool,
+    pub path: String,
+    pub size: u64,
+}
+
+/// The volume's files, whether or not a VM has it mounted.
+#[utoipa::path(get, path = "/v1/volumes/{volume_id}/files", tag = "volumes",
+    params(("volume_id" = String, Path), VolumeFilesQuery),
+    responses((status = 200, body = Vec<VolumeFileResponse>), (status = 404, body = ErrorDetail),
+        (status = 422, body = HttpValidationError)))]
+pub(crate) async fn list_files(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    ValidPath(raw): ValidPath<String>,
+    ValidQuery(q): ValidQuery<VolumeFilesQuery>,
+) -> Result<Json<Vec<VolumeFileResponse>>, ApiError> {
+    let id = volume_id(&raw)?;
+    let files = state
+        .service
+        .volumes()
+        .list_files(
+            &account,
+            &id,
+            q.prefix.as_deref().unwrap_or(""),
+            q.recursive.unwrap_or(true),
+            q.limit.unwrap_or(1000),
+        )
+        .await
+        .map_err(query_error)?;
+    Ok(Json(
+        files
+            .into_iter()
+            .map(|f| VolumeFileResponse {
+                path: f.path,
+                size: f.size,
+                is_dir: f.is_dir,
+                modified_at: paddock_core::clock::Timestamp::from_unix_millis(f.modified_unix_ms)
+                    .to_rfc3339(),
+            })
+            .collect(),
+    ))
+}
+
+/// A core refusal of a query parameter, at `["query", field]`.
+fn query_error(e: paddock_core::CoreError) -> ApiError {
+    match e {
+        paddock_core::CoreError::InvalidArgument { field, message } => {
+            ApiError::field(&["query", &field], message, "value_error")
+        }
+        other => other.into(),
+    }
+}
+
+/// A file's bytes (base64 in JSON, as the SDK reads them), at most 64 MiB.
+#[utoipa::path(post, path = "/v1/volumes/{volume_id}/files/download", tag = "volumes",
+    params(("volume_id" = String, Path)), request_body = DownloadVolumeFileRequest,
+    responses((status = 200, body = VolumeFileContent), (status = 404, body = ErrorDetail),
+        (status = 422, body = HttpValidationError)))]
+pub(crate) async fn download_file(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    ValidPath(raw): ValidPath<String>,
+    ValidJson(body): ValidJson<DownloadVolumeFileRequest>,
+) -> Result<Json<VolumeFileContent>, ApiError> {
+    use base64::Engine;
+    let id = volume_id(&raw)?;
+    let bytes = state
+        .service
+        .volumes()
+        .read_file(&account, &id, &body.path)
+        .await
+        .map_err(|e| match e {
+            paddock_core::CoreError::InvalidArgument { field, message } => {
+                ApiError::body_field(&field, message)
+            }
+            other => other.into(),
+        })?;
+    Ok(Json(VolumeFileContent {
+        path: body.path,
+        size: bytes.len() as u64,
+        content: base64::engine::general_purpose::STANDARD.encode(&bytes),
+        encoding: "base64".into(),
+    }))
+}
+
+/// Upload a file into the volume (multipart: `path`, `overwrite`, then
+/// `file`), streamed; refused past the volume's size; whole or not at all.
+#[utoipa::path(post, path = "/v1/volumes/{volume_id}/files/upload", tag = "volumes",
+    params(("volume_id" = String, Path)),
+    request_body(content_type = "multipart/form-data", description = "fields path, overwrite (true/false), file"),
+    responses((status = 200, body = VolumeFileWritten), (status = 404, body = ErrorDetail),
+        (status = 409, body = ErrorDetail), (status = 422, body = HttpValidationError)))]
+pub(crate) async fn upload_file(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    ValidPath(raw): ValidPath<String>,
+    mut form: axum::extract::Multipart,
+) -> Result<Json<VolumeFileWritten>, ApiError> {
+    let id = volume_id(&raw)?;
+    let bad_form = |e: axum::extract::multipart::MultipartError| {
+        ApiError::field(&["body"], e.body_text(), "value_error")
+    };
+    let (mut path, mut overwrite) = (None::<String>, false);
+    while let Some(mut field) = form.next_field().await.map_err(bad_form)? {
+        match field.name().unwrap_or("") {
+            "path" => path = Some(field.text().await.map_err(bad_form)?),
+            "overwrite" => {
+                let raw = field.text().await.map_err(bad_form)?;
+                overwrite = match raw.trim() {
+                    "true" | "1" => true,
+                    "false" | "0" | "" => false,
+                    _ => return Err(ApiError::body_field("overwrite", "must be true or false")),
+                };
+            }
+            "file" => {
+                let path = path.clone().ok_or_else(|| {
+                    ApiError::field(
+                        &["body", "path"],
+                        "Field required before the file",
+                        "missing",
+                    )
+                })?;
+                let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
+                let service = state.service.clone();
+                let (acct, vol, p) = (account.clone(), id.clone(), path.clone());
+                let writer = tokio::spawn(async move {
+                    let body = tokio_stream::wrappers::ReceiverStream::new(rx);
+                    service
+                        .volumes()
+                        .write_file(&acct, &vol, &p, overwrite, Box::pin(body))
+                        .await
+                });
+                loop {
+                    match field.chunk().await {
+                        Ok(Some(chunk)) => {
+                            if tx.send(Ok(chunk)).await.is_err() {
+                                break;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                            break;
+                        }
+                    }
+                }
+                drop(tx);
+                let size = writer
+                    .await
+                    .map_err(|e| {
+                        ApiError::Core(paddock_core::CoreError::Unavailable(e.to_string()))
+                    })?
+                    .map_err(|e| match e {
+                        paddock_core::CoreError::InvalidArgument { field, message } => {
+                            ApiError::body_field(&field, message)
+                        }
+                        other => other.into(),
+                    })?;
+                return Ok(Json(VolumeFileWritten {
+                    success: true,
+                    path,
+                    size,
+                }));
+            }
+            _ => {}
+        }
+    }
+    Err(ApiError::field(
+        &["body", "file"],
+        "Field required",
+        "missing",
+    ))
+}
+
+#[utoipa::path(delete, path = "/v1/volumes/{volume_id}/files", tag = "volumes",
+    params(("volume_id" = String, Path), VolumeFileQuery),
+    responses((status = 200, body = Object), (status = 404, body = ErrorDetail),
+        (status = 409, body = ErrorDetail), (status = 422, body = HttpValidationError)))]
+pub(crate) async fn delete_file(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    ValidPath(raw): ValidPath<String>,
+    ValidQuery(q): ValidQuery<VolumeFileQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = volume_id(&raw)?;
+    state
+        .service
+        .volumes()
+        .delete_file(&account, &id, &q.path)
+        .await
+        .map_err(query_error)?;
+    Ok(Json(json!({"path": q.path, "deleted": true})))
+}

@@ -29,6 +29,10 @@ use crate::service::error_chain;
 use crate::store::VolumeStore;
 use crate::volume_backend::{MountSource, VolumeBackend};
 
+/// The most a file read through the API returns (its answer is JSON,
+/// base64: the whole file in memory).
+pub const MAX_FILE_READ: u64 = 64 << 20;
+
 /// The smallest volume: room for ext4's metadata and some data.
 pub const MIN_VOLUME_BYTES: u64 = 16 << 20;
 /// The largest volume: 16 TiB.
@@ -284,6 +288,102 @@ impl Volumes {
         let data = serde_json::json!({"volume_id": id.as_str()});
         self.webhooks.emit(account, "volume.deleted", data).await;
         Ok(())
+    }
+
+    // ---- files ---------------------------------------------------------------
+    //
+    // A volume's files are read and written on the host whether or not a
+    // VM has it mounted: the live filesystem is mounted for the call when
+    // no VM holds it, and unmounted after unless one does by then. The
+    // volumes' lock is held only while the filesystem is in use, never
+    // while an upload arrives (it is spooled first).
+
+    /// Runs `op` with the volume's live filesystem mounted on the host.
+    async fn with_files<T>(
+        &self,
+        volume: &VolumeId,
+        op: impl std::future::Future<Output = Result<T, CoreError>>,
+    ) -> Result<T, CoreError> {
+        let _lock = self.lock.lock().await;
+        let live = MountSource {
+            volume: volume.clone(),
+            checkpoint: None,
+        };
+        self.backend.mount(&live).await?;
+        let result = op.await;
+        self.unmount_if_unused(&live).await;
+        result
+    }
+
+    /// The files under `prefix`, at most `limit` (1 to 10000).
+    pub async fn list_files(
+        &self,
+        account: &AccountId,
+        id: &VolumeId,
+        prefix: &str,
+        recursive: bool,
+        limit: usize,
+    ) -> Result<Vec<crate::volume_backend::VolumeFile>, CoreError> {
+        if !(1..=10_000).contains(&limit) {
+            return Err(CoreError::invalid("limit", "must be from 1 to 10000"));
+        }
+        let volume = self.get(account, id).await?;
+        self.with_files(
+            &volume.id,
+            self.backend
+                .list_files(&volume.id, prefix, recursive, limit),
+        )
+        .await
+    }
+
+    /// A file's bytes, at most [`MAX_FILE_READ`].
+    pub async fn read_file(
+        &self,
+        account: &AccountId,
+        id: &VolumeId,
+        path: &str,
+    ) -> Result<Vec<u8>, CoreError> {
+        let volume = self.get(account, id).await?;
+        self.with_files(
+            &volume.id,
+            self.backend.read_file(&volume.id, path, MAX_FILE_READ),
+        )
+        .await
+    }
+
+    /// Writes an upload to `path` (parents made), whole or not at all; an
+    /// upload past the volume's size is refused as it arrives.
+    pub async fn write_file(
+        &self,
+        account: &AccountId,
+        id: &VolumeId,
+        path: &str,
+        overwrite: bool,
+        data: crate::exec::ByteStream,
+    ) -> Result<u64, CoreError> {
+        let volume = self.get(account, id).await?;
+        let upload = self
+            .backend
+            .spool(&volume.id, data, volume.size_bytes)
+            .await?;
+        self.with_files(
+            &volume.id,
+            self.backend
+                .place_file(&volume.id, &upload, path, overwrite),
+        )
+        .await
+    }
+
+    /// Removes a file or an empty directory.
+    pub async fn delete_file(
+        &self,
+        account: &AccountId,
+        id: &VolumeId,
+        path: &str,
+    ) -> Result<(), CoreError> {
+        let volume = self.get(account, id).await?;
+        self.with_files(&volume.id, self.backend.delete_file(&volume.id, path))
+            .await
     }
 
     // ---- checkpoints -------------------------------------------------------

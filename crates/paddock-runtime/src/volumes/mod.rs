@@ -17,6 +17,7 @@
 
 mod copy;
 mod ext4;
+mod files;
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -26,7 +27,7 @@ use crate::sys;
 use async_trait::async_trait;
 use paddock_core::error::{CoreError, RuntimeError};
 use paddock_core::ids::{CheckpointId, VolumeId};
-use paddock_core::volume_backend::{MountSource, VolumeBackend};
+use paddock_core::volume_backend::{MountSource, Spooled, VolumeBackend, VolumeFile};
 
 pub use copy::CopyKind;
 use ext4::Ext4Error;
@@ -40,6 +41,28 @@ pub struct Ext4Volumes {
 fn host(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> CoreError {
     let what = what.into();
     move |e| CoreError::Runtime(RuntimeError::host(what, e))
+}
+
+/// A file operation's failure as the core's error: the path's fault is
+/// the caller's (422, 404, 409), the host's is a runtime error.
+fn file_error(e: files::FileError) -> CoreError {
+    use files::FileError as F;
+    match e {
+        F::BadPath(m) => CoreError::invalid("path", m),
+        F::NotFound(p) => CoreError::not_found("file", p),
+        F::Exists(p) => CoreError::Conflict(format!(
+            "{p} already exists; overwrite it with overwrite=true"
+        )),
+        F::IsDirectory(p) => CoreError::FailedPrecondition(format!("{p} is a directory")),
+        F::NotEmpty(p) => {
+            CoreError::FailedPrecondition(format!("{p} is a directory that is not empty"))
+        }
+        F::Full => {
+            CoreError::FailedPrecondition("the volume is full: grow it, or delete files".into())
+        }
+        e @ F::TooLarge(..) => CoreError::invalid("path", e.to_string()),
+        F::Io { what, source } => CoreError::Runtime(RuntimeError::host(what, source)),
+    }
 }
 
 fn tool(e: Ext4Error) -> CoreError {
@@ -315,6 +338,85 @@ impl VolumeBackend for Ext4Volumes {
     async fn unmount(&self, source: &MountSource) -> Result<(), CoreError> {
         let dir = self.mountpoint(source);
         blocking(move || ext4::unmount(&dir).map_err(host(dir.display().to_string()))).await
+    }
+
+    async fn spool(
+        &self,
+        volume: &VolumeId,
+        mut data: paddock_core::exec::ByteStream,
+        max_bytes: u64,
+    ) -> Result<Spooled, CoreError> {
+        use futures::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        let dir = self.dir(volume).join("uploads");
+        mkdir_private(&dir)?;
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!("{}-{n}", std::process::id()));
+        let mut spooled = Spooled { path, size: 0 };
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&spooled.path)
+            .await
+            .map_err(host("an upload's spool file"))?;
+        while let Some(chunk) = data.next().await {
+            let chunk = chunk
+                .map_err(|e| CoreError::invalid("file", format!("the upload broke off: {e}")))?;
+            spooled.size += chunk.len() as u64;
+            if spooled.size > max_bytes {
+                return Err(CoreError::FailedPrecondition(format!(
+                    "the upload is larger than the volume ({max_bytes} bytes): grow it first"
+                )));
+            }
+            file.write_all(&chunk)
+                .await
+                .map_err(host("an upload's spool file"))?;
+        }
+        file.flush().await.map_err(host("an upload's spool file"))?;
+        Ok(spooled)
+    }
+
+    async fn list_files(
+        &self,
+        volume: &VolumeId,
+        prefix: &str,
+        recursive: bool,
+        limit: usize,
+    ) -> Result<Vec<VolumeFile>, CoreError> {
+        let dir = self.mountpoint(&self.live(volume));
+        let prefix = prefix.to_owned();
+        blocking(move || files::list(&dir, &prefix, recursive, limit).map_err(file_error)).await
+    }
+
+    async fn read_file(
+        &self,
+        volume: &VolumeId,
+        path: &str,
+        max_bytes: u64,
+    ) -> Result<Vec<u8>, CoreError> {
+        let dir = self.mountpoint(&self.live(volume));
+        let path = path.to_owned();
+        blocking(move || files::read(&dir, &path, max_bytes).map_err(file_error)).await
+    }
+
+    async fn place_file(
+        &self,
+        volume: &VolumeId,
+        upload: &Spooled,
+        path: &str,
+        overwrite: bool,
+    ) -> Result<u64, CoreError> {
+        let dir = self.mountpoint(&self.live(volume));
+        let (source, path) = (upload.path.clone(), path.to_owned());
+        blocking(move || files::place(&dir, &source, &path, overwrite).map_err(file_error)).await
+    }
+
+    async fn delete_file(&self, volume: &VolumeId, path: &str) -> Result<(), CoreError> {
+        let dir = self.mountpoint(&self.live(volume));
+        let path = path.to_owned();
+        blocking(move || files::delete(&dir, &path).map_err(file_error)).await
     }
 
     async fn unmount_all_except(&self, keep: &[MountSource]) -> Result<usize, CoreError> {
