@@ -261,7 +261,7 @@ pub async fn layer(
                     http_status: status,
                     ..event
                 };
-                write(audit, &event).await;
+                write(audit, event).await;
             }
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %error_chain(&e), "audit: note a key's address"),
@@ -319,7 +319,7 @@ pub async fn layer(
             .flatten(),
         ..base_event(&actor_fields(actor.as_ref()), &address, &method, &path)
     };
-    write(audit, &event).await;
+    write(audit, event).await;
     response
 }
 
@@ -364,9 +364,10 @@ fn base_event(actor: &ActorFields, address: &str, method: &Method, path: &str) -
     }
 }
 
-async fn write(audit: &paddock_core::audit::Audit, event: &AuditEvent) {
+async fn write(audit: &paddock_core::audit::Audit, event: AuditEvent) {
+    let event_type = event.event_type.clone();
     if let Err(e) = audit.record(event).await {
-        tracing::error!(error = %error_chain(&e), event_type = %event.event_type,
+        tracing::error!(error = %error_chain(&e), %event_type,
             "audit: an event could not be recorded");
     }
 }

@@ -212,6 +212,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     tokio::spawn(
         Arc::clone(service.audit()).run_retention(paddock_core::service::Shutdown(stop_rx.clone())),
     );
+    let audit_writer = tokio::spawn(
+        Arc::clone(service.audit()).run_writer(paddock_core::service::Shutdown(stop_rx.clone())),
+    );
     tokio::spawn(
         Arc::clone(service.webhooks())
             .run_deliverer(paddock_core::service::Shutdown(stop_rx.clone())),
@@ -295,6 +298,8 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     paddock_api::server::serve(listener, app, http_limits, shutdown_signal()).await;
     let _ = stop_tx.send(true);
     let _ = sweeper.await;
+    // What the audit writer still held is written before the process ends.
+    let _ = audit_writer.await;
     // The pool's sandboxes belong to no VM: they stop with the server.
     let _ = warm_pool.await;
     tracing::info!("stopped; sandboxes keep running");

@@ -519,3 +519,29 @@ async fn a_refused_key_of_the_account_is_in_its_log() {
     assert_eq!(items[0]["event_payload"]["http_status"], 401);
     assert!(!page.body.to_string().contains(&key));
 }
+
+/// Events are written behind the calls, in batches; a server stopped as
+/// an operator stops it writes what it still held first.
+#[tokio::test]
+async fn audit_events_queued_at_shutdown_are_written() {
+    let mut server = Server::start();
+    let c = server.client();
+    for n in 0..50 {
+        let r = c
+            .post("/v1/vaults", json!({"name": format!("burst-{n}")}))
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+    server.terminate();
+    server.restart();
+    let c = server.client();
+    let page = c
+        .get("/v1/audit/events?event_type=vaults.create&limit=200")
+        .await;
+    assert_eq!(
+        page.body["items"].as_array().map(Vec::len),
+        Some(50),
+        "{:?}",
+        page.body
+    );
+}

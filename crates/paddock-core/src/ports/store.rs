@@ -398,9 +398,11 @@ pub trait UsageStore: Send + Sync {
 /// The audit log: appended to, read, and pruned by age only.
 #[async_trait]
 pub trait AuditStore: Send + Sync {
-    /// Appends an event; returns its position (for cursors).
-    async fn insert_audit_event(&self, event: &crate::model::AuditEvent)
-        -> Result<i64, StoreError>;
+    /// Appends events, in one transaction.
+    async fn insert_audit_events(
+        &self,
+        events: &[crate::model::AuditEvent],
+    ) -> Result<(), StoreError>;
     /// The account's events matching `filter`, newest first, with their
     /// positions.
     async fn list_audit_events(

@@ -74,35 +74,38 @@ impl EventRow {
 
 #[async_trait]
 impl AuditStore for SqliteStore {
-    async fn insert_audit_event(&self, e: &AuditEvent) -> Result<i64, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO audit_events (id, account_id, created_at, event_group, event_type, \
-             status, actor_key_id, user_email, vm_id, session_id, resource_type, resource_id, \
-             request_id, source_address, method, path, http_status, error_message) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(e.id.as_str())
-        .bind(e.account_id.as_ref().map(AccountId::as_str))
-        .bind(e.created_at.unix_millis())
-        .bind(&e.event_group)
-        .bind(&e.event_type)
-        .bind(e.status.as_str())
-        .bind(&e.actor_key_id)
-        .bind(&e.user_email)
-        .bind(&e.vm_id)
-        .bind(&e.session_id)
-        .bind(&e.resource_type)
-        .bind(&e.resource_id)
-        .bind(&e.request_id)
-        .bind(&e.source_address)
-        .bind(&e.method)
-        .bind(&e.path)
-        .bind(i64::from(e.http_status))
-        .bind(&e.error_message)
-        .execute(&self.pool)
-        .await
-        .map_err(db_err)?;
-        Ok(done.last_insert_rowid())
+    async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        for e in events {
+            sqlx::query(
+                "INSERT INTO audit_events (id, account_id, created_at, event_group, event_type, \
+                 status, actor_key_id, user_email, vm_id, session_id, resource_type, resource_id, \
+                 request_id, source_address, method, path, http_status, error_message) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(e.id.as_str())
+            .bind(e.account_id.as_ref().map(AccountId::as_str))
+            .bind(e.created_at.unix_millis())
+            .bind(&e.event_group)
+            .bind(&e.event_type)
+            .bind(e.status.as_str())
+            .bind(&e.actor_key_id)
+            .bind(&e.user_email)
+            .bind(&e.vm_id)
+            .bind(&e.session_id)
+            .bind(&e.resource_type)
+            .bind(&e.resource_id)
+            .bind(&e.request_id)
+            .bind(&e.source_address)
+            .bind(&e.method)
+            .bind(&e.path)
+            .bind(i64::from(e.http_status))
+            .bind(&e.error_message)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)
     }
 
     async fn list_audit_events(
