@@ -27,6 +27,7 @@ pub mod documents;
 pub mod error;
 pub mod ids;
 pub mod keyed_locks;
+pub mod paging;
 pub mod secrets;
 
 pub use artifacts::{build, dockerfile, snapshots};

@@ -166,33 +166,12 @@ pub(crate) async fn upload(
                     .service
                     .session_latest_vm(&account, &session_id(&sid)?)
                     .await?;
-                let (tx, rx) = mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
                 let service = state.service.clone();
                 let (acct, vm_id, p) = (account.clone(), vm.id.clone(), path.clone());
-                let writer = tokio::spawn(async move {
-                    let body = tokio_stream::wrappers::ReceiverStream::new(rx);
-                    service
-                        .write_file(&acct, &vm_id, &p, None, Box::pin(body))
-                        .await
-                });
-                loop {
-                    match field.chunk().await {
-                        Ok(Some(chunk)) => {
-                            if tx.send(Ok(chunk)).await.is_err() {
-                                break;
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
-                            break;
-                        }
-                    }
-                }
-                drop(tx);
-                let size = writer.await.map_err(|e| {
-                    ApiError::Status(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-                })??;
+                let size = stream_field(&mut field, move |body| async move {
+                    service.write_file(&acct, &vm_id, &p, None, body).await
+                })
+                .await?;
                 return Ok(Json(Uploaded {
                     status: "success".to_owned(),
                     remote_path: path.as_str().to_owned(),
@@ -208,6 +187,43 @@ pub(crate) async fn upload(
         "Field required",
         "missing",
     ))
+}
+
+/// Hands a multipart field's bytes to `write` as a stream while they
+/// arrive (never the whole file in memory), and returns what it returns
+/// once the field has ended. A field that breaks off ends the stream
+/// with an error.
+pub(crate) async fn stream_field<T, F, Fut>(
+    field: &mut axum::extract::multipart::Field<'_>,
+    write: F,
+) -> Result<T, paddock_core::CoreError>
+where
+    F: FnOnce(paddock_core::exec::ByteStream) -> Fut,
+    Fut: std::future::Future<Output = Result<T, paddock_core::CoreError>> + Send + 'static,
+    T: Send + 'static,
+{
+    let (tx, rx) = mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
+    let writer = tokio::spawn(write(Box::pin(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+    )));
+    loop {
+        match field.chunk().await {
+            Ok(Some(chunk)) => {
+                if tx.send(Ok(chunk)).await.is_err() {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                break;
+            }
+        }
+    }
+    drop(tx);
+    writer
+        .await
+        .map_err(|e| paddock_core::CoreError::Unavailable(format!("the upload's writer: {e}")))?
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -550,42 +550,21 @@ pub(crate) async fn upload_file(
                         "missing",
                     )
                 })?;
-                let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
                 let service = state.service.clone();
                 let (acct, vol, p) = (account.clone(), id.clone(), path.clone());
-                let writer = tokio::spawn(async move {
-                    let body = tokio_stream::wrappers::ReceiverStream::new(rx);
+                let size = super::files::stream_field(&mut field, move |body| async move {
                     service
                         .volumes()
-                        .write_file(&acct, &vol, &p, overwrite, Box::pin(body))
+                        .write_file(&acct, &vol, &p, overwrite, body)
                         .await
-                });
-                loop {
-                    match field.chunk().await {
-                        Ok(Some(chunk)) => {
-                            if tx.send(Ok(chunk)).await.is_err() {
-                                break;
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
-                            break;
-                        }
+                })
+                .await
+                .map_err(|e| match e {
+                    paddock_core::CoreError::InvalidArgument { field, message } => {
+                        ApiError::body_field(&field, message)
                     }
-                }
-                drop(tx);
-                let size = writer
-                    .await
-                    .map_err(|e| {
-                        ApiError::Core(paddock_core::CoreError::Unavailable(e.to_string()))
-                    })?
-                    .map_err(|e| match e {
-                        paddock_core::CoreError::InvalidArgument { field, message } => {
-                            ApiError::body_field(&field, message)
-                        }
-                        other => other.into(),
-                    })?;
+                    other => other.into(),
+                })?;
                 return Ok(Json(VolumeFileWritten {
                     success: true,
                     path,

@@ -150,24 +150,12 @@ impl Audit {
         mut filter: AuditFilter,
         cursor: Option<&str>,
     ) -> Result<AuditPage, CoreError> {
-        if !(1..=200).contains(&filter.limit) {
-            return Err(CoreError::invalid("limit", "must be from 1 to 200"));
-        }
-        filter.before_seq = cursor
-            .map(|c| {
-                c.parse::<i64>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| CoreError::invalid("cursor", "is not a cursor of this log"))
-            })
-            .transpose()?;
+        filter.before_seq = crate::paging::before(filter.limit, cursor)?;
         self.caught_up().await;
         let rows = self.store.list_audit_events(account, &filter).await?;
-        let next_cursor = (rows.len() == filter.limit as usize)
-            .then(|| rows.last().map(|(seq, _)| seq.to_string()))
-            .flatten();
+        let (events, next_cursor) = crate::paging::split(rows, filter.limit);
         Ok(AuditPage {
-            events: rows.into_iter().map(|(_, e)| e).collect(),
+            events,
             next_cursor,
         })
     }

@@ -448,23 +448,11 @@ impl Webhooks {
         mut filter: DeliveryFilter,
         cursor: Option<&str>,
     ) -> Result<DeliveryPage, CoreError> {
-        if !(1..=200).contains(&filter.limit) {
-            return Err(CoreError::invalid("limit", "must be from 1 to 200"));
-        }
-        filter.before_seq = cursor
-            .map(|c| {
-                c.parse::<i64>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| CoreError::invalid("cursor", "is not a cursor of this list"))
-            })
-            .transpose()?;
+        filter.before_seq = crate::paging::before(filter.limit, cursor)?;
         let rows = self.store.list_webhook_deliveries(account, &filter).await?;
-        let next_cursor = (rows.len() == filter.limit as usize)
-            .then(|| rows.last().map(|(seq, _)| seq.to_string()))
-            .flatten();
+        let (deliveries, next_cursor) = crate::paging::split(rows, filter.limit);
         Ok(DeliveryPage {
-            deliveries: rows.into_iter().map(|(_, d)| d).collect(),
+            deliveries,
             next_cursor,
         })
     }
