@@ -162,18 +162,31 @@ impl Service {
                 _ = tokio::time::sleep(interval) => {}
                 _ = shutdown.cancelled() => return,
             }
-            if let Err(e) = self.meter_once(&mut meter, interval).await {
+            if let Err(e) = Arc::clone(&self).meter_once(&mut meter, interval).await {
                 tracing::warn!(error = %error_chain(&e), "metering: a sample failed");
             }
         }
     }
 
-    async fn meter_once(&self, meter: &mut Meter, interval: Duration) -> Result<(), CoreError> {
+    async fn meter_once(
+        self: Arc<Self>,
+        meter: &mut Meter,
+        interval: Duration,
+    ) -> Result<(), CoreError> {
+        let began = std::time::Instant::now();
         let running = self
             .store
             .list_vms_in(&VmStatusSet::of(&[VmStatus::Running]))
             .await?;
-        let samples: Vec<VmSample> = running.iter().map(|vm| self.sample(vm)).collect();
+        let count = running.len();
+        // Three small file reads per sandbox: off the async workers.
+        let this = Arc::clone(&self);
+        let samples: Vec<VmSample> =
+            tokio::task::spawn_blocking(move || running.iter().map(|vm| this.sample(vm)).collect())
+                .await
+                .map_err(|e| {
+                    CoreError::Unavailable(format!("metering: the sample task failed: {e}"))
+                })?;
         let now = Timestamp::now();
         let advance = meter.advance(now, interval, &samples);
         let held = self.stored_bytes().await?;
@@ -182,6 +195,11 @@ impl Service {
         self.store
             .record_usage(&records, &advance.cursors, &advance.ended)
             .await?;
+        tracing::debug!(
+            vms = count,
+            elapsed_us = began.elapsed().as_micros() as u64,
+            "metering: a sample taken"
+        );
         Ok(())
     }
 
