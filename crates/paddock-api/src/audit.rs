@@ -161,6 +161,8 @@ pub fn catalog() -> &'static std::collections::BTreeMap<String, Vec<String>> {
             "auth".into(),
             vec!["auth.failure".into(), "auth.new_address".into()],
         );
+        // Logins through the SSH gateway (`paddock-ssh`).
+        out.insert("ssh".into(), vec!["ssh.login".into()]);
         let doc: serde_json::Value =
             serde_json::from_str(&crate::openapi::document_json()).unwrap_or_default();
         if let Some(paths) = doc.get("paths").and_then(|p| p.as_object()) {

@@ -9,6 +9,69 @@ use paddock_core::model::Principal;
 use crate::Gateway;
 
 impl Gateway {
+    /// Records an SSH login in the audit log: `ssh.login` for the account
+    /// it acted for, or `auth.failure` (no account's) for a key nobody
+    /// registered. The key's fingerprint names the actor; nothing secret
+    /// is known here.
+    pub async fn audit_ssh_login(
+        &self,
+        fingerprint: &str,
+        environment: &str,
+        peer: Option<std::net::SocketAddr>,
+        outcome: Result<&(Principal, VmId), &CoreError>,
+    ) {
+        use paddock_core::clock::Timestamp;
+        use paddock_core::model::{AuditEvent, AuditStatus};
+        let (account, user, vm, status, kind, error) = match outcome {
+            Ok((who, vm)) => (
+                Some(who.account_id.clone()),
+                Some(who.user_email.clone()),
+                Some(vm.to_string()),
+                AuditStatus::Success,
+                ("ssh", "ssh.login"),
+                None,
+            ),
+            Err(e @ CoreError::Unauthenticated) => (
+                None,
+                None,
+                None,
+                AuditStatus::Denied,
+                ("auth", "auth.failure"),
+                Some(e.to_string()),
+            ),
+            // A registered key that reaches no connected environment:
+            // its holder is told why; the refusal is not an auth failure.
+            Err(_) => return,
+        };
+        let event = AuditEvent {
+            id: paddock_core::ids::AuditEventId::generate(),
+            account_id: account,
+            created_at: Timestamp::now(),
+            event_group: kind.0.into(),
+            event_type: kind.1.into(),
+            status,
+            actor_key_id: Some(format!("ssh:{fingerprint}")),
+            user_email: user,
+            vm_id: vm,
+            session_id: None,
+            resource_type: Some("environment".into()),
+            resource_id: Some(environment.to_owned()),
+            request_id: uuid::Uuid::new_v4().to_string(),
+            source_address: peer.map_or_else(|| "unknown".into(), |p| p.ip().to_string()),
+            method: "SSH".into(),
+            path: environment.to_owned(),
+            http_status: if status == AuditStatus::Success {
+                200
+            } else {
+                401
+            },
+            error_message: error,
+        };
+        if let Err(e) = self.core.audit().record(event).await {
+            tracing::warn!(error = %e, "audit: an SSH login could not be recorded");
+        }
+    }
+
     /// Whom an SSH login with the key `fingerprint` as `environment` acts
     /// for, and the sandbox it reaches: the first user (of any account)
     /// who registered the key and may see the environment, which must be

@@ -224,7 +224,11 @@ impl russh::server::Handler for Connection {
 
     async fn auth_publickey(&mut self, user: &str, key: &PublicKey) -> Result<Auth, Self::Error> {
         let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
-        match self.environments.ssh_login(&fingerprint, user).await {
+        let outcome = self.environments.ssh_login(&fingerprint, user).await;
+        self.environments
+            .audit_ssh_login(&fingerprint, user, self.peer, outcome.as_ref())
+            .await;
+        match outcome {
             Ok(login) => {
                 tracing::info!(environment = user, user = %login.0.user_email, peer = ?self.peer, "SSH login");
                 self.login = Some(login);

@@ -1223,6 +1223,17 @@ async fn openssh_logs_in_through_the_gateway() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "out\nsandbox\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    // The login is in the account's audit log, by the key's fingerprint.
+    let logins = gw.c.get("/v1/audit/events?event_type=ssh.login").await;
+    let first = &logins.body["items"][0];
+    assert_eq!(first["status"], "success", "{}", logins.body);
+    assert_eq!(first["resource_id"], "dev");
+    assert!(first["actor_id"]
+        .as_str()
+        .is_some_and(|a| a.starts_with("ssh:SHA256:")));
+    assert!(first["vm_id"]
+        .as_str()
+        .is_some_and(|v| v.starts_with("vm_")));
     // A command past the kernel's 128 KiB per argument: the client joins
     // its arguments (each under the limit on this side) into one.
     let (a, b) = ("x".repeat(100 * 1024), "y".repeat(100 * 1024));
