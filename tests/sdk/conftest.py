@@ -55,7 +55,12 @@ class Server:
             except OSError:
                 time.sleep(0.02)
         else:
-            raise RuntimeError("paddock did not start")
+            # Leave nothing behind (the process, its mounts and
+            # namespaces), and say why it did not start.
+            self.log.flush()
+            why = (self.dir / "server.log").read_text(errors="replace")[-3000:]
+            self.stop()
+            raise RuntimeError(f"paddock did not start:\n{why}")
         self.key = (self.data / "admin.key").read_text().strip()
 
     def stop(self):
