@@ -48,7 +48,7 @@ class Server:
             env=self.env,
         )
         deadline = time.time() + 20
-        while time.time() < deadline:
+        while time.time() < deadline and self.proc.poll() is None:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
                 break

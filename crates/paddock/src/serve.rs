@@ -51,6 +51,11 @@ fn write_admin_key(path: &Path, secret: &str) -> anyhow::Result<()> {
 }
 
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
+    // Settings that need no host are checked before anything is set up
+    // (a network, lxcfs, the microVM kernel), so a typo costs nothing.
+    let usage_interval = config.usage.interval()?;
+    let audit_retention = config.audit.retention()?;
+    let webhook_sender = config.webhooks.sender()?;
     let _held = crate::data_lock::lock(&config.data_dir, "serving it")?;
     // Absolute from here on: helpers resolve the paths they are given
     // from directories of their own (a sandbox's run dir, lxcfs's).
@@ -161,7 +166,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             domain_dns: Arc::new(paddock_net::rfc2136::Rfc2136 {
                 address: config.shares.public_address,
             }),
-            webhooks: config.webhooks.sender()?,
+            webhooks: webhook_sender,
         },
         Arc::new(crate::master_key::load(&config.data_dir).context("load the vault master key")?),
         ServiceConfig {
@@ -170,9 +175,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             default_egress: config.default_egress()?,
             warm_pool: config.sandbox.warm_pool,
             quotas: Arc::new(config.quotas.to_quotas()),
-            usage_interval: config.usage.interval()?,
+            usage_interval,
             usage_prices: config.usage.prices(),
-            audit_retention: config.audit.retention()?,
+            audit_retention,
             ..ServiceConfig::default()
         },
     );
