@@ -10,14 +10,14 @@ use paddock_core::StoreError;
 use sqlx::FromRow;
 
 use super::rows::{db_err, parse, ts};
-use super::SqliteStore;
+use super::{Owned, SqliteStore};
 
 const COLUMNS: &str = "seq, id, account_id, created_at, event_group, event_type, status, \
     actor_key_id, user_email, vm_id, session_id, resource_type, resource_id, request_id, \
     source_address, method, path, http_status, error_message";
 
 #[derive(FromRow)]
-struct EventRow {
+pub(super) struct EventRow {
     seq: i64,
     id: String,
     account_id: Option<String>,
@@ -37,6 +37,15 @@ struct EventRow {
     path: String,
     http_status: i64,
     error_message: Option<String>,
+}
+
+impl Owned for AuditEvent {
+    const TABLE: &'static str = "audit_events";
+    const COLUMNS: &'static str = COLUMNS;
+    type Row = EventRow;
+    fn from_row(row: EventRow) -> Result<Self, StoreError> {
+        row.into_event().map(|(_, e)| e)
+    }
 }
 
 impl EventRow {
@@ -159,15 +168,7 @@ impl AuditStore for SqliteStore {
         account: &AccountId,
         id: &AuditEventId,
     ) -> Result<Option<AuditEvent>, StoreError> {
-        let row: Option<EventRow> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM audit_events WHERE account_id = ? AND id = ?"
-        ))
-        .bind(account.as_str())
-        .bind(id.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
-        row.map(|r| r.into_event().map(|(_, e)| e)).transpose()
+        self.get_owned(account, id.as_str()).await
     }
 
     async fn prune_audit_events(&self, before: Timestamp) -> Result<u64, StoreError> {

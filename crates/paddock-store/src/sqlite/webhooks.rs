@@ -12,7 +12,7 @@ use paddock_core::StoreError;
 use sqlx::FromRow;
 
 use super::rows::{db_err, parse, ts};
-use super::SqliteStore;
+use super::{Owned, SqliteStore};
 
 const ENDPOINT_COLUMNS: &str = "id, account_id, url, description, event_patterns, enabled, \
     timeout_seconds, max_retries, created_at, updated_at";
@@ -20,7 +20,7 @@ const DELIVERY_COLUMNS: &str = "seq, id, account_id, endpoint_id, event_id, even
     status, attempts, next_attempt_at, last_status_code, last_error, created_at, updated_at";
 
 #[derive(FromRow)]
-struct EndpointRow {
+pub(super) struct EndpointRow {
     id: String,
     account_id: String,
     url: String,
@@ -31,6 +31,24 @@ struct EndpointRow {
     max_retries: i64,
     created_at: i64,
     updated_at: i64,
+}
+
+impl Owned for WebhookEndpoint {
+    const TABLE: &'static str = "webhook_endpoints";
+    const COLUMNS: &'static str = ENDPOINT_COLUMNS;
+    type Row = EndpointRow;
+    fn from_row(row: EndpointRow) -> Result<Self, StoreError> {
+        row.into_endpoint()
+    }
+}
+
+impl Owned for WebhookDelivery {
+    const TABLE: &'static str = "webhook_deliveries";
+    const COLUMNS: &'static str = DELIVERY_COLUMNS;
+    type Row = DeliveryRow;
+    fn from_row(row: DeliveryRow) -> Result<Self, StoreError> {
+        row.into_delivery().map(|(_, d)| d)
+    }
 }
 
 impl EndpointRow {
@@ -52,7 +70,7 @@ impl EndpointRow {
 }
 
 #[derive(FromRow)]
-struct DeliveryRow {
+pub(super) struct DeliveryRow {
     seq: i64,
     id: String,
     account_id: String,
@@ -213,15 +231,7 @@ impl WebhookStore for SqliteStore {
         account: &AccountId,
         id: &WebhookEndpointId,
     ) -> Result<Option<WebhookEndpoint>, StoreError> {
-        let row: Option<EndpointRow> = sqlx::query_as(&format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE account_id = ? AND id = ?"
-        ))
-        .bind(account.as_str())
-        .bind(id.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
-        row.map(EndpointRow::into_endpoint).transpose()
+        self.get_owned(account, id.as_str()).await
     }
 
     async fn list_webhook_endpoints(
@@ -336,15 +346,7 @@ impl WebhookStore for SqliteStore {
         account: &AccountId,
         id: &WebhookDeliveryId,
     ) -> Result<Option<WebhookDelivery>, StoreError> {
-        let row: Option<DeliveryRow> = sqlx::query_as(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE account_id = ? AND id = ?"
-        ))
-        .bind(account.as_str())
-        .bind(id.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
-        row.map(|r| r.into_delivery().map(|(_, d)| d)).transpose()
+        self.get_owned(account, id.as_str()).await
     }
 
     async fn list_webhook_deliveries(
