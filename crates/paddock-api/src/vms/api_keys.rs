@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use super::dto::nullable_text;
 use super::error::{ApiError, ErrorDetail, HttpValidationError};
 use super::extract::{Caller, ValidJson, ValidPath};
 use crate::AppState;
@@ -40,19 +41,13 @@ pub struct CreateApiKeyRequest {
 pub struct UpdateApiKeyRequest {
     pub name: Option<String>,
     /// A new description; `null` clears it.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::dto::present")]
     #[schema(value_type = Option<String>)]
     pub description: Option<Value>,
     /// A new expiry (RFC 3339, in the future); `null` clears it.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::dto::present")]
     #[schema(value_type = Option<String>)]
     pub expires_at: Option<Value>,
-}
-
-/// A field that is present, `null` included (serde reads a `null`
-/// `Option` as absent).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -98,16 +93,6 @@ fn response(k: &ApiKey, secret: Option<String>) -> ApiKeyResponse {
 fn instant(field: &str, raw: &str) -> Result<Timestamp, ApiError> {
     Timestamp::parse_rfc3339(raw)
         .ok_or_else(|| ApiError::body_field(field, format!("{raw:?} is not an RFC 3339 time")))
-}
-
-/// `null` (cleared), a string, or absent (unchanged).
-fn nullable_text(field: &str, raw: Option<Value>) -> Result<Option<Option<String>>, ApiError> {
-    match raw {
-        None => Ok(None),
-        Some(Value::Null) => Ok(Some(None)),
-        Some(Value::String(s)) => Ok(Some(Some(s))),
-        Some(_) => Err(ApiError::body_field(field, "must be a string or null")),
-    }
 }
 
 #[utoipa::path(post, path = "/v1/api-keys/", tag = "api-keys", request_body = CreateApiKeyRequest,

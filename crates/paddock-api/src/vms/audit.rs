@@ -183,12 +183,7 @@ pub(crate) async fn events(
         .audit()
         .events(&account, filter, q.cursor.as_deref())
         .await
-        .map_err(|e| match e {
-            paddock_core::CoreError::InvalidArgument { field, message } => {
-                ApiError::field(&["query", &field], message, "value_error")
-            }
-            other => other.into(),
-        })?;
+        .map_err(ApiError::in_query)?;
     Ok(Json(AuditEventPage {
         items: page.events.into_iter().map(response).collect(),
         next_cursor: page.next_cursor,

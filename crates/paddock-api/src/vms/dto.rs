@@ -456,3 +456,26 @@ pub struct EgressPolicyBody {
     /// IPv4 addresses or CIDRs refused before any allow rule.
     pub denied_cidrs: Option<Vec<String>>,
 }
+
+/// A PATCH field that is present, `null` included (serde reads a `null`
+/// `Option` as absent): `deserialize_with` it, beside `default`.
+pub(crate) fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+/// A nullable text field of a PATCH read with [`present`]: absent
+/// (unchanged), `null` (cleared) or a string.
+pub(crate) fn nullable_text(
+    field: &str,
+    raw: Option<Value>,
+) -> Result<Option<Option<String>>, super::error::ApiError> {
+    match raw {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(Value::String(s)) => Ok(Some(Some(s))),
+        Some(_) => Err(super::error::ApiError::body_field(
+            field,
+            "must be a string or null",
+        )),
+    }
+}

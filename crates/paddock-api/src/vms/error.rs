@@ -55,6 +55,18 @@ impl ApiError {
         Self::field(&["body", field], msg, "value_error")
     }
 
+    /// A core error from a call whose arguments came in the query: a
+    /// refused argument is at `["query", field]` (the default puts it in
+    /// the body).
+    pub fn in_query(e: CoreError) -> Self {
+        match e {
+            CoreError::InvalidArgument { field, message } => {
+                Self::field(&["query", &field], message, "value_error")
+            }
+            other => other.into(),
+        }
+    }
+
     pub fn not_found(what: &str) -> Self {
         Self::Status(StatusCode::NOT_FOUND, format!("{what} not found"))
     }

@@ -94,7 +94,7 @@ pub(crate) async fn breakdown(
         q.end_date.as_deref(),
         q.days.unwrap_or(30),
     )
-    .map_err(query_error)?;
+    .map_err(ApiError::in_query)?;
     let usage = state.service.usage();
     let report = usage.report(&who.account_id, range).await?;
     let prices = usage.prices();
@@ -120,16 +120,6 @@ pub(crate) async fn breakdown(
             })
             .collect(),
     }))
-}
-
-/// A query parameter the core refused, at `["query", field]`.
-fn query_error(e: paddock_core::CoreError) -> ApiError {
-    match e {
-        paddock_core::CoreError::InvalidArgument { field, message } => {
-            ApiError::field(&["query", &field], message, "value_error")
-        }
-        other => other.into(),
-    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -456,7 +456,7 @@ pub(crate) async fn list_files(
             q.limit.unwrap_or(1000),
         )
         .await
-        .map_err(query_error)?;
+        .map_err(ApiError::in_query)?;
     Ok(Json(
         files
             .into_iter()
@@ -469,16 +469,6 @@ pub(crate) async fn list_files(
             })
             .collect(),
     ))
-}
-
-/// A core refusal of a query parameter, at `["query", field]`.
-fn query_error(e: paddock_core::CoreError) -> ApiError {
-    match e {
-        paddock_core::CoreError::InvalidArgument { field, message } => {
-            ApiError::field(&["query", &field], message, "value_error")
-        }
-        other => other.into(),
-    }
 }
 
 /// A file's bytes (base64 in JSON, as the SDK reads them), at most 64 MiB.
@@ -498,13 +488,7 @@ pub(crate) async fn download_file(
         .service
         .volumes()
         .read_file(&account, &id, &body.path)
-        .await
-        .map_err(|e| match e {
-            paddock_core::CoreError::InvalidArgument { field, message } => {
-                ApiError::body_field(&field, message)
-            }
-            other => other.into(),
-        })?;
+        .await?;
     Ok(Json(VolumeFileContent {
         path: body.path,
         size: bytes.len() as u64,
@@ -558,13 +542,7 @@ pub(crate) async fn upload_file(
                         .write_file(&acct, &vol, &p, overwrite, body)
                         .await
                 })
-                .await
-                .map_err(|e| match e {
-                    paddock_core::CoreError::InvalidArgument { field, message } => {
-                        ApiError::body_field(&field, message)
-                    }
-                    other => other.into(),
-                })?;
+                .await?;
                 return Ok(Json(VolumeFileWritten {
                     success: true,
                     path,
@@ -597,6 +575,6 @@ pub(crate) async fn delete_file(
         .volumes()
         .delete_file(&account, &id, &q.path)
         .await
-        .map_err(query_error)?;
+        .map_err(ApiError::in_query)?;
     Ok(Json(json!({"path": q.path, "deleted": true})))
 }

@@ -36,18 +36,13 @@ pub struct CreateEndpointRequest {
 pub struct UpdateEndpointRequest {
     pub url: Option<String>,
     /// A new description; `null` clears it.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::dto::present")]
     #[schema(value_type = Option<String>)]
     pub description: Option<Value>,
     pub event_patterns: Option<Vec<String>>,
     pub timeout_seconds: Option<u32>,
     pub max_retries: Option<u32>,
     pub enabled: Option<bool>,
-}
-
-/// A field that is present, `null` included.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -157,16 +152,6 @@ fn delivery_response(d: WebhookDelivery) -> DeliveryResponse {
     }
 }
 
-/// A core refusal of a body field, at `["body", field]`.
-fn body_error(e: paddock_core::CoreError) -> ApiError {
-    match e {
-        paddock_core::CoreError::InvalidArgument { field, message } => {
-            ApiError::body_field(&field, message)
-        }
-        other => other.into(),
-    }
-}
-
 #[utoipa::path(post, path = "/v1/webhooks/endpoints", tag = "webhooks",
     request_body = CreateEndpointRequest,
     responses((status = 200, description = "The endpoint, with its signing secret (shown once)",
@@ -187,8 +172,7 @@ pub(crate) async fn create(
         .service
         .webhooks()
         .create_endpoint(&account, settings)
-        .await
-        .map_err(body_error)?;
+        .await?;
     Ok(Json(endpoint_response(&endpoint, Some(secret))))
 }
 
@@ -229,17 +213,7 @@ pub(crate) async fn update(
     ValidPath(id): ValidPath<String>,
     ValidJson(body): ValidJson<UpdateEndpointRequest>,
 ) -> Result<Json<EndpointResponse>, ApiError> {
-    let description = match body.description {
-        None => None,
-        Some(Value::Null) => Some(None),
-        Some(Value::String(s)) => Some(Some(s)),
-        Some(_) => {
-            return Err(ApiError::body_field(
-                "description",
-                "must be a string or null",
-            ))
-        }
-    };
+    let description = super::dto::nullable_text("description", body.description)?;
     let patch = EndpointPatch {
         url: body.url,
         description,
@@ -252,8 +226,7 @@ pub(crate) async fn update(
         .service
         .webhooks()
         .update_endpoint(&account, &id, patch)
-        .await
-        .map_err(body_error)?;
+        .await?;
     Ok(Json(endpoint_response(&endpoint, None)))
 }
 
@@ -359,12 +332,7 @@ pub(crate) async fn deliveries(
         .webhooks()
         .deliveries(&account, filter, q.cursor.as_deref())
         .await
-        .map_err(|e| match e {
-            paddock_core::CoreError::InvalidArgument { field, message } => {
-                query_field(&field, &message)
-            }
-            other => other.into(),
-        })?;
+        .map_err(ApiError::in_query)?;
     Ok(Json(DeliveryPageResponse {
         items: page.deliveries.into_iter().map(delivery_response).collect(),
         next_cursor: page.next_cursor,
