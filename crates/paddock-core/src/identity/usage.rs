@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use time::{Date, Month};
+use time::Date;
 
 use crate::error::CoreError;
 use crate::ids::{AccountId, VmId};
@@ -43,19 +43,9 @@ pub const MAX_REPORT_DAYS: i64 = 366;
 
 /// `YYYY-MM-DD`.
 pub fn parse_day(field: &str, raw: &str) -> Result<Date, CoreError> {
-    let bad = || CoreError::invalid(field, format!("{raw:?} is not a date like 2026-04-01"));
-    let mut parts = raw.splitn(3, '-');
-    let (Some(y), Some(m), Some(d)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(bad());
-    };
-    if y.len() != 4 || m.len() != 2 || d.len() != 2 {
-        return Err(bad());
-    }
-    let year: i32 = y.parse().map_err(|_| bad())?;
-    let month: u8 = m.parse().map_err(|_| bad())?;
-    let day: u8 = d.parse().map_err(|_| bad())?;
-    let month = Month::try_from(month).map_err(|_| bad())?;
-    Date::from_calendar_date(year, month, day).map_err(|_| bad())
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    Date::parse(raw, &format)
+        .map_err(|_| CoreError::invalid(field, format!("{raw:?} is not a date like 2026-04-01")))
 }
 
 pub fn render_day(d: Date) -> String {
