@@ -83,15 +83,7 @@ fn init() -> Result<(PathBuf, crate::serve::Defaults), BootError> {
     mark("network");
     nix::unistd::sethostname(&config.hostname).map_err(nix_step("set the hostname"))?;
     switch_root(root)?;
-    if let Some(cwd) = &config.cwd {
-        fs::create_dir_all(cwd).map_err(step(format!("create the working directory {cwd}")))?;
-    }
-    let user = config
-        .user
-        .as_deref()
-        .map(crate::serve::RunAs::resolve)
-        .transpose()
-        .map_err(BootError::Child)?;
+    let user = crate::boot::working_dir_and_user(config.cwd.as_deref(), config.user.as_deref())?;
     mark("serving");
     Ok((
         port,

@@ -79,12 +79,7 @@ fn prepare_host_side(config: &VmmConfig) -> Result<(), BootError> {
     mounts::mount_layers(sandbox, None, &mut crate::boot::Phases::start())?;
     mounts::bind_files(&sandbox.root_mountpoint, &sandbox.bind_files)?;
     if let Some(path) = &sandbox.netns {
-        let ns = fs::File::open(path).map_err(step(format!(
-            "open the network namespace {}",
-            path.display()
-        )))?;
-        nix::sched::setns(ns, CloneFlags::CLONE_NEWNET)
-            .map_err(nix_step("join the network namespace"))?;
+        crate::boot::join_network_namespace(path)?;
         if let Some(tap) = &config.tap {
             bridge_tap(tap)?;
         }

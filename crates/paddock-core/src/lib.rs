@@ -1,6 +1,7 @@
 //! paddock's core: the domain model, its validation rules, the traits the
-//! store and the sandbox providers implement, and [`service::Service`], the
-//! one entry point every API surface calls.
+//! store and the sandbox providers implement, the components over them,
+//! and [`service::Service`], where they are composed: the one entry point
+//! every API surface calls.
 //!
 //! Invariants kept here:
 //! - every record belongs to an account, and every lookup is scoped by the
@@ -29,13 +30,15 @@ pub mod ids;
 pub mod keyed_locks;
 pub mod paging;
 pub mod secrets;
+pub mod service;
 
-pub use artifacts::{build, dockerfile, snapshots};
+pub use artifacts::{dockerfile, snapshots};
 pub use identity::{accounts, audit, quotas, ssh_keys, usage};
-pub use networking::{domains, network, shares};
+pub use networking::{domains, shares};
 pub use ports::{domain_backend, images, network_backend, provider, store, volume_backend};
 pub use storage::{vaults, volumes};
-pub use vms::{exec, exposed, launched, lifecycle, metering, service};
+pub use vms::image_builds as build;
+pub use vms::{exec, exposed, launched, lifecycle, metering, network};
 pub(crate) use vms::{executions, stuck_agents, warm_pool};
 
 pub use error::{CoreError, RuntimeError, StoreError};

@@ -79,7 +79,7 @@ impl Definitions {
     ) -> Result<SandboxView, DefinitionError> {
         let def = self.get_definition(account, definition_id).await?;
         let name = provider_name(def.spec.provider);
-        if self.core.provider_named(name).is_none() {
+        if self.core.vms().provider_named(name).is_none() {
             return Err(DefinitionError::ProviderUnavailable(
                 match def.spec.provider {
                     ProviderKind::Daytona => {
@@ -98,16 +98,17 @@ impl Definitions {
             ));
         }
         let spec = self.launch_spec(account, &def, name, &request).await?;
-        let vm = self.core.create_vm(account, spec, true).await?;
+        let vm = self.core.vms().create_vm(account, spec, true).await?;
         if vm.status != VmStatus::Running || request.command.is_empty() {
-            return Ok(self.core.view_of(vm, None));
+            return Ok(self.core.vms().view_of(vm, None));
         }
         let main = self
             .core
+            .vms()
             .start_main_command(account, &vm, request.command)
             .await?;
-        let vm = self.core.get_vm(account, &vm.id).await?;
-        Ok(self.core.view_of(vm, Some(main)))
+        let vm = self.core.vms().get_vm(account, &vm.id).await?;
+        Ok(self.core.vms().view_of(vm, Some(main)))
     }
 
     async fn launch_spec(
@@ -127,7 +128,7 @@ impl Definitions {
             (None, Some(d), _) => {
                 let tag = definition_tag(def);
                 let network = crate::network_mode(s) != NetworkMode::Block;
-                let builder = self.core.provider_named(provider).ok_or_else(|| {
+                let builder = self.core.vms().provider_named(provider).ok_or_else(|| {
                     DefinitionError::ProviderUnavailable(format!("no {provider} provider"))
                 })?;
                 builder
@@ -186,6 +187,7 @@ impl Definitions {
         // sandboxes no network at all.
         let uses_network = self
             .core
+            .vms()
             .provider_named(provider)
             .is_some_and(|p| p.uses_paddock_network());
         let egress = match crate::network_mode(s) {
@@ -193,7 +195,7 @@ impl Definitions {
             // A blocked sandbox joins no network (see `attach_network`).
             NetworkMode::Block => None,
             // Without a sandbox network every sandbox is cut off anyway.
-            NetworkMode::AllowAll if !self.core.network_enabled() => None,
+            NetworkMode::AllowAll if !self.core.vms().network_enabled() => None,
             NetworkMode::AllowAll => Some(EgressPolicy::allow_all()),
             NetworkMode::CidrAllowList => Some(allow_list_policy(&s.network.allow)),
         };
@@ -252,8 +254,9 @@ impl Definitions {
             tag: tag.clone(),
             build_args: Vec::new(),
         };
-        let slot = self.core.start_image_build(account).await?;
+        let slot = self.core.vms().start_image_build(account).await?;
         self.core
+            .vms()
             .build_image(account, slot, request, events)
             .await
             .map_err(|e| match e {

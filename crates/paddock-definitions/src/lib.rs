@@ -214,8 +214,8 @@ impl Definitions {
     /// Whether this server runs the `local` provider for `account` (and
     /// so lists its synthetic definition to it).
     pub async fn local_provider_enabled(&self, account: &AccountId) -> Result<bool, CoreError> {
-        match self.core.provider_named("local") {
-            Some(p) => self.core.may_use(p.as_ref(), account).await,
+        match self.core.vms().provider_named("local") {
+            Some(p) => self.core.vms().may_use(p.as_ref(), account).await,
             None => Ok(false),
         }
     }

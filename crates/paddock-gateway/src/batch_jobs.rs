@@ -286,7 +286,7 @@ impl Gateway {
                     let this = Arc::clone(self);
                     let account = job.account_id.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = this.core.delete_vm(&account, &vm).await {
+                        if let Err(e) = this.core.vms().delete_vm(&account, &vm).await {
                             tracing::warn!(vm_id = %vm, error = %error_chain(&e), "cancel: could not end a job's sandbox");
                         }
                     });
@@ -313,7 +313,7 @@ impl Gateway {
     ) -> Result<(), CoreError> {
         let (_guard, job) = self.locked::<BatchJob>(who, id).await?;
         if let Some(vm) = &job.vm_id {
-            match self.core.delete_vm(&job.account_id, vm).await {
+            match self.core.vms().delete_vm(&job.account_id, vm).await {
                 Ok(_) | Err(CoreError::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
@@ -470,7 +470,7 @@ impl Gateway {
             let _guard = self.docs.lock::<BatchJob>(&account, &id).await;
             if let Ok(Some(mut job)) = self.docs.load::<BatchJob>(&account, &id).await {
                 if let Some(vm) = job.vm_id.take() {
-                    let _ = self.core.delete_vm(&account, &vm).await;
+                    let _ = self.core.vms().delete_vm(&account, &vm).await;
                 }
                 if job.state == BatchJobState::Cancelling {
                     job.state = BatchJobState::Cancelled;
@@ -531,12 +531,16 @@ impl Gateway {
             env: job_env(&job.env_vars)?,
             volumes,
         })?;
-        let vm = self.core.create_vm(&job.account_id, spec, true).await?;
+        let vm = self
+            .core
+            .vms()
+            .create_vm(&job.account_id, spec, true)
+            .await?;
         {
             let _guard = self.docs.lock::<BatchJob>(&job.account_id, &job.id).await;
             let Some(mut current) = self.docs.load::<BatchJob>(&job.account_id, &job.id).await?
             else {
-                let _ = self.core.delete_vm(&job.account_id, &vm.id).await;
+                let _ = self.core.vms().delete_vm(&job.account_id, &vm.id).await;
                 return Err(CoreError::not_found("batch job", &job.id));
             };
             current.vm_id = Some(vm.id.clone());
@@ -567,7 +571,11 @@ impl Gateway {
             stdin_stream: None,
             timeout: None,
         };
-        let mut stream = self.core.exec(&job.account_id, &vm.id, request).await?;
+        let mut stream = self
+            .core
+            .vms()
+            .exec(&job.account_id, &vm.id, request)
+            .await?;
         let mut tick = tokio::time::interval(LOG_FLUSH);
         loop {
             tokio::select! {
@@ -593,7 +601,7 @@ impl Gateway {
                 continue;
             }
             if let Some(vm) = job.vm_id.take() {
-                let _ = self.core.delete_vm(&job.account_id, &vm).await;
+                let _ = self.core.vms().delete_vm(&job.account_id, &vm).await;
             }
             job.state = if job.state == BatchJobState::Cancelling {
                 BatchJobState::Cancelled

@@ -207,6 +207,15 @@ impl Gateway {
         Ok(out)
     }
 
+    /// Moves `env` into `state` and records it: what a transition the
+    /// client started writes before its work runs in the background.
+    async fn enter(&self, env: &mut Environment, state: EnvironmentState) -> Result<(), CoreError> {
+        env.state = state;
+        env.update_time = Timestamp::now();
+        self.docs.save(env).await?;
+        Ok(())
+    }
+
     /// A connected environment whose sandbox has ended (deleted through
     /// the VM API, killed, or lost) is disconnected: its ranks are free
     /// and the status says what happened.
@@ -218,7 +227,7 @@ impl Gateway {
             return Ok(env);
         };
         let running = matches!(
-            self.core.find_vm_of(&env.account_id, &vm_id).await?,
+            self.core.vms().find_vm_of(&env.account_id, &vm_id).await?,
             Some(vm) if vm.status == VmStatus::Running
         );
         if running {
@@ -506,12 +515,12 @@ impl Gateway {
             env: Env::default(),
             volumes,
         })?;
-        let result = self.core.create_vm(&env.account_id, spec, true).await;
+        let result = self.core.vms().create_vm(&env.account_id, spec, true).await;
         let failure = match result {
             Ok(vm) if vm.status == VmStatus::Running => return Ok((vm.id, scratch)),
             Ok(vm) => {
                 let reason = vm.status_reason.clone().unwrap_or_default();
-                let _ = self.core.delete_vm(&env.account_id, &vm.id).await;
+                let _ = self.core.vms().delete_vm(&env.account_id, &vm.id).await;
                 CoreError::Unavailable(format!("the sandbox did not start: {reason}"))
             }
             Err(e) => e,
@@ -537,9 +546,8 @@ impl Gateway {
                 env.state.as_str()
             )));
         }
-        env.state = EnvironmentState::Disconnecting;
-        env.update_time = Timestamp::now();
-        self.docs.save(&env).await?;
+        self.enter(&mut env, EnvironmentState::Disconnecting)
+            .await?;
         let this = Arc::clone(self);
         let env_id = env.id.clone();
         tokio::spawn(async move { this.run_disconnect(&account, &env_id, req).await });
@@ -629,7 +637,7 @@ impl Gateway {
             Err(_) if keep_on_failure => return snapshot.map(|_| ()),
             Err(_) => {}
         }
-        match self.core.delete_vm(account, vm_id).await {
+        match self.core.vms().delete_vm(account, vm_id).await {
             Ok(_) | Err(CoreError::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
@@ -659,8 +667,8 @@ impl Gateway {
         } else {
             None
         };
-        let _vm_guard = self.core.lock_vm(vm_id).await;
-        let vm = self.core.get_vm(account, vm_id).await?;
+        let _vm_guard = self.core.vms().lock_vm(vm_id).await;
+        let vm = self.core.vms().get_vm(account, vm_id).await?;
         if vm.status != VmStatus::Running {
             return Err(CoreError::FailedPrecondition(format!(
                 "the sandbox is {}",
@@ -673,6 +681,7 @@ impl Gateway {
             Timestamp::now().unix_millis()
         );
         self.core
+            .vms()
             .snapshot_locked_with(&vm, Some(name), SnapshotKind::Environment, squash_above)
             .await
     }
@@ -710,9 +719,7 @@ impl Gateway {
                 env.state.as_str()
             )));
         }
-        env.state = EnvironmentState::Deleting;
-        env.update_time = Timestamp::now();
-        self.docs.save(&env).await?;
+        self.enter(&mut env, EnvironmentState::Deleting).await?;
         let this = Arc::clone(self);
         let task = tokio::spawn(async move { this.run_delete(env).await });
         tracing::info!(environment = id, "environment deleting");
@@ -722,7 +729,7 @@ impl Gateway {
     async fn run_delete(&self, mut env: Environment) {
         let account = env.account_id.clone();
         if let Some(vm) = env.vm_id.take() {
-            if let Err(e) = self.core.delete_vm(&account, &vm).await {
+            if let Err(e) = self.core.vms().delete_vm(&account, &vm).await {
                 tracing::warn!(environment = %env.id, error = %error_chain(&e), "delete: could not end the sandbox");
             }
         }
@@ -919,7 +926,7 @@ impl Gateway {
                 }
                 EnvironmentState::Connecting | EnvironmentState::Reconnecting => {
                     let running = match &env.vm_id {
-                        Some(vm) => matches!(self.core.find_vm_of(&account, vm).await?,
+                        Some(vm) => matches!(self.core.vms().find_vm_of(&account, vm).await?,
                             Some(v) if v.status == VmStatus::Running),
                         None => false,
                     };

@@ -114,10 +114,11 @@ impl Gateway {
         let disk = Some(i64::from(self.config.node_disk_mb));
         let resources = match self
             .core
+            .vms()
             .resources(None, Some(i64::from(s.ranks.max(1))), disk)
         {
             Ok(r) => r,
-            Err(_) => self.core.resources(None, None, disk)?,
+            Err(_) => self.core.vms().resources(None, None, disk)?,
         };
         let mut metadata = Metadata::new();
         metadata.insert(s.label.0.to_owned(), s.label.1.into());

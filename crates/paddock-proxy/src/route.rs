@@ -186,10 +186,10 @@ impl Router {
     async fn route(&self, id: &ShareId) -> Result<Arc<ShareRoute>, CoreError> {
         let generation = self.service.shares().share_generation();
         if let Some(route) = self.cache.get(id, generation) {
-            self.service.note_share_traffic(&route.share.vm_id);
+            self.service.vms().note_share_traffic(&route.share.vm_id);
             return Ok(route);
         }
-        let route = Arc::new(self.service.share_route(id).await?);
+        let route = Arc::new(self.service.vms().share_route(id).await?);
         self.cache
             .insert(id.clone(), Arc::clone(&route), generation);
         Ok(route)

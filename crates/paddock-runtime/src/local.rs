@@ -17,7 +17,6 @@
 //! nothing of the data dir (0700, root's); its working directory lies
 //! outside it.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use paddock_core::ids::VmId;
@@ -77,10 +76,6 @@ crate::over_container::provider_over_container!(LocalProvider {
         "local"
     }
 
-    fn has_variant(&self, _variant: &str) -> bool {
-        false
-    }
-
     fn resolves_images(&self) -> bool {
         // Commands run on the host's own filesystem: there is no image.
         true
@@ -115,24 +110,6 @@ crate::over_container::provider_over_container!(LocalProvider {
     fn changes(&self, _vm: &Vm) -> Vec<ChangedTree> {
         // Host processes change the host: there is no layer to snapshot.
         Vec::new()
-    }
-
-    async fn attach(
-        &self,
-        _id: &VmId,
-        _handle: RuntimeHandle,
-        _source: &Path,
-        _target: &str,
-        _read_only: bool,
-    ) -> Result<(), RuntimeError> {
-        // Without a mount namespace a mount would land on the host itself.
-        Err(RuntimeError::Unsupported(
-            "local sandboxes cannot mount volumes: they share the host's filesystem".into(),
-        ))
-    }
-
-    async fn detach(&self, _: &VmId, _: RuntimeHandle, _: &str) -> Result<(), RuntimeError> {
-        Ok(())
     }
 
     async fn update_resources(&self, id: &VmId, resources: &Resources) -> Result<(), RuntimeError> {

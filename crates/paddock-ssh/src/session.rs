@@ -106,9 +106,14 @@ impl Connection {
             command,
         };
         let started = async {
-            let info = self.service.pty_create(&who.account_id, &vm, spec).await?;
+            let info = self
+                .service
+                .vms()
+                .pty_create(&who.account_id, &vm, spec)
+                .await?;
             let conn = self
                 .service
+                .vms()
                 .pty_attach(&who.account_id, &vm, &info.id)
                 .await?;
             Ok::<_, paddock_core::CoreError>((info.id, conn))
@@ -169,7 +174,7 @@ impl Connection {
             stdin_stream: Some(stdin_stream),
             timeout: None,
         };
-        let mut stream = match self.service.exec(&who.account_id, &vm, request).await {
+        let mut stream = match self.service.vms().exec(&who.account_id, &vm, request).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %error_chain(&e), "SSH: could not run a command");
@@ -295,6 +300,7 @@ impl russh::server::Handler for Connection {
         };
         let mut upstream = match self
             .service
+            .vms()
             .connect_in_vm(&who.account_id, &vm, ip, port)
             .await
         {
@@ -420,7 +426,7 @@ impl russh::server::Handler for Connection {
         // leaves nothing running in the sandbox.
         if let (Some(state), Some((who, vm))) = (self.channels.remove(&channel), &self.login) {
             if let Some(pty) = state.pty_id {
-                let _ = self.service.pty_kill(&who.account_id, vm, &pty).await;
+                let _ = self.service.vms().pty_kill(&who.account_id, vm, &pty).await;
             }
         }
         Ok(())
@@ -443,7 +449,7 @@ impl Drop for Connection {
         let service = Arc::clone(&self.service);
         tokio::spawn(async move {
             for pty in ptys {
-                let _ = service.pty_kill(&who.account_id, &vm, &pty).await;
+                let _ = service.vms().pty_kill(&who.account_id, &vm, &pty).await;
             }
         });
     }

@@ -31,7 +31,7 @@ pub struct Config {
     pub agent_path: Option<PathBuf>,
     pub default_variant: String,
     pub variants: BTreeMap<String, VariantConfig>,
-    pub limits: LimitsConfig,
+    pub limits: Limits,
     /// `text` or `json`.
     pub log_format: String,
     /// Per registry host (`host:port`): `insecure` (plain HTTP),
@@ -681,26 +681,8 @@ pub struct VariantConfig {
     pub path: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsConfig {
-    pub min_memory_mb: u32,
-    pub max_memory_mb: u32,
-    pub max_vcpu_count: u32,
-    pub default_memory_mb: u32,
-    pub default_vcpu_count: u32,
-    pub pids_max: u32,
-    pub max_lifetime_seconds: u64,
-    /// A sandbox's writable layer: its size when the request names none
-    /// (`disk_mb`), and the bounds of what a request may name.
-    pub min_disk_mb: u32,
-    pub max_disk_mb: u32,
-    pub default_disk_mb: u32,
-}
-
 impl Default for Config {
     fn default() -> Self {
-        let l = Limits::default();
         let mut variants = BTreeMap::new();
         variants.insert(
             "default".to_owned(),
@@ -715,18 +697,7 @@ impl Default for Config {
             agent_path: None,
             default_variant: "default".into(),
             variants,
-            limits: LimitsConfig {
-                min_memory_mb: l.min_memory_mb,
-                max_memory_mb: l.max_memory_mb,
-                max_vcpu_count: l.max_vcpu_count,
-                default_memory_mb: l.default_memory_mb,
-                default_vcpu_count: l.default_vcpu_count,
-                pids_max: l.pids_max,
-                max_lifetime_seconds: l.max_lifetime_seconds,
-                min_disk_mb: l.min_disk_mb,
-                max_disk_mb: l.max_disk_mb,
-                default_disk_mb: l.default_disk_mb,
-            },
+            limits: Limits::default(),
             log_format: "text".into(),
             registries: BTreeMap::new(),
             only_listed_registries: false,
@@ -788,18 +759,7 @@ impl Config {
         {
             bail!("limits: the bounds must be ordered and the defaults inside them");
         }
-        Ok(Limits {
-            min_memory_mb: l.min_memory_mb,
-            max_memory_mb: l.max_memory_mb,
-            max_vcpu_count: l.max_vcpu_count,
-            default_memory_mb: l.default_memory_mb,
-            default_vcpu_count: l.default_vcpu_count,
-            pids_max: l.pids_max,
-            max_lifetime_seconds: l.max_lifetime_seconds,
-            min_disk_mb: l.min_disk_mb,
-            max_disk_mb: l.max_disk_mb,
-            default_disk_mb: l.default_disk_mb,
-        })
+        Ok(*l)
     }
 
     /// The network settings, checked; `None` when networking is off.

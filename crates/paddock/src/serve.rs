@@ -206,13 +206,13 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let sweeper = tokio::spawn(
-        Arc::clone(&service).run_sweeper(paddock_core::service::Shutdown(stop_rx.clone())),
+        Arc::clone(service.vms()).run_sweeper(paddock_core::service::Shutdown(stop_rx.clone())),
     );
     tokio::spawn(
         Arc::clone(&gateway).run_job_scheduler(paddock_core::service::Shutdown(stop_rx.clone())),
     );
     tokio::spawn(
-        Arc::clone(&service).run_metering(paddock_core::service::Shutdown(stop_rx.clone())),
+        Arc::clone(service.vms()).run_metering(paddock_core::service::Shutdown(stop_rx.clone())),
     );
     tokio::spawn(
         Arc::clone(service.audit()).run_retention(paddock_core::service::Shutdown(stop_rx.clone())),
@@ -224,8 +224,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         Arc::clone(service.webhooks())
             .run_deliverer(paddock_core::service::Shutdown(stop_rx.clone())),
     );
-    let warm_pool =
-        tokio::spawn(Arc::clone(&service).run_warm_pool(paddock_core::service::Shutdown(stop_rx)));
+    let warm_pool = tokio::spawn(
+        Arc::clone(service.vms()).run_warm_pool(paddock_core::service::Shutdown(stop_rx)),
+    );
     let share_listener = tokio::net::TcpListener::bind(config.shares.listen)
         .await
         .with_context(|| format!("share proxy: listen on {}", config.shares.listen))?;

@@ -258,12 +258,7 @@ fn unshare_namespaces(config: &BootConfig) -> Result<(), BootError> {
         | CloneFlags::CLONE_NEWCGROUP;
     match &config.netns {
         Some(path) => {
-            let ns = fs::File::open(path).map_err(step(format!(
-                "open the network namespace {}",
-                path.display()
-            )))?;
-            nix::sched::setns(ns, CloneFlags::CLONE_NEWNET)
-                .map_err(nix_step("join the network namespace"))?;
+            join_network_namespace(path)?;
         }
         None => namespaces |= CloneFlags::CLONE_NEWNET,
     }
@@ -322,19 +317,34 @@ fn init(
     if let Some(ns) = user_namespace {
         userns::enter(ns)?;
     }
-    if let Some(cwd) = &config.cwd {
-        // As Docker does: an image's WorkingDir exists once it runs.
-        fs::create_dir_all(cwd).map_err(step(format!("create the working directory {cwd}")))?;
-    }
-    let user = config
-        .user
-        .as_deref()
-        .map(crate::serve::RunAs::resolve)
-        .transpose()
-        .map_err(BootError::Child)?;
+    let user = working_dir_and_user(config.cwd.as_deref(), config.user.as_deref())?;
     security::lock_down()?;
     phases.mark("lock_down");
     Ok(user)
+}
+
+/// Inside the sandbox's root: makes its working directory (as Docker
+/// does, an image's WorkingDir exists once it runs) and resolves the user
+/// its commands run as.
+pub(crate) fn working_dir_and_user(
+    cwd: Option<&str>,
+    user: Option<&str>,
+) -> Result<Option<crate::serve::RunAs>, BootError> {
+    if let Some(cwd) = cwd {
+        fs::create_dir_all(cwd).map_err(step(format!("create the working directory {cwd}")))?;
+    }
+    user.map(crate::serve::RunAs::resolve)
+        .transpose()
+        .map_err(BootError::Child)
+}
+
+/// Moves this thread into the network namespace at `path`.
+pub(crate) fn join_network_namespace(path: &Path) -> Result<(), BootError> {
+    let ns = fs::File::open(path).map_err(step(format!(
+        "open the network namespace {}",
+        path.display()
+    )))?;
+    nix::sched::setns(ns, CloneFlags::CLONE_NEWNET).map_err(nix_step("join the network namespace"))
 }
 
 /// Points stdin at /dev/null and stdout/stderr at the agent's log, so the

@@ -187,7 +187,10 @@ async fn handle(state: Arc<State>, mut stream: UnixStream) -> io::Result<()> {
             rows,
             command,
         } => {
-            let event = state.ptys.create(&state, id, cols, rows, command);
+            let event = state
+                .ptys
+                .create(&state, id, cols, rows, command)
+                .map_or_else(|refusal| refusal, Event::Pty);
             write_control(&mut stream, &event).await
         }
         Request::PtyList => {

@@ -98,21 +98,8 @@ async fn write_master(master: &AsyncFd<OwnedFd>, mut data: &[u8]) -> io::Result<
 }
 
 impl PtyTable {
+    /// A new PTY session, or the error event that refuses it.
     pub fn create(
-        &self,
-        state: &State,
-        id: String,
-        cols: u16,
-        rows: u16,
-        command: PtyCommand,
-    ) -> Event {
-        match self.try_create(state, id, cols, rows, command) {
-            Ok(info) => Event::Pty(info),
-            Err(e) => e,
-        }
-    }
-
-    fn try_create(
         &self,
         state: &State,
         id: String,

@@ -108,7 +108,11 @@ pub(super) async fn list(
     Caller(account): Caller,
     query: super::list::PageQueryResult,
 ) -> Result<Json<SandboxList>, DefError> {
-    let all = state.service.launched_sandboxes(&account, None).await?;
+    let all = state
+        .service
+        .vms()
+        .launched_sandboxes(&account, None)
+        .await?;
     sandbox_page(query, all)
 }
 
@@ -126,6 +130,7 @@ pub(super) async fn list_of_environment(
     state.definitions.get_definition(&account, &id).await?;
     let all = state
         .service
+        .vms()
         .launched_sandboxes(&account, Some(&id))
         .await?;
     sandbox_page(query, all)
@@ -139,7 +144,7 @@ async fn find(
     env: Option<&str>,
 ) -> Result<SandboxView, DefError> {
     let id = sandbox_id(raw)?;
-    let view = state.service.launched_sandbox(account, &id).await?;
+    let view = state.service.vms().launched_sandbox(account, &id).await?;
     let of_env = view
         .vm
         .options
@@ -198,6 +203,7 @@ pub(super) async fn delete(
     let view = find(&state, &account, &raw, None).await?;
     state
         .service
+        .vms()
         .delete_launched_sandbox(&account, &view.vm.id)
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -217,6 +223,7 @@ pub(super) async fn delete_of_environment(
     let view = find(&state, &account, &raw, Some(&env)).await?;
     state
         .service
+        .vms()
         .delete_launched_sandbox(&account, &view.vm.id)
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -234,10 +241,11 @@ pub(super) async fn stop(
     Path(raw): Path<String>,
 ) -> Result<Json<SandboxResource>, DefError> {
     let view = find(&state, &account, &raw, None).await?;
-    state.service.stop_vm(&account, &view.vm.id).await?;
+    state.service.vms().stop_vm(&account, &view.vm.id).await?;
     Ok(Json(render(
         &state
             .service
+            .vms()
             .launched_sandbox(&account, &view.vm.id)
             .await?,
     )))
@@ -255,10 +263,15 @@ pub(super) async fn start(
     Path(raw): Path<String>,
 ) -> Result<Json<SandboxResource>, DefError> {
     let view = find(&state, &account, &raw, None).await?;
-    state.service.start_vm(&account, &view.vm.id, true).await?;
+    state
+        .service
+        .vms()
+        .start_vm(&account, &view.vm.id, true)
+        .await?;
     Ok(Json(render(
         &state
             .service
+            .vms()
             .launched_sandbox(&account, &view.vm.id)
             .await?,
     )))
@@ -314,6 +327,7 @@ pub(super) async fn exec(
     };
     let out = state
         .service
+        .vms()
         .exec_collect(&account, &view.vm.id, request)
         .await?;
     Ok(Json(ExecResult::new(
@@ -368,6 +382,7 @@ pub(super) async fn read_file(
     let path = file_path(&q, &view)?;
     match state
         .service
+        .vms()
         .read_file(&account, &view.vm.id, &path)
         .await?
     {
@@ -408,6 +423,7 @@ pub(super) async fn write_file(
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let size = state
         .service
+        .vms()
         .write_file(&account, &view.vm.id, &path, None, Box::pin(stream))
         .await?;
     Ok(Json(WrittenFile {

@@ -391,30 +391,17 @@ pub struct ResizePtyRequest {
 pub struct PtyResponse {
     /// The PTY session's id (InstaVM's SDK reads `session_id`).
     pub session_id: String,
-    pub id: String,
     pub vm_id: String,
-    pub pid: i32,
-    pub cols: u16,
-    pub rows: u16,
-    pub alive: bool,
-    pub exit_code: Option<i32>,
-    pub command: Vec<String>,
-    pub created_at: i64,
+    #[serde(flatten)]
+    pub pty: PtyInfo,
 }
 
 impl PtyResponse {
-    pub fn new(vm_id: &str, p: PtyInfo) -> Self {
+    pub fn new(vm_id: &str, pty: PtyInfo) -> Self {
         Self {
-            session_id: p.id.clone(),
-            id: p.id,
+            session_id: pty.id.clone(),
             vm_id: vm_id.to_owned(),
-            pid: p.pid,
-            cols: p.cols,
-            rows: p.rows,
-            alive: p.alive,
-            exit_code: p.exit_code,
-            command: p.command,
-            created_at: p.created_at_unix,
+            pty,
         }
     }
 }

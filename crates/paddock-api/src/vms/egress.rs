@@ -22,7 +22,11 @@ pub(crate) async fn get_vm(
     Caller(account): Caller,
     ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let policy = state.service.get_vm_egress(&account, &vm_id(&raw)?).await?;
+    let policy = state
+        .service
+        .vms()
+        .get_vm_egress(&account, &vm_id(&raw)?)
+        .await?;
     Ok(Json(policy.to_json()))
 }
 
@@ -39,7 +43,11 @@ pub(crate) async fn set_vm(
 ) -> Result<Json<Value>, ApiError> {
     let id = vm_id(&raw)?;
     let policy = egress_policy(&body, "")?;
-    let policy = state.service.set_vm_egress(&account, &id, policy).await?;
+    let policy = state
+        .service
+        .vms()
+        .set_vm_egress(&account, &id, policy)
+        .await?;
     Ok(Json(policy.to_json()))
 }
 
@@ -54,6 +62,7 @@ pub(crate) async fn get_session(
 ) -> Result<Json<Value>, ApiError> {
     let policy = state
         .service
+        .vms()
         .get_session_egress(&account, &session_id(&raw)?)
         .await?;
     Ok(Json(policy.to_json()))
@@ -75,6 +84,7 @@ pub(crate) async fn set_session(
     let policy = egress_policy(&body, "")?;
     let policy = state
         .service
+        .vms()
         .set_session_egress(&account, &id, policy)
         .await?;
     Ok(Json(policy.to_json()))

@@ -58,11 +58,11 @@ async fn target_vm(
             let sid = raw.parse().map_err(|e: paddock_core::ids::InvalidId| {
                 ApiError::body_field("session_id", e.to_string())
             })?;
-            Ok(state.service.session_vm(account, &sid).await?)
+            Ok(state.service.vms().session_vm(account, &sid).await?)
         }
         None => {
             let spec = vm_spec(&state.service, VmSettings::default())?;
-            Ok(state.service.create_vm(account, spec, true).await?)
+            Ok(state.service.vms().create_vm(account, spec, true).await?)
         }
     }
 }
@@ -131,6 +131,7 @@ pub(crate) async fn execute(
     let (account, vm, request) = prepare_execute(&state, caller, &mut body).await?;
     let out = state
         .service
+        .vms()
         .exec_collect(&account, &vm.id, request)
         .await?;
     Ok(Json(ExecuteResponse {
@@ -156,7 +157,11 @@ pub(crate) async fn execute_async(
     ValidJson(mut body): ValidJson<ExecuteRequest>,
 ) -> Result<Json<ExecuteAsyncResponse>, ApiError> {
     let (account, vm, request) = prepare_execute(&state, caller, &mut body).await?;
-    let execution = state.service.exec_async(&account, &vm, request).await?;
+    let execution = state
+        .service
+        .vms()
+        .exec_async(&account, &vm, request)
+        .await?;
     Ok(Json(ExecuteAsyncResponse {
         task_id: execution.id.to_string(),
         status: execution.status.as_str().to_owned(),
@@ -191,7 +196,7 @@ pub(crate) async fn get_execution(
     ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<ExecutionResponse>, ApiError> {
     let id: ExecutionId = raw.parse().map_err(|_| ApiError::not_found("Execution"))?;
-    let execution = state.service.get_execution(&account, &id).await?;
+    let execution = state.service.vms().get_execution(&account, &id).await?;
     Ok(Json(execution_response(execution)))
 }
 
@@ -261,7 +266,7 @@ pub(crate) async fn stream_exec(
         stdin_stream: None,
         timeout,
     };
-    let events = state.service.exec(&account, &id, request).await?;
+    let events = state.service.vms().exec(&account, &id, request).await?;
     let lines = futures::stream::unfold(events, |mut events| async move {
         let line = match events.recv().await? {
             Ok(ExecEvent::Stdout(b)) => chunk_line("stdout", &b),

@@ -61,7 +61,7 @@ pub(crate) async fn get_file(
 ) -> Result<Response, ApiError> {
     let id = vm_id(&raw)?;
     let path = path_param(&q.path, &["query", "path"])?;
-    match state.service.read_file(&account, &id, &path).await? {
+    match state.service.vms().read_file(&account, &id, &path).await? {
         FileContent::Directory(entries) => Ok(Json(DirectoryListing {
             path: path.as_str().to_owned(),
             entries: entries.into_iter().map(FileEntry::from).collect(),
@@ -101,6 +101,7 @@ pub(crate) async fn put_file(
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let size = state
         .service
+        .vms()
         .write_file(&account, &id, &path, mode, Box::pin(stream))
         .await?;
     Ok(Json(FileWritten {
@@ -164,12 +165,16 @@ pub(crate) async fn upload(
                     .map_err(|e| ApiError::body_field("remote_path", e.0))?;
                 let vm = state
                     .service
+                    .vms()
                     .session_latest_vm(&account, &session_id(&sid)?)
                     .await?;
                 let service = state.service.clone();
                 let (acct, vm_id, p) = (account.clone(), vm.id.clone(), path.clone());
                 let size = stream_field(&mut field, move |body| async move {
-                    service.write_file(&acct, &vm_id, &p, None, body).await
+                    service
+                        .vms()
+                        .write_file(&acct, &vm_id, &p, None, body)
+                        .await
                 })
                 .await?;
                 return Ok(Json(Uploaded {
@@ -248,9 +253,15 @@ pub(crate) async fn download(
         .map_err(|e| ApiError::body_field("filename", e.0))?;
     let vm = state
         .service
+        .vms()
         .session_latest_vm(&account, &session_id(&form.session_id)?)
         .await?;
-    match state.service.read_file(&account, &vm.id, &path).await? {
+    match state
+        .service
+        .vms()
+        .read_file(&account, &vm.id, &path)
+        .await?
+    {
         FileContent::Directory(_) => Err(ApiError::body_field(
             "filename",
             format!("{} is a directory", path.as_str()),

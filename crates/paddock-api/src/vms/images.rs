@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use paddock_core::build::{BuildEvent, BuildRequest};
 use paddock_core::model::{Image, PullState};
-use paddock_core::service::Service;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
@@ -236,7 +235,7 @@ pub(crate) async fn build(
     Caller(account): Caller,
     ValidJson(body): ValidJson<BuildBody>,
 ) -> Result<Response, ApiError> {
-    Service::parse_dockerfile(&body.dockerfile)?;
+    paddock_core::service::Vms::parse_dockerfile(&body.dockerfile)?;
     if !body.tag.contains(['/', ':']) && body.tag.chars().any(|c| c.is_ascii_uppercase()) {
         return Err(ApiError::body_field("tag", "not an image reference"));
     }
@@ -245,7 +244,7 @@ pub(crate) async fn build(
         tag: body.tag,
         build_args: body.build_args.into_iter().collect(),
     };
-    let slot = state.service.start_image_build(&account).await?;
+    let slot = state.service.vms().start_image_build(&account).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<BuildEvent>(64);
     let (out_tx, out_rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(64);
     let service = state.service.clone();
@@ -275,7 +274,10 @@ pub(crate) async fn build(
                 }
             }
         };
-        let (result, ()) = tokio::join!(service.build_image(&account, slot, request, tx), forward);
+        let (result, ()) = tokio::join!(
+            service.vms().build_image(&account, slot, request, tx),
+            forward
+        );
         let last = match result {
             Ok(image) => {
                 json!({"type": "done", "image": serde_json::to_value(ImageResponse::from(image)).unwrap_or_default()})
@@ -308,6 +310,7 @@ pub(crate) async fn push(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let digest = state
         .service
+        .vms()
         .push_image(&account, &key, &body.target)
         .await?;
     Ok(Json(json!({"digest": digest, "target": body.target})))

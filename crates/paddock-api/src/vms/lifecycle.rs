@@ -91,6 +91,7 @@ pub(crate) async fn create(
     });
     let created = state
         .service
+        .vms()
         .create_exposed_vm(&account, spec, q.wait.unwrap_or(true), exposure)
         .await?;
     let mut response = VmResponse::from(&created.vm);
@@ -153,7 +154,7 @@ async fn list(
         // One more than asked tells whether another page exists.
         limit: limit + 1,
     };
-    let mut vms = state.service.list_vms(&account, &filter).await?;
+    let mut vms = state.service.vms().list_vms(&account, &filter).await?;
     let mut headers = HeaderMap::new();
     if vms.len() > limit as usize {
         vms.truncate(limit as usize);
@@ -200,7 +201,7 @@ pub(crate) async fn get(
     Caller(account): Caller,
     ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<VmResponse>, ApiError> {
-    let vm = state.service.get_vm(&account, &vm_id(&raw)?).await?;
+    let vm = state.service.vms().get_vm(&account, &vm_id(&raw)?).await?;
     Ok(Json(VmResponse::from(&vm)))
 }
 
@@ -245,7 +246,7 @@ pub(crate) async fn patch(
             .map(|v| super::egress_policy(&v, "egress_policy"))
             .transpose()?,
     };
-    let vm = state.service.patch_vm(&account, &id, patch).await?;
+    let vm = state.service.vms().patch_vm(&account, &id, patch).await?;
     Ok(Json(VmResponse::from(&vm)))
 }
 
@@ -258,6 +259,10 @@ pub(crate) async fn delete(
     Caller(account): Caller,
     ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<VmResponse>, ApiError> {
-    let vm = state.service.delete_vm(&account, &vm_id(&raw)?).await?;
+    let vm = state
+        .service
+        .vms()
+        .delete_vm(&account, &vm_id(&raw)?)
+        .await?;
     Ok(Json(VmResponse::from(&vm)))
 }

@@ -411,7 +411,9 @@ pub(crate) fn vm_spec(service: &Service, s: VmSettings) -> Result<VmSpec, ApiErr
         volumes,
         session_id,
         lifetime_seconds: lifetime(s.vm_lifetime_seconds)?,
-        resources: service.resources(s.memory_mb, s.vcpu_count, s.disk_mb)?,
+        resources: service
+            .vms()
+            .resources(s.memory_mb, s.vcpu_count, s.disk_mb)?,
         metadata: s.metadata.unwrap_or_default(),
         env,
         image_variant: s

@@ -57,7 +57,7 @@ pub(crate) async fn create(
             ..VmSettings::default()
         },
     )?;
-    let vm = state.service.create_vm(&account, spec, true).await?;
+    let vm = state.service.vms().create_vm(&account, spec, true).await?;
     if vm.status != VmStatus::Running {
         return Err(ApiError::Status(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -81,6 +81,7 @@ pub(crate) async fn get(
 ) -> Result<Json<SessionResponse>, ApiError> {
     let vm = state
         .service
+        .vms()
         .session_latest_vm(&account, &session_id(&raw)?)
         .await?;
     Ok(Json(session_response(&vm)))
@@ -109,9 +110,10 @@ pub(crate) async fn end(
 ) -> Result<Json<VmResponse>, ApiError> {
     let vm = state
         .service
+        .vms()
         .session_latest_vm(&account, &session_id(&raw)?)
         .await?;
-    let vm = state.service.delete_vm(&account, &vm.id).await?;
+    let vm = state.service.vms().delete_vm(&account, &vm.id).await?;
     Ok(Json(VmResponse::from(&vm)))
 }
 
@@ -125,9 +127,10 @@ pub(crate) async fn kill(
 ) -> Result<Json<VmResponse>, ApiError> {
     let vm = state
         .service
+        .vms()
         .session_latest_vm(&account, &session_id(&body.session_id)?)
         .await?;
-    let vm = state.service.delete_vm(&account, &vm.id).await?;
+    let vm = state.service.vms().delete_vm(&account, &vm.id).await?;
     Ok(Json(VmResponse::from(&vm)))
 }
 
@@ -173,6 +176,7 @@ pub(crate) async fn sandboxes(
     };
     let vms = state
         .service
+        .vms()
         .find_vms_by_metadata(&account, &filter, limit as usize)
         .await?;
     Ok(Json(vms.iter().map(VmResponse::from).collect()))
@@ -220,6 +224,7 @@ pub(crate) async fn app_url(
     let session = session_id(&raw)?;
     let (vm, made, created) = state
         .service
+        .vms()
         .session_app_share(&account, &session, port)
         .await?;
     let share = super::shares::share_response(&state.share_urls, &made);

@@ -334,7 +334,11 @@ pub(crate) async fn mount(
 ) -> Result<Json<AttachmentResponse>, ApiError> {
     let id = vm_id(&raw)?;
     let request = mount_request(body, &["body"])?;
-    let attachment = state.service.attach_volume(&account, &id, request).await?;
+    let attachment = state
+        .service
+        .vms()
+        .attach_volume(&account, &id, request)
+        .await?;
     Ok(Json(attachment.into()))
 }
 
@@ -346,7 +350,11 @@ pub(crate) async fn list_mounts(
     Caller(account): Caller,
     ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<Vec<AttachmentResponse>>, ApiError> {
-    let mounts = state.service.vm_volumes(&account, &vm_id(&raw)?).await?;
+    let mounts = state
+        .service
+        .vms()
+        .vm_volumes(&account, &vm_id(&raw)?)
+        .await?;
     Ok(Json(mounts.into_iter().map(Into::into).collect()))
 }
 
@@ -370,6 +378,7 @@ pub(crate) async fn unmount(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let removed = state
         .service
+        .vms()
         .detach_volume(
             &account,
             &vm_id(&raw_vm)?,

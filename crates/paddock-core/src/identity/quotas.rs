@@ -19,6 +19,7 @@ use crate::keyed_locks::KeyedLocks;
 /// One account's limits; `None`: no limit. (Read from config, where an
 /// account's own quota leaves out what it takes from the default.)
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = QuotaLimits))]
 #[serde(deny_unknown_fields, default)]
 pub struct Quota {
     /// VMs that hold host resources at once (creating, running, stopping).
@@ -42,6 +43,7 @@ pub struct Quota {
 
 /// What an account holds now, against its capacity limits.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = QuotaUsage))]
 pub struct Usage {
     pub vms: u64,
     pub memory_mb: u64,

@@ -8,8 +8,10 @@ use std::sync::Mutex;
 use crate::clock::Timestamp;
 use crate::ids::AccountId;
 
-/// The parts of an OCI image config paddock honours.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The parts of an OCI image config paddock honours (serialized as the
+/// store keeps it: `env` as `[key, value]` pairs).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ImageConfig {
     pub env: Vec<(String, String)>,
     pub working_dir: Option<String>,
@@ -19,7 +21,7 @@ pub struct ImageConfig {
     pub labels: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LayerInfo {
     pub digest: String,
     pub size: u64,

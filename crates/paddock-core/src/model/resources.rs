@@ -1,7 +1,9 @@
 //! Compute resources of a sandbox and the server-wide bounds they must fit.
 
-/// Server-wide bounds on what one sandbox may ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Server-wide bounds on what one sandbox may ask for (`[limits]` in the
+/// server's config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Limits {
     pub min_memory_mb: u32,
     pub max_memory_mb: u32,

@@ -1,7 +1,7 @@
-//! A VM's reach: its egress policy, the shares that expose its ports,
-//! and custom domains routed to them.
+//! What reaches out of and into VMs: shares that expose their ports,
+//! custom domains routed to them, and webhooks (a VM's own network
+//! attachment and egress policy are `vms/network.rs`).
 
 pub mod domains;
-pub mod network;
 pub mod shares;
 pub mod webhooks;

@@ -1,6 +1,6 @@
 //! Shares: publishing a VM's port through the share proxy. The [`Shares`]
 //! component keeps the records, tokens and custom domains; the VMs side
-//! (`Service`) checks the VM a share is made for and answers the proxy's
+//! (`vms/shares.rs`) checks the VM a share is made for and answers the proxy's
 //! one question: where does this share go (and [`Shares`]: may this
 //! caller in).
 
@@ -12,9 +12,9 @@ use crate::clock::Timestamp;
 use crate::domain_backend::DomainBackend;
 use crate::error::CoreError;
 use crate::ids::{AccountId, ShareId, VmId};
-use crate::model::{hash_token, NewShare, Share, ShareSecret, VmStatus};
+use crate::model::{hash_token, NewShare, Share, ShareSecret};
 use crate::secrets::Keyring;
-use crate::service::{error_chain, Service};
+use crate::service::error_chain;
 use crate::store::Store;
 
 /// How long a one-time login URL stays usable.
@@ -191,84 +191,6 @@ impl Shares {
             Err(e) => {
                 tracing::error!(vm_id = %vm, error = %error_chain(&e), "could not end a VM's shares")
             }
-        }
-    }
-}
-
-impl Service {
-    /// Whether a port of a VM can be shared on this server at all.
-    pub(crate) fn check_share_port(&self, port: u16) -> Result<(), CoreError> {
-        if !self.network.enabled() {
-            return Err(CoreError::FailedPrecondition(
-                "networking is disabled on this server, so VM ports cannot be shared".into(),
-            ));
-        }
-        if port == 0 {
-            return Err(CoreError::invalid("port", "must be from 1 to 65535"));
-        }
-        Ok(())
-    }
-
-    /// Publishes `port` of a VM. A private share gets an access token and
-    /// a one-time login token, returned only here.
-    pub async fn create_share(
-        &self,
-        account: &AccountId,
-        vm_id: &VmId,
-        port: u16,
-        is_public: bool,
-    ) -> Result<NewShare, CoreError> {
-        let vm = self.get_vm(account, vm_id).await?;
-        if !vm.status.is_active() {
-            return Err(CoreError::FailedPrecondition(format!(
-                "the VM is {}; only a creating or running VM can be shared",
-                vm.status.as_str()
-            )));
-        }
-        self.check_share_port(port)?;
-        self.shares.record(account, &vm.id, port, is_public).await
-    }
-
-    /// The account's shares, or one VM's (404 when the VM is not the
-    /// account's).
-    pub async fn list_shares(
-        &self,
-        account: &AccountId,
-        vm: Option<&VmId>,
-    ) -> Result<Vec<Share>, CoreError> {
-        if let Some(vm) = vm {
-            self.get_vm(account, vm).await?;
-        }
-        Ok(self.store.list_shares(account, vm).await?)
-    }
-
-    /// Where a share's traffic goes: its running VM's address and port.
-    /// Records a request through one of the VM's shares: it is in use.
-    pub fn note_share_traffic(&self, vm: &VmId) {
-        self.activity.touch(vm);
-    }
-
-    pub async fn share_route(&self, id: &ShareId) -> Result<ShareRoute, CoreError> {
-        let share = self
-            .store
-            .find_share(id)
-            .await?
-            .ok_or_else(|| CoreError::not_found("share", id))?;
-        let vm = self
-            .store
-            .find_vm(&share.vm_id)
-            .await?
-            .ok_or_else(|| CoreError::not_found("share", id))?;
-        self.activity.touch(&vm.id);
-        match (&vm.network, vm.status) {
-            (Some(net), VmStatus::Running) => Ok(ShareRoute {
-                address: net.address,
-                share,
-            }),
-            _ => Err(CoreError::Unavailable(format!(
-                "the shared VM is {}",
-                vm.status.as_str()
-            ))),
         }
     }
 }

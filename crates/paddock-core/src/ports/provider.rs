@@ -17,8 +17,12 @@ pub trait Provider: Send + Sync + 'static {
     /// The name recorded on each VM (`container`, …).
     fn name(&self) -> &'static str;
 
-    /// Whether the named image variant can be started by this provider.
-    fn has_variant(&self, variant: &str) -> bool;
+    /// Whether the named image variant can be started by this provider;
+    /// one that resolves no variants (host processes, an engine's own
+    /// images) starts none.
+    fn has_variant(&self, _variant: &str) -> bool {
+        false
+    }
 
     /// Whether the provider resolves a VM's image reference itself (a
     /// Docker engine pulls its own images; host processes need none), so
@@ -95,23 +99,34 @@ pub trait Provider: Send + Sync + 'static {
     async fn set_frozen(&self, id: &VmId, frozen: bool) -> Result<(), RuntimeError>;
 
     /// Binds the host directory `source` at `target` inside the running
-    /// sandbox, read-only (enforced by the kernel) when asked.
+    /// sandbox, read-only (enforced by the kernel) when asked. A provider
+    /// that cannot refuses: host processes have no mount namespace of
+    /// their own (a mount would land on the host), and a running microVM
+    /// has no device to hotplug it through.
     async fn attach(
         &self,
-        id: &VmId,
-        handle: RuntimeHandle,
-        source: &Path,
-        target: &str,
-        read_only: bool,
-    ) -> Result<(), RuntimeError>;
+        _id: &VmId,
+        _handle: RuntimeHandle,
+        _source: &Path,
+        _target: &str,
+        _read_only: bool,
+    ) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Unsupported(format!(
+            "{} sandboxes cannot mount volumes: use the container provider",
+            self.name()
+        )))
+    }
 
-    /// Unmounts what [`Provider::attach`] put at `target`.
+    /// Unmounts what [`Provider::attach`] put at `target`; where nothing
+    /// can be attached there is nothing to undo.
     async fn detach(
         &self,
-        id: &VmId,
-        handle: RuntimeHandle,
-        target: &str,
-    ) -> Result<(), RuntimeError>;
+        _id: &VmId,
+        _handle: RuntimeHandle,
+        _target: &str,
+    ) -> Result<(), RuntimeError> {
+        Ok(())
+    }
 
     /// Whether the sandbox behind `handle` still runs.
     fn is_alive(&self, id: &VmId, handle: RuntimeHandle) -> bool;

@@ -7,10 +7,9 @@ use std::sync::Arc;
 
 use crate::clock::Timestamp;
 use crate::error::{CoreError, StoreError};
-use crate::ids::{AccountId, CredentialId, VaultId, VmId};
+use crate::ids::{AccountId, CredentialId, VaultId};
 use crate::model::{Credential, Env, SecretValue, Vault};
 use crate::secrets::Keyring;
-use crate::service::Service;
 use crate::store::{Store, VaultStore};
 
 /// The longest secret value accepted (an env var's limit).
@@ -246,32 +245,6 @@ impl Vaults {
             }
         }
         Ok(env)
-    }
-}
-
-impl Service {
-    /// Stages variables into a running VM's environment for every later
-    /// command. The values stay in the sandbox agent's memory only.
-    pub async fn stage_env(
-        &self,
-        account: &AccountId,
-        id: &VmId,
-        env: Env,
-    ) -> Result<usize, CoreError> {
-        let vm = self.running_vm(account, id).await?;
-        let vars: Vec<(String, String)> = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let n = vars.len();
-        self.provider_of(&vm)?
-            .channel()
-            .stage_env(&vm.id, vars)
-            .await?;
-        Ok(n)
-    }
-
-    /// Re-seals every value sealed under an older master key with the
-    /// current one (run at start, so a rotated key can then be dropped).
-    pub async fn reseal_secrets(&self) -> Result<usize, CoreError> {
-        reseal_secrets(self.store.as_ref(), &self.keyring).await
     }
 }
 

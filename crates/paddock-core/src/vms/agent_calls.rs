@@ -11,11 +11,11 @@ use crate::exec::{
     ByteStream, ExecRequest, ExecStream, FileContent, PtyConnection, PtyInfo, PtySpec, SandboxPath,
 };
 use crate::ids::{AccountId, ExecutionId, VmId};
-use crate::model::{Execution, Vm, VmStatus};
+use crate::model::{Env, Execution, Vm, VmStatus};
 use crate::provider::Provider;
-use crate::service::{collect_output, error_chain, ExecOutput, Service};
+use crate::service::{collect_output, error_chain, ExecOutput, Vms};
 
-impl Service {
+impl Vms {
     pub(crate) async fn running_vm(&self, account: &AccountId, id: &VmId) -> Result<Vm, CoreError> {
         let vm = self.get_vm(account, id).await?;
         if vm.status != VmStatus::Running {
@@ -135,7 +135,7 @@ impl Service {
     }
 
     /// Starts a command in the background; its result is read with
-    /// [`Service::get_execution`].
+    /// [`Vms::get_execution`].
     pub async fn exec_async(
         self: &Arc<Self>,
         account: &AccountId,
@@ -292,5 +292,25 @@ impl Service {
         self.activity.touch(&vm.id);
         let attached = provider.channel().pty_attach(&vm.id, pty).await;
         self.agent_result(&vm, attached).await
+    }
+}
+
+impl Vms {
+    /// Stages variables into a running VM's environment for every later
+    /// command. The values stay in the sandbox agent's memory only.
+    pub async fn stage_env(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+        env: Env,
+    ) -> Result<usize, CoreError> {
+        let vm = self.running_vm(account, id).await?;
+        let vars: Vec<(String, String)> = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let n = vars.len();
+        self.provider_of(&vm)?
+            .channel()
+            .stage_env(&vm.id, vars)
+            .await?;
+        Ok(n)
     }
 }

@@ -195,7 +195,9 @@ pub struct PtySpec {
     pub command: PtyCommand,
 }
 
-#[derive(Debug, Clone)]
+/// A PTY session as the VM API shows it (inside its `PtyResponse`).
+#[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PtyInfo {
     pub id: String,
     pub pid: i32,
@@ -204,6 +206,7 @@ pub struct PtyInfo {
     pub alive: bool,
     pub exit_code: Option<i32>,
     pub command: Vec<String>,
+    #[serde(rename = "created_at")]
     pub created_at_unix: i64,
 }
 

@@ -16,7 +16,7 @@ use crate::error::CoreError;
 use crate::exec::{ExecEvent, ExecRequest, ExecStream};
 use crate::ids::{AccountId, ExecutionId};
 use crate::model::{Execution, ExecutionStatus, Vm, VmStatus};
-use crate::service::{error_chain, Service};
+use crate::service::{error_chain, Vms};
 use crate::RuntimeError;
 
 /// Output is saved at least this often while it comes.
@@ -50,7 +50,7 @@ pub(crate) struct Started {
     pub is_job: bool,
 }
 
-impl Service {
+impl Vms {
     /// Starts `request` in `vm` as a job (it outlives this server, which
     /// attaches to it again after a restart) recorded as an execution;
     /// as a plain recorded exec where the provider has no jobs. Its run

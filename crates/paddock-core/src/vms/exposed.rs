@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::error::CoreError;
 use crate::ids::AccountId;
 use crate::model::{CustomDomain, DnsCredentials, NewShare, Vm, VmSpec};
-use crate::service::{error_chain, Service};
+use crate::service::{error_chain, Vms};
 
 /// A custom domain asked for with a VM.
 #[derive(Debug, Clone)]
@@ -38,7 +38,7 @@ pub struct CreatedVm {
 /// Why the VM a failed exposure made was deleted.
 const REASON_UNDONE: &str = "its share or custom domain could not be made";
 
-impl Service {
+impl Vms {
     /// Creates a VM and exposes it as asked.
     pub async fn create_exposed_vm(
         self: &Arc<Self>,
@@ -80,7 +80,8 @@ impl Service {
     async fn check_exposure(&self, e: &Exposure) -> Result<(), CoreError> {
         self.check_share_port(e.port)?;
         if let Some(d) = &e.domain {
-            self.shares
+            self.parts
+                .shares
                 .check_new_custom_domain(
                     &d.domain,
                     d.dns_provider.as_deref(),
@@ -102,7 +103,8 @@ impl Service {
             .await?;
         let domain = match e.domain {
             Some(d) => Some(
-                self.shares
+                self.parts
+                    .shares
                     .create_custom_domain(
                         account,
                         &share.share.id,

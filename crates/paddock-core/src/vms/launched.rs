@@ -11,7 +11,7 @@ use crate::exec::ExecRequest;
 use crate::ids::{AccountId, ExecutionId, VmId};
 use crate::lifecycle::REASON_MAIN_ENDED;
 use crate::model::{Execution, Vm, VmStatus, VmStatusSet};
-use crate::service::{error_chain, Service};
+use crate::service::{error_chain, Vms};
 
 /// A launched sandbox and its main command's record, if it has one.
 #[derive(Debug, Clone)]
@@ -19,11 +19,11 @@ pub struct SandboxView {
     pub vm: Vm,
     pub main: Option<Execution>,
     /// Where relative paths of its files API start
-    /// ([`Service::sandbox_work_dir`]).
+    /// ([`Vms::sandbox_work_dir`]).
     pub work_dir: String,
 }
 
-impl Service {
+impl Vms {
     /// Where relative paths of a launched sandbox's files API start: the
     /// definition's `cwd`, else the provider's own working directory (a
     /// local sandbox's private directory), else `/`.
@@ -45,7 +45,7 @@ impl Service {
     }
 }
 
-impl Service {
+impl Vms {
     /// Runs a launched sandbox's main command in the background; with
     /// `stop_on_terminal`, its end stops the sandbox.
     pub async fn start_main_command(

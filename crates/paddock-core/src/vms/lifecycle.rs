@@ -14,7 +14,7 @@ use crate::clock::Timestamp;
 use crate::error::CoreError;
 use crate::ids::{AccountId, VmId};
 use crate::model::{Vm, VmStatus};
-use crate::service::{error_chain, Service};
+use crate::service::{error_chain, Vms};
 
 pub const REASON_STOPPED: &str = "stopped on request";
 pub const REASON_IDLE: &str = "stopped after its auto_stop idle time";
@@ -105,7 +105,7 @@ enum Liveness {
     Dead,
 }
 
-impl Service {
+impl Vms {
     /// Stops a launched sandbox, keeping its filesystem when its
     /// definition said `preserve`.
     pub async fn stop_vm(&self, account: &AccountId, id: &VmId) -> Result<Vm, CoreError> {
@@ -119,7 +119,7 @@ impl Service {
         self.halt_vm_as(id, reason, Liveness::Unknown).await
     }
 
-    /// [`Service::halt_vm`] for a sandbox whose processes are known to be
+    /// [`Vms::halt_vm`] for a sandbox whose processes are known to be
     /// gone: when the provider cannot be reached to tidy it up (a Docker
     /// engine restarting under it), the VM still stops; what it keeps
     /// (a container, a disk) is found again by the next start.
@@ -180,7 +180,7 @@ impl Service {
                 return Err(e.into());
             }
         }
-        self.shares.end_shares(&vm.id).await;
+        self.parts.shares.end_shares(&vm.id).await;
         self.release_network(&mut vm).await;
         self.activity.forget(&vm.id);
         let now = Timestamp::now();
@@ -243,8 +243,8 @@ impl Service {
             }
             // A stopped sandbox holds no memory or CPU: starting it again
             // is checked against the account's capacity as a create is.
-            let _creates = self.accounts().quotas().lock_creates(account).await;
-            let quota = self.accounts().quota(account).await?;
+            let _creates = self.parts.accounts.quotas().lock_creates(account).await;
+            let quota = self.parts.accounts.quota(account).await?;
             let usage = self.store.account_usage(account).await?;
             crate::quotas::check_room(
                 &quota,

@@ -17,7 +17,7 @@ use crate::clock::Timestamp;
 use crate::error::CoreError;
 use crate::ids::{AccountId, VmId};
 use crate::model::{usage_day, UsageCounters, UsageCursor, UsageRecord, Vm, VmStatus, VmStatusSet};
-use crate::service::{error_chain, Service, Shutdown};
+use crate::service::{error_chain, Shutdown, Vms};
 
 const GIB: f64 = (1u64 << 30) as f64;
 
@@ -144,7 +144,7 @@ impl Meter {
     }
 }
 
-impl Service {
+impl Vms {
     /// Samples usage every `usage_interval` until shutdown. A failed
     /// sample is logged and the next one tries again; the cursors make up
     /// for what it missed.

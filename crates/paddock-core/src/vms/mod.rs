@@ -1,22 +1,28 @@
-//! VMs: [`service::Service`] (composition, creating, starting, patching
-//! and ending VMs), lifecycle.rs (stop, restart), agent_calls.rs (exec,
-//! files and terminals through a VM's agent, and what its answers mean
-//! for the VM), executions.rs (recorded executions), sessions.rs,
-//! sweeper.rs (reconcile after a restart, expiry, dead sandboxes),
-//! launched.rs (sandboxes launched from a definition), exposed.rs
-//! (create with a share and custom domain), warm_pool.rs (sandboxes
-//! booted ahead of demand), volume_mounts.rs (volumes into VMs) and
-//! snapshotting.rs (snapshots of VMs, clones).
-
+//! VMs: the [`component::Vms`] component and its operations, one file per
+//! concern. component.rs holds its state and a VM's create, start, patch
+//! and end; lifecycle.rs stop and restart; agent_calls.rs exec, files,
+//! terminals and staged variables through a VM's agent, and what its
+//! answers mean for the VM; executions.rs recorded executions;
+//! sessions.rs; network.rs a VM's network attachment and egress policy;
+//! shares.rs the VM side of shares; exposed.rs create with a share and
+//! custom domain; sweeper.rs reconcile after a restart, expiry, dead
+//! sandboxes; launched.rs sandboxes launched from a definition;
+//! warm_pool.rs sandboxes booted ahead of demand; volume_mounts.rs
+//! volumes into VMs; snapshotting.rs snapshots of VMs and clones;
+//! image_builds.rs Dockerfile builds, whose steps run in sandboxes;
+//! metering.rs usage sampling.
 mod agent_calls;
+pub mod component;
 pub mod exec;
 pub(crate) mod executions;
 pub mod exposed;
+pub mod image_builds;
 pub mod launched;
 pub mod lifecycle;
 pub mod metering;
-pub mod service;
+pub mod network;
 mod sessions;
+mod shares;
 mod snapshotting;
 pub(crate) mod stuck_agents;
 mod sweeper;

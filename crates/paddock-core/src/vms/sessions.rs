@@ -6,9 +6,9 @@ use std::sync::Arc;
 use crate::error::CoreError;
 use crate::ids::{AccountId, SessionId};
 use crate::model::{Vm, VmOptions, VmSpec, VmStatus};
-use crate::service::{Service, REASON_LIFETIME_EXPIRED};
+use crate::service::{Vms, REASON_LIFETIME_EXPIRED};
 
-impl Service {
+impl Vms {
     /// The VM that serves a session: its newest VM when running; when that
     /// VM's lifetime ended, a fresh VM with the same settings.
     pub async fn session_vm(
@@ -158,7 +158,7 @@ impl Service {
             return Err(CoreError::not_found("session", session));
         }
         let ids: Vec<_> = vms.iter().map(|vm| vm.id.clone()).collect();
-        let total = self.usage().of_vms(&ids).await?;
+        let total = self.parts.usage.of_vms(&ids).await?;
         Ok((vms, total))
     }
 }

@@ -11,7 +11,7 @@ use crate::ids::{AccountId, VmId};
 use crate::model::{
     ChangedTree, Image, ImageConfig, LayerInfo, Snapshot, SnapshotKind, Vm, VmSpec, VmStatus,
 };
-use crate::service::{error_chain, Service};
+use crate::service::{error_chain, Vms};
 
 /// What a VM's filesystem sits on, below its own changes.
 struct Base {
@@ -21,10 +21,10 @@ struct Base {
     config: ImageConfig,
 }
 
-impl Service {
+impl Vms {
     async fn base_of(&self, vm: &Vm) -> Result<Base, CoreError> {
         if let Some(id) = &vm.options.snapshot_id {
-            let snapshot = self.snapshots.get(&vm.account_id, id).await?;
+            let snapshot = self.parts.snapshots.get(&vm.account_id, id).await?;
             let image = snapshot.image.ok_or_else(|| {
                 CoreError::FailedPrecondition(format!("the VM's snapshot {id} has no image"))
             })?;
@@ -45,7 +45,8 @@ impl Service {
         }
         let digest = vm.image_digest.as_deref().unwrap_or(&vm.image_variant);
         let image = self
-            .images()
+            .parts
+            .images
             .find(&vm.account_id, digest)
             .await?
             .ok_or_else(|| CoreError::not_found("image", digest))?;
@@ -155,7 +156,7 @@ impl Service {
 
     /// A snapshot whose layers above `squash_above` are squashed into its
     /// new one (see `capture`). The caller holds the VM's lock
-    /// ([`Service::lock_vm`]).
+    /// ([`Vms::lock_vm`]).
     pub async fn snapshot_locked_with(
         &self,
         vm: &Vm,
@@ -164,6 +165,7 @@ impl Service {
         squash_above: Option<usize>,
     ) -> Result<Snapshot, CoreError> {
         let snapshot = self
+            .parts
             .snapshots
             .begin(
                 &vm.account_id,
@@ -174,7 +176,7 @@ impl Service {
             )
             .await?;
         let result = self.capture(vm, squash_above).await;
-        let done = self.snapshots.finish(snapshot, result).await?;
+        let done = self.parts.snapshots.finish(snapshot, result).await?;
         tracing::info!(vm_id = %vm.id, snapshot_id = %done.id, size = done.size, "snapshot taken");
         Ok(done)
     }

@@ -7,9 +7,9 @@ use crate::clock::Timestamp;
 use crate::error::CoreError;
 use crate::ids::{ExecutionId, VmId};
 use crate::model::{Vm, VmStatus, VmStatusSet};
-use crate::service::{error_chain, Service, Shutdown, REASON_DELETED, REASON_LIFETIME_EXPIRED};
+use crate::service::{error_chain, Shutdown, Vms, REASON_DELETED, REASON_LIFETIME_EXPIRED};
 
-impl Service {
+impl Vms {
     /// Brings the records in line with what really runs, after a restart or
     /// a crash: live sandboxes stay, dead ones are marked failed, and every
     /// host resource no record owns is freed.
@@ -24,7 +24,6 @@ impl Service {
                 "snapshots lost in a restart marked failed"
             );
         }
-        self.reseal_secrets().await?;
         let mut live = Vec::new();
         for vm in self
             .store
@@ -71,7 +70,7 @@ impl Service {
             tracing::warn!(count = failed, "executions lost in a restart marked failed");
         }
         self.adopt_jobs(adopted);
-        self.volumes.reconcile(&live).await?;
+        self.parts.volumes.reconcile(&live).await?;
         self.reconcile_network(&live).await?;
         let mut live: Vec<VmId> = live.into_iter().map(|vm| vm.id).collect();
         // A stopped sandbox keeps its files (and any volume attachments)

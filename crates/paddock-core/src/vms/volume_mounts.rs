@@ -6,10 +6,10 @@
 use crate::error::CoreError;
 use crate::ids::{AccountId, VmId, VolumeId};
 use crate::model::{validate_mount_path, Attachment, MountMode, MountRequest, RuntimeHandle, Vm};
-use crate::service::Service;
+use crate::service::Vms;
 use crate::volumes::source_of;
 
-impl Service {
+impl Vms {
     /// Mounts every recorded attachment of a VM that just started. On
     /// failure the caller stops the VM and releases them.
     pub(crate) async fn mount_attachments(
@@ -17,8 +17,8 @@ impl Service {
         vm: &Vm,
         handle: RuntimeHandle,
     ) -> Result<(), CoreError> {
-        let _lock = self.volumes.lock().await;
-        for a in self.volumes.of_vm(&vm.id).await? {
+        let _lock = self.parts.volumes.lock().await;
+        for a in self.parts.volumes.of_vm(&vm.id).await? {
             self.mount_one(vm, &a, handle).await?;
         }
         Ok(())
@@ -30,7 +30,7 @@ impl Service {
         a: &Attachment,
         handle: RuntimeHandle,
     ) -> Result<(), CoreError> {
-        let source = self.volumes.mount_on_host(a).await?;
+        let source = self.parts.volumes.mount_on_host(a).await?;
         self.provider_of(vm)?
             .attach(
                 &a.vm_id,
@@ -56,9 +56,10 @@ impl Service {
         let handle = vm
             .runtime
             .ok_or_else(|| CoreError::FailedPrecondition("the VM has no running sandbox".into()))?;
-        let _lock = self.volumes.lock().await;
-        let existing = self.volumes.of_vm(vm_id).await?;
+        let _lock = self.parts.volumes.lock().await;
+        let existing = self.parts.volumes.of_vm(vm_id).await?;
         let mut reserved = self
+            .parts
             .volumes
             .reserve(account, vm_id, &existing, std::slice::from_ref(&request))
             .await?;
@@ -66,8 +67,12 @@ impl Service {
             .pop()
             .ok_or_else(|| CoreError::Unavailable("the attachment was not recorded".into()))?;
         if let Err(e) = self.mount_one(&vm, &attachment, handle).await {
-            self.volumes.forget(vm_id, &attachment.mount_path).await?;
-            self.volumes
+            self.parts
+                .volumes
+                .forget(vm_id, &attachment.mount_path)
+                .await?;
+            self.parts
+                .volumes
                 .unmount_if_unused(&source_of(&attachment))
                 .await;
             return Err(e);
@@ -81,7 +86,7 @@ impl Service {
         vm_id: &VmId,
     ) -> Result<Vec<Attachment>, CoreError> {
         self.get_vm(account, vm_id).await?;
-        self.volumes.of_vm(vm_id).await
+        self.parts.volumes.of_vm(vm_id).await
     }
 
     /// Unmounts a volume from a running VM: at `mount_path`, or wherever it
@@ -98,8 +103,9 @@ impl Service {
         let mount_path = mount_path
             .map(|p| validate_mount_path(p).map_err(|m| CoreError::invalid("mount_path", m)))
             .transpose()?;
-        let _lock = self.volumes.lock().await;
+        let _lock = self.parts.volumes.lock().await;
         let matching: Vec<Attachment> = self
+            .parts
             .volumes
             .of_vm(vm_id)
             .await?
@@ -116,8 +122,8 @@ impl Service {
                     .detach(vm_id, handle, &a.mount_path)
                     .await?;
             }
-            self.volumes.forget(vm_id, &a.mount_path).await?;
-            self.volumes.unmount_if_unused(&source_of(a)).await;
+            self.parts.volumes.forget(vm_id, &a.mount_path).await?;
+            self.parts.volumes.unmount_if_unused(&source_of(a)).await;
             tracing::info!(vm_id = %vm_id, volume_id = %a.volume_id, mount_path = %a.mount_path, "volume unmounted");
         }
         Ok(matching)

@@ -22,7 +22,7 @@ use crate::error::CoreError;
 use crate::ids::{AccountId, VmId};
 use crate::model::{Resources, RuntimeHandle, Vm, VmSpec};
 use crate::network_backend::VmNetwork;
-use crate::service::{error_chain, Service, Shutdown};
+use crate::service::{error_chain, Shutdown, Vms};
 
 /// How long the pool waits before trying again after a sandbox failed to
 /// boot (a broken variant must not spin the host).
@@ -76,7 +76,7 @@ impl WarmPool {
     }
 }
 
-impl Service {
+impl Vms {
     /// The resources of a VM that asks for none.
     fn default_resources(&self) -> Option<Resources> {
         Resources::with_disk(None, None, None, &self.config.limits).ok()
@@ -98,7 +98,7 @@ impl Service {
 
     /// Gives `vm` (not yet stored) a prepared sandbox when it fits one:
     /// the VM takes the sandbox's id, and its network; the sandbox's
-    /// handle goes to [`Service::finish_start`].
+    /// handle goes to [`Vms::finish_start`].
     pub(crate) fn claim_prepared(&self, vm: &mut Vm, has_volumes: bool) -> Option<RuntimeHandle> {
         if self.config.warm_pool == 0 || !self.fits_warm_pool(vm, has_volumes) {
             return None;

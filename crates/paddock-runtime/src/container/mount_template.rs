@@ -215,21 +215,7 @@ mod tests {
         // A namespace pinned on the host, as the network pool pins them.
         let dir = tempfile::tempdir().expect("dir");
         let pin = dir.path().join("10.99.0.2");
-        std::fs::File::create(&pin).expect("pin file");
-        let target = pin.clone();
-        std::thread::spawn(move || {
-            unshare(CloneFlags::CLONE_NEWNET).expect("netns");
-            mount(
-                Some("/proc/thread-self/ns/net"),
-                &target,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .expect("pin");
-        })
-        .join()
-        .expect("pin thread");
+        paddock_net::netns::create(&pin).expect("pin");
         let pinned = pin.display().to_string();
         let host = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
         assert!(nsfs_mounts(&host).contains(&pinned));

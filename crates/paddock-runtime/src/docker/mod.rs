@@ -278,10 +278,6 @@ impl Provider for DockerProvider {
         "docker"
     }
 
-    fn has_variant(&self, _variant: &str) -> bool {
-        false
-    }
-
     fn resolves_images(&self) -> bool {
         true
     }

@@ -295,25 +295,6 @@ crate::over_container::provider_over_container!(MicroVmProvider {
         self.container.changes(vm)
     }
 
-    async fn attach(
-        &self,
-        _id: &VmId,
-        _handle: RuntimeHandle,
-        _source: &Path,
-        _target: &str,
-        _read_only: bool,
-    ) -> Result<(), RuntimeError> {
-        // A running microvm has no hotplug: a volume would need a virtiofs
-        // device fixed at boot.
-        Err(RuntimeError::Unsupported(
-            "microVMs cannot mount volumes yet: use the container provider".into(),
-        ))
-    }
-
-    async fn detach(&self, _: &VmId, _: RuntimeHandle, _: &str) -> Result<(), RuntimeError> {
-        Ok(())
-    }
-
     async fn update_resources(
         &self,
         _id: &VmId,

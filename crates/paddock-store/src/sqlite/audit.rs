@@ -10,7 +10,7 @@ use paddock_core::StoreError;
 use sqlx::FromRow;
 
 use super::rows::{db_err, parse, ts};
-use super::{Owned, SqliteStore};
+use super::SqliteStore;
 
 const COLUMNS: &str = "seq, id, account_id, created_at, event_group, event_type, status, \
     actor_key_id, user_email, vm_id, session_id, resource_type, resource_id, request_id, \
@@ -39,14 +39,8 @@ pub(super) struct EventRow {
     error_message: Option<String>,
 }
 
-impl Owned for AuditEvent {
-    const TABLE: &'static str = "audit_events";
-    const COLUMNS: &'static str = COLUMNS;
-    type Row = EventRow;
-    fn from_row(row: EventRow) -> Result<Self, StoreError> {
-        row.into_event().map(|(_, e)| e)
-    }
-}
+super::owned!(AuditEvent: "audit_events", COLUMNS,
+    EventRow => |row: EventRow| row.into_event().map(|(_, e)| e));
 
 impl EventRow {
     fn into_event(self) -> Result<(i64, AuditEvent), StoreError> {

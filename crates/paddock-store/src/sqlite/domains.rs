@@ -9,21 +9,15 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{FromRow, Row};
 
 use super::rows::{db_err, parse, ts};
-use super::{Owned, SqliteStore};
+use super::SqliteStore;
 
 const DOMAIN_COLUMNS: &str =
     "id, account_id, share_id, domain, dns_provider, status, last_error, created_at, updated_at";
 
 pub(super) struct DomainRow(CustomDomain);
 
-impl Owned for CustomDomain {
-    const TABLE: &'static str = "custom_domains";
-    const COLUMNS: &'static str = DOMAIN_COLUMNS;
-    type Row = DomainRow;
-    fn from_row(row: DomainRow) -> Result<Self, StoreError> {
-        Ok(row.0)
-    }
-}
+super::owned!(CustomDomain: "custom_domains", DOMAIN_COLUMNS,
+    DomainRow => |row: DomainRow| Ok(row.0));
 
 impl<'r> FromRow<'r, SqliteRow> for DomainRow {
     fn from_row(row: &'r SqliteRow) -> Result<Self, sqlx::Error> {

@@ -62,6 +62,22 @@ trait Owned: Sized {
     fn from_row(row: Self::Row) -> Result<Self, StoreError>;
 }
 
+/// `impl Owned for $record`: kept in `$table` as `$columns`, read as
+/// `$row` and made into the record by `$from_row`.
+macro_rules! owned {
+    ($record:ty: $table:literal, $columns:expr, $row:ty => $from_row:expr) => {
+        impl super::Owned for $record {
+            const TABLE: &'static str = $table;
+            const COLUMNS: &'static str = $columns;
+            type Row = $row;
+            fn from_row(row: $row) -> Result<Self, StoreError> {
+                ($from_row)(row)
+            }
+        }
+    };
+}
+use owned;
+
 impl SqliteStore {
     /// Opens (creating if needed) the database file and migrates it.
     pub async fn open(path: &Path) -> Result<Self, SqliteStoreError> {
@@ -72,36 +88,34 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await
-            .map_err(|source| SqliteStoreError::Open {
-                path: path.display().to_string(),
-                source,
-            })?;
-        sqlx::migrate!("./migrations")
-            .run(&pool)
-            .await
-            .map_err(SqliteStoreError::Migrate)?;
-        Ok(Self { pool })
+        Self::connect(options, 8, &path.display().to_string()).await
     }
 
     /// An in-memory database, for tests.
     pub async fn in_memory() -> Result<Self, SqliteStoreError> {
+        let open_error = |source| SqliteStoreError::Open {
+            path: ":memory:".into(),
+            source,
+        };
         let options = SqliteConnectOptions::from_str("sqlite::memory:")
-            .map_err(|source| SqliteStoreError::Open {
-                path: ":memory:".into(),
-                source,
-            })?
+            .map_err(open_error)?
             .foreign_keys(true);
         // One connection: each in-memory connection is its own database.
+        Self::connect(options, 1, ":memory:").await
+    }
+
+    /// A pool of `connections` over `options`, migrated.
+    async fn connect(
+        options: SqliteConnectOptions,
+        connections: u32,
+        path: &str,
+    ) -> Result<Self, SqliteStoreError> {
         let pool = SqlitePoolOptions::new()
-            .max_connections(1)
+            .max_connections(connections)
             .connect_with(options)
             .await
             .map_err(|source| SqliteStoreError::Open {
-                path: ":memory:".into(),
+                path: path.to_owned(),
                 source,
             })?;
         sqlx::migrate!("./migrations")

@@ -276,26 +276,11 @@ pub(super) fn bind_vm<'q>(
 
 /// Images keep their config and layer list as JSON columns.
 pub(super) fn image_json(image: &Image) -> Result<(String, String), StoreError> {
-    let c = &image.config;
-    let config = serde_json::json!({
-        "env": c.env,
-        "working_dir": c.working_dir,
-        "user": c.user,
-        "entrypoint": c.entrypoint,
-        "cmd": c.cmd,
-        "labels": c.labels,
-    });
-    let layers: Vec<_> = image
-        .layers
-        .iter()
-        .map(
-            |l| serde_json::json!({"digest": l.digest, "size": l.size, "media_type": l.media_type}),
-        )
-        .collect();
-    let enc = |v: &serde_json::Value| {
-        serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
-    };
-    Ok((enc(&config)?, enc(&serde_json::Value::Array(layers))?))
+    let enc = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
+    Ok((
+        serde_json::to_string(&image.config).map_err(enc)?,
+        serde_json::to_string(&image.layers).map_err(enc)?,
+    ))
 }
 
 #[derive(FromRow)]
@@ -314,51 +299,11 @@ impl ImageRow {
     pub(super) fn into_image(self) -> Result<Image, StoreError> {
         let corrupt =
             |e: serde_json::Error| StoreError::Corrupt(format!("image {}: {e}", self.digest));
-        let c: serde_json::Value = serde_json::from_str(&self.config).map_err(corrupt)?;
-        let layers: Vec<serde_json::Value> = serde_json::from_str(&self.layers).map_err(corrupt)?;
-        let strings = |v: &serde_json::Value| -> Vec<String> {
-            v.as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let config = ImageConfig {
-            env: c["env"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|kv| {
-                            Some((kv[0].as_str()?.to_owned(), kv[1].as_str()?.to_owned()))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-            working_dir: c["working_dir"].as_str().map(str::to_owned),
-            user: c["user"].as_str().map(str::to_owned),
-            entrypoint: strings(&c["entrypoint"]),
-            cmd: strings(&c["cmd"]),
-            labels: c["labels"]
-                .as_object()
-                .map(|m| {
-                    m.iter()
-                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        };
+        let config: ImageConfig = serde_json::from_str(&self.config).map_err(corrupt)?;
+        let layers: Vec<LayerInfo> = serde_json::from_str(&self.layers).map_err(corrupt)?;
         Ok(Image {
             account_id: parse("account id", &self.account_id)?,
-            layers: layers
-                .iter()
-                .map(|l| LayerInfo {
-                    digest: l["digest"].as_str().unwrap_or_default().to_owned(),
-                    size: l["size"].as_u64().unwrap_or(0),
-                    media_type: l["media_type"].as_str().unwrap_or_default().to_owned(),
-                })
-                .collect(),
+            layers,
             digest: self.digest,
             reference: self.reference,
             config_digest: self.config_digest,

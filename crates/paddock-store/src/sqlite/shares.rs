@@ -10,20 +10,13 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{FromRow, Row};
 
 use super::rows::{db_err, parse, ts};
-use super::{Owned, SqliteStore};
+use super::SqliteStore;
 
 const SHARE_COLUMNS: &str = "id, account_id, vm_id, port, is_public, token_hash, created_at";
 
 pub(super) struct ShareRow(Share);
 
-impl Owned for Share {
-    const TABLE: &'static str = "shares";
-    const COLUMNS: &'static str = SHARE_COLUMNS;
-    type Row = ShareRow;
-    fn from_row(row: ShareRow) -> Result<Self, StoreError> {
-        Ok(row.0)
-    }
-}
+super::owned!(Share: "shares", SHARE_COLUMNS, ShareRow => |row: ShareRow| Ok(row.0));
 
 impl<'r> FromRow<'r, SqliteRow> for ShareRow {
     fn from_row(row: &'r SqliteRow) -> Result<Self, sqlx::Error> {

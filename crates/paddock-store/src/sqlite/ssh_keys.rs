@@ -8,7 +8,7 @@ use paddock_core::StoreError;
 use sqlx::Row;
 
 use super::rows::{db_err, parse, ts};
-use super::{Owned, SqliteStore};
+use super::SqliteStore;
 
 #[async_trait]
 impl SshKeyStore for SqliteStore {
@@ -57,16 +57,9 @@ impl SshKeyStore for SqliteStore {
     }
 }
 
-/// SSH keys take the generic delete; they are read by fingerprint or
-/// listed in key order.
-impl Owned for SshKey {
-    const TABLE: &'static str = "ssh_keys";
-    const COLUMNS: &'static str = COLUMNS;
-    type Row = KeyRow;
-    fn from_row(row: KeyRow) -> Result<Self, StoreError> {
-        Ok(row.0)
-    }
-}
+// SSH keys take the generic delete; they are read by fingerprint or
+// listed in key order.
+super::owned!(SshKey: "ssh_keys", COLUMNS, KeyRow => |row: KeyRow| Ok(row.0));
 
 pub(super) struct KeyRow(SshKey);
 

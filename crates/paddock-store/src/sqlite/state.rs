@@ -15,7 +15,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{FromRow, Row};
 
 use super::rows::{db_err, image_json, parse, ts, ImageRow};
-use super::{Owned, SqliteStore};
+use super::SqliteStore;
 
 fn size_col(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -30,14 +30,7 @@ const SNAPSHOT_COLUMNS: &str = "id, account_id, name, kind, status, error, vm_id
 
 pub(super) struct SnapshotRow(Snapshot);
 
-impl Owned for Snapshot {
-    const TABLE: &'static str = "snapshots";
-    const COLUMNS: &'static str = SNAPSHOT_COLUMNS;
-    type Row = SnapshotRow;
-    fn from_row(row: SnapshotRow) -> Result<Self, StoreError> {
-        Ok(row.0)
-    }
-}
+super::owned!(Snapshot: "snapshots", SNAPSHOT_COLUMNS, SnapshotRow => |row: SnapshotRow| Ok(row.0));
 
 impl<'r> FromRow<'r, SqliteRow> for SnapshotRow {
     fn from_row(row: &'r SqliteRow) -> Result<Self, sqlx::Error> {
@@ -203,21 +196,16 @@ pub(super) struct VolumeRow {
     updated_at: i64,
 }
 
-impl Owned for Volume {
-    const TABLE: &'static str = "volumes";
-    const COLUMNS: &'static str = VOLUME_COLUMNS;
-    type Row = VolumeRow;
-    fn from_row(row: VolumeRow) -> Result<Self, StoreError> {
-        Ok(Volume {
-            id: parse("volume id", &row.id)?,
-            account_id: parse("account id", &row.account_id)?,
-            name: row.name,
-            size_bytes: u64::try_from(row.size_bytes).unwrap_or(0),
-            created_at: ts(row.created_at),
-            updated_at: ts(row.updated_at),
-        })
-    }
-}
+super::owned!(Volume: "volumes", VOLUME_COLUMNS, VolumeRow => |row: VolumeRow| {
+    Ok(Volume {
+        id: parse("volume id", &row.id)?,
+        account_id: parse("account id", &row.account_id)?,
+        name: row.name,
+        size_bytes: u64::try_from(row.size_bytes).unwrap_or(0),
+        created_at: ts(row.created_at),
+        updated_at: ts(row.updated_at),
+    })
+});
 
 #[derive(FromRow)]
 struct CheckpointRow {
@@ -449,21 +437,16 @@ pub(super) struct VaultRow {
     updated_at: i64,
 }
 
-impl Owned for Vault {
-    const TABLE: &'static str = "vaults";
-    const COLUMNS: &'static str = VAULT_COLUMNS;
-    type Row = VaultRow;
-    fn from_row(row: VaultRow) -> Result<Self, StoreError> {
-        Ok(Vault {
-            id: parse("vault id", &row.id)?,
-            account_id: parse("account id", &row.account_id)?,
-            name: row.name,
-            description: row.description,
-            created_at: ts(row.created_at),
-            updated_at: ts(row.updated_at),
-        })
-    }
-}
+super::owned!(Vault: "vaults", VAULT_COLUMNS, VaultRow => |row: VaultRow| {
+    Ok(Vault {
+        id: parse("vault id", &row.id)?,
+        account_id: parse("account id", &row.account_id)?,
+        name: row.name,
+        description: row.description,
+        created_at: ts(row.created_at),
+        updated_at: ts(row.updated_at),
+    })
+});
 
 #[derive(FromRow)]
 struct CredentialRow {

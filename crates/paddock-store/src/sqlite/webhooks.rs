@@ -12,7 +12,7 @@ use paddock_core::StoreError;
 use sqlx::FromRow;
 
 use super::rows::{db_err, parse, ts};
-use super::{Owned, SqliteStore};
+use super::SqliteStore;
 
 const ENDPOINT_COLUMNS: &str = "id, account_id, url, description, event_patterns, enabled, \
     timeout_seconds, max_retries, created_at, updated_at";
@@ -33,23 +33,11 @@ pub(super) struct EndpointRow {
     updated_at: i64,
 }
 
-impl Owned for WebhookEndpoint {
-    const TABLE: &'static str = "webhook_endpoints";
-    const COLUMNS: &'static str = ENDPOINT_COLUMNS;
-    type Row = EndpointRow;
-    fn from_row(row: EndpointRow) -> Result<Self, StoreError> {
-        row.into_endpoint()
-    }
-}
+super::owned!(WebhookEndpoint: "webhook_endpoints", ENDPOINT_COLUMNS,
+    EndpointRow => |row: EndpointRow| row.into_endpoint());
 
-impl Owned for WebhookDelivery {
-    const TABLE: &'static str = "webhook_deliveries";
-    const COLUMNS: &'static str = DELIVERY_COLUMNS;
-    type Row = DeliveryRow;
-    fn from_row(row: DeliveryRow) -> Result<Self, StoreError> {
-        row.into_delivery().map(|(_, d)| d)
-    }
-}
+super::owned!(WebhookDelivery: "webhook_deliveries", DELIVERY_COLUMNS,
+    DeliveryRow => |row: DeliveryRow| row.into_delivery().map(|(_, d)| d));
 
 impl EndpointRow {
     fn into_endpoint(self) -> Result<WebhookEndpoint, StoreError> {

@@ -1,7 +1,6 @@
-//! The service: where the core's components are composed (accounts,
-//! vaults, SSH keys, shares, images, snapshots, volumes, documents), and a
-//! VM's create, start, patch and end. The VMs' other operations are
-//! `impl Service` blocks in the sibling files, by concern. Lifecycle
+//! The VM component ([`Vms`]): its state and ports, and a VM's create,
+//! start, patch and end. The VMs' other operations are `impl Vms` blocks
+//! in the sibling files, by concern. Lifecycle
 //! changes of one VM are serialized by a per-VM lock, so a delete that
 //! races a start waits for it and then stops what it started.
 
@@ -13,7 +12,6 @@ use bytes::Bytes;
 use tokio::sync::OwnedMutexGuard;
 
 use crate::clock::Timestamp;
-use crate::domain_backend::DomainBackend;
 use crate::error::{CoreError, RuntimeError};
 use crate::exec::{ExecEvent, ExecStream, ExitStatus};
 use crate::ids::{AccountId, SessionId, VmId};
@@ -24,9 +22,7 @@ use crate::model::{
 };
 use crate::network_backend::NetworkBackend;
 use crate::provider::Provider;
-use crate::secrets::Keyring;
 use crate::store::Store;
-use crate::volume_backend::VolumeBackend;
 
 /// A minimal shutdown signal, so the core needs no extra crate for it.
 mod tokio_util_shim {
@@ -101,7 +97,13 @@ impl Default for ServiceConfig {
     }
 }
 
-pub struct Service {
+/// The VM component: VMs' records and sandboxes, the agent channel
+/// (exec, files, PTYs), sessions, VM networking and the sweeper. It holds
+/// the ports VMs run on and the components a VM uses (its image or
+/// snapshot, volumes, vault secrets, shares, quota, usage and webhook
+/// events); accounts' keys, SSH keys, the audit log and the products'
+/// documents are not its business. [`crate::service::Service`] composes it.
+pub struct Vms {
     pub(crate) store: Arc<dyn Store>,
     /// The default provider: what VMs of the VM API and the gateway run on.
     pub(crate) provider: Arc<dyn Provider>,
@@ -109,14 +111,8 @@ pub struct Service {
     pub(crate) providers: BTreeMap<&'static str, Arc<dyn Provider>>,
     pub(crate) image_backend: Arc<dyn ImageBackend>,
     pub(crate) config: ServiceConfig,
-    pub(crate) keyring: Arc<Keyring>,
-    pub(crate) volumes: crate::volumes::Volumes,
     pub(crate) network: Arc<dyn NetworkBackend>,
     vm_locks: crate::keyed_locks::KeyedLocks<VmId>,
-    /// The products' documents.
-    documents: Arc<crate::documents::Documents>,
-    image_library: Arc<crate::artifacts::library::ImageLibrary>,
-    pub(crate) snapshots: Arc<crate::snapshots::Snapshots>,
     /// When each VM was last used, for `auto_stop`.
     pub(crate) activity: Arc<crate::lifecycle::Activity>,
     /// When this process started: activity before it is unknown.
@@ -125,106 +121,54 @@ pub struct Service {
     pub(crate) stuck_agents: crate::stuck_agents::StuckAgents,
     /// Sandboxes booted ahead of demand.
     pub(crate) warm_pool: crate::warm_pool::WarmPool,
-    accounts: Arc<crate::accounts::Accounts>,
-    vaults: crate::vaults::Vaults,
-    ssh_keys: crate::ssh_keys::SshKeys,
-    usage: crate::usage::Usage,
-    audit: Arc<crate::audit::Audit>,
-    webhooks: Arc<crate::networking::webhooks::Webhooks>,
-    pub(crate) shares: crate::shares::Shares,
+    pub(crate) parts: VmParts,
 }
 
-/// The host-side ports the service drives: sandboxes, images, volumes,
-/// VM networking and custom domains' DNS.
-pub struct Backends {
+/// The host-side ports the VMs run on.
+pub struct VmBackends {
     pub provider: Arc<dyn Provider>,
     /// Further providers a VM may name (`local`, `docker`).
     pub more_providers: Vec<Arc<dyn Provider>>,
     pub images: Arc<dyn ImageBackend>,
-    pub volumes: Arc<dyn VolumeBackend>,
     pub network: Arc<dyn NetworkBackend>,
-    pub domain_dns: Arc<dyn DomainBackend>,
-    /// Where webhook deliveries go out.
-    pub webhooks: Arc<dyn crate::ports::webhook_sender::WebhookSender>,
 }
 
-impl Service {
-    pub fn new(
+/// The components a VM uses.
+pub(crate) struct VmParts {
+    pub accounts: Arc<crate::accounts::Accounts>,
+    pub images: Arc<crate::artifacts::library::ImageLibrary>,
+    pub snapshots: Arc<crate::snapshots::Snapshots>,
+    pub volumes: Arc<crate::volumes::Volumes>,
+    pub vaults: Arc<crate::vaults::Vaults>,
+    pub shares: Arc<crate::shares::Shares>,
+    pub usage: Arc<crate::usage::Usage>,
+    pub webhooks: Arc<crate::networking::webhooks::Webhooks>,
+}
+
+impl Vms {
+    pub(crate) fn new(
         store: Arc<dyn Store>,
-        backends: Backends,
-        keyring: Arc<Keyring>,
+        backends: VmBackends,
         config: ServiceConfig,
+        parts: VmParts,
     ) -> Arc<Self> {
         let providers = std::iter::once(&backends.provider)
             .chain(&backends.more_providers)
             .map(|p| (p.name(), Arc::clone(p)))
             .collect();
-        let accounts = Arc::new(crate::accounts::Accounts::with_quotas(
-            Arc::clone(&store) as Arc<dyn crate::store::AccountStore>,
-            Arc::clone(&config.quotas),
-        ));
-        let image_library = crate::artifacts::library::ImageLibrary::new(
-            Arc::clone(&store) as Arc<dyn crate::store::ImageStore>,
-            Arc::clone(&backends.images),
-        );
-        let webhooks = Arc::new(crate::networking::webhooks::Webhooks::new(
-            Arc::clone(&store) as Arc<dyn crate::store::WebhookStore>,
-            Arc::clone(&keyring),
-            backends.webhooks,
-        ));
         Arc::new(Self {
-            snapshots: crate::snapshots::Snapshots::new(
-                Arc::clone(&store) as Arc<dyn crate::store::SnapshotStore>,
-                Arc::clone(&image_library),
-                Arc::clone(&backends.images),
-                Arc::clone(&accounts),
-                Arc::clone(&webhooks),
-            ),
-            volumes: crate::volumes::Volumes::new(
-                Arc::clone(&store) as Arc<dyn crate::store::VolumeStore>,
-                backends.volumes,
-                Arc::clone(&accounts),
-                Arc::clone(&webhooks),
-            ),
-            shares: crate::shares::Shares::new(
-                Arc::clone(&store),
-                Arc::clone(&keyring),
-                backends.domain_dns,
-                Arc::clone(&webhooks),
-            ),
-            ssh_keys: crate::ssh_keys::SshKeys::new(
-                Arc::clone(&store) as Arc<dyn crate::store::SshKeyStore>
-            ),
-            webhooks,
-            audit: Arc::new(crate::audit::Audit::new(
-                Arc::clone(&store) as Arc<dyn crate::store::AuditStore>,
-                config.audit_retention,
-            )),
-            usage: crate::usage::Usage::new(
-                Arc::clone(&store) as Arc<dyn crate::store::UsageStore>,
-                config.usage_prices,
-            ),
-            vaults: crate::vaults::Vaults::new(
-                Arc::clone(&store) as Arc<dyn crate::store::VaultStore>,
-                Arc::clone(&keyring),
-            ),
-            accounts,
-            image_library,
-            documents: crate::documents::Documents::new(
-                Arc::clone(&store) as Arc<dyn crate::store::ResourceStore>
-            ),
             store,
             providers,
             provider: backends.provider,
             image_backend: backends.images,
             config,
-            keyring,
             network: backends.network,
             vm_locks: crate::keyed_locks::KeyedLocks::default(),
             activity: Arc::default(),
             started_at: std::time::Instant::now(),
             stuck_agents: Default::default(),
             warm_pool: Default::default(),
+            parts,
         })
     }
 
@@ -232,12 +176,7 @@ impl Service {
         &self.config
     }
 
-    /// The documents of the products built over the core.
-    pub fn documents(&self) -> &Arc<crate::documents::Documents> {
-        &self.documents
-    }
-
-    /// The account's VM `id`, if it has one (where [`Service::get_vm`]
+    /// The account's VM `id`, if it has one (where [`Vms::get_vm`]
     /// would answer `NotFound`).
     pub async fn find_vm_of(
         &self,
@@ -292,66 +231,6 @@ impl Service {
         self.vm_locks.lock(id).await
     }
 
-    /// Shares and custom domains.
-    pub fn shares(&self) -> &crate::shares::Shares {
-        &self.shares
-    }
-
-    /// The SSH keys of an account's users.
-    pub fn ssh_keys(&self) -> &crate::ssh_keys::SshKeys {
-        &self.ssh_keys
-    }
-
-    /// Vaults of secrets and their credentials.
-    /// Snapshots' records, and snapshots made from images.
-    pub fn snapshots(&self) -> &Arc<crate::snapshots::Snapshots> {
-        &self.snapshots
-    }
-
-    /// Volumes and their checkpoints.
-    pub fn volumes(&self) -> &crate::volumes::Volumes {
-        &self.volumes
-    }
-
-    /// The accounts' images: records, pulls, removal.
-    pub fn images(&self) -> &Arc<crate::artifacts::library::ImageLibrary> {
-        &self.image_library
-    }
-
-    pub fn vaults(&self) -> &crate::vaults::Vaults {
-        &self.vaults
-    }
-
-    /// Accounts, their API keys and dev tokens.
-    /// The account's quota and what it holds of it now.
-    pub async fn quota_and_usage(
-        &self,
-        account: &AccountId,
-    ) -> Result<(crate::quotas::Quota, crate::quotas::Usage), CoreError> {
-        let quota = self.accounts.quota(account).await?;
-        let usage = crate::quotas::Usage {
-            volume_mb: self.volumes.mb_held(account, None).await?,
-            snapshot_mb: self.snapshots.mb_held(account).await?,
-            image_builds: self.accounts.quotas().builds_running(account),
-            ..self.store.account_usage(account).await?
-        };
-        Ok((quota, usage))
-    }
-
-    pub fn accounts(&self) -> &crate::accounts::Accounts {
-        &self.accounts
-    }
-
-    /// The audit log.
-    pub fn audit(&self) -> &Arc<crate::audit::Audit> {
-        &self.audit
-    }
-
-    /// Webhook endpoints, events and their deliveries.
-    pub fn webhooks(&self) -> &Arc<crate::networking::webhooks::Webhooks> {
-        &self.webhooks
-    }
-
     /// Queues a VM lifecycle event (`vm.created`, `vm.running`, …) for the
     /// account's webhooks.
     async fn vm_event(&self, vm: &Vm, event_type: &str) {
@@ -362,12 +241,10 @@ impl Service {
             "status_reason": vm.status_reason,
             "provider": vm.provider,
         });
-        self.webhooks.emit(&vm.account_id, event_type, data).await;
-    }
-
-    /// What accounts consumed, as reports.
-    pub fn usage(&self) -> &crate::usage::Usage {
-        &self.usage
+        self.parts
+            .webhooks
+            .emit(&vm.account_id, event_type, data)
+            .await;
     }
 
     // ---- VM lifecycle -------------------------------------------------------
@@ -394,7 +271,12 @@ impl Service {
         if admitted.contains(account.as_str()) {
             return Ok(true);
         }
-        let name = self.accounts.get_account(account).await?.map(|a| a.name);
+        let name = self
+            .parts
+            .accounts
+            .get_account(account)
+            .await?
+            .map(|a| a.name);
         Ok(name.is_some_and(|n| admitted.contains(&n)))
     }
 
@@ -407,7 +289,7 @@ impl Service {
         wait: bool,
     ) -> Result<Vm, CoreError> {
         if let Some(id) = &spec.options.snapshot_id {
-            let snapshot = self.snapshots.get(account, id).await?;
+            let snapshot = self.parts.snapshots.get(account, id).await?;
             if snapshot.status != crate::model::SnapshotStatus::Ready {
                 return Err(CoreError::FailedPrecondition(format!(
                     "snapshot {id} is {}",
@@ -450,8 +332,8 @@ impl Service {
         self.check_policy_supported(spec.options.egress_policy.as_ref())?;
         // From the capacity check until the row exists, no other create of
         // the account runs: two racing creates cannot both fit.
-        let creates = self.accounts.quotas().lock_creates(account).await;
-        let quota = self.accounts.quota(account).await?;
+        let creates = self.parts.accounts.quotas().lock_creates(account).await;
+        let quota = self.parts.accounts.quota(account).await?;
         let usage = self.store.account_usage(account).await?;
         crate::quotas::check_room(
             &quota,
@@ -468,6 +350,7 @@ impl Service {
             self.network.room().map_err(CoreError::Unavailable)?;
         }
         if let Err(e) = self
+            .parts
             .volumes
             .reserve_for_new_vm(account, &vm.id, &volumes)
             .await
@@ -476,7 +359,7 @@ impl Service {
             return Err(e);
         }
         if let Err(e) = self.store.insert_vm(&vm).await {
-            self.volumes.release(&vm.id).await;
+            self.parts.volumes.release(&vm.id).await;
             self.give_back_prepared(&vm, prepared);
             return Err(e.into());
         }
@@ -525,7 +408,8 @@ impl Service {
         let secrets = if vm.options.vault_ids.is_empty() {
             Ok(Vec::new())
         } else {
-            self.vaults
+            self.parts
+                .vaults
                 .vault_env(&vm.account_id, &vm.options.vault_ids)
                 .await
         };
@@ -537,7 +421,7 @@ impl Service {
                 vm.status = VmStatus::Failed;
                 vm.status_reason = Some(format!("environment: {message}"));
                 vm.updated_at = Timestamp::now();
-                self.volumes.release(&vm.id).await;
+                self.parts.volumes.release(&vm.id).await;
                 self.store.update_vm(&vm).await?;
                 self.vm_event(&vm, "vm.failed").await;
                 return Ok(vm);
@@ -590,7 +474,7 @@ impl Service {
                 vm.status = VmStatus::Failed;
                 vm.status_reason = Some(error_chain(&e));
                 vm.updated_at = Timestamp::now();
-                self.volumes.release(&vm.id).await;
+                self.parts.volumes.release(&vm.id).await;
                 self.release_network(&mut vm).await;
             }
         }
@@ -625,7 +509,7 @@ impl Service {
     /// layers (pulled first if the account does not have it yet).
     pub(crate) async fn rootfs_for(&self, vm: &mut Vm) -> Result<RootfsSpec, CoreError> {
         if let Some(id) = vm.options.snapshot_id.clone() {
-            let (rootfs, digest) = self.snapshots.rootfs(&vm.account_id, &id).await?;
+            let (rootfs, digest) = self.parts.snapshots.rootfs(&vm.account_id, &id).await?;
             vm.image_digest = Some(digest);
             return Ok(rootfs);
         }
@@ -641,7 +525,8 @@ impl Service {
             });
         }
         let image = self
-            .image_library
+            .parts
+            .images
             .ensure(&vm.account_id, &vm.image_variant)
             .await?;
         vm.image_digest = Some(image.digest.clone());
@@ -822,8 +707,8 @@ impl Service {
         let began = std::time::Instant::now();
         self.stop_sandbox(&vm, vm.runtime).await?;
         let sandbox_gone = began.elapsed();
-        self.volumes.release(&vm.id).await;
-        self.shares.end_shares(&vm.id).await;
+        self.parts.volumes.release(&vm.id).await;
+        self.parts.shares.end_shares(&vm.id).await;
         self.release_network(&mut vm).await;
         let network_gone = began.elapsed();
         let now = Timestamp::now();
@@ -863,8 +748,8 @@ impl Service {
         if let Err(e) = self.stop_sandbox(&vm, vm.runtime).await {
             tracing::warn!(vm_id = %vm.id, error = %error_chain(&e), "cleanup of a dead VM failed");
         }
-        self.volumes.release(&vm.id).await;
-        self.shares.end_shares(&vm.id).await;
+        self.parts.volumes.release(&vm.id).await;
+        self.parts.shares.end_shares(&vm.id).await;
         self.release_network(&mut vm).await;
         vm.status = VmStatus::Failed;
         vm.status_reason = Some(reason.to_owned());

@@ -19,7 +19,7 @@ use crate::exec::{ExecEvent, ExecRequest};
 use crate::ids::AccountId;
 use crate::images::BuiltLayer;
 use crate::model::{Env, Image, ImageConfig, LayerInfo, RootfsSpec, VmSpec};
-use crate::service::Service;
+use crate::service::Vms;
 
 /// What a build reports as it goes.
 #[derive(Debug, Clone)]
@@ -94,7 +94,7 @@ impl State {
     }
 }
 
-impl Service {
+impl Vms {
     /// Parses a Dockerfile, as a build would; errors name the line.
     pub fn parse_dockerfile(text: &str) -> Result<Vec<Step>, CoreError> {
         dockerfile::parse(text).map_err(|e| CoreError::invalid("dockerfile", e.to_string()))
@@ -106,8 +106,8 @@ impl Service {
         &self,
         account: &AccountId,
     ) -> Result<crate::quotas::BuildSlot, CoreError> {
-        let quota = self.accounts().quota(account).await?;
-        self.accounts().quotas().start_build(account, &quota)
+        let quota = self.parts.accounts.quota(account).await?;
+        self.parts.accounts.quotas().start_build(account, &quota)
     }
 
     /// Builds `request` for the account in the place `_slot` holds,
@@ -120,7 +120,7 @@ impl Service {
         events: mpsc::Sender<BuildEvent>,
     ) -> Result<Image, CoreError> {
         let steps = Self::parse_dockerfile(&request.dockerfile)?;
-        self.images().require_reference("tag", &request.tag)?;
+        self.parts.images.require_reference("tag", &request.tag)?;
         let mut st = State {
             layers: Vec::new(),
             diff_ids: Vec::new(),
@@ -186,7 +186,7 @@ impl Service {
                     } else {
                         // An image the account holds (built or pulled)
                         // resolves before any pull.
-                        let base = self.images().ensure(account, &name).await?;
+                        let base = self.parts.images.ensure(account, &name).await?;
                         let mut diff_ids = self.image_backend.diff_ids(&base.config_digest).await?;
                         diff_ids.resize(base.layers.len(), String::new());
                         st.layers = base.layers;
@@ -351,8 +351,8 @@ impl Service {
         key: &str,
         target: &str,
     ) -> Result<String, CoreError> {
-        self.images().require_reference("target", target)?;
-        let image = self.images().get(account, key).await?;
+        self.parts.images.require_reference("target", target)?;
+        let image = self.parts.images.get(account, key).await?;
         self.image_backend
             .push(&image.layers, &image.config_digest, target)
             .await

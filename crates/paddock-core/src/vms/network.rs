@@ -6,9 +6,9 @@ use crate::error::CoreError;
 use crate::ids::{AccountId, SessionId, VmId};
 use crate::model::{EgressPolicy, Vm, VmStatus};
 use crate::network_backend::LiveNetwork;
-use crate::service::{error_chain, Service};
+use crate::service::{error_chain, Vms};
 
-impl Service {
+impl Vms {
     /// A TCP connection to `ip:port` as seen from inside a running VM (its
     /// loopback included): an SSH client's forwarded port.
     pub async fn connect_in_vm(
