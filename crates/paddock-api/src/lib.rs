@@ -40,6 +40,13 @@ pub struct AppState {
     pub http: server::HttpLimits,
 }
 
+impl AppState {
+    /// The VM component, which most of the VM API calls.
+    pub fn vms(&self) -> &Arc<paddock_core::service::Vms> {
+        self.service.vms()
+    }
+}
+
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
     let limits = state.http.clone();

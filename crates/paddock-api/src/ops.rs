@@ -23,10 +23,10 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    match state.service.vms().count_vms_by_status().await {
+    match state.vms().count_vms_by_status().await {
         Ok(_) => Json(json!({
             "status": "ready",
-            "provider": state.service.vms().provider_name(),
+            "provider": state.vms().provider_name(),
             "runtime": state.runtime_info,
         }))
         .into_response(),
@@ -39,7 +39,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    if let Ok(counts) = state.service.vms().count_vms_by_status().await {
+    if let Ok(counts) = state.vms().count_vms_by_status().await {
         for status in paddock_core::model::VmStatus::ALL {
             let n = counts
                 .iter()

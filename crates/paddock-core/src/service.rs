@@ -96,7 +96,7 @@ impl Service {
             Arc::clone(&keyring),
         ));
         let shares = Arc::new(crate::shares::Shares::new(
-            Arc::clone(&store),
+            Arc::clone(&store) as Arc<dyn parts::ShareRecords>,
             Arc::clone(&keyring),
             backends.domain_dns,
             Arc::clone(&webhooks),
@@ -110,7 +110,7 @@ impl Service {
             config.audit_retention,
         ));
         let vms = Vms::new(
-            Arc::clone(&store),
+            Arc::clone(&store) as Arc<dyn parts::VmRecords>,
             VmBackends {
                 provider: backends.provider,
                 more_providers: backends.more_providers,

@@ -108,11 +108,7 @@ pub(super) async fn list(
     Caller(account): Caller,
     query: super::list::PageQueryResult,
 ) -> Result<Json<SandboxList>, DefError> {
-    let all = state
-        .service
-        .vms()
-        .launched_sandboxes(&account, None)
-        .await?;
+    let all = state.vms().launched_sandboxes(&account, None).await?;
     sandbox_page(query, all)
 }
 
@@ -128,11 +124,7 @@ pub(super) async fn list_of_environment(
     query: super::list::PageQueryResult,
 ) -> Result<Json<SandboxList>, DefError> {
     state.definitions.get_definition(&account, &id).await?;
-    let all = state
-        .service
-        .vms()
-        .launched_sandboxes(&account, Some(&id))
-        .await?;
+    let all = state.vms().launched_sandboxes(&account, Some(&id)).await?;
     sandbox_page(query, all)
 }
 
@@ -144,7 +136,7 @@ async fn find(
     env: Option<&str>,
 ) -> Result<SandboxView, DefError> {
     let id = sandbox_id(raw)?;
-    let view = state.service.vms().launched_sandbox(account, &id).await?;
+    let view = state.vms().launched_sandbox(account, &id).await?;
     let of_env = view
         .vm
         .options
@@ -202,7 +194,6 @@ pub(super) async fn delete(
 ) -> Result<StatusCode, DefError> {
     let view = find(&state, &account, &raw, None).await?;
     state
-        .service
         .vms()
         .delete_launched_sandbox(&account, &view.vm.id)
         .await?;
@@ -222,7 +213,6 @@ pub(super) async fn delete_of_environment(
 ) -> Result<StatusCode, DefError> {
     let view = find(&state, &account, &raw, Some(&env)).await?;
     state
-        .service
         .vms()
         .delete_launched_sandbox(&account, &view.vm.id)
         .await?;
@@ -241,13 +231,9 @@ pub(super) async fn stop(
     Path(raw): Path<String>,
 ) -> Result<Json<SandboxResource>, DefError> {
     let view = find(&state, &account, &raw, None).await?;
-    state.service.vms().stop_vm(&account, &view.vm.id).await?;
+    state.vms().stop_vm(&account, &view.vm.id).await?;
     Ok(Json(render(
-        &state
-            .service
-            .vms()
-            .launched_sandbox(&account, &view.vm.id)
-            .await?,
+        &state.vms().launched_sandbox(&account, &view.vm.id).await?,
     )))
 }
 
@@ -263,17 +249,9 @@ pub(super) async fn start(
     Path(raw): Path<String>,
 ) -> Result<Json<SandboxResource>, DefError> {
     let view = find(&state, &account, &raw, None).await?;
-    state
-        .service
-        .vms()
-        .start_vm(&account, &view.vm.id, true)
-        .await?;
+    state.vms().start_vm(&account, &view.vm.id, true).await?;
     Ok(Json(render(
-        &state
-            .service
-            .vms()
-            .launched_sandbox(&account, &view.vm.id)
-            .await?,
+        &state.vms().launched_sandbox(&account, &view.vm.id).await?,
     )))
 }
 
@@ -326,7 +304,6 @@ pub(super) async fn exec(
         timeout: b.timeout_seconds.map(Duration::from_secs),
     };
     let out = state
-        .service
         .vms()
         .exec_collect(&account, &view.vm.id, request)
         .await?;
@@ -380,12 +357,7 @@ pub(super) async fn read_file(
     let q = file_query(q)?;
     let view = find(&state, &account, &raw, None).await?;
     let path = file_path(&q, &view)?;
-    match state
-        .service
-        .vms()
-        .read_file(&account, &view.vm.id, &path)
-        .await?
-    {
+    match state.vms().read_file(&account, &view.vm.id, &path).await? {
         FileContent::File { size, data, .. } => Ok((
             [
                 (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
@@ -422,7 +394,6 @@ pub(super) async fn write_file(
     let path = file_path(&q, &view)?;
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let size = state
-        .service
         .vms()
         .write_file(&account, &view.vm.id, &path, None, Box::pin(stream))
         .await?;

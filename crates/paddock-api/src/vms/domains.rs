@@ -182,7 +182,7 @@ pub(crate) async fn health(
         .shares()
         .get_custom_domain(&account, domain_id(&raw)?)
         .await?;
-    let proxy_active = state.service.vms().share_route(&d.share_id).await.is_ok();
+    let proxy_active = state.vms().share_route(&d.share_id).await.is_ok();
     let configured = state.share_urls.has_configured_cert(&d.domain);
     Ok(Json(json!({
         "id": d.id,

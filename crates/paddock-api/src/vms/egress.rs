@@ -22,11 +22,7 @@ pub(crate) async fn get_vm(
     Caller(account): Caller,
     ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let policy = state
-        .service
-        .vms()
-        .get_vm_egress(&account, &vm_id(&raw)?)
-        .await?;
+    let policy = state.vms().get_vm_egress(&account, &vm_id(&raw)?).await?;
     Ok(Json(policy.to_json()))
 }
 
@@ -43,11 +39,7 @@ pub(crate) async fn set_vm(
 ) -> Result<Json<Value>, ApiError> {
     let id = vm_id(&raw)?;
     let policy = egress_policy(&body, "")?;
-    let policy = state
-        .service
-        .vms()
-        .set_vm_egress(&account, &id, policy)
-        .await?;
+    let policy = state.vms().set_vm_egress(&account, &id, policy).await?;
     Ok(Json(policy.to_json()))
 }
 
@@ -61,7 +53,6 @@ pub(crate) async fn get_session(
     ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let policy = state
-        .service
         .vms()
         .get_session_egress(&account, &session_id(&raw)?)
         .await?;
@@ -83,7 +74,6 @@ pub(crate) async fn set_session(
     let id = session_id(&raw)?;
     let policy = egress_policy(&body, "")?;
     let policy = state
-        .service
         .vms()
         .set_session_egress(&account, &id, policy)
         .await?;

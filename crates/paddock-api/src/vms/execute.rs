@@ -58,11 +58,11 @@ async fn target_vm(
             let sid = raw.parse().map_err(|e: paddock_core::ids::InvalidId| {
                 ApiError::body_field("session_id", e.to_string())
             })?;
-            Ok(state.service.vms().session_vm(account, &sid).await?)
+            Ok(state.vms().session_vm(account, &sid).await?)
         }
         None => {
             let spec = vm_spec(&state.service, VmSettings::default())?;
-            Ok(state.service.vms().create_vm(account, spec, true).await?)
+            Ok(state.vms().create_vm(account, spec, true).await?)
         }
     }
 }
@@ -129,11 +129,7 @@ pub(crate) async fn execute(
     ValidJson(mut body): ValidJson<ExecuteRequest>,
 ) -> Result<Json<ExecuteResponse>, ApiError> {
     let (account, vm, request) = prepare_execute(&state, caller, &mut body).await?;
-    let out = state
-        .service
-        .vms()
-        .exec_collect(&account, &vm.id, request)
-        .await?;
+    let out = state.vms().exec_collect(&account, &vm.id, request).await?;
     Ok(Json(ExecuteResponse {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -157,11 +153,7 @@ pub(crate) async fn execute_async(
     ValidJson(mut body): ValidJson<ExecuteRequest>,
 ) -> Result<Json<ExecuteAsyncResponse>, ApiError> {
     let (account, vm, request) = prepare_execute(&state, caller, &mut body).await?;
-    let execution = state
-        .service
-        .vms()
-        .exec_async(&account, &vm, request)
-        .await?;
+    let execution = state.vms().exec_async(&account, &vm, request).await?;
     Ok(Json(ExecuteAsyncResponse {
         task_id: execution.id.to_string(),
         status: execution.status.as_str().to_owned(),
@@ -196,7 +188,7 @@ pub(crate) async fn get_execution(
     ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<ExecutionResponse>, ApiError> {
     let id: ExecutionId = raw.parse().map_err(|_| ApiError::not_found("Execution"))?;
-    let execution = state.service.vms().get_execution(&account, &id).await?;
+    let execution = state.vms().get_execution(&account, &id).await?;
     Ok(Json(execution_response(execution)))
 }
 
@@ -266,7 +258,7 @@ pub(crate) async fn stream_exec(
         stdin_stream: None,
         timeout,
     };
-    let events = state.service.vms().exec(&account, &id, request).await?;
+    let events = state.vms().exec(&account, &id, request).await?;
     let lines = futures::stream::unfold(events, |mut events| async move {
         let line = match events.recv().await? {
             Ok(ExecEvent::Stdout(b)) => chunk_line("stdout", &b),

@@ -61,7 +61,7 @@ pub(crate) async fn get_file(
 ) -> Result<Response, ApiError> {
     let id = vm_id(&raw)?;
     let path = path_param(&q.path, &["query", "path"])?;
-    match state.service.vms().read_file(&account, &id, &path).await? {
+    match state.vms().read_file(&account, &id, &path).await? {
         FileContent::Directory(entries) => Ok(Json(DirectoryListing {
             path: path.as_str().to_owned(),
             entries: entries.into_iter().map(FileEntry::from).collect(),
@@ -100,7 +100,6 @@ pub(crate) async fn put_file(
     let mode = parse_mode(q.mode.as_deref())?;
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let size = state
-        .service
         .vms()
         .write_file(&account, &id, &path, mode, Box::pin(stream))
         .await?;
@@ -164,7 +163,6 @@ pub(crate) async fn upload(
                 let path = SandboxPath::parse_relative_to(&remote, RELATIVE_BASE)
                     .map_err(|e| ApiError::body_field("remote_path", e.0))?;
                 let vm = state
-                    .service
                     .vms()
                     .session_latest_vm(&account, &session_id(&sid)?)
                     .await?;
@@ -252,16 +250,10 @@ pub(crate) async fn download(
     let path = SandboxPath::parse_relative_to(&form.filename, RELATIVE_BASE)
         .map_err(|e| ApiError::body_field("filename", e.0))?;
     let vm = state
-        .service
         .vms()
         .session_latest_vm(&account, &session_id(&form.session_id)?)
         .await?;
-    match state
-        .service
-        .vms()
-        .read_file(&account, &vm.id, &path)
-        .await?
-    {
+    match state.vms().read_file(&account, &vm.id, &path).await? {
         FileContent::Directory(_) => Err(ApiError::body_field(
             "filename",
             format!("{} is a directory", path.as_str()),

@@ -244,7 +244,7 @@ pub(crate) async fn build(
         tag: body.tag,
         build_args: body.build_args.into_iter().collect(),
     };
-    let slot = state.service.vms().start_image_build(&account).await?;
+    let slot = state.vms().start_image_build(&account).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<BuildEvent>(64);
     let (out_tx, out_rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(64);
     let service = state.service.clone();
@@ -308,10 +308,6 @@ pub(crate) async fn push(
     ValidPath(ImageKey { key }): ValidPath<ImageKey>,
     ValidJson(body): ValidJson<PushBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let digest = state
-        .service
-        .vms()
-        .push_image(&account, &key, &body.target)
-        .await?;
+    let digest = state.vms().push_image(&account, &key, &body.target).await?;
     Ok(Json(json!({"digest": digest, "target": body.target})))
 }

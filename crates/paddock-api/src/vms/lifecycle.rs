@@ -90,7 +90,6 @@ pub(crate) async fn create(
         }),
     });
     let created = state
-        .service
         .vms()
         .create_exposed_vm(&account, spec, q.wait.unwrap_or(true), exposure)
         .await?;
@@ -154,7 +153,7 @@ async fn list(
         // One more than asked tells whether another page exists.
         limit: limit + 1,
     };
-    let mut vms = state.service.vms().list_vms(&account, &filter).await?;
+    let mut vms = state.vms().list_vms(&account, &filter).await?;
     let mut headers = HeaderMap::new();
     if vms.len() > limit as usize {
         vms.truncate(limit as usize);
@@ -201,7 +200,7 @@ pub(crate) async fn get(
     Caller(account): Caller,
     ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<VmResponse>, ApiError> {
-    let vm = state.service.vms().get_vm(&account, &vm_id(&raw)?).await?;
+    let vm = state.vms().get_vm(&account, &vm_id(&raw)?).await?;
     Ok(Json(VmResponse::from(&vm)))
 }
 
@@ -246,7 +245,7 @@ pub(crate) async fn patch(
             .map(|v| super::egress_policy(&v, "egress_policy"))
             .transpose()?,
     };
-    let vm = state.service.vms().patch_vm(&account, &id, patch).await?;
+    let vm = state.vms().patch_vm(&account, &id, patch).await?;
     Ok(Json(VmResponse::from(&vm)))
 }
 
@@ -259,10 +258,6 @@ pub(crate) async fn delete(
     Caller(account): Caller,
     ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<VmResponse>, ApiError> {
-    let vm = state
-        .service
-        .vms()
-        .delete_vm(&account, &vm_id(&raw)?)
-        .await?;
+    let vm = state.vms().delete_vm(&account, &vm_id(&raw)?).await?;
     Ok(Json(VmResponse::from(&vm)))
 }

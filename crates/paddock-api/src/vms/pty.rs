@@ -20,7 +20,6 @@ use crate::AppState;
 
 async fn session_vm(state: &AppState, account: &AccountId, raw: &str) -> Result<VmId, ApiError> {
     Ok(state
-        .service
         .vms()
         .session_latest_vm(account, &session_id(raw)?)
         .await?
@@ -51,7 +50,7 @@ async fn create(
         rows: body.rows.unwrap_or(24),
         command,
     };
-    let info = state.service.vms().pty_create(account, vm, spec).await?;
+    let info = state.vms().pty_create(account, vm, spec).await?;
     Ok(Json(PtyResponse::new(vm.as_str(), info)))
 }
 
@@ -60,7 +59,7 @@ async fn list(
     account: &AccountId,
     vm: &VmId,
 ) -> Result<Json<PtyListResponse>, ApiError> {
-    let sessions = state.service.vms().pty_list(account, vm).await?;
+    let sessions = state.vms().pty_list(account, vm).await?;
     Ok(Json(PtyListResponse {
         sessions: sessions
             .into_iter()
@@ -129,7 +128,7 @@ pub(crate) async fn get_for_vm(
     ValidPath((raw, pty)): ValidPath<(String, String)>,
 ) -> Result<Json<PtyResponse>, ApiError> {
     let vm = vm_id(&raw)?;
-    let info = state.service.vms().pty_get(&account, &vm, &pty).await?;
+    let info = state.vms().pty_get(&account, &vm, &pty).await?;
     Ok(Json(PtyResponse::new(vm.as_str(), info)))
 }
 
@@ -143,7 +142,7 @@ pub(crate) async fn get_for_session(
     ValidPath((raw, pty)): ValidPath<(String, String)>,
 ) -> Result<Json<PtyResponse>, ApiError> {
     let vm = session_vm(&state, &account, &raw).await?;
-    let info = state.service.vms().pty_get(&account, &vm, &pty).await?;
+    let info = state.vms().pty_get(&account, &vm, &pty).await?;
     Ok(Json(PtyResponse::new(vm.as_str(), info)))
 }
 
@@ -155,11 +154,10 @@ async fn resize(
     body: ResizePtyRequest,
 ) -> Result<Json<PtyResponse>, ApiError> {
     state
-        .service
         .vms()
         .pty_resize(account, vm, pty, body.cols, body.rows)
         .await?;
-    let info = state.service.vms().pty_get(account, vm, pty).await?;
+    let info = state.vms().pty_get(account, vm, pty).await?;
     Ok(Json(PtyResponse::new(vm.as_str(), info)))
 }
 
@@ -199,11 +197,7 @@ pub(crate) async fn kill_for_vm(
     Caller(account): Caller,
     ValidPath((raw, pty)): ValidPath<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    state
-        .service
-        .vms()
-        .pty_kill(&account, &vm_id(&raw)?, &pty)
-        .await?;
+    state.vms().pty_kill(&account, &vm_id(&raw)?, &pty).await?;
     Ok(Json(json!({"status": "killed", "session_id": pty})))
 }
 
@@ -217,7 +211,7 @@ pub(crate) async fn kill_for_session(
     ValidPath((raw, pty)): ValidPath<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let vm = session_vm(&state, &account, &raw).await?;
-    state.service.vms().pty_kill(&account, &vm, &pty).await?;
+    state.vms().pty_kill(&account, &vm, &pty).await?;
     Ok(Json(json!({"status": "killed", "session_id": pty})))
 }
 
@@ -228,7 +222,7 @@ async fn connect(
     pty: String,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let conn = state.service.vms().pty_attach(&account, &vm, &pty).await?;
+    let conn = state.vms().pty_attach(&account, &vm, &pty).await?;
     Ok(ws.on_upgrade(move |socket| relay(socket, conn)))
 }
 

@@ -57,7 +57,7 @@ pub(crate) async fn create(
             ..VmSettings::default()
         },
     )?;
-    let vm = state.service.vms().create_vm(&account, spec, true).await?;
+    let vm = state.vms().create_vm(&account, spec, true).await?;
     if vm.status != VmStatus::Running {
         return Err(ApiError::Status(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -80,7 +80,6 @@ pub(crate) async fn get(
     ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<SessionResponse>, ApiError> {
     let vm = state
-        .service
         .vms()
         .session_latest_vm(&account, &session_id(&raw)?)
         .await?;
@@ -109,11 +108,10 @@ pub(crate) async fn end(
     ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<VmResponse>, ApiError> {
     let vm = state
-        .service
         .vms()
         .session_latest_vm(&account, &session_id(&raw)?)
         .await?;
-    let vm = state.service.vms().delete_vm(&account, &vm.id).await?;
+    let vm = state.vms().delete_vm(&account, &vm.id).await?;
     Ok(Json(VmResponse::from(&vm)))
 }
 
@@ -126,11 +124,10 @@ pub(crate) async fn kill(
     ValidJson(body): ValidJson<KillRequest>,
 ) -> Result<Json<VmResponse>, ApiError> {
     let vm = state
-        .service
         .vms()
         .session_latest_vm(&account, &session_id(&body.session_id)?)
         .await?;
-    let vm = state.service.vms().delete_vm(&account, &vm.id).await?;
+    let vm = state.vms().delete_vm(&account, &vm.id).await?;
     Ok(Json(VmResponse::from(&vm)))
 }
 
@@ -175,7 +172,6 @@ pub(crate) async fn sandboxes(
         },
     };
     let vms = state
-        .service
         .vms()
         .find_vms_by_metadata(&account, &filter, limit as usize)
         .await?;
@@ -223,7 +219,6 @@ pub(crate) async fn app_url(
     let port = super::shares::share_port(q.port.unwrap_or(80), &["query", "port"])?;
     let session = session_id(&raw)?;
     let (vm, made, created) = state
-        .service
         .vms()
         .session_app_share(&account, &session, port)
         .await?;

@@ -182,7 +182,6 @@ async fn vm_for(
     match (vm, session) {
         (Some(v), _) => vm_id(&v),
         (None, Some(s)) => Ok(state
-            .service
             .vms()
             .session_latest_vm(account, &session_id(&s)?)
             .await?
@@ -206,7 +205,6 @@ pub(crate) async fn create(
     let port = share_port(body.port, &["body", "port"])?;
     let vm = vm_for(&state, &account, body.vm_id, body.session_id).await?;
     let made = state
-        .service
         .vms()
         .create_share(&account, &vm, port, body.is_public.unwrap_or(false))
         .await?;
@@ -222,11 +220,7 @@ pub(crate) async fn list(
     ValidQuery(q): ValidQuery<ShareListQuery>,
 ) -> Result<Json<Vec<ShareResponse>>, ApiError> {
     let vm = q.vm_id.as_deref().map(vm_id).transpose()?;
-    let shares = state
-        .service
-        .vms()
-        .list_shares(&account, vm.as_ref())
-        .await?;
+    let shares = state.vms().list_shares(&account, vm.as_ref()).await?;
     Ok(Json(
         shares
             .into_iter()
@@ -306,7 +300,6 @@ pub(crate) async fn create_for_vm(
     let vm = vm_id(&raw)?;
     let port = share_port(body.port, &["body", "port"])?;
     let made = state
-        .service
         .vms()
         .create_share(&account, &vm, port, body.is_public.unwrap_or(false))
         .await?;
@@ -322,7 +315,7 @@ pub(crate) async fn list_for_vm(
     ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<Vec<ShareResponse>>, ApiError> {
     let vm = vm_id(&raw)?;
-    let shares = state.service.vms().list_shares(&account, Some(&vm)).await?;
+    let shares = state.vms().list_shares(&account, Some(&vm)).await?;
     Ok(Json(
         shares
             .into_iter()

@@ -81,7 +81,7 @@ pub(crate) async fn snapshot_vm(
 ) -> Result<Json<SnapshotResponse>, ApiError> {
     let id = vm_id(&raw)?;
     let name = body.name;
-    let snapshot = state.service.vms().snapshot_vm(&account, &id, name).await?;
+    let snapshot = state.vms().snapshot_vm(&account, &id, name).await?;
     Ok(Json(snapshot.into()))
 }
 
@@ -117,7 +117,6 @@ pub(crate) async fn clone_vm(
     let id = vm_id(&raw)?;
     let name = body.snapshot_name;
     let (vm, snapshot) = state
-        .service
         .vms()
         .clone_vm(&account, &id, name, q.wait.unwrap_or(true))
         .await?;
@@ -182,7 +181,6 @@ pub(crate) async fn create(
     }
     // Checked like a VM's shape, though an image snapshot runs nothing.
     state
-        .service
         .vms()
         .resources(body.memory_mb, body.vcpu_count, None)?;
     let kind = kind(body.kind.as_deref(), "body")?.unwrap_or(SnapshotKind::User);

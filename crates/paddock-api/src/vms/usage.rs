@@ -142,11 +142,7 @@ pub(crate) async fn session(
     ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<SessionUsage>, ApiError> {
     let session = session_id(&raw)?;
-    let (vms, total) = state
-        .service
-        .vms()
-        .session_usage(&account, &session)
-        .await?;
+    let (vms, total) = state.vms().session_usage(&account, &session).await?;
     Ok(Json(SessionUsage {
         session_id: session.to_string(),
         vm_ids: vms.iter().map(|vm| vm.id.to_string()).collect(),

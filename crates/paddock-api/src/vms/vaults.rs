@@ -369,7 +369,7 @@ pub(crate) async fn stage_env(
         .collect();
     let env = Env::new(vars)
         .map_err(|e| ApiError::field(&["body", "entries", &e.name], e.reason, "value_error"))?;
-    state.service.vms().stage_env(&account, &id, env).await?;
+    state.vms().stage_env(&account, &id, env).await?;
     Ok(Json(StageEnvResponse {
         vm_id: id.to_string(),
         staged: names,

@@ -334,11 +334,7 @@ pub(crate) async fn mount(
 ) -> Result<Json<AttachmentResponse>, ApiError> {
     let id = vm_id(&raw)?;
     let request = mount_request(body, &["body"])?;
-    let attachment = state
-        .service
-        .vms()
-        .attach_volume(&account, &id, request)
-        .await?;
+    let attachment = state.vms().attach_volume(&account, &id, request).await?;
     Ok(Json(attachment.into()))
 }
 
@@ -350,11 +346,7 @@ pub(crate) async fn list_mounts(
     Caller(account): Caller,
     ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<Vec<AttachmentResponse>>, ApiError> {
-    let mounts = state
-        .service
-        .vms()
-        .vm_volumes(&account, &vm_id(&raw)?)
-        .await?;
+    let mounts = state.vms().vm_volumes(&account, &vm_id(&raw)?).await?;
     Ok(Json(mounts.into_iter().map(Into::into).collect()))
 }
 
@@ -377,7 +369,6 @@ pub(crate) async fn unmount(
     ValidQuery(q): ValidQuery<UnmountQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let removed = state
-        .service
         .vms()
         .detach_volume(
             &account,

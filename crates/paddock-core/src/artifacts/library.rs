@@ -69,6 +69,23 @@ impl ImageLibrary {
         Ok(self.store.upsert_image(image).await?)
     }
 
+    /// The layer a build step with this cache key made before, if any.
+    pub(crate) async fn built_step(
+        &self,
+        key: &str,
+    ) -> Result<Option<crate::images::BuiltLayer>, CoreError> {
+        Ok(self.store.get_build_step(key).await?)
+    }
+
+    /// Keeps the layer a build step made, under its cache key.
+    pub(crate) async fn keep_built_step(
+        &self,
+        key: &str,
+        layer: &crate::images::BuiltLayer,
+    ) -> Result<(), CoreError> {
+        Ok(self.store.put_build_step(key, layer).await?)
+    }
+
     /// Whether `reference` is a well-formed image reference.
     pub fn is_reference(&self, reference: &str) -> bool {
         self.backend.is_reference(reference)

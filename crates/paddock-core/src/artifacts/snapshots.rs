@@ -50,8 +50,19 @@ impl Snapshots {
 
     /// The sizes of the account's snapshots together, in MiB (rounded up).
     pub(crate) async fn mb_held(&self, account: &AccountId) -> Result<u64, CoreError> {
+        Ok(crate::quotas::mib(self.bytes_held(account).await?))
+    }
+
+    /// The sizes of the account's snapshots together.
+    pub(crate) async fn bytes_held(&self, account: &AccountId) -> Result<u64, CoreError> {
         let snapshots = self.store.list_snapshots(account, None).await?;
-        Ok(crate::quotas::mib(snapshots.iter().map(|s| s.size).sum()))
+        Ok(snapshots.iter().map(|s| s.size).sum())
+    }
+
+    /// After a restart: snapshots whose making it interrupted are failed
+    /// with `reason`; how many.
+    pub(crate) async fn fail_unfinished(&self, reason: &str) -> Result<u64, CoreError> {
+        Ok(self.store.fail_unfinished_snapshots(reason).await?)
     }
 
     /// The snapshot a VM restores from, ready, as its root filesystem.

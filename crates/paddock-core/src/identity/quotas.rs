@@ -16,8 +16,9 @@ use crate::error::CoreError;
 use crate::ids::AccountId;
 use crate::keyed_locks::KeyedLocks;
 
-/// One account's limits; `None`: no limit. (Read from config, where an
-/// account's own quota leaves out what it takes from the default.)
+/// One account's limits; none (`null`): no limit.
+// Read from config, where an account's own quota leaves out what it takes
+// from the default.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = QuotaLimits))]
 #[serde(deny_unknown_fields, default)]
@@ -48,8 +49,9 @@ pub struct Usage {
     pub vms: u64,
     pub memory_mb: u64,
     pub vcpus: u64,
-    /// Filled by [`crate::service::Service::quota_and_usage`]; the store's
-    /// VM usage leaves them 0.
+    // These three are filled by `Service::quota_and_usage`; the store's VM
+    // usage leaves them 0.
+    /// The sizes of its volumes together.
     pub volume_mb: u64,
     pub snapshot_mb: u64,
     pub image_builds: u64,

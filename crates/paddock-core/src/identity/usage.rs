@@ -118,6 +118,22 @@ impl Usage {
         Self { store, prices }
     }
 
+    /// Where metering stopped for each VM still measured.
+    pub(crate) async fn cursors(&self) -> Result<Vec<crate::model::UsageCursor>, CoreError> {
+        Ok(self.store.usage_cursors().await?)
+    }
+
+    /// Adds a metering round's `records` and moves its `cursors`, in one
+    /// step; `ended` VMs lose theirs.
+    pub(crate) async fn record(
+        &self,
+        records: &[UsageRecord],
+        cursors: &[crate::model::UsageCursor],
+        ended: &[crate::ids::VmId],
+    ) -> Result<(), CoreError> {
+        Ok(self.store.record_usage(records, cursors, ended).await?)
+    }
+
     pub fn prices(&self) -> &UsagePrices {
         &self.prices
     }

@@ -15,7 +15,7 @@ use crate::ids::{AccountId, ShareId, VmId};
 use crate::model::{hash_token, NewShare, Share, ShareSecret};
 use crate::secrets::Keyring;
 use crate::service::error_chain;
-use crate::store::Store;
+use crate::store::ShareRecords;
 
 /// How long a one-time login URL stays usable.
 const LOGIN_TTL_SECONDS: u64 = 24 * 3600;
@@ -31,7 +31,7 @@ pub struct ShareRoute {
 /// and DNS, over the store, the keyring and the DNS port. What needs a
 /// VM (creating a share, routing traffic) stays with the VMs.
 pub struct Shares {
-    pub(super) store: Arc<dyn Store>,
+    pub(super) store: Arc<dyn ShareRecords>,
     pub(super) keyring: Arc<Keyring>,
     pub(super) domain_dns: Arc<dyn DomainBackend>,
     /// Bumped on every share change (see `share_generation`).
@@ -42,7 +42,7 @@ pub struct Shares {
 
 impl Shares {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn ShareRecords>,
         keyring: Arc<Keyring>,
         domain_dns: Arc<dyn DomainBackend>,
         webhooks: Arc<crate::networking::webhooks::Webhooks>,
@@ -183,6 +183,20 @@ impl Shares {
     pub fn share_changed(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
+    /// The share `id`, whoever's it is (for the proxy).
+    pub(crate) async fn find(&self, id: &ShareId) -> Result<Option<Share>, CoreError> {
+        Ok(self.store.find_share(id).await?)
+    }
+
+    /// The account's shares, newest first; only `vm`'s when given.
+    pub(crate) async fn list(
+        &self,
+        account: &AccountId,
+        vm: Option<&VmId>,
+    ) -> Result<Vec<Share>, CoreError> {
+        Ok(self.store.list_shares(account, vm).await?)
+    }
+
     /// Ends the shares of a VM that ended.
     pub async fn end_shares(&self, vm: &VmId) {
         match self.store.delete_shares_of_vm(vm).await {

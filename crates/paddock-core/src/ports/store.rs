@@ -491,47 +491,48 @@ pub trait WebhookStore: Send + Sync {
     ) -> Result<Vec<(i64, crate::model::WebhookDelivery)>, StoreError>;
 }
 
-/// Every part of the store together: what the VM core composes its
+/// What the VM component keeps itself: VMs and their executions. Every
+/// other record a VM touches goes through the component that owns it.
+pub trait VmRecords: VmStore + ExecutionStore + Send + Sync + 'static {}
+
+impl<T> VmRecords for T where T: VmStore + ExecutionStore + Send + Sync + 'static {}
+
+/// What shares and their custom domains keep.
+pub trait ShareRecords: ShareStore + DomainStore + Send + Sync + 'static {}
+
+impl<T> ShareRecords for T where T: ShareStore + DomainStore + Send + Sync + 'static {}
+
+/// Every part of the store together: what the core composes its
 /// components from. It has no methods of its own; each consumer that
 /// needs only a part takes that part.
 pub trait Store:
     AccountStore
-    + VmStore
-    + ExecutionStore
+    + VmRecords
     + ImageStore
     + SnapshotStore
     + ResourceStore
     + VolumeStore
     + VaultStore
-    + ShareStore
-    + DomainStore
+    + ShareRecords
     + SshKeyStore
     + UsageStore
     + AuditStore
     + WebhookStore
-    + Send
-    + Sync
-    + 'static
 {
 }
 
 impl<T> Store for T where
     T: AccountStore
-        + VmStore
-        + ExecutionStore
+        + VmRecords
         + ImageStore
         + SnapshotStore
         + ResourceStore
         + VolumeStore
         + VaultStore
-        + ShareStore
-        + DomainStore
+        + ShareRecords
         + SshKeyStore
         + UsageStore
         + AuditStore
         + WebhookStore
-        + Send
-        + Sync
-        + 'static
 {
 }

@@ -113,15 +113,23 @@ impl Volumes {
         account: &AccountId,
         except: Option<&VolumeId>,
     ) -> Result<u64, CoreError> {
-        let bytes: u64 = self
+        Ok(crate::quotas::mib(self.bytes_held(account, except).await?))
+    }
+
+    /// The sizes of the account's volumes together, but for `except`.
+    pub(crate) async fn bytes_held(
+        &self,
+        account: &AccountId,
+        except: Option<&VolumeId>,
+    ) -> Result<u64, CoreError> {
+        Ok(self
             .store
             .list_volumes(account)
             .await?
             .iter()
             .filter(|v| except != Some(&v.id))
             .map(|v| v.size_bytes)
-            .sum();
-        Ok(crate::quotas::mib(bytes))
+            .sum())
     }
 
     /// The VM's recorded attachments.

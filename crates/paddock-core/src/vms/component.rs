@@ -22,7 +22,7 @@ use crate::model::{
 };
 use crate::network_backend::NetworkBackend;
 use crate::provider::Provider;
-use crate::store::Store;
+use crate::store::VmRecords;
 
 /// A minimal shutdown signal, so the core needs no extra crate for it.
 mod tokio_util_shim {
@@ -104,7 +104,7 @@ impl Default for ServiceConfig {
 /// events); accounts' keys, SSH keys, the audit log and the products'
 /// documents are not its business. [`crate::service::Service`] composes it.
 pub struct Vms {
-    pub(crate) store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn VmRecords>,
     /// The default provider: what VMs of the VM API and the gateway run on.
     pub(crate) provider: Arc<dyn Provider>,
     /// Every provider by name, the default one included.
@@ -147,7 +147,7 @@ pub(crate) struct VmParts {
 
 impl Vms {
     pub(crate) fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn VmRecords>,
         backends: VmBackends,
         config: ServiceConfig,
         parts: VmParts,

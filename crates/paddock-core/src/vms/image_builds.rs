@@ -136,7 +136,7 @@ impl Vms {
                 Instruction::Run(_) | Instruction::Copy { .. }
             );
             let cached = if produces_layer {
-                self.store.get_build_step(&st.key).await?
+                self.parts.images.built_step(&st.key).await?
             } else {
                 None
             };
@@ -219,13 +219,13 @@ impl Vms {
                         .image_backend
                         .file_layer(&sub(dest), content.as_bytes(), mode.unwrap_or(0o644))
                         .await?;
-                    self.store.put_build_step(&st.key, &layer).await?;
+                    self.parts.images.keep_built_step(&st.key, &layer).await?;
                     st.layers.push(layer.info);
                     st.diff_ids.push(layer.diff_id);
                 }
                 Instruction::Run(command) => {
                     let layer = self.run_step(account, &st, step, command, &events).await?;
-                    self.store.put_build_step(&st.key, &layer).await?;
+                    self.parts.images.keep_built_step(&st.key, &layer).await?;
                     st.layers.push(layer.info);
                     st.diff_ids.push(layer.diff_id);
                 }
@@ -245,7 +245,7 @@ impl Vms {
             layers: st.layers,
             created_at: Timestamp::now(),
         };
-        self.store.upsert_image(&image).await?;
+        self.parts.images.save(&image).await?;
         Ok(image)
     }
 

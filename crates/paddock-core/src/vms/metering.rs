@@ -150,7 +150,7 @@ impl Vms {
     /// for what it missed.
     pub async fn run_metering(self: Arc<Self>, mut shutdown: Shutdown) {
         let interval = self.config.usage_interval;
-        let mut meter = match self.store.usage_cursors().await {
+        let mut meter = match self.parts.usage.cursors().await {
             Ok(cursors) => Meter::new(cursors),
             Err(e) => {
                 tracing::error!(error = %error_chain(&e), "metering: read the usage cursors");
@@ -192,8 +192,9 @@ impl Vms {
         let held = self.stored_bytes().await?;
         let mut records = advance.records;
         records.extend(meter.storage(now, interval, &held));
-        self.store
-            .record_usage(&records, &advance.cursors, &advance.ended)
+        self.parts
+            .usage
+            .record(&records, &advance.cursors, &advance.ended)
             .await?;
         tracing::debug!(
             vms = count,
@@ -219,21 +220,9 @@ impl Vms {
     /// Each account's bytes kept in volumes (their size) and snapshots.
     async fn stored_bytes(&self) -> Result<Vec<(AccountId, u64)>, CoreError> {
         let mut out = Vec::new();
-        for account in self.store.list_accounts().await? {
-            let volumes: u64 = self
-                .store
-                .list_volumes(&account.id)
-                .await?
-                .iter()
-                .map(|v| v.size_bytes)
-                .sum();
-            let snapshots: u64 = self
-                .store
-                .list_snapshots(&account.id, None)
-                .await?
-                .iter()
-                .map(|s| s.size)
-                .sum();
+        for account in self.parts.accounts.list_accounts().await? {
+            let volumes = self.parts.volumes.bytes_held(&account.id, None).await?;
+            let snapshots = self.parts.snapshots.bytes_held(&account.id).await?;
             out.push((account.id, volumes.saturating_add(snapshots)));
         }
         Ok(out)

@@ -54,7 +54,7 @@ impl Vms {
         if let Some(vm) = vm {
             self.get_vm(account, vm).await?;
         }
-        Ok(self.store.list_shares(account, vm).await?)
+        self.parts.shares.list(account, vm).await
     }
 
     /// Records a request through one of the VM's shares: it is in use.
@@ -65,8 +65,9 @@ impl Vms {
     /// Where a share's traffic goes: its running VM's address and port.
     pub async fn share_route(&self, id: &ShareId) -> Result<ShareRoute, CoreError> {
         let share = self
-            .store
-            .find_share(id)
+            .parts
+            .shares
+            .find(id)
             .await?
             .ok_or_else(|| CoreError::not_found("share", id))?;
         let vm = self

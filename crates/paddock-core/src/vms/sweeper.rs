@@ -15,8 +15,9 @@ impl Vms {
     /// host resource no record owns is freed.
     pub async fn reconcile(self: &Arc<Self>) -> Result<(), CoreError> {
         let snapshots = self
-            .store
-            .fail_unfinished_snapshots("the server restarted while the snapshot was made")
+            .parts
+            .snapshots
+            .fail_unfinished("the server restarted while the snapshot was made")
             .await?;
         if snapshots > 0 {
             tracing::warn!(
