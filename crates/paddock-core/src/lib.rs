@@ -31,14 +31,16 @@ pub mod keyed_locks;
 pub mod paging;
 pub mod secrets;
 pub mod service;
+pub mod shutdown;
 
 pub use artifacts::{dockerfile, snapshots};
 pub use identity::{accounts, audit, quotas, ssh_keys, usage};
+pub use model::exec;
 pub use networking::{domains, shares};
 pub use ports::{domain_backend, images, network_backend, provider, store, volume_backend};
 pub use storage::{vaults, volumes};
 pub use vms::image_builds as build;
-pub use vms::{exec, exposed, launched, lifecycle, metering, network};
-pub(crate) use vms::{executions, stuck_agents, warm_pool};
+pub use vms::{exposed, launched, lifecycle, metering, network};
+pub(crate) use vms::{stuck_agents, warm_pool};
 
 pub use error::{CoreError, RuntimeError, StoreError};

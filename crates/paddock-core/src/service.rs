@@ -16,11 +16,10 @@ use crate::secrets::Keyring;
 use crate::store::Store;
 use crate::volume_backend::VolumeBackend;
 
-pub(crate) use crate::vms::component::REASON_DELETED;
-pub use crate::vms::component::{
-    collect_output, error_chain, ExecOutput, ServiceConfig, Shutdown, VmBackends, Vms,
-    REASON_LIFETIME_EXPIRED,
-};
+pub use crate::error::error_chain;
+pub use crate::exec::{collect_output, ExecOutput};
+pub use crate::shutdown::Shutdown;
+pub use crate::vms::component::{ServiceConfig, VmBackends, Vms, REASON_LIFETIME_EXPIRED};
 
 /// The host-side ports the core drives: sandboxes, images, volumes, VM
 /// networking, custom domains' DNS and webhook deliveries.

@@ -194,12 +194,7 @@ pub(crate) async fn remove(
     Caller(account): Caller,
     ValidPath(ImageKey { key }): ValidPath<ImageKey>,
 ) -> Result<Json<DeletedImage>, ApiError> {
-    let image = state.service.images().get(&account, &key).await?;
-    let freed = state
-        .service
-        .images()
-        .delete(&account, &image.digest)
-        .await?;
+    let (image, freed) = state.service.images().delete(&account, &key).await?;
     Ok(Json(DeletedImage {
         digest: image.digest,
         freed_bytes: freed,

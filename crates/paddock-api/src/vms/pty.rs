@@ -153,11 +153,10 @@ async fn resize(
     pty: &str,
     body: ResizePtyRequest,
 ) -> Result<Json<PtyResponse>, ApiError> {
-    state
+    let info = state
         .vms()
         .pty_resize(account, vm, pty, body.cols, body.rows)
         .await?;
-    let info = state.vms().pty_get(account, vm, pty).await?;
     Ok(Json(PtyResponse::new(vm.as_str(), info)))
 }
 

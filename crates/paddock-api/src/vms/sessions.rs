@@ -109,9 +109,8 @@ pub(crate) async fn end(
 ) -> Result<Json<VmResponse>, ApiError> {
     let vm = state
         .vms()
-        .session_latest_vm(&account, &session_id(&raw)?)
+        .end_session(&account, &session_id(&raw)?)
         .await?;
-    let vm = state.vms().delete_vm(&account, &vm.id).await?;
     Ok(Json(VmResponse::from(&vm)))
 }
 
@@ -125,9 +124,8 @@ pub(crate) async fn kill(
 ) -> Result<Json<VmResponse>, ApiError> {
     let vm = state
         .vms()
-        .session_latest_vm(&account, &session_id(&body.session_id)?)
+        .end_session(&account, &session_id(&body.session_id)?)
         .await?;
-    let vm = state.vms().delete_vm(&account, &vm.id).await?;
     Ok(Json(VmResponse::from(&vm)))
 }
 

@@ -334,10 +334,10 @@ pub(crate) async fn delete_for_vm(
 ) -> Result<Json<Value>, ApiError> {
     let vm = vm_id(&vm_raw)?;
     let id = share_id(&raw)?;
-    let share = state.service.shares().get_share(&account, &id).await?;
-    if share.vm_id != vm {
-        return Err(ApiError::not_found("Share"));
-    }
-    state.service.shares().delete_share(&account, &id).await?;
+    state
+        .service
+        .shares()
+        .delete_share_of(&account, &id, Some(&vm))
+        .await?;
     Ok(Json(json!({"share_id": id.to_string(), "deleted": true})))
 }

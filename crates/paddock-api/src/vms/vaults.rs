@@ -190,11 +190,10 @@ pub(crate) async fn discover(
     ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<DiscoverResponse>, ApiError> {
     let id = vault_id(&raw)?;
-    let vault = state.service.vaults().get_vault(&account, &id).await?;
-    let credentials = state
+    let (vault, credentials) = state
         .service
         .vaults()
-        .list_credentials(&account, &id)
+        .vault_with_credentials(&account, &id)
         .await?;
     Ok(Json(DiscoverResponse {
         vault_id: id.to_string(),

@@ -206,7 +206,7 @@ impl ImageLibrary {
         &self,
         account: &AccountId,
         digest_or_reference: &str,
-    ) -> Result<u64, CoreError> {
+    ) -> Result<(Image, u64), CoreError> {
         let image = self.get(account, digest_or_reference).await?;
         let users = self
             .store
@@ -219,7 +219,7 @@ impl ImageLibrary {
             )));
         }
         self.store.delete_image(account, &image.digest).await?;
-        self.collect_garbage().await
+        Ok((image, self.collect_garbage().await?))
     }
 
     /// How many of the account's VMs that hold resources run the image

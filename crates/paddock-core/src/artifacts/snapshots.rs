@@ -14,11 +14,11 @@ use std::sync::Arc;
 use crate::accounts::Accounts;
 use crate::artifacts::library::ImageLibrary;
 use crate::clock::Timestamp;
+use crate::error::error_chain;
 use crate::error::{CoreError, StoreError};
 use crate::ids::{AccountId, SnapshotId};
 use crate::images::ImageBackend;
 use crate::model::{validate_name, Image, RootfsSpec, Snapshot, SnapshotKind, SnapshotStatus, Vm};
-use crate::service::error_chain;
 use crate::store::SnapshotStore;
 
 pub struct Snapshots {
@@ -88,7 +88,7 @@ impl Snapshots {
         // variant below its layers, through the image's label.
         let variant = snapshot
             .base_variant
-            .or_else(|| crate::build::base_variant(&image.config).map(str::to_owned));
+            .or_else(|| image.config.base_variant().map(str::to_owned));
         let spec = match variant {
             Some(name) => RootfsSpec::Variant {
                 name,

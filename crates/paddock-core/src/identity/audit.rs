@@ -15,10 +15,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::clock::Timestamp;
+use crate::error::error_chain;
 use crate::error::CoreError;
 use crate::ids::{AccountId, AuditEventId};
 use crate::model::{AuditEvent, AuditFilter};
-use crate::service::{error_chain, Shutdown};
+use crate::shutdown::Shutdown;
 use crate::store::AuditStore;
 
 /// How many (key, address) pairs the log remembers in memory before it

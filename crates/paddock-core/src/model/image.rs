@@ -21,6 +21,18 @@ pub struct ImageConfig {
     pub labels: BTreeMap<String, String>,
 }
 
+/// The label an image built `FROM` one of this server's variants carries:
+/// its layers go over that variant (which is no OCI layer, so the image
+/// runs on this server only).
+pub const BASE_VARIANT_LABEL: &str = "dev.paddock.base-variant";
+
+impl ImageConfig {
+    /// The variant the image's layers go over, if it was built from one.
+    pub fn base_variant(&self) -> Option<&str> {
+        self.labels.get(BASE_VARIANT_LABEL).map(String::as_str)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LayerInfo {
     pub digest: String,

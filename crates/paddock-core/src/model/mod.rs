@@ -4,6 +4,8 @@ mod account;
 mod audit;
 mod domain;
 mod egress;
+/// Commands, files and terminals inside a sandbox, and their output.
+pub mod exec;
 mod execution;
 pub mod gateway;
 mod image;
@@ -29,7 +31,7 @@ pub use egress::{
 pub use execution::{Execution, ExecutionStatus};
 pub use image::{
     push_layer, without_repeats, ChangedTree, IdShift, Image, ImageConfig, LayerInfo,
-    LayerProgress, PullPhase, PullProgress, PullState, PulledImage, RootfsSpec,
+    LayerProgress, PullPhase, PullProgress, PullState, PulledImage, RootfsSpec, BASE_VARIANT_LABEL,
 };
 pub use resources::{Limits, ResourceError, Resources};
 pub use share::{hash_token, NewShare, Share, ShareSecret};

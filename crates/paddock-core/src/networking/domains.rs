@@ -4,12 +4,12 @@
 //! share a hostname goes to.
 
 use crate::clock::Timestamp;
+use crate::error::error_chain;
 use crate::error::CoreError;
 use crate::ids::{AccountId, ShareId};
 use crate::model::{
     validate_domain, CustomDomain, DnsCredentials, DomainStatus, SecretValue, DNS_PROVIDERS,
 };
-use crate::service::error_chain;
 
 /// What the sealed credentials are bound to, so a sealed value cannot be
 /// moved to another domain's row.

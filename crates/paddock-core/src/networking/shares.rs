@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use crate::clock::Timestamp;
 use crate::domain_backend::DomainBackend;
+use crate::error::error_chain;
 use crate::error::CoreError;
 use crate::ids::{AccountId, ShareId, VmId};
 use crate::model::{hash_token, NewShare, Share, ShareSecret};
 use crate::secrets::Keyring;
-use crate::service::error_chain;
 use crate::store::ShareRecords;
 
 /// How long a one-time login URL stays usable.
@@ -144,6 +144,22 @@ impl Shares {
         Ok(fresh)
     }
     pub async fn delete_share(&self, account: &AccountId, id: &ShareId) -> Result<(), CoreError> {
+        self.delete_share_of(account, id, None).await
+    }
+
+    /// Deletes a share; with `vm`, only if it is that VM's (else it is
+    /// not found).
+    pub async fn delete_share_of(
+        &self,
+        account: &AccountId,
+        id: &ShareId,
+        vm: Option<&VmId>,
+    ) -> Result<(), CoreError> {
+        if let Some(vm) = vm {
+            if self.get_share(account, id).await?.vm_id != *vm {
+                return Err(CoreError::not_found("share", id));
+            }
+        }
         if !self.store.delete_share(account, id).await? {
             return Err(CoreError::not_found("share", id));
         }

@@ -15,6 +15,7 @@ use rand::Rng;
 use tokio::sync::Notify;
 
 use crate::clock::Timestamp;
+use crate::error::error_chain;
 use crate::error::CoreError;
 use crate::ids::{AccountId, WebhookDeliveryId, WebhookEndpointId};
 use crate::model::{
@@ -23,7 +24,7 @@ use crate::model::{
 };
 use crate::ports::webhook_sender::WebhookSender;
 use crate::secrets::Keyring;
-use crate::service::{error_chain, Shutdown};
+use crate::shutdown::Shutdown;
 use crate::store::WebhookStore;
 
 /// The event types paddock sends, by group.

@@ -158,6 +158,16 @@ impl Vaults {
             other => other.map(|()| credential).map_err(CoreError::from),
         }
     }
+    /// A vault and its credentials (their records; no value).
+    pub async fn vault_with_credentials(
+        &self,
+        account: &AccountId,
+        id: &VaultId,
+    ) -> Result<(Vault, Vec<Credential>), CoreError> {
+        let vault = self.get_vault(account, id).await?;
+        Ok((vault, self.store.list_credentials(id).await?))
+    }
+
     pub async fn list_credentials(
         &self,
         account: &AccountId,

@@ -20,12 +20,12 @@ use tokio::sync::{Mutex as AsyncMutex, MutexGuard};
 
 use crate::accounts::Accounts;
 use crate::clock::Timestamp;
+use crate::error::error_chain;
 use crate::error::{CoreError, StoreError};
 use crate::ids::{AccountId, CheckpointId, VmId, VolumeId};
 use crate::model::{
     validate_mount_path, validate_name, Attachment, Checkpoint, MountMode, MountRequest, Vm, Volume,
 };
-use crate::service::error_chain;
 use crate::store::VolumeStore;
 use crate::volume_backend::{MountSource, VolumeBackend};
 

@@ -5,15 +5,17 @@
 
 use std::sync::Arc;
 
+use super::component::Vms;
 use crate::clock::Timestamp;
+use crate::error::error_chain;
 use crate::error::{CoreError, RuntimeError};
+use crate::exec::{collect_output, ExecOutput};
 use crate::exec::{
     ByteStream, ExecRequest, ExecStream, FileContent, PtyConnection, PtyInfo, PtySpec, SandboxPath,
 };
 use crate::ids::{AccountId, ExecutionId, VmId};
 use crate::model::{Env, Execution, Vm, VmStatus};
 use crate::provider::Provider;
-use crate::service::{collect_output, error_chain, ExecOutput, Vms};
 
 impl Vms {
     pub(crate) async fn running_vm(&self, account: &AccountId, id: &VmId) -> Result<Vm, CoreError> {
@@ -258,7 +260,7 @@ impl Vms {
         pty: &str,
         cols: u16,
         rows: u16,
-    ) -> Result<(), CoreError> {
+    ) -> Result<PtyInfo, CoreError> {
         if cols == 0 || rows == 0 {
             return Err(CoreError::invalid(
                 "cols",
@@ -268,7 +270,9 @@ impl Vms {
         let (vm, provider) = self.agent_vm(account, id).await?;
         self.activity.touch(&vm.id);
         let resized = provider.channel().pty_resize(&vm.id, pty, cols, rows).await;
-        self.agent_result(&vm, resized).await
+        self.agent_result(&vm, resized).await?;
+        let info = provider.channel().pty_get(&vm.id, pty).await;
+        self.agent_result(&vm, info).await
     }
 
     pub async fn pty_kill(

@@ -8,12 +8,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::OwnedMutexGuard;
 
 use crate::clock::Timestamp;
-use crate::error::{CoreError, RuntimeError};
-use crate::exec::{ExecEvent, ExecStream, ExitStatus};
+use crate::error::{error_chain, CoreError, RuntimeError};
 use crate::ids::{AccountId, SessionId, VmId};
 use crate::images::ImageBackend;
 use crate::model::{
@@ -24,39 +22,9 @@ use crate::network_backend::NetworkBackend;
 use crate::provider::Provider;
 use crate::store::VmRecords;
 
-/// A minimal shutdown signal, so the core needs no extra crate for it.
-mod tokio_util_shim {
-    use tokio::sync::watch;
-
-    #[derive(Clone)]
-    pub struct CancellationSignal(pub watch::Receiver<bool>);
-
-    impl CancellationSignal {
-        pub async fn cancelled(&mut self) {
-            while !*self.0.borrow() {
-                if self.0.changed().await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-pub use tokio_util_shim::CancellationSignal as Shutdown;
-
 /// Why a VM ended, recorded in its `status_reason`.
 pub const REASON_LIFETIME_EXPIRED: &str = "lifetime expired";
 pub(crate) const REASON_DELETED: &str = "deleted";
-
-/// Output collected from a finished command; each stream keeps at most
-/// [`ServiceConfig::max_collected_output`] bytes.
-#[derive(Debug, Clone)]
-pub struct ExecOutput {
-    pub stdout: Bytes,
-    pub stderr: Bytes,
-    pub truncated: bool,
-    pub status: ExitStatus,
-}
 
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -114,7 +82,7 @@ pub struct Vms {
     pub(crate) network: Arc<dyn NetworkBackend>,
     vm_locks: crate::keyed_locks::KeyedLocks<VmId>,
     /// When each VM was last used, for `auto_stop`.
-    pub(crate) activity: Arc<crate::lifecycle::Activity>,
+    pub(crate) activity: Arc<super::activity::Activity>,
     /// When this process started: activity before it is unknown.
     pub(crate) started_at: std::time::Instant,
     /// VMs whose agent missed a deadline.
@@ -532,7 +500,7 @@ impl Vms {
         vm.image_digest = Some(image.digest.clone());
         let dirs = self.image_backend.layer_dirs(&image.layers);
         // An image built `FROM` a variant is its layers over that variant.
-        match crate::build::base_variant(&image.config) {
+        match image.config.base_variant() {
             Some(name) if provider.has_variant(name) => Ok(RootfsSpec::Variant {
                 name: name.to_owned(),
                 layers: dirs,
@@ -760,40 +728,4 @@ impl Vms {
         tracing::warn!(vm_id = %vm.id, reason, "VM failed");
         Ok(())
     }
-}
-
-/// Drains an exec stream, keeping at most `cap` bytes of each output.
-pub async fn collect_output(mut stream: ExecStream, cap: usize) -> Result<ExecOutput, CoreError> {
-    use crate::executions::append;
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    let mut truncated = false;
-    while let Some(event) = stream.recv().await {
-        match event? {
-            ExecEvent::Stdout(b) => truncated |= append(&mut stdout, &b, cap),
-            ExecEvent::Stderr(b) => truncated |= append(&mut stderr, &b, cap),
-            ExecEvent::Exit(status) => {
-                return Ok(ExecOutput {
-                    stdout: Bytes::from(stdout),
-                    stderr: Bytes::from(stderr),
-                    truncated,
-                    status,
-                })
-            }
-        }
-    }
-    Err(CoreError::Runtime(RuntimeError::Agent(
-        crate::executions::NO_EXIT.into(),
-    )))
-}
-
-/// An error and its causes on one line, for logs and failure reasons.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

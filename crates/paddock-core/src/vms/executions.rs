@@ -7,16 +7,15 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use std::sync::Arc;
 
+use super::component::Vms;
 use crate::clock::Timestamp;
+use crate::error::error_chain;
 use crate::error::CoreError;
-use crate::exec::{ExecEvent, ExecRequest, ExecStream};
+use crate::exec::{append, ExecEvent, ExecRequest, ExecStream, NO_EXIT};
 use crate::ids::{AccountId, ExecutionId};
 use crate::model::{Execution, ExecutionStatus, Vm, VmStatus};
-use crate::service::{error_chain, Vms};
 use crate::RuntimeError;
 
 /// Output is saved at least this often while it comes.
@@ -24,16 +23,6 @@ const SAVE_EVERY: Duration = Duration::from_millis(500);
 
 /// The exit code of a command killed with SIGKILL.
 const KILLED: i32 = 128 + 9;
-
-/// Why a command's record ends without its exit.
-pub(crate) const NO_EXIT: &str = "the command's output ended without an exit status";
-
-/// Appends `chunk` to `text` within `cap` bytes; whether it was cut.
-pub(crate) fn append(text: &mut Vec<u8>, chunk: &Bytes, cap: usize) -> bool {
-    let room = cap.saturating_sub(text.len());
-    text.extend_from_slice(&chunk[..chunk.len().min(room)]);
-    chunk.len() > room
-}
 
 /// A main command's record a restarted server attaches to again, and
 /// whether its sandbox stops when it ends.
@@ -262,17 +251,4 @@ impl Vms {
 /// A stream that ends at once, for a job that cannot be followed.
 fn closed_stream() -> ExecStream {
     tokio::sync::mpsc::channel(1).1
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn output_is_kept_within_its_cap() {
-        let mut text = b"ab".to_vec();
-        assert!(!append(&mut text, &Bytes::from_static(b"cd"), 4));
-        assert!(append(&mut text, &Bytes::from_static(b"ef"), 4));
-        assert_eq!(text, b"abcd");
-    }
 }

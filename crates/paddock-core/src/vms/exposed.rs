@@ -5,10 +5,11 @@
 
 use std::sync::Arc;
 
+use super::component::Vms;
+use crate::error::error_chain;
 use crate::error::CoreError;
 use crate::ids::AccountId;
 use crate::model::{CustomDomain, DnsCredentials, NewShare, Vm, VmSpec};
-use crate::service::{error_chain, Vms};
 
 /// A custom domain asked for with a VM.
 #[derive(Debug, Clone)]

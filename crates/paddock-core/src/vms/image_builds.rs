@@ -12,6 +12,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use super::component::Vms;
 use crate::clock::Timestamp;
 use crate::dockerfile::{self, Instruction, Step};
 use crate::error::CoreError;
@@ -19,7 +20,6 @@ use crate::exec::{ExecEvent, ExecRequest};
 use crate::ids::AccountId;
 use crate::images::BuiltLayer;
 use crate::model::{Env, Image, ImageConfig, LayerInfo, RootfsSpec, VmSpec};
-use crate::service::Vms;
 
 /// What a build reports as it goes.
 #[derive(Debug, Clone)]
@@ -45,16 +45,6 @@ pub struct BuildRequest {
 }
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-
-/// The label an image built `FROM` one of this server's variants carries:
-/// its layers go over that variant (which is no OCI layer, so the image
-/// runs on this server only).
-pub const BASE_VARIANT_LABEL: &str = "dev.paddock.base-variant";
-
-/// The variant an image's layers go over, if it was built from one.
-pub fn base_variant(config: &ImageConfig) -> Option<&str> {
-    config.labels.get(BASE_VARIANT_LABEL).map(String::as_str)
-}
 
 fn set(list: &mut Vec<(String, String)>, key: &str, value: String) {
     list.retain(|(k, _)| k != key);
@@ -181,7 +171,7 @@ impl Vms {
                         st.config = ImageConfig::default();
                         st.config
                             .labels
-                            .insert(BASE_VARIANT_LABEL.to_owned(), name.clone());
+                            .insert(crate::model::BASE_VARIANT_LABEL.to_owned(), name.clone());
                         st.key = format!("variant:{name}:{}", st.key);
                     } else {
                         // An image the account holds (built or pulled)
@@ -284,7 +274,7 @@ impl Vms {
             }
         }
         let dirs = self.image_backend.layer_dirs(&st.layers);
-        let rootfs = match base_variant(&st.config) {
+        let rootfs = match st.config.base_variant() {
             Some(name) => RootfsSpec::Variant {
                 name: name.to_owned(),
                 layers: dirs,

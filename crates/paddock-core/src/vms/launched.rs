@@ -6,12 +6,13 @@
 
 use std::sync::Arc;
 
+use super::component::Vms;
+use crate::error::error_chain;
 use crate::error::CoreError;
 use crate::exec::ExecRequest;
 use crate::ids::{AccountId, ExecutionId, VmId};
 use crate::lifecycle::REASON_MAIN_ENDED;
 use crate::model::{Execution, Vm, VmStatus, VmStatusSet};
-use crate::service::{error_chain, Vms};
 
 /// A launched sandbox and its main command's record, if it has one.
 #[derive(Debug, Clone)]

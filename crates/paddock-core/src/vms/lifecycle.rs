@@ -6,97 +6,19 @@
 //! begins from the image again. Either way the VM keeps its id, volumes
 //! and settings, and rests in `stopped` until started or deleted.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
+use super::component::Vms;
 use crate::clock::Timestamp;
+use crate::error::error_chain;
 use crate::error::CoreError;
 use crate::ids::{AccountId, VmId};
 use crate::model::{Vm, VmStatus};
-use crate::service::{error_chain, Vms};
 
 pub const REASON_STOPPED: &str = "stopped on request";
 pub const REASON_IDLE: &str = "stopped after its auto_stop idle time";
 pub const REASON_MAIN_ENDED: &str = "stopped when its main command ended";
-
-/// When each VM was last used (exec, PTY, files, share traffic) and how
-/// many commands run in it now. In memory: after a restart every VM
-/// counts from the restart.
-#[derive(Default)]
-pub struct Activity {
-    by_vm: Mutex<HashMap<VmId, Use>>,
-}
-
-#[derive(Clone, Copy)]
-struct Use {
-    last: Instant,
-    running: u32,
-}
-
-impl Activity {
-    fn with<R>(&self, id: &VmId, f: impl FnOnce(&mut Use) -> R) -> R {
-        let mut map = self
-            .by_vm
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let entry = map.entry(id.clone()).or_insert(Use {
-            last: Instant::now(),
-            running: 0,
-        });
-        f(entry)
-    }
-
-    /// Records a use of the VM now.
-    pub fn touch(&self, id: &VmId) {
-        self.with(id, |u| u.last = Instant::now());
-    }
-
-    /// Records a command that runs until the guard drops: the VM is not
-    /// idle meanwhile.
-    pub fn busy(self: &Arc<Self>, id: &VmId) -> BusyGuard {
-        self.with(id, |u| {
-            u.last = Instant::now();
-            u.running += 1;
-        });
-        BusyGuard {
-            activity: Arc::clone(self),
-            id: id.clone(),
-        }
-    }
-
-    /// How long the VM has been idle, or `None` while a command runs.
-    fn idle_for(&self, id: &VmId, since: Instant) -> Option<std::time::Duration> {
-        self.with(id, |u| {
-            if u.last < since {
-                u.last = since;
-            }
-            (u.running == 0).then(|| u.last.elapsed())
-        })
-    }
-
-    fn forget(&self, id: &VmId) {
-        self.by_vm
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(id);
-    }
-}
-
-/// Ends a [`Activity::busy`] period when dropped.
-pub struct BusyGuard {
-    activity: Arc<Activity>,
-    id: VmId,
-}
-
-impl Drop for BusyGuard {
-    fn drop(&mut self) {
-        self.activity.with(&self.id, |u| {
-            u.running = u.running.saturating_sub(1);
-            u.last = Instant::now();
-        });
-    }
-}
 
 /// What the caller of a halt knows about the sandbox's processes.
 #[derive(Debug, Clone, Copy)]

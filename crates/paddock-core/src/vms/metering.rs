@@ -13,11 +13,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::component::Vms;
 use crate::clock::Timestamp;
+use crate::error::error_chain;
 use crate::error::CoreError;
 use crate::ids::{AccountId, VmId};
 use crate::model::{usage_day, UsageCounters, UsageCursor, UsageRecord, Vm, VmStatus, VmStatusSet};
-use crate::service::{error_chain, Shutdown, Vms};
+use crate::shutdown::Shutdown;
 
 const GIB: f64 = (1u64 << 30) as f64;
 

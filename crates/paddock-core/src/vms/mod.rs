@@ -7,13 +7,14 @@
 //! shares.rs the VM side of shares; exposed.rs create with a share and
 //! custom domain; sweeper.rs reconcile after a restart, expiry, dead
 //! sandboxes; launched.rs sandboxes launched from a definition;
-//! warm_pool.rs sandboxes booted ahead of demand; volume_mounts.rs
+//! warm_pool.rs sandboxes booted ahead of demand and prewarm.rs keeping
+//! it filled; activity.rs when each VM was last used; volume_mounts.rs
 //! volumes into VMs; snapshotting.rs snapshots of VMs and clones;
 //! image_builds.rs Dockerfile builds, whose steps run in sandboxes;
 //! metering.rs usage sampling.
+mod activity;
 mod agent_calls;
 pub mod component;
-pub mod exec;
 pub(crate) mod executions;
 pub mod exposed;
 pub mod image_builds;
@@ -21,6 +22,7 @@ pub mod launched;
 pub mod lifecycle;
 pub mod metering;
 pub mod network;
+mod prewarm;
 mod sessions;
 mod shares;
 mod snapshotting;

@@ -2,11 +2,12 @@
 //! host network under its egress policy, changing the policy of a live
 //! VM, and freeing the attachment when the VM ends.
 
+use super::component::Vms;
+use crate::error::error_chain;
 use crate::error::CoreError;
 use crate::ids::{AccountId, SessionId, VmId};
 use crate::model::{EgressPolicy, Vm, VmStatus};
 use crate::network_backend::LiveNetwork;
-use crate::service::{error_chain, Vms};
 
 impl Vms {
     /// A TCP connection to `ip:port` as seen from inside a running VM (its

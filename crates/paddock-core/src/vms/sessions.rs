@@ -3,12 +3,22 @@
 
 use std::sync::Arc;
 
+use super::component::{Vms, REASON_LIFETIME_EXPIRED};
 use crate::error::CoreError;
 use crate::ids::{AccountId, SessionId};
 use crate::model::{Vm, VmOptions, VmSpec, VmStatus};
-use crate::service::{Vms, REASON_LIFETIME_EXPIRED};
 
 impl Vms {
+    /// Ends a session: deletes its newest VM, and answers it as it ended.
+    pub async fn end_session(
+        &self,
+        account: &AccountId,
+        session: &SessionId,
+    ) -> Result<Vm, CoreError> {
+        let vm = self.session_latest_vm(account, session).await?;
+        self.delete_vm(account, &vm.id).await
+    }
+
     /// The VM that serves a session: its newest VM when running; when that
     /// VM's lifetime ended, a fresh VM with the same settings.
     pub async fn session_vm(

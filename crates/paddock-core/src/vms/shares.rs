@@ -1,10 +1,10 @@
 //! The VMs' side of shares: a share is made for a running VM's port,
 //! and the share proxy asks where a share goes.
 
+use super::component::Vms;
 use crate::error::CoreError;
 use crate::ids::{AccountId, ShareId, VmId};
 use crate::model::{NewShare, Share, VmStatus};
-use crate::service::Vms;
 use crate::shares::ShareRoute;
 
 impl Vms {

@@ -5,13 +5,14 @@
 
 use std::sync::Arc;
 
+use super::component::Vms;
 use crate::clock::Timestamp;
+use crate::error::error_chain;
 use crate::error::CoreError;
 use crate::ids::{AccountId, VmId};
 use crate::model::{
     ChangedTree, Image, ImageConfig, LayerInfo, Snapshot, SnapshotKind, Vm, VmSpec, VmStatus,
 };
-use crate::service::{error_chain, Vms};
 
 /// What a VM's filesystem sits on, below its own changes.
 struct Base {

@@ -3,11 +3,13 @@
 
 use std::sync::Arc;
 
+use super::component::{Vms, REASON_DELETED, REASON_LIFETIME_EXPIRED};
 use crate::clock::Timestamp;
+use crate::error::error_chain;
 use crate::error::CoreError;
 use crate::ids::{ExecutionId, VmId};
 use crate::model::{Vm, VmStatus, VmStatusSet};
-use crate::service::{error_chain, Shutdown, Vms, REASON_DELETED, REASON_LIFETIME_EXPIRED};
+use crate::shutdown::Shutdown;
 
 impl Vms {
     /// Brings the records in line with what really runs, after a restart or

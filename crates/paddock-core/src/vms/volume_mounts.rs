@@ -3,10 +3,10 @@
 //! no VM (the volumes, their checkpoints, attachments' records and host
 //! mounts) is the `Volumes` component (`storage/volumes.rs`).
 
+use super::component::Vms;
 use crate::error::CoreError;
 use crate::ids::{AccountId, VmId, VolumeId};
 use crate::model::{validate_mount_path, Attachment, MountMode, MountRequest, RuntimeHandle, Vm};
-use crate::service::Vms;
 use crate::volumes::source_of;
 
 impl Vms {

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures::Stream;
 use tokio::sync::mpsc;
 
-use crate::error::RuntimeError;
+use crate::error::{CoreError, RuntimeError};
 use crate::ids::PtyId;
 
 /// A command to run in a sandbox.
@@ -228,9 +228,58 @@ pub struct PtyConnection {
     pub output: mpsc::Receiver<PtyOutput>,
 }
 
+/// Output collected from a finished command; each stream keeps at most
+/// `ServiceConfig::max_collected_output` bytes.
+#[derive(Debug, Clone)]
+pub struct ExecOutput {
+    pub stdout: Bytes,
+    pub stderr: Bytes,
+    pub truncated: bool,
+    pub status: ExitStatus,
+}
+
+/// Why a command's record ends without its exit.
+pub const NO_EXIT: &str = "the command's output ended without an exit status";
+
+/// Appends `chunk` to `text` within `cap` bytes; whether it was cut.
+pub fn append(text: &mut Vec<u8>, chunk: &Bytes, cap: usize) -> bool {
+    let room = cap.saturating_sub(text.len());
+    text.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    chunk.len() > room
+}
+
+/// Drains an exec stream, keeping at most `cap` bytes of each output.
+pub async fn collect_output(mut stream: ExecStream, cap: usize) -> Result<ExecOutput, CoreError> {
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let mut truncated = false;
+    while let Some(event) = stream.recv().await {
+        match event? {
+            ExecEvent::Stdout(b) => truncated |= append(&mut stdout, &b, cap),
+            ExecEvent::Stderr(b) => truncated |= append(&mut stderr, &b, cap),
+            ExecEvent::Exit(status) => {
+                return Ok(ExecOutput {
+                    stdout: Bytes::from(stdout),
+                    stderr: Bytes::from(stderr),
+                    truncated,
+                    status,
+                })
+            }
+        }
+    }
+    Err(CoreError::Runtime(RuntimeError::Agent(NO_EXIT.into())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_is_kept_within_its_cap() {
+        let mut text = b"ab".to_vec();
+        assert!(!append(&mut text, &Bytes::from_static(b"cd"), 4));
+        assert!(append(&mut text, &Bytes::from_static(b"ef"), 4));
+        assert_eq!(text, b"abcd");
+    }
 
     #[test]
     fn paths_are_normalized() {
