@@ -185,6 +185,14 @@ def test_vault_secrets_reach_the_vm(client, server):
     assert _in_vm(server, vm).execute("echo $SDK_TOKEN")["stdout"] == "sdk-secret-value-93\n"
     client.vms.stage_env(vm["vm_id"], {"STAGED": "staged-93"})
     assert _in_vm(server, vm).execute("echo $STAGED")["stdout"] == "staged-93\n"
+    # The vault comes off the running VM, and its secret with it; a
+    # variable staged by hand stays.
+    updated = client.vms.update(vm["vm_id"], vault_ids=[])
+    assert updated["vault_ids"] == []
+    out = _in_vm(server, vm).execute('echo "[$SDK_TOKEN][$STAGED]"')["stdout"]
+    assert out == "[][staged-93]\n"
+    assert client.vms.update(vm["vm_id"], vault_ids=[vid])["vault_ids"] == [vid]
+    assert _in_vm(server, vm).execute("echo $SDK_TOKEN")["stdout"] == "sdk-secret-value-93\n"
 
     failed = client.vms.create(wait=True, vault_ids=["vault_missing"])
     assert failed["env_status"] == "error" and "vault_missing" in failed["env_error"]

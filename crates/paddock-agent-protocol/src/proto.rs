@@ -59,6 +59,11 @@ pub enum Request {
     StageEnv {
         env: SecretVars,
     },
+    /// Removes staged variables by name (a vault taken off the VM). An
+    /// agent too old to know it answers an error, never ignores it.
+    UnstageEnv {
+        names: Vec<String>,
+    },
     Exec {
         argv: Vec<String>,
         env: Vec<(String, String)>,

@@ -128,6 +128,14 @@ pub async fn stage_env(socket: &Path, env: Vec<(String, String)>) -> Result<(), 
     }
 }
 
+/// Removes staged variables by name.
+pub async fn unstage_env(socket: &Path, names: Vec<String>) -> Result<(), RuntimeError> {
+    match call(socket, &Request::UnstageEnv { names }).await? {
+        (_, Event::Ok) => Ok(()),
+        (_, other) => Err(unexpected(&other)),
+    }
+}
+
 /// Runs a command; `oom_kills` reads the sandbox's OOM-kill counter, so an
 /// exit by SIGKILL can be told apart as the OOM killer's.
 pub async fn exec(

@@ -315,3 +315,73 @@ async fn execute_vault_ids_reach_that_command_only() {
     );
     assert!(!server.log().contains(SECRET));
 }
+
+#[tokio::test]
+async fn a_running_vms_vaults_are_replaced_by_patch() {
+    let server = Server::start();
+    let c = server.client();
+    let vault = |name: &'static str, var: &'static str, value: &'static str| {
+        let c = &c;
+        async move {
+            let v = c.post("/v1/vaults", json!({ "name": name })).await;
+            let id = v.body["id"].as_str().expect("id").to_owned();
+            let cred = c
+                .post(
+                    &format!("/v1/vaults/{id}/credentials"),
+                    json!({"name": var, "value": value}),
+                )
+                .await;
+            assert_eq!(cred.status, 200, "{}", cred.body);
+            id
+        }
+    };
+    let first = vault("first", "FIRST_KEY", SECRET).await;
+    let second = vault("second", "SECOND_KEY", ROTATED).await;
+    let vm = c.create_vm(json!({ "vault_ids": [first] })).await;
+    let id = vm["vm_id"].as_str().expect("vm id").to_owned();
+    let seen = || async { c.exec(&id, "echo \"[$FIRST_KEY][$SECOND_KEY]\"").await.0 };
+    assert_eq!(seen().await, format!("[{SECRET}][]\n"));
+
+    // The second vault in place of the first: the first's variable goes.
+    let r = c
+        .patch(&format!("/v1/vms/{id}"), json!({ "vault_ids": [second] }))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["vault_ids"], json!([second]), "{}", r.body);
+    assert_eq!(seen().await, format!("[][{ROTATED}]\n"));
+
+    // A refused patch changes nothing: another account's vault, an
+    // unknown one, a malformed id.
+    let theirs = c.with_key(Some(&server.other_account_key()));
+    let their_vault = theirs.post("/v1/vaults", json!({"name": "theirs"})).await;
+    let their_id = their_vault.body["id"].as_str().expect("id").to_owned();
+    for (ids, status) in [
+        (json!([first, their_id]), 404),
+        (json!(["vault_doesnotexist000000"]), 404),
+        (json!([first, "nope"]), 422),
+    ] {
+        let r = c
+            .patch(&format!("/v1/vms/{id}"), json!({ "vault_ids": ids }))
+            .await;
+        assert_eq!(r.status, status, "{ids}: {}", r.body);
+    }
+    assert_eq!(seen().await, format!("[][{ROTATED}]\n"));
+    assert_eq!(
+        c.get(&format!("/v1/vms/{id}")).await.body["vault_ids"],
+        json!([second])
+    );
+
+    // Null changes nothing; [] takes every vault off.
+    let r = c
+        .patch(&format!("/v1/vms/{id}"), json!({ "vault_ids": null }))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(seen().await, format!("[][{ROTATED}]\n"));
+    let r = c
+        .patch(&format!("/v1/vms/{id}"), json!({ "vault_ids": [] }))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(seen().await, "[][]\n");
+    assert!(!server.log().contains(SECRET));
+    assert!(!server.log().contains(ROTATED));
+}

@@ -59,6 +59,13 @@ impl State {
         *staged = merged_env(&staged, &vars);
     }
 
+    fn unstage(&self, names: &[String]) {
+        self.staged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|(k, _)| !names.contains(k));
+    }
+
     /// A request's working directory, or the default one.
     pub fn cwd_for(&self, requested: Option<String>, env: &[(String, String)]) -> String {
         requested
@@ -147,6 +154,10 @@ async fn handle(state: Arc<State>, mut stream: UnixStream) -> io::Result<()> {
         Request::Ping => write_control(&mut stream, &Event::Pong).await,
         Request::StageEnv { env } => {
             state.stage(env.0);
+            write_control(&mut stream, &Event::Ok).await
+        }
+        Request::UnstageEnv { names } => {
+            state.unstage(&names);
             write_control(&mut stream, &Event::Ok).await
         }
         Request::Exec {

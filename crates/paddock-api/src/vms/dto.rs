@@ -220,8 +220,10 @@ pub struct PatchVmRequest {
     /// Replaces the egress policy; a running VM gets it at once.
     #[schema(value_type = Option<EgressPolicyBody>)]
     pub egress_policy: Option<Value>,
-    #[schema(value_type = Option<Vec<String>>)]
-    pub vault_ids: Option<Value>,
+    /// Replaces the VM's vaults: a running VM's commands see the new
+    /// vaults' secrets at once and no longer the old ones'; `[]` removes
+    /// them all, null changes nothing.
+    pub vault_ids: Option<Vec<String>>,
     #[schema(value_type = Option<bool>)]
     pub auto_suspend: Option<Value>,
     #[schema(value_type = Option<bool>)]

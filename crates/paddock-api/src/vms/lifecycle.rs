@@ -5,6 +5,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use paddock_core::exposed::{DomainRequest, Exposure};
+use paddock_core::ids::VaultId;
 use paddock_core::model::{VmFilter, VmPatch, VmStatusSet};
 
 use super::dto::{
@@ -217,7 +218,6 @@ pub(crate) async fn patch(
 ) -> Result<Json<VmResponse>, ApiError> {
     let id = vm_id(&raw)?;
     for (name, v) in [
-        ("vault_ids", &body.vault_ids),
         ("auto_suspend", &body.auto_suspend),
         ("auto_resume", &body.auto_resume),
     ] {
@@ -244,6 +244,7 @@ pub(crate) async fn patch(
             .filter(|v| !v.is_null())
             .map(|v| super::egress_policy(&v, "egress_policy"))
             .transpose()?,
+        vault_ids: vault_ids_patch(body.vault_ids)?,
     };
     let vm = state.vms().patch_vm(&account, &id, patch).await?;
     Ok(Json(VmResponse::from(&vm)))
@@ -260,4 +261,9 @@ pub(crate) async fn delete(
 ) -> Result<Json<VmResponse>, ApiError> {
     let vm = state.vms().delete_vm(&account, &vm_id(&raw)?).await?;
     Ok(Json(VmResponse::from(&vm)))
+}
+
+/// PATCH's `vault_ids`: absent or null changes nothing.
+fn vault_ids_patch(raw: Option<Vec<String>>) -> Result<Option<Vec<VaultId>>, ApiError> {
+    raw.map(|ids| super::vault_ids(Some(ids))).transpose()
 }

@@ -321,6 +321,9 @@ pub struct VmPatch {
     pub snapshot_name: Option<String>,
     /// Replaces the egress policy; applies to a running VM at once.
     pub egress_policy: Option<EgressPolicy>,
+    /// Replaces the vaults whose secrets the VM's commands see; a running
+    /// VM gets the new set at once (the old set's variables removed).
+    pub vault_ids: Option<Vec<crate::ids::VaultId>>,
 }
 
 impl VmPatch {
@@ -332,6 +335,7 @@ impl VmPatch {
             && self.snapshot_on_terminate.is_none()
             && self.snapshot_name.is_none()
             && self.egress_policy.is_none()
+            && self.vault_ids.is_none()
     }
 }
 

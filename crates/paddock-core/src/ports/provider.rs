@@ -157,6 +157,8 @@ pub trait SandboxChannel: Send + Sync {
     /// Adds variables to the environment of every later exec and PTY in
     /// the sandbox. Kept in the sandbox's memory only, never on disk.
     async fn stage_env(&self, id: &VmId, env: Vec<(String, String)>) -> Result<(), RuntimeError>;
+    /// Removes staged variables by name.
+    async fn unstage_env(&self, id: &VmId, names: Vec<String>) -> Result<(), RuntimeError>;
     async fn exec(&self, id: &VmId, request: ExecRequest) -> Result<ExecStream, RuntimeError>;
     /// Starts a job, `job` naming it in the sandbox: a command that
     /// outlives the server's connection to the sandbox (and the server),

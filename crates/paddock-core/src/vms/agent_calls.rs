@@ -13,7 +13,7 @@ use crate::exec::{collect_output, ExecOutput};
 use crate::exec::{
     ByteStream, ExecRequest, ExecStream, FileContent, PtyConnection, PtyInfo, PtySpec, SandboxPath,
 };
-use crate::ids::{AccountId, ExecutionId, VmId};
+use crate::ids::{AccountId, ExecutionId, VaultId, VmId};
 use crate::model::{Env, Execution, Vm, VmStatus};
 use crate::provider::Provider;
 
@@ -300,6 +300,52 @@ impl Vms {
 }
 
 impl Vms {
+    /// The variables `vaults` give a VM, each vault found first (another
+    /// account's is not found).
+    pub(crate) async fn vault_env_of(
+        &self,
+        account: &AccountId,
+        vaults: &[VaultId],
+    ) -> Result<Vec<(String, String)>, CoreError> {
+        for id in vaults {
+            self.parts.vaults.get_vault(account, id).await?;
+        }
+        self.parts
+            .vaults
+            .vault_env(account, vaults)
+            .await
+            .map_err(CoreError::Unavailable)
+    }
+
+    /// Replaces a running VM's vault variables with `env`: the names its
+    /// current vaults gave are removed, then `env` is staged.
+    pub(crate) async fn swap_vault_env(
+        &self,
+        vm: &Vm,
+        env: Vec<(String, String)>,
+    ) -> Result<(), CoreError> {
+        let mut old = Vec::new();
+        for id in &vm.options.vault_ids {
+            // A vault deleted since gave its variables too, but its names
+            // are gone with it: those stay until the VM ends.
+            if let Ok(credentials) = self.parts.vaults.list_credentials(&vm.account_id, id).await {
+                old.extend(credentials.into_iter().map(|c| c.name));
+            }
+        }
+        old.retain(|name| !env.iter().any(|(k, _)| k == name));
+        let channel = self.provider_of(vm)?;
+        let channel = channel.channel();
+        if !old.is_empty() {
+            let unstaged = channel.unstage_env(&vm.id, old).await;
+            self.agent_result(vm, unstaged).await?;
+        }
+        if !env.is_empty() {
+            let staged = channel.stage_env(&vm.id, env).await;
+            self.agent_result(vm, staged).await?;
+        }
+        Ok(())
+    }
+
     /// Stages variables into a running VM's environment for every later
     /// command. The values stay in the sandbox agent's memory only.
     pub async fn stage_env(

@@ -623,6 +623,19 @@ impl Vms {
         } else {
             None
         };
+        // The vaults' secrets are read (and the vaults found) before
+        // anything changes; a running VM then gets the new set first, as
+        // the change most likely to fail.
+        let vault_env = match &patch.vault_ids {
+            Some(ids) => Some(self.vault_env_of(account, ids).await?),
+            None => None,
+        };
+        if let (Some(ids), Some(env)) = (patch.vault_ids, vault_env) {
+            if vm.status == VmStatus::Running {
+                self.swap_vault_env(&vm, env).await?;
+            }
+            vm.options.vault_ids = ids;
+        }
         if let Some(policy) = patch.egress_policy {
             self.apply_egress(&mut vm, policy).await?;
         }

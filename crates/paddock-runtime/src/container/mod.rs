@@ -624,6 +624,9 @@ impl SandboxChannel for ContainerProvider {
     async fn stage_env(&self, id: &VmId, env: Vec<(String, String)>) -> Result<(), RuntimeError> {
         agent_client::stage_env(&self.socket(id), env).await
     }
+    async fn unstage_env(&self, id: &VmId, names: Vec<String>) -> Result<(), RuntimeError> {
+        agent_client::unstage_env(&self.socket(id), names).await
+    }
     async fn exec(&self, id: &VmId, request: ExecRequest) -> Result<ExecStream, RuntimeError> {
         let cgroups = Arc::clone(&self.cgroups);
         let cg_id = id.as_str().to_owned();

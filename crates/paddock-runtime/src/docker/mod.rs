@@ -465,6 +465,17 @@ impl SandboxChannel for DockerProvider {
         }
         Ok(())
     }
+    async fn unstage_env(&self, id: &VmId, names: Vec<String>) -> Result<(), RuntimeError> {
+        if let Some(vars) = self
+            .staged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_mut(id)
+        {
+            vars.retain(|(k, _)| !names.contains(k));
+        }
+        Ok(())
+    }
     async fn exec(&self, id: &VmId, request: ExecRequest) -> Result<ExecStream, RuntimeError> {
         let staged = self.staged_env(id);
         exec::run(&self.docker, &self.name_of(id), staged, request).await

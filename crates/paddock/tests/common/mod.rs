@@ -422,6 +422,11 @@ impl Client {
             .await
     }
 
+    pub async fn patch(&self, path: &str, body: Value) -> Reply {
+        self.send(self.req(reqwest::Method::PATCH, path).json(&body))
+            .await
+    }
+
     pub async fn post_raw(&self, path: &str, body: &'static str) -> Reply {
         self.send(
             self.req(reqwest::Method::POST, path)
