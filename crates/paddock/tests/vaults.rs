@@ -382,6 +382,23 @@ async fn a_running_vms_vaults_are_replaced_by_patch() {
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(seen().await, "[][]\n");
+
+    // A vault deleted while a VM uses it: taking it off still removes its
+    // variables (the VM's record keeps their names, never their values).
+    let third = vault("third", "THIRD_KEY", SECRET).await;
+    let vm = c.create_vm(json!({ "vault_ids": [third] })).await;
+    let id = vm["vm_id"].as_str().expect("vm id").to_owned();
+    assert_eq!(
+        c.exec(&id, "echo \"[$THIRD_KEY]\"").await.0,
+        format!("[{SECRET}]\n")
+    );
+    let r = c.delete(&format!("/v1/vaults/{third}")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = c
+        .patch(&format!("/v1/vms/{id}"), json!({ "vault_ids": [] }))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(c.exec(&id, "echo \"[$THIRD_KEY]\"").await.0, "[]\n");
     assert!(!server.log().contains(SECRET));
     assert!(!server.log().contains(ROTATED));
 }

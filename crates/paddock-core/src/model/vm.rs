@@ -212,6 +212,9 @@ pub struct VmOptions {
     /// The name of the snapshot taken when it ends.
     pub snapshot_name: Option<String>,
     pub vault_ids: Vec<VaultId>,
+    /// The names (never the values) of the variables its vaults staged in
+    /// the sandbox, so that a change of vaults takes exactly those off.
+    pub vault_vars: Vec<String>,
     pub env_status: EnvStatus,
     pub env_error: Option<String>,
     /// The VM's own egress policy; `None` follows the server's default.

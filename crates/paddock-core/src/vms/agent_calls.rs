@@ -318,31 +318,41 @@ impl Vms {
     }
 
     /// Replaces a running VM's vault variables with `env`: the names its
-    /// current vaults gave are removed, then `env` is staged.
+    /// vaults staged are removed, then `env` is staged; the VM's record
+    /// keeps the new names.
     pub(crate) async fn swap_vault_env(
         &self,
-        vm: &Vm,
+        vm: &mut Vm,
         env: Vec<(String, String)>,
     ) -> Result<(), CoreError> {
-        let mut old = Vec::new();
-        for id in &vm.options.vault_ids {
-            // A vault deleted since gave its variables too, but its names
-            // are gone with it: those stay until the VM ends.
-            if let Ok(credentials) = self.parts.vaults.list_credentials(&vm.account_id, id).await {
-                old.extend(credentials.into_iter().map(|c| c.name));
+        let names: Vec<String> = env.iter().map(|(k, _)| k.clone()).collect();
+        let mut staged = vm.options.vault_vars.clone();
+        if staged.is_empty() {
+            // A VM started before its record kept these names: its vaults'
+            // current credentials name them.
+            for id in &vm.options.vault_ids {
+                if let Ok(credentials) =
+                    self.parts.vaults.list_credentials(&vm.account_id, id).await
+                {
+                    staged.extend(credentials.into_iter().map(|c| c.name));
+                }
             }
         }
-        old.retain(|name| !env.iter().any(|(k, _)| k == name));
-        let channel = self.provider_of(vm)?;
-        let channel = channel.channel();
-        if !old.is_empty() {
-            let unstaged = channel.unstage_env(&vm.id, old).await;
+        let gone: Vec<String> = staged
+            .into_iter()
+            .filter(|name| !names.contains(name))
+            .collect();
+        let provider = self.provider_of(vm)?;
+        let channel = provider.channel();
+        if !gone.is_empty() {
+            let unstaged = channel.unstage_env(&vm.id, gone).await;
             self.agent_result(vm, unstaged).await?;
         }
         if !env.is_empty() {
             let staged = channel.stage_env(&vm.id, env).await;
             self.agent_result(vm, staged).await?;
         }
+        vm.options.vault_vars = names;
         Ok(())
     }
 

@@ -403,6 +403,7 @@ impl Vms {
             Ok(handle) => self.mount_volumes(&mut vm, handle).await,
             Err(e) => Err(e),
         };
+        vm.options.vault_vars = secrets.iter().map(|(k, _)| k.clone()).collect();
         let started = match started {
             Ok(handle) if !secrets.is_empty() => {
                 let staged = async {
@@ -632,7 +633,7 @@ impl Vms {
         };
         if let (Some(ids), Some(env)) = (patch.vault_ids, vault_env) {
             if vm.status == VmStatus::Running {
-                self.swap_vault_env(&vm, env).await?;
+                self.swap_vault_env(&mut vm, env).await?;
             }
             vm.options.vault_ids = ids;
         }

@@ -153,6 +153,7 @@ fn options_to_json(o: &VmOptions, network: Option<&VmNetwork>) -> String {
         "snapshot_on_terminate": o.snapshot_on_terminate,
         "snapshot_name": o.snapshot_name,
         "vault_ids": o.vault_ids.iter().map(VaultId::as_str).collect::<Vec<_>>(),
+        "vault_vars": o.vault_vars,
         "env_status": o.env_status.as_str(),
         "env_error": o.env_error,
         "gpus": o.gpus,
@@ -206,6 +207,16 @@ fn options_from_json(v: &serde_json::Value) -> Result<VmOptions, StoreError> {
             .unwrap_or(false),
         snapshot_name: string("snapshot_name"),
         vault_ids,
+        vault_vars: v
+            .get("vault_vars")
+            .and_then(|x| x.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
         env_status: string("env_status")
             .and_then(|s| EnvStatus::parse(&s))
             .unwrap_or_default(),

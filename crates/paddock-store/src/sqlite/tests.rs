@@ -58,6 +58,7 @@ fn vm(account: &AccountId, session: &SessionId) -> Vm {
             snapshot_on_terminate: true,
             snapshot_name: Some("final".into()),
             vault_ids: vec![VaultId::generate()],
+            vault_vars: vec!["TOKEN".into()],
             env_status: EnvStatus::Error,
             env_error: Some("vault x not found".into()),
             egress_policy: Some(
