@@ -80,6 +80,8 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         local_root: config.providers.local_root(),
     })
     .context("start the container provider")?;
+    // `criu check` runs while the rest starts.
+    let checkpoint = tokio::spawn(paddock_runtime::container::checkpoint::probe());
     let mut runtime_info = serde_json::json!({
         "cgroup": provider.cgroup_version(),
         "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
@@ -274,6 +276,21 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             host_key,
         ));
         tracing::info!(listen = %config.ssh.listen, "SSH gateway is serving");
+    }
+    match checkpoint.await {
+        Ok(support) => {
+            if !support.works {
+                tracing::info!(
+                    reason = support.reason.as_deref().unwrap_or_default(),
+                    "containers cannot be checkpointed on this host (criu check)"
+                );
+            }
+            runtime_info["checkpoint"] = serde_json::json!(support);
+        }
+        Err(e) => {
+            runtime_info["checkpoint"] =
+                serde_json::json!({"works": false, "reason": e.to_string()})
+        }
     }
     let state = AppState {
         share_urls: paddock_api::vms::shares::ShareUrls {

@@ -13,6 +13,11 @@ async fn health_readiness_metrics() {
     let ready = c.get("/readyz").await;
     assert_eq!(ready.body["status"], "ready");
     assert_eq!(ready.body["provider"], "container");
+    // Whether this host can checkpoint containers (CRIU), and why not.
+    let checkpoint = &ready.body["runtime"]["checkpoint"];
+    assert_eq!(checkpoint["tool"], "criu", "{}", ready.body);
+    let works = checkpoint["works"].as_bool().expect("works");
+    assert_eq!(works, checkpoint["reason"].is_null(), "{}", ready.body);
     let authed = server.client();
     authed.create_vm(json!({})).await;
     let metrics = c.get("/metrics").await;

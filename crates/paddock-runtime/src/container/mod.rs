@@ -10,6 +10,7 @@
 //! mount namespace and dies with it.
 
 mod cgroup;
+pub mod checkpoint;
 pub mod disks;
 pub mod ids;
 mod loops;
