@@ -163,7 +163,8 @@ pub struct VmmConfig {
     /// guest's business and unused here.
     pub sandbox: BootConfig,
     /// `virtiofsd` and its arguments (without the socket and source,
-    /// which the monitor adds).
+    /// which the monitor adds); empty when the guest's root is on block
+    /// devices and nothing is shared.
     pub virtiofsd: Vec<String>,
     pub virtiofs_socket: PathBuf,
     /// qemu and its arguments.
@@ -199,6 +200,29 @@ pub struct GuestConfig {
     pub cwd: Option<String>,
     #[serde(default)]
     pub user: Option<String>,
+    #[serde(default)]
+    pub root: GuestRoot,
+}
+
+/// Where a microVM's root filesystem comes from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum GuestRoot {
+    /// The sandbox's overlay on the host, shared over virtiofs
+    /// ([`ROOT_TAG`]).
+    #[default]
+    Virtiofs,
+    /// Block devices, so that nothing is shared with the host and qemu can
+    /// save the whole VM: `lower` (read-only ext4: the image's layers
+    /// merged) and `upper` (the sandbox's writable ext4 disk), put together
+    /// by the guest as an overlay.
+    Blocks {
+        lower: String,
+        upper: String,
+        /// Written as the root's `/etc/resolv.conf` (a container gets it
+        /// bound from the host).
+        resolv_conf: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -25,7 +25,7 @@ use nix::mount::{mount, MsFlags};
 use crate::boot::{nix_step, step, BootError};
 use crate::sys;
 pub use paddock_agent_protocol::config::{
-    GuestConfig, GuestNetwork, CONFIG_PATH, PORT_NAME, ROOT_TAG,
+    GuestConfig, GuestNetwork, GuestRoot, CONFIG_PATH, PORT_NAME, ROOT_TAG,
 };
 
 const NONE: Option<&str> = None;
@@ -63,17 +63,24 @@ fn init() -> Result<(PathBuf, crate::serve::Defaults), BootError> {
     let port = wait_for_port()?;
     let root = Path::new("/newroot");
     fs::create_dir_all(root).map_err(step("create /newroot"))?;
-    wait_for(|| {
-        mount(
-            Some(ROOT_TAG),
-            root,
-            Some("virtiofs"),
-            MsFlags::empty(),
-            NONE,
-        )
-        .is_ok()
-    })
-    .ok_or_else(|| BootError::Child("the virtiofs root never mounted".into()))?;
+    match &config.root {
+        GuestRoot::Virtiofs => wait_for(|| {
+            mount(
+                Some(ROOT_TAG),
+                root,
+                Some("virtiofs"),
+                MsFlags::empty(),
+                NONE,
+            )
+            .is_ok()
+        })
+        .ok_or_else(|| BootError::Child("the virtiofs root never mounted".into()))?,
+        GuestRoot::Blocks {
+            lower,
+            upper,
+            resolv_conf,
+        } => mount_block_root(root, lower, upper, resolv_conf.as_deref())?,
+    }
     mark("root");
     if let Some(net) = &config.network {
         configure_network(net)?;
@@ -205,6 +212,44 @@ fn configure_network(net: &GuestNetwork) -> Result<(), BootError> {
         "eth0",
     )
     .map_err(step("default route"))?;
+    Ok(())
+}
+
+/// Assembles the root from block devices: the read-only `lower` (the
+/// image), the writable `upper` (the sandbox's disk, holding the
+/// overlay's upper and work dirs), and the overlay of the two at `root`.
+fn mount_block_root(
+    root: &Path,
+    lower: &str,
+    upper: &str,
+    resolv_conf: Option<&str>,
+) -> Result<(), BootError> {
+    for (device, at, flags) in [
+        (lower, "/lower", MsFlags::MS_RDONLY),
+        (upper, "/upper", MsFlags::empty()),
+    ] {
+        fs::create_dir_all(at).map_err(step(format!("create {at}")))?;
+        wait_for(|| Path::new(device).exists())
+            .ok_or_else(|| BootError::Child(format!("the VM has no {device}")))?;
+        mount(Some(device), at, Some("ext4"), flags, NONE)
+            .map_err(nix_step(format!("mount {device} at {at}")))?;
+    }
+    for dir in ["/upper/upper", "/upper/work"] {
+        fs::create_dir_all(dir).map_err(step(format!("create {dir}")))?;
+    }
+    mount(
+        Some("overlay"),
+        root,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some("lowerdir=/lower,upperdir=/upper/upper,workdir=/upper/work"),
+    )
+    .map_err(nix_step("mount the root overlay"))?;
+    if let Some(text) = resolv_conf {
+        let etc = root.join("etc");
+        fs::create_dir_all(&etc).map_err(step("create /etc"))?;
+        fs::write(etc.join("resolv.conf"), text).map_err(step("write /etc/resolv.conf"))?;
+    }
     Ok(())
 }
 

@@ -145,36 +145,71 @@ async fn run_vm(config: &VmmConfig, mut ready: fs::File) -> Result<(), BootError
             }
         }
     };
+    let virtiofsd_ended = async {
+        match virtiofsd.as_mut() {
+            Some(v) => v.wait().await,
+            None => std::future::pending().await,
+        }
+    };
     let result = tokio::select! {
         status = qemu.wait() => {
             eprintln!("paddock-agent (vmm): qemu exited: {status:?}");
             Ok(())
         }
-        status = virtiofsd.wait() => {
+        status = virtiofsd_ended => {
             Err(BootError::Child(format!("virtiofsd exited: {status:?}")))
         }
         r = serving => r.map_err(step("serve the agent socket")),
     };
     let _ = qemu.start_kill();
-    let _ = virtiofsd.start_kill();
     let _ = qemu.wait().await;
-    let _ = virtiofsd.wait().await;
+    if let Some(v) = virtiofsd.as_mut() {
+        let _ = v.start_kill();
+        let _ = v.wait().await;
+    }
     result
 }
 
 type Started = (
-    tokio::process::Child,
+    Option<tokio::process::Child>,
     tokio::process::Child,
     tokio::net::UnixListener,
 );
 
 async fn start_processes(config: &VmmConfig) -> Result<Started, BootError> {
     let sandbox = &config.sandbox;
-    let _ = fs::remove_file(&config.virtiofs_socket);
+    let virtiofsd = match config.virtiofsd.split_first() {
+        Some((program, args)) => Some(start_virtiofsd(config, program, args).await?),
+        None => None,
+    };
     let (program, args) = config
-        .virtiofsd
+        .qemu
         .split_first()
-        .ok_or_else(|| BootError::Child("no virtiofsd command".into()))?;
+        .ok_or_else(|| BootError::Child("no qemu command".into()))?;
+    let _ = fs::remove_file(&config.port_socket);
+    let _ = fs::remove_file(&config.console_socket);
+    let qemu = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(step(format!("start {program}")))?;
+    let _ = fs::remove_file(&sandbox.socket_path);
+    let listener = tokio::net::UnixListener::bind(&sandbox.socket_path).map_err(step(format!(
+        "bind the agent socket {}",
+        sandbox.socket_path.display()
+    )))?;
+    Ok((virtiofsd, qemu, listener))
+}
+
+/// Starts `virtiofsd` serving the sandbox's root; returns once it listens.
+async fn start_virtiofsd(
+    config: &VmmConfig,
+    program: &String,
+    args: &[String],
+) -> Result<tokio::process::Child, BootError> {
+    let sandbox = &config.sandbox;
+    let _ = fs::remove_file(&config.virtiofs_socket);
     let mut virtiofsd = tokio::process::Command::new(program)
         .args(args)
         .arg(format!(
@@ -196,24 +231,7 @@ async fn start_processes(config: &VmmConfig) -> Result<Started, BootError> {
             config.virtiofs_socket.display()
         )));
     }
-    let (program, args) = config
-        .qemu
-        .split_first()
-        .ok_or_else(|| BootError::Child("no qemu command".into()))?;
-    let _ = fs::remove_file(&config.port_socket);
-    let _ = fs::remove_file(&config.console_socket);
-    let qemu = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(step(format!("start {program}")))?;
-    let _ = fs::remove_file(&sandbox.socket_path);
-    let listener = tokio::net::UnixListener::bind(&sandbox.socket_path).map_err(step(format!(
-        "bind the agent socket {}",
-        sandbox.socket_path.display()
-    )))?;
-    Ok((virtiofsd, qemu, listener))
+    Ok(virtiofsd)
 }
 
 /// Copies the guest's console into `log` up to [`CONSOLE_LOG_MAX`], then

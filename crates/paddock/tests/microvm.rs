@@ -218,3 +218,45 @@ async fn a_microvm_outlives_a_server_restart() {
     assert_eq!(c.delete(&format!("/v1/vms/{vm}")).await.status, 200);
     wait_gone(&vm).await;
 }
+
+#[tokio::test]
+async fn a_microvm_from_an_image_boots_from_block_devices() {
+    use common::registry::{busybox_base, config_json, gzip, push, Registry, GZIP};
+    let reg = Registry::start();
+    push(
+        &reg.reference("test/guest:v1"),
+        vec![(gzip(&busybox_base().bytes()), GZIP)],
+        config_json(&["PATH=/bin", "FROM_IMAGE=1"], "/work", ""),
+    )
+    .await;
+    let cache = std::env::temp_dir().join("paddock-test-microvm-cache");
+    let server = Server::start_full_env(
+        &[(
+            "PADDOCK_MICROVM__CACHE_DIR",
+            cache.to_str().expect("utf-8 temp dir"),
+        )],
+        &reg.paddock_config(),
+    );
+    let c = server.client();
+    let vm = new_microvm(&c, json!({"image_variant": reg.reference("test/guest:v1")})).await;
+    // Its root is the image's, assembled in the guest over two disks:
+    // nothing is shared with the host.
+    let (out, err, exit) = c
+        .exec(
+            &vm,
+            "echo $FROM_IMAGE; pwd; grep -c ' / overlay ' /proc/mounts; ls /sys/block | grep -c vd; \
+             echo kept > /work/file; cat /work/file",
+        )
+        .await;
+    assert_eq!(exit["exit_code"], 0, "{err}");
+    assert_eq!(out, "1\n/work\n1\n2\nkept\n", "{err}");
+    let pid = qemu_processes(&vm);
+    assert_eq!(pid.len(), 1);
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", pid[0])).expect("cmdline");
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    assert!(!cmdline.contains("vhost-user-fs"), "{cmdline}");
+    assert!(cmdline.contains("virtio-blk-device"), "{cmdline}");
+    let r = c.delete(&format!("/v1/vms/{vm}")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_gone(&vm).await;
+}

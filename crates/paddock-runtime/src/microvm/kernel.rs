@@ -11,7 +11,18 @@ use paddock_core::RuntimeError;
 
 /// The modules a guest loads, by name; their dependencies come along.
 /// Debian builds all of these as modules.
-const WANTED: &[&str] = &["virtio_mmio", "virtio_console", "virtio_net", "virtiofs"];
+const WANTED: &[&str] = &[
+    "virtio_mmio",
+    "virtio_console",
+    "virtio_net",
+    "virtiofs",
+    // A root on block devices: the disks, their filesystem (ext4 asks the
+    // crypto API for crc32c when it mounts) and the overlay over them.
+    "virtio_blk",
+    "crc32c_generic",
+    "ext4",
+    "overlay",
+];
 
 /// The xz stream magic that starts a bzImage's compressed payload.
 const XZ_MAGIC: &[u8] = b"\xfd7zXZ\x00";

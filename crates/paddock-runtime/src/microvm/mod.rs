@@ -13,6 +13,7 @@
 
 mod initrd;
 mod kernel;
+mod lower;
 pub mod qemu;
 
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 use paddock_agent_protocol::config::BootConfig;
 use paddock_agent_protocol::config::VmmConfig;
-use paddock_agent_protocol::config::{GuestConfig, GuestNetwork};
+use paddock_agent_protocol::config::{GuestConfig, GuestNetwork, GuestRoot};
 use paddock_core::ids::VmId;
 use paddock_core::model::{ChangedTree, Resources, RootfsSpec, RuntimeHandle, Vm};
 use paddock_core::RuntimeError;
@@ -135,6 +136,21 @@ impl MicroVmProvider {
         let (vmlinux, base_initrd) = self.prepared().await?;
         let disk = self.container.disk_for(vm, run).await?;
         let (layers, defaults, root) = self.container.rootfs(spec, run, disk.as_ref())?;
+        // An image's microVM boots from block devices (its layers merged
+        // into a cached read-only disk, the sandbox's disk as the upper),
+        // which qemu can save with the VM; a variant's shares the host's
+        // directories over virtiofs.
+        let blocks = match (spec, &disk) {
+            (RootfsSpec::Layers { dirs, .. }, Some(disk)) => {
+                let dirs = dirs.clone();
+                let cache = self.cache.join("lower");
+                let lower = tokio::task::spawn_blocking(move || lower::lower_image(&dirs, &cache))
+                    .await
+                    .map_err(|e| RuntimeError::Setup(format!("make the lower disk: {e}")))??;
+                Some((lower, disk.image.clone()))
+            }
+            _ => None,
+        };
         let socket = container::agent_socket(run)?;
         let port_socket = container::socket_in(run, "port.sock")?;
         let virtiofs_socket = container::socket_in(run, "virtiofs.sock")?;
@@ -157,6 +173,17 @@ impl MicroVmProvider {
             env: container::sandbox_env(&defaults, vm),
             cwd: defaults.working_dir.clone(),
             user: defaults.user.clone(),
+            root: match &blocks {
+                Some(_) => GuestRoot::Blocks {
+                    lower: "/dev/vda".into(),
+                    upper: "/dev/vdb".into(),
+                    resolv_conf: vm
+                        .network
+                        .as_ref()
+                        .map(|n| format!("nameserver {}\n", n.gateway)),
+                },
+                None => GuestRoot::Virtiofs,
+            },
         };
         let initrd = run.join("initrd.cpio");
         initrd::for_vm(base_initrd, &guest, &initrd)?;
@@ -173,7 +200,10 @@ impl MicroVmProvider {
             initrd: &initrd,
             console_socket: &console_socket,
             port_socket: &port_socket,
-            virtiofs_socket: &virtiofs_socket,
+            root: match &blocks {
+                Some((lower, upper)) => qemu::MachineRoot::Blocks { lower, upper },
+                None => qemu::MachineRoot::Virtiofs(&virtiofs_socket),
+            },
             nic: vm
                 .network
                 .as_ref()
@@ -185,7 +215,8 @@ impl MicroVmProvider {
                 on_host: false,
                 hostname: "sandbox".into(),
                 root_mountpoint: root,
-                layers,
+                // On block devices the guest assembles its root itself.
+                layers: if blocks.is_some() { Vec::new() } else { layers },
                 cgroup_procs,
                 socket_path: socket.clone(),
                 log_path: run.join("vmm.log"),
@@ -197,27 +228,35 @@ impl MicroVmProvider {
                 // virtiofsd) and opens the network namespace after its
                 // unshare, so it stays in the host's mount namespace.
                 mount_namespace: None,
-                bind_files: container::resolv_conf(vm, run)?,
+                bind_files: if blocks.is_some() {
+                    Vec::new()
+                } else {
+                    container::resolv_conf(vm, run)?
+                },
                 devices: Vec::new(),
                 // The guest's kernel is the boundary; virtiofsd stores
                 // the guest's own ids.
                 id_map: None,
-                disk,
+                disk: if blocks.is_some() { None } else { disk },
                 // The guest's own kernel describes its size.
                 proc_views: None,
                 cpus: Vec::new(),
                 host_user: None,
             },
-            virtiofsd: vec![
-                self.virtiofsd.display().to_string(),
-                "-o".into(),
-                // Only the guest changes its root while it runs, so its
-                // kernel may keep names and attributes; data is still
-                // written through (no writeback), so snapshots read it.
-                "cache=always".into(),
-                "-o".into(),
-                "sandbox=chroot".into(),
-            ],
+            virtiofsd: if blocks.is_some() {
+                Vec::new()
+            } else {
+                vec![
+                    self.virtiofsd.display().to_string(),
+                    "-o".into(),
+                    // Only the guest changes its root while it runs, so its
+                    // kernel may keep names and attributes; data is still
+                    // written through (no writeback), so snapshots read it.
+                    "cache=always".into(),
+                    "-o".into(),
+                    "sandbox=chroot".into(),
+                ]
+            },
             virtiofs_socket: virtiofs_socket.clone(),
             qemu: machine.argv(),
             port_socket: port_socket.clone(),

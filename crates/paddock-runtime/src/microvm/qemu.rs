@@ -71,6 +71,16 @@ pub fn cpu_khz() -> Option<u64> {
         .filter(|khz| *khz > 0)
 }
 
+/// Where the guest's root comes from.
+pub enum MachineRoot<'a> {
+    /// virtiofsd's socket: the host's overlay, shared (which qemu cannot
+    /// migrate).
+    Virtiofs(&'a Path),
+    /// Disk images: the read-only lower and the writable upper, the
+    /// guest's `/dev/vda` and `/dev/vdb`.
+    Blocks { lower: &'a Path, upper: &'a Path },
+}
+
 /// One VM's machine.
 pub struct Machine<'a> {
     pub qemu: &'a Path,
@@ -85,7 +95,7 @@ pub struct Machine<'a> {
     /// The unix socket qemu serves the guest's serial console on.
     pub console_socket: &'a Path,
     pub port_socket: &'a Path,
-    pub virtiofs_socket: &'a Path,
+    pub root: MachineRoot<'a>,
     /// The tap device and the NIC's MAC address.
     pub nic: Option<(&'a str, String)>,
 }
@@ -115,8 +125,13 @@ impl Machine<'_> {
             cpu.into(),
             "-object".into(),
             format!(
-                "memory-backend-memfd,id=mem,size={}M,share=on",
-                self.memory_mb
+                "memory-backend-memfd,id=mem,size={}M,share={}",
+                self.memory_mb,
+                if matches!(self.root, MachineRoot::Virtiofs(_)) {
+                    "on"
+                } else {
+                    "off"
+                }
             ),
             "-m".into(),
             format!("{}M", self.memory_mb),
@@ -148,11 +163,29 @@ impl Machine<'_> {
             ),
             "-device".into(),
             format!("virtserialport,chardev=agent,name={PORT_NAME}"),
-            "-chardev".into(),
-            format!("socket,id=fs,path={}", path(self.virtiofs_socket)),
-            "-device".into(),
-            format!("vhost-user-fs-device,chardev=fs,tag={ROOT_TAG}"),
         ];
+        match &self.root {
+            MachineRoot::Virtiofs(socket) => argv.extend([
+                "-chardev".into(),
+                format!("socket,id=fs,path={}", path(socket)),
+                "-device".into(),
+                format!("vhost-user-fs-device,chardev=fs,tag={ROOT_TAG}"),
+            ]),
+            MachineRoot::Blocks { lower, upper } => {
+                for (id, file, read_only) in [("lower", lower, true), ("upper", upper, false)] {
+                    argv.extend([
+                        "-drive".into(),
+                        format!(
+                            "file={},if=none,id={id},format=raw,readonly={},cache=none,aio=threads",
+                            path(file),
+                            if read_only { "on" } else { "off" }
+                        ),
+                        "-device".into(),
+                        format!("virtio-blk-device,drive={id}"),
+                    ]);
+                }
+            }
+        }
         if let Some((tap, mac)) = &self.nic {
             argv.extend([
                 "-netdev".into(),
@@ -219,7 +252,7 @@ mod tests {
             initrd: Path::new("/i"),
             console_socket: Path::new("/c"),
             port_socket: Path::new("/p"),
-            virtiofs_socket: Path::new("/f"),
+            root: MachineRoot::Virtiofs(Path::new("/f")),
             nic: Some(("tap0", mac_for(std::net::Ipv4Addr::new(10, 0, 0, 2)))),
         }
         .argv();
