@@ -127,6 +127,31 @@ async fn splice(local: UnixStream, stream: yamux::Stream) {
     let _ = tokio::io::copy_bidirectional(&mut local, &mut stream).await;
 }
 
+/// Returns once a host holds the virtio-serial port at `path` open: while
+/// none does, the port polls as hung up (and reads as ended).
+pub async fn wait_for_host(path: &std::path::Path) -> io::Result<()> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    loop {
+        let mut fds = [nix::poll::PollFd::new(
+            file.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).map_err(io::Error::from)?;
+        let hung_up = fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(nix::poll::PollFlags::POLLHUP));
+        if !hung_up {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// A character device (a virtio-serial port) as an async byte stream.
 pub struct CharDevice {
     fd: tokio::io::unix::AsyncFd<std::fs::File>,

@@ -90,6 +90,17 @@ fn prepare_host_side(config: &VmmConfig) -> Result<(), BootError> {
 /// Makes `tap` and bridges it with `eth0`, whose address becomes the
 /// guest's: the namespace itself keeps none.
 fn bridge_tap(tap: &str) -> Result<(), BootError> {
+    // A resumed VM's namespace has them from its first boot (the tap is
+    // persistent).
+    let exists = std::process::Command::new("ip")
+        .args(["link", "show", "dev", tap])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if exists {
+        return Ok(());
+    }
     let batch = format!(
         "tuntap add dev {tap} mode tap\n\
          addr flush dev eth0\n\

@@ -256,6 +256,58 @@ async fn a_microvm_from_an_image_boots_from_block_devices() {
     let cmdline = String::from_utf8_lossy(&cmdline);
     assert!(!cmdline.contains("vhost-user-fs"), "{cmdline}");
     assert!(cmdline.contains("virtio-blk-device"), "{cmdline}");
+
+    // Suspend with memory: a counter that lives only in a shell's memory
+    // goes on from where it was, in the same process.
+    let (out, err, _) = c
+        .exec(
+            &vm,
+            "(i=0; while :; do i=$((i+1)); echo $i > /work/count; sleep 0.1; done) \
+             </dev/null >/dev/null 2>&1 & echo $!",
+        )
+        .await;
+    let counter: u32 = out
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("pid: {out} {err}"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = c.post(&format!("/v1/vms/{vm}/suspend"), json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["status"], "suspended", "{}", r.body);
+    wait_gone(&vm).await;
+    let again = c.post(&format!("/v1/vms/{vm}/suspend"), json!({})).await;
+    assert_eq!(again.status, 409, "{}", again.body);
+    let exec = c
+        .post(&format!("/v1/vms/{vm}/exec"), json!({"command": "true"}))
+        .await;
+    assert_eq!(exec.status, 409, "{}", exec.body);
+
+    let r = c
+        .post(&format!("/v1/vms/{vm}/resume?wait=true"), json!({}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["status"], "active", "{}", r.body);
+    assert_eq!(r.body["vm_id"], vm.as_str());
+    let (before, _, _) = c.exec(&vm, "cat /work/count").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (out, err, exit) = c
+        .exec(
+            &vm,
+            &format!("kill -0 {counter} && echo alive; cat /work/count; cat /work/file"),
+        )
+        .await;
+    assert_eq!(exit["exit_code"], 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "alive", "{out}");
+    let (was, now): (u32, u32) = (
+        before.trim().parse().expect("count"),
+        lines[1].parse().expect("count"),
+    );
+    assert!(now > was, "the counter went on: {was} then {now}");
+    assert_eq!(lines[2], "kept");
+    let again = c.post(&format!("/v1/vms/{vm}/resume"), json!({})).await;
+    assert_eq!(again.status, 409, "{}", again.body);
+
     let r = c.delete(&format!("/v1/vms/{vm}")).await;
     assert_eq!(r.status, 200, "{}", r.body);
     wait_gone(&vm).await;

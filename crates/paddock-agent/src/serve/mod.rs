@@ -95,15 +95,24 @@ pub fn serve(listener: UnixListener, defaults: Defaults) -> io::Result<()> {
 }
 
 /// Serves the agent protocol over a microVM's virtio-serial port, one
-/// multiplexed stream per connection (see [`crate::mux`]), until the host
-/// end goes away.
+/// multiplexed stream per connection (see [`crate::mux`]). When the host
+/// end goes away (the VM was saved, and resumed with a new monitor on
+/// the host) the session ends and a fresh one starts once a host is
+/// back.
 pub fn serve_port(port: &std::path::Path, defaults: Defaults) -> io::Result<()> {
     run(defaults, |state| async move {
-        let device = crate::mux::CharDevice::open(port)?;
-        crate::mux::serve_guest(device, move |stream| {
-            handle_logged(Arc::clone(&state), stream)
-        })
-        .await
+        loop {
+            crate::mux::wait_for_host(port).await?;
+            let device = crate::mux::CharDevice::open(port)?;
+            let state = Arc::clone(&state);
+            let served = crate::mux::serve_guest(device, move |stream| {
+                handle_logged(Arc::clone(&state), stream)
+            })
+            .await;
+            if let Err(e) = served {
+                eprintln!("paddock-agent: the host session ended: {e}");
+            }
+        }
     })
 }
 

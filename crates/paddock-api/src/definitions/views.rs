@@ -27,7 +27,9 @@ impl From<VmStatus> for SandboxState {
             VmStatus::Creating => Self::Starting,
             VmStatus::Running => Self::Running,
             VmStatus::Stopping => Self::Stopping,
-            VmStatus::Stopped => Self::Stopped,
+            // A suspended sandbox (through the VM API) runs nothing, as a
+            // stopped one; the definitions API has no state of its own for it.
+            VmStatus::Stopped | VmStatus::Suspended => Self::Stopped,
             VmStatus::Terminated => Self::Deleted,
             VmStatus::Failed => Self::Failed,
         }

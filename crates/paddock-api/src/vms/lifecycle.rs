@@ -192,6 +192,40 @@ pub(crate) async fn list_all(
     list(state, account, q, true).await
 }
 
+/// Suspend a running VM: its provider saves its memory and filesystem
+/// into the data dir and stops it (no process, memory or CPU held); it
+/// rests `suspended` until resumed or deleted. A microVM started from an
+/// image can; the others answer 409 saying why.
+#[utoipa::path(post, path = "/v1/vms/{vm_id}/suspend", tag = "vms",
+    params(("vm_id" = String, Path)),
+    responses((status = 200, body = VmResponse), (status = 404, body = ErrorDetail),
+        (status = 409, body = ErrorDetail)))]
+pub(crate) async fn suspend(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    ValidPath(raw): ValidPath<String>,
+) -> Result<Json<VmResponse>, ApiError> {
+    let vm = state.vms().suspend_vm(&account, &vm_id(&raw)?).await?;
+    Ok(Json(VmResponse::from(&vm)))
+}
+
+/// Resume a suspended VM where it was: the same processes and memory, the
+/// same `vm_id`, session, address, shares and egress policy. It answers
+/// once the VM runs (`wait` is accepted; resuming is quick).
+#[utoipa::path(post, path = "/v1/vms/{vm_id}/resume", tag = "vms",
+    params(("vm_id" = String, Path), WaitQuery),
+    responses((status = 200, body = VmResponse), (status = 404, body = ErrorDetail),
+        (status = 409, body = ErrorDetail)))]
+pub(crate) async fn resume(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    ValidPath(raw): ValidPath<String>,
+    ValidQuery(_wait): ValidQuery<WaitQuery>,
+) -> Result<Json<VmResponse>, ApiError> {
+    let vm = state.vms().resume_vm(&account, &vm_id(&raw)?).await?;
+    Ok(Json(VmResponse::from(&vm)))
+}
+
 /// Get a VM.
 #[utoipa::path(get, path = "/v1/vms/{vm_id}", tag = "vms",
     params(("vm_id" = String, Path)),

@@ -117,6 +117,8 @@ pub(crate) fn router(
         .route("/v1/executions/{task_id}", get(execute::get_execution))
         .route("/download", post(files::download))
         .route("/v1/vms/{vm_id}/snapshot", post(snapshots::snapshot_vm))
+        .route("/v1/vms/{vm_id}/suspend", post(lifecycle::suspend))
+        .route("/v1/vms/{vm_id}/resume", post(lifecycle::resume))
         .route("/v1/vms/{vm_id}/clone", post(snapshots::clone_vm))
         .route("/v1/vms/{vm_id}/stage-env", post(vaults::stage_env))
         .route(

@@ -14,16 +14,20 @@ pub enum VmStatus {
     Running,
     Stopping,
     Stopped,
+    /// Its memory and filesystem saved to the data dir; nothing of it
+    /// runs. Resume continues it where it was.
+    Suspended,
     Terminated,
     Failed,
 }
 
 impl VmStatus {
-    pub const ALL: [VmStatus; 6] = [
+    pub const ALL: [VmStatus; 7] = [
         Self::Creating,
         Self::Running,
         Self::Stopping,
         Self::Stopped,
+        Self::Suspended,
         Self::Terminated,
         Self::Failed,
     ];
@@ -49,6 +53,10 @@ impl VmStatus {
                 | (Stopped, Creating)
                 | (Failed, Stopping)
                 | (Failed, Terminated)
+                | (Running, Suspended)
+                | (Suspended, Running)
+                | (Suspended, Stopping)
+                | (Suspended, Terminated)
         )
     }
 
@@ -67,6 +75,7 @@ impl VmStatus {
             Self::Running => "running",
             Self::Stopping => "stopping",
             Self::Stopped => "stopped",
+            Self::Suspended => "suspended",
             Self::Terminated => "terminated",
             Self::Failed => "failed",
         }

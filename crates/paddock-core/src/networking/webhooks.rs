@@ -34,6 +34,8 @@ pub const EVENT_TYPES: &[&str] = &[
     "vm.failed",
     "vm.terminated",
     "vm.expired",
+    "vm.suspended",
+    "vm.resumed",
     "snapshot.ready",
     "snapshot.failed",
     "volume.created",

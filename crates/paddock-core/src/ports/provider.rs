@@ -90,6 +90,26 @@ pub trait Provider: Send + Sync + 'static {
         self.stop(id, handle).await
     }
 
+    /// Saves the running sandbox whole, its memory and filesystem, into
+    /// its run dir and stops it: afterwards nothing of it runs and its
+    /// memory is the host's again. On failure it keeps running. Providers
+    /// that cannot say why.
+    async fn suspend(&self, vm: &Vm, _handle: RuntimeHandle) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Unsupported(format!(
+            "{} sandboxes cannot be suspended with their memory on this server",
+            vm.provider
+        )))
+    }
+
+    /// Continues a sandbox [`Provider::suspend`] saved, where it was: the
+    /// same processes with the same memory. On failure it stays saved.
+    async fn resume(&self, vm: &Vm) -> Result<RuntimeHandle, RuntimeError> {
+        Err(RuntimeError::Unsupported(format!(
+            "{} sandboxes cannot be resumed on this server",
+            vm.provider
+        )))
+    }
+
     /// The trees holding everything the running sandbox `vm` changed in
     /// its filesystem (overlay upper layers); empty when it has none.
     fn changes(&self, vm: &Vm) -> Vec<ChangedTree>;

@@ -201,7 +201,7 @@ impl Vms {
 
     /// Queues a VM lifecycle event (`vm.created`, `vm.running`, …) for the
     /// account's webhooks.
-    async fn vm_event(&self, vm: &Vm, event_type: &str) {
+    pub(crate) async fn vm_event(&self, vm: &Vm, event_type: &str) {
         let data = serde_json::json!({
             "vm_id": vm.id.as_str(),
             "session_id": vm.session_id.as_str(),

@@ -27,6 +27,7 @@ mod sessions;
 mod shares;
 mod snapshotting;
 pub(crate) mod stuck_agents;
+mod suspension;
 mod sweeper;
 mod volume_mounts;
 pub(crate) mod warm_pool;

@@ -74,8 +74,15 @@ impl Vms {
         }
         self.adopt_jobs(adopted);
         self.parts.volumes.reconcile(&live).await?;
-        self.reconcile_network(&live).await?;
-        let mut live: Vec<VmId> = live.into_iter().map(|vm| vm.id).collect();
+        // A suspended VM keeps its network (address, namespace, tap) and
+        // its run dir (disks and saved memory) for its resume.
+        let suspended = self
+            .store
+            .list_vms_in(&VmStatusSet::of(&[VmStatus::Suspended]))
+            .await?;
+        let with_suspended: Vec<Vm> = live.iter().chain(&suspended).cloned().collect();
+        self.reconcile_network(&with_suspended).await?;
+        let mut live: Vec<VmId> = live.into_iter().chain(suspended).map(|vm| vm.id).collect();
         // A stopped sandbox keeps its files (and any volume attachments)
         // for its next start.
         live.extend(

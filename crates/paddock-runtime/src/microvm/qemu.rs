@@ -95,6 +95,8 @@ pub struct Machine<'a> {
     /// The unix socket qemu serves the guest's serial console on.
     pub console_socket: &'a Path,
     pub port_socket: &'a Path,
+    /// qemu's QMP socket: how the VM is paused, saved and continued.
+    pub qmp_socket: &'a Path,
     pub root: MachineRoot<'a>,
     /// The tap device and the NIC's MAC address.
     pub nic: Option<(&'a str, String)>,
@@ -163,6 +165,8 @@ impl Machine<'_> {
             ),
             "-device".into(),
             format!("virtserialport,chardev=agent,name={PORT_NAME}"),
+            "-qmp".into(),
+            format!("unix:{},server=on,wait=off", path(self.qmp_socket)),
         ];
         match &self.root {
             MachineRoot::Virtiofs(socket) => argv.extend([
@@ -252,6 +256,7 @@ mod tests {
             initrd: Path::new("/i"),
             console_socket: Path::new("/c"),
             port_socket: Path::new("/p"),
+            qmp_socket: Path::new("/q"),
             root: MachineRoot::Virtiofs(Path::new("/f")),
             nic: Some(("tap0", mac_for(std::net::Ipv4Addr::new(10, 0, 0, 2)))),
         }

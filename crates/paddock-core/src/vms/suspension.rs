@@ -1,0 +1,83 @@
+//! Suspend and resume: a running VM saved whole (memory and filesystem)
+//! into the data dir by its provider, holding no process, memory or CPU
+//! while `suspended`, and continued where it was. Its identity stays: the
+//! same id, session, network address, shares and egress policy.
+
+use super::component::Vms;
+use crate::clock::Timestamp;
+use crate::error::{error_chain, CoreError};
+use crate::ids::{AccountId, VmId};
+use crate::model::{Vm, VmStatus};
+
+impl Vms {
+    /// Suspends a running VM. Under the VM's lock, so a second suspend
+    /// waits for the first and then finds the VM suspended (409). A failed
+    /// suspend leaves the VM running.
+    pub async fn suspend_vm(&self, account: &AccountId, id: &VmId) -> Result<Vm, CoreError> {
+        self.get_vm(account, id).await?;
+        let _guard = self.lock_vm(id).await;
+        let mut vm = self.get_vm(account, id).await?;
+        let handle = match (vm.status, vm.runtime) {
+            (VmStatus::Running, Some(handle)) => handle,
+            (VmStatus::Suspended, _) => {
+                return Err(CoreError::FailedPrecondition(
+                    "the VM is already suspended".into(),
+                ))
+            }
+            (status, _) => {
+                return Err(CoreError::FailedPrecondition(format!(
+                    "the VM is {}; only a running VM can be suspended",
+                    status.as_str()
+                )))
+            }
+        };
+        let provider = self.provider_of(&vm)?;
+        let began = std::time::Instant::now();
+        provider.suspend(&vm, handle).await?;
+        vm.status = VmStatus::Suspended;
+        vm.runtime = None;
+        vm.updated_at = Timestamp::now();
+        self.store.update_vm(&vm).await?;
+        let _ = self.stuck_agents.clear(&vm.id);
+        self.vm_event(&vm, "vm.suspended").await;
+        tracing::info!(vm_id = %vm.id, ms = began.elapsed().as_millis() as u64, "VM suspended");
+        Ok(vm)
+    }
+
+    /// Resumes a suspended VM. A failed resume leaves it suspended, with
+    /// the reason on its record.
+    pub async fn resume_vm(&self, account: &AccountId, id: &VmId) -> Result<Vm, CoreError> {
+        self.get_vm(account, id).await?;
+        let _guard = self.lock_vm(id).await;
+        let mut vm = self.get_vm(account, id).await?;
+        if vm.status != VmStatus::Suspended {
+            return Err(CoreError::FailedPrecondition(format!(
+                "the VM is {}; only a suspended VM can be resumed",
+                vm.status.as_str()
+            )));
+        }
+        let provider = self.provider_of(&vm)?;
+        let began = std::time::Instant::now();
+        match provider.resume(&vm).await {
+            Ok(handle) => {
+                vm.status = VmStatus::Running;
+                vm.status_reason = None;
+                vm.runtime = Some(handle);
+                vm.updated_at = Timestamp::now();
+                self.store.update_vm(&vm).await?;
+                self.activity.touch(&vm.id);
+                self.vm_event(&vm, "vm.resumed").await;
+                tracing::info!(vm_id = %vm.id, ms = began.elapsed().as_millis() as u64, "VM resumed");
+                Ok(vm)
+            }
+            Err(e) => {
+                let reason = error_chain(&e);
+                tracing::warn!(vm_id = %vm.id, error = %reason, "VM resume failed");
+                vm.status_reason = Some(format!("resume failed: {reason}"));
+                vm.updated_at = Timestamp::now();
+                self.store.update_vm(&vm).await?;
+                Err(e.into())
+            }
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! The few QMP (qemu's JSON machine protocol) commands paddock sends a
+//! microVM: pause, save to a file, continue, quit, and their status.
+//! Written here rather than taken from a crate: it is line-delimited JSON
+//! over a unix socket, a handful of commands and no more.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use paddock_core::RuntimeError;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+fn qmp_error(what: &str) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
+    move |e| RuntimeError::Agent(format!("qmp {what}: {e}"))
+}
+
+pub struct Qmp {
+    reader: BufReader<tokio::net::unix::OwnedReadHalf>,
+    writer: tokio::net::unix::OwnedWriteHalf,
+}
+
+impl Qmp {
+    /// Connects to qemu's QMP socket at `path` (waiting up to `wait` for
+    /// it to listen) and leaves the greeting's capability negotiation.
+    pub async fn connect(path: &Path, wait: Duration) -> Result<Self, RuntimeError> {
+        let deadline = Instant::now() + wait;
+        let stream = loop {
+            match UnixStream::connect(path).await {
+                Ok(s) => break s,
+                Err(e) if Instant::now() > deadline => {
+                    return Err(RuntimeError::Agent(format!(
+                        "qemu's QMP socket {}: {e}",
+                        path.display()
+                    )))
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        let (read, writer) = stream.into_split();
+        let mut qmp = Self {
+            reader: BufReader::new(read),
+            writer,
+        };
+        qmp.next_reply().await?; // the greeting
+        qmp.execute("qmp_capabilities", None).await?;
+        Ok(qmp)
+    }
+
+    /// Runs `command`; its `return` value, or qemu's error as a failure.
+    pub async fn execute(
+        &mut self,
+        command: &str,
+        arguments: Option<Value>,
+    ) -> Result<Value, RuntimeError> {
+        let mut request = json!({ "execute": command });
+        if let Some(a) = arguments {
+            request["arguments"] = a;
+        }
+        let mut line = request.to_string();
+        line.push('\n');
+        self.writer
+            .write_all(line.as_bytes())
+            .await
+            .map_err(qmp_error(command))?;
+        let reply = self.next_reply().await?;
+        match reply.get("error") {
+            Some(e) => Err(RuntimeError::Agent(format!(
+                "qemu refused {command}: {}",
+                e["desc"].as_str().unwrap_or("no reason given")
+            ))),
+            None => Ok(reply.get("return").cloned().unwrap_or(Value::Null)),
+        }
+    }
+
+    /// The next line that is not an asynchronous event.
+    async fn next_reply(&mut self) -> Result<Value, RuntimeError> {
+        loop {
+            let mut line = String::new();
+            let n = self
+                .reader
+                .read_line(&mut line)
+                .await
+                .map_err(qmp_error("read"))?;
+            if n == 0 {
+                return Err(RuntimeError::Agent("qemu closed its QMP socket".into()));
+            }
+            let v: Value = serde_json::from_str(&line)
+                .map_err(|e| RuntimeError::Agent(format!("qmp: a reply that is no JSON: {e}")))?;
+            if v.get("event").is_none() {
+                return Ok(v);
+            }
+        }
+    }
+
+    /// Saves the paused VM (memory and device state) to `file`, returning
+    /// once qemu has written it whole.
+    pub async fn save_to(&mut self, file: &Path, timeout: Duration) -> Result<(), RuntimeError> {
+        // qemu 7.2 has no `file:` URI; `exec:` runs its command with sh.
+        let quoted = file.display().to_string().replace('\'', "'\\''");
+        self.execute(
+            "migrate",
+            Some(json!({ "uri": format!("exec:cat > '{quoted}'") })),
+        )
+        .await?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.execute("query-migrate", None).await?;
+            match status["status"].as_str() {
+                Some("completed") => return Ok(()),
+                Some("failed") | Some("cancelled") => {
+                    return Err(RuntimeError::Agent(format!(
+                        "qemu could not save the VM: {}",
+                        status["error-desc"].as_str().unwrap_or("no reason given")
+                    )))
+                }
+                _ if Instant::now() > deadline => {
+                    let _ = self.execute("migrate_cancel", None).await;
+                    return Err(RuntimeError::Agent(format!(
+                        "saving the VM took longer than {}s",
+                        timeout.as_secs()
+                    )));
+                }
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    /// Waits until an incoming VM has loaded (qemu pauses it then).
+    pub async fn wait_loaded(&mut self, timeout: Duration) -> Result<(), RuntimeError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.execute("query-status", None).await?;
+            match status["status"].as_str() {
+                Some("inmigrate") if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Some("paused") | Some("postmigrate") | Some("running") => return Ok(()),
+                other => {
+                    return Err(RuntimeError::Agent(format!(
+                        "the saved VM did not load (qemu is {})",
+                        other.unwrap_or("in an unknown state")
+                    )))
+                }
+            }
+        }
+    }
+}
