@@ -230,7 +230,7 @@ async fn a_microvm_from_an_image_boots_from_block_devices() {
     )
     .await;
     let cache = std::env::temp_dir().join("paddock-test-microvm-cache");
-    let server = Server::start_full_env(
+    let mut server = Server::start_full_env(
         &[(
             "PADDOCK_MICROVM__CACHE_DIR",
             cache.to_str().expect("utf-8 temp dir"),
@@ -307,8 +307,36 @@ async fn a_microvm_from_an_image_boots_from_block_devices() {
     assert_eq!(lines[2], "kept");
     let again = c.post(&format!("/v1/vms/{vm}/resume"), json!({})).await;
     assert_eq!(again.status, 409, "{}", again.body);
+    // Its changes live on its own disk: a snapshot is refused with why.
+    let snap = c.post(&format!("/v1/vms/{vm}/snapshot"), json!({})).await;
+    assert_eq!(snap.status, 409, "{}", snap.body);
 
+    // A suspended VM survives a server restart and resumes after it.
+    let r = c.post(&format!("/v1/vms/{vm}/suspend"), json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    server.restart();
+    let c = server.client();
+    assert_eq!(
+        c.get(&format!("/v1/vms/{vm}")).await.body["status"],
+        "suspended"
+    );
+    let r = c.post(&format!("/v1/vms/{vm}/resume"), json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (out, err, _) = c
+        .exec(
+            &vm,
+            &format!("kill -0 {counter} && echo alive; cat /work/file"),
+        )
+        .await;
+    assert_eq!(out, "alive\nkept\n", "{err}");
+
+    // Deleting a suspended VM frees its saved memory and disks.
+    let r = c.post(&format!("/v1/vms/{vm}/suspend"), json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let run = server.data_dir().join("sandboxes").join(&vm);
+    assert!(run.join("memory.img").is_file(), "{}", run.display());
     let r = c.delete(&format!("/v1/vms/{vm}")).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    wait_gone(&vm).await;
+    assert_eq!(r.body["status"], "terminated", "{}", r.body);
+    assert!(!run.exists(), "{} left behind", run.display());
 }

@@ -77,7 +77,9 @@ impl Vms {
             .unwrap_or_default();
         if changes.is_empty() {
             return Err(CoreError::FailedPrecondition(
-                "the VM has no writable layer to capture".into(),
+                "the VM has no writable layer its provider lets the server capture (a microVM \
+                 started from an image keeps its changes on its own disk; suspend keeps them)"
+                    .into(),
             ));
         }
         let mut trees = Vec::new();

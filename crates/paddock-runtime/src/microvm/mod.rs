@@ -444,6 +444,13 @@ crate::over_container::provider_over_container!(MicroVmProvider {
     }
 
     fn changes(&self, vm: &Vm) -> Vec<ChangedTree> {
+        // A root on block devices keeps its changes on the guest's own
+        // disk, which the host does not read while the guest has it
+        // mounted: none to capture.
+        let run = self.container.run_dir(&vm.id);
+        if saved_config(&run).is_ok_and(|c| c.virtiofsd.is_empty()) {
+            return Vec::new();
+        }
         // The guest's root is the sandbox's overlay, served by virtiofsd
         // without a write-back cache: its writes are in the upper layer.
         self.container.changes(vm)
