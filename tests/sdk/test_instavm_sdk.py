@@ -9,6 +9,7 @@ import subprocess
 import time
 
 import pytest
+import requests
 import websockets
 from instavm import InstaVM
 from instavm.exceptions import AuthenticationError
@@ -429,3 +430,22 @@ def test_volume_files_through_the_sdk(client, tmp_path):
     client.volumes.delete_file(vid, "notes/in.txt")
     assert [f["path"] for f in client.volumes.list_files(vid)] == ["notes"]
     client.volumes.delete(vid)
+
+
+def test_suspend_and_resume_refuse_what_cannot_be_done(client, server):
+    # The suite's VMs are containers: this host's CRIU cannot checkpoint
+    # them (see /readyz), so suspend is refused with the reason, and the VM
+    # keeps running. (A microVM started from an image suspends and resumes
+    # with its memory: crates/paddock/tests/microvm.rs, over HTTP.)
+    vm = client.vms.create(wait=True)
+    vid = vm["vm_id"]
+    with pytest.raises(requests.exceptions.HTTPError) as refused:
+        client.vms.suspend(vid)
+    assert refused.value.response.status_code == 409
+    assert "cannot be suspended" in refused.value.response.json()["detail"]
+    with pytest.raises(requests.exceptions.HTTPError) as refused:
+        client.vms.resume(vid, wait=True)
+    assert refused.value.response.status_code == 409
+    assert "only a suspended VM" in refused.value.response.json()["detail"]
+    assert client.vms.get(vid)["status"] == "active"
+    client.vms.delete(vid)
