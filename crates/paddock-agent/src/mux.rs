@@ -127,38 +127,14 @@ async fn splice(local: UnixStream, stream: yamux::Stream) {
     let _ = tokio::io::copy_bidirectional(&mut local, &mut stream).await;
 }
 
-/// Returns once a host holds the virtio-serial port at `path` open: while
-/// none does, the port polls as hung up (and reads as ended).
-pub async fn wait_for_host(path: &std::path::Path) -> io::Result<()> {
-    use std::os::fd::AsFd;
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)?;
-    loop {
-        let mut fds = [nix::poll::PollFd::new(
-            file.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).map_err(io::Error::from)?;
-        let hung_up = fds[0]
-            .revents()
-            .is_some_and(|r| r.contains(nix::poll::PollFlags::POLLHUP));
-        if !hung_up {
-            return Ok(());
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+/// The guest's end of the virtio-serial port, held open for the agent's
+/// life; each host session gets its own byte stream over it.
+pub struct Port {
+    file: std::fs::File,
 }
 
-/// A character device (a virtio-serial port) as an async byte stream.
-pub struct CharDevice {
-    fd: tokio::io::unix::AsyncFd<std::fs::File>,
-}
-
-impl CharDevice {
-    /// Opens `path` non-blocking for reading and writing.
+impl Port {
+    /// Opens the port at `path` non-blocking for reading and writing.
     pub fn open(path: &std::path::Path) -> io::Result<Self> {
         use std::os::unix::fs::OpenOptionsExt;
         let file = std::fs::OpenOptions::new()
@@ -166,10 +142,42 @@ impl CharDevice {
             .write(true)
             .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(path)?;
-        Ok(Self {
-            fd: crate::sys::async_file(file)?,
+        Ok(Self { file })
+    }
+
+    /// Returns once a host holds the port: while none does (before the
+    /// monitor connects, or after a saved VM is resumed until its new one
+    /// does) it polls as hung up and reads as ended.
+    pub async fn wait_for_host(&self) -> io::Result<()> {
+        use std::os::fd::AsFd;
+        loop {
+            let mut fds = [nix::poll::PollFd::new(
+                self.file.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).map_err(io::Error::from)?;
+            let hung_up = fds[0]
+                .revents()
+                .is_some_and(|r| r.contains(nix::poll::PollFlags::POLLHUP));
+            if !hung_up {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A byte stream over the port for one host session (a duplicate of
+    /// its descriptor, so ending the session leaves the port open).
+    pub fn session(&self) -> io::Result<CharDevice> {
+        Ok(CharDevice {
+            fd: crate::sys::async_file(self.file.try_clone()?)?,
         })
     }
+}
+
+/// A character device (a virtio-serial port) as an async byte stream.
+pub struct CharDevice {
+    fd: tokio::io::unix::AsyncFd<std::fs::File>,
 }
 
 impl AsyncRead for CharDevice {

@@ -101,11 +101,13 @@ pub fn serve(listener: UnixListener, defaults: Defaults) -> io::Result<()> {
 /// back.
 pub fn serve_port(port: &std::path::Path, defaults: Defaults) -> io::Result<()> {
     run(defaults, |state| async move {
+        // Opened once for the agent's life: closing the port would tell
+        // the host the guest left.
+        let port = crate::mux::Port::open(port)?;
         loop {
-            crate::mux::wait_for_host(port).await?;
-            let device = crate::mux::CharDevice::open(port)?;
+            port.wait_for_host().await?;
             let state = Arc::clone(&state);
-            let served = crate::mux::serve_guest(device, move |stream| {
+            let served = crate::mux::serve_guest(port.session()?, move |stream| {
                 handle_logged(Arc::clone(&state), stream)
             })
             .await;

@@ -183,7 +183,8 @@ impl Vms {
         }
         let live: Vec<LiveNetwork> = live
             .iter()
-            .filter(|vm| vm.status == VmStatus::Running)
+            // A suspended VM keeps its address, namespace and tap.
+            .filter(|vm| matches!(vm.status, VmStatus::Running | VmStatus::Suspended))
             .filter_map(|vm| {
                 vm.network.clone().map(|network| LiveNetwork {
                     vm: vm.id.clone(),
