@@ -340,3 +340,77 @@ async fn a_microvm_from_an_image_boots_from_block_devices() {
     assert_eq!(r.body["status"], "terminated", "{}", r.body);
     assert!(!run.exists(), "{} left behind", run.display());
 }
+
+#[tokio::test]
+async fn an_expiring_microvm_is_suspended_and_a_call_resumes_it() {
+    use common::registry::{busybox_base, config_json, gzip, push, Registry, GZIP};
+    let reg = Registry::start();
+    push(
+        &reg.reference("test/auto:v1"),
+        vec![(gzip(&busybox_base().bytes()), GZIP)],
+        config_json(&["PATH=/bin"], "/work", ""),
+    )
+    .await;
+    let cache = std::env::temp_dir().join("paddock-test-microvm-cache");
+    let server = Server::start_full_env(
+        &[(
+            "PADDOCK_MICROVM__CACHE_DIR",
+            cache.to_str().expect("utf-8 temp dir"),
+        )],
+        &reg.paddock_config(),
+    );
+    let c = server.client();
+    // A variant's microVM shares its root with the host: it cannot.
+    let r = c
+        .post(
+            "/v1/vms",
+            json!({"provider": "microvm", "auto_suspend": true}),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.body["detail"][0]["loc"], json!(["body", "auto_suspend"]));
+
+    let vm = new_microvm(
+        &c,
+        json!({"image_variant": reg.reference("test/auto:v1"), "vm_lifetime_seconds": 4,
+               "auto_suspend": true, "auto_resume": true}),
+    )
+    .await;
+    let (out, _, _) = c
+        .exec(
+            &vm,
+            "(while :; do sleep 1; done) </dev/null >/dev/null 2>&1 & echo $!",
+        )
+        .await;
+    let sleeper = out.trim().to_owned();
+    // At the end of its lifetime it is suspended, not ended.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = c.get(&format!("/v1/vms/{vm}")).await;
+        if got.body["status"] == "suspended" {
+            assert!(got.body["expires_at"].is_null(), "{}", got.body);
+            break;
+        }
+        assert_ne!(got.body["status"], "terminated", "{}", got.body);
+        assert!(Instant::now() < deadline, "never suspended: {}", got.body);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    wait_gone(&vm).await;
+    // An exec resumes it, and its process is there.
+    let (out, err, exit) = c
+        .exec(&vm, &format!("kill -0 {sleeper} && echo resumed"))
+        .await;
+    assert_eq!(exit["exit_code"], 0, "{err}");
+    assert_eq!(out, "resumed\n");
+    let got = c.get(&format!("/v1/vms/{vm}")).await;
+    assert_eq!(got.body["status"], "active", "{}", got.body);
+    assert!(
+        got.body["expires_at"].is_string(),
+        "its lifetime starts again: {}",
+        got.body
+    );
+    assert_eq!(got.body["auto_suspend"], true);
+    let r = c.delete(&format!("/v1/vms/{vm}")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_gone(&vm).await;
+}

@@ -48,31 +48,12 @@ pub struct CreateVmRequest {
     pub volumes: Option<Vec<super::volumes::MountVolumeRequest>>,
     /// Vaults whose secrets become env vars in every command.
     pub vault_ids: Option<Vec<String>>,
-    #[schema(value_type = Option<bool>)]
-    pub auto_suspend: Option<Value>,
-    #[schema(value_type = Option<bool>)]
-    pub auto_resume: Option<Value>,
-}
-
-impl CreateVmRequest {
-    /// Fields this server does not implement yet, when set to anything
-    /// but null, false or empty.
-    pub fn unsupported_fields(&self) -> Vec<&'static str> {
-        let set = |v: &Option<Value>| match v {
-            None | Some(Value::Null) | Some(Value::Bool(false)) => false,
-            Some(Value::Array(a)) => !a.is_empty(),
-            Some(Value::Object(o)) => !o.is_empty(),
-            Some(_) => true,
-        };
-        [
-            ("auto_suspend", &self.auto_suspend),
-            ("auto_resume", &self.auto_resume),
-        ]
-        .into_iter()
-        .filter(|(_, v)| set(v))
-        .map(|(name, _)| name)
-        .collect()
-    }
+    /// At the end of its lifetime the VM is suspended instead of ended
+    /// (a provider that cannot suspend it is a 422 naming why).
+    pub auto_suspend: Option<bool>,
+    /// A call that needs the VM live (exec, files, PTYs, share traffic)
+    /// resumes it when suspended.
+    pub auto_resume: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -106,6 +87,8 @@ pub struct VmResponse {
     pub snapshot_on_terminate: bool,
     pub snapshot_name: Option<String>,
     pub vault_ids: Vec<String>,
+    pub auto_suspend: bool,
+    pub auto_resume: bool,
     /// The VM's own egress policy; null when it follows the server's
     /// default (`GET /v1/egress/vm/{vm_id}` gives the policy in force).
     #[schema(value_type = Option<EgressPolicyBody>)]
@@ -173,6 +156,8 @@ impl From<&Vm> for VmResponse {
                 .iter()
                 .map(ToString::to_string)
                 .collect(),
+            auto_suspend: vm.options.auto_suspend,
+            auto_resume: vm.options.auto_resume,
             status_reason: vm.status_reason.clone(),
             provider: vm.provider.clone(),
             accelerator: vm.options.accelerator.clone(),
@@ -224,10 +209,8 @@ pub struct PatchVmRequest {
     /// vaults' secrets at once and no longer the old ones'; `[]` removes
     /// them all, null changes nothing.
     pub vault_ids: Option<Vec<String>>,
-    #[schema(value_type = Option<bool>)]
-    pub auto_suspend: Option<Value>,
-    #[schema(value_type = Option<bool>)]
-    pub auto_resume: Option<Value>,
+    pub auto_suspend: Option<bool>,
+    pub auto_resume: Option<bool>,
 }
 
 /// `POST /v1/sessions/session`.

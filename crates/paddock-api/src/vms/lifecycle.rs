@@ -30,19 +30,6 @@ pub(crate) async fn create(
     ValidQuery(q): ValidQuery<WaitQuery>,
     ValidJson(body): ValidJson<CreateVmRequest>,
 ) -> Result<Json<VmResponse>, ApiError> {
-    let unsupported = body.unsupported_fields();
-    if !unsupported.is_empty() {
-        return Err(ApiError::Validation(
-            unsupported
-                .into_iter()
-                .map(|f| super::error::ValidationError {
-                    loc: vec!["body".into(), f.into()],
-                    msg: format!("{f} is not supported by this server yet"),
-                    kind: "value_error.unsupported".into(),
-                })
-                .collect(),
-        ));
-    }
     let share = body
         .share
         .as_ref()
@@ -79,6 +66,8 @@ pub(crate) async fn create(
             volumes: body.volumes,
             egress_policy: body.egress_policy,
             provider: body.provider,
+            auto_suspend: body.auto_suspend,
+            auto_resume: body.auto_resume,
         },
     )?;
     let exposure = share.map(|(port, is_public)| Exposure {
@@ -251,17 +240,6 @@ pub(crate) async fn patch(
     ValidJson(body): ValidJson<PatchVmRequest>,
 ) -> Result<Json<VmResponse>, ApiError> {
     let id = vm_id(&raw)?;
-    for (name, v) in [
-        ("auto_suspend", &body.auto_suspend),
-        ("auto_resume", &body.auto_resume),
-    ] {
-        if v.as_ref().is_some_and(|v| !v.is_null()) {
-            return Err(ApiError::body_field(
-                name,
-                format!("{name} is not supported by this server yet"),
-            ));
-        }
-    }
     if let Some(name) = &body.snapshot_name {
         paddock_core::model::validate_name(name)
             .map_err(|m| ApiError::body_field("snapshot_name", m))?;
@@ -279,6 +257,8 @@ pub(crate) async fn patch(
             .map(|v| super::egress_policy(&v, "egress_policy"))
             .transpose()?,
         vault_ids: vault_ids_patch(body.vault_ids)?,
+        auto_suspend: body.auto_suspend,
+        auto_resume: body.auto_resume,
     };
     let vm = state.vms().patch_vm(&account, &id, patch).await?;
     Ok(Json(VmResponse::from(&vm)))

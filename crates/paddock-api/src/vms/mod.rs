@@ -309,6 +309,8 @@ pub(crate) struct VmSettings {
     pub volumes: Option<Vec<volumes::MountVolumeRequest>>,
     pub egress_policy: Option<Value>,
     pub provider: Option<String>,
+    pub auto_suspend: Option<bool>,
+    pub auto_resume: Option<bool>,
 }
 
 /// The providers a VM of this API may ask for: the others (`local`,
@@ -399,6 +401,8 @@ pub(crate) fn vm_spec(service: &Service, s: VmSettings) -> Result<VmSpec, ApiErr
             .filter(|v| !v.is_null())
             .map(|v| egress_policy(&v, "egress_policy"))
             .transpose()?,
+        auto_suspend: s.auto_suspend.unwrap_or(false),
+        auto_resume: s.auto_resume.unwrap_or(false),
         ..VmOptions::default()
     };
     let volumes = s

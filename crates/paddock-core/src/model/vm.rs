@@ -221,6 +221,11 @@ pub struct VmOptions {
     /// The name of the snapshot taken when it ends.
     pub snapshot_name: Option<String>,
     pub vault_ids: Vec<VaultId>,
+    /// At the end of its lifetime the VM is suspended instead of ended.
+    pub auto_suspend: bool,
+    /// A call that needs the VM live (exec, files, PTYs, shares) resumes
+    /// it when suspended.
+    pub auto_resume: bool,
     /// The names (never the values) of the variables its vaults staged in
     /// the sandbox, so that a change of vaults takes exactly those off.
     pub vault_vars: Vec<String>,
@@ -336,6 +341,8 @@ pub struct VmPatch {
     /// Replaces the vaults whose secrets the VM's commands see; a running
     /// VM gets the new set at once (the old set's variables removed).
     pub vault_ids: Option<Vec<crate::ids::VaultId>>,
+    pub auto_suspend: Option<bool>,
+    pub auto_resume: Option<bool>,
 }
 
 impl VmPatch {
@@ -348,6 +355,8 @@ impl VmPatch {
             && self.snapshot_name.is_none()
             && self.egress_policy.is_none()
             && self.vault_ids.is_none()
+            && self.auto_suspend.is_none()
+            && self.auto_resume.is_none()
     }
 }
 

@@ -90,6 +90,15 @@ pub trait Provider: Send + Sync + 'static {
         self.stop(id, handle).await
     }
 
+    /// Whether a sandbox of `image_variant` on this provider can be
+    /// suspended (asked when a VM wants `auto_suspend`); why not if not.
+    fn can_suspend(&self, _image_variant: &str) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Unsupported(format!(
+            "{} sandboxes cannot be suspended with their memory on this server",
+            self.name()
+        )))
+    }
+
     /// Saves the running sandbox whole, its memory and filesystem, into
     /// its run dir and stops it: afterwards nothing of it runs and its
     /// memory is the host's again. On failure it keeps running. Providers

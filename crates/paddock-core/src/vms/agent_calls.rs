@@ -19,7 +19,7 @@ use crate::provider::Provider;
 
 impl Vms {
     pub(crate) async fn running_vm(&self, account: &AccountId, id: &VmId) -> Result<Vm, CoreError> {
-        let vm = self.get_vm(account, id).await?;
+        let vm = self.live(self.get_vm(account, id).await?).await?;
         if vm.status != VmStatus::Running {
             return Err(CoreError::FailedPrecondition(format!(
                 "the VM is {}, not running",

@@ -297,6 +297,11 @@ impl Vms {
         if let Some(l) = spec.lifetime_seconds {
             self.check_lifetime(l)?;
         }
+        if spec.options.auto_suspend {
+            provider
+                .can_suspend(&spec.image_variant)
+                .map_err(|e| CoreError::invalid("auto_suspend", e.to_string()))?;
+        }
         self.check_policy_supported(spec.options.egress_policy.as_ref())?;
         // From the capacity check until the row exists, no other create of
         // the account runs: two racing creates cannot both fit.
@@ -602,6 +607,11 @@ impl Vms {
         if let Some(l) = patch.lifetime_seconds {
             self.check_lifetime(l)?;
         }
+        if patch.auto_suspend == Some(true) {
+            self.provider_of(&vm)?
+                .can_suspend(&vm.image_variant)
+                .map_err(|e| CoreError::invalid("auto_suspend", e.to_string()))?;
+        }
         self.check_policy_supported(patch.egress_policy.as_ref())?;
         let resources = if patch.memory_mb.is_some() || patch.vcpu_count.is_some() {
             Some(
@@ -657,6 +667,12 @@ impl Vms {
         }
         if let Some(on) = patch.snapshot_on_terminate {
             vm.options.snapshot_on_terminate = on;
+        }
+        if let Some(on) = patch.auto_suspend {
+            vm.options.auto_suspend = on;
+        }
+        if let Some(on) = patch.auto_resume {
+            vm.options.auto_resume = on;
         }
         if let Some(name) = patch.snapshot_name {
             vm.options.snapshot_name = Some(name);

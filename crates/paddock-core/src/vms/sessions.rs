@@ -31,6 +31,7 @@ impl Vms {
             .latest_vm_of_session(account, session)
             .await?
             .ok_or_else(|| CoreError::not_found("session", session))?;
+        let vm = self.live(vm).await?;
         match vm.status {
             VmStatus::Running => Ok(vm),
             VmStatus::Terminated

@@ -75,6 +75,7 @@ impl Vms {
             .find_vm(&share.vm_id)
             .await?
             .ok_or_else(|| CoreError::not_found("share", id))?;
+        let vm = self.live(vm).await?;
         self.activity.touch(&vm.id);
         match (&vm.network, vm.status) {
             (Some(net), VmStatus::Running) => Ok(ShareRoute {

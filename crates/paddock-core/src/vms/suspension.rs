@@ -1,7 +1,10 @@
 //! Suspend and resume: a running VM saved whole (memory and filesystem)
 //! into the data dir by its provider, holding no process, memory or CPU
 //! while `suspended`, and continued where it was. Its identity stays: the
-//! same id, session, network address, shares and egress policy.
+//! same id, session, network address, shares and egress policy. A
+//! suspended VM does not expire; resuming it starts its lifetime again.
+//! With `auto_suspend` an expiring VM is suspended instead of ended; with
+//! `auto_resume` a call that needs it live resumes it first.
 
 use super::component::Vms;
 use crate::clock::Timestamp;
@@ -36,6 +39,7 @@ impl Vms {
         provider.suspend(&vm, handle).await?;
         vm.status = VmStatus::Suspended;
         vm.runtime = None;
+        vm.expires_at = None;
         vm.updated_at = Timestamp::now();
         self.store.update_vm(&vm).await?;
         let _ = self.stuck_agents.clear(&vm.id);
@@ -63,6 +67,9 @@ impl Vms {
                 vm.status = VmStatus::Running;
                 vm.status_reason = None;
                 vm.runtime = Some(handle);
+                vm.expires_at = vm
+                    .lifetime_seconds
+                    .map(|l| Timestamp::now().plus_seconds(l));
                 vm.updated_at = Timestamp::now();
                 self.store.update_vm(&vm).await?;
                 self.activity.touch(&vm.id);
@@ -77,6 +84,34 @@ impl Vms {
                 vm.updated_at = Timestamp::now();
                 self.store.update_vm(&vm).await?;
                 Err(e.into())
+            }
+        }
+    }
+
+    /// `vm` live for a call that needs it: resumed first when it is
+    /// suspended with `auto_resume`; as it is otherwise.
+    pub(crate) async fn live(&self, vm: Vm) -> Result<Vm, CoreError> {
+        if vm.status == VmStatus::Suspended && vm.options.auto_resume {
+            tracing::info!(vm_id = %vm.id, "resuming a suspended VM for a call (auto_resume)");
+            return self.resume_vm(&vm.account_id, &vm.id).await;
+        }
+        Ok(vm)
+    }
+
+    /// At the end of `vm`'s lifetime, with `auto_suspend`: suspended
+    /// instead of ended. Whether it was.
+    pub(crate) async fn suspend_expired(&self, vm: &Vm) -> bool {
+        if !vm.options.auto_suspend || vm.status != VmStatus::Running {
+            return false;
+        }
+        match self.suspend_vm(&vm.account_id, &vm.id).await {
+            Ok(_) => {
+                tracing::info!(vm_id = %vm.id, "lifetime expired: suspended (auto_suspend)");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(vm_id = %vm.id, error = %error_chain(&e), "lifetime expired: could not suspend, ending it");
+                false
             }
         }
     }

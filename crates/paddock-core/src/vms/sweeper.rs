@@ -132,6 +132,9 @@ impl Vms {
     async fn sweep_expired(&self) -> Result<(), CoreError> {
         for vm in self.store.list_expired_vms(Timestamp::now()).await? {
             tracing::info!(vm_id = %vm.id, "lifetime expired");
+            if self.suspend_expired(&vm).await {
+                continue;
+            }
             if let Err(e) = self.terminate(vm.id.clone(), REASON_LIFETIME_EXPIRED).await {
                 tracing::error!(vm_id = %vm.id, error = %error_chain(&e), "could not end expired VM");
             }

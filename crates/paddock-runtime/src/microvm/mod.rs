@@ -435,6 +435,16 @@ crate::over_container::provider_over_container!(MicroVmProvider {
         }
     }
 
+    fn can_suspend(&self, image_variant: &str) -> Result<(), RuntimeError> {
+        if self.container.has_variant(image_variant) {
+            return Err(RuntimeError::Unsupported(format!(
+                "a microVM on the {image_variant} variant shares its root with the host over \
+                 virtiofs, which qemu cannot save; a microVM started from an image can be suspended"
+            )));
+        }
+        Ok(())
+    }
+
     async fn suspend(&self, vm: &Vm, handle: RuntimeHandle) -> Result<(), RuntimeError> {
         self.save(vm, handle).await
     }

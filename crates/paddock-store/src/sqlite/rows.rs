@@ -154,6 +154,8 @@ fn options_to_json(o: &VmOptions, network: Option<&VmNetwork>) -> String {
         "snapshot_name": o.snapshot_name,
         "vault_ids": o.vault_ids.iter().map(VaultId::as_str).collect::<Vec<_>>(),
         "vault_vars": o.vault_vars,
+        "auto_suspend": o.auto_suspend,
+        "auto_resume": o.auto_resume,
         "env_status": o.env_status.as_str(),
         "env_error": o.env_error,
         "gpus": o.gpus,
@@ -207,6 +209,14 @@ fn options_from_json(v: &serde_json::Value) -> Result<VmOptions, StoreError> {
             .unwrap_or(false),
         snapshot_name: string("snapshot_name"),
         vault_ids,
+        auto_suspend: v
+            .get("auto_suspend")
+            .and_then(|x| x.as_bool())
+            .unwrap_or(false),
+        auto_resume: v
+            .get("auto_resume")
+            .and_then(|x| x.as_bool())
+            .unwrap_or(false),
         vault_vars: v
             .get("vault_vars")
             .and_then(|x| x.as_array())

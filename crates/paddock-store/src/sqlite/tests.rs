@@ -59,6 +59,8 @@ fn vm(account: &AccountId, session: &SessionId) -> Vm {
             snapshot_name: Some("final".into()),
             vault_ids: vec![VaultId::generate()],
             vault_vars: vec!["TOKEN".into()],
+            auto_suspend: true,
+            auto_resume: true,
             env_status: EnvStatus::Error,
             env_error: Some("vault x not found".into()),
             egress_policy: Some(
