@@ -358,10 +358,9 @@ impl MicroVmProvider {
             .container
             .cgroups
             .create(vm.id.as_str(), &host_limits)?;
-        let quoted = memory.display().to_string().replace('\'', "'\\''");
         config
             .qemu
-            .extend(["-incoming".into(), format!("exec:cat '{quoted}'")]);
+            .extend(["-incoming".into(), qmp::incoming_from(&memory)]);
         let handle = self
             .container
             .launch_helper(&run, "vmm", &config, "the microVM monitor")

@@ -111,30 +111,29 @@ impl Machine<'_> {
         }
         let (accel, cpu) = self.accelerator.qemu_options();
         let path = |p: &Path| p.display().to_string();
+        // virtiofs needs the guest's memory in a shared memfd that
+        // virtiofsd maps. Without it the guest's memory is ordinary
+        // anonymous memory, which qemu reads without allocating what the
+        // guest never touched when it saves the VM (a private memfd
+        // mapping would allocate every page it reads).
+        let shared_memory = matches!(self.root, MachineRoot::Virtiofs(_));
         let mut argv: Vec<String> = vec![
             path(self.qemu),
             "-name".into(),
             self.name.into(),
-            // virtiofs needs the guest's memory shared with virtiofsd,
-            // and libvhost-user serves only modern (non-legacy) virtio.
+            // libvhost-user serves only modern (non-legacy) virtio.
             "-M".into(),
-            "microvm,rtc=on,memory-backend=mem".into(),
+            if shared_memory {
+                "microvm,rtc=on,memory-backend=mem".into()
+            } else {
+                "microvm,rtc=on".into()
+            },
             "-global".into(),
             "virtio-mmio.force-legacy=false".into(),
             "-accel".into(),
             accel.into(),
             "-cpu".into(),
             cpu.into(),
-            "-object".into(),
-            format!(
-                "memory-backend-memfd,id=mem,size={}M,share={}",
-                self.memory_mb,
-                if matches!(self.root, MachineRoot::Virtiofs(_)) {
-                    "on"
-                } else {
-                    "off"
-                }
-            ),
             "-m".into(),
             format!("{}M", self.memory_mb),
             "-smp".into(),
@@ -168,6 +167,15 @@ impl Machine<'_> {
             "-qmp".into(),
             format!("unix:{},server=on,wait=off", path(self.qmp_socket)),
         ];
+        if shared_memory {
+            argv.extend([
+                "-object".into(),
+                format!(
+                    "memory-backend-memfd,id=mem,size={}M,share=on",
+                    self.memory_mb
+                ),
+            ]);
+        }
         match &self.root {
             MachineRoot::Virtiofs(socket) => argv.extend([
                 "-chardev".into(),

@@ -97,10 +97,15 @@ impl Qmp {
     /// once qemu has written it whole.
     pub async fn save_to(&mut self, file: &Path, timeout: Duration) -> Result<(), RuntimeError> {
         // qemu 7.2 has no `file:` URI; `exec:` runs its command with sh.
-        let quoted = file.display().to_string().replace('\'', "'\\''");
+        // Written with direct I/O: page cache dirtied by qemu's child
+        // would be charged to the VM's memory cgroup, which has no room
+        // for another copy of the guest's memory.
         self.execute(
             "migrate",
-            Some(json!({ "uri": format!("exec:cat > '{quoted}'") })),
+            Some(json!({ "uri": format!(
+                "exec:dd of={} bs=4M iflag=fullblock oflag=direct status=none",
+                shell_quoted(file)
+            ) })),
         )
         .await?;
         let deadline = Instant::now() + timeout;
@@ -145,4 +150,18 @@ impl Qmp {
             }
         }
     }
+}
+
+/// `path` as one single-quoted shell word.
+pub fn shell_quoted(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', "'\\''"))
+}
+
+/// qemu's `-incoming` source for a VM saved at `path`: read back with
+/// direct I/O, for the same reason it was written so.
+pub fn incoming_from(path: &Path) -> String {
+    format!(
+        "exec:dd if={} bs=4M iflag=direct status=none",
+        shell_quoted(path)
+    )
 }
