@@ -15,6 +15,9 @@ fn qmp_error(what: &str) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
     move |e| RuntimeError::Agent(format!("qmp {what}: {e}"))
 }
 
+/// The bandwidth a save may use: more than any disk writes.
+const MAX_SAVE_BYTES_PER_SECOND: u64 = 64 << 30;
+
 pub struct Qmp {
     reader: BufReader<tokio::net::unix::OwnedReadHalf>,
     writer: tokio::net::unix::OwnedWriteHalf,
@@ -96,6 +99,13 @@ impl Qmp {
     /// Saves the paused VM (memory and device state) to `file`, returning
     /// once qemu has written it whole.
     pub async fn save_to(&mut self, file: &Path, timeout: Duration) -> Result<(), RuntimeError> {
+        // qemu caps a migration at 128 MiB/s by default, a guard for live
+        // migrations over a network; the VM is paused and the file local.
+        self.execute(
+            "migrate-set-parameters",
+            Some(json!({ "max-bandwidth": MAX_SAVE_BYTES_PER_SECOND })),
+        )
+        .await?;
         // qemu 7.2 has no `file:` URI; `exec:` runs its command with sh.
         // Written with direct I/O: page cache dirtied by qemu's child
         // would be charged to the VM's memory cgroup, which has no room
