@@ -334,7 +334,9 @@ async fn a_microvm_from_an_image_boots_from_block_devices() {
     let r = c.post(&format!("/v1/vms/{vm}/suspend"), json!({})).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let run = server.data_dir().join("sandboxes").join(&vm);
-    assert!(run.join("memory.img").is_file(), "{}", run.display());
+    let saved = std::fs::metadata(run.join("memory.img")).expect("the saved memory");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(saved.permissions().mode() & 0o777, 0o600);
     let r = c.delete(&format!("/v1/vms/{vm}")).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["status"], "terminated", "{}", r.body);

@@ -307,6 +307,18 @@ impl MicroVmProvider {
             ));
         }
         let memory = run.join(MEMORY_IMAGE);
+        // The guest's memory is its tenant's: readable by nobody else on
+        // the host. Made here so that qemu's writer keeps this mode.
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&memory)
+                .map_err(|e| RuntimeError::host(memory.display().to_string(), e))?;
+        }
         let mut qmp = qmp::Qmp::connect(&run.join("qmp.sock"), Duration::from_secs(5)).await?;
         qmp.execute("stop", None).await?;
         if let Err(e) = qmp.save_to(&memory, SAVE_TIMEOUT).await {
