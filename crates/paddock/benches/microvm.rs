@@ -172,27 +172,8 @@ async fn main() {
 
     // paddock: create → first exec. The first boot also uncompresses the
     // kernel and builds the initramfs: it is not counted.
-    let create = |api: &Api| {
-        let api = Api {
-            http: api.http.clone(),
-            base: api.base.clone(),
-            key: api.key.clone(),
-        };
-        async move {
-            let t = Instant::now();
-            let vm = api
-                .post("/v1/vms?wait=true", json!({"provider": "microvm"}))
-                .await;
-            let id = vm["vm_id"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{vm}"))
-                .to_owned();
-            let out = api.stream_exec(&id, "echo ready").await;
-            assert!(out.contains("ready"), "{vm} {out}");
-            (t.elapsed(), id)
-        }
-    };
-    let (_, warm) = create(&api).await;
+    let create = || api.create_to_first_exec(json!({"provider": "microvm"}));
+    let (_, warm) = create().await;
     api.delete(&warm).await;
 
     let kernel = server.data.join("microvm").join(&release).join("vmlinux");
@@ -207,7 +188,7 @@ async fn main() {
     let mut marks: Vec<Vec<(String, f64)>> = Vec::new();
     for _ in 0..ROUNDS {
         bare.push(bare_boot(&kernel, &initrd, accelerator));
-        let (t, id) = create(&api).await;
+        let (t, id) = create().await;
         paddock.push(t);
         for _ in 0..3 {
             let t = Instant::now();
@@ -223,7 +204,7 @@ async fn main() {
     // Idle VMs' memory.
     let mut idle = Vec::new();
     for _ in 0..IDLE_VMS {
-        idle.push(create(&api).await.1);
+        idle.push(create().await.1);
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (mut anon, mut shmem, mut file, mut fsd, mut monitor) = (0.0, 0.0, 0.0, 0.0, 0.0);

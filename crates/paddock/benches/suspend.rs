@@ -48,24 +48,9 @@ async fn main() {
         key: server.key.clone(),
     };
     let create = |memory_mb: u32| {
-        let api = &api;
-        let image = &image;
-        async move {
-            let t = Instant::now();
-            let vm = api
-                .post(
-                    "/v1/vms?wait=true",
-                    json!({"provider": "microvm", "image_variant": image, "memory_mb": memory_mb}),
-                )
-                .await;
-            let id = vm["vm_id"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{vm}"))
-                .to_owned();
-            let out = api.stream_exec(&id, "echo ready").await;
-            assert!(out.contains("ready"), "{vm} {out}");
-            (t.elapsed(), id)
-        }
+        api.create_to_first_exec(
+            json!({"provider": "microvm", "image_variant": image, "memory_mb": memory_mb}),
+        )
     };
     // The first boot makes the image's lower disk, the kernel and the
     // initramfs: not counted.

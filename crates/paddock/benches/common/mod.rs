@@ -154,6 +154,20 @@ pub struct Api {
 }
 
 impl Api {
+    /// `POST /v1/vms?wait=true` with `body`, then `echo ready` in the VM:
+    /// the time to that first output, and the VM's id.
+    pub async fn create_to_first_exec(&self, body: Value) -> (Duration, String) {
+        let t = Instant::now();
+        let vm = self.post("/v1/vms?wait=true", body).await;
+        let id = vm["vm_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{vm}"))
+            .to_owned();
+        let out = self.stream_exec(&id, "echo ready").await;
+        assert!(out.contains("ready"), "{vm} {out}");
+        (t.elapsed(), id)
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> Value {
         self.http
             .post(format!("{}{}", self.base, path))
