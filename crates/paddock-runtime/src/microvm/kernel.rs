@@ -24,6 +24,27 @@ const WANTED: &[&str] = &[
     "overlay",
 ];
 
+/// The modules only a root on block devices needs, with their own
+/// dependencies (file names without `.ko`): a guest on virtiofs skips them.
+pub const BLOCK_ROOT_MODULES: &[&str] = &[
+    "virtio_blk",
+    "crc32c_generic",
+    "crc16",
+    "mbcache",
+    "jbd2",
+    "ext4",
+    "overlay",
+];
+
+/// Whether the module at `path` (`…/ext4.ko`) is one of
+/// [`BLOCK_ROOT_MODULES`].
+pub fn is_block_root_module(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".ko"))
+        .is_some_and(|n| BLOCK_ROOT_MODULES.contains(&n))
+}
+
 /// The xz stream magic that starts a bzImage's compressed payload.
 const XZ_MAGIC: &[u8] = b"\xfd7zXZ\x00";
 
@@ -222,6 +243,20 @@ fn module_name(file: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_guest_on_virtiofs_skips_the_block_root_modules() {
+        assert!(is_block_root_module(Path::new("/paddock/modules/ext4.ko")));
+        assert!(is_block_root_module(Path::new(
+            "/paddock/modules/virtio_blk.ko"
+        )));
+        assert!(!is_block_root_module(Path::new(
+            "/paddock/modules/virtiofs.ko"
+        )));
+        assert!(!is_block_root_module(Path::new(
+            "/paddock/modules/virtio_mmio.ko"
+        )));
+    }
 
     const DEP: &str = "kernel/fs/fuse/fuse.ko:\n\
 kernel/fs/fuse/virtiofs.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko kernel/fs/fuse/fuse.ko\n\

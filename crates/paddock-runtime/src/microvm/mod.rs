@@ -169,7 +169,12 @@ impl MicroVmProvider {
             .cgroups
             .create(vm.id.as_str(), &host_limits)?;
         let guest = GuestConfig {
-            modules: base_initrd.modules.clone(),
+            modules: base_initrd
+                .modules
+                .iter()
+                .filter(|m| blocks.is_some() || !kernel::is_block_root_module(m))
+                .cloned()
+                .collect(),
             network: vm.network.as_ref().map(|n| GuestNetwork {
                 address: n.address.to_string(),
                 gateway: n.gateway.to_string(),
