@@ -23,7 +23,7 @@ def _free_port():
 
 
 class Server:
-    def __init__(self, extra_env=None):
+    def __init__(self, extra_env=None, config=None):
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="pdk", dir="/tmp"))
         self.data = self.dir / "data"
         self.port = _free_port()
@@ -41,8 +41,12 @@ class Server:
             PADDOCK_SSH__LISTEN=f"127.0.0.1:{_free_port()}",
         )
         self.env.update(extra_env or {})
+        args = [str(BIN), "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.data)]
+        if config is not None:
+            (self.dir / "paddock.toml").write_text(config)
+            args += ["--config", str(self.dir / "paddock.toml")]
         self.proc = subprocess.Popen(
-            [str(BIN), "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.data)],
+            args,
             stdout=subprocess.DEVNULL,
             stderr=self.log,
             env=self.env,
