@@ -211,11 +211,9 @@ impl Vaults {
         }
         Ok(())
     }
-    /// The variables the vaults give a VM, all or nothing: a vault that is
-    /// missing (or another account's) or a value that does not open fails
-    /// the whole set, with an error naming which.
-    /// The secrets of `vaults` as env vars for one command. Every vault
-    /// must be the caller's (another account's is not found).
+    /// The secrets of `vaults` as env vars (for one command, or a VM's
+    /// vaults replaced). Every vault must be the caller's (another
+    /// account's is not found).
     pub async fn command_secrets(
         &self,
         account: &AccountId,
@@ -228,6 +226,9 @@ impl Vaults {
             .await
             .map_err(CoreError::Unavailable)
     }
+    /// The variables the vaults give a VM, all or nothing: a vault that is
+    /// missing (or another account's) or a value that does not open fails
+    /// the whole set, with an error naming which.
     pub async fn vault_env(
         &self,
         account: &AccountId,

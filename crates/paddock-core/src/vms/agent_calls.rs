@@ -13,7 +13,7 @@ use crate::exec::{collect_output, ExecOutput};
 use crate::exec::{
     ByteStream, ExecRequest, ExecStream, FileContent, PtyConnection, PtyInfo, PtySpec, SandboxPath,
 };
-use crate::ids::{AccountId, ExecutionId, VaultId, VmId};
+use crate::ids::{AccountId, ExecutionId, VmId};
 use crate::model::{Env, Execution, Vm, VmStatus};
 use crate::provider::Provider;
 
@@ -300,23 +300,6 @@ impl Vms {
 }
 
 impl Vms {
-    /// The variables `vaults` give a VM, each vault found first (another
-    /// account's is not found).
-    pub(crate) async fn vault_env_of(
-        &self,
-        account: &AccountId,
-        vaults: &[VaultId],
-    ) -> Result<Vec<(String, String)>, CoreError> {
-        for id in vaults {
-            self.parts.vaults.get_vault(account, id).await?;
-        }
-        self.parts
-            .vaults
-            .vault_env(account, vaults)
-            .await
-            .map_err(CoreError::Unavailable)
-    }
-
     /// Replaces a running VM's vault variables with `env`: the names its
     /// vaults staged are removed, then `env` is staged; the VM's record
     /// keeps the new names.

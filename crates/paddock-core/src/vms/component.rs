@@ -199,6 +199,26 @@ impl Vms {
         self.vm_locks.lock(id).await
     }
 
+    /// Checks that the account has room for one more VM of `resources`
+    /// (its capacity quota), under the account's create lock, which the
+    /// caller holds until the VM counts against the quota.
+    pub(crate) async fn reserve_room(
+        &self,
+        account: &AccountId,
+        resources: &Resources,
+    ) -> Result<OwnedMutexGuard<()>, CoreError> {
+        let creates = self.parts.accounts.quotas().lock_creates(account).await;
+        let quota = self.parts.accounts.quota(account).await?;
+        let usage = self.store.account_usage(account).await?;
+        crate::quotas::check_room(
+            &quota,
+            &usage,
+            u64::from(resources.memory_mb()),
+            u64::from(resources.vcpu_count()),
+        )?;
+        Ok(creates)
+    }
+
     /// Queues a VM lifecycle event (`vm.created`, `vm.running`, …) for the
     /// account's webhooks.
     pub(crate) async fn vm_event(&self, vm: &Vm, event_type: &str) {
@@ -305,15 +325,7 @@ impl Vms {
         self.check_policy_supported(spec.options.egress_policy.as_ref())?;
         // From the capacity check until the row exists, no other create of
         // the account runs: two racing creates cannot both fit.
-        let creates = self.parts.accounts.quotas().lock_creates(account).await;
-        let quota = self.parts.accounts.quota(account).await?;
-        let usage = self.store.account_usage(account).await?;
-        crate::quotas::check_room(
-            &quota,
-            &usage,
-            u64::from(spec.resources.memory_mb()),
-            u64::from(spec.resources.vcpu_count()),
-        )?;
+        let creates = self.reserve_room(account, &spec.resources).await?;
         let volumes = std::mem::take(&mut spec.volumes);
         let mut vm = self.new_vm(account, spec);
         let prepared = self.claim_prepared(&mut vm, !volumes.is_empty());
@@ -638,7 +650,7 @@ impl Vms {
         // anything changes; a running VM then gets the new set first, as
         // the change most likely to fail.
         let vault_env = match &patch.vault_ids {
-            Some(ids) => Some(self.vault_env_of(account, ids).await?),
+            Some(ids) => Some(self.parts.vaults.command_secrets(account, ids).await?),
             None => None,
         };
         if let (Some(ids), Some(env)) = (patch.vault_ids, vault_env) {

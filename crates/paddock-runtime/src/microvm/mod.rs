@@ -41,6 +41,8 @@ const GUEST_BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 const SAVE_TIMEOUT: Duration = Duration::from_secs(300);
 /// A suspended microVM's memory and device state, in its run dir.
 const MEMORY_IMAGE: &str = "memory.img";
+/// qemu's QMP socket, in the run dir.
+const QMP_SOCKET: &str = "qmp.sock";
 
 #[derive(Debug, Clone, Default)]
 pub struct MicroVmConfig {
@@ -159,15 +161,10 @@ impl MicroVmProvider {
         let socket = container::agent_socket(run)?;
         let port_socket = container::socket_in(run, "port.sock")?;
         let virtiofs_socket = container::socket_in(run, "virtiofs.sock")?;
-        let host_limits = Resources::from_stored(
-            vm.resources.memory_mb().saturating_add(HOST_OVERHEAD_MB),
-            vm.resources.vcpu_count(),
-            vm.resources.pids_max(),
-        );
         let cgroup_procs = self
             .container
             .cgroups
-            .create(vm.id.as_str(), &host_limits)?;
+            .create(vm.id.as_str(), &host_limits(vm))?;
         let guest = GuestConfig {
             modules: base_initrd
                 .modules
@@ -210,7 +207,7 @@ impl MicroVmProvider {
             initrd: &initrd,
             console_socket: &console_socket,
             port_socket: &port_socket,
-            qmp_socket: &container::socket_in(run, "qmp.sock")?,
+            qmp_socket: &container::socket_in(run, QMP_SOCKET)?,
             root: match &blocks {
                 Some((lower, upper)) => qemu::MachineRoot::Blocks { lower, upper },
                 None => qemu::MachineRoot::Virtiofs(&virtiofs_socket),
@@ -303,8 +300,7 @@ impl MicroVmProvider {
     /// a virtiofs share.
     async fn save(&self, vm: &Vm, handle: RuntimeHandle) -> Result<(), RuntimeError> {
         let run = self.container.run_dir(&vm.id);
-        let config = saved_config(&run)?;
-        if !config.virtiofsd.is_empty() {
+        if !on_block_devices(&run)? {
             return Err(RuntimeError::Unsupported(
                 "this microVM shares its root with the host over virtiofs, which qemu cannot \
                  save; a microVM started from an image (image_variant) can be suspended"
@@ -324,7 +320,7 @@ impl MicroVmProvider {
                 .open(&memory)
                 .map_err(|e| RuntimeError::host(memory.display().to_string(), e))?;
         }
-        let mut qmp = qmp::Qmp::connect(&run.join("qmp.sock"), Duration::from_secs(5)).await?;
+        let mut qmp = qmp::Qmp::connect(&run.join(QMP_SOCKET), Duration::from_secs(5)).await?;
         qmp.execute("stop", None).await?;
         if let Err(e) = qmp.save_to(&memory, SAVE_TIMEOUT).await {
             let _ = std::fs::remove_file(&memory);
@@ -366,15 +362,10 @@ impl MicroVmProvider {
             ));
         }
         let mut config = saved_config(&run)?;
-        let host_limits = Resources::from_stored(
-            vm.resources.memory_mb().saturating_add(HOST_OVERHEAD_MB),
-            vm.resources.vcpu_count(),
-            vm.resources.pids_max(),
-        );
         config.sandbox.cgroup_procs = self
             .container
             .cgroups
-            .create(vm.id.as_str(), &host_limits)?;
+            .create(vm.id.as_str(), &host_limits(vm))?;
         config
             .qemu
             .extend(["-incoming".into(), qmp::incoming_from(&memory)]);
@@ -383,7 +374,7 @@ impl MicroVmProvider {
             .launch_helper(&run, "vmm", &config, "the microVM monitor")
             .await?;
         let resumed = async {
-            let mut qmp = qmp::Qmp::connect(&run.join("qmp.sock"), Duration::from_secs(10)).await?;
+            let mut qmp = qmp::Qmp::connect(&run.join(QMP_SOCKET), Duration::from_secs(10)).await?;
             qmp.wait_loaded(SAVE_TIMEOUT).await?;
             qmp.execute("cont", None).await?;
             let socket = container::agent_socket(&run)?;
@@ -473,8 +464,7 @@ crate::over_container::provider_over_container!(MicroVmProvider {
         // A root on block devices keeps its changes on the guest's own
         // disk, which the host does not read while the guest has it
         // mounted: none to capture.
-        let run = self.container.run_dir(&vm.id);
-        if saved_config(&run).is_ok_and(|c| c.virtiofsd.is_empty()) {
+        if on_block_devices(&self.container.run_dir(&vm.id)).unwrap_or(false) {
             return Vec::new();
         }
         // The guest's root is the sandbox's overlay, served by virtiofsd
@@ -500,4 +490,20 @@ fn saved_config(run: &Path) -> Result<VmmConfig, RuntimeError> {
         std::fs::read(&path).map_err(|e| RuntimeError::host(path.display().to_string(), e))?;
     serde_json::from_slice(&text)
         .map_err(|e| RuntimeError::Setup(format!("read {}: {e}", path.display())))
+}
+
+/// Whether the microVM booted from the run dir `run` has its root on
+/// block devices (its monitor runs no virtiofsd).
+fn on_block_devices(run: &Path) -> Result<bool, RuntimeError> {
+    Ok(saved_config(run)?.virtiofsd.is_empty())
+}
+
+/// What the host gives a microVM's cgroups: its memory and qemu's own
+/// overhead, its vCPUs, its pids.
+fn host_limits(vm: &Vm) -> Resources {
+    Resources::from_stored(
+        vm.resources.memory_mb().saturating_add(HOST_OVERHEAD_MB),
+        vm.resources.vcpu_count(),
+        vm.resources.pids_max(),
+    )
 }
