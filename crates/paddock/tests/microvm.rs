@@ -359,7 +359,12 @@ async fn an_expiring_microvm_is_suspended_and_a_call_resumes_it() {
             "PADDOCK_MICROVM__CACHE_DIR",
             cache.to_str().expect("utf-8 temp dir"),
         )],
-        &reg.paddock_config(),
+        // One VM at a time: a suspended one does not count, and takes its
+        // place again only when there is room.
+        &format!(
+            "{}[quotas.accounts.default]\nmax_vms = 1\n",
+            reg.paddock_config()
+        ),
     );
     let c = server.client();
     // A variant's microVM shares its root with the host: it cannot.
@@ -398,6 +403,20 @@ async fn an_expiring_microvm_is_suspended_and_a_call_resumes_it() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     wait_gone(&vm).await;
+    // Its place is free while it is suspended; taken, it cannot resume.
+    let other = c.create_vm(json!({})).await;
+    let other = other["vm_id"].as_str().expect("vm id").to_owned();
+    let r = c
+        .post(&format!("/v1/vms/{vm}/exec"), json!({"command": "true"}))
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.to_string().contains("max_vms"), "{}", r.body);
+    assert_eq!(
+        c.get(&format!("/v1/vms/{vm}")).await.body["status"],
+        "suspended"
+    );
+    let r = c.delete(&format!("/v1/vms/{other}")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
     // An exec resumes it, and its process is there.
     let (out, err, exit) = c
         .exec(&vm, &format!("kill -0 {sleeper} && echo resumed"))

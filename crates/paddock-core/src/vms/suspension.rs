@@ -61,6 +61,9 @@ impl Vms {
             )));
         }
         let provider = self.provider_of(&vm)?;
+        // A suspended VM holds none of the account's capacity: it takes its
+        // place again only if there is room.
+        let _room = self.reserve_room(account, &vm.resources).await?;
         let began = std::time::Instant::now();
         match provider.resume(&vm).await {
             Ok(handle) => {
