@@ -10,6 +10,7 @@
 //! warm_pool.rs sandboxes booted ahead of demand and prewarm.rs keeping
 //! it filled; activity.rs when each VM was last used; volume_mounts.rs
 //! volumes into VMs; snapshotting.rs snapshots of VMs and clones;
+//! suspension.rs suspend and resume (and `auto_suspend`/`auto_resume`);
 //! image_builds.rs Dockerfile builds, whose steps run in sandboxes;
 //! metering.rs usage sampling.
 mod activity;
