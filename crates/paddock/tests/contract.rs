@@ -252,7 +252,7 @@ async fn slow_and_idle_clients_are_dropped_and_the_server_keeps_answering() {
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpStream;
     let server = Server::start_with_config(
-        "[http]\nheader_read_timeout_secs = 1\nbody_read_timeout_secs = 1\nmax_connections_per_client = 12\n",
+        "[http]\nheader_read_timeout_secs = 1\nbody_read_timeout_secs = 1\n",
     );
     let addr = server.base.trim_start_matches("http://").to_owned();
 
