@@ -47,6 +47,10 @@ pub enum RuntimeError {
     /// starved): never a hung request.
     #[error("the in-sandbox agent did not answer in time: {0}")]
     AgentTimeout(String),
+    /// What a suspended sandbox was saved into no longer opens (altered,
+    /// cut short, or its key is gone): it stays suspended.
+    #[error("{0}")]
+    SavedStateDamaged(String),
     #[error("host resource {what} could not be managed")]
     Host {
         what: String,
@@ -133,6 +137,7 @@ impl From<RuntimeError> for CoreError {
             // What this sandbox's provider cannot do is the caller's to
             // change (another provider), not a server fault.
             RuntimeError::Unsupported(m) => Self::FailedPrecondition(m),
+            RuntimeError::SavedStateDamaged(m) => Self::FailedPrecondition(m),
             e @ RuntimeError::AgentTimeout(_) => Self::DeadlineExceeded(e.to_string()),
             other => Self::Runtime(other),
         }

@@ -126,6 +126,7 @@ impl Service {
                 shares: Arc::clone(&shares),
                 usage: Arc::clone(&usage),
                 webhooks: Arc::clone(&webhooks),
+                keyring: Arc::clone(&keyring),
             },
         );
         Arc::new(Self {

@@ -262,7 +262,8 @@ async fn a_microvm_from_an_image_boots_from_block_devices() {
     let (out, err, _) = c
         .exec(
             &vm,
-            "(i=0; while :; do i=$((i+1)); echo $i > /work/count; sleep 0.1; done) \
+            "(marker=paddock-memory-marker-$((6*7))-in-clear; \
+              i=0; while :; do i=$((i+1)); echo $i > /work/count; sleep 0.1; done) \
              </dev/null >/dev/null 2>&1 & echo $!",
         )
         .await;
@@ -311,15 +312,46 @@ async fn a_microvm_from_an_image_boots_from_block_devices() {
     let snap = c.post(&format!("/v1/vms/{vm}/snapshot"), json!({})).await;
     assert_eq!(snap.status, 409, "{}", snap.body);
 
-    // A suspended VM survives a server restart and resumes after it.
+    // A suspended VM survives a server restart and a master key rotation,
+    // and resumes after them. Its memory is sealed on disk: what the guest
+    // held in memory is not there in clear, and an altered image does not
+    // load (the VM stays suspended, with why).
     let r = c.post(&format!("/v1/vms/{vm}/suspend"), json!({})).await;
     assert_eq!(r.status, 200, "{}", r.body);
+    let image = server
+        .data_dir()
+        .join("sandboxes")
+        .join(&vm)
+        .join("memory.img");
+    let mut sealed = std::fs::read(&image).expect("the saved memory");
+    assert!(sealed.starts_with(b"PDKMEM1\n"));
+    let marker = b"paddock-memory-marker-42-in-clear";
+    assert!(!sealed.windows(marker.len()).any(|w| w == marker));
+    server.kill();
+    let rotate = std::process::Command::new(common::bin())
+        .args(["rotate-master-key", "--data-dir"])
+        .arg(server.data_dir())
+        .output()
+        .expect("run rotate-master-key");
+    assert!(rotate.status.success(), "{rotate:?}");
     server.restart();
     let c = server.client();
     assert_eq!(
         c.get(&format!("/v1/vms/{vm}")).await.body["status"],
         "suspended"
     );
+    let middle = sealed.len() / 2;
+    sealed[middle] ^= 0x40;
+    std::fs::write(&image, &sealed).expect("alter the image");
+    let r = c.post(&format!("/v1/vms/{vm}/resume"), json!({})).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    let detail = r.body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("failed authentication"), "{}", r.body);
+    let got = c.get(&format!("/v1/vms/{vm}")).await;
+    assert_eq!(got.body["status"], "suspended", "{}", got.body);
+    assert!(qemu_processes(&vm).is_empty());
+    sealed[middle] ^= 0x40;
+    std::fs::write(&image, &sealed).expect("restore the image");
     let r = c.post(&format!("/v1/vms/{vm}/resume"), json!({})).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let (out, err, _) = c

@@ -207,6 +207,9 @@ fn runtime(r: &RuntimeError, whole: &CoreError) -> DefError {
         }
         RuntimeError::Unsupported(m) => DefError::new(S::CONFLICT, "unsupported", m.clone()),
         RuntimeError::Exists(_) => DefError::new(S::CONFLICT, "already_exists", r.to_string()),
+        RuntimeError::SavedStateDamaged(m) => {
+            DefError::new(S::CONFLICT, "saved_state_damaged", m.clone())
+        }
         RuntimeError::AgentTimeout(_) => {
             DefError::new(S::GATEWAY_TIMEOUT, "deadline_exceeded", r.to_string())
         }

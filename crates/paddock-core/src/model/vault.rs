@@ -29,7 +29,7 @@ pub struct Credential {
 
 /// A secret value sealed under the master key: nonce and ciphertext
 /// (with its tag), and the key's id so rotation knows what to re-seal.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Sealed {
     pub key_id: String,
     pub nonce: Vec<u8>,

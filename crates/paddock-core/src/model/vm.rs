@@ -240,6 +240,9 @@ pub struct VmOptions {
     pub accelerator: Option<String>,
     /// Set on sandboxes launched from an environment definition.
     pub launch: Option<Launch>,
+    /// While suspended: the key its saved memory is sealed under, itself
+    /// sealed under the master key. Never shown.
+    pub memory_key: Option<super::Sealed>,
 }
 
 /// Where a sandbox launched from an environment definition came from and

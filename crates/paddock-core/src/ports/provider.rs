@@ -101,9 +101,15 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Saves the running sandbox whole, its memory and filesystem, into
     /// its run dir and stops it: afterwards nothing of it runs and its
-    /// memory is the host's again. On failure it keeps running. Providers
-    /// that cannot say why.
-    async fn suspend(&self, vm: &Vm, _handle: RuntimeHandle) -> Result<(), RuntimeError> {
+    /// memory is the host's again. What holds its memory is sealed under
+    /// `key`, never on disk in clear. On failure it keeps running.
+    /// Providers that cannot say why.
+    async fn suspend(
+        &self,
+        vm: &Vm,
+        _handle: RuntimeHandle,
+        _key: &crate::secrets::DataKey,
+    ) -> Result<(), RuntimeError> {
         Err(RuntimeError::Unsupported(format!(
             "{} sandboxes cannot be suspended with their memory on this server",
             vm.provider
@@ -111,8 +117,14 @@ pub trait Provider: Send + Sync + 'static {
     }
 
     /// Continues a sandbox [`Provider::suspend`] saved, where it was: the
-    /// same processes with the same memory. On failure it stays saved.
-    async fn resume(&self, vm: &Vm) -> Result<RuntimeHandle, RuntimeError> {
+    /// same processes with the same memory, opened with the `key` it was
+    /// saved under (none for a sandbox saved before memory was sealed). On
+    /// failure it stays saved.
+    async fn resume(
+        &self,
+        vm: &Vm,
+        _key: Option<&crate::secrets::DataKey>,
+    ) -> Result<RuntimeHandle, RuntimeError> {
         Err(RuntimeError::Unsupported(format!(
             "{} sandboxes cannot be resumed on this server",
             vm.provider

@@ -292,6 +292,23 @@ pub async fn reseal_secrets(store: &dyn Store, keyring: &Keyring) -> Result<usiz
         let fresh = keyring.seal(&aad, &value).map_err(sealing_failed)?;
         store.set_webhook_secret(&id, &fresh).await?;
     }
+    // And the keys suspended VMs' memory is sealed under.
+    let suspended = store
+        .list_vms_in(&crate::model::VmStatusSet::of(&[
+            crate::model::VmStatus::Suspended,
+        ]))
+        .await?;
+    let mut n = n;
+    for mut vm in suspended {
+        let Some(sealed) = vm.options.memory_key.as_ref() else {
+            continue;
+        };
+        if let Some(fresh) = crate::vms::memory_key::reseal_memory_key(keyring, &vm.id, sealed)? {
+            vm.options.memory_key = Some(fresh);
+            store.update_vm(&vm).await?;
+            n += 1;
+        }
+    }
     if n > 0 {
         tracing::info!(
             count = n,

@@ -111,6 +111,8 @@ pub(crate) struct VmParts {
     pub shares: Arc<crate::shares::Shares>,
     pub usage: Arc<crate::usage::Usage>,
     pub webhooks: Arc<crate::networking::webhooks::Webhooks>,
+    /// Seals the keys suspended VMs' memory is sealed under.
+    pub keyring: Arc<crate::secrets::Keyring>,
 }
 
 impl Vms {

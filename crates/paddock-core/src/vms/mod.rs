@@ -10,7 +10,8 @@
 //! warm_pool.rs sandboxes booted ahead of demand and prewarm.rs keeping
 //! it filled; activity.rs when each VM was last used; volume_mounts.rs
 //! volumes into VMs; snapshotting.rs snapshots of VMs and clones;
-//! suspension.rs suspend and resume (and `auto_suspend`/`auto_resume`);
+//! suspension.rs suspend and resume (and `auto_suspend`/`auto_resume`),
+//! memory_key.rs the key a suspended VM's memory is sealed under;
 //! image_builds.rs Dockerfile builds, whose steps run in sandboxes;
 //! metering.rs usage sampling.
 mod activity;
@@ -21,6 +22,7 @@ pub mod exposed;
 pub mod image_builds;
 pub mod launched;
 pub mod lifecycle;
+pub(crate) mod memory_key;
 pub mod metering;
 pub mod network;
 mod prewarm;

@@ -7,10 +7,12 @@
 //! `auto_resume` a call that needs it live resumes it first.
 
 use super::component::Vms;
+use super::memory_key::{key_unusable, memory_key_aad};
 use crate::clock::Timestamp;
 use crate::error::{error_chain, CoreError};
 use crate::ids::{AccountId, VmId};
 use crate::model::{Vm, VmStatus};
+use crate::secrets::DataKey;
 
 impl Vms {
     /// Suspends a running VM. Under the VM's lock, so a second suspend
@@ -36,7 +38,14 @@ impl Vms {
         };
         let provider = self.provider_of(&vm)?;
         let began = std::time::Instant::now();
-        provider.suspend(&vm, handle).await?;
+        // The saved memory is sealed under a key of its own, made here and
+        // kept (sealed) on the VM's record until it resumes.
+        let key = DataKey::generate();
+        let sealed_key = key
+            .seal(&self.parts.keyring, &memory_key_aad(&vm.id))
+            .map_err(key_unusable)?;
+        provider.suspend(&vm, handle, &key).await?;
+        vm.options.memory_key = Some(sealed_key);
         vm.status = VmStatus::Suspended;
         vm.runtime = None;
         vm.expires_at = None;
@@ -65,8 +74,17 @@ impl Vms {
         // place again only if there is room.
         let _room = self.reserve_room(account, &vm.resources).await?;
         let began = std::time::Instant::now();
-        match provider.resume(&vm).await {
+        // A VM suspended before memory was sealed has no key.
+        let key = vm
+            .options
+            .memory_key
+            .as_ref()
+            .map(|sealed| DataKey::open(&self.parts.keyring, &memory_key_aad(&vm.id), sealed))
+            .transpose()
+            .map_err(key_unusable)?;
+        match provider.resume(&vm, key.as_ref()).await {
             Ok(handle) => {
+                vm.options.memory_key = None;
                 vm.status = VmStatus::Running;
                 vm.status_reason = None;
                 vm.runtime = Some(handle);

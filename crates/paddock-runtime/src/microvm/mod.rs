@@ -14,8 +14,10 @@
 mod initrd;
 mod kernel;
 mod lower;
+mod memory_image;
 pub mod qemu;
 mod qmp;
+mod suspension;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,10 +39,6 @@ const HOST_OVERHEAD_MB: u32 = 256;
 /// How long a guest may take from qemu's start to its agent answering.
 /// Under TCG on a loaded 2-core host a boot takes several seconds.
 const GUEST_BOOT_TIMEOUT: Duration = Duration::from_secs(90);
-/// How long saving or loading a VM's memory may take.
-const SAVE_TIMEOUT: Duration = Duration::from_secs(300);
-/// A suspended microVM's memory and device state, in its run dir.
-const MEMORY_IMAGE: &str = "memory.img";
 /// qemu's QMP socket, in the run dir.
 const QMP_SOCKET: &str = "qmp.sock";
 
@@ -293,112 +291,6 @@ impl MicroVmProvider {
         Ok(handle)
     }
 
-    /// Suspends a microVM: qemu pauses it, saves its memory and devices to
-    /// `memory.img` in the run dir and exits, the monitor with it; the
-    /// cgroups go. Its disks, network namespace and tap stay. Only a VM
-    /// whose root is on block devices can be saved: qemu cannot migrate
-    /// a virtiofs share.
-    async fn save(&self, vm: &Vm, handle: RuntimeHandle) -> Result<(), RuntimeError> {
-        let run = self.container.run_dir(&vm.id);
-        if !on_block_devices(&run)? {
-            return Err(RuntimeError::Unsupported(
-                "this microVM shares its root with the host over virtiofs, which qemu cannot \
-                 save; a microVM started from an image (image_variant) can be suspended"
-                    .into(),
-            ));
-        }
-        let memory = run.join(MEMORY_IMAGE);
-        // The guest's memory is its tenant's: readable by nobody else on
-        // the host. Made here so that qemu's writer keeps this mode.
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&memory)
-                .map_err(|e| RuntimeError::host(memory.display().to_string(), e))?;
-        }
-        let mut qmp = qmp::Qmp::connect(&run.join(QMP_SOCKET), Duration::from_secs(5)).await?;
-        qmp.execute("stop", None).await?;
-        if let Err(e) = qmp.save_to(&memory, SAVE_TIMEOUT).await {
-            let _ = std::fs::remove_file(&memory);
-            let _ = qmp.execute("cont", None).await;
-            return Err(e);
-        }
-        // qemu exits; its monitor follows.
-        let _ = qmp.execute("quit", None).await;
-        self.end_monitor(vm, handle).await
-    }
-
-    /// Waits for a microVM's monitor to end (killing it after a while),
-    /// then frees its cgroups; its run dir stays.
-    async fn end_monitor(&self, vm: &Vm, handle: RuntimeHandle) -> Result<(), RuntimeError> {
-        use paddock_core::provider::Provider;
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        while self.container.is_alive(&vm.id, handle) {
-            if std::time::Instant::now() > deadline {
-                let pid = nix::unistd::Pid::from_raw(handle.pid);
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let cgroups = std::sync::Arc::clone(&self.container.cgroups);
-        let id = vm.id.as_str().to_owned();
-        tokio::task::spawn_blocking(move || cgroups.remove(&id))
-            .await
-            .map_err(|e| RuntimeError::Setup(format!("free the cgroups: {e}")))?
-    }
-
-    /// Resumes a saved microVM: a new monitor starts qemu with the same
-    /// machine loading `memory.img`, then the guest continues.
-    async fn restore(&self, vm: &Vm) -> Result<RuntimeHandle, RuntimeError> {
-        let run = self.container.run_dir(&vm.id);
-        let memory = run.join(MEMORY_IMAGE);
-        if !memory.is_file() {
-            return Err(RuntimeError::Unsupported(
-                "the microVM has no saved memory to resume from".into(),
-            ));
-        }
-        let mut config = saved_config(&run)?;
-        config.sandbox.cgroup_procs = self
-            .container
-            .cgroups
-            .create(vm.id.as_str(), &host_limits(vm))?;
-        config
-            .qemu
-            .extend(["-incoming".into(), qmp::incoming_from(&memory)]);
-        let handle = self
-            .container
-            .launch_helper(&run, "vmm", &config, "the microVM monitor")
-            .await?;
-        let resumed = async {
-            let mut qmp = qmp::Qmp::connect(&run.join(QMP_SOCKET), Duration::from_secs(10)).await?;
-            qmp.wait_loaded(SAVE_TIMEOUT).await?;
-            qmp.execute("cont", None).await?;
-            let socket = container::agent_socket(&run)?;
-            tokio::time::timeout(GUEST_BOOT_TIMEOUT, crate::agent_client::ping(&socket))
-                .await
-                .map_err(|_| {
-                    RuntimeError::Agent("the resumed guest's agent never answered".into())
-                })?
-        };
-        match resumed.await {
-            Ok(()) => {
-                let _ = std::fs::remove_file(&memory);
-                Ok(handle)
-            }
-            Err(e) => {
-                // The saved image stays: the VM is still suspended.
-                let pid = nix::unistd::Pid::from_raw(handle.pid);
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-                let _ = self.end_monitor(vm, handle).await;
-                Err(e)
-            }
-        }
-    }
-
     /// A boot failure, with the end of the guest's console for why.
     fn boot_failure(&self, run: &Path, what: &str) -> RuntimeError {
         let console = std::fs::read_to_string(run.join("console.log")).unwrap_or_default();
@@ -452,12 +344,21 @@ crate::over_container::provider_over_container!(MicroVmProvider {
         Ok(())
     }
 
-    async fn suspend(&self, vm: &Vm, handle: RuntimeHandle) -> Result<(), RuntimeError> {
-        self.save(vm, handle).await
+    async fn suspend(
+        &self,
+        vm: &Vm,
+        handle: RuntimeHandle,
+        key: &paddock_core::secrets::DataKey,
+    ) -> Result<(), RuntimeError> {
+        self.save(vm, handle, key).await
     }
 
-    async fn resume(&self, vm: &Vm) -> Result<RuntimeHandle, RuntimeError> {
-        self.restore(vm).await
+    async fn resume(
+        &self,
+        vm: &Vm,
+        key: Option<&paddock_core::secrets::DataKey>,
+    ) -> Result<RuntimeHandle, RuntimeError> {
+        self.restore(vm, key).await
     }
 
     fn changes(&self, vm: &Vm) -> Vec<ChangedTree> {

@@ -1,8 +1,11 @@
 //! The few QMP (qemu's JSON machine protocol) commands paddock sends a
-//! microVM: pause, save to a file, continue, quit, and their status.
-//! Written here rather than taken from a crate: it is line-delimited JSON
-//! over a unix socket, a handful of commands and no more.
+//! microVM: pause, hand it a descriptor, save into it or load from it,
+//! continue, quit, and their status. Written here rather than taken from
+//! a crate: it is line-delimited JSON over a unix socket, a handful of
+//! commands and no more.
 
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -56,16 +59,49 @@ impl Qmp {
         command: &str,
         arguments: Option<Value>,
     ) -> Result<Value, RuntimeError> {
-        let mut request = json!({ "execute": command });
-        if let Some(a) = arguments {
-            request["arguments"] = a;
-        }
-        let mut line = request.to_string();
-        line.push('\n');
+        let line = request_line(command, arguments);
         self.writer
             .write_all(line.as_bytes())
             .await
             .map_err(qmp_error(command))?;
+        self.reply_to(command).await
+    }
+
+    /// Hands qemu `fd` under `name` (`getfd`): the descriptor rides with
+    /// the command as SCM_RIGHTS data, which tokio's streams cannot send.
+    pub async fn pass_fd(&mut self, name: &str, fd: BorrowedFd<'_>) -> Result<(), RuntimeError> {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        let line = request_line("getfd", Some(json!({ "fdname": name })));
+        let socket: &UnixStream = self.writer.as_ref();
+        let fds = [fd.as_raw_fd()];
+        let sent = loop {
+            socket.writable().await.map_err(qmp_error("getfd"))?;
+            let attempt = socket.try_io(tokio::io::Interest::WRITABLE, || {
+                sendmsg::<()>(
+                    socket.as_raw_fd(),
+                    &[IoSlice::new(line.as_bytes())],
+                    &[ControlMessage::ScmRights(&fds)],
+                    MsgFlags::MSG_NOSIGNAL,
+                    None,
+                )
+                .map_err(std::io::Error::from)
+            });
+            match attempt {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(qmp_error("getfd")(e)),
+            }
+        };
+        // The descriptor went with the first byte; the rest is plain.
+        self.writer
+            .write_all(&line.as_bytes()[sent..])
+            .await
+            .map_err(qmp_error("getfd"))?;
+        self.reply_to("getfd").await.map(|_| ())
+    }
+
+    /// The reply to the command just sent.
+    async fn reply_to(&mut self, command: &str) -> Result<Value, RuntimeError> {
         let reply = self.next_reply().await?;
         match reply.get("error") {
             Some(e) => Err(RuntimeError::Agent(format!(
@@ -96,28 +132,23 @@ impl Qmp {
         }
     }
 
-    /// Saves the paused VM (memory and device state) to `file`, returning
-    /// once qemu has written it whole.
-    pub async fn save_to(&mut self, file: &Path, timeout: Duration) -> Result<(), RuntimeError> {
+    /// Saves the paused VM (memory and device state) into the descriptor
+    /// handed to qemu as `fd_name`, returning once qemu has written it
+    /// whole (and closed it).
+    pub async fn save_into(
+        &mut self,
+        fd_name: &str,
+        timeout: Duration,
+    ) -> Result<(), RuntimeError> {
         // qemu caps a migration at 128 MiB/s by default, a guard for live
-        // migrations over a network; the VM is paused and the file local.
+        // migrations over a network; the VM is paused and the reader local.
         self.execute(
             "migrate-set-parameters",
             Some(json!({ "max-bandwidth": MAX_SAVE_BYTES_PER_SECOND })),
         )
         .await?;
-        // qemu 7.2 has no `file:` URI; `exec:` runs its command with sh.
-        // Written with direct I/O: page cache dirtied by qemu's child
-        // would be charged to the VM's memory cgroup, which has no room
-        // for another copy of the guest's memory.
-        self.execute(
-            "migrate",
-            Some(json!({ "uri": format!(
-                "exec:dd of={} bs=4M iflag=fullblock oflag=direct status=none",
-                shell_quoted(file)
-            ) })),
-        )
-        .await?;
+        self.execute("migrate", Some(json!({ "uri": format!("fd:{fd_name}") })))
+            .await?;
         let deadline = Instant::now() + timeout;
         loop {
             let status = self.execute("query-migrate", None).await?;
@@ -141,6 +172,17 @@ impl Qmp {
         }
     }
 
+    /// Starts loading the VM a qemu started with `-incoming defer` waits
+    /// for, from the descriptor handed to it as `fd_name`.
+    pub async fn load_from(&mut self, fd_name: &str) -> Result<(), RuntimeError> {
+        self.execute(
+            "migrate-incoming",
+            Some(json!({ "uri": format!("fd:{fd_name}") })),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Waits until an incoming VM has loaded (qemu pauses it then).
     pub async fn wait_loaded(&mut self, timeout: Duration) -> Result<(), RuntimeError> {
         let deadline = Instant::now() + timeout;
@@ -162,16 +204,13 @@ impl Qmp {
     }
 }
 
-/// `path` as one single-quoted shell word.
-pub fn shell_quoted(path: &Path) -> String {
-    format!("'{}'", path.display().to_string().replace('\'', "'\\''"))
-}
-
-/// qemu's `-incoming` source for a VM saved at `path`: read back with
-/// direct I/O, for the same reason it was written so.
-pub fn incoming_from(path: &Path) -> String {
-    format!(
-        "exec:dd if={} bs=4M iflag=direct status=none",
-        shell_quoted(path)
-    )
+/// One QMP command as the line qemu reads.
+fn request_line(command: &str, arguments: Option<Value>) -> String {
+    let mut request = json!({ "execute": command });
+    if let Some(a) = arguments {
+        request["arguments"] = a;
+    }
+    let mut line = request.to_string();
+    line.push('\n');
+    line
 }

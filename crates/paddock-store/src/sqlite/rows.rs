@@ -8,7 +8,7 @@ use paddock_core::clock::Timestamp;
 use paddock_core::ids::{AccountId, ApiKeyId, ExecutionId, SessionId, SnapshotId, VaultId, VmId};
 use paddock_core::model::{
     Account, ApiKey, EgressPolicy, Env, EnvStatus, Execution, ExecutionStatus, Image, ImageConfig,
-    LayerInfo, Metadata, Resources, RuntimeHandle, Vm, VmOptions, VmStatus,
+    LayerInfo, Metadata, Resources, RuntimeHandle, Sealed, Vm, VmOptions, VmStatus,
 };
 use paddock_core::network_backend::VmNetwork;
 use paddock_core::StoreError;
@@ -161,6 +161,11 @@ fn options_to_json(o: &VmOptions, network: Option<&VmNetwork>) -> String {
         "gpus": o.gpus,
         "accelerator": o.accelerator,
         "launch": o.launch,
+        "memory_key": o.memory_key.as_ref().map(|k| serde_json::json!({
+            "key_id": k.key_id,
+            "nonce": hex::encode(&k.nonce),
+            "ciphertext": hex::encode(&k.ciphertext),
+        })),
     })
     .to_string()
 }
@@ -251,6 +256,28 @@ fn options_from_json(v: &serde_json::Value) -> Result<VmOptions, StoreError> {
             .map(|l| serde_json::from_value(l.clone()))
             .transpose()
             .map_err(|e| StoreError::Corrupt(format!("vm launch: {e}")))?,
+        memory_key: v
+            .get("memory_key")
+            .filter(|k| !k.is_null())
+            .map(sealed_from_json)
+            .transpose()?,
+    })
+}
+
+/// A sealed value kept in a JSON column: its key id, and hex for bytes.
+fn sealed_from_json(v: &serde_json::Value) -> Result<Sealed, StoreError> {
+    let field = |k: &str| {
+        v.get(k)
+            .and_then(|x| x.as_str())
+            .ok_or_else(|| StoreError::Corrupt(format!("vm memory key: no {k}")))
+    };
+    let bytes = |k: &str| {
+        hex::decode(field(k)?).map_err(|_| StoreError::Corrupt(format!("vm memory key: bad {k}")))
+    };
+    Ok(Sealed {
+        key_id: field("key_id")?.to_owned(),
+        nonce: bytes("nonce")?,
+        ciphertext: bytes("ciphertext")?,
     })
 }
 

@@ -72,6 +72,11 @@ fn vm(account: &AccountId, session: &SessionId) -> Vm {
             ),
             gpus: vec![0, 2],
             accelerator: Some("tcg".into()),
+            memory_key: Some(paddock_core::model::Sealed {
+                key_id: "k1".into(),
+                nonce: vec![1, 2, 3],
+                ciphertext: vec![9, 8, 7, 6],
+            }),
             launch: Some(paddock_core::model::Launch {
                 definition_id: "web".into(),
                 revision: "ab".repeat(32),
