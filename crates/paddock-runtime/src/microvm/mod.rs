@@ -11,6 +11,7 @@
 //! files, PTYs, freezing, snapshots of the upper layer, teardown and
 //! orphan cleanup are the container provider's code paths.
 
+mod direct_io;
 mod initrd;
 mod kernel;
 mod lower;

@@ -16,6 +16,7 @@ use paddock_core::model::{RuntimeHandle, Vm};
 use paddock_core::secrets::DataKey;
 use paddock_core::RuntimeError;
 
+use super::direct_io;
 use super::memory_image::{self, ImageError};
 use super::{container, host_limits, on_block_devices, qmp, saved_config, MicroVmProvider};
 use super::{GUEST_BOOT_TIMEOUT, QMP_SOCKET};
@@ -27,8 +28,10 @@ pub(super) const MEMORY_IMAGE: &str = "memory.img";
 /// The names qemu knows the pipes by.
 const SAVE_FD: &str = "paddock-save";
 const LOAD_FD: &str = "paddock-load";
-/// A pipe of 1 MiB: qemu and the sealer trade a chunk per wake-up.
-const PIPE_BYTES: i32 = 1 << 20;
+/// The pipes' buffer: several sealing chunks, so that sealing one
+/// overlaps qemu writing (or reading) the next. With a pipe of one chunk
+/// the two take turns, which halves the throughput.
+const PIPE_BYTES: i32 = 8 << 20;
 
 impl MicroVmProvider {
     /// Suspends a microVM: qemu pauses it, saves its memory and devices
@@ -157,7 +160,9 @@ async fn save_sealed(
     let partial = partial_path(memory);
     let sealer = {
         let (partial, key) = (partial.clone(), key.clone());
-        tokio::task::spawn_blocking(move || seal_into(File::from(from_qemu), &partial, &key))
+        tokio::task::spawn_blocking(move || {
+            seal_into(InPieces(File::from(from_qemu)), &partial, &key)
+        })
     };
     let saved = qmp.save_into(SAVE_FD, SAVE_TIMEOUT).await;
     if saved.is_err() {
@@ -196,10 +201,11 @@ async fn load_sealed(
     qmp.pass_fd(LOAD_FD, to_qemu.as_fd()).await?;
     drop(to_qemu);
     let feeder = {
-        let (memory, key) = (memory.to_path_buf(), key.cloned());
+        let (path, key) = (memory.to_path_buf(), key.cloned());
         tokio::task::spawn_blocking(move || {
-            let mut pipe = File::from(from_feeder);
-            memory_image::open(&memory, &mut pipe, key.as_ref())
+            let image = direct_io::open_reader(&path)?;
+            let mut pipe = InPieces(File::from(from_feeder));
+            memory_image::open(image, &mut pipe, key.as_ref())
         })
     };
     let loaded = match qmp.load_from(LOAD_FD).await {
@@ -230,19 +236,13 @@ async fn load_sealed(
 }
 
 /// Seals everything read from `from` into a new file at `to`, readable
-/// by the server alone, on disk before this returns and out of the page
-/// cache.
-fn seal_into(from: File, to: &Path, key: &DataKey) -> Result<u64, ImageError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(to)?;
+/// by the server alone, written past the page cache and on disk before
+/// this returns.
+fn seal_into(from: impl std::io::Read, to: &Path, key: &DataKey) -> Result<u64, ImageError> {
+    let mut file = direct_io::create_writer(to)?;
     let bytes = memory_image::seal(from, &mut file, key)?;
-    file.sync_data()?;
-    // A suspended VM holds no host memory: not even its image's pages.
+    let file = file.finish()?;
+    // The tail went through the cache.
     let _ = nix::fcntl::posix_fadvise(
         &file,
         0,
@@ -250,6 +250,32 @@ fn seal_into(from: File, to: &Path, key: &DataKey) -> Result<u64, ImageError> {
         nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
     );
     Ok(bytes)
+}
+
+/// Reads from or writes to a pipe in pieces of [`PIPE_PIECE`]: a pipe
+/// read or write holds the pipe's lock while it copies, so one of a whole
+/// chunk keeps qemu, at the other end 32 KiB at a time, spinning on that
+/// lock. In pieces, a resume took a quarter less time.
+struct InPieces(File);
+
+impl std::io::Read for InPieces {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = out.len().min(PIPE_PIECE);
+        self.0.read(&mut out[..n])
+    }
+}
+
+/// The most one write into a pipe copies.
+const PIPE_PIECE: usize = 64 << 10;
+
+impl std::io::Write for InPieces {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.write(&data[..data.len().min(PIPE_PIECE)])
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A pipe (read end, write end) of [`PIPE_BYTES`], closed on exec.
