@@ -352,8 +352,18 @@ async fn a_microvm_from_an_image_boots_from_block_devices() {
     assert!(qemu_processes(&vm).is_empty());
     sealed[middle] ^= 0x40;
     std::fs::write(&image, &sealed).expect("restore the image");
-    let r = c.post(&format!("/v1/vms/{vm}/resume"), json!({})).await;
+    // Without waiting: the answer comes at once, the VM still suspended,
+    // and it runs a moment later.
+    let r = c
+        .post(&format!("/v1/vms/{vm}/resume?wait=false"), json!({}))
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["status"], "suspended", "{}", r.body);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.get(&format!("/v1/vms/{vm}")).await.body["status"] != "active" {
+        assert!(Instant::now() < deadline, "the dispatched resume never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (out, err, _) = c
         .exec(
             &vm,

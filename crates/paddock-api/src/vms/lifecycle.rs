@@ -200,7 +200,9 @@ pub(crate) async fn suspend(
 
 /// Resume a suspended VM where it was: the same processes and memory, the
 /// same `vm_id`, session, address, shares and egress policy. It answers
-/// once the VM runs (`wait` is accepted; resuming is quick).
+/// once the VM runs; with `wait=false`, at once, the VM still `suspended`
+/// until it runs (a resume that fails leaves its reason in
+/// `status_reason`).
 #[utoipa::path(post, path = "/v1/vms/{vm_id}/resume", tag = "vms",
     params(("vm_id" = String, Path), WaitQuery),
     responses((status = 200, body = VmResponse), (status = 404, body = ErrorDetail),
@@ -209,9 +211,14 @@ pub(crate) async fn resume(
     State(state): State<AppState>,
     Caller(account): Caller,
     ValidPath(raw): ValidPath<String>,
-    ValidQuery(_wait): ValidQuery<WaitQuery>,
+    ValidQuery(q): ValidQuery<WaitQuery>,
 ) -> Result<Json<VmResponse>, ApiError> {
-    let vm = state.vms().resume_vm(&account, &vm_id(&raw)?).await?;
+    let id = vm_id(&raw)?;
+    let vm = if q.wait.unwrap_or(true) {
+        state.vms().resume_vm(&account, &id).await?
+    } else {
+        state.vms().dispatch_resume(&account, &id).await?
+    };
     Ok(Json(VmResponse::from(&vm)))
 }
 

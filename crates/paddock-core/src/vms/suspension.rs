@@ -6,6 +6,8 @@
 //! With `auto_suspend` an expiring VM is suspended instead of ended; with
 //! `auto_resume` a call that needs it live resumes it first.
 
+use std::sync::Arc;
+
 use super::component::Vms;
 use super::memory_key::{key_unusable, memory_key_aad};
 use crate::clock::Timestamp;
@@ -107,6 +109,31 @@ impl Vms {
                 Err(e.into())
             }
         }
+    }
+
+    /// Starts resuming a suspended VM and returns at once, the VM still
+    /// `suspended` until it runs (what `wait=false` asks). A resume that
+    /// then fails leaves the reason on the VM's record, as a waited one
+    /// does.
+    pub async fn dispatch_resume(
+        self: &Arc<Self>,
+        account: &AccountId,
+        id: &VmId,
+    ) -> Result<Vm, CoreError> {
+        let vm = self.get_vm(account, id).await?;
+        if vm.status != VmStatus::Suspended {
+            return Err(CoreError::FailedPrecondition(format!(
+                "the VM is {}; only a suspended VM can be resumed",
+                vm.status.as_str()
+            )));
+        }
+        let (this, account, id) = (Arc::clone(self), account.clone(), id.clone());
+        tokio::spawn(async move {
+            if let Err(e) = this.resume_vm(&account, &id).await {
+                tracing::debug!(vm_id = %id, error = %error_chain(&e), "dispatched resume failed");
+            }
+        });
+        Ok(vm)
     }
 
     /// `vm` live for a call that needs it: resumed first when it is
