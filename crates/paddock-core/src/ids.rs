@@ -113,6 +113,10 @@ prefixed_id!(
     CredentialId, "cred_", 20
 );
 prefixed_id!(
+    /// A host bound to one of a vault's credentials.
+    VaultServiceId, "vsvc_", 20
+);
+prefixed_id!(
     /// A webhook endpoint.
     WebhookEndpointId, "whe_", 20
 );

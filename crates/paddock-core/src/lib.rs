@@ -38,7 +38,7 @@ pub use identity::{accounts, audit, quotas, ssh_keys, usage};
 pub use model::exec;
 pub use networking::{domains, shares};
 pub use ports::{domain_backend, images, network_backend, provider, store, volume_backend};
-pub use storage::{vaults, volumes};
+pub use storage::{vault_services, vaults, volumes};
 pub use vms::image_builds as build;
 pub use vms::{exposed, launched, lifecycle, metering, network};
 pub(crate) use vms::{stuck_agents, warm_pool};

@@ -34,10 +34,13 @@ const MIN_LEARNED_TTL: u32 = 60;
 const MAX_LEARNED_TTL: u32 = 24 * 3600;
 
 struct Resolver {
+    /// Its own address: the gateway, where the vault proxy listens too.
+    gateway: Ipv4Addr,
     layout: Layout,
     upstream: Vec<SocketAddr>,
     policies: Policies,
     learned: Learned,
+    interceptions: crate::intercept::Interceptions,
 }
 
 /// Serves DNS on `bind` (UDP and TCP) until the runtime shuts down.
@@ -47,14 +50,20 @@ pub async fn serve(
     upstream: Vec<SocketAddr>,
     policies: Policies,
     learned: Learned,
+    interceptions: crate::intercept::Interceptions,
 ) -> std::io::Result<()> {
     let udp = Arc::new(UdpSocket::bind(bind).await?);
     let tcp = TcpListener::bind(bind).await?;
+    let IpAddr::V4(gateway) = bind.ip() else {
+        return Err(std::io::Error::other("the resolver binds an IPv4 gateway"));
+    };
     let resolver = Arc::new(Resolver {
+        gateway,
         layout,
         upstream,
         policies,
         learned,
+        interceptions,
     });
     let r = Arc::clone(&resolver);
     tokio::spawn(async move {
@@ -127,6 +136,18 @@ impl Resolver {
             .first()
             .map(|q| q.name().to_ascii())
             .unwrap_or_default();
+        // A host the VM's vaults bind is the vault proxy's, on the
+        // gateway: its credential is added there.
+        let bound = name.trim_end_matches('.').to_ascii_lowercase();
+        let intercepted = self
+            .interceptions
+            .read()
+            .ok()
+            .and_then(|i| i.get(&vm).map(|v| v.service(&bound).is_some()))
+            .unwrap_or(false);
+        if intercepted {
+            return self.answer_gateway(&request);
+        }
         if !policy.resolves(&name) {
             tracing::debug!(vm = %vm, name = %name, "DNS query refused by policy");
             return refuse(&request);
@@ -139,6 +160,31 @@ impl Resolver {
             self.learn(vm, &reply).await;
         }
         Some(reply)
+    }
+
+    /// The gateway as the only address of the name asked (no IPv6 one:
+    /// the proxy listens on IPv4).
+    fn answer_gateway(&self, request: &Message) -> Option<Vec<u8>> {
+        use hickory_proto::rr::{rdata::A, Record, RecordType};
+        let mut reply = Message::new();
+        reply
+            .set_id(request.id())
+            .set_message_type(MessageType::Response)
+            .set_op_code(request.op_code())
+            .set_recursion_desired(request.recursion_desired())
+            .set_recursion_available(true)
+            .set_response_code(ResponseCode::NoError);
+        reply.add_queries(request.queries().to_vec());
+        if let Some(q) = request.queries().first() {
+            if q.query_type() == RecordType::A {
+                reply.add_answer(Record::from_rdata(
+                    q.name().clone(),
+                    60,
+                    RData::A(A(self.gateway)),
+                ));
+            }
+        }
+        reply.to_vec().ok()
     }
 
     /// Adds the A records of an upstream reply to the VM's learned set.

@@ -7,12 +7,14 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 use paddock_core::ids::VmId;
-use paddock_core::model::{EgressPolicy, Ipv4Cidr};
+use paddock_core::model::{EgressPolicy, InterceptedRequest, Interception, Ipv4Cidr, VaultCa};
 use paddock_core::network_backend::{LiveNetwork, NetworkBackend, VmNetwork};
 use paddock_core::RuntimeError;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::Notify;
 
 use crate::dns::{self, Policies};
+use crate::intercept::{self, Interceptions, Upstreams};
 use crate::nft::{self, Layout, VmRules};
 use crate::segment::{Segment, Segments, BRIDGE_PORTS};
 use crate::{link, netns, NetError};
@@ -39,6 +41,11 @@ pub struct NetworkConfig {
     /// The policy prepared namespaces get their rules for ahead of demand
     /// (the server's default): a VM with it costs no nftables change.
     pub prepared_policy: EgressPolicy,
+    /// Vault services: fixed addresses for hosts (the operator's split
+    /// horizon; otherwise the host's resolver is asked), and certificates
+    /// trusted beside the host's roots when connecting to them.
+    pub vault_upstreams: HashMap<String, SocketAddr>,
+    pub vault_extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl NetworkConfig {
@@ -63,6 +70,8 @@ pub struct HostNetwork {
     config: NetworkConfig,
     layout: Layout,
     state: Arc<PoolState>,
+    /// What the vault proxies sent, until the core takes it.
+    intercepted: Mutex<Option<UnboundedReceiver<InterceptedRequest>>>,
 }
 
 /// Addresses in use and namespaces prepared, shared with the refill task.
@@ -86,6 +95,11 @@ struct PoolState {
     /// prepared policy of a namespace no VM took yet.
     policies: Policies,
     learned: dns::Learned,
+    /// Vault services by VM address, shared with the resolver and the
+    /// proxies on the gateways.
+    interceptions: Interceptions,
+    upstreams: Arc<Upstreams>,
+    intercepted: UnboundedSender<InterceptedRequest>,
 }
 
 /// How long an attach waits for a namespace being prepared when every
@@ -113,6 +127,14 @@ impl HostNetwork {
             .map_err(io_err(config.ns_dir().display().to_string()))?;
         let policies: Policies = Arc::new(RwLock::new(HashMap::new()));
         let learned: dns::Learned = Arc::default();
+        let (intercepted, intercepted_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut blocked = config.blocked.clone();
+        blocked.push(config.subnet);
+        let upstreams = Arc::new(Upstreams::new(
+            &config.vault_extra_roots,
+            config.vault_upstreams.clone(),
+            blocked,
+        ));
         let state = Arc::new(PoolState {
             config: config.clone(),
             layout: layout.clone(),
@@ -125,6 +147,9 @@ impl HostNetwork {
             started: std::sync::Once::new(),
             policies,
             learned,
+            interceptions: Interceptions::default(),
+            upstreams,
+            intercepted,
         });
         let first = segments
             .get(0)
@@ -142,6 +167,7 @@ impl HostNetwork {
             config,
             layout,
             state,
+            intercepted: Mutex::new(Some(intercepted_rx)),
         })
     }
 
@@ -210,9 +236,18 @@ impl PoolState {
             self.config.dns_upstream.clone(),
             Arc::clone(&self.policies),
             Arc::clone(&self.learned),
+            Arc::clone(&self.interceptions),
         )
         .await
         .map_err(io_err(format!("serve DNS on {gateway}:53")))?;
+        intercept::serve(
+            SocketAddr::from((gateway, 443)),
+            Arc::clone(&self.interceptions),
+            Arc::clone(&self.upstreams),
+            self.intercepted.clone(),
+        )
+        .await
+        .map_err(io_err(format!("serve vault services on {gateway}:443")))?;
         up.insert(segment.index);
         if segment.index > 0 {
             tracing::info!(bridge = %segment.bridge, segment = %segment.cidr, "VM network segment up");
@@ -484,9 +519,44 @@ impl NetworkBackend for HostNetwork {
 
     async fn release(&self, vm: &VmId, network: &VmNetwork) -> Result<(), RuntimeError> {
         let address = network.address;
+        self.state
+            .interceptions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&address);
         self.state.discard(address).await;
         tracing::debug!(vm_id = %vm, %address, "VM network released");
         Ok(())
+    }
+
+    fn issue_vault_ca(&self, vm: &VmId) -> Result<VaultCa, RuntimeError> {
+        intercept::issue_ca(vm.as_str())
+            .map_err(|e| RuntimeError::Setup(format!("make the VM's vault CA: {e}")))
+    }
+
+    async fn set_interception(
+        &self,
+        network: &VmNetwork,
+        interception: Option<Interception>,
+    ) -> Result<(), RuntimeError> {
+        let entry = interception
+            .map(|i| intercept::VmInterception::new(i).map(Arc::new))
+            .transpose()
+            .map_err(RuntimeError::Setup)?;
+        let mut map = self
+            .state
+            .interceptions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match entry {
+            Some(entry) => map.insert(network.address, entry),
+            None => map.remove(&network.address),
+        };
+        Ok(())
+    }
+
+    fn take_intercepted_requests(&self) -> Option<UnboundedReceiver<InterceptedRequest>> {
+        self.intercepted.lock().ok()?.take()
     }
 
     async fn connect_inside(

@@ -3,11 +3,13 @@
 //! per segment of the subnet: see [`segment`]), with
 //! an address from the server's subnet, NAT to the host's uplink, and a
 //! resolver on the gateway. Egress policy is enforced by nftables on the
-//! host side, where the VM cannot touch it.
+//! host side, where the VM cannot touch it. A VM's vault services are
+//! served on the gateway too ([`intercept`]).
 
 pub mod dns;
 pub mod guard;
 mod host;
+pub mod intercept;
 pub mod link;
 pub mod netns;
 pub mod nft;

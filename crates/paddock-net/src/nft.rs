@@ -9,7 +9,9 @@
 //! - `inet <table>`: `forward` sends the packets of attached VMs (keyed by
 //!   source address; the bridge table stops spoofing) through one `vm`
 //!   chain, after refusing the always-blocked ranges; `input` lets VMs
-//!   reach only paddock's resolvers on the host; `postrouting`
+//!   reach only paddock's resolvers and vault proxies (port 443 of the
+//!   gateways, which answer only the hosts a VM's vaults bind) on the
+//!   host; `postrouting`
 //!   masquerades. The VM side is the set `bridges` (one per segment of
 //!   the subnet) and the resolvers the set `gateways`, so a segment
 //!   brought up later costs two elements and no rule.
@@ -141,6 +143,7 @@ pub fn full_ruleset(layout: &Layout, segments: &[Segment], vms: &[VmRules<'_>]) 
     type filter hook input priority filter; policy accept;
     iifname @bridges ct state established,related accept
     iifname @bridges ip daddr @gateways meta l4proto {{ tcp, udp }} th dport 53 accept
+    iifname @bridges ip daddr @gateways tcp dport 443 accept
     iifname @bridges goto refuse
   }}
   chain postrouting {{

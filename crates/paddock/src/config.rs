@@ -625,6 +625,14 @@ pub struct NetworkSection {
     pub warm: usize,
     /// The egress policy of VMs that set none (the `egress_policy` schema).
     pub default_egress: serde_json::Value,
+    /// Vault services: where to reach a bound host instead of asking the
+    /// host's resolver (`"api.example.com" = "10.1.2.3:443"`), for a split
+    /// horizon or a private endpoint; such an address may be in a blocked
+    /// range.
+    pub vault_upstreams: std::collections::BTreeMap<String, String>,
+    /// A PEM file of certificates trusted beside the host's roots when
+    /// the vault proxy connects to bound hosts (a private CA).
+    pub vault_extra_roots: Option<PathBuf>,
 }
 
 impl Default for NetworkSection {
@@ -649,6 +657,8 @@ impl Default for NetworkSection {
             dns_upstream: Vec::new(),
             warm: 4,
             default_egress: serde_json::json!({"default": "allow"}),
+            vault_upstreams: Default::default(),
+            vault_extra_roots: None,
         }
     }
 }
@@ -811,6 +821,33 @@ impl Config {
             warm: n.warm,
             state_dir: self.data_dir.join("net"),
             prepared_policy: self.default_egress()?,
+            vault_upstreams: n
+                .vault_upstreams
+                .iter()
+                .map(|(host, addr)| {
+                    addr.parse::<std::net::SocketAddr>()
+                        .map(|a| (host.to_ascii_lowercase(), a))
+                        .map_err(|_| {
+                            anyhow::anyhow!(
+                                "network.vault_upstreams.{host}: {addr:?} is not ip:port"
+                            )
+                        })
+                })
+                .collect::<anyhow::Result<_>>()?,
+            vault_extra_roots: match &n.vault_extra_roots {
+                None => Vec::new(),
+                Some(path) => {
+                    let pem = std::fs::read(path).map_err(|e| {
+                        anyhow::anyhow!("network.vault_extra_roots: {}: {e}", path.display())
+                    })?;
+                    use rustls::pki_types::pem::PemObject as _;
+                    rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| {
+                            anyhow::anyhow!("network.vault_extra_roots: {}: {e}", path.display())
+                        })?
+                }
+            },
         }))
     }
 

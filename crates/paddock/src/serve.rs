@@ -196,6 +196,8 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         );
     }
     service.reconcile().await.context("reconcile sandboxes")?;
+    // What the vault proxies send with credentials goes to the vaults' logs.
+    service.vms().spawn_vault_request_log();
     let gateway = Arc::new(paddock_gateway::Gateway::new(
         Arc::clone(&service),
         config.gateway.to_core(),

@@ -22,6 +22,7 @@ pub(crate) mod snapshots;
 pub(crate) mod ssh_keys;
 pub(crate) mod usage;
 pub(crate) mod users;
+pub(crate) mod vault_services;
 pub(crate) mod vaults;
 pub(crate) mod volumes;
 pub(crate) mod webhooks;
@@ -138,6 +139,25 @@ pub(crate) fn router(
                 .delete(vaults::delete),
         )
         .route("/v1/vaults/{vault_id}/discover", get(vaults::discover))
+        .route("/v1/vaults/catalog", get(vault_services::catalog))
+        .route(
+            "/v1/vaults/{vault_id}/services",
+            post(vault_services::add).get(vault_services::list),
+        )
+        .route(
+            "/v1/vaults/{vault_id}/services:from_template",
+            post(vault_services::from_templates),
+        )
+        .route(
+            "/v1/vaults/{vault_id}/services/{service_id}",
+            get(vault_services::get)
+                .patch(vault_services::update)
+                .delete(vault_services::delete),
+        )
+        .route(
+            "/v1/vaults/{vault_id}/request-logs",
+            get(vault_services::request_logs),
+        )
         .route(
             "/v1/vaults/{vault_id}/credentials",
             post(vaults::add_credential).get(vaults::list_credentials),

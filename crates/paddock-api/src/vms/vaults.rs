@@ -76,7 +76,7 @@ pub struct CredentialListResponse {
     pub credentials: Vec<CredentialResponse>,
 }
 
-fn vault_id(raw: &str) -> Result<VaultId, ApiError> {
+pub(super) fn vault_id(raw: &str) -> Result<VaultId, ApiError> {
     raw.parse().map_err(|_| ApiError::not_found("Vault"))
 }
 
@@ -190,16 +190,14 @@ pub(crate) async fn discover(
     ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<DiscoverResponse>, ApiError> {
     let id = vault_id(&raw)?;
-    let (vault, credentials) = state
-        .service
-        .vaults()
-        .vault_with_credentials(&account, &id)
-        .await?;
+    let vaults = state.service.vaults();
+    let (vault, credentials) = vaults.vault_with_credentials(&account, &id).await?;
+    let services = vaults.list_services(&account, &id).await?;
     Ok(Json(DiscoverResponse {
         vault_id: id.to_string(),
         name: vault.name,
         credentials: credentials.into_iter().map(|c| c.name).collect(),
-        services: Vec::new(),
+        services: services.into_iter().map(|s| s.host).collect(),
     }))
 }
 
@@ -290,9 +288,8 @@ pub(crate) async fn rotate_credential(
     ValidJson(body): ValidJson<RotateCredentialRequest>,
 ) -> Result<Json<CredentialResponse>, ApiError> {
     let credential = state
-        .service
-        .vaults()
-        .rotate_credential(
+        .vms()
+        .rotate_vault_credential(
             &account,
             &vault_id(&vault)?,
             &credential_id(&credential)?,
@@ -312,9 +309,8 @@ pub(crate) async fn delete_credential(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = credential_id(&credential)?;
     state
-        .service
-        .vaults()
-        .delete_credential(&account, &vault_id(&vault)?, &id)
+        .vms()
+        .delete_vault_credential(&account, &vault_id(&vault)?, &id)
         .await?;
     Ok(Json(
         json!({"deleted": true, "credential_id": id.to_string()}),

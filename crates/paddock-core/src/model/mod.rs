@@ -15,6 +15,7 @@ mod snapshot;
 mod ssh_key;
 mod usage;
 mod vault;
+mod vault_service;
 mod vm;
 mod volume;
 mod webhook;
@@ -39,9 +40,13 @@ pub use snapshot::{Snapshot, SnapshotKind, SnapshotStatus};
 pub use ssh_key::{parse_ssh_key, ParsedSshKey, SshKey};
 pub use usage::{usage_day, UsageCounters, UsageCursor, UsageRecord};
 pub use vault::{Credential, Sealed, SecretValue, Vault};
+pub use vault_service::{
+    AuthConfigError, Injection, InterceptedRequest, InterceptedService, Interception, ServiceAuth,
+    VaultCa, VaultRequestLog, VaultService,
+};
 pub use vm::{
-    Env, EnvError, EnvStatus, Launch, Metadata, RuntimeHandle, Vm, VmFilter, VmOptions, VmPatch,
-    VmSpec, VmStatus, VmStatusSet,
+    Env, EnvError, EnvStatus, Launch, Metadata, RuntimeHandle, StoredVaultCa, Vm, VmFilter,
+    VmOptions, VmPatch, VmSpec, VmStatus, VmStatusSet,
 };
 pub use volume::{validate_mount_path, Attachment, Checkpoint, MountMode, MountRequest, Volume};
 pub use webhook::{

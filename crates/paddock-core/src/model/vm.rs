@@ -243,6 +243,17 @@ pub struct VmOptions {
     /// While suspended: the key its saved memory is sealed under, itself
     /// sealed under the master key. Never shown.
     pub memory_key: Option<super::Sealed>,
+    /// The certificate authority its vault services' certificates come
+    /// from (trusted in its sandbox), its key sealed under the master key.
+    /// Never shown.
+    pub vault_ca: Option<StoredVaultCa>,
+}
+
+/// A VM's vault CA as its record keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredVaultCa {
+    pub cert_pem: String,
+    pub key: super::Sealed,
 }
 
 /// Where a sandbox launched from an environment definition came from and

@@ -10,7 +10,11 @@ use async_trait::async_trait;
 
 use crate::error::RuntimeError;
 use crate::ids::VmId;
-use crate::model::EgressPolicy;
+use crate::model::{EgressPolicy, InterceptedRequest, Interception, VaultCa};
+
+/// Why a server without VM networking has no vault services.
+const NO_INTERCEPTION: &str =
+    "vault services need VM networking, which is off on this server ([network] enabled)";
 
 /// A VM's place on the host network, recorded with the VM so that a
 /// restarted server finds it again.
@@ -67,6 +71,34 @@ pub trait NetworkBackend: Send + Sync + 'static {
     /// After a restart: rebuilds the rules of `live` VMs and frees every
     /// namespace, link and rule that belongs to none of them.
     async fn reconcile(&self, live: &[LiveNetwork]) -> Result<(), RuntimeError>;
+
+    /// A new certificate authority for `vm`'s vault services, which its
+    /// sandbox will trust.
+    fn issue_vault_ca(&self, _vm: &VmId) -> Result<VaultCa, RuntimeError> {
+        Err(RuntimeError::Unsupported(NO_INTERCEPTION.into()))
+    }
+
+    /// Puts `interception` in force for the VM at `network`: its vault
+    /// services' hosts resolve to paddock, whose egress path adds their
+    /// credentials. `None` ends it. Idempotent.
+    async fn set_interception(
+        &self,
+        _network: &VmNetwork,
+        interception: Option<Interception>,
+    ) -> Result<(), RuntimeError> {
+        match interception {
+            None => Ok(()),
+            Some(_) => Err(RuntimeError::Unsupported(NO_INTERCEPTION.into())),
+        }
+    }
+
+    /// The requests the egress path sends with credentials, for the
+    /// vaults' logs. Handed out once; `None` after, or without networking.
+    fn take_intercepted_requests(
+        &self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<InterceptedRequest>> {
+        None
+    }
 
     /// A TCP connection made from inside the VM's namespace to `ip:port`
     /// (its loopback, for a port forwarded over SSH): it is the VM's own

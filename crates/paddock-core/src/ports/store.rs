@@ -76,10 +76,46 @@ pub trait VolumeStore: Send + Sync {
         -> Result<Vec<Attachment>, StoreError>;
 }
 
+/// The hosts vaults bind to their credentials, and the requests paddock's
+/// egress path sent with them (no body, query or secret).
+#[async_trait]
+pub trait VaultServiceStore: Send + Sync {
+    /// `Duplicate` when the vault already binds the host.
+    async fn insert_vault_service(
+        &self,
+        service: &crate::model::VaultService,
+    ) -> Result<(), StoreError>;
+    async fn update_vault_service(
+        &self,
+        service: &crate::model::VaultService,
+    ) -> Result<(), StoreError>;
+    async fn list_vault_services(
+        &self,
+        vault: &VaultId,
+    ) -> Result<Vec<crate::model::VaultService>, StoreError>;
+    async fn delete_vault_service(
+        &self,
+        vault: &VaultId,
+        id: &crate::ids::VaultServiceId,
+    ) -> Result<bool, StoreError>;
+    async fn insert_vault_request(
+        &self,
+        request: &crate::model::InterceptedRequest,
+        credential_name: &str,
+        at: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// The newest first.
+    async fn list_vault_requests(
+        &self,
+        vault: &VaultId,
+        limit: u32,
+    ) -> Result<Vec<crate::model::VaultRequestLog>, StoreError>;
+}
+
 /// Vaults and their sealed credentials. No method takes or returns a
 /// plain secret: values cross this boundary only sealed.
 #[async_trait]
-pub trait VaultStore: Send + Sync {
+pub trait VaultStore: VaultServiceStore + Send + Sync {
     async fn insert_vault(&self, vault: &Vault) -> Result<(), StoreError>;
     async fn update_vault(&self, vault: &Vault) -> Result<(), StoreError>;
     async fn get_vault(

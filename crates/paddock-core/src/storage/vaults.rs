@@ -19,7 +19,7 @@ fn check_vault_name(name: &str) -> Result<(), CoreError> {
     crate::model::validate_name(name).map_err(|m| CoreError::invalid("name", m))
 }
 
-fn check_description(d: &Option<String>) -> Result<(), CoreError> {
+pub(super) fn check_description(d: &Option<String>) -> Result<(), CoreError> {
     if d.as_ref().is_some_and(|d| d.chars().count() > 1024) {
         return Err(CoreError::invalid(
             "description",
@@ -47,15 +47,21 @@ fn check_value(value: &SecretValue) -> Result<(), CoreError> {
     Ok(())
 }
 
-fn sealing_failed(e: crate::secrets::SealError) -> CoreError {
+pub(super) fn sealing_failed(e: crate::secrets::SealError) -> CoreError {
     CoreError::Unavailable(format!("vault: {e}"))
+}
+
+/// What a sandbox finds under a credential's name while a service of its
+/// vault injects the real value on the way out (`vault_services.rs`).
+pub fn placeholder_for(credential: &str) -> String {
+    format!("paddock-vault-placeholder-{credential}")
 }
 
 /// Vaults and their credentials, over the vault store and the keyring
 /// alone.
 pub struct Vaults {
-    store: Arc<dyn VaultStore>,
-    keyring: Arc<Keyring>,
+    pub(super) store: Arc<dyn VaultStore>,
+    pub(super) keyring: Arc<Keyring>,
 }
 
 impl Vaults {
@@ -246,13 +252,23 @@ impl Vaults {
                 .sealed_credentials(id)
                 .await
                 .map_err(|e| format!("vault {id} could not be read: {e}"))?;
+            // A credential a service injects on the way out is never in
+            // the sandbox: its name holds a placeholder.
+            let injected = self
+                .injected_credentials(id)
+                .await
+                .map_err(|e| format!("vault {id} could not be read: {e}"))?;
             for (credential, sealed) in sealed {
-                let value = self
-                    .keyring
-                    .open(credential.id.as_str(), &sealed)
-                    .map_err(|e| format!("vault {id}, credential {}: {e}", credential.name))?;
+                let value = if injected.contains(&credential.name) {
+                    placeholder_for(&credential.name)
+                } else {
+                    self.keyring
+                        .open(credential.id.as_str(), &sealed)
+                        .map_err(|e| format!("vault {id}, credential {}: {e}", credential.name))?
+                        .0
+                };
                 env.retain(|(k, _)| *k != credential.name);
-                env.push((credential.name, value.0));
+                env.push((credential.name, value));
             }
         }
         Ok(env)
@@ -292,19 +308,20 @@ pub async fn reseal_secrets(store: &dyn Store, keyring: &Keyring) -> Result<usiz
         let fresh = keyring.seal(&aad, &value).map_err(sealing_failed)?;
         store.set_webhook_secret(&id, &fresh).await?;
     }
-    // And the keys suspended VMs' memory is sealed under.
-    let suspended = store
+    // And the keys VMs' records keep sealed (a suspended VM's memory key,
+    // a VM's vault CA key).
+    let vms = store
         .list_vms_in(&crate::model::VmStatusSet::of(&[
+            crate::model::VmStatus::Creating,
+            crate::model::VmStatus::Running,
+            crate::model::VmStatus::Stopping,
+            crate::model::VmStatus::Stopped,
             crate::model::VmStatus::Suspended,
         ]))
         .await?;
     let mut n = n;
-    for mut vm in suspended {
-        let Some(sealed) = vm.options.memory_key.as_ref() else {
-            continue;
-        };
-        if let Some(fresh) = crate::vms::memory_key::reseal_memory_key(keyring, &vm.id, sealed)? {
-            vm.options.memory_key = Some(fresh);
+    for mut vm in vms {
+        if crate::vms::sealed_keys::reseal_vm_keys(keyring, &mut vm)? {
             store.update_vm(&vm).await?;
             n += 1;
         }

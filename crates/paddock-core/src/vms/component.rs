@@ -455,6 +455,13 @@ impl Vms {
                 vm.runtime = Some(handle);
                 vm.started_at = Some(now);
                 vm.updated_at = now;
+                // Its vaults' services: a VM that cannot have them runs
+                // without, and says why.
+                if let Err(e) = self.apply_vault_services(&mut vm).await {
+                    tracing::warn!(vm_id = %vm.id, error = %error_chain(&e), "vault services not in force");
+                    vm.options.env_status = EnvStatus::Error;
+                    vm.options.env_error = Some(format!("vault services: {}", error_chain(&e)));
+                }
                 tracing::info!(vm_id = %vm.id, pid = handle.pid, "VM running");
             }
             Err(e) => {
@@ -656,10 +663,14 @@ impl Vms {
             None => None,
         };
         if let (Some(ids), Some(env)) = (patch.vault_ids, vault_env) {
-            if vm.status == VmStatus::Running {
+            let running = vm.status == VmStatus::Running;
+            if running {
                 self.swap_vault_env(&mut vm, env).await?;
             }
             vm.options.vault_ids = ids;
+            if running {
+                self.apply_vault_services(&mut vm).await?;
+            }
         }
         if let Some(policy) = patch.egress_policy {
             self.apply_egress(&mut vm, policy).await?;

@@ -11,7 +11,9 @@
 //! it filled; activity.rs when each VM was last used; volume_mounts.rs
 //! volumes into VMs; snapshotting.rs snapshots of VMs and clones;
 //! suspension.rs suspend and resume (and `auto_suspend`/`auto_resume`),
-//! memory_key.rs the key a suspended VM's memory is sealed under;
+//! sealed_keys.rs the keys a VM's record keeps sealed (its suspended
+//! memory's, its vault CA's); vault_services.rs the interception of a
+//! VM's vault services;
 //! image_builds.rs Dockerfile builds, whose steps run in sandboxes;
 //! metering.rs usage sampling.
 mod activity;
@@ -22,15 +24,16 @@ pub mod exposed;
 pub mod image_builds;
 pub mod launched;
 pub mod lifecycle;
-pub(crate) mod memory_key;
 pub mod metering;
 pub mod network;
 mod prewarm;
+pub(crate) mod sealed_keys;
 mod sessions;
 mod shares;
 mod snapshotting;
 pub(crate) mod stuck_agents;
 mod suspension;
 mod sweeper;
+mod vault_services;
 mod volume_mounts;
 pub(crate) mod warm_pool;

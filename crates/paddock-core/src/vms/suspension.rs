@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use super::component::Vms;
-use super::memory_key::{key_unusable, memory_key_aad};
+use super::sealed_keys::{key_unusable, memory_key_aad};
 use crate::clock::Timestamp;
 use crate::error::{error_chain, CoreError};
 use crate::ids::{AccountId, VmId};
@@ -90,6 +90,10 @@ impl Vms {
                 vm.status = VmStatus::Running;
                 vm.status_reason = None;
                 vm.runtime = Some(handle);
+                // After a server restart the egress path has forgotten them.
+                if let Err(e) = self.apply_vault_services(&mut vm).await {
+                    tracing::warn!(vm_id = %vm.id, error = %error_chain(&e), "vault services not in force after resume");
+                }
                 vm.expires_at = vm
                     .lifetime_seconds
                     .map(|l| Timestamp::now().plus_seconds(l));

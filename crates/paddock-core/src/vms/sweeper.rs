@@ -100,6 +100,7 @@ impl Vms {
         if removed > 0 {
             tracing::info!(count = removed, "orphaned sandboxes cleaned");
         }
+        self.restore_vault_services().await;
         Ok(())
     }
 

@@ -10,6 +10,7 @@ mod shares;
 mod ssh_keys;
 mod state;
 mod usage;
+mod vault_services;
 mod webhooks;
 
 use std::path::Path;

@@ -8,7 +8,7 @@ use paddock_core::clock::Timestamp;
 use paddock_core::ids::{AccountId, ApiKeyId, ExecutionId, SessionId, SnapshotId, VaultId, VmId};
 use paddock_core::model::{
     Account, ApiKey, EgressPolicy, Env, EnvStatus, Execution, ExecutionStatus, Image, ImageConfig,
-    LayerInfo, Metadata, Resources, RuntimeHandle, Sealed, Vm, VmOptions, VmStatus,
+    LayerInfo, Metadata, Resources, RuntimeHandle, Sealed, StoredVaultCa, Vm, VmOptions, VmStatus,
 };
 use paddock_core::network_backend::VmNetwork;
 use paddock_core::StoreError;
@@ -161,10 +161,10 @@ fn options_to_json(o: &VmOptions, network: Option<&VmNetwork>) -> String {
         "gpus": o.gpus,
         "accelerator": o.accelerator,
         "launch": o.launch,
-        "memory_key": o.memory_key.as_ref().map(|k| serde_json::json!({
-            "key_id": k.key_id,
-            "nonce": hex::encode(&k.nonce),
-            "ciphertext": hex::encode(&k.ciphertext),
+        "memory_key": o.memory_key.as_ref().map(sealed_to_json),
+        "vault_ca": o.vault_ca.as_ref().map(|ca| serde_json::json!({
+            "cert_pem": ca.cert_pem,
+            "key": sealed_to_json(&ca.key),
         })),
     })
     .to_string()
@@ -261,6 +261,28 @@ fn options_from_json(v: &serde_json::Value) -> Result<VmOptions, StoreError> {
             .filter(|k| !k.is_null())
             .map(sealed_from_json)
             .transpose()?,
+        vault_ca: v
+            .get("vault_ca")
+            .filter(|k| !k.is_null())
+            .map(|ca| {
+                Ok::<_, StoreError>(StoredVaultCa {
+                    cert_pem: ca
+                        .get("cert_pem")
+                        .and_then(|c| c.as_str())
+                        .ok_or_else(|| StoreError::Corrupt("vm vault CA: no cert_pem".into()))?
+                        .to_owned(),
+                    key: sealed_from_json(ca.get("key").unwrap_or(&serde_json::Value::Null))?,
+                })
+            })
+            .transpose()?,
+    })
+}
+
+fn sealed_to_json(k: &Sealed) -> serde_json::Value {
+    serde_json::json!({
+        "key_id": k.key_id,
+        "nonce": hex::encode(&k.nonce),
+        "ciphertext": hex::encode(&k.ciphertext),
     })
 }
 
@@ -269,7 +291,7 @@ fn sealed_from_json(v: &serde_json::Value) -> Result<Sealed, StoreError> {
     let field = |k: &str| {
         v.get(k)
             .and_then(|x| x.as_str())
-            .ok_or_else(|| StoreError::Corrupt(format!("vm memory key: no {k}")))
+            .ok_or_else(|| StoreError::Corrupt(format!("vm sealed key: no {k}")))
     };
     let bytes = |k: &str| {
         hex::decode(field(k)?).map_err(|_| StoreError::Corrupt(format!("vm memory key: bad {k}")))

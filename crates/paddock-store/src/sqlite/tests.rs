@@ -77,6 +77,14 @@ fn vm(account: &AccountId, session: &SessionId) -> Vm {
                 nonce: vec![1, 2, 3],
                 ciphertext: vec![9, 8, 7, 6],
             }),
+            vault_ca: Some(paddock_core::model::StoredVaultCa {
+                cert_pem: "-----BEGIN CERTIFICATE-----".into(),
+                key: paddock_core::model::Sealed {
+                    key_id: "k1".into(),
+                    nonce: vec![4],
+                    ciphertext: vec![5, 6],
+                },
+            }),
             launch: Some(paddock_core::model::Launch {
                 definition_id: "web".into(),
                 revision: "ab".repeat(32),
