@@ -136,8 +136,12 @@ impl Resolver {
             .first()
             .map(|q| q.name().to_ascii())
             .unwrap_or_default();
-        // A host the VM's vaults bind is the vault proxy's, on the
-        // gateway: its credential is added there.
+        if !policy.resolves(&name) {
+            tracing::debug!(vm = %vm, name = %name, "DNS query refused by policy");
+            return refuse(&request);
+        }
+        // A host the VM's vaults bind (and its policy lets it reach) is
+        // the vault proxy's, on the gateway: its credential is added there.
         let bound = name.trim_end_matches('.').to_ascii_lowercase();
         let intercepted = self
             .interceptions
@@ -147,10 +151,6 @@ impl Resolver {
             .unwrap_or(false);
         if intercepted {
             return self.answer_gateway(&request);
-        }
-        if !policy.resolves(&name) {
-            tracing::debug!(vm = %vm, name = %name, "DNS query refused by policy");
-            return refuse(&request);
         }
         let reply = match self.forward(query, tcp).await {
             Some(r) => r,

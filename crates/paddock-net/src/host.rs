@@ -243,6 +243,7 @@ impl PoolState {
         intercept::serve(
             SocketAddr::from((gateway, 443)),
             Arc::clone(&self.interceptions),
+            Arc::clone(&self.policies),
             Arc::clone(&self.upstreams),
             self.intercepted.clone(),
         )

@@ -6,8 +6,8 @@
 //! to each request, and sends it on to the real host over TLS verified
 //! against the host's roots. The sandbox holds a placeholder, never the
 //! secret. Other names resolve as before and their traffic is untouched;
-//! a VM without services, or a name its vaults do not bind, is closed
-//! without a word.
+//! a VM without services, a name its vaults do not bind, or one its
+//! egress policy does not let it resolve, is closed without a word.
 //!
 //! Written here rather than with a proxy crate: the work is one
 //! TLS-terminating hop with a header set, which hyper and rustls do, and
@@ -198,6 +198,7 @@ impl Upstreams {
 pub async fn serve(
     bind: SocketAddr,
     interceptions: Interceptions,
+    policies: crate::dns::Policies,
     upstreams: Arc<Upstreams>,
     log: UnboundedSender<InterceptedRequest>,
 ) -> std::io::Result<()> {
@@ -217,8 +218,16 @@ pub async fn serve(
                 continue;
             };
             let (upstreams, log) = (Arc::clone(&upstreams), log.clone());
+            let policies = Arc::clone(&policies);
             tokio::spawn(async move {
-                if let Err(e) = intercept(stream, interception, upstreams, log).await {
+                let allowed = |host: &str| {
+                    policies
+                        .read()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get(&vm)
+                        .is_some_and(|p| p.resolves(host))
+                };
+                if let Err(e) = intercept(stream, interception, &allowed, upstreams, log).await {
                     tracing::debug!(vm = %vm, error = %e, "vault service connection ended");
                 }
             });
@@ -232,6 +241,7 @@ pub async fn serve(
 async fn intercept(
     stream: TcpStream,
     vm: Arc<VmInterception>,
+    allowed: &(dyn Fn(&str) -> bool + Sync),
     upstreams: Arc<Upstreams>,
     log: UnboundedSender<InterceptedRequest>,
 ) -> Result<(), String> {
@@ -249,6 +259,10 @@ async fn intercept(
     let Some(service) = vm.service(&host).cloned() else {
         return Err(format!("{host} is not a service of this VM's vaults"));
     };
+    // The VM's egress policy still decides whether it reaches the host.
+    if !allowed(&host) {
+        return Err(format!("the VM's egress policy does not reach {host}"));
+    }
     let leaf = vm.leaf(&host)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)

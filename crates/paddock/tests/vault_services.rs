@@ -262,6 +262,15 @@ async fn a_bound_host_gets_the_credential_and_the_sandbox_never_holds_it() {
     assert_eq!(entry["vm_id"], id.as_str());
     assert_eq!(entry["credential_name"], "OPENAI_KEY");
 
+    // A VM whose egress policy reaches nothing reaches no service either.
+    let closed = c
+        .create_vm(json!({"vault_ids": [vid], "egress_policy": {"default": "deny"}}))
+        .await;
+    let closed = closed["vm_id"].as_str().expect("id").to_owned();
+    let got = call(&c, &closed, "/nope", "Authorization", bearer).await;
+    assert!(got["error"].is_string(), "{got}");
+    assert_eq!(c.delete(&format!("/v1/vms/{closed}")).await.status, 200);
+
     // Another header, then a rotated value: in force at once.
     let r = c
         .patch(
