@@ -139,24 +139,24 @@ pub(crate) fn router(
                 .delete(vaults::delete),
         )
         .route("/v1/vaults/{vault_id}/discover", get(vaults::discover))
-        .route("/v1/vaults/catalog", get(vault_services::catalog))
+        .route("/v1/vaults/catalog", get(vault_services::service_catalog))
         .route(
             "/v1/vaults/{vault_id}/services",
-            post(vault_services::add).get(vault_services::list),
+            post(vault_services::add_service).get(vault_services::list_services),
         )
         .route(
             "/v1/vaults/{vault_id}/services:from_template",
-            post(vault_services::from_templates),
+            post(vault_services::add_services_from_templates),
         )
         .route(
             "/v1/vaults/{vault_id}/services/{service_id}",
-            get(vault_services::get)
-                .patch(vault_services::update)
-                .delete(vault_services::delete),
+            get(vault_services::get_service)
+                .patch(vault_services::update_service)
+                .delete(vault_services::delete_service),
         )
         .route(
             "/v1/vaults/{vault_id}/request-logs",
-            get(vault_services::request_logs),
+            get(vault_services::service_request_logs),
         )
         .route(
             "/v1/vaults/{vault_id}/credentials",

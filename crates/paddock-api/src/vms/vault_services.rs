@@ -87,7 +87,7 @@ pub struct AddVaultServiceRequest {
     params(("vault_id" = String, Path)), request_body = AddVaultServiceRequest,
     responses((status = 200, body = VaultServiceResponse), (status = 404, body = ErrorDetail),
         (status = 409, body = ErrorDetail), (status = 422, body = HttpValidationError)))]
-pub(crate) async fn add(
+pub(crate) async fn add_service(
     State(state): State<AppState>,
     Caller(account): Caller,
     ValidPath(raw): ValidPath<String>,
@@ -112,7 +112,7 @@ pub(crate) async fn add(
 #[utoipa::path(get, path = "/v1/vaults/{vault_id}/services", tag = "vaults",
     params(("vault_id" = String, Path)),
     responses((status = 200, body = VaultServiceListResponse), (status = 404, body = ErrorDetail)))]
-pub(crate) async fn list(
+pub(crate) async fn list_services(
     State(state): State<AppState>,
     Caller(account): Caller,
     ValidPath(raw): ValidPath<String>,
@@ -130,7 +130,7 @@ pub(crate) async fn list(
 #[utoipa::path(get, path = "/v1/vaults/{vault_id}/services/{service_id}", tag = "vaults",
     params(("vault_id" = String, Path), ("service_id" = String, Path)),
     responses((status = 200, body = VaultServiceResponse), (status = 404, body = ErrorDetail)))]
-pub(crate) async fn get(
+pub(crate) async fn get_service(
     State(state): State<AppState>,
     Caller(account): Caller,
     ValidPath((vault, service)): ValidPath<(String, String)>,
@@ -157,7 +157,7 @@ pub struct UpdateVaultServiceRequest {
     request_body = UpdateVaultServiceRequest,
     responses((status = 200, body = VaultServiceResponse), (status = 404, body = ErrorDetail),
         (status = 422, body = HttpValidationError)))]
-pub(crate) async fn update(
+pub(crate) async fn update_service(
     State(state): State<AppState>,
     Caller(account): Caller,
     ValidPath((vault, service)): ValidPath<(String, String)>,
@@ -179,7 +179,7 @@ pub(crate) async fn update(
 #[utoipa::path(delete, path = "/v1/vaults/{vault_id}/services/{service_id}", tag = "vaults",
     params(("vault_id" = String, Path), ("service_id" = String, Path)),
     responses((status = 200, description = "deleted"), (status = 404, body = ErrorDetail)))]
-pub(crate) async fn delete(
+pub(crate) async fn delete_service(
     State(state): State<AppState>,
     Caller(account): Caller,
     ValidPath((vault, service)): ValidPath<(String, String)>,
@@ -205,7 +205,7 @@ pub struct FromTemplatesRequest {
     params(("vault_id" = String, Path)), request_body = FromTemplatesRequest,
     responses((status = 200, body = VaultServiceListResponse), (status = 404, body = ErrorDetail),
         (status = 422, body = HttpValidationError)))]
-pub(crate) async fn from_templates(
+pub(crate) async fn add_services_from_templates(
     State(state): State<AppState>,
     Caller(account): Caller,
     ValidPath(raw): ValidPath<String>,
@@ -240,7 +240,7 @@ pub struct CatalogResponse {
 /// The catalog of service templates: common APIs and their auth shapes.
 #[utoipa::path(get, path = "/v1/vaults/catalog", tag = "vaults",
     responses((status = 200, body = CatalogResponse)))]
-pub(crate) async fn catalog(Caller(_account): Caller) -> Json<CatalogResponse> {
+pub(crate) async fn service_catalog(Caller(_account): Caller) -> Json<CatalogResponse> {
     Json(CatalogResponse {
         templates: CATALOG
             .iter()
@@ -314,7 +314,7 @@ pub struct RequestLogResponse {
     params(("vault_id" = String, Path), RequestLogQuery),
     responses((status = 200, body = RequestLogResponse), (status = 404, body = ErrorDetail),
         (status = 422, body = HttpValidationError)))]
-pub(crate) async fn request_logs(
+pub(crate) async fn service_request_logs(
     State(state): State<AppState>,
     Caller(account): Caller,
     ValidPath(raw): ValidPath<String>,
