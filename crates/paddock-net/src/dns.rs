@@ -26,7 +26,7 @@ pub type Learned = Arc<std::sync::Mutex<HashMap<Ipv4Addr, std::collections::BTre
 
 /// Under the 5 s a glibc stub waits, so the VM hears SERVFAIL rather
 /// than retrying into a query that is still in flight.
-const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(4);
+pub(crate) const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(4);
 const UDP_RESEND: Duration = Duration::from_millis(700);
 /// Learned addresses stay at least this long, so a TTL of 0 or 1 does not
 /// expire before the VM connects.
@@ -242,7 +242,7 @@ impl Resolver {
 /// Sends the query and waits for its reply, sending it again every
 /// [`UDP_RESEND`] as a stub resolver would: one datagram lost between here
 /// and upstream must not become a SERVFAIL for the VM.
-async fn forward_udp(upstream: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {
+pub(crate) async fn forward_udp(upstream: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {
     let local: SocketAddr = if upstream.is_ipv4() {
         (Ipv4Addr::UNSPECIFIED, 0).into()
     } else {

@@ -132,6 +132,7 @@ impl HostNetwork {
         blocked.push(config.subnet);
         let upstreams = Arc::new(Upstreams::new(
             &config.vault_extra_roots,
+            config.dns_upstream.clone(),
             config.vault_upstreams.clone(),
             blocked,
         ));

@@ -113,6 +113,9 @@ pub fn issue_ca(vm: &str) -> Result<VaultCa, rcgen::Error> {
 /// Where the proxy sends a host's requests, and whom it trusts there.
 pub struct Upstreams {
     tls: Arc<rustls::ClientConfig>,
+    /// The resolvers VMs' lookups are forwarded to: a bound host resolves
+    /// for the proxy as it would for the VM.
+    dns: Vec<SocketAddr>,
     /// Fixed addresses by host (`[network] vault_upstreams`): the
     /// operator's split horizon, and how the tests reach their server.
     overrides: HashMap<String, SocketAddr>,
@@ -124,6 +127,7 @@ impl Upstreams {
     /// The host's roots, and `extra_roots` (PEM certificates) beside them.
     pub fn new(
         extra_roots: &[CertificateDer<'static>],
+        dns: Vec<SocketAddr>,
         overrides: HashMap<String, SocketAddr>,
         blocked: Vec<Ipv4Cidr>,
     ) -> Self {
@@ -148,6 +152,7 @@ impl Upstreams {
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         Self {
             tls: Arc::new(tls),
+            dns,
             overrides: overrides
                 .into_iter()
                 .map(|(h, a)| (h.to_ascii_lowercase(), a))
@@ -180,17 +185,44 @@ impl Upstreams {
             .map_err(|_| format!("{host} did not answer in time"))?
     }
 
-    /// The first public IPv4 address of `host`.
+    /// The first IPv4 address of `host` outside the blocked ranges, from
+    /// the first resolver that answers.
     async fn resolve(&self, host: &str) -> Result<SocketAddr, String> {
-        let mut found = tokio::net::lookup_host((host, 443))
-            .await
-            .map_err(|e| format!("look up {host}: {e}"))?;
-        found
-            .find(|a| match a.ip() {
-                IpAddr::V4(ip) => !self.blocked.iter().any(|c| c.contains(ip)),
-                IpAddr::V6(_) => false,
-            })
-            .ok_or_else(|| format!("{host} has no address a VM may reach"))
+        use hickory_proto::op::{Message, Query};
+        use hickory_proto::rr::{Name, RData, RecordType};
+        let name =
+            Name::from_ascii(format!("{host}.")).map_err(|e| format!("look up {host}: {e}"))?;
+        let mut query = Message::new();
+        // Any id: the reply is matched on it, and only this query uses
+        // the socket.
+        let id = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() as u16);
+        query
+            .set_id(id)
+            .set_recursion_desired(true)
+            .add_query(Query::query(name, RecordType::A));
+        let bytes = query.to_vec().map_err(|e| format!("look up {host}: {e}"))?;
+        for upstream in &self.dns {
+            let asked = tokio::time::timeout(
+                crate::dns::UPSTREAM_TIMEOUT,
+                crate::dns::forward_udp(*upstream, &bytes),
+            )
+            .await;
+            let Ok(Ok(reply)) = asked else { continue };
+            let Ok(reply) = Message::from_vec(&reply) else {
+                continue;
+            };
+            let reachable = reply.answers().iter().find_map(|r| match r.data() {
+                RData::A(a) if !self.blocked.iter().any(|c| c.contains(a.0)) => Some(a.0),
+                _ => None,
+            });
+            if let Some(ip) = reachable {
+                return Ok(SocketAddr::from((ip, 443)));
+            }
+            return Err(format!("{host} has no address a VM may reach"));
+        }
+        Err(format!("no resolver answered for {host}"))
     }
 }
 

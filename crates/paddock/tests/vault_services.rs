@@ -1,9 +1,10 @@
 //! Vault services against a real server: an HTTPS API (Python's own
-//! server, with a CA of the test's) is bound to a vault's credential; a
-//! VM with the vault calls it with the placeholder its environment holds,
-//! and the request arrives with the real credential, added by paddock's
-//! egress path under TLS the sandbox trusts, while the secret is nowhere
-//! in the sandbox, the answers, the data dir or the log.
+//! server, with a CA of the test's, in the test's own "outside" network
+//! namespace, named by its DNS server) is bound to a vault's credential;
+//! a VM with the vault calls it with the placeholder its environment
+//! holds, and the request arrives with the real credential, added by
+//! paddock's egress path under TLS the sandbox trusts, while the secret is
+//! nowhere in the sandbox, the answers, the data dir or the log.
 
 mod common;
 
@@ -11,18 +12,20 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::internet::Internet;
 use common::Server;
 use serde_json::{json, Value};
 
 const SECRET: &str = "sk-vault-service-1c9e47d2b8";
 const ROTATED: &str = "sk-vault-rotated-88a02f6e13";
-const HOST: &str = "api.vault.test";
+/// A name the outside DNS server answers (see `common::internet`).
+const HOST: &str = "web.allowed.test";
 
 /// An HTTPS server that answers each GET with what it received, the
 /// credentials' headers as SHA-256 digests only.
 const UPSTREAM: &str = r#"
 import hashlib, http.server, json, ssl, sys
-port_file, cert, key = sys.argv[1:4]
+port_file, cert, key, bind = sys.argv[1:5]
 def digest(v):
     return hashlib.sha256(v.encode()).hexdigest() if v is not None else None
 class Echo(http.server.BaseHTTPRequestHandler):
@@ -41,7 +44,7 @@ class Echo(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     def log_message(self, *args):
         pass
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+server = http.server.ThreadingHTTPServer((bind, 443), Echo)
 context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 context.load_cert_chain(cert, key)
 server.socket = context.wrap_socket(server.socket, server_side=True)
@@ -52,7 +55,6 @@ server.serve_forever()
 
 struct Upstream {
     child: Child,
-    port: u16,
     ca_file: std::path::PathBuf,
 }
 
@@ -63,9 +65,10 @@ impl Drop for Upstream {
     }
 }
 
-/// Starts the upstream with a certificate for [`HOST`] from a CA of its
-/// own, whose certificate is in `ca_file` for paddock to trust.
-fn start_upstream(dir: &Path) -> Upstream {
+/// Starts the upstream on port 443 of the outside namespace's web address,
+/// with a certificate for [`HOST`] from a CA of its own, whose certificate
+/// is in `ca_file` for paddock to trust.
+fn start_upstream(dir: &Path, net: &Internet) -> Upstream {
     let ca_key = rcgen::KeyPair::generate().expect("key");
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
     ca_params
@@ -92,28 +95,21 @@ fn start_upstream(dir: &Path) -> Upstream {
     std::fs::write(&cert_file, cert.pem()).expect("write");
     std::fs::write(&key_file, key.serialize_pem()).expect("write");
     std::fs::write(&ca_file, ca.pem()).expect("write");
-    let child = Command::new("python3")
-        .arg("-c")
-        .arg(UPSTREAM)
+    let child = Command::new("ip")
+        .args(["netns", "exec", &net.netns, "python3", "-c", UPSTREAM])
         .arg(&port_file)
         .arg(&cert_file)
         .arg(&key_file)
+        .arg(net.web.to_string())
         .stdout(Stdio::null())
         .spawn()
         .expect("start python3");
     let deadline = Instant::now() + Duration::from_secs(20);
-    let port = loop {
-        if let Ok(text) = std::fs::read_to_string(&port_file) {
-            break text.trim().parse().expect("port");
-        }
+    while !port_file.exists() {
         assert!(Instant::now() < deadline, "the upstream did not start");
         std::thread::sleep(Duration::from_millis(50));
-    };
-    Upstream {
-        child,
-        port,
-        ca_file,
     }
+    Upstream { child, ca_file }
 }
 
 fn sha256(text: &str) -> String {
@@ -140,12 +136,13 @@ async fn call(c: &common::Client, vm: &str, path: &str, header: &str, value: &st
 
 #[tokio::test]
 async fn a_bound_host_gets_the_credential_and_the_sandbox_never_holds_it() {
+    let net = Internet::start();
     let dir = tempfile::tempdir().expect("temp dir");
-    let upstream = start_upstream(dir.path());
+    let upstream = start_upstream(dir.path(), &net);
     let mut server = Server::start_with_config(&format!(
-        "[network]\nvault_extra_roots = {:?}\n[network.vault_upstreams]\n\"{HOST}\" = \"127.0.0.1:{}\"\n",
+        "[network]\ndns_upstream = [\"{}\"]\nvault_extra_roots = {:?}\n",
+        net.dns(),
         upstream.ca_file.display().to_string(),
-        upstream.port
     ));
     let c = server.client();
     let vid = c.post("/v1/vaults", json!({"name": "apis"})).await.body["id"]
@@ -314,12 +311,13 @@ async fn a_bound_host_gets_the_credential_and_the_sandbox_never_holds_it() {
         404
     );
 
-    // Unbound, the host is no longer paddock's: the VM resolves it as
-    // any other name (here, not at all).
+    // Unbound, the host is no longer paddock's: the VM reaches it
+    // directly, and the test's CA is none of the sandbox's.
     let r = c.delete(&format!("/v1/vaults/{vid}/services/{sid}")).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let got = call(&c, &id, "/v5", "X-Api-Key", "'x'").await;
-    assert!(got["error"].is_string(), "{got}");
+    let error = got["error"].as_str().unwrap_or_default();
+    assert!(error.contains("CERTIFICATE_VERIFY_FAILED"), "{got}");
 
     // Answers, the data dir and the log never carry a value.
     for path in [
