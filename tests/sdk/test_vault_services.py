@@ -120,6 +120,11 @@ def test_a_bound_host_gets_the_credential_through_the_sdk(vault_server, tmp_path
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["logs"][0]["host"] == HOST
 
+    out = subprocess.run([cli, "vault", "catalog", "--json"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "api.openai.com" in out.stdout
+
     assert client.delete_vault_service(vid, service["id"]) is True
     assert client.list_vault_services(vid) == []
     client.vms.delete(vm["vm_id"])
