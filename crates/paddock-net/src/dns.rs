@@ -166,15 +166,7 @@ impl Resolver {
     /// the proxy listens on IPv4).
     fn answer_gateway(&self, request: &Message) -> Option<Vec<u8>> {
         use hickory_proto::rr::{rdata::A, Record, RecordType};
-        let mut reply = Message::new();
-        reply
-            .set_id(request.id())
-            .set_message_type(MessageType::Response)
-            .set_op_code(request.op_code())
-            .set_recursion_desired(request.recursion_desired())
-            .set_recursion_available(true)
-            .set_response_code(ResponseCode::NoError);
-        reply.add_queries(request.queries().to_vec());
+        let mut reply = reply_to(request, ResponseCode::NoError);
         if let Some(q) = request.queries().first() {
             if q.query_type() == RecordType::A {
                 reply.add_answer(Record::from_rdata(
@@ -282,7 +274,8 @@ async fn forward_tcp(upstream: SocketAddr, query: &[u8]) -> std::io::Result<Vec<
     Ok(reply)
 }
 
-fn reply_with(request: &Message, code: ResponseCode) -> Option<Vec<u8>> {
+/// A reply to `request` with `code`, echoing its question, no answers yet.
+fn reply_to(request: &Message, code: ResponseCode) -> Message {
     let mut reply = Message::new();
     reply
         .set_id(request.id())
@@ -292,7 +285,11 @@ fn reply_with(request: &Message, code: ResponseCode) -> Option<Vec<u8>> {
         .set_recursion_available(true)
         .set_response_code(code);
     reply.add_queries(request.queries().to_vec());
-    reply.to_vec().ok()
+    reply
+}
+
+fn reply_with(request: &Message, code: ResponseCode) -> Option<Vec<u8>> {
+    reply_to(request, code).to_vec().ok()
 }
 
 fn refuse(request: &Message) -> Option<Vec<u8>> {

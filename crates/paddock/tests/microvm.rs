@@ -328,12 +328,7 @@ async fn a_microvm_from_an_image_boots_from_block_devices() {
     let marker = b"paddock-memory-marker-42-in-clear";
     assert!(!sealed.windows(marker.len()).any(|w| w == marker));
     server.kill();
-    let rotate = std::process::Command::new(common::bin())
-        .args(["rotate-master-key", "--data-dir"])
-        .arg(server.data_dir())
-        .output()
-        .expect("run rotate-master-key");
-    assert!(rotate.status.success(), "{rotate:?}");
+    server.rotate_master_key();
     server.restart();
     let c = server.client();
     assert_eq!(

@@ -471,12 +471,7 @@ async fn custom_domain_gets_its_dns_record_tls_and_routes_by_host() {
     // After a master key rotation the DNS credentials still open: verify
     // (which updates the record again) and delete use them.
     server.kill();
-    let rotate = std::process::Command::new(common::bin())
-        .args(["rotate-master-key", "--data-dir"])
-        .arg(server.data_dir())
-        .output()
-        .expect("run rotate-master-key");
-    assert!(rotate.status.success(), "{rotate:?}");
+    server.rotate_master_key();
     server.restart();
     let c = server.client();
     let http = proxy_client(&server, "app.test");

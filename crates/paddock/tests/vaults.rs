@@ -161,12 +161,7 @@ async fn secrets_reach_the_vm_and_nothing_else() {
 
     // The master key rotates; values sealed under the old key still open.
     server.kill();
-    let rotate = std::process::Command::new(common::bin())
-        .args(["rotate-master-key", "--data-dir"])
-        .arg(&data)
-        .output()
-        .expect("run rotate-master-key");
-    assert!(rotate.status.success(), "{rotate:?}");
+    let rotate = server.rotate_master_key();
     assert!(String::from_utf8_lossy(&rotate.stderr).contains("re-sealed 1 secrets"));
     assert!(!data.join("master.key.previous").exists());
     server.restart();

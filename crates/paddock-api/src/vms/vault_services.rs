@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::Json;
 use paddock_core::ids::VaultServiceId;
 use paddock_core::model::{ServiceAuth, VaultRequestLog, VaultService};
-use paddock_core::vault_services::{ServicePatch, CATALOG};
+use paddock_core::vault_services::{NewService, ServicePatch, CATALOG};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
@@ -93,17 +93,15 @@ pub(crate) async fn add_service(
     ValidPath(raw): ValidPath<String>,
     ValidJson(body): ValidJson<AddVaultServiceRequest>,
 ) -> Result<Json<VaultServiceResponse>, ApiError> {
-    let auth = auth(&body.auth_config)?;
+    let new = NewService {
+        auth: auth(&body.auth_config)?,
+        host: body.host,
+        description: body.description,
+        enabled: body.enabled.unwrap_or(true),
+    };
     let service = state
         .vms()
-        .add_vault_service(
-            &account,
-            &vault_id(&raw)?,
-            &body.host,
-            auth,
-            body.description,
-            body.enabled.unwrap_or(true),
-        )
+        .add_vault_service(&account, &vault_id(&raw)?, new)
         .await?;
     Ok(Json(service.into()))
 }

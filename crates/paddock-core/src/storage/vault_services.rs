@@ -156,6 +156,15 @@ fn credential_field(auth: &ServiceAuth) -> &'static str {
     }
 }
 
+/// A binding as it is asked for.
+#[derive(Debug, Clone)]
+pub struct NewService {
+    pub host: String,
+    pub auth: ServiceAuth,
+    pub description: Option<String>,
+    pub enabled: bool,
+}
+
 /// A change to a service; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
 pub struct ServicePatch {
@@ -170,23 +179,20 @@ impl Vaults {
         &self,
         account: &AccountId,
         vault: &VaultId,
-        host: &str,
-        auth: ServiceAuth,
-        description: Option<String>,
-        enabled: bool,
+        new: NewService,
     ) -> Result<VaultService, CoreError> {
         self.get_vault(account, vault).await?;
-        let host = check_host(host)?;
-        check_description(&description)?;
-        self.check_credential_exists(vault, &auth).await?;
+        let host = check_host(&new.host)?;
+        check_description(&new.description)?;
+        self.check_credential_exists(vault, &new.auth).await?;
         let service = VaultService {
             id: VaultServiceId::generate(),
             vault_id: vault.clone(),
             account_id: account.clone(),
             host,
-            auth,
-            description,
-            enabled,
+            auth: new.auth,
+            description: new.description,
+            enabled: new.enabled,
             created_at: Timestamp::now(),
         };
         match self.store.insert_vault_service(&service).await {
@@ -316,11 +322,13 @@ impl Vaults {
             if bound.iter().any(|s| s.host == t.host) {
                 continue;
             }
-            let description = Some(format!("{} (template {})", t.name, t.id));
-            match self
-                .add_service(account, vault, t.host, t.auth(), description, true)
-                .await
-            {
+            let new = NewService {
+                host: t.host.to_owned(),
+                auth: t.auth(),
+                description: Some(format!("{} (template {})", t.name, t.id)),
+                enabled: true,
+            };
+            match self.add_service(account, vault, new).await {
                 Ok(_) | Err(CoreError::Conflict(_)) => {}
                 Err(e) => return Err(e),
             }

@@ -15,10 +15,10 @@ use crate::error::{error_chain, CoreError};
 use crate::exec::{FileContent, SandboxPath};
 use crate::ids::{AccountId, CredentialId, VaultId, VaultServiceId};
 use crate::model::{
-    Credential, Interception, SecretValue, ServiceAuth, StoredVaultCa, VaultCa, VaultService, Vm,
-    VmStatus, VmStatusSet,
+    Credential, Interception, SecretValue, StoredVaultCa, VaultCa, VaultService, Vm, VmStatus,
+    VmStatusSet,
 };
-use crate::vault_services::ServicePatch;
+use crate::vault_services::{NewService, ServicePatch};
 
 /// Where the CA goes in a sandbox, and the bundle of it with the
 /// sandbox's own roots.
@@ -241,16 +241,9 @@ impl Vms {
         &self,
         account: &AccountId,
         vault: &VaultId,
-        host: &str,
-        auth: ServiceAuth,
-        description: Option<String>,
-        enabled: bool,
+        new: NewService,
     ) -> Result<VaultService, CoreError> {
-        let service = self
-            .parts
-            .vaults
-            .add_service(account, vault, host, auth, description, enabled)
-            .await?;
+        let service = self.parts.vaults.add_service(account, vault, new).await?;
         self.refresh_vault(account, vault).await;
         Ok(service)
     }

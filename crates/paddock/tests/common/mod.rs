@@ -239,6 +239,18 @@ impl Server {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
+    /// `paddock rotate-master-key` on the data dir (the server stopped
+    /// first by the caller); its output, once it succeeded.
+    pub fn rotate_master_key(&self) -> std::process::Output {
+        let out = Command::new(bin())
+            .args(["rotate-master-key", "--data-dir"])
+            .arg(self.data_dir())
+            .output()
+            .expect("run rotate-master-key");
+        assert!(out.status.success(), "{out:?}");
+        out
+    }
+
     /// How many file descriptors the server process holds open.
     pub fn open_fds(&self) -> usize {
         let pid = self
