@@ -268,6 +268,17 @@ async fn a_bound_host_gets_the_credential_and_the_sandbox_never_holds_it() {
     assert!(got["error"].is_string(), "{got}");
     assert_eq!(c.delete(&format!("/v1/vms/{closed}")).await.status, 200);
 
+    // A credential added later reaches the running VM's commands.
+    let r = c
+        .post(
+            &format!("/v1/vaults/{vid}/credentials"),
+            json!({"name": "LATER_ADDED", "value": "later-value-3c"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (out, _, _) = c.exec(&id, "echo $LATER_ADDED").await;
+    assert_eq!(out, "later-value-3c\n");
+
     // Another header, then a rotated value: in force at once.
     let r = c
         .patch(

@@ -249,9 +249,8 @@ pub(crate) async fn add_credential(
     ValidJson(body): ValidJson<AddCredentialRequest>,
 ) -> Result<Json<CredentialResponse>, ApiError> {
     let credential = state
-        .service
-        .vaults()
-        .add_credential(
+        .vms()
+        .add_vault_credential(
             &account,
             &vault_id(&raw)?,
             body.name,

@@ -290,8 +290,28 @@ impl Vms {
         Ok(services)
     }
 
-    /// A credential's value replaced: services that inject it send the
-    /// new one from now on.
+    /// A credential added: running VMs with the vault see it in their
+    /// later commands (a placeholder where a service injects it).
+    pub async fn add_vault_credential(
+        &self,
+        account: &AccountId,
+        vault: &VaultId,
+        name: String,
+        value: SecretValue,
+        credential_type: String,
+        description: Option<String>,
+    ) -> Result<Credential, CoreError> {
+        let credential = self
+            .parts
+            .vaults
+            .add_credential(account, vault, name, value, credential_type, description)
+            .await?;
+        self.refresh_vault(account, vault).await;
+        Ok(credential)
+    }
+
+    /// A credential's value replaced: running VMs see the new one, and
+    /// services that inject it send it from now on.
     pub async fn rotate_vault_credential(
         &self,
         account: &AccountId,
