@@ -175,6 +175,7 @@ impl Upstreams {
             let tcp = TcpStream::connect(address)
                 .await
                 .map_err(|e| format!("connect to {host} ({address}): {e}"))?;
+            let _ = tcp.set_nodelay(true);
             tokio_rustls::TlsConnector::from(Arc::clone(&self.tls))
                 .connect(name, tcp)
                 .await
@@ -241,6 +242,9 @@ pub async fn serve(
                 continue;
             };
             let IpAddr::V4(vm) = peer.ip() else { continue };
+            // Small writes (a response's head, then its body) go at once:
+            // with Nagle, the second waits on the VM's delayed ACK.
+            let _ = stream.set_nodelay(true);
             let interception = interceptions
                 .read()
                 .unwrap_or_else(PoisonError::into_inner)
