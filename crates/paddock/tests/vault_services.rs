@@ -330,6 +330,26 @@ async fn a_bound_host_gets_the_credential_and_the_sandbox_never_holds_it() {
     let error = got["error"].as_str().unwrap_or_default();
     assert!(error.contains("CERTIFICATE_VERIFY_FAILED"), "{got}");
 
+    // Bound again, then the whole vault deleted: the VM stops getting the
+    // service at once.
+    let r = c
+        .post(
+            &format!("/v1/vaults/{vid}/services"),
+            json!({"host": HOST, "auth_config": {"type": "bearer", "token": "OPENAI_KEY"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let got = call(&c, &id, "/v6", "Authorization", bearer).await;
+    assert_eq!(
+        got["authorization"],
+        sha256(&format!("Bearer {ROTATED}")),
+        "{got}"
+    );
+    assert_eq!(c.delete(&format!("/v1/vaults/{vid}")).await.status, 200);
+    let got = call(&c, &id, "/v7", "Authorization", "'x'").await;
+    let error = got["error"].as_str().unwrap_or_default();
+    assert!(error.contains("CERTIFICATE_VERIFY_FAILED"), "{got}");
+
     // Answers, the data dir and the log never carry a value.
     for path in [
         format!("/v1/vaults/{vid}/services"),

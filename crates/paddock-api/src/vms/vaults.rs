@@ -167,7 +167,7 @@ pub(crate) async fn delete(
     ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = vault_id(&raw)?;
-    state.service.vaults().delete_vault(&account, &id).await?;
+    state.vms().delete_vault(&account, &id).await?;
     Ok(Json(json!({"deleted": true, "vault_id": id.to_string()})))
 }
 
@@ -177,7 +177,7 @@ pub struct DiscoverResponse {
     pub vault_id: String,
     pub name: String,
     pub credentials: Vec<String>,
-    /// Service bindings (egress-side injection) are not supported yet.
+    /// The hosts its services bind.
     pub services: Vec<String>,
 }
 

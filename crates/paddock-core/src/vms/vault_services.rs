@@ -152,6 +152,25 @@ impl Vms {
     /// injects) and its interception anew. A VM that cannot is logged and
     /// keeps what it had.
     pub(crate) async fn refresh_vault(&self, account: &AccountId, vault: &VaultId) {
+        self.refresh_vms_of(account, vault, true).await;
+    }
+
+    /// Deletes a vault; the running VMs that had it stop getting its
+    /// services at once (the variables it staged stay, as they always
+    /// have: they are the VM's now).
+    pub async fn delete_vault(
+        &self,
+        account: &AccountId,
+        vault: &VaultId,
+    ) -> Result<(), CoreError> {
+        self.parts.vaults.delete_vault(account, vault).await?;
+        self.refresh_vms_of(account, vault, false).await;
+        Ok(())
+    }
+
+    /// Re-applies the interception (and with `restage`, the variables) of
+    /// every running VM of `account` that lists `vault`.
+    async fn refresh_vms_of(&self, account: &AccountId, vault: &VaultId, restage: bool) {
         let running = match self
             .store
             .list_vms_in(&VmStatusSet::of(&[VmStatus::Running]))
@@ -176,12 +195,14 @@ impl Vms {
                 if vm.status != VmStatus::Running {
                     return Ok(());
                 }
-                let env = self
-                    .parts
-                    .vaults
-                    .command_secrets(&vm.account_id, &vm.options.vault_ids)
-                    .await?;
-                self.swap_vault_env(&mut vm, env).await?;
+                if restage {
+                    let env = self
+                        .parts
+                        .vaults
+                        .command_secrets(&vm.account_id, &vm.options.vault_ids)
+                        .await?;
+                    self.swap_vault_env(&mut vm, env).await?;
+                }
                 self.apply_vault_services(&mut vm).await?;
                 self.store.update_vm(&vm).await?;
                 Ok::<(), CoreError>(())
