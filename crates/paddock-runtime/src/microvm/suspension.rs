@@ -178,11 +178,13 @@ async fn save_sealed(
         .map_err(|e| RuntimeError::Setup(format!("the memory sealer: {e}")))?;
     let outcome = saved.and_then(|()| sealed.map_err(|e| image_failed("seal", memory, e)));
     match outcome {
-        Ok(bytes) => {
-            std::fs::rename(&partial, memory)
-                .map_err(|e| RuntimeError::host(memory.display().to_string(), e))?;
-            Ok(bytes)
-        }
+        Ok(bytes) => match std::fs::rename(&partial, memory) {
+            Ok(()) => Ok(bytes),
+            Err(e) => {
+                let _ = std::fs::remove_file(&partial);
+                Err(RuntimeError::host(memory.display().to_string(), e))
+            }
+        },
         Err(e) => {
             let _ = std::fs::remove_file(&partial);
             Err(e)
