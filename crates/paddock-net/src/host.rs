@@ -130,12 +130,15 @@ impl HostNetwork {
         let (intercepted, intercepted_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut blocked = config.blocked.clone();
         blocked.push(config.subnet);
-        let upstreams = Arc::new(Upstreams::new(
-            &config.vault_extra_roots,
-            config.dns_upstream.clone(),
-            config.vault_upstreams.clone(),
-            blocked,
-        ));
+        let upstreams = Arc::new(
+            Upstreams::new(
+                &config.vault_extra_roots,
+                config.dns_upstream.clone(),
+                config.vault_upstreams.clone(),
+                blocked,
+            )
+            .map_err(|e| NetError::Config(format!("the vault proxy's TLS: {e}")))?,
+        );
         let state = Arc::new(PoolState {
             config: config.clone(),
             layout: layout.clone(),

@@ -41,8 +41,9 @@ pub type Interceptions = Arc<RwLock<HashMap<Ipv4Addr, Arc<VmInterception>>>>;
 pub struct VmInterception {
     spec: Interception,
     issuer: Issuer<'static, KeyPair>,
-    /// Leaf certificates made so far, by host.
-    leaves: Mutex<HashMap<String, Arc<CertifiedKey>>>,
+    /// The TLS config (a leaf certificate from the CA) of each host
+    /// served so far.
+    configs: Mutex<HashMap<String, Arc<rustls::ServerConfig>>>,
 }
 
 impl VmInterception {
@@ -53,7 +54,7 @@ impl VmInterception {
         Ok(Self {
             issuer: Issuer::new(params, key),
             spec,
-            leaves: Mutex::new(HashMap::new()),
+            configs: Mutex::new(HashMap::new()),
         })
     }
 
@@ -62,11 +63,12 @@ impl VmInterception {
         self.spec.services.iter().find(|s| s.host == host)
     }
 
-    /// A certificate for `host` from the VM's CA (made once per host).
-    fn leaf(&self, host: &str) -> Result<Arc<CertifiedKey>, String> {
-        let mut leaves = self.leaves.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(leaf) = leaves.get(host) {
-            return Ok(Arc::clone(leaf));
+    /// The TLS config that presents a certificate for `host` from the
+    /// VM's CA, HTTP/1.1 only (made once per host).
+    fn server_config(&self, host: &str) -> Result<Arc<rustls::ServerConfig>, String> {
+        let mut configs = self.configs.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(config) = configs.get(host) {
+            return Ok(Arc::clone(config));
         }
         let key = KeyPair::generate().map_err(|e| e.to_string())?;
         let cert = CertificateParams::new(vec![host.to_owned()])
@@ -76,8 +78,15 @@ impl VmInterception {
         let signing =
             rustls::crypto::ring::sign::any_supported_type(&private).map_err(|e| e.to_string())?;
         let leaf = Arc::new(CertifiedKey::new(vec![cert.der().clone()], signing));
-        leaves.insert(host.to_owned(), Arc::clone(&leaf));
-        Ok(leaf)
+        let mut config = rustls::ServerConfig::builder_with_provider(crypto())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(OneCert(leaf)));
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let config = Arc::new(config);
+        configs.insert(host.to_owned(), Arc::clone(&config));
+        Ok(config)
     }
 }
 
@@ -130,7 +139,7 @@ impl Upstreams {
         dns: Vec<SocketAddr>,
         overrides: HashMap<String, SocketAddr>,
         blocked: Vec<Ipv4Cidr>,
-    ) -> Self {
+    ) -> Result<Self, rustls::Error> {
         let mut roots = rustls::RootCertStore::empty();
         let native = rustls_native_certs::load_native_certs();
         for cert in native.certs {
@@ -139,18 +148,12 @@ impl Upstreams {
         for cert in extra_roots {
             let _ = roots.add(cert.clone());
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map(|b| b.with_root_certificates(roots).with_no_client_auth())
-            .unwrap_or_else(|_| {
-                // ring supports the default versions; this is unreachable.
-                rustls::ClientConfig::builder()
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth()
-            });
+        let mut tls = rustls::ClientConfig::builder_with_provider(crypto())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Self {
+        Ok(Self {
             tls: Arc::new(tls),
             dns,
             overrides: overrides
@@ -158,7 +161,7 @@ impl Upstreams {
                 .map(|(h, a)| (h.to_ascii_lowercase(), a))
                 .collect(),
             blocked,
-        }
+        })
     }
 
     /// A verified TLS connection to `host`.
@@ -299,15 +302,8 @@ async fn intercept(
     if !allowed(&host) {
         return Err(format!("the VM's egress policy does not reach {host}"));
     }
-    let leaf = vm.leaf(&host)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(OneCert(leaf)));
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, start.into_stream(Arc::new(config)))
+    let config = vm.server_config(&host)?;
+    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, start.into_stream(config))
         .await
         .map_err(|_| "TLS handshake took too long".to_owned())?
         .map_err(|e| format!("TLS handshake: {e}"))?;
@@ -397,6 +393,7 @@ impl Forwarding {
             path,
             status: response.status().as_u16(),
             duration_ms: began.elapsed().as_millis() as u64,
+            credential_name: self.service.credential_name.clone(),
         });
         Ok(response)
     }
@@ -430,6 +427,12 @@ fn inject(injection: &Injection, request: &mut Request<Incoming>) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// The TLS implementation both sides use: ring's, whatever the process
+/// installed as its default.
+fn crypto() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// A server certificate resolver with one certificate.

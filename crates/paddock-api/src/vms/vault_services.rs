@@ -294,7 +294,7 @@ impl From<VaultRequestLog> for VaultRequestLogResponse {
             status: l.request.status,
             status_code: l.request.status,
             duration_ms: l.request.duration_ms,
-            credential_name: l.credential_name,
+            credential_name: l.request.credential_name,
             timestamp: at.clone(),
             created_at: at,
         }

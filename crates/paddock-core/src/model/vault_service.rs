@@ -218,6 +218,8 @@ pub struct InterceptedService {
     pub service_id: VaultServiceId,
     pub vault_id: VaultId,
     pub host: String,
+    /// The name of the credential it adds (for the request log).
+    pub credential_name: String,
     pub injection: Injection,
 }
 
@@ -243,6 +245,8 @@ pub struct InterceptedRequest {
     pub path: String,
     pub status: u16,
     pub duration_ms: u64,
+    /// The name of the credential the service added.
+    pub credential_name: String,
 }
 
 /// An intercepted request as the vault's log keeps it.
@@ -250,8 +254,6 @@ pub struct InterceptedRequest {
 pub struct VaultRequestLog {
     pub id: i64,
     pub request: InterceptedRequest,
-    /// The name of the credential the service added.
-    pub credential_name: String,
     pub created_at: Timestamp,
 }
 

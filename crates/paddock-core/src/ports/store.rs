@@ -101,7 +101,6 @@ pub trait VaultServiceStore: Send + Sync {
     async fn insert_vault_request(
         &self,
         request: &crate::model::InterceptedRequest,
-        credential_name: &str,
         at: Timestamp,
     ) -> Result<(), StoreError>;
     /// The newest first.

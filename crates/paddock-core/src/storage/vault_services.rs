@@ -347,19 +347,10 @@ impl Vaults {
         Ok(self.store.list_vault_requests(vault, limit).await?)
     }
 
-    /// Keeps a request the egress path sent, with the name of the
-    /// credential its service added.
+    /// Keeps a request the egress path sent.
     pub async fn record_request(&self, request: &InterceptedRequest) -> Result<(), CoreError> {
-        let credential = self
-            .store
-            .list_vault_services(&request.vault_id)
-            .await?
-            .into_iter()
-            .find(|s| s.id == request.service_id)
-            .map(|s| s.auth.credential().to_owned())
-            .unwrap_or_default();
         self.store
-            .insert_vault_request(request, &credential, Timestamp::now())
+            .insert_vault_request(request, Timestamp::now())
             .await?;
         Ok(())
     }
@@ -400,6 +391,7 @@ impl Vaults {
                         service_id: service.id.clone(),
                         vault_id: vault.clone(),
                         host: service.host.clone(),
+                        credential_name: credential.name.clone(),
                         injection: service.auth.injection(&value),
                     },
                 );

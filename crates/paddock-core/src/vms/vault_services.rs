@@ -55,7 +55,11 @@ impl Vms {
                 .await?
         };
         if services.is_empty() {
-            self.network.set_interception(&network, None).await?;
+            // An interception needs the VM's CA: without one there was never
+            // any to end (most VMs: nothing to do on their start).
+            if vm.options.vault_ca.is_some() {
+                self.network.set_interception(&network, None).await?;
+            }
             return Ok(());
         }
         let ca = self.vault_ca_of(vm).await?;
@@ -115,22 +119,15 @@ impl Vms {
             if size as usize > MAX_BUNDLE {
                 continue;
             }
-            let system = read_text(data).await?;
-            let mut with_ca = system.clone();
-            if !with_ca.ends_with('\n') && !with_ca.is_empty() {
-                with_ca.push('\n');
-            }
-            with_ca.push_str(ca);
+            bundle = with_pem_appended(read_text(data).await?, ca);
             channel
-                .write_file(&vm.id, &path, Some(0o644), one_chunk(with_ca))
+                .write_file(&vm.id, &path, Some(0o644), one_chunk(bundle.clone()))
                 .await?;
-            bundle = system;
             break;
         }
-        if !bundle.ends_with('\n') && !bundle.is_empty() {
-            bundle.push('\n');
+        if bundle.is_empty() {
+            bundle = ca.to_owned();
         }
-        bundle.push_str(ca);
         for (path, text) in [(CA_FILE, ca.to_owned()), (BUNDLE_FILE, bundle)] {
             let path = SandboxPath::parse(path)
                 .map_err(|e| CoreError::Unavailable(format!("{path}: {e}")))?;
@@ -152,7 +149,11 @@ impl Vms {
     /// injects) and its interception anew. A VM that cannot is logged and
     /// keeps what it had.
     pub(crate) async fn refresh_vault(&self, account: &AccountId, vault: &VaultId) {
-        self.refresh_vms_of(account, vault, true).await;
+        self.reapply_vault_services(
+            |vm| &vm.account_id == account && vm.options.vault_ids.contains(vault),
+            true,
+        )
+        .await;
     }
 
     /// Deletes a vault; the running VMs that had it stop getting its
@@ -164,13 +165,25 @@ impl Vms {
         vault: &VaultId,
     ) -> Result<(), CoreError> {
         self.parts.vaults.delete_vault(account, vault).await?;
-        self.refresh_vms_of(account, vault, false).await;
+        self.reapply_vault_services(
+            |vm| &vm.account_id == account && vm.options.vault_ids.contains(vault),
+            false,
+        )
+        .await;
         Ok(())
     }
 
+    /// Puts back the interceptions of running VMs after a restart (the
+    /// egress path keeps them in memory only).
+    pub(crate) async fn restore_vault_services(&self) {
+        self.reapply_vault_services(|vm| !vm.options.vault_ids.is_empty(), false)
+            .await;
+    }
+
     /// Re-applies the interception (and with `restage`, the variables) of
-    /// every running VM of `account` that lists `vault`.
-    async fn refresh_vms_of(&self, account: &AccountId, vault: &VaultId, restage: bool) {
+    /// every running VM that `uses` picks, each under its lock, and saves
+    /// its record (a CA made now, the names staged).
+    async fn reapply_vault_services(&self, uses: impl Fn(&Vm) -> bool, restage: bool) {
         let running = match self
             .store
             .list_vms_in(&VmStatusSet::of(&[VmStatus::Running]))
@@ -178,14 +191,11 @@ impl Vms {
         {
             Ok(vms) => vms,
             Err(e) => {
-                tracing::warn!(vault_id = %vault, error = %e, "could not list the VMs using a vault");
+                tracing::warn!(error = %e, "could not list the VMs to bring their vault services up to date");
                 return;
             }
         };
-        for vm in running {
-            if &vm.account_id != account || !vm.options.vault_ids.contains(vault) {
-                continue;
-            }
+        for vm in running.into_iter().filter(|vm| uses(vm)) {
             let id = vm.id.clone();
             let _guard = self.lock_vm(&id).await;
             let refreshed = async {
@@ -208,36 +218,7 @@ impl Vms {
                 Ok::<(), CoreError>(())
             };
             if let Err(e) = refreshed.await {
-                tracing::warn!(vm_id = %id, vault_id = %vault, error = %error_chain(&e), "could not bring a VM's vault services up to date");
-            }
-        }
-    }
-
-    /// Puts back the interceptions of running VMs after a restart (the
-    /// egress path keeps them in memory only).
-    pub(crate) async fn restore_vault_services(&self) {
-        let running = match self
-            .store
-            .list_vms_in(&VmStatusSet::of(&[VmStatus::Running]))
-            .await
-        {
-            Ok(vms) => vms,
-            Err(_) => return,
-        };
-        for mut vm in running {
-            if vm.options.vault_ids.is_empty() {
-                continue;
-            }
-            let had_ca = vm.options.vault_ca.is_some();
-            let applied = self.apply_vault_services(&mut vm).await;
-            let saved = match applied {
-                Ok(()) if !had_ca && vm.options.vault_ca.is_some() => {
-                    self.store.update_vm(&vm).await.map_err(CoreError::from)
-                }
-                other => other,
-            };
-            if let Err(e) = saved {
-                tracing::warn!(vm_id = %vm.id, error = %error_chain(&e), "could not restore a VM's vault services");
+                tracing::warn!(vm_id = %id, error = %error_chain(&e), "could not bring a VM's vault services up to date");
             }
         }
     }
@@ -362,6 +343,15 @@ impl Vms {
         self.refresh_vault(account, vault).await;
         Ok(())
     }
+}
+
+/// `bundle` with the PEM `pem` after it, on a line of its own.
+fn with_pem_appended(mut bundle: String, pem: &str) -> String {
+    if !bundle.is_empty() && !bundle.ends_with('\n') {
+        bundle.push('\n');
+    }
+    bundle.push_str(pem);
+    bundle
 }
 
 /// `text` as a one-chunk byte stream.

@@ -95,7 +95,6 @@ impl VaultServiceStore for SqliteStore {
     async fn insert_vault_request(
         &self,
         r: &InterceptedRequest,
-        credential_name: &str,
         at: Timestamp,
     ) -> Result<(), StoreError> {
         sqlx::query(
@@ -112,7 +111,7 @@ impl VaultServiceStore for SqliteStore {
         .bind(&r.path)
         .bind(i64::from(r.status))
         .bind(i64::try_from(r.duration_ms).unwrap_or(i64::MAX))
-        .bind(credential_name)
+        .bind(&r.credential_name)
         .bind(at.unix_millis())
         .execute(&self.pool)
         .await
@@ -159,8 +158,8 @@ impl VaultServiceStore for SqliteStore {
                         path: text("path")?,
                         status: u16::try_from(int("status")?).map_err(|_| corrupt("status"))?,
                         duration_ms: u64::try_from(int("duration_ms")?).unwrap_or(0),
+                        credential_name: text("credential_name")?,
                     },
-                    credential_name: text("credential_name")?,
                     created_at: Timestamp::from_unix_millis(int("created_at")?),
                 })
             })
