@@ -134,6 +134,28 @@ async fn call(c: &common::Client, vm: &str, path: &str, header: &str, value: &st
     serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("{out} {err}"))
 }
 
+/// Opens TLS to port 443 of the VM's gateway (its resolver) asking for
+/// `name`, certificate unchecked: `served` or `refused`.
+async fn tls_to_gateway(c: &common::Client, vm: &str, name: &str) -> String {
+    let script = format!(
+        "import socket, ssl\n\
+         gw = open('/etc/resolv.conf').read().split('nameserver')[1].split()[0]\n\
+         ctx = ssl.create_default_context()\n\
+         ctx.check_hostname = False\n\
+         ctx.verify_mode = ssl.CERT_NONE\n\
+         try:\n    ctx.wrap_socket(socket.create_connection((gw, 443), timeout=10), \
+         server_hostname='{name}')\n    print('served')\n\
+         except Exception:\n    print('refused')\n"
+    );
+    let command = format!("python3 -c \"$(printf '%s' '{}' | base64 -d)\"", {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(script)
+    });
+    let (out, err, _) = c.exec(vm, &command).await;
+    assert!(!out.trim().is_empty(), "{err}");
+    out.trim().to_owned()
+}
+
 #[tokio::test]
 async fn a_bound_host_gets_the_credential_and_the_sandbox_never_holds_it() {
     let net = Internet::start();
@@ -258,6 +280,20 @@ async fn a_bound_host_gets_the_credential_and_the_sandbox_never_holds_it() {
     assert_eq!(entry["status"], 200);
     assert_eq!(entry["vm_id"], id.as_str());
     assert_eq!(entry["credential_name"], "OPENAI_KEY");
+
+    // The proxy on the gateway serves a VM its own services only: another
+    // VM (no vaults) asking it for the bound host by name, and this VM
+    // asking for a host no vault binds, get a closed connection.
+    let stranger = c.create_vm(json!({})).await;
+    let stranger = stranger["vm_id"].as_str().expect("id").to_owned();
+    for (vm, name) in [
+        (stranger.as_str(), HOST),
+        (id.as_str(), "unbound.example.test"),
+    ] {
+        assert_eq!(tls_to_gateway(&c, vm, name).await, "refused", "{vm} {name}");
+    }
+    assert_eq!(tls_to_gateway(&c, &id, HOST).await, "served");
+    assert_eq!(c.delete(&format!("/v1/vms/{stranger}")).await.status, 200);
 
     // A VM whose egress policy reaches nothing reaches no service either.
     let closed = c
