@@ -129,6 +129,8 @@ impl Service {
                 keyring: Arc::clone(&keyring),
             },
         );
+        let watcher: Arc<dyn crate::vaults::VaultWatcher> = Arc::clone(&vms) as _;
+        vaults.watch(Arc::downgrade(&watcher));
         Arc::new(Self {
             vms,
             accounts,

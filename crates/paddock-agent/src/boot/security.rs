@@ -195,27 +195,30 @@ fn deny_filter(arch: TargetArch) -> Result<BpfProgram, BootError> {
         .and_then(SeccompRule::new)
         .map_err(seccomp_err("build the personality rule"))?;
     rules.insert(libc::SYS_personality, vec![other_personality]);
-    SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        arch,
-    )
-    .and_then(BpfProgram::try_from)
-    .map_err(seccomp_err("compile the seccomp deny list"))
+    compile(rules, libc::EPERM, arch, "compile the seccomp deny list")
 }
 
 fn clone3_filter(arch: TargetArch) -> Result<BpfProgram, BootError> {
-    let rules: BTreeMap<i64, Vec<SeccompRule>> =
-        [(libc::SYS_clone3, Vec::new())].into_iter().collect();
+    let rules = [(libc::SYS_clone3, Vec::new())].into_iter().collect();
+    compile(rules, libc::ENOSYS, arch, "compile the clone3 filter")
+}
+
+/// A filter that allows every call but those `rules` match, which fail
+/// with `errno`.
+fn compile(
+    rules: BTreeMap<i64, Vec<SeccompRule>>,
+    errno: i32,
+    arch: TargetArch,
+    what: &'static str,
+) -> Result<BpfProgram, BootError> {
     SeccompFilter::new(
         rules,
         SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
+        SeccompAction::Errno(errno as u32),
         arch,
     )
     .and_then(BpfProgram::try_from)
-    .map_err(seccomp_err("compile the clone3 filter"))
+    .map_err(seccomp_err(what))
 }
 
 pub(super) fn lock_down() -> Result<(), BootError> {

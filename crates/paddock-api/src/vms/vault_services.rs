@@ -100,8 +100,9 @@ pub(crate) async fn add_service(
         enabled: body.enabled.unwrap_or(true),
     };
     let service = state
-        .vms()
-        .add_vault_service(&account, &vault_id(&raw)?, new)
+        .service
+        .vaults()
+        .add_service(&account, &vault_id(&raw)?, new)
         .await?;
     Ok(Json(service.into()))
 }
@@ -167,8 +168,9 @@ pub(crate) async fn update_service(
         enabled: body.enabled,
     };
     let service = state
-        .vms()
-        .update_vault_service(&account, &vault_id(&vault)?, &service_id(&service)?, patch)
+        .service
+        .vaults()
+        .update_service(&account, &vault_id(&vault)?, &service_id(&service)?, patch)
         .await?;
     Ok(Json(service.into()))
 }
@@ -184,8 +186,9 @@ pub(crate) async fn delete_service(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = service_id(&service)?;
     state
-        .vms()
-        .delete_vault_service(&account, &vault_id(&vault)?, &id)
+        .service
+        .vaults()
+        .delete_service(&account, &vault_id(&vault)?, &id)
         .await?;
     Ok(Json(json!({"deleted": true, "service_id": id.to_string()})))
 }
@@ -210,8 +213,9 @@ pub(crate) async fn add_services_from_templates(
     ValidJson(body): ValidJson<FromTemplatesRequest>,
 ) -> Result<Json<VaultServiceListResponse>, ApiError> {
     let services = state
-        .vms()
-        .add_vault_services_from_templates(&account, &vault_id(&raw)?, &body.template_ids)
+        .service
+        .vaults()
+        .add_services_from_templates(&account, &vault_id(&raw)?, &body.template_ids)
         .await?;
     Ok(Json(VaultServiceListResponse {
         services: services.into_iter().map(Into::into).collect(),

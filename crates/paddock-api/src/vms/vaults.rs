@@ -167,7 +167,7 @@ pub(crate) async fn delete(
     ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = vault_id(&raw)?;
-    state.vms().delete_vault(&account, &id).await?;
+    state.service.vaults().delete_vault(&account, &id).await?;
     Ok(Json(json!({"deleted": true, "vault_id": id.to_string()})))
 }
 
@@ -249,8 +249,9 @@ pub(crate) async fn add_credential(
     ValidJson(body): ValidJson<AddCredentialRequest>,
 ) -> Result<Json<CredentialResponse>, ApiError> {
     let credential = state
-        .vms()
-        .add_vault_credential(
+        .service
+        .vaults()
+        .add_credential(
             &account,
             &vault_id(&raw)?,
             body.name,
@@ -287,8 +288,9 @@ pub(crate) async fn rotate_credential(
     ValidJson(body): ValidJson<RotateCredentialRequest>,
 ) -> Result<Json<CredentialResponse>, ApiError> {
     let credential = state
-        .vms()
-        .rotate_vault_credential(
+        .service
+        .vaults()
+        .rotate_credential(
             &account,
             &vault_id(&vault)?,
             &credential_id(&credential)?,
@@ -308,8 +310,9 @@ pub(crate) async fn delete_credential(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = credential_id(&credential)?;
     state
-        .vms()
-        .delete_vault_credential(&account, &vault_id(&vault)?, &id)
+        .service
+        .vaults()
+        .delete_credential(&account, &vault_id(&vault)?, &id)
         .await?;
     Ok(Json(
         json!({"deleted": true, "credential_id": id.to_string()}),

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use super::vaults::{check_description, sealing_failed, Vaults};
+use super::vaults::{check_description, sealing_failed, VaultChange, Vaults};
 use crate::clock::Timestamp;
 use crate::error::{CoreError, StoreError};
 use crate::ids::{AccountId, VaultId, VaultServiceId};
@@ -181,6 +181,17 @@ impl Vaults {
         vault: &VaultId,
         new: NewService,
     ) -> Result<VaultService, CoreError> {
+        let service = self.insert_service(account, vault, new).await?;
+        self.changed(account, vault, VaultChange::Contents, service)
+            .await
+    }
+
+    async fn insert_service(
+        &self,
+        account: &AccountId,
+        vault: &VaultId,
+        new: NewService,
+    ) -> Result<VaultService, CoreError> {
         self.get_vault(account, vault).await?;
         let host = check_host(&new.host)?;
         check_description(&new.description)?;
@@ -264,7 +275,8 @@ impl Vaults {
             service.enabled = enabled;
         }
         self.store.update_vault_service(&service).await?;
-        Ok(service)
+        self.changed(account, vault, VaultChange::Contents, service)
+            .await
     }
 
     pub async fn delete_service(
@@ -277,7 +289,8 @@ impl Vaults {
         if !self.store.delete_vault_service(vault, id).await? {
             return Err(CoreError::not_found("vault service", id));
         }
-        Ok(())
+        self.changed(account, vault, VaultChange::Contents, ())
+            .await
     }
 
     /// Binds the catalog's templates `ids` (all or none): each names a
@@ -328,12 +341,14 @@ impl Vaults {
                 description: Some(format!("{} (template {})", t.name, t.id)),
                 enabled: true,
             };
-            match self.add_service(account, vault, new).await {
+            match self.insert_service(account, vault, new).await {
                 Ok(_) | Err(CoreError::Conflict(_)) => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok(self.store.list_vault_services(vault).await?)
+        let services = self.store.list_vault_services(vault).await?;
+        self.changed(account, vault, VaultChange::Contents, services)
+            .await
     }
 
     /// The newest `limit` requests sent with the vault's credentials.

@@ -3,7 +3,7 @@
 //! `rotate_credential` and leaves only toward a sandbox's agent
 //! ([`Vaults::vault_env`]); no record, error or log line carries it.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 
 use crate::clock::Timestamp;
 use crate::error::{CoreError, StoreError};
@@ -57,16 +57,58 @@ pub fn placeholder_for(credential: &str) -> String {
     format!("paddock-vault-placeholder-{credential}")
 }
 
+/// What changed in a vault, for those who use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VaultChange {
+    /// A credential or a service was added, changed or removed.
+    Contents,
+    /// The vault is gone.
+    Deleted,
+}
+
+/// Told of each change to a vault once it is stored: the running VMs
+/// that have the vault take its new credentials and services from it.
+/// Vaults know nothing of VMs; the composition root connects the two.
+#[async_trait::async_trait]
+pub trait VaultWatcher: Send + Sync {
+    async fn vault_changed(&self, account: &AccountId, vault: &VaultId, change: VaultChange);
+}
+
 /// Vaults and their credentials, over the vault store and the keyring
 /// alone.
 pub struct Vaults {
     pub(super) store: Arc<dyn VaultStore>,
     pub(super) keyring: Arc<Keyring>,
+    /// Weak: the watcher (the VMs) holds the vaults.
+    watcher: OnceLock<Weak<dyn VaultWatcher>>,
 }
 
 impl Vaults {
     pub fn new(store: Arc<dyn VaultStore>, keyring: Arc<Keyring>) -> Self {
-        Self { store, keyring }
+        Self {
+            store,
+            keyring,
+            watcher: OnceLock::new(),
+        }
+    }
+
+    /// Whom to tell of changes from now on (set once; a second is ignored).
+    pub fn watch(&self, watcher: Weak<dyn VaultWatcher>) {
+        let _ = self.watcher.set(watcher);
+    }
+
+    /// Tells the watcher of a change that is stored; returns `result`.
+    pub(super) async fn changed<T>(
+        &self,
+        account: &AccountId,
+        vault: &VaultId,
+        change: VaultChange,
+        result: T,
+    ) -> Result<T, CoreError> {
+        if let Some(watcher) = self.watcher.get().and_then(Weak::upgrade) {
+            watcher.vault_changed(account, vault, change).await;
+        }
+        Ok(result)
     }
 
     pub async fn create_vault(
@@ -122,7 +164,7 @@ impl Vaults {
         if !self.store.delete_vault(account, id).await? {
             return Err(CoreError::not_found("vault", id));
         }
-        Ok(())
+        self.changed(account, id, VaultChange::Deleted, ()).await
     }
     pub async fn add_credential(
         &self,
@@ -161,7 +203,11 @@ impl Vaults {
                 "vault {vault} already has a credential named {}",
                 credential.name
             ))),
-            other => other.map(|()| credential).map_err(CoreError::from),
+            Err(e) => Err(e.into()),
+            Ok(()) => {
+                self.changed(account, vault, VaultChange::Contents, credential)
+                    .await
+            }
         }
     }
     /// A vault and its credentials (their records; no value).
@@ -203,7 +249,8 @@ impl Vaults {
         let now = Timestamp::now();
         self.store.reseal_credential(id, &sealed, Some(now)).await?;
         credential.rotated_at = Some(now);
-        Ok(credential)
+        self.changed(account, vault, VaultChange::Contents, credential)
+            .await
     }
     pub async fn delete_credential(
         &self,
@@ -215,7 +262,8 @@ impl Vaults {
         if !self.store.delete_credential(vault, id).await? {
             return Err(CoreError::not_found("credential", id));
         }
-        Ok(())
+        self.changed(account, vault, VaultChange::Contents, ())
+            .await
     }
     /// The secrets of `vaults` as env vars (for one command, or a VM's
     /// vaults replaced). Every vault must be the caller's (another

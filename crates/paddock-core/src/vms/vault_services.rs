@@ -13,12 +13,9 @@ use super::component::Vms;
 use super::sealed_keys::vault_ca_aad;
 use crate::error::{error_chain, CoreError};
 use crate::exec::{FileContent, SandboxPath};
-use crate::ids::{AccountId, CredentialId, VaultId, VaultServiceId};
-use crate::model::{
-    Credential, Interception, SecretValue, StoredVaultCa, VaultCa, VaultService, Vm, VmStatus,
-    VmStatusSet,
-};
-use crate::vault_services::{NewService, ServicePatch};
+use crate::ids::{AccountId, VaultId};
+use crate::model::{Interception, StoredVaultCa, VaultCa, Vm, VmStatus, VmStatusSet};
+use crate::vaults::{VaultChange, VaultWatcher};
 
 /// Where the CA goes in a sandbox, and the bundle of it with the
 /// sandbox's own roots.
@@ -144,35 +141,6 @@ impl Vms {
         Ok(())
     }
 
-    /// After a change to `vault`'s services or credentials: every running
-    /// VM with the vault gets its variables (placeholders where a service
-    /// injects) and its interception anew. A VM that cannot is logged and
-    /// keeps what it had.
-    pub(crate) async fn refresh_vault(&self, account: &AccountId, vault: &VaultId) {
-        self.reapply_vault_services(
-            |vm| &vm.account_id == account && vm.options.vault_ids.contains(vault),
-            true,
-        )
-        .await;
-    }
-
-    /// Deletes a vault; the running VMs that had it stop getting its
-    /// services at once (the variables it staged stay, as they always
-    /// have: they are the VM's now).
-    pub async fn delete_vault(
-        &self,
-        account: &AccountId,
-        vault: &VaultId,
-    ) -> Result<(), CoreError> {
-        self.parts.vaults.delete_vault(account, vault).await?;
-        self.reapply_vault_services(
-            |vm| &vm.account_id == account && vm.options.vault_ids.contains(vault),
-            false,
-        )
-        .await;
-        Ok(())
-    }
-
     /// Puts back the interceptions of running VMs after a restart (the
     /// egress path keeps them in memory only).
     pub(crate) async fn restore_vault_services(&self) {
@@ -238,110 +206,22 @@ impl Vms {
             }
         });
     }
+}
 
-    pub async fn add_vault_service(
-        &self,
-        account: &AccountId,
-        vault: &VaultId,
-        new: NewService,
-    ) -> Result<VaultService, CoreError> {
-        let service = self.parts.vaults.add_service(account, vault, new).await?;
-        self.refresh_vault(account, vault).await;
-        Ok(service)
-    }
-
-    pub async fn update_vault_service(
-        &self,
-        account: &AccountId,
-        vault: &VaultId,
-        id: &VaultServiceId,
-        patch: ServicePatch,
-    ) -> Result<VaultService, CoreError> {
-        let service = self
-            .parts
-            .vaults
-            .update_service(account, vault, id, patch)
-            .await?;
-        self.refresh_vault(account, vault).await;
-        Ok(service)
-    }
-
-    pub async fn delete_vault_service(
-        &self,
-        account: &AccountId,
-        vault: &VaultId,
-        id: &VaultServiceId,
-    ) -> Result<(), CoreError> {
-        self.parts.vaults.delete_service(account, vault, id).await?;
-        self.refresh_vault(account, vault).await;
-        Ok(())
-    }
-
-    pub async fn add_vault_services_from_templates(
-        &self,
-        account: &AccountId,
-        vault: &VaultId,
-        templates: &[String],
-    ) -> Result<Vec<VaultService>, CoreError> {
-        let services = self
-            .parts
-            .vaults
-            .add_services_from_templates(account, vault, templates)
-            .await?;
-        self.refresh_vault(account, vault).await;
-        Ok(services)
-    }
-
-    /// A credential added: running VMs with the vault see it in their
-    /// later commands (a placeholder where a service injects it).
-    pub async fn add_vault_credential(
-        &self,
-        account: &AccountId,
-        vault: &VaultId,
-        name: String,
-        value: SecretValue,
-        credential_type: String,
-        description: Option<String>,
-    ) -> Result<Credential, CoreError> {
-        let credential = self
-            .parts
-            .vaults
-            .add_credential(account, vault, name, value, credential_type, description)
-            .await?;
-        self.refresh_vault(account, vault).await;
-        Ok(credential)
-    }
-
-    /// A credential's value replaced: running VMs see the new one, and
-    /// services that inject it send it from now on.
-    pub async fn rotate_vault_credential(
-        &self,
-        account: &AccountId,
-        vault: &VaultId,
-        id: &CredentialId,
-        value: SecretValue,
-    ) -> Result<Credential, CoreError> {
-        let credential = self
-            .parts
-            .vaults
-            .rotate_credential(account, vault, id, value)
-            .await?;
-        self.refresh_vault(account, vault).await;
-        Ok(credential)
-    }
-
-    pub async fn delete_vault_credential(
-        &self,
-        account: &AccountId,
-        vault: &VaultId,
-        id: &CredentialId,
-    ) -> Result<(), CoreError> {
-        self.parts
-            .vaults
-            .delete_credential(account, vault, id)
-            .await?;
-        self.refresh_vault(account, vault).await;
-        Ok(())
+/// A change to a vault reaches every running VM that has it: after a
+/// change to its credentials or services, the VM's variables
+/// (placeholders where a service injects) and its interception anew;
+/// after its deletion, no services from it (the variables it staged stay,
+/// as they always have: they are the VM's now). A VM that cannot is
+/// logged and keeps what it had.
+#[async_trait::async_trait]
+impl VaultWatcher for Vms {
+    async fn vault_changed(&self, account: &AccountId, vault: &VaultId, change: VaultChange) {
+        self.reapply_vault_services(
+            |vm| &vm.account_id == account && vm.options.vault_ids.contains(vault),
+            change == VaultChange::Contents,
+        )
+        .await;
     }
 }
 
