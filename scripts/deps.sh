@@ -21,8 +21,9 @@ packages=(python3 python3-venv procps iproute2 util-linux coreutils bash ca-cert
 # The microvm provider: qemu (its microvm machine, and virtiofsd from
 # qemu-system-common) and Debian's kernel with its modules as the guest's.
 # Without their recommends: firmware, GUIs and an initramfs generator the
-# guest does not use.
-bare_packages=(qemu-system-x86 linux-image-amd64)
+# guest does not use. fuse2fs reads a microVM's own disk for a snapshot
+# in user space (the host kernel never mounts a guest's file system).
+bare_packages=(qemu-system-x86 linux-image-amd64 fuse2fs)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -122,6 +122,13 @@ pub enum Request {
         cols: u16,
         rows: u16,
     },
+    /// Freezes the sandbox's own disk (a microVM's writable disk): its
+    /// writes are flushed and the file system is left clean on the device,
+    /// later writers wait, until it is thawed. Idempotent both ways.
+    /// Answers `Ok`, or an error where the sandbox has no such disk.
+    FreezeDisk {
+        frozen: bool,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -89,6 +89,14 @@ fn init() -> Result<(PathBuf, crate::serve::Defaults), BootError> {
     }
     mark("network");
     nix::unistd::sethostname(&config.hostname).map_err(nix_step("set the hostname"))?;
+    // The writable disk's own mount is out of reach once the root is
+    // switched: its root stays open for the host's freezes.
+    let disk = match &config.root {
+        GuestRoot::Blocks { .. } => {
+            Some(fs::File::open(UPPER_MOUNT).map_err(step(format!("open {UPPER_MOUNT}")))?)
+        }
+        GuestRoot::Virtiofs => None,
+    };
     switch_root(root)?;
     let user = crate::boot::working_dir_and_user(config.cwd.as_deref(), config.user.as_deref())?;
     mark("serving");
@@ -98,6 +106,7 @@ fn init() -> Result<(PathBuf, crate::serve::Defaults), BootError> {
             env: config.env,
             cwd: config.cwd,
             user,
+            disk,
         },
     ))
 }
@@ -218,6 +227,10 @@ fn configure_network(net: &GuestNetwork) -> Result<(), BootError> {
 /// Assembles the root from block devices: the read-only `lower` (the
 /// image), the writable `upper` (the sandbox's disk, holding the
 /// overlay's upper and work dirs), and the overlay of the two at `root`.
+/// Where the guest mounts its writable disk; the root's overlay keeps
+/// its upper and work dirs on it.
+const UPPER_MOUNT: &str = "/upper";
+
 fn mount_block_root(
     root: &Path,
     lower: &str,
@@ -226,7 +239,7 @@ fn mount_block_root(
 ) -> Result<(), BootError> {
     for (device, at, flags) in [
         (lower, "/lower", MsFlags::MS_RDONLY),
-        (upper, "/upper", MsFlags::empty()),
+        (upper, UPPER_MOUNT, MsFlags::empty()),
     ] {
         fs::create_dir_all(at).map_err(step(format!("create {at}")))?;
         wait_for(|| Path::new(device).exists())

@@ -128,6 +128,15 @@ pub async fn stage_env(socket: &Path, env: Vec<(String, String)>) -> Result<(), 
     }
 }
 
+/// Freezes (or thaws) the sandbox's own disk: frozen, its file system
+/// is clean on the device and stays so until thawed.
+pub async fn freeze_disk(socket: &Path, frozen: bool) -> Result<(), RuntimeError> {
+    match call(socket, &Request::FreezeDisk { frozen }).await? {
+        (_, Event::Ok) => Ok(()),
+        (_, other) => Err(unexpected(&other)),
+    }
+}
+
 /// Removes staged variables by name.
 pub async fn unstage_env(socket: &Path, names: Vec<String>) -> Result<(), RuntimeError> {
     match call(socket, &Request::UnstageEnv { names }).await? {

@@ -149,12 +149,9 @@ async fn a_microvm_has_its_own_kernel_limits_files_network_and_snapshots() {
         )
         .await;
     assert_eq!(snap.status, 200, "{}", snap.body);
-    let snap_id = snap.body["id"]
-        .as_str()
-        .or_else(|| snap.body["snapshot_id"].as_str())
-        .expect("snapshot id")
-        .to_owned();
-    let restored = c.create_vm(json!({"snapshot_id": snap_id})).await;
+    let restored = c
+        .create_vm(json!({"snapshot_id": snapshot_id(&snap.body)}))
+        .await;
     assert_eq!(restored["status"], "active", "{restored}");
     let restored = restored["vm_id"].as_str().expect("id");
     let (out, _, _) = c.exec(restored, "cat /root/out.txt").await;
@@ -217,6 +214,21 @@ async fn a_microvm_outlives_a_server_restart() {
 
     assert_eq!(c.delete(&format!("/v1/vms/{vm}")).await.status, 200);
     wait_gone(&vm).await;
+}
+
+/// A snapshot's id from its answer.
+fn snapshot_id(body: &Value) -> String {
+    body["id"]
+        .as_str()
+        .or_else(|| body["snapshot_id"].as_str())
+        .expect("snapshot id")
+        .to_owned()
+}
+
+/// Whether no microVM disk is open on the host (a snapshot's view).
+fn no_disk_views() -> bool {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
+    !mounts.lines().any(|l| l.contains("/disk-view "))
 }
 
 #[tokio::test]
@@ -308,9 +320,30 @@ async fn a_microvm_from_an_image_boots_from_block_devices() {
     assert_eq!(lines[2], "kept");
     let again = c.post(&format!("/v1/vms/{vm}/resume"), json!({})).await;
     assert_eq!(again.status, 409, "{}", again.body);
-    // Its changes live on its own disk: a snapshot is refused with why.
-    let snap = c.post(&format!("/v1/vms/{vm}/snapshot"), json!({})).await;
-    assert_eq!(snap.status, 409, "{}", snap.body);
+
+    // Its changes live on its own disk, which the host reads in user
+    // space while the guest holds it frozen: a snapshot of the running VM
+    // has what it wrote, and the guest writes on after it.
+    let snap = c
+        .post(
+            &format!("/v1/vms/{vm}/snapshot"),
+            json!({"name": "running-blocks"}),
+        )
+        .await;
+    assert_eq!(snap.status, 200, "{}", snap.body);
+    let (out, err, _) = c
+        .exec(&vm, "echo after > /work/after && cat /work/after")
+        .await;
+    assert_eq!(out, "after\n", "the disk thawed: {err}");
+    let restored = c
+        .create_vm(json!({"snapshot_id": snapshot_id(&snap.body)}))
+        .await;
+    assert_eq!(restored["status"], "active", "{restored}");
+    let restored = restored["vm_id"].as_str().expect("id");
+    let (out, _, _) = c.exec(restored, "cat /work/file").await;
+    assert_eq!(out, "kept\n");
+    assert_eq!(c.delete(&format!("/v1/vms/{restored}")).await.status, 200);
+    assert!(no_disk_views(), "a disk view is left mounted");
 
     // A suspended VM survives a server restart and a master key rotation,
     // and resumes after them. Its memory is sealed on disk: what the guest
@@ -318,6 +351,19 @@ async fn a_microvm_from_an_image_boots_from_block_devices() {
     // load (the VM stays suspended, with why).
     let r = c.post(&format!("/v1/vms/{vm}/suspend"), json!({})).await;
     assert_eq!(r.status, 200, "{}", r.body);
+    // A suspended VM is cloned from its filesystem; it stays suspended.
+    let clone = c.post(&format!("/v1/vms/{vm}/clone"), json!({})).await;
+    assert_eq!(clone.status, 200, "{}", clone.body);
+    let clone_id = clone.body["vm_id"].as_str().expect("clone id").to_owned();
+    let (out, err, _) = c.exec(&clone_id, "cat /work/file /work/after").await;
+    assert_eq!(out, "kept\nafter\n", "{err}");
+    assert_eq!(c.delete(&format!("/v1/vms/{clone_id}")).await.status, 200);
+    assert_eq!(
+        c.get(&format!("/v1/vms/{vm}")).await.body["status"],
+        "suspended"
+    );
+    assert!(qemu_processes(&vm).is_empty());
+    assert!(no_disk_views(), "a disk view is left mounted");
     let image = server
         .data_dir()
         .join("sandboxes")

@@ -133,6 +133,9 @@ pub fn boot(config_path: &Path) -> Result<Launched, BootError> {
                     env: config.env.clone(),
                     cwd: config.cwd.clone(),
                     user,
+                    // A container's disk is the host's to quiesce (its
+                    // cgroup freezes); the agent has none to offer.
+                    disk: None,
                 };
                 match crate::serve(listener, defaults) {
                     Ok(()) => 0,

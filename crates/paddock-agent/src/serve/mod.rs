@@ -26,6 +26,9 @@ pub struct Defaults {
     pub env: Vec<(String, String)>,
     pub cwd: Option<String>,
     pub user: Option<RunAs>,
+    /// The root of the sandbox's own writable disk, where it has one the
+    /// host may ask to freeze (a microVM's).
+    pub disk: Option<std::fs::File>,
 }
 
 pub(crate) struct State {
@@ -38,6 +41,7 @@ pub(crate) struct State {
     pub reaper: Arc<Reaper>,
     pub ptys: pty::PtyTable,
     pub jobs: jobs::JobTable,
+    disk: Option<std::fs::File>,
 }
 
 impl State {
@@ -137,6 +141,7 @@ where
             reaper,
             ptys: pty::PtyTable::default(),
             jobs: jobs::JobTable::default(),
+            disk: defaults.disk,
         });
         serve(state).await
     })
@@ -225,6 +230,28 @@ async fn handle(state: Arc<State>, mut stream: UnixStream) -> io::Result<()> {
         }
         Request::PtyKill { id } => write_control(&mut stream, &state.ptys.kill(&id)).await,
         Request::PtyAttach { id } => state.ptys.attach(&id, stream).await,
+        Request::FreezeDisk { frozen } => {
+            let event = match &state.disk {
+                None => Event::error(
+                    crate::proto::ErrorKind::Invalid,
+                    "this sandbox has no disk of its own to freeze",
+                ),
+                Some(disk) => {
+                    let fd = std::os::fd::AsFd::as_fd(disk).try_clone_to_owned()?;
+                    // The freeze flushes the disk: off the serving thread.
+                    let done = tokio::task::spawn_blocking(move || {
+                        crate::sys::freeze_filesystem(std::os::fd::AsFd::as_fd(&fd), frozen)
+                    })
+                    .await
+                    .map_err(io::Error::other)?;
+                    match done {
+                        Ok(()) => Event::Ok,
+                        Err(e) => Event::error(crate::proto::ErrorKind::Other, e.to_string()),
+                    }
+                }
+            };
+            write_control(&mut stream, &event).await
+        }
         Request::Resize { .. } => {
             let event = Event::error(
                 crate::proto::ErrorKind::Invalid,

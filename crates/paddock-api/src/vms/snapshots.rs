@@ -102,7 +102,8 @@ pub struct CloneResponse {
     pub snapshot_deleted: bool,
 }
 
-/// A new VM from a fresh snapshot of a running one, with its settings.
+/// A new VM from a fresh snapshot of a running or suspended one, with its
+/// settings.
 #[utoipa::path(post, path = "/v1/vms/{vm_id}/clone", tag = "snapshots",
     params(("vm_id" = String, Path), WaitQuery), request_body = CloneRequest,
     responses((status = 200, body = CloneResponse), (status = 404, body = ErrorDetail),

@@ -16,7 +16,7 @@ use crate::artifacts::library::ImageLibrary;
 use crate::clock::Timestamp;
 use crate::error::error_chain;
 use crate::error::{CoreError, StoreError};
-use crate::ids::{AccountId, SnapshotId};
+use crate::ids::{AccountId, SnapshotId, VmId};
 use crate::images::ImageBackend;
 use crate::model::{validate_name, Image, RootfsSpec, Snapshot, SnapshotKind, SnapshotStatus, Vm};
 use crate::store::SnapshotStore;
@@ -61,7 +61,9 @@ impl Snapshots {
 
     /// After a restart: snapshots whose making it interrupted are failed
     /// with `reason`; how many.
-    pub(crate) async fn fail_unfinished(&self, reason: &str) -> Result<u64, CoreError> {
+    /// Fails the snapshots a stopped server left unfinished; the VMs they
+    /// were being taken of.
+    pub(crate) async fn fail_unfinished(&self, reason: &str) -> Result<Vec<VmId>, CoreError> {
         Ok(self.store.fail_unfinished_snapshots(reason).await?)
     }
 

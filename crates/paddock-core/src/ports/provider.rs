@@ -10,7 +10,7 @@ use crate::exec::{
     ByteStream, ExecRequest, ExecStream, FileContent, PtyConnection, PtyInfo, PtySpec, SandboxPath,
 };
 use crate::ids::VmId;
-use crate::model::{ChangedTree, Resources, RootfsSpec, RuntimeHandle, Vm};
+use crate::model::{ChangedTree, Resources, RootfsSpec, RuntimeHandle, Vm, VmStatus};
 
 #[async_trait]
 pub trait Provider: Send + Sync + 'static {
@@ -139,6 +139,20 @@ pub trait Provider: Send + Sync + 'static {
     /// once the whole sandbox is in that state.
     async fn set_frozen(&self, id: &VmId, frozen: bool) -> Result<(), RuntimeError>;
 
+    /// Holds what `vm` (running or suspended) changed in its filesystem
+    /// still and readable on the host until [`Provider::release_changes`]:
+    /// the trees to read, empty when it has none the host can read. The
+    /// default freezes a running sandbox's processes over [`Provider::changes`].
+    async fn hold_changes(&self, vm: &Vm) -> Result<Vec<ChangedTree>, RuntimeError> {
+        hold_by_freezing(self, vm).await
+    }
+
+    /// Ends a [`Provider::hold_changes`] that returned trees: the sandbox
+    /// goes on as before.
+    async fn release_changes(&self, vm: &Vm) -> Result<(), RuntimeError> {
+        release_by_thawing(self, vm).await
+    }
+
     /// Binds the host directory `source` at `target` inside the running
     /// sandbox, read-only (enforced by the kernel) when asked. A provider
     /// that cannot refuses: host processes have no mount namespace of
@@ -251,4 +265,28 @@ pub trait SandboxChannel: Send + Sync {
     ) -> Result<(), RuntimeError>;
     async fn pty_kill(&self, id: &VmId, pty: &str) -> Result<(), RuntimeError>;
     async fn pty_attach(&self, id: &VmId, pty: &str) -> Result<PtyConnection, RuntimeError>;
+}
+
+/// [`Provider::hold_changes`] by default: [`Provider::changes`], with a
+/// running sandbox's processes frozen.
+pub async fn hold_by_freezing<P: Provider + ?Sized>(
+    provider: &P,
+    vm: &Vm,
+) -> Result<Vec<ChangedTree>, RuntimeError> {
+    let trees = provider.changes(vm);
+    if !trees.is_empty() && vm.status == VmStatus::Running {
+        provider.set_frozen(&vm.id, true).await?;
+    }
+    Ok(trees)
+}
+
+/// [`Provider::release_changes`] by default: a running sandbox thawed.
+pub async fn release_by_thawing<P: Provider + ?Sized>(
+    provider: &P,
+    vm: &Vm,
+) -> Result<(), RuntimeError> {
+    if vm.status == VmStatus::Running {
+        provider.set_frozen(&vm.id, false).await?;
+    }
+    Ok(())
 }

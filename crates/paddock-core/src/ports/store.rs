@@ -37,7 +37,8 @@ pub trait SnapshotStore: Send + Sync {
         id: &SnapshotId,
     ) -> Result<bool, StoreError>;
     /// Snapshots left `creating` by a server that stopped: they are failed.
-    async fn fail_unfinished_snapshots(&self, reason: &str) -> Result<u64, StoreError>;
+    /// Returns the VMs they were being taken of, one entry each.
+    async fn fail_unfinished_snapshots(&self, reason: &str) -> Result<Vec<VmId>, StoreError>;
 }
 
 /// Volumes, their checkpoints and where they are mounted.

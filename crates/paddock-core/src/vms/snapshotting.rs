@@ -59,8 +59,9 @@ impl Vms {
         })
     }
 
-    /// Packs the VM's changes while its processes are frozen, and writes
-    /// the snapshot image. The caller holds the VM's lock.
+    /// Packs the VM's changes while its provider holds them still (a
+    /// running VM's processes frozen), and writes the snapshot image. The
+    /// caller holds the VM's lock.
     ///
     /// With `squash_above`, the base's layers above that many (stacked
     /// snapshot layers) are squashed with the VM's changes into the one new
@@ -71,15 +72,11 @@ impl Vms {
         squash_above: Option<usize>,
     ) -> Result<(Image, Option<String>, u64), CoreError> {
         let mut base = self.base_of(vm).await?;
-        let changes = self
-            .provider_named(&vm.provider)
-            .map(|p| p.changes(vm))
-            .unwrap_or_default();
+        let provider = self.provider_of(vm)?;
+        let changes = provider.hold_changes(vm).await?;
         if changes.is_empty() {
             return Err(CoreError::FailedPrecondition(
-                "the VM has no writable layer its provider lets the server capture (a microVM \
-                 started from an image keeps its changes on its own disk; suspend keeps them)"
-                    .into(),
+                "the VM has no writable layer its provider lets the server capture".into(),
             ));
         }
         let mut trees = Vec::new();
@@ -97,15 +94,13 @@ impl Vms {
         }
         let squash = !trees.is_empty();
         trees.extend(changes);
-        let provider = self.provider_of(vm)?;
-        provider.set_frozen(&vm.id, true).await?;
         let packed = if squash {
             self.image_backend.pack_squashed(&trees).await
         } else {
             self.image_backend.pack_changes(&trees).await
         };
-        if let Err(e) = provider.set_frozen(&vm.id, false).await {
-            tracing::error!(vm_id = %vm.id, error = %error_chain(&e), "could not thaw a VM after a snapshot");
+        if let Err(e) = provider.release_changes(vm).await {
+            tracing::error!(vm_id = %vm.id, error = %error_chain(&e), "could not release a VM's changes after a snapshot");
         }
         let layer = packed?;
         let mut layers = base.layers;
@@ -129,7 +124,20 @@ impl Vms {
         Ok((image, base.variant, size))
     }
 
-    /// Snapshots a running VM.
+    /// Lets go of a VM whose snapshot a stopped server cut short: its
+    /// provider may still hold it (a container frozen, a microVM's disk
+    /// frozen and open on the host). Failures are logged.
+    pub(crate) async fn release_held_changes(&self, vm: &Vm) {
+        let released = match self.provider_of(vm) {
+            Ok(provider) => provider.release_changes(vm).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = released {
+            tracing::warn!(vm_id = %vm.id, error = %error_chain(&e), "could not release a VM held by a snapshot cut short");
+        }
+    }
+
+    /// Snapshots a running or suspended VM.
     pub async fn snapshot_vm(
         &self,
         account: &AccountId,
@@ -139,9 +147,9 @@ impl Vms {
         self.get_vm(account, id).await?;
         let _guard = self.lock_vm(id).await;
         let vm = self.get_vm(account, id).await?;
-        if vm.status != VmStatus::Running {
+        if !matches!(vm.status, VmStatus::Running | VmStatus::Suspended) {
             return Err(CoreError::FailedPrecondition(format!(
-                "the VM is {}; only a running VM can be snapshotted",
+                "the VM is {}; only a running or suspended VM can be snapshotted",
                 vm.status.as_str()
             )));
         }
@@ -208,7 +216,8 @@ impl Vms {
         }
     }
 
-    /// A new VM from a fresh snapshot of a running one, with its settings.
+    /// A new VM from a fresh snapshot of a running or suspended one, with its
+    /// settings.
     pub async fn clone_vm(
         self: &Arc<Self>,
         account: &AccountId,

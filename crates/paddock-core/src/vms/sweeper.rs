@@ -16,14 +16,14 @@ impl Vms {
     /// a crash: live sandboxes stay, dead ones are marked failed, and every
     /// host resource no record owns is freed.
     pub async fn reconcile(self: &Arc<Self>) -> Result<(), CoreError> {
-        let snapshots = self
+        let cut_short = self
             .parts
             .snapshots
             .fail_unfinished("the server restarted while the snapshot was made")
             .await?;
-        if snapshots > 0 {
+        if !cut_short.is_empty() {
             tracing::warn!(
-                count = snapshots,
+                count = cut_short.len(),
                 "snapshots lost in a restart marked failed"
             );
         }
@@ -74,12 +74,19 @@ impl Vms {
         }
         self.adopt_jobs(adopted);
         self.parts.volumes.reconcile(&live).await?;
-        // A suspended VM keeps its network (address, namespace, tap) and
-        // its run dir (disks and saved memory) for its resume.
+        // A snapshot cut short left its VM held (frozen); suspended ones
+        // are among them too.
         let suspended = self
             .store
             .list_vms_in(&VmStatusSet::of(&[VmStatus::Suspended]))
             .await?;
+        for vm in live.iter().chain(&suspended) {
+            if cut_short.contains(&vm.id) {
+                self.release_held_changes(vm).await;
+            }
+        }
+        // A suspended VM keeps its network (address, namespace, tap) and
+        // its run dir (disks and saved memory) for its resume.
         let with_suspended: Vec<Vm> = live.iter().chain(&suspended).cloned().collect();
         self.reconcile_network(&with_suspended).await?;
         let mut live: Vec<VmId> = live.into_iter().chain(suspended).map(|vm| vm.id).collect();

@@ -12,6 +12,7 @@
 //! orphan cleanup are the container provider's code paths.
 
 mod direct_io;
+mod disk_view;
 mod initrd;
 mod kernel;
 mod lower;
@@ -364,14 +365,29 @@ crate::over_container::provider_over_container!(MicroVmProvider {
 
     fn changes(&self, vm: &Vm) -> Vec<ChangedTree> {
         // A root on block devices keeps its changes on the guest's own
-        // disk, which the host does not read while the guest has it
-        // mounted: none to capture.
+        // disk: readable only while held (`hold_changes`).
         if on_block_devices(&self.container.run_dir(&vm.id)).unwrap_or(false) {
             return Vec::new();
         }
         // The guest's root is the sandbox's overlay, served by virtiofsd
         // without a write-back cache: its writes are in the upper layer.
         self.container.changes(vm)
+    }
+
+    async fn hold_changes(&self, vm: &Vm) -> Result<Vec<ChangedTree>, RuntimeError> {
+        let run = self.container.run_dir(&vm.id);
+        if !on_block_devices(&run)? {
+            return paddock_core::provider::hold_by_freezing(self, vm).await;
+        }
+        self.hold_disk(vm, &run).await
+    }
+
+    async fn release_changes(&self, vm: &Vm) -> Result<(), RuntimeError> {
+        let run = self.container.run_dir(&vm.id);
+        if !on_block_devices(&run)? {
+            return paddock_core::provider::release_by_thawing(self, vm).await;
+        }
+        self.release_disk(vm, &run).await
     }
 
     async fn update_resources(

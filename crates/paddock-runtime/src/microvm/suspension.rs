@@ -17,6 +17,7 @@ use paddock_core::secrets::DataKey;
 use paddock_core::RuntimeError;
 
 use super::direct_io;
+use super::disk_view;
 use super::memory_image::{self, ImageError};
 use super::{container, host_limits, on_block_devices, qmp, saved_config, MicroVmProvider};
 use super::{GUEST_BOOT_TIMEOUT, QMP_SOCKET};
@@ -54,16 +55,33 @@ impl MicroVmProvider {
             ));
         }
         let memory = run.join(MEMORY_IMAGE);
-        let mut qmp = qmp::Qmp::connect(&run.join(QMP_SOCKET), Duration::from_secs(5)).await?;
-        qmp.execute("stop", None).await?;
-        match save_sealed(&mut qmp, &memory, key).await {
-            Ok(bytes) => tracing::debug!(vm_id = %vm.id, bytes, "microVM memory sealed"),
+        // Its disk is left clean on the device and stays so while it is
+        // saved: a snapshot reads it from the host.
+        disk_view::freeze_for_save(&run).await?;
+        let saved = async {
+            let mut qmp = qmp::Qmp::connect(&run.join(QMP_SOCKET), Duration::from_secs(5)).await?;
+            qmp.execute("stop", None).await?;
+            match save_sealed(&mut qmp, &memory, key).await {
+                Ok(bytes) => {
+                    tracing::debug!(vm_id = %vm.id, bytes, "microVM memory sealed");
+                    Ok(qmp)
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&memory);
+                    let _ = qmp.execute("cont", None).await;
+                    Err(e)
+                }
+            }
+        };
+        let mut qmp = match saved.await {
+            Ok(qmp) => qmp,
             Err(e) => {
-                let _ = std::fs::remove_file(&memory);
-                let _ = qmp.execute("cont", None).await;
+                if let Err(thaw) = disk_view::thaw_after_save(&run).await {
+                    tracing::error!(vm_id = %vm.id, error = %thaw, "could not thaw a microVM's disk after a failed suspend");
+                }
                 return Err(e);
             }
-        }
+        };
         // qemu exits; its monitor follows.
         let _ = qmp.execute("quit", None).await;
         self.end_monitor(vm, handle).await
@@ -126,7 +144,8 @@ impl MicroVmProvider {
                 .await
                 .map_err(|_| {
                     RuntimeError::Agent("the resumed guest's agent never answered".into())
-                })?
+                })??;
+            disk_view::thaw_after_save(&run).await
         };
         match resumed.await {
             Ok(()) => {

@@ -174,15 +174,19 @@ impl SnapshotStore for SqliteStore {
         self.delete_owned::<Snapshot>(account, id.as_str()).await
     }
 
-    async fn fail_unfinished_snapshots(&self, reason: &str) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE snapshots SET status = 'failed', error = ? WHERE status = 'creating'",
+    async fn fail_unfinished_snapshots(&self, reason: &str) -> Result<Vec<VmId>, StoreError> {
+        let vms: Vec<(Option<String>,)> = sqlx::query_as(
+            "UPDATE snapshots SET status = 'failed', error = ? WHERE status = 'creating' \
+             RETURNING vm_id",
         )
         .bind(reason)
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        Ok(done.rows_affected())
+        vms.into_iter()
+            .filter_map(|(vm,)| vm)
+            .map(|vm| parse("snapshot's vm_id", &vm))
+            .collect()
     }
 }
 

@@ -250,7 +250,8 @@ async fn snapshot_names_are_unique_per_account_and_unfinished_ones_fail() {
         store
             .fail_unfinished_snapshots("restart")
             .await
-            .expect("fail"),
+            .expect("fail")
+            .len(),
         1
     );
     let got = store
