@@ -81,6 +81,20 @@ async fn create_get_list_patch_delete() {
         .expect("the VM's memory cgroup");
     assert_eq!(limit.trim(), (300u64 << 20).to_string());
 
+    // A container cannot be suspended with its memory: a 409 saying why,
+    // and it runs on.
+    let suspend = c.post(&format!("/v1/vms/{id}/suspend"), json!({})).await;
+    assert_eq!(suspend.status, 409, "{}", suspend.body);
+    let why = suspend.body["detail"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("namespaces") && why.contains("microVM"),
+        "{why}"
+    );
+    assert_eq!(
+        c.get(&format!("/v1/vms/{id}")).await.body["status"],
+        "active"
+    );
+
     let deleted = c.delete(&format!("/v1/vms/{id}")).await;
     assert_eq!(deleted.status, 200);
     assert_eq!(deleted.body["status"], "terminated");

@@ -39,6 +39,7 @@ impl Vms {
             }
         };
         let provider = self.provider_of(&vm)?;
+        provider.can_suspend(&vm.image_variant)?;
         let began = std::time::Instant::now();
         // The saved memory is sealed under a key of its own, made here and
         // kept (sealed) on the VM's record until it resumes.

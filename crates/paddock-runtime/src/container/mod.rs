@@ -494,6 +494,13 @@ impl ContainerProvider {
     }
 }
 
+/// Why a container sandbox cannot be suspended with its memory.
+const CANNOT_CHECKPOINT: &str = "a container sandbox cannot be suspended with its memory: its \
+     network, mount, UTS and IPC namespaces belong to the host's user namespace (so that root \
+     in it can change none of them), and CRIU checkpoints only processes whose namespaces \
+     belong to their own; a microVM started from an image (provider microvm, image_variant) \
+     can be suspended";
+
 #[async_trait]
 impl Provider for ContainerProvider {
     fn name(&self) -> &'static str {
@@ -502,6 +509,17 @@ impl Provider for ContainerProvider {
 
     fn has_variant(&self, variant: &str) -> bool {
         self.config.variants.contains_key(variant)
+    }
+
+    /// Not with CRIU, even where `criu check` passes: CRIU checkpoints a
+    /// process tree only when every namespace it is in belongs to its own
+    /// user namespace (CRIU 4.2, tried on a sandbox: "One or more
+    /// namespaces doesn't belong to the target user namespace"), and a
+    /// sandbox's are the host's by design (SECURITY.md: its root can
+    /// change none of them). Giving them to the sandbox's user namespace
+    /// would hand its root CAP_NET_ADMIN and CAP_SYS_ADMIN over them.
+    fn can_suspend(&self, _image_variant: &str) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Unsupported(CANNOT_CHECKPOINT.into()))
     }
 
     async fn start(&self, vm: &Vm, rootfs: &RootfsSpec) -> Result<RuntimeHandle, RuntimeError> {
