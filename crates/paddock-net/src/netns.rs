@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 
+/// `mount`'s absent file system type or data.
+const NONE: Option<&str> = None;
+
 /// Creates a fresh network namespace pinned at `path`. A short-lived
 /// thread enters the new namespace and binds it: namespaces are per
 /// thread, so the server's own threads never leave the host's.
@@ -20,13 +23,8 @@ pub fn create(path: &Path) -> io::Result<()> {
     let target = path.to_path_buf();
     let pinned = std::thread::spawn(move || -> io::Result<()> {
         unshare(CloneFlags::CLONE_NEWNET)?;
-        mount(
-            Some("/proc/thread-self/ns/net"),
-            &target,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )?;
+        let own = Path::new("/proc/thread-self/ns/net");
+        mount(Some(own), &target, NONE, MsFlags::MS_BIND, NONE)?;
         Ok(())
     })
     .join()

@@ -369,9 +369,9 @@ pub(crate) fn redirect_stdio(log: &Path) -> Result<(), BootError> {
 
 /// An error and its causes on one line, as the boot helper reports them.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let causes = std::iter::successors(Some(e), |e| e.source());
-    causes
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(": ")
+    let mut line = e.to_string();
+    for cause in std::iter::successors(e.source(), |c| c.source()) {
+        line = format!("{line}: {cause}");
+    }
+    line
 }

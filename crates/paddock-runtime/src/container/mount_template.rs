@@ -36,6 +36,9 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use paddock_agent_protocol::config::PROC_VIEW_FILES;
 
+/// `mount`'s absent source, file system type or data.
+const NONE: Option<&str> = None;
+
 /// The template; dropping it lets its thread end.
 pub struct MountTemplate {
     path: PathBuf,
@@ -118,13 +121,7 @@ fn stage_views(v: &ViewsToStage) -> io::Result<()> {
             std::fs::create_dir_all(dir)?;
         }
         std::fs::File::create(&target)?;
-        mount(
-            Some(&source),
-            &target,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )?;
+        mount(Some(&source), &target, NONE, MsFlags::MS_BIND, NONE)?;
     }
     Ok(())
 }
@@ -135,13 +132,7 @@ fn enter_lean_namespace() -> io::Result<nix::unistd::Pid> {
     // A thread shares its filesystem context with the process until it
     // unshares it, and only then may it have a mount namespace of its own.
     unshare(CloneFlags::CLONE_FS | CloneFlags::CLONE_NEWNS)?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )?;
+    mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)?;
     let mountinfo = std::fs::read_to_string("/proc/thread-self/mountinfo")?;
     // Deepest first, so a pin under another mount goes before it.
     for target in nsfs_mounts(&mountinfo).into_iter().rev() {
