@@ -283,11 +283,38 @@ async fn a_microvm_from_an_image_boots_from_block_devices() {
         .trim()
         .parse()
         .unwrap_or_else(|_| panic!("pid: {out} {err}"));
+    // And a listening socket, held by a server process.
+    let (out, err, _) = c
+        .exec(
+            &vm,
+            "busybox httpd -f -p 7000 -h /work </dev/null >/dev/null 2>&1 & echo $!",
+        )
+        .await;
+    let listener: u32 = out
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("pid: {out} {err}"));
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let instance = paddock_runtime::container::instance_id(&server.data_dir());
+    let cgroups = || {
+        ["memory/paddock", "cpu/paddock", "pids/paddock", "paddock"]
+            .iter()
+            .map(|controller| {
+                std::path::Path::new("/sys/fs/cgroup")
+                    .join(controller)
+                    .join(&instance)
+                    .join(&vm)
+            })
+            .filter(|dir| dir.exists())
+            .collect::<Vec<_>>()
+    };
+    assert!(!cgroups().is_empty(), "the running VM's cgroups are found");
     let r = c.post(&format!("/v1/vms/{vm}/suspend"), json!({})).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["status"], "suspended", "{}", r.body);
     wait_gone(&vm).await;
+    // Nothing of it is left on the host but files: no process, no cgroup.
+    assert_eq!(cgroups(), Vec::<std::path::PathBuf>::new());
     let again = c.post(&format!("/v1/vms/{vm}/suspend"), json!({})).await;
     assert_eq!(again.status, 409, "{}", again.body);
     let exec = c
@@ -306,12 +333,17 @@ async fn a_microvm_from_an_image_boots_from_block_devices() {
     let (out, err, exit) = c
         .exec(
             &vm,
-            &format!("kill -0 {counter} && echo alive; cat /work/count; cat /work/file"),
+            &format!(
+                "kill -0 {counter} && echo alive; cat /work/count; cat /work/file; \
+                 kill -0 {listener} && busybox wget -qO- http://127.0.0.1:7000/file"
+            ),
         )
         .await;
     assert_eq!(exit["exit_code"], 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "alive", "{out}");
+    // The same listener still accepts, and serves what was written.
+    assert_eq!(lines.get(3), Some(&"kept"), "{out}");
     let (was, now): (u32, u32) = (
         before.trim().parse().expect("count"),
         lines[1].parse().expect("count"),
