@@ -12,6 +12,7 @@ use crate::vms;
     paths(
         vms::lifecycle::create, vms::lifecycle::list_active, vms::lifecycle::list_all,
         vms::lifecycle::get, vms::lifecycle::patch, vms::lifecycle::delete,
+        vms::bulk_delete::bulk_delete,
         vms::lifecycle::suspend, vms::lifecycle::resume,
         vms::sessions::create, vms::sessions::get, vms::sessions::status, vms::sessions::end, vms::sessions::kill,
         vms::execute::execute, vms::execute::execute_async, vms::execute::get_execution, vms::execute::stream_exec,

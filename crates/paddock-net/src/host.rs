@@ -108,6 +108,9 @@ const PREPARED_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long the pool waits after a namespace is taken before refilling.
 const REFILL_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long a batched release waits for the kernel to tear the unpinned
+/// namespaces' links down before deleting what is left itself.
+const BATCHED_TEARDOWN: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NetError {
     let what = what.into();
@@ -416,6 +419,52 @@ impl PoolState {
         self.free(address);
     }
 
+    /// [`State::discard`] for many addresses, batched: one rule-set
+    /// change for all, and every namespace unpinned at once, so the
+    /// kernel tears them and their links down together (deleting links
+    /// one by one waits out a grace period each). What has not gone by
+    /// the deadline is deleted link by link.
+    async fn discard_many(&self, addresses: &[Ipv4Addr]) {
+        let mut rules = Vec::new();
+        for &address in addresses {
+            let policy = self
+                .policies
+                .write()
+                .ok()
+                .and_then(|mut m| m.remove(&address));
+            let learned = self.take_learned(address);
+            let port = link::port_name(address);
+            rules.extend(nft::remove_vm(
+                &self.layout,
+                address,
+                &port,
+                policy.as_ref(),
+                &learned,
+            ));
+        }
+        let unwire = async {
+            for &address in addresses {
+                let path = self.netns_path(address);
+                if let Err(e) = netns::remove(&path) {
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove a namespace");
+                }
+            }
+            let deadline = tokio::time::Instant::now() + BATCHED_TEARDOWN;
+            let mut left = addresses.to_vec();
+            while !left.is_empty() && tokio::time::Instant::now() < deadline {
+                left.retain(|a| link::port_exists(*a));
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            if let Err(e) = link::remove_ports(&left).await {
+                tracing::warn!(count = left.len(), error = %e, "could not remove VM ports");
+            }
+        };
+        tokio::join!(nft::apply_each(&rules), unwire);
+        for &address in addresses {
+            self.free(address);
+        }
+    }
+
     fn take_warm(&self) -> Option<Ipv4Addr> {
         self.warm.lock().ok()?.pop()
     }
@@ -531,6 +580,23 @@ impl NetworkBackend for HostNetwork {
             .remove(&address);
         self.state.discard(address).await;
         tracing::debug!(vm_id = %vm, %address, "VM network released");
+        Ok(())
+    }
+
+    async fn release_many(&self, vms: &[(VmId, VmNetwork)]) -> Result<(), RuntimeError> {
+        let addresses: Vec<Ipv4Addr> = vms.iter().map(|(_, n)| n.address).collect();
+        {
+            let mut interceptions = self
+                .state
+                .interceptions
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for address in &addresses {
+                interceptions.remove(address);
+            }
+        }
+        self.state.discard_many(&addresses).await;
+        tracing::debug!(count = addresses.len(), "VM networks released together");
         Ok(())
     }
 

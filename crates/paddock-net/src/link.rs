@@ -179,6 +179,29 @@ pub async fn remove_port(address: Ipv4Addr) -> Result<(), NetError> {
     }
 }
 
+/// Whether the VM port of `address` exists.
+pub fn port_exists(address: Ipv4Addr) -> bool {
+    Path::new("/sys/class/net")
+        .join(port_name(address))
+        .exists()
+}
+
+/// Deletes the veths of many VMs in one batch; missing ones are skipped.
+pub async fn remove_ports(addresses: &[Ipv4Addr]) -> Result<(), NetError> {
+    let batch: String = addresses
+        .iter()
+        .filter(|a| port_exists(**a))
+        .map(|a| format!("link del {}\n", port_name(*a)))
+        .collect();
+    if batch.is_empty() {
+        return Ok(());
+    }
+    match ip_batch(&[], &batch, true).await {
+        Err(NetError::Tool { message, .. }) if message.contains("Cannot find device") => Ok(()),
+        other => other,
+    }
+}
+
 /// The VM ports attached to `bridge`.
 pub fn ports_of(bridge: &str) -> Vec<String> {
     let dir = Path::new("/sys/class/net").join(bridge).join("brif");

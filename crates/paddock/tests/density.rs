@@ -30,7 +30,12 @@ async fn create_cost_does_not_grow_with_live_sandboxes() {
     let mut ids = Vec::with_capacity(COUNT);
     for _ in 0..COUNT {
         let t = Instant::now();
-        let r = c.post("/v1/vms?wait=true", json!({"memory_mb": 128})).await;
+        let r = c
+            .post(
+                "/v1/vms?wait=true",
+                json!({"memory_mb": 128, "metadata": {"run": "density"}}),
+            )
+            .await;
         times.push(t.elapsed());
         assert_eq!(
             (r.status, r.body["status"].as_str()),
@@ -46,9 +51,17 @@ async fn create_cost_does_not_grow_with_live_sandboxes() {
     let late = lower_quartile(times[COUNT - WINDOW..].to_vec());
     let (_, _, exit) = c.exec(&ids[COUNT - 1], "true").await;
     assert_eq!(exit["exit_code"], 0);
-    for id in &ids {
-        c.delete(&format!("/v1/vms/{id}")).await;
-    }
+    // All of them in one call.
+    let r = c
+        .post(
+            "/v1/vms/bulk-delete",
+            json!({"metadata": {"run": "density"}}),
+        )
+        .await;
+    assert_eq!(r.body["deleted"], COUNT, "{}", r.body);
+    assert_eq!(r.body["failed"], json!([]), "{}", r.body);
+    let listed = c.get("/v1/vms").await;
+    assert_eq!(listed.body, json!([]), "none is left running");
     assert!(
         late.as_secs_f64() <= early.as_secs_f64() * 1.5,
         "create p25 at {COUNT} live: {late:?}, early: {early:?}"

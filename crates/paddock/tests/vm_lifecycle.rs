@@ -393,3 +393,101 @@ async fn execs_release_their_connections_and_a_dropped_stream_kills_its_command(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn bulk_delete_ends_what_it_names_and_nothing_else() {
+    let server = Server::start();
+    let c = server.client();
+    let mut batch = Vec::new();
+    for _ in 0..3 {
+        let vm = c
+            .create_vm(json!({"metadata": {"batch": "a", "owner": "ci"}}))
+            .await;
+        batch.push(vm["vm_id"].as_str().expect("id").to_owned());
+    }
+    let kept = c.create_vm(json!({"metadata": {"batch": "b"}})).await;
+    let kept = kept["vm_id"].as_str().expect("id").to_owned();
+    let other = c.with_key(Some(&server.other_account_key()));
+    let foreign = other.create_vm(json!({"metadata": {"batch": "a"}})).await;
+    let foreign = foreign["vm_id"].as_str().expect("id").to_owned();
+
+    // Nothing to select by is refused, naming the field; an id the caller
+    // does not have is not found, and nothing is ended.
+    let r = c.post("/v1/vms/bulk-delete", json!({})).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.body["detail"][0]["loc"], json!(["body", "vm_ids"]));
+    let r = c
+        .post(
+            "/v1/vms/bulk-delete",
+            json!({"vm_ids": [batch[0], foreign]}),
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(
+        c.get(&format!("/v1/vms/{}", batch[0])).await.body["status"],
+        "active"
+    );
+
+    // By metadata: the caller's three, not the other account's.
+    let ips: Vec<String> = {
+        let mut ips = Vec::new();
+        for id in &batch {
+            let vm = c.get(&format!("/v1/vms/{id}")).await;
+            ips.push(vm.body["ip_address"].as_str().expect("ip").to_owned());
+        }
+        ips
+    };
+    let r = c
+        .post("/v1/vms/bulk-delete", json!({"metadata": {"batch": "a"}}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["deleted"], 3, "{}", r.body);
+    assert_eq!(r.body["failed"], json!([]));
+    for (id, ip) in batch.iter().zip(&ips) {
+        let vm = c.get(&format!("/v1/vms/{id}")).await;
+        assert_eq!(vm.body["status"], "terminated");
+        // Its namespace and its link are gone when the call returns.
+        let port = format!(
+            "vp{:08x}",
+            u32::from(ip.parse::<std::net::Ipv4Addr>().expect("ip"))
+        );
+        assert!(
+            !std::path::Path::new("/sys/class/net").join(&port).exists(),
+            "{port}"
+        );
+        let netns = server.data_dir().join("net/netns").join(ip);
+        assert!(!netns.exists(), "{} left behind", netns.display());
+    }
+    assert_eq!(
+        c.get(&format!("/v1/vms/{kept}")).await.body["status"],
+        "active"
+    );
+    assert_eq!(
+        other.get(&format!("/v1/vms/{foreign}")).await.body["status"],
+        "active"
+    );
+    // Again: they ended already, nothing to do.
+    let r = c
+        .post("/v1/vms/bulk-delete", json!({"metadata": {"batch": "a"}}))
+        .await;
+    assert_eq!(r.body["deleted"], 0, "{}", r.body);
+
+    // By id, and the address of an ended VM serves a new one.
+    let r = c
+        .post("/v1/vms/bulk-delete", json!({"vm_ids": [kept]}))
+        .await;
+    assert_eq!(r.body["vm_ids"], json!([kept]), "{}", r.body);
+    let fresh = c.create_vm(json!({})).await;
+    assert_eq!(fresh["status"], "active", "{fresh}");
+    let fresh_id = fresh["vm_id"].as_str().expect("id");
+    let (out, _, _) = c.exec(fresh_id, "echo up").await;
+    assert_eq!(out, "up\n");
+    // By session.
+    let r = c
+        .post(
+            "/v1/vms/bulk-delete",
+            json!({"session_id": fresh["session_id"]}),
+        )
+        .await;
+    assert_eq!(r.body["vm_ids"], json!([fresh_id]), "{}", r.body);
+}

@@ -5,6 +5,7 @@
 
 pub(crate) mod api_keys;
 pub(crate) mod audit;
+pub(crate) mod bulk_delete;
 pub mod domains;
 pub mod dto;
 pub(crate) mod egress;
@@ -69,6 +70,7 @@ pub(crate) fn router(
             post(lifecycle::create).get(lifecycle::list_active),
         )
         .route("/v1/vms/", get(lifecycle::list_all))
+        .route("/v1/vms/bulk-delete", post(bulk_delete::bulk_delete))
         .route("/v1/quotas", get(quotas::get))
         .route(
             "/v1/vms/{vm_id}",

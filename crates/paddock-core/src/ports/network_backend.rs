@@ -68,6 +68,22 @@ pub trait NetworkBackend: Send + Sync + 'static {
     /// Frees the namespace, its links and its rules. Idempotent.
     async fn release(&self, vm: &VmId, network: &VmNetwork) -> Result<(), RuntimeError>;
 
+    /// Frees many VMs' networks at once (a bulk delete), as
+    /// [`NetworkBackend::release`] does each; a backend may batch the
+    /// host's work. By default one by one; the first failure is returned
+    /// after every one was tried.
+    async fn release_many(&self, vms: &[(VmId, VmNetwork)]) -> Result<(), RuntimeError> {
+        let mut first = Ok(());
+        for (vm, network) in vms {
+            if let Err(e) = self.release(vm, network).await {
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        first
+    }
+
     /// After a restart: rebuilds the rules of `live` VMs and frees every
     /// namespace, link and rule that belongs to none of them.
     async fn reconcile(&self, live: &[LiveNetwork]) -> Result<(), RuntimeError>;

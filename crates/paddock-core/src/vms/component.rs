@@ -714,12 +714,25 @@ impl Vms {
     }
 
     pub(crate) async fn terminate(&self, id: VmId, reason: &str) -> Result<Vm, CoreError> {
-        let _guard = self.lock_vm(&id).await;
+        match self.begin_ending(id).await? {
+            Ending::Already(vm) => Ok(vm),
+            Ending::Ending(mut ending) => {
+                self.release_network(&mut ending.vm).await;
+                self.finish_ending(ending, reason).await
+            }
+        }
+    }
+
+    /// The first part of ending a VM, under its lock (which the result
+    /// holds): its sandbox, volumes and shares go. Its network and its
+    /// record are the caller's to finish ([`Vms::finish_ending`]).
+    pub(crate) async fn begin_ending(&self, id: VmId) -> Result<Ending, CoreError> {
+        let guard = self.lock_vm(&id).await;
         let Some(mut vm) = self.store.find_vm(&id).await? else {
             return Err(CoreError::not_found("VM", &id));
         };
         if vm.status == VmStatus::Terminated {
-            return Ok(vm);
+            return Ok(Ending::Already(vm));
         }
         self.snapshot_on_terminate(&vm).await;
         if vm.status != VmStatus::Stopping {
@@ -732,7 +745,27 @@ impl Vms {
         let sandbox_gone = began.elapsed();
         self.parts.volumes.release(&vm.id).await;
         self.parts.shares.end_shares(&vm.id).await;
-        self.release_network(&mut vm).await;
+        Ok(Ending::Ending(EndingVm {
+            _guard: guard,
+            vm,
+            began,
+            sandbox_gone,
+        }))
+    }
+
+    /// Records a VM [`Vms::begin_ending`] began as terminated (its network
+    /// released by now), and tells of it.
+    pub(crate) async fn finish_ending(
+        &self,
+        ending: EndingVm,
+        reason: &str,
+    ) -> Result<Vm, CoreError> {
+        let EndingVm {
+            _guard,
+            mut vm,
+            began,
+            sandbox_gone,
+        } = ending;
         let network_gone = began.elapsed();
         let now = Timestamp::now();
         vm.status = VmStatus::Terminated;
@@ -783,4 +816,19 @@ impl Vms {
         tracing::warn!(vm_id = %vm.id, reason, "VM failed");
         Ok(())
     }
+}
+
+/// What [`Vms::begin_ending`] found.
+pub(crate) enum Ending {
+    /// The VM had ended before: nothing was done.
+    Already(Vm),
+    Ending(EndingVm),
+}
+
+/// A VM being ended: its lock held until it is recorded as terminated.
+pub(crate) struct EndingVm {
+    _guard: OwnedMutexGuard<()>,
+    pub(crate) vm: Vm,
+    began: std::time::Instant,
+    sandbox_gone: Duration,
 }

@@ -18,6 +18,7 @@
 //! metering.rs usage sampling.
 mod activity;
 mod agent_calls;
+pub mod bulk_delete;
 pub mod component;
 pub(crate) mod executions;
 pub mod exposed;
