@@ -223,6 +223,7 @@ async fn keys_are_found_by_hash_until_revoked() {
 #[tokio::test]
 async fn snapshot_names_are_unique_per_account_and_unfinished_ones_fail() {
     let (store, account) = store_with_account().await;
+    let vm = VmId::generate();
     let snapshot = Snapshot {
         id: SnapshotId::generate(),
         account_id: account.id.clone(),
@@ -230,7 +231,7 @@ async fn snapshot_names_are_unique_per_account_and_unfinished_ones_fail() {
         kind: SnapshotKind::User,
         status: SnapshotStatus::Creating,
         error: None,
-        vm_id: None,
+        vm_id: Some(vm.clone()),
         source: "default".into(),
         base_variant: None,
         image: None,
@@ -246,14 +247,28 @@ async fn snapshot_names_are_unique_per_account_and_unfinished_ones_fail() {
         store.insert_snapshot(&twin).await,
         Err(StoreError::Duplicate)
     ));
+    // One of an image (no VM) is failed too; the VMs of those cut short
+    // come back.
+    let of_an_image = Snapshot {
+        id: SnapshotId::generate(),
+        name: "of-an-image".into(),
+        vm_id: None,
+        ..snapshot.clone()
+    };
+    store.insert_snapshot(&of_an_image).await.expect("insert");
     assert_eq!(
         store
             .fail_unfinished_snapshots("restart")
             .await
-            .expect("fail")
-            .len(),
-        1
+            .expect("fail"),
+        vec![vm]
     );
+    let got = store
+        .get_snapshot(&account.id, &of_an_image.id)
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!(got.status, SnapshotStatus::Failed);
     let got = store
         .get_snapshot(&account.id, &snapshot.id)
         .await
