@@ -57,8 +57,20 @@ def test_a_microvm_suspends_and_resumes_with_its_memory(image_server):
     assert out[0] == "alive", out
     assert int(out[1]) > before, (before, out)
 
-    # With auto_resume, a command resumes a suspended VM by itself.
+    # A suspended VM is snapshotted and cloned from its own disk, and
+    # stays suspended.
+    inside.execute("echo from-the-disk > /work/mark")
     client.vms.suspend(vid)
+    clone = client.vms.clone(vid, wait=True)
+    assert clone["status"] in ("active", "running"), clone
+    in_clone = InstaVM(api_key=server.key, base_url=server.base_url, auto_start_session=False,
+                       timeout=300)
+    in_clone.session_id = clone["session_id"]
+    assert in_clone.execute("cat /work/mark")["stdout"] == "from-the-disk\n"
+    assert client.vms.get(vid)["status"] == "suspended"
+    client.vms.delete(clone["vm_id"])
+
+    # With auto_resume, a command resumes a suspended VM by itself.
     assert inside.execute("echo back")["stdout"] == "back\n"
     assert client.vms.get(vid)["status"] == "active"
     client.vms.delete(vid)
