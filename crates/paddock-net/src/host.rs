@@ -397,14 +397,7 @@ impl PoolState {
 
     /// Frees a namespace, its rules, its port and its address.
     async fn discard(&self, address: Ipv4Addr) {
-        let policy = self
-            .policies
-            .write()
-            .ok()
-            .and_then(|mut m| m.remove(&address));
-        let learned = self.take_learned(address);
-        let port = link::port_name(address);
-        let rules = nft::remove_vm(&self.layout, address, &port, policy.as_ref(), &learned);
+        let rules = self.forget(address);
         // The rules go while the port and the namespace do.
         let unwire = async {
             if let Err(e) = link::remove_port(address).await {
@@ -419,29 +412,26 @@ impl PoolState {
         self.free(address);
     }
 
+    /// Forgets the policy and learned addresses of `address`; the rule
+    /// changes that remove it.
+    fn forget(&self, address: Ipv4Addr) -> Vec<String> {
+        let policy = self
+            .policies
+            .write()
+            .ok()
+            .and_then(|mut m| m.remove(&address));
+        let learned = self.take_learned(address);
+        let port = link::port_name(address);
+        nft::remove_vm(&self.layout, address, &port, policy.as_ref(), &learned)
+    }
+
     /// [`State::discard`] for many addresses, batched: one rule-set
     /// change for all, and every namespace unpinned at once, so the
     /// kernel tears them and their links down together (deleting links
     /// one by one waits out a grace period each). What has not gone by
     /// the deadline is deleted link by link.
     async fn discard_many(&self, addresses: &[Ipv4Addr]) {
-        let mut rules = Vec::new();
-        for &address in addresses {
-            let policy = self
-                .policies
-                .write()
-                .ok()
-                .and_then(|mut m| m.remove(&address));
-            let learned = self.take_learned(address);
-            let port = link::port_name(address);
-            rules.extend(nft::remove_vm(
-                &self.layout,
-                address,
-                &port,
-                policy.as_ref(),
-                &learned,
-            ));
-        }
+        let rules: Vec<String> = addresses.iter().flat_map(|a| self.forget(*a)).collect();
         let unwire = async {
             for &address in addresses {
                 let path = self.netns_path(address);
