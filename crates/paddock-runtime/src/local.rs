@@ -85,6 +85,14 @@ crate::over_container::provider_over_container!(LocalProvider {
         false
     }
 
+    fn can_suspend(&self, _image_variant: &str) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Unsupported(
+            "a local sandbox is processes on the host itself, with no namespaces of their own \
+             to save: it cannot be suspended with its memory"
+                .into(),
+        ))
+    }
+
     fn admitted_accounts(&self) -> Option<&std::collections::BTreeSet<String>> {
         Some(&self.config.accounts)
     }

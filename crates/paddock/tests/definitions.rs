@@ -597,6 +597,15 @@ async fn local_sandboxes_run_scrubbed_host_processes_and_resume_preserved_files(
     );
     assert_eq!(r.body["labels"], json!({"team": "infra", "run": "1"}));
     let sb = r.body["id"].as_str().expect("id").to_owned();
+    // A local sandbox is a VM of the VM API too; it cannot be suspended
+    // with its memory, and says why.
+    let suspend = server
+        .client()
+        .post(&format!("/v1/vms/{sb}/suspend"), json!({}))
+        .await;
+    assert_eq!(suspend.status, 409, "{}", suspend.body);
+    let why = suspend.body["detail"].as_str().unwrap_or_default();
+    assert!(why.contains("on the host itself"), "{why}");
 
     let out = d.exec(&sb, "env; echo cwd=$(pwd)").await;
     let stdout = out["stdout"].as_str().expect("stdout");

@@ -286,6 +286,19 @@ impl Provider for DockerProvider {
         false
     }
 
+    /// The engine's own checkpoint (`docker checkpoint`, experimental)
+    /// runs CRIU, which writes the container's memory to the engine's
+    /// disk in clear; paddock keeps a suspended sandbox's memory sealed,
+    /// so it does not use it.
+    fn can_suspend(&self, _image_variant: &str) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Unsupported(
+            "a docker sandbox cannot be suspended with its memory: the engine's checkpoint \
+             (experimental, over CRIU) would write its memory to disk in clear; stopping it \
+             keeps its files"
+                .into(),
+        ))
+    }
+
     async fn build_image(
         &self,
         tag: &str,
