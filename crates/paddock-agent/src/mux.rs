@@ -19,6 +19,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::compat::{FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
 
+mod handshake;
+
 type Opened = oneshot::Sender<Result<yamux::Stream, yamux::ConnectionError>>;
 
 fn config() -> yamux::Config {
@@ -30,14 +32,16 @@ fn config() -> yamux::Config {
 }
 
 /// The host side: serves every connection accepted on `listener` as a
-/// stream over `channel` until the channel closes (the VM is gone).
-pub async fn serve_host<C>(channel: C, listener: UnixListener) -> io::Result<()>
+/// stream over `channel`, for one session: until the channel closes (the
+/// VM is gone) or the session fails.
+pub async fn serve_host<C>(channel: C, listener: &UnixListener) -> io::Result<()>
 where
     C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let channel = handshake::host(channel).await?;
     let mut connection = yamux::Connection::new(channel.compat(), config(), yamux::Mode::Client);
     let (open_tx, mut open_rx) = mpsc::channel::<Opened>(64);
-    let driver = tokio::spawn(async move { drive_client(&mut connection, &mut open_rx).await });
+    let mut driver = tokio::spawn(async move { drive_client(&mut connection, &mut open_rx).await });
     let accept = async {
         loop {
             let (local, _) = listener.accept().await?;
@@ -52,10 +56,13 @@ where
             });
         }
     };
-    tokio::select! {
+    let ended = tokio::select! {
         r = accept => r,
-        _ = driver => Ok(()),
-    }
+        _ = &mut driver => Ok(()),
+    };
+    // The session's connection goes with it, so the next can take the port.
+    driver.abort();
+    ended
 }
 
 /// Drives a client connection: opens a stream for each request on
@@ -108,6 +115,7 @@ where
     H: Fn(UnixStream) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
+    let channel = handshake::guest(channel).await?;
     let mut connection = yamux::Connection::new(channel.compat(), config(), yamux::Mode::Server);
     while let Some(next) = poll_fn(|cx| connection.poll_next_inbound(cx)).await {
         let stream = next.map_err(io::Error::other)?;
@@ -246,7 +254,7 @@ mod tests {
         let path = dir.path().join("agent.sock");
         let listener = UnixListener::bind(&path).expect("bind");
         let (host_end, guest_end) = UnixStream::pair().expect("pair");
-        tokio::spawn(serve_host(host_end, listener));
+        tokio::spawn(async move { serve_host(host_end, &listener).await });
         tokio::spawn(serve_guest(guest_end, |mut s: UnixStream| async move {
             let mut buf = Vec::new();
             let _ = s.read_to_end(&mut buf).await;

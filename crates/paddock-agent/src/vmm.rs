@@ -146,14 +146,19 @@ async fn run_vm(config: &VmmConfig, mut ready: fs::File) -> Result<(), BootError
     if let Some(console) = wait_for_socket(&config.console_socket).await {
         tokio::spawn(keep_console(console, config.console_log.clone()));
     }
-    let port = wait_for_socket(&config.port_socket).await;
+    // One agent session after another: a session that ends (the guest's
+    // agent started over, as a resumed one does) is followed by a new one
+    // on a fresh connection to the port; the VM goes on.
     let serving = async {
-        match port {
-            Some(port) => crate::mux::serve_host(port, listener).await,
-            None => {
+        loop {
+            let Some(port) = wait_for_socket(&config.port_socket).await else {
                 eprintln!("paddock-agent (vmm): qemu never opened the agent port");
-                std::future::pending().await
+                return std::future::pending().await;
+            };
+            if let Err(e) = crate::mux::serve_host(port, &listener).await {
+                eprintln!("paddock-agent (vmm): an agent session ended: {e}");
             }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
     let virtiofsd_ended = async {
@@ -170,7 +175,7 @@ async fn run_vm(config: &VmmConfig, mut ready: fs::File) -> Result<(), BootError
         status = virtiofsd_ended => {
             Err(BootError::Child(format!("virtiofsd exited: {status:?}")))
         }
-        r = serving => r.map_err(step("serve the agent socket")),
+        r = serving => r,
     };
     let _ = qemu.start_kill();
     let _ = qemu.wait().await;

@@ -225,6 +225,23 @@ fn snapshot_id(body: &Value) -> String {
         .to_owned()
 }
 
+/// The end of a microVM's console and monitor logs, for a failure's
+/// message.
+fn guest_logs(run: &std::path::Path) -> String {
+    ["console.log", "vmm.log"]
+        .iter()
+        .map(|name| {
+            let text = std::fs::read_to_string(run.join(name)).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            format!(
+                "{name}:\n{}",
+                lines[lines.len().saturating_sub(15)..].join("\n")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Whether no microVM disk is open on the host (a snapshot's view).
 fn no_disk_views() -> bool {
     let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
@@ -362,7 +379,13 @@ async fn a_microvm_from_an_image_boots_from_block_devices() {
             json!({"name": "running-blocks"}),
         )
         .await;
-    assert_eq!(snap.status, 200, "{}", snap.body);
+    assert_eq!(
+        snap.status,
+        200,
+        "{}\n{}",
+        snap.body,
+        guest_logs(&server.data_dir().join("sandboxes").join(&vm))
+    );
     let (out, err, _) = c
         .exec(&vm, "echo after > /work/after && cat /work/after")
         .await;
@@ -533,6 +556,16 @@ async fn an_expiring_microvm_is_suspended_and_a_call_resumes_it() {
     let r = c.delete(&format!("/v1/vms/{other}")).await;
     assert_eq!(r.status, 200, "{}", r.body);
     // An exec resumes it, and its process is there.
+    let probe = c
+        .post(&format!("/v1/vms/{vm}/exec"), json!({"command": "true"}))
+        .await;
+    assert_eq!(
+        probe.status,
+        200,
+        "{}\n{}",
+        probe.body,
+        guest_logs(&server.data_dir().join("sandboxes").join(&vm))
+    );
     let (out, err, exit) = c
         .exec(&vm, &format!("kill -0 {sleeper} && echo resumed"))
         .await;
