@@ -71,6 +71,10 @@ impl LocalProvider {
     }
 }
 
+/// Why a local sandbox cannot be suspended with its memory.
+const CANNOT_SUSPEND: &str = "a local sandbox is processes on the host itself, with no \
+     namespaces of their own to save: it cannot be suspended with its memory";
+
 crate::over_container::provider_over_container!(LocalProvider {
     fn name(&self) -> &'static str {
         "local"
@@ -85,16 +89,13 @@ crate::over_container::provider_over_container!(LocalProvider {
         false
     }
 
-    fn can_suspend(&self, _image_variant: &str) -> Result<(), RuntimeError> {
-        Err(RuntimeError::Unsupported(
-            "a local sandbox is processes on the host itself, with no namespaces of their own \
-             to save: it cannot be suspended with its memory"
-                .into(),
-        ))
-    }
-
     fn admitted_accounts(&self) -> Option<&std::collections::BTreeSet<String>> {
         Some(&self.config.accounts)
+    }
+
+    /// Host processes have no namespaces of their own to save.
+    fn can_suspend(&self, _image_variant: &str) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Unsupported(CANNOT_SUSPEND.into()))
     }
 
     fn working_dir(&self, vm: &Vm) -> Option<String> {
