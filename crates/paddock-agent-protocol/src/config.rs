@@ -177,6 +177,12 @@ pub struct VmmConfig {
     pub console_log: PathBuf,
     /// The tap device qemu's NIC uses, made in the network namespace.
     pub tap: Option<String>,
+    /// Whether the guest's agent opens each session with the handshake
+    /// (`paddock-agent`'s `mux/handshake.rs`). A guest booted by an older
+    /// server's agent does not, and keeps that agent through a save: its
+    /// saved config has no such field.
+    #[serde(default)]
+    pub session_handshake: bool,
 }
 
 /// Where the guest's config sits in the initramfs.

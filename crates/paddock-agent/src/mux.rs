@@ -34,11 +34,17 @@ fn config() -> yamux::Config {
 /// The host side: serves every connection accepted on `listener` as a
 /// stream over `channel`, for one session: until the channel closes (the
 /// VM is gone) or the session fails.
-pub async fn serve_host<C>(channel: C, listener: &UnixListener) -> io::Result<()>
+/// Without `handshake` (a guest whose agent predates it) the session is
+/// yamux from the first byte.
+pub async fn serve_host<C>(channel: C, listener: &UnixListener, handshake: bool) -> io::Result<()>
 where
     C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let channel = handshake::host(channel).await?;
+    let channel = if handshake {
+        handshake::host(channel).await?
+    } else {
+        handshake::Prefixed::new(Vec::new(), channel)
+    };
     let mut connection = yamux::Connection::new(channel.compat(), config(), yamux::Mode::Client);
     let (open_tx, mut open_rx) = mpsc::channel::<Opened>(64);
     let mut driver = tokio::spawn(async move { drive_client(&mut connection, &mut open_rx).await });
@@ -254,7 +260,7 @@ mod tests {
         let path = dir.path().join("agent.sock");
         let listener = UnixListener::bind(&path).expect("bind");
         let (host_end, guest_end) = UnixStream::pair().expect("pair");
-        tokio::spawn(async move { serve_host(host_end, &listener).await });
+        tokio::spawn(async move { serve_host(host_end, &listener, true).await });
         tokio::spawn(serve_guest(guest_end, |mut s: UnixStream| async move {
             let mut buf = Vec::new();
             let _ = s.read_to_end(&mut buf).await;

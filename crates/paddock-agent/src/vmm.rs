@@ -155,7 +155,8 @@ async fn run_vm(config: &VmmConfig, mut ready: fs::File) -> Result<(), BootError
                 eprintln!("paddock-agent (vmm): qemu never opened the agent port");
                 return std::future::pending().await;
             };
-            if let Err(e) = crate::mux::serve_host(port, &listener).await {
+            let handshake = config.session_handshake;
+            if let Err(e) = crate::mux::serve_host(port, &listener, handshake).await {
                 eprintln!("paddock-agent (vmm): an agent session ended: {e}");
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -174,7 +174,7 @@ pub(crate) struct Prefixed<C> {
 }
 
 impl<C> Prefixed<C> {
-    fn new(prefix: Vec<u8>, inner: C) -> Self {
+    pub(crate) fn new(prefix: Vec<u8>, inner: C) -> Self {
         Self {
             prefix,
             at: 0,

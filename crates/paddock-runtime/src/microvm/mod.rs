@@ -271,6 +271,7 @@ impl MicroVmProvider {
             console_socket: console_socket.clone(),
             console_log: run.join("console.log"),
             tap: tap.map(str::to_owned),
+            session_handshake: true,
         };
         let started = std::time::Instant::now();
         let handle = self
