@@ -412,9 +412,13 @@ impl PoolState {
         self.free(address);
     }
 
-    /// Forgets the policy and learned addresses of `address`; the rule
-    /// changes that remove it.
+    /// Forgets the policy, learned addresses and vault services of
+    /// `address`; the rule changes that remove it.
     fn forget(&self, address: Ipv4Addr) -> Vec<String> {
+        self.interceptions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&address);
         let policy = self
             .policies
             .write()
@@ -425,7 +429,7 @@ impl PoolState {
         nft::remove_vm(&self.layout, address, &port, policy.as_ref(), &learned)
     }
 
-    /// [`State::discard`] for many addresses, batched: one rule-set
+    /// [`PoolState::discard`] for many addresses, batched: one rule-set
     /// change for all, and every namespace unpinned at once, so the
     /// kernel tears them and their links down together (deleting links
     /// one by one waits out a grace period each). What has not gone by
@@ -441,8 +445,11 @@ impl PoolState {
             }
             let deadline = tokio::time::Instant::now() + BATCHED_TEARDOWN;
             let mut left = addresses.to_vec();
-            while !left.is_empty() && tokio::time::Instant::now() < deadline {
+            loop {
                 left.retain(|a| link::port_exists(*a));
+                if left.is_empty() || tokio::time::Instant::now() >= deadline {
+                    break;
+                }
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
             if let Err(e) = link::remove_ports(&left).await {
@@ -563,11 +570,6 @@ impl NetworkBackend for HostNetwork {
 
     async fn release(&self, vm: &VmId, network: &VmNetwork) -> Result<(), RuntimeError> {
         let address = network.address;
-        self.state
-            .interceptions
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&address);
         self.state.discard(address).await;
         tracing::debug!(vm_id = %vm, %address, "VM network released");
         Ok(())
@@ -575,16 +577,6 @@ impl NetworkBackend for HostNetwork {
 
     async fn release_many(&self, vms: &[(VmId, VmNetwork)]) -> Result<(), RuntimeError> {
         let addresses: Vec<Ipv4Addr> = vms.iter().map(|(_, n)| n.address).collect();
-        {
-            let mut interceptions = self
-                .state
-                .interceptions
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for address in &addresses {
-                interceptions.remove(address);
-            }
-        }
         self.state.discard_many(&addresses).await;
         tracing::debug!(count = addresses.len(), "VM networks released together");
         Ok(())

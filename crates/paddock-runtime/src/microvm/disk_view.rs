@@ -114,7 +114,7 @@ pub(super) async fn thaw_after_save(run: &Path) -> Result<(), RuntimeError> {
 const MOUNT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Where the view of the run dir `run`'s disk is mounted.
-pub(super) fn view_dir(run: &Path) -> PathBuf {
+fn view_dir(run: &Path) -> PathBuf {
     run.join(VIEW_DIR)
 }
 
@@ -131,29 +131,27 @@ pub(super) async fn open(run: &Path, image: &Path) -> Result<PathBuf, RuntimeErr
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .output();
-    let out = match tokio::time::timeout(MOUNT_TIMEOUT, mounting).await {
-        Err(_) => {
-            return Err(RuntimeError::Setup(format!(
-                "fuse2fs did not mount the disk within {}s",
-                MOUNT_TIMEOUT.as_secs()
-            )))
-        }
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(RuntimeError::Unsupported(
-                "reading a microVM's disk needs fuse2fs (Debian: apt-get install fuse2fs)".into(),
-            ))
-        }
-        Ok(Err(e)) => return Err(RuntimeError::host("run fuse2fs", e)),
-        Ok(Ok(out)) => out,
-    };
-    // fuse2fs returns once the mount is up (it then serves as a daemon),
-    // but answers 0 on some failures: the mount itself is the proof.
-    if !out.status.success() || !is_mounted(&at) {
-        let _ = std::fs::remove_dir(&at);
-        return Err(RuntimeError::Setup(format!(
+    let mounted = match tokio::time::timeout(MOUNT_TIMEOUT, mounting).await {
+        Err(_) => Err(RuntimeError::Setup(format!(
+            "fuse2fs did not mount the disk within {}s",
+            MOUNT_TIMEOUT.as_secs()
+        ))),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Err(RuntimeError::Unsupported(
+            "reading a microVM's disk needs fuse2fs (Debian: apt-get install fuse2fs)".into(),
+        )),
+        Ok(Err(e)) => Err(RuntimeError::host("run fuse2fs", e)),
+        // fuse2fs returns once the mount is up (it then serves as a
+        // daemon), but answers 0 on some failures: the mount is the proof.
+        Ok(Ok(out)) if out.status.success() && is_mounted(&at) => Ok(()),
+        Ok(Ok(out)) => Err(RuntimeError::Setup(format!(
             "fuse2fs could not open the disk: {}",
             String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        ))),
+    };
+    if let Err(e) = mounted {
+        // Whatever it got to: a mount that came up late, the directory.
+        let _ = close(run).await;
+        return Err(e);
     }
     Ok(at)
 }
