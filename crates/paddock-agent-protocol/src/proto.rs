@@ -129,6 +129,33 @@ pub enum Request {
     FreezeDisk {
         frozen: bool,
     },
+    /// Sends `signal` to the process group that `pid` leads: a command
+    /// this agent started (an exec's, a job's or a PTY's). Answers `Ok`;
+    /// `NotFound` when no such group is left. PID 1 is refused.
+    Signal {
+        pid: i32,
+        signal: i32,
+    },
+    /// Describes one path without following its last symlink. Answers
+    /// `Entry`.
+    Stat {
+        path: String,
+    },
+    /// Creates a directory and its parents. Answers `Entry`, or an
+    /// `Exists` error when the directory was already there.
+    MakeDir {
+        path: String,
+    },
+    /// Renames `from` to `to` (replacing a file there), creating `to`'s
+    /// parents. Answers `Entry` for `to`.
+    Rename {
+        from: String,
+        to: String,
+    },
+    /// Removes a file, a symlink or a whole directory tree. Answers `Ok`.
+    Remove {
+        path: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -159,6 +186,15 @@ pub struct DirEntry {
     pub size: u64,
     pub mode: u32,
     pub modified_unix: i64,
+    /// The owner's and group's names in the sandbox's account files (the
+    /// number where it has no name); empty from an older agent.
+    #[serde(default)]
+    pub owner: String,
+    #[serde(default)]
+    pub group: String,
+    /// Where a symlink points.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symlink_target: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -200,6 +236,9 @@ pub enum Event {
     Listing {
         entries: Vec<DirEntry>,
     },
+    /// One path, answering `Stat`, `MakeDir` and `Rename`; `name` is its
+    /// whole path.
+    Entry(Box<DirEntry>),
     Done,
     Written {
         bytes: u64,

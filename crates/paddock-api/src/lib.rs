@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod body_budget;
 pub mod definitions;
+pub mod e2b;
 pub mod gateway;
 mod metrics;
 pub mod openapi;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub definitions: Arc<paddock_definitions::Definitions>,
     /// The account gateway product (`/v1/accounts/{account}/…`).
     pub gateway: Arc<paddock_gateway::Gateway>,
+    /// The E2B-compatible product (`/e2b/…`).
+    pub e2b: Arc<paddock_e2b::E2b>,
     pub metrics: MetricsHandle,
     /// Facts `/readyz` reports about the host runtime.
     pub runtime_info: serde_json::Value,
@@ -59,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .merge(vms::router(&limits, &budget))
         .merge(gateway)
         .merge(definitions::router(&limits, &budget))
+        .merge(e2b::router(&limits))
         .layer(axum::middleware::from_fn(rejections::uniform))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

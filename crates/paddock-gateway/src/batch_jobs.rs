@@ -564,6 +564,7 @@ impl Gateway {
             self.docs.save(&current).await?;
         }
         let request = ExecRequest {
+            started: None,
             argv: argv(&job.executor),
             env: Vec::new(),
             cwd: None,

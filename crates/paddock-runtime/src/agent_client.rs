@@ -14,7 +14,7 @@ use paddock_agent_protocol::proto::{
 };
 use paddock_core::exec::{
     ByteStream, DirEntry, ExecEvent, ExecRequest, ExecStream, ExitStatus, FileContent, FileKind,
-    PtyConnection, PtyInfo, PtyInput, PtyOutput,
+    PathOp, PtyConnection, PtyInfo, PtyInput, PtyOutput,
 };
 use paddock_core::RuntimeError;
 use tokio::net::UnixStream;
@@ -172,7 +172,11 @@ pub async fn exec(
     })
     .await?;
     match started {
-        Event::Started { .. } => {}
+        Event::Started { pid } => {
+            if let Some(tell) = request.started {
+                let _ = tell.send(pid);
+            }
+        }
         // A command that cannot start ends as a shell would end it: 127
         // when it does not exist, 126 when it may not run, with the reason
         // on stderr.
@@ -361,6 +365,51 @@ fn file_kind(s: &str) -> FileKind {
     }
 }
 
+fn dir_entry(e: paddock_agent_protocol::proto::DirEntry) -> DirEntry {
+    DirEntry {
+        kind: file_kind(&e.kind),
+        name: e.name,
+        size: e.size,
+        mode: e.mode,
+        modified_unix: e.modified_unix,
+        owner: e.owner,
+        group: e.group,
+        symlink_target: e.symlink_target,
+    }
+}
+
+/// Looks at or changes one path; see [`PathOp`].
+pub async fn path_op(socket: &Path, op: PathOp) -> Result<Option<DirEntry>, RuntimeError> {
+    let wire = match op {
+        PathOp::Stat(p) => Request::Stat {
+            path: p.as_str().to_owned(),
+        },
+        PathOp::MakeDir(p) => Request::MakeDir {
+            path: p.as_str().to_owned(),
+        },
+        PathOp::Rename { from, to } => Request::Rename {
+            from: from.as_str().to_owned(),
+            to: to.as_str().to_owned(),
+        },
+        PathOp::Remove(p) => Request::Remove {
+            path: p.as_str().to_owned(),
+        },
+    };
+    match call(socket, &wire).await? {
+        (_, Event::Entry(e)) => Ok(Some(dir_entry(*e))),
+        (_, Event::Ok) => Ok(None),
+        (_, other) => Err(unexpected(&other)),
+    }
+}
+
+/// Signals the process group `pid` leads.
+pub async fn signal(socket: &Path, pid: i32, signal: i32) -> Result<(), RuntimeError> {
+    match call(socket, &Request::Signal { pid, signal }).await? {
+        (_, Event::Ok) => Ok(()),
+        (_, other) => Err(unexpected(&other)),
+    }
+}
+
 pub async fn read_file(socket: &Path, path: &str) -> Result<FileContent, RuntimeError> {
     let (stream, first) = call(
         socket,
@@ -371,16 +420,7 @@ pub async fn read_file(socket: &Path, path: &str) -> Result<FileContent, Runtime
     .await?;
     match first {
         Event::Listing { entries } => Ok(FileContent::Directory(
-            entries
-                .into_iter()
-                .map(|e| DirEntry {
-                    kind: file_kind(&e.kind),
-                    name: e.name,
-                    size: e.size,
-                    mode: e.mode,
-                    modified_unix: e.modified_unix,
-                })
-                .collect(),
+            entries.into_iter().map(dir_entry).collect(),
         )),
         Event::File { size, mode } => {
             let data = futures::stream::unfold(Some(stream), |state| async move {

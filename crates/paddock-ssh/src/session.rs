@@ -167,6 +167,7 @@ impl Connection {
         let (who, vm) = self.login()?.clone();
         let (stdin, stdin_stream) = mpsc::channel(64);
         let request = ExecRequest {
+            started: None,
             argv: vec!["/bin/sh".into(), "-c".into(), command],
             env: Vec::new(),
             cwd: None,

@@ -307,6 +307,21 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             tls_port: Some(tls_port),
             certs_dir: config.shares.certs_dir.clone(),
         },
+        e2b: Arc::new(paddock_e2b::E2b::new(
+            Arc::clone(&service),
+            paddock_e2b::E2bConfig {
+                domain: Some(format!(
+                    "{}{}",
+                    config.shares.domain,
+                    config
+                        .shares
+                        .url_port
+                        .or(Some(share_port))
+                        .map(|p| format!(":{p}"))
+                        .unwrap_or_default()
+                )),
+            },
+        )),
         definitions,
         gateway,
         service,

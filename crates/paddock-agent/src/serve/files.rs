@@ -56,32 +56,134 @@ pub(crate) async fn read(stream: &mut UnixStream, path: &str) -> io::Result<()> 
 }
 
 async fn list(path: &str) -> io::Result<Vec<DirEntry>> {
+    let names = Names::load();
     let mut dir = fs::read_dir(path).await?;
     let mut entries = Vec::new();
     while let Some(entry) = dir.next_entry().await? {
+        // `DirEntry::metadata` does not follow a symlink: its own entry.
         let Ok(meta) = entry.metadata().await else {
             continue;
         };
-        let ft = meta.file_type();
-        let kind = if ft.is_dir() {
-            "directory"
-        } else if ft.is_file() {
-            "file"
-        } else if ft.is_symlink() {
-            "symlink"
-        } else {
-            "other"
-        };
-        entries.push(DirEntry {
-            name: entry.file_name().to_string_lossy().into_owned(),
-            kind: kind.to_owned(),
-            size: meta.len(),
-            mode: meta.mode() & 0o7777,
-            modified_unix: meta.mtime(),
-        });
+        let name = entry.file_name().to_string_lossy().into_owned();
+        entries.push(describe(&names, name, &entry.path(), &meta).await);
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(entries)
+}
+
+/// The sandbox's user and group names by id, from its own account files.
+struct Names {
+    users: Vec<(String, u32, u32)>,
+    groups: Vec<(String, u32, u32)>,
+}
+
+impl Names {
+    fn load() -> Self {
+        Self {
+            users: super::user::entries("/etc/passwd"),
+            groups: super::user::entries("/etc/group"),
+        }
+    }
+
+    fn name(table: &[(String, u32, u32)], id: u32) -> String {
+        table
+            .iter()
+            .find(|(_, i, _)| *i == id)
+            .map_or_else(|| id.to_string(), |(n, _, _)| n.clone())
+    }
+}
+
+async fn describe(names: &Names, name: String, path: &Path, meta: &std::fs::Metadata) -> DirEntry {
+    let ft = meta.file_type();
+    let kind = if ft.is_dir() {
+        "directory"
+    } else if ft.is_file() {
+        "file"
+    } else if ft.is_symlink() {
+        "symlink"
+    } else {
+        "other"
+    };
+    let symlink_target = if ft.is_symlink() {
+        fs::read_link(path)
+            .await
+            .ok()
+            .map(|t| t.to_string_lossy().into_owned())
+    } else {
+        None
+    };
+    DirEntry {
+        name,
+        kind: kind.to_owned(),
+        size: meta.len(),
+        mode: meta.mode() & 0o7777,
+        modified_unix: meta.mtime(),
+        owner: Names::name(&names.users, meta.uid()),
+        group: Names::name(&names.groups, meta.gid()),
+        symlink_target,
+    }
+}
+
+/// `path`'s own entry (a final symlink not followed), named by its path.
+async fn entry_of(path: &str) -> Event {
+    match fs::symlink_metadata(path).await {
+        Ok(meta) => Event::Entry(Box::new(
+            describe(&Names::load(), path.to_owned(), Path::new(path), &meta).await,
+        )),
+        Err(e) => Event::from_io(&e, path),
+    }
+}
+
+pub(crate) async fn stat(stream: &mut UnixStream, path: &str) -> io::Result<()> {
+    write_control(stream, &entry_of(path).await).await
+}
+
+pub(crate) async fn make_dir(stream: &mut UnixStream, path: &str) -> io::Result<()> {
+    let event = match fs::symlink_metadata(path).await {
+        Ok(m) if m.is_dir() => Event::error(ErrorKind::Exists, format!("{path} exists")),
+        Ok(_) => Event::error(
+            ErrorKind::Exists,
+            format!("{path} exists and is not a directory"),
+        ),
+        Err(_) => match fs::create_dir_all(path).await {
+            Ok(()) => entry_of(path).await,
+            Err(e) => Event::from_io(&e, path),
+        },
+    };
+    write_control(stream, &event).await
+}
+
+pub(crate) async fn rename(stream: &mut UnixStream, from: &str, to: &str) -> io::Result<()> {
+    let event = match fs::symlink_metadata(from).await {
+        Err(e) => Event::from_io(&e, from),
+        Ok(_) => {
+            let parent = Path::new(to).parent().filter(|p| !p.as_os_str().is_empty());
+            let made = match parent {
+                Some(p) => fs::create_dir_all(p).await,
+                None => Ok(()),
+            };
+            match made.and(fs::rename(from, to).await) {
+                Ok(()) => entry_of(to).await,
+                Err(e) => Event::from_io(&e, to),
+            }
+        }
+    };
+    write_control(stream, &event).await
+}
+
+pub(crate) async fn remove(stream: &mut UnixStream, path: &str) -> io::Result<()> {
+    let event = match fs::symlink_metadata(path).await {
+        Err(e) => Event::from_io(&e, path),
+        Ok(m) if m.is_dir() => match fs::remove_dir_all(path).await {
+            Ok(()) => Event::Ok,
+            Err(e) => Event::from_io(&e, path),
+        },
+        Ok(_) => match fs::remove_file(path).await {
+            Ok(()) => Event::Ok,
+            Err(e) => Event::from_io(&e, path),
+        },
+    };
+    write_control(stream, &event).await
 }
 
 static UPLOADS: AtomicU64 = AtomicU64::new(0);

@@ -252,6 +252,13 @@ async fn handle(state: Arc<State>, mut stream: UnixStream) -> io::Result<()> {
             };
             write_control(&mut stream, &event).await
         }
+        Request::Signal { pid, signal } => {
+            write_control(&mut stream, &signal_group(pid, signal)).await
+        }
+        Request::Stat { path } => files::stat(&mut stream, &path).await,
+        Request::MakeDir { path } => files::make_dir(&mut stream, &path).await,
+        Request::Rename { from, to } => files::rename(&mut stream, &from, &to).await,
+        Request::Remove { path } => files::remove(&mut stream, &path).await,
         Request::Resize { .. } => {
             let event = Event::error(
                 crate::proto::ErrorKind::Invalid,
@@ -259,6 +266,26 @@ async fn handle(state: Arc<State>, mut stream: UnixStream) -> io::Result<()> {
             );
             write_control(&mut stream, &event).await
         }
+    }
+}
+
+/// Signals the process group `pid` leads: every command the agent starts
+/// leads its own group (see `sys::set_pre_exec`), so its children get
+/// the signal too.
+fn signal_group(pid: i32, signal: i32) -> Event {
+    use crate::proto::ErrorKind;
+    if pid <= 1 {
+        return Event::error(ErrorKind::Invalid, format!("pid {pid} cannot be signalled"));
+    }
+    let Ok(signal) = nix::sys::signal::Signal::try_from(signal) else {
+        return Event::error(ErrorKind::Invalid, format!("{signal} is not a signal"));
+    };
+    match nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), signal) {
+        Ok(()) => Event::Ok,
+        Err(nix::errno::Errno::ESRCH) => {
+            Event::error(ErrorKind::NotFound, format!("no process group {pid}"))
+        }
+        Err(e) => Event::error(ErrorKind::Other, format!("signal {pid}: {e}")),
     }
 }
 

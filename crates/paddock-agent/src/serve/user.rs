@@ -10,7 +10,7 @@ pub struct RunAs {
 }
 
 /// `(name, id, primary gid)` entries of a passwd or group file.
-fn entries(path: &str) -> Vec<(String, u32, u32)> {
+pub(crate) fn entries(path: &str) -> Vec<(String, u32, u32)> {
     fs::read_to_string(path)
         .unwrap_or_default()
         .lines()

@@ -296,6 +296,7 @@ pub(super) async fn exec(
         SandboxPath::parse(cwd).map_err(|e| DefError::unprocessable(format!("cwd: {e}")))?;
     }
     let request = ExecRequest {
+        started: None,
         argv: b.command.argv(),
         env: b.env.into_iter().collect(),
         cwd: b.cwd,

@@ -251,6 +251,7 @@ pub(crate) async fn stream_exec(
     let env = paddock_core::model::Env::new(body.env.unwrap_or_default())
         .map_err(|e| ApiError::field(&["body", "env", &e.name], e.reason, "value_error"))?;
     let request = ExecRequest {
+        started: None,
         argv,
         env: env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         cwd: body.cwd,

@@ -23,6 +23,10 @@ pub struct ExecRequest {
     /// drop is end of input.
     pub stdin_stream: Option<mpsc::Receiver<Bytes>>,
     pub timeout: Option<Duration>,
+    /// Told the command's process id once it started (it leads its own
+    /// process group, which [`PathOp`]'s sibling `signal` reaches);
+    /// dropped unanswered where the provider cannot say.
+    pub started: Option<tokio::sync::oneshot::Sender<i32>>,
 }
 
 /// The most bytes a command line (all its arguments together) may have.
@@ -164,6 +168,24 @@ pub struct DirEntry {
     pub size: u64,
     pub mode: u32,
     pub modified_unix: i64,
+    /// The owner's and group's names in the sandbox (empty where the
+    /// provider does not say).
+    pub owner: String,
+    pub group: String,
+    pub symlink_target: Option<String>,
+}
+
+/// A change to, or a look at, one path in a sandbox.
+#[derive(Debug, Clone)]
+pub enum PathOp {
+    /// The path's own entry (a final symlink not followed).
+    Stat(SandboxPath),
+    /// Creates a directory and its parents; `Exists` when it is there.
+    MakeDir(SandboxPath),
+    /// Moves `from` to `to`, creating `to`'s parents.
+    Rename { from: SandboxPath, to: SandboxPath },
+    /// Removes a file, a symlink or a directory tree.
+    Remove(SandboxPath),
 }
 
 /// What reading a path gives: a file's bytes as a stream, or a listing.

@@ -7,7 +7,8 @@ use async_trait::async_trait;
 
 use crate::error::RuntimeError;
 use crate::exec::{
-    ByteStream, ExecRequest, ExecStream, FileContent, PtyConnection, PtyInfo, PtySpec, SandboxPath,
+    ByteStream, DirEntry, ExecRequest, ExecStream, FileContent, PathOp, PtyConnection, PtyInfo,
+    PtySpec, SandboxPath,
 };
 use crate::ids::VmId;
 use crate::model::{ChangedTree, Resources, RootfsSpec, RuntimeHandle, Vm, VmStatus};
@@ -244,6 +245,20 @@ pub trait SandboxChannel: Send + Sync {
         ))
     }
     async fn read_file(&self, id: &VmId, path: &SandboxPath) -> Result<FileContent, RuntimeError>;
+    /// Looks at or changes one path: the entry it names afterwards
+    /// (`None` after a removal).
+    async fn path_op(&self, _id: &VmId, _op: PathOp) -> Result<Option<DirEntry>, RuntimeError> {
+        Err(RuntimeError::Unsupported(
+            "this provider cannot change paths one by one".into(),
+        ))
+    }
+    /// Sends `signal` to the process group a command of the sandbox leads
+    /// (its pid from [`ExecRequest::started`] or a PTY's).
+    async fn signal(&self, _id: &VmId, _pid: i32, _signal: i32) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Unsupported(
+            "this provider cannot signal a command".into(),
+        ))
+    }
     /// Writes `body` to `path`, creating parent directories; returns the
     /// number of bytes written. A failed write leaves no partial file.
     async fn write_file(

@@ -11,7 +11,8 @@ use crate::error::error_chain;
 use crate::error::{CoreError, RuntimeError};
 use crate::exec::{collect_output, ExecOutput};
 use crate::exec::{
-    ByteStream, ExecRequest, ExecStream, FileContent, PtyConnection, PtyInfo, PtySpec, SandboxPath,
+    ByteStream, DirEntry, ExecRequest, ExecStream, FileContent, PathOp, PtyConnection, PtyInfo,
+    PtySpec, SandboxPath,
 };
 use crate::ids::{AccountId, ExecutionId, VmId};
 use crate::model::{Env, Execution, Vm, VmStatus};
@@ -212,6 +213,34 @@ impl Vms {
             .write_file(&vm.id, path, mode, body)
             .await;
         self.agent_result(&vm, written).await
+    }
+
+    /// Looks at or changes one path in the VM; the entry it names
+    /// afterwards (`None` after a removal).
+    pub async fn path_op(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+        op: PathOp,
+    ) -> Result<Option<DirEntry>, CoreError> {
+        let (vm, provider) = self.agent_vm(account, id).await?;
+        self.activity.touch(&vm.id);
+        let done = provider.channel().path_op(&vm.id, op).await;
+        self.agent_result(&vm, done).await
+    }
+
+    /// Sends `signal` to a command of the VM (the process group its pid
+    /// leads).
+    pub async fn signal_command(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+        pid: i32,
+        signal: i32,
+    ) -> Result<(), CoreError> {
+        let (vm, provider) = self.agent_vm(account, id).await?;
+        let sent = provider.channel().signal(&vm.id, pid, signal).await;
+        self.agent_result(&vm, sent).await
     }
 
     pub async fn pty_create(

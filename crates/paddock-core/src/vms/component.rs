@@ -156,6 +156,22 @@ impl Vms {
         Ok(self.store.get_vm(account, id).await?)
     }
 
+    /// The account that owns VM `id`, if it exists: for a caller that
+    /// holds a credential bound to the VM alone (an E2B sandbox's access
+    /// token), which it checks with [`Vms::vm_credential`].
+    pub async fn owner_of(&self, id: &VmId) -> Result<Option<AccountId>, CoreError> {
+        Ok(self.store.find_vm(id).await?.map(|vm| vm.account_id))
+    }
+
+    /// A credential for VM `id` of `account` for `purpose`: derived from
+    /// the master key, so nothing is stored and nothing can be read back
+    /// from the store; it changes when the master key is rotated.
+    pub fn vm_credential(&self, purpose: &str, account: &AccountId, id: &VmId) -> String {
+        self.parts
+            .keyring
+            .mac(&format!("vm-credential:{purpose}:{account}:{id}"))
+    }
+
     pub fn provider_name(&self) -> &'static str {
         self.provider.name()
     }

@@ -55,6 +55,7 @@ impl Vms {
         let provider = self.provider_of(vm)?;
         // A job takes no stdin; the request is kept for the fallback.
         let job = ExecRequest {
+            started: None,
             argv: request.argv.clone(),
             env: request.env.clone(),
             cwd: request.cwd.clone(),

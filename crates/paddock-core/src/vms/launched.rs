@@ -56,6 +56,7 @@ impl Vms {
         argv: Vec<String>,
     ) -> Result<Execution, CoreError> {
         let request = ExecRequest {
+            started: None,
             argv,
             env: Vec::new(),
             cwd: None,

@@ -31,7 +31,8 @@ use paddock_agent_protocol::config::{
 };
 use paddock_agent_protocol::proto::Request;
 use paddock_core::exec::{
-    ByteStream, ExecRequest, ExecStream, FileContent, PtyConnection, PtyInfo, PtySpec, SandboxPath,
+    ByteStream, DirEntry, ExecRequest, ExecStream, FileContent, PathOp, PtyConnection, PtyInfo,
+    PtySpec, SandboxPath,
 };
 use paddock_core::ids::{PtyId, VmId};
 use paddock_core::model::{
@@ -675,6 +676,12 @@ impl SandboxChannel for ContainerProvider {
     }
     async fn read_file(&self, id: &VmId, path: &SandboxPath) -> Result<FileContent, RuntimeError> {
         agent_client::read_file(&self.socket(id), path.as_str()).await
+    }
+    async fn path_op(&self, id: &VmId, op: PathOp) -> Result<Option<DirEntry>, RuntimeError> {
+        agent_client::path_op(&self.socket(id), op).await
+    }
+    async fn signal(&self, id: &VmId, pid: i32, signal: i32) -> Result<(), RuntimeError> {
+        agent_client::signal(&self.socket(id), pid, signal).await
     }
     async fn write_file(
         &self,

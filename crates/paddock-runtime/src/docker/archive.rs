@@ -107,6 +107,21 @@ fn unpack(archive: &[u8]) -> Result<FileContent, RuntimeError> {
                 .ok()
                 .and_then(|m| i64::try_from(m).ok())
                 .unwrap_or(0),
+            owner: h
+                .username()
+                .ok()
+                .flatten()
+                .map_or_else(|| h.uid().unwrap_or(0).to_string(), str::to_owned),
+            group: h
+                .groupname()
+                .ok()
+                .flatten()
+                .map_or_else(|| h.gid().unwrap_or(0).to_string(), str::to_owned),
+            symlink_target: h
+                .link_name()
+                .ok()
+                .flatten()
+                .map(|t| t.to_string_lossy().into_owned()),
         });
     }
     Ok(FileContent::Directory(listing))
@@ -170,6 +185,7 @@ pub(super) async fn write(
 /// `mkdir -p dir` in the container.
 async fn make_dirs(docker: &Docker, container: &str, dir: &str) -> Result<(), RuntimeError> {
     let request = paddock_core::exec::ExecRequest {
+        started: None,
         argv: vec!["mkdir".into(), "-p".into(), dir.to_owned()],
         env: Vec::new(),
         cwd: None,

@@ -1,0 +1,357 @@
+//! E2B's control plane: sandboxes created from templates, listed with
+//! metadata and state filters and a `x-next-token` page header, looked
+//! up, killed, their timeout set, paused and connected to (resumed).
+//! Authenticated by the SDK's `X-API-KEY`, which is a paddock API key.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use paddock_core::ids::AccountId;
+use paddock_e2b::{NewSandbox, SandboxInfo, SandboxQuery, SandboxState};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::RestError;
+use crate::AppState;
+
+async fn caller(state: &AppState, request: Request) -> Result<(AccountId, Request), RestError> {
+    let (parts, body) = request.into_parts();
+    let account = crate::auth::authenticate(&parts, state).await?;
+    Ok((account, Request::from_parts(parts, body)))
+}
+
+async fn json_body<T: serde::de::DeserializeOwned + Default>(
+    request: Request,
+) -> Result<T, RestError> {
+    let bytes = axum::body::to_bytes(request.into_body(), usize::MAX)
+        .await
+        .map_err(|e| RestError::new(StatusCode::BAD_REQUEST, format!("body: {e}")))?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        RestError::new(
+            StatusCode::BAD_REQUEST,
+            format!("body.{}: {}", e.path(), e.inner()),
+        )
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct NewSandboxBody {
+    #[serde(rename = "templateID")]
+    template_id: String,
+    timeout: Option<i64>,
+    auto_pause: Option<bool>,
+    metadata: Option<BTreeMap<String, String>>,
+    env_vars: Option<BTreeMap<String, String>>,
+    /// E2B's flag for an envd token; every paddock sandbox has one.
+    secure: Option<bool>,
+}
+
+fn timeout_seconds(t: Option<i64>, field: &str) -> Result<Option<u64>, RestError> {
+    match t {
+        None => Ok(None),
+        Some(t) if t > 0 => Ok(Some(t as u64)),
+        Some(_) => Err(RestError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{field}: must be a positive number of seconds"),
+        )),
+    }
+}
+
+/// A created or connected sandbox (E2B's `Sandbox`).
+fn sandbox_json(s: &SandboxInfo) -> Value {
+    let mut v = json!({
+        "templateID": s.template_id,
+        "sandboxID": s.sandbox_id,
+        "clientID": "paddock",
+        "envdVersion": s.envd_version,
+        "envdAccessToken": s.envd_access_token,
+    });
+    if let Some(d) = &s.domain {
+        v["domain"] = json!(d);
+    }
+    v
+}
+
+/// A listed sandbox (E2B's `ListedSandbox`); with `detail`, its
+/// `SandboxDetail`.
+fn listed_json(s: &SandboxInfo, detail: bool) -> Value {
+    let mut v = json!({
+        "templateID": s.template_id,
+        "sandboxID": s.sandbox_id,
+        "clientID": "paddock",
+        "startedAt": s.started_at.to_rfc3339(),
+        "endAt": s.end_at.to_rfc3339(),
+        "cpuCount": s.cpu_count,
+        "memoryMB": s.memory_mb,
+        "diskSizeMB": s.disk_size_mb,
+        "state": s.state.as_str(),
+        "envdVersion": s.envd_version,
+        "metadata": s.metadata,
+    });
+    if detail {
+        v["envdAccessToken"] = json!(s.envd_access_token);
+        if let Some(d) = &s.domain {
+            v["domain"] = json!(d);
+        }
+    }
+    v
+}
+
+async fn create(state: AppState, request: Request) -> Result<Response, RestError> {
+    let (account, request) = caller(&state, request).await?;
+    let body: NewSandboxBody = json_body(request).await?;
+    let _ = body.secure;
+    let new = NewSandbox {
+        template: body.template_id,
+        timeout_seconds: timeout_seconds(body.timeout, "timeout")?,
+        metadata: body.metadata.unwrap_or_default(),
+        env_vars: body.env_vars.unwrap_or_default(),
+        auto_pause: body.auto_pause.unwrap_or(false),
+    };
+    let made = state.e2b.create_sandbox(&account, new).await?;
+    Ok((StatusCode::CREATED, Json(sandbox_json(&made))).into_response())
+}
+
+pub async fn create_v1(State(state): State<AppState>, request: Request) -> Response {
+    create(state, request)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn create_v2(State(state): State<AppState>, request: Request) -> Response {
+    create(state, request)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct ListParams {
+    /// `k=v&k2=v2`, URL-encoded as one parameter.
+    metadata: Option<String>,
+    /// `running,paused`.
+    state: Option<String>,
+    next_token: Option<String>,
+    limit: Option<u32>,
+}
+
+fn list_query(request: &Request, paged: bool) -> Result<SandboxQuery, RestError> {
+    let params: ListParams = axum::extract::Query::try_from_uri(request.uri())
+        .map(|q| q.0)
+        .map_err(|e| RestError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let metadata = match params.metadata.as_deref() {
+        None | Some("") => BTreeMap::new(),
+        Some(m) => serde_urlencoded::from_str::<Vec<(String, String)>>(m)
+            .map_err(|e| RestError::new(StatusCode::BAD_REQUEST, format!("metadata: {e}")))?
+            .into_iter()
+            .collect(),
+    };
+    let mut states = Vec::new();
+    for s in params
+        .state
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+    {
+        if s.is_empty() {
+            continue;
+        }
+        states.push(SandboxState::parse(s).ok_or_else(|| {
+            RestError::new(
+                StatusCode::BAD_REQUEST,
+                format!("state: {s:?} is not running or paused"),
+            )
+        })?);
+    }
+    let limit = params.limit.unwrap_or(if paged { 100 } else { 1000 });
+    if limit == 0 || limit > paddock_e2b::MAX_PAGE && paged {
+        return Err(RestError::new(
+            StatusCode::BAD_REQUEST,
+            format!("limit: 1 to {}", paddock_e2b::MAX_PAGE),
+        ));
+    }
+    Ok(SandboxQuery {
+        metadata,
+        states,
+        next_token: params.next_token.filter(|t| !t.is_empty()),
+        limit,
+    })
+}
+
+async fn list(state: AppState, request: Request, paged: bool) -> Result<Response, RestError> {
+    let (account, request) = caller(&state, request).await?;
+    let mut query = list_query(&request, paged)?;
+    if !paged {
+        // v1 lists everything, page after page.
+        query.limit = paddock_e2b::MAX_PAGE;
+        let mut all = Vec::new();
+        loop {
+            let (page, next) = state.e2b.list_sandboxes(&account, &query).await?;
+            all.extend(page.iter().map(|s| listed_json(s, false)));
+            match next {
+                Some(n) => query.next_token = Some(n),
+                None => return Ok(Json(all).into_response()),
+            }
+        }
+    }
+    let (page, next) = state.e2b.list_sandboxes(&account, &query).await?;
+    let body: Vec<Value> = page.iter().map(|s| listed_json(s, false)).collect();
+    let mut response = Json(body).into_response();
+    if let Some(next) = next.and_then(|n| HeaderValue::from_str(&n).ok()) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("x-next-token"), next);
+    }
+    Ok(response)
+}
+
+pub async fn list_v1(State(state): State<AppState>, request: Request) -> Response {
+    list(state, request, false)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn list_v2(State(state): State<AppState>, request: Request) -> Response {
+    list(state, request, true)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn get_sandbox(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    async {
+        let (account, _) = caller(&state, request).await?;
+        let s = state.e2b.get_sandbox(&account, &id).await?;
+        Ok::<_, RestError>(Json(listed_json(&s, true)).into_response())
+    }
+    .await
+    .unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn kill(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    async {
+        let (account, _) = caller(&state, request).await?;
+        state.e2b.kill_sandbox(&account, &id).await?;
+        Ok::<_, RestError>(StatusCode::NO_CONTENT.into_response())
+    }
+    .await
+    .unwrap_or_else(IntoResponse::into_response)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct TimeoutBody {
+    timeout: Option<i64>,
+    duration: Option<i64>,
+}
+
+pub async fn set_timeout(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    async {
+        let (account, request) = caller(&state, request).await?;
+        let body: TimeoutBody = json_body(request).await?;
+        let t = timeout_seconds(body.timeout, "timeout")?
+            .ok_or_else(|| RestError::new(StatusCode::BAD_REQUEST, "timeout: required"))?;
+        state.e2b.set_timeout(&account, &id, t).await?;
+        Ok::<_, RestError>(StatusCode::NO_CONTENT.into_response())
+    }
+    .await
+    .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Extends a sandbox's life by `duration` seconds from now (E2B's
+/// keep-alive).
+pub async fn refresh(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    async {
+        let (account, request) = caller(&state, request).await?;
+        let body: TimeoutBody = json_body(request).await?;
+        let t = timeout_seconds(body.duration, "duration")?.unwrap_or(60);
+        state.e2b.connect_sandbox(&account, &id, Some(t)).await?;
+        Ok::<_, RestError>(StatusCode::NO_CONTENT.into_response())
+    }
+    .await
+    .unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn pause(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    async {
+        let (account, _) = caller(&state, request).await?;
+        state.e2b.pause_sandbox(&account, &id).await?;
+        Ok::<_, RestError>(StatusCode::NO_CONTENT.into_response())
+    }
+    .await
+    .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn connect_to(
+    state: AppState,
+    id: String,
+    request: Request,
+    resume_only: bool,
+) -> Result<Response, RestError> {
+    let (account, request) = caller(&state, request).await?;
+    let body: TimeoutBody = json_body(request).await?;
+    let before = state.e2b.get_sandbox(&account, &id).await?;
+    if resume_only && before.state == SandboxState::Running {
+        return Err(RestError::new(
+            StatusCode::CONFLICT,
+            format!("sandbox {id} is already running"),
+        ));
+    }
+    let t = timeout_seconds(body.timeout, "timeout")?;
+    let after = state.e2b.connect_sandbox(&account, &id, t).await?;
+    // 201 when the call resumed it, as E2B answers.
+    let status = if before.state == SandboxState::Paused {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(sandbox_json(&after))).into_response())
+}
+
+pub async fn connect(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    connect_to(state, id, request, false)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn resume(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    connect_to(state, id, request, true)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}

@@ -1,0 +1,427 @@
+//! E2B's sandboxes over the core's VMs: create from a template, look up,
+//! list with metadata and state filters, kill, set the timeout, pause,
+//! and connect (which resumes a paused sandbox).
+
+use std::collections::BTreeMap;
+
+use paddock_core::clock::Timestamp;
+use paddock_core::error::CoreError;
+use paddock_core::ids::{AccountId, SnapshotId, VmId};
+use paddock_core::model::{
+    Env, Metadata, Vm, VmFilter, VmOptions, VmPatch, VmSpec, VmStatus, VmStatusSet,
+};
+
+use crate::{E2b, EnvdTarget};
+
+/// The envd version sandboxes report. The SDK gates features on it:
+/// 0.4.0 lets it leave the user to the server's default, 0.5.2 closes
+/// stdin, 0.5.7 uploads as `application/octet-stream`; what needs more
+/// (file metadata, entries in watch events) it does not ask of 0.5.7.
+pub const ENVD_VERSION: &str = "0.5.7";
+
+/// Where paddock keeps what it knows of a sandbox as E2B sees it, in
+/// its VM's metadata: `{"template": …}`. Keys under `paddock.` are the
+/// server's, never a client's.
+const MARK: &str = "paddock.e2b";
+const RESERVED_PREFIX: &str = "paddock.";
+/// Templates that mean the server's default image: E2B's base template
+/// and the code interpreter SDK's default.
+const DEFAULT_TEMPLATES: [&str; 2] = ["base", "code-interpreter-v1"];
+/// E2B's default sandbox timeout.
+pub const DEFAULT_TIMEOUT_SECONDS: u64 = 300;
+const ACCESS_TOKEN_PURPOSE: &str = "e2b-envd";
+
+/// A sandbox to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewSandbox {
+    pub template: String,
+    pub timeout_seconds: Option<u64>,
+    pub metadata: BTreeMap<String, String>,
+    pub env_vars: BTreeMap<String, String>,
+    /// Pause instead of ending when the timeout passes.
+    pub auto_pause: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxState {
+    Running,
+    Paused,
+}
+
+impl SandboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Paused => "paused",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Running, Self::Paused]
+            .into_iter()
+            .find(|st| st.as_str() == s)
+    }
+}
+
+/// A sandbox as E2B's control plane describes it.
+#[derive(Debug, Clone)]
+pub struct SandboxInfo {
+    pub sandbox_id: String,
+    pub template_id: String,
+    pub started_at: Timestamp,
+    pub end_at: Timestamp,
+    pub cpu_count: u32,
+    pub memory_mb: u32,
+    pub disk_size_mb: u32,
+    pub state: SandboxState,
+    pub metadata: BTreeMap<String, String>,
+    pub envd_version: &'static str,
+    /// The token the SDK sends envd as `X-Access-Token`.
+    pub envd_access_token: String,
+    pub domain: Option<String>,
+}
+
+/// A listing's filters and page.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxQuery {
+    /// Every pair must be in the sandbox's metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// Empty: running and paused.
+    pub states: Vec<SandboxState>,
+    /// The last sandbox of the previous page.
+    pub next_token: Option<String>,
+    pub limit: u32,
+}
+
+/// The most sandboxes one page lists.
+pub const MAX_PAGE: u32 = 100;
+
+impl E2b {
+    fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), CoreError> {
+        if let Some(k) = metadata.keys().find(|k| k.starts_with(RESERVED_PREFIX)) {
+            return Err(CoreError::invalid(
+                "metadata",
+                format!("{k:?}: keys starting with {RESERVED_PREFIX:?} are the server's"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Creates a sandbox from `new.template` and waits until it runs.
+    pub async fn create_sandbox(
+        &self,
+        account: &AccountId,
+        new: NewSandbox,
+    ) -> Result<SandboxInfo, CoreError> {
+        Self::check_metadata(&new.metadata)?;
+        let env =
+            Env::new(new.env_vars).map_err(|e| CoreError::invalid("envVars", e.to_string()))?;
+        let vms = self.core.vms();
+        let template = new.template.trim().to_owned();
+        if template.is_empty() {
+            return Err(CoreError::invalid("templateID", "must not be empty"));
+        }
+        let (image_variant, snapshot_id) = if DEFAULT_TEMPLATES.contains(&template.as_str()) {
+            (vms.config().default_variant.clone(), None)
+        } else if template.starts_with(SnapshotId::PREFIX) {
+            let id = template
+                .parse::<SnapshotId>()
+                .map_err(|e| CoreError::invalid("templateID", e.to_string()))?;
+            (String::new(), Some(id))
+        } else {
+            (template.clone(), None)
+        };
+        let mut metadata: Metadata = new
+            .metadata
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+        metadata.insert(MARK.to_owned(), serde_json::json!({ "template": template }));
+        let spec = VmSpec {
+            session_id: None,
+            lifetime_seconds: Some(new.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS)),
+            resources: vms.resources(None, None, None)?,
+            metadata,
+            env,
+            image_variant,
+            options: VmOptions {
+                snapshot_id,
+                auto_suspend: new.auto_pause,
+                ..VmOptions::default()
+            },
+            volumes: Vec::new(),
+            provider: None,
+        };
+        let vm = vms.create_vm(account, spec, true).await?;
+        if vm.status != VmStatus::Running {
+            let why = vm
+                .status_reason
+                .clone()
+                .unwrap_or_else(|| format!("the sandbox is {}", vm.status.as_str()));
+            // A sandbox that never ran is not left behind.
+            let _ = vms.delete_vm(account, &vm.id).await;
+            return Err(CoreError::Unavailable(why));
+        }
+        self.info(&vm)
+    }
+
+    /// The account's sandbox `id`; another account's, or a VM not made
+    /// through this surface, is not found.
+    async fn sandbox_vm(&self, account: &AccountId, id: &str) -> Result<Vm, CoreError> {
+        let not_found = || CoreError::not_found("sandbox", id);
+        let vm_id = id.parse::<VmId>().map_err(|_| not_found())?;
+        let vm = self
+            .core
+            .vms()
+            .find_vm_of(account, &vm_id)
+            .await?
+            .ok_or_else(not_found)?;
+        if !vm.metadata.contains_key(MARK) || state_of(vm.status).is_none() {
+            return Err(not_found());
+        }
+        Ok(vm)
+    }
+
+    pub async fn get_sandbox(
+        &self,
+        account: &AccountId,
+        id: &str,
+    ) -> Result<SandboxInfo, CoreError> {
+        self.info(&self.sandbox_vm(account, id).await?)
+    }
+
+    /// A page of the account's sandboxes, newest first, and the token of
+    /// the next page when there may be one.
+    pub async fn list_sandboxes(
+        &self,
+        account: &AccountId,
+        query: &SandboxQuery,
+    ) -> Result<(Vec<SandboxInfo>, Option<String>), CoreError> {
+        Self::check_metadata(&query.metadata)?;
+        let limit = query.limit.clamp(1, MAX_PAGE) as usize;
+        let mut after = match &query.next_token {
+            Some(t) => Some(
+                t.parse::<VmId>()
+                    .map_err(|_| CoreError::invalid("nextToken", "not a token this server gave"))?,
+            ),
+            None => None,
+        };
+        let states = if query.states.is_empty() {
+            &[SandboxState::Running, SandboxState::Paused][..]
+        } else {
+            &query.states[..]
+        };
+        let mut wanted = Vec::new();
+        for state in states {
+            match state {
+                SandboxState::Running => wanted.extend([VmStatus::Creating, VmStatus::Running]),
+                SandboxState::Paused => wanted.push(VmStatus::Suspended),
+            }
+        }
+        let statuses = VmStatusSet::of(&wanted);
+        let mut page = Vec::new();
+        // VMs not made through this surface are skipped, so a page is
+        // filled from as many store pages as it takes.
+        loop {
+            let filter = VmFilter {
+                statuses: statuses.clone(),
+                after: after.clone(),
+                limit: (limit as u32 + 1).max(50),
+                ..VmFilter::default()
+            };
+            let batch = self.core.vms().list_vms(account, &filter).await?;
+            let exhausted = (batch.len() as u32) < filter.limit;
+            for vm in batch {
+                after = Some(vm.id.clone());
+                if !vm.metadata.contains_key(MARK) || !matches_metadata(&vm, &query.metadata) {
+                    continue;
+                }
+                if page.len() == limit {
+                    let last = page.last().map(|s: &SandboxInfo| s.sandbox_id.clone());
+                    return Ok((page, last));
+                }
+                page.push(self.info(&vm)?);
+            }
+            if exhausted {
+                return Ok((page, None));
+            }
+        }
+    }
+
+    pub async fn kill_sandbox(&self, account: &AccountId, id: &str) -> Result<(), CoreError> {
+        let vm = self.sandbox_vm(account, id).await?;
+        self.processes.forget_vm(&vm.id);
+        self.core.vms().delete_vm(account, &vm.id).await?;
+        Ok(())
+    }
+
+    /// The sandbox ends `timeout_seconds` from now.
+    pub async fn set_timeout(
+        &self,
+        account: &AccountId,
+        id: &str,
+        timeout_seconds: u64,
+    ) -> Result<(), CoreError> {
+        let vm = self.sandbox_vm(account, id).await?;
+        let patch = VmPatch {
+            lifetime_seconds: Some(timeout_seconds),
+            ..VmPatch::default()
+        };
+        self.core.vms().patch_vm(account, &vm.id, patch).await?;
+        Ok(())
+    }
+
+    /// Pauses a running sandbox (its memory kept where the provider can);
+    /// a paused one is a conflict, as E2B answers.
+    pub async fn pause_sandbox(&self, account: &AccountId, id: &str) -> Result<(), CoreError> {
+        let vm = self.sandbox_vm(account, id).await?;
+        if vm.status == VmStatus::Suspended {
+            return Err(CoreError::Conflict(format!(
+                "sandbox {id} is already paused"
+            )));
+        }
+        self.processes.forget_vm(&vm.id);
+        self.core.vms().suspend_vm(account, &vm.id).await?;
+        Ok(())
+    }
+
+    /// Connects to a sandbox: resumes it if paused, and with
+    /// `timeout_seconds` sets when it ends.
+    pub async fn connect_sandbox(
+        &self,
+        account: &AccountId,
+        id: &str,
+        timeout_seconds: Option<u64>,
+    ) -> Result<SandboxInfo, CoreError> {
+        let vm = self.sandbox_vm(account, id).await?;
+        let vms = self.core.vms();
+        if vm.status == VmStatus::Suspended {
+            vms.resume_vm(account, &vm.id).await?;
+        }
+        if let Some(t) = timeout_seconds {
+            // Connecting never shortens a sandbox's life.
+            let left = vm
+                .expires_at
+                .map(|e| (e.unix_millis() - Timestamp::now().unix_millis()).max(0) as u64 / 1000);
+            if left.is_none_or(|l| l < t) {
+                self.set_timeout(account, id, t).await?;
+            }
+        }
+        self.get_sandbox(account, id).await
+    }
+
+    fn info(&self, vm: &Vm) -> Result<SandboxInfo, CoreError> {
+        let template = vm
+            .metadata
+            .get(MARK)
+            .and_then(|m| m.get("template"))
+            .and_then(|t| t.as_str())
+            .unwrap_or("base")
+            .to_owned();
+        let metadata = vm
+            .metadata
+            .iter()
+            .filter(|(k, _)| !k.starts_with(RESERVED_PREFIX))
+            .map(|(k, v)| {
+                let v = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+                (k.clone(), v)
+            })
+            .collect();
+        let started_at = vm.started_at.unwrap_or(vm.created_at);
+        Ok(SandboxInfo {
+            sandbox_id: vm.id.to_string(),
+            template_id: template,
+            started_at,
+            end_at: vm
+                .expires_at
+                .unwrap_or_else(|| started_at.plus_seconds(86_400 * 365)),
+            cpu_count: vm.resources.vcpu_count(),
+            memory_mb: vm.resources.memory_mb(),
+            disk_size_mb: vm.resources.disk_mb(),
+            state: state_of(vm.status).unwrap_or(SandboxState::Running),
+            metadata,
+            envd_version: ENVD_VERSION,
+            envd_access_token: self.access_token(&vm.account_id, &vm.id),
+            domain: self.config.domain.clone(),
+        })
+    }
+
+    fn access_token(&self, account: &AccountId, vm: &VmId) -> String {
+        format!(
+            "ea_{}",
+            self.core
+                .vms()
+                .vm_credential(ACCESS_TOKEN_PURPOSE, account, vm)
+        )
+    }
+
+    /// The sandbox an envd request names, when `token` is its access
+    /// token. Every refusal is the same `NotFound`, so a caller learns
+    /// nothing of sandboxes it may not reach.
+    pub async fn envd_target(
+        &self,
+        sandbox_id: &str,
+        token: Option<&str>,
+    ) -> Result<EnvdTarget, CoreError> {
+        let not_found = || CoreError::not_found("sandbox", sandbox_id);
+        let vm = sandbox_id.parse::<VmId>().map_err(|_| not_found())?;
+        let account = self.core.vms().owner_of(&vm).await?.ok_or_else(not_found)?;
+        let expected = self.access_token(&account, &vm);
+        match token {
+            Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => {
+                Ok(EnvdTarget { account, vm })
+            }
+            Some(_) => Err(CoreError::Unauthenticated),
+            None => Err(CoreError::Unauthenticated),
+        }
+    }
+}
+
+fn state_of(status: VmStatus) -> Option<SandboxState> {
+    match status {
+        VmStatus::Creating | VmStatus::Running => Some(SandboxState::Running),
+        VmStatus::Suspended => Some(SandboxState::Paused),
+        _ => None,
+    }
+}
+
+fn matches_metadata(vm: &Vm, wanted: &BTreeMap<String, String>) -> bool {
+    wanted
+        .iter()
+        .all(|(k, v)| vm.metadata.get(k).and_then(|x| x.as_str()) == Some(v.as_str()))
+}
+
+/// Compares secrets in time independent of where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip() {
+        for s in [SandboxState::Running, SandboxState::Paused] {
+            assert_eq!(SandboxState::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(SandboxState::parse("dead"), None);
+    }
+
+    #[test]
+    fn reserved_metadata_is_refused() {
+        let mut m = BTreeMap::new();
+        m.insert("paddock.e2b".to_owned(), "x".to_owned());
+        assert!(E2b::check_metadata(&m).is_err());
+        m.clear();
+        m.insert("owner".to_owned(), "me".to_owned());
+        assert!(E2b::check_metadata(&m).is_ok());
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,188 @@
+"""The unchanged `e2b` SDK against paddock's E2B surface: three
+environment variables point it at the server, and user code written for
+E2B runs as it is."""
+
+import hashlib
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import BIN, Server
+
+e2b = pytest.importorskip("e2b")
+from e2b import CommandExitException, Sandbox  # noqa: E402
+from e2b.exceptions import NotFoundException, TimeoutException  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = Server()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def e2b_env(server):
+    """What a user sets to point E2B code at paddock."""
+    env = {
+        "E2B_API_URL": f"{server.base_url}/e2b",
+        "E2B_SANDBOX_URL": f"{server.base_url}/e2b/sandbox",
+        "E2B_API_KEY": server.key,
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield env
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def sbx(e2b_env):
+    s = Sandbox.create(metadata={"suite": "e2b", "who": "module"}, envs={"FROM_CREATE": "yes"})
+    yield s
+    try:
+        s.kill()
+    except Exception:
+        pass
+
+
+def test_create_info_and_list(sbx):
+    info = sbx.get_info()
+    assert info.sandbox_id == sbx.sandbox_id
+    assert info.metadata == {"suite": "e2b", "who": "module"}
+    assert info.state.value == "running"
+    assert info.template_id == "base"
+    assert sbx.is_running()
+
+    found = Sandbox.list(query=e2b.SandboxQuery(metadata={"suite": "e2b"})).next_items()
+    assert sbx.sandbox_id in [s.sandbox_id for s in found]
+    none = Sandbox.list(query=e2b.SandboxQuery(metadata={"suite": "other"})).next_items()
+    assert none == []
+
+
+def test_commands_foreground(sbx):
+    r = sbx.commands.run("echo hello; echo oops >&2")
+    assert r.exit_code == 0
+    assert r.stdout == "hello\n"
+    assert r.stderr == "oops\n"
+
+    r = sbx.commands.run("echo $FROM_CREATE $EXTRA; pwd", envs={"EXTRA": "e"}, cwd="/tmp")
+    assert r.stdout == "yes e\n/tmp\n"
+
+    with pytest.raises(CommandExitException) as err:
+        sbx.commands.run("exit 3")
+    assert err.value.exit_code == 3
+
+    seen = []
+    sbx.commands.run("for i in 1 2 3; do echo $i; sleep 0.05; done", on_stdout=seen.append)
+    assert "".join(seen) == "1\n2\n3\n"
+
+
+def test_commands_background_stdin_kill_and_timeout(sbx):
+    h = sbx.commands.run("sleep 0.3; echo done", background=True)
+    assert h.pid > 0
+    assert h.pid in [p.pid for p in sbx.commands.list()]
+    assert h.wait().stdout == "done\n"
+
+    cat = sbx.commands.run("cat", background=True, stdin=True)
+    sbx.commands.send_stdin(cat.pid, "fed through stdin\n")
+    sbx.commands.close_stdin(cat.pid)
+    assert cat.wait().stdout == "fed through stdin\n"
+
+    long = sbx.commands.run("sleep 60", background=True)
+    assert sbx.commands.kill(long.pid)
+    with pytest.raises(CommandExitException):
+        long.wait()
+    assert long.pid not in [p.pid for p in sbx.commands.list()]
+    assert not sbx.commands.kill(long.pid)
+
+    with pytest.raises(TimeoutException):
+        sbx.commands.run("sleep 5", timeout=1)
+
+
+def test_files(sbx):
+    info = sbx.files.write("/tmp/e2b/hello.txt", "hi there")
+    assert info.path == "/tmp/e2b/hello.txt"
+    assert sbx.files.read("/tmp/e2b/hello.txt") == "hi there"
+    sbx.files.write("/tmp/e2b/blob.bin", b"\x00\x01\xff")
+    assert bytes(sbx.files.read("/tmp/e2b/blob.bin", format="bytes")) == b"\x00\x01\xff"
+    # Relative paths start at the default user's home.
+    sbx.files.write("relative.txt", "home")
+    assert sbx.commands.run("cat ~/relative.txt").stdout == "home"
+
+    names = sorted(e.name for e in sbx.files.list("/tmp/e2b"))
+    assert names == ["blob.bin", "hello.txt"]
+    assert sbx.files.make_dir("/tmp/e2b/sub/deeper")
+    assert not sbx.files.make_dir("/tmp/e2b/sub/deeper")
+    deep = [e.path for e in sbx.files.list("/tmp/e2b", depth=3)]
+    assert "/tmp/e2b/sub/deeper" in deep
+
+    st = sbx.files.get_info("/tmp/e2b/hello.txt")
+    assert st.size == 8 and st.type.value == "file"
+    moved = sbx.files.rename("/tmp/e2b/hello.txt", "/tmp/e2b/sub/moved.txt")
+    assert moved.path == "/tmp/e2b/sub/moved.txt"
+    assert not sbx.files.exists("/tmp/e2b/hello.txt")
+    assert sbx.files.exists("/tmp/e2b/sub/moved.txt")
+    sbx.files.remove("/tmp/e2b/sub")
+    assert not sbx.files.exists("/tmp/e2b/sub")
+    with pytest.raises(NotFoundException):
+        sbx.files.read("/tmp/e2b/nothing-here")
+
+
+def test_a_64_mib_round_trip(sbx):
+    data = os.urandom(64 << 20)
+    sbx.files.write("/tmp/big.bin", data)
+    assert sbx.commands.run("sha256sum /tmp/big.bin").stdout.split()[0] == hashlib.sha256(data).hexdigest()
+    back = sbx.files.read("/tmp/big.bin", format="bytes")
+    assert hashlib.sha256(bytes(back)).hexdigest() == hashlib.sha256(data).hexdigest()
+    sbx.files.remove("/tmp/big.bin")
+
+
+def test_pty(sbx):
+    out = bytearray()
+    term = sbx.pty.create(e2b.PtySize(rows=24, cols=80), timeout=30)
+    result = {}
+    reader = threading.Thread(target=lambda: result.update(r=term.wait(on_pty=out.extend)))
+    reader.start()
+
+    def until(needle):
+        deadline = time.time() + 10
+        while needle not in out and time.time() < deadline:
+            time.sleep(0.05)
+        return needle in out
+
+    sbx.pty.send_stdin(term.pid, b"stty size; echo pty-$((40+2))\n")
+    assert until(b"pty-42")
+    assert b"24 80" in out
+    sbx.pty.resize(term.pid, e2b.PtySize(rows=30, cols=100))
+    sbx.pty.send_stdin(term.pid, b"stty size; exit\n")
+    reader.join(15)
+    assert not reader.is_alive()
+    assert result["r"].exit_code == 0
+    assert b"30 100" in out
+
+
+def test_timeout_and_kill_and_other_accounts(e2b_env, server):
+    s = Sandbox.create(timeout=120)
+    before = s.get_info().end_at
+    s.set_timeout(600)
+    assert s.get_info().end_at > before
+
+    other = subprocess.run(
+        [str(BIN), "keys", "create", "--data-dir", str(server.data), "--new-account", "e2b-other"],
+        check=True, capture_output=True, text=True, env=server.env,
+    ).stdout.strip().split()[-1]
+    with pytest.raises(NotFoundException):
+        Sandbox.connect(s.sandbox_id, api_key=other)
+    assert s.sandbox_id not in [x.sandbox_id for x in Sandbox.list(api_key=other).next_items()]
+
+    s.kill()
+    assert not s.is_running()
+    with pytest.raises(NotFoundException):
+        Sandbox.connect(s.sandbox_id)
