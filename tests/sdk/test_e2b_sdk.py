@@ -186,3 +186,56 @@ def test_timeout_and_kill_and_other_accounts(e2b_env, server):
     assert not s.is_running()
     with pytest.raises(NotFoundException):
         Sandbox.connect(s.sandbox_id)
+
+
+def _until(check, seconds=10):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return check()
+
+
+def test_watch_dir_polled(sbx):
+    sbx.files.make_dir("/tmp/watched/sub")
+    handle = sbx.files.watch_dir("/tmp/watched", recursive=True)
+    sbx.files.write("/tmp/watched/a.txt", "1")
+    sbx.files.write("/tmp/watched/sub/b.txt", "2")
+    sbx.files.remove("/tmp/watched/a.txt")
+    seen = []
+
+    def saw_all():
+        seen.extend((e.name, e.type.value) for e in handle.get_new_events())
+        return {("a.txt", "create"), ("sub/b.txt", "create"), ("a.txt", "remove")} <= set(seen)
+
+    assert _until(saw_all), seen
+    # The upload's temporary file never shows.
+    assert not [n for n, _ in seen if "paddock-upload" in n]
+    handle.stop()
+    with pytest.raises(e2b.SandboxException):
+        handle.get_new_events()
+
+
+def test_async_sdk_streams_watch_and_commands(sbx):
+    import asyncio
+
+    from e2b import AsyncSandbox
+
+    async def main():
+        s = await AsyncSandbox.connect(sbx.sandbox_id)
+        await s.files.make_dir("/tmp/awatch")
+        seen = []
+        handle = await s.files.watch_dir("/tmp/awatch", on_event=lambda e: seen.append((e.name, e.type.value)))
+        await s.files.write("/tmp/awatch/x.txt", "x")
+        for _ in range(200):
+            if ("x.txt", "create") in seen:
+                break
+            await asyncio.sleep(0.05)
+        await handle.stop()
+        out = await s.commands.run("echo async")
+        return seen, out.stdout
+
+    seen, stdout = asyncio.run(main())
+    assert ("x.txt", "create") in seen
+    assert stdout == "async\n"

@@ -156,6 +156,13 @@ pub enum Request {
     Remove {
         path: String,
     },
+    /// Watches a directory (and with `recursive` its subdirectories):
+    /// answers `Ok`, then a `Changed` for each change until the caller
+    /// closes the connection.
+    Watch {
+        path: String,
+        recursive: bool,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -239,6 +246,12 @@ pub enum Event {
     /// One path, answering `Stat`, `MakeDir` and `Rename`; `name` is its
     /// whole path.
     Entry(Box<DirEntry>),
+    /// A change under a watched directory: `name` is relative to it;
+    /// `change` is `create`, `write`, `remove`, `rename` or `chmod`.
+    Changed {
+        name: String,
+        change: String,
+    },
     Done,
     Written {
         bytes: u64,

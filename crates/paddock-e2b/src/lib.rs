@@ -13,6 +13,7 @@
 mod filesystem;
 mod processes;
 mod sandboxes;
+mod watchers;
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ pub use sandboxes::{
     NewSandbox, SandboxInfo, SandboxQuery, SandboxState, DEFAULT_TIMEOUT_SECONDS, ENVD_VERSION,
     MAX_PAGE,
 };
+pub use watchers::MAX_BUFFERED as MAX_WATCHER_BUFFER;
 
 /// What the server tells the SDKs about where sandboxes are.
 #[derive(Debug, Clone, Default)]
@@ -41,6 +43,7 @@ pub struct E2b {
     core: Arc<Service>,
     config: E2bConfig,
     processes: Arc<processes::ProcessTable>,
+    watchers: watchers::WatcherTable,
 }
 
 /// A sandbox an envd request may reach: its owner and id, the access
@@ -57,6 +60,14 @@ impl E2b {
             core,
             config,
             processes: Arc::default(),
+            watchers: watchers::WatcherTable::default(),
         }
+    }
+
+    /// Drops what runs for a sandbox that ended or was paused: its
+    /// commands' streams end, its watchers stop.
+    fn forget_vm(&self, vm: &paddock_core::ids::VmId) {
+        self.processes.forget_vm(vm);
+        self.watchers.forget_vm(vm);
     }
 }

@@ -250,7 +250,7 @@ impl E2b {
 
     pub async fn kill_sandbox(&self, account: &AccountId, id: &str) -> Result<(), CoreError> {
         let vm = self.sandbox_vm(account, id).await?;
-        self.processes.forget_vm(&vm.id);
+        self.forget_vm(&vm.id);
         self.core.vms().delete_vm(account, &vm.id).await?;
         Ok(())
     }
@@ -280,7 +280,7 @@ impl E2b {
                 "sandbox {id} is already paused"
             )));
         }
-        self.processes.forget_vm(&vm.id);
+        self.forget_vm(&vm.id);
         self.core.vms().suspend_vm(account, &vm.id).await?;
         Ok(())
     }

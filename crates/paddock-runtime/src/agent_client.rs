@@ -14,7 +14,7 @@ use paddock_agent_protocol::proto::{
 };
 use paddock_core::exec::{
     ByteStream, DirEntry, ExecEvent, ExecRequest, ExecStream, ExitStatus, FileContent, FileKind,
-    PathOp, PtyConnection, PtyInfo, PtyInput, PtyOutput,
+    PathChange, PathChangeKind, PathOp, PtyConnection, PtyInfo, PtyInput, PtyOutput,
 };
 use paddock_core::RuntimeError;
 use tokio::net::UnixStream;
@@ -400,6 +400,44 @@ pub async fn path_op(socket: &Path, op: PathOp) -> Result<Option<DirEntry>, Runt
         (_, Event::Ok) => Ok(None),
         (_, other) => Err(unexpected(&other)),
     }
+}
+
+/// Watches directory `path`: its changes until the receiver is dropped
+/// (which closes the connection, and the agent stops watching).
+pub async fn watch(
+    socket: &Path,
+    path: &str,
+    recursive: bool,
+) -> Result<mpsc::Receiver<PathChange>, RuntimeError> {
+    let wire = Request::Watch {
+        path: path.to_owned(),
+        recursive,
+    };
+    let mut stream = match call(socket, &wire).await? {
+        (stream, Event::Ok) => stream,
+        (_, other) => return Err(unexpected(&other)),
+    };
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                frame = read_frame(&mut stream) => {
+                    let Ok(Some(frame)) = frame else { return };
+                    let Ok(Event::Changed { name, change }) = frame.control::<Event>() else {
+                        continue;
+                    };
+                    let Some(kind) = PathChangeKind::parse(&change) else {
+                        continue;
+                    };
+                    if tx.send(PathChange { name, kind }).await.is_err() {
+                        return;
+                    }
+                }
+                () = tx.closed() => return,
+            }
+        }
+    });
+    Ok(rx)
 }
 
 /// Signals the process group `pid` leads.

@@ -187,6 +187,8 @@ pub(crate) async fn remove(stream: &mut UnixStream, path: &str) -> io::Result<()
 }
 
 static UPLOADS: AtomicU64 = AtomicU64::new(0);
+/// In the name of every upload's temporary file.
+pub(crate) const UPLOAD_MARK: &str = ".paddock-upload-";
 
 pub(crate) async fn write(
     stream: &mut UnixStream,
@@ -218,7 +220,7 @@ pub(crate) async fn write(
         return write_control(stream, &event).await;
     }
     let tmp = parent.join(format!(
-        ".{}.paddock-upload-{}",
+        ".{}{UPLOAD_MARK}{}",
         name.to_string_lossy(),
         UPLOADS.fetch_add(1, Ordering::Relaxed)
     ));

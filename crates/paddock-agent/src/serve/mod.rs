@@ -10,6 +10,7 @@ mod pty;
 mod reaper;
 mod script;
 mod user;
+mod watch;
 
 use std::io;
 use std::os::unix::net::UnixListener;
@@ -259,6 +260,7 @@ async fn handle(state: Arc<State>, mut stream: UnixStream) -> io::Result<()> {
         Request::MakeDir { path } => files::make_dir(&mut stream, &path).await,
         Request::Rename { from, to } => files::rename(&mut stream, &from, &to).await,
         Request::Remove { path } => files::remove(&mut stream, &path).await,
+        Request::Watch { path, recursive } => watch::run(stream, &path, recursive).await,
         Request::Resize { .. } => {
             let event = Event::error(
                 crate::proto::ErrorKind::Invalid,

@@ -1,9 +1,10 @@
 //! envd's `filesystem.Filesystem` service: stat, list to a depth, make a
-//! directory, move, remove, as JSON messages. Watching a directory is not
-//! served yet (`unimplemented`, which the SDK surfaces as its own error).
+//! directory, move, remove, and watch a directory (streamed, or polled
+//! through a watcher), as JSON messages.
 
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use paddock_core::exec::{PathChange, PathChangeKind};
 use paddock_e2b::{E2b, Entry, EntryKind, EnvdTarget};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -11,12 +12,26 @@ use serde_json::{json, Value};
 use super::connect::{self, ConnectError};
 
 #[derive(Deserialize, Default)]
-#[serde(default)]
+#[serde(default, rename_all = "camelCase")]
 struct PathRequest {
     path: String,
     depth: u32,
     source: String,
     destination: String,
+    recursive: bool,
+    watcher_id: String,
+}
+
+/// A FilesystemEvent message.
+fn change_json(c: &PathChange) -> Value {
+    let kind = match c.kind {
+        PathChangeKind::Create => "EVENT_TYPE_CREATE",
+        PathChangeKind::Write => "EVENT_TYPE_WRITE",
+        PathChangeKind::Remove => "EVENT_TYPE_REMOVE",
+        PathChangeKind::Rename => "EVENT_TYPE_RENAME",
+        PathChangeKind::Chmod => "EVENT_TYPE_CHMOD",
+    };
+    json!({ "name": c.name, "type": kind })
 }
 
 /// An EntryInfo message.
@@ -60,9 +75,13 @@ pub async fn call(
         Err(r) => return r.into_response(),
     };
     if streaming {
-        return connect::stream_error(ConnectError::unimplemented(&format!(
-            "filesystem.Filesystem/{method}"
-        )));
+        if method != "WatchDir" {
+            return connect::stream_error(ConnectError::new(
+                "unimplemented",
+                format!("filesystem.Filesystem/{method} is not a stream"),
+            ));
+        }
+        return watch_dir(e2b, target, headers, user, body).await;
     }
     let result = match axum::body::to_bytes(body, connect::MAX_MESSAGE).await {
         Ok(bytes) => match connect::unary_message(&bytes) {
@@ -74,6 +93,73 @@ pub async fn call(
         ))),
     };
     connect::unary(result)
+}
+
+/// `WatchDir`: a start message, then each change, with keepalives, until
+/// the client goes or its deadline passes.
+async fn watch_dir(
+    e2b: &E2b,
+    target: &EnvdTarget,
+    headers: &HeaderMap,
+    user: Option<&str>,
+    body: axum::body::Body,
+) -> Response {
+    let opened = async {
+        let bytes = axum::body::to_bytes(body, connect::MAX_MESSAGE + 5)
+            .await
+            .map_err(|e| {
+                ConnectError::invalid(format!("the request body could not be read: {e}"))
+            })?;
+        let r: PathRequest = serde_json::from_value(connect::single_message(&bytes)?)
+            .map_err(|e| ConnectError::invalid(e.to_string()))?;
+        let path = paddock_e2b::resolve_path(&r.path, user, "path")?;
+        Ok::<_, ConnectError>(e2b.watch_dir(target, &path, r.recursive).await?)
+    }
+    .await;
+    let mut changes = match opened {
+        Ok(c) => c,
+        Err(e) => return connect::stream_error(e),
+    };
+    let keepalive = connect::keepalive(headers);
+    let deadline = connect::timeout(headers);
+    let frames = super::process_service::async_stream(move |tx| async move {
+        let far = std::time::Duration::from_secs(86_400 * 365);
+        let until = tokio::time::Instant::now() + deadline.unwrap_or(far);
+        let mut ping = tokio::time::interval(keepalive.unwrap_or(far));
+        ping.tick().await;
+        if tx
+            .send(connect::envelope(0, &json!({ "start": {} })))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        loop {
+            tokio::select! {
+                change = changes.recv() => {
+                    let Some(change) = change else {
+                        let e = ConnectError::new("unavailable", "the watch ended (the sandbox was paused or killed)");
+                        let _ = tx.send(connect::end_of_stream(Some(&e))).await;
+                        return;
+                    };
+                    let msg = json!({ "filesystem": change_json(&change) });
+                    if tx.send(connect::envelope(0, &msg)).await.is_err() {
+                        return;
+                    }
+                }
+                _ = ping.tick(), if keepalive.is_some() => {
+                    if tx.send(connect::envelope(0, &json!({ "keepalive": {} }))).await.is_err() {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep_until(until), if deadline.is_some() => {
+                    let _ = tx.send(connect::end_of_stream(None)).await;
+                    return;
+                }
+            }
+        }
+    });
+    connect::stream_response(frames)
 }
 
 async fn unary_call(
@@ -112,9 +198,24 @@ async fn unary_call(
             e2b.remove(target, &path(&r.path, "path")?).await?;
             Ok(json!({}))
         }
-        "CreateWatcher" | "GetWatcherEvents" | "RemoveWatcher" | "WatchDir" => Err(
-            ConnectError::unimplemented(&format!("filesystem.Filesystem/{method}")),
-        ),
+        "CreateWatcher" => {
+            let id = e2b
+                .create_watcher(target, &path(&r.path, "path")?, r.recursive)
+                .await?;
+            Ok(json!({ "watcherId": id }))
+        }
+        "GetWatcherEvents" => {
+            let events: Vec<Value> = e2b
+                .watcher_events(target, &r.watcher_id)?
+                .iter()
+                .map(change_json)
+                .collect();
+            Ok(json!({ "events": events }))
+        }
+        "RemoveWatcher" => {
+            e2b.remove_watcher(target, &r.watcher_id)?;
+            Ok(json!({}))
+        }
         other => Err(ConnectError::new(
             "unimplemented",
             format!("filesystem.Filesystem/{other} does not exist"),

@@ -175,6 +175,36 @@ pub struct DirEntry {
     pub symlink_target: Option<String>,
 }
 
+/// A change under a watched directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathChange {
+    /// Relative to the watched directory.
+    pub name: String,
+    pub kind: PathChangeKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathChangeKind {
+    Create,
+    Write,
+    Remove,
+    Rename,
+    Chmod,
+}
+
+impl PathChangeKind {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "create" => Self::Create,
+            "write" => Self::Write,
+            "remove" => Self::Remove,
+            "rename" => Self::Rename,
+            "chmod" => Self::Chmod,
+            _ => return None,
+        })
+    }
+}
+
 /// A change to, or a look at, one path in a sandbox.
 #[derive(Debug, Clone)]
 pub enum PathOp {

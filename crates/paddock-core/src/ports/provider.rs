@@ -7,8 +7,8 @@ use async_trait::async_trait;
 
 use crate::error::RuntimeError;
 use crate::exec::{
-    ByteStream, DirEntry, ExecRequest, ExecStream, FileContent, PathOp, PtyConnection, PtyInfo,
-    PtySpec, SandboxPath,
+    ByteStream, DirEntry, ExecRequest, ExecStream, FileContent, PathChange, PathOp, PtyConnection,
+    PtyInfo, PtySpec, SandboxPath,
 };
 use crate::ids::VmId;
 use crate::model::{ChangedTree, Resources, RootfsSpec, RuntimeHandle, Vm, VmStatus};
@@ -250,6 +250,18 @@ pub trait SandboxChannel: Send + Sync {
     async fn path_op(&self, _id: &VmId, _op: PathOp) -> Result<Option<DirEntry>, RuntimeError> {
         Err(RuntimeError::Unsupported(
             "this provider cannot change paths one by one".into(),
+        ))
+    }
+    /// Watches directory `path` (with `recursive`, its subdirectories
+    /// too): its changes until the receiver is dropped.
+    async fn watch(
+        &self,
+        _id: &VmId,
+        _path: &SandboxPath,
+        _recursive: bool,
+    ) -> Result<tokio::sync::mpsc::Receiver<PathChange>, RuntimeError> {
+        Err(RuntimeError::Unsupported(
+            "this provider cannot watch a directory".into(),
         ))
     }
     /// Sends `signal` to the process group a command of the sandbox leads

@@ -11,8 +11,8 @@ use crate::error::error_chain;
 use crate::error::{CoreError, RuntimeError};
 use crate::exec::{collect_output, ExecOutput};
 use crate::exec::{
-    ByteStream, DirEntry, ExecRequest, ExecStream, FileContent, PathOp, PtyConnection, PtyInfo,
-    PtySpec, SandboxPath,
+    ByteStream, DirEntry, ExecRequest, ExecStream, FileContent, PathChange, PathOp, PtyConnection,
+    PtyInfo, PtySpec, SandboxPath,
 };
 use crate::ids::{AccountId, ExecutionId, VmId};
 use crate::model::{Env, Execution, Vm, VmStatus};
@@ -227,6 +227,20 @@ impl Vms {
         self.activity.touch(&vm.id);
         let done = provider.channel().path_op(&vm.id, op).await;
         self.agent_result(&vm, done).await
+    }
+
+    /// Watches a directory of the VM: its changes until the receiver is
+    /// dropped.
+    pub async fn watch_dir(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+        path: &SandboxPath,
+        recursive: bool,
+    ) -> Result<tokio::sync::mpsc::Receiver<PathChange>, CoreError> {
+        let (vm, provider) = self.agent_vm(account, id).await?;
+        let watching = provider.channel().watch(&vm.id, path, recursive).await;
+        self.agent_result(&vm, watching).await
     }
 
     /// Sends `signal` to a command of the VM (the process group its pid

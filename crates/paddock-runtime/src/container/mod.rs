@@ -31,8 +31,8 @@ use paddock_agent_protocol::config::{
 };
 use paddock_agent_protocol::proto::Request;
 use paddock_core::exec::{
-    ByteStream, DirEntry, ExecRequest, ExecStream, FileContent, PathOp, PtyConnection, PtyInfo,
-    PtySpec, SandboxPath,
+    ByteStream, DirEntry, ExecRequest, ExecStream, FileContent, PathChange, PathOp, PtyConnection,
+    PtyInfo, PtySpec, SandboxPath,
 };
 use paddock_core::ids::{PtyId, VmId};
 use paddock_core::model::{
@@ -679,6 +679,14 @@ impl SandboxChannel for ContainerProvider {
     }
     async fn path_op(&self, id: &VmId, op: PathOp) -> Result<Option<DirEntry>, RuntimeError> {
         agent_client::path_op(&self.socket(id), op).await
+    }
+    async fn watch(
+        &self,
+        id: &VmId,
+        path: &SandboxPath,
+        recursive: bool,
+    ) -> Result<tokio::sync::mpsc::Receiver<PathChange>, RuntimeError> {
+        agent_client::watch(&self.socket(id), path.as_str(), recursive).await
     }
     async fn signal(&self, id: &VmId, pid: i32, signal: i32) -> Result<(), RuntimeError> {
         agent_client::signal(&self.socket(id), pid, signal).await
