@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import pathlib
 import shutil
 import socket
@@ -67,16 +68,31 @@ class Registry:
         put.raise_for_status()
         return digest
 
-    def push_busybox(self, repo_tag, env=("PATH=/bin",), workdir="/work"):
-        """A one-layer image: static busybox as /bin/sh and a few applets."""
+    def push_busybox(self, repo_tag, env=("PATH=/bin",), workdir="/work", with_bash=False):
+        """A one-layer image: static busybox as /bin/sh and a few applets;
+        `with_bash` adds the host's bash and the libraries it loads (what
+        E2B's SDK runs every command with)."""
         repo, tag = repo_tag.split(":")
         raw = io.BytesIO()
         with tarfile.open(fileobj=raw, mode="w") as t:
-            for d in ("bin", "etc", "tmp", "root"):
+            dirs = {"bin", "etc", "tmp", "root"}
+            files = {}
+            if with_bash:
+                out = subprocess.run(["ldd", "/bin/bash"], capture_output=True, text=True, check=True).stdout
+                libs = [w for w in out.split() if w.startswith("/")]
+                for path in ["/bin/bash"] + libs:
+                    files[path.lstrip("/")] = os.path.realpath(path)
+                    parent = os.path.dirname(path.lstrip("/"))
+                    while parent:
+                        dirs.add(parent)
+                        parent = os.path.dirname(parent)
+            for d in sorted(dirs):
                 info = tarfile.TarInfo(d)
                 info.type, info.mode = tarfile.DIRTYPE, 0o755
                 t.addfile(info)
             t.add("/bin/busybox", arcname="bin/busybox")
+            for arc, real in files.items():
+                t.add(real, arcname=arc)
             for applet in ("sh", "cat", "echo", "kill", "sleep", "ls", "dd"):
                 info = tarfile.TarInfo(f"bin/{applet}")
                 info.type, info.linkname = tarfile.SYMTYPE, "busybox"

@@ -239,3 +239,28 @@ def test_async_sdk_streams_watch_and_commands(sbx):
     seen, stdout = asyncio.run(main())
     assert ("x.txt", "create") in seen
     assert stdout == "async\n"
+
+
+def test_get_host_reaches_a_server_in_the_sandbox(sbx, server):
+    import urllib.request
+
+    sbx.files.write("/tmp/site/index.html", "served from the sandbox")
+    web = sbx.commands.run("cd /tmp/site && exec python3 -m http.server 8123", background=True, timeout=0)
+    host = sbx.get_host(8123)
+    assert host.startswith(f"8123-{sbx.sandbox_id}.")
+    # The SDK's host name, sent to the share proxy (no DNS here).
+    def fetch(h):
+        req = urllib.request.Request(f"http://127.0.0.1:{server.share_port}/index.html", headers={"Host": h})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, ""
+
+    assert _until(lambda: fetch(host)[0] == 200)
+    assert fetch(host) == (200, "served from the sandbox")
+    # A port nothing listens on is a gateway error; a sandbox that is not
+    # there is not found.
+    assert fetch(host.replace("8123-", "8124-", 1))[0] == 502
+    assert fetch(host.replace(sbx.sandbox_id, "vm_0000000000000000000x", 1))[0] == 404
+    web.kill()

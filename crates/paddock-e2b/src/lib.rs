@@ -36,6 +36,8 @@ pub struct E2bConfig {
     /// The domain the SDK's `get_host(port)` builds
     /// `{port}-{sandbox id}.{domain}` on: the share proxy's domain.
     pub domain: Option<String>,
+    /// The provider sandboxes run on; the server's default when `None`.
+    pub provider: Option<String>,
 }
 
 /// The E2B product, over the VM core.

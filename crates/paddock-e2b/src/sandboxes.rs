@@ -147,10 +147,11 @@ impl E2b {
             options: VmOptions {
                 snapshot_id,
                 auto_suspend: new.auto_pause,
+                published_ports: true,
                 ..VmOptions::default()
             },
             volumes: Vec::new(),
-            provider: None,
+            provider: self.config.provider.clone(),
         };
         let vm = vms.create_vm(account, spec, true).await?;
         if vm.status != VmStatus::Running {

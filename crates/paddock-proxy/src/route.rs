@@ -85,6 +85,32 @@ impl Router {
         peer: SocketAddr,
         tls: bool,
     ) -> Response<ProxyBody> {
+        if let Some((vm, port)) = self.published_port(&request_host(&req)) {
+            return match self.service.vms().published_port_route(&vm, port).await {
+                Ok(address) => {
+                    forward::forward(
+                        &self.backend,
+                        req,
+                        SocketAddr::from((address, port)),
+                        None,
+                        peer,
+                        tls,
+                    )
+                    .await
+                }
+                Err(CoreError::NotFound { .. }) => {
+                    text(StatusCode::NOT_FOUND, "no such sandbox port\n")
+                }
+                Err(CoreError::Unavailable(m)) => text(StatusCode::BAD_GATEWAY, &format!("{m}\n")),
+                Err(e) => {
+                    tracing::error!(error = %e, "sandbox port lookup failed");
+                    text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "sandbox port lookup failed\n",
+                    )
+                }
+            };
+        }
         let target = match self.target(&req) {
             Some(t) => t,
             None => match self.domain_share(&request_host(&req)).await {
@@ -135,7 +161,17 @@ impl Router {
     /// Whether TLS for `host` is worth a certificate: a share host or a
     /// custom domain.
     pub async fn routes_host(&self, host: &str) -> bool {
-        self.share_label(host).is_some() || self.domain_share(host).await.is_some()
+        self.share_label(host).is_some()
+            || self.published_port(host).is_some()
+            || self.domain_share(host).await.is_some()
+    }
+
+    /// `{port}-{vm id}.{domain}`: a port of a VM that publishes its ports
+    /// (E2B's sandbox host names).
+    fn published_port(&self, host: &str) -> Option<(paddock_core::ids::VmId, u16)> {
+        let (port, vm) = self.host_label(host)?.split_once('-')?;
+        let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;
+        Some((vm.parse().ok()?, port))
     }
 
     fn share_label(&self, host: &str) -> Option<ShareId> {

@@ -68,6 +68,18 @@ pub struct Config {
     pub audit: AuditSection,
     #[serde(default)]
     pub webhooks: WebhooksSection,
+    #[serde(default)]
+    pub e2b: E2bSection,
+}
+
+/// `[e2b]`: how sandboxes made through the E2B-compatible API (`/e2b`)
+/// run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct E2bSection {
+    /// The provider they run on (`microvm` for sandboxes whose `pause`
+    /// keeps their memory); default: the server's default provider.
+    pub provider: Option<String>,
 }
 
 /// `[webhooks]`: where deliveries may go. By default only to public
@@ -713,6 +725,7 @@ impl Default for Config {
             only_listed_registries: false,
             network: NetworkSection::default(),
             gateway: GatewaySection::default(),
+            e2b: E2bSection::default(),
             ssh: SshSection::default(),
             shares: SharesSection::default(),
             providers: ProvidersSection::default(),

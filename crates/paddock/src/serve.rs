@@ -310,6 +310,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         e2b: Arc::new(paddock_e2b::E2b::new(
             Arc::clone(&service),
             paddock_e2b::E2bConfig {
+                provider: config.e2b.provider.clone(),
                 domain: Some(format!(
                     "{}{}",
                     config.shares.domain,

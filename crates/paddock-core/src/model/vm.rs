@@ -226,6 +226,10 @@ pub struct VmOptions {
     /// A call that needs the VM live (exec, files, PTYs, shares) resumes
     /// it when suspended.
     pub auto_resume: bool,
+    /// Every port of the VM is reachable through the share proxy at
+    /// `{port}-{vm id}.{domain}`, without a share and without a key, as
+    /// E2B's sandbox URLs are: the unguessable VM id is the capability.
+    pub published_ports: bool,
     /// The names (never the values) of the variables its vaults staged in
     /// the sandbox, so that a change of vaults takes exactly those off.
     pub vault_vars: Vec<String>,

@@ -62,6 +62,30 @@ impl Vms {
         self.activity.touch(vm);
     }
 
+    /// Where traffic to port `port` of VM `id` goes, when the VM publishes
+    /// its ports ([`crate::model::VmOptions::published_ports`]): its
+    /// address while it runs (resumed first where it auto-resumes).
+    pub async fn published_port_route(
+        &self,
+        id: &VmId,
+        port: u16,
+    ) -> Result<std::net::Ipv4Addr, CoreError> {
+        let not_found = || CoreError::not_found("sandbox port", format!("{port}-{id}"));
+        let vm = self.store.find_vm(id).await?.ok_or_else(not_found)?;
+        if !vm.options.published_ports || port == 0 {
+            return Err(not_found());
+        }
+        let vm = self.live(vm).await?;
+        self.activity.touch(&vm.id);
+        match (&vm.network, vm.status) {
+            (Some(net), VmStatus::Running) => Ok(net.address),
+            _ => Err(CoreError::Unavailable(format!(
+                "the sandbox is {}",
+                vm.status.as_str()
+            ))),
+        }
+    }
+
     /// Where a share's traffic goes: its running VM's address and port.
     pub async fn share_route(&self, id: &ShareId) -> Result<ShareRoute, CoreError> {
         let share = self

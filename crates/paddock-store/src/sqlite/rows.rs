@@ -156,6 +156,7 @@ fn options_to_json(o: &VmOptions, network: Option<&VmNetwork>) -> String {
         "vault_vars": o.vault_vars,
         "auto_suspend": o.auto_suspend,
         "auto_resume": o.auto_resume,
+        "published_ports": o.published_ports,
         "env_status": o.env_status.as_str(),
         "env_error": o.env_error,
         "gpus": o.gpus,
@@ -220,6 +221,10 @@ fn options_from_json(v: &serde_json::Value) -> Result<VmOptions, StoreError> {
             .unwrap_or(false),
         auto_resume: v
             .get("auto_resume")
+            .and_then(|x| x.as_bool())
+            .unwrap_or(false),
+        published_ports: v
+            .get("published_ports")
             .and_then(|x| x.as_bool())
             .unwrap_or(false),
         vault_vars: v
