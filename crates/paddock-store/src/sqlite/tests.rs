@@ -61,6 +61,7 @@ fn vm(account: &AccountId, session: &SessionId) -> Vm {
             vault_vars: vec!["TOKEN".into()],
             auto_suspend: true,
             auto_resume: true,
+            published_ports: true,
             env_status: EnvStatus::Error,
             env_error: Some("vault x not found".into()),
             egress_policy: Some(
