@@ -23,7 +23,10 @@ packages=(python3 python3-venv procps iproute2 util-linux coreutils bash ca-cert
 # Without their recommends: firmware, GUIs and an initramfs generator the
 # guest does not use. fuse2fs reads a microVM's own disk for a snapshot
 # in user space (the host kernel never mounts a guest's file system).
-bare_packages=(qemu-system-x86 linux-image-amd64 fuse2fs)
+# The code interpreter of the E2B surface: a Jupyter kernel with
+# matplotlib, which sandboxes of the default variant see in the host's
+# /usr (ipykernel, jupyter_client, matplotlib and its inline backend).
+bare_packages=(qemu-system-x86 linux-image-amd64 fuse2fs python3-ipykernel python3-jupyter-client python3-matplotlib python3-matplotlib-inline)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -11,6 +11,7 @@
 //! output, and paths as envd describes them.
 
 mod filesystem;
+mod interpreter;
 mod processes;
 mod sandboxes;
 mod watchers;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use paddock_core::service::Service;
 
 pub use filesystem::{resolve as resolve_path, Entry, EntryKind, DEFAULT_HOME};
+pub use interpreter::{CodeContext, RunCode};
 pub use processes::{
     ProcessConfig, ProcessEnd, ProcessEvent, ProcessInfo, ProcessSelector, ProcessStart,
     ProcessStream, PtySize,
@@ -46,6 +48,7 @@ pub struct E2b {
     config: E2bConfig,
     processes: Arc<processes::ProcessTable>,
     watchers: watchers::WatcherTable,
+    contexts: interpreter::ContextTable,
 }
 
 /// A sandbox an envd request may reach: its owner and id, the access
@@ -63,6 +66,7 @@ impl E2b {
             config,
             processes: Arc::default(),
             watchers: watchers::WatcherTable::default(),
+            contexts: interpreter::ContextTable::default(),
         }
     }
 
@@ -71,5 +75,6 @@ impl E2b {
     fn forget_vm(&self, vm: &paddock_core::ids::VmId) {
         self.processes.forget_vm(vm);
         self.watchers.forget_vm(vm);
+        self.contexts.forget_vm(vm);
     }
 }

@@ -30,6 +30,7 @@ const DEFAULT_TEMPLATES: [&str; 2] = ["base", "code-interpreter-v1"];
 /// E2B's default sandbox timeout.
 pub const DEFAULT_TIMEOUT_SECONDS: u64 = 300;
 const ACCESS_TOKEN_PURPOSE: &str = "e2b-envd";
+const TRAFFIC_TOKEN_PURPOSE: &str = "e2b-traffic";
 
 /// A sandbox to create.
 #[derive(Debug, Clone, Default)]
@@ -78,6 +79,9 @@ pub struct SandboxInfo {
     pub envd_version: &'static str,
     /// The token the SDK sends envd as `X-Access-Token`.
     pub envd_access_token: String,
+    /// The token the SDK sends to the sandbox's other ports (the code
+    /// interpreter's) as `E2B-Traffic-Access-Token`.
+    pub traffic_access_token: String,
     pub domain: Option<String>,
 }
 
@@ -343,6 +347,7 @@ impl E2b {
             metadata,
             envd_version: ENVD_VERSION,
             envd_access_token: self.access_token(&vm.account_id, &vm.id),
+            traffic_access_token: self.traffic_token(&vm.account_id, &vm.id),
             domain: self.config.domain.clone(),
         })
     }
@@ -356,24 +361,52 @@ impl E2b {
         )
     }
 
+    fn traffic_token(&self, account: &AccountId, vm: &VmId) -> String {
+        format!(
+            "et_{}",
+            self.core
+                .vms()
+                .vm_credential(TRAFFIC_TOKEN_PURPOSE, account, vm)
+        )
+    }
+
+    /// The owner of sandbox `id`, if it exists.
+    async fn owner(&self, sandbox_id: &str) -> Result<(AccountId, VmId), CoreError> {
+        let not_found = || CoreError::not_found("sandbox", sandbox_id);
+        let vm: VmId = sandbox_id.parse().map_err(|_| not_found())?;
+        let account = self.core.vms().owner_of(&vm).await?.ok_or_else(not_found)?;
+        Ok((account, vm))
+    }
+
     /// The sandbox an envd request names, when `token` is its access
-    /// token. Every refusal is the same `NotFound`, so a caller learns
-    /// nothing of sandboxes it may not reach.
+    /// token.
     pub async fn envd_target(
         &self,
         sandbox_id: &str,
         token: Option<&str>,
     ) -> Result<EnvdTarget, CoreError> {
-        let not_found = || CoreError::not_found("sandbox", sandbox_id);
-        let vm = sandbox_id.parse::<VmId>().map_err(|_| not_found())?;
-        let account = self.core.vms().owner_of(&vm).await?.ok_or_else(not_found)?;
-        let expected = self.access_token(&account, &vm);
-        match token {
-            Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => {
-                Ok(EnvdTarget { account, vm })
-            }
-            Some(_) => Err(CoreError::Unauthenticated),
-            None => Err(CoreError::Unauthenticated),
+        self.port_target(sandbox_id, token, None).await
+    }
+
+    /// The sandbox a request to one of its ports names, when it carries
+    /// the access token, or (for ports other than envd's: the code
+    /// interpreter's) the traffic token.
+    pub async fn port_target(
+        &self,
+        sandbox_id: &str,
+        access_token: Option<&str>,
+        traffic_token: Option<&str>,
+    ) -> Result<EnvdTarget, CoreError> {
+        let (account, vm) = self.owner(sandbox_id).await?;
+        let matches = |given: Option<&str>, expected: String| {
+            given.is_some_and(|t| constant_time_eq(t.as_bytes(), expected.as_bytes()))
+        };
+        if matches(access_token, self.access_token(&account, &vm))
+            || matches(traffic_token, self.traffic_token(&account, &vm))
+        {
+            Ok(EnvdTarget { account, vm })
+        } else {
+            Err(CoreError::Unauthenticated)
         }
     }
 }

@@ -73,6 +73,7 @@ fn sandbox_json(s: &SandboxInfo) -> Value {
         "clientID": "paddock",
         "envdVersion": s.envd_version,
         "envdAccessToken": s.envd_access_token,
+        "trafficAccessToken": s.traffic_access_token,
     });
     if let Some(d) = &s.domain {
         v["domain"] = json!(d);

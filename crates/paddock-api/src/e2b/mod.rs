@@ -5,6 +5,7 @@
 //! `X-Access-Token`). The rules are the `paddock-e2b` product's; this
 //! module reads and writes E2B's wire formats.
 
+mod code_interpreter;
 mod connect;
 mod control;
 mod files;
@@ -73,6 +74,11 @@ impl IntoResponse for RestError {
         (self.status, Json(body)).into_response()
     }
 }
+
+/// envd's port, which the SDK names in `E2b-Sandbox-Port`.
+const ENVD_PORT: &str = "49983";
+/// The code interpreter's port.
+const CODE_INTERPRETER_PORT: &str = "49999";
 
 /// The surface's routes.
 pub fn router(limits: &crate::server::HttpLimits) -> Router<AppState> {
@@ -161,19 +167,31 @@ async fn envd(State(state): State<AppState>, request: Request) -> Response {
         .into_response();
     };
     let port = header("e2b-sandbox-port");
-    if port.as_deref().is_some_and(|p| p != "49983") {
-        return RestError::new(
-            StatusCode::BAD_GATEWAY,
-            format!(
-                "port {} of sandbox {sandbox_id} is not served through the sandbox URL",
-                port.unwrap_or_default()
-            ),
-        )
-        .into_response();
-    }
+    let interpreter = match port.as_deref() {
+        None | Some(ENVD_PORT) => false,
+        Some(CODE_INTERPRETER_PORT) => true,
+        Some(other) => {
+            return RestError::new(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "port {other} of sandbox {sandbox_id} is not served through the sandbox URL; use the sandbox's get_host({other}) address"
+                ),
+            )
+            .into_response()
+        }
+    };
     let e2b = std::sync::Arc::clone(&state.e2b);
+    let traffic = if interpreter {
+        header("e2b-traffic-access-token")
+    } else {
+        None
+    };
     let target = match e2b
-        .envd_target(&sandbox_id, header("x-access-token").as_deref())
+        .port_target(
+            &sandbox_id,
+            header("x-access-token").as_deref(),
+            traffic.as_deref(),
+        )
         .await
     {
         Ok(t) => t,
@@ -193,6 +211,11 @@ async fn envd(State(state): State<AppState>, request: Request) -> Response {
             .into_response()
         }
         Err(e) => return envd_refusal(&path, e),
+    }
+    if interpreter {
+        return code_interpreter::call(&e2b, &target, &path, request)
+            .await
+            .unwrap_or_else(IntoResponse::into_response);
     }
     let user = basic_user(&headers);
     let method = request.method().clone();

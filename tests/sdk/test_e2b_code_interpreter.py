@@ -1,0 +1,93 @@
+"""The unchanged `e2b-code-interpreter` SDK against paddock: `run_code`
+in a Jupyter kernel in the sandbox, with state across calls, streamed
+output, rich results (a matplotlib PNG), errors and contexts."""
+
+import base64
+import os
+
+import pytest
+
+from conftest import Server
+
+ci = pytest.importorskip("e2b_code_interpreter")
+
+
+@pytest.fixture(scope="module")
+def sbx():
+    server = Server(extra_env={
+        "PADDOCK_NETWORK__BRIDGE": "psdk3",
+        "PADDOCK_NETWORK__SUBNET": "10.63.3.0/24",
+    })
+    env = {
+        "E2B_API_URL": f"{server.base_url}/e2b",
+        "E2B_SANDBOX_URL": f"{server.base_url}/e2b/sandbox",
+        "E2B_API_KEY": server.key,
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    s = ci.Sandbox.create()
+    yield s
+    s.kill()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    server.stop()
+
+
+def test_state_persists_and_output_streams(sbx):
+    first = sbx.run_code("x = 41\nprint('hello from the kernel')")
+    assert first.logs.stdout == ["hello from the kernel\n"]
+    assert first.error is None
+    seen = []
+    second = sbx.run_code("import sys\nprint('out'); print('err', file=sys.stderr)\nx + 1",
+                          on_stdout=lambda m: seen.append(m.line))
+    assert second.text == "42"
+    assert second.logs.stderr == ["err\n"]
+    assert seen == ["out\n"]
+    assert second.execution_count == first.execution_count + 1
+
+
+def test_rich_results(sbx):
+    chart = sbx.run_code(
+        "import matplotlib.pyplot as plt\n"
+        "plt.plot([1, 2, 3], [4, 1, 9])\n"
+        "plt.show()")
+    pngs = [r.png for r in chart.results if r.png]
+    assert chart.error is None, chart.error
+    assert len(pngs) == 1
+    assert base64.b64decode(pngs[0]).startswith(b"\x89PNG\r\n\x1a\n")
+    html = sbx.run_code("from IPython.display import HTML\nHTML('<b>bold</b>')")
+    assert html.results[0].html == "<b>bold</b>"
+    data = sbx.run_code("from IPython.display import JSON\nJSON({'a': 1})")
+    assert data.results[0].json == {"a": 1}
+
+
+def test_errors_and_env(sbx):
+    failed = sbx.run_code("1 / 0")
+    assert failed.error.name == "ZeroDivisionError"
+    assert failed.error.value == "division by zero"
+    assert "ZeroDivisionError" in failed.error.traceback
+    env = sbx.run_code("import os\nos.environ.get('ONLY_HERE')", envs={"ONLY_HERE": "yes"})
+    assert env.text == "'yes'"
+    assert sbx.run_code("os.environ.get('ONLY_HERE')").text is None
+    # A language whose runtime is not here is refused, as the SDK's own
+    # exception.
+    with pytest.raises(ci.SandboxException, match="python only"):
+        sbx.run_code("1", language="r")
+
+
+def test_contexts(sbx):
+    ctx = sbx.create_code_context(cwd="/tmp")
+    assert ctx.cwd == "/tmp"
+    sbx.run_code("y = 'in the context'", context=ctx)
+    assert sbx.run_code("y", context=ctx).text == "'in the context'"
+    # The default context is another kernel.
+    assert sbx.run_code("'y' in dir()").text == "False"
+    assert sbx.run_code("import os; os.getcwd()", context=ctx).text == "'/tmp'"
+    assert ctx.id in [c.id for c in sbx.list_code_contexts()]
+    sbx.restart_code_context(ctx)
+    assert sbx.run_code("'y' in dir()", context=ctx).text == "False"
+    sbx.remove_code_context(ctx)
+    assert ctx.id not in [c.id for c in sbx.list_code_contexts()]
