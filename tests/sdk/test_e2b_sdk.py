@@ -264,3 +264,37 @@ def test_get_host_reaches_a_server_in_the_sandbox(sbx, server):
     assert fetch(host.replace("8123-", "8124-", 1))[0] == 502
     assert fetch(host.replace(sbx.sandbox_id, "vm_0000000000000000000x", 1))[0] == 404
     web.kill()
+
+
+def test_templates_build_and_start(e2b_env):
+    template = (
+        e2b.Template()
+        .from_base_image()
+        .set_envs({"GREETING": "built by paddock"})
+        .set_workdir("/opt/app")
+        .run_cmd(["echo $GREETING > /opt/app/greeting", "pwd > /opt/app/where"])
+        .set_start_cmd("echo started > /tmp/started; exec sleep 1000", "test -f /tmp/started")
+    )
+    logs = []
+    info = e2b.Template.build(template, "paddock-e2b-test", on_build_logs=lambda e: logs.append(e.message))
+    assert info.template_id
+    assert any("RUN" in line for line in logs), logs
+    assert e2b.Template.exists("paddock-e2b-test")
+
+    s = Sandbox.create(template="paddock-e2b-test")
+    assert s.get_info().template_id == "paddock-e2b-test"
+    assert s.files.read("/opt/app/greeting") == "built by paddock\n"
+    assert s.files.read("/opt/app/where") == "/opt/app\n"
+    # The start command runs in the background, and was ready first.
+    assert s.files.read("/tmp/started") == "started\n"
+    assert "start_cmd" in [p.tag for p in s.commands.list()]
+    s.kill()
+
+    broken = e2b.Template().from_base_image().run_cmd("exit 7")
+    with pytest.raises(e2b.BuildException):
+        e2b.Template.build(broken, "paddock-e2b-broken")
+    # COPY needs a build context paddock's builder does not have: refused,
+    # saying so.
+    copying = e2b.Template(file_context_path=os.path.dirname(__file__)).from_base_image()
+    with pytest.raises(Exception, match="COPY is not supported"):
+        e2b.Template.build(copying.copy("conftest.py", "/tmp/x.py"), "paddock-e2b-copy")

@@ -14,6 +14,7 @@ mod filesystem;
 mod interpreter;
 mod processes;
 mod sandboxes;
+mod templates;
 mod watchers;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub use sandboxes::{
     NewSandbox, SandboxInfo, SandboxQuery, SandboxState, DEFAULT_TIMEOUT_SECONDS, ENVD_VERSION,
     MAX_PAGE,
 };
+pub use templates::{BuildSpec, BuildStatus, BuildStep, LogLine, Template};
 pub use watchers::MAX_BUFFERED as MAX_WATCHER_BUFFER;
 
 /// What the server tells the SDKs about where sandboxes are.
@@ -49,6 +51,7 @@ pub struct E2b {
     processes: Arc<processes::ProcessTable>,
     watchers: watchers::WatcherTable,
     contexts: interpreter::ContextTable,
+    build_logs: Arc<templates::BuildLogs>,
 }
 
 /// A sandbox an envd request may reach: its owner and id, the access
@@ -67,6 +70,7 @@ impl E2b {
             processes: Arc::default(),
             watchers: watchers::WatcherTable::default(),
             contexts: interpreter::ContextTable::default(),
+            build_logs: Arc::default(),
         }
     }
 

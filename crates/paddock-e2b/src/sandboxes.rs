@@ -125,6 +125,7 @@ impl E2b {
         if template.is_empty() {
             return Err(CoreError::invalid("templateID", "must not be empty"));
         }
+        let mut from_template = None;
         let (image_variant, snapshot_id) = if DEFAULT_TEMPLATES.contains(&template.as_str()) {
             (vms.config().default_variant.clone(), None)
         } else if template.starts_with(SnapshotId::PREFIX) {
@@ -132,8 +133,20 @@ impl E2b {
                 .parse::<SnapshotId>()
                 .map_err(|e| CoreError::invalid("templateID", e.to_string()))?;
             (String::new(), Some(id))
+        } else if let Some(t) = self.ready_template(account, &template).await? {
+            let image = t.image.clone().unwrap_or_default();
+            from_template = Some(t);
+            (image, None)
         } else {
             (template.clone(), None)
+        };
+        let resources = match &from_template {
+            Some(t) => vms.resources(
+                Some(i64::from(t.memory_mb)),
+                Some(i64::from(t.cpu_count)),
+                None,
+            )?,
+            None => vms.resources(None, None, None)?,
         };
         let mut metadata: Metadata = new
             .metadata
@@ -144,7 +157,7 @@ impl E2b {
         let spec = VmSpec {
             session_id: None,
             lifetime_seconds: Some(new.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS)),
-            resources: vms.resources(None, None, None)?,
+            resources,
             metadata,
             env,
             image_variant,
@@ -166,6 +179,12 @@ impl E2b {
             // A sandbox that never ran is not left behind.
             let _ = vms.delete_vm(account, &vm.id).await;
             return Err(CoreError::Unavailable(why));
+        }
+        if let Some(t) = &from_template {
+            if let Err(e) = self.start_template_commands(account, &vm.id, t).await {
+                let _ = vms.delete_vm(account, &vm.id).await;
+                return Err(e);
+            }
         }
         self.info(&vm)
     }

@@ -17,13 +17,16 @@ use serde_json::{json, Value};
 use super::RestError;
 use crate::AppState;
 
-async fn caller(state: &AppState, request: Request) -> Result<(AccountId, Request), RestError> {
+pub(super) async fn caller(
+    state: &AppState,
+    request: Request,
+) -> Result<(AccountId, Request), RestError> {
     let (parts, body) = request.into_parts();
     let account = crate::auth::authenticate(&parts, state).await?;
     Ok((account, Request::from_parts(parts, body)))
 }
 
-async fn json_body<T: serde::de::DeserializeOwned + Default>(
+pub(super) async fn json_body<T: serde::de::DeserializeOwned + Default>(
     request: Request,
 ) -> Result<T, RestError> {
     let bytes = axum::body::to_bytes(request.into_body(), usize::MAX)

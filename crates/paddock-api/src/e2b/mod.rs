@@ -11,6 +11,7 @@ mod control;
 mod files;
 mod filesystem_service;
 mod process_service;
+mod templates;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -112,6 +113,26 @@ pub fn router(limits: &crate::server::HttpLimits) -> Router<AppState> {
         .route(
             "/e2b/v2/sandboxes/{sandbox_id}/connect",
             post(control::connect),
+        )
+        .route("/e2b/v3/templates", post(templates::request_build))
+        .route(
+            "/e2b/v2/templates/{template_id}/builds/{build_id}",
+            post(templates::start_build),
+        )
+        .route(
+            "/e2b/templates/{template_id}/builds/{build_id}/status",
+            get(templates::build_status),
+        )
+        .route(
+            "/e2b/templates/{template_id}/files/{hash}",
+            get(templates::files),
+        )
+        .route("/e2b/templates", get(templates::list))
+        .route("/e2b/v2/templates", get(templates::list))
+        .route("/e2b/templates/aliases/{alias}", get(templates::alias))
+        .route(
+            "/e2b/templates/{template_id}",
+            get(templates::get).delete(templates::delete),
         )
         .layer(crate::body_limit(limits.json_body_bytes));
     // envd's bodies are files and streams: no limit but the messages'.
