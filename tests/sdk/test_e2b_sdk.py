@@ -66,6 +66,17 @@ def test_create_info_and_list(sbx):
     assert none == []
 
 
+def test_metrics(sbx):
+    sbx.commands.run("head -c 20000000 /dev/urandom | sha256sum >/dev/null")
+    metrics = sbx.get_metrics()
+    assert len(metrics) == 1
+    m = metrics[0]
+    assert m.cpu_count >= 1
+    assert 0 <= m.cpu_used_pct <= 100
+    assert 0 < m.mem_used <= m.mem_total
+    assert 0 < m.disk_used < m.disk_total
+
+
 def test_commands_foreground(sbx):
     r = sbx.commands.run("echo hello; echo oops >&2")
     assert r.exit_code == 0

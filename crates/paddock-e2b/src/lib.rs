@@ -12,6 +12,7 @@
 
 mod filesystem;
 mod interpreter;
+mod metrics;
 mod processes;
 mod sandboxes;
 mod templates;
@@ -23,6 +24,7 @@ use paddock_core::service::Service;
 
 pub use filesystem::{resolve as resolve_path, Entry, EntryKind, DEFAULT_HOME};
 pub use interpreter::{CodeContext, RunCode};
+pub use metrics::SandboxMetric;
 pub use processes::{
     ProcessConfig, ProcessEnd, ProcessEvent, ProcessInfo, ProcessSelector, ProcessStart,
     ProcessStream, PtySize,
@@ -52,6 +54,7 @@ pub struct E2b {
     watchers: watchers::WatcherTable,
     contexts: interpreter::ContextTable,
     build_logs: Arc<templates::BuildLogs>,
+    cpu_readings: metrics::CpuReadings,
 }
 
 /// A sandbox an envd request may reach: its owner and id, the access
@@ -71,6 +74,7 @@ impl E2b {
             watchers: watchers::WatcherTable::default(),
             contexts: interpreter::ContextTable::default(),
             build_logs: Arc::default(),
+            cpu_readings: metrics::CpuReadings::default(),
         }
     }
 
@@ -80,5 +84,6 @@ impl E2b {
         self.processes.forget_vm(vm);
         self.watchers.forget_vm(vm);
         self.contexts.forget_vm(vm);
+        self.cpu_readings.forget_vm(vm);
     }
 }

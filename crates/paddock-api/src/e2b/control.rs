@@ -359,3 +359,36 @@ pub async fn resume(
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
+
+/// The sandbox's resource use now (E2B's `get_metrics`).
+pub async fn metrics(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    async {
+        let (account, _) = caller(&state, request).await?;
+        let list: Vec<Value> = state
+            .e2b
+            .sandbox_metrics(&account, &id)
+            .await?
+            .iter()
+            .map(|m| {
+                json!({
+                    "timestamp": m.at.to_rfc3339(),
+                    "timestampUnix": m.at.unix_millis() / 1000,
+                    "cpuCount": m.cpu_count,
+                    "cpuUsedPct": m.cpu_used_pct,
+                    "memUsed": m.mem_used,
+                    "memTotal": m.mem_total,
+                    "memCache": m.mem_cache,
+                    "diskUsed": m.disk_used,
+                    "diskTotal": m.disk_total,
+                })
+            })
+            .collect();
+        Ok::<_, RestError>(Json(list).into_response())
+    }
+    .await
+    .unwrap_or_else(IntoResponse::into_response)
+}

@@ -114,6 +114,7 @@ pub fn router(limits: &crate::server::HttpLimits) -> Router<AppState> {
             "/e2b/v2/sandboxes/{sandbox_id}/connect",
             post(control::connect),
         )
+        .route("/e2b/sandboxes/{sandbox_id}/metrics", get(control::metrics))
         .route("/e2b/v3/templates", post(templates::request_build))
         .route(
             "/e2b/v2/templates/{template_id}/builds/{build_id}",

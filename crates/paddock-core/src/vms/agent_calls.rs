@@ -243,6 +243,17 @@ impl Vms {
         self.agent_result(&vm, watching).await
     }
 
+    /// The VM's counters now (CPU time used, memory charged), where its
+    /// provider keeps them.
+    pub async fn usage_now(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+    ) -> Result<Option<crate::model::UsageCounters>, CoreError> {
+        let vm = self.running_vm(account, id).await?;
+        Ok(self.provider_of(&vm)?.usage(&vm.id))
+    }
+
     /// Sends `signal` to a command of the VM (the process group its pid
     /// leads).
     pub async fn signal_command(
