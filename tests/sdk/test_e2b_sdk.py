@@ -309,3 +309,62 @@ def test_templates_build_and_start(e2b_env):
     copying = e2b.Template(file_context_path=os.path.dirname(__file__)).from_base_image()
     with pytest.raises(Exception, match="COPY is not supported"):
         e2b.Template.build(copying.copy("conftest.py", "/tmp/x.py"), "paddock-e2b-copy")
+
+
+def test_reconnect_stream_input_and_pages(sbx, e2b_env):
+    # A background command outlives the handle that started it, and a new
+    # connection sees it finish.
+    h = sbx.commands.run("read line; echo got $line; sleep 0.2; echo bye", background=True, stdin=True)
+    h.disconnect()
+    again = sbx.commands.connect(h.pid)
+    # The SDK's client-streamed input (StreamInput).
+    sbx.commands.stream_input(h.pid, iter([b"streamed\n"]))
+    result = again.wait()
+    assert result.stdout.endswith("bye\n")
+
+    made = [Sandbox.create(metadata={"page": "yes"}) for _ in range(3)]
+    try:
+        pager = Sandbox.list(query=e2b.SandboxQuery(metadata={"page": "yes"}), limit=2)
+        first = pager.next_items()
+        assert len(first) == 2 and pager.has_next
+        rest = pager.next_items()
+        assert sorted(s.sandbox_id for s in first + rest) == sorted(s.sandbox_id for s in made)
+        assert not pager.has_next
+    finally:
+        for s in made:
+            s.kill()
+
+
+def test_http_1_1_and_envd_auth(sbx, server):
+    import httpx
+
+    one = Sandbox.connect(sbx.sandbox_id, http_version="1.1")
+    assert one.commands.run("echo over http/1.1").stdout == "over http/1.1\n"
+    one.files.write("/tmp/h11.txt", "one point one")
+    assert one.files.read("/tmp/h11.txt") == "one point one"
+
+    url = f"{server.base_url}/e2b/sandbox/process.Process/List"
+    headers = {"E2b-Sandbox-Id": sbx.sandbox_id, "Content-Type": "application/json"}
+    # No token, a wrong token, another sandbox's id: refused, nothing run.
+    assert httpx.post(url, headers=headers, content=b"{}").status_code == 401
+    assert httpx.post(url, headers={**headers, "X-Access-Token": "ea_wrong"}, content=b"{}").status_code == 401
+    missing = {**headers, "E2b-Sandbox-Id": "vm_doesnotexist0000000"}
+    assert httpx.post(url, headers=missing, content=b"{}").status_code == 404
+    # Bad input is a clear Connect error naming what was wrong.
+    good = {**headers, "X-Access-Token": sbx._envd_access_token}
+    r = httpx.post(f"{server.base_url}/e2b/sandbox/process.Process/SendSignal", headers=good,
+                   content=b'{"process": {"pid": 1}, "signal": "SIGNAL_SIGHUP"}')
+    assert r.status_code == 400 and r.json()["code"] == "invalid_argument" and "signal" in r.json()["message"]
+    r = httpx.post(f"{server.base_url}/e2b/sandbox/filesystem.Filesystem/Stat", headers=good,
+                   content=b'{"path": "/etc/../etc/passwd"}')
+    assert r.status_code == 400 and "path" in r.json()["message"]
+    r = httpx.post(f"{server.base_url}/e2b/sandbox/process.Process/List", headers={**good, "Content-Type": "application/proto"},
+                   content=b"")
+    assert r.status_code == 415
+    # A bad control-plane body is E2B's error format, naming the field.
+    r = httpx.post(f"{server.base_url}/e2b/sandboxes", headers={"X-API-KEY": server.key},
+                   json={"templateID": "base", "timeout": -1})
+    assert r.status_code == 400 and "timeout" in r.json()["message"]
+    r = httpx.post(f"{server.base_url}/e2b/sandboxes", headers={"X-API-KEY": "pdk_nope"},
+                   json={"templateID": "base"})
+    assert r.status_code == 401 and r.json()["code"] == 401
