@@ -368,3 +368,11 @@ def test_http_1_1_and_envd_auth(sbx, server):
     r = httpx.post(f"{server.base_url}/e2b/sandboxes", headers={"X-API-KEY": "pdk_nope"},
                    json={"templateID": "base"})
     assert r.status_code == 401 and r.json()["code"] == 401
+
+
+def test_commands_as_a_user(sbx):
+    assert sbx.commands.run("id -u", user="root").stdout == "0\n"
+    assert sbx.commands.run("id -u", user="65534", cwd="/tmp").stdout == "65534\n"
+    # A user the sandbox does not have is refused, saying so.
+    with pytest.raises(e2b.InvalidArgumentException, match="ghost"):
+        sbx.commands.run("id -u", user="ghost")

@@ -71,6 +71,10 @@ pub enum Request {
         /// Stdin frames follow, ended by an empty one.
         stdin: bool,
         timeout_ms: Option<u64>,
+        /// Runs as this user of the sandbox (`name`, `uid`, `name:group`)
+        /// instead of its default one; an older server sends none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
     },
     /// Starts a job: a command that outlives this connection, its output
     /// kept in the agent (see `serve/jobs.rs`). Answers `Started`.

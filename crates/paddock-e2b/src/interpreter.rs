@@ -148,6 +148,7 @@ impl E2b {
             stdin_stream: Some(stdin_rx),
             timeout: None,
             started: Some(pid_tx),
+            user: None,
         };
         let stream = self
             .core

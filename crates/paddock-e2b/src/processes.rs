@@ -42,6 +42,9 @@ pub struct ProcessStart {
     pub tag: Option<String>,
     /// Keeps its stdin open for `send_input`; otherwise it reads nothing.
     pub stdin: bool,
+    /// The sandbox user it runs as (the SDK's `user`); the sandbox's
+    /// default one when `None`. A terminal runs as the default user.
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -362,6 +365,7 @@ impl E2b {
                 stdin_stream: stdin_rx,
                 timeout: None,
                 started: Some(pid_tx),
+                user: start.user.clone(),
             };
             let stream = vms.exec(&target.account, &target.vm, request).await?;
             let told = pid_rx.try_recv().ok().and_then(|p| u32::try_from(p).ok());

@@ -565,6 +565,7 @@ impl Gateway {
         }
         let request = ExecRequest {
             started: None,
+            user: None,
             argv: argv(&job.executor),
             env: Vec::new(),
             cwd: None,

@@ -163,6 +163,7 @@ pub async fn exec(
         cwd: request.cwd,
         stdin: request.stdin.is_some() || request.stdin_stream.is_some(),
         timeout_ms: request.timeout.map(|t| t.as_millis() as u64),
+        user: request.user.clone(),
     };
     let (stream, started) = within(REPLY_DEADLINE, "starting a command", async {
         let mut stream = connect(socket).await?;

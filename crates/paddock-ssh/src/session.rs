@@ -168,6 +168,7 @@ impl Connection {
         let (stdin, stdin_stream) = mpsc::channel(64);
         let request = ExecRequest {
             started: None,
+            user: None,
             argv: vec!["/bin/sh".into(), "-c".into(), command],
             env: Vec::new(),
             cwd: None,

@@ -33,6 +33,7 @@ pub(crate) struct ExecSpec {
     pub cwd: Option<String>,
     pub stdin: bool,
     pub timeout_ms: Option<u64>,
+    pub user: Option<String>,
 }
 
 fn kill_group(pid: i32) {
@@ -64,7 +65,13 @@ pub(crate) async fn run(state: &State, stream: UnixStream, spec: ExecSpec) -> io
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    state.apply_user(&mut cmd);
+    if let Err(why) = state.apply_requested_user(&mut cmd, spec.user.as_deref()) {
+        let e = Event::error(
+            crate::proto::ErrorKind::Invalid,
+            why.replace("the image's ", "the sandbox's "),
+        );
+        return write_control(&mut wr, &e).await;
+    }
     sys::set_pre_exec(&mut cmd, false, prepared.inherited_fd());
 
     let started = Instant::now();

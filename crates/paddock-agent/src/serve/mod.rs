@@ -85,6 +85,27 @@ impl State {
             cmd.uid(u.uid).gid(u.gid);
         }
     }
+
+    /// Runs `cmd` as `requested` (resolved in the sandbox's own account
+    /// files), or as the sandbox's user when none is asked.
+    pub fn apply_requested_user(
+        &self,
+        cmd: &mut std::process::Command,
+        requested: Option<&str>,
+    ) -> Result<(), String> {
+        match requested {
+            None => {
+                self.apply_user(cmd);
+                Ok(())
+            }
+            Some(name) => {
+                use std::os::unix::process::CommandExt;
+                let u = RunAs::resolve(name)?;
+                cmd.uid(u.uid).gid(u.gid);
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Serves the agent protocol on `listener` until the process is killed.
@@ -183,6 +204,7 @@ async fn handle(state: Arc<State>, mut stream: UnixStream) -> io::Result<()> {
             cwd,
             stdin,
             timeout_ms,
+            user,
         } => {
             let spec = exec::ExecSpec {
                 argv,
@@ -190,6 +212,7 @@ async fn handle(state: Arc<State>, mut stream: UnixStream) -> io::Result<()> {
                 cwd,
                 stdin,
                 timeout_ms,
+                user,
             };
             exec::run(&state, stream, spec).await
         }

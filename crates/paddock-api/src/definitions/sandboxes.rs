@@ -297,6 +297,7 @@ pub(super) async fn exec(
     }
     let request = ExecRequest {
         started: None,
+        user: None,
         argv: b.command.argv(),
         env: b.env.into_iter().collect(),
         cwd: b.cwd,

@@ -243,7 +243,8 @@ async fn envd(State(state): State<AppState>, request: Request) -> Response {
     let method = request.method().clone();
     if let Some(rpc) = path.strip_prefix("/process.Process/") {
         let rpc = rpc.to_owned();
-        return process_service::call(&e2b, &target, &rpc, &headers, request.into_body()).await;
+        return process_service::call(&e2b, &target, &rpc, &headers, user, request.into_body())
+            .await;
     }
     if let Some(rpc) = path.strip_prefix("/filesystem.Filesystem/") {
         let rpc = rpc.to_owned();

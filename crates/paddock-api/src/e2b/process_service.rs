@@ -195,6 +195,7 @@ pub async fn call(
     target: &EnvdTarget,
     method: &str,
     headers: &HeaderMap,
+    user: Option<String>,
     body: axum::body::Body,
 ) -> Response {
     let streaming = match connect::is_streaming(headers) {
@@ -222,7 +223,7 @@ pub async fn call(
                 Err(e) => return connect::stream_error(e),
             };
             let started = if method == "Start" {
-                start(e2b, target, message).await
+                start(e2b, target, message, user).await
             } else {
                 parse::<SelectorRequest>(message)
                     .and_then(|r| selector(r.process))
@@ -274,6 +275,7 @@ async fn start(
     e2b: &E2b,
     target: &EnvdTarget,
     message: Value,
+    user: Option<String>,
 ) -> Result<(Option<u32>, ProcessStream), ConnectError> {
     let r: StartRequest = parse(message)?;
     let config = r
@@ -289,6 +291,7 @@ async fn start(
         pty: size(r.pty, "pty")?,
         tag: r.tag,
         stdin: r.stdin.unwrap_or(false),
+        user,
     };
     let stream = e2b.start_process(target, start).await?;
     Ok((None, stream))

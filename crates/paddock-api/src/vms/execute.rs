@@ -252,6 +252,7 @@ pub(crate) async fn stream_exec(
         .map_err(|e| ApiError::field(&["body", "env", &e.name], e.reason, "value_error"))?;
     let request = ExecRequest {
         started: None,
+        user: None,
         argv,
         env: env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         cwd: body.cwd,

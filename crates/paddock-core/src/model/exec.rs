@@ -27,6 +27,8 @@ pub struct ExecRequest {
     /// process group, which [`PathOp`]'s sibling `signal` reaches);
     /// dropped unanswered where the provider cannot say.
     pub started: Option<tokio::sync::oneshot::Sender<i32>>,
+    /// The sandbox user it runs as; the sandbox's default one when `None`.
+    pub user: Option<String>,
 }
 
 /// The most bytes a command line (all its arguments together) may have.

@@ -56,6 +56,7 @@ impl Vms {
         // A job takes no stdin; the request is kept for the fallback.
         let job = ExecRequest {
             started: None,
+            user: None,
             argv: request.argv.clone(),
             env: request.env.clone(),
             cwd: request.cwd.clone(),

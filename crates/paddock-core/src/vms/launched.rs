@@ -57,6 +57,7 @@ impl Vms {
     ) -> Result<Execution, CoreError> {
         let request = ExecRequest {
             started: None,
+            user: None,
             argv,
             env: Vec::new(),
             cwd: None,

@@ -186,6 +186,7 @@ pub(super) async fn write(
 async fn make_dirs(docker: &Docker, container: &str, dir: &str) -> Result<(), RuntimeError> {
     let request = paddock_core::exec::ExecRequest {
         started: None,
+        user: None,
         argv: vec!["mkdir".into(), "-p".into(), dir.to_owned()],
         env: Vec::new(),
         cwd: None,

@@ -24,6 +24,8 @@ pub(super) struct Exec {
     pub cwd: Option<String>,
     pub stdin: bool,
     pub output: bool,
+    /// The container user it runs as; the container's own when `None`.
+    pub user: Option<String>,
 }
 
 /// The engine passes argv to `execve`, which refuses an argument over
@@ -79,6 +81,7 @@ pub(super) async fn create(
         cmd: Some(exec.argv),
         env: Some(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()),
         working_dir: exec.cwd,
+        user: exec.user,
         ..Default::default()
     };
     let created = docker.create_exec(container, options).await.map_err(|e| {
@@ -106,6 +109,7 @@ pub(super) async fn run(
         cwd: request.cwd,
         stdin: wants_stdin,
         output: true,
+        user: request.user,
     };
     let exec_id = create(docker, container, exec).await?;
     let started_at = Instant::now();

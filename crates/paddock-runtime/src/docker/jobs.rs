@@ -117,6 +117,7 @@ pub(super) async fn start(
         cwd: request.cwd,
         stdin: false,
         output: false,
+        user: request.user,
     };
     let exec_id = exec::create(docker, container, exec).await?;
     docker
