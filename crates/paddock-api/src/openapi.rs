@@ -100,6 +100,7 @@ pub fn document_json() -> String {
     let mut api = ApiDoc::openapi();
     api.merge(crate::gateway::openapi::GatewayDoc::openapi());
     api.merge(crate::definitions::openapi::DefinitionsDoc::openapi());
+    api.merge(crate::e2b::openapi::E2bDoc::openapi());
     let mut doc = serde_json::to_value(api).unwrap_or_default();
     crate::gateway::openapi::complete(&mut doc);
     crate::definitions::openapi::complete(&mut doc);
@@ -183,6 +184,7 @@ fn common_statuses(
         Surface::Vms => ("ErrorDetail", "HttpValidationError", "422"),
         Surface::Gateway => ("GatewayStatusError", "GatewayStatusError", "400"),
         Surface::Definitions => ("ErrorResponse", "ErrorResponse", "422"),
+        Surface::E2b => ("E2bError", "E2bError", "400"),
     };
     let mut out = vec![
         (

@@ -26,12 +26,16 @@ pub(crate) enum Surface {
     Gateway,
     /// `/api/v1/…`: `{"errors": [...], "request_id"}`.
     Definitions,
+    /// `/e2b/…`: E2B's `{"code": <status>, "message"}`.
+    E2b,
 }
 
 impl Surface {
     pub(crate) fn of(path: &str) -> Self {
         if path.starts_with("/api/") {
             Self::Definitions
+        } else if path.starts_with("/e2b/") || path == "/e2b" {
+            Self::E2b
         } else if path.starts_with("/v1/accounts/") || path == "/v1/accounts" {
             Self::Gateway
         } else {
@@ -102,6 +106,7 @@ fn render(surface: Surface, status: StatusCode, message: String) -> Response {
         Surface::Definitions => {
             DefError::new(status, definitions_code(status), message).into_response()
         }
+        Surface::E2b => crate::e2b::RestError::new(status, message).into_response(),
     }
 }
 

@@ -10,10 +10,10 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use paddock_core::ids::AccountId;
-use paddock_e2b::{NewSandbox, SandboxInfo, SandboxQuery, SandboxState};
+use paddock_e2b::{NewSandbox, SandboxQuery, SandboxState};
 use serde::Deserialize;
-use serde_json::{json, Value};
 
+use super::views::{E2bError, ListedSandbox, MetricView, SandboxDetail, SandboxView};
 use super::RestError;
 use crate::AppState;
 
@@ -44,11 +44,16 @@ pub(super) async fn json_body<T: serde::de::DeserializeOwned + Default>(
     })
 }
 
-#[derive(Deserialize, Default)]
+/// A sandbox to create (E2B's `NewSandbox`).
+#[derive(Deserialize, serde::Serialize, Default, utoipa::ToSchema)]
 #[serde(default, rename_all = "camelCase")]
-struct NewSandboxBody {
+pub struct NewSandboxBody {
+    /// `base` (the server's default image), a template's name, a
+    /// snapshot id or an image reference.
     #[serde(rename = "templateID")]
     template_id: String,
+    /// Seconds until the sandbox ends (or pauses, with `autoPause`);
+    /// default 300.
     timeout: Option<i64>,
     auto_pause: Option<bool>,
     metadata: Option<BTreeMap<String, String>>,
@@ -68,47 +73,6 @@ fn timeout_seconds(t: Option<i64>, field: &str) -> Result<Option<u64>, RestError
     }
 }
 
-/// A created or connected sandbox (E2B's `Sandbox`).
-fn sandbox_json(s: &SandboxInfo) -> Value {
-    let mut v = json!({
-        "templateID": s.template_id,
-        "sandboxID": s.sandbox_id,
-        "clientID": "paddock",
-        "envdVersion": s.envd_version,
-        "envdAccessToken": s.envd_access_token,
-        "trafficAccessToken": s.traffic_access_token,
-    });
-    if let Some(d) = &s.domain {
-        v["domain"] = json!(d);
-    }
-    v
-}
-
-/// A listed sandbox (E2B's `ListedSandbox`); with `detail`, its
-/// `SandboxDetail`.
-fn listed_json(s: &SandboxInfo, detail: bool) -> Value {
-    let mut v = json!({
-        "templateID": s.template_id,
-        "sandboxID": s.sandbox_id,
-        "clientID": "paddock",
-        "startedAt": s.started_at.to_rfc3339(),
-        "endAt": s.end_at.to_rfc3339(),
-        "cpuCount": s.cpu_count,
-        "memoryMB": s.memory_mb,
-        "diskSizeMB": s.disk_size_mb,
-        "state": s.state.as_str(),
-        "envdVersion": s.envd_version,
-        "metadata": s.metadata,
-    });
-    if detail {
-        v["envdAccessToken"] = json!(s.envd_access_token);
-        if let Some(d) = &s.domain {
-            v["domain"] = json!(d);
-        }
-    }
-    v
-}
-
 async fn create(state: AppState, request: Request) -> Result<Response, RestError> {
     let (account, request) = caller(&state, request).await?;
     let body: NewSandboxBody = json_body(request).await?;
@@ -121,29 +85,40 @@ async fn create(state: AppState, request: Request) -> Result<Response, RestError
         auto_pause: body.auto_pause.unwrap_or(false),
     };
     let made = state.e2b.create_sandbox(&account, new).await?;
-    Ok((StatusCode::CREATED, Json(sandbox_json(&made))).into_response())
+    Ok((StatusCode::CREATED, Json(SandboxView::from(&made))).into_response())
 }
 
+/// Create a sandbox from a template and wait until it runs.
+#[utoipa::path(post, path = "/e2b/sandboxes", tag = "e2b", operation_id = "e2b_create_sandbox",
+    request_body = NewSandboxBody,
+    responses((status = 201, body = SandboxView), (status = 400, body = E2bError), (status = 503, body = E2bError)))]
 pub async fn create_v1(State(state): State<AppState>, request: Request) -> Response {
     create(state, request)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
+/// Create a sandbox (the SDK's v2 route; the same body and answer).
+#[utoipa::path(post, path = "/e2b/v2/sandboxes", tag = "e2b", operation_id = "e2b_create_sandbox_v2",
+    request_body = NewSandboxBody,
+    responses((status = 201, body = SandboxView), (status = 400, body = E2bError), (status = 503, body = E2bError)))]
 pub async fn create_v2(State(state): State<AppState>, request: Request) -> Response {
     create(state, request)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, serde::Serialize, Default, utoipa::IntoParams)]
 #[serde(default, rename_all = "camelCase")]
-struct ListParams {
-    /// `k=v&k2=v2`, URL-encoded as one parameter.
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
+pub struct ListParams {
+    /// `k=v&k2=v2`, URL-encoded as one parameter: every pair must match.
     metadata: Option<String>,
-    /// `running,paused`.
+    /// `running`, `paused` or both, comma-separated; default both.
     state: Option<String>,
+    /// The `x-next-token` of the previous page.
     next_token: Option<String>,
+    /// At most 100 (v2); default 100.
     limit: Option<u32>,
 }
 
@@ -200,7 +175,7 @@ async fn list(state: AppState, request: Request, paged: bool) -> Result<Response
         let mut all = Vec::new();
         loop {
             let (page, next) = state.e2b.list_sandboxes(&account, &query).await?;
-            all.extend(page.iter().map(|s| listed_json(s, false)));
+            all.extend(page.iter().map(ListedSandbox::from));
             match next {
                 Some(n) => query.next_token = Some(n),
                 None => return Ok(Json(all).into_response()),
@@ -208,7 +183,7 @@ async fn list(state: AppState, request: Request, paged: bool) -> Result<Response
         }
     }
     let (page, next) = state.e2b.list_sandboxes(&account, &query).await?;
-    let body: Vec<Value> = page.iter().map(|s| listed_json(s, false)).collect();
+    let body: Vec<ListedSandbox> = page.iter().map(ListedSandbox::from).collect();
     let mut response = Json(body).into_response();
     if let Some(next) = next.and_then(|n| HeaderValue::from_str(&n).ok()) {
         response
@@ -218,18 +193,29 @@ async fn list(state: AppState, request: Request, paged: bool) -> Result<Response
     Ok(response)
 }
 
+/// List every running and paused sandbox of the account.
+#[utoipa::path(get, path = "/e2b/sandboxes", tag = "e2b", operation_id = "e2b_list_sandboxes",
+    params(ListParams), responses((status = 200, body = Vec<ListedSandbox>)))]
 pub async fn list_v1(State(state): State<AppState>, request: Request) -> Response {
     list(state, request, false)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
+/// A page of the account's sandboxes, newest first; `x-next-token` names
+/// the next page.
+#[utoipa::path(get, path = "/e2b/v2/sandboxes", tag = "e2b", operation_id = "e2b_list_sandboxes_v2",
+    params(ListParams), responses((status = 200, body = Vec<ListedSandbox>,
+        headers(("x-next-token" = String, description = "The next page's token, when there is one")))))]
 pub async fn list_v2(State(state): State<AppState>, request: Request) -> Response {
     list(state, request, true)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
+/// One sandbox, with its envd access token.
+#[utoipa::path(get, path = "/e2b/sandboxes/{sandbox_id}", tag = "e2b", operation_id = "e2b_get_sandbox",
+    params(("sandbox_id" = String, Path)), responses((status = 200, body = SandboxDetail)))]
 pub async fn get_sandbox(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -238,12 +224,15 @@ pub async fn get_sandbox(
     async {
         let (account, _) = caller(&state, request).await?;
         let s = state.e2b.get_sandbox(&account, &id).await?;
-        Ok::<_, RestError>(Json(listed_json(&s, true)).into_response())
+        Ok::<_, RestError>(Json(SandboxDetail::from(&s)).into_response())
     }
     .await
     .unwrap_or_else(IntoResponse::into_response)
 }
 
+/// Kill a sandbox.
+#[utoipa::path(delete, path = "/e2b/sandboxes/{sandbox_id}", tag = "e2b", operation_id = "e2b_kill_sandbox",
+    params(("sandbox_id" = String, Path)), responses((status = 204, description = "Killed")))]
 pub async fn kill(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -258,13 +247,19 @@ pub async fn kill(
     .unwrap_or_else(IntoResponse::into_response)
 }
 
-#[derive(Deserialize, Default)]
+/// A timeout (`/timeout`, `/connect`, `/resume`) or a keep-alive
+/// (`/refreshes`), in seconds.
+#[derive(Deserialize, serde::Serialize, Default, utoipa::ToSchema)]
 #[serde(default)]
-struct TimeoutBody {
+pub struct TimeoutBody {
     timeout: Option<i64>,
     duration: Option<i64>,
 }
 
+/// The sandbox ends `timeout` seconds from now.
+#[utoipa::path(post, path = "/e2b/sandboxes/{sandbox_id}/timeout", tag = "e2b", operation_id = "e2b_set_timeout",
+    params(("sandbox_id" = String, Path)), request_body = TimeoutBody,
+    responses((status = 204, description = "Set"), (status = 400, body = E2bError)))]
 pub async fn set_timeout(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -282,8 +277,11 @@ pub async fn set_timeout(
     .unwrap_or_else(IntoResponse::into_response)
 }
 
-/// Extends a sandbox's life by `duration` seconds from now (E2B's
-/// keep-alive).
+/// Extends a sandbox's life to at least `duration` seconds from now
+/// (default 60; E2B's keep-alive).
+#[utoipa::path(post, path = "/e2b/sandboxes/{sandbox_id}/refreshes", tag = "e2b", operation_id = "e2b_refresh_sandbox",
+    params(("sandbox_id" = String, Path)), request_body = TimeoutBody,
+    responses((status = 204, description = "Extended")))]
 pub async fn refresh(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -300,6 +298,10 @@ pub async fn refresh(
     .unwrap_or_else(IntoResponse::into_response)
 }
 
+/// Pause a sandbox (its memory kept where its provider can: microVMs).
+#[utoipa::path(post, path = "/e2b/sandboxes/{sandbox_id}/pause", tag = "e2b", operation_id = "e2b_pause_sandbox",
+    params(("sandbox_id" = String, Path)),
+    responses((status = 204, description = "Paused"), (status = 409, body = E2bError), (status = 400, body = E2bError)))]
 pub async fn pause(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -337,9 +339,14 @@ async fn connect_to(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(sandbox_json(&after))).into_response())
+    Ok((status, Json(SandboxView::from(&after))).into_response())
 }
 
+/// Connect to a sandbox, resuming it when paused (201 then), and with
+/// `timeout` make it live at least that long.
+#[utoipa::path(post, path = "/e2b/sandboxes/{sandbox_id}/connect", tag = "e2b", operation_id = "e2b_connect_sandbox",
+    params(("sandbox_id" = String, Path)), request_body = TimeoutBody,
+    responses((status = 200, body = SandboxView), (status = 201, body = SandboxView)))]
 pub async fn connect(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -350,6 +357,24 @@ pub async fn connect(
         .unwrap_or_else(IntoResponse::into_response)
 }
 
+/// Connect to a sandbox (the SDK's v2 route; the same body and answer).
+#[utoipa::path(post, path = "/e2b/v2/sandboxes/{sandbox_id}/connect", tag = "e2b", operation_id = "e2b_connect_sandbox_v2",
+    params(("sandbox_id" = String, Path)), request_body = TimeoutBody,
+    responses((status = 200, body = SandboxView), (status = 201, body = SandboxView)))]
+pub async fn connect_v2(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    connect_to(state, id, request, false)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Resume a paused sandbox (409 when it runs).
+#[utoipa::path(post, path = "/e2b/sandboxes/{sandbox_id}/resume", tag = "e2b", operation_id = "e2b_resume_sandbox",
+    params(("sandbox_id" = String, Path)), request_body = TimeoutBody,
+    responses((status = 201, body = SandboxView), (status = 409, body = E2bError)))]
 pub async fn resume(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -361,6 +386,8 @@ pub async fn resume(
 }
 
 /// The sandbox's resource use now (E2B's `get_metrics`).
+#[utoipa::path(get, path = "/e2b/sandboxes/{sandbox_id}/metrics", tag = "e2b", operation_id = "e2b_sandbox_metrics",
+    params(("sandbox_id" = String, Path)), responses((status = 200, body = Vec<MetricView>)))]
 pub async fn metrics(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -368,24 +395,12 @@ pub async fn metrics(
 ) -> Response {
     async {
         let (account, _) = caller(&state, request).await?;
-        let list: Vec<Value> = state
+        let list: Vec<MetricView> = state
             .e2b
             .sandbox_metrics(&account, &id)
             .await?
             .iter()
-            .map(|m| {
-                json!({
-                    "timestamp": m.at.to_rfc3339(),
-                    "timestampUnix": m.at.unix_millis() / 1000,
-                    "cpuCount": m.cpu_count,
-                    "cpuUsedPct": m.cpu_used_pct,
-                    "memUsed": m.mem_used,
-                    "memTotal": m.mem_total,
-                    "memCache": m.mem_cache,
-                    "diskUsed": m.disk_used,
-                    "diskTotal": m.disk_total,
-                })
-            })
+            .map(MetricView::from)
             .collect();
         Ok::<_, RestError>(Json(list).into_response())
     }

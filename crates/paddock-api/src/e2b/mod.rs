@@ -10,8 +10,10 @@ mod connect;
 mod control;
 mod files;
 mod filesystem_service;
+pub mod openapi;
 mod process_service;
 mod templates;
+mod views;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -112,7 +114,7 @@ pub fn router(limits: &crate::server::HttpLimits) -> Router<AppState> {
         )
         .route(
             "/e2b/v2/sandboxes/{sandbox_id}/connect",
-            post(control::connect),
+            post(control::connect_v2),
         )
         .route("/e2b/sandboxes/{sandbox_id}/metrics", get(control::metrics))
         .route("/e2b/v3/templates", post(templates::request_build))
@@ -129,7 +131,7 @@ pub fn router(limits: &crate::server::HttpLimits) -> Router<AppState> {
             get(templates::files),
         )
         .route("/e2b/templates", get(templates::list))
-        .route("/e2b/v2/templates", get(templates::list))
+        .route("/e2b/v2/templates", get(templates::list_v2))
         .route("/e2b/templates/aliases/{alias}", get(templates::alias))
         .route(
             "/e2b/templates/{template_id}",

@@ -7,20 +7,24 @@ use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use paddock_e2b::{BuildSpec, BuildStatus, BuildStep, Template};
+use paddock_e2b::{BuildSpec, BuildStatus, BuildStep};
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use super::control::{caller, json_body};
+use super::views::{
+    AliasView, BuildLogEntry, BuildReason, BuildRequested, BuildStatusView, BuildView, E2bError,
+    TemplateView, TemplateWithBuilds,
+};
 use super::RestError;
 use crate::AppState;
 
 /// The most log lines one status call returns (as E2B's API does).
 const LOG_PAGE: usize = 100;
 
-#[derive(Deserialize, Default)]
+/// A build to register (E2B's `TemplateBuildRequestV3`).
+#[derive(Deserialize, serde::Serialize, Default, utoipa::ToSchema)]
 #[serde(default, rename_all = "camelCase")]
-struct BuildRequestBody {
+pub struct BuildRequestBody {
     name: Option<String>,
     alias: Option<String>,
     tags: Option<Vec<String>>,
@@ -29,44 +33,26 @@ struct BuildRequestBody {
     memory_mb: Option<u32>,
 }
 
-#[derive(Deserialize, Default)]
+/// One step: `RUN` (command, user), `ENV` (name/value pairs), `WORKDIR`,
+/// `USER`; `COPY` is refused.
+#[derive(Deserialize, serde::Serialize, Default, utoipa::ToSchema)]
 #[serde(default, rename_all = "camelCase")]
-struct StepBody {
+pub struct StepBody {
     #[serde(rename = "type")]
     kind: String,
     args: Option<Vec<String>>,
     files_hash: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+/// What to build (E2B's `TemplateBuildStartV2`).
+#[derive(Deserialize, serde::Serialize, Default, utoipa::ToSchema)]
 #[serde(default, rename_all = "camelCase")]
-struct BuildStartBody {
+pub struct BuildStartBody {
     from_image: Option<String>,
     from_template: Option<String>,
     steps: Option<Vec<StepBody>>,
     start_cmd: Option<String>,
     ready_cmd: Option<String>,
-}
-
-fn template_json(t: &Template) -> Value {
-    json!({
-        "templateID": t.id,
-        "buildID": t.build_id,
-        "cpuCount": t.cpu_count,
-        "memoryMB": t.memory_mb,
-        "diskSizeMB": 0,
-        "public": false,
-        "aliases": [t.name],
-        "names": [t.name],
-        "createdAt": t.create_time.to_rfc3339(),
-        "updatedAt": t.update_time.to_rfc3339(),
-        "createdBy": null,
-        "lastSpawnedAt": null,
-        "spawnCount": 0,
-        "buildCount": t.build_count,
-        "envdVersion": paddock_e2b::ENVD_VERSION,
-        "buildStatus": t.status.as_str(),
-    })
 }
 
 async fn handle<F, Fut>(state: AppState, request: Request, f: F) -> Response
@@ -81,6 +67,10 @@ where
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// Register a build of template `name` (made if new).
+#[utoipa::path(post, path = "/e2b/v3/templates", tag = "e2b", operation_id = "e2b_request_template_build",
+    request_body = BuildRequestBody,
+    responses((status = 202, body = BuildRequested), (status = 409, body = E2bError)))]
 pub async fn request_build(State(state): State<AppState>, request: Request) -> Response {
     handle(state, request, |state, account, request| async move {
         let b: BuildRequestBody = json_body(request).await?;
@@ -98,19 +88,25 @@ pub async fn request_build(State(state): State<AppState>, request: Request) -> R
                 b.memory_mb,
             )
             .await?;
-        let body = json!({
-            "templateID": t.id,
-            "buildID": t.build_id,
-            "public": false,
-            "names": [t.name],
-            "aliases": [t.name],
-            "tags": t.tags,
-        });
+        let body = BuildRequested {
+            template_id: t.id.clone(),
+            build_id: t.build_id.clone(),
+            public: false,
+            names: vec![t.name.clone()],
+            aliases: vec![t.name.clone()],
+            tags: t.tags.clone(),
+        };
         Ok((StatusCode::ACCEPTED, Json(body)).into_response())
     })
     .await
 }
 
+/// Start a registered build with the SDK's steps; its progress is the
+/// status route's.
+#[utoipa::path(post, path = "/e2b/v2/templates/{template_id}/builds/{build_id}", tag = "e2b",
+    operation_id = "e2b_start_template_build",
+    params(("template_id" = String, Path), ("build_id" = String, Path)), request_body = BuildStartBody,
+    responses((status = 202, description = "Started"), (status = 400, body = E2bError), (status = 409, body = E2bError)))]
 pub async fn start_build(
     State(state): State<AppState>,
     Path((template_id, build_id)): Path<(String, String)>,
@@ -143,13 +139,21 @@ pub async fn start_build(
     .await
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, serde::Serialize, Default, utoipa::IntoParams)]
 #[serde(default, rename_all = "camelCase")]
-struct StatusParams {
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
+pub struct StatusParams {
+    /// Log lines already read.
     logs_offset: Option<usize>,
+    /// At most this many lines (1 to 100, the default).
     limit: Option<usize>,
 }
 
+/// A build's status and its log from `logsOffset`.
+#[utoipa::path(get, path = "/e2b/templates/{template_id}/builds/{build_id}/status", tag = "e2b",
+    operation_id = "e2b_template_build_status",
+    params(("template_id" = String, Path), ("build_id" = String, Path), StatusParams),
+    responses((status = 200, body = BuildStatusView)))]
 pub async fn build_status(
     State(state): State<AppState>,
     Path((template_id, build_id)): Path<(String, String)>,
@@ -162,29 +166,47 @@ pub async fn build_status(
         let limit = q.limit.unwrap_or(LOG_PAGE).clamp(1, LOG_PAGE);
         let (t, lines) = state
             .e2b
-            .template_build(&account, &template_id, &build_id, q.logs_offset.unwrap_or(0), limit)
+            .template_build(
+                &account,
+                &template_id,
+                &build_id,
+                q.logs_offset.unwrap_or(0),
+                limit,
+            )
             .await?;
-        let entries: Vec<Value> = lines
-            .iter()
-            .map(|l| json!({ "timestamp": l.at.to_rfc3339(), "level": l.level, "message": l.message }))
-            .collect();
-        let logs: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
-        let mut body = json!({
-            "templateID": t.id,
-            "buildID": t.build_id,
-            "status": t.status.as_str(),
-            "logs": logs,
-            "logEntries": entries,
-        });
-        if t.status == BuildStatus::Error {
-            body["reason"] = json!({ "message": t.reason.unwrap_or_else(|| "the build failed".into()) });
-        }
+        let body = BuildStatusView {
+            template_id: t.id.clone(),
+            build_id: t.build_id.clone(),
+            status: t.status.as_str(),
+            logs: lines.iter().map(|l| l.message.clone()).collect(),
+            log_entries: lines
+                .iter()
+                .map(|l| BuildLogEntry {
+                    timestamp: l.at.to_rfc3339(),
+                    level: l.level,
+                    message: l.message.clone(),
+                })
+                .collect(),
+            reason: (t.status == BuildStatus::Error).then(|| BuildReason {
+                message: t
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| "the build failed".into()),
+            }),
+        };
         Ok(Json(body).into_response())
     })
     .await
 }
 
-pub async fn files(Path((_, hash)): Path<(String, String)>) -> Response {
+/// Where a `COPY` step's files would go: refused, the builder has no
+/// build context.
+#[utoipa::path(get, path = "/e2b/templates/{template_id}/files/{hash}", tag = "e2b",
+    operation_id = "e2b_template_files",
+    params(("template_id" = String, Path), ("hash" = String, Path)),
+    responses((status = 400, body = E2bError)))]
+pub async fn files(Path(ids): Path<(String, String)>) -> Response {
+    let hash = ids.1;
     RestError::new(
         StatusCode::BAD_REQUEST,
         format!("files {hash}: COPY is not supported by paddock's template builds (its builder has no build context)"),
@@ -192,20 +214,33 @@ pub async fn files(Path((_, hash)): Path<(String, String)>) -> Response {
     .into_response()
 }
 
+/// The account's templates.
+#[utoipa::path(get, path = "/e2b/templates", tag = "e2b", operation_id = "e2b_list_templates",
+    responses((status = 200, body = Vec<TemplateView>)))]
 pub async fn list(State(state): State<AppState>, request: Request) -> Response {
     handle(state, request, |state, account, _| async move {
-        let all: Vec<Value> = state
+        let all: Vec<TemplateView> = state
             .e2b
             .list_templates(&account)
             .await?
             .iter()
-            .map(template_json)
+            .map(TemplateView::from)
             .collect();
         Ok(Json(all).into_response())
     })
     .await
 }
 
+/// The account's templates (the SDK's v2 route; the same answer).
+#[utoipa::path(get, path = "/e2b/v2/templates", tag = "e2b", operation_id = "e2b_list_templates_v2",
+    responses((status = 200, body = Vec<TemplateView>)))]
+pub async fn list_v2(state: State<AppState>, request: Request) -> Response {
+    list(state, request).await
+}
+
+/// A template by id or name, with its latest build.
+#[utoipa::path(get, path = "/e2b/templates/{template_id}", tag = "e2b", operation_id = "e2b_get_template",
+    params(("template_id" = String, Path)), responses((status = 200, body = TemplateWithBuilds)))]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -213,20 +248,25 @@ pub async fn get(
 ) -> Response {
     handle(state, request, |state, account, _| async move {
         let t = state.e2b.get_template(&account, &id).await?;
-        let mut body = template_json(&t);
-        body["builds"] = json!([{
-            "buildID": t.build_id,
-            "status": t.status.as_str(),
-            "createdAt": t.update_time.to_rfc3339(),
-            "updatedAt": t.update_time.to_rfc3339(),
-            "cpuCount": t.cpu_count,
-            "memoryMB": t.memory_mb,
-        }]);
+        let body = TemplateWithBuilds {
+            template: TemplateView::from(&t),
+            builds: vec![BuildView {
+                build_id: t.build_id.clone(),
+                status: t.status.as_str(),
+                created_at: t.update_time.to_rfc3339(),
+                updated_at: t.update_time.to_rfc3339(),
+                cpu_count: t.cpu_count,
+                memory_mb: t.memory_mb,
+            }],
+        };
         Ok(Json(body).into_response())
     })
     .await
 }
 
+/// The template an alias names.
+#[utoipa::path(get, path = "/e2b/templates/aliases/{alias}", tag = "e2b", operation_id = "e2b_template_alias",
+    params(("alias" = String, Path)), responses((status = 200, body = AliasView)))]
 pub async fn alias(
     State(state): State<AppState>,
     Path(alias): Path<String>,
@@ -234,11 +274,18 @@ pub async fn alias(
 ) -> Response {
     handle(state, request, |state, account, _| async move {
         let t = state.e2b.get_template(&account, &alias).await?;
-        Ok(Json(json!({ "templateID": t.id, "public": false })).into_response())
+        Ok(Json(AliasView {
+            template_id: t.id,
+            public: false,
+        })
+        .into_response())
     })
     .await
 }
 
+/// Delete a template (sandboxes made from it go on).
+#[utoipa::path(delete, path = "/e2b/templates/{template_id}", tag = "e2b", operation_id = "e2b_delete_template",
+    params(("template_id" = String, Path)), responses((status = 204, description = "Deleted")))]
 pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
