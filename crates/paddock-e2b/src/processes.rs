@@ -83,8 +83,10 @@ pub struct ProcessInfo {
 /// A connection to a command: its events from now on, `End` last.
 pub type ProcessStream = mpsc::Receiver<ProcessEvent>;
 
-/// Output chunks a slow reader may fall behind by before it misses some.
-const FANOUT_CHUNKS: usize = 4096;
+/// Output chunks (up to 64 KiB each) a slow reader may fall behind by
+/// before it misses some: what one command's output may hold of the
+/// server's memory.
+const FANOUT_CHUNKS: usize = 512;
 /// Commands one sandbox may run through envd at once.
 const MAX_PER_SANDBOX: usize = 1024;
 

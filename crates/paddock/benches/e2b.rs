@@ -69,7 +69,10 @@ print(json.dumps(out))
 
 fn main() {
     let server = common::start_server(None);
-    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/sdk-venv/bin/python");
+    let python = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../target/sdk-venv/bin/python"
+    );
     let output = Command::new(python)
         .args(["-c", DRIVER, &server.base, &server.key, &ROUNDS.to_string()])
         .output()
@@ -90,10 +93,25 @@ fn main() {
             .map(Duration::from_secs_f64)
             .collect()
     };
-    println!("| {:<52} | {:>9} | {:>9} | {:>5} |", "ms", "p50", "p99", "n");
+    println!(
+        "| {:<52} | {:>9} | {:>9} | {:>5} |",
+        "ms", "p50", "p99", "n"
+    );
     println!("|{:-<54}|{:-<11}|{:-<11}|{:-<7}|", "", "", "", "");
-    row("e2b SDK: Sandbox.create() → first commands.run", &mut samples("sdk"));
-    row("VM API: POST /v1/vms?wait=true → first exec", &mut samples("vm_api"));
-    row("e2b-code-interpreter: new context → run_code", &mut samples("kernel_cold"));
-    row("e2b-code-interpreter: run_code, warm kernel", &mut samples("kernel_warm"));
+    row(
+        "e2b SDK: Sandbox.create() → first commands.run",
+        &mut samples("sdk"),
+    );
+    row(
+        "VM API: POST /v1/vms?wait=true → first exec",
+        &mut samples("vm_api"),
+    );
+    row(
+        "e2b-code-interpreter: new context → run_code",
+        &mut samples("kernel_cold"),
+    );
+    row(
+        "e2b-code-interpreter: run_code, warm kernel",
+        &mut samples("kernel_warm"),
+    );
 }
