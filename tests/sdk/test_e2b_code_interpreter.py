@@ -74,8 +74,19 @@ def test_errors_and_env(sbx):
     assert sbx.run_code("os.environ.get('ONLY_HERE')").text is None
     # A language whose runtime is not here is refused, as the SDK's own
     # exception.
-    with pytest.raises(ci.SandboxException, match="python only"):
+    with pytest.raises(ci.SandboxException, match="python and bash"):
         sbx.run_code("1", language="r")
+
+
+def test_bash_keeps_its_state(sbx):
+    first = sbx.run_code("cd /tmp; export N=41; echo started", language="bash")
+    assert first.logs.stdout == ["started\n"]
+    second = sbx.run_code("echo $((N + 1)) $(pwd); echo oops >&2; printf tail", language="bash")
+    assert second.logs.stdout == ["42 /tmp\n", "tail"]
+    assert second.logs.stderr == ["oops\n"]
+    ctx = sbx.create_code_context(language="bash")
+    assert sbx.run_code("echo ${N:-unset}", context=ctx).logs.stdout == ["unset\n"]
+    sbx.remove_code_context(ctx)
 
 
 def test_contexts(sbx):

@@ -8,7 +8,9 @@
 //! The kernel is ipykernel with jupyter_client (Debian's
 //! `python3-ipykernel`, `python3-jupyter-client`, `python3-matplotlib`,
 //! `python3-matplotlib-inline`), which the default image variant has from
-//! the host's `/usr`. Python is the one language served.
+//! the host's `/usr`. `bash` contexts are one bash process each, its
+//! state kept between calls; other languages are refused (their
+//! runtimes are not in the image).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex as SyncMutex, PoisonError};
@@ -87,9 +89,10 @@ fn default_id(language: &str) -> String {
 fn check_language(language: Option<&str>) -> Result<String, CoreError> {
     match language.map(str::to_ascii_lowercase).as_deref() {
         None | Some("") | Some("python") | Some("python3") => Ok("python".to_owned()),
+        Some("bash") => Ok("bash".to_owned()),
         Some(other) => Err(CoreError::invalid(
             "language",
-            format!("{other}: this server's code interpreter runs python only"),
+            format!("{other}: this server's code interpreter runs python and bash (the runtimes its default image has)"),
         )),
     }
 }
@@ -130,7 +133,12 @@ fn line_type(line: &str) -> Option<String> {
 }
 
 impl E2b {
-    async fn start_driver(&self, target: &EnvdTarget, cwd: &str) -> Result<Driver, CoreError> {
+    async fn start_driver(
+        &self,
+        target: &EnvdTarget,
+        cwd: &str,
+        language: &str,
+    ) -> Result<Driver, CoreError> {
         let (stdin_tx, stdin_rx) = mpsc::channel(16);
         let (pid_tx, mut pid_rx) = tokio::sync::oneshot::channel();
         let request = ExecRequest {
@@ -141,6 +149,7 @@ impl E2b {
                 "-c".to_owned(),
                 DRIVER.to_owned(),
                 cwd.to_owned(),
+                language.to_owned(),
             ],
             env: vec![("PYDEVD_DISABLE_FILE_VALIDATION".to_owned(), "1".to_owned())],
             cwd: Some(cwd.to_owned()),
@@ -231,7 +240,7 @@ impl E2b {
             language,
             cwd: cwd.as_str().to_owned(),
         };
-        let driver = self.start_driver(target, &info.cwd).await?;
+        let driver = self.start_driver(target, &info.cwd, &info.language).await?;
         let ctx = Arc::new(Context {
             info: info.clone(),
             driver: Arc::new(Mutex::new(Some(driver))),
@@ -277,7 +286,9 @@ impl E2b {
             .context(target, id)
             .ok_or_else(|| CoreError::not_found("context", id))?;
         self.stop_driver(target, &ctx).await;
-        let driver = self.start_driver(target, &ctx.info.cwd).await?;
+        let driver = self
+            .start_driver(target, &ctx.info.cwd, &ctx.info.language)
+            .await?;
         *ctx.driver.lock().await = Some(driver);
         Ok(())
     }
@@ -336,7 +347,10 @@ impl E2b {
         };
         let mut guard = Arc::clone(&ctx.driver).lock_owned().await;
         if guard.is_none() {
-            *guard = Some(self.start_driver(target, &ctx.info.cwd).await?);
+            *guard = Some(
+                self.start_driver(target, &ctx.info.cwd, &ctx.info.language)
+                    .await?,
+            );
         }
         let request = serde_json::json!({ "code": run.code, "env_vars": run.env_vars });
         let sent = match guard.as_ref() {
@@ -429,6 +443,7 @@ mod tests {
             check_language(Some("Python")).ok().as_deref(),
             Some("python")
         );
+        assert_eq!(check_language(Some("bash")).ok().as_deref(), Some("bash"));
         assert!(check_language(Some("r")).is_err());
     }
 

@@ -1,6 +1,8 @@
 # The code interpreter's driver, run in the sandbox by paddock for each
-# code context: it starts a Jupyter kernel (ipykernel, through
-# jupyter_client) and runs what paddock sends it there.
+# code context: for Python it starts a Jupyter kernel (ipykernel, through
+# jupyter_client) and runs what paddock sends it there; for bash, one
+# bash process whose state (variables, directory, functions) lasts
+# between calls.
 #
 # Protocol, one JSON object per line: paddock writes
 # {"code": ..., "env_vars": {...}} to stdin; the driver answers with E2B's
@@ -45,8 +47,66 @@ def die_with_parent():
     ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def bash_main(cwd):
+    """A stateful bash: each call's code, then a marker on both streams
+    carrying the exit status, read back line by line."""
+    import secrets
+    import threading
+
+    shell = subprocess.Popen(
+        ["bash", "--noprofile", "--norc"],
+        cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=die_with_parent, start_new_session=True,
+    )
+    signal.signal(signal.SIGINT, lambda *_: os.killpg(shell.pid, signal.SIGINT))
+    emit({"type": "ready"})
+    count = 0
+    for line in sys.stdin:
+        try:
+            request = json.loads(line)
+        except ValueError:
+            continue
+        count += 1
+        emit({"type": "number_of_executions", "execution_count": count})
+        nonce = secrets.token_hex(8)
+        marker = f"__paddock_done_{nonce}"
+        env = "".join(f"export {k}={json.dumps(v)}\n" for k, v in (request.get("env_vars") or {}).items())
+        script = env + request.get("code", "") + f"\n__s=$?; printf '\\n{marker} %s\\n' $__s; printf '\\n{marker}\\n' >&2\n"
+        shell.stdin.write(script.encode())
+        shell.stdin.flush()
+
+        def pump(stream, kind):
+            # The marker follows a newline of its own: the line before it
+            # is held back, to drop that newline (a whole empty line, or
+            # the end of a last line the code left open).
+            held = None
+            for raw in iter(stream.readline, b""):
+                text = raw.decode(errors="replace")
+                if text.startswith(marker):
+                    if held is not None and held != "\n":
+                        emit({"type": kind, "text": held[:-1], "timestamp": time.time_ns()})
+                    return
+                if held is not None:
+                    emit({"type": kind, "text": held, "timestamp": time.time_ns()})
+                held = text
+
+        err = threading.Thread(target=pump, args=(shell.stderr, "stderr"))
+        err.start()
+        pump(shell.stdout, "stdout")
+        err.join()
+        if shell.poll() is not None:
+            emit({"type": "error", "name": "KernelDied", "value": "bash exited", "traceback": ""})
+            emit({"type": "end"})
+            return 1
+        emit({"type": "end"})
+    shell.stdin.close()
+    return 0
+
+
 def main():
     cwd = sys.argv[1] if len(sys.argv) > 1 else os.getcwd()
+    if len(sys.argv) > 2 and sys.argv[2] == "bash":
+        return bash_main(cwd)
     # Debian's matplotlib reads its defaults from /etc/matplotlibrc, which
     # a sandbox built over the host's /usr does not have; its data dir
     # holds the same file.

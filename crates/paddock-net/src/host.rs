@@ -84,6 +84,9 @@ struct PoolState {
     up: tokio::sync::Mutex<BTreeSet<usize>>,
     /// Every address held: by a VM or by a prepared namespace.
     used: Mutex<BTreeSet<Ipv4Addr>>,
+    /// Addresses freed less than [`ADDRESS_COOL_DOWN`] ago, oldest first:
+    /// not handed out again while another is free.
+    cooling: Mutex<std::collections::VecDeque<(std::time::Instant, Ipv4Addr)>>,
     warm: Mutex<Vec<Ipv4Addr>>,
     /// Namespaces the refill task is preparing now: held addresses that
     /// will be warm in a moment.
@@ -111,6 +114,9 @@ const REFILL_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 /// How long a batched release waits for the kernel to tear the unpinned
 /// namespaces' links down before deleting what is left itself.
 const BATCHED_TEARDOWN: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a freed address rests before it is handed out again while
+/// others are free.
+const ADDRESS_COOL_DOWN: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NetError {
     let what = what.into();
@@ -148,6 +154,7 @@ impl HostNetwork {
             segments: segments.clone(),
             up: tokio::sync::Mutex::new(BTreeSet::new()),
             used: Mutex::new(BTreeSet::new()),
+            cooling: Mutex::new(std::collections::VecDeque::new()),
             warm: Mutex::new(Vec::new()),
             preparing: std::sync::atomic::AtomicUsize::new(0),
             refill: Notify::new(),
@@ -263,7 +270,10 @@ impl PoolState {
         Ok(())
     }
 
-    /// The lowest free VM address, segment by segment, now held.
+    /// The lowest free VM address, segment by segment, now held. One
+    /// freed moments ago comes last: its old neighbours' ARP caches and
+    /// the conntrack entries of its old flows still name it, and whoever
+    /// just released it may still be checking that its port is gone.
     fn allocate(&self) -> Result<Ipv4Addr, NetError> {
         let mut used = self
             .used
@@ -276,11 +286,32 @@ impl PoolState {
                 self.segments.count()
             )));
         }
+        let mut cooling = self
+            .cooling
+            .lock()
+            .map_err(|_| NetError::Exhausted("poisoned".into()))?;
+        while cooling
+            .front()
+            .is_some_and(|(at, _)| at.elapsed() >= ADDRESS_COOL_DOWN)
+        {
+            cooling.pop_front();
+        }
+        let resting: BTreeSet<Ipv4Addr> = cooling.iter().map(|(_, a)| *a).collect();
         let free = self
             .segments
             .iter()
-            .find_map(|segment| segment.vm_addresses().find(|a| !used.contains(a)))
+            .find_map(|segment| {
+                segment
+                    .vm_addresses()
+                    .find(|a| !used.contains(a) && !resting.contains(a))
+            })
+            .or_else(|| {
+                // Only cooling addresses are left: the oldest.
+                let oldest = cooling.iter().position(|(_, a)| !used.contains(a))?;
+                cooling.remove(oldest).map(|(_, a)| a)
+            })
             .ok_or_else(|| NetError::Exhausted(self.config.subnet.to_string()))?;
+        cooling.retain(|(_, a)| *a != free);
         used.insert(free);
         Ok(free)
     }
@@ -288,6 +319,9 @@ impl PoolState {
     fn free(&self, address: Ipv4Addr) {
         if let Ok(mut used) = self.used.lock() {
             used.remove(&address);
+        }
+        if let Ok(mut cooling) = self.cooling.lock() {
+            cooling.push_back((std::time::Instant::now(), address));
         }
     }
 
