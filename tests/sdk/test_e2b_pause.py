@@ -67,3 +67,17 @@ def test_pause_keeps_memory_and_connect_resumes(paused_server):
     assert int(out[1]) > before, (before, out)
     assert again.files.read("/tmp/kept.txt") == "before the pause"
     again.kill()
+
+
+def test_a_sandbox_that_times_out_pauses_and_resumes_on_use(paused_server):
+    _, image = paused_server
+    sbx = e2b.Sandbox.create(template=image, timeout=3, request_timeout=300,
+                             lifecycle={"on_timeout": "pause", "auto_resume": True})
+    sbx.files.write("/tmp/before.txt", "kept")
+    deadline = time.time() + 60
+    while time.time() < deadline and e2b.Sandbox.get_info(sbx.sandbox_id).state.value != "paused":
+        time.sleep(0.5)
+    assert e2b.Sandbox.get_info(sbx.sandbox_id).state.value == "paused"
+    again = e2b.Sandbox.connect(sbx.sandbox_id, timeout=600)
+    assert again.files.read("/tmp/before.txt") == "kept"
+    again.kill()

@@ -304,11 +304,32 @@ def test_templates_build_and_start(e2b_env):
     broken = e2b.Template().from_base_image().run_cmd("exit 7")
     with pytest.raises(e2b.BuildException):
         e2b.Template.build(broken, "paddock-e2b-broken")
-    # COPY needs a build context paddock's builder does not have: refused,
-    # saying so.
-    copying = e2b.Template(file_context_path=os.path.dirname(__file__)).from_base_image()
-    with pytest.raises(Exception, match="COPY is not supported"):
-        e2b.Template.build(copying.copy("conftest.py", "/tmp/x.py"), "paddock-e2b-copy")
+
+
+
+def test_template_copy_uploads_the_context(e2b_env, tmp_path):
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "main.py").write_text("print('from the context')\n")
+    (tmp_path / "app" / "data.bin").write_bytes(bytes(range(256)) * 64)
+    (tmp_path / "notes.txt").write_text("notes\n")
+    copying = (
+        e2b.Template(file_context_path=str(tmp_path))
+        .from_base_image()
+        .copy("app", "/srv/app")
+        .copy("notes.txt", "/etc/notes/", mode=0o600)
+        .run_cmd("python3 /srv/app/main.py > /srv/ran.txt")
+    )
+    e2b.Template.build(copying, "paddock-e2b-copy")
+    s = Sandbox.create(template="paddock-e2b-copy")
+    try:
+        assert s.files.read("/srv/ran.txt") == "from the context\n"
+        assert bytes(s.files.read("/srv/app/data.bin", format="bytes")) == bytes(range(256)) * 64
+        assert s.files.read("/etc/notes/notes.txt") == "notes\n"
+        assert s.commands.run("stat -c %a /etc/notes/notes.txt").stdout == "600\n"
+    finally:
+        s.kill()
+    # A second build finds its files uploaded already, and builds the same.
+    e2b.Template.build(copying, "paddock-e2b-copy")
 
 
 def test_reconnect_stream_input_and_pages(sbx, e2b_env):
@@ -376,3 +397,27 @@ def test_commands_as_a_user(sbx):
     # A user the sandbox does not have is refused, saying so.
     with pytest.raises(e2b.InvalidArgumentException, match="ghost"):
         sbx.commands.run("id -u", user="ghost")
+
+
+def test_template_uploads_need_their_signed_url(e2b_env, server):
+    import httpx
+
+    api = httpx.Client(base_url=f"{server.base_url}/e2b", headers={"X-API-KEY": server.key})
+    made = api.post("/v3/templates", json={"name": "paddock-e2b-uploads"}).json()
+    link = api.get(f"/templates/{made['templateID']}/files/{'ab' * 32}").json()
+    assert link["present"] is False
+    url = link["url"]
+    assert httpx.put(url.replace("token=", "token=x"), content=b"x").status_code == 401
+    assert httpx.put(url.replace("ab" * 32, "cd" * 32), content=b"x").status_code == 401
+    assert httpx.put(url, content=b"not a tar").status_code == 200
+    assert api.get(f"/templates/{made['templateID']}/files/{'ab' * 32}").json()["present"] is True
+    # A hash is hex: a path in its place is refused.
+    assert api.get(f"/templates/{made['templateID']}/files/..%2F..%2Fetc").status_code in (400, 404)
+    # Another account's template is not found.
+    other = subprocess.run(
+        [str(BIN), "keys", "create", "--data-dir", str(server.data), "--new-account", "e2b-uploads-other"],
+        check=True, capture_output=True, text=True, env=server.env,
+    ).stdout.strip().split()[-1]
+    r = httpx.get(f"{server.base_url}/e2b/templates/{made['templateID']}/files/{'ab' * 32}", headers={"X-API-KEY": other})
+    assert r.status_code == 404
+    api.delete(f"/templates/{made['templateID']}")

@@ -253,6 +253,7 @@ impl Definitions {
             dockerfile: dockerfile.to_owned(),
             tag: tag.clone(),
             build_args: Vec::new(),
+            context: Default::default(),
         };
         let slot = self.core.vms().start_image_build(account).await?;
         self.core

@@ -16,6 +16,7 @@ mod metrics;
 mod processes;
 mod sandboxes;
 mod templates;
+mod uploads;
 mod watchers;
 
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub use sandboxes::{
     MAX_PAGE,
 };
 pub use templates::{BuildSpec, BuildStatus, BuildStep, LogLine, Template};
+pub use uploads::MAX_UPLOAD;
 pub use watchers::MAX_BUFFERED as MAX_WATCHER_BUFFER;
 
 /// What the server tells the SDKs about where sandboxes are.
@@ -44,6 +46,9 @@ pub struct E2bConfig {
     pub domain: Option<String>,
     /// The provider sandboxes run on; the server's default when `None`.
     pub provider: Option<String>,
+    /// Where template builds' uploaded files are kept; `COPY` steps are
+    /// refused without it.
+    pub uploads_dir: Option<std::path::PathBuf>,
 }
 
 /// The E2B product, over the VM core.

@@ -41,6 +41,8 @@ pub struct NewSandbox {
     pub env_vars: BTreeMap<String, String>,
     /// Pause instead of ending when the timeout passes.
     pub auto_pause: bool,
+    /// A call that needs the sandbox resumes it when paused.
+    pub auto_resume: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +166,7 @@ impl E2b {
             options: VmOptions {
                 snapshot_id,
                 auto_suspend: new.auto_pause,
+                auto_resume: new.auto_resume,
                 published_ports: true,
                 ..VmOptions::default()
             },
@@ -445,7 +448,7 @@ fn matches_metadata(vm: &Vm, wanted: &BTreeMap<String, String>) -> bool {
 }
 
 /// Compares secrets in time independent of where they differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

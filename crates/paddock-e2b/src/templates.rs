@@ -8,8 +8,8 @@
 //!
 //! Templates are documents in the core's store; a build's log lives in
 //! the server's memory (a restart keeps the template and its status, not
-//! the log). `COPY` steps are refused: paddock's builder has no build
-//! context yet.
+//! the log). `COPY` steps take the files the SDK uploaded (`uploads.rs`)
+//! as the build's context.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex as SyncMutex, PoisonError};
@@ -177,8 +177,12 @@ fn quoted(v: &str) -> String {
 /// SDK's variables are build-time only (E2B's `set_envs`), so they are
 /// `ARG`s; a `RUN` with a user of its own runs as that user and the
 /// user before it is back after.
-pub(crate) fn dockerfile(base: &str, steps: &[BuildStep]) -> Result<String, CoreError> {
+pub(crate) fn dockerfile(
+    base: &str,
+    steps: &[BuildStep],
+) -> Result<(String, Vec<String>), CoreError> {
     let mut out = format!("FROM {base}\n");
+    let mut hashes = Vec::new();
     let mut user: Option<String> = None;
     for (i, step) in steps.iter().enumerate() {
         let field = format!("steps[{i}]");
@@ -217,10 +221,39 @@ pub(crate) fn dockerfile(base: &str, steps: &[BuildStep]) -> Result<String, Core
                 user = Some(u);
             }
             "COPY" => {
-                return Err(CoreError::invalid(
-                    &field,
-                    "COPY is not supported by paddock's template builds (its builder has no build context): run a command that makes the file, or write it with files.write after create",
-                ))
+                // The step's files are the archive the SDK uploaded under
+                // their hash, which the build's context holds at
+                // `<hash>/`: the source is found there (a glob's matches
+                // are the whole archive).
+                let src = arg(0)?;
+                let dest = arg(1)?;
+                let hash = step
+                    .files_hash
+                    .as_deref()
+                    .filter(|h| !h.is_empty())
+                    .ok_or_else(|| {
+                        CoreError::invalid(&field, "COPY needs its files' hash (filesHash)")
+                    })?;
+                let chmod = match step.args.get(3).map(|m| m.trim()).filter(|m| !m.is_empty()) {
+                    Some(m) => {
+                        let mode = u32::from_str_radix(m, 8).map_err(|_| {
+                            CoreError::invalid(&field, format!("mode {m:?} is not octal"))
+                        })?;
+                        format!(" --chmod={mode:o}")
+                    }
+                    None => String::new(),
+                };
+                let src = src.trim_start_matches("./");
+                let from = if src.contains(['*', '?', '[']) || src.is_empty() || src == "." {
+                    hash.to_owned()
+                } else {
+                    format!("{hash}/{src}")
+                };
+                out.push_str(&format!("COPY{chmod} \"{from}\" \"{dest}\"\n"));
+                if let Some(owner) = step.args.get(2).filter(|u| !u.trim().is_empty()) {
+                    out.push_str(&format!("RUN chown -R {owner} \"{dest}\"\n"));
+                }
+                hashes.push(hash.to_owned());
             }
             other => {
                 return Err(CoreError::invalid(
@@ -230,7 +263,9 @@ pub(crate) fn dockerfile(base: &str, steps: &[BuildStep]) -> Result<String, Core
             }
         }
     }
-    Ok(out)
+    hashes.sort();
+    hashes.dedup();
+    Ok((out, hashes))
 }
 
 impl E2b {
@@ -368,7 +403,8 @@ impl E2b {
             })?,
             (None, None) => self.core.vms().config().default_variant.clone(),
         };
-        let dockerfile = dockerfile(&base, &spec.steps)?;
+        let (dockerfile, hashes) = dockerfile(&base, &spec.steps)?;
+        let context = self.build_context(account, &hashes).await?;
         let slot = self.core.vms().start_image_build(account).await?;
         t.status = BuildStatus::Building;
         t.start_cmd = spec.start_cmd.filter(|c| !c.trim().is_empty());
@@ -383,7 +419,7 @@ impl E2b {
             "info",
             format!("Building from {base} as {tag}"),
         );
-        tokio::spawn(run_build(core, logs, t, slot, dockerfile, tag));
+        tokio::spawn(run_build(core, logs, t, slot, dockerfile, context, tag));
         Ok(())
     }
 
@@ -512,6 +548,7 @@ async fn run_build(
     mut t: Template,
     slot: paddock_core::quotas::BuildSlot,
     dockerfile: String,
+    context: paddock_core::build::BuildContext,
     tag: String,
 ) {
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
@@ -553,6 +590,7 @@ async fn run_build(
         dockerfile,
         tag: tag.clone(),
         build_args: Vec::new(),
+        context,
     };
     let built = core
         .vms()
@@ -605,7 +643,7 @@ mod tests {
 
     #[test]
     fn steps_become_a_dockerfile() {
-        let d = dockerfile(
+        let (d, _) = dockerfile(
             "default",
             &[
                 step("ENV", &["A", "one \"two\""]),
@@ -620,7 +658,16 @@ mod tests {
             d,
             "FROM default\nARG A=\"one \\\"two\\\"\"\nWORKDIR /app\nRUN echo hi > f\nUSER nobody\nRUN id -u\nUSER root\nUSER app\n"
         );
+        // COPY needs its files' hash; with it, the source is found under it.
         assert!(dockerfile("default", &[step("COPY", &["a", "/b"])]).is_err());
+        let mut copy = step("COPY", &["./app", "/srv/", "nobody", "0755"]);
+        copy.files_hash = Some("abc".into());
+        let (d, hashes) = dockerfile("default", &[copy]).expect("copy");
+        assert_eq!(
+            d,
+            "FROM default\nCOPY --chmod=755 \"abc/app\" \"/srv/\"\nRUN chown -R nobody \"/srv/\"\n"
+        );
+        assert_eq!(hashes, ["abc"]);
         assert!(dockerfile("default", &[step("ENV", &["A"])]).is_err());
         assert!(dockerfile("default", &[step("RUN", &[])]).is_err());
     }

@@ -147,12 +147,9 @@ fn walk<W: Write>(
 pub enum Contents<'a> {
     /// Every change in some overlay upper dirs, each at its place.
     Changes(&'a [ChangedTree]),
-    /// One file (with its parent directories), from a Dockerfile heredoc.
-    File {
-        path: &'a str,
-        content: &'a [u8],
-        mode: u32,
-    },
+    /// Files (with their parent directories): a Dockerfile heredoc, or
+    /// the files of a build's context.
+    Files(&'a [paddock_core::images::LayerFile]),
 }
 
 /// Writes `contents` as a zstd layer to `out`.
@@ -184,27 +181,27 @@ pub fn pack(contents: Contents<'_>, out: &Path) -> Result<Packed, ImageError> {
                 walk(&mut b, &tree.dir, at, tree.ids, &mut links)
             })
         }
-        Contents::File {
-            path,
-            content,
-            mode,
-        } => {
-            let rel = Path::new(path.trim_start_matches('/'));
-            let mut dir = PathBuf::new();
-            let mut result = Ok(());
-            for c in rel.parent().into_iter().flat_map(Path::components) {
-                dir.push(c);
+        Contents::Files(files) => {
+            let mut dirs = std::collections::BTreeSet::new();
+            files.iter().try_for_each(|f| {
+                let rel = Path::new(f.path.trim_start_matches('/'));
+                let mut dir = PathBuf::new();
+                for c in rel.parent().into_iter().flat_map(Path::components) {
+                    dir.push(c);
+                    if dirs.insert(dir.clone()) {
+                        let mut h = tar::Header::new_gnu();
+                        h.set_entry_type(tar::EntryType::Directory);
+                        h.set_mode(0o755);
+                        h.set_size(0);
+                        b.append_data(&mut h, &dir, io::empty())?;
+                    }
+                }
                 let mut h = tar::Header::new_gnu();
-                h.set_entry_type(tar::EntryType::Directory);
-                h.set_mode(0o755);
-                h.set_size(0);
-                result = result.and_then(|()| b.append_data(&mut h, &dir, io::empty()));
-            }
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(tar::EntryType::Regular);
-            h.set_mode(mode);
-            h.set_size(content.len() as u64);
-            result.and_then(|()| b.append_data(&mut h, rel, content))
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(f.mode);
+                h.set_size(f.content.len() as u64);
+                b.append_data(&mut h, rel, f.content.as_slice())
+            })
         }
     };
     written.map_err(ImageError::io("write a layer"))?;
@@ -286,18 +283,23 @@ mod tests {
     fn a_file_layer_has_its_parents() {
         let dir = tempfile::tempdir().expect("tempdir");
         let blob = dir.path().join("blob");
-        let packed = pack(
-            Contents::File {
-                path: "/app/bin/run.sh",
-                content: b"#!/bin/sh\n",
+        let files = [
+            paddock_core::images::LayerFile {
+                path: "/app/bin/run.sh".into(),
+                content: b"#!/bin/sh\n".to_vec(),
                 mode: 0o755,
             },
-            &blob,
-        )
-        .expect("pack");
+            paddock_core::images::LayerFile {
+                path: "/app/bin/other".into(),
+                content: b"x".to_vec(),
+                mode: 0o644,
+            },
+        ];
+        let packed = pack(Contents::Files(&files), &blob).expect("pack");
         let out = dir.path().join("out");
         unpack_layer(&blob, &packed.digest, &out).expect("unpack");
         let m = fs::metadata(out.join("app/bin/run.sh")).expect("file");
         assert_eq!(m.mode() & 0o777, 0o755);
+        assert_eq!(fs::read(out.join("app/bin/other")).expect("file"), b"x");
     }
 }

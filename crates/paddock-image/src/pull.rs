@@ -11,7 +11,7 @@ use oci_client::client::{linux_amd64_resolver, ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
-use paddock_core::images::{BuiltLayer, ImageBackend, WrittenImage};
+use paddock_core::images::{BuiltLayer, ImageBackend, LayerFile, WrittenImage};
 use paddock_core::keyed_locks::KeyedLocks;
 use paddock_core::model::{ChangedTree, ImageConfig, LayerInfo, PullProgress, PulledImage};
 use paddock_core::CoreError;
@@ -591,18 +591,9 @@ impl ImageBackend for ImageStore {
         })?)
     }
 
-    async fn file_layer(
-        &self,
-        path: &str,
-        content: &[u8],
-        mode: u32,
-    ) -> Result<BuiltLayer, CoreError> {
+    async fn files_layer(&self, files: &[LayerFile]) -> Result<BuiltLayer, CoreError> {
         Ok(tokio::task::block_in_place(|| {
-            self.store_packed(Contents::File {
-                path,
-                content,
-                mode,
-            })
+            self.store_packed(Contents::Files(files))
         })?)
     }
 

@@ -311,6 +311,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             Arc::clone(&service),
             paddock_e2b::E2bConfig {
                 provider: config.e2b.provider.clone(),
+                uploads_dir: Some(config.data_dir.join("e2b").join("uploads")),
                 domain: Some(format!(
                     "{}{}",
                     config.shares.domain,

@@ -56,6 +56,8 @@ pub struct NewSandboxBody {
     /// default 300.
     timeout: Option<i64>,
     auto_pause: Option<bool>,
+    /// Whether activity resumes the sandbox when paused.
+    auto_resume: Option<AutoResume>,
     metadata: Option<BTreeMap<String, String>>,
     env_vars: Option<BTreeMap<String, String>>,
     /// E2B's flag for an envd token; every paddock sandbox has one.
@@ -83,6 +85,7 @@ async fn create(state: AppState, request: Request) -> Result<Response, RestError
         metadata: body.metadata.unwrap_or_default(),
         env_vars: body.env_vars.unwrap_or_default(),
         auto_pause: body.auto_pause.unwrap_or(false),
+        auto_resume: body.auto_resume.is_some_and(|a| a.enabled),
     };
     let made = state.e2b.create_sandbox(&account, new).await?;
     Ok((StatusCode::CREATED, Json(SandboxView::from(&made))).into_response())
@@ -245,6 +248,12 @@ pub async fn kill(
     }
     .await
     .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// E2B's auto-resume setting.
+#[derive(Deserialize, serde::Serialize, Default, utoipa::ToSchema)]
+pub struct AutoResume {
+    enabled: bool,
 }
 
 /// A timeout (`/timeout`, `/connect`, `/resume`) or a keep-alive

@@ -142,6 +142,10 @@ pub fn router(limits: &crate::server::HttpLimits) -> Router<AppState> {
     let envd = Router::new()
         .route("/e2b/sandbox/{*rest}", any(envd))
         .route("/e2b/sandbox", any(envd_root))
+        .route(
+            "/e2b/template-uploads/{account}/{template_id}/{hash}",
+            axum::routing::put(templates::upload).post(templates::upload),
+        )
         .layer(axum::extract::DefaultBodyLimit::disable());
     control.merge(envd)
 }

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::control::{caller, json_body};
 use super::views::{
     AliasView, BuildLogEntry, BuildReason, BuildRequested, BuildStatusView, BuildView, E2bError,
-    TemplateView, TemplateWithBuilds,
+    FilesLink, TemplateView, TemplateWithBuilds,
 };
 use super::RestError;
 use crate::AppState;
@@ -199,19 +199,73 @@ pub async fn build_status(
     .await
 }
 
-/// Where a `COPY` step's files would go: refused, the builder has no
-/// build context.
+/// Whether the files of a `COPY` step (by their hash) are here, and
+/// where to upload them when not: a signed URL, as E2B's presigned one.
 #[utoipa::path(get, path = "/e2b/templates/{template_id}/files/{hash}", tag = "e2b",
     operation_id = "e2b_template_files",
     params(("template_id" = String, Path), ("hash" = String, Path)),
-    responses((status = 400, body = E2bError)))]
-pub async fn files(Path(ids): Path<(String, String)>) -> Response {
-    let hash = ids.1;
-    RestError::new(
-        StatusCode::BAD_REQUEST,
-        format!("files {hash}: COPY is not supported by paddock's template builds (its builder has no build context)"),
-    )
-    .into_response()
+    responses((status = 201, body = FilesLink), (status = 400, body = E2bError)))]
+pub async fn files(
+    State(state): State<AppState>,
+    Path(ids): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    let (template_id, hash) = ids;
+    let host = request
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned);
+    handle(state, request, |state, account, _| async move {
+        let (present, path) = state
+            .e2b
+            .template_files_link(&account, &template_id, &hash)
+            .await?;
+        let host = host.ok_or_else(|| RestError::new(StatusCode::BAD_REQUEST, "no Host header"))?;
+        let body = FilesLink {
+            present,
+            url: (!present).then(|| format!("http://{host}{path}")),
+        };
+        Ok((StatusCode::CREATED, Json(body)).into_response())
+    })
+    .await
+}
+
+#[derive(Deserialize, Default)]
+struct UploadQuery {
+    token: Option<String>,
+}
+
+/// Receives a `COPY` step's archive at the URL `files` handed out; the
+/// token in the URL is the authorization.
+pub async fn upload(
+    State(state): State<AppState>,
+    Path(ids): Path<(String, String, String)>,
+    request: Request,
+) -> Response {
+    let (account, template_id, hash) = ids;
+    let run = async {
+        let q: UploadQuery = axum::extract::Query::try_from_uri(request.uri())
+            .map(|q| q.0)
+            .map_err(|e| RestError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+        let token = q
+            .token
+            .ok_or_else(|| RestError::new(StatusCode::UNAUTHORIZED, "no token"))?;
+        let account: paddock_core::ids::AccountId = account
+            .parse()
+            .map_err(|_| RestError::new(StatusCode::NOT_FOUND, "no such upload"))?;
+        use futures::TryStreamExt;
+        let body = request
+            .into_body()
+            .into_data_stream()
+            .map_err(std::io::Error::other);
+        let size = state
+            .e2b
+            .store_template_files(&account, &template_id, &hash, &token, Box::pin(body))
+            .await?;
+        Ok::<_, RestError>(Json(serde_json::json!({ "size": size })).into_response())
+    };
+    run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// The account's templates.

@@ -265,3 +265,11 @@ pub struct AliasView {
     pub template_id: String,
     pub public: bool,
 }
+
+/// Whether a `COPY` step's files are here, and where to upload them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FilesLink {
+    pub present: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}

@@ -238,6 +238,7 @@ pub(crate) async fn build(
         dockerfile: body.dockerfile,
         tag: body.tag,
         build_args: body.build_args.into_iter().collect(),
+        context: Default::default(),
     };
     let slot = state.vms().start_image_build(&account).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<BuildEvent>(64);

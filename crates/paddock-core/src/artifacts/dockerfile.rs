@@ -1,7 +1,7 @@
 //! Inline Dockerfiles: the instructions paddock builds (`FROM`, `RUN`,
 //! `ENV`, `WORKDIR`, `USER`, `ARG`, `LABEL`, `CMD`, `ENTRYPOINT`, and
-//! `COPY` from a heredoc). Any other instruction is an error naming its
-//! line. Written by hand: the grammar is a dozen rules, and the crates for
+//! `COPY` from a heredoc or from the files sent with the build). Any other
+//! instruction is an error naming its line. Written by hand: the grammar is a dozen rules, and the crates for
 //! it parse far more than paddock can build.
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +19,13 @@ pub enum Instruction {
     Copy {
         dest: String,
         content: String,
+        mode: Option<u32>,
+    },
+    /// A file or directory of the build's context (files sent with the
+    /// build: there is no context directory on the server).
+    CopyContext {
+        src: String,
+        dest: String,
         mode: Option<u32>,
     },
 }
@@ -178,28 +185,43 @@ pub fn parse(text: &str) -> Result<Vec<Step>, ParseError> {
                     }
                 }
                 let (Some(src), Some(dest)) = (rest.first(), rest.get(1)) else {
-                    return Err(err(start, "COPY needs a heredoc source and a destination"));
+                    return Err(err(start, "COPY needs a source and a destination"));
                 };
-                let Some(marker) = src.strip_prefix("<<") else {
-                    return Err(err(start, "COPY supports only inline heredocs (COPY <<EOF /path): a build has no context directory"));
-                };
-                let marker = marker.trim_matches(|c| c == '"' || c == '\'');
-                let mut content = String::new();
-                loop {
-                    let Some(l) = lines.get(i) else {
-                        return Err(err(start, format!("heredoc {marker:?} is not closed")));
-                    };
-                    i += 1;
-                    if l.trim_end() == marker {
-                        break;
+                match src.strip_prefix("<<") {
+                    None if rest.len() > 2 => {
+                        return Err(err(
+                            start,
+                            "COPY from the build's context takes one source and a destination",
+                        ))
                     }
-                    content.push_str(l);
-                    content.push('\n');
-                }
-                Instruction::Copy {
-                    dest: dest.clone(),
-                    content,
-                    mode,
+                    None => Instruction::CopyContext {
+                        src: src.clone(),
+                        dest: dest.clone(),
+                        mode,
+                    },
+                    Some(marker) => {
+                        let marker = marker.trim_matches(|c| c == '"' || c == '\'');
+                        let mut content = String::new();
+                        loop {
+                            let Some(l) = lines.get(i) else {
+                                return Err(err(
+                                    start,
+                                    format!("heredoc {marker:?} is not closed"),
+                                ));
+                            };
+                            i += 1;
+                            if l.trim_end() == marker {
+                                break;
+                            }
+                            content.push_str(l);
+                            content.push('\n');
+                        }
+                        Instruction::Copy {
+                            dest: dest.clone(),
+                            content,
+                            mode,
+                        }
+                    }
                 }
             }
             "RUN" | "USER" | "ARG" => {
@@ -309,10 +331,19 @@ mod tests {
     #[test]
     fn errors_name_the_line() {
         assert_eq!(parse("FROM x\n\nEXPOSE 80\n").map_err(|e| e.line), Err(3));
-        assert!(parse("FROM x\nCOPY src /dst\n")
-            .expect_err("no context")
+        assert!(parse("FROM x\nCOPY a b /dst\n")
+            .expect_err("one source")
             .message
-            .contains("heredoc"));
+            .contains("one source"));
+        assert_eq!(
+            parse("FROM x\nCOPY --chmod=755 app/run.sh /srv/\n").expect("context copy")[1]
+                .instruction,
+            Instruction::CopyContext {
+                src: "app/run.sh".into(),
+                dest: "/srv/".into(),
+                mode: Some(0o755),
+            }
+        );
         assert_eq!(parse("RUN true\n").map_err(|e| e.line), Err(1));
         assert!(parse("FROM x\nCOPY <<EOF /f\nno end\n").is_err());
         assert!(parse("FROM x\nWORKDIR relative\n").is_err());

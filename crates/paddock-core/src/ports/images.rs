@@ -16,6 +16,16 @@ pub struct BuiltLayer {
     pub diff_id: String,
 }
 
+/// A file a build puts in a layer (a heredoc, or a file of the build's
+/// context).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerFile {
+    /// Absolute, in the image.
+    pub path: String,
+    pub content: Vec<u8>,
+    pub mode: u32,
+}
+
 /// What a build or a push writes: the digests of the image's manifest and
 /// config.
 #[derive(Debug, Clone)]
@@ -63,13 +73,9 @@ pub trait ImageBackend: Send + Sync + 'static {
     /// them: whiteouts and opaque directories kept.
     async fn pack_squashed(&self, trees: &[ChangedTree]) -> Result<BuiltLayer, CoreError>;
 
-    /// A stored, unpacked layer holding one file.
-    async fn file_layer(
-        &self,
-        path: &str,
-        content: &[u8],
-        mode: u32,
-    ) -> Result<BuiltLayer, CoreError>;
+    /// A stored, unpacked layer holding `files` (with their parent
+    /// directories).
+    async fn files_layer(&self, files: &[LayerFile]) -> Result<BuiltLayer, CoreError>;
 
     /// The uncompressed digests of a stored image config's layers.
     async fn diff_ids(&self, config_digest: &str) -> Result<Vec<String>, CoreError>;

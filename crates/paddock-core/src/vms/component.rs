@@ -172,6 +172,15 @@ impl Vms {
             .mac(&format!("vm-credential:{purpose}:{account}:{id}"))
     }
 
+    /// A credential for `subject` of `account` for `purpose` (a signed
+    /// upload URL), derived from the master key as
+    /// [`Vms::vm_credential`] is.
+    pub fn account_credential(&self, purpose: &str, account: &AccountId, subject: &str) -> String {
+        self.parts
+            .keyring
+            .mac(&format!("credential:{purpose}:{account}:{subject}"))
+    }
+
     pub fn provider_name(&self) -> &'static str {
         self.provider.name()
     }

@@ -42,6 +42,57 @@ pub struct BuildRequest {
     /// The reference the image is stored under.
     pub tag: String,
     pub build_args: Vec<(String, String)>,
+    /// The files `COPY src dest` takes, by their path in the context
+    /// (relative, `/`-separated); empty when the build has none.
+    pub context: BuildContext,
+}
+
+/// A build's context: files by their relative path, with their mode.
+pub type BuildContext = std::collections::BTreeMap<String, (Vec<u8>, u32)>;
+
+/// The files `COPY src dest` names in `context`, placed as Docker places
+/// them: a file at `dest` (inside it when `dest` ends with `/`), a
+/// directory's files under `dest`. Empty when nothing matches.
+pub fn context_files(
+    context: &BuildContext,
+    src: &str,
+    dest: &str,
+    mode: Option<u32>,
+) -> Vec<crate::images::LayerFile> {
+    let src = src.trim_start_matches("./").trim_end_matches('/');
+    let place = |rel: &str| -> String {
+        let base = if dest.starts_with('/') {
+            dest.to_owned()
+        } else {
+            format!("/{dest}")
+        };
+        format!("{}/{rel}", base.trim_end_matches('/'))
+    };
+    let file = |path: String, (content, m): &(Vec<u8>, u32)| crate::images::LayerFile {
+        path,
+        content: content.clone(),
+        mode: mode.unwrap_or(*m),
+    };
+    if let Some(f) = context.get(src) {
+        let target = if dest.ends_with('/') {
+            place(src.rsplit('/').next().unwrap_or(src))
+        } else {
+            place("").trim_end_matches('/').to_owned()
+        };
+        return vec![file(target, f)];
+    }
+    let prefix = if src.is_empty() || src == "." {
+        String::new()
+    } else {
+        format!("{src}/")
+    };
+    context
+        .iter()
+        .filter_map(|(path, f)| {
+            let rel = path.strip_prefix(&prefix)?;
+            (!rel.is_empty()).then(|| file(place(rel), f))
+        })
+        .collect()
 }
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -61,13 +112,21 @@ struct State {
 }
 
 impl State {
-    fn advance(&mut self, step: &Step) {
+    fn advance(&mut self, step: &Step, context: &BuildContext) {
         let mut h = Sha256::new();
         h.update(self.key.as_bytes());
         h.update(b"\n");
         h.update(step.text.as_bytes());
-        if let Instruction::Copy { content, .. } = &step.instruction {
-            h.update(content.as_bytes());
+        match &step.instruction {
+            Instruction::Copy { content, .. } => h.update(content.as_bytes()),
+            Instruction::CopyContext { src, dest, mode } => {
+                for f in context_files(context, src, dest, *mode) {
+                    h.update(f.path.as_bytes());
+                    h.update(f.mode.to_be_bytes());
+                    h.update(Sha256::digest(&f.content));
+                }
+            }
+            _ => {}
         }
         for (k, v) in &self.args {
             h.update(format!("\n{k}={v}").as_bytes());
@@ -120,10 +179,10 @@ impl Vms {
         };
         let total = steps.len();
         for (i, step) in steps.iter().enumerate() {
-            st.advance(step);
+            st.advance(step, &request.context);
             let produces_layer = matches!(
                 step.instruction,
-                Instruction::Run(_) | Instruction::Copy { .. }
+                Instruction::Run(_) | Instruction::Copy { .. } | Instruction::CopyContext { .. }
             );
             let cached = if produces_layer {
                 self.parts.images.built_step(&st.key).await?
@@ -205,10 +264,33 @@ impl Vms {
                     content,
                     mode,
                 } => {
-                    let layer = self
-                        .image_backend
-                        .file_layer(&sub(dest), content.as_bytes(), mode.unwrap_or(0o644))
-                        .await?;
+                    let file = crate::images::LayerFile {
+                        path: sub(dest),
+                        content: content.as_bytes().to_vec(),
+                        mode: mode.unwrap_or(0o644),
+                    };
+                    let layer = self.image_backend.files_layer(&[file]).await?;
+                    self.parts.images.keep_built_step(&st.key, &layer).await?;
+                    st.layers.push(layer.info);
+                    st.diff_ids.push(layer.diff_id);
+                }
+                Instruction::CopyContext { src, dest, mode } => {
+                    let files = context_files(&request.context, &sub(src), &sub(dest), *mode);
+                    if files.is_empty() {
+                        return Err(CoreError::invalid(
+                            "dockerfile",
+                            format!(
+                                "line {}: COPY {src}: no such file in the build's context{}",
+                                step.line,
+                                if request.context.is_empty() {
+                                    " (this build was sent no files: use a heredoc, COPY <<EOF /path)"
+                                } else {
+                                    ""
+                                }
+                            ),
+                        ));
+                    }
+                    let layer = self.image_backend.files_layer(&files).await?;
                     self.parts.images.keep_built_step(&st.key, &layer).await?;
                     st.layers.push(layer.info);
                     st.diff_ids.push(layer.diff_id);
@@ -346,5 +428,47 @@ impl Vms {
         self.image_backend
             .push(&image.layers, &image.config_digest, target)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> BuildContext {
+        let mut c = BuildContext::new();
+        c.insert("app/run.sh".into(), (b"#!/bin/sh\n".to_vec(), 0o755));
+        c.insert("app/lib/x.py".into(), (b"x = 1\n".to_vec(), 0o644));
+        c.insert("README".into(), (b"hi".to_vec(), 0o644));
+        c
+    }
+
+    fn paths(files: &[crate::images::LayerFile]) -> Vec<&str> {
+        files.iter().map(|f| f.path.as_str()).collect()
+    }
+
+    #[test]
+    fn copies_place_files_as_docker_does() {
+        let c = ctx();
+        assert_eq!(
+            paths(&context_files(&c, "README", "/doc/README.md", None)),
+            ["/doc/README.md"]
+        );
+        assert_eq!(
+            paths(&context_files(&c, "README", "/doc/", None)),
+            ["/doc/README"]
+        );
+        assert_eq!(
+            paths(&context_files(&c, "app", "/srv", None)),
+            ["/srv/lib/x.py", "/srv/run.sh"]
+        );
+        assert_eq!(
+            paths(&context_files(&c, "./app/", "srv/", None)),
+            ["/srv/lib/x.py", "/srv/run.sh"]
+        );
+        let run = context_files(&c, "app/run.sh", "/bin/run", Some(0o700));
+        assert_eq!(run[0].mode, 0o700);
+        assert!(context_files(&c, "missing", "/x", None).is_empty());
+        assert!(context_files(&c, "ap", "/x", None).is_empty());
     }
 }
