@@ -1,6 +1,7 @@
 """A real paddock server for the SDK suite: a free loopback port, a
 temporary data dir, and every sandbox removed afterwards."""
 
+import contextlib
 import os
 import pathlib
 import shutil
@@ -81,3 +82,24 @@ def server():
     s = Server()
     yield s
     s.stop()
+
+
+@contextlib.contextmanager
+def e2b_pointed_at(server):
+    """The three variables that point E2B's SDKs at `server`, set while
+    the block runs and put back after."""
+    env = {
+        "E2B_API_URL": f"{server.base_url}/e2b",
+        "E2B_SANDBOX_URL": f"{server.base_url}/e2b/sandbox",
+        "E2B_API_KEY": server.key,
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield env
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

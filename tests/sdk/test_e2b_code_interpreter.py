@@ -3,11 +3,10 @@ in a Jupyter kernel in the sandbox, with state across calls, streamed
 output, rich results (a matplotlib PNG), errors and contexts."""
 
 import base64
-import os
 
 import pytest
 
-from conftest import Server
+from conftest import Server, e2b_pointed_at
 
 ci = pytest.importorskip("e2b_code_interpreter")
 
@@ -18,21 +17,10 @@ def sbx():
         "PADDOCK_NETWORK__BRIDGE": "psdk3",
         "PADDOCK_NETWORK__SUBNET": "10.63.3.0/24",
     })
-    env = {
-        "E2B_API_URL": f"{server.base_url}/e2b",
-        "E2B_SANDBOX_URL": f"{server.base_url}/e2b/sandbox",
-        "E2B_API_KEY": server.key,
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    s = ci.Sandbox.create()
-    yield s
-    s.kill()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with e2b_pointed_at(server):
+        s = ci.Sandbox.create()
+        yield s
+        s.kill()
     server.stop()
 
 

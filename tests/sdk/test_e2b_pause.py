@@ -2,12 +2,11 @@
 API run as microVMs here (`[e2b] provider = "microvm"`), whose memory a
 pause keeps, so a process running before the pause goes on after it."""
 
-import os
 import time
 
 import pytest
 
-from conftest import Server
+from conftest import Server, e2b_pointed_at
 from registry import Registry
 
 e2b = pytest.importorskip("e2b")
@@ -25,18 +24,8 @@ def paused_server():
         },
         config=reg.paddock_config() + '\n[e2b]\nprovider = "microvm"\n',
     )
-    saved = {k: os.environ.get(k) for k in ("E2B_API_URL", "E2B_SANDBOX_URL", "E2B_API_KEY")}
-    os.environ.update({
-        "E2B_API_URL": f"{s.base_url}/e2b",
-        "E2B_SANDBOX_URL": f"{s.base_url}/e2b/sandbox",
-        "E2B_API_KEY": s.key,
-    })
-    yield s, image
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with e2b_pointed_at(s):
+        yield s, image
     s.stop()
     reg.stop()
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import BIN, Server
+from conftest import BIN, Server, e2b_pointed_at
 
 e2b = pytest.importorskip("e2b")
 from e2b import CommandExitException, Sandbox  # noqa: E402
@@ -27,19 +27,8 @@ def server():
 @pytest.fixture(scope="module")
 def e2b_env(server):
     """What a user sets to point E2B code at paddock."""
-    env = {
-        "E2B_API_URL": f"{server.base_url}/e2b",
-        "E2B_SANDBOX_URL": f"{server.base_url}/e2b/sandbox",
-        "E2B_API_KEY": server.key,
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    yield env
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with e2b_pointed_at(server) as env:
+        yield env
 
 
 @pytest.fixture(scope="module")

@@ -226,6 +226,18 @@ impl ProcessTable {
     }
 }
 
+impl ProcessEnd {
+    /// An end that is no exit: the stream to the command broke.
+    fn failed(why: impl Into<String>) -> Self {
+        Self {
+            exit_code: -1,
+            exited: false,
+            status: "error".to_owned(),
+            error: Some(why.into()),
+        }
+    }
+}
+
 fn not_found(selector: &ProcessSelector) -> CoreError {
     match selector {
         ProcessSelector::Pid(pid) => CoreError::not_found("process", pid),
@@ -398,16 +410,24 @@ impl E2b {
         Ok(first)
     }
 
+    /// The sandbox's command `selector` names.
+    fn process(
+        &self,
+        target: &EnvdTarget,
+        selector: &ProcessSelector,
+    ) -> Result<Arc<Process>, CoreError> {
+        self.processes
+            .find(&target.vm, selector)
+            .ok_or_else(|| not_found(selector))
+    }
+
     /// Connects to a running command: its events from now on.
     pub fn connect_process(
         &self,
         target: &EnvdTarget,
         selector: &ProcessSelector,
     ) -> Result<(u32, ProcessStream), CoreError> {
-        let p = self
-            .processes
-            .find(&target.vm, selector)
-            .ok_or_else(|| not_found(selector))?;
+        let p = self.process(target, selector)?;
         Ok((p.info.pid, p.connect()))
     }
 
@@ -423,10 +443,7 @@ impl E2b {
         data: Bytes,
         to_pty: bool,
     ) -> Result<(), CoreError> {
-        let p = self
-            .processes
-            .find(&target.vm, selector)
-            .ok_or_else(|| not_found(selector))?;
+        let p = self.process(target, selector)?;
         let gone = || CoreError::FailedPrecondition("the process's input is closed".into());
         match (&p.input, to_pty) {
             (Input::Pipe(stdin), false) => {
@@ -461,10 +478,7 @@ impl E2b {
         target: &EnvdTarget,
         selector: &ProcessSelector,
     ) -> Result<(), CoreError> {
-        let p = self
-            .processes
-            .find(&target.vm, selector)
-            .ok_or_else(|| not_found(selector))?;
+        let p = self.process(target, selector)?;
         match &p.input {
             Input::Pipe(stdin) => {
                 stdin.lock().unwrap_or_else(PoisonError::into_inner).take();
@@ -484,10 +498,7 @@ impl E2b {
         selector: &ProcessSelector,
         size: PtySize,
     ) -> Result<(), CoreError> {
-        let p = self
-            .processes
-            .find(&target.vm, selector)
-            .ok_or_else(|| not_found(selector))?;
+        let p = self.process(target, selector)?;
         match &p.input {
             Input::Pty { id, .. } => {
                 self.core
@@ -507,10 +518,7 @@ impl E2b {
         selector: &ProcessSelector,
         signal: i32,
     ) -> Result<(), CoreError> {
-        let p = self
-            .processes
-            .find(&target.vm, selector)
-            .ok_or_else(|| not_found(selector))?;
+        let p = self.process(target, selector)?;
         if p.real_pid {
             let pid = i32::try_from(p.info.pid).unwrap_or(0);
             return self
@@ -551,22 +559,8 @@ async fn pump(process: Arc<Process>, feed: Feed, table: Arc<ProcessTable>, vm: V
                     let _ = process.events.send(ProcessEvent::Stderr(b));
                 }
                 Some(Ok(ExecEvent::Exit(status))) => break end_of(&status),
-                Some(Err(e)) => {
-                    break ProcessEnd {
-                        exit_code: -1,
-                        exited: false,
-                        status: "error".to_owned(),
-                        error: Some(e.to_string()),
-                    }
-                }
-                None => {
-                    break ProcessEnd {
-                        exit_code: -1,
-                        exited: false,
-                        status: "error".to_owned(),
-                        error: Some("the connection to the sandbox ended".to_owned()),
-                    }
-                }
+                Some(Err(e)) => break ProcessEnd::failed(e.to_string()),
+                None => break ProcessEnd::failed("the connection to the sandbox ended"),
             }
         },
         Feed::Pty(mut output) => loop {
@@ -582,14 +576,7 @@ async fn pump(process: Arc<Process>, feed: Feed, table: Arc<ProcessTable>, vm: V
                         error: None,
                     }
                 }
-                None => {
-                    break ProcessEnd {
-                        exit_code: -1,
-                        exited: false,
-                        status: "error".to_owned(),
-                        error: Some("the terminal's connection ended".to_owned()),
-                    }
-                }
+                None => break ProcessEnd::failed("the terminal's connection ended"),
             }
         },
     };

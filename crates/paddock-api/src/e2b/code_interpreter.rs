@@ -35,14 +35,10 @@ fn context_json(c: &CodeContext) -> serde_json::Value {
 }
 
 async fn body<T: serde::de::DeserializeOwned + Default>(request: Request) -> Result<T, RestError> {
-    let bytes = axum::body::to_bytes(request.into_body(), super::connect::MAX_MESSAGE)
-        .await
-        .map_err(|e| RestError::new(StatusCode::BAD_REQUEST, format!("body: {e}")))?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| RestError::new(StatusCode::BAD_REQUEST, format!("body: {e}")))
+    use axum::extract::FromRequest;
+    Ok(super::extract::E2bJson::<T>::from_request(request, &())
+        .await?
+        .0)
 }
 
 pub async fn call(

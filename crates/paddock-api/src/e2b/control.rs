@@ -5,44 +5,17 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use paddock_core::ids::AccountId;
 use paddock_e2b::{NewSandbox, SandboxQuery, SandboxState};
 use serde::Deserialize;
 
+use super::extract::{E2bCaller, E2bJson, E2bQuery};
 use super::views::{E2bError, ListedSandbox, MetricView, SandboxDetail, SandboxView};
 use super::RestError;
 use crate::AppState;
-
-pub(super) async fn caller(
-    state: &AppState,
-    request: Request,
-) -> Result<(AccountId, Request), RestError> {
-    let (parts, body) = request.into_parts();
-    let account = crate::auth::authenticate(&parts, state).await?;
-    Ok((account, Request::from_parts(parts, body)))
-}
-
-pub(super) async fn json_body<T: serde::de::DeserializeOwned + Default>(
-    request: Request,
-) -> Result<T, RestError> {
-    let bytes = axum::body::to_bytes(request.into_body(), usize::MAX)
-        .await
-        .map_err(|e| RestError::new(StatusCode::BAD_REQUEST, format!("body: {e}")))?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    let de = &mut serde_json::Deserializer::from_slice(&bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        RestError::new(
-            StatusCode::BAD_REQUEST,
-            format!("body.{}: {}", e.path(), e.inner()),
-        )
-    })
-}
 
 /// A sandbox to create (E2B's `NewSandbox`).
 #[derive(Deserialize, serde::Serialize, Default, utoipa::ToSchema)]
@@ -75,9 +48,11 @@ fn timeout_seconds(t: Option<i64>, field: &str) -> Result<Option<u64>, RestError
     }
 }
 
-async fn create(state: AppState, request: Request) -> Result<Response, RestError> {
-    let (account, request) = caller(&state, request).await?;
-    let body: NewSandboxBody = json_body(request).await?;
+async fn create(
+    state: AppState,
+    account: paddock_core::ids::AccountId,
+    body: NewSandboxBody,
+) -> Result<Response, RestError> {
     let _ = body.secure;
     let new = NewSandbox {
         template: body.template_id,
@@ -95,20 +70,24 @@ async fn create(state: AppState, request: Request) -> Result<Response, RestError
 #[utoipa::path(post, path = "/e2b/sandboxes", tag = "e2b", operation_id = "e2b_create_sandbox",
     request_body = NewSandboxBody,
     responses((status = 201, body = SandboxView), (status = 400, body = E2bError), (status = 503, body = E2bError)))]
-pub async fn create_v1(State(state): State<AppState>, request: Request) -> Response {
-    create(state, request)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+pub async fn create_v1(
+    State(state): State<AppState>,
+    E2bCaller(account): E2bCaller,
+    E2bJson(body): E2bJson<NewSandboxBody>,
+) -> Result<Response, RestError> {
+    create(state, account, body).await
 }
 
 /// Create a sandbox (the SDK's v2 route; the same body and answer).
 #[utoipa::path(post, path = "/e2b/v2/sandboxes", tag = "e2b", operation_id = "e2b_create_sandbox_v2",
     request_body = NewSandboxBody,
     responses((status = 201, body = SandboxView), (status = 400, body = E2bError), (status = 503, body = E2bError)))]
-pub async fn create_v2(State(state): State<AppState>, request: Request) -> Response {
-    create(state, request)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+pub async fn create_v2(
+    State(state): State<AppState>,
+    E2bCaller(account): E2bCaller,
+    E2bJson(body): E2bJson<NewSandboxBody>,
+) -> Result<Response, RestError> {
+    create(state, account, body).await
 }
 
 #[derive(Deserialize, serde::Serialize, Default, utoipa::IntoParams)]
@@ -125,10 +104,7 @@ pub struct ListParams {
     limit: Option<u32>,
 }
 
-fn list_query(request: &Request, paged: bool) -> Result<SandboxQuery, RestError> {
-    let params: ListParams = axum::extract::Query::try_from_uri(request.uri())
-        .map(|q| q.0)
-        .map_err(|e| RestError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+fn list_query(params: ListParams, paged: bool) -> Result<SandboxQuery, RestError> {
     let metadata = match params.metadata.as_deref() {
         None | Some("") => BTreeMap::new(),
         Some(m) => serde_urlencoded::from_str::<Vec<(String, String)>>(m)
@@ -169,22 +145,38 @@ fn list_query(request: &Request, paged: bool) -> Result<SandboxQuery, RestError>
     })
 }
 
-async fn list(state: AppState, request: Request, paged: bool) -> Result<Response, RestError> {
-    let (account, request) = caller(&state, request).await?;
-    let mut query = list_query(&request, paged)?;
-    if !paged {
-        // v1 lists everything, page after page.
-        query.limit = paddock_e2b::MAX_PAGE;
-        let mut all = Vec::new();
-        loop {
-            let (page, next) = state.e2b.list_sandboxes(&account, &query).await?;
-            all.extend(page.iter().map(ListedSandbox::from));
-            match next {
-                Some(n) => query.next_token = Some(n),
-                None => return Ok(Json(all).into_response()),
-            }
+/// List every running and paused sandbox of the account.
+#[utoipa::path(get, path = "/e2b/sandboxes", tag = "e2b", operation_id = "e2b_list_sandboxes",
+    params(ListParams), responses((status = 200, body = Vec<ListedSandbox>)))]
+pub async fn list_v1(
+    State(state): State<AppState>,
+    E2bCaller(account): E2bCaller,
+    E2bQuery(params): E2bQuery<ListParams>,
+) -> Result<Json<Vec<ListedSandbox>>, RestError> {
+    let mut query = list_query(params, false)?;
+    query.limit = paddock_e2b::MAX_PAGE;
+    let mut all = Vec::new();
+    loop {
+        let (page, next) = state.e2b.list_sandboxes(&account, &query).await?;
+        all.extend(page.iter().map(ListedSandbox::from));
+        match next {
+            Some(n) => query.next_token = Some(n),
+            None => return Ok(Json(all)),
         }
     }
+}
+
+/// A page of the account's sandboxes, newest first; `x-next-token` names
+/// the next page.
+#[utoipa::path(get, path = "/e2b/v2/sandboxes", tag = "e2b", operation_id = "e2b_list_sandboxes_v2",
+    params(ListParams), responses((status = 200, body = Vec<ListedSandbox>,
+        headers(("x-next-token" = String, description = "The next page's token, when there is one")))))]
+pub async fn list_v2(
+    State(state): State<AppState>,
+    E2bCaller(account): E2bCaller,
+    E2bQuery(params): E2bQuery<ListParams>,
+) -> Result<Response, RestError> {
+    let query = list_query(params, true)?;
     let (page, next) = state.e2b.list_sandboxes(&account, &query).await?;
     let body: Vec<ListedSandbox> = page.iter().map(ListedSandbox::from).collect();
     let mut response = Json(body).into_response();
@@ -196,41 +188,16 @@ async fn list(state: AppState, request: Request, paged: bool) -> Result<Response
     Ok(response)
 }
 
-/// List every running and paused sandbox of the account.
-#[utoipa::path(get, path = "/e2b/sandboxes", tag = "e2b", operation_id = "e2b_list_sandboxes",
-    params(ListParams), responses((status = 200, body = Vec<ListedSandbox>)))]
-pub async fn list_v1(State(state): State<AppState>, request: Request) -> Response {
-    list(state, request, false)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
-}
-
-/// A page of the account's sandboxes, newest first; `x-next-token` names
-/// the next page.
-#[utoipa::path(get, path = "/e2b/v2/sandboxes", tag = "e2b", operation_id = "e2b_list_sandboxes_v2",
-    params(ListParams), responses((status = 200, body = Vec<ListedSandbox>,
-        headers(("x-next-token" = String, description = "The next page's token, when there is one")))))]
-pub async fn list_v2(State(state): State<AppState>, request: Request) -> Response {
-    list(state, request, true)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
-}
-
 /// One sandbox, with its envd access token.
 #[utoipa::path(get, path = "/e2b/sandboxes/{sandbox_id}", tag = "e2b", operation_id = "e2b_get_sandbox",
     params(("sandbox_id" = String, Path)), responses((status = 200, body = SandboxDetail)))]
 pub async fn get_sandbox(
     State(state): State<AppState>,
+    E2bCaller(account): E2bCaller,
     Path(id): Path<String>,
-    request: Request,
-) -> Response {
-    async {
-        let (account, _) = caller(&state, request).await?;
-        let s = state.e2b.get_sandbox(&account, &id).await?;
-        Ok::<_, RestError>(Json(SandboxDetail::from(&s)).into_response())
-    }
-    .await
-    .unwrap_or_else(IntoResponse::into_response)
+) -> Result<Json<SandboxDetail>, RestError> {
+    let s = state.e2b.get_sandbox(&account, &id).await?;
+    Ok(Json(SandboxDetail::from(&s)))
 }
 
 /// Kill a sandbox.
@@ -238,16 +205,11 @@ pub async fn get_sandbox(
     params(("sandbox_id" = String, Path)), responses((status = 204, description = "Killed")))]
 pub async fn kill(
     State(state): State<AppState>,
+    E2bCaller(account): E2bCaller,
     Path(id): Path<String>,
-    request: Request,
-) -> Response {
-    async {
-        let (account, _) = caller(&state, request).await?;
-        state.e2b.kill_sandbox(&account, &id).await?;
-        Ok::<_, RestError>(StatusCode::NO_CONTENT.into_response())
-    }
-    .await
-    .unwrap_or_else(IntoResponse::into_response)
+) -> Result<StatusCode, RestError> {
+    state.e2b.kill_sandbox(&account, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// E2B's auto-resume setting.
@@ -271,19 +233,14 @@ pub struct TimeoutBody {
     responses((status = 204, description = "Set"), (status = 400, body = E2bError)))]
 pub async fn set_timeout(
     State(state): State<AppState>,
+    E2bCaller(account): E2bCaller,
     Path(id): Path<String>,
-    request: Request,
-) -> Response {
-    async {
-        let (account, request) = caller(&state, request).await?;
-        let body: TimeoutBody = json_body(request).await?;
-        let t = timeout_seconds(body.timeout, "timeout")?
-            .ok_or_else(|| RestError::new(StatusCode::BAD_REQUEST, "timeout: required"))?;
-        state.e2b.set_timeout(&account, &id, t).await?;
-        Ok::<_, RestError>(StatusCode::NO_CONTENT.into_response())
-    }
-    .await
-    .unwrap_or_else(IntoResponse::into_response)
+    E2bJson(body): E2bJson<TimeoutBody>,
+) -> Result<StatusCode, RestError> {
+    let t = timeout_seconds(body.timeout, "timeout")?
+        .ok_or_else(|| RestError::new(StatusCode::BAD_REQUEST, "timeout: required"))?;
+    state.e2b.set_timeout(&account, &id, t).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Extends a sandbox's life to at least `duration` seconds from now
@@ -293,18 +250,13 @@ pub async fn set_timeout(
     responses((status = 204, description = "Extended")))]
 pub async fn refresh(
     State(state): State<AppState>,
+    E2bCaller(account): E2bCaller,
     Path(id): Path<String>,
-    request: Request,
-) -> Response {
-    async {
-        let (account, request) = caller(&state, request).await?;
-        let body: TimeoutBody = json_body(request).await?;
-        let t = timeout_seconds(body.duration, "duration")?.unwrap_or(60);
-        state.e2b.connect_sandbox(&account, &id, Some(t)).await?;
-        Ok::<_, RestError>(StatusCode::NO_CONTENT.into_response())
-    }
-    .await
-    .unwrap_or_else(IntoResponse::into_response)
+    E2bJson(body): E2bJson<TimeoutBody>,
+) -> Result<StatusCode, RestError> {
+    let t = timeout_seconds(body.duration, "duration")?.unwrap_or(60);
+    state.e2b.connect_sandbox(&account, &id, Some(t)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Pause a sandbox (its memory kept where its provider can: microVMs).
@@ -313,27 +265,22 @@ pub async fn refresh(
     responses((status = 204, description = "Paused"), (status = 409, body = E2bError), (status = 400, body = E2bError)))]
 pub async fn pause(
     State(state): State<AppState>,
+    E2bCaller(account): E2bCaller,
     Path(id): Path<String>,
-    request: Request,
-) -> Response {
-    async {
-        let (account, _) = caller(&state, request).await?;
-        state.e2b.pause_sandbox(&account, &id).await?;
-        Ok::<_, RestError>(StatusCode::NO_CONTENT.into_response())
-    }
-    .await
-    .unwrap_or_else(IntoResponse::into_response)
+) -> Result<StatusCode, RestError> {
+    state.e2b.pause_sandbox(&account, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
+/// Connects (resuming a paused sandbox unless `resume_only` and it runs).
 async fn connect_to(
-    state: AppState,
-    id: String,
-    request: Request,
+    state: &AppState,
+    account: &paddock_core::ids::AccountId,
+    id: &str,
+    body: TimeoutBody,
     resume_only: bool,
 ) -> Result<Response, RestError> {
-    let (account, request) = caller(&state, request).await?;
-    let body: TimeoutBody = json_body(request).await?;
-    let before = state.e2b.get_sandbox(&account, &id).await?;
+    let before = state.e2b.get_sandbox(account, id).await?;
     if resume_only && before.state == SandboxState::Running {
         return Err(RestError::new(
             StatusCode::CONFLICT,
@@ -341,7 +288,7 @@ async fn connect_to(
         ));
     }
     let t = timeout_seconds(body.timeout, "timeout")?;
-    let after = state.e2b.connect_sandbox(&account, &id, t).await?;
+    let after = state.e2b.connect_sandbox(account, id, t).await?;
     // 201 when the call resumed it, as E2B answers.
     let status = if before.state == SandboxState::Paused {
         StatusCode::CREATED
@@ -358,12 +305,11 @@ async fn connect_to(
     responses((status = 200, body = SandboxView), (status = 201, body = SandboxView)))]
 pub async fn connect(
     State(state): State<AppState>,
+    E2bCaller(account): E2bCaller,
     Path(id): Path<String>,
-    request: Request,
-) -> Response {
-    connect_to(state, id, request, false)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    E2bJson(body): E2bJson<TimeoutBody>,
+) -> Result<Response, RestError> {
+    connect_to(&state, &account, &id, body, false).await
 }
 
 /// Connect to a sandbox (the SDK's v2 route; the same body and answer).
@@ -372,12 +318,11 @@ pub async fn connect(
     responses((status = 200, body = SandboxView), (status = 201, body = SandboxView)))]
 pub async fn connect_v2(
     State(state): State<AppState>,
+    E2bCaller(account): E2bCaller,
     Path(id): Path<String>,
-    request: Request,
-) -> Response {
-    connect_to(state, id, request, false)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    E2bJson(body): E2bJson<TimeoutBody>,
+) -> Result<Response, RestError> {
+    connect_to(&state, &account, &id, body, false).await
 }
 
 /// Resume a paused sandbox (409 when it runs).
@@ -386,12 +331,11 @@ pub async fn connect_v2(
     responses((status = 201, body = SandboxView), (status = 409, body = E2bError)))]
 pub async fn resume(
     State(state): State<AppState>,
+    E2bCaller(account): E2bCaller,
     Path(id): Path<String>,
-    request: Request,
-) -> Response {
-    connect_to(state, id, request, true)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    E2bJson(body): E2bJson<TimeoutBody>,
+) -> Result<Response, RestError> {
+    connect_to(&state, &account, &id, body, true).await
 }
 
 /// The sandbox's resource use now (E2B's `get_metrics`).
@@ -399,20 +343,15 @@ pub async fn resume(
     params(("sandbox_id" = String, Path)), responses((status = 200, body = Vec<MetricView>)))]
 pub async fn metrics(
     State(state): State<AppState>,
+    E2bCaller(account): E2bCaller,
     Path(id): Path<String>,
-    request: Request,
-) -> Response {
-    async {
-        let (account, _) = caller(&state, request).await?;
-        let list: Vec<MetricView> = state
-            .e2b
-            .sandbox_metrics(&account, &id)
-            .await?
-            .iter()
-            .map(MetricView::from)
-            .collect();
-        Ok::<_, RestError>(Json(list).into_response())
-    }
-    .await
-    .unwrap_or_else(IntoResponse::into_response)
+) -> Result<Json<Vec<MetricView>>, RestError> {
+    let list = state
+        .e2b
+        .sandbox_metrics(&account, &id)
+        .await?
+        .iter()
+        .map(MetricView::from)
+        .collect();
+    Ok(Json(list))
 }

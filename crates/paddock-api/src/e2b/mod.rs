@@ -8,6 +8,7 @@
 mod code_interpreter;
 mod connect;
 mod control;
+mod extract;
 mod files;
 mod filesystem_service;
 pub mod openapi;
