@@ -12,6 +12,7 @@
 
 mod filesystem;
 mod interpreter;
+mod janitor;
 mod metrics;
 mod processes;
 mod sandboxes;

@@ -44,6 +44,15 @@ impl CpuReadings {
             .insert(vm.clone(), now)
     }
 
+    pub(crate) fn vms(&self) -> Vec<VmId> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     pub(crate) fn forget_vm(&self, vm: &VmId) {
         self.0
             .lock()

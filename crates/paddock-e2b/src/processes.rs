@@ -211,6 +211,11 @@ impl ProcessTable {
         list
     }
 
+    /// The sandboxes it holds commands of.
+    pub(crate) fn vms(&self) -> Vec<VmId> {
+        self.lock().keys().cloned().collect()
+    }
+
     /// Forgets a sandbox's commands (it ended or was paused): their
     /// streams end.
     pub(crate) fn forget_vm(&self, vm: &VmId) {

@@ -42,6 +42,10 @@ impl WatcherTable {
         self.by_vm.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    pub(crate) fn vms(&self) -> Vec<VmId> {
+        self.lock().keys().cloned().collect()
+    }
+
     pub(crate) fn forget_vm(&self, vm: &VmId) {
         self.lock().remove(vm);
     }

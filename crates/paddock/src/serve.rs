@@ -209,6 +209,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         .context("recover the gateway's environments and jobs")?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let e2b_stop = stop_rx.clone();
     let sweeper = tokio::spawn(
         Arc::clone(service.vms()).run_sweeper(paddock_core::service::Shutdown(stop_rx.clone())),
     );
@@ -294,6 +295,24 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                 serde_json::json!({"works": false, "reason": e.to_string()})
         }
     }
+    let e2b = Arc::new(paddock_e2b::E2b::new(
+        Arc::clone(&service),
+        paddock_e2b::E2bConfig {
+            provider: config.e2b.provider.clone(),
+            uploads_dir: Some(config.data_dir.join("e2b").join("uploads")),
+            domain: Some(format!(
+                "{}{}",
+                config.shares.domain,
+                config
+                    .shares
+                    .url_port
+                    .or(Some(share_port))
+                    .map(|p| format!(":{p}"))
+                    .unwrap_or_default()
+            )),
+        },
+    ));
+    tokio::spawn(Arc::clone(&e2b).run_janitor(paddock_core::service::Shutdown(e2b_stop)));
     let state = AppState {
         share_urls: paddock_api::vms::shares::ShareUrls {
             scheme: config.shares.url_scheme.clone(),
@@ -307,23 +326,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             tls_port: Some(tls_port),
             certs_dir: config.shares.certs_dir.clone(),
         },
-        e2b: Arc::new(paddock_e2b::E2b::new(
-            Arc::clone(&service),
-            paddock_e2b::E2bConfig {
-                provider: config.e2b.provider.clone(),
-                uploads_dir: Some(config.data_dir.join("e2b").join("uploads")),
-                domain: Some(format!(
-                    "{}{}",
-                    config.shares.domain,
-                    config
-                        .shares
-                        .url_port
-                        .or(Some(share_port))
-                        .map(|p| format!(":{p}"))
-                        .unwrap_or_default()
-                )),
-            },
-        )),
+        e2b,
         definitions,
         gateway,
         service,
