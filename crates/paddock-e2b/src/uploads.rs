@@ -19,6 +19,9 @@ use crate::E2b;
 
 /// The largest archive one upload may be.
 pub const MAX_UPLOAD: u64 = 1 << 30;
+/// What one account's uploaded archives may hold together on the
+/// server's disk.
+pub const MAX_ACCOUNT_UPLOADS: u64 = 4 << 30;
 /// The most bytes of files one build's context holds (in memory while
 /// it builds).
 const MAX_CONTEXT: u64 = 512 << 20;
@@ -148,6 +151,7 @@ impl E2b {
         tokio::fs::create_dir_all(dir)
             .await
             .map_err(|e| host_err("make the template files directory", e))?;
+        let held = stored_bytes(dir).await;
         let tmp = dir.join(format!(".{hash}.{}.part", rand_suffix()));
         let written = async {
             let mut file = tokio::fs::File::create(&tmp)
@@ -163,6 +167,12 @@ impl E2b {
                     return Err(CoreError::ResourceExhausted(format!(
                         "an upload may be at most {} MiB",
                         MAX_UPLOAD >> 20
+                    )));
+                }
+                if held + size > MAX_ACCOUNT_UPLOADS {
+                    return Err(CoreError::ResourceExhausted(format!(
+                        "the account's uploaded template files may hold at most {} GiB together",
+                        MAX_ACCOUNT_UPLOADS >> 30
                     )));
                 }
                 file.write_all(&chunk)
@@ -214,6 +224,19 @@ impl E2b {
         }
         Ok(context)
     }
+}
+
+/// What the archives in `dir` hold (a replaced one counts until it is).
+async fn stored_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(mut entries) = tokio::fs::read_dir(dir).await {
+        while let Ok(Some(e)) = entries.next_entry().await {
+            if let Ok(m) = e.metadata().await {
+                total += m.len();
+            }
+        }
+    }
+    total
 }
 
 /// A failure of the server's own disk: a 500, its cause logged.
