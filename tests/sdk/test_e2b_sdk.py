@@ -410,3 +410,22 @@ def test_template_uploads_need_their_signed_url(e2b_env, server):
     r = httpx.get(f"{server.base_url}/e2b/templates/{made['templateID']}/files/{'ab' * 32}", headers={"X-API-KEY": other})
     assert r.status_code == 404
     api.delete(f"/templates/{made['templateID']}")
+
+
+def test_snapshots_start_new_sandboxes(e2b_env):
+    s = Sandbox.create()
+    try:
+        s.files.write("/opt/state.txt", "before the snapshot")
+        snap = s.create_snapshot()
+        assert snap.snapshot_id.startswith("snap_")
+        listed = [x.snapshot_id for x in Sandbox.list_snapshots(sandbox_id=s.sandbox_id).next_items()]
+        assert snap.snapshot_id in listed
+        s.files.write("/opt/state.txt", "after the snapshot")
+        clone = Sandbox.create(template=snap.snapshot_id)
+        try:
+            assert clone.files.read("/opt/state.txt") == "before the snapshot"
+            assert clone.get_info().template_id == snap.snapshot_id
+        finally:
+            clone.kill()
+    finally:
+        s.kill()

@@ -312,6 +312,44 @@ impl E2b {
         Ok(())
     }
 
+    /// Snapshots a sandbox (running or paused); a new sandbox starts
+    /// from it with the snapshot's id as its template.
+    pub async fn snapshot_sandbox(
+        &self,
+        account: &AccountId,
+        id: &str,
+        name: Option<String>,
+    ) -> Result<paddock_core::model::Snapshot, CoreError> {
+        let vm = self.sandbox_vm(account, id).await?;
+        self.core
+            .vms()
+            .snapshot_vm(account, &vm.id, name.filter(|n| !n.is_empty()))
+            .await
+    }
+
+    /// The account's snapshots of its E2B sandboxes (of one sandbox, or
+    /// by name, when asked), newest first.
+    pub async fn list_snapshots(
+        &self,
+        account: &AccountId,
+        sandbox_id: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<Vec<paddock_core::model::Snapshot>, CoreError> {
+        let mut all: Vec<_> = self
+            .core
+            .snapshots()
+            .list(account, Some(paddock_core::model::SnapshotKind::User))
+            .await?
+            .into_iter()
+            .filter(|s| {
+                sandbox_id.is_none_or(|id| s.vm_id.as_ref().is_some_and(|v| v.as_str() == id))
+            })
+            .filter(|s| name.is_none_or(|n| s.name == n))
+            .collect();
+        all.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        Ok(all)
+    }
+
     /// Connects to a sandbox: resumes it if paused, and with
     /// `timeout_seconds` sets when it ends.
     pub async fn connect_sandbox(

@@ -13,7 +13,7 @@ use paddock_e2b::{NewSandbox, SandboxQuery, SandboxState};
 use serde::Deserialize;
 
 use super::extract::{E2bCaller, E2bJson, E2bQuery};
-use super::views::{E2bError, ListedSandbox, MetricView, SandboxDetail, SandboxView};
+use super::views::{E2bError, ListedSandbox, MetricView, SandboxDetail, SandboxView, SnapshotView};
 use super::RestError;
 use crate::AppState;
 
@@ -354,4 +354,65 @@ pub async fn metrics(
         .map(MetricView::from)
         .collect();
     Ok(Json(list))
+}
+
+/// A snapshot's name (E2B's `SandboxSnapshotRequest`).
+#[derive(Deserialize, serde::Serialize, Default, utoipa::ToSchema)]
+#[serde(default)]
+pub struct SnapshotBody {
+    name: Option<String>,
+    /// E2B's choice of a memory snapshot; paddock's snapshots are of the
+    /// file system.
+    memory: Option<bool>,
+}
+
+/// Snapshot a sandbox (running or paused): its file system, which a new
+/// sandbox starts from with the snapshot's id as `templateID`.
+#[utoipa::path(post, path = "/e2b/sandboxes/{sandbox_id}/snapshots", tag = "e2b",
+    operation_id = "e2b_snapshot_sandbox", params(("sandbox_id" = String, Path)),
+    request_body = SnapshotBody,
+    responses((status = 201, body = SnapshotView), (status = 409, body = E2bError)))]
+pub async fn snapshot(
+    State(state): State<AppState>,
+    E2bCaller(account): E2bCaller,
+    Path(id): Path<String>,
+    E2bJson(body): E2bJson<SnapshotBody>,
+) -> Result<Response, RestError> {
+    let _ = body.memory;
+    let made = state.e2b.snapshot_sandbox(&account, &id, body.name).await?;
+    Ok((StatusCode::CREATED, Json(SnapshotView::from(&made))).into_response())
+}
+
+#[derive(Deserialize, serde::Serialize, Default, utoipa::IntoParams)]
+#[serde(default)]
+#[into_params(parameter_in = Query)]
+pub struct SnapshotParams {
+    /// Only the snapshots of this sandbox.
+    #[serde(rename = "sandboxID")]
+    sandbox_id: Option<String>,
+    /// Only the snapshot of this name.
+    name: Option<String>,
+    /// At most this many (default 100, at most 1000).
+    limit: Option<usize>,
+}
+
+/// The account's snapshots of its sandboxes, newest first.
+#[utoipa::path(get, path = "/e2b/snapshots", tag = "e2b", operation_id = "e2b_list_snapshots",
+    params(SnapshotParams), responses((status = 200, body = Vec<SnapshotView>)))]
+pub async fn snapshots(
+    State(state): State<AppState>,
+    E2bCaller(account): E2bCaller,
+    E2bQuery(q): E2bQuery<SnapshotParams>,
+) -> Result<Json<Vec<SnapshotView>>, RestError> {
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return Err(RestError::new(StatusCode::BAD_REQUEST, "limit: 1 to 1000"));
+    }
+    let all = state
+        .e2b
+        .list_snapshots(&account, q.sandbox_id.as_deref(), q.name.as_deref())
+        .await?;
+    Ok(Json(
+        all.iter().take(limit).map(SnapshotView::from).collect(),
+    ))
 }

@@ -118,6 +118,11 @@ pub fn router(limits: &crate::server::HttpLimits) -> Router<AppState> {
             post(control::connect_v2),
         )
         .route("/e2b/sandboxes/{sandbox_id}/metrics", get(control::metrics))
+        .route(
+            "/e2b/sandboxes/{sandbox_id}/snapshots",
+            post(control::snapshot),
+        )
+        .route("/e2b/snapshots", get(control::snapshots))
         .route("/e2b/v3/templates", post(templates::request_build))
         .route(
             "/e2b/v2/templates/{template_id}/builds/{build_id}",

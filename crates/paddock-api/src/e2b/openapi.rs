@@ -23,6 +23,8 @@ use super::{control, templates, views};
         control::connect_v2,
         control::resume,
         control::metrics,
+        control::snapshot,
+        control::snapshots,
         templates::request_build,
         templates::start_build,
         templates::build_status,

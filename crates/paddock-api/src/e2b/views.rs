@@ -273,3 +273,21 @@ pub struct FilesLink {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
 }
+
+/// A snapshot of a sandbox (E2B's `SnapshotInfo`): `Sandbox.create`
+/// takes its id as a template.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SnapshotView {
+    #[serde(rename = "snapshotID")]
+    pub snapshot_id: String,
+    pub names: Vec<String>,
+}
+
+impl From<&paddock_core::model::Snapshot> for SnapshotView {
+    fn from(s: &paddock_core::model::Snapshot) -> Self {
+        Self {
+            snapshot_id: s.id.to_string(),
+            names: vec![s.name.clone()],
+        }
+    }
+}
