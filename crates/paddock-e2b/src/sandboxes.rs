@@ -346,7 +346,7 @@ impl E2b {
             })
             .filter(|s| name.is_none_or(|n| s.name == n))
             .collect();
-        all.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        all.sort_by_key(|s| std::cmp::Reverse(s.created_at));
         Ok(all)
     }
 
