@@ -90,3 +90,15 @@ def test_contexts(sbx):
     assert sbx.run_code("'y' in dir()", context=ctx).text == "False"
     sbx.remove_code_context(ctx)
     assert ctx.id not in [c.id for c in sbx.list_code_contexts()]
+
+
+def test_an_oversized_run_is_refused(sbx):
+    import httpx
+
+    url = sbx.connection_config.get_sandbox_url(sbx.sandbox_id, sbx.sandbox_domain, 49999)
+    r = httpx.post(f"{url}/execute", headers={
+        "E2b-Sandbox-Id": sbx.sandbox_id, "E2b-Sandbox-Port": "49999",
+        "X-Access-Token": sbx._envd_access_token, "Content-Type": "application/json",
+    }, content=b'{"code": "' + b"x" * (17 << 20) + b'"}', timeout=60)
+    assert r.status_code == 413, r.text
+    assert sbx.run_code("1 + 1").text == "2"

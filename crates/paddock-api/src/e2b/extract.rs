@@ -22,16 +22,30 @@ impl FromRequestParts<AppState> for E2bCaller {
 }
 
 /// A JSON body; an empty one is `T::default()`; an invalid one is a 400
-/// naming the field.
+/// naming the field; one over [`MAX_JSON`] is a 413.
 pub struct E2bJson<T>(pub T);
+
+/// The largest JSON body read (the code interpreter's routes have no
+/// route-wide limit: code may be long, but not unbounded).
+pub const MAX_JSON: usize = 16 << 20;
 
 impl<T: serde::de::DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for E2bJson<T> {
     type Rejection = RestError;
 
     async fn from_request(request: Request, _: &S) -> Result<Self, RestError> {
-        let bytes = axum::body::to_bytes(request.into_body(), usize::MAX)
+        let bytes = axum::body::to_bytes(request.into_body(), MAX_JSON)
             .await
-            .map_err(|e| RestError::new(StatusCode::BAD_REQUEST, format!("body: {e}")))?;
+            .map_err(|e| {
+                let inner = e.into_inner();
+                if inner.is::<http_body_util::LengthLimitError>() {
+                    RestError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("body: at most {} MiB", MAX_JSON >> 20),
+                    )
+                } else {
+                    RestError::new(StatusCode::BAD_REQUEST, format!("body: {inner}"))
+                }
+            })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(T::default()));
         }
