@@ -429,3 +429,13 @@ def test_snapshots_start_new_sandboxes(e2b_env):
             clone.kill()
     finally:
         s.kill()
+
+
+def test_a_refused_pause_leaves_commands_running(sbx):
+    # A container cannot keep its memory: the pause is refused, and what
+    # runs through envd goes on.
+    h = sbx.commands.run("sleep 30", background=True)
+    with pytest.raises(e2b.SandboxException):
+        sbx.pause()
+    assert h.pid in [p.pid for p in sbx.commands.list()]
+    assert sbx.commands.kill(h.pid)

@@ -85,6 +85,20 @@ impl ContextTable {
     }
 }
 
+/// Signals a driver (its process group; its kernel dies with it), as a
+/// best effort: a driver already gone needs nothing.
+async fn signal_driver(
+    core: &paddock_core::service::Service,
+    target: &EnvdTarget,
+    pid: i32,
+    signal: i32,
+) {
+    let _ = core
+        .vms()
+        .signal_command(&target.account, &target.vm, pid, signal)
+        .await;
+}
+
 /// The default context of a language has this id.
 fn default_id(language: &str) -> String {
     format!("default-{language}")
@@ -194,11 +208,7 @@ impl E2b {
             )),
             Err(_) => {
                 if let Some(pid) = pid {
-                    let _ = self
-                        .core
-                        .vms()
-                        .signal_command(&target.account, &target.vm, pid, SIGKILL)
-                        .await;
+                    signal_driver(&self.core, target, pid, SIGKILL).await;
                 }
                 Err(unavailable(format!("no kernel within {} s", STARTUP.as_secs())))
             }
@@ -209,15 +219,29 @@ impl E2b {
         self.contexts.lock().get(&target.vm)?.get(id).cloned()
     }
 
+    /// Refuses one more context where the sandbox holds its most
+    /// (`id` may be one it holds).
+    fn room_for_context(
+        of_vm: Option<&HashMap<String, Arc<Context>>>,
+        id: &str,
+    ) -> Result<(), CoreError> {
+        match of_vm {
+            Some(c) if c.len() >= MAX_CONTEXTS && !c.contains_key(id) => {
+                Err(CoreError::ResourceExhausted(format!(
+                    "a sandbox holds at most {MAX_CONTEXTS} code contexts; remove one first"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn insert_context(&self, target: &EnvdTarget, ctx: Arc<Context>) -> Result<(), CoreError> {
         let mut all = self.contexts.lock();
-        let of_vm = all.entry(target.vm.clone()).or_default();
-        if of_vm.len() >= MAX_CONTEXTS && !of_vm.contains_key(&ctx.info.id) {
-            return Err(CoreError::ResourceExhausted(format!(
-                "a sandbox holds at most {MAX_CONTEXTS} code contexts; remove one first"
-            )));
-        }
-        of_vm.entry(ctx.info.id.clone()).or_insert(ctx);
+        Self::room_for_context(all.get(&target.vm), &ctx.info.id)?;
+        all.entry(target.vm.clone())
+            .or_default()
+            .entry(ctx.info.id.clone())
+            .or_insert(ctx);
         Ok(())
     }
 
@@ -244,6 +268,8 @@ impl E2b {
             language,
             cwd: cwd.as_str().to_owned(),
         };
+        // Refused before a kernel starts.
+        Self::room_for_context(self.contexts.lock().get(&target.vm), &info.id)?;
         let driver = self.start_driver(target, &info.cwd, &info.language).await?;
         let ctx = Arc::new(Context {
             info: info.clone(),
@@ -301,11 +327,7 @@ impl E2b {
         let old = ctx.driver.lock().await.take();
         if let Some(Driver { pid: Some(pid), .. }) = old {
             // Its kernel dies with it (PR_SET_PDEATHSIG).
-            let _ = self
-                .core
-                .vms()
-                .signal_command(&target.account, &target.vm, pid, SIGKILL)
-                .await;
+            signal_driver(&self.core, target, pid, SIGKILL).await;
         }
     }
 
@@ -391,7 +413,7 @@ impl E2b {
                         () = tx.closed(), if !caller_gone => {
                             caller_gone = true;
                             if let Some(pid) = driver.pid {
-                                let _ = core.vms().signal_command(&target.account, &target.vm, pid, SIGINT).await;
+                                signal_driver(&core, &target, pid, SIGINT).await;
                             }
                             interrupted_at = Some(tokio::time::Instant::now());
                             continue;
@@ -402,10 +424,7 @@ impl E2b {
                     // The driver died, or would not stop: a new kernel
                     // next time.
                     if let Some(Driver { pid: Some(pid), .. }) = guard.take() {
-                        let _ = core
-                            .vms()
-                            .signal_command(&target.account, &target.vm, pid, SIGKILL)
-                            .await;
+                        signal_driver(&core, &target, pid, SIGKILL).await;
                     }
                     if !caller_gone {
                         let died = serde_json::json!({
@@ -423,10 +442,7 @@ impl E2b {
                 if !caller_gone && tx.send(line).await.is_err() {
                     caller_gone = true;
                     if let Some(pid) = guard.as_ref().and_then(|d| d.pid) {
-                        let _ = core
-                            .vms()
-                            .signal_command(&target.account, &target.vm, pid, SIGINT)
-                            .await;
+                        signal_driver(&core, &target, pid, SIGINT).await;
                     }
                     interrupted_at = Some(tokio::time::Instant::now());
                 }

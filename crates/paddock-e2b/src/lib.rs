@@ -24,20 +24,15 @@ use std::sync::Arc;
 
 use paddock_core::service::Service;
 
-pub use filesystem::{resolve as resolve_path, Entry, EntryKind, DEFAULT_HOME};
+pub use filesystem::{resolve as resolve_path, Entry, EntryKind};
 pub use interpreter::{CodeContext, RunCode};
 pub use metrics::SandboxMetric;
 pub use processes::{
     ProcessConfig, ProcessEnd, ProcessEvent, ProcessInfo, ProcessSelector, ProcessStart,
     ProcessStream, PtySize,
 };
-pub use sandboxes::{
-    NewSandbox, SandboxInfo, SandboxQuery, SandboxState, DEFAULT_TIMEOUT_SECONDS, ENVD_VERSION,
-    MAX_PAGE,
-};
+pub use sandboxes::{NewSandbox, SandboxInfo, SandboxQuery, SandboxState, ENVD_VERSION, MAX_PAGE};
 pub use templates::{BuildSpec, BuildStatus, BuildStep, LogLine, Template};
-pub use uploads::MAX_UPLOAD;
-pub use watchers::MAX_BUFFERED as MAX_WATCHER_BUFFER;
 
 /// What the server tells the SDKs about where sandboxes are.
 #[derive(Debug, Clone, Default)]

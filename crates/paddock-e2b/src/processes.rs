@@ -167,14 +167,20 @@ impl ProcessTable {
         self.by_vm.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Whether one more command, with `tag`, may start: refused when the
+    /// sandbox runs its most, or one with that tag.
+    fn room_for(&self, vm: &VmId, tag: Option<&str>) -> Result<(), CoreError> {
+        match self.lock().get(vm) {
+            Some(procs) => room_in(procs, tag),
+            None => Ok(()),
+        }
+    }
+
     fn insert(&self, vm: &VmId, p: Arc<Process>) -> Result<(), CoreError> {
         let mut all = self.lock();
         let procs = all.entry(vm.clone()).or_default();
-        if procs.len() >= MAX_PER_SANDBOX {
-            return Err(CoreError::ResourceExhausted(format!(
-                "a sandbox runs at most {MAX_PER_SANDBOX} commands through envd at once"
-            )));
-        }
+        // Checked again: another start may have taken the room meanwhile.
+        room_in(procs, p.info.tag.as_deref())?;
         procs.insert(p.info.pid, p);
         Ok(())
     }
@@ -240,6 +246,21 @@ impl ProcessEnd {
             status: "error".to_owned(),
             error: Some(why.into()),
         }
+    }
+}
+
+/// [`ProcessTable::room_for`] in one sandbox's commands.
+fn room_in(procs: &HashMap<u32, Arc<Process>>, tag: Option<&str>) -> Result<(), CoreError> {
+    if procs.len() >= MAX_PER_SANDBOX {
+        return Err(CoreError::ResourceExhausted(format!(
+            "a sandbox runs at most {MAX_PER_SANDBOX} commands through envd at once"
+        )));
+    }
+    match tag {
+        Some(tag) if procs.values().any(|p| p.info.tag.as_deref() == Some(tag)) => Err(
+            CoreError::Conflict(format!("a process with tag {tag:?} is running")),
+        ),
+        _ => Ok(()),
     }
 }
 
@@ -327,17 +348,8 @@ impl E2b {
         if start.config.cmd.is_empty() {
             return Err(CoreError::invalid("process.cmd", "must not be empty"));
         }
-        if let Some(tag) = &start.tag {
-            if self
-                .processes
-                .find(&target.vm, &ProcessSelector::Tag(tag.clone()))
-                .is_some()
-            {
-                return Err(CoreError::Conflict(format!(
-                    "a process with tag {tag:?} is running"
-                )));
-            }
-        }
+        // Refused before anything starts in the sandbox.
+        self.processes.room_for(&target.vm, start.tag.as_deref())?;
         let (events, _) = broadcast::channel(FANOUT_CHUNKS);
         let (ended, _) = watch::channel(None);
         let vms = self.core.vms();

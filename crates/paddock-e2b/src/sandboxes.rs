@@ -189,7 +189,7 @@ impl E2b {
                 return Err(e);
             }
         }
-        self.info(&vm)
+        Ok(self.info(&vm))
     }
 
     /// The account's sandbox `id`; another account's, or a VM not made
@@ -214,7 +214,7 @@ impl E2b {
         account: &AccountId,
         id: &str,
     ) -> Result<SandboxInfo, CoreError> {
-        self.info(&self.sandbox_vm(account, id).await?)
+        Ok(self.info(&self.sandbox_vm(account, id).await?))
     }
 
     /// A page of the account's sandboxes, newest first, and the token of
@@ -267,7 +267,7 @@ impl E2b {
                     let last = page.last().map(|s: &SandboxInfo| s.sandbox_id.clone());
                     return Ok((page, last));
                 }
-                page.push(self.info(&vm)?);
+                page.push(self.info(&vm));
             }
             if exhausted {
                 return Ok((page, None));
@@ -277,8 +277,8 @@ impl E2b {
 
     pub async fn kill_sandbox(&self, account: &AccountId, id: &str) -> Result<(), CoreError> {
         let vm = self.sandbox_vm(account, id).await?;
-        self.forget_vm(&vm.id);
         self.core.vms().delete_vm(account, &vm.id).await?;
+        self.forget_vm(&vm.id);
         Ok(())
     }
 
@@ -290,12 +290,21 @@ impl E2b {
         timeout_seconds: u64,
     ) -> Result<(), CoreError> {
         let vm = self.sandbox_vm(account, id).await?;
+        self.set_lifetime(account, &vm.id, timeout_seconds).await?;
+        Ok(())
+    }
+
+    async fn set_lifetime(
+        &self,
+        account: &AccountId,
+        vm: &VmId,
+        seconds: u64,
+    ) -> Result<Vm, CoreError> {
         let patch = VmPatch {
-            lifetime_seconds: Some(timeout_seconds),
+            lifetime_seconds: Some(seconds),
             ..VmPatch::default()
         };
-        self.core.vms().patch_vm(account, &vm.id, patch).await?;
-        Ok(())
+        self.core.vms().patch_vm(account, vm, patch).await
     }
 
     /// Pauses a running sandbox (its memory kept where the provider can);
@@ -307,8 +316,10 @@ impl E2b {
                 "sandbox {id} is already paused"
             )));
         }
-        self.forget_vm(&vm.id);
         self.core.vms().suspend_vm(account, &vm.id).await?;
+        // Only a pause that happened ends what ran through envd: a refused
+        // one leaves the sandbox and its commands as they were.
+        self.forget_vm(&vm.id);
         Ok(())
     }
 
@@ -358,10 +369,9 @@ impl E2b {
         id: &str,
         timeout_seconds: Option<u64>,
     ) -> Result<SandboxInfo, CoreError> {
-        let vm = self.sandbox_vm(account, id).await?;
-        let vms = self.core.vms();
+        let mut vm = self.sandbox_vm(account, id).await?;
         if vm.status == VmStatus::Suspended {
-            vms.resume_vm(account, &vm.id).await?;
+            vm = self.core.vms().resume_vm(account, &vm.id).await?;
         }
         if let Some(t) = timeout_seconds {
             // Connecting never shortens a sandbox's life.
@@ -369,13 +379,13 @@ impl E2b {
                 .expires_at
                 .map(|e| (e.unix_millis() - Timestamp::now().unix_millis()).max(0) as u64 / 1000);
             if left.is_none_or(|l| l < t) {
-                self.set_timeout(account, id, t).await?;
+                vm = self.set_lifetime(account, &vm.id, t).await?;
             }
         }
-        self.get_sandbox(account, id).await
+        Ok(self.info(&vm))
     }
 
-    fn info(&self, vm: &Vm) -> Result<SandboxInfo, CoreError> {
+    fn info(&self, vm: &Vm) -> SandboxInfo {
         let template = vm
             .metadata
             .get(MARK)
@@ -393,7 +403,7 @@ impl E2b {
             })
             .collect();
         let started_at = vm.started_at.unwrap_or(vm.created_at);
-        Ok(SandboxInfo {
+        SandboxInfo {
             sandbox_id: vm.id.to_string(),
             template_id: template,
             started_at,
@@ -409,7 +419,7 @@ impl E2b {
             envd_access_token: self.access_token(&vm.account_id, &vm.id),
             traffic_access_token: self.traffic_token(&vm.account_id, &vm.id),
             domain: self.config.domain.clone(),
-        })
+        }
     }
 
     fn access_token(&self, account: &AccountId, vm: &VmId) -> String {

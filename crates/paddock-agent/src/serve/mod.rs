@@ -80,10 +80,7 @@ impl State {
 
     /// Runs `cmd` as the sandbox's user, if it has one.
     pub fn apply_user(&self, cmd: &mut std::process::Command) {
-        if let Some(u) = &self.user {
-            use std::os::unix::process::CommandExt;
-            cmd.uid(u.uid).gid(u.gid);
-        }
+        run_as(cmd, self.user);
     }
 
     /// Runs `cmd` as `requested` (resolved in the sandbox's own account
@@ -93,18 +90,19 @@ impl State {
         cmd: &mut std::process::Command,
         requested: Option<&str>,
     ) -> Result<(), String> {
-        match requested {
-            None => {
-                self.apply_user(cmd);
-                Ok(())
-            }
-            Some(name) => {
-                use std::os::unix::process::CommandExt;
-                let u = RunAs::resolve(name)?;
-                cmd.uid(u.uid).gid(u.gid);
-                Ok(())
-            }
-        }
+        let user = match requested {
+            None => self.user,
+            Some(name) => Some(RunAs::resolve(name)?),
+        };
+        run_as(cmd, user);
+        Ok(())
+    }
+}
+
+fn run_as(cmd: &mut std::process::Command, user: Option<RunAs>) {
+    if let Some(u) = user {
+        use std::os::unix::process::CommandExt;
+        cmd.uid(u.uid).gid(u.gid);
     }
 }
 
@@ -338,4 +336,33 @@ pub(crate) fn default_cwd(env: &[(String, String)]) -> String {
         .map(|(_, v)| v.clone())
         .filter(|h| std::path::Path::new(h).is_dir())
         .unwrap_or_else(|| "/".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agent_and_its_own_group_are_never_signalled() {
+        // pid 1 is the agent; 0 would be the agent's own process group.
+        for pid in [1, 0, -1] {
+            assert!(
+                matches!(
+                    signal_group(pid, 9),
+                    Event::Error {
+                        kind: crate::proto::ErrorKind::Invalid,
+                        ..
+                    }
+                ),
+                "pid {pid}"
+            );
+        }
+        assert!(matches!(
+            signal_group(2, 999),
+            Event::Error {
+                kind: crate::proto::ErrorKind::Invalid,
+                ..
+            }
+        ));
+    }
 }

@@ -197,6 +197,77 @@ pub fn stream_error(e: ConnectError) -> Response {
     ))
 }
 
+/// How a server stream of a source's items is written.
+pub struct ServerStream<T> {
+    /// Sent before the first item.
+    pub opening: Option<Value>,
+    /// An item's message, and whether it is the stream's last.
+    pub message: fn(&T) -> (Value, bool),
+    pub keepalive: Value,
+    /// The error the stream ends with when its source stops before its
+    /// last item.
+    pub cut_short: &'static str,
+    /// When the client's deadline (`Connect-Timeout-Ms`) passes: the
+    /// stream ends with this `deadline_exceeded` error, or cleanly.
+    pub deadline_error: Option<&'static str>,
+}
+
+/// A server stream of `items`, with the keepalives the client asked for
+/// and its deadline.
+pub fn server_stream<T: Send + 'static>(
+    mut items: tokio::sync::mpsc::Receiver<T>,
+    headers: &HeaderMap,
+    shape: ServerStream<T>,
+) -> Response {
+    let keepalive = keepalive(headers);
+    let deadline = timeout(headers);
+    let (tx, rx) = tokio::sync::mpsc::channel(32);
+    // The task ends when the client goes away (its sends fail).
+    tokio::spawn(async move {
+        let far = Duration::from_secs(86_400 * 365);
+        let until = tokio::time::Instant::now() + deadline.unwrap_or(far);
+        let mut ping = tokio::time::interval(keepalive.unwrap_or(far));
+        ping.tick().await;
+        if let Some(opening) = &shape.opening {
+            if tx.send(envelope(0, opening)).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            tokio::select! {
+                item = items.recv() => {
+                    let Some(item) = item else {
+                        let e = ConnectError::new("unavailable", shape.cut_short);
+                        let _ = tx.send(end_of_stream(Some(&e))).await;
+                        return;
+                    };
+                    let (message, last) = (shape.message)(&item);
+                    if tx.send(envelope(0, &message)).await.is_err() {
+                        return;
+                    }
+                    if last {
+                        let _ = tx.send(end_of_stream(None)).await;
+                        return;
+                    }
+                }
+                _ = ping.tick(), if keepalive.is_some() => {
+                    if tx.send(envelope(0, &shape.keepalive)).await.is_err() {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep_until(until), if deadline.is_some() => {
+                    let e = shape
+                        .deadline_error
+                        .map(|m| ConnectError::new("deadline_exceeded", m));
+                    let _ = tx.send(end_of_stream(e.as_ref())).await;
+                    return;
+                }
+            }
+        }
+    });
+    stream_response(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
 /// Reads envelopes off a request body as they arrive.
 #[derive(Default)]
 pub struct EnvelopeReader {

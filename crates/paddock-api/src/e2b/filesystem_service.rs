@@ -116,50 +116,21 @@ async fn watch_dir(
         Ok::<_, ConnectError>(e2b.watch_dir(target, &path, r.recursive).await?)
     }
     .await;
-    let mut changes = match opened {
+    let changes = match opened {
         Ok(c) => c,
         Err(e) => return connect::stream_error(e),
     };
-    let keepalive = connect::keepalive(headers);
-    let deadline = connect::timeout(headers);
-    let frames = super::process_service::async_stream(move |tx| async move {
-        let far = std::time::Duration::from_secs(86_400 * 365);
-        let until = tokio::time::Instant::now() + deadline.unwrap_or(far);
-        let mut ping = tokio::time::interval(keepalive.unwrap_or(far));
-        ping.tick().await;
-        if tx
-            .send(connect::envelope(0, &json!({ "start": {} })))
-            .await
-            .is_err()
-        {
-            return;
-        }
-        loop {
-            tokio::select! {
-                change = changes.recv() => {
-                    let Some(change) = change else {
-                        let e = ConnectError::new("unavailable", "the watch ended (the sandbox was paused or killed)");
-                        let _ = tx.send(connect::end_of_stream(Some(&e))).await;
-                        return;
-                    };
-                    let msg = json!({ "filesystem": change_json(&change) });
-                    if tx.send(connect::envelope(0, &msg)).await.is_err() {
-                        return;
-                    }
-                }
-                _ = ping.tick(), if keepalive.is_some() => {
-                    if tx.send(connect::envelope(0, &json!({ "keepalive": {} }))).await.is_err() {
-                        return;
-                    }
-                }
-                _ = tokio::time::sleep_until(until), if deadline.is_some() => {
-                    let _ = tx.send(connect::end_of_stream(None)).await;
-                    return;
-                }
-            }
-        }
-    });
-    connect::stream_response(frames)
+    connect::server_stream(
+        changes,
+        headers,
+        connect::ServerStream {
+            opening: Some(json!({ "start": {} })),
+            message: |change| (json!({ "filesystem": change_json(change) }), false),
+            keepalive: json!({ "keepalive": {} }),
+            cut_short: "the watch ended (the sandbox was paused or killed)",
+            deadline_error: None,
+        },
+    )
 }
 
 async fn unary_call(

@@ -3,7 +3,6 @@
 //! keepalives and deadline the client asked for.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -128,65 +127,25 @@ fn event_json(ev: &ProcessEvent) -> Value {
     }
 }
 
-/// A server stream of a process's events, each as `{"event": …}`, with
-/// keepalives, ended by the process's end or the client's deadline.
-fn event_stream(
-    mut events: ProcessStream,
-    keepalive: Option<Duration>,
-    deadline: Option<Duration>,
-) -> Response {
-    let frames = async_stream(move |tx| async move {
-        let far = Duration::from_secs(86_400 * 365);
-        let until = tokio::time::Instant::now() + deadline.unwrap_or(far);
-        let mut ping = tokio::time::interval(keepalive.unwrap_or(far));
-        ping.tick().await;
-        loop {
-            tokio::select! {
-                ev = events.recv() => match ev {
-                    Some(ev) => {
-                        let end = matches!(ev, ProcessEvent::End(_));
-                        let msg = json!({ "event": event_json(&ev) });
-                        if tx.send(connect::envelope(0, &msg)).await.is_err() {
-                            return;
-                        }
-                        if end {
-                            let _ = tx.send(connect::end_of_stream(None)).await;
-                            return;
-                        }
-                    }
-                    None => {
-                        let e = ConnectError::new("unavailable", "the process's stream ended before it did (the sandbox was paused or killed)");
-                        let _ = tx.send(connect::end_of_stream(Some(&e))).await;
-                        return;
-                    }
-                },
-                _ = ping.tick(), if keepalive.is_some() => {
-                    let msg = json!({ "event": { "keepalive": {} } });
-                    if tx.send(connect::envelope(0, &msg)).await.is_err() {
-                        return;
-                    }
-                }
-                _ = tokio::time::sleep_until(until), if deadline.is_some() => {
-                    let e = ConnectError::new("deadline_exceeded", "the stream's deadline passed; the process goes on");
-                    let _ = tx.send(connect::end_of_stream(Some(&e))).await;
-                    return;
-                }
-            }
-        }
-    });
-    connect::stream_response(frames)
-}
-
-/// A stream fed by a task through a channel: the task ends when the
-/// client goes away (its sends fail).
-pub(super) fn async_stream<F, Fut>(task: F) -> impl futures::Stream<Item = Bytes> + Send + 'static
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<Bytes>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(32);
-    tokio::spawn(task(tx));
-    tokio_stream::wrappers::ReceiverStream::new(rx)
+/// A server stream of a process's events, each as `{"event": …}`, ended
+/// by the process's end; the client's deadline ends the stream, not the
+/// process.
+fn event_stream(events: ProcessStream, headers: &HeaderMap) -> Response {
+    connect::server_stream(
+        events,
+        headers,
+        connect::ServerStream {
+            opening: None,
+            message: |ev| {
+                let last = matches!(ev, ProcessEvent::End(_));
+                (json!({ "event": event_json(ev) }), last)
+            },
+            keepalive: json!({ "event": { "keepalive": {} } }),
+            cut_short:
+                "the process's stream ended before it did (the sandbox was paused or killed)",
+            deadline_error: Some("the stream's deadline passed; the process goes on"),
+        },
+    )
 }
 
 /// Serves one call of the process service.
@@ -237,11 +196,7 @@ pub async fn call(
                         Some(pid) => prepend_start(pid, stream),
                         None => stream,
                     };
-                    event_stream(
-                        stream,
-                        connect::keepalive(headers),
-                        connect::timeout(headers),
-                    )
+                    event_stream(stream, headers)
                 }
                 Err(e) => connect::stream_error(e),
             }

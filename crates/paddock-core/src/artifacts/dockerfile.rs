@@ -1,8 +1,9 @@
 //! Inline Dockerfiles: the instructions paddock builds (`FROM`, `RUN`,
 //! `ENV`, `WORKDIR`, `USER`, `ARG`, `LABEL`, `CMD`, `ENTRYPOINT`, and
 //! `COPY` from a heredoc or from the files sent with the build). Any other
-//! instruction is an error naming its line. Written by hand: the grammar is a dozen rules, and the crates for
-//! it parse far more than paddock can build.
+//! instruction is an error naming its line. Written by hand: the grammar
+//! is a dozen rules, and the crates for it parse far more than paddock can
+//! build.
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Instruction {

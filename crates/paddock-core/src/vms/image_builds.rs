@@ -112,21 +112,20 @@ struct State {
 }
 
 impl State {
-    fn advance(&mut self, step: &Step, context: &BuildContext) {
+    /// Chains `step` into the cache key; `copied` are the files a `COPY`
+    /// from the context takes, whose content is part of the step.
+    fn advance(&mut self, step: &Step, copied: Option<&[crate::images::LayerFile]>) {
         let mut h = Sha256::new();
         h.update(self.key.as_bytes());
         h.update(b"\n");
         h.update(step.text.as_bytes());
-        match &step.instruction {
-            Instruction::Copy { content, .. } => h.update(content.as_bytes()),
-            Instruction::CopyContext { src, dest, mode } => {
-                for f in context_files(context, src, dest, *mode) {
-                    h.update(f.path.as_bytes());
-                    h.update(f.mode.to_be_bytes());
-                    h.update(Sha256::digest(&f.content));
-                }
-            }
-            _ => {}
+        if let Instruction::Copy { content, .. } = &step.instruction {
+            h.update(content.as_bytes());
+        }
+        for f in copied.unwrap_or_default() {
+            h.update(f.path.as_bytes());
+            h.update(f.mode.to_be_bytes());
+            h.update(Sha256::digest(&f.content));
         }
         for (k, v) in &self.args {
             h.update(format!("\n{k}={v}").as_bytes());
@@ -179,7 +178,22 @@ impl Vms {
         };
         let total = steps.len();
         for (i, step) in steps.iter().enumerate() {
-            st.advance(step, &request.context);
+            // A COPY's files are found once: they are its cache key's
+            // content and its layer.
+            let mut copied = match &step.instruction {
+                Instruction::CopyContext { src, dest, mode } => {
+                    let vars = st.vars();
+                    let sub = |s: &str| dockerfile::substitute(s, &vars);
+                    Some(context_files(
+                        &request.context,
+                        &sub(src),
+                        &sub(dest),
+                        *mode,
+                    ))
+                }
+                _ => None,
+            };
+            st.advance(step, copied.as_deref());
             let produces_layer = matches!(
                 step.instruction,
                 Instruction::Run(_) | Instruction::Copy { .. } | Instruction::CopyContext { .. }
@@ -274,8 +288,8 @@ impl Vms {
                     st.layers.push(layer.info);
                     st.diff_ids.push(layer.diff_id);
                 }
-                Instruction::CopyContext { src, dest, mode } => {
-                    let files = context_files(&request.context, &sub(src), &sub(dest), *mode);
+                Instruction::CopyContext { src, .. } => {
+                    let files = copied.take().unwrap_or_default();
                     if files.is_empty() {
                         return Err(CoreError::invalid(
                             "dockerfile",
