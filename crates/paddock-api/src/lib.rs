@@ -34,6 +34,8 @@ pub struct AppState {
     pub gateway: Arc<paddock_gateway::Gateway>,
     /// The E2B-compatible product (`/e2b/…`).
     pub e2b: Arc<paddock_e2b::E2b>,
+    /// Browser sessions of the VM API (`/v1/browser/…`).
+    pub browser: Arc<paddock_tools::Browser>,
     pub metrics: MetricsHandle,
     /// Facts `/readyz` reports about the host runtime.
     pub runtime_info: serde_json::Value,

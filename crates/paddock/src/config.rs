@@ -70,6 +70,35 @@ pub struct Config {
     pub webhooks: WebhooksSection,
     #[serde(default)]
     pub e2b: E2bSection,
+    #[serde(default)]
+    pub browser: BrowserSection,
+}
+
+/// `[browser]`: browser sessions of the VM API (`/v1/browser/…`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrowserSection {
+    /// Chromium's binary as a sandbox sees it (the default variant sees
+    /// the host's `/usr`: Debian's `chromium` package, `scripts/deps.sh`).
+    pub chromium: String,
+    /// Memory of a session's sandbox, in MiB.
+    pub memory_mb: u32,
+    /// A session nobody used for this long ends.
+    pub idle_timeout_seconds: u64,
+    /// The most sessions one account may hold at once.
+    pub max_sessions_per_account: usize,
+}
+
+impl Default for BrowserSection {
+    fn default() -> Self {
+        let d = paddock_tools::BrowserConfig::default();
+        Self {
+            chromium: d.chromium,
+            memory_mb: d.memory_mb,
+            idle_timeout_seconds: d.idle_timeout.as_secs(),
+            max_sessions_per_account: d.max_sessions_per_account,
+        }
+    }
 }
 
 /// `[e2b]`: how sandboxes made through the E2B-compatible API (`/e2b`)
@@ -726,6 +755,7 @@ impl Default for Config {
             network: NetworkSection::default(),
             gateway: GatewaySection::default(),
             e2b: E2bSection::default(),
+            browser: BrowserSection::default(),
             ssh: SshSection::default(),
             shares: SharesSection::default(),
             providers: ProvidersSection::default(),

@@ -313,6 +313,24 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         },
     ));
     tokio::spawn(Arc::clone(&e2b).run_janitor(paddock_core::service::Shutdown(e2b_stop)));
+    // A page's requests to share hosts go to the share proxy on loopback
+    // when it listens on every address.
+    let mut share_proxy = config.shares.listen;
+    share_proxy.set_port(share_port);
+    if share_proxy.ip().is_unspecified() {
+        share_proxy.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let browser = Arc::new(paddock_tools::Browser::new(
+        Arc::clone(&service),
+        paddock_tools::BrowserConfig {
+            chromium: config.browser.chromium.clone(),
+            memory_mb: config.browser.memory_mb,
+            idle_timeout: std::time::Duration::from_secs(config.browser.idle_timeout_seconds),
+            max_sessions_per_account: config.browser.max_sessions_per_account,
+            share_domain: Some(config.shares.domain.clone()),
+            share_proxy: Some(share_proxy),
+        },
+    ));
     let state = AppState {
         share_urls: paddock_api::vms::shares::ShareUrls {
             scheme: config.shares.url_scheme.clone(),
@@ -327,6 +345,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             certs_dir: config.shares.certs_dir.clone(),
         },
         e2b,
+        browser,
         definitions,
         gateway,
         service,

@@ -5,6 +5,7 @@
 
 pub(crate) mod api_keys;
 pub(crate) mod audit;
+pub(crate) mod browser;
 pub(crate) mod bulk_delete;
 pub mod domains;
 pub mod dto;
@@ -290,6 +291,30 @@ pub(crate) fn router(
             "/v1/vms/{vm_id}/volumes/{volume_id}",
             axum::routing::delete(volumes::unmount),
         )
+        .route(
+            "/v1/browser/sessions/",
+            post(browser::create_session).get(browser::list_sessions),
+        )
+        .route(
+            "/v1/browser/sessions",
+            post(browser::create_session).get(browser::list_sessions),
+        )
+        .route(
+            "/v1/browser/sessions/{session_id}",
+            get(browser::get_session).delete(browser::close_session),
+        )
+        .route("/v1/browser/interactions/navigate", post(browser::navigate))
+        .route("/v1/browser/interactions/click", post(browser::click))
+        .route("/v1/browser/interactions/type", post(browser::type_text))
+        .route("/v1/browser/interactions/fill", post(browser::fill))
+        .route("/v1/browser/interactions/scroll", post(browser::scroll))
+        .route("/v1/browser/interactions/wait", post(browser::wait))
+        .route(
+            "/v1/browser/interactions/screenshot",
+            post(browser::screenshot),
+        )
+        .route("/v1/browser/interactions/extract", post(browser::extract))
+        .route("/v1/browser/interactions/content", post(browser::content))
         .route("/v1/images", post(images::pull).get(images::list))
         .route("/v1/images/pulls/{pull_id}", get(images::pull_status))
         .route("/v1/images/build", post(images::build))

@@ -86,6 +86,24 @@ impl Vms {
         })
     }
 
+    /// Runs `request` in the background in VM `id` of `account`, as a job
+    /// of its sandbox where the provider has jobs (it outlives this server),
+    /// recorded as an execution that [`Vms::get_execution`] reads. Its run
+    /// is no use of the sandbox: a product that keeps a daemon in a VM (a
+    /// browser) decides itself when the VM is idle.
+    pub async fn start_background(
+        self: &Arc<Self>,
+        account: &AccountId,
+        id: &crate::ids::VmId,
+        request: ExecRequest,
+    ) -> Result<Execution, CoreError> {
+        let vm = self.running_vm(account, id).await?;
+        Ok(self
+            .start_job_recorded(account, &vm, request)
+            .await?
+            .execution)
+    }
+
     /// Records the job behind `record` from these offsets of its output
     /// (what the record already holds) to its end.
     fn follow_job(
