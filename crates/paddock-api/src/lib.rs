@@ -36,6 +36,8 @@ pub struct AppState {
     pub e2b: Arc<paddock_e2b::E2b>,
     /// Browser sessions of the VM API (`/v1/browser/…`).
     pub browser: Arc<paddock_tools::Browser>,
+    /// Tapes of the VM API (`/v1/tapes…`).
+    pub tapes: Arc<paddock_tools::Tapes>,
     pub metrics: MetricsHandle,
     /// Facts `/readyz` reports about the host runtime.
     pub runtime_info: serde_json::Value,

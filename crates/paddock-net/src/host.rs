@@ -551,6 +551,18 @@ impl PoolState {
 impl NetworkBackend for HostNetwork {
     /// What the host end of the VM's veth received: every byte the VM
     /// sent, wherever it went.
+    fn watch_egress(
+        &self,
+        network: &VmNetwork,
+        content: bool,
+    ) -> Result<tokio::sync::mpsc::Receiver<paddock_core::network_backend::EgressFlow>, RuntimeError>
+    {
+        let port = crate::link::port_name(network.address);
+        crate::flows::watch(&port, network.address, network.gateway, content).map_err(|e| {
+            RuntimeError::Unsupported(format!("the VM's veth {port} cannot be watched: {e}"))
+        })
+    }
+
     fn egress_bytes(&self, network: &VmNetwork) -> Option<u64> {
         let port = crate::link::port_name(network.address);
         std::fs::read_to_string(format!("/sys/class/net/{port}/statistics/rx_bytes"))

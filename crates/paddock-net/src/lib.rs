@@ -7,6 +7,7 @@
 //! served on the gateway too ([`intercept`]).
 
 pub mod dns;
+pub mod flows;
 pub mod guard;
 mod host;
 pub mod intercept;
@@ -15,6 +16,7 @@ pub mod netns;
 pub mod nft;
 pub mod rfc2136;
 pub mod segment;
+mod sys;
 
 pub use host::{HostNetwork, NetworkConfig};
 pub use segment::BRIDGE_PORTS;

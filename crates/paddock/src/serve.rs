@@ -210,6 +210,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let e2b_stop = stop_rx.clone();
+    let tapes_stop = stop_rx.clone();
     let sweeper = tokio::spawn(
         Arc::clone(service.vms()).run_sweeper(paddock_core::service::Shutdown(stop_rx.clone())),
     );
@@ -331,6 +332,12 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             share_proxy: Some(share_proxy),
         },
     ));
+    let tapes = paddock_tools::Tapes::new(Arc::clone(&service), config.data_dir.join("tapes"));
+    tapes
+        .recover()
+        .await
+        .context("recover the tapes that were recording")?;
+    tokio::spawn(Arc::clone(&tapes).run_retention(paddock_core::service::Shutdown(tapes_stop)));
     let state = AppState {
         share_urls: paddock_api::vms::shares::ShareUrls {
             scheme: config.shares.url_scheme.clone(),
@@ -346,6 +353,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         },
         e2b,
         browser,
+        tapes,
         definitions,
         gateway,
         service,

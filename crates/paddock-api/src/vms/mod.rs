@@ -22,6 +22,7 @@ pub(crate) mod sessions;
 pub mod shares;
 pub(crate) mod snapshots;
 pub(crate) mod ssh_keys;
+pub(crate) mod tapes;
 pub(crate) mod usage;
 pub(crate) mod users;
 pub(crate) mod vault_services;
@@ -315,6 +316,18 @@ pub(crate) fn router(
         )
         .route("/v1/browser/interactions/extract", post(browser::extract))
         .route("/v1/browser/interactions/content", post(browser::content))
+        .route("/v1/sessions/{session_id}/tape/start", post(tapes::start))
+        .route("/v1/tapes", get(tapes::list))
+        .route("/v1/tapes/{tape_id}", get(tapes::get).delete(tapes::delete))
+        .route("/v1/tapes/{tape_id}/stop", post(tapes::stop))
+        .route(
+            "/v1/tapes/{tape_id}/events",
+            get(tapes::events).post(tapes::append),
+        )
+        .route("/v1/tapes/{tape_id}/lanes", get(tapes::lanes))
+        .route("/v1/tapes/{tape_id}/diff", get(tapes::diff))
+        .route("/v1/tapes/{tape_id}/branch", post(tapes::branch))
+        .route("/v1/tapes/{tape_id}/export", get(tapes::export))
         .route("/v1/images", post(images::pull).get(images::list))
         .route("/v1/images/pulls/{pull_id}", get(images::pull_status))
         .route("/v1/images/build", post(images::build))

@@ -26,6 +26,29 @@ pub struct VmNetwork {
     pub netns: PathBuf,
 }
 
+/// One connection a VM made, as its packets showed it: where to, how many
+/// bytes each way, and (when asked for) the first bytes it carried.
+#[derive(Debug, Clone)]
+pub struct EgressFlow {
+    /// `tcp` or `udp`.
+    pub protocol: &'static str,
+    pub remote: std::net::SocketAddrV4,
+    /// The name the VM looked up for the remote address, when it did.
+    pub host: Option<String>,
+    pub local_port: u16,
+    /// Payload bytes the VM sent, and received.
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    /// The far end answered (for TCP, its SYN-ACK): a connection the
+    /// egress policy refused never is.
+    pub established: bool,
+    pub started_at: crate::clock::Timestamp,
+    pub duration: std::time::Duration,
+    /// The first bytes each way, when content is recorded.
+    pub content_out: Option<bytes::Bytes>,
+    pub content_in: Option<bytes::Bytes>,
+}
+
 /// A live VM's network and the policy in force on it, for reconciling.
 #[derive(Debug, Clone)]
 pub struct LiveNetwork {
@@ -51,6 +74,20 @@ pub trait NetworkBackend: Send + Sync + 'static {
     /// attached; `None` where the backend cannot say.
     fn egress_bytes(&self, _network: &VmNetwork) -> Option<u64> {
         None
+    }
+
+    /// The VM's connections from now on, each told when it ends (or when
+    /// the receiver is dropped, those still open); with `content`, the
+    /// first bytes each carried. Unsupported where the backend sees no
+    /// packets.
+    fn watch_egress(
+        &self,
+        _network: &VmNetwork,
+        _content: bool,
+    ) -> Result<tokio::sync::mpsc::Receiver<EgressFlow>, RuntimeError> {
+        Err(RuntimeError::Unsupported(
+            "this network backend does not see a VM's connections".into(),
+        ))
     }
 
     /// Takes a prepared namespace for `vm` and puts `policy` in force on

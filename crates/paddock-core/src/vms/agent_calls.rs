@@ -106,8 +106,13 @@ impl Vms {
         request.check()?;
         let (vm, provider) = self.agent_vm(account, id).await?;
         self.activity.touch(&vm.id);
+        let watch = self.exec_watch(&vm.id, &request);
         let started = provider.channel().exec(&vm.id, request).await;
-        self.agent_result(&vm, started).await
+        let stream = self.agent_result(&vm, started).await?;
+        Ok(match watch {
+            Some(watch) => self.observed_exec(&vm.id, watch, stream),
+            None => stream,
+        })
     }
 
     /// When the provider says a sandbox is gone, record it.
@@ -195,7 +200,11 @@ impl Vms {
         let (vm, provider) = self.agent_vm(account, id).await?;
         self.activity.touch(&vm.id);
         let read = provider.channel().read_file(&vm.id, path).await;
-        self.agent_result(&vm, read).await
+        let content = self.agent_result(&vm, read).await?;
+        if let FileContent::File { size, .. } = &content {
+            self.observe_transfer(&vm.id, path.as_str(), false, *size);
+        }
+        Ok(content)
     }
 
     pub async fn write_file(
@@ -212,7 +221,9 @@ impl Vms {
             .channel()
             .write_file(&vm.id, path, mode, body)
             .await;
-        self.agent_result(&vm, written).await
+        let written = self.agent_result(&vm, written).await?;
+        self.observe_transfer(&vm.id, path.as_str(), true, written);
+        Ok(written)
     }
 
     /// Looks at or changes one path in the VM; the entry it names
@@ -349,7 +360,8 @@ impl Vms {
         let (vm, provider) = self.agent_vm(account, id).await?;
         self.activity.touch(&vm.id);
         let attached = provider.channel().pty_attach(&vm.id, pty).await;
-        self.agent_result(&vm, attached).await
+        let connection = self.agent_result(&vm, attached).await?;
+        Ok(self.observed_pty(&vm.id, pty, connection))
     }
 }
 

@@ -90,6 +90,8 @@ pub struct Vms {
     /// Sandboxes booted ahead of demand.
     pub(crate) warm_pool: crate::warm_pool::WarmPool,
     pub(crate) parts: VmParts,
+    /// Products that watch VMs' activity.
+    pub(crate) observers: super::observers::Observers,
 }
 
 /// The host-side ports the VMs run on.
@@ -139,6 +141,7 @@ impl Vms {
             stuck_agents: Default::default(),
             warm_pool: Default::default(),
             parts,
+            observers: Default::default(),
         })
     }
 

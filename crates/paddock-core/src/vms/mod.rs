@@ -15,7 +15,8 @@
 //! memory's, its vault CA's); vault_services.rs the interception of a
 //! VM's vault services;
 //! image_builds.rs Dockerfile builds, whose steps run in sandboxes;
-//! metering.rs usage sampling.
+//! metering.rs usage sampling; observers.rs what products that watch
+//! VMs' activity (tapes) are told.
 mod activity;
 mod agent_calls;
 pub mod bulk_delete;
@@ -27,6 +28,7 @@ pub mod launched;
 pub mod lifecycle;
 pub mod metering;
 pub mod network;
+pub mod observers;
 mod prewarm;
 pub(crate) mod sealed_keys;
 mod sessions;

@@ -26,6 +26,21 @@ impl Vms {
         Ok(self.network.connect_inside(&network, ip, port).await?)
     }
 
+    /// The connections running VM `id` makes from now on (see
+    /// [`NetworkBackend::watch_egress`](crate::network_backend::NetworkBackend::watch_egress)).
+    pub async fn watch_egress(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+        content: bool,
+    ) -> Result<tokio::sync::mpsc::Receiver<crate::network_backend::EgressFlow>, CoreError> {
+        let vm = self.running_vm(account, id).await?;
+        let network = vm.network.ok_or_else(|| {
+            CoreError::FailedPrecondition("the VM has no network to watch".into())
+        })?;
+        Ok(self.network.watch_egress(&network, content)?)
+    }
+
     /// The policy in force on `vm`: its own, or the server's default.
     pub fn effective_egress(&self, vm: &Vm) -> EgressPolicy {
         vm.options

@@ -137,6 +137,39 @@ impl Vms {
         }
     }
 
+    /// Runs `read` over what running VM `id` changed in its filesystem (the
+    /// trees of its writable layer), held still while it reads (the
+    /// sandbox frozen), then lets the VM go on. A product's checkpoint of
+    /// a VM (a tape's) reads only what changed this way, as a snapshot
+    /// packs it.
+    pub async fn read_changes<T>(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+        read: impl AsyncFnOnce(&[ChangedTree]) -> T,
+    ) -> Result<T, CoreError> {
+        let vm = self.get_vm(account, id).await?;
+        if vm.status != VmStatus::Running {
+            return Err(CoreError::FailedPrecondition(format!(
+                "the VM is {}",
+                vm.status.as_str()
+            )));
+        }
+        let _guard = self.lock_vm(id).await;
+        let provider = self.provider_of(&vm)?;
+        let changes = provider.hold_changes(&vm).await?;
+        if changes.is_empty() {
+            return Err(CoreError::FailedPrecondition(
+                "the VM has no writable layer its provider lets the server read".into(),
+            ));
+        }
+        let out = read(&changes).await;
+        if let Err(e) = provider.release_changes(&vm).await {
+            tracing::error!(vm_id = %vm.id, error = %error_chain(&e), "could not release a VM's changes after reading them");
+        }
+        Ok(out)
+    }
+
     /// Snapshots a running or suspended VM.
     pub async fn snapshot_vm(
         &self,
