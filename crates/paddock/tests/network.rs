@@ -464,3 +464,84 @@ async fn vms_past_one_bridge_go_on_in_segments_with_the_same_rules() {
         );
     }
 }
+
+/// A tape records the connections its VM makes, seen on the VM's veth:
+/// where they went (the name the VM looked up), the bytes each way and,
+/// with `record_egress_content`, what they carried; a connection the
+/// policy refused is recorded as never established.
+#[tokio::test]
+async fn a_tape_records_the_vms_connections() {
+    use base64::Engine;
+    let net = Internet::start();
+    let server = server_for(&net);
+    let c = server.client();
+    let vm = c.create_vm(json!({})).await;
+    let (vm_id, session) = (
+        vm["vm_id"].as_str().expect("vm id"),
+        vm["session_id"].as_str().expect("session"),
+    );
+    let r = c
+        .post(
+            &format!("/v1/sessions/{session}/tape/start"),
+            json!({"record_egress_content": true, "record_fs": false}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let tape = r.body["id"].as_str().expect("tape id").to_owned();
+
+    assert!(fetch(&c, vm_id, "http://web.allowed.test/")
+        .await
+        .contains(GREETING));
+    let r = c
+        .patch(
+            &format!("/v1/vms/{vm_id}"),
+            json!({"egress_policy": {"default": "deny"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        connect(&c, vm_id, &net.other.to_string(), 80).await.0,
+        "refused"
+    );
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let flows = loop {
+        let r = c.get(&format!("/v1/tapes/{tape}/events?kind=egress")).await;
+        let flows = r.body.as_array().cloned().unwrap_or_default();
+        if flows.len() >= 2 || std::time::Instant::now() > deadline {
+            break flows;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let web = flows
+        .iter()
+        .map(|f| &f["payload"])
+        .find(|p| p["ip"] == net.web.to_string())
+        .unwrap_or_else(|| panic!("no flow to the web server: {flows:?}"));
+    assert_eq!(web["host"], "web.allowed.test", "{web}");
+    assert_eq!(
+        (web["port"].as_u64(), web["protocol"].as_str()),
+        (Some(80), Some("tcp"))
+    );
+    assert_eq!(web["established"], true);
+    assert!(web["bytes_out"].as_u64() > Some(20) && web["bytes_in"].as_u64() > Some(20));
+    let sent = base64::engine::general_purpose::STANDARD
+        .decode(web["content_out_b64"].as_str().expect("content"))
+        .expect("base64");
+    assert!(
+        sent.starts_with(b"GET / HTTP/1.1"),
+        "{}",
+        String::from_utf8_lossy(&sent)
+    );
+    let got = base64::engine::general_purpose::STANDARD
+        .decode(web["content_in_b64"].as_str().expect("content"))
+        .expect("base64");
+    assert!(String::from_utf8_lossy(&got).contains(GREETING));
+    let refused = flows
+        .iter()
+        .map(|f| &f["payload"])
+        .find(|p| p["ip"] == net.other.to_string())
+        .unwrap_or_else(|| panic!("no refused flow: {flows:?}"));
+    assert_eq!(refused["established"], false);
+    assert_eq!(refused["bytes_in"], 0);
+}

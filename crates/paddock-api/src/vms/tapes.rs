@@ -141,7 +141,7 @@ fn fifty() -> u32 {
 pub struct TapeListQuery {
     pub session_id: Option<String>,
     pub vm_id: Option<String>,
-    /// `recording` or `stopped`.
+    /// `recording` or `stopped` (`failed` and `expired` match none).
     pub status: Option<String>,
     /// 1 to 500, default 50.
     #[serde(default = "fifty")]
@@ -157,12 +157,16 @@ pub(crate) async fn list(
     Caller(account): Caller,
     ValidQuery(q): ValidQuery<TapeListQuery>,
 ) -> Result<Json<Vec<TapeResponse>>, ApiError> {
-    let status = q
-        .status
-        .as_deref()
-        .map(TapeStatus::parse)
-        .transpose()
-        .map_err(ApiError::in_query)?;
+    let status = match q.status.as_deref() {
+        // The CLI's filter also names statuses no tape here has: a tape
+        // whose retention ended is deleted, and a recording that cannot
+        // go on stops.
+        Some("failed" | "expired") => return Ok(Json(Vec::new())),
+        other => other
+            .map(TapeStatus::parse)
+            .transpose()
+            .map_err(ApiError::in_query)?,
+    };
     let query = TapeQuery {
         session_id: q.session_id,
         vm_id: q.vm_id,
@@ -415,7 +419,9 @@ fn live() -> String {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct BranchRequest {
     pub at_step: u64,
-    /// `live`: a running VM.
+    /// `live`: a running VM whose files are the tape's at the step;
+    /// `replay`: a VM from the image in which the tape's commands up to
+    /// the step run again.
     #[serde(default = "live")]
     pub mode: String,
 }
@@ -437,6 +443,7 @@ pub struct BranchResponse {
     /// The branch's VM status (`active`).
     pub status: String,
     pub mode: String,
+    /// Files restored (`live`), or commands run again (`replay`).
     pub files_restored: u64,
     /// Paths that could not be restored (at most 50 named).
     pub skipped: Vec<SkippedPath>,

@@ -202,7 +202,8 @@ impl Vms {
         let read = provider.channel().read_file(&vm.id, path).await;
         let content = self.agent_result(&vm, read).await?;
         if let FileContent::File { size, .. } = &content {
-            self.observe_transfer(&vm.id, path.as_str(), false, *size);
+            self.observe_transfer(&vm.id, path.as_str(), false, *size)
+                .await;
         }
         Ok(content)
     }
@@ -222,7 +223,8 @@ impl Vms {
             .write_file(&vm.id, path, mode, body)
             .await;
         let written = self.agent_result(&vm, written).await?;
-        self.observe_transfer(&vm.id, path.as_str(), true, written);
+        self.observe_transfer(&vm.id, path.as_str(), true, written)
+            .await;
         Ok(written)
     }
 

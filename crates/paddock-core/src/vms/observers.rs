@@ -58,9 +58,19 @@ pub trait ActivityObserver: Send + Sync {
     /// Whether it watches `vm` now; asked on every call, so cheap.
     fn observes(&self, vm: &VmId) -> bool;
     /// Told each thing that happens in a VM it watches, in order per
-    /// command and per terminal; must not block.
-    fn observe(&self, vm: &VmId, activity: Activity);
+    /// command and per terminal; must not block. For the end of a step
+    /// (a command's end, an upload) it may answer a receiver: the caller
+    /// sees the step end only once it fires (or after [`SETTLE_MAX`]), so
+    /// what the observer reads of the VM then (its files) is what the
+    /// step left, before the caller's next step runs.
+    fn observe(&self, vm: &VmId, activity: Activity) -> Option<Settled>;
 }
+
+/// Fires when an observer is done with the end of a step.
+pub type Settled = tokio::sync::oneshot::Receiver<()>;
+
+/// The longest a step's end waits for its observers.
+pub const SETTLE_MAX: Duration = Duration::from_secs(30);
 
 /// Who watches a command that is about to start, and what it runs.
 pub(crate) struct ExecWatch {
@@ -88,12 +98,27 @@ impl Observers {
     }
 }
 
-fn tell(observers: &[Arc<dyn ActivityObserver>], vm: &VmId, activity: Activity) {
+/// Tells `activity` to each observer; those that want the caller to wait.
+fn tell(observers: &[Arc<dyn ActivityObserver>], vm: &VmId, activity: Activity) -> Vec<Settled> {
+    let mut waits = Vec::new();
     if let Some((last, rest)) = observers.split_last() {
         for o in rest {
-            o.observe(vm, activity.clone());
+            waits.extend(o.observe(vm, activity.clone()));
         }
-        last.observe(vm, activity);
+        waits.extend(last.observe(vm, activity));
+    }
+    waits
+}
+
+/// Waits until every observer is done with a step's end, at most
+/// [`SETTLE_MAX`] in all.
+async fn settle(waits: Vec<Settled>) {
+    if waits.is_empty() {
+        return;
+    }
+    let all = futures::future::join_all(waits);
+    if tokio::time::timeout(SETTLE_MAX, all).await.is_err() {
+        tracing::warn!("an observer took over {SETTLE_MAX:?} with a step's end; going on");
     }
 }
 
@@ -135,7 +160,7 @@ impl Vms {
             .observers
             .next_exec
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tell(&observers, vm, Activity::ExecStarted { exec, argv, cwd });
+        let _ = tell(&observers, vm, Activity::ExecStarted { exec, argv, cwd });
         let (tx, rx) = mpsc::channel(64);
         let vm = vm.clone();
         let started = Instant::now();
@@ -174,13 +199,15 @@ impl Vms {
                         }
                     }
                 };
-                tell(&observers, &vm, activity);
+                // The end reaches the caller once the observers are done
+                // with it.
+                settle(tell(&observers, &vm, activity)).await;
                 if tx.send(event).await.is_err() {
                     break;
                 }
             }
             if !ended {
-                tell(
+                let _ = tell(
                     &observers,
                     &vm,
                     Activity::ExecEnded {
@@ -196,10 +223,11 @@ impl Vms {
         rx
     }
 
-    /// A file transfer, told to the VM's observers.
-    pub(crate) fn observe_transfer(&self, vm: &VmId, path: &str, upload: bool, bytes: u64) {
+    /// A file transfer, told to the VM's observers; returns once they are
+    /// done with it.
+    pub(crate) async fn observe_transfer(&self, vm: &VmId, path: &str, upload: bool, bytes: u64) {
         if let Some(observers) = self.observers.of(vm) {
-            tell(
+            let waits = tell(
                 &observers,
                 vm,
                 Activity::FileTransfer {
@@ -208,6 +236,7 @@ impl Vms {
                     bytes,
                 },
             );
+            settle(waits).await;
         }
     }
 
@@ -232,7 +261,7 @@ impl Vms {
         tokio::spawn(async move {
             while let Some(message) = typed.recv().await {
                 if let PtyInput::Data(data) = &message {
-                    tell(
+                    let _ = tell(
                         &observers_in,
                         &vm_in,
                         Activity::PtyInput {
@@ -250,7 +279,7 @@ impl Vms {
         tokio::spawn(async move {
             while let Some(message) = from_pty.recv().await {
                 if let PtyOutput::Data(data) = &message {
-                    tell(
+                    let _ = tell(
                         &observers,
                         &vm,
                         Activity::PtyOutput {

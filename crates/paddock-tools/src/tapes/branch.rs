@@ -1,8 +1,9 @@
-//! Branching a tape: a new VM of the taped VM's image and shape whose
-//! files are the tape's at a step. The VM starts from the image, then the
-//! writable layer as the tape held it at that step is laid over it
-//! through the agent: removals, directories and links by one script,
-//! files written one by one, then modes and owners.
+//! Branching a tape: a new VM of the taped VM's image and shape at a step
+//! of the tape. `live`: the VM starts from the image, then the writable
+//! layer as the tape held it at that step is laid over it through the
+//! agent (removals, directories and links by one script, files written
+//! one by one, then modes and owners). `replay`: the tape's commands up
+//! to the step run again in it.
 
 use paddock_core::exec::{ExecRequest, SandboxPath};
 use paddock_core::model::{Metadata, VmOptions, VmSpec, VmStatus};
@@ -23,6 +24,7 @@ const SKIPPED_NAMED: usize = 50;
 #[derive(Debug, Clone)]
 pub struct Branched {
     pub vm: paddock_core::model::Vm,
+    /// Files restored (`live`), or commands that ran again (`replay`).
     pub files_restored: u64,
     /// Paths that could not be restored, with why (at most 50 named).
     pub skipped: Vec<(String, String)>,
@@ -36,12 +38,13 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-pub(super) async fn branch(
+/// A new VM of the taped VM's image and shape, running.
+async fn new_vm_like(
     core: &Service,
     tape: &Tape,
-    store: &CheckpointStore,
     at_step: u64,
-) -> Result<Branched, CoreError> {
+    mode: &str,
+) -> Result<paddock_core::model::Vm, CoreError> {
     let account = &tape.account_id;
     let vms = core.vms();
     let taped = vms
@@ -53,17 +56,10 @@ pub(super) async fn branch(
             ),
             other => other,
         })?;
-    let state = {
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || store.state_at(at_step))
-            .await
-            .map_err(|e| CoreError::Unavailable(e.to_string()))?
-            .map_err(|e| CoreError::Unavailable(format!("the tape's checkpoints: {e}")))?
-    };
     let mut metadata = Metadata::new();
     metadata.insert(
         "paddock.tape".to_owned(),
-        json!({"tape_id": tape.id, "at_step": at_step}),
+        json!({"tape_id": tape.id, "at_step": at_step, "mode": mode}),
     );
     let spec = VmSpec {
         session_id: None,
@@ -88,6 +84,79 @@ pub(super) async fn branch(
             "the branch's VM did not start: {why}"
         )));
     }
+    Ok(vm)
+}
+
+/// `replay`: a new VM from the taped VM's image in which the tape's
+/// commands up to `at_step` run again, in order, as they ran (a command
+/// that fails is named and the replay goes on). Terminals and uploads are
+/// not replayed.
+pub(super) async fn replay(
+    core: &Service,
+    tape: &Tape,
+    commands: Vec<(Vec<String>, Option<String>)>,
+    at_step: u64,
+) -> Result<Branched, CoreError> {
+    let vm = new_vm_like(core, tape, at_step, "replay").await?;
+    let mut skipped = Vec::new();
+    let mut skipped_count = 0u64;
+    let mut replayed = 0u64;
+    for (argv, cwd) in commands {
+        let request = ExecRequest {
+            argv: argv.clone(),
+            env: Vec::new(),
+            cwd,
+            stdin: None,
+            stdin_stream: None,
+            timeout: Some(std::time::Duration::from_secs(600)),
+            started: None,
+            user: None,
+        };
+        let ran = core
+            .vms()
+            .exec_collect(&tape.account_id, &vm.id, request)
+            .await;
+        let failed = match ran {
+            Ok(out) if out.status.code == Some(0) => None,
+            Ok(out) => Some(format!("exit code {:?}", out.status.code)),
+            Err(e) => Some(e.to_string()),
+        };
+        match failed {
+            None => replayed += 1,
+            Some(why) => {
+                skipped_count += 1;
+                if skipped.len() < SKIPPED_NAMED {
+                    skipped.push((argv.join(" "), why));
+                }
+            }
+        }
+    }
+    Ok(Branched {
+        vm,
+        files_restored: replayed,
+        skipped,
+        skipped_count,
+        tape: None,
+    })
+}
+
+/// `live`: a new VM whose files are the tape's at `at_step`.
+pub(super) async fn branch(
+    core: &Service,
+    tape: &Tape,
+    store: &CheckpointStore,
+    at_step: u64,
+) -> Result<Branched, CoreError> {
+    let account = &tape.account_id;
+    let vms = core.vms();
+    let state = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.state_at(at_step))
+            .await
+            .map_err(|e| CoreError::Unavailable(e.to_string()))?
+            .map_err(|e| CoreError::Unavailable(format!("the tape's checkpoints: {e}")))?
+    };
+    let vm = new_vm_like(core, tape, at_step, "live").await?;
     let mut layout = Vec::new();
     let mut owners = Vec::new();
     for (path, entry) in &state {

@@ -587,7 +587,8 @@ impl Tapes {
         .map_err(|e| CoreError::Unavailable(format!("the tape's checkpoints: {e}")))
     }
 
-    /// A new VM whose files are the tape's at `at_step`.
+    /// A new VM at `at_step` of the tape: its files as the tape held them
+    /// (`live`), or the tape's commands run again (`replay`).
     pub async fn branch(
         &self,
         account: &AccountId,
@@ -595,16 +596,36 @@ impl Tapes {
         at_step: u64,
         mode: &str,
     ) -> Result<Branched, CoreError> {
-        if mode != "live" {
-            return Err(CoreError::invalid(
-                "mode",
-                "must be live (a running VM whose files are the tape's at the step)",
-            ));
-        }
         let tape = self.get(account, id).await?;
         Self::check_step(&tape, "at_step", at_step)?;
-        let store = self.fs_store(&tape)?;
-        let mut branched = branch::branch(&self.core, &tape, &store, at_step).await?;
+        let mut branched = match mode {
+            "live" => {
+                let store = self.fs_store(&tape)?;
+                branch::branch(&self.core, &tape, &store, at_step).await?
+            }
+            "replay" => {
+                let commands = self
+                    .all_events(&tape)
+                    .await?
+                    .into_iter()
+                    .filter(|e| e.kind == "exec" && e.step_id <= at_step)
+                    .filter_map(|e| {
+                        let argv: Vec<String> =
+                            serde_json::from_value(e.payload.get("argv")?.clone()).ok()?;
+                        let cwd = e.payload["cwd"].as_str().map(str::to_owned);
+                        (!argv.is_empty()).then_some((argv, cwd))
+                    })
+                    .collect();
+                branch::replay(&self.core, &tape, commands, at_step).await?
+            }
+            _ => {
+                return Err(CoreError::invalid(
+                    "mode",
+                    "must be live (the files as the tape held them at the step) or replay \
+                     (the tape's commands up to the step run again)",
+                ))
+            }
+        };
         // The branch is recorded from where it starts, as its own tape.
         let settings = TapeSettings {
             record_fs: tape.record_fs,

@@ -14,9 +14,9 @@ use paddock_core::clock::Timestamp;
 use paddock_core::ids::{AccountId, VmId};
 use paddock_core::network_backend::EgressFlow;
 use paddock_core::service::Service;
-use paddock_core::vms::observers::{Activity, ActivityObserver};
+use paddock_core::vms::observers::{Activity, ActivityObserver, Settled};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoints::CheckpointStore;
 use super::{next_step, note_stored, record, Checkpoint, Pending, Tape};
@@ -32,9 +32,12 @@ const PTY_QUIET: Duration = Duration::from_millis(250);
 const PTY_BURST_MAX: usize = 16 << 10;
 
 /// A tape being recorded, as the observer holds it.
+/// What happened, and who waits for the step it ends to be recorded.
+type Told = (Activity, Option<oneshot::Sender<()>>);
+
 struct Active {
     tape: String,
-    activity: mpsc::UnboundedSender<Activity>,
+    activity: mpsc::UnboundedSender<Told>,
     done: tokio::task::JoinHandle<()>,
 }
 
@@ -49,10 +52,23 @@ impl ActivityObserver for Recorder {
         self.read().contains_key(vm)
     }
 
-    fn observe(&self, vm: &VmId, activity: Activity) {
-        if let Some(active) = self.read().get(vm) {
-            let _ = active.activity.send(activity);
-        }
+    fn observe(&self, vm: &VmId, activity: Activity) -> Option<Settled> {
+        let all = self.read();
+        let active = all.get(vm)?;
+        // A step's end waits for its event and checkpoint, so the
+        // checkpoint holds what the step left, not what came after.
+        let ends_step = matches!(
+            activity,
+            Activity::ExecEnded { .. } | Activity::FileTransfer { upload: true, .. }
+        );
+        let (done, settled) = if ends_step {
+            let (done, settled) = oneshot::channel();
+            (Some(done), Some(settled))
+        } else {
+            (None, None)
+        };
+        let _ = active.activity.send((activity, done));
+        settled
     }
 }
 
@@ -172,7 +188,7 @@ fn keep(buffer: &mut Vec<u8>, data: &[u8]) {
 }
 
 impl Taping {
-    async fn run(mut self, mut incoming: mpsc::UnboundedReceiver<Activity>) {
+    async fn run(mut self, mut incoming: mpsc::UnboundedReceiver<Told>) {
         let mut tick = tokio::time::interval(PTY_QUIET);
         let mut flows = match self
             .core
@@ -194,8 +210,13 @@ impl Taping {
                 }
             };
             tokio::select! {
-                activity = incoming.recv() => match activity {
-                    Some(activity) => self.take(activity).await,
+                told = incoming.recv() => match told {
+                    Some((activity, done)) => {
+                        self.take(activity).await;
+                        if let Some(done) = done {
+                            let _ = done.send(());
+                        }
+                    }
                     None => break,
                 },
                 flow = flow => match flow {
