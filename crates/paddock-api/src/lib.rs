@@ -38,6 +38,8 @@ pub struct AppState {
     pub browser: Arc<paddock_tools::Browser>,
     /// Tapes of the VM API (`/v1/tapes…`).
     pub tapes: Arc<paddock_tools::Tapes>,
+    /// Devbox templates of the VM API (`/v1/templates…`).
+    pub templates: Arc<paddock_tools::Templates>,
     pub metrics: MetricsHandle,
     /// Facts `/readyz` reports about the host runtime.
     pub runtime_info: serde_json::Value,

@@ -61,6 +61,8 @@ use crate::vms;
         vms::tapes::start, vms::tapes::stop, vms::tapes::get, vms::tapes::list,
         vms::tapes::delete, vms::tapes::events, vms::tapes::append, vms::tapes::lanes,
         vms::tapes::diff, vms::tapes::branch, vms::tapes::export,
+        vms::templates::list, vms::templates::get, vms::templates::publish,
+        vms::templates::delete, vms::templates::run,
     ),
     modifiers(&ApiKeyAuth),
     security(("api_key" = []), ("bearer" = [])),

@@ -34,6 +34,11 @@ pub struct RegistryConfig {
     pub insecure: bool,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// Pulls of this registry's images go to this registry instead (a
+    /// pull-through mirror, `host:port`, itself configured by its own
+    /// entry), with the original registry named in `?ns=` as containerd
+    /// sends it. Pushes still go to the registry itself.
+    pub mirror: Option<String>,
 }
 
 impl std::fmt::Debug for RegistryConfig {
@@ -42,6 +47,7 @@ impl std::fmt::Debug for RegistryConfig {
             .field("insecure", &self.insecure)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("mirror", &self.mirror)
             .finish()
     }
 }
@@ -138,14 +144,24 @@ impl ImageStore {
         reference: &str,
         progress: &PullProgress,
     ) -> Result<PulledImage, ImageError> {
-        let parsed: Reference = reference.parse().map_err(|e: oci_client::ParseError| {
+        let mut parsed: Reference = reference.parse().map_err(|e: oci_client::ParseError| {
             ImageError::InvalidReference {
                 reference: reference.to_owned(),
                 reason: e.to_string(),
             }
         })?;
+        // The registry the reference names decides, mirror or not (as
+        // written, or as it resolves: `docker.io` is `index.docker.io`).
+        self.check_allowed(parsed.registry())
+            .or_else(|_| self.check_allowed(parsed.resolve_registry()))?;
+        let mirror = self
+            .registries
+            .get(parsed.registry())
+            .and_then(|c| c.mirror.clone());
+        if let Some(mirror) = mirror {
+            parsed.set_mirror_registry(mirror);
+        }
         let registry = parsed.resolve_registry().to_owned();
-        self.check_allowed(&registry)?;
         let classify = |e: OciDistributionError| classify(e, &registry, reference);
         let (manifest, manifest_digest, config) = self
             .client
@@ -653,6 +669,7 @@ mod tests {
     #[test]
     fn credentials_are_not_in_debug_output() {
         let c = RegistryConfig {
+            mirror: None,
             insecure: true,
             username: Some("u".into()),
             password: Some("hunter2".into()),

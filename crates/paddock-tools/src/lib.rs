@@ -2,7 +2,9 @@
 //! offer on top of plain VMs, over the VM core: browser sessions
 //! ([`browser`]), a headless Chromium in its own sandbox driven over the
 //! DevTools protocol by the server; tapes ([`tapes`]), what happens in a
-//! session's VM recorded step by step with checkpoints of its files.
+//! session's VM recorded step by step with checkpoints of its files;
+//! devbox templates ([`templates`]), manifests published as snapshots and
+//! run as VMs with their app shared.
 //!
 //! The wire format (the VM API's JSON and errors) is the API crate's; this
 //! crate keeps the rules: what a session is, how the browser in it starts
@@ -10,6 +12,8 @@
 
 pub mod browser;
 pub mod tapes;
+pub mod templates;
 
 pub use browser::{Browser, BrowserConfig, BrowserError};
 pub use tapes::Tapes;
+pub use templates::Templates;

@@ -711,6 +711,10 @@ pub struct RegistryEntry {
     pub insecure: bool,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// A pull-through mirror (`host:port`, with its own entry) that this
+    /// registry's images are pulled from instead.
+    #[serde(default)]
+    pub mirror: Option<String>,
 }
 
 impl std::fmt::Debug for RegistryEntry {
@@ -719,6 +723,7 @@ impl std::fmt::Debug for RegistryEntry {
             .field("insecure", &self.insecure)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("mirror", &self.mirror)
             .finish()
     }
 }
@@ -917,6 +922,7 @@ impl Config {
                     insecure: r.insecure,
                     username: r.username.clone(),
                     password: r.password.clone(),
+                    mirror: r.mirror.clone(),
                 };
                 (host.clone(), config)
             })

@@ -332,6 +332,17 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             share_proxy: Some(share_proxy),
         },
     ));
+    // The catalog of templates everyone sees is the operator's: the
+    // account made at first start.
+    let catalog = service
+        .accounts()
+        .list_accounts()
+        .await
+        .context("list accounts")?
+        .into_iter()
+        .min_by_key(|a| a.created_at)
+        .map(|a| a.id);
+    let templates = paddock_tools::Templates::new(Arc::clone(&service), catalog);
     let tapes = paddock_tools::Tapes::new(Arc::clone(&service), config.data_dir.join("tapes"));
     tapes
         .recover()
@@ -354,6 +365,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         e2b,
         browser,
         tapes,
+        templates,
         definitions,
         gateway,
         service,

@@ -118,6 +118,10 @@ pub struct VmResponse {
     pub started_at: Option<String>,
     pub expires_at: Option<String>,
     pub terminated_at: Option<String>,
+    /// For a template's VM (a devbox): the name it was run with.
+    pub devbox_name: Option<String>,
+    /// For a template's VM: the template it runs.
+    pub devbox_template_slug: Option<String>,
 }
 
 /// The VM API's name for a status: InstaVM calls a running VM `active`.
@@ -173,8 +177,19 @@ impl From<&Vm> for VmResponse {
             started_at: vm.started_at.map(|t| t.to_rfc3339()),
             expires_at: vm.expires_at.map(|t| t.to_rfc3339()),
             terminated_at: vm.terminated_at.map(|t| t.to_rfc3339()),
+            devbox_name: devbox(vm, "name"),
+            devbox_template_slug: devbox(vm, "template_slug"),
         }
     }
+}
+
+/// A field of a devbox's mark ([`paddock_tools::templates::DEVBOX_MARK`]).
+fn devbox(vm: &Vm, field: &str) -> Option<String> {
+    vm.metadata
+        .get(paddock_tools::templates::DEVBOX_MARK)?
+        .get(field)?
+        .as_str()
+        .map(str::to_owned)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -25,6 +25,24 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// The caller's account when the request presents a key (a wrong key is
+/// still 401); `None` when it presents none, for routes anyone may read.
+pub struct MaybeCaller(pub Option<AccountId>);
+
+impl FromRequestParts<AppState> for MaybeCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if crate::auth::presented_key(parts).is_none() {
+            return Ok(MaybeCaller(None));
+        }
+        crate::auth::authenticate(parts, state)
+            .await
+            .map(|a| MaybeCaller(Some(a)))
+            .map_err(ApiError::from)
+    }
+}
+
 /// The authenticated caller's account and user (whose SSH keys log in
 /// as them); 401 otherwise.
 pub struct CallerUser(pub paddock_core::model::Principal);
@@ -67,6 +85,27 @@ pub fn serde_error(
         msg: e.to_string(),
         kind: kind.to_owned(),
     }
+}
+
+/// Reads a JSON value of the body's field `field` as `T`; a mismatch is a
+/// 422 at `["body", field, …]`.
+pub fn parse_json_value<T: DeserializeOwned>(
+    value: serde_json::Value,
+    field: &str,
+) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut loc = vec![json!("body"), json!(field)];
+        for seg in e.path().iter() {
+            if let serde_path_to_error::Segment::Map { key } = seg {
+                loc.push(json!(key));
+            }
+        }
+        ApiError::Validation(vec![ValidationError {
+            loc,
+            msg: e.inner().to_string(),
+            kind: "value_error".to_owned(),
+        }])
+    })
 }
 
 /// Parses JSON text into `T`, with field paths in errors.

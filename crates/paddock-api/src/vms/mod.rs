@@ -23,6 +23,7 @@ pub mod shares;
 pub(crate) mod snapshots;
 pub(crate) mod ssh_keys;
 pub(crate) mod tapes;
+pub(crate) mod templates;
 pub(crate) mod usage;
 pub(crate) mod users;
 pub(crate) mod vault_services;
@@ -316,6 +317,15 @@ pub(crate) fn router(
         )
         .route("/v1/browser/interactions/extract", post(browser::extract))
         .route("/v1/browser/interactions/content", post(browser::content))
+        .route(
+            "/v1/templates",
+            get(templates::list).post(templates::publish),
+        )
+        .route(
+            "/v1/templates/{slug}",
+            get(templates::get).delete(templates::delete),
+        )
+        .route("/v1/templates/{slug}/runs", post(templates::run))
         .route("/v1/sessions/{session_id}/tape/start", post(tapes::start))
         .route("/v1/tapes", get(tapes::list))
         .route("/v1/tapes/{tape_id}", get(tapes::get).delete(tapes::delete))

@@ -141,7 +141,10 @@ pub struct CreateSnapshotRequest {
     /// Accepted for the SDK's sake; a snapshot's VM sets its own shape.
     pub vcpu_count: Option<i64>,
     pub memory_mb: Option<i64>,
-    /// Package installs and git clones need egress; not supported yet.
+    /// Built over the image before the snapshot is taken (the SDK's
+    /// template publish): `post_build_cmd` runs in a build sandbox,
+    /// `template_app_cmd` and `template_app_cwd` become the image's
+    /// command. Poll the snapshot until `ready`.
     #[schema(value_type = Option<Object>)]
     pub build_args: Option<Value>,
 }
@@ -174,17 +177,22 @@ pub(crate) async fn create(
     ValidQuery(q): ValidQuery<WaitQuery>,
     ValidJson(body): ValidJson<CreateSnapshotRequest>,
 ) -> Result<Json<SnapshotResponse>, ApiError> {
-    if body.build_args.as_ref().is_some_and(|b| !b.is_null()) {
-        return Err(ApiError::body_field(
-            "build_args",
-            "build_args is not supported by this server yet; build an image with POST /v1/images/build",
-        ));
-    }
     // Checked like a VM's shape, though an image snapshot runs nothing.
     state
         .vms()
         .resources(body.memory_mb, body.vcpu_count, None)?;
     let kind = kind(body.kind.as_deref(), "body")?.unwrap_or(SnapshotKind::User);
+    if let Some(args) = body.build_args.filter(|b| !b.is_null()) {
+        let args = super::extract::parse_json_value::<paddock_tools::templates::BuildArgs>(
+            args,
+            "build_args",
+        )?;
+        let snapshot = state
+            .templates
+            .build_snapshot(&account, &body.oci_image, body.name, kind, args)
+            .await?;
+        return Ok(Json(snapshot.into()));
+    }
     let snapshot = state
         .service
         .snapshots()

@@ -158,6 +158,65 @@ impl Vms {
         self.parts.accounts.quotas().start_build(account, &quota)
     }
 
+    /// A snapshot of the image `request` builds: its record at once
+    /// (`pending`), `ready` when the build ends, `failed` with the build's
+    /// last output when it does not. The image stays in the account's
+    /// library under the request's tag.
+    pub async fn snapshot_from_build(
+        self: &Arc<Self>,
+        account: &AccountId,
+        name: Option<String>,
+        kind: crate::model::SnapshotKind,
+        request: BuildRequest,
+    ) -> Result<crate::model::Snapshot, CoreError> {
+        Self::parse_dockerfile(&request.dockerfile)?;
+        self.parts.images.require_reference("tag", &request.tag)?;
+        let slot = self.start_image_build(account).await?;
+        let snapshot = self
+            .parts
+            .snapshots
+            .begin(account, name, kind, None, request.tag.clone())
+            .await?;
+        let (this, account, pending) = (Arc::clone(self), account.clone(), snapshot.clone());
+        tokio::spawn(async move {
+            let (events, mut log) = mpsc::channel(256);
+            let tail = tokio::spawn(async move {
+                let mut tail = std::collections::VecDeque::new();
+                while let Some(event) = log.recv().await {
+                    let text = match event {
+                        BuildEvent::Step { text, .. } => text,
+                        BuildEvent::Stdout(b) | BuildEvent::Stderr(b) => {
+                            String::from_utf8_lossy(&b).into_owned()
+                        }
+                    };
+                    for line in text.lines() {
+                        if tail.len() == 20 {
+                            tail.pop_front();
+                        }
+                        tail.push_back(line.to_owned());
+                    }
+                }
+                tail.into_iter().collect::<Vec<_>>().join("\n")
+            });
+            let built = this.build_image(&account, slot, request, events).await;
+            let said = tail.await.unwrap_or_default();
+            let result = match built {
+                Ok(image) => {
+                    let variant = image.config.base_variant().map(str::to_owned);
+                    Ok((image, variant, 0))
+                }
+                Err(e) if said.is_empty() => Err(e),
+                Err(e) => Err(CoreError::FailedPrecondition(format!(
+                    "{e}; the build's last output:\n{said}"
+                ))),
+            };
+            if let Err(e) = this.parts.snapshots.finish(pending, result).await {
+                tracing::warn!(error = %crate::error::error_chain(&e), "a snapshot's build failed");
+            }
+        });
+        Ok(snapshot)
+    }
+
     /// Builds `request` for the account in the place `_slot` holds,
     /// reporting progress on `events`, and stores the image under its tag.
     pub async fn build_image(

@@ -342,6 +342,12 @@ impl Walk<'_> {
                 self.owner(meta.gid()),
                 meta.mode() & 0o7777,
             );
+            let previous = self
+                .before
+                .entries
+                .get(&path)
+                .map(|(entry, _)| entry.clone());
+            // A file whose stamp did not move keeps its stored content.
             let unchanged = self
                 .before
                 .entries
@@ -385,7 +391,7 @@ impl Walk<'_> {
             } else {
                 Entry::Special { mode: meta.mode() }
             };
-            if unchanged.as_ref() != Some(&entry) {
+            if previous.as_ref() != Some(&entry) {
                 self.delta.set.insert(path.clone(), entry.clone());
             }
             self.now.entries.insert(path.clone(), (entry, stamp));
