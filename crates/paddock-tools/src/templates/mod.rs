@@ -127,7 +127,9 @@ struct AccountBuild {
     created_at: Timestamp,
 }
 
-document!(AccountBuild, BUILD_KIND, created_at, |_: &AccountBuild| "ready");
+document!(AccountBuild, BUILD_KIND, created_at, |_: &AccountBuild| {
+    "ready"
+});
 
 /// What `POST /v1/snapshots` may say of its build (`build_args`).
 #[derive(Debug, Clone, Default, Deserialize)]
