@@ -29,8 +29,11 @@ packages=(python3 python3-venv procps iproute2 util-linux coreutils bash ca-cert
 # Browser sessions of the VM API: Debian's Chromium, which sandboxes of
 # the default variant see in the host's /usr (fonts-dejavu-core: text in
 # their screenshots). The built-in devbox templates: NumPy and pandas
-# (python-data-science), Node.js (node-dev).
-bare_packages=(qemu-system-x86 linux-image-amd64 fuse2fs python3-ipykernel python3-jupyter-client python3-matplotlib python3-matplotlib-inline chromium fonts-dejavu-core python3-numpy python3-pandas nodejs)
+# (python-data-science), Node.js (node-dev). Computer-use desktops: a
+# display (xvfb), a window manager (openbox), VNC (x11vnc), noVNC and
+# websockify, xdotool (mouse, keyboard), ffmpeg (screenshots,
+# recordings), xsetroot (x11-xserver-utils).
+bare_packages=(qemu-system-x86 linux-image-amd64 fuse2fs python3-ipykernel python3-jupyter-client python3-matplotlib python3-matplotlib-inline chromium fonts-dejavu-core python3-numpy python3-pandas nodejs xvfb openbox x11vnc novnc websockify xdotool ffmpeg x11-xserver-utils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

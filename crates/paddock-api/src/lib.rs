@@ -40,6 +40,8 @@ pub struct AppState {
     pub tapes: Arc<paddock_tools::Tapes>,
     /// Devbox templates of the VM API (`/v1/templates…`).
     pub templates: Arc<paddock_tools::Templates>,
+    /// Desktops for computer use (`/v1/computeruse/…`, `/v1/recordings…`).
+    pub desktops: Arc<paddock_tools::Desktops>,
     pub metrics: MetricsHandle,
     /// Facts `/readyz` reports about the host runtime.
     pub runtime_info: serde_json::Value,

@@ -343,6 +343,15 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         .min_by_key(|a| a.created_at)
         .map(|a| a.id);
     let templates = paddock_tools::Templates::new(Arc::clone(&service), catalog);
+    let desktops = paddock_tools::Desktops::new(
+        Arc::clone(&service),
+        paddock_tools::DesktopConfig {
+            width: 1280,
+            height: 800,
+            min_memory_mb: 1024,
+            recordings_dir: config.data_dir.join("recordings"),
+        },
+    );
     let tapes = paddock_tools::Tapes::new(Arc::clone(&service), config.data_dir.join("tapes"));
     tapes
         .recover()
@@ -366,6 +375,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         browser,
         tapes,
         templates,
+        desktops,
         definitions,
         gateway,
         service,

@@ -70,6 +70,18 @@ pub(crate) async fn create(
             auto_resume: body.auto_resume,
         },
     )?;
+    if paddock_tools::desktops::is_desktop(&spec) {
+        // A desktop is viewed through its viewer (a share made with it
+        // would be a second door), and answers once it is up.
+        if share.is_some() {
+            return Err(ApiError::body_field(
+                "share",
+                "a computer-use desktop is viewed through GET /v1/computeruse/{session_id}/viewer-url",
+            ));
+        }
+        let vm = state.desktops.create(&account, spec).await?;
+        return Ok(Json(VmResponse::from(&vm)));
+    }
     let exposure = share.map(|(port, is_public)| Exposure {
         port,
         is_public,

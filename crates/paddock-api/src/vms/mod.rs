@@ -7,6 +7,7 @@ pub(crate) mod api_keys;
 pub(crate) mod audit;
 pub(crate) mod browser;
 pub(crate) mod bulk_delete;
+pub(crate) mod computer_use;
 pub mod domains;
 pub mod dto;
 pub(crate) mod egress;
@@ -317,6 +318,33 @@ pub(crate) fn router(
         )
         .route("/v1/browser/interactions/extract", post(browser::extract))
         .route("/v1/browser/interactions/content", post(browser::content))
+        .route(
+            "/v1/computeruse/{session_id}/viewer-url",
+            get(computer_use::viewer_url),
+        )
+        .route(
+            "/v1/computeruse/{session_id}/vnc/websockify",
+            get(computer_use::vnc_websockify),
+        )
+        .route(
+            "/v1/computeruse/{session_id}/{*path}",
+            get(computer_use::control_get)
+                .post(computer_use::control_post)
+                .fallback(computer_use::control_other),
+        )
+        .route("/v1/recordings", get(computer_use::list_recordings))
+        .route(
+            "/v1/recordings/{recording_id}",
+            get(computer_use::get_recording).delete(computer_use::delete_recording),
+        )
+        .route(
+            "/v1/recordings/{recording_id}/download",
+            get(computer_use::download_recording),
+        )
+        .route(
+            "/v1/recordings/{recording_id}/content",
+            get(computer_use::recording_content),
+        )
         .route(
             "/v1/templates",
             get(templates::list).post(templates::publish),

@@ -93,7 +93,7 @@ impl Shares {
         })
     }
 
-    async fn new_share_login(&self, share: &ShareId) -> Result<ShareSecret, CoreError> {
+    pub(crate) async fn new_share_login(&self, share: &ShareId) -> Result<ShareSecret, CoreError> {
         let login = ShareSecret::generate();
         self.store
             .insert_share_login(

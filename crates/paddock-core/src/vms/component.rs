@@ -91,7 +91,7 @@ pub struct Vms {
     pub(crate) warm_pool: crate::warm_pool::WarmPool,
     pub(crate) parts: VmParts,
     /// Products that watch VMs' activity.
-    pub(crate) observers: super::observers::Observers,
+    pub(crate) observers: super::observing::Observers,
 }
 
 /// The host-side ports the VMs run on.

@@ -16,7 +16,8 @@
 //! VM's vault services;
 //! image_builds.rs Dockerfile builds, whose steps run in sandboxes;
 //! metering.rs usage sampling; observers.rs what products that watch
-//! VMs' activity (tapes) are told.
+//! VMs' activity (tapes) are told (observing.rs: what they are told and
+//! their registry).
 mod activity;
 mod agent_calls;
 pub mod bulk_delete;
@@ -29,6 +30,7 @@ pub mod lifecycle;
 pub mod metering;
 pub mod network;
 pub mod observers;
+mod observing;
 mod prewarm;
 pub(crate) mod sealed_keys;
 mod sessions;

@@ -57,6 +57,22 @@ impl Vms {
         self.parts.shares.list(account, vm).await
     }
 
+    /// A fresh one-time login for the account's private share `id` (a URL
+    /// with it sets the share's cookie in a browser).
+    pub async fn share_login(
+        &self,
+        account: &AccountId,
+        id: &crate::ids::ShareId,
+    ) -> Result<crate::model::ShareSecret, CoreError> {
+        let share = self.parts.shares.get_share(account, id).await?;
+        if share.is_public {
+            return Err(CoreError::FailedPrecondition(
+                "the share is public: it needs no login".into(),
+            ));
+        }
+        self.parts.shares.new_share_login(&share.id).await
+    }
+
     /// Records a request through one of the VM's shares: it is in use.
     pub fn note_share_traffic(&self, vm: &VmId) {
         self.activity.touch(vm);

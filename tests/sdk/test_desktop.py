@@ -1,0 +1,198 @@
+"""Desktops through InstaVM's own SDK and CLI, unchanged: a computer-use
+VM (Xvfb, openbox, x11vnc, noVNC), its viewer opened by a real headless
+Chromium on this host (the noVNC canvas shows the desktop's background),
+its control API (screenshot, mouse, keyboard) and a recording listed,
+downloaded and deleted."""
+
+import base64
+import json
+import os
+import pathlib
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+import requests
+from websockets.sync.client import connect as ws_connect
+from instavm import InstaVM
+
+from conftest import ROOT
+
+# The desktop paints its root window this color (`xsetroot`).
+BACKGROUND = (0x2F, 0x6F, 0x8F)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return InstaVM(api_key=server.key, base_url=server.base_url, auto_start_session=False, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def desktop(client):
+    vm = client.vms.create(wait=True, image_variant="computer-use")
+    assert vm["status"] == "active", vm
+    yield vm
+    client.vms.delete(vm["vm_id"])
+
+
+class Chromium:
+    """Headless Chromium on the host, driven over the DevTools protocol."""
+
+    def __init__(self):
+        self.profile = tempfile.mkdtemp(prefix="pdkchrome", dir="/tmp")
+        self.proc = subprocess.Popen(
+            ["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--window-size=1280,800", "--remote-debugging-port=0",
+             f"--user-data-dir={self.profile}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        port_file = pathlib.Path(self.profile) / "DevToolsActivePort"
+        deadline = time.time() + 30
+        while not port_file.exists() or not port_file.read_text().strip():
+            assert time.time() < deadline, "chromium did not start"
+            time.sleep(0.05)
+        port = int(port_file.read_text().split()[0])
+        pages = requests.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json()
+        page = next(p for p in pages if p["type"] == "page")
+        self.ws = ws_connect(page["webSocketDebuggerUrl"], max_size=64 << 20)
+        self.next_id = 0
+
+    def call(self, method, **params):
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv(timeout=30))
+            if msg.get("id") == self.next_id:
+                assert "error" not in msg, msg
+                return msg["result"]
+
+    def evaluate(self, expression):
+        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+    def close(self):
+        self.ws.close()
+        self.proc.kill()
+        self.proc.wait()
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def _png_size(data):
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_the_viewer_shows_the_desktop_in_a_real_browser(client, desktop):
+    viewer = client.computer_use.viewer_url(desktop["session_id"])
+    assert viewer["vm_id"] == desktop["vm_id"] and "paddock_login=" in viewer["viewer_url"]
+    assert viewer["websocket_url"].startswith("ws://") and viewer["websocket_url"].endswith("/websockify")
+    chrome = Chromium()
+    try:
+        chrome.call("Page.enable")
+        chrome.call("Page.navigate", url=viewer["viewer_url"])
+        probe = """(() => {
+            const c = document.querySelector('#noVNC_container canvas') || document.querySelector('canvas');
+            if (!c || !c.width || !c.height) return null;
+            const d = c.getContext('2d').getImageData(Math.floor(c.width / 2), 5, 1, 1).data;
+            return [c.width, c.height, d[0], d[1], d[2]];
+        })()"""
+        seen = None
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            seen = chrome.evaluate(probe)
+            if seen and tuple(seen[2:]) == BACKGROUND:
+                break
+            time.sleep(0.25)
+        assert seen and seen[:2] == [1280, 800] and tuple(seen[2:]) == BACKGROUND, seen
+        shot = base64.b64decode(chrome.call("Page.captureScreenshot", format="png")["data"])
+        width, height = _png_size(shot)
+        assert width == 1280 and height > 600
+        out = ROOT / "target" / "screenshots"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "desktop-viewer.png").write_bytes(shot)
+    finally:
+        chrome.close()
+    # The login URL is one-time: a second look gets a fresh one.
+    again = client.computer_use.viewer_url(desktop["session_id"])
+    assert again["viewer_url"] != viewer["viewer_url"] and again["share_id"] == viewer["share_id"]
+    assert client.computer_use.vnc_websockify(desktop["session_id"])["websocket_url"] == viewer["websocket_url"]
+
+
+def test_control_api_and_recordings(client, desktop, tmp_path):
+    sid = desktop["session_id"]
+    shot = client.computer_use.get(sid, "screenshot")
+    assert (shot["width"], shot["height"]) == (1280, 800)
+    assert _png_size(base64.b64decode(shot["screenshot"])) == (1280, 800)
+    assert client.computer_use.get(sid, "display")["display"] == ":1"
+    client.computer_use.post(sid, "mouse/move", json_data={"x": 200, "y": 150})
+    at = client.computer_use.get(sid, "mouse")
+    assert (at["x"], at["y"]) == (200, 150)
+    assert client.computer_use.post(sid, "mouse/click", json_data={"button": "left"})["success"]
+    assert client.computer_use.post(sid, "keyboard/type", json_data={"text": "hello"})["typed"] == 5
+    assert client.computer_use.post(sid, "keyboard/key", json_data={"keys": "ctrl+l"})["success"]
+
+    started = client.computer_use.post(sid, "recordings/start")
+    assert started["status"] == "recording"
+    time.sleep(1.5)
+    client.computer_use.post(sid, "mouse/move", json_data={"x": 600, "y": 400})
+    time.sleep(1)
+    done = client.computer_use.post(sid, "recordings/stop")
+    assert done["status"] == "ready" and done["size_bytes"] > 0, done
+    rid = done["id"]
+    assert rid in [r["id"] for r in client.recordings.list(session_id=sid)]
+    assert client.recordings.get(rid)["duration_ms"] >= 2000
+    url = client.recordings.get_download_url(rid)
+    assert "signature=" in url
+    saved = client.recordings.download(rid, str(tmp_path / "rec.mp4"))
+    video = (tmp_path / "rec.mp4").read_bytes()
+    assert saved["bytes"] == done["size_bytes"] == len(video) and video[4:8] == b"ftyp"
+    # A tampered signature is not found, and needs no key to be refused.
+    assert requests.get(url.replace("signature=", "signature=0"), timeout=30).status_code == 404
+    client.recordings.delete(rid)
+    assert requests.get(url, timeout=30).status_code == 404
+
+
+def test_bad_requests_and_other_sessions(client, server, desktop):
+    base = f"{server.base_url}/v1/computeruse/{desktop['session_id']}"
+    key = {"X-API-Key": server.key}
+    r = requests.post(f"{base}/mouse/move", headers=key, json={"x": -4, "y": 1}, timeout=30)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "x"], r.text
+    r = requests.post(f"{base}/keyboard/key", headers=key, json={"keys": "$(reboot)"}, timeout=30)
+    assert r.status_code == 422
+    r = requests.get(f"{base}/no/such/thing", headers=key, timeout=30)
+    assert r.status_code == 404 and "screenshot" in r.json()["detail"]
+    r = requests.post(f"{base}/recordings/stop", headers=key, timeout=30)
+    assert r.status_code == 409
+    # A session whose VM is no desktop has none.
+    plain = client.vms.create(wait=True)
+    r = requests.get(f"{server.base_url}/v1/computeruse/{plain['session_id']}/viewer-url", headers=key, timeout=30)
+    assert r.status_code == 404
+    client.vms.delete(plain["vm_id"])
+    r = requests.get(f"{base}/viewer-url", timeout=30)
+    assert r.status_code == 401
+
+
+def test_the_cli_shows_and_stops_a_desktop(server, client, tmp_path):
+    vm = client.vms.create(wait=True, image_variant="computer-use")
+    env = dict(os.environ, INSTAVM_API_KEY=server.key, INSTAVM_BASE_URL=server.base_url, HOME=str(tmp_path))
+
+    def run(*args):
+        done = subprocess.run([sys.executable, "-m", "instavm", *args], capture_output=True, text=True,
+                              env=env, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    status = json.loads(run("desktop", "status", vm["vm_id"], "--json"))
+    assert status["vm_alive"] is True and status["viewer_url"].startswith("http://")
+    assert "vnc.html" in json.loads(run("desktop", "viewer", vm["vm_id"], "--json"))["viewer_url"]
+    listed = json.loads(run("desktop", "recordings", "ls", "--session-id", vm["session_id"], "--json"))
+    assert listed["recordings"] == []
+    run("desktop", "stop", vm["vm_id"])
+    deadline = time.time() + 30
+    while client.vms.get(vm["vm_id"])["status"] == "active" and time.time() < deadline:
+        time.sleep(0.2)
+    assert client.vms.get(vm["vm_id"])["status"] != "active"
