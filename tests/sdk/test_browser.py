@@ -17,7 +17,7 @@ import requests
 from instavm import InstaVM
 from instavm.exceptions import BrowserTimeoutError, ElementNotFoundError
 
-from conftest import BIN
+from conftest import BIN, Server
 
 APP = r'''
 import http.server, urllib.parse
@@ -208,3 +208,48 @@ def test_the_cli_reads_and_screenshots_a_page(server, site, tmp_path):
     run("browser", "session", "close", sid)
     # The temporary sessions of `read` and `screenshot` were closed too.
     assert json.loads(run("browser", "session", "ls", "--json"))["sessions"] == []
+
+
+def test_the_sessions_egress_policy_decides_what_it_reaches(client, server, site):
+    s = client.browser.create_session(viewport_width=800, viewport_height=600)
+    egress = f"{server.base_url}/v1/egress/vm/{s.session_id}"
+    key = {"X-API-Key": server.key}
+    navigate = f"{server.base_url}/v1/browser/interactions/navigate"
+    try:
+        r = requests.post(egress, headers=key, json={"default": "deny"}, timeout=30)
+        assert r.status_code == 200, r.text
+        r = requests.post(navigate, headers=key, json={"session_id": s.session_id, "url": site["url"]}, timeout=60)
+        assert r.status_code == 400 and "ERR_ACCESS_DENIED" in r.json()["detail"], r.text
+        r = requests.post(egress, headers=key, json={"default": "deny", "allowed_domains": [site["url"].split("/")[2].split(":")[0]]}, timeout=30)
+        assert r.status_code == 200, r.text
+        assert s.navigate(site["url"])["title"] == "Sign up"
+    finally:
+        s.close()
+
+
+@pytest.fixture(scope="module")
+def strict_server():
+    s = Server(
+        extra_env={"PADDOCK_NETWORK__BRIDGE": "psdk3", "PADDOCK_NETWORK__SUBNET": "10.63.3.0/24"},
+        config="[browser]\nmax_sessions_per_account = 1\nidle_timeout_seconds = 2\n",
+    )
+    yield s
+    s.stop()
+
+
+def test_sessions_count_against_the_account_and_end_when_idle(strict_server):
+    client = InstaVM(api_key=strict_server.key, base_url=strict_server.base_url, auto_start_session=False, timeout=120)
+    first = client.browser.create_session(viewport_width=800, viewport_height=600)
+    r = requests.post(f"{strict_server.base_url}/v1/browser/sessions/", headers={"X-API-Key": strict_server.key},
+                      json={}, timeout=60)
+    assert r.status_code == 429, r.text
+    # Nobody uses it: it ends, and its sandbox with it.
+    deadline = time.time() + 30
+    while time.time() < deadline and client.list_browser_sessions():
+        time.sleep(0.25)
+    assert client.list_browser_sessions() == []
+    while time.time() < deadline and client.vms.get(first.session_id)["status"] == "stopping":
+        time.sleep(0.25)
+    assert client.vms.get(first.session_id)["status"] in ("terminated", "deleted")
+    second = client.browser.create_session(viewport_width=800, viewport_height=600)
+    second.close()

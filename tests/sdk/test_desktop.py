@@ -196,3 +196,8 @@ def test_the_cli_shows_and_stops_a_desktop(server, client, tmp_path):
     while client.vms.get(vm["vm_id"])["status"] == "active" and time.time() < deadline:
         time.sleep(0.2)
     assert client.vms.get(vm["vm_id"])["status"] != "active"
+    # `desktop start` brings the session's desktop back, as a new VM.
+    started = json.loads(run("desktop", "start", vm["session_id"], "--json"))
+    assert started["vm_id"] != vm["vm_id"] and started["session_id"] == vm["session_id"]
+    assert started["viewer_url"].startswith("http://")
+    client.vms.delete(started["vm_id"])

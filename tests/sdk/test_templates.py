@@ -216,3 +216,16 @@ def test_the_cli_lists_gets_runs_and_stops_devboxes(catalog, tmp_path):
     assert [b["vm_id"] for b in boxes if b["devbox_name"] == "cli-box"] == [started["vm_id"]]
     run("devbox", "stop", "cli-box")
     assert "cli-box" not in [b["devbox_name"] for b in json.loads(run("devbox", "ls", "--json"))["devboxes"]]
+
+    # `instavm devbox start` (no slug: the `devbox` alias) runs a template
+    # and attaches a terminal; with no TTY it relays what it is given.
+    done = subprocess.run(
+        [sys.executable, "-m", "instavm", "devbox", "start", "--name", "pty-box", "--no-input",
+         "--shell", "/bin/sh", "--vm-lifetime", "max"],
+        input="echo from-$((40+2))\nexit\n", capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert "from-42" in done.stdout, done.stdout + done.stderr
+    boxes = json.loads(run("devbox", "ls", "--json"))["devboxes"]
+    [box] = [b for b in boxes if b["devbox_name"] == "pty-box"]
+    assert box["devbox_template_slug"] == "python-data-science"
+    run("devbox", "stop", "pty-box")

@@ -18,6 +18,8 @@ use crate::AppState;
 pub struct TemplateResponse {
     pub slug: String,
     pub id: String,
+    /// Other names it is found by.
+    pub aliases: Vec<String>,
     pub name: String,
     pub version: String,
     pub description: Option<String>,
@@ -57,6 +59,14 @@ pub(crate) fn template_view(t: Template) -> TemplateResponse {
     TemplateResponse {
         slug: t.id.clone(),
         id: t.id.clone(),
+        aliases: m["aliases"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
         name: text("name").unwrap_or_else(|| t.id.clone()),
         version: t.version.clone(),
         description: text("description"),

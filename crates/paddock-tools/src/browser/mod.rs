@@ -197,7 +197,7 @@ impl Browser {
             );
             let spec = VmSpec {
                 session_id: None,
-                lifetime_seconds: Some(self.config.idle_timeout.as_secs().max(60)),
+                lifetime_seconds: Some(self.config.idle_timeout.as_secs().max(1)),
                 resources: vms.resources(Some(i64::from(self.config.memory_mb)), None, None)?,
                 metadata,
                 env: Env::default(),
@@ -343,6 +343,9 @@ exec "$@"
                 domain: domain.clone(),
                 proxy,
                 client: self.share_client.clone(),
+                core: Arc::clone(&self.core),
+                account: account.clone(),
+                vm: vm.id.clone(),
             }),
             _ => None,
         };
@@ -396,7 +399,7 @@ exec "$@"
             return;
         }
         let patch = paddock_core::model::VmPatch {
-            lifetime_seconds: Some(self.config.idle_timeout.as_secs().max(60)),
+            lifetime_seconds: Some(self.config.idle_timeout.as_secs().max(1)),
             ..Default::default()
         };
         if let Err(e) = self

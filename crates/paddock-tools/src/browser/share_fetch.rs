@@ -30,6 +30,11 @@ pub(crate) struct ShareRoute {
     pub domain: String,
     pub proxy: SocketAddr,
     pub client: reqwest::Client,
+    /// The session's VM, whose egress policy decides whether its page may
+    /// reach a share host (as it would decide for the host's address).
+    pub core: std::sync::Arc<paddock_core::service::Service>,
+    pub account: paddock_core::ids::AccountId,
+    pub vm: paddock_core::ids::VmId,
 }
 
 impl ShareRoute {
@@ -50,7 +55,17 @@ impl ShareRoute {
         };
         let request = &paused["request"];
         let url = request["url"].as_str().unwrap_or_default();
-        let answered = match share_target(url, &self.domain) {
+        let target = share_target(url, &self.domain);
+        if let Some((authority, _)) = &target {
+            if !self.allowed(authority).await {
+                let refused = json!({"requestId": request_id, "errorReason": "AccessDenied"});
+                if let Err(e) = cdp.call("Fetch.failRequest", refused).await {
+                    tracing::debug!(error = %e, "could not refuse a browser request");
+                }
+                return;
+            }
+        }
+        let answered = match target {
             Some((authority, path)) => match self.carry(request, &authority, &path).await {
                 Ok(response) => {
                     let mut fulfil = response;
@@ -73,6 +88,16 @@ impl ShareRoute {
         };
         if let Err(e) = answered {
             tracing::debug!(error = %e, "could not answer a paused browser request");
+        }
+    }
+
+    /// Whether the session's egress policy lets its page reach `authority`
+    /// by name over HTTP, read at each request (a policy changes live).
+    async fn allowed(&self, authority: &str) -> bool {
+        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+        match self.core.vms().get_vm_egress(&self.account, &self.vm).await {
+            Ok(policy) => policy.resolves(host),
+            Err(_) => false,
         }
     }
 

@@ -29,6 +29,9 @@ PY"#;
 
 struct Builtin {
     slug: &'static str,
+    /// Other names the CLI finds it by (`instavm devbox start` asks for
+    /// `devbox` when given no slug).
+    aliases: &'static [&'static str],
     name: &'static str,
     description: &'static str,
     memory_mb: u32,
@@ -40,6 +43,7 @@ struct Builtin {
 const BUILTINS: &[Builtin] = &[
     Builtin {
         slug: "python-data-science",
+        aliases: &["devbox", "python"],
         name: "Python data science",
         description: "Python 3 with NumPy, pandas and Matplotlib, and an example in /root/work",
         memory_mb: 1024,
@@ -58,6 +62,7 @@ const BUILTINS: &[Builtin] = &[
     },
     Builtin {
         slug: "node-dev",
+        aliases: &["node"],
         name: "Node.js dev box",
         description: "Node.js and npm, with a small HTTP app on port 3000 shared at start",
         memory_mb: 512,
@@ -73,6 +78,7 @@ fn template(b: &Builtin) -> Template {
         "schema_version": 2,
         "kind": "devbox",
         "slug": b.slug,
+        "aliases": b.aliases,
         "name": b.name,
         "version": env!("CARGO_PKG_VERSION"),
         "description": b.description,
@@ -106,7 +112,10 @@ pub(super) fn all() -> Vec<Template> {
 }
 
 pub(super) fn find(slug: &str) -> Option<Template> {
-    BUILTINS.iter().find(|b| b.slug == slug).map(template)
+    BUILTINS
+        .iter()
+        .find(|b| b.slug == slug || b.aliases.contains(&slug))
+        .map(template)
 }
 
 #[cfg(test)]

@@ -48,15 +48,21 @@ pub struct Run {
     pub app_ready: bool,
 }
 
+/// The longest a run's VM lives: what `max` asks for.
+const MAX_LIFETIME_SECONDS: u64 = 30 * 86_400;
+
 /// A lifetime as the SDK and CLI give it: seconds (a number or its
-/// digits), or digits followed by `s`, `m`, `h` or `d`.
+/// digits), digits followed by `s`, `m`, `h` or `d`, or `max`.
 pub fn lifetime(raw: &Value) -> Result<u64, CoreError> {
     let bad = || {
         CoreError::invalid(
             "vm_lifetime",
-            "must be seconds, or a duration such as 30m, 2h or 1d (at most 30 days)",
+            "must be seconds, a duration such as 30m, 2h or 1d, or max (30 days)",
         )
     };
+    if raw == "max" {
+        return Ok(MAX_LIFETIME_SECONDS);
+    }
     let seconds = match raw {
         Value::Number(n) => n.as_u64().ok_or_else(bad)?,
         Value::String(s) => {
@@ -77,7 +83,7 @@ pub fn lifetime(raw: &Value) -> Result<u64, CoreError> {
         }
         _ => return Err(bad()),
     };
-    if seconds == 0 || seconds > 30 * 86_400 {
+    if seconds == 0 || seconds > MAX_LIFETIME_SECONDS {
         return Err(bad());
     }
     Ok(seconds)
@@ -383,6 +389,7 @@ mod tests {
         assert_eq!(lifetime(&json!("30m")).expect("m"), 1800);
         assert_eq!(lifetime(&json!("2h")).expect("h"), 7200);
         assert_eq!(lifetime(&json!("1d")).expect("d"), 86_400);
+        assert_eq!(lifetime(&json!("max")).expect("max"), 30 * 86_400);
         for bad in [
             json!(0),
             json!("2w"),
