@@ -8,6 +8,8 @@ import json
 import os
 import pathlib
 import subprocess
+import pty
+import select
 import sys
 import time
 
@@ -218,13 +220,35 @@ def test_the_cli_lists_gets_runs_and_stops_devboxes(catalog, tmp_path):
     assert "cli-box" not in [b["devbox_name"] for b in json.loads(run("devbox", "ls", "--json"))["devboxes"]]
 
     # `instavm devbox start` (no slug: the `devbox` alias) runs a template
-    # and attaches a terminal; with no TTY it relays what it is given.
-    done = subprocess.run(
+    # and attaches a terminal: the CLI runs in a terminal of its own here
+    # (its pipe relay stops at stdin's end, racing the answer).
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
         [sys.executable, "-m", "instavm", "devbox", "start", "--name", "pty-box", "--no-input",
          "--shell", "/bin/sh", "--vm-lifetime", "max"],
-        input="echo from-$((40+2))\nexit\n", capture_output=True, text=True, env=env, timeout=300,
+        stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True,
     )
-    assert "from-42" in done.stdout, done.stdout + done.stderr
+    os.close(slave)
+    seen = b""
+
+    def read_until(token, seconds):
+        nonlocal seen
+        deadline = time.time() + seconds
+        while token not in seen and time.time() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    seen += os.read(master, 4096)
+                except OSError:
+                    break
+        return token in seen
+
+    assert read_until(b"# ", 120), seen
+    os.write(master, b"echo from-$((40+2))\r")
+    assert read_until(b"from-42", 30), seen
+    os.write(master, b"exit\r")
+    proc.wait(timeout=60)
+    os.close(master)
     boxes = json.loads(run("devbox", "ls", "--json"))["devboxes"]
     [box] = [b for b in boxes if b["devbox_name"] == "pty-box"]
     assert box["devbox_template_slug"] == "python-data-science"
