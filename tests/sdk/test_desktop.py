@@ -21,7 +21,7 @@ import requests
 from websockets.sync.client import connect as ws_connect
 from instavm import InstaVM
 
-from conftest import ROOT
+from conftest import BIN, ROOT
 
 # The desktop paints its root window this color (`xsetroot`).
 BACKGROUND = (0x2F, 0x6F, 0x8F)
@@ -174,6 +174,15 @@ def test_bad_requests_and_other_sessions(client, server, desktop):
     client.vms.delete(plain["vm_id"])
     r = requests.get(f"{base}/viewer-url", timeout=30)
     assert r.status_code == 401
+    # Another account's desktop is not found, whatever the path.
+    other = subprocess.run(
+        [str(BIN), "keys", "create", "--data-dir", str(server.data), "--new-account", "desktop-other"],
+        check=True, capture_output=True, text=True, env=server.env,
+    ).stdout.strip().split()[-1]
+    theirs = {"X-API-Key": other}
+    for method, path in [("GET", "viewer-url"), ("GET", "screenshot"), ("POST", "recordings/start")]:
+        assert requests.request(method, f"{base}/{path}", headers=theirs, timeout=30).status_code == 404
+    assert requests.get(f"{server.base_url}/v1/recordings", headers=theirs, timeout=30).json() == []
 
 
 def test_the_cli_shows_and_stops_a_desktop(server, client, tmp_path):

@@ -66,6 +66,41 @@ pub trait Resource: Serialize + for<'de> Deserialize<'de> + Send + Sync {
     fn state_name(&self) -> &'static str;
 }
 
+/// Implements [`Resource`] for a product's document type whose id and
+/// account are its `id` and `account_id` fields; `created`, `updated` and
+/// `state` read the rest from the document (`|t| t.created_at`).
+#[macro_export]
+macro_rules! document {
+    (
+        $ty:ty, $kind:expr,
+        created: |$c:ident| $created:expr,
+        updated: |$u:ident| $updated:expr,
+        state: |$s:ident| $state:expr $(,)?
+    ) => {
+        impl $crate::model::gateway::Resource for $ty {
+            const KIND: &'static str = $kind;
+            fn id(&self) -> &str {
+                &self.id
+            }
+            fn account_id(&self) -> &$crate::ids::AccountId {
+                &self.account_id
+            }
+            fn created_at(&self) -> $crate::clock::Timestamp {
+                let $c = self;
+                $created
+            }
+            fn updated_at(&self) -> $crate::clock::Timestamp {
+                let $u = self;
+                $updated
+            }
+            fn state_name(&self) -> &'static str {
+                let $s = self;
+                $state
+            }
+        }
+    };
+}
+
 macro_rules! resource {
     ($ty:ty, $kind:literal) => {
         impl Resource for $ty {

@@ -13,7 +13,6 @@ use futures::StreamExt;
 use paddock_core::clock::Timestamp;
 use paddock_core::exec::{FileContent, SandboxPath};
 use paddock_core::ids::{AccountId, VmId};
-use paddock_core::model::gateway::Resource;
 use paddock_core::model::{Vm, VmStatus};
 use paddock_core::service::Service;
 use paddock_core::CoreError;
@@ -81,24 +80,11 @@ pub struct Recording {
     pub finished_at: Option<Timestamp>,
 }
 
-impl Resource for Recording {
-    const KIND: &'static str = KIND;
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn account_id(&self) -> &AccountId {
-        &self.account_id
-    }
-    fn created_at(&self) -> Timestamp {
-        self.created_at
-    }
-    fn updated_at(&self) -> Timestamp {
-        self.finished_at.unwrap_or(self.created_at)
-    }
-    fn state_name(&self) -> &'static str {
-        self.status.as_str()
-    }
-}
+paddock_core::document!(Recording, KIND,
+    created: |r| r.created_at,
+    updated: |r| r.finished_at.unwrap_or(r.created_at),
+    state: |r| r.status.as_str(),
+);
 
 #[derive(Debug, Clone, Default)]
 pub struct RecordingQuery {

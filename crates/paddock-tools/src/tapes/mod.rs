@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use paddock_core::clock::Timestamp;
 use paddock_core::ids::{AccountId, SessionId, VmId};
-use paddock_core::model::gateway::Resource;
 use paddock_core::service::Service;
 use paddock_core::store::JobLogChunk;
 use paddock_core::CoreError;
@@ -107,24 +106,11 @@ pub struct Tape {
     pub parent_step_id: Option<u64>,
 }
 
-impl Resource for Tape {
-    const KIND: &'static str = KIND;
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn account_id(&self) -> &AccountId {
-        &self.account_id
-    }
-    fn created_at(&self) -> Timestamp {
-        self.created_at
-    }
-    fn updated_at(&self) -> Timestamp {
-        self.updated_at
-    }
-    fn state_name(&self) -> &'static str {
-        self.status.as_str()
-    }
-}
+paddock_core::document!(Tape, KIND,
+    created: |t| t.created_at,
+    updated: |t| t.updated_at,
+    state: |t| t.status.as_str(),
+);
 
 /// One recorded event.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -329,19 +315,14 @@ impl Tapes {
 
     async fn finish(&self, account: &AccountId, id: &str) -> Result<Tape, CoreError> {
         self.recorder.unwatch(id).await;
-        let documents = self.core.documents();
-        let _guard = documents.lock::<Tape>(account, id).await;
-        let mut tape: Tape = documents
-            .load(account, id)
-            .await?
-            .ok_or_else(|| tape_not_found(id))?;
-        if tape.status == TapeStatus::Recording {
-            tape.status = TapeStatus::Stopped;
-            tape.stopped_at = Some(Timestamp::now());
-            tape.updated_at = Timestamp::now();
-            documents.save(&tape).await?;
-        }
-        Ok(tape)
+        change_tape(&self.core, account, id, async |tape: &mut Tape| {
+            if tape.status == TapeStatus::Recording {
+                tape.status = TapeStatus::Stopped;
+                tape.stopped_at = Some(Timestamp::now());
+            }
+            Ok(tape.clone())
+        })
+        .await
     }
 
     pub async fn get(&self, account: &AccountId, id: &str) -> Result<Tape, CoreError> {
@@ -730,22 +711,37 @@ pub(crate) struct Pending {
     pub checkpoint: Option<Checkpoint>,
 }
 
-/// Reserves the next step of tape `id`.
-pub(crate) async fn next_step(
+/// Changes tape `id` under its lock and saves it, stamped now; what
+/// `change` made of it.
+async fn change_tape<T>(
     core: &Service,
     account: &AccountId,
     id: &str,
-) -> Result<u64, CoreError> {
+    change: impl AsyncFnOnce(&mut Tape) -> Result<T, CoreError>,
+) -> Result<T, CoreError> {
     let documents = core.documents();
     let _guard = documents.lock::<Tape>(account, id).await;
     let mut tape: Tape = documents
         .load(account, id)
         .await?
         .ok_or_else(|| tape_not_found(id))?;
-    tape.steps += 1;
+    let out = change(&mut tape).await?;
     tape.updated_at = Timestamp::now();
     documents.save(&tape).await?;
-    Ok(tape.steps)
+    Ok(out)
+}
+
+/// Reserves the next step of tape `id`.
+pub(crate) async fn next_step(
+    core: &Service,
+    account: &AccountId,
+    id: &str,
+) -> Result<u64, CoreError> {
+    change_tape(core, account, id, async |tape: &mut Tape| {
+        tape.steps += 1;
+        Ok(tape.steps)
+    })
+    .await
 }
 
 pub(crate) async fn record(
@@ -754,51 +750,47 @@ pub(crate) async fn record(
     id: &str,
     pending: Pending,
 ) -> Result<TapeEvent, CoreError> {
-    let documents = core.documents();
-    let _guard = documents.lock::<Tape>(account, id).await;
-    let mut tape: Tape = documents
-        .load(account, id)
-        .await?
-        .ok_or_else(|| tape_not_found(id))?;
-    let step_id = match pending.step {
-        Some(step) => step,
-        None => {
-            tape.steps += 1;
-            tape.steps
-        }
-    };
-    tape.events += 1;
-    let checkpoint_id = match pending.checkpoint {
-        Some(Checkpoint::Taken) => {
-            tape.checkpoints += 1;
-            Some(checkpoint_id(step_id))
-        }
-        Some(Checkpoint::Named(id)) => Some(id),
-        None => None,
-    };
-    let now = Timestamp::now();
-    let event = TapeEvent {
-        seq: tape.events,
-        step_id,
-        parent_step_id: pending.parent_step_id,
-        kind: pending.kind,
-        payload: pending.payload,
-        checkpoint_id,
-        ts: now.to_rfc3339(),
-    };
-    let chunk = JobLogChunk {
-        seq: i64::try_from(event.seq).unwrap_or(i64::MAX),
-        stream: event.kind.clone(),
-        data: serde_json::to_string(&event).map_err(|e| CoreError::Unavailable(e.to_string()))?,
-        created_at: now,
-    };
-    documents
-        .store()
-        .append_job_log(account, &log_key(id), &[chunk])
-        .await?;
-    tape.updated_at = now;
-    documents.save(&tape).await?;
-    Ok(event)
+    change_tape(core, account, id, async |tape: &mut Tape| {
+        let step_id = match pending.step {
+            Some(step) => step,
+            None => {
+                tape.steps += 1;
+                tape.steps
+            }
+        };
+        tape.events += 1;
+        let checkpoint_id = match pending.checkpoint {
+            Some(Checkpoint::Taken) => {
+                tape.checkpoints += 1;
+                Some(checkpoint_id(step_id))
+            }
+            Some(Checkpoint::Named(id)) => Some(id),
+            None => None,
+        };
+        let now = Timestamp::now();
+        let event = TapeEvent {
+            seq: tape.events,
+            step_id,
+            parent_step_id: pending.parent_step_id,
+            kind: pending.kind,
+            payload: pending.payload,
+            checkpoint_id,
+            ts: now.to_rfc3339(),
+        };
+        let chunk = JobLogChunk {
+            seq: i64::try_from(event.seq).unwrap_or(i64::MAX),
+            stream: event.kind.clone(),
+            data: serde_json::to_string(&event)
+                .map_err(|e| CoreError::Unavailable(e.to_string()))?,
+            created_at: now,
+        };
+        core.documents()
+            .store()
+            .append_job_log(account, &log_key(id), &[chunk])
+            .await?;
+        Ok(event)
+    })
+    .await
 }
 
 /// Adds what a checkpoint stored to the tape's counters; whether the tape
@@ -810,21 +802,17 @@ pub(crate) async fn note_stored(
     stored: u64,
     error: Option<String>,
 ) -> Result<bool, CoreError> {
-    let documents = core.documents();
-    let _guard = documents.lock::<Tape>(account, id).await;
-    let mut tape: Tape = documents
-        .load(account, id)
-        .await?
-        .ok_or_else(|| tape_not_found(id))?;
-    tape.bytes_stored += stored;
-    if error.is_some() {
-        tape.checkpoint_error = error;
-    } else if tape.bytes_stored > MAX_TAPE_BYTES {
-        tape.checkpoint_error = Some(format!(
-            "the tape's checkpoints reached {} GiB; no more are taken",
-            MAX_TAPE_BYTES >> 30
-        ));
-    }
-    documents.save(&tape).await?;
-    Ok(tape.checkpoint_error.is_none())
+    change_tape(core, account, id, async |tape: &mut Tape| {
+        tape.bytes_stored += stored;
+        if error.is_some() {
+            tape.checkpoint_error = error;
+        } else if tape.bytes_stored > MAX_TAPE_BYTES {
+            tape.checkpoint_error = Some(format!(
+                "the tape's checkpoints reached {} GiB; no more are taken",
+                MAX_TAPE_BYTES >> 30
+            ));
+        }
+        Ok(tape.checkpoint_error.is_none())
+    })
+    .await
 }

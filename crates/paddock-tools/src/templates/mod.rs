@@ -20,7 +20,6 @@ use std::sync::Arc;
 use paddock_core::build::BuildRequest;
 use paddock_core::clock::Timestamp;
 use paddock_core::ids::{AccountId, SnapshotId};
-use paddock_core::model::gateway::Resource;
 use paddock_core::model::{Snapshot, SnapshotKind, SnapshotStatus};
 use paddock_core::service::Service;
 use paddock_core::CoreError;
@@ -78,32 +77,11 @@ pub struct Template {
     pub updated_at: Timestamp,
 }
 
-/// A document kind of this product; `$updated` names the field that says
-/// when it last changed.
-macro_rules! document {
-    ($ty:ty, $kind:expr, $updated:ident, $state:expr) => {
-        impl Resource for $ty {
-            const KIND: &'static str = $kind;
-            fn id(&self) -> &str {
-                &self.id
-            }
-            fn account_id(&self) -> &AccountId {
-                &self.account_id
-            }
-            fn created_at(&self) -> Timestamp {
-                self.created_at
-            }
-            fn updated_at(&self) -> Timestamp {
-                self.$updated
-            }
-            fn state_name(&self) -> &'static str {
-                $state(self)
-            }
-        }
-    };
-}
-
-document!(Template, KIND, updated_at, |t: &Template| t.status.as_str());
+paddock_core::document!(Template, KIND,
+    created: |t| t.created_at,
+    updated: |t| t.updated_at,
+    state: |t| t.status.as_str(),
+);
 
 /// How a snapshot made from `build_args` was built.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -115,7 +93,11 @@ struct Recipe {
     created_at: Timestamp,
 }
 
-document!(Recipe, RECIPE_KIND, created_at, |_: &Recipe| "ready");
+paddock_core::document!(Recipe, RECIPE_KIND,
+    created: |r| r.created_at,
+    updated: |r| r.created_at,
+    state: |_r| "ready",
+);
 
 /// A catalog template's snapshot built for another account.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -127,9 +109,11 @@ struct AccountBuild {
     created_at: Timestamp,
 }
 
-document!(AccountBuild, BUILD_KIND, created_at, |_: &AccountBuild| {
-    "ready"
-});
+paddock_core::document!(AccountBuild, BUILD_KIND,
+    created: |b| b.created_at,
+    updated: |b| b.created_at,
+    state: |_b| "ready",
+);
 
 /// What `POST /v1/snapshots` may say of its build (`build_args`).
 #[derive(Debug, Clone, Default, Deserialize)]
