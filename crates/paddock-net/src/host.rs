@@ -82,11 +82,9 @@ struct PoolState {
     /// The segments whose bridge, rule elements and resolver are in
     /// place, by index; held while one is brought up.
     up: tokio::sync::Mutex<BTreeSet<usize>>,
-    /// Every address held: by a VM or by a prepared namespace.
-    used: Mutex<BTreeSet<Ipv4Addr>>,
-    /// Addresses freed less than [`ADDRESS_COOL_DOWN`] ago, oldest first:
-    /// not handed out again while another is free.
-    cooling: Mutex<std::collections::VecDeque<(std::time::Instant, Ipv4Addr)>>,
+    /// Every address held (by a VM or by a prepared namespace), and which
+    /// is handed out next.
+    addresses: Mutex<crate::addresses::AddressPool>,
     warm: Mutex<Vec<Ipv4Addr>>,
     /// Namespaces the refill task is preparing now: held addresses that
     /// will be warm in a moment.
@@ -153,8 +151,7 @@ impl HostNetwork {
             layout: layout.clone(),
             segments: segments.clone(),
             up: tokio::sync::Mutex::new(BTreeSet::new()),
-            used: Mutex::new(BTreeSet::new()),
-            cooling: Mutex::new(std::collections::VecDeque::new()),
+            addresses: Mutex::default(),
             warm: Mutex::new(Vec::new()),
             preparing: std::sync::atomic::AtomicUsize::new(0),
             refill: Notify::new(),
@@ -270,58 +267,26 @@ impl PoolState {
         Ok(())
     }
 
-    /// The lowest free VM address, segment by segment, now held. One
-    /// freed moments ago comes last: its old neighbours' ARP caches and
-    /// the conntrack entries of its old flows still name it, and whoever
-    /// just released it may still be checking that its port is gone.
+    /// The next VM address ([`crate::addresses`]), now held.
     fn allocate(&self) -> Result<Ipv4Addr, NetError> {
-        let mut used = self
-            .used
+        let mut pool = self
+            .addresses
             .lock()
             .map_err(|_| NetError::Exhausted("poisoned".into()))?;
-        if used.len() >= self.segments.capacity() {
+        if pool.held() >= self.segments.capacity() {
             return Err(NetError::Exhausted(format!(
                 "{} ({} segments, each a bridge of at most {BRIDGE_PORTS} ports)",
                 self.config.subnet,
                 self.segments.count()
             )));
         }
-        let mut cooling = self
-            .cooling
-            .lock()
-            .map_err(|_| NetError::Exhausted("poisoned".into()))?;
-        while cooling
-            .front()
-            .is_some_and(|(at, _)| at.elapsed() >= ADDRESS_COOL_DOWN)
-        {
-            cooling.pop_front();
-        }
-        let resting: BTreeSet<Ipv4Addr> = cooling.iter().map(|(_, a)| *a).collect();
-        let free = self
-            .segments
-            .iter()
-            .find_map(|segment| {
-                segment
-                    .vm_addresses()
-                    .find(|a| !used.contains(a) && !resting.contains(a))
-            })
-            .or_else(|| {
-                // Only cooling addresses are left: the oldest.
-                let oldest = cooling.iter().position(|(_, a)| !used.contains(a))?;
-                cooling.remove(oldest).map(|(_, a)| a)
-            })
-            .ok_or_else(|| NetError::Exhausted(self.config.subnet.to_string()))?;
-        cooling.retain(|(_, a)| *a != free);
-        used.insert(free);
-        Ok(free)
+        pool.allocate(&self.segments, ADDRESS_COOL_DOWN, std::time::Instant::now())
+            .ok_or_else(|| NetError::Exhausted(self.config.subnet.to_string()))
     }
 
     fn free(&self, address: Ipv4Addr) {
-        if let Ok(mut used) = self.used.lock() {
-            used.remove(&address);
-        }
-        if let Ok(mut cooling) = self.cooling.lock() {
-            cooling.push_back((std::time::Instant::now(), address));
+        if let Ok(mut pool) = self.addresses.lock() {
+            pool.free(address, std::time::Instant::now());
         }
     }
 
@@ -578,7 +543,7 @@ impl NetworkBackend for HostNetwork {
 
     fn room(&self) -> Result<(), String> {
         let warm = self.state.warm.lock().map(|w| w.len()).unwrap_or(0);
-        let held = self.state.used.lock().map(|u| u.len()).unwrap_or(0);
+        let held = self.state.addresses.lock().map(|p| p.held()).unwrap_or(0);
         let capacity = self.state.segments.capacity();
         if warm > 0 || self.state.preparing() > 0 || held < capacity {
             return Ok(());
@@ -719,8 +684,8 @@ impl NetworkBackend for HostNetwork {
         if let Ok(mut learned) = self.state.learned.lock() {
             learned.clear();
         }
-        if let Ok(mut used) = self.state.used.lock() {
-            *used = keep.clone();
+        if let Ok(mut pool) = self.state.addresses.lock() {
+            pool.reset(keep.clone());
         }
         // Namespaces prepared before the restart are not trusted: they go
         // with every other leftover, and the pool is filled afresh.

@@ -6,6 +6,7 @@
 //! host side, where the VM cannot touch it. A VM's vault services are
 //! served on the gateway too ([`intercept`]).
 
+mod addresses;
 pub mod dns;
 pub mod flows;
 pub mod guard;

@@ -124,6 +124,17 @@ impl Segments {
         (0..self.count()).filter_map(|i| self.get(i))
     }
 
+    /// The `n`th VM address, segment by segment (each segment's first
+    /// addresses up to its bridge's ports); `None` past the last.
+    pub fn vm_address(&self, n: usize) -> Option<Ipv4Addr> {
+        let per = self.get(0)?.vm_capacity().min(BRIDGE_PORTS);
+        if per == 0 {
+            return None;
+        }
+        let segment = self.get(n / per)?;
+        segment.cidr.nth(u32::try_from(n % per).ok()? + 2)
+    }
+
     /// How many VMs (and prepared namespaces) fit: every segment's
     /// addresses, each within its bridge's ports.
     pub fn capacity(&self) -> usize {
@@ -169,6 +180,23 @@ mod tests {
             addresses[1020],
             "10.88.7.254".parse::<Ipv4Addr>().expect("ip")
         );
+    }
+
+    #[test]
+    fn vm_addresses_are_numbered_segment_by_segment() {
+        let s = Segments::new(cidr("10.88.0.0/16"), 1024, "paddock0").expect("segments");
+        let nth = |n| s.vm_address(n).map(|a| a.to_string());
+        assert_eq!(nth(0).as_deref(), Some("10.88.0.2"));
+        assert_eq!(nth(1020).as_deref(), Some("10.88.3.254"));
+        assert_eq!(nth(1021).as_deref(), Some("10.88.4.2"));
+        assert_eq!(nth(64 * 1021), None);
+        let all: Vec<_> = s
+            .iter()
+            .flat_map(|g| g.vm_addresses().collect::<Vec<_>>())
+            .collect();
+        assert!((0..all.len())
+            .step_by(997)
+            .all(|n| s.vm_address(n) == Some(all[n])));
     }
 
     #[test]
