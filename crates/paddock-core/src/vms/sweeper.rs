@@ -139,6 +139,14 @@ impl Vms {
 
     async fn sweep_expired(&self) -> Result<(), CoreError> {
         for vm in self.store.list_expired_vms(Timestamp::now()).await? {
+            // A VM whose lifetime ran out while it was still starting (a
+            // short lifetime, a slow boot) ends once it runs, the next
+            // sweep: ending it mid-start would race its start, and one
+            // that suspends at its end (`auto_suspend`) can only be
+            // suspended running.
+            if vm.status == VmStatus::Creating {
+                continue;
+            }
             tracing::info!(vm_id = %vm.id, "lifetime expired");
             if self.suspend_expired(&vm).await {
                 continue;
