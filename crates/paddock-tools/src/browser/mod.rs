@@ -152,7 +152,7 @@ pub struct Browser {
     config: BrowserConfig,
     sessions: Mutex<HashMap<VmId, Arc<Session>>>,
     /// Serializes creates per account, so the session cap holds.
-    creating: tokio::sync::Mutex<()>,
+    creating: paddock_core::keyed_locks::KeyedLocks<AccountId>,
     share_client: reqwest::Client,
 }
 
@@ -162,7 +162,7 @@ impl Browser {
             core,
             config,
             sessions: Mutex::default(),
-            creating: tokio::sync::Mutex::default(),
+            creating: Default::default(),
             share_client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(60))
@@ -181,7 +181,7 @@ impl Browser {
         settings.check()?;
         let vms = self.core.vms();
         let vm = {
-            let _one_at_a_time = self.creating.lock().await;
+            let _one_at_a_time = self.creating.lock(account).await;
             let held = self.live_session_vms(account).await?.len();
             if held >= self.config.max_sessions_per_account {
                 return Err(CoreError::ResourceExhausted(format!(

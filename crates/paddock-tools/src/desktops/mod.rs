@@ -93,7 +93,7 @@ pub struct Desktops {
     core: Arc<Service>,
     config: DesktopConfig,
     /// One image build per account at a time.
-    building: tokio::sync::Mutex<()>,
+    building: paddock_core::keyed_locks::KeyedLocks<AccountId>,
     recorder: recordings::Recorder,
 }
 
@@ -121,7 +121,7 @@ impl Desktops {
         Arc::new(Self {
             core,
             config,
-            building: tokio::sync::Mutex::default(),
+            building: Default::default(),
             recorder,
         })
     }
@@ -131,7 +131,7 @@ impl Desktops {
         use sha2::Digest;
         let hash = hex::encode(&sha2::Sha256::digest(START_SCRIPT.as_bytes())[..6]);
         let tag = format!("paddock.local/desktop:{hash}");
-        let _one = self.building.lock().await;
+        let _one = self.building.lock(account).await;
         if self.core.images().find(account, &tag).await?.is_some() {
             return Ok(tag);
         }

@@ -36,16 +36,22 @@ function isVisible(el) {
   return rect.width > 0 && rect.height > 0 && style.visibility !== 'hidden' && style.display !== 'none';
 }
 
+// The first element matching `selector`: {el} (null when none), or
+// {error} when the browser cannot parse the selector.
+function query(selector) {
+  try {
+    return { el: document.querySelector(selector) };
+  } catch (e) {
+    return { error: String(e.message || e) };
+  }
+}
+
 // Where the element is: {found, visible, x, y} with (x, y) its centre in
 // the viewport, after scrolling it into view. A selector the browser
 // cannot parse is {error}.
 function locate(args) {
-  let el;
-  try {
-    el = document.querySelector(args.selector);
-  } catch (e) {
-    return { error: String(e.message || e) };
-  }
+  const { el, error } = query(args.selector);
+  if (error) return { error };
   if (!el) return { found: false };
   el.scrollIntoView({ block: 'center', inline: 'center', behavior: 'instant' });
   const rect = el.getBoundingClientRect();
@@ -94,12 +100,8 @@ function fillElement(args) {
 
 function scrollPage(args) {
   if (args.selector) {
-    let el;
-    try {
-      el = document.querySelector(args.selector);
-    } catch (e) {
-      return { error: String(e.message || e) };
-    }
+    const { el, error } = query(args.selector);
+    if (error) return { error };
     if (!el) return { found: false };
     el.scrollIntoView({ block: 'center', behavior: 'instant' });
   } else {
@@ -113,12 +115,8 @@ function scrollPage(args) {
 }
 
 function elementState(args) {
-  let el;
-  try {
-    el = document.querySelector(args.selector);
-  } catch (e) {
-    return { error: String(e.message || e) };
-  }
+  const { el, error } = query(args.selector);
+  if (error) return { error };
   return { found: !!el, visible: !!el && isVisible(el), ready_state: document.readyState };
 }
 
