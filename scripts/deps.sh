@@ -16,8 +16,10 @@ export DEBIAN_FRONTEND=noninteractive
 # lxcfs serves each container sandbox its own /proc/meminfo, cpuinfo,
 # stat, uptime and loadavg; e2fsprogs also formats sandboxes' disks.
 # bubblewrap is the benches' floor (`bwrap --unshare-all`). openssl makes
-# the certificates of the SDK suite's vault-services upstream.
-packages=(python3 python3-venv procps iproute2 util-linux coreutils bash ca-certificates docker-registry busybox-static e2fsprogs nftables knot knot-dnsutils openssh-client docker.io lxcfs bubblewrap openssl)
+# the certificates of the SDK suite's vault-services upstream. postgresql
+# is the shared store the tests also run on (scripts/postgres.sh starts a
+# throwaway cluster; the package's own cluster is not started).
+packages=(python3 python3-venv procps iproute2 util-linux coreutils bash ca-certificates docker-registry busybox-static e2fsprogs nftables knot knot-dnsutils openssh-client docker.io lxcfs bubblewrap openssl postgresql)
 # The microvm provider: qemu (its microvm machine, and virtiofsd from
 # qemu-system-common) and Debian's kernel with its modules as the guest's.
 # Without their recommends: firmware, GUIs and an initramfs generator the

@@ -14,7 +14,14 @@ use crate::error::CoreError;
 use crate::ids::AccountId;
 use crate::keyed_locks::KeyedLocks;
 use crate::model::gateway::Resource;
-use crate::store::{ResourceDoc, ResourceStore};
+use crate::store::{ResourceDoc, ResourceStore, SharedLock};
+
+/// A document locked by [`Documents::lock`], until dropped.
+#[must_use = "the lock is released when dropped"]
+pub struct DocumentLock {
+    _shared: SharedLock,
+    _local: OwnedMutexGuard<()>,
+}
 
 /// The products' documents over the resource store.
 pub struct Documents {
@@ -36,11 +43,28 @@ impl Documents {
         self.store.as_ref()
     }
 
-    /// Locks one document against concurrent changes.
-    pub async fn lock<T: Resource>(&self, account: &AccountId, id: &str) -> OwnedMutexGuard<()> {
-        self.locks
-            .lock(&format!("{}/{}/{}", T::KIND, account, id))
+    /// Locks one document against concurrent changes, in this process and
+    /// in every other that shares the store.
+    pub async fn lock<T: Resource>(
+        &self,
+        account: &AccountId,
+        id: &str,
+    ) -> Result<DocumentLock, CoreError> {
+        self.lock_key(&format!("{}/{}/{}", T::KIND, account, id))
             .await
+    }
+
+    /// Locks a name of the products' choosing (the gateway's rank
+    /// accounting) as [`Documents::lock`] locks a document. This process's
+    /// lock is taken first, so its tasks queue here rather than each
+    /// holding a database connection while they wait.
+    pub async fn lock_key(&self, key: &str) -> Result<DocumentLock, CoreError> {
+        let local = self.locks.lock(&key.to_owned()).await;
+        let shared = self.store.hold(key).await?;
+        Ok(DocumentLock {
+            _shared: shared,
+            _local: local,
+        })
     }
 
     pub async fn load<T: Resource>(

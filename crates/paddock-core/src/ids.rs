@@ -81,6 +81,10 @@ prefixed_id!(
     VmId, "vm_", 20
 );
 prefixed_id!(
+    /// A paddock process that runs sandboxes, in a store several share.
+    NodeId, "node_", 12
+);
+prefixed_id!(
     /// An account id.
     AccountId, "acct_", 16
 );

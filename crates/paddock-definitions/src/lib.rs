@@ -307,7 +307,7 @@ impl Definitions {
             created_at: now,
             updated_at: now,
         };
-        let _lock = self.docs.lock::<StoredDefinition>(account, id).await;
+        let _lock = self.docs.lock::<StoredDefinition>(account, id).await?;
         self.docs.insert(&stored).await?;
         tracing::info!(account_id = %account, definition = id, revision = %stored.revision, "environment definition created");
         Ok(stored.view())
@@ -378,7 +378,7 @@ impl Definitions {
     ) -> Result<Definition, DefinitionError> {
         let expected = check_write(id, if_match)?;
         let spec = self.checked_spec(account, spec).await?;
-        let _lock = self.docs.lock::<StoredDefinition>(account, id).await;
+        let _lock = self.docs.lock::<StoredDefinition>(account, id).await?;
         let mut stored = self.stored_definition(account, id).await?;
         Self::check_revision(&expected, &stored)?;
         stored.revision = revision_of(id, &spec);
@@ -398,7 +398,7 @@ impl Definitions {
         if_match: Option<&str>,
     ) -> Result<(), DefinitionError> {
         let expected = check_write(id, if_match)?;
-        let _lock = self.docs.lock::<StoredDefinition>(account, id).await;
+        let _lock = self.docs.lock::<StoredDefinition>(account, id).await?;
         let stored = self.stored_definition(account, id).await?;
         Self::check_revision(&expected, &stored)?;
         self.docs.delete::<StoredDefinition>(account, id).await?;

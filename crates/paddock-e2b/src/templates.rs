@@ -310,7 +310,7 @@ impl E2b {
         let now = Timestamp::now();
         let existing = self.template_by_name_or_id(account, &name).await?;
         let _lock = match &existing {
-            Some(t) => Some(self.docs().lock::<Template>(account, &t.id).await),
+            Some(t) => Some(self.docs().lock::<Template>(account, &t.id).await?),
             None => None,
         };
         let template = match existing {
@@ -374,7 +374,7 @@ impl E2b {
         build_id: &str,
         spec: BuildSpec,
     ) -> Result<(), CoreError> {
-        let _lock = self.docs().lock::<Template>(account, template_id).await;
+        let _lock = self.docs().lock::<Template>(account, template_id).await?;
         let mut t = self
             .docs()
             .load::<Template>(account, template_id)
@@ -461,7 +461,7 @@ impl E2b {
 
     pub async fn delete_template(&self, account: &AccountId, key: &str) -> Result<(), CoreError> {
         let t = self.get_template(account, key).await?;
-        let _lock = self.docs().lock::<Template>(account, &t.id).await;
+        let _lock = self.docs().lock::<Template>(account, &t.id).await?;
         self.docs().delete::<Template>(account, &t.id).await
     }
 
@@ -618,7 +618,13 @@ async fn run_build(
     }
     t.update_time = Timestamp::now();
     let docs = core.documents();
-    let _lock = docs.lock::<Template>(&t.account_id, &t.id).await;
+    let _lock = match docs.lock::<Template>(&t.account_id, &t.id).await {
+        Ok(lock) => lock,
+        Err(e) => {
+            tracing::error!(template = %t.id, error = %paddock_core::error::error_chain(&e), "could not record a template build's end");
+            return;
+        }
+    };
     // A template deleted meanwhile stays deleted.
     if let Ok(Some(current)) = docs.load::<Template>(&t.account_id, &t.id).await {
         if current.build_id == t.build_id {

@@ -367,7 +367,7 @@ impl Gateway {
     }
 
     async fn try_schedule_jobs(self: &Arc<Self>) -> Result<(), CoreError> {
-        let _placement = self.placement_lock().await;
+        let _placement = self.placement_lock().await?;
         // One reading of who holds what serves the whole pass; each job
         // placed is added to it.
         let jobs = self.docs.load_all::<BatchJob>(None).await?;
@@ -387,7 +387,7 @@ impl Gateway {
             let Some(gpus) = self.place_among(&pool, job.num_ranks, &holder, &holdings) else {
                 continue;
             };
-            let _guard = self.docs.lock::<BatchJob>(&job.account_id, &job.id).await;
+            let _guard = self.docs.lock::<BatchJob>(&job.account_id, &job.id).await?;
             let Some(mut job) = self.docs.load::<BatchJob>(&job.account_id, &job.id).await? else {
                 continue;
             };
@@ -467,7 +467,9 @@ impl Gateway {
         let outcome = self.run_job_inner(&job, &mut log).await;
         log.flush().await;
         {
-            let _guard = self.docs.lock::<BatchJob>(&account, &id).await;
+            let Some(_guard) = self.lock_for_task::<BatchJob>(&account, &id).await else {
+                return;
+            };
             if let Ok(Some(mut job)) = self.docs.load::<BatchJob>(&account, &id).await {
                 if let Some(vm) = job.vm_id.take() {
                     let _ = self.core.vms().delete_vm(&account, &vm).await;
@@ -537,7 +539,7 @@ impl Gateway {
             .create_vm(&job.account_id, spec, true)
             .await?;
         {
-            let _guard = self.docs.lock::<BatchJob>(&job.account_id, &job.id).await;
+            let _guard = self.docs.lock::<BatchJob>(&job.account_id, &job.id).await?;
             let Some(mut current) = self.docs.load::<BatchJob>(&job.account_id, &job.id).await?
             else {
                 let _ = self.core.vms().delete_vm(&job.account_id, &vm.id).await;

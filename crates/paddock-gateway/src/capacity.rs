@@ -2,8 +2,9 @@
 //! apart from the resources: an environment holds its connection's ranks
 //! while connected (or on its way in or out), a batch job while it is
 //! pending or running, so the records are the ledger and a restart loses
-//! nothing. Placement runs under one lock so two placements never see the
-//! same free ranks.
+//! nothing. Placement runs under one lock, the store's, so two placements
+//! (of this process or another sharing the store) never see the same free
+//! ranks.
 
 use std::collections::BTreeSet;
 
@@ -156,9 +157,12 @@ impl Gateway {
     }
 
     /// Takes the placement lock: hold it from [`Service::place`] until the
-    /// holder's record is saved.
-    pub(crate) async fn placement_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.placement.lock().await
+    /// holder's record is saved. It is the store's, so processes sharing
+    /// a store place one at a time too.
+    pub(crate) async fn placement_lock(
+        &self,
+    ) -> Result<paddock_core::documents::DocumentLock, CoreError> {
+        self.docs.lock_key("gateway/placement").await
     }
 
     /// Finds `ranks` free ranks on `pool` for a holder (whose own current

@@ -165,7 +165,7 @@ impl Gateway {
                 "the built-in cluster cannot be changed".into(),
             ));
         }
-        let _guard = self.docs.lock::<Cluster>(account, id).await;
+        let _guard = self.docs.lock::<Cluster>(account, id).await?;
         let mut cluster = self.get_cluster(account, id).await?;
         if let Some(name) = patch.display_name {
             validate_display_name("displayName", &name)?;
@@ -182,7 +182,7 @@ impl Gateway {
                 "the built-in cluster cannot be deleted".into(),
             ));
         }
-        let _guard = self.docs.lock::<Cluster>(account, id).await;
+        let _guard = self.docs.lock::<Cluster>(account, id).await?;
         self.get_cluster(account, id).await?;
         let pools: Vec<String> = self
             .docs

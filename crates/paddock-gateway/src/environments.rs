@@ -144,7 +144,9 @@ impl Gateway {
                 .map(|v| Some(v.id)),
             Err(_) => Ok(None),
         };
-        let _guard = self.docs.lock::<Environment>(account, id).await;
+        let Some(_guard) = self.lock_for_task::<Environment>(account, id).await else {
+            return;
+        };
         let Ok(Some(mut env)) = self.docs.load::<Environment>(account, id).await else {
             return;
         };
@@ -236,7 +238,7 @@ impl Gateway {
         let _guard = self
             .docs
             .lock::<Environment>(&env.account_id, &env.id)
-            .await;
+            .await?;
         let Some(mut env) = self
             .docs
             .load::<Environment>(&env.account_id, &env.id)
@@ -363,7 +365,7 @@ impl Gateway {
         self.check_fits(&pool, req.num_ranks)?;
         let mut env = env;
         let mut task = {
-            let _placement = self.placement_lock().await;
+            let _placement = self.placement_lock().await?;
             let holder = format!("environment/{id}");
             let Some(gpus) = self.place(&pool, req.num_ranks, &holder).await? else {
                 return Err(CoreError::ResourceExhausted(format!(
@@ -426,7 +428,9 @@ impl Gateway {
                 tracing::warn!(environment = id, error = %error_chain(&e), "reconnect: the old sandbox's snapshot failed");
             }
             // The old connection's scratch goes with its sandbox.
-            let _guard = self.docs.lock::<Environment>(account, id).await;
+            let Some(_guard) = self.lock_for_task::<Environment>(account, id).await else {
+                return;
+            };
             if let Ok(Some(mut env)) = self.docs.load::<Environment>(account, id).await {
                 if env.scratch_volume_id.is_some() {
                     self.release_scratch(&mut env).await;
@@ -441,7 +445,9 @@ impl Gateway {
             Ok(None) => return,
             Err(e) => Err(e),
         };
-        let _guard = self.docs.lock::<Environment>(account, id).await;
+        let Some(_guard) = self.lock_for_task::<Environment>(account, id).await else {
+            return;
+        };
         let Ok(Some(mut env)) = self.docs.load::<Environment>(account, id).await else {
             return;
         };
@@ -574,7 +580,9 @@ impl Gateway {
             }
             None => Ok(()),
         };
-        let _guard = self.docs.lock::<Environment>(account, id).await;
+        let Some(_guard) = self.lock_for_task::<Environment>(account, id).await else {
+            return;
+        };
         let Ok(Some(mut env)) = self.docs.load::<Environment>(account, id).await else {
             return;
         };
@@ -626,7 +634,7 @@ impl Gateway {
             .await;
         match &snapshot {
             Ok(s) => {
-                let _guard = self.docs.lock::<Environment>(account, id).await;
+                let _guard = self.docs.lock::<Environment>(account, id).await?;
                 if let Some(mut env) = self.docs.load::<Environment>(account, id).await? {
                     env.snapshot_id = Some(s.id.clone());
                     env.snapshot_image_ref = snapshot_image_ref(s);
@@ -753,7 +761,9 @@ impl Gateway {
                 tracing::warn!(environment = %env.id, error = %error_chain(&e), "delete: could not list snapshots")
             }
         }
-        let _guard = self.docs.lock::<Environment>(&account, &env.id).await;
+        let Some(_guard) = self.lock_for_task::<Environment>(&account, &env.id).await else {
+            return;
+        };
         if let Err(e) = self.docs.delete::<Environment>(&account, &env.id).await {
             tracing::error!(environment = %env.id, error = %error_chain(&e), "delete: could not remove the record");
         }

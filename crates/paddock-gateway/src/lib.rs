@@ -19,8 +19,6 @@ mod validate;
 
 use std::sync::Arc;
 
-use tokio::sync::Mutex as AsyncMutex;
-
 pub use batch_jobs::BatchJobInput;
 pub use clusters::{ClusterInput, ClusterPatch};
 pub use environments::{
@@ -78,9 +76,6 @@ pub struct Gateway {
     /// Where its clusters, pools, environments and jobs are kept.
     docs: Arc<paddock_core::documents::Documents>,
     config: GatewayConfig,
-    /// Serializes rank accounting: a placement reads every holder and
-    /// records its own before the next one reads.
-    placement: AsyncMutex<()>,
 }
 
 /// A sandbox the gateway starts: an environment's connection or a job's
@@ -103,7 +98,6 @@ impl Gateway {
             docs: Arc::clone(core.documents()),
             core,
             config,
-            placement: AsyncMutex::new(()),
         }
     }
 

@@ -290,7 +290,7 @@ impl Gateway {
                 "the built-in node pools cannot be changed".into(),
             ));
         }
-        let _guard = self.docs.lock::<NodePool>(account, id).await;
+        let _guard = self.docs.lock::<NodePool>(account, id).await?;
         let mut pool = self.get_node_pool(account, id).await?;
         let who = Principal {
             account_id: account.clone(),
@@ -326,9 +326,9 @@ impl Gateway {
                 "the built-in node pools cannot be deleted".into(),
             ));
         }
-        let _guard = self.docs.lock::<NodePool>(account, id).await;
+        let _guard = self.docs.lock::<NodePool>(account, id).await?;
         let pool = self.get_node_pool(account, id).await?;
-        let _placement = self.placement_lock().await;
+        let _placement = self.placement_lock().await?;
         let stats = self.node_pool_stats(&pool).await?;
         let jobs: i32 = stats.batch_job_count.values().sum();
         if stats.environment_count > 0 || jobs > 0 {

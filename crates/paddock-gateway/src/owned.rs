@@ -4,10 +4,10 @@
 //! one to read it with its document lock held for a change, so a change
 //! never works from a copy another change has since replaced.
 
+use paddock_core::documents::DocumentLock;
 use paddock_core::error::CoreError;
 use paddock_core::model::gateway::{BatchJob, Environment, Resource};
 use paddock_core::model::Principal;
-use tokio::sync::OwnedMutexGuard;
 
 use crate::Gateway;
 
@@ -52,9 +52,25 @@ impl Gateway {
         &self,
         who: &Principal,
         id: &str,
-    ) -> Result<(OwnedMutexGuard<()>, T), CoreError> {
-        let guard = self.docs.lock::<T>(&who.account_id, id).await;
+    ) -> Result<(DocumentLock, T), CoreError> {
+        let guard = self.docs.lock::<T>(&who.account_id, id).await?;
         let resource = self.visible::<T>(who, id).await?;
         Ok((guard, resource))
+    }
+
+    /// Locks a document for a background task, which has nobody to answer:
+    /// a failure (the store unreachable) is logged and the task gives up.
+    pub(crate) async fn lock_for_task<T: Resource>(
+        &self,
+        account: &paddock_core::ids::AccountId,
+        id: &str,
+    ) -> Option<DocumentLock> {
+        match self.docs.lock::<T>(account, id).await {
+            Ok(lock) => Some(lock),
+            Err(e) => {
+                tracing::warn!(kind = T::KIND, id, error = %e, "could not lock a document; the task stops");
+                None
+            }
+        }
     }
 }

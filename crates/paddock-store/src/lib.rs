@@ -1,7 +1,9 @@
-//! Record stores behind [`paddock_core::store::Store`]. SQLite is the
-//! embedded default; PostgreSQL will sit beside it as a second module
-//! implementing the same trait.
+//! Record stores behind [`paddock_core::store::Store`]: one SQL store
+//! over SQLite (the embedded default) or PostgreSQL (shared by several
+//! paddock processes).
 
-mod sqlite;
+mod sql;
 
-pub use sqlite::{SqliteStore, SqliteStoreError};
+pub use sql::{
+    copy_records, summarize, Backend, CopyError, CopyReport, SqlStore, SqlStoreError, TableSummary,
+};

@@ -27,6 +27,11 @@ fn config_keys() -> Vec<String> {
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// Where records live: `postgres://…` (shared by several paddock
+    /// processes) or `sqlite:PATH`; unset, SQLite in the data dir. May
+    /// carry a password: never logged.
+    #[serde(default)]
+    pub store: Option<String>,
     /// The `paddock-agent` binary; default: beside this executable.
     pub agent_path: Option<PathBuf>,
     pub default_variant: String,
@@ -750,6 +755,7 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7420)),
             data_dir: PathBuf::from(".paddock"),
+            store: None,
             agent_path: None,
             default_variant: "default".into(),
             variants,

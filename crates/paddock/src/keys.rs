@@ -1,5 +1,5 @@
-//! `paddock keys`: API keys, managed on the data dir's database directly
-//! (safe beside a running server: SQLite in WAL mode).
+//! `paddock keys`: API keys, managed on the server's store directly
+//! (safe beside a running server: SQLite in WAL mode, or PostgreSQL).
 
 use std::path::Path;
 
@@ -11,23 +11,30 @@ use crate::cli::KeysCommand;
 
 /// Accounts and keys over the data dir's store: key management starts
 /// no sandbox machinery.
-async fn accounts(data_dir: &Path) -> anyhow::Result<Accounts> {
-    Ok(Accounts::new(crate::serve::open_store(data_dir).await?))
+async fn accounts(data_dir: &Path, store: Option<&str>) -> anyhow::Result<Accounts> {
+    Ok(Accounts::new(std::sync::Arc::new(
+        crate::serve::open_store(data_dir, store).await?,
+    )))
 }
 
 /// `paddock rotate-master-key`: a new key, every secret re-sealed under
 /// it, then the old key forgotten. Interrupted, the old key stays in
 /// `master.key.previous` and the next server start finishes the job.
-pub async fn rotate_master_key(data_dir: &Path) -> anyhow::Result<usize> {
+pub async fn rotate_master_key(data_dir: &Path, store: Option<&str>) -> anyhow::Result<usize> {
     let keyring = crate::master_key::rotate(data_dir)?;
-    let store = crate::serve::open_store(data_dir).await?;
-    let n = paddock_core::vaults::reseal_secrets(store.as_ref(), &keyring).await?;
+    let store = crate::serve::open_store(data_dir, store).await?;
+    let n = paddock_core::vaults::reseal_secrets(&store, &keyring).await?;
     crate::master_key::forget_previous(data_dir)?;
     Ok(n)
 }
 
-pub async fn run(data_dir: &Path, command: KeysCommand, json: bool) -> anyhow::Result<()> {
-    let accounts = accounts(data_dir).await?;
+pub async fn run(
+    data_dir: &Path,
+    store: Option<&str>,
+    command: KeysCommand,
+    json: bool,
+) -> anyhow::Result<()> {
+    let accounts = accounts(data_dir, store).await?;
     match command {
         KeysCommand::Create {
             name,

@@ -7,6 +7,7 @@ mod data_lock;
 mod host_limits;
 mod keys;
 mod master_key;
+mod migrate_store;
 mod serve;
 mod sys;
 mod term;
@@ -41,8 +42,12 @@ async fn main() -> ExitCode {
             listen,
             data_dir,
             config,
+            store,
         } => {
             let loaded = config::Config::load(config.as_deref()).map(|mut c| {
+                if store.is_some() {
+                    c.store = store;
+                }
                 if let Some(l) = listen {
                     c.listen = l;
                 }
@@ -62,18 +67,31 @@ async fn main() -> ExitCode {
         Command::Keys {
             data_dir,
             json,
+            store,
             command,
-        } => keys::run(&data_dir, command, json).await.map(|()| 0),
-        Command::RotateMasterKey { data_dir } => {
+        } => keys::run(&data_dir, store.as_deref(), command, json)
+            .await
+            .map(|()| 0),
+        Command::RotateMasterKey { data_dir, store } => {
             match data_lock::lock(&data_dir, "rotating its master key") {
-                Ok(_held) => keys::rotate_master_key(&data_dir).await.map(|n| {
-                    eprintln!("re-sealed {n} secrets under the new master key");
-                    0
-                }),
+                Ok(_held) => keys::rotate_master_key(&data_dir, store.as_deref())
+                    .await
+                    .map(|n| {
+                        eprintln!("re-sealed {n} secrets under the new master key");
+                        0
+                    }),
                 Err(e) => Err(e),
             }
         }
         Command::Purge { data_dir, config } => purge(data_dir, config).await,
+        Command::MigrateStore { data_dir, from, to } => {
+            match data_lock::lock(&data_dir, "moving its records") {
+                Ok(_held) => migrate_store::run(&data_dir, from.as_deref(), &to)
+                    .await
+                    .map(|()| 0),
+                Err(e) => Err(e),
+            }
+        }
         Command::Openapi => {
             println!("{}", paddock_api::openapi::document_json());
             Ok(0)

@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use paddock_api::{AppState, MetricsHandle};
+use paddock_core::ids::NodeId;
 use paddock_core::network_backend::{NetworkBackend, NoNetwork};
 use paddock_core::service::{Backends, Service, ServiceConfig};
 use paddock_runtime::container::{ContainerConfig, ContainerProvider};
-use paddock_store::SqliteStore;
+use paddock_store::SqlStore;
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -26,15 +27,77 @@ pub fn agent_path(config: &Config) -> anyhow::Result<std::path::PathBuf> {
     }
 }
 
-pub async fn open_store(data_dir: &Path) -> anyhow::Result<Arc<SqliteStore>> {
+/// The store `url` names; without one, the store the data dir's server
+/// last served from (`store.url`), else the data dir's SQLite database.
+/// A server records its store there, so that `paddock keys` and a start
+/// without `--store` find the same records.
+pub async fn open_store(data_dir: &Path, url: Option<&str>) -> anyhow::Result<SqlStore> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("create the data dir {}", data_dir.display()))?;
     std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("restrict the data dir {}", data_dir.display()))?;
-    let store = SqliteStore::open(&data_dir.join("paddock.db"))
-        .await
-        .context("open the database")?;
-    Ok(Arc::new(store))
+    let recorded = recorded_store(data_dir)?;
+    let store = match url.or(recorded.as_deref()) {
+        Some(url) => SqlStore::open(url).await,
+        None => SqlStore::open_sqlite(&data_dir.join("paddock.db")).await,
+    }
+    .context("open the database")?;
+    Ok(store)
+}
+
+/// This data dir's node id: made at its first start, kept in `node.id`.
+fn node_id(data_dir: &Path) -> anyhow::Result<NodeId> {
+    let path = data_dir.join("node.id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) => id
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = NodeId::generate();
+            std::fs::write(&path, id.as_str())
+                .with_context(|| format!("write {}", path.display()))?;
+            Ok(id)
+        }
+        Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+    }
+}
+
+const STORE_URL_FILE: &str = "store.url";
+
+/// The store URL recorded in the data dir, if any.
+pub fn recorded_store(data_dir: &Path) -> anyhow::Result<Option<String>> {
+    match std::fs::read_to_string(data_dir.join(STORE_URL_FILE)) {
+        Ok(url) => Ok(Some(url.trim().to_owned()).filter(|u| !u.is_empty())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).context("read the data dir's store.url"),
+    }
+}
+
+/// Records the store a server serves from (owner-only: a PostgreSQL URL
+/// may carry its password), or forgets it for the data dir's SQLite.
+pub fn record_store(data_dir: &Path, url: Option<&str>) -> anyhow::Result<()> {
+    let path = data_dir.join(STORE_URL_FILE);
+    match url {
+        Some(url) => {
+            let tmp = data_dir.join("store.url.tmp");
+            let _ = std::fs::remove_file(&tmp);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, url.as_bytes()))
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .with_context(|| format!("write {}", path.display()))
+        }
+        None => match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("remove {}", path.display()))
+            }
+            _ => Ok(()),
+        },
+    }
 }
 
 /// Writes the admin key file once, readable by its owner only.
@@ -67,7 +130,17 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         std::os::unix::fs::PermissionsExt::from_mode(0o700),
     )
     .with_context(|| format!("restrict {}", config.data_dir.display()))?;
-    let store = open_store(&config.data_dir).await?;
+    let node = node_id(&config.data_dir)?;
+    let store = open_store(&config.data_dir, config.store.as_deref())
+        .await?
+        .for_node(node.as_str())
+        .await
+        .context("claim the node's VMs")?;
+    let store = Arc::new(store);
+    if config.store.is_some() {
+        record_store(&config.data_dir, config.store.as_deref())?;
+    }
+    tracing::info!(node = %node, backend = ?store.backend(), "records open");
     let provider = ContainerProvider::new(ContainerConfig {
         data_dir: config.data_dir.clone(),
         agent_path: agent_path(&config)?,

@@ -66,18 +66,11 @@ async fn a_recording_tape_survives_a_restart_and_ends_with_its_retention() {
     // Its retention ends (the document says so, as a day later would),
     // and the next look deletes it and its files.
     server.kill();
-    let db = server.data_dir().join("paddock.db");
-    let edited = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(
-            "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); \
-             db.execute(\"UPDATE gateway_resources SET doc = json_set(doc, '$.expires_at', 1) WHERE kind = 'tape'\"); \
-             db.commit()",
-        )
-        .arg(&db)
-        .status()
-        .expect("python3");
-    assert!(edited.success());
+    server.edit_store(
+        "UPDATE gateway_resources SET doc = json_set(doc, '$.expires_at', 1) WHERE kind = 'tape'",
+        "UPDATE gateway_resources SET doc = jsonb_set(doc::jsonb, '{expires_at}', '1')::text \
+         WHERE kind = 'tape'",
+    );
     server.restart();
     let c = server.client();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -250,9 +250,37 @@ pub struct JobLogChunk {
     pub created_at: Timestamp,
 }
 
+/// Held while something in the store (a document, the gateway's rank
+/// accounting) is read, changed and written back, against every other
+/// process sharing the store; released when dropped. A store that one
+/// process alone opens (SQLite, its data dir locked) holds nothing: the
+/// process's own lock suffices.
+pub struct SharedLock(Option<Box<dyn Send>>);
+
+impl SharedLock {
+    /// A lock of a store no other process shares.
+    pub fn unshared() -> Self {
+        Self(None)
+    }
+
+    /// A lock held for as long as `guard` lives.
+    pub fn holding(guard: Box<dyn Send>) -> Self {
+        Self(Some(guard))
+    }
+
+    /// Whether another process could have been kept out.
+    pub fn is_shared(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
 /// The account gateway's resources (documents) and batch job logs.
 #[async_trait]
 pub trait ResourceStore: Send + Sync {
+    /// Waits until no other process sharing the store holds `key`, then
+    /// holds it until the returned lock drops.
+    async fn hold(&self, key: &str) -> Result<SharedLock, StoreError>;
+
     /// Fails with `Duplicate` when the kind, account and id exist.
     async fn insert_resource(&self, doc: &ResourceDoc) -> Result<(), StoreError>;
     /// Replaces the document; false when there is none.
@@ -367,9 +395,10 @@ pub trait VmStore: Send + Sync {
     /// The account's VMs, newest first, per `filter`.
     async fn list_vms(&self, account: &AccountId, filter: &VmFilter)
         -> Result<Vec<Vm>, StoreError>;
-    /// VMs of every account in one of `statuses` (for reconciliation).
+    /// This node's VMs of every account in one of `statuses` (for
+    /// reconciliation: a store shared by several nodes gives each its own).
     async fn list_vms_in(&self, statuses: &VmStatusSet) -> Result<Vec<Vm>, StoreError>;
-    /// Active VMs whose lifetime ended at or before `now`.
+    /// This node's active VMs whose lifetime ended at or before `now`.
     async fn list_expired_vms(&self, now: Timestamp) -> Result<Vec<Vm>, StoreError>;
     /// The newest VM of a session, whatever its status.
     async fn latest_vm_of_session(
@@ -380,6 +409,7 @@ pub trait VmStore: Send + Sync {
     /// What the account's VMs that hold host resources (creating, running,
     /// stopping) take together.
     async fn account_usage(&self, account: &AccountId) -> Result<crate::quotas::Usage, StoreError>;
+    /// How many of this node's VMs are in each status.
     async fn count_vms_by_status(&self) -> Result<Vec<(VmStatus, u64)>, StoreError>;
 }
 
@@ -393,8 +423,9 @@ pub trait ExecutionStore: Send + Sync {
         account: &AccountId,
         id: &ExecutionId,
     ) -> Result<Option<Execution>, StoreError>;
-    /// Marks every running execution but those in `except` failed (their
-    /// tasks died with a previous server process); returns how many.
+    /// Marks every running execution of this node's VMs but those in
+    /// `except` failed (their tasks died with a previous server process);
+    /// returns how many.
     async fn fail_unfinished_executions(
         &self,
         reason: &str,

@@ -720,7 +720,7 @@ async fn change_tape<T>(
     change: impl AsyncFnOnce(&mut Tape) -> Result<T, CoreError>,
 ) -> Result<T, CoreError> {
     let documents = core.documents();
-    let _guard = documents.lock::<Tape>(account, id).await;
+    let _guard = documents.lock::<Tape>(account, id).await?;
     let mut tape: Tape = documents
         .load(account, id)
         .await?

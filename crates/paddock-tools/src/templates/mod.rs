@@ -298,7 +298,7 @@ impl Templates {
             .await?;
         let now = Timestamp::now();
         let documents = self.core.documents();
-        let _guard = documents.lock::<Template>(account, &manifest.slug).await;
+        let _guard = documents.lock::<Template>(account, &manifest.slug).await?;
         let previous: Option<Template> = documents.load(account, &manifest.slug).await?;
         let template = Template {
             id: manifest.slug.clone(),
@@ -343,7 +343,7 @@ impl Templates {
         outcome: Result<(), String>,
     ) -> Result<(), CoreError> {
         let documents = self.core.documents();
-        let _guard = documents.lock::<Template>(account, slug).await;
+        let _guard = documents.lock::<Template>(account, slug).await?;
         let Some(mut template): Option<Template> = documents.load(account, slug).await? else {
             return Ok(());
         };
@@ -408,7 +408,7 @@ impl Templates {
     /// Deletes the account's template `slug` (its snapshot stays).
     pub async fn delete(&self, account: &AccountId, slug: &str) -> Result<Template, CoreError> {
         let documents = self.core.documents();
-        let _guard = documents.lock::<Template>(account, slug).await;
+        let _guard = documents.lock::<Template>(account, slug).await?;
         let template: Template = documents
             .load(account, slug)
             .await?
@@ -432,7 +432,7 @@ impl Templates {
         }
         let key = format!("{}@{}", template.id, template.version);
         let documents = self.core.documents();
-        let _guard = documents.lock::<AccountBuild>(account, &key).await;
+        let _guard = documents.lock::<AccountBuild>(account, &key).await?;
         if let Some(built) = documents.load::<AccountBuild>(account, &key).await? {
             if let Ok(s) = self.core.snapshots().get(account, &built.snapshot_id).await {
                 if s.status == SnapshotStatus::Ready {

@@ -27,6 +27,10 @@ pub enum Command {
         /// A TOML config file.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Where records live: `postgres://…` or `sqlite:PATH` (default:
+        /// SQLite in the data dir). Also `store` in the config file.
+        #[arg(long)]
+        store: Option<String>,
     },
     /// Manage API keys (on the local data dir).
     Keys {
@@ -41,6 +45,9 @@ pub enum Command {
         data_dir: PathBuf,
         #[arg(long, global = true)]
         json: bool,
+        /// The server's store, when it is not the data dir's SQLite.
+        #[arg(long, env = "PADDOCK_STORE", hide_env_values = true, global = true)]
+        store: Option<String>,
         #[command(subcommand)]
         command: KeysCommand,
     },
@@ -49,6 +56,23 @@ pub enum Command {
     RotateMasterKey {
         #[arg(long, default_value = ".paddock", env = "PADDOCK_DATA_DIR")]
         data_dir: PathBuf,
+        /// The server's store, when it is not the data dir's SQLite.
+        #[arg(long, env = "PADDOCK_STORE", hide_env_values = true)]
+        store: Option<String>,
+    },
+    /// Move a stopped server's records to another store (SQLite to
+    /// PostgreSQL), verified by counts and checksums; the data dir then
+    /// serves from the new store.
+    MigrateStore {
+        #[arg(long, default_value = ".paddock", env = "PADDOCK_DATA_DIR")]
+        data_dir: PathBuf,
+        /// The store to read (default: the data dir's).
+        #[arg(long, hide_env_values = true)]
+        from: Option<String>,
+        /// The store to fill, which must be empty: `postgres://…` or
+        /// `sqlite:PATH`.
+        #[arg(long)]
+        to: String,
     },
     /// Kill and remove every sandbox of a data dir (with its server stopped):
     /// its containers, network, docker containers and lxcfs views.

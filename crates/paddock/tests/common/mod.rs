@@ -55,6 +55,39 @@ fn network_env() -> Vec<(String, String)> {
     ]
 }
 
+/// `PADDOCK_TEST_POSTGRES` names a PostgreSQL the tests may use (an admin
+/// URL, as `scripts/postgres.sh` prints). With `PADDOCK_TEST_STORE=postgres`
+/// too, every server keeps its records in a database of its own there
+/// instead of its data dir's SQLite: the whole suite runs on either.
+fn store_env() -> Vec<(String, String)> {
+    if std::env::var("PADDOCK_TEST_STORE").as_deref() != Ok("postgres") {
+        return Vec::new();
+    }
+    let admin = std::env::var("PADDOCK_TEST_POSTGRES")
+        .expect("PADDOCK_TEST_STORE=postgres needs PADDOCK_TEST_POSTGRES");
+    vec![("PADDOCK_STORE".into(), fresh_postgres_database(&admin))]
+}
+
+/// Creates an empty database on the test PostgreSQL; its URL.
+pub fn fresh_postgres_database(admin: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("paddock_{}_{n}", std::process::id());
+    let out = Command::new("psql")
+        .args(["-X", "-q", admin, "-c", &format!("CREATE DATABASE {name}")])
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "create {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (server, _) = admin
+        .rsplit_once('/')
+        .expect("an admin URL with a database");
+    format!("{server}/{name}")
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -86,7 +119,59 @@ impl Server {
         Self::start_full(env, None)
     }
 
+    /// Another node of `first`'s installation: a server of its own (data
+    /// dir, ports, bridge, subnet) over `first`'s PostgreSQL store, with
+    /// the master key and admin key the installation's nodes share.
+    /// `None` when the suite runs without PostgreSQL.
+    pub fn start_sharing(first: &Server, toml: Option<&str>) -> Option<Self> {
+        let store = first
+            .env
+            .iter()
+            .find(|(k, _)| k == "PADDOCK_STORE")
+            .map(|(_, v)| v.clone())?;
+        Some(Self::start_prepared(
+            &[("PADDOCK_STORE", &store)],
+            toml,
+            |data| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::create_dir_all(data).expect("data dir");
+                std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700))
+                    .expect("restrict the data dir");
+                for key in ["master.key", "admin.key"] {
+                    std::fs::copy(first.data_dir().join(key), data.join(key)).expect(key);
+                }
+            },
+        ))
+    }
+
     fn start_full(env: &[(&str, &str)], toml: Option<&str>) -> Self {
+        Self::start_prepared(env, toml, |_| {})
+    }
+
+    /// A server on a PostgreSQL store of its own, whatever the suite runs
+    /// on; `None` without a PostgreSQL to use.
+    pub fn start_on_postgres(toml: &str) -> Option<Self> {
+        let admin = std::env::var("PADDOCK_TEST_POSTGRES").ok()?;
+        let store = fresh_postgres_database(&admin);
+        Some(Self::start_prepared(
+            &[("PADDOCK_STORE", &store)],
+            Some(toml),
+            |_| {},
+        ))
+    }
+
+    /// A server on its data dir's SQLite store whatever the suite runs on
+    /// (a store to move to PostgreSQL).
+    pub fn start_on_sqlite(toml: &str) -> Self {
+        Self::start_prepared(&[("PADDOCK_STORE", "")], Some(toml), |_| {})
+    }
+
+    /// Starts a server once `prepare` has filled its data dir.
+    fn start_prepared(
+        env: &[(&str, &str)],
+        toml: Option<&str>,
+        prepare: impl FnOnce(&Path),
+    ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("pdk")
             .tempdir_in("/tmp")
@@ -106,6 +191,11 @@ impl Server {
             port,
             env: network_env()
                 .into_iter()
+                .chain(if env.iter().any(|(k, _)| *k == "PADDOCK_STORE") {
+                    Vec::new()
+                } else {
+                    store_env()
+                })
                 .chain([
                     (
                         "PADDOCK_SHARES__LISTEN".to_owned(),
@@ -121,6 +211,8 @@ impl Server {
                     ),
                 ])
                 .chain(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
+                // An empty PADDOCK_STORE asks for the data dir's SQLite.
+                .filter(|(k, v)| !(k == "PADDOCK_STORE" && v.is_empty()))
                 .collect(),
             config: None,
         };
@@ -129,12 +221,41 @@ impl Server {
             std::fs::write(&path, toml).expect("write config");
             s.config = Some(path);
         }
+        prepare(&s.data_dir());
         s.spawn();
         s.key = std::fs::read_to_string(s.data_dir().join("admin.key"))
             .expect("admin.key written on first start")
             .trim()
             .to_owned();
         s
+    }
+
+    /// Runs a statement on the server's store (stopped or not): the
+    /// SQLite spelling or the PostgreSQL one, whichever it keeps.
+    pub fn edit_store(&self, sqlite: &str, postgres: &str) {
+        let store = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "PADDOCK_STORE")
+            .map(|(_, v)| v.clone());
+        let status = match store {
+            Some(url) => Command::new("psql")
+                .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", &url, "-c", postgres])
+                .status(),
+            None => Command::new("python3")
+                .arg("-c")
+                .arg(
+                    "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); \
+                     db.execute(sys.argv[2]); db.commit()",
+                )
+                .arg(self.data_dir().join("paddock.db"))
+                .arg(sqlite)
+                .status(),
+        };
+        assert!(
+            status.expect("run the store's client").success(),
+            "{sqlite}"
+        );
     }
 
     pub fn data_dir(&self) -> PathBuf {

@@ -8,16 +8,16 @@ use paddock_core::store::ImageStore;
 use paddock_core::StoreError;
 
 use super::rows::{self, db_err, ImageRow};
-use super::{status_list, SqliteStore};
+use super::{status_list, SqlStore};
 
 #[async_trait]
-impl ImageStore for SqliteStore {
+impl ImageStore for SqlStore {
     async fn upsert_image(&self, image: &Image) -> Result<(), StoreError> {
         let (config, layers) = rows::image_json(image)?;
         sqlx::query(
-            "INSERT INTO images (account_id, digest, reference, config_digest, config, layers, size, created_at) \
+            &self.sql("INSERT INTO images (account_id, digest, reference, config_digest, config, layers, size, created_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (account_id, digest) DO UPDATE SET reference = excluded.reference",
+             ON CONFLICT (account_id, digest) DO UPDATE SET reference = excluded.reference",)
         )
         .bind(image.account_id.as_str())
         .bind(&image.digest)
@@ -39,9 +39,9 @@ impl ImageStore for SqliteStore {
         key: &str,
     ) -> Result<Option<Image>, StoreError> {
         let row: Option<ImageRow> = sqlx::query_as(
-            "SELECT account_id, digest, reference, config_digest, config, layers, size, created_at \
+            &self.sql("SELECT account_id, digest, reference, config_digest, config, layers, size, created_at \
              FROM images WHERE account_id = ? AND (digest = ? OR reference = ?) \
-             ORDER BY digest = ? DESC, created_at DESC LIMIT 1",
+             ORDER BY digest = ? DESC, created_at DESC LIMIT 1",)
         )
         .bind(account.as_str())
         .bind(key)
@@ -55,8 +55,8 @@ impl ImageStore for SqliteStore {
 
     async fn list_images(&self, account: &AccountId) -> Result<Vec<Image>, StoreError> {
         let rows: Vec<ImageRow> = sqlx::query_as(
-            "SELECT account_id, digest, reference, config_digest, config, layers, size, created_at \
-             FROM images WHERE account_id = ? ORDER BY created_at DESC, digest",
+            &self.sql("SELECT account_id, digest, reference, config_digest, config, layers, size, created_at \
+             FROM images WHERE account_id = ? ORDER BY created_at DESC, digest",)
         )
         .bind(account.as_str())
         .fetch_all(&self.pool)
@@ -76,21 +76,21 @@ impl ImageStore for SqliteStore {
 
     async fn referenced_blobs(&self) -> Result<std::collections::BTreeSet<String>, StoreError> {
         let rows: Vec<ImageRow> = sqlx::query_as(
-            "SELECT account_id, digest, reference, config_digest, config, layers, size, created_at FROM images",
+            &self.sql("SELECT account_id, digest, reference, config_digest, config, layers, size, created_at FROM images",)
         )
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
         let mut keep = std::collections::BTreeSet::new();
-        let cached: Vec<(String,)> = sqlx::query_as("SELECT digest FROM build_cache")
+        let cached: Vec<(String,)> = sqlx::query_as(&self.sql("SELECT digest FROM build_cache"))
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
         keep.extend(cached.into_iter().map(|(d,)| d));
         // Snapshots keep their whole stack (base layers included) alive.
         let snapshot_images: Vec<ImageRow> = sqlx::query_as(
-            "SELECT account_id, digest, id AS reference, config_digest, config, layers, size, created_at \
-             FROM snapshots WHERE digest IS NOT NULL",
+            &self.sql("SELECT account_id, digest, id AS reference, config_digest, config, layers, size, created_at \
+             FROM snapshots WHERE digest IS NOT NULL",)
         )
         .fetch_all(&self.pool)
         .await
@@ -109,10 +109,10 @@ impl ImageStore for SqliteStore {
         account: &AccountId,
         digest: &str,
     ) -> Result<u64, StoreError> {
-        let (n,): (i64,) = sqlx::query_as(&format!(
+        let (n,): (i64,) = sqlx::query_as(&self.sql(&format!(
             "SELECT COUNT(*) FROM vms WHERE account_id = ? AND image_digest = ? AND status IN ({})",
             status_list(&VmStatusSet::holding_resources())
-        ))
+        )))
         .bind(account.as_str())
         .bind(digest)
         .fetch_one(&self.pool)
@@ -126,7 +126,7 @@ impl ImageStore for SqliteStore {
         key: &str,
     ) -> Result<Option<paddock_core::images::BuiltLayer>, StoreError> {
         let row: Option<(String, i64, String, String)> = sqlx::query_as(
-            "SELECT digest, size, media_type, diff_id FROM build_cache WHERE key = ?",
+            &self.sql("SELECT digest, size, media_type, diff_id FROM build_cache WHERE key = ?"),
         )
         .bind(key)
         .fetch_optional(&self.pool)
@@ -149,10 +149,12 @@ impl ImageStore for SqliteStore {
         key: &str,
         layer: &paddock_core::images::BuiltLayer,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT OR REPLACE INTO build_cache (key, digest, size, media_type, diff_id, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
+        sqlx::query(&self.sql(
+            "INSERT INTO build_cache (key, digest, size, media_type, diff_id, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET digest = excluded.digest, \
+             size = excluded.size, media_type = excluded.media_type, diff_id = excluded.diff_id, \
+             created_at = excluded.created_at",
+        ))
         .bind(key)
         .bind(&layer.info.digest)
         .bind(i64::try_from(layer.info.size).unwrap_or(i64::MAX))

@@ -9,7 +9,7 @@ use paddock_core::StoreError;
 use sqlx::FromRow;
 
 use super::rows::{db_err, parse, ts};
-use super::SqliteStore;
+use super::SqlStore;
 
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -48,10 +48,10 @@ const USAGE_COLUMNS: &str = "account_id, vm_id, day, cpu_seconds, memory_gib_sec
     egress_bytes, storage_gib_seconds";
 
 #[async_trait]
-impl UsageStore for SqliteStore {
+impl UsageStore for SqlStore {
     async fn usage_cursors(&self) -> Result<Vec<UsageCursor>, StoreError> {
         let rows: Vec<(String, i64, i64, i64)> =
-            sqlx::query_as("SELECT vm_id, cpu_ns, egress_bytes, at FROM usage_cursors")
+            sqlx::query_as(&self.sql("SELECT vm_id, cpu_ns, egress_bytes, at FROM usage_cursors"))
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db_err)?;
@@ -76,15 +76,15 @@ impl UsageStore for SqliteStore {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         for r in records {
             let account = r.account_id.as_ref().map(AccountId::as_str).unwrap_or("");
-            sqlx::query(
+            sqlx::query(&self.sql(
                 "INSERT INTO usage (account_id, vm_id, day, cpu_seconds, memory_gib_seconds, \
                  egress_bytes, storage_gib_seconds) VALUES (?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (account_id, vm_id, day) DO UPDATE SET \
-                 cpu_seconds = cpu_seconds + excluded.cpu_seconds, \
-                 memory_gib_seconds = memory_gib_seconds + excluded.memory_gib_seconds, \
-                 egress_bytes = egress_bytes + excluded.egress_bytes, \
-                 storage_gib_seconds = storage_gib_seconds + excluded.storage_gib_seconds",
-            )
+                 cpu_seconds = usage.cpu_seconds + excluded.cpu_seconds, \
+                 memory_gib_seconds = usage.memory_gib_seconds + excluded.memory_gib_seconds, \
+                 egress_bytes = usage.egress_bytes + excluded.egress_bytes, \
+                 storage_gib_seconds = usage.storage_gib_seconds + excluded.storage_gib_seconds",
+            ))
             .bind(account)
             .bind(r.vm_id.as_ref().map(VmId::as_str).unwrap_or(""))
             .bind(&r.day)
@@ -97,11 +97,11 @@ impl UsageStore for SqliteStore {
             .map_err(db_err)?;
         }
         for c in cursors {
-            sqlx::query(
+            sqlx::query(&self.sql(
                 "INSERT INTO usage_cursors (vm_id, cpu_ns, egress_bytes, at) VALUES (?, ?, ?, ?) \
                  ON CONFLICT (vm_id) DO UPDATE SET cpu_ns = excluded.cpu_ns, \
                  egress_bytes = excluded.egress_bytes, at = excluded.at",
-            )
+            ))
             .bind(c.vm_id.as_str())
             .bind(to_i64(c.cpu_ns))
             .bind(to_i64(c.egress_bytes))
@@ -111,7 +111,7 @@ impl UsageStore for SqliteStore {
             .map_err(db_err)?;
         }
         for vm in ended {
-            sqlx::query("DELETE FROM usage_cursors WHERE vm_id = ?")
+            sqlx::query(&self.sql("DELETE FROM usage_cursors WHERE vm_id = ?"))
                 .bind(vm.as_str())
                 .execute(&mut *tx)
                 .await
@@ -126,10 +126,10 @@ impl UsageStore for SqliteStore {
         from: &str,
         to: &str,
     ) -> Result<Vec<UsageRecord>, StoreError> {
-        let rows: Vec<UsageRow> = sqlx::query_as(&format!(
+        let rows: Vec<UsageRow> = sqlx::query_as(&self.sql(&format!(
             "SELECT {USAGE_COLUMNS} FROM usage WHERE account_id = ? AND day >= ? AND day <= ? \
              ORDER BY day, vm_id"
-        ))
+        )))
         .bind(account.as_str())
         .bind(from)
         .bind(to)
@@ -142,9 +142,9 @@ impl UsageStore for SqliteStore {
     async fn usage_of_vms(&self, vms: &[VmId]) -> Result<Vec<UsageRecord>, StoreError> {
         let mut out = Vec::new();
         for vm in vms {
-            let rows: Vec<UsageRow> = sqlx::query_as(&format!(
+            let rows: Vec<UsageRow> = sqlx::query_as(&self.sql(&format!(
                 "SELECT {USAGE_COLUMNS} FROM usage WHERE vm_id = ? ORDER BY day"
-            ))
+            )))
             .bind(vm.as_str())
             .fetch_all(&self.pool)
             .await

@@ -5,11 +5,11 @@ use paddock_core::ids::{AccountId, ShareId};
 use paddock_core::model::{CustomDomain, DomainStatus, Sealed};
 use paddock_core::store::DomainStore;
 use paddock_core::StoreError;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
 
 use super::rows::{db_err, parse, ts};
-use super::SqliteStore;
+use super::SqlStore;
 
 const DOMAIN_COLUMNS: &str =
     "id, account_id, share_id, domain, dns_provider, status, last_error, created_at, updated_at";
@@ -19,8 +19,8 @@ pub(super) struct DomainRow(CustomDomain);
 super::owned!(CustomDomain: "custom_domains", DOMAIN_COLUMNS,
     DomainRow => |row: DomainRow| Ok(row.0));
 
-impl<'r> FromRow<'r, SqliteRow> for DomainRow {
-    fn from_row(row: &'r SqliteRow) -> Result<Self, sqlx::Error> {
+impl<'r> FromRow<'r, AnyRow> for DomainRow {
+    fn from_row(row: &'r AnyRow) -> Result<Self, sqlx::Error> {
         let decode = |e: StoreError| sqlx::Error::Decode(Box::new(e));
         let text = |c: &str| row.try_get::<String, _>(c);
         let status = text("status")?;
@@ -40,16 +40,16 @@ impl<'r> FromRow<'r, SqliteRow> for DomainRow {
 }
 
 #[async_trait]
-impl DomainStore for SqliteStore {
+impl DomainStore for SqlStore {
     async fn insert_domain(
         &self,
         d: &CustomDomain,
         credentials: Option<&Sealed>,
     ) -> Result<i64, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO custom_domains (account_id, share_id, domain, dns_provider, \
+        let id: i64 = sqlx::query_scalar(
+            &self.sql("INSERT INTO custom_domains (account_id, share_id, domain, dns_provider, \
              creds_key_id, creds_nonce, creds_ciphertext, status, last_error, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",)
         )
         .bind(d.account_id.as_str())
         .bind(d.share_id.as_str())
@@ -62,16 +62,16 @@ impl DomainStore for SqliteStore {
         .bind(&d.last_error)
         .bind(d.created_at.unix_millis())
         .bind(d.updated_at.unix_millis())
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await
         .map_err(db_err)?;
-        Ok(done.last_insert_rowid())
+        Ok(id)
     }
 
     async fn update_domain_status(&self, d: &CustomDomain) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query(&self.sql(
             "UPDATE custom_domains SET status = ?, last_error = ?, updated_at = ? WHERE id = ?",
-        )
+        ))
         .bind(d.status.as_str())
         .bind(&d.last_error)
         .bind(d.updated_at.unix_millis())
@@ -91,9 +91,9 @@ impl DomainStore for SqliteStore {
     }
 
     async fn list_domains(&self, account: &AccountId) -> Result<Vec<CustomDomain>, StoreError> {
-        let rows: Vec<DomainRow> = sqlx::query_as(&format!(
+        let rows: Vec<DomainRow> = sqlx::query_as(&self.sql(&format!(
             "SELECT {DOMAIN_COLUMNS} FROM custom_domains WHERE account_id = ? ORDER BY id"
-        ))
+        )))
         .bind(account.as_str())
         .fetch_all(&self.pool)
         .await
@@ -102,9 +102,9 @@ impl DomainStore for SqliteStore {
     }
 
     async fn find_domain(&self, domain: &str) -> Result<Option<CustomDomain>, StoreError> {
-        let row: Option<DomainRow> = sqlx::query_as(&format!(
+        let row: Option<DomainRow> = sqlx::query_as(&self.sql(&format!(
             "SELECT {DOMAIN_COLUMNS} FROM custom_domains WHERE domain = ?"
-        ))
+        )))
         .bind(domain)
         .fetch_optional(&self.pool)
         .await
@@ -114,7 +114,7 @@ impl DomainStore for SqliteStore {
 
     async fn domain_credentials(&self, id: i64) -> Result<Option<Sealed>, StoreError> {
         let row: Option<(Option<String>, Option<Vec<u8>>, Option<Vec<u8>>)> = sqlx::query_as(
-            "SELECT creds_key_id, creds_nonce, creds_ciphertext FROM custom_domains WHERE id = ?",
+            &self.sql("SELECT creds_key_id, creds_nonce, creds_ciphertext FROM custom_domains WHERE id = ?",)
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -134,10 +134,10 @@ impl DomainStore for SqliteStore {
         &self,
         key_id: &str,
     ) -> Result<Vec<(i64, String, Sealed)>, StoreError> {
-        let rows: Vec<(i64, String, String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+        let rows: Vec<(i64, String, String, Vec<u8>, Vec<u8>)> = sqlx::query_as(&self.sql(
             "SELECT id, domain, creds_key_id, creds_nonce, creds_ciphertext FROM custom_domains \
              WHERE creds_key_id IS NOT NULL AND creds_key_id != ?",
-        )
+        ))
         .bind(key_id)
         .fetch_all(&self.pool)
         .await
@@ -159,10 +159,10 @@ impl DomainStore for SqliteStore {
     }
 
     async fn reseal_domain_credentials(&self, id: i64, s: &Sealed) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query(&self.sql(
             "UPDATE custom_domains SET creds_key_id = ?, creds_nonce = ?, creds_ciphertext = ? \
              WHERE id = ?",
-        )
+        ))
         .bind(&s.key_id)
         .bind(&s.nonce)
         .bind(&s.ciphertext)

@@ -6,11 +6,11 @@ use paddock_core::ids::{AccountId, ShareId, VmId};
 use paddock_core::model::Share;
 use paddock_core::store::ShareStore;
 use paddock_core::StoreError;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
 
 use super::rows::{db_err, parse, ts};
-use super::SqliteStore;
+use super::SqlStore;
 
 const SHARE_COLUMNS: &str = "id, account_id, vm_id, port, is_public, token_hash, created_at";
 
@@ -18,8 +18,8 @@ pub(super) struct ShareRow(Share);
 
 super::owned!(Share: "shares", SHARE_COLUMNS, ShareRow => |row: ShareRow| Ok(row.0));
 
-impl<'r> FromRow<'r, SqliteRow> for ShareRow {
-    fn from_row(row: &'r SqliteRow) -> Result<Self, sqlx::Error> {
+impl<'r> FromRow<'r, AnyRow> for ShareRow {
+    fn from_row(row: &'r AnyRow) -> Result<Self, sqlx::Error> {
         let decode = |e: StoreError| sqlx::Error::Decode(Box::new(e));
         let text = |c: &str| row.try_get::<String, _>(c);
         let port: i64 = row.try_get("port")?;
@@ -28,7 +28,7 @@ impl<'r> FromRow<'r, SqliteRow> for ShareRow {
             account_id: parse::<AccountId>("account id", &text("account_id")?).map_err(decode)?,
             vm_id: parse::<VmId>("vm id", &text("vm_id")?).map_err(decode)?,
             port: u16::try_from(port).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-            is_public: row.try_get("is_public")?,
+            is_public: row.try_get::<i64, _>("is_public")? != 0,
             token_hash: text("token_hash")?,
             created_at: ts(row.try_get("created_at")?),
         }))
@@ -36,16 +36,16 @@ impl<'r> FromRow<'r, SqliteRow> for ShareRow {
 }
 
 #[async_trait]
-impl ShareStore for SqliteStore {
+impl ShareStore for SqlStore {
     async fn insert_share(&self, s: &Share) -> Result<(), StoreError> {
-        sqlx::query(&format!(
+        sqlx::query(&self.sql(&format!(
             "INSERT INTO shares ({SHARE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
-        ))
+        )))
         .bind(s.id.as_str())
         .bind(s.account_id.as_str())
         .bind(s.vm_id.as_str())
         .bind(i64::from(s.port))
-        .bind(s.is_public)
+        .bind(i64::from(s.is_public))
         .bind(&s.token_hash)
         .bind(s.created_at.unix_millis())
         .execute(&self.pool)
@@ -55,8 +55,8 @@ impl ShareStore for SqliteStore {
     }
 
     async fn update_share(&self, s: &Share) -> Result<(), StoreError> {
-        sqlx::query("UPDATE shares SET is_public = ?, token_hash = ? WHERE id = ?")
-            .bind(s.is_public)
+        sqlx::query(&self.sql("UPDATE shares SET is_public = ?, token_hash = ? WHERE id = ?"))
+            .bind(i64::from(s.is_public))
             .bind(&s.token_hash)
             .bind(s.id.as_str())
             .execute(&self.pool)
@@ -75,7 +75,7 @@ impl ShareStore for SqliteStore {
 
     async fn find_share(&self, id: &ShareId) -> Result<Option<Share>, StoreError> {
         let row: Option<ShareRow> =
-            sqlx::query_as(&format!("SELECT {SHARE_COLUMNS} FROM shares WHERE id = ?"))
+            sqlx::query_as(&self.sql(&format!("SELECT {SHARE_COLUMNS} FROM shares WHERE id = ?")))
                 .bind(id.as_str())
                 .fetch_optional(&self.pool)
                 .await
@@ -88,10 +88,10 @@ impl ShareStore for SqliteStore {
         account: &AccountId,
         vm: Option<&VmId>,
     ) -> Result<Vec<Share>, StoreError> {
-        let rows: Vec<ShareRow> = sqlx::query_as(&format!(
+        let rows: Vec<ShareRow> = sqlx::query_as(&self.sql(&format!(
             "SELECT {SHARE_COLUMNS} FROM shares WHERE account_id = ? \
              AND (? IS NULL OR vm_id = ?) ORDER BY created_at DESC, id"
-        ))
+        )))
         .bind(account.as_str())
         .bind(vm.map(VmId::as_str))
         .bind(vm.map(VmId::as_str))
@@ -106,7 +106,7 @@ impl ShareStore for SqliteStore {
     }
 
     async fn delete_shares_of_vm(&self, vm: &VmId) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM shares WHERE vm_id = ?")
+        let done = sqlx::query(&self.sql("DELETE FROM shares WHERE vm_id = ?"))
             .bind(vm.as_str())
             .execute(&self.pool)
             .await
@@ -120,13 +120,17 @@ impl ShareStore for SqliteStore {
         share: &ShareId,
         expires_at: Timestamp,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO share_logins (token_hash, share_id, expires_at) VALUES (?, ?, ?)")
-            .bind(token_hash)
-            .bind(share.as_str())
-            .bind(expires_at.unix_millis())
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+        sqlx::query(
+            &self.sql(
+                "INSERT INTO share_logins (token_hash, share_id, expires_at) VALUES (?, ?, ?)",
+            ),
+        )
+        .bind(token_hash)
+        .bind(share.as_str())
+        .bind(expires_at.unix_millis())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
         Ok(())
     }
 
@@ -137,13 +141,14 @@ impl ShareStore for SqliteStore {
     ) -> Result<Option<ShareId>, StoreError> {
         // One statement: two requests racing with the same token cannot
         // both get it.
-        let row: Option<(String, i64)> = sqlx::query_as(
-            "DELETE FROM share_logins WHERE token_hash = ? RETURNING share_id, expires_at",
-        )
-        .bind(token_hash)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
+        let row: Option<(String, i64)> =
+            sqlx::query_as(&self.sql(
+                "DELETE FROM share_logins WHERE token_hash = ? RETURNING share_id, expires_at",
+            ))
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
         match row {
             Some((id, expires)) if expires > now.unix_millis() => {
                 Ok(Some(parse::<ShareId>("share id", &id)?))

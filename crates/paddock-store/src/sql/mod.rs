@@ -1,7 +1,10 @@
-//! The embedded SQLite store: one file in the data dir, WAL journal,
-//! migrations embedded in the binary and applied at open.
+//! The SQL store: SQLite (one file in the data dir, WAL journal) or
+//! PostgreSQL, each with its migrations embedded in the binary and
+//! applied at open.
 
 mod audit;
+mod copy;
+mod dialect;
 mod domains;
 mod images;
 mod resources;
@@ -13,8 +16,11 @@ mod usage;
 mod vault_services;
 mod webhooks;
 
+pub use copy::{copy_records, summarize, CopyError, CopyReport, TableSummary};
+
+use std::borrow::Cow;
 use std::path::Path;
-use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,28 +31,61 @@ use paddock_core::model::{
 };
 use paddock_core::store::{AccountStore, ExecutionStore, VmStore};
 use paddock_core::StoreError;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Executor};
 
+use dialect::{redacted, url_path, StoreUrl};
 use rows::{db_err, ApiKeyRow, ExecutionRow, VmRow, API_KEY_COLUMNS};
 
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
-pub enum SqliteStoreError {
+pub enum SqlStoreError {
     #[error("could not open the database at {path}")]
     Open {
         path: String,
         #[source]
         source: sqlx::Error,
     },
+    #[error("the store {0:?} is neither sqlite:PATH nor postgres://…")]
+    Url(String),
     #[error("could not apply the database migrations")]
     Migrate(#[source] sqlx::migrate::MigrateError),
 }
 
+/// The records of paddock in a SQL database: SQLite (embedded, the
+/// default) or PostgreSQL (shared by several processes). One code path
+/// serves both through sqlx's `Any` driver: the schema keeps to the
+/// types both share (TEXT, BIGINT, DOUBLE, BLOB), the SQL to what both
+/// parse, and the few statements that differ ask [`dialect`].
 #[derive(Clone)]
-pub struct SqliteStore {
-    pool: SqlitePool,
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+    /// The node this store serves: the VMs it makes are this node's, and
+    /// the scans a node runs over "every VM" (restart, sweeps, metering)
+    /// see this node's only. Reads by account see every node's.
+    node: Arc<str>,
+    /// PostgreSQL only: connections that hold advisory locks for
+    /// [`ResourceStore::hold`], apart from the queries' pool, so waiters
+    /// never take the connections the holder needs to finish.
+    locks: Option<AnyPool>,
 }
+
+/// The database behind a [`SqlStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Locks held at once by one process on PostgreSQL (each holds a
+/// connection while it is held or awaited).
+const LOCK_CONNECTIONS: u32 = 32;
+
+/// Set on every SQLite connection. WAL lets readers run beside the one
+/// writer; the busy timeout makes a second writer wait instead of fail.
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+    PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;";
 
 const VM_COLUMNS: &str = "id, account_id, session_id, status, status_reason, provider, \
     image_variant, memory_mb, vcpu_count, pids_max, metadata, env, lifetime_seconds, created_at, \
@@ -59,7 +98,7 @@ const VM_COLUMNS: &str = "id, account_id, session_id, status, status_reason, pro
 trait Owned: Sized {
     const TABLE: &'static str;
     const COLUMNS: &'static str;
-    type Row: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin;
+    type Row: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin;
     fn from_row(row: Self::Row) -> Result<Self, StoreError>;
 }
 
@@ -79,51 +118,113 @@ macro_rules! owned {
 }
 use owned;
 
-impl SqliteStore {
-    /// Opens (creating if needed) the database file and migrates it.
-    pub async fn open(path: &Path) -> Result<Self, SqliteStoreError> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        Self::connect(options, 8, &path.display().to_string()).await
+impl SqlStore {
+    /// Opens the store a URL names: `sqlite:PATH` (or a bare path) or
+    /// `postgres://…`, migrating it to the binary's schema.
+    pub async fn open(url: &str) -> Result<Self, SqlStoreError> {
+        match StoreUrl::parse(url)? {
+            StoreUrl::Sqlite(path) => Self::open_sqlite(&path).await,
+            StoreUrl::Postgres(url) => Self::open_postgres(&url).await,
+        }
     }
 
-    /// An in-memory database, for tests.
-    pub async fn in_memory() -> Result<Self, SqliteStoreError> {
-        let open_error = |source| SqliteStoreError::Open {
-            path: ":memory:".into(),
+    /// Opens (creating if needed) a SQLite database file and migrates it.
+    pub async fn open_sqlite(path: &Path) -> Result<Self, SqlStoreError> {
+        let url = format!("sqlite://{}?mode=rwc", url_path(path));
+        Self::connect(&url, Backend::Sqlite, 8, &path.display().to_string()).await
+    }
+
+    /// Connects to a PostgreSQL database and migrates it. Its URL may
+    /// carry a password: errors name the database without it.
+    pub async fn open_postgres(url: &str) -> Result<Self, SqlStoreError> {
+        Self::connect(url, Backend::Postgres, 16, &redacted(url)).await
+    }
+
+    /// An in-memory SQLite database, for tests.
+    pub async fn in_memory() -> Result<Self, SqlStoreError> {
+        // One connection: each in-memory connection is its own database.
+        Self::connect("sqlite::memory:", Backend::Sqlite, 1, ":memory:").await
+    }
+
+    /// Which database this store is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A pool of `connections` to `url`, migrated.
+    async fn connect(
+        url: &str,
+        backend: Backend,
+        connections: u32,
+        shown_as: &str,
+    ) -> Result<Self, SqlStoreError> {
+        sqlx::any::install_default_drivers();
+        let open_error = |source| SqlStoreError::Open {
+            path: shown_as.to_owned(),
             source,
         };
-        let options = SqliteConnectOptions::from_str("sqlite::memory:")
-            .map_err(open_error)?
-            .foreign_keys(true);
-        // One connection: each in-memory connection is its own database.
-        Self::connect(options, 1, ":memory:").await
+        let mut options = AnyPoolOptions::new()
+            .max_connections(connections)
+            .acquire_timeout(Duration::from_secs(30));
+        if backend == Backend::Sqlite {
+            options = options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    // What SqliteConnectOptions would set, which the Any
+                    // driver does not carry: the journal and checks every
+                    // connection needs.
+                    conn.execute(SQLITE_PRAGMAS).await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(url).await.map_err(open_error)?;
+        let migrated = match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await,
+        };
+        migrated.map_err(SqlStoreError::Migrate)?;
+        let locks = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(
+                AnyPoolOptions::new()
+                    .max_connections(LOCK_CONNECTIONS)
+                    .min_connections(0)
+                    .connect_lazy(url)
+                    .map_err(open_error)?,
+            ),
+        };
+        Ok(Self {
+            pool,
+            backend,
+            node: Arc::from(""),
+            locks,
+        })
     }
 
-    /// A pool of `connections` over `options`, migrated.
-    async fn connect(
-        options: SqliteConnectOptions,
-        connections: u32,
-        path: &str,
-    ) -> Result<Self, SqliteStoreError> {
-        let pool = SqlitePoolOptions::new()
-            .max_connections(connections)
-            .connect_with(options)
+    /// This store as node `node` sees it (see [`SqlStore::node`]), having
+    /// claimed the VMs made before nodes were recorded.
+    pub async fn for_node(mut self, node: &str) -> Result<Self, StoreError> {
+        self.node = Arc::from(node);
+        sqlx::query(&self.sql("UPDATE vms SET node_id = ? WHERE node_id = ''"))
+            .bind(node)
+            .execute(&self.pool)
             .await
-            .map_err(|source| SqliteStoreError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
-        sqlx::migrate!("./migrations")
-            .run(&pool)
-            .await
-            .map_err(SqliteStoreError::Migrate)?;
-        Ok(Self { pool })
+            .map_err(db_err)?;
+        Ok(self)
+    }
+
+    /// The node this store serves (`""` until [`SqlStore::for_node`]).
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// `text` in this backend's dialect: the store's SQL is written with
+    /// `?` parameters, which PostgreSQL spells `$1`, `$2`, ….
+    pub(super) fn sql<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        match self.backend {
+            Backend::Sqlite => Cow::Borrowed(text),
+            Backend::Postgres => Cow::Owned(dialect::numbered_parameters(text)),
+        }
     }
 
     /// Runs a `DELETE … WHERE k1 = ? AND k2 = ?`; whether a row went.
@@ -133,7 +234,7 @@ impl SqliteStore {
         first: &str,
         second: &str,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(sql)
+        let done = sqlx::query(&self.sql(sql))
             .bind(first)
             .bind(second)
             .execute(&self.pool)
@@ -153,6 +254,7 @@ impl SqliteStore {
             T::COLUMNS,
             T::TABLE
         );
+        let sql = self.sql(&sql);
         let row = sqlx::query_as(&sql).bind(account.as_str());
         let row: Option<T::Row> = match id.into() {
             Bind::Text(id) => row.bind(id).fetch_optional(&self.pool).await,
@@ -164,11 +266,11 @@ impl SqliteStore {
 
     /// Every record of kind `T` the account owns, newest first.
     async fn list_owned<T: Owned>(&self, account: &AccountId) -> Result<Vec<T>, StoreError> {
-        let rows: Vec<T::Row> = sqlx::query_as(&format!(
+        let rows: Vec<T::Row> = sqlx::query_as(&self.sql(&format!(
             "SELECT {} FROM {} WHERE account_id = ? ORDER BY created_at DESC, id",
             T::COLUMNS,
             T::TABLE
-        ))
+        )))
         .bind(account.as_str())
         .fetch_all(&self.pool)
         .await
@@ -183,6 +285,7 @@ impl SqliteStore {
         id: impl Into<Bind<'_>>,
     ) -> Result<bool, StoreError> {
         let sql = format!("DELETE FROM {} WHERE account_id = ? AND id = ?", T::TABLE);
+        let sql = self.sql(&sql);
         let delete = sqlx::query(&sql).bind(account.as_str());
         let done = match id.into() {
             Bind::Text(id) => delete.bind(id).execute(&self.pool).await,
@@ -193,7 +296,8 @@ impl SqliteStore {
     }
 
     async fn fetch_vms(&self, sql: &str, binds: Vec<Bind<'_>>) -> Result<Vec<Vm>, StoreError> {
-        let mut q = sqlx::query_as::<_, VmRow>(sql);
+        let sql = self.sql(sql);
+        let mut q = sqlx::query_as::<_, VmRow>(&sql);
         for b in binds {
             q = match b {
                 Bind::Text(s) => q.bind(s),
@@ -233,18 +337,21 @@ fn status_list(set: &VmStatusSet) -> String {
 /// An account's quota usage: its VMs that hold host resources, read
 /// through the partial index `vms_live_by_account` (migration 0013).
 pub(super) const ACCOUNT_USAGE: &str =
-    "SELECT COUNT(*), COALESCE(SUM(memory_mb), 0), COALESCE(SUM(vcpu_count), 0) \
+    "SELECT COUNT(*), CAST(COALESCE(SUM(memory_mb), 0) AS BIGINT), \
+     CAST(COALESCE(SUM(vcpu_count), 0) AS BIGINT) \
      FROM vms WHERE account_id = ? AND status IN ('creating', 'running', 'stopping')";
 
 #[async_trait]
-impl VmStore for SqliteStore {
+impl VmStore for SqlStore {
     async fn insert_vm(&self, vm: &Vm) -> Result<(), StoreError> {
         let placeholders = vec!["?"; VM_COLUMNS.split(", ").count()].join(", ");
         let sql = format!(
-            "INSERT INTO vms ({VM_COLUMNS}, seq) VALUES \
-             ({placeholders}, (SELECT COALESCE(MAX(seq), 0) + 1 FROM vms))"
+            "INSERT INTO vms ({VM_COLUMNS}, seq, node_id) VALUES \
+             ({placeholders}, {}, ?)",
+            self.backend.next_vm_seq()
         );
-        rows::bind_vm(sqlx::query(&sql), vm)?
+        rows::bind_vm(sqlx::query(&self.sql(&sql)), vm)?
+            .bind(&*self.node)
             .execute(&self.pool)
             .await
             .map_err(db_err)?;
@@ -258,7 +365,7 @@ impl VmStore for SqliteStore {
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!("UPDATE vms SET {sets} WHERE id = ?");
-        rows::bind_vm(sqlx::query(&sql), vm)?
+        rows::bind_vm(sqlx::query(&self.sql(&sql)), vm)?
             .bind(vm.id.as_str())
             .execute(&self.pool)
             .await
@@ -317,20 +424,23 @@ impl VmStore for SqliteStore {
             return Ok(Vec::new());
         }
         let sql = format!(
-            "SELECT {VM_COLUMNS} FROM vms WHERE status IN ({}) ORDER BY seq",
+            "SELECT {VM_COLUMNS} FROM vms WHERE node_id = ? AND status IN ({}) ORDER BY seq",
             status_list(statuses)
         );
-        self.fetch_vms(&sql, Vec::new()).await
+        self.fetch_vms(&sql, vec![Bind::Text(&self.node)]).await
     }
 
     async fn list_expired_vms(&self, now: Timestamp) -> Result<Vec<Vm>, StoreError> {
         let sql = format!(
             "SELECT {VM_COLUMNS} FROM vms WHERE expires_at IS NOT NULL AND expires_at <= ? \
-             AND status IN ({}) ORDER BY expires_at",
+             AND node_id = ? AND status IN ({}) ORDER BY expires_at",
             status_list(&VmStatusSet::holding_resources())
         );
-        self.fetch_vms(&sql, vec![Bind::Int(now.unix_millis())])
-            .await
+        self.fetch_vms(
+            &sql,
+            vec![Bind::Int(now.unix_millis()), Bind::Text(&self.node)],
+        )
+        .await
     }
 
     async fn latest_vm_of_session(
@@ -355,7 +465,7 @@ impl VmStore for SqliteStore {
         &self,
         account: &AccountId,
     ) -> Result<paddock_core::quotas::Usage, StoreError> {
-        let (vms, memory_mb, vcpus): (i64, i64, i64) = sqlx::query_as(ACCOUNT_USAGE)
+        let (vms, memory_mb, vcpus): (i64, i64, i64) = sqlx::query_as(&self.sql(ACCOUNT_USAGE))
             .bind(account.as_str())
             .fetch_one(&self.pool)
             .await
@@ -370,11 +480,13 @@ impl VmStore for SqliteStore {
     }
 
     async fn count_vms_by_status(&self) -> Result<Vec<(VmStatus, u64)>, StoreError> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT status, COUNT(*) FROM vms GROUP BY status")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db_err)?;
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            &self.sql("SELECT status, COUNT(*) FROM vms WHERE node_id = ? GROUP BY status"),
+        )
+        .bind(&*self.node)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
         rows.into_iter()
             .map(|(s, n)| {
                 let status = VmStatus::parse(&s)
@@ -386,14 +498,14 @@ impl VmStore for SqliteStore {
 }
 
 #[async_trait]
-impl ExecutionStore for SqliteStore {
+impl ExecutionStore for SqlStore {
     async fn insert_execution(&self, e: &Execution) -> Result<(), StoreError> {
         rows::bind_execution(
-            sqlx::query(
+            sqlx::query(&self.sql(
                 "INSERT INTO executions (status, stdout, stderr, exit_code, execution_time, \
                  cpu_time, error, completed_at, id, account_id, vm_id, session_id, created_at) \
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            ),
+            )),
             e,
         )
         .bind(e.account_id.as_str())
@@ -408,10 +520,10 @@ impl ExecutionStore for SqliteStore {
 
     async fn update_execution(&self, e: &Execution) -> Result<(), StoreError> {
         rows::bind_execution(
-            sqlx::query(
+            sqlx::query(&self.sql(
                 "UPDATE executions SET status = ?, stdout = ?, stderr = ?, exit_code = ?, \
                  execution_time = ?, cpu_time = ?, error = ?, completed_at = ? WHERE id = ?",
-            ),
+            )),
             e,
         )
         .execute(&self.pool)
@@ -425,11 +537,11 @@ impl ExecutionStore for SqliteStore {
         account: &AccountId,
         id: &ExecutionId,
     ) -> Result<Option<Execution>, StoreError> {
-        let row: Option<ExecutionRow> = sqlx::query_as(
+        let row: Option<ExecutionRow> = sqlx::query_as(&self.sql(
             "SELECT id, account_id, vm_id, session_id, status, stdout, stderr, exit_code, \
              execution_time, cpu_time, error, created_at, completed_at FROM executions \
              WHERE id = ? AND account_id = ?",
-        )
+        ))
         .bind(id.as_str())
         .bind(account.as_str())
         .fetch_optional(&self.pool)
@@ -445,17 +557,21 @@ impl ExecutionStore for SqliteStore {
         except: &[paddock_core::ids::ExecutionId],
     ) -> Result<u64, StoreError> {
         let kept = vec!["?"; except.len()].join(", ");
+        // This node's executions: another node's run on.
+        let mine = "WHERE status = 'running' AND vm_id IN (SELECT id FROM vms WHERE node_id = ?)";
         let sql = if except.is_empty() {
-            "UPDATE executions SET status = 'failed', error = ?, completed_at = ? \
-             WHERE status = 'running'"
-                .to_owned()
+            format!("UPDATE executions SET status = 'failed', error = ?, completed_at = ? {mine}")
         } else {
             format!(
                 "UPDATE executions SET status = 'failed', error = ?, completed_at = ? \
-                 WHERE status = 'running' AND id NOT IN ({kept})"
+                 {mine} AND id NOT IN ({kept})"
             )
         };
-        let mut query = sqlx::query(&sql).bind(reason).bind(at.unix_millis());
+        let sql = self.sql(&sql);
+        let mut query = sqlx::query(&sql)
+            .bind(reason)
+            .bind(at.unix_millis())
+            .bind(&*self.node);
         for id in except {
             query = query.bind(id.as_str().to_owned());
         }
@@ -465,9 +581,9 @@ impl ExecutionStore for SqliteStore {
 }
 
 #[async_trait]
-impl AccountStore for SqliteStore {
+impl AccountStore for SqlStore {
     async fn insert_account(&self, account: &Account) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES (?, ?, ?)")
+        sqlx::query(&self.sql("INSERT INTO accounts (id, name, created_at) VALUES (?, ?, ?)"))
             .bind(account.id.as_str())
             .bind(&account.name)
             .bind(account.created_at.unix_millis())
@@ -478,7 +594,7 @@ impl AccountStore for SqliteStore {
     }
     async fn get_account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
         let row: Option<(String, String, i64)> =
-            sqlx::query_as("SELECT id, name, created_at FROM accounts WHERE id = ?")
+            sqlx::query_as(&self.sql("SELECT id, name, created_at FROM accounts WHERE id = ?"))
                 .bind(id.as_str())
                 .fetch_optional(&self.pool)
                 .await
@@ -486,18 +602,19 @@ impl AccountStore for SqliteStore {
         row.map(rows::account).transpose()
     }
     async fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
-        let rows: Vec<(String, String, i64)> =
-            sqlx::query_as("SELECT id, name, created_at FROM accounts ORDER BY created_at, id")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db_err)?;
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            &self.sql("SELECT id, name, created_at FROM accounts ORDER BY created_at, id"),
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
         rows.into_iter().map(rows::account).collect()
     }
     async fn insert_api_key(&self, key: &NewApiKey) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query(&self.sql(
             "INSERT INTO api_keys (id, account_id, name, prefix, hash, created_at, user_email, \
              description, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
+        ))
         .bind(key.key.id.as_str())
         .bind(key.key.account_id.as_str())
         .bind(&key.key.name)
@@ -513,9 +630,9 @@ impl AccountStore for SqliteStore {
         Ok(())
     }
     async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
-        let row: Option<ApiKeyRow> = sqlx::query_as(&format!(
+        let row: Option<ApiKeyRow> = sqlx::query_as(&self.sql(&format!(
             "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE hash = ? AND revoked_at IS NULL"
-        ))
+        )))
         .bind(hash)
         .fetch_optional(&self.pool)
         .await
@@ -523,9 +640,9 @@ impl AccountStore for SqliteStore {
         row.map(ApiKeyRow::into_key).transpose()
     }
     async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
-        let rows: Vec<ApiKeyRow> = sqlx::query_as(&format!(
+        let rows: Vec<ApiKeyRow> = sqlx::query_as(&self.sql(&format!(
             "SELECT {API_KEY_COLUMNS} FROM api_keys ORDER BY created_at, id"
-        ))
+        )))
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
@@ -536,10 +653,10 @@ impl AccountStore for SqliteStore {
         account: &AccountId,
         id: &ApiKeyId,
     ) -> Result<Option<ApiKey>, StoreError> {
-        let row: Option<ApiKeyRow> = sqlx::query_as(&format!(
+        let row: Option<ApiKeyRow> = sqlx::query_as(&self.sql(&format!(
             "SELECT {API_KEY_COLUMNS} FROM api_keys \
              WHERE account_id = ? AND id = ? AND revoked_at IS NULL"
-        ))
+        )))
         .bind(account.as_str())
         .bind(id.as_str())
         .fetch_optional(&self.pool)
@@ -548,10 +665,10 @@ impl AccountStore for SqliteStore {
         row.map(ApiKeyRow::into_key).transpose()
     }
     async fn list_account_api_keys(&self, account: &AccountId) -> Result<Vec<ApiKey>, StoreError> {
-        let rows: Vec<ApiKeyRow> = sqlx::query_as(&format!(
+        let rows: Vec<ApiKeyRow> = sqlx::query_as(&self.sql(&format!(
             "SELECT {API_KEY_COLUMNS} FROM api_keys \
              WHERE account_id = ? AND revoked_at IS NULL ORDER BY created_at, id"
-        ))
+        )))
         .bind(account.as_str())
         .fetch_all(&self.pool)
         .await
@@ -559,10 +676,10 @@ impl AccountStore for SqliteStore {
         rows.into_iter().map(ApiKeyRow::into_key).collect()
     }
     async fn update_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query(&self.sql(
             "UPDATE api_keys SET name = ?, description = ?, expires_at = ? \
              WHERE id = ? AND revoked_at IS NULL",
-        )
+        ))
         .bind(&key.name)
         .bind(&key.description)
         .bind(key.expires_at.map(Timestamp::unix_millis))
@@ -573,13 +690,14 @@ impl AccountStore for SqliteStore {
         Ok(())
     }
     async fn revoke_api_key(&self, id: &ApiKeyId, at: Timestamp) -> Result<bool, StoreError> {
-        let done =
-            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-                .bind(at.unix_millis())
-                .bind(id.as_str())
-                .execute(&self.pool)
-                .await
-                .map_err(db_err)?;
+        let done = sqlx::query(
+            &self.sql("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"),
+        )
+        .bind(at.unix_millis())
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
         Ok(done.rows_affected() == 1)
     }
 }

@@ -12,7 +12,7 @@ use paddock_core::StoreError;
 use sqlx::FromRow;
 
 use super::rows::{db_err, parse, ts};
-use super::SqliteStore;
+use super::SqlStore;
 
 const ENDPOINT_COLUMNS: &str = "id, account_id, url, description, event_patterns, enabled, \
     timeout_seconds, max_retries, created_at, updated_at";
@@ -26,7 +26,8 @@ pub(super) struct EndpointRow {
     url: String,
     description: Option<String>,
     event_patterns: String,
-    enabled: bool,
+    /// 0 or 1: the one integer type both backends share.
+    enabled: i64,
     timeout_seconds: i64,
     max_retries: i64,
     created_at: i64,
@@ -48,7 +49,7 @@ impl EndpointRow {
             description: self.description,
             event_patterns: serde_json::from_str(&self.event_patterns)
                 .map_err(|e| StoreError::Corrupt(format!("event patterns: {e}")))?,
-            enabled: self.enabled,
+            enabled: self.enabled != 0,
             timeout_seconds: u32::try_from(self.timeout_seconds).unwrap_or(10),
             max_retries: u32::try_from(self.max_retries).unwrap_or(0),
             created_at: ts(self.created_at),
@@ -105,22 +106,22 @@ fn patterns_json(e: &WebhookEndpoint) -> String {
 }
 
 #[async_trait]
-impl WebhookStore for SqliteStore {
+impl WebhookStore for SqlStore {
     async fn insert_webhook_endpoint(
         &self,
         e: &WebhookEndpoint,
         secret: &Sealed,
     ) -> Result<(), StoreError> {
-        sqlx::query(&format!(
+        sqlx::query(&self.sql(&format!(
             "INSERT INTO webhook_endpoints ({ENDPOINT_COLUMNS}, secret_key_id, secret_nonce, \
              secret_ciphertext) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
+        )))
         .bind(e.id.as_str())
         .bind(e.account_id.as_str())
         .bind(&e.url)
         .bind(&e.description)
         .bind(patterns_json(e))
-        .bind(e.enabled)
+        .bind(i64::from(e.enabled))
         .bind(i64::from(e.timeout_seconds))
         .bind(i64::from(e.max_retries))
         .bind(e.created_at.unix_millis())
@@ -135,14 +136,14 @@ impl WebhookStore for SqliteStore {
     }
 
     async fn update_webhook_endpoint(&self, e: &WebhookEndpoint) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query(&self.sql(
             "UPDATE webhook_endpoints SET url = ?, description = ?, event_patterns = ?, \
              enabled = ?, timeout_seconds = ?, max_retries = ?, updated_at = ? WHERE id = ?",
-        )
+        ))
         .bind(&e.url)
         .bind(&e.description)
         .bind(patterns_json(e))
-        .bind(e.enabled)
+        .bind(i64::from(e.enabled))
         .bind(i64::from(e.timeout_seconds))
         .bind(i64::from(e.max_retries))
         .bind(e.updated_at.unix_millis())
@@ -158,10 +159,10 @@ impl WebhookStore for SqliteStore {
         id: &WebhookEndpointId,
         secret: &Sealed,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query(&self.sql(
             "UPDATE webhook_endpoints SET secret_key_id = ?, secret_nonce = ?, \
              secret_ciphertext = ? WHERE id = ?",
-        )
+        ))
         .bind(&secret.key_id)
         .bind(&secret.nonce)
         .bind(&secret.ciphertext)
@@ -173,10 +174,10 @@ impl WebhookStore for SqliteStore {
     }
 
     async fn webhook_secret(&self, id: &WebhookEndpointId) -> Result<Option<Sealed>, StoreError> {
-        let row: Option<(String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+        let row: Option<(String, Vec<u8>, Vec<u8>)> = sqlx::query_as(&self.sql(
             "SELECT secret_key_id, secret_nonce, secret_ciphertext FROM webhook_endpoints \
              WHERE id = ?",
-        )
+        ))
         .bind(id.as_str())
         .fetch_optional(&self.pool)
         .await
@@ -192,10 +193,10 @@ impl WebhookStore for SqliteStore {
         &self,
         key_id: &str,
     ) -> Result<Vec<(WebhookEndpointId, Sealed)>, StoreError> {
-        let rows: Vec<(String, String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+        let rows: Vec<(String, String, Vec<u8>, Vec<u8>)> = sqlx::query_as(&self.sql(
             "SELECT id, secret_key_id, secret_nonce, secret_ciphertext FROM webhook_endpoints \
              WHERE secret_key_id != ?",
-        )
+        ))
         .bind(key_id)
         .fetch_all(&self.pool)
         .await
@@ -226,10 +227,10 @@ impl WebhookStore for SqliteStore {
         &self,
         account: &AccountId,
     ) -> Result<Vec<WebhookEndpoint>, StoreError> {
-        let rows: Vec<EndpointRow> = sqlx::query_as(&format!(
+        let rows: Vec<EndpointRow> = sqlx::query_as(&self.sql(&format!(
             "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE account_id = ? \
              ORDER BY created_at, id"
-        ))
+        )))
         .bind(account.as_str())
         .fetch_all(&self.pool)
         .await
@@ -243,17 +244,18 @@ impl WebhookStore for SqliteStore {
         id: &WebhookEndpointId,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
-        let done = sqlx::query("DELETE FROM webhook_endpoints WHERE account_id = ? AND id = ?")
-            .bind(account.as_str())
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        sqlx::query(
+        let done =
+            sqlx::query(&self.sql("DELETE FROM webhook_endpoints WHERE account_id = ? AND id = ?"))
+                .bind(account.as_str())
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        sqlx::query(&self.sql(
             "UPDATE webhook_deliveries SET status = 'failed', \
              last_error = 'the endpoint was deleted', updated_at = ? \
              WHERE endpoint_id = ? AND status = 'pending'",
-        )
+        ))
         .bind(Timestamp::now().unix_millis())
         .bind(id.as_str())
         .execute(&mut *tx)
@@ -266,12 +268,12 @@ impl WebhookStore for SqliteStore {
     async fn insert_webhook_deliveries(&self, ds: &[WebhookDelivery]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         for d in ds {
-            sqlx::query(
+            sqlx::query(&self.sql(
                 "INSERT INTO webhook_deliveries (id, account_id, endpoint_id, event_id, \
                  event_type, payload, status, attempts, next_attempt_at, last_status_code, \
                  last_error, created_at, updated_at) \
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
+            ))
             .bind(d.id.as_str())
             .bind(d.account_id.as_str())
             .bind(d.endpoint_id.as_str())
@@ -293,10 +295,10 @@ impl WebhookStore for SqliteStore {
     }
 
     async fn update_webhook_delivery(&self, d: &WebhookDelivery) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query(&self.sql(
             "UPDATE webhook_deliveries SET status = ?, attempts = ?, next_attempt_at = ?, \
              last_status_code = ?, last_error = ?, updated_at = ? WHERE id = ?",
-        )
+        ))
         .bind(d.status.as_str())
         .bind(i64::from(d.attempts))
         .bind(d.next_attempt_at.unix_millis())
@@ -315,10 +317,10 @@ impl WebhookStore for SqliteStore {
         now: Timestamp,
         limit: u32,
     ) -> Result<Vec<WebhookDelivery>, StoreError> {
-        let rows: Vec<DeliveryRow> = sqlx::query_as(&format!(
+        let rows: Vec<DeliveryRow> = sqlx::query_as(&self.sql(&format!(
             "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries \
              WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, seq LIMIT ?"
-        ))
+        )))
         .bind(now.unix_millis())
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
@@ -342,12 +344,12 @@ impl WebhookStore for SqliteStore {
         account: &AccountId,
         f: &DeliveryFilter,
     ) -> Result<Vec<(i64, WebhookDelivery)>, StoreError> {
-        let rows: Vec<DeliveryRow> = sqlx::query_as(&format!(
+        let rows: Vec<DeliveryRow> = sqlx::query_as(&self.sql(&format!(
             "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE account_id = ? \
              AND (? IS NULL OR endpoint_id = ?) AND (? IS NULL OR status = ?) \
              AND (? IS NULL OR event_type = ?) AND (? IS NULL OR seq < ?) \
              ORDER BY seq DESC LIMIT ?"
-        ))
+        )))
         .bind(account.as_str())
         .bind(f.endpoint_id.as_ref().map(WebhookEndpointId::as_str))
         .bind(f.endpoint_id.as_ref().map(WebhookEndpointId::as_str))

@@ -10,7 +10,7 @@ use paddock_core::StoreError;
 use sqlx::FromRow;
 
 use super::rows::{db_err, parse, ts};
-use super::SqliteStore;
+use super::SqlStore;
 
 const COLUMNS: &str = "seq, id, account_id, created_at, event_group, event_type, status, \
     actor_key_id, user_email, vm_id, session_id, resource_type, resource_id, request_id, \
@@ -76,16 +76,16 @@ impl EventRow {
 }
 
 #[async_trait]
-impl AuditStore for SqliteStore {
+impl AuditStore for SqlStore {
     async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         for e in events {
-            sqlx::query(
+            sqlx::query(&self.sql(
                 "INSERT INTO audit_events (id, account_id, created_at, event_group, event_type, \
                  status, actor_key_id, user_email, vm_id, session_id, resource_type, resource_id, \
                  request_id, source_address, method, path, http_status, error_message) \
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
+            ))
             .bind(e.id.as_str())
             .bind(e.account_id.as_ref().map(AccountId::as_str))
             .bind(e.created_at.unix_millis())
@@ -118,7 +118,7 @@ impl AuditStore for SqliteStore {
     ) -> Result<Vec<(i64, AuditEvent)>, StoreError> {
         // Each filter is `? IS NULL OR column = ?`: one statement, every
         // value bound.
-        let rows: Vec<EventRow> = sqlx::query_as(&format!(
+        let rows: Vec<EventRow> = sqlx::query_as(&self.sql(&format!(
             "SELECT {COLUMNS} FROM audit_events WHERE account_id = ? \
              AND (? IS NULL OR event_group = ?) AND (? IS NULL OR event_type = ?) \
              AND (? IS NULL OR status = ?) AND (? IS NULL OR actor_key_id = ?) \
@@ -126,7 +126,7 @@ impl AuditStore for SqliteStore {
              AND (? IS NULL OR session_id = ?) AND (? IS NULL OR resource_id = ?) \
              AND (? IS NULL OR created_at >= ?) AND (? IS NULL OR created_at <= ?) \
              AND (? IS NULL OR seq < ?) ORDER BY seq DESC LIMIT ?"
-        ))
+        )))
         .bind(account.as_str())
         .bind(&f.event_group)
         .bind(&f.event_group)
@@ -166,7 +166,7 @@ impl AuditStore for SqliteStore {
     }
 
     async fn prune_audit_events(&self, before: Timestamp) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM audit_events WHERE created_at < ?")
+        let done = sqlx::query(&self.sql("DELETE FROM audit_events WHERE created_at < ?"))
             .bind(before.unix_millis())
             .execute(&self.pool)
             .await
@@ -175,10 +175,10 @@ impl AuditStore for SqliteStore {
     }
 
     async fn note_key_address(&self, key: &str, address: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT OR IGNORE INTO audit_key_addresses (key_id, address, first_seen) \
-             VALUES (?, ?, ?)",
-        )
+        let done = sqlx::query(&self.sql(
+            "INSERT INTO audit_key_addresses (key_id, address, first_seen) \
+             VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        ))
         .bind(key)
         .bind(address)
         .bind(Timestamp::now().unix_millis())

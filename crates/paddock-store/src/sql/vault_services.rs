@@ -9,12 +9,12 @@ use paddock_core::store::VaultServiceStore;
 use sqlx::Row;
 
 use super::rows::db_err;
-use super::SqliteStore;
+use super::SqlStore;
 
 const SERVICE_COLUMNS: &str =
     "id, vault_id, account_id, host, auth_config, description, enabled, created_at";
 
-fn service_from(row: &sqlx::sqlite::SqliteRow) -> Result<VaultService, StoreError> {
+fn service_from(row: &sqlx::any::AnyRow) -> Result<VaultService, StoreError> {
     let text = |c: &str| row.try_get::<String, _>(c).map_err(db_err);
     let corrupt = |what: &str| StoreError::Corrupt(format!("vault service: bad {what}"));
     let auth: serde_json::Value =
@@ -34,11 +34,11 @@ fn service_from(row: &sqlx::sqlite::SqliteRow) -> Result<VaultService, StoreErro
 }
 
 #[async_trait]
-impl VaultServiceStore for SqliteStore {
+impl VaultServiceStore for SqlStore {
     async fn insert_vault_service(&self, s: &VaultService) -> Result<(), StoreError> {
-        sqlx::query(&format!(
+        sqlx::query(&self.sql(&format!(
             "INSERT INTO vault_services ({SERVICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
+        )))
         .bind(s.id.as_str())
         .bind(s.vault_id.as_str())
         .bind(s.account_id.as_str())
@@ -54,9 +54,9 @@ impl VaultServiceStore for SqliteStore {
     }
 
     async fn update_vault_service(&self, s: &VaultService) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query(&self.sql(
             "UPDATE vault_services SET auth_config = ?, description = ?, enabled = ? WHERE id = ?",
-        )
+        ))
         .bind(s.auth.to_json().to_string())
         .bind(&s.description)
         .bind(i64::from(s.enabled))
@@ -68,9 +68,9 @@ impl VaultServiceStore for SqliteStore {
     }
 
     async fn list_vault_services(&self, vault: &VaultId) -> Result<Vec<VaultService>, StoreError> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(&self.sql(&format!(
             "SELECT {SERVICE_COLUMNS} FROM vault_services WHERE vault_id = ? ORDER BY created_at, id"
-        ))
+        )))
         .bind(vault.as_str())
         .fetch_all(&self.pool)
         .await
@@ -83,12 +83,13 @@ impl VaultServiceStore for SqliteStore {
         vault: &VaultId,
         id: &VaultServiceId,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM vault_services WHERE vault_id = ? AND id = ?")
-            .bind(vault.as_str())
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+        let done =
+            sqlx::query(&self.sql("DELETE FROM vault_services WHERE vault_id = ? AND id = ?"))
+                .bind(vault.as_str())
+                .bind(id.as_str())
+                .execute(&self.pool)
+                .await
+                .map_err(db_err)?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -97,11 +98,11 @@ impl VaultServiceStore for SqliteStore {
         r: &InterceptedRequest,
         at: Timestamp,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query(&self.sql(
             "INSERT INTO vault_requests (vault_id, account_id, vm_id, service_id, host, method, \
              path, status, duration_ms, credential_name, created_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
+        ))
         .bind(r.vault_id.as_str())
         .bind(r.account_id.as_str())
         .bind(r.vm_id.as_str())
@@ -124,11 +125,11 @@ impl VaultServiceStore for SqliteStore {
         vault: &VaultId,
         limit: u32,
     ) -> Result<Vec<VaultRequestLog>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(&self.sql(
             "SELECT id, vault_id, account_id, vm_id, service_id, host, method, path, status, \
              duration_ms, credential_name, created_at FROM vault_requests \
              WHERE vault_id = ? ORDER BY id DESC LIMIT ?",
-        )
+        ))
         .bind(vault.as_str())
         .bind(i64::from(limit))
         .fetch_all(&self.pool)

@@ -12,9 +12,9 @@ use paddock_core::model::{
 };
 use paddock_core::network_backend::VmNetwork;
 use paddock_core::StoreError;
+use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
-use sqlx::sqlite::{SqliteArguments, SqliteRow};
-use sqlx::{FromRow, Row, Sqlite};
+use sqlx::{Any, FromRow, Row};
 
 pub(super) fn db_err(e: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(d) = &e {
@@ -80,8 +80,8 @@ impl ApiKeyRow {
 
 pub(super) struct VmRow(Vm);
 
-impl<'r> FromRow<'r, SqliteRow> for VmRow {
-    fn from_row(row: &'r SqliteRow) -> Result<Self, sqlx::Error> {
+impl<'r> FromRow<'r, AnyRow> for VmRow {
+    fn from_row(row: &'r AnyRow) -> Result<Self, sqlx::Error> {
         let corrupt = |e: StoreError| sqlx::Error::Decode(Box::new(e));
         let text = |c: &str| row.try_get::<String, _>(c);
         let status: String = text("status")?;
@@ -316,9 +316,9 @@ impl VmRow {
 
 /// Binds every column of `VM_COLUMNS`, in its order.
 pub(super) fn bind_vm<'q>(
-    q: Query<'q, Sqlite, SqliteArguments<'q>>,
+    q: Query<'q, Any, AnyArguments<'q>>,
     vm: &Vm,
-) -> Result<Query<'q, Sqlite, SqliteArguments<'q>>, StoreError> {
+) -> Result<Query<'q, Any, AnyArguments<'q>>, StoreError> {
     let metadata = serde_json::to_string(&vm.metadata)
         .map_err(|e| StoreError::Corrupt(format!("metadata: {e}")))?;
     let env = serde_json::to_string(vm.env.as_map())
@@ -431,9 +431,9 @@ impl ExecutionRow {
 /// Binds the mutable columns of an execution, then its id: the order
 /// `UPDATE … WHERE id = ?` and the head of the `INSERT` share.
 pub(super) fn bind_execution<'q>(
-    q: Query<'q, Sqlite, SqliteArguments<'q>>,
+    q: Query<'q, Any, AnyArguments<'q>>,
     e: &Execution,
-) -> Query<'q, Sqlite, SqliteArguments<'q>> {
+) -> Query<'q, Any, AnyArguments<'q>> {
     q.bind(e.status.as_str())
         .bind(e.stdout.clone())
         .bind(e.stderr.clone())

@@ -11,11 +11,11 @@ use paddock_core::model::{
 };
 use paddock_core::store::{SnapshotStore, VaultStore, VolumeStore};
 use paddock_core::StoreError;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
 
 use super::rows::{db_err, image_json, parse, ts, ImageRow};
-use super::SqliteStore;
+use super::SqlStore;
 
 fn size_col(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -32,8 +32,8 @@ pub(super) struct SnapshotRow(Snapshot);
 
 super::owned!(Snapshot: "snapshots", SNAPSHOT_COLUMNS, SnapshotRow => |row: SnapshotRow| Ok(row.0));
 
-impl<'r> FromRow<'r, SqliteRow> for SnapshotRow {
-    fn from_row(row: &'r SqliteRow) -> Result<Self, sqlx::Error> {
+impl<'r> FromRow<'r, AnyRow> for SnapshotRow {
+    fn from_row(row: &'r AnyRow) -> Result<Self, sqlx::Error> {
         let text = |c: &str| row.try_get::<String, _>(c);
         let account: String = text("account_id")?;
         let kind: String = text("kind")?;
@@ -86,7 +86,7 @@ impl<'r> FromRow<'r, SqliteRow> for SnapshotRow {
     }
 }
 
-impl SqliteStore {
+impl SqlStore {
     async fn write_snapshot(&self, sql: &str, s: &Snapshot) -> Result<(), StoreError> {
         let (config, layers) = match &s.image {
             Some(image) => {
@@ -95,7 +95,7 @@ impl SqliteStore {
             }
             None => (None, None),
         };
-        sqlx::query(sql)
+        sqlx::query(&self.sql(sql))
             .bind(s.account_id.as_str())
             .bind(&s.name)
             .bind(s.kind.as_str())
@@ -119,7 +119,7 @@ impl SqliteStore {
 }
 
 #[async_trait]
-impl SnapshotStore for SqliteStore {
+impl SnapshotStore for SqlStore {
     async fn insert_snapshot(&self, s: &Snapshot) -> Result<(), StoreError> {
         self.write_snapshot(
             "INSERT INTO snapshots (account_id, name, kind, status, error, vm_id, source, \
@@ -153,10 +153,10 @@ impl SnapshotStore for SqliteStore {
         account: &AccountId,
         kind: Option<SnapshotKind>,
     ) -> Result<Vec<Snapshot>, StoreError> {
-        let rows: Vec<SnapshotRow> = sqlx::query_as(&format!(
+        let rows: Vec<SnapshotRow> = sqlx::query_as(&self.sql(&format!(
             "SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE account_id = ? \
              AND (? IS NULL OR kind = ?) ORDER BY created_at DESC, id"
-        ))
+        )))
         .bind(account.as_str())
         .bind(kind.map(SnapshotKind::as_str))
         .bind(kind.map(SnapshotKind::as_str))
@@ -175,10 +175,10 @@ impl SnapshotStore for SqliteStore {
     }
 
     async fn fail_unfinished_snapshots(&self, reason: &str) -> Result<Vec<VmId>, StoreError> {
-        let vms: Vec<(Option<String>,)> = sqlx::query_as(
+        let vms: Vec<(Option<String>,)> = sqlx::query_as(&self.sql(
             "UPDATE snapshots SET status = 'failed', error = ? WHERE status = 'creating' \
              RETURNING vm_id",
-        )
+        ))
         .bind(reason)
         .fetch_all(&self.pool)
         .await
@@ -264,11 +264,11 @@ const ATTACHMENT_COLUMNS: &str =
     "vm_id, volume_id, mount_path, mode, checkpoint_id, created_at, subpath";
 
 #[async_trait]
-impl VolumeStore for SqliteStore {
+impl VolumeStore for SqlStore {
     async fn insert_volume(&self, v: &Volume) -> Result<(), StoreError> {
-        sqlx::query(&format!(
+        sqlx::query(&self.sql(&format!(
             "INSERT INTO volumes ({VOLUME_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
-        ))
+        )))
         .bind(v.id.as_str())
         .bind(v.account_id.as_str())
         .bind(&v.name)
@@ -282,14 +282,16 @@ impl VolumeStore for SqliteStore {
     }
 
     async fn update_volume(&self, v: &Volume) -> Result<(), StoreError> {
-        sqlx::query("UPDATE volumes SET name = ?, size_bytes = ?, updated_at = ? WHERE id = ?")
-            .bind(&v.name)
-            .bind(size_col(v.size_bytes))
-            .bind(v.updated_at.unix_millis())
-            .bind(v.id.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+        sqlx::query(
+            &self.sql("UPDATE volumes SET name = ?, size_bytes = ?, updated_at = ? WHERE id = ?"),
+        )
+        .bind(&v.name)
+        .bind(size_col(v.size_bytes))
+        .bind(v.updated_at.unix_millis())
+        .bind(v.id.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
         Ok(())
     }
 
@@ -311,7 +313,9 @@ impl VolumeStore for SqliteStore {
 
     async fn insert_checkpoint(&self, c: &Checkpoint) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO checkpoints (id, volume_id, name, created_at) VALUES (?, ?, ?, ?)",
+            &self.sql(
+                "INSERT INTO checkpoints (id, volume_id, name, created_at) VALUES (?, ?, ?, ?)",
+            ),
         )
         .bind(c.id.as_str())
         .bind(c.volume_id.as_str())
@@ -329,7 +333,7 @@ impl VolumeStore for SqliteStore {
         id: &CheckpointId,
     ) -> Result<Option<Checkpoint>, StoreError> {
         let row: Option<CheckpointRow> = sqlx::query_as(
-            "SELECT id, volume_id, name, created_at FROM checkpoints WHERE volume_id = ? AND id = ?",
+            &self.sql("SELECT id, volume_id, name, created_at FROM checkpoints WHERE volume_id = ? AND id = ?",)
         )
         .bind(volume.as_str())
         .bind(id.as_str())
@@ -340,10 +344,10 @@ impl VolumeStore for SqliteStore {
     }
 
     async fn list_checkpoints(&self, volume: &VolumeId) -> Result<Vec<Checkpoint>, StoreError> {
-        let rows: Vec<CheckpointRow> = sqlx::query_as(
+        let rows: Vec<CheckpointRow> = sqlx::query_as(&self.sql(
             "SELECT id, volume_id, name, created_at FROM checkpoints WHERE volume_id = ? \
              ORDER BY created_at DESC, id",
-        )
+        ))
         .bind(volume.as_str())
         .fetch_all(&self.pool)
         .await
@@ -367,9 +371,9 @@ impl VolumeStore for SqliteStore {
     }
 
     async fn insert_attachment(&self, a: &Attachment) -> Result<(), StoreError> {
-        sqlx::query(&format!(
+        sqlx::query(&self.sql(&format!(
             "INSERT INTO attachments ({ATTACHMENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
-        ))
+        )))
         .bind(a.vm_id.as_str())
         .bind(a.volume_id.as_str())
         .bind(&a.mount_path)
@@ -393,7 +397,7 @@ impl VolumeStore for SqliteStore {
     }
 
     async fn delete_attachments_of_vm(&self, vm: &VmId) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM attachments WHERE vm_id = ?")
+        sqlx::query(&self.sql("DELETE FROM attachments WHERE vm_id = ?"))
             .bind(vm.as_str())
             .execute(&self.pool)
             .await
@@ -402,9 +406,9 @@ impl VolumeStore for SqliteStore {
     }
 
     async fn attachments_of_vm(&self, vm: &VmId) -> Result<Vec<Attachment>, StoreError> {
-        let rows: Vec<AttachmentRow> = sqlx::query_as(&format!(
+        let rows: Vec<AttachmentRow> = sqlx::query_as(&self.sql(&format!(
             "SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE vm_id = ? ORDER BY mount_path"
-        ))
+        )))
         .bind(vm.as_str())
         .fetch_all(&self.pool)
         .await
@@ -418,9 +422,9 @@ impl VolumeStore for SqliteStore {
         &self,
         volume: &VolumeId,
     ) -> Result<Vec<Attachment>, StoreError> {
-        let rows: Vec<AttachmentRow> = sqlx::query_as(&format!(
+        let rows: Vec<AttachmentRow> = sqlx::query_as(&self.sql(&format!(
             "SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE volume_id = ? ORDER BY vm_id"
-        ))
+        )))
         .bind(volume.as_str())
         .fetch_all(&self.pool)
         .await
@@ -491,11 +495,11 @@ const VAULT_COLUMNS: &str = "id, account_id, name, description, created_at, upda
 const CREDENTIAL_COLUMNS: &str = "id, vault_id, name, credential_type, description, key_id, \
     nonce, ciphertext, created_at, rotated_at";
 
-impl SqliteStore {
+impl SqlStore {
     async fn credential_rows(&self, vault: &VaultId) -> Result<Vec<CredentialRow>, StoreError> {
-        sqlx::query_as(&format!(
+        sqlx::query_as(&self.sql(&format!(
             "SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE vault_id = ? ORDER BY name"
-        ))
+        )))
         .bind(vault.as_str())
         .fetch_all(&self.pool)
         .await
@@ -504,11 +508,11 @@ impl SqliteStore {
 }
 
 #[async_trait]
-impl VaultStore for SqliteStore {
+impl VaultStore for SqlStore {
     async fn insert_vault(&self, v: &Vault) -> Result<(), StoreError> {
-        sqlx::query(&format!(
+        sqlx::query(&self.sql(&format!(
             "INSERT INTO vaults ({VAULT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
-        ))
+        )))
         .bind(v.id.as_str())
         .bind(v.account_id.as_str())
         .bind(&v.name)
@@ -522,14 +526,16 @@ impl VaultStore for SqliteStore {
     }
 
     async fn update_vault(&self, v: &Vault) -> Result<(), StoreError> {
-        sqlx::query("UPDATE vaults SET name = ?, description = ?, updated_at = ? WHERE id = ?")
-            .bind(&v.name)
-            .bind(&v.description)
-            .bind(v.updated_at.unix_millis())
-            .bind(v.id.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+        sqlx::query(
+            &self.sql("UPDATE vaults SET name = ?, description = ?, updated_at = ? WHERE id = ?"),
+        )
+        .bind(&v.name)
+        .bind(&v.description)
+        .bind(v.updated_at.unix_millis())
+        .bind(v.id.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
         Ok(())
     }
 
@@ -550,9 +556,9 @@ impl VaultStore for SqliteStore {
     }
 
     async fn insert_credential(&self, c: &Credential, sealed: &Sealed) -> Result<(), StoreError> {
-        sqlx::query(&format!(
+        sqlx::query(&self.sql(&format!(
             "INSERT INTO credentials ({CREDENTIAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
+        )))
         .bind(c.id.as_str())
         .bind(c.vault_id.as_str())
         .bind(&c.name)
@@ -594,10 +600,10 @@ impl VaultStore for SqliteStore {
         sealed: &Sealed,
         rotated_at: Option<Timestamp>,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let done = sqlx::query(&self.sql(
             "UPDATE credentials SET key_id = ?, nonce = ?, ciphertext = ?, \
              rotated_at = COALESCE(?, rotated_at) WHERE id = ?",
-        )
+        ))
         .bind(&sealed.key_id)
         .bind(&sealed.nonce)
         .bind(&sealed.ciphertext)
@@ -626,9 +632,9 @@ impl VaultStore for SqliteStore {
         &self,
         key_id: &str,
     ) -> Result<Vec<(CredentialId, Sealed)>, StoreError> {
-        let rows: Vec<CredentialRow> = sqlx::query_as(&format!(
+        let rows: Vec<CredentialRow> = sqlx::query_as(&self.sql(&format!(
             "SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE key_id != ?"
-        ))
+        )))
         .bind(key_id)
         .fetch_all(&self.pool)
         .await

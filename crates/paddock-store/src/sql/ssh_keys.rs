@@ -8,14 +8,14 @@ use paddock_core::StoreError;
 use sqlx::Row;
 
 use super::rows::{db_err, parse, ts};
-use super::SqliteStore;
+use super::SqlStore;
 
 #[async_trait]
-impl SshKeyStore for SqliteStore {
+impl SshKeyStore for SqlStore {
     async fn insert_ssh_key(&self, k: &SshKey) -> Result<i64, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO ssh_keys (account_id, public_key, fingerprint, key_type, comment, created_at, user_email) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        let id: i64 = sqlx::query_scalar(
+            &self.sql("INSERT INTO ssh_keys (account_id, public_key, fingerprint, key_type, comment, created_at, user_email) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",)
         )
         .bind(k.account_id.as_str())
         .bind(&k.public_key)
@@ -24,16 +24,16 @@ impl SshKeyStore for SqliteStore {
         .bind(&k.comment)
         .bind(k.created_at.unix_millis())
         .bind(&k.user_email)
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await
         .map_err(db_err)?;
-        Ok(done.last_insert_rowid())
+        Ok(id)
     }
 
     async fn list_ssh_keys(&self, account: &AccountId) -> Result<Vec<SshKey>, StoreError> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(&self.sql(&format!(
             "SELECT {COLUMNS} FROM ssh_keys WHERE account_id = ? ORDER BY id"
-        ))
+        )))
         .bind(account.as_str())
         .fetch_all(&self.pool)
         .await
@@ -42,9 +42,9 @@ impl SshKeyStore for SqliteStore {
     }
 
     async fn find_ssh_keys(&self, fingerprint: &str) -> Result<Vec<SshKey>, StoreError> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(&self.sql(&format!(
             "SELECT {COLUMNS} FROM ssh_keys WHERE fingerprint = ? ORDER BY id"
-        ))
+        )))
         .bind(fingerprint)
         .fetch_all(&self.pool)
         .await
@@ -63,8 +63,8 @@ super::owned!(SshKey: "ssh_keys", COLUMNS, KeyRow => |row: KeyRow| Ok(row.0));
 
 pub(super) struct KeyRow(SshKey);
 
-impl<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> for KeyRow {
-    fn from_row(row: &'r sqlx::sqlite::SqliteRow) -> Result<Self, sqlx::Error> {
+impl<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> for KeyRow {
+    fn from_row(row: &'r sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
         key_row(row)
             .map(Self)
             .map_err(|e| sqlx::Error::Decode(Box::new(e)))
@@ -74,7 +74,7 @@ impl<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> for KeyRow {
 const COLUMNS: &str =
     "id, account_id, user_email, public_key, fingerprint, key_type, comment, created_at";
 
-fn key_row(r: &sqlx::sqlite::SqliteRow) -> Result<SshKey, StoreError> {
+fn key_row(r: &sqlx::any::AnyRow) -> Result<SshKey, StoreError> {
     let get = |c: &str| r.try_get::<String, _>(c).map_err(db_err);
     Ok(SshKey {
         id: r.try_get("id").map_err(db_err)?,

@@ -1,0 +1,133 @@
+//! Two paddock processes over one PostgreSQL store, as the nodes of one
+//! installation: what one writes the other reads, each keeps to its own
+//! sandboxes, and writers racing through different processes still get
+//! one winner. Runs when the suite has a PostgreSQL (`PADDOCK_TEST_POSTGRES`,
+//! set by `scripts/test.sh`); without one there is nothing to share.
+
+mod common;
+
+use common::Server;
+use serde_json::{json, Value};
+
+const CONFIG: &str = "[ssh]\nenabled = false\n";
+
+fn pair() -> Option<(Server, Server)> {
+    let Some(first) = Server::start_on_postgres(CONFIG) else {
+        eprintln!("PADDOCK_TEST_POSTGRES is not set: no store to share");
+        return None;
+    };
+    let second = Server::start_sharing(&first, Some(CONFIG)).expect("a PostgreSQL store");
+    Some((first, second))
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn two_nodes_share_records_and_keep_to_their_own_sandboxes() {
+    let Some((a, b)) = pair() else { return };
+    let (ca, cb) = (a.client(), b.client());
+
+    // A VM made through one node is listed by the other, and a restart of
+    // the other (which reconciles its sandboxes with the store) leaves it
+    // running: it is not that node's to reconcile.
+    let vm = ca
+        .create_vm(json!({"memory_mb": 128, "vcpu_count": 1}))
+        .await;
+    let id = vm["vm_id"].as_str().expect("vm_id").to_owned();
+    let listed = cb.get("/v1/vms").await;
+    let ids: Vec<&str> = listed
+        .body
+        .as_array()
+        .map(|vms| vms.iter().filter_map(|v| v["vm_id"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(ids.contains(&id.as_str()), "{}", listed.body);
+
+    let mut b = b;
+    b.restart();
+    let got = ca.get(&format!("/v1/vms/{id}")).await;
+    assert_eq!(got.body["status"], "active", "{}", got.body);
+    let (out, _, exit) = ca.exec(&id, "echo still-here").await;
+    assert_eq!(
+        (out.as_str(), &exit["exit_code"]),
+        ("still-here\n", &json!(0))
+    );
+
+    // A key made on one node authenticates on the other.
+    let key = a.other_account_key();
+    let other = b.client().with_key(Some(&key));
+    assert_eq!(other.get("/v1/vms").await.status, 200);
+    // ... as another account, which does not see the first one's VM.
+    assert_eq!(other.get(&format!("/v1/vms/{id}")).await.status, 404);
+}
+
+/// `PUT` with `If-Match` through both processes at once: the revision
+/// check and the write are one step across processes (a lock in the
+/// store), so exactly one writer wins.
+#[tokio::test(flavor = "current_thread")]
+async fn racing_writers_on_two_nodes_get_one_winner() {
+    let Some((a, b)) = pair() else { return };
+    let token = a.create_key(&["--dev-token"]);
+    let clients = [a.client().with_key(None), b.client().with_key(None)];
+    let body = |labels: Value| {
+        json!({
+            "provider": "container",
+            "image": {"docker": null, "dockerfile": null},
+            "resources": {"cpu": 1, "memory": "256Mi", "disk": null},
+            "network": {"mode": "allow_all", "allow": []},
+            "lifecycle": {"preserve": false, "stop_on_terminal": false, "auto_stop": null},
+            "labels": labels,
+            "volumes": [],
+            "env": {}
+        })
+    };
+    let mut first = body(json!({}));
+    first["id"] = json!("race");
+    let created = clients[0]
+        .send(
+            clients[0]
+                .req(reqwest::Method::POST, "/api/v1/environments")
+                .bearer_auth(&token)
+                .json(&first),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let revision = created.body["revision"]
+        .as_str()
+        .expect("revision")
+        .to_owned();
+
+    for round in 0..3 {
+        let writers = (0..8).map(|i| {
+            let c = &clients[i % 2];
+            c.send(
+                c.req(reqwest::Method::PUT, "/api/v1/environments/race")
+                    .bearer_auth(&token)
+                    .header("If-Match", format!("\"{revision}\""))
+                    .json(&body(json!({"writer": format!("{round}-{i}")}))),
+            )
+        });
+        let replies = futures::future::join_all(writers).await;
+        let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+        let winners: Vec<_> = replies.iter().filter(|r| r.status == 200).collect();
+        if round == 0 {
+            assert_eq!(winners.len(), 1, "{statuses:?}");
+        } else {
+            // The revision every writer names is stale by now.
+            assert!(winners.is_empty(), "{statuses:?}");
+        }
+        assert!(
+            statuses.iter().all(|s| *s == 200 || *s == 409),
+            "{statuses:?}"
+        );
+        // Both nodes read the winner's write.
+        if let Some(w) = winners.first() {
+            for c in &clients {
+                let now = c
+                    .send(
+                        c.req(reqwest::Method::GET, "/api/v1/environments/race")
+                            .bearer_auth(&token),
+                    )
+                    .await;
+                assert_eq!(now.body["labels"], w.body["labels"], "{}", now.body);
+            }
+        }
+    }
+}
