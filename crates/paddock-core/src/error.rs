@@ -51,6 +51,9 @@ pub enum RuntimeError {
     /// cut short, or its key is gone): it stays suspended.
     #[error("{0}")]
     SavedStateDamaged(String),
+    /// The sandbox is another node's (in a store several share).
+    #[error("{0}")]
+    Unavailable(String),
     #[error("host resource {what} could not be managed")]
     Host {
         what: String,
@@ -138,6 +141,7 @@ impl From<RuntimeError> for CoreError {
             // change (another provider), not a server fault.
             RuntimeError::Unsupported(m) => Self::FailedPrecondition(m),
             RuntimeError::SavedStateDamaged(m) => Self::FailedPrecondition(m),
+            RuntimeError::Unavailable(m) => Self::Unavailable(m),
             e @ RuntimeError::AgentTimeout(_) => Self::DeadlineExceeded(e.to_string()),
             other => Self::Runtime(other),
         }

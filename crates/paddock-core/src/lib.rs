@@ -15,6 +15,7 @@
 // (`paddock_core::provider`, `paddock_core::service`, …) through the
 // re-exports below.
 pub mod artifacts;
+pub mod cluster;
 pub mod identity;
 pub mod model;
 pub mod networking;

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -77,6 +78,54 @@ pub struct Config {
     pub e2b: E2bSection,
     #[serde(default)]
     pub browser: BrowserSection,
+    #[serde(default)]
+    pub cluster: ClusterSection,
+}
+
+/// `[cluster]`: this node among the nodes sharing a PostgreSQL store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// The URL other nodes and replicas reach this node's API at
+    /// (default: `http://` and the listen address).
+    pub address: Option<String>,
+    /// How often the node records that it lives, in seconds.
+    pub heartbeat_seconds: u64,
+    /// How long after its last heartbeat a silent node's VMs are marked
+    /// `lost`, in seconds. Longer than a few heartbeats, so that a slow
+    /// store does not lose a live node's VMs.
+    pub lease_seconds: u64,
+    /// The operator's labels for this node (GPU model, zone, …).
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        Self {
+            address: None,
+            heartbeat_seconds: 5,
+            lease_seconds: 30,
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+impl ClusterSection {
+    /// The heartbeat and the lease, checked: a lease must outlast two
+    /// heartbeats.
+    pub fn timing(&self) -> anyhow::Result<(Duration, Duration)> {
+        if self.heartbeat_seconds == 0 || self.lease_seconds < 2 * self.heartbeat_seconds {
+            anyhow::bail!(
+                "[cluster] lease_seconds ({}) must be at least twice heartbeat_seconds ({}), which must be at least 1",
+                self.lease_seconds,
+                self.heartbeat_seconds
+            );
+        }
+        Ok((
+            Duration::from_secs(self.heartbeat_seconds),
+            Duration::from_secs(self.lease_seconds),
+        ))
+    }
 }
 
 /// `[browser]`: browser sessions of the VM API (`/v1/browser/…`).
@@ -756,6 +805,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7420)),
             data_dir: PathBuf::from(".paddock"),
             store: None,
+            cluster: ClusterSection::default(),
             agent_path: None,
             default_variant: "default".into(),
             variants,

@@ -100,6 +100,38 @@ pub fn record_store(data_dir: &Path, url: Option<&str>) -> anyhow::Result<()> {
     }
 }
 
+/// This node as it registers: where its API answers, what it offers.
+fn this_node(
+    config: &Config,
+    id: &NodeId,
+    providers: Vec<String>,
+    lease: std::time::Duration,
+) -> paddock_core::model::Node {
+    let memory_mb = nix::sys::sysinfo::sysinfo()
+        .map(|i| i.ram_total() >> 20)
+        .unwrap_or(0);
+    let vcpus = std::thread::available_parallelism()
+        .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+        .unwrap_or(1);
+    let now = paddock_core::clock::Timestamp::now();
+    paddock_core::model::Node {
+        id: id.clone(),
+        address: config
+            .cluster
+            .address
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", config.listen)),
+        providers,
+        memory_mb,
+        vcpus,
+        gpus: config.gateway.to_core().gpus,
+        labels: config.cluster.labels.clone(),
+        started_at: now,
+        heartbeat_at: now,
+        lease,
+    }
+}
+
 /// Writes the admin key file once, readable by its owner only.
 fn write_admin_key(path: &Path, secret: &str) -> anyhow::Result<()> {
     use std::io::Write;
@@ -117,6 +149,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     // Settings that need no host are checked before anything is set up
     // (a network, lxcfs, the microVM kernel), so a typo costs nothing.
     let usage_interval = config.usage.interval()?;
+    let (cluster_heartbeat, cluster_lease) = config.cluster.timing()?;
     let audit_retention = config.audit.retention()?;
     let webhook_sender = config.webhooks.sender()?;
     let _held = crate::data_lock::lock(&config.data_dir, "serving it")?;
@@ -231,7 +264,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         more_providers.push(Arc::new(docker));
     }
     let service = Service::new(
-        store,
+        Arc::clone(&store) as Arc<dyn paddock_core::store::Store>,
         Backends {
             provider,
             more_providers,
@@ -253,9 +286,25 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             usage_interval,
             usage_prices: config.usage.prices(),
             audit_retention,
+            node: Some(node.clone()),
             ..ServiceConfig::default()
         },
     );
+    let membership = paddock_core::cluster::Membership::new(
+        Arc::clone(&store) as Arc<dyn paddock_core::store::NodeStore>,
+        this_node(
+            &config,
+            &node,
+            service.vms().provider_names(),
+            cluster_lease,
+        ),
+        paddock_core::cluster::MembershipConfig {
+            heartbeat: cluster_heartbeat,
+        },
+    );
+    // Before reconciling: a node whose heartbeat is stale would have its
+    // VMs marked lost by another node meanwhile.
+    membership.join().await.context("register the node")?;
 
     if let Some((account, secret)) = service.accounts().bootstrap().await? {
         let path = config.data_dir.join("admin.key");
@@ -284,6 +333,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let e2b_stop = stop_rx.clone();
     let tapes_stop = stop_rx.clone();
+    tokio::spawn(Arc::clone(&membership).run(paddock_core::service::Shutdown(stop_rx.clone())));
     let sweeper = tokio::spawn(
         Arc::clone(service.vms()).run_sweeper(paddock_core::service::Shutdown(stop_rx.clone())),
     );
@@ -299,10 +349,10 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let audit_writer = tokio::spawn(
         Arc::clone(service.audit()).run_writer(paddock_core::service::Shutdown(stop_rx.clone())),
     );
-    tokio::spawn(
-        Arc::clone(service.webhooks())
-            .run_deliverer(paddock_core::service::Shutdown(stop_rx.clone())),
-    );
+    tokio::spawn(Arc::clone(service.webhooks()).run_deliverer(
+        paddock_core::service::Shutdown(stop_rx.clone()),
+        Arc::clone(&membership),
+    ));
     let warm_pool = tokio::spawn(
         Arc::clone(service.vms()).run_warm_pool(paddock_core::service::Shutdown(stop_rx)),
     );

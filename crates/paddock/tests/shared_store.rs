@@ -131,3 +131,81 @@ async fn racing_writers_on_two_nodes_get_one_winner() {
         }
     }
 }
+
+/// A node killed outright: once its lease runs out, its VMs are `lost`
+/// as any node tells them; the other node's VMs are untouched; a lost VM
+/// can be deleted meanwhile. Back, the node adopts what still runs and
+/// frees what was deleted while it was gone.
+#[tokio::test(flavor = "current_thread")]
+async fn a_silent_nodes_vms_are_lost_until_it_returns() {
+    const FAST: &str =
+        "[ssh]\nenabled = false\n[cluster]\nheartbeat_seconds = 1\nlease_seconds = 3\n";
+    let Some(a) = Server::start_on_postgres(FAST) else {
+        eprintln!("PADDOCK_TEST_POSTGRES is not set: no store to share");
+        return;
+    };
+    let mut b = Server::start_sharing(&a, Some(FAST)).expect("a PostgreSQL store");
+    let (ca, cb) = (a.client(), b.client());
+    let on_a = ca.create_vm(json!({"memory_mb": 128})).await["vm_id"]
+        .as_str()
+        .expect("vm_id")
+        .to_owned();
+    let kept = cb.create_vm(json!({"memory_mb": 128})).await["vm_id"]
+        .as_str()
+        .expect("vm_id")
+        .to_owned();
+    let dropped = cb.create_vm(json!({"memory_mb": 128})).await["vm_id"]
+        .as_str()
+        .expect("vm_id")
+        .to_owned();
+    cb.exec(&kept, "echo kept > /root/marker").await;
+
+    // Another node's sandbox is out of this one's reach, and says so.
+    let r = ca
+        .post(&format!("/v1/vms/{kept}/exec"), json!({"command": "true"}))
+        .await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.to_string().contains("runs on node"), "{}", r.body);
+
+    b.kill();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let s = ca.get(&format!("/v1/vms/{kept}")).await.body;
+        if s["status"] == "lost" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never lost: {s}");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        ca.get(&format!("/v1/vms/{on_a}")).await.body["status"],
+        "active"
+    );
+    let (out, _, _) = ca.exec(&on_a, "echo alive").await;
+    assert_eq!(out, "alive\n");
+    let gone = ca.delete(&format!("/v1/vms/{dropped}")).await;
+    assert_eq!(
+        (gone.status, gone.body["status"].as_str()),
+        (200, Some("terminated")),
+        "{}",
+        gone.body
+    );
+
+    // Its sandbox runs on, out of reach, until its node is back.
+    let dropped_dir = b.data_dir().join("sandboxes").join(&dropped);
+    assert!(common::host_processes_mentioning(&dropped_dir) > 0);
+
+    b.restart();
+    let cb = b.client();
+    assert_eq!(
+        cb.get(&format!("/v1/vms/{kept}")).await.body["status"],
+        "active"
+    );
+    let (out, _, _) = cb.exec(&kept, "cat /root/marker").await;
+    assert_eq!(out, "kept\n");
+    assert_eq!(
+        common::host_processes_mentioning(&dropped_dir),
+        0,
+        "the sandbox deleted while its node was gone still runs"
+    );
+}

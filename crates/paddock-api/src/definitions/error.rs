@@ -213,6 +213,9 @@ fn runtime(r: &RuntimeError, whole: &CoreError) -> DefError {
         RuntimeError::AgentTimeout(_) => {
             DefError::new(S::GATEWAY_TIMEOUT, "deadline_exceeded", r.to_string())
         }
+        RuntimeError::Unavailable(m) => {
+            DefError::new(S::SERVICE_UNAVAILABLE, "unavailable", m.clone())
+        }
         RuntimeError::Setup(_) | RuntimeError::Agent(_) | RuntimeError::Host { .. } => {
             internal(whole)
         }

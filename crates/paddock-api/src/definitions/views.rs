@@ -31,7 +31,8 @@ impl From<VmStatus> for SandboxState {
             // stopped one; the definitions API has no state of its own for it.
             VmStatus::Stopped | VmStatus::Suspended => Self::Stopped,
             VmStatus::Terminated => Self::Deleted,
-            VmStatus::Failed => Self::Failed,
+            // Its node is gone: whether it runs is unknown until it is back.
+            VmStatus::Failed | VmStatus::Lost => Self::Failed,
         }
     }
 }

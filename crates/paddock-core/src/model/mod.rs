@@ -9,6 +9,7 @@ pub mod exec;
 mod execution;
 pub mod gateway;
 mod image;
+mod node;
 mod resources;
 mod share;
 mod snapshot;
@@ -34,6 +35,7 @@ pub use image::{
     push_layer, without_repeats, ChangedTree, IdShift, Image, ImageConfig, LayerInfo,
     LayerProgress, PullPhase, PullProgress, PullState, PulledImage, RootfsSpec, BASE_VARIANT_LABEL,
 };
+pub use node::Node;
 pub use resources::{Limits, ResourceError, Resources};
 pub use share::{hash_token, NewShare, Share, ShareSecret};
 pub use snapshot::{Snapshot, SnapshotKind, SnapshotStatus};

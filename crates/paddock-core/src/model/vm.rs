@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::clock::Timestamp;
-use crate::ids::{AccountId, SessionId, SnapshotId, VaultId, VmId};
+use crate::ids::{AccountId, NodeId, SessionId, SnapshotId, VaultId, VmId};
 use crate::model::{EgressPolicy, MountRequest, Resources};
 use crate::network_backend::VmNetwork;
 
@@ -19,10 +19,15 @@ pub enum VmStatus {
     Suspended,
     Terminated,
     Failed,
+    /// Its node stopped answering (its lease ran out in the shared
+    /// store): nobody knows whether it runs. The node, back, adopts it
+    /// (`running`) or ends it (`failed`); a delete meanwhile ends its
+    /// record, and the node frees the sandbox when it returns.
+    Lost,
 }
 
 impl VmStatus {
-    pub const ALL: [VmStatus; 7] = [
+    pub const ALL: [VmStatus; 8] = [
         Self::Creating,
         Self::Running,
         Self::Stopping,
@@ -30,6 +35,7 @@ impl VmStatus {
         Self::Suspended,
         Self::Terminated,
         Self::Failed,
+        Self::Lost,
     ];
 
     /// The state machine in one place:
@@ -57,12 +63,22 @@ impl VmStatus {
                 | (Suspended, Running)
                 | (Suspended, Stopping)
                 | (Suspended, Terminated)
+                | (Creating, Lost)
+                | (Running, Lost)
+                | (Stopping, Lost)
+                | (Lost, Running)
+                | (Lost, Stopping)
+                | (Lost, Failed)
         )
     }
 
-    /// Whether the VM may still hold host resources that must be freed.
+    /// Whether the VM may still hold host resources that must be freed
+    /// (a lost VM's node may still run it).
     pub fn holds_resources(self) -> bool {
-        matches!(self, Self::Creating | Self::Running | Self::Stopping)
+        matches!(
+            self,
+            Self::Creating | Self::Running | Self::Stopping | Self::Lost
+        )
     }
 
     pub fn is_active(self) -> bool {
@@ -78,6 +94,7 @@ impl VmStatus {
             Self::Suspended => "suspended",
             Self::Terminated => "terminated",
             Self::Failed => "failed",
+            Self::Lost => "lost",
         }
     }
 
@@ -106,6 +123,7 @@ impl VmStatusSet {
             VmStatus::Creating,
             VmStatus::Running,
             VmStatus::Stopping,
+            VmStatus::Lost,
         ])
     }
 
@@ -332,6 +350,10 @@ pub struct Vm {
     pub options: VmOptions,
     /// Its place on the host network while it holds one.
     pub network: Option<VmNetwork>,
+    /// The node it runs on, in a store several nodes share; `None` for a
+    /// VM made before nodes were recorded (its node's, whichever opens
+    /// the store).
+    pub node: Option<NodeId>,
 }
 
 /// A listing filter; `None` fields match everything.

@@ -52,6 +52,10 @@ const MAX_PATTERNS: usize = 50;
 /// How many deliveries one round of the deliverer tries at once.
 const BATCH: u32 = 32;
 
+/// How long the deliverer's lease lasts unless renewed (each pass renews
+/// it): longer than a delivery try may take.
+const DELIVERER_LEASE: Duration = Duration::from_secs(30);
+
 /// What a new endpoint is made with.
 #[derive(Debug, Clone)]
 pub struct EndpointSettings {
@@ -574,14 +578,27 @@ impl Webhooks {
     }
 
     /// Delivers due deliveries until shutdown: woken when some are
-    /// queued, and at least every second for retries that came due.
-    pub async fn run_deliverer(self: Arc<Self>, mut shutdown: Shutdown) {
+    /// queued, and at least every second for retries that came due. Of
+    /// the processes sharing a store, the one holding the deliverer's
+    /// lease delivers (so a delivery is sent once); another takes over
+    /// within [`DELIVERER_LEASE`] of its end.
+    pub async fn run_deliverer(
+        self: Arc<Self>,
+        mut shutdown: Shutdown,
+        cluster: Arc<crate::cluster::Membership>,
+    ) {
         loop {
-            match self
-                .store
-                .due_webhook_deliveries(Timestamp::now(), BATCH)
+            let due = if cluster
+                .holds_lease("webhooks/deliverer", DELIVERER_LEASE)
                 .await
             {
+                self.store
+                    .due_webhook_deliveries(Timestamp::now(), BATCH)
+                    .await
+            } else {
+                Ok(Vec::new())
+            };
+            match due {
                 Ok(due) if !due.is_empty() => {
                     let full = due.len() == BATCH as usize;
                     let tries = due.into_iter().map(|d| {

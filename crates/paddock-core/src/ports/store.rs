@@ -6,13 +6,13 @@ use async_trait::async_trait;
 use crate::clock::Timestamp;
 use crate::error::StoreError;
 use crate::ids::{
-    AccountId, ApiKeyId, CheckpointId, CredentialId, ExecutionId, SessionId, ShareId, SnapshotId,
-    VaultId, VmId, VolumeId,
+    AccountId, ApiKeyId, CheckpointId, CredentialId, ExecutionId, NodeId, SessionId, ShareId,
+    SnapshotId, VaultId, VmId, VolumeId,
 };
 use crate::model::{
     Account, ApiKey, Attachment, Checkpoint, Credential, CustomDomain, Execution, Image, NewApiKey,
-    Sealed, Share, Snapshot, SnapshotKind, SshKey, Vault, Vm, VmFilter, VmStatus, VmStatusSet,
-    Volume,
+    Node, Sealed, Share, Snapshot, SnapshotKind, SshKey, Vault, Vm, VmFilter, VmStatus,
+    VmStatusSet, Volume,
 };
 
 /// Snapshots, scoped by account.
@@ -321,6 +321,35 @@ pub trait ResourceStore: Send + Sync {
     async fn delete_job_log(&self, account: &AccountId, job_id: &str) -> Result<(), StoreError>;
 }
 
+/// The nodes sharing the store, and what they hand over through it.
+#[async_trait]
+pub trait NodeStore: Send + Sync {
+    /// Registers a node or refreshes its record (at its start).
+    async fn upsert_node(&self, node: &Node) -> Result<(), StoreError>;
+    /// Records a node's heartbeat; false when it has no record (deleted
+    /// by an operator meanwhile: it registers again).
+    async fn beat_node(&self, id: &NodeId, at: Timestamp) -> Result<bool, StoreError>;
+    async fn list_nodes(&self) -> Result<Vec<Node>, StoreError>;
+    /// Marks `lost` the VMs (creating, running or stopping) of every node
+    /// whose lease ran out before `now`; the VMs so marked.
+    async fn mark_vms_of_silent_nodes_lost(
+        &self,
+        now: Timestamp,
+        reason: &str,
+    ) -> Result<Vec<(VmId, NodeId)>, StoreError>;
+    /// Takes or renews the lease `name` for `holder` until `until`, unless
+    /// another holder's lease on it runs past `now`: whether `holder`
+    /// holds it. Work one process of the installation must do alone
+    /// (webhook delivery) runs while its process holds the lease.
+    async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<bool, StoreError>;
+}
+
 /// Accounts and their API keys: all a key check needs.
 #[async_trait]
 pub trait AccountStore: Send + Sync {
@@ -585,6 +614,7 @@ pub trait Store:
     + UsageStore
     + AuditStore
     + WebhookStore
+    + NodeStore
 {
 }
 
@@ -601,5 +631,6 @@ impl<T> Store for T where
         + UsageStore
         + AuditStore
         + WebhookStore
+        + NodeStore
 {
 }

@@ -46,6 +46,9 @@ pub struct ServiceConfig {
     pub usage_prices: crate::usage::UsagePrices,
     /// How long audit events are kept (`[audit] retention_days`).
     pub audit_retention: Duration,
+    /// The node this process is in a store several share; `None`: the
+    /// store is this process's alone.
+    pub node: Option<crate::ids::NodeId>,
 }
 
 impl Default for ServiceConfig {
@@ -61,6 +64,7 @@ impl Default for ServiceConfig {
             usage_interval: Duration::from_secs(15),
             usage_prices: crate::usage::UsagePrices::default(),
             audit_retention: Duration::from_secs(90 * 86_400),
+            node: None,
         }
     }
 }
@@ -196,6 +200,7 @@ impl Vms {
     /// The provider `vm` runs on, or why there is none: this server no
     /// longer runs it (its configuration dropped it).
     pub(crate) fn provider_of(&self, vm: &Vm) -> Result<Arc<dyn Provider>, RuntimeError> {
+        self.check_local(vm)?;
         self.provider_named(&vm.provider).ok_or_else(|| {
             RuntimeError::Unsupported(format!(
                 "the {} provider is not configured on this server",
@@ -214,11 +219,43 @@ impl Vms {
 
     /// Stops `vm`'s sandbox and frees what it held on the host; on a
     /// provider this server does not run there is nothing of it to stop.
+    /// The providers this node runs sandboxes on.
+    pub fn provider_names(&self) -> Vec<String> {
+        self.providers.keys().map(|k| (*k).to_owned()).collect()
+    }
+
+    /// Whether `vm`'s sandbox is this node's to run: a VM of another node
+    /// is left to it (its process handle means nothing here).
+    pub(crate) fn is_local(&self, vm: &Vm) -> bool {
+        match (&vm.node, &self.config.node) {
+            (Some(vm_node), Some(this)) => vm_node == this,
+            _ => true,
+        }
+    }
+
+    /// `Unavailable` for a VM another node runs: its sandbox is out of
+    /// this node's reach.
+    pub(crate) fn check_local(&self, vm: &Vm) -> Result<(), RuntimeError> {
+        if self.is_local(vm) {
+            return Ok(());
+        }
+        Err(RuntimeError::Unavailable(format!(
+            "the VM runs on node {}, not this one ({}): send its calls there",
+            vm.node.as_ref().map_or("?", |n| n.as_str()),
+            self.config.node.as_ref().map_or("?", |n| n.as_str()),
+        )))
+    }
+
     pub(crate) async fn stop_sandbox(
         &self,
         vm: &Vm,
         handle: Option<RuntimeHandle>,
     ) -> Result<(), RuntimeError> {
+        if !self.is_local(vm) {
+            // A lost VM's record ends here; its node frees the sandbox
+            // (an orphan by then) when it comes back.
+            return Ok(());
+        }
         match self.provider_named(&vm.provider) {
             Some(p) => p.stop(&vm.id, handle).await,
             None => Ok(()),
@@ -604,6 +641,7 @@ impl Vms {
             runtime: None,
             options,
             network: None,
+            node: self.config.node.clone(),
         }
     }
 
@@ -761,6 +799,18 @@ impl Vms {
         };
         if vm.status == VmStatus::Terminated {
             return Ok(Ending::Already(vm));
+        }
+        // Another node's VM is that node's to end, unless the node is gone
+        // (the VM lost): then its record ends here.
+        if vm.status != VmStatus::Lost {
+            self.check_local(&vm)?;
+        } else {
+            return Ok(Ending::Ending(EndingVm {
+                _guard: guard,
+                began: std::time::Instant::now(),
+                sandbox_gone: std::time::Duration::ZERO,
+                vm,
+            }));
         }
         self.snapshot_on_terminate(&vm).await;
         if vm.status != VmStatus::Stopping {

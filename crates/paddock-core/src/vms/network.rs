@@ -107,6 +107,11 @@ impl Vms {
     /// Frees a VM's network; failures are logged, never returned, since
     /// they must not keep a VM from ending (reconcile retries them).
     pub(crate) async fn release_network(&self, vm: &mut Vm) {
+        if !self.is_local(vm) {
+            // Its node's network: that node frees it when it comes back.
+            vm.network = None;
+            return;
+        }
         if let Some(network) = vm.network.take() {
             if let Err(e) = self.network.release(&vm.id, &network).await {
                 tracing::error!(vm_id = %vm.id, error = %error_chain(&e), "could not free a VM's network");

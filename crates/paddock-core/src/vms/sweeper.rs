@@ -45,6 +45,14 @@ impl Vms {
                     )
                     .await?;
                 }
+                // Marked lost while this node was silent: back with it.
+                (VmStatus::Lost, Some(h)) if self.is_alive(&vm, h) => {
+                    live.push(self.found_again(vm).await?);
+                }
+                (VmStatus::Lost, _) => {
+                    self.end_dead_sandbox(&vm, "its node was gone and the sandbox with it")
+                        .await?;
+                }
                 (VmStatus::Creating, _) => {
                     self.mark_failed(
                         &vm.id,
@@ -109,6 +117,17 @@ impl Vms {
         }
         self.restore_vault_services().await;
         Ok(())
+    }
+
+    /// A lost VM whose sandbox survived its node's absence: running again.
+    async fn found_again(&self, mut vm: Vm) -> Result<Vm, CoreError> {
+        let _guard = self.lock_vm(&vm.id).await;
+        vm.status = VmStatus::Running;
+        vm.status_reason = None;
+        vm.updated_at = Timestamp::now();
+        self.store.update_vm(&vm).await?;
+        tracing::info!(vm_id = %vm.id, "lost VM found again: its node is back and so is it");
+        Ok(vm)
     }
 
     /// Ends VMs whose lifetime is over and notices sandboxes that died,

@@ -7,6 +7,7 @@ mod copy;
 mod dialect;
 mod domains;
 mod images;
+mod nodes;
 mod resources;
 mod rows;
 mod shares;
@@ -91,6 +92,13 @@ const VM_COLUMNS: &str = "id, account_id, session_id, status, status_reason, pro
     image_variant, memory_mb, vcpu_count, pids_max, metadata, env, lifetime_seconds, created_at, \
     updated_at, started_at, expires_at, terminated_at, runtime_pid, runtime_start_ticks, \
     image_digest, options, disk_mb, cpu_millis";
+
+/// What a VM's reads take: its columns and the node it runs on, which a
+/// write never changes (the insert sets it).
+const VM_SELECT: &str = "id, account_id, session_id, status, status_reason, provider, \
+    image_variant, memory_mb, vcpu_count, pids_max, metadata, env, lifetime_seconds, created_at, \
+    updated_at, started_at, expires_at, terminated_at, runtime_pid, runtime_start_ticks, \
+    image_digest, options, disk_mb, cpu_millis, node_id";
 
 /// A kind of record an account owns, kept in a table of its own with
 /// `id`, `account_id` and `created_at` columns: what the generic get,
@@ -350,8 +358,9 @@ impl VmStore for SqlStore {
              ({placeholders}, {}, ?)",
             self.backend.next_vm_seq()
         );
+        let node = vm.node.as_ref().map_or(&*self.node, |n| n.as_str());
         rows::bind_vm(sqlx::query(&self.sql(&sql)), vm)?
-            .bind(&*self.node)
+            .bind(node)
             .execute(&self.pool)
             .await
             .map_err(db_err)?;
@@ -374,7 +383,7 @@ impl VmStore for SqlStore {
     }
 
     async fn get_vm(&self, account: &AccountId, id: &VmId) -> Result<Option<Vm>, StoreError> {
-        let sql = format!("SELECT {VM_COLUMNS} FROM vms WHERE id = ? AND account_id = ?");
+        let sql = format!("SELECT {VM_SELECT} FROM vms WHERE id = ? AND account_id = ?");
         Ok(self
             .fetch_vms(
                 &sql,
@@ -385,7 +394,7 @@ impl VmStore for SqlStore {
     }
 
     async fn find_vm(&self, id: &VmId) -> Result<Option<Vm>, StoreError> {
-        let sql = format!("SELECT {VM_COLUMNS} FROM vms WHERE id = ?");
+        let sql = format!("SELECT {VM_SELECT} FROM vms WHERE id = ?");
         Ok(self
             .fetch_vms(&sql, vec![Bind::Text(id.as_str())])
             .await?
@@ -397,7 +406,7 @@ impl VmStore for SqlStore {
         account: &AccountId,
         filter: &VmFilter,
     ) -> Result<Vec<Vm>, StoreError> {
-        let mut sql = format!("SELECT {VM_COLUMNS} FROM vms WHERE account_id = ?");
+        let mut sql = format!("SELECT {VM_SELECT} FROM vms WHERE account_id = ?");
         let mut binds = vec![Bind::Text(account.as_str())];
         if let Some(s) = &filter.session_id {
             sql.push_str(" AND session_id = ?");
@@ -424,7 +433,7 @@ impl VmStore for SqlStore {
             return Ok(Vec::new());
         }
         let sql = format!(
-            "SELECT {VM_COLUMNS} FROM vms WHERE node_id = ? AND status IN ({}) ORDER BY seq",
+            "SELECT {VM_SELECT} FROM vms WHERE node_id = ? AND status IN ({}) ORDER BY seq",
             status_list(statuses)
         );
         self.fetch_vms(&sql, vec![Bind::Text(&self.node)]).await
@@ -432,7 +441,7 @@ impl VmStore for SqlStore {
 
     async fn list_expired_vms(&self, now: Timestamp) -> Result<Vec<Vm>, StoreError> {
         let sql = format!(
-            "SELECT {VM_COLUMNS} FROM vms WHERE expires_at IS NOT NULL AND expires_at <= ? \
+            "SELECT {VM_SELECT} FROM vms WHERE expires_at IS NOT NULL AND expires_at <= ? \
              AND node_id = ? AND status IN ({}) ORDER BY expires_at",
             status_list(&VmStatusSet::holding_resources())
         );
@@ -449,7 +458,7 @@ impl VmStore for SqlStore {
         session: &SessionId,
     ) -> Result<Option<Vm>, StoreError> {
         let sql = format!(
-            "SELECT {VM_COLUMNS} FROM vms WHERE account_id = ? AND session_id = ? \
+            "SELECT {VM_SELECT} FROM vms WHERE account_id = ? AND session_id = ? \
              ORDER BY seq DESC LIMIT 1"
         );
         Ok(self

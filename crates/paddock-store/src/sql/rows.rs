@@ -135,6 +135,10 @@ impl<'r> FromRow<'r, AnyRow> for VmRow {
             },
             options: options_from_json(&options).map_err(corrupt)?,
             network: network_from_json(&options).map_err(corrupt)?,
+            node: match text("node_id")?.as_str() {
+                "" => None,
+                node => Some(parse("node id", node).map_err(corrupt)?),
+            },
         }))
     }
 }

@@ -144,6 +144,7 @@ fn vm(account: &AccountId, session: &SessionId) -> Vm {
             gateway: "10.88.0.1".parse().expect("ip"),
             netns: "/data/net/netns/10.88.0.7".into(),
         }),
+        node: None,
     }
 }
 
@@ -515,4 +516,124 @@ async fn the_backends_share_one_schema() {
         only_sqlite.is_empty() && only_postgres.is_empty(),
         "the migrations differ:\n  SQLite only: {only_sqlite:#?}\n  PostgreSQL only: {only_postgres:#?}"
     );
+}
+
+fn node(id: &paddock_core::ids::NodeId, beat_ms: i64) -> paddock_core::model::Node {
+    paddock_core::model::Node {
+        id: id.clone(),
+        address: "http://127.0.0.1:7420".into(),
+        providers: vec!["container".into()],
+        memory_mb: 4096,
+        vcpus: 2,
+        gpus: vec![0],
+        labels: [("zone".to_owned(), "a".to_owned())].into(),
+        started_at: Timestamp::from_unix_millis(beat_ms),
+        heartbeat_at: Timestamp::from_unix_millis(beat_ms),
+        lease: std::time::Duration::from_millis(3_000),
+    }
+}
+
+#[tokio::test]
+async fn a_silent_nodes_live_vms_are_lost_and_no_others() {
+    use paddock_core::ids::NodeId;
+    use paddock_core::store::NodeStore;
+    for (store, account) in stores_with_account().await {
+        let (quiet, beating) = (NodeId::generate(), NodeId::generate());
+        store.upsert_node(&node(&quiet, 1_000)).await.expect("node");
+        store
+            .upsert_node(&node(&beating, 1_000))
+            .await
+            .expect("node");
+        assert!(store
+            .beat_node(&beating, Timestamp::from_unix_millis(9_000))
+            .await
+            .expect("beat"));
+        assert!(!store
+            .beat_node(&NodeId::generate(), Timestamp::from_unix_millis(9_000))
+            .await
+            .expect("beat"));
+        let listed = store.list_nodes().await.expect("nodes");
+        assert_eq!(listed.len(), 2);
+        assert_eq!(
+            listed.iter().find(|n| n.id == quiet),
+            Some(&node(&quiet, 1_000))
+        );
+
+        let session = SessionId::generate();
+        let mut on_quiet = vm(&account.id, &session);
+        on_quiet.node = Some(quiet.clone());
+        on_quiet.status = VmStatus::Running;
+        let mut stopped_on_quiet = vm(&account.id, &session);
+        stopped_on_quiet.node = Some(quiet.clone());
+        stopped_on_quiet.status = VmStatus::Stopped;
+        let mut on_beating = vm(&account.id, &session);
+        on_beating.node = Some(beating.clone());
+        on_beating.status = VmStatus::Running;
+        for v in [&on_quiet, &stopped_on_quiet, &on_beating] {
+            store.insert_vm(v).await.expect("insert");
+        }
+        // At 10 s the quiet node's lease (1 s + 3 s) is long over; the
+        // beating one's (9 s + 3 s) is not.
+        let lost = store
+            .mark_vms_of_silent_nodes_lost(Timestamp::from_unix_millis(10_000), "gone")
+            .await
+            .expect("mark");
+        assert_eq!(lost, vec![(on_quiet.id.clone(), quiet.clone())]);
+        let status = |id: &VmId| {
+            let store = store.clone();
+            let id = id.clone();
+            async move { store.find_vm(&id).await.expect("find").expect("vm").status }
+        };
+        assert_eq!(status(&on_quiet.id).await, VmStatus::Lost);
+        assert_eq!(status(&stopped_on_quiet.id).await, VmStatus::Stopped);
+        assert_eq!(status(&on_beating.id).await, VmStatus::Running);
+        assert_eq!(
+            store
+                .find_vm(&on_quiet.id)
+                .await
+                .expect("find")
+                .expect("vm")
+                .node,
+            Some(quiet.clone())
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_lease_has_one_holder_until_it_runs_out() {
+    use paddock_core::store::NodeStore;
+    for store in stores().await {
+        let at = Timestamp::from_unix_millis;
+        assert!(store
+            .take_lease("work", "a", at(0), at(10))
+            .await
+            .expect("take"));
+        assert!(!store
+            .take_lease("work", "b", at(5), at(15))
+            .await
+            .expect("take"));
+        // The holder renews its own.
+        assert!(store
+            .take_lease("work", "a", at(9), at(20))
+            .await
+            .expect("renew"));
+        assert!(!store
+            .take_lease("work", "b", at(19), at(30))
+            .await
+            .expect("take"));
+        // Run out, it is anyone's.
+        assert!(store
+            .take_lease("work", "b", at(20), at(30))
+            .await
+            .expect("take"));
+        assert!(!store
+            .take_lease("work", "a", at(21), at(31))
+            .await
+            .expect("take"));
+        // Leases are by name.
+        assert!(store
+            .take_lease("other", "a", at(21), at(31))
+            .await
+            .expect("take"));
+    }
 }

@@ -1,0 +1,111 @@
+//! This node's place among the nodes sharing the store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::Timestamp;
+use crate::error::{error_chain, CoreError};
+use crate::ids::NodeId;
+use crate::model::Node;
+use crate::shutdown::Shutdown;
+use crate::store::NodeStore;
+
+/// Why a silent node's VMs are lost; their records say so.
+const REASON_NODE_SILENT: &str = "its node stopped answering (its lease ran out)";
+
+#[derive(Debug, Clone)]
+pub struct MembershipConfig {
+    /// How often this node beats and looks for silent nodes.
+    pub heartbeat: Duration,
+}
+
+pub struct Membership {
+    store: Arc<dyn NodeStore>,
+    node: Node,
+    config: MembershipConfig,
+}
+
+impl Membership {
+    pub fn new(store: Arc<dyn NodeStore>, node: Node, config: MembershipConfig) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            node,
+            config,
+        })
+    }
+
+    pub fn node_id(&self) -> &NodeId {
+        &self.node.id
+    }
+
+    /// Registers this node (again, at each start: its address, capacity
+    /// and lease may have changed).
+    pub async fn join(&self) -> Result<(), CoreError> {
+        let now = Timestamp::now();
+        let node = Node {
+            started_at: now,
+            heartbeat_at: now,
+            ..self.node.clone()
+        };
+        self.store.upsert_node(&node).await?;
+        tracing::info!(node = %node.id, address = %node.address, lease_seconds = node.lease.as_secs(), "node joined");
+        Ok(())
+    }
+
+    /// Every node the store knows, alive or not.
+    pub async fn nodes(&self) -> Result<Vec<Node>, CoreError> {
+        Ok(self.store.list_nodes().await?)
+    }
+
+    /// Whether this process holds (took or renewed) the lease `name` for
+    /// `ttl` from now. A store error counts as not holding it.
+    pub async fn holds_lease(&self, name: &str, ttl: Duration) -> bool {
+        let now = Timestamp::now();
+        let until = Timestamp::from_unix_millis(
+            now.unix_millis()
+                .saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
+        );
+        match self
+            .store
+            .take_lease(name, self.node.id.as_str(), now, until)
+            .await
+        {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(lease = name, error = %error_chain(&e), "could not take a lease");
+                false
+            }
+        }
+    }
+
+    /// One beat: this node's heartbeat, then the VMs of silent nodes.
+    pub async fn beat(&self) -> Result<(), CoreError> {
+        let now = Timestamp::now();
+        if !self.store.beat_node(&self.node.id, now).await? {
+            self.join().await?;
+        }
+        let lost = self
+            .store
+            .mark_vms_of_silent_nodes_lost(now, REASON_NODE_SILENT)
+            .await?;
+        for (vm, node) in &lost {
+            tracing::warn!(vm_id = %vm, node = %node, "VM lost: its node stopped answering");
+        }
+        Ok(())
+    }
+
+    /// Beats until `shutdown`.
+    pub async fn run(self: Arc<Self>, mut shutdown: Shutdown) {
+        let mut tick = tokio::time::interval(self.config.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = self.beat().await {
+                tracing::error!(error = %error_chain(&e), "node heartbeat failed");
+            }
+        }
+    }
+}
