@@ -10,6 +10,7 @@ mod body_budget;
 pub mod definitions;
 pub mod e2b;
 pub mod gateway;
+mod internal;
 mod metrics;
 pub mod openapi;
 mod ops;
@@ -71,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .merge(gateway)
         .merge(definitions::router(&limits, &budget))
         .merge(e2b::router(&limits))
+        .merge(internal::router())
         .layer(axum::middleware::from_fn(rejections::uniform))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -33,6 +33,8 @@ pub struct Backends {
     pub domain_dns: Arc<dyn DomainBackend>,
     /// Where webhook deliveries go out.
     pub webhooks: Arc<dyn crate::ports::webhook_sender::WebhookSender>,
+    /// The other nodes' sandboxes, in a store several nodes share.
+    pub remote_nodes: Option<Arc<dyn crate::provider::RemoteNodes>>,
 }
 
 /// Every component of the core, composed once.
@@ -115,6 +117,7 @@ impl Service {
                 more_providers: backends.more_providers,
                 images: backends.images,
                 network: backends.network,
+                remote_nodes: backends.remote_nodes,
             },
             config,
             crate::vms::component::VmParts {
@@ -151,6 +154,13 @@ impl Service {
             store,
             keyring,
         })
+    }
+
+    /// What nodes sharing the store show each other on their internal
+    /// endpoint: derived from the master key they share, never stored or
+    /// given to tenants.
+    pub fn internal_token(&self) -> String {
+        self.keyring.mac(crate::cluster::INTERNAL_TOKEN_PURPOSE)
     }
 
     /// VMs: their lifecycle, the agent channel, sessions, networking.

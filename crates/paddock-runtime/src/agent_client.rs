@@ -1,9 +1,11 @@
 //! The server's side of the agent protocol: one connection per request to
-//! a sandbox's agent socket, turned into the core's exec, file and PTY
-//! types.
+//! a sandbox's agent, turned into the core's exec, file and PTY types. The
+//! agent is reached at its socket on this host, or, for a sandbox another
+//! node runs, through that node's tunnel to the same socket.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,8 +19,11 @@ use paddock_core::exec::{
     PathChange, PathChangeKind, PathOp, PtyConnection, PtyInfo, PtyInput, PtyOutput,
 };
 use paddock_core::RuntimeError;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
+
+use crate::node_tunnel::NodeTunnel;
 
 /// How long an agent has to accept a request and give its first reply:
 /// it answers at once unless it is stuck (stopped, starved, wedged), and
@@ -68,10 +73,57 @@ fn unexpected(e: &Event) -> RuntimeError {
     RuntimeError::Agent(format!("unexpected agent reply {e:?}"))
 }
 
-/// Connects to the agent at `socket`; a sandbox that is gone is
+/// Where a sandbox's agent answers.
+#[derive(Debug, Clone)]
+pub enum AgentAddress {
+    /// Its socket on this host.
+    Socket(PathBuf),
+    /// Its node's tunnel to its socket, for a sandbox of another node.
+    Node(NodeTunnel),
+}
+
+/// What names an agent: a socket path, or an [`AgentAddress`].
+pub trait ToAgent: Send + Sync {
+    fn agent(&self) -> AgentAddress;
+}
+
+impl ToAgent for Path {
+    fn agent(&self) -> AgentAddress {
+        AgentAddress::Socket(self.to_owned())
+    }
+}
+
+impl ToAgent for PathBuf {
+    fn agent(&self) -> AgentAddress {
+        AgentAddress::Socket(self.clone())
+    }
+}
+
+impl ToAgent for AgentAddress {
+    fn agent(&self) -> AgentAddress {
+        self.clone()
+    }
+}
+
+/// A connection to an agent, whichever way it goes.
+pub trait AgentIo: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> AgentIo for T {}
+
+pub type AgentStream = Pin<Box<dyn AgentIo>>;
+
+/// Connects to the agent `socket` names; a sandbox that is gone is
 /// [`RuntimeError::SandboxGone`].
-pub async fn connect(socket: &Path) -> Result<UnixStream, RuntimeError> {
-    match UnixStream::connect(socket).await {
+pub async fn connect(socket: &(impl ToAgent + ?Sized)) -> Result<AgentStream, RuntimeError> {
+    match socket.agent() {
+        AgentAddress::Socket(path) => Ok(Box::pin(connect_socket(&path).await?)),
+        AgentAddress::Node(tunnel) => tunnel.open().await,
+    }
+}
+
+/// Connects to the agent socket at `path` on this host.
+pub async fn connect_socket(path: &Path) -> Result<UnixStream, RuntimeError> {
+    match UnixStream::connect(path).await {
         Ok(s) => Ok(s),
         Err(e)
             if matches!(
@@ -85,7 +137,7 @@ pub async fn connect(socket: &Path) -> Result<UnixStream, RuntimeError> {
     }
 }
 
-async fn next_event(stream: &mut UnixStream) -> Result<Event, RuntimeError> {
+async fn next_event(stream: &mut AgentStream) -> Result<Event, RuntimeError> {
     match read_frame(stream).await.map_err(agent_err)? {
         Some(f) => f.control().map_err(agent_err),
         None => Err(RuntimeError::SandboxGone),
@@ -94,7 +146,10 @@ async fn next_event(stream: &mut UnixStream) -> Result<Event, RuntimeError> {
 
 /// Connects, sends one request and returns the first reply, within
 /// [`REPLY_DEADLINE`].
-pub async fn call(socket: &Path, request: &Request) -> Result<(UnixStream, Event), RuntimeError> {
+pub async fn call(
+    socket: &(impl ToAgent + ?Sized),
+    request: &Request,
+) -> Result<(AgentStream, Event), RuntimeError> {
     let (stream, event) = within(REPLY_DEADLINE, "a request", async {
         let mut stream = connect(socket).await?;
         write_control(&mut stream, request)
@@ -110,7 +165,7 @@ pub async fn call(socket: &Path, request: &Request) -> Result<(UnixStream, Event
     Ok((stream, event))
 }
 
-pub async fn ping(socket: &Path) -> Result<(), RuntimeError> {
+pub async fn ping(socket: &(impl ToAgent + ?Sized)) -> Result<(), RuntimeError> {
     match call(socket, &Request::Ping).await? {
         (_, Event::Pong) => Ok(()),
         (_, other) => Err(unexpected(&other)),
@@ -118,7 +173,10 @@ pub async fn ping(socket: &Path) -> Result<(), RuntimeError> {
 }
 
 /// Stages variables into every later command's environment.
-pub async fn stage_env(socket: &Path, env: Vec<(String, String)>) -> Result<(), RuntimeError> {
+pub async fn stage_env(
+    socket: &(impl ToAgent + ?Sized),
+    env: Vec<(String, String)>,
+) -> Result<(), RuntimeError> {
     let request = Request::StageEnv {
         env: paddock_agent_protocol::proto::SecretVars(env),
     };
@@ -130,7 +188,10 @@ pub async fn stage_env(socket: &Path, env: Vec<(String, String)>) -> Result<(), 
 
 /// Freezes (or thaws) the sandbox's own disk: frozen, its file system
 /// is clean on the device and stays so until thawed.
-pub async fn freeze_disk(socket: &Path, frozen: bool) -> Result<(), RuntimeError> {
+pub async fn freeze_disk(
+    socket: &(impl ToAgent + ?Sized),
+    frozen: bool,
+) -> Result<(), RuntimeError> {
     match call(socket, &Request::FreezeDisk { frozen }).await? {
         (_, Event::Ok) => Ok(()),
         (_, other) => Err(unexpected(&other)),
@@ -138,7 +199,10 @@ pub async fn freeze_disk(socket: &Path, frozen: bool) -> Result<(), RuntimeError
 }
 
 /// Removes staged variables by name.
-pub async fn unstage_env(socket: &Path, names: Vec<String>) -> Result<(), RuntimeError> {
+pub async fn unstage_env(
+    socket: &(impl ToAgent + ?Sized),
+    names: Vec<String>,
+) -> Result<(), RuntimeError> {
     match call(socket, &Request::UnstageEnv { names }).await? {
         (_, Event::Ok) => Ok(()),
         (_, other) => Err(unexpected(&other)),
@@ -148,7 +212,7 @@ pub async fn unstage_env(socket: &Path, names: Vec<String>) -> Result<(), Runtim
 /// Runs a command; `oom_kills` reads the sandbox's OOM-kill counter, so an
 /// exit by SIGKILL can be told apart as the OOM killer's.
 pub async fn exec(
-    socket: &Path,
+    socket: &(impl ToAgent + ?Sized),
     request: ExecRequest,
     oom_kills: impl Fn() -> u64 + Send + 'static,
 ) -> Result<ExecStream, RuntimeError> {
@@ -205,7 +269,7 @@ pub async fn exec(
         Event::Error { kind, message } => return Err(event_err(kind, message)),
         other => return Err(unexpected(&other)),
     }
-    let (rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = tokio::io::split(stream);
     // The write half feeds stdin, then stays open while the reader runs:
     // the agent reads its closing as "the caller went away" and kills the
     // command. The reader owns this task, so the socket closes with it.
@@ -313,7 +377,11 @@ fn events(
 
 /// Starts job `id` (a command that outlives this connection, its output
 /// kept by the agent); see [`job_attach`].
-pub async fn job_start(socket: &Path, id: &str, request: ExecRequest) -> Result<(), RuntimeError> {
+pub async fn job_start(
+    socket: &(impl ToAgent + ?Sized),
+    id: &str,
+    request: ExecRequest,
+) -> Result<(), RuntimeError> {
     let wire = Request::JobStart {
         id: id.to_owned(),
         argv: request.argv,
@@ -329,7 +397,7 @@ pub async fn job_start(socket: &Path, id: &str, request: ExecRequest) -> Result<
 /// Job `id`'s output from these byte offsets (what the caller already
 /// has), live, then its exit. The job goes on if the stream is dropped.
 pub async fn job_attach(
-    socket: &Path,
+    socket: &(impl ToAgent + ?Sized),
     id: &str,
     stdout_from: u64,
     stderr_from: u64,
@@ -380,7 +448,10 @@ fn dir_entry(e: paddock_agent_protocol::proto::DirEntry) -> DirEntry {
 }
 
 /// Looks at or changes one path; see [`PathOp`].
-pub async fn path_op(socket: &Path, op: PathOp) -> Result<Option<DirEntry>, RuntimeError> {
+pub async fn path_op(
+    socket: &(impl ToAgent + ?Sized),
+    op: PathOp,
+) -> Result<Option<DirEntry>, RuntimeError> {
     let wire = match op {
         PathOp::Stat(p) => Request::Stat {
             path: p.as_str().to_owned(),
@@ -406,7 +477,7 @@ pub async fn path_op(socket: &Path, op: PathOp) -> Result<Option<DirEntry>, Runt
 /// Watches directory `path`: its changes until the receiver is dropped
 /// (which closes the connection, and the agent stops watching).
 pub async fn watch(
-    socket: &Path,
+    socket: &(impl ToAgent + ?Sized),
     path: &str,
     recursive: bool,
 ) -> Result<mpsc::Receiver<PathChange>, RuntimeError> {
@@ -442,14 +513,21 @@ pub async fn watch(
 }
 
 /// Signals the process group `pid` leads.
-pub async fn signal(socket: &Path, pid: i32, signal: i32) -> Result<(), RuntimeError> {
+pub async fn signal(
+    socket: &(impl ToAgent + ?Sized),
+    pid: i32,
+    signal: i32,
+) -> Result<(), RuntimeError> {
     match call(socket, &Request::Signal { pid, signal }).await? {
         (_, Event::Ok) => Ok(()),
         (_, other) => Err(unexpected(&other)),
     }
 }
 
-pub async fn read_file(socket: &Path, path: &str) -> Result<FileContent, RuntimeError> {
+pub async fn read_file(
+    socket: &(impl ToAgent + ?Sized),
+    path: &str,
+) -> Result<FileContent, RuntimeError> {
     let (stream, first) = call(
         socket,
         &Request::ReadFile {
@@ -493,7 +571,7 @@ pub async fn read_file(socket: &Path, path: &str) -> Result<FileContent, Runtime
 }
 
 pub async fn write_file(
-    socket: &Path,
+    socket: &(impl ToAgent + ?Sized),
     path: &str,
     mode: Option<u32>,
     mut body: ByteStream,
@@ -565,7 +643,10 @@ fn pty_info(p: WirePty) -> PtyInfo {
     }
 }
 
-pub async fn pty_request(socket: &Path, request: Request) -> Result<Vec<PtyInfo>, RuntimeError> {
+pub async fn pty_request(
+    socket: &(impl ToAgent + ?Sized),
+    request: Request,
+) -> Result<Vec<PtyInfo>, RuntimeError> {
     match call(socket, &request).await? {
         (_, Event::Pty(p)) => Ok(vec![pty_info(p)]),
         (_, Event::PtyList { sessions }) => Ok(sessions.into_iter().map(pty_info).collect()),
@@ -582,12 +663,15 @@ pub fn pty_command(c: paddock_core::exec::PtyCommand) -> PtyCommand {
     }
 }
 
-pub async fn pty_attach(socket: &Path, id: &str) -> Result<PtyConnection, RuntimeError> {
+pub async fn pty_attach(
+    socket: &(impl ToAgent + ?Sized),
+    id: &str,
+) -> Result<PtyConnection, RuntimeError> {
     let (stream, first) = call(socket, &Request::PtyAttach { id: id.to_owned() }).await?;
     if !matches!(first, Event::Ok) {
         return Err(unexpected(&first));
     }
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (in_tx, mut in_rx) = mpsc::channel::<PtyInput>(64);
     let (out_tx, out_rx) = mpsc::channel::<PtyOutput>(64);
     tokio::spawn(async move {

@@ -6,6 +6,7 @@
 //! [`docker`] drives a Docker Engine. [`volumes`] keeps volumes and their
 //! checkpoints on the host, for any provider to bind in.
 
+pub mod agent_channel;
 pub mod agent_client;
 mod agent_helper;
 pub mod container;
@@ -13,6 +14,8 @@ pub mod docker;
 pub mod gpu;
 pub mod local;
 pub mod microvm;
+pub mod node_tunnel;
 mod over_container;
+pub mod remote;
 mod sys;
 pub mod volumes;

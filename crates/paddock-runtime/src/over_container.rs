@@ -65,7 +65,14 @@ macro_rules! provider_over_container {
             }
 
             fn channel(&self) -> &dyn paddock_core::provider::SandboxChannel {
-                self.container.as_ref()
+                paddock_core::provider::Provider::channel(self.container.as_ref())
+            }
+
+            fn agent_socket(
+                &self,
+                id: &paddock_core::ids::VmId,
+            ) -> Option<std::path::PathBuf> {
+                paddock_core::provider::Provider::agent_socket(self.container.as_ref(), id)
             }
         }
     };

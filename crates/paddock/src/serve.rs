@@ -263,6 +263,14 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             .context("guard the docker provider's network")?;
         more_providers.push(Arc::new(docker));
     }
+    // The other nodes sharing the store, and the way to their sandboxes.
+    let keyring =
+        Arc::new(crate::master_key::load(&config.data_dir).context("load the vault master key")?);
+    let directory = paddock_runtime::remote::NodeDirectory::new(
+        Arc::clone(&store) as Arc<dyn paddock_core::store::NodeStore>,
+        node.clone(),
+        keyring.mac(paddock_core::cluster::INTERNAL_TOKEN_PURPOSE),
+    );
     let service = Service::new(
         Arc::clone(&store) as Arc<dyn paddock_core::store::Store>,
         Backends {
@@ -275,8 +283,11 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                 address: config.shares.public_address,
             }),
             webhooks: webhook_sender,
+            remote_nodes: Some(
+                Arc::clone(&directory) as Arc<dyn paddock_core::provider::RemoteNodes>
+            ),
         },
-        Arc::new(crate::master_key::load(&config.data_dir).context("load the vault master key")?),
+        keyring,
         ServiceConfig {
             limits: config.limits()?,
             default_variant: config.default_variant.clone(),
@@ -305,6 +316,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     // Before reconciling: a node whose heartbeat is stale would have its
     // VMs marked lost by another node meanwhile.
     membership.join().await.context("register the node")?;
+    directory.refresh().await.context("read the nodes")?;
 
     if let Some((account, secret)) = service.accounts().bootstrap().await? {
         let path = config.data_dir.join("admin.key");
@@ -334,6 +346,10 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let e2b_stop = stop_rx.clone();
     let tapes_stop = stop_rx.clone();
     tokio::spawn(Arc::clone(&membership).run(paddock_core::service::Shutdown(stop_rx.clone())));
+    tokio::spawn(Arc::clone(&directory).run(
+        cluster_heartbeat,
+        paddock_core::service::Shutdown(stop_rx.clone()),
+    ));
     let sweeper = tokio::spawn(
         Arc::clone(service.vms()).run_sweeper(paddock_core::service::Shutdown(stop_rx.clone())),
     );

@@ -50,6 +50,25 @@ async fn two_nodes_share_records_and_keep_to_their_own_sandboxes() {
         ("still-here\n", &json!(0))
     );
 
+    // The nodes' tunnel is not a tenant's: an API key does not open it.
+    for key in [Some(a.key.as_str()), None] {
+        let c = a.client().with_key(None);
+        let mut rb = c
+            .req(
+                reqwest::Method::GET,
+                &format!("/internal/v1/vms/{id}/agent"),
+            )
+            .header("Connection", "upgrade")
+            .header("Upgrade", "paddock-agent");
+        if let Some(key) = key {
+            rb = rb.bearer_auth(key);
+        }
+        assert_eq!(c.send(rb).await.status, 401);
+    }
+
+    // Files and a terminal of a VM another node runs, through this one.
+    through_another_node(&b, &b.client(), &id).await;
+
     // A key made on one node authenticates on the other.
     let key = a.other_account_key();
     let other = b.client().with_key(Some(&key));
@@ -160,12 +179,12 @@ async fn a_silent_nodes_vms_are_lost_until_it_returns() {
         .to_owned();
     cb.exec(&kept, "echo kept > /root/marker").await;
 
-    // Another node's sandbox is out of this one's reach, and says so.
-    let r = ca
-        .post(&format!("/v1/vms/{kept}/exec"), json!({"command": "true"}))
-        .await;
-    assert_eq!(r.status, 503, "{}", r.body);
-    assert!(r.body.to_string().contains("runs on node"), "{}", r.body);
+    // Another node's sandbox answers through this one (its agent tunnelled
+    // through its node); what only its node can do is refused, naming it.
+    let (out, _, _) = ca.exec(&kept, "cat /root/marker").await;
+    assert_eq!(out, "kept\n");
+    let r = ca.post(&format!("/v1/vms/{kept}/suspend"), json!({})).await;
+    assert!(r.status >= 400, "{}", r.body);
 
     b.kill();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
@@ -208,4 +227,63 @@ async fn a_silent_nodes_vms_are_lost_until_it_returns() {
         0,
         "the sandbox deleted while its node was gone still runs"
     );
+}
+
+/// Upload, download, a PTY over its WebSocket: each through `via`'s node
+/// to VM `id`, which runs on another.
+async fn through_another_node(via: &Server, c: &common::Client, id: &str) {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let data: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+    let put = c
+        .send(
+            c.req(
+                reqwest::Method::PUT,
+                &format!("/v1/vms/{id}/files?path=/root/up.bin"),
+            )
+            .body(data.clone()),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    let got = c
+        .req(
+            reqwest::Method::GET,
+            &format!("/v1/vms/{id}/files?path=/root/up.bin"),
+        )
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().await.expect("body").to_vec(), data);
+
+    let pty = c
+        .post(&format!("/v1/vms/{id}/pty/sessions"), json!({"id": "far"}))
+        .await;
+    assert_eq!(pty.status, 200, "{}", pty.body);
+    let url = format!(
+        "{}/v1/vms/{id}/pty/far/connect?api_key={}",
+        via.base.replacen("http", "ws", 1),
+        via.key
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket");
+    ws.send(Message::Binary(b"echo far-$((6*7))\n".to_vec().into()))
+        .await
+        .expect("send");
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut seen = String::new();
+        while let Some(Ok(msg)) = ws.next().await {
+            if let Message::Binary(b) = msg {
+                seen.push_str(&String::from_utf8_lossy(&b));
+                if seen.contains("far-42") {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(seen, Ok(true));
 }

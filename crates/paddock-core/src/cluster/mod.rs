@@ -6,3 +6,10 @@
 mod membership;
 
 pub use membership::{Membership, MembershipConfig};
+
+/// The protocol a node's agent tunnel upgrades to: the agent protocol,
+/// framed as on a sandbox's agent socket.
+pub const AGENT_UPGRADE: &str = "paddock-agent";
+
+/// What the internal token is the master key's MAC of.
+pub const INTERNAL_TOKEN_PURPOSE: &str = "paddock/internal-channel/v1";

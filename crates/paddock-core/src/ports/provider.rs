@@ -202,6 +202,12 @@ pub trait Provider: Send + Sync + 'static {
 
     /// The sandbox's channel: exec, jobs, files, PTYs and staged env.
     fn channel(&self) -> &dyn SandboxChannel;
+
+    /// The socket the sandbox's agent answers on, where it has one on
+    /// this host: what another node's tunnel to it is spliced onto.
+    fn agent_socket(&self, _id: &VmId) -> Option<std::path::PathBuf> {
+        None
+    }
 }
 
 /// How the server reaches a sandbox's insides: exec, jobs, files, PTYs
@@ -316,4 +322,14 @@ pub async fn release_by_thawing<P: Provider + ?Sized>(
         provider.set_frozen(&vm.id, false).await?;
     }
     Ok(())
+}
+
+/// The sandboxes of the other nodes sharing the store: a provider per node
+/// whose channel reaches that node's agents through it (exec, files,
+/// PTYs); what only a sandbox's own node can do (start, stop, suspend)
+/// it refuses.
+pub trait RemoteNodes: Send + Sync {
+    /// The provider for `node`'s sandboxes; `None` while the node is not
+    /// known (not registered, or not yet seen).
+    fn provider_on(&self, node: &crate::ids::NodeId) -> Option<std::sync::Arc<dyn Provider>>;
 }

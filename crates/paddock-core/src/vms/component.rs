@@ -82,6 +82,8 @@ pub struct Vms {
     /// Every provider by name, the default one included.
     pub(crate) providers: BTreeMap<&'static str, Arc<dyn Provider>>,
     pub(crate) image_backend: Arc<dyn ImageBackend>,
+    /// Other nodes' sandboxes (a store several nodes share).
+    pub(crate) remote_nodes: Option<Arc<dyn crate::provider::RemoteNodes>>,
     pub(crate) config: ServiceConfig,
     pub(crate) network: Arc<dyn NetworkBackend>,
     vm_locks: crate::keyed_locks::KeyedLocks<VmId>,
@@ -105,6 +107,8 @@ pub struct VmBackends {
     pub more_providers: Vec<Arc<dyn Provider>>,
     pub images: Arc<dyn ImageBackend>,
     pub network: Arc<dyn NetworkBackend>,
+    /// The other nodes' sandboxes, reached through those nodes.
+    pub remote_nodes: Option<Arc<dyn crate::provider::RemoteNodes>>,
 }
 
 /// The components a VM uses.
@@ -139,6 +143,7 @@ impl Vms {
             image_backend: backends.images,
             config,
             network: backends.network,
+            remote_nodes: backends.remote_nodes,
             vm_locks: crate::keyed_locks::KeyedLocks::default(),
             activity: Arc::default(),
             started_at: std::time::Instant::now(),
@@ -200,7 +205,17 @@ impl Vms {
     /// The provider `vm` runs on, or why there is none: this server no
     /// longer runs it (its configuration dropped it).
     pub(crate) fn provider_of(&self, vm: &Vm) -> Result<Arc<dyn Provider>, RuntimeError> {
-        self.check_local(vm)?;
+        if !self.is_local(vm) {
+            // Another node's sandbox: reached through that node.
+            let remote = vm
+                .node
+                .as_ref()
+                .and_then(|node| self.remote_nodes.as_ref()?.provider_on(node));
+            return match remote {
+                Some(p) => Ok(p),
+                None => self.check_local(vm).map(|()| Arc::clone(&self.provider)),
+            };
+        }
         self.provider_named(&vm.provider).ok_or_else(|| {
             RuntimeError::Unsupported(format!(
                 "the {} provider is not configured on this server",
@@ -219,6 +234,26 @@ impl Vms {
 
     /// Stops `vm`'s sandbox and frees what it held on the host; on a
     /// provider this server does not run there is nothing of it to stop.
+    /// The socket of a running sandbox's agent on this node, for another
+    /// node's tunnel to it (whatever the account: the caller is a node,
+    /// which checked its tenant). `NotFound` unless the VM runs here.
+    pub async fn local_agent_socket(&self, id: &VmId) -> Result<std::path::PathBuf, CoreError> {
+        let vm = self
+            .store
+            .find_vm(id)
+            .await?
+            .filter(|vm| vm.status == VmStatus::Running && self.is_local(vm))
+            .ok_or_else(|| CoreError::not_found("VM", id))?;
+        self.provider_named(&vm.provider)
+            .and_then(|p| p.agent_socket(id))
+            .ok_or_else(|| {
+                CoreError::FailedPrecondition(format!(
+                    "{} sandboxes cannot be reached from another node",
+                    vm.provider
+                ))
+            })
+    }
+
     /// The providers this node runs sandboxes on.
     pub fn provider_names(&self) -> Vec<String> {
         self.providers.keys().map(|k| (*k).to_owned()).collect()

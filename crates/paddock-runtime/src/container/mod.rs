@@ -26,15 +26,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+
 use paddock_agent_protocol::config::{
     default_env, BindFile, BootConfig, Disk, HostUser, OverlayLayer, DISK_FD,
 };
-use paddock_agent_protocol::proto::Request;
-use paddock_core::exec::{
-    ByteStream, DirEntry, ExecRequest, ExecStream, FileContent, PathChange, PathOp, PtyConnection,
-    PtyInfo, PtySpec, SandboxPath,
-};
-use paddock_core::ids::{PtyId, VmId};
+use paddock_core::ids::VmId;
 use paddock_core::model::{
     ChangedTree, IdShift, ImageConfig, Resources, RootfsSpec, RuntimeHandle, Vm,
 };
@@ -42,7 +38,8 @@ use paddock_core::provider::{Provider, SandboxChannel};
 use paddock_core::RuntimeError;
 use sha2::{Digest, Sha256};
 
-use crate::agent_client;
+use crate::agent_channel::{AgentChannel, AgentLocator};
+use crate::agent_client::AgentAddress;
 pub use cgroup::Cgroups;
 pub use ids::IdRangeConfig;
 use ids::IdRanges;
@@ -85,6 +82,8 @@ pub struct ContainerProvider {
     sandboxes_dir: PathBuf,
     host_base: PathBuf,
     pub(crate) cgroups: Arc<Cgroups>,
+    /// Exec, files and PTYs: through each sandbox's agent socket.
+    agents: AgentChannel<ContainerAgents>,
     ids: Arc<IdRanges>,
     disks: Arc<disks::Disks>,
     loops: Arc<loops::FreeLoops>,
@@ -169,6 +168,10 @@ impl ContainerProvider {
             host_cpus,
             next_cpu: std::sync::atomic::AtomicUsize::new(0),
             config,
+            agents: AgentChannel::new(ContainerAgents {
+                sandboxes_dir: sandboxes_dir.clone(),
+                cgroups: Arc::clone(&cgroups),
+            }),
             sandboxes_dir,
             host_base,
             cgroups,
@@ -635,115 +638,30 @@ impl Provider for ContainerProvider {
     }
 
     fn channel(&self) -> &dyn SandboxChannel {
-        self
+        &self.agents
+    }
+
+    fn agent_socket(&self, id: &VmId) -> Option<PathBuf> {
+        Some(self.socket(id))
     }
 }
 
-#[async_trait]
-impl SandboxChannel for ContainerProvider {
-    async fn stage_env(&self, id: &VmId, env: Vec<(String, String)>) -> Result<(), RuntimeError> {
-        agent_client::stage_env(&self.socket(id), env).await
+/// Where the container provider's agents answer: each sandbox's
+/// `agent.sock` in its run dir, its OOM kills in its cgroup.
+pub(crate) struct ContainerAgents {
+    sandboxes_dir: PathBuf,
+    cgroups: Arc<Cgroups>,
+}
+
+impl AgentLocator for ContainerAgents {
+    fn agent_of(&self, id: &VmId) -> AgentAddress {
+        AgentAddress::Socket(self.sandboxes_dir.join(id.as_str()).join("agent.sock"))
     }
-    async fn unstage_env(&self, id: &VmId, names: Vec<String>) -> Result<(), RuntimeError> {
-        agent_client::unstage_env(&self.socket(id), names).await
-    }
-    async fn exec(&self, id: &VmId, request: ExecRequest) -> Result<ExecStream, RuntimeError> {
+
+    fn oom_kills(&self, id: &VmId) -> Box<dyn Fn() -> u64 + Send + 'static> {
         let cgroups = Arc::clone(&self.cgroups);
-        let cg_id = id.as_str().to_owned();
-        agent_client::exec(&self.socket(id), request, move || cgroups.oom_kills(&cg_id)).await
-    }
-    async fn job_start(
-        &self,
-        id: &VmId,
-        job: &str,
-        request: ExecRequest,
-    ) -> Result<(), RuntimeError> {
-        agent_client::job_start(&self.socket(id), job, request).await
-    }
-    async fn job_attach(
-        &self,
-        id: &VmId,
-        job: &str,
-        stdout_from: u64,
-        stderr_from: u64,
-    ) -> Result<ExecStream, RuntimeError> {
-        let cgroups = Arc::clone(&self.cgroups);
-        let cg_id = id.as_str().to_owned();
-        agent_client::job_attach(&self.socket(id), job, stdout_from, stderr_from, move || {
-            cgroups.oom_kills(&cg_id)
-        })
-        .await
-    }
-    async fn read_file(&self, id: &VmId, path: &SandboxPath) -> Result<FileContent, RuntimeError> {
-        agent_client::read_file(&self.socket(id), path.as_str()).await
-    }
-    async fn path_op(&self, id: &VmId, op: PathOp) -> Result<Option<DirEntry>, RuntimeError> {
-        agent_client::path_op(&self.socket(id), op).await
-    }
-    async fn watch(
-        &self,
-        id: &VmId,
-        path: &SandboxPath,
-        recursive: bool,
-    ) -> Result<tokio::sync::mpsc::Receiver<PathChange>, RuntimeError> {
-        agent_client::watch(&self.socket(id), path.as_str(), recursive).await
-    }
-    async fn signal(&self, id: &VmId, pid: i32, signal: i32) -> Result<(), RuntimeError> {
-        agent_client::signal(&self.socket(id), pid, signal).await
-    }
-    async fn write_file(
-        &self,
-        id: &VmId,
-        path: &SandboxPath,
-        mode: Option<u32>,
-        body: ByteStream,
-    ) -> Result<u64, RuntimeError> {
-        agent_client::write_file(&self.socket(id), path.as_str(), mode, body).await
-    }
-    async fn pty_create(&self, id: &VmId, spec: PtySpec) -> Result<PtyInfo, RuntimeError> {
-        let request = Request::PtyCreate {
-            id: spec.id.unwrap_or_else(PtyId::generate).to_string(),
-            cols: spec.cols,
-            rows: spec.rows,
-            command: agent_client::pty_command(spec.command),
-        };
-        agent_client::pty_request(&self.socket(id), request)
-            .await?
-            .pop()
-            .ok_or_else(|| RuntimeError::Agent("no PTY in the reply".into()))
-    }
-    async fn pty_list(&self, id: &VmId) -> Result<Vec<PtyInfo>, RuntimeError> {
-        agent_client::pty_request(&self.socket(id), Request::PtyList).await
-    }
-    async fn pty_get(&self, id: &VmId, pty: &str) -> Result<PtyInfo, RuntimeError> {
-        agent_client::pty_request(&self.socket(id), Request::PtyGet { id: pty.to_owned() })
-            .await?
-            .pop()
-            .ok_or_else(|| RuntimeError::PtyNotFound(pty.to_owned()))
-    }
-    async fn pty_resize(
-        &self,
-        id: &VmId,
-        pty: &str,
-        cols: u16,
-        rows: u16,
-    ) -> Result<(), RuntimeError> {
-        let request = Request::PtyResize {
-            id: pty.to_owned(),
-            cols,
-            rows,
-        };
-        agent_client::pty_request(&self.socket(id), request)
-            .await
-            .map(|_| ())
-    }
-    async fn pty_kill(&self, id: &VmId, pty: &str) -> Result<(), RuntimeError> {
-        agent_client::pty_request(&self.socket(id), Request::PtyKill { id: pty.to_owned() })
-            .await
-            .map(|_| ())
-    }
-    async fn pty_attach(&self, id: &VmId, pty: &str) -> Result<PtyConnection, RuntimeError> {
-        agent_client::pty_attach(&self.socket(id), pty).await
+        let id = id.as_str().to_owned();
+        Box::new(move || cgroups.oom_kills(&id))
     }
 }
 

@@ -1,0 +1,101 @@
+//! The endpoints nodes of one installation call on each other: never a
+//! tenant's (they take the installation's internal token, which no API
+//! key opens, and are not in the OpenAPI document).
+//!
+//! `GET /internal/v1/vms/{id}/agent` upgrades the connection and splices it
+//! to a sandbox's agent socket: another node then speaks the agent
+//! protocol to the sandbox as if the socket were its own, so exec, files,
+//! PTYs and jobs of a VM work through any node.
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use hyper_util::rt::TokioIo;
+use paddock_core::cluster::AGENT_UPGRADE as UPGRADE_PROTOCOL;
+use paddock_core::ids::VmId;
+
+use crate::AppState;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route("/internal/v1/vms/{id}/agent", get(agent_tunnel))
+}
+
+/// Whether the request carries the installation's internal token,
+/// compared in constant time.
+fn is_a_node(request: &Request, token: &str) -> bool {
+    let Some(given) = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+async fn agent_tunnel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    if !is_a_node(&request, &state.service.internal_token()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "this endpoint is for the installation's nodes",
+        )
+            .into_response();
+    }
+    let upgrade = request
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok());
+    if upgrade != Some(UPGRADE_PROTOCOL) {
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            format!("upgrade to {UPGRADE_PROTOCOL}"),
+        )
+            .into_response();
+    }
+    let Ok(id) = id.parse::<VmId>() else {
+        return (StatusCode::NOT_FOUND, "no such VM").into_response();
+    };
+    let socket = match state.vms().local_agent_socket(&id).await {
+        Ok(socket) => socket,
+        Err(paddock_core::CoreError::NotFound { .. }) => {
+            return (StatusCode::NOT_FOUND, "no such VM runs on this node").into_response();
+        }
+        Err(e) => {
+            let why = paddock_core::error::error_chain(&e);
+            return (StatusCode::CONFLICT, why).into_response();
+        }
+    };
+    // Connected before the answer, so a sandbox that is gone is a 404, not
+    // a tunnel that closes at once.
+    let agent = match tokio::net::UnixStream::connect(&socket).await {
+        Ok(agent) => agent,
+        Err(_) => return (StatusCode::NOT_FOUND, "the sandbox is not running").into_response(),
+    };
+    let upgraded = hyper::upgrade::on(request);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgraded.await else {
+            return;
+        };
+        let mut node = TokioIo::new(upgraded);
+        let mut agent = agent;
+        // Ends when either side closes: the agent sees its caller go.
+        let _ = tokio::io::copy_bidirectional(&mut node, &mut agent).await;
+    });
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static(UPGRADE_PROTOCOL));
+    response
+}

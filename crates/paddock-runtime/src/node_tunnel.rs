@@ -1,0 +1,81 @@
+//! The way to a sandbox's agent on another node: an HTTP upgrade on that
+//! node's internal endpoint (`/internal/v1/vms/{id}/agent`), which splices
+//! the connection to the sandbox's agent socket. Nodes prove themselves
+//! with the installation's internal token (derived from the master key
+//! every node shares; never given to tenants).
+
+use std::sync::Arc;
+
+use paddock_core::ids::{NodeId, VmId};
+use paddock_core::RuntimeError;
+use reqwest::header::{CONNECTION, UPGRADE};
+use reqwest::StatusCode;
+
+use crate::agent_client::AgentStream;
+use crate::remote::NodeDirectory;
+
+pub use paddock_core::cluster::AGENT_UPGRADE as UPGRADE_PROTOCOL;
+
+/// A VM's agent on node `node`, whose address the directory knows (or
+/// learns from the store when asked).
+#[derive(Clone)]
+pub struct NodeTunnel {
+    pub(crate) directory: Arc<NodeDirectory>,
+    pub node: NodeId,
+    pub vm: VmId,
+}
+
+impl std::fmt::Debug for NodeTunnel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeTunnel")
+            .field("node", &self.node)
+            .field("vm", &self.vm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeTunnel {
+    /// The path of a VM's agent on a node's internal endpoint.
+    pub fn path(vm: &VmId) -> String {
+        format!("/internal/v1/vms/{vm}/agent")
+    }
+
+    /// Opens one connection to the agent through the node.
+    pub async fn open(&self) -> Result<AgentStream, RuntimeError> {
+        let node_url = self.directory.address_of(&self.node).await.ok_or_else(|| {
+            RuntimeError::Unavailable(format!(
+                "the VM runs on node {}, which is not registered",
+                self.node
+            ))
+        })?;
+        let url = format!("{}{}", node_url.trim_end_matches('/'), Self::path(&self.vm));
+        let unreachable = |e: &dyn std::fmt::Display| {
+            RuntimeError::Unavailable(format!(
+                "the VM's node {} at {node_url} cannot be reached: {e}",
+                self.node
+            ))
+        };
+        let response = self
+            .directory
+            .http()
+            .get(&url)
+            .header(CONNECTION, "upgrade")
+            .header(UPGRADE, UPGRADE_PROTOCOL)
+            .bearer_auth(self.directory.token())
+            .send()
+            .await
+            .map_err(|e| unreachable(&e))?;
+        match response.status() {
+            StatusCode::SWITCHING_PROTOCOLS => {
+                let upgraded = response.upgrade().await.map_err(|e| unreachable(&e))?;
+                Ok(Box::pin(upgraded))
+            }
+            // The node has no such running sandbox (any more).
+            StatusCode::NOT_FOUND | StatusCode::GONE => Err(RuntimeError::SandboxGone),
+            status => {
+                let body = response.text().await.unwrap_or_default();
+                Err(unreachable(&format!("{status}: {body}")))
+            }
+        }
+    }
+}
