@@ -64,8 +64,10 @@ pub struct SqlStore {
     backend: Backend,
     /// The node this store serves: the VMs it makes are this node's, and
     /// the scans a node runs over "every VM" (restart, sweeps, metering)
-    /// see this node's only. Reads by account see every node's.
-    node: Arc<str>,
+    /// see this node's only. Reads by account see every node's. `None`:
+    /// the installation's administration (keys, master key rotation),
+    /// whose scans see every node's VMs.
+    node: Option<Arc<str>>,
     /// PostgreSQL only: connections that hold advisory locks for
     /// [`ResourceStore::hold`], apart from the queries' pool, so waiters
     /// never take the connections the holder needs to finish.
@@ -204,7 +206,7 @@ impl SqlStore {
         Ok(Self {
             pool,
             backend,
-            node: Arc::from(""),
+            node: None,
             locks,
         })
     }
@@ -212,7 +214,7 @@ impl SqlStore {
     /// This store as node `node` sees it (see [`SqlStore::node`]), having
     /// claimed the VMs made before nodes were recorded.
     pub async fn for_node(mut self, node: &str) -> Result<Self, StoreError> {
-        self.node = Arc::from(node);
+        self.node = Some(Arc::from(node));
         sqlx::query(&self.sql("UPDATE vms SET node_id = ? WHERE node_id = ''"))
             .bind(node)
             .execute(&self.pool)
@@ -221,9 +223,9 @@ impl SqlStore {
         Ok(self)
     }
 
-    /// The node this store serves (`""` until [`SqlStore::for_node`]).
-    pub fn node(&self) -> &str {
-        &self.node
+    /// The node this store serves (`None` until [`SqlStore::for_node`]).
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
     }
 
     /// `text` in this backend's dialect: the store's SQL is written with
@@ -266,6 +268,7 @@ impl SqlStore {
         let row = sqlx::query_as(&sql).bind(account.as_str());
         let row: Option<T::Row> = match id.into() {
             Bind::Text(id) => row.bind(id).fetch_optional(&self.pool).await,
+            Bind::MaybeText(id) => row.bind(id).fetch_optional(&self.pool).await,
             Bind::Int(id) => row.bind(id).fetch_optional(&self.pool).await,
         }
         .map_err(db_err)?;
@@ -297,6 +300,7 @@ impl SqlStore {
         let delete = sqlx::query(&sql).bind(account.as_str());
         let done = match id.into() {
             Bind::Text(id) => delete.bind(id).execute(&self.pool).await,
+            Bind::MaybeText(id) => delete.bind(id).execute(&self.pool).await,
             Bind::Int(id) => delete.bind(id).execute(&self.pool).await,
         }
         .map_err(db_err)?;
@@ -309,6 +313,7 @@ impl SqlStore {
         for b in binds {
             q = match b {
                 Bind::Text(s) => q.bind(s),
+                Bind::MaybeText(s) => q.bind(s),
                 Bind::Int(i) => q.bind(i),
             };
         }
@@ -320,8 +325,14 @@ impl SqlStore {
 /// A value bound to a query: text, or an integer (a row id).
 enum Bind<'a> {
     Text(&'a str),
+    /// Text or NULL.
+    MaybeText(Option<&'a str>),
     Int(i64),
 }
+
+/// The VMs a node's scans see, with the node (or NULL: every node's)
+/// bound in its place.
+const THIS_NODE: &str = "node_id = COALESCE(?, node_id)";
 
 impl<'a> From<&'a str> for Bind<'a> {
     fn from(s: &'a str) -> Self {
@@ -358,7 +369,12 @@ impl VmStore for SqlStore {
              ({placeholders}, {}, ?)",
             self.backend.next_vm_seq()
         );
-        let node = vm.node.as_ref().map_or(&*self.node, |n| n.as_str());
+        let node = vm
+            .node
+            .as_ref()
+            .map(|n| n.as_str())
+            .or(self.node.as_deref())
+            .unwrap_or_default();
         rows::bind_vm(sqlx::query(&self.sql(&sql)), vm)?
             .bind(node)
             .execute(&self.pool)
@@ -433,21 +449,25 @@ impl VmStore for SqlStore {
             return Ok(Vec::new());
         }
         let sql = format!(
-            "SELECT {VM_SELECT} FROM vms WHERE node_id = ? AND status IN ({}) ORDER BY seq",
+            "SELECT {VM_SELECT} FROM vms WHERE {THIS_NODE} AND status IN ({}) ORDER BY seq",
             status_list(statuses)
         );
-        self.fetch_vms(&sql, vec![Bind::Text(&self.node)]).await
+        self.fetch_vms(&sql, vec![Bind::MaybeText(self.node.as_deref())])
+            .await
     }
 
     async fn list_expired_vms(&self, now: Timestamp) -> Result<Vec<Vm>, StoreError> {
         let sql = format!(
             "SELECT {VM_SELECT} FROM vms WHERE expires_at IS NOT NULL AND expires_at <= ? \
-             AND node_id = ? AND status IN ({}) ORDER BY expires_at",
+             AND {THIS_NODE} AND status IN ({}) ORDER BY expires_at",
             status_list(&VmStatusSet::holding_resources())
         );
         self.fetch_vms(
             &sql,
-            vec![Bind::Int(now.unix_millis()), Bind::Text(&self.node)],
+            vec![
+                Bind::Int(now.unix_millis()),
+                Bind::MaybeText(self.node.as_deref()),
+            ],
         )
         .await
     }
@@ -489,10 +509,10 @@ impl VmStore for SqlStore {
     }
 
     async fn count_vms_by_status(&self) -> Result<Vec<(VmStatus, u64)>, StoreError> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            &self.sql("SELECT status, COUNT(*) FROM vms WHERE node_id = ? GROUP BY status"),
-        )
-        .bind(&*self.node)
+        let rows: Vec<(String, i64)> = sqlx::query_as(&self.sql(&format!(
+            "SELECT status, COUNT(*) FROM vms WHERE {THIS_NODE} GROUP BY status"
+        )))
+        .bind(self.node.as_deref())
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
@@ -567,7 +587,8 @@ impl ExecutionStore for SqlStore {
     ) -> Result<u64, StoreError> {
         let kept = vec!["?"; except.len()].join(", ");
         // This node's executions: another node's run on.
-        let mine = "WHERE status = 'running' AND vm_id IN (SELECT id FROM vms WHERE node_id = ?)";
+        let mine =
+            format!("WHERE status = 'running' AND vm_id IN (SELECT id FROM vms WHERE {THIS_NODE})");
         let sql = if except.is_empty() {
             format!("UPDATE executions SET status = 'failed', error = ?, completed_at = ? {mine}")
         } else {
@@ -580,7 +601,7 @@ impl ExecutionStore for SqlStore {
         let mut query = sqlx::query(&sql)
             .bind(reason)
             .bind(at.unix_millis())
-            .bind(&*self.node);
+            .bind(self.node.as_deref());
         for id in except {
             query = query.bind(id.as_str().to_owned());
         }
