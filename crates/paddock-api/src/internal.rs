@@ -22,23 +22,24 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/internal/v1/vms/{id}/agent", get(agent_tunnel))
 }
 
-/// Whether the request carries the installation's internal token,
-/// compared in constant time.
+/// Whether `given` is `secret`, compared in constant time.
+pub(crate) fn same_secret(given: &str, secret: &str) -> bool {
+    given.len() == secret.len()
+        && given
+            .bytes()
+            .zip(secret.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// Whether the request carries the installation's internal token.
 fn is_a_node(request: &Request, token: &str) -> bool {
-    let Some(given) = request
+    request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+        .is_some_and(|given| same_secret(given, token))
 }
 
 async fn agent_tunnel(

@@ -50,6 +50,11 @@ pub struct AppState {
     pub share_urls: vms::shares::ShareUrls,
     /// The HTTP limits; the routers take their body limit from it.
     pub http: server::HttpLimits,
+    /// This process among the nodes sharing the store: where a VM API
+    /// create is placed. `None`: every VM is made here.
+    pub cluster: Option<Arc<paddock_core::cluster::Membership>>,
+    /// What creates placed on another node are sent with.
+    pub cluster_http: reqwest::Client,
 }
 
 impl AppState {
@@ -73,6 +78,10 @@ pub fn router(state: AppState) -> Router {
         .merge(definitions::router(&limits, &budget))
         .merge(e2b::router(&limits))
         .merge(internal::router())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            vms::placement::place_create,
+        ))
         .layer(axum::middleware::from_fn(rejections::uniform))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

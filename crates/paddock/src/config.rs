@@ -86,6 +86,10 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterSection {
+    /// `node`: this process runs sandboxes and registers as a node (the
+    /// default); `api`: an API replica, which runs none and places every
+    /// VM API create on a node.
+    pub role: String,
     /// The URL other nodes and replicas reach this node's API at
     /// (default: `http://` and the listen address).
     pub address: Option<String>,
@@ -102,6 +106,7 @@ pub struct ClusterSection {
 impl Default for ClusterSection {
     fn default() -> Self {
         Self {
+            role: "node".to_owned(),
             address: None,
             heartbeat_seconds: 5,
             lease_seconds: 30,
@@ -111,6 +116,15 @@ impl Default for ClusterSection {
 }
 
 impl ClusterSection {
+    /// Whether this process runs sandboxes (`role`, checked).
+    pub fn runs_sandboxes(&self) -> anyhow::Result<bool> {
+        match self.role.as_str() {
+            "node" => Ok(true),
+            "api" => Ok(false),
+            other => anyhow::bail!("[cluster] role must be \"node\" or \"api\", not {other:?}"),
+        }
+    }
+
     /// The heartbeat and the lease, checked: a lease must outlast two
     /// heartbeats.
     pub fn timing(&self) -> anyhow::Result<(Duration, Duration)> {

@@ -150,6 +150,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     // (a network, lxcfs, the microVM kernel), so a typo costs nothing.
     let usage_interval = config.usage.interval()?;
     let (cluster_heartbeat, cluster_lease) = config.cluster.timing()?;
+    let runs_sandboxes = config.cluster.runs_sandboxes()?;
     let audit_retention = config.audit.retention()?;
     let webhook_sender = config.webhooks.sender()?;
     let _held = crate::data_lock::lock(&config.data_dir, "serving it")?;
@@ -311,6 +312,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         ),
         paddock_core::cluster::MembershipConfig {
             heartbeat: cluster_heartbeat,
+            runs_sandboxes,
         },
     );
     // Before reconciling: a node whose heartbeat is stale would have its
@@ -521,6 +523,15 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         metrics: MetricsHandle::install().context("install the metrics recorder")?,
         runtime_info,
         http: http_limits.clone(),
+        // Placement reads every node's load: only where nodes share a
+        // store (PostgreSQL); a lone SQLite node makes every VM itself.
+        cluster: (store.backend() == paddock_store::Backend::Postgres)
+            .then(|| Arc::clone(&membership)),
+        cluster_http: reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .build()
+            .context("make the nodes' HTTP client")?,
     };
     tokio::spawn(crate::sys::trim_freed_memory_forever());
     let app = paddock_api::router(state);

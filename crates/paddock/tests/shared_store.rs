@@ -287,3 +287,37 @@ async fn through_another_node(via: &Server, c: &common::Client, id: &str) {
     .await;
     assert_eq!(seen, Ok(true));
 }
+
+/// Creates through any process spread over the nodes (the one with the
+/// most memory left takes the next VM); an API replica (`role = "api"`)
+/// runs none itself, and every VM answers through every process.
+#[tokio::test(flavor = "current_thread")]
+async fn creates_spread_over_the_nodes_through_any_replica() {
+    let Some(a) = Server::start_on_postgres(CONFIG) else {
+        eprintln!("PADDOCK_TEST_POSTGRES is not set: no store to share");
+        return;
+    };
+    let b = Server::start_sharing(&a, Some(CONFIG)).expect("a PostgreSQL store");
+    let replica_config = format!("{CONFIG}[cluster]\nrole = \"api\"\n");
+    let r = Server::start_sharing(&a, Some(&replica_config)).expect("a PostgreSQL store");
+    let mut vms = Vec::new();
+    for through in [&r, &a, &r, &b, &r, &r] {
+        let vm = through.client().create_vm(json!({"memory_mb": 128})).await;
+        vms.push(vm["vm_id"].as_str().expect("vm_id").to_owned());
+    }
+    let nodes = a.query_store("SELECT node_id FROM vms ORDER BY seq");
+    let placed: Vec<&str> = nodes.lines().collect();
+    assert_eq!(placed.len(), 6, "{nodes}");
+    let a_node = std::fs::read_to_string(a.data_dir().join("node.id")).expect("node.id");
+    let b_node = std::fs::read_to_string(b.data_dir().join("node.id")).expect("node.id");
+    let on_a = placed.iter().filter(|n| **n == a_node.trim()).count();
+    let on_b = placed.iter().filter(|n| **n == b_node.trim()).count();
+    // The replica made none; the two nodes share them evenly.
+    assert_eq!((on_a, on_b), (3, 3), "{nodes}");
+    for (i, vm) in vms.iter().enumerate() {
+        for through in [&a, &b, &r] {
+            let (out, _, _) = through.client().exec(vm, &format!("echo {i}")).await;
+            assert_eq!(out, format!("{i}\n"));
+        }
+    }
+}

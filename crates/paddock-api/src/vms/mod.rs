@@ -17,6 +17,7 @@ pub(crate) mod extract;
 pub(crate) mod files;
 pub(crate) mod images;
 pub(crate) mod lifecycle;
+pub(crate) mod placement;
 pub(crate) mod pty;
 pub(crate) mod quotas;
 pub(crate) mod sessions;

@@ -17,6 +17,9 @@ const REASON_NODE_SILENT: &str = "its node stopped answering (its lease ran out)
 pub struct MembershipConfig {
     /// How often this node beats and looks for silent nodes.
     pub heartbeat: Duration,
+    /// Whether this process is a node (runs sandboxes, registers) or an
+    /// API replica, which places every VM on a node.
+    pub runs_sandboxes: bool,
 }
 
 pub struct Membership {
@@ -41,6 +44,10 @@ impl Membership {
     /// Registers this node (again, at each start: its address, capacity
     /// and lease may have changed).
     pub async fn join(&self) -> Result<(), CoreError> {
+        if !self.config.runs_sandboxes {
+            tracing::info!(replica = %self.node.id, "API replica: VMs are placed on the nodes");
+            return Ok(());
+        }
         let now = Timestamp::now();
         let node = Node {
             started_at: now,
@@ -78,10 +85,45 @@ impl Membership {
         }
     }
 
+    /// Where a VM of `provider` asking `memory_mb` goes: `None` for this
+    /// node, else the node with the most memory left after it (spread, so
+    /// that a node lost takes the fewest VMs with it). This node wins a
+    /// tie; an API replica (no sandboxes) never takes one.
+    pub async fn place(&self, provider: &str, memory_mb: u64) -> Result<Option<Node>, CoreError> {
+        let now = Timestamp::now();
+        let committed: std::collections::HashMap<NodeId, u64> =
+            self.store.committed_memory().await?.into_iter().collect();
+        let left = |n: &Node| {
+            i128::from(n.memory_mb)
+                - i128::from(committed.get(&n.id).copied().unwrap_or(0))
+                - i128::from(memory_mb)
+        };
+        let candidates: Vec<Node> = self
+            .store
+            .list_nodes()
+            .await?
+            .into_iter()
+            .filter(|n| n.is_alive(now) && n.providers.iter().any(|p| p == provider))
+            .collect();
+        let best = candidates.iter().max_by(|x, y| {
+            left(x)
+                .cmp(&left(y))
+                .then_with(|| y.id.as_str().cmp(x.id.as_str()))
+        });
+        let Some(best) = best else {
+            return Ok(None);
+        };
+        let here = self.config.runs_sandboxes
+            && candidates
+                .iter()
+                .any(|n| n.id == self.node.id && left(n) >= left(best));
+        Ok((!here && best.id != self.node.id).then(|| best.clone()))
+    }
+
     /// One beat: this node's heartbeat, then the VMs of silent nodes.
     pub async fn beat(&self) -> Result<(), CoreError> {
         let now = Timestamp::now();
-        if !self.store.beat_node(&self.node.id, now).await? {
+        if self.config.runs_sandboxes && !self.store.beat_node(&self.node.id, now).await? {
             self.join().await?;
         }
         let lost = self

@@ -330,6 +330,9 @@ pub trait NodeStore: Send + Sync {
     /// by an operator meanwhile: it registers again).
     async fn beat_node(&self, id: &NodeId, at: Timestamp) -> Result<bool, StoreError>;
     async fn list_nodes(&self) -> Result<Vec<Node>, StoreError>;
+    /// The memory each node's VMs that hold resources (creating, running,
+    /// stopping) ask together, in MiB; nodes without such VMs are absent.
+    async fn committed_memory(&self) -> Result<Vec<(NodeId, u64)>, StoreError>;
     /// Marks `lost` the VMs (creating, running or stopping) of every node
     /// whose lease ran out before `now`; the VMs so marked.
     async fn mark_vms_of_silent_nodes_lost(

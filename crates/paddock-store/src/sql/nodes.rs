@@ -97,6 +97,20 @@ impl NodeStore for SqlStore {
         rows.iter().map(node_from).collect()
     }
 
+    async fn committed_memory(&self) -> Result<Vec<(NodeId, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT node_id, CAST(SUM(memory_mb) AS BIGINT) FROM vms \
+             WHERE status IN ('creating', 'running', 'stopping') AND node_id <> '' \
+             GROUP BY node_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.into_iter()
+            .map(|(node, mb)| Ok((parse("node id", &node)?, u64::try_from(mb).unwrap_or(0))))
+            .collect()
+    }
+
     async fn mark_vms_of_silent_nodes_lost(
         &self,
         now: Timestamp,

@@ -258,6 +258,37 @@ impl Server {
         );
     }
 
+    /// A query's rows on the server's PostgreSQL store, one per line, its
+    /// columns `|`-separated.
+    pub fn query_store(&self, sql: &str) -> String {
+        let url = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "PADDOCK_STORE")
+            .map(|(_, v)| v.clone())
+            .expect("a PostgreSQL store");
+        let out = Command::new("psql")
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                &url,
+                "-c",
+                sql,
+            ])
+            .output()
+            .expect("psql");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
