@@ -18,12 +18,21 @@ use crate::AppState;
 /// token, so no tenant can send it.
 pub(crate) const PLACED_HERE: HeaderName = HeaderName::from_static("x-paddock-placed");
 
-/// What the create asks that placement weighs.
-fn ask(body: &[u8]) -> (u64, Option<String>) {
+/// What the create asks that placement weighs: memory, provider, and
+/// whether it names what only one node holds on its disk (volumes, a
+/// snapshot's layers): such a create is made where it was received.
+fn ask(body: &[u8]) -> (u64, Option<String>, bool) {
     let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let names = |field: &str| match &v[field] {
+        serde_json::Value::Null => false,
+        serde_json::Value::Array(a) => !a.is_empty(),
+        serde_json::Value::String(s) => !s.is_empty(),
+        _ => true,
+    };
     (
         v["memory_mb"].as_u64().unwrap_or(0),
         v["provider"].as_str().map(str::to_owned),
+        names("volumes") || names("snapshot_id"),
     )
 }
 
@@ -57,9 +66,14 @@ pub(crate) async fn place_create(
             .into_response()
         }
     };
-    let (memory_mb, provider) = ask(&bytes);
+    let (memory_mb, provider, node_local) = ask(&bytes);
     let provider = provider.unwrap_or_else(|| state.vms().provider_name().to_owned());
-    let target = match cluster.place(&provider, memory_mb).await {
+    let placed = if node_local {
+        Ok(None)
+    } else {
+        cluster.place(&provider, memory_mb).await
+    };
+    let target = match placed {
         Ok(target) => target,
         Err(e) => {
             tracing::warn!(error = %paddock_core::error::error_chain(&e), "placement failed; making the VM here");
@@ -117,5 +131,22 @@ pub(crate) async fn place_create(
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ask;
+
+    #[test]
+    fn creates_naming_a_nodes_files_stay_where_they_came() {
+        assert_eq!(ask(br#"{"memory_mb": 256}"#), (256, None, false));
+        assert_eq!(
+            ask(br#"{"provider": "microvm", "volumes": []}"#),
+            (0, Some("microvm".into()), false)
+        );
+        assert!(ask(br#"{"volumes": [{"volume_id": "vol_x", "mount_path": "/d"}]}"#).2);
+        assert!(ask(br#"{"snapshot_id": "snap_x"}"#).2);
+        assert!(!ask(b"not json").2);
     }
 }

@@ -56,6 +56,16 @@ pub fn start_server(config_toml: Option<&str>) -> Server {
 /// A server with extra environment (config overrides). Each gets its own
 /// bridge, subnet and proxy ports, so two can run in one bench.
 pub fn start_server_with(config_toml: Option<&str>, extra_env: &[(&str, &str)]) -> Server {
+    start_server_prepared(config_toml, extra_env, |_| {})
+}
+
+/// [`start_server_with`], once `prepare` has filled the data dir (another
+/// node's keys).
+pub fn start_server_prepared(
+    config_toml: Option<&str>,
+    extra_env: &[(&str, &str)],
+    prepare: impl FnOnce(&std::path::Path),
+) -> Server {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 64;
     let share_port = free_port();
@@ -85,6 +95,7 @@ pub fn start_server_with(config_toml: Option<&str>, extra_env: &[(&str, &str)]) 
         .tempdir_in("/tmp")
         .expect("tempdir");
     let data = dir.path().join("data");
+    prepare(&data);
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("port")
