@@ -246,11 +246,20 @@ pub async fn copy_records(from: &SqlStore, to: &SqlStore) -> Result<CopyReport, 
     let mut copied = BTreeMap::new();
     for table in &tables {
         let columns: Vec<&str> = table.columns.iter().map(|(c, _)| c.as_str()).collect();
+        // Floats go as text (see rows::nullable_float).
+        let values: Vec<&str> = table
+            .columns
+            .iter()
+            .map(|(_, ty)| match ty {
+                ColumnType::Real => "CAST(? AS DOUBLE PRECISION)",
+                _ => "?",
+            })
+            .collect();
         let insert = format!(
             "INSERT INTO {} ({}) VALUES ({})",
             table.name,
             columns.join(", "),
-            vec!["?"; columns.len()].join(", ")
+            values.join(", ")
         );
         let insert = to.sql(&insert);
         // Rows are gathered a table at a time: the source is read while
@@ -269,12 +278,12 @@ pub async fn copy_records(from: &SqlStore, to: &SqlStore) -> Result<CopyReport, 
                     Value::Null => match ty {
                         ColumnType::Integer => q.bind(Option::<i64>::None),
                         ColumnType::Text => q.bind(Option::<String>::None),
-                        ColumnType::Real => q.bind(Option::<f64>::None),
+                        ColumnType::Real => q.bind(Option::<String>::None),
                         ColumnType::Blob => q.bind(Option::<Vec<u8>>::None),
                     },
                     Value::Integer(i) => q.bind(i),
                     Value::Text(s) => q.bind(s),
-                    Value::Real(r) => q.bind(r),
+                    Value::Real(r) => q.bind(super::rows::nullable_float(Some(r))),
                     Value::Blob(b) => q.bind(b),
                 };
             }

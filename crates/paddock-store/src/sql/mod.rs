@@ -533,7 +533,8 @@ impl ExecutionStore for SqlStore {
             sqlx::query(&self.sql(
                 "INSERT INTO executions (status, stdout, stderr, exit_code, execution_time, \
                  cpu_time, error, completed_at, id, account_id, vm_id, session_id, created_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 VALUES (?, ?, ?, ?, CAST(? AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION), \
+                 ?, ?, ?, ?, ?, ?, ?)",
             )),
             e,
         )
@@ -551,7 +552,8 @@ impl ExecutionStore for SqlStore {
         rows::bind_execution(
             sqlx::query(&self.sql(
                 "UPDATE executions SET status = ?, stdout = ?, stderr = ?, exit_code = ?, \
-                 execution_time = ?, cpu_time = ?, error = ?, completed_at = ? WHERE id = ?",
+                 execution_time = CAST(? AS DOUBLE PRECISION), \
+                 cpu_time = CAST(? AS DOUBLE PRECISION), error = ?, completed_at = ? WHERE id = ?",
             )),
             e,
         )

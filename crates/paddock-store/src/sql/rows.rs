@@ -432,6 +432,15 @@ impl ExecutionRow {
     }
 }
 
+/// A float that may be NULL, bound as text for the SQL to `CAST`: sqlx's
+/// Any driver (0.8) types a NULL double as PostgreSQL's `float4`, and a
+/// statement first prepared with one then refuses a real `float8`
+/// ("incorrect binary data format"). Rust writes the shortest text that
+/// reads back as the same float, so nothing is lost.
+pub(super) fn nullable_float(v: Option<f64>) -> Option<String> {
+    v.map(|f| f.to_string())
+}
+
 /// Binds the mutable columns of an execution, then its id: the order
 /// `UPDATE … WHERE id = ?` and the head of the `INSERT` share.
 pub(super) fn bind_execution<'q>(
@@ -442,8 +451,8 @@ pub(super) fn bind_execution<'q>(
         .bind(e.stdout.clone())
         .bind(e.stderr.clone())
         .bind(e.exit_code)
-        .bind(e.execution_time)
-        .bind(e.cpu_time)
+        .bind(nullable_float(e.execution_time))
+        .bind(nullable_float(e.cpu_time))
         .bind(e.error.clone())
         .bind(e.completed_at.map(Timestamp::unix_millis))
         .bind(e.id.as_str().to_owned())

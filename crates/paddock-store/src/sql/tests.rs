@@ -637,3 +637,80 @@ async fn a_lease_has_one_holder_until_it_runs_out() {
             .expect("take"));
     }
 }
+
+#[tokio::test]
+async fn a_sqlite_file_opens_with_its_journal_checks_and_patience() {
+    use sqlx::Row;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqlStore::open_sqlite(&dir.path().join("p.db"))
+        .await
+        .expect("open");
+    // Each connection of the pool: the settings are per connection.
+    for _ in 0..3 {
+        let mut conn = store.pool.acquire().await.expect("a connection");
+        let text = |row: sqlx::any::AnyRow| -> String {
+            row.try_get::<String, _>(0)
+                .or_else(|_| row.try_get::<i64, _>(0).map(|n| n.to_string()))
+                .expect("a value")
+        };
+        for (name, want) in [
+            ("journal_mode", "wal"),
+            ("foreign_keys", "1"),
+            ("busy_timeout", "10000"),
+            // NORMAL
+            ("synchronous", "1"),
+        ] {
+            let row = sqlx::query(&format!("PRAGMA {name}"))
+                .fetch_one(&mut *conn)
+                .await
+                .expect("pragma");
+            assert_eq!(text(row), want, "{name}");
+        }
+    }
+}
+
+/// An execution's times are NULL while it runs, then set: the same
+/// statement must take both (on PostgreSQL, a statement first prepared
+/// with a NULL double was typed float4 and refused the float8 after it).
+#[tokio::test]
+async fn an_executions_times_are_saved_after_it_ran_without_them() {
+    use paddock_core::ids::ExecutionId;
+    use paddock_core::model::{Execution, ExecutionStatus};
+    use paddock_core::store::ExecutionStore;
+    for (store, account) in stores_with_account().await {
+        let mut e = Execution {
+            id: ExecutionId::generate(),
+            account_id: account.id.clone(),
+            vm_id: VmId::generate(),
+            session_id: SessionId::generate(),
+            status: ExecutionStatus::Running,
+            stdout: String::new(),
+            stderr: String::new(),
+            exit_code: None,
+            execution_time: None,
+            cpu_time: None,
+            error: None,
+            created_at: Timestamp::now(),
+            completed_at: None,
+        };
+        store.insert_execution(&e).await.expect("insert");
+        for round in 0..4 {
+            e.stdout.push_str("out ");
+            store.update_execution(&e).await.expect("save output");
+            e.execution_time = Some(1.5 + f64::from(round));
+            e.cpu_time = Some(0.1);
+            e.exit_code = Some(round);
+            store.update_execution(&e).await.expect("save the end");
+            let got = store
+                .get_execution(&account.id, &e.id)
+                .await
+                .expect("get")
+                .expect("the execution");
+            assert_eq!(got.execution_time, Some(1.5 + f64::from(round)));
+            assert_eq!(got.cpu_time, Some(0.1));
+            e.execution_time = None;
+            e.cpu_time = None;
+            e.exit_code = None;
+        }
+    }
+}
