@@ -80,7 +80,7 @@ pub fn router(state: AppState) -> Router {
         .merge(internal::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            vms::placement::place_create,
+            vms::placement::route_to_node,
         ))
         .layer(axum::middleware::from_fn(rejections::uniform))
         .layer(axum::middleware::from_fn_with_state(

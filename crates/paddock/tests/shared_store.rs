@@ -320,4 +320,28 @@ async fn creates_spread_over_the_nodes_through_any_replica() {
             assert_eq!(out, format!("{i}\n"));
         }
     }
+    // Changes go to the VM's node, whichever process gets them: a patch,
+    // then a delete through the replica end every sandbox where it ran.
+    for vm in &vms {
+        let c = r.client();
+        let patched = c
+            .send(
+                c.req(reqwest::Method::PATCH, &format!("/v1/vms/{vm}"))
+                    .json(&json!({"metadata": {"moved": "no"}})),
+            )
+            .await;
+        assert_eq!(patched.status, 200, "{}", patched.body);
+        assert_eq!(patched.body["metadata"]["moved"], "no");
+        let gone = c.delete(&format!("/v1/vms/{vm}")).await;
+        assert_eq!(
+            (gone.status, gone.body["status"].as_str()),
+            (200, Some("terminated")),
+            "{}",
+            gone.body
+        );
+        for node in [&a, &b] {
+            let dir = node.data_dir().join("sandboxes").join(vm);
+            assert_eq!(common::host_processes_mentioning(&dir), 0, "{vm} runs on");
+        }
+    }
 }

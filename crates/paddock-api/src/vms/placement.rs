@@ -1,21 +1,27 @@
-//! Where a VM of the VM API is made, when several nodes share the store:
-//! the create goes to the node with the most memory left (spread: a node
+//! Which node answers a VM API call, when several nodes share the store.
+//!
+//! A create goes to the node with the most memory left (spread: a node
 //! lost takes the fewest VMs with it, and sandboxes on 2-core hosts
-//! contend least), this node when it is among the best. A create placed
-//! on another node is sent there whole, with the caller's own key (that
-//! node checks it) and the internal token that tells it to make the VM
-//! itself.
+//! contend least), this node when it is among the best. A change to a VM
+//! (delete, patch, suspend, snapshot, egress, …) goes to the node that runs
+//! it. Either is sent there whole, with the caller's own key (that node
+//! checks it) and the internal token that tells it to act itself. Reads
+//! are answered from the store here; exec, files and terminals reach the
+//! sandbox through its node's agent tunnel instead (they stream).
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use paddock_core::ids::VmId;
+use paddock_core::model::Node;
 
 use crate::AppState;
 
-/// Marks a create another node placed here: its value is the internal
-/// token, so no tenant can send it.
+/// Marks a call another node sent here to act on: its value is the
+/// internal token, so no tenant can send it.
 pub(crate) const PLACED_HERE: HeaderName = HeaderName::from_static("x-paddock-placed");
 
 /// What the create asks that placement weighs: memory, provider, and
@@ -36,14 +42,34 @@ fn ask(body: &[u8]) -> (u64, Option<String>, bool) {
     )
 }
 
-/// Sends `POST /v1/vms` to the node placement picks; every other request
-/// goes on here.
-pub(crate) async fn place_create(
+/// The VM a change names, for the VM API's `/v1/vms/{id}…` changes that
+/// its node must make; `None` for reads and for the calls that stream
+/// through the agent tunnel (exec, files, terminals).
+fn changed_vm(method: &Method, path: &str) -> Option<VmId> {
+    if *method == Method::GET || *method == Method::HEAD {
+        return None;
+    }
+    let rest = path.strip_prefix("/v1/vms/")?;
+    let (id, sub) = rest.split_once('/').unwrap_or((rest, ""));
+    let streams = ["exec", "files", "pty", "execute"]
+        .iter()
+        .any(|s| sub == *s || sub.starts_with(&format!("{s}/")));
+    if streams {
+        return None;
+    }
+    id.parse().ok()
+}
+
+/// Routes VM API creates and changes to the node that must make them;
+/// every other request goes on here.
+pub(crate) async fn route_to_node(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Response {
-    if request.method() != axum::http::Method::POST || request.uri().path() != "/v1/vms" {
+    let create = request.method() == Method::POST && request.uri().path() == "/v1/vms";
+    let changed = changed_vm(request.method(), request.uri().path());
+    if !create && changed.is_none() {
         return next.run(request).await;
     }
     let token = state.service.internal_token();
@@ -66,18 +92,22 @@ pub(crate) async fn place_create(
             .into_response()
         }
     };
-    let (memory_mb, provider, node_local) = ask(&bytes);
-    let provider = provider.unwrap_or_else(|| state.vms().provider_name().to_owned());
-    let placed = if node_local {
-        Ok(None)
+    let target = if let Some(vm) = changed {
+        // Its node, while it is alive; a lost VM's record is changed here.
+        match state.vms().node_of(&vm).await {
+            Ok(Some(node)) => cluster.live_node(&node).await.ok().flatten(),
+            _ => None,
+        }
     } else {
-        cluster.place(&provider, memory_mb).await
-    };
-    let target = match placed {
-        Ok(target) => target,
-        Err(e) => {
-            tracing::warn!(error = %paddock_core::error::error_chain(&e), "placement failed; making the VM here");
+        let (memory_mb, provider, node_local) = ask(&bytes);
+        let provider = provider.unwrap_or_else(|| state.vms().provider_name().to_owned());
+        if node_local {
             None
+        } else {
+            cluster.place(&provider, memory_mb).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %paddock_core::error::error_chain(&e), "placement failed; making the VM here");
+                None
+            })
         }
     };
     let Some(node) = target else {
@@ -85,13 +115,40 @@ pub(crate) async fn place_create(
             .run(Request::from_parts(parts, Body::from(bytes)))
             .await;
     };
+    match send_to(&state, &node, &parts, bytes.clone(), &token).await {
+        Ok(response) => response,
+        Err(e) if create => {
+            tracing::warn!(node = %node.id, error = %e, "the node placed on did not answer; making the VM here");
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(e) => super::error::ApiError::from(paddock_core::CoreError::Unavailable(format!(
+            "the VM's node {} did not answer: {e}",
+            node.id
+        )))
+        .into_response(),
+    }
+}
+
+/// Sends the call to `node` as it came, with the internal token; its
+/// answer as it gave it.
+async fn send_to(
+    state: &AppState,
+    node: &Node,
+    parts: &Parts,
+    body: Bytes,
+    token: &str,
+) -> Result<Response, reqwest::Error> {
     let path = parts
         .uri
         .path_and_query()
         .map(|p| p.as_str())
-        .unwrap_or("/v1/vms");
+        .unwrap_or("/");
     let url = format!("{}{path}", node.address.trim_end_matches('/'));
-    let mut forward = state.cluster_http.post(&url).body(bytes.clone());
+    let mut forward = state
+        .cluster_http
+        .request(parts.method.clone(), &url)
+        .body(body);
     for (name, value) in &parts.headers {
         let hop_by_hop = matches!(
             name.as_str(),
@@ -102,41 +159,52 @@ pub(crate) async fn place_create(
                 | "keep-alive"
                 | "upgrade"
         );
-        if !hop_by_hop && name != PLACED_HERE {
+        if !hop_by_hop && *name != PLACED_HERE {
             forward = forward.header(name, value);
         }
     }
-    let forward = forward.header(
-        PLACED_HERE,
-        HeaderValue::from_str(&token).unwrap_or(HeaderValue::from_static("")),
-    );
-    match forward.send().await {
-        Ok(answer) => {
-            let status = answer.status();
-            let headers = answer.headers().clone();
-            let body = answer.bytes().await.unwrap_or_default();
-            let mut response = (status, body).into_response();
-            for (name, value) in &headers {
-                if !matches!(
-                    name.as_str(),
-                    "connection" | "content-length" | "transfer-encoding"
-                ) {
-                    response.headers_mut().insert(name, value.clone());
-                }
-            }
-            response
-        }
-        Err(e) => {
-            tracing::warn!(node = %node.id, error = %e, "the node placed on did not answer; making the VM here");
-            next.run(Request::from_parts(parts, Body::from(bytes)))
-                .await
+    let answer = forward
+        .header(
+            PLACED_HERE,
+            HeaderValue::from_str(token).unwrap_or(HeaderValue::from_static("")),
+        )
+        .send()
+        .await?;
+    let status = answer.status();
+    let headers = answer.headers().clone();
+    let body = answer.bytes().await?;
+    let mut response = (status, body).into_response();
+    for (name, value) in &headers {
+        if !matches!(
+            name.as_str(),
+            "connection" | "content-length" | "transfer-encoding"
+        ) {
+            response.headers_mut().insert(name, value.clone());
         }
     }
+    Ok(response)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::ask;
+    use super::{ask, changed_vm};
+    use axum::http::Method;
+
+    #[test]
+    fn changes_to_a_vm_go_to_its_node_and_streams_through_the_tunnel() {
+        let vm = "vm_abcdefghij0123456789";
+        let changed = |m: Method, p: &str| changed_vm(&m, &p.replace("{vm}", vm)).is_some();
+        assert!(changed(Method::DELETE, "/v1/vms/{vm}"));
+        assert!(changed(Method::PATCH, "/v1/vms/{vm}"));
+        assert!(changed(Method::POST, "/v1/vms/{vm}/suspend"));
+        assert!(changed(Method::PUT, "/v1/vms/{vm}/egress"));
+        assert!(!changed(Method::GET, "/v1/vms/{vm}"));
+        assert!(!changed(Method::POST, "/v1/vms/{vm}/exec"));
+        assert!(!changed(Method::PUT, "/v1/vms/{vm}/files"));
+        assert!(!changed(Method::POST, "/v1/vms/{vm}/pty/sessions"));
+        assert!(!changed(Method::POST, "/v1/vms/bulk-delete"));
+        assert!(!changed(Method::POST, "/v1/vms"));
+    }
 
     #[test]
     fn creates_naming_a_nodes_files_stay_where_they_came() {

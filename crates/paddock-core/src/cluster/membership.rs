@@ -64,6 +64,17 @@ impl Membership {
         Ok(self.store.list_nodes().await?)
     }
 
+    /// Node `id`, while it is alive.
+    pub async fn live_node(&self, id: &NodeId) -> Result<Option<Node>, CoreError> {
+        let now = Timestamp::now();
+        Ok(self
+            .store
+            .list_nodes()
+            .await?
+            .into_iter()
+            .find(|n| &n.id == id && n.is_alive(now)))
+    }
+
     /// Whether this process holds (took or renewed) the lease `name` for
     /// `ttl` from now. A store error counts as not holding it.
     pub async fn holds_lease(&self, name: &str, ttl: Duration) -> bool {

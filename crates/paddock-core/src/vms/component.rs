@@ -254,6 +254,18 @@ impl Vms {
             })
     }
 
+    /// The node a change to VM `id` must be made on: another node's, while
+    /// the VM is not lost (a lost VM's record is changed on any node);
+    /// `None` for this node's VMs and for VMs that do not exist.
+    pub async fn node_of(&self, id: &VmId) -> Result<Option<crate::ids::NodeId>, CoreError> {
+        Ok(self
+            .store
+            .find_vm(id)
+            .await?
+            .filter(|vm| !self.is_local(vm) && vm.status != VmStatus::Lost)
+            .and_then(|vm| vm.node))
+    }
+
     /// The providers this node runs sandboxes on.
     pub fn provider_names(&self) -> Vec<String> {
         self.providers.keys().map(|k| (*k).to_owned()).collect()
