@@ -6,6 +6,10 @@
 //! to a sandbox's agent socket: another node then speaks the agent
 //! protocol to the sandbox as if the socket were its own, so exec, files,
 //! PTYs and jobs of a VM work through any node.
+//!
+//! `GET /internal/v1/blobs/{digest}` streams a blob this node holds (a
+//! layer of a snapshot taken here), which another node verifies against
+//! the digest as it stores it.
 
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -19,7 +23,9 @@ use paddock_core::ids::VmId;
 use crate::AppState;
 
 pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/internal/v1/vms/{id}/agent", get(agent_tunnel))
+    Router::new()
+        .route("/internal/v1/vms/{id}/agent", get(agent_tunnel))
+        .route("/internal/v1/blobs/{digest}", get(blob))
 }
 
 /// Whether `given` is `secret`, compared in constant time.
@@ -99,4 +105,28 @@ async fn agent_tunnel(
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static(UPGRADE_PROTOCOL));
     response
+}
+
+async fn blob(
+    State(state): State<AppState>,
+    Path(digest): Path<String>,
+    request: Request,
+) -> Response {
+    if !is_a_node(&request, &state.service.internal_token()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "this endpoint is for the installation's nodes",
+        )
+            .into_response();
+    }
+    let Some(path) = state.vms().local_blob(&digest) else {
+        return (StatusCode::NOT_FOUND, "no such blob on this node").into_response();
+    };
+    match tokio::fs::File::open(&path).await {
+        Ok(file) => {
+            let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+            ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response()
+        }
+        Err(_) => (StatusCode::NOT_FOUND, "no such blob on this node").into_response(),
+    }
 }

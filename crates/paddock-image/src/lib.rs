@@ -23,5 +23,5 @@ mod unpack;
 pub use blobs::BlobStore;
 pub use digest::Digest;
 pub use error::ImageError;
-pub use pull::{ImageStore, RegistryConfig};
+pub use pull::{ImageStore, PeerBlobs, RegistryConfig};
 pub use unpack::unpack_layer;

@@ -74,6 +74,19 @@ pub struct ImageStore {
     /// One download or unpack per digest at a time; the others wait and
     /// then find it done.
     locks: KeyedLocks<String>,
+    /// The other nodes sharing the store, for layers made on one of them.
+    peers: std::sync::OnceLock<std::sync::Arc<dyn PeerBlobs>>,
+}
+
+/// The other nodes of an installation, which may hold a blob this node
+/// lacks (a layer of a snapshot taken on one of them).
+#[async_trait]
+pub trait PeerBlobs: Send + Sync {
+    /// Blob `digest`'s bytes from a node that has it; `None` when none has.
+    async fn fetch(
+        &self,
+        digest: &str,
+    ) -> Option<futures::stream::BoxStream<'static, Result<bytes::Bytes, std::io::Error>>>;
 }
 
 impl ImageStore {
@@ -108,7 +121,48 @@ impl ImageStore {
             only_listed,
             client,
             locks: KeyedLocks::default(),
+            peers: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Where layers this node lacks are fetched from (set once).
+    pub fn set_peers(&self, peers: std::sync::Arc<dyn PeerBlobs>) {
+        let _ = self.peers.set(peers);
+    }
+
+    /// Unpacks `info` here, fetching its blob from a peer node when this
+    /// one lacks it (verified against its digest as it arrives).
+    async fn ensure_layer(&self, info: &LayerInfo) -> Result<(), ImageError> {
+        let digest: Digest = info
+            .digest
+            .parse()
+            .map_err(|_| ImageError::Config(format!("layer digest {:?}", info.digest)))?;
+        let dest = self.layer_dir(&digest);
+        if dest.is_dir() {
+            return Ok(());
+        }
+        let _one = self.locks.lock(&info.digest).await;
+        if dest.is_dir() {
+            return Ok(());
+        }
+        if !self.blobs.contains(&digest) {
+            let stream = match self.peers.get() {
+                Some(peers) => peers.fetch(&info.digest).await,
+                None => None,
+            };
+            let Some(stream) = stream else {
+                return Err(ImageError::Config(format!(
+                    "layer {} is on no node of this installation",
+                    info.digest
+                )));
+            };
+            self.blobs.ingest(&digest, None, stream, |_| {}).await?;
+            tracing::info!(digest = %digest, "layer fetched from another node");
+        }
+        let (blob, d) = (self.blobs.path(&digest), digest.clone());
+        tokio::task::spawn_blocking(move || unpack_layer(&blob, &d, &dest))
+            .await
+            .map_err(|e| ImageError::Config(format!("unpack task failed: {e}")))?
     }
 
     pub fn blobs(&self) -> &BlobStore {
@@ -559,6 +613,20 @@ impl ImageBackend for ImageStore {
 
     fn canonical(&self, reference: &str) -> Option<String> {
         reference.parse::<Reference>().ok().map(|r| r.whole())
+    }
+
+    async fn ensure_layers(&self, layers: &[LayerInfo]) -> Result<(), CoreError> {
+        for info in layers {
+            self.ensure_layer(info).await?;
+        }
+        Ok(())
+    }
+
+    fn local_blob(&self, digest: &str) -> Option<PathBuf> {
+        let digest: Digest = digest.parse().ok()?;
+        self.blobs
+            .contains(&digest)
+            .then(|| self.blobs.path(&digest))
     }
 
     fn layer_dirs(&self, layers: &[LayerInfo]) -> Vec<PathBuf> {

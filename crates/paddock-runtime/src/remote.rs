@@ -138,12 +138,28 @@ impl NodeDirectory {
         })
     }
 
-    pub(crate) fn http(&self) -> &reqwest::Client {
+    /// The client nodes talk to each other with.
+    pub fn http(&self) -> &reqwest::Client {
         &self.http
     }
 
-    pub(crate) fn token(&self) -> &str {
+    /// The installation's internal token, which nodes show each other.
+    pub fn token(&self) -> &str {
         &self.token
+    }
+
+    /// The other nodes' addresses, read again from the store.
+    pub async fn other_addresses(&self) -> Vec<String> {
+        if let Err(e) = self.refresh().await {
+            tracing::warn!(error = %e, "could not read the nodes");
+        }
+        self.addresses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(id, _)| **id != self.this)
+            .map(|(_, address)| address.clone())
+            .collect()
     }
 
     /// Reads the nodes' addresses again.

@@ -8,6 +8,7 @@ mod host_limits;
 mod keys;
 mod master_key;
 mod migrate_store;
+mod peer_blobs;
 mod serve;
 mod sys;
 mod term;

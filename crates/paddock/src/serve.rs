@@ -264,7 +264,8 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             .context("guard the docker provider's network")?;
         more_providers.push(Arc::new(docker));
     }
-    // The other nodes sharing the store, and the way to their sandboxes.
+    // The other nodes sharing the store, the way to their sandboxes, and
+    // to the layers of snapshots taken on them.
     let keyring =
         Arc::new(crate::master_key::load(&config.data_dir).context("load the vault master key")?);
     let directory = paddock_runtime::remote::NodeDirectory::new(
@@ -272,6 +273,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         node.clone(),
         keyring.mac(paddock_core::cluster::INTERNAL_TOKEN_PURPOSE),
     );
+    images.set_peers(Arc::new(crate::peer_blobs::PeerBlobs(Arc::clone(
+        &directory,
+    ))));
     let service = Service::new(
         Arc::clone(&store) as Arc<dyn paddock_core::store::Store>,
         Backends {

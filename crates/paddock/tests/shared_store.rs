@@ -64,6 +64,14 @@ async fn two_nodes_share_records_and_keep_to_their_own_sandboxes() {
             rb = rb.bearer_auth(key);
         }
         assert_eq!(c.send(rb).await.status, 401);
+        let mut rb = c.req(
+            reqwest::Method::GET,
+            &format!("/internal/v1/blobs/sha256:{}", "0".repeat(64)),
+        );
+        if let Some(key) = key {
+            rb = rb.bearer_auth(key);
+        }
+        assert_eq!(c.send(rb).await.status, 401);
     }
 
     // Files and a terminal of a VM another node runs, through this one.
@@ -344,4 +352,49 @@ async fn creates_spread_over_the_nodes_through_any_replica() {
             assert_eq!(common::host_processes_mentioning(&dir), 0, "{vm} runs on");
         }
     }
+}
+
+/// A snapshot taken on one node starts a VM on the other: the layer it
+/// lacks is fetched from the node that took it, by digest.
+#[tokio::test(flavor = "current_thread")]
+async fn a_snapshot_taken_on_one_node_starts_on_another() {
+    let Some((a, b)) = pair() else { return };
+    let ca = a.client();
+    let source = ca.create_vm(json!({"memory_mb": 128})).await;
+    let source = source["vm_id"].as_str().expect("vm_id").to_owned();
+    ca.exec(&source, "echo from-a > /root/kept").await;
+    let snap = ca
+        .post(
+            &format!("/v1/vms/{source}/snapshot"),
+            json!({"name": "moves"}),
+        )
+        .await;
+    assert_eq!(
+        (snap.status, snap.body["status"].as_str()),
+        (200, Some("ready")),
+        "{}",
+        snap.body
+    );
+    let snap = snap.body["snapshot_id"]
+        .as_str()
+        .or(snap.body["id"].as_str())
+        .expect("snapshot id")
+        .to_owned();
+    // Through B, which holds fewer VMs: placed on B, which never saw the
+    // snapshot's layer.
+    let restored = b
+        .client()
+        .create_vm(json!({"memory_mb": 128, "snapshot_id": snap}))
+        .await;
+    let restored = restored["vm_id"].as_str().expect("vm_id").to_owned();
+    let b_node = std::fs::read_to_string(b.data_dir().join("node.id")).expect("node.id");
+    let placed = a.query_store(&format!("SELECT node_id FROM vms WHERE id = '{restored}'"));
+    assert_eq!(placed.trim(), b_node.trim());
+    let (out, _, _) = b.client().exec(&restored, "cat /root/kept").await;
+    assert_eq!(out, "from-a\n");
+    assert!(
+        b.log().contains("layer fetched from another node"),
+        "{}",
+        b.log()
+    );
 }

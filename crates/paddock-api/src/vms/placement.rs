@@ -25,8 +25,9 @@ use crate::AppState;
 pub(crate) const PLACED_HERE: HeaderName = HeaderName::from_static("x-paddock-placed");
 
 /// What the create asks that placement weighs: memory, provider, and
-/// whether it names what only one node holds on its disk (volumes, a
-/// snapshot's layers): such a create is made where it was received.
+/// whether it names what only one node holds on its disk (volumes): such
+/// a create is made where it was received. (A snapshot's layers are
+/// fetched from the node that took it.)
 fn ask(body: &[u8]) -> (u64, Option<String>, bool) {
     let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let names = |field: &str| match &v[field] {
@@ -38,7 +39,7 @@ fn ask(body: &[u8]) -> (u64, Option<String>, bool) {
     (
         v["memory_mb"].as_u64().unwrap_or(0),
         v["provider"].as_str().map(str::to_owned),
-        names("volumes") || names("snapshot_id"),
+        names("volumes"),
     )
 }
 
@@ -214,7 +215,7 @@ mod tests {
             (0, Some("microvm".into()), false)
         );
         assert!(ask(br#"{"volumes": [{"volume_id": "vol_x", "mount_path": "/d"}]}"#).2);
-        assert!(ask(br#"{"snapshot_id": "snap_x"}"#).2);
+        assert!(!ask(br#"{"snapshot_id": "snap_x"}"#).2);
         assert!(!ask(b"not json").2);
     }
 }

@@ -85,6 +85,8 @@ impl Snapshots {
             )));
         };
         let digest = image.digest.clone();
+        // Taken on another node, its layers are fetched from there first.
+        self.backend.ensure_layers(&image.layers).await?;
         let dirs = self.backend.layer_dirs(&image.layers);
         // A snapshot of a VM on an image built from a variant keeps that
         // variant below its layers, through the image's label.

@@ -60,6 +60,18 @@ pub trait ImageBackend: Send + Sync + 'static {
     /// topmost place.
     fn layer_dirs(&self, layers: &[LayerInfo]) -> Vec<PathBuf>;
 
+    /// Makes sure `layers` are unpacked on this host: a layer another node
+    /// made (a snapshot taken there) is fetched from it by digest first.
+    async fn ensure_layers(&self, _layers: &[LayerInfo]) -> Result<(), CoreError> {
+        Ok(())
+    }
+
+    /// Where blob `digest` is on this host, when it is here: what other
+    /// nodes fetch layers from.
+    fn local_blob(&self, _digest: &str) -> Option<PathBuf> {
+        None
+    }
+
     /// Removes every blob and unpacked layer whose digest is not in
     /// `keep`; returns how many bytes it freed.
     async fn collect_garbage(&self, keep: &BTreeSet<String>) -> Result<u64, CoreError>;

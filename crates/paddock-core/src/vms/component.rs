@@ -266,6 +266,11 @@ impl Vms {
             .and_then(|vm| vm.node))
     }
 
+    /// Where blob `digest` is on this node, for another node's fetch.
+    pub fn local_blob(&self, digest: &str) -> Option<std::path::PathBuf> {
+        self.image_backend.local_blob(digest)
+    }
+
     /// The providers this node runs sandboxes on.
     pub fn provider_names(&self) -> Vec<String> {
         self.providers.keys().map(|k| (*k).to_owned()).collect()
@@ -637,6 +642,7 @@ impl Vms {
             .ensure(&vm.account_id, &vm.image_variant)
             .await?;
         vm.image_digest = Some(image.digest.clone());
+        self.image_backend.ensure_layers(&image.layers).await?;
         let dirs = self.image_backend.layer_dirs(&image.layers);
         // An image built `FROM` a variant is its layers over that variant.
         match image.config.base_variant() {
