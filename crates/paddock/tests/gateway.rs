@@ -1649,10 +1649,20 @@ async fn batch_delete_answers_once_they_are_gone() {
 async fn a_connect_that_fails_says_so_at_once() {
     let (_reg, server, gw, image) = setup().await;
     gw.create_env("frail", &image).await;
-    // Its image's unpacked layers vanish from under the server.
-    let layers = server.data_dir().join("images").join("layers");
-    for layer in std::fs::read_dir(&layers).expect("layers").flatten() {
+    // Its image's layers vanish from under the server, unpacked and packed
+    // (with the blob left, a missing layer is unpacked again).
+    let images = server.data_dir().join("images");
+    for layer in std::fs::read_dir(images.join("layers"))
+        .expect("layers")
+        .flatten()
+    {
         std::fs::remove_dir_all(layer.path()).expect("remove a layer");
+    }
+    for blob in std::fs::read_dir(images.join("blobs").join("sha256"))
+        .expect("blobs")
+        .flatten()
+    {
+        std::fs::remove_file(blob.path()).expect("remove a blob");
     }
     let r = gw
         .post(
