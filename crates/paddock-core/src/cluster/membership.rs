@@ -102,13 +102,6 @@ impl Membership {
     /// tie; an API replica (no sandboxes) never takes one.
     pub async fn place(&self, provider: &str, memory_mb: u64) -> Result<Option<Node>, CoreError> {
         let now = Timestamp::now();
-        let committed: std::collections::HashMap<NodeId, u64> =
-            self.store.committed_memory().await?.into_iter().collect();
-        let left = |n: &Node| {
-            i128::from(n.memory_mb)
-                - i128::from(committed.get(&n.id).copied().unwrap_or(0))
-                - i128::from(memory_mb)
-        };
         let candidates: Vec<Node> = self
             .store
             .list_nodes()
@@ -116,6 +109,18 @@ impl Membership {
             .into_iter()
             .filter(|n| n.is_alive(now) && n.providers.iter().any(|p| p == provider))
             .collect();
+        // One node or none: nothing to weigh (and no scan of every live
+        // VM's memory, which a lone node would pay on each create).
+        if candidates.len() <= 1 {
+            return Ok(candidates.into_iter().find(|n| n.id != self.node.id));
+        }
+        let committed: std::collections::HashMap<NodeId, u64> =
+            self.store.committed_memory().await?.into_iter().collect();
+        let left = |n: &Node| {
+            i128::from(n.memory_mb)
+                - i128::from(committed.get(&n.id).copied().unwrap_or(0))
+                - i128::from(memory_mb)
+        };
         let best = candidates.iter().max_by(|x, y| {
             left(x)
                 .cmp(&left(y))
