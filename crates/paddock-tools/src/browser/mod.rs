@@ -197,7 +197,14 @@ impl Browser {
             );
             let spec = VmSpec {
                 session_id: None,
-                lifetime_seconds: Some(self.config.idle_timeout.as_secs().max(1)),
+                // Idleness counts from when the browser is up: a start
+                // slower than a short idle timeout must not end it.
+                lifetime_seconds: Some(
+                    self.config
+                        .idle_timeout
+                        .as_secs()
+                        .max(START_DEADLINE.as_secs() + 30),
+                ),
                 resources: vms.resources(Some(i64::from(self.config.memory_mb)), None, None)?,
                 metadata,
                 env: Env::default(),
@@ -218,6 +225,14 @@ impl Browser {
         }
         match self.start_browser(account, &vm, &settings).await {
             Ok(session) => {
+                let idle = paddock_core::model::VmPatch {
+                    lifetime_seconds: Some(self.config.idle_timeout.as_secs().max(1)),
+                    ..Default::default()
+                };
+                if let Err(e) = vms.patch_vm(account, &vm.id, idle).await {
+                    let _ = vms.delete_vm(account, &vm.id).await;
+                    return Err(e.into());
+                }
                 lock(&self.sessions).insert(vm.id.clone(), Arc::new(session));
                 Ok(SessionInfo {
                     vm,
