@@ -30,12 +30,7 @@ pub(crate) fn router() -> Router<AppState> {
 
 /// Whether `given` is `secret`, compared in constant time.
 pub(crate) fn same_secret(given: &str, secret: &str) -> bool {
-    given.len() == secret.len()
-        && given
-            .bytes()
-            .zip(secret.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    paddock_core::secrets::constant_time_eq(given.as_bytes(), secret.as_bytes())
 }
 
 /// Whether the request carries the installation's internal token.

@@ -188,6 +188,12 @@ impl std::fmt::Debug for DataKey {
     }
 }
 
+/// Whether `a` and `b` are equal, in time that depends on their length
+/// only: for secrets a caller presents (share cookies, the nodes' token).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

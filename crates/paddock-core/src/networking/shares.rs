@@ -172,8 +172,13 @@ impl Shares {
     /// or the cookie value a login set.
     pub fn share_token_matches(&self, share: &Share, token: &str) -> bool {
         !share.token_hash.is_empty()
-            && (constant_time_eq(&hash_token(token), &share.token_hash)
-                || constant_time_eq(token, &self.share_cookie_token(share)))
+            && (crate::secrets::constant_time_eq(
+                hash_token(token).as_bytes(),
+                share.token_hash.as_bytes(),
+            ) || crate::secrets::constant_time_eq(
+                token.as_bytes(),
+                self.share_cookie_token(share).as_bytes(),
+            ))
     }
     /// The cookie value that opens a private share: a MAC of the share and
     /// its current token, so it dies when the token is rotated and no
@@ -223,13 +228,4 @@ impl Shares {
             }
         }
     }
-}
-
-/// Compares two hex digests without an early exit.
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
