@@ -150,7 +150,15 @@ pub async fn call(
     socket: &(impl ToAgent + ?Sized),
     request: &Request,
 ) -> Result<(AgentStream, Event), RuntimeError> {
-    let (stream, event) = within(REPLY_DEADLINE, "a request", async {
+    call_within(REPLY_DEADLINE, socket, request).await
+}
+
+async fn call_within(
+    limit: Duration,
+    socket: &(impl ToAgent + ?Sized),
+    request: &Request,
+) -> Result<(AgentStream, Event), RuntimeError> {
+    let (stream, event) = within(limit, "a request", async {
         let mut stream = connect(socket).await?;
         write_control(&mut stream, request)
             .await
@@ -166,7 +174,18 @@ pub async fn call(
 }
 
 pub async fn ping(socket: &(impl ToAgent + ?Sized)) -> Result<(), RuntimeError> {
-    match call(socket, &Request::Ping).await? {
+    ping_within(REPLY_DEADLINE, socket).await
+}
+
+/// A ping that may wait `limit` for its answer: a booting guest's
+/// channel accepts at once, but its agent answers only once the guest's
+/// init has started it, which under emulation (TCG) on a loaded host
+/// takes longer than any running agent's reply may.
+pub async fn ping_within(
+    limit: Duration,
+    socket: &(impl ToAgent + ?Sized),
+) -> Result<(), RuntimeError> {
+    match call_within(limit, socket, &Request::Ping).await? {
         (_, Event::Pong) => Ok(()),
         (_, other) => Err(unexpected(&other)),
     }

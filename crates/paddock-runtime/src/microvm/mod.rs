@@ -279,10 +279,8 @@ impl MicroVmProvider {
             .launch_helper(run, "vmm", &config, "the microVM monitor")
             .await?;
         let monitor_up = started.elapsed();
-        match tokio::time::timeout(GUEST_BOOT_TIMEOUT, crate::agent_client::ping(&socket)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(self.boot_failure(run, &format!("{e}"))),
-            Err(_) => return Err(self.boot_failure(run, "the guest's agent never answered")),
+        if let Err(e) = crate::agent_client::ping_within(GUEST_BOOT_TIMEOUT, &socket).await {
+            return Err(self.boot_failure(run, &format!("{e}")));
         }
         tracing::info!(
             vm_id = %vm.id,

@@ -140,11 +140,11 @@ impl MicroVmProvider {
             load_sealed(&mut qmp, &memory, key).await?;
             qmp.execute("cont", None).await?;
             let socket = container::agent_socket(&run)?;
-            tokio::time::timeout(GUEST_BOOT_TIMEOUT, crate::agent_client::ping(&socket))
+            crate::agent_client::ping_within(GUEST_BOOT_TIMEOUT, &socket)
                 .await
-                .map_err(|_| {
-                    RuntimeError::Agent("the resumed guest's agent never answered".into())
-                })??;
+                .map_err(|e| {
+                    RuntimeError::Agent(format!("the resumed guest's agent never answered: {e}"))
+                })?;
             disk_view::thaw_after_save(&run).await
         };
         match resumed.await {
