@@ -10,14 +10,20 @@
 //! `GET /internal/v1/blobs/{digest}` streams a blob this node holds (a
 //! layer of a snapshot taken here), which another node verifies against
 //! the digest as it stores it.
+//!
+//! `POST /internal/v1/calls` makes a change only this node can make (a
+//! create placed here, a delete, suspend, … of a VM it runs) for another
+//! node: a [`NodeCall`] in, the record it changed out, or the error as a
+//! [`WireError`] (422), which the caller turns back into the error.
 
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use hyper_util::rt::TokioIo;
 use paddock_core::cluster::AGENT_UPGRADE as UPGRADE_PROTOCOL;
+use paddock_core::cluster::{NodeCall, WireError};
 use paddock_core::ids::VmId;
 
 use crate::AppState;
@@ -26,6 +32,7 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/internal/v1/vms/{id}/agent", get(agent_tunnel))
         .route("/internal/v1/blobs/{digest}", get(blob))
+        .route("/internal/v1/calls", post(node_call))
 }
 
 /// Whether `given` is `secret`, compared in constant time.
@@ -123,5 +130,46 @@ async fn blob(
             ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response()
         }
         Err(_) => (StatusCode::NOT_FOUND, "no such blob on this node").into_response(),
+    }
+}
+
+/// The largest call body: a create's spec with its environment.
+const CALL_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+async fn node_call(State(state): State<AppState>, request: Request) -> Response {
+    if !is_a_node(&request, &state.service.internal_token()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "this endpoint is for the installation's nodes",
+        )
+            .into_response();
+    }
+    let body = match axum::body::to_bytes(request.into_body(), CALL_BODY_BYTES).await {
+        Ok(body) => body,
+        Err(e) => return (StatusCode::PAYLOAD_TOO_LARGE, e.to_string()).into_response(),
+    };
+    let call: NodeCall = match serde_json::from_slice(&body) {
+        Ok(call) => call,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("not a call this node knows: {e}"),
+            )
+                .into_response()
+        }
+    };
+    let what = call.what();
+    match state.vms().answer_node_call(call).await {
+        Ok(answer) => axum::Json(answer).into_response(),
+        Err(e) => {
+            tracing::debug!(call = what, error = %paddock_core::error::error_chain(&e), "a node's call was refused");
+            // The calling node reads the kind from the body and answers
+            // its own caller in that caller's surface's format.
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                axum::Json(WireError::from(&e)),
+            )
+                .into_response()
+        }
     }
 }

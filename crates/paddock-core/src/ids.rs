@@ -140,7 +140,9 @@ prefixed_id!(
 
 /// A session id: chosen by the client or generated (a UUID, as InstaVM's
 /// clients expect). 1 to 128 of `[A-Za-z0-9._-]`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct SessionId(String);
 
 impl SessionId {

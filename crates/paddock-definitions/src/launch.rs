@@ -232,6 +232,7 @@ impl Definitions {
             },
             volumes,
             provider: Some(provider.to_owned()),
+            placement: paddock_core::model::Placement::AnyNode,
         })
     }
 

@@ -172,6 +172,7 @@ impl E2b {
             },
             volumes: Vec::new(),
             provider: self.config.provider.clone(),
+            placement: paddock_core::model::Placement::AnyNode,
         };
         let vm = vms.create_vm(account, spec, true).await?;
         if vm.status != VmStatus::Running {

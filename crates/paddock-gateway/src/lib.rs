@@ -130,6 +130,7 @@ impl Gateway {
             },
             volumes: s.volumes,
             provider: None,
+            placement: paddock_core::model::Placement::AnyNode,
         })
     }
 

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use paddock_core::cluster::{NodeAnswer, NodeCall, NodeCallFailure, WireError};
 use paddock_core::ids::{NodeId, VmId};
 use paddock_core::model::{ChangedTree, Node, Resources, RootfsSpec, RuntimeHandle, Vm};
 use paddock_core::provider::{Provider, RemoteNodes, SandboxChannel};
@@ -212,6 +213,14 @@ impl NodeDirectory {
     }
 }
 
+/// Where a node answers [`NodeCall`]s.
+const CALLS_PATH: &str = "/internal/v1/calls";
+
+/// How long a call may take: a waited create includes an image pull and
+/// a microVM's boot.
+const CALL_DEADLINE: Duration = Duration::from_secs(600);
+
+#[async_trait]
 impl RemoteNodes for NodeDirectory {
     fn provider_on(&self, node: &NodeId) -> Option<Arc<dyn Provider>> {
         if *node == self.this {
@@ -231,5 +240,44 @@ impl RemoteNodes for NodeDirectory {
             })
         });
         Some(Arc::clone(remote) as Arc<dyn Provider>)
+    }
+
+    async fn call(&self, node: &NodeId, call: &NodeCall) -> Result<NodeAnswer, NodeCallFailure> {
+        let unreachable = |why: String| NodeCallFailure::Unreachable {
+            node: node.to_string(),
+            why,
+        };
+        let address = self
+            .address_of(node)
+            .await
+            .ok_or_else(|| unreachable("it is not registered".into()))?;
+        let answer = self
+            .http
+            .post(format!("{}{CALLS_PATH}", address.trim_end_matches('/')))
+            .bearer_auth(&self.token)
+            .timeout(CALL_DEADLINE)
+            .json(call)
+            .send()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let status = answer.status();
+        let body = answer
+            .bytes()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        if status.is_success() {
+            return serde_json::from_slice(&body)
+                .map_err(|e| unreachable(format!("its answer is not one: {e}")));
+        }
+        // A refusal the node made as it would for its own caller carries
+        // the error; anything else (a 401 for a wrong token, a proxy's
+        // page) means the call was not made.
+        match serde_json::from_slice::<WireError>(&body) {
+            Ok(wire) => Err(NodeCallFailure::Refused(wire.into())),
+            Err(_) => Err(unreachable(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            ))),
+        }
     }
 }

@@ -323,6 +323,10 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     // VMs marked lost by another node meanwhile.
     membership.join().await.context("register the node")?;
     directory.refresh().await.context("read the nodes")?;
+    // Only a shared store can have other nodes to place VMs on.
+    if store.backend() == paddock_store::Backend::Postgres {
+        service.vms().join_cluster(Arc::clone(&membership));
+    }
 
     if let Some((account, secret)) = service.accounts().bootstrap().await? {
         let path = config.data_dir.join("admin.key");

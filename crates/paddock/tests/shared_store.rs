@@ -398,3 +398,172 @@ async fn a_snapshot_taken_on_one_node_starts_on_another() {
         b.log()
     );
 }
+
+/// The node of VM `id` as the store records it.
+fn node_of(store: &Server, id: &str) -> String {
+    store
+        .query_store(&format!("SELECT node_id FROM vms WHERE id = '{id}'"))
+        .trim()
+        .to_owned()
+}
+
+fn node_id(node: &Server) -> String {
+    std::fs::read_to_string(node.data_dir().join("node.id"))
+        .expect("node.id")
+        .trim()
+        .to_owned()
+}
+
+/// E2B's sandboxes and definitions' launches made through an API replica
+/// are placed on the nodes like the VM API's, and their lifecycle calls
+/// through the replica (E2B's timeout, snapshot and kill; a launched
+/// sandbox's stop, start and delete) are made by the VM's node.
+#[tokio::test(flavor = "current_thread")]
+async fn every_surface_places_and_changes_vms_through_a_replica() {
+    let Some(a) = Server::start_on_postgres(CONFIG) else {
+        eprintln!("PADDOCK_TEST_POSTGRES is not set: no store to share");
+        return;
+    };
+    let b = Server::start_sharing(&a, Some(CONFIG)).expect("a PostgreSQL store");
+    let replica_config = format!("{CONFIG}[cluster]\nrole = \"api\"\n");
+    let r = Server::start_sharing(&a, Some(&replica_config)).expect("a PostgreSQL store");
+    let nodes = [node_id(&a), node_id(&b)];
+    let c = r.client();
+    let e2b = |method: reqwest::Method, path: &str| {
+        // The client sends the key as `X-API-Key`, which E2B's SDK names
+        // `X-API-KEY` (the same header).
+        c.req(method, &format!("/e2b{path}"))
+    };
+
+    // E2B: two sandboxes through the replica, one on each node.
+    let mut sandboxes = Vec::new();
+    for _ in 0..2 {
+        let made = c
+            .send(
+                e2b(reqwest::Method::POST, "/sandboxes")
+                    .json(&json!({"templateID": "base", "timeout": 120})),
+            )
+            .await;
+        assert_eq!(made.status, 201, "{}", made.body);
+        let id = made.body["sandboxID"]
+            .as_str()
+            .expect("sandboxID")
+            .to_owned();
+        sandboxes.push(id);
+    }
+    let placed: Vec<String> = sandboxes.iter().map(|id| node_of(&a, id)).collect();
+    assert!(
+        placed.contains(&nodes[0]) && placed.contains(&nodes[1]),
+        "{placed:?} over {nodes:?}"
+    );
+    // Another account's key finds nothing through the replica.
+    let stranger = r.other_account_key();
+    let theirs = c
+        .send(
+            r.client()
+                .with_key(None)
+                .req(
+                    reqwest::Method::POST,
+                    &format!("/e2b/sandboxes/{}/timeout", sandboxes[0]),
+                )
+                .header("X-API-KEY", &stranger)
+                .json(&json!({"timeout": 60})),
+        )
+        .await;
+    assert_eq!(theirs.status, 404, "{}", theirs.body);
+
+    for (i, id) in sandboxes.iter().enumerate() {
+        let (out, _, _) = c.exec(id, &format!("echo e2b-{i}")).await;
+        assert_eq!(out, format!("e2b-{i}\n"));
+        let timeout = c
+            .send(
+                e2b(reqwest::Method::POST, &format!("/sandboxes/{id}/timeout"))
+                    .json(&json!({"timeout": 600})),
+            )
+            .await;
+        assert_eq!(timeout.status, 204, "{}", timeout.body);
+        let snap = c
+            .send(
+                e2b(reqwest::Method::POST, &format!("/sandboxes/{id}/snapshots")).json(&json!({})),
+            )
+            .await;
+        assert_eq!(snap.status, 201, "{}", snap.body);
+        let killed = c
+            .send(e2b(reqwest::Method::DELETE, &format!("/sandboxes/{id}")))
+            .await;
+        assert_eq!(killed.status, 204, "{}", killed.body);
+        for node in [&a, &b] {
+            let dir = node.data_dir().join("sandboxes").join(id);
+            assert_eq!(common::host_processes_mentioning(&dir), 0, "{id} runs on");
+        }
+    }
+    // Definitions: a launch through the replica runs on a node; stop,
+    // start and delete through the replica are made there.
+    let token = r.create_key(&["--dev-token"]);
+    let defs = r.client().with_key(None);
+    let call = |method: reqwest::Method, path: &str| {
+        defs.req(method, &format!("/api/v1{path}"))
+            .bearer_auth(&token)
+    };
+    let defined = defs
+        .send(call(reqwest::Method::POST, "/environments").json(&json!({
+            "id": "far",
+            "provider": "container",
+            "image": {"docker": null, "dockerfile": null},
+            "resources": {"cpu": 1, "memory": "256Mi", "disk": null},
+            "network": {"mode": "allow_all", "allow": []},
+            "lifecycle": {"preserve": true, "stop_on_terminal": false, "auto_stop": null},
+            "labels": {},
+            "volumes": [],
+            "env": {}
+        })))
+        .await;
+    assert_eq!(defined.status, 201, "{}", defined.body);
+    let launched = defs
+        .send(call(reqwest::Method::POST, "/environments/far/sandboxes").json(&json!({})))
+        .await;
+    assert_eq!(launched.status, 201, "{}", launched.body);
+    let sb = launched.body["id"].as_str().expect("id").to_owned();
+    assert!(
+        nodes.contains(&node_of(&a, &sb)),
+        "{sb} on {}",
+        node_of(&a, &sb)
+    );
+    let exec = |sb: String| {
+        let run = call(reqwest::Method::POST, &format!("/sandboxes/{sb}/exec"))
+            .json(&json!({"command": "cat /root/kept 2>/dev/null; echo far > /root/kept"}));
+        async { defs.send(run).await }
+    };
+    assert_eq!(exec(sb.clone()).await.status, 200);
+    let stopped = defs
+        .send(call(
+            reqwest::Method::POST,
+            &format!("/sandboxes/{sb}/stop"),
+        ))
+        .await;
+    assert_eq!(
+        (stopped.status, stopped.body["state"].as_str()),
+        (200, Some("stopped")),
+        "{}",
+        stopped.body
+    );
+    let started = defs
+        .send(call(
+            reqwest::Method::POST,
+            &format!("/sandboxes/{sb}/start"),
+        ))
+        .await;
+    assert_eq!(started.status, 200, "{}", started.body);
+    // Preserved across the stop, on the node that keeps its files.
+    let again = exec(sb.clone()).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert!(again.body.to_string().contains("far"), "{}", again.body);
+    let gone = defs
+        .send(call(reqwest::Method::DELETE, &format!("/sandboxes/{sb}")))
+        .await;
+    assert!(matches!(gone.status, 200 | 204), "{}", gone.body);
+    for node in [&a, &b] {
+        let dir = node.data_dir().join("sandboxes").join(&sb);
+        assert_eq!(common::host_processes_mentioning(&dir), 0, "{sb} runs on");
+    }
+}

@@ -525,5 +525,6 @@ pub(crate) fn vm_spec(service: &Service, s: VmSettings) -> Result<VmSpec, ApiErr
             .image_variant
             .unwrap_or_else(|| service.config().default_variant.clone()),
         provider: s.provider.map(|p| vm_provider(&p)).transpose()?,
+        placement: paddock_core::model::Placement::ThisNode,
     })
 }

@@ -3,8 +3,10 @@
 //! ran out. Work that one process of the installation must do alone runs
 //! under a lease in the store.
 
+mod calls;
 mod membership;
 
+pub use calls::{NodeAnswer, NodeCall, NodeCallFailure, WireError};
 pub use membership::{Membership, MembershipConfig};
 
 /// The protocol a node's agent tunnel upgrades to: the agent protocol,

@@ -44,7 +44,7 @@ pub const PACKAGE_REGISTRY_DOMAINS: &[&str] = &[
 /// nftables change.
 pub const MAX_POLICY_ENTRIES: usize = 256;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum EgressDefault {
     Allow,
     #[default]
@@ -61,7 +61,9 @@ impl EgressDefault {
 }
 
 /// An IPv4 network, normalized (`10.1.2.3/8` is `10.0.0.0/8`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Ipv4Cidr {
     addr: Ipv4Addr,
     prefix: u8,
@@ -135,7 +137,9 @@ impl std::fmt::Display for Ipv4Cidr {
 
 /// `example.com` (that name only) or `*.example.com` (any name below it,
 /// not `example.com` itself). Lowercase, without a trailing dot.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct DomainPattern(String);
 
 impl DomainPattern {
@@ -176,7 +180,7 @@ impl DomainPattern {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct EgressPolicy {
     pub default: EgressDefault,
     pub allow_http: bool,

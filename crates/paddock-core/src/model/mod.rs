@@ -47,8 +47,8 @@ pub use vault_service::{
     VaultCa, VaultRequestLog, VaultService,
 };
 pub use vm::{
-    Env, EnvError, EnvStatus, Launch, Metadata, RuntimeHandle, StoredVaultCa, Vm, VmFilter,
-    VmOptions, VmPatch, VmSpec, VmStatus, VmStatusSet,
+    Env, EnvError, EnvStatus, Launch, Metadata, Placement, RuntimeHandle, StoredVaultCa, Vm,
+    VmFilter, VmOptions, VmPatch, VmSpec, VmStatus, VmStatusSet,
 };
 pub use volume::{validate_mount_path, Attachment, Checkpoint, MountMode, MountRequest, Volume};
 pub use webhook::{

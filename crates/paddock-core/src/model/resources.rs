@@ -78,7 +78,7 @@ fn bounded(
 }
 
 /// Resources that fit [`Limits`]; construct with [`Resources::new`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Resources {
     memory_mb: u32,
     vcpu_count: u32,

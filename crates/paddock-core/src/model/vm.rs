@@ -137,7 +137,7 @@ impl VmStatusSet {
 }
 
 /// Environment variables: names are POSIX-ish, values have no NUL.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Env(BTreeMap<String, String>);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -187,7 +187,7 @@ impl Env {
 pub type Metadata = serde_json::Map<String, serde_json::Value>;
 
 /// What a client asked for, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct VmSpec {
     pub session_id: Option<SessionId>,
     pub lifetime_seconds: Option<u64>,
@@ -201,10 +201,27 @@ pub struct VmSpec {
     pub volumes: Vec<MountRequest>,
     /// The provider to run on; the server's default when `None`.
     pub provider: Option<String>,
+    /// Whether another node sharing the store may run it. A spec sent to
+    /// a node is made there (never sent on).
+    #[serde(skip)]
+    pub placement: Placement,
+}
+
+/// Where a new VM may run, when several nodes share the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// On the node that received the create: the caller goes on with the
+    /// sandbox here (a browser's CDP, a desktop's display), or placed it
+    /// already (the VM API places whole requests).
+    #[default]
+    ThisNode,
+    /// On the live node with the most memory left (see
+    /// [`crate::cluster::Membership::place`]).
+    AnyNode,
 }
 
 /// Whether a VM's vault secrets reached it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum EnvStatus {
     /// The VM asked for no vault.
     #[default]
@@ -231,7 +248,7 @@ impl EnvStatus {
 
 /// A VM's state-related settings: where it started from, what happens to
 /// its filesystem when it ends, and which vaults feed its environment.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VmOptions {
     /// The snapshot it was restored from.
     pub snapshot_id: Option<SnapshotId>,
@@ -264,10 +281,12 @@ pub struct VmOptions {
     pub launch: Option<Launch>,
     /// While suspended: the key its saved memory is sealed under, itself
     /// sealed under the master key. Never shown.
+    #[serde(skip)]
     pub memory_key: Option<super::Sealed>,
     /// The certificate authority its vault services' certificates come
     /// from (trusted in its sandbox), its key sealed under the master key.
     /// Never shown.
+    #[serde(skip)]
     pub vault_ca: Option<StoredVaultCa>,
 }
 
@@ -367,7 +386,7 @@ pub struct VmFilter {
 }
 
 /// A change to a VM's settings; `None` fields stay as they are.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct VmPatch {
     pub metadata: Option<Metadata>,
     /// Resets the lifetime: the VM ends this many seconds from now.

@@ -22,7 +22,7 @@ pub struct Checkpoint {
     pub created_at: Timestamp,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MountMode {
     ReadWrite,
     ReadOnly,
@@ -46,7 +46,7 @@ impl MountMode {
 }
 
 /// A volume as a VM asked to mount it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct MountRequest {
     pub volume_id: VolumeId,
     pub mount_path: String,

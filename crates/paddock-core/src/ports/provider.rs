@@ -326,10 +326,18 @@ pub async fn release_by_thawing<P: Provider + ?Sized>(
 
 /// The sandboxes of the other nodes sharing the store: a provider per node
 /// whose channel reaches that node's agents through it (exec, files,
-/// PTYs); what only a sandbox's own node can do (start, stop, suspend)
-/// it refuses.
+/// PTYs); what only a sandbox's own node can do (create, start, stop,
+/// suspend) is sent to that node as a [`crate::cluster::NodeCall`].
+#[async_trait]
 pub trait RemoteNodes: Send + Sync {
     /// The provider for `node`'s sandboxes; `None` while the node is not
     /// known (not registered, or not yet seen).
     fn provider_on(&self, node: &crate::ids::NodeId) -> Option<std::sync::Arc<dyn Provider>>;
+
+    /// Makes `call` on `node`, which acts as if its own caller had.
+    async fn call(
+        &self,
+        node: &crate::ids::NodeId,
+        call: &crate::cluster::NodeCall,
+    ) -> Result<crate::cluster::NodeAnswer, crate::cluster::NodeCallFailure>;
 }

@@ -48,12 +48,41 @@ impl Vms {
         selection: VmSelection,
     ) -> Result<BulkDeleted, CoreError> {
         let picked = self.select_vms(account, &selection).await?;
+        // Other nodes' VMs are ended by their nodes, a call each.
+        let (elsewhere, picked): (Vec<Vm>, Vec<Vm>) = picked.into_iter().partition(|vm| {
+            self.membership.get().is_some()
+                && !self.is_local(vm)
+                && vm.status != crate::model::VmStatus::Lost
+        });
+        let sent: Vec<(VmId, Result<Vm, CoreError>)> = stream::iter(elsewhere)
+            .map(|vm| async move {
+                let result = match vm.node.clone() {
+                    Some(node) => {
+                        let call = crate::cluster::NodeCall::Delete {
+                            account: account.clone(),
+                            vm: vm.id.clone(),
+                        };
+                        self.vm_on(&node, call).await
+                    }
+                    None => Ok(vm.clone()),
+                };
+                (vm.id, result)
+            })
+            .buffer_unordered(PARALLEL)
+            .collect()
+            .await;
         let begun: Vec<(VmId, Result<Ending, CoreError>)> = stream::iter(picked)
             .map(|vm| async move { (vm.id.clone(), self.begin_ending(vm.id).await) })
             .buffer_unordered(PARALLEL)
             .collect()
             .await;
         let mut outcome = BulkDeleted::default();
+        for (id, sent) in sent {
+            match sent {
+                Ok(_) => outcome.deleted.push(id),
+                Err(e) => outcome.failed.push((id, error_chain(&e))),
+            }
+        }
         let mut ending: Vec<EndingVm> = Vec::new();
         for (id, begun) in begun {
             match begun {

@@ -4,6 +4,7 @@
 //! changes of one VM are serialized by a per-VM lock, so a delete that
 //! races a start waits for it and then stops what it started.
 
+use crate::cluster::NodeCall;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,6 +85,10 @@ pub struct Vms {
     pub(crate) image_backend: Arc<dyn ImageBackend>,
     /// Other nodes' sandboxes (a store several nodes share).
     pub(crate) remote_nodes: Option<Arc<dyn crate::provider::RemoteNodes>>,
+    /// The nodes sharing the store, when there can be several: creates
+    /// that may run anywhere are placed, and changes to another node's VM
+    /// are sent there ([`super::delegation`]).
+    pub(crate) membership: std::sync::OnceLock<Arc<crate::cluster::Membership>>,
     pub(crate) config: ServiceConfig,
     pub(crate) network: Arc<dyn NetworkBackend>,
     vm_locks: crate::keyed_locks::KeyedLocks<VmId>,
@@ -144,6 +149,7 @@ impl Vms {
             config,
             network: backends.network,
             remote_nodes: backends.remote_nodes,
+            membership: std::sync::OnceLock::new(),
             vm_locks: crate::keyed_locks::KeyedLocks::default(),
             activity: Arc::default(),
             started_at: std::time::Instant::now(),
@@ -395,6 +401,11 @@ impl Vms {
         mut spec: VmSpec,
         wait: bool,
     ) -> Result<Vm, CoreError> {
+        if let Some(node) = self.placed_elsewhere(&spec).await {
+            if let Some(made) = self.create_on(&node, account, &spec, wait).await {
+                return made;
+            }
+        }
         if let Some(id) = &spec.options.snapshot_id {
             let snapshot = self.parts.snapshots.get(account, id).await?;
             if snapshot.status != crate::model::SnapshotStatus::Ready {
@@ -730,6 +741,14 @@ impl Vms {
         id: &VmId,
         patch: VmPatch,
     ) -> Result<Vm, CoreError> {
+        if let Some(node) = self.owner_elsewhere(id).await? {
+            let call = NodeCall::Patch {
+                account: account.clone(),
+                vm: id.clone(),
+                patch,
+            };
+            return self.vm_on(&node, call).await;
+        }
         self.get_vm(account, id).await?;
         let _guard = self.lock_vm(id).await;
         let mut vm = self.get_vm(account, id).await?;
@@ -828,6 +847,13 @@ impl Vms {
 
     /// Terminates a VM and frees everything it held. Idempotent.
     pub async fn delete_vm(&self, account: &AccountId, id: &VmId) -> Result<Vm, CoreError> {
+        if let Some(node) = self.owner_elsewhere(id).await? {
+            let call = NodeCall::Delete {
+                account: account.clone(),
+                vm: id.clone(),
+            };
+            return self.vm_on(&node, call).await;
+        }
         let vm = self.get_vm(account, id).await?;
         self.terminate(vm.id, REASON_DELETED).await
     }

@@ -420,6 +420,7 @@ impl Vms {
             options: Default::default(),
             volumes: Vec::new(),
             provider: None,
+            placement: crate::model::Placement::ThisNode,
         };
         let mut vm = self.new_vm(account, spec);
         let mut defaults = st.config.clone();

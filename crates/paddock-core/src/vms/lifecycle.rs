@@ -6,6 +6,7 @@
 //! begins from the image again. Either way the VM keeps its id, volumes
 //! and settings, and rests in `stopped` until started or deleted.
 
+use crate::cluster::NodeCall;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -31,6 +32,13 @@ impl Vms {
     /// Stops a launched sandbox, keeping its filesystem when its
     /// definition said `preserve`.
     pub async fn stop_vm(&self, account: &AccountId, id: &VmId) -> Result<Vm, CoreError> {
+        if let Some(node) = self.owner_elsewhere(id).await? {
+            let call = NodeCall::Stop {
+                account: account.clone(),
+                vm: id.clone(),
+            };
+            return self.vm_on(&node, call).await;
+        }
         let vm = self.get_vm(account, id).await?;
         self.halt_vm(&vm.id, REASON_STOPPED).await
     }
@@ -38,6 +46,13 @@ impl Vms {
     /// The stop itself, for the caller's request and the server's own
     /// lifecycle rules. Stopping a stopped VM is a no-op.
     pub(crate) async fn halt_vm(&self, id: &VmId, reason: &str) -> Result<Vm, CoreError> {
+        if let Some(node) = self.owner_elsewhere(id).await? {
+            let call = NodeCall::Halt {
+                vm: id.clone(),
+                reason: reason.to_owned(),
+            };
+            return self.vm_on(&node, call).await;
+        }
         self.halt_vm_as(id, reason, Liveness::Unknown).await
     }
 
@@ -150,6 +165,14 @@ impl Vms {
         id: &VmId,
         wait: bool,
     ) -> Result<Vm, CoreError> {
+        if let Some(node) = self.owner_elsewhere(id).await? {
+            let call = NodeCall::Start {
+                account: account.clone(),
+                vm: id.clone(),
+                wait,
+            };
+            return self.vm_on(&node, call).await;
+        }
         {
             let _guard = self.lock_vm(id).await;
             let mut vm = self.get_vm(account, id).await?;

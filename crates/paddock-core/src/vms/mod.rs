@@ -15,13 +15,15 @@
 //! memory's, its vault CA's); vault_services.rs the interception of a
 //! VM's vault services;
 //! image_builds.rs Dockerfile builds, whose steps run in sandboxes;
-//! metering.rs usage sampling; observers.rs what products that watch
+//! delegation.rs placing creates on other nodes and sending them the
+//! changes to their VMs; metering.rs usage sampling; observers.rs what products that watch
 //! VMs' activity (tapes) are told (observing.rs: what they are told and
 //! their registry).
 mod activity;
 mod agent_calls;
 pub mod bulk_delete;
 pub mod component;
+mod delegation;
 pub(crate) mod executions;
 pub mod exposed;
 pub mod image_builds;

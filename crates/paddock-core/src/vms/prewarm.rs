@@ -114,6 +114,7 @@ impl Vms {
             options: Default::default(),
             volumes: Vec::new(),
             provider: None,
+            placement: crate::model::Placement::ThisNode,
         };
         // The sandbox belongs to no account until a VM claims it: this
         // record is never stored, and its account is used for nothing.

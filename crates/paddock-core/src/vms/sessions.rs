@@ -51,6 +51,7 @@ impl Vms {
                     },
                     volumes: Vec::new(),
                     provider: Some(vm.provider.clone()),
+                    placement: crate::model::Placement::ThisNode,
                 };
                 let fresh = self.create_vm(account, spec, true).await?;
                 if fresh.status == VmStatus::Running {

@@ -3,6 +3,7 @@
 //! cloning a VM from a fresh one. The records are the `Snapshots`
 //! component's (`artifacts/snapshots.rs`).
 
+use crate::cluster::NodeCall;
 use std::sync::Arc;
 
 use super::component::Vms;
@@ -177,6 +178,14 @@ impl Vms {
         id: &VmId,
         name: Option<String>,
     ) -> Result<Snapshot, CoreError> {
+        if let Some(node) = self.owner_elsewhere(id).await? {
+            let call = NodeCall::Snapshot {
+                account: account.clone(),
+                vm: id.clone(),
+                name,
+            };
+            return self.snapshot_on(&node, account, call).await;
+        }
         self.get_vm(account, id).await?;
         let _guard = self.lock_vm(id).await;
         let vm = self.get_vm(account, id).await?;
@@ -274,6 +283,7 @@ impl Vms {
             options,
             volumes: Vec::new(),
             provider: None,
+            placement: crate::model::Placement::ThisNode,
         };
         let vm = self.create_vm(account, spec, wait).await?;
         Ok((vm, snapshot))

@@ -6,6 +6,7 @@
 //! With `auto_suspend` an expiring VM is suspended instead of ended; with
 //! `auto_resume` a call that needs it live resumes it first.
 
+use crate::cluster::NodeCall;
 use std::sync::Arc;
 
 use super::component::Vms;
@@ -21,6 +22,13 @@ impl Vms {
     /// waits for the first and then finds the VM suspended (409). A failed
     /// suspend leaves the VM running.
     pub async fn suspend_vm(&self, account: &AccountId, id: &VmId) -> Result<Vm, CoreError> {
+        if let Some(node) = self.owner_elsewhere(id).await? {
+            let call = NodeCall::Suspend {
+                account: account.clone(),
+                vm: id.clone(),
+            };
+            return self.vm_on(&node, call).await;
+        }
         self.get_vm(account, id).await?;
         let _guard = self.lock_vm(id).await;
         let mut vm = self.get_vm(account, id).await?;
@@ -63,6 +71,13 @@ impl Vms {
     /// Resumes a suspended VM. A failed resume leaves it suspended, with
     /// the reason on its record.
     pub async fn resume_vm(&self, account: &AccountId, id: &VmId) -> Result<Vm, CoreError> {
+        if let Some(node) = self.owner_elsewhere(id).await? {
+            let call = NodeCall::Resume {
+                account: account.clone(),
+                vm: id.clone(),
+            };
+            return self.vm_on(&node, call).await;
+        }
         self.get_vm(account, id).await?;
         let _guard = self.lock_vm(id).await;
         let mut vm = self.get_vm(account, id).await?;

@@ -212,6 +212,7 @@ impl Browser {
                 options: VmOptions::default(),
                 volumes: Vec::new(),
                 provider: None,
+                placement: paddock_core::model::Placement::ThisNode,
             };
             vms.create_vm(account, spec, true).await?
         };

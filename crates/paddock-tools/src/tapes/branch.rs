@@ -75,6 +75,7 @@ async fn new_vm_like(
         },
         volumes: Vec::new(),
         provider: Some(taped.provider.clone()),
+        placement: paddock_core::model::Placement::ThisNode,
     };
     let vm = vms.create_vm(account, spec, true).await?;
     if vm.status != VmStatus::Running {

@@ -216,6 +216,7 @@ fn vm_spec(
         },
         volumes: Vec::new(),
         provider: None,
+        placement: paddock_core::model::Placement::ThisNode,
     })
 }
 
