@@ -91,6 +91,7 @@ impl Service {
             backends.volumes,
             Arc::clone(&accounts),
             Arc::clone(&webhooks),
+            config.node.clone(),
         ));
         let vaults = Arc::new(crate::vaults::Vaults::new(
             Arc::clone(&store) as Arc<dyn parts::VaultStore>,

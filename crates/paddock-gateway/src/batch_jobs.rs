@@ -191,7 +191,7 @@ impl Gateway {
         let pool = self
             .ready_pool(&who.account_id, &input.node_pool_id, "nodePoolId")
             .await?;
-        self.check_fits(&pool, num_ranks)?;
+        self.check_fits(&pool, num_ranks).await?;
         let now = Timestamp::now();
         let job = BatchJob {
             id,
@@ -213,6 +213,7 @@ impl Gateway {
             ran_image_ref: String::new(),
             ran_snapshot_id: String::new(),
             gpus: Vec::new(),
+            node: None,
             vm_id: None,
             exit_code: None,
             create_time: now,
@@ -373,6 +374,7 @@ impl Gateway {
         let jobs = self.docs.load_all::<BatchJob>(None).await?;
         let mut holdings = self.environment_holdings().await?;
         holdings.extend(jobs.iter().filter_map(Holding::of_job));
+        let hosts = self.hosts().await?;
         let mut queued: Vec<BatchJob> = jobs
             .into_iter()
             .filter(|j| j.state == BatchJobState::Queued)
@@ -384,7 +386,15 @@ impl Gateway {
                 _ => continue,
             };
             let holder = format!("batch_job/{}", job.id);
-            let Some(gpus) = self.place_among(&pool, job.num_ranks, &holder, &holdings) else {
+            let pinned = self.home_node(&job.account_id, &job.environment_id).await?;
+            let Some(placed) = self.place_among(
+                &pool,
+                job.num_ranks,
+                &holder,
+                pinned.as_ref(),
+                &holdings,
+                &hosts,
+            ) else {
                 continue;
             };
             let _guard = self.docs.lock::<BatchJob>(&job.account_id, &job.id).await?;
@@ -396,7 +406,8 @@ impl Gateway {
             }
             job.state = BatchJobState::Pending;
             job.status = "starting its sandbox".to_owned();
-            job.gpus = gpus;
+            job.gpus = placed.gpus;
+            job.node = placed.node;
             job.update_time = Timestamp::now();
             self.docs.save(&job).await?;
             holdings.extend(Holding::of_job(&job));
@@ -496,6 +507,7 @@ impl Gateway {
                     }
                 }
                 job.gpus.clear();
+                job.node = None;
                 job.end_time = Some(Timestamp::now());
                 job.update_time = Timestamp::now();
                 if let Err(e) = self.docs.save(&job).await {
@@ -530,6 +542,12 @@ impl Gateway {
             image: image_variant,
             snapshot: snapshot_id,
             gpus: job.gpus.clone(),
+            node: job.node.clone(),
+            selector: self
+                .get_node_pool(&job.account_id, &job.node_pool_id)
+                .await
+                .map(|p| crate::capacity::selector(&p))
+                .unwrap_or_default(),
             env: job_env(&job.env_vars)?,
             volumes,
         })?;

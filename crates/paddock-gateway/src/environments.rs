@@ -79,6 +79,26 @@ fn pinned_reference(reference: &str, digest: &str) -> String {
 }
 
 impl Gateway {
+    /// The node environment `env_id`'s home volume is on: its sandboxes,
+    /// and so the GPUs they hold, are there. `None` for no environment,
+    /// one without a home yet, or a lone node.
+    pub(crate) async fn home_node(
+        &self,
+        account: &AccountId,
+        env_id: &str,
+    ) -> Result<Option<paddock_core::ids::NodeId>, CoreError> {
+        if env_id.is_empty() {
+            return Ok(None);
+        }
+        let Some(env) = self.docs.load::<Environment>(account, env_id).await? else {
+            return Ok(None);
+        };
+        match &env.home_volume_id {
+            Some(home) => self.core.vms().volume_node(account, home).await,
+            None => Ok(None),
+        }
+    }
+
     /// Loads an environment the principal may see; another user's private
     /// one is as absent as another account's.
     pub async fn create_environment(
@@ -350,6 +370,7 @@ impl Gateway {
             zone: self.config.zone.clone(),
             use_local_storage: req.use_local_storage,
             gpus: Vec::new(),
+            node: None,
         };
         let reconnect = env.state == EnvironmentState::Connected;
         if reconnect {
@@ -362,18 +383,23 @@ impl Gateway {
         let pool = self
             .ready_pool(&account, &req.node_pool_id, "connection.nodePoolId")
             .await?;
-        self.check_fits(&pool, req.num_ranks)?;
+        self.check_fits(&pool, req.num_ranks).await?;
+        let pinned = self.home_node(&account, &env.id).await?;
         let mut env = env;
         let mut task = {
             let _placement = self.placement_lock().await?;
             let holder = format!("environment/{id}");
-            let Some(gpus) = self.place(&pool, req.num_ranks, &holder).await? else {
+            let Some(placed) = self
+                .place(&pool, req.num_ranks, &holder, pinned.as_ref())
+                .await?
+            else {
                 return Err(CoreError::ResourceExhausted(format!(
                     "node pool {:?} has no {} free ranks now",
                     pool.id, req.num_ranks
                 )));
             };
-            wanted.gpus = gpus;
+            wanted.gpus = placed.gpus;
+            wanted.node = placed.node;
             let previous_vm = env.vm_id.clone();
             env.state = if reconnect {
                 EnvironmentState::Reconnecting
@@ -518,6 +544,12 @@ impl Gateway {
             image: env.image_ref.clone(),
             snapshot: env.snapshot_id.clone(),
             gpus: connection.gpus.clone(),
+            node: connection.node.clone(),
+            selector: self
+                .get_node_pool(&env.account_id, &connection.node_pool_id)
+                .await
+                .map(|p| crate::capacity::selector(&p))
+                .unwrap_or_default(),
             env: Env::default(),
             volumes,
         })?;

@@ -32,7 +32,7 @@ pub use validate::{
 
 use paddock_core::error::CoreError;
 use paddock_core::ids::SnapshotId;
-use paddock_core::model::{Env, Metadata, MountRequest, VmOptions, VmSpec};
+use paddock_core::model::{Env, Metadata, MountRequest, Placement, VmOptions, VmSpec};
 use paddock_core::service::Service;
 
 /// What the host offers the gateway's built-in cluster and fake pools.
@@ -88,6 +88,10 @@ pub(crate) struct GatewaySandbox {
     pub image: String,
     pub snapshot: Option<SnapshotId>,
     pub gpus: Vec<u32>,
+    /// The node `gpus` are on (several nodes sharing the store).
+    pub node: Option<paddock_core::ids::NodeId>,
+    /// The node labels its pool selects.
+    pub selector: std::collections::BTreeMap<String, String>,
     pub env: Env,
     pub volumes: Vec<MountRequest>,
 }
@@ -130,7 +134,13 @@ impl Gateway {
             },
             volumes: s.volumes,
             provider: None,
-            placement: paddock_core::model::Placement::AnyNode,
+            // Its GPUs' node; else a node its pool selects (a VM that
+            // mounts a home volume runs on the volume's node regardless).
+            placement: match s.node {
+                Some(node) => Placement::Node(node),
+                None if !s.selector.is_empty() => Placement::Matching(s.selector),
+                None => Placement::AnyNode,
+            },
         })
     }
 

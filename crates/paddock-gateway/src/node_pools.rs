@@ -97,13 +97,14 @@ impl Gateway {
             update_time: epoch,
         };
         let mut cpu = pool(HOST_CPU_POOL_ID, "This host's CPUs", "host-cpu");
-        let nodes = i32::try_from(self.config.cpu_nodes).unwrap_or(i32::MAX);
+        let hosts = self.hosts().await?;
+        let nodes = i32::try_from(hosts.cpus()).unwrap_or(i32::MAX);
         cpu.max_node_count = nodes.max(1);
         if let NodePoolBackend::Fake(f) = &mut cpu.backend {
             f.num_nodes = nodes;
         }
         let mut pools = vec![cpu];
-        if self.host_gpu_pool().is_some() {
+        if hosts.have_gpus() {
             pools.push(pool(HOST_GPU_POOL_ID, "This host's GPUs", "host-gpu"));
         }
         Ok(pools)
@@ -217,7 +218,9 @@ impl Gateway {
             create_time: now,
             update_time: now,
         };
-        if pool.state == NodePoolState::Ready && self.pool_capacity(&pool) == 0 {
+        if pool.state == NodePoolState::Ready
+            && self.pool_capacity(&pool, &self.hosts().await?) == 0
+        {
             pool.status = Status::error(
                 StatusCode::Ok,
                 "this host has no NVIDIA GPUs: the pool has no ranks",

@@ -1682,3 +1682,176 @@ async fn a_connect_that_fails_says_so_at_once() {
     assert_eq!(env["state"], "DISCONNECTED", "{env}");
     assert_ne!(env["status"]["code"], "OK", "{env}");
 }
+
+/// A directory of stand-in GPU device nodes (`/dev/null`'s numbers under
+/// GPU names), `count` of them.
+fn stand_in_gpus(count: u32) -> tempfile::TempDir {
+    let devs = tempfile::Builder::new()
+        .prefix("pdkgpu")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let names = (0..count)
+        .map(|i| format!("nvidia{i}"))
+        .chain(["nvidiactl".to_owned()]);
+    for name in names {
+        let ok = Command::new("mknod")
+            .arg(devs.path().join(name))
+            .args(["c", "1", "3"])
+            .status()
+            .expect("mknod");
+        assert!(ok.success());
+    }
+    devs
+}
+
+/// Over one PostgreSQL, node A (two GPUs, `gpu = "big"`), node B (one
+/// GPU, `zone = "b"`) and an API replica: the `host` cluster is both
+/// nodes; an environment's GPUs come from one node, the one its home
+/// volume is on (GPU 0 of A and GPU 0 of B are two GPUs); a pool selects
+/// nodes by their labels; and a volume made through the replica is kept
+/// by a node, whose VMs mount it.
+#[tokio::test]
+async fn node_pools_map_onto_the_nodes_of_a_cluster() {
+    let reg = Registry::start();
+    let image = reg.reference("test/dev:v1");
+    push(
+        &image,
+        vec![(gzip(&busybox_base().bytes()), GZIP)],
+        config_json(&["PATH=/bin"], "/", ""),
+    )
+    .await;
+    let (gpus_a, gpus_b) = (stand_in_gpus(2), stand_in_gpus(1));
+    let config = |gpus: &tempfile::TempDir, labels: &str, role: &str| {
+        format!(
+            "{}\n[ssh]\nenabled = false\n[network]\nenabled = false\n[gateway]\ngpu_dev_dir = \"{}\"\nhome_size_gib = 1\n[cluster]\nrole = \"{role}\"\nlabels = {{ {labels} }}\n",
+            reg.paddock_config(),
+            gpus.path().display()
+        )
+    };
+    let Some(a) = Server::start_on_postgres(&config(&gpus_a, "gpu = \"big\"", "node")) else {
+        eprintln!("PADDOCK_TEST_POSTGRES is not set: no store to share");
+        return;
+    };
+    let b = Server::start_sharing(&a, Some(&config(&gpus_b, "zone = \"b\"", "node")))
+        .expect("a PostgreSQL store");
+    let r =
+        Server::start_sharing(&a, Some(&config(&gpus_b, "", "api"))).expect("a PostgreSQL store");
+    let account = account_id(&a).expect("the account id");
+    let gw = |s: &Server| Gw {
+        c: s.client(),
+        account: account.clone(),
+    };
+    let (ga, gb, gr) = (gw(&a), gw(&b), gw(&r));
+    let node_of = |vm: &str| {
+        a.query_store(&format!("SELECT node_id FROM vms WHERE id = '{vm}'"))
+            .trim()
+            .to_owned()
+    };
+    let node_id = |s: &Server| {
+        std::fs::read_to_string(s.data_dir().join("node.id"))
+            .expect("node.id")
+            .trim()
+            .to_owned()
+    };
+
+    // The built-in GPU pool is both nodes' GPUs.
+    let stats = gr.get("nodePools/host-gpu:getStats").await;
+    assert_eq!(stats.status, 200, "{}", stats.body);
+    assert_eq!(
+        (
+            stats.body["nodeCount"].as_i64(),
+            stats.body["ranksPerNode"].as_i64()
+        ),
+        (Some(2), Some(2)),
+        "{}",
+        stats.body
+    );
+
+    // Homes on A and on B (each made where its create was received);
+    // connected through the replica, each gets GPU 0 of its own node.
+    ga.create_env("on-a", &image).await;
+    gb.create_env("on-b", &image).await;
+    let vm_a = gr
+        .connect_env("on-a", json!({"nodePoolId": "host-gpu", "numRanks": 2}))
+        .await;
+    let vm_b = gr
+        .connect_env("on-b", json!({"nodePoolId": "host-gpu", "numRanks": 1}))
+        .await;
+    assert_eq!(node_of(&vm_a), node_id(&a));
+    assert_eq!(node_of(&vm_b), node_id(&b));
+    assert_eq!(
+        gr.exec(&vm_a, "ls /dev | grep nvidia | sort").await,
+        "nvidia0\nnvidia1\nnvidiactl\n"
+    );
+    assert_eq!(
+        gr.exec(&vm_b, "ls /dev | grep nvidia | sort").await,
+        "nvidia0\nnvidiactl\n"
+    );
+    // Every GPU is held now: a third connection waits for ranks.
+    ga.create_env("third", &image).await;
+    let full = gr
+        .post(
+            "environments/third:connect",
+            json!({"connection": {"nodePoolId": "host-gpu", "numRanks": 1}}),
+        )
+        .await;
+    assert_eq!(full.status, 429, "{}", full.body);
+    // A pool that selects zone b runs its jobs on B.
+    let pool = gr
+        .post("nodePools", json!({"nodePoolId": "zone-b", "nodePool": {"fakeNodePool": {"machineType": "n2-standard-4", "numNodes": 2}, "maxNodeCount": 2, "annotations": {"nodes.paddock.dev/zone": "b"}}}))
+        .await;
+    assert_eq!(pool.status, 200, "{}", pool.body);
+    let job = gr
+        .post(
+            "batchJobs?batchJobId=where",
+            json!({"displayName": "where", "nodePoolId": "zone-b", "imageRef": image,
+                   "shellExecutor": {"command": "echo ran"}}),
+        )
+        .await;
+    assert_eq!(job.status, 200, "{}", job.body);
+    gr.wait_for("batchJobs/where", "state", "COMPLETED", 60)
+        .await;
+    let ran_on = a.query_store("SELECT node_id FROM vms WHERE metadata LIKE '%batchJobs/where%'");
+    assert_eq!(ran_on.trim(), node_id(&b), "the zone-b job ran on {ran_on}");
+
+    // A volume made through the replica is kept by a node; a VM API
+    // create through the replica that mounts it runs on that node.
+    let c = r.client();
+    let vol = c
+        .post(
+            "/v1/volumes",
+            json!({"name": "shared-data", "quota_bytes": 64 << 20}),
+        )
+        .await;
+    assert_eq!(vol.status, 200, "{}", vol.body);
+    let vol_id = vol.body["id"].as_str().expect("volume id").to_owned();
+    let kept_by = a.query_store(&format!(
+        "SELECT node_id FROM volumes WHERE id = '{vol_id}'"
+    ));
+    let keeper = [&a, &b]
+        .into_iter()
+        .find(|n| node_id(n) == kept_by.trim())
+        .expect("a node keeps the volume");
+    assert!(keeper
+        .data_dir()
+        .join("volumes")
+        .join(&vol_id)
+        .join("disk.img")
+        .exists());
+    let vm = c
+        .create_vm(
+            json!({"memory_mb": 128, "volumes": [{"volume_id": vol_id, "mount_path": "/data"}]}),
+        )
+        .await;
+    let vm = vm["vm_id"].as_str().expect("vm_id").to_owned();
+    assert_eq!(node_of(&vm), kept_by.trim());
+    let (out, _, _) = c.exec(&vm, "echo hi > /data/f && cat /data/f").await;
+    assert_eq!(out, "hi\n");
+    assert_eq!(c.delete(&format!("/v1/vms/{vm}")).await.status, 200);
+    let gone = c.delete(&format!("/v1/volumes/{vol_id}")).await;
+    assert!(matches!(gone.status, 200 | 204), "{}", gone.body);
+    for node in [&a, &b] {
+        let dir = node.data_dir().join("volumes").join(&vol_id);
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+}

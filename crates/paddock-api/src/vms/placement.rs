@@ -105,7 +105,9 @@ pub(crate) async fn route_to_node(
         if node_local {
             None
         } else {
-            cluster.place(&provider, memory_mb).await.unwrap_or_else(|e| {
+            cluster
+                .place(Some(&provider), memory_mb, &Default::default())
+                .await.unwrap_or_else(|e| {
                 tracing::warn!(error = %paddock_core::error::error_chain(&e), "placement failed; making the VM here");
                 None
             })

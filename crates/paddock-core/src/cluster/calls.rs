@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::CoreError;
-use crate::ids::{AccountId, SnapshotId, VmId};
+use crate::ids::{AccountId, SnapshotId, VmId, VolumeId};
 use crate::model::{VmPatch, VmSpec};
 use crate::RuntimeError;
 
@@ -60,6 +60,17 @@ pub enum NodeCall {
         vm: VmId,
         name: Option<String>,
     },
+    /// A volume made on a node for an API replica, which keeps no files.
+    CreateVolume {
+        account: AccountId,
+        name: String,
+        size_bytes: u64,
+    },
+    /// A volume whose files are on the node called.
+    DeleteVolume {
+        account: AccountId,
+        volume: VolumeId,
+    },
 }
 
 impl NodeCall {
@@ -76,6 +87,8 @@ impl NodeCall {
             Self::Resume { .. } => "resume",
             Self::Patch { .. } => "patch",
             Self::Snapshot { .. } => "snapshot",
+            Self::CreateVolume { .. } => "create volume",
+            Self::DeleteVolume { .. } => "delete volume",
         }
     }
 }
@@ -86,6 +99,7 @@ impl NodeCall {
 pub enum NodeAnswer {
     Vm(VmId),
     Snapshot(SnapshotId),
+    Volume(VolumeId),
 }
 
 /// Why a call failed.

@@ -1,5 +1,6 @@
 //! This node's place among the nodes sharing the store.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +42,17 @@ impl Membership {
         &self.node.id
     }
 
+    /// This node as it registered (its labels, GPUs, providers).
+    pub fn this_node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Whether this process runs sandboxes (a node) or only answers the
+    /// API (a replica, which keeps no sandboxes' files either).
+    pub fn runs_sandboxes(&self) -> bool {
+        self.config.runs_sandboxes
+    }
+
     /// Registers this node (again, at each start: its address, capacity
     /// and lease may have changed).
     pub async fn join(&self) -> Result<(), CoreError> {
@@ -62,6 +74,14 @@ impl Membership {
     /// Every node the store knows, alive or not.
     pub async fn nodes(&self) -> Result<Vec<Node>, CoreError> {
         Ok(self.store.list_nodes().await?)
+    }
+
+    /// The nodes alive now.
+    pub async fn live_nodes(&self) -> Result<Vec<Node>, CoreError> {
+        let now = Timestamp::now();
+        let mut nodes = self.store.list_nodes().await?;
+        nodes.retain(|n| n.is_alive(now));
+        Ok(nodes)
     }
 
     /// Node `id`, while it is alive.
@@ -96,18 +116,26 @@ impl Membership {
         }
     }
 
-    /// Where a VM of `provider` asking `memory_mb` goes: `None` for this
-    /// node, else the node with the most memory left after it (spread, so
+    /// Where a VM of `provider` (any, for `None`) asking `memory_mb` goes,
+    /// among the nodes
+    /// carrying every one of `labels`: `None` for this node (or when no
+    /// node runs `provider` or carries the labels), else the node with the most memory left after it (spread, so
     /// that a node lost takes the fewest VMs with it). This node wins a
     /// tie; an API replica (no sandboxes) never takes one.
-    pub async fn place(&self, provider: &str, memory_mb: u64) -> Result<Option<Node>, CoreError> {
-        let now = Timestamp::now();
+    pub async fn place(
+        &self,
+        provider: Option<&str>,
+        memory_mb: u64,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Option<Node>, CoreError> {
         let candidates: Vec<Node> = self
-            .store
-            .list_nodes()
+            .live_nodes()
             .await?
             .into_iter()
-            .filter(|n| n.is_alive(now) && n.providers.iter().any(|p| p == provider))
+            .filter(|n| {
+                provider.is_none_or(|provider| n.providers.iter().any(|p| p == provider))
+                    && n.has_labels(labels)
+            })
             .collect();
         // One node or none: nothing to weigh (and no scan of every live
         // VM's memory, which a lone node would pay on each create).

@@ -339,6 +339,9 @@ pub struct Connection {
     /// The host GPUs (indices of `/dev/nvidiaN`) its ranks hold.
     #[serde(default)]
     pub gpus: Vec<u32>,
+    /// The node those GPUs are on, when several nodes share the store.
+    #[serde(default)]
+    pub node: Option<crate::ids::NodeId>,
 }
 
 impl Connection {
@@ -458,6 +461,9 @@ pub struct BatchJob {
     pub ran_snapshot_id: String,
     /// The GPUs its ranks hold while it runs.
     pub gpus: Vec<u32>,
+    /// The node those GPUs are on, when several nodes share the store.
+    #[serde(default)]
+    pub node: Option<crate::ids::NodeId>,
     /// Its sandbox while it runs.
     pub vm_id: Option<VmId>,
     pub exit_code: Option<i32>,

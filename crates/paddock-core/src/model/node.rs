@@ -35,6 +35,11 @@ impl Node {
         Timestamp::from_unix_millis(self.heartbeat_at.unix_millis().saturating_add(lease_ms))
     }
 
+    /// Whether it carries every one of `labels` (a node pool's selector).
+    pub fn has_labels(&self, labels: &BTreeMap<String, String>) -> bool {
+        labels.iter().all(|(k, v)| self.labels.get(k) == Some(v))
+    }
+
     pub fn is_alive(&self, now: Timestamp) -> bool {
         now.unix_millis() < self.lease_ends_at().unix_millis()
     }

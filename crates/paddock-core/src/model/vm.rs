@@ -207,8 +207,9 @@ pub struct VmSpec {
     pub placement: Placement,
 }
 
-/// Where a new VM may run, when several nodes share the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Where a new VM may run, when several nodes share the store. A VM that
+/// mounts volumes runs on their node whatever this says.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Placement {
     /// On the node that received the create: the caller goes on with the
     /// sandbox here (a browser's CDP, a desktop's display), or placed it
@@ -218,6 +219,12 @@ pub enum Placement {
     /// On the live node with the most memory left (see
     /// [`crate::cluster::Membership::place`]).
     AnyNode,
+    /// Like `AnyNode`, among the nodes whose labels include all of these
+    /// (a node pool's selector).
+    Matching(BTreeMap<String, String>),
+    /// On this node: what the VM holds is there (a gateway connection's
+    /// GPUs).
+    Node(crate::ids::NodeId),
 }
 
 /// Whether a VM's vault secrets reached it.

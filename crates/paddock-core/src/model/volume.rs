@@ -12,6 +12,9 @@ pub struct Volume {
     pub size_bytes: u64,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// The node its files are on (VMs that mount it run there); `None`
+    /// for a volume made before nodes existed.
+    pub node: Option<crate::ids::NodeId>,
 }
 
 #[derive(Debug, Clone)]

@@ -12,6 +12,8 @@
 //!   component's lock ([`Volumes::lock`]). Locks are taken in one order: a
 //!   VM's own lock, then the account's create lock (quotas), then this.
 
+use crate::cluster::{Membership, NodeAnswer, NodeCall};
+use crate::provider::RemoteNodes;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -83,6 +85,11 @@ pub struct Volumes {
     lock: AsyncMutex<()>,
     /// `volume.created` and `volume.deleted` go out through it.
     webhooks: Arc<crate::networking::webhooks::Webhooks>,
+    /// This node: its volumes' files are here.
+    node: Option<crate::ids::NodeId>,
+    /// The nodes sharing the store, for an API replica, which keeps no
+    /// volumes' files: it makes volumes on a node.
+    cluster: std::sync::OnceLock<(Arc<Membership>, Arc<dyn RemoteNodes>)>,
 }
 
 impl Volumes {
@@ -91,12 +98,15 @@ impl Volumes {
         backend: Arc<dyn VolumeBackend>,
         accounts: Arc<Accounts>,
         webhooks: Arc<crate::networking::webhooks::Webhooks>,
+        node: Option<crate::ids::NodeId>,
     ) -> Self {
         Self {
             store,
             backend,
             accounts,
             webhooks,
+            node,
+            cluster: std::sync::OnceLock::new(),
             lock: AsyncMutex::new(()),
         }
     }
@@ -153,6 +163,63 @@ impl Volumes {
         Ok(source)
     }
 
+    /// Lets an API replica make volumes on the nodes. Set once, at start.
+    /// An API replica's volume: made on the node with the most room,
+    /// which keeps its files (VMs that mount it run there).
+    async fn create_on_a_node(
+        &self,
+        membership: &Membership,
+        remote: &dyn RemoteNodes,
+        account: &AccountId,
+        name: String,
+        size_bytes: u64,
+    ) -> Result<Volume, CoreError> {
+        let node = membership
+            .place(None, 0, &Default::default())
+            .await?
+            .ok_or_else(|| {
+                CoreError::Unavailable("no node is alive to keep the volume's files".into())
+            })?;
+        let call = NodeCall::CreateVolume {
+            account: account.clone(),
+            name,
+            size_bytes,
+        };
+        match remote.call(&node.id, &call).await? {
+            NodeAnswer::Volume(id) => self.get(account, &id).await,
+            other => Err(CoreError::Unavailable(format!(
+                "node {} answered a volume create with {other:?}",
+                node.id
+            ))),
+        }
+    }
+
+    pub(crate) fn join_cluster(&self, membership: Arc<Membership>, remote: Arc<dyn RemoteNodes>) {
+        let _ = self.cluster.set((membership, remote));
+    }
+
+    /// The node `volume`'s files are on when that is another node of the
+    /// store (its deletes are sent there; its files are reached there).
+    fn elsewhere(&self, volume: &Volume) -> Option<crate::ids::NodeId> {
+        self.cluster.get()?;
+        volume
+            .node
+            .clone()
+            .filter(|n| Some(n) != self.node.as_ref())
+    }
+
+    /// `Unavailable`, naming the node, for `volume`'s files when they are
+    /// on another node.
+    fn files_here(&self, volume: &Volume) -> Result<(), CoreError> {
+        match self.elsewhere(volume) {
+            Some(node) => Err(CoreError::Unavailable(format!(
+                "volume {} keeps its files on node {node}: its files, size and checkpoints are changed through that node",
+                volume.id
+            ))),
+            None => Ok(()),
+        }
+    }
+
     pub async fn create(
         &self,
         account: &AccountId,
@@ -161,6 +228,15 @@ impl Volumes {
     ) -> Result<Volume, CoreError> {
         validate_name(&name).map_err(|m| CoreError::invalid("name", m))?;
         check_size(size_bytes)?;
+        if let Some((membership, remote)) = self
+            .cluster
+            .get()
+            .filter(|(membership, _)| !membership.runs_sandboxes())
+        {
+            return self
+                .create_on_a_node(membership, remote.as_ref(), account, name, size_bytes)
+                .await;
+        }
         let _creates = self.accounts.quotas().lock_creates(account).await;
         self.check_quota(account, None, size_bytes).await?;
         let now = Timestamp::now();
@@ -171,6 +247,7 @@ impl Volumes {
             size_bytes,
             created_at: now,
             updated_at: now,
+            node: self.node.clone(),
         };
         self.backend.create(&volume.id, size_bytes).await?;
         if let Err(e) = self.store.insert_volume(&volume).await {
@@ -265,6 +342,7 @@ impl Volumes {
             self.check_quota(account, Some(&volume), size).await?;
         }
         if let Some(size) = size_bytes.filter(|s| *s != volume.size_bytes) {
+            self.files_here(&volume)?;
             let attachments = self.store.attachments_of_volume(id).await?;
             if !attachments.is_empty() {
                 return Err(attached_conflict("cannot resize", &attachments));
@@ -282,6 +360,15 @@ impl Volumes {
 
     /// Deletes a volume mounted nowhere, with its checkpoints.
     pub async fn delete(&self, account: &AccountId, id: &VolumeId) -> Result<(), CoreError> {
+        let volume = self.get(account, id).await?;
+        if let (Some(node), Some((_, remote))) = (self.elsewhere(&volume), self.cluster.get()) {
+            let call = NodeCall::DeleteVolume {
+                account: account.clone(),
+                volume: id.clone(),
+            };
+            remote.call(&node, &call).await?;
+            return Ok(());
+        }
         let _lock = self.lock.lock().await;
         self.get(account, id).await?;
         let attachments = self.store.attachments_of_volume(id).await?;
@@ -336,6 +423,7 @@ impl Volumes {
             return Err(CoreError::invalid("limit", "must be from 1 to 10000"));
         }
         let volume = self.get(account, id).await?;
+        self.files_here(&volume)?;
         self.with_files(
             &volume.id,
             self.backend
@@ -352,6 +440,7 @@ impl Volumes {
         path: &str,
     ) -> Result<Vec<u8>, CoreError> {
         let volume = self.get(account, id).await?;
+        self.files_here(&volume)?;
         self.with_files(
             &volume.id,
             self.backend.read_file(&volume.id, path, MAX_FILE_READ),
@@ -370,6 +459,7 @@ impl Volumes {
         data: crate::exec::ByteStream,
     ) -> Result<u64, CoreError> {
         let volume = self.get(account, id).await?;
+        self.files_here(&volume)?;
         let upload = self
             .backend
             .spool(&volume.id, data, volume.size_bytes)
@@ -390,6 +480,7 @@ impl Volumes {
         path: &str,
     ) -> Result<(), CoreError> {
         let volume = self.get(account, id).await?;
+        self.files_here(&volume)?;
         self.with_files(&volume.id, self.backend.delete_file(&volume.id, path))
             .await
     }
@@ -405,8 +496,9 @@ impl Volumes {
         if let Some(name) = &name {
             validate_name(name).map_err(|m| CoreError::invalid("name", m))?;
         }
+        let volume = self.get(account, volume_id).await?;
+        self.files_here(&volume)?;
         let _lock = self.lock.lock().await;
-        self.get(account, volume_id).await?;
         let now = Timestamp::now();
         let id = CheckpointId::generate();
         let checkpoint = Checkpoint {
@@ -458,8 +550,9 @@ impl Volumes {
         volume_id: &VolumeId,
         id: &CheckpointId,
     ) -> Result<(), CoreError> {
+        let volume = self.get(account, volume_id).await?;
+        self.files_here(&volume)?;
         let _lock = self.lock.lock().await;
-        self.get(account, volume_id).await?;
         self.get_checkpoint(volume_id, id).await?;
         let users: Vec<Attachment> = self
             .store

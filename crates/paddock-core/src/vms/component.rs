@@ -401,10 +401,8 @@ impl Vms {
         mut spec: VmSpec,
         wait: bool,
     ) -> Result<Vm, CoreError> {
-        if let Some(node) = self.placed_elsewhere(&spec).await {
-            if let Some(made) = self.create_on(&node, account, &spec, wait).await {
-                return made;
-            }
+        if let Some(made) = self.create_elsewhere(account, &spec, wait).await {
+            return made;
         }
         if let Some(id) = &spec.options.snapshot_id {
             let snapshot = self.parts.snapshots.get(account, id).await?;

@@ -198,6 +198,7 @@ pub(super) struct VolumeRow {
     size_bytes: i64,
     created_at: i64,
     updated_at: i64,
+    node_id: String,
 }
 
 super::owned!(Volume: "volumes", VOLUME_COLUMNS, VolumeRow => |row: VolumeRow| {
@@ -208,6 +209,9 @@ super::owned!(Volume: "volumes", VOLUME_COLUMNS, VolumeRow => |row: VolumeRow| {
         size_bytes: u64::try_from(row.size_bytes).unwrap_or(0),
         created_at: ts(row.created_at),
         updated_at: ts(row.updated_at),
+        node: (!row.node_id.is_empty())
+            .then(|| parse("node id", &row.node_id))
+            .transpose()?,
     })
 });
 
@@ -259,7 +263,7 @@ impl AttachmentRow {
     }
 }
 
-const VOLUME_COLUMNS: &str = "id, account_id, name, size_bytes, created_at, updated_at";
+const VOLUME_COLUMNS: &str = "id, account_id, name, size_bytes, created_at, updated_at, node_id";
 const ATTACHMENT_COLUMNS: &str =
     "vm_id, volume_id, mount_path, mode, checkpoint_id, created_at, subpath";
 
@@ -267,7 +271,7 @@ const ATTACHMENT_COLUMNS: &str =
 impl VolumeStore for SqlStore {
     async fn insert_volume(&self, v: &Volume) -> Result<(), StoreError> {
         sqlx::query(&self.sql(&format!(
-            "INSERT INTO volumes ({VOLUME_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+            "INSERT INTO volumes ({VOLUME_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
         )))
         .bind(v.id.as_str())
         .bind(v.account_id.as_str())
@@ -275,6 +279,7 @@ impl VolumeStore for SqlStore {
         .bind(size_col(v.size_bytes))
         .bind(v.created_at.unix_millis())
         .bind(v.updated_at.unix_millis())
+        .bind(v.node.as_ref().map_or("", |n| n.as_str()))
         .execute(&self.pool)
         .await
         .map_err(db_err)?;
