@@ -1,6 +1,7 @@
 //! The endpoints nodes of one installation call on each other: never a
-//! tenant's (they take the installation's internal token, which no API
-//! key opens, and are not in the OpenAPI document).
+//! tenant's (they take a node's internal token, `{node id}.{MAC of the
+//! master key over it}`, which no API key is and which names the calling
+//! node; they are not in the OpenAPI document).
 //!
 //! `GET /internal/v1/vms/{id}/agent` upgrades the connection and splices it
 //! to a sandbox's agent socket: another node then speaks the agent
@@ -35,19 +36,20 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/internal/v1/calls", post(node_call))
 }
 
-/// Whether `given` is `secret`, compared in constant time.
-pub(crate) fn same_secret(given: &str, secret: &str) -> bool {
-    paddock_core::secrets::constant_time_eq(given.as_bytes(), secret.as_bytes())
-}
-
-/// Whether the request carries the installation's internal token.
-fn is_a_node(request: &Request, token: &str) -> bool {
-    request
-        .headers()
+/// The node that sent the request, by the internal token it carries.
+pub(crate) fn calling_node(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Option<paddock_core::ids::NodeId> {
+    let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|given| same_secret(given, token))
+        .and_then(|v| v.strip_prefix("Bearer "))?;
+    state.service.internal_caller(token)
+}
+
+fn is_a_node(request: &Request, state: &AppState) -> bool {
+    calling_node(state, request.headers()).is_some()
 }
 
 async fn agent_tunnel(
@@ -55,7 +57,7 @@ async fn agent_tunnel(
     Path(id): Path<String>,
     request: Request,
 ) -> Response {
-    if !is_a_node(&request, &state.service.internal_token()) {
+    if !is_a_node(&request, &state) {
         return (
             StatusCode::UNAUTHORIZED,
             "this endpoint is for the installation's nodes",
@@ -114,7 +116,7 @@ async fn blob(
     Path(digest): Path<String>,
     request: Request,
 ) -> Response {
-    if !is_a_node(&request, &state.service.internal_token()) {
+    if !is_a_node(&request, &state) {
         return (
             StatusCode::UNAUTHORIZED,
             "this endpoint is for the installation's nodes",
@@ -137,13 +139,13 @@ async fn blob(
 const CALL_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 async fn node_call(State(state): State<AppState>, request: Request) -> Response {
-    if !is_a_node(&request, &state.service.internal_token()) {
+    let Some(caller) = calling_node(&state, request.headers()) else {
         return (
             StatusCode::UNAUTHORIZED,
             "this endpoint is for the installation's nodes",
         )
             .into_response();
-    }
+    };
     let body = match axum::body::to_bytes(request.into_body(), CALL_BODY_BYTES).await {
         Ok(body) => body,
         Err(e) => return (StatusCode::PAYLOAD_TOO_LARGE, e.to_string()).into_response(),
@@ -159,6 +161,7 @@ async fn node_call(State(state): State<AppState>, request: Request) -> Response 
         }
     };
     let what = call.what();
+    tracing::debug!(call = what, from = %caller, "a node's call");
     match state.vms().answer_node_call(call).await {
         Ok(answer) => axum::Json(answer).into_response(),
         Err(e) => {

@@ -157,11 +157,26 @@ impl Service {
         })
     }
 
-    /// What nodes sharing the store show each other on their internal
-    /// endpoint: derived from the master key they share, never stored or
-    /// given to tenants.
+    /// What this node shows the others sharing the store on their
+    /// internal endpoints: its id and the MAC of the master key they
+    /// share over it, never stored or given to tenants.
     pub fn internal_token(&self) -> String {
-        self.keyring.mac(crate::cluster::INTERNAL_TOKEN_PURPOSE)
+        crate::cluster::node_token(&self.keyring, &self.node_id())
+    }
+
+    /// The node that sent `token`, when it is one of this installation's.
+    pub fn internal_caller(&self, token: &str) -> Option<crate::ids::NodeId> {
+        crate::cluster::token_node(&self.keyring, token)
+    }
+
+    fn node_id(&self) -> crate::ids::NodeId {
+        // A server always has one (`serve` sets it); an embedded service
+        // without one speaks for no node, and its token opens nothing.
+        self.vms
+            .config()
+            .node
+            .clone()
+            .unwrap_or_else(crate::ids::NodeId::generate)
     }
 
     /// VMs: their lifecycle, the agent channel, sessions, networking.

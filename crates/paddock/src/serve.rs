@@ -271,7 +271,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let directory = paddock_runtime::remote::NodeDirectory::new(
         Arc::clone(&store) as Arc<dyn paddock_core::store::NodeStore>,
         node.clone(),
-        keyring.mac(paddock_core::cluster::INTERNAL_TOKEN_PURPOSE),
+        paddock_core::cluster::node_token(&keyring, &node),
     );
     images.set_peers(Arc::new(crate::peer_blobs::PeerBlobs(Arc::clone(
         &directory,

@@ -72,7 +72,26 @@ async fn two_nodes_share_records_and_keep_to_their_own_sandboxes() {
             rb = rb.bearer_auth(key);
         }
         assert_eq!(c.send(rb).await.status, 401);
+        let mut rb = c
+            .req(reqwest::Method::POST, "/internal/v1/calls")
+            .json(&json!({"call": "delete", "account": "acct_x", "vm": id}));
+        if let Some(key) = key {
+            rb = rb.bearer_auth(key);
+        }
+        assert_eq!(c.send(rb).await.status, 401);
     }
+    // Nor does a node's id with a key where its MAC belongs.
+    let b_node = std::fs::read_to_string(b.data_dir().join("node.id")).expect("node.id");
+    let c = a.client().with_key(None);
+    let forged = c
+        .req(reqwest::Method::POST, "/internal/v1/calls")
+        .bearer_auth(format!("{}.{}", b_node.trim(), a.key))
+        .json(&json!({"call": "delete", "account": "acct_x", "vm": id}));
+    assert_eq!(c.send(forged).await.status, 401);
+    assert_eq!(
+        cb.get(&format!("/v1/vms/{id}")).await.body["status"],
+        "active"
+    );
 
     // Files and a terminal of a VM another node runs, through this one.
     through_another_node(&b, &b.client(), &id).await;

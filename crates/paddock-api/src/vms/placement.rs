@@ -21,7 +21,7 @@ use paddock_core::model::Node;
 use crate::AppState;
 
 /// Marks a call another node sent here to act on: its value is the
-/// internal token, so no tenant can send it.
+/// sending node's internal token, so no tenant can send it.
 pub(crate) const PLACED_HERE: HeaderName = HeaderName::from_static("x-paddock-placed");
 
 /// What the create asks that placement weighs: memory, provider, and
@@ -78,7 +78,8 @@ pub(crate) async fn route_to_node(
         .headers()
         .get(&PLACED_HERE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| crate::internal::same_secret(v, &token));
+        .and_then(|v| state.service.internal_caller(v))
+        .is_some();
     let Some(cluster) = state.cluster.clone().filter(|_| !placed_here) else {
         return next.run(request).await;
     };

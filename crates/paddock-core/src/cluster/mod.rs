@@ -5,13 +5,16 @@
 
 mod calls;
 mod membership;
+mod tokens;
 
 pub use calls::{NodeAnswer, NodeCall, NodeCallFailure, WireError};
 pub use membership::{Membership, MembershipConfig};
+pub use tokens::{node_token, token_node};
 
 /// The protocol a node's agent tunnel upgrades to: the agent protocol,
 /// framed as on a sandbox's agent socket.
 pub const AGENT_UPGRADE: &str = "paddock-agent";
 
-/// What the internal token is the master key's MAC of.
+/// What nodes' internal tokens are the master key's MACs of (with the
+/// node's id: [`node_token`]).
 pub const INTERNAL_TOKEN_PURPOSE: &str = "paddock/internal-channel/v1";
