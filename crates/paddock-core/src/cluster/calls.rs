@@ -21,7 +21,7 @@ use crate::RuntimeError;
 pub enum NodeCall {
     Create {
         account: AccountId,
-        spec: VmSpec,
+        spec: Box<VmSpec>,
         wait: bool,
     },
     Delete {
@@ -218,8 +218,8 @@ mod tests {
 
     fn round_trip(e: CoreError) -> CoreError {
         let wire = WireError::from(&e);
-        let text = serde_json::to_string(&wire).unwrap();
-        CoreError::from(serde_json::from_str::<WireError>(&text).unwrap())
+        let text = serde_json::to_string(&wire).expect("JSON");
+        CoreError::from(serde_json::from_str::<WireError>(&text).expect("a wire error"))
     }
 
     #[test]
@@ -252,10 +252,10 @@ mod tests {
     #[test]
     fn a_call_names_itself_without_its_body() {
         let call = NodeCall::Halt {
-            vm: "vm_abcdefghij0123456789".parse().unwrap(),
+            vm: "vm_abcdefghij0123456789".parse().expect("a VM id"),
             reason: "main command ended".into(),
         };
-        let text = serde_json::to_string(&call).unwrap();
+        let text = serde_json::to_string(&call).expect("JSON");
         assert!(text.contains("\"call\":\"halt\""), "{text}");
         assert_eq!(call.what(), "halt");
     }

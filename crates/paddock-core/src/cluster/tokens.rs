@@ -46,7 +46,7 @@ mod tests {
         assert_eq!(token_node(&ring, &token), Some(a.clone()));
         // Another node's name on A's MAC, a bare MAC, another
         // installation's token: none is a node's.
-        let (_, mac) = token.split_once('.').unwrap();
+        let (_, mac) = token.split_once('.').expect("a dot");
         assert_eq!(token_node(&ring, &format!("{b}.{mac}")), None);
         assert_eq!(token_node(&ring, mac), None);
         assert_eq!(token_node(&new_ring(), &token), None);

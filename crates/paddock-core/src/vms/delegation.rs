@@ -106,11 +106,7 @@ impl Vms {
         {
             Ok(Some(node)) => Ok(Some(Target::May(node.id))),
             // Here, unless here is not among the nodes asked for.
-            Ok(None)
-                if !labels.is_empty()
-                    && !(membership.runs_sandboxes()
-                        && membership.this_node().has_labels(&labels)) =>
-            {
+            Ok(None) if !labels.is_empty() && !here_matches(membership, &labels) => {
                 Err(CoreError::ResourceExhausted(format!(
                     "no live node carries the labels {labels:?} with room for the VM"
                 )))
@@ -160,7 +156,7 @@ impl Vms {
     ) -> Result<Vm, NodeCallFailure> {
         let call = NodeCall::Create {
             account: account.clone(),
-            spec: spec.clone(),
+            spec: Box::new(spec.clone()),
             wait,
         };
         let answer = self.send(node, &call).await?;
@@ -260,7 +256,7 @@ impl Vms {
                 account,
                 spec,
                 wait,
-            } => self.create_vm(&account, spec, wait).await?,
+            } => self.create_vm(&account, *spec, wait).await?,
             NodeCall::Delete { account, vm } => self.delete_vm(&account, &vm).await?,
             NodeCall::Stop { account, vm } => self.stop_vm(&account, &vm).await?,
             NodeCall::Halt { vm, reason } => self.halt_vm(&vm, &reason).await?,
@@ -291,4 +287,13 @@ impl Vms {
         };
         Ok(NodeAnswer::Vm(vm.id))
     }
+}
+
+/// Whether this process may take a VM its pool's `labels` ask for: it
+/// runs sandboxes and carries them.
+fn here_matches(
+    membership: &Membership,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    membership.runs_sandboxes() && membership.this_node().has_labels(labels)
 }
