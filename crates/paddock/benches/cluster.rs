@@ -5,8 +5,9 @@
 //! - exec (`echo`) p50/p99 in a VM through its own node, through the
 //!   other node (the agent tunnelled through its node), and on a
 //!   single-process server on SQLite as the baseline;
-//! - create→first exec on one node over PostgreSQL next to the SQLite
-//!   baseline;
+//! - create→first exec on one node over PostgreSQL, and through an API
+//!   replica (which places it on a node and reaches the first exec through
+//!   that node's tunnel), next to the SQLite baseline;
 //! - create→exec→delete cycles per second with 4 clients on one node, and
 //!   with 2 clients on each of two nodes.
 
@@ -152,6 +153,17 @@ async fn main() {
             std::fs::copy(a.data.join(key), data.join(key)).expect(key);
         }
     });
+    let replica_config = format!("{CONFIG}[cluster]\nrole = \"api\"\n");
+    let r = start_server_prepared(
+        Some(&replica_config),
+        &[("PADDOCK_STORE", &store)],
+        |data: &Path| {
+            std::fs::create_dir_all(data).expect("data dir");
+            for key in ["master.key", "admin.key"] {
+                std::fs::copy(a.data.join(key), data.join(key)).expect(key);
+            }
+        },
+    );
     let (via_a, via_b) = (api(&a), api(&b));
     let (_, on_b) = via_b.create_to_first_exec(json!({"memory_mb": 128})).await;
     row(
@@ -165,6 +177,10 @@ async fn main() {
     row(
         "create→first exec, one node (PostgreSQL)",
         &mut creates(&via_a, n / 4).await,
+    );
+    row(
+        "create→first exec, through an API replica (placed on a node)",
+        &mut creates(&api(&r), n / 4).await,
     );
     via_b.delete(&on_b).await;
 

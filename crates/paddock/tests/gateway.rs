@@ -1855,3 +1855,117 @@ async fn node_pools_map_onto_the_nodes_of_a_cluster() {
         assert!(!dir.exists(), "{} left behind", dir.display());
     }
 }
+
+/// Two processes over one PostgreSQL racing for a pool's only rank, and
+/// filling its batch queue: each round one connection gets the rank and
+/// the other is told there is none; queued jobs run one at a time, each
+/// exactly once, whichever process took them.
+#[tokio::test]
+async fn two_processes_share_a_pools_ranks_and_its_queue() {
+    let reg = Registry::start();
+    let image = reg.reference("test/dev:v1");
+    push(
+        &image,
+        vec![(gzip(&busybox_base().bytes()), GZIP)],
+        config_json(&["PATH=/bin"], "/", ""),
+    )
+    .await;
+    let config = format!(
+        "{}\n[ssh]\nenabled = false\n[network]\nenabled = false\n[gateway]\nhome_size_gib = 1\n",
+        reg.paddock_config()
+    );
+    let Some(a) = Server::start_on_postgres(&config) else {
+        eprintln!("PADDOCK_TEST_POSTGRES is not set: no store to share");
+        return;
+    };
+    let b = Server::start_sharing(&a, Some(&config)).expect("a PostgreSQL store");
+    let account = account_id(&a).expect("the account id");
+    let (ga, gb) = (
+        Gw {
+            c: a.client(),
+            account: account.clone(),
+        },
+        Gw {
+            c: b.client(),
+            account,
+        },
+    );
+    let pool = ga
+        .post("nodePools", json!({"nodePoolId": "one", "nodePool": {"fakeNodePool": {"machineType": "n2-standard-4", "numNodes": 1}, "maxNodeCount": 1}}))
+        .await;
+    assert_eq!(pool.status, 200, "{}", pool.body);
+
+    ga.create_env("left", &image).await;
+    gb.create_env("right", &image).await;
+    let connect = json!({"connection": {"nodePoolId": "one", "numRanks": 1}});
+    for round in 0..3 {
+        let (left, right) = tokio::join!(
+            ga.post("environments/left:connect", connect.clone()),
+            gb.post("environments/right:connect", connect.clone()),
+        );
+        let mut statuses = [left.status, right.status];
+        statuses.sort_unstable();
+        assert_eq!(
+            statuses,
+            [200, 429],
+            "round {round}: {} / {}",
+            left.body,
+            right.body
+        );
+        let (winner, via) = if left.status == 200 {
+            ("left", &ga)
+        } else {
+            ("right", &gb)
+        };
+        let path = format!("environments/{winner}");
+        via.wait_for(&path, "state", "CONNECTED", 60).await;
+        let r = via.post(&format!("{path}:disconnect"), json!({})).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        via.wait_for(&path, "state", "DISCONNECTED", 60).await;
+    }
+
+    const JOBS: usize = 4;
+    for i in 0..JOBS {
+        let via = if i % 2 == 0 { &ga } else { &gb };
+        let r = via
+            .post(
+                &format!("batchJobs?batchJobId=q{i}"),
+                json!({"displayName": format!("q{i}"), "nodePoolId": "one", "imageRef": image,
+                       "shellExecutor": {"command": "sleep 0.3; echo done"}}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let list = gb.get("batchJobs").await;
+        assert_eq!(list.status, 200, "{}", list.body);
+        let states: Vec<String> = list.body["batchJobs"]
+            .as_array()
+            .map(|jobs| {
+                jobs.iter()
+                    .map(|j| j["state"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let holding = states
+            .iter()
+            .filter(|s| *s == "PENDING" || *s == "RUNNING")
+            .count();
+        assert!(
+            holding <= 1,
+            "two jobs hold the pool's one rank: {states:?}"
+        );
+        if states.len() == JOBS && states.iter().all(|s| s == "COMPLETED") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{states:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in 0..JOBS {
+        let runs = a.query_store(&format!(
+            "SELECT count(*) FROM vms WHERE metadata LIKE '%batchJobs/q{i}\"%'"
+        ));
+        assert_eq!(runs.trim(), "1", "job q{i} ran {runs} times");
+    }
+}
