@@ -12,6 +12,11 @@
 //! layer of a snapshot taken here), which another node verifies against
 //! the digest as it stores it.
 //!
+//! `GET /internal/v1/vms/{id}/ports/{port}` upgrades the connection and
+//! splices it to a TCP connection this node makes to that port of one of
+//! its sandboxes: another node's share proxy reaches the VM's shares and
+//! published ports through it.
+//!
 //! `POST /internal/v1/calls` makes a change only this node can make (a
 //! create placed here, a delete, suspend, … of a VM it runs) for another
 //! node: a [`NodeCall`] in, the record it changed out, or the error as a
@@ -23,8 +28,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use hyper_util::rt::TokioIo;
-use paddock_core::cluster::AGENT_UPGRADE as UPGRADE_PROTOCOL;
 use paddock_core::cluster::{NodeCall, WireError};
+use paddock_core::cluster::{AGENT_UPGRADE as UPGRADE_PROTOCOL, PORT_UPGRADE};
 use paddock_core::ids::VmId;
 
 use crate::AppState;
@@ -34,6 +39,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/internal/v1/vms/{id}/agent", get(agent_tunnel))
         .route("/internal/v1/blobs/{digest}", get(blob))
         .route("/internal/v1/calls", post(node_call))
+        .route("/internal/v1/vms/{id}/ports/{port}", get(port_tunnel))
 }
 
 /// The node that sent the request, by the internal token it carries.
@@ -175,4 +181,73 @@ async fn node_call(State(state): State<AppState>, request: Request) -> Response 
                 .into_response()
         }
     }
+}
+
+async fn port_tunnel(
+    State(state): State<AppState>,
+    Path((id, port)): Path<(String, u16)>,
+    request: Request,
+) -> Response {
+    if !is_a_node(&request, &state) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "this endpoint is for the installation's nodes",
+        )
+            .into_response();
+    }
+    let upgrade = request
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok());
+    if upgrade != Some(PORT_UPGRADE) {
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            format!("upgrade to {PORT_UPGRADE}"),
+        )
+            .into_response();
+    }
+    let Ok(id) = id.parse::<VmId>() else {
+        return (StatusCode::NOT_FOUND, "no such VM").into_response();
+    };
+    let address = match state.vms().local_port_address(&id, port).await {
+        Ok(address) => address,
+        Err(paddock_core::CoreError::NotFound { .. }) => {
+            return (StatusCode::NOT_FOUND, "no such VM runs on this node").into_response();
+        }
+        Err(e) => {
+            let why = paddock_core::error::error_chain(&e);
+            return (StatusCode::CONFLICT, why).into_response();
+        }
+    };
+    // Connected before the answer, so a port nothing listens on is an
+    // error the other node's proxy reports, not a tunnel that closes.
+    let connect = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::net::TcpStream::connect(address),
+    )
+    .await;
+    let mut vm = match connect {
+        Ok(Ok(stream)) => stream,
+        _ => {
+            return (
+                StatusCode::BAD_GATEWAY,
+                format!("nothing answers on port {port} of the VM"),
+            )
+                .into_response()
+        }
+    };
+    let _ = vm.set_nodelay(true);
+    let upgraded = hyper::upgrade::on(request);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgraded.await else {
+            return;
+        };
+        let mut node = TokioIo::new(upgraded);
+        let _ = tokio::io::copy_bidirectional(&mut node, &mut vm).await;
+    });
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static(PORT_UPGRADE));
+    response
 }

@@ -64,14 +64,65 @@ fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
     }
 }
 
+/// Where a request goes: a VM on this host (by its address, over the
+/// pooled client), or one on another node, through a connection that
+/// node made to the VM's port (one request per connection).
+pub enum Upstream {
+    Here(SocketAddr),
+    Tunnel {
+        stream: paddock_core::provider::PortStream,
+        target: SocketAddr,
+    },
+}
+
+impl Upstream {
+    fn target(&self) -> SocketAddr {
+        match self {
+            Self::Here(target) | Self::Tunnel { target, .. } => *target,
+        }
+    }
+
+    async fn send(
+        self,
+        backend: &Backend,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, String> {
+        match self {
+            Self::Here(_) => backend.client.request(req).await.map_err(|e| e.to_string()),
+            Self::Tunnel { stream, .. } => {
+                // One connection, so the request line is in origin form
+                // (the pooled client makes it so itself).
+                let mut req = req;
+                let origin = req
+                    .uri()
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .parse::<Uri>()
+                    .map_err(|e| e.to_string())?;
+                *req.uri_mut() = origin;
+                let (mut sender, connection) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                // Driven until the exchange (or an upgraded WebSocket) ends.
+                tokio::spawn(async move {
+                    let _ = connection.with_upgrades().await;
+                });
+                sender.send_request(req).await.map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
 pub async fn forward(
     backend: &Backend,
     mut req: Request<Incoming>,
-    target: SocketAddr,
+    upstream: Upstream,
     strip_prefix: Option<&str>,
     peer: SocketAddr,
     tls: bool,
 ) -> Response<ProxyBody> {
+    let target = upstream.target();
     let upgrade = req.headers().get(UPGRADE).cloned();
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let authority = req
@@ -119,7 +170,7 @@ pub async fn forward(
         HeaderValue::from_static(if tls { "https" } else { "http" }),
     );
 
-    let mut resp = match backend.client.request(req).await {
+    let mut resp = match upstream.send(backend, req).await {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(error = %e, %target, "share backend unreachable");

@@ -87,16 +87,13 @@ impl Router {
     ) -> Response<ProxyBody> {
         if let Some((vm, port)) = self.published_port(&request_host(&req)) {
             return match self.service.vms().published_port_route(&vm, port).await {
-                Ok(address) => {
-                    forward::forward(
-                        &self.backend,
-                        req,
-                        SocketAddr::from((address, port)),
-                        None,
-                        peer,
-                        tls,
-                    )
-                    .await
+                Ok(route) => {
+                    let target = SocketAddr::from((route.address, port));
+                    let upstream = match self.upstream(route.node.as_ref(), &vm, target).await {
+                        Ok(upstream) => upstream,
+                        Err(resp) => return resp,
+                    };
+                    forward::forward(&self.backend, req, upstream, None, peer, tls).await
                 }
                 Err(CoreError::NotFound { .. }) => {
                     text(StatusCode::NOT_FOUND, "no such sandbox port\n")
@@ -147,15 +144,54 @@ impl Router {
                 Access::Respond(resp) => return resp,
             }
         };
+        let vm_target = SocketAddr::from((route.address, route.share.port));
+        let upstream = match self
+            .upstream(route.node.as_ref(), &route.share.vm_id, vm_target)
+            .await
+        {
+            Ok(upstream) => upstream,
+            Err(resp) => return resp,
+        };
         forward::forward(
             &self.backend,
             req,
-            SocketAddr::from((route.address, route.share.port)),
+            upstream,
             target.strip.as_deref(),
             peer,
             tls,
         )
         .await
+    }
+
+    /// The way to `target` of VM `vm`: directly on this host, or through
+    /// its node (`node`) when it runs on another.
+    async fn upstream(
+        &self,
+        node: Option<&paddock_core::ids::NodeId>,
+        vm: &paddock_core::ids::VmId,
+        target: SocketAddr,
+    ) -> Result<forward::Upstream, Response<ProxyBody>> {
+        let Some(node) = node else {
+            return Ok(forward::Upstream::Here(target));
+        };
+        match self
+            .service
+            .vms()
+            .open_port_on(node, vm, target.port())
+            .await
+        {
+            Ok(stream) => Ok(forward::Upstream::Tunnel { stream, target }),
+            Err(e) => {
+                tracing::debug!(error = %paddock_core::error::error_chain(&e), %node, "share through another node failed");
+                Err(text(
+                    StatusCode::BAD_GATEWAY,
+                    &format!(
+                        "nothing answers on port {} of the VM (through node {node})\n",
+                        target.port()
+                    ),
+                ))
+            }
+        }
     }
 
     /// Whether TLS for `host` is worth a certificate: a share host or a

@@ -242,6 +242,19 @@ impl RemoteNodes for NodeDirectory {
         Some(Arc::clone(remote) as Arc<dyn Provider>)
     }
 
+    async fn open_port(
+        &self,
+        node: &NodeId,
+        vm: &VmId,
+        port: u16,
+    ) -> Result<paddock_core::provider::PortStream, RuntimeError> {
+        let path = crate::node_tunnel::port_path(vm, port);
+        let upgraded =
+            crate::node_tunnel::upgrade(self, node, &path, crate::node_tunnel::PORT_UPGRADE)
+                .await?;
+        Ok(Box::pin(upgraded))
+    }
+
     async fn call(&self, node: &NodeId, call: &NodeCall) -> Result<NodeAnswer, NodeCallFailure> {
         let unreachable = |why: String| NodeCallFailure::Unreachable {
             node: node.to_string(),

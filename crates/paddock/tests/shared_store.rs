@@ -704,3 +704,73 @@ async fn a_replica_killed_under_load_loses_nothing() {
     let listed = ca.get("/v1/vms?limit=100").await;
     assert_eq!(listed.status, 200, "{}", listed.body);
 }
+
+/// A share of a VM one node runs answers through the other node's share
+/// proxy: that node's port tunnel makes the connection to the VM.
+#[tokio::test(flavor = "current_thread")]
+async fn a_share_answers_through_any_nodes_proxy() {
+    let Some((a, b)) = pair() else { return };
+    let made = a
+        .client()
+        .create_vm(json!({"memory_mb": 128, "share": {"port": 8000, "is_public": true}}))
+        .await;
+    let vm = made["vm_id"].as_str().expect("vm_id").to_owned();
+    let url = made["share"]["url"]
+        .as_str()
+        .expect("a share URL")
+        .to_owned();
+    let runs_on = a.query_store(&format!("SELECT node_id FROM vms WHERE id = '{vm}'"));
+    let a_node = std::fs::read_to_string(a.data_dir().join("node.id")).expect("node.id");
+    // The proxy of the node that does not run it.
+    let (owner, other) = if runs_on.trim() == a_node.trim() {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    let host = url
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split([':', '/']).next())
+        .expect("host")
+        .to_owned();
+    let http = reqwest::Client::builder()
+        .resolve(&host, ([127, 0, 0, 1], other.share_port).into())
+        .build()
+        .expect("client");
+    let path = url
+        .split_once(&host)
+        .map(|(_, rest)| rest.split_once('/').map_or("/", |(_, p)| p).to_owned())
+        .unwrap_or_default();
+    let at = |base: &str| {
+        format!(
+            "http://{host}:{}/{}",
+            other.share_port,
+            base.trim_start_matches('/')
+        )
+    };
+    let target = at(&path);
+
+    // Nothing listens yet: a clear 502 through the other node too.
+    let r = http.get(&target).send().await.expect("request");
+    assert_eq!(r.status(), 502);
+    owner
+        .client()
+        .exec(
+            &vm,
+            "mkdir -p /srv && echo 'hello across nodes' > /srv/index.html && cd /srv && \
+             (nohup python3 -m http.server 8000 > /tmp/http.log 2>&1 &) && \
+             for i in $(seq 50); do python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", 8000))' 2>/dev/null && break; sleep 0.1; done",
+        )
+        .await;
+    for _ in 0..3 {
+        let r = http.get(&target).send().await.expect("request");
+        let status = r.status();
+        assert_eq!(
+            status,
+            200,
+            "{url} as {target}: {}",
+            r.text().await.unwrap_or_default()
+        );
+        assert_eq!(r.text().await.expect("body"), "hello across nodes\n");
+    }
+}

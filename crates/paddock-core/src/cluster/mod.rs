@@ -15,6 +15,10 @@ pub use tokens::{node_token, token_node};
 /// framed as on a sandbox's agent socket.
 pub const AGENT_UPGRADE: &str = "paddock-agent";
 
+/// The protocol a node's port tunnel upgrades to: the bytes of one TCP
+/// connection to a port of one of its sandboxes.
+pub const PORT_UPGRADE: &str = "paddock-tcp";
+
 /// What nodes' internal tokens are the master key's MACs of (with the
 /// node's id: [`node_token`]).
 pub const INTERNAL_TOKEN_PURPOSE: &str = "paddock/internal-channel/v1";

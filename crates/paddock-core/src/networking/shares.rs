@@ -25,6 +25,17 @@ const LOGIN_TTL_SECONDS: u64 = 24 * 3600;
 pub struct ShareRoute {
     pub share: Share,
     pub address: Ipv4Addr,
+    /// The VM's node when it is another one: its address is reached
+    /// through that node ([`crate::vms::Vms::open_port_on`]).
+    pub node: Option<crate::ids::NodeId>,
+}
+
+/// Where a VM's published port is: its address, and its node when that
+/// is another one.
+#[derive(Debug, Clone)]
+pub struct PortRoute {
+    pub address: Ipv4Addr,
+    pub node: Option<crate::ids::NodeId>,
 }
 
 /// Shares and the custom domains routed to them: their records, tokens

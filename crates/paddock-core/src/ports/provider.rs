@@ -324,6 +324,13 @@ pub async fn release_by_thawing<P: Provider + ?Sized>(
     Ok(())
 }
 
+/// A byte stream to a port of a sandbox, whichever way it goes.
+pub trait PortIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> PortIo for T {}
+
+pub type PortStream = std::pin::Pin<Box<dyn PortIo>>;
+
 /// The sandboxes of the other nodes sharing the store: a provider per node
 /// whose channel reaches that node's agents through it (exec, files,
 /// PTYs); what only a sandbox's own node can do (create, start, stop,
@@ -333,6 +340,15 @@ pub trait RemoteNodes: Send + Sync {
     /// The provider for `node`'s sandboxes; `None` while the node is not
     /// known (not registered, or not yet seen).
     fn provider_on(&self, node: &crate::ids::NodeId) -> Option<std::sync::Arc<dyn Provider>>;
+
+    /// A TCP connection to `port` of VM `vm` on `node`, made by that node
+    /// (a share's or a published port's traffic through another node).
+    async fn open_port(
+        &self,
+        node: &crate::ids::NodeId,
+        vm: &crate::ids::VmId,
+        port: u16,
+    ) -> Result<PortStream, RuntimeError>;
 
     /// Makes `call` on `node`, which acts as if its own caller had.
     async fn call(

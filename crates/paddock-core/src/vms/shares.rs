@@ -85,7 +85,7 @@ impl Vms {
         &self,
         id: &VmId,
         port: u16,
-    ) -> Result<std::net::Ipv4Addr, CoreError> {
+    ) -> Result<crate::shares::PortRoute, CoreError> {
         let not_found = || CoreError::not_found("sandbox port", format!("{port}-{id}"));
         let vm = self.store.find_vm(id).await?.ok_or_else(not_found)?;
         if !vm.options.published_ports || port == 0 {
@@ -94,7 +94,10 @@ impl Vms {
         let vm = self.live(vm).await?;
         self.activity.touch(&vm.id);
         match (&vm.network, vm.status) {
-            (Some(net), VmStatus::Running) => Ok(net.address),
+            (Some(net), VmStatus::Running) => Ok(crate::shares::PortRoute {
+                address: net.address,
+                node: self.node_elsewhere(&vm),
+            }),
             _ => Err(CoreError::Unavailable(format!(
                 "the sandbox is {}",
                 vm.status.as_str()
@@ -120,6 +123,7 @@ impl Vms {
         match (&vm.network, vm.status) {
             (Some(net), VmStatus::Running) => Ok(ShareRoute {
                 address: net.address,
+                node: self.node_elsewhere(&vm),
                 share,
             }),
             _ => Err(CoreError::Unavailable(format!(
@@ -127,5 +131,47 @@ impl Vms {
                 vm.status.as_str()
             ))),
         }
+    }
+
+    /// `vm`'s node when it is not this one.
+    fn node_elsewhere(&self, vm: &crate::model::Vm) -> Option<crate::ids::NodeId> {
+        vm.node.clone().filter(|_| !self.is_local(vm))
+    }
+
+    /// A TCP connection to `port` of VM `vm`, which runs on `node`, made
+    /// by that node.
+    pub async fn open_port_on(
+        &self,
+        node: &crate::ids::NodeId,
+        vm: &VmId,
+        port: u16,
+    ) -> Result<crate::provider::PortStream, CoreError> {
+        let remote = self.remote_nodes.as_ref().ok_or_else(|| {
+            CoreError::Unavailable(format!(
+                "VM {vm} runs on node {node}, which this server cannot reach"
+            ))
+        })?;
+        Ok(remote.open_port(node, vm, port).await?)
+    }
+
+    /// Where `port` of VM `id` answers, for another node's connection to
+    /// it: the VM must run here, on the VM network.
+    pub async fn local_port_address(
+        &self,
+        id: &VmId,
+        port: u16,
+    ) -> Result<std::net::SocketAddr, CoreError> {
+        let vm = self
+            .store
+            .find_vm(id)
+            .await?
+            .filter(|vm| vm.status == VmStatus::Running && self.is_local(vm))
+            .ok_or_else(|| CoreError::not_found("VM", id))?;
+        self.activity.touch(&vm.id);
+        let net = vm
+            .network
+            .as_ref()
+            .ok_or_else(|| CoreError::FailedPrecondition("the VM has no network address".into()))?;
+        Ok(std::net::SocketAddr::from((net.address, port)))
     }
 }
