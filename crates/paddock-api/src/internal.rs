@@ -183,9 +183,17 @@ async fn node_call(State(state): State<AppState>, request: Request) -> Response 
     }
 }
 
+/// Where a port tunnel connects from: the host, to the VM's address (by
+/// default), or inside the VM's network namespace to `inside`.
+#[derive(serde::Deserialize)]
+struct PortQuery {
+    inside: Option<std::net::IpAddr>,
+}
+
 async fn port_tunnel(
     State(state): State<AppState>,
     Path((id, port)): Path<(String, u16)>,
+    axum::extract::Query(query): axum::extract::Query<PortQuery>,
     request: Request,
 ) -> Response {
     if !is_a_node(&request, &state) {
@@ -209,26 +217,32 @@ async fn port_tunnel(
     let Ok(id) = id.parse::<VmId>() else {
         return (StatusCode::NOT_FOUND, "no such VM").into_response();
     };
-    let address = match state.vms().local_port_address(&id, port).await {
-        Ok(address) => address,
-        Err(paddock_core::CoreError::NotFound { .. }) => {
+    // Connected before the answer, so a port nothing listens on is an
+    // error the other node reports, not a tunnel that closes at once.
+    let connected = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        match query.inside {
+            Some(ip) => state.vms().connect_in_local_vm(&id, ip, port).await,
+            None => {
+                let address = state.vms().local_port_address(&id, port).await?;
+                tokio::net::TcpStream::connect(address).await.map_err(|e| {
+                    paddock_core::CoreError::Unavailable(format!(
+                        "nothing answers on port {port} of the VM: {e}"
+                    ))
+                })
+            }
+        }
+    })
+    .await;
+    let mut vm = match connected {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(paddock_core::CoreError::NotFound { .. })) => {
             return (StatusCode::NOT_FOUND, "no such VM runs on this node").into_response();
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             let why = paddock_core::error::error_chain(&e);
-            return (StatusCode::CONFLICT, why).into_response();
+            return (StatusCode::BAD_GATEWAY, why).into_response();
         }
-    };
-    // Connected before the answer, so a port nothing listens on is an
-    // error the other node's proxy reports, not a tunnel that closes.
-    let connect = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        tokio::net::TcpStream::connect(address),
-    )
-    .await;
-    let mut vm = match connect {
-        Ok(Ok(stream)) => stream,
-        _ => {
+        Err(_) => {
             return (
                 StatusCode::BAD_GATEWAY,
                 format!("nothing answers on port {port} of the VM"),

@@ -247,8 +247,12 @@ impl RemoteNodes for NodeDirectory {
         node: &NodeId,
         vm: &VmId,
         port: u16,
+        inside: Option<std::net::IpAddr>,
     ) -> Result<paddock_core::provider::PortStream, RuntimeError> {
-        let path = crate::node_tunnel::port_path(vm, port);
+        let mut path = crate::node_tunnel::port_path(vm, port);
+        if let Some(ip) = inside {
+            path.push_str(&format!("?inside={ip}"));
+        }
         let upgraded =
             crate::node_tunnel::upgrade(self, node, &path, crate::node_tunnel::PORT_UPGRADE)
                 .await?;

@@ -1969,3 +1969,80 @@ async fn two_processes_share_a_pools_ranks_and_its_queue() {
         assert_eq!(runs.trim(), "1", "job q{i} ran {runs} times");
     }
 }
+
+/// SSH to an environment whose sandbox runs on another node: the node
+/// that takes the login runs the command and the `-L` forward through the
+/// sandbox's node (its agent tunnel and its port tunnel).
+#[tokio::test]
+async fn ssh_through_another_node_reaches_the_sandbox() {
+    let reg = Registry::start();
+    let image = reg.reference("test/dev:v1");
+    push(
+        &image,
+        vec![(gzip(&busybox_base().bytes()), GZIP)],
+        config_json(&["PATH=/bin"], "/", ""),
+    )
+    .await;
+    let config = format!(
+        "{}\n[gateway]\nhome_size_gib = 1\n[network]\nenabled = true\n",
+        reg.paddock_config()
+    );
+    let Some(a) = Server::start_on_postgres(&config) else {
+        eprintln!("PADDOCK_TEST_POSTGRES is not set: no store to share");
+        return;
+    };
+    let b = Server::start_sharing(&a, Some(&config)).expect("a PostgreSQL store");
+    let ga = Gw {
+        c: a.client(),
+        account: account_id(&a).expect("the account id"),
+    };
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (mine, public) = keypair(keys.path(), "mine");
+    let r =
+        ga.c.post("/v1/ssh-keys", json!({"public_key": public}))
+            .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Its home is on A, so its sandbox runs on A.
+    ga.create_env("far", &image).await;
+    let vm = ga
+        .connect_env("far", json!({"nodePoolId": "host-cpu"}))
+        .await;
+    let on = a.query_store(&format!("SELECT node_id FROM vms WHERE id = '{vm}'"));
+    let a_node = std::fs::read_to_string(a.data_dir().join("node.id")).expect("node.id");
+    assert_eq!(on.trim(), a_node.trim());
+
+    let out = ssh(&b, &mine, "far", &["echo", "through-b-$((6*7))"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "through-b-42\n");
+
+    ga.exec(
+        &vm,
+        "mkdir -p /www && echo forwarded-far > /www/index.html && busybox httpd -p 127.0.0.1:8000 -h /www",
+    )
+    .await;
+    let local = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let mut tunnel = ssh_command(&b, &mine)
+        .arg("-N")
+        .args(["-L", &format!("127.0.0.1:{local}:localhost:8000")])
+        .arg("far@127.0.0.1")
+        .spawn()
+        .expect("ssh -L");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let page = loop {
+        match reqwest::get(format!("http://127.0.0.1:{local}/")).await {
+            Ok(r) if r.status().is_success() => break r.text().await.unwrap_or_default(),
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+            other => panic!("the forward never answered: {other:?}"),
+        }
+    };
+    let _ = tunnel.kill();
+    let _ = tunnel.wait();
+    assert_eq!(page, "forwarded-far\n");
+}

@@ -341,13 +341,16 @@ pub trait RemoteNodes: Send + Sync {
     /// known (not registered, or not yet seen).
     fn provider_on(&self, node: &crate::ids::NodeId) -> Option<std::sync::Arc<dyn Provider>>;
 
-    /// A TCP connection to `port` of VM `vm` on `node`, made by that node
-    /// (a share's or a published port's traffic through another node).
+    /// A TCP connection to `port` of VM `vm` on `node`, made by that node:
+    /// to the VM's address (a share's or a published port's traffic), or,
+    /// with `inside`, to that address as the sandbox sees it, from its
+    /// network namespace (`ssh -L`).
     async fn open_port(
         &self,
         node: &crate::ids::NodeId,
         vm: &crate::ids::VmId,
         port: u16,
+        inside: Option<std::net::IpAddr>,
     ) -> Result<PortStream, RuntimeError>;
 
     /// Makes `call` on `node`, which acts as if its own caller had.

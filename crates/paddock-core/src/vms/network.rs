@@ -18,12 +18,46 @@ impl Vms {
         id: &VmId,
         ip: std::net::IpAddr,
         port: u16,
-    ) -> Result<tokio::net::TcpStream, CoreError> {
+    ) -> Result<crate::provider::PortStream, CoreError> {
         let vm = self.running_vm(account, id).await?;
-        let network = vm.network.ok_or_else(|| {
+        if let Some(node) = vm.node.clone().filter(|_| !self.is_local(&vm)) {
+            let remote = self.remote_nodes.as_ref().ok_or_else(|| {
+                CoreError::Unavailable(format!(
+                    "VM {id} runs on node {node}, which this server cannot reach"
+                ))
+            })?;
+            return Ok(remote.open_port(&node, id, port, Some(ip)).await?);
+        }
+        Ok(Box::pin(self.connect_inside_here(&vm, ip, port).await?))
+    }
+
+    /// [`Vms::connect_in_vm`] for another node, which checked its caller:
+    /// VM `id` must run here.
+    pub async fn connect_in_local_vm(
+        &self,
+        id: &VmId,
+        ip: std::net::IpAddr,
+        port: u16,
+    ) -> Result<tokio::net::TcpStream, CoreError> {
+        let vm = self
+            .store
+            .find_vm(id)
+            .await?
+            .filter(|vm| vm.status == crate::model::VmStatus::Running && self.is_local(vm))
+            .ok_or_else(|| CoreError::not_found("VM", id))?;
+        self.connect_inside_here(&vm, ip, port).await
+    }
+
+    async fn connect_inside_here(
+        &self,
+        vm: &Vm,
+        ip: std::net::IpAddr,
+        port: u16,
+    ) -> Result<tokio::net::TcpStream, CoreError> {
+        let network = vm.network.as_ref().ok_or_else(|| {
             CoreError::FailedPrecondition("the VM has no network namespace to reach into".into())
         })?;
-        Ok(self.network.connect_inside(&network, ip, port).await?)
+        Ok(self.network.connect_inside(network, ip, port).await?)
     }
 
     /// The connections running VM `id` makes from now on (see

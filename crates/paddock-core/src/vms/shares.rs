@@ -151,7 +151,7 @@ impl Vms {
                 "VM {vm} runs on node {node}, which this server cannot reach"
             ))
         })?;
-        Ok(remote.open_port(node, vm, port).await?)
+        Ok(remote.open_port(node, vm, port, None).await?)
     }
 
     /// Where `port` of VM `id` answers, for another node's connection to

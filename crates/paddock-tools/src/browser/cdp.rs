@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 
 use futures::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Empty};
+use paddock_core::provider::PortStream;
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -62,7 +62,7 @@ pub struct Cdp {
 impl Cdp {
     /// The WebSocket path of the browser's first page, asked of its
     /// DevTools HTTP endpoint over `stream` (`GET /json/list`).
-    pub async fn page_path(stream: TcpStream) -> Result<String, CdpError> {
+    pub async fn page_path(stream: PortStream) -> Result<String, CdpError> {
         let io = hyper_util::rt::TokioIo::new(stream);
         let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
             .await
@@ -93,7 +93,7 @@ impl Cdp {
     }
 
     /// Opens the page's DevTools WebSocket over `stream`.
-    pub async fn connect(stream: TcpStream, path: &str) -> Result<Self, CdpError> {
+    pub async fn connect(stream: PortStream, path: &str) -> Result<Self, CdpError> {
         let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
             .max_message_size(Some(MAX_MESSAGE_BYTES))
             .max_frame_size(Some(MAX_MESSAGE_BYTES));
