@@ -58,28 +58,60 @@ fn is_a_node(request: &Request, state: &AppState) -> bool {
     calling_node(state, request.headers()).is_some()
 }
 
-async fn agent_tunnel(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    request: Request,
-) -> Response {
-    if !is_a_node(&request, &state) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            "this endpoint is for the installation's nodes",
-        )
-            .into_response();
+/// Why an upgrade request is refused before its target is looked at: a
+/// caller that is not a node (401), or an upgrade to another protocol.
+fn refuse_upgrade(request: &Request, state: &AppState, protocol: &str) -> Option<Response> {
+    if !is_a_node(request, state) {
+        return Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                "this endpoint is for the installation's nodes",
+            )
+                .into_response(),
+        );
     }
     let upgrade = request
         .headers()
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok());
-    if upgrade != Some(UPGRADE_PROTOCOL) {
-        return (
+    (upgrade != Some(protocol)).then(|| {
+        (
             StatusCode::UPGRADE_REQUIRED,
-            format!("upgrade to {UPGRADE_PROTOCOL}"),
+            format!("upgrade to {protocol}"),
         )
-            .into_response();
+            .into_response()
+    })
+}
+
+/// Answers the upgrade to `protocol` and splices the upgraded connection
+/// to `target` until either side closes.
+fn splice<T>(request: Request, target: T, protocol: &'static str) -> Response
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let upgraded = hyper::upgrade::on(request);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgraded.await else {
+            return;
+        };
+        let mut node = TokioIo::new(upgraded);
+        let mut target = target;
+        let _ = tokio::io::copy_bidirectional(&mut node, &mut target).await;
+    });
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static(protocol));
+    response
+}
+
+async fn agent_tunnel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    if let Some(refused) = refuse_upgrade(&request, &state, UPGRADE_PROTOCOL) {
+        return refused;
     }
     let Ok(id) = id.parse::<VmId>() else {
         return (StatusCode::NOT_FOUND, "no such VM").into_response();
@@ -100,21 +132,8 @@ async fn agent_tunnel(
         Ok(agent) => agent,
         Err(_) => return (StatusCode::NOT_FOUND, "the sandbox is not running").into_response(),
     };
-    let upgraded = hyper::upgrade::on(request);
-    tokio::spawn(async move {
-        let Ok(upgraded) = upgraded.await else {
-            return;
-        };
-        let mut node = TokioIo::new(upgraded);
-        let mut agent = agent;
-        // Ends when either side closes: the agent sees its caller go.
-        let _ = tokio::io::copy_bidirectional(&mut node, &mut agent).await;
-    });
-    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(header::UPGRADE, HeaderValue::from_static(UPGRADE_PROTOCOL));
-    response
+    // Ends when either side closes: the agent sees its caller go.
+    splice(request, agent, UPGRADE_PROTOCOL)
 }
 
 async fn blob(
@@ -196,23 +215,8 @@ async fn port_tunnel(
     axum::extract::Query(query): axum::extract::Query<PortQuery>,
     request: Request,
 ) -> Response {
-    if !is_a_node(&request, &state) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            "this endpoint is for the installation's nodes",
-        )
-            .into_response();
-    }
-    let upgrade = request
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok());
-    if upgrade != Some(PORT_UPGRADE) {
-        return (
-            StatusCode::UPGRADE_REQUIRED,
-            format!("upgrade to {PORT_UPGRADE}"),
-        )
-            .into_response();
+    if let Some(refused) = refuse_upgrade(&request, &state, PORT_UPGRADE) {
+        return refused;
     }
     let Ok(id) = id.parse::<VmId>() else {
         return (StatusCode::NOT_FOUND, "no such VM").into_response();
@@ -233,7 +237,7 @@ async fn port_tunnel(
         }
     })
     .await;
-    let mut vm = match connected {
+    let vm = match connected {
         Ok(Ok(stream)) => stream,
         Ok(Err(paddock_core::CoreError::NotFound { .. })) => {
             return (StatusCode::NOT_FOUND, "no such VM runs on this node").into_response();
@@ -251,17 +255,5 @@ async fn port_tunnel(
         }
     };
     let _ = vm.set_nodelay(true);
-    let upgraded = hyper::upgrade::on(request);
-    tokio::spawn(async move {
-        let Ok(upgraded) = upgraded.await else {
-            return;
-        };
-        let mut node = TokioIo::new(upgraded);
-        let _ = tokio::io::copy_bidirectional(&mut node, &mut vm).await;
-    });
-    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(header::UPGRADE, HeaderValue::from_static(PORT_UPGRADE));
-    response
+    splice(request, vm, PORT_UPGRADE)
 }

@@ -1088,6 +1088,44 @@ async fn a_gpu_pool_passes_exactly_its_ranks_devices() {
     assert_eq!(listed, "nvidia1\nnvidiactl\n", "the other GPU");
 }
 
+/// Serves `page` on port 8000 of `vm`'s own loopback, then reads it
+/// through `ssh -L` into environment `env` through `server`'s SSH gateway.
+async fn page_through_ssh_forward(
+    gw: &Gw,
+    server: &Server,
+    key: &std::path::Path,
+    env: &str,
+    vm: &str,
+    page: &str,
+) -> String {
+    gw.exec(
+        vm,
+        &format!("mkdir -p /www && echo {page} > /www/index.html && busybox httpd -p 127.0.0.1:8000 -h /www"),
+    )
+    .await;
+    let local = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let mut tunnel = ssh_command(server, key)
+        .arg("-N")
+        .args(["-L", &format!("127.0.0.1:{local}:localhost:8000")])
+        .arg(format!("{env}@127.0.0.1"))
+        .spawn()
+        .expect("ssh -L");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let page = loop {
+        match reqwest::get(format!("http://127.0.0.1:{local}/")).await {
+            Ok(r) if r.status().is_success() => break r.text().await.unwrap_or_default(),
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+            other => panic!("the forward never answered: {other:?}"),
+        }
+    };
+    let _ = tunnel.kill();
+    let _ = tunnel.wait();
+    page
+}
+
 /// The OpenSSH client, set to reach the gateway with `key` and nothing
 /// else (no agent, no known_hosts, no prompts).
 fn ssh_command(server: &Server, key: &std::path::Path) -> Command {
@@ -1284,31 +1322,8 @@ async fn openssh_logs_in_through_the_gateway() {
 
     // `ssh -L` reaches a port on the sandbox's own loopback.
     let env = gw.get("environments/dev").await.body;
-    gw.exec(
-        env["vmId"].as_str().expect("vm"),
-        "mkdir -p /www && echo forwarded-page > /www/index.html && busybox httpd -p 127.0.0.1:8000 -h /www",
-    )
-    .await;
-    let local = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let mut tunnel = ssh_command(&server, &mine)
-        .arg("-N")
-        .args(["-L", &format!("127.0.0.1:{local}:localhost:8000")])
-        .arg("dev@127.0.0.1")
-        .spawn()
-        .expect("ssh -L");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let page = loop {
-        match reqwest::get(format!("http://127.0.0.1:{local}/")).await {
-            Ok(r) if r.status().is_success() => break r.text().await.unwrap_or_default(),
-            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
-            other => panic!("the forward never answered: {other:?}"),
-        }
-    };
-    let _ = tunnel.kill();
-    let _ = tunnel.wait();
+    let vm = env["vmId"].as_str().expect("vm");
+    let page = page_through_ssh_forward(&gw, &server, &mine, "dev", vm, "forwarded-page").await;
     assert_eq!(page, "forwarded-page\n");
 
     // Another user's key does not reach a private environment; nor does
@@ -2019,30 +2034,6 @@ async fn ssh_through_another_node_reaches_the_sandbox() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "through-b-42\n");
 
-    ga.exec(
-        &vm,
-        "mkdir -p /www && echo forwarded-far > /www/index.html && busybox httpd -p 127.0.0.1:8000 -h /www",
-    )
-    .await;
-    let local = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let mut tunnel = ssh_command(&b, &mine)
-        .arg("-N")
-        .args(["-L", &format!("127.0.0.1:{local}:localhost:8000")])
-        .arg("far@127.0.0.1")
-        .spawn()
-        .expect("ssh -L");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let page = loop {
-        match reqwest::get(format!("http://127.0.0.1:{local}/")).await {
-            Ok(r) if r.status().is_success() => break r.text().await.unwrap_or_default(),
-            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
-            other => panic!("the forward never answered: {other:?}"),
-        }
-    };
-    let _ = tunnel.kill();
-    let _ = tunnel.wait();
+    let page = page_through_ssh_forward(&ga, &b, &mine, "far", &vm, "forwarded-far").await;
     assert_eq!(page, "forwarded-far\n");
 }

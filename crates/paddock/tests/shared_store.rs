@@ -20,6 +20,14 @@ fn pair() -> Option<(Server, Server)> {
     Some((first, second))
 }
 
+/// Nodes A and B and an API replica (`role = "api"`, no sandboxes).
+fn two_nodes_and_a_replica() -> Option<(Server, Server, Server)> {
+    let (a, b) = pair()?;
+    let replica_config = format!("{CONFIG}[cluster]\nrole = \"api\"\n");
+    let r = Server::start_sharing(&a, Some(&replica_config)).expect("a PostgreSQL store");
+    Some((a, b, r))
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn two_nodes_share_records_and_keep_to_their_own_sandboxes() {
     let Some((a, b)) = pair() else { return };
@@ -318,13 +326,9 @@ async fn through_another_node(via: &Server, c: &common::Client, id: &str) {
 /// runs none itself, and every VM answers through every process.
 #[tokio::test(flavor = "current_thread")]
 async fn creates_spread_over_the_nodes_through_any_replica() {
-    let Some(a) = Server::start_on_postgres(CONFIG) else {
-        eprintln!("PADDOCK_TEST_POSTGRES is not set: no store to share");
+    let Some((a, b, r)) = two_nodes_and_a_replica() else {
         return;
     };
-    let b = Server::start_sharing(&a, Some(CONFIG)).expect("a PostgreSQL store");
-    let replica_config = format!("{CONFIG}[cluster]\nrole = \"api\"\n");
-    let r = Server::start_sharing(&a, Some(&replica_config)).expect("a PostgreSQL store");
     let mut vms = Vec::new();
     for through in [&r, &a, &r, &b, &r, &r] {
         let vm = through.client().create_vm(json!({"memory_mb": 128})).await;
@@ -437,13 +441,9 @@ fn node_id(node: &Server) -> String {
 /// sandbox's stop, start and delete) are made by the VM's node.
 #[tokio::test(flavor = "current_thread")]
 async fn every_surface_places_and_changes_vms_through_a_replica() {
-    let Some(a) = Server::start_on_postgres(CONFIG) else {
-        eprintln!("PADDOCK_TEST_POSTGRES is not set: no store to share");
+    let Some((a, b, r)) = two_nodes_and_a_replica() else {
         return;
     };
-    let b = Server::start_sharing(&a, Some(CONFIG)).expect("a PostgreSQL store");
-    let replica_config = format!("{CONFIG}[cluster]\nrole = \"api\"\n");
-    let r = Server::start_sharing(&a, Some(&replica_config)).expect("a PostgreSQL store");
     let nodes = [node_id(&a), node_id(&b)];
     let c = r.client();
     let e2b = |method: reqwest::Method, path: &str| {
@@ -629,13 +629,9 @@ async fn load_client(replicas: Vec<String>, key: String, rounds: usize) -> (Vec<
 /// no VM is left half made.
 #[tokio::test(flavor = "current_thread")]
 async fn a_replica_killed_under_load_loses_nothing() {
-    let Some(a) = Server::start_on_postgres(CONFIG) else {
-        eprintln!("PADDOCK_TEST_POSTGRES is not set: no store to share");
+    let Some((a, b, mut r)) = two_nodes_and_a_replica() else {
         return;
     };
-    let b = Server::start_sharing(&a, Some(CONFIG)).expect("a PostgreSQL store");
-    let replica_config = format!("{CONFIG}[cluster]\nrole = \"api\"\n");
-    let mut r = Server::start_sharing(&a, Some(&replica_config)).expect("a PostgreSQL store");
     // Installs the client's TLS provider, which reqwest wants first.
     drop(a.client());
     const CLIENTS: usize = 4;
