@@ -83,6 +83,17 @@ fn refuse_upgrade(request: &Request, state: &AppState, protocol: &str) -> Option
     })
 }
 
+/// Copies `from` to `to` until `from` ends or either fails, then closes
+/// `to`'s writing side so that its reader sees the end.
+async fn pipe(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+) {
+    use tokio::io::AsyncWriteExt;
+    let _ = tokio::io::copy(&mut from, &mut to).await;
+    let _ = to.shutdown().await;
+}
+
 /// Answers the upgrade to `protocol` and splices the upgraded connection
 /// to `target` until either side closes.
 fn splice<T>(request: Request, target: T, protocol: &'static str) -> Response
@@ -94,9 +105,15 @@ where
         let Ok(upgraded) = upgraded.await else {
             return;
         };
-        let mut node = TokioIo::new(upgraded);
-        let mut target = target;
-        let _ = tokio::io::copy_bidirectional(&mut node, &mut target).await;
+        // Each direction on its own, as a socket's two halves are: the
+        // target (an agent that wrote a command's exit) may close while
+        // the caller's last bytes are on their way to it, and the write
+        // that fails then must not cut off what the target said before
+        // it closed (`copy_bidirectional` gives up on both at the first
+        // error, losing the exit).
+        let (node_rd, node_wr) = tokio::io::split(TokioIo::new(upgraded));
+        let (target_rd, target_wr) = tokio::io::split(target);
+        tokio::join!(pipe(node_rd, target_wr), pipe(target_rd, node_wr));
     });
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let headers = response.headers_mut();

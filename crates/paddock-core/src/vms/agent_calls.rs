@@ -117,7 +117,9 @@ impl Vms {
 
     /// When the provider says a sandbox is gone, record it.
     async fn check_gone(&self, vm: &Vm, e: RuntimeError) -> CoreError {
-        if matches!(e, RuntimeError::SandboxGone | RuntimeError::Agent(_)) {
+        // Another node's sandbox is that node's to judge: its process
+        // handle means nothing here.
+        if matches!(e, RuntimeError::SandboxGone | RuntimeError::Agent(_)) && self.is_local(vm) {
             if let Some(h) = vm.runtime {
                 if !self.is_alive(vm, h) {
                     let _ = self
