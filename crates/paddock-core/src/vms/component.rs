@@ -581,6 +581,10 @@ impl Vms {
                 vm.runtime = Some(handle);
                 vm.started_at = Some(now);
                 vm.updated_at = now;
+                // Its lifetime runs from when it is up: a slow boot (a
+                // microVM under emulation) does not use it up. Until then
+                // the bound set at create ends a start that never finishes.
+                vm.expires_at = vm.lifetime_seconds.map(|l| now.plus_seconds(l));
                 // Its vaults' services: a VM that cannot have them runs
                 // without, and says why.
                 if let Err(e) = self.apply_vault_services(&mut vm).await {

@@ -158,9 +158,9 @@ impl Vms {
 
     async fn sweep_expired(&self) -> Result<(), CoreError> {
         for vm in self.store.list_expired_vms(Timestamp::now()).await? {
-            // A VM whose lifetime ran out while it was still starting (a
-            // short lifetime, a slow boot) ends once it runs, the next
-            // sweep: ending it mid-start would race its start, and one
+            // A VM still starting is left to its start, which sets its
+            // lifetime again from when it runs (a slow boot does not use
+            // it up): ending it mid-start would race the start, and one
             // that suspends at its end (`auto_suspend`) can only be
             // suspended running.
             if vm.status == VmStatus::Creating {
