@@ -16,6 +16,7 @@ pub mod openapi;
 mod ops;
 mod rejections;
 pub mod server;
+mod ui;
 pub mod vms;
 
 use std::sync::Arc;
@@ -78,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .merge(definitions::router(&limits, &budget))
         .merge(e2b::router(&limits))
         .merge(internal::router())
+        .merge(ui::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             vms::placement::route_to_node,
