@@ -98,6 +98,21 @@ def test_sign_in_create_list_delete_and_sign_out(server):
         assert api(server, server.key, "GET", f"/v1/vms/{vm}").json()["memory_mb"] == 256
         assert chrome.evaluate(f"!!document.querySelector('tr[data-vm=\"{theirs}\"]')") is False
         screenshot(chrome, "dashboard-vms.png")
+        # A command run in it from the page streams its output back.
+        chrome.evaluate(f"document.querySelector('tr[data-vm=\"{vm}\"] button[data-action=exec]').click(); true")
+        wait_for(chrome, "!document.getElementById('vm-panel').hidden")
+        chrome.evaluate(
+            "document.getElementById('command').value = 'echo hello; echo oops >&2';"
+            "document.querySelector('#exec-form button[type=submit]').click(); true"
+        )
+        shown = wait_for(
+            chrome,
+            "(() => { const t = document.getElementById('exec-output').textContent;"
+            " return t.includes('[exit 0]') && t; })()",
+        )
+        assert "hello\n" in shown and "oops\n" in shown, shown
+        assert chrome.evaluate("document.querySelector('#exec-output .stderr').textContent") == "oops\n"
+        screenshot(chrome, "dashboard-exec.png")
         # A VM made elsewhere shows up by itself.
         made = api(server, server.key, "POST", "/v1/vms?wait=true", json={"memory_mb": 128}).json()["vm_id"]
         wait_for(chrome, f"!!document.querySelector('tr[data-vm=\"{made}\"]')")

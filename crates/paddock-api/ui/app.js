@@ -61,6 +61,7 @@ function signOut() {
   clearInterval(poll);
   poll = null;
   sessionStorage.removeItem(KEY);
+  closePanel();
   $("vms").replaceChildren();
   $("key").value = "";
   show(false);
@@ -95,6 +96,14 @@ function row(vm) {
     cell(vm.ip_address || ""),
   );
   const actions = document.createElement("td");
+  if (vm.status === "active") {
+    const run = document.createElement("button");
+    run.type = "button";
+    run.textContent = "Run";
+    run.dataset.action = "exec";
+    run.addEventListener("click", () => openPanel(vm.vm_id));
+    actions.append(run);
+  }
   const remove = document.createElement("button");
   remove.type = "button";
   remove.className = "danger";
@@ -153,6 +162,7 @@ async function createVm(event) {
 
 async function removeVm(id, button) {
   button.disabled = true;
+  if (id === panelVm) closePanel();
   try {
     await api("DELETE", `/v1/vms/${encodeURIComponent(id)}`);
   } catch (e) {
@@ -161,7 +171,70 @@ async function removeVm(id, button) {
   await refresh();
 }
 
+let panelVm = null;
+
+function openPanel(id) {
+  panelVm = id;
+  $("panel-vm").textContent = id;
+  $("exec-output").replaceChildren();
+  $("vm-panel").hidden = false;
+  $("command").focus();
+}
+
+function closePanel() {
+  panelVm = null;
+  $("vm-panel").hidden = true;
+}
+
+function output(text, className) {
+  const span = document.createElement("span");
+  span.textContent = text;
+  if (className) span.className = className;
+  $("exec-output").append(span);
+  $("exec-output").scrollTop = $("exec-output").scrollHeight;
+}
+
+// Runs a command in the panel's VM, its output streamed as it comes
+// (the exec endpoint answers NDJSON events).
+async function runCommand(event) {
+  event.preventDefault();
+  const id = panelVm;
+  const command = $("command").value;
+  if (!id || !command) return;
+  output(`$ ${command}\n`, "exit");
+  const response = await fetch(`/v1/vms/${encodeURIComponent(id)}/exec`, {
+    method: "POST",
+    headers: { "X-API-Key": key() || "", "Content-Type": "application/json" },
+    body: JSON.stringify({ command }),
+    cache: "no-store",
+    credentials: "omit",
+  });
+  if (!response.ok || !response.body) {
+    const text = await response.text();
+    output(`${response.status}: ${text}\n`, "stderr");
+    return;
+  }
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let pending = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    pending += value;
+    const lines = pending.split("\n");
+    pending = lines.pop();
+    for (const line of lines.filter((l) => l.trim())) {
+      const e = JSON.parse(line);
+      if (e.type === "stdout") output(e.data);
+      else if (e.type === "stderr") output(e.data, "stderr");
+      else if (e.type === "exit") output(`[exit ${e.exit_code}]\n`, "exit");
+      else if (e.type === "error") output(`${e.detail || JSON.stringify(e)}\n`, "stderr");
+    }
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  $("exec-form").addEventListener("submit", runCommand);
+  $("panel-close").addEventListener("click", closePanel);
   $("sign-in").addEventListener("submit", (event) => {
     event.preventDefault();
     signIn($("key").value.trim());
