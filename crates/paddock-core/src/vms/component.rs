@@ -238,18 +238,21 @@ impl Vms {
             .is_some_and(|p| p.is_alive(&vm.id, handle))
     }
 
-    /// Stops `vm`'s sandbox and frees what it held on the host; on a
-    /// provider this server does not run there is nothing of it to stop.
-    /// The socket of a running sandbox's agent on this node, for another
-    /// node's tunnel to it (whatever the account: the caller is a node,
-    /// which checked its tenant). `NotFound` unless the VM runs here.
-    pub async fn local_agent_socket(&self, id: &VmId) -> Result<std::path::PathBuf, CoreError> {
-        let vm = self
-            .store
+    /// VM `id` running on this node, for another node's call on it
+    /// (whatever the account: the caller is a node, which checked its
+    /// tenant). `NotFound` unless it runs here.
+    pub(crate) async fn running_here(&self, id: &VmId) -> Result<Vm, CoreError> {
+        self.store
             .find_vm(id)
             .await?
             .filter(|vm| vm.status == VmStatus::Running && self.is_local(vm))
-            .ok_or_else(|| CoreError::not_found("VM", id))?;
+            .ok_or_else(|| CoreError::not_found("VM", id))
+    }
+
+    /// The socket of a running sandbox's agent on this node, for another
+    /// node's tunnel to it ([`Vms::running_here`]).
+    pub async fn local_agent_socket(&self, id: &VmId) -> Result<std::path::PathBuf, CoreError> {
+        let vm = self.running_here(id).await?;
         self.provider_named(&vm.provider)
             .and_then(|p| p.agent_socket(id))
             .ok_or_else(|| {
@@ -304,6 +307,8 @@ impl Vms {
         )))
     }
 
+    /// Stops `vm`'s sandbox and frees what it held on the host; on a
+    /// provider this server does not run there is nothing of it to stop.
     pub(crate) async fn stop_sandbox(
         &self,
         vm: &Vm,

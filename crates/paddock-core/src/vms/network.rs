@@ -39,12 +39,7 @@ impl Vms {
         ip: std::net::IpAddr,
         port: u16,
     ) -> Result<tokio::net::TcpStream, CoreError> {
-        let vm = self
-            .store
-            .find_vm(id)
-            .await?
-            .filter(|vm| vm.status == crate::model::VmStatus::Running && self.is_local(vm))
-            .ok_or_else(|| CoreError::not_found("VM", id))?;
+        let vm = self.running_here(id).await?;
         self.connect_inside_here(&vm, ip, port).await
     }
 

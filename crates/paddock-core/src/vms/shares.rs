@@ -161,12 +161,7 @@ impl Vms {
         id: &VmId,
         port: u16,
     ) -> Result<std::net::SocketAddr, CoreError> {
-        let vm = self
-            .store
-            .find_vm(id)
-            .await?
-            .filter(|vm| vm.status == VmStatus::Running && self.is_local(vm))
-            .ok_or_else(|| CoreError::not_found("VM", id))?;
+        let vm = self.running_here(id).await?;
         self.activity.touch(&vm.id);
         let net = vm
             .network
