@@ -191,7 +191,7 @@ impl Gateway {
         let pool = self
             .ready_pool(&who.account_id, &input.node_pool_id, "nodePoolId")
             .await?;
-        self.check_fits(&pool, num_ranks).await?;
+        self.check_fits(&pool, num_ranks, &self.hosts().await?)?;
         let now = Timestamp::now();
         let job = BatchJob {
             id,

@@ -268,17 +268,17 @@ impl Gateway {
     /// Finds `ranks` free ranks on `pool` for a holder (whose own current
     /// holding, if any, counts as free), and the GPUs they are on a GPU
     /// pool, on `pinned`'s node when it is set (the holder's home volume
-    /// is there). `Ok(None)`: they are not free now. Call under
-    /// [`Gateway::placement_lock`].
+    /// is there), among `hosts` as the caller read them. `Ok(None)`: they
+    /// are not free now. Call under [`Gateway::placement_lock`].
     pub(crate) async fn place(
         &self,
         pool: &NodePool,
         ranks: u32,
         holder: &str,
         pinned: Option<&NodeId>,
+        hosts: &Hosts,
     ) -> Result<Option<Placed>, CoreError> {
-        let hosts = self.hosts().await?;
-        Ok(self.place_among(pool, ranks, holder, pinned, &self.holdings().await?, &hosts))
+        Ok(self.place_among(pool, ranks, holder, pinned, &self.holdings().await?, hosts))
     }
 
     /// [`Gateway::place`] over holdings and hosts already read (the
@@ -333,8 +333,13 @@ impl Gateway {
     }
 
     /// Whether a pool could ever hold `ranks`.
-    pub(crate) async fn check_fits(&self, pool: &NodePool, ranks: u32) -> Result<(), CoreError> {
-        let capacity = self.pool_capacity(pool, &self.hosts().await?);
+    pub(crate) fn check_fits(
+        &self,
+        pool: &NodePool,
+        ranks: u32,
+        hosts: &Hosts,
+    ) -> Result<(), CoreError> {
+        let capacity = self.pool_capacity(pool, hosts);
         if ranks > capacity {
             return Err(CoreError::ResourceExhausted(format!(
                 "node pool {:?} has {capacity} ranks in all; {ranks} asked",

@@ -383,14 +383,17 @@ impl Gateway {
         let pool = self
             .ready_pool(&account, &req.node_pool_id, "connection.nodePoolId")
             .await?;
-        self.check_fits(&pool, req.num_ranks).await?;
+        // The hosts as read once for this connect: its check and its
+        // placement weigh the same nodes.
+        let hosts = self.hosts().await?;
+        self.check_fits(&pool, req.num_ranks, &hosts)?;
         let pinned = self.home_node(&account, &env.id).await?;
         let mut env = env;
         let mut task = {
             let _placement = self.placement_lock().await?;
             let holder = format!("environment/{id}");
             let Some(placed) = self
-                .place(&pool, req.num_ranks, &holder, pinned.as_ref())
+                .place(&pool, req.num_ranks, &holder, pinned.as_ref(), &hosts)
                 .await?
             else {
                 return Err(CoreError::ResourceExhausted(format!(
