@@ -1698,6 +1698,31 @@ async fn a_connect_that_fails_says_so_at_once() {
     assert_ne!(env["status"]["code"], "OK", "{env}");
 }
 
+/// A registry holding busybox as `test/dev:v1`, and that reference.
+async fn busybox_image() -> (Registry, String) {
+    let reg = Registry::start();
+    let image = reg.reference("test/dev:v1");
+    push(
+        &image,
+        vec![(gzip(&busybox_base().bytes()), GZIP)],
+        config_json(&["PATH=/bin"], "/", ""),
+    )
+    .await;
+    (reg, image)
+}
+
+/// A server with config `first` on a fresh PostgreSQL database and one
+/// with `second` sharing it; `None` (and a line saying so) when the suite
+/// has no PostgreSQL.
+fn two_on_postgres(first: &str, second: &str) -> Option<(Server, Server)> {
+    let Some(a) = Server::start_on_postgres(first) else {
+        eprintln!("PADDOCK_TEST_POSTGRES is not set: no store to share");
+        return None;
+    };
+    let b = Server::start_sharing(&a, Some(second)).expect("a PostgreSQL store");
+    Some((a, b))
+}
+
 /// A directory of stand-in GPU device nodes (`/dev/null`'s numbers under
 /// GPU names), `count` of them.
 fn stand_in_gpus(count: u32) -> tempfile::TempDir {
@@ -1727,14 +1752,7 @@ fn stand_in_gpus(count: u32) -> tempfile::TempDir {
 /// by a node, whose VMs mount it.
 #[tokio::test]
 async fn node_pools_map_onto_the_nodes_of_a_cluster() {
-    let reg = Registry::start();
-    let image = reg.reference("test/dev:v1");
-    push(
-        &image,
-        vec![(gzip(&busybox_base().bytes()), GZIP)],
-        config_json(&["PATH=/bin"], "/", ""),
-    )
-    .await;
+    let (reg, image) = busybox_image().await;
     let (gpus_a, gpus_b) = (stand_in_gpus(2), stand_in_gpus(1));
     let config = |gpus: &tempfile::TempDir, labels: &str, role: &str| {
         format!(
@@ -1743,12 +1761,12 @@ async fn node_pools_map_onto_the_nodes_of_a_cluster() {
             gpus.path().display()
         )
     };
-    let Some(a) = Server::start_on_postgres(&config(&gpus_a, "gpu = \"big\"", "node")) else {
-        eprintln!("PADDOCK_TEST_POSTGRES is not set: no store to share");
+    let Some((a, b)) = two_on_postgres(
+        &config(&gpus_a, "gpu = \"big\"", "node"),
+        &config(&gpus_b, "zone = \"b\"", "node"),
+    ) else {
         return;
     };
-    let b = Server::start_sharing(&a, Some(&config(&gpus_b, "zone = \"b\"", "node")))
-        .expect("a PostgreSQL store");
     let r =
         Server::start_sharing(&a, Some(&config(&gpus_b, "", "api"))).expect("a PostgreSQL store");
     let account = account_id(&a).expect("the account id");
@@ -1877,23 +1895,14 @@ async fn node_pools_map_onto_the_nodes_of_a_cluster() {
 /// exactly once, whichever process took them.
 #[tokio::test]
 async fn two_processes_share_a_pools_ranks_and_its_queue() {
-    let reg = Registry::start();
-    let image = reg.reference("test/dev:v1");
-    push(
-        &image,
-        vec![(gzip(&busybox_base().bytes()), GZIP)],
-        config_json(&["PATH=/bin"], "/", ""),
-    )
-    .await;
+    let (reg, image) = busybox_image().await;
     let config = format!(
         "{}\n[ssh]\nenabled = false\n[network]\nenabled = false\n[gateway]\nhome_size_gib = 1\n",
         reg.paddock_config()
     );
-    let Some(a) = Server::start_on_postgres(&config) else {
-        eprintln!("PADDOCK_TEST_POSTGRES is not set: no store to share");
+    let Some((a, b)) = two_on_postgres(&config, &config) else {
         return;
     };
-    let b = Server::start_sharing(&a, Some(&config)).expect("a PostgreSQL store");
     let account = account_id(&a).expect("the account id");
     let (ga, gb) = (
         Gw {
@@ -1990,23 +1999,14 @@ async fn two_processes_share_a_pools_ranks_and_its_queue() {
 /// sandbox's node (its agent tunnel and its port tunnel).
 #[tokio::test]
 async fn ssh_through_another_node_reaches_the_sandbox() {
-    let reg = Registry::start();
-    let image = reg.reference("test/dev:v1");
-    push(
-        &image,
-        vec![(gzip(&busybox_base().bytes()), GZIP)],
-        config_json(&["PATH=/bin"], "/", ""),
-    )
-    .await;
+    let (reg, image) = busybox_image().await;
     let config = format!(
         "{}\n[gateway]\nhome_size_gib = 1\n[network]\nenabled = true\n",
         reg.paddock_config()
     );
-    let Some(a) = Server::start_on_postgres(&config) else {
-        eprintln!("PADDOCK_TEST_POSTGRES is not set: no store to share");
+    let Some((a, b)) = two_on_postgres(&config, &config) else {
         return;
     };
-    let b = Server::start_sharing(&a, Some(&config)).expect("a PostgreSQL store");
     let ga = Gw {
         c: a.client(),
         account: account_id(&a).expect("the account id"),
