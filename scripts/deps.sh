@@ -34,7 +34,8 @@ packages=(python3 python3-venv procps iproute2 util-linux coreutils bash ca-cert
 # (python-data-science), Node.js (node-dev). Computer-use desktops: a
 # display (xvfb), a window manager (openbox), VNC (x11vnc), noVNC and
 # websockify, xdotool (mouse, keyboard), ffmpeg (screenshots,
-# recordings), xsetroot (x11-xserver-utils).
+# recordings), xsetroot (x11-xserver-utils). npm fetches the dashboard's
+# pinned xterm.js (see the end).
 bare_packages=(qemu-system-x86 linux-image-amd64 fuse2fs python3-ipykernel python3-jupyter-client python3-matplotlib python3-matplotlib-inline chromium fonts-dejavu-core python3-numpy python3-pandas nodejs xvfb openbox x11vnc novnc websockify xdotool ffmpeg x11-xserver-utils)
 missing=()
 for p in "${packages[@]}"; do
@@ -60,4 +61,19 @@ if [ "${#missing[@]}" -gt 0 ] || [ "${#bare_missing[@]}" -gt 0 ]; then
   if [ "${#bare_missing[@]}" -gt 0 ]; then
     $sudo apt-get install -y -qq --no-install-recommends "${bare_missing[@]}"
   fi
+fi
+
+# The dashboard's terminal: xterm.js and its fit addon at the versions
+# pinned in the lock file, which crates/paddock-api/build.rs builds into
+# the binary. Only when the lock file changed since the last install.
+vendor="$(cd "$(dirname "$0")/.." && pwd)/crates/paddock-api/ui/vendor"
+stamp="$vendor/node_modules/.paddock-lock"
+if ! cmp -s "$vendor/package-lock.json" "$stamp"; then
+  # Debian's nodejs comes without npm; NodeSource's carries its own.
+  if ! command -v npm > /dev/null; then
+    sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get install -y -qq --no-install-recommends npm
+  fi
+  (cd "$vendor" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+  cp "$vendor/package-lock.json" "$stamp"
 fi

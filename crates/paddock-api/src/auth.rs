@@ -1,5 +1,7 @@
 //! Who is calling: an API key from `X-API-Key`, `Authorization: Bearer`,
-//! or (for WebSocket clients that cannot set headers) the `api_key` query
+//! or, for WebSocket clients that cannot set headers, a
+//! `paddock.key.<key>` entry in `Sec-WebSocket-Protocol` (what a browser
+//! can send without putting the key in a URL) or the `api_key` query
 //! parameter. Surfaces render the rejection in their own format.
 
 use axum::http::request::Parts;
@@ -24,15 +26,35 @@ pub fn header_key(headers: &axum::http::HeaderMap) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-/// The key a request presents, if any: headers first, then `api_key` in
-/// the query.
+/// The subprotocol a browser offers to carry its key on a WebSocket
+/// upgrade: `new WebSocket(url, ["paddock.v1", "paddock.key." + key])`.
+/// The server answers with [`WEBSOCKET_PROTOCOL`], never echoing the key.
+pub const WEBSOCKET_KEY_PREFIX: &str = "paddock.key.";
+/// The subprotocol the server selects when a client offers its key in
+/// `Sec-WebSocket-Protocol`.
+pub const WEBSOCKET_PROTOCOL: &str = "paddock.v1";
+
+/// The key offered as a `paddock.key.<key>` WebSocket subprotocol, if any.
+fn websocket_protocol_key(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix(WEBSOCKET_KEY_PREFIX))
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+}
+
+/// The key a request presents, if any: headers first (a WebSocket
+/// subprotocol among them), then `api_key` in the query.
 pub fn presented_key(parts: &Parts) -> Option<String> {
     presented_in(&parts.headers, &parts.uri)
 }
 
 /// [`presented_key`] of a request's headers and URI.
 pub fn presented_in(headers: &axum::http::HeaderMap, uri: &axum::http::Uri) -> Option<String> {
-    if let Some(k) = header_key(headers) {
+    if let Some(k) = header_key(headers).or_else(|| websocket_protocol_key(headers)) {
         return Some(k);
     }
     uri.query().and_then(|q| {
@@ -109,6 +131,22 @@ pub async fn authenticate_presented(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_websocket_subprotocol_carries_the_key() {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(
+            axum::http::header::SEC_WEBSOCKET_PROTOCOL,
+            axum::http::HeaderValue::from_static("paddock.v1, paddock.key.pdk_abc"),
+        );
+        let uri: axum::http::Uri = "/x?api_key=other".parse().expect("uri");
+        assert_eq!(presented_in(&headers, &uri).as_deref(), Some("pdk_abc"));
+        headers.insert(
+            axum::http::header::SEC_WEBSOCKET_PROTOCOL,
+            axum::http::HeaderValue::from_static("paddock.v1, paddock.key."),
+        );
+        assert_eq!(presented_in(&headers, &uri).as_deref(), Some("other"));
+    }
 
     #[test]
     fn decodes_query_keys() {

@@ -13,10 +13,10 @@ use crate::vms;
         vms::lifecycle::create, vms::lifecycle::list_active, vms::lifecycle::list_all,
         vms::lifecycle::get, vms::lifecycle::patch, vms::lifecycle::delete,
         vms::bulk_delete::bulk_delete,
-        vms::lifecycle::suspend, vms::lifecycle::resume,
+        vms::lifecycle::suspend, vms::lifecycle::resume, vms::vm_metrics::get,
         vms::sessions::create, vms::sessions::get, vms::sessions::status, vms::sessions::end, vms::sessions::kill,
         vms::execute::execute, vms::execute::execute_async, vms::execute::get_execution, vms::execute::stream_exec,
-        vms::files::get_file, vms::files::put_file, vms::files::upload, vms::files::download,
+        vms::files::get_file, vms::files::put_file, vms::files::delete_file, vms::files::upload, vms::files::download,
         vms::pty::create_for_vm, vms::pty::list_for_vm, vms::pty::get_for_vm, vms::pty::resize_for_vm,
         vms::pty::kill_for_vm, vms::pty::connect_for_vm,
         vms::pty::create_for_session, vms::pty::list_for_session, vms::pty::get_for_session,
@@ -78,7 +78,8 @@ struct ApiKeyAuth;
 
 /// Which key a request is judged by, when it sends more than one.
 const AUTH_RULE: &str = "One key decides: `X-API-Key` when present and not empty, \
-else `Authorization: Bearer`, else (for WebSocket clients) the `api_key` query parameter. \
+else `Authorization: Bearer`, else (for WebSocket clients) a `paddock.key.<key>` entry in \
+`Sec-WebSocket-Protocol` (the server selects `paddock.v1`), else the `api_key` query parameter. \
 A request that sends both headers is judged by `X-API-Key` alone: a wrong one is 401 \
 even beside a valid Bearer token.";
 

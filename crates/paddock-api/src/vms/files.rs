@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Form, Json};
 use base64::Engine;
 use futures::{StreamExt, TryStreamExt};
-use paddock_core::exec::{FileContent, SandboxPath};
+use paddock_core::exec::{FileContent, PathOp, SandboxPath};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -106,6 +106,44 @@ pub(crate) async fn put_file(
     Ok(Json(FileWritten {
         path: path.as_str().to_owned(),
         size,
+    }))
+}
+
+/// What a removal answers.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct FileRemoved {
+    pub path: String,
+    /// Always `true`: a path that is not there is a 404.
+    pub removed: bool,
+}
+
+/// Remove a file, a symlink or a whole directory tree.
+#[utoipa::path(delete, path = "/v1/vms/{vm_id}/files", tag = "files",
+    params(("vm_id" = String, Path), FileQuery),
+    responses((status = 200, body = FileRemoved), (status = 404, body = ErrorDetail), (status = 422, body = HttpValidationError)))]
+pub(crate) async fn delete_file(
+    State(state): State<AppState>,
+    Caller(account): Caller,
+    ValidPath(raw): ValidPath<String>,
+    ValidQuery(q): ValidQuery<FileQuery>,
+) -> Result<Json<FileRemoved>, ApiError> {
+    let id = vm_id(&raw)?;
+    let path = path_param(&q.path, &["query", "path"])?;
+    if path.as_str() == "/" {
+        return Err(ApiError::field(
+            &["query", "path"],
+            "the root directory cannot be removed",
+            "value_error",
+        ));
+    }
+    // A missing path is the agent's not-found, a 404.
+    state
+        .vms()
+        .path_op(&account, &id, PathOp::Remove(path.clone()))
+        .await?;
+    Ok(Json(FileRemoved {
+        path: path.as_str().to_owned(),
+        removed: true,
     }))
 }
 

@@ -30,6 +30,7 @@ pub(crate) mod usage;
 pub(crate) mod users;
 pub(crate) mod vault_services;
 pub(crate) mod vaults;
+pub(crate) mod vm_metrics;
 pub(crate) mod volumes;
 pub(crate) mod webhooks;
 
@@ -61,7 +62,9 @@ pub(crate) fn router(
     let streamed = Router::new()
         .route(
             "/v1/vms/{vm_id}/files",
-            get(files::get_file).put(files::put_file),
+            get(files::get_file)
+                .put(files::put_file)
+                .delete(files::delete_file),
         )
         .route("/upload", post(files::upload))
         .route(
@@ -127,6 +130,7 @@ pub(crate) fn router(
         .route("/v1/vms/{vm_id}/snapshot", post(snapshots::snapshot_vm))
         .route("/v1/vms/{vm_id}/suspend", post(lifecycle::suspend))
         .route("/v1/vms/{vm_id}/resume", post(lifecycle::resume))
+        .route("/v1/vms/{vm_id}/metrics", get(vm_metrics::get))
         .route("/v1/vms/{vm_id}/clone", post(snapshots::clone_vm))
         .route("/v1/vms/{vm_id}/stage-env", post(vaults::stage_env))
         .route(

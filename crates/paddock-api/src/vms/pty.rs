@@ -222,7 +222,11 @@ async fn connect(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let conn = state.vms().pty_attach(&account, &vm, &pty).await?;
-    Ok(ws.on_upgrade(move |socket| relay(socket, conn)))
+    // A browser that carried its key in a subprotocol must be answered
+    // with one it offered, or it drops the connection.
+    Ok(ws
+        .protocols([crate::auth::WEBSOCKET_PROTOCOL])
+        .on_upgrade(move |socket| relay(socket, conn)))
 }
 
 async fn relay(mut socket: WebSocket, mut conn: paddock_core::exec::PtyConnection) {
@@ -277,8 +281,10 @@ async fn relay(mut socket: WebSocket, mut conn: paddock_core::exec::PtyConnectio
     }
 }
 
-/// Attach to a PTY session's terminal over a WebSocket (`?api_key=` is
-/// accepted for clients that cannot set headers).
+/// Attach to a PTY session's terminal over a WebSocket. Clients that
+/// cannot set headers offer the key as the subprotocol
+/// `paddock.key.<key>` next to `paddock.v1` (the one selected), or as
+/// `?api_key=`.
 #[utoipa::path(get, path = "/v1/vms/{vm_id}/pty/{pty_id}/connect", tag = "pty",
     params(("vm_id" = String, Path), ("pty_id" = String, Path)),
     responses((status = 101, description = "WebSocket"), (status = 404, body = ErrorDetail)))]
