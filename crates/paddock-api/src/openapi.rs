@@ -13,7 +13,7 @@ use crate::vms;
         vms::lifecycle::create, vms::lifecycle::list_active, vms::lifecycle::list_all,
         vms::lifecycle::get, vms::lifecycle::patch, vms::lifecycle::delete,
         vms::bulk_delete::bulk_delete,
-        vms::lifecycle::suspend, vms::lifecycle::resume, vms::vm_metrics::get,
+        vms::lifecycle::suspend, vms::lifecycle::resume, vms::vm_metrics::vm_metrics,
         vms::sessions::create, vms::sessions::get, vms::sessions::status, vms::sessions::end, vms::sessions::kill,
         vms::execute::execute, vms::execute::execute_async, vms::execute::get_execution, vms::execute::stream_exec,
         vms::files::get_file, vms::files::put_file, vms::files::delete_file, vms::files::upload, vms::files::download,

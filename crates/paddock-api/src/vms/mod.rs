@@ -130,7 +130,7 @@ pub(crate) fn router(
         .route("/v1/vms/{vm_id}/snapshot", post(snapshots::snapshot_vm))
         .route("/v1/vms/{vm_id}/suspend", post(lifecycle::suspend))
         .route("/v1/vms/{vm_id}/resume", post(lifecycle::resume))
-        .route("/v1/vms/{vm_id}/metrics", get(vm_metrics::get))
+        .route("/v1/vms/{vm_id}/metrics", get(vm_metrics::vm_metrics))
         .route("/v1/vms/{vm_id}/clone", post(snapshots::clone_vm))
         .route("/v1/vms/{vm_id}/stage-env", post(vaults::stage_env))
         .route(

@@ -31,7 +31,7 @@ pub struct VmMetrics {
 #[utoipa::path(get, path = "/v1/vms/{vm_id}/metrics", tag = "vms",
     params(("vm_id" = String, Path)),
     responses((status = 200, body = VmMetrics), (status = 404, body = ErrorDetail), (status = 409, body = ErrorDetail)))]
-pub(crate) async fn get(
+pub(crate) async fn vm_metrics(
     State(state): State<AppState>,
     Caller(account): Caller,
     ValidPath(raw): ValidPath<String>,
