@@ -85,6 +85,11 @@ def open_dashboard(server, key=None):
     return chrome
 
 
+def enter(chrome):
+    chrome.call("Input.dispatchKeyEvent", type="keyDown", key="Enter", code="Enter", windowsVirtualKeyCode=13, text="\r")
+    chrome.call("Input.dispatchKeyEvent", type="keyUp", key="Enter", code="Enter", windowsVirtualKeyCode=13)
+
+
 def terminal_lines(chrome):
     return chrome.evaluate(
         "[...document.querySelectorAll('#terminal .xterm-rows > div')].map(r => r.textContent.trimEnd())"
@@ -151,8 +156,7 @@ def test_a_vm_from_sign_in_to_sign_out(server):
         wait_for(chrome, "[...document.querySelectorAll('#terminal .xterm-rows > div')].some(r => r.textContent.includes('#'))")
         chrome.evaluate("document.querySelector('#terminal .xterm-helper-textarea').focus(); true")
         chrome.call("Input.insertText", text="echo hello $GREETING")
-        chrome.call("Input.dispatchKeyEvent", type="keyDown", key="Enter", code="Enter", windowsVirtualKeyCode=13, text="\r")
-        chrome.call("Input.dispatchKeyEvent", type="keyUp", key="Enter", code="Enter", windowsVirtualKeyCode=13)
+        enter(chrome)
         deadline = time.time() + 20
         while "hello from-the-form" not in terminal_lines(chrome):
             assert time.time() < deadline, terminal_lines(chrome)
@@ -164,11 +168,26 @@ def test_a_vm_from_sign_in_to_sign_out(server):
         assert server.key not in chrome.evaluate("location.href")
         assert server.key not in (server.dir / "server.log").read_text(errors="replace")
         screenshot(chrome, "dashboard-terminal.png")
+        # The shell's size follows the pane's.
+        chrome.call("Input.insertText", text="stty size")
+        enter(chrome)
+        wide = wait_for(chrome, "(() => { const m = [...document.querySelectorAll('#terminal .xterm-rows > div')]"
+                                ".map(r => r.textContent.trim().match(/^(\\d+) (\\d+)$/)).filter(Boolean).pop();"
+                                " return m && Number(m[2]); })()")
+        chrome.call("Emulation.setDeviceMetricsOverride", width=640, height=800, deviceScaleFactor=1, mobile=False)
+        time.sleep(0.5)
+        chrome.evaluate("document.querySelector('#terminal .xterm-helper-textarea').focus(); true")
+        chrome.call("Input.insertText", text="clear; stty size")
+        enter(chrome)
+        narrow = wait_for(chrome, "(() => { const m = [...document.querySelectorAll('#terminal .xterm-rows > div')]"
+                                  ".map(r => r.textContent.trim().match(/^(\\d+) (\\d+)$/)).filter(Boolean).pop();"
+                                  f" return m && Number(m[2]) < {wide} && Number(m[2]); }})()")
+        assert narrow < wide
+        chrome.call("Emulation.clearDeviceMetricsOverride")
         # Leaving the terminal and coming back reattaches to the same shell.
         pty = chrome.evaluate("document.getElementById('terminal').dataset.pty")
         chrome.call("Input.insertText", text="export MARK=kept")
-        chrome.call("Input.dispatchKeyEvent", type="keyDown", key="Enter", code="Enter", windowsVirtualKeyCode=13, text="\r")
-        chrome.call("Input.dispatchKeyEvent", type="keyUp", key="Enter", code="Enter", windowsVirtualKeyCode=13)
+        enter(chrome)
         time.sleep(0.5)
 
         # Files: upload with progress, listed, downloaded, deleted.
@@ -206,8 +225,7 @@ def test_a_vm_from_sign_in_to_sign_out(server):
         assert chrome.evaluate("document.getElementById('terminal').dataset.pty") == pty
         chrome.evaluate("document.querySelector('#terminal .xterm-helper-textarea').focus(); true")
         chrome.call("Input.insertText", text="echo mark=$MARK")
-        chrome.call("Input.dispatchKeyEvent", type="keyDown", key="Enter", code="Enter", windowsVirtualKeyCode=13, text="\r")
-        chrome.call("Input.dispatchKeyEvent", type="keyUp", key="Enter", code="Enter", windowsVirtualKeyCode=13)
+        enter(chrome)
         deadline = time.time() + 20
         while "mark=kept" not in terminal_lines(chrome):
             assert time.time() < deadline, terminal_lines(chrome)

@@ -120,9 +120,7 @@ mod tests {
                 "another origin in {name}"
             );
         }
-        for page in [index] {
-            assert!(!page.contains("http://") && !page.contains("https://"));
-        }
+        assert!(!index.contains("http://") && !index.contains("https://"));
         assert!(super::CSP.contains("script-src 'self'") && !super::CSP.contains("unsafe"));
     }
 }

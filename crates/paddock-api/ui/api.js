@@ -77,6 +77,21 @@ export async function api(method, path, body, headers) {
   return text ? JSON.parse(text) : null;
 }
 
+// Every item of a list the API pages with the `x-next-cursor` header
+// (the VM list), a page of 1000 at a time.
+export async function apiAll(path) {
+  const items = [];
+  let cursor = null;
+  do {
+    const sep = path.includes("?") ? "&" : "?";
+    const page = `${path}${sep}limit=1000${cursor ? `&cursor=${enc(cursor)}` : ""}`;
+    const response = await request("GET", page);
+    items.push(...(await response.json()));
+    cursor = response.headers.get("x-next-cursor");
+  } while (cursor);
+  return items;
+}
+
 // Runs a command in a VM and hands each NDJSON event (stdout, stderr,
 // exit, error) to `onEvent` as it arrives.
 export async function streamExec(vm, command, onEvent) {

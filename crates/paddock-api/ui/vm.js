@@ -242,6 +242,7 @@ export function render(view, id) {
     try {
       const vm = await api("GET", `/v1/vms/${enc(id)}`);
       head.replaceChildren(h("h2", {}, "VM ", h("span", { class: "id" }, vm.vm_id)), details(vm), actions(vm, line, reload));
+      if (!performance.getEntriesByName("paddock:vm-shown").length) performance.mark("paddock:vm-shown");
       if (vm.status !== shownStatus) {
         shownStatus = vm.status;
         tabs.replaceChildren(...TABS.map(([name, label]) => {
