@@ -401,6 +401,31 @@ def test_images_suspend_and_the_accounts_other_pages(registry_server):
         assert chrome.evaluate("document.querySelector('.card[data-vault] input[type=password]').value") == ""
         screenshot(chrome, "dashboard-vaults.png")
 
+        # A VM made through the form with that volume and that vault, by
+        # name; its page shows the mount.
+        vault = next(v for v in api(server, server.key, "GET", "/v1/vaults").json()["vaults"] if v["name"] == "dash-vault")
+        go(chrome, "#/vms")
+        wait_for(chrome, f"!!document.querySelector('#vaults option[value=\"{vault['vault_id']}\"]')")
+        fill(chrome, {"memory": "256", "image": "", "provider": "", "volumes": f"{volume['volume_id']}:/data"})
+        chrome.evaluate(f"document.querySelector('#vaults option[value=\"{vault['vault_id']}\"]').selected = true; true")
+        click(chrome, "#create button[type=submit]")
+        wait_for(chrome, "document.getElementById('vms-error').textContent === ''"
+                         " && document.querySelectorAll('#vms tr').length === 2", timeout=90)
+        with_both = next(v for v in api(server, server.key, "GET", "/v1/vms").json() if v["vm_id"] != vm)
+        vms.append(with_both["vm_id"])
+        assert with_both["vault_ids"] == [vault["vault_id"]], with_both
+        (out,) = [api(server, server.key, "POST", f"/v1/vms/{with_both['vm_id']}/exec",
+                      json={"command": "printenv GITHUB_TOKEN; mount | grep -c ' /data '"}).text]
+        assert "ghp-very-secret-value" in out and "1" in out, out
+        go(chrome, f"#/vms/{with_both['vm_id']}")
+        click_when = "document.querySelector('button[data-tab=volumes]')"
+        wait_for(chrome, f"!!{click_when}")
+        click(chrome, "button[data-tab=volumes]")
+        wait_for(chrome, f"document.getElementById('tab-pane').textContent.includes('{volume['volume_id']}')")
+        chrome.call("Emulation.setDeviceMetricsOverride", width=420, height=800, deviceScaleFactor=1, mobile=False)
+        screenshot(chrome, "dashboard-vm-narrow.png")
+        chrome.call("Emulation.clearDeviceMetricsOverride")
+
         # API keys: a new key is shown once and works; revoked, it does not.
         go(chrome, "#/keys")
         fill(chrome, {"key-name": "dash-key"})
