@@ -2,6 +2,7 @@
 port, and a busybox image pushed to it over the registry's HTTP API, for
 the SDK tests that need an image (a microVM from an image)."""
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -126,3 +127,29 @@ class Registry:
         self.proc.wait()
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def server_with_registry(repo_tag, bridge, subnet):
+    """A paddock server (on its own bridge and subnet, sharing the suite's
+    microVM cache) that pulls from a fresh registry holding a busybox
+    image at `repo_tag`: yields the server and the image's reference."""
+    from conftest import Server
+
+    reg = Registry()
+    try:
+        image = reg.push_busybox(repo_tag)
+        server = Server(
+            extra_env={
+                "PADDOCK_NETWORK__BRIDGE": bridge,
+                "PADDOCK_NETWORK__SUBNET": subnet,
+                "PADDOCK_MICROVM__CACHE_DIR": "/tmp/paddock-test-microvm-cache",
+            },
+            config=reg.paddock_config(),
+        )
+        try:
+            yield server, image
+        finally:
+            server.stop()
+    finally:
+        reg.stop()

@@ -19,7 +19,7 @@ import requests
 
 from chromium import Chromium
 from conftest import BIN, ROOT, Server
-from registry import Registry
+from registry import server_with_registry
 
 SHOTS = ROOT / "target" / "screenshots"
 
@@ -90,6 +90,19 @@ def enter(chrome):
     chrome.call("Input.dispatchKeyEvent", type="keyUp", key="Enter", code="Enter", windowsVirtualKeyCode=13)
 
 
+def type_line(chrome, text):
+    chrome.evaluate("document.querySelector('#terminal .xterm-helper-textarea').focus(); true")
+    chrome.call("Input.insertText", text=text)
+    enter(chrome)
+
+
+def see_line(chrome, line, timeout=20):
+    deadline = time.time() + timeout
+    while line not in terminal_lines(chrome):
+        assert time.time() < deadline, terminal_lines(chrome)
+        time.sleep(0.1)
+
+
 def terminal_lines(chrome):
     return chrome.evaluate(
         "[...document.querySelectorAll('#terminal .xterm-rows > div')].map(r => r.textContent.trimEnd())"
@@ -154,13 +167,8 @@ def test_a_vm_from_sign_in_to_sign_out(server):
         go(chrome, f"#/vms/{vm}")
         wait_for(chrome, "document.getElementById('terminal')?.dataset.connected === 'true'")
         wait_for(chrome, "[...document.querySelectorAll('#terminal .xterm-rows > div')].some(r => r.textContent.includes('#'))")
-        chrome.evaluate("document.querySelector('#terminal .xterm-helper-textarea').focus(); true")
-        chrome.call("Input.insertText", text="echo hello $GREETING")
-        enter(chrome)
-        deadline = time.time() + 20
-        while "hello from-the-form" not in terminal_lines(chrome):
-            assert time.time() < deadline, terminal_lines(chrome)
-            time.sleep(0.1)
+        type_line(chrome, "echo hello $GREETING")
+        see_line(chrome, "hello from-the-form")
         # The theme's colours apply although the page allows no inline
         # styles (xterm's <style> elements are mirrored into adopted sheets).
         assert chrome.evaluate("getComputedStyle(document.querySelector('#terminal .xterm-rows')).color") == "rgb(255, 255, 255)"
@@ -169,16 +177,13 @@ def test_a_vm_from_sign_in_to_sign_out(server):
         assert server.key not in (server.dir / "server.log").read_text(errors="replace")
         screenshot(chrome, "dashboard-terminal.png")
         # The shell's size follows the pane's.
-        chrome.call("Input.insertText", text="stty size")
-        enter(chrome)
+        type_line(chrome, "stty size")
         wide = wait_for(chrome, "(() => { const m = [...document.querySelectorAll('#terminal .xterm-rows > div')]"
                                 ".map(r => r.textContent.trim().match(/^(\\d+) (\\d+)$/)).filter(Boolean).pop();"
                                 " return m && Number(m[2]); })()")
         chrome.call("Emulation.setDeviceMetricsOverride", width=640, height=800, deviceScaleFactor=1, mobile=False)
         time.sleep(0.5)
-        chrome.evaluate("document.querySelector('#terminal .xterm-helper-textarea').focus(); true")
-        chrome.call("Input.insertText", text="clear; stty size")
-        enter(chrome)
+        type_line(chrome, "clear; stty size")
         narrow = wait_for(chrome, "(() => { const m = [...document.querySelectorAll('#terminal .xterm-rows > div')]"
                                   ".map(r => r.textContent.trim().match(/^(\\d+) (\\d+)$/)).filter(Boolean).pop();"
                                   f" return m && Number(m[2]) < {wide} && Number(m[2]); }})()")
@@ -186,8 +191,7 @@ def test_a_vm_from_sign_in_to_sign_out(server):
         chrome.call("Emulation.clearDeviceMetricsOverride")
         # Leaving the terminal and coming back reattaches to the same shell.
         pty = chrome.evaluate("document.getElementById('terminal').dataset.pty")
-        chrome.call("Input.insertText", text="export MARK=kept")
-        enter(chrome)
+        type_line(chrome, "export MARK=kept")
         time.sleep(0.5)
 
         # Files: upload with progress, listed, downloaded, deleted.
@@ -223,13 +227,8 @@ def test_a_vm_from_sign_in_to_sign_out(server):
         click(chrome, "button[data-tab=terminal]")
         wait_for(chrome, "document.getElementById('terminal')?.dataset.connected === 'true'")
         assert chrome.evaluate("document.getElementById('terminal').dataset.pty") == pty
-        chrome.evaluate("document.querySelector('#terminal .xterm-helper-textarea').focus(); true")
-        chrome.call("Input.insertText", text="echo mark=$MARK")
-        enter(chrome)
-        deadline = time.time() + 20
-        while "mark=kept" not in terminal_lines(chrome):
-            assert time.time() < deadline, terminal_lines(chrome)
-            time.sleep(0.1)
+        type_line(chrome, "echo mark=$MARK")
+        see_line(chrome, "mark=kept")
 
         # Run: a command's output streamed back, stderr apart.
         click(chrome, "button[data-tab=run]")
@@ -318,19 +317,8 @@ def test_a_vm_from_sign_in_to_sign_out(server):
 
 @pytest.fixture(scope="module")
 def registry_server():
-    reg = Registry()
-    image = reg.push_busybox("sdk/dash:v1")
-    s = Server(
-        extra_env={
-            "PADDOCK_NETWORK__BRIDGE": "psdk4",
-            "PADDOCK_NETWORK__SUBNET": "10.63.4.0/24",
-            "PADDOCK_MICROVM__CACHE_DIR": "/tmp/paddock-test-microvm-cache",
-        },
-        config=reg.paddock_config(),
-    )
-    yield s, image
-    s.stop()
-    reg.stop()
+    with server_with_registry("sdk/dash:v1", bridge="psdk4", subnet="10.63.4.0/24") as pair:
+        yield pair
 
 
 def rows(chrome, selector):

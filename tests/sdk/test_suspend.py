@@ -7,25 +7,13 @@ import time
 import pytest
 from instavm import InstaVM
 
-from conftest import Server
-from registry import Registry
+from registry import server_with_registry
 
 
 @pytest.fixture(scope="module")
 def image_server():
-    reg = Registry()
-    image = reg.push_busybox("sdk/guest:v1")
-    s = Server(
-        extra_env={
-            "PADDOCK_NETWORK__BRIDGE": "psdk1",
-            "PADDOCK_NETWORK__SUBNET": "10.63.1.0/24",
-            "PADDOCK_MICROVM__CACHE_DIR": "/tmp/paddock-test-microvm-cache",
-        },
-        config=reg.paddock_config(),
-    )
-    yield s, image
-    s.stop()
-    reg.stop()
+    with server_with_registry("sdk/guest:v1", bridge="psdk1", subnet="10.63.1.0/24") as pair:
+        yield pair
 
 
 def test_a_microvm_suspends_and_resumes_with_its_memory(image_server):

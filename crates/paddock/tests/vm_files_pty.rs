@@ -76,6 +76,28 @@ async fn a_64_mib_binary_file_round_trips_by_checksum() {
     assert_eq!(r.status, 422, "{}", r.body);
 }
 
+type Terminal =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Reads a terminal's output until what it showed satisfies `done` (10 s
+/// at most): whether it did, and everything shown.
+async fn read_until(ws: &mut Terminal, done: impl Fn(&str) -> bool) -> (bool, String) {
+    let mut shown = String::new();
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(msg)) = ws.next().await {
+            if let Message::Binary(b) = msg {
+                shown.push_str(&String::from_utf8_lossy(&b));
+                if done(&shown) {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+    .await;
+    (found == Ok(true), shown)
+}
+
 #[tokio::test]
 async fn pty_sessions_over_websocket() {
     let server = Server::start();
@@ -109,20 +131,8 @@ async fn pty_sessions_over_websocket() {
         .await
         .expect("websocket");
     // Type once the shell shows its prompt, as a person would.
-    let prompt = tokio::time::timeout(Duration::from_secs(10), async {
-        let mut shown = String::new();
-        while let Some(Ok(msg)) = ws.next().await {
-            if let Message::Binary(b) = msg {
-                shown.push_str(&String::from_utf8_lossy(&b));
-                if shown.contains("# ") {
-                    return true;
-                }
-            }
-        }
-        false
-    })
-    .await;
-    assert_eq!(prompt, Ok(true));
+    let (prompt, shown) = read_until(&mut ws, |shown| shown.contains("# ")).await;
+    assert!(prompt, "{shown}");
     ws.send(Message::Text(
         json!({"type": "resize", "cols": 120, "rows": 40})
             .to_string()
@@ -135,20 +145,11 @@ async fn pty_sessions_over_websocket() {
     ))
     .await
     .expect("send");
-    let mut seen = String::new();
-    let found = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(Ok(msg)) = ws.next().await {
-            if let Message::Binary(b) = msg {
-                seen.push_str(&String::from_utf8_lossy(&b));
-                if seen.contains("pty-42") && seen.contains("40 120") {
-                    return true;
-                }
-            }
-        }
-        false
+    let (found, seen) = read_until(&mut ws, |seen| {
+        seen.contains("pty-42") && seen.contains("40 120")
     })
     .await;
-    assert_eq!(found, Ok(true), "{seen}");
+    assert!(found, "{seen}");
 
     let got = c.get(&format!("/v1/vms/{id}/pty/sessions/term1")).await;
     assert_eq!(got.body["cols"], 120);
@@ -231,20 +232,8 @@ async fn a_terminal_takes_its_key_from_the_websocket_subprotocol() {
     ws.send(Message::Binary(b"echo via-$((40+2))\n".to_vec().into()))
         .await
         .expect("send");
-    let mut seen = String::new();
-    let found = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(Ok(msg)) = ws.next().await {
-            if let Message::Binary(b) = msg {
-                seen.push_str(&String::from_utf8_lossy(&b));
-                if seen.contains("via-42") {
-                    return true;
-                }
-            }
-        }
-        false
-    })
-    .await;
-    assert_eq!(found, Ok(true), "{seen}");
+    let (found, seen) = read_until(&mut ws, |seen| seen.contains("via-42")).await;
+    assert!(found, "{seen}");
     drop(ws);
 
     for refused in ["nope".to_owned(), server.other_account_key()] {
