@@ -455,7 +455,17 @@ def test_images_suspend_and_the_accounts_other_pages(registry_server):
 
         # Definitions: create, edit with the revision, launch; a stale
         # edit is refused with the API's own words.
+        # More than one page of them (100): every one is listed.
+        spec = {"provider": "container", "image": {"docker": None, "dockerfile": None},
+                "resources": {"cpu": 1, "memory": "256Mi", "disk": None},
+                "network": {"mode": "block", "allow": []},
+                "lifecycle": {"preserve": False, "stop_on_terminal": False, "auto_stop": None},
+                "labels": {}, "volumes": [], "env": {}}
+        for i in range(101):
+            made = api(server, server.key, "POST", "/api/v1/environments", json={**spec, "id": f"bulk-{i:03}"})
+            assert made.status_code == 201, made.text
         go(chrome, "#/definitions")
+        wait_for(chrome, "document.querySelectorAll('tr[data-definition]').length === 101")
         fill(chrome, {"definition-id": "dash-def"})
         chrome.evaluate("document.getElementById('definition-id').closest('form').requestSubmit(); true")
         wait_for(chrome, "!!document.getElementById('definition-json')")

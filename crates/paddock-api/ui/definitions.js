@@ -49,8 +49,14 @@ export function render(view) {
 
   async function redraw() {
     try {
-      const page = await api("GET", "/api/v1/environments?limit=100");
-      body.replaceChildren(table(["Definition", "Provider", "Image", "Revision", ""], page.data.map((d) => {
+      // Every definition, a page of 100 at a time.
+      const all = [];
+      for (let offset = 0; ; offset += 100) {
+        const page = await api("GET", `/api/v1/environments?limit=100&offset=${offset}`);
+        all.push(...page.data);
+        if (!page.meta.has_more) break;
+      }
+      body.replaceChildren(table(["Definition", "Provider", "Image", "Revision", ""], all.map((d) => {
         const open = button("Open", () => { selected = d.id; redraw(); }, { kind: "secondary", action: "open" });
         const remove = button("Delete", () => act(remove, line, () => request("DELETE",
           `/api/v1/environments/${enc(d.id)}`, { headers: { "If-Match": `"${d.revision}"` } })).then(() => {
@@ -60,7 +66,7 @@ export function render(view) {
         return h("tr", { dataset: { definition: d.id } }, h("td", {}, d.id), h("td", {}, d.provider || ""),
           h("td", {}, (d.image && (d.image.docker || (d.image.dockerfile ? "Dockerfile" : ""))) || "default"), h("td", { class: "id" }, d.revision.slice(0, 12)), h("td", {}, open, " ", remove));
       }), "No definitions yet."));
-      const chosen = page.data.find((d) => d.id === selected);
+      const chosen = all.find((d) => d.id === selected);
       detail.replaceChildren(chosen ? editor(chosen, line, redraw) : "");
     } catch (e) { line.textContent = e.message; }
   }

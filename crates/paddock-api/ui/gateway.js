@@ -10,8 +10,20 @@ const shortName = (name) => name.split("/").pop();
 // States on the way somewhere: the page polls faster while one shows.
 const MOVING = ["CREATING", "CONNECTING", "DISCONNECTING", "RECONNECTING", "DELETING", "QUEUED", "PENDING", "RUNNING", "CANCELLING"];
 
+// Every item of a gateway list, following its `nextPageToken`.
+async function listAll(collection) {
+  const items = [];
+  let token = "";
+  do {
+    const page = await api("GET", `${base()}/${collection}?pageSize=100${token ? `&pageToken=${enc(token)}` : ""}`);
+    items.push(...(page[collection] || []));
+    token = page.nextPageToken;
+  } while (token);
+  return items;
+}
+
 async function poolOptions(select) {
-  const { nodePools } = await api("GET", `${base()}/nodePools`);
+  const nodePools = await listAll("nodePools");
   select.replaceChildren(...nodePools.map((p) => h("option", { value: shortName(p.name) }, p.displayName || shortName(p.name))));
 }
 
@@ -47,7 +59,7 @@ export function environments(view) {
     } }, field("Id", id), field("Base image", image, true), add);
   }
   return listPage(view, "Environments", form, async (line, redraw) => {
-    const { environments: all } = await api("GET", `${base()}/environments`);
+    const all = await listAll("environments");
     const rows = all.map((env) => {
       const id = shortName(env.name);
       const path = `${base()}/environments/${enc(id)}`;
@@ -76,9 +88,15 @@ export function environments(view) {
 export function jobs(view) {
   const logs = h("pre", { id: "job-logs", hidden: true });
   async function showLogs(id) {
-    const answer = await api("GET", `${base()}/batchJobs/${enc(id)}:getLogs`);
+    const entries = [];
+    let token = "";
+    do {
+      const answer = await api("GET", `${base()}/batchJobs/${enc(id)}:getLogs${token ? `?pageToken=${enc(token)}` : ""}`);
+      entries.push(...answer.entries);
+      token = answer.nextPageToken;
+    } while (token);
     logs.hidden = false;
-    logs.replaceChildren(...answer.entries.map((e) => h("span", { class: e.stream === "stderr" ? "stderr" : e.stream === "system" ? "exit" : undefined }, e.text)));
+    logs.replaceChildren(...entries.map((e) => h("span", { class: e.stream === "stderr" ? "stderr" : e.stream === "system" ? "exit" : undefined }, e.text)));
   }
   function form(line, redraw) {
     const id = h("input", { id: "job-id", placeholder: "generated when empty" });
@@ -88,7 +106,7 @@ export function jobs(view) {
     // A job runs an image, or an environment's saved image.
     const image = h("input", { id: "job-image", placeholder: "registry/name:tag" });
     const environment = h("select", { id: "job-environment" }, h("option", { value: "" }, "none: the image"));
-    api("GET", `${base()}/environments`).then(({ environments: all }) => {
+    listAll("environments").then((all) => {
       for (const env of all) environment.append(h("option", { value: shortName(env.name) }, env.displayName || shortName(env.name)));
     }).catch(() => {});
     const env = h("textarea", { id: "job-env", rows: "1", placeholder: "NAME=value" });
@@ -107,7 +125,7 @@ export function jobs(view) {
     field("Command", command, true), field("Env", env), add), logs);
   }
   return listPage(view, "Batch jobs", form, async (line, redraw) => {
-    const { batchJobs } = await api("GET", `${base()}/batchJobs`);
+    const batchJobs = await listAll("batchJobs");
     const rows = batchJobs.map((job) => {
       const id = shortName(job.name);
       const path = `${base()}/batchJobs/${enc(id)}`;
