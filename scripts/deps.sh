@@ -72,6 +72,7 @@ if ! cmp -s "$vendor/package-lock.json" "$stamp"; then
   # Debian's nodejs comes without npm; NodeSource's carries its own.
   if ! command -v npm > /dev/null; then
     sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq
     $sudo apt-get install -y -qq --no-install-recommends npm
   fi
   (cd "$vendor" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
