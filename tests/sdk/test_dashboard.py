@@ -350,8 +350,7 @@ def test_images_suspend_and_the_accounts_other_pages(registry_server):
         vms.append(vm)
         assert api(server, server.key, "GET", f"/v1/vms/{vm}").json()["provider"] == "microvm"
         go(chrome, f"#/vms/{vm}")
-        click_when = "document.querySelector('button[data-action=suspend]')"
-        wait_for(chrome, f"!!{click_when}")
+        wait_for(chrome, "!!document.querySelector('button[data-action=suspend]')")
         click(chrome, "button[data-action=suspend]")
         wait_for(chrome, "!!document.querySelector('button[data-action=resume]')", timeout=120)
         assert api(server, server.key, "GET", f"/v1/vms/{vm}").json()["status"] == "suspended"
@@ -402,12 +401,11 @@ def test_images_suspend_and_the_accounts_other_pages(registry_server):
         with_both = next(v for v in api(server, server.key, "GET", "/v1/vms").json() if v["vm_id"] != vm)
         vms.append(with_both["vm_id"])
         assert with_both["vault_ids"] == [vault["vault_id"]], with_both
-        (out,) = [api(server, server.key, "POST", f"/v1/vms/{with_both['vm_id']}/exec",
-                      json={"command": "printenv GITHUB_TOKEN; mount | grep -c ' /data '"}).text]
+        out = api(server, server.key, "POST", f"/v1/vms/{with_both['vm_id']}/exec",
+                  json={"command": "printenv GITHUB_TOKEN; mount | grep -c ' /data '"}).text
         assert "ghp-very-secret-value" in out and "1" in out, out
         go(chrome, f"#/vms/{with_both['vm_id']}")
-        click_when = "document.querySelector('button[data-tab=volumes]')"
-        wait_for(chrome, f"!!{click_when}")
+        wait_for(chrome, "!!document.querySelector('button[data-tab=volumes]')")
         click(chrome, "button[data-tab=volumes]")
         wait_for(chrome, f"document.getElementById('tab-pane').textContent.includes('{volume['volume_id']}')")
         chrome.call("Emulation.setDeviceMetricsOverride", width=420, height=800, deviceScaleFactor=1, mobile=False)

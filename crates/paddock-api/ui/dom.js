@@ -60,6 +60,32 @@ export async function act(button, line, work, doing = "Working…") {
   }
 }
 
+// A titled page: `form(line, redraw)` (if any) above a listing that
+// `load(line, redraw)` draws. `load` answers the listing, or
+// `{ content, busy }` when something on it is on its way somewhere. It
+// is drawn again `every` ms after each drawing (0: only when asked), or
+// `busyEvery` ms while busy. Answers a function that stops the polling.
+export function listPage(view, title, form, load, { every = 0, busyEvery = every } = {}) {
+  const line = statusLine();
+  const body = h("div", { class: "listing" });
+  let timer = null;
+  let stopped = false;
+  const redraw = async () => {
+    clearTimeout(timer);
+    let busy = false;
+    try {
+      const drawn = await load(line, redraw);
+      busy = !(drawn instanceof Node) && drawn.busy;
+      body.replaceChildren(drawn instanceof Node ? drawn : drawn.content);
+    } catch (e) { line.textContent = e.message; }
+    const wait = busy ? busyEvery : every;
+    if (!stopped && wait) timer = setTimeout(redraw, wait);
+  };
+  view.append(h("h2", {}, title), form ? form(line, redraw) : "", line, body);
+  redraw();
+  return () => { stopped = true; clearTimeout(timer); };
+}
+
 export function age(iso) {
   if (!iso) return "";
   const seconds = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));

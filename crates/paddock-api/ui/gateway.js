@@ -2,12 +2,13 @@
 // with their progress, delete) and batch jobs (submit, logs, cancel,
 // delete), under /v1/accounts/{account}/.
 
-import { act, age, button, field, h, parsePairs, statusLine, table } from "./dom.js";
+import { act, age, button, field, h, listPage, parsePairs, table } from "./dom.js";
 import { api, enc, session } from "./api.js";
 
 const base = () => `/v1/accounts/${enc(session.me.account_id)}`;
 const shortName = (name) => name.split("/").pop();
 // States on the way somewhere: the page polls faster while one shows.
+const POLL = { every: 3000, busyEvery: 700 };
 const MOVING = ["CREATING", "CONNECTING", "DISCONNECTING", "RECONNECTING", "DELETING", "QUEUED", "PENDING", "RUNNING", "CANCELLING"];
 
 // Every item of a gateway list, following its `nextPageToken`.
@@ -25,26 +26,6 @@ async function listAll(collection) {
 async function poolOptions(select) {
   const nodePools = await listAll("nodePools");
   select.replaceChildren(...nodePools.map((p) => h("option", { value: shortName(p.name) }, p.displayName || shortName(p.name))));
-}
-
-function listPage(view, title, form, load) {
-  const line = statusLine();
-  const body = h("div", { class: "listing" });
-  let timer = null;
-  let stopped = false;
-  const redraw = async () => {
-    clearTimeout(timer);
-    let moving = false;
-    try {
-      const [content, busy] = await load(line, redraw);
-      moving = busy;
-      body.replaceChildren(content);
-    } catch (e) { line.textContent = e.message; }
-    if (!stopped) timer = setTimeout(redraw, moving ? 700 : 3000);
-  };
-  view.append(h("h2", {}, title), form(line, redraw), line, body);
-  redraw();
-  return () => { stopped = true; clearTimeout(timer); };
 }
 
 export function environments(view) {
@@ -80,9 +61,9 @@ export function environments(view) {
         h("td", {}, env.state === "DISCONNECTED" ? [pool, " ", ranks, " ", connect, " "] : "",
           env.state === "CONNECTED" ? [disconnect, " "] : "", remove));
     });
-    return [table(["Environment", "State", "Connection", "VM", "Age", ""], rows, "No environments yet."),
-      all.some((e) => MOVING.includes(e.state))];
-  });
+    return { content: table(["Environment", "State", "Connection", "VM", "Age", ""], rows, "No environments yet."),
+      busy: all.some((e) => MOVING.includes(e.state)) };
+  }, POLL);
 }
 
 export function jobs(view) {
@@ -137,7 +118,7 @@ export function jobs(view) {
         h("td", { class: `state-${job.state}` }, job.state, job.status && job.status.message ? ` (${job.status.message})` : ""),
         h("td", {}, shortName(job.nodePoolId || "")), h("td", {}, age(job.createTime)), h("td", {}, show, " ", cancel, " ", remove));
     });
-    return [table(["Job", "State", "Node pool", "Age", ""], rows, "No batch jobs yet."),
-      batchJobs.some((j) => MOVING.includes(j.state))];
-  });
+    return { content: table(["Job", "State", "Node pool", "Age", ""], rows, "No batch jobs yet."),
+      busy: batchJobs.some((j) => MOVING.includes(j.state)) };
+  }, POLL);
 }

@@ -2,25 +2,11 @@
 // checkpoints, vaults (names and credential names; values are
 // write-only), and API keys.
 
-import { act, age, button, bytes, field, h, statusLine, table } from "./dom.js";
+import { act, age, button, bytes, field, h, listPage, table } from "./dom.js";
 import { api, enc } from "./api.js";
 
-// A titled page whose table `load` redraws every `every` ms (0: once).
-function page(view, title, form, load, every = 0) {
-  const line = statusLine();
-  const body = h("div", { class: "listing" });
-  const redraw = async () => {
-    try { body.replaceChildren(await load(line, redraw)); } catch (e) { line.textContent = e.message; }
-  };
-  view.append(h("h2", {}, title), form ? form(line, redraw) : "", line, body);
-  redraw();
-  if (!every) return null;
-  const poll = setInterval(redraw, every);
-  return () => clearInterval(poll);
-}
-
 export function snapshots(view) {
-  return page(view, "Snapshots", null, async (line, redraw) => {
+  return listPage(view, "Snapshots", null, async (line, redraw) => {
     const all = await api("GET", "/v1/snapshots");
     return table(["Name", "Status", "Size", "From VM", "Age", ""], all.map((s) => {
       const start = s.status === "ready" && button("Start VM", () => act(start, line, async () => {
@@ -34,7 +20,7 @@ export function snapshots(view) {
         h("td", {}, bytes(s.size_bytes)), h("td", { class: "id" }, s.vm_id || ""), h("td", {}, age(s.created_at)),
         h("td", {}, start, " ", remove));
     }), "No snapshots yet: take one from a VM's page.");
-  }, 2000);
+  }, { every: 2000 });
 }
 
 export function images(view) {
@@ -66,7 +52,7 @@ export function images(view) {
       redraw();
     } }, field("Image", reference, true), pull), progress);
   }
-  return page(view, "Images", form, async (line, redraw) => {
+  return listPage(view, "Images", form, async (line, redraw) => {
     const all = await api("GET", "/v1/images");
     return table(["Reference", "Digest", "Size", "Layers", "Age", ""], all.map((i) => {
       const remove = button("Delete", () => act(remove, line,
@@ -105,7 +91,7 @@ export function volumes(view) {
       { name: name.value.trim(), quota_bytes: Number(quota.value) * 1024 ** 3 })).then(redraw); } },
     field("Name", name), field("Quota (GiB)", quota), add);
   }
-  return page(view, "Volumes", form, async (line, redraw) => {
+  return listPage(view, "Volumes", form, async (line, redraw) => {
     const all = await api("GET", "/v1/volumes");
     const rows = [];
     for (const v of all) {
@@ -131,7 +117,7 @@ export function vaults(view) {
     return h("form", { onsubmit: (e) => { e.preventDefault(); act(add, line,
       () => api("POST", "/v1/vaults", { name: name.value.trim() })).then(redraw); } }, field("Name", name), add);
   }
-  return page(view, "Vaults", form, async (line, redraw) => {
+  return listPage(view, "Vaults", form, async (line, redraw) => {
     const { vaults: all } = await api("GET", "/v1/vaults");
     const cards = await Promise.all(all.map(async (v) => {
       const { credentials } = await api("GET", `/v1/vaults/${enc(v.vault_id)}/credentials`);
@@ -173,7 +159,7 @@ export function keys(view) {
       redraw();
     } }, field("Name", name), field("Expires in days", days), add), shown);
   }
-  return page(view, "API keys", form, async (line, redraw) => {
+  return listPage(view, "API keys", form, async (line, redraw) => {
     const all = await api("GET", "/v1/api-keys");
     return table(["Name", "Prefix", "User", "Created", "Expires", ""], all.map((k) => {
       const remove = button("Revoke", () => act(remove, line,

@@ -19,9 +19,11 @@ function details(vm) {
 
 function actions(vm, line, reload) {
   const id = enc(vm.vm_id);
-  const done = (where) => (answer) => { if (answer) location.hash = where(answer); else reload(); };
   const clone = button("Clone", () => act(clone, line,
-    () => api("POST", `/v1/vms/${id}/clone`, {}), "Cloning…").then(done((a) => `#/vms/${enc(a.vm_id)}`)), { action: "clone" });
+    () => api("POST", `/v1/vms/${id}/clone`, {}), "Cloning…").then((a) => {
+    if (a) location.hash = `#/vms/${enc(a.vm_id)}`;
+    else reload();
+  }), { action: "clone" });
   const snapshot = button("Snapshot", () => act(snapshot, line, async () => {
     const s = await api("POST", `/v1/vms/${id}/snapshot`, {});
     line.textContent = `Snapshot ${s.name || s.snapshot_id}: ${s.status}`;

@@ -36,10 +36,7 @@ pub(crate) async fn vm_metrics(
     Caller(account): Caller,
     ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<VmMetrics>, ApiError> {
-    let id = vm_id(&raw)?;
-    let vms = state.vms();
-    let vm = vms.get_vm(&account, &id).await?;
-    let counters = vms.usage_now(&account, &id).await?;
+    let (vm, counters) = state.vms().running_usage(&account, &vm_id(&raw)?).await?;
     Ok(Json(VmMetrics {
         vm_id: vm.id.to_string(),
         sampled_at: paddock_core::clock::Timestamp::now().to_rfc3339(),

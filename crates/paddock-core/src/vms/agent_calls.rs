@@ -265,8 +265,19 @@ impl Vms {
         account: &AccountId,
         id: &VmId,
     ) -> Result<Option<crate::model::UsageCounters>, CoreError> {
+        Ok(self.running_usage(account, id).await?.1)
+    }
+
+    /// A running VM and its counters now ([`Vms::usage_now`]), read
+    /// together for a caller that also needs the VM.
+    pub async fn running_usage(
+        &self,
+        account: &AccountId,
+        id: &VmId,
+    ) -> Result<(Vm, Option<crate::model::UsageCounters>), CoreError> {
         let vm = self.running_vm(account, id).await?;
-        Ok(self.provider_of(&vm)?.usage(&vm.id))
+        let counters = self.provider_of(&vm)?.usage(&vm.id);
+        Ok((vm, counters))
     }
 
     /// Sends `signal` to a command of the VM (the process group its pid
