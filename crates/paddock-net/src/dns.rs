@@ -200,7 +200,7 @@ impl Resolver {
             return;
         }
         let ttl = ttl.clamp(MIN_LEARNED_TTL, MAX_LEARNED_TTL);
-        if let Err(e) = nft::apply(&nft::learn(&self.layout, vm, &addresses, ttl)).await {
+        if let Err(e) = nft::change(&self.layout.table, nft::learn(vm, &addresses, ttl)).await {
             tracing::warn!(vm = %vm, error = %e, "could not allow looked-up addresses");
             return;
         }

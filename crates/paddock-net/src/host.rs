@@ -240,7 +240,7 @@ impl PoolState {
         }
         let gateway = segment.gateway();
         link::ensure_bridge(&segment.bridge, gateway, segment.cidr).await?;
-        nft::apply(&nft::add_segment(&self.layout, segment)).await?;
+        nft::change(&self.layout.table, nft::add_segment(segment)).await?;
         dns::serve(
             SocketAddr::from((gateway, 53)),
             self.layout.clone(),
@@ -342,7 +342,7 @@ impl PoolState {
                 port: &port,
                 policy: &self.config.prepared_policy,
             };
-            nft::apply(&nft::add_vm(&self.layout, &rules)).await?;
+            nft::change(&self.layout.table, nft::add_vm(&rules)).await?;
             self.set_in_force(address, self.config.prepared_policy.clone());
             Ok(())
         }
@@ -382,13 +382,17 @@ impl PoolState {
             .in_force(address)
             .unwrap_or_else(|| self.config.prepared_policy.clone());
         if old != *policy {
-            nft::apply(&nft::replace_policy(&self.layout, address, &old, policy)).await?;
+            nft::change(
+                &self.layout.table,
+                nft::replace_policy(address, &old, policy),
+            )
+            .await?;
         }
         self.set_in_force(address, policy.clone());
         if policy.domain_patterns().is_empty() {
             let learned = self.take_learned(address);
             if !learned.is_empty() {
-                nft::apply_each(&nft::forget_learned(&self.layout, address, &learned)).await;
+                nft::change_each(&self.layout.table, nft::forget_learned(address, &learned)).await;
             }
         }
         Ok(())
@@ -407,13 +411,13 @@ impl PoolState {
                 tracing::warn!(path = %path.display(), error = %e, "could not remove a namespace");
             }
         };
-        tokio::join!(nft::apply_each(&rules), unwire);
+        tokio::join!(nft::change_each(&self.layout.table, rules), unwire);
         self.free(address);
     }
 
     /// Forgets the policy, learned addresses and vault services of
     /// `address`; the rule changes that remove it.
-    fn forget(&self, address: Ipv4Addr) -> Vec<String> {
+    fn forget(&self, address: Ipv4Addr) -> Vec<nft::Element> {
         self.interceptions
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -425,7 +429,7 @@ impl PoolState {
             .and_then(|mut m| m.remove(&address));
         let learned = self.take_learned(address);
         let port = link::port_name(address);
-        nft::remove_vm(&self.layout, address, &port, policy.as_ref(), &learned)
+        nft::remove_vm(address, &port, policy.as_ref(), &learned)
     }
 
     /// [`PoolState::discard`] for many addresses, batched: one rule-set
@@ -434,7 +438,7 @@ impl PoolState {
     /// one by one waits out a grace period each). What has not gone by
     /// the deadline is deleted link by link.
     async fn discard_many(&self, addresses: &[Ipv4Addr]) {
-        let rules: Vec<String> = addresses.iter().flat_map(|a| self.forget(*a)).collect();
+        let rules: Vec<nft::Element> = addresses.iter().flat_map(|a| self.forget(*a)).collect();
         let unwire = async {
             for &address in addresses {
                 let path = self.netns_path(address);
@@ -455,7 +459,7 @@ impl PoolState {
                 tracing::warn!(count = left.len(), error = %e, "could not remove VM ports");
             }
         };
-        tokio::join!(nft::apply_each(&rules), unwire);
+        tokio::join!(nft::change_each(&self.layout.table, rules), unwire);
         for &address in addresses {
             self.free(address);
         }

@@ -13,6 +13,7 @@ pub mod guard;
 mod host;
 pub mod intercept;
 pub mod link;
+pub mod netlink;
 pub mod netns;
 pub mod nft;
 pub mod rfc2136;
@@ -36,6 +37,8 @@ pub enum NetError {
     Exhausted(String),
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    Netlink(#[from] netlink::NetlinkError),
 }
 
 impl From<NetError> for paddock_core::RuntimeError {

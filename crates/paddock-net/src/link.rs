@@ -1,15 +1,19 @@
-//! Links on the host: the bridge and each VM's veth pair, through
+//! Links on the host: the bridge and each VM's veth pair. A VM's veth is
+//! made and deleted over rtnetlink from the server ([`crate::netlink::route`]):
+//! they come and go with every VM, and an `ip` process each cost more
+//! than the change. The bridges, made once per segment, go through
 //! iproute2's batch mode (`ip -b -`), the interface every distribution
-//! ships and documents. Each batch is one process, and pool preparation
-//! runs ahead of demand, so the process costs stay off the create path.
+//! ships and documents.
 
 use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::Stdio;
 
 use paddock_core::model::Ipv4Cidr;
 use tokio::io::AsyncWriteExt;
 
+use crate::netlink::route;
 use crate::NetError;
 
 /// The host-side name of a VM's veth: `vp` and its address in hex, unique
@@ -115,34 +119,33 @@ pub async fn wire(
     prefix: u8,
 ) -> Result<(), NetError> {
     let port = port_name(address);
-    let ns = netns.display();
-    ip_batch(
-        &[],
-        &format!("link add {port} type veth peer name eth0 netns {ns}\n"),
-        false,
-    )
-    .await?;
-    without_ipv6(&port)?;
-    ip_batch(
-        &[],
-        &format!(
-            "link set {port} master {bridge}\n\
-             link set dev {port} type bridge_slave isolated on\n\
-             link set {port} up\n"
-        ),
-        false,
-    )
-    .await?;
-    let ns_arg = format!("--net={ns}");
-    ip_batch(
-        &["nsenter", &ns_arg],
-        &format!(
-            "link set lo up\naddr add {address}/{prefix} dev eth0\nlink set eth0 up\n\
-             route add default via {gateway}\n"
-        ),
-        false,
-    )
+    let (netns, bridge) = (netns.to_path_buf(), bridge.to_owned());
+    blocking(move || {
+        let ns = std::fs::File::open(&netns).map_err(|source| NetError::Host {
+            what: format!("open the namespace {}", netns.display()),
+            source,
+        })?;
+        route::add_veth(&port, ns.as_fd())?;
+        without_ipv6(&port)?;
+        route::join_bridge(&port, &bridge)?;
+        route::in_namespace(&netns, move || {
+            route::address_inside(address, prefix, gateway)
+        })?;
+        Ok(())
+    })
     .await
+}
+
+/// Runs netlink work on a blocking thread.
+async fn blocking(
+    f: impl FnOnce() -> Result<(), NetError> + Send + 'static,
+) -> Result<(), NetError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| NetError::Tool {
+            tool: "netlink",
+            message: e.to_string(),
+        })?
 }
 
 /// Turns IPv6 off on a host-side link before it comes up. VMs have IPv4
@@ -169,14 +172,7 @@ fn without_ipv6(link: &str) -> Result<(), NetError> {
 /// The kernel also deletes a veth by itself when the namespace holding
 /// its other end dies, so the port may vanish while this runs.
 pub async fn remove_port(address: Ipv4Addr) -> Result<(), NetError> {
-    let port = port_name(address);
-    if !Path::new("/sys/class/net").join(&port).exists() {
-        return Ok(());
-    }
-    match ip_batch(&[], &format!("link del {port}\n"), true).await {
-        Err(NetError::Tool { message, .. }) if message.contains("Cannot find device") => Ok(()),
-        other => other,
-    }
+    remove_ports(&[address]).await
 }
 
 /// Whether the VM port of `address` exists.
@@ -186,20 +182,14 @@ pub fn port_exists(address: Ipv4Addr) -> bool {
         .exists()
 }
 
-/// Deletes the veths of many VMs in one batch; missing ones are skipped.
+/// Deletes the veths of many VMs, sent together; missing ones are
+/// skipped.
 pub async fn remove_ports(addresses: &[Ipv4Addr]) -> Result<(), NetError> {
-    let batch: String = addresses
-        .iter()
-        .filter(|a| port_exists(**a))
-        .map(|a| format!("link del {}\n", port_name(*a)))
-        .collect();
-    if batch.is_empty() {
+    let names: Vec<String> = addresses.iter().map(|a| port_name(*a)).collect();
+    if names.is_empty() {
         return Ok(());
     }
-    match ip_batch(&[], &batch, true).await {
-        Err(NetError::Tool { message, .. }) if message.contains("Cannot find device") => Ok(()),
-        other => other,
-    }
+    blocking(move || Ok(route::delete_links(&names)?)).await
 }
 
 /// The VM ports attached to `bridge`.

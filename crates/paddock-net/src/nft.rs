@@ -1,8 +1,13 @@
-//! The nftables ruleset of one server, as nft's own language.
+//! The nftables ruleset of one server.
 //!
-//! The rules are generated as text and fed to `nft -f -`: that language
-//! is nftables' stable interface, every batch applies atomically, and the
-//! crates that wrap it spawn the same binary with JSON. Everything lives
+//! The tables, chains and sets are generated as nft's own language and
+//! fed to `nft -f -` at start (that language is nftables' stable
+//! interface, and every batch applies atomically). What changes while the
+//! server runs is only ever set elements ([`Element`]: a VM attached,
+//! released, its policy replaced, an address it looked up), and those go
+//! to the kernel over netlink from the server itself
+//! ([`crate::netlink::nftables`]), one transaction each: an `nft` process
+//! per change cost more than the change. Everything lives
 //! in two tables named after the bridge, so two servers on one host (and
 //! the operator's own rules) never touch each other's rules.
 //!
@@ -39,6 +44,8 @@ use std::process::Stdio;
 use paddock_core::model::{EgressDefault, EgressPolicy, Ipv4Cidr};
 use tokio::io::AsyncWriteExt;
 
+use crate::netlink::nftables::{self, ElementChange};
+pub use crate::netlink::nftables::{Family, Verb};
 use crate::segment::Segment;
 use crate::NetError;
 
@@ -164,76 +171,190 @@ table bridge {t} {{
         blocked = set_list(&blocked),
         subnet = layout.subnet,
     );
-    for segment in segments {
-        s.push_str(&add_segment(layout, segment));
-    }
-    for vm in vms {
-        s.push_str(&add_vm(layout, vm));
+    let elements = segments
+        .iter()
+        .flat_map(add_segment)
+        .chain(vms.iter().flat_map(add_vm));
+    for element in elements {
+        let _ = writeln!(s, "{}", element.to_nft(t));
     }
     s
+}
+
+/// A field of a set element's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Field {
+    Addr(Ipv4Addr),
+    /// A range, in a set with `flags interval`.
+    Range(Ipv4Cidr),
+    Ifname(String),
+}
+
+impl Field {
+    /// The field's first and last key bytes, each field padded to the
+    /// kernel's 4-byte registers (both kinds here already are).
+    fn bytes(&self) -> (Vec<u8>, Vec<u8>) {
+        match self {
+            Self::Addr(a) => (a.octets().to_vec(), a.octets().to_vec()),
+            Self::Range(c) => {
+                let first = u32::from(c.addr());
+                let last = first | (u32::MAX.checked_shr(u32::from(c.prefix())).unwrap_or(0));
+                (first.to_be_bytes().to_vec(), last.to_be_bytes().to_vec())
+            }
+            // `type ifname`: IFNAMSIZ bytes, NUL-padded.
+            Self::Ifname(n) => {
+                let mut v = n.as_bytes().to_vec();
+                v.resize(16, 0);
+                (v.clone(), v)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Addr(a) => write!(f, "{a}"),
+            Self::Range(c) => write!(f, "{c}"),
+            Self::Ifname(n) => write!(f, "\"{n}\""),
+        }
+    }
+}
+
+/// One element added to or deleted from a set of this server's tables:
+/// the unit every VM's rules are made of. Applied over netlink
+/// ([`change`]); written as nft's language in a whole ruleset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Element {
+    pub verb: Verb,
+    pub family: Family,
+    pub set: &'static str,
+    pub fields: Vec<Field>,
+    pub timeout_s: Option<u32>,
+}
+
+impl Element {
+    fn new(verb: Verb, family: Family, set: &'static str, fields: Vec<Field>) -> Self {
+        Self {
+            verb,
+            family,
+            set,
+            fields,
+            timeout_s: None,
+        }
+    }
+
+    /// The element as one line of nft's language.
+    pub fn to_nft(&self, table: &str) -> String {
+        let verb = match self.verb {
+            Verb::Add => "add",
+            Verb::Delete => "delete",
+        };
+        let family = match self.family {
+            Family::Inet => "inet",
+            Family::Bridge => "bridge",
+        };
+        let key = self
+            .fields
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" . ");
+        let timeout = self
+            .timeout_s
+            .map(|t| format!(" timeout {t}s"))
+            .unwrap_or_default();
+        format!(
+            "{verb} element {family} {table} {} {{ {key}{timeout} }}",
+            self.set
+        )
+    }
+
+    /// The element as the kernel takes it.
+    fn to_change(&self) -> ElementChange {
+        let (mut key, mut end) = (Vec::new(), Vec::new());
+        for field in &self.fields {
+            let (first, last) = field.bytes();
+            key.extend(first);
+            end.extend(last);
+        }
+        let ranged = self.fields.iter().any(|f| matches!(f, Field::Range(_)));
+        ElementChange {
+            verb: self.verb,
+            family: self.family,
+            set: self.set,
+            key,
+            key_end: ranged.then_some(end),
+            timeout_ms: self.timeout_s.map(|t| u64::from(t) * 1000),
+        }
+    }
 }
 
 /// Adds a segment: its bridge carries VMs, its gateway is a resolver.
-pub fn add_segment(layout: &Layout, segment: &Segment) -> String {
-    format!(
-        "add element inet {t} bridges {{ \"{b}\" }}\nadd element inet {t} gateways {{ {g} }}\n",
-        t = layout.table,
-        b = segment.bridge,
-        g = segment.gateway(),
-    )
+pub fn add_segment(segment: &Segment) -> Vec<Element> {
+    vec![
+        Element::new(
+            Verb::Add,
+            Family::Inet,
+            "bridges",
+            vec![Field::Ifname(segment.bridge.clone())],
+        ),
+        Element::new(
+            Verb::Add,
+            Family::Inet,
+            "gateways",
+            vec![Field::Addr(segment.gateway())],
+        ),
+    ]
 }
 
-/// Adds one VM: its policy's elements, its place among the attached VMs
-/// and its port's address.
-pub fn add_vm(layout: &Layout, vm: &VmRules<'_>) -> String {
-    let t = &layout.table;
-    let mut s = policy_elements(layout, vm.address, vm.policy, "add");
-    let _ = writeln!(
-        s,
-        "add element inet {t} vms {{ {a} }}\n\
-         add element bridge {t} ifaces {{ \"{p}\" }}\n\
-         add element bridge {t} ports {{ \"{p}\" . {a} }}",
-        a = vm.address,
-        p = vm.port,
-    );
-    s
+/// The elements that attach one VM: its policy's, its place among the
+/// attached VMs and its port's address.
+pub fn add_vm(vm: &VmRules<'_>) -> Vec<Element> {
+    let mut elements = policy_elements(vm.address, vm.policy, Verb::Add);
+    elements.extend(membership(vm.address, vm.port, Verb::Add));
+    elements
+}
+
+/// A VM's place among the attached VMs and its port's address.
+fn membership(address: Ipv4Addr, port: &str, verb: Verb) -> Vec<Element> {
+    let port = Field::Ifname(port.to_owned());
+    vec![
+        Element::new(verb, Family::Inet, "vms", vec![Field::Addr(address)]),
+        Element::new(verb, Family::Bridge, "ifaces", vec![port.clone()]),
+        Element::new(
+            verb,
+            Family::Bridge,
+            "ports",
+            vec![port, Field::Addr(address)],
+        ),
+    ]
 }
 
 /// Replaces a VM's policy `old` (the one in force) with `new` in one
 /// transaction. Its learned addresses stay, still bound by their TTL;
 /// [`forget_learned`] drops them when `new` allows no domain.
-pub fn replace_policy(
-    layout: &Layout,
-    address: Ipv4Addr,
-    old: &EgressPolicy,
-    new: &EgressPolicy,
-) -> String {
-    let mut s = policy_elements(layout, address, old, "delete");
-    s.push_str(&policy_elements(layout, address, new, "add"));
-    s
+pub fn replace_policy(address: Ipv4Addr, old: &EgressPolicy, new: &EgressPolicy) -> Vec<Element> {
+    let mut elements = policy_elements(address, old, Verb::Delete);
+    elements.extend(policy_elements(address, new, Verb::Add));
+    elements
 }
 
-/// The elements a VM's policy puts in the shared sets, each line `verb`
-/// (`add` or `delete`) one of them.
-fn policy_elements(
-    layout: &Layout,
-    address: Ipv4Addr,
-    policy: &EgressPolicy,
-    verb: &str,
-) -> String {
-    let t = &layout.table;
-    let mut s = String::new();
+/// The elements a VM's policy puts in the shared sets.
+fn policy_elements(address: Ipv4Addr, policy: &EgressPolicy, verb: Verb) -> Vec<Element> {
+    let mut elements = Vec::new();
     for (set, cidrs) in [
         ("vm_allow", &policy.allowed_cidrs),
         ("vm_deny", &policy.denied_cidrs),
     ] {
-        let keys: Vec<String> = disjoint(cidrs)
-            .iter()
-            .map(|c| format!("{address} . {c}"))
-            .collect();
-        if !keys.is_empty() {
-            let _ = writeln!(s, "{verb} element inet {t} {set} {{ {} }}", keys.join(", "));
-        }
+        elements.extend(disjoint(cidrs).into_iter().map(|c| {
+            Element::new(
+                verb,
+                Family::Inet,
+                set,
+                vec![Field::Addr(address), Field::Range(c)],
+            )
+        }));
     }
     let flags = [
         ("vm_http", policy.allow_http),
@@ -242,67 +363,108 @@ fn policy_elements(
     ];
     for (set, on) in flags {
         if on {
-            let _ = writeln!(s, "{verb} element inet {t} {set} {{ {address} }}");
+            elements.push(Element::new(
+                verb,
+                Family::Inet,
+                set,
+                vec![Field::Addr(address)],
+            ));
         }
     }
-    s
+    elements
 }
 
-/// Removes one VM's rules (`policy`: the one in force; `learned`: the
-/// addresses it looked up): the lines that may fail when a part is
-/// already gone come as separate batches (see [`apply_each`]).
+/// The elements that remove one VM (`policy`: the one in force;
+/// `learned`: the addresses it looked up); for [`change_each`], since a
+/// part may be gone already.
 pub fn remove_vm(
-    layout: &Layout,
     address: Ipv4Addr,
     port: &str,
     policy: Option<&EgressPolicy>,
     learned: &[Ipv4Addr],
-) -> Vec<String> {
-    let t = &layout.table;
-    let mut batches = vec![
-        format!("delete element inet {t} vms {{ {address} }}"),
-        format!("delete element bridge {t} ports {{ \"{port}\" . {address} }}"),
-        format!("delete element bridge {t} ifaces {{ \"{port}\" }}"),
-    ];
+) -> Vec<Element> {
+    let mut elements = membership(address, port, Verb::Delete);
     if let Some(p) = policy {
-        batches.extend(
-            policy_elements(layout, address, p, "delete")
-                .lines()
-                .map(str::to_owned),
-        );
+        elements.extend(policy_elements(address, p, Verb::Delete));
     }
-    batches.extend(forget_learned(layout, address, learned));
-    batches
+    elements.extend(forget_learned(address, learned));
+    elements
 }
 
-/// Deletes what a VM learned, one batch each (an expired one is gone).
-pub fn forget_learned(layout: &Layout, vm: Ipv4Addr, learned: &[Ipv4Addr]) -> Vec<String> {
-    let t = &layout.table;
+/// Deletes what a VM learned (an expired one is gone: [`change_each`]).
+pub fn forget_learned(vm: Ipv4Addr, learned: &[Ipv4Addr]) -> Vec<Element> {
     learned
         .iter()
-        .map(|a| format!("delete element inet {t} vm_learned {{ {vm} . {a} }}"))
+        .map(|a| learned_element(Verb::Delete, vm, *a))
         .collect()
+}
+
+fn learned_element(verb: Verb, vm: Ipv4Addr, address: Ipv4Addr) -> Element {
+    Element::new(
+        verb,
+        Family::Inet,
+        "vm_learned",
+        vec![Field::Addr(vm), Field::Addr(address)],
+    )
 }
 
 /// Lets a VM reach addresses it looked up, for `ttl` seconds. The add,
 /// delete, add sequence refreshes the timeout of an address already there.
-pub fn learn(layout: &Layout, vm: Ipv4Addr, addresses: &[Ipv4Addr], ttl: u32) -> String {
-    let t = &layout.table;
-    let list = addresses
-        .iter()
-        .map(|a| format!("{vm} . {a} timeout {ttl}s"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let plain = addresses
-        .iter()
-        .map(|a| format!("{vm} . {a}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "add element inet {t} vm_learned {{ {list} }}\n\
-         delete element inet {t} vm_learned {{ {plain} }}\n\
-         add element inet {t} vm_learned {{ {list} }}\n"
-    )
+pub fn learn(vm: Ipv4Addr, addresses: &[Ipv4Addr], ttl: u32) -> Vec<Element> {
+    let timed = |verb| {
+        addresses.iter().map(move |a| Element {
+            timeout_s: Some(ttl),
+            ..learned_element(verb, vm, *a)
+        })
+    };
+    timed(Verb::Add)
+        .chain(
+            addresses
+                .iter()
+                .map(|a| learned_element(Verb::Delete, vm, *a)),
+        )
+        .chain(timed(Verb::Add))
+        .collect()
+}
+
+/// Applies `elements` to this server's tables in one transaction: all of
+/// them or none.
+pub async fn change(table: &str, elements: Vec<Element>) -> Result<(), NetError> {
+    let table = table.to_owned();
+    blocking(move || {
+        let changes: Vec<ElementChange> = elements.iter().map(Element::to_change).collect();
+        nftables::apply(&table, &changes).map_err(|e| NetError::Tool {
+            tool: "nftables",
+            message: e.to_string(),
+        })
+    })
+    .await
+}
+
+/// Applies `elements`, ignoring those that fail: for teardown, where a
+/// part may already be gone. All of them in one transaction first (the
+/// usual case); when that fails, each on its own.
+pub async fn change_each(table: &str, elements: Vec<Element>) {
+    let table = table.to_owned();
+    let _ = blocking(move || {
+        let changes: Vec<ElementChange> = elements.iter().map(Element::to_change).collect();
+        for e in nftables::apply_each(&table, &changes) {
+            tracing::debug!(error = %e, "nft teardown step skipped");
+        }
+        Ok(())
+    })
+    .await;
+}
+
+async fn blocking(
+    f: impl FnOnce() -> Result<(), NetError> + Send + 'static,
+) -> Result<(), NetError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| NetError::Tool {
+            tool: "nftables",
+            message: e.to_string(),
+        })?
 }
 
 /// Runs one nft batch; all of it applies or none. A batch that failed
@@ -357,7 +519,7 @@ async fn apply_once(script: &str) -> Result<(), NetError> {
     }
 }
 
-/// Runs the batches, ignoring failures: for teardown, where a part may
+/// Runs the scripts, ignoring failures: for teardown, where a part may
 /// already be gone. All of them in one transaction first (one process,
 /// the usual case); when that fails, each on its own.
 pub async fn apply_each(scripts: &[String]) {
@@ -391,24 +553,60 @@ mod tests {
         )
         .expect("policy");
         let a: Ipv4Addr = "10.200.0.5".parse().expect("ip");
-        let s = policy_elements(&layout(), a, &policy, "add");
+        let text =
+            |elements: &[Element]| elements.iter().map(|e| e.to_nft("pt0")).collect::<Vec<_>>();
         assert_eq!(
-            s.lines().collect::<Vec<_>>(),
+            text(&policy_elements(a, &policy, Verb::Add)),
             [
                 "add element inet pt0 vm_allow { 10.200.0.5 . 203.0.113.0/24 }",
                 "add element inet pt0 vm_deny { 10.200.0.5 . 203.0.113.9/32 }",
                 "add element inet pt0 vm_https { 10.200.0.5 }",
             ]
         );
-        let replaced = replace_policy(&layout(), a, &policy, &EgressPolicy::allow_all());
+        let replaced = text(&replace_policy(a, &policy, &EgressPolicy::allow_all()));
         assert!(
-            replaced.starts_with("delete element inet pt0 vm_allow"),
-            "{replaced}"
+            replaced[0].starts_with("delete element inet pt0 vm_allow"),
+            "{replaced:?}"
         );
-        assert!(
-            replaced.ends_with("add element inet pt0 vm_open { 10.200.0.5 }\n"),
-            "{replaced}"
+        assert_eq!(
+            replaced.last().map(String::as_str),
+            Some("add element inet pt0 vm_open { 10.200.0.5 }")
         );
+    }
+
+    #[test]
+    fn elements_reach_the_kernel_as_their_key_bytes() {
+        let a: Ipv4Addr = "10.200.0.5".parse().expect("ip");
+        let range = Element::new(
+            Verb::Add,
+            Family::Inet,
+            "vm_allow",
+            vec![
+                Field::Addr(a),
+                Field::Range(Ipv4Cidr::parse("203.0.113.0/24").expect("cidr")),
+            ],
+        )
+        .to_change();
+        assert_eq!(range.key, [10, 200, 0, 5, 203, 0, 113, 0]);
+        assert_eq!(range.key_end, Some(vec![10, 200, 0, 5, 203, 0, 113, 255]));
+        let port = membership(a, "vp0ac80005", Verb::Delete)[2].to_change();
+        assert_eq!(port.family, Family::Bridge);
+        assert_eq!(port.key.len(), 16 + 4);
+        assert_eq!(&port.key[..10], b"vp0ac80005");
+        assert!(port.key[10..16].iter().all(|b| *b == 0));
+        assert_eq!(&port.key[16..], &[10, 200, 0, 5]);
+        assert_eq!(port.key_end, None);
+        let all = Element::new(
+            Verb::Add,
+            Family::Inet,
+            "vm_deny",
+            vec![
+                Field::Addr(a),
+                Field::Range(Ipv4Cidr::parse("0.0.0.0/0").expect("cidr")),
+            ],
+        )
+        .to_change();
+        assert_eq!(all.key_end, Some(vec![10, 200, 0, 5, 255, 255, 255, 255]));
     }
 
     #[test]
@@ -446,15 +644,17 @@ mod tests {
 
     #[test]
     fn learning_refreshes_timeouts() {
-        let s = learn(
-            &layout(),
+        let elements = learn(
             "10.200.0.5".parse().expect("ip"),
             &["203.0.113.2".parse().expect("ip")],
             60,
         );
-        assert_eq!(s.lines().count(), 3);
-        assert!(s.starts_with(
+        assert_eq!(elements.len(), 3);
+        assert_eq!(
+            elements[0].to_nft("pt0"),
             "add element inet pt0 vm_learned { 10.200.0.5 . 203.0.113.2 timeout 60s }"
-        ));
+        );
+        assert_eq!(elements[0].to_change().timeout_ms, Some(60_000));
+        assert_eq!(elements[1].verb, Verb::Delete);
     }
 }

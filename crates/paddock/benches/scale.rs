@@ -59,7 +59,31 @@ impl Api {
     async fn boot_then_exec(&self) -> (Duration, String) {
         self.try_boot_then_exec().await.expect("a VM")
     }
+
+    /// Creates `n` VMs beside the `live` ones, then deletes them one at a
+    /// time, each after the last returned: the p50 and p99 of a delete.
+    async fn sequential_deletes(&self, n: usize, live: usize) -> String {
+        let mut made = Vec::with_capacity(n);
+        for _ in 0..n {
+            made.push(self.boot_then_exec().await.1);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut took = Vec::with_capacity(n);
+        for id in made {
+            let t = Instant::now();
+            self.delete(&id).await;
+            took.push(t.elapsed());
+        }
+        format!(
+            "one delete at a time, {live} live: p50 {:.1} ms, p99 {:.1} ms (n={n})",
+            ms(percentile(&mut took, 0.5)),
+            ms(percentile(&mut took, 0.99)),
+        )
+    }
 }
+
+/// How many deletes the one-at-a-time figure times.
+const SEQUENTIAL_DELETES: usize = 40;
 
 #[tokio::main]
 async fn main() {
@@ -101,6 +125,7 @@ async fn main() {
     let mut first_step_p50 = None;
     let mut last_step_p50 = Duration::ZERO;
     let mut refused = None;
+    let mut deletes_at_start = None;
     while ids.len() < count && refused.is_none() {
         let mut samples = Vec::with_capacity(step);
         for _ in 0..step.min(count - ids.len()) {
@@ -131,6 +156,9 @@ async fn main() {
             rss_mib(pid),
             open_fds(pid),
         );
+        if deletes_at_start.is_none() {
+            deletes_at_start = Some(api.sequential_deletes(SEQUENTIAL_DELETES, ids.len()).await);
+        }
     }
     if let Some(why) = &refused {
         println!("\nrefused at {} live VMs: {why}", ids.len());
@@ -144,6 +172,14 @@ async fn main() {
         println!(
             "\ncreate p50, last step over first: {:.2}x",
             last_step_p50.as_secs_f64() / first.as_secs_f64()
+        );
+    }
+
+    if let Some(start) = deletes_at_start {
+        println!("{start}");
+        println!(
+            "{}",
+            api.sequential_deletes(SEQUENTIAL_DELETES, count).await
         );
     }
 

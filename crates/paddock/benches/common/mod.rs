@@ -27,7 +27,7 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
         // The CLI purges sandboxes, mounts and this server's network.
-        let _ = Command::new(env!("CARGO_BIN_EXE_paddock"))
+        let _ = Command::new(paddock_bin())
             .args(["purge", "--data-dir"])
             .arg(&self.data)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -35,6 +35,14 @@ impl Drop for Server {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// The server binary: this build's, or `PADDOCK_BENCH_BIN` (another
+/// build, to measure a baseline commit with the same bench in one run).
+pub fn paddock_bin() -> PathBuf {
+    std::env::var_os("PADDOCK_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_paddock")))
 }
 
 fn free_port() -> u16 {
@@ -100,7 +108,7 @@ pub fn start_server_prepared(
         .and_then(|l| l.local_addr())
         .expect("port")
         .port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_paddock"));
+    let mut cmd = Command::new(paddock_bin());
     cmd.args([
         "serve",
         "--listen",
