@@ -90,6 +90,10 @@ struct PoolState {
     /// will be warm in a moment.
     preparing: std::sync::atomic::AtomicUsize,
     refill: Notify,
+    /// The link group released ports wait in, and the reaper's wake-up
+    /// (see [`PoolState::reap_forever`]).
+    retired: u32,
+    reap: Notify,
     started: std::sync::Once,
     /// The policy in force by address, shared with the resolver: its
     /// elements are in the ruleset, and DNS answers by it. A VM's, or the
@@ -109,9 +113,6 @@ const PREPARED_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long the pool waits after a namespace is taken before refilling.
 const REFILL_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
-/// How long a batched release waits for the kernel to tear the unpinned
-/// namespaces' links down before deleting what is left itself.
-const BATCHED_TEARDOWN: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long a freed address rests before it is handed out again while
 /// others are free.
 const ADDRESS_COOL_DOWN: std::time::Duration = std::time::Duration::from_secs(5);
@@ -155,6 +156,8 @@ impl HostNetwork {
             warm: Mutex::new(Vec::new()),
             preparing: std::sync::atomic::AtomicUsize::new(0),
             refill: Notify::new(),
+            retired: link::retired_group(&config.bridge),
+            reap: Notify::new(),
             started: std::sync::Once::new(),
             policies,
             learned,
@@ -166,6 +169,9 @@ impl HostNetwork {
             .get(0)
             .ok_or_else(|| NetError::Exhausted(config.subnet.to_string()))?;
         state.bring_up(&first).await?;
+        // Ports a previous run retired and did not get to delete.
+        link::reap(state.retired).await?;
+        tokio::spawn(Arc::clone(&state).reap_forever());
         tracing::info!(
             bridge = %config.bridge,
             subnet = %config.subnet,
@@ -196,6 +202,7 @@ impl HostNetwork {
                 }
             }
         }
+        link::reap(link::retired_group(&config.bridge)).await?;
         for ns in netns::list(&config.ns_dir()) {
             netns::remove(&ns).map_err(io_err(ns.display().to_string()))?;
         }
@@ -400,19 +407,7 @@ impl PoolState {
 
     /// Frees a namespace, its rules, its port and its address.
     async fn discard(&self, address: Ipv4Addr) {
-        let rules = self.forget(address);
-        // The rules go while the port and the namespace do.
-        let unwire = async {
-            if let Err(e) = link::remove_port(address).await {
-                tracing::warn!(%address, error = %e, "could not remove a VM port");
-            }
-            let path = self.netns_path(address);
-            if let Err(e) = netns::remove(&path) {
-                tracing::warn!(path = %path.display(), error = %e, "could not remove a namespace");
-            }
-        };
-        tokio::join!(nft::change_each(&self.layout.table, rules), unwire);
-        self.free(address);
+        self.discard_many(&[address]).await;
     }
 
     /// Forgets the policy, learned addresses and vault services of
@@ -432,36 +427,44 @@ impl PoolState {
         nft::remove_vm(address, &port, policy.as_ref(), &learned)
     }
 
-    /// [`PoolState::discard`] for many addresses, batched: one rule-set
-    /// change for all, and every namespace unpinned at once, so the
-    /// kernel tears them and their links down together (deleting links
-    /// one by one waits out a grace period each). What has not gone by
-    /// the deadline is deleted link by link.
+    /// Frees namespaces, their rules, ports and addresses, together.
+    ///
+    /// Each port is retired at once (down, off the bridge, renamed: see
+    /// [`link::retire_ports`]), which cuts the VM off and frees the
+    /// port's name; the reaper deletes the retired links afterwards, all
+    /// together, since deleting a link waits out RCU grace periods. The
+    /// port goes before the rules: a sandbox may still be dying behind it
+    /// (the core stops it meanwhile), and until the port is down the
+    /// bridge rules keep it from sending as another address.
     async fn discard_many(&self, addresses: &[Ipv4Addr]) {
         let rules: Vec<nft::Element> = addresses.iter().flat_map(|a| self.forget(*a)).collect();
-        let unwire = async {
-            for &address in addresses {
-                let path = self.netns_path(address);
-                if let Err(e) = netns::remove(&path) {
-                    tracing::warn!(path = %path.display(), error = %e, "could not remove a namespace");
-                }
+        if let Err(e) = link::retire_ports(addresses, self.retired).await {
+            tracing::warn!(count = addresses.len(), error = %e, "could not retire VM ports; deleting them");
+            if let Err(e) = link::remove_ports(addresses).await {
+                tracing::warn!(count = addresses.len(), error = %e, "could not remove VM ports");
             }
-            let deadline = tokio::time::Instant::now() + BATCHED_TEARDOWN;
-            let mut left = addresses.to_vec();
-            loop {
-                left.retain(|a| link::port_exists(*a));
-                if left.is_empty() || tokio::time::Instant::now() >= deadline {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        self.reap.notify_one();
+        for &address in addresses {
+            let path = self.netns_path(address);
+            if let Err(e) = netns::remove(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove a namespace");
             }
-            if let Err(e) = link::remove_ports(&left).await {
-                tracing::warn!(count = left.len(), error = %e, "could not remove VM ports");
-            }
-        };
-        tokio::join!(nft::change_each(&self.layout.table, rules), unwire);
+        }
+        nft::change_each(&self.layout.table, rules).await;
         for &address in addresses {
             self.free(address);
+        }
+    }
+
+    /// Deletes retired ports, all that are waiting each time it wakes:
+    /// releases during a deletion are taken by the next one.
+    async fn reap_forever(self: Arc<Self>) {
+        loop {
+            self.reap.notified().await;
+            if let Err(e) = link::reap(self.retired).await {
+                tracing::warn!(error = %e, "could not delete retired VM ports");
+            }
         }
     }
 

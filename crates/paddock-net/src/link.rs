@@ -192,6 +192,54 @@ pub async fn remove_ports(addresses: &[Ipv4Addr]) -> Result<(), NetError> {
     blocking(move || Ok(route::delete_links(&names)?)).await
 }
 
+/// The link group a server's retired ports wait in until they are
+/// deleted: from its bridge's name, so each server reaps its own, and
+/// never 0 (every other link's group).
+pub fn retired_group(bridge: &str) -> u32 {
+    // FNV-1a: stable across builds, unlike std's hasher.
+    let hash = bridge.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    hash | 0x8000_0000
+}
+
+/// A name no link on the host has, for a retired port: `vx`, the group's
+/// low bits, and a number that only grows (seeded from the clock, so a
+/// restarted server does not reuse its predecessor's).
+fn retired_name(group: u32) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: std::sync::OnceLock<AtomicU64> = std::sync::OnceLock::new();
+    let next = NEXT.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        AtomicU64::new(now)
+    });
+    let n = next.fetch_add(1, Ordering::Relaxed) & 0xf_ffff_ffff;
+    format!("vx{:04x}{n:09x}", group & 0xffff)
+}
+
+/// Takes the ports of `addresses` out of service at once (down, off the
+/// bridge, renamed: the VM is cut off and its port's name is free) and
+/// leaves them in `group` for [`reap`], off the caller's path: deleting
+/// a link waits out RCU grace periods, tens of milliseconds each.
+pub async fn retire_ports(addresses: &[Ipv4Addr], group: u32) -> Result<(), NetError> {
+    let links: Vec<(String, String)> = addresses
+        .iter()
+        .map(|a| (port_name(*a), retired_name(group)))
+        .collect();
+    if links.is_empty() {
+        return Ok(());
+    }
+    blocking(move || Ok(route::retire(&links, group)?)).await
+}
+
+/// Deletes every retired port in `group` (their VMs' ends go with them),
+/// all in one batch.
+pub async fn reap(group: u32) -> Result<(), NetError> {
+    blocking(move || Ok(route::delete_group(group)?)).await
+}
+
 /// The VM ports attached to `bridge`.
 pub fn ports_of(bridge: &str) -> Vec<String> {
     let dir = Path::new("/sys/class/net").join(bridge).join("brif");
@@ -224,6 +272,18 @@ mod tests {
         assert_eq!(mac, "02:70:0a:6a:00:01");
         let first = u8::from_str_radix(&mac[..2], 16).expect("hex");
         assert_eq!(first & 0b11, 0b10, "locally administered, unicast");
+    }
+
+    #[test]
+    fn retired_ports_get_fresh_names_in_their_servers_group() {
+        let group = retired_group("paddock0");
+        assert_eq!(group, retired_group("paddock0"));
+        assert_ne!(group, retired_group("paddock1"));
+        assert_ne!(group, 0);
+        let (a, b) = (retired_name(group), retired_name(group));
+        assert_ne!(a, b);
+        assert!(a.len() <= 15 && a.starts_with("vx"), "{a}");
+        assert_eq!(port_address(&a), None, "not taken for a VM port");
     }
 
     #[test]

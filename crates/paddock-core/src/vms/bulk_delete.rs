@@ -7,7 +7,7 @@
 
 use futures::stream::{self, StreamExt};
 
-use super::component::{Ending, EndingVm, Vms, REASON_DELETED};
+use super::component::{Ending, EndingVm, NetworkRelease, Vms, REASON_DELETED};
 use crate::error::{error_chain, CoreError};
 use crate::ids::{AccountId, SessionId, VmId};
 use crate::model::{Metadata, Vm, VmFilter, VmStatus, VmStatusSet};
@@ -72,7 +72,12 @@ impl Vms {
             .collect()
             .await;
         let begun: Vec<(VmId, Result<Ending, CoreError>)> = stream::iter(picked)
-            .map(|vm| async move { (vm.id.clone(), self.begin_ending(vm.id).await) })
+            .map(|vm| async move {
+                (
+                    vm.id.clone(),
+                    self.begin_ending(vm.id, NetworkRelease::ByCaller).await,
+                )
+            })
             .buffer_unordered(PARALLEL)
             .collect()
             .await;

@@ -866,9 +866,11 @@ impl Vms {
     }
 
     pub(crate) async fn terminate(&self, id: VmId, reason: &str) -> Result<Vm, CoreError> {
-        match self.begin_ending(id).await? {
+        match self.begin_ending(id, NetworkRelease::Alongside).await? {
             Ending::Already(vm) => Ok(vm),
             Ending::Ending(mut ending) => {
+                // Released already, unless that failed or the VM is
+                // another node's.
                 self.release_network(&mut ending.vm).await;
                 self.finish_ending(ending, reason).await
             }
@@ -878,7 +880,11 @@ impl Vms {
     /// The first part of ending a VM, under its lock (which the result
     /// holds): its sandbox, volumes and shares go. Its network and its
     /// record are the caller's to finish ([`Vms::finish_ending`]).
-    pub(crate) async fn begin_ending(&self, id: VmId) -> Result<Ending, CoreError> {
+    pub(crate) async fn begin_ending(
+        &self,
+        id: VmId,
+        network: NetworkRelease,
+    ) -> Result<Ending, CoreError> {
         let guard = self.lock_vm(&id).await;
         let Some(mut vm) = self.store.find_vm(&id).await? else {
             return Err(CoreError::not_found("VM", &id));
@@ -895,6 +901,7 @@ impl Vms {
                 _guard: guard,
                 began: std::time::Instant::now(),
                 sandbox_gone: std::time::Duration::ZERO,
+                network_gone: None,
                 vm,
             }));
         }
@@ -905,8 +912,42 @@ impl Vms {
             self.store.update_vm(&vm).await?;
         }
         let began = std::time::Instant::now();
-        self.stop_sandbox(&vm, vm.runtime).await?;
-        let sandbox_gone = began.elapsed();
+        // The network goes while the sandbox does: neither waits for the
+        // other, and the veth goes before the rules that stop it from
+        // spoofing (see the network backend), so the dying sandbox is
+        // cut off first.
+        let releasing = match network {
+            NetworkRelease::Alongside => vm.network.take(),
+            NetworkRelease::ByCaller => None,
+        };
+        let release = async {
+            let network = releasing?;
+            let t = std::time::Instant::now();
+            match self.network.release(&vm.id, &network).await {
+                Ok(()) => Some((None, t.elapsed())),
+                Err(e) => {
+                    tracing::error!(vm_id = %vm.id, error = %error_chain(&e), "could not free a VM's network");
+                    Some((Some(network), t.elapsed()))
+                }
+            }
+        };
+        let stop = async {
+            let stopped = self.stop_sandbox(&vm, vm.runtime).await;
+            (stopped, began.elapsed())
+        };
+        let ((stopped, sandbox_gone), released) = tokio::join!(stop, release);
+        let network_gone = released.as_ref().map(|(_, took)| *took);
+        if let Some((kept, _)) = released {
+            vm.network = kept;
+        }
+        if let Err(e) = stopped {
+            if network_gone.is_some() {
+                // The record must not name a network that is free now.
+                vm.updated_at = Timestamp::now();
+                self.store.update_vm(&vm).await?;
+            }
+            return Err(e.into());
+        }
         self.parts.volumes.release(&vm.id).await;
         self.parts.shares.end_shares(&vm.id).await;
         Ok(Ending::Ending(EndingVm {
@@ -914,6 +955,7 @@ impl Vms {
             vm,
             began,
             sandbox_gone,
+            network_gone,
         }))
     }
 
@@ -929,8 +971,11 @@ impl Vms {
             mut vm,
             began,
             sandbox_gone,
+            network_gone,
         } = ending;
-        let network_gone = began.elapsed();
+        // Released alongside the sandbox, or by the caller after it.
+        let network_gone =
+            network_gone.unwrap_or_else(|| began.elapsed().saturating_sub(sandbox_gone));
         let now = Timestamp::now();
         vm.status = VmStatus::Terminated;
         if vm.status_reason.is_none() {
@@ -950,7 +995,7 @@ impl Vms {
             vm_id = %vm.id,
             reason,
             sandbox_us = sandbox_gone.as_micros() as u64,
-            network_us = (network_gone - sandbox_gone).as_micros() as u64,
+            network_us = network_gone.as_micros() as u64,
             "VM terminated"
         );
         Ok(vm)
@@ -995,4 +1040,15 @@ pub(crate) struct EndingVm {
     pub(crate) vm: Vm,
     began: std::time::Instant,
     sandbox_gone: Duration,
+    /// How long its network took to go, when it went alongside.
+    network_gone: Option<Duration>,
+}
+
+/// Who releases an ending VM's network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NetworkRelease {
+    /// [`Vms::begin_ending`], while the sandbox stops.
+    Alongside,
+    /// The caller, after (a bulk delete releases many together).
+    ByCaller,
 }

@@ -180,6 +180,65 @@ pub fn in_namespace<T: Send + 'static>(
     .map_err(|_| NetlinkError::Io(std::io::Error::other("the namespace thread panicked")))?
 }
 
+/// Takes links out of service at once, for [`delete_group`] to delete
+/// later: each `(name, new_name)` down, off its bridge, in `group` and
+/// renamed to `new_name`, so that its name is free. A link's deletion
+/// waits out RCU grace periods (15-40 ms on this kind of host) where
+/// these changes do not. A link already gone is not an error.
+pub fn retire(links: &[(String, String)], group: u32) -> Result<(), NetlinkError> {
+    let mut nl = open()?;
+    for (name, new_name) in links {
+        let index = match index_of(name) {
+            Ok(i) => i,
+            Err(e) if e.errno() == Some(ENODEV) => continue,
+            Err(e) => return Err(e),
+        };
+        let mut down = link(
+            index,
+            vec![LinkAttribute::Controller(0), LinkAttribute::Group(group)],
+        );
+        down.header.change_mask = LinkFlags::Up;
+        nl.push(
+            NLM_F_REQUEST,
+            RouteNetlinkMessage::SetLink(down),
+            format!("take {name} down"),
+        );
+        // A link is renamed only while it is down, so this comes second.
+        nl.push(
+            NLM_F_REQUEST,
+            RouteNetlinkMessage::SetLink(link(
+                index,
+                vec![LinkAttribute::IfName(new_name.clone())],
+            )),
+            format!("rename {name} to {new_name}"),
+        );
+    }
+    first_but_gone(nl.send_each()?)
+}
+
+/// The first refusal that is not "no such link".
+fn first_but_gone(refusals: Vec<NetlinkError>) -> Result<(), NetlinkError> {
+    match refusals.into_iter().find(|e| e.errno() != Some(ENODEV)) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Deletes every link in `group`: one batch in the kernel, so one grace
+/// period for them all.
+pub fn delete_group(group: u32) -> Result<(), NetlinkError> {
+    let mut nl = open()?;
+    nl.push(
+        NLM_F_REQUEST,
+        RouteNetlinkMessage::DelLink(link(0, vec![LinkAttribute::Group(group)])),
+        format!("delete the links of group {group}"),
+    );
+    match nl.send() {
+        Err(e) if e.errno() == Some(ENODEV) => Ok(()),
+        other => other,
+    }
+}
+
 /// Deletes the links named `names` (a veth takes its peer with it), in
 /// one request each sent together; a link already gone is not an error.
 pub fn delete_links(names: &[String]) -> Result<(), NetlinkError> {
@@ -196,12 +255,5 @@ pub fn delete_links(names: &[String]) -> Result<(), NetlinkError> {
     }
     // Each request stands alone: one that found its link gone does not
     // keep the others from going.
-    match nl
-        .send_each()?
-        .into_iter()
-        .find(|e| e.errno() != Some(ENODEV))
-    {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    first_but_gone(nl.send_each()?)
 }
