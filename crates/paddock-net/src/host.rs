@@ -94,6 +94,12 @@ struct PoolState {
     /// (see [`PoolState::reap_forever`]).
     retired: u32,
     reap: Notify,
+    /// Released VMs' rules, waiting for [`PoolState::remove_rules_forever`],
+    /// with the addresses to free once their rules are gone.
+    removals: Mutex<Vec<(Vec<nft::Element>, Vec<Ipv4Addr>)>>,
+    remove: Notify,
+    /// Addresses released and not yet free: held a moment longer.
+    releasing: std::sync::atomic::AtomicUsize,
     started: std::sync::Once,
     /// The policy in force by address, shared with the resolver: its
     /// elements are in the ruleset, and DNS answers by it. A VM's, or the
@@ -158,6 +164,9 @@ impl HostNetwork {
             refill: Notify::new(),
             retired: link::retired_group(&config.bridge),
             reap: Notify::new(),
+            removals: Mutex::default(),
+            remove: Notify::new(),
+            releasing: std::sync::atomic::AtomicUsize::new(0),
             started: std::sync::Once::new(),
             policies,
             learned,
@@ -172,6 +181,7 @@ impl HostNetwork {
         // Ports a previous run retired and did not get to delete.
         link::reap(state.retired).await?;
         tokio::spawn(Arc::clone(&state).reap_forever());
+        tokio::spawn(Arc::clone(&state).remove_rules_forever());
         tracing::info!(
             bridge = %config.bridge,
             subnet = %config.subnet,
@@ -431,12 +441,17 @@ impl PoolState {
     ///
     /// Each port is retired at once (down, off the bridge, renamed: see
     /// [`link::retire_ports`]), which cuts the VM off and frees the
-    /// port's name; the reaper deletes the retired links afterwards, all
-    /// together, since deleting a link waits out RCU grace periods. The
-    /// port goes before the rules: a sandbox may still be dying behind it
-    /// (the core stops it meanwhile), and until the port is down the
-    /// bridge rules keep it from sending as another address.
+    /// port's name, and its namespace is unpinned. What waits out RCU
+    /// grace periods in the kernel is left to tasks of their own, off the
+    /// caller's path: deleting the retired links (all waiting, in one
+    /// request) and the VMs' rule elements (every deletion of elements
+    /// waits one out, 8-16 ms here, however few). The port goes before
+    /// the rules, so a sandbox still dying behind it cannot send as
+    /// another address meanwhile; the addresses are freed once their
+    /// rules are gone, so a VM given one later never loses its new rules
+    /// to the old ones' removal.
     async fn discard_many(&self, addresses: &[Ipv4Addr]) {
+        let began = std::time::Instant::now();
         let rules: Vec<nft::Element> = addresses.iter().flat_map(|a| self.forget(*a)).collect();
         if let Err(e) = link::retire_ports(addresses, self.retired).await {
             tracing::warn!(count = addresses.len(), error = %e, "could not retire VM ports; deleting them");
@@ -451,9 +466,39 @@ impl PoolState {
                 tracing::warn!(path = %path.display(), error = %e, "could not remove a namespace");
             }
         }
-        nft::change_each(&self.layout.table, rules).await;
-        for &address in addresses {
-            self.free(address);
+        self.releasing
+            .fetch_add(addresses.len(), std::sync::atomic::Ordering::SeqCst);
+        self.removals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((rules, addresses.to_vec()));
+        self.remove.notify_one();
+        tracing::debug!(
+            count = addresses.len(),
+            took_us = began.elapsed().as_micros() as u64,
+            "VM networks released"
+        );
+    }
+
+    /// Removes released VMs' rules, all that wait each time it wakes, in
+    /// one transaction, then frees their addresses.
+    async fn remove_rules_forever(self: Arc<Self>) {
+        loop {
+            self.remove.notified().await;
+            let batch = std::mem::take(
+                &mut *self
+                    .removals
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+            let (rules, addresses): (Vec<Vec<nft::Element>>, Vec<Vec<Ipv4Addr>>) =
+                batch.into_iter().unzip();
+            nft::change_each(&self.layout.table, rules.concat()).await;
+            for address in addresses.concat() {
+                self.free(address);
+                self.releasing
+                    .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }
         }
     }
 
@@ -476,9 +521,14 @@ impl PoolState {
         self.preparing.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    fn releasing(&self) -> usize {
+        self.releasing.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// A namespace for an attach: a warm one, else one made now, else
-    /// (every address held, some by namespaces being prepared) the next
-    /// one the refill task finishes.
+    /// (every address held, some by namespaces being prepared or by VMs
+    /// just released) the next one the refill task finishes, or one made
+    /// on an address once it is free.
     async fn take_or_prepare(&self) -> Result<Ipv4Addr, NetError> {
         if let Some(a) = self.take_warm() {
             return Ok(a);
@@ -486,9 +536,15 @@ impl PoolState {
         match self.prepare().await {
             Err(NetError::Exhausted(why)) => {
                 let deadline = tokio::time::Instant::now() + PREPARED_WAIT;
-                while self.preparing() > 0 && tokio::time::Instant::now() < deadline {
+                while (self.preparing() > 0 || self.releasing() > 0)
+                    && tokio::time::Instant::now() < deadline
+                {
                     if let Some(a) = self.take_warm() {
                         return Ok(a);
+                    }
+                    match self.prepare().await {
+                        Err(NetError::Exhausted(_)) => {}
+                        other => return other,
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                 }
@@ -552,7 +608,7 @@ impl NetworkBackend for HostNetwork {
         let warm = self.state.warm.lock().map(|w| w.len()).unwrap_or(0);
         let held = self.state.addresses.lock().map(|p| p.held()).unwrap_or(0);
         let capacity = self.state.segments.capacity();
-        if warm > 0 || self.state.preparing() > 0 || held < capacity {
+        if warm > 0 || self.state.preparing() > 0 || self.state.releasing() > 0 || held < capacity {
             return Ok(());
         }
         Err(format!(

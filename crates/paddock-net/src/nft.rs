@@ -249,6 +249,7 @@ impl Element {
         let verb = match self.verb {
             Verb::Add => "add",
             Verb::Delete => "delete",
+            Verb::Destroy => "destroy",
         };
         let family = match self.family {
             Family::Inet => "inet",

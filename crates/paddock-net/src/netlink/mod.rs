@@ -97,6 +97,25 @@ impl Netlink {
         self.push_raw(flags, seq, payload);
     }
 
+    /// Grows the socket's buffers for a large datagram and its answers:
+    /// one larger than the send buffer is refused, and answers beyond the
+    /// receive buffer are dropped (then waited for in vain). As nft does,
+    /// root forces sizes past the host's defaults; failing that, the
+    /// defaults stand.
+    fn make_room(&self, sending: usize, answers: usize) {
+        use nix::sys::socket::{setsockopt, sockopt};
+        const DEFAULT: usize = 128 * 1024;
+        if sending > DEFAULT {
+            let _ = setsockopt(&self.socket, sockopt::SndBufForce, &(sending * 2));
+        }
+        // An answer takes about half a KiB of buffer in the kernel's
+        // accounting (its header, the request's, the skb's overhead).
+        let needed = answers * 1024;
+        if needed > DEFAULT {
+            let _ = setsockopt(&self.socket, sockopt::RcvBufForce, &needed);
+        }
+    }
+
     fn next_seq(&mut self) -> u32 {
         self.seq = self.seq.wrapping_add(1);
         self.seq
@@ -130,6 +149,7 @@ impl Netlink {
         if out.is_empty() {
             return Ok(Vec::new());
         }
+        self.make_room(out.len(), pending.len());
         self.socket.send(&out, 0)?;
         let mut refusals: Vec<(u32, NetlinkError)> = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];

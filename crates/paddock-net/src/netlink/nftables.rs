@@ -13,6 +13,8 @@ use netlink_packet_core::{
     Emitable, NetlinkSerializable, Nla, NLA_F_NESTED, NLM_F_CREATE, NLM_F_REQUEST,
 };
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use super::{Netlink, NetlinkError};
 
 /// `NETLINK_NETFILTER`.
@@ -22,6 +24,8 @@ const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
+/// Deleting an element that may be absent (Linux 6.3 on).
+const NFT_MSG_DESTROYSETELEM: u16 = 30;
 
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
@@ -44,6 +48,18 @@ pub enum Family {
 pub enum Verb {
     Add,
     Delete,
+    /// Deleting, where an element already gone is no error.
+    Destroy,
+}
+
+impl Verb {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Add => "add",
+            Self::Delete => "delete",
+            Self::Destroy => "destroy",
+        }
+    }
 }
 
 /// One element change in a table of paddock's: `key` (and `key_end` for
@@ -152,6 +168,7 @@ fn set_message(table: &str, run: &[ElementChange]) -> Option<NfMessage> {
     let op = match first.verb {
         Verb::Add => NFT_MSG_NEWSETELEM,
         Verb::Delete => NFT_MSG_DELSETELEM,
+        Verb::Destroy => NFT_MSG_DESTROYSETELEM,
     };
     Some(NfMessage {
         message_type: (NFNL_SUBSYS_NFTABLES << 8) | op,
@@ -171,7 +188,7 @@ fn set_message(table: &str, run: &[ElementChange]) -> Option<NfMessage> {
 fn flags_of(verb: Verb) -> u16 {
     match verb {
         Verb::Add => NLM_F_REQUEST | NLM_F_CREATE,
-        Verb::Delete => NLM_F_REQUEST,
+        Verb::Delete | Verb::Destroy => NLM_F_REQUEST,
     }
 }
 
@@ -200,6 +217,32 @@ pub fn apply_each(table: &str, changes: &[ElementChange]) -> Vec<NetlinkError> {
         Ok(n) => n,
         Err(e) => return vec![e.into()],
     };
+    // Deletions as destroys: one transaction, whatever is gone already,
+    // the elements of each set together (so in few messages: nothing
+    // else in a teardown depends on the order).
+    if DESTROY_WORKS.load(Ordering::Relaxed) {
+        let mut destroys: Vec<ElementChange> = changes
+            .iter()
+            .map(|c| ElementChange {
+                verb: if c.verb == Verb::Delete {
+                    Verb::Destroy
+                } else {
+                    c.verb
+                },
+                ..c.clone()
+            })
+            .collect();
+        destroys.sort_by_key(|c| (c.verb as u8, c.family as u8, c.set));
+        match transaction(&mut netlink, table, &destroys) {
+            Ok(()) => return Vec::new(),
+            // A kernel before 6.3 knows no such message.
+            Err(e) if matches!(e.errno(), Some(EINVAL | EOPNOTSUPP)) => {
+                tracing::debug!(error = %e, "no NFT_MSG_DESTROYSETELEM: deleting element by element");
+                DESTROY_WORKS.store(false, Ordering::Relaxed);
+            }
+            Err(_) => {}
+        }
+    }
     if transaction(&mut netlink, table, changes).is_ok() {
         return Vec::new();
     }
@@ -208,6 +251,12 @@ pub fn apply_each(table: &str, changes: &[ElementChange]) -> Vec<NetlinkError> {
         .filter_map(|c| transaction(&mut netlink, table, std::slice::from_ref(c)).err())
         .collect()
 }
+
+/// Whether this kernel takes [`Verb::Destroy`]; unknown until it is
+/// refused.
+static DESTROY_WORKS: AtomicBool = AtomicBool::new(true);
+const EINVAL: i32 = 22;
+const EOPNOTSUPP: i32 = 95;
 
 /// One batch: begin, the set messages, end; sent as one datagram, which
 /// is how nfnetlink takes a transaction.
@@ -220,11 +269,12 @@ fn transaction(
     for run in changes.chunk_by(|a, b| a.verb == b.verb && a.family == b.family && a.set == b.set) {
         for part in run.chunks(ELEMENTS_PER_MESSAGE) {
             if let Some(message) = set_message(table, part) {
-                let verb = match part[0].verb {
-                    Verb::Add => "add",
-                    Verb::Delete => "delete",
-                };
-                let what = format!("{verb} {} elements of the set {}", part.len(), part[0].set);
+                let what = format!(
+                    "{} {} elements of the set {}",
+                    part[0].verb.name(),
+                    part.len(),
+                    part[0].set
+                );
                 netlink.push(flags_of(part[0].verb), message, what);
             }
         }
