@@ -40,8 +40,13 @@ impl FreeLoops {
     }
 
     /// The sandbox of `run` is gone: its device is kept for a later boot
-    /// while fewer than its `keep` are, else removed.
-    pub fn release(&self, run: &Path) {
+    /// while fewer than its `keep` are (its record dropped), else it is
+    /// to be removed: true, and the record stays in `run` for
+    /// [`remove_recorded`], which the caller runs (removing a device
+    /// takes tens of milliseconds, so the trash does it for a run dir
+    /// that goes).
+    #[must_use]
+    pub fn release(&self, run: &Path) -> bool {
         let kept = self
             .kept
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |k| {
@@ -50,9 +55,8 @@ impl FreeLoops {
             .is_ok();
         if kept {
             let _ = fs::remove_file(run.join(LOOP_RECORD));
-        } else {
-            remove_recorded(run);
         }
+        !kept
     }
 }
 
@@ -90,7 +94,9 @@ mod tests {
         for _ in 0..KEEP {
             // A record to keep: only the record goes, no device is touched.
             fs::write(dir.path().join(LOOP_RECORD), "999999").expect("record");
-            loops.release(dir.path());
+            if loops.release(dir.path()) {
+                remove_recorded(dir.path());
+            }
             assert!(!dir.path().join(LOOP_RECORD).exists());
         }
         assert_eq!(loops.kept.load(Ordering::SeqCst), KEEP);

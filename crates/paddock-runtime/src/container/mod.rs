@@ -832,8 +832,23 @@ fn teardown(
     handle: Option<RuntimeHandle>,
     keep: Keep,
 ) -> Result<(), RuntimeError> {
+    let mut disk_hold = None;
     if let Some(h) = handle {
         if procfs::is_running(h.pid, h.start_ticks) {
+            // A sandbox's disk is unmounted by the last of its processes
+            // to exit, and the kill below waits for that (a journal
+            // commit and a superblock write, milliseconds). A run dir
+            // bound for the trash lets the trash end the mount instead:
+            // this reference to the disk's root keeps it past the
+            // sandbox's exit.
+            if keep == Keep::Nothing && this.trash.is_some() {
+                disk_hold = nix::fcntl::open(
+                    format!("/proc/{}/fd/{DISK_FD}", h.pid).as_str(),
+                    nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .ok();
+            }
             // Killing PID 1 of a pid namespace kills every process in it.
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(h.pid),
@@ -848,9 +863,11 @@ fn teardown(
     let cgroups_gone = began.elapsed();
     let run = this.sandboxes_dir.join(id);
     if cgroup_result.is_ok() {
-        match &this.loops {
-            Some(loops) => loops.release(&run),
-            None => loops::remove_recorded(&run),
+        let remove = this.loops.as_ref().is_none_or(|loops| loops.release(&run));
+        // A run dir bound for the trash takes its device's record with
+        // it, and the trash removes the device.
+        if remove && (keep == Keep::Files || this.trash.is_none()) {
+            loops::remove_recorded(&run);
         }
     }
     if keep == Keep::Files {
@@ -862,7 +879,7 @@ fn teardown(
     let loop_gone = began.elapsed();
     let dir_result = match &this.trash {
         Some(trash) => trash
-            .discard(&run)
+            .discard(&run, disk_hold)
             .map_err(|e| RuntimeError::host(run.display().to_string(), e)),
         None => remove_tree(&run),
     };

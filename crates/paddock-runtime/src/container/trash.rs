@@ -1,10 +1,15 @@
 //! Deleting sandboxes' files off the delete's path. A run dir is renamed
 //! into the trash (one atomic step: the sandbox's path is free at once)
 //! and removed there by a thread of its own: unlinking a disk image that
-//! was written to frees its extents, which takes milliseconds a sandbox.
+//! was written to frees its extents, which takes milliseconds a sandbox,
+//! and removing the loop device it recorded (when it is not kept for a
+//! later boot) takes tens. A reference to the sandbox's disk may come
+//! with it: the disk's mount then ends here, when it is dropped, before
+//! the device is removed.
 
 use std::fs;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
@@ -13,7 +18,13 @@ use std::sync::Mutex;
 pub(crate) struct Trash {
     dir: PathBuf,
     next: AtomicU64,
-    remover: Mutex<Sender<PathBuf>>,
+    remover: Mutex<Sender<Item>>,
+}
+
+/// A tree to remove, and what holds a mount on it until then.
+struct Item {
+    path: PathBuf,
+    hold: Option<OwnedFd>,
 }
 
 impl Trash {
@@ -23,18 +34,23 @@ impl Trash {
     pub(crate) fn open(data_dir: &Path) -> io::Result<Self> {
         let dir = data_dir.join("trash");
         fs::create_dir_all(&dir)?;
-        let (remover, queue) = std::sync::mpsc::channel::<PathBuf>();
+        let (remover, queue) = std::sync::mpsc::channel::<Item>();
         std::thread::Builder::new()
             .name("paddock-trash".into())
             .spawn(move || {
-                for path in queue {
-                    if let Err(e) = remove_tree(&path) {
+                for Item { path, hold } in queue {
+                    // The disk's mount ends here, freeing its device.
+                    drop(hold);
+                    if let Err(e) = empty(&path) {
                         tracing::warn!(path = %path.display(), error = %e, "could not empty the trash");
                     }
                 }
             })?;
         for entry in fs::read_dir(&dir)?.flatten() {
-            let _ = remover.send(entry.path());
+            let _ = remover.send(Item {
+                path: entry.path(),
+                hold: None,
+            });
         }
         Ok(Self {
             dir,
@@ -44,9 +60,10 @@ impl Trash {
     }
 
     /// Removes the tree at `path`: moved into the trash now, deleted
-    /// there soon. One that is not there is gone; one that cannot be
-    /// moved is deleted here.
-    pub(crate) fn discard(&self, path: &Path) -> io::Result<()> {
+    /// there soon, after `hold` (a reference keeping a mount alive) is
+    /// dropped. One that is not there is gone; one that cannot be moved
+    /// is deleted here.
+    pub(crate) fn discard(&self, path: &Path, hold: Option<OwnedFd>) -> io::Result<()> {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -55,21 +72,35 @@ impl Trash {
         let target = self.dir.join(format!("{name}.{}.{n}", std::process::id()));
         match fs::rename(path, &target) {
             Ok(()) => {
-                let sent = self
-                    .remover
-                    .lock()
-                    .map(|r| r.send(target.clone()).is_ok())
-                    .unwrap_or(false);
-                if sent {
-                    Ok(())
-                } else {
-                    remove_tree(&target)
+                let item = Item {
+                    path: target.clone(),
+                    hold,
+                };
+                let unsent = match self.remover.lock() {
+                    Ok(r) => r.send(item).err().map(|e| e.0),
+                    Err(_) => Some(item),
+                };
+                match unsent {
+                    None => Ok(()),
+                    Some(item) => {
+                        drop(item.hold);
+                        empty(&target)
+                    }
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(_) => remove_tree(path),
+            Err(_) => {
+                drop(hold);
+                empty(path)
+            }
         }
     }
+}
+
+/// Removes a run dir: the loop device it recorded, then its files.
+fn empty(path: &Path) -> io::Result<()> {
+    super::loops::remove_recorded(path);
+    remove_tree(path)
 }
 
 /// Removes a tree; one that is not there is gone.
@@ -91,9 +122,12 @@ mod tests {
         let run = data.path().join("sandboxes/vm_a");
         fs::create_dir_all(run.join("upper/etc")).expect("dirs");
         fs::write(run.join("upper/etc/f"), "x").expect("file");
-        trash.discard(&run).expect("discard");
+        let hold: OwnedFd = fs::File::open(run.join("upper")).expect("hold").into();
+        trash.discard(&run, Some(hold)).expect("discard");
         assert!(!run.exists());
-        trash.discard(&run).expect("a second time: already gone");
+        trash
+            .discard(&run, None)
+            .expect("a second time: already gone");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while fs::read_dir(data.path().join("trash"))
             .expect("trash")
