@@ -90,11 +90,10 @@ struct PoolState {
     /// will be warm in a moment.
     preparing: std::sync::atomic::AtomicUsize,
     refill: Notify,
-    /// The link group released ports wait in, and the reaper's wake-up
-    /// (see [`PoolState::reap_forever`]).
+    /// The link group released ports wait in until
+    /// [`PoolState::release_forever`] deletes them.
     retired: u32,
-    reap: Notify,
-    /// Released VMs' rules, waiting for [`PoolState::remove_rules_forever`],
+    /// Released VMs' rules, waiting for [`PoolState::release_forever`],
     /// with the addresses to free once their rules are gone.
     removals: Mutex<Vec<(Vec<nft::Element>, Vec<Ipv4Addr>)>>,
     remove: Notify,
@@ -163,7 +162,6 @@ impl HostNetwork {
             preparing: std::sync::atomic::AtomicUsize::new(0),
             refill: Notify::new(),
             retired: link::retired_group(&config.bridge),
-            reap: Notify::new(),
             removals: Mutex::default(),
             remove: Notify::new(),
             releasing: std::sync::atomic::AtomicUsize::new(0),
@@ -180,8 +178,7 @@ impl HostNetwork {
         state.bring_up(&first).await?;
         // Ports a previous run retired and did not get to delete.
         link::reap(state.retired).await?;
-        tokio::spawn(Arc::clone(&state).reap_forever());
-        tokio::spawn(Arc::clone(&state).remove_rules_forever());
+        tokio::spawn(Arc::clone(&state).release_forever());
         tracing::info!(
             bridge = %config.bridge,
             subnet = %config.subnet,
@@ -439,17 +436,15 @@ impl PoolState {
 
     /// Frees namespaces, their rules, ports and addresses, together.
     ///
-    /// Each port is retired at once (down, off the bridge, renamed: see
+    /// Each port is retired at once (down and renamed: see
     /// [`link::retire_ports`]), which cuts the VM off and frees the
     /// port's name, and its namespace is unpinned. What waits out RCU
-    /// grace periods in the kernel is left to tasks of their own, off the
-    /// caller's path: deleting the retired links (all waiting, in one
-    /// request) and the VMs' rule elements (every deletion of elements
-    /// waits one out, 8-16 ms here, however few). The port goes before
-    /// the rules, so a sandbox still dying behind it cannot send as
-    /// another address meanwhile; the addresses are freed once their
-    /// rules are gone, so a VM given one later never loses its new rules
-    /// to the old ones' removal.
+    /// grace periods in the kernel is left to [`PoolState::release_forever`],
+    /// off the caller's path: deleting the retired links and the VMs'
+    /// rule elements (every deletion of elements waits one out, 8-16 ms
+    /// here, however few). The port goes down before the rules go, so a
+    /// sandbox still dying behind it cannot send as another address
+    /// meanwhile.
     async fn discard_many(&self, addresses: &[Ipv4Addr]) {
         let began = std::time::Instant::now();
         let rules: Vec<nft::Element> = addresses.iter().flat_map(|a| self.forget(*a)).collect();
@@ -459,7 +454,7 @@ impl PoolState {
                 tracing::warn!(count = addresses.len(), error = %e, "could not remove VM ports");
             }
         }
-        self.reap.notify_one();
+        let retired = began.elapsed();
         for &address in addresses {
             let path = self.netns_path(address);
             if let Err(e) = netns::remove(&path) {
@@ -475,14 +470,18 @@ impl PoolState {
         self.remove.notify_one();
         tracing::debug!(
             count = addresses.len(),
+            retire_us = retired.as_micros() as u64,
             took_us = began.elapsed().as_micros() as u64,
             "VM networks released"
         );
     }
 
-    /// Removes released VMs' rules, all that wait each time it wakes, in
-    /// one transaction, then frees their addresses.
-    async fn remove_rules_forever(self: Arc<Self>) {
+    /// Finishes releases, all that wait each time it wakes: deletes the
+    /// retired ports (one request for them all), then removes their VMs'
+    /// rules (one transaction), then frees their addresses. In that
+    /// order, a port's bridge slot and its address's rules are gone
+    /// before the address can be handed out again.
+    async fn release_forever(self: Arc<Self>) {
         loop {
             self.remove.notified().await;
             let batch = std::mem::take(
@@ -491,6 +490,9 @@ impl PoolState {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner),
             );
+            if let Err(e) = link::reap(self.retired).await {
+                tracing::warn!(error = %e, "could not delete retired VM ports");
+            }
             let (rules, addresses): (Vec<Vec<nft::Element>>, Vec<Vec<Ipv4Addr>>) =
                 batch.into_iter().unzip();
             nft::change_each(&self.layout.table, rules.concat()).await;
@@ -498,17 +500,6 @@ impl PoolState {
                 self.free(address);
                 self.releasing
                     .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-            }
-        }
-    }
-
-    /// Deletes retired ports, all that are waiting each time it wakes:
-    /// releases during a deletion are taken by the next one.
-    async fn reap_forever(self: Arc<Self>) {
-        loop {
-            self.reap.notified().await;
-            if let Err(e) = link::reap(self.retired).await {
-                tracing::warn!(error = %e, "could not delete retired VM ports");
             }
         }
     }

@@ -219,8 +219,8 @@ fn retired_name(group: u32) -> String {
     format!("vx{:04x}{n:09x}", group & 0xffff)
 }
 
-/// Takes the ports of `addresses` out of service at once (down, off the
-/// bridge, renamed: the VM is cut off and its port's name is free) and
+/// Takes the ports of `addresses` out of service at once (down and
+/// renamed: the VM is cut off and its port's name is free) and
 /// leaves them in `group` for [`reap`], off the caller's path: deleting
 /// a link waits out RCU grace periods, tens of milliseconds each.
 pub async fn retire_ports(addresses: &[Ipv4Addr], group: u32) -> Result<(), NetError> {
