@@ -527,9 +527,10 @@ impl PoolState {
         match self.prepare().await {
             Err(NetError::Exhausted(why)) => {
                 let deadline = tokio::time::Instant::now() + PREPARED_WAIT;
-                while (self.preparing() > 0 || self.releasing() > 0)
-                    && tokio::time::Instant::now() < deadline
-                {
+                loop {
+                    // Read before trying: an address freed after this
+                    // read is seen by the try, so none is missed.
+                    let coming = self.preparing() > 0 || self.releasing() > 0;
                     if let Some(a) = self.take_warm() {
                         return Ok(a);
                     }
@@ -537,9 +538,11 @@ impl PoolState {
                         Err(NetError::Exhausted(_)) => {}
                         other => return other,
                     }
+                    if !coming || tokio::time::Instant::now() >= deadline {
+                        return Err(NetError::Exhausted(why));
+                    }
                     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                 }
-                self.take_warm().ok_or(NetError::Exhausted(why))
             }
             other => other,
         }
