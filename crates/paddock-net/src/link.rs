@@ -13,7 +13,7 @@ use std::process::Stdio;
 use paddock_core::model::Ipv4Cidr;
 use tokio::io::AsyncWriteExt;
 
-use crate::netlink::route;
+use crate::netlink::{blocking, route};
 use crate::NetError;
 
 /// The host-side name of a VM's veth: `vp` and its address in hex, unique
@@ -134,18 +134,6 @@ pub async fn wire(
         Ok(())
     })
     .await
-}
-
-/// Runs netlink work on a blocking thread.
-async fn blocking(
-    f: impl FnOnce() -> Result<(), NetError> + Send + 'static,
-) -> Result<(), NetError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| NetError::Tool {
-            tool: "netlink",
-            message: e.to_string(),
-        })?
 }
 
 /// Turns IPv6 off on a host-side link before it comes up. VMs have IPv4

@@ -44,6 +44,7 @@ use std::process::Stdio;
 use paddock_core::model::{EgressDefault, EgressPolicy, Ipv4Cidr};
 use tokio::io::AsyncWriteExt;
 
+use crate::netlink::blocking;
 use crate::netlink::nftables::{self, ElementChange};
 pub use crate::netlink::nftables::{Family, Verb};
 use crate::segment::Segment;
@@ -455,17 +456,6 @@ pub async fn change_each(table: &str, elements: Vec<Element>) {
         Ok(())
     })
     .await;
-}
-
-async fn blocking(
-    f: impl FnOnce() -> Result<(), NetError> + Send + 'static,
-) -> Result<(), NetError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| NetError::Tool {
-            tool: "nftables",
-            message: e.to_string(),
-        })?
 }
 
 /// Runs one nft batch; all of it applies or none. A batch that failed

@@ -48,6 +48,18 @@ impl NetlinkError {
     }
 }
 
+/// Runs netlink work (blocking sockets) on a blocking thread.
+pub(crate) async fn blocking(
+    f: impl FnOnce() -> Result<(), crate::NetError> + Send + 'static,
+) -> Result<(), crate::NetError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| crate::NetError::Tool {
+            tool: "netlink",
+            message: e.to_string(),
+        })?
+}
+
 /// One netlink socket and the requests queued on it.
 pub struct Netlink {
     socket: Socket,
