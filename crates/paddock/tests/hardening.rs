@@ -221,14 +221,22 @@ async fn a_tenant_owns_nothing_but_its_sandbox() {
     );
     assert_eq!(c.delete(&format!("/v1/vms/{id}")).await.status, 200);
     // Gone, or (another test's sandbox took the freed number) not ours.
-    let exists = std::path::Path::new(&format!("/sys/block/loop{n}")).exists();
-    let ours = std::fs::read_to_string(&backing).is_ok_and(|b| b.trim() == image);
-    assert!(!ours, "loop{n} still holds the deleted VM's disk");
-    if exists {
+    // The server's trash removes it just after the delete returns
+    // (removing a device takes tens of milliseconds, off the delete's
+    // path), so this waits a while for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let exists = std::path::Path::new(&format!("/sys/block/loop{n}")).exists();
+        let bound = std::fs::read_to_string(&backing);
+        let ours = bound.as_ref().is_ok_and(|b| b.trim() == image);
+        if !ours && (!exists || bound.is_ok()) {
+            break;
+        }
         assert!(
-            std::fs::read_to_string(&backing).is_ok(),
-            "loop{n} was left unbound instead of removed"
+            std::time::Instant::now() < deadline,
+            "loop{n} still holds the deleted VM's disk ({ours}) or was left unbound"
         );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 

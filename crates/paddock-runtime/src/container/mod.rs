@@ -933,6 +933,9 @@ pub fn purge(data_dir: &Path, local_root: &Path) -> Result<usize, RuntimeError> 
     }
     this.cgroups.remove_instance();
     let _ = fs::remove_dir(&this.local_dirs);
+    // What a stopped server's trash had not emptied yet: its loop devices
+    // would be left unbound.
+    trash::empty_all(data_dir);
     proc_views::stop(data_dir);
     let mounts = crate::volumes::purge(data_dir)?;
     Ok(ids.len() + mounts)

@@ -97,6 +97,18 @@ impl Trash {
     }
 }
 
+/// Empties the trash under `data_dir` here and now, without a server
+/// (for `purge`).
+pub(crate) fn empty_all(data_dir: &Path) {
+    let dir = data_dir.join("trash");
+    for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+        if let Err(e) = empty(&entry.path()) {
+            tracing::warn!(path = %entry.path().display(), error = %e, "could not empty the trash");
+        }
+    }
+    let _ = fs::remove_dir(&dir);
+}
+
 /// Removes a run dir: the loop device it recorded, then its files.
 fn empty(path: &Path) -> io::Result<()> {
     super::loops::remove_recorded(path);
