@@ -633,6 +633,104 @@ mod tests {
         assert!(s.contains("add element inet pt0 gateways { 10.200.0.129 }"));
     }
 
+    /// The elements in `set` of the table `t` (inet), as nft lists them.
+    fn listed(t: &str, set: &str) -> String {
+        let out = std::process::Command::new("nft")
+            .args(["list", "set", "inet", t, set])
+            .output()
+            .expect("nft");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The element changes reach the real kernel as it reads them: added,
+    /// then removed with one part already gone, by destroy and by the
+    /// older kernels' halving, leaving nothing of the VMs behind.
+    #[tokio::test]
+    async fn elements_apply_to_the_kernels_tables() {
+        if !nix::unistd::geteuid().is_root()
+            || std::process::Command::new("nft")
+                .arg("-v")
+                .output()
+                .is_err()
+        {
+            eprintln!("skipped: needs root and nft (scripts/deps.sh installs nftables)");
+            return;
+        }
+        let t = format!("pnltest{}", std::process::id());
+        /// Deletes the test's tables however the test ends.
+        struct Tables(String);
+        impl Drop for Tables {
+            fn drop(&mut self) {
+                for family in ["inet", "bridge"] {
+                    let _ = std::process::Command::new("nft")
+                        .args(["delete", "table", family, &self.0])
+                        .output();
+                }
+            }
+        }
+        let _tables = Tables(t.clone());
+        let layout = Layout {
+            table: t.clone(),
+            subnet: Ipv4Cidr::parse("10.201.0.0/24").expect("cidr"),
+            blocked: Vec::new(),
+        };
+        apply(&full_ruleset(&layout, &[], &[]))
+            .await
+            .expect("tables");
+        let policy = EgressPolicy::from_json(
+            &serde_json::json!({"allow_https": true, "denied_cidrs": ["192.168.0.0/16"]}),
+            "",
+        )
+        .expect("policy");
+        let vm = |i: u8| Ipv4Addr::new(10, 201, 0, 10 + i);
+        let ports: Vec<String> = (0..4).map(|i| crate::link::port_name(vm(i))).collect();
+        for i in 0..4u8 {
+            let rules = VmRules {
+                address: vm(i),
+                port: &ports[usize::from(i)],
+                policy: &policy,
+            };
+            change(&t, add_vm(&rules)).await.expect("add a VM");
+        }
+        change(&t, learn(vm(0), &["203.0.113.7".parse().expect("ip")], 60))
+            .await
+            .expect("learn");
+        let vms = listed(&t, "vms");
+        assert!(
+            vms.contains("10.201.0.10") && vms.contains("10.201.0.13"),
+            "{vms}"
+        );
+        assert!(listed(&t, "vm_deny").contains("10.201.0.12 . 192.168.0.0/16"));
+        assert!(listed(&t, "vm_learned").contains("10.201.0.10 . 203.0.113.7"));
+        // A learned address that expired (never there) is in the way.
+        let gone: Ipv4Addr = "198.51.100.1".parse().expect("ip");
+        let learned: Ipv4Addr = "203.0.113.7".parse().expect("ip");
+        let remove = |i: u8| -> Vec<ElementChange> {
+            let looked_up = if i == 0 {
+                vec![learned, gone]
+            } else {
+                vec![gone]
+            };
+            remove_vm(vm(i), &ports[usize::from(i)], Some(&policy), &looked_up)
+                .iter()
+                .map(Element::to_change)
+                .collect()
+        };
+        let destroyed = [remove(0), remove(1)].concat();
+        assert!(nftables::apply_each_with(&t, &destroyed, true).is_empty());
+        let halved = [remove(2), remove(3)].concat();
+        let failed = nftables::apply_each_with(&t, &halved, false);
+        assert_eq!(
+            failed.len(),
+            2,
+            "only the two absent elements fail: {failed:?}"
+        );
+        for set in ["vms", "vm_deny", "vm_https", "vm_learned"] {
+            let left = listed(&t, set);
+            assert!(!left.contains("10.201.0.1"), "{set}: {left}");
+        }
+    }
+
     #[test]
     fn learning_refreshes_timeouts() {
         let elements = learn(

@@ -207,9 +207,19 @@ pub fn apply(table: &str, changes: &[ElementChange]) -> Result<(), NetlinkError>
 }
 
 /// Applies `changes` ignoring those that fail (for teardown, where a part
-/// may be gone already): in one transaction when all apply, else each in
-/// one of its own. What failed, with why.
+/// may be gone already), in one transaction where they all apply. What
+/// failed, with why.
 pub fn apply_each(table: &str, changes: &[ElementChange]) -> Vec<NetlinkError> {
+    apply_each_with(table, changes, DESTROY_WORKS.load(Ordering::Relaxed))
+}
+
+/// [`apply_each`], with deletions as destroys or not (`destroy`: a
+/// kernel before 6.3 has none).
+pub(crate) fn apply_each_with(
+    table: &str,
+    changes: &[ElementChange],
+    destroy: bool,
+) -> Vec<NetlinkError> {
     if changes.is_empty() {
         return Vec::new();
     }
@@ -220,7 +230,7 @@ pub fn apply_each(table: &str, changes: &[ElementChange]) -> Vec<NetlinkError> {
     // Deletions as destroys: one transaction, whatever is gone already,
     // the elements of each set together (so in few messages: nothing
     // else in a teardown depends on the order).
-    if DESTROY_WORKS.load(Ordering::Relaxed) {
+    if destroy {
         let mut destroys: Vec<ElementChange> = changes
             .iter()
             .map(|c| ElementChange {
@@ -237,19 +247,30 @@ pub fn apply_each(table: &str, changes: &[ElementChange]) -> Vec<NetlinkError> {
             Ok(()) => return Vec::new(),
             // A kernel before 6.3 knows no such message.
             Err(e) if matches!(e.errno(), Some(EINVAL | EOPNOTSUPP)) => {
-                tracing::debug!(error = %e, "no NFT_MSG_DESTROYSETELEM: deleting element by element");
+                tracing::debug!(error = %e, "no NFT_MSG_DESTROYSETELEM: deleting in halves");
                 DESTROY_WORKS.store(false, Ordering::Relaxed);
             }
             Err(_) => {}
         }
     }
-    if transaction(&mut netlink, table, changes).is_ok() {
-        return Vec::new();
+    in_halves(&mut netlink, table, changes)
+}
+
+/// Applies `changes` in one transaction, or, where that fails (a delete
+/// of an element already gone fails it whole), each half the same way:
+/// k failing changes among n cost about k·log2(n) transactions, where
+/// one for each change would cost n, a grace period each.
+fn in_halves(netlink: &mut Netlink, table: &str, changes: &[ElementChange]) -> Vec<NetlinkError> {
+    match transaction(netlink, table, changes) {
+        Ok(()) => Vec::new(),
+        Err(e) if changes.len() <= 1 => vec![e],
+        Err(_) => {
+            let (first, second) = changes.split_at(changes.len() / 2);
+            let mut failed = in_halves(netlink, table, first);
+            failed.extend(in_halves(netlink, table, second));
+            failed
+        }
     }
-    changes
-        .iter()
-        .filter_map(|c| transaction(&mut netlink, table, std::slice::from_ref(c)).err())
-        .collect()
 }
 
 /// Whether this kernel takes [`Verb::Destroy`]; unknown until it is
