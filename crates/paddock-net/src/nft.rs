@@ -247,11 +247,7 @@ impl Element {
 
     /// The element as one line of nft's language.
     pub fn to_nft(&self, table: &str) -> String {
-        let verb = match self.verb {
-            Verb::Add => "add",
-            Verb::Delete => "delete",
-            Verb::Destroy => "destroy",
-        };
+        let verb = self.verb.name();
         let family = match self.family {
             Family::Inet => "inet",
             Family::Bridge => "bridge",

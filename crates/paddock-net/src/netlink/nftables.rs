@@ -53,7 +53,8 @@ pub enum Verb {
 }
 
 impl Verb {
-    fn name(self) -> &'static str {
+    /// The verb as nft's language spells it.
+    pub fn name(self) -> &'static str {
         match self {
             Self::Add => "add",
             Self::Delete => "delete",
