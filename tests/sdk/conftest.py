@@ -23,8 +23,24 @@ def _free_port():
         return s.getsockname()[1]
 
 
+class _PortTaken(RuntimeError):
+    """A port picked as free was bound by another process before the
+    server bound it (picking a port and binding it are two steps)."""
+
+
 class Server:
     def __init__(self, extra_env=None, config=None):
+        # Fresh ports on each try: a port picked as free can be taken
+        # before the server binds it.
+        for attempt in range(3):
+            try:
+                self._start(extra_env, config)
+                return
+            except _PortTaken:
+                if attempt == 2:
+                    raise
+
+    def _start(self, extra_env, config):
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="pdk", dir="/tmp"))
         self.data = self.dir / "data"
         self.port = _free_port()
@@ -65,6 +81,8 @@ class Server:
             self.log.flush()
             why = (self.dir / "server.log").read_text(errors="replace")[-3000:]
             self.stop()
+            if "Address already in use" in why:
+                raise _PortTaken(f"paddock did not start:\n{why}")
             raise RuntimeError(f"paddock did not start:\n{why}")
         self.key = (self.data / "admin.key").read_text().strip()
 
