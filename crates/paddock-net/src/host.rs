@@ -521,30 +521,24 @@ impl PoolState {
     /// just released) the next one the refill task finishes, or one made
     /// on an address once it is free.
     async fn take_or_prepare(&self) -> Result<Ipv4Addr, NetError> {
-        if let Some(a) = self.take_warm() {
-            return Ok(a);
-        }
-        match self.prepare().await {
-            Err(NetError::Exhausted(why)) => {
-                let deadline = tokio::time::Instant::now() + PREPARED_WAIT;
-                loop {
-                    // Read before trying: an address freed after this
-                    // read is seen by the try, so none is missed.
-                    let coming = self.preparing() > 0 || self.releasing() > 0;
-                    if let Some(a) = self.take_warm() {
-                        return Ok(a);
-                    }
-                    match self.prepare().await {
-                        Err(NetError::Exhausted(_)) => {}
-                        other => return other,
-                    }
-                    if !coming || tokio::time::Instant::now() >= deadline {
-                        return Err(NetError::Exhausted(why));
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                }
+        let deadline = tokio::time::Instant::now() + PREPARED_WAIT;
+        loop {
+            // Read before trying: an address freed after this read is
+            // seen by the try, so none is missed.
+            let coming = self.preparing() > 0 || self.releasing() > 0;
+            if let Some(a) = self.take_warm() {
+                return Ok(a);
             }
-            other => other,
+            match self.prepare().await {
+                Err(NetError::Exhausted(why))
+                    if !coming || tokio::time::Instant::now() >= deadline =>
+                {
+                    return Err(NetError::Exhausted(why));
+                }
+                Err(NetError::Exhausted(_)) => {}
+                other => return other,
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     }
 

@@ -163,13 +163,6 @@ pub async fn remove_port(address: Ipv4Addr) -> Result<(), NetError> {
     remove_ports(&[address]).await
 }
 
-/// Whether the VM port of `address` exists.
-pub fn port_exists(address: Ipv4Addr) -> bool {
-    Path::new("/sys/class/net")
-        .join(port_name(address))
-        .exists()
-}
-
 /// Deletes the veths of many VMs, sent together; missing ones are
 /// skipped.
 pub async fn remove_ports(addresses: &[Ipv4Addr]) -> Result<(), NetError> {

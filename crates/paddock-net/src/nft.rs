@@ -431,17 +431,14 @@ pub async fn change(table: &str, elements: Vec<Element>) -> Result<(), NetError>
     let table = table.to_owned();
     blocking(move || {
         let changes: Vec<ElementChange> = elements.iter().map(Element::to_change).collect();
-        nftables::apply(&table, &changes).map_err(|e| NetError::Tool {
-            tool: "nftables",
-            message: e.to_string(),
-        })
+        Ok(nftables::apply(&table, &changes)?)
     })
     .await
 }
 
 /// Applies `elements`, ignoring those that fail: for teardown, where a
-/// part may already be gone. All of them in one transaction first (the
-/// usual case); when that fails, each on its own.
+/// part may already be gone (see [`nftables::apply_each`]: deletions as
+/// destroys in one transaction, or in halves on older kernels).
 pub async fn change_each(table: &str, elements: Vec<Element>) {
     let table = table.to_owned();
     let _ = blocking(move || {

@@ -923,13 +923,8 @@ impl Vms {
         let release = async {
             let network = releasing?;
             let t = std::time::Instant::now();
-            match self.network.release(&vm.id, &network).await {
-                Ok(()) => Some((None, t.elapsed())),
-                Err(e) => {
-                    tracing::error!(vm_id = %vm.id, error = %error_chain(&e), "could not free a VM's network");
-                    Some((Some(network), t.elapsed()))
-                }
-            }
+            let kept = self.free_network(&vm.id, network).await;
+            Some((kept, t.elapsed()))
         };
         let stop = async {
             let stopped = self.stop_sandbox(&vm, vm.runtime).await;

@@ -7,7 +7,7 @@ use crate::error::error_chain;
 use crate::error::CoreError;
 use crate::ids::{AccountId, SessionId, VmId};
 use crate::model::{EgressPolicy, Vm, VmStatus};
-use crate::network_backend::LiveNetwork;
+use crate::network_backend::{LiveNetwork, VmNetwork};
 
 impl Vms {
     /// A TCP connection to `ip:port` as seen from inside a running VM (its
@@ -142,9 +142,18 @@ impl Vms {
             return;
         }
         if let Some(network) = vm.network.take() {
-            if let Err(e) = self.network.release(&vm.id, &network).await {
-                tracing::error!(vm_id = %vm.id, error = %error_chain(&e), "could not free a VM's network");
-                vm.network = Some(network);
+            vm.network = self.free_network(&vm.id, network).await;
+        }
+    }
+
+    /// Frees the network of the local VM `id`: `None` once free, the
+    /// network back when that failed (logged; reconcile retries).
+    pub(crate) async fn free_network(&self, id: &VmId, network: VmNetwork) -> Option<VmNetwork> {
+        match self.network.release(id, &network).await {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::error!(vm_id = %id, error = %error_chain(&e), "could not free a VM's network");
+                Some(network)
             }
         }
     }

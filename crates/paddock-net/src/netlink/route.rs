@@ -233,10 +233,7 @@ pub fn delete_group(group: u32) -> Result<(), NetlinkError> {
         RouteNetlinkMessage::DelLink(link(0, vec![LinkAttribute::Group(group)])),
         format!("delete the links of group {group}"),
     );
-    match nl.send() {
-        Err(e) if e.errno() == Some(ENODEV) => Ok(()),
-        other => other,
-    }
+    first_but_gone(nl.send_each()?)
 }
 
 /// Deletes the links named `names` (a veth takes its peer with it), in

@@ -906,12 +906,7 @@ fn parse_launched(line: &str) -> Option<(i32, &str)> {
 
 /// Removes the directory tree at `path`; one that is not there is gone.
 fn remove_tree(path: &Path) -> Result<(), RuntimeError> {
-    match fs::remove_dir_all(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(RuntimeError::host(path.display().to_string(), e))
-        }
-        _ => Ok(()),
-    }
+    trash::remove_tree(path).map_err(|e| RuntimeError::host(path.display().to_string(), e))
 }
 
 /// Kills and removes every sandbox of the server whose data dir is
