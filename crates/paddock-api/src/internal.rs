@@ -165,7 +165,7 @@ async fn blob(
         )
             .into_response();
     }
-    let Some(path) = state.vms().local_blob(&digest) else {
+    let Some(path) = state.vms().local_blob(&digest).await else {
         return (StatusCode::NOT_FOUND, "no such blob on this node").into_response();
     };
     match tokio::fs::File::open(&path).await {

@@ -17,6 +17,7 @@ mod error;
 mod pack;
 mod pull;
 mod squash;
+mod stage;
 mod sys;
 mod unpack;
 

@@ -18,12 +18,27 @@ use sha2::{Digest as _, Sha256};
 
 use crate::digest::Digest;
 use crate::error::ImageError;
+use crate::stage::{self, Stage};
 use crate::sys;
 
 /// A writer that hashes what passes through it.
-struct Hashing<W> {
+pub(crate) struct Hashing<W> {
     inner: W,
     hasher: Sha256,
+}
+
+impl<W> Hashing<W> {
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+        }
+    }
+
+    /// The digest of everything written.
+    pub fn digest(self) -> Digest {
+        Digest::from_hasher(self.hasher)
+    }
 }
 
 impl<W: Write> Write for Hashing<W> {
@@ -57,72 +72,156 @@ fn header_for(meta: &fs::Metadata, kind: tar::EntryType, ids: Option<IdShift>) -
     h
 }
 
-/// Queues the entry's portable xattrs (`user.*`, file capabilities) as
-/// PAX `SCHILY.xattr.*` records for the next header. Overlay's own
-/// `trusted.*` attributes describe the upper dir, not the file, and stay.
-fn append_xattrs<W: Write>(b: &mut tar::Builder<W>, path: &Path) -> io::Result<()> {
-    let mut records: Vec<(String, Vec<u8>)> = Vec::new();
+/// Overlay's mark on an opaque directory (one that hides the layers
+/// below).
+pub(crate) const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+/// The entry's portable xattrs (`user.*`, file capabilities): what a layer
+/// records. Overlay's own `trusted.*` attributes describe the upper dir,
+/// not the file, and stay.
+pub(crate) fn portable_xattrs(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
+    let mut records = Vec::new();
     for name in xattr::list(path)? {
         let name = name.to_string_lossy().into_owned();
         if !(name.starts_with("user.") || name == "security.capability") {
             continue;
         }
         if let Some(value) = xattr::get(path, &name)? {
-            records.push((format!("SCHILY.xattr.{name}"), value));
+            records.push((name, value));
         }
     }
+    Ok(records)
+}
+
+/// Queues the entry's portable xattrs as PAX `SCHILY.xattr.*` records for
+/// the next header.
+fn append_xattrs<W: Write>(b: &mut tar::Builder<W>, path: &Path) -> io::Result<()> {
+    let records: Vec<(String, Vec<u8>)> = portable_xattrs(path)?
+        .into_iter()
+        .map(|(name, value)| (format!("SCHILY.xattr.{name}"), value))
+        .collect();
     if records.is_empty() {
         return Ok(());
     }
     b.append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
 }
 
-fn walk<W: Write>(
+/// The tar of a layer directory (or of an upper dir, its owners as the
+/// sandbox sees them), written to `out`: what a staged layer's blob is
+/// made of, byte for byte the tar that was hashed as it was staged.
+pub(crate) fn write_tar<W: Write>(dir: &Path, out: W) -> io::Result<W> {
+    let mut b = tar::Builder::new(out);
+    b.follow_symlinks(false);
+    walk_staging(&mut b, dir, None, None)?;
+    b.into_inner()
+}
+
+/// Adds every entry under `dir` (the layer's root) to `b`, copying each
+/// into `stage` as it goes when there is one.
+pub(crate) fn walk_staging<W: Write>(
+    b: &mut tar::Builder<W>,
+    dir: &Path,
+    ids: Option<IdShift>,
+    stage: Option<&Stage<'_>>,
+) -> io::Result<()> {
+    walk_under(b, dir, Path::new(""), ids, stage)
+}
+
+/// [`walk_staging`] for a tree that sits at `rel` in the layer.
+pub(crate) fn walk_under<W: Write>(
     b: &mut tar::Builder<W>,
     dir: &Path,
     rel: &Path,
     ids: Option<IdShift>,
-    links: &mut HashMap<(u64, u64), PathBuf>,
+    stage: Option<&Stage<'_>>,
 ) -> io::Result<()> {
+    walk(
+        b,
+        &Walk {
+            ids,
+            stage,
+            links: std::cell::RefCell::default(),
+        },
+        dir,
+        rel,
+    )
+}
+
+/// What stays the same through one walk.
+struct Walk<'a> {
+    ids: Option<IdShift>,
+    /// Where the walk copies what it packs (a snapshot's layer directory).
+    stage: Option<&'a Stage<'a>>,
+    /// The first path of each multiply linked file seen.
+    links: std::cell::RefCell<HashMap<(u64, u64), PathBuf>>,
+}
+
+fn walk<W: Write>(b: &mut tar::Builder<W>, w: &Walk<'_>, dir: &Path, rel: &Path) -> io::Result<()> {
+    let ids = w.ids;
     let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let path = e.path();
         let name = e.file_name();
         let r = rel.join(&name);
+        let staged = w.stage.map(|s| s.at(&r));
         let meta = fs::symlink_metadata(&path)?;
         let ft = meta.file_type();
         if ft.is_char_device() && meta.rdev() == 0 {
+            if let Some(t) = &staged {
+                stage::node(t, &meta, ids)?;
+            }
             let mut h = header_for(&meta, tar::EntryType::Regular, ids);
             let wh = rel.join(format!(".wh.{}", name.to_string_lossy()));
             b.append_data(&mut h, wh, io::empty())?;
         } else if ft.is_dir() {
+            if let Some(t) = &staged {
+                stage::dir(t, &path, &meta, ids)?;
+            }
             append_xattrs(b, &path)?;
             let mut h = header_for(&meta, tar::EntryType::Directory, ids);
             b.append_data(&mut h, &r, io::empty())?;
-            if sys::lgetxattr(&path, "trusted.overlay.opaque").as_deref() == Some(b"y") {
+            if sys::lgetxattr(&path, OPAQUE_XATTR).as_deref() == Some(b"y") {
                 let mut o = header_for(&meta, tar::EntryType::Regular, ids);
                 o.set_mode(0o644);
                 b.append_data(&mut o, r.join(".wh..wh..opq"), io::empty())?;
             }
-            walk(b, &path, &r, ids, links)?;
+            walk(b, w, &path, &r)?;
+            if let Some(t) = &staged {
+                stage::times(t, &meta)?;
+            }
         } else if ft.is_file() {
             let key = (meta.dev(), meta.ino());
             if meta.nlink() > 1 {
-                if let Some(first) = links.get(&key) {
+                let first = w.links.borrow().get(&key).cloned();
+                if let Some(first) = first {
+                    if let (Some(t), Some(s)) = (&staged, w.stage) {
+                        fs::hard_link(s.at(&first), t)?;
+                    }
                     let mut h = header_for(&meta, tar::EntryType::Link, ids);
                     b.append_link(&mut h, &r, first)?;
                     continue;
                 }
-                links.insert(key, r.clone());
+                w.links.borrow_mut().insert(key, r.clone());
             }
             append_xattrs(b, &path)?;
             let mut h = header_for(&meta, tar::EntryType::Regular, ids);
             h.set_size(meta.len());
-            b.append_data(&mut h, &r, fs::File::open(&path)?)?;
+            match &staged {
+                Some(t) => {
+                    let mut tee = stage::Tee::open(&path, t)?;
+                    b.append_data(&mut h, &r, &mut tee)?;
+                    tee.finish(t, &path, &meta, ids)?;
+                }
+                None => b.append_data(&mut h, &r, fs::File::open(&path)?)?,
+            }
         } else if ft.is_symlink() {
+            let points_to = fs::read_link(&path)?;
+            if let Some(t) = &staged {
+                stage::symlink(t, &points_to, &meta, ids)?;
+            }
             let mut h = header_for(&meta, tar::EntryType::Symlink, ids);
-            b.append_link(&mut h, &r, fs::read_link(&path)?)?;
+            b.append_link(&mut h, &r, points_to)?;
         } else {
             let kind = if ft.is_char_device() {
                 tar::EntryType::Char
@@ -133,6 +232,9 @@ fn walk<W: Write>(
             } else {
                 continue; // sockets have no place in a layer
             };
+            if let Some(t) = &staged {
+                stage::node(t, &meta, ids)?;
+            }
             let mut h = header_for(&meta, kind, ids);
             let rdev = meta.rdev();
             h.set_device_major(libc::major(rdev))?;
@@ -170,7 +272,6 @@ pub fn pack(contents: Contents<'_>, out: &Path) -> Result<Packed, ImageError> {
     b.follow_symlinks(false);
     let written = match contents {
         Contents::Changes(trees) => {
-            let mut links = HashMap::new();
             trees.iter().try_for_each(|tree| {
                 let at = Path::new(&tree.at);
                 if !tree.at.is_empty() {
@@ -178,7 +279,7 @@ pub fn pack(contents: Contents<'_>, out: &Path) -> Result<Packed, ImageError> {
                     let mut h = header_for(&meta, tar::EntryType::Directory, tree.ids);
                     b.append_data(&mut h, at, io::empty())?;
                 }
-                walk(&mut b, &tree.dir, at, tree.ids, &mut links)
+                walk_under(&mut b, &tree.dir, at, tree.ids, None)
             })
         }
         Contents::Files(files) => {

@@ -4,6 +4,7 @@
 //! image port.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -22,8 +23,12 @@ use crate::error::ImageError;
 use crate::pack::{pack, Contents};
 use crate::unpack::unpack_layer;
 
-/// The media type of the layers paddock packs (snapshots, builds).
+/// The media type of the layers paddock packs (builds), and of a staged
+/// layer as it is pushed.
 const PACKED_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+/// The media type of a staged layer (a snapshot's) here: a plain tar,
+/// kept as its directory until its bytes are needed.
+const STAGED_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 
@@ -102,6 +107,7 @@ impl ImageStore {
         let layers_dir = dir.join("layers");
         std::fs::create_dir_all(&layers_dir)
             .map_err(ImageError::io(format!("create {}", layers_dir.display())))?;
+        remove_leftover_staging(dir);
         let insecure: Vec<String> = registries
             .iter()
             .filter(|(_, c)| c.insecure)
@@ -396,7 +402,142 @@ fn parse_config(raw: &str) -> Result<ImageConfig, ImageError> {
     })
 }
 
+/// Removes what a stopped server left half staged or squashed beside the
+/// layers.
+fn remove_leftover_staging(store: &Path) {
+    let Ok(entries) = std::fs::read_dir(store) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(STAGING_PREFIX) || name.starts_with("squash-") {
+            if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                tracing::warn!(dir = %e.path().display(), error = %err, "could not remove a leftover staging dir");
+            }
+        }
+    }
+}
+
+const STAGING_PREFIX: &str = "staging-";
+
 impl ImageStore {
+    /// Copies `trees` into a new layer directory, named by the digest of
+    /// the plain tar they make (see [`crate::stage`]); no blob is written.
+    fn store_staged(&self, trees: &[ChangedTree]) -> Result<BuiltLayer, ImageError> {
+        let tmp = self.layers_dir.with_file_name(format!(
+            "{STAGING_PREFIX}{:016x}",
+            rand::random::<u64>()
+        ));
+        let staged = match crate::stage::stage_layer(trees, &tmp) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
+        };
+        let dest = self.layer_dir(&staged.digest);
+        let placed = if dest.is_dir() {
+            // The same changes were staged before: that copy serves.
+            std::fs::remove_dir_all(&tmp)
+        } else {
+            std::fs::rename(&tmp, &dest)
+        };
+        if let Err(e) = placed {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(ImageError::io(format!("store layer {}", staged.digest))(e));
+        }
+        Ok(BuiltLayer {
+            info: LayerInfo {
+                digest: staged.digest.to_string(),
+                size: staged.size,
+                media_type: STAGED_LAYER.to_owned(),
+            },
+            diff_id: staged.digest.to_string(),
+        })
+    }
+
+    /// Writes the blob of a staged layer (its plain tar) from its
+    /// directory, when it is not stored yet; `None` when neither is here.
+    /// The tar is checked against the digest before it is stored.
+    fn materialize(&self, digest: &Digest) -> Result<Option<PathBuf>, ImageError> {
+        if self.blobs.contains(digest) {
+            return Ok(Some(self.blobs.path(digest)));
+        }
+        let dir = self.layer_dir(digest);
+        if !dir.is_dir() {
+            return Ok(None);
+        }
+        let tmp = self.blobs.ingest_path();
+        let written = std::fs::File::create(&tmp)
+            .and_then(|f| {
+                let hashing = crate::pack::Hashing::new(io::BufWriter::with_capacity(1 << 20, f));
+                crate::pack::write_tar(&dir, hashing)
+            })
+            .and_then(|mut hashing| {
+                hashing.flush()?;
+                Ok(hashing.digest())
+            });
+        let made = match written {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(ImageError::io(format!("write the blob of layer {digest}"))(e));
+            }
+        };
+        if &made != digest {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(ImageError::DigestMismatch {
+                expected: digest.to_string(),
+                actual: made.to_string(),
+            });
+        }
+        self.blobs.adopt(&tmp, digest)?;
+        Ok(Some(self.blobs.path(digest)))
+    }
+
+    /// What a push sends for `layer`: its stored blob as it is, or, for a
+    /// staged layer, its tar compressed now (zstd), under that blob's own
+    /// digest and media type (the image's diff ids stay the tar's).
+    fn pushable(&self, layer: &LayerInfo) -> Result<LayerInfo, ImageError> {
+        let digest: Digest = layer
+            .digest
+            .parse()
+            .map_err(|_| ImageError::Config(format!("layer {}", layer.digest)))?;
+        if self.blobs.contains(&digest) || layer.media_type != STAGED_LAYER {
+            return Ok(layer.clone());
+        }
+        let dir = self.layer_dir(&digest);
+        let tmp = self.blobs.ingest_path();
+        let packed = pack(
+            Contents::Changes(&[ChangedTree {
+                dir,
+                at: String::new(),
+                ids: None,
+            }]),
+            &tmp,
+        );
+        let packed = match packed {
+            Ok(p) if p.diff_id == digest => p,
+            Ok(p) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(ImageError::DigestMismatch {
+                    expected: digest.to_string(),
+                    actual: p.diff_id.to_string(),
+                });
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        self.blobs.adopt(&tmp, &packed.digest)?;
+        Ok(LayerInfo {
+            digest: packed.digest.to_string(),
+            size: packed.size,
+            media_type: PACKED_LAYER.to_owned(),
+        })
+    }
+
     /// Packs `contents` into a stored blob, unpacked once as a layer.
     fn store_packed(&self, contents: Contents<'_>) -> Result<BuiltLayer, ImageError> {
         let tmp = self.blobs.ingest_path();
@@ -495,7 +636,12 @@ impl ImageStore {
                 .await
                 .map_err(classify)?;
         }
-        for layer in layers {
+        // Staged layers go compressed; a registry sees an ordinary image.
+        let layers = layers
+            .iter()
+            .map(|l| tokio::task::block_in_place(|| self.pushable(l)))
+            .collect::<Result<Vec<_>, _>>()?;
+        for layer in &layers {
             let digest: Digest = layer
                 .digest
                 .parse()
@@ -536,7 +682,7 @@ impl ImageStore {
             .push_blob(&r, config_bytes, config_digest.as_str())
             .await
             .map_err(classify)?;
-        let manifest = manifest_for(layers, config_digest.as_str(), size);
+        let manifest = manifest_for(&layers, config_digest.as_str(), size);
         let bytes = serde_json::to_vec(&manifest).map_err(|e| ImageError::Config(e.to_string()))?;
         self.client
             .push_manifest_raw(
@@ -622,11 +768,17 @@ impl ImageBackend for ImageStore {
         Ok(())
     }
 
-    fn local_blob(&self, digest: &str) -> Option<PathBuf> {
+    async fn local_blob(&self, digest: &str) -> Option<PathBuf> {
         let digest: Digest = digest.parse().ok()?;
-        self.blobs
-            .contains(&digest)
-            .then(|| self.blobs.path(&digest))
+        if self.blobs.contains(&digest) {
+            return Some(self.blobs.path(&digest));
+        }
+        // A staged layer's blob is written the first time a node asks.
+        let _one = self.locks.lock(&digest.as_str().to_owned()).await;
+        tokio::task::block_in_place(|| self.materialize(&digest)).unwrap_or_else(|e| {
+            tracing::error!(%digest, error = %e, "could not write a staged layer's blob");
+            None
+        })
     }
 
     fn layer_dirs(&self, layers: &[LayerInfo]) -> Vec<PathBuf> {
@@ -646,9 +798,7 @@ impl ImageBackend for ImageStore {
     }
 
     async fn pack_changes(&self, trees: &[ChangedTree]) -> Result<BuiltLayer, CoreError> {
-        Ok(tokio::task::block_in_place(|| {
-            self.store_packed(Contents::Changes(trees))
-        })?)
+        Ok(tokio::task::block_in_place(|| self.store_staged(trees))?)
     }
 
     async fn pack_squashed(&self, trees: &[ChangedTree]) -> Result<BuiltLayer, CoreError> {
@@ -662,11 +812,11 @@ impl ImageBackend for ImageStore {
                 // The staging tree holds layer files (their owners as
                 // stored) and the sandbox's (shifted): the shift tells
                 // them apart by range.
-                self.store_packed(Contents::Changes(&[ChangedTree {
+                self.store_staged(&[ChangedTree {
                     dir: staging.clone(),
                     at: String::new(),
                     ids: trees.iter().find_map(|t| t.ids),
-                }]))
+                }])
             });
             if let Err(e) = std::fs::remove_dir_all(&staging) {
                 tracing::warn!(dir = %staging.display(), error = %e, "could not remove a squash staging dir");

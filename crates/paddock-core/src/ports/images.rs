@@ -67,8 +67,9 @@ pub trait ImageBackend: Send + Sync + 'static {
     }
 
     /// Where blob `digest` is on this host, when it is here: what other
-    /// nodes fetch layers from.
-    fn local_blob(&self, _digest: &str) -> Option<PathBuf> {
+    /// nodes fetch layers from. A layer kept only as its directory (a
+    /// snapshot's) gets its blob written here.
+    async fn local_blob(&self, _digest: &str) -> Option<PathBuf> {
         None
     }
 

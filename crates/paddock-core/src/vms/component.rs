@@ -276,8 +276,8 @@ impl Vms {
     }
 
     /// Where blob `digest` is on this node, for another node's fetch.
-    pub fn local_blob(&self, digest: &str) -> Option<std::path::PathBuf> {
-        self.image_backend.local_blob(digest)
+    pub async fn local_blob(&self, digest: &str) -> Option<std::path::PathBuf> {
+        self.image_backend.local_blob(digest).await
     }
 
     /// The providers this node runs sandboxes on.
