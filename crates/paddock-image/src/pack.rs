@@ -271,17 +271,15 @@ pub fn pack(contents: Contents<'_>, out: &Path) -> Result<Packed, ImageError> {
     let mut b = tar::Builder::new(uncompressed);
     b.follow_symlinks(false);
     let written = match contents {
-        Contents::Changes(trees) => {
-            trees.iter().try_for_each(|tree| {
-                let at = Path::new(&tree.at);
-                if !tree.at.is_empty() {
-                    let meta = fs::symlink_metadata(&tree.dir)?;
-                    let mut h = header_for(&meta, tar::EntryType::Directory, tree.ids);
-                    b.append_data(&mut h, at, io::empty())?;
-                }
-                walk_under(&mut b, &tree.dir, at, tree.ids, None)
-            })
-        }
+        Contents::Changes(trees) => trees.iter().try_for_each(|tree| {
+            let at = Path::new(&tree.at);
+            if !tree.at.is_empty() {
+                let meta = fs::symlink_metadata(&tree.dir)?;
+                let mut h = header_for(&meta, tar::EntryType::Directory, tree.ids);
+                b.append_data(&mut h, at, io::empty())?;
+            }
+            walk_under(&mut b, &tree.dir, at, tree.ids, None)
+        }),
         Contents::Files(files) => {
             let mut dirs = std::collections::BTreeSet::new();
             files.iter().try_for_each(|f| {

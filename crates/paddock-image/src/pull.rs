@@ -424,10 +424,9 @@ impl ImageStore {
     /// Copies `trees` into a new layer directory, named by the digest of
     /// the plain tar they make (see [`crate::stage`]); no blob is written.
     fn store_staged(&self, trees: &[ChangedTree]) -> Result<BuiltLayer, ImageError> {
-        let tmp = self.layers_dir.with_file_name(format!(
-            "{STAGING_PREFIX}{:016x}",
-            rand::random::<u64>()
-        ));
+        let tmp = self
+            .layers_dir
+            .with_file_name(format!("{STAGING_PREFIX}{:016x}", rand::random::<u64>()));
         let staged = match crate::stage::stage_layer(trees, &tmp) {
             Ok(s) => s,
             Err(e) => {
@@ -481,7 +480,9 @@ impl ImageStore {
             Ok(d) => d,
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
-                return Err(ImageError::io(format!("write the blob of layer {digest}"))(e));
+                return Err(ImageError::io(format!("write the blob of layer {digest}"))(
+                    e,
+                ));
             }
         };
         if &made != digest {

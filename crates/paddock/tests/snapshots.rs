@@ -247,6 +247,53 @@ async fn a_snapshot_of_an_image_vm_pushes_as_an_ordinary_image() {
         .await;
     assert_eq!(pushed.status, 200, "{}", pushed.body);
 
+    // The snapshot's layer is kept here as a plain tar's directory; the
+    // registry got it compressed, under the compressed blob's digest, with
+    // the config's diff id still the tar's.
+    let manifest: Value = reqwest::Client::new()
+        .get(format!(
+            "http://{}",
+            reg.reference("test/snap:v1")
+                .replacen('/', "/v2/", 1)
+                .replace(":v1", "/manifests/v1")
+        ))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .expect("manifest")
+        .json()
+        .await
+        .expect("manifest json");
+    let top = manifest["layers"]
+        .as_array()
+        .and_then(|l| l.last())
+        .expect("layers");
+    assert_eq!(
+        top["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd",
+        "{manifest}"
+    );
+    let config: Value = serde_json::from_slice(
+        &std::fs::read(
+            reg.blob_file(
+                manifest["config"]["digest"]
+                    .as_str()
+                    .expect("config digest"),
+            ),
+        )
+        .expect("config blob"),
+    )
+    .expect("config json");
+    let diff_id = config["rootfs"]["diff_ids"]
+        .as_array()
+        .and_then(|d| d.last())
+        .expect("diff ids");
+    assert_ne!(
+        &top["digest"], diff_id,
+        "the blob is compressed: {manifest}"
+    );
+    let blob = reg.blob_file(top["digest"].as_str().expect("digest"));
+    assert!(blob.exists(), "the compressed layer is in the registry");
+
     // Another server runs it from the registry like any image.
     let other = Server::start_with_config(&reg.paddock_config());
     let oc = other.client();

@@ -40,7 +40,9 @@ fn upper(root: &Path) {
     fs::create_dir_all(root.join("home/user/deep")).expect("mkdir");
     fs::create_dir_all(root.join("var/cache")).expect("mkdir");
     // Larger than a chunk, and not a multiple of tar's 512-byte blocks.
-    let big: Vec<u8> = (0..(3 * CHUNK + 777)).map(|i| (i * 7 % 251) as u8).collect();
+    let big: Vec<u8> = (0..(3 * CHUNK + 777))
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
     fs::write(root.join("home/user/big.bin"), &big).expect("write");
     fs::write(root.join("home/user/empty"), b"").expect("write");
     fs::write(root.join("home/user/deep/note"), b"hello").expect("write");
@@ -122,7 +124,10 @@ fn a_staged_layer_packs_into_the_tar_it_was_hashed_as() {
 
     // The blob made later from the directory is the tar that was hashed,
     // and the very tar the zstd packer makes of the upper dir.
-    assert_eq!(digest_of_tar(&staged_dir), (staged.digest.clone(), staged.size));
+    assert_eq!(
+        digest_of_tar(&staged_dir),
+        (staged.digest.clone(), staged.size)
+    );
     let packed = pack(Contents::Changes(&[tree]), &dir.path().join("blob")).expect("pack");
     assert_eq!(packed.diff_id, staged.digest);
 
@@ -132,9 +137,15 @@ fn a_staged_layer_packs_into_the_tar_it_was_hashed_as() {
         fs::read(staged_dir.join("home/user/big.bin")).expect("big"),
         fs::read(src.join("home/user/big.bin")).expect("big")
     );
-    assert_eq!((at("home/user/tool").uid(), at("home/user/tool").gid()), (1000, 1000));
+    assert_eq!(
+        (at("home/user/tool").uid(), at("home/user/tool").gid()),
+        (1000, 1000)
+    );
     assert_eq!(at("home/user/tool").mode() & 0o7777, 0o4755);
-    assert_eq!(at("home/user/deep/note").ino(), at("home/user/note-link").ino());
+    assert_eq!(
+        at("home/user/deep/note").ino(),
+        at("home/user/note-link").ino()
+    );
     assert_eq!(at("home/user/deep/note").mtime(), 1_600_000_000);
     assert_eq!(at("home/user").mtime(), 1_600_000_004);
     assert_eq!(
@@ -144,7 +155,10 @@ fn a_staged_layer_packs_into_the_tar_it_was_hashed_as() {
     let gone = at("home/user/gone");
     assert!(gone.file_type().is_char_device() && gone.rdev() == 0);
     assert!(at("home/user/pipe").file_type().is_fifo());
-    assert!(!staged_dir.join("home/user/sock").exists(), "sockets stay out");
+    assert!(
+        !staged_dir.join("home/user/sock").exists(),
+        "sockets stay out"
+    );
     assert_eq!(
         sys::lgetxattr(&staged_dir.join("var/cache"), pack::OPAQUE_XATTR).as_deref(),
         Some(&b"y"[..])
