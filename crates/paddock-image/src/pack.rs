@@ -8,6 +8,7 @@
 //! (uncompressed). OCI registries take zstd layers as they are.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -135,34 +136,69 @@ pub(crate) fn walk_under<W: Write>(
     ids: Option<IdShift>,
     stage: Option<&Stage<'_>>,
 ) -> io::Result<()> {
-    walk(
-        b,
-        &Walk {
-            ids,
-            stage,
-            links: std::cell::RefCell::default(),
-        },
-        dir,
-        rel,
-    )
+    let w = Walk {
+        stage,
+        mounts: &[],
+        links: std::cell::RefCell::default(),
+    };
+    walk(b, &w, dir, rel, ids)
+}
+
+/// [`walk_staging`] of a root tree with `mounts` over some of its top
+/// directories (a host sandbox's `/usr`): each shows in the root's place
+/// of that name, as the sandbox saw it, in the root's order.
+pub(crate) fn walk_mounted<W: Write>(
+    b: &mut tar::Builder<W>,
+    root: &ChangedTree,
+    mounts: &[ChangedTree],
+    stage: Option<&Stage<'_>>,
+) -> io::Result<()> {
+    let w = Walk {
+        stage,
+        mounts,
+        links: std::cell::RefCell::default(),
+    };
+    walk(b, &w, &root.dir, Path::new(""), root.ids)
 }
 
 /// What stays the same through one walk.
 struct Walk<'a> {
-    ids: Option<IdShift>,
     /// Where the walk copies what it packs (a snapshot's layer directory).
     stage: Option<&'a Stage<'a>>,
+    /// Trees mounted over top-level directories of the root one.
+    mounts: &'a [ChangedTree],
     /// The first path of each multiply linked file seen.
     links: std::cell::RefCell<HashMap<(u64, u64), PathBuf>>,
 }
 
-fn walk<W: Write>(b: &mut tar::Builder<W>, w: &Walk<'_>, dir: &Path, rel: &Path) -> io::Result<()> {
-    let ids = w.ids;
-    let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let path = e.path();
-        let name = e.file_name();
+/// How much of a file a walk reads at once (the tar crate asks 8 KiB at a
+/// time).
+const READ_CHUNK: usize = 1 << 20;
+
+fn walk<W: Write>(
+    b: &mut tar::Builder<W>,
+    w: &Walk<'_>,
+    dir: &Path,
+    rel: &Path,
+    ids: Option<IdShift>,
+) -> io::Result<()> {
+    let mut entries: Vec<(OsString, PathBuf, Option<IdShift>)> = Vec::new();
+    for e in fs::read_dir(dir)? {
+        let name = e?.file_name();
+        if rel.as_os_str().is_empty() && w.mounts.iter().any(|m| name == m.at.as_str()) {
+            continue; // hidden under another tree's mount
+        }
+        entries.push((name.clone(), dir.join(&name), ids));
+    }
+    if rel.as_os_str().is_empty() {
+        entries.extend(
+            w.mounts
+                .iter()
+                .map(|m| (OsString::from(&m.at), m.dir.clone(), m.ids)),
+        );
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, path, ids) in entries {
         let r = rel.join(&name);
         let staged = w.stage.map(|s| s.at(&r));
         let meta = fs::symlink_metadata(&path)?;
@@ -186,7 +222,7 @@ fn walk<W: Write>(b: &mut tar::Builder<W>, w: &Walk<'_>, dir: &Path, rel: &Path)
                 o.set_mode(0o644);
                 b.append_data(&mut o, r.join(".wh..wh..opq"), io::empty())?;
             }
-            walk(b, w, &path, &r)?;
+            walk(b, w, &path, &r, ids)?;
             if let Some(t) = &staged {
                 stage::times(t, &meta)?;
             }
@@ -213,7 +249,11 @@ fn walk<W: Write>(b: &mut tar::Builder<W>, w: &Walk<'_>, dir: &Path, rel: &Path)
                     b.append_data(&mut h, &r, &mut tee)?;
                     tee.finish(t, &path, &meta, ids)?;
                 }
-                None => b.append_data(&mut h, &r, fs::File::open(&path)?)?,
+                None => b.append_data(
+                    &mut h,
+                    &r,
+                    io::BufReader::with_capacity(READ_CHUNK, fs::File::open(&path)?),
+                )?,
             }
         } else if ft.is_symlink() {
             let points_to = fs::read_link(&path)?;

@@ -10,10 +10,11 @@
 //! that was hashed. The copy keeps what the tar records (names in order,
 //! kind, mode, owners as the sandbox sees them, mtime, portable xattrs,
 //! hard links, whiteouts, opaque directories), and a blob made later is
-//! verified against the digest before anyone gets it. One tree at `/`
-//! (a sandbox's writable layer) is hashed as it is copied; several trees
-//! (a host sandbox's `/` and `/usr`, a squash) are copied first and the
-//! staged directory hashed after, so the order is the directory's own.
+//! verified against the digest before anyone gets it. A sandbox's
+//! writable layer (one tree at `/`, or a host sandbox's `/` with `/usr`
+//! mounted over it) is hashed as it is copied, in the order the staged
+//! directory will list; other sets of trees are copied first and the
+//! staged directory hashed after.
 //!
 //! Why: packing into zstd and unpacking the blob again read and wrote a
 //! GiB of changes four times over and hashed it three times (11 s/GiB on
@@ -301,12 +302,12 @@ pub fn stage_layer(trees: &[ChangedTree], dest: &Path) -> Result<Staged, ImageEr
         .map_err(ImageError::io(format!("create {}", dest.display())))?;
     let stage = Stage { root: dest };
     let (digest, size) = match trees {
-        [one] if one.at.is_empty() => {
+        [root, mounts @ ..] if root.at.is_empty() && mounted_at_top(mounts) => {
             let mut b = tar::Builder::new(
                 HashingThread::start().map_err(ImageError::io("start hashing a layer"))?,
             );
             b.follow_symlinks(false);
-            pack::walk_staging(&mut b, &one.dir, one.ids, Some(&stage))
+            pack::walk_mounted(&mut b, root, mounts, Some(&stage))
                 .map_err(ImageError::io("stage a layer"))?;
             b.into_inner()
                 .and_then(HashingThread::finish)
@@ -323,6 +324,16 @@ pub fn stage_layer(trees: &[ChangedTree], dest: &Path) -> Result<Staged, ImageEr
         }
     };
     Ok(Staged { digest, size })
+}
+
+/// Whether `mounts` each sit on a distinct top-level directory (`usr`), so
+/// that one walk of the root can show them in its own order.
+fn mounted_at_top(mounts: &[ChangedTree]) -> bool {
+    let top = |at: &str| !at.is_empty() && !at.contains('/') && at != "." && at != "..";
+    mounts
+        .iter()
+        .enumerate()
+        .all(|(i, m)| top(&m.at) && mounts[..i].iter().all(|earlier| earlier.at != m.at))
 }
 
 /// One tree copied in at its place, replacing what an earlier tree put

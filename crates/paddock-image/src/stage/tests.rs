@@ -181,6 +181,8 @@ fn several_trees_stage_as_the_sandbox_saw_them() {
     let usr = dir.path().join("usr-upper");
     fs::create_dir_all(root.join("usr/hidden")).expect("mkdir");
     fs::write(root.join("etc-file"), b"root").expect("write");
+    fs::create_dir_all(root.join("var/log")).expect("mkdir");
+    fs::write(root.join("zz"), b"after usr").expect("write");
     fs::create_dir_all(usr.join("lib")).expect("mkdir");
     fs::write(usr.join("lib/libx.so"), b"usr").expect("write");
     let trees = [
@@ -204,6 +206,34 @@ fn several_trees_stage_as_the_sandbox_saw_them() {
         !staged_dir.join("usr/hidden").exists(),
         "/usr's own mount hid the root layer's usr"
     );
+}
+
+#[test]
+fn a_tree_deeper_than_the_top_is_staged_then_hashed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("upper");
+    let tools = dir.path().join("tools");
+    fs::create_dir_all(root.join("opt")).expect("mkdir");
+    fs::write(root.join("opt/readme"), b"root").expect("write");
+    fs::create_dir_all(tools.join("bin")).expect("mkdir");
+    fs::write(tools.join("bin/tool"), b"tool").expect("write");
+    let trees = [
+        ChangedTree {
+            dir: root,
+            at: String::new(),
+            ids: None,
+        },
+        ChangedTree {
+            dir: tools,
+            at: "opt/tools".into(),
+            ids: None,
+        },
+    ];
+    let staged_dir = dir.path().join("staged");
+    let staged = stage_layer(&trees, &staged_dir).expect("stage");
+    assert_eq!(digest_of_tar(&staged_dir), (staged.digest, staged.size));
+    assert!(staged_dir.join("opt/tools/bin/tool").is_file());
+    assert!(staged_dir.join("opt/readme").is_file());
 }
 
 #[test]
