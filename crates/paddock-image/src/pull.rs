@@ -427,6 +427,7 @@ impl ImageStore {
         let tmp = self
             .layers_dir
             .with_file_name(format!("{STAGING_PREFIX}{:016x}", rand::random::<u64>()));
+        let started = std::time::Instant::now();
         let staged = match crate::stage::stage_layer(trees, &tmp) {
             Ok(s) => s,
             Err(e) => {
@@ -445,6 +446,7 @@ impl ImageStore {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(ImageError::io(format!("store layer {}", staged.digest))(e));
         }
+        tracing::debug!(digest = %staged.digest, bytes = staged.size, took_ms = started.elapsed().as_millis() as u64, "layer staged");
         Ok(BuiltLayer {
             info: LayerInfo {
                 digest: staged.digest.to_string(),

@@ -184,6 +184,15 @@ impl Tee {
             .custom_flags(libc::O_NOFOLLOW)
             .mode(0o600)
             .open(target)?;
+        // Read in one sweep: a sandbox's changes are mostly on its disk,
+        // not in its (memory-limited) page cache, and a wider readahead
+        // keeps the disk busy while the copy is written.
+        let _ = nix::fcntl::posix_fadvise(
+            &source,
+            0,
+            0,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL,
+        );
         Ok(Self {
             source,
             copy,
@@ -216,6 +225,7 @@ impl Read for Tee {
                 return Ok(0);
             }
             self.copy.write_all(&self.buf[..n])?;
+
             (self.start, self.end) = (0, n);
         }
         let n = out.len().min(self.end - self.start);
