@@ -148,6 +148,7 @@ where
     S: FnOnce(Arc<State>) -> F,
     F: std::future::Future<Output = io::Result<()>>,
 {
+    crate::sys::unmap_large_buffers_when_freed();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
