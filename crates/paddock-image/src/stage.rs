@@ -72,9 +72,9 @@ fn at(path: &Path) -> impl FnOnce(nix::Error) -> io::Error + '_ {
     move |e| io::Error::other(format!("{}: {e}", path.display()))
 }
 
-/// Owner, then mode (a chown clears set-id bits), of a staged entry that
-/// is not a symlink.
-fn own(path: &Path, meta: &fs::Metadata, ids: Option<IdShift>) -> io::Result<()> {
+/// The source's owner (as the sandbox sees it) on a staged entry, a
+/// symlink itself rather than what it points to.
+fn chown(path: &Path, meta: &fs::Metadata, ids: Option<IdShift>) -> io::Result<()> {
     let (uid, gid) = owners(meta, ids);
     nix::unistd::fchownat(
         nix::fcntl::AT_FDCWD,
@@ -83,7 +83,13 @@ fn own(path: &Path, meta: &fs::Metadata, ids: Option<IdShift>) -> io::Result<()>
         Some(gid),
         nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
     )
-    .map_err(at(path))?;
+    .map_err(at(path))
+}
+
+/// Owner, then mode (a chown clears set-id bits), of a staged entry that
+/// is not a symlink.
+fn own(path: &Path, meta: &fs::Metadata, ids: Option<IdShift>) -> io::Result<()> {
+    chown(path, meta, ids)?;
     fs::set_permissions(path, fs::Permissions::from_mode(meta.mode() & 0o7777))
 }
 
@@ -149,15 +155,7 @@ pub(crate) fn symlink(
     ids: Option<IdShift>,
 ) -> io::Result<()> {
     std::os::unix::fs::symlink(points_to, target)?;
-    let (uid, gid) = owners(meta, ids);
-    nix::unistd::fchownat(
-        nix::fcntl::AT_FDCWD,
-        target,
-        Some(uid),
-        Some(gid),
-        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-    )
-    .map_err(at(target))?;
+    chown(target, meta, ids)?;
     times(target, meta)
 }
 
