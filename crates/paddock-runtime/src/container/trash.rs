@@ -12,8 +12,11 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::Sender;
-use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+
+/// How many threads empty the trash.
+const WORKERS: usize = 8;
 
 pub(crate) struct Trash {
     dir: PathBuf,
@@ -35,17 +38,13 @@ impl Trash {
         let dir = data_dir.join("trash");
         fs::create_dir_all(&dir)?;
         let (remover, queue) = std::sync::mpsc::channel::<Item>();
-        std::thread::Builder::new()
-            .name("paddock-trash".into())
-            .spawn(move || {
-                for Item { path, hold } in queue {
-                    // The disk's mount ends here, freeing its device.
-                    drop(hold);
-                    if let Err(e) = empty(&path) {
-                        tracing::warn!(path = %path.display(), error = %e, "could not empty the trash");
-                    }
-                }
-            })?;
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..WORKERS {
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name(format!("paddock-trash-{n}"))
+                .spawn(move || work(&queue))?;
+        }
         for entry in fs::read_dir(&dir)?.flatten() {
             let _ = remover.send(Item {
                 path: entry.path(),
@@ -97,15 +96,50 @@ impl Trash {
     }
 }
 
-/// Empties the trash under `data_dir` here and now, without a server
-/// (for `purge`).
-pub(crate) fn empty_all(data_dir: &Path) {
-    let dir = data_dir.join("trash");
-    for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
-        if let Err(e) = empty(&entry.path()) {
-            tracing::warn!(path = %entry.path().display(), error = %e, "could not empty the trash");
+/// One of the threads that empty the trash, until the server's side of
+/// the queue is gone.
+fn work(queue: &Mutex<Receiver<Item>>) {
+    loop {
+        let next = match queue.lock() {
+            Ok(q) => q.recv(),
+            Err(_) => return,
+        };
+        let Ok(Item { path, hold }) = next else {
+            return;
+        };
+        // The disk's mount ends here, freeing its device.
+        drop(hold);
+        if let Err(e) = empty(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "could not empty the trash");
         }
     }
+}
+
+/// Empties the trash under `data_dir` here and now, without a server
+/// (for `purge`), as many at once as the server would.
+pub(crate) fn empty_all(data_dir: &Path) {
+    let dir = data_dir.join("trash");
+    let entries: Vec<PathBuf> = fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let next = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..WORKERS {
+            s.spawn(|| {
+                while let Some(path) = usize::try_from(next.fetch_add(1, Ordering::Relaxed))
+                    .ok()
+                    .and_then(|i| entries.get(i))
+                {
+                    if let Err(e) = empty(path) {
+                        tracing::warn!(path = %path.display(), error = %e, "could not empty the trash");
+                    }
+                }
+            });
+        }
+    });
     let _ = fs::remove_dir(&dir);
 }
 
@@ -152,6 +186,17 @@ mod tests {
             );
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+    }
+
+    #[test]
+    fn purge_empties_every_leftover_and_the_trash() {
+        let data = tempfile::tempdir().expect("tempdir");
+        for n in 0..3 * WORKERS {
+            fs::create_dir_all(data.path().join(format!("trash/vm_{n}.1.0/upper")))
+                .expect("leftover");
+        }
+        empty_all(data.path());
+        assert!(!data.path().join("trash").exists());
     }
 
     #[test]
