@@ -140,6 +140,7 @@ pub(crate) fn walk_under<W: Write>(
         stage,
         mounts: &[],
         links: std::cell::RefCell::default(),
+        buf: std::cell::RefCell::default(),
     };
     walk(b, &w, dir, rel, ids)
 }
@@ -157,6 +158,7 @@ pub(crate) fn walk_mounted<W: Write>(
         stage,
         mounts,
         links: std::cell::RefCell::default(),
+        buf: std::cell::RefCell::default(),
     };
     walk(b, &w, &root.dir, Path::new(""), root.ids)
 }
@@ -169,11 +171,9 @@ struct Walk<'a> {
     mounts: &'a [ChangedTree],
     /// The first path of each multiply linked file seen.
     links: std::cell::RefCell<HashMap<(u64, u64), PathBuf>>,
+    /// The buffer every file is read through, made at the first.
+    buf: std::cell::RefCell<Vec<u8>>,
 }
-
-/// How much of a file a walk reads at once (the tar crate asks 8 KiB at a
-/// time).
-const READ_CHUNK: usize = 1 << 20;
 
 fn walk<W: Write>(
     b: &mut tar::Builder<W>,
@@ -243,17 +243,17 @@ fn walk<W: Write>(
             append_xattrs(b, &path)?;
             let mut h = header_for(&meta, tar::EntryType::Regular, ids);
             h.set_size(meta.len());
+            let mut buf = w.buf.borrow_mut();
+            if buf.is_empty() {
+                buf.resize(stage::CHUNK, 0);
+            }
             match &staged {
                 Some(t) => {
-                    let mut tee = stage::Tee::open(&path, t)?;
+                    let mut tee = stage::Tee::copying(&path, t, &mut buf)?;
                     b.append_data(&mut h, &r, &mut tee)?;
                     tee.finish(t, &path, &meta, ids)?;
                 }
-                None => b.append_data(
-                    &mut h,
-                    &r,
-                    io::BufReader::with_capacity(READ_CHUNK, fs::File::open(&path)?),
-                )?,
+                None => b.append_data(&mut h, &r, stage::Tee::reading(&path, &mut buf)?)?,
             }
         } else if ft.is_symlink() {
             let points_to = fs::read_link(&path)?;

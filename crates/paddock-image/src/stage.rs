@@ -38,8 +38,8 @@ use crate::pack::{self, portable_xattrs};
 use crate::sys;
 
 /// How much of the tar the copying thread hands the hashing one at once,
-/// and how much of a file it reads and writes per call.
-const CHUNK: usize = 1 << 20;
+/// and how much of a file a walk reads and writes per call.
+pub(crate) const CHUNK: usize = 1 << 20;
 
 /// A staged layer: the digest and length of the tar its directory packs
 /// into.
@@ -159,29 +159,26 @@ pub(crate) fn symlink(
     times(target, meta)
 }
 
-/// A regular file's contents on their way into the tar, written to the
-/// staged copy as they are read (a MiB per call: the tar crate reads 8
-/// KiB at a time, and a syscall per 8 KiB would cost more than the copy).
-pub(crate) struct Tee {
+/// A regular file's contents on their way into the tar, read a chunk at
+/// a time into a buffer one walk lends every file, and written to the
+/// staged copy as they are read when there is one. The tar crate reads 8
+/// KiB at a time, and a syscall per 8 KiB would cost more than the copy;
+/// a chunk-sized buffer per file would cost a mapping per file.
+pub(crate) struct Tee<'b> {
     source: fs::File,
-    copy: fs::File,
-    buf: Vec<u8>,
+    copy: Option<fs::File>,
+    buf: &'b mut [u8],
     start: usize,
     end: usize,
 }
 
-impl Tee {
-    pub fn open(source: &Path, target: &Path) -> io::Result<Self> {
+impl<'b> Tee<'b> {
+    /// Reads `source`, copying nothing.
+    pub fn reading(source: &Path, buf: &'b mut [u8]) -> io::Result<Self> {
         let source = fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(source)?;
-        let copy = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(0o600)
-            .open(target)?;
         // Read in one sweep: a sandbox's changes are mostly on its disk,
         // not in its (memory-limited) page cache, and a wider readahead
         // keeps the disk busy while the copy is written.
@@ -193,11 +190,25 @@ impl Tee {
         );
         Ok(Self {
             source,
-            copy,
-            buf: vec![0; CHUNK],
+            copy: None,
+            buf,
             start: 0,
             end: 0,
         })
+    }
+
+    /// Reads `source` into a new file at `target`.
+    pub fn copying(source: &Path, target: &Path, buf: &'b mut [u8]) -> io::Result<Self> {
+        let mut tee = Self::reading(source, buf)?;
+        tee.copy = Some(
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .mode(0o600)
+                .open(target)?,
+        );
+        Ok(tee)
     }
 
     /// Gives the copy the source's owner, mode, xattrs and times.
@@ -215,15 +226,16 @@ impl Tee {
     }
 }
 
-impl Read for Tee {
+impl Read for Tee<'_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if self.start == self.end {
-            let n = self.source.read(&mut self.buf)?;
+            let n = self.source.read(self.buf)?;
             if n == 0 {
                 return Ok(0);
             }
-            self.copy.write_all(&self.buf[..n])?;
-
+            if let Some(copy) = &mut self.copy {
+                copy.write_all(&self.buf[..n])?;
+            }
             (self.start, self.end) = (0, n);
         }
         let n = out.len().min(self.end - self.start);
