@@ -873,6 +873,74 @@ impl ImageBackend for ImageStore {
 mod tests {
     use super::*;
 
+    /// A staged layer has a directory and no blob; the blob a node asks
+    /// for is its tar, made and checked then; a push gets it compressed.
+    #[test]
+    fn a_staged_layer_gets_its_blob_on_demand() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            ImageStore::open(&dir.path().join("store"), BTreeMap::new(), false).expect("store");
+        let upper = dir.path().join("upper");
+        std::fs::create_dir_all(upper.join("etc")).expect("mkdir");
+        std::fs::write(upper.join("etc/motd"), "staged\n").expect("write");
+        let built = store
+            .store_staged(&[ChangedTree {
+                dir: upper,
+                at: String::new(),
+                ids: None,
+            }])
+            .expect("stage");
+        assert_eq!(built.info.media_type, STAGED_LAYER);
+        assert_eq!(built.info.digest, built.diff_id);
+        let digest: Digest = built.info.digest.parse().expect("digest");
+        assert!(store.layer_dir(&digest).join("etc/motd").is_file());
+        assert!(
+            !store.blobs.contains(&digest),
+            "no blob until one is needed"
+        );
+
+        let blob = store
+            .materialize(&digest)
+            .expect("materialize")
+            .expect("a blob");
+        assert_eq!(Digest::of(&std::fs::read(&blob).expect("blob")), digest);
+        assert_eq!(
+            std::fs::metadata(&blob).expect("blob").len(),
+            built.info.size
+        );
+        let out = dir.path().join("unpacked");
+        unpack_layer(&blob, &digest, &out).expect("unpack");
+        assert_eq!(
+            std::fs::read_to_string(out.join("etc/motd")).expect("motd"),
+            "staged\n"
+        );
+
+        // A push compresses it; the image's diff id stays the tar's.
+        let pushed = store.pushable(&built.info).expect("pushable");
+        assert_eq!(pushed, built.info, "a stored blob is pushed as it is");
+        store.blobs.remove(&digest).expect("remove blob");
+        let pushed = store.pushable(&built.info).expect("pushable");
+        assert_eq!(pushed.media_type, PACKED_LAYER);
+        assert_ne!(pushed.digest, built.info.digest);
+        let compressed: Digest = pushed.digest.parse().expect("digest");
+        assert_eq!(
+            crate::unpack::uncompressed_digest(&store.blobs.path(&compressed)).expect("diff id"),
+            digest
+        );
+
+        // A layer whose directory no longer packs into its digest is
+        // refused, not served.
+        std::fs::write(store.layer_dir(&digest).join("etc/motd"), "changed\n").expect("tamper");
+        assert!(matches!(
+            store.materialize(&digest),
+            Err(ImageError::DigestMismatch { .. })
+        ));
+        let absent: Digest = format!("sha256:{}", "0".repeat(64))
+            .parse()
+            .expect("digest");
+        assert!(store.materialize(&absent).expect("absent").is_none());
+    }
+
     #[test]
     fn config_defaults_are_read() {
         let c = parse_config(r#"{"config":{"Env":["PATH=/bin","A=b=c"],"WorkingDir":"/app","User":"1000:1000","Cmd":["sh"],"Labels":{"x":"y"}}}"#)
