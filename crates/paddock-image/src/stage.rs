@@ -335,7 +335,7 @@ pub fn stage_layer(trees: &[ChangedTree], dest: &Path) -> Result<Staged, ImageEr
         }
         _ => {
             for tree in trees {
-                stage_tree(tree, &stage).map_err(ImageError::io("stage a layer"))?;
+                stage_tree(tree, &stage)?;
             }
             let mut hashing =
                 HashingThread::start().map_err(ImageError::io("start hashing a layer"))?;
@@ -357,26 +357,53 @@ fn mounted_at_top(mounts: &[ChangedTree]) -> bool {
 }
 
 /// One tree copied in at its place, replacing what an earlier tree put
-/// there (overlayfs shows `/usr`'s own mount over the root's `usr`).
-fn stage_tree(tree: &ChangedTree, stage: &Stage<'_>) -> io::Result<()> {
-    let mut discard = tar::Builder::new(io::sink());
-    if tree.at.is_empty() {
-        return pack::walk_staging(&mut discard, &tree.dir, tree.ids, Some(stage));
-    }
-    let rel = Path::new(&tree.at);
-    let target = stage.at(rel);
-    if let Some(parent) = target.parent() {
-        fs::create_dir_all(parent)?;
-    }
-    match fs::symlink_metadata(&target) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(&target)?,
-        Ok(_) => fs::remove_file(&target)?,
+/// there (overlayfs shows `/usr`'s own mount over the root's `usr`). The
+/// place's parents are the sandbox's own directories, staged from an
+/// earlier tree: one that is a symlink (or not a directory) is refused,
+/// never followed out of the layer.
+fn stage_tree(tree: &ChangedTree, stage: &Stage<'_>) -> Result<(), ImageError> {
+    let place = crate::unpack::Ctx {
+        layer: "a snapshot's",
+        root: stage.root,
+    };
+    let rel = place.relative(Path::new(&tree.at))?;
+    let Some(name) = rel.file_name() else {
+        return pack::walk_under(
+            &mut tar::Builder::new(io::sink()),
+            &tree.dir,
+            &rel,
+            tree.ids,
+            Some(stage),
+        )
+        .map_err(ImageError::io("stage a layer"));
+    };
+    let target = place.parent_dir(&rel)?.join(name);
+    stage_tree_at(tree, &target, &rel, stage).map_err(ImageError::io("stage a layer"))
+}
+
+/// [`stage_tree`] of a tree whose place, `target` (at `rel` in the layer),
+/// has real directories for parents.
+fn stage_tree_at(
+    tree: &ChangedTree,
+    target: &Path,
+    rel: &Path,
+    stage: &Stage<'_>,
+) -> io::Result<()> {
+    match fs::symlink_metadata(target) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(target)?,
+        Ok(_) => fs::remove_file(target)?,
         Err(_) => {}
     }
     let meta = fs::symlink_metadata(&tree.dir)?;
-    dir(&target, &tree.dir, &meta, tree.ids)?;
-    pack::walk_under(&mut discard, &tree.dir, rel, tree.ids, Some(stage))?;
-    times(&target, &meta)
+    dir(target, &tree.dir, &meta, tree.ids)?;
+    pack::walk_under(
+        &mut tar::Builder::new(io::sink()),
+        &tree.dir,
+        rel,
+        tree.ids,
+        Some(stage),
+    )?;
+    times(target, &meta)
 }
 
 #[cfg(test)]

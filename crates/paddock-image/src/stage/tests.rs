@@ -237,6 +237,40 @@ fn a_tree_deeper_than_the_top_is_staged_then_hashed() {
 }
 
 #[test]
+fn a_tree_is_never_staged_through_a_symlink_the_sandbox_made() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outside = dir.path().join("outside");
+    fs::create_dir_all(outside.join("tools")).expect("mkdir");
+    fs::write(outside.join("tools/keep"), b"host file").expect("write");
+    let root = dir.path().join("upper");
+    fs::create_dir_all(&root).expect("mkdir");
+    // The sandbox's own `/opt`, pointing out of the layer.
+    std::os::unix::fs::symlink(&outside, root.join("opt")).expect("symlink");
+    let tools = dir.path().join("tools");
+    fs::create_dir_all(&tools).expect("mkdir");
+    fs::write(tools.join("tool"), b"tool").expect("write");
+    let trees = [
+        ChangedTree {
+            dir: root,
+            at: String::new(),
+            ids: None,
+        },
+        ChangedTree {
+            dir: tools,
+            at: "opt/tools".into(),
+            ids: None,
+        },
+    ];
+    let staged_dir = dir.path().join("staged");
+    assert!(stage_layer(&trees, &staged_dir).is_err());
+    assert_eq!(
+        fs::read(outside.join("tools/keep")).expect("still there"),
+        b"host file"
+    );
+    assert!(!outside.join("tools/tool").exists());
+}
+
+#[test]
 fn the_hashing_thread_hashes_every_byte_across_chunks() {
     let data: Vec<u8> = (0..(2 * CHUNK + 5)).map(|i| i as u8).collect();
     let mut hashing = HashingThread::start().expect("start");

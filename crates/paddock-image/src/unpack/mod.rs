@@ -27,9 +27,10 @@ use crate::sys;
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE: &str = ".wh..wh..opq";
 
-struct Ctx<'a> {
-    layer: &'a str,
-    root: &'a Path,
+/// A layer directory being written, and the layer's name for errors.
+pub(crate) struct Ctx<'a> {
+    pub layer: &'a str,
+    pub root: &'a Path,
 }
 
 impl Ctx<'_> {
@@ -42,7 +43,7 @@ impl Ctx<'_> {
     }
 
     /// The entry's path relative to the root, refusing `..`.
-    fn relative(&self, raw: &Path) -> Result<PathBuf, ImageError> {
+    pub(crate) fn relative(&self, raw: &Path) -> Result<PathBuf, ImageError> {
         let mut out = PathBuf::new();
         for c in raw.components() {
             match c {
@@ -59,7 +60,7 @@ impl Ctx<'_> {
 
     /// Ensures every ancestor of `rel` is a real directory inside the root
     /// (creating missing ones), never a symlink.
-    fn parent_dir(&self, rel: &Path) -> Result<PathBuf, ImageError> {
+    pub(crate) fn parent_dir(&self, rel: &Path) -> Result<PathBuf, ImageError> {
         let mut dir = self.root.to_path_buf();
         if let Some(parent) = rel.parent() {
             for c in parent.components() {
