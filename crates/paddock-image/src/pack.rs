@@ -113,22 +113,13 @@ fn append_xattrs<W: Write>(b: &mut tar::Builder<W>, path: &Path) -> io::Result<(
 pub(crate) fn write_tar<W: Write>(dir: &Path, out: W) -> io::Result<W> {
     let mut b = tar::Builder::new(out);
     b.follow_symlinks(false);
-    walk_staging(&mut b, dir, None, None)?;
+    walk_under(&mut b, dir, Path::new(""), None, None)?;
     b.into_inner()
 }
 
-/// Adds every entry under `dir` (the layer's root) to `b`, copying each
-/// into `stage` as it goes when there is one.
-pub(crate) fn walk_staging<W: Write>(
-    b: &mut tar::Builder<W>,
-    dir: &Path,
-    ids: Option<IdShift>,
-    stage: Option<&Stage<'_>>,
-) -> io::Result<()> {
-    walk_under(b, dir, Path::new(""), ids, stage)
-}
-
-/// [`walk_staging`] for a tree that sits at `rel` in the layer.
+/// Adds every entry under `dir`, a tree that sits at `rel` in the layer
+/// (`""` for its root), to `b`, copying each into `stage` as it goes when
+/// there is one.
 pub(crate) fn walk_under<W: Write>(
     b: &mut tar::Builder<W>,
     dir: &Path,
@@ -136,16 +127,10 @@ pub(crate) fn walk_under<W: Write>(
     ids: Option<IdShift>,
     stage: Option<&Stage<'_>>,
 ) -> io::Result<()> {
-    let w = Walk {
-        stage,
-        mounts: &[],
-        links: std::cell::RefCell::default(),
-        buf: std::cell::RefCell::default(),
-    };
-    walk(b, &w, dir, rel, ids)
+    walk(b, &Walk::new(stage, &[]), dir, rel, ids)
 }
 
-/// [`walk_staging`] of a root tree with `mounts` over some of its top
+/// [`walk_under`] of a root tree with `mounts` over some of its top
 /// directories (a host sandbox's `/usr`): each shows in the root's place
 /// of that name, as the sandbox saw it, in the root's order.
 pub(crate) fn walk_mounted<W: Write>(
@@ -154,13 +139,13 @@ pub(crate) fn walk_mounted<W: Write>(
     mounts: &[ChangedTree],
     stage: Option<&Stage<'_>>,
 ) -> io::Result<()> {
-    let w = Walk {
-        stage,
-        mounts,
-        links: std::cell::RefCell::default(),
-        buf: std::cell::RefCell::default(),
-    };
-    walk(b, &w, &root.dir, Path::new(""), root.ids)
+    walk(
+        b,
+        &Walk::new(stage, mounts),
+        &root.dir,
+        Path::new(""),
+        root.ids,
+    )
 }
 
 /// What stays the same through one walk.
@@ -173,6 +158,17 @@ struct Walk<'a> {
     links: std::cell::RefCell<HashMap<(u64, u64), PathBuf>>,
     /// The buffer every file is read through, made at the first.
     buf: std::cell::RefCell<Vec<u8>>,
+}
+
+impl<'a> Walk<'a> {
+    fn new(stage: Option<&'a Stage<'a>>, mounts: &'a [ChangedTree]) -> Self {
+        Self {
+            stage,
+            mounts,
+            links: std::cell::RefCell::default(),
+            buf: std::cell::RefCell::default(),
+        }
+    }
 }
 
 fn walk<W: Write>(
@@ -311,15 +307,20 @@ pub fn pack(contents: Contents<'_>, out: &Path) -> Result<Packed, ImageError> {
     let mut b = tar::Builder::new(uncompressed);
     b.follow_symlinks(false);
     let written = match contents {
-        Contents::Changes(trees) => trees.iter().try_for_each(|tree| {
-            let at = Path::new(&tree.at);
-            if !tree.at.is_empty() {
-                let meta = fs::symlink_metadata(&tree.dir)?;
-                let mut h = header_for(&meta, tar::EntryType::Directory, tree.ids);
-                b.append_data(&mut h, at, io::empty())?;
-            }
-            walk_under(&mut b, &tree.dir, at, tree.ids, None)
-        }),
+        Contents::Changes(trees) => {
+            // One walk for all trees: a file linked from two of them is
+            // one file and a link.
+            let w = Walk::new(None, &[]);
+            trees.iter().try_for_each(|tree| {
+                let at = Path::new(&tree.at);
+                if !tree.at.is_empty() {
+                    let meta = fs::symlink_metadata(&tree.dir)?;
+                    let mut h = header_for(&meta, tar::EntryType::Directory, tree.ids);
+                    b.append_data(&mut h, at, io::empty())?;
+                }
+                walk(&mut b, &w, &tree.dir, at, tree.ids)
+            })
+        }
         Contents::Files(files) => {
             let mut dirs = std::collections::BTreeSet::new();
             files.iter().try_for_each(|f| {
