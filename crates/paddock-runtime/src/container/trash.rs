@@ -116,28 +116,22 @@ fn work(queue: &Mutex<Receiver<Item>>) {
 }
 
 /// Empties the trash under `data_dir` here and now, without a server
-/// (for `purge`), as many at once as the server would.
+/// (for `purge`), with as many of the server's workers.
 pub(crate) fn empty_all(data_dir: &Path) {
     let dir = data_dir.join("trash");
-    let entries: Vec<PathBuf> = fs::read_dir(&dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    let next = AtomicU64::new(0);
+    let (remover, queue) = std::sync::mpsc::channel::<Item>();
+    for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let _ = remover.send(Item {
+            path: entry.path(),
+            hold: None,
+        });
+    }
+    // Closed: the workers stop once the queue is empty.
+    drop(remover);
+    let queue = Mutex::new(queue);
     std::thread::scope(|s| {
         for _ in 0..WORKERS {
-            s.spawn(|| {
-                while let Some(path) = usize::try_from(next.fetch_add(1, Ordering::Relaxed))
-                    .ok()
-                    .and_then(|i| entries.get(i))
-                {
-                    if let Err(e) = empty(path) {
-                        tracing::warn!(path = %path.display(), error = %e, "could not empty the trash");
-                    }
-                }
-            });
+            s.spawn(|| work(&queue));
         }
     });
     let _ = fs::remove_dir(&dir);
