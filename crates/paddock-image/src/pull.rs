@@ -509,31 +509,17 @@ impl ImageStore {
         if self.blobs.contains(&digest) || layer.media_type != STAGED_LAYER {
             return Ok(layer.clone());
         }
-        let dir = self.layer_dir(&digest);
-        let tmp = self.blobs.ingest_path();
-        let packed = pack(
-            Contents::Changes(&[ChangedTree {
-                dir,
-                at: String::new(),
-                ids: None,
-            }]),
-            &tmp,
-        );
-        let packed = match packed {
-            Ok(p) if p.diff_id == digest => p,
-            Ok(p) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(ImageError::DigestMismatch {
-                    expected: digest.to_string(),
-                    actual: p.diff_id.to_string(),
-                });
-            }
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
-        self.blobs.adopt(&tmp, &packed.digest)?;
+        let packed = self.pack_blob(Contents::Changes(&[ChangedTree {
+            dir: self.layer_dir(&digest),
+            at: String::new(),
+            ids: None,
+        }]))?;
+        if packed.diff_id != digest {
+            return Err(ImageError::DigestMismatch {
+                expected: digest.to_string(),
+                actual: packed.diff_id.to_string(),
+            });
+        }
         Ok(LayerInfo {
             digest: packed.digest.to_string(),
             size: packed.size,
@@ -541,17 +527,19 @@ impl ImageStore {
         })
     }
 
+    /// Packs `contents` into a zstd blob, stored under its digest.
+    fn pack_blob(&self, contents: Contents<'_>) -> Result<crate::pack::Packed, ImageError> {
+        let tmp = self.blobs.ingest_path();
+        let packed = pack(contents, &tmp).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })?;
+        self.blobs.adopt(&tmp, &packed.digest)?;
+        Ok(packed)
+    }
+
     /// Packs `contents` into a stored blob, unpacked once as a layer.
     fn store_packed(&self, contents: Contents<'_>) -> Result<BuiltLayer, ImageError> {
-        let tmp = self.blobs.ingest_path();
-        let packed = match pack(contents, &tmp) {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
-        self.blobs.adopt(&tmp, &packed.digest)?;
+        let packed = self.pack_blob(contents)?;
         unpack_layer(
             &self.blobs.path(&packed.digest),
             &packed.digest,
