@@ -77,7 +77,11 @@ fn prepare_host_side(config: &VmmConfig) -> Result<(), BootError> {
     unshare(CloneFlags::CLONE_NEWNS).map_err(nix_step("unshare the mount namespace"))?;
     let sandbox = &config.sandbox;
     mounts::mount_layers(sandbox, None, &mut crate::boot::Phases::start())?;
-    mounts::bind_files(&sandbox.root_mountpoint, &sandbox.bind_files)?;
+    mounts::bind_files(
+        &sandbox.root_mountpoint,
+        &sandbox.bind_files,
+        mounts::Staging::OwnTmpfs,
+    )?;
     if let Some(path) = &sandbox.netns {
         crate::boot::join_network_namespace(path)?;
         if let Some(tap) = &config.tap {

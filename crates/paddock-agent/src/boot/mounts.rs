@@ -50,7 +50,7 @@ pub(super) fn build_root(
         bind_views(root, views)?;
         phases.mark("proc_views");
     }
-    bind_files(root, &config.bind_files)?;
+    bind_files(root, &config.bind_files, Staging::On(&root.join("dev")))?;
     bind_devices(root, &config.devices, idmap)?;
     phases.mark("bind_files");
     Ok(())
@@ -197,12 +197,32 @@ fn bind_tree(
     sys::move_mount_to(tree.as_fd(), &c(target)?).map_err(step(format!("bind {what}")))
 }
 
+/// Where [`bind_files`] stages the copies of writable files.
+pub(crate) enum Staging<'a> {
+    /// A directory of a tmpfs the sandbox has already (its `/dev`): no
+    /// file system more. Every file system a sandbox mounts registers a
+    /// memory-cgroup-aware shrinker, and the kernel sizes every memory
+    /// cgroup on the host by how many there are (1 KiB per 64), so a
+    /// file system per sandbox is memory taken from every other (see
+    /// `/dev/shm` in `build_dev`). The copies are unlinked once bound:
+    /// the binds keep them, and the sandbox finds nothing in `/dev`.
+    On(&'a Path),
+    /// A small tmpfs of its own mounted beside the root (a microVM's
+    /// monitor, which builds no `/dev`).
+    OwnTmpfs,
+}
+
 /// Binds host files over files of the root at `root`. Writable ones
-/// (`/etc/resolv.conf`) are copies staged on a small tmpfs of the
-/// sandbox's own: a bind shows its source's path in the sandbox's
-/// mountinfo, and no host path may show there.
-pub(crate) fn bind_files(root: &Path, files: &[BindFile]) -> Result<(), BootError> {
-    let files = stage_writable(root, files)?;
+/// (`/etc/resolv.conf`) are copies staged on a tmpfs of the sandbox's
+/// own (`staging`): a bind shows its source's path in the sandbox's
+/// mountinfo, and no host path may show there; and what the sandbox
+/// writes to them is bounded by that tmpfs, not the host's disk.
+pub(crate) fn bind_files(
+    root: &Path,
+    files: &[BindFile],
+    staging: Staging<'_>,
+) -> Result<(), BootError> {
+    let (files, copies) = stage_writable(root, files, staging)?;
     for file in &files {
         let target = root.join(file.target.trim_start_matches('/'));
         if let Some(dir) = target.parent() {
@@ -237,44 +257,63 @@ pub(crate) fn bind_files(root: &Path, files: &[BindFile]) -> Result<(), BootErro
         }
         bind(file, &target, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
     }
+    for copy in copies {
+        fs::remove_file(&copy).map_err(step(format!("unlink {}", copy.display())))?;
+    }
     Ok(())
 }
 
 /// `files` with each writable one replaced by a copy (same owner and
-/// mode) on a tmpfs mounted beside `root`, in this mount namespace only.
-fn stage_writable(root: &Path, files: &[BindFile]) -> Result<Vec<BindFile>, BootError> {
+/// mode) on a tmpfs of this mount namespace only, and the copies to
+/// unlink once bound (none on a tmpfs of their own).
+fn stage_writable(
+    root: &Path,
+    files: &[BindFile],
+    staging: Staging<'_>,
+) -> Result<(Vec<BindFile>, Vec<PathBuf>), BootError> {
     use std::os::unix::fs::MetadataExt;
     if files.iter().all(|f| f.read_only) {
-        return Ok(files.to_vec());
+        return Ok((files.to_vec(), Vec::new()));
     }
-    let staging = root.with_file_name("staged");
-    ensure_dir(&staging)?;
-    mount(
-        Some("tmpfs"),
-        &staging,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("mode=755,size=1m"),
-    )
-    .map_err(nix_step("mount the staging tmpfs"))?;
-    files
+    let (dir, prefix, unlink) = match staging {
+        Staging::On(dir) => (dir.to_path_buf(), ".staged-", true),
+        Staging::OwnTmpfs => {
+            let dir = root.with_file_name("staged");
+            ensure_dir(&dir)?;
+            mount(
+                Some("tmpfs"),
+                &dir,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("mode=755,size=1m"),
+            )
+            .map_err(nix_step("mount the staging tmpfs"))?;
+            (dir, "", false)
+        }
+    };
+    let mut copies = Vec::new();
+    let staged = files
         .iter()
         .enumerate()
         .map(|(i, f)| {
             if f.read_only {
                 return Ok(f.clone());
             }
-            let copy = staging.join(i.to_string());
+            let copy = dir.join(format!("{prefix}{i}"));
             fs::copy(&f.source, &copy).map_err(step(format!("stage {}", f.target)))?;
             let meta = fs::metadata(&f.source).map_err(step(format!("stat {}", f.target)))?;
             std::os::unix::fs::lchown(&copy, Some(meta.uid()), Some(meta.gid()))
                 .map_err(step(format!("stage {}", f.target)))?;
+            if unlink {
+                copies.push(copy.clone());
+            }
             Ok(BindFile {
                 source: copy,
                 ..f.clone()
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, BootError>>()?;
+    Ok((staged, copies))
 }
 
 /// Binds a host file at `target`, then applies `flags` (and read-only
