@@ -207,9 +207,12 @@ async fn a_tenant_owns_nothing_but_its_sandbox() {
     // 7. Its disk's loop device goes with it: the kernel only unbinds a
     //    freed one, and every one left lengthens /proc/diskstats, which
     //    lxcfs reads for each sandbox's view of it.
+    //    The disk image is in the sandbox's run dir; the device's record
+    //    in its runtime dir, on the server's tmpfs.
     let run = server.data_dir().join("sandboxes").join(&id);
+    let live = server.data_dir().join("run").join(&id);
     let image = run.join("disk.img").display().to_string();
-    let n: u32 = std::fs::read_to_string(run.join("disk.loop"))
+    let n: u32 = std::fs::read_to_string(live.join("disk.loop"))
         .expect("the boot helper records its loop device")
         .trim()
         .parse()

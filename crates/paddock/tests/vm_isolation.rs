@@ -157,10 +157,11 @@ async fn vms_survive_a_server_crash_and_dead_ones_are_marked() {
 
     server.kill();
     // While the server is down: one sandbox dies, and an orphan appears.
+    // Its runtime state is on the server's tmpfs, which outlives it.
     let boot = std::fs::read_to_string(
         server
             .data_dir()
-            .join("sandboxes")
+            .join("run")
             .join(dies_id)
             .join("boot.json"),
     )
@@ -175,6 +176,11 @@ async fn vms_survive_a_server_crash_and_dead_ones_are_marked() {
         .join("sandboxes")
         .join("vm_orphan00000000000000");
     std::fs::create_dir_all(orphan.join("upper")).expect("orphan dir");
+    let orphan_state = server
+        .data_dir()
+        .join("run")
+        .join("vm_orphan11111111111111");
+    std::fs::create_dir_all(orphan_state.join("root")).expect("orphan runtime dir");
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     server.restart();
@@ -190,7 +196,9 @@ async fn vms_survive_a_server_crash_and_dead_ones_are_marked() {
     let dead = c.get(&format!("/v1/vms/{dies_id}")).await;
     assert_eq!(dead.body["status"], "failed", "{}", dead.body);
     assert!(!orphan.exists(), "orphaned run dirs are removed at start");
+    assert!(!orphan_state.exists(), "and orphaned runtime dirs");
     assert!(!server.data_dir().join("sandboxes").join(dies_id).exists());
+    assert!(!server.data_dir().join("run").join(dies_id).exists());
 }
 
 #[tokio::test]
@@ -206,6 +214,15 @@ async fn fifty_create_delete_cycles_leave_nothing_behind() {
     }
     let sandboxes = server.data_dir().join("sandboxes");
     assert_eq!(std::fs::read_dir(&sandboxes).expect("dir").count(), 0);
+    // Their runtime dirs went too: the server's tmpfs holds only its trash.
+    let runtime = server.data_dir().join("run");
+    let left: Vec<_> = std::fs::read_dir(&runtime)
+        .expect("the runtime tmpfs")
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n != "trash")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     assert_eq!(sandbox_cgroups(&server.data_dir()), 0);
     assert_eq!(host_processes_mentioning(&sandboxes), 0);
     assert_eq!(sandbox_processes(&server.data_dir()), 0);
@@ -230,4 +247,9 @@ async fn fifty_create_delete_cycles_leave_nothing_behind() {
         !mounts.contains(&*sandboxes.to_string_lossy()),
         "no mount of a sandbox on the host"
     );
+    assert!(
+        !mounts.contains(&*runtime.to_string_lossy()),
+        "purge unmounts the runtime tmpfs"
+    );
+    assert!(!runtime.exists());
 }

@@ -4,10 +4,14 @@
 //! runtime binary is involved: the server runs `paddock-agent boot`, which
 //! does the namespace work (see `paddock-agent`'s `boot`).
 //!
-//! On disk, per sandbox: `DATA/sandboxes/<vm_id>/` holds the boot config,
-//! the overlay upper and work directories, the agent's socket and log.
-//! Nothing is mounted on the host: every mount lives in the sandbox's own
-//! mount namespace and dies with it.
+//! Per sandbox: its run dir, `DATA/sandboxes/<vm_id>/`, holds what outlives
+//! a reboot (its disk image, its id range); its runtime dir on the
+//! server's tmpfs, `DATA/run/<vm_id>/`, holds what dies with it (mount
+//! points, the boot config, the agent's socket and log; see
+//! `runtime_dirs`). A sandbox booted by a server before that split, or
+//! one with no disk of its own, keeps everything in its run dir. Nothing
+//! is mounted on the host: every mount lives in the sandbox's own mount
+//! namespace and dies with it.
 
 mod cgroup;
 pub mod checkpoint;
@@ -18,6 +22,7 @@ pub mod mount_template;
 pub mod proc_views;
 pub mod procfs;
 mod rootfs;
+mod runtime_dirs;
 mod trash;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,7 +34,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use paddock_agent_protocol::config::{
-    default_env, BindFile, BootConfig, Disk, HostUser, OverlayLayer, DISK_FD,
+    default_env, BindFile, BootConfig, Disk, HostUser, OverlayLayer, DISK_FD, LOOP_RECORD,
 };
 use paddock_core::ids::VmId;
 use paddock_core::model::{
@@ -81,6 +86,8 @@ pub struct ContainerConfig {
 pub struct ContainerProvider {
     pub(crate) config: ContainerConfig,
     sandboxes_dir: PathBuf,
+    /// The server's tmpfs of sandboxes' runtime dirs.
+    runtime_root: PathBuf,
     host_base: PathBuf,
     pub(crate) cgroups: Arc<Cgroups>,
     /// Exec, files and PTYs: through each sandbox's agent socket.
@@ -143,8 +150,12 @@ impl ContainerProvider {
             &config.data_dir,
             config.default_disk_mb,
         )?);
+        // Before the mount template, which copies the host's mounts.
+        let runtime_root = runtime_dirs::mount_under(&config.data_dir)
+            .map_err(host_err("mount the sandboxes' runtime tmpfs"))?;
         let trash = Arc::new(
-            trash::Trash::open(&config.data_dir).map_err(host_err("open the sandboxes' trash"))?,
+            trash::Trash::open(&[&config.data_dir, &runtime_root])
+                .map_err(host_err("open the sandboxes' trash"))?,
         );
         let proc_views = if config.proc_views {
             proc_views::ensure(&config.data_dir)?
@@ -176,9 +187,11 @@ impl ContainerProvider {
             config,
             agents: AgentChannel::new(ContainerAgents {
                 sandboxes_dir: sandboxes_dir.clone(),
+                runtime_root: runtime_root.clone(),
                 cgroups: Arc::clone(&cgroups),
             }),
             sandboxes_dir,
+            runtime_root,
             host_base,
             cgroups,
             ids,
@@ -202,7 +215,21 @@ impl ContainerProvider {
     }
 
     pub(crate) fn socket(&self, id: &VmId) -> PathBuf {
-        self.run_dir(id).join("agent.sock")
+        agent_socket_of(&self.sandboxes_dir, &self.runtime_root, id.as_str())
+    }
+
+    /// Where the sandbox whose run dir is `run` keeps its runtime state
+    /// this boot: its dir on the runtime tmpfs, or its run dir when it
+    /// has no disk image of its own (made before disks had sizes): its
+    /// overlays' upper dirs are there, and the overlays' options name
+    /// them relative to the runtime dir, which a host path would show in
+    /// the sandbox's mountinfo.
+    fn live_dir_for(&self, vm: &Vm, run: &Path) -> PathBuf {
+        if is_diskless(vm, run) {
+            run.to_path_buf()
+        } else {
+            self.runtime_root.join(vm.id.as_str())
+        }
     }
 
     async fn boot(
@@ -210,17 +237,18 @@ impl ContainerProvider {
         vm: &Vm,
         spec: &RootfsSpec,
         run: &Path,
+        live: &Path,
     ) -> Result<RuntimeHandle, RuntimeError> {
         let started = std::time::Instant::now();
-        let disk = self.disk_for(vm, run).await?;
-        let (layers, defaults, root) = self.rootfs(spec, run, disk.as_ref())?;
+        let disk = self.disk_for(vm, run, live).await?;
+        let (layers, defaults, root) = self.rootfs(spec, run, live, disk.as_ref())?;
         let defaults = &defaults;
-        let socket = agent_socket(run)?;
+        let socket = agent_socket(live)?;
         let id_map = self.ids.for_run_dir(run)?;
         let cgroup_procs = self.cgroups.create(vm.id.as_str(), &vm.resources)?;
         let cgroups_done = started.elapsed();
         let mut env = sandbox_env(defaults, vm);
-        let mut bind_files = resolv_conf(vm, run)?;
+        let mut bind_files = resolv_conf(vm, live)?;
         for file in &bind_files {
             chown_to(&file.source, id_map)?;
         }
@@ -256,7 +284,7 @@ impl ContainerProvider {
             layers,
             cgroup_procs,
             socket_path: socket.clone(),
-            log_path: run.join("agent.log"),
+            log_path: live.join("agent.log"),
             env,
             cwd: defaults.working_dir.clone(),
             user: defaults.user.clone(),
@@ -267,7 +295,7 @@ impl ContainerProvider {
             host_user: None,
         };
         let prepared = started.elapsed();
-        let handle = self.launch_agent(run, &config).await?;
+        let handle = self.launch_agent(live, &config).await?;
         if config.disk.is_some() {
             self.loops.taken();
         }
@@ -286,11 +314,13 @@ impl ContainerProvider {
     /// The overlay layers of a sandbox on `spec` whose run dir is `run`
     /// and whose writable state is on `disk` (or in `run`, for a sandbox
     /// without one), the image's defaults, and the empty directory the
-    /// root is mounted on. The agent makes the upper and work dirs.
+    /// root is mounted on (in its runtime dir `live`). The agent makes
+    /// the upper and work dirs.
     pub(crate) fn rootfs(
         &self,
         spec: &RootfsSpec,
         run: &Path,
+        live: &Path,
         disk: Option<&Disk>,
     ) -> Result<(Vec<OverlayLayer>, ImageConfig, PathBuf), RuntimeError> {
         let state = disk.map_or(run, |d| d.mountpoint.as_path());
@@ -317,7 +347,7 @@ impl ContainerProvider {
                 )))
             }
         };
-        let root = run.join("root");
+        let root = live.join("root");
         fs::create_dir_all(&root).map_err(host_err(root.display().to_string()))?;
         Ok((layers, defaults, root))
     }
@@ -490,6 +520,7 @@ impl ContainerProvider {
     fn provider_ref(&self) -> ProviderRef {
         ProviderRef {
             sandboxes_dir: self.sandboxes_dir.clone(),
+            runtime_root: self.runtime_root.clone(),
             local_dirs: self.local_dirs(),
             cgroups: Arc::clone(&self.cgroups),
             ids: Some(Arc::clone(&self.ids)),
@@ -536,8 +567,11 @@ impl Provider for ContainerProvider {
 
     async fn start(&self, vm: &Vm, rootfs: &RootfsSpec) -> Result<RuntimeHandle, RuntimeError> {
         let run = self.run_dir(&vm.id);
-        fs::create_dir_all(&run).map_err(host_err(run.display().to_string()))?;
-        match self.boot(vm, rootfs, &run).await {
+        let live = self.live_dir_for(vm, &run);
+        for dir in [&run, &live] {
+            fs::create_dir_all(dir).map_err(host_err(dir.display().to_string()))?;
+        }
+        match self.boot(vm, rootfs, &run, &live).await {
             Ok(handle) => Ok(handle),
             Err(e) => {
                 self.clean_failed_start(&vm.id, Keep::after_failed_start(vm));
@@ -655,15 +689,21 @@ impl Provider for ContainerProvider {
 }
 
 /// Where the container provider's agents answer: each sandbox's
-/// `agent.sock` in its run dir, its OOM kills in its cgroup.
+/// `agent.sock` in its runtime dir (or its run dir), its OOM kills in its
+/// cgroup.
 pub(crate) struct ContainerAgents {
     sandboxes_dir: PathBuf,
+    runtime_root: PathBuf,
     cgroups: Arc<Cgroups>,
 }
 
 impl AgentLocator for ContainerAgents {
     fn agent_of(&self, id: &VmId) -> AgentAddress {
-        AgentAddress::Socket(self.sandboxes_dir.join(id.as_str()).join("agent.sock"))
+        AgentAddress::Socket(agent_socket_of(
+            &self.sandboxes_dir,
+            &self.runtime_root,
+            id.as_str(),
+        ))
     }
 
     fn oom_kills(&self, id: &VmId) -> Box<dyn Fn() -> u64 + Send + 'static> {
@@ -673,10 +713,29 @@ impl AgentLocator for ContainerAgents {
     }
 }
 
+/// The agent socket of the sandbox `id`: in its runtime dir, unless its
+/// run dir has it (a sandbox without a disk of its own, a host-process
+/// one, or one a server before the runtime tmpfs booted and this one
+/// adopted).
+fn agent_socket_of(sandboxes_dir: &Path, runtime_root: &Path, id: &str) -> PathBuf {
+    let live = runtime_root.join(id).join("agent.sock");
+    if live.exists() {
+        return live;
+    }
+    let run = sandboxes_dir.join(id).join("agent.sock");
+    if run.exists() {
+        run
+    } else {
+        live
+    }
+}
+
 /// The parts of the provider that teardown needs, movable to a blocking
 /// thread.
 struct ProviderRef {
     sandboxes_dir: PathBuf,
+    /// The runtime tmpfs.
+    runtime_root: PathBuf,
     /// Host-process sandboxes' working directories.
     local_dirs: PathBuf,
     cgroups: Arc<Cgroups>,
@@ -700,15 +759,17 @@ impl ProviderRef {
     }
 
     /// Every sandbox this server has anything of on the host: a cgroup,
-    /// a run dir or a host-process working directory.
+    /// a run dir, a runtime dir or a host-process working directory.
     fn sandbox_ids(&self) -> BTreeSet<String> {
         let mut ids = self.cgroups.list();
-        for dir in [&self.sandboxes_dir, &self.local_dirs] {
+        for dir in [&self.sandboxes_dir, &self.runtime_root, &self.local_dirs] {
             if let Ok(entries) = fs::read_dir(dir) {
                 ids.extend(
                     entries
                         .flatten()
-                        .map(|e| e.file_name().to_string_lossy().into_owned()),
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        // The runtime tmpfs's own trash.
+                        .filter(|name| dir != &self.runtime_root || name != "trash"),
                 );
             }
         }
@@ -763,19 +824,31 @@ impl ContainerProvider {
     }
 
     /// The disk the sandbox `vm` (run dir `run`) keeps its writable layer
-    /// on, made now if it has none yet; `None` for a sandbox made before
-    /// disks had sizes, whose layer stays a host directory.
-    pub(crate) async fn disk_for(&self, vm: &Vm, run: &Path) -> Result<Option<Disk>, RuntimeError> {
-        let legacy = run.join(rootfs::UPPER_DIRS[0].0).exists() && !run.join(disks::IMAGE).exists();
-        if vm.resources.disk_mb() == 0 || legacy {
+    /// on, made now if it has none yet and mounted (in its namespace) in
+    /// its runtime dir `live`; `None` for a sandbox without one.
+    pub(crate) async fn disk_for(
+        &self,
+        vm: &Vm,
+        run: &Path,
+        live: &Path,
+    ) -> Result<Option<Disk>, RuntimeError> {
+        if is_diskless(vm, run) {
             return Ok(None);
         }
         self.disks.provide(run, vm.resources.disk_mb()).await?;
         Ok(Some(Disk {
             image: run.join(disks::IMAGE),
-            mountpoint: run.join(disks::MOUNTPOINT),
+            mountpoint: live.join(disks::MOUNTPOINT),
         }))
     }
+}
+
+/// Whether the sandbox `vm` (run dir `run`) keeps its writable layer in
+/// host directories, without a disk of its own: one asked for no disk,
+/// or one made before disks had sizes, whose layer stays where it was.
+fn is_diskless(vm: &Vm, run: &Path) -> bool {
+    let legacy = run.join(rootfs::UPPER_DIRS[0].0).exists() && !run.join(disks::IMAGE).exists();
+    vm.resources.disk_mb() == 0 || legacy
 }
 
 /// Gives `path` (itself, not what it holds) to the sandbox's root.
@@ -862,16 +935,29 @@ fn teardown(
     let cgroup_result = this.cgroups.remove(id);
     let cgroups_gone = began.elapsed();
     let run = this.sandboxes_dir.join(id);
+    let live = this.runtime_root.join(id);
+    // The boot helper records the device where the sandbox's runtime
+    // state is: its runtime dir, or its run dir.
+    let record = if live.join(LOOP_RECORD).exists() {
+        &live
+    } else {
+        &run
+    };
     if cgroup_result.is_ok() {
-        let remove = this.loops.as_ref().is_none_or(|loops| loops.release(&run));
-        // A run dir bound for the trash takes its device's record with
-        // it, and the trash removes the device.
+        let remove = this
+            .loops
+            .as_ref()
+            .is_none_or(|loops| loops.release(record));
+        // A dir bound for the trash takes its device's record with it,
+        // and the trash removes the device.
         if remove && (keep == Keep::Files || this.trash.is_none()) {
-            loops::remove_recorded(&run);
+            loops::remove_recorded(record);
         }
     }
     if keep == Keep::Files {
-        return cgroup_result;
+        // The run dir stays for the next start; the runtime state is
+        // stale (small, on a tmpfs: removed here).
+        return cgroup_result.and(remove_tree(&live));
     }
     if let Some(ids) = &this.ids {
         ids.release(&run);
@@ -879,9 +965,9 @@ fn teardown(
     let loop_gone = began.elapsed();
     let dir_result = match &this.trash {
         Some(trash) => trash
-            .discard(&run, disk_hold)
+            .discard(&[&run, &live], disk_hold)
             .map_err(|e| RuntimeError::host(run.display().to_string(), e)),
-        None => remove_tree(&run),
+        None => remove_tree(&run).and(remove_tree(&live)),
     };
     let work_result = remove_tree(&this.local_dirs.join(id));
     tracing::debug!(
@@ -917,6 +1003,7 @@ pub fn purge(data_dir: &Path, local_root: &Path) -> Result<usize, RuntimeError> 
     let this = ProviderRef {
         cgroups: Arc::new(Cgroups::detect(&instance_id(data_dir))?),
         sandboxes_dir: data_dir.join("sandboxes"),
+        runtime_root: runtime_dirs::root(data_dir),
         local_dirs: local_root.join(instance_id(data_dir)),
         ids: None,
         loops: None,
@@ -930,7 +1017,8 @@ pub fn purge(data_dir: &Path, local_root: &Path) -> Result<usize, RuntimeError> 
     let _ = fs::remove_dir(&this.local_dirs);
     // What a stopped server's trash had not emptied yet: its loop devices
     // would be left unbound.
-    trash::empty_all(data_dir);
+    trash::empty_all(&[data_dir, &this.runtime_root]);
+    runtime_dirs::unmount_under(data_dir);
     proc_views::stop(data_dir);
     let mounts = crate::volumes::purge(data_dir)?;
     Ok(ids.len() + mounts)
@@ -950,5 +1038,32 @@ mod launched_tests {
         for bad in ["", "\n", "x 1=2", "1", "0 a=1", "-5"] {
             assert_eq!(parse_launched(bad), None, "{bad:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod socket_tests {
+    use super::agent_socket_of;
+
+    #[test]
+    fn an_agent_answers_in_its_runtime_dir_unless_its_run_dir_has_the_socket() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let (sandboxes, runtime) = (data.path().join("sandboxes"), data.path().join("run"));
+        for id in ["vm_new", "vm_old", "vm_both"] {
+            std::fs::create_dir_all(sandboxes.join(id)).expect("run dir");
+            std::fs::create_dir_all(runtime.join(id)).expect("runtime dir");
+        }
+        std::fs::write(runtime.join("vm_new/agent.sock"), "").expect("socket");
+        // Booted by a server before the runtime tmpfs (or on the host).
+        std::fs::write(sandboxes.join("vm_old/agent.sock"), "").expect("socket");
+        // Booted again by this server after an older one halted it.
+        std::fs::write(sandboxes.join("vm_both/agent.sock"), "").expect("socket");
+        std::fs::write(runtime.join("vm_both/agent.sock"), "").expect("socket");
+        let at = |id| agent_socket_of(&sandboxes, &runtime, id);
+        assert_eq!(at("vm_new"), runtime.join("vm_new/agent.sock"));
+        assert_eq!(at("vm_old"), sandboxes.join("vm_old/agent.sock"));
+        assert_eq!(at("vm_both"), runtime.join("vm_both/agent.sock"));
+        // Not running: where the next boot puts it.
+        assert_eq!(at("vm_gone"), runtime.join("vm_gone/agent.sock"));
     }
 }

@@ -141,8 +141,8 @@ impl MicroVmProvider {
             ));
         }
         let (vmlinux, base_initrd) = self.prepared().await?;
-        let disk = self.container.disk_for(vm, run).await?;
-        let (layers, defaults, root) = self.container.rootfs(spec, run, disk.as_ref())?;
+        let disk = self.container.disk_for(vm, run, run).await?;
+        let (layers, defaults, root) = self.container.rootfs(spec, run, run, disk.as_ref())?;
         // An image's microVM boots from block devices (its layers merged
         // into a cached read-only disk, the sandbox's disk as the upper),
         // which qemu can save with the VM; a variant's shares the host's
