@@ -24,6 +24,18 @@ fn host_mounts_under(dir: &Path) -> usize {
         .count()
 }
 
+/// Loop devices on the host backed by a file under `dir`: a volume's
+/// file system still alive, in whatever mount namespace.
+fn loop_devices_backed_under(dir: &Path) -> usize {
+    let dir = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/sys/block")
+        .expect("/sys/block")
+        .flatten()
+        .filter_map(|d| std::fs::read_to_string(d.path().join("loop/backing_file")).ok())
+        .filter(|backing| backing.trim().starts_with(&dir))
+        .count()
+}
+
 async fn create_volume(c: &Client, name: &str, bytes: u64) -> String {
     let r = c
         .post("/v1/volumes", json!({"name": name, "quota_bytes": bytes}))
@@ -141,6 +153,13 @@ async fn data_outlives_vms_with_ro_size_and_one_writer_enforced() {
     let (out, _, _) = c.exec(&next, "cat /again/note").await;
     assert_eq!(out, "kept\n");
     assert_eq!(c.delete(&format!("/v1/vms/{next}")).await.status, 200);
+    // Its file system is gone with the VM, in the sandbox's namespace too
+    // (a teardown that kept that namespace past the delete would leave it
+    // mounted there, on its loop device, for the resize below to meet).
+    assert_eq!(
+        loop_devices_backed_under(&server.data_dir().join("volumes")),
+        0
+    );
 
     // Resized while unmounted; then deleted, with nothing left behind.
     let r = c

@@ -54,6 +54,11 @@ pub use rootfs::VariantSource;
 /// Where host-process sandboxes work unless configured otherwise.
 pub const DEFAULT_LOCAL_ROOT: &str = "/var/lib/paddock-local";
 
+/// In a sandbox's runtime dir: a host mount (a volume) was injected into
+/// its mount namespace at least once, so teardown must not keep that
+/// namespace past the delete.
+const INJECTED_MARK: &str = "mounts-injected";
+
 /// The longest path a unix socket address can hold.
 const MAX_SOCKET_PATH: usize = 107;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -627,12 +632,18 @@ impl Provider for ContainerProvider {
 
     async fn attach(
         &self,
-        _id: &VmId,
+        id: &VmId,
         handle: RuntimeHandle,
         source: &Path,
         target: &str,
         read_only: bool,
     ) -> Result<(), RuntimeError> {
+        // Recorded first, for teardown (see `INJECTED_MARK`).
+        let live = self.runtime_root.join(id.as_str());
+        if live.is_dir() {
+            let mark = live.join(INJECTED_MARK);
+            fs::write(&mark, "").map_err(host_err(mark.display().to_string()))?;
+        }
         crate::agent_helper::attach(&self.config.agent_path, handle, source, target, read_only)
             .await
     }
@@ -905,22 +916,42 @@ fn teardown(
     handle: Option<RuntimeHandle>,
     keep: Keep,
 ) -> Result<(), RuntimeError> {
-    let mut disk_hold = None;
+    let run = this.sandboxes_dir.join(id);
+    let live = this.runtime_root.join(id);
+    let mut mounts_hold = None;
     if let Some(h) = handle {
         if procfs::is_running(h.pid, h.start_ticks) {
-            // A sandbox's disk is unmounted by the last of its processes
-            // to exit, and the kill below waits for that (a journal
-            // commit and a superblock write, milliseconds). A run dir
-            // bound for the trash lets the trash end the mount instead:
-            // this reference to the disk's root keeps it past the
-            // sandbox's exit.
+            // The last of a sandbox's processes to exit tears its mount
+            // namespace down, and the kill below waits for that: every
+            // mount unmounted, each file system shut down (the disk's
+            // with a journal commit and a superblock write), an RCU
+            // grace period; 3-5 ms of a delete's 9-11. A sandbox bound
+            // for the trash leaves that to the trash: this reference to
+            // its mount namespace keeps the mounts past the sandbox's
+            // exit, and the trash drops it, off the delete's path. Not
+            // for a sandbox a host mount was injected into (a volume):
+            // its mount must be gone when the delete returns, or the
+            // volume's next mount could meet the file system still
+            // alive. Those (and sandboxes booted by an older server,
+            // which recorded no injection) keep just the disk's root.
             if keep == Keep::Nothing && this.trash.is_some() {
-                disk_hold = nix::fcntl::open(
-                    format!("/proc/{}/fd/{DISK_FD}", h.pid).as_str(),
-                    nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
-                    nix::sys::stat::Mode::empty(),
-                )
-                .ok();
+                let ns = format!("/proc/{}/ns/mnt", h.pid);
+                let disk = format!("/proc/{}/fd/{DISK_FD}", h.pid);
+                let whole_namespace =
+                    live.join("agent.sock").exists() && !live.join(INJECTED_MARK).exists();
+                let holds = if whole_namespace {
+                    vec![ns, disk]
+                } else {
+                    vec![disk]
+                };
+                mounts_hold = holds.iter().find_map(|path| {
+                    nix::fcntl::open(
+                        path.as_str(),
+                        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                        nix::sys::stat::Mode::empty(),
+                    )
+                    .ok()
+                });
             }
             // Killing PID 1 of a pid namespace kills every process in it.
             let _ = nix::sys::signal::kill(
@@ -934,8 +965,6 @@ fn teardown(
     // whatever survived PID 1.
     let cgroup_result = this.cgroups.remove(id);
     let cgroups_gone = began.elapsed();
-    let run = this.sandboxes_dir.join(id);
-    let live = this.runtime_root.join(id);
     // The boot helper records the device where the sandbox's runtime
     // state is: its runtime dir, or its run dir.
     let record = if live.join(LOOP_RECORD).exists() {
@@ -965,7 +994,7 @@ fn teardown(
     let loop_gone = began.elapsed();
     let dir_result = match &this.trash {
         Some(trash) => trash
-            .discard(&[&run, &live], disk_hold)
+            .discard(&[&run, &live], mounts_hold)
             .map_err(|e| RuntimeError::host(run.display().to_string(), e)),
         None => remove_tree(&run).and(remove_tree(&live)),
     };
