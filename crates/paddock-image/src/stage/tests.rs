@@ -208,16 +208,10 @@ fn several_trees_stage_as_the_sandbox_saw_them() {
     );
 }
 
-#[test]
-fn a_tree_deeper_than_the_top_is_staged_then_hashed() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("upper");
-    let tools = dir.path().join("tools");
-    fs::create_dir_all(root.join("opt")).expect("mkdir");
-    fs::write(root.join("opt/readme"), b"root").expect("write");
-    fs::create_dir_all(tools.join("bin")).expect("mkdir");
-    fs::write(tools.join("bin/tool"), b"tool").expect("write");
-    let trees = [
+/// A sandbox's root upper dir, and a tree mounted at its `/opt/tools`
+/// (deeper than the top: the two-pass path).
+fn root_with_tools_at_opt(root: PathBuf, tools: PathBuf) -> [ChangedTree; 2] {
+    [
         ChangedTree {
             dir: root,
             at: String::new(),
@@ -228,7 +222,19 @@ fn a_tree_deeper_than_the_top_is_staged_then_hashed() {
             at: "opt/tools".into(),
             ids: None,
         },
-    ];
+    ]
+}
+
+#[test]
+fn a_tree_deeper_than_the_top_is_staged_then_hashed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("upper");
+    let tools = dir.path().join("tools");
+    fs::create_dir_all(root.join("opt")).expect("mkdir");
+    fs::write(root.join("opt/readme"), b"root").expect("write");
+    fs::create_dir_all(tools.join("bin")).expect("mkdir");
+    fs::write(tools.join("bin/tool"), b"tool").expect("write");
+    let trees = root_with_tools_at_opt(root, tools);
     let staged_dir = dir.path().join("staged");
     let staged = stage_layer(&trees, &staged_dir).expect("stage");
     assert_eq!(digest_of_tar(&staged_dir), (staged.digest, staged.size));
@@ -249,18 +255,7 @@ fn a_tree_is_never_staged_through_a_symlink_the_sandbox_made() {
     let tools = dir.path().join("tools");
     fs::create_dir_all(&tools).expect("mkdir");
     fs::write(tools.join("tool"), b"tool").expect("write");
-    let trees = [
-        ChangedTree {
-            dir: root,
-            at: String::new(),
-            ids: None,
-        },
-        ChangedTree {
-            dir: tools,
-            at: "opt/tools".into(),
-            ids: None,
-        },
-    ];
+    let trees = root_with_tools_at_opt(root, tools);
     let staged_dir = dir.path().join("staged");
     assert!(stage_layer(&trees, &staged_dir).is_err());
     assert_eq!(

@@ -59,6 +59,9 @@ pub const DEFAULT_LOCAL_ROOT: &str = "/var/lib/paddock-local";
 /// namespace past the delete.
 const INJECTED_MARK: &str = "mounts-injected";
 
+/// The agent's socket, in a sandbox's runtime dir (or its run dir).
+const AGENT_SOCKET: &str = "agent.sock";
+
 /// The longest path a unix socket address can hold.
 const MAX_SOCKET_PATH: usize = 107;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -729,11 +732,11 @@ impl AgentLocator for ContainerAgents {
 /// one, or one a server before the runtime tmpfs booted and this one
 /// adopted).
 fn agent_socket_of(sandboxes_dir: &Path, runtime_root: &Path, id: &str) -> PathBuf {
-    let live = runtime_root.join(id).join("agent.sock");
+    let live = runtime_root.join(id).join(AGENT_SOCKET);
     if live.exists() {
         return live;
     }
-    let run = sandboxes_dir.join(id).join("agent.sock");
+    let run = sandboxes_dir.join(id).join(AGENT_SOCKET);
     if run.exists() {
         run
     } else {
@@ -780,7 +783,7 @@ impl ProviderRef {
                         .flatten()
                         .map(|e| e.file_name().to_string_lossy().into_owned())
                         // The runtime tmpfs's own trash.
-                        .filter(|name| dir != &self.runtime_root || name != "trash"),
+                        .filter(|name| dir != &self.runtime_root || name != trash::DIR),
                 );
             }
         }
@@ -871,7 +874,7 @@ fn chown_to(path: &Path, ids: paddock_agent_protocol::config::IdMap) -> Result<(
 /// The agent's socket in the run dir `run`, if its path fits a unix
 /// socket address.
 pub(crate) fn agent_socket(run: &Path) -> Result<PathBuf, RuntimeError> {
-    socket_in(run, "agent.sock")
+    socket_in(run, AGENT_SOCKET)
 }
 
 /// The socket `name` in the run dir `run`, if its path fits a unix
@@ -938,7 +941,7 @@ fn teardown(
                 let ns = format!("/proc/{}/ns/mnt", h.pid);
                 let disk = format!("/proc/{}/fd/{DISK_FD}", h.pid);
                 let whole_namespace =
-                    live.join("agent.sock").exists() && !live.join(INJECTED_MARK).exists();
+                    live.join(AGENT_SOCKET).exists() && !live.join(INJECTED_MARK).exists();
                 let holds = if whole_namespace {
                     vec![ns, disk]
                 } else {

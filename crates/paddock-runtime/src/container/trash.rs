@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 /// How many threads empty the trash.
 const WORKERS: usize = 8;
 /// The trash's directory in each file system it takes trees from.
-const DIR: &str = "trash";
+pub(crate) const DIR: &str = "trash";
 
 pub(crate) struct Trash {
     /// Each file system's trash directory, under the directory whose
