@@ -1,11 +1,12 @@
 //! The ioctls the runtime needs, which nix declares no wrapper for:
 //! `FICLONE` (reflink a whole file) and `FIFREEZE`/`FITHAW` (hold every
 //! writer of a filesystem while it is copied) for volumes, and
-//! `LOOP_CTL_REMOVE` (a sandbox's freed loop device goes with it).
+//! `LOOP_CTL_REMOVE` (a sandbox's freed loop device goes with it); and
+//! `pidfd_open`, which neither wraps.
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 nix::ioctl_write_int!(ficlone, 0x94, 9);
 nix::ioctl_readwrite!(fifreeze, b'X', 119, libc::c_int);
@@ -62,4 +63,18 @@ pub fn remove_free_loop(n: u32) -> io::Result<bool> {
         Err(nix::errno::Errno::EBUSY | nix::errno::Errno::ENODEV) => Ok(false),
         Err(e) => Err(io::Error::from(e)),
     }
+}
+
+/// A pidfd of process `pid`: readable once it exits, and it keeps
+/// referring to that process whatever later reuses the pid.
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd (or
+    // -1), which nothing else owns.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(io::Error::other)?;
+    // SAFETY: a fresh fd, owned from here on.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

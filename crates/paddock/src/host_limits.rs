@@ -24,7 +24,8 @@ pub struct Readings {
 }
 
 /// The open files the server itself needs, whatever the number of
-/// sandboxes (it holds none per idle sandbox).
+/// sandboxes; it holds one more per sandbox (a pidfd its liveness is
+/// checked through).
 const SERVER_FILES: u64 = 4096;
 /// Processes and threads a sandbox is expected to hold on average.
 const PIDS_PER_SANDBOX: u64 = 8;
@@ -48,10 +49,11 @@ pub const PLANNED_SANDBOXES: u64 = 5_000;
 pub fn warnings(r: Readings, sandboxes: u64) -> Vec<String> {
     let mut out = Vec::new();
     let sandboxes = sandboxes.min(PLANNED_SANDBOXES);
-    if r.open_files < SERVER_FILES {
+    let files = SERVER_FILES.saturating_add(sandboxes);
+    if r.open_files < files {
         out.push(format!(
             "the server may open {} files (RLIMIT_NOFILE); raise its hard limit to at least \
-             {SERVER_FILES} (LimitNOFILE= in a systemd unit, `ulimit -Hn`)",
+             {files} (LimitNOFILE= in a systemd unit, `ulimit -Hn`)",
             r.open_files
         ));
     }
@@ -181,7 +183,7 @@ mod tests {
         };
         let w = warnings(tight, 65344).join("\n");
         for setting in [
-            "RLIMIT_NOFILE",
+            "RLIMIT_NOFILE); raise its hard limit to at least 9096",
             "kernel.pid_max=40000",
             "nf_conntrack_max=80000",
             "gc_thresh3=5256",

@@ -160,6 +160,18 @@ async fn a_tenant_owns_nothing_but_its_sandbox() {
     )
     .await;
     assert!(out.starts_with("0\n"), "image files look root-owned: {out}");
+    // Though not host root, it may bind low ports in its own network
+    // namespace (set at boot through its own /proc, which stays
+    // read-only for it), as root of a machine of its own could.
+    let out = exec_ok(
+        &c,
+        &id,
+        "cat /proc/sys/net/ipv4/ip_unprivileged_port_start; \
+         python3 -c 'import socket; socket.socket().bind((\"0.0.0.0\", 80)); print(\"bound\")'; \
+         echo 1024 > /proc/sys/net/ipv4/ip_unprivileged_port_start || echo refused",
+    )
+    .await;
+    assert_eq!(out, "0\nbound\nrefused\n", "{out}");
     // A second sandbox gets another range.
     let other = c.create_vm(json!({})).await;
     let other_id = other["vm_id"].as_str().expect("id").to_owned();

@@ -113,9 +113,6 @@ pub fn boot(config_path: &Path) -> Result<Launched, BootError> {
     phases.mark("userns");
     if !config.on_host {
         unshare_namespaces(&config)?;
-        if user_namespace.is_some() {
-            allow_low_ports()?;
-        }
     }
     phases.mark("unshare");
     let launched = fork_reporting("the sandbox's init", |mut ready| {
@@ -177,15 +174,6 @@ fn set_affinity(cpus: &[usize]) -> Result<(), BootError> {
 fn bind_agent_socket(path: &Path) -> Result<UnixListener, BootError> {
     let _ = fs::remove_file(path);
     UnixListener::bind(path).map_err(step(format!("bind the agent socket {}", path.display())))
-}
-
-/// Binding a port below 1024 needs `CAP_NET_BIND_SERVICE` in the user
-/// namespace that owns the network namespace, which is the host's: in
-/// the sandbox's own namespace any process may bind any port, as a root
-/// of a machine of its own could.
-fn allow_low_ports() -> Result<(), BootError> {
-    fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0")
-        .map_err(step("allow low ports in the sandbox's network namespace"))
 }
 
 /// Reads and parses a JSON config the server wrote (the boot helper's,

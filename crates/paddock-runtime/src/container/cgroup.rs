@@ -21,6 +21,8 @@ const V1_CONTROLLERS: [&str; 6] = ["memory", "pids", "cpu", "freezer", "cpuacct"
 /// it), and cpuacct and cpuset, which lxcfs reads a sandbox's CPU
 /// figures through (it finds the quota under the sandbox's cpuset path).
 const V1_OPTIONAL: [&str; 3] = ["freezer", "cpuacct", "cpuset"];
+/// The CFS period quotas are set against: the kernel's default, which
+/// v1 cpu cgroups start with (v2's `cpu.max` is written with it).
 const CPU_PERIOD_US: u64 = 100_000;
 
 #[derive(Debug, Clone)]
@@ -197,7 +199,11 @@ impl Cgroups {
                     write(&pids.join("pids.max"), &r.pids_max().to_string())?;
                 }
                 if let Some(cpu) = self.v1_dir("cpu", id) {
-                    write(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+                    // The period is the kernel's default (every new cpu
+                    // cgroup starts with it, and nothing here changes
+                    // it): writing it again would cost a second walk of
+                    // every cpu cgroup on the host, which the kernel makes
+                    // on each bandwidth write (`__cfs_schedulable`).
                     write(&cpu.join("cpu.cfs_quota_us"), &quota.to_string())?;
                 }
             }

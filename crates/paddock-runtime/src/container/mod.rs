@@ -103,6 +103,8 @@ pub struct ContainerProvider {
     ids: Arc<IdRanges>,
     /// Run dirs being deleted in the background.
     trash: Arc<trash::Trash>,
+    /// Whether sandboxes' PID 1s run, through a pidfd each.
+    liveness: Arc<procfs::Liveness>,
     disks: Arc<disks::Disks>,
     loops: Arc<loops::FreeLoops>,
     /// The lean mount namespace sandboxes are unshared from.
@@ -204,6 +206,7 @@ impl ContainerProvider {
             cgroups,
             ids,
             trash,
+            liveness: Arc::default(),
         })
     }
 
@@ -534,6 +537,7 @@ impl ContainerProvider {
             ids: Some(Arc::clone(&self.ids)),
             loops: Some(Arc::clone(&self.loops)),
             trash: Some(Arc::clone(&self.trash)),
+            liveness: Some(Arc::clone(&self.liveness)),
         }
     }
 
@@ -665,7 +669,7 @@ impl Provider for ContainerProvider {
     }
 
     fn is_alive(&self, _id: &VmId, handle: RuntimeHandle) -> bool {
-        procfs::is_running(handle.pid, handle.start_ticks)
+        self.liveness.is_running(handle.pid, handle.start_ticks)
     }
 
     async fn update_resources(&self, id: &VmId, resources: &Resources) -> Result<(), RuntimeError> {
@@ -760,6 +764,8 @@ struct ProviderRef {
     /// Where run dirs go to be deleted off the caller's path (`None` in
     /// `purge`, which deletes them itself).
     trash: Option<Arc<trash::Trash>>,
+    /// The pidfds the server checks sandboxes through (`None` in `purge`).
+    liveness: Option<Arc<procfs::Liveness>>,
 }
 
 impl ProviderRef {
@@ -923,6 +929,9 @@ fn teardown(
     let live = this.runtime_root.join(id);
     let mut mounts_hold = None;
     if let Some(h) = handle {
+        if let Some(liveness) = &this.liveness {
+            liveness.forget(h.pid, h.start_ticks);
+        }
         if procfs::is_running(h.pid, h.start_ticks) {
             // The last of a sandbox's processes to exit tears its mount
             // namespace down, and the kill below waits for that: every
@@ -1040,10 +1049,31 @@ pub fn purge(data_dir: &Path, local_root: &Path) -> Result<usize, RuntimeError> 
         ids: None,
         loops: None,
         trash: None,
+        liveness: None,
     };
     let ids = this.sandbox_ids();
-    for id in &ids {
-        teardown(&this, id, None, Keep::Nothing)?;
+    // Side by side, as the server's trash works: most of a teardown
+    // without a trash is waiting (for a loop device's removal, an RCU
+    // grace period; for the disk image's discard), and the waits overlap.
+    let queue = std::sync::Mutex::new(ids.iter());
+    let failed = std::sync::Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..trash::WORKERS {
+            s.spawn(|| loop {
+                let next = queue.lock().map(|mut q| q.next());
+                let Ok(Some(id)) = next else {
+                    return;
+                };
+                if let Err(e) = teardown(&this, id, None, Keep::Nothing) {
+                    if let Ok(mut first) = failed.lock() {
+                        first.get_or_insert(e);
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = failed.into_inner().ok().flatten() {
+        return Err(e);
     }
     this.cgroups.remove_instance();
     let _ = fs::remove_dir(&this.local_dirs);

@@ -18,7 +18,7 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
 /// How many threads empty the trash.
-const WORKERS: usize = 8;
+pub(crate) const WORKERS: usize = 8;
 /// The trash's directory in each file system it takes trees from.
 pub(crate) const DIR: &str = "trash";
 
