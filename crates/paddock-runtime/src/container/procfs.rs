@@ -62,23 +62,26 @@ impl Liveness {
         };
         let key = (pid, expected_ticks);
         if let Some(fd) = watched.fds.get(&key) {
-            if has_exited(fd) {
-                watched.fds.remove(&key);
-                return false;
-            }
-            return true;
+            return match has_exited(fd) {
+                Some(false) => true,
+                Some(true) => {
+                    watched.fds.remove(&key);
+                    false
+                }
+                None => is_running(pid, expected_ticks),
+            };
         }
         let Ok(fd) = crate::sys::pidfd_open(pid) else {
             return is_running(pid, expected_ticks);
         };
         // Checked after the fd is open: if `pid` is the process recorded
         // now, the fd is that process.
-        if !is_running(pid, expected_ticks) || has_exited(&fd) {
+        if !is_running(pid, expected_ticks) || has_exited(&fd) == Some(true) {
             return false;
         }
         watched.fds.insert(key, fd);
         if watched.fds.len() >= 2 * watched.after_last_prune.max(64) {
-            watched.fds.retain(|_, fd| !has_exited(fd));
+            watched.fds.retain(|_, fd| has_exited(fd) != Some(true));
             watched.after_last_prune = watched.fds.len();
         }
         true
@@ -93,15 +96,13 @@ impl Liveness {
     }
 }
 
-/// A pidfd polls readable once its process has exited (a zombie too).
-fn has_exited(fd: &OwnedFd) -> bool {
+/// A pidfd polls readable once its process has exited (a zombie too);
+/// `None` when the poll fails and `/proc` is to tell instead.
+fn has_exited(fd: &OwnedFd) -> Option<bool> {
     let mut polled = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-    match poll(&mut polled, PollTimeout::ZERO) {
-        Ok(0) => false,
-        Ok(_) => true,
-        // Cannot tell: ask /proc, through the caller's next check.
-        Err(_) => true,
-    }
+    poll(&mut polled, PollTimeout::ZERO)
+        .ok()
+        .map(|ready| ready > 0)
 }
 
 #[cfg(test)]
