@@ -1052,24 +1052,14 @@ pub fn purge(data_dir: &Path, local_root: &Path) -> Result<usize, RuntimeError> 
         liveness: None,
     };
     let ids = this.sandbox_ids();
-    // Side by side, as the server's trash works: most of a teardown
-    // without a trash is waiting (for a loop device's removal, an RCU
-    // grace period; for the disk image's discard), and the waits overlap.
-    let queue = std::sync::Mutex::new(ids.iter());
+    // Side by side, as the server's trash works: without a trash, a
+    // teardown waits for its loop device's removal and its disk's discard.
     let failed = std::sync::Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..trash::WORKERS {
-            s.spawn(|| loop {
-                let next = queue.lock().map(|mut q| q.next());
-                let Ok(Some(id)) = next else {
-                    return;
-                };
-                if let Err(e) = teardown(&this, id, None, Keep::Nothing) {
-                    if let Ok(mut first) = failed.lock() {
-                        first.get_or_insert(e);
-                    }
-                }
-            });
+    trash::side_by_side(ids.iter(), |id| {
+        if let Err(e) = teardown(&this, id, None, Keep::Nothing) {
+            if let Ok(mut first) = failed.lock() {
+                first.get_or_insert(e);
+            }
         }
     });
     if let Some(e) = failed.into_inner().ok().flatten() {

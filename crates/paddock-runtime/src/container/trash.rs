@@ -18,7 +18,7 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
 /// How many threads empty the trash.
-pub(crate) const WORKERS: usize = 8;
+const WORKERS: usize = 8;
 /// The trash's directory in each file system it takes trees from.
 pub(crate) const DIR: &str = "trash";
 
@@ -138,13 +138,40 @@ fn work(queue: &Mutex<Receiver<Item>>) {
             Ok(q) => q.recv(),
             Err(_) => return,
         };
-        let Ok(Item { paths, hold }) = next else {
+        let Ok(item) = next else {
             return;
         };
-        if let Err(e) = empty(paths, hold) {
-            tracing::warn!(error = %e, "could not empty the trash");
-        }
+        empty_logged(item);
     }
+}
+
+fn empty_logged(Item { paths, hold }: Item) {
+    if let Err(e) = empty(paths, hold) {
+        tracing::warn!(error = %e, "could not empty the trash");
+    }
+}
+
+/// Runs `each` over `items` here and now, on as many threads as the
+/// trash has workers (for `purge`, which has no server): what it does to
+/// a sandbox is mostly waiting (a loop device's removal, an RCU grace
+/// period; a disk image's discard), and the waits overlap.
+pub(crate) fn side_by_side<I>(items: I, each: impl Fn(I::Item) + Sync)
+where
+    I: Iterator + Send,
+    I::Item: Send,
+{
+    let queue = Mutex::new(items);
+    std::thread::scope(|s| {
+        for _ in 0..WORKERS {
+            s.spawn(|| loop {
+                let next = queue.lock().map(|mut q| q.next());
+                let Ok(Some(item)) = next else {
+                    return;
+                };
+                each(item);
+            });
+        }
+    });
 }
 
 /// Empties the trashes under `roots` here and now, without a server (for
@@ -157,12 +184,7 @@ pub(crate) fn empty_all(roots: &[&Path]) {
     }
     // Closed: the workers stop once the queue is empty.
     drop(remover);
-    let queue = Mutex::new(queue);
-    std::thread::scope(|s| {
-        for _ in 0..WORKERS {
-            s.spawn(|| work(&queue));
-        }
-    });
+    side_by_side(queue.into_iter(), empty_logged);
     for dir in dirs {
         let _ = fs::remove_dir(dir);
     }
