@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -95,8 +96,11 @@ struct PoolState {
     retired: u32,
     /// Released VMs' rules, waiting for [`PoolState::release_forever`],
     /// with the addresses to free once their rules are gone.
-    removals: Mutex<Vec<(Vec<nft::Element>, Vec<Ipv4Addr>)>>,
+    removals: Mutex<Vec<Removal>>,
     remove: Notify,
+    /// An attach waits for an address that a release holds: the releases
+    /// gathered so far are finished at once.
+    address_wanted: Notify,
     /// Addresses released and not yet free: held a moment longer.
     releasing: std::sync::atomic::AtomicUsize,
     started: std::sync::Once,
@@ -112,9 +116,31 @@ struct PoolState {
     intercepted: UnboundedSender<InterceptedRequest>,
 }
 
+/// Released VMs' network, for [`PoolState::release_forever`] to finish.
+struct Removal {
+    /// Their rule elements.
+    rules: Vec<nft::Element>,
+    /// Their addresses, free once the rules are gone.
+    addresses: Vec<Ipv4Addr>,
+    /// Their namespaces, unpinned and held here until the batch ends:
+    /// tearing a namespace down holds the rtnl lock (its devices are
+    /// unregistered) and waits out grace periods, and the kernel tears
+    /// down all the namespaces let go at once in one pass.
+    namespaces: Vec<OwnedFd>,
+}
+
 /// How long an attach waits for a namespace being prepared when every
 /// address is held.
 const PREPARED_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long released VMs' ports and rule elements wait to be deleted
+/// together with those released after them. Deleting links and set
+/// elements holds the kernel's rtnl lock and the ruleset's commit mutex
+/// for RCU grace periods, once per batch whatever its size; done after
+/// every delete, they were there when the next delete's port went down
+/// and was renamed (which takes both), and made each delete wait for the
+/// last one's cleanup.
+const RELEASE_GATHER: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// How long the pool waits after a namespace is taken before refilling.
 const REFILL_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
@@ -164,6 +190,7 @@ impl HostNetwork {
             retired: link::retired_group(&config.bridge),
             removals: Mutex::default(),
             remove: Notify::new(),
+            address_wanted: Notify::new(),
             releasing: std::sync::atomic::AtomicUsize::new(0),
             started: std::sync::Once::new(),
             policies,
@@ -448,25 +475,42 @@ impl PoolState {
     async fn discard_many(&self, addresses: &[Ipv4Addr]) {
         let began = std::time::Instant::now();
         let rules: Vec<nft::Element> = addresses.iter().flat_map(|a| self.forget(*a)).collect();
-        if let Err(e) = link::retire_ports(addresses, self.retired).await {
-            tracing::warn!(count = addresses.len(), error = %e, "could not retire VM ports; deleting them");
-            if let Err(e) = link::remove_ports(addresses).await {
-                tracing::warn!(count = addresses.len(), error = %e, "could not remove VM ports");
+        // The namespaces are unpinned on a thread of their own while the
+        // ports are retired: an unmount waits out a grace period too.
+        let pins: Vec<PathBuf> = addresses.iter().map(|a| self.netns_path(*a)).collect();
+        let unpin = tokio::task::spawn_blocking(move || {
+            pins.iter()
+                .filter_map(|path| {
+                    let held = netns::hold(path);
+                    if let Err(e) = netns::remove(path) {
+                        tracing::warn!(path = %path.display(), error = %e, "could not remove a namespace");
+                    }
+                    held
+                })
+                .collect::<Vec<OwnedFd>>()
+        });
+        let retire = async {
+            if let Err(e) = link::retire_ports(addresses, self.retired).await {
+                tracing::warn!(count = addresses.len(), error = %e, "could not retire VM ports; deleting them");
+                if let Err(e) = link::remove_ports(addresses).await {
+                    tracing::warn!(count = addresses.len(), error = %e, "could not remove VM ports");
+                }
             }
-        }
-        let retired = began.elapsed();
-        for &address in addresses {
-            let path = self.netns_path(address);
-            if let Err(e) = netns::remove(&path) {
-                tracing::warn!(path = %path.display(), error = %e, "could not remove a namespace");
-            }
-        }
+            began.elapsed()
+        };
+        let (namespaces, retired) = tokio::join!(unpin, retire);
         self.releasing
             .fetch_add(addresses.len(), std::sync::atomic::Ordering::SeqCst);
         self.removals
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push((rules, addresses.to_vec()));
+            .push(Removal {
+                rules,
+                addresses: addresses.to_vec(),
+                // A failed unpinning task leaves the namespaces to their
+                // processes, which are dying.
+                namespaces: namespaces.unwrap_or_default(),
+            });
         self.remove.notify_one();
         tracing::debug!(
             count = addresses.len(),
@@ -480,10 +524,16 @@ impl PoolState {
     /// retired ports (one request for them all), then removes their VMs'
     /// rules (one transaction), then frees their addresses. In that
     /// order, a port's bridge slot and its address's rules are gone
-    /// before the address can be handed out again.
+    /// before the address can be handed out again. A release waits up to
+    /// [`RELEASE_GATHER`] for others to join its batch, unless an attach
+    /// needs its address.
     async fn release_forever(self: Arc<Self>) {
         loop {
             self.remove.notified().await;
+            tokio::select! {
+                () = tokio::time::sleep(RELEASE_GATHER) => {}
+                () = self.address_wanted.notified() => {}
+            }
             let batch = std::mem::take(
                 &mut *self
                     .removals
@@ -493,10 +543,16 @@ impl PoolState {
             if let Err(e) = link::reap(self.retired).await {
                 tracing::warn!(error = %e, "could not delete retired VM ports");
             }
-            let (rules, addresses): (Vec<Vec<nft::Element>>, Vec<Vec<Ipv4Addr>>) =
-                batch.into_iter().unzip();
-            nft::change_each(&self.layout.table, rules.concat()).await;
-            for address in addresses.concat() {
+            let mut rules = Vec::new();
+            let mut addresses = Vec::new();
+            for removal in batch {
+                rules.extend(removal.rules);
+                addresses.extend(removal.addresses);
+                // Let go together: the kernel tears them down in one pass.
+                drop(removal.namespaces);
+            }
+            nft::change_each(&self.layout.table, rules).await;
+            for address in addresses {
                 self.free(address);
                 self.releasing
                     .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
@@ -535,7 +591,7 @@ impl PoolState {
                 {
                     return Err(NetError::Exhausted(why));
                 }
-                Err(NetError::Exhausted(_)) => {}
+                Err(NetError::Exhausted(_)) => self.address_wanted.notify_one(),
                 other => return other,
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;

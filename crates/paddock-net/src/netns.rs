@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -51,6 +52,12 @@ pub fn connect_inside(
     })
     .join()
     .map_err(|_| io::Error::other("the namespace thread panicked"))?
+}
+
+/// A reference to the namespace pinned at `path` (which keeps it past its
+/// unpinning and its last process), if it is there.
+pub fn hold(path: &Path) -> Option<OwnedFd> {
+    fs::File::open(path).ok().map(OwnedFd::from)
 }
 
 /// Unpins and removes a namespace file; the namespace itself ends when its

@@ -26,6 +26,10 @@ macro_rules! provider_over_container {
                 self.container.stop(id, handle).await
             }
 
+            async fn settle(&self) {
+                paddock_core::provider::Provider::settle(self.container.as_ref()).await
+            }
+
             async fn halt(
                 &self,
                 id: &paddock_core::ids::VmId,

@@ -527,7 +527,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         desktops,
         definitions,
         gateway,
-        service,
+        service: Arc::clone(&service),
         metrics: MetricsHandle::install().context("install the metrics recorder")?,
         runtime_info,
         http: http_limits.clone(),
@@ -552,8 +552,11 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let _ = sweeper.await;
     // What the audit writer still held is written before the process ends.
     let _ = audit_writer.await;
-    // The pool's sandboxes belong to no VM: they stop with the server.
+    // The pool's sandboxes belong to no VM: they stop with the server,
+    // and what their stops left for later (cgroups, devices, files) goes
+    // before it ends.
     let _ = warm_pool.await;
+    service.vms().settle_providers().await;
     tracing::info!("stopped; sandboxes keep running");
     Ok(())
 }

@@ -370,7 +370,11 @@ async fn creates_spread_over_the_nodes_through_any_replica() {
         );
         for node in [&a, &b] {
             let dir = node.data_dir().join("sandboxes").join(vm);
-            assert_eq!(common::host_processes_mentioning(&dir), 0, "{vm} runs on");
+            assert_eq!(
+                common::settled(|| common::host_processes_mentioning(&dir)),
+                0,
+                "{vm} runs on"
+            );
         }
     }
 }
@@ -511,7 +515,11 @@ async fn every_surface_places_and_changes_vms_through_a_replica() {
         assert_eq!(killed.status, 204, "{}", killed.body);
         for node in [&a, &b] {
             let dir = node.data_dir().join("sandboxes").join(id);
-            assert_eq!(common::host_processes_mentioning(&dir), 0, "{id} runs on");
+            assert_eq!(
+                common::settled(|| common::host_processes_mentioning(&dir)),
+                0,
+                "{id} runs on"
+            );
         }
     }
     // Definitions: a launch through the replica runs on a node; stop,
@@ -581,7 +589,11 @@ async fn every_surface_places_and_changes_vms_through_a_replica() {
     assert!(matches!(gone.status, 200 | 204), "{}", gone.body);
     for node in [&a, &b] {
         let dir = node.data_dir().join("sandboxes").join(&sb);
-        assert_eq!(common::host_processes_mentioning(&dir), 0, "{sb} runs on");
+        assert_eq!(
+            common::settled(|| common::host_processes_mentioning(&dir)),
+            0,
+            "{sb} runs on"
+        );
     }
 }
 

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{host_processes_mentioning, sandbox_cgroups, sandbox_processes, Server};
+use common::{host_processes_mentioning, sandbox_cgroups, sandbox_processes, settled, Server};
 use serde_json::json;
 
 #[tokio::test]
@@ -223,9 +223,9 @@ async fn fifty_create_delete_cycles_leave_nothing_behind() {
         .filter(|n| n != "trash")
         .collect();
     assert!(left.is_empty(), "{left:?}");
-    assert_eq!(sandbox_cgroups(&server.data_dir()), 0);
-    assert_eq!(host_processes_mentioning(&sandboxes), 0);
-    assert_eq!(sandbox_processes(&server.data_dir()), 0);
+    assert_eq!(settled(|| sandbox_cgroups(&server.data_dir())), 0);
+    assert_eq!(settled(|| host_processes_mentioning(&sandboxes)), 0);
+    assert_eq!(settled(|| sandbox_processes(&server.data_dir())), 0);
     // Purging a stopped server's data dir leaves no cgroup of it at all.
     let instance = paddock_runtime::container::instance_id(&server.data_dir());
     let mut server = server;

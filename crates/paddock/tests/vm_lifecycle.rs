@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{host_processes_mentioning, sandbox_cgroups, Server};
+use common::{host_processes_mentioning, sandbox_cgroups, settled, Server};
 use serde_json::json;
 
 #[tokio::test]
@@ -197,7 +197,7 @@ async fn lifetime_expiry_terminates_the_vm() {
         assert!(Instant::now() < deadline, "not terminated: {}", got.body);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(sandbox_cgroups(&server.data_dir()), 0);
+    assert_eq!(settled(|| sandbox_cgroups(&server.data_dir())), 0);
 }
 
 #[tokio::test]
@@ -223,7 +223,7 @@ async fn lifetime_expiry_survives_a_restart() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        host_processes_mentioning(&server.data_dir().join("sandboxes").join(&id)),
+        settled(|| host_processes_mentioning(&server.data_dir().join("sandboxes").join(&id))),
         0
     );
 }

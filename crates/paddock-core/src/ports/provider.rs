@@ -81,8 +81,15 @@ pub trait Provider: Send + Sync + 'static {
     async fn start(&self, vm: &Vm, rootfs: &RootfsSpec) -> Result<RuntimeHandle, RuntimeError>;
 
     /// Stops the sandbox and frees every host resource it held. Idempotent:
-    /// stopping what is already gone succeeds.
+    /// stopping what is already gone succeeds. When it returns, no process
+    /// of the sandbox runs its own code again and its paths are free; a
+    /// provider may free the rest (cgroups, devices, files) just after,
+    /// off the caller's path ([`Provider::settle`] waits for that).
     async fn stop(&self, id: &VmId, handle: Option<RuntimeHandle>) -> Result<(), RuntimeError>;
+
+    /// Waits (a bounded while) until what stopped sandboxes left for later
+    /// is freed: for a clean stop of the server.
+    async fn settle(&self) {}
 
     /// Stops every process of the sandbox but keeps its filesystem, so a
     /// later `start` of the same VM resumes it. Providers that cannot keep

@@ -673,6 +673,17 @@ impl Volumes {
     /// from the host what no other VM uses. Failures are logged: the VM
     /// ends either way, and the next start cleans what is left.
     pub(crate) async fn release(&self, vm: &VmId) {
+        // Most VMs have no volume: they do not wait for the lock. A VM
+        // being ended gets no new attachment (that needs it running and
+        // its lock, which its ending holds).
+        if self
+            .store
+            .attachments_of_vm(vm)
+            .await
+            .is_ok_and(|a| a.is_empty())
+        {
+            return;
+        }
         let _lock = self.lock.lock().await;
         let attachments = match self.store.attachments_of_vm(vm).await {
             Ok(a) => a,

@@ -930,7 +930,10 @@ impl Vms {
             let stopped = self.stop_sandbox(&vm, vm.runtime).await;
             (stopped, began.elapsed())
         };
-        let ((stopped, sandbox_gone), released) = tokio::join!(stop, release);
+        // Its shares end meanwhile: they only reach the VM through its
+        // network, which is going.
+        let ((stopped, sandbox_gone), released, ()) =
+            tokio::join!(stop, release, self.parts.shares.end_shares(&vm.id));
         let network_gone = released.as_ref().map(|(_, took)| *took);
         if let Some((kept, _)) = released {
             vm.network = kept;
@@ -944,7 +947,6 @@ impl Vms {
             return Err(e.into());
         }
         self.parts.volumes.release(&vm.id).await;
-        self.parts.shares.end_shares(&vm.id).await;
         Ok(Ending::Ending(EndingVm {
             _guard: guard,
             vm,

@@ -212,6 +212,14 @@ impl Vms {
         Ok(alive)
     }
 
+    /// Waits until every provider has freed what the sandboxes it stopped
+    /// left for later (for a clean stop of the server).
+    pub async fn settle_providers(&self) {
+        for provider in self.providers.values() {
+            provider.settle().await;
+        }
+    }
+
     pub async fn count_vms_by_status(&self) -> Result<Vec<(VmStatus, u64)>, CoreError> {
         Ok(self.store.count_vms_by_status().await?)
     }

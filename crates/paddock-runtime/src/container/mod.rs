@@ -65,6 +65,9 @@ const AGENT_SOCKET: &str = "agent.sock";
 /// The longest path a unix socket address can hold.
 const MAX_SOCKET_PATH: usize = 107;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a clean stop waits for the trash to finish the sandboxes
+/// stopped before it.
+const SETTLE_WITHIN: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct ContainerConfig {
@@ -600,6 +603,14 @@ impl Provider for ContainerProvider {
         self.teardown_blocking(id, handle, Keep::Files).await
     }
 
+    async fn settle(&self) {
+        let trash = Arc::clone(&self.trash);
+        let settled = tokio::task::spawn_blocking(move || trash.settle(SETTLE_WITHIN)).await;
+        if !matches!(settled, Ok(true)) {
+            tracing::warn!("the trash was not empty at stop; the next start empties it");
+        }
+    }
+
     fn changes(&self, vm: &Vm) -> Vec<ChangedTree> {
         let run = self.run_dir(&vm.id);
         let state = if run.join(disks::IMAGE).exists() {
@@ -778,6 +789,49 @@ impl ProviderRef {
         teardown(self, id, handle, keep)
     }
 
+    /// The rest of a killed sandbox's teardown, for the trash to run once
+    /// its run dir and runtime dir (in that order) are in it: its cgroups
+    /// go once its processes have, then its loop device is kept for a
+    /// later boot or left in its record for the trash to remove, and its
+    /// user ids are free.
+    fn reap(&self, id: &str, record_in_live: bool) -> trash::Reap {
+        let id = id.to_owned();
+        let cgroups = Arc::clone(&self.cgroups);
+        let loops = self.loops.clone();
+        let ids = self.ids.clone();
+        Box::new(move |moved: &[Option<PathBuf>]| {
+            let began = std::time::Instant::now();
+            let (run, live) = match moved {
+                [run, live] => (run.as_deref(), live.as_deref()),
+                _ => (None, None),
+            };
+            let record = if record_in_live { live } else { run };
+            match cgroups.remove(&id) {
+                Ok(()) => {
+                    if let (Some(loops), Some(record)) = (&loops, record) {
+                        // Not kept: its record stays for the trash, which
+                        // removes the device.
+                        let _ = loops.release(record);
+                    }
+                    // Free for another sandbox only once no process of
+                    // this one is left to share them with.
+                    if let (Some(ids), Some(run)) = (&ids, run) {
+                        ids.release(run);
+                    }
+                }
+                // What is left is the next start's orphan to remove.
+                Err(e) => {
+                    tracing::warn!(vm_id = %id, error = %e, "could not remove a killed sandbox's cgroups")
+                }
+            }
+            tracing::debug!(
+                vm_id = %id,
+                cgroups_us = began.elapsed().as_micros() as u64,
+                "sandbox reaped"
+            );
+        })
+    }
+
     /// Every sandbox this server has anything of on the host: a cgroup,
     /// a run dir, a runtime dir or a host-process working directory.
     fn sandbox_ids(&self) -> BTreeSet<String> {
@@ -919,6 +973,17 @@ pub(crate) enum Keep {
 
 /// Frees the host resources of one sandbox: its processes, its cgroups
 /// and, unless kept, its run dir. Idempotent.
+///
+/// A running sandbox that goes whole (nothing kept, no host mount
+/// injected into it, a trash to take it) is killed here and the rest is
+/// the trash's: waiting until its processes are gone and removing its
+/// cgroups (2-10 ms, growing with what the host's cgroup locks are busy
+/// with), then its loop device, user ids and files. Killing PID 1 of its
+/// pid namespace ends the sandbox (the kernel kills every other process
+/// in it before the namespace's init is reaped, and no process of it runs
+/// its own code again), its paths are free at once, and a server that
+/// stops before the trash is done removes the cgroups left at its next
+/// start ([`Provider::cleanup_orphans`]).
 fn teardown(
     this: &ProviderRef,
     id: &str,
@@ -928,6 +993,7 @@ fn teardown(
     let run = this.sandboxes_dir.join(id);
     let live = this.runtime_root.join(id);
     let mut mounts_hold = None;
+    let mut reaped_by_trash = false;
     if let Some(h) = handle {
         if let Some(liveness) = &this.liveness {
             liveness.forget(h.pid, h.start_ticks);
@@ -945,7 +1011,8 @@ fn teardown(
             // its mount must be gone when the delete returns, or the
             // volume's next mount could meet the file system still
             // alive. Those (and sandboxes booted by an older server,
-            // which recorded no injection) keep just the disk's root.
+            // which recorded no injection) keep just the disk's root,
+            // and are torn down here.
             if keep == Keep::Nothing && this.trash.is_some() {
                 let ns = format!("/proc/{}/ns/mnt", h.pid);
                 let disk = format!("/proc/{}/fd/{DISK_FD}", h.pid);
@@ -964,6 +1031,7 @@ fn teardown(
                     )
                     .ok()
                 });
+                reaped_by_trash = whole_namespace;
             }
             // Killing PID 1 of a pid namespace kills every process in it.
             let _ = nix::sys::signal::kill(
@@ -972,18 +1040,23 @@ fn teardown(
             );
         }
     }
+    // The boot helper records the device where the sandbox's runtime
+    // state is: its runtime dir, or its run dir.
+    let record_in_live = live.join(LOOP_RECORD).exists();
+    if let (true, Some(trash)) = (reaped_by_trash, &this.trash) {
+        let reap = this.reap(id, record_in_live);
+        let moved = trash.discard_after(&[&run, &live], mounts_hold, Some(reap));
+        let work = remove_tree(&this.local_dirs.join(id));
+        return moved
+            .map_err(|e| RuntimeError::host(run.display().to_string(), e))
+            .and(work);
+    }
     let began = std::time::Instant::now();
     // Every process of the sandbox is in its cgroups: removing them kills
     // whatever survived PID 1.
     let cgroup_result = this.cgroups.remove(id);
     let cgroups_gone = began.elapsed();
-    // The boot helper records the device where the sandbox's runtime
-    // state is: its runtime dir, or its run dir.
-    let record = if live.join(LOOP_RECORD).exists() {
-        &live
-    } else {
-        &run
-    };
+    let record = if record_in_live { &live } else { &run };
     if cgroup_result.is_ok() {
         let remove = this
             .loops

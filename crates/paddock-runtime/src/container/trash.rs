@@ -7,15 +7,18 @@
 //! the loop device it recorded (when it is not kept for a later boot)
 //! takes tens. A reference to the sandbox's disk may come with them: the
 //! disk's mount then ends here, when it is dropped, before the device is
-//! removed.
+//! removed. So may a first step ([`Reap`]): what is left of a killed
+//! sandbox's teardown (waiting for its processes to be gone, removing its
+//! cgroups), run by the trash before its trees go.
 
 use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// How many threads empty the trash.
 const WORKERS: usize = 8;
@@ -28,13 +31,21 @@ pub(crate) struct Trash {
     dirs: Vec<PathBuf>,
     next: AtomicU64,
     remover: Mutex<Sender<Item>>,
+    /// Items sent and not yet emptied.
+    pending: Arc<AtomicUsize>,
 }
 
-/// One sandbox's trees to remove, and what holds a mount on them until
-/// then.
+/// What the trash runs before it empties a sandbox's trees, given where
+/// each of them went (in the order given, `None` for one that was not
+/// there).
+pub(crate) type Reap = Box<dyn FnOnce(&[Option<PathBuf>]) + Send>;
+
+/// One sandbox's trees to remove, what holds a mount on them until then,
+/// and what runs first.
 struct Item {
-    paths: Vec<PathBuf>,
+    paths: Vec<Option<PathBuf>>,
     hold: Option<OwnedFd>,
+    first: Option<Reap>,
 }
 
 impl Trash {
@@ -45,21 +56,37 @@ impl Trash {
         let dirs: Vec<PathBuf> = roots.iter().map(|r| r.join(DIR)).collect();
         let (remover, queue) = std::sync::mpsc::channel::<Item>();
         let queue = Arc::new(Mutex::new(queue));
+        let pending = Arc::new(AtomicUsize::new(0));
         for n in 0..WORKERS {
             let queue = Arc::clone(&queue);
+            let pending = Arc::clone(&pending);
             std::thread::Builder::new()
                 .name(format!("paddock-trash-{n}"))
-                .spawn(move || work(&queue))?;
+                .spawn(move || work(&queue, &pending))?;
         }
         for dir in &dirs {
             fs::create_dir_all(dir)?;
-            queue_leftovers(dir, &remover)?;
+            queue_leftovers(dir, &remover, &pending)?;
         }
         Ok(Self {
             dirs,
             next: AtomicU64::new(0),
             remover: Mutex::new(remover),
+            pending,
         })
+    }
+
+    /// Waits until everything sent to the trash is emptied, up to
+    /// `within`; whether it was.
+    pub(crate) fn settle(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while self.pending.load(Ordering::SeqCst) > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
     }
 
     /// Removes the trees at `paths` (one sandbox's): moved into the trash
@@ -67,31 +94,52 @@ impl Trash {
     /// alive) is dropped. One that is not there is gone; one that cannot
     /// be moved is deleted here.
     pub(crate) fn discard(&self, paths: &[&Path], hold: Option<OwnedFd>) -> io::Result<()> {
+        self.discard_after(paths, hold, None)
+    }
+
+    /// [`Trash::discard`], with `first` run by the trash (given where the
+    /// trees went) before it lets `hold` go and empties them; here, before
+    /// that, when a tree cannot be moved.
+    pub(crate) fn discard_after(
+        &self,
+        paths: &[&Path],
+        hold: Option<OwnedFd>,
+        first: Option<Reap>,
+    ) -> io::Result<()> {
         let mut moved = Vec::with_capacity(paths.len());
-        let mut unmoved = Vec::new();
+        let mut unmoved = false;
         for path in paths {
             match self.move_in(path) {
-                Ok(Some(target)) => moved.push(target),
-                Ok(None) => {}
-                Err(_) => unmoved.push(path.to_path_buf()),
+                Ok(target) => moved.push(target),
+                Err(_) => {
+                    unmoved = true;
+                    moved.push(Some(path.to_path_buf()));
+                }
             }
         }
-        if !unmoved.is_empty() {
+        let item = Item {
+            paths: moved,
+            hold,
+            first,
+        };
+        if unmoved {
             // Emptied here, each after the mount is let go.
-            moved.extend(unmoved);
-            return empty(moved, hold);
+            return empty(item);
         }
-        if moved.is_empty() {
+        if item.first.is_none() && item.paths.iter().all(Option::is_none) {
             return Ok(());
         }
-        let item = Item { paths: moved, hold };
+        self.pending.fetch_add(1, Ordering::SeqCst);
         let unsent = match self.remover.lock() {
             Ok(r) => r.send(item).err().map(|e| e.0),
             Err(_) => Some(item),
         };
         match unsent {
             None => Ok(()),
-            Some(item) => empty(item.paths, item.hold),
+            Some(item) => {
+                self.pending.fetch_sub(1, Ordering::SeqCst);
+                empty(item)
+            }
         }
     }
 
@@ -119,20 +167,26 @@ impl Trash {
     }
 }
 
-/// Queues each tree in the trash dir `dir` for removal, on its own.
-fn queue_leftovers(dir: &Path, remover: &Sender<Item>) -> io::Result<()> {
+/// Queues each tree in the trash dir `dir` for removal, on its own,
+/// counting each in `pending` until it is emptied.
+fn queue_leftovers(dir: &Path, remover: &Sender<Item>, pending: &AtomicUsize) -> io::Result<()> {
     for entry in fs::read_dir(dir)?.flatten() {
-        let _ = remover.send(Item {
-            paths: vec![entry.path()],
+        pending.fetch_add(1, Ordering::SeqCst);
+        let unsent = remover.send(Item {
+            paths: vec![Some(entry.path())],
             hold: None,
+            first: None,
         });
+        if unsent.is_err() {
+            pending.fetch_sub(1, Ordering::SeqCst);
+        }
     }
     Ok(())
 }
 
 /// One of the threads that empty the trash, until the server's side of
 /// the queue is gone.
-fn work(queue: &Mutex<Receiver<Item>>) {
+fn work(queue: &Mutex<Receiver<Item>>, pending: &AtomicUsize) {
     loop {
         let next = match queue.lock() {
             Ok(q) => q.recv(),
@@ -142,11 +196,12 @@ fn work(queue: &Mutex<Receiver<Item>>) {
             return;
         };
         empty_logged(item);
+        pending.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-fn empty_logged(Item { paths, hold }: Item) {
-    if let Err(e) = empty(paths, hold) {
+fn empty_logged(item: Item) {
+    if let Err(e) = empty(item) {
         tracing::warn!(error = %e, "could not empty the trash");
     }
 }
@@ -180,7 +235,7 @@ pub(crate) fn empty_all(roots: &[&Path]) {
     let (remover, queue) = std::sync::mpsc::channel::<Item>();
     let dirs: Vec<PathBuf> = roots.iter().map(|r| r.join(DIR)).collect();
     for dir in &dirs {
-        let _ = queue_leftovers(dir, &remover);
+        let _ = queue_leftovers(dir, &remover, &AtomicUsize::new(0));
     }
     // Closed: the workers stop once the queue is empty.
     drop(remover);
@@ -190,11 +245,16 @@ pub(crate) fn empty_all(roots: &[&Path]) {
     }
 }
 
-/// Removes one sandbox's trees: first `hold` goes (the disk's mount ends,
-/// freeing its device), then the loop device a tree recorded, then the
-/// files. Every tree is tried; the first failure is reported.
-fn empty(paths: Vec<PathBuf>, hold: Option<OwnedFd>) -> io::Result<()> {
+/// Removes one sandbox's trees: its first step runs, then `hold` goes
+/// (the disk's mount ends, freeing its device), then the loop device a
+/// tree recorded, then the files. Every tree is tried; the first failure
+/// is reported.
+fn empty(Item { paths, hold, first }: Item) -> io::Result<()> {
+    if let Some(first) = first {
+        first(&paths);
+    }
     drop(hold);
+    let paths: Vec<PathBuf> = paths.into_iter().flatten().collect();
     for path in &paths {
         super::loops::remove_recorded(path);
     }
@@ -245,6 +305,40 @@ mod tests {
             );
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+    }
+
+    #[test]
+    fn a_reap_step_runs_first_on_the_moved_trees_and_settle_waits_for_it() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let trash = Trash::open(&[data.path()]).expect("trash");
+        let run = data.path().join("sandboxes/vm_r");
+        let absent = data.path().join("sandboxes/vm_never");
+        fs::create_dir_all(run.join("upper")).expect("dirs");
+        fs::write(run.join("ids"), "100000 65536").expect("file");
+        let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+        let reap: Reap = Box::new(move |moved: &[Option<PathBuf>]| {
+            // Slow, as a sandbox's cgroups are: settle must wait for it.
+            std::thread::sleep(Duration::from_millis(50));
+            let read = moved[0]
+                .as_ref()
+                .and_then(|run| fs::read_to_string(run.join("ids")).ok());
+            let _ = seen_tx.send((moved.to_vec(), read));
+        });
+        trash
+            .discard_after(&[&run, &absent], None, Some(reap))
+            .expect("discard");
+        assert!(!run.exists(), "its path is free at once");
+        assert!(trash.settle(Duration::from_secs(5)), "the trash settled");
+        let (moved, read) = seen_rx.try_recv().expect("the reap step ran");
+        let in_trash = moved[0].as_ref().expect("the run dir went");
+        assert!(in_trash.starts_with(data.path().join(DIR)), "{in_trash:?}");
+        assert_eq!(moved[1], None, "a tree that was not there");
+        assert_eq!(
+            read.as_deref(),
+            Some("100000 65536"),
+            "before its files went"
+        );
+        assert!(!in_trash.exists(), "then the tree was emptied");
     }
 
     #[test]

@@ -683,6 +683,20 @@ pub fn sandbox_init_pid(vm_id: &str) -> i32 {
         .expect("the sandbox's PID 1")
 }
 
+/// What `count` reads once it reaches 0, or after 10 s: a deleted
+/// sandbox is killed before its delete answers, and its processes and
+/// cgroups are gone a few milliseconds later, off the delete's path.
+pub fn settled(count: impl Fn() -> usize) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = count();
+        if n == 0 || std::time::Instant::now() >= deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Host processes in the cgroups of this server's sandboxes.
 pub fn sandbox_processes(data_dir: &Path) -> usize {
     let needle = format!(
