@@ -87,10 +87,16 @@ async fn pooled_sandboxes_end_with_their_server() {
     let data = server.data_dir();
     wait_for_pool(&data, 2, &BTreeSet::new());
 
-    // A clean stop stops what no VM took.
+    // A clean stop stops what no VM took, and waits until the trash has
+    // reaped it: no process, no cgroup, nothing left in the trash.
     server.terminate();
     assert!(run_dirs(&data).is_empty(), "{:?}", run_dirs(&data));
     assert_eq!(common::sandbox_processes(&data), 0);
+    assert_eq!(common::sandbox_cgroups(&data), 0);
+    let trash = std::fs::read_dir(data.join("trash"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(trash, 0, "the trash was left to the next start");
 
     // After a crash, the next start frees the old pool and makes a new one.
     server.restart();
