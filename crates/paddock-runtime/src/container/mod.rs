@@ -975,8 +975,10 @@ pub(crate) enum Keep {
 /// and, unless kept, its run dir. Idempotent.
 ///
 /// A running sandbox that goes whole (nothing kept, no host mount
-/// injected into it, a trash to take it) is killed here and the rest is
-/// the trash's: waiting until its processes are gone and removing its
+/// injected into it, a trash to take it, its agent in its runtime dir:
+/// a container sandbox with a pid namespace of its own; host-process,
+/// microVM and diskless sandboxes keep theirs in their run dir and are
+/// torn down here) is killed here and the rest is the trash's: waiting until its processes are gone and removing its
 /// cgroups (2-10 ms, growing with what the host's cgroup locks are busy
 /// with), then its loop device, user ids and files. Killing PID 1 of its
 /// pid namespace ends the sandbox (the kernel kills every other process
