@@ -673,18 +673,10 @@ impl Volumes {
     /// from the host what no other VM uses. Failures are logged: the VM
     /// ends either way, and the next start cleans what is left.
     pub(crate) async fn release(&self, vm: &VmId) {
-        // Most VMs have no volume: they do not wait for the lock. A VM
-        // being ended gets no new attachment (that needs it running and
-        // its lock, which its ending holds).
-        if self
-            .store
-            .attachments_of_vm(vm)
-            .await
-            .is_ok_and(|a| a.is_empty())
-        {
-            return;
-        }
-        let _lock = self.lock.lock().await;
+        // Read before the lock, so that most VMs, which have no volume,
+        // do not wait for it: the VM's attachments cannot change meanwhile
+        // (a new one needs the VM running and its lock, which whoever
+        // ends or fails it holds).
         let attachments = match self.store.attachments_of_vm(vm).await {
             Ok(a) => a,
             Err(e) => {
@@ -695,6 +687,7 @@ impl Volumes {
         if attachments.is_empty() {
             return;
         }
+        let _lock = self.lock.lock().await;
         if let Err(e) = self.store.delete_attachments_of_vm(vm).await {
             tracing::error!(vm_id = %vm, error = %error_chain(&e), "could not forget a VM's volume mounts");
             return;

@@ -129,17 +129,13 @@ impl Trash {
         if item.first.is_none() && item.paths.iter().all(Option::is_none) {
             return Ok(());
         }
-        self.pending.fetch_add(1, Ordering::SeqCst);
         let unsent = match self.remover.lock() {
-            Ok(r) => r.send(item).err().map(|e| e.0),
+            Ok(r) => send(&r, &self.pending, item).err(),
             Err(_) => Some(item),
         };
         match unsent {
             None => Ok(()),
-            Some(item) => {
-                self.pending.fetch_sub(1, Ordering::SeqCst);
-                empty(item)
-            }
+            Some(item) => empty(item),
         }
     }
 
@@ -171,17 +167,24 @@ impl Trash {
 /// counting each in `pending` until it is emptied.
 fn queue_leftovers(dir: &Path, remover: &Sender<Item>, pending: &AtomicUsize) -> io::Result<()> {
     for entry in fs::read_dir(dir)?.flatten() {
-        pending.fetch_add(1, Ordering::SeqCst);
-        let unsent = remover.send(Item {
+        let item = Item {
             paths: vec![Some(entry.path())],
             hold: None,
             first: None,
-        });
-        if unsent.is_err() {
-            pending.fetch_sub(1, Ordering::SeqCst);
-        }
+        };
+        let _ = send(remover, pending, item);
     }
     Ok(())
+}
+
+/// Sends `item` to the trash's threads, counted in `pending` until one of
+/// them has emptied it; given back when no thread is left to take it.
+fn send(remover: &Sender<Item>, pending: &AtomicUsize, item: Item) -> Result<(), Item> {
+    pending.fetch_add(1, Ordering::SeqCst);
+    remover.send(item).map_err(|unsent| {
+        pending.fetch_sub(1, Ordering::SeqCst);
+        unsent.0
+    })
 }
 
 /// One of the threads that empty the trash, until the server's side of
