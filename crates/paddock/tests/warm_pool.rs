@@ -90,7 +90,12 @@ async fn pooled_sandboxes_end_with_their_server() {
     // A clean stop stops what no VM took, and waits until the trash has
     // reaped it: no process, no cgroup, nothing left in the trash.
     server.terminate();
-    assert!(run_dirs(&data).is_empty(), "{:?}", run_dirs(&data));
+    assert!(
+        run_dirs(&data).is_empty(),
+        "{:?}\n{}",
+        run_dirs(&data),
+        server.log()
+    );
     assert_eq!(common::sandbox_processes(&data), 0);
     assert_eq!(common::sandbox_cgroups(&data), 0);
     let trash = std::fs::read_dir(data.join("trash"))
