@@ -72,7 +72,13 @@ fn store_env() -> Vec<(String, String)> {
 pub fn fresh_postgres_database(admin: &str) -> String {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let name = format!("paddock_{}_{n}", std::process::id());
+    // The start time too: a test process's pid is reused by later runs,
+    // whose databases stay on a long-lived PostgreSQL.
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    let name = format!("paddock_{}_{started}_{n}", std::process::id());
     let out = Command::new("psql")
         .args(["-X", "-q", admin, "-c", &format!("CREATE DATABASE {name}")])
         .output()
