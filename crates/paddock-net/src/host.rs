@@ -55,6 +55,7 @@ impl NetworkConfig {
             table: self.bridge.clone(),
             subnet: self.subnet,
             blocked: self.blocked.clone(),
+            retired: link::retired_prefix(link::retired_group(&self.bridge)),
         }
     }
 

@@ -184,9 +184,16 @@ pub fn retired_group(bridge: &str) -> u32 {
     hash | 0x8000_0000
 }
 
-/// A name no link on the host has, for a retired port: `vx`, the group's
-/// low bits, and a number that only grows (seeded from the clock, so a
-/// restarted server does not reuse its predecessor's).
+/// What the names of the ports retired into `group` start with: `vx`
+/// and the group's low bits. The ruleset drops every frame to or from a
+/// link so named (a retired port stays up: see [`retire_ports`]).
+pub fn retired_prefix(group: u32) -> String {
+    format!("vx{:04x}", group & 0xffff)
+}
+
+/// A name no link on the host has, for a retired port: its group's
+/// [`retired_prefix`] and a number that only grows (seeded from the
+/// clock, so a restarted server does not reuse its predecessor's).
 fn retired_name(group: u32) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: std::sync::OnceLock<AtomicU64> = std::sync::OnceLock::new();
@@ -197,13 +204,14 @@ fn retired_name(group: u32) -> String {
         AtomicU64::new(now)
     });
     let n = next.fetch_add(1, Ordering::Relaxed) & 0xf_ffff_ffff;
-    format!("vx{:04x}{n:09x}", group & 0xffff)
+    format!("{}{n:09x}", retired_prefix(group))
 }
 
-/// Takes the ports of `addresses` out of service at once (down and
-/// renamed: the VM is cut off and its port's name is free) and
-/// leaves them in `group` for [`reap`], off the caller's path: deleting
-/// a link waits out RCU grace periods, tens of milliseconds each.
+/// Takes the ports of `addresses` out of service at once (renamed into
+/// `group`'s names, which the ruleset drops every frame of: the VM is
+/// cut off and its port's name is free) and leaves them in `group` for
+/// [`reap`], off the caller's path: deleting a link waits out RCU grace
+/// periods, tens of milliseconds each.
 pub async fn retire_ports(addresses: &[Ipv4Addr], group: u32) -> Result<(), NetError> {
     let links: Vec<(String, String)> = addresses
         .iter()

@@ -57,6 +57,9 @@ pub struct Layout {
     pub subnet: Ipv4Cidr,
     /// Ranges no VM reaches, whatever its policy.
     pub blocked: Vec<Ipv4Cidr>,
+    /// What the names of this server's retired ports start with: no
+    /// frame goes to or comes from one (see `link::retire_ports`).
+    pub retired: String,
 }
 
 /// One attached VM as the rules see it.
@@ -164,13 +167,19 @@ table bridge {t} {{
   set ports {{ type ifname . ipv4_addr; }}
   chain prerouting {{
     type filter hook prerouting priority -200; policy accept;
+    iifname "{retired}*" drop
     iifname @ifaces ether type ip iifname . ip saddr != @ports drop
     iifname @ifaces ether type arp iifname . arp saddr ip != @ports drop
     iifname @ifaces ether type ip6 drop
   }}
+  chain postrouting {{
+    type filter hook postrouting priority 200; policy accept;
+    oifname "{retired}*" drop
+  }}
 }}"#,
         blocked = set_list(&blocked),
         subnet = layout.subnet,
+        retired = layout.retired,
     );
     let elements = segments
         .iter()
@@ -526,6 +535,7 @@ mod tests {
             table: "pt0".into(),
             subnet: Ipv4Cidr::parse("10.200.0.0/24").expect("cidr"),
             blocked: vec![Ipv4Cidr::parse("169.254.0.0/16").expect("cidr")],
+            retired: "vx1234".into(),
         }
     }
 
@@ -624,6 +634,9 @@ mod tests {
         assert!(s.contains("add element inet pt0 gateways { 10.200.0.1 }"));
         assert!(s.contains("add element inet pt0 bridges { \"pb0ac80081\" }"));
         assert!(s.contains("add element inet pt0 gateways { 10.200.0.129 }"));
+        // A retired port stays up on its bridge: its frames go nowhere.
+        assert!(s.contains("iifname \"vx1234*\" drop"), "{s}");
+        assert!(s.contains("oifname \"vx1234*\" drop"), "{s}");
     }
 
     /// The elements in `set` of the table `t` (inet), as nft lists them.
@@ -666,6 +679,7 @@ mod tests {
             table: t.clone(),
             subnet: Ipv4Cidr::parse("10.201.0.0/24").expect("cidr"),
             blocked: Vec::new(),
+            retired: "vx4321".into(),
         };
         apply(&full_ruleset(&layout, &[], &[]))
             .await

@@ -400,3 +400,59 @@ async fn a_microvm_guest_sees_nothing_of_the_servers_environment() {
     assert!(leaked.is_empty(), "{leaked:?}");
     let _: Value = c.delete(&format!("/v1/vms/{id}")).await.body;
 }
+
+/// Processes that do all a tenant can to outlive their sandbox (their own
+/// session and process group, orphaned to the sandbox's init, deaf to
+/// every signal they may ignore, one of them stopped) are gone with it:
+/// its delete kills its pid namespace's PID 1, and the reap that follows
+/// removes its cgroups only once they are empty.
+#[tokio::test]
+async fn detached_deaf_processes_do_not_outlive_their_delete() {
+    let server = Server::start();
+    let c = server.client();
+    let vm = c.create_vm(json!({})).await;
+    let id = vm["vm_id"].as_str().expect("id").to_owned();
+    let before = common::sandbox_processes(&server.data_dir());
+    let marker = format!("outlive-{}", std::process::id());
+    let script = r#"import os, signal, time
+for n in range(3):
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() != 0:
+            os._exit(0)
+        for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1):
+            signal.signal(s, signal.SIG_IGN)
+        if n == 2:
+            os.kill(os.getpid(), signal.SIGSTOP)
+        while True:
+            time.sleep(60)
+time.sleep(0.5)
+print("detached")
+"#;
+    let (out, err, exit) = c
+        .exec(
+            &id,
+            &format!("python3 -c '{script}' {marker} </dev/null >/dev/null 2>&1 & sleep 1; echo detached"),
+        )
+        .await;
+    assert_eq!(out.trim(), "detached", "{err} {exit}");
+    let during = common::sandbox_processes(&server.data_dir());
+    assert!(
+        during >= before + 3,
+        "the detached processes are not in the sandbox's cgroups: {before} before, {during} after"
+    );
+
+    assert_eq!(c.delete(&format!("/v1/vms/{id}")).await.status, 200);
+    assert_eq!(
+        common::settled(|| common::sandbox_processes(&server.data_dir())),
+        0
+    );
+    assert_eq!(
+        common::settled(|| common::sandbox_cgroups(&server.data_dir())),
+        0
+    );
+    assert_eq!(
+        common::settled(|| common::host_processes_mentioning(std::path::Path::new(&marker))),
+        0
+    );
+}

@@ -22,6 +22,9 @@ use super::{Netlink, NetlinkError};
 /// `ENODEV`: no such link.
 const ENODEV: i32 = 19;
 
+/// `EBUSY`: before Linux 6.2, what renaming a link that is up answers.
+const EBUSY: i32 = 16;
+
 /// The loopback link of a fresh namespace: always index 1.
 const LOOPBACK_INDEX: u32 = 1;
 
@@ -181,21 +184,50 @@ pub fn in_namespace<T: Send + 'static>(
 }
 
 /// Takes links out of service at once, for [`delete_group`] to delete
-/// later: each `(name, new_name)` down, in `group` and renamed to
-/// `new_name`, so that its name is free. A link's deletion
+/// later: each `(name, new_name)` renamed to `new_name`, so that its
+/// name is free, and put in `group`, in one request. A link's deletion
 /// waits out RCU grace periods (15-40 ms on this kind of host) where
-/// these changes do not. A link already gone is not an error.
+/// this does not. A link already gone is not an error.
+///
+/// The link stays up, and on its bridge, until deleted: taking it down
+/// would cost a grace period of its own (closing a device waits for
+/// its queues' readers) and a carrier change the kernel's link watch
+/// handles under the rtnl lock, both on the delete's path; leaving a
+/// bridge walks every port of it (features, MTU, forwarding entries).
+/// Its frames are dropped by name (the caller's ruleset matches the
+/// retired names' prefix). A kernel older than 6.2 renames only a link
+/// that is down (`EBUSY`): those are taken down first, as before.
 pub fn retire(links: &[(String, String)], group: u32) -> Result<(), NetlinkError> {
     let mut nl = open()?;
+    let mut busy = Vec::new();
     for (name, new_name) in links {
         let index = match index_of(name) {
             Ok(i) => i,
             Err(e) if e.errno() == Some(ENODEV) => continue,
             Err(e) => return Err(e),
         };
-        // It stays on its bridge until deleted: leaving a bridge walks
-        // every port of it (features, MTU, forwarding entries), which at
-        // a thousand ports is milliseconds the deletion can spend later.
+        nl.push(
+            NLM_F_REQUEST,
+            RouteNetlinkMessage::SetLink(link(
+                index,
+                vec![
+                    LinkAttribute::IfName(new_name.clone()),
+                    LinkAttribute::Group(group),
+                ],
+            )),
+            format!("retire {name} as {new_name}"),
+        );
+        busy.push((index, name, new_name));
+    }
+    let refusals = nl.send_each()?;
+    if !refusals.iter().any(|e| e.errno() == Some(EBUSY)) {
+        return first_but_gone(refusals);
+    }
+    // Only the links still under their old names are left to retire.
+    for (index, name, new_name) in busy {
+        if index_of(name).ok() != Some(index) {
+            continue;
+        }
         let mut down = link(index, vec![LinkAttribute::Group(group)]);
         down.header.change_mask = LinkFlags::Up;
         nl.push(
@@ -203,7 +235,6 @@ pub fn retire(links: &[(String, String)], group: u32) -> Result<(), NetlinkError
             RouteNetlinkMessage::SetLink(down),
             format!("take {name} down"),
         );
-        // A link is renamed only while it is down, so this comes second.
         nl.push(
             NLM_F_REQUEST,
             RouteNetlinkMessage::SetLink(link(

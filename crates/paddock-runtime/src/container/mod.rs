@@ -1075,7 +1075,10 @@ fn teardown(
         // stale (small, on a tmpfs: removed here).
         return cgroup_result.and(remove_tree(&live));
     }
-    if let Some(ids) = &this.ids {
+    // Free for another sandbox only once no process of this one is left
+    // to share them with (as the trash's reap does); ids kept by a
+    // failed removal stay taken until the next start.
+    if let (Ok(()), Some(ids)) = (&cgroup_result, &this.ids) {
         ids.release(&run);
     }
     let loop_gone = began.elapsed();
