@@ -93,3 +93,14 @@ async fn create_cost_does_not_grow_with_live_sandboxes() {
         "create p25 at {COUNT} live: {late:?}, early: {early:?}"
     );
 }
+
+/// The agent, PID 1 of every sandbox, is linked at a fixed address
+/// (`build.rs`): as a position-independent executable, each sandbox kept
+/// its own relocated copy of the agent's read-only data (64 KiB).
+#[test]
+fn the_agent_is_not_position_independent() {
+    let elf = std::fs::read(env!("CARGO_BIN_EXE_paddock-agent")).expect("the agent binary");
+    assert_eq!(&elf[..4], b"\x7fELF");
+    // e_type, little-endian at offset 16: 2 is ET_EXEC, 3 ET_DYN (PIE).
+    assert_eq!(u16::from_le_bytes([elf[16], elf[17]]), 2);
+}
