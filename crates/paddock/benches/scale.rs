@@ -39,6 +39,34 @@ fn open_fds(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
+/// All CPUs' time so far and the part of it idle (or waiting on I/O),
+/// in clock ticks, from `/proc/stat`.
+fn cpu_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    (fields.iter().sum(), idle)
+}
+
+/// How busy the host is over a second in which the bench asks nothing
+/// of paddock: the share of the CPUs that the idle sandboxes, the
+/// server's background work and whatever else runs on the host (its
+/// init, kernel threads) take from every other figure in the row.
+async fn host_busy_at_rest() -> f64 {
+    let (total, idle) = cpu_ticks();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (total_after, idle_after) = cpu_ticks();
+    let elapsed = total_after.saturating_sub(total).max(1);
+    100.0 * (1.0 - idle_after.saturating_sub(idle) as f64 / elapsed as f64)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -121,8 +149,8 @@ async fn main() {
             ms(percentile(&mut b, 0.5))
         );
     }
-    println!("| live VMs | create p50 (ms) | create p99 (ms) | host MiB/VM | server RSS (MiB) | server fds |");
-    println!("|---|---|---|---|---|---|");
+    println!("| live VMs | create p50 (ms) | create p99 (ms) | host MiB/VM | server RSS (MiB) | server fds | host busy at rest (%) |");
+    println!("|---|---|---|---|---|---|---|");
     let available_before = meminfo_kib("MemAvailable:");
     let mut ids = Vec::with_capacity(count);
     let mut first_step_p50 = None;
@@ -151,13 +179,14 @@ async fn main() {
         last_step_p50 = p50;
         let used = available_before.saturating_sub(meminfo_kib("MemAvailable:"));
         println!(
-            "| {} | {:.1} | {:.1} | {:.2} | {:.1} | {} |",
+            "| {} | {:.1} | {:.1} | {:.2} | {:.1} | {} | {:.1} |",
             ids.len(),
             ms(p50),
             ms(percentile(&mut samples, 0.99)),
             used as f64 / 1024.0 / ids.len() as f64,
             rss_mib(pid),
             open_fds(pid),
+            host_busy_at_rest().await,
         );
         if deletes_at_start.is_none() {
             deletes_at_start = Some(api.sequential_deletes(SEQUENTIAL_DELETES, ids.len()).await);

@@ -199,7 +199,7 @@ pub fn in_namespace<T: Send + 'static>(
 /// that is down (`EBUSY`): those are taken down first, as before.
 pub fn retire(links: &[(String, String)], group: u32) -> Result<(), NetlinkError> {
     let mut nl = open()?;
-    let mut busy = Vec::new();
+    let mut sent = Vec::new();
     for (name, new_name) in links {
         let index = match index_of(name) {
             Ok(i) => i,
@@ -217,14 +217,14 @@ pub fn retire(links: &[(String, String)], group: u32) -> Result<(), NetlinkError
             )),
             format!("retire {name} as {new_name}"),
         );
-        busy.push((index, name, new_name));
+        sent.push((index, name, new_name));
     }
     let refusals = nl.send_each()?;
     if !refusals.iter().any(|e| e.errno() == Some(EBUSY)) {
         return first_but_gone(refusals);
     }
     // Only the links still under their old names are left to retire.
-    for (index, name, new_name) in busy {
+    for (index, name, new_name) in sent {
         if index_of(name).ok() != Some(index) {
             continue;
         }
