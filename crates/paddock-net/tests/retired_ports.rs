@@ -9,6 +9,10 @@ use std::process::{Command, Stdio};
 use paddock_net::link;
 use paddock_net::nft::{self, Layout};
 
+/// The link group the test's port is retired into (a server's groups
+/// come from its bridge's name, with the high bit set, as this one has).
+const GROUP: u32 = 0x8000_abcd;
+
 fn root_with_tools() -> bool {
     nix::unistd::geteuid().is_root()
         && ["nft", "ip", "python3"].iter().all(|tool| {
@@ -155,7 +159,7 @@ impl Drop for Wire {
         self.remove();
         // The retired port went with its namespace's end; a kernel that
         // kept it has it in the group.
-        quietly(&["ip", "link", "del", "group", "0x8000abcd"]);
+        quietly(&["ip", "link", "del", "group", &GROUP.to_string()]);
     }
 }
 
@@ -165,7 +169,7 @@ async fn a_retired_port_carries_nothing_either_way() {
         eprintln!("skipped: needs root, nft, ip and python3 (scripts/deps.sh)");
         return;
     }
-    let group = 0x8000_abcd;
+    let group = GROUP;
     let wire = tokio::task::spawn_blocking(move || Wire::new(&link::retired_prefix(group)))
         .await
         .expect("set up");

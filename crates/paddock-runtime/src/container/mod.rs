@@ -978,9 +978,10 @@ pub(crate) enum Keep {
 /// injected into it, a trash to take it, its agent in its runtime dir:
 /// a container sandbox with a pid namespace of its own; host-process,
 /// microVM and diskless sandboxes keep theirs in their run dir and are
-/// torn down here) is killed here and the rest is the trash's: waiting until its processes are gone and removing its
-/// cgroups (2-10 ms, growing with what the host's cgroup locks are busy
-/// with), then its loop device, user ids and files. Killing PID 1 of its
+/// torn down here) is killed here and the rest is the trash's: waiting
+/// until its processes are gone and removing its cgroups (2-10 ms,
+/// growing with what the host's cgroup locks are busy with), then its
+/// loop device, user ids and files. Killing PID 1 of its
 /// pid namespace ends the sandbox (the kernel kills every other process
 /// in it before the namespace's init is reaped, and no process of it runs
 /// its own code again), its paths are free at once, and a server that
