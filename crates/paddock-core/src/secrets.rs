@@ -189,14 +189,26 @@ impl std::fmt::Debug for DataKey {
 }
 
 /// Whether `a` and `b` are equal, in time that depends on their length
-/// only: for secrets a caller presents (share cookies, the nodes' token).
+/// only: for secrets a caller presents (share cookies, the nodes' token,
+/// E2B's access and upload tokens). `subtle` keeps the compiler from
+/// turning the comparison into one that stops at the first difference.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_compare_equal_only_when_identical() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(constant_time_eq(b"", b""));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(!constant_time_eq(b"", b"a"));
+    }
 
     fn key() -> MasterKey {
         MasterKey::from_hex(&MasterKey::generate_hex()).expect("key")

@@ -470,7 +470,9 @@ impl E2b {
     ) -> Result<EnvdTarget, CoreError> {
         let (account, vm) = self.owner(sandbox_id).await?;
         let matches = |given: Option<&str>, expected: String| {
-            given.is_some_and(|t| constant_time_eq(t.as_bytes(), expected.as_bytes()))
+            given.is_some_and(|t| {
+                paddock_core::secrets::constant_time_eq(t.as_bytes(), expected.as_bytes())
+            })
         };
         if matches(access_token, self.access_token(&account, &vm))
             || matches(traffic_token, self.traffic_token(&account, &vm))
@@ -496,11 +498,6 @@ fn matches_metadata(vm: &Vm, wanted: &BTreeMap<String, String>) -> bool {
         .all(|(k, v)| vm.metadata.get(k).and_then(|x| x.as_str()) == Some(v.as_str()))
 }
 
-/// Compares secrets in time independent of where they differ.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -521,12 +518,5 @@ mod tests {
         m.clear();
         m.insert("owner".to_owned(), "me".to_owned());
         assert!(E2b::check_metadata(&m).is_ok());
-    }
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
     }
 }

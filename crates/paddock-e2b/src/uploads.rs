@@ -141,7 +141,7 @@ impl E2b {
         mut body: ByteStream,
     ) -> Result<u64, CoreError> {
         let expected = self.upload_token(account, template_id, hash);
-        if !crate::sandboxes::constant_time_eq(token.as_bytes(), expected.as_bytes()) {
+        if !paddock_core::secrets::constant_time_eq(token.as_bytes(), expected.as_bytes()) {
             return Err(CoreError::Unauthenticated);
         }
         let target = self.archive_path(account, hash)?;

@@ -387,12 +387,8 @@ impl Recorder {
         let account: AccountId = account.parse().map_err(|_| not_found(id))?;
         let now = u64::try_from(Timestamp::now().unix_millis() / 1000).unwrap_or(u64::MAX);
         let expected = self.signature(&account, id, expires);
-        let matches = expected.len() == signature.len()
-            && expected
-                .bytes()
-                .zip(signature.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
+        let matches =
+            paddock_core::secrets::constant_time_eq(expected.as_bytes(), signature.as_bytes());
         if !matches || expires < now {
             return Err(not_found(id));
         }
