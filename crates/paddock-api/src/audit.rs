@@ -219,10 +219,21 @@ pub async fn layer(
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned());
-    let address = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
+    // Another node's call through the internal endpoints is audited by
+    // that node, which took the tenant's call it serves. A VM API call
+    // it placed here is audited here, where the caller's key is checked,
+    // from the address its client called that node from.
+    let from_a_node = crate::internal::calling_node(&state, request.headers()).is_some();
+    let placed = crate::vms::placement::placed_by_a_node(&state, request.headers());
+    let address = placed
+        .then(|| forwarded_client(request.headers()))
+        .flatten()
+        .or_else(|| {
+            request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip().to_string())
+        })
         .unwrap_or_else(|| "unknown".to_owned());
     let request_id = request
         .headers()
@@ -232,6 +243,14 @@ pub async fn layer(
     let presented = crate::auth::presented_in(request.headers(), request.uri());
 
     let response = next.run(request).await;
+    if from_a_node
+        || response
+            .extensions()
+            .get::<crate::vms::placement::Forwarded>()
+            .is_some()
+    {
+        return response;
+    }
     let status = response.status().as_u16();
     let mut actor = slot.take();
     let audit = state.service.audit();
@@ -323,6 +342,15 @@ pub async fn layer(
     };
     write(audit, event).await;
     response
+}
+
+/// The client address a node sent with a call it placed here.
+fn forwarded_client(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get(crate::vms::placement::CLIENT_ADDRESS)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<std::net::IpAddr>().ok())
+        .map(|ip| ip.to_string())
 }
 
 fn new_request_id() -> String {

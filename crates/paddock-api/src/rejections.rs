@@ -70,12 +70,14 @@ pub async fn uniform(request: Request, next: Next) -> Response {
         text
     };
     let mut rendered = render(surface, status, message);
-    // Keep what the original said about the method or the wait.
+    // Keep what the original said about the method or the wait, and what
+    // the layers outside read from it (an answer another node gave).
     for name in [header::ALLOW, header::RETRY_AFTER] {
         if let Some(v) = parts.headers.get(&name) {
             rendered.headers_mut().insert(name, v.clone());
         }
     }
+    *rendered.extensions_mut() = parts.extensions;
     rendered
 }
 

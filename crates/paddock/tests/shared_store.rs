@@ -782,3 +782,106 @@ async fn a_share_answers_through_any_nodes_proxy() {
         assert_eq!(r.text().await.expect("body"), "hello across nodes\n");
     }
 }
+
+/// A call that reaches a VM's node through another process is audited
+/// once, by the process that checked the caller's key, with the address
+/// the caller called from: the VM API's creates and deletes a replica
+/// sends to a node whole, and E2B's, which the replica makes through the
+/// node's internal endpoint. No process records a call of its own with
+/// no caller (the forward, the internal call).
+#[tokio::test(flavor = "current_thread")]
+async fn calls_through_a_replica_are_audited_once_from_the_callers_address() {
+    let Some((_a, _b, r)) = two_nodes_and_a_replica() else {
+        return;
+    };
+    // The client calls from an address of its own: the replica's forwards
+    // come from 127.0.0.1, and must not pass for it.
+    let client_address = "127.0.0.9";
+    let replica = r.client();
+    let c = common::Client {
+        http: reqwest::Client::builder()
+            .local_address(client_address.parse::<std::net::IpAddr>().ok())
+            .build()
+            .expect("a client"),
+        ..replica
+    };
+    let made = c.post("/v1/vms?wait=true", json!({})).await;
+    assert_eq!(made.status, 200, "{}", made.body);
+    let vm = made.body["vm_id"].as_str().expect("vm_id").to_owned();
+    let gone = c.delete(&format!("/v1/vms/{vm}")).await;
+    assert!(gone.status < 300, "{}", gone.body);
+    let sandbox = c
+        .send(
+            c.req(reqwest::Method::POST, "/e2b/sandboxes")
+                .json(&json!({"templateID": "base", "timeout": 120})),
+        )
+        .await;
+    assert_eq!(sandbox.status, 201, "{}", sandbox.body);
+    let sandbox = sandbox.body["sandboxID"].as_str().expect("sandboxID");
+    let killed = c
+        .send(c.req(
+            reqwest::Method::DELETE,
+            &format!("/e2b/sandboxes/{sandbox}"),
+        ))
+        .await;
+    assert_eq!(killed.status, 204, "{}", killed.body);
+
+    let events = c.get("/v1/audit/events?limit=200").await;
+    assert_eq!(events.status, 200, "{}", events.body);
+    let events = events.body["items"].as_array().expect("items").clone();
+    let of = |needle: &str| -> Vec<(String, String)> {
+        let mut found: Vec<(String, String)> = events
+            .iter()
+            .filter(|e| {
+                e["event_payload"]["path"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains(needle)
+            })
+            .map(|e| {
+                (
+                    e["event_type"].as_str().unwrap_or("").to_owned(),
+                    e["source_address"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    let from_client = |t: &str| (t.to_owned(), client_address.to_owned());
+    assert_eq!(of(&vm), [from_client("vms.delete")], "{events:?}");
+    assert!(
+        of("/v1/vms").contains(&from_client("vms.create")),
+        "{events:?}"
+    );
+    assert_eq!(
+        of(sandbox),
+        [from_client("e2b.sandboxes.delete")],
+        "{events:?}"
+    );
+    // Every event of this account came from the client's address: no
+    // `auth.new_address` for the replica's, no record under it.
+    let elsewhere: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["source_address"] != client_address)
+        .collect();
+    assert!(elsewhere.is_empty(), "{elsewhere:?}");
+    // And no process wrote a record with no caller.
+    let store = r
+        .env
+        .iter()
+        .find(|(k, _)| k == "PADDOCK_STORE")
+        .map(|(_, v)| v.clone())
+        .expect("the shared store");
+    let orphans = std::process::Command::new("psql")
+        .args(["-X", "-q", "-t", "-A", &store, "-c"])
+        .arg("SELECT event_type || ' ' || path FROM audit_events WHERE account_id IS NULL")
+        .output()
+        .expect("run psql");
+    assert!(orphans.status.success(), "{orphans:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&orphans.stdout).trim(),
+        "",
+        "records with no caller"
+    );
+}

@@ -10,9 +10,11 @@
 //! sandbox through its node's agent tunnel instead (they stream).
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderName, HeaderValue, Method};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use paddock_core::ids::VmId;
@@ -23,6 +25,27 @@ use crate::AppState;
 /// Marks a call another node sent here to act on: its value is the
 /// sending node's internal token, so no tenant can send it.
 pub(crate) const PLACED_HERE: HeaderName = HeaderName::from_static("x-paddock-placed");
+
+/// The address of the client whose call another node sent here, for the
+/// audit record this node writes; believed only beside a valid
+/// [`PLACED_HERE`].
+pub(crate) const CLIENT_ADDRESS: HeaderName = HeaderName::from_static("x-paddock-client-address");
+
+/// Marks an answer another node gave to a call this node sent there. That
+/// node audited the call: it checked the caller's key, which this node
+/// never looked at.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Forwarded;
+
+/// Whether `headers` carry a valid [`PLACED_HERE`]: the call was sent
+/// here by another node of the installation.
+pub(crate) fn placed_by_a_node(state: &AppState, headers: &HeaderMap) -> bool {
+    headers
+        .get(&PLACED_HERE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| state.service.internal_caller(v))
+        .is_some()
+}
 
 /// What the create asks that placement weighs: memory, provider, and
 /// whether it names what only one node holds on its disk (volumes): such
@@ -74,12 +97,7 @@ pub(crate) async fn route_to_node(
         return next.run(request).await;
     }
     let token = state.service.internal_token();
-    let placed_here = request
-        .headers()
-        .get(&PLACED_HERE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| state.service.internal_caller(v))
-        .is_some();
+    let placed_here = placed_by_a_node(&state, request.headers());
     let Some(cluster) = state.cluster.clone().filter(|_| !placed_here) else {
         return next.run(request).await;
     };
@@ -163,9 +181,12 @@ async fn send_to(
                 | "keep-alive"
                 | "upgrade"
         );
-        if !hop_by_hop && *name != PLACED_HERE {
+        if !hop_by_hop && *name != PLACED_HERE && *name != CLIENT_ADDRESS {
             forward = forward.header(name, value);
         }
+    }
+    if let Some(ConnectInfo(client)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+        forward = forward.header(CLIENT_ADDRESS, client.ip().to_string());
     }
     let answer = forward
         .header(
@@ -186,6 +207,7 @@ async fn send_to(
             response.headers_mut().insert(name, value.clone());
         }
     }
+    response.extensions_mut().insert(Forwarded);
     Ok(response)
 }
 
