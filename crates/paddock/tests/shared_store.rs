@@ -885,3 +885,39 @@ async fn calls_through_a_replica_are_audited_once_from_the_callers_address() {
         "records with no caller"
     );
 }
+
+/// An account's request rate holds for the installation, not per
+/// process: two nodes take from one bucket (a sixteenth of it at a time),
+/// so a burst sent to both is cut where the rate and burst say, and the
+/// refusals carry the wait.
+#[tokio::test(flavor = "current_thread")]
+async fn the_request_rate_is_the_installations() {
+    let config = format!("{CONFIG}[quotas]\nrequests_per_second = 1\nburst = 63\n");
+    let Some(a) = Server::start_on_postgres(&config) else {
+        return;
+    };
+    let b = Server::start_sharing(&a, Some(&config)).expect("a PostgreSQL store");
+    let clients = [a.client(), b.client()];
+    let mut admitted = 0;
+    let mut waits = Vec::new();
+    for i in 0..100 {
+        let answer = clients[i % 2].get("/v1/vms").await;
+        match answer.status {
+            200 => admitted += 1,
+            429 => waits.push(
+                answer
+                    .headers
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .expect("a Retry-After in seconds"),
+            ),
+            other => panic!("{other}: {}", answer.body),
+        }
+    }
+    // A bucket of 64 (1 a second and a burst of 63), a token or two more
+    // while the calls ran, less what each node took and has not spent
+    // (under 4); a bucket per node would admit all 100.
+    assert!((58..=66).contains(&admitted), "admitted {admitted} of 100");
+    assert!(waits.iter().all(|w| *w <= 1), "{waits:?}");
+}

@@ -9,7 +9,7 @@ use crate::error::CoreError;
 use crate::ids::{AccountId, ApiKeyId};
 use crate::model::{Account, ApiKey, ApiKeySecret, KeyPatch, KeySettings, NewApiKey, Principal};
 use crate::quotas::{Quota, Quotas};
-use crate::store::AccountStore;
+use crate::store::{AccountStore, RequestSpend};
 
 pub struct Accounts {
     store: Arc<dyn AccountStore>,
@@ -265,7 +265,7 @@ impl Accounts {
             return Err(CoreError::Unauthenticated);
         }
         let quota = self.quota(&key.account_id).await?;
-        self.quotas.admit_request(&key.account_id, &quota)?;
+        self.admit_request(&key.account_id, &quota).await?;
         Ok((
             Principal {
                 account_id: key.account_id,
@@ -273,6 +273,34 @@ impl Accounts {
             },
             key.id,
         ))
+    }
+}
+
+impl Accounts {
+    /// Spends one request of the account's rate: from the bucket every
+    /// process sharing the store takes from (a few tokens at a time, see
+    /// [`crate::quotas::shared_take`]), or this process's own when none
+    /// shares it. A 429 with the wait when none is left.
+    async fn admit_request(&self, account: &AccountId, quota: &Quota) -> Result<(), CoreError> {
+        let Some((rate, capacity)) = quota.request_bucket() else {
+            return Ok(());
+        };
+        if self.quotas.spend_taken(account) {
+            return Ok(());
+        }
+        let take = crate::quotas::shared_take(capacity);
+        match self
+            .store
+            .take_requests(account, rate, capacity, take)
+            .await?
+        {
+            RequestSpend::Unshared => self.quotas.admit_request(account, quota),
+            RequestSpend::Granted(n) => {
+                self.quotas.keep_taken(account, n.saturating_sub(1));
+                Ok(())
+            }
+            RequestSpend::Wait(retry_after) => Err(CoreError::RateLimited { retry_after }),
+        }
     }
 }
 

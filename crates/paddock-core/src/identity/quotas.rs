@@ -42,6 +42,30 @@ pub struct Quota {
     pub burst: Option<u32>,
 }
 
+impl Quota {
+    /// The token bucket of its request rate: tokens a second and how many
+    /// it holds (the rate and the burst); `None` without a rate.
+    pub fn request_bucket(&self) -> Option<(u32, f64)> {
+        let rate = self.requests_per_second.filter(|r| *r > 0)?;
+        Some((rate, f64::from(rate) + f64::from(self.burst.unwrap_or(0))))
+    }
+}
+
+/// How many tokens a process takes from a bucket of `capacity` it shares
+/// with others at once: a sixteenth of it, so a busy account costs the
+/// store one write per that many requests, and the tokens one process
+/// holds unspent (which no other can spend) are a sixteenth of the
+/// bucket at most.
+pub fn shared_take(capacity: f64) -> u32 {
+    ((capacity / 16.0).floor() as u32).max(1)
+}
+
+/// How long a bucket holding `tokens` takes to hold one at `rate` a
+/// second.
+pub fn wait_for_a_token(tokens: f64, rate: u32) -> Duration {
+    Duration::from_secs_f64(((1.0 - tokens) / f64::from(rate.max(1))).max(0.0))
+}
+
 /// What an account holds now, against its capacity limits.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = QuotaUsage))]
@@ -68,6 +92,9 @@ pub struct Quotas {
     /// By account id or name, as the operator wrote them.
     per_account: HashMap<String, Quota>,
     buckets: Mutex<HashMap<AccountId, Bucket>>,
+    /// Tokens this process took from a bucket it shares with other
+    /// processes (the store's) ahead of its requests.
+    taken: Mutex<HashMap<AccountId, u32>>,
     creates: KeyedLocks<AccountId>,
     /// Image builds running, per account.
     builds: Arc<Mutex<HashMap<AccountId, u64>>>,
@@ -109,6 +136,7 @@ impl Quotas {
             default,
             per_account,
             buckets: Mutex::new(HashMap::new()),
+            taken: Mutex::new(HashMap::new()),
             creates: KeyedLocks::default(),
             builds: Arc::new(Mutex::new(HashMap::new())),
             by_name: Mutex::new(HashMap::new()),
@@ -147,13 +175,12 @@ impl Quotas {
         by_name.insert(account.clone(), quota);
     }
 
-    /// Spends one request of the account's rate; a 429 with the wait when
-    /// none is left.
+    /// Spends one request of the account's rate from this process's own
+    /// bucket; a 429 with the wait when none is left.
     pub fn admit_request(&self, account: &AccountId, quota: &Quota) -> Result<(), CoreError> {
-        let Some(rate) = quota.requests_per_second.filter(|r| *r > 0) else {
+        let Some((rate, capacity)) = quota.request_bucket() else {
             return Ok(());
         };
-        let capacity = f64::from(rate) + f64::from(quota.burst.unwrap_or(0));
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         let bucket = buckets.entry(account.clone()).or_insert(Bucket {
@@ -167,10 +194,32 @@ impl Quotas {
             bucket.tokens -= 1.0;
             return Ok(());
         }
-        let wait = (1.0 - bucket.tokens) / f64::from(rate);
         Err(CoreError::RateLimited {
-            retry_after: Duration::from_secs_f64(wait),
+            retry_after: wait_for_a_token(bucket.tokens, rate),
         })
+    }
+
+    /// Spends a token this process took ahead from a shared bucket;
+    /// false when it holds none for the account.
+    pub fn spend_taken(&self, account: &AccountId) -> bool {
+        let mut taken = self.taken.lock().unwrap_or_else(PoisonError::into_inner);
+        match taken.get_mut(account) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Keeps `n` tokens taken from a shared bucket for the account's next
+    /// requests.
+    pub fn keep_taken(&self, account: &AccountId, n: u32) {
+        if n == 0 {
+            return;
+        }
+        let mut taken = self.taken.lock().unwrap_or_else(PoisonError::into_inner);
+        *taken.entry(account.clone()).or_default() += n;
     }
 
     /// Held from a capacity check until what it admitted is recorded (a
@@ -310,6 +359,19 @@ mod tests {
         let full = Usage { vms: 3, ..usage };
         let e = check_room(&quota, &full, 1, 1).expect_err("over count");
         assert!(e.to_string().contains("max_vms"), "{e}");
+    }
+
+    #[test]
+    fn tokens_taken_ahead_are_spent_once_each_by_their_account() {
+        let q = Quotas::unlimited();
+        let (a, b) = (AccountId::generate(), AccountId::generate());
+        q.keep_taken(&a, 2);
+        assert!(q.spend_taken(&a));
+        assert!(!q.spend_taken(&b));
+        assert!(q.spend_taken(&a));
+        assert!(!q.spend_taken(&a));
+        assert_eq!(shared_take(4.0), 1);
+        assert_eq!(shared_take(1500.0), 93);
     }
 
     #[test]

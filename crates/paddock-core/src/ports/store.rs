@@ -376,6 +376,32 @@ pub trait AccountStore: Send + Sync {
     async fn update_api_key(&self, key: &ApiKey) -> Result<(), StoreError>;
     /// Returns false when no unrevoked key has this id.
     async fn revoke_api_key(&self, id: &ApiKeyId, at: Timestamp) -> Result<bool, StoreError>;
+
+    /// Takes up to `take` tokens (at least one) from the account's
+    /// request bucket (`rate` a second, `capacity` at most), one bucket for
+    /// every process sharing the store. A store that one process alone
+    /// opens answers [`RequestSpend::Unshared`]: that process keeps the
+    /// bucket itself.
+    async fn take_requests(
+        &self,
+        _account: &AccountId,
+        _rate: u32,
+        _capacity: f64,
+        _take: u32,
+    ) -> Result<RequestSpend, StoreError> {
+        Ok(RequestSpend::Unshared)
+    }
+}
+
+/// What taking requests from a shared token bucket came to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RequestSpend {
+    /// No other process shares the store: the caller keeps the bucket.
+    Unshared,
+    /// This many tokens, one of them for the request at hand.
+    Granted(u32),
+    /// The bucket is empty; a token is back after this long.
+    Wait(std::time::Duration),
 }
 
 /// The accounts' images and the build cache's layers.

@@ -30,7 +30,7 @@ use paddock_core::ids::{AccountId, ApiKeyId, ExecutionId, SessionId, VmId};
 use paddock_core::model::{
     Account, ApiKey, Execution, NewApiKey, Vm, VmFilter, VmStatus, VmStatusSet,
 };
-use paddock_core::store::{AccountStore, ExecutionStore, VmStore};
+use paddock_core::store::{AccountStore, ExecutionStore, RequestSpend, VmStore};
 use paddock_core::StoreError;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor};
@@ -731,6 +731,61 @@ impl AccountStore for SqlStore {
         .await
         .map_err(db_err)?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn take_requests(
+        &self,
+        account: &AccountId,
+        rate: u32,
+        capacity: f64,
+        take: u32,
+    ) -> Result<RequestSpend, StoreError> {
+        if self.backend != Backend::Postgres {
+            return Ok(RequestSpend::Unshared);
+        }
+        // One statement: the row's lock orders concurrent takes from every
+        // process, and the refill is reckoned by the database's clock. A
+        // bucket with less than a token is left as it is.
+        let granted: Option<(f64,)> = sqlx::query_as(
+            "WITH now AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT AS ms) \
+             INSERT INTO request_buckets (account_id, tokens, at, granted) \
+               SELECT $1, $3 - LEAST($4, floor($3)), ms, LEAST($4, floor($3)) FROM now \
+             ON CONFLICT (account_id) DO UPDATE SET \
+               granted = LEAST($4, floor(LEAST($3, request_buckets.tokens \
+                 + (EXCLUDED.at - request_buckets.at) * $2 / 1000.0))), \
+               tokens = LEAST($3, request_buckets.tokens \
+                 + (EXCLUDED.at - request_buckets.at) * $2 / 1000.0) \
+                 - LEAST($4, floor(LEAST($3, request_buckets.tokens \
+                 + (EXCLUDED.at - request_buckets.at) * $2 / 1000.0))), \
+               at = EXCLUDED.at \
+             WHERE LEAST($3, request_buckets.tokens \
+               + (EXCLUDED.at - request_buckets.at) * $2 / 1000.0) >= 1 \
+             RETURNING granted",
+        )
+        .bind(account.as_str())
+        .bind(f64::from(rate))
+        .bind(capacity)
+        .bind(f64::from(take.max(1)))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        if let Some((granted,)) = granted.filter(|(g,)| *g >= 1.0) {
+            // At most `take`, a u32.
+            return Ok(RequestSpend::Granted(granted as u32));
+        }
+        let (tokens,): (f64,) = sqlx::query_as(
+            "SELECT LEAST($3, tokens + ((extract(epoch FROM clock_timestamp()) * 1000)::BIGINT \
+               - at) * $2 / 1000.0) FROM request_buckets WHERE account_id = $1",
+        )
+        .bind(account.as_str())
+        .bind(f64::from(rate))
+        .bind(capacity)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(RequestSpend::Wait(paddock_core::quotas::wait_for_a_token(
+            tokens, rate,
+        )))
     }
 }
 

@@ -6,7 +6,9 @@ use paddock_core::model::{
     Account, Credential, Env, EnvStatus, Limits, NewApiKey, Resources, Sealed, Snapshot,
     SnapshotKind, SnapshotStatus, Vault, Vm, VmFilter, VmOptions, VmStatus, VmStatusSet,
 };
-use paddock_core::store::{AccountStore, SnapshotStore, VaultStore, VmStore};
+use std::time::Duration;
+
+use paddock_core::store::{AccountStore, RequestSpend, SnapshotStore, VaultStore, VmStore};
 use paddock_core::StoreError;
 
 use super::SqlStore;
@@ -240,6 +242,34 @@ async fn expired_vms_are_found() {
             .await
             .expect("list")
             .is_empty());
+    }
+}
+
+/// PostgreSQL keeps one request bucket per account for every process
+/// that shares it: a bucket of 3 grants two tokens to a take of two, one
+/// to the next (all it has left), then tells how long until the next
+/// token (at 1 a second, under a second); another account's bucket is its
+/// own. SQLite leaves the bucket to its process.
+#[tokio::test]
+async fn shared_stores_keep_one_request_bucket_per_account() {
+    for (store, account) in stores_with_account().await {
+        let take = |a: AccountId| {
+            let store = &store;
+            async move { store.take_requests(&a, 1, 3.0, 2).await.expect("take") }
+        };
+        if store.backend != super::Backend::Postgres {
+            assert_eq!(take(account.id.clone()).await, RequestSpend::Unshared);
+            continue;
+        }
+        assert_eq!(take(account.id.clone()).await, RequestSpend::Granted(2));
+        assert_eq!(take(account.id.clone()).await, RequestSpend::Granted(1));
+        match take(account.id.clone()).await {
+            RequestSpend::Wait(d) => {
+                assert!(d > Duration::ZERO && d <= Duration::from_secs(1), "{d:?}")
+            }
+            other => panic!("expected a wait, got {other:?}"),
+        }
+        assert_eq!(take(AccountId::generate()).await, RequestSpend::Granted(2));
     }
 }
 
