@@ -921,3 +921,38 @@ async fn the_request_rate_is_the_installations() {
     assert!((58..=66).contains(&admitted), "admitted {admitted} of 100");
     assert!(waits.iter().all(|w| *w <= 1), "{waits:?}");
 }
+
+/// An account's capacity quota holds for the installation: creates sent
+/// to two nodes at once are checked one at a time against it, whichever
+/// node makes each, so no more VMs than `max_vms` are made.
+#[tokio::test(flavor = "current_thread")]
+async fn racing_creates_on_two_nodes_fit_the_quota() {
+    let config = format!("{CONFIG}[quotas]\nmax_vms = 2\n");
+    let Some(a) = Server::start_on_postgres(&config) else {
+        return;
+    };
+    let b = Server::start_sharing(&a, Some(&config)).expect("a PostgreSQL store");
+    let clients = [a.client(), b.client()];
+    let creates = (0..16).map(|i| {
+        let c = &clients[i % 2];
+        async move { c.post("/v1/vms?wait=true", json!({})).await }
+    });
+    let answers = futures::future::join_all(creates).await;
+    let made = answers.iter().filter(|r| r.status == 200).count();
+    let refused: Vec<&Value> = answers
+        .iter()
+        .filter(|r| r.status != 200)
+        .map(|r| &r.body)
+        .collect();
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    assert_eq!(made, 2, "{statuses:?} {refused:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|r| r.status == 200 || (r.status == 403 && r.body.to_string().contains("max_vms"))),
+        "{refused:?}"
+    );
+    let listed = clients[0].get("/v1/vms").await;
+    let live = listed.body.as_array().map_or(0, Vec::len);
+    assert_eq!(live, 2, "{}", listed.body);
+}

@@ -123,7 +123,7 @@ impl Snapshots {
         // paddock takes to keep a VM's or an environment's data are never
         // refused.
         let _creates = if kind == SnapshotKind::User {
-            let creates = self.accounts.quotas().lock_creates(account).await;
+            let creates = self.accounts.lock_creates(account).await?;
             self.check_quota(account).await?;
             Some(creates)
         } else {

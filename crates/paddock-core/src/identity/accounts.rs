@@ -9,7 +9,7 @@ use crate::error::CoreError;
 use crate::ids::{AccountId, ApiKeyId};
 use crate::model::{Account, ApiKey, ApiKeySecret, KeyPatch, KeySettings, NewApiKey, Principal};
 use crate::quotas::{Quota, Quotas};
-use crate::store::{AccountStore, RequestSpend};
+use crate::store::{AccountStore, RequestSpend, SharedLock};
 
 pub struct Accounts {
     store: Arc<dyn AccountStore>,
@@ -277,6 +277,20 @@ impl Accounts {
 }
 
 impl Accounts {
+    /// Held from a capacity check until what it admitted is recorded (a
+    /// VM, a volume, a snapshot), against every other create of the
+    /// account in this process and in every other sharing the store. This
+    /// process's lock is taken first, so its tasks queue here rather than
+    /// each holding a database connection while they wait.
+    pub async fn lock_creates(&self, account: &AccountId) -> Result<CreatesLock, CoreError> {
+        let local = self.quotas.lock_creates(account).await;
+        let shared = self.store.hold_account_creates(account).await?;
+        Ok(CreatesLock {
+            _shared: shared,
+            _local: local,
+        })
+    }
+
     /// Spends one request of the account's rate: from the bucket every
     /// process sharing the store takes from (a few tokens at a time, see
     /// [`crate::quotas::shared_take`]), or this process's own when none
@@ -302,6 +316,13 @@ impl Accounts {
             RequestSpend::Wait(retry_after) => Err(CoreError::RateLimited { retry_after }),
         }
     }
+}
+
+/// An account's creates held by [`Accounts::lock_creates`], until dropped.
+#[must_use = "the lock is released when dropped"]
+pub struct CreatesLock {
+    _shared: SharedLock,
+    _local: tokio::sync::OwnedMutexGuard<()>,
 }
 
 /// A user of an account, as `/v1/users/me` shows it.

@@ -1,9 +1,11 @@
 //! Per-account quotas, set by the operator by default and per account:
 //! what one account may hold at once (VMs, memory, vCPUs) and how fast it
 //! may call. Capacity is checked when a VM is created, under a lock per
-//! account held until the VM's row exists, so two racing creates cannot
-//! both slip under a cap. Rates are a token bucket per account, spent when
-//! a key is authenticated, so every surface and the SSH gateway share it.
+//! account held until the VM's row exists, in this process and in every
+//! other sharing the store, so two racing creates cannot both slip under
+//! a cap. Rates are a token bucket per account, spent when a key is
+//! authenticated, so every surface and the SSH gateway share it; one
+//! bucket for every process sharing the store.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -222,7 +224,8 @@ impl Quotas {
         *taken.entry(account.clone()).or_default() += n;
     }
 
-    /// Held from a capacity check until what it admitted is recorded (a
+    /// This process's part of [`crate::accounts::Accounts::lock_creates`]:
+    /// held from a capacity check until what it admitted is recorded (a
     /// VM, a volume, a snapshot).
     pub async fn lock_creates(&self, account: &AccountId) -> OwnedMutexGuard<()> {
         self.creates.lock(account).await

@@ -377,6 +377,15 @@ pub trait AccountStore: Send + Sync {
     /// Returns false when no unrevoked key has this id.
     async fn revoke_api_key(&self, id: &ApiKeyId, at: Timestamp) -> Result<bool, StoreError>;
 
+    /// Waits until no other process sharing the store checks the
+    /// account's capacity quota, then keeps them out until the lock drops:
+    /// a capacity check and the record it admits are one step for the
+    /// installation. A store one process alone opens holds nothing (its
+    /// process's own lock suffices).
+    async fn hold_account_creates(&self, _account: &AccountId) -> Result<SharedLock, StoreError> {
+        Ok(SharedLock::unshared())
+    }
+
     /// Takes up to `take` tokens (at least one) from the account's
     /// request bucket (`rate` a second, `capacity` at most), one bucket for
     /// every process sharing the store. A store that one process alone

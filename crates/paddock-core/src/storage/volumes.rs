@@ -237,7 +237,7 @@ impl Volumes {
                 .create_on_a_node(membership, remote.as_ref(), account, name, size_bytes)
                 .await;
         }
-        let _creates = self.accounts.quotas().lock_creates(account).await;
+        let _creates = self.accounts.lock_creates(account).await?;
         self.check_quota(account, None, size_bytes).await?;
         let now = Timestamp::now();
         let volume = Volume {
@@ -335,7 +335,7 @@ impl Volumes {
         if let Some(size) = size_bytes {
             check_size(size)?;
         }
-        let _creates = self.accounts.quotas().lock_creates(account).await;
+        let _creates = self.accounts.lock_creates(account).await?;
         let _lock = self.lock.lock().await;
         let mut volume = self.get(account, id).await?;
         if let Some(size) = size_bytes.filter(|s| *s > volume.size_bytes) {

@@ -336,8 +336,8 @@ impl Vms {
         &self,
         account: &AccountId,
         resources: &Resources,
-    ) -> Result<OwnedMutexGuard<()>, CoreError> {
-        let creates = self.parts.accounts.quotas().lock_creates(account).await;
+    ) -> Result<crate::accounts::CreatesLock, CoreError> {
+        let creates = self.parts.accounts.lock_creates(account).await?;
         let quota = self.parts.accounts.quota(account).await?;
         let usage = self.store.account_usage(account).await?;
         crate::quotas::check_room(

@@ -188,7 +188,7 @@ impl Vms {
             }
             // A stopped sandbox holds no memory or CPU: starting it again
             // is checked against the account's capacity as a create is.
-            let _creates = self.parts.accounts.quotas().lock_creates(account).await;
+            let _creates = self.parts.accounts.lock_creates(account).await?;
             let quota = self.parts.accounts.quota(account).await?;
             let usage = self.store.account_usage(account).await?;
             crate::quotas::check_room(

@@ -30,7 +30,7 @@ use paddock_core::ids::{AccountId, ApiKeyId, ExecutionId, SessionId, VmId};
 use paddock_core::model::{
     Account, ApiKey, Execution, NewApiKey, Vm, VmFilter, VmStatus, VmStatusSet,
 };
-use paddock_core::store::{AccountStore, ExecutionStore, RequestSpend, VmStore};
+use paddock_core::store::{AccountStore, ExecutionStore, RequestSpend, SharedLock, VmStore};
 use paddock_core::StoreError;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor};
@@ -731,6 +731,10 @@ impl AccountStore for SqlStore {
         .await
         .map_err(db_err)?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn hold_account_creates(&self, account: &AccountId) -> Result<SharedLock, StoreError> {
+        paddock_core::store::ResourceStore::hold(self, &format!("account-creates/{account}")).await
     }
 
     async fn take_requests(
