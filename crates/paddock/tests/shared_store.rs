@@ -12,11 +12,17 @@ use serde_json::{json, Value};
 const CONFIG: &str = "[ssh]\nenabled = false\n";
 
 fn pair() -> Option<(Server, Server)> {
-    let Some(first) = Server::start_on_postgres(CONFIG) else {
+    pair_with("")
+}
+
+/// Two nodes whose config is [`CONFIG`] and `more`.
+fn pair_with(more: &str) -> Option<(Server, Server)> {
+    let config = format!("{CONFIG}{more}");
+    let Some(first) = Server::start_on_postgres(&config) else {
         eprintln!("PADDOCK_TEST_POSTGRES is not set: no store to share");
         return None;
     };
-    let second = Server::start_sharing(&first, Some(CONFIG)).expect("a PostgreSQL store");
+    let second = Server::start_sharing(&first, Some(&config)).expect("a PostgreSQL store");
     Some((first, second))
 }
 
@@ -892,11 +898,9 @@ async fn calls_through_a_replica_are_audited_once_from_the_callers_address() {
 /// refusals carry the wait.
 #[tokio::test(flavor = "current_thread")]
 async fn the_request_rate_is_the_installations() {
-    let config = format!("{CONFIG}[quotas]\nrequests_per_second = 1\nburst = 63\n");
-    let Some(a) = Server::start_on_postgres(&config) else {
+    let Some((a, b)) = pair_with("[quotas]\nrequests_per_second = 1\nburst = 63\n") else {
         return;
     };
-    let b = Server::start_sharing(&a, Some(&config)).expect("a PostgreSQL store");
     let clients = [a.client(), b.client()];
     let mut admitted = 0;
     let mut waits = Vec::new();
@@ -927,11 +931,9 @@ async fn the_request_rate_is_the_installations() {
 /// node makes each, so no more VMs than `max_vms` are made.
 #[tokio::test(flavor = "current_thread")]
 async fn racing_creates_on_two_nodes_fit_the_quota() {
-    let config = format!("{CONFIG}[quotas]\nmax_vms = 2\n");
-    let Some(a) = Server::start_on_postgres(&config) else {
+    let Some((a, b)) = pair_with("[quotas]\nmax_vms = 2\n") else {
         return;
     };
-    let b = Server::start_sharing(&a, Some(&config)).expect("a PostgreSQL store");
     let clients = [a.client(), b.client()];
     let creates = (0..16).map(|i| {
         let c = &clients[i % 2];
