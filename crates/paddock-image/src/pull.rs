@@ -81,6 +81,10 @@ pub struct ImageStore {
     locks: KeyedLocks<String>,
     /// The other nodes sharing the store, for layers made on one of them.
     peers: std::sync::OnceLock<std::sync::Arc<dyn PeerBlobs>>,
+    /// The compressed blobs pushes made of staged layers, by the layer's
+    /// digest: a push again (a retry, another registry) sends the same
+    /// blob, while it is stored, rather than compress the layer again.
+    compressed: std::sync::Mutex<std::collections::HashMap<Digest, LayerInfo>>,
 }
 
 /// The other nodes of an installation, which may hold a blob this node
@@ -128,6 +132,7 @@ impl ImageStore {
             client,
             locks: KeyedLocks::default(),
             peers: std::sync::OnceLock::new(),
+            compressed: std::sync::Mutex::default(),
         })
     }
 
@@ -499,8 +504,9 @@ impl ImageStore {
     }
 
     /// What a push sends for `layer`: its stored blob as it is, or, for a
-    /// staged layer, its tar compressed now (zstd), under that blob's own
-    /// digest and media type (the image's diff ids stay the tar's).
+    /// staged layer, its tar compressed (zstd) by the first push that
+    /// needed it, under that blob's own digest and media type (the image's
+    /// diff ids stay the tar's).
     fn pushable(&self, layer: &LayerInfo) -> Result<LayerInfo, ImageError> {
         let digest: Digest = layer
             .digest
@@ -508,6 +514,9 @@ impl ImageStore {
             .map_err(|_| ImageError::Config(format!("layer {}", layer.digest)))?;
         if self.blobs.contains(&digest) || layer.media_type != STAGED_LAYER {
             return Ok(layer.clone());
+        }
+        if let Some(made) = self.compressed_for(&digest) {
+            return Ok(made);
         }
         let packed = self.pack_blob(Contents::Changes(&[ChangedTree {
             dir: self.layer_dir(&digest),
@@ -520,11 +529,29 @@ impl ImageStore {
                 actual: packed.diff_id.to_string(),
             });
         }
-        Ok(LayerInfo {
+        let made = LayerInfo {
             digest: packed.digest.to_string(),
             size: packed.size,
             media_type: PACKED_LAYER.to_owned(),
-        })
+        };
+        self.compressed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(digest, made.clone());
+        Ok(made)
+    }
+
+    /// The compressed blob a push made of staged layer `digest`, while it
+    /// is still stored (garbage collection may have taken it).
+    fn compressed_for(&self, digest: &Digest) -> Option<LayerInfo> {
+        let made = self
+            .compressed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(digest)
+            .cloned()?;
+        let blob: Digest = made.digest.parse().ok()?;
+        self.blobs.contains(&blob).then_some(made)
     }
 
     /// Packs `contents` into a zstd blob, stored under its digest.
@@ -915,6 +942,19 @@ mod tests {
             crate::unpack::uncompressed_digest(&store.blobs.path(&compressed)).expect("diff id"),
             digest
         );
+        // A push again sends that blob: it does not pack the layer again
+        // (packing the directory changed below would fail its digest).
+        std::fs::write(store.layer_dir(&digest).join("etc/motd"), "changed\n").expect("tamper");
+        assert_eq!(store.pushable(&built.info).expect("pushable again"), pushed);
+        // Without the blob (collected), it packs again, from the directory.
+        store
+            .blobs
+            .remove(&compressed)
+            .expect("remove compressed blob");
+        assert!(matches!(
+            store.pushable(&built.info),
+            Err(ImageError::DigestMismatch { .. })
+        ));
 
         // A layer whose directory no longer packs into its digest is
         // refused, not served.
