@@ -873,23 +873,9 @@ async fn calls_through_a_replica_are_audited_once_from_the_callers_address() {
         .collect();
     assert!(elsewhere.is_empty(), "{elsewhere:?}");
     // And no process wrote a record with no caller.
-    let store = r
-        .env
-        .iter()
-        .find(|(k, _)| k == "PADDOCK_STORE")
-        .map(|(_, v)| v.clone())
-        .expect("the shared store");
-    let orphans = std::process::Command::new("psql")
-        .args(["-X", "-q", "-t", "-A", &store, "-c"])
-        .arg("SELECT event_type || ' ' || path FROM audit_events WHERE account_id IS NULL")
-        .output()
-        .expect("run psql");
-    assert!(orphans.status.success(), "{orphans:?}");
-    assert_eq!(
-        String::from_utf8_lossy(&orphans.stdout).trim(),
-        "",
-        "records with no caller"
-    );
+    let orphans = r
+        .query_store("SELECT event_type || ' ' || path FROM audit_events WHERE account_id IS NULL");
+    assert_eq!(orphans.trim(), "", "records with no caller");
 }
 
 /// An account's request rate holds for the installation, not per

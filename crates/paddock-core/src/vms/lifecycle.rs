@@ -188,15 +188,7 @@ impl Vms {
             }
             // A stopped sandbox holds no memory or CPU: starting it again
             // is checked against the account's capacity as a create is.
-            let _creates = self.parts.accounts.lock_creates(account).await?;
-            let quota = self.parts.accounts.quota(account).await?;
-            let usage = self.store.account_usage(account).await?;
-            crate::quotas::check_room(
-                &quota,
-                &usage,
-                u64::from(vm.resources.memory_mb()),
-                u64::from(vm.resources.vcpu_count()),
-            )?;
+            let _creates = self.reserve_room(account, &vm.resources).await?;
             vm.status = VmStatus::Creating;
             vm.status_reason = None;
             vm.updated_at = Timestamp::now();

@@ -749,8 +749,9 @@ impl AccountStore for SqlStore {
         }
         // One statement: the row's lock orders concurrent takes from every
         // process, and the refill is reckoned by the database's clock. A
-        // bucket with less than a token is left as it is.
-        let granted: Option<(f64,)> = sqlx::query_as(
+        // bucket with less than a token grants none (it is refilled, as a
+        // process's own bucket is), and what it holds tells the wait.
+        let (granted, tokens): (f64, f64) = sqlx::query_as(
             "WITH now AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT AS ms) \
              INSERT INTO request_buckets (account_id, tokens, at, granted) \
                SELECT $1, $3 - LEAST($4, floor($3)), ms, LEAST($4, floor($3)) FROM now \
@@ -762,31 +763,19 @@ impl AccountStore for SqlStore {
                  - LEAST($4, floor(LEAST($3, request_buckets.tokens \
                  + (EXCLUDED.at - request_buckets.at) * $2 / 1000.0))), \
                at = EXCLUDED.at \
-             WHERE LEAST($3, request_buckets.tokens \
-               + (EXCLUDED.at - request_buckets.at) * $2 / 1000.0) >= 1 \
-             RETURNING granted",
+             RETURNING granted, tokens",
         )
         .bind(account.as_str())
         .bind(f64::from(rate))
         .bind(capacity)
         .bind(f64::from(take.max(1)))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
-        if let Some((granted,)) = granted.filter(|(g,)| *g >= 1.0) {
-            // At most `take`, a u32.
-            return Ok(RequestSpend::Granted(granted as u32));
-        }
-        let (tokens,): (f64,) = sqlx::query_as(
-            "SELECT LEAST($3, tokens + ((extract(epoch FROM clock_timestamp()) * 1000)::BIGINT \
-               - at) * $2 / 1000.0) FROM request_buckets WHERE account_id = $1",
-        )
-        .bind(account.as_str())
-        .bind(f64::from(rate))
-        .bind(capacity)
         .fetch_one(&self.pool)
         .await
         .map_err(db_err)?;
+        if granted >= 1.0 {
+            // At most `take`, a u32.
+            return Ok(RequestSpend::Granted(granted as u32));
+        }
         Ok(RequestSpend::Wait(paddock_core::quotas::wait_for_a_token(
             tokens, rate,
         )))
